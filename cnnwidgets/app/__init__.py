@@ -1,0 +1,1 @@
+"""cnnwidgets.app."""
