@@ -1,1 +1,30 @@
-"""cnnwidgets.core."""
+"""Torch side: layer discovery, the hook manager (Probe), targets, devices and model hygiene."""
+
+from cnnwidgets.core.device import available_devices, resolve_device
+from cnnwidgets.core.hygiene import ModelSnapshot
+from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.probe import Probe, ProbeStats, StopForward
+from cnnwidgets.core.targets import (
+    ChannelActivation,
+    ClassLogit,
+    ClassProbability,
+    Target,
+    resolve_target,
+    target_score,
+)
+
+__all__ = [
+    "ChannelActivation",
+    "ClassLogit",
+    "ClassProbability",
+    "LayerInfo",
+    "ModelSnapshot",
+    "Probe",
+    "ProbeStats",
+    "StopForward",
+    "Target",
+    "available_devices",
+    "resolve_device",
+    "resolve_target",
+    "target_score",
+]

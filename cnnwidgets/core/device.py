@@ -1,0 +1,64 @@
+"""Choosing the device the probe computes on."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["available_devices", "resolve_device"]
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def available_devices() -> list[str]:
+    """Device names usable on this machine, best first (``cuda``, ``mps``, ``cpu``)."""
+    names = []
+    if torch.cuda.is_available():
+        names.append("cuda")
+    if _mps_available():
+        names.append("mps")
+    names.append("cpu")
+    return names
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """Turn a device request into a concrete :class:`torch.device`.
+
+    Args:
+        spec: ``"auto"`` (CUDA if available, then MPS, then CPU), or any name or
+            :class:`torch.device` torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: if the name is not a device, or the device is not available here.
+    """
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        return torch.device(available_devices()[0])
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {spec!r} requested but CUDA is not available here; "
+                f"available: {', '.join(available_devices())}"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif device.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"device {spec!r} requested but MPS is not available here; "
+            f"available: {', '.join(available_devices())}"
+        )
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device type {device.type!r} is not supported; use cpu, cuda or mps")
+    return device

@@ -1,0 +1,87 @@
+"""Checks that a model was left exactly as it was (used by the test-suite and by users).
+
+``ModelSnapshot.take(model)`` records everything cnnwidgets promises never to change;
+``snapshot.assert_unchanged(model)`` lists every difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["ModelSnapshot", "hook_count"]
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+def hook_count(module: nn.Module) -> int:
+    """Number of forward/backward hooks registered on ``module`` itself."""
+    return sum(len(getattr(module, attr, {})) for attr in _HOOK_DICTS)
+
+
+@dataclass
+class ModelSnapshot:
+    """Everything about a model that inspection must not change."""
+
+    structure: list[tuple[str, int, str]]
+    training: dict[str, bool]
+    hooks: dict[str, int]
+    inplace: dict[str, bool]
+    requires_grad: dict[str, bool]
+    grads: dict[str, torch.Tensor | None]
+    tensors: dict[str, torch.Tensor]
+    devices: dict[str, str]
+    strides: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def take(cls, model: nn.Module) -> ModelSnapshot:
+        modules = list(model.named_modules())
+        named = dict(model.named_parameters())
+        named.update({f"buffer:{k}": v for k, v in model.named_buffers()})
+        return cls(
+            structure=[(name, id(m), type(m).__name__) for name, m in modules],
+            training={name: m.training for name, m in modules},
+            hooks={name: hook_count(m) for name, m in modules},
+            inplace={name: m.inplace for name, m in modules if isinstance(getattr(m, "inplace", None), bool)},
+            requires_grad={k: v.requires_grad for k, v in named.items()},
+            grads={k: (None if v.grad is None else v.grad.detach().clone()) for k, v in named.items()},
+            tensors={k: v.detach().clone() for k, v in named.items()},
+            devices={k: str(v.device) for k, v in named.items()},
+            strides={k: tuple(v.stride()) for k, v in named.items()},
+        )
+
+    def differences(self, model: nn.Module) -> list[str]:
+        """Human-readable list of what changed (empty when nothing did)."""
+        now = ModelSnapshot.take(model)
+        diffs: list[str] = []
+        if now.structure != self.structure:
+            diffs.append("module structure changed")
+        for field in ("training", "hooks", "inplace", "requires_grad", "devices", "strides"):
+            before, after = getattr(self, field), getattr(now, field)
+            for key in sorted(set(before) | set(after)):
+                if before.get(key) != after.get(key):
+                    diffs.append(f"{field}[{key!r}]: {before.get(key)!r} -> {after.get(key)!r}")
+        for key, before in self.grads.items():
+            after = now.grads.get(key)
+            if (before is None) != (after is None) or (before is not None and not torch.equal(before, after)):
+                diffs.append(f"grad of {key!r} changed")
+        for key, before in self.tensors.items():
+            after = now.tensors.get(key)
+            if after is None or before.dtype != after.dtype or not torch.equal(before, after):
+                diffs.append(f"values of {key!r} changed")
+        return diffs
+
+    def assert_unchanged(self, model: nn.Module) -> None:
+        """Raise AssertionError naming every change since the snapshot."""
+        diffs = self.differences(model)
+        if diffs:
+            raise AssertionError("the model was changed:\n  " + "\n  ".join(diffs))

@@ -1,0 +1,223 @@
+"""Layer discovery: every addressable module, its output shape and receptive-field geometry.
+
+Discovery runs one forward pass on a zero input of a given size with temporary hooks on
+every module (of the probe's private copy) and records, per module:
+
+* the order in which modules start running (``order``) and how often each runs (``calls``);
+* the output shape of its last call;
+* receptive-field geometry where it is defined.
+
+Receptive-field geometry follows the usual recurrence for convolution and pooling chains
+(see Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks",
+Distill 2019). For a module with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d``
+applied to a tensor with receptive field ``r``, jump ``j`` and start ``c``::
+
+    r' = r + (k - 1) * d * j
+    j' = j * s
+    c' = c + ((k - 1) / 2 * d - p) * j
+
+``c`` is the centre, in input pixel-index coordinates (pixel 0 has centre 0.0), of the
+receptive field of output unit 0; unit ``i`` is centred at ``c + i * j``. Shape-preserving
+modules (activations, normalisation, dropout) pass the geometry through. Geometry is
+tracked per tensor, so branches (residual blocks) are followed correctly; anything
+the recurrence does not describe (linear layers, adaptive pooling, functional reshapes)
+has ``receptive_field=None``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LayerInfo", "discover_layers", "suggest_names", "unknown_layer_error"]
+
+_GEOMETRIC = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What is known about one addressable module of a model.
+
+    Attributes:
+        name: qualified module name, as in ``model.named_modules()``.
+        type: the module's class name (``"Conv2d"``, ``"ReLU"``, ``"Sequential"`` ...).
+        output_shape: shape of its (last) output without the batch dimension, or ``None``
+            when the module does not run for this input or does not return one tensor.
+        num_params: number of parameters, counting submodules.
+        receptive_field: receptive-field size in input pixels (square kernels), or ``None``.
+        jump: distance in input pixels between neighbouring output units (effective stride).
+        start: centre of output unit (0, 0)'s receptive field in input pixel coordinates.
+        calls: how many times the module runs in one forward pass (0: never runs).
+        order: position in the order in which modules start running (never-run modules last).
+        block: name of the top-level child the module belongs to (for grouping in menus).
+        is_leaf: whether the module has no children.
+    """
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None
+    num_params: int
+    receptive_field: int | None
+    jump: int | None
+    start: float | None
+    calls: int
+    order: int
+    block: str
+    is_leaf: bool
+
+    @property
+    def is_conv(self) -> bool:
+        """True for convolution modules."""
+        return self.type in ("Conv1d", "Conv2d", "Conv3d") or self.type.startswith("Conv2d")
+
+    @property
+    def is_spatial(self) -> bool:
+        """True when the output is a (C, H, W) feature map that can be shown as a grid."""
+        return self.output_shape is not None and len(self.output_shape) == 3
+
+    def describe(self) -> str:
+        """A one-line human description, e.g. ``features.0  Conv2d  (64, 112, 112)``."""
+        shape = "x".join(str(s) for s in self.output_shape) if self.output_shape else "-"
+        return f"{self.name}  {self.type}  {shape}"
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            return int(value[0]), int(value[0])
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _module_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
+    """(kernel, stride, padding, dilation) for square conv/pool modules, else None."""
+    kernel = _pair(module.kernel_size)
+    stride = _pair(module.stride if module.stride is not None else module.kernel_size)
+    dilation = _pair(getattr(module, "dilation", 1))
+    padding_attr = getattr(module, "padding", 0)
+    if isinstance(padding_attr, str):
+        if padding_attr == "valid":
+            padding = (0, 0)
+        else:  # 'same' (stride 1 only, enforced by torch)
+            padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+    else:
+        padding = _pair(padding_attr)
+    if kernel[0] != kernel[1] or stride[0] != stride[1] or padding[0] != padding[1] or dilation[0] != dilation[1]:
+        return None
+    return kernel[0], stride[0], padding[0], dilation[0]
+
+
+Geometry = tuple[int, int, float]  # receptive field, jump, start
+
+
+def _propagate(module: nn.Module, geometry: Geometry | None, in_shape, out_shape) -> Geometry | None:
+    if geometry is None:
+        return None
+    if isinstance(module, _GEOMETRIC):
+        params = _module_geometry(module)
+        if params is None:
+            return None
+        k, s, p, d = params
+        r, j, c = geometry
+        return r + (k - 1) * d * j, j * s, c + ((k - 1) / 2 * d - p) * j
+    # Shape-preserving modules (activations, norms, dropout, identity) keep the geometry.
+    if in_shape is not None and out_shape is not None and len(in_shape) == len(out_shape) == 4:
+        if tuple(in_shape[2:]) == tuple(out_shape[2:]):
+            return geometry
+    return None
+
+
+def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
+    """Close matches for a mistyped layer name."""
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    if not close:
+        close = [candidate for candidate in names if name and name in candidate][:n]
+    return close
+
+
+def unknown_layer_error(name: str, names: list[str]) -> KeyError:
+    """A KeyError for an unknown layer that names close alternatives."""
+    close = suggest_names(name, names)
+    hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+    listing = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    return KeyError(f"unknown layer {name!r}.{hint} Known layers: {listing}")
+
+
+def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerInfo]:
+    """Run ``model`` once on ``example`` and describe every named submodule.
+
+    Args:
+        model: the module to inspect. Temporary hooks are added and always removed.
+        example: an input batch (N, C, H, W) on the model's device.
+
+    Returns:
+        ``{name: LayerInfo}`` in the order modules start running; modules that never
+        run come last with ``calls == 0``.
+    """
+    names: dict[nn.Module, str] = {}
+    for name, module in model.named_modules():
+        if name and module not in names:
+            names[module] = name
+    geometry_of: dict[int, Geometry | None] = {id(example): (1, 1, 0.0)}
+    keep_alive: list[torch.Tensor] = [example]
+    start_order: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    geometry: dict[str, Geometry | None] = {}
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        name = names[module]
+        start_order.setdefault(name, len(start_order))
+
+    def post_hook(module: nn.Module, args: tuple, output: Any) -> None:
+        name = names[module]
+        calls[name] = calls.get(name, 0) + 1
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if not isinstance(output, torch.Tensor):
+            shapes[name] = None
+            geometry[name] = None
+            return
+        shapes[name] = tuple(output.shape[1:])
+        keep_alive.append(output)
+        if not any(True for _ in module.children()):
+            in_geometry = geometry_of.get(id(first)) if first is not None else None
+            out = _propagate(module, in_geometry, None if first is None else first.shape, output.shape)
+            geometry_of[id(output)] = out
+        else:
+            # A container's output is the tensor some inner module produced (if any).
+            out = geometry_of.get(id(output))
+        geometry[name] = out
+
+    handles = []
+    try:
+        for module in names:
+            handles.append(module.register_forward_pre_hook(pre_hook))
+            handles.append(module.register_forward_hook(post_hook))
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    infos: dict[str, LayerInfo] = {}
+    ordered = sorted(names.items(), key=lambda item: start_order.get(item[1], len(names) + 1))
+    for index, (module, name) in enumerate(ordered):
+        geo = geometry.get(name)
+        infos[name] = LayerInfo(
+            name=name,
+            type=type(module).__name__,
+            output_shape=shapes.get(name),
+            num_params=sum(p.numel() for p in module.parameters()),
+            receptive_field=int(geo[0]) if geo else None,
+            jump=int(geo[1]) if geo else None,
+            start=float(geo[2]) if geo else None,
+            calls=calls.get(name, 0),
+            order=index,
+            block=name.split(".")[0],
+            is_leaf=not any(True for _ in module.children()),
+        )
+    return infos

@@ -1,0 +1,531 @@
+"""The hook manager: captures layer outputs by running only the part of the model needed.
+
+A :class:`Probe` never changes the model it is given. It works on a private inference
+copy (``probe.model``): a deep copy in eval mode, on the probe's device, with
+``requires_grad`` off for every parameter and in-place activations switched to
+out-of-place. The user's model keeps its hooks, training flags, gradients, parameters
+and device. When the user's parameters or buffers change (an optimizer step,
+``load_state_dict``), the copy is refreshed on the next call.
+
+What a captured layer output is
+-------------------------------
+The tensor a module returned at its **last call** in the forward pass, copied at the
+moment it returned. Operations that run later - an in-place ReLU that follows a
+convolution in torchvision's VGG, the in-place ``out += identity`` in a ResNet block -
+cannot change it. A module that runs several times per forward (the shared ReLU of a
+torchvision ``BasicBlock``) is captured at its last call.
+
+Prefix-only execution
+---------------------
+A forward hook on every module of the copy records the requested outputs. As soon as
+every requested layer has completed its last call, the hook raises :class:`StopForward`,
+which derives from ``BaseException`` so that a model's own ``except Exception`` cannot
+swallow it, and the rest of the model never runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnwidgets.core.device import resolve_device
+from cnnwidgets.core.layers import LayerInfo, discover_layers, unknown_layer_error
+
+__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward"]
+
+_DEFAULT_INPUT_SIZE = (3, 224, 224)
+
+
+class StopForward(BaseException):
+    """Raised from a forward hook to end a forward pass once the needed layers ran."""
+
+
+class NotATensorError(TypeError):
+    """A requested layer returned something other than one tensor."""
+
+
+@dataclass
+class ProbeStats:
+    """Counters of the work a probe has done (tests and benchmarks read them).
+
+    Attributes:
+        forwards: forward passes started for captures and logits (discovery excluded).
+        full_forwards: forward passes that ran to the model's output.
+        modules_executed: module calls that ran inside those passes.
+        cache_hits: requested layers served from the cache.
+        cache_misses: requested layers that needed a forward pass.
+        refreshes: times the private copy was re-synchronised with the user's model.
+        discoveries: layer-discovery passes (one per new input size).
+    """
+
+    forwards: int = 0
+    full_forwards: int = 0
+    modules_executed: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    refreshes: int = 0
+    discoveries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Run:
+    """Book-keeping for one forward pass."""
+
+    wanted: dict[str, int]  # layer -> number of calls after which it is final
+    grad: bool
+    stop: bool
+    calls: dict[str, int] = field(default_factory=dict)
+    results: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class _CacheEntry:
+    key_input: torch.Tensor
+    layers: dict[str, torch.Tensor]
+    nbytes: int = 0
+
+
+_OUTPUT = "\x00output"  # cache key of the model output
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _keeps_model_working(hook: Any) -> bool:
+    """Hooks that implement a parametrisation (weight/spectral norm) must stay on the copy."""
+    kind = type(hook).__name__
+    return kind in ("WeightNorm", "SpectralNorm", "SpectralNormLoadStateDictPreHook")
+
+
+class Probe:
+    """Capture intermediate outputs of a CNN without touching the model.
+
+    Args:
+        model: any ``nn.Module`` that maps an (N, C, H, W) batch to an output tensor.
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        channels_last: run convolutions in channels-last memory layout. ``"auto"`` enables it
+            on CPU for models with 2-D convolutions, where it is faster (about 1.3-1.6x on AVX2 CPUs).
+        input_size: (C, H, W) used to describe layers before the first capture; defaults to the
+            size of the first captured batch, else (3, 224, 224).
+        cache_size: number of distinct inputs whose activations are kept (least recently used
+            are evicted first).
+        cache_bytes: upper bound on the memory held by cached activations.
+
+    Example:
+        >>> with Probe(model) as probe:
+        ...     acts = probe.capture(batch, ["features.0", "features.3"])
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+        ValueError: for an unknown or unavailable device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "auto",
+        *,
+        channels_last: bool | str = "auto",
+        input_size: Sequence[int] | None = None,
+        cache_size: int = 8,
+        cache_bytes: int = 512 * 2**20,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Probe needs a torch.nn.Module, got {type(model).__name__}")
+        if channels_last not in (True, False, "auto"):
+            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        self._user_model = model
+        self._lock = threading.RLock()
+        self._channels_last_request = channels_last
+        self._device = resolve_device(device)
+        self._input_size: tuple[int, ...] | None = tuple(input_size) if input_size is not None else None
+        self._layers: dict[str, LayerInfo] | None = None
+        self._layers_size: tuple[int, ...] | None = None
+        self._cache: OrderedDict[int, _CacheEntry] = OrderedDict()
+        self._cache_serial = 0
+        self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._run: _Run | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._closed = False
+        self.stats = ProbeStats()
+        self._model = self._make_copy()
+        self._fingerprint = self._user_fingerprint()
+
+    # ------------------------------------------------------------------ the private copy
+    def _make_copy(self) -> nn.Module:
+        try:
+            clone = copy.deepcopy(self._user_model)
+        except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be copied
+            raise TypeError(
+                f"cannot copy the model for safe inspection ({type(exc).__name__}: {exc}); "
+                "the Probe works on a private copy so that your model is never changed"
+            ) from exc
+        for module in clone.modules():
+            # Hooks the user registered belong to the user's model, not to our copy.
+            module._forward_hooks.clear()
+            module._forward_hooks_with_kwargs.clear()
+            getattr(module, "_forward_hooks_always_called", {}).clear()
+            for key in [k for k, h in module._forward_pre_hooks.items() if not _keeps_model_working(h)]:
+                del module._forward_pre_hooks[key]
+            module._backward_hooks.clear()
+            getattr(module, "_backward_pre_hooks", {}).clear()
+            if isinstance(getattr(module, "inplace", None), bool):
+                module.inplace = False
+        for param in clone.parameters():
+            param.requires_grad_(False)
+            param.grad = None
+        clone.eval()
+        clone.to(self._device)
+        self._channels_last = self._want_channels_last(clone)
+        if self._channels_last:
+            clone.to(memory_format=torch.channels_last)
+        self._install_hooks(clone)
+        return clone
+
+    def _want_channels_last(self, model: nn.Module) -> bool:
+        if self._channels_last_request == "auto":
+            has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+            return self._device.type == "cpu" and has_conv
+        return bool(self._channels_last_request)
+
+    def _install_hooks(self, model: nn.Module) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._modules: dict[str, nn.Module] = {}
+        for name, module in model.named_modules():
+            if not name:
+                continue
+            self._modules[name] = module
+            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            run = self._run
+            if run is None:
+                return
+            self.stats.modules_executed += 1
+            final_call = run.wanted.get(name)
+            if final_call is None:
+                return
+            count = run.calls.get(name, 0) + 1
+            run.calls[name] = count
+            if count != final_call:
+                return
+            if not isinstance(output, torch.Tensor):
+                raise NotATensorError(
+                    f"layer {name!r} returns {type(output).__name__}, not a tensor; "
+                    "choose a layer whose output is a single tensor"
+                )
+            run.results[name] = output.clone() if run.grad else output.detach().clone()
+            if run.stop and len(run.results) == len(run.wanted):
+                raise StopForward
+
+        return hook
+
+    def _user_fingerprint(self) -> tuple:
+        tensors = list(self._user_model.parameters()) + list(self._user_model.buffers())
+        return tuple((id(t), t._version, t.shape) for t in tensors)
+
+    def _sync(self) -> None:
+        """Refresh the private copy when the user's model changed since the last call."""
+        fingerprint = self._user_fingerprint()
+        if fingerprint == self._fingerprint:
+            return
+        user_state = self._user_model.state_dict()
+        own_state = self._model.state_dict()
+        same_layout = user_state.keys() == own_state.keys() and all(
+            user_state[k].shape == own_state[k].shape for k in user_state
+        )
+        if same_layout:
+            with torch.no_grad():
+                for key, value in user_state.items():
+                    own_state[key].copy_(value)
+        else:
+            self._model = self._make_copy()
+            self._layers = None
+        self._fingerprint = fingerprint
+        self._cache.clear()
+        self.stats.refreshes += 1
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def model(self) -> nn.Module:
+        """The private inference copy (eval mode, on :attr:`device`). Not the user's model."""
+        self._check_open()
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        """The device the probe computes on."""
+        return self._device
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether convolutions run in channels-last memory layout."""
+        return self._channels_last
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """(C, H, W) that :attr:`layers` describes."""
+        return self._input_size or _DEFAULT_INPUT_SIZE
+
+    @property
+    def layers(self) -> dict[str, LayerInfo]:
+        """Every addressable module, ``{name: LayerInfo}``, in execution order."""
+        with self._lock:
+            self._check_open()
+            self._sync()
+            if self._layers is None or self._layers_size != self.input_size:
+                self.describe(self.input_size)
+            assert self._layers is not None
+            return self._layers
+
+    def describe(self, input_size: Sequence[int]) -> dict[str, LayerInfo]:
+        """(Re)discover the layers for inputs of size (C, H, W) and make it the current size."""
+        size = tuple(int(s) for s in input_size)
+        if len(size) != 3 or min(size) < 1:
+            raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {tuple(input_size)}")
+        with self._lock:
+            self._check_open()
+            example = torch.zeros((1, *size), device=self._device)
+            if self._channels_last:
+                example = example.contiguous(memory_format=torch.channels_last)
+            previous, self._run = self._run, None
+            try:
+                self._layers = discover_layers(self._model, example)
+            except (RuntimeError, TypeError) as exc:
+                raise RuntimeError(
+                    f"the model failed on an input of size {size} (is this the size and number of "
+                    f"channels it expects?): {exc}"
+                ) from exc
+            finally:
+                self._run = previous
+            self._layers_size = size
+            self._input_size = size
+            self.stats.discoveries += 1
+            return self._layers
+
+    def check_layer(self, name: str) -> LayerInfo:
+        """The LayerInfo of ``name``; raises ``KeyError`` with close suggestions if unknown."""
+        layers = self.layers
+        if not isinstance(name, str):
+            raise TypeError(f"layer names are strings, got {type(name).__name__}")
+        if name not in layers:
+            raise unknown_layer_error(name, list(layers))
+        return layers[name]
+
+    def module(self, name: str) -> nn.Module:
+        """The module ``name`` of the private copy."""
+        self.check_layer(name)
+        return self._modules[name]
+
+    def to(self, device: str | torch.device) -> Probe:
+        """Switch the device at run time (the cache is cleared). Returns ``self``."""
+        with self._lock:
+            self._check_open()
+            target = resolve_device(device)
+            if target == self._device:
+                return self
+            self._device = target
+            self._model.to(target)
+            want = self._want_channels_last(self._model)
+            self._model.to(memory_format=torch.channels_last if want else torch.contiguous_format)
+            self._channels_last = want
+            self._cache.clear()
+            return self
+
+    def reset_stats(self) -> None:
+        """Set all counters in :attr:`stats` back to zero."""
+        self.stats = ProbeStats()
+
+    def clear_cache(self) -> None:
+        """Forget every cached activation."""
+        with self._lock:
+            self._cache.clear()
+
+    def capture(
+        self, x: torch.Tensor, layers: str | Iterable[str], *, grad: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Outputs of ``layers`` for the batch ``x``, running only the needed prefix.
+
+        Args:
+            x: a preprocessed (N, C, H, W) float batch, on any device.
+            layers: a layer name or several (see :attr:`layers`).
+            grad: ``False`` (default): no autograd, results are cached per (input, layer) and
+                must be treated as read-only. ``True``: results stay attached to the autograd
+                graph (``x`` may require grad) and nothing is cached.
+
+        Returns:
+            ``{name: tensor}`` on :attr:`device`, in the order requested.
+
+        Raises:
+            KeyError: for an unknown layer name (with suggestions).
+            ValueError: for a batch that is not (N, C, H, W) floats, or a layer that never runs.
+            RuntimeError: if the model fails on the input, or the probe is closed.
+        """
+        names = [layers] if isinstance(layers, str) else list(layers)
+        if not names:
+            raise ValueError("capture needs at least one layer name")
+        with self._lock:
+            self._check_open()
+            x = self._prepare_input(x)
+            infos = [self.check_layer(n) for n in names]
+            for info in infos:
+                if info.calls == 0:
+                    raise ValueError(f"layer {info.name!r} does not run in this model's forward pass")
+            if grad:
+                return self._forward(x, {i.name: i.calls for i in infos}, grad=True, stop=True)[0]
+            entry = self._lookup(x)
+            missing = {i.name: i.calls for i in infos if entry is None or i.name not in entry.layers}
+            self.stats.cache_hits += len(names) - len(missing)
+            self.stats.cache_misses += len(missing)
+            if missing:
+                results, _ = self._forward(x, missing, grad=False, stop=True)
+                entry = self._store(x, entry, results)
+            assert entry is not None
+            return {n: entry.layers[n] for n in names}
+
+    def logits(self, x: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
+        """The model's output for ``x`` (a full forward pass, cached like a layer when ``grad=False``).
+
+        Raises:
+            TypeError: if the model does not return a tensor.
+        """
+        with self._lock:
+            self._check_open()
+            x = self._prepare_input(x)
+            if grad:
+                return self._forward(x, {}, grad=True, stop=False)[1]
+            entry = self._lookup(x)
+            if entry is not None and _OUTPUT in entry.layers:
+                self.stats.cache_hits += 1
+                return entry.layers[_OUTPUT]
+            self.stats.cache_misses += 1
+            _, output = self._forward(x, {}, grad=False, stop=False)
+            entry = self._store(x, entry, {_OUTPUT: output})
+            return output
+
+    def close(self) -> None:
+        """Remove every hook and drop the private copy and the cache. Safe to call twice."""
+        with self._lock:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+            self._cache.clear()
+            self._modules = {}
+            self._closed = True
+            self._model = None  # type: ignore[assignment]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"device={self._device}, channels_last={self._channels_last}"
+        return f"Probe({type(self._user_model).__name__}, {state})"
+
+    # ------------------------------------------------------------------ internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Probe is closed; create a new one")
+
+    def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"expected a preprocessed torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; "
+                "use cnnwidgets.load_image and your model's preprocessing first"
+            )
+        if x.dim() != 4:
+            hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
+            raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(x.shape)}{hint}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
+        if x.shape[0] == 0:
+            raise ValueError("the batch is empty")
+        self._sync()
+        size = tuple(x.shape[1:])
+        if self._layers is None or self._layers_size != size:
+            self.describe(size)
+        x = x.to(self._device, torch.float32)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(
+        self, x: torch.Tensor, wanted: dict[str, int], *, grad: bool, stop: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        run = _Run(wanted=dict(wanted), grad=grad, stop=stop)
+        self._run = run
+        self.stats.forwards += 1
+        output = None
+        try:
+            with torch.set_grad_enabled(grad), torch.inference_mode(False):
+                try:
+                    output = self._model(x)
+                except StopForward:
+                    pass
+                except NotATensorError:
+                    raise
+                except (RuntimeError, TypeError) as exc:
+                    raise RuntimeError(f"the model failed on an input of shape {tuple(x.shape)}: {exc}") from exc
+        finally:
+            self._run = None
+        if output is not None:
+            self.stats.full_forwards += 1
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f"the model returned {type(output).__name__}; cnnwidgets needs a model whose output "
+                    "is one tensor of class scores (wrap it in a module that returns that tensor)"
+                )
+        missing = set(wanted) - set(run.results)
+        if missing:
+            raise RuntimeError(f"layers {sorted(missing)} did not run as discovered; is the forward data-dependent?")
+        if not grad and output is not None:
+            output = output.detach()
+        return {n: run.results[n] for n in wanted}, output
+
+    def _lookup(self, x: torch.Tensor) -> _CacheEntry | None:
+        for key, entry in self._cache.items():
+            cached = entry.key_input
+            if cached.shape == x.shape and cached.dtype == x.dtype and torch.equal(cached, x):
+                self._cache.move_to_end(key)
+                return entry
+        return None
+
+    def _store(self, x: torch.Tensor, entry: _CacheEntry | None, results: dict[str, torch.Tensor]) -> _CacheEntry:
+        if entry is None:
+            entry = _CacheEntry(key_input=x.detach().clone(), layers={}, nbytes=_tensor_bytes(x))
+            self._cache_serial += 1
+            self._cache[self._cache_serial] = entry
+        for name, tensor in results.items():
+            entry.layers[name] = tensor
+            entry.nbytes += _tensor_bytes(tensor)
+        while len(self._cache) > self._cache_size or (
+            len(self._cache) > 1 and sum(e.nbytes for e in self._cache.values()) > self._cache_bytes
+        ):
+            oldest = next(iter(self._cache))
+            if self._cache[oldest] is entry:
+                break
+            del self._cache[oldest]
+        return entry

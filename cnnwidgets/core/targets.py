@@ -1,0 +1,140 @@
+"""Targets: small callables that turn a layer's output into one score per image.
+
+Every target has a ``layer`` attribute (``None`` means the model's output) and maps that
+layer's activation of shape (N, ...) to a tensor of shape (N,). Methods that explain a
+score (occlusion, saliency, Grad-CAM ...) take a target, so class scores and internal
+feature maps are handled the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["ChannelActivation", "ClassLogit", "ClassProbability", "Target", "resolve_target", "target_score"]
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Anything with a ``layer`` attribute that maps an activation (N, ...) to scores (N,)."""
+
+    layer: str | None
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor: ...
+
+
+def _check_class_index(index: int, activation: torch.Tensor, what: str) -> None:
+    if activation.dim() != 2:
+        raise ValueError(
+            f"{what} expects the model output to be class scores of shape (N, classes), "
+            f"got {tuple(activation.shape)}"
+        )
+    if not -activation.shape[1] <= index < activation.shape[1]:
+        raise IndexError(f"class index {index} is out of range for {activation.shape[1]} classes")
+
+
+@dataclass(frozen=True)
+class ClassLogit:
+    """The raw score (logit) of class ``index``: ``y[:, index]``."""
+
+    index: int
+    layer: str | None = None
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        _check_class_index(self.index, activation, "ClassLogit")
+        return activation[:, self.index]
+
+
+@dataclass(frozen=True)
+class ClassProbability:
+    """The softmax probability of class ``index``: ``softmax(y)[:, index]``."""
+
+    index: int
+    layer: str | None = None
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        _check_class_index(self.index, activation, "ClassProbability")
+        return torch.softmax(activation, dim=1)[:, self.index]
+
+
+_REDUCTIONS = ("mean", "sum", "max")
+
+
+@dataclass(frozen=True)
+class ChannelActivation:
+    """The activation of one channel of an internal layer, reduced over space.
+
+    Args:
+        layer: layer name.
+        channel: channel index.
+        reduce: ``"mean"``, ``"sum"`` (the paper's "total activation") or ``"max"``.
+        position: optional (row, col) of a single unit instead of a reduction.
+    """
+
+    layer: str
+    channel: int
+    reduce: str = "mean"
+    position: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.reduce not in _REDUCTIONS:
+            raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {self.reduce!r}")
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        if activation.dim() < 2:
+            raise ValueError(f"layer {self.layer!r} output has shape {tuple(activation.shape)}; no channels")
+        if not 0 <= self.channel < activation.shape[1]:
+            raise IndexError(
+                f"channel {self.channel} is out of range: layer {self.layer!r} has {activation.shape[1]} channels"
+            )
+        values = activation[:, self.channel]
+        if self.position is not None:
+            if values.dim() != 3:
+                raise ValueError(f"a position needs a spatial layer; {self.layer!r} has shape {tuple(activation.shape)}")
+            row, col = self.position
+            if not (0 <= row < values.shape[1] and 0 <= col < values.shape[2]):
+                raise IndexError(f"position {self.position} is outside the {tuple(values.shape[1:])} map")
+            return values[:, row, col]
+        flat = values.reshape(values.shape[0], -1)
+        if self.reduce == "mean":
+            return flat.mean(dim=1)
+        if self.reduce == "sum":
+            return flat.sum(dim=1)
+        return flat.amax(dim=1)
+
+
+def resolve_target(target: Target | int) -> Target:
+    """Accept a class index as shorthand for :class:`ClassLogit`.
+
+    Raises:
+        TypeError: if ``target`` is neither an int nor a target callable.
+    """
+    if isinstance(target, bool):
+        raise TypeError("a target is a class index (int) or a target object, not a bool")
+    if isinstance(target, int):
+        return ClassLogit(target)
+    if callable(target) and hasattr(target, "layer"):
+        return target
+    raise TypeError(
+        f"unsupported target {target!r}: pass a class index, ClassLogit, ClassProbability, "
+        "ChannelActivation, or a callable with a `layer` attribute"
+    )
+
+
+def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = False) -> torch.Tensor:
+    """Evaluate ``target`` on the batch ``x`` with ``probe`` (prefix-only for internal layers).
+
+    Returns:
+        Scores of shape (N,).
+    """
+    target = resolve_target(target)
+    if target.layer is None:
+        activation = probe.logits(x, grad=grad)
+    else:
+        activation = probe.capture(x, [target.layer], grad=grad)[target.layer]
+    scores = target(activation)
+    if scores.dim() != 1 or scores.shape[0] != x.shape[0]:
+        raise ValueError(f"a target must return one score per image, shape ({x.shape[0]},); got {tuple(scores.shape)}")
+    return scores

@@ -1,0 +1,174 @@
+"""Cross-cutting: no public entry point changes the user's model, whether it succeeds or raises.
+
+Each entry point is a function ``(model, x) -> None``. Methods add themselves to
+``ENTRY_POINTS`` so the same invariants cover everything the package offers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from cnnwidgets import ChannelActivation, ClassProbability, ModelSnapshot, Probe
+from cnnwidgets.core.targets import target_score
+
+
+class Net(nn.Module):
+    """Small CNN with the traps: in-place ReLU, batch norm, dropout, a module that can fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(8, 4)
+        self.fail = False
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        x = self.relu2(self.conv2(x))
+        if self.fail:
+            raise RuntimeError("deliberate failure inside the model")
+        x = self.drop(x.mean(dim=(2, 3)))
+        return self.head(x)
+
+
+def prepared_model() -> tuple[nn.Module, list]:
+    """A model in training mode with a user hook, a frozen layer and existing gradients."""
+    model = Net().train()
+    calls: list = []
+    model.conv2.register_forward_hook(lambda m, i, o: calls.append("user hook"))
+    model.conv1.weight.requires_grad_(False)
+    model(torch.randn(2, 3, 16, 16)).sum().backward()
+    calls.clear()
+    return model, calls
+
+
+def _capture(model, x):
+    with Probe(model) as p:
+        p.capture(x, ["conv1", "relu2"])
+
+
+def _capture_grad(model, x):
+    with Probe(model) as p:
+        x = x.clone().requires_grad_(True)
+        p.capture(x, "conv2", grad=True)["conv2"].sum().backward()
+        assert x.grad is not None
+
+
+def _logits(model, x):
+    with Probe(model) as p:
+        p.logits(x)
+        x = x.clone().requires_grad_(True)
+        p.logits(x, grad=True).sum().backward()
+        assert x.grad is not None
+
+
+def _layers_and_device(model, x):
+    p = Probe(model, device="cpu")
+    p.layers
+    p.to("cpu")
+    p.close()
+
+
+def _targets(model, x):
+    with Probe(model) as p:
+        target_score(p, x, ClassProbability(1))
+        target_score(p, x, ChannelActivation("conv2", 3, reduce="sum"))
+
+
+def _bad_layer(model, x):
+    with Probe(model) as p:
+        p.capture(x, "conv3")
+
+
+def _bad_input(model, x):
+    with Probe(model) as p:
+        p.capture(x[0], "conv1")
+
+
+def _model_raises(model, x):
+    with Probe(model) as p:
+        p.layers
+        p.model.fail = True
+        p.logits(x)
+
+
+def _exception_inside_context(model, x):
+    with Probe(model) as p:
+        p.capture(x, "conv1")
+        raise ValueError("user code fails while the probe is open")
+
+
+ENTRY_POINTS: dict[str, Callable] = {
+    "capture": _capture,
+    "capture_grad": _capture_grad,
+    "logits": _logits,
+    "layers_and_device": _layers_and_device,
+    "targets": _targets,
+}
+
+RAISING: dict[str, tuple[Callable, type]] = {
+    "bad_layer": (_bad_layer, KeyError),
+    "bad_input": (_bad_input, ValueError),
+    "model_raises": (_model_raises, RuntimeError),
+    "exception_inside_context": (_exception_inside_context, ValueError),
+}
+
+
+def register(name: str, fn: Callable, raises: type | None = None) -> None:
+    """Add an entry point (other test modules call this for their methods)."""
+    if raises is None:
+        ENTRY_POINTS[name] = fn
+    else:
+        RAISING[name] = (fn, raises)
+
+
+def _assert_clean(model: nn.Module, snapshot: ModelSnapshot, calls: list) -> None:
+    snapshot.assert_unchanged(model)
+    assert calls == [], "the user's own hook must not fire during inspection"
+    assert model.training and all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_entry_point_leaves_model_unchanged(name):
+    model, calls = prepared_model()
+    snapshot = ModelSnapshot.take(model)
+    ENTRY_POINTS[name](model, torch.randn(2, 3, 16, 16))
+    _assert_clean(model, snapshot, calls)
+
+
+@pytest.mark.parametrize("name", sorted(RAISING))
+def test_raising_entry_point_leaves_model_unchanged(name):
+    fn, error = RAISING[name]
+    model, calls = prepared_model()
+    snapshot = ModelSnapshot.take(model)
+    with pytest.raises(error):
+        fn(model, torch.randn(2, 3, 16, 16))
+    _assert_clean(model, snapshot, calls)
+
+
+def test_snapshot_detects_every_kind_of_change():
+    """The checker itself must be able to fail."""
+    changes = {
+        "training": lambda m: m.eval(),
+        "hook": lambda m: m.conv1.register_forward_hook(lambda *a: None),
+        "grad": lambda m: m.head.weight.grad.add_(1.0),
+        "values": lambda m: m.head.bias.data.add_(1.0),
+        "requires_grad": lambda m: m.head.bias.requires_grad_(False),
+        "inplace": lambda m: setattr(m.relu1, "inplace", False),
+        "buffer": lambda m: m.bn1.running_mean.add_(1.0),
+    }
+    for what, change in changes.items():
+        model, _ = prepared_model()
+        snapshot = ModelSnapshot.take(model)
+        change(model)
+        with pytest.raises(AssertionError):
+            snapshot.assert_unchanged(model)

@@ -1,0 +1,283 @@
+"""The hook manager: prefix-only runs, correctness, caching, devices, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from cnnwidgets import ModelSnapshot, Probe
+from cnnwidgets.core.probe import StopForward
+from tests.helpers import reference_outputs
+
+EXECUTED: list[str] = []
+
+
+class Recorder(nn.Module):
+    """Identity module that records (in a module-level list) that it ran."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+    def forward(self, x):
+        EXECUTED.append(self.tag)
+        return x
+
+
+def chain() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), Recorder("a"), nn.ReLU(inplace=True),
+        nn.Conv2d(4, 4, 3, padding=1), Recorder("b"), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3), Recorder("c"),
+    )
+
+
+def test_prefix_stops_right_after_the_deepest_requested_layer():
+    model = chain()
+    x = torch.randn(2, 3, 16, 16)
+    with Probe(model, channels_last=False, input_size=(3, 16, 16)) as probe:
+        probe.layers  # discovery runs the whole model once; not counted below
+        EXECUTED.clear()
+        probe.reset_stats()
+        out = probe.capture(x, ["0", "3"])
+        assert EXECUTED == ["a"]  # modules 4.. never ran
+        assert probe.stats.modules_executed == 4  # 0, 1, 2, 3
+        assert probe.stats.full_forwards == 0
+        EXECUTED.clear()
+        probe.logits(x)
+        assert EXECUTED == ["a", "b", "c"]
+        assert probe.stats.full_forwards == 1
+    assert set(out) == {"0", "3"}
+
+
+def test_stop_signal_cannot_be_swallowed_by_except_exception():
+    class Guarded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Conv2d(3, 2, 3)
+            self.second = Recorder("second")
+
+        def forward(self, x):
+            try:
+                x = self.first(x)
+            except Exception:  # a user's broad handler must not eat the stop signal
+                x = x * 0
+            return self.second(x)
+
+    assert issubclass(StopForward, BaseException) and not issubclass(StopForward, Exception)
+    with Probe(Guarded(), channels_last=False, input_size=(3, 8, 8)) as probe:
+        probe.layers
+        EXECUTED.clear()
+        out = probe.capture(torch.randn(1, 3, 8, 8), "first")["first"]
+    assert EXECUTED == []
+    assert out.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resnet18_captures_equal_full_forward(channels_last):
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(2, 3, 96, 96)
+    names = ["conv1", "layer1.0.bn2", "layer2.1", "layer3.0.downsample.0", "layer4", "fc"]
+    ref = reference_outputs(model, x, names)
+    with torch.no_grad():
+        logits = model(x)
+    with Probe(model, channels_last=channels_last) as probe:
+        got = probe.capture(x, names)
+        out = probe.logits(x)
+    for name in names:
+        if channels_last:
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-4)
+        else:
+            assert torch.equal(got[name], ref[name]), name
+    torch.testing.assert_close(got["fc"], logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_vgg16_conv_output_is_not_overwritten_by_inplace_relu():
+    model = torchvision.models.vgg16(weights=None).eval()
+    assert model.features[1].inplace  # the conv at features.0 is followed by ReLU(inplace=True)
+    x = torch.randn(1, 3, 64, 64)
+    conv = model.features[0]
+    with torch.no_grad():
+        expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    with Probe(model, channels_last=False) as probe:
+        got = probe.capture(x, ["features.0", "features.1", "features.2"])
+    assert (got["features.0"] < 0).any(), "negative conv responses must survive the in-place ReLU"
+    torch.testing.assert_close(got["features.0"], expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got["features.1"], got["features.0"].clamp(min=0))
+    conv2 = model.features[2]
+    with torch.no_grad():
+        expected2 = F.conv2d(got["features.1"], conv2.weight, conv2.bias, padding=1)
+    torch.testing.assert_close(got["features.2"], expected2, rtol=1e-5, atol=1e-5)
+
+
+def test_resnet_block_output_survives_inplace_residual_add():
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    block = model.layer1[0]
+    with Probe(model, channels_last=False) as probe:
+        got = probe.capture(x, ["maxpool", "layer1.0.bn2", "layer1.0.relu", "layer1.0"])
+    with torch.no_grad():
+        h = got["maxpool"]
+        expected_bn2 = block.bn2(block.conv2(F.relu(block.bn1(block.conv1(h)))))
+    # bn2's output is modified in place by `out += identity` in BasicBlock.forward.
+    torch.testing.assert_close(got["layer1.0.bn2"], expected_bn2)
+    # The block's ReLU runs twice; the capture is its last call, i.e. the block's output.
+    assert probe.closed
+    assert torch.equal(got["layer1.0.relu"], got["layer1.0"])
+    torch.testing.assert_close(got["layer1.0"], F.relu(expected_bn2 + h))
+
+
+def test_cache_hits_misses_and_invalidation():
+    model = torchvision.models.resnet18(weights=None)
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(model) as probe:
+        first = probe.capture(x, ["layer1", "layer2"])
+        probe.reset_stats()
+        again = probe.capture(x.clone(), ["layer2", "layer1"])  # same content, new tensor object
+        assert probe.stats.forwards == 0 and probe.stats.cache_hits == 2
+        assert torch.equal(again["layer1"], first["layer1"])
+        probe.capture(x, ["layer3"])  # deeper layer: a forward, earlier ones still cached
+        assert probe.stats.forwards == 1 and probe.stats.cache_misses == 1
+        changed = x.clone()
+        changed[0, 0, 10, 10] += 1.0
+        probe.capture(changed, ["layer1"])
+        assert probe.stats.forwards == 2
+        x[0, 1, 5, 5] += 1.0  # in-place change of the very tensor that was cached
+        fresh = probe.capture(x, ["layer1"])["layer1"]
+        assert probe.stats.forwards == 3
+        assert not torch.equal(fresh, first["layer1"])
+        probe.logits(x)
+        probe.logits(x)
+        assert probe.stats.full_forwards == 1
+
+
+def test_cache_is_invalidated_when_the_users_weights_change():
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    with Probe(model) as probe:
+        before = probe.logits(x).clone()
+        loss = model(x).sum()
+        loss.backward()
+        optimizer.step()
+        after = probe.logits(x)
+        assert probe.stats.refreshes == 1
+        with torch.no_grad():
+            torch.testing.assert_close(after, model.eval()(x))
+        assert not torch.allclose(before, after)
+        model.load_state_dict(chain().state_dict())
+        probe.logits(x)
+        assert probe.stats.refreshes == 2
+
+
+def test_unknown_layer_names_suggest_close_names():
+    with Probe(torchvision.models.resnet18(weights=None)) as probe:
+        with pytest.raises(KeyError, match="layer1.0.conv1"):
+            probe.capture(torch.randn(1, 3, 64, 64), "layer1.0.cnv1")
+        with pytest.raises(KeyError, match="unknown layer"):
+            probe.check_layer("nothing_like_it")
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (torch.randn(3, 64, 64), ValueError, "unsqueeze"),
+        (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), ValueError, "float"),
+        ([[1.0]], TypeError, "torch.Tensor"),
+        (torch.randn(1, 1, 64, 64), RuntimeError, "channels it expects"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(bad, error, message):
+    with Probe(torchvision.models.resnet18(weights=None)) as probe:
+        with pytest.raises(error, match=message):
+            probe.capture(bad, "layer1")
+
+
+def test_device_auto_is_cpu_here_and_switching_works():
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model, device="auto") as probe:
+        expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+        assert probe.device.type == expected
+        probe.to("cpu")
+        out = probe.capture(x, "3")["3"]
+        assert out.device.type == "cpu"
+    with pytest.raises(ValueError, match="not available|unknown device"):
+        Probe(model, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Probe(model, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_capture_matches_cpu():
+    model = torchvision.models.resnet18(weights=None)
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(model, device="cpu", channels_last=False) as probe:
+        cpu = probe.capture(x, "layer2")["layer2"]
+        probe.to("cuda")
+        gpu = probe.capture(x, "layer2")["layer2"]
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_closed_probe_refuses_work():
+    probe = Probe(chain())
+    probe.close()
+    probe.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        probe.capture(torch.randn(1, 3, 8, 8), "0")
+
+
+def test_layers_report_shapes_params_and_receptive_fields():
+    model = torchvision.models.alexnet(weights=None)
+    with Probe(model, input_size=(3, 224, 224)) as probe:
+        layers = probe.layers
+    names = list(layers)
+    assert names.index("features.0") < names.index("features.3") < names.index("classifier.6")
+    conv1 = layers["features.0"]
+    assert conv1.type == "Conv2d" and conv1.output_shape == (64, 55, 55)
+    assert conv1.num_params == 3 * 64 * 11 * 11 + 64
+    assert (conv1.receptive_field, conv1.jump) == (11, 4)
+    # conv 11/4 -> pool 3/2 -> conv 5/1 -> pool 3/2: r = 11 + 2*4 = 19, +4*8 = 51, +2*8 = 67
+    assert (layers["features.2"].receptive_field, layers["features.2"].jump) == (19, 8)
+    assert (layers["features.3"].receptive_field, layers["features.3"].jump) == (51, 8)
+    assert (layers["features.5"].receptive_field, layers["features.5"].jump) == (67, 16)
+    assert layers["classifier.6"].receptive_field is None
+    assert layers["classifier.6"].output_shape == (1000,)
+    assert layers["features"].block == "features" and not layers["features"].is_leaf
+
+
+def test_receptive_field_start_matches_padding():
+    model = nn.Sequential(nn.Conv2d(3, 2, 5, stride=2, padding=2), nn.MaxPool2d(2))
+    with Probe(model, input_size=(3, 32, 32)) as probe:
+        conv, pool = probe.layers["0"], probe.layers["1"]
+    assert (conv.receptive_field, conv.jump, conv.start) == (5, 2, 0.0)
+    assert (pool.receptive_field, pool.jump, pool.start) == (7, 4, 1.0)
+
+
+ARCHITECTURES = ["resnet18", "vgg16", "alexnet", "mobilenet_v3_small", "densenet121", "efficientnet_b0"]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_torchvision_architectures(arch):
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    x = torch.randn(1, 3, 96, 96)
+    snapshot = ModelSnapshot.take(model)
+    with Probe(model) as probe:
+        layers = probe.layers
+        convs = [n for n, info in layers.items() if info.is_conv and info.calls]
+        middle = convs[len(convs) // 2]
+        ref = reference_outputs(model, x, [middle])
+        probe.reset_stats()
+        got = probe.capture(x, middle)[middle]
+        partial = probe.stats.modules_executed
+        probe.logits(x)
+        full = probe.stats.modules_executed - partial
+    torch.testing.assert_close(got, ref[middle], rtol=1e-4, atol=1e-4)
+    assert partial < full
+    snapshot.assert_unchanged(model)
