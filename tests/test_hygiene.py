@@ -1,12 +1,18 @@
 """Cross-cutting: no public entry point changes the user's model, whether it succeeds or raises.
 
-Each entry point is a function ``(model, x) -> None``. Methods add themselves to
-``ENTRY_POINTS`` so the same invariants cover everything the package offers.
+Each entry point is a function ``(model, x) -> None`` run on the small :class:`Net` below
+(training mode, a user hook, a frozen layer, existing gradients, in-place ReLUs) with
+``x`` of shape (2, 3, 16, 16). Besides the core entry points listed here, every module
+``tests/hygiene_cases_*.py`` contributes its own ``ENTRY_POINTS`` (name -> fn) and
+``RAISING`` (name -> (fn, expected exception)), so each method family adds itself to the
+same invariants without touching this file.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,12 +129,16 @@ RAISING: dict[str, tuple[Callable, type]] = {
 }
 
 
-def register(name: str, fn: Callable, raises: type | None = None) -> None:
-    """Add an entry point (other test modules call this for their methods)."""
-    if raises is None:
-        ENTRY_POINTS[name] = fn
-    else:
-        RAISING[name] = (fn, raises)
+def _collect_cases() -> None:
+    for path in sorted(Path(__file__).parent.glob("hygiene_cases_*.py")):
+        module = importlib.import_module(f"tests.{path.stem}")
+        for name, fn in getattr(module, "ENTRY_POINTS", {}).items():
+            ENTRY_POINTS[f"{path.stem[len('hygiene_cases_'):]}.{name}"] = fn
+        for name, case in getattr(module, "RAISING", {}).items():
+            RAISING[f"{path.stem[len('hygiene_cases_'):]}.{name}"] = case
+
+
+_collect_cases()
 
 
 def _assert_clean(model: nn.Module, snapshot: ModelSnapshot, calls: list) -> None:
