@@ -109,7 +109,8 @@ def kernels(
 
     Args:
         model_or_probe: a model or a :class:`~cnnwidgets.Probe`. The weights are read without
-            changing anything (for a probe, from its private copy).
+            changing anything (for a probe, from its private copy, which the probe brings up to
+            date with the user's model on each capture).
         layer: name of an ``nn.Conv2d`` layer.
         mode: ``"rgb"`` (needs 3 input channels per group, i.e. a layer that sees the colour
             channels), ``"channels"`` (per input channel) or ``"auto"`` (``"rgb"`` when the layer

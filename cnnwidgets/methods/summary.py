@@ -195,8 +195,9 @@ def summary(
     Args:
         model_or_probe: a model or a :class:`~cnnwidgets.Probe`. A model is inspected through a
             temporary probe (a private copy), so it is never changed.
-        input_size: (C, H, W) to compute the shapes for. Default: the probe's current input size
-            (the size of its last input, else (3, 224, 224)).
+        input_size: (C, H, W) to compute the shapes for (for a probe, this becomes its current
+            size). Default: the probe's current input size (the size of its last input, else
+            (3, 224, 224)).
         leaves_only: list only modules without submodules (``False``: containers too, such as
             a ResNet's blocks).
 
