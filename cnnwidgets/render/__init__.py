@@ -1,1 +1,59 @@
-"""cnnwidgets.render."""
+"""Rendering: numpy arrays in, uint8 RGB images (and encoded bytes) out. No torch here.
+
+* :mod:`~cnnwidgets.render.colormaps` - lookup tables, sequential and diverging.
+* :mod:`~cnnwidgets.render.normalize` - display ranges, per-channel statistics, dead channels, sort order.
+* :mod:`~cnnwidgets.render.grid` - all channels as one mosaic with pixel -> channel geometry.
+* :mod:`~cnnwidgets.render.resample` - integer up/down scaling, resizing, feature map -> input pixels.
+* :mod:`~cnnwidgets.render.overlay` - single-channel views, heatmap overlays, panels.
+* :mod:`~cnnwidgets.render.encode` - JPEG/PNG bytes.
+"""
+
+from cnnwidgets.render.colormaps import DIVERGING, SEQUENTIAL, apply_colormap, colorize, colormap_names, get_lut
+from cnnwidgets.render.encode import encode_image, encode_jpeg, encode_png
+from cnnwidgets.render.grid import GridLayout, feature_grid, grid_layout, mosaic
+from cnnwidgets.render.normalize import (
+    NORM_MODES,
+    ChannelStats,
+    activation_order,
+    channel_stats,
+    dead_channels,
+    normalize,
+    symmetric_ranges,
+    value_ranges,
+)
+from cnnwidgets.render.overlay import blend, channel_image, draw_rect, hstack, overlay_heatmap, resize_image
+from cnnwidgets.render.resample import downscale, map_to_input, resize, upscale
+
+__all__ = [
+    "DIVERGING",
+    "NORM_MODES",
+    "SEQUENTIAL",
+    "ChannelStats",
+    "GridLayout",
+    "activation_order",
+    "apply_colormap",
+    "blend",
+    "channel_image",
+    "channel_stats",
+    "colorize",
+    "colormap_names",
+    "dead_channels",
+    "downscale",
+    "draw_rect",
+    "encode_image",
+    "encode_jpeg",
+    "encode_png",
+    "feature_grid",
+    "get_lut",
+    "grid_layout",
+    "hstack",
+    "map_to_input",
+    "mosaic",
+    "normalize",
+    "overlay_heatmap",
+    "resize",
+    "resize_image",
+    "symmetric_ranges",
+    "upscale",
+    "value_ranges",
+]

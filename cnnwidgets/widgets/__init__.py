@@ -1,1 +1,32 @@
-"""cnnwidgets.widgets."""
+"""Widgets: views whose state is traitlets. They receive encoded images and plain data; no torch here.
+
+* :class:`OccluderCanvas` - image with a draggable, resizable box (moves in the browser).
+* :class:`TileGrid` - feature-map mosaic; hover statistics and click-to-select in the browser.
+* :class:`ScoreBars` - top-k class probabilities with deltas; click picks the target class.
+* :class:`GroupedSelect` - drop-down with grouped options (layers by block).
+* :class:`DisplayControls`, :class:`OccluderControls` - control groups with traitlet state.
+* :class:`ImagePicker` - samples and uploads. :class:`StatusLine` - errors made visible.
+"""
+
+from cnnwidgets.widgets.controls import FILLS, DisplayControls, OccluderControls, device_dropdown
+from cnnwidgets.widgets.occluder import OccluderCanvas, clamp_box
+from cnnwidgets.widgets.picker import ImagePicker
+from cnnwidgets.widgets.scores import ScoreBars, score_rows
+from cnnwidgets.widgets.select import GroupedSelect
+from cnnwidgets.widgets.status import StatusLine
+from cnnwidgets.widgets.tilegrid import TileGrid
+
+__all__ = [
+    "FILLS",
+    "DisplayControls",
+    "GroupedSelect",
+    "ImagePicker",
+    "OccluderCanvas",
+    "OccluderControls",
+    "ScoreBars",
+    "StatusLine",
+    "TileGrid",
+    "clamp_box",
+    "device_dropdown",
+    "score_rows",
+]

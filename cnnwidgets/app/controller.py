@@ -1,0 +1,329 @@
+"""The explorer's controller: owns the Probe and one worker thread, and never queues work.
+
+Every user action only records the newest :class:`~cnnwidgets.app.state.ExplorerState` and
+wakes the worker; states that arrive while the worker is busy overwrite each other
+(``stats["skipped"]``), so a burst of mouse moves costs at most the frame in progress plus
+one for the newest position - the last position is always the one computed last.
+
+Each state carries a generation number. A finished frame is shown when it is still the
+newest, or when the newer state differs only in the occluder box (a live preview while
+dragging: showing it is better than showing nothing). Otherwise - the user picked another
+layer, image or device meanwhile - the frame is stale and dropped (``stats["dropped"]``).
+
+Stages (see :func:`~cnnwidgets.app.state.resolve`): a change of the compute request runs a
+forward pass (prefix to the layer, the full model only when scores are shown) and renders;
+a change of the render request renders only.
+
+Errors in either stage are reported through ``on_error`` and leave the last good frame on
+screen; the worker keeps running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cnnwidgets.app.frames import Baseline, Computed, Frame, LayerGeometry, LayoutCache, render_frame
+from cnnwidgets.app.inputs import ImageInput
+from cnnwidgets.app.state import ComputeRequest, ExplorerState, Request, resolve
+from cnnwidgets.core.device import resolve_device
+from cnnwidgets.core.probe import Probe
+
+__all__ = ["Controller", "Stats"]
+
+
+@dataclass
+class Stats:
+    """Work counters (tests and benchmarks read them).
+
+    Attributes:
+        requests: states submitted.
+        computes: compute stages run (each is one forward pass, or a cache hit in the probe).
+        renders: render stages run.
+        skipped: states overwritten by a newer one before the worker took them.
+        dropped: finished frames not shown because the user had moved on to another layer/image.
+        errors: stages that raised.
+    """
+
+    requests: int = 0
+    computes: int = 0
+    renders: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+
+class Controller:
+    """Turns states into frames on a worker thread (or synchronously, for tests).
+
+    Args:
+        probe: the probe to compute with (the controller closes it in :meth:`close`).
+        images: ``image_id -> ImageInput`` lookup (the explorer owns the images).
+        geometry: ``layer -> LayerGeometry`` lookup.
+        labels: class names.
+        on_frame: called with ``(state, frame)`` for every frame to show (on the worker thread).
+        on_error: called with ``(where, exception)`` when a stage fails.
+        background: run on a worker thread (True) or inside :meth:`submit` (False).
+        top_k: classes listed.
+    """
+
+    def __init__(
+        self,
+        probe: Probe,
+        images: Callable[[int], ImageInput],
+        geometry: Callable[[str], LayerGeometry],
+        labels: Sequence[str],
+        on_frame: Callable[[ExplorerState, Frame], None],
+        on_error: Callable[[str, BaseException], None],
+        *,
+        background: bool = True,
+        top_k: int = 5,
+    ) -> None:
+        self.probe = probe
+        self._images = images
+        self._geometry = geometry
+        self._labels = list(labels)
+        self._on_frame = on_frame
+        self._on_error = on_error
+        self.top_k = top_k
+        self.stats = Stats()
+        self._layouts = LayoutCache()
+        self._baselines: OrderedDict[tuple, Baseline] = OrderedDict()
+        self._computed: Computed | None = None
+        self._failed: ComputeRequest | None = None
+        self.shown: tuple[ExplorerState, Frame] | None = None
+        self._shown_request: Request | None = None
+        self._cond = threading.Condition()
+        self._pending: ExplorerState | None = None
+        self._generation = 0
+        self._busy = False
+        self._draining = False
+        self._closed = False
+        self._background = background
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._loop, name="cnnwidgets-explorer", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ submitting
+    def submit(self, state: ExplorerState) -> None:
+        """Record ``state`` as the newest and wake the worker (cheap; never blocks on compute)."""
+        with self._cond:
+            if self._closed:
+                return
+            self.stats.requests += 1
+            if self._pending is not None:
+                self.stats.skipped += 1
+            self._pending = state
+            self._generation += 1
+            self._cond.notify_all()
+        if not self._background:
+            self._drain()
+
+    def wait_idle(self, timeout: float | None = 30.0) -> bool:
+        """Block until every submitted state is served; returns False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return self._pending is None and not self._busy
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker and close the probe (its private model copy and hooks)."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self.probe.close()
+        self._baselines.clear()
+        self._computed = None
+
+    # ------------------------------------------------------------------ the worker
+    def _take(self, block: bool) -> tuple[ExplorerState, int] | None:
+        with self._cond:
+            while self._pending is None:
+                self._busy = False
+                self._cond.notify_all()
+                if self._closed or not block:
+                    return None
+                self._cond.wait()
+            if self._closed:
+                return None
+            state, generation = self._pending, self._generation
+            self._pending = None
+            self._busy = True
+            return state, generation
+
+    def _loop(self) -> None:
+        while True:
+            item = self._take(block=True)
+            if item is None:
+                return
+            self._serve(*item)
+
+    def _drain(self) -> None:
+        if self._draining:  # a callback submitted a state: the loop below serves it next
+            return
+        self._draining = True
+        try:
+            while (item := self._take(block=False)) is not None:
+                self._serve(*item)
+        finally:
+            self._draining = False
+
+    def _newer(self, generation: int) -> ExplorerState | None:
+        """The state submitted after ``generation``, if any."""
+        with self._cond:
+            return self._pending if self._generation != generation else None
+
+    def _stale(self, request: Request, generation: int) -> bool:
+        """A finished frame is stale when the newer state changes more than the box."""
+        newer = self._newer(generation)
+        if newer is None:
+            return False
+        upcoming = resolve(newer).compute
+        mine = request.compute
+        return (upcoming.image_id, upcoming.layer, upcoming.device, upcoming.scores) != (
+            mine.image_id,
+            mine.layer,
+            mine.device,
+            mine.scores,
+        )
+
+    def _serve(self, state: ExplorerState, generation: int) -> None:
+        try:
+            request = resolve(state)
+            if request == self._shown_request:
+                return
+            computed = self._computed
+            if computed is None or computed.key != request.compute:
+                if request.compute == self._failed:
+                    return  # the same request failed already; wait for a change
+                try:
+                    computed = self._compute(request.compute)
+                except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
+                    self._failed = request.compute
+                    self.stats.errors += 1
+                    self._on_error("model", exc)
+                    return
+                self._failed = None
+                self._computed = computed
+                if self._stale(request, generation):
+                    self.stats.dropped += 1
+                    return
+            newer = self._newer(generation)
+            if newer is not None and resolve(newer).compute == request.compute:
+                return  # the next state reuses these activations; drawing this one is wasted
+            try:
+                image = self._images(request.compute.image_id)
+                frame = render_frame(
+                    request.render,
+                    computed,
+                    image.display,
+                    state.box,
+                    geometry=self._geometry(request.compute.layer),
+                    labels=self._labels,
+                    top_k=self.top_k,
+                    layouts=self._layouts,
+                )
+            except Exception as exc:  # noqa: BLE001
+                self.stats.errors += 1
+                self._on_error("render", exc)
+                return
+            self.stats.renders += 1
+            if self._stale(request, generation):
+                self.stats.dropped += 1
+                return
+            self.shown = (state, frame)
+            self._shown_request = request
+            try:
+                self._on_frame(state, frame)
+            except Exception as exc:  # noqa: BLE001
+                self.stats.errors += 1
+                self._on_error("display", exc)
+        except BaseException as exc:  # noqa: BLE001 - the last line of defence of the worker
+            self.stats.errors += 1
+            try:
+                self._on_error("explorer", exc)
+            except Exception:  # noqa: BLE001
+                pass
+            if not isinstance(exc, Exception):
+                raise
+
+    # ------------------------------------------------------------------ compute stage
+    def _forward(self, x: torch.Tensor, layer: str, scores: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layer's activation, and the logits when ``scores`` - in ONE forward pass.
+
+        Without scores this is ``probe.capture`` (prefix only). With scores, a forward hook
+        on the probe's private copy records the layer during ``probe.logits``; when the logits
+        come from the probe's cache (no forward ran) the layer comes from ``probe.capture``.
+        """
+        if not scores:
+            return self.probe.capture(x, [layer])[layer], None
+        grabbed: list[torch.Tensor] = []
+        handle = self.probe.module(layer).register_forward_hook(
+            lambda module, args, output: grabbed.append(output.detach().clone())
+        )
+        try:
+            logits = self.probe.logits(x)
+        finally:
+            handle.remove()
+        act = grabbed[-1] if grabbed else self.probe.capture(x, [layer])[layer]
+        return act, logits
+
+    def _baseline(self, req: ComputeRequest, image: ImageInput) -> Baseline:
+        key = (req.image_id, req.layer, req.device, req.scores)
+        base = self._baselines.get(key)
+        if base is not None:
+            self._baselines.move_to_end(key)
+            return base
+        act, logits = self._forward(image.tensor, req.layer, req.scores)
+        probs = None if logits is None else _to_numpy(torch.softmax(logits[0].float(), dim=0))
+        base = Baseline(acts=_to_numpy(act[0]), probs=probs)
+        self._baselines[key] = base
+        while len(self._baselines) > 16:
+            self._baselines.popitem(last=False)
+        return base
+
+    def _compute(self, req: ComputeRequest) -> Computed:
+        start = time.perf_counter()
+        if self.probe.device != resolve_device(req.device):
+            self.probe.to(req.device)
+            self._baselines.clear()
+        image = self._images(req.image_id)
+        self.stats.computes += 1
+        base = self._baseline(req, image)
+        if req.box is None:
+            acts, probs = base.acts, base.probs
+        else:
+            act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores)
+            acts = _to_numpy(act[0])
+            probs = None if logits is None else _to_numpy(torch.softmax(logits[0].float(), dim=0))
+        if acts.ndim != 3:
+            raise ValueError(
+                f"layer {req.layer!r} outputs shape {acts.shape} per image; the feature grid needs (C, H, W) maps"
+            )
+        return Computed(key=req, acts=acts, baseline=base, probs=probs, seconds=time.perf_counter() - start)

@@ -1,0 +1,612 @@
+"""The live explorer: layer and channel selectors, a draggable occluder, live feature grids.
+
+``cnnwidgets.explore(model, image)`` opens it; ``cnnwidgets.explore()`` opens it on the embedded
+default model. The :class:`Explorer` is a displayable widget whose state is traitlets:
+``layer``, ``channel``, ``box``, ``dragging``, ``device`` (and the display choices). Everything
+it shows can be read from Python: :attr:`Explorer.activations`, :attr:`Explorer.scores`,
+:attr:`Explorer.grid_image`, :attr:`Explorer.stats`.
+
+The views (``cnnwidgets.widgets``) hold no model and no torch; the :class:`Controller` owns
+the :class:`~cnnwidgets.core.probe.Probe` and does the work on one worker thread, dropping
+stale work instead of queueing it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ipywidgets as ipw
+import numpy as np
+import torch
+import traitlets as t
+from torch import nn
+
+from cnnwidgets.app.controller import Controller
+from cnnwidgets.app.frames import Frame, LayerGeometry
+from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_preprocess, to_pil
+from cnnwidgets.app.state import ExplorerState
+from cnnwidgets.core.device import available_devices, resolve_device
+from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.probe import Probe
+from cnnwidgets.render.colormaps import SEQUENTIAL
+from cnnwidgets.render.normalize import NORM_MODES
+from cnnwidgets.widgets import (
+    FILLS,
+    DisplayControls,
+    GroupedSelect,
+    ImagePicker,
+    OccluderCanvas,
+    OccluderControls,
+    ScoreBars,
+    StatusLine,
+    TileGrid,
+    clamp_box,
+    device_dropdown,
+)
+
+__all__ = ["Explorer", "default_layer", "explore", "layer_items"]
+
+_USER_IMAGE = "your image"
+
+
+def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
+    """``(group, label, name)`` for every layer whose output is a (C, H, W) map, in execution order.
+
+    Layers are grouped by their top-level block; top-level leaf modules share the group
+    ``"top level"``. Labels read ``name  Type  CxHxW``.
+    """
+    items = []
+    for info in layers.values():
+        if not info.is_spatial or info.calls == 0:
+            continue
+        group = info.block if ("." in info.name or not info.is_leaf) else "top level"
+        shape = "\u00d7".join(str(s) for s in info.output_shape)
+        items.append((group, f"{info.name}  {info.type}  {shape}", info.name))
+    return items
+
+
+def default_layer(layers: Mapping[str, LayerInfo]) -> str:
+    """A sensible first layer: the middle convolution (mid-level features), else the first map.
+
+    Raises:
+        ValueError: if no layer outputs a (C, H, W) map.
+    """
+    spatial = [i for i in layers.values() if i.is_spatial and i.calls > 0]
+    if not spatial:
+        raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
+    convs = [i for i in spatial if i.is_conv]
+    pick = convs[len(convs) // 2] if convs else spatial[0]
+    return pick.name
+
+
+def _unpack(model: Any) -> dict[str, Any]:
+    """Model, preprocessing, class names and name from an ``nn.Module`` or a zoo Bundle."""
+    if isinstance(model, nn.Module):
+        return {"model": model, "name": type(model).__name__}
+    if hasattr(model, "model") and hasattr(model, "preprocess"):
+        found = {"model": model.model, "preprocess": model.preprocess, "name": getattr(model, "name", "model")}
+        for attr in ("denormalize", "classes", "input_size"):
+            if getattr(model, attr, None) is not None:
+                found[attr] = getattr(model, attr)
+        return found
+    raise TypeError(
+        f"explore needs a torch.nn.Module or a cnnwidgets.zoo Bundle, got {type(model).__name__}"
+    )
+
+
+class Explorer(ipw.VBox):
+    """Explore what a CNN sees: pick a layer and channel, drag an occluder, watch maps and scores.
+
+    Args:
+        model: a classifier ``nn.Module`` (its output must be one tensor of class scores), or a
+            zoo ``Bundle`` (model, preprocessing, class names).
+        image: the first image (path, bytes, PIL image, array, tensor); None: the first sample.
+        preprocess: image -> normalised (C, H, W) tensor. Default: the bundle's, else resize to
+            ``input_size`` and ImageNet normalisation.
+        denormalize: (C, H, W) tensor -> (H, W, 3) floats in [0, 1] (the bundle's or ImageNet).
+        classes: class names (default: the bundle's, else indices).
+        input_size: (C, H, W) for the default preprocessing (default (3, 224, 224)).
+        samples: ``{name: image}`` offered by the image picker (default: the zoo's samples).
+        layer: the first layer (default: :func:`default_layer`).
+        channel: the first channel.
+        box: the first occluder box (x, y, w, h) in model-input pixels, or None.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+        fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``.
+        norm: grid normalisation, ``channel``, ``layer`` or ``fixed`` (the unoccluded range).
+        cmap: colormap.
+        show_scores: compute and show class scores (runs the full model per update).
+        top_k: number of classes listed.
+        background: compute on a worker thread (True, for notebooks) or synchronously inside
+            every change (False, for scripts and tests).
+
+    Raises:
+        TypeError: for a model that is not a module or bundle.
+        KeyError: for an unknown layer name (with suggestions).
+        ValueError: for an unreadable image, a bad box, fill or device.
+    """
+
+    layer = t.Unicode()
+    channel = t.Int(0)
+    box = t.Tuple(t.CInt(), t.CInt(), t.CInt(), t.CInt(), default_value=None, allow_none=True)
+    dragging = t.Bool(False)
+    device = t.Unicode()
+    fill = t.Enum(FILLS, default_value="gray")
+    norm = t.Enum(NORM_MODES, default_value="fixed")
+    cmap = t.Enum(SEQUENTIAL, default_value="viridis")
+    sort = t.Bool(False)
+    overlay = t.Bool(True)
+    show_scores = t.Bool(True)
+    target = t.Int(None, allow_none=True)
+    image = t.Unicode()
+
+    def __init__(
+        self,
+        model: Any,
+        image: Any = None,
+        *,
+        preprocess: Callable[[Any], torch.Tensor] | None = None,
+        denormalize: Callable[[torch.Tensor], Any] | None = None,
+        classes: Sequence[str] | None = None,
+        input_size: Sequence[int] | None = None,
+        samples: Mapping[str, Any] | None = None,
+        layer: str | None = None,
+        channel: int = 0,
+        box: Sequence[int] | None = None,
+        device: str = "auto",
+        fill: str = "gray",
+        norm: str = "fixed",
+        cmap: str = "viridis",
+        show_scores: bool = True,
+        top_k: int = 5,
+        background: bool = True,
+    ) -> None:
+        parts = _unpack(model)
+        size = tuple(input_size or parts.get("input_size") or (3, 224, 224))
+        self._preprocess = preprocess or parts.get("preprocess") or default_preprocess(size[1:])
+        self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
+        self._samples: dict[str, Any] = dict(samples) if samples is not None else _zoo_samples()
+        if image is not None:
+            self._samples = {_USER_IMAGE: image, **self._samples}
+        self._images: OrderedDict[int, ImageInput] = OrderedDict()
+        self._image_ids = itertools.count(1)
+        self._image_id = 0
+        self._closed = False
+        self._frame: Frame | None = None
+        self._frame_state: ExplorerState | None = None
+        self._frame_lock = threading.Lock()
+        self._suspend = True  # no submissions while wiring up
+        self._last_box: tuple[int, int, int, int] | None = None
+
+        first = self._prepare_image(self._first_sample(), next(iter(self._samples)))
+        probe = Probe(parts["model"], device=device, input_size=tuple(first.tensor.shape[1:]))
+        try:
+            self._layers = {k: v for k, v in probe.layers.items()}
+            self._classes = list(classes or parts.get("classes") or [])
+            self.controller = Controller(
+                probe,
+                images=self._image_by_id,
+                geometry=self._geometry,
+                labels=self._classes,
+                on_frame=self._show_frame,
+                on_error=self._show_error,
+                background=background,
+                top_k=top_k,
+            )
+            self._build_views(first, parts.get("name", "model"))
+            super().__init__(self._layout_children())
+            self._use_image(first)
+            self.device = str(probe.device)
+            self.fill, self.norm, self.cmap, self.show_scores = fill, norm, cmap, show_scores
+            self.layer = layer if layer is not None else default_layer(self._layers)
+            self._fit_channel_to_layer()
+            self.channel = channel
+            self.box = tuple(box) if box is not None else None
+            self._wire()
+        except BaseException:
+            self._closed = True
+            if getattr(self, "controller", None) is not None:
+                self.controller.close()
+            else:
+                probe.close()
+            raise
+        self._suspend = False
+        self._submit()
+
+    # ------------------------------------------------------------------ images
+    def _first_sample(self) -> Any:
+        if not self._samples:
+            raise ValueError("no image given and no sample images available; pass image=...")
+        return next(iter(self._samples.values()))
+
+    def _prepare_image(self, source: Any, name: str) -> ImageInput:
+        return ImageInput.prepare(source, self._preprocess, self._denormalize, name=name)
+
+    def _use_image(self, prepared: ImageInput) -> None:
+        image_id = next(self._image_ids)
+        self._images[image_id] = prepared
+        while len(self._images) > 4:
+            self._images.popitem(last=False)
+        self._image_id = image_id
+        h, w = prepared.size
+        self.canvas.set_image(prepared.display, "png")
+        self.canvas.fill_color = prepared.fill_color(self.fill)
+        self.occluder_controls.max_size = min(h, w)
+        if self.box is not None:
+            self.box = clamp_box(self.box, w, h)
+
+    def _image_by_id(self, image_id: int) -> ImageInput:
+        return self._images[image_id]
+
+    @property
+    def input_image(self) -> np.ndarray:
+        """The current image as the model sees it (model-input pixels), uint8 (H, W, 3)."""
+        return self._images[self._image_id].display
+
+    def set_image(self, image: Any, name: str = _USER_IMAGE) -> None:
+        """Show another image (path, bytes, PIL image, array, tensor).
+
+        Raises:
+            ValueError, TypeError: for an image that cannot be read or preprocessed.
+        """
+        prepared = self._prepare_image(image, name)
+        self._use_image(prepared)
+        self._submit()
+
+    def _on_pick(self, change) -> None:
+        entry = change["new"]
+        data = self.picker.data_for(entry)
+        source = data if data is not None else self._samples.get(entry)
+        if source is None:
+            return
+        try:
+            self.set_image(source, entry)
+        except Exception as exc:  # noqa: BLE001 - shown in the status line, the widget goes on
+            self._show_error(f"image {entry!r}", exc)
+
+    # ------------------------------------------------------------------ layers
+    @property
+    def layers(self) -> dict[str, LayerInfo]:
+        """Every layer of the model for the current input size (name -> LayerInfo)."""
+        return dict(self._layers)
+
+    def _geometry(self, layer: str) -> LayerGeometry:
+        info = self._layers.get(layer)
+        if info is None or info.jump is None or info.start is None:
+            return LayerGeometry()
+        return LayerGeometry(jump=float(info.jump), start=float(info.start))
+
+    def _channels(self, layer: str) -> int:
+        shape = self._layers[layer].output_shape
+        return int(shape[0]) if shape else 1
+
+    @t.validate("layer")
+    def _check_layer(self, proposal):
+        name = proposal["value"]
+        info = self._layers.get(name)
+        if info is None:
+            close = difflib.get_close_matches(name, list(self._layers), n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise t.TraitError(f"unknown layer {name!r}{hint}")
+        if not info.is_spatial or info.calls == 0:
+            raise t.TraitError(
+                f"layer {name!r} outputs {info.output_shape}, not a (C, H, W) feature map; "
+                f"choose one of the layers listed in explorer.layer_select"
+            )
+        return name
+
+    def _fit_channel_to_layer(self) -> None:
+        count = self._channels(self.layer)
+        if self.channel >= count:
+            self.channel = 0
+        self.channel_slider.max = count - 1
+
+    @t.validate("channel")
+    def _check_channel(self, proposal):
+        value = int(proposal["value"])
+        count = self._channels(self.layer) if self.layer else 1
+        if not 0 <= value < count:
+            raise t.TraitError(f"channel {value} out of range 0..{count - 1} for layer {self.layer!r}")
+        return value
+
+    @t.validate("box")
+    def _check_box(self, proposal):
+        box = proposal["value"]
+        if box is None:
+            return None
+        h, w = self._images[self._image_id].size
+        try:
+            return clamp_box(box, w, h)
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from exc
+
+    @t.validate("device")
+    def _check_device(self, proposal):
+        try:
+            return str(resolve_device(proposal["value"]))
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from exc
+
+    # ------------------------------------------------------------------ views
+    def _build_views(self, first: ImageInput, model_name: str) -> None:
+        h, w = first.size
+        self.canvas = OccluderCanvas(display_width=max(192, min(288, 4 * w)), default_size=max(1, min(h, w) // 4))
+        self.grid = TileGrid()
+        self.panel = ipw.Image(format="jpeg", layout=ipw.Layout(width="auto", height="auto"))
+        self.panel_caption = ipw.HTML()
+        self.grid_caption = ipw.HTML()
+        self.scores_view = ScoreBars(title="class scores (change vs. no occluder)")
+        self.layer_select = GroupedSelect(description="layer")
+        self.layer_select.set_items(layer_items(self._layers))
+        self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
+        self.display_controls = DisplayControls()
+        self.occluder_controls = OccluderControls()
+        self.occluder_controls.size = self.canvas.default_size
+        devices = available_devices()
+        current = str(self.controller.probe.device)
+        if current not in devices:
+            devices.append(current)
+        self.device_select = device_dropdown(devices, current)
+        names = list(self._samples)
+        self.picker = ImagePicker(names or [_USER_IMAGE])
+        self.scores_toggle = ipw.Checkbox(description="class scores", indent=False, layout=ipw.Layout(width="120px"))
+        self.status = StatusLine()
+        self.title = ipw.HTML(f"<b>{model_name}</b>")
+
+    def _layout_children(self) -> list[ipw.Widget]:
+        def row(children: list[ipw.Widget], space: str = "14px") -> ipw.HBox:
+            for child in children[:-1]:
+                child.layout.margin = f"0 {space} 0 0"
+            return ipw.HBox(children, layout=ipw.Layout(align_items="center", flex_flow="row wrap"))
+
+        image_col = ipw.VBox([ipw.HTML("<b>input</b> &mdash; drag the box, resize at its corner"), self.canvas])
+        channel_col = ipw.VBox([self.panel_caption, self.panel])
+        top = row([image_col, channel_col, self.scores_view], "18px")
+        top.layout.align_items = "flex-start"
+        header = row([self.title, self.picker, self.device_select, self.scores_toggle])
+        selectors = row([self.layer_select, self.channel_slider])
+        return [header, self.occluder_controls, top, selectors, self.display_controls, self.grid_caption,
+                self.grid, self.status]
+
+    def _wire(self) -> None:
+        links = [
+            ((self, "layer"), (self.layer_select, "value")),
+            ((self, "channel"), (self.channel_slider, "value")),
+            ((self, "channel"), (self.grid, "selected")),
+            ((self, "box"), (self.canvas, "box")),
+            ((self, "dragging"), (self.canvas, "dragging")),
+            ((self, "device"), (self.device_select, "value")),
+            ((self, "fill"), (self.occluder_controls, "fill")),
+            ((self, "norm"), (self.display_controls, "norm")),
+            ((self, "cmap"), (self.display_controls, "cmap")),
+            ((self, "sort"), (self.display_controls, "sort")),
+            ((self, "overlay"), (self.display_controls, "overlay")),
+            ((self, "show_scores"), (self.scores_toggle, "value")),
+            ((self, "target"), (self.scores_view, "selected")),
+            ((self, "image"), (self.picker, "value")),
+        ]
+        self.image = self.picker.value
+        self._links = [t.link(a, b) for a, b in links]
+        self.occluder_controls.enabled = self.box is not None
+        self._last_box = self.box
+        self.observe(
+            self._changed,
+            names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
+                   "show_scores", "target"],
+        )
+        self.observe(self._on_box, names="box")
+        self.observe(self._on_fill, names="fill")
+        self.observe(self._scores_toggled, names="show_scores")
+        self.occluder_controls.observe(self._occluder_switched, names="enabled")
+        self.occluder_controls.observe(self._on_size, names="size")
+        self.picker.observe(self._on_pick, names="value")
+        self._scores_toggled()
+        self._on_fill({"new": self.fill})
+
+    def _changed(self, change) -> None:
+        if change["name"] == "layer":
+            self._fit_channel_to_layer()  # before submitting: never ask for a channel the layer lacks
+        self._submit()
+
+    def _on_box(self, change) -> None:
+        box = change["new"]
+        self.occluder_controls.enabled = box is not None
+        if box is not None:
+            self._last_box = box
+            if not self.dragging and box[2] == box[3]:
+                self.occluder_controls.size = box[2]
+
+    def _occluder_switched(self, change) -> None:
+        if change["new"] and self.box is None:
+            h, w = self._images[self._image_id].size
+            size = min(self.occluder_controls.size, h, w)
+            self.box = self._last_box or ((w - size) // 2, (h - size) // 2, size, size)
+        elif not change["new"] and self.box is not None:
+            self.box = None
+
+    def _on_size(self, change) -> None:
+        size = int(change["new"])
+        self.canvas.default_size = size
+        box = self.box
+        if box is None or (box[2] == size and box[3] == size) or self.dragging:
+            return
+        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+        self.box = (round(cx - size / 2), round(cy - size / 2), size, size)
+
+    def _on_fill(self, change) -> None:
+        self.canvas.fill_color = self._images[self._image_id].fill_color(change["new"])
+
+    def _scores_toggled(self, change=None) -> None:
+        self.scores_view.layout.display = None if self.show_scores else "none"
+
+    # ------------------------------------------------------------------ state -> controller
+    def state(self) -> ExplorerState:
+        """The current state snapshot (what the controller is asked to show)."""
+        return ExplorerState(
+            image_id=self._image_id,
+            box=self.box,
+            fill=self.fill,
+            layer=self.layer,
+            channel=self.channel,
+            device=self.device,
+            norm=self.norm,
+            cmap=self.cmap,
+            sort=self.sort,
+            overlay=self.overlay,
+            show_scores=self.show_scores,
+            target=self.target,
+            dragging=self.dragging,
+        )
+
+    def _submit(self) -> None:
+        if self._suspend or self._closed:
+            return
+        self.controller.submit(self.state())
+
+    # ------------------------------------------------------------------ controller -> views
+    def _show_frame(self, state: ExplorerState, frame: Frame) -> None:
+        with self._frame_lock:
+            self._frame, self._frame_state = frame, state
+        self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats)
+        self.panel.value = frame.panel_bytes
+        if self.panel.layout.width != f"{frame.panel.shape[1]}px":
+            self.panel.layout.width = f"{frame.panel.shape[1]}px"
+            self.panel.layout.height = f"{frame.panel.shape[0]}px"
+        if frame.rows is not None:
+            self.scores_view.rows = frame.rows
+        shape = "\u00d7".join(str(s) for s in self._layers[state.layer].output_shape)
+        dead = frame.dead
+        caption = f"<b>{state.layer}</b> &nbsp; {shape} &nbsp; click a tile to select its channel"
+        if dead:
+            caption += f" &nbsp; <span style='color:#c62828'>{dead} dead on this image (red)</span>"
+        self.grid_caption.value = caption
+        what = "over the image" if state.overlay else "map"
+        self.panel_caption.value = (
+            f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; change caused by the occluder "
+            "(<span style='color:#c62828'>up</span>/<span style='color:#1f4e9c'>down</span>)"
+        )
+        if not state.dragging:
+            ms = 1000 * frame.computed.seconds
+            self.status.info(
+                f"{self.controller.probe.device} \u00b7 last forward {ms:.1f} ms \u00b7 render "
+                f"{1000 * frame.render_seconds:.1f} ms"
+            )
+
+    def _show_error(self, where: str, exc: BaseException) -> None:
+        self.status.exception(where, exc)
+
+    # ------------------------------------------------------------------ what the user sees, from Python
+    def wait_idle(self, timeout: float | None = 30.0) -> bool:
+        """Block until the newest state is computed and shown; returns False on timeout."""
+        return self.controller.wait_idle(timeout)
+
+    def _current(self) -> tuple[Frame, ExplorerState]:
+        with self._frame_lock:
+            if self._frame is None or self._frame_state is None:
+                raise RuntimeError("nothing has been shown yet; call explorer.wait_idle() first")
+            return self._frame, self._frame_state
+
+    @property
+    def activations(self) -> np.ndarray:
+        """Activations shown in the grid (occluded image if a box is set), float32 (C, H, W)."""
+        return self._current()[0].computed.acts
+
+    @property
+    def baseline_activations(self) -> np.ndarray:
+        """Activations of the unoccluded image at the shown layer, float32 (C, H, W)."""
+        return self._current()[0].computed.baseline.acts
+
+    @property
+    def scores(self) -> dict[str, Any] | None:
+        """Class scores shown: ``probs`` and ``baseline`` (unoccluded) arrays and the ``rows`` listed."""
+        frame, _ = self._current()
+        computed = frame.computed
+        if computed.probs is None:
+            return None
+        return {"probs": computed.probs, "baseline": computed.baseline.probs, "rows": frame.rows,
+                "classes": list(self._classes)}
+
+    @property
+    def grid_image(self) -> np.ndarray:
+        """The feature grid exactly as rendered (before encoding), uint8 (H, W, 3)."""
+        return self._current()[0].grid
+
+    @property
+    def channel_image(self) -> np.ndarray:
+        """The channel view (channel | change caused by the occluder), uint8 (H, W, 3)."""
+        return self._current()[0].panel
+
+    @property
+    def shown_state(self) -> ExplorerState:
+        """The state of the frame on screen (it equals :meth:`state` once idle)."""
+        return self._current()[1]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Work counters: requests, computes, renders, skipped, dropped, errors, plus probe counters."""
+        counts = self.controller.stats.as_dict()
+        probe = self.controller.probe.stats.as_dict()
+        counts.update({"forwards": probe["forwards"], "full_forwards": probe["full_forwards"],
+                       "cache_hits": probe["cache_hits"]})
+        return counts
+
+    @property
+    def probe(self) -> Probe:
+        """The probe the explorer computes with (a private copy of the model)."""
+        return self.controller.probe
+
+    def close(self) -> None:
+        """Stop the worker, remove every hook (the probe's private copy goes), close the views."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        for link in getattr(self, "_links", []):
+            link.unlink()
+        self.controller.close()
+        for widget in (self.canvas, self.grid, self.panel, self.scores_view, self.layer_select, self.status):
+            widget.close()
+        super().close()
+
+
+def _zoo_samples() -> dict[str, Any]:
+    try:
+        from cnnwidgets.zoo import samples  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    try:
+        return dict(samples())
+    except Exception:  # noqa: BLE001 - samples are a convenience; the explorer works without them
+        return {}
+
+
+def explore(model: Any = None, image: Any = None, **options: Any) -> Explorer:
+    """Open the live explorer.
+
+    Args:
+        model: an ``nn.Module`` classifier or a zoo ``Bundle``; None: the embedded default
+            model (ShapesNet, trained on generated shapes).
+        image: path, bytes, PIL image, array or tensor; None: a shipped sample image.
+        **options: keyword arguments of :class:`Explorer` (``layer``, ``channel``, ``box``,
+            ``device``, ``fill``, ``norm``, ``cmap``, ``show_scores``, ``preprocess`` ...).
+
+    Returns:
+        The :class:`Explorer` widget (display it, or let the notebook display it).
+
+    Raises:
+        RuntimeError: when ``model`` is None and the embedded default cannot be loaded.
+        (and see :class:`Explorer`).
+    """
+    if model is None:
+        try:
+            from cnnwidgets.zoo import load_default  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise RuntimeError(
+                "the embedded default model is not available in this installation; pass a model: "
+                "cnnwidgets.explore(model, image)"
+            ) from exc
+        model = load_default()
+    return Explorer(model, image, **options)

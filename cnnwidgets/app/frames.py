@@ -1,0 +1,207 @@
+"""The render stage: computed activations -> the images and rows the explorer shows (numpy only)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnnwidgets import render as R
+from cnnwidgets.app.state import ComputeRequest, RenderRequest
+from cnnwidgets.render.grid import GridLayout
+from cnnwidgets.render.normalize import ChannelStats
+from cnnwidgets.widgets.scores import score_rows
+
+__all__ = ["Baseline", "Computed", "Frame", "LayerGeometry", "render_frame"]
+
+FINAL_QUALITY = 90
+DRAFT_QUALITY = 75
+BOX_COLOR = (255, 212, 0)
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Where a layer's units sit in the input (from ``LayerInfo``), or Nones when unknown."""
+
+    jump: float | None = None
+    start: float | None = None
+
+
+@dataclass
+class Baseline:
+    """The unoccluded image's activations at one layer and what is derived from them once.
+
+    Attributes:
+        acts: (C, H, W) float32.
+        lo, hi: per-channel range (the ``"fixed"`` normalisation).
+        order: channels by decreasing mean activation (the ``sort`` order, stable while dragging).
+        dead: channels with no positive unit on this image.
+        probs: class probabilities of the unoccluded image, or None.
+    """
+
+    acts: np.ndarray
+    lo: np.ndarray = field(init=False)
+    hi: np.ndarray = field(init=False)
+    order: np.ndarray = field(init=False)
+    dead: np.ndarray = field(init=False)
+    probs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.lo, self.hi = R.value_ranges(self.acts, "channel")
+        self.order = R.activation_order(self.acts, "mean")
+        self.dead = R.dead_channels(self.acts)
+
+
+@dataclass
+class Computed:
+    """Result of the compute stage for one :class:`ComputeRequest`."""
+
+    key: ComputeRequest
+    acts: np.ndarray
+    baseline: Baseline
+    probs: np.ndarray | None
+    seconds: float
+
+
+@dataclass
+class Frame:
+    """Everything one update shows, kept so that Python can read what the user sees.
+
+    Attributes:
+        grid: the feature mosaic, uint8 (H, W, 3).
+        layout: its geometry.
+        grid_bytes: the mosaic as sent to the browser.
+        stats: per-channel statistics of the shown activations (hover text).
+        panel: the selected channel (left) and its change caused by the occluder (right), uint8.
+        panel_bytes: the panel as sent.
+        rows: class-score rows (see :func:`~cnnwidgets.widgets.scores.score_rows`), or None.
+        channel: the channel drawn in the panel.
+        render_seconds: time spent in this stage.
+        computed: the activations and scores drawn.
+    """
+
+    grid: np.ndarray
+    layout: GridLayout
+    grid_bytes: bytes
+    stats: ChannelStats
+    panel: np.ndarray
+    panel_bytes: bytes
+    rows: list[dict] | None
+    channel: int
+    render_seconds: float
+    computed: Computed
+    image_format: str = "jpeg"
+
+    @property
+    def dead(self) -> int:
+        """Number of channels marked dead (no positive unit on the unoccluded image)."""
+        return int(self.computed.baseline.dead.sum())
+
+
+class LayoutCache:
+    """Mosaic layouts by (C, H, W, order): choosing one is O(C) and the answer never changes."""
+
+    def __init__(self, max_width: int = 720, max_height: int = 440) -> None:
+        self.max_width = max_width
+        self.max_height = max_height
+        self._layouts: dict[tuple, GridLayout] = {}
+
+    def get(self, shape: tuple[int, int, int], order: np.ndarray | None) -> GridLayout:
+        key = (shape, None if order is None else order.tobytes())
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) > 64:
+                self._layouts.clear()
+            layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, order=order)
+            self._layouts[key] = layout
+        return layout
+
+
+def _ranges(req: RenderRequest, acts: np.ndarray, base: Baseline) -> tuple[np.ndarray, np.ndarray]:
+    if req.norm == "fixed":
+        return base.lo, base.hi
+    return R.value_ranges(acts, req.norm)
+
+
+def render_frame(
+    req: RenderRequest,
+    computed: Computed,
+    image: np.ndarray,
+    box: tuple[int, int, int, int] | None,
+    *,
+    geometry: LayerGeometry = LayerGeometry(),
+    labels: Sequence[str] = (),
+    top_k: int = 5,
+    layouts: LayoutCache | None = None,
+    panel_size: int = 192,
+) -> Frame:
+    """Draw one update.
+
+    Args:
+        req: how to draw.
+        computed: activations (and scores) to draw.
+        image: the model's view of the input, uint8 (H, W, 3).
+        box: the occluder box drawn on the channel view, or None.
+        geometry: receptive-field placement of the layer's units in the image.
+        labels: class names.
+        top_k: number of classes listed.
+        layouts: layout cache (a fresh one if None).
+        panel_size: target size in pixels of each half of the channel view (integer upscaling).
+
+    Returns:
+        The :class:`Frame`.
+
+    Raises:
+        ValueError: for a channel out of range, or anything the renderers reject.
+    """
+    start = time.perf_counter()
+    acts, base = computed.acts, computed.baseline
+    channels = acts.shape[0]
+    if not 0 <= req.channel < channels:
+        raise ValueError(f"channel {req.channel} out of range 0..{channels - 1}")
+    layouts = layouts or LayoutCache()
+    quality = DRAFT_QUALITY if req.draft else FINAL_QUALITY
+
+    lo, hi = _ranges(req, acts, base)
+    layout = layouts.get(acts.shape, base.order if req.sort else None)
+    grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout, marked=base.dead)
+    grid_bytes = R.encode_jpeg(grid, quality)
+    stats = R.channel_stats(acts)
+
+    ch = req.channel
+    span = hi[ch] - lo[ch]
+    values = (acts[ch] - lo[ch]) / span if span > 0 else np.zeros_like(acts[ch])
+    values = np.clip(values, 0.0, 1.0)
+    size = image.shape[:2]
+    if req.overlay:
+        left = R.overlay_heatmap(image, values, cmap=req.cmap, alpha=0.75, jump=geometry.jump, start=geometry.start)
+    else:
+        left = R.channel_image(values, size, cmap=req.cmap, jump=geometry.jump, start=geometry.start)
+    magnitude = float(max(abs(base.lo[ch]), abs(base.hi[ch]), 1e-12))
+    diff = (acts[ch] - base.acts[ch]) / (2 * magnitude) + 0.5
+    right = R.channel_image(diff, size, cmap="RdBu_r", jump=geometry.jump, start=geometry.start)
+    factor = max(1, round(panel_size / max(size)))
+    if box is not None:
+        left = R.draw_rect(left, box, color=BOX_COLOR)
+        right = R.draw_rect(right, box, color=(40, 40, 40))
+    left, right = R.upscale(left, factor, color=True), R.upscale(right, factor, color=True)
+    panel = R.hstack([left, right], gap=8)
+    panel_bytes = R.encode_jpeg(panel, quality)
+
+    rows = None
+    if computed.probs is not None:
+        rows = score_rows(computed.probs, labels, reference=base.probs, k=top_k, pinned=req.target)
+    return Frame(
+        grid=grid,
+        layout=layout,
+        grid_bytes=grid_bytes,
+        stats=stats,
+        panel=panel,
+        panel_bytes=panel_bytes,
+        rows=rows,
+        channel=ch,
+        render_seconds=time.perf_counter() - start,
+        computed=computed,
+    )

@@ -1,0 +1,292 @@
+"""The explorer's input: an image at model resolution, its preprocessed tensor and occluded variants.
+
+The image the user sees and the box they drag are in **model-input pixels**: the image is
+preprocessed once, and what is shown is the preprocessed tensor mapped back to colours with
+the model's ``denormalize``. So ``box = (x, y, w, h)`` indexes the tensor directly, whatever
+resizing or cropping the preprocessing does.
+
+Occluding writes a fill into the box of the preprocessed tensor. Fills are prepared once per
+image, in the normalised space of the model:
+
+``gray``  pixel value 0.5 in every channel;
+``mean``  the image's mean colour (mean of the normalised tensor per channel);
+``black`` pixel value 0;
+``blur``  a Gaussian blur of the image (sigma = 1/16 of the smaller side), so the box keeps
+          the colours but loses the detail;
+``noise`` uniform random pixel values from a fixed seed, the same in every frame.
+
+``gray``, ``black`` and ``noise`` are pixel values and need the per-channel affine map between
+pixels and the model's input, ``x = (pixel - mean) / std``; it is read off ``denormalize``
+(which must be per-channel affine, as every usual normalisation is).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnwidgets.widgets.controls import FILLS
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageInput",
+    "default_denormalize",
+    "default_preprocess",
+    "to_pil",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_pil(image: Any) -> Image.Image:
+    """Turn a path, bytes, PIL image, uint8/float array (H, W[, C]) or (C, H, W) tensor into an RGB PIL image.
+
+    Uses :func:`cnnwidgets.load_image` when available (it documents the conversion rules).
+
+    Raises:
+        TypeError: for an unsupported type.
+        ValueError: for data that is not a readable image.
+    """
+    try:
+        from cnnwidgets.core.images import load_image  # type: ignore[import-not-found]
+    except ImportError:  # image loading lives in core; a plain fallback keeps the explorer usable
+        load_image = None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        try:
+            pil = Image.open(io.BytesIO(bytes(image)))
+            pil.load()
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+            raise ValueError(f"not a readable image file ({type(exc).__name__}: {exc}); use PNG or JPEG") from exc
+        image = pil
+    if load_image is not None and not isinstance(image, Image.Image):
+        return load_image(image)
+    if isinstance(image, (str, Path)):
+        try:
+            pil = Image.open(image)
+            pil.load()
+        except OSError as exc:
+            raise ValueError(f"cannot read image {str(image)!r}: {exc}") from exc
+        image = pil
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dim() == 3 and image.shape[0] in (1, 3):
+            image = image.permute(1, 2, 0)
+        image = image.numpy()
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+        if arr.dtype != np.uint8:
+            arr = np.clip(np.asarray(arr, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr).convert("RGB")
+    raise TypeError(
+        f"cannot use {type(image).__name__} as an image; give a file path, bytes, a PIL image, "
+        "a numpy array (H, W, 3) or a tensor (3, H, W)"
+    )
+
+
+def default_preprocess(size: tuple[int, int]) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize to ``size`` = (H, W) (bilinear), scale to [0, 1] and normalise with ImageNet statistics."""
+    height, width = int(size[0]), int(size[1])
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        pil = to_pil(image).resize((width, height), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (x - mean) / std
+
+    return preprocess
+
+
+def default_denormalize(x: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`default_preprocess`'s normalisation: (3, H, W) tensor -> (H, W, 3) floats in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x * std + mean).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def _as_hwc(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dim() == 3 and value.shape[0] in (1, 3) and value.shape[-1] not in (1, 3):
+            value = value.permute(1, 2, 0)
+        value = value.numpy()
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"denormalize must return an (H, W, 3) image, got shape {arr.shape}")
+    return arr
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (1, C, H, W) tensor with reflect padding."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1) if min(x.shape[-2:]) > 1 else 0
+    if radius == 0:
+        return x.clone()
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    padded = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    x = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    padded = F.pad(x, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+@dataclass
+class ImageInput:
+    """One image prepared for a model, with occluded variants on demand.
+
+    Attributes:
+        name: a label for the image.
+        tensor: the preprocessed batch (1, C, H, W) on the CPU (float32).
+        display: uint8 (H, W, 3), what the model sees, in colours.
+        pixel_mean: per-channel ``mean`` of ``x = (pixel - mean) / std`` (None if unknown).
+        pixel_std: per-channel ``std`` (None if unknown).
+    """
+
+    name: str
+    tensor: torch.Tensor
+    display: np.ndarray
+    pixel_mean: torch.Tensor | None = None
+    pixel_std: torch.Tensor | None = None
+    _fills: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def prepare(
+        cls,
+        image: Any,
+        preprocess: Callable[[Any], torch.Tensor],
+        denormalize: Callable[[torch.Tensor], Any],
+        name: str = "image",
+    ) -> ImageInput:
+        """Preprocess ``image`` once and derive what the explorer shows.
+
+        Raises:
+            TypeError, ValueError: for an unreadable image or a preprocess/denormalize pair that
+                does not produce a (3, H, W) tensor and an (H, W, 3) image.
+        """
+        pil = to_pil(image)
+        x = preprocess(pil)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"preprocess must return a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.dim() != 3:
+            raise ValueError(f"preprocess must return a (C, H, W) tensor, got shape {tuple(x.shape)}")
+        x = x.detach().float().cpu().contiguous()
+        shown = _as_hwc(denormalize(x))
+        if shown.shape[:2] != tuple(x.shape[1:]):
+            raise ValueError(f"denormalize returned {shown.shape[:2]} for a tensor of size {tuple(x.shape[1:])}")
+        display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        mean, std = cls._affine(x, denormalize)
+        return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std)
+
+    @staticmethod
+    def _affine(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Read ``pixel = x * std + mean`` off ``denormalize`` (None, None if it is not affine)."""
+        c = x.shape[0]
+        if c != 3:
+            return None, None
+        probe = torch.zeros(3, 1, 2)
+        probe[:, 0, 1] = 0.1
+        try:
+            out = _as_hwc(denormalize(probe))  # (1, 2, 3)
+        except Exception:  # noqa: BLE001 - an unusual denormalize only costs the pixel fills
+            return None, None
+        mean = torch.from_numpy(out[0, 0].copy())
+        std = torch.from_numpy((out[0, 1] - out[0, 0]) / 0.1)
+        if not torch.all(std > 1e-6):
+            return None, None
+        # check on the real image (pixels inside (0, 1), where a clamp in denormalize cannot bite)
+        pixels = torch.from_numpy(_as_hwc(denormalize(x))).permute(2, 0, 1)
+        predicted = x * std.view(3, 1, 1) + mean.view(3, 1, 1)
+        inside = (predicted > 0.01) & (predicted < 0.99)
+        if inside.any() and (pixels - predicted)[inside].abs().max() > 1e-3:
+            return None, None
+        return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) in model-input pixels."""
+        return int(self.tensor.shape[-2]), int(self.tensor.shape[-1])
+
+    def _from_pixels(self, pixels: torch.Tensor, fill: str) -> torch.Tensor:
+        if self.pixel_mean is None or self.pixel_std is None:
+            raise ValueError(
+                f"fill {fill!r} is a pixel value, but this model's denormalize is not a per-channel "
+                "affine map, so the value cannot be converted; use fill 'mean' or 'blur'"
+            )
+        return (pixels - self.pixel_mean) / self.pixel_std
+
+    def fill_tensor(self, fill: str) -> torch.Tensor:
+        """The full-size (1, C, H, W) tensor a box of ``fill`` copies from (computed once).
+
+        Raises:
+            ValueError: for an unknown fill, or a pixel fill the normalisation cannot express.
+        """
+        cached = self._fills.get(fill)
+        if cached is not None:
+            return cached
+        x = self.tensor
+        if fill == "mean":
+            value = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+        elif fill == "blur":
+            value = _gaussian_blur(x, max(1.0, min(self.size) / 16))
+        elif fill in ("gray", "black"):
+            level = 0.5 if fill == "gray" else 0.0
+            value = self._from_pixels(torch.full((1, x.shape[1], 1, 1), level), fill).expand_as(x)
+        elif fill == "noise":
+            gen = torch.Generator().manual_seed(0)
+            value = self._from_pixels(torch.rand(x.shape, generator=gen), fill)
+        else:
+            raise ValueError(f"unknown occluder fill {fill!r}; accepted: {', '.join(FILLS)}")
+        value = value.contiguous()
+        self._fills[fill] = value
+        return value
+
+    def occluded(self, box: Sequence[int] | None, fill: str = "gray") -> torch.Tensor:
+        """The preprocessed batch with ``box = (x, y, w, h)`` replaced by ``fill`` (the original if None).
+
+        Raises:
+            ValueError: for a box outside the image or an unknown fill.
+        """
+        if box is None:
+            return self.tensor
+        bx, by, bw, bh = (int(v) for v in box)
+        h, w = self.size
+        if bw < 1 or bh < 1 or bx < 0 or by < 0 or bx + bw > w or by + bh > h:
+            raise ValueError(f"occluder box {tuple(box)} does not lie inside the {w}x{h} image")
+        source = self.fill_tensor(fill)
+        out = self.tensor.clone()
+        out[..., by : by + bh, bx : bx + bw] = source[..., by : by + bh, bx : bx + bw]
+        return out
+
+    def fill_color(self, fill: str) -> str:
+        """A CSS colour previewing ``fill`` in the browser (the box is drawn with it)."""
+        if fill == "black":
+            return "rgba(0, 0, 0, 0.85)"
+        if fill == "gray":
+            return "rgba(128, 128, 128, 0.85)"
+        if fill == "mean":
+            r, g, b = (int(v) for v in self.display.reshape(-1, 3).mean(axis=0))
+            return f"rgba({r}, {g}, {b}, 0.85)"
+        if fill == "blur":
+            return "rgba(255, 255, 255, 0.25)"
+        return "rgba(200, 200, 200, 0.45)"

@@ -1,0 +1,141 @@
+"""Colormaps as 256-entry lookup tables, applied to values already scaled to [0, 1].
+
+The tables come from matplotlib's colormaps, read once per name and cached; ``gray`` is
+computed here. Sequential maps (``viridis``, ``magma`` ...) are for activations, diverging
+maps (``RdBu_r`` ...) for signed differences, with the midpoint 0.5 meaning "no change".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "DIVERGING",
+    "SEQUENTIAL",
+    "apply_colormap",
+    "colorize",
+    "colormap_names",
+    "get_lut",
+]
+
+SEQUENTIAL: tuple[str, ...] = ("viridis", "magma", "inferno", "plasma", "cividis", "gray")
+"""Colormaps for values with a natural order (activations, probabilities)."""
+
+DIVERGING: tuple[str, ...] = ("RdBu_r", "coolwarm", "PuOr_r", "seismic")
+"""Colormaps for signed values around zero (differences); 0.5 maps to the neutral colour."""
+
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def colormap_names() -> list[str]:
+    """Every colormap name accepted by :func:`get_lut` and :func:`apply_colormap`."""
+    return [*SEQUENTIAL, *DIVERGING]
+
+
+def get_lut(name: str) -> np.ndarray:
+    """The lookup table of a colormap.
+
+    Args:
+        name: one of :func:`colormap_names`.
+
+    Returns:
+        A read-only ``(256, 3)`` uint8 array; row ``i`` is the colour of value ``i / 255``.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    lut = _LUTS.get(name)
+    if lut is not None:
+        return lut
+    if name not in colormap_names():
+        raise ValueError(f"unknown colormap {name!r}; accepted: {', '.join(colormap_names())}")
+    if name == "gray":
+        ramp = np.arange(256, dtype=np.uint8)
+        lut = np.stack([ramp, ramp, ramp], axis=1)
+    else:
+        from matplotlib import colormaps  # imported on first use: pyplot is never needed
+
+        rgba = colormaps[name](np.linspace(0.0, 1.0, 256))
+        lut = np.round(rgba[:, :3] * 255.0).astype(np.uint8)
+    lut.setflags(write=False)
+    _LUTS[name] = lut
+    return lut
+
+
+def apply_colormap(
+    values: np.ndarray, name: str = "viridis", *, nan_color: tuple[int, int, int] = (0, 0, 0)
+) -> np.ndarray:
+    """Colour an array of values in [0, 1].
+
+    Value ``v`` gets the table entry ``round(clip(v, 0, 1) * 255)``; NaN gets ``nan_color``.
+
+    Args:
+        values: float array of any shape, expected in [0, 1] (values outside are clipped).
+        name: colormap name, see :func:`colormap_names`.
+        nan_color: RGB colour for NaN values.
+
+    Returns:
+        uint8 array of shape ``values.shape + (3,)``.
+
+    Raises:
+        ValueError: for an unknown colormap name.
+    """
+    lut = get_lut(name)
+    values = np.asarray(values, dtype=np.float32)
+    nan = np.isnan(values)
+    index = np.clip(np.nan_to_num(values, nan=0.0) * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+    out = lut[index]
+    if nan.any():
+        out[nan] = np.asarray(nan_color, dtype=np.uint8)
+    return out
+
+
+def colorize(
+    values: np.ndarray,
+    lo: np.ndarray | float,
+    hi: np.ndarray | float,
+    name: str = "viridis",
+    *,
+    nan_color: tuple[int, int, int] = (0, 0, 0),
+) -> np.ndarray:
+    """Normalise and colour a stack in one pass: ``lut[round(255 * clip((v - lo) / (hi - lo), 0, 1))]``.
+
+    The same result as ``apply_colormap(normalize(values, lo, hi), name)`` (a constant channel,
+    ``hi <= lo``, gets colour 0), with fewer passes over the data - this is the hot path of a
+    live feature grid.
+
+    Args:
+        values: float stack (C, H, W).
+        lo: lower end per channel, shape (C,) or scalar.
+        hi: upper end per channel, shape (C,) or scalar.
+        name: colormap name.
+        nan_color: RGB for NaN values.
+
+    Returns:
+        uint8 (C, H, W, 3).
+
+    Raises:
+        ValueError: for a stack that is not 3-D or an unknown colormap.
+    """
+    lut = get_lut(name)
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 3:
+        raise ValueError(f"expected a stack of shape (C, H, W), got shape {values.shape}")
+    channels = values.shape[0]
+    lo = np.broadcast_to(np.asarray(lo, dtype=np.float32), (channels,))
+    hi = np.broadcast_to(np.asarray(hi, dtype=np.float32), (channels,))
+    span = hi - lo
+    valid = span > 0
+    scale = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
+    offset = (0.5 - lo * scale).astype(np.float32)  # (v - lo) * s + 0.5 == v * s + offset
+    idx = values * scale[:, None, None]
+    idx += offset[:, None, None]
+    nan = None
+    if not np.isfinite(idx).all():
+        nan = np.isnan(idx)
+        np.nan_to_num(idx, copy=False, nan=0.0)
+    np.clip(idx, 0.0, 255.0, out=idx)
+    out = np.take(lut, idx.astype(np.uint8), axis=0)
+    if nan is not None and nan.any():
+        out[nan] = np.asarray(nan_color, dtype=np.uint8)
+    return out

@@ -1,0 +1,339 @@
+"""All channels of a layer as one mosaic image, with geometry to map a pixel back to a channel.
+
+A mosaic is ``rows x cols`` slots of ``tile_height x tile_width`` pixels, separated and framed
+by ``border`` pixels. Slot ``s`` (row-major) shows channel ``order[s]``; slots past the last
+channel are left in the border colour. Each feature map is enlarged by an integer factor
+(``scale``) or shrunk by block averaging (``shrink``) so that the whole mosaic fits the size
+asked for; the layout that gives the largest tiles is chosen.
+
+The same geometry runs in the browser (the grid widget computes the hovered channel
+locally), so :meth:`GridLayout.channel_at` is the reference for that arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnnwidgets.render.colormaps import colorize
+from cnnwidgets.render.normalize import value_ranges
+from cnnwidgets.render.resample import downscale, upscale
+
+__all__ = ["GridLayout", "feature_grid", "grid_layout", "mosaic"]
+
+BORDER_COLOR = (48, 48, 48)
+MARK_COLOR = (230, 40, 40)
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Geometry of a mosaic.
+
+    Attributes:
+        count: number of channels shown.
+        rows: number of slot rows.
+        cols: number of slot columns.
+        map_height: height of one feature map before scaling.
+        map_width: width of one feature map before scaling.
+        scale: integer enlargement of each map (1 when shrinking).
+        shrink: integer block-average reduction of each map (1 when enlarging).
+        border: pixels between and around the tiles.
+        order: ``order[s]`` is the channel shown in slot ``s``.
+    """
+
+    count: int
+    rows: int
+    cols: int
+    map_height: int
+    map_width: int
+    scale: int = 1
+    shrink: int = 1
+    border: int = 1
+    order: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.order:
+            object.__setattr__(self, "order", tuple(range(self.count)))
+        if sorted(self.order) != list(range(self.count)):
+            raise ValueError(f"order must be a permutation of range({self.count})")
+        if self.rows * self.cols < self.count:
+            raise ValueError(f"{self.rows}x{self.cols} slots cannot hold {self.count} channels")
+
+    @property
+    def tile_height(self) -> int:
+        return -(-self.map_height // self.shrink) * self.scale
+
+    @property
+    def tile_width(self) -> int:
+        return -(-self.map_width // self.shrink) * self.scale
+
+    @property
+    def width(self) -> int:
+        """Width of the mosaic in pixels."""
+        return self.cols * self.tile_width + (self.cols + 1) * self.border
+
+    @property
+    def height(self) -> int:
+        """Height of the mosaic in pixels."""
+        return self.rows * self.tile_height + (self.rows + 1) * self.border
+
+    def slot_of(self, channel: int) -> int:
+        """The slot that shows ``channel``.
+
+        Raises:
+            IndexError: for a channel outside ``range(count)``.
+        """
+        if not 0 <= channel < self.count:
+            raise IndexError(f"channel {channel} out of range 0..{self.count - 1}")
+        return self.order.index(channel)
+
+    def tile_rect(self, channel: int) -> tuple[int, int, int, int]:
+        """``(x, y, width, height)`` of the tile that shows ``channel``, in mosaic pixels."""
+        slot = self.slot_of(channel)
+        row, col = divmod(slot, self.cols)
+        x = self.border + col * (self.tile_width + self.border)
+        y = self.border + row * (self.tile_height + self.border)
+        return x, y, self.tile_width, self.tile_height
+
+    def channel_at(self, x: float, y: float) -> int | None:
+        """The channel under mosaic pixel ``(x, y)``, or None on a border, an empty slot or outside.
+
+        Pixel ``(x, y)`` is column ``x`` and row ``y``; fractional coordinates are floored.
+        """
+        x, y = math.floor(x), math.floor(y)
+        if x < 0 or y < 0 or x >= self.width or y >= self.height:
+            return None
+        col, within_x = divmod(x - self.border, self.tile_width + self.border)
+        row, within_y = divmod(y - self.border, self.tile_height + self.border)
+        if x < self.border or y < self.border or within_x >= self.tile_width or within_y >= self.tile_height:
+            return None
+        if col >= self.cols or row >= self.rows:
+            return None
+        slot = row * self.cols + col
+        return self.order[slot] if slot < self.count else None
+
+    def map_position(self, x: float, y: float) -> tuple[int, int, int] | None:
+        """``(channel, row, col)`` of the feature-map unit under mosaic pixel ``(x, y)``, or None."""
+        channel = self.channel_at(x, y)
+        if channel is None:
+            return None
+        tx, ty, _, _ = self.tile_rect(channel)
+        step = self.shrink / self.scale
+        row = min(int((math.floor(y) - ty) * step), self.map_height - 1)
+        col = min(int((math.floor(x) - tx) * step), self.map_width - 1)
+        return channel, row, col
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly geometry for the browser."""
+        return {
+            "count": self.count,
+            "rows": self.rows,
+            "cols": self.cols,
+            "tile_width": self.tile_width,
+            "tile_height": self.tile_height,
+            "border": self.border,
+            "width": self.width,
+            "height": self.height,
+            "order": list(self.order),
+        }
+
+
+def grid_layout(
+    count: int,
+    map_height: int,
+    map_width: int,
+    *,
+    max_width: int = 720,
+    max_height: int = 480,
+    border: int = 1,
+    max_scale: int = 8,
+    order: np.ndarray | list[int] | None = None,
+) -> GridLayout:
+    """Choose rows, columns and tile scale so that the mosaic fits and its tiles are largest.
+
+    Every column count from 1 to ``count`` is tried. For each, the largest integer
+    enlargement (at most ``max_scale``) that fits ``max_width x max_height`` is found or, when
+    the maps do not fit even at scale 1, the smallest integer block-average reduction that
+    does. The column count with the largest tiles wins; ties go to fewer empty slots, then to
+    the mosaic shape closest to the box's. The mosaic exceeds the box only when even a
+    reduction to 1-pixel tiles does not fit.
+
+    Args:
+        count: number of channels (>= 1).
+        map_height: height of one feature map (>= 1).
+        map_width: width of one feature map (>= 1).
+        max_width: width to fit, in pixels.
+        max_height: height to fit, in pixels.
+        border: pixels between and around tiles (>= 0).
+        max_scale: largest enlargement.
+        order: channel shown in each slot (default: channel order).
+
+    Returns:
+        The chosen :class:`GridLayout`.
+
+    Raises:
+        ValueError: for non-positive sizes or counts.
+    """
+    if count < 1 or map_height < 1 or map_width < 1:
+        raise ValueError(f"need count, map_height and map_width >= 1, got {count}, {map_height}, {map_width}")
+    if border < 0 or max_scale < 1:
+        raise ValueError(f"need border >= 0 and max_scale >= 1, got {border} and {max_scale}")
+    def quantize(fit: float, rows: int, cols: int) -> tuple[int, int]:
+        if fit >= 1:
+            return max(1, min(max_scale, int(math.floor(fit)))), 1
+        shrink = 2
+        while shrink < max(map_height, map_width):
+            tile_w, tile_h = -(-map_width // shrink), -(-map_height // shrink)
+            if cols * tile_w + (cols + 1) * border <= max_width and rows * tile_h + (rows + 1) * border <= max_height:
+                break
+            shrink += 1
+        return 1, shrink
+
+    box_aspect = max_width / max(max_height, 1)
+    best_key: tuple | None = None
+    choice = (1, count, 1, 1)
+    for cols in range(1, count + 1):
+        rows = -(-count // cols)
+        fit_w = (max_width - (cols + 1) * border) / (cols * map_width)
+        fit_h = (max_height - (rows + 1) * border) / (rows * map_height)
+        scale, shrink = quantize(min(fit_w, fit_h), rows, cols)
+        tile = (-(-map_width // shrink) * scale) * (-(-map_height // shrink) * scale)
+        width = cols * map_width * scale / shrink
+        height = rows * map_height * scale / shrink
+        key = (tile, -(rows * cols - count), -abs(math.log(width / height / box_aspect)))
+        if best_key is None or key > best_key:
+            best_key, choice = key, (rows, cols, scale, shrink)
+    rows, cols, scale, shrink = choice
+    order_t = tuple(int(i) for i in order) if order is not None else ()
+    return GridLayout(
+        count=count,
+        rows=rows,
+        cols=cols,
+        map_height=map_height,
+        map_width=map_width,
+        scale=scale,
+        shrink=shrink,
+        border=border,
+        order=order_t,
+    )
+
+
+def mosaic(
+    tiles: np.ndarray,
+    layout: GridLayout,
+    *,
+    border_color: tuple[int, int, int] = BORDER_COLOR,
+    marked: np.ndarray | None = None,
+    mark_color: tuple[int, int, int] = MARK_COLOR,
+) -> np.ndarray:
+    """Assemble coloured tiles into one image.
+
+    Args:
+        tiles: uint8 array (C, tile_height, tile_width, 3) in channel order (already scaled to
+            the layout's tile size).
+        layout: the geometry (its ``order`` places the channels).
+        border_color: RGB of the borders and empty slots.
+        marked: optional bool array (C,); marked channels get a frame in ``mark_color``
+            (drawn on the tile's outermost pixels, so it shows even with ``border=0``) and a
+            diagonal stroke, e.g. dead channels.
+        mark_color: RGB of the marking.
+
+    Returns:
+        uint8 array (layout.height, layout.width, 3).
+
+    Raises:
+        ValueError: if the tile array does not match the layout.
+    """
+    th, tw = layout.tile_height, layout.tile_width
+    if tiles.shape != (layout.count, th, tw, 3) or tiles.dtype != np.uint8:
+        raise ValueError(
+            f"tiles must be uint8 of shape ({layout.count}, {th}, {tw}, 3) for this layout, "
+            f"got {tiles.dtype} {tiles.shape}"
+        )
+    out = np.empty((layout.height, layout.width, 3), dtype=np.uint8)
+    out[...] = np.asarray(border_color, dtype=np.uint8)
+    b = layout.border
+    full_rows = layout.count // layout.cols
+    ordered = tiles[np.asarray(layout.order, dtype=np.int64)]
+    if full_rows:
+        # one strided assignment for all complete rows: view the interior as (rows, th+b, cols, tw+b)
+        block = ordered[: full_rows * layout.cols].reshape(full_rows, layout.cols, th, tw, 3)
+        region = out[b : b + full_rows * (th + b), b : b + layout.cols * (tw + b)]
+        region = region.reshape(full_rows, th + b, layout.cols, tw + b, 3)
+        region[:, :th, :, :tw] = block.transpose(0, 2, 1, 3, 4)
+    for slot in range(full_rows * layout.cols, layout.count):
+        row, col = divmod(slot, layout.cols)
+        y, x = b + row * (th + b), b + col * (tw + b)
+        out[y : y + th, x : x + tw] = ordered[slot]
+    if marked is not None:
+        marked = np.asarray(marked, dtype=bool)
+        if marked.shape != (layout.count,):
+            raise ValueError(f"marked must have shape ({layout.count},), got {marked.shape}")
+        color = np.asarray(mark_color, dtype=np.uint8)
+        for channel in np.flatnonzero(marked):
+            x, y, w, h = layout.tile_rect(int(channel))
+            out[y, x : x + w] = color
+            out[y + h - 1, x : x + w] = color
+            out[y : y + h, x] = color
+            out[y : y + h, x + w - 1] = color
+            n = min(w, h)
+            diag = np.arange(n)
+            out[y + diag, x + (diag * w) // n] = color
+    return out
+
+
+def feature_grid(
+    acts: np.ndarray,
+    *,
+    mode: str = "channel",
+    fixed: tuple[np.ndarray | float, np.ndarray | float] | None = None,
+    cmap: str = "viridis",
+    order: np.ndarray | list[int] | None = None,
+    marked: np.ndarray | None = None,
+    layout: GridLayout | None = None,
+    max_width: int = 720,
+    max_height: int = 480,
+    border: int = 1,
+) -> tuple[np.ndarray, GridLayout]:
+    """Normalise, colour and tile a (C, H, W) activation stack into one RGB image.
+
+    Args:
+        acts: float activations (C, H, W).
+        mode: normalisation mode (see :mod:`cnnwidgets.render.normalize`).
+        fixed: ``(lo, hi)`` for mode ``"fixed"``.
+        cmap: colormap name.
+        order: channel per slot, e.g. from :func:`~cnnwidgets.render.normalize.activation_order`.
+        marked: bool (C,) channels to mark (dead channels).
+        layout: reuse a layout (it must match C, H, W); otherwise one is chosen with
+            :func:`grid_layout`.
+        max_width: passed to :func:`grid_layout`.
+        max_height: passed to :func:`grid_layout`.
+        border: passed to :func:`grid_layout`.
+
+    Returns:
+        ``(image, layout)``: uint8 (H', W', 3) and the geometry to map pixels to channels.
+
+    Raises:
+        ValueError: for a stack that is not (C, H, W), an unknown mode or colormap, or a
+            layout that does not fit the stack.
+    """
+    acts = np.asarray(acts, dtype=np.float32)
+    if acts.ndim != 3:
+        raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
+    c, h, w = acts.shape
+    if layout is None:
+        layout = grid_layout(c, h, w, max_width=max_width, max_height=max_height, border=border, order=order)
+    elif (layout.count, layout.map_height, layout.map_width) != (c, h, w):
+        raise ValueError(
+            f"layout is for ({layout.count}, {layout.map_height}, {layout.map_width}) maps, got {acts.shape}"
+        )
+    lo, hi = value_ranges(acts, mode, fixed=fixed)
+    if layout.shrink > 1:
+        acts = downscale(acts, layout.shrink)
+    colored = colorize(acts, lo, hi, cmap)  # (C, h, w, 3)
+    if layout.scale > 1:
+        colored = upscale(colored, layout.scale, color=True)
+    return mosaic(np.ascontiguousarray(colored), layout, marked=marked), layout

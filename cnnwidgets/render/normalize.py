@@ -1,0 +1,228 @@
+"""Scaling a (C, H, W) activation stack to [0, 1] for display, and per-channel statistics.
+
+Three normalisation modes decide which range ``[lo, hi]`` maps to ``[0, 1]`` for each channel:
+
+``"channel"``
+    each channel's own minimum and maximum: shows the pattern inside every channel, hides
+    how strong one channel is compared with another.
+``"layer"``
+    the minimum and maximum over the whole layer: channels are comparable with each other.
+``"fixed"``
+    a range given by the caller, typically the per-channel range of the unoccluded image, so
+    that an occluder that weakens a channel visibly darkens it instead of being rescaled away.
+
+A value ``v`` is shown as ``(v - lo) / (hi - lo)``, clipped to [0, 1]; a constant channel
+(``hi <= lo``) is shown as 0. Signed maps (differences) use :func:`symmetric_ranges`, which
+maps 0 to 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "NORM_MODES",
+    "ChannelStats",
+    "NormMode",
+    "activation_order",
+    "channel_stats",
+    "dead_channels",
+    "normalize",
+    "symmetric_ranges",
+    "value_ranges",
+]
+
+NormMode = Literal["channel", "layer", "fixed"]
+NORM_MODES: tuple[str, ...] = ("channel", "layer", "fixed")
+
+
+def _check_stack(acts: np.ndarray) -> np.ndarray:
+    acts = np.asarray(acts)
+    if acts.ndim != 3:
+        raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
+    if acts.shape[0] == 0:
+        raise ValueError("the activation stack has no channels")
+    return acts.astype(np.float32, copy=False)
+
+
+def value_ranges(
+    acts: np.ndarray,
+    mode: str = "channel",
+    *,
+    fixed: tuple[np.ndarray | float, np.ndarray | float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The display range of every channel.
+
+    Args:
+        acts: activations of shape (C, H, W).
+        mode: ``"channel"``, ``"layer"`` or ``"fixed"`` (see the module docstring).
+        fixed: ``(lo, hi)`` for mode ``"fixed"``; scalars or arrays of shape (C,).
+
+    Returns:
+        ``(lo, hi)``, two float32 arrays of shape (C,).
+
+    Raises:
+        ValueError: for an unknown mode, a missing or mis-shaped ``fixed`` range, or a stack
+            that is not (C, H, W).
+    """
+    acts = _check_stack(acts)
+    channels = acts.shape[0]
+    if mode == "channel":
+        flat = acts.reshape(channels, -1)
+        return flat.min(axis=1), flat.max(axis=1)
+    if mode == "layer":
+        lo = np.full(channels, acts.min(), dtype=np.float32)
+        hi = np.full(channels, acts.max(), dtype=np.float32)
+        return lo, hi
+    if mode == "fixed":
+        if fixed is None:
+            raise ValueError("mode 'fixed' needs fixed=(lo, hi), e.g. the ranges of the unoccluded image")
+        lo_hi = []
+        for part in fixed:
+            arr = np.asarray(part, dtype=np.float32)
+            if arr.ndim == 0:
+                arr = np.full(channels, arr, dtype=np.float32)
+            if arr.shape != (channels,):
+                raise ValueError(f"fixed range must be scalars or arrays of shape ({channels},), got {arr.shape}")
+            lo_hi.append(arr)
+        return lo_hi[0], lo_hi[1]
+    raise ValueError(f"unknown normalisation mode {mode!r}; accepted: {', '.join(NORM_MODES)}")
+
+
+def symmetric_ranges(values: np.ndarray, mode: str = "layer") -> tuple[np.ndarray, np.ndarray]:
+    """Ranges ``(-m, m)`` for signed maps, so that 0 is shown as 0.5 (the diverging midpoint).
+
+    Args:
+        values: signed stack of shape (C, H, W), e.g. occluded minus unoccluded activations.
+        mode: ``"channel"`` (``m`` = each channel's largest magnitude) or ``"layer"`` (``m`` =
+            the largest magnitude in the stack).
+
+    Returns:
+        ``(lo, hi)`` float32 arrays of shape (C,).
+
+    Raises:
+        ValueError: for another mode or a stack that is not (C, H, W).
+    """
+    values = _check_stack(values)
+    mag = np.abs(values).reshape(values.shape[0], -1).max(axis=1)
+    if mode == "layer":
+        mag = np.full_like(mag, mag.max())
+    elif mode != "channel":
+        raise ValueError(f"symmetric ranges accept mode 'channel' or 'layer', got {mode!r}")
+    return -mag, mag
+
+
+def normalize(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Map each channel's ``[lo, hi]`` to ``[0, 1]``: ``clip((v - lo) / (hi - lo), 0, 1)``.
+
+    Args:
+        acts: stack of shape (C, H, W).
+        lo: lower ends, shape (C,) (or scalar).
+        hi: upper ends, shape (C,) (or scalar).
+
+    Returns:
+        float32 array of the same shape; channels with ``hi <= lo`` are 0.
+
+    Raises:
+        ValueError: for a stack that is not (C, H, W).
+    """
+    acts = _check_stack(acts)
+    lo = np.broadcast_to(np.asarray(lo, dtype=np.float32), (acts.shape[0],))[:, None, None]
+    hi = np.broadcast_to(np.asarray(hi, dtype=np.float32), (acts.shape[0],))[:, None, None]
+    span = hi - lo
+    valid = span > 0
+    scale = np.where(valid, 1.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
+    out = (acts - lo) * scale
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel statistics of a (C, H, W) stack; every field has shape (C,).
+
+    Attributes:
+        mean: mean over the spatial positions.
+        std: standard deviation over the spatial positions.
+        min: smallest value.
+        max: largest value.
+        active: fraction of positions with a value > 0 (what survives a ReLU).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    active: np.ndarray
+
+    def as_array(self) -> np.ndarray:
+        """A (C, 5) float32 array, columns mean, std, min, max, active (compact to send to a browser)."""
+        return np.stack([self.mean, self.std, self.min, self.max, self.active], axis=1).astype(np.float32)
+
+    def describe(self, channel: int) -> str:
+        """One line for a tooltip, e.g. ``ch 3  mean 0.21  max 1.9  active 34%``."""
+        return (
+            f"ch {channel}  mean {self.mean[channel]:.3g}  max {self.max[channel]:.3g}  "
+            f"min {self.min[channel]:.3g}  active {100 * self.active[channel]:.0f}%"
+        )
+
+
+def channel_stats(acts: np.ndarray) -> ChannelStats:
+    """Mean, standard deviation, minimum, maximum and active fraction of every channel.
+
+    Raises:
+        ValueError: for a stack that is not (C, H, W).
+    """
+    acts = _check_stack(acts)
+    flat = acts.reshape(acts.shape[0], -1)
+    return ChannelStats(
+        mean=flat.mean(axis=1),
+        std=flat.std(axis=1),
+        min=flat.min(axis=1),
+        max=flat.max(axis=1),
+        active=(flat > 0).mean(axis=1).astype(np.float32),
+    )
+
+
+def dead_channels(acts: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """Channels with no unit above ``threshold`` (all zero after a ReLU for threshold 0).
+
+    Args:
+        acts: stack of shape (C, H, W).
+        threshold: a channel is dead when its maximum is ``<= threshold``.
+
+    Returns:
+        bool array of shape (C,).
+
+    Raises:
+        ValueError: for a stack that is not (C, H, W).
+    """
+    acts = _check_stack(acts)
+    return acts.reshape(acts.shape[0], -1).max(axis=1) <= threshold
+
+
+def activation_order(acts: np.ndarray, key: str = "mean") -> np.ndarray:
+    """Channel indices sorted by decreasing activation; ties keep their original order.
+
+    Args:
+        acts: stack of shape (C, H, W).
+        key: ``"mean"`` or ``"max"`` over the spatial positions.
+
+    Returns:
+        int64 array of shape (C,), a permutation of ``range(C)``.
+
+    Raises:
+        ValueError: for another key or a stack that is not (C, H, W).
+    """
+    acts = _check_stack(acts)
+    flat = acts.reshape(acts.shape[0], -1)
+    if key == "mean":
+        score = flat.mean(axis=1)
+    elif key == "max":
+        score = flat.max(axis=1)
+    else:
+        raise ValueError(f"sort key must be 'mean' or 'max', got {key!r}")
+    return np.argsort(-score, kind="stable").astype(np.int64)

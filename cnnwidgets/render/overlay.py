@@ -1,0 +1,160 @@
+"""Single-channel views: an enlarged map, a heatmap blended over the input image, panels side by side."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnwidgets.render.colormaps import apply_colormap
+from cnnwidgets.render.resample import map_to_input, resize
+
+__all__ = ["blend", "channel_image", "draw_rect", "hstack", "overlay_heatmap", "resize_image"]
+
+
+def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{what} must be a uint8 RGB array of shape (H, W, 3), got {image.dtype} {image.shape}")
+    return image
+
+
+def channel_image(
+    values: np.ndarray,
+    size: tuple[int, int],
+    *,
+    cmap: str = "viridis",
+    mode: str = "nearest",
+    jump: float | None = None,
+    start: float | None = None,
+) -> np.ndarray:
+    """Colour a normalised map (h, w) with values in [0, 1] and bring it to ``size`` = (H, W).
+
+    With ``jump``/``start`` the map is placed by receptive-field geometry (see
+    :func:`~cnnwidgets.render.resample.map_to_input`), otherwise stretched.
+
+    Returns:
+        uint8 (H, W, 3).
+
+    Raises:
+        ValueError: for a map that is not 2-D, an unknown colormap or resampling mode.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"expected one map of shape (h, w), got shape {values.shape}")
+    placed = map_to_input(values, size, jump=jump, start=start, mode=mode)
+    return apply_colormap(placed, cmap)
+
+
+def blend(image: np.ndarray, color: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * color`` in uint8; alpha a scalar or an (H, W) array in [0, 1].
+
+    Raises:
+        ValueError: for mismatched shapes or alpha outside [0, 1].
+    """
+    image = _check_rgb(image)
+    color = _check_rgb(color, "color")
+    if image.shape != color.shape:
+        raise ValueError(f"image {image.shape} and color {color.shape} differ in shape")
+    alpha = np.asarray(alpha, dtype=np.float32)
+    if alpha.size and (alpha.min() < 0 or alpha.max() > 1):
+        raise ValueError("alpha must lie in [0, 1]")
+    if alpha.ndim == 2:
+        alpha = alpha[..., None]
+    out = image.astype(np.float32) * (1.0 - alpha) + color.astype(np.float32) * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_heatmap(
+    image: np.ndarray,
+    heat: np.ndarray,
+    *,
+    cmap: str = "magma",
+    alpha: float = 0.6,
+    weight_by_value: bool = True,
+    jump: float | None = None,
+    start: float | None = None,
+    mode: str = "bilinear",
+) -> np.ndarray:
+    """Blend a heatmap over an image at the image's resolution.
+
+    The heatmap (values in [0, 1], any resolution) is brought to the image size - by
+    receptive-field geometry when ``jump``/``start`` are given - coloured, and blended with
+    opacity ``alpha`` (times the value itself when ``weight_by_value``, so that low values
+    leave the image visible).
+
+    Args:
+        image: uint8 (H, W, 3).
+        heat: float map (h, w) in [0, 1].
+        cmap: colormap name.
+        alpha: maximum opacity of the heatmap, in [0, 1].
+        weight_by_value: scale the opacity by the heat value.
+        jump: receptive-field jump of the layer, or None.
+        start: receptive-field start of the layer, or None.
+        mode: resampling mode.
+
+    Returns:
+        uint8 (H, W, 3).
+
+    Raises:
+        ValueError: for malformed inputs.
+    """
+    image = _check_rgb(image)
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"expected a heatmap of shape (h, w), got shape {heat.shape}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    placed = np.clip(map_to_input(heat, image.shape[:2], jump=jump, start=start, mode=mode), 0, 1)
+    colored = apply_colormap(placed, cmap)
+    opacity = placed * alpha if weight_by_value else np.float32(alpha)
+    return blend(image, colored, opacity)
+
+
+def draw_rect(
+    image: np.ndarray,
+    rect: tuple[int, int, int, int],
+    *,
+    color: tuple[int, int, int] = (255, 255, 255),
+    width: int = 1,
+) -> np.ndarray:
+    """Draw the outline of ``rect = (x, y, w, h)`` (clipped to the image) on a copy of ``image``."""
+    out = _check_rgb(image).copy()
+    x, y, w, h = (int(v) for v in rect)
+    H, W = out.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x0 >= x1 or y0 >= y1:
+        return out
+    c = np.asarray(color, dtype=np.uint8)
+    t = max(1, int(width))
+    out[y0 : min(y0 + t, y1), x0:x1] = c
+    out[max(y1 - t, y0) : y1, x0:x1] = c
+    out[y0:y1, x0 : min(x0 + t, x1)] = c
+    out[y0:y1, max(x1 - t, x0) : x1] = c
+    return out
+
+
+def hstack(
+    images: list[np.ndarray], *, gap: int = 4, background: tuple[int, int, int] = (255, 255, 255)
+) -> np.ndarray:
+    """Place RGB images side by side, top-aligned, ``gap`` pixels apart.
+
+    Raises:
+        ValueError: for an empty list or images that are not uint8 RGB.
+    """
+    if not images:
+        raise ValueError("hstack needs at least one image")
+    images = [_check_rgb(im) for im in images]
+    height = max(im.shape[0] for im in images)
+    width = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    out[...] = np.asarray(background, dtype=np.uint8)
+    x = 0
+    for im in images:
+        out[: im.shape[0], x : x + im.shape[1]] = im
+        x += im.shape[1] + gap
+    return out
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "nearest") -> np.ndarray:
+    """Resize a uint8 RGB image to ``size`` = (H, W)."""
+    out = resize(_check_rgb(image), size, mode, color=True)
+    return out if out.dtype == np.uint8 else np.clip(out + 0.5, 0, 255).astype(np.uint8)

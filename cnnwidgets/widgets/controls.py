@@ -1,0 +1,103 @@
+"""Small control groups whose state is traitlets (linked to their child widgets)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ipywidgets as w
+import traitlets as t
+
+from cnnwidgets.render.colormaps import SEQUENTIAL
+from cnnwidgets.render.normalize import NORM_MODES
+
+__all__ = ["FILLS", "DisplayControls", "OccluderControls"]
+
+FILLS: tuple[str, ...] = ("gray", "mean", "black", "blur", "noise")
+"""Occluder fills: mid-gray, the image's mean colour, black, a blurred copy, fixed random noise."""
+
+_NORM_LABELS = {"channel": "per channel", "layer": "whole layer", "fixed": "fixed (unoccluded)"}
+_FILL_LABELS = {"gray": "gray", "mean": "image mean", "black": "black", "blur": "blur", "noise": "noise"}
+
+
+class DisplayControls(w.HBox):
+    """How feature maps are drawn.
+
+    Traits:
+        norm: normalisation mode, one of ``"channel"``, ``"layer"``, ``"fixed"`` (see
+            :mod:`cnnwidgets.render.normalize`).
+        cmap: sequential colormap name.
+        sort: order the grid's channels by their mean activation on the unoccluded image.
+        overlay: show the selected channel over the image.
+    """
+
+    norm = t.Enum(NORM_MODES, default_value="fixed")
+    cmap = t.Enum(SEQUENTIAL, default_value="viridis")
+    sort = t.Bool(False)
+    overlay = t.Bool(True)
+
+    def __init__(self, **kwargs) -> None:
+        self.norm_buttons = w.ToggleButtons(
+            options=[(_NORM_LABELS[m], m) for m in NORM_MODES],
+            description="scale",
+            tooltips=[
+                "each channel stretched to its own range",
+                "one range for the whole layer",
+                "each channel's range on the unoccluded image: occlusion changes stay visible",
+            ],
+            style={"button_width": "auto"},
+        )
+        self.cmap_dropdown = w.Dropdown(options=list(SEQUENTIAL), description="colours", layout=w.Layout(width="170px"))
+        self.sort_box = w.Checkbox(description="sort by activation", indent=False, layout=w.Layout(width="150px"))
+        self.overlay_box = w.Checkbox(description="overlay on image", indent=False, layout=w.Layout(width="140px"))
+        super().__init__([self.norm_buttons, self.cmap_dropdown, self.sort_box, self.overlay_box], **kwargs)
+        self._links = [
+            t.link((self, "norm"), (self.norm_buttons, "value")),
+            t.link((self, "cmap"), (self.cmap_dropdown, "value")),
+            t.link((self, "sort"), (self.sort_box, "value")),
+            t.link((self, "overlay"), (self.overlay_box, "value")),
+        ]
+
+
+class OccluderControls(w.HBox):
+    """The occluder's switch, fill and size.
+
+    Traits:
+        enabled: whether the occluder is applied.
+        fill: one of :data:`FILLS`.
+        size: side of the (square) box in image pixels, bounded by ``max_size``.
+        max_size: largest side (the image's smaller side).
+    """
+
+    enabled = t.Bool(True)
+    fill = t.Enum(FILLS, default_value="gray")
+    size = t.Int(16, min=1)
+    max_size = t.Int(64, min=1)
+
+    def __init__(self, **kwargs) -> None:
+        self.enabled_box = w.Checkbox(description="occluder", indent=False, layout=w.Layout(width="90px"))
+        self.fill_dropdown = w.Dropdown(
+            options=[(_FILL_LABELS[f], f) for f in FILLS], description="fill", layout=w.Layout(width="160px")
+        )
+        self.size_slider = w.IntSlider(min=1, max=64, description="size", continuous_update=False,
+                                       layout=w.Layout(width="260px"))
+        super().__init__([self.enabled_box, self.fill_dropdown, self.size_slider], **kwargs)
+        self._links = [
+            t.link((self, "enabled"), (self.enabled_box, "value")),
+            t.link((self, "fill"), (self.fill_dropdown, "value")),
+            t.link((self, "max_size"), (self.size_slider, "max")),
+            t.link((self, "size"), (self.size_slider, "value")),
+        ]
+
+    @t.validate("size")
+    def _clamp_size(self, proposal):
+        return max(1, min(int(proposal["value"]), self.max_size))
+
+    @t.observe("max_size")
+    def _reclamp(self, change) -> None:
+        if self.size > self.max_size:
+            self.size = self.max_size
+
+
+def device_dropdown(devices: Sequence[str], value: str) -> w.Dropdown:
+    """A drop-down of compute devices."""
+    return w.Dropdown(options=list(devices), value=value, description="device", layout=w.Layout(width="170px"))

@@ -1,0 +1,96 @@
+"""The occluder canvas: an image with a box the user drags and resizes in the browser."""
+
+from __future__ import annotations
+
+import math
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from cnnwidgets.render.encode import encode_image
+from cnnwidgets.widgets._base import CSS, esm
+
+__all__ = ["OccluderCanvas", "clamp_box"]
+
+
+def clamp_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """Fit ``box = (x, y, w, h)`` inside a ``width x height`` image: size in [1, image], position inside.
+
+    Raises:
+        ValueError: for a box without positive width and height.
+    """
+    x, y, w, h = (math.floor(float(v) + 0.5) for v in box)  # rounds halves up, as Math.round in JS
+    if w < 1 or h < 1:
+        raise ValueError(f"the occluder box needs a positive width and height, got {box}")
+    w, h = min(w, width), min(h, height)
+    x = min(max(x, 0), width - w)
+    y = min(max(y, 0), height - h)
+    return x, y, w, h
+
+
+class OccluderCanvas(anywidget.AnyWidget):
+    """An image with a draggable, resizable occluder box.
+
+    The box moves with the pointer in the browser without waiting for the kernel; the kernel
+    gets ``box`` at most once per animation frame while dragging and exactly once more,
+    together with ``dragging=False``, when the pointer is released. Pressing outside the box
+    centres it on the pointer; the corner handle resizes it.
+
+    Traits:
+        image: encoded image bytes (PNG or JPEG, see ``image_format``).
+        image_width, image_height: size of the image in its own pixels (the box's units).
+        display_width: width on screen in CSS pixels (the height follows the aspect ratio).
+        box: ``(x, y, w, h)`` in image pixels, or None (no occluder). Clamped into the image.
+        dragging: True while the user drags or resizes the box.
+        enabled: whether the box is shown and can be moved.
+        default_size: side of the box created by a press when there is none.
+        fill_color: CSS colour of the box's fill (a preview of the occluder fill).
+    """
+
+    _esm = esm("occluder.js")
+    _css = CSS
+
+    image = t.Bytes(b"").tag(sync=True)
+    image_format = t.Enum(("jpeg", "png"), default_value="png").tag(sync=True)
+    image_width = t.Int(64, min=1).tag(sync=True)
+    image_height = t.Int(64, min=1).tag(sync=True)
+    display_width = t.Int(256, min=16).tag(sync=True)
+    box = t.Tuple(t.CInt(), t.CInt(), t.CInt(), t.CInt(), default_value=None, allow_none=True).tag(sync=True)
+    dragging = t.Bool(False).tag(sync=True)
+    enabled = t.Bool(True).tag(sync=True)
+    default_size = t.Int(16, min=1).tag(sync=True)
+    fill_color = t.Unicode("rgba(128, 128, 128, 0.8)").tag(sync=True)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layout.width = "auto"
+        self.layout.height = "auto"
+
+    @t.validate("box")
+    def _check_box(self, proposal):
+        box = proposal["value"]
+        if box is None:
+            return None
+        try:
+            return clamp_box(box, self.image_width, self.image_height)
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from exc
+
+    @t.observe("image_width", "image_height")
+    def _reclamp(self, change) -> None:
+        if self.box is not None:
+            self.box = clamp_box(self.box, self.image_width, self.image_height)
+
+    def set_image(self, image: np.ndarray, fmt: str = "png", *, quality: int = 92) -> None:
+        """Show a uint8 (H, W, 3) image; the box is kept and clamped to the new size.
+
+        Raises:
+            ValueError: for an image that cannot be encoded (see :func:`~cnnwidgets.render.encode_image`).
+        """
+        data = encode_image(image, fmt, quality=quality)
+        with self.hold_sync():
+            self.image_format = fmt
+            self.image = data
+            self.image_width = int(image.shape[1])
+            self.image_height = int(image.shape[0])

@@ -1,0 +1,86 @@
+"""Class scores: top-k bars with probabilities and the change against a reference; click to pick."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from cnnwidgets.widgets._base import CSS, esm
+
+__all__ = ["ScoreBars", "score_rows"]
+
+
+def score_rows(
+    probs: np.ndarray,
+    labels: Sequence[str],
+    *,
+    reference: np.ndarray | None = None,
+    k: int = 5,
+    pinned: int | None = None,
+) -> list[dict]:
+    """Rows for :class:`ScoreBars`: the ``k`` most probable classes, plus ``pinned`` if not among them.
+
+    Args:
+        probs: class probabilities, shape (num_classes,).
+        labels: class names (indices are used where a name is missing).
+        reference: probabilities to compare with (e.g. the unoccluded image), or None.
+        k: how many classes to list.
+        pinned: a class always listed (the target), or None.
+
+    Returns:
+        ``[{"index", "label", "prob", "delta"}]`` sorted by decreasing probability; ``delta`` is
+        ``prob - reference[index]`` or None.
+
+    Raises:
+        ValueError: for k < 1, a pinned index out of range or a reference of another shape.
+    """
+    probs = np.asarray(probs, dtype=np.float64).ravel()
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float64).ravel()
+        if reference.shape != probs.shape:
+            raise ValueError(f"reference has shape {reference.shape}, probabilities {probs.shape}")
+    if pinned is not None and not 0 <= pinned < probs.size:
+        raise ValueError(f"target class {pinned} out of range 0..{probs.size - 1}")
+    order = list(np.argsort(-probs, kind="stable")[:k])
+    if pinned is not None and pinned not in order:
+        order.append(pinned)
+    rows = []
+    for i in order:
+        i = int(i)
+        label = labels[i] if i < len(labels) else str(i)
+        delta = None if reference is None else float(probs[i] - reference[i])
+        rows.append({"index": i, "label": str(label), "prob": float(probs[i]), "delta": delta})
+    return rows
+
+
+class ScoreBars(anywidget.AnyWidget):
+    """Top-k class probabilities as bars, with the change against a reference.
+
+    Traits:
+        rows: see :func:`score_rows`.
+        selected: the class picked by a click (the target class), or None.
+        title: a heading.
+    """
+
+    _esm = esm("scorebars.js")
+    _css = CSS
+
+    rows = t.List(t.Dict()).tag(sync=True)
+    selected = t.Int(None, allow_none=True).tag(sync=True)
+    title = t.Unicode("").tag(sync=True)
+
+    def pick(self, index: int) -> None:
+        """Do what a click on the row of class ``index`` does in the browser.
+
+        Raises:
+            ValueError: if no row shows that class.
+        """
+        if not any(r["index"] == index for r in self.rows):
+            shown = [r["index"] for r in self.rows]
+            raise ValueError(f"class {index} is not among the rows shown ({shown})")
+        self.selected = index

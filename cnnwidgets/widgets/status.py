@@ -1,0 +1,58 @@
+"""A status line that shows errors from callbacks instead of letting them vanish in a log."""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as w
+import traitlets as t
+
+__all__ = ["StatusLine"]
+
+_STYLES = {
+    "info": "color:#555",
+    "busy": "color:#555;font-style:italic",
+    "error": "color:#b00020;font-weight:bold",
+}
+
+
+class StatusLine(w.HTML):
+    """One line of text: information, or an error that stays until the next success.
+
+    Traits:
+        message: the plain text shown.
+        level: ``"info"``, ``"busy"`` or ``"error"``.
+    """
+
+    message = t.Unicode("")
+    level = t.Enum(tuple(_STYLES), default_value="info")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layout.min_height = "1.6em"
+        self._render()
+
+    @t.observe("message", "level")
+    def _render(self, change=None) -> None:
+        text = html.escape(self.message)
+        self.value = f'<span class="cnnw-status" style="{_STYLES[self.level]}">{text}</span>'
+
+    def info(self, message: str) -> None:
+        """Show an informational message."""
+        with self.hold_trait_notifications():
+            self.level = "info"
+            self.message = message
+
+    def error(self, message: str) -> None:
+        """Show an error (stays until replaced)."""
+        with self.hold_trait_notifications():
+            self.level = "error"
+            self.message = message
+
+    def exception(self, where: str, exc: BaseException) -> None:
+        """Show an exception as ``where: ExcType: message``."""
+        self.error(f"{where}: {type(exc).__name__}: {exc}")
+
+    @property
+    def is_error(self) -> bool:
+        return self.level == "error"

@@ -1,0 +1,80 @@
+"""The feature grid: one mosaic image; hover shows a channel's statistics, a click selects it."""
+
+from __future__ import annotations
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from cnnwidgets.render.grid import GridLayout
+from cnnwidgets.render.normalize import ChannelStats
+from cnnwidgets.widgets._base import CSS, esm
+
+__all__ = ["TileGrid"]
+
+
+class TileGrid(anywidget.AnyWidget):
+    """A mosaic of feature maps that knows which channel is under each pixel.
+
+    The browser computes the hovered channel from the synced geometry and shows its
+    statistics without asking the kernel; ``hover`` is reported back (at most once per frame)
+    and a click sets ``selected``.
+
+    Traits:
+        image: encoded mosaic (see ``image_format``).
+        layout: the mosaic geometry, :meth:`GridLayout.to_dict` form.
+        stats: float32 bytes, 5 numbers per channel (mean, std, min, max, active fraction).
+        selected: the selected channel (outlined).
+        hover: the channel under the pointer, -1 for none.
+        display_width: width on screen in CSS pixels (0: the mosaic's own width).
+    """
+
+    _esm = esm("tilegrid.js")
+    _css = CSS
+
+    image = t.Bytes(b"").tag(sync=True)
+    image_format = t.Enum(("jpeg", "png"), default_value="jpeg").tag(sync=True)
+    layout = t.Dict().tag(sync=True)
+    stats = t.Bytes(b"").tag(sync=True)
+    selected = t.Int(0).tag(sync=True)
+    hover = t.Int(-1).tag(sync=True)
+    display_width = t.Int(0, min=0).tag(sync=True)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._grid: GridLayout | None = None
+        self._stats: ChannelStats | None = None
+
+    @property
+    def grid(self) -> GridLayout | None:
+        """The geometry of the mosaic shown, or None before the first image."""
+        return self._grid
+
+    def show(self, data: bytes, fmt: str, grid: GridLayout, stats: ChannelStats | None = None) -> None:
+        """Show a new encoded mosaic with its geometry and statistics, in one message."""
+        self._grid = grid
+        self._stats = stats
+        with self.hold_sync():
+            self.image_format = fmt
+            self.image = data
+            layout = grid.to_dict()
+            if layout != self.layout:
+                self.layout = layout
+            self.stats = b"" if stats is None else np.ascontiguousarray(stats.as_array(), dtype="<f4").tobytes()
+
+    def channel_at(self, x: float, y: float) -> int | None:
+        """The channel under mosaic pixel ``(x, y)`` (None on borders or before the first image)."""
+        return None if self._grid is None else self._grid.channel_at(x, y)
+
+    def click(self, x: float, y: float) -> int | None:
+        """Do what a click at mosaic pixel ``(x, y)`` does in the browser; returns the channel or None."""
+        channel = self.channel_at(x, y)
+        if channel is not None:
+            self.selected = channel
+        return channel
+
+    def describe(self, channel: int) -> str:
+        """The hover text of ``channel`` (its statistics), as the browser shows it."""
+        if self._stats is None:
+            return f"channel {channel}"
+        return self._stats.describe(channel)

@@ -1,0 +1,477 @@
+"""The explorer's controller, headless: which stage reruns, no backlog, errors, hygiene, from Python."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import traitlets
+from torch import nn
+
+from cnnwidgets import ModelSnapshot
+from cnnwidgets import render as R
+from cnnwidgets.app import Explorer, ExplorerState, ImageInput, default_layer, explore, layer_items, resolve
+from cnnwidgets.app.inputs import default_denormalize, default_preprocess
+from cnnwidgets.core.hygiene import hook_count
+from tests.helpers import reference_outputs
+
+SIZE = 32
+
+
+class Tiny(nn.Module):
+    """Three conv stages and a linear head; optionally slow, optionally failing on a black corner."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(16, 12, 3, padding=1), nn.ReLU(),
+        )
+        self.head = nn.Linear(12, 5)
+        self.delay = delay
+        self.fail_on_black_corner = False
+
+    def forward(self, x):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on_black_corner and bool((x[:, :, 0, 0] < -1.5).all()):
+            raise RuntimeError("deliberate failure: black top-left corner")
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def image(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((SIZE, SIZE, 3)) * 155 + 100).astype(np.uint8)  # bright: no pixel near black
+
+
+def make(model=None, **kw) -> Explorer:
+    torch.manual_seed(0)
+    model = model if model is not None else Tiny().eval()
+    kw.setdefault("input_size", (3, SIZE, SIZE))
+    kw.setdefault("samples", {"a": image(0), "b": image(1)})
+    kw.setdefault("background", False)
+    return Explorer(model, None if "image" in kw else kw.pop("img", None), **kw)
+
+
+@pytest.fixture
+def ex():
+    explorer = make(box=(4, 4, 8, 8))
+    yield explorer
+    explorer.close()
+
+
+def occluded_input(explorer: Explorer) -> torch.Tensor:
+    prepared = explorer._images[explorer._image_id]
+    return prepared.occluded(explorer.box, explorer.fill)
+
+
+# ---------------------------------------------------------------- resolve (pure)
+def test_resolve_splits_state_into_compute_and_render():
+    s = ExplorerState(image_id=1, box=(1, 2, 3, 4), fill="gray", layer="a", channel=0, device="cpu")
+    r = resolve(s)
+    assert resolve(s.with_(channel=3)).compute == r.compute
+    assert resolve(s.with_(cmap="magma")).compute == r.compute
+    assert resolve(s.with_(norm="layer", sort=True, overlay=False)).compute == r.compute
+    assert resolve(s.with_(box=(2, 2, 3, 4))).compute != r.compute
+    assert resolve(s.with_(layer="b")).compute != r.compute
+    assert resolve(s.with_(fill="blur")).compute != r.compute
+    assert resolve(s.with_(show_scores=False)).compute != r.compute
+    # the fill is irrelevant without a box
+    none = s.with_(box=None)
+    assert resolve(none.with_(fill="noise")) == resolve(none)
+    # dragging only changes the drawing quality
+    assert resolve(s.with_(dragging=True)).compute == r.compute
+    assert resolve(s.with_(dragging=True)).render.draft and not r.render.draft
+    # the target class matters only when scores are shown
+    off = s.with_(show_scores=False)
+    assert resolve(off.with_(target=2)) == resolve(off)
+
+
+# ---------------------------------------------------------------- what is shown equals an independent computation
+def test_initial_frame_shows_middle_conv_with_correct_activations_and_scores(ex):
+    assert ex.layer == "features.3" == default_layer(ex.layers)
+    x = occluded_input(ex)
+    ref = reference_outputs(ex.probe.model, x, ["features.3"])["features.3"][0].numpy()
+    np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        probs = torch.softmax(Tiny_copy(ex)(x)[0], 0).numpy()
+    np.testing.assert_allclose(ex.scores["probs"], probs, rtol=1e-5, atol=1e-6)
+    base = ex.baseline_activations
+    assert base.shape == ex.activations.shape and not np.allclose(base, ex.activations)
+    assert ex.grid_image.dtype == np.uint8 and ex.grid_image.ndim == 3
+    assert not ex.status.is_error, ex.status.message
+
+
+def Tiny_copy(ex: Explorer) -> nn.Module:
+    return ex.probe.model
+
+
+def test_grid_image_is_the_rendered_mosaic_of_the_activations(ex):
+    ex.norm = "channel"
+    layout = ex.grid.grid
+    expected, _ = R.feature_grid(ex.activations, mode="channel", cmap="viridis", layout=layout,
+                                 marked=R.dead_channels(ex.baseline_activations))
+    assert np.array_equal(ex.grid_image, expected)
+
+
+def test_layer_items_group_spatial_layers_by_block(ex):
+    items = layer_items(ex.layers)
+    names = [name for _, _, name in items]
+    assert "head" not in names and "features.0" in names and "features" in names
+    assert all(group == "features" for group, _, _ in items)
+    assert ex.layer_select.label_of("features.0") == "features.0  Conv2d  8\u00d732\u00d732"
+
+
+# ---------------------------------------------------------------- which stage reruns
+def test_channel_and_display_changes_render_without_forward(ex):
+    before, forwards = ex.stats, ex.probe.stats.forwards
+    ex.channel = 5
+    ex.cmap = "magma"
+    ex.norm = "layer"
+    ex.sort = True
+    ex.overlay = False
+    after = ex.stats
+    assert after["computes"] == before["computes"]
+    assert after["renders"] == before["renders"] + 5
+    assert ex.probe.stats.forwards == forwards
+    assert ex.shown_state.channel == 5 and ex.grid.selected == 5
+
+
+def test_box_move_runs_prefix_only_when_scores_hidden(ex):
+    ex.show_scores = False
+    full, n_modules = ex.probe.stats.full_forwards, len(list(ex.probe.model.modules()))
+    ex.probe.reset_stats()
+    ex.box = (10, 10, 8, 8)
+    assert ex.probe.stats.forwards == 1 and ex.probe.stats.full_forwards == 0
+    # the prefix to features.3 stops before features.4 ... head
+    assert ex.probe.stats.modules_executed < n_modules - 1
+    ref = reference_outputs(ex.probe.model, occluded_input(ex), ["features.3"])["features.3"][0].numpy()
+    np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+    assert ex.scores is None
+
+
+def test_box_move_with_scores_is_one_full_forward(ex):
+    ex.probe.reset_stats()
+    ex.box = (12, 6, 8, 8)
+    assert ex.probe.stats.forwards == 1 and ex.probe.stats.full_forwards == 1
+    ref = reference_outputs(ex.probe.model, occluded_input(ex), ["features.3"])["features.3"][0].numpy()
+    np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_change_is_prefix_and_returning_is_a_cache_hit(ex):
+    ex.layer = "features.0"
+    ex.probe.reset_stats()
+    ex.layer = "features.6"
+    assert ex.probe.stats.full_forwards == 0 and ex.probe.stats.forwards >= 1
+    assert ex.activations.shape == (12, 8, 8)
+    ex.probe.reset_stats()
+    computes = ex.stats["computes"]
+    ex.layer = "features.0"
+    assert ex.probe.stats.forwards == 0 and ex.stats["computes"] == computes + 1
+    assert ex.activations.shape == (8, 32, 32)
+
+
+def test_channel_is_clamped_when_the_new_layer_has_fewer_channels(ex):
+    ex.channel = 15
+    ex.layer = "features.0"  # 8 channels
+    assert ex.channel == 0 and ex.channel_slider.max == 7
+    assert not ex.status.is_error, ex.status.message
+    with pytest.raises(traitlets.TraitError, match="out of range 0..7"):
+        ex.channel = 8
+
+
+def test_drag_end_redraws_final_quality_without_forward(ex):
+    ex.dragging = True
+    ex.box = (6, 6, 8, 8)
+    forwards, renders = ex.probe.stats.forwards, ex.stats["renders"]
+    ex.dragging = False
+    assert ex.probe.stats.forwards == forwards and ex.stats["renders"] == renders + 1
+    assert ex.shown_state.box == (6, 6, 8, 8) and not ex.shown_state.dragging
+
+
+def test_occluder_switch_and_size(ex):
+    ex.occluder_controls.enabled = False
+    assert ex.box is None
+    np.testing.assert_array_equal(ex.activations, ex.baseline_activations)
+    ex.occluder_controls.enabled = True
+    assert ex.box == (4, 4, 8, 8)
+    ex.occluder_controls.size = 12
+    assert ex.box == (2, 2, 12, 12)
+    ex.box = (28, 28, 12, 12)
+    assert ex.box == (20, 20, 12, 12)  # clamped into the 32x32 image
+    assert ex.canvas.box == ex.box
+
+
+def test_grid_click_and_score_pick(ex):
+    x, y, w, h = ex.grid.grid.tile_rect(7)
+    assert ex.grid.click(x + w // 2, y + h // 2) == 7
+    assert ex.channel == 7 and ex.shown_state.channel == 7
+    target = ex.scores["rows"][-1]["index"]
+    ex.scores_view.pick(target)
+    assert ex.target == target and ex.shown_state.target == target
+
+
+def test_fills_change_the_input_as_documented():
+    prep = ImageInput.prepare(image(0), default_preprocess((SIZE, SIZE)), default_denormalize)
+    box = (4, 6, 8, 5)
+    outs = {}
+    for fill in ("gray", "mean", "black", "blur", "noise"):
+        out = prep.occluded(box, fill)
+        inside = (..., slice(6, 11), slice(4, 12))
+        mask = torch.zeros_like(out, dtype=torch.bool)
+        mask[inside] = True
+        assert torch.equal(out[~mask], prep.tensor[~mask]), fill
+        outs[fill] = out[inside]
+    pixels = lambda t: t * prep.pixel_std + prep.pixel_mean  # noqa: E731
+    torch.testing.assert_close(pixels(outs["gray"]), torch.full_like(outs["gray"], 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pixels(outs["black"]), torch.zeros_like(outs["black"]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(outs["mean"][0, :, 0, 0], prep.tensor.mean(dim=(2, 3))[0])
+    assert torch.equal(prep.occluded(box, "noise"), prep.occluded(box, "noise"))  # same every frame
+    assert not torch.allclose(outs["blur"], prep.tensor[..., 6:11, 4:12])
+    assert prep.occluded(None) is prep.tensor
+    with pytest.raises(ValueError, match="does not lie inside"):
+        prep.occluded((30, 30, 8, 8))
+    with pytest.raises(ValueError, match="accepted: gray, mean, black, blur, noise"):
+        prep.occluded(box, "pink")
+
+
+def test_image_picker_switches_image(ex):
+    grid_before = ex.grid_image.copy()
+    first_id = ex._image_id
+    ex.picker.dropdown.value = "b"
+    assert ex._image_id != first_id and ex.image == "b"
+    assert not np.array_equal(ex.grid_image, grid_before)
+    assert np.array_equal(ex.input_image, ex._images[ex._image_id].display)
+
+
+# ---------------------------------------------------------------- errors reach the status line
+def test_bad_upload_reaches_status_line_and_widget_keeps_working(ex):
+    image_id = ex._image_id
+    ex.picker.add_upload("notes.txt", b"this is not an image")
+    assert ex.status.is_error and "notes.txt" in ex.status.message and "not a readable image" in ex.status.message
+    assert ex._image_id == image_id
+    ex.box = (0, 0, 8, 8)
+    assert not ex.status.is_error and ex.shown_state.box == (0, 0, 8, 8)
+
+
+def test_good_upload_is_used(ex):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image(5)).save(buf, format="PNG")
+    ex.picker.add_upload("mine.png", buf.getvalue())
+    assert not ex.status.is_error
+    assert np.abs(ex.input_image.astype(int) - image(5)).max() <= 2
+
+
+def test_model_error_reaches_status_line_and_explorer_recovers():
+    ex = make(box=(4, 4, 8, 8), fill="black")
+    try:
+        ex.probe.model.fail_on_black_corner = True
+        ex.box = (0, 0, 8, 8)
+        assert ex.status.is_error and "black top-left corner" in ex.status.message
+        assert ex.stats["errors"] == 1
+        assert ex.shown_state.box == (4, 4, 8, 8)  # the last good frame stays
+        ex.box = (10, 10, 8, 8)
+        assert not ex.status.is_error and ex.shown_state.box == (10, 10, 8, 8)
+    finally:
+        ex.close()
+
+
+def test_worker_thread_survives_errors():
+    ex = make(box=(4, 4, 8, 8), fill="black", background=True)
+    try:
+        assert ex.wait_idle(60)
+        ex.probe.model.fail_on_black_corner = True
+        ex.box = (0, 0, 8, 8)
+        assert ex.wait_idle(60)
+        assert ex.status.is_error and "black top-left corner" in ex.status.message
+        ex.box = (16, 16, 8, 8)
+        assert ex.wait_idle(60)
+        assert ex.controller._thread.is_alive()
+        assert not ex.status.is_error and ex.shown_state.box == (16, 16, 8, 8)
+    finally:
+        ex.close()
+
+
+def test_bad_values_are_rejected_with_clear_messages(ex):
+    with pytest.raises(traitlets.TraitError, match="did you mean 'features.3'"):
+        ex.layer = "features.33"
+    with pytest.raises(traitlets.TraitError, match=r"not a \(C, H, W\) feature map"):
+        ex.layer = "head"
+    with pytest.raises(traitlets.TraitError, match="positive width"):
+        ex.box = (0, 0, 0, 4)
+    if not torch.cuda.is_available():
+        with pytest.raises(traitlets.TraitError, match="CUDA is not available"):
+            ex.device = "cuda"
+    assert ex.layer == "features.3"
+
+
+# ---------------------------------------------------------------- no backlog
+def test_burst_of_200_moves_computes_at_most_a_couple_and_ends_exactly_on_the_last():
+    ex = make(Tiny(delay=0.2).eval(), box=(0, 0, 8, 8), background=True)
+    try:
+        assert ex.wait_idle(60)
+        before = ex.stats
+        for i in range(1, 201):
+            ex.box = (i % 24, (3 * i) % 24, 8, 8)
+        last = ex.box
+        assert ex.wait_idle(60)
+        after = ex.stats
+        assert after["requests"] - before["requests"] == 200
+        assert after["computes"] - before["computes"] <= 2
+        assert after["skipped"] - before["skipped"] >= 198
+        assert ex.shown_state.box == last == (200 % 24, 600 % 24, 8, 8)
+        ref = reference_outputs(ex.probe.model, occluded_input(ex), [ex.layer])[ex.layer][0].numpy()
+        np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+    finally:
+        ex.close()
+
+
+class Gate:
+    """Lets a test hold the worker inside a forward pass (class-level: the probe deep-copies models)."""
+
+    entered = threading.Semaphore(0)
+    tokens = threading.Semaphore(0)
+
+
+class Gated(Tiny):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated = False
+
+    def forward(self, x):
+        if self.gated:
+            Gate.entered.release()
+            if not Gate.tokens.acquire(timeout=30):
+                raise RuntimeError("test gate never opened")
+        return super().forward(x)
+
+
+@pytest.fixture
+def gated():
+    Gate.entered = threading.Semaphore(0)
+    Gate.tokens = threading.Semaphore(0)
+    ex = make(Gated().eval(), box=(0, 0, 8, 8), background=True)
+    assert ex.wait_idle(60)
+    shown = []
+    original = ex._show_frame
+    ex.controller._on_frame = lambda s, f: (shown.append(s), original(s, f))
+    ex.probe.model.gated = True
+    yield ex, shown
+    ex.probe.model.gated = False
+    for _ in range(10):
+        Gate.tokens.release()
+    ex.close()
+
+
+def test_submit_never_waits_for_the_worker(gated):
+    ex, shown = gated
+    ex.box = (1, 1, 8, 8)
+    assert Gate.entered.acquire(timeout=30)  # the worker is inside the forward pass now
+    computes = ex.stats["computes"]
+    for i in range(50):
+        ex.box = (i % 20, 2, 8, 8)  # would hang here if submitting waited for the worker
+    assert not ex.controller.idle and ex.stats["computes"] == computes
+    ex.probe.model.gated = False
+    Gate.tokens.release()
+    assert ex.wait_idle(60)
+    assert ex.shown_state.box == (49 % 20, 2, 8, 8)
+    assert ex.stats["computes"] == computes + 1
+
+
+def test_stale_frame_for_another_layer_is_dropped(gated):
+    ex, shown = gated
+    ex.box = (8, 8, 8, 8)
+    assert Gate.entered.acquire(timeout=30)  # computing features.3 for the new box
+    ex.layer = "features.0"  # the user moves on meanwhile
+    ex.probe.model.gated = False
+    Gate.tokens.release()
+    assert ex.wait_idle(60)
+    assert [s.layer for s in shown] == ["features.0"]
+    assert ex.stats["dropped"] == 1
+
+
+def test_frames_during_a_drag_are_shown_as_previews(gated):
+    ex, shown = gated
+    ex.dragging = True
+    assert ex.wait_idle(60)  # a draft redraw of the current box, no forward
+    shown.clear()
+    for i in range(1, 5):
+        ex.box = (i, i, 8, 8)
+        assert Gate.entered.acquire(timeout=30)  # worker computes (i, i)
+        if i < 4:
+            ex.box = (i + 1, i + 1, 8, 8)  # (i+1, i+1) pending while (i, i) finishes: shown as a preview
+            Gate.tokens.release()
+    ex.probe.model.gated = False
+    Gate.tokens.release()
+    ex.dragging = False
+    assert ex.wait_idle(60)
+    boxes = [s.box for s in shown]
+    assert boxes[:4] == [(1, 1, 8, 8), (2, 2, 8, 8), (3, 3, 8, 8), (4, 4, 8, 8)]
+    assert shown[-1].box == (4, 4, 8, 8) and not shown[-1].dragging
+    assert ex.stats["dropped"] == 0
+
+
+# ---------------------------------------------------------------- close and hygiene
+def test_close_leaves_no_hooks_and_model_unchanged():
+    torch.manual_seed(0)
+    model = Tiny().train()
+    model.features[0].register_forward_hook(lambda *a: None)
+    snapshot = ModelSnapshot.take(model)
+    ex = make(model, box=(2, 2, 8, 8), background=True)
+    for i in range(30):
+        ex.box = (i % 20, 4, 8, 8)
+    ex.layer = "features.0"
+    ex.channel = 3
+    ex.fill = "noise"
+    assert ex.wait_idle(60)
+    thread = ex.controller._thread
+    ex.close()
+    assert not thread.is_alive()
+    assert ex.probe.closed
+    snapshot.assert_unchanged(model)
+    assert sum(hook_count(m) for m in model.modules()) == 1  # only the user's own hook
+    ex.close()  # twice is fine
+
+
+def test_close_while_busy_returns():
+    ex = make(Tiny(delay=0.3).eval(), box=(0, 0, 8, 8), background=True)
+    ex.box = (5, 5, 8, 8)
+    ex.close()
+    assert not ex.controller._thread.is_alive()
+
+
+def test_explorer_threads_do_not_accumulate():
+    before = threading.active_count()
+    for _ in range(3):
+        make(background=True).close()
+    assert threading.active_count() <= before
+
+
+# ---------------------------------------------------------------- devices and the one-liner
+def test_device_switch_recomputes_on_the_new_device(ex):
+    ex.device = "cpu"
+    assert ex.probe.device.type == "cpu"
+    if torch.cuda.is_available():
+        cpu = ex.activations.copy()
+        ex.device = "cuda"
+        assert ex.probe.device.type == "cuda" and ex.shown_state.device.startswith("cuda")
+        np.testing.assert_allclose(ex.activations, cpu, rtol=1e-3, atol=1e-3)
+        assert not ex.status.is_error
+
+
+def test_explore_on_a_module_with_an_image():
+    torch.manual_seed(0)
+    ex = explore(Tiny().eval(), image(3), input_size=(3, SIZE, SIZE), samples={}, background=False)
+    try:
+        assert ex.image == "your image" and ex.picker.names == ["your image"]
+        assert ex.box is None and ex.activations.shape == (16, 16, 16)
+    finally:
+        ex.close()

@@ -1,0 +1,397 @@
+"""Rendering: colormaps, normalisation, mosaics, resampling, overlays and encoding on hand-computed arrays."""
+
+from __future__ import annotations
+
+import ast
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnwidgets import render as R
+from cnnwidgets.render.grid import BORDER_COLOR, MARK_COLOR
+
+RENDER_DIR = Path(R.__file__).parent
+
+
+def test_render_package_does_not_import_torch():
+    for path in RENDER_DIR.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n == "torch" or n.startswith("torch.") for n in names), f"{path.name} imports torch"
+
+
+# ---------------------------------------------------------------- colormaps
+def test_gray_lut_is_identity_ramp():
+    lut = R.get_lut("gray")
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    assert (lut[:, 0] == np.arange(256)).all() and (lut[:, 0] == lut[:, 2]).all()
+    assert not lut.flags.writeable
+
+
+def test_viridis_ends_match_matplotlib_reference_colours():
+    lut = R.get_lut("viridis")
+    # viridis starts dark purple (#440154) and ends yellow (#fde725)
+    assert tuple(lut[0]) == (0x44, 0x01, 0x54)
+    assert tuple(lut[255]) == (0xFD, 0xE7, 0x25)
+
+
+def test_diverging_midpoint_is_neutral():
+    mid = R.get_lut("RdBu_r")[128].astype(int)
+    assert mid.min() > 220  # near white
+    assert R.get_lut("RdBu_r")[0][2] > R.get_lut("RdBu_r")[0][0]  # negative end is blue
+    assert R.get_lut("RdBu_r")[255][0] > R.get_lut("RdBu_r")[255][2]  # positive end is red
+
+
+def test_unknown_colormap_lists_accepted_names():
+    with pytest.raises(ValueError, match="viridis"):
+        R.get_lut("jet2")
+
+
+def test_apply_colormap_rounds_clips_and_marks_nan():
+    values = np.array([0.0, 0.5, 1.0, 2.0, -1.0, np.nan, 0.1])
+    out = R.apply_colormap(values, "gray", nan_color=(1, 2, 3))
+    assert out.shape == (7, 3)
+    assert out[:, 0].tolist() == [0, 128, 255, 255, 0, 1, 26]
+    assert tuple(out[5]) == (1, 2, 3)
+
+
+def test_colorize_matches_normalize_then_colormap():
+    rng = np.random.default_rng(0)
+    acts = rng.normal(size=(4, 5, 6)).astype(np.float32)
+    acts[2] = 3.0  # constant channel
+    lo, hi = R.value_ranges(acts, "channel")
+    fused = R.colorize(acts, lo, hi, "gray")[..., 0].astype(int)
+    reference = R.apply_colormap(R.normalize(acts, lo, hi), "gray")[..., 0].astype(int)
+    # the fused path rounds v * s + offset instead of (v - lo) * s: at most one table step apart
+    assert np.abs(fused - reference).max() <= 1
+    assert (fused[2] == 0).all()
+    assert (R.colorize(acts, lo, hi, "magma")[2] == R.get_lut("magma")[0]).all()
+
+
+def test_colorize_exact_on_hand_values():
+    acts = np.array([[[0.0, 1.0], [2.0, 4.0]]], dtype=np.float32)
+    out = R.colorize(acts, 0.0, 4.0, "gray")[0, :, :, 0]
+    # 255 * v / 4 rounded: 0, 63.75 -> 64, 127.5 -> 128, 255
+    assert out.tolist() == [[0, 64], [128, 255]]
+
+
+def test_colorize_nan():
+    acts = np.array([[[np.nan, 1.0]]], dtype=np.float32)
+    out = R.colorize(acts, 0.0, 1.0, "gray", nan_color=(9, 9, 9))
+    assert tuple(out[0, 0, 0]) == (9, 9, 9) and tuple(out[0, 0, 1]) == (255, 255, 255)
+
+
+# ---------------------------------------------------------------- normalisation
+STACK = np.array(
+    [
+        [[0.0, 1.0], [2.0, 3.0]],
+        [[-2.0, 0.0], [0.0, 2.0]],
+        [[5.0, 5.0], [5.0, 5.0]],
+    ],
+    dtype=np.float32,
+)
+
+
+def test_value_ranges_per_channel_and_layer():
+    lo, hi = R.value_ranges(STACK, "channel")
+    assert lo.tolist() == [0, -2, 5] and hi.tolist() == [3, 2, 5]
+    lo, hi = R.value_ranges(STACK, "layer")
+    assert lo.tolist() == [-2, -2, -2] and hi.tolist() == [5, 5, 5]
+
+
+def test_value_ranges_fixed_broadcasts_and_checks_shape():
+    lo, hi = R.value_ranges(STACK, "fixed", fixed=(0.0, np.array([1.0, 2.0, 3.0])))
+    assert lo.tolist() == [0, 0, 0] and hi.tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="needs fixed"):
+        R.value_ranges(STACK, "fixed")
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        R.value_ranges(STACK, "fixed", fixed=(np.zeros(2), 1.0))
+    with pytest.raises(ValueError, match="accepted: channel, layer, fixed"):
+        R.value_ranges(STACK, "global")
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        R.value_ranges(STACK[0], "channel")
+
+
+def test_normalize_maps_range_to_unit_interval_and_constant_to_zero():
+    lo, hi = R.value_ranges(STACK, "channel")
+    out = R.normalize(STACK, lo, hi)
+    np.testing.assert_allclose(out[0], [[0, 1 / 3], [2 / 3, 1]], rtol=1e-6)
+    np.testing.assert_allclose(out[1], [[0, 0.5], [0.5, 1]])
+    assert (out[2] == 0).all()
+    # a fixed range narrower than the data clips
+    clipped = R.normalize(STACK, 0.0, 1.0)
+    assert clipped.max() == 1 and clipped.min() == 0 and clipped[0, 0, 1] == 1
+
+
+def test_symmetric_ranges_put_zero_in_the_middle():
+    lo, hi = R.symmetric_ranges(STACK, "channel")
+    assert hi.tolist() == [3, 2, 5] and (lo == -hi).all()
+    lo, hi = R.symmetric_ranges(STACK, "layer")
+    assert hi.tolist() == [5, 5, 5]
+    assert R.normalize(np.zeros((3, 1, 1)), lo, hi).ravel().tolist() == [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError):
+        R.symmetric_ranges(STACK, "fixed")
+
+
+def test_channel_stats_hand_computed():
+    stats = R.channel_stats(STACK)
+    assert stats.mean.tolist() == [1.5, 0.0, 5.0]
+    assert stats.max.tolist() == [3, 2, 5] and stats.min.tolist() == [0, -2, 5]
+    assert stats.active.tolist() == [0.75, 0.25, 1.0]
+    np.testing.assert_allclose(stats.std, [np.sqrt(1.25), np.sqrt(2.0), 0.0], rtol=1e-6)
+    assert stats.as_array().shape == (3, 5)
+    assert stats.describe(1).startswith("ch 1  mean 0")
+
+
+def test_dead_channels_and_threshold():
+    acts = np.zeros((3, 2, 2), dtype=np.float32)
+    acts[1, 0, 0] = 0.5
+    acts[2] = -1.0
+    assert R.dead_channels(acts).tolist() == [True, False, True]
+    assert R.dead_channels(acts, threshold=0.6).tolist() == [True, True, True]
+
+
+def test_activation_order_descending_and_stable():
+    acts = np.array([1.0, 3.0, 1.0, 2.0], dtype=np.float32).reshape(4, 1, 1)
+    assert R.activation_order(acts).tolist() == [1, 3, 0, 2]
+    with pytest.raises(ValueError, match="'mean' or 'max'"):
+        R.activation_order(acts, key="median")
+
+
+# ---------------------------------------------------------------- grid geometry
+def small_layout(order=()):
+    # 5 channels of 2x2 maps, 2 rows x 3 cols, scale 2 -> 4x4 tiles, 1 px borders
+    return R.GridLayout(count=5, rows=2, cols=3, map_height=2, map_width=2, scale=2, border=1, order=tuple(order))
+
+
+def test_layout_size_and_tile_rects():
+    layout = small_layout()
+    assert (layout.tile_width, layout.tile_height) == (4, 4)
+    assert (layout.width, layout.height) == (16, 11)
+    assert layout.tile_rect(0) == (1, 1, 4, 4)
+    assert layout.tile_rect(1) == (6, 1, 4, 4)
+    assert layout.tile_rect(4) == (6, 6, 4, 4)
+
+
+def test_channel_at_tiles_borders_empty_slots_and_outside():
+    layout = small_layout()
+    assert layout.channel_at(0, 0) is None  # outer border
+    assert layout.channel_at(1, 1) == 0
+    assert layout.channel_at(4.9, 4.9) == 0
+    assert layout.channel_at(5, 1) is None  # border between columns
+    assert layout.channel_at(6, 1) == 1
+    assert layout.channel_at(12, 3) == 2
+    assert layout.channel_at(2, 5) is None  # border between rows
+    assert layout.channel_at(2, 6) == 3
+    assert layout.channel_at(7, 9) == 4
+    assert layout.channel_at(12, 7) is None  # empty sixth slot
+    assert layout.channel_at(-1, 3) is None and layout.channel_at(16, 3) is None
+
+
+def test_channel_at_follows_order():
+    layout = small_layout(order=(4, 3, 2, 1, 0))
+    assert layout.channel_at(1, 1) == 4
+    assert layout.tile_rect(4) == (1, 1, 4, 4)
+    assert layout.channel_at(7, 7) == 0
+    with pytest.raises(ValueError, match="permutation"):
+        small_layout(order=(0, 0, 1, 2, 3))
+
+
+def test_channel_at_agrees_with_tile_rect_everywhere():
+    layout = R.grid_layout(13, 3, 5, max_width=120, max_height=90, order=np.arange(13)[::-1])
+    owner = np.full((layout.height, layout.width), -1)
+    for ch in range(13):
+        x, y, w, h = layout.tile_rect(ch)
+        owner[y : y + h, x : x + w] = ch
+    for y in range(layout.height):
+        for x in range(layout.width):
+            got = layout.channel_at(x, y)
+            assert (-1 if got is None else got) == owner[y, x]
+
+
+def test_map_position_inverts_scale():
+    layout = small_layout()
+    assert layout.map_position(1, 1) == (0, 0, 0)
+    assert layout.map_position(4, 3) == (0, 1, 1)  # tile-local (3, 2) -> unit (row 1, col 1)
+    assert layout.map_position(5, 1) is None
+
+
+def test_grid_layout_fits_box_and_prefers_large_tiles():
+    layout = R.grid_layout(16, 8, 8, max_width=100, max_height=100)
+    assert layout.width <= 100 and layout.height <= 100
+    assert (layout.rows, layout.cols) == (4, 4) and layout.scale == 2  # 4*16+5 = 69; scale 3 -> 101 > 100
+    assert R.grid_layout(1, 3, 3, max_scale=8).scale == 8
+
+
+def test_grid_layout_shrinks_maps_that_do_not_fit():
+    layout = R.grid_layout(4, 100, 100, max_width=110, max_height=110)
+    assert layout.shrink == 2 and layout.scale == 1
+    assert (layout.tile_width, layout.tile_height) == (50, 50)
+    assert layout.width <= 110 and layout.height <= 110
+
+
+def test_grid_layout_rejects_bad_sizes():
+    with pytest.raises(ValueError):
+        R.grid_layout(0, 4, 4)
+    with pytest.raises(ValueError):
+        R.GridLayout(count=7, rows=2, cols=3, map_height=1, map_width=1)
+
+
+def test_mosaic_places_tiles_and_marks():
+    layout = small_layout(order=(1, 0, 2, 3, 4))
+    tiles = np.zeros((5, 4, 4, 3), dtype=np.uint8)
+    for ch in range(5):
+        tiles[ch] = 10 * (ch + 1)
+    out = R.mosaic(tiles, layout, marked=np.array([False, False, False, True, False]))
+    assert out.shape == (11, 16, 3)
+    assert tuple(out[0, 0]) == BORDER_COLOR
+    assert tuple(out[2, 2]) == (20, 20, 20)  # slot 0 shows channel 1
+    assert tuple(out[2, 7]) == (10, 10, 10)  # slot 1 shows channel 0
+    assert tuple(out[7, 12]) == BORDER_COLOR  # empty slot
+    x, y, w, h = layout.tile_rect(3)
+    assert tuple(out[y, x + 1]) == MARK_COLOR and tuple(out[y + h - 1, x + 2]) == MARK_COLOR
+    assert tuple(out[y + 1, x + 2]) == (40, 40, 40)  # inside, off the diagonal
+    with pytest.raises(ValueError, match="tiles must be uint8"):
+        R.mosaic(tiles[:, :2], layout)
+
+
+def test_feature_grid_colours_each_tile_by_its_own_range():
+    acts = np.zeros((2, 2, 2), dtype=np.float32)
+    acts[0] = [[0, 1], [2, 3]]
+    acts[1] = [[10, 10], [10, 20]]
+    layout = R.GridLayout(count=2, rows=1, cols=2, map_height=2, map_width=2, scale=1, border=1)
+    img, got = R.feature_grid(acts, mode="channel", cmap="gray", layout=layout)
+    assert got is layout and img.shape == (4, 7, 3)
+    assert img[1:3, 1:3, 0].tolist() == [[0, 85], [170, 255]]
+    assert img[1:3, 4:6, 0].tolist() == [[0, 0], [0, 255]]
+    img, _ = R.feature_grid(acts, mode="layer", cmap="gray", layout=layout)
+    assert img[2, 5, 0] == 255 and img[1, 1, 0] == 0 and img[1, 4, 0] == 128  # 10/20 of the layer range
+    img, _ = R.feature_grid(acts, mode="fixed", fixed=(0.0, 3.0), cmap="gray", layout=layout)
+    assert img[1, 4, 0] == 255  # above the fixed range: clipped
+    with pytest.raises(ValueError, match="layout is for"):
+        R.feature_grid(np.zeros((3, 2, 2)), layout=layout)
+
+
+def test_feature_grid_upscales_with_nearest_blocks():
+    acts = np.arange(4, dtype=np.float32).reshape(1, 2, 2)
+    img, layout = R.feature_grid(acts, cmap="gray", max_width=20, max_height=20, border=0)
+    assert layout.scale == 8 and img.shape == (16, 16, 3)
+    assert (img[:8, :8, 0] == 0).all() and (img[8:, 8:, 0] == 255).all()
+
+
+# ---------------------------------------------------------------- resampling
+def test_upscale_blocks():
+    m = np.array([[1, 2], [3, 4]])
+    assert R.upscale(m, 2).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    rgb = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    up = R.upscale(rgb, 3, color=True)
+    assert up.shape == (6, 6, 3) and (up[4, 5] == rgb[1, 1]).all()
+    # a (C, h, w) stack whose width happens to be 3 is still a stack
+    assert R.upscale(np.zeros((5, 4, 3)), 2).shape == (5, 8, 6)
+    with pytest.raises(ValueError):
+        R.upscale(m, 0)
+
+
+def test_downscale_averages_blocks_and_partial_edges():
+    m = np.array([[1, 3, 5], [1, 3, 5], [7, 7, 9]], dtype=np.float32)
+    assert R.downscale(m, 2).tolist() == [[2.0, 5.0], [7.0, 9.0]]
+    assert R.downscale(np.arange(16, dtype=np.float32).reshape(1, 4, 4), 2).tolist() == [[[2.5, 4.5], [10.5, 12.5]]]
+
+
+def test_resize_pixel_centre_alignment():
+    row = np.array([[0.0, 1.0]])
+    np.testing.assert_allclose(R.resize(row, (1, 4), "bilinear"), [[0, 0.25, 0.75, 1]])
+    assert R.resize(row, (1, 4), "nearest").tolist() == [[0, 0, 1, 1]]
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[1, 1] = 200
+    out = R.resize(rgb, (4, 4), "nearest", color=True)
+    assert out.shape == (4, 4, 3) and out.dtype == np.uint8 and out[3, 3, 0] == 200 and out[1, 1, 0] == 0
+    with pytest.raises(ValueError, match="nearest, bilinear"):
+        R.resize(row, (2, 2), "cubic")
+
+
+def test_map_to_input_uses_receptive_field_geometry():
+    fmap = np.array([[0.0, 1.0]])
+    # units at input x = 0.5 and 2.5 (jump 2, start 0.5); input pixels 0..3
+    out = R.map_to_input(fmap, (1, 4), jump=2, start=0.5)
+    np.testing.assert_allclose(out, [[0.0, 0.25, 0.75, 1.0]])
+    # pixels beyond the last unit hold its value
+    out = R.map_to_input(fmap, (1, 6), jump=2, start=0.5)
+    np.testing.assert_allclose(out[0, 3:], [1.0, 1.0, 1.0])
+    out = R.map_to_input(fmap, (1, 4), jump=2, start=0.5, mode="nearest")
+    assert out.tolist() == [[0, 0, 1, 1]]
+    with pytest.raises(ValueError, match="both"):
+        R.map_to_input(fmap, (1, 4), jump=2)
+
+
+# ---------------------------------------------------------------- overlays and panels
+def test_blend_and_overlay():
+    img = np.full((2, 2, 3), 100, dtype=np.uint8)
+    white = np.full((2, 2, 3), 200, dtype=np.uint8)
+    assert R.blend(img, white, 0.5)[0, 0, 0] == 150
+    assert R.blend(img, white, np.array([[0, 1], [1, 0]], dtype=np.float32))[:, :, 0].tolist() == [[100, 200], [200, 100]]
+    # zero heat with value-weighted opacity leaves the image unchanged
+    assert (R.overlay_heatmap(img, np.zeros((1, 1)), alpha=0.8) == img).all()
+    hot = R.overlay_heatmap(img, np.ones((1, 1)), cmap="gray", alpha=1.0)
+    assert (hot == 255).all()
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        R.overlay_heatmap(img.astype(np.float32), np.zeros((1, 1)))
+
+
+def test_channel_image_colours_and_enlarges():
+    out = R.channel_image(np.array([[0.0, 1.0]]), (2, 4), cmap="gray")
+    assert out.shape == (2, 4, 3) and out[:, :, 0].tolist() == [[0, 0, 255, 255]] * 2
+
+
+def test_draw_rect_clips_and_keeps_original():
+    img = np.zeros((5, 5, 3), dtype=np.uint8)
+    out = R.draw_rect(img, (3, 3, 4, 4), color=(255, 0, 0))
+    assert img.max() == 0
+    assert tuple(out[3, 3]) == (255, 0, 0) and tuple(out[4, 4]) == (255, 0, 0) and tuple(out[2, 2]) == (0, 0, 0)
+
+
+def test_hstack_pads_and_aligns():
+    a = np.zeros((2, 1, 3), dtype=np.uint8)
+    b = np.full((1, 2, 3), 7, dtype=np.uint8)
+    out = R.hstack([a, b], gap=1, background=(9, 9, 9))
+    assert out.shape == (2, 4, 3)
+    assert out[:, :, 0].tolist() == [[0, 9, 7, 7], [0, 9, 9, 9]]
+
+
+# ---------------------------------------------------------------- encoding
+def test_png_round_trip_is_exact():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, size=(7, 9, 3), dtype=np.uint8)
+    back = np.asarray(Image.open(io.BytesIO(R.encode_png(img))))
+    assert (back == img).all()
+    gray = np.asarray(Image.open(io.BytesIO(R.encode_png(img[:, :, 0]))))
+    assert (gray == img[:, :, 0]).all()
+
+
+def test_jpeg_round_trip_is_close():
+    img = np.zeros((16, 16, 3), dtype=np.uint8)
+    img[:, 8:] = (200, 40, 40)
+    data = R.encode_jpeg(img, quality=95)
+    assert data[:2] == b"\xff\xd8"
+    back = np.asarray(Image.open(io.BytesIO(data))).astype(int)
+    assert back.shape == img.shape and np.abs(back - img).mean() < 4
+    assert R.encode_image(img, "png")[:4] == b"\x89PNG"
+
+
+def test_encoding_errors():
+    with pytest.raises(ValueError, match="uint8"):
+        R.encode_png(np.zeros((2, 2, 3)))
+    with pytest.raises(ValueError, match="quality"):
+        R.encode_jpeg(np.zeros((2, 2, 3), np.uint8), quality=0)
+    with pytest.raises(ValueError, match="alpha"):
+        R.encode_jpeg(np.zeros((2, 2, 4), np.uint8))
+    with pytest.raises(ValueError, match="jpeg, png"):
+        R.encode_image(np.zeros((2, 2, 3), np.uint8), "gif")

@@ -1,0 +1,229 @@
+"""Widgets, headless: trait validation, what a click does, and the browser-side geometry (run in node)."""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import traitlets
+from PIL import Image
+
+from cnnwidgets import render as R
+from cnnwidgets import widgets as W
+
+WIDGETS_DIR = Path(W.__file__).parent
+
+
+def test_widgets_package_does_not_import_torch():
+    for path in WIDGETS_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.split(".")[0] in ("torch", "torchvision") for n in names), f"{path.name} imports torch"
+
+
+def test_front_end_files_are_shipped_next_to_the_modules():
+    for name in ("occluder.js", "tilegrid.js", "scorebars.js", "groupedselect.js", "widgets.css"):
+        text = (WIDGETS_DIR / name).read_text()
+        assert len(text) > 200
+    assert "export default" in (WIDGETS_DIR / "occluder.js").read_text()
+
+
+# ---------------------------------------------------------------- occluder
+def test_clamp_box():
+    assert W.clamp_box((-5, 3, 10, 10), 64, 48) == (0, 3, 10, 10)
+    assert W.clamp_box((60, 45, 10, 10), 64, 48) == (54, 38, 10, 10)
+    assert W.clamp_box((0, 0, 100, 100), 64, 48) == (0, 0, 64, 48)
+    assert W.clamp_box((2.5, 1.49, 3.5, 4), 64, 48) == (3, 1, 4, 4)  # halves round up, like JS
+    with pytest.raises(ValueError, match="positive"):
+        W.clamp_box((0, 0, 0, 5), 64, 48)
+
+
+def test_occluder_box_trait_is_validated_and_follows_image_size():
+    canvas = W.OccluderCanvas()
+    canvas.set_image(np.zeros((32, 40, 3), np.uint8))
+    assert (canvas.image_width, canvas.image_height) == (40, 32)
+    assert Image.open(io.BytesIO(canvas.image)).size == (40, 32)
+    canvas.box = [35, 30, 10, 10]  # a list, as the browser sends it
+    assert canvas.box == (30, 22, 10, 10)
+    canvas.box = None
+    assert canvas.box is None
+    with pytest.raises(traitlets.TraitError):
+        canvas.box = (0, 0, -1, 3)
+    with pytest.raises(traitlets.TraitError):
+        canvas.box = (0, 0, 3)
+    canvas.box = (30, 22, 10, 10)
+    canvas.set_image(np.zeros((16, 16, 3), np.uint8), "jpeg")
+    assert canvas.box == (6, 6, 10, 10) and canvas.image_format == "jpeg"
+
+
+def test_occluder_syncs_box_and_dragging():
+    canvas = W.OccluderCanvas()
+    state = canvas.get_state()
+    assert state["box"] is None and state["dragging"] is False
+    canvas.box = (1, 2, 3, 4)
+    assert canvas.get_state()["box"] == [1, 2, 3, 4] or canvas.get_state()["box"] == (1, 2, 3, 4)
+
+
+# ---------------------------------------------------------------- tile grid
+def make_grid(count=5):
+    acts = np.arange(count * 4, dtype=np.float32).reshape(count, 2, 2)
+    acts[1] = -1.0
+    img, layout = R.feature_grid(acts, layout=R.GridLayout(count=count, rows=2, cols=3, map_height=2, map_width=2, scale=2))
+    grid = W.TileGrid()
+    grid.show(R.encode_jpeg(img), "jpeg", layout, R.channel_stats(acts))
+    return grid, layout
+
+
+def test_tile_grid_click_selects_channel_and_ignores_borders():
+    grid, layout = make_grid()
+    assert grid.layout == layout.to_dict()
+    assert grid.click(7, 2) == 1 and grid.selected == 1
+    assert grid.click(5, 2) is None and grid.selected == 1  # border: selection kept
+    assert grid.click(13, 8) is None  # empty slot
+    assert grid.click(2, 7) == 3 and grid.selected == 3
+
+
+def test_tile_grid_stats_bytes_and_hover_text():
+    grid, _ = make_grid()
+    stats = np.frombuffer(grid.stats, dtype="<f4").reshape(5, 5)
+    assert stats[1].tolist() == [-1.0, 0.0, -1.0, -1.0, 0.0]  # mean std min max active
+    assert stats[2, 3] == 11.0
+    assert grid.describe(2).startswith("ch 2  mean 9.5  max 11")
+
+
+def test_tile_grid_before_first_image():
+    grid = W.TileGrid()
+    assert grid.channel_at(1, 1) is None and grid.click(1, 1) is None and grid.describe(3) == "channel 3"
+
+
+# ---------------------------------------------------------------- scores
+def test_score_rows_top_k_pinned_and_delta():
+    probs = np.array([0.05, 0.6, 0.3, 0.05])
+    rows = W.score_rows(probs, ["a", "b", "c"], reference=np.array([0.1, 0.5, 0.3, 0.1]), k=2, pinned=3)
+    assert [r["index"] for r in rows] == [1, 2, 3]
+    assert rows[2]["label"] == "3"  # no name for class 3
+    assert rows[0]["delta"] == pytest.approx(0.1) and rows[1]["delta"] == pytest.approx(0.0)
+    assert W.score_rows(probs, "abcd", k=1)[0]["delta"] is None
+    with pytest.raises(ValueError, match="out of range"):
+        W.score_rows(probs, "abcd", pinned=4)
+    with pytest.raises(ValueError, match="shape"):
+        W.score_rows(probs, "abcd", reference=np.ones(3))
+
+
+def test_score_bars_pick():
+    bars = W.ScoreBars(rows=W.score_rows(np.array([0.2, 0.8]), ["x", "y"]))
+    bars.pick(0)
+    assert bars.selected == 0
+    with pytest.raises(ValueError, match="not among the rows"):
+        bars.pick(5)
+
+
+# ---------------------------------------------------------------- grouped select
+def test_grouped_select_groups_in_first_seen_order_and_validates():
+    sel = W.GroupedSelect.from_items(
+        [("features", "features.0  Conv2d", "features.0"), ("head", "head.0", "head.0"), ("features", "features.2", "features.2")]
+    )
+    assert [g["label"] for g in sel.groups] == ["features", "head"]
+    assert sel.groups[0]["options"] == [["features.0  Conv2d", "features.0"], ["features.2", "features.2"]]
+    assert sel.value == "features.0" and sel.options == ["features.0", "features.2", "head.0"]
+    sel.value = "features.2"
+    with pytest.raises(traitlets.TraitError, match="did you mean 'features.2'"):
+        sel.value = "features.3"
+    sel.set_items([("a", "a", "a"), ("features", "f2", "features.2")])
+    assert sel.value == "features.2" and sel.label_of("features.2") == "f2"
+    sel.set_items([("a", "a", "a")])
+    assert sel.value == "a"
+
+
+# ---------------------------------------------------------------- status, picker, controls
+def test_status_line_escapes_and_keeps_level():
+    status = W.StatusLine()
+    status.exception("upload", ValueError("not an image <png>"))
+    assert status.is_error and "ValueError: not an image" in status.message
+    assert "&lt;png&gt;" in status.value and "<png>" not in status.value
+    status.info("ok")
+    assert not status.is_error and "ok" in status.value
+
+
+def test_image_picker_upload_becomes_selected_entry():
+    picker = W.ImagePicker(["circle", "star"], value="star")
+    seen = []
+    picker.observe(lambda c: seen.append(c["new"]), names="value")
+    assert picker.value == "star" and picker.data_for("star") is None
+    picker.upload.value = (
+        {"name": "cat.png", "type": "image/png", "size": 3, "content": memoryview(b"abc"),
+         "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},
+    )
+    assert picker.value == "cat.png (uploaded)" and picker.data_for(picker.value) == b"abc"
+    assert picker.upload.value == ()  # cleared, so the same file can be uploaded again
+    picker.add_upload("cat.png", b"def")
+    assert picker.value == "cat.png (uploaded 2)" and picker.data_for("cat.png (uploaded)") == b"abc"
+    picker.dropdown.value = "circle"
+    assert seen == ["cat.png (uploaded)", "cat.png (uploaded 2)", "circle"]
+
+
+def test_controls_link_their_traits_to_child_widgets():
+    display = W.DisplayControls()
+    display.norm_buttons.value = "layer"
+    display.sort_box.value = True
+    assert display.norm == "layer" and display.sort
+    display.cmap = "magma"
+    assert display.cmap_dropdown.value == "magma"
+    occ = W.OccluderControls()
+    occ.max_size = 20
+    occ.size = 50
+    assert occ.size == 20 and occ.size_slider.value == 20
+    occ.fill_dropdown.value = "blur"
+    assert occ.fill == "blur"
+    with pytest.raises(traitlets.TraitError):
+        occ.fill = "pink"
+
+
+# ---------------------------------------------------------------- browser-side geometry (node)
+NODE = shutil.which("node")
+
+
+def run_node(script: str):
+    out = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
+def test_js_grid_geometry_matches_python():
+    layout = R.grid_layout(11, 3, 5, max_width=90, max_height=60, order=np.arange(11)[::-1])
+    points = [(x, y) for y in range(layout.height + 1) for x in range(layout.width + 1)]
+    js = run_node(
+        f"import {{channelAtPixel, tileRectOf}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        f"const L = {json.dumps(layout.to_dict())}; const pts = {json.dumps(points)};"
+        "console.log(JSON.stringify({at: pts.map(([x, y]) => channelAtPixel(L, x, y)),"
+        " rects: [...Array(L.count).keys()].map((c) => tileRectOf(L, c))}));"
+    )
+    assert js["at"] == [layout.channel_at(x, y) for x, y in points]
+    assert js["rects"] == [list(layout.tile_rect(c)) for c in range(11)]
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
+def test_js_box_geometry_matches_python_clamp():
+    cases = [(-5, 3, 10, 10), (60, 45, 10, 10), (0, 0, 100, 100), (2.5, 1.49, 3.5, 4), (10.5, 10.5, 5.5, 5.5)]
+    js = run_node(
+        f"import {{clampBoxTo, dragBox}} from {json.dumps((WIDGETS_DIR / 'occluder.js').as_uri())};"
+        f"const cases = {json.dumps(cases)};"
+        "console.log(JSON.stringify({clamp: cases.map((c) => clampBoxTo(...c, 64, 48)),"
+        " move: dragBox('move', [10, 10, 8, 8], 100, -3.2, 64, 48),"
+        " resize: dragBox('resize', [50, 40, 8, 8], 30, -20, 64, 48)}));"
+    )
+    assert js["clamp"] == [list(W.clamp_box(c, 64, 48)) for c in cases]
+    assert js["move"] == [56, 7, 8, 8]
+    assert js["resize"] == [50, 40, 14, 1]
