@@ -67,6 +67,36 @@ def run_explorer_checks(nb) -> None:
     frame = nb.box(occluder)
     assert abs((outline["x"] - frame["x"] - 1) / scale - final["box"][0]) <= 2
 
+    # ---- a storm: 300 pointer moves inside one animation frame reach the kernel as one update
+    bx, by = final["box"][:2]
+    grab = ((bx + w / 2) * scale, (by + h / 2) * scale)
+    page_x, page_y = nb.page_point(occluder, *grab)
+    requests_before = kernel.eval("explorer.stats['requests']")
+    nb.page.mouse.move(page_x, page_y)
+    nb.page.mouse.down()
+    last = occluder.evaluate(
+        """(el, [x0, y0, n]) => {
+            let x = x0, y = y0;
+            for (let i = 1; i <= n; i++) {
+                x = x0 - 20 + (i % 40);
+                y = y0 - 10 + (i % 20);
+                el.dispatchEvent(new PointerEvent("pointermove", {clientX: x, clientY: y, bubbles: true,
+                                                                pointerId: 1, pointerType: "mouse"}));
+            }
+            return [x, y];
+        }""",
+        [page_x, page_y, 300],
+    )
+    nb.page.mouse.up()  # the real release, at the grab point: ends the drag where the mouse is
+    storm = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)", lambda s: not s["dragging"])
+    kernel.execute("assert explorer.wait_idle(120)")
+    updates = kernel.eval("explorer.stats['requests']") - requests_before
+    assert 2 <= updates <= 4, f"300 moves in one frame sent {updates} updates (press, one frame, release expected)"
+    # the box ends where the last synthetic move put it, (0, -10) CSS pixels from the grab point
+    assert abs(storm["box"][0] - bx) <= 1 and abs(storm["box"][1] - (by - 10 / scale)) <= 1, (storm, bx, by)
+    assert kernel.eval("list(explorer.shown_state.box)") == storm["box"]
+    assert last == [page_x, page_y - 10]
+
     # ---- pick a deeper layer in the grouped layer menu
     layers = kernel.eval("explorer.layer_select.options")
     deeper = layers[len(layers) // 2] if layers[len(layers) // 2] != state["layer"] else layers[-1]
