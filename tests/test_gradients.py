@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
-import torch.nn.functional as F
 
 from cnnwidgets import ChannelActivation, ClassProbability, Probe
 from cnnwidgets.core.hygiene import hook_count
@@ -33,6 +34,7 @@ from cnnwidgets.methods.gradients import (
     deconvnet,
     guided_backprop,
     project_channel,
+    relu_rule,
     saliency,
     strongest_unit,
 )
@@ -166,7 +168,7 @@ def resnet18() -> nn.Module:
 def _quiet_captum():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require", category=UserWarning)
         yield
 
 
@@ -190,7 +192,8 @@ def test_linear_model_saliency_is_the_weight_row():
         signed = saliency(model, x, c, absolute=False)
         assert torch.allclose(signed, row.expand(2, -1, -1, -1))
         assert torch.allclose(saliency(model, x, c), row.abs().expand(2, -1, -1, -1))
-        assert torch.allclose(saliency(model, x, c, reduce="max"), row.abs().amax(0, keepdim=True).expand(2, -1, -1, -1))
+        channel_max = row.abs().amax(0, keepdim=True).expand(2, -1, -1, -1)
+        assert torch.allclose(saliency(model, x, c, reduce="max"), channel_max)
 
 
 def test_relu_rules_by_hand():
@@ -444,6 +447,21 @@ def test_hooks_are_removed_after_success_and_after_errors():
         assert all(p.grad is None for p in probe.model.parameters())
 
 
+def test_rules_apply_only_to_the_thread_that_set_them():
+    model = small_vgg()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        plain = saliency(probe, x, 1, absolute=False)
+        result = {}
+        with relu_rule(probe.model, "deconvnet", method="test"):
+            worker = threading.Thread(target=lambda: result.update(other=saliency(probe, x, 1, absolute=False)))
+            worker.start()
+            worker.join()
+            mine = saliency(probe, x, 1, absolute=False)
+        assert torch.equal(result["other"], plain)
+        assert torch.equal(mine, deconvnet(probe, x, 1)) and not torch.allclose(mine, plain)
+
+
 def test_functional_relus_are_reported():
     class Functional(nn.Module):
         def __init__(self) -> None:
@@ -495,7 +513,8 @@ def test_tinyvgg_guided_backprop_and_deconvnet_equal_captum(shared_data):
         assert probe.logits(x).argmax(dim=1).tolist() == labels  # the shipped weights classify these
         for i, label in enumerate(labels):
             xi = x[i : i + 1]
-            assert_matches(guided_backprop(probe, xi, label), captum_attr.GuidedBackprop(model).attribute(xi, target=label))
+            guided = captum_attr.GuidedBackprop(model).attribute(xi, target=label)
+            assert_matches(guided_backprop(probe, xi, label), guided)
             assert_matches(deconvnet(probe, xi, label), captum_attr.Deconvolution(model).attribute(xi, target=label))
         neuron = captum_attr.NeuronDeconvolution(model, model.conv_2_1).attribute(x, neuron_selector=(4, 10, 12))
         assert_matches(deconvnet(probe, x, ChannelActivation("conv_2_1", 4, position=(10, 12))), neuron)

@@ -41,6 +41,7 @@ to :func:`grad_cam_pp` to reproduce it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -76,9 +77,15 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
 
 
 def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
-    """Forward hook: keep the module's output of its last call (as a fresh leaf if ``leaf``)."""
+    """Forward hook: keep the module's output of its last call (as a fresh leaf if ``leaf``).
+
+    Only forward passes of the registering thread are recorded.
+    """
+    owner = threading.get_ident()
 
     def hook(module: nn.Module, args: tuple, output: object) -> torch.Tensor | None:
+        if threading.get_ident() != owner:
+            return None
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the layer returns {type(output).__name__}, not a tensor")
         if not leaf:
@@ -126,7 +133,7 @@ def layer_gradient(
         record: list[torch.Tensor] = []
         handle = _hook_output(probe.module(layer), record, leaf=True)
         try:
-            scores = target_score(probe, x, target, grad=True)
+            scores = target_score(probe, x.detach(), target, grad=True)
         finally:
             handle.remove()
         if not record:
@@ -281,8 +288,11 @@ def cam(
                     "that are globally averaged) or use grad_cam"
                 )
 
+            owner = threading.get_ident()
+
             def pre_hook(module: nn.Module, args: tuple) -> None:
-                record[:] = [args[0].detach()]
+                if threading.get_ident() == owner:
+                    record[:] = [args[0].detach()]
 
             handle = probe.module(pools[-1]).register_forward_pre_hook(pre_hook)
             source = f"the input of {pools[-1]!r}"
