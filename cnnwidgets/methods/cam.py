@@ -49,9 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import ClassLogit, Target, resolve_target, target_score
-from cnnwidgets.methods.gradients import layers_for, open_probe
+from cnnwidgets.methods.gradients import layers_for
 
 __all__ = [
     "cam",
@@ -125,7 +125,7 @@ def layer_gradient(
         TypeError: a layer that does not return a tensor, an unsupported target.
     """
     target = resolve_target(target)
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
         info = probe.check_layer(layer)
         if info.calls == 0:
@@ -156,7 +156,7 @@ def _weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tens
 def _gradient_map(
     model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str, method: str, weigh
 ) -> torch.Tensor:
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
         _spatial_layer(probe, layer, method)
         activation, grad = layer_gradient(probe, x, target, layer)
@@ -264,7 +264,7 @@ def cam(
         target = ClassLogit(target)
     if not isinstance(target, ClassLogit) or target.layer is not None:
         raise TypeError(f"CAM explains a class score: pass a class index or ClassLogit, got {target!r}")
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         layers = layers_for(probe, x)
         fc_name = fc if fc is not None else _last_linear(probe, layers)
         fc_module = probe.module(fc_name)

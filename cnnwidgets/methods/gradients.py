@@ -61,7 +61,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 
 __all__ = [
@@ -73,8 +73,7 @@ __all__ = [
     "saliency",
     "strongest_unit",
 ]
-# Also importable, shared with the other method modules: open_probe, check_batch, layers_for,
-# input_leaf, relu_rule.
+# Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -87,28 +86,6 @@ class FunctionalReluWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------- plumbing
-@contextmanager
-def open_probe(model_or_probe: nn.Module | Probe) -> Iterator[Probe]:
-    """Use a :class:`Probe` as given, or wrap a model in a temporary one (closed on exit).
-
-    Args:
-        model_or_probe: a ``Probe`` (kept open, its cache reused) or an ``nn.Module``
-            (inspected through a private copy on the best available device).
-
-    Raises:
-        TypeError: for anything else.
-    """
-    if isinstance(model_or_probe, Probe):
-        yield model_or_probe
-    elif isinstance(model_or_probe, nn.Module):
-        with Probe(model_or_probe) as probe:
-            yield probe
-    else:
-        raise TypeError(
-            f"expected an nn.Module or a cnnwidgets Probe, got {type(model_or_probe).__name__}"
-        )
-
-
 def check_batch(x: object) -> torch.Tensor:
     """Validate a preprocessed (N, C, H, W) float batch (the same rules as the probe).
 
@@ -295,7 +272,7 @@ def saliency(
     """
     if reduce not in (None, "max"):
         raise ValueError(f"reduce must be None or 'max', got {reduce!r}")
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         grad = _input_gradient(probe, x, target, "gradient", "saliency")
     if absolute:
         grad = grad.abs()
@@ -326,7 +303,7 @@ def guided_backprop(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: 
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
     """
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "guided", "guided_backprop")
 
 
@@ -356,7 +333,7 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
     """
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "deconvnet", "deconvnet")
 
 
@@ -393,7 +370,7 @@ def strongest_unit(model_or_probe: nn.Module | Probe, x: torch.Tensor, layer: st
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: a layer without a (C, H, W) output.
     """
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         activation = probe.capture(check_batch(x), [layer])[layer]
         if activation.dim() != 4:
             raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; no spatial units")
@@ -444,7 +421,7 @@ def project_channel(
     """
     if not (unit in ("max", "all") or (isinstance(unit, tuple) and len(unit) == 2)):
         raise ValueError(f"unit must be 'max', 'all' or a (row, col) tuple, got {unit!r}")
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
         with relu_rule(probe.model, "deconvnet", method="project_channel"):
             activation = probe.capture(leaf, [layer], grad=True)[layer]
