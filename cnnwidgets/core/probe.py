@@ -25,10 +25,11 @@ swallow it, and the rest of the model never runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from torch import nn
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers, unknown_layer_error
 
-__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward"]
+__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "probe_scope"]
 
 _DEFAULT_INPUT_SIZE = (3, 224, 224)
 
@@ -257,6 +258,16 @@ class Probe:
         with self._lock:
             self._check_open()
             self._fingerprint = None  # type: ignore[assignment]
+            self._sync()
+
+    def sync(self) -> None:
+        """Bring :attr:`model` up to date with the user's model if its weights changed.
+
+        Cheap when nothing changed (one pass over the parameters' version counters);
+        every capture does this itself, so call it only before reading :attr:`model` directly.
+        """
+        with self._lock:
+            self._check_open()
             self._sync()
 
     def _sync(self) -> None:
@@ -560,3 +571,29 @@ class Probe:
                 break
             del self._cache[oldest]
         return entry
+
+
+@contextlib.contextmanager
+def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iterator[Probe]:
+    """Use the given probe, or a temporary one on a model that is closed on exit.
+
+    Methods accept either, so a notebook can pass a model once and a widget can share one
+    long-lived probe (and its cache) between views.
+
+    Args:
+        model_or_probe: a :class:`Probe` (used as is; ``probe_options`` are ignored) or an ``nn.Module``.
+        probe_options: keyword arguments for :class:`Probe` when one is created.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if isinstance(model_or_probe, Probe):
+        yield model_or_probe
+        return
+    if not isinstance(model_or_probe, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module or a cnnwidgets.Probe, got {type(model_or_probe).__name__}")
+    probe = Probe(model_or_probe, **probe_options)
+    try:
+        yield probe
+    finally:
+        probe.close()
