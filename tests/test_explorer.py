@@ -475,3 +475,17 @@ def test_explore_on_a_module_with_an_image():
         assert ex.box is None and ex.activations.shape == (16, 16, 16)
     finally:
         ex.close()
+
+
+def test_draft_layouts_fit_the_pixel_budget_and_keep_the_screen_size():
+    from cnnwidgets.app.frames import LayoutCache
+
+    cache = LayoutCache(max_width=720, max_height=440, draft_pixels=50_000)
+    final, width = cache.get((64, 56, 56), None)
+    draft, draft_width = cache.get((64, 56, 56), None, draft=True)
+    assert final.scale == 1 and final.width <= 720 and final.height <= 440
+    assert draft.width * draft.height <= 50_000 < final.width * final.height
+    assert draft_width == width >= final.width
+    assert cache.get((64, 56, 56), None) == (final, width)  # cached
+    small, small_width = cache.get((8, 4, 4), None)
+    assert small.width * (small_width // small.width) == small_width and small_width // small.width >= 2

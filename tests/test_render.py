@@ -395,3 +395,30 @@ def test_encoding_errors():
         R.encode_jpeg(np.zeros((2, 2, 4), np.uint8))
     with pytest.raises(ValueError, match="jpeg, png"):
         R.encode_image(np.zeros((2, 2, 3), np.uint8), "gif")
+
+
+def test_quantize_indices_constant_channel_and_nan():
+    acts = np.array([[[0.0, 2.0], [4.0, np.nan]], [[1.0, 1.0], [1.0, 1.0]]], dtype=np.float32)
+    idx = R.quantize(acts, np.array([0.0, 1.0]), np.array([4.0, 1.0]))
+    assert idx.dtype == np.uint8
+    assert idx[0].tolist() == [[0, 128], [255, 0]]
+    assert (idx[1] == 0).all()
+
+
+def test_feature_grid_index_path_equals_tile_colouring_then_mosaic():
+    rng = np.random.default_rng(3)
+    acts = rng.normal(size=(7, 5, 4)).astype(np.float32)
+    layout = R.grid_layout(7, 5, 4, max_width=60, max_height=60, order=[6, 5, 4, 3, 2, 1, 0])
+    assert layout.scale > 1
+    lo, hi = R.value_ranges(acts, "channel")
+    tiles = R.upscale(R.colorize(acts, lo, hi, "magma"), layout.scale, color=True)
+    dead = np.array([0, 1, 0, 0, 0, 0, 1], dtype=bool)
+    expected = R.mosaic(np.ascontiguousarray(tiles), layout, marked=dead)
+    got, _ = R.feature_grid(acts, mode="channel", cmap="magma", layout=layout, marked=dead)
+    assert np.array_equal(got, expected)
+
+
+def test_jpeg_subsampling_is_smaller_for_colour_detail():
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    assert len(R.encode_jpeg(img, 80, subsampling=True)) < len(R.encode_jpeg(img, 80))

@@ -199,6 +199,7 @@ class Explorer(ipw.VBox):
             )
             self._build_views(first, parts.get("name", "model"))
             super().__init__(self._layout_children())
+            self.add_class("cnnw-explorer")
             self._use_image(first)
             self.device = str(probe.device)
             self.fill, self.norm, self.cmap, self.show_scores = fill, norm, cmap, show_scores
@@ -334,9 +335,10 @@ class Explorer(ipw.VBox):
     # ------------------------------------------------------------------ views
     def _build_views(self, first: ImageInput, model_name: str) -> None:
         h, w = first.size
-        self.canvas = OccluderCanvas(display_width=max(192, min(288, 4 * w)), default_size=max(1, min(h, w) // 4))
+        self.canvas = OccluderCanvas(display_width=max(192, min(256, 4 * w)), default_size=max(1, min(h, w) // 4))
         self.grid = TileGrid()
         self.panel = ipw.Image(format="jpeg", layout=ipw.Layout(width="auto", height="auto"))
+        self.panel.add_class("cnnw-pixelated")
         self.panel_caption = ipw.HTML()
         self.grid_caption = ipw.HTML()
         self.scores_view = ScoreBars(title="class scores (change vs. no occluder)")
@@ -364,8 +366,9 @@ class Explorer(ipw.VBox):
             return ipw.HBox(children, layout=ipw.Layout(align_items="center", flex_flow="row wrap"))
 
         image_col = ipw.VBox([ipw.HTML("<b>input</b> &mdash; drag the box, resize at its corner"), self.canvas])
-        channel_col = ipw.VBox([self.panel_caption, self.panel])
-        top = row([image_col, channel_col, self.scores_view], "18px")
+        self.scores_view.layout.margin = "10px 0 0 0"
+        channel_col = ipw.VBox([self.panel_caption, self.panel, self.scores_view])
+        top = row([image_col, channel_col], "16px")
         top.layout.align_items = "flex-start"
         header = row([self.title, self.picker, self.device_select, self.scores_toggle])
         selectors = row([self.layer_select, self.channel_slider])
@@ -471,11 +474,14 @@ class Explorer(ipw.VBox):
     def _show_frame(self, state: ExplorerState, frame: Frame) -> None:
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
-        self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats)
+        self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats,
+                       display_width=frame.grid_display_width)
         self.panel.value = frame.panel_bytes
-        if self.panel.layout.width != f"{frame.panel.shape[1]}px":
-            self.panel.layout.width = f"{frame.panel.shape[1]}px"
-            self.panel.layout.height = f"{frame.panel.shape[0]}px"
+        width = f"{frame.panel_display_width}px"
+        if self.panel.layout.width != width:
+            height = round(frame.panel_display_width * frame.panel.shape[0] / frame.panel.shape[1])
+            self.panel.layout.width = width
+            self.panel.layout.height = f"{height}px"
         if frame.rows is not None:
             self.scores_view.rows = frame.rows
         shape = "\u00d7".join(str(s) for s in self._layers[state.layer].output_shape)

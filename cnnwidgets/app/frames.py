@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,19 +64,34 @@ class Computed:
     baseline: Baseline
     probs: np.ndarray | None
     seconds: float
+    _stats: ChannelStats | None = field(default=None, repr=False)
+
+    @property
+    def stats(self) -> ChannelStats:
+        """Per-channel statistics of ``acts`` (computed once; channel switches reuse them)."""
+        if self._stats is None:
+            self._stats = R.channel_stats(self.acts)
+        return self._stats
 
 
 @dataclass
 class Frame:
     """Everything one update shows, kept so that Python can read what the user sees.
 
+    Images are rendered at their own resolution (one pixel per feature-map unit, or per
+    ``shrink x shrink`` units for very large layers and for drafts); the browser enlarges
+    them to ``grid_display_width`` / ``panel_display_width`` CSS pixels, so fewer pixels are
+    colored, encoded and sent.
+
     Attributes:
         grid: the feature mosaic, uint8 (H, W, 3).
         layout: its geometry.
         grid_bytes: the mosaic as sent to the browser.
+        grid_display_width: width of the mosaic on screen, CSS pixels.
         stats: per-channel statistics of the shown activations (hover text).
         panel: the selected channel (left) and its change caused by the occluder (right), uint8.
         panel_bytes: the panel as sent.
+        panel_display_width: width of the panel on screen, CSS pixels.
         rows: class-score rows (see :func:`~cnnwidgets.widgets.scores.score_rows`), or None.
         channel: the channel drawn in the panel.
         render_seconds: time spent in this stage.
@@ -85,9 +101,11 @@ class Frame:
     grid: np.ndarray
     layout: GridLayout
     grid_bytes: bytes
+    grid_display_width: int
     stats: ChannelStats
     panel: np.ndarray
     panel_bytes: bytes
+    panel_display_width: int
     rows: list[dict] | None
     channel: int
     render_seconds: float
@@ -101,22 +119,40 @@ class Frame:
 
 
 class LayoutCache:
-    """Mosaic layouts by (C, H, W, order): choosing one is O(C) and the answer never changes."""
+    """Mosaic layouts: choosing one is O(C) and the answer for a (shape, order) never changes.
 
-    def __init__(self, max_width: int = 720, max_height: int = 440) -> None:
+    A layout is rendered at one pixel per unit (``scale`` 1; ``shrink`` > 1 only when even that
+    does not fit ``max_width x max_height``) and enlarged on screen by an integer factor.
+    Draft layouts (while dragging) shrink further until the mosaic has at most
+    ``draft_pixels`` pixels, and are shown at the same on-screen size as the final one.
+    """
+
+    def __init__(self, max_width: int = 720, max_height: int = 440, draft_pixels: int = 120_000) -> None:
         self.max_width = max_width
         self.max_height = max_height
-        self._layouts: dict[tuple, GridLayout] = {}
+        self.draft_pixels = draft_pixels
+        self._layouts: dict[tuple, tuple[GridLayout, int]] = {}
 
-    def get(self, shape: tuple[int, int, int], order: np.ndarray | None) -> GridLayout:
-        key = (shape, None if order is None else order.tobytes())
-        layout = self._layouts.get(key)
-        if layout is None:
-            if len(self._layouts) > 64:
-                self._layouts.clear()
-            layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, order=order)
-            self._layouts[key] = layout
-        return layout
+    def get(self, shape: tuple[int, int, int], order: np.ndarray | None, draft: bool = False) -> tuple[GridLayout, int]:
+        """``(layout, display_width)`` for a stack shape, a slot order and draft or final quality."""
+        key = (shape, None if order is None else order.tobytes(), draft)
+        found = self._layouts.get(key)
+        if found is not None:
+            return found
+        if len(self._layouts) > 64:
+            self._layouts.clear()
+        if draft:
+            final, width = self.get(shape, order, draft=False)
+            layout = final
+            while layout.width * layout.height > self.draft_pixels and layout.tile_width > 1 and layout.tile_height > 1:
+                layout = dataclasses.replace(layout, shrink=layout.shrink + 1)
+            found = (layout, width)
+        else:
+            layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, max_scale=1, order=order)
+            enlarge = max(1, min(8, int(min(self.max_width / layout.width, self.max_height / layout.height))))
+            found = (layout, layout.width * enlarge)
+        self._layouts[key] = found
+        return found
 
 
 def _ranges(req: RenderRequest, acts: np.ndarray, base: Baseline) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +184,7 @@ def render_frame(
         labels: class names.
         top_k: number of classes listed.
         layouts: layout cache (a fresh one if None).
-        panel_size: target size in pixels of each half of the channel view (integer upscaling).
+        panel_size: target on-screen size in CSS pixels of each half of the channel view.
 
     Returns:
         The :class:`Frame`.
@@ -165,10 +201,9 @@ def render_frame(
     quality = DRAFT_QUALITY if req.draft else FINAL_QUALITY
 
     lo, hi = _ranges(req, acts, base)
-    layout = layouts.get(acts.shape, base.order if req.sort else None)
+    layout, grid_width = layouts.get(acts.shape, base.order if req.sort else None, req.draft)
     grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout, marked=base.dead)
-    grid_bytes = R.encode_jpeg(grid, quality)
-    stats = R.channel_stats(acts)
+    grid_bytes = R.encode_jpeg(grid, quality, subsampling=req.draft)
 
     ch = req.channel
     span = hi[ch] - lo[ch]
@@ -186,9 +221,8 @@ def render_frame(
     if box is not None:
         left = R.draw_rect(left, box, color=BOX_COLOR)
         right = R.draw_rect(right, box, color=(40, 40, 40))
-    left, right = R.upscale(left, factor, color=True), R.upscale(right, factor, color=True)
-    panel = R.hstack([left, right], gap=8)
-    panel_bytes = R.encode_jpeg(panel, quality)
+    panel = R.hstack([left, right], gap=max(1, 8 // factor))
+    panel_bytes = R.encode_jpeg(panel, quality, subsampling=req.draft)
 
     rows = None
     if computed.probs is not None:
@@ -197,9 +231,11 @@ def render_frame(
         grid=grid,
         layout=layout,
         grid_bytes=grid_bytes,
-        stats=stats,
+        grid_display_width=grid_width,
+        stats=computed.stats,
         panel=panel,
         panel_bytes=panel_bytes,
+        panel_display_width=panel.shape[1] * factor,
         rows=rows,
         channel=ch,
         render_seconds=time.perf_counter() - start,

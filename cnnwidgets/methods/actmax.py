@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 
 __all__ = ["ActMaxResult", "maximize_activation"]
@@ -57,19 +56,6 @@ _COLOR_MATRIX = _COLOR_SQRT_COV / _COLOR_SQRT_COV.norm(dim=0).max()
 _PARAMETRIZATIONS = ("fourier", "pixel")
 
 
-@contextmanager
-def _probe_scope(model_or_probe: nn.Module | Probe) -> Iterator[Probe]:
-    """Use the given probe, or a temporary one on a model (closed on exit)."""
-    if isinstance(model_or_probe, Probe):
-        yield model_or_probe
-        return
-    if not isinstance(model_or_probe, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
-    probe = Probe(model_or_probe)
-    try:
-        yield probe
-    finally:
-        probe.close()
 
 
 @dataclass(frozen=True)
@@ -356,7 +342,7 @@ def maximize_activation(
     if lr <= 0 or scale < 0 or scale >= 1 or rotate < 0 or init_sd < 0:
         raise ValueError("lr must be > 0, 0 <= scale < 1, rotate >= 0 and init_sd >= 0")
     steps = int(steps)
-    with _probe_scope(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         channels = probe.input_size[0]
         if size is None:
             height, width = probe.input_size[1:]

@@ -41,6 +41,7 @@ to :func:`grad_cam_pp` to reproduce it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -48,9 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import ClassLogit, Target, resolve_target, target_score
-from cnnwidgets.methods.gradients import layers_for, open_probe
+from cnnwidgets.methods.gradients import layers_for
 
 __all__ = [
     "cam",
@@ -76,9 +77,15 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
 
 
 def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
-    """Forward hook: keep the module's output of its last call (as a fresh leaf if ``leaf``)."""
+    """Forward hook: keep the module's output of its last call (as a fresh leaf if ``leaf``).
+
+    Only forward passes of the registering thread are recorded.
+    """
+    owner = threading.get_ident()
 
     def hook(module: nn.Module, args: tuple, output: object) -> torch.Tensor | None:
+        if threading.get_ident() != owner:
+            return None
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the layer returns {type(output).__name__}, not a tensor")
         if not leaf:
@@ -118,7 +125,7 @@ def layer_gradient(
         TypeError: a layer that does not return a tensor, an unsupported target.
     """
     target = resolve_target(target)
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
         info = probe.check_layer(layer)
         if info.calls == 0:
@@ -126,7 +133,7 @@ def layer_gradient(
         record: list[torch.Tensor] = []
         handle = _hook_output(probe.module(layer), record, leaf=True)
         try:
-            scores = target_score(probe, x, target, grad=True)
+            scores = target_score(probe, x.detach(), target, grad=True)
         finally:
             handle.remove()
         if not record:
@@ -149,7 +156,7 @@ def _weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tens
 def _gradient_map(
     model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str, method: str, weigh
 ) -> torch.Tensor:
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
         _spatial_layer(probe, layer, method)
         activation, grad = layer_gradient(probe, x, target, layer)
@@ -257,7 +264,7 @@ def cam(
         target = ClassLogit(target)
     if not isinstance(target, ClassLogit) or target.layer is not None:
         raise TypeError(f"CAM explains a class score: pass a class index or ClassLogit, got {target!r}")
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         layers = layers_for(probe, x)
         fc_name = fc if fc is not None else _last_linear(probe, layers)
         fc_module = probe.module(fc_name)
@@ -281,8 +288,11 @@ def cam(
                     "that are globally averaged) or use grad_cam"
                 )
 
+            owner = threading.get_ident()
+
             def pre_hook(module: nn.Module, args: tuple) -> None:
-                record[:] = [args[0].detach()]
+                if threading.get_ident() == owner:
+                    record[:] = [args[0].detach()]
 
             handle = probe.module(pools[-1]).register_forward_pre_hook(pre_hook)
             source = f"the input of {pools[-1]!r}"

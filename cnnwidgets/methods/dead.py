@@ -27,7 +27,6 @@ A module that runs several times per forward pass (the shared ReLU of a torchvis
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,24 +34,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
 
 
-@contextmanager
-def _probe_scope(model_or_probe: nn.Module | Probe) -> Iterator[Probe]:
-    """Use the given probe, or a temporary one on a model (closed on exit)."""
-    if isinstance(model_or_probe, Probe):
-        yield model_or_probe
-        return
-    if not isinstance(model_or_probe, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
-    probe = Probe(model_or_probe)
-    try:
-        yield probe
-    finally:
-        probe.close()
 
 
 @dataclass(frozen=True)
@@ -171,7 +157,7 @@ def dead_channels(
         TypeError: when a batch is not a tensor.
     """
     threshold = float(threshold)
-    with _probe_scope(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         names: list[str] | None = None
         if layers is not None:
             names = [layers] if isinstance(layers, str) else list(layers)

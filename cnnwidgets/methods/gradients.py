@@ -4,14 +4,21 @@ All three push a signal from a target back to the input pixels. They differ only
 a ReLU ``y = max(x, 0)`` passes the signal ``R_out`` arriving at its output on to its
 input:
 
-=================  ==================================  ==========================================
+=================  ==================================  =================================
 method             ReLU backward rule                   reference
-=================  ==================================  ==========================================
-saliency           ``R_in = R_out * [x > 0]``           Simonyan, Vedaldi & Zisserman 2014
+=================  ==================================  =================================
+saliency           ``R_in = R_out * [x > 0]``           Simonyan, Vedaldi & Zisserman [1]
                    (the true gradient)
-deconvnet          ``R_in = max(R_out, 0)``             Zeiler & Fergus 2014 (ECCV), section 2.1
-guided backprop    ``R_in = max(R_out, 0) * [x > 0]``   Springenberg et al. 2015 (ICLR workshop)
-=================  ==================================  ==========================================
+deconvnet          ``R_in = max(R_out, 0)``             Zeiler & Fergus [2], section 2.1
+guided backprop    ``R_in = max(R_out, 0) * [x > 0]``   Springenberg et al. [3]
+=================  ==================================  =================================
+
+[1] K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Networks: Visualising
+    Image Classification Models and Saliency Maps", ICLR workshop 2014 (arXiv:1312.6034).
+[2] M. D. Zeiler, R. Fergus, "Visualizing and Understanding Convolutional Networks",
+    ECCV 2014 (arXiv:1311.2901, 2013).
+[3] J. T. Springenberg, A. Dosovitskiy, T. Brox, M. Riedmiller, "Striving for Simplicity:
+    The All Convolutional Net", ICLR workshop 2015 (arXiv:1412.6806).
 
 Every other module passes the signal back with its ordinary gradient: a convolution with
 its transposed filters, a max-pool through the positions that won in the forward pass
@@ -23,9 +30,11 @@ The functions run on a :class:`~cnnwidgets.core.probe.Probe`'s private inference
 the model, never on the user's model. For the modified rules a forward hook on every
 ``nn.ReLU`` module of that copy replaces the module's output by the output of a small
 autograd function that computes the same values and carries the modified backward rule.
-The hooks are registered for one call and removed in ``finally``. Because each call of a
-module builds its own autograd node, modules that run several times per forward pass
-(the ReLU shared inside a torchvision ``BasicBlock``) are handled call by call.
+The hooks are registered for one call and removed in ``finally``; they act only on
+forward passes of the thread that registered them, so another thread using the same
+probe meanwhile gets ordinary ReLUs. Because each call of a module builds its own
+autograd node, modules that run several times per forward pass (the ReLU shared inside
+a torchvision ``BasicBlock``) are handled call by call.
 
 Limitation: ReLUs applied as functions (``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``)
 inside a model's ``forward`` are not modules and cannot be hooked; they keep the true
@@ -40,6 +49,7 @@ results for its images one by one.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,7 +61,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 
 __all__ = [
@@ -63,8 +73,7 @@ __all__ = [
     "saliency",
     "strongest_unit",
 ]
-# Also importable, shared with the other method modules: open_probe, check_batch, layers_for,
-# input_leaf, relu_rule.
+# Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -77,28 +86,6 @@ class FunctionalReluWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------- plumbing
-@contextmanager
-def open_probe(model_or_probe: nn.Module | Probe) -> Iterator[Probe]:
-    """Use a :class:`Probe` as given, or wrap a model in a temporary one (closed on exit).
-
-    Args:
-        model_or_probe: a ``Probe`` (kept open, its cache reused) or an ``nn.Module``
-            (inspected through a private copy on the best available device).
-
-    Raises:
-        TypeError: for anything else.
-    """
-    if isinstance(model_or_probe, Probe):
-        yield model_or_probe
-    elif isinstance(model_or_probe, nn.Module):
-        with Probe(model_or_probe) as probe:
-            yield probe
-    else:
-        raise TypeError(
-            f"expected an nn.Module or a cnnwidgets Probe, got {type(model_or_probe).__name__}"
-        )
-
-
 def check_batch(x: object) -> torch.Tensor:
     """Validate a preprocessed (N, C, H, W) float batch (the same rules as the probe).
 
@@ -183,7 +170,7 @@ class _ReluCounter(TorchFunctionMode):
 
 
 @contextmanager
-def relu_rule(model: nn.Module, rule: Rule, *, method: str) -> Iterator[None]:
+def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4) -> Iterator[None]:
     """Within the block, every ``nn.ReLU`` module of ``model`` passes signals back by ``rule``.
 
     ``model`` must be a private copy (a probe's ``probe.model``): hooks are added to it for
@@ -195,15 +182,20 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str) -> Iterator[None]:
         model: the module whose ReLU modules get the rule.
         rule: ``"gradient"`` (no change), ``"guided"`` or ``"deconvnet"``.
         method: name used in the warning.
+        stacklevel: passed to :func:`warnings.warn` (4 points at the caller of the function
+            that entered the block).
     """
     if rule == "gradient":
         yield
         return
     function = _RULES[rule]
     module_calls = 0
+    owner = threading.get_ident()
 
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         nonlocal module_calls
+        if threading.get_ident() != owner:
+            return None
         if getattr(module, "inplace", False):
             raise RuntimeError("modified ReLU rules need out-of-place ReLUs; run them on a Probe's private copy")
         module_calls += 1
@@ -229,7 +221,7 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str) -> Iterator[None]:
             "Tensor.relu in its forward); only nn.ReLU modules get the modified backward rule, so those "
             "ReLUs kept the true gradient. Use nn.ReLU modules for the exact method.",
             FunctionalReluWarning,
-            stacklevel=5,
+            stacklevel=stacklevel,
         )
 
 
@@ -237,7 +229,7 @@ def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: R
     """``d target / d x`` with ``rule`` at every ReLU module, shape and device of ``x``."""
     target = resolve_target(target)
     leaf = input_leaf(probe, x)
-    with relu_rule(probe.model, rule, method=method):
+    with relu_rule(probe.model, rule, method=method, stacklevel=5):
         scores = target_score(probe, leaf, target, grad=True)
         if not scores.requires_grad:
             raise RuntimeError(f"{method}: the target's score does not depend on the input")
@@ -280,7 +272,7 @@ def saliency(
     """
     if reduce not in (None, "max"):
         raise ValueError(f"reduce must be None or 'max', got {reduce!r}")
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         grad = _input_gradient(probe, x, target, "gradient", "saliency")
     if absolute:
         grad = grad.abs()
@@ -311,7 +303,7 @@ def guided_backprop(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: 
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
     """
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "guided", "guided_backprop")
 
 
@@ -341,7 +333,7 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
     """
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "deconvnet", "deconvnet")
 
 
@@ -378,7 +370,7 @@ def strongest_unit(model_or_probe: nn.Module | Probe, x: torch.Tensor, layer: st
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: a layer without a (C, H, W) output.
     """
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         activation = probe.capture(check_batch(x), [layer])[layer]
         if activation.dim() != 4:
             raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; no spatial units")
@@ -429,7 +421,7 @@ def project_channel(
     """
     if not (unit in ("max", "all") or (isinstance(unit, tuple) and len(unit) == 2)):
         raise ValueError(f"unit must be 'max', 'all' or a (row, col) tuple, got {unit!r}")
-    with open_probe(model_or_probe) as probe:
+    with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
         with relu_rule(probe.model, "deconvnet", method="project_channel"):
             activation = probe.capture(leaf, [layer], grad=True)[layer]

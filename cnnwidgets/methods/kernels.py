@@ -72,6 +72,7 @@ def _named_modules(model_or_probe: nn.Module | Probe) -> dict[str, nn.Module]:
     from cnnwidgets.core.probe import Probe
 
     if isinstance(model_or_probe, Probe):
+        model_or_probe.sync()  # the private copy must reflect the user's latest weights
         model = model_or_probe.model
     elif isinstance(model_or_probe, nn.Module):
         model = model_or_probe

@@ -96,7 +96,7 @@ class TopClassProbability:
         return torch.softmax(activation, dim=1).amax(dim=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OcclusionResult:
     """An occlusion map, complete or partial (see the module docstring for the definitions).
 
@@ -168,6 +168,10 @@ class OcclusionResult:
 # ---------------------------------------------------------------------------- geometry
 
 
+_WINDOW_ACCEPTED = "a positive int or a pair (height, width) of positive ints"
+_STRIDE_ACCEPTED = "a positive int or a pair (vertical, horizontal) of positive ints"
+
+
 def _pair(value: object, what: str, accepted: str) -> tuple[int, int]:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         pair = (int(value), int(value))
@@ -197,8 +201,8 @@ def grid_shape(
             not fit in the image.
     """
     height, width = (int(s) for s in image_size)
-    wh, ww = _pair(window, "window", "a positive int or a pair (height, width) of positive ints")
-    sh, sw = _pair(stride, "stride", "a positive int or a pair (vertical, horizontal) of positive ints")
+    wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
+    sh, sw = _pair(stride, "stride", _STRIDE_ACCEPTED)
     if wh > height or ww > width:
         raise ValueError(f"window {(wh, ww)} must fit inside the image of size (H, W) = {(height, width)}")
     return ((height - wh) // sh + 1, (width - ww) // sw + 1)
@@ -284,8 +288,8 @@ def grid_to_pixel_attribution(
             f"grid of shape {grid.shape} does not match image_size={tuple(image_size)}, window={window}, "
             f"stride={stride} (expected {expected})"
         )
-    wh, ww = _pair(window, "window", "a positive int or pair")
-    sh, sw = _pair(stride, "stride", "a positive int or pair")
+    wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
+    sh, sw = _pair(stride, "stride", _STRIDE_ACCEPTED)
     height, width = (int(s) for s in image_size)
     known = np.isfinite(grid)
     drop = np.where(known, float(unoccluded) - grid, 0.0)
@@ -404,11 +408,15 @@ class _OutputRunner:
                 output = self.model(batch)
             except (RuntimeError, TypeError) as exc:
                 raise _model_failed(exc, batch) from exc
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(
-                    f"the model returned {type(output).__name__}; occlusion needs a model whose output is one "
-                    "tensor of class scores"
-                )
+            return self.scores(output)
+
+    def scores(self, output: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"the model returned {type(output).__name__}; occlusion needs a model whose output is one "
+                "tensor of class scores"
+            )
+        with torch.inference_mode():
             scores = self.target(output)
             labels = output.argmax(dim=1) if output.dim() == 2 else None
         return scores, labels
@@ -442,16 +450,23 @@ def _copy_key(probe: Probe) -> tuple:
     return (id(model), str(probe.device), probe.channels_last, tuple((id(t), t._version) for t in tensors))
 
 
-def _fast_model(probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor) -> nn.Module:
-    """A hook-free inference copy of ``probe.model`` (BN folded if ``fold``), checked once against it."""
+def _fast_model(
+    probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor
+) -> tuple[nn.Module, torch.Tensor | None]:
+    """A hook-free inference copy of ``probe.model`` (BN folded if ``fold``), checked once against it.
+
+    Returns the copy and, when it was just built and checked, its output for ``x`` (so the
+    caller need not run it again).
+    """
     key = _copy_key(probe)
     with _FAST_COPIES_LOCK:
         cached = _FAST_COPIES.get(probe, {}).get(fold)
     if cached is not None and cached[0] == key:
-        return cached[1]
+        return cached[1], None
     model, report = inference_copy(probe.model, fold_batchnorm=fold, inplace_activations=fold)
     if probe.channels_last:
         model.to(memory_format=torch.channels_last)
+    check = None
     if report.folded or report.inplace:
         with torch.inference_mode():
             try:
@@ -472,9 +487,10 @@ def _fast_model(probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tens
             model, _ = inference_copy(probe.model, fold_batchnorm=False, inplace_activations=False)
             if probe.channels_last:
                 model.to(memory_format=torch.channels_last)
+            check = None
     with _FAST_COPIES_LOCK:
         _FAST_COPIES.setdefault(probe, {})[fold] = (key, model)
-    return model
+    return model, check
 
 
 def _auto_batch_size(device: torch.device, image_numel: int) -> int:
@@ -525,10 +541,9 @@ def _scan(
 ) -> OcclusionResult:
     # Cheap checks first, before any model work.
     x = _prepare_image(x)
-    height, width = int(x.shape[2]), int(x.shape[3])
-    rows, cols = grid_shape((height, width), window, stride)
-    window = _pair(window, "window", "")
-    stride = _pair(stride, "stride", "")
+    window = _pair(window, "window", _WINDOW_ACCEPTED)
+    stride = _pair(stride, "stride", _STRIDE_ACCEPTED)
+    rows, cols = grid_shape(x.shape[2:], window, stride)
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
     if batch_size is not None and (
@@ -587,8 +602,9 @@ def _scan_with_probe(
     unoccluded_label: int | None = None
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
-        runner: _OutputRunner | _LayerRunner = _OutputRunner(_fast_model(probe, fold_batchnorm, image, reference), target)
-        scores, labels = runner(image)
+        model, output = _fast_model(probe, fold_batchnorm, image, reference)
+        runner: _OutputRunner | _LayerRunner = _OutputRunner(model, target)
+        scores, labels = runner(image) if output is None else runner.scores(output)
         if labels is not None:
             unoccluded_label = int(labels[0])
     else:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 
 __all__ = ["Summary", "SummaryRow", "summary"]
 
@@ -28,19 +27,6 @@ COLUMNS = ("Layer", "Type", "Output shape", "Params", "RF", "Jump")
 _NUMERIC = (False, False, False, True, True, True)
 
 
-@contextmanager
-def _probe_scope(model_or_probe: nn.Module | Probe, input_size: Sequence[int] | None = None) -> Iterator[Probe]:
-    """Use the given probe, or a temporary one on a model (closed on exit)."""
-    if isinstance(model_or_probe, Probe):
-        yield model_or_probe
-        return
-    if not isinstance(model_or_probe, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
-    probe = Probe(model_or_probe, input_size=input_size)
-    try:
-        yield probe
-    finally:
-        probe.close()
 
 
 @dataclass(frozen=True)
@@ -213,7 +199,7 @@ def summary(
         input_size = tuple(int(s) for s in input_size)
         if len(input_size) != 3 or min(input_size) < 1:
             raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {input_size}")
-    with _probe_scope(model_or_probe, input_size) as probe:
+    with probe_scope(model_or_probe, input_size=input_size) as probe:
         infos = probe.describe(input_size) if input_size is not None else probe.layers
         rows = tuple(SummaryRow.from_info(i) for i in infos.values() if i.is_leaf or not leaves_only)
         total = sum(p.numel() for p in probe.model.parameters())

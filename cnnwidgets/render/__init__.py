@@ -8,7 +8,15 @@
 * :mod:`~cnnwidgets.render.encode` - JPEG/PNG bytes.
 """
 
-from cnnwidgets.render.colormaps import DIVERGING, SEQUENTIAL, apply_colormap, colorize, colormap_names, get_lut
+from cnnwidgets.render.colormaps import (
+    DIVERGING,
+    SEQUENTIAL,
+    apply_colormap,
+    colorize,
+    colormap_names,
+    get_lut,
+    quantize,
+)
 from cnnwidgets.render.encode import encode_image, encode_jpeg, encode_png
 from cnnwidgets.render.grid import GridLayout, feature_grid, grid_layout, mosaic
 from cnnwidgets.render.normalize import (
@@ -51,6 +59,7 @@ __all__ = [
     "mosaic",
     "normalize",
     "overlay_heatmap",
+    "quantize",
     "resize",
     "resize_image",
     "symmetric_ranges",

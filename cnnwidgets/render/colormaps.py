@@ -16,6 +16,7 @@ __all__ = [
     "colorize",
     "colormap_names",
     "get_lut",
+    "quantize",
 ]
 
 SEQUENTIAL: tuple[str, ...] = ("viridis", "magma", "inferno", "plasma", "cividis", "gray")
@@ -90,6 +91,40 @@ def apply_colormap(
     return out
 
 
+def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
+    """Colormap indices of a stack: ``round(255 * clip((v - lo) / (hi - lo), 0, 1))`` as uint8.
+
+    A constant channel (``hi <= lo``) gets index 0, and so does NaN.
+
+    Args:
+        values: float stack (C, H, W).
+        lo: lower end per channel, shape (C,) or scalar.
+        hi: upper end per channel, shape (C,) or scalar.
+
+    Returns:
+        uint8 (C, H, W).
+
+    Raises:
+        ValueError: for a stack that is not 3-D.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 3:
+        raise ValueError(f"expected a stack of shape (C, H, W), got shape {values.shape}")
+    channels = values.shape[0]
+    lo = np.broadcast_to(np.asarray(lo, dtype=np.float32), (channels,))
+    hi = np.broadcast_to(np.asarray(hi, dtype=np.float32), (channels,))
+    span = hi - lo
+    valid = span > 0
+    scale = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
+    offset = (0.5 - lo * scale).astype(np.float32)  # (v - lo) * s + 0.5 == v * s + offset
+    idx = values * scale[:, None, None]
+    idx += offset[:, None, None]
+    if not np.isfinite(idx).all():
+        np.nan_to_num(idx, copy=False, nan=0.0)
+    np.clip(idx, 0.0, 255.0, out=idx)
+    return idx.astype(np.uint8)
+
+
 def colorize(
     values: np.ndarray,
     lo: np.ndarray | float,
@@ -98,11 +133,11 @@ def colorize(
     *,
     nan_color: tuple[int, int, int] = (0, 0, 0),
 ) -> np.ndarray:
-    """Normalise and colour a stack in one pass: ``lut[round(255 * clip((v - lo) / (hi - lo), 0, 1))]``.
+    """Normalise and colour a stack in one pass: ``lut[quantize(values, lo, hi)]``.
 
-    The same result as ``apply_colormap(normalize(values, lo, hi), name)`` (a constant channel,
-    ``hi <= lo``, gets colour 0), with fewer passes over the data - this is the hot path of a
-    live feature grid.
+    The same result as ``apply_colormap(normalize(values, lo, hi), name)`` up to one table
+    step of rounding (a constant channel, ``hi <= lo``, gets colour 0), with fewer passes
+    over the data.
 
     Args:
         values: float stack (C, H, W).
@@ -119,23 +154,8 @@ def colorize(
     """
     lut = get_lut(name)
     values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 3:
-        raise ValueError(f"expected a stack of shape (C, H, W), got shape {values.shape}")
-    channels = values.shape[0]
-    lo = np.broadcast_to(np.asarray(lo, dtype=np.float32), (channels,))
-    hi = np.broadcast_to(np.asarray(hi, dtype=np.float32), (channels,))
-    span = hi - lo
-    valid = span > 0
-    scale = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
-    offset = (0.5 - lo * scale).astype(np.float32)  # (v - lo) * s + 0.5 == v * s + offset
-    idx = values * scale[:, None, None]
-    idx += offset[:, None, None]
-    nan = None
-    if not np.isfinite(idx).all():
-        nan = np.isnan(idx)
-        np.nan_to_num(idx, copy=False, nan=0.0)
-    np.clip(idx, 0.0, 255.0, out=idx)
-    out = np.take(lut, idx.astype(np.uint8), axis=0)
-    if nan is not None and nan.any():
+    out = np.take(lut, quantize(values, lo, hi), axis=0)
+    nan = np.isnan(values)
+    if nan.any():
         out[nan] = np.asarray(nan_color, dtype=np.uint8)
     return out

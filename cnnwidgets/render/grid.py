@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnwidgets.render.colormaps import colorize
+from cnnwidgets.render.colormaps import get_lut, quantize
 from cnnwidgets.render.normalize import value_ranges
 from cnnwidgets.render.resample import downscale, upscale
 
@@ -221,6 +221,56 @@ def grid_layout(
     )
 
 
+def _place(canvas: np.ndarray, ordered: np.ndarray, layout: GridLayout) -> None:
+    """Write tiles (C, th, tw[, 3]) in slot order into the canvas interior."""
+    th, tw, b = layout.tile_height, layout.tile_width, layout.border
+    full_rows = layout.count // layout.cols
+    extra = ordered.shape[3:]
+    if full_rows:
+        # one strided assignment for all complete rows: view the interior as (rows, th+b, cols, tw+b)
+        block = ordered[: full_rows * layout.cols].reshape(full_rows, layout.cols, th, tw, *extra)
+        region = canvas[b : b + full_rows * (th + b), b : b + layout.cols * (tw + b)]
+        region = region.reshape(full_rows, th + b, layout.cols, tw + b, *extra)
+        region[:, :th, :, :tw] = np.swapaxes(block, 1, 2)
+    for slot in range(full_rows * layout.cols, layout.count):
+        row, col = divmod(slot, layout.cols)
+        y, x = b + row * (th + b), b + col * (tw + b)
+        canvas[y : y + th, x : x + tw] = ordered[slot]
+
+
+def _paint_frame(out: np.ndarray, layout: GridLayout, color: np.ndarray) -> None:
+    """Paint the borders and the empty slots."""
+    th, tw, b = layout.tile_height, layout.tile_width, layout.border
+    if b:
+        for row in range(layout.rows + 1):
+            y = row * (th + b)
+            out[y : y + b] = color
+        for col in range(layout.cols + 1):
+            x = col * (tw + b)
+            out[:, x : x + b] = color
+    for slot in range(layout.count, layout.rows * layout.cols):
+        row, col = divmod(slot, layout.cols)
+        y, x = b + row * (th + b), b + col * (tw + b)
+        out[y : y + th, x : x + tw] = color
+
+
+def _paint_marks(out: np.ndarray, layout: GridLayout, marked: np.ndarray | None, color: np.ndarray) -> None:
+    if marked is None:
+        return
+    marked = np.asarray(marked, dtype=bool)
+    if marked.shape != (layout.count,):
+        raise ValueError(f"marked must have shape ({layout.count},), got {marked.shape}")
+    for channel in np.flatnonzero(marked):
+        x, y, w, h = layout.tile_rect(int(channel))
+        out[y, x : x + w] = color
+        out[y + h - 1, x : x + w] = color
+        out[y : y + h, x] = color
+        out[y : y + h, x + w - 1] = color
+        n = min(w, h)
+        diag = np.arange(n)
+        out[y + diag, x + (diag * w) // n] = color
+
+
 def mosaic(
     tiles: np.ndarray,
     layout: GridLayout,
@@ -254,34 +304,9 @@ def mosaic(
             f"got {tiles.dtype} {tiles.shape}"
         )
     out = np.empty((layout.height, layout.width, 3), dtype=np.uint8)
-    out[...] = np.asarray(border_color, dtype=np.uint8)
-    b = layout.border
-    full_rows = layout.count // layout.cols
-    ordered = tiles[np.asarray(layout.order, dtype=np.int64)]
-    if full_rows:
-        # one strided assignment for all complete rows: view the interior as (rows, th+b, cols, tw+b)
-        block = ordered[: full_rows * layout.cols].reshape(full_rows, layout.cols, th, tw, 3)
-        region = out[b : b + full_rows * (th + b), b : b + layout.cols * (tw + b)]
-        region = region.reshape(full_rows, th + b, layout.cols, tw + b, 3)
-        region[:, :th, :, :tw] = block.transpose(0, 2, 1, 3, 4)
-    for slot in range(full_rows * layout.cols, layout.count):
-        row, col = divmod(slot, layout.cols)
-        y, x = b + row * (th + b), b + col * (tw + b)
-        out[y : y + th, x : x + tw] = ordered[slot]
-    if marked is not None:
-        marked = np.asarray(marked, dtype=bool)
-        if marked.shape != (layout.count,):
-            raise ValueError(f"marked must have shape ({layout.count},), got {marked.shape}")
-        color = np.asarray(mark_color, dtype=np.uint8)
-        for channel in np.flatnonzero(marked):
-            x, y, w, h = layout.tile_rect(int(channel))
-            out[y, x : x + w] = color
-            out[y + h - 1, x : x + w] = color
-            out[y : y + h, x] = color
-            out[y : y + h, x + w - 1] = color
-            n = min(w, h)
-            diag = np.arange(n)
-            out[y + diag, x + (diag * w) // n] = color
+    _paint_frame(out, layout, np.asarray(border_color, dtype=np.uint8))
+    _place(out, tiles[np.asarray(layout.order, dtype=np.int64)], layout)
+    _paint_marks(out, layout, marked, np.asarray(mark_color, dtype=np.uint8))
     return out
 
 
@@ -333,7 +358,13 @@ def feature_grid(
     lo, hi = value_ranges(acts, mode, fixed=fixed)
     if layout.shrink > 1:
         acts = downscale(acts, layout.shrink)
-    colored = colorize(acts, lo, hi, cmap)  # (C, h, w, 3)
+    # colour indices are tiled first and looked up once: the lookup touches every pixel once
+    index = quantize(acts, lo, hi)
     if layout.scale > 1:
-        colored = upscale(colored, layout.scale, color=True)
-    return mosaic(np.ascontiguousarray(colored), layout, marked=marked), layout
+        index = upscale(index, layout.scale)
+    canvas = np.zeros((layout.height, layout.width), dtype=np.uint8)
+    _place(canvas, index[np.asarray(layout.order, dtype=np.int64)], layout)
+    out = np.take(get_lut(cmap), canvas, axis=0)
+    _paint_frame(out, layout, np.asarray(BORDER_COLOR, dtype=np.uint8))
+    _paint_marks(out, layout, marked, np.asarray(MARK_COLOR, dtype=np.uint8))
+    return out, layout

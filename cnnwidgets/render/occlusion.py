@@ -32,7 +32,11 @@ _UPSAMPLE = ("nearest", "mean")
 
 def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or isinstance(pair[0], bool) or min(int(v) for v in pair) < 1:
+    if (
+        len(pair) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair)
+        or min(pair) < 1
+    ):
         raise ValueError(f"{what} must be a positive int or a pair of positive ints, got {value!r}")
     return int(pair[0]), int(pair[1])
 

@@ -38,7 +38,6 @@ class DisplayControls(w.HBox):
     def __init__(self, **kwargs) -> None:
         self.norm_buttons = w.ToggleButtons(
             options=[(_NORM_LABELS[m], m) for m in NORM_MODES],
-            description="scale",
             tooltips=[
                 "each channel stretched to its own range",
                 "one range for the whole layer",
@@ -49,7 +48,12 @@ class DisplayControls(w.HBox):
         self.cmap_dropdown = w.Dropdown(options=list(SEQUENTIAL), description="colours", layout=w.Layout(width="170px"))
         self.sort_box = w.Checkbox(description="sort by activation", indent=False, layout=w.Layout(width="150px"))
         self.overlay_box = w.Checkbox(description="overlay on image", indent=False, layout=w.Layout(width="140px"))
-        super().__init__([self.norm_buttons, self.cmap_dropdown, self.sort_box, self.overlay_box], **kwargs)
+        label = w.HTML("scale", layout=w.Layout(margin="0 6px 0 0"))
+        super().__init__(
+            [label, self.norm_buttons, self.cmap_dropdown, self.sort_box, self.overlay_box],
+            layout=w.Layout(align_items="center", flex_flow="row wrap"),
+            **kwargs,
+        )
         self._links = [
             t.link((self, "norm"), (self.norm_buttons, "value")),
             t.link((self, "cmap"), (self.cmap_dropdown, "value")),

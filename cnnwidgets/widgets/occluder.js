@@ -123,7 +123,11 @@ export default {
       }
       state.drag = { mode, start: [px, py], box: b.slice() };
       state.local = b;
-      root.setPointerCapture(ev.pointerId);
+      try {
+        root.setPointerCapture(ev.pointerId);
+      } catch (err) {
+        // a pointer the browser does not track (a synthetic event): the drag still works without capture
+      }
       model.set("box", b);
       model.set("dragging", true);
       model.save_changes();

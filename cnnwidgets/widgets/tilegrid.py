@@ -50,11 +50,24 @@ class TileGrid(anywidget.AnyWidget):
         """The geometry of the mosaic shown, or None before the first image."""
         return self._grid
 
-    def show(self, data: bytes, fmt: str, grid: GridLayout, stats: ChannelStats | None = None) -> None:
-        """Show a new encoded mosaic with its geometry and statistics, in one message."""
+    def show(
+        self,
+        data: bytes,
+        fmt: str,
+        grid: GridLayout,
+        stats: ChannelStats | None = None,
+        *,
+        display_width: int | None = None,
+    ) -> None:
+        """Show a new encoded mosaic with its geometry and statistics, in one message.
+
+        ``display_width`` (CSS pixels) enlarges a mosaic rendered at one pixel per unit.
+        """
         self._grid = grid
         self._stats = stats
         with self.hold_sync():
+            if display_width is not None and display_width != self.display_width:
+                self.display_width = int(display_width)
             self.image_format = fmt
             self.image = data
             layout = grid.to_dict()

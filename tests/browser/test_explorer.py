@@ -1,0 +1,139 @@
+"""The explorer in a real browser: run the tour notebook, drag the occluder with the mouse, pick a
+layer and a channel by clicking, and check that Python's state and the pixels on screen follow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.browser.harness import changed_fraction, poll
+
+REPO = Path(__file__).resolve().parents[2]
+TOUR = REPO / "notebooks" / "00_tour.ipynb"
+
+
+def _grid_pixels(nb):
+    return nb.element_pixels(nb.widget(".cnnw-explorer .cnnw-grid-image"))
+
+
+def _panel_pixels(nb):
+    return nb.element_pixels(nb.widget(".cnnw-explorer img.cnnw-pixelated"))
+
+
+def _same_shape_change(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return 1.0
+    return changed_fraction(a, b)
+
+
+def run_explorer_checks(nb) -> None:
+    kernel = nb.kernel
+    kernel.execute("assert explorer.wait_idle(120)")
+    state = kernel.eval("dict(box=explorer.box, layer=explorer.layer, channel=explorer.channel, "
+                        "size=explorer.input_image.shape[:2], status=explorer.status.message, "
+                        "error=explorer.status.is_error, scale=explorer.canvas.display_width / explorer.canvas.image_width)")
+    assert not state["error"], state["status"]
+    height, width = state["size"]
+    scale = state["scale"]
+    x, y, w, h = state["box"]
+    nb.screenshot("explorer", nb.widget(".cnnw-explorer"), docs=True)
+
+    # ---- drag the occluder with real mouse events: grab its centre, move it left and down
+    occluder = nb.widget(".cnnw-explorer .cnnw-occluder")
+    grid_before = _grid_pixels(nb)
+    panel_before = _panel_pixels(nb)
+    requests_before = kernel.eval("explorer.stats['requests']")
+    start = ((x + w / 2) * scale, (y + h / 2) * scale)
+    dx, dy = -round(x * 0.75), round((height - y - h) * 0.75)  # stays inside the image
+    end = (start[0] + dx * scale, start[1] + dy * scale)
+    nb.drag(occluder, start, end, steps=12)
+    final = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)", lambda s: not s["dragging"])
+    expected = (x + dx, y + dy)
+    assert abs(final["box"][0] - expected[0]) <= 2 and abs(final["box"][1] - expected[1]) <= 2, (final, expected)
+    assert final["box"][2:] == [w, h]
+    kernel.execute("assert explorer.wait_idle(120)")
+    shown = kernel.eval("list(explorer.shown_state.box)")
+    assert shown == final["box"], "the final position must be the one computed and shown"
+    moves = kernel.eval("explorer.stats['requests']") - requests_before
+    assert 2 <= moves <= 12 + 4, f"{moves} updates for 12 mouse moves: the box must travel at most once per frame"
+    grid_after = poll(lambda: _grid_pixels(nb), lambda px: _same_shape_change(grid_before, px) > 0.005,
+                      what="feature grid updated after the drag")
+    panel_after = poll(lambda: _panel_pixels(nb), lambda px: _same_shape_change(panel_before, px) > 0.01,
+                       what="channel view updated after the drag")
+    # the box outline on screen sits where Python says
+    outline = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-box"))
+    frame = nb.box(occluder)
+    assert abs((outline["x"] - frame["x"] - 1) / scale - final["box"][0]) <= 2
+
+    # ---- a storm: 300 pointer moves inside one animation frame reach the kernel as one update
+    bx, by = final["box"][:2]
+    grab = ((bx + w / 2) * scale, (by + h / 2) * scale)
+    page_x, page_y = nb.page_point(occluder, *grab)
+    requests_before = kernel.eval("explorer.stats['requests']")
+    nb.page.mouse.move(page_x, page_y)
+    nb.page.mouse.down()
+    last = occluder.evaluate(
+        """(el, [x0, y0, n]) => {
+            let x = x0, y = y0;
+            for (let i = 1; i <= n; i++) {
+                x = x0 - 20 + (i % 40);
+                y = y0 - 10 + (i % 20);
+                el.dispatchEvent(new PointerEvent("pointermove", {clientX: x, clientY: y, bubbles: true,
+                                                                pointerId: 1, pointerType: "mouse"}));
+            }
+            return [x, y];
+        }""",
+        [page_x, page_y, 300],
+    )
+    nb.page.mouse.up()  # the real release, at the grab point: ends the drag where the mouse is
+    storm = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)", lambda s: not s["dragging"])
+    kernel.execute("assert explorer.wait_idle(120)")
+    updates = kernel.eval("explorer.stats['requests']") - requests_before
+    assert 2 <= updates <= 4, f"300 moves in one frame sent {updates} updates (press, one frame, release expected)"
+    # the box ends where the last synthetic move put it, (0, -10) CSS pixels from the grab point
+    assert abs(storm["box"][0] - bx) <= 1 and abs(storm["box"][1] - (by - 10 / scale)) <= 1, (storm, bx, by)
+    assert kernel.eval("list(explorer.shown_state.box)") == storm["box"]
+    assert last == [page_x, page_y - 10]
+
+    # ---- pick a deeper layer in the grouped layer menu
+    layers = kernel.eval("explorer.layer_select.options")
+    deeper = layers[len(layers) // 2] if layers[len(layers) // 2] != state["layer"] else layers[-1]
+    nb.widget(".cnnw-explorer .cnnw-select select").select_option(deeper)
+    assert kernel.wait_until("explorer.layer", lambda v: v == deeper) == deeper
+    kernel.execute("assert explorer.wait_idle(120)")
+    assert kernel.eval("explorer.shown_state.layer") == deeper
+    poll(lambda: _grid_pixels(nb), lambda px: _same_shape_change(grid_after, px) > 0.05,
+         what="feature grid shows the new layer")
+
+    # ---- click a tile of the grid: its channel becomes the selected one
+    tile = kernel.eval(
+        "(lambda g, c: dict(rect=list(g.grid.tile_rect(c)), scale=g.display_width / g.grid.width, channel=c))"
+        "(explorer.grid, min(3, explorer.grid.grid.count - 1))"
+    )
+    rx, ry, rw, rh = tile["rect"]
+    image = nb.widget(".cnnw-explorer .cnnw-grid-image")
+    panel_before = _panel_pixels(nb)
+    nb.click_at(image, (rx + rw / 2) * tile["scale"], (ry + rh / 2) * tile["scale"])
+    assert kernel.wait_until("explorer.channel", lambda c: c == tile["channel"]) == tile["channel"]
+    kernel.execute("assert explorer.wait_idle(120)")
+    assert kernel.eval("explorer.shown_state.channel") == tile["channel"]
+    poll(lambda: _panel_pixels(nb), lambda px: _same_shape_change(panel_before, px) > 0.01,
+         what="channel view shows the clicked channel")
+    # hovering shows the channel's statistics in the browser, without the kernel
+    tip = nb.widget(".cnnw-explorer .cnnw-grid-tip")
+    assert f"channel {tile['channel']}" in tip.inner_text()
+
+    # ---- nothing went wrong on the way
+    status = kernel.eval("dict(message=explorer.status.message, error=explorer.status.is_error, "
+                         "errors=explorer.stats['errors'])")
+    assert not status["error"] and status["errors"] == 0, status
+    nb.screenshot("explorer-after", nb.widget(".cnnw-explorer"), docs=False)
+
+
+@pytest.mark.browser
+def test_tour_explorer_follows_mouse_and_clicks(open_notebook):
+    nb = open_notebook(TOUR, viewport=(1400, 1000))
+    nb.run_all_and_wait(timeout=240)
+    run_explorer_checks(nb)
