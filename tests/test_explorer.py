@@ -489,3 +489,27 @@ def test_draft_layouts_fit_the_pixel_budget_and_keep_the_screen_size():
     assert cache.get((64, 56, 56), None) == (final, width)  # cached
     small, small_width = cache.get((8, 4, 4), None)
     assert small.width * (small_width // small.width) == small_width and small_width // small.width >= 2
+
+
+def test_image_of_another_size_updates_layer_shapes():
+    from PIL import Image
+
+    def keep_size(pil):
+        return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255).permute(2, 0, 1)
+
+    def back(x):
+        return x.clamp(0, 1).permute(1, 2, 0).numpy()
+
+    torch.manual_seed(0)
+    ex = Explorer(Tiny().eval(), image(0), preprocess=keep_size, denormalize=back, samples={}, background=False,
+                  box=(20, 20, 8, 8))
+    try:
+        assert ex.layers["features.3"].output_shape == (16, 16, 16)
+        ex.set_image(Image.fromarray(np.full((48, 40, 3), 200, np.uint8)))
+        assert ex.layers["features.3"].output_shape == (16, 24, 20)
+        assert ex.activations.shape == (16, 24, 20) and ex.input_image.shape == (48, 40, 3)
+        assert ex.box == (20, 20, 8, 8) and not ex.status.is_error
+        ex.box = (39, 47, 8, 8)
+        assert ex.box == (32, 40, 8, 8)  # clamped into the new size
+    finally:
+        ex.close()

@@ -228,6 +228,11 @@ class Explorer(ipw.VBox):
         return ImageInput.prepare(source, self._preprocess, self._denormalize, name=name)
 
     def _use_image(self, prepared: ImageInput) -> None:
+        previous = self._images.get(self._image_id)
+        if previous is not None and previous.tensor.shape != prepared.tensor.shape:
+            # another input size (a preprocess that keeps the image's own size): shapes change
+            self._layers = dict(self.controller.probe.describe(tuple(prepared.tensor.shape[1:])))
+            self.layer_select.set_items(layer_items(self._layers))
         image_id = next(self._image_ids)
         self._images[image_id] = prepared
         while len(self._images) > 4:
