@@ -88,7 +88,8 @@ class Frame:
         layout: its geometry.
         grid_bytes: the mosaic as sent to the browser.
         grid_display_width: width of the mosaic on screen, CSS pixels.
-        stats: per-channel statistics of the shown activations (hover text).
+        stats: per-channel statistics of the shown activations (hover text); None in drafts,
+            which keep the previous statistics on screen (nobody hovers the grid while dragging).
         panel: the selected channel (left) and its change caused by the occluder (right), uint8.
         panel_bytes: the panel as sent.
         panel_display_width: width of the panel on screen, CSS pixels.
@@ -102,7 +103,7 @@ class Frame:
     layout: GridLayout
     grid_bytes: bytes
     grid_display_width: int
-    stats: ChannelStats
+    stats: ChannelStats | None
     panel: np.ndarray
     panel_bytes: bytes
     panel_display_width: int
@@ -232,7 +233,7 @@ def render_frame(
         layout=layout,
         grid_bytes=grid_bytes,
         grid_display_width=grid_width,
-        stats=computed.stats,
+        stats=None if req.draft else computed.stats,
         panel=panel,
         panel_bytes=panel_bytes,
         panel_display_width=panel.shape[1] * factor,

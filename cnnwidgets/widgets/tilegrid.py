@@ -62,9 +62,11 @@ class TileGrid(anywidget.AnyWidget):
         """Show a new encoded mosaic with its geometry and statistics, in one message.
 
         ``display_width`` (CSS pixels) enlarges a mosaic rendered at one pixel per unit.
+        ``stats=None`` keeps the statistics already shown (cheap frames while dragging).
         """
         self._grid = grid
-        self._stats = stats
+        if stats is not None:
+            self._stats = stats
         with self.hold_sync():
             if display_width is not None and display_width != self.display_width:
                 self.display_width = int(display_width)
@@ -73,7 +75,8 @@ class TileGrid(anywidget.AnyWidget):
             layout = grid.to_dict()
             if layout != self.layout:
                 self.layout = layout
-            self.stats = b"" if stats is None else np.ascontiguousarray(stats.as_array(), dtype="<f4").tobytes()
+            if stats is not None:
+                self.stats = np.ascontiguousarray(stats.as_array(), dtype="<f4").tobytes()
 
     def channel_at(self, x: float, y: float) -> int | None:
         """The channel under mosaic pixel ``(x, y)`` (None on borders or before the first image)."""
