@@ -203,7 +203,8 @@ def render_frame(
 
     lo, hi = _ranges(req, acts, base)
     layout, grid_width = layouts.get(acts.shape, base.order if req.sort else None, req.draft)
-    grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout, marked=base.dead)
+    grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout, marked=base.dead,
+                             shrink_mode="stride" if req.draft else "mean")
     grid_bytes = R.encode_jpeg(grid, quality, subsampling=req.draft)
 
     ch = req.channel
@@ -220,8 +221,8 @@ def render_frame(
     right = R.channel_image(diff, size, cmap="RdBu_r", jump=geometry.jump, start=geometry.start)
     factor = max(1, round(panel_size / max(size)))
     if box is not None:
-        left = R.draw_rect(left, box, color=BOX_COLOR)
-        right = R.draw_rect(right, box, color=(40, 40, 40))
+        left = R.draw_rect(left, box, color=BOX_COLOR, copy=False)
+        right = R.draw_rect(right, box, color=(40, 40, 40), copy=False)
     panel = R.hstack([left, right], gap=max(1, 8 // factor))
     panel_bytes = R.encode_jpeg(panel, quality, subsampling=req.draft)
 
