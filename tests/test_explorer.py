@@ -252,7 +252,7 @@ def test_image_picker_switches_image(ex):
 def test_bad_upload_reaches_status_line_and_widget_keeps_working(ex):
     image_id = ex._image_id
     ex.picker.add_upload("notes.txt", b"this is not an image")
-    assert ex.status.is_error and "notes.txt" in ex.status.message and "not a readable image" in ex.status.message
+    assert ex.status.is_error and "notes.txt" in ex.status.message and "not an image file" in ex.status.message
     assert ex._image_id == image_id
     ex.box = (0, 0, 8, 8)
     assert not ex.status.is_error and ex.shown_state.box == (0, 0, 8, 8)
