@@ -472,7 +472,7 @@ def test_explore_on_a_module_with_an_image():
     ex = explore(Tiny().eval(), image(3), input_size=(3, SIZE, SIZE), samples={}, background=False)
     try:
         assert ex.image == "your image" and ex.picker.names == ["your image"]
-        assert ex.box is None and ex.activations.shape == (16, 16, 16)
+        assert ex.box == (12, 12, 8, 8) and ex.activations.shape == (16, 16, 16)  # a centred quarter-size box
     finally:
         ex.close()
 

@@ -114,7 +114,8 @@ class Explorer(ipw.VBox):
         samples: ``{name: image}`` offered by the image picker (default: the zoo's samples).
         layer: the first layer (default: :func:`default_layer`).
         channel: the first channel.
-        box: the first occluder box (x, y, w, h) in model-input pixels, or None.
+        box: the first occluder box (x, y, w, h) in model-input pixels; ``"center"`` (default):
+            a square of a quarter of the image's side in its centre; None: no occluder.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
         fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``.
         norm: grid normalisation, ``channel``, ``layer`` or ``fixed`` (the unoccluded range).
@@ -156,7 +157,7 @@ class Explorer(ipw.VBox):
         samples: Mapping[str, Any] | None = None,
         layer: str | None = None,
         channel: int = 0,
-        box: Sequence[int] | None = None,
+        box: Sequence[int] | None | str = "center",
         device: str = "auto",
         fill: str = "gray",
         norm: str = "fixed",
@@ -206,6 +207,12 @@ class Explorer(ipw.VBox):
             self.layer = layer if layer is not None else default_layer(self._layers)
             self._fit_channel_to_layer()
             self.channel = channel
+            if isinstance(box, str):
+                if box != "center":
+                    raise ValueError(f"box must be (x, y, w, h), None or 'center', got {box!r}")
+                h, w = first.size
+                side = max(1, min(h, w) // 4)
+                box = ((w - side) // 2, (h - side) // 2, side, side)
             self.box = tuple(box) if box is not None else None
             self._wire()
         except BaseException:
