@@ -97,6 +97,20 @@ def run_explorer_checks(nb) -> None:
     assert kernel.eval("list(explorer.shown_state.box)") == storm["box"]
     assert last == [page_x, page_y - 10]
 
+    # ---- resize with the corner handle: the top-left corner stays, the size follows the pointer
+    handle = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-handle"))
+    hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    nb.page.mouse.move(hx, hy)
+    nb.page.mouse.down()
+    nb.page.mouse.move(hx + 3 * scale, hy + 2 * scale, steps=4)
+    nb.page.mouse.up()
+    resized = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)", lambda s: not s["dragging"])
+    sx, sy, sw, sh = storm["box"]
+    assert resized["box"][:2] == [sx, sy], (resized, storm)
+    assert abs(resized["box"][2] - (sw + 3)) <= 1 and abs(resized["box"][3] - (sh + 2)) <= 1, (resized, storm)
+    kernel.execute("assert explorer.wait_idle(120)")
+    assert kernel.eval("list(explorer.shown_state.box)") == resized["box"]
+
     # ---- pick a deeper layer in the grouped layer menu
     layers = kernel.eval("explorer.layer_select.options")
     deeper = layers[len(layers) // 2] if layers[len(layers) // 2] != state["layer"] else layers[-1]
