@@ -114,7 +114,8 @@ class OcclusionResult:
         target: the target that was evaluated.
         done: number of computed positions.
         preview_ready: whether the coarse lattice (:data:`PREVIEW_LEVEL`) is computed, i.e. the
-            partial map already covers the whole image coarsely.
+            partial map already covers the whole image coarsely (for ``order="raster"``: only
+            once every position is).
         cancelled: the scan was stopped before every position was computed.
     """
 
@@ -738,12 +739,18 @@ def occlusion_map(
         fold_batchnorm: for targets on the model output, run a private copy in which eval-mode
             batch norm is folded into the preceding convolution and private activations run
             in place (same output up to float rounding, checked once against the probe's copy;
-            faster). ``False`` runs an unmodified copy.
+            faster). ``False`` runs an unmodified copy. Either copy is kept with the probe
+            (rebuilt when the model changes), so repeated maps do not pay for it again.
 
     Returns:
         :class:`OcclusionResult` (grid, unoccluded score, per-position top class for output
         targets, window, stride ...). Use :meth:`OcclusionResult.pixel_attribution` for Captum's
         per-pixel convention and :mod:`cnnwidgets.render.occlusion` to draw it.
+
+    Example:
+        >>> result = occlusion_map(model, x, ClassProbability(281), window=32, stride=8)
+        >>> from cnnwidgets.render.occlusion import occlusion_overlay
+        >>> rgb = occlusion_overlay(result.grid, image, window=result.window, stride=result.stride)
 
     Raises:
         TypeError: x is not a tensor, the target is not a class index or target callable, or
