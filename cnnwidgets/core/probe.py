@@ -25,10 +25,11 @@ swallow it, and the rest of the model never runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from torch import nn
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers, unknown_layer_error
 
-__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward"]
+__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "probe_scope"]
 
 _DEFAULT_INPUT_SIZE = (3, 224, 224)
 
@@ -238,8 +239,36 @@ class Probe:
         return hook
 
     def _user_fingerprint(self) -> tuple:
-        tensors = list(self._user_model.parameters()) + list(self._user_model.buffers())
-        return tuple((id(t), t._version, t.shape) for t in tensors)
+        """Identity and version counter of every parameter and buffer of the user's model.
+
+        In-place updates (optimizer steps, ``load_state_dict``, ``with torch.no_grad(): p.mul_(2)``)
+        bump a tensor's version counter; replacing a module or a parameter changes the identities.
+        Writes through ``.data`` bypass version counters: call :meth:`refresh` after those.
+        """
+        items = []
+        for module in self._user_model.modules():
+            for tensors in (module._parameters, module._buffers):
+                for t in tensors.values():
+                    if t is not None:
+                        items.append((id(t), t._version))
+        return tuple(items)
+
+    def refresh(self) -> None:
+        """Re-copy the user's model now (needed only after writes through ``param.data``)."""
+        with self._lock:
+            self._check_open()
+            self._fingerprint = None  # type: ignore[assignment]
+            self._sync()
+
+    def sync(self) -> None:
+        """Bring :attr:`model` up to date with the user's model if its weights changed.
+
+        Cheap when nothing changed (one pass over the parameters' version counters);
+        every capture does this itself, so call it only before reading :attr:`model` directly.
+        """
+        with self._lock:
+            self._check_open()
+            self._sync()
 
     def _sync(self) -> None:
         """Refresh the private copy when the user's model changed since the last call."""
@@ -322,7 +351,10 @@ class Probe:
 
     def check_layer(self, name: str) -> LayerInfo:
         """The LayerInfo of ``name``; raises ``KeyError`` with close suggestions if unknown."""
-        layers = self.layers
+        return self._info(name, self.layers)
+
+    @staticmethod
+    def _info(name: str, layers: dict[str, LayerInfo]) -> LayerInfo:
         if not isinstance(name, str):
             raise TypeError(f"layer names are strings, got {type(name).__name__}")
         if name not in layers:
@@ -384,18 +416,20 @@ class Probe:
         with self._lock:
             self._check_open()
             x = self._prepare_input(x)
-            infos = [self.check_layer(n) for n in names]
+            assert self._layers is not None
+            infos = [self._info(n, self._layers) for n in names]
             for info in infos:
                 if info.calls == 0:
                     raise ValueError(f"layer {info.name!r} does not run in this model's forward pass")
             if grad:
-                return self._forward(x, {i.name: i.calls for i in infos}, grad=True, stop=True)[0]
+                wanted = {i.name: i.calls for i in infos}
+                return self._forward(self._to_model_input(x), wanted, grad=True, stop=True)[0]
             entry = self._lookup(x)
             missing = {i.name: i.calls for i in infos if entry is None or i.name not in entry.layers}
             self.stats.cache_hits += len(names) - len(missing)
             self.stats.cache_misses += len(missing)
             if missing:
-                results, _ = self._forward(x, missing, grad=False, stop=True)
+                results, _ = self._forward(self._to_model_input(x), missing, grad=False, stop=True)
                 entry = self._store(x, entry, results)
             assert entry is not None
             return {n: entry.layers[n] for n in names}
@@ -410,13 +444,13 @@ class Probe:
             self._check_open()
             x = self._prepare_input(x)
             if grad:
-                return self._forward(x, {}, grad=True, stop=False)[1]
+                return self._forward(self._to_model_input(x), {}, grad=True, stop=False)[1]
             entry = self._lookup(x)
             if entry is not None and _OUTPUT in entry.layers:
                 self.stats.cache_hits += 1
                 return entry.layers[_OUTPUT]
             self.stats.cache_misses += 1
-            _, output = self._forward(x, {}, grad=False, stop=False)
+            _, output = self._forward(self._to_model_input(x), {}, grad=False, stop=False)
             entry = self._store(x, entry, {_OUTPUT: output})
             return output
 
@@ -467,6 +501,9 @@ class Probe:
         size = tuple(x.shape[1:])
         if self._layers is None or self._layers_size != size:
             self.describe(size)
+        return x
+
+    def _to_model_input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self._device, torch.float32)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -508,7 +545,12 @@ class Probe:
     def _lookup(self, x: torch.Tensor) -> _CacheEntry | None:
         for key, entry in self._cache.items():
             cached = entry.key_input
-            if cached.shape == x.shape and cached.dtype == x.dtype and torch.equal(cached, x):
+            if (
+                cached.shape == x.shape
+                and cached.dtype == x.dtype
+                and cached.device == x.device
+                and torch.equal(cached, x)
+            ):
                 self._cache.move_to_end(key)
                 return entry
         return None
@@ -529,3 +571,29 @@ class Probe:
                 break
             del self._cache[oldest]
         return entry
+
+
+@contextlib.contextmanager
+def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iterator[Probe]:
+    """Use the given probe, or a temporary one on a model that is closed on exit.
+
+    Methods accept either, so a notebook can pass a model once and a widget can share one
+    long-lived probe (and its cache) between views.
+
+    Args:
+        model_or_probe: a :class:`Probe` (used as is; ``probe_options`` are ignored) or an ``nn.Module``.
+        probe_options: keyword arguments for :class:`Probe` when one is created.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if isinstance(model_or_probe, Probe):
+        yield model_or_probe
+        return
+    if not isinstance(model_or_probe, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module or a cnnwidgets.Probe, got {type(model_or_probe).__name__}")
+    probe = Probe(model_or_probe, **probe_options)
+    try:
+        yield probe
+    finally:
+        probe.close()
