@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 from cnnwidgets.methods._fold import inference_copy
 
@@ -459,6 +459,7 @@ def _fast_model(
     Returns the copy and, when it was just built and checked, its output for ``x`` (so the
     caller need not run it again).
     """
+    probe.sync()
     key = _copy_key(probe)
     with _FAST_COPIES_LOCK:
         cached = _FAST_COPIES.get(probe, {}).get(fold)
@@ -568,26 +569,17 @@ def _scan(
     cancelled = _cancel_check(cancel)
     target = resolve_target(target)
 
-    if isinstance(model_or_probe, Probe):
-        if device is not None:
-            raise ValueError(
-                f"device applies only when a model is passed; this Probe computes on {model_or_probe.device} "
-                "(switch it with probe.to(device))"
-            )
-        probe, owned = model_or_probe, False
-    elif isinstance(model_or_probe, nn.Module):
-        probe, owned = Probe(model_or_probe, device="auto" if device is None else device), True
-    else:
-        raise TypeError(f"model_or_probe must be a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
-    try:
+    if isinstance(model_or_probe, Probe) and device is not None:
+        raise ValueError(
+            f"device applies only when a model is passed; this Probe computes on {model_or_probe.device} "
+            "(switch it with probe.to(device))"
+        )
+    with probe_scope(model_or_probe, device="auto" if device is None else device) as probe:
         return _scan_with_probe(
             probe, x, target, rows=rows, cols=cols, window=window, stride=stride, fill=fill,
             batch_size=batch_size, progress=progress, order=order, callback=callback,
             cancelled=cancelled, fold_batchnorm=fold_batchnorm,
         )
-    finally:
-        if owned:
-            probe.close()
 
 
 def _scan_with_probe(
