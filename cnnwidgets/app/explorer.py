@@ -34,6 +34,7 @@ from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.render.colormaps import SEQUENTIAL
+from cnnwidgets.render.encode import encode_png
 from cnnwidgets.render.normalize import NORM_MODES
 from cnnwidgets.widgets import (
     FILLS,
@@ -246,7 +247,7 @@ class Explorer(ipw.VBox):
             self._images.popitem(last=False)
         self._image_id = image_id
         h, w = prepared.size
-        self.canvas.set_image(prepared.display, "png")
+        self.canvas.set_image(encode_png(prepared.display), "png", w, h)
         self.canvas.fill_color = prepared.fill_color(self.fill)
         self.occluder_controls.max_size = min(h, w)
         if self.box is not None:
@@ -357,7 +358,7 @@ class Explorer(ipw.VBox):
         self.layer_select = GroupedSelect(description="layer")
         self.layer_select.set_items(layer_items(self._layers))
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
-        self.display_controls = DisplayControls()
+        self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
         self.occluder_controls.size = self.canvas.default_size
         devices = available_devices()
