@@ -513,3 +513,8 @@ def test_image_of_another_size_updates_layer_shapes():
         assert ex.box == (32, 40, 8, 8)  # clamped into the new size
     finally:
         ex.close()
+
+
+def test_no_image_and_no_samples_says_why():
+    with pytest.raises(ValueError, match="no image given and no sample images"):
+        Explorer(Tiny().eval(), None, input_size=(3, SIZE, SIZE), samples={}, background=False)

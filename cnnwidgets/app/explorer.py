@@ -171,7 +171,10 @@ class Explorer(ipw.VBox):
         size = tuple(input_size or parts.get("input_size") or (3, 224, 224))
         self._preprocess = preprocess or parts.get("preprocess") or default_preprocess(size[1:])
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
-        self._samples: dict[str, Any] = dict(samples) if samples is not None else _zoo_samples()
+        self._samples_problem = ""
+        if samples is None:
+            samples, self._samples_problem = _zoo_samples()
+        self._samples: dict[str, Any] = dict(samples)
         if image is not None:
             self._samples = {_USER_IMAGE: image, **self._samples}
         self._images: OrderedDict[int, ImageInput] = OrderedDict()
@@ -229,7 +232,8 @@ class Explorer(ipw.VBox):
     # ------------------------------------------------------------------ images
     def _first_sample(self) -> Any:
         if not self._samples:
-            raise ValueError("no image given and no sample images available; pass image=...")
+            why = f" ({self._samples_problem})" if self._samples_problem else ""
+            raise ValueError(f"no image given and no sample images available{why}; pass image=...")
         return next(iter(self._samples.values()))
 
     def _prepare_image(self, source: Any, name: str) -> ImageInput:
@@ -585,21 +589,24 @@ class Explorer(ipw.VBox):
         self._closed = True
         for link in getattr(self, "_links", []):
             link.unlink()
+        if getattr(self, "controller", None) is None:
+            return  # construction failed before anything was started
         self.controller.close()
         for widget in (self.canvas, self.grid, self.panel, self.scores_view, self.layer_select, self.status):
             widget.close()
         super().close()
 
 
-def _zoo_samples() -> dict[str, Any]:
+def _zoo_samples() -> tuple[dict[str, Any], str]:
+    """The zoo's sample images, or none and the reason (the explorer works without them)."""
     try:
         from cnnwidgets.zoo import samples  # type: ignore[attr-defined]
     except ImportError:
-        return {}
+        return {}, "cnnwidgets.zoo.samples is not available"
     try:
-        return dict(samples())
-    except Exception:  # noqa: BLE001 - samples are a convenience; the explorer works without them
-        return {}
+        return dict(samples()), ""
+    except Exception as exc:  # noqa: BLE001 - reported when an image is actually needed
+        return {}, f"the shipped samples could not be loaded: {type(exc).__name__}: {exc}"
 
 
 def explore(model: Any = None, image: Any = None, **options: Any) -> Explorer:
