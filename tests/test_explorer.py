@@ -488,7 +488,9 @@ def test_draft_layouts_fit_the_pixel_budget_and_keep_the_screen_size():
     assert draft_width == width >= final.width
     assert cache.get((64, 56, 56), None) == (final, width)  # cached
     small, small_width = cache.get((8, 4, 4), None)
-    assert small.width * (small_width // small.width) == small_width and small_width // small.width >= 2
+    assert small_width == 8 * small.width  # enlarged at most 8 times
+    square, square_width = cache.get((16, 64, 64), None)
+    assert square.width == 261 and square_width == round(261 * 440 / 261)  # fills the box height
 
 
 def test_image_of_another_size_updates_layer_shapes():

@@ -123,7 +123,7 @@ class LayoutCache:
     """Mosaic layouts: choosing one is O(C) and the answer for a (shape, order) never changes.
 
     A layout is rendered at one pixel per unit (``scale`` 1; ``shrink`` > 1 only when even that
-    does not fit ``max_width x max_height``) and enlarged on screen by an integer factor.
+    does not fit ``max_width x max_height``) and enlarged on screen to fill that box.
     Draft layouts (while dragging) shrink further until the mosaic has at most
     ``draft_pixels`` pixels, and are shown at the same on-screen size as the final one.
     """
@@ -150,8 +150,10 @@ class LayoutCache:
             found = (layout, width)
         else:
             layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, max_scale=1, order=order)
-            enlarge = max(1, min(8, int(min(self.max_width / layout.width, self.max_height / layout.height))))
-            found = (layout, layout.width * enlarge)
+            # the browser enlarges the mosaic to fill the box (by a fractional factor: an integer
+            # one leaves small layers tiny, e.g. 16 maps of 64x64 would stay at 261 px)
+            enlarge = max(1.0, min(8.0, self.max_width / layout.width, self.max_height / layout.height))
+            found = (layout, round(layout.width * enlarge))
         self._layouts[key] = found
         return found
 

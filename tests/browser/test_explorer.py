@@ -38,7 +38,7 @@ def run_explorer_checks(nb) -> None:
     height, width = state["size"]
     scale = state["scale"]
     x, y, w, h = state["box"]
-    nb.screenshot("explorer", nb.widget(".cnnw-explorer"), docs=True)
+    nb.screenshot("explorer-start", nb.widget(".cnnw-explorer"))
 
     # ---- drag the occluder with real mouse events: grab its centre, move it left and down
     occluder = nb.widget(".cnnw-explorer .cnnw-occluder")
@@ -143,11 +143,12 @@ def run_explorer_checks(nb) -> None:
     status = kernel.eval("dict(message=explorer.status.message, error=explorer.status.is_error, "
                          "errors=explorer.stats['errors'])")
     assert not status["error"] and status["errors"] == 0, status
-    nb.screenshot("explorer-after", nb.widget(".cnnw-explorer"), docs=False)
+    # the README's picture: after a drag, a deeper layer, a clicked channel and its hover text
+    nb.screenshot("explorer", nb.widget(".cnnw-explorer"), docs=True)
 
 
 @pytest.mark.browser
 def test_tour_explorer_follows_mouse_and_clicks(open_notebook):
-    nb = open_notebook(TOUR, viewport=(1400, 1000))
+    nb = open_notebook(TOUR, viewport=(1400, 1500))  # tall enough to hold the whole explorer
     nb.run_all_and_wait(timeout=240)
     run_explorer_checks(nb)
