@@ -128,7 +128,7 @@ class LayoutCache:
     ``draft_pixels`` pixels, and are shown at the same on-screen size as the final one.
     """
 
-    def __init__(self, max_width: int = 720, max_height: int = 440, draft_pixels: int = 120_000) -> None:
+    def __init__(self, max_width: int = 720, max_height: int = 440, draft_pixels: int = 65_536) -> None:
         self.max_width = max_width
         self.max_height = max_height
         self.draft_pixels = draft_pixels
