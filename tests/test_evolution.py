@@ -138,14 +138,14 @@ def test_projection_choices_and_errors():
     assert patches_only.result().frame("relu2", 0, 0).projection is None
     seen = []
 
-    def projector(probe, x, layer, channel, units):
-        seen.append((layer, channel, tuple(units[0].tolist())))
+    def projector(probe, x, layer, channels, units):
+        seen.append((layer, channels.tolist(), tuple(units[0].tolist())))
         return torch.full_like(x, 2.0)
 
     custom = FeatureEvolutionRecorder(model, images, {"relu2": [3]}, projection=projector, epochs=None)
     custom.record(0)
     frame = custom.result().frame("relu2", 3, 0)
-    assert seen == [("relu2", 3, frame.unit)] and np.all(frame.projection[:, frame.valid] == 2.0)
+    assert seen == [("relu2", [3], frame.unit)] and np.all(frame.projection[:, frame.valid] == 2.0)
     assert PAPER_EPOCHS == (1, 2, 5, 10, 20, 30, 40, 64)
     with pytest.raises(KeyError, match="Did you mean"):
         FeatureEvolutionRecorder(model, images, {"relu3": 2})

@@ -251,6 +251,23 @@ def test_receptive_field_box_contains_the_deconvnet_projection_support():
     assert whole == Box(0, 0, 16, 16)
 
 
+def test_batched_projector_equals_project_channel_image_by_image():
+    from cnnwidgets.methods.gradients import project_channel
+    from cnnwidgets.methods.topk import deconvnet_projector
+
+    model = small_net()
+    x, _ = data(3)
+    with Probe(model) as probe:
+        for layer, units in (("4", [[0, 0], [5, 2], [7, 7]]), ("9", [[0, 0]] * 3)):
+            channels = torch.tensor([1, 4, 1])
+            together = deconvnet_projector(probe, x, layer, channels, torch.tensor(units))
+            for n in range(3):
+                alone = project_channel(probe, x[n:n + 1], layer, int(channels[n]), unit=tuple(units[n]))
+                torch.testing.assert_close(together[n:n + 1], alone, rtol=1e-5, atol=1e-7)
+        with pytest.raises(ValueError, match="outside"):
+            deconvnet_projector(probe, x[:1], "4", torch.tensor([0]), torch.tensor([[8, 0]]))
+
+
 def test_patches_and_projections_follow_the_entries():
     model = small_net()
     x, _ = data(20)
@@ -269,12 +286,12 @@ def test_patches_and_projections_follow_the_entries():
     assert topk.projections(model, "4", 1, projection="patch") is None
     calls = []
 
-    def fake(probe, images, layer, channel, units):
-        calls.append((layer, channel, units.clone()))
+    def fake(probe, images, layer, channels, units):
+        calls.append((layer, channels.tolist(), units.clone()))
         return torch.ones_like(images)
 
     custom = topk.projections(model, "4", 1, projection=fake)
-    assert calls and calls[0][0] == "4" and calls[0][2].tolist() == [[e.row, e.col] for e in entries]
+    assert calls and calls[0][:2] == ("4", [1] * len(entries)) and calls[0][2].tolist() == [[e.row, e.col] for e in entries]
     assert all(torch.all(p.pixels[:, p.valid] == 1) for p in custom)
     with pytest.raises(ValueError, match="weights differ"):
         other = small_net()

@@ -296,16 +296,19 @@ class FeatureEvolutionRecorder:
         for name, channels in self.channels.items():
             values, image, row, col = best[name]
             info = self.layer_infos[name]
+            projected = None
+            if self.projector is not None:  # one pass projects every recorded channel of the layer
+                sources = self.images[image].to(self.probe.device)
+                units = torch.stack([row, col], dim=1)
+                chosen = torch.tensor(channels, dtype=torch.long)
+                projected = self.projector(self.probe, sources, name, chosen, units).detach().cpu()
             for i, channel in enumerate(channels):
                 n, r, c = int(image[i]), int(row[i]), int(col[i])
                 box = receptive_field_box(info, r, c, size)
                 patch = crop_receptive_field(self.images[n], box)
                 projection = None
-                if self.projector is not None:
-                    source = self.images[n:n + 1].to(self.probe.device)
-                    units = torch.tensor([[r, c]], dtype=torch.long)
-                    projected = self.projector(self.probe, source, name, channel, units).detach().cpu()[0]
-                    projection = crop_receptive_field(projected, box).pixels.numpy().astype(np.float32)
+                if projected is not None:
+                    projection = crop_receptive_field(projected[i], box).pixels.numpy().astype(np.float32)
                 frames[(name, channel)] = EvolutionFrame(
                     epoch=epoch, layer=name, channel=channel, value=float(values[i]), image_index=n, unit=(r, c),
                     box=box, patch=patch.pixels.numpy().astype(np.float32), projection=projection,
