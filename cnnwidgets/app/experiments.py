@@ -205,7 +205,7 @@ class TopKController:
         self._owned = isinstance(model_or_probe, nn.Module)
         self.probe = Probe(model_or_probe) if isinstance(model_or_probe, nn.Module) else model_or_probe
         self.projection, self.images, self.denormalize, self.tile = projection, images, denormalize, tile
-        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, str]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, str, bool]] = OrderedDict()
         self._cache_size = cache
         self.view = view if view is not None else TopKView()
         self.view.layers = [name for name in topk.layers if name in topk.values]
@@ -222,8 +222,8 @@ class TopKController:
         self.view.num_channels = self.topk.num_channels(self.view.layer)
         self.update()
 
-    def render(self, layer: str, channel: int) -> tuple[np.ndarray, str]:
-        """The ``uint8`` mosaic and the caption of one channel (cached)."""
+    def render(self, layer: str, channel: int) -> tuple[np.ndarray, str, bool]:
+        """The ``uint8`` mosaic, the caption and whether projections are shown, for one channel (cached)."""
         key = (layer, channel)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -240,7 +240,7 @@ class TopKController:
             "<details><summary>entries</summary><table><tr><th>#</th><th>activation</th><th>image</th>"
             f"<th>unit</th><th>label</th></tr>{rows}</table></details>"
         )
-        self._cache[key] = (mosaic, caption)
+        self._cache[key] = (mosaic, caption, proj is not None)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return mosaic, caption
@@ -251,12 +251,12 @@ class TopKController:
         if view.layer is None:
             return
         try:
-            mosaic, caption = self.render(view.layer, view.channel)
+            mosaic, caption, projected = self.render(view.layer, view.channel)
         except (KeyError, IndexError, ValueError, RuntimeError) as exc:
             view.show_error(str(exc.args[0]) if exc.args else str(exc))
             return
         view.caption = caption
-        left = "projections | patches" if mosaic.shape[1] > mosaic.shape[0] * 1.5 else "patches"
+        left = "projections (left) and patches (right)" if projected else "patches"
         view.show_image(
             mosaic,
             f"{view.layer} channel {view.channel}: {left}, strongest first (row by row); "
