@@ -240,10 +240,11 @@ class TopKController:
             "<details><summary>entries</summary><table><tr><th>#</th><th>activation</th><th>image</th>"
             f"<th>unit</th><th>label</th></tr>{rows}</table></details>"
         )
-        self._cache[key] = (mosaic, caption, proj is not None)
+        entry = (mosaic, caption, proj is not None)
+        self._cache[key] = entry
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return mosaic, caption
+        return entry
 
     def update(self, change: Any = None) -> None:
         """Show the view's current channel."""
