@@ -107,7 +107,7 @@ def test_tinyvgg_koalas_table_boxes_and_view(shared_data):
     parts = {"left eye": [(15, 29, 25, 39), (11, 13, 21, 23)], "right eye": [(48, 29, 58, 39), (40, 16, 50, 26)],
              "nose": [(35, 37, 45, 47), (29, 25, 39, 35)]}
     result = correspondence(model, x[pick], parts, random_trials=5)
-    assert result.layers == ["relu_2_2"]  # TinyVGG has no hidden linear layer: last conv = penultimate
+    assert result.layers == ["relu_2_2", "pool_2"]  # last conv activation, the classifier's input
     for part in result.parts:
         assert 0 < result.mean[part]["relu_2_2"] < 1
     fig = plot_part_boxes(x[pick], parts, titles=[names[i] for i in pick])
