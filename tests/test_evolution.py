@@ -166,7 +166,7 @@ def test_live_view_follows_the_recorder_and_figure_has_the_paper_layout():
     images = torch.randn(6, 3, 16, 16)
     recorder = FeatureEvolutionRecorder(model, images, {"relu1": 2, "relu2": 3}, epochs=None)
     view = evolution_view(recorder)
-    assert view.epoch is None and "no epoch" in view.status
+    assert view.epoch is None and "nothing recorded" in view.status
     shapes = []
     for epoch in (1, 3, 6):
         with torch.no_grad():

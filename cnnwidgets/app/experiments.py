@@ -327,7 +327,8 @@ def plot_evolution(
     epochs = list(evolution.epochs if epochs is None else epochs)
     blocks = evolution_blocks(evolution, epochs, show=show, denormalize=denormalize)
     what = "projection of the strongest activation" if show == "projection" else "patch of the strongest activation"
-    return evolution_figure(blocks, epochs, evolution.channels, title=f"Feature evolution ({what})")
+    return evolution_figure(blocks, epochs, evolution.channels, title=f"Feature evolution ({what})",
+                            unit=evolution.unit)
 
 
 class EvolutionController:
@@ -355,6 +356,7 @@ class EvolutionController:
         self.evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
         self.denormalize, self.tile = denormalize, tile
         self.view = view if view is not None else EvolutionView()
+        self.view.unit = self.evolution.unit
         if self.recorder is not None and self.recorder.projector is None:
             self.view.show = "patch"
         self.view.observe(self.update, names=["epoch", "show"])
@@ -373,7 +375,7 @@ class EvolutionController:
         """Show the recorded epochs up to the chosen one."""
         view = self.view
         if view.epoch is None:
-            view.status = "no epoch recorded yet; call recorder.record(epoch) in the training loop"
+            view.status = f"nothing recorded yet; call recorder.record({self.evolution.unit}) in the training loop"
             return
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]
         try:
@@ -383,7 +385,7 @@ class EvolutionController:
             view.show_error(str(exc.args[0]) if exc.args else str(exc))
             return
         layers = ", ".join(f"{name}: ch {list(ch)}" for name, ch in self.evolution.channels.items())
-        view.show_image(mosaic, f"epochs {epochs} (columns); rows: {layers}")
+        view.show_image(mosaic, f"{self.evolution.unit}s {epochs} (columns); rows: {layers}")
 
     def close(self) -> None:
         """Stop listening to the recorder."""

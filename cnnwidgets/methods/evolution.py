@@ -82,14 +82,16 @@ class FeatureEvolution:
     """Everything a recorder stored: ``frames[(layer, channel)]`` is a list in epoch order.
 
     Attributes:
-        epochs: the recorded epochs, ascending.
+        epochs: the recorded epochs (or steps, see ``unit``), ascending.
         channels: ``{layer: [channel, ...]}`` in the order given.
         frames: ``{(layer, channel): [EvolutionFrame per recorded epoch]}``.
+        unit: what the recorded numbers count, ``"epoch"`` or ``"step"`` (for labels).
     """
 
     epochs: list[int] = field(default_factory=list)
     channels: dict[str, list[int]] = field(default_factory=dict)
     frames: dict[tuple[str, int], list[EvolutionFrame]] = field(default_factory=dict)
+    unit: str = "epoch"
 
     def frame(self, layer: str, channel: int, epoch: int) -> EvolutionFrame:
         """The frame of one channel at one recorded epoch.
@@ -142,6 +144,8 @@ class FeatureEvolutionRecorder:
         device: device of the private copy (``"auto"``, ``"cpu"``, ``"cuda"`` ...).
         batch_size: probe images per forward pass.
         on_record: called with ``(recorder, epoch)`` after each recording (live views use it).
+        unit: what the numbers passed to :meth:`record` count, for labels: ``"epoch"`` or
+            ``"step"`` (record after optimizer steps when a run has only a few epochs).
 
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
@@ -159,6 +163,7 @@ class FeatureEvolutionRecorder:
         device: str | torch.device = "auto",
         batch_size: int = 256,
         on_record: Callable[[FeatureEvolutionRecorder, int], None] | None = None,
+        unit: str = "epoch",
     ) -> None:
         if not isinstance(probe_images, torch.Tensor) or probe_images.dim() != 4 or probe_images.shape[0] == 0:
             raise ValueError(
@@ -195,7 +200,7 @@ class FeatureEvolutionRecorder:
         except BaseException:
             self.probe.close()
             raise
-        self.evolution = FeatureEvolution(channels=channels)
+        self.evolution = FeatureEvolution(channels=channels, unit=unit)
 
     # ------------------------------------------------------------------ API
     @property
