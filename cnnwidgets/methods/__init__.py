@@ -21,6 +21,14 @@ from cnnwidgets.methods.gradients import (
     saliency,
     strongest_unit,
 )
+from cnnwidgets.methods.occlusion import (
+    OcclusionResult,
+    TopClassProbability,
+    grid_to_pixel_attribution,
+    occlusion_map,
+    occlusion_top_class,
+    scan_order,
+)
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, OverlayFn
 from cnnwidgets.methods.summary import Summary, SummaryRow
 from cnnwidgets.methods.summary import summary as model_summary
@@ -30,6 +38,12 @@ __all__ = [
     "OVERLAY_INPUTS",
     "ActMaxResult",
     "FunctionalReluWarning",
+    "OcclusionResult",
+    "TopClassProbability",
+    "grid_to_pixel_attribution",
+    "occlusion_map",
+    "occlusion_top_class",
+    "scan_order",
     "OverlayFn",
     "cam",
     "deconvnet",
