@@ -432,9 +432,8 @@ class _LayerRunner:
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None]:
         layer = self.target.layer
-        # grad=True is the probe's uncached path: occluded batches are used once, and caching
-        # them would evict the user's cached activations. Nothing requires grad, so no graph is built.
-        activation = self.probe.capture(batch, [layer], grad=True)[layer]
+        # Occluded batches are used once; caching them would evict the user's cached activations.
+        activation = self.probe.capture(batch, [layer], cache=False)[layer]
         with torch.no_grad():
             scores = self.target(activation)
         return scores.detach(), None
