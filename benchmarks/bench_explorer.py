@@ -61,9 +61,14 @@ def alternate(first, second, repeat: int) -> tuple[float, float]:
 
 
 def rss_mb() -> float:
-    import psutil
+    """Resident memory of this process in MiB (psutil if installed, else /proc on Linux)."""
+    try:
+        import psutil
 
-    return psutil.Process(os.getpid()).memory_info().rss / 2**20
+        return psutil.Process(os.getpid()).memory_info().rss / 2**20
+    except ImportError:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # ---------------------------------------------------------------------- models

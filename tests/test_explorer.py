@@ -206,6 +206,13 @@ def test_occluder_switch_and_size(ex):
     assert ex.canvas.box == ex.box
 
 
+def test_hover_reported_by_the_browser_gives_the_channel_statistics(ex):
+    assert ex.hover_text == ""
+    ex.grid.hover = 2  # what the browser reports while the pointer is over tile 2
+    stats = R.channel_stats(ex.activations)
+    assert ex.hover_text == stats.describe(2)
+
+
 def test_grid_click_and_score_pick(ex):
     x, y, w, h = ex.grid.grid.tile_rect(7)
     assert ex.grid.click(x + w // 2, y + h // 2) == 7

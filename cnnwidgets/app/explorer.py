@@ -564,6 +564,12 @@ class Explorer(ipw.VBox):
         return self._current()[0].panel
 
     @property
+    def hover_text(self) -> str:
+        """The statistics line of the tile under the pointer in the browser ("" when none)."""
+        channel = self.grid.hover
+        return self.grid.describe(channel) if channel >= 0 else ""
+
+    @property
     def shown_state(self) -> ExplorerState:
         """The state of the frame on screen (it equals :meth:`state` once idle)."""
         return self._current()[1]
