@@ -332,41 +332,16 @@ def test_iter_batches_groups_single_images_and_keeps_integer_labels():
 
 
 # ---------------------------------------------------------------------------- real models
-class TinyVGG(nn.Module):
-    """CNN Explainer's TinyVGG (64x64 RGB in [0, 1], 10 classes), see shared/data/README.md."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv_1_1, self.relu_1_1 = nn.Conv2d(3, 10, 3), nn.ReLU()
-        self.conv_1_2, self.relu_1_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
-        self.pool_1 = nn.MaxPool2d(2)
-        self.conv_2_1, self.relu_2_1 = nn.Conv2d(10, 10, 3), nn.ReLU()
-        self.conv_2_2, self.relu_2_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
-        self.pool_2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.output = nn.Linear(10 * 13 * 13, 10)
-
-    def forward(self, x):
-        x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
-        x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
-        return self.output(self.flatten(x))
-
-
-TINYVGG_PREFIXES = ["boat", "bug", "pizza", "pepper", "bus", "koala", "espresso", "panda", "orange", "car"]
-
-
 def tinyvgg_and_images(shared_data) -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[str]]:
-    """The trained TinyVGG, its 20 photos (64x64, in [0, 1]), their labels and file stems."""
-    from PIL import Image
+    """The trained TinyVGG (from the zoo), its 20 photos preprocessed, their labels and file stems."""
+    from cnnwidgets.zoo.tinyvgg import load_tinyvgg
 
     folder = shared_data / "tinyvgg-cnn-explainer"
-    model = TinyVGG()
-    model.load_state_dict(torch.load(folder / "tinyvgg_state_dict.pth", weights_only=True, map_location="cpu"))
+    bundle = load_tinyvgg(folder)
     paths = sorted((folder / "images").glob("*.jpeg"))
-    images = [np.asarray(Image.open(p).convert("RGB").resize((64, 64)), dtype=np.float32) / 255.0 for p in paths]
-    labels = [TINYVGG_PREFIXES.index(p.stem.split("_")[0]) for p in paths]
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return model.eval(), x, torch.tensor(labels), [p.stem for p in paths]
+    prefixes = ["boat", "bug", "pizza", "pepper", "bus", "koala", "espresso", "panda", "orange", "car"]
+    labels = torch.tensor([prefixes.index(p.stem.split("_")[0]) for p in paths])
+    return bundle.model, bundle.batch([str(p) for p in paths]), labels, [p.stem for p in paths]
 
 
 def test_tinyvgg_topk_figure_and_view(shared_data):

@@ -247,7 +247,7 @@ def correspondence(
                 probe.check_layer(name)
 
         def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            acts = probe.capture(x, names)
+            acts = probe.capture(x, names, cache=False)
             return {k: v.reshape(v.shape[0], -1).float().cpu() for k, v in acts.items()}
 
         reference = features(images)

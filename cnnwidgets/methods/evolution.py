@@ -275,7 +275,7 @@ class FeatureEvolutionRecorder:
         best: dict[str, tuple[torch.Tensor, ...]] = {}
         for start in range(0, self.images.shape[0], self.batch_size):
             batch = self.images[start:start + self.batch_size]
-            acts = self.probe.capture(batch, names)
+            acts = self.probe.capture(batch, names, cache=False)
             for name in names:
                 act = acts[name][:, self.channels[name]].float()
                 if act.dim() == 2:

@@ -197,7 +197,7 @@ class InvarianceResult:
 
 
 def _features(probe: Probe, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    acts = probe.capture(x, layers)
+    acts = probe.capture(x, layers, cache=False)
     feats = {name: act.reshape(act.shape[0], -1).to(torch.float64).cpu() for name, act in acts.items()}
     return feats, probe.logits(x).to(torch.float64).cpu()
 

@@ -482,7 +482,7 @@ class TopKActivations:
             )
         n = batch.shape[0]
         start = self.consumed
-        acts = probe.capture(batch, self.layers)
+        acts = probe.capture(batch, self.layers, cache=False)  # each batch is seen once
         label_row = (
             labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
         )
