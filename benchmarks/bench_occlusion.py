@@ -11,10 +11,14 @@ mean after normalisation), target = the top class's logit. In one run, per strid
 
 Usage::
 
-    python benchmarks/bench_occlusion.py                 # stride 16 (~1 min on 2 cores)
-    python benchmarks/bench_occlusion.py --stride8       # stride 16 and 8 (~4 min more)
+    python benchmarks/bench_occlusion.py                 # stride 16 (a few minutes on 2 quiet cores)
+    python benchmarks/bench_occlusion.py --stride8       # stride 16 and 8 (625 positions: ~4x longer)
+    python benchmarks/bench_occlusion.py --strides 8 --ppe 8 16   # stride 8 only, fewer Captum settings
     python benchmarks/bench_occlusion.py --ablation      # also: which engineering step helps
     python benchmarks/bench_occlusion.py --device cuda   # ours and Captum on a GPU
+
+The "CPU s" column is the process CPU time (all threads); with ``--threads 1`` it measures
+the work done and is the steadier number on a machine shared with other jobs.
 
 Timings are wall-clock, best of ``--repeats`` rounds (the variants alternate within a round,
 so a busy machine slows them alike). Numbers on a shared machine are indicative.
@@ -114,7 +118,8 @@ def run_ours(model, x, cls, stride, device, *, probe=None, batch_size=None, fold
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stride8", action="store_true", help="also run stride 8 (625 positions)")
-    parser.add_argument("--ppe", type=int, nargs="+", default=[1, 16, 32, 64], help="Captum perturbations_per_eval")
+    parser.add_argument("--strides", type=int, nargs="+", default=None, help="strides to run (default: 16)")
+    parser.add_argument("--ppe", type=int, nargs="+", default=[1, 8, 16, 32, 64], help="Captum perturbations_per_eval")
     parser.add_argument("--batch-size", type=int, default=None, help="our batch size (default: automatic)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds; the best time of each variant is kept")
@@ -133,7 +138,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"best of {args.repeats} round(s); preview = the {2**PREVIEW_LEVEL + 1}x{2**PREVIEW_LEVEL + 1} lattice spanning the image\n")
 
-    strides = [16, 8] if args.stride8 else [16]
+    strides = args.strides or ([16, 8] if args.stride8 else [16])
     warm_probe = Probe(model, device=device)  # as in the explorer: a probe that has seen the image
     for stride in strides:
         positions = ((SIZE - WINDOW) // stride + 1) ** 2
@@ -155,7 +160,8 @@ def main() -> None:
                 ablations = {
                     "ours, NCHW, no fold": dict(fold=False, channels_last=False),
                     "ours, channels_last, no fold": dict(fold=False),
-                    "ours, batch 8": dict(batch_size=8),
+                    "ours, batch 4": dict(batch_size=4),
+                    "ours, batch 16": dict(batch_size=16),
                     "ours, batch 32": dict(batch_size=32),
                     "ours, batch 64": dict(batch_size=64),
                 }

@@ -10,10 +10,16 @@ from cnnwidgets.core import (
     available_devices,
 )
 
+from cnnwidgets.app import Explorer, explore
+from cnnwidgets.core.images import load_image
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ChannelActivation",
+    "Explorer",
+    "explore",
+    "load_image",
     "ClassLogit",
     "ClassProbability",
     "LayerInfo",

@@ -138,14 +138,14 @@ def test_projection_choices_and_errors():
     assert patches_only.result().frame("relu2", 0, 0).projection is None
     seen = []
 
-    def projector(probe, x, layer, channel, units):
-        seen.append((layer, channel, tuple(units[0].tolist())))
+    def projector(probe, x, layer, channels, units):
+        seen.append((layer, channels.tolist(), tuple(units[0].tolist())))
         return torch.full_like(x, 2.0)
 
     custom = FeatureEvolutionRecorder(model, images, {"relu2": [3]}, projection=projector, epochs=None)
     custom.record(0)
     frame = custom.result().frame("relu2", 3, 0)
-    assert seen == [("relu2", 3, frame.unit)] and np.all(frame.projection[:, frame.valid] == 2.0)
+    assert seen == [("relu2", [3], frame.unit)] and np.all(frame.projection[:, frame.valid] == 2.0)
     assert PAPER_EPOCHS == (1, 2, 5, 10, 20, 30, 40, 64)
     with pytest.raises(KeyError, match="Did you mean"):
         FeatureEvolutionRecorder(model, images, {"relu3": 2})
@@ -166,7 +166,7 @@ def test_live_view_follows_the_recorder_and_figure_has_the_paper_layout():
     images = torch.randn(6, 3, 16, 16)
     recorder = FeatureEvolutionRecorder(model, images, {"relu1": 2, "relu2": 3}, epochs=None)
     view = evolution_view(recorder)
-    assert view.epoch is None and "no epoch" in view.status
+    assert view.epoch is None and "nothing recorded" in view.status
     shapes = []
     for epoch in (1, 3, 6):
         with torch.no_grad():
@@ -188,3 +188,27 @@ def test_live_view_follows_the_recorder_and_figure_has_the_paper_layout():
     view.controller.close()
     recorder.record(10)
     assert view.epochs == [1, 3, 6, 9]  # a closed controller no longer listens
+
+
+def test_tinyvgg_fine_tuning_with_the_recorder(shared_data):
+    from cnnwidgets.app.experiments import plot_evolution
+    from tests.test_topk import tinyvgg_and_images
+
+    model, x, labels, _ = tinyvgg_and_images(shared_data)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    recorder = FeatureEvolutionRecorder(model, x, {"relu_1_1": 4, "relu_2_2": 4}, epochs=[0, 3])
+    recorder.record(0)
+    for step in range(1, 4):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+        recorder.record(step)
+    evolution = recorder.result()
+    assert evolution.epochs == [0, 3]
+    changed = [evolution.frame("relu_2_2", c, 0).value != evolution.frame("relu_2_2", c, 3).value
+               for c in recorder.channels["relu_2_2"]]
+    assert any(changed), "the recorder must see the weights after the optimizer steps"
+    assert model.training
+    fig = plot_evolution(recorder)
+    assert len(fig.axes) == 2

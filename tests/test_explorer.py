@@ -206,6 +206,13 @@ def test_occluder_switch_and_size(ex):
     assert ex.canvas.box == ex.box
 
 
+def test_hover_reported_by_the_browser_gives_the_channel_statistics(ex):
+    assert ex.hover_text == ""
+    ex.grid.hover = 2  # what the browser reports while the pointer is over tile 2
+    stats = R.channel_stats(ex.activations)
+    assert ex.hover_text == stats.describe(2)
+
+
 def test_grid_click_and_score_pick(ex):
     x, y, w, h = ex.grid.grid.tile_rect(7)
     assert ex.grid.click(x + w // 2, y + h // 2) == 7
@@ -252,7 +259,7 @@ def test_image_picker_switches_image(ex):
 def test_bad_upload_reaches_status_line_and_widget_keeps_working(ex):
     image_id = ex._image_id
     ex.picker.add_upload("notes.txt", b"this is not an image")
-    assert ex.status.is_error and "notes.txt" in ex.status.message and "not a readable image" in ex.status.message
+    assert ex.status.is_error and "notes.txt" in ex.status.message and "not an image file" in ex.status.message
     assert ex._image_id == image_id
     ex.box = (0, 0, 8, 8)
     assert not ex.status.is_error and ex.shown_state.box == (0, 0, 8, 8)
@@ -314,26 +321,6 @@ def test_bad_values_are_rejected_with_clear_messages(ex):
 
 
 # ---------------------------------------------------------------- no backlog
-def test_burst_of_200_moves_computes_at_most_a_couple_and_ends_exactly_on_the_last():
-    ex = make(Tiny(delay=0.2).eval(), box=(0, 0, 8, 8), background=True)
-    try:
-        assert ex.wait_idle(60)
-        before = ex.stats
-        for i in range(1, 201):
-            ex.box = (i % 24, (3 * i) % 24, 8, 8)
-        last = ex.box
-        assert ex.wait_idle(60)
-        after = ex.stats
-        assert after["requests"] - before["requests"] == 200
-        assert after["computes"] - before["computes"] <= 2
-        assert after["skipped"] - before["skipped"] >= 198
-        assert ex.shown_state.box == last == (200 % 24, 600 % 24, 8, 8)
-        ref = reference_outputs(ex.probe.model, occluded_input(ex), [ex.layer])[ex.layer][0].numpy()
-        np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
-    finally:
-        ex.close()
-
-
 class Gate:
     """Lets a test hold the worker inside a forward pass (class-level: the probe deep-copies models)."""
 
@@ -369,6 +356,26 @@ def gated():
     for _ in range(10):
         Gate.tokens.release()
     ex.close()
+
+
+def test_burst_of_200_moves_computes_at_most_a_couple_and_ends_exactly_on_the_last(gated):
+    ex, shown = gated
+    before = ex.stats
+    ex.box = (1, 3, 8, 8)
+    assert Gate.entered.acquire(timeout=30)  # the first move is being computed (held there)
+    for i in range(2, 201):  # the other 199 moves arrive meanwhile, as a fast drag delivers them
+        ex.box = (i % 24, (3 * i) % 24, 8, 8)
+    last = ex.box
+    ex.probe.model.gated = False
+    Gate.tokens.release()
+    assert ex.wait_idle(60)
+    after = ex.stats
+    assert after["requests"] - before["requests"] == 200
+    assert after["computes"] - before["computes"] == 2  # the first move and the last, nothing between
+    assert after["skipped"] - before["skipped"] == 198
+    assert ex.shown_state.box == last == (200 % 24, 600 % 24, 8, 8)
+    ref = reference_outputs(ex.probe.model, occluded_input(ex), [ex.layer])[ex.layer][0].numpy()
+    np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_submit_never_waits_for_the_worker(gated):
@@ -472,7 +479,7 @@ def test_explore_on_a_module_with_an_image():
     ex = explore(Tiny().eval(), image(3), input_size=(3, SIZE, SIZE), samples={}, background=False)
     try:
         assert ex.image == "your image" and ex.picker.names == ["your image"]
-        assert ex.box is None and ex.activations.shape == (16, 16, 16)
+        assert ex.box == (12, 12, 8, 8) and ex.activations.shape == (16, 16, 16)  # a centred quarter-size box
     finally:
         ex.close()
 
@@ -488,4 +495,35 @@ def test_draft_layouts_fit_the_pixel_budget_and_keep_the_screen_size():
     assert draft_width == width >= final.width
     assert cache.get((64, 56, 56), None) == (final, width)  # cached
     small, small_width = cache.get((8, 4, 4), None)
-    assert small.width * (small_width // small.width) == small_width and small_width // small.width >= 2
+    assert small_width == 8 * small.width  # enlarged at most 8 times
+    square, square_width = cache.get((16, 64, 64), None)
+    assert square.width == 261 and square_width == round(261 * 440 / 261)  # fills the box height
+
+
+def test_image_of_another_size_updates_layer_shapes():
+    from PIL import Image
+
+    def keep_size(pil):
+        return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255).permute(2, 0, 1)
+
+    def back(x):
+        return x.clamp(0, 1).permute(1, 2, 0).numpy()
+
+    torch.manual_seed(0)
+    ex = Explorer(Tiny().eval(), image(0), preprocess=keep_size, denormalize=back, samples={}, background=False,
+                  box=(20, 20, 8, 8))
+    try:
+        assert ex.layers["features.3"].output_shape == (16, 16, 16)
+        ex.set_image(Image.fromarray(np.full((48, 40, 3), 200, np.uint8)))
+        assert ex.layers["features.3"].output_shape == (16, 24, 20)
+        assert ex.activations.shape == (16, 24, 20) and ex.input_image.shape == (48, 40, 3)
+        assert ex.box == (20, 20, 8, 8) and not ex.status.is_error
+        ex.box = (39, 47, 8, 8)
+        assert ex.box == (32, 40, 8, 8)  # clamped into the new size
+    finally:
+        ex.close()
+
+
+def test_no_image_and_no_samples_says_why():
+    with pytest.raises(ValueError, match="no image given and no sample images"):
+        Explorer(Tiny().eval(), None, input_size=(3, SIZE, SIZE), samples={}, background=False)

@@ -128,8 +128,8 @@ def test_tinyvgg_curves_figure_and_view(shared_data):
                                transforms={"translation": [-8, -4, 0, 4, 8], "rotation": [0, 30, 90, 180],
                                            "scale": [1.0, 1.4, 1.8]})
     with Probe(model, input_size=(3, 64, 64)) as probe:
-        assert default_feature_layers(probe) == {"first": "relu_1_1", "last_conv": "relu_2_2", "penultimate": "relu_2_2"}
-    assert result.layers == ["relu_1_1", "relu_2_2"]
+        assert default_feature_layers(probe) == {"first": "relu_1_1", "last_conv": "relu_2_2", "penultimate": "pool_2"}
+    assert result.layers == ["relu_1_1", "pool_2"]
     assert np.all(result.distances["translation"]["relu_1_1"][2] == 0)
     p0 = result.probabilities["rotation"][0]
     assert np.all((p0 > 0) & (p0 <= 1))

@@ -312,3 +312,16 @@ def test_sync_updates_the_private_copy_without_clearing_an_unchanged_cache():
             model[0].weight.mul_(2)
         probe.sync()
         assert torch.equal(probe.model[0].weight, model[0].weight)
+
+
+def test_uncached_capture_leaves_the_cache_alone():
+    model = chain()
+    x, other = torch.randn(1, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    with Probe(model, cache_size=1) as probe:
+        kept = probe.capture(x, "3")["3"]
+        once = probe.capture(other, "3", cache=False)["3"]
+        probe.reset_stats()
+        again = probe.capture(x, "3")["3"]
+        assert probe.stats.forwards == 0 and torch.equal(again, kept)
+        ref = reference_outputs(model, other, ["3"])["3"]
+    torch.testing.assert_close(once, ref, rtol=1e-5, atol=1e-5)

@@ -422,3 +422,14 @@ def test_jpeg_subsampling_is_smaller_for_colour_detail():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     assert len(R.encode_jpeg(img, 80, subsampling=True)) < len(R.encode_jpeg(img, 80))
+
+
+def test_feature_grid_stride_shrink_takes_every_nth_unit():
+    acts = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    layout = R.GridLayout(count=1, rows=1, cols=1, map_height=4, map_width=4, shrink=2, border=0)
+    img, _ = R.feature_grid(acts, mode="fixed", fixed=(0.0, 15.0), cmap="gray", layout=layout, shrink_mode="stride")
+    assert img[:, :, 0].tolist() == [[0, 34], [136, 170]]  # units (0,0) (0,2) (2,0) (2,2): 0, 2, 8, 10 of 15
+    img, _ = R.feature_grid(acts, mode="fixed", fixed=(0.0, 15.0), cmap="gray", layout=layout)
+    assert img[0, 0, 0] == 43  # mean of 0, 1, 4, 5 = 2.5 -> 42.5 -> 43
+    with pytest.raises(ValueError, match="shrink_mode"):
+        R.feature_grid(acts, layout=layout, shrink_mode="max")

@@ -251,6 +251,23 @@ def test_receptive_field_box_contains_the_deconvnet_projection_support():
     assert whole == Box(0, 0, 16, 16)
 
 
+def test_batched_projector_equals_project_channel_image_by_image():
+    from cnnwidgets.methods.gradients import project_channel
+    from cnnwidgets.methods.topk import deconvnet_projector
+
+    model = small_net()
+    x, _ = data(3)
+    with Probe(model) as probe:
+        for layer, units in (("4", [[0, 0], [5, 2], [7, 7]]), ("9", [[0, 0]] * 3)):
+            channels = torch.tensor([1, 4, 1])
+            together = deconvnet_projector(probe, x, layer, channels, torch.tensor(units))
+            for n in range(3):
+                alone = project_channel(probe, x[n:n + 1], layer, int(channels[n]), unit=tuple(units[n]))
+                torch.testing.assert_close(together[n:n + 1], alone, rtol=1e-5, atol=1e-7)
+        with pytest.raises(ValueError, match="outside"):
+            deconvnet_projector(probe, x[:1], "4", torch.tensor([0]), torch.tensor([[8, 0]]))
+
+
 def test_patches_and_projections_follow_the_entries():
     model = small_net()
     x, _ = data(20)
@@ -269,12 +286,12 @@ def test_patches_and_projections_follow_the_entries():
     assert topk.projections(model, "4", 1, projection="patch") is None
     calls = []
 
-    def fake(probe, images, layer, channel, units):
-        calls.append((layer, channel, units.clone()))
+    def fake(probe, images, layer, channels, units):
+        calls.append((layer, channels.tolist(), units.clone()))
         return torch.ones_like(images)
 
     custom = topk.projections(model, "4", 1, projection=fake)
-    assert calls and calls[0][0] == "4" and calls[0][2].tolist() == [[e.row, e.col] for e in entries]
+    assert calls and calls[0][:2] == ("4", [1] * len(entries)) and calls[0][2].tolist() == [[e.row, e.col] for e in entries]
     assert all(torch.all(p.pixels[:, p.valid] == 1) for p in custom)
     with pytest.raises(ValueError, match="weights differ"):
         other = small_net()
@@ -315,41 +332,16 @@ def test_iter_batches_groups_single_images_and_keeps_integer_labels():
 
 
 # ---------------------------------------------------------------------------- real models
-class TinyVGG(nn.Module):
-    """CNN Explainer's TinyVGG (64x64 RGB in [0, 1], 10 classes), see shared/data/README.md."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv_1_1, self.relu_1_1 = nn.Conv2d(3, 10, 3), nn.ReLU()
-        self.conv_1_2, self.relu_1_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
-        self.pool_1 = nn.MaxPool2d(2)
-        self.conv_2_1, self.relu_2_1 = nn.Conv2d(10, 10, 3), nn.ReLU()
-        self.conv_2_2, self.relu_2_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
-        self.pool_2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.output = nn.Linear(10 * 13 * 13, 10)
-
-    def forward(self, x):
-        x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
-        x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
-        return self.output(self.flatten(x))
-
-
-TINYVGG_PREFIXES = ["boat", "bug", "pizza", "pepper", "bus", "koala", "espresso", "panda", "orange", "car"]
-
-
 def tinyvgg_and_images(shared_data) -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[str]]:
-    """The trained TinyVGG, its 20 photos (64x64, in [0, 1]), their labels and file stems."""
-    from PIL import Image
+    """The trained TinyVGG (from the zoo), its 20 photos preprocessed, their labels and file stems."""
+    from cnnwidgets.zoo.tinyvgg import load_tinyvgg
 
     folder = shared_data / "tinyvgg-cnn-explainer"
-    model = TinyVGG()
-    model.load_state_dict(torch.load(folder / "tinyvgg_state_dict.pth", weights_only=True, map_location="cpu"))
+    bundle = load_tinyvgg(folder)
     paths = sorted((folder / "images").glob("*.jpeg"))
-    images = [np.asarray(Image.open(p).convert("RGB").resize((64, 64)), dtype=np.float32) / 255.0 for p in paths]
-    labels = [TINYVGG_PREFIXES.index(p.stem.split("_")[0]) for p in paths]
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return model.eval(), x, torch.tensor(labels), [p.stem for p in paths]
+    prefixes = ["boat", "bug", "pizza", "pepper", "bus", "koala", "espresso", "panda", "orange", "car"]
+    labels = torch.tensor([prefixes.index(p.stem.split("_")[0]) for p in paths])
+    return bundle.model, bundle.batch([str(p) for p in paths]), labels, [p.stem for p in paths]
 
 
 def test_tinyvgg_topk_figure_and_view(shared_data):

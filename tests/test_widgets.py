@@ -21,6 +21,10 @@ from cnnwidgets import widgets as W
 WIDGETS_DIR = Path(W.__file__).parent
 
 
+def png(height, width):
+    return R.encode_png(np.zeros((height, width, 3), np.uint8))
+
+
 def test_widgets_package_does_not_import_torch():
     for path in WIDGETS_DIR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -51,7 +55,7 @@ def test_clamp_box():
 
 def test_occluder_box_trait_is_validated_and_follows_image_size():
     canvas = W.OccluderCanvas()
-    canvas.set_image(np.zeros((32, 40, 3), np.uint8))
+    canvas.set_image(png(32, 40), "png", 40, 32)
     assert (canvas.image_width, canvas.image_height) == (40, 32)
     assert Image.open(io.BytesIO(canvas.image)).size == (40, 32)
     canvas.box = [35, 30, 10, 10]  # a list, as the browser sends it
@@ -63,7 +67,7 @@ def test_occluder_box_trait_is_validated_and_follows_image_size():
     with pytest.raises(traitlets.TraitError):
         canvas.box = (0, 0, 3)
     canvas.box = (30, 22, 10, 10)
-    canvas.set_image(np.zeros((16, 16, 3), np.uint8), "jpeg")
+    canvas.set_image(R.encode_jpeg(np.zeros((16, 16, 3), np.uint8)), "jpeg", 16, 16)
     assert canvas.box == (6, 6, 10, 10) and canvas.image_format == "jpeg"
 
 
@@ -174,12 +178,15 @@ def test_image_picker_upload_becomes_selected_entry():
 
 
 def test_controls_link_their_traits_to_child_widgets():
-    display = W.DisplayControls()
+    display = W.DisplayControls(norm_modes=R.NORM_MODES, colormaps=R.SEQUENTIAL)
     display.norm_buttons.value = "layer"
     display.sort_box.value = True
     assert display.norm == "layer" and display.sort
     display.cmap = "magma"
     assert display.cmap_dropdown.value == "magma"
+    with pytest.raises(traitlets.TraitError, match="accepted: viridis"):
+        display.cmap = "jet"
+    assert W.DisplayControls(norm_modes=("channel", "layer")).norm == "layer"
     occ = W.OccluderControls()
     occ.max_size = 20
     occ.size = 50

@@ -63,6 +63,7 @@ class Stats:
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    # one copy into (C, H, W) order (the probe may run channels-last); every later pass is then contiguous
     return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
 
 

@@ -205,7 +205,7 @@ class TopKController:
         self._owned = isinstance(model_or_probe, nn.Module)
         self.probe = Probe(model_or_probe) if isinstance(model_or_probe, nn.Module) else model_or_probe
         self.projection, self.images, self.denormalize, self.tile = projection, images, denormalize, tile
-        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, str]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, str, bool]] = OrderedDict()
         self._cache_size = cache
         self.view = view if view is not None else TopKView()
         self.view.layers = [name for name in topk.layers if name in topk.values]
@@ -222,8 +222,8 @@ class TopKController:
         self.view.num_channels = self.topk.num_channels(self.view.layer)
         self.update()
 
-    def render(self, layer: str, channel: int) -> tuple[np.ndarray, str]:
-        """The ``uint8`` mosaic and the caption of one channel (cached)."""
+    def render(self, layer: str, channel: int) -> tuple[np.ndarray, str, bool]:
+        """The ``uint8`` mosaic, the caption and whether projections are shown, for one channel (cached)."""
         key = (layer, channel)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -240,10 +240,11 @@ class TopKController:
             "<details><summary>entries</summary><table><tr><th>#</th><th>activation</th><th>image</th>"
             f"<th>unit</th><th>label</th></tr>{rows}</table></details>"
         )
-        self._cache[key] = (mosaic, caption)
+        entry = (mosaic, caption, proj is not None)
+        self._cache[key] = entry
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return mosaic, caption
+        return entry
 
     def update(self, change: Any = None) -> None:
         """Show the view's current channel."""
@@ -251,12 +252,12 @@ class TopKController:
         if view.layer is None:
             return
         try:
-            mosaic, caption = self.render(view.layer, view.channel)
+            mosaic, caption, projected = self.render(view.layer, view.channel)
         except (KeyError, IndexError, ValueError, RuntimeError) as exc:
             view.show_error(str(exc.args[0]) if exc.args else str(exc))
             return
         view.caption = caption
-        left = "projections | patches" if mosaic.shape[1] > mosaic.shape[0] * 1.5 else "patches"
+        left = "projections (left) and patches (right)" if projected else "patches"
         view.show_image(
             mosaic,
             f"{view.layer} channel {view.channel}: {left}, strongest first (row by row); "
@@ -326,7 +327,8 @@ def plot_evolution(
     epochs = list(evolution.epochs if epochs is None else epochs)
     blocks = evolution_blocks(evolution, epochs, show=show, denormalize=denormalize)
     what = "projection of the strongest activation" if show == "projection" else "patch of the strongest activation"
-    return evolution_figure(blocks, epochs, evolution.channels, title=f"Feature evolution ({what})")
+    return evolution_figure(blocks, epochs, evolution.channels, title=f"Feature evolution ({what})",
+                            unit=evolution.unit)
 
 
 class EvolutionController:
@@ -354,6 +356,7 @@ class EvolutionController:
         self.evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
         self.denormalize, self.tile = denormalize, tile
         self.view = view if view is not None else EvolutionView()
+        self.view.unit = self.evolution.unit
         if self.recorder is not None and self.recorder.projector is None:
             self.view.show = "patch"
         self.view.observe(self.update, names=["epoch", "show"])
@@ -372,7 +375,7 @@ class EvolutionController:
         """Show the recorded epochs up to the chosen one."""
         view = self.view
         if view.epoch is None:
-            view.status = "no epoch recorded yet; call recorder.record(epoch) in the training loop"
+            view.status = f"nothing recorded yet; call recorder.record({self.evolution.unit}) in the training loop"
             return
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]
         try:
@@ -382,7 +385,7 @@ class EvolutionController:
             view.show_error(str(exc.args[0]) if exc.args else str(exc))
             return
         layers = ", ".join(f"{name}: ch {list(ch)}" for name, ch in self.evolution.channels.items())
-        view.show_image(mosaic, f"epochs {epochs} (columns); rows: {layers}")
+        view.show_image(mosaic, f"{self.evolution.unit}s {epochs} (columns); rows: {layers}")
 
     def close(self) -> None:
         """Stop listening to the recorder."""

@@ -34,6 +34,7 @@ from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.render.colormaps import SEQUENTIAL
+from cnnwidgets.render.encode import encode_png
 from cnnwidgets.render.normalize import NORM_MODES
 from cnnwidgets.widgets import (
     FILLS,
@@ -114,7 +115,8 @@ class Explorer(ipw.VBox):
         samples: ``{name: image}`` offered by the image picker (default: the zoo's samples).
         layer: the first layer (default: :func:`default_layer`).
         channel: the first channel.
-        box: the first occluder box (x, y, w, h) in model-input pixels, or None.
+        box: the first occluder box (x, y, w, h) in model-input pixels; ``"center"`` (default):
+            a square of a quarter of the image's side in its centre; None: no occluder.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
         fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``.
         norm: grid normalisation, ``channel``, ``layer`` or ``fixed`` (the unoccluded range).
@@ -156,7 +158,7 @@ class Explorer(ipw.VBox):
         samples: Mapping[str, Any] | None = None,
         layer: str | None = None,
         channel: int = 0,
-        box: Sequence[int] | None = None,
+        box: Sequence[int] | None | str = "center",
         device: str = "auto",
         fill: str = "gray",
         norm: str = "fixed",
@@ -169,7 +171,10 @@ class Explorer(ipw.VBox):
         size = tuple(input_size or parts.get("input_size") or (3, 224, 224))
         self._preprocess = preprocess or parts.get("preprocess") or default_preprocess(size[1:])
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
-        self._samples: dict[str, Any] = dict(samples) if samples is not None else _zoo_samples()
+        self._samples_problem = ""
+        if samples is None:
+            samples, self._samples_problem = _zoo_samples()
+        self._samples: dict[str, Any] = dict(samples)
         if image is not None:
             self._samples = {_USER_IMAGE: image, **self._samples}
         self._images: OrderedDict[int, ImageInput] = OrderedDict()
@@ -206,6 +211,12 @@ class Explorer(ipw.VBox):
             self.layer = layer if layer is not None else default_layer(self._layers)
             self._fit_channel_to_layer()
             self.channel = channel
+            if isinstance(box, str):
+                if box != "center":
+                    raise ValueError(f"box must be (x, y, w, h), None or 'center', got {box!r}")
+                h, w = first.size
+                side = max(1, min(h, w) // 4)
+                box = ((w - side) // 2, (h - side) // 2, side, side)
             self.box = tuple(box) if box is not None else None
             self._wire()
         except BaseException:
@@ -221,20 +232,26 @@ class Explorer(ipw.VBox):
     # ------------------------------------------------------------------ images
     def _first_sample(self) -> Any:
         if not self._samples:
-            raise ValueError("no image given and no sample images available; pass image=...")
+            why = f" ({self._samples_problem})" if self._samples_problem else ""
+            raise ValueError(f"no image given and no sample images available{why}; pass image=...")
         return next(iter(self._samples.values()))
 
     def _prepare_image(self, source: Any, name: str) -> ImageInput:
         return ImageInput.prepare(source, self._preprocess, self._denormalize, name=name)
 
     def _use_image(self, prepared: ImageInput) -> None:
+        previous = self._images.get(self._image_id)
+        if previous is not None and previous.tensor.shape != prepared.tensor.shape:
+            # another input size (a preprocess that keeps the image's own size): shapes change
+            self._layers = dict(self.controller.probe.describe(tuple(prepared.tensor.shape[1:])))
+            self.layer_select.set_items(layer_items(self._layers))
         image_id = next(self._image_ids)
         self._images[image_id] = prepared
         while len(self._images) > 4:
             self._images.popitem(last=False)
         self._image_id = image_id
         h, w = prepared.size
-        self.canvas.set_image(prepared.display, "png")
+        self.canvas.set_image(encode_png(prepared.display), "png", w, h)
         self.canvas.fill_color = prepared.fill_color(self.fill)
         self.occluder_controls.max_size = min(h, w)
         if self.box is not None:
@@ -345,7 +362,7 @@ class Explorer(ipw.VBox):
         self.layer_select = GroupedSelect(description="layer")
         self.layer_select.set_items(layer_items(self._layers))
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
-        self.display_controls = DisplayControls()
+        self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
         self.occluder_controls.size = self.canvas.default_size
         devices = available_devices()
@@ -547,6 +564,12 @@ class Explorer(ipw.VBox):
         return self._current()[0].panel
 
     @property
+    def hover_text(self) -> str:
+        """The statistics line of the tile under the pointer in the browser ("" when none)."""
+        channel = self.grid.hover
+        return self.grid.describe(channel) if channel >= 0 else ""
+
+    @property
     def shown_state(self) -> ExplorerState:
         """The state of the frame on screen (it equals :meth:`state` once idle)."""
         return self._current()[1]
@@ -572,21 +595,24 @@ class Explorer(ipw.VBox):
         self._closed = True
         for link in getattr(self, "_links", []):
             link.unlink()
+        if getattr(self, "controller", None) is None:
+            return  # construction failed before anything was started
         self.controller.close()
         for widget in (self.canvas, self.grid, self.panel, self.scores_view, self.layer_select, self.status):
             widget.close()
         super().close()
 
 
-def _zoo_samples() -> dict[str, Any]:
+def _zoo_samples() -> tuple[dict[str, Any], str]:
+    """The zoo's sample images, or none and the reason (the explorer works without them)."""
     try:
         from cnnwidgets.zoo import samples  # type: ignore[attr-defined]
     except ImportError:
-        return {}
+        return {}, "cnnwidgets.zoo.samples is not available"
     try:
-        return dict(samples())
-    except Exception:  # noqa: BLE001 - samples are a convenience; the explorer works without them
-        return {}
+        return dict(samples()), ""
+    except Exception as exc:  # noqa: BLE001 - reported when an image is actually needed
+        return {}, f"the shipped samples could not be loaded: {type(exc).__name__}: {exc}"
 
 
 def explore(model: Any = None, image: Any = None, **options: Any) -> Explorer:

@@ -88,7 +88,8 @@ class Frame:
         layout: its geometry.
         grid_bytes: the mosaic as sent to the browser.
         grid_display_width: width of the mosaic on screen, CSS pixels.
-        stats: per-channel statistics of the shown activations (hover text).
+        stats: per-channel statistics of the shown activations (hover text); None in drafts,
+            which keep the previous statistics on screen (nobody hovers the grid while dragging).
         panel: the selected channel (left) and its change caused by the occluder (right), uint8.
         panel_bytes: the panel as sent.
         panel_display_width: width of the panel on screen, CSS pixels.
@@ -102,7 +103,7 @@ class Frame:
     layout: GridLayout
     grid_bytes: bytes
     grid_display_width: int
-    stats: ChannelStats
+    stats: ChannelStats | None
     panel: np.ndarray
     panel_bytes: bytes
     panel_display_width: int
@@ -122,12 +123,12 @@ class LayoutCache:
     """Mosaic layouts: choosing one is O(C) and the answer for a (shape, order) never changes.
 
     A layout is rendered at one pixel per unit (``scale`` 1; ``shrink`` > 1 only when even that
-    does not fit ``max_width x max_height``) and enlarged on screen by an integer factor.
+    does not fit ``max_width x max_height``) and enlarged on screen to fill that box.
     Draft layouts (while dragging) shrink further until the mosaic has at most
     ``draft_pixels`` pixels, and are shown at the same on-screen size as the final one.
     """
 
-    def __init__(self, max_width: int = 720, max_height: int = 440, draft_pixels: int = 120_000) -> None:
+    def __init__(self, max_width: int = 720, max_height: int = 440, draft_pixels: int = 65_536) -> None:
         self.max_width = max_width
         self.max_height = max_height
         self.draft_pixels = draft_pixels
@@ -149,8 +150,10 @@ class LayoutCache:
             found = (layout, width)
         else:
             layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, max_scale=1, order=order)
-            enlarge = max(1, min(8, int(min(self.max_width / layout.width, self.max_height / layout.height))))
-            found = (layout, layout.width * enlarge)
+            # the browser enlarges the mosaic to fill the box (by a fractional factor: an integer
+            # one leaves small layers tiny, e.g. 16 maps of 64x64 would stay at 261 px)
+            enlarge = max(1.0, min(8.0, self.max_width / layout.width, self.max_height / layout.height))
+            found = (layout, round(layout.width * enlarge))
         self._layouts[key] = found
         return found
 
@@ -202,7 +205,8 @@ def render_frame(
 
     lo, hi = _ranges(req, acts, base)
     layout, grid_width = layouts.get(acts.shape, base.order if req.sort else None, req.draft)
-    grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout, marked=base.dead)
+    grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout, marked=base.dead,
+                             shrink_mode="stride" if req.draft else "mean")
     grid_bytes = R.encode_jpeg(grid, quality, subsampling=req.draft)
 
     ch = req.channel
@@ -219,8 +223,8 @@ def render_frame(
     right = R.channel_image(diff, size, cmap="RdBu_r", jump=geometry.jump, start=geometry.start)
     factor = max(1, round(panel_size / max(size)))
     if box is not None:
-        left = R.draw_rect(left, box, color=BOX_COLOR)
-        right = R.draw_rect(right, box, color=(40, 40, 40))
+        left = R.draw_rect(left, box, color=BOX_COLOR, copy=False)
+        right = R.draw_rect(right, box, color=(40, 40, 40), copy=False)
     panel = R.hstack([left, right], gap=max(1, 8 // factor))
     panel_bytes = R.encode_jpeg(panel, quality, subsampling=req.draft)
 
@@ -232,7 +236,7 @@ def render_frame(
         layout=layout,
         grid_bytes=grid_bytes,
         grid_display_width=grid_width,
-        stats=computed.stats,
+        stats=None if req.draft else computed.stats,
         panel=panel,
         panel_bytes=panel_bytes,
         panel_display_width=panel.shape[1] * factor,

@@ -50,9 +50,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_pil(image: Any) -> Image.Image:
-    """Turn a path, bytes, PIL image, uint8/float array (H, W[, C]) or (C, H, W) tensor into an RGB PIL image.
+    """Turn a path, bytes, PIL image, array or tensor into an RGB PIL image.
 
-    Uses :func:`cnnwidgets.load_image` when available (it documents the conversion rules).
+    Uses :func:`cnnwidgets.core.images.load_image` (one documented rule for every source:
+    EXIF orientation, transparency over white, 16-bit, size limits) when this installation
+    has it; otherwise a plain conversion: PIL decodes files and bytes, uint8 or [0, 1] float
+    arrays (H, W[, 3|4]) and tensors (3, H, W) are converted directly.
 
     Raises:
         TypeError: for an unsupported type.
@@ -60,23 +63,18 @@ def to_pil(image: Any) -> Image.Image:
     """
     try:
         from cnnwidgets.core.images import load_image  # type: ignore[import-not-found]
-    except ImportError:  # image loading lives in core; a plain fallback keeps the explorer usable
+    except ImportError:
         load_image = None
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        try:
-            pil = Image.open(io.BytesIO(bytes(image)))
-            pil.load()
-        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-            raise ValueError(f"not a readable image file ({type(exc).__name__}: {exc}); use PNG or JPEG") from exc
-        image = pil
-    if load_image is not None and not isinstance(image, Image.Image):
+    if load_image is not None:
         return load_image(image)
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        image = io.BytesIO(bytes(image))
+    if isinstance(image, (str, Path, io.IOBase)):
         try:
             pil = Image.open(image)
             pil.load()
-        except OSError as exc:
-            raise ValueError(f"cannot read image {str(image)!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+            raise ValueError(f"not an image file PIL can read ({type(exc).__name__}: {exc})") from exc
         image = pil
     if isinstance(image, Image.Image):
         return image.convert("RGB")

@@ -391,7 +391,7 @@ class Probe:
             self._cache.clear()
 
     def capture(
-        self, x: torch.Tensor, layers: str | Iterable[str], *, grad: bool = False
+        self, x: torch.Tensor, layers: str | Iterable[str], *, grad: bool = False, cache: bool = True
     ) -> dict[str, torch.Tensor]:
         """Outputs of ``layers`` for the batch ``x``, running only the needed prefix.
 
@@ -401,6 +401,8 @@ class Probe:
             grad: ``False`` (default): no autograd, results are cached per (input, layer) and
                 must be treated as read-only. ``True``: results stay attached to the autograd
                 graph (``x`` may require grad) and nothing is cached.
+            cache: with ``grad=False``, whether to keep the results. Pass ``False`` for batches used
+                once (occluded copies, dataset scans) so they do not evict what a view still shows.
 
         Returns:
             ``{name: tensor}`` on :attr:`device`, in the order requested.
@@ -424,6 +426,9 @@ class Probe:
             if grad:
                 wanted = {i.name: i.calls for i in infos}
                 return self._forward(self._to_model_input(x), wanted, grad=True, stop=True)[0]
+            if not cache:
+                wanted = {i.name: i.calls for i in infos}  # the cache is not consulted: no hit, no miss
+                return self._forward(self._to_model_input(x), wanted, grad=False, stop=True)[0]
             entry = self._lookup(x)
             missing = {i.name: i.calls for i in infos if entry is None or i.name not in entry.layers}
             self.stats.cache_hits += len(names) - len(missing)

@@ -8,14 +8,54 @@ from the top-level package::
 """
 
 from cnnwidgets.methods.actmax import ActMaxResult, maximize_activation
+from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer
+from cnnwidgets.methods.cam import upsample as upsample_cam
 from cnnwidgets.methods.dead import DeadChannels, dead_channels
 from cnnwidgets.methods.kernels import Kernels, conv_layer_names
 from cnnwidgets.methods.kernels import kernels as kernel_weights
+from cnnwidgets.methods.gradients import (
+    FunctionalReluWarning,
+    deconvnet,
+    guided_backprop,
+    project_channel,
+    saliency,
+    strongest_unit,
+)
+from cnnwidgets.methods.occlusion import (
+    OcclusionResult,
+    TopClassProbability,
+    grid_to_pixel_attribution,
+    occlusion_map,
+    occlusion_top_class,
+    scan_order,
+)
+from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, OverlayFn
 from cnnwidgets.methods.summary import Summary, SummaryRow
 from cnnwidgets.methods.summary import summary as model_summary
 
 __all__ = [
+    "OVERLAYS",
+    "OVERLAY_INPUTS",
     "ActMaxResult",
+    "FunctionalReluWarning",
+    "OcclusionResult",
+    "TopClassProbability",
+    "grid_to_pixel_attribution",
+    "occlusion_map",
+    "occlusion_top_class",
+    "scan_order",
+    "OverlayFn",
+    "cam",
+    "deconvnet",
+    "grad_cam",
+    "grad_cam_pp",
+    "guided_backprop",
+    "layer_gradient",
+    "nearest_conv_layer",
+    "project_channel",
+    "saliency",
+    "strongest_unit",
+    "upsample_cam",
     "DeadChannels",
     "Kernels",
     "Summary",

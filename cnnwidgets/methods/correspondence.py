@@ -199,7 +199,7 @@ def correspondence(
         images: preprocessed (N, C, H, W), N >= 2 images of one class (the paper: 5 dogs).
         parts: ``{part name: one (x0, y0, x1, y1) box per image}``.
         layers: layer names; ``None``: the counterparts of the paper's layers 5 and 7 (last
-            convolution's activation and the penultimate layer, see
+            convolution's activation and the classifier's input, see
             :func:`~cnnwidgets.methods.invariance.default_feature_layers`).
         random_trials: random-occlusion draws for the control (0: no control). Trial ``t``
             uses, in image ``i``, the size of the box of part ``t mod P`` in image ``i``.
@@ -247,7 +247,7 @@ def correspondence(
                 probe.check_layer(name)
 
         def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            acts = probe.capture(x, names)
+            acts = probe.capture(x, names, cache=False)
             return {k: v.reshape(v.shape[0], -1).float().cpu() for k, v in acts.items()}
 
         reference = features(images)

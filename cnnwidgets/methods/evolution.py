@@ -82,14 +82,16 @@ class FeatureEvolution:
     """Everything a recorder stored: ``frames[(layer, channel)]`` is a list in epoch order.
 
     Attributes:
-        epochs: the recorded epochs, ascending.
+        epochs: the recorded epochs (or steps, see ``unit``), ascending.
         channels: ``{layer: [channel, ...]}`` in the order given.
         frames: ``{(layer, channel): [EvolutionFrame per recorded epoch]}``.
+        unit: what the recorded numbers count, ``"epoch"`` or ``"step"`` (for labels).
     """
 
     epochs: list[int] = field(default_factory=list)
     channels: dict[str, list[int]] = field(default_factory=dict)
     frames: dict[tuple[str, int], list[EvolutionFrame]] = field(default_factory=dict)
+    unit: str = "epoch"
 
     def frame(self, layer: str, channel: int, epoch: int) -> EvolutionFrame:
         """The frame of one channel at one recorded epoch.
@@ -142,6 +144,8 @@ class FeatureEvolutionRecorder:
         device: device of the private copy (``"auto"``, ``"cpu"``, ``"cuda"`` ...).
         batch_size: probe images per forward pass.
         on_record: called with ``(recorder, epoch)`` after each recording (live views use it).
+        unit: what the numbers passed to :meth:`record` count, for labels: ``"epoch"`` or
+            ``"step"`` (record after optimizer steps when a run has only a few epochs).
 
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
@@ -159,6 +163,7 @@ class FeatureEvolutionRecorder:
         device: str | torch.device = "auto",
         batch_size: int = 256,
         on_record: Callable[[FeatureEvolutionRecorder, int], None] | None = None,
+        unit: str = "epoch",
     ) -> None:
         if not isinstance(probe_images, torch.Tensor) or probe_images.dim() != 4 or probe_images.shape[0] == 0:
             raise ValueError(
@@ -195,7 +200,7 @@ class FeatureEvolutionRecorder:
         except BaseException:
             self.probe.close()
             raise
-        self.evolution = FeatureEvolution(channels=channels)
+        self.evolution = FeatureEvolution(channels=channels, unit=unit)
 
     # ------------------------------------------------------------------ API
     @property
@@ -270,7 +275,7 @@ class FeatureEvolutionRecorder:
         best: dict[str, tuple[torch.Tensor, ...]] = {}
         for start in range(0, self.images.shape[0], self.batch_size):
             batch = self.images[start:start + self.batch_size]
-            acts = self.probe.capture(batch, names)
+            acts = self.probe.capture(batch, names, cache=False)
             for name in names:
                 act = acts[name][:, self.channels[name]].float()
                 if act.dim() == 2:
@@ -296,16 +301,19 @@ class FeatureEvolutionRecorder:
         for name, channels in self.channels.items():
             values, image, row, col = best[name]
             info = self.layer_infos[name]
+            projected = None
+            if self.projector is not None:  # one pass projects every recorded channel of the layer
+                sources = self.images[image].to(self.probe.device)
+                units = torch.stack([row, col], dim=1)
+                chosen = torch.tensor(channels, dtype=torch.long)
+                projected = self.projector(self.probe, sources, name, chosen, units).detach().cpu()
             for i, channel in enumerate(channels):
                 n, r, c = int(image[i]), int(row[i]), int(col[i])
                 box = receptive_field_box(info, r, c, size)
                 patch = crop_receptive_field(self.images[n], box)
                 projection = None
-                if self.projector is not None:
-                    source = self.images[n:n + 1].to(self.probe.device)
-                    units = torch.tensor([[r, c]], dtype=torch.long)
-                    projected = self.projector(self.probe, source, name, channel, units).detach().cpu()[0]
-                    projection = crop_receptive_field(projected, box).pixels.numpy().astype(np.float32)
+                if projected is not None:
+                    projection = crop_receptive_field(projected[i], box).pixels.numpy().astype(np.float32)
                 frames[(name, channel)] = EvolutionFrame(
                     epoch=epoch, layer=name, channel=channel, value=float(values[i]), image_index=n, unit=(r, c),
                     box=box, patch=patch.pixels.numpy().astype(np.float32), projection=projection,

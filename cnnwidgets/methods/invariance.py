@@ -114,6 +114,7 @@ def default_ranges(height: int) -> dict[str, np.ndarray]:
 
 
 _ACTIVATIONS = ("ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Tanh", "Sigmoid", "ReLU6", "Hardswish", "PReLU")
+_RESHAPES = ("Flatten", "Unflatten", "Identity", "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout")
 
 
 def default_feature_layers(probe: Probe) -> dict[str, str]:
@@ -121,8 +122,11 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
 
     Returns:
         ``{"first": ..., "last_conv": ..., "penultimate": ...}``: the first convolution's
-        activation (or the convolution itself), the last convolution's activation, and the
-        last linear layer or activation before the output layer (else the last spatial layer).
+        activation (or the convolution itself; normalisation layers in between are skipped),
+        the last convolution's activation, and the feature vector the output layer
+        classifies - the last module before the output layer that is not a reshape
+        (``Flatten``), ``Dropout`` or ``Identity``; the paper's fc7 in a network with hidden
+        linear layers, the global pooling in one without.
 
     Raises:
         ValueError: for a model without a convolution.
@@ -141,12 +145,7 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
         return leaves[index].name
 
     first, last_conv = activation_after(convs[0]), activation_after(convs[-1])
-    penultimate = next(
-        (i.name for i in reversed(leaves[:-1]) if i.type == "Linear" or i.type in _ACTIVATIONS), None
-    )
-    if penultimate is None:
-        spatial = [i.name for i in leaves[:-1] if i.is_spatial]
-        penultimate = spatial[-1] if spatial else last_conv
+    penultimate = next((i.name for i in reversed(leaves[:-1]) if i.type not in _RESHAPES), last_conv)
     return {"first": first, "last_conv": last_conv, "penultimate": penultimate}
 
 
@@ -198,7 +197,7 @@ class InvarianceResult:
 
 
 def _features(probe: Probe, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    acts = probe.capture(x, layers)
+    acts = probe.capture(x, layers, cache=False)
     feats = {name: act.reshape(act.shape[0], -1).to(torch.float64).cpu() for name, act in acts.items()}
     return feats, probe.logits(x).to(torch.float64).cpu()
 
@@ -225,7 +224,7 @@ def invariance_curves(
         images: preprocessed (N, C, H, W); the paper uses 5 images.
         labels: true class per image; ``None``: the prediction on the untransformed image.
         layers: layer names; ``None``: the paper's "layer 1" and "layer 7" counterparts (see
-            :func:`default_feature_layers`: first conv activation, penultimate layer).
+            :func:`default_feature_layers`: first conv activation, the classifier's input).
         transforms: ``{kind: values}``, or kinds with default ranges; ``None``: all three with
             the defaults of :func:`default_ranges`.
         normalize: divide each distance by ``||phi_L(x_n)||`` (0 where that norm is 0).

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 from cnnwidgets.methods._fold import inference_copy
 
@@ -114,7 +114,8 @@ class OcclusionResult:
         target: the target that was evaluated.
         done: number of computed positions.
         preview_ready: whether the coarse lattice (:data:`PREVIEW_LEVEL`) is computed, i.e. the
-            partial map already covers the whole image coarsely.
+            partial map already covers the whole image coarsely (for ``order="raster"``: only
+            once every position is).
         cancelled: the scan was stopped before every position was computed.
     """
 
@@ -431,9 +432,8 @@ class _LayerRunner:
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None]:
         layer = self.target.layer
-        # grad=True is the probe's uncached path: occluded batches are used once, and caching
-        # them would evict the user's cached activations. Nothing requires grad, so no graph is built.
-        activation = self.probe.capture(batch, [layer], grad=True)[layer]
+        # Occluded batches are used once; caching them would evict the user's cached activations.
+        activation = self.probe.capture(batch, [layer], cache=False)[layer]
         with torch.no_grad():
             scores = self.target(activation)
         return scores.detach(), None
@@ -458,6 +458,7 @@ def _fast_model(
     Returns the copy and, when it was just built and checked, its output for ``x`` (so the
     caller need not run it again).
     """
+    probe.sync()
     key = _copy_key(probe)
     with _FAST_COPIES_LOCK:
         cached = _FAST_COPIES.get(probe, {}).get(fold)
@@ -493,11 +494,23 @@ def _fast_model(
     return model, check
 
 
-def _auto_batch_size(device: torch.device, image_numel: int) -> int:
-    # About 2.5M input values per batch on CPU (16 images at 3x224x224): large enough to keep the
-    # cores busy, small enough to stay in cache-friendly territory and to stream often.
-    budget = 2_500_000 if device.type == "cpu" else 20_000_000
-    return int(min(256, max(1, budget // max(1, image_numel))))
+# Largest activation tensor (all images of a batch) we let a CPU batch create. glibc serves
+# blocks above its mmap threshold (at most 32 MiB on 64-bit) with fresh pages that the kernel
+# must fault in and zero on every batch; below it, freed activations are reused. Measured on
+# resnet18 at 224x224: batches of 9 (28 MiB stem output) fault no pages, batches of 16 spend
+# about 5 ms per image in page faults (~8 % of the forward).
+_CPU_TENSOR_BYTES = 28 * 2**20
+
+
+def _auto_batch_size(probe: Probe, image: torch.Tensor) -> int:
+    """Images per forward pass: bounded by the largest activation on CPU, by count on GPUs."""
+    if probe.device.type != "cpu":
+        return int(min(128, max(1, 20_000_000 // image[0].numel())))
+    largest = image[0].numel()
+    for info in probe.layers.values():  # described at this image size by the unoccluded run
+        if info.output_shape:
+            largest = max(largest, int(np.prod(info.output_shape)))
+    return int(min(64, max(1, _CPU_TENSOR_BYTES // (largest * image.element_size()))))
 
 
 def _cancel_check(cancel: Cancel | None) -> Callable[[], bool]:
@@ -555,26 +568,17 @@ def _scan(
     cancelled = _cancel_check(cancel)
     target = resolve_target(target)
 
-    if isinstance(model_or_probe, Probe):
-        if device is not None:
-            raise ValueError(
-                f"device applies only when a model is passed; this Probe computes on {model_or_probe.device} "
-                "(switch it with probe.to(device))"
-            )
-        probe, owned = model_or_probe, False
-    elif isinstance(model_or_probe, nn.Module):
-        probe, owned = Probe(model_or_probe, device="auto" if device is None else device), True
-    else:
-        raise TypeError(f"model_or_probe must be a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
-    try:
+    if isinstance(model_or_probe, Probe) and device is not None:
+        raise ValueError(
+            f"device applies only when a model is passed; this Probe computes on {model_or_probe.device} "
+            "(switch it with probe.to(device))"
+        )
+    with probe_scope(model_or_probe, device="auto" if device is None else device) as probe:
         return _scan_with_probe(
             probe, x, target, rows=rows, cols=cols, window=window, stride=stride, fill=fill,
             batch_size=batch_size, progress=progress, order=order, callback=callback,
             cancelled=cancelled, fold_batchnorm=fold_batchnorm,
         )
-    finally:
-        if owned:
-            probe.close()
 
 
 def _scan_with_probe(
@@ -620,7 +624,7 @@ def _scan_with_probe(
     total = len(positions)
     preview_count = int((levels <= PREVIEW_LEVEL).sum()) if order == "coarse_first" else total
     corners = positions * np.array(stride)
-    size = batch_size or _auto_batch_size(probe.device, image[0].numel())
+    size = batch_size or _auto_batch_size(probe, image)
     plan = _batches(total, int(size), preview_count)
 
     grid = np.full((rows, cols), np.nan, dtype=np.float32)
@@ -711,8 +715,10 @@ def occlusion_map(
             (C,) (e.g. a colour in normalised space), a tensor of shape (C, 1, 1), (C, H, W) or
             (1, C, H, W) (the window then shows that image, e.g. a blurred copy), or a callable
             ``fill(x) -> tensor`` of one of those shapes, called once with a copy of x.
-        batch_size: occluded images per forward pass; ``None`` picks one from the device and the
-            image size (16 for 3x224x224 on CPU). The map does not depend on it.
+        batch_size: occluded images per forward pass; ``None`` picks one: on CPU the largest that
+            keeps every activation tensor under 28 MiB, which the allocator then reuses instead
+            of mapping fresh pages per batch (9 for resnet18 at 224x224), at most 64; on GPUs up
+            to 128. The map does not depend on it.
         progress: show a tqdm progress bar (``tqdm.auto``: a widget in notebooks).
         order: ``"coarse_first"`` (default, see :func:`scan_order`) or ``"raster"``.
         callback: called after every batch with a snapshot :class:`OcclusionResult` (unfilled
@@ -724,12 +730,18 @@ def occlusion_map(
         fold_batchnorm: for targets on the model output, run a private copy in which eval-mode
             batch norm is folded into the preceding convolution and private activations run
             in place (same output up to float rounding, checked once against the probe's copy;
-            faster). ``False`` runs an unmodified copy.
+            faster). ``False`` runs an unmodified copy. Either copy is kept with the probe
+            (rebuilt when the model changes), so repeated maps do not pay for it again.
 
     Returns:
         :class:`OcclusionResult` (grid, unoccluded score, per-position top class for output
         targets, window, stride ...). Use :meth:`OcclusionResult.pixel_attribution` for Captum's
         per-pixel convention and :mod:`cnnwidgets.render.occlusion` to draw it.
+
+    Example:
+        >>> result = occlusion_map(model, x, ClassProbability(281), window=32, stride=8)
+        >>> from cnnwidgets.render.occlusion import occlusion_overlay
+        >>> rgb = occlusion_overlay(result.grid, image, window=result.window, stride=result.stride)
 
     Raises:
         TypeError: x is not a tensor, the target is not a class index or target callable, or

@@ -82,10 +82,12 @@ __all__ = [
 
 _FORMAT = "cnnwidgets.topk/1"
 
-Projector = Callable[[Probe, torch.Tensor, str, int, torch.Tensor], torch.Tensor]
-"""``fn(probe, images (N, C, H, W), layer, channel, units (N, 2) long) -> (N, C, H, W)``.
+Projector = Callable[[Probe, torch.Tensor, str, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``fn(probe, images (N, C, H, W), layer, channels (N,) long, units (N, 2) long) -> (N, C, H, W)``.
 
-Projects the activation of ``channel`` at unit ``units[n]`` of image ``n`` to pixel space.
+Projects, for each image ``n``, the activation of channel ``channels[n]`` at unit
+``units[n] = (row, col)`` of ``layer`` to pixel space (rows are independent, so one call
+can project different channels of one layer at once).
 """
 
 
@@ -182,24 +184,43 @@ def crop_receptive_field(image: torch.Tensor, box: Box, fill: float = 0.0) -> Pa
 
 # ---------------------------------------------------------------------------- projections
 def deconvnet_projector(
-    probe: Probe, images: torch.Tensor, layer: str, channel: int, units: torch.Tensor
+    probe: Probe, images: torch.Tensor, layer: str, channels: torch.Tensor, units: torch.Tensor
 ) -> torch.Tensor:
-    """Deconvnet projection (Zeiler & Fergus 2014, section 2.1) of one unit per image.
+    """Deconvnet projection (Zeiler & Fergus 2014, section 2.1) of one unit per image, in one pass.
 
-    Uses :func:`cnnwidgets.methods.gradients.project_channel`; images that share a unit
-    position are projected in one batch.
+    The same projection as :func:`cnnwidgets.methods.gradients.project_channel` with a
+    ``(row, col)`` unit: the signal at ``layer`` is ``max(a, 0)`` at unit
+    ``(channels[n], units[n])`` of image ``n`` and zero elsewhere, sent down with the
+    deconvnet rules (unpooling through the max-pool switches, ReLU on the signal,
+    transposed filters): ``P = D^T R``. All images go through one forward and one backward
+    pass, whatever channels they project. For a (C,) layer ``units`` is ignored.
 
     Returns:
         (N, C, H, W) signed projections, float32 on ``images``' device.
-    """
-    from cnnwidgets.methods.gradients import project_channel
 
-    out = torch.zeros(images.shape, dtype=torch.float32, device=images.device)
-    units = units.to(torch.long).cpu()
-    for row, col in {(int(r), int(c)) for r, c in units.tolist()}:
-        index = ((units[:, 0] == row) & (units[:, 1] == col)).nonzero().flatten()
-        out[index.to(images.device)] = project_channel(probe, images[index.to(images.device)], layer, channel, unit=(row, col))
-    return out
+    Raises:
+        ValueError: for a layer whose output is not (C,) or (C, H, W), or a unit outside the map.
+    """
+    from cnnwidgets.methods.gradients import input_leaf, relu_rule
+
+    leaf = input_leaf(probe, images)
+    with relu_rule(probe.model, "deconvnet", method="deconvnet projection"):
+        activation = probe.capture(leaf, [layer], grad=True)[layer]
+        n = torch.arange(images.shape[0], device=activation.device)
+        channel = channels.to(device=activation.device, dtype=torch.long)
+        seed = torch.zeros_like(activation)
+        if activation.dim() == 2:
+            seed[n, channel] = activation.detach()[n, channel].clamp(min=0)
+        elif activation.dim() == 4:
+            rows, cols = units.to(device=activation.device, dtype=torch.long).unbind(dim=1)
+            height, width = activation.shape[2:]
+            if rows.min() < 0 or rows.max() >= height or cols.min() < 0 or cols.max() >= width:
+                raise ValueError(f"a unit lies outside the {height}x{width} map of layer {layer!r}")
+            seed[n, channel, rows, cols] = activation.detach()[n, channel, rows, cols].clamp(min=0)
+        else:
+            raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; expected (C,) or (C, H, W)")
+        (grad,) = torch.autograd.grad(activation, leaf, grad_outputs=seed)
+    return grad.detach().to(images.device)
 
 
 def default_projector() -> Projector | None:
@@ -461,7 +482,7 @@ class TopKActivations:
             )
         n = batch.shape[0]
         start = self.consumed
-        acts = probe.capture(batch, self.layers)
+        acts = probe.capture(batch, self.layers, cache=False)  # each batch is seen once
         label_row = (
             labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
         )
@@ -641,7 +662,8 @@ class TopKActivations:
             if self.fingerprint is not None and model_fingerprint(probe.model) != self.fingerprint:
                 raise ValueError("the model's weights differ from the ones the scan was made with")
             units = torch.tensor([[e.row, e.col] for e in entries], dtype=torch.long)
-            projected = projector(probe, sources.to(probe.device), layer, channel, units).detach().cpu()
+            channels = torch.full((len(entries),), channel, dtype=torch.long)
+            projected = projector(probe, sources.to(probe.device), layer, channels, units).detach().cpu()
         return [crop_receptive_field(p, self.box(layer, e), 0.0) for p, e in zip(projected, entries)]
 
     # ---------------------------------------------------------------- disk

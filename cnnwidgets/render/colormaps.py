@@ -83,11 +83,13 @@ def apply_colormap(
     """
     lut = get_lut(name)
     values = np.asarray(values, dtype=np.float32)
-    nan = np.isnan(values)
-    index = np.clip(np.nan_to_num(values, nan=0.0) * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
-    out = lut[index]
-    if nan.any():
-        out[nan] = np.asarray(nan_color, dtype=np.uint8)
+    index = values * np.float32(255.0)
+    index += np.float32(0.5)
+    # fmax/fmin (not clip) send NaN to 0 without a warning; NaN is looked for only if present
+    np.fmin(np.fmax(index, 0.0, out=index), 255.0, out=index)
+    out = np.take(lut, index.astype(np.uint8), axis=0)
+    if not np.isfinite(values.sum()):
+        out[np.isnan(values)] = np.asarray(nan_color, dtype=np.uint8)
     return out
 
 

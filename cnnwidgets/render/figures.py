@@ -262,6 +262,7 @@ def evolution_figure(
     *,
     title: str | None = "Feature evolution during training",
     cell_inches: float = 0.7,
+    unit: str = "epoch",
 ) -> Figure:
     """Fig. 4 of the paper: a block per layer, a row per feature map, a column per epoch.
 
@@ -270,6 +271,7 @@ def evolution_figure(
             strongest activation, or patches).
         epochs: the column labels.
         channels: ``{layer: channel indices}`` for the row labels.
+        unit: what the column labels count (``"epoch"``, ``"step"``).
         title: figure title.
         cell_inches: size of one cell.
 
@@ -303,7 +305,7 @@ def evolution_figure(
         for spine in ax.spines.values():
             spine.set_visible(False)
         ax.set_title(f"{layer}", fontsize=9, loc="left")
-    axes[-1].set_xlabel("epoch", fontsize=8)
+    axes[-1].set_xlabel(unit, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

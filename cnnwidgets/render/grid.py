@@ -322,6 +322,7 @@ def feature_grid(
     max_width: int = 720,
     max_height: int = 480,
     border: int = 1,
+    shrink_mode: str = "mean",
 ) -> tuple[np.ndarray, GridLayout]:
     """Normalise, colour and tile a (C, H, W) activation stack into one RGB image.
 
@@ -337,6 +338,8 @@ def feature_grid(
         max_width: passed to :func:`grid_layout`.
         max_height: passed to :func:`grid_layout`.
         border: passed to :func:`grid_layout`.
+        shrink_mode: how a layout with ``shrink > 1`` reduces the maps: ``"mean"`` of each
+            block, or ``"stride"`` (every ``shrink``-th unit: nearly free, for previews).
 
     Returns:
         ``(image, layout)``: uint8 (H', W', 3) and the geometry to map pixels to channels.
@@ -357,7 +360,12 @@ def feature_grid(
         )
     lo, hi = value_ranges(acts, mode, fixed=fixed)
     if layout.shrink > 1:
-        acts = downscale(acts, layout.shrink)
+        if shrink_mode == "mean":
+            acts = downscale(acts, layout.shrink)
+        elif shrink_mode == "stride":
+            acts = acts[:, :: layout.shrink, :: layout.shrink]
+        else:
+            raise ValueError(f"shrink_mode must be 'mean' or 'stride', got {shrink_mode!r}")
     # colour indices are tiled first and looked up once: the lookup touches every pixel once
     index = quantize(acts, lo, hi)
     if layout.scale > 1:

@@ -57,10 +57,15 @@ def blend(image: np.ndarray, color: np.ndarray, alpha: float | np.ndarray) -> np
     alpha = np.asarray(alpha, dtype=np.float32)
     if alpha.size and (alpha.min() < 0 or alpha.max() > 1):
         raise ValueError("alpha must lie in [0, 1]")
-    if alpha.ndim == 2:
-        alpha = alpha[..., None]
-    out = image.astype(np.float32) * (1.0 - alpha) + color.astype(np.float32) * alpha
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    # integer arithmetic in 1/256 steps: (image * (256 - a) + color * a + 128) >> 8
+    weight = (alpha * 256.0 + 0.5).astype(np.uint16)
+    if weight.ndim == 2:
+        weight = weight[..., None]
+    out = image.astype(np.uint16) * (256 - weight)
+    out += color.astype(np.uint16) * weight
+    out += 128
+    out >>= 8
+    return out.astype(np.uint8)
 
 
 def overlay_heatmap(
@@ -115,9 +120,11 @@ def draw_rect(
     *,
     color: tuple[int, int, int] = (255, 255, 255),
     width: int = 1,
+    copy: bool = True,
 ) -> np.ndarray:
-    """Draw the outline of ``rect = (x, y, w, h)`` (clipped to the image) on a copy of ``image``."""
-    out = _check_rgb(image).copy()
+    """Draw the outline of ``rect = (x, y, w, h)`` (clipped to the image) on a copy of ``image``
+    (on ``image`` itself with ``copy=False``)."""
+    out = _check_rgb(image).copy() if copy else _check_rgb(image)
     x, y, w, h = (int(v) for v in rect)
     H, W = out.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
@@ -146,11 +153,16 @@ def hstack(
     height = max(im.shape[0] for im in images)
     width = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
     out = np.empty((height, width, 3), dtype=np.uint8)
-    out[...] = np.asarray(background, dtype=np.uint8)
+    color = np.asarray(background, dtype=np.uint8)
     x = 0
-    for im in images:
-        out[: im.shape[0], x : x + im.shape[1]] = im
-        x += im.shape[1] + gap
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        out[:h, x : x + w] = im
+        if h < height:
+            out[h:, x : x + w] = color
+        if i < len(images) - 1 and gap:
+            out[:, x + w : x + w + gap] = color
+        x += w + gap
     return out
 
 

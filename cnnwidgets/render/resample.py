@@ -65,18 +65,24 @@ def downscale(stack: np.ndarray, factor: int) -> np.ndarray:
     stack = np.asarray(stack, dtype=np.float32)
     if factor == 1:
         return stack
-    h, w = stack.shape[-2:]
-    if h % factor == 0 and w % factor == 0:
-        shape = stack.shape[:-2] + (h // factor, factor, w // factor, factor)
-        return stack.reshape(shape).mean(axis=(-3, -1))
-    out_h, out_w = -(-h // factor), -(-w // factor)
-    pad = ((0, 0),) * (stack.ndim - 2) + ((0, out_h * factor - h), (0, out_w * factor - w))
-    padded = np.pad(stack, pad)
-    ones = np.pad(np.ones((h, w), dtype=np.float32), pad[-2:])
-    shape = stack.shape[:-2] + (out_h, factor, out_w, factor)
-    sums = padded.reshape(shape).sum(axis=(-3, -1))
-    counts = ones.reshape(out_h, factor, out_w, factor).sum(axis=(1, 3))
-    return sums / counts
+    # sums of strided slices: f elementwise additions per axis, no slow reductions over small axes
+    return _block_mean(_block_mean(stack, factor, -1), factor, -2)
+
+
+def _block_mean(stack: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Mean over consecutive blocks of ``factor`` along ``axis`` (-1 or -2); a short last block averages what it has."""
+    n = stack.shape[axis]
+    out_n = -(-n // factor)
+    shape = list(stack.shape)
+    shape[axis] = out_n
+    out = np.zeros(shape, dtype=np.float32)
+    tail = (slice(None),) * (-1 - axis)  # the axes after `axis`
+    for k in range(min(factor, n)):
+        part = stack[(..., slice(k, None, factor), *tail)]
+        out[(..., slice(0, part.shape[axis]), *tail)] += part
+    counts = np.minimum(factor, n - factor * np.arange(out_n)).astype(np.float32)
+    out /= counts.reshape((out_n,) + (1,) * len(tail))
+    return out
 
 
 def _axis_weights(n_in: int, n_out: int, mode: str, positions: np.ndarray | None = None):

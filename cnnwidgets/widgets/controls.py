@@ -7,45 +7,57 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.render.colormaps import SEQUENTIAL
-from cnnwidgets.render.normalize import NORM_MODES
-
 __all__ = ["FILLS", "DisplayControls", "OccluderControls"]
 
 FILLS: tuple[str, ...] = ("gray", "mean", "black", "blur", "noise")
 """Occluder fills: mid-gray, the image's mean colour, black, a blurred copy, fixed random noise."""
 
-_NORM_LABELS = {"channel": "per channel", "layer": "whole layer", "fixed": "fixed (unoccluded)"}
+NORM_LABELS = {"channel": "per channel", "layer": "whole layer", "fixed": "fixed (unoccluded)"}
+"""Button labels of the normalisation modes (see ``cnnwidgets.render.normalize``)."""
+
+_NORM_TOOLTIPS = {
+    "channel": "each channel stretched to its own range",
+    "layer": "one range for the whole layer",
+    "fixed": "each channel's range on the unoccluded image: occlusion changes stay visible",
+}
 _FILL_LABELS = {"gray": "gray", "mean": "image mean", "black": "black", "blur": "blur", "noise": "noise"}
 
 
 class DisplayControls(w.HBox):
     """How feature maps are drawn.
 
+    Args:
+        norm_modes: the normalisation modes offered (the renderer's names, e.g.
+            ``cnnwidgets.render.NORM_MODES``).
+        colormaps: the colormap names offered.
+
     Traits:
-        norm: normalisation mode, one of ``"channel"``, ``"layer"``, ``"fixed"`` (see
-            :mod:`cnnwidgets.render.normalize`).
-        cmap: sequential colormap name.
+        norm: normalisation mode, one of ``norm_modes``.
+        cmap: colormap name, one of ``colormaps``.
         sort: order the grid's channels by their mean activation on the unoccluded image.
         overlay: show the selected channel over the image.
     """
 
-    norm = t.Enum(NORM_MODES, default_value="fixed")
-    cmap = t.Enum(SEQUENTIAL, default_value="viridis")
+    norm = t.Unicode("fixed")
+    cmap = t.Unicode("viridis")
     sort = t.Bool(False)
     overlay = t.Bool(True)
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(
+        self,
+        norm_modes: Sequence[str] = ("channel", "layer", "fixed"),
+        colormaps: Sequence[str] = ("viridis", "magma", "gray"),
+        **kwargs,
+    ) -> None:
+        self._norm_modes = tuple(norm_modes)
+        self._colormaps = tuple(colormaps)
         self.norm_buttons = w.ToggleButtons(
-            options=[(_NORM_LABELS[m], m) for m in NORM_MODES],
-            tooltips=[
-                "each channel stretched to its own range",
-                "one range for the whole layer",
-                "each channel's range on the unoccluded image: occlusion changes stay visible",
-            ],
+            options=[(NORM_LABELS.get(m, m), m) for m in self._norm_modes],
+            tooltips=[_NORM_TOOLTIPS.get(m, m) for m in self._norm_modes],
             style={"button_width": "auto"},
         )
-        self.cmap_dropdown = w.Dropdown(options=list(SEQUENTIAL), description="colours", layout=w.Layout(width="170px"))
+        self.cmap_dropdown = w.Dropdown(options=list(self._colormaps), description="colours",
+                                        layout=w.Layout(width="170px"))
         self.sort_box = w.Checkbox(description="sort by activation", indent=False, layout=w.Layout(width="150px"))
         self.overlay_box = w.Checkbox(description="overlay on image", indent=False, layout=w.Layout(width="140px"))
         label = w.HTML("scale", layout=w.Layout(margin="0 6px 0 0"))
@@ -54,12 +66,30 @@ class DisplayControls(w.HBox):
             layout=w.Layout(align_items="center", flex_flow="row wrap"),
             **kwargs,
         )
+        if self.norm not in self._norm_modes:
+            self.norm = self._norm_modes[-1]
+        if self.cmap not in self._colormaps:
+            self.cmap = self._colormaps[0]
         self._links = [
             t.link((self, "norm"), (self.norm_buttons, "value")),
             t.link((self, "cmap"), (self.cmap_dropdown, "value")),
             t.link((self, "sort"), (self.sort_box, "value")),
             t.link((self, "overlay"), (self.overlay_box, "value")),
         ]
+
+    @t.validate("norm")
+    def _check_norm(self, proposal):
+        return _one_of(proposal["value"], getattr(self, "_norm_modes", None), "normalisation mode")
+
+    @t.validate("cmap")
+    def _check_cmap(self, proposal):
+        return _one_of(proposal["value"], getattr(self, "_colormaps", None), "colormap")
+
+
+def _one_of(value: str, options: Sequence[str] | None, what: str) -> str:
+    if options is not None and value not in options:
+        raise t.TraitError(f"unknown {what} {value!r}; accepted: {', '.join(options)}")
+    return value
 
 
 class OccluderControls(w.HBox):

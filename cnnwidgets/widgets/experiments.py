@@ -136,6 +136,7 @@ class EvolutionView(_Shows, widgets.VBox):
         epochs: the recorded epochs (grows while training runs).
         epoch: the chosen epoch; the mosaic shows the recorded epochs up to it.
         follow: move to each newly recorded epoch automatically.
+        unit: what the slider counts (``"epoch"`` or ``"step"``).
         show: ``"projection"`` or ``"patch"``.
         status, error: the status line.
     """
@@ -144,6 +145,7 @@ class EvolutionView(_Shows, widgets.VBox):
     epoch = traitlets.Int(None, allow_none=True)
     follow = traitlets.Bool(True)
     show = traitlets.Enum(("projection", "patch"), default_value="projection")
+    unit = traitlets.Unicode("epoch")
 
     def __init__(self, **kwargs) -> None:
         self._slider = widgets.IntSlider(value=0, min=0, max=0, description="epoch", readout=False,
@@ -156,6 +158,7 @@ class EvolutionView(_Shows, widgets.VBox):
         super().__init__(children=[controls, self._image, self._status], **kwargs)
         widgets.link((self._follow_box, "value"), (self, "follow"))
         widgets.link((self._show_menu, "value"), (self, "show"))
+        widgets.dlink((self, "unit"), (self._slider, "description"))
         self._slider.observe(self._from_slider, names="value")
 
     def _from_slider(self, change) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 
 import anywidget
-import numpy as np
 import traitlets as t
 
-from cnnwidgets.render.encode import encode_image
 from cnnwidgets.widgets._base import CSS, esm
 
 __all__ = ["OccluderCanvas", "clamp_box"]
@@ -82,15 +80,14 @@ class OccluderCanvas(anywidget.AnyWidget):
         if self.box is not None:
             self.box = clamp_box(self.box, self.image_width, self.image_height)
 
-    def set_image(self, image: np.ndarray, fmt: str = "png", *, quality: int = 92) -> None:
-        """Show a uint8 (H, W, 3) image; the box is kept and clamped to the new size.
+    def set_image(self, data: bytes, fmt: str, width: int, height: int) -> None:
+        """Show an encoded image of ``width x height`` pixels; the box is kept and clamped to it.
 
         Raises:
-            ValueError: for an image that cannot be encoded (see :func:`~cnnwidgets.render.encode_image`).
+            traitlets.TraitError: for a format other than ``"png"``/``"jpeg"`` or a size < 1.
         """
-        data = encode_image(image, fmt, quality=quality)
         with self.hold_sync():
             self.image_format = fmt
-            self.image = data
-            self.image_width = int(image.shape[1])
-            self.image_height = int(image.shape[0])
+            self.image = bytes(data)
+            self.image_width = int(width)
+            self.image_height = int(height)

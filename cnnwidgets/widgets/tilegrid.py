@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import anywidget
 import numpy as np
 import traitlets as t
 
-from cnnwidgets.render.grid import GridLayout
-from cnnwidgets.render.normalize import ChannelStats
 from cnnwidgets.widgets._base import CSS, esm
 
-__all__ = ["TileGrid"]
+__all__ = ["GridGeometry", "GridStats", "TileGrid"]
+
+
+class GridGeometry(Protocol):
+    """What the grid needs to know about a mosaic (``cnnwidgets.render.GridLayout`` is one)."""
+
+    width: int
+
+    def channel_at(self, x: float, y: float) -> int | None: ...
+
+    def tile_rect(self, channel: int) -> tuple[int, int, int, int]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class GridStats(Protocol):
+    """Per-channel statistics for the hover text (``cnnwidgets.render.ChannelStats`` is one)."""
+
+    def as_array(self) -> np.ndarray: ...
+
+    def describe(self, channel: int) -> str: ...
 
 
 class TileGrid(anywidget.AnyWidget):
@@ -42,11 +62,11 @@ class TileGrid(anywidget.AnyWidget):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._grid: GridLayout | None = None
-        self._stats: ChannelStats | None = None
+        self._grid: GridGeometry | None = None
+        self._stats: GridStats | None = None
 
     @property
-    def grid(self) -> GridLayout | None:
+    def grid(self) -> GridGeometry | None:
         """The geometry of the mosaic shown, or None before the first image."""
         return self._grid
 
@@ -54,17 +74,19 @@ class TileGrid(anywidget.AnyWidget):
         self,
         data: bytes,
         fmt: str,
-        grid: GridLayout,
-        stats: ChannelStats | None = None,
+        grid: GridGeometry,
+        stats: GridStats | None = None,
         *,
         display_width: int | None = None,
     ) -> None:
         """Show a new encoded mosaic with its geometry and statistics, in one message.
 
         ``display_width`` (CSS pixels) enlarges a mosaic rendered at one pixel per unit.
+        ``stats=None`` keeps the statistics already shown (cheap frames while dragging).
         """
         self._grid = grid
-        self._stats = stats
+        if stats is not None:
+            self._stats = stats
         with self.hold_sync():
             if display_width is not None and display_width != self.display_width:
                 self.display_width = int(display_width)
@@ -73,7 +95,8 @@ class TileGrid(anywidget.AnyWidget):
             layout = grid.to_dict()
             if layout != self.layout:
                 self.layout = layout
-            self.stats = b"" if stats is None else np.ascontiguousarray(stats.as_array(), dtype="<f4").tobytes()
+            if stats is not None:
+                self.stats = np.ascontiguousarray(stats.as_array(), dtype="<f4").tobytes()
 
     def channel_at(self, x: float, y: float) -> int | None:
         """The channel under mosaic pixel ``(x, y)`` (None on borders or before the first image)."""

@@ -38,7 +38,7 @@ def run_explorer_checks(nb) -> None:
     height, width = state["size"]
     scale = state["scale"]
     x, y, w, h = state["box"]
-    nb.screenshot("explorer", nb.widget(".cnnw-explorer"), docs=True)
+    nb.screenshot("explorer-start", nb.widget(".cnnw-explorer"))
 
     # ---- drag the occluder with real mouse events: grab its centre, move it left and down
     occluder = nb.widget(".cnnw-explorer .cnnw-occluder")
@@ -97,6 +97,20 @@ def run_explorer_checks(nb) -> None:
     assert kernel.eval("list(explorer.shown_state.box)") == storm["box"]
     assert last == [page_x, page_y - 10]
 
+    # ---- resize with the corner handle: the top-left corner stays, the size follows the pointer
+    handle = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-handle"))
+    hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    nb.page.mouse.move(hx, hy)
+    nb.page.mouse.down()
+    nb.page.mouse.move(hx + 3 * scale, hy + 2 * scale, steps=4)
+    nb.page.mouse.up()
+    resized = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)", lambda s: not s["dragging"])
+    sx, sy, sw, sh = storm["box"]
+    assert resized["box"][:2] == [sx, sy], (resized, storm)
+    assert abs(resized["box"][2] - (sw + 3)) <= 1 and abs(resized["box"][3] - (sh + 2)) <= 1, (resized, storm)
+    kernel.execute("assert explorer.wait_idle(120)")
+    assert kernel.eval("list(explorer.shown_state.box)") == resized["box"]
+
     # ---- pick a deeper layer in the grouped layer menu
     layers = kernel.eval("explorer.layer_select.options")
     deeper = layers[len(layers) // 2] if layers[len(layers) // 2] != state["layer"] else layers[-1]
@@ -129,11 +143,12 @@ def run_explorer_checks(nb) -> None:
     status = kernel.eval("dict(message=explorer.status.message, error=explorer.status.is_error, "
                          "errors=explorer.stats['errors'])")
     assert not status["error"] and status["errors"] == 0, status
-    nb.screenshot("explorer-after", nb.widget(".cnnw-explorer"), docs=False)
+    # the README's picture: after a drag, a deeper layer, a clicked channel and its hover text
+    nb.screenshot("explorer", nb.widget(".cnnw-explorer"), docs=True)
 
 
 @pytest.mark.browser
 def test_tour_explorer_follows_mouse_and_clicks(open_notebook):
-    nb = open_notebook(TOUR, viewport=(1400, 1000))
+    nb = open_notebook(TOUR, viewport=(1400, 1500))  # tall enough to hold the whole explorer
     nb.run_all_and_wait(timeout=240)
     run_explorer_checks(nb)

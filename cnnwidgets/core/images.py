@@ -1,0 +1,325 @@
+"""Turn whatever image a user has into one well-defined RGB picture.
+
+:func:`load_image` is the single entry point for user images (files, uploads, PIL images,
+numpy arrays, tensors); :func:`image_to_tensor` gives the same picture as a float tensor
+without rounding float inputs to 8 bits. The conversion rules are listed in
+:func:`load_image`'s docstring and are the same for every source.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["DEFAULT_MAX_SIZE", "MIN_SIZE", "ImageSource", "image_to_tensor", "load_image"]
+
+DEFAULT_MAX_SIZE = 4096
+"""Longest side, in pixels, above which images are downscaled."""
+
+MIN_SIZE = 8
+"""Smallest accepted side, in pixels."""
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase, Image.Image, np.ndarray, torch.Tensor]
+
+_ACCEPTED = (
+    "a file path (str or pathlib.Path), encoded file bytes or a binary file object, a PIL.Image, "
+    "a numpy array or a torch tensor"
+)
+_ARRAY_RULES = (
+    "arrays/tensors must be (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 (a leading batch "
+    "dimension of size 1 is allowed), of dtype uint8, uint16 or float in [0, 1]"
+)
+_WHITE = (255, 255, 255)
+
+
+def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size: int = DEFAULT_MAX_SIZE,
+               min_size: int = MIN_SIZE) -> Image.Image:
+    """Load or convert an image to an 8-bit RGB ``PIL.Image`` by one documented rule.
+
+    Rules, applied in this order:
+
+    1. **Source.** A path (``str``/``Path``) is opened with PIL; encoded bytes or a binary
+       file object likewise (e.g. from an upload widget). Multi-frame files (GIF, TIFF)
+       give their first frame. A PIL image is copied, never modified.
+    2. **Orientation.** The EXIF orientation tag, if any, is applied (a photo taken
+       sideways comes out upright) and then dropped.
+    3. **Arrays and tensors.** Layout (H, W) is grayscale; (H, W, C) or (C, H, W) with
+       C in {1, 3, 4} (1 = gray, 3 = RGB, 4 = RGBA); since sides below ``min_size`` are
+       rejected, the channel axis is never ambiguous. A leading batch axis of size 1 is
+       dropped. Tensors are detached and moved to the CPU. dtype ``uint8`` is used as is,
+       ``uint16`` is scaled to 8 bits (``round(v / 257)``, so 65535 -> 255), floats must
+       lie in [0, 1] (scaled by 255 and rounded); any other dtype, NaN, or a float outside
+       [0, 1] raises ``ValueError`` (normalise-then-pass mistakes are caught here).
+    4. **Modes.** Grayscale (``L``, ``1``, 16-bit ``I;16``/``I``) -> RGB by copying the
+       gray value into R, G and B; 16-bit gray is scaled like uint16 above (a 32-bit
+       ``I`` image must hold values in 0..65535). Images with transparency (``RGBA``,
+       ``LA``, ``PA``, palette with a transparent colour) are composited **over white**
+       (``out = a * rgb + (1 - a) * 255``). Float ``F`` images follow the float rule.
+       Everything else (``P``, ``CMYK``, ``YCbCr``, ...) goes through PIL's ``convert("RGB")``.
+    5. **Size.** Either side smaller than ``min_size`` -> ``ValueError``. If the longer
+       side exceeds ``max_size``, the image is downscaled (Lanczos) so that the longer
+       side equals ``max_size``, keeping the aspect ratio.
+    6. **Optional resize.** ``size=int`` resizes so that the *shorter* side equals
+       ``size`` (aspect ratio kept, bilinear with antialiasing); ``size=(height, width)``
+       resizes to exactly that, ignoring the aspect ratio.
+
+    Args:
+        src: the image; see rule 1 and 3.
+        size: optional final resize (rule 6).
+        max_size: longest side allowed before downscaling (rule 5).
+        min_size: smallest side accepted (rule 5).
+
+    Returns:
+        A new ``PIL.Image`` in mode ``"RGB"``.
+
+    Raises:
+        FileNotFoundError: a path that does not exist (the message has the path).
+        ValueError: unreadable file, unsupported shape/dtype/value range, too small an image,
+            or bad ``size``/``max_size``.
+        TypeError: an unsupported kind of object.
+    """
+    if max_size < min_size:
+        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+    image = _open(src, max_size)
+    image = _to_rgb(image)
+    _check_min(image, min_size)
+    image = _limit(image, max_size, min_size)
+    if size is not None:
+        image = _resize(image, size)
+    return image
+
+
+def image_to_tensor(src: Any, *, max_size: int = DEFAULT_MAX_SIZE, min_size: int = MIN_SIZE) -> torch.Tensor:
+    """The image as a float32 tensor (3, H, W) in [0, 1], by the rules of :func:`load_image`.
+
+    A floating-point tensor already in that form (or (H, W, 3), or with a batch axis of 1)
+    keeps its exact values (no 8-bit rounding) and may live on any device; it is returned
+    detached, contiguous and as float32. It must lie in [0, 1] (a ``ValueError`` says so,
+    which catches already-normalised tensors); a 1- or 4-channel float tensor goes through
+    :func:`load_image`. Every other input goes through :func:`load_image`.
+
+    Raises:
+        Same as :func:`load_image`.
+    """
+    if isinstance(src, torch.Tensor) and src.is_floating_point():
+        t = _squeeze_batch(src.detach())
+        t = _channels_first(t, tensor=True)
+        if t.shape[0] == 3:
+            _check_float_range(t)
+            h, w = t.shape[-2:]
+            if min(h, w) < min_size:
+                raise ValueError(f"image is {w}x{h} pixels; each side must be at least {min_size} px")
+            if max(h, w) <= max_size:
+                return t.to(torch.float32).contiguous()
+    pil = load_image(src, max_size=max_size, min_size=min_size)
+    array = np.asarray(pil, dtype=np.float32) / np.float32(255.0)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+# --------------------------------------------------------------------------- sources
+def _open(src: Any, max_size: int) -> Image.Image:
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"image file not found: {str(path)!r}")
+        if path.is_dir():
+            raise ValueError(f"{str(path)!r} is a directory, not an image file")
+        return _decode(path, str(path), max_size)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(bytes(src)), "the given bytes", max_size)
+    if isinstance(src, io.IOBase) or (hasattr(src, "read") and hasattr(src, "seek")):
+        return _decode(src, "the given file object", max_size)
+    if isinstance(src, Image.Image):
+        image = src.copy()
+        return _upright(image)
+    if isinstance(src, torch.Tensor):
+        return _from_array(_tensor_to_numpy(src))
+    if isinstance(src, np.ndarray):
+        return _from_array(src)
+    raise TypeError(f"cannot load an image from {type(src).__name__}; accepted: {_ACCEPTED}")
+
+
+def _decode(fp: Any, what: str, max_size: int) -> Image.Image:
+    try:
+        image = Image.open(fp)
+        if image.format == "JPEG":
+            # Decode a huge JPEG at a reduced scale right away (still >= max_size).
+            image.draft(image.mode, (max_size, max_size))
+        image.load()
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"{what} is not an image file PIL can read ({exc})") from exc
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{what} is too large to decode safely: {exc}") from exc
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"could not decode {what}: {exc}") from exc
+    return _upright(image)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not make a readable image unusable
+        raise ValueError(f"the image's EXIF orientation data could not be applied: {exc}") from exc
+    return upright if upright is not None else image
+
+
+def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = _squeeze_batch(t.detach()).cpu()
+    if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
+        t = t.float()
+    if t.dtype == torch.uint16:
+        return t.to(torch.int32).numpy().astype(np.uint16)
+    try:
+        return t.numpy()
+    except TypeError as exc:
+        raise ValueError(f"unsupported tensor dtype {t.dtype}; {_ARRAY_RULES}") from exc
+
+
+def _squeeze_batch(t):
+    if t.ndim == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"got a batch of {t.shape[0]} images (shape {tuple(t.shape)}); pass one image")
+        return t[0]
+    return t
+
+
+def _channels_first(t, *, tensor: bool):
+    """(C, H, W) view of a 2-D or 3-D array/tensor; raises on shapes that are not images."""
+    shape = tuple(t.shape)
+    if t.ndim == 2:
+        return t[None]
+    if t.ndim != 3:
+        raise ValueError(f"unsupported image shape {shape}; {_ARRAY_RULES}")
+    if shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+        return t.permute(2, 0, 1) if tensor else np.moveaxis(t, -1, 0)
+    if shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        return t
+    if shape[0] in (1, 3, 4) and shape[-1] in (1, 3, 4):
+        raise ValueError(f"image shape {shape} is too small (each side must be at least {MIN_SIZE} px)")
+    raise ValueError(f"unsupported image shape {shape}: no axis of 1, 3 or 4 channels; {_ARRAY_RULES}")
+
+
+def _check_float_range(a) -> None:
+    if isinstance(a, torch.Tensor):
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError("image contains NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+    else:
+        if not np.isfinite(a).all():
+            raise ValueError("image contains NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (it looks normalised; pass the image before normalisation)" if lo < 0.0 else (
+            " (for 0..255 values use dtype uint8)" if hi <= 255.0 else "")
+        raise ValueError(f"float image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    a = _squeeze_batch(np.asarray(a))
+    chw = _channels_first(a, tensor=False)
+    if chw.dtype == np.uint8:
+        u8 = chw
+    elif chw.dtype == np.uint16:
+        u8 = _u16_to_u8(chw)
+    elif np.issubdtype(chw.dtype, np.floating):
+        _check_float_range(chw)
+        u8 = np.rint(chw.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
+    else:
+        raise ValueError(f"unsupported image dtype {chw.dtype}; {_ARRAY_RULES}")
+    hwc = np.ascontiguousarray(np.moveaxis(u8, 0, -1))
+    channels = hwc.shape[-1]
+    if channels == 1:
+        return Image.fromarray(hwc[..., 0], "L")
+    if channels == 3:
+        return Image.fromarray(hwc, "RGB")
+    return Image.fromarray(hwc, "RGBA")
+
+
+def _u16_to_u8(a: np.ndarray) -> np.ndarray:
+    return np.rint(a.astype(np.float32) / np.float32(257.0)).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- modes
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image if image.info.get("transparency") is None else _over_white(image.convert("RGBA"))
+    if mode in ("L", "1"):
+        if mode == "L" and image.info.get("transparency") is not None:
+            return _over_white(image.convert("RGBA"))
+        return image.convert("RGB")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"32-bit integer image with values in [{values.min()}, {values.max()}]; "
+                "only 0..65535 (16-bit) is supported"
+            )
+        gray = _u16_to_u8(values.astype(np.uint16))
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        _check_float_range(values)
+        gray = np.rint(values * np.float32(255.0)).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _over_white(image.convert("RGBA"))
+    if mode == "P":
+        if "transparency" in image.info:
+            return _over_white(image.convert("RGBA"))
+        return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"cannot convert an image of mode {mode!r} to RGB: {exc}") from exc
+
+
+def _over_white(rgba: Image.Image) -> Image.Image:
+    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+# --------------------------------------------------------------------------- sizes
+def _check_min(image: Image.Image, min_size: int) -> None:
+    w, h = image.size
+    if min(w, h) < min_size:
+        raise ValueError(f"image is {w}x{h} pixels; each side must be at least {min_size} px")
+
+
+def _limit(image: Image.Image, max_size: int, min_size: int) -> Image.Image:
+    w, h = image.size
+    longest = max(w, h)
+    if longest <= max_size:
+        return image
+    scale = max_size / longest
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if min(new) < min_size:
+        raise ValueError(
+            f"image is {w}x{h} pixels: downscaling it to at most {max_size} px would make its short side "
+            f"{min(new)} px (< {min_size}); the aspect ratio is too extreme"
+        )
+    return image.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _resize(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    w, h = image.size
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        if size < 1:
+            raise ValueError(f"size must be a positive int or (height, width), got {size}")
+        scale = size / min(w, h)
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size):
+        if min(size) < 1:
+            raise ValueError(f"size must be a positive int or (height, width), got {size}")
+        new = (int(size[1]), int(size[0]))
+    else:
+        raise ValueError(f"size must be None, an int (shorter side) or (height, width), got {size!r}")
+    if new == (w, h):
+        return image
+    return image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)

@@ -1,0 +1,282 @@
+"""torchvision classifiers with pretrained weights, loaded offline from the torch hub cache or a file.
+
+:func:`load_torchvision` never downloads anything unless asked to (``download=True``)
+and never falls back to random weights: when the weights file is not on this machine it
+raises :class:`WeightsUnavailableError`, which says which file is missing, where it
+looked, and how to get it. Class names, preprocessing (resize, crop, mean, std) and the
+input size come from torchvision's own weights metadata (``weights.meta["categories"]``,
+``weights.transforms()``).
+
+Where the file is looked for: ``<hub dir>/checkpoints/<file name of weights.url>``, where
+the hub dir is :func:`torch.hub.get_dir` (``$TORCH_HOME/hub``, by default
+``~/.cache/torch/hub``) - the same place torchvision itself caches downloads. To fill it
+ahead of time, on a machine with internet::
+
+    python -m cnnwidgets.zoo.fetch ResNet18_Weights.IMAGENET1K_V1
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum
+
+from cnnwidgets.core.images import image_to_tensor
+from cnnwidgets.zoo.bundle import Bundle
+
+__all__ = ["WeightsUnavailableError", "cached_weights_path", "classification_models", "load_torchvision",
+           "resolve_weights"]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are not on this machine (and were not to be downloaded).
+
+    Attributes:
+        weights_name: e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``.
+        filename: the file that was looked for, e.g. ``"resnet18-f37072fd.pth"``.
+        searched: the paths that were checked.
+        url: where the file can be downloaded from.
+        cache_dir: the folder to put it in for later offline use.
+    """
+
+    def __init__(self, message: str, *, weights_name: str, filename: str, searched: list[Path], url: str,
+                 cache_dir: Path) -> None:
+        super().__init__(message)
+        self.weights_name = weights_name
+        self.filename = filename
+        self.searched = searched
+        self.url = url
+        self.cache_dir = cache_dir
+
+
+def classification_models() -> list[str]:
+    """Names of torchvision's image classification architectures (``resnet18``, ``vgg16`` ...)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _check_arch(arch: str) -> str:
+    names = classification_models()
+    if arch not in names:
+        close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{arch!r} is not a torchvision classification model{hint} "
+                         f"(see cnnwidgets.zoo.pretrained.classification_models())")
+    return arch
+
+
+def resolve_weights(arch: str, weights: str | WeightsEnum = "DEFAULT") -> WeightsEnum:
+    """The torchvision weights enum member for ``arch``.
+
+    Args:
+        arch: architecture name, e.g. ``"resnet18"``.
+        weights: ``"DEFAULT"``, a member name (``"IMAGENET1K_V1"``), a full name
+            (``"ResNet18_Weights.IMAGENET1K_V1"``) or the enum member itself.
+
+    Raises:
+        ValueError: unknown architecture, unknown weights, or weights of another architecture.
+    """
+    _check_arch(arch)
+    enum = torchvision.models.get_model_weights(arch)
+    if isinstance(weights, WeightsEnum):
+        if not isinstance(weights, enum):
+            raise ValueError(f"{weights} are weights for another architecture; {arch} takes {enum.__name__}")
+        return weights
+    if not isinstance(weights, str):
+        raise TypeError(f"weights must be a string or a {enum.__name__} member, got {type(weights).__name__}")
+    name = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
+    if "." in name:
+        raise ValueError(f"{weights!r} are not weights for {arch}; it takes {enum.__name__} members")
+    try:
+        return enum[name]
+    except KeyError:
+        options = ", ".join(["DEFAULT"] + [m.name for m in enum])
+        raise ValueError(f"{arch} has no weights {weights!r}; available: {options}") from None
+
+
+def _filename(weights: WeightsEnum) -> str:
+    return Path(urlsplit(weights.url).path).name
+
+
+def cached_weights_path(weights: WeightsEnum) -> Path:
+    """Where torchvision caches (and this module looks for) the file of ``weights``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / _filename(weights)
+
+
+def _unavailable(arch: str, weights: WeightsEnum, searched: list[Path]) -> WeightsUnavailableError:
+    filename = _filename(weights)
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    full = f"{type(weights).__name__}.{weights.name}"
+    torch_home = os.environ.get("TORCH_HOME")
+    where = f"$TORCH_HOME={torch_home}" if torch_home else "TORCH_HOME is not set, so the default cache is used"
+    message = (
+        f"pretrained weights {full} for {arch} are not on this machine: {filename} was not found at "
+        + ", ".join(str(p) for p in searched)
+        + f" ({where}). cnnwidgets does not download during loading and never substitutes random weights.\n"
+        f"To fix, either:\n"
+        f"  1. on a machine with internet, run: python -m cnnwidgets.zoo.fetch {full}\n"
+        f"     (it downloads {weights.url} into {cache_dir} and checks its hash), or download that URL "
+        f"yourself and put the file in {cache_dir};\n"
+        f"  2. or pass weights_path='/path/to/{filename}' to load_torchvision;\n"
+        f"  3. or, when online, call load_torchvision({arch!r}, download=True)."
+    )
+    return WeightsUnavailableError(message, weights_name=full, filename=filename, searched=searched,
+                                   url=weights.url, cache_dir=cache_dir)
+
+
+def _check_hash(path: Path, weights: WeightsEnum) -> None:
+    match = re.search(r"-([a-f0-9]{6,})\.", _filename(weights))
+    if match is None:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise ValueError(
+            f"{path} does not have the SHA-256 prefix {match.group(1)} that the name of "
+            f"{_filename(weights)} promises: it is not the official file (corrupt or a different model)"
+        )
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe or broken files
+        raise ValueError(
+            f"could not load {path} with torch.load(weights_only=True): {exc}. Old (tar-format) or "
+            "pickled-object checkpoints cannot be loaded safely; re-save a plain state_dict or use the "
+            "current file from torchvision."
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
+    return state
+
+
+# Constructor arguments that torchvision's builders set themselves when given weights.
+def _builder_kwargs(arch: str, weights: WeightsEnum) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"num_classes": len(weights.meta["categories"])}
+    if arch in ("googlenet", "inception_v3"):
+        kwargs.update(transform_input=True, aux_logits=True, init_weights=False)
+    elif arch.startswith("vit_"):
+        kwargs["image_size"] = weights.meta["min_size"][0]
+    elif arch.startswith("maxvit"):
+        kwargs["input_size"] = weights.meta["min_size"]
+    return kwargs
+
+
+def _drop_aux_heads(arch: str, model: nn.Module) -> None:
+    # As torchvision does after loading: the auxiliary classifiers are not used at inference.
+    if arch == "googlenet":
+        model.aux_logits = False
+        model.aux1 = None
+        model.aux2 = None
+    elif arch == "inception_v3":
+        model.aux_logits = False
+        model.AuxLogits = None
+
+
+class TorchvisionPreprocess:
+    """Image -> tensor through the weights' own ``transforms()`` (resize, centre crop, normalise).
+
+    The image is first made a float (3, H, W) tensor in [0, 1] by
+    :func:`cnnwidgets.core.images.image_to_tensor`, so every source :func:`cnnwidgets.load_image`
+    accepts works (grayscale, RGBA, 16-bit ... included).
+    """
+
+    def __init__(self, transforms: nn.Module) -> None:
+        self.transforms = transforms
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.transforms(image_to_tensor(image)).contiguous()
+
+    def __repr__(self) -> str:
+        return f"TorchvisionPreprocess({self.transforms!r})"
+
+
+def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", weights_path: str | os.PathLike | None = None,
+                     *, check_hash: bool = False, download: bool = False) -> Bundle:
+    """A torchvision classifier with pretrained weights from the local cache or a file.
+
+    Args:
+        arch: torchvision model name (``"resnet18"``, ``"vgg16"``, ``"mobilenet_v3_small"`` ...).
+        weights: ``"DEFAULT"``, a member name such as ``"IMAGENET1K_V1"``, a full name such as
+            ``"ResNet18_Weights.IMAGENET1K_V1"``, or the enum member. Its metadata gives the class
+            names and preprocessing. ``None`` explicitly asks for an untrained, randomly
+            initialised model (class names and preprocessing then come from the default weights).
+        weights_path: a local state_dict file to load instead of the hub cache.
+        check_hash: verify that the file's SHA-256 starts with the hex prefix in the official
+            file name (torchvision only checks this when it downloads).
+        download: if the file is not cached, download it (with hash check) via
+            :func:`cnnwidgets.zoo.fetch.fetch_weights`. Off by default.
+
+    Returns:
+        A :class:`~cnnwidgets.zoo.bundle.Bundle` with the model in eval mode on the CPU.
+
+    Raises:
+        WeightsUnavailableError: the weights file is not cached (and ``download`` is False).
+        FileNotFoundError: ``weights_path`` does not exist.
+        ValueError: unknown architecture/weights, a file that is not a safe plain state_dict,
+            or (with ``check_hash``) a file whose hash does not match.
+        RuntimeError: the state_dict does not match the architecture (strict loading).
+    """
+    _check_arch(arch)
+    meta_weights = resolve_weights(arch, "DEFAULT" if weights is None else weights)
+    builder = torchvision.models.get_model_builder(arch)
+    if weights is None:
+        if weights_path is not None:
+            raise ValueError("weights=None means untrained; give weights (e.g. 'DEFAULT') to load weights_path")
+        model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
+        _drop_aux_heads(arch, model)
+        description = f"untrained {arch} (random initialisation, explicitly requested with weights=None)"
+    else:
+        if weights_path is not None:
+            path = Path(weights_path).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"weights file not found: {str(path)!r}")
+        else:
+            path = cached_weights_path(meta_weights)
+            if not path.is_file():
+                if not download:
+                    raise _unavailable(arch, meta_weights, [path])
+                from cnnwidgets.zoo.fetch import fetch_weights
+
+                fetch_weights([f"{type(meta_weights).__name__}.{meta_weights.name}"])
+        if check_hash:
+            _check_hash(path, meta_weights)
+        state = _load_state_dict(path)
+        model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{path} does not fit {arch} ({type(meta_weights).__name__}.{meta_weights.name}): {exc}") from exc
+        _drop_aux_heads(arch, model)
+        metrics = meta_weights.meta.get("_metrics", {})
+        top1 = next((m.get("acc@1") for m in metrics.values() if isinstance(m, dict) and "acc@1" in m), None)
+        score = f", ImageNet top-1 {top1}% (torchvision)" if top1 is not None else ""
+        description = f"{type(meta_weights).__name__}.{meta_weights.name}{score}; loaded from {path}"
+    model.eval()
+    transforms = meta_weights.transforms()
+    crop = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else int(transforms.crop_size)
+    mean = tuple(float(m) for m in transforms.mean)
+    std = tuple(float(s) for s in transforms.std)
+    return Bundle(
+        model=model,
+        classes=list(meta_weights.meta["categories"]),
+        preprocess=TorchvisionPreprocess(transforms),
+        input_size=(3, crop, crop),
+        name=arch,
+        weights=description,
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+    )

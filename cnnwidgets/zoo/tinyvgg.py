@@ -1,0 +1,104 @@
+"""TinyVGG, the small trained CNN of CNN Explainer (Wang et al., IEEE VIS 2020).
+
+Architecture as published with CNN Explainer's TF.js model (10 Tiny-ImageNet classes,
+input 64 x 64 RGB scaled to [0, 1] with no mean/std normalisation; every convolution
+3 x 3, stride 1, no padding)::
+
+    conv_1_1 Conv2d(3, 10)  -> relu_1_1 -> conv_1_2 Conv2d(10, 10) -> relu_1_2 -> pool_1 MaxPool2d(2)
+    conv_2_1 Conv2d(10, 10) -> relu_2_1 -> conv_2_2 Conv2d(10, 10) -> relu_2_2 -> pool_2 MaxPool2d(2)
+    flatten (10 x 13 x 13 = 1690) -> output Linear(1690, 10)
+
+The weights are not shipped with cnnwidgets: :func:`load_tinyvgg` reads a state_dict
+converted from the TF.js files (keys ``conv_1_1.weight`` ... ``output.bias``) and a
+``classes.json`` mapping ``"0".."9"`` to class names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnwidgets.zoo.bundle import Bundle, ImagePreprocess
+
+__all__ = ["STATE_DICT_NAME", "TinyVGG", "load_tinyvgg"]
+
+STATE_DICT_NAME = "tinyvgg_state_dict.pth"
+CLASSES_NAME = "classes.json"
+
+
+class TinyVGG(nn.Module):
+    """CNN Explainer's TinyVGG (19,920 parameters); see the module docstring for the layout.
+
+    Args:
+        num_classes: output units (10 for the published model).
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv_1_1 = nn.Conv2d(3, 10, 3)
+        self.relu_1_1 = nn.ReLU(inplace=True)
+        self.conv_1_2 = nn.Conv2d(10, 10, 3)
+        self.relu_1_2 = nn.ReLU(inplace=True)
+        self.pool_1 = nn.MaxPool2d(2)
+        self.conv_2_1 = nn.Conv2d(10, 10, 3)
+        self.relu_2_1 = nn.ReLU(inplace=True)
+        self.conv_2_2 = nn.Conv2d(10, 10, 3)
+        self.relu_2_2 = nn.ReLU(inplace=True)
+        self.pool_2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.output = nn.Linear(10 * 13 * 13, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
+        x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
+        return self.output(self.flatten(x))
+
+
+def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
+    """Load the trained TinyVGG from a state_dict file or the folder holding it.
+
+    Args:
+        path_or_dir: the folder with ``tinyvgg_state_dict.pth`` and ``classes.json``
+            (e.g. ``shared/data/tinyvgg-cnn-explainer``), or the ``.pth`` file itself with
+            ``classes.json`` next to it.
+
+    Returns:
+        A Bundle named ``"tinyvgg"``: model in eval mode; preprocess = shorter side to 64 px
+        (bilinear, antialiased), centre crop 64 x 64, values in [0, 1] (no normalisation).
+
+    Raises:
+        FileNotFoundError: a missing state_dict or classes.json (the message names the path).
+        ValueError: a classes.json that is not ``{"0": name, ...}`` for every output unit.
+        RuntimeError: a state_dict that does not match the architecture (strict loading).
+    """
+    path = Path(path_or_dir).expanduser()
+    weights = path / STATE_DICT_NAME if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"TinyVGG weights not found: {str(weights)!r}; pass the folder holding {STATE_DICT_NAME} "
+            f"and {CLASSES_NAME} (e.g. shared/data/tinyvgg-cnn-explainer) or the .pth file itself"
+        )
+    classes_file = weights.parent / CLASSES_NAME
+    if not classes_file.is_file():
+        raise FileNotFoundError(f"class names not found: {str(classes_file)!r} (expected next to {weights.name})")
+    raw = json.loads(classes_file.read_text(encoding="utf-8"))
+    try:
+        classes = [str(raw[str(i)]) for i in range(len(raw))]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{classes_file} must map '0'..'{len(raw) - 1}' to class names") from exc
+    state = torch.load(weights, weights_only=True, map_location="cpu")
+    model = TinyVGG(num_classes=len(classes))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return Bundle(
+        model=model,
+        classes=classes,
+        preprocess=ImagePreprocess(size=64),
+        input_size=(3, 64, 64),
+        name="tinyvgg",
+        weights=f"CNN Explainer TinyVGG (10 Tiny-ImageNet classes), converted from TF.js; loaded from {weights}",
+    )

@@ -1,0 +1,280 @@
+"""load_image / image_to_tensor: every documented conversion rule and every rejection."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnwidgets.core.images import DEFAULT_MAX_SIZE, image_to_tensor, load_image
+
+
+def _halves(width: int = 40, height: int = 20) -> Image.Image:
+    """Left half red, right half blue."""
+    a = np.zeros((height, width, 3), np.uint8)
+    a[:, : width // 2] = (255, 0, 0)
+    a[:, width // 2:] = (0, 0, 255)
+    return Image.fromarray(a, "RGB")
+
+
+def _px(image: Image.Image, x: int, y: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in image.getpixel((x, y)))
+
+
+# --------------------------------------------------------------------------- sources
+def test_paths_str_and_pathlib(tmp_path):
+    path = tmp_path / "a.png"
+    _halves().save(path)
+    for src in (path, str(path)):
+        out = load_image(src)
+        assert out.mode == "RGB" and out.size == (40, 20)
+        assert _px(out, 2, 2) == (255, 0, 0) and _px(out, 38, 2) == (0, 0, 255)
+
+
+def test_missing_file_names_the_path(tmp_path):
+    missing = tmp_path / "nope" / "cat.jpg"
+    with pytest.raises(FileNotFoundError, match="cat.jpg") as info:
+        load_image(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_directory_and_non_image_files_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        load_image(tmp_path)
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture")
+    with pytest.raises(ValueError, match="not an image file"):
+        load_image(text)
+
+
+def test_bytes_and_file_objects(tmp_path):
+    buffer = io.BytesIO()
+    _halves().save(buffer, format="PNG")
+    for src in (buffer.getvalue(), memoryview(buffer.getvalue()), io.BytesIO(buffer.getvalue())):
+        out = load_image(src)
+        assert out.size == (40, 20) and _px(out, 2, 2) == (255, 0, 0)
+
+
+def test_unsupported_types_say_what_is_accepted():
+    for bad in (42, [[0, 1], [2, 3]], {"image": 1}, None):
+        with pytest.raises(TypeError, match="accepted: a file path"):
+            load_image(bad)
+
+
+def test_pil_input_is_not_modified():
+    rgba = Image.new("RGBA", (16, 16), (10, 20, 30, 0))
+    out = load_image(rgba)
+    assert rgba.mode == "RGBA" and rgba.getpixel((0, 0)) == (10, 20, 30, 0)
+    assert out is not rgba and out.mode == "RGB"
+
+
+# --------------------------------------------------------------------------- orientation
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    _halves(40, 20).save(path, exif=exif, quality=95)
+    out = load_image(path)
+    # Stored 40 wide x 20 high with red on the left; displayed upright it is 20 x 40, red on top.
+    assert out.size == (20, 40)
+    top, bottom = np.asarray(out)[5, 10], np.asarray(out)[35, 10]
+    assert top[0] > 200 and top[2] < 60, top
+    assert bottom[2] > 200 and bottom[0] < 60, bottom
+    # The same when the user opened the file with PIL themselves.
+    with Image.open(path) as raw:
+        assert raw.size == (40, 20)
+        assert load_image(raw).size == (20, 40)
+
+
+# --------------------------------------------------------------------------- modes
+def test_grayscale_is_replicated_into_rgb(tmp_path):
+    gray = np.array([[0, 50, 200, 255]] * 8, np.uint8).repeat(2, axis=1)
+    path = tmp_path / "gray.png"
+    Image.fromarray(gray, "L").save(path)
+    out = np.asarray(load_image(path))
+    assert out.shape == (8, 8, 3)
+    for c in range(3):
+        assert np.array_equal(out[..., c], gray)
+    # Bilevel ("1") images too.
+    bilevel = Image.fromarray(gray > 100).convert("1")
+    assert np.array_equal(np.asarray(load_image(bilevel))[..., 1], np.where(gray > 100, 255, 0))
+
+
+def test_16bit_png_is_scaled_to_8bit(tmp_path):
+    values = np.array([[0, 257 * 100, 65535, 257 * 7]] * 8, np.uint16).repeat(2, axis=1)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    with Image.open(path) as check:
+        assert check.mode in ("I;16", "I")  # really stored with 16 bits
+    out = np.asarray(load_image(path))
+    expected = np.array([[0, 100, 255, 7]] * 8, np.uint8).repeat(2, axis=1)
+    assert np.array_equal(out[..., 0], expected) and np.array_equal(out[..., 2], expected)
+
+
+def test_32bit_integer_images_outside_16bit_range_are_rejected():
+    big = Image.fromarray(np.full((8, 8), 70000, np.int32), "I")
+    with pytest.raises(ValueError, match="0..65535"):
+        load_image(big)
+
+
+def test_float_pil_images_follow_the_float_rule():
+    ok = Image.fromarray(np.full((8, 8), 0.5, np.float32), "F")
+    assert _px(load_image(ok), 0, 0) == (128, 128, 128)
+    bad = Image.fromarray(np.full((8, 8), 3.0, np.float32), "F")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_image(bad)
+
+
+def test_rgba_is_composited_over_white(tmp_path):
+    a = np.zeros((8, 12, 4), np.uint8)
+    a[:, :4] = (255, 0, 0, 255)  # opaque red
+    a[:, 4:8] = (0, 0, 0, 0)  # fully transparent
+    a[:, 8:] = (0, 0, 0, 128)  # half-transparent black
+    path = tmp_path / "alpha.png"
+    Image.fromarray(a, "RGBA").save(path)
+    out = load_image(path)
+    assert _px(out, 1, 1) == (255, 0, 0)
+    assert _px(out, 5, 1) == (255, 255, 255)
+    assert all(abs(v - 127) <= 1 for v in _px(out, 10, 1))
+
+
+def test_la_and_palette_transparency_are_composited_over_white(tmp_path):
+    la = Image.fromarray(np.dstack([np.full((8, 8), 0, np.uint8), np.full((8, 8), 0, np.uint8)]), "LA")
+    assert _px(load_image(la), 0, 0) == (255, 255, 255)
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    pal.paste(0, (0, 0, 4, 8))
+    path = tmp_path / "pal.png"
+    pal.save(path, transparency=0)
+    out = load_image(path)
+    assert _px(out, 1, 1) == (255, 255, 255)  # the transparent palette entry
+    assert _px(out, 6, 1) == (200, 10, 10)
+
+
+def test_cmyk_goes_through_pil_conversion():
+    cmyk = Image.new("CMYK", (10, 10), (0, 255, 255, 0))  # pure red ink-wise
+    assert _px(load_image(cmyk), 0, 0) == (255, 0, 0)
+
+
+# --------------------------------------------------------------------------- arrays
+@pytest.mark.parametrize("layout", ["hw", "hw1", "hwc", "chw", "1chw"])
+def test_numpy_layouts(layout):
+    rgb = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    gray = rgb[..., 0]
+    src, expected = {
+        "hw": (gray, np.dstack([gray] * 3)),
+        "hw1": (gray[..., None], np.dstack([gray] * 3)),
+        "hwc": (rgb, rgb),
+        "chw": (rgb.transpose(2, 0, 1), rgb),
+        "1chw": (rgb.transpose(2, 0, 1)[None], rgb),
+    }[layout]
+    out = np.asarray(load_image(src))
+    assert out.shape == (10, 12, 3)
+    assert np.array_equal(out, expected)
+
+
+def test_numpy_rgba_float_and_uint16():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 3] = 0
+    assert _px(load_image(rgba), 0, 0) == (255, 255, 255)
+    floats = np.full((8, 8, 3), 0.2, np.float32)
+    assert _px(load_image(floats), 0, 0) == (51, 51, 51)
+    assert _px(load_image(floats.astype(np.float64)), 0, 0) == (51, 51, 51)
+    deep = np.full((8, 8, 3), 257 * 9, np.uint16)
+    assert _px(load_image(deep), 0, 0) == (9, 9, 9)
+
+
+def test_float_arrays_outside_unit_range_are_rejected():
+    with pytest.raises(ValueError, match=r"\[0, 1\].*normalised"):
+        load_image(np.full((8, 8, 3), -0.5, np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        load_image(np.full((8, 8, 3), 200.0, np.float32))
+    nan = np.zeros((8, 8, 3), np.float32)
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        load_image(nan)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((8, 8), np.int32), "dtype int32"),
+    (np.zeros((8, 8), bool), "dtype bool"),
+    (np.zeros((8, 8, 2), np.uint8), "shape"),
+    (np.zeros((8,), np.uint8), "shape"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "batch of 2"),
+    (np.zeros((1, 1, 8, 8, 3), np.uint8), "shape"),
+])
+def test_bad_arrays(bad, message):
+    with pytest.raises(ValueError, match=message):
+        load_image(bad)
+
+
+def test_tensors_chw_hwc_batched_and_with_grad():
+    rgb = np.random.default_rng(1).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert np.array_equal(np.asarray(load_image(chw)), rgb)
+    assert np.array_equal(np.asarray(load_image(torch.from_numpy(rgb))), rgb)
+    as_float = (chw.float() / 255).requires_grad_(True)
+    assert np.array_equal(np.asarray(load_image(as_float[None])), rgb)
+    with pytest.raises(ValueError, match="batch of 3"):
+        load_image(torch.zeros(3, 3, 9, 9))
+
+
+# --------------------------------------------------------------------------- sizes
+def test_small_images_are_rejected_and_the_minimum_is_accepted():
+    with pytest.raises(ValueError, match="at least 8 px"):
+        load_image(np.zeros((7, 20, 3), np.uint8))
+    with pytest.raises(ValueError, match="at least 8 px"):
+        load_image(Image.new("RGB", (20, 3)))
+    assert load_image(np.zeros((8, 8, 3), np.uint8)).size == (8, 8)
+
+
+def test_large_images_are_downscaled_keeping_aspect_ratio():
+    big = Image.new("RGB", (300, 200), (0, 128, 0))
+    out = load_image(big, max_size=150)
+    assert out.size == (150, 100)
+    assert _px(out, 75, 50) == (0, 128, 0)
+    assert DEFAULT_MAX_SIZE == 4096
+    wide = Image.new("RGB", (5000, 1000))
+    assert load_image(wide).size == (4096, 819)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        load_image(Image.new("RGB", (5000, 9)))
+
+
+def test_large_jpeg_is_decoded_reduced_then_downscaled(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1000, 600), (200, 40, 40)).save(path)
+    out = load_image(path, max_size=200)
+    assert out.size == (200, 120)
+    assert all(abs(a - b) <= 6 for a, b in zip(_px(out, 100, 60), (200, 40, 40)))
+
+
+def test_optional_resize():
+    image = Image.new("RGB", (40, 20))
+    assert load_image(image, size=10).size == (20, 10)  # shorter side -> 10
+    assert load_image(image, size=(30, 12)).size == (12, 30)  # (height, width)
+    with pytest.raises(ValueError, match="size"):
+        load_image(image, size=0)
+    with pytest.raises(ValueError, match="size"):
+        load_image(image, size="big")
+
+
+# --------------------------------------------------------------------------- image_to_tensor
+def test_image_to_tensor_keeps_float_precision():
+    t = torch.full((3, 10, 10), 0.123456)
+    out = image_to_tensor(t)
+    assert out.dtype == torch.float32 and out.shape == (3, 10, 10)
+    assert torch.equal(out, t)
+    hwc = torch.rand(12, 10, 3, dtype=torch.float64)
+    assert torch.allclose(image_to_tensor(hwc), hwc.permute(2, 0, 1).float())
+    with pytest.raises(ValueError, match="normalised"):
+        image_to_tensor(torch.randn(3, 10, 10) - 2.0)
+
+
+def test_image_to_tensor_from_other_sources_matches_load_image():
+    rgb = np.random.default_rng(2).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    out = image_to_tensor(rgb)
+    assert out.shape == (3, 10, 12) and out.dtype == torch.float32
+    assert torch.equal((out * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(rgb))
