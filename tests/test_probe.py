@@ -281,3 +281,47 @@ def test_torchvision_architectures(arch):
     torch.testing.assert_close(got, ref[middle], rtol=1e-4, atol=1e-4)
     assert partial < full
     snapshot.assert_unchanged(model)
+
+
+def test_probe_scope_reuses_a_probe_or_owns_a_temporary_one():
+    from cnnwidgets.core import probe_scope
+
+    model = chain()
+    with Probe(model) as mine:
+        with probe_scope(mine) as used:
+            assert used is mine
+        assert not mine.closed
+    with probe_scope(model, channels_last=False) as temporary:
+        assert not temporary.channels_last
+    assert temporary.closed
+    with pytest.raises(TypeError, match="nn.Module or a cnnwidgets.Probe"):
+        with probe_scope("resnet"):
+            pass
+
+
+def test_sync_updates_the_private_copy_without_clearing_an_unchanged_cache():
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model) as probe:
+        probe.logits(x)
+        probe.sync()
+        probe.reset_stats()
+        probe.logits(x)
+        assert probe.stats.cache_hits == 1
+        with torch.no_grad():
+            model[0].weight.mul_(2)
+        probe.sync()
+        assert torch.equal(probe.model[0].weight, model[0].weight)
+
+
+def test_uncached_capture_leaves_the_cache_alone():
+    model = chain()
+    x, other = torch.randn(1, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    with Probe(model, cache_size=1) as probe:
+        kept = probe.capture(x, "3")["3"]
+        once = probe.capture(other, "3", cache=False)["3"]
+        probe.reset_stats()
+        again = probe.capture(x, "3")["3"]
+        assert probe.stats.forwards == 0 and torch.equal(again, kept)
+        ref = reference_outputs(model, other, ["3"])["3"]
+    torch.testing.assert_close(once, ref, rtol=1e-5, atol=1e-5)

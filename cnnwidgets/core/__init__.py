@@ -3,7 +3,7 @@
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.hygiene import ModelSnapshot
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, ProbeStats, StopForward
+from cnnwidgets.core.probe import Probe, ProbeStats, StopForward, probe_scope
 from cnnwidgets.core.targets import (
     ChannelActivation,
     ClassLogit,
@@ -24,6 +24,7 @@ __all__ = [
     "StopForward",
     "Target",
     "available_devices",
+    "probe_scope",
     "resolve_device",
     "resolve_target",
     "target_score",

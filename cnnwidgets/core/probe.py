@@ -25,10 +25,11 @@ swallow it, and the rest of the model never runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from torch import nn
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers, unknown_layer_error
 
-__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward"]
+__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "probe_scope"]
 
 _DEFAULT_INPUT_SIZE = (3, 224, 224)
 
@@ -259,6 +260,16 @@ class Probe:
             self._fingerprint = None  # type: ignore[assignment]
             self._sync()
 
+    def sync(self) -> None:
+        """Bring :attr:`model` up to date with the user's model if its weights changed.
+
+        Cheap when nothing changed (one pass over the parameters' version counters);
+        every capture does this itself, so call it only before reading :attr:`model` directly.
+        """
+        with self._lock:
+            self._check_open()
+            self._sync()
+
     def _sync(self) -> None:
         """Refresh the private copy when the user's model changed since the last call."""
         fingerprint = self._user_fingerprint()
@@ -380,7 +391,7 @@ class Probe:
             self._cache.clear()
 
     def capture(
-        self, x: torch.Tensor, layers: str | Iterable[str], *, grad: bool = False
+        self, x: torch.Tensor, layers: str | Iterable[str], *, grad: bool = False, cache: bool = True
     ) -> dict[str, torch.Tensor]:
         """Outputs of ``layers`` for the batch ``x``, running only the needed prefix.
 
@@ -390,6 +401,8 @@ class Probe:
             grad: ``False`` (default): no autograd, results are cached per (input, layer) and
                 must be treated as read-only. ``True``: results stay attached to the autograd
                 graph (``x`` may require grad) and nothing is cached.
+            cache: with ``grad=False``, whether to keep the results. Pass ``False`` for batches used
+                once (occluded copies, dataset scans) so they do not evict what a view still shows.
 
         Returns:
             ``{name: tensor}`` on :attr:`device`, in the order requested.
@@ -413,6 +426,9 @@ class Probe:
             if grad:
                 wanted = {i.name: i.calls for i in infos}
                 return self._forward(self._to_model_input(x), wanted, grad=True, stop=True)[0]
+            if not cache:
+                wanted = {i.name: i.calls for i in infos}  # the cache is not consulted: no hit, no miss
+                return self._forward(self._to_model_input(x), wanted, grad=False, stop=True)[0]
             entry = self._lookup(x)
             missing = {i.name: i.calls for i in infos if entry is None or i.name not in entry.layers}
             self.stats.cache_hits += len(names) - len(missing)
@@ -560,3 +576,29 @@ class Probe:
                 break
             del self._cache[oldest]
         return entry
+
+
+@contextlib.contextmanager
+def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iterator[Probe]:
+    """Use the given probe, or a temporary one on a model that is closed on exit.
+
+    Methods accept either, so a notebook can pass a model once and a widget can share one
+    long-lived probe (and its cache) between views.
+
+    Args:
+        model_or_probe: a :class:`Probe` (used as is; ``probe_options`` are ignored) or an ``nn.Module``.
+        probe_options: keyword arguments for :class:`Probe` when one is created.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if isinstance(model_or_probe, Probe):
+        yield model_or_probe
+        return
+    if not isinstance(model_or_probe, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module or a cnnwidgets.Probe, got {type(model_or_probe).__name__}")
+    probe = Probe(model_or_probe, **probe_options)
+    try:
+        yield probe
+    finally:
+        probe.close()

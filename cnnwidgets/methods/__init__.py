@@ -1,1 +1,68 @@
-"""cnnwidgets.methods."""
+"""Visualization methods as plain functions on tensors (no widgets, no drawing).
+
+Each function takes a model or a :class:`cnnwidgets.Probe`, an input batch and a layer or
+target, and returns tensors or arrays with a documented meaning. Import them from here or
+from the top-level package::
+
+    from cnnwidgets.methods import dead_channels, maximize_activation
+"""
+
+from cnnwidgets.methods.actmax import ActMaxResult, maximize_activation
+from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer
+from cnnwidgets.methods.cam import upsample as upsample_cam
+from cnnwidgets.methods.dead import DeadChannels, dead_channels
+from cnnwidgets.methods.kernels import Kernels, conv_layer_names
+from cnnwidgets.methods.kernels import kernels as kernel_weights
+from cnnwidgets.methods.gradients import (
+    FunctionalReluWarning,
+    deconvnet,
+    guided_backprop,
+    project_channel,
+    saliency,
+    strongest_unit,
+)
+from cnnwidgets.methods.occlusion import (
+    OcclusionResult,
+    TopClassProbability,
+    grid_to_pixel_attribution,
+    occlusion_map,
+    occlusion_top_class,
+    scan_order,
+)
+from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, OverlayFn
+from cnnwidgets.methods.summary import Summary, SummaryRow
+from cnnwidgets.methods.summary import summary as model_summary
+
+__all__ = [
+    "OVERLAYS",
+    "OVERLAY_INPUTS",
+    "ActMaxResult",
+    "FunctionalReluWarning",
+    "OcclusionResult",
+    "TopClassProbability",
+    "grid_to_pixel_attribution",
+    "occlusion_map",
+    "occlusion_top_class",
+    "scan_order",
+    "OverlayFn",
+    "cam",
+    "deconvnet",
+    "grad_cam",
+    "grad_cam_pp",
+    "guided_backprop",
+    "layer_gradient",
+    "nearest_conv_layer",
+    "project_channel",
+    "saliency",
+    "strongest_unit",
+    "upsample_cam",
+    "DeadChannels",
+    "Kernels",
+    "Summary",
+    "SummaryRow",
+    "conv_layer_names",
+    "dead_channels",
+    "kernel_weights",
+    "maximize_activation",
+    "model_summary",
+]

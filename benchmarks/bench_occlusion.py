@@ -1,0 +1,199 @@
+"""Occlusion map speed: cnnwidgets' ``occlusion_map`` against Captum's ``Occlusion``.
+
+resnet18 (weights=None) at 224x224, a 32x32 window with constant baseline 0 (the dataset
+mean after normalisation), target = the top class's logit. In one run, per stride:
+
+* Captum at several ``perturbations_per_eval`` (the best one is the reference),
+* ours (a fresh Probe per run, so preparing the private inference copy is included),
+* the speed-up over Captum's best, the max abs difference between the two per-pixel
+  attributions (ours converted with ``OcclusionResult.pixel_attribution``), and the time
+  until the coarse full-image preview (the 5x5 lattice) is available.
+
+Usage::
+
+    python benchmarks/bench_occlusion.py                 # stride 16 (a few minutes on 2 quiet cores)
+    python benchmarks/bench_occlusion.py --stride8       # stride 16 and 8 (625 positions: ~4x longer)
+    python benchmarks/bench_occlusion.py --strides 8 --ppe 8 16   # stride 8 only, fewer Captum settings
+    python benchmarks/bench_occlusion.py --ablation      # also: which engineering step helps
+    python benchmarks/bench_occlusion.py --device cuda   # ours and Captum on a GPU
+
+The "CPU s" column is the process CPU time (all threads); with ``--threads 1`` it measures
+the work done and is the steadier number on a machine shared with other jobs.
+
+Timings are wall-clock, best of ``--repeats`` rounds (the variants alternate within a round,
+so a busy machine slows them alike). Numbers on a shared machine are indicative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from cnnwidgets import ClassLogit, Probe
+from cnnwidgets.methods.occlusion import PREVIEW_LEVEL, occlusion_map
+
+WINDOW = 32
+SIZE = 224
+
+
+def load_input(device: torch.device) -> tuple[torch.Tensor, str]:
+    """A real photo when the shared test data is there, else a fixed random image."""
+    shared = Path(os.environ.get("CNNWIDGETS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    for path in [shared / "images" / "demo" / "pytorch-cnn-visualizations" / "cat_dog.png"]:
+        if path.is_file():
+            from PIL import Image
+
+            image = Image.open(path).convert("RGB").resize((SIZE, SIZE))
+            x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+            mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+            std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+            return ((x - mean) / std)[None].to(device), path.name
+    return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(device), "random"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Timing:
+    wall: float = float("inf")  # seconds
+    cpu: float = float("inf")  # process CPU seconds (all threads)
+    preview: float = float("inf")  # seconds until the coarse preview was available
+
+    def keep_best(self, other: Timing) -> bool:
+        better = other.wall < self.wall
+        if better:
+            self.wall, self.preview = other.wall, other.preview
+        self.cpu = min(self.cpu, other.cpu)
+        return better
+
+
+def run_captum(model, x, cls, stride, ppe, device):
+    from captum.attr import Occlusion
+
+    sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    out = Occlusion(model).attribute(
+        x, sliding_window_shapes=(3, WINDOW, WINDOW), strides=(3, stride, stride), baselines=0.0,
+        target=cls, perturbations_per_eval=ppe,
+    )
+    sync(device)
+    return Timing(time.perf_counter() - start, time.process_time() - cpu), out
+
+
+def run_ours(model, x, cls, stride, device, *, probe=None, batch_size=None, fold=True, channels_last="auto"):
+    """One occlusion map; with ``probe=None`` a new Probe is made (cold: includes all preparation)."""
+    stamps: dict[str, float] = {}
+
+    def callback(result):
+        if result.preview_ready and "preview" not in stamps:
+            stamps["preview"] = time.perf_counter()
+
+    start, cpu = time.perf_counter(), time.process_time()
+    own = probe is None
+    if own:
+        probe = Probe(model, device=device, channels_last=channels_last)
+    try:
+        result = occlusion_map(
+            probe, x, ClassLogit(cls), window=WINDOW, stride=stride, fill=0.0, batch_size=batch_size,
+            progress=False, callback=callback, fold_batchnorm=fold,
+        )
+    finally:
+        if own:
+            probe.close()
+    wall = time.perf_counter() - start
+    return Timing(wall, time.process_time() - cpu, stamps["preview"] - start), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stride8", action="store_true", help="also run stride 8 (625 positions)")
+    parser.add_argument("--strides", type=int, nargs="+", default=None, help="strides to run (default: 16)")
+    parser.add_argument("--ppe", type=int, nargs="+", default=[1, 8, 16, 32, 64], help="Captum perturbations_per_eval")
+    parser.add_argument("--batch-size", type=int, default=None, help="our batch size (default: automatic)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds; the best time of each variant is kept")
+    parser.add_argument("--ablation", action="store_true", help="also time ours without each engineering step")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval().to(device)
+    x, source = load_input(device)
+    with torch.no_grad():
+        cls = int(model(x).argmax())
+    print(f"resnet18(weights=None) {SIZE}x{SIZE}, window {WINDOW}, input {source}, target logit {cls}")
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"best of {args.repeats} round(s); preview = the {2**PREVIEW_LEVEL + 1}x{2**PREVIEW_LEVEL + 1} lattice spanning the image\n")
+
+    strides = args.strides or ([16, 8] if args.stride8 else [16])
+    warm_probe = Probe(model, device=device)  # as in the explorer: a probe that has seen the image
+    for stride in strides:
+        positions = ((SIZE - WINDOW) // stride + 1) ** 2
+        captum: dict[int, Timing] = {ppe: Timing() for ppe in args.ppe}
+        captum_out: dict[int, torch.Tensor] = {}
+        cold, warm = Timing(), Timing()
+        ours_result = None
+        variants: dict[str, Timing] = {}
+        run_ours(model, x, cls, stride, device, probe=warm_probe)  # prepares the warm probe
+        for _ in range(args.repeats):
+            for ppe in args.ppe:
+                timing, out = run_captum(model, x, cls, stride, ppe, device)
+                if captum[ppe].keep_best(timing):
+                    captum_out[ppe] = out
+            timing, ours_result = run_ours(model, x, cls, stride, device, batch_size=args.batch_size)
+            cold.keep_best(timing)
+            warm.keep_best(run_ours(model, x, cls, stride, device, probe=warm_probe, batch_size=args.batch_size)[0])
+            if args.ablation:
+                ablations = {
+                    "ours, NCHW, no fold": dict(fold=False, channels_last=False),
+                    "ours, channels_last, no fold": dict(fold=False),
+                    "ours, batch 4": dict(batch_size=4),
+                    "ours, batch 16": dict(batch_size=16),
+                    "ours, batch 32": dict(batch_size=32),
+                    "ours, batch 64": dict(batch_size=64),
+                }
+                for name, options in ablations.items():
+                    variants.setdefault(name, Timing()).keep_best(run_ours(model, x, cls, stride, device, **options)[0])
+
+        best_ppe = min(captum, key=lambda p: captum[p].wall)
+        best = captum[best_ppe].wall
+        reference = captum_out[best_ppe][0]
+        ours_pixels = torch.from_numpy(ours_result.pixel_attribution()).to(reference.device)
+        diff = float((reference - ours_pixels).abs().max())
+        scale = float(reference.abs().max())
+        print(f"stride {stride}: {positions} positions")
+        print(f"  {'variant':36s} {'wall s':>8s} {'ms/pos':>7s} {'CPU s':>7s} {'speed-up':>9s} {'preview':>8s}")
+
+        def row(name: str, t: Timing, mark: str = "") -> None:
+            preview = f"{100 * t.preview / t.wall:7.1f}%" if t.preview != float("inf") else ""
+            print(f"  {name:36s} {t.wall:8.2f} {1000 * t.wall / positions:7.1f} {t.cpu:7.1f} "
+                  f"{best / t.wall:8.2f}x {preview:>8s}{mark}")
+
+        for ppe in args.ppe:
+            row(f"Captum, perturbations_per_eval={ppe}", captum[ppe], "  <- Captum's best" if ppe == best_ppe else "")
+        row("ours, new Probe (all preparation)", cold)
+        row("ours, warm Probe (explorer case)", warm)
+        for name, timing in variants.items():
+            row(name, timing)
+        print(f"  => speed-up over Captum's best: {best / cold.wall:.2f}x (new Probe), {best / warm.wall:.2f}x (warm Probe)")
+        print(f"  => coarse preview after {cold.preview:.2f} s ({100 * cold.preview / cold.wall:.1f} % of the total) "
+              f"with a new Probe, {warm.preview:.2f} s ({100 * warm.preview / warm.wall:.1f} %) warm")
+        print(f"  => max |ours - Captum| per-pixel attribution: {diff:.2e} (Captum's max |attribution| {scale:.2e})\n")
+    warm_probe.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Inference-only rewrites of a private model copy, for methods that run many forward passes.
+
+:func:`inference_copy` deep-copies a model and applies two rewrites that do not change what
+the model computes (up to float rounding) but make repeated inference cheaper:
+
+* **Batch-norm folding.** In eval mode ``BatchNorm2d`` is the affine map
+  ``y = (z - mu) * gamma / sqrt(var + eps) + beta``. When its input ``z`` is the output of a
+  convolution ``z = W * x + b`` that nothing else reads, the two collapse into one convolution
+  with ``W' = W * s`` and ``b' = (b - mu) * s + beta`` where ``s = gamma / sqrt(var + eps)``
+  (per output channel); the batch norm becomes an identity.
+* **In-place activations.** An activation module (``ReLU`` ...) whose input is a freshly
+  computed tensor that nothing else reads may overwrite it, which saves one allocation and one
+  pass over memory per activation.
+
+Which pairs qualify is read from a ``torch.fx`` trace of the copy (a node's users tell whether
+anything else reads a tensor). The copy itself still runs the model's own eager ``forward``;
+the trace is only used for this analysis. A model that cannot be traced is copied unchanged.
+Callers should check the copy's output against the original once (``occlusion_map`` does).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = ["InferenceCopyReport", "inference_copy"]
+
+# Modules whose output is a new tensor (never a view of their input).
+_FRESH_OUTPUT = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear,
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+)
+
+
+@dataclass
+class InferenceCopyReport:
+    """What :func:`inference_copy` changed.
+
+    Attributes:
+        folded: ``(conv, batchnorm)`` module-name pairs that were folded.
+        inplace: names of activation modules switched to in-place.
+        traced: whether the model could be traced (no rewrites happen otherwise).
+        reason: why tracing failed, when it did.
+    """
+
+    folded: list[tuple[str, str]] = field(default_factory=list)
+    inplace: list[str] = field(default_factory=list)
+    traced: bool = False
+    reason: str = ""
+
+
+def _strip_forward_hooks(model: nn.Module) -> None:
+    # Parametrisation pre-hooks (weight norm) stay: the model needs them to compute.
+    for module in model.modules():
+        module._forward_hooks.clear()
+        module._forward_hooks_with_kwargs.clear()
+        getattr(module, "_forward_hooks_always_called", {}).clear()
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def _is_plain(module: nn.Module) -> bool:
+    """No pre-hooks or parametrisations that recompute the weight on every call."""
+    return not module._forward_pre_hooks and not hasattr(module, "parametrizations")
+
+
+def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    with torch.no_grad():
+        var = bn.running_var.double()
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.double()
+        shift = -bn.running_mean.double() * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.double()
+        if conv.bias is not None:
+            shift = shift + conv.bias.double() * scale
+        weight = conv.weight.double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+        conv.weight.copy_(weight.to(conv.weight.dtype))
+        bias = shift.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        if conv.bias is None:
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+        else:
+            conv.bias.copy_(bias)
+
+
+def inference_copy(
+    model: nn.Module, *, fold_batchnorm: bool = True, inplace_activations: bool = True
+) -> tuple[nn.Module, InferenceCopyReport]:
+    """A private eval-mode copy of ``model`` rewritten for fast repeated inference.
+
+    The given model is never changed. Forward hooks are not copied; parameters do not
+    require grad.
+
+    Args:
+        model: the model to copy (typically a :class:`~cnnwidgets.core.probe.Probe`'s private copy).
+        fold_batchnorm: fold eval-mode ``BatchNorm2d`` into the convolution that feeds it.
+        inplace_activations: switch activations whose input nothing else reads to in-place.
+
+    Returns:
+        ``(copy, report)``.
+    """
+    clone = copy.deepcopy(model)
+    _strip_forward_hooks(clone)
+    clone.eval()
+    for param in clone.parameters():
+        param.requires_grad_(False)
+    report = InferenceCopyReport()
+    if not (fold_batchnorm or inplace_activations):
+        return clone, report
+    try:
+        graph = torch.fx.symbolic_trace(clone).graph
+    except Exception as exc:  # noqa: BLE001 - any tracing failure just means: no rewrites
+        report.reason = f"{type(exc).__name__}: {exc}"
+        return clone, report
+    report.traced = True
+    modules = dict(clone.named_modules())
+    calls: dict[str, list[torch.fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(str(node.target), []).append(node)
+
+    def module_of(node: object) -> nn.Module | None:
+        if isinstance(node, torch.fx.Node) and node.op == "call_module":
+            return modules.get(str(node.target))
+        return None
+
+    def called_once(node: torch.fx.Node) -> bool:
+        return len(calls[str(node.target)]) == 1
+
+    folded_bn: set[str] = set()
+    if fold_batchnorm:
+        for name, nodes in calls.items():
+            bn = modules[name]
+            if type(bn) is not nn.BatchNorm2d or len(nodes) != 1 or bn.running_var is None:
+                continue
+            (node,) = nodes
+            source = node.args[0] if node.args else None
+            conv = module_of(source)
+            if (
+                type(conv) is not nn.Conv2d
+                or not called_once(source)
+                or len(source.users) != 1
+                or not _is_plain(conv)
+                or conv.out_channels != bn.num_features
+            ):
+                continue
+            _fold_pair(conv, bn)
+            _set_submodule(clone, name, nn.Identity())
+            folded_bn.add(name)
+            report.folded.append((str(source.target), name))
+
+    def fresh_and_private(node: object) -> bool:
+        """The node's value is a new tensor that only its single user reads."""
+        if not isinstance(node, torch.fx.Node) or len(node.users) != 1:
+            return False
+        module = module_of(node)
+        if module is not None:
+            return isinstance(module, _FRESH_OUTPUT) or (str(node.target) in folded_bn and fresh_and_private(node.args[0]))
+        if node.op == "call_function" and node.target in (operator.add, torch.add):
+            # ``a + b`` is fresh; an eager ``a += b`` reuses ``a``, so ``a`` must be private too.
+            return fresh_and_private(node.args[0])
+        return False
+
+    if inplace_activations:
+        for name, nodes in calls.items():
+            module = modules[name]
+            if not isinstance(getattr(module, "inplace", None), bool) or module.inplace:
+                continue
+            if all(node.args and fresh_and_private(node.args[0]) for node in nodes):
+                module.inplace = True
+                report.inplace.append(name)
+    return clone, report

@@ -1,0 +1,374 @@
+"""Class activation maps: CAM, Grad-CAM and Grad-CAM++.
+
+Each method weights the K feature maps ``A_k`` of one layer and sums them,
+``L = sum_k w_k A_k``; they differ only in the weights:
+
+* **CAM** (Zhou et al., "Learning Deep Features for Discriminative Localization",
+  CVPR 2016): for models that end in global average pooling followed by a linear
+  layer, ``w_k`` is the linear layer's weight from feature ``k`` to the class,
+  ``M_c = sum_k W[c, k] A_k``. No rectification.
+* **Grad-CAM** (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+  Gradient-based Localization", ICCV 2017, eq. 1-2): ``w_k = 1/Z sum_ij dy/dA_kij``
+  (the spatially averaged gradient of the target score ``y``), ``L = ReLU(sum_k w_k A_k)``.
+* **Grad-CAM++** (Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual
+  Explanations for Deep Convolutional Networks", WACV 2018, eq. 19 and 7):
+  ``w_k = sum_ij a_kij ReLU(g_kij)`` with ``g = dy/dA`` and
+  ``a_kij = g_kij^2 / (2 g_kij^2 + sum_ab A_kab g_kij^3)`` (0 where ``g_kij = 0``),
+  ``L = ReLU(sum_k w_k A_k)``.
+
+For a model ending in GAP + linear, the Grad-CAM weights of a class logit are the CAM
+weights divided by ``Z = h * w``, so CAM equals ``Z`` times Grad-CAM before its ReLU.
+
+All functions return the raw map at the layer's resolution, shape (N, h, w); use
+:func:`upsample` to bring it to the input size. Nothing is normalised here: rendering
+(``cnnwidgets.render.attribution``) scales maps for display.
+
+Gradients are taken with :func:`torch.autograd.grad` with respect to the captured
+activation itself (made a leaf of the graph by a forward hook on the probe's private
+copy, removed in ``finally``), so no parameter's ``.grad`` is touched and the part of
+the network before the layer is not differentiated at all. A layer that runs several
+times per forward is taken at its last call, like every capture of the probe.
+
+Relation to pytorch-grad-cam
+----------------------------
+``pytorch_grad_cam.GradCAM`` / ``GradCAMPlusPlus`` return, per image,
+``s(resize(s(ReLU(L))))`` with ``s(m) = (m - min m) / (max(m - min m) + 1e-7)`` and
+``resize`` = ``cv2.resize`` (bilinear, half-pixel centres) to the input size. The same
+is ``s(upsample(s(L)))`` here (``L`` is already rectified); the tests compare exactly
+that. Its Grad-CAM++ adds ``1e-6`` to the denominator of ``a_kij``; pass ``eps=1e-6``
+to :func:`grad_cam_pp` to reproduce it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.targets import ClassLogit, Target, resolve_target, target_score
+from cnnwidgets.methods.gradients import layers_for
+
+__all__ = [
+    "cam",
+    "grad_cam",
+    "grad_cam_pp",
+    "layer_gradient",
+    "nearest_conv_layer",
+    "upsample",
+]
+
+_POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+
+
+def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
+    info = probe.check_layer(layer)
+    if info.calls == 0:
+        raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
+    if not info.is_spatial:
+        raise ValueError(
+            f"{method} needs a layer with a (C, H, W) output; {layer!r} has output shape {info.output_shape}"
+        )
+    return info
+
+
+def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
+    """Forward hook: keep the module's output of its last call (as a fresh leaf if ``leaf``).
+
+    Only forward passes of the registering thread are recorded.
+    """
+    owner = threading.get_ident()
+
+    def hook(module: nn.Module, args: tuple, output: object) -> torch.Tensor | None:
+        if threading.get_ident() != owner:
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"the layer returns {type(output).__name__}, not a tensor")
+        if not leaf:
+            record[:] = [output.detach()]
+            return None
+        start = output.detach().requires_grad_(True)
+        record[:] = [start]
+        # Later in-place ops (a residual `out += identity`) must act on a copy, not the leaf.
+        return start.clone()
+
+    return module.register_forward_hook(hook, prepend=True)
+
+
+def layer_gradient(
+    model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activation ``A`` of ``layer`` and the gradient ``dy/dA`` of the target score.
+
+    The building block of the CAM family (and of any new weighting scheme). ``y`` is the
+    target's score per image; because images are independent in eval mode, ``dy/dA``
+    for the batch is each image's own gradient.
+
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it.
+        x: preprocessed batch (N, C, H, W).
+        target: class index or target callable (``ChannelActivation`` of a layer at or
+            after ``layer`` runs only the needed prefix).
+        layer: layer name (see ``probe.layers``).
+
+    Returns:
+        ``(A, dA)``, both detached, same shape (N, ...), on the probe's device.
+
+    Raises:
+        KeyError: unknown layer (or target layer). IndexError: class or channel out of range.
+        ValueError: a layer that never runs, or a target that does not depend on ``layer``
+            (its layer runs before it).
+        TypeError: a layer that does not return a tensor, an unsupported target.
+    """
+    target = resolve_target(target)
+    with probe_scope(model_or_probe) as probe:
+        layers_for(probe, x)
+        info = probe.check_layer(layer)
+        if info.calls == 0:
+            raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
+        record: list[torch.Tensor] = []
+        handle = _hook_output(probe.module(layer), record, leaf=True)
+        try:
+            scores = target_score(probe, x.detach(), target, grad=True)
+        finally:
+            handle.remove()
+        if not record:
+            raise ValueError(
+                f"the target's layer {target.layer!r} is computed before layer {layer!r}; "
+                "its score does not depend on that layer"
+            )
+        activation = record[-1]
+        (grad,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
+        if grad is None:
+            raise ValueError(f"the target's score does not depend on layer {layer!r}")
+        return activation.detach(), grad.detach()
+
+
+def _weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """``sum_k w[n, k] A[n, k]`` for weights (N, K) and activations (N, K, h, w)."""
+    return torch.einsum("nk,nkhw->nhw", weights, activation).contiguous()
+
+
+def _gradient_map(
+    model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str, method: str, weigh
+) -> torch.Tensor:
+    with probe_scope(model_or_probe) as probe:
+        layers_for(probe, x)
+        _spatial_layer(probe, layer, method)
+        activation, grad = layer_gradient(probe, x, target, layer)
+        return _weighted_sum(weigh(activation, grad), activation).clamp(min=0).to(x.device)
+
+
+def grad_cam(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str) -> torch.Tensor:
+    """Grad-CAM map (Selvaraju et al. 2017): ``ReLU(sum_k w_k A_k)``, ``w_k = mean_ij dy/dA_kij``.
+
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it.
+        x: preprocessed batch (N, C, H, W).
+        target: class index (the class logit, as in the paper) or target callable.
+        layer: any layer with a (K, h, w) output, usually the last convolutional block.
+
+    Returns:
+        Non-negative map (N, h, w) at the layer's resolution, float32 on ``x``'s device.
+
+    Raises:
+        KeyError, IndexError, TypeError: as :func:`layer_gradient`.
+        ValueError: a layer without a (K, h, w) output, or one the target does not depend on.
+    """
+
+    def weigh(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return grad.mean(dim=(2, 3))
+
+    return _gradient_map(model_or_probe, x, target, layer, "grad_cam", weigh)
+
+
+def grad_cam_pp(
+    model_or_probe: nn.Module | Probe,
+    x: torch.Tensor,
+    target: Target | int,
+    layer: str,
+    *,
+    eps: float = 0.0,
+) -> torch.Tensor:
+    """Grad-CAM++ map (Chattopadhay et al. 2018, eq. 19 with the ReLU of eq. 7).
+
+    ``w_k = sum_ij a_kij ReLU(g_kij)``, ``a_kij = g^2 / (2 g^2 + sum_ab A_kab g^3 + eps)``
+    with ``g = dy/dA`` (``a_kij = 0`` where ``g_kij = 0`` or the denominator vanishes), and
+    ``L = ReLU(sum_k w_k A_k)``.
+
+    Args:
+        model_or_probe, x, target, layer: as :func:`grad_cam`.
+        eps: added to the denominator of ``a_kij`` (0: the paper's formula; pytorch-grad-cam
+            uses 1e-6, which matters when gradients are tiny, as in untrained networks).
+
+    Returns:
+        Non-negative map (N, h, w) at the layer's resolution, float32 on ``x``'s device.
+
+    Raises:
+        As :func:`grad_cam`.
+    """
+
+    def weigh(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        grad2 = grad * grad
+        denominator = 2 * grad2 + activation.sum(dim=(2, 3), keepdim=True) * grad2 * grad + eps
+        usable = (grad != 0) & (denominator != 0)
+        alpha = torch.where(usable, grad2 / torch.where(usable, denominator, torch.ones_like(denominator)), 0.0)
+        return (alpha * grad.clamp(min=0)).sum(dim=(2, 3))
+
+    return _gradient_map(model_or_probe, x, target, layer, "grad_cam_pp", weigh)
+
+
+def _last_linear(probe: Probe, layers: dict[str, LayerInfo]) -> str:
+    linear = [name for name, info in layers.items() if info.calls > 0 and isinstance(probe.module(name), nn.Linear)]
+    if not linear:
+        raise ValueError("CAM needs a model whose last layer is nn.Linear after global average pooling; none found")
+    return linear[-1]
+
+
+def cam(
+    model_or_probe: nn.Module | Probe,
+    x: torch.Tensor,
+    target: ClassLogit | int,
+    *,
+    layer: str | None = None,
+    fc: str | None = None,
+) -> torch.Tensor:
+    """Class activation map (Zhou et al. 2016, eq. 2): ``M_c(i, j) = sum_k W[c, k] f_k(i, j)``.
+
+    ``f_k`` are the feature maps that global average pooling turns into the features of the
+    final linear layer ``fc`` (weights ``W``). The model must really end that way: the
+    function checks that ``fc(mean_ij f)`` reproduces the model's class score (up to float
+    rounding) and raises otherwise. The bias is a constant and is left out, as in the paper.
+
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it (e.g. torchvision ResNets).
+        x: preprocessed batch (N, C, H, W).
+        target: a class index or :class:`ClassLogit` (CAM explains class scores only).
+        layer: the layer whose output is ``f``. Default: the input of the last average-
+            pooling module (``nn.AdaptiveAvgPool2d`` / ``nn.AvgPool2d``) before ``fc``.
+        fc: the final ``nn.Linear``. Default: the last ``nn.Linear`` that runs.
+
+    Returns:
+        Signed map (N, h, w) at the features' resolution, float32 on ``x``'s device.
+
+    Raises:
+        TypeError: a target other than a class score.
+        KeyError: unknown layer names. IndexError: class out of range.
+        ValueError: the model does not end in global average pooling + ``fc`` at these layers.
+    """
+    if isinstance(target, int) and not isinstance(target, bool):
+        target = ClassLogit(target)
+    if not isinstance(target, ClassLogit) or target.layer is not None:
+        raise TypeError(f"CAM explains a class score: pass a class index or ClassLogit, got {target!r}")
+    with probe_scope(model_or_probe) as probe:
+        layers = layers_for(probe, x)
+        fc_name = fc if fc is not None else _last_linear(probe, layers)
+        fc_module = probe.module(fc_name)
+        if not isinstance(fc_module, nn.Linear):
+            raise ValueError(f"fc must name an nn.Linear layer; {fc_name!r} is {type(fc_module).__name__}")
+        record: list[torch.Tensor] = []
+        if layer is not None:
+            _spatial_layer(probe, layer, "cam")
+            handle = _hook_output(probe.module(layer), record, leaf=False)
+            source = f"layer {layer!r}"
+        else:
+            fc_order = layers[fc_name].order
+            pools = [
+                name
+                for name, info in layers.items()
+                if info.calls > 0 and info.order < fc_order and isinstance(probe.module(name), _POOLS)
+            ]
+            if not pools:
+                raise ValueError(
+                    f"no average-pooling module runs before {fc_name!r}; pass layer= (the feature maps "
+                    "that are globally averaged) or use grad_cam"
+                )
+
+            owner = threading.get_ident()
+
+            def pre_hook(module: nn.Module, args: tuple) -> None:
+                if threading.get_ident() == owner:
+                    record[:] = [args[0].detach()]
+
+            handle = probe.module(pools[-1]).register_forward_pre_hook(pre_hook)
+            source = f"the input of {pools[-1]!r}"
+        try:
+            # grad=True bypasses the cache so the hook sees a real forward (nothing requires grad,
+            # so no graph is built).
+            logits = probe.logits(x, grad=True).detach()
+        finally:
+            handle.remove()
+        scores = target(logits)
+        features = record[-1]
+        if features.dim() != 4:
+            raise ValueError(f"CAM needs (K, h, w) feature maps; {source} has shape {tuple(features.shape[1:])}")
+        weight = fc_module.weight
+        if weight.shape[1] != features.shape[1]:
+            raise ValueError(
+                f"{fc_name!r} takes {weight.shape[1]} features but {source} has {features.shape[1]} channels; "
+                "CAM needs global average pooling right before the final linear layer (use grad_cam)"
+            )
+        index = target.index % weight.shape[0]
+        pooled = features.float().mean(dim=(2, 3)) @ weight[index].float()
+        if fc_module.bias is not None:
+            pooled = pooled + fc_module.bias[index]
+        tolerance = 1e-4 * (1.0 + scores.abs().max())
+        if not torch.allclose(pooled, scores.float(), rtol=1e-4, atol=float(tolerance)):
+            raise ValueError(
+                f"the model's score for class {target.index} is not {fc_name!r} applied to the global average of "
+                f"{source} (max difference {float((pooled - scores).abs().max()):.3g}); CAM is undefined here, "
+                "use grad_cam"
+            )
+        maps = torch.einsum("k,nkhw->nhw", weight[index].float(), features.float())
+        return maps.contiguous().to(x.device)
+
+
+def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinearly resize maps (N, h, w) to ``size`` = (H, W), e.g. ``x.shape[-2:]``.
+
+    Pixel centres are aligned (``align_corners=False``: output pixel ``i`` samples the
+    input at ``(i + 0.5) * h / H - 0.5``, clamped at the borders), the convention of
+    ``cv2.resize`` and PIL. The map is stretched over the whole image; it ignores the
+    receptive-field offsets of the layer, as the papers' reference implementations do.
+
+    Returns:
+        (N, H, W) float tensor on the maps' device.
+
+    Raises:
+        ValueError: maps not 3-D, or a bad size.
+    """
+    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
+        raise ValueError(f"expected maps of shape (N, h, w), got {getattr(maps, 'shape', type(maps).__name__)}")
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (H, W) with positive entries, got {size}")
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def nearest_conv_layer(probe: Probe, layer: str) -> str:
+    """The layer a class map for ``layer`` should use: ``layer`` itself when its output is a
+    feature map larger than 1x1, else the nearest convolution that runs before it.
+
+    Uses the probe's current layer table (``probe.layers``).
+
+    Raises:
+        KeyError: unknown layer. ValueError: no convolution runs at or before ``layer``.
+    """
+    layers = probe.layers
+    info = probe.check_layer(layer)
+
+    def is_map(i: LayerInfo) -> bool:
+        return i.is_spatial and i.calls > 0 and i.output_shape[1] * i.output_shape[2] > 1  # type: ignore[index]
+
+    if is_map(info):
+        return layer
+    before = [i for i in layers.values() if i.is_conv and i.calls > 0 and i.is_spatial and i.order <= info.order]
+    larger = [i for i in before if is_map(i)]
+    chosen = larger or before
+    if not chosen:
+        raise ValueError(f"no convolution with a feature-map output runs at or before layer {layer!r}")
+    return max(chosen, key=lambda i: i.order).name

@@ -1,0 +1,303 @@
+"""Correspondence analysis (Zeiler & Fergus 2014, section 5.2, Table 1).
+
+Does the network relate the same object part across different images? Take images
+``x_1 .. x_N`` of one class, occlude the same part (say, the left eye) in each, and look at
+how the feature vector at layer ``l`` changes::
+
+    eps_i^l = x_i^l - x~_i^l          (features of the original minus those of the occluded image)
+
+If the part is encoded consistently, the changes point the same way in every image. The
+paper's consistency measure is::
+
+    Delta_l = sum_{i != j} H(sign(eps_i^l), sign(eps_j^l))
+
+with ``H`` the Hamming distance. Like the paper's Table 1, :func:`correspondence` reports it
+normalised and averaged: the fraction of feature entries whose change has a different sign,
+``h_ij = H(.,.) / D`` (``D`` = length of the flattened feature vector), averaged over the
+``N (N - 1) / 2`` pairs, with its standard deviation over pairs (``total`` keeps the
+un-normalised sum over ordered pairs, the formula above). Lower means more consistent.
+
+The control (the paper's "random" row) occludes, in each image independently, a box of the
+same size at a uniformly random position fully inside the image; ``random_trials`` draws
+(seeded, private generator) are pooled. A part whose occlusion changes the features more
+consistently than random occlusions suggests the model has an implicit notion of that part.
+
+Boxes are ``(x0, y0, x1, y1)`` in pixels of the preprocessed image, half-open: columns
+``x0 .. x1-1`` and rows ``y0 .. y1-1`` are covered (the torchvision ``xyxy`` convention).
+The occluder sets them to ``fill`` in preprocessed space (``0.0``: the mean colour of
+mean/std-normalised inputs; the paper used a grey square).
+
+Entries of ``eps`` with ``|eps| <= atol + rtol * |x|`` count as unchanged (sign 0). With the
+default tolerances this only absorbs floating-point rounding (a convolution may round
+differently when a distant pixel changes), which would otherwise add random signs where
+nothing changed.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.methods.invariance import default_feature_layers
+
+__all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
+
+#: Name of the control row.
+RANDOM = "random"
+
+BoxXYXY = tuple[int, int, int, int]
+
+
+def _check_box(box: Sequence[int], height: int, width: int, where: str) -> BoxXYXY:
+    if len(box) != 4:
+        raise ValueError(f"{where}: a box is (x0, y0, x1, y1), got {box!r}")
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(
+            f"{where}: box {(x0, y0, x1, y1)} must satisfy 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}"
+        )
+    return x0, y0, x1, y1
+
+
+def occlude(images: torch.Tensor, boxes: Sequence[Sequence[int]], fill: float | Sequence[float] = 0.0) -> torch.Tensor:
+    """A copy of ``images`` (N, C, H, W) with ``boxes[i]`` of image ``i`` set to ``fill``.
+
+    Raises:
+        ValueError: wrong number of boxes or a box outside the image.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"expected a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    if len(boxes) != images.shape[0]:
+        raise ValueError(f"expected one box per image ({images.shape[0]}), got {len(boxes)}")
+    out = images.detach().clone()
+    value = torch.as_tensor(fill, dtype=out.dtype, device=out.device).reshape(-1, 1, 1)
+    for i, box in enumerate(boxes):
+        x0, y0, x1, y1 = _check_box(box, images.shape[2], images.shape[3], f"image {i}")
+        out[i, :, y0:y1, x0:x1] = value
+    return out
+
+
+def random_boxes(
+    sizes: Sequence[tuple[int, int]], image_size: tuple[int, int], rng: np.random.Generator
+) -> list[BoxXYXY]:
+    """One box per (height, width) in ``sizes`` at a uniformly random position inside (H, W)."""
+    height, width = image_size
+    boxes = []
+    for h, w in sizes:
+        y0 = int(rng.integers(0, height - h + 1))
+        x0 = int(rng.integers(0, width - w + 1))
+        boxes.append((x0, y0, x0 + w, y0 + h))
+    return boxes
+
+
+@dataclass
+class CorrespondenceResult:
+    """Table 1 of the paper for one set of images.
+
+    Attributes:
+        layers: the layers (columns).
+        parts: the occluded parts (rows), the control ``"random"`` last when computed.
+        mean: ``{part: {layer: mean h_ij over pairs}}`` (the table's numbers).
+        std: ``{part: {layer: standard deviation of h_ij over pairs}}``.
+        total: ``{part: {layer: Delta_l = sum_{i != j} H_ij}}`` (un-normalised, ordered pairs;
+            for the control, averaged over trials).
+        pairwise: ``{part: {layer: (N, N) h_ij}}`` (control: mean over trials).
+        num_images, random_trials: sizes used.
+        feature_sizes: ``{layer: D}``.
+    """
+
+    layers: list[str]
+    parts: list[str]
+    mean: dict[str, dict[str, float]]
+    std: dict[str, dict[str, float]]
+    total: dict[str, dict[str, float]]
+    pairwise: dict[str, dict[str, np.ndarray]]
+    num_images: int
+    random_trials: int
+    feature_sizes: dict[str, int]
+
+    def cell(self, part: str, layer: str, precision: int = 3) -> str:
+        return f"{self.mean[part][layer]:.{precision}f} ± {self.std[part][layer]:.{precision}f}"
+
+    def table(self, precision: int = 3) -> str:
+        """The table as aligned text: rows parts, columns layers, cells ``mean ± std``."""
+        header = ["occluded part", *self.layers]
+        rows = [[part, *(self.cell(part, layer, precision) for layer in self.layers)] for part in self.parts]
+        widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+        lines = ["  ".join(text.ljust(w) for text, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        note = (
+            f"mean sign-change Hamming distance (fraction of {', '.join(f'{l}: {d}' for l, d in self.feature_sizes.items())} "
+            f"features) over {self.num_images * (self.num_images - 1) // 2} image pairs; lower = more consistent"
+        )
+        return "\n".join([*lines, note])
+
+    def to_html(self, precision: int = 3) -> str:
+        """The table as an HTML ``<table>``."""
+        head = "".join(f"<th>{html.escape(l)}</th>" for l in self.layers)
+        body = "".join(
+            f"<tr><td>{html.escape(part)}</td>"
+            + "".join(f"<td>{html.escape(self.cell(part, l, precision))}</td>" for l in self.layers)
+            + "</tr>"
+            for part in self.parts
+        )
+        caption = (
+            "Mean feature sign change (normalised Hamming distance of sign(x - x~) over image pairs); "
+            "lower = more consistent"
+        )
+        return (
+            f"<table><caption>{html.escape(caption)}</caption><thead><tr><th>occluded part</th>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _signs(original: torch.Tensor, occluded: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
+    eps = original - occluded
+    small = eps.abs() <= atol + rtol * original.abs()
+    return torch.where(small, torch.zeros_like(eps), torch.sign(eps)).to(torch.int8)
+
+
+def _pairwise(signs: torch.Tensor) -> torch.Tensor:
+    """(N, N) Hamming distances (counts) between the rows of ``signs`` (N, D)."""
+    n = signs.shape[0]
+    out = torch.zeros((n, n), dtype=torch.float64)
+    for i in range(n):
+        out[i] = (signs[i:i + 1] != signs).sum(dim=1).to(torch.float64)
+    return out
+
+
+def correspondence(
+    model_or_probe: nn.Module | Probe,
+    images: torch.Tensor,
+    parts: Mapping[str, Sequence[Sequence[int]]],
+    layers: str | Sequence[str] | None = None,
+    *,
+    random_trials: int = 10,
+    fill: float | Sequence[float] = 0.0,
+    seed: int = 0,
+    rtol: float = 1e-5,
+    atol: float = 1e-7,
+) -> CorrespondenceResult:
+    """The paper's correspondence measure for occluded parts, with a random-occlusion control.
+
+    See the module notes for the formula (Zeiler & Fergus 2014, section 5.2, Table 1).
+
+    Args:
+        model_or_probe: a model (used through a temporary probe) or a probe.
+        images: preprocessed (N, C, H, W), N >= 2 images of one class (the paper: 5 dogs).
+        parts: ``{part name: one (x0, y0, x1, y1) box per image}``.
+        layers: layer names; ``None``: the counterparts of the paper's layers 5 and 7 (last
+            convolution's activation and the classifier's input, see
+            :func:`~cnnwidgets.methods.invariance.default_feature_layers`).
+        random_trials: random-occlusion draws for the control (0: no control). Trial ``t``
+            uses, in image ``i``, the size of the box of part ``t mod P`` in image ``i``.
+        fill: occluder value(s) in preprocessed space.
+        seed: seed of the control's private generator.
+        rtol, atol: changes within ``atol + rtol * |x|`` count as no change.
+
+    Returns:
+        A :class:`CorrespondenceResult` (print it, or show it in a notebook, for the table).
+
+    Raises:
+        ValueError: fewer than 2 images, no parts, wrong number of boxes, a box outside the image.
+        KeyError: unknown layer.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    n, _, height, width = images.shape
+    if n < 2:
+        raise ValueError(f"correspondence needs at least 2 images, got {n}")
+    if not parts:
+        raise ValueError("parts is empty; give {part name: [box per image]}")
+    if RANDOM in parts:
+        raise ValueError(f"{RANDOM!r} is the name of the control row; rename that part")
+    if random_trials < 0:
+        raise ValueError(f"random_trials must be >= 0, got {random_trials}")
+    checked = {
+        name: [_check_box(b, height, width, f"part {name!r}, image {i}") for i, b in enumerate(boxes)]
+        for name, boxes in parts.items()
+    }
+    for name, boxes in checked.items():
+        if len(boxes) != n:
+            raise ValueError(f"part {name!r} has {len(boxes)} boxes; expected one per image ({n})")
+    with probe_scope(model_or_probe) as probe:
+        images = images.detach()
+        if tuple(probe.input_size) != tuple(images.shape[1:]):
+            probe.describe(tuple(images.shape[1:]))
+        if layers is None:
+            defaults = default_feature_layers(probe)
+            names = list(dict.fromkeys([defaults["last_conv"], defaults["penultimate"]]))
+        else:
+            names = [layers] if isinstance(layers, str) else list(layers)
+            if not names:
+                raise ValueError("layers is empty")
+            for name in names:
+                probe.check_layer(name)
+
+        def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            acts = probe.capture(x, names)
+            return {k: v.reshape(v.shape[0], -1).float().cpu() for k, v in acts.items()}
+
+        reference = features(images)
+        sizes = {k: int(v.shape[1]) for k, v in reference.items()}
+        pair_mask = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+
+        def measure(boxes: list[BoxXYXY]) -> dict[str, torch.Tensor]:
+            occluded = features(occlude(images, boxes, fill))
+            return {k: _pairwise(_signs(reference[k], occluded[k], rtol, atol)) for k in names}
+
+        mean: dict[str, dict[str, float]] = {}
+        std: dict[str, dict[str, float]] = {}
+        total: dict[str, dict[str, float]] = {}
+        pairwise: dict[str, dict[str, np.ndarray]] = {}
+        for name, boxes in checked.items():
+            counts = measure(boxes)
+            mean[name], std[name], total[name], pairwise[name] = {}, {}, {}, {}
+            for layer in names:
+                fraction = counts[layer] / sizes[layer]
+                values = fraction[pair_mask]
+                mean[name][layer] = float(values.mean())
+                std[name][layer] = float(values.std(unbiased=False))
+                total[name][layer] = float(counts[layer].sum())
+                pairwise[name][layer] = fraction.numpy()
+        part_names = list(checked)
+        if random_trials:
+            rng = np.random.default_rng(seed)
+            trials: dict[str, list[torch.Tensor]] = {layer: [] for layer in names}
+            for t in range(random_trials):
+                template = checked[part_names[t % len(part_names)]]
+                boxes = random_boxes([(y1 - y0, x1 - x0) for x0, y0, x1, y1 in template], (height, width), rng)
+                for layer, counts in measure(boxes).items():
+                    trials[layer].append(counts)
+            mean[RANDOM], std[RANDOM], total[RANDOM], pairwise[RANDOM] = {}, {}, {}, {}
+            for layer in names:
+                stacked = torch.stack(trials[layer]) / sizes[layer]  # (T, N, N)
+                values = stacked[:, pair_mask].flatten()
+                mean[RANDOM][layer] = float(values.mean())
+                std[RANDOM][layer] = float(values.std(unbiased=False))
+                total[RANDOM][layer] = float(torch.stack(trials[layer]).sum(dim=(1, 2)).mean())
+                pairwise[RANDOM][layer] = stacked.mean(dim=0).numpy()
+            part_names.append(RANDOM)
+    return CorrespondenceResult(
+        layers=names,
+        parts=part_names,
+        mean=mean,
+        std=std,
+        total=total,
+        pairwise=pairwise,
+        num_images=n,
+        random_trials=random_trials,
+        feature_sizes=sizes,
+    )

@@ -1,0 +1,210 @@
+"""Dead channels: channels of a layer that never activate on a set of inputs.
+
+A channel ``c`` of layer ``L`` is **dead** on a data set ``D`` at threshold ``t`` when its output
+never exceeds ``t`` at any position for any input::
+
+    dead(c)  <=>  max_{x in D} max_{h,w} a_L(x)[c, h, w] <= t
+
+The test is applied to the output of the layer you name. At ``t = 0`` this is exactly "the
+following ReLU outputs zero everywhere" for both kinds of layers a default scan includes:
+
+* an activation layer (``ReLU`` ...): its output never exceeds 0, i.e. the unit never fires;
+* a convolution whose output goes straight into a ReLU: ``ReLU(z) > 0`` iff ``z > 0``, so a conv
+  channel that is never positive is a channel the ReLU always zeroes. When a normalisation layer
+  sits between the convolution and the ReLU (conv -> BN -> ReLU), the conv channel's sign is not
+  what the ReLU sees; look at the ReLU (or BN) layer instead.
+
+Dying ReLUs were described by Maas, Hannun & Ng (2013), "Rectifier Nonlinearities Improve
+Neural Network Acoustic Models", and Lu et al. (2019), "Dying ReLU and Initialization".
+
+Per channel the report also holds the maximum activation and the fraction of active units
+(``a > t``) over all images and positions.
+
+A module that runs several times per forward pass (the shared ReLU of a torchvision
+``BasicBlock``) is observed at its last call, as everywhere in cnnwidgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnwidgets.core.probe import Probe, probe_scope
+
+__all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
+
+
+
+
+@dataclass(frozen=True)
+class DeadChannels:
+    """Which channels of one layer never activated.
+
+    Attributes:
+        layer: the layer's name.
+        threshold: the threshold ``t`` (a unit is active where its activation is ``> t``).
+        max_activation: float32 (C,), the largest activation of each channel over all inputs and positions.
+        active_fraction: float64 (C,), fraction of (image, position) units with activation ``> t``.
+        num_images: how many images were seen.
+    """
+
+    layer: str
+    threshold: float
+    max_activation: np.ndarray
+    active_fraction: np.ndarray
+    num_images: int
+
+    @property
+    def is_dead(self) -> np.ndarray:
+        """bool (C,): the channel never exceeded the threshold."""
+        return ~(self.max_activation > self.threshold)
+
+    @property
+    def dead(self) -> list[int]:
+        """Indices of the dead channels, ascending."""
+        return [int(i) for i in np.flatnonzero(self.is_dead)]
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.max_activation.shape[0])
+
+    @property
+    def dead_fraction(self) -> float:
+        """Share of this layer's channels that are dead."""
+        return len(self.dead) / self.num_channels if self.num_channels else 0.0
+
+    def __repr__(self) -> str:
+        shown = ", ".join(str(i) for i in self.dead[:16]) + (" ..." if len(self.dead) > 16 else "")
+        return (
+            f"DeadChannels({self.layer!r}: {len(self.dead)}/{self.num_channels} dead [{shown}], "
+            f"threshold={self.threshold}, images={self.num_images})"
+        )
+
+
+def _is_activation(module: nn.Module) -> bool:
+    return type(module).__module__ == "torch.nn.modules.activation" and not isinstance(
+        module, (nn.MultiheadAttention, nn.Softmax, nn.Softmax2d, nn.LogSoftmax, nn.Softmin)
+    )
+
+
+def default_dead_layers(probe: Probe) -> list[str]:
+    """Layers a dead-channel scan covers by default: convolutions and activation functions
+    (ReLU, GELU, ...) whose output is a (C, H, W) feature map, in execution order."""
+    names = []
+    for name, info in probe.layers.items():
+        if not info.is_spatial or info.calls == 0:
+            continue
+        module = probe.module(name)
+        if isinstance(module, nn.Conv2d) or _is_activation(module):
+            names.append(name)
+    return names
+
+
+def _batches(inputs: torch.Tensor | Iterable) -> Iterator[torch.Tensor]:
+    if isinstance(inputs, torch.Tensor):
+        yield inputs
+        return
+    for index, batch in enumerate(inputs):
+        if isinstance(batch, (tuple, list)) and batch:
+            batch = batch[0]  # (images, labels) from a DataLoader
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(
+                f"batch {index} is a {type(batch).__name__}; expected a tensor (N, C, H, W) "
+                "or a tuple/list whose first element is one"
+            )
+        yield batch
+
+
+def dead_channels(
+    model_or_probe: nn.Module | Probe,
+    inputs: torch.Tensor | Iterable[torch.Tensor] | Iterable[Sequence[torch.Tensor]],
+    layers: str | Sequence[str] | None = None,
+    *,
+    threshold: float = 0.0,
+    progress: bool = True,
+) -> dict[str, DeadChannels]:
+    """Find the channels that never activate over a batch or a whole data set.
+
+    Formula: channel ``c`` of layer ``L`` is dead iff ``max_{x, h, w} a_L(x)[c, h, w] <= t``;
+    ``active_fraction[c] = mean_{x, h, w} [a_L(x)[c, h, w] > t]``. See the module docstring for
+    which layer to choose around a ReLU (Maas et al. 2013; Lu et al. 2019 on dying ReLUs).
+
+    Batches are streamed: each runs one prefix-only forward pass up to the deepest requested
+    layer, and only per-channel running maxima and counts are kept.
+
+    Args:
+        model_or_probe: a model or a :class:`~cnnwidgets.Probe` (a model is inspected through a
+            temporary probe, so it is never changed).
+        inputs: a preprocessed batch (N, C, H, W), or an iterable of such batches (a
+            ``DataLoader`` yielding ``(images, labels)`` works: the first element is used).
+        layers: a layer name, several, or ``None`` for every convolution and activation layer
+            with a spatial output (see :func:`default_dead_layers`).
+        threshold: a unit is active where its activation is ``> threshold``.
+        progress: show a progress bar over batches.
+
+    Returns:
+        ``{layer: DeadChannels}`` in the order requested (execution order for the default).
+
+    Raises:
+        KeyError: for an unknown layer (with suggestions).
+        ValueError: when ``inputs`` holds no batch, a batch is not (N, C, H, W), or a layer's
+            output has no channel dimension.
+        TypeError: when a batch is not a tensor.
+    """
+    threshold = float(threshold)
+    with probe_scope(model_or_probe) as probe:
+        names: list[str] | None = None
+        if layers is not None:
+            names = [layers] if isinstance(layers, str) else list(layers)
+            if not names:
+                raise ValueError("layers is empty; pass layer names or None for the default set")
+        maxima: dict[str, torch.Tensor] = {}
+        active: dict[str, torch.Tensor] = {}
+        units: dict[str, int] = {}
+        images = 0
+        total = len(inputs) if not isinstance(inputs, torch.Tensor) and hasattr(inputs, "__len__") else None
+        bar = tqdm(_batches(inputs), total=total, disable=not progress, desc="dead channels", unit="batch")
+        try:
+            for batch in bar:
+                if names is None:
+                    if batch.dim() != 4:
+                        raise ValueError(f"expected batches of shape (N, C, H, W), got {tuple(batch.shape)}")
+                    probe.describe(tuple(batch.shape[1:]))  # the layers as they are for this input size
+                    names = default_dead_layers(probe)
+                    if not names:
+                        raise ValueError("the model has no convolution or activation layer with a spatial output")
+                acts = probe.capture(batch, names)
+                for name, act in acts.items():
+                    if act.dim() < 2:
+                        raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}; no channel dimension")
+                    dims = [0, *range(2, act.dim())]
+                    batch_max = act.detach().amax(dim=dims).float()
+                    batch_active = (act.detach() > threshold).sum(dim=dims, dtype=torch.float64)
+                    if name in maxima:
+                        if batch_max.shape != maxima[name].shape:
+                            raise ValueError(f"layer {name!r} changed its number of channels between batches")
+                        maxima[name] = torch.maximum(maxima[name], batch_max)
+                        active[name] += batch_active
+                    else:
+                        maxima[name], active[name] = batch_max, batch_active
+                    units[name] = units.get(name, 0) + act.numel() // act.shape[1]
+                images += batch.shape[0]
+        finally:
+            bar.close()
+        if names is None or not maxima:
+            raise ValueError("inputs holds no batch; pass a tensor (N, C, H, W) or an iterable of batches")
+        return {
+            name: DeadChannels(
+                layer=name,
+                threshold=threshold,
+                max_activation=maxima[name].cpu().numpy().astype(np.float32),
+                active_fraction=(active[name] / max(units[name], 1)).cpu().numpy(),
+                num_images=images,
+            )
+            for name in names
+        }

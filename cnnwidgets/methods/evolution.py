@@ -1,0 +1,326 @@
+"""Feature evolution during training (Zeiler & Fergus 2014, section 4.1, Fig. 4).
+
+"For a given feature map, we show the strongest activation (across all training
+examples) ... projected down to pixel space using our deconvnet approach", at a few
+epochs of training, so one sees the features of each layer form. A
+:class:`FeatureEvolutionRecorder` does this inside the user's own training loop::
+
+    recorder = FeatureEvolutionRecorder(model, probe_images, layers={"conv1": 6, "conv2": [0, 5, 9]},
+                                        epochs=[1, 2, 5, 10, 20])
+    for epoch in range(1, 21):
+        train_one_epoch(model, optimizer, loader)      # any optimizer, any loop
+        recorder.record(epoch)                         # does nothing at epochs not listed
+
+At a recorded epoch, for each chosen channel ``c`` of layer ``L``, the recorder finds the
+strongest unit over a fixed probe set ``X``::
+
+    (n*, h*, w*) = argmax_{n, h, w} a_L(x_n)[c, h, w]
+
+(ties: first image, then first position in row-major order) and stores its value, the
+receptive-field patch of image ``n*`` around unit ``(h*, w*)`` and the unit's projection to
+pixel space, cropped to the same box (the deconvnet when available, see
+:mod:`cnnwidgets.methods.topk` for projectors and patch geometry).
+
+It does not change training
+---------------------------
+The recorder inspects the model through a :class:`~cnnwidgets.core.probe.Probe`: a private
+eval-mode copy that is refreshed automatically after each optimizer step (parameter version
+counters change). The user's model, its train/eval flags, parameters, buffers and ``.grad``
+are never touched, and ``record`` runs inside :func:`torch.random.fork_rng`, so the global
+random state (dropout masks, data shuffling) after a ``record`` is exactly what it was before.
+Training with and without the recorder gives bitwise-identical weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnwidgets.core.probe import Probe
+from cnnwidgets.methods.topk import Box, Projector, crop_receptive_field, receptive_field_box, resolve_projector
+
+__all__ = ["PAPER_EPOCHS", "EvolutionFrame", "FeatureEvolution", "FeatureEvolutionRecorder"]
+
+#: The epochs shown in the paper's Fig. 4.
+PAPER_EPOCHS: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 40, 64)
+
+
+@dataclass(frozen=True)
+class EvolutionFrame:
+    """The strongest activation of one channel at one epoch.
+
+    Attributes:
+        epoch, layer, channel: what was recorded.
+        value: ``a_L(x_{n*})[c, h*, w*]``, the largest activation over the probe set.
+        image_index: ``n*``, the probe image it came from.
+        unit: ``(h*, w*)``; (0, 0) for a (C,) layer.
+        box: the unit's receptive field in the image (unclipped).
+        patch: float32 (C, h, w) receptive-field crop of the probe image (outside: 0).
+        projection: float32 (C, h, w) crop of the unit's pixel-space projection, or ``None``
+            when no projector was used.
+        valid: bool (h, w), inside the image.
+    """
+
+    epoch: int
+    layer: str
+    channel: int
+    value: float
+    image_index: int
+    unit: tuple[int, int]
+    box: Box
+    patch: np.ndarray
+    projection: np.ndarray | None
+    valid: np.ndarray
+
+
+@dataclass
+class FeatureEvolution:
+    """Everything a recorder stored: ``frames[(layer, channel)]`` is a list in epoch order.
+
+    Attributes:
+        epochs: the recorded epochs (or steps, see ``unit``), ascending.
+        channels: ``{layer: [channel, ...]}`` in the order given.
+        frames: ``{(layer, channel): [EvolutionFrame per recorded epoch]}``.
+        unit: what the recorded numbers count, ``"epoch"`` or ``"step"`` (for labels).
+    """
+
+    epochs: list[int] = field(default_factory=list)
+    channels: dict[str, list[int]] = field(default_factory=dict)
+    frames: dict[tuple[str, int], list[EvolutionFrame]] = field(default_factory=dict)
+    unit: str = "epoch"
+
+    def frame(self, layer: str, channel: int, epoch: int) -> EvolutionFrame:
+        """The frame of one channel at one recorded epoch.
+
+        Raises:
+            KeyError: for a channel or epoch that was not recorded.
+        """
+        if (layer, channel) not in self.frames:
+            raise KeyError(f"channel {channel} of layer {layer!r} was not recorded; recorded: {self.channels}")
+        for frame in self.frames[(layer, channel)]:
+            if frame.epoch == epoch:
+                return frame
+        raise KeyError(f"epoch {epoch} was not recorded; recorded epochs: {self.epochs}")
+
+    def values(self, layer: str, channel: int) -> np.ndarray:
+        """float64 (E,): the strongest activation per recorded epoch."""
+        return np.array([f.value for f in self.frames[(layer, channel)]], dtype=np.float64)
+
+
+def _channel_list(spec: int | Sequence[int], channels: int, layer: str) -> list[int]:
+    if isinstance(spec, bool):
+        raise TypeError(f"channels of layer {layer!r}: expected an int or a list of ints, got a bool")
+    if isinstance(spec, int):
+        if spec < 1:
+            raise ValueError(f"layer {layer!r}: the number of channels must be >= 1, got {spec}")
+        count = min(spec, channels)
+        return sorted({int(round(v)) for v in np.linspace(0, channels - 1, count)})
+    chosen = [int(c) for c in spec]
+    if not chosen:
+        raise ValueError(f"layer {layer!r}: empty channel list")
+    bad = [c for c in chosen if not 0 <= c < channels]
+    if bad:
+        raise IndexError(f"layer {layer!r} has {channels} channels; out of range: {bad}")
+    return chosen
+
+
+class FeatureEvolutionRecorder:
+    """Records, at chosen epochs, the strongest activation of chosen channels and its projection.
+
+    Args:
+        model: the model being trained. Never changed (see the module notes).
+        probe_images: a fixed, preprocessed probe set (N, C, H, W); the paper uses the
+            training set, a few hundred images are enough to see features form.
+        layers: ``{layer: channels}`` with a list of channel indices, or an int ``m`` for ``m``
+            channels evenly spaced over the layer (``round(linspace(0, C - 1, m))``). A list or a
+            single name means 8 evenly spaced channels per layer.
+        epochs: epochs at which :meth:`record` stores frames; ``None``: every call records.
+        projection: ``"auto"`` (the deconvnet when available, else none), ``"deconvnet"``,
+            ``"patch"`` / ``None`` (patches only) or a :data:`~cnnwidgets.methods.topk.Projector`.
+        device: device of the private copy (``"auto"``, ``"cpu"``, ``"cuda"`` ...).
+        batch_size: probe images per forward pass.
+        on_record: called with ``(recorder, epoch)`` after each recording (live views use it).
+        unit: what the numbers passed to :meth:`record` count, for labels: ``"epoch"`` or
+            ``"step"`` (record after optimizer steps when a run has only a few epochs).
+
+    Raises:
+        KeyError: unknown layer. IndexError: channel out of range.
+        ValueError: bad probe set, layer without a (C,) / (C, H, W) output, empty channel list.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        probe_images: torch.Tensor,
+        layers: Mapping[str, int | Sequence[int]] | Sequence[str] | str,
+        epochs: Iterable[int] | None = PAPER_EPOCHS,
+        *,
+        projection: str | Projector | None = "auto",
+        device: str | torch.device = "auto",
+        batch_size: int = 256,
+        on_record: Callable[[FeatureEvolutionRecorder, int], None] | None = None,
+        unit: str = "epoch",
+    ) -> None:
+        if not isinstance(probe_images, torch.Tensor) or probe_images.dim() != 4 or probe_images.shape[0] == 0:
+            raise ValueError(
+                f"probe_images must be a non-empty preprocessed batch (N, C, H, W), got "
+                f"{getattr(probe_images, 'shape', type(probe_images).__name__)}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(layers, str):
+            layers = {layers: 8}
+        elif not isinstance(layers, Mapping):
+            layers = {name: 8 for name in layers}
+        if not layers:
+            raise ValueError("layers is empty; name at least one layer")
+        self.projector = resolve_projector(projection)
+        self.images = probe_images.detach().to("cpu", torch.float32).clone()
+        self.batch_size = batch_size
+        self.epochs = None if epochs is None else sorted({int(e) for e in epochs})
+        self._callbacks: list[Callable[[FeatureEvolutionRecorder, int], None]] = []
+        if on_record is not None:
+            self._callbacks.append(on_record)
+        self.probe = Probe(model, device=device, input_size=tuple(self.images.shape[1:]))
+        try:
+            infos = self.probe.layers
+            channels: dict[str, list[int]] = {}
+            for name, spec in layers.items():
+                info = self.probe.check_layer(name)
+                if info.output_shape is None or len(info.output_shape) not in (1, 3):
+                    raise ValueError(
+                        f"layer {name!r} has output shape {info.output_shape}; a recorder needs (C,) or (C, H, W)"
+                    )
+                channels[name] = _channel_list(spec, info.output_shape[0], name)
+            self.layer_infos = {name: infos[name] for name in channels}
+        except BaseException:
+            self.probe.close()
+            raise
+        self.evolution = FeatureEvolution(channels=channels, unit=unit)
+
+    # ------------------------------------------------------------------ API
+    @property
+    def channels(self) -> dict[str, list[int]]:
+        """``{layer: [channel, ...]}`` being recorded."""
+        return self.evolution.channels
+
+    def add_callback(self, fn: Callable[[FeatureEvolutionRecorder, int], None]) -> None:
+        """Call ``fn(recorder, epoch)`` after each recording."""
+        self._callbacks.append(fn)
+
+    def remove_callback(self, fn: Callable[[FeatureEvolutionRecorder, int], None]) -> None:
+        """Stop calling ``fn``."""
+        self._callbacks.remove(fn)
+
+    def wants(self, epoch: int) -> bool:
+        """Whether :meth:`record` stores frames at ``epoch``."""
+        return self.epochs is None or int(epoch) in self.epochs
+
+    def record(self, epoch: int, *, force: bool = False) -> bool:
+        """Store frames for ``epoch`` if it is one of the chosen epochs (or ``force``).
+
+        Recording the same epoch again replaces its frames. Leaves the global random state,
+        the model, its flags and gradients exactly as they were.
+
+        Returns:
+            Whether frames were stored.
+
+        Raises:
+            RuntimeError: after :meth:`close`.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+            raise TypeError(f"epoch must be an int, got {type(epoch).__name__}")
+        epoch = int(epoch)
+        if not (force or self.wants(epoch)):
+            return False
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            frames = self._compute(epoch)
+        evolution = self.evolution
+        if epoch in evolution.epochs:
+            for key in frames:
+                evolution.frames[key] = [f for f in evolution.frames.get(key, []) if f.epoch != epoch]
+        else:
+            evolution.epochs.append(epoch)
+            evolution.epochs.sort()
+        for key, frame in frames.items():
+            evolution.frames.setdefault(key, []).append(frame)
+            evolution.frames[key].sort(key=lambda f: f.epoch)
+        for fn in list(self._callbacks):
+            fn(self, epoch)
+        return True
+
+    def result(self) -> FeatureEvolution:
+        """What has been recorded so far."""
+        return self.evolution
+
+    def close(self) -> None:
+        """Release the private copy (the recorded frames stay available)."""
+        self.probe.close()
+
+    def __enter__(self) -> FeatureEvolutionRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _strongest(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per layer: (values, image, row, col) of the strongest unit of each recorded channel."""
+        names = list(self.channels)
+        best: dict[str, tuple[torch.Tensor, ...]] = {}
+        for start in range(0, self.images.shape[0], self.batch_size):
+            batch = self.images[start:start + self.batch_size]
+            acts = self.probe.capture(batch, names)
+            for name in names:
+                act = acts[name][:, self.channels[name]].float()
+                if act.dim() == 2:
+                    act = act[:, :, None, None]
+                n, c, _, width = act.shape
+                flat = act.permute(1, 0, 2, 3).reshape(c, -1)
+                values, where = flat.max(dim=1)
+                units = flat.shape[1] // n
+                image, pos = where // units + start, where % units
+                row, col = pos // width, pos % width
+                found = (values.cpu(), image.cpu(), row.cpu(), col.cpu())
+                if name in best:
+                    better = found[0] > best[name][0]  # strictly: ties keep the earlier image
+                    best[name] = tuple(torch.where(better, new, old) for new, old in zip(found, best[name]))
+                else:
+                    best[name] = found
+        return best  # type: ignore[return-value]
+
+    def _compute(self, epoch: int) -> dict[tuple[str, int], EvolutionFrame]:
+        frames: dict[tuple[str, int], EvolutionFrame] = {}
+        best = self._strongest()
+        size = tuple(self.images.shape[1:])
+        for name, channels in self.channels.items():
+            values, image, row, col = best[name]
+            info = self.layer_infos[name]
+            projected = None
+            if self.projector is not None:  # one pass projects every recorded channel of the layer
+                sources = self.images[image].to(self.probe.device)
+                units = torch.stack([row, col], dim=1)
+                chosen = torch.tensor(channels, dtype=torch.long)
+                projected = self.projector(self.probe, sources, name, chosen, units).detach().cpu()
+            for i, channel in enumerate(channels):
+                n, r, c = int(image[i]), int(row[i]), int(col[i])
+                box = receptive_field_box(info, r, c, size)
+                patch = crop_receptive_field(self.images[n], box)
+                projection = None
+                if projected is not None:
+                    projection = crop_receptive_field(projected[i], box).pixels.numpy().astype(np.float32)
+                frames[(name, channel)] = EvolutionFrame(
+                    epoch=epoch, layer=name, channel=channel, value=float(values[i]), image_index=n, unit=(r, c),
+                    box=box, patch=patch.pixels.numpy().astype(np.float32), projection=projection,
+                    valid=patch.valid.numpy(),
+                )
+        return frames
+
+    def __repr__(self) -> str:
+        return f"FeatureEvolutionRecorder(channels={self.channels}, epochs={self.epochs}, recorded={self.evolution.epochs})"
+

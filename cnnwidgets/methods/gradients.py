@@ -1,0 +1,445 @@
+"""Gradient-based input attributions: saliency, guided backpropagation, deconvnet projections.
+
+All three push a signal from a target back to the input pixels. They differ only in how
+a ReLU ``y = max(x, 0)`` passes the signal ``R_out`` arriving at its output on to its
+input:
+
+=================  ==================================  =================================
+method             ReLU backward rule                   reference
+=================  ==================================  =================================
+saliency           ``R_in = R_out * [x > 0]``           Simonyan, Vedaldi & Zisserman [1]
+                   (the true gradient)
+deconvnet          ``R_in = max(R_out, 0)``             Zeiler & Fergus [2], section 2.1
+guided backprop    ``R_in = max(R_out, 0) * [x > 0]``   Springenberg et al. [3]
+=================  ==================================  =================================
+
+[1] K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Networks: Visualising
+    Image Classification Models and Saliency Maps", ICLR workshop 2014 (arXiv:1312.6034).
+[2] M. D. Zeiler, R. Fergus, "Visualizing and Understanding Convolutional Networks",
+    ECCV 2014 (arXiv:1311.2901, 2013).
+[3] J. T. Springenberg, A. Dosovitskiy, T. Brox, M. Riedmiller, "Striving for Simplicity:
+    The All Convolutional Net", ICLR workshop 2015 (arXiv:1412.6806).
+
+Every other module passes the signal back with its ordinary gradient: a convolution with
+its transposed filters, a max-pool through the positions that won in the forward pass
+(the deconvnet's "switches"), batch norm in eval mode through its per-channel scale.
+
+How the rules are applied
+-------------------------
+The functions run on a :class:`~cnnwidgets.core.probe.Probe`'s private inference copy of
+the model, never on the user's model. For the modified rules a forward hook on every
+``nn.ReLU`` module of that copy replaces the module's output by the output of a small
+autograd function that computes the same values and carries the modified backward rule.
+The hooks are registered for one call and removed in ``finally``; they act only on
+forward passes of the thread that registered them, so another thread using the same
+probe meanwhile gets ordinary ReLUs. Because each call of a module builds its own
+autograd node, modules that run several times per forward pass (the ReLU shared inside
+a torchvision ``BasicBlock``) are handled call by call.
+
+Limitation: ReLUs applied as functions (``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``)
+inside a model's ``forward`` are not modules and cannot be hooked; they keep the true
+gradient, as in Captum. The functions count such calls and warn with
+:class:`FunctionalReluWarning` when the result is therefore not the pure method.
+
+Gradients are taken with :func:`torch.autograd.grad` with respect to a private copy of
+the input, so no parameter's ``.grad`` is ever written. Each image's score depends on
+that image only (the copy is in eval mode), so the result for a batch equals the
+results for its images one by one.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.targets import Target, resolve_target, target_score
+
+__all__ = [
+    "FunctionalReluWarning",
+    "Unit",
+    "deconvnet",
+    "guided_backprop",
+    "project_channel",
+    "saliency",
+    "strongest_unit",
+]
+# Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule.
+
+Unit = Literal["max", "all"] | tuple[int, int]
+"""Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
+
+Rule = Literal["gradient", "guided", "deconvnet"]
+
+
+class FunctionalReluWarning(UserWarning):
+    """A model applies ReLU as a function, which the modified backward rules cannot reach."""
+
+
+# ---------------------------------------------------------------------------- plumbing
+def check_batch(x: object) -> torch.Tensor:
+    """Validate a preprocessed (N, C, H, W) float batch (the same rules as the probe).
+
+    Raises:
+        TypeError: if ``x`` is not a tensor.
+        ValueError: if it is not a non-empty 4-D float tensor.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a preprocessed torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
+        raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
+    if x.shape[0] == 0:
+        raise ValueError("the batch is empty")
+    return x
+
+
+def layers_for(probe: Probe, x: torch.Tensor) -> dict[str, LayerInfo]:
+    """The probe's layer table for inputs shaped like ``x``.
+
+    Re-discovers only when the size differs from the current one. Calling it before
+    adding temporary hooks keeps the discovery pass (and a refresh of the private copy
+    after the user's model changed) out of the hooked forward passes.
+    """
+    size = tuple(check_batch(x).shape[1:])
+    if tuple(probe.input_size) != size:
+        probe.describe(size)
+    return probe.layers
+
+
+def input_leaf(probe: Probe, x: torch.Tensor) -> torch.Tensor:
+    """A fresh float32 copy of ``x`` on the probe's device that requires grad."""
+    layers_for(probe, x)
+    return x.detach().to(probe.device, torch.float32).clone().requires_grad_(True)
+
+
+class _GuidedRelu(torch.autograd.Function):
+    """``max(x, 0)`` whose backward passes ``max(R, 0) * [x > 0]``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = x.clamp(min=0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (y > 0)
+
+
+class _DeconvRelu(torch.autograd.Function):
+    """``max(x, 0)`` whose backward passes ``max(R, 0)``, whatever the forward input was."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad.clamp(min=0)
+
+
+_RULES: dict[str, type[torch.autograd.Function]] = {"guided": _GuidedRelu, "deconvnet": _DeconvRelu}
+
+_FUNCTIONAL_RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+
+class _ReluCounter(TorchFunctionMode):
+    """Counts every ReLU reached through the torch function API (modules call ``F.relu``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _FUNCTIONAL_RELUS:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4) -> Iterator[None]:
+    """Within the block, every ``nn.ReLU`` module of ``model`` passes signals back by ``rule``.
+
+    ``model`` must be a private copy (a probe's ``probe.model``): hooks are added to it for
+    the duration of the block and removed afterwards, also when the block raises. If the
+    forward passes inside the block apply ReLU as a function, a
+    :class:`FunctionalReluWarning` names how many such calls kept the true gradient.
+
+    Args:
+        model: the module whose ReLU modules get the rule.
+        rule: ``"gradient"`` (no change), ``"guided"`` or ``"deconvnet"``.
+        method: name used in the warning.
+        stacklevel: passed to :func:`warnings.warn` (4 points at the caller of the function
+            that entered the block).
+    """
+    if rule == "gradient":
+        yield
+        return
+    function = _RULES[rule]
+    module_calls = 0
+    owner = threading.get_ident()
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        nonlocal module_calls
+        if threading.get_ident() != owner:
+            return None
+        if getattr(module, "inplace", False):
+            raise RuntimeError("modified ReLU rules need out-of-place ReLUs; run them on a Probe's private copy")
+        module_calls += 1
+        # Recompute from the module's input so the new node is the only path back to it.
+        return function.apply(args[0])
+
+    handles = []
+    counter = _ReluCounter()
+    try:
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                # prepend: the probe's own capture hook must see the replaced output.
+                handles.append(module.register_forward_hook(hook, prepend=True))
+        with counter:
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+    functional = counter.calls - module_calls
+    if functional > 0:
+        warnings.warn(
+            f"{method}: the model applied ReLU as a function {functional} time(s) (F.relu, torch.relu or "
+            "Tensor.relu in its forward); only nn.ReLU modules get the modified backward rule, so those "
+            "ReLUs kept the true gradient. Use nn.ReLU modules for the exact method.",
+            FunctionalReluWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: Rule, method: str) -> torch.Tensor:
+    """``d target / d x`` with ``rule`` at every ReLU module, shape and device of ``x``."""
+    target = resolve_target(target)
+    leaf = input_leaf(probe, x)
+    with relu_rule(probe.model, rule, method=method, stacklevel=5):
+        scores = target_score(probe, leaf, target, grad=True)
+        if not scores.requires_grad:
+            raise RuntimeError(f"{method}: the target's score does not depend on the input")
+        (grad,) = torch.autograd.grad(scores.sum(), leaf)
+    return grad.detach().contiguous().to(x.device)
+
+
+# ---------------------------------------------------------------------------- methods
+def saliency(
+    model_or_probe: nn.Module | Probe,
+    x: torch.Tensor,
+    target: Target | int,
+    *,
+    absolute: bool = True,
+    reduce: Literal["max"] | None = None,
+) -> torch.Tensor:
+    """Image-specific class saliency (Simonyan, Vedaldi & Zisserman 2014, section 3.1).
+
+    The gradient of the target score ``S`` with respect to the input pixels,
+    ``w = dS/dx``, evaluated at ``x``. The paper's saliency map takes its absolute value
+    and the maximum over colour channels: ``M[i, j] = max_c |w[c, i, j]|``.
+
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it.
+        x: preprocessed batch (N, C, H, W).
+        target: a class index (the class logit, as in the paper) or a target callable from
+            :mod:`cnnwidgets.core.targets`; channel targets run only the needed prefix.
+        absolute: return ``|dS/dx|`` (default) instead of the signed gradient.
+        reduce: ``None`` keeps all channels; ``"max"`` takes the maximum over channels
+            (of the absolute value when ``absolute``), giving one channel.
+
+    Returns:
+        (N, C, H, W), or (N, 1, H, W) with ``reduce="max"``; float32 on ``x``'s device.
+
+    Raises:
+        KeyError: for a target on an unknown layer.
+        IndexError: for a class or channel index out of range.
+        ValueError: for a bad batch or ``reduce`` value.
+        TypeError: for an unsupported target or model.
+    """
+    if reduce not in (None, "max"):
+        raise ValueError(f"reduce must be None or 'max', got {reduce!r}")
+    with probe_scope(model_or_probe) as probe:
+        grad = _input_gradient(probe, x, target, "gradient", "saliency")
+    if absolute:
+        grad = grad.abs()
+    if reduce == "max":
+        grad = grad.amax(dim=1, keepdim=True)
+    return grad
+
+
+def guided_backprop(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int) -> torch.Tensor:
+    """Guided backpropagation (Springenberg, Dosovitskiy, Brox & Riedmiller 2015, section 3.4).
+
+    The gradient of the target score with respect to the input, except that every ReLU
+    passes a signal back only where both the signal and the ReLU's forward input are
+    positive: ``R_in = max(R_out, 0) * [x > 0]``. Equal to Captum's ``GuidedBackprop``.
+
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it. Only ``nn.ReLU`` modules get
+            the rule (see the module notes on functional ReLUs).
+        x: preprocessed batch (N, C, H, W).
+        target: class index or target callable.
+
+    Returns:
+        Signed attribution (N, C, H, W), float32 on ``x``'s device.
+
+    Raises:
+        KeyError, IndexError, ValueError, TypeError: as :func:`saliency`.
+
+    Warns:
+        FunctionalReluWarning: if the model applies ReLU as a function.
+    """
+    with probe_scope(model_or_probe) as probe:
+        return _input_gradient(probe, x, target, "guided", "guided_backprop")
+
+
+def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int) -> torch.Tensor:
+    """Deconvnet attribution (Zeiler & Fergus 2014, section 2.1) of a target score.
+
+    The target's gradient is sent back to the pixels through the network's "deconvnet":
+    max-pools unpool through the switches recorded in the forward pass, ReLUs rectify
+    the backward signal itself (``R_in = max(R_out, 0)``, ignoring the forward input) and
+    convolutions apply their transposed filters. Equal to Captum's ``Deconvolution`` for
+    class targets and ``NeuronDeconvolution`` for a unit
+    (``ChannelActivation(layer, c, position=(i, j))``). For the paper's projection of a
+    feature map use :func:`project_channel`.
+
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it (only ``nn.ReLU`` modules are
+            rectified; see the module notes).
+        x: preprocessed batch (N, C, H, W).
+        target: class index or target callable.
+
+    Returns:
+        Signed projection (N, C, H, W), float32 on ``x``'s device.
+
+    Raises:
+        KeyError, IndexError, ValueError, TypeError: as :func:`saliency`.
+
+    Warns:
+        FunctionalReluWarning: if the model applies ReLU as a function.
+    """
+    with probe_scope(model_or_probe) as probe:
+        return _input_gradient(probe, x, target, "deconvnet", "deconvnet")
+
+
+def _channel_values(probe: Probe, activation: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
+    if activation.dim() not in (2, 4):
+        raise ValueError(
+            f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; "
+            "a channel projection needs a (C,) or (C, H, W) output"
+        )
+    if isinstance(channel, bool) or not isinstance(channel, int):
+        raise TypeError(f"channel must be an int, got {type(channel).__name__}")
+    if not 0 <= channel < activation.shape[1]:
+        raise IndexError(f"channel {channel} is out of range: layer {layer!r} has {activation.shape[1]} channels")
+    return activation[:, channel]
+
+
+def _argmax_units(values: torch.Tensor) -> torch.Tensor:
+    """(N, 2) rows and columns of each map's largest value (first one in row-major order)."""
+    flat = values.reshape(values.shape[0], -1).argmax(dim=1)
+    width = values.shape[-1]
+    return torch.stack([flat // width, flat % width], dim=1)
+
+
+def strongest_unit(model_or_probe: nn.Module | Probe, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
+    """Position of the largest activation of ``channel`` at ``layer``, per image.
+
+    Ties go to the first position in row-major order. Uses the probe's cached,
+    prefix-only capture.
+
+    Returns:
+        int64 tensor (N, 2) of (row, col) on the CPU.
+
+    Raises:
+        KeyError: unknown layer. IndexError: channel out of range.
+        ValueError: a layer without a (C, H, W) output.
+    """
+    with probe_scope(model_or_probe) as probe:
+        activation = probe.capture(check_batch(x), [layer])[layer]
+        if activation.dim() != 4:
+            raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; no spatial units")
+        values = _channel_values(probe, activation, layer, channel)
+        return _argmax_units(values).cpu()
+
+
+def project_channel(
+    model_or_probe: nn.Module | Probe,
+    x: torch.Tensor,
+    layer: str,
+    channel: int,
+    unit: Unit = "max",
+) -> torch.Tensor:
+    """Project a channel's activation from any layer down to pixel space (Zeiler & Fergus 2014, 2.1).
+
+    "To examine a given convnet activation, we set all other activations in the layer to
+    zero and pass the feature maps as input to the attached deconvnet layer." The kept
+    activations ``a`` of ``channel`` (rectified: ``max(a, 0)``, so a unit that is not
+    active projects to zero) form the signal ``R`` at ``layer``; every other entry of
+    ``R`` is zero. ``R`` then travels down with the deconvnet rules of :func:`deconvnet`
+    (unpooling through the switches, ReLU on the signal, transposed filters)::
+
+        P = D^T R,   R[n, k, i, j] = max(a[n, k, i, j], 0) * [k == channel] * [(i, j) in U_n]
+
+    For a single unit ``u`` this is ``max(a_u, 0)`` times Captum's
+    ``NeuronDeconvolution`` for that unit, since the deconvnet is positively homogeneous.
+
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it.
+        x: preprocessed batch (N, C, H, W).
+        layer: any layer with a (C, H, W) or (C,) output (see ``probe.layers``).
+        channel: channel index at ``layer``.
+        unit: ``"max"``: each image's strongest unit of the channel (see
+            :func:`strongest_unit`), as in the paper's figures; ``"all"``: the whole
+            feature map; ``(row, col)``: that unit in every image. Ignored for (C,) layers.
+
+    Returns:
+        Signed pixel-space projection (N, C, H, W), float32 on ``x``'s device. It is zero
+        outside the receptive field of a single projected unit.
+
+    Raises:
+        KeyError: unknown layer. IndexError: channel or unit out of range.
+        ValueError: bad batch, bad ``unit``, a layer whose output is not (C,) or (C, H, W).
+
+    Warns:
+        FunctionalReluWarning: if the model applies ReLU as a function.
+    """
+    if not (unit in ("max", "all") or (isinstance(unit, tuple) and len(unit) == 2)):
+        raise ValueError(f"unit must be 'max', 'all' or a (row, col) tuple, got {unit!r}")
+    with probe_scope(model_or_probe) as probe:
+        leaf = input_leaf(probe, x)
+        with relu_rule(probe.model, "deconvnet", method="project_channel"):
+            activation = probe.capture(leaf, [layer], grad=True)[layer]
+            values = _channel_values(probe, activation, layer, channel).detach().clamp(min=0)
+            seed = torch.zeros_like(activation)
+            if activation.dim() == 2 or unit == "all":
+                seed[:, channel] = values
+            else:
+                if unit == "max":
+                    rows, cols = _argmax_units(values).unbind(dim=1)
+                else:
+                    row, col = unit
+                    height, width = values.shape[1:]
+                    if not (0 <= row < height and 0 <= col < width):
+                        raise IndexError(f"unit {unit} is outside the {height}x{width} map of layer {layer!r}")
+                    rows = torch.full((values.shape[0],), row, dtype=torch.long, device=values.device)
+                    cols = torch.full_like(rows, col)
+                batch = torch.arange(values.shape[0], device=values.device)
+                seed[batch, channel, rows, cols] = values[batch, rows, cols]
+            (grad,) = torch.autograd.grad(activation, leaf, grad_outputs=seed)
+    return grad.detach().contiguous().to(x.device)

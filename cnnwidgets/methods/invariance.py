@@ -1,0 +1,320 @@
+"""Feature invariance to translation, rotation and scaling (Zeiler & Fergus 2014, section 4.4, Fig. 5).
+
+"Five sample images are translated, rotated and scaled by varying degrees while looking at
+the changes in the feature vectors from the top and bottom layers of the model, relative
+to the untransformed feature." For images ``x_n``, a transformation ``T_v`` with parameter
+``v`` and a layer ``L`` with output ``phi_L`` (flattened), the curves are::
+
+    d_L(v, n) = || phi_L(x_n) - phi_L(T_v x_n) ||_2                 (the paper's raw distance)
+    d_L(v, n) = || phi_L(x_n) - phi_L(T_v x_n) ||_2 / || phi_L(x_n) ||_2    (normalize=True)
+    p(v, n)   = softmax(f(T_v x_n))[y_n]                             (true-class probability)
+
+``y_n`` is the given label, or the class the model predicts for the untransformed image.
+
+Transformations (``torchvision.transforms.v2.functional`` on the preprocessed tensors):
+
+* ``"translation"``: vertical shift by ``v`` pixels (positive: down), ``affine(translate=(0, v))``;
+* ``"rotation"``: ``v`` degrees counter-clockwise about the centre, ``rotate(angle=v)``;
+* ``"scale"``: zoom by the factor ``v`` about the centre, ``affine(scale=v)`` (``v > 1`` enlarges
+  and crops, ``v < 1`` shrinks).
+
+The canvas keeps its size. Pixels that come from outside the image are set to ``fill``, a
+value in the *preprocessed* space: ``0.0`` (default) is the data set's mean colour for
+mean/std-normalised inputs (the paper's ImageNet setting) and black for inputs in [0, 1].
+``interpolation`` is bilinear by default (``"nearest"`` is also accepted); an integer shift
+or a multiple of 90 degrees with ``"nearest"`` moves pixels exactly. The identity (shift 0,
+angle 0, scale 1) returns the images unchanged, so its distance is exactly zero.
+
+Default ranges follow the paper's axes, scaled to the image height ``H``: shifts of up to
+``0.27 H`` either way (60 px of 224), angles 0 to 360 degrees in steps of 10, scales 1.0 to 1.8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from tqdm.auto import tqdm
+
+from cnnwidgets.core.probe import Probe, probe_scope
+
+__all__ = [
+    "TRANSFORMS",
+    "InvarianceResult",
+    "default_feature_layers",
+    "default_ranges",
+    "invariance_curves",
+    "transform_images",
+]
+
+TRANSFORMS: tuple[str, ...] = ("translation", "rotation", "scale")
+_UNITS = {"translation": "pixels, down", "rotation": "degrees", "scale": "ratio"}
+_IDENTITY = {"translation": 0.0, "rotation": 0.0, "scale": 1.0}
+_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
+
+
+def transform_images(
+    images: torch.Tensor,
+    kind: str,
+    value: float,
+    *,
+    interpolation: str = "bilinear",
+    fill: float | Sequence[float] = 0.0,
+) -> torch.Tensor:
+    """Apply one transformation to a batch (see the module notes for conventions).
+
+    Args:
+        images: preprocessed (N, C, H, W) batch.
+        kind: ``"translation"`` (pixels, down), ``"rotation"`` (degrees, counter-clockwise) or
+            ``"scale"`` (ratio > 0).
+        value: the parameter.
+        interpolation: ``"bilinear"`` or ``"nearest"``.
+        fill: value (or one per channel) for pixels from outside the image, in preprocessed space.
+
+    Returns:
+        (N, C, H, W); the input itself for the identity.
+
+    Raises:
+        ValueError: unknown kind or interpolation, non-positive scale, bad batch.
+    """
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown transformation {kind!r}; choose one of {TRANSFORMS}")
+    if interpolation not in _INTERPOLATION:
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"expected a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    value = float(value)
+    if kind == "scale" and value <= 0:
+        raise ValueError(f"a scale factor must be > 0, got {value}")
+    if value == _IDENTITY[kind]:
+        return images
+    fill_arg: float | list[float] = [float(f) for f in fill] if isinstance(fill, Sequence) else float(fill)
+    mode = _INTERPOLATION[interpolation]
+    if kind == "rotation":
+        return TF.rotate(images, value, interpolation=mode, fill=fill_arg)
+    translate = [0.0, value] if kind == "translation" else [0.0, 0.0]
+    scale = value if kind == "scale" else 1.0
+    return TF.affine(images, angle=0.0, translate=translate, scale=scale, shear=[0.0, 0.0], interpolation=mode, fill=fill_arg)
+
+
+def default_ranges(height: int) -> dict[str, np.ndarray]:
+    """The paper's ranges scaled to an image of ``height`` pixels (see the module notes)."""
+    reach = max(1, int(round(0.27 * height)))
+    shifts = np.unique(np.round(np.linspace(-reach, reach, 13)))
+    return {
+        "translation": shifts.astype(np.float64),
+        "rotation": np.arange(0.0, 361.0, 10.0),
+        "scale": np.round(np.arange(1.0, 1.8001, 0.1), 2),
+    }
+
+
+_ACTIVATIONS = ("ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Tanh", "Sigmoid", "ReLU6", "Hardswish", "PReLU")
+_RESHAPES = ("Flatten", "Unflatten", "Identity", "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout")
+
+
+def default_feature_layers(probe: Probe) -> dict[str, str]:
+    """Layers that play the paper's "layer 1", "layer 5" and "layer 7" in another model.
+
+    Returns:
+        ``{"first": ..., "last_conv": ..., "penultimate": ...}``: the first convolution's
+        activation (or the convolution itself; normalisation layers in between are skipped),
+        the last convolution's activation, and the feature vector the output layer
+        classifies - the last module before the output layer that is not a reshape
+        (``Flatten``), ``Dropout`` or ``Identity``; the paper's fc7 in a network with hidden
+        linear layers, the global pooling in one without.
+
+    Raises:
+        ValueError: for a model without a convolution.
+    """
+    leaves = [i for i in probe.layers.values() if i.is_leaf and i.calls > 0 and i.output_shape is not None]
+    convs = [k for k, i in enumerate(leaves) if i.type == "Conv2d"]
+    if not convs:
+        raise ValueError("the model has no Conv2d layer; name the layers explicitly")
+
+    def activation_after(index: int) -> str:
+        for follower in leaves[index + 1:index + 4]:
+            if follower.type in _ACTIVATIONS and follower.output_shape == leaves[index].output_shape:
+                return follower.name
+            if follower.type not in ("BatchNorm2d", "GroupNorm", "LayerNorm"):
+                break
+        return leaves[index].name
+
+    first, last_conv = activation_after(convs[0]), activation_after(convs[-1])
+    penultimate = next((i.name for i in reversed(leaves[:-1]) if i.type not in _RESHAPES), last_conv)
+    return {"first": first, "last_conv": last_conv, "penultimate": penultimate}
+
+
+@dataclass
+class InvarianceResult:
+    """Curves of feature distance and true-class probability under transformations.
+
+    Attributes:
+        values: ``{transform: (V,) parameters}``.
+        units: ``{transform: unit of the parameter}``.
+        layers: the layers measured.
+        distances: ``{transform: {layer: (V, N) float64}}``, ``d_L(v, n)``.
+        probabilities: ``{transform: (V, N) float64}``, ``p(v, n)``.
+        predictions: ``{transform: (V, N) int64}``, the predicted class.
+        labels: (N,) int64, the true (or predicted-at-identity) classes.
+        labels_given: whether ``labels`` were given (else they are the model's predictions).
+        normalized: whether distances are divided by ``||phi_L(x_n)||``.
+        interpolation, fill: how the images were transformed.
+    """
+
+    values: dict[str, np.ndarray]
+    units: dict[str, str]
+    layers: list[str]
+    distances: dict[str, dict[str, np.ndarray]]
+    probabilities: dict[str, np.ndarray]
+    predictions: dict[str, np.ndarray]
+    labels: np.ndarray
+    labels_given: bool
+    normalized: bool
+    interpolation: str
+    fill: float | Sequence[float]
+
+    @property
+    def transforms(self) -> list[str]:
+        return list(self.values)
+
+    def summary(self) -> str:
+        """A short text: per transform and layer the mean distance at the extremes, and the probability range."""
+        lines = []
+        for kind, values in self.values.items():
+            parts = [f"{kind} {values[0]:g}..{values[-1]:g} {self.units[kind]}:"]
+            for layer in self.layers:
+                d = self.distances[kind][layer].mean(axis=1)
+                parts.append(f"{layer} mean d max {d.max():.3g}")
+            p = self.probabilities[kind].mean(axis=1)
+            parts.append(f"p(true) mean {p.min():.2f}..{p.max():.2f}")
+            lines.append("  ".join(parts))
+        return "\n".join(lines)
+
+
+def _features(probe: Probe, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    acts = probe.capture(x, layers)
+    feats = {name: act.reshape(act.shape[0], -1).to(torch.float64).cpu() for name, act in acts.items()}
+    return feats, probe.logits(x).to(torch.float64).cpu()
+
+
+def invariance_curves(
+    model_or_probe: nn.Module | Probe,
+    images: torch.Tensor,
+    labels: Sequence[int] | torch.Tensor | None = None,
+    layers: str | Sequence[str] | None = None,
+    *,
+    transforms: Mapping[str, Sequence[float]] | Sequence[str] | None = None,
+    normalize: bool = False,
+    interpolation: str = "bilinear",
+    fill: float | Sequence[float] = 0.0,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> InvarianceResult:
+    """Distance of transformed images' features from the original's, and the true-class probability.
+
+    Formulas and transformations: see the module notes (Zeiler & Fergus 2014, section 4.4, Fig. 5).
+
+    Args:
+        model_or_probe: a model (used through a temporary probe) or a probe.
+        images: preprocessed (N, C, H, W); the paper uses 5 images.
+        labels: true class per image; ``None``: the prediction on the untransformed image.
+        layers: layer names; ``None``: the paper's "layer 1" and "layer 7" counterparts (see
+            :func:`default_feature_layers`: first conv activation, the classifier's input).
+        transforms: ``{kind: values}``, or kinds with default ranges; ``None``: all three with
+            the defaults of :func:`default_ranges`.
+        normalize: divide each distance by ``||phi_L(x_n)||`` (0 where that norm is 0).
+        interpolation, fill: see :func:`transform_images`.
+        batch_size: images per forward pass (transform values are grouped to fill it).
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`InvarianceResult`.
+
+    Raises:
+        KeyError: unknown layer. ValueError: bad images, labels, transforms or ranges.
+        IndexError: a label outside the model's classes.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a preprocessed batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    n = images.shape[0]
+    ranges = default_ranges(images.shape[2])
+    if transforms is None:
+        chosen = dict(ranges)
+    elif isinstance(transforms, Mapping):
+        chosen = {kind: np.asarray(list(values), dtype=np.float64) for kind, values in transforms.items()}
+    else:
+        chosen = {kind: ranges[kind] if kind in ranges else None for kind in transforms}
+    for kind, values in chosen.items():
+        if kind not in TRANSFORMS:
+            raise ValueError(f"unknown transformation {kind!r}; choose from {TRANSFORMS}")
+        if values is None or len(values) == 0:
+            raise ValueError(f"no values for transformation {kind!r}")
+    with probe_scope(model_or_probe) as probe:
+        images = images.detach()
+        if tuple(probe.input_size) != tuple(images.shape[1:]):
+            probe.describe(tuple(images.shape[1:]))
+        if layers is None:
+            defaults = default_feature_layers(probe)
+            names = list(dict.fromkeys([defaults["first"], defaults["penultimate"]]))
+        else:
+            names = [layers] if isinstance(layers, str) else list(layers)
+            if not names:
+                raise ValueError("layers is empty")
+            for name in names:
+                probe.check_layer(name)
+        reference, logits = _features(probe, images, names)
+        if labels is None:
+            label_array = logits.argmax(dim=1).numpy()
+        else:
+            label_array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else list(labels), dtype=np.int64)
+            if label_array.shape != (n,):
+                raise ValueError(f"expected {n} labels, got shape {label_array.shape}")
+            if label_array.min() < 0 or label_array.max() >= logits.shape[1]:
+                raise IndexError(f"labels must lie in 0..{logits.shape[1] - 1}, got {label_array.tolist()}")
+        norms = {name: feat.norm(dim=1) for name, feat in reference.items()}
+        index = torch.as_tensor(label_array)
+        distances: dict[str, dict[str, np.ndarray]] = {}
+        probabilities: dict[str, np.ndarray] = {}
+        predictions: dict[str, np.ndarray] = {}
+        per_chunk = max(1, batch_size // n)
+        total = sum(len(v) for v in chosen.values())
+        with tqdm(total=total, disable=not progress, desc="invariance", unit="step") as bar:
+            for kind, values in chosen.items():
+                dist = {name: np.zeros((len(values), n)) for name in names}
+                prob = np.zeros((len(values), n))
+                pred = np.zeros((len(values), n), dtype=np.int64)
+                for start in range(0, len(values), per_chunk):
+                    chunk = values[start:start + per_chunk]
+                    batch = torch.cat(
+                        [transform_images(images, kind, v, interpolation=interpolation, fill=fill) for v in chunk]
+                    )
+                    feats, out = _features(probe, batch, names)
+                    for name in names:
+                        diff = feats[name].reshape(len(chunk), n, -1) - reference[name][None]
+                        d = diff.norm(dim=2)
+                        if normalize:
+                            d = torch.where(norms[name] > 0, d / norms[name].clamp(min=1e-300), torch.zeros_like(d))
+                        dist[name][start:start + len(chunk)] = d.numpy()
+                    soft = torch.softmax(out, dim=1).reshape(len(chunk), n, -1)
+                    prob[start:start + len(chunk)] = soft.gather(2, index[None, :, None].expand(len(chunk), n, 1))[..., 0].numpy()
+                    pred[start:start + len(chunk)] = soft.argmax(dim=2).numpy()
+                    bar.update(len(chunk))
+                distances[kind], probabilities[kind], predictions[kind] = dist, prob, pred
+    return InvarianceResult(
+        values={kind: np.asarray(v, dtype=np.float64) for kind, v in chosen.items()},
+        units={kind: _UNITS[kind] for kind in chosen},
+        layers=names,
+        distances=distances,
+        probabilities=probabilities,
+        predictions=predictions,
+        labels=label_array,
+        labels_given=labels is not None,
+        normalized=normalize,
+        interpolation=interpolation,
+        fill=fill,
+    )

@@ -1,0 +1,184 @@
+"""Kernel view: the learned weights of a convolution layer, ready to be drawn.
+
+A 2-D convolution with weight ``W`` of shape (O, I, kH, kW) computes, for output channel ``o``,
+``y_o = b_o + sum_i W[o, i] * x_i`` (``*`` is cross-correlation). Each ``W[o, i]`` is a small
+image: the pattern in input channel ``i`` that excites output channel ``o`` most. For the first
+layer, whose three input channels are the colour channels of the (preprocessed) image, the three
+slices ``W[o, 0..2]`` are drawn together as one RGB tile, as in Krizhevsky et al. (2012), "ImageNet
+Classification with Deep Convolutional Neural Networks", figure 3, and Zeiler & Fergus (2014),
+"Visualizing and Understanding Convolutional Networks", figure 6. Deeper layers are drawn per input
+channel: a grid with one row per output channel and one column per input channel, or the input
+slices of one chosen output channel.
+
+Normalisation is symmetric around zero, so that a weight of 0 is drawn mid-gray::
+
+    v = W / s,   s = max |W| over the normalisation group,   v in [-1, 1]
+
+with the group being the whole layer (``"layer"``: tiles are comparable), one output channel
+(``"filter"``: every filter uses the full contrast) or one 2-D slice ``W[o, i]`` (``"slice"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnwidgets.core.layers import unknown_layer_error
+
+if TYPE_CHECKING:
+    from cnnwidgets.core.probe import Probe
+
+__all__ = ["Kernels", "conv_layer_names", "kernels"]
+
+_MODES = ("auto", "rgb", "channels")
+_NORMALIZE = ("layer", "filter", "slice")
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The weights of one convolution layer, normalised for display.
+
+    Attributes:
+        layer: the layer's name.
+        layout: how ``values`` is laid out:
+
+            * ``"rgb"``: shape (O, kH, kW, 3), one colour tile per output channel
+              (input channels 0, 1, 2 as red, green, blue);
+            * ``"grid"``: shape (O, I, kH, kW), row ``o`` holds the input slices of output channel ``o``;
+            * ``"slices"``: shape (I, kH, kW), the input slices of output channel ``out_channel``.
+
+        values: float32 weights divided by ``scale``, in [-1, 1]; 0 means a zero weight.
+        scale: float32 array of the divisors, broadcastable against the raw weights of shape
+            (O, I, kH, kW) (shape (1, 1, 1, 1), (O, 1, 1, 1) or (O, I, 1, 1)).
+        weight: the raw float32 weights, shape (O, I, kH, kW) (all output channels).
+        normalize: the normalisation group used (``"layer"``, ``"filter"`` or ``"slice"``).
+        out_channel: the chosen output channel for the ``"slices"`` layout, else ``None``.
+    """
+
+    layer: str
+    layout: str
+    values: np.ndarray
+    scale: np.ndarray
+    weight: np.ndarray
+    normalize: str
+    out_channel: int | None = None
+
+
+def _named_modules(model_or_probe: nn.Module | Probe) -> dict[str, nn.Module]:
+    from cnnwidgets.core.probe import Probe
+
+    if isinstance(model_or_probe, Probe):
+        model_or_probe.sync()  # the private copy must reflect the user's latest weights
+        model = model_or_probe.model
+    elif isinstance(model_or_probe, nn.Module):
+        model = model_or_probe
+    else:
+        raise TypeError(f"expected a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
+    return {name: module for name, module in model.named_modules() if name}
+
+
+def conv_layer_names(model_or_probe: nn.Module | Probe) -> list[str]:
+    """Names of the 2-D convolution layers (``nn.Conv2d`` and subclasses), in definition order.
+
+    Args:
+        model_or_probe: a model or a :class:`~cnnwidgets.Probe` on it.
+
+    Returns:
+        The qualified module names.
+    """
+    return [name for name, module in _named_modules(model_or_probe).items() if isinstance(module, nn.Conv2d)]
+
+
+def kernels(
+    model_or_probe: nn.Module | Probe,
+    layer: str,
+    *,
+    mode: str = "auto",
+    out_channel: int | None = None,
+    normalize: str = "layer",
+) -> Kernels:
+    """The weights of a convolution layer as tiles to draw (no forward pass is run).
+
+    Formula: ``v = W / s`` with ``s = max |W|`` over the normalisation group, so ``v`` is in
+    [-1, 1] and a zero weight maps to 0 (drawn mid-gray). First-layer filters are drawn as RGB
+    tiles (Krizhevsky et al. 2012, fig. 3; Zeiler & Fergus 2014, fig. 6); deeper layers one
+    slice per (output, input) channel pair.
+
+    Args:
+        model_or_probe: a model or a :class:`~cnnwidgets.Probe`. The weights are read without
+            changing anything (for a probe, from its private copy, which the probe brings up to
+            date with the user's model on each capture).
+        layer: name of an ``nn.Conv2d`` layer.
+        mode: ``"rgb"`` (needs 3 input channels per group, i.e. a layer that sees the colour
+            channels), ``"channels"`` (per input channel) or ``"auto"`` (``"rgb"`` when the layer
+            has 3 input channels per group and no ``out_channel`` is given, else ``"channels"``).
+        out_channel: with ``"channels"``, return only the input slices of this output channel
+            (layout ``"slices"``) instead of the full grid (layout ``"grid"``).
+        normalize: ``"layer"`` (one scale for the whole layer), ``"filter"`` (one per output
+            channel) or ``"slice"`` (one per 2-D kernel slice; for RGB tiles the same as ``"filter"``).
+
+    Returns:
+        A :class:`Kernels` with the normalised values, their layout and the raw weights.
+
+    Raises:
+        KeyError: for an unknown layer name (with suggestions).
+        ValueError: if the layer is not a 2-D convolution (the message lists the convolution
+            layers), for an unknown ``mode`` or ``normalize``, or ``mode="rgb"`` on a layer without
+            3 input channels.
+        IndexError: if ``out_channel`` is out of range.
+        TypeError: if ``model_or_probe`` is neither a model nor a probe.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if normalize not in _NORMALIZE:
+        raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
+    modules = _named_modules(model_or_probe)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer names are strings, got {type(layer).__name__}")
+    if layer not in modules:
+        raise unknown_layer_error(layer, list(modules))
+    module = modules[layer]
+    convs = [name for name, m in modules.items() if isinstance(m, nn.Conv2d)]
+    if not isinstance(module, nn.Conv2d):
+        listing = ", ".join(convs[:12]) + (" ..." if len(convs) > 12 else "") if convs else "none"
+        raise ValueError(
+            f"layer {layer!r} is a {type(module).__name__}, not a 2-D convolution; "
+            f"kernels can be shown for the convolution layers: {listing}"
+        )
+    with torch.no_grad():
+        weight = module.weight.detach().to("cpu", torch.float32).contiguous().numpy().copy()
+    out_count, in_count = weight.shape[:2]
+    if mode == "auto":
+        mode = "rgb" if in_count == 3 and out_channel is None else "channels"
+    if mode == "rgb":
+        if in_count != 3:
+            raise ValueError(
+                f"mode='rgb' needs a layer with 3 input channels per group (one per colour); "
+                f"{layer!r} has {in_count}. Use mode='channels'"
+            )
+        if out_channel is not None:
+            raise ValueError("out_channel selects input slices and works with mode='channels' only")
+    if out_channel is not None and not -out_count <= out_channel < out_count:
+        raise IndexError(f"out_channel {out_channel} is out of range: {layer!r} has {out_count} output channels")
+
+    magnitude = np.abs(weight)
+    if normalize == "layer":
+        scale = magnitude.max(keepdims=True)
+    elif normalize == "filter" or mode == "rgb":
+        scale = magnitude.max(axis=(1, 2, 3), keepdims=True)
+    else:
+        scale = magnitude.max(axis=(2, 3), keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    values = (weight / scale).astype(np.float32)
+    used = "filter" if normalize == "slice" and mode == "rgb" else normalize
+
+    if mode == "rgb":
+        return Kernels(layer, "rgb", np.ascontiguousarray(values.transpose(0, 2, 3, 1)), scale, weight, used)
+    if out_channel is not None:
+        index = out_channel % out_count
+        return Kernels(layer, "slices", values[index].copy(), scale, weight, used, index)
+    return Kernels(layer, "grid", values, scale, weight, used)

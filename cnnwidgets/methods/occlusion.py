@@ -1,0 +1,794 @@
+"""Occlusion sensitivity: how a score changes when a window of the image is covered.
+
+Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks" (ECCV 2014,
+arXiv:1311.2901, 2013), section 4.2 "Occlusion Sensitivity": slide an occluder over the
+image and record, for every occluder position, (a) the probability of the correct class,
+(b) the total activation of a chosen feature map, or (c) the most probable class.
+
+Definitions
+-----------
+For an image ``x`` of size (C, H, W), a window (wh, ww) and a stride (sh, sw), position
+(i, j) places the window's top-left corner at pixel (i*sh, j*sw); the window always lies
+fully inside the image, so the grid of positions has
+
+    rows = (H - wh) // sh + 1,    cols = (W - ww) // sw + 1
+
+entries (the same positions as Captum's ``Occlusion`` when (H - wh) and (W - ww) are
+multiples of the stride; Captum then adds no clipped windows). With ``O_ij(x)`` the image
+whose window at (i, j), in every channel, is replaced by the fill, and ``f`` the target
+score (a :mod:`~cnnwidgets.core.targets` callable)::
+
+    grid[i, j] = f(O_ij(x))            unoccluded = f(x)
+
+Every position is a full forward pass of the occluded image (positions are batched).
+Captum reports a per-pixel attribution instead: the mean, over the windows that cover a
+pixel p, of the drop of the score,
+
+    A(p) = mean_{(i, j): p in window(i, j)} ( f(x) - f(O_ij(x)) )
+
+:func:`grid_to_pixel_attribution` converts our grid into exactly that.
+
+Streaming
+---------
+Positions are evaluated in a coarse-to-fine order (:func:`scan_order`): first a lattice
+that spans the image from edge to edge, then lattices twice as fine, until every position
+is done. Each complete lattice is a full-coverage, lower-resolution map, so a heatmap drawn
+from a partial result (unfilled positions are NaN; the renderer fills them from the
+nearest computed one) is readable early and sharpens as the scan goes on. The order only
+changes *when* a position is computed, never *whether*: every scan computes every position.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.targets import Target, resolve_target, target_score
+from cnnwidgets.methods._fold import inference_copy
+
+__all__ = [
+    "PREVIEW_LEVEL",
+    "OcclusionResult",
+    "TopClassProbability",
+    "grid_shape",
+    "grid_to_pixel_attribution",
+    "occlusion_map",
+    "occlusion_top_class",
+    "scan_order",
+]
+
+#: Lattice level (see :func:`scan_order`) that makes the coarse preview: up to 5 x 5 positions
+#: spanning the image from edge to edge (fewer where the grid itself is smaller).
+PREVIEW_LEVEL = 2
+
+_ORDERS = ("coarse_first", "raster")
+
+Fill = Union[float, str, torch.Tensor, Sequence[float], Callable[[torch.Tensor], torch.Tensor]]
+Cancel = Union[threading.Event, Callable[[], bool]]
+
+
+@dataclass(frozen=True)
+class TopClassProbability:
+    """Target for mode (c): the probability of the most probable class, ``max_k softmax(y)_k``.
+
+    The class itself is reported per position in :attr:`OcclusionResult.labels`.
+    """
+
+    layer: None = None
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        if activation.dim() != 2:
+            raise ValueError(
+                "the most probable class needs a model output of class scores (N, classes), "
+                f"got {tuple(activation.shape)}"
+            )
+        return torch.softmax(activation, dim=1).amax(dim=1)
+
+
+@dataclass(frozen=True, eq=False)
+class OcclusionResult:
+    """An occlusion map, complete or partial (see the module docstring for the definitions).
+
+    Attributes:
+        grid: (rows, cols) float32, ``grid[i, j]`` = target score with the window at
+            position (i, j) occluded; NaN where the position has not been computed yet.
+        filled: (rows, cols) bool, which positions are computed.
+        unoccluded: the target score of the image without occlusion.
+        labels: (rows, cols) int64, the most probable class with the window at (i, j), -1 where
+            not computed; ``None`` when the target reads an internal layer.
+        unoccluded_label: the most probable class without occlusion (``None`` as for labels).
+        window: (height, width) of the occluder in pixels.
+        stride: (vertical, horizontal) step between positions in pixels.
+        image_size: (H, W) of the image.
+        target: the target that was evaluated.
+        done: number of computed positions.
+        preview_ready: whether the coarse lattice (:data:`PREVIEW_LEVEL`) is computed, i.e. the
+            partial map already covers the whole image coarsely (for ``order="raster"``: only
+            once every position is).
+        cancelled: the scan was stopped before every position was computed.
+    """
+
+    grid: np.ndarray
+    filled: np.ndarray
+    unoccluded: float
+    labels: np.ndarray | None
+    unoccluded_label: int | None
+    window: tuple[int, int]
+    stride: tuple[int, int]
+    image_size: tuple[int, int]
+    target: Target
+    done: int
+    preview_ready: bool
+    cancelled: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the position grid."""
+        return (int(self.grid.shape[0]), int(self.grid.shape[1]))
+
+    @property
+    def total(self) -> int:
+        """Number of positions in the grid."""
+        return int(self.grid.size)
+
+    @property
+    def complete(self) -> bool:
+        """Every position is computed."""
+        return self.done == self.total
+
+    @property
+    def drop(self) -> np.ndarray:
+        """``unoccluded - grid``: how much covering each position lowers the score (NaN: not computed)."""
+        return (np.float32(self.unoccluded) - self.grid).astype(np.float32)
+
+    @property
+    def corners(self) -> np.ndarray:
+        """(rows, cols, 2) int array: the window's top-left pixel (y, x) at each position."""
+        rows, cols = self.shape
+        ii, jj = np.meshgrid(np.arange(rows) * self.stride[0], np.arange(cols) * self.stride[1], indexing="ij")
+        return np.stack([ii, jj], axis=-1)
+
+    def pixel_attribution(self) -> np.ndarray:
+        """Captum's per-pixel attribution for this map; see :func:`grid_to_pixel_attribution`."""
+        return grid_to_pixel_attribution(
+            self.grid, self.unoccluded, window=self.window, stride=self.stride, image_size=self.image_size
+        )
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+_WINDOW_ACCEPTED = "a positive int or a pair (height, width) of positive ints"
+_STRIDE_ACCEPTED = "a positive int or a pair (vertical, horizontal) of positive ints"
+
+
+def _pair(value: object, what: str, accepted: str) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{what} must be {accepted}; got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{what} must be {accepted}; got {value!r}")
+    return pair
+
+
+def grid_shape(
+    image_size: Sequence[int], window: int | Sequence[int], stride: int | Sequence[int]
+) -> tuple[int, int]:
+    """Number of occluder positions (rows, cols) for an (H, W) image.
+
+    ``rows = (H - wh) // sh + 1`` and ``cols = (W - ww) // sw + 1``: position (i, j) has its
+    top-left corner at (i*sh, j*sw) and the window lies fully inside the image.
+
+    Raises:
+        ValueError: if window or stride are not positive ints / pairs, or the window does
+            not fit in the image.
+    """
+    height, width = (int(s) for s in image_size)
+    wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
+    sh, sw = _pair(stride, "stride", _STRIDE_ACCEPTED)
+    if wh > height or ww > width:
+        raise ValueError(f"window {(wh, ww)} must fit inside the image of size (H, W) = {(height, width)}")
+    return ((height - wh) // sh + 1, (width - ww) // sw + 1)
+
+
+def _axis_levels(n: int) -> np.ndarray:
+    """Level at which each index of an axis of length n joins the coarse-to-fine lattices.
+
+    Lattice m holds ``round((n - 1) * t / 2**m)`` for t = 0 .. 2**m: level 0 is both ends,
+    each next level halves the spacing, and lattice m is contained in lattice m + 1.
+    """
+    levels = np.full(n, -1, dtype=np.int64)
+    level = 0
+    while (levels < 0).any():
+        t = np.arange(2**level + 1, dtype=np.int64)
+        index = ((n - 1) * t * 2 + 2**level) // 2 ** (level + 1)  # round half up
+        new = index[levels[index] < 0]
+        levels[new] = level
+        level += 1
+    return levels
+
+
+def scan_order(rows: int, cols: int, order: str = "coarse_first") -> tuple[np.ndarray, np.ndarray]:
+    """The order in which the positions of a (rows, cols) grid are evaluated.
+
+    ``"coarse_first"``: position (i, j) belongs to lattice level ``max(level(i), level(j))``,
+    where an axis's lattice m has ``2**m + 1`` evenly spread indices from the first to the
+    last (see :func:`_axis_levels`); positions are taken level by level (row-major within a
+    level). Every prefix that ends at a level boundary is a complete lattice spanning the
+    whole grid. ``"raster"``: row-major.
+
+    Returns:
+        ``(positions, levels)``: (N, 2) int64 array of (i, j), and the (N,) lattice level of
+        each (all zeros for ``"raster"``). Every position appears exactly once.
+
+    Raises:
+        ValueError: for an unknown order or an empty grid.
+    """
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
+    if rows < 1 or cols < 1:
+        raise ValueError(f"the grid must have at least one position, got {(rows, cols)}")
+    ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    if order == "raster":
+        return np.stack([ii, jj], axis=1), np.zeros(ii.size, dtype=np.int64)
+    levels = np.maximum(_axis_levels(rows)[ii], _axis_levels(cols)[jj])
+    perm = np.lexsort((jj, ii, levels))
+    return np.stack([ii[perm], jj[perm]], axis=1), levels[perm]
+
+
+def grid_to_pixel_attribution(
+    grid: np.ndarray,
+    unoccluded: float,
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    image_size: Sequence[int],
+) -> np.ndarray:
+    """Convert a per-position grid into Captum's per-pixel occlusion attribution.
+
+    ``A(p) = mean over the computed positions (i, j) whose window covers pixel p of
+    (unoccluded - grid[i, j])``. For a complete grid whose windows tile the image without
+    remainder, this equals ``captum.attr.Occlusion(f).attribute(x, sliding_window_shapes=
+    (C, wh, ww), strides=(C, sh, sw), baselines=fill)`` in every channel (up to float rounding).
+
+    Args:
+        grid: (rows, cols) scores; NaN positions (not computed) are left out of the mean.
+        unoccluded: the score of the unoccluded image.
+        window, stride: as given to :func:`occlusion_map`.
+        image_size: (H, W).
+
+    Returns:
+        (H, W) float32 array; NaN for pixels no computed window covers.
+
+    Raises:
+        ValueError: if the grid shape does not match image_size, window and stride.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    expected = grid_shape(image_size, window, stride)
+    if grid.shape != expected:
+        raise ValueError(
+            f"grid of shape {grid.shape} does not match image_size={tuple(image_size)}, window={window}, "
+            f"stride={stride} (expected {expected})"
+        )
+    wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
+    sh, sw = _pair(stride, "stride", _STRIDE_ACCEPTED)
+    height, width = (int(s) for s in image_size)
+    known = np.isfinite(grid)
+    drop = np.where(known, float(unoccluded) - grid, 0.0)
+    kernel = torch.ones(1, 1, wh, ww, dtype=torch.float64)
+    # A transposed convolution with a ones kernel adds each position's value over its window.
+    total = F.conv_transpose2d(torch.from_numpy(drop)[None, None], kernel, stride=(sh, sw))[0, 0]
+    count = F.conv_transpose2d(torch.from_numpy(known.astype(np.float64))[None, None], kernel, stride=(sh, sw))[0, 0]
+    out = np.full((height, width), np.nan, dtype=np.float64)
+    h, w = total.shape
+    count_np = count.numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:h, :w] = np.where(count_np > 0, total.numpy() / count_np, np.nan)
+    return out.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def _prepare_image(x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a preprocessed torch.Tensor of shape (1, C, H, W), got {type(x).__name__}")
+    if x.dim() == 3:
+        raise ValueError(f"x must have shape (1, C, H, W), got {tuple(x.shape)}; add the batch dimension with x.unsqueeze(0)")
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(
+            f"x must be one image of shape (1, C, H, W), got {tuple(x.shape)}; occlusion explains one image "
+            "at a time (its occluded copies are batched internally), so loop over the images of a batch"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor (preprocessed image), got dtype {x.dtype}")
+    return x.detach()
+
+
+def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
+    """The values an occluded window takes, as a tensor broadcastable to x (1, C, H, W)."""
+    channels, height, width = x.shape[1:]
+    accepted = (
+        "a number (constant in the model's input space, e.g. 0.0 = the dataset mean after normalisation), "
+        "'mean' (the image's per-channel mean), per-channel values of shape (C,), a tensor of shape "
+        "(C, 1, 1), (C, H, W) or (1, C, H, W), or a callable x -> such a tensor"
+    )
+    if isinstance(fill, bool):
+        raise ValueError(f"fill must be {accepted}; got {fill!r}")
+    if isinstance(fill, (int, float, np.number)):
+        return torch.full((1, channels, 1, 1), float(fill), dtype=x.dtype, device=x.device)
+    if isinstance(fill, str):
+        if fill == "mean":
+            return x.mean(dim=(2, 3), keepdim=True)
+        raise ValueError(f"fill must be {accepted}; got {fill!r}")
+    if callable(fill) and not isinstance(fill, torch.Tensor):
+        value = fill(x.clone())
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"a fill callable must return a tensor ({accepted}); got {type(value).__name__}")
+    else:
+        try:
+            value = torch.as_tensor(fill)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"fill must be {accepted}; got {fill!r}") from exc
+    value = value.detach().to(device=x.device, dtype=x.dtype)
+    shape = tuple(value.shape)
+    if shape == (channels,):
+        return value.view(1, channels, 1, 1)
+    if shape in ((channels, 1, 1), (channels, height, width)):
+        return value.unsqueeze(0)
+    if shape in ((1, channels, 1, 1), (1, channels, height, width)):
+        return value
+    raise ValueError(f"fill must be {accepted}, for C={channels}, H={height}, W={width}; got shape {shape}")
+
+
+class _OccludedBatches:
+    """Builds batches of occluded copies of x in one reused buffer.
+
+    Each slot of the buffer keeps the image; for a new batch only the window written last
+    time into a slot is restored from x before the new window is filled, so building a batch
+    costs O(batch * window) instead of a full copy of the batch.
+    """
+
+    def __init__(self, x: torch.Tensor, fill: torch.Tensor, window: tuple[int, int], capacity: int,
+                 memory_format: torch.memory_format) -> None:
+        self.x = x
+        self.fill = fill
+        self.window = window
+        self.buffer = torch.empty((capacity, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=memory_format)
+        self.buffer.copy_(x.expand_as(self.buffer))
+        self.written: list[tuple[int, int] | None] = [None] * capacity
+
+    def batch(self, corners: np.ndarray) -> torch.Tensor:
+        wh, ww = self.window
+        image = self.x[0]
+        full_fill = self.fill.shape[-1] > 1 or self.fill.shape[-2] > 1
+        for slot, (top, left) in enumerate(corners.tolist()):
+            previous = self.written[slot]
+            if previous is not None:
+                pt, pl = previous
+                self.buffer[slot, :, pt:pt + wh, pl:pl + ww].copy_(image[:, pt:pt + wh, pl:pl + ww])
+            source = self.fill[0, :, top:top + wh, left:left + ww] if full_fill else self.fill[0]
+            self.buffer[slot, :, top:top + wh, left:left + ww].copy_(source)
+            self.written[slot] = (top, left)
+        return self.buffer[: len(corners)]
+
+
+def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
+    return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {exc}")
+
+
+class _OutputRunner:
+    """Scores (and top classes) of targets on the model output, from a fast private copy."""
+
+    def __init__(self, model: nn.Module, target: Target) -> None:
+        self.model = model
+        self.target = target
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.inference_mode():
+            try:
+                output = self.model(batch)
+            except (RuntimeError, TypeError) as exc:
+                raise _model_failed(exc, batch) from exc
+            return self.scores(output)
+
+    def scores(self, output: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"the model returned {type(output).__name__}; occlusion needs a model whose output is one "
+                "tensor of class scores"
+            )
+        with torch.inference_mode():
+            scores = self.target(output)
+            labels = output.argmax(dim=1) if output.dim() == 2 else None
+        return scores, labels
+
+
+class _LayerRunner:
+    """Scores of a target on an internal layer: prefix-only forward passes through the probe."""
+
+    def __init__(self, probe: Probe, target: Target) -> None:
+        self.probe = probe
+        self.target = target
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None]:
+        layer = self.target.layer
+        # Occluded batches are used once; caching them would evict the user's cached activations.
+        activation = self.probe.capture(batch, [layer], cache=False)[layer]
+        with torch.no_grad():
+            scores = self.target(activation)
+        return scores.detach(), None
+
+
+# One fast inference copy per (probe, fold setting), rebuilt when the probe's copy changes.
+_FAST_COPIES: weakref.WeakKeyDictionary[Probe, dict[bool, tuple[tuple, nn.Module]]] = weakref.WeakKeyDictionary()
+_FAST_COPIES_LOCK = threading.Lock()
+
+
+def _copy_key(probe: Probe) -> tuple:
+    model = probe.model
+    tensors = list(model.parameters()) + list(model.buffers())
+    return (id(model), str(probe.device), probe.channels_last, tuple((id(t), t._version) for t in tensors))
+
+
+def _fast_model(
+    probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor
+) -> tuple[nn.Module, torch.Tensor | None]:
+    """A hook-free inference copy of ``probe.model`` (BN folded if ``fold``), checked once against it.
+
+    Returns the copy and, when it was just built and checked, its output for ``x`` (so the
+    caller need not run it again).
+    """
+    probe.sync()
+    key = _copy_key(probe)
+    with _FAST_COPIES_LOCK:
+        cached = _FAST_COPIES.get(probe, {}).get(fold)
+    if cached is not None and cached[0] == key:
+        return cached[1], None
+    model, report = inference_copy(probe.model, fold_batchnorm=fold, inplace_activations=fold)
+    if probe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    check = None
+    if report.folded or report.inplace:
+        with torch.inference_mode():
+            try:
+                check = model(x)
+            except Exception:  # noqa: BLE001 - a rewrite that breaks the model is not used
+                check = None
+        scale = float(reference.abs().max()) if reference.numel() else 1.0
+        if not (
+            isinstance(check, torch.Tensor)
+            and check.shape == reference.shape
+            and torch.allclose(check, reference, rtol=1e-3, atol=1e-4 * max(1.0, scale))
+        ):
+            warnings.warn(
+                "folding batch norm changed this model's output; occlusion runs the model unmodified instead",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            model, _ = inference_copy(probe.model, fold_batchnorm=False, inplace_activations=False)
+            if probe.channels_last:
+                model.to(memory_format=torch.channels_last)
+            check = None
+    with _FAST_COPIES_LOCK:
+        _FAST_COPIES.setdefault(probe, {})[fold] = (key, model)
+    return model, check
+
+
+# Largest activation tensor (all images of a batch) we let a CPU batch create. glibc serves
+# blocks above its mmap threshold (at most 32 MiB on 64-bit) with fresh pages that the kernel
+# must fault in and zero on every batch; below it, freed activations are reused. Measured on
+# resnet18 at 224x224: batches of 9 (28 MiB stem output) fault no pages, batches of 16 spend
+# about 5 ms per image in page faults (~8 % of the forward).
+_CPU_TENSOR_BYTES = 28 * 2**20
+
+
+def _auto_batch_size(probe: Probe, image: torch.Tensor) -> int:
+    """Images per forward pass: bounded by the largest activation on CPU, by count on GPUs."""
+    if probe.device.type != "cpu":
+        return int(min(128, max(1, 20_000_000 // image[0].numel())))
+    largest = image[0].numel()
+    for info in probe.layers.values():  # described at this image size by the unoccluded run
+        if info.output_shape:
+            largest = max(largest, int(np.prod(info.output_shape)))
+    return int(min(64, max(1, _CPU_TENSOR_BYTES // (largest * image.element_size()))))
+
+
+def _cancel_check(cancel: Cancel | None) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if callable(getattr(cancel, "is_set", None)):
+        return cancel.is_set  # type: ignore[union-attr]
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError(f"cancel must be a threading.Event or a callable returning True to stop, got {type(cancel).__name__}")
+
+
+def _batches(total: int, batch_size: int, cut: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of at most batch_size that also end exactly at ``cut``."""
+    ranges = []
+    start = 0
+    while start < total:
+        end = min(total, start + batch_size)
+        if start < cut < end:
+            end = cut
+        ranges.append((start, end))
+        start = end
+    return ranges
+
+
+def _scan(
+    model_or_probe: nn.Module | Probe,
+    x: torch.Tensor,
+    target: Target | int,
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    fill: Fill,
+    batch_size: int | None,
+    progress: bool,
+    order: str,
+    callback: Callable[[OcclusionResult], None] | None,
+    cancel: Cancel | None,
+    device: str | torch.device | None,
+    fold_batchnorm: bool,
+) -> OcclusionResult:
+    # Cheap checks first, before any model work.
+    x = _prepare_image(x)
+    window = _pair(window, "window", _WINDOW_ACCEPTED)
+    stride = _pair(stride, "stride", _STRIDE_ACCEPTED)
+    rows, cols = grid_shape(x.shape[2:], window, stride)
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be None (automatic) or a positive int, got {batch_size!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable (it receives the partial OcclusionResult), got {type(callback).__name__}")
+    cancelled = _cancel_check(cancel)
+    target = resolve_target(target)
+
+    if isinstance(model_or_probe, Probe) and device is not None:
+        raise ValueError(
+            f"device applies only when a model is passed; this Probe computes on {model_or_probe.device} "
+            "(switch it with probe.to(device))"
+        )
+    with probe_scope(model_or_probe, device="auto" if device is None else device) as probe:
+        return _scan_with_probe(
+            probe, x, target, rows=rows, cols=cols, window=window, stride=stride, fill=fill,
+            batch_size=batch_size, progress=progress, order=order, callback=callback,
+            cancelled=cancelled, fold_batchnorm=fold_batchnorm,
+        )
+
+
+def _scan_with_probe(
+    probe: Probe,
+    x: torch.Tensor,
+    target: Target,
+    *,
+    rows: int,
+    cols: int,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    fill: Fill,
+    batch_size: int | None,
+    progress: bool,
+    order: str,
+    callback: Callable[[OcclusionResult], None] | None,
+    cancelled: Callable[[], bool],
+    fold_batchnorm: bool,
+) -> OcclusionResult:
+    memory_format = torch.channels_last if probe.channels_last else torch.contiguous_format
+    image = x.to(device=probe.device, dtype=torch.float32).contiguous(memory_format=memory_format)
+    fill_image = _fill_image(fill, image)
+
+    # The unoccluded score, through the same path as the occluded ones.
+    unoccluded_label: int | None = None
+    if target.layer is None:
+        reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
+        model, output = _fast_model(probe, fold_batchnorm, image, reference)
+        runner: _OutputRunner | _LayerRunner = _OutputRunner(model, target)
+        scores, labels = runner(image) if output is None else runner.scores(output)
+        if labels is not None:
+            unoccluded_label = int(labels[0])
+    else:
+        runner = _LayerRunner(probe, target)
+        scores = target_score(probe, image, target)
+        labels = None
+    if scores.shape != (1,):
+        raise ValueError(f"a target must return one score per image; got shape {tuple(scores.shape)}")
+    unoccluded = float(scores[0])
+    with_labels = labels is not None
+
+    positions, levels = scan_order(rows, cols, order)
+    total = len(positions)
+    preview_count = int((levels <= PREVIEW_LEVEL).sum()) if order == "coarse_first" else total
+    corners = positions * np.array(stride)
+    size = batch_size or _auto_batch_size(probe, image)
+    plan = _batches(total, int(size), preview_count)
+
+    grid = np.full((rows, cols), np.nan, dtype=np.float32)
+    filled = np.zeros((rows, cols), dtype=bool)
+    label_grid = np.full((rows, cols), -1, dtype=np.int64) if with_labels else None
+    done = 0
+    stopped = False
+
+    def snapshot() -> OcclusionResult:
+        return OcclusionResult(
+            grid=grid.copy(), filled=filled.copy(), unoccluded=unoccluded,
+            labels=None if label_grid is None else label_grid.copy(), unoccluded_label=unoccluded_label,
+            window=window, stride=stride, image_size=(int(x.shape[2]), int(x.shape[3])), target=target,
+            done=done, preview_ready=done >= preview_count, cancelled=stopped,
+        )
+
+    batches = _OccludedBatches(image, fill_image, window, min(int(size), total), memory_format)
+    bar = tqdm(total=total, desc="occlusion", unit="pos", disable=not progress)
+    try:
+        for start, end in plan:
+            if cancelled():
+                stopped = True
+                break
+            batch = batches.batch(corners[start:end])
+            scores, labels = runner(batch)
+            if scores.shape != (end - start,):
+                raise ValueError(f"a target must return one score per image; got shape {tuple(scores.shape)}")
+            ii, jj = positions[start:end, 0], positions[start:end, 1]
+            grid[ii, jj] = scores.float().cpu().numpy()
+            filled[ii, jj] = True
+            if label_grid is not None and labels is not None:
+                label_grid[ii, jj] = labels.cpu().numpy()
+            done = end
+            bar.update(end - start)
+            if callback is not None:
+                callback(snapshot())
+    finally:
+        bar.close()
+    return snapshot()
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def occlusion_map(
+    model_or_probe: nn.Module | Probe,
+    x: torch.Tensor,
+    target: Target | int,
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    fill: Fill = 0.0,
+    batch_size: int | None = None,
+    progress: bool = True,
+    order: str = "coarse_first",
+    callback: Callable[[OcclusionResult], None] | None = None,
+    cancel: Cancel | None = None,
+    device: str | torch.device | None = None,
+    fold_batchnorm: bool = True,
+) -> OcclusionResult:
+    """Occlusion sensitivity map of one image (Zeiler & Fergus 2013, section 4.2).
+
+    For every position (i, j) of the occluder (top-left corner at (i*sh, j*sw), window fully
+    inside the image) the window is replaced by ``fill`` in every channel and the target is
+    evaluated on the whole occluded image::
+
+        grid[i, j] = f(O_ij(x)),   unoccluded = f(x)
+
+    Low values of a class probability mark the regions the classifier relies on (the paper's
+    mode (a)); ``ChannelActivation(layer, c, reduce="sum")`` gives the total activation of a
+    feature map (mode (b)), computed prefix-only (the model stops after ``layer``); for mode (c)
+    see :func:`occlusion_top_class`. Every position is a full forward pass of its occluded image;
+    positions are batched.
+
+    Args:
+        model_or_probe: a model (a temporary :class:`~cnnwidgets.core.probe.Probe` is made and
+            closed) or a Probe (its private copy is used; the model is never changed).
+        x: one preprocessed image of shape (1, C, H, W) (normalised as the model expects).
+            Batches of several images are not accepted: explain one image at a time.
+        target: a class index (its logit), ``ClassLogit(i)``, ``ClassProbability(i)``,
+            ``ChannelActivation(layer, channel, reduce=...)``, or any target callable.
+        window: occluder size, an int or (height, width), at most the image size.
+        stride: step between positions in pixels, an int or (vertical, horizontal). A stride
+            larger than the window leaves pixels that no window covers.
+        fill: what covers the window, in the model's input space. A number is a constant in all
+            channels; 0.0 (default) is the dataset mean, i.e. gray, for mean/std-normalised
+            inputs. ``"mean"``: the image's own per-channel mean. Per-channel values of shape
+            (C,) (e.g. a colour in normalised space), a tensor of shape (C, 1, 1), (C, H, W) or
+            (1, C, H, W) (the window then shows that image, e.g. a blurred copy), or a callable
+            ``fill(x) -> tensor`` of one of those shapes, called once with a copy of x.
+        batch_size: occluded images per forward pass; ``None`` picks one: on CPU the largest that
+            keeps every activation tensor under 28 MiB, which the allocator then reuses instead
+            of mapping fresh pages per batch (9 for resnet18 at 224x224), at most 64; on GPUs up
+            to 128. The map does not depend on it.
+        progress: show a tqdm progress bar (``tqdm.auto``: a widget in notebooks).
+        order: ``"coarse_first"`` (default, see :func:`scan_order`) or ``"raster"``.
+        callback: called after every batch with a snapshot :class:`OcclusionResult` (unfilled
+            positions NaN); exceptions it raises stop the scan and propagate.
+        cancel: a ``threading.Event`` or a callable returning True; checked before every batch.
+            When it fires, the scan stops and the partial result is returned with
+            ``cancelled=True``.
+        device: only when a model is passed: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"mps"``.
+        fold_batchnorm: for targets on the model output, run a private copy in which eval-mode
+            batch norm is folded into the preceding convolution and private activations run
+            in place (same output up to float rounding, checked once against the probe's copy;
+            faster). ``False`` runs an unmodified copy. Either copy is kept with the probe
+            (rebuilt when the model changes), so repeated maps do not pay for it again.
+
+    Returns:
+        :class:`OcclusionResult` (grid, unoccluded score, per-position top class for output
+        targets, window, stride ...). Use :meth:`OcclusionResult.pixel_attribution` for Captum's
+        per-pixel convention and :mod:`cnnwidgets.render.occlusion` to draw it.
+
+    Example:
+        >>> result = occlusion_map(model, x, ClassProbability(281), window=32, stride=8)
+        >>> from cnnwidgets.render.occlusion import occlusion_overlay
+        >>> rgb = occlusion_overlay(result.grid, image, window=result.window, stride=result.stride)
+
+    Raises:
+        TypeError: x is not a tensor, the target is not a class index or target callable, or
+            cancel / callback are of the wrong kind.
+        ValueError: x is not (1, C, H, W) floats; window or stride are not positive ints or pairs,
+            or the window is larger than the image; bad fill, order or batch_size; a target that
+            does not return one score per image.
+        KeyError: the target names a layer the model does not have (with suggestions).
+        IndexError: a class or channel index out of range.
+        RuntimeError: the model fails on the image.
+    """
+    return _scan(
+        model_or_probe, x, target, window=window, stride=stride, fill=fill, batch_size=batch_size,
+        progress=progress, order=order, callback=callback, cancel=cancel, device=device,
+        fold_batchnorm=fold_batchnorm,
+    )
+
+
+def occlusion_top_class(
+    model_or_probe: nn.Module | Probe,
+    x: torch.Tensor,
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    fill: Fill = 0.0,
+    batch_size: int | None = None,
+    progress: bool = True,
+    order: str = "coarse_first",
+    callback: Callable[[OcclusionResult], None] | None = None,
+    cancel: Cancel | None = None,
+    device: str | torch.device | None = None,
+    fold_batchnorm: bool = True,
+) -> OcclusionResult:
+    """The most probable class as a function of the occluder position (Zeiler & Fergus 2013, 4.2 (c)).
+
+    ``labels[i, j] = argmax_k y_k(O_ij(x))`` and ``grid[i, j] = max_k softmax(y(O_ij(x)))_k``,
+    the probability of that class. Arguments, streaming and cancellation are as in
+    :func:`occlusion_map`.
+
+    Returns:
+        :class:`OcclusionResult` with ``labels`` set and ``target`` a :class:`TopClassProbability`.
+
+    Raises:
+        ValueError: as :func:`occlusion_map`, and when the model output is not (N, classes).
+    """
+    return _scan(
+        model_or_probe, x, TopClassProbability(), window=window, stride=stride, fill=fill,
+        batch_size=batch_size, progress=progress, order=order, callback=callback, cancel=cancel,
+        device=device, fold_batchnorm=fold_batchnorm,
+    )

@@ -1,0 +1,879 @@
+"""Top-k dataset patches per channel (Zeiler & Fergus 2014, section 4, Fig. 2).
+
+"For each feature map we show the top 9 activations across the validation data, each
+projected separately down to pixel space ... alongside the corresponding image patches."
+This module finds those activations in one streaming pass over a data set, crops the
+receptive-field patch of each, and projects each one back to pixel space.
+
+What is kept
+------------
+For every channel ``c`` of every chosen layer ``L`` the scan keeps the ``k`` largest entries
+of the set
+
+* ``per_image=True`` (default, the paper's figures): ``{(max_{h,w} a_L(x_n)[c, h, w], n, argmax) : n}``,
+  each image's strongest unit, so the ``k`` entries come from ``k`` different images;
+* ``per_image=False``: ``{(a_L(x_n)[c, h, w], n, (h, w)) : n, h, w}``, every unit, so one
+  image may appear several times (neighbouring units of one strong response).
+
+Entries are ordered by value, largest first; ties go to the smaller image index, then to the
+first position in row-major order, so the result does not depend on how the data is split
+into batches. A layer with a (C,) output (a linear layer) has one unit per image at
+position (0, 0).
+
+Memory is bounded by ``k`` x channels, not by the data set: after each batch the ``k`` kept
+entries and the batch's candidates are merged and cut back to ``k``. With
+``keep_images=True`` the scan also keeps a copy of every source image still referenced by a
+kept entry (at most ``k`` x total channels images, usually far fewer), so patches and
+projections can be drawn without the data set - the only way when a shuffling
+``DataLoader`` cannot reproduce an image from its index.
+
+Receptive-field patches and padding
+-----------------------------------
+Unit ``(h, w)`` of a layer with receptive field ``r``, jump ``j`` and start ``s`` (see
+:class:`~cnnwidgets.core.layers.LayerInfo`) sees the input square whose top-left pixel is
+``(t + h j, t + w j)`` with ``t = s - (r - 1) / 2`` (an integer for conv/pool chains) and whose
+side is ``r``. Units near the border see past the image edge, into the zero padding of the
+convolutions. :func:`crop_receptive_field` returns the full ``r x r`` square, with the part
+outside the image filled with ``fill`` and marked in a ``valid`` mask, so the unit always sits
+at the centre of its patch; renderers grey out the invalid part. Layers whose geometry is
+unknown (after a linear layer, adaptive pooling, ...) get the whole image as their patch.
+
+Saving and resuming
+-------------------
+:meth:`TopKActivations.save` writes plain tensors and JSON metadata with ``torch.save``;
+:meth:`TopKActivations.load` reads them with ``weights_only=True``. The state records how
+many items were consumed, so :func:`scan_topk` with a ``checkpoint`` path continues an
+interrupted scan (skipping the consumed items without running the model on them) and
+returns a finished one without scanning again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.probe import Probe, probe_scope
+
+__all__ = [
+    "Box",
+    "Patch",
+    "Projector",
+    "TopKActivations",
+    "TopKEntry",
+    "crop_receptive_field",
+    "deconvnet_projector",
+    "default_projector",
+    "model_fingerprint",
+    "receptive_field_box",
+    "resolve_projector",
+    "scan_topk",
+]
+
+_FORMAT = "cnnwidgets.topk/1"
+
+Projector = Callable[[Probe, torch.Tensor, str, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``fn(probe, images (N, C, H, W), layer, channels (N,) long, units (N, 2) long) -> (N, C, H, W)``.
+
+Projects, for each image ``n``, the activation of channel ``channels[n]`` at unit
+``units[n] = (row, col)`` of ``layer`` to pixel space (rows are independent, so one call
+can project different channels of one layer at once).
+"""
+
+
+# ---------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Box:
+    """A rectangle of input pixels: rows ``top .. top+height-1``, columns ``left .. left+width-1``.
+
+    May extend past the image (a border unit's receptive field); see :meth:`clip`.
+    """
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @property
+    def bottom(self) -> int:
+        """One past the last row."""
+        return self.top + self.height
+
+    @property
+    def right(self) -> int:
+        """One past the last column."""
+        return self.left + self.width
+
+    def clip(self, height: int, width: int) -> Box:
+        """The part inside an image of ``height`` x ``width`` (possibly empty)."""
+        top, left = max(self.top, 0), max(self.left, 0)
+        bottom, right = min(self.bottom, height), min(self.right, width)
+        return Box(top, left, max(bottom - top, 0), max(right - left, 0))
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.top, self.left, self.height, self.width)
+
+
+def receptive_field_box(info: LayerInfo | None, row: int, col: int, image_size: Sequence[int]) -> Box:
+    """The input square that unit ``(row, col)`` of a layer sees.
+
+    Top-left corner ``(t + row * j, t + col * j)`` with ``t = start - (r - 1) / 2``, side ``r``
+    (receptive field ``r``, jump ``j``, see :mod:`cnnwidgets.core.layers`). Not clipped.
+
+    Args:
+        info: the layer's :class:`LayerInfo`; ``None``, or a layer without known geometry or
+            spatial output, gives the whole image.
+        row, col: the unit.
+        image_size: (H, W) or (C, H, W) of the input.
+
+    Returns:
+        The box (unclipped: it may extend past the image border).
+    """
+    height, width = int(image_size[-2]), int(image_size[-1])
+    if info is None or info.receptive_field is None or info.jump is None or info.start is None or not info.is_spatial:
+        return Box(0, 0, height, width)
+    r, j = int(info.receptive_field), int(info.jump)
+    top = int(round(info.start - (r - 1) / 2))
+    return Box(top + int(row) * j, top + int(col) * j, r, r)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A receptive-field crop.
+
+    Attributes:
+        pixels: (C, h, w) float tensor; pixels outside the source image hold the fill value.
+        valid: (h, w) bool tensor, ``True`` where the pixel lies inside the source image.
+        box: the unclipped box in source-image coordinates (``box.clip(H, W)`` is the part inside).
+    """
+
+    pixels: torch.Tensor
+    valid: torch.Tensor
+    box: Box
+
+
+def crop_receptive_field(image: torch.Tensor, box: Box, fill: float = 0.0) -> Patch:
+    """Crop ``box`` from ``image`` (C, H, W), padding what lies outside with ``fill``.
+
+    Raises:
+        ValueError: if ``image`` is not (C, H, W).
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        raise ValueError(f"expected one image (C, H, W), got {getattr(image, 'shape', type(image).__name__)}")
+    channels, height, width = image.shape
+    inside = box.clip(height, width)
+    pixels = torch.full((channels, box.height, box.width), float(fill), dtype=image.dtype, device=image.device)
+    valid = torch.zeros((box.height, box.width), dtype=torch.bool, device=image.device)
+    if inside.height and inside.width:
+        rows = slice(inside.top - box.top, inside.top - box.top + inside.height)
+        cols = slice(inside.left - box.left, inside.left - box.left + inside.width)
+        pixels[:, rows, cols] = image[:, inside.top:inside.bottom, inside.left:inside.right]
+        valid[rows, cols] = True
+    return Patch(pixels=pixels, valid=valid, box=box)
+
+
+# ---------------------------------------------------------------------------- projections
+def deconvnet_projector(
+    probe: Probe, images: torch.Tensor, layer: str, channels: torch.Tensor, units: torch.Tensor
+) -> torch.Tensor:
+    """Deconvnet projection (Zeiler & Fergus 2014, section 2.1) of one unit per image, in one pass.
+
+    The same projection as :func:`cnnwidgets.methods.gradients.project_channel` with a
+    ``(row, col)`` unit: the signal at ``layer`` is ``max(a, 0)`` at unit
+    ``(channels[n], units[n])`` of image ``n`` and zero elsewhere, sent down with the
+    deconvnet rules (unpooling through the max-pool switches, ReLU on the signal,
+    transposed filters): ``P = D^T R``. All images go through one forward and one backward
+    pass, whatever channels they project. For a (C,) layer ``units`` is ignored.
+
+    Returns:
+        (N, C, H, W) signed projections, float32 on ``images``' device.
+
+    Raises:
+        ValueError: for a layer whose output is not (C,) or (C, H, W), or a unit outside the map.
+    """
+    from cnnwidgets.methods.gradients import input_leaf, relu_rule
+
+    leaf = input_leaf(probe, images)
+    with relu_rule(probe.model, "deconvnet", method="deconvnet projection"):
+        activation = probe.capture(leaf, [layer], grad=True)[layer]
+        n = torch.arange(images.shape[0], device=activation.device)
+        channel = channels.to(device=activation.device, dtype=torch.long)
+        seed = torch.zeros_like(activation)
+        if activation.dim() == 2:
+            seed[n, channel] = activation.detach()[n, channel].clamp(min=0)
+        elif activation.dim() == 4:
+            rows, cols = units.to(device=activation.device, dtype=torch.long).unbind(dim=1)
+            height, width = activation.shape[2:]
+            if rows.min() < 0 or rows.max() >= height or cols.min() < 0 or cols.max() >= width:
+                raise ValueError(f"a unit lies outside the {height}x{width} map of layer {layer!r}")
+            seed[n, channel, rows, cols] = activation.detach()[n, channel, rows, cols].clamp(min=0)
+        else:
+            raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; expected (C,) or (C, H, W)")
+        (grad,) = torch.autograd.grad(activation, leaf, grad_outputs=seed)
+    return grad.detach().to(images.device)
+
+
+def default_projector() -> Projector | None:
+    """The deconvnet projector when :mod:`cnnwidgets.methods.gradients` is installed, else ``None``."""
+    try:
+        import cnnwidgets.methods.gradients  # noqa: F401
+    except ImportError:
+        return None
+    return deconvnet_projector
+
+
+def resolve_projector(projection: str | Projector | None) -> Projector | None:
+    """Turn ``"auto"``, ``"deconvnet"``, ``"patch"``/``None`` or a callable into a projector.
+
+    ``"auto"`` is the deconvnet when available and ``None`` (patches only) otherwise.
+
+    Raises:
+        ValueError: for another string, or ``"deconvnet"`` when it is not available.
+        TypeError: for something that is neither a string nor callable.
+    """
+    if projection is None or projection == "patch":
+        return None
+    if projection == "auto":
+        return default_projector()
+    if projection == "deconvnet":
+        found = default_projector()
+        if found is None:
+            raise ValueError("the deconvnet projection (cnnwidgets.methods.gradients) is not available")
+        return found
+    if isinstance(projection, str):
+        raise ValueError(f"projection must be 'auto', 'deconvnet', 'patch', None or a callable, got {projection!r}")
+    if not callable(projection):
+        raise TypeError(f"projection must be a string or a callable, got {type(projection).__name__}")
+    return projection
+
+
+# ---------------------------------------------------------------------------- helpers
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a model's parameters and buffers."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _labels_tensor(labels: Any, n: int) -> torch.Tensor | None:
+    if isinstance(labels, torch.Tensor) and labels.dim() == 1 and labels.shape[0] == n and not labels.is_floating_point():
+        return labels.to(torch.long).cpu()
+    if isinstance(labels, (list, tuple)) and len(labels) == n and all(isinstance(v, int) for v in labels):
+        return torch.tensor(labels, dtype=torch.long)
+    return None
+
+
+def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Normalise the accepted data forms into ``(images (N, C, H, W), labels (N,) or None)``.
+
+    Accepted: a tensor (N, C, H, W) (split into ``batch_size`` chunks); a pair
+    ``(images, labels)`` of tensors; any iterable (a ``DataLoader``, a list, a generator, a
+    map-style ``Dataset``) yielding batches (N, C, H, W), ``(batch, labels, ...)`` tuples, single
+    images (C, H, W) or ``(image, label)`` pairs - single images are grouped into batches.
+    Labels are kept when they are integer class indices, one per image.
+
+    Raises:
+        TypeError: for an item that is not one of these.
+        ValueError: for a tensor that is not 3-D or 4-D.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and isinstance(data[0], torch.Tensor)
+        and data[0].dim() == 4
+        and _labels_tensor(data[1], data[0].shape[0]) is not None
+    ):
+        images, labels = data[0], _labels_tensor(data[1], data[0].shape[0])
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start:start + batch_size], labels[start:start + batch_size]
+        return
+    if isinstance(data, torch.Tensor):
+        if data.dim() != 4:
+            raise ValueError(f"expected a batch of images (N, C, H, W), got a tensor of shape {tuple(data.shape)}")
+        for start in range(0, data.shape[0], batch_size):
+            yield data[start:start + batch_size], None
+        return
+    if not isinstance(data, Iterable) and not hasattr(data, "__getitem__"):
+        raise TypeError(
+            f"data must be a tensor (N, C, H, W), an (images, labels) pair or an iterable of batches, "
+            f"got {type(data).__name__}"
+        )
+    pending: list[torch.Tensor] = []
+    pending_labels: list[int | None] = []
+
+    def flush() -> tuple[torch.Tensor, torch.Tensor | None]:
+        images = torch.stack(pending)
+        labels = None if any(v is None for v in pending_labels) else torch.tensor(pending_labels, dtype=torch.long)
+        pending.clear()
+        pending_labels.clear()
+        return images, labels
+
+    for position, item in enumerate(data):
+        labels: Any = None
+        if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
+            images, labels = item[0], (item[1] if len(item) > 1 else None)
+        elif isinstance(item, torch.Tensor):
+            images = item
+        else:
+            raise TypeError(
+                f"item {position} of the data is a {type(item).__name__}; expected a tensor (N, C, H, W) or "
+                "(C, H, W), or a tuple whose first element is one (e.g. (images, labels))"
+            )
+        if images.dim() == 4:
+            if pending:
+                yield flush()
+            yield images, _labels_tensor(labels, images.shape[0])
+        elif images.dim() == 3:
+            pending.append(images)
+            if isinstance(labels, torch.Tensor) and labels.numel() == 1 and not labels.is_floating_point():
+                labels = int(labels)
+            pending_labels.append(labels if isinstance(labels, int) and not isinstance(labels, bool) else None)
+            if len(pending) == batch_size:
+                yield flush()
+        else:
+            raise ValueError(f"item {position} holds a tensor of shape {tuple(images.shape)}; expected (N, C, H, W) or (C, H, W)")
+    if pending:
+        yield flush()
+
+
+def _data_size(data: Any) -> int | None:
+    """Number of images in ``data`` when it can be known without iterating."""
+    if isinstance(data, torch.Tensor):
+        return int(data.shape[0])
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return int(data[0].shape[0])
+    dataset = getattr(data, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__") and getattr(data, "drop_last", False) is False:
+        return len(dataset)
+    return None
+
+
+def _checksum(image: torch.Tensor) -> list:
+    """A cheap identity of one image: shape and float64 sum (detects a reshuffled data set)."""
+    return [list(image.shape), float(image.detach().to(torch.float64).sum())]
+
+
+# ---------------------------------------------------------------------------- the state
+@dataclass(frozen=True)
+class TopKEntry:
+    """One kept activation.
+
+    Attributes:
+        rank: 0 for the strongest.
+        value: the activation ``a_L(x_n)[c, h, w]``.
+        image_index: ``n``, the position of the image in the scanned data (0-based).
+        row, col: the unit ``(h, w)``; (0, 0) for a (C,) layer.
+        label: the image's class label when the data carried one, else ``None``.
+    """
+
+    rank: int
+    value: float
+    image_index: int
+    row: int
+    col: int
+    label: int | None
+
+
+class TopKActivations:
+    """The ``k`` strongest activations of every channel of some layers over a data set.
+
+    Build one with :func:`scan_topk` (one line) or, for a custom loop, create it and feed
+    batches with :meth:`update`. Arrays per layer (CPU tensors, read them with the accessors):
+
+    * ``values[layer]``: float32 (C, k), descending per channel; ``-inf`` in unused slots.
+    * ``image_indices[layer]``: int64 (C, k), ``-1`` in unused slots.
+    * ``positions[layer]``: int64 (C, k, 2), (row, col) of the unit.
+    * ``labels[layer]``: int64 (C, k), ``-1`` when unknown.
+
+    Args:
+        layers: layer names (see ``probe.layers``); each must output (C,) or (C, H, W).
+        k: entries kept per channel.
+        per_image: keep at most one entry (the strongest unit) per image and channel.
+        keep_images: keep a copy of each source image a kept entry refers to (see module notes).
+    """
+
+    def __init__(self, layers: str | Sequence[str], k: int = 9, *, per_image: bool = True, keep_images: bool = True) -> None:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        if not names:
+            raise ValueError("layers is empty; name at least one layer")
+        if len(set(names)) != len(names):
+            raise ValueError(f"layers contains duplicates: {names}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        self.layers: list[str] = names
+        self.k = k
+        self.per_image = bool(per_image)
+        self.keep_images = bool(keep_images)
+        self.consumed = 0
+        self.batches = 0
+        self.complete = False
+        self.input_size: tuple[int, ...] | None = None
+        self.fingerprint: str | None = None
+        self.first_item: list | None = None
+        self.geometry: dict[str, dict[str, Any]] = {}
+        self.values: dict[str, torch.Tensor] = {}
+        self.image_indices: dict[str, torch.Tensor] = {}
+        self.positions: dict[str, torch.Tensor] = {}
+        self.labels: dict[str, torch.Tensor] = {}
+        self.images: dict[int, torch.Tensor] = {}
+
+    # ---------------------------------------------------------------- updating
+    def _start(self, probe: Probe, batch: torch.Tensor) -> None:
+        self.input_size = tuple(int(s) for s in batch.shape[1:])
+        probe.sync()  # the fingerprint below must describe the weights the activations come from
+        infos = probe.layers if tuple(probe.input_size) == self.input_size else probe.describe(self.input_size)
+        for name in self.layers:
+            if name not in infos:
+                probe.check_layer(name)  # raises KeyError with suggestions
+            info = infos[name]
+            shape = info.output_shape
+            if shape is None or len(shape) not in (1, 3):
+                raise ValueError(
+                    f"layer {name!r} has output shape {shape}; top-k patches need a (C,) or (C, H, W) output"
+                )
+            self.geometry[name] = {
+                "type": info.type,
+                "output_shape": list(shape),
+                "receptive_field": info.receptive_field,
+                "jump": info.jump,
+                "start": info.start,
+            }
+            channels = shape[0]
+            self.values[name] = torch.full((channels, self.k), -math.inf, dtype=torch.float32)
+            self.image_indices[name] = torch.full((channels, self.k), -1, dtype=torch.long)
+            self.positions[name] = torch.full((channels, self.k, 2), -1, dtype=torch.long)
+            self.labels[name] = torch.full((channels, self.k), -1, dtype=torch.long)
+        self.fingerprint = model_fingerprint(probe.model)
+        self.first_item = _checksum(batch[0])
+
+    def update(self, probe: Probe, batch: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Merge one batch: one prefix-only ``probe.capture`` for all layers, then a top-k merge.
+
+        The batch's images get indices ``consumed .. consumed + N - 1``. The update is atomic:
+        if it raises, the state is unchanged.
+
+        Raises:
+            ValueError: for a batch that is not (N, C, H, W) floats, has another image size than
+                the first batch, or a layer without a (C,) / (C, H, W) output.
+            KeyError: for an unknown layer.
+        """
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
+            raise ValueError(f"expected a batch (N, C, H, W), got {getattr(batch, 'shape', type(batch).__name__)}")
+        if self.input_size is None:
+            self._start(probe, batch)
+        elif tuple(batch.shape[1:]) != self.input_size:
+            raise ValueError(
+                f"all images must have the size of the first batch {self.input_size}; got {tuple(batch.shape[1:])}"
+            )
+        n = batch.shape[0]
+        start = self.consumed
+        acts = probe.capture(batch, self.layers)
+        label_row = (
+            labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
+        )
+        new: dict[str, tuple[torch.Tensor, ...]] = {}
+        for name, act in acts.items():
+            new[name] = self._merge(name, act.detach(), start, label_row)
+        # commit (nothing above changed the state)
+        for name, (values, indices, positions, lab) in new.items():
+            self.values[name], self.image_indices[name] = values, indices
+            self.positions[name], self.labels[name] = positions, lab
+        if self.keep_images:
+            referenced = set(torch.cat([self.image_indices[name].flatten() for name in self.layers]).tolist())
+            for index in list(self.images):
+                if index not in referenced:
+                    del self.images[index]
+            for index in referenced:
+                if start <= index < start + n and index not in self.images:
+                    self.images[index] = batch[index - start].detach().to("cpu", torch.float32).clone()
+        self.consumed += n
+        self.batches += 1
+
+    def _merge(
+        self, name: str, act: torch.Tensor, start: int, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, channels = act.shape[0], act.shape[1]
+        if channels != self.values[name].shape[0]:
+            raise ValueError(f"layer {name!r} changed its number of channels ({channels}) between batches")
+        if act.dim() == 2:
+            act = act[:, :, None, None]
+        elif act.dim() != 4:
+            raise ValueError(f"layer {name!r} output has shape {tuple(act.shape[1:])}; expected (C,) or (C, H, W)")
+        width = act.shape[3]
+        flat = act.float().permute(1, 0, 2, 3).reshape(channels, n, -1)  # (C, N, H*W)
+        device = flat.device
+        if self.per_image:
+            cand_values, where = flat.max(dim=2)  # first maximum in row-major order
+            cand_images = torch.arange(n, device=device).expand(channels, n)
+        else:
+            cand_values = flat.reshape(channels, -1)  # image-major, then row-major
+            units = torch.arange(cand_values.shape[1], device=device)
+            cand_images = (units // flat.shape[2]).expand(channels, -1)
+            where = (units % flat.shape[2]).expand(channels, -1)
+        cand_rows, cand_cols = where // width, where % width
+        cand_labels = labels.to(device)[cand_images]
+        values = torch.cat([self.values[name].to(device), cand_values], dim=1)
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
+
+        def pick(old: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+            return torch.cat([old.to(device), cand], dim=1).gather(1, order).cpu()
+
+        positions = torch.stack(
+            [
+                pick(self.positions[name][..., 0], cand_rows),
+                pick(self.positions[name][..., 1], cand_cols),
+            ],
+            dim=2,
+        )
+        return (
+            values.gather(1, order).cpu(),
+            pick(self.image_indices[name], cand_images + start),
+            positions,
+            pick(self.labels[name], cand_labels),
+        )
+
+    # ---------------------------------------------------------------- reading
+    def _check(self, layer: str, channel: int | None = None) -> None:
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer!r} was not scanned; scanned layers: {self.layers}")
+        if layer not in self.values:
+            raise ValueError("nothing was scanned yet")
+        if channel is not None:
+            channels = self.values[layer].shape[0]
+            if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < channels:
+                raise IndexError(f"channel {channel!r} is out of range: layer {layer!r} has {channels} channels")
+
+    def num_channels(self, layer: str) -> int:
+        """Number of channels of a scanned layer."""
+        self._check(layer)
+        return int(self.values[layer].shape[0])
+
+    def layer_info(self, layer: str) -> LayerInfo:
+        """A :class:`LayerInfo` rebuilt from the stored geometry (for :func:`receptive_field_box`)."""
+        self._check(layer)
+        g = self.geometry[layer]
+        return LayerInfo(
+            name=layer, type=g["type"], output_shape=tuple(g["output_shape"]), num_params=0,
+            receptive_field=g["receptive_field"], jump=g["jump"], start=g["start"], calls=1, order=0,
+            block=layer.split(".")[0], is_leaf=True,
+        )
+
+    def entries(self, layer: str, channel: int) -> list[TopKEntry]:
+        """The filled entries of one channel, strongest first (fewer than ``k`` if fewer units were seen)."""
+        self._check(layer, channel)
+        out = []
+        for rank in range(self.k):
+            index = int(self.image_indices[layer][channel, rank])
+            if index < 0:
+                break
+            row, col = (int(v) for v in self.positions[layer][channel, rank])
+            label = int(self.labels[layer][channel, rank])
+            out.append(TopKEntry(rank, float(self.values[layer][channel, rank]), index, row, col, label if label >= 0 else None))
+        return out
+
+    def box(self, layer: str, entry: TopKEntry) -> Box:
+        """The receptive-field box of an entry in its source image."""
+        assert self.input_size is not None
+        return receptive_field_box(self.layer_info(layer), entry.row, entry.col, self.input_size)
+
+    def source_images(self, layer: str, channel: int, images: Any = None) -> torch.Tensor:
+        """The source images of a channel's entries, (n, C, H, W) in rank order.
+
+        Args:
+            images: where to read images from when they were not kept: a tensor (N, C, H, W)
+                indexed by image index, or a map-style dataset whose item ``i`` is an image or an
+                ``(image, label)`` pair. ``None``: use the kept images.
+
+        Raises:
+            ValueError: when the images were not kept and no source is given.
+        """
+        entries = self.entries(layer, channel)
+        picked = []
+        for entry in entries:
+            if images is None:
+                if entry.image_index not in self.images:
+                    raise ValueError(
+                        "the source images were not kept (keep_images=False); pass images=<tensor or dataset> "
+                        "that yields the scanned images by index"
+                    )
+                picked.append(self.images[entry.image_index])
+            else:
+                item = images[entry.image_index]
+                if isinstance(item, (tuple, list)):
+                    item = item[0]
+                picked.append(torch.as_tensor(item).to(torch.float32).cpu())
+        if not picked:
+            assert self.input_size is not None
+            return torch.zeros((0, *self.input_size))
+        return torch.stack(picked)
+
+    def patches(self, layer: str, channel: int, images: Any = None, fill: float = 0.0) -> list[Patch]:
+        """Receptive-field patches of a channel's entries, strongest first (see :func:`crop_receptive_field`)."""
+        sources = self.source_images(layer, channel, images)
+        return [crop_receptive_field(src, self.box(layer, e), fill) for src, e in zip(sources, self.entries(layer, channel))]
+
+    def projections(
+        self,
+        model_or_probe: nn.Module | Probe,
+        layer: str,
+        channel: int,
+        *,
+        projection: str | Projector = "auto",
+        images: Any = None,
+    ) -> list[Patch] | None:
+        """Pixel-space projections of a channel's entries, cropped to their receptive fields.
+
+        Args:
+            model_or_probe: the scanned model (or its probe).
+            projection: ``"auto"`` / ``"deconvnet"`` (Zeiler & Fergus 2014, 2.1), a
+                :data:`Projector`, or ``"patch"`` / ``None`` for none.
+            images: see :meth:`source_images`.
+
+        Returns:
+            One :class:`Patch` of signed projection values per entry, or ``None`` without a projector.
+
+        Raises:
+            ValueError: if the model's weights differ from the scanned ones.
+        """
+        projector = resolve_projector(projection)
+        if projector is None:
+            return None
+        entries = self.entries(layer, channel)
+        sources = self.source_images(layer, channel, images)
+        if not entries:
+            return []
+        with probe_scope(model_or_probe) as probe:
+            probe.sync()
+            if self.fingerprint is not None and model_fingerprint(probe.model) != self.fingerprint:
+                raise ValueError("the model's weights differ from the ones the scan was made with")
+            units = torch.tensor([[e.row, e.col] for e in entries], dtype=torch.long)
+            channels = torch.full((len(entries),), channel, dtype=torch.long)
+            projected = projector(probe, sources.to(probe.device), layer, channels, units).detach().cpu()
+        return [crop_receptive_field(p, self.box(layer, e), 0.0) for p, e in zip(projected, entries)]
+
+    # ---------------------------------------------------------------- disk
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "layers": self.layers,
+            "k": self.k,
+            "per_image": self.per_image,
+            "keep_images": self.keep_images,
+            "consumed": self.consumed,
+            "batches": self.batches,
+            "complete": self.complete,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "fingerprint": self.fingerprint,
+            "first_item": self.first_item,
+            "geometry": self.geometry,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the state (plain tensors + JSON metadata) atomically to ``path``.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        tensors: dict[str, torch.Tensor] = {}
+        for name in self.values:
+            tensors[f"values/{name}"] = self.values[name]
+            tensors[f"image_indices/{name}"] = self.image_indices[name]
+            tensors[f"positions/{name}"] = self.positions[name]
+            tensors[f"labels/{name}"] = self.labels[name]
+        if self.images:
+            order = sorted(self.images)
+            tensors["images/index"] = torch.tensor(order, dtype=torch.long)
+            tensors["images/pixels"] = torch.stack([self.images[i] for i in order])
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"meta": json.dumps(self._meta()), "tensors": tensors}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TopKActivations:
+        """Read a state written by :meth:`save` (``torch.load(..., weights_only=True)``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file is not a top-k state.
+        """
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or "meta" not in blob or "tensors" not in blob:
+            raise ValueError(f"{path} is not a cnnwidgets top-k file")
+        meta = json.loads(blob["meta"])
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} has format {meta.get('format')!r}; expected {_FORMAT!r}")
+        state = cls(meta["layers"], meta["k"], per_image=meta["per_image"], keep_images=meta["keep_images"])
+        state.consumed, state.batches, state.complete = meta["consumed"], meta["batches"], meta["complete"]
+        state.input_size = tuple(meta["input_size"]) if meta["input_size"] else None
+        state.fingerprint, state.first_item, state.geometry = meta["fingerprint"], meta["first_item"], meta["geometry"]
+        tensors = blob["tensors"]
+        for name in state.layers:
+            if f"values/{name}" in tensors:
+                state.values[name] = tensors[f"values/{name}"]
+                state.image_indices[name] = tensors[f"image_indices/{name}"]
+                state.positions[name] = tensors[f"positions/{name}"]
+                state.labels[name] = tensors[f"labels/{name}"]
+        if "images/index" in tensors:
+            state.images = dict(zip(tensors["images/index"].tolist(), tensors["images/pixels"].unbind(0)))
+        return state
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "partial"
+        return f"TopKActivations(layers={self.layers}, k={self.k}, {self.consumed} images, {state})"
+
+
+# ---------------------------------------------------------------------------- one-liner
+def _check_resumable(state: TopKActivations, layers: list[str], k: int, per_image: bool, where: str) -> None:
+    if state.layers != layers or state.k != k or state.per_image != per_image:
+        raise ValueError(
+            f"{where} holds a scan of layers={state.layers}, k={state.k}, per_image={state.per_image}; "
+            f"this call asks for layers={layers}, k={k}, per_image={per_image}. "
+            "Use another checkpoint path, or delete the file to start over."
+        )
+
+
+def scan_topk(
+    model_or_probe: nn.Module | Probe,
+    data: Any,
+    layers: str | Sequence[str],
+    k: int = 9,
+    *,
+    per_image: bool = True,
+    keep_images: bool = True,
+    batch_size: int = 64,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    resume: TopKActivations | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+    callback: Callable[[TopKActivations], None] | None = None,
+) -> TopKActivations:
+    """Scan a data set once and keep, per channel, the ``k`` strongest activations (Zeiler & Fergus 2014, Fig. 2).
+
+    Each batch runs one prefix-only forward pass up to the deepest chosen layer; then, per
+    layer and channel, the kept entries and the batch's candidates are merged and cut back to
+    ``k`` (see the module notes for what an entry is and how ties are broken).
+
+    Args:
+        model_or_probe: a model (inspected through a temporary probe, never changed) or a probe.
+        data: a tensor (N, C, H, W), an ``(images, labels)`` pair, or an iterable / ``DataLoader``
+            of batches, ``(images, labels)`` tuples or single images (see :func:`iter_batches`).
+            Images must be preprocessed for the model and all of one size. To resume, ``data``
+            must yield the same items in the same order (not a shuffling loader).
+        layers: layer names with (C,) or (C, H, W) outputs.
+        k: entries kept per channel (the paper shows 9).
+        per_image: one entry (the strongest unit) per image and channel.
+        keep_images: keep copies of the referenced source images in the result.
+        batch_size: grouping for tensors and single images (batches from a loader are used as given).
+        checkpoint: a file path. If it holds a finished scan with the same layers, ``k``,
+            ``per_image`` and model weights, it is loaded and returned without scanning; if it
+            holds an unfinished one, the scan continues after the consumed items. The state is
+            written every ``checkpoint_every`` batches, at the end, and when the scan is
+            interrupted (``KeyboardInterrupt`` or an error), before the exception propagates.
+        resume: an unfinished result to continue in memory (instead of a checkpoint).
+        stop_after: stop (unfinished) once this many items in total have been consumed.
+        progress: show a progress bar.
+        callback: called with the state after every batch.
+
+    Returns:
+        The :class:`TopKActivations` (``complete`` is ``False`` when stopped by ``stop_after``).
+
+    Raises:
+        KeyError: unknown layer. ValueError: bad arguments, a checkpoint of another scan, a model
+        whose weights differ from the checkpoint's, or data that does not start with the same
+        image as the scan being resumed. TypeError: unsupported data.
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    state = resume
+    if checkpoint is not None and Path(checkpoint).exists():
+        if state is not None:
+            raise ValueError("pass either resume= or a checkpoint path that exists, not both")
+        state = TopKActivations.load(checkpoint)
+        _check_resumable(state, names, k, per_image, f"checkpoint {checkpoint}")
+    elif state is not None:
+        _check_resumable(state, names, k, per_image, "resume")
+    if state is None:
+        state = TopKActivations(names, k, per_image=per_image, keep_images=keep_images)
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    with probe_scope(model_or_probe) as probe:
+        if state.fingerprint is not None:
+            probe.sync()
+            if model_fingerprint(probe.model) != state.fingerprint:
+                raise ValueError(
+                    "the model's weights differ from the ones the saved scan was made with; "
+                    "use another checkpoint path or delete the file to start over"
+                )
+        if state.complete:
+            return state
+        skip = state.consumed
+        seen = 0
+        total = _data_size(data)
+        bar = tqdm(total=total, initial=min(skip, total or skip), disable=not progress, desc="top-k scan", unit="img")
+        last_saved = state.batches
+        try:
+            for images, labels in iter_batches(data, batch_size):
+                n = images.shape[0]
+                if skip and seen < skip:
+                    if seen == 0 and state.first_item is not None and _checksum(images[0]) != state.first_item:
+                        raise ValueError(
+                            "the data does not start with the same image as the scan being resumed; resuming needs "
+                            "the same items in the same order (a shuffling DataLoader cannot be resumed)"
+                        )
+                    if seen + n <= skip:
+                        seen += n
+                        continue
+                    cut = skip - seen
+                    images, labels = images[cut:], (labels[cut:] if labels is not None else None)
+                    seen, n = skip, n - cut
+                if stop_after is not None and state.consumed + n > stop_after:
+                    room = stop_after - state.consumed
+                    if room <= 0:
+                        break
+                    images, labels = images[:room], (labels[:room] if labels is not None else None)
+                    n = room
+                state.update(probe, images, labels)
+                seen += n
+                bar.update(n)
+                if callback is not None:
+                    callback(state)
+                if checkpoint is not None and state.batches - last_saved >= checkpoint_every:
+                    state.save(checkpoint)
+                    last_saved = state.batches
+                if stop_after is not None and state.consumed >= stop_after:
+                    break
+            else:
+                if state.input_size is None:
+                    raise ValueError("the data holds no images")
+                if seen < skip:
+                    raise ValueError(
+                        f"the data holds {seen} images but the scan being resumed had consumed {skip}; "
+                        "is it the same data?"
+                    )
+                state.complete = True
+        except BaseException:
+            if checkpoint is not None and state.consumed > 0 and state.batches != last_saved:
+                state.save(checkpoint)
+            raise
+        finally:
+            bar.close()
+        if checkpoint is not None:
+            state.save(checkpoint)
+    return state

@@ -1,0 +1,226 @@
+"""Attribution maps -> uint8 RGB images (numpy only, no torch).
+
+Attribution values have no natural range: a gradient can be 1e-5 or 1e3 and one
+extreme pixel can dominate. Every function here therefore scales by a robust
+magnitude, the ``percentile``-th percentile of ``|values|`` (99 by default), and clips
+what lies beyond it.
+
+* Signed maps (gradients, guided backprop, deconvnet projections, CAM) use a diverging
+  colormap centred on zero: ``v = 0.5 + 0.5 * clip(a / s, -1, 1)`` (``RdBu_r``: positive
+  red, zero white, negative blue).
+* Unsigned maps (saliency magnitudes, Grad-CAM) use a sequential colormap:
+  ``v = clip(a / s, 0, 1)`` (``inferno``).
+* :func:`gradient_to_rgb` shows a 3-channel attribution as a colour image (zero grey), the
+  way guided-backprop and deconvnet reconstructions are shown in their papers.
+* :func:`attribution_overlay` blends a coloured heatmap over the input image.
+
+Accepted inputs are anything ``numpy.asarray`` turns into a float array (numpy arrays,
+CPU tensors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "attribution_overlay",
+    "attribution_to_rgb",
+    "colormap_lut",
+    "gradient_to_rgb",
+    "reduce_channels",
+    "robust_scale",
+]
+
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def colormap_lut(name: str) -> np.ndarray:
+    """The (256, 3) uint8 lookup table of a matplotlib colormap (read once, then cached).
+
+    Raises:
+        ValueError: for a name matplotlib does not know.
+    """
+    lut = _LUTS.get(name)
+    if lut is None:
+        import matplotlib  # deferred: only the colour tables are needed
+
+        try:
+            cmap = matplotlib.colormaps[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown colormap {name!r}; use a matplotlib name such as 'inferno', 'magma', 'jet' or 'RdBu_r'"
+            ) from None
+        lut = np.round(cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+        _LUTS[name] = lut
+    return lut
+
+
+def _as_map(values: object, what: str = "attribution") -> np.ndarray:
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise ValueError(f"expected an {what} of shape (H, W) or (C, H, W), got shape {array.shape}")
+    return array
+
+
+def reduce_channels(values: object, how: str = "sum") -> np.ndarray:
+    """(C, H, W) -> (H, W); an (H, W) map is returned as float32 unchanged.
+
+    Args:
+        values: the attribution.
+        how: ``"sum"`` (signed total over channels), ``"max_abs"`` (largest magnitude,
+            the saliency map of Simonyan et al.) or ``"l2"`` (Euclidean norm over channels).
+
+    Raises:
+        ValueError: for another shape or ``how``.
+    """
+    array = _as_map(values)
+    if how not in ("sum", "max_abs", "l2"):
+        raise ValueError(f"how must be 'sum', 'max_abs' or 'l2', got {how!r}")
+    if array.ndim == 2:
+        return array
+    if how == "sum":
+        return array.sum(axis=0)
+    if how == "max_abs":
+        return np.abs(array).max(axis=0)
+    return np.sqrt((array * array).sum(axis=0))
+
+
+def robust_scale(values: object, percentile: float = 99.0) -> float:
+    """The ``percentile``-th percentile of ``|values|`` (finite values only).
+
+    Falls back to the largest magnitude when the percentile is 0, and to 1.0 for an all-zero
+    map, so the result can always divide.
+
+    Raises:
+        ValueError: percentile outside (0, 100].
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must lie in (0, 100], got {percentile}")
+    magnitudes = np.abs(np.asarray(values, dtype=np.float32))
+    magnitudes = magnitudes[np.isfinite(magnitudes)]
+    if magnitudes.size == 0:
+        return 1.0
+    scale = float(np.percentile(magnitudes, percentile))
+    if scale <= 0:
+        scale = float(magnitudes.max())
+    return scale if scale > 0 else 1.0
+
+
+def _normalised(values: np.ndarray, signed: bool, percentile: float) -> np.ndarray:
+    """Values in [0, 1]: diverging around 0.5 if ``signed``, else from 0 (magnitudes)."""
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    scale = robust_scale(values, percentile)
+    if signed:
+        return 0.5 + 0.5 * np.clip(values / scale, -1.0, 1.0)
+    return np.clip(np.abs(values) / scale, 0.0, 1.0)
+
+
+def attribution_to_rgb(
+    values: object,
+    *,
+    signed: bool | None = None,
+    percentile: float = 99.0,
+    cmap: str | None = None,
+) -> np.ndarray:
+    """Colour an attribution map.
+
+    Args:
+        values: (H, W) or (C, H, W). Channels are summed for a signed view and reduced to
+            their largest magnitude for an unsigned one (see :func:`reduce_channels`).
+        signed: ``True``: diverging colours around zero; ``False``: magnitudes ``|a|`` in
+            sequential colours; ``None`` (default): signed when any value is negative.
+        percentile: robust scale (see :func:`robust_scale`); values beyond it saturate.
+        cmap: matplotlib colormap name; default ``"RdBu_r"`` (signed) or ``"inferno"``.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        ValueError: bad shape, percentile or colormap.
+    """
+    array = _as_map(values)
+    if signed is None:
+        signed = bool(np.nanmin(array) < 0)
+    plane = reduce_channels(array, "sum" if signed else "max_abs")
+    levels = _normalised(plane, signed, percentile)
+    lut = colormap_lut(cmap or ("RdBu_r" if signed else "inferno"))
+    return lut[np.round(levels * 255).astype(np.intp)]
+
+
+def gradient_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
+    """Show a signed (3, H, W) attribution as a colour image: ``0.5 + 0.5 * clip(a / s, -1, 1)``.
+
+    One scale ``s`` (robust, over all channels) keeps the colour balance; zero is mid grey.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        ValueError: for a shape other than (3, H, W) or a bad percentile.
+    """
+    array = _as_map(values)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) attribution of an RGB input, got shape {array.shape}")
+    levels = _normalised(array, True, percentile)
+    return np.round(levels.transpose(1, 2, 0) * 255).astype(np.uint8)
+
+
+def _resize_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    source = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    low = np.floor(source).astype(np.intp)
+    high = np.minimum(low + 1, n_in - 1)
+    return low, high, (source - low).astype(np.float32)
+
+
+def _resize_bilinear(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize with aligned pixel centres (the convention of torch ``align_corners=False``)."""
+    if plane.shape == size:
+        return plane
+    r0, r1, rt = _resize_axis(plane.shape[0], size[0])
+    c0, c1, ct = _resize_axis(plane.shape[1], size[1])
+    top = plane[r0][:, c0] * (1 - ct) + plane[r0][:, c1] * ct
+    bottom = plane[r1][:, c0] * (1 - ct) + plane[r1][:, c1] * ct
+    return top * (1 - rt[:, None]) + bottom * rt[:, None]
+
+
+def attribution_overlay(
+    image: object,
+    heat: object,
+    *,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    percentile: float = 99.0,
+    weight_by_value: bool = False,
+) -> np.ndarray:
+    """Blend a heatmap over an image: ``(1 - a) * image + a * cmap(v)``.
+
+    Args:
+        image: (H, W, 3) uint8, or floats in [0, 1] (e.g. a denormalised input).
+        heat: (h, w) map (magnitudes are used: ``|heat|``), resized bilinearly to (H, W)
+            when it has another size.
+        alpha: opacity of the heatmap in [0, 1].
+        cmap: matplotlib colormap name.
+        percentile: robust scale of ``|heat|`` (see :func:`robust_scale`).
+        weight_by_value: make the opacity ``alpha * v``, so weak regions stay transparent.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        ValueError: for bad shapes, alpha outside [0, 1], a bad colormap or percentile.
+    """
+    picture = np.asarray(image)
+    if picture.ndim != 3 or picture.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got shape {picture.shape}")
+    if picture.dtype != np.uint8:
+        picture = np.clip(np.round(np.asarray(picture, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+    plane = np.asarray(heat, dtype=np.float32)
+    if plane.ndim != 2 or plane.size == 0:
+        raise ValueError(f"heat must be one map (h, w), got shape {plane.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    levels = _normalised(_resize_bilinear(plane, picture.shape[:2]), False, percentile)
+    colour = colormap_lut(cmap)[np.round(levels * 255).astype(np.intp)].astype(np.float32)
+    opacity = (alpha * levels)[..., None] if weight_by_value else alpha
+    blended = picture.astype(np.float32) * (1 - opacity) + colour * opacity
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)

@@ -1,0 +1,159 @@
+"""Draw convolution kernels as one ``uint8`` mosaic (numpy only).
+
+Input values are signed and already normalised to [-1, 1] (see
+:func:`cnnwidgets.methods.kernels.kernels`). The colour mapping is symmetric, so 0 is always
+mid-gray:
+
+* ``"gray"``: ``u = round((v + 1) / 2 * 255)`` - black is the most negative weight, white the most
+  positive;
+* ``"diverging"``: blue for negative, mid-gray for 0, orange-red for positive, with the
+  colour's strength proportional to ``|v|``;
+* RGB tiles map each colour channel with the ``"gray"`` rule.
+
+Tiles are enlarged by nearest-neighbour ``zoom`` so single weights stay visible, and separated by
+``border`` pixels of ``border_color``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["kernel_mosaic", "signed_to_rgb", "tile_grid"]
+
+_LAYOUTS = ("rgb", "grid", "slices")
+_COLORMAPS = ("gray", "diverging")
+_NEGATIVE = np.array([33.0, 102.0, 230.0])
+_POSITIVE = np.array([230.0, 80.0, 20.0])
+_MID = np.array([128.0, 128.0, 128.0])
+
+
+def signed_to_rgb(values: np.ndarray, colormap: str = "gray") -> np.ndarray:
+    """Map signed values in [-1, 1] to RGB ``uint8`` (values outside are clipped).
+
+    Args:
+        values: array of any shape.
+        colormap: ``"gray"`` or ``"diverging"``.
+
+    Returns:
+        ``uint8`` array of shape ``values.shape + (3,)``.
+
+    Raises:
+        ValueError: for an unknown colormap.
+    """
+    if colormap not in _COLORMAPS:
+        raise ValueError(f"colormap must be one of {_COLORMAPS}, got {colormap!r}")
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), -1.0, 1.0)[..., None]
+    if colormap == "gray":
+        rgb = np.repeat((v + 1.0) * 127.5, 3, axis=-1)
+    else:
+        rgb = _MID + np.where(v < 0, -v * (_NEGATIVE - _MID), v * (_POSITIVE - _MID))
+    return np.rint(rgb).clip(0, 255).astype(np.uint8)
+
+
+def tile_grid(
+    tiles: np.ndarray,
+    *,
+    zoom: int = 1,
+    border: int = 1,
+    border_color: Sequence[int] = (255, 255, 255),
+) -> np.ndarray:
+    """Lay out a 2-D grid of RGB tiles into one image.
+
+    Args:
+        tiles: ``uint8`` array (rows, cols, h, w, 3).
+        zoom: nearest-neighbour enlargement of every tile (>= 1).
+        border: pixels between tiles and around the mosaic (>= 0).
+        border_color: RGB colour of the borders.
+
+    Returns:
+        ``uint8`` array (rows * (h * zoom + border) + border, cols * (w * zoom + border) + border, 3).
+
+    Raises:
+        ValueError: for a wrongly shaped array or a bad zoom/border.
+    """
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 5 or tiles.shape[-1] != 3:
+        raise ValueError(f"tiles must have shape (rows, cols, h, w, 3), got {tiles.shape}")
+    if int(zoom) < 1 or int(border) < 0:
+        raise ValueError(f"zoom must be >= 1 and border >= 0, got zoom={zoom}, border={border}")
+    zoom, border = int(zoom), int(border)
+    rows, cols, h, w, _ = tiles.shape
+    if zoom > 1:
+        tiles = tiles.repeat(zoom, axis=2).repeat(zoom, axis=3)
+    th, tw = h * zoom, w * zoom
+    out = np.empty((rows * (th + border) + border, cols * (tw + border) + border, 3), dtype=np.uint8)
+    out[...] = np.asarray(border_color, dtype=np.uint8)
+    for r in range(rows):
+        top = border + r * (th + border)
+        for c in range(cols):
+            left = border + c * (tw + border)
+            out[top : top + th, left : left + tw] = tiles[r, c]
+    return out
+
+
+def _wrap(tiles: np.ndarray, cols: int | None, fill: Sequence[int]) -> np.ndarray:
+    """(T, h, w, 3) -> (rows, cols, h, w, 3), filling empty slots with ``fill``."""
+    count = tiles.shape[0]
+    cols = max(1, min(count, cols if cols else math.ceil(math.sqrt(count))))
+    rows = math.ceil(count / cols)
+    grid = np.empty((rows * cols, *tiles.shape[1:]), dtype=np.uint8)
+    grid[...] = np.asarray(fill, dtype=np.uint8)
+    grid[:count] = tiles
+    return grid.reshape(rows, cols, *tiles.shape[1:])
+
+
+def kernel_mosaic(
+    values: np.ndarray,
+    layout: str,
+    *,
+    zoom: int | None = None,
+    border: int = 1,
+    cols: int | None = None,
+    colormap: str = "gray",
+    border_color: Sequence[int] = (255, 255, 255),
+) -> np.ndarray:
+    """One image of all kernels of a layer.
+
+    Args:
+        values: normalised weights in [-1, 1], laid out as ``layout`` says.
+        layout: ``"rgb"`` - (T, h, w, 3) colour tiles in a near-square grid; ``"slices"`` - (T, h, w)
+            single-channel tiles in a near-square grid; ``"grid"`` - (rows, cols, h, w) single-channel
+            tiles in that grid (output channel per row, input channel per column).
+        zoom: enlargement per weight; default: enough to make tiles about 24 px (at least 1).
+        border: pixels between tiles.
+        cols: columns of the near-square grid (``"rgb"`` and ``"slices"``); default ``ceil(sqrt(T))``.
+        colormap: for single-channel tiles, ``"gray"`` or ``"diverging"`` (ignored for ``"rgb"``).
+        border_color: RGB colour of the borders and of empty slots.
+
+    Returns:
+        ``uint8`` array (H, W, 3).
+
+    Raises:
+        ValueError: for an unknown layout or colormap, or values of the wrong shape.
+    """
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    values = np.asarray(values)
+    if values.size == 0:
+        raise ValueError("there are no kernels to draw (empty array)")
+    if layout == "rgb":
+        if values.ndim != 4 or values.shape[-1] != 3:
+            raise ValueError(f"layout 'rgb' needs values of shape (T, h, w, 3), got {values.shape}")
+        h = values.shape[1]
+        tiles = _wrap(signed_to_rgb(values, "gray")[..., 0], cols, border_color)
+    elif layout == "slices":
+        if values.ndim != 3:
+            raise ValueError(f"layout 'slices' needs values of shape (T, h, w), got {values.shape}")
+        h = values.shape[1]
+        tiles = _wrap(signed_to_rgb(values, colormap), cols, border_color)
+    else:
+        if values.ndim != 4:
+            raise ValueError(f"layout 'grid' needs values of shape (rows, cols, h, w), got {values.shape}")
+        h = values.shape[2]
+        tiles = signed_to_rgb(values, colormap)
+    if zoom is None:
+        zoom = max(1, 24 // max(1, h))
+    return tile_grid(tiles, zoom=zoom, border=border, border_color=border_color)

@@ -1,0 +1,300 @@
+"""Drawing occlusion maps: per-position grid -> map at input resolution -> uint8 RGB overlay.
+
+numpy and matplotlib colormaps only (no torch). The grid comes from
+:func:`cnnwidgets.methods.occlusion.occlusion_map` (``result.grid``, ``result.drop`` or
+``result.labels``), with the window and stride it was computed with: position (i, j) covers
+rows ``i*sh .. i*sh + wh - 1`` and columns ``j*sw .. j*sw + ww - 1``.
+
+Partial results (a scan in progress or cancelled) have NaN grid values (``-1`` labels) at
+positions not computed yet; every function here fills those from the nearest computed
+position first (:func:`fill_nearest`), so a coarse-first scan gives a readable full-image
+preview early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+
+__all__ = [
+    "colorize",
+    "fill_nearest",
+    "grid_to_pixels",
+    "label_colors",
+    "label_overlay",
+    "occlusion_overlay",
+]
+
+_UPSAMPLE = ("nearest", "mean")
+
+
+def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if (
+        len(pair) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair)
+        or min(pair) < 1
+    ):
+        raise ValueError(f"{what} must be a positive int or a pair of positive ints, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _nearest_known(known: np.ndarray, n: int) -> np.ndarray:
+    """For each index 0..n-1, the nearest entry of the sorted, non-empty index array ``known``."""
+    queries = np.arange(n)
+    right = np.clip(np.searchsorted(known, queries), 0, len(known) - 1)
+    left = np.clip(right - 1, 0, len(known) - 1)
+    take_left = np.abs(queries - known[left]) <= np.abs(known[right] - queries)
+    return np.where(take_left, known[left], known[right])
+
+
+def fill_nearest(values: np.ndarray, filled: np.ndarray | None = None) -> np.ndarray:
+    """Fill the positions not computed yet with the value of a nearby computed position.
+
+    The search runs along rows first (within each row that has computed positions), then
+    along columns for rows that have none. For the lattices of a coarse-first scan this is
+    the nearest computed position.
+
+    Args:
+        values: (rows, cols) grid.
+        filled: which positions are computed; default ``isfinite(values)``.
+
+    Returns:
+        A new array of the same shape and dtype; unchanged if nothing is computed.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be a 2-D (rows, cols) grid, got shape {values.shape}")
+    known = np.isfinite(values) if filled is None else np.asarray(filled, dtype=bool)
+    if known.shape != values.shape:
+        raise ValueError(f"filled has shape {known.shape}, values {values.shape}")
+    out = values.copy()
+    if known.all() or not known.any():
+        return out
+    rows_known = np.flatnonzero(known.any(axis=1))
+    for row in rows_known:
+        out[row] = out[row, _nearest_known(np.flatnonzero(known[row]), values.shape[1])]
+    return out[_nearest_known(rows_known, values.shape[0])]
+
+
+def _covering(n_pixels: int, n_positions: int, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last position index whose window covers each pixel (first > last: none)."""
+    pixels = np.arange(n_pixels)
+    first = np.maximum(0, -((window - 1 - pixels) // stride))  # ceil((p - window + 1) / stride)
+    last = np.minimum(n_positions - 1, pixels // stride)
+    return first, last
+
+
+def grid_to_pixels(
+    values: np.ndarray,
+    image_size: Sequence[int],
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    upsample: str = "nearest",
+    filled: np.ndarray | None = None,
+) -> np.ndarray:
+    """A per-position grid as an (H, W) map at input resolution.
+
+    Args:
+        values: (rows, cols) grid; NaN (or ``~filled``) marks positions not computed yet, which
+            are first filled from the nearest computed position (:func:`fill_nearest`).
+        image_size: (H, W).
+        window, stride: those of the scan.
+        upsample: ``"nearest"``: each pixel takes the value of the position whose window centre
+            ``(i*sh + (wh-1)/2, j*sw + (ww-1)/2)`` is nearest (ties to the lower index), so every
+            pixel gets a value. ``"mean"``: each pixel takes the mean over the windows covering
+            it (with ``result.drop`` this is Captum's per-pixel attribution); pixels no window
+            covers (past the last window, or gaps when stride > window) are NaN.
+
+    Returns:
+        (H, W) float32 array (or the grid's dtype for integer grids with ``"nearest"``).
+
+    Raises:
+        ValueError: for an unknown upsample mode or a grid that does not match the geometry.
+    """
+    if upsample not in _UPSAMPLE:
+        raise ValueError(f"upsample must be one of {_UPSAMPLE}, got {upsample!r}")
+    values = np.asarray(values)
+    height, width = (int(s) for s in image_size)
+    wh, ww = _pair(window, "window")
+    sh, sw = _pair(stride, "stride")
+    rows, cols = (height - wh) // sh + 1, (width - ww) // sw + 1
+    if values.shape != (rows, cols):
+        raise ValueError(
+            f"grid of shape {values.shape} does not match image_size={(height, width)}, window={(wh, ww)}, "
+            f"stride={(sh, sw)} (expected {(rows, cols)})"
+        )
+    grid = fill_nearest(values, filled)
+    if upsample == "nearest":
+        iy = np.clip(np.floor((np.arange(height) - (wh - 1) / 2) / sh + 0.5), 0, rows - 1).astype(int)
+        ix = np.clip(np.floor((np.arange(width) - (ww - 1) / 2) / sw + 0.5), 0, cols - 1).astype(int)
+        out = grid[np.ix_(iy, ix)]
+        return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
+    data = grid.astype(np.float64)
+    known = np.isfinite(data)
+    integral = np.zeros((rows + 1, cols + 1))
+    integral[1:, 1:] = np.where(known, data, 0.0).cumsum(0).cumsum(1)
+    counts = np.zeros((rows + 1, cols + 1))
+    counts[1:, 1:] = known.cumsum(0).cumsum(1)
+    y0, y1 = _covering(height, rows, wh, sh)
+    x0, x1 = _covering(width, cols, ww, sw)
+    y1c, x1c = np.maximum(y1, y0 - 1), np.maximum(x1, x0 - 1)  # empty ranges sum to 0
+
+    def box(table: np.ndarray) -> np.ndarray:
+        return (
+            table[np.ix_(y1c + 1, x1c + 1)] - table[np.ix_(y0, x1c + 1)]
+            - table[np.ix_(y1c + 1, x0)] + table[np.ix_(y0, x0)]
+        )
+
+    total, count = box(integral), box(counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+def colorize(
+    values: np.ndarray, *, cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map values to colours with a matplotlib colormap.
+
+    Args:
+        values: any-shape float array; NaN means no value.
+        cmap: a matplotlib colormap name.
+        vmin, vmax: the values mapped to the ends of the colormap (default: min / max of the
+            finite values; equal limits map everything to the middle colour).
+
+    Returns:
+        ``(rgb, valid)``: uint8 array ``values.shape + (3,)`` and the bool mask of finite values.
+
+    Raises:
+        ValueError: for an unknown colormap name.
+    """
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError as exc:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(values)
+    finite = values[valid]
+    if vmin is not None:
+        lo = float(vmin)
+    else:
+        lo = float(finite.min()) if finite.size else 0.0
+    if vmax is not None:
+        hi = float(vmax)
+    else:
+        hi = float(finite.max()) if finite.size else 1.0
+    span = hi - lo
+    scaled = np.full(values.shape, 0.5) if span <= 0 else (np.where(valid, values, lo) - lo) / span
+    rgb = colormap(np.clip(scaled, 0.0, 1.0), bytes=True)[..., :3]
+    return rgb.astype(np.uint8), valid
+
+
+def _as_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[:2] != size:
+        raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4) with (H, W) = {size}, got {image.shape}")
+    image = image[..., :3]
+    if image.dtype == np.uint8:
+        return image.astype(np.float64)
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(image.astype(np.float64), 0.0, 1.0) * 255.0
+    raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {image.dtype}")
+
+
+def _blend(image: np.ndarray, color: np.ndarray, valid: np.ndarray, alpha: float) -> np.ndarray:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    mixed = np.where(valid[..., None], (1.0 - alpha) * image + alpha * color, image)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def occlusion_overlay(
+    values: np.ndarray,
+    image: np.ndarray,
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    upsample: str = "nearest",
+    cmap: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    center: float | None = None,
+    alpha: float = 0.5,
+    filled: np.ndarray | None = None,
+) -> np.ndarray:
+    """Heatmap of an occlusion grid over the image, as uint8 RGB.
+
+    Args:
+        values: (rows, cols) grid: ``result.grid`` (the score per position, the paper's view:
+            low where covering the region hurts) or ``result.drop`` (unoccluded - grid).
+            Positions not computed yet (NaN) are filled from the nearest computed one.
+        image: (H, W, 3) uint8, or float in [0, 1] (e.g. a denormalised input), or (H, W).
+        window, stride: those of the scan.
+        upsample: ``"nearest"`` or ``"mean"``, see :func:`grid_to_pixels`. Pixels without a value
+            show the image unchanged.
+        cmap: matplotlib colormap; default ``"RdBu_r"`` with ``center``, else ``"viridis"``.
+        vmin, vmax: colour limits (default: range of the values).
+        center: if given, the limits are made symmetric around it (e.g. 0 for ``result.drop``),
+            unless vmin / vmax are given.
+        alpha: heatmap opacity.
+        filled: computed positions (default: finite values).
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]))
+    size = rgb_image.shape[:2]
+    pixels = grid_to_pixels(values, size, window=window, stride=stride, upsample=upsample, filled=filled)
+    if center is not None and vmin is None and vmax is None:
+        finite = pixels[np.isfinite(pixels)]
+        half = float(np.abs(finite - center).max()) if finite.size else 1.0
+        vmin, vmax = center - half, center + half
+    color, valid = colorize(
+        pixels, cmap=cmap or ("RdBu_r" if center is not None else "viridis"), vmin=vmin, vmax=vmax
+    )
+    return _blend(rgb_image, color.astype(np.float64), valid, alpha)
+
+
+def label_colors(labels: np.ndarray, *, cmap: str = "tab20") -> dict[int, tuple[int, int, int]]:
+    """The colour :func:`label_overlay` gives each class present in ``labels`` (for a legend)."""
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError as exc:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
+    present = sorted(int(v) for v in np.unique(np.asarray(labels)) if v >= 0)
+    # An integer indexes the colormap's table directly: class k gets entry k mod N.
+    return {k: tuple(int(c) for c in colormap(k % colormap.N, bytes=True)[:3]) for k in present}
+
+
+def label_overlay(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int],
+    alpha: float = 0.5,
+    cmap: str = "tab20",
+) -> np.ndarray:
+    """The most probable class per occluder position (``result.labels``) as colours over the image.
+
+    Each pixel takes the label of the nearest window centre; positions not computed yet
+    (label -1) take the nearest computed label. Colours come from :func:`label_colors`.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    labels = np.asarray(labels)
+    rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]))
+    size = rgb_image.shape[:2]
+    known = labels >= 0
+    pixels = grid_to_pixels(labels, size, window=window, stride=stride, upsample="nearest", filled=known)
+    colors = label_colors(pixels, cmap=cmap)
+    color = np.zeros((*size, 3))
+    for label, rgb in colors.items():
+        color[pixels == label] = rgb
+    return _blend(rgb_image, color, pixels >= 0, alpha)

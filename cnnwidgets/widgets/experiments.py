@@ -1,0 +1,282 @@
+"""Views for the experiments across images and training (Zeiler & Fergus 2014, Figs. 2, 4, 5, Table 1).
+
+Each view holds its state in traitlets, validates it at the boundary and shows the ``uint8``
+images, text and HTML it is given; none of them touches a model or torch. Controllers in
+:mod:`cnnwidgets.app.experiments` observe the traits and push results back. Errors are shown
+in the view's status line (never only logged).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+from PIL import Image
+
+__all__ = ["CorrespondenceView", "EvolutionView", "InvarianceView", "TopKView", "png_bytes"]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) or (H, W) ``uint8`` array as PNG.
+
+    Raises:
+        ValueError: for a wrong dtype or shape.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f"expected a uint8 image (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class _Shows(traitlets.HasTraits):
+    """An image area and a visible status line."""
+
+    status = traitlets.Unicode("")
+    error = traitlets.Bool(False)
+    image_shape = traitlets.Tuple((), read_only=True)
+
+    def _make_parts(self) -> None:
+        self._image = widgets.Image(format="png")
+        self._status = widgets.HTML()
+        self.observe(self._show_status, names=["status", "error"])
+
+    def _show_status(self, change: object = None) -> None:
+        colour = "#b00020" if self.error else "inherit"
+        self._status.value = f'<span style="color:{colour}">{html.escape(self.status)}</span>'
+
+    def show_image(self, image: np.ndarray, status: str = "") -> None:
+        """Display a ``uint8`` image at its pixel size, with an optional status line."""
+        self._image.value = png_bytes(image)
+        self._image.layout.width = f"{image.shape[1]}px"
+        self._image.layout.height = f"{image.shape[0]}px"
+        self.set_trait("image_shape", tuple(int(s) for s in image.shape))
+        self.error = False
+        self.status = status
+
+    def show_error(self, message: str) -> None:
+        """Show ``message`` as an error in the status line."""
+        self.error = True
+        self.status = message
+
+
+def _check_member(proposal: dict, options: Sequence, what: str):
+    value = proposal["value"]
+    if value is not None and value not in options:
+        raise traitlets.TraitError(f"unknown {what} {value!r}; choose one of {list(options)}")
+    return value
+
+
+class TopKView(_Shows, widgets.VBox):
+    """Top-k patches of one channel (Fig. 2): projections grid next to patches grid.
+
+    Traits:
+        layers: the scanned layers.
+        layer: the chosen layer.
+        num_channels: channels of the chosen layer (the controller sets it).
+        channel: the chosen channel, ``0 <= channel < num_channels``.
+        caption: HTML under the image (the entries' values and sources).
+        status, error: the status line.
+    """
+
+    layers = traitlets.List(traitlets.Unicode())
+    layer = traitlets.Unicode(None, allow_none=True)
+    num_channels = traitlets.Int(1)
+    channel = traitlets.Int(0)
+    caption = traitlets.Unicode("")
+
+    def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
+        self._layer_menu = widgets.Dropdown(description="layer")
+        self._channel_box = widgets.BoundedIntText(value=0, min=0, max=0, description="channel",
+                                                   layout=widgets.Layout(width="170px"))
+        self._prev = widgets.Button(icon="chevron-left", tooltip="previous channel", layout=widgets.Layout(width="36px"))
+        self._next = widgets.Button(icon="chevron-right", tooltip="next channel", layout=widgets.Layout(width="36px"))
+        self._caption = widgets.HTML()
+        self._make_parts()
+        controls = widgets.HBox([self._layer_menu, self._prev, self._channel_box, self._next])
+        super().__init__(children=[controls, self._image, self._caption, self._status], **kwargs)
+        self.observe(lambda c: setattr(self._layer_menu, "options", list(c["new"])), names="layers")
+        self.layers = list(layers)
+        widgets.link((self._layer_menu, "value"), (self, "layer"))
+        widgets.link((self._channel_box, "value"), (self, "channel"))
+        widgets.dlink((self, "num_channels"), (self._channel_box, "max"), transform=lambda n: max(n - 1, 0))
+        widgets.dlink((self, "caption"), (self._caption, "value"))
+        self._prev.on_click(lambda _: self.step(-1))
+        self._next.on_click(lambda _: self.step(+1))
+
+    def step(self, delta: int) -> None:
+        """Move to another channel, wrapping around."""
+        self.channel = (self.channel + delta) % max(self.num_channels, 1)
+
+    @traitlets.validate("layer")
+    def _valid_layer(self, proposal):
+        return _check_member(proposal, self.layers, "layer")
+
+    @traitlets.validate("channel")
+    def _valid_channel(self, proposal):
+        if not 0 <= proposal["value"] < max(self.num_channels, 1):
+            raise traitlets.TraitError(f"channel must lie in 0..{self.num_channels - 1}, got {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.observe("num_channels")
+    def _clamp_channel(self, change) -> None:
+        if self.channel >= change["new"]:
+            self.channel = 0
+
+
+class EvolutionView(_Shows, widgets.VBox):
+    """Feature evolution during training (Fig. 4) with an epoch slider.
+
+    Traits:
+        epochs: the recorded epochs (grows while training runs).
+        epoch: the chosen epoch; the mosaic shows the recorded epochs up to it.
+        follow: move to each newly recorded epoch automatically.
+        unit: what the slider counts (``"epoch"`` or ``"step"``).
+        show: ``"projection"`` or ``"patch"``.
+        status, error: the status line.
+    """
+
+    epochs = traitlets.List(traitlets.Int())
+    epoch = traitlets.Int(None, allow_none=True)
+    follow = traitlets.Bool(True)
+    show = traitlets.Enum(("projection", "patch"), default_value="projection")
+    unit = traitlets.Unicode("epoch")
+
+    def __init__(self, **kwargs) -> None:
+        self._slider = widgets.IntSlider(value=0, min=0, max=0, description="epoch", readout=False,
+                                         continuous_update=True, layout=widgets.Layout(width="360px"))
+        self._label = widgets.Label("-")
+        self._follow_box = widgets.Checkbox(value=True, description="follow training", indent=False)
+        self._show_menu = widgets.ToggleButtons(options=[("projection", "projection"), ("patch", "patch")])
+        self._make_parts()
+        controls = widgets.HBox([self._slider, self._label, self._follow_box, self._show_menu])
+        super().__init__(children=[controls, self._image, self._status], **kwargs)
+        widgets.link((self._follow_box, "value"), (self, "follow"))
+        widgets.link((self._show_menu, "value"), (self, "show"))
+        widgets.dlink((self, "unit"), (self._slider, "description"))
+        self._slider.observe(self._from_slider, names="value")
+
+    def _from_slider(self, change) -> None:
+        if 0 <= change["new"] < len(self.epochs):
+            self.epoch = self.epochs[change["new"]]
+
+    @traitlets.observe("epochs")
+    def _epochs_changed(self, change) -> None:
+        old = list(change["old"]) if isinstance(change["old"], list) else []
+        new = list(change["new"])
+        at_end = self.epoch is None or (bool(old) and self.epoch == old[-1])
+        self._slider.max = max(len(new) - 1, 0)
+        if not new:
+            self.epoch = None
+        elif self.epoch not in new or (self.follow and at_end):
+            self.epoch = new[-1]
+        self._show_epoch()
+
+    @traitlets.validate("epoch")
+    def _valid_epoch(self, proposal):
+        return _check_member(proposal, self.epochs, "epoch")
+
+    @traitlets.observe("epoch")
+    def _show_epoch(self, change=None) -> None:
+        if self.epoch is None:
+            self._label.value = "-"
+            return
+        self._label.value = f"{self.epoch}"
+        index = self.epochs.index(self.epoch)
+        if self._slider.value != index:
+            self._slider.value = index
+
+
+class InvarianceView(_Shows, widgets.VBox):
+    """Invariance curves (Fig. 5) and a slider over the transformation parameter.
+
+    Traits:
+        transforms: the transformations computed.
+        transform: the chosen one.
+        num_steps: how many parameter values it has (the controller sets it).
+        step: index of the chosen parameter value.
+        readout: HTML with the values at the chosen step.
+        status, error: the status line.
+    """
+
+    transforms = traitlets.List(traitlets.Unicode())
+    transform = traitlets.Unicode(None, allow_none=True)
+    num_steps = traitlets.Int(1)
+    step = traitlets.Int(0)
+    readout = traitlets.Unicode("")
+
+    def __init__(self, **kwargs) -> None:
+        self._menu = widgets.Dropdown(description="transform")
+        self._slider = widgets.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True)
+        self._examples = widgets.Image(format="png")
+        self._readout = widgets.HTML()
+        self._make_parts()
+        controls = widgets.HBox([self._menu, self._slider])
+        super().__init__(children=[controls, self._examples, self._readout, self._image, self._status], **kwargs)
+        self.observe(lambda c: setattr(self._menu, "options", list(c["new"])), names="transforms")
+        widgets.link((self._menu, "value"), (self, "transform"))
+        widgets.link((self._slider, "value"), (self, "step"))
+        widgets.dlink((self, "num_steps"), (self._slider, "max"), transform=lambda n: max(n - 1, 0))
+        widgets.dlink((self, "readout"), (self._readout, "value"))
+
+    def show_examples(self, image: np.ndarray) -> None:
+        """Display the transformed images at the chosen step (``uint8``)."""
+        self._examples.value = png_bytes(image)
+        self._examples.layout.width = f"{image.shape[1]}px"
+        self._examples.layout.height = f"{image.shape[0]}px"
+
+    @traitlets.validate("transform")
+    def _valid_transform(self, proposal):
+        return _check_member(proposal, self.transforms, "transformation")
+
+    @traitlets.validate("step")
+    def _valid_step(self, proposal):
+        if not 0 <= proposal["value"] < max(self.num_steps, 1):
+            raise traitlets.TraitError(f"step must lie in 0..{self.num_steps - 1}, got {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.observe("num_steps")
+    def _clamp_step(self, change) -> None:
+        if self.step >= change["new"]:
+            self.step = 0
+
+
+class CorrespondenceView(_Shows, widgets.VBox):
+    """Correspondence analysis (Table 1): the images with part boxes and the table.
+
+    Traits:
+        parts: the part names.
+        part: the highlighted part (``None``: all boxes).
+        occluded: show the images with the chosen part occluded.
+        table_html: the table.
+        status, error: the status line.
+    """
+
+    parts = traitlets.List(traitlets.Unicode())
+    part = traitlets.Unicode(None, allow_none=True)
+    occluded = traitlets.Bool(False)
+    table_html = traitlets.Unicode("")
+
+    def __init__(self, **kwargs) -> None:
+        self._menu = widgets.Dropdown(description="part")
+        self._occluded_box = widgets.Checkbox(value=False, description="occluded", indent=False)
+        self._table = widgets.HTML()
+        self._make_parts()
+        controls = widgets.HBox([self._menu, self._occluded_box])
+        super().__init__(children=[controls, self._image, self._table, self._status], **kwargs)
+        self.observe(self._sync_menu, names="parts")
+        widgets.link((self._menu, "value"), (self, "part"))
+        widgets.link((self._occluded_box, "value"), (self, "occluded"))
+        widgets.dlink((self, "table_html"), (self._table, "value"))
+
+    def _sync_menu(self, change) -> None:
+        self._menu.options = [("all parts", None), *((p, p) for p in change["new"])]
+
+    @traitlets.validate("part")
+    def _valid_part(self, proposal):
+        return _check_member(proposal, self.parts, "part")

@@ -1,0 +1,185 @@
+"""Views for the filter family: kernel mosaics and activation maximisation.
+
+The views hold state in traitlets and show ``uint8`` images they are given; they never touch a
+model. Controllers in :mod:`cnnwidgets.app.filters` observe the traits and push images back.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+from PIL import Image
+
+__all__ = ["ActMaxView", "KernelView", "png_bytes"]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) or (H, W) ``uint8`` array as PNG.
+
+    Raises:
+        ValueError: for a wrong dtype or shape.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected a uint8 image (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _status_html(text: str, error: bool) -> str:
+    color = "#b00020" if error else "inherit"
+    return f'<span style="color:{color}">{html.escape(text)}</span>'
+
+
+class _ImageStatusMixin(traitlets.HasTraits):
+    """An image area and a visible status line (errors are shown, never only logged)."""
+
+    status = traitlets.Unicode("")
+    error = traitlets.Bool(False)
+    image_shape = traitlets.Tuple((), read_only=True)
+
+    def _make_image_parts(self) -> None:
+        self._image = widgets.Image(format="png")
+        self._status = widgets.HTML()
+        self.observe(self._show_status, names=["status", "error"])
+
+    def _show_status(self, change=None) -> None:
+        self._status.value = _status_html(self.status, self.error)
+
+    def show_image(self, image: np.ndarray, status: str = "") -> None:
+        """Display an ``uint8`` image (H, W, 3) at its pixel size, with an optional status line."""
+        self._image.value = png_bytes(image)
+        self._image.layout.width = f"{image.shape[1]}px"
+        self._image.layout.height = f"{image.shape[0]}px"
+        self.set_trait("image_shape", tuple(int(s) for s in image.shape))
+        self.error = False
+        self.status = status
+
+    def show_error(self, message: str) -> None:
+        """Show ``message`` as an error in the status line."""
+        self.error = True
+        self.status = message
+
+
+class KernelView(_ImageStatusMixin, widgets.VBox):
+    """The kernels of one convolution layer as a mosaic, with a layer menu.
+
+    Traits:
+        layers: the convolution layers to choose from.
+        layer: the chosen layer (one of ``layers``).
+        normalize: ``"layer"``, ``"filter"`` or ``"slice"``.
+        out_channel: -1 for all output channels (RGB tiles or the full grid), else one output
+            channel's input slices.
+        status, error: the status line.
+    """
+
+    layers = traitlets.List(traitlets.Unicode())
+    layer = traitlets.Unicode(None, allow_none=True)
+    normalize = traitlets.Enum(("layer", "filter", "slice"), default_value="layer")
+    out_channel = traitlets.Int(-1)
+
+    def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
+        self._layer_menu = widgets.Dropdown(description="layer")
+        self._normalize_menu = widgets.Dropdown(
+            description="scale", options=[("per layer", "layer"), ("per filter", "filter"), ("per slice", "slice")]
+        )
+        self._channel_box = widgets.IntText(value=-1, description="out ch.", layout=widgets.Layout(width="160px"))
+        self._make_image_parts()
+        controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box])
+        super().__init__(children=[controls, self._image, self._status], **kwargs)
+        self.observe(self._sync_menu, names="layers")
+        self.layers = list(layers)
+        widgets.link((self._layer_menu, "value"), (self, "layer"))
+        widgets.link((self._normalize_menu, "value"), (self, "normalize"))
+        widgets.link((self._channel_box, "value"), (self, "out_channel"))
+
+    def _sync_menu(self, change) -> None:
+        self._layer_menu.options = list(change["new"])
+
+    @traitlets.validate("layer")
+    def _check_layer(self, proposal):
+        value = proposal["value"]
+        if value is not None and value not in self.layers:
+            raise traitlets.TraitError(f"unknown layer {value!r}; choose one of {list(self.layers)}")
+        return value
+
+    @traitlets.validate("out_channel")
+    def _check_out_channel(self, proposal):
+        if proposal["value"] < -1:
+            raise traitlets.TraitError("out_channel is -1 (all) or a channel index >= 0")
+        return proposal["value"]
+
+
+class ActMaxView(_ImageStatusMixin, widgets.VBox):
+    """Controls and result of an activation-maximisation run.
+
+    Traits:
+        layers: the targets to choose from (layer names; the controller may add a class entry).
+        layer: the chosen entry.
+        channel: channel (or class) index.
+        steps: number of steps.
+        running: ``True`` while a run is going; the Run button sets it, Stop clears it.
+        progress: steps done in the current run.
+        status, error: the status line.
+    """
+
+    layers = traitlets.List(traitlets.Unicode())
+    layer = traitlets.Unicode(None, allow_none=True)
+    channel = traitlets.Int(0)
+    steps = traitlets.Int(128)
+    running = traitlets.Bool(False)
+    progress = traitlets.Int(0)
+
+    def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
+        self._layer_menu = widgets.Dropdown(description="target")
+        self._channel_box = widgets.BoundedIntText(value=0, min=0, max=10**6, description="channel",
+                                                   layout=widgets.Layout(width="170px"))
+        self._steps_box = widgets.BoundedIntText(value=128, min=1, max=10**5, description="steps",
+                                                 layout=widgets.Layout(width="170px"))
+        self._run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self._stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self._bar = widgets.IntProgress(value=0, min=0, max=128)
+        self._make_image_parts()
+        controls = widgets.HBox([self._layer_menu, self._channel_box, self._steps_box])
+        buttons = widgets.HBox([self._run_button, self._stop_button, self._bar])
+        super().__init__(children=[controls, buttons, self._image, self._status], **kwargs)
+        self.observe(self._sync_menu, names="layers")
+        self.layers = list(layers)
+        widgets.link((self._layer_menu, "value"), (self, "layer"))
+        widgets.link((self._channel_box, "value"), (self, "channel"))
+        widgets.link((self._steps_box, "value"), (self, "steps"))
+        widgets.link((self._bar, "value"), (self, "progress"))
+        widgets.link((self._steps_box, "value"), (self._bar, "max"))
+        self._run_button.on_click(lambda _: setattr(self, "running", True))
+        self._stop_button.on_click(lambda _: setattr(self, "running", False))
+        self.observe(self._toggle_buttons, names="running")
+
+    def _sync_menu(self, change) -> None:
+        self._layer_menu.options = list(change["new"])
+
+    def _toggle_buttons(self, change) -> None:
+        self._run_button.disabled = change["new"]
+        self._stop_button.disabled = not change["new"]
+        for box in (self._layer_menu, self._channel_box, self._steps_box):
+            box.disabled = change["new"]
+
+    @traitlets.validate("layer")
+    def _check_layer(self, proposal):
+        value = proposal["value"]
+        if value is not None and value not in self.layers:
+            raise traitlets.TraitError(f"unknown target {value!r}; choose one of {list(self.layers)}")
+        return value
+
+    @traitlets.validate("channel", "steps")
+    def _check_non_negative(self, proposal):
+        if proposal["value"] < (1 if proposal["trait"].name == "steps" else 0):
+            raise traitlets.TraitError(f"{proposal['trait'].name} must be positive, got {proposal['value']}")
+        return proposal["value"]

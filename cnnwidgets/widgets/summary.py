@@ -1,0 +1,107 @@
+"""A model-summary table with a filter box (receives text cells; computes nothing)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+import traitlets
+
+__all__ = ["SummaryView", "table_html"]
+
+_TABLE_STYLE = (
+    "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);font-size:12px"
+)
+_CELL_STYLE = "padding:1px 10px;border-bottom:1px solid #ddd;white-space:nowrap"
+
+
+def table_html(columns: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] = ()) -> str:
+    """An escaped HTML table.
+
+    Args:
+        columns: header labels.
+        rows: rows of display strings, each as long as ``columns``.
+        align: ``"left"`` or ``"right"`` per column (default left).
+
+    Returns:
+        The HTML text.
+
+    Raises:
+        ValueError: if a row has the wrong number of cells.
+    """
+    align = list(align) + ["left"] * (len(columns) - len(align))
+    head = "".join(f'<th style="{_CELL_STYLE};text-align:{a}">{html.escape(c)}</th>' for c, a in zip(columns, align))
+    body = []
+    for index, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise ValueError(f"row {index} has {len(row)} cells, expected {len(columns)}")
+        tds = "".join(
+            f'<td style="{_CELL_STYLE};text-align:{a}">{html.escape(str(v))}</td>' for v, a in zip(row, align)
+        )
+        body.append(f"<tr>{tds}</tr>")
+    return f'<table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+class SummaryView(widgets.VBox):
+    """Layer table with a filter box: rows whose text contains the filter (any column,
+    case-insensitive) are shown.
+
+    Traits:
+        columns: header labels.
+        cells: the rows, as lists of display strings.
+        align: ``"left"``/``"right"`` per column.
+        caption: a line shown under the table.
+        filter_text: the filter (bound to the text box).
+        shown: number of rows currently shown (read it, don't set it).
+    """
+
+    columns = traitlets.List(traitlets.Unicode())
+    cells = traitlets.List(traitlets.List(traitlets.Unicode()))
+    align = traitlets.List(traitlets.Unicode())
+    caption = traitlets.Unicode("")
+    filter_text = traitlets.Unicode("")
+    shown = traitlets.Int(0, read_only=True)
+
+    def __init__(
+        self,
+        columns: Sequence[str] = (),
+        cells: Sequence[Sequence[str]] = (),
+        *,
+        align: Sequence[str] = (),
+        caption: str = "",
+        **kwargs,
+    ) -> None:
+        self._filter_box = widgets.Text(placeholder="filter layers (name or type)", continuous_update=True)
+        self._table = widgets.HTML()
+        self._footer = widgets.HTML()
+        super().__init__(children=[self._filter_box, self._table, self._footer], **kwargs)
+        widgets.link((self._filter_box, "value"), (self, "filter_text"))
+        self.observe(self._render, names=["columns", "cells", "align", "caption", "filter_text"])
+        self.columns = [str(c) for c in columns]
+        self.align = [str(a) for a in align]
+        self.caption = caption
+        self.cells = [[str(v) for v in row] for row in cells]
+        self._render()
+
+    @traitlets.validate("align")
+    def _check_align(self, proposal):
+        bad = [a for a in proposal["value"] if a not in ("left", "right")]
+        if bad:
+            raise traitlets.TraitError(f"align values must be 'left' or 'right', got {bad}")
+        return proposal["value"]
+
+    def visible_rows(self) -> list[list[str]]:
+        """The rows that match :attr:`filter_text`."""
+        needle = self.filter_text.strip().lower()
+        if not needle:
+            return list(self.cells)
+        return [row for row in self.cells if any(needle in cell.lower() for cell in row)]
+
+    def _render(self, change=None) -> None:
+        rows = self.visible_rows()
+        self.set_trait("shown", len(rows))
+        self._table.value = table_html(self.columns, rows, self.align)
+        count = f"{len(rows)} of {len(self.cells)} layers"
+        text = f"{self.caption} - {count}" if self.caption else count
+        self._footer.value = f"<small>{html.escape(text)}</small>"

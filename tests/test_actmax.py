@@ -1,0 +1,238 @@
+"""Activation maximisation: it raises the target, is reproducible, prefix-only, cancellable."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnwidgets import ChannelActivation, ClassLogit, Probe
+from cnnwidgets.app.filters import CLASS_TARGET, ActMaxController
+from cnnwidgets.methods.actmax import maximize_activation
+
+FAST = dict(size=16, steps=24, progress=False)
+
+
+def small_net() -> nn.Module:
+    """Random but deterministic, with He initialisation as in torchvision's CNNs."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    )
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    return model
+
+
+class TinyVGG(nn.Module):
+    """CNN Explainer's TinyVGG (layout from shared/data/README.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_1_1, self.relu_1_1 = nn.Conv2d(3, 10, 3), nn.ReLU()
+        self.conv_1_2, self.relu_1_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
+        self.pool_1 = nn.MaxPool2d(2)
+        self.conv_2_1, self.relu_2_1 = nn.Conv2d(10, 10, 3), nn.ReLU()
+        self.conv_2_2, self.relu_2_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
+        self.pool_2 = nn.MaxPool2d(2)
+        self.output = nn.Linear(1690, 10)
+
+    def forward(self, x):
+        x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
+        x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
+        return self.output(x.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def tinyvgg(request):
+    shared = request.getfixturevalue("shared_data")
+    folder = shared / "tinyvgg-cnn-explainer"
+    model = TinyVGG()
+    model.load_state_dict(torch.load(folder / "tinyvgg_state_dict.pth", weights_only=True, map_location="cpu"))
+    classes = json.loads((folder / "classes.json").read_text())
+    return model.eval(), [classes[str(i)] for i in range(10)]
+
+
+def _noise_values(probe, target, size, n=8):
+    generator = torch.Generator().manual_seed(123)
+    x = torch.rand(n, 3, size, size, generator=generator)  # uniform noise images in [0, 1]
+    layer = target.layer
+    act = probe.logits(x) if layer is None else probe.capture(x, layer)[layer]
+    return target(act)
+
+
+def test_every_channel_rises_above_the_start_and_above_noise():
+    model = small_net()
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        for channel in range(8):
+            target = ChannelActivation("3", channel)
+            result = maximize_activation(probe, target, **dict(FAST, steps=48))
+            noise = float(_noise_values(probe, target, 16).max())
+            assert result.steps == 48 and result.trace.shape == (48,)
+            assert result.activation > max(noise, result.initial_activation) + 0.15, channel
+            assert result.trace[-4:].mean() > result.trace[:4].mean()
+        strong = maximize_activation(probe, ChannelActivation("3", 2), **dict(FAST, steps=96))
+        assert strong.activation > 3 * float(_noise_values(probe, ChannelActivation("3", 2), 16).max())
+
+
+def test_same_seed_same_image_other_seed_other_image_global_rng_untouched():
+    model = small_net()
+    state = torch.random.get_rng_state()
+    first = maximize_activation(model, ChannelActivation("0", 2), seed=7, **FAST)
+    second = maximize_activation(model, ChannelActivation("0", 2), seed=7, **FAST)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(first.image, second.image)
+    np.testing.assert_array_equal(first.trace, second.trace)
+    other = maximize_activation(model, ChannelActivation("0", 2), seed=8, **FAST)
+    assert not torch.equal(first.image, other.image)
+    assert first.seed == 7
+
+
+def test_image_is_the_normalised_rgb_and_rgb_is_in_unit_range():
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    result = maximize_activation(small_net(), 1, mean=mean, std=std, **FAST)
+    assert result.rgb.shape == (16, 16, 3) and result.rgb.dtype == np.float32
+    assert result.rgb.min() >= 0 and result.rgb.max() <= 1
+    rgb = torch.from_numpy(result.rgb).permute(2, 0, 1)[None]
+    expected = (rgb - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(result.image, expected)
+    assert result.image.shape == (1, 3, 16, 16) and result.image.device.type == "cpu"
+
+
+def test_prefix_only_and_gradients_only_for_the_image():
+    model = small_net()
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        probe.layers
+        probe.reset_stats()
+        maximize_activation(probe, ChannelActivation("1", 0), **FAST)
+        assert probe.stats.full_forwards == 0  # never ran past layer "1"
+        assert all(p.grad is None and not p.requires_grad for p in probe.model.parameters())
+        assert all(len(m._forward_hooks) == 1 for name, m in probe.model.named_modules() if name)
+
+
+def test_a_channel_that_is_off_on_the_start_image_is_reached_by_redirected_relu():
+    # The only channel sums the red input minus a bias: off on the gray start image (9 * 0.5 - 5 < 0),
+    # reachable with a red image (9 * 1 - 5 > 0). A plain ReLU gives no gradient at the start.
+    model = nn.Sequential(nn.Conv2d(3, 1, 3), nn.ReLU())
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].weight[0, 0] = 1.0
+        model[0].bias.fill_(-5.0)
+    target = ChannelActivation("1", 0)
+    stuck = maximize_activation(model, target, redirect_steps=0, **FAST)
+    assert stuck.activation == 0 and np.all(stuck.trace == 0)
+    moved = maximize_activation(model, target, **FAST)
+    assert moved.activation > 0.5
+
+
+def test_pixel_parametrisation_with_blur_also_works():
+    model = small_net()
+    target = ChannelActivation("3", 2)
+    plain = maximize_activation(model, target, parametrization="pixel", **dict(FAST, steps=48))
+    blurred = maximize_activation(model, target, parametrization="pixel", blur=0.3, **dict(FAST, steps=48))
+    assert plain.activation > plain.initial_activation + 0.3
+    assert blurred.activation > blurred.initial_activation + 0.3
+    # the blur removes high frequencies: neighbouring pixels differ less
+    roughness = [np.abs(np.diff(r.rgb, axis=1)).mean() for r in (plain, blurred)]
+    assert roughness[1] < roughness[0]
+
+
+def test_callback_and_cancel():
+    model = small_net()
+    seen, stop = [], threading.Event()
+
+    def callback(step, value, rgb):
+        seen.append((step, value, tuple(rgb.shape)))
+        if step == 5:
+            stop.set()
+
+    result = maximize_activation(model, 0, callback=callback, cancel=stop, **FAST)
+    assert result.cancelled and result.steps == 5 and [s[0] for s in seen] == [1, 2, 3, 4, 5]
+    assert seen[0][2] == (3, 16, 16) and seen[-1][1] == result.trace[-1]
+    result = maximize_activation(model, 0, cancel=lambda: True, **FAST)
+    assert result.cancelled and result.steps == 0
+
+
+def test_errors():
+    model = small_net()
+    with pytest.raises(KeyError, match="unknown layer"):
+        maximize_activation(model, ChannelActivation("9", 0), **FAST)
+    with pytest.raises(IndexError, match="8 channels"):
+        maximize_activation(model, ChannelActivation("3", 8), **FAST)
+    with pytest.raises(IndexError, match="out of range"):
+        maximize_activation(model, 3, **FAST)
+    with pytest.raises(ValueError, match="parametrization"):
+        maximize_activation(model, 0, parametrization="cppn", **FAST)
+    with pytest.raises(ValueError, match="blur"):
+        maximize_activation(model, 0, blur=1.0, **FAST)
+    with pytest.raises(ValueError, match="one value per input channel"):
+        maximize_activation(model, 0, mean=(0.5, 0.5), **FAST)
+    with pytest.raises(TypeError, match="unsupported target"):
+        maximize_activation(model, "3", **FAST)
+
+
+def test_controller_runs_stops_and_shows_the_result():
+    view_probe = Probe(small_net(), input_size=(3, 16, 16))
+    controller = ActMaxController(view_probe, size=16, background=False)
+    view = controller.view
+    assert view.layers == ["0", "1", "3", "4", CLASS_TARGET]
+    view.layer, view.channel, view.steps = "3", 5, 16
+    view.running = True  # what the Run button does
+    assert not view.running and view.progress == 16 and not view.error
+    assert controller.result is not None and controller.result.steps == 16
+    assert view.image_shape == (256, 256, 3) and "done after 16 steps" in view.status
+    view.layer, view.channel = CLASS_TARGET, 7
+    view.running = True
+    assert view.error and "out of range" in view.status and not view.running
+    controller.background = True
+    view.layer, view.channel, view.steps = "3", 1, 100000
+    controller.start()
+    view.running = False  # what the Stop button does
+    controller.wait(30)
+    assert "stopped after" in view.status and controller.result.cancelled
+    controller.close()
+    view_probe.close()
+
+
+def test_tinyvgg_classes_and_channels_are_driven_far_beyond_noise(tinyvgg):
+    model, classes = tinyvgg
+    with Probe(model, input_size=(3, 64, 64)) as probe:
+        for target in (ClassLogit(1), ClassLogit(8)):
+            result = maximize_activation(probe, target, size=64, steps=48, decay=1.5, progress=False)
+            noise = _noise_values(probe, target, 64)
+            assert result.activation > float(noise.max()) + 10, classes[target.index]
+            assert int(probe.logits(result.image).argmax()) == target.index  # the net sees its class
+        for target in (ChannelActivation("conv_2_2", 3), ChannelActivation("relu_2_2", 7)):
+            result = maximize_activation(probe, target, size=64, steps=48, decay=1.5, progress=False)
+            noise = _noise_values(probe, target, 64)
+            assert result.activation > 3 * max(float(noise.max()), 0.1), target
+
+
+def test_redirected_relu_changes_only_the_gradient_and_only_in_its_own_thread():
+    from cnnwidgets.methods.actmax import _redirect_relus
+
+    model = nn.Sequential(nn.ReLU())
+    x = torch.full((1, 1, 2, 2), -1.0, requires_grad=True)
+    handles = _redirect_relus(model)
+    try:
+        out = model(x)
+        here = torch.autograd.grad(out.sum(), x)[0]
+        elsewhere = {}
+        worker = threading.Thread(target=lambda: elsewhere.update(g=torch.autograd.grad(model(x).sum(), x)[0]))
+        worker.start()
+        worker.join()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert torch.equal(out, torch.zeros_like(out))  # forward value is the true ReLU
+    assert torch.equal(here, torch.ones_like(here))  # upward gradient let through a switched-off unit
+    assert torch.equal(elsewhere["g"], torch.zeros_like(here))  # other threads see a plain ReLU
+    assert len(model[0]._forward_hooks) == 0

@@ -1,0 +1,338 @@
+"""CAM, Grad-CAM, Grad-CAM++, upsampling and the explorer's overlay registry.
+
+Oracles: maps computed by hand for a conv -> ReLU -> GAP -> linear net, and
+pytorch-grad-cam's ``GradCAM`` / ``GradCAMPlusPlus`` with ``ClassifierOutputTarget``.
+pytorch-grad-cam returns ``s(cv2.resize(s(ReLU(L))))`` per image, where
+``s(m) = (m - min m) / (max(m - min m) + 1e-7)``; :func:`like_pytorch_grad_cam` applies the
+same conversion to our raw maps (with our bilinear :func:`upsample`, which equals
+``cv2.resize`` for upsampling, see ``test_upsample_equals_cv2_resize``). As in
+test_gradients.py, the comparisons run our probe in the contiguous memory layout the
+library's forward uses.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from cnnwidgets import ChannelActivation, ClassProbability, Probe
+from cnnwidgets.core.hygiene import hook_count
+from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer, upsample
+from cnnwidgets.methods.gradients import project_channel
+from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
+from cnnwidgets.render.attribution import _resize_bilinear
+from tests.test_gradients import SmallVGG, load_tinyvgg
+
+cv2 = pytest.importorskip("cv2")
+gradcam_lib = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+
+class GapNet(nn.Module):
+    """conv -> ReLU -> conv -> ReLU -> global average pool -> linear: CAM's architecture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(6, 5, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, x):
+        x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def gap_net() -> nn.Module:
+    torch.manual_seed(5)
+    return GapNet().eval()
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    torch.manual_seed(13)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+def like_pytorch_grad_cam(raw: torch.Tensor, size) -> np.ndarray:
+    """Our raw (rectified) maps (N, h, w) in pytorch-grad-cam's output convention."""
+
+    def rescale(maps: torch.Tensor) -> torch.Tensor:
+        maps = maps - maps.amin(dim=(1, 2), keepdim=True)
+        return maps / (maps.amax(dim=(1, 2), keepdim=True) + 1e-7)
+
+    return rescale(upsample(rescale(raw.clamp(min=0)), size)).cpu().numpy()
+
+
+def library_map(kind, model: nn.Module, layer: str, x: torch.Tensor, classes: list[int]) -> np.ndarray:
+    """pytorch-grad-cam's map, on a private copy (it calls eval() and backward() on its model)."""
+    clone = copy.deepcopy(model)
+    explainer = kind(clone, [dict(clone.named_modules())[layer]])
+    return explainer(x, targets=[ClassifierOutputTarget(c) for c in classes])
+
+
+def assert_informative(raw: torch.Tensor) -> None:
+    """A map that min-max scaling would turn into zeros says nothing: reject such test cases."""
+    flat = raw.flatten(1)
+    assert ((flat.amax(1) - flat.amin(1)) > 0).all(), "degenerate test case: a constant map"
+
+
+# --------------------------------------------------------------------------- by hand
+
+
+def test_maps_by_hand_on_a_gap_linear_net():
+    model = gap_net()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        features = model.relu2(model.conv2(model.relu1(model.conv1(x))))  # (2, 5, 6, 6)
+    weight = model.fc.weight.detach()
+    z = 36
+    for c in range(4):
+        expected_cam = torch.einsum("k,nkhw->nhw", weight[c], features)
+        assert torch.allclose(cam(model, x, c), expected_cam, atol=1e-6)
+        assert torch.allclose(cam(model, x, c, layer="relu2", fc="fc"), expected_cam, atol=1e-6)
+        # dy_c/dA_kij = W[c, k] / Z everywhere, so Grad-CAM is ReLU(CAM) / Z.
+        assert torch.allclose(grad_cam(model, x, c, "relu2"), expected_cam.clamp(min=0) / z, atol=1e-7)
+        # Grad-CAM++ with a constant gradient g_k: a_k = 1 / (2 + S_k g_k), w_k = Z a_k ReLU(g_k).
+        g = weight[c] / z
+        s = features.sum(dim=(2, 3))  # (N, K)
+        w = z * g.clamp(min=0) / (2 + s * g)
+        w = torch.where(g != 0, w, 0.0)
+        expected_pp = torch.einsum("nk,nkhw->nhw", w, features).clamp(min=0)
+        assert torch.allclose(grad_cam_pp(model, x, c, "relu2"), expected_pp, rtol=1e-5, atol=1e-7)
+
+
+def test_cam_is_z_times_unrectified_grad_cam_on_resnet18(resnet18):
+    x = torch.randn(2, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        maps = cam(probe, x, 7)
+        assert torch.allclose(maps, cam(probe, x, 7, layer="layer4", fc="fc"))
+        activation, grad = layer_gradient(probe, x, 7, "layer4")
+        z = activation.shape[2] * activation.shape[3]
+        expected = z * torch.einsum("nk,nkhw->nhw", grad.mean(dim=(2, 3)), activation)
+        assert maps.shape == (2, 2, 2)
+        assert torch.allclose(maps, expected, rtol=1e-4, atol=1e-5 * maps.abs().max().item())
+        assert (maps < 0).any(), "CAM is not rectified"
+
+
+def test_layer_gradient_is_right_before_an_inplace_residual_add(resnet18):
+    """At layer1.0.bn2 ResNet adds the shortcut in place; the gradient must be the pre-add one."""
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        a_bn2, g_bn2 = layer_gradient(probe, x, 3, "layer1.0.bn2")
+        a_block, g_block = layer_gradient(probe, x, 3, "layer1.0")
+        assert torch.equal(a_bn2, probe.capture(x, "layer1.0.bn2")["layer1.0.bn2"])
+        # block = ReLU(bn2 + shortcut), so dy/d bn2 = dy/d block * [block > 0].
+        assert torch.allclose(g_bn2, g_block * (a_block > 0))
+        assert not torch.equal(a_bn2, a_block)
+        assert all(p.grad is None for p in probe.model.parameters())
+
+
+# --------------------------------------------------------------------------- pytorch-grad-cam
+
+
+@pytest.mark.parametrize("layer", ["layer4", "layer3", "layer4.0.conv2", "layer2.1"])
+def test_grad_cam_and_pp_equal_pytorch_grad_cam_on_resnet18(resnet18, layer):
+    x = torch.randn(2, 3, 64, 64)
+    with Probe(resnet18, channels_last=False) as probe:
+        classes = probe.logits(x).argmax(dim=1).tolist()
+        for i, c in enumerate(classes):
+            xi = x[i : i + 1]
+            raw = grad_cam(probe, xi, c, layer)
+            assert_informative(raw)
+            expected = library_map(gradcam_lib.GradCAM, resnet18, layer, xi, [c])
+            np.testing.assert_allclose(like_pytorch_grad_cam(raw, xi.shape[-2:]), expected, atol=2e-5)
+            raw_pp = grad_cam_pp(probe, xi, c, layer, eps=1e-6)
+            assert_informative(raw_pp)
+            expected_pp = library_map(gradcam_lib.GradCAMPlusPlus, resnet18, layer, xi, [c])
+            np.testing.assert_allclose(like_pytorch_grad_cam(raw_pp, xi.shape[-2:]), expected_pp, atol=2e-5)
+
+
+@pytest.mark.parametrize("layer", ["conv2", "relu2", "relu1"])
+def test_grad_cam_and_pp_equal_pytorch_grad_cam_on_a_small_net(layer):
+    model = gap_net()
+    x = torch.randn(3, 3, 12, 12)
+    with Probe(model, channels_last=False) as probe:
+        classes = probe.logits(x).argmax(dim=1).tolist()
+        for kind, ours in ((gradcam_lib.GradCAM, grad_cam), (gradcam_lib.GradCAMPlusPlus, grad_cam_pp)):
+            expected = library_map(kind, model, layer, x, classes)
+            kwargs = {"eps": 1e-6} if ours is grad_cam_pp else {}
+            raw = torch.cat([ours(probe, x[i : i + 1], c, layer, **kwargs) for i, c in enumerate(classes)])
+            assert_informative(raw)
+            np.testing.assert_allclose(like_pytorch_grad_cam(raw, (12, 12)), expected, atol=2e-5)
+
+
+def test_grad_cam_equals_pytorch_grad_cam_on_trained_tinyvgg(shared_data):
+    model, x, labels = load_tinyvgg(shared_data)
+    with Probe(model, channels_last=False) as probe:
+        for layer in ("conv_2_2", "relu_2_1"):
+            for i in (0, 2, 5, 9):
+                xi = x[i : i + 1]
+                raw = grad_cam(probe, xi, labels[i], layer)
+                assert_informative(raw)
+                expected = library_map(gradcam_lib.GradCAM, model, layer, xi, [labels[i]])
+                np.testing.assert_allclose(like_pytorch_grad_cam(raw, (64, 64)), expected, atol=2e-5)
+                raw_pp = grad_cam_pp(probe, xi, labels[i], layer, eps=1e-6)
+                expected_pp = library_map(gradcam_lib.GradCAMPlusPlus, model, layer, xi, [labels[i]])
+                np.testing.assert_allclose(like_pytorch_grad_cam(raw_pp, (64, 64)), expected_pp, atol=2e-5)
+        with pytest.raises(ValueError, match="average-pooling"):
+            cam(probe, x[:1], 0)  # TinyVGG flattens; CAM is undefined
+
+
+def test_upsample_equals_cv2_resize_and_the_numpy_renderer():
+    maps = torch.rand(2, 5, 7)
+    up = upsample(maps, (32, 28))
+    assert up.shape == (2, 32, 28)
+    for i in range(2):
+        expected = cv2.resize(maps[i].numpy(), (28, 32), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(up[i].numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(_resize_bilinear(maps[i].numpy(), (32, 28)), up[i].numpy(), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def test_batching_does_not_change_maps(resnet18):
+    x = torch.randn(3, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        for method in (
+            lambda b: grad_cam(probe, b, 4, "layer3"),
+            lambda b: grad_cam_pp(probe, b, 4, "layer3"),
+            lambda b: cam(probe, b, 4),
+        ):
+            together = method(x)
+            alone = torch.cat([method(x[i : i + 1]) for i in range(3)])
+            scale = together.abs().max().item()
+            assert scale > 0 and (together - alone).abs().max().item() <= 1e-5 * scale
+
+
+def test_channel_targets_run_only_the_prefix_and_order_is_checked(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        probe.layers
+        probe.reset_stats()
+        raw = grad_cam(probe, x, ChannelActivation("layer3.1.relu", 7, reduce="sum"), "layer2")
+        assert raw.shape == (1, 8, 8)
+        assert probe.stats.full_forwards == 0
+        with pytest.raises(ValueError, match="before layer"):
+            grad_cam(probe, x, ChannelActivation("layer1", 0), "layer3")
+
+
+def test_hooks_are_removed_and_errors_are_clear(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18, input_size=(3, 64, 64)) as probe:
+        before = {name: hook_count(m) for name, m in probe.model.named_modules()}
+        grad_cam(probe, x, 1, "layer4")
+        cam(probe, x, 1)
+        with pytest.raises(KeyError, match="layer4"):
+            grad_cam(probe, x, 1, "layer5")
+        with pytest.raises(IndexError, match="out of range"):
+            grad_cam_pp(probe, x, 1000, "layer4")  # raises after the hook was added
+        with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+            grad_cam(probe, x, 1, "fc")
+        with pytest.raises(TypeError, match="class"):
+            cam(probe, x, ClassProbability(1))
+        with pytest.raises(ValueError, match="nn.Linear"):
+            cam(probe, x, 1, fc="layer4")
+        with pytest.raises(ValueError, match=r"\(N, h, w\)"):
+            upsample(torch.zeros(2, 2), (4, 4))
+        assert {name: hook_count(m) for name, m in probe.model.named_modules()} == before
+        assert all(p.grad is None for p in probe.model.parameters())
+
+
+def test_cam_refuses_heads_that_are_not_gap_then_linear():
+    class Bottleneck(nn.Module):
+        """GAP -> Linear(5, 5) -> Linear(5, 4): the last linear does not see the pooled maps."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = GapNet()
+            self.body.fc = nn.Linear(5, 5)
+            self.fc = nn.Linear(5, 4)
+
+        def forward(self, x):
+            return self.fc(self.body(x))
+
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="CAM is undefined"):
+        cam(Bottleneck().eval(), x, 1)
+    with pytest.raises(ValueError, match="average-pooling"):
+        cam(SmallVGG().eval(), torch.randn(1, 3, 16, 16), 1)
+
+
+def test_nearest_conv_layer(resnet18):
+    with Probe(resnet18, input_size=(3, 64, 64)) as probe:
+        assert nearest_conv_layer(probe, "layer4") == "layer4"
+        assert nearest_conv_layer(probe, "layer3.0.relu") == "layer3.0.relu"
+        assert nearest_conv_layer(probe, "avgpool") == "layer4.1.conv2"  # 1x1 output
+        assert nearest_conv_layer(probe, "fc") == "layer4.1.conv2"
+        with pytest.raises(KeyError):
+            nearest_conv_layer(probe, "head")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_maps_match_cpu(resnet18):
+    x = torch.randn(2, 3, 64, 64)
+    with Probe(resnet18, device="cpu") as cpu, Probe(resnet18, device="cuda") as gpu:
+        for method in (
+            lambda p, b: grad_cam(p, b, 3, "layer3"),
+            lambda p, b: grad_cam_pp(p, b, 3, "layer3"),
+            lambda p, b: cam(p, b, 3),
+        ):
+            a, b = method(cpu, x), method(gpu, x.cuda())
+            assert b.device.type == "cuda"
+            scale = a.abs().max().item()
+            assert scale > 0 and (a - b.cpu()).abs().max().item() <= 2e-2 * scale
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+def test_overlays_share_one_signature_and_shape(resnet18):
+    assert set(OVERLAYS) == set(OVERLAY_INPUTS) == {"saliency", "guided backprop", "deconvnet", "grad-cam"}
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        for name, fn in OVERLAYS.items():
+            heat = fn(probe, x, layer="layer2.1.relu", channel=3, target=5)
+            assert isinstance(heat, np.ndarray) and heat.shape == (64, 64) and heat.dtype == np.float32, name
+            assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() > 0, name
+        with pytest.raises(ValueError, match="one image"):
+            OVERLAYS["saliency"](probe, torch.randn(2, 3, 64, 64), layer="layer1", channel=0, target=0)
+        with pytest.raises(KeyError):
+            OVERLAYS["grad-cam"](probe, x, layer="layer9", channel=0, target=0)
+
+
+def test_overlays_depend_on_exactly_the_declared_selections(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    base = {"layer": "layer2.1.relu", "channel": 3, "target": 5}
+    changed = {"layer": "layer3.0.relu", "channel": 8, "target": 9}
+    with Probe(resnet18) as probe:
+        busiest = int(probe.capture(x, "layer2.1.relu")["layer2.1.relu"].sum(dim=(2, 3)).argmax())
+        assert busiest != base["channel"]
+        changed["channel"] = busiest
+        for name, fn in OVERLAYS.items():
+            reference = fn(probe, x, **base)
+            for key in ("layer", "channel", "target"):
+                other = fn(probe, x, **{**base, key: changed[key]})
+                if key in OVERLAY_INPUTS[name]:
+                    assert not np.allclose(other, reference), f"{name} should depend on {key}"
+                else:
+                    assert np.array_equal(other, reference), f"{name} should not depend on {key}"
+
+
+def test_overlay_values_are_the_documented_maps(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        heat = OVERLAYS["grad-cam"](probe, x, layer="fc", channel=0, target=2)
+        expected = upsample(grad_cam(probe, x, 2, "layer4.1.conv2"), (64, 64))[0].numpy()
+        np.testing.assert_array_equal(heat, expected)
+        heat = OVERLAYS["deconvnet"](probe, x, layer="layer1.1.relu", channel=4, target=0)
+        expected = project_channel(probe, x, "layer1.1.relu", 4, unit="max")[0].abs().amax(0).numpy()
+        np.testing.assert_array_equal(heat, expected)

@@ -1,0 +1,119 @@
+"""Correspondence measure: zero for identical images and boxes, hand-computed on a pixel
+layer, seeded control, table output, drawing helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnwidgets.methods.correspondence import RANDOM, correspondence, occlude, random_boxes
+
+
+class PixelNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pixels = nn.Identity()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(5 * 6 * 6, 7)
+        self.relu_fc = nn.ReLU()
+        self.out = nn.Linear(7, 2)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.conv(self.pixels(x)))).flatten(1)
+        return self.out(self.relu_fc(self.fc(x)))
+
+
+def test_identical_images_and_boxes_give_zero():
+    torch.manual_seed(0)
+    model = PixelNet().eval()
+    image = torch.randn(1, 3, 12, 12)
+    x = image.repeat(4, 1, 1, 1)
+    parts = {"left eye": [(1, 2, 4, 5)] * 4, "nose": [(5, 6, 9, 10)] * 4}
+    result = correspondence(model, x, parts, ["pixels", "relu", "relu_fc"], random_trials=4)
+    for part in parts:
+        for layer in result.layers:
+            assert result.mean[part][layer] == 0.0 and result.total[part][layer] == 0.0
+            assert np.all(result.pairwise[part][layer] == 0)
+    assert result.parts == ["left eye", "nose", RANDOM]
+    assert result.mean[RANDOM]["pixels"] > 0  # random boxes differ between images, so the control does not vanish
+
+
+def test_opposite_images_give_the_occluded_fraction():
+    """eps_i = x_i inside the box and 0 outside; with x_2 = -x_1 the signs differ exactly on the box."""
+    model = PixelNet()
+    x = torch.rand(1, 3, 12, 12) + 0.1
+    pair = torch.cat([x, -x])
+    box = (2, 3, 6, 8)  # 4 columns x 5 rows
+    result = correspondence(model, pair, {"part": [box, box]}, ["pixels"], random_trials=0)
+    assert result.mean["part"]["pixels"] == pytest.approx(4 * 5 / (12 * 12))
+    assert result.std["part"]["pixels"] == 0.0
+    assert result.total["part"]["pixels"] == 2 * 3 * 4 * 5  # both ordered pairs, all channels
+    assert result.parts == ["part"] and result.feature_sizes == {"pixels": 3 * 12 * 12}
+
+
+def test_control_is_seeded_and_sized_like_the_parts():
+    model = PixelNet()
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    parts = {"a": [(0, 0, 3, 3), (1, 1, 4, 4), (2, 2, 5, 5)], "b": [(4, 4, 9, 6)] * 3}
+    one = correspondence(model, x, parts, ["relu"], random_trials=6, seed=1)
+    two = correspondence(model, x, parts, ["relu"], random_trials=6, seed=1)
+    other = correspondence(model, x, parts, ["relu"], random_trials=6, seed=2)
+    assert one.mean[RANDOM] == two.mean[RANDOM]
+    assert one.mean[RANDOM] != other.mean[RANDOM]
+    rng = np.random.default_rng(0)
+    for x0, y0, x1, y1 in random_boxes([(2, 5), (12, 1)], (12, 12), rng):
+        assert 0 <= x0 < x1 <= 12 and 0 <= y0 < y1 <= 12
+    assert [(y1 - y0, x1 - x0) for x0, y0, x1, y1 in random_boxes([(2, 5), (12, 1)], (12, 12), rng)] == [(2, 5), (12, 1)]
+
+
+def test_table_text_and_html():
+    model = PixelNet()
+    x = torch.randn(3, 3, 12, 12)
+    result = correspondence(model, x, {"eye": [(1, 1, 4, 4)] * 3}, random_trials=2)
+    assert result.layers == ["relu", "relu_fc"]  # the paper's layer 5 and 7 counterparts
+    text = str(result)
+    assert "eye" in text and "random" in text and "relu_fc" in text and "±" in text and "3 image pairs" in text
+    assert result.to_html().startswith("<table>") and "<td>eye</td>" in result._repr_html_()
+
+
+def test_occlude_and_errors():
+    x = torch.zeros(2, 3, 6, 6)
+    out = occlude(x, [(0, 0, 2, 3), (4, 4, 6, 6)], fill=[1.0, 2.0, 3.0])
+    assert out[0, 2, :3, :2].eq(3.0).all() and out[0, :, 3:].eq(0).all() and out[1, 0, 4:, 4:].eq(1.0).all()
+    assert x.eq(0).all()
+    model = PixelNet()
+    xs = torch.randn(2, 3, 12, 12)
+    with pytest.raises(ValueError, match="at least 2"):
+        correspondence(model, xs[:1], {"p": [(0, 0, 2, 2)]})
+    with pytest.raises(ValueError, match="one per image"):
+        correspondence(model, xs, {"p": [(0, 0, 2, 2)]})
+    with pytest.raises(ValueError, match="x1 <= 12"):
+        correspondence(model, xs, {"p": [(0, 0, 2, 2), (10, 0, 13, 2)]})
+    with pytest.raises(ValueError, match="control"):
+        correspondence(model, xs, {RANDOM: [(0, 0, 2, 2)] * 2})
+
+
+def test_tinyvgg_koalas_table_boxes_and_view(shared_data):
+    from cnnwidgets.app.experiments import correspondence_view, plot_part_boxes
+    from tests.test_topk import tinyvgg_and_images
+
+    model, x, _, names = tinyvgg_and_images(shared_data)
+    pick = [names.index(n) for n in ("koala_1", "koala_2")]  # the two frontal koala faces
+    # boxes placed by hand on the 64x64 photos (image left/right)
+    parts = {"left eye": [(15, 29, 25, 39), (11, 13, 21, 23)], "right eye": [(48, 29, 58, 39), (40, 16, 50, 26)],
+             "nose": [(35, 37, 45, 47), (29, 25, 39, 35)]}
+    result = correspondence(model, x[pick], parts, random_trials=5)
+    assert result.layers == ["relu_2_2", "pool_2"]  # last conv activation, the classifier's input
+    for part in result.parts:
+        assert 0 < result.mean[part]["relu_2_2"] < 1
+    fig = plot_part_boxes(x[pick], parts, titles=[names[i] for i in pick])
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 3
+    view = correspondence_view(result, x[pick], parts)
+    assert "<table>" in view.table_html
+    view.part = "nose"
+    view.occluded = True
+    assert "nose (occluded)" in view.status and not view.error

@@ -1,0 +1,109 @@
+"""Dead channels: forced-dead channels are found exactly, streaming equals one batch, one prefix pass per batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnnwidgets import Probe
+from cnnwidgets.methods.dead import dead_channels, default_dead_layers
+
+
+def net_with_dead_channels() -> nn.Sequential:
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )
+    with torch.no_grad():
+        model[0].bias[[1, 4]] = -1e3  # never positive for inputs of moderate size
+        model[2].bias[2] = -1e3
+    return model
+
+
+def test_forced_dead_channels_are_reported_exactly():
+    model = net_with_dead_channels()
+    x = torch.randn(8, 3, 12, 12)
+    report = dead_channels(model, x, progress=False)
+    assert list(report) == ["0", "1", "2", "3"]  # convs and ReLUs with spatial outputs, in order
+    assert report["0"].dead == [1, 4] and report["1"].dead == [1, 4]
+    assert report["2"].dead == [2] and report["3"].dead == [2]
+    assert report["1"].num_channels == 6 and report["1"].dead_fraction == pytest.approx(2 / 6)
+    assert np.all(report["0"].max_activation[[1, 4]] < -900)
+    assert np.all(report["1"].max_activation[[1, 4]] == 0)
+    assert np.all(report["1"].active_fraction[[1, 4]] == 0)
+    alive = [0, 2, 3, 5]
+    assert np.all(report["1"].max_activation[alive] > 0)
+    assert report["1"].num_images == 8
+
+
+def test_statistics_match_a_direct_computation():
+    model = net_with_dead_channels()
+    x = torch.randn(5, 3, 10, 10)
+    with torch.no_grad():
+        conv = model[0](x)
+    report = dead_channels(model, x, ["0"], threshold=0.25, progress=False)["0"]
+    np.testing.assert_allclose(report.max_activation, conv.amax(dim=(0, 2, 3)).numpy(), rtol=1e-6)
+    expected_fraction = (conv > 0.25).double().mean(dim=(0, 2, 3)).numpy()
+    np.testing.assert_allclose(report.active_fraction, expected_fraction)
+    assert report.threshold == 0.25
+    assert report.dead == [int(i) for i in np.flatnonzero(conv.amax(dim=(0, 2, 3)).numpy() <= 0.25)]
+
+
+def test_streaming_over_batches_equals_one_big_batch_and_accepts_a_dataloader():
+    model = net_with_dead_channels()
+    x = torch.randn(12, 3, 8, 8)
+    whole = dead_channels(model, x, progress=False)
+    chunks = dead_channels(model, [x[:5], x[5:9], x[9:]], progress=False)
+    loader = DataLoader(TensorDataset(x, torch.zeros(12)), batch_size=4)
+    loaded = dead_channels(model, loader, progress=False)
+    for name in whole:
+        for other in (chunks, loaded):
+            np.testing.assert_allclose(other[name].max_activation, whole[name].max_activation, rtol=1e-6)
+            np.testing.assert_allclose(other[name].active_fraction, whole[name].active_fraction)
+            assert other[name].dead == whole[name].dead and other[name].num_images == 12
+
+
+def test_one_prefix_forward_per_batch_for_all_layers():
+    model = net_with_dead_channels()
+    batches = [torch.randn(3, 3, 8, 8) for _ in range(4)]
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        probe.layers
+        probe.reset_stats()
+        dead_channels(probe, batches, ["0", "1", "2"], progress=False)
+        assert probe.stats.forwards == 4
+        assert probe.stats.full_forwards == 0  # stops after layer "2"
+        assert probe.stats.modules_executed == 4 * 3  # modules 0, 1, 2 per batch
+
+
+def test_threshold_and_layer_choice():
+    model = net_with_dead_channels()
+    x = torch.rand(4, 3, 8, 8)
+    everything_dead = dead_channels(model, x, "1", threshold=1e6, progress=False)["1"]
+    assert everything_dead.dead == list(range(6))
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        assert default_dead_layers(probe) == ["0", "1", "2", "3"]
+
+
+def test_errors():
+    model = net_with_dead_channels()
+    with pytest.raises(ValueError, match="no batch"):
+        dead_channels(model, [], progress=False)
+    with pytest.raises(KeyError, match="unknown layer"):
+        dead_channels(model, torch.randn(2, 3, 8, 8), ["7"], progress=False)
+    with pytest.raises(TypeError, match="batch 1"):
+        dead_channels(model, [torch.randn(2, 3, 8, 8), "x"], progress=False)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        dead_channels(model, torch.randn(3, 8, 8), progress=False)
+    with pytest.raises(ValueError, match="layers is empty"):
+        dead_channels(model, torch.randn(2, 3, 8, 8), [], progress=False)
+
+
+def test_progress_bar_counts_batches(capsys):
+    model = net_with_dead_channels()
+    dead_channels(model, [torch.randn(1, 3, 8, 8)] * 3, progress=True)
+    assert "3/3" in capsys.readouterr().err

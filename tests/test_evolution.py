@@ -1,0 +1,214 @@
+"""Feature evolution recorder: leaves training bit-for-bit unchanged, records the true strongest
+unit, and feeds the figure and the live view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnnwidgets import ModelSnapshot
+from cnnwidgets.methods.evolution import PAPER_EPOCHS, FeatureEvolutionRecorder
+from cnnwidgets.methods.topk import receptive_field_box
+from tests.helpers import reference_outputs
+
+
+class Net(nn.Module):
+    """Batch norm (running statistics), dropout (random masks) and in-place ReLUs: what a recorder could disturb."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(8 * 8 * 8, 3)
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        x = self.relu2(self.conv2(x))
+        return self.head(self.drop(x.flatten(1)))
+
+
+def dataset(n: int = 48) -> TensorDataset:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 3, 16, 16, generator=g)
+    return TensorDataset(x, (x[:, 0].mean(dim=(1, 2)) > 0).long() + (x[:, 1].mean(dim=(1, 2)) > 0).long())
+
+
+def train(with_recorder: bool, epochs: int = 4, grad_check: bool = False):
+    """A plain loop: shuffled loader, dropout, batch norm, Adam with weight decay; the recorder adds two lines."""
+    torch.manual_seed(123)
+    model = Net()
+    data = dataset()
+    loader = DataLoader(data, batch_size=12, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    recorder = None
+    if with_recorder:
+        recorder = FeatureEvolutionRecorder(model, data.tensors[0][:16], {"relu1": 3, "relu2": [0, 7]},
+                                            epochs=[1, 2, 4])
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for x, y in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            if recorder is not None and grad_check:
+                snapshot = ModelSnapshot.take(model)
+                recorder.record(epoch, force=True)  # mid-step, with gradients present
+                snapshot.assert_unchanged(model)
+            optimizer.step()
+        if recorder is not None:
+            recorder.record(epoch)
+    return model, optimizer, recorder, torch.get_rng_state()
+
+
+def test_recorder_does_not_change_training_results():
+    plain, plain_opt, _, plain_rng = train(False)
+    watched, watched_opt, recorder, watched_rng = train(True)
+    assert recorder.result().epochs == [1, 2, 4]
+    for (name, a), b in zip(plain.state_dict().items(), watched.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs with the recorder on"
+    for a, b in zip(plain_opt.state_dict()["state"].values(), watched_opt.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(plain_rng, watched_rng)
+
+
+def test_recording_mid_step_touches_no_grad_flag_or_buffer():
+    _, _, recorder, _ = train(True, epochs=1, grad_check=True)
+    assert recorder.result().epochs == [1]
+
+
+def test_record_leaves_the_global_random_state_alone():
+    model = Net().train()
+    recorder = FeatureEvolutionRecorder(model, torch.randn(4, 3, 16, 16), "relu2", epochs=None)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    recorder.record(1)
+    assert torch.equal(before, torch.get_rng_state())
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_frames_hold_the_strongest_unit_over_the_probe_set():
+    torch.manual_seed(0)
+    model = Net().eval()
+    probe_images = torch.randn(10, 3, 16, 16)
+    recorder = FeatureEvolutionRecorder(model, probe_images, {"relu1": [1, 4], "relu2": 2, "head": [0]},
+                                        epochs=[2, 5], batch_size=3)
+    assert recorder.channels == {"relu1": [1, 4], "relu2": [0, 7], "head": [0]}
+    assert not recorder.record(1)
+    assert recorder.record(2)
+    reference = reference_outputs(model, probe_images, ["relu1", "relu2", "head"])
+    evolution = recorder.result()
+    for layer, channels in recorder.channels.items():
+        act = reference[layer]
+        for channel in channels:
+            frame = evolution.frame(layer, channel, 2)
+            values = act[:, channel]
+            torch.testing.assert_close(frame.value, values.max().item(), rtol=1e-5, atol=1e-6)
+            if values.dim() == 3:
+                torch.testing.assert_close(values[frame.image_index, frame.unit[0], frame.unit[1]].item(), frame.value,
+                                           rtol=1e-5, atol=1e-6)
+            box = receptive_field_box(recorder.layer_infos[layer], *frame.unit, (16, 16))
+            assert frame.box == box and frame.patch.shape == (3, box.height, box.width)
+            assert frame.projection is not None and frame.projection.shape == frame.patch.shape
+            assert frame.valid.shape == (box.height, box.width)
+    # changing the weights changes what the next recording sees
+    with torch.no_grad():
+        model.conv2.bias.add_(1.0)
+    recorder.record(5)
+    assert evolution.epochs == [2, 5]
+    assert evolution.frame("relu2", 0, 5).value > evolution.frame("relu2", 0, 2).value
+    np.testing.assert_allclose(evolution.values("relu2", 0), [evolution.frame("relu2", 0, e).value for e in (2, 5)])
+    # recording an epoch again replaces it
+    recorder.record(5, force=True)
+    assert evolution.epochs == [2, 5] and len(evolution.frames[("relu2", 0)]) == 2
+    recorder.close()
+
+
+def test_projection_choices_and_errors():
+    model = Net()
+    images = torch.randn(4, 3, 16, 16)
+    patches_only = FeatureEvolutionRecorder(model, images, {"relu2": 2}, projection="patch", epochs=None)
+    patches_only.record(0)
+    assert patches_only.result().frame("relu2", 0, 0).projection is None
+    seen = []
+
+    def projector(probe, x, layer, channels, units):
+        seen.append((layer, channels.tolist(), tuple(units[0].tolist())))
+        return torch.full_like(x, 2.0)
+
+    custom = FeatureEvolutionRecorder(model, images, {"relu2": [3]}, projection=projector, epochs=None)
+    custom.record(0)
+    frame = custom.result().frame("relu2", 3, 0)
+    assert seen == [("relu2", [3], frame.unit)] and np.all(frame.projection[:, frame.valid] == 2.0)
+    assert PAPER_EPOCHS == (1, 2, 5, 10, 20, 30, 40, 64)
+    with pytest.raises(KeyError, match="Did you mean"):
+        FeatureEvolutionRecorder(model, images, {"relu3": 2})
+    with pytest.raises(IndexError, match="out of range"):
+        FeatureEvolutionRecorder(model, images, {"relu2": [8]})
+    with pytest.raises(ValueError, match="probe_images"):
+        FeatureEvolutionRecorder(model, images[0], {"relu2": 2})
+    with pytest.raises(ValueError, match="projection"):
+        FeatureEvolutionRecorder(model, images, {"relu2": 2}, projection="magic")
+    with pytest.raises(KeyError, match="epoch 7"):
+        custom.result().frame("relu2", 3, 7)
+
+
+def test_live_view_follows_the_recorder_and_figure_has_the_paper_layout():
+    from cnnwidgets.app.experiments import evolution_view, plot_evolution
+
+    model = Net()
+    images = torch.randn(6, 3, 16, 16)
+    recorder = FeatureEvolutionRecorder(model, images, {"relu1": 2, "relu2": 3}, epochs=None)
+    view = evolution_view(recorder)
+    assert view.epoch is None and "nothing recorded" in view.status
+    shapes = []
+    for epoch in (1, 3, 6):
+        with torch.no_grad():
+            model.conv1.weight.mul_(1.1)
+        recorder.record(epoch)
+        assert view.epochs == [1, 3, 6][: len(view.epochs)] and view.epoch == epoch
+        shapes.append(view.image_shape)
+    assert shapes[0][1] < shapes[1][1] < shapes[2][1]  # one more column per epoch
+    view.epoch = 3
+    assert "epochs [1, 3]" in view.status
+    view.follow = False
+    recorder.record(9)
+    assert view.epoch == 3 and view.epochs == [1, 3, 6, 9]
+    view.show = "patch"
+    assert not view.error
+    fig = plot_evolution(recorder)
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["relu1", "relu2"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "3", "6", "9"]
+    view.controller.close()
+    recorder.record(10)
+    assert view.epochs == [1, 3, 6, 9]  # a closed controller no longer listens
+
+
+def test_tinyvgg_fine_tuning_with_the_recorder(shared_data):
+    from cnnwidgets.app.experiments import plot_evolution
+    from tests.test_topk import tinyvgg_and_images
+
+    model, x, labels, _ = tinyvgg_and_images(shared_data)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    recorder = FeatureEvolutionRecorder(model, x, {"relu_1_1": 4, "relu_2_2": 4}, epochs=[0, 3])
+    recorder.record(0)
+    for step in range(1, 4):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+        recorder.record(step)
+    evolution = recorder.result()
+    assert evolution.epochs == [0, 3]
+    changed = [evolution.frame("relu_2_2", c, 0).value != evolution.frame("relu_2_2", c, 3).value
+               for c in recorder.channels["relu_2_2"]]
+    assert any(changed), "the recorder must see the weights after the optimizer steps"
+    assert model.training
+    fig = plot_evolution(recorder)
+    assert len(fig.axes) == 2

@@ -1,0 +1,603 @@
+"""Saliency, guided backprop, deconvnet projections and the attribution renderer.
+
+Oracles: hand-computed gradients of tiny nets, Captum's ``Saliency``, ``GuidedBackprop``,
+``Deconvolution``, ``NeuronDeconvolution``, ``NeuronGuidedBackprop`` and ``NeuronGradient``
+(run on copies with out-of-place ReLUs), and receptive-field geometry.
+
+The Captum comparisons run our probe with ``channels_last=False``, the memory layout
+Captum's forward uses, and then agree to the last bit or nearly. In another layout the
+convolutions round differently; with random weights a few ReLU inputs lie within rounding
+distance of zero and flip their gate, which moves a few gradient entries by up to ~0.5 %
+of the map's maximum. That layout effect is tested on its own
+(``test_memory_layout_changes_results_only_by_rounding``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from cnnwidgets import ChannelActivation, ClassProbability, Probe
+from cnnwidgets.core.hygiene import hook_count
+from cnnwidgets.methods.gradients import (
+    FunctionalReluWarning,
+    deconvnet,
+    guided_backprop,
+    project_channel,
+    relu_rule,
+    saliency,
+    strongest_unit,
+)
+from cnnwidgets.render.attribution import (
+    attribution_overlay,
+    attribution_to_rgb,
+    colormap_lut,
+    gradient_to_rgb,
+    reduce_channels,
+    robust_scale,
+)
+
+captum_attr = pytest.importorskip("captum.attr")
+
+# --------------------------------------------------------------------------- models
+
+
+class SmallVGG(nn.Module):
+    """conv-relu-pool twice, then a linear head: the deconvnet's home ground."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace), nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(inplace), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.ReLU(inplace), nn.Linear(16, 5))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class TinyVGG(nn.Module):
+    """CNN Explainer's TinyVGG (64x64 RGB in [0, 1], 10 classes), as described in shared/data/README.md."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_1_1 = nn.Conv2d(3, 10, 3)
+        self.relu_1_1 = nn.ReLU()
+        self.conv_1_2 = nn.Conv2d(10, 10, 3)
+        self.relu_1_2 = nn.ReLU()
+        self.pool_1 = nn.MaxPool2d(2)
+        self.conv_2_1 = nn.Conv2d(10, 10, 3)
+        self.relu_2_1 = nn.ReLU()
+        self.conv_2_2 = nn.Conv2d(10, 10, 3)
+        self.relu_2_2 = nn.ReLU()
+        self.pool_2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.output = nn.Linear(10 * 13 * 13, 10)
+
+    def forward(self, x):
+        x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
+        x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
+        return self.output(self.flatten(x))
+
+
+def load_tinyvgg(shared_data: Path) -> tuple[nn.Module, torch.Tensor, list[int]]:
+    """The trained TinyVGG, its ten ``*_1.jpeg`` photos as a batch, and their labels."""
+    from PIL import Image
+
+    folder = shared_data / "tinyvgg-cnn-explainer"
+    model = TinyVGG()
+    state = torch.load(folder / "tinyvgg_state_dict.pth", weights_only=True, map_location="cpu")
+    model.load_state_dict(state, strict=True)
+    classes = json.loads((folder / "classes.json").read_text())
+    prefixes = ["boat", "bug", "pizza", "pepper", "bus", "koala", "espresso", "panda", "orange", "car"]
+    assert len(classes) == len(prefixes)
+    images = []
+    for prefix in prefixes:
+        image = Image.open(folder / "images" / f"{prefix}_1.jpeg").convert("RGB").resize((64, 64))
+        images.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    return model.eval(), torch.stack(images), list(range(len(prefixes)))
+
+
+def out_of_place(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every in-place flag off (what Captum's hooks need)."""
+    clone = copy.deepcopy(model).eval()
+    for module in clone.modules():
+        if isinstance(getattr(module, "inplace", None), bool):
+            module.inplace = False
+    return clone
+
+
+def assert_matches(ours: torch.Tensor, reference: torch.Tensor, rel: float = 1e-5) -> None:
+    """Equal up to float rounding, relative to the reference's largest magnitude, and not trivially zero."""
+    assert ours.shape == reference.shape
+    scale = reference.abs().max().item()
+    assert scale > 0, "degenerate comparison: the reference is all zero"
+    error = (ours.detach().cpu() - reference.detach().cpu()).abs().max().item()
+    assert error <= rel * scale, f"max difference {error:.3g} vs scale {scale:.3g}"
+
+
+@pytest.fixture(scope="module")
+def vgg11() -> nn.Module:
+    """torchvision VGG-11 (in-place ReLUs, as shipped) with a small head.
+
+    The 123M-parameter classifier is replaced by a 10-class one to keep copies and tests fast;
+    the features - the part a deconvnet projection goes through - are untouched.
+    """
+    torch.manual_seed(11)
+    model = torchvision.models.vgg11(weights=None)
+    model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 64), nn.ReLU(inplace=True), nn.Linear(64, 10))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def alexnet() -> nn.Module:
+    torch.manual_seed(12)
+    return torchvision.models.alexnet(weights=None).eval()
+
+
+@pytest.fixture(scope="module")
+def references(vgg11, alexnet) -> dict[str, tuple[nn.Module, nn.Module, int]]:
+    """arch -> (model as shipped, out-of-place copy for Captum, input size)."""
+    torch.manual_seed(3)
+    small = SmallVGG(inplace=True).eval()
+    return {
+        "small": (small, out_of_place(small), 16),
+        "alexnet": (alexnet, out_of_place(alexnet), 64),
+        "vgg11": (vgg11, out_of_place(vgg11), 64),
+    }
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    torch.manual_seed(13)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_captum():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require", category=UserWarning)
+        yield
+
+
+# --------------------------------------------------------------------------- hand-computed
+
+
+def dense_net() -> nn.Module:
+    """x (1x2x2, flattened) -> W1 (3x4) -> ReLU -> W2 (1x3): small enough to do by hand."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 1, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 1.0], [-1.0, 1.0, 2.0, 0.0], [0.5, 0.5, -1.0, 2.0]]))
+        model[3].weight.copy_(torch.tensor([[2.0, -3.0, 1.0]]))
+    return model
+
+
+def test_linear_model_saliency_is_the_weight_row():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 4))
+    x = torch.randn(2, 3, 2, 2)
+    for c in range(4):
+        row = model[1].weight[c].detach().reshape(3, 2, 2)
+        signed = saliency(model, x, c, absolute=False)
+        assert torch.allclose(signed, row.expand(2, -1, -1, -1))
+        assert torch.allclose(saliency(model, x, c), row.abs().expand(2, -1, -1, -1))
+        channel_max = row.abs().amax(0, keepdim=True).expand(2, -1, -1, -1)
+        assert torch.allclose(saliency(model, x, c, reduce="max"), channel_max)
+
+
+def test_relu_rules_by_hand():
+    model = dense_net()
+    x = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]]])  # z = W1 x = [0.5, 2.0, 2.0]: all units on
+    x2 = torch.tensor([[[[1.0, 2.0], [0.0, 0.0]]]])  # z = [-3, 1, 1.5]: unit 0 off
+    w1 = model[1].weight.detach()
+    w2 = model[3].weight.detach()[0]
+    for inp in (x, x2):
+        on = (w1 @ inp.flatten()) > 0
+        expected = {
+            "gradient": w1.T @ (w2 * on),
+            "guided": w1.T @ (w2.clamp(min=0) * on),
+            "deconvnet": w1.T @ w2.clamp(min=0),
+        }
+        assert torch.allclose(saliency(model, inp, 0, absolute=False).flatten(), expected["gradient"])
+        assert torch.allclose(guided_backprop(model, inp, 0).flatten(), expected["guided"])
+        assert torch.allclose(deconvnet(model, inp, 0).flatten(), expected["deconvnet"])
+    # The three rules really differ here, so the assertions above can tell them apart.
+    assert not torch.allclose(expected["gradient"], expected["guided"])
+    assert not torch.allclose(expected["guided"], expected["deconvnet"])
+
+
+# --------------------------------------------------------------------------- Captum
+
+
+def small_vgg() -> nn.Module:
+    torch.manual_seed(3)
+    return SmallVGG().eval()
+
+
+@pytest.mark.parametrize("arch", ["small", "alexnet", "vgg11"])
+def test_class_attributions_equal_captum(arch, references):
+    model, reference, size = references[arch]
+    x = torch.randn(2, 3, size, size)
+    cls = 3
+    with Probe(model, channels_last=False) as probe:
+        assert_matches(saliency(probe, x, cls), captum_attr.Saliency(reference).attribute(x, target=cls))
+        assert_matches(
+            saliency(probe, x, cls, absolute=False),
+            captum_attr.Saliency(reference).attribute(x, target=cls, abs=False),
+        )
+        assert_matches(guided_backprop(probe, x, cls), captum_attr.GuidedBackprop(reference).attribute(x, target=cls))
+        assert_matches(deconvnet(probe, x, cls), captum_attr.Deconvolution(reference).attribute(x, target=cls))
+
+
+@pytest.mark.parametrize(
+    "arch, layer, channel",
+    [
+        ("small", "features.3", 2),  # conv output
+        ("small", "features.4", 5),  # ReLU output
+        ("alexnet", "features.3", 7),
+        ("vgg11", "features.6", 9),
+    ],
+)
+def test_unit_attributions_equal_captum_neuron_methods(arch, layer, channel, references):
+    model, reference, size = references[arch]
+    x = torch.randn(2, 3, size, size)
+    ref_layer = dict(reference.named_modules())[layer]
+    with Probe(model, channels_last=False) as probe:
+        unit = tuple(strongest_unit(probe, x, layer, channel)[0].tolist())  # active in image 0
+        neuron = (channel, *unit)
+        target = ChannelActivation(layer, channel, position=unit)
+        deconv_ref = captum_attr.NeuronDeconvolution(reference, ref_layer).attribute(x, neuron_selector=neuron)
+        assert_matches(deconvnet(probe, x, target), deconv_ref)
+        guided_ref = captum_attr.NeuronGuidedBackprop(reference, ref_layer).attribute(x, neuron_selector=neuron)
+        assert_matches(guided_backprop(probe, x, target), guided_ref)
+        grad_ref = captum_attr.NeuronGradient(reference, ref_layer).attribute(x, neuron_selector=neuron)
+        assert_matches(saliency(probe, x, target, absolute=False), grad_ref)
+
+        # The paper's projection seeds the unit with its rectified activation: by positive
+        # homogeneity that is max(a, 0) times Captum's unit attribution.
+        activation = probe.capture(x, layer)[layer][:, channel, unit[0], unit[1]].clamp(min=0)
+        assert activation[0] > 0
+        projected = project_channel(probe, x, layer, channel, unit=unit)
+        assert_matches(projected, activation[:, None, None, None] * deconv_ref)
+
+
+@pytest.mark.parametrize("arch, layer, channel", [("small", "features.3", 2), ("alexnet", "features.4", 11)])
+def test_whole_map_projection_equals_captum_with_an_energy_selector(arch, layer, channel, references):
+    """unit='all' seeds R = max(A_c, 0), the gradient of 0.5 * sum(max(A_c, 0)^2)."""
+    model, reference, size = references[arch]
+    x = torch.randn(2, 3, size, size)
+    ref_layer = dict(reference.named_modules())[layer]
+
+    def energy(output):
+        return 0.5 * (output[:, channel].clamp(min=0) ** 2).sum(dim=(1, 2))
+
+    expected = captum_attr.NeuronDeconvolution(reference, ref_layer).attribute(x, neuron_selector=energy)
+    with Probe(model, channels_last=False) as probe:
+        assert_matches(project_channel(probe, x, layer, channel, unit="all"), expected)
+
+
+def test_resnet18_matches_captum_although_relu_modules_run_twice(resnet18):
+    x = torch.randn(2, 3, 64, 64)
+    reference = out_of_place(resnet18)
+    with Probe(resnet18, channels_last=False) as probe:
+        assert probe.layers["layer1.0.relu"].calls == 2
+        assert_matches(guided_backprop(probe, x, 7), captum_attr.GuidedBackprop(reference).attribute(x, target=7))
+        assert_matches(deconvnet(probe, x, 7), captum_attr.Deconvolution(reference).attribute(x, target=7))
+
+
+class SharedRelu(nn.Module):
+    """One ReLU module called twice, or two ReLU modules - otherwise identical."""
+
+    def __init__(self, shared: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.relu_b = self.relu if shared else nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.relu(self.conv1(x))
+        x = self.relu_b(self.conv2(x) - 0.1)
+        return self.head(x.amax(dim=(2, 3)))
+
+
+def test_a_relu_module_called_twice_gets_the_rule_at_both_calls():
+    shared = SharedRelu(shared=True).eval()
+    separate = SharedRelu(shared=False).eval()
+    separate.load_state_dict(shared.state_dict())
+    x = torch.randn(3, 3, 8, 8)
+    for method in (guided_backprop, deconvnet):
+        a = method(shared, x, 1)
+        b = method(separate, x, 1)
+        assert torch.allclose(a, b, atol=1e-7) and a.abs().max() > 0
+    # ... and the rule is not the plain gradient, so the test can fail.
+    assert not torch.allclose(deconvnet(shared, x, 1), saliency(shared, x, 1, absolute=False))
+
+
+def test_memory_layout_changes_results_only_by_rounding(references):
+    """channels_last (the CPU default) and contiguous runs differ only where rounding flips a gate."""
+    model, _, size = references["alexnet"]
+    x = torch.randn(2, 3, size, size)
+    with Probe(model, channels_last=True) as fast, Probe(model, channels_last=False) as plain:
+        for method in (saliency, guided_backprop, deconvnet):
+            a, b = method(fast, x, 3), method(plain, x, 3)
+            scale = b.abs().max()
+            assert (a - b).abs().max() <= 1e-2 * scale
+            assert ((a - b).abs() > 1e-4 * scale).float().mean() < 0.05
+            assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.9999
+
+
+# --------------------------------------------------------------------------- ResNet geometry
+
+
+@pytest.mark.parametrize("layer", ["layer1.1.relu", "layer2.0.conv1"])
+def test_resnet18_projection_stays_inside_the_receptive_field(resnet18, layer):
+    x = torch.randn(2, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        projection = project_channel(probe, x, layer, 3, unit="max")
+        units = strongest_unit(probe, x, layer, 3)
+        info = probe.layers[layer]
+    assert projection.shape == x.shape
+    assert torch.isfinite(projection).all()
+    assert info.receptive_field is not None and info.jump is not None and info.start is not None
+    half = (info.receptive_field - 1) / 2
+    for n, (row, col) in enumerate(units.tolist()):
+        support = projection[n].abs().sum(dim=0) > 0
+        assert support.any(), "the strongest unit must project to something"
+        centre_r, centre_c = info.start + row * info.jump, info.start + col * info.jump
+        inside = torch.zeros_like(support)
+        r0, r1 = max(0, int(np.ceil(centre_r - half))), int(np.floor(centre_r + half))
+        c0, c1 = max(0, int(np.ceil(centre_c - half))), int(np.floor(centre_c + half))
+        inside[r0 : r1 + 1, c0 : c1 + 1] = True
+        assert not (support & ~inside).any(), f"image {n}: projection leaks outside the receptive field"
+        assert inside.sum() < inside.numel(), "the receptive field must not cover the whole image here"
+
+
+def test_resnet18_all_methods_finite_and_nonzero(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        top_class = int(probe.logits(x).argmax())
+        busiest = int(probe.capture(x, "layer4")["layer4"].sum(dim=(2, 3)).argmax())
+        results = (
+            saliency(probe, x, 2),
+            guided_backprop(probe, x, ClassProbability(2)),
+            deconvnet(probe, x, ChannelActivation("layer3.0.relu", 4, reduce="sum")),
+            project_channel(probe, x, "layer4", busiest, unit="all"),
+            project_channel(probe, x, "fc", top_class),  # a (C,) layer: the unit is the logit itself
+        )
+        for result in results:
+            assert result.shape == x.shape and torch.isfinite(result).all() and result.abs().max() > 0
+        # A unit whose activation is not positive has nothing to project (Zeiler & Fergus).
+        bottom_class = int(probe.logits(x).argmin())
+        assert probe.logits(x)[0, bottom_class] < 0
+        assert project_channel(probe, x, "fc", bottom_class).abs().max() == 0
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def test_batching_does_not_change_results():
+    model = small_vgg()
+    x = torch.randn(3, 3, 16, 16)
+    with Probe(model) as probe:
+        calls = [
+            lambda b: saliency(probe, b, 1, reduce="max"),
+            lambda b: guided_backprop(probe, b, ClassProbability(4)),
+            lambda b: deconvnet(probe, b, ChannelActivation("features.4", 3, reduce="max")),
+            lambda b: project_channel(probe, b, "features.3", 6, unit="max"),
+            lambda b: project_channel(probe, b, "features.3", 6, unit="all"),
+        ]
+        for call in calls:
+            together = call(x)
+            alone = torch.cat([call(x[i : i + 1]) for i in range(3)])
+            assert_matches(together, alone)
+
+
+def test_inplace_relu_vgg_gives_the_same_result_as_out_of_place(references):
+    vgg11, reference, _ = references["vgg11"]
+    assert any(getattr(m, "inplace", False) for m in vgg11.modules())
+    x = torch.randn(1, 3, 64, 64)
+    for method in (
+        lambda m: saliency(m, x, 5),
+        lambda m: guided_backprop(m, x, 5),
+        lambda m: deconvnet(m, x, 5),
+        lambda m: project_channel(m, x, "features.8", 3, unit="max"),
+    ):
+        assert torch.equal(method(vgg11), method(reference))
+    assert any(getattr(m, "inplace", False) for m in vgg11.modules()), "the user's flags stay as they were"
+
+
+def test_channel_targets_run_only_the_prefix():
+    model = small_vgg()
+    x = torch.randn(2, 3, 16, 16)
+    with Probe(model) as probe:
+        probe.capture(x, "features.0")
+        probe.reset_stats()
+        saliency(probe, x, ChannelActivation("features.3", 1))
+        guided_backprop(probe, x, ChannelActivation("features.3", 1, position=(2, 2)))
+        project_channel(probe, x, "features.4", 1)
+        assert probe.stats.forwards == 3 and probe.stats.full_forwards == 0
+
+
+def test_hooks_are_removed_after_success_and_after_errors():
+    model = small_vgg()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        before = {name: hook_count(m) for name, m in probe.model.named_modules()}
+        guided_backprop(probe, x, 0)
+        project_channel(probe, x, "features.3", 1)
+        with pytest.raises(IndexError):
+            project_channel(probe, x, "features.3", 99)  # raises while the ReLU hooks are on
+        with pytest.raises(IndexError):
+            deconvnet(probe, x, 17)
+        after = {name: hook_count(m) for name, m in probe.model.named_modules()}
+        assert after == before
+        assert all(p.grad is None for p in probe.model.parameters())
+
+
+def test_rules_apply_only_to_the_thread_that_set_them():
+    model = small_vgg()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        plain = saliency(probe, x, 1, absolute=False)
+        result = {}
+        with relu_rule(probe.model, "deconvnet", method="test"):
+            worker = threading.Thread(target=lambda: result.update(other=saliency(probe, x, 1, absolute=False)))
+            worker.start()
+            worker.join()
+            mine = saliency(probe, x, 1, absolute=False)
+        assert torch.equal(result["other"], plain)
+        assert torch.equal(mine, deconvnet(probe, x, 1)) and not torch.allclose(mine, plain)
+
+
+def test_functional_relus_are_reported():
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.relu = nn.ReLU()
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(F.relu(self.relu(self.conv(x)) - 0.1).mean(dim=(2, 3)))
+
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.warns(FunctionalReluWarning, match="1 time"):
+        guided_backprop(Functional(), x, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FunctionalReluWarning)
+        guided_backprop(small_vgg(), torch.randn(1, 3, 16, 16), 0)  # modules only: silent
+        saliency(Functional(), x, 0)  # the true gradient needs no rule
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m, x: saliency(m, x, 5), IndexError, "out of range"),
+        (lambda m, x: saliency(m, x, 1, reduce="mean"), ValueError, "reduce"),
+        (lambda m, x: guided_backprop(m, x, ChannelActivation("features.33", 0)), KeyError, "features.3"),
+        (lambda m, x: deconvnet(m, x, "cat"), TypeError, "target"),
+        (lambda m, x: project_channel(m, x, "feature.3", 0), KeyError, "features.3"),
+        (lambda m, x: project_channel(m, x, "features.3", 8), IndexError, "8 channels"),
+        (lambda m, x: project_channel(m, x, "features.3", 0, unit=(9, 0)), IndexError, "outside"),
+        (lambda m, x: project_channel(m, x, "features.3", 0, unit="top"), ValueError, "unit"),
+        (lambda m, x: saliency(m, x[0], 1), ValueError, "unsqueeze"),
+        (lambda m, x: saliency(m, x.numpy(), 1), TypeError, "Tensor"),
+        (lambda m, x: saliency("model", x, 1), TypeError, "nn.Module"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call(small_vgg(), torch.randn(1, 3, 16, 16))
+
+
+# --------------------------------------------------------------------------- TinyVGG (trained)
+
+
+def test_tinyvgg_guided_backprop_and_deconvnet_equal_captum(shared_data):
+    model, x, labels = load_tinyvgg(shared_data)
+    x, labels = x[:4], labels[:4]
+    with Probe(model, channels_last=False) as probe:
+        assert probe.logits(x).argmax(dim=1).tolist() == labels  # the shipped weights classify these
+        for i, label in enumerate(labels):
+            xi = x[i : i + 1]
+            guided = captum_attr.GuidedBackprop(model).attribute(xi, target=label)
+            assert_matches(guided_backprop(probe, xi, label), guided)
+            assert_matches(deconvnet(probe, xi, label), captum_attr.Deconvolution(model).attribute(xi, target=label))
+        neuron = captum_attr.NeuronDeconvolution(model, model.conv_2_1).attribute(x, neuron_selector=(4, 10, 12))
+        assert_matches(deconvnet(probe, x, ChannelActivation("conv_2_1", 4, position=(10, 12))), neuron)
+        projection = project_channel(probe, x, "relu_2_2", 4)
+        assert torch.isfinite(projection).all() and (projection.flatten(1).abs().amax(1) > 0).all()
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(resnet18):
+    x = torch.randn(2, 3, 64, 64)
+    with Probe(resnet18, device="cpu") as cpu, Probe(resnet18, device="cuda") as gpu:
+        for method in (
+            lambda p, b: saliency(p, b, 3),
+            lambda p, b: guided_backprop(p, b, 3),
+            lambda p, b: project_channel(p, b, "layer2.0.relu", 5),
+        ):
+            on_cpu = method(cpu, x)
+            on_gpu = method(gpu, x.cuda())
+            assert on_gpu.device.type == "cuda"
+            # TF32 and other kernels: compare loosely, relative to the magnitude.
+            assert_matches(on_gpu.cpu(), on_cpu, rel=2e-2)
+
+
+# --------------------------------------------------------------------------- renderer
+
+
+def test_signed_attribution_is_centred_on_zero():
+    values = np.zeros((4, 5), np.float32)
+    values[0, 0], values[0, 1] = 3.0, -3.0
+    rgb = attribution_to_rgb(values, signed=True, percentile=100)
+    lut = colormap_lut("RdBu_r")
+    assert rgb.shape == (4, 5, 3) and rgb.dtype == np.uint8
+    assert (rgb[0, 0] == lut[255]).all() and (rgb[0, 1] == lut[0]).all() and (rgb[2, 2] == lut[128]).all()
+
+
+def test_unsigned_attribution_uses_magnitudes_and_robust_scale():
+    values = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    values[0, 0] = 1000.0  # one outlier must not wash out the rest
+    rgb = attribution_to_rgb(values, signed=False, percentile=95)
+    lut = colormap_lut("inferno")
+    assert (rgb[0, 0] == lut[255]).all()
+    assert (rgb[9, 9] == lut[255]).all()  # beyond the 95th percentile: saturated
+    assert not (rgb[5, 0] == lut[255]).all()  # the middle keeps its contrast
+    # (C, H, W) unsigned: largest magnitude over channels.
+    stack = np.stack([values, -2 * values])
+    assert np.allclose(reduce_channels(stack, "max_abs"), 2 * values)
+    assert np.allclose(reduce_channels(stack, "sum"), -values)
+    assert robust_scale(np.zeros((3, 3))) == 1.0
+
+
+def test_gradient_image_and_overlay():
+    grad = np.zeros((3, 4, 4), np.float32)
+    grad[0, 1, 1] = 1.0
+    image = gradient_to_rgb(grad, percentile=100)
+    assert image.shape == (4, 4, 3) and image[0, 0].tolist() == [128, 128, 128] and image[1, 1, 0] == 255
+    photo = np.full((8, 8, 3), 40, np.uint8)
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0] = 1.0
+    assert np.array_equal(attribution_overlay(photo, heat, alpha=0.0), photo)
+    full = attribution_overlay(photo, heat, alpha=1.0, cmap="gray", percentile=100)
+    assert full.shape == (8, 8, 3)
+    assert full[0, 0, 0] == 255 and full[7, 7, 0] == 0  # heat upsampled to the image, corner stays hot
+    transparent = attribution_overlay(photo, heat, alpha=1.0, weight_by_value=True, percentile=100)
+    assert np.array_equal(transparent[7, 7], photo[7, 7])
+    as_float = attribution_overlay(photo / 255.0, heat, alpha=0.0)
+    assert np.array_equal(as_float, photo)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: attribution_to_rgb(np.zeros(5)), "shape"),
+        (lambda: attribution_to_rgb(np.zeros((2, 2)), cmap="nope"), "colormap"),
+        (lambda: attribution_to_rgb(np.zeros((2, 2)), percentile=0), "percentile"),
+        (lambda: gradient_to_rgb(np.zeros((2, 4, 4))), r"\(3, H, W\)"),
+        (lambda: attribution_overlay(np.zeros((4, 4)), np.zeros((4, 4))), "image"),
+        (lambda: attribution_overlay(np.zeros((4, 4, 3)), np.zeros((4, 4)), alpha=2), "alpha"),
+        (lambda: reduce_channels(np.zeros((2, 2, 2)), "mean"), "how"),
+    ],
+)
+def test_renderer_rejects_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -1,0 +1,141 @@
+"""Invariance curves: zero at the identity, hand-computed distances on a pixel-identity layer,
+batching-independent, and the figure and view on real models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnwidgets import Probe
+from cnnwidgets.methods.invariance import default_feature_layers, default_ranges, invariance_curves, transform_images
+
+
+class PixelNet(nn.Module):
+    """``pixels`` is an identity layer, so its features are the input pixels themselves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pixels = nn.Identity()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 6)
+        self.relu_fc = nn.ReLU()
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.conv(self.pixels(x)))).flatten(1)
+        return self.out(self.relu_fc(self.fc(x)))
+
+
+def images(n: int = 3, size: int = 12) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(7))
+
+
+def test_identity_transform_gives_distance_zero_and_the_untransformed_probability():
+    torch.manual_seed(0)
+    model = PixelNet().eval()
+    x = images()
+    result = invariance_curves(model, x, [0, 1, 2], ["pixels", "relu", "relu_fc"],
+                               transforms={"translation": [-2, 0, 3], "rotation": [0, 45, 360], "scale": [1.0, 1.5]},
+                               progress=False)
+    with torch.no_grad():
+        logits = model(x)
+    expected_p = torch.softmax(logits, dim=1)[torch.arange(3), torch.tensor([0, 1, 2])].double().numpy()
+    for kind, at in (("translation", 1), ("rotation", 0), ("scale", 0)):
+        for layer in result.layers:
+            assert np.all(result.distances[kind][layer][at] == 0.0), (kind, layer)
+        np.testing.assert_allclose(result.probabilities[kind][at], expected_p, rtol=1e-6)
+    for layer in ("pixels", "relu"):
+        assert np.all(result.distances["translation"][layer][[0, 2]] > 0)
+    # a full turn brings the pixels back (up to interpolation at the corners)
+    np.testing.assert_allclose(result.distances["rotation"]["pixels"][2], 0.0, atol=1e-3)
+
+
+def test_distances_equal_hand_computed_pixel_differences():
+    model = PixelNet().eval()
+    x = images(2, 10)
+    result = invariance_curves(model, x, layers=["pixels"], interpolation="nearest", fill=0.5,
+                               transforms={"translation": [2, -3], "rotation": [90]}, progress=False)
+    down = torch.full_like(x, 0.5)
+    down[:, :, 2:] = x[:, :, :-2]
+    up = torch.full_like(x, 0.5)
+    up[:, :, :-3] = x[:, :, 3:]
+    for row, moved in enumerate([down, up]):
+        expected = (x - moved).flatten(1).norm(dim=1).double().numpy()
+        np.testing.assert_allclose(result.distances["translation"]["pixels"][row], expected, rtol=1e-6)
+    expected = (x - torch.rot90(x, 1, (2, 3))).flatten(1).norm(dim=1).double().numpy()
+    np.testing.assert_allclose(result.distances["rotation"]["pixels"][0], expected, rtol=1e-6)
+    normalised = invariance_curves(model, x, layers=["pixels"], interpolation="nearest", fill=0.5, normalize=True,
+                                   transforms={"translation": [2, -3]}, progress=False)
+    np.testing.assert_allclose(normalised.distances["translation"]["pixels"],
+                               result.distances["translation"]["pixels"] / x.flatten(1).norm(dim=1).double().numpy(),
+                               rtol=1e-6)
+
+
+def test_batch_grouping_does_not_change_the_curves_and_labels_default_to_predictions():
+    torch.manual_seed(1)
+    model = PixelNet().eval()
+    x = images(3)
+    a = invariance_curves(model, x, batch_size=3, progress=False)
+    b = invariance_curves(model, x, batch_size=200, progress=False)
+    assert a.layers == b.layers == ["relu", "relu_fc"]  # the paper's layer 1 and layer 7 counterparts
+    assert list(a.values) == ["translation", "rotation", "scale"] and not a.labels_given
+    with torch.no_grad():
+        np.testing.assert_array_equal(a.labels, model(x).argmax(dim=1).numpy())
+    for kind in a.values:
+        for layer in a.layers:
+            np.testing.assert_allclose(a.distances[kind][layer], b.distances[kind][layer], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.probabilities[kind], b.probabilities[kind], rtol=1e-5, atol=1e-7)
+    ranges = default_ranges(224)
+    assert ranges["translation"][0] == -60 and ranges["translation"][-1] == 60
+    assert ranges["rotation"][-1] == 360 and ranges["scale"][0] == 1.0 and ranges["scale"][-1] == 1.8
+
+
+def test_transform_conventions_and_errors():
+    x = images(1, 8)
+    assert transform_images(x, "rotation", 0) is x
+    moved = transform_images(x, "translation", 1, interpolation="nearest", fill=[1.0, 2.0, 3.0])
+    assert torch.equal(moved[0, :, 0], torch.tensor([1.0, 2.0, 3.0])[:, None].expand(3, 8))
+    zoomed = transform_images(x, "scale", 0.5, fill=-9.0)
+    assert torch.all(zoomed[0, :, 0] == -9.0)
+    with pytest.raises(ValueError, match="unknown transformation"):
+        transform_images(x, "shear", 3)
+    with pytest.raises(ValueError, match="> 0"):
+        transform_images(x, "scale", 0)
+    with pytest.raises(ValueError, match="interpolation"):
+        transform_images(x, "scale", 2, interpolation="cubic")
+    model = PixelNet()
+    with pytest.raises(IndexError, match="labels"):
+        invariance_curves(model, images(2), [0, 5], progress=False)
+    with pytest.raises(ValueError, match="expected 2 labels"):
+        invariance_curves(model, images(2), [0], progress=False)
+    with pytest.raises(KeyError):
+        invariance_curves(model, images(2), layers=["nope"], progress=False)
+    with pytest.raises(ValueError, match="no values"):
+        invariance_curves(model, images(2), transforms={"rotation": []}, progress=False)
+
+
+def test_tinyvgg_curves_figure_and_view(shared_data):
+    from cnnwidgets.app.experiments import invariance_view, plot_invariance
+    from tests.test_topk import tinyvgg_and_images
+
+    model, x, labels, names = tinyvgg_and_images(shared_data)
+    pick = [names.index(n) for n in ("koala_1", "bus_1", "orange_1", "pizza_1", "car_1")]
+    result = invariance_curves(model, x[pick], labels[pick], progress=False,
+                               transforms={"translation": [-8, -4, 0, 4, 8], "rotation": [0, 30, 90, 180],
+                                           "scale": [1.0, 1.4, 1.8]})
+    with Probe(model, input_size=(3, 64, 64)) as probe:
+        assert default_feature_layers(probe) == {"first": "relu_1_1", "last_conv": "relu_2_2", "penultimate": "pool_2"}
+    assert result.layers == ["relu_1_1", "pool_2"]
+    assert np.all(result.distances["translation"]["relu_1_1"][2] == 0)
+    p0 = result.probabilities["rotation"][0]
+    assert np.all((p0 > 0) & (p0 <= 1))
+    fig = plot_invariance(result, x[pick], image_names=[names[i] for i in pick])
+    assert len(fig.axes) == 3 * 4  # examples, two layers, probability
+    view = invariance_view(result, x[pick], image_names=[names[i] for i in pick])
+    view.transform = "rotation"
+    view.step = 2
+    assert "rotation = 90" in view.readout and not view.error

@@ -1,0 +1,164 @@
+"""Kernel view: weights as normalised tiles, the mosaic renderer, the view and its controller."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from cnnwidgets import Probe
+from cnnwidgets.app.filters import KernelController, kernel_view
+from cnnwidgets.methods.kernels import conv_layer_names, kernels
+from cnnwidgets.render.kernels import kernel_mosaic, signed_to_rgb, tile_grid
+from cnnwidgets.widgets.filters import KernelView
+
+
+def small_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2),
+    )
+
+
+def test_first_layer_rgb_tiles_follow_the_weights_with_one_symmetric_scale():
+    model = small_net()
+    w = model[0].weight.detach().numpy()
+    k = kernels(model, "0")
+    assert k.layout == "rgb" and k.values.shape == (4, 3, 3, 3)
+    # tile o, row y, column x, colour c is weight[o, c, y, x] / max|W|
+    np.testing.assert_allclose(k.values, w.transpose(0, 2, 3, 1) / np.abs(w).max(), rtol=1e-6)
+    assert np.abs(k.values).max() == pytest.approx(1.0)
+    np.testing.assert_array_equal(k.weight, w)
+
+
+def test_per_filter_normalisation_gives_each_filter_full_contrast():
+    model = small_net()
+    with torch.no_grad():
+        model[0].weight[2] *= 0.01  # a weak filter
+    k = kernels(model, "0", normalize="filter")
+    np.testing.assert_allclose(np.abs(k.values).reshape(4, -1).max(axis=1), 1.0, rtol=1e-6)
+    layer_scaled = kernels(model, "0", normalize="layer")
+    assert np.abs(layer_scaled.values[2]).max() < 0.05
+
+
+def test_deeper_layer_grid_slices_and_slice_normalisation():
+    model = small_net()
+    w = model[2].weight.detach().numpy()
+    grid = kernels(model, "2")
+    assert grid.layout == "grid" and grid.values.shape == (5, 4, 3, 3)
+    np.testing.assert_allclose(grid.values, w / np.abs(w).max(), rtol=1e-6)
+    one = kernels(model, "2", out_channel=3)
+    assert one.layout == "slices" and one.out_channel == 3
+    np.testing.assert_array_equal(one.values, grid.values[3])
+    per_slice = kernels(model, "2", normalize="slice")
+    np.testing.assert_allclose(np.abs(per_slice.values).max(axis=(2, 3)), 1.0, rtol=1e-6)
+    # the first layer can be shown per input channel too
+    assert kernels(model, "0", mode="channels").values.shape == (4, 3, 3, 3)
+    assert kernels(model, "0", mode="channels").layout == "grid"
+
+
+def test_zero_weights_stay_finite_and_map_to_gray():
+    model = small_net()
+    with torch.no_grad():
+        model[0].weight.zero_()
+    k = kernels(model, "0", normalize="filter")
+    assert np.all(k.values == 0)
+    mosaic = kernel_mosaic(k.values, k.layout, zoom=1, border=0)
+    assert np.all(mosaic == 128)
+
+
+def test_errors_name_what_is_accepted():
+    model = small_net()
+    with pytest.raises(ValueError, match=r"not a 2-D convolution.*0, 2"):
+        kernels(model, "1")
+    with pytest.raises(KeyError, match="Did you mean"):
+        kernels(model, "20")
+    with pytest.raises(ValueError, match="3 input channels"):
+        kernels(model, "2", mode="rgb")
+    with pytest.raises(IndexError, match="5 output channels"):
+        kernels(model, "2", out_channel=5)
+    with pytest.raises(ValueError, match="normalize"):
+        kernels(model, "2", normalize="global")
+    with pytest.raises(TypeError):
+        kernels("not a model", "0")
+
+
+def test_works_on_a_probe_and_on_torchvision_alexnet():
+    model = torchvision.models.alexnet(weights=None)
+    assert conv_layer_names(model) == [f"features.{i}" for i in (0, 3, 6, 8, 10)]
+    with Probe(model) as probe:
+        k = kernels(probe, "features.0")
+    assert k.values.shape == (64, 11, 11, 3)
+    np.testing.assert_array_equal(k.weight, model.features[0].weight.detach().numpy())
+    mosaic = kernel_mosaic(k.values, k.layout)
+    # 64 tiles -> 8 x 8, each 11 * 2 px (zoom 24 // 11 = 2) + 1 px border
+    assert mosaic.shape == (8 * 23 + 1, 8 * 23 + 1, 3) and mosaic.dtype == np.uint8
+
+
+def test_gray_and_diverging_colour_mapping():
+    gray = signed_to_rgb(np.array([-1.0, 0.0, 1.0, 5.0]))
+    np.testing.assert_array_equal(gray[:, 0], [0, 128, 255, 255])
+    assert np.all(gray[:, 0:1] == gray)  # gray: R == G == B
+    div = signed_to_rgb(np.array([-1.0, 0.0, 1.0]), "diverging")
+    np.testing.assert_array_equal(div[1], [128, 128, 128])
+    assert div[0, 2] > div[0, 0]  # negative: blue
+    assert div[2, 0] > div[2, 2]  # positive: red
+    with pytest.raises(ValueError, match="colormap"):
+        signed_to_rgb(np.zeros(2), "jet")
+
+
+def test_mosaic_layout_borders_zoom_and_empty_slots():
+    values = np.zeros((3, 1, 2, 3))
+    values[0, ..., 0] = 1.0  # tile 0: red channel at +1
+    values[2] = -1.0  # tile 2: black
+    mosaic = kernel_mosaic(values, "rgb", zoom=2, border=1, border_color=(9, 9, 9))
+    # 3 tiles -> 2 columns x 2 rows; each tile 2x4 px after zoom
+    assert mosaic.shape == (2 * (2 + 1) + 1, 2 * (4 + 1) + 1, 3)
+    np.testing.assert_array_equal(mosaic[1, 1], [255, 128, 128])
+    np.testing.assert_array_equal(mosaic[2, 4], [255, 128, 128])
+    np.testing.assert_array_equal(mosaic[1, 6], [128, 128, 128])  # tile 1: zeros
+    np.testing.assert_array_equal(mosaic[4, 1], [0, 0, 0])  # tile 2
+    np.testing.assert_array_equal(mosaic[4, 6], [9, 9, 9])  # empty 4th slot
+    assert np.all(mosaic[0] == 9) and np.all(mosaic[:, 0] == 9) and np.all(mosaic[3] == 9)
+
+    grid = kernel_mosaic(np.zeros((2, 5, 3, 3)), "grid", zoom=1, border=1)
+    assert grid.shape == (2 * 4 + 1, 5 * 4 + 1, 3)
+    slices = kernel_mosaic(np.zeros((5, 3, 3)), "slices", zoom=1, border=1, cols=5)
+    assert slices.shape == (4 + 1, 5 * 4 + 1, 3)
+    with pytest.raises(ValueError, match="layout"):
+        kernel_mosaic(np.zeros((2, 3, 3)), "tiles")
+    with pytest.raises(ValueError, match=r"\(T, h, w, 3\)"):
+        kernel_mosaic(np.zeros((2, 3, 3)), "rgb")
+    with pytest.raises(ValueError, match="shape"):
+        tile_grid(np.zeros((2, 3, 3), np.uint8))
+
+
+def test_view_and_controller_follow_the_layer_menu():
+    model = small_net()
+    view = kernel_view(model)
+    assert view.layers == ["0", "2"] and view.layer == "0"
+    assert view.image_shape == (2 * 25 + 1, 2 * 25 + 1, 3) and not view.error
+    view.layer = "2"
+    assert view.image_shape == (5 * 25 + 1, 4 * 25 + 1, 3)  # 5 x 4 grid of 3x3 tiles at zoom 8
+    view.out_channel = 1
+    assert view.image_shape == (2 * 25 + 1, 2 * 25 + 1, 3) and "output channel 1" in view.status
+    view.out_channel = 9
+    assert view.error and "out of range" in view.status
+    with pytest.raises(Exception, match="unknown layer"):
+        view.layer = "1"
+    with pytest.raises(ValueError, match="not a convolution"):
+        kernel_view(model, layer="1")
+
+
+def test_controller_limits_huge_grids_and_rejects_models_without_convs():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 64, 3))
+    view = KernelView()
+    KernelController(model, view, max_tiles=64)
+    view.layer = "1"
+    assert "showing output channels 0-7 of 64" in view.status
+    assert view.image_shape[0] == 8 * 25 + 1
+    with pytest.raises(ValueError, match="no Conv2d"):
+        KernelController(nn.Sequential(nn.Linear(2, 2)))

@@ -1,0 +1,578 @@
+"""Occlusion sensitivity: geometry, known answers, Captum equality, streaming, cancel, rendering."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from cnnwidgets import ChannelActivation, ClassLogit, ClassProbability, ModelSnapshot, Probe
+from cnnwidgets.methods._fold import inference_copy
+from cnnwidgets.methods.occlusion import (
+    PREVIEW_LEVEL,
+    grid_shape,
+    grid_to_pixel_attribution,
+    occlusion_map,
+    occlusion_top_class,
+    scan_order,
+)
+from cnnwidgets.render.occlusion import (
+    fill_nearest,
+    grid_to_pixels,
+    label_colors,
+    label_overlay,
+    occlusion_overlay,
+)
+
+captum_attr = pytest.importorskip("captum.attr")
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class RegionSum(nn.Module):
+    """Class 0 scores the sum of x over a fixed region (all channels); class 1 is a constant."""
+
+    def __init__(self, rows: tuple[int, int], cols: tuple[int, int], constant: float = 0.0) -> None:
+        super().__init__()
+        self.rows, self.cols, self.constant = rows, cols, constant
+
+    def forward(self, x):
+        s = x[:, :, self.rows[0]:self.rows[1], self.cols[0]:self.cols[1]].sum(dim=(1, 2, 3))
+        return torch.stack([s, torch.full_like(s, self.constant)], dim=1)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 12, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(12)
+        self.relu2 = nn.ReLU()
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class TinyVGG(nn.Module):
+    """CNN Explainer's TinyVGG (4 conv + linear, 64x64 input in [0, 1]), per shared/data/README.md."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_1_1 = nn.Conv2d(3, 10, 3)
+        self.conv_1_2 = nn.Conv2d(10, 10, 3)
+        self.conv_2_1 = nn.Conv2d(10, 10, 3)
+        self.conv_2_2 = nn.Conv2d(10, 10, 3)
+        self.output = nn.Linear(1690, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv_1_2(F.relu(self.conv_1_1(x)))), 2)
+        x = F.max_pool2d(F.relu(self.conv_2_2(F.relu(self.conv_2_1(x)))), 2)
+        return self.output(x.flatten(1))
+
+
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial eval statistics, so that folding batch norm actually changes the weights."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model.eval()
+
+
+def small_cnn() -> nn.Module:
+    return randomize_batchnorm(SmallCNN())
+
+
+def captum_occlusion(forward, x, target, window, stride, baseline, ppe=16) -> torch.Tensor:
+    c = x.shape[1]
+    return captum_attr.Occlusion(forward).attribute(
+        x, sliding_window_shapes=(c, *window), strides=(c, *stride), baselines=baseline,
+        target=target, perturbations_per_eval=ppe,
+    )
+
+
+def assert_matches_captum(result, captum: torch.Tensor) -> None:
+    ours = torch.from_numpy(result.pixel_attribution())
+    assert not torch.isnan(ours).any()
+    scale = max(1.0, abs(result.unoccluded))
+    for channel in range(captum.shape[1]):  # Captum repeats the value in every channel
+        torch.testing.assert_close(ours, captum[0, channel], rtol=1e-4, atol=2e-5 * scale)
+    assert captum.abs().max() > 1e-4 * scale, "the comparison must not be between two all-zero maps"
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def test_grid_shape_keeps_windows_inside_the_image():
+    assert grid_shape((224, 224), 32, 8) == (25, 25)
+    assert grid_shape((224, 224), 32, 16) == (13, 13)
+    assert grid_shape((10, 12), (3, 4), (2, 3)) == (4, 3)  # last corners (6, 6): windows end at 9 and 10
+    assert grid_shape((5, 5), 5, 3) == (1, 1)
+
+
+def test_position_convention_top_left_corner_at_i_times_stride():
+    # A model that reads one pixel: only windows covering it change the score.
+    y0, x0 = 7, 4
+    model = RegionSum((y0, y0 + 1), (x0, x0 + 1))
+    x = torch.zeros(1, 1, 12, 11)
+    result = occlusion_map(model, x, 0, window=(3, 4), stride=(2, 3), fill=-1.0, progress=False)
+    assert result.shape == (5, 3) and result.window == (3, 4) and result.stride == (2, 3)
+    for i in range(5):
+        for j in range(3):
+            covers = i * 2 <= y0 < i * 2 + 3 and j * 3 <= x0 < j * 3 + 4
+            assert result.grid[i, j] == (-1.0 if covers else 0.0), (i, j)
+    assert (result.corners[4, 2] == (8, 6)).all()
+
+
+def test_known_answer_linear_region_model():
+    rows, cols = (3, 8), (5, 11)
+    model = RegionSum(rows, cols)
+    x = torch.ones(1, 3, 12, 14)
+    window, stride = (3, 4), (2, 3)
+    result = occlusion_map(model, x, ClassLogit(0), window=window, stride=stride, progress=False)
+    area = (rows[1] - rows[0]) * (cols[1] - cols[0])
+    assert result.unoccluded == 3 * area
+    expected = np.zeros(result.shape, dtype=np.float32)
+    for i in range(result.shape[0]):
+        for j in range(result.shape[1]):
+            dy = max(0, min(rows[1], i * 2 + 3) - max(rows[0], i * 2))
+            dx = max(0, min(cols[1], j * 3 + 4) - max(cols[0], j * 3))
+            expected[i, j] = 3 * (area - dy * dx)
+    np.testing.assert_array_equal(result.grid, expected)
+    assert result.complete and result.filled.all() and not result.cancelled
+    np.testing.assert_array_equal(result.drop, 3 * area - expected)
+
+
+def test_fill_options():
+    model = RegionSum((2, 6), (3, 7))
+    x = torch.rand(1, 3, 10, 10)
+    run = lambda fill: occlusion_map(model, x, 0, window=3, stride=1, fill=fill, progress=False).grid  # noqa: E731
+    means = x.mean(dim=(2, 3))[0]
+    np.testing.assert_allclose(run("mean"), run(means), rtol=1e-6)
+    np.testing.assert_allclose(run(means.tolist()), run(means.view(3, 1, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(run(lambda img: torch.zeros_like(img)), run(0.0))
+    # A fill image: the window shows that image instead of x.
+    other = torch.rand(3, 10, 10)
+    by_hand = []
+    for i in range(8):
+        for j in range(8):
+            occluded = x.clone()
+            occluded[0, :, i:i + 3, j:j + 3] = other[:, i:i + 3, j:j + 3]
+            by_hand.append(float(model(occluded)[0, 0]))
+    np.testing.assert_allclose(run(other), np.array(by_hand).reshape(8, 8), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- Captum
+
+
+@pytest.mark.parametrize("fill", [0.0, 0.3, "per-channel"])
+def test_equals_captum_on_small_cnn_logit_and_probability(fill):
+    model = small_cnn()
+    x = torch.randn(1, 3, 20, 20)
+    if fill == "per-channel":
+        fill = torch.tensor([0.2, -0.5, 1.0])
+        baseline = fill.view(1, 3, 1, 1)
+    else:
+        baseline = fill
+    window, stride = (4, 4), (2, 2)
+    logit = occlusion_map(model, x, ClassLogit(1), window=window, stride=stride, fill=fill, progress=False)
+    assert_matches_captum(logit, captum_occlusion(model, x, 1, window, stride, baseline))
+    prob = occlusion_map(model, x, ClassProbability(2), window=window, stride=stride, fill=fill, progress=False)
+    softmax = lambda t: torch.softmax(model(t), dim=1)  # noqa: E731
+    assert_matches_captum(prob, captum_occlusion(softmax, x, 2, window, stride, baseline))
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_equals_captum_on_resnet18(fold):
+    model = randomize_batchnorm(torchvision.models.resnet18(weights=None))
+    x = torch.randn(1, 3, 64, 64)
+    result = occlusion_map(model, x, 7, window=16, stride=8, fold_batchnorm=fold, progress=False)
+    assert result.shape == (7, 7)
+    assert_matches_captum(result, captum_occlusion(model, x, 7, (16, 16), (8, 8), 0.0))
+
+
+def test_equals_captum_on_tinyvgg_from_shared_data(shared_data):
+    from PIL import Image
+
+    folder = shared_data / "tinyvgg-cnn-explainer"
+    model = TinyVGG()
+    model.load_state_dict(torch.load(folder / "tinyvgg_state_dict.pth", weights_only=True, map_location="cpu"))
+    model.eval()
+    classes = json.loads((folder / "classes.json").read_text())
+    image = np.asarray(Image.open(folder / "images" / "koala_1.jpeg").convert("RGB"), dtype=np.float32) / 255.0
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
+    label = next(int(i) for i, name in classes.items() if name == "koala")
+    result = occlusion_map(model, x, ClassProbability(label), window=8, stride=4, fill=0.5, progress=False)
+    assert result.unoccluded_label == label  # the photo is classified correctly
+    assert result.shape == (15, 15)
+    softmax = lambda t: torch.softmax(model(t), dim=1)  # noqa: E731
+    assert_matches_captum(result, captum_occlusion(softmax, x, label, (8, 8), (4, 4), 0.5, ppe=64))
+
+
+# ---------------------------------------------------------------------------- batching and order
+
+
+def test_batch_size_and_order_do_not_change_the_map():
+    model = small_cnn()
+    x = torch.randn(1, 3, 24, 24)
+    kwargs = dict(window=6, stride=3, progress=False)
+    reference = occlusion_map(model, x, ClassProbability(3), batch_size=1, **kwargs)
+    for batch_size in (7, 64, None):
+        other = occlusion_map(model, x, ClassProbability(3), batch_size=batch_size, **kwargs)
+        np.testing.assert_allclose(other.grid, reference.grid, rtol=1e-5, atol=1e-7)
+    raster = occlusion_map(model, x, ClassProbability(3), order="raster", batch_size=5, **kwargs)
+    np.testing.assert_allclose(raster.grid, reference.grid, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(raster.labels, reference.labels)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 2), (3, 40), (13, 13), (17, 5), (25, 25), (64, 63)])
+def test_coarse_first_order_covers_every_position_once_and_spans_the_image_early(shape):
+    rows, cols = shape
+    positions, levels = scan_order(rows, cols)
+    assert len(positions) == rows * cols
+    assert len({(int(i), int(j)) for i, j in positions}) == rows * cols
+    assert (np.diff(levels) >= 0).all()
+    for level in range(int(levels.max()) + 1):
+        prefix = positions[levels <= level]
+        used_rows, used_cols = np.unique(prefix[:, 0]), np.unique(prefix[:, 1])
+        # each level prefix is a full lattice from edge to edge, evenly refined
+        assert len(prefix) == len(used_rows) * len(used_cols)
+        assert used_rows[0] == 0 and used_rows[-1] == rows - 1
+        assert used_cols[0] == 0 and used_cols[-1] == cols - 1
+        for used, n in ((used_rows, rows), (used_cols, cols)):
+            if n > 1:
+                assert np.diff(used).max() <= -(-(n - 1) // 2**level)
+    preview = positions[levels <= PREVIEW_LEVEL]
+    assert len(preview) == min(rows, 5) * min(cols, 5)
+
+
+def test_coarse_preview_lattice_for_the_standard_grids():
+    positions, levels = scan_order(25, 25)
+    preview = positions[levels <= PREVIEW_LEVEL]
+    assert sorted({int(i) for i in preview[:, 0]}) == [0, 6, 12, 18, 24]
+    assert len(preview) / len(positions) == 0.04
+    raster, _ = scan_order(3, 4, "raster")
+    assert raster.tolist() == [[i, j] for i in range(3) for j in range(4)]
+
+
+def test_streaming_callbacks_and_preview():
+    model = small_cnn()
+    x = torch.randn(1, 3, 40, 40)
+    seen = []
+    final = occlusion_map(model, x, ClassProbability(0), window=8, stride=2, batch_size=16,
+                          callback=seen.append, progress=False)
+    total = final.total  # 17 x 17
+    assert [r.done for r in seen][-1] == total and seen[-1].complete
+    assert all(a.done < b.done for a, b in zip(seen, seen[1:]))
+    # the batch that completes the 5 x 5 preview lattice ends exactly there (25 positions)
+    first_ready = next(r for r in seen if r.preview_ready)
+    assert first_ready.done == 25 and not seen[0].preview_ready
+    assert first_ready.filled.sum() == 25 and np.isnan(first_ready.grid).sum() == total - 25
+    np.testing.assert_array_equal(first_ready.grid[first_ready.filled], final.grid[first_ready.filled])
+    assert (first_ready.labels[~first_ready.filled] == -1).all()
+    # the partial map renders over the whole image
+    image = np.zeros((40, 40, 3), dtype=np.uint8)
+    pixels = grid_to_pixels(first_ready.grid, (40, 40), window=8, stride=2)
+    assert not np.isnan(pixels).any()
+    assert occlusion_overlay(first_ready.grid, image, window=8, stride=2).shape == (40, 40, 3)
+
+
+def test_cancel_returns_a_partial_result_marked_with_nans():
+    model = small_cnn()
+    x = torch.randn(1, 3, 24, 24)
+    stop = threading.Event()
+    full = occlusion_map(model, x, 1, window=4, stride=2, progress=False)
+    partial = occlusion_map(model, x, 1, window=4, stride=2, batch_size=10, progress=False,
+                            cancel=stop, callback=lambda r: stop.set())
+    assert partial.cancelled and not partial.complete
+    assert partial.done == 10
+    assert np.isnan(partial.grid).sum() == partial.total - 10
+    np.testing.assert_array_equal(partial.filled, ~np.isnan(partial.grid))
+    np.testing.assert_allclose(partial.grid[partial.filled], full.grid[partial.filled], rtol=1e-6)
+    covered = np.zeros((24, 24), dtype=bool)  # pixels under a computed window
+    for i, j in zip(*np.nonzero(partial.filled)):
+        covered[2 * i:2 * i + 4, 2 * j:2 * j + 4] = True
+    np.testing.assert_array_equal(~np.isnan(partial.pixel_attribution()), covered)
+    nothing = occlusion_map(model, x, 1, window=4, stride=2, cancel=lambda: True, progress=False)
+    assert nothing.cancelled and nothing.done == 0 and np.isnan(nothing.grid).all()
+    assert nothing.unoccluded == pytest.approx(full.unoccluded, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def test_channel_target_at_an_internal_layer_runs_prefix_only():
+    model = small_cnn()
+    x = torch.randn(1, 3, 16, 16)
+    target = ChannelActivation("conv2", 5, reduce="sum")
+    with Probe(model) as probe:
+        probe.describe((3, 16, 16))
+        probe.reset_stats()
+        result = occlusion_map(probe, x, target, window=4, stride=4, batch_size=8, progress=False)
+        assert probe.stats.full_forwards == 0
+        assert probe.stats.forwards == 1 + 2  # unoccluded + 16 positions in 2 batches
+        assert probe.stats.cache_misses == 1  # occluded batches are not cached
+        assert result.labels is None and result.unoccluded_label is None
+        expected = []
+        for i in range(4):
+            for j in range(4):
+                occluded = x.clone()
+                occluded[:, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4] = 0.0
+                expected.append(float(target(probe.capture(occluded, "conv2")["conv2"])[0]))
+    np.testing.assert_allclose(result.grid.ravel(), expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        conv2 = model.conv2(model.pool(model.relu1(model.bn1(model.conv1(x)))))
+    assert result.unoccluded == pytest.approx(float(target(conv2)[0]), rel=1e-5)
+
+
+def test_top_class_per_position():
+    rows, cols = (2, 6), (2, 6)
+    area = 16
+    model = RegionSum(rows, cols, constant=3 * area - 1.5)  # class 1 wins once any pixel of the region is covered
+    x = torch.ones(1, 3, 10, 10)
+    result = occlusion_top_class(model, x, window=2, stride=2, progress=False)
+    assert result.unoccluded_label == 0
+    for i in range(5):
+        for j in range(5):
+            covers = max(0, min(rows[1], 2 * i + 2) - max(rows[0], 2 * i)) * max(0, min(cols[1], 2 * j + 2) - max(cols[0], 2 * j))
+            assert result.labels[i, j] == (1 if covers else 0)
+    logits = torch.tensor([[3.0 * area, 3 * area - 1.5]])
+    assert result.unoccluded == pytest.approx(float(torch.softmax(logits, 1).max()))
+    assert (result.grid >= 0.5).all()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(window=0, stride=1), ValueError, "window must be a positive int or a pair"),
+        (dict(window=(3,), stride=1), ValueError, "window must be"),
+        (dict(window=2.5, stride=1), ValueError, "window must be"),
+        (dict(window=True, stride=1), ValueError, "window must be"),
+        (dict(window=(20, 3), stride=1), ValueError, "must fit inside the image"),
+        (dict(window=3, stride=0), ValueError, "stride must be a positive int or a pair"),
+        (dict(window=3, stride=(1, 1.5)), ValueError, "stride must be"),
+        (dict(window=3, stride=1, order="random"), ValueError, "order must be one of"),
+        (dict(window=3, stride=1, batch_size=0), ValueError, "batch_size must be"),
+        (dict(window=3, stride=1, fill="gray"), ValueError, "fill must be"),
+        (dict(window=3, stride=1, fill=torch.zeros(2)), ValueError, "got shape"),
+        (dict(window=3, stride=1, cancel=5), TypeError, "cancel must be a threading.Event"),
+    ],
+)
+def test_bad_arguments_raise_specific_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        occlusion_map(small_cnn(), torch.randn(1, 3, 12, 12), 0, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (torch.randn(3, 12, 12), "unsqueeze"),
+        (torch.randn(2, 3, 12, 12), "one image"),
+        (torch.zeros(1, 3, 12, 12, dtype=torch.uint8), "float"),
+    ],
+)
+def test_bad_input_raises(x, message):
+    with pytest.raises(ValueError, match=message):
+        occlusion_map(small_cnn(), x, 0, window=3, stride=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("cat", TypeError),
+        (ClassLogit(99), IndexError),
+        (ChannelActivation("conv9", 0), KeyError),
+        (ChannelActivation("conv2", 99, reduce="sum"), IndexError),
+    ],
+)
+def test_bad_targets_raise(target, error):
+    with pytest.raises(error):
+        occlusion_map(small_cnn(), torch.randn(1, 3, 12, 12), target, window=3, stride=3, progress=False)
+
+
+def test_device_argument_belongs_to_the_model_form():
+    with Probe(small_cnn()) as probe, pytest.raises(ValueError, match="probe.to"):
+        occlusion_map(probe, torch.randn(1, 3, 8, 8), 0, window=4, stride=4, device="cpu", progress=False)
+
+
+# ---------------------------------------------------------------------------- inference copy
+
+
+def test_folded_resnet_matches_and_leaves_the_original_alone():
+    model = randomize_batchnorm(torchvision.models.resnet18(weights=None))
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    snapshot = ModelSnapshot.take(model)
+    folded, report = inference_copy(model)
+    snapshot.assert_unchanged(model)
+    assert report.traced and len(report.folded) == 20  # 17 conv + bn pairs, 3 downsample pairs
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert "layer1.0.relu" in report.inplace
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fold_skips_shared_outputs_and_untraceable_models():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.relu(self.bn(y)) + y  # conv output read twice: no fold; bn output private
+
+    class Dynamic(SmallCNN):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow cannot be traced
+                x = -x
+            return super().forward(x)
+
+    shared = randomize_batchnorm(Shared())
+    copy_, report = inference_copy(shared)
+    assert report.folded == [] and report.inplace == ["relu"]
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(copy_(x), shared(x))
+    dynamic = randomize_batchnorm(Dynamic())
+    copy_, report = inference_copy(dynamic)
+    assert not report.traced and report.folded == [] and report.reason
+    with torch.no_grad():
+        torch.testing.assert_close(copy_(x.repeat(1, 1, 2, 2)), dynamic(x.repeat(1, 1, 2, 2)))
+
+
+def test_relu_reading_a_shared_tensor_stays_out_of_place():
+    class Branch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.relu(y) - y
+
+    model = Branch().eval()
+    copy_, report = inference_copy(model)
+    assert report.inplace == []
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(copy_(x), model(x))
+
+
+def test_probe_copy_is_refreshed_after_the_user_changes_the_model():
+    model = small_cnn()
+    x = torch.randn(1, 3, 12, 12)
+    with Probe(model) as probe:
+        before = occlusion_map(probe, x, 2, window=4, stride=4, progress=False)
+        with torch.no_grad():
+            model.head.bias.add_(1.0)
+        after = occlusion_map(probe, x, 2, window=4, stride=4, progress=False)
+    np.testing.assert_allclose(after.grid, before.grid + 1.0, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    model = small_cnn()
+    x = torch.randn(1, 3, 24, 24)
+    cpu = occlusion_map(model, x, ClassProbability(1), window=6, stride=3, device="cpu", progress=False)
+    gpu = occlusion_map(model, x, ClassProbability(1), window=6, stride=3, device="cuda", progress=False)
+    np.testing.assert_allclose(gpu.grid, cpu.grid, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def test_pixel_attribution_equals_the_renderers_mean_upsampling():
+    rng = np.random.default_rng(0)
+    for size, window, stride in [((20, 20), (4, 4), (2, 2)), ((23, 19), (5, 3), (4, 4)), ((16, 16), 2, 5)]:
+        rows, cols = grid_shape(size, window, stride)
+        grid = rng.random((rows, cols)).astype(np.float32)
+        a = grid_to_pixel_attribution(grid, 0.25, window=window, stride=stride, image_size=size)
+        b = grid_to_pixels(0.25 - grid, size, window=window, stride=stride, upsample="mean")
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=1e-5, atol=1e-6)
+    # stride 5 > window 2 leaves pixels no window covers
+    assert np.isnan(a).any()
+
+
+def test_nearest_upsampling_assigns_each_pixel_to_the_nearest_window_centre():
+    grid = np.arange(4, dtype=np.float32).reshape(2, 2)
+    pixels = grid_to_pixels(grid, (8, 8), window=4, stride=4)
+    expected = np.kron(grid, np.ones((4, 4), dtype=np.float32))
+    np.testing.assert_array_equal(pixels, expected)
+    # overlapping windows: centres at 1.5, 3.5, 5.5 for window 4 stride 2 on 8 pixels
+    row = grid_to_pixels(np.array([[0.0, 1.0, 2.0]]), (4, 8), window=4, stride=2)[0]
+    np.testing.assert_array_equal(row, [0, 0, 0, 1, 1, 2, 2, 2])
+
+
+def test_fill_nearest_and_partial_overlays():
+    grid = np.full((5, 5), np.nan, dtype=np.float32)
+    grid[0, 0], grid[0, 4], grid[4, 0], grid[4, 4] = 1, 2, 3, 4
+    filled = fill_nearest(grid)
+    assert filled[1, 1] == 1 and filled[1, 3] == 2 and filled[3, 1] == 3 and filled[3, 4] == 4
+    image = np.full((20, 20, 3), 100, dtype=np.uint8)
+    overlay = occlusion_overlay(grid, image, window=4, stride=4, alpha=1.0)
+    assert overlay.dtype == np.uint8 and overlay.shape == (20, 20, 3)
+    assert len({tuple(c) for c in overlay.reshape(-1, 3)}) == 4  # four colours, no hole
+    empty = occlusion_overlay(np.full((5, 5), np.nan), image, window=4, stride=4)
+    np.testing.assert_array_equal(empty, image)
+    centred = occlusion_overlay(grid - 2.5, image / 255.0, window=4, stride=4, center=0.0, alpha=1.0)
+    assert centred.shape == (20, 20, 3)
+
+
+def test_label_overlay_colours_each_class():
+    labels = np.array([[0, 0, 3], [-1, 3, 3], [5, -1, -1]])
+    image = np.zeros((12, 12, 3), dtype=np.uint8)
+    overlay = label_overlay(labels, image, window=4, stride=4, alpha=1.0)
+    colours = label_colors(labels)
+    assert set(colours) == {0, 3, 5}
+    assert tuple(overlay[0, 0]) == colours[0] and tuple(overlay[0, 11]) == colours[3]
+    assert tuple(overlay[11, 0]) == colours[5]
+
+
+def test_render_errors_are_specific():
+    grid = np.zeros((3, 3))
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        grid_to_pixels(grid, (12, 12), window=4, stride=4, upsample="cubic")
+    with pytest.raises(ValueError, match="does not match"):
+        grid_to_pixels(grid, (16, 16), window=4, stride=4)
+    with pytest.raises(ValueError, match="image must be"):
+        occlusion_overlay(grid, np.zeros((12, 12, 5)), window=4, stride=4)
+    with pytest.raises(ValueError, match="unknown matplotlib colormap"):
+        occlusion_overlay(grid, np.zeros((12, 12, 3)), window=4, stride=4, cmap="nope")
+
+
+def test_result_is_a_snapshot_not_a_live_view():
+    model = small_cnn()
+    x = torch.randn(1, 3, 12, 12)
+    seen = []
+    occlusion_map(model, x, 0, window=4, stride=2, batch_size=4, callback=seen.append, progress=False)
+    first = seen[0]
+    assert first.done == 4 and first.filled.sum() == 4  # later batches did not write into it
+    assert copy.deepcopy(first).grid.shape == first.shape

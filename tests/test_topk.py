@@ -1,0 +1,388 @@
+"""Top-k dataset patches: the kept entries are the true top-k, recomputable, batch-independent,
+bounded, saved and resumed exactly; receptive-field crops agree with the deconvnet's support."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnnwidgets import Probe
+from cnnwidgets.methods.topk import (
+    Box,
+    TopKActivations,
+    crop_receptive_field,
+    iter_batches,
+    receptive_field_box,
+    scan_topk,
+)
+
+LAYERS = ["1", "4", "9"]  # conv1 ReLU (spatial), conv2 ReLU after a pool (spatial), a linear layer's ReLU (C,)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 4 * 4, 12), nn.ReLU(), nn.Linear(12, 3),
+    ).eval()
+
+
+def data(n: int = 40, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def assert_same(a: TopKActivations, b: TopKActivations, exact: bool = True) -> None:
+    assert a.layers == b.layers and a.consumed == b.consumed
+    for name in a.layers:
+        if exact:
+            assert torch.equal(a.values[name], b.values[name])
+        else:
+            torch.testing.assert_close(a.values[name], b.values[name], rtol=1e-5, atol=1e-6)
+        assert torch.equal(a.image_indices[name], b.image_indices[name])
+        assert torch.equal(a.positions[name], b.positions[name])
+        assert torch.equal(a.labels[name], b.labels[name])
+    assert sorted(a.images) == sorted(b.images)
+    for i in a.images:
+        assert torch.equal(a.images[i], b.images[i])
+
+
+def full_activations(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    with Probe(model, channels_last=False) as probe:
+        return {k: v.clone() for k, v in probe.capture(x, LAYERS).items()}
+
+
+# ---------------------------------------------------------------------------- correctness
+def test_recorded_activation_equals_recomputed_at_that_image_and_position():
+    model = small_net()
+    x, y = data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+    topk = scan_topk(model, loader, LAYERS, k=4, progress=False)
+    assert topk.complete and topk.consumed == len(x)
+    with Probe(model) as probe:
+        for name in LAYERS:
+            for channel in range(topk.num_channels(name)):
+                for entry in topk.entries(name, channel):
+                    single = probe.capture(x[entry.image_index:entry.image_index + 1], name)[name][0, channel]
+                    if single.dim() == 0:
+                        single = single[None, None]
+                        assert (entry.row, entry.col) == (0, 0)
+                    torch.testing.assert_close(single[entry.row, entry.col].item(), entry.value, rtol=1e-5, atol=1e-6)
+                    # per_image: the kept unit is that image's strongest unit of the channel
+                    torch.testing.assert_close(single.max().item(), entry.value, rtol=1e-5, atol=1e-6)
+                    assert entry.label == int(y[entry.image_index])
+                    assert torch.equal(topk.images[entry.image_index], x[entry.image_index])
+
+
+@pytest.mark.parametrize("per_image", [True, False])
+def test_lists_are_sorted_bounded_and_the_true_top_k(per_image):
+    model = small_net()
+    x, _ = data(30)
+    k = 5
+    topk = scan_topk(model, x, LAYERS, k=k, per_image=per_image, batch_size=8, progress=False)
+    acts = full_activations(model, x)
+    for name in LAYERS:
+        values = topk.values[name]
+        assert values.shape == (topk.num_channels(name), k)  # bounded by k whatever the data size
+        assert torch.all(values[:, :-1] >= values[:, 1:]), "each channel's list must be descending"
+        act = acts[name]
+        if act.dim() == 2:
+            act = act[:, :, None, None]
+        for channel in range(act.shape[1]):
+            per_channel = act[:, channel]
+            candidates = per_channel.flatten(1).amax(dim=1) if per_image else per_channel.flatten()
+            expected = torch.sort(candidates, descending=True).values[:k]
+            torch.testing.assert_close(values[channel], expected, rtol=1e-5, atol=1e-6)
+            entries = topk.entries(name, channel)
+            assert len(entries) == k
+            if per_image:
+                assert len({e.image_index for e in entries}) == k, "one entry per image"
+
+
+def test_fewer_units_than_k_leaves_unused_slots():
+    x, _ = data(3)
+    topk = scan_topk(small_net(), x, ["9"], k=5, progress=False)
+    assert len(topk.entries("9", 0)) == 3
+    assert torch.all(topk.image_indices["9"][:, 3:] == -1)
+    assert torch.all(torch.isinf(topk.values["9"][:, 3:]))
+
+
+def test_batching_and_data_form_do_not_change_the_result():
+    model = small_net()
+    x, y = data(33)
+    one = scan_topk(model, (x, y), LAYERS, k=4, batch_size=64, progress=False)
+    chunks = scan_topk(model, (x, y), LAYERS, k=4, batch_size=5, progress=False)
+    singles = scan_topk(model, [(img, int(label)) for img, label in zip(x, y)], LAYERS, k=4, batch_size=7,
+                        progress=False)
+    assert_same(one, chunks, exact=False)
+    assert_same(one, singles, exact=False)
+
+
+def test_memory_is_bounded_by_k_times_channels():
+    model = small_net()
+    x, _ = data(64)
+    k = 2
+    seen = []
+    topk = scan_topk(model, x, LAYERS, k=k, batch_size=8, progress=False,
+                     callback=lambda state: seen.append(len(state.images)))
+    channels = sum(topk.num_channels(n) for n in LAYERS)
+    assert max(seen) <= k * channels
+    referenced = set(torch.cat([topk.image_indices[n].flatten() for n in LAYERS]).tolist())
+    assert set(topk.images) == referenced  # exactly the referenced images, no more
+    lean = scan_topk(model, x, LAYERS, k=k, keep_images=False, progress=False)
+    assert lean.images == {}
+    with pytest.raises(ValueError, match="not kept"):
+        lean.patches("4", 0)
+    # the data set itself is an accepted source
+    for a, b in zip(lean.patches("4", 0, images=x), topk.patches("4", 0)):
+        assert torch.equal(a.pixels, b.pixels)
+
+
+# ---------------------------------------------------------------------------- saving and resuming
+class Interrupted(Exception):
+    pass
+
+
+def interrupting(batches, after: int, error: type[BaseException] = Interrupted):
+    for i, batch in enumerate(batches):
+        if i == after:
+            raise error("interrupted")
+        yield batch
+
+
+@pytest.mark.parametrize("error", [Interrupted, KeyboardInterrupt])
+def test_resumed_scan_equals_uninterrupted_one(tmp_path, error):
+    model = small_net()
+    x, y = data(50)
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 50, 8)]
+    whole = scan_topk(model, batches, LAYERS, k=4, progress=False)
+    path = tmp_path / "scan.pt"
+    with pytest.raises(error):
+        scan_topk(model, interrupting(batches, 3, error), LAYERS, k=4, checkpoint=path, progress=False)
+    partial = TopKActivations.load(path)
+    assert partial.consumed == 24 and not partial.complete
+    meta = json.loads(torch.load(path, weights_only=True)["meta"])
+    assert meta["consumed"] == 24
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        probe.layers
+        probe.reset_stats()
+        resumed = scan_topk(probe, batches, LAYERS, k=4, checkpoint=path, progress=False)
+        assert probe.stats.forwards == 4  # only the 4 remaining batches ran through the model
+        assert resumed.complete
+        assert_same(whole, resumed)
+        probe.reset_stats()
+        again = scan_topk(probe, batches, LAYERS, k=4, checkpoint=path, progress=False)
+        assert probe.stats.forwards == 0, "a finished scan on disk is loaded, not repeated"
+    assert_same(whole, again)
+
+
+def test_stop_after_then_resume_in_memory_and_on_disk(tmp_path):
+    model = small_net()
+    x, y = data(45)
+    whole = scan_topk(model, (x, y), LAYERS, k=3, batch_size=10, progress=False)
+    part = scan_topk(model, (x, y), LAYERS, k=3, batch_size=10, stop_after=17, progress=False)
+    assert part.consumed == 17 and not part.complete
+    part.save(tmp_path / "part.pt")
+    finished = scan_topk(model, (x, y), LAYERS, k=3, batch_size=10, resume=part, progress=False)
+    # the batch that was cut at 17 is split differently from the uninterrupted run: equal up to rounding
+    assert_same(whole, finished, exact=False)
+    from_disk = scan_topk(model, (x, y), LAYERS, k=3, batch_size=10, checkpoint=tmp_path / "part.pt", progress=False)
+    assert_same(whole, from_disk, exact=False)
+
+
+def test_checkpoint_of_another_scan_model_or_data_is_refused(tmp_path):
+    model = small_net()
+    x, y = data(20)
+    path = tmp_path / "scan.pt"
+    scan_topk(model, x, LAYERS, k=3, stop_after=8, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match="k=3"):
+        scan_topk(model, x, LAYERS, k=4, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match="layers"):
+        scan_topk(model, x, ["4"], k=3, checkpoint=path, progress=False)
+    other = small_net()
+    with torch.no_grad():
+        other[0].bias.add_(1.0)
+    with pytest.raises(ValueError, match="weights differ"):
+        scan_topk(other, x, LAYERS, k=3, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match="same image"):
+        scan_topk(model, x.flip(0), LAYERS, k=3, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match="holds 4 images"):
+        scan_topk(model, x[:4], LAYERS, k=3, checkpoint=path, progress=False)
+
+
+# ---------------------------------------------------------------------------- geometry
+def test_crop_pads_outside_the_image_and_marks_it():
+    image = torch.arange(2 * 5 * 6, dtype=torch.float32).reshape(2, 5, 6)
+    patch = crop_receptive_field(image, Box(-1, 4, 3, 3), fill=-7.0)
+    assert patch.pixels.shape == (2, 3, 3)
+    assert patch.valid.tolist() == [[False] * 3, [True, True, False], [True, True, False]]
+    assert torch.equal(patch.pixels[:, 1:, :2], image[:, 0:2, 4:6])
+    assert torch.all(patch.pixels[:, 0] == -7.0) and torch.all(patch.pixels[:, :, 2] == -7.0)
+    assert Box(-1, 4, 3, 3).clip(5, 6) == Box(0, 4, 2, 2)
+
+
+def test_receptive_field_box_contains_the_deconvnet_projection_support():
+    """The deconvnet projection of a unit is zero outside the unit's receptive field, and the
+    projection of a border unit reaches the image border (the box is right, not too big)."""
+    from cnnwidgets.methods.gradients import project_channel
+
+    model = small_net()
+    x, _ = data(4)
+    with Probe(model) as probe:
+        info = probe.describe((3, 16, 16))["4"]
+        assert (info.receptive_field, info.jump) == (8, 2)
+        for row, col in [(0, 0), (3, 5), (7, 7)]:
+            proj = project_channel(probe, x, "4", 2, unit=(row, col)).abs().sum(dim=1)  # (N, H, W)
+            box = receptive_field_box(info, row, col, (16, 16)).clip(16, 16)
+            outside = proj.clone()
+            outside[:, box.top:box.bottom, box.left:box.right] = 0
+            assert torch.all(outside == 0)
+            nonzero = proj.sum(dim=0).nonzero()
+            if len(nonzero):
+                assert nonzero[:, 0].min() >= box.top and nonzero[:, 0].max() < box.bottom
+    whole = receptive_field_box(None, 0, 0, (3, 16, 16))
+    assert whole == Box(0, 0, 16, 16)
+
+
+def test_batched_projector_equals_project_channel_image_by_image():
+    from cnnwidgets.methods.gradients import project_channel
+    from cnnwidgets.methods.topk import deconvnet_projector
+
+    model = small_net()
+    x, _ = data(3)
+    with Probe(model) as probe:
+        for layer, units in (("4", [[0, 0], [5, 2], [7, 7]]), ("9", [[0, 0]] * 3)):
+            channels = torch.tensor([1, 4, 1])
+            together = deconvnet_projector(probe, x, layer, channels, torch.tensor(units))
+            for n in range(3):
+                alone = project_channel(probe, x[n:n + 1], layer, int(channels[n]), unit=tuple(units[n]))
+                torch.testing.assert_close(together[n:n + 1], alone, rtol=1e-5, atol=1e-7)
+        with pytest.raises(ValueError, match="outside"):
+            deconvnet_projector(probe, x[:1], "4", torch.tensor([0]), torch.tensor([[8, 0]]))
+
+
+def test_patches_and_projections_follow_the_entries():
+    model = small_net()
+    x, _ = data(20)
+    topk = scan_topk(model, x, LAYERS, k=3, progress=False)
+    patches = topk.patches("4", 1)
+    projections = topk.projections(model, "4", 1)
+    entries = topk.entries("4", 1)
+    for entry, patch, proj in zip(entries, patches, projections):
+        box = topk.box("4", entry)
+        assert patch.box == box and patch.pixels.shape == (3, 8, 8)
+        inside = box.clip(16, 16)
+        top, left = inside.top - box.top, inside.left - box.left
+        assert torch.equal(patch.pixels[:, top:top + inside.height, left:left + inside.width],
+                           x[entry.image_index, :, inside.top:inside.bottom, inside.left:inside.right])
+        assert proj.pixels.abs().sum() > 0
+    assert topk.projections(model, "4", 1, projection="patch") is None
+    calls = []
+
+    def fake(probe, images, layer, channels, units):
+        calls.append((layer, channels.tolist(), units.clone()))
+        return torch.ones_like(images)
+
+    custom = topk.projections(model, "4", 1, projection=fake)
+    assert calls and calls[0][:2] == ("4", [1] * len(entries)) and calls[0][2].tolist() == [[e.row, e.col] for e in entries]
+    assert all(torch.all(p.pixels[:, p.valid] == 1) for p in custom)
+    with pytest.raises(ValueError, match="weights differ"):
+        other = small_net()
+        with torch.no_grad():
+            other[3].weight.mul_(2)
+        topk.projections(other, "4", 1)
+
+
+# ---------------------------------------------------------------------------- errors and inputs
+def test_errors_are_specific():
+    model = small_net()
+    x, _ = data(4)
+    with pytest.raises(KeyError, match="Did you mean"):
+        scan_topk(model, x, ["44"], progress=False)
+    with pytest.raises(ValueError, match="k must be"):
+        scan_topk(model, x, LAYERS, k=0, progress=False)
+    with pytest.raises(TypeError, match="item 0"):
+        scan_topk(model, ["not an image"], LAYERS, progress=False)
+    with pytest.raises(ValueError, match="size of the first batch"):
+        scan_topk(model, [x, torch.randn(2, 3, 20, 20)], LAYERS, progress=False)
+    with pytest.raises(ValueError, match="holds no images"):
+        scan_topk(model, [], LAYERS, progress=False)
+    topk = scan_topk(model, x, LAYERS, k=2, progress=False)
+    with pytest.raises(IndexError, match="out of range"):
+        topk.entries("4", 8)
+    with pytest.raises(KeyError, match="was not scanned"):
+        topk.entries("7", 0)
+
+
+def test_iter_batches_groups_single_images_and_keeps_integer_labels():
+    x, y = data(5)
+    out = list(iter_batches(zip(x, y.tolist()), batch_size=2))
+    assert [b.shape[0] for b, _ in out] == [2, 2, 1]
+    assert torch.equal(torch.cat([lab for _, lab in out]), y)
+    out = list(iter_batches([(x[:3], torch.randn(3, 2))], batch_size=2))  # non-integer targets are dropped
+    assert out[0][1] is None and out[0][0].shape[0] == 3
+    assert len(list(itertools.islice(iter_batches(x, 2), 10))) == 3
+
+
+# ---------------------------------------------------------------------------- real models
+class TinyVGG(nn.Module):
+    """CNN Explainer's TinyVGG (64x64 RGB in [0, 1], 10 classes), see shared/data/README.md."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_1_1, self.relu_1_1 = nn.Conv2d(3, 10, 3), nn.ReLU()
+        self.conv_1_2, self.relu_1_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
+        self.pool_1 = nn.MaxPool2d(2)
+        self.conv_2_1, self.relu_2_1 = nn.Conv2d(10, 10, 3), nn.ReLU()
+        self.conv_2_2, self.relu_2_2 = nn.Conv2d(10, 10, 3), nn.ReLU()
+        self.pool_2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.output = nn.Linear(10 * 13 * 13, 10)
+
+    def forward(self, x):
+        x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
+        x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
+        return self.output(self.flatten(x))
+
+
+TINYVGG_PREFIXES = ["boat", "bug", "pizza", "pepper", "bus", "koala", "espresso", "panda", "orange", "car"]
+
+
+def tinyvgg_and_images(shared_data) -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[str]]:
+    """The trained TinyVGG, its 20 photos (64x64, in [0, 1]), their labels and file stems."""
+    from PIL import Image
+
+    folder = shared_data / "tinyvgg-cnn-explainer"
+    model = TinyVGG()
+    model.load_state_dict(torch.load(folder / "tinyvgg_state_dict.pth", weights_only=True, map_location="cpu"))
+    paths = sorted((folder / "images").glob("*.jpeg"))
+    images = [np.asarray(Image.open(p).convert("RGB").resize((64, 64)), dtype=np.float32) / 255.0 for p in paths]
+    labels = [TINYVGG_PREFIXES.index(p.stem.split("_")[0]) for p in paths]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return model.eval(), x, torch.tensor(labels), [p.stem for p in paths]
+
+
+def test_tinyvgg_topk_figure_and_view(shared_data):
+    from cnnwidgets.app.experiments import plot_topk, topk_view
+    model, x, labels, _ = tinyvgg_and_images(shared_data)
+    topk = scan_topk(model, (x, labels), ["relu_1_1", "relu_2_2"], k=4, batch_size=8, progress=False)
+    with Probe(model) as probe:
+        for name in topk.layers:
+            for entry in topk.entries(name, 3):
+                value = probe.capture(x[entry.image_index:entry.image_index + 1], name)[name][0, 3, entry.row, entry.col]
+                torch.testing.assert_close(value.item(), entry.value, rtol=1e-5, atol=1e-6)
+    fig = plot_topk(topk, "relu_2_2", 2, model)
+    assert len(fig.axes) >= 2
+    view = topk_view(topk, model, denormalize=lambda t: t.permute(1, 2, 0))
+    view.layer = "relu_2_2"
+    view.channel = 4
+    assert not view.error and view.image_shape[2] == 3
+    assert "relu_2_2 channel 4" in view.status
+    assert np.isfinite(topk.values["relu_2_2"][:, 0].numpy()).all()
