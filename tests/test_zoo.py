@@ -1,0 +1,419 @@
+"""The zoo: generated dataset, embedded ShapesNet, samples, TinyVGG, ZFNet, torchvision loader."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import cnnwidgets.zoo as zoo
+from cnnwidgets.zoo import shapes
+from cnnwidgets.zoo.bundle import Bundle
+from cnnwidgets.zoo.gallery import SAMPLE_SHAPES, SAMPLE_SPECS, render_sample
+from cnnwidgets.zoo.pretrained import WeightsUnavailableError, cached_weights_path, load_torchvision
+from cnnwidgets.zoo.train import HELD_OUT_SEED, TrainEvent, evaluate, train_shapesnet
+
+FRESH_SEED = 777_777  # neither the training seed (0) nor the held-out seed of the training script
+
+
+@pytest.fixture(scope="module")
+def default_bundle() -> Bundle:
+    return zoo.load_default()
+
+
+# --------------------------------------------------------------------------- dataset
+def test_dataset_is_deterministic_and_independent_of_length_and_order():
+    images, labels = shapes.make_images(300, seed=5)
+    again, labels_again = shapes.make_images(300, seed=5)
+    assert images.dtype == np.uint8 and images.shape == (300, 64, 64, 3)
+    assert np.array_equal(images, again) and np.array_equal(labels, labels_again)
+    ds = shapes.ShapesDataset(600, seed=5, normalized=False)
+    for i in (299, 0, 255, 256, 123):  # out of order, across the chunk boundary
+        image, label = ds[i]
+        assert np.array_equal(image, images[i]) and label == labels[i]
+    tail, tail_labels = shapes.make_images(10, seed=5, start=250)
+    assert np.array_equal(tail, images[250:260]) and np.array_equal(tail_labels, labels[250:260])
+    other, _ = shapes.make_images(300, seed=6)
+    assert not np.array_equal(images, other)
+
+
+def test_dataset_labels_are_balanced_and_images_varied():
+    images, labels = shapes.make_images(1000, seed=1)
+    counts = np.bincount(labels, minlength=5)
+    assert counts.min() >= 190 and counts.max() <= 210
+    # Backgrounds and shapes vary: no two images are the same, and pixel statistics spread.
+    assert len({im.tobytes() for im in images[:200]}) == 200
+    assert images.reshape(1000, -1).mean(axis=1).std() > 15
+
+
+def test_torch_dataset_and_make_batch_agree():
+    ds = shapes.ShapesDataset(40, seed=3)
+    x, y = shapes.make_batch(40, seed=3)
+    assert x.shape == (40, 3, 64, 64) and x.dtype == torch.float32 and y.dtype == torch.int64
+    item, label = ds[17]
+    assert torch.equal(item, x[17]) and label == int(y[17])
+    assert len(ds) == 40 and ds.classes == shapes.CLASSES
+    with pytest.raises(IndexError):
+        ds[40]
+    xs, ys = ds.tensors()
+    assert torch.equal(xs, x) and torch.equal(ys, y)
+
+
+def test_dataset_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="size"):
+        shapes.make_images(4, seed=0, size=8)
+    with pytest.raises(ValueError, match="seed"):
+        shapes.make_images(4, seed=-1)
+    with pytest.raises(ValueError, match="unknown shape kind"):
+        shapes.render_scene([shapes.ShapeSpec("hexagon", (32, 32), 10, 0, (1, 0, 0))])
+
+
+def test_shapes_are_where_the_spec_puts_them():
+    spec = shapes.ShapeSpec("square", (20.0, 40.0), 12.0, 0.0, (1.0, 0.0, 0.0))
+    image = shapes.render_scene([spec], seed=0, background=(0.0, 0.0, 1.0))
+    assert image[40, 20, 0] > 200 and image[40, 20, 2] < 60  # centre is the shape's red
+    assert image[5, 60, 0] < 60 and image[5, 60, 2] > 200  # far corner is the blue background
+
+
+# --------------------------------------------------------------------------- default model
+def test_default_bundle_fields(default_bundle):
+    b = default_bundle
+    assert isinstance(b.model, zoo.ShapesNet) and not b.model.training
+    assert b.classes == list(shapes.CLASSES) and b.input_size == (3, 64, 64) and b.name == "shapesnet"
+    assert "held-out" in b.weights
+    names = dict(b.model.named_modules())
+    for name in ("features.conv1", "features.relu1", "features.pool1", "features.conv4", "classifier"):
+        assert name in names
+    assert isinstance(names["features.relu1"], torch.nn.ReLU)
+    path = zoo.shapesnet.default_weights_path()
+    assert path.is_file() and len(path.read_bytes()) < 1_000_000
+
+
+def test_default_model_under_a_probe(default_bundle):
+    from cnnwidgets import ModelSnapshot, Probe
+
+    model = default_bundle.model
+    snapshot = ModelSnapshot.take(model)
+    x = default_bundle.batch([zoo.sample_image("star"), zoo.sample_image("cross")])
+    with Probe(model) as probe:
+        got = probe.capture(x, ["features.relu1", "features.relu4"])
+        logits = probe.logits(x)
+        layers = probe.layers
+    assert got["features.relu1"].shape == (2, 16, 64, 64) and got["features.relu4"].shape == (2, 64, 8, 8)
+    assert layers["features.conv4"].receptive_field == 40  # as the ShapesNet docstring says
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-4)
+    snapshot.assert_unchanged(model)
+
+
+def test_default_model_accuracy_on_fresh_held_out_images(default_bundle):
+    accuracy = evaluate(default_bundle.model, n=500, seed=FRESH_SEED)
+    assert accuracy >= 0.95
+
+
+def test_preprocess_accepts_pil_numpy_and_float_tensors(default_bundle):
+    images, _ = shapes.make_images(2, seed=9)
+    expected = shapes.normalize(images[0])
+    pre = default_bundle.preprocess
+    from_numpy = pre(images[0])
+    from_pil = pre(Image.fromarray(images[0]))
+    from_float = pre(torch.from_numpy(images[0]).permute(2, 0, 1).float() / 255)
+    for out in (from_numpy, from_pil, from_float):
+        assert out.shape == (3, 64, 64) and out.dtype == torch.float32
+        assert torch.allclose(out, expected, atol=1e-5)
+    # Other sizes: shorter side -> 64, centre crop.
+    wide = pre(Image.new("RGB", (128, 96), (255, 0, 0)))
+    assert wide.shape == (3, 64, 64)
+    red = (1.0 - shapes.MEAN[0]) / shapes.STD[0]
+    assert torch.allclose(wide[0], torch.full((64, 64), red), atol=1e-4)
+    with pytest.raises(ValueError, match="normalised"):
+        pre(expected)  # an already-normalised tensor is refused, not silently double-normalised
+
+
+def test_denormalize_inverts_preprocess(default_bundle):
+    images, _ = shapes.make_images(3, seed=4)
+    x = torch.stack([default_bundle.preprocess(im) for im in images])
+    back = default_bundle.denormalize(x)
+    assert back.shape == (3, 64, 64, 3) and back.dtype == np.float32
+    assert np.allclose(back, images / 255.0, atol=1e-5)
+    assert default_bundle.denormalize(x[0]).shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="3, H, W"):
+        default_bundle.denormalize(torch.zeros(4, 64, 64))
+
+
+# --------------------------------------------------------------------------- samples
+def test_samples_are_shipped_and_match_their_specification():
+    all_samples = zoo.samples()
+    assert list(all_samples) == list(SAMPLE_SPECS)
+    assert set(shapes.CLASSES) <= set(all_samples)
+    for name, image in all_samples.items():
+        assert image.mode == "RGB" and image.size == (64, 64)
+        shipped = np.asarray(image).astype(int)
+        fresh = np.asarray(render_sample(name)).astype(int)
+        assert np.abs(shipped - fresh).max() <= 2, name
+    assert np.array_equal(np.asarray(zoo.sample_image()), np.asarray(all_samples["star"]))
+    with pytest.raises(KeyError, match="available: circle"):
+        zoo.sample_image("hexagon")
+
+
+def test_single_shape_samples_are_classified_as_their_class(default_bundle):
+    for name in shapes.CLASSES:
+        top = default_bundle.predict(zoo.sample_image(name), topk=1)[0]
+        assert top[0] == name, (name, top)
+
+
+def test_scene_samples_rank_their_shapes_on_top(default_bundle):
+    for name, present in SAMPLE_SHAPES.items():
+        if len(present) < 2:
+            continue
+        top = [c for c, _ in default_bundle.predict(zoo.sample_image(name), topk=len(present))]
+        assert set(top) == set(present), (name, top)
+
+
+# --------------------------------------------------------------------------- training
+def _train_briefly(seed: int, **kwargs):
+    return train_shapesnet(epochs=1, seed=seed, n_train=640, batch_size=32, max_steps=20, eval_n=0, **kwargs)
+
+
+def test_training_is_reproducible():
+    a = _train_briefly(seed=3)
+    b = _train_briefly(seed=3)
+    c = _train_briefly(seed=4)
+    assert a.steps == b.steps == 20
+    sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["features.conv1.weight"], sc["features.conv1.weight"])
+    # Training moved the weights away from their (seeded) initialisation.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        init = zoo.ShapesNet().state_dict()
+    assert not torch.equal(init["features.conv1.weight"], sa["features.conv1.weight"])
+
+
+def test_training_rng_isolation():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _train_briefly(seed=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_training_callback_sees_steps_and_epochs_and_can_stop():
+    events: list[TrainEvent] = []
+
+    def callback(event: TrainEvent):
+        events.append(event)
+        if event.kind == "step" and event.step == 5:
+            event.stop()
+        return True  # return values are ignored: a recorder's record() may return anything
+
+    result = train_shapesnet(epochs=2, seed=0, n_train=320, batch_size=32, eval_n=64, eval_seed=HELD_OUT_SEED,
+                             callback=callback)
+    kinds = [e.kind for e in events]
+    assert kinds == ["step"] * 5 + ["epoch"]
+    assert [e.step for e in events[:5]] == [1, 2, 3, 4, 5] and {e.epoch for e in events} == {1}
+    assert events[0].steps_total == 20 and events[0].model is result.model
+    assert all(np.isfinite(e.loss) and 0 <= e.accuracy <= 1 and e.lr > 0 for e in events)
+    assert events[-1].held_out_accuracy is not None
+    assert result.stopped_early and result.steps == 5 and not result.model.training
+
+
+def test_training_accepts_a_user_model_and_rejects_a_leaky_split():
+    model = zoo.ShapesNet()
+    result = _train_briefly(seed=2, model=model)
+    assert result.model is model and not model.training
+    assert model.features.conv1.weight.is_contiguous()
+    with pytest.raises(ValueError, match="eval_seed"):
+        train_shapesnet(seed=HELD_OUT_SEED)
+
+
+# --------------------------------------------------------------------------- TinyVGG
+def test_tinyvgg_architecture():
+    model = zoo.TinyVGG()
+    assert sum(p.numel() for p in model.parameters()) == 19_920
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+    assert {k for k in model.state_dict()} == {f"{n}.{p}" for n in ("conv_1_1", "conv_1_2", "conv_2_1", "conv_2_2",
+                                                                     "output") for p in ("weight", "bias")}
+
+
+_PHOTO_CLASS = {"boat": "lifeboat", "bug": "ladybug", "pizza": "pizza", "pepper": "bell pepper",
+                "bus": "school bus", "koala": "koala", "espresso": "espresso", "panda": "red panda",
+                "orange": "orange", "car": "sport car"}
+
+
+def test_tinyvgg_classifies_its_default_photos(shared_data):
+    folder = shared_data / "tinyvgg-cnn-explainer"
+    bundle = zoo.load_tinyvgg(folder)
+    assert bundle.input_size == (3, 64, 64) and bundle.mean is None
+    assert bundle.classes[0] == "lifeboat" and len(bundle.classes) == 10
+    photos = sorted((folder / "images").glob("*_1.jpeg"))
+    assert len(photos) == 10
+    x = torch.stack([bundle.preprocess(zoo_image) for zoo_image in map(_load, photos)])
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0  # [0, 1], no normalisation
+    with torch.no_grad():
+        predicted = bundle.model(x).argmax(1).tolist()
+    expected = [bundle.classes.index(_PHOTO_CLASS[p.name.split("_")[0]]) for p in photos]
+    assert predicted == expected
+    # The .pth path works as well as the folder.
+    assert zoo.load_tinyvgg(folder / "tinyvgg_state_dict.pth").classes == bundle.classes
+
+
+def _load(path):
+    from cnnwidgets.core.images import load_image
+
+    return load_image(path)
+
+
+def test_tinyvgg_missing_files_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tinyvgg_state_dict.pth"):
+        zoo.load_tinyvgg(tmp_path)
+    torch.save(zoo.TinyVGG().state_dict(), tmp_path / "tinyvgg_state_dict.pth")
+    with pytest.raises(FileNotFoundError, match="classes.json"):
+        zoo.load_tinyvgg(tmp_path)
+
+
+# --------------------------------------------------------------------------- ZFNet
+def test_zfnet_matches_the_paper_sizes():
+    model = zoo.ZFNet(num_classes=7).eval()
+    sizes = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[1:])))
+             for n, m in model.features.named_children()]
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 7)
+    assert sizes["conv1"] == (96, 110, 110) and sizes["pool1"] == (96, 55, 55)
+    assert sizes["conv2"] == (256, 26, 26) and sizes["pool2"] == (256, 13, 13)
+    assert sizes["conv5"] == (256, 13, 13) and sizes["pool5"] == (256, 6, 6)
+    assert isinstance(model.features.norm1, torch.nn.LocalResponseNorm)
+    assert model.features.conv1.kernel_size == (7, 7) and model.features.conv1.stride == (2, 2)
+    assert model.classifier.fc6.out_features == 4096 and model.classifier.fc7.out_features == 4096
+    assert model.classifier.drop6.p == 0.5
+
+
+def test_zfnet_default_and_paper_init():
+    assert zoo.ZFNet().classifier.fc8.out_features == 1000
+    paper = zoo.ZFNet(num_classes=3, init="paper")
+    assert abs(float(paper.features.conv3.weight.detach().std()) - 0.01) < 0.001
+    assert float(paper.features.conv3.bias.detach().abs().max()) == 0.0
+    with pytest.raises(ValueError, match="init"):
+        zoo.ZFNet(init="xavier")
+
+
+# --------------------------------------------------------------------------- torchvision loader
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty TORCH_HOME and no way to reach the network: any attempt fails the test."""
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_network)
+    return home
+
+
+def _cache(weights, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    path = cached_weights_path(weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    torch.save(state, path)
+    return state
+
+
+def test_torchvision_loads_from_the_hub_cache(offline):
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    assert cached_weights_path(weights) == offline / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    state = _cache(weights, torchvision.models.resnet18(weights=None))
+    bundle = load_torchvision("resnet18")  # DEFAULT == IMAGENET1K_V1
+    loaded = bundle.model.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert not bundle.model.training
+    assert bundle.classes == list(weights.meta["categories"]) and len(bundle.classes) == 1000
+    assert bundle.input_size == (3, 224, 224) and bundle.mean == (0.485, 0.456, 0.406)
+    assert "ResNet18_Weights.IMAGENET1K_V1" in bundle.weights and "resnet18-f37072fd.pth" in bundle.weights
+    x = bundle.preprocess(Image.new("RGB", (300, 200), (255, 255, 255)))
+    assert x.shape == (3, 224, 224)
+    assert torch.allclose(x[0], torch.full((224, 224), (1 - 0.485) / 0.229), atol=1e-4)
+    gray = bundle.preprocess(np.full((50, 60), 128, np.uint8))  # grayscale works through load_image
+    assert gray.shape == (3, 224, 224)
+    # The same file under the other ways of naming the weights.
+    for name in ("IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", weights):
+        assert load_torchvision("resnet18", weights=name).classes == bundle.classes
+
+
+def test_torchvision_without_cached_weights_raises_an_actionable_error(offline):
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_torchvision("resnet18")
+    err = info.value
+    message = str(err)
+    assert isinstance(err, RuntimeError)
+    assert "resnet18-f37072fd.pth" in message
+    assert str(offline / "hub" / "checkpoints") in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    assert "python -m cnnwidgets.zoo.fetch ResNet18_Weights.IMAGENET1K_V1" in message
+    assert "weights_path" in message
+    assert err.filename == "resnet18-f37072fd.pth" and err.cache_dir == offline / "hub" / "checkpoints"
+    assert not (offline / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
+
+
+def test_torchvision_explicit_file(offline, tmp_path):
+    path = tmp_path / "my-resnet18.pth"
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, path)
+    bundle = load_torchvision("resnet18", weights="IMAGENET1K_V1", weights_path=path)
+    assert torch.equal(bundle.model.conv1.weight, state["conv1.weight"])
+    assert str(path) in bundle.weights
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_torchvision("resnet18", weights_path=tmp_path / "nothing.pth")
+
+
+def test_torchvision_refuses_wrong_unsafe_or_mismatched_files(offline, tmp_path):
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    state = _cache(weights, torchvision.models.resnet18(weights=None))
+    with pytest.raises(ValueError, match="SHA-256 prefix f37072fd"):
+        load_torchvision("resnet18", check_hash=True)
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"when": datetime.date(2020, 1, 1)}, unsafe)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_torchvision("resnet18", weights_path=unsafe)
+    partial = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in state.items() if k != "fc.bias"}, partial)
+    with pytest.raises(RuntimeError, match="fc.bias"):
+        load_torchvision("resnet18", weights_path=partial)
+
+
+def test_torchvision_names_are_checked(offline):
+    with pytest.raises(ValueError, match="did you mean resnet18"):
+        load_torchvision("resnet181")
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        load_torchvision("resnet18", weights="IMAGENET22K")
+    with pytest.raises(ValueError, match="another architecture"):
+        load_torchvision("resnet18", weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1)
+
+
+def test_torchvision_untrained_only_when_asked(offline):
+    bundle = load_torchvision("mobilenet_v3_small", weights=None)
+    assert "untrained" in bundle.weights and len(bundle.classes) == 1000
+    assert bundle.model(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_torchvision_googlenet_quirks(offline):
+    weights = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1
+    # torchvision builds GoogLeNet with aux heads and transform_input when it loads weights.
+    _cache(weights, torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True,
+                                                 init_weights=False))
+    bundle = load_torchvision("googlenet")
+    assert bundle.model.aux1 is None and bundle.model.transform_input
+    with torch.no_grad():
+        assert bundle.model(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
