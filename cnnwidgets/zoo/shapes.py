@@ -65,8 +65,11 @@ class ShapeSpec:
     Attributes:
         kind: class name, one of :data:`CLASSES`.
         center: (x, y) of the centre in pixels (0, 0 is the top-left corner of the image).
-        radius: outer radius in pixels (circle radius, distance from centre to a corner or tip).
-        angle: rotation in degrees, counter-clockwise as seen on screen.
+        radius: nominal size in pixels, as in the dataset (which draws 9 to 24 at 64 x 64).
+            The drawn outer radius (circle radius, centre to corner or tip) is this times a
+            per-class factor (circle 0.8, square 0.95, triangle 1.1, star 1.1, cross 1.0)
+            so that the classes cover similar areas.
+        angle: rotation in degrees, counter-clockwise on screen; at 0 a corner or tip points right.
         color: RGB in [0, 1].
     """
 
