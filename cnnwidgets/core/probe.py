@@ -39,7 +39,7 @@ from torch import nn
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers, unknown_layer_error
 
-__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "probe_scope"]
+__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "check_batch", "probe_scope"]
 
 _DEFAULT_INPUT_SIZE = (3, 224, 224)
 
@@ -107,6 +107,28 @@ def _keeps_model_working(hook: Any) -> bool:
     """Hooks that implement a parametrisation (weight/spectral norm) must stay on the copy."""
     kind = type(hook).__name__
     return kind in ("WeightNorm", "SpectralNorm", "SpectralNormLoadStateDictPreHook")
+
+
+def check_batch(x: object) -> torch.Tensor:
+    """Validate a preprocessed (N, C, H, W) float batch; return it unchanged.
+
+    Raises:
+        TypeError: if ``x`` is not a tensor.
+        ValueError: if it is not a non-empty 4-D float tensor (the message says how to fix it).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"expected a preprocessed torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; "
+            "use cnnwidgets.load_image and your model's preprocessing first"
+        )
+    if x.dim() != 4:
+        hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
+        raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
+    if x.shape[0] == 0:
+        raise ValueError("the batch is empty")
+    return x
 
 
 class Probe:
@@ -490,18 +512,7 @@ class Probe:
             raise RuntimeError("this Probe is closed; create a new one")
 
     def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"expected a preprocessed torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; "
-                "use cnnwidgets.load_image and your model's preprocessing first"
-            )
-        if x.dim() != 4:
-            hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
-            raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(x.shape)}{hint}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
-        if x.shape[0] == 0:
-            raise ValueError("the batch is empty")
+        check_batch(x)
         self._sync()
         size = tuple(x.shape[1:])
         if self._layers is None or self._layers_size != size:

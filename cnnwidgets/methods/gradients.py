@@ -61,7 +61,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.probe import Probe, check_batch, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 
 __all__ = [
@@ -86,25 +86,6 @@ class FunctionalReluWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------- plumbing
-def check_batch(x: object) -> torch.Tensor:
-    """Validate a preprocessed (N, C, H, W) float batch (the same rules as the probe).
-
-    Raises:
-        TypeError: if ``x`` is not a tensor.
-        ValueError: if it is not a non-empty 4-D float tensor.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a preprocessed torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4:
-        hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
-        raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
-    if x.shape[0] == 0:
-        raise ValueError("the batch is empty")
-    return x
-
-
 def layers_for(probe: Probe, x: torch.Tensor) -> dict[str, LayerInfo]:
     """The probe's layer table for inputs shaped like ``x``.
 

@@ -1,4 +1,4 @@
-"""Train ShapesNet on the generated shapes dataset: reproducibly, in about a minute on 2 CPU cores.
+"""Train ShapesNet on the generated shapes dataset: reproducibly, in a minute or so on 2 CPU cores.
 
 As a library::
 
@@ -15,14 +15,15 @@ As a script (this is how the shipped weights were made)::
 
     python -m cnnwidgets.zoo.train --out cnnwidgets/zoo/weights/shapesnet.pt --filters conv1.png
 
-The loop is an ordinary PyTorch loop - shuffle, forward, cross-entropy, backward, Adam
+The loop is an ordinary PyTorch loop - shuffle, forward, cross-entropy, backward, AdamW
 step, learning-rate schedule - with a ``callback`` after every step and every epoch, so
 tools that watch a model learn (e.g. recording how the filters evolve) can plug in the
 way they would into a user's own loop.
 
 Reproducibility: the training images come from ``seed`` (dataset stream ``seed``), the
 weight initialisation and the shuffling from torch generators seeded with ``seed``; the
-global RNG state of the caller is left as it was. Two runs with the same arguments on the
+global RNG state of the caller is left as it was (a user model with dropout still draws
+from it while training). Two runs with the same arguments on the
 same machine and thread count give bitwise identical weights. (Across machines or thread
 counts, floating-point summation order may differ in the last bits.)
 """
@@ -30,7 +31,6 @@ counts, floating-point summation order may differ in the last bits.)
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +46,7 @@ from cnnwidgets.zoo.shapes import CLASSES, MEAN, STD, make_images
 from cnnwidgets.zoo.shapesnet import ShapesNet
 
 __all__ = ["HELD_OUT_SEED", "TrainEvent", "TrainResult", "evaluate", "main", "render_filters", "save_state_dict",
-           "train_shapesnet", "warmup_cosine"]
+           "one_cycle", "train_shapesnet"]
 
 HELD_OUT_SEED = 1_000_000
 """Dataset seed of the held-out evaluation images (never a training seed by default)."""
@@ -111,27 +111,18 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def warmup_cosine(total_steps: int, warmup: float = 0.05, start: float = 0.2) -> Callable[[int], float]:
-    """Learning-rate factor for step ``i`` (0-based) of ``total_steps``, for ``LambdaLR``.
+def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The learning-rate schedule of :func:`train_shapesnet`: PyTorch's one-cycle policy.
 
-    Linear warm-up from ``start`` to 1 over ``w = max(1, round(warmup * total_steps))``
-    steps, then half a cosine from 1 down to 0 at the end::
-
-        f(i) = start + (1 - start) * i / w                     for i < w
-        f(i) = (1 + cos(pi * (i - w) / (total_steps - w))) / 2  otherwise
-
-    Works for any number of steps, 1 included.
+    Smith & Topin, "Super-Convergence" (2017): over the first 5 % of the steps the learning
+    rate rises from ``lr / 5`` to ``lr`` (cosine-shaped) while Adam's beta1 falls from 0.95
+    to 0.85; then the rate anneals (cosine) to ``lr / 5e4`` while beta1 returns to 0.95.
+    (OneCycleLR divides by zero when the warm-up is exactly one step, so 20 steps use a
+    10 % warm-up instead.)
     """
-    total = max(1, int(total_steps))
-    w = max(1, round(warmup * total))
-
-    def factor(i: int) -> float:
-        if i < w:
-            return start + (1.0 - start) * i / w
-        t = min(1.0, (i - w) / max(1, total - w))
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return factor
+    pct = 0.05 if abs(0.05 * total_steps - 1.0) > 1e-9 else 0.1
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, total_steps), pct_start=pct,
+                                               div_factor=5.0, anneal_strategy="cos")
 
 
 def _to_input(images: np.ndarray) -> torch.Tensor:
@@ -178,22 +169,24 @@ def evaluate(model: nn.Module, n: int = 1000, seed: int = HELD_OUT_SEED, *, batc
 
 def train_shapesnet(epochs: int = 4, seed: int = 0, *, n_train: int = 8000, batch_size: int = 64,
                     lr: float = 4e-3, first_layer_decay: float = 5.0, model: nn.Module | None = None,
-                    callback: Callable[[TrainEvent], bool | None] | None = None,
+                    callback: Callable[[TrainEvent], object] | None = None,
                     max_steps: int | None = None, eval_n: int = 1000, eval_seed: int = HELD_OUT_SEED,
                     channels_last: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train a ShapesNet (or the given model) on generated shapes.
 
     Recipe: ``n_train`` images of dataset seed ``seed`` (rendered once, kept as uint8),
     reshuffled every epoch; batches of ``batch_size``; cross-entropy loss; AdamW with the
-    learning rate of :func:`warmup_cosine` (5 % linear warm-up from ``lr / 5``, then cosine
-    decay towards 0).
+    one-cycle schedule of :func:`one_cycle` (5 % warm-up from ``lr / 5`` to ``lr``, then
+    cosine decay to ~0, beta1 cycled inversely).
     Weight decay applies to the first convolution's weights only: in ShapesNet they are
     followed by ReLU, max-pool, conv2 and BatchNorm, so their overall scale hardly matters,
     and the decay removes the random-initialisation noise that a few hundred steps would
     otherwise leave in the 5 x 5 filters - they come out as cleaner colour and edge
     detectors, and training converged faster with it.
-    With the defaults (4 epochs x 8000 images = 500 steps) this reaches ~98 % on the
-    held-out set in about a minute on 2 CPU cores.
+    With the defaults (4 epochs x 8000 images = 500 steps) this reached 99.3-99.7 % on the
+    held-out set over the seeds tried (0 and 1). Cost: ~55 s of CPU time single-threaded;
+    with 2 threads each epoch took ~7 s on a quiet machine, and several times longer when
+    other processes competed for the cores.
 
     Args:
         epochs: passes over the training images.
@@ -245,7 +238,7 @@ def train_shapesnet(epochs: int = 4, seed: int = 0, *, n_train: int = 8000, batc
     others = [p for p in model.parameters() if all(p is not d for d in decayed)]
     optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": first_layer_decay},
                                    {"params": others, "weight_decay": 0.0}], lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps_total))
+    schedule = one_cycle(optimizer, lr, steps_total)
     shuffle = torch.Generator().manual_seed(seed)
     result = TrainResult(model=model)
     step, stop = 0, False
