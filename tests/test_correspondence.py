@@ -117,3 +117,40 @@ def test_tinyvgg_koalas_table_boxes_and_view(shared_data):
     view.part = "nose"
     view.occluded = True
     assert "nose (occluded)" in view.status and not view.error
+
+
+def upright_stars(n: int, seed: int = 3):
+    """``n`` generated five-pointed stars, tip up, and boxes on three tips and the centre."""
+    from cnnwidgets.zoo.shapes import ShapeSpec, normalize, render_scene
+
+    rng = np.random.default_rng(seed)
+    images, parts = [], {"top tip": [], "left tip": [], "right tip": [], "centre": []}
+    for i in range(n):
+        cx, cy, radius = rng.uniform(27, 37), rng.uniform(27, 37), rng.uniform(15, 19)
+        colour = tuple(float(v) for v in rng.uniform(0.2, 1.0, 3))
+        images.append(normalize(render_scene([ShapeSpec("star", (cx, cy), radius, 90.0, colour)], seed=100 + i)))
+        tip = 1.1 * radius * 0.8  # drawn outer radius is 1.1 x nominal; boxes sit at 80 % of it
+
+        def box(angle):
+            px, py = cx + tip * np.cos(np.deg2rad(angle)), cy - tip * np.sin(np.deg2rad(angle))
+            return (round(px - 5), round(py - 5), round(px + 5), round(py + 5))
+
+        parts["top tip"].append(box(90))
+        parts["left tip"].append(box(162))
+        parts["right tip"].append(box(18))
+        parts["centre"].append((round(cx - 5), round(cy - 5), round(cx + 5), round(cy + 5)))
+    return torch.stack(images), parts
+
+
+def test_shapesnet_stars():
+    from cnnwidgets.zoo import load_default
+
+    model = load_default().model
+    x, parts = upright_stars(3)
+    result = correspondence(model, x, parts, random_trials=4)
+    assert result.layers == ["features.relu4", "global_pool"]
+    for part in result.parts:
+        for layer in result.layers:
+            assert 0 < result.mean[part][layer] < 1
+    same = correspondence(model, x[:1].repeat(3, 1, 1, 1), {"top tip": [parts["top tip"][0]] * 3}, random_trials=0)
+    assert all(v == 0 for v in same.mean["top tip"].values())

@@ -212,3 +212,32 @@ def test_tinyvgg_fine_tuning_with_the_recorder(shared_data):
     assert model.training
     fig = plot_evolution(recorder)
     assert len(fig.axes) == 2
+
+
+def test_shapesnet_training_function_with_the_recorder_gives_identical_weights():
+    """The zoo's own training loop, once plain and once with the recorder in its callback."""
+    from cnnwidgets.zoo import make_batch
+    from cnnwidgets.zoo.shapesnet import ShapesNet
+    from cnnwidgets.zoo.train import train_shapesnet
+
+    def run(record: bool):
+        torch.manual_seed(0)
+        model = ShapesNet()
+        recorder = None
+        callback = None
+        if record:
+            recorder = FeatureEvolutionRecorder(model, make_batch(32, seed=5)[0],
+                                                {"features.relu1": 2, "features.relu4": 2}, epochs=[1, 3], unit="step")
+
+            def callback(event):
+                if event.kind == "step":
+                    recorder.record(event.step)
+
+        result = train_shapesnet(epochs=1, seed=0, n_train=192, batch_size=64, eval_n=0, model=model, callback=callback)
+        return result.model, recorder
+
+    plain, _ = run(False)
+    watched, recorder = run(True)
+    assert recorder.result().epochs == [1, 3]
+    for (name, a), b in zip(plain.state_dict().items(), watched.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs with the recorder on"

@@ -139,3 +139,19 @@ def test_tinyvgg_curves_figure_and_view(shared_data):
     view.transform = "rotation"
     view.step = 2
     assert "rotation = 90" in view.readout and not view.error
+
+
+def test_shapesnet_identity_and_default_layers():
+    from cnnwidgets.zoo import load_default, make_batch
+
+    bundle = load_default()
+    x, y = make_batch(30, seed=8)
+    pick = [int((y == c).nonzero()[0]) for c in range(5)]  # one image per class
+    result = invariance_curves(bundle.model, x[pick], y[pick], progress=False,
+                               transforms={"translation": [-6, 0, 6], "rotation": [0, 45], "scale": [1.0, 1.3]})
+    assert result.layers == ["features.relu1", "global_pool"]
+    for kind, at in (("translation", 1), ("rotation", 0), ("scale", 0)):
+        for layer in result.layers:
+            assert np.all(result.distances[kind][layer][at] == 0)
+    assert np.all(result.distances["translation"]["features.relu1"][[0, 2]] > 0)
+    assert np.all(result.probabilities["translation"][1] > 0.5)  # the shipped model gets these right

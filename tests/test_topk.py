@@ -361,3 +361,29 @@ def test_tinyvgg_topk_figure_and_view(shared_data):
     assert not view.error and view.image_shape[2] == 3
     assert "relu_2_2 channel 4" in view.status
     assert np.isfinite(topk.values["relu_2_2"][:, 0].numpy()).all()
+
+
+def test_shapesnet_topk_on_generated_shapes():
+    from cnnwidgets.app.experiments import topk_view
+    from cnnwidgets.zoo import ShapesDataset, load_default
+
+    bundle = load_default()
+    dataset = ShapesDataset(160, seed=7)
+    layers = ["features.relu2", "features.relu4", "global_pool"]
+    topk = scan_topk(bundle.model, DataLoader(dataset, batch_size=80), layers, k=4, progress=False)
+    x, labels = dataset.tensors()
+    assert all(e.label == int(labels[e.image_index]) for e in topk.entries("global_pool", 3))
+    with Probe(bundle.model) as probe:
+        acts = probe.capture(x, layers)
+        for name in layers:
+            for channel in range(0, topk.num_channels(name), 7):
+                for entry in topk.entries(name, channel):
+                    value = acts[name][entry.image_index, channel]
+                    value = value[entry.row, entry.col] if value.dim() == 2 else value.reshape(())
+                    torch.testing.assert_close(value.item(), entry.value, rtol=1e-4, atol=1e-5)
+        projections = topk.projections(probe, "features.relu4", 5)
+    assert all(p.pixels.abs().sum() > 0 for p in projections)
+    view = topk_view(topk, bundle.model, denormalize=bundle.denormalize)
+    view.layer = "features.relu4"
+    view.channel = 5
+    assert not view.error and "projections" in view.status
