@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.methods.invariance import default_feature_layers
+from cnnwidgets.methods.invariance import feature_layer_names
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
 
@@ -234,17 +234,7 @@ def correspondence(
             raise ValueError(f"part {name!r} has {len(boxes)} boxes; expected one per image ({n})")
     with probe_scope(model_or_probe) as probe:
         images = images.detach()
-        if tuple(probe.input_size) != tuple(images.shape[1:]):
-            probe.describe(tuple(images.shape[1:]))
-        if layers is None:
-            defaults = default_feature_layers(probe)
-            names = list(dict.fromkeys([defaults["last_conv"], defaults["penultimate"]]))
-        else:
-            names = [layers] if isinstance(layers, str) else list(layers)
-            if not names:
-                raise ValueError("layers is empty")
-            for name in names:
-                probe.check_layer(name)
+        names = feature_layer_names(probe, images, layers, ("last_conv", "penultimate"))
 
         def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
             acts = probe.capture(x, names, cache=False)

@@ -149,6 +149,30 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
     return {"first": first, "last_conv": last_conv, "penultimate": penultimate}
 
 
+def feature_layer_names(
+    probe: Probe, images: torch.Tensor, layers: str | Sequence[str] | None, defaults: Sequence[str]
+) -> list[str]:
+    """Describe the probe at the images' size and resolve the layers to compare.
+
+    ``layers=None`` takes the :func:`default_feature_layers` named by ``defaults``; given names
+    are checked (``KeyError`` with suggestions for unknown ones).
+
+    Raises:
+        ValueError: for an empty list of layers.
+    """
+    if tuple(probe.input_size) != tuple(images.shape[1:]):
+        probe.describe(tuple(images.shape[1:]))
+    if layers is None:
+        found = default_feature_layers(probe)
+        return list(dict.fromkeys(found[key] for key in defaults))
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError("layers is empty")
+    for name in names:
+        probe.check_layer(name)
+    return names
+
+
 @dataclass
 class InvarianceResult:
     """Curves of feature distance and true-class probability under transformations.
@@ -256,17 +280,7 @@ def invariance_curves(
             raise ValueError(f"no values for transformation {kind!r}")
     with probe_scope(model_or_probe) as probe:
         images = images.detach()
-        if tuple(probe.input_size) != tuple(images.shape[1:]):
-            probe.describe(tuple(images.shape[1:]))
-        if layers is None:
-            defaults = default_feature_layers(probe)
-            names = list(dict.fromkeys([defaults["first"], defaults["penultimate"]]))
-        else:
-            names = [layers] if isinstance(layers, str) else list(layers)
-            if not names:
-                raise ValueError("layers is empty")
-            for name in names:
-                probe.check_layer(name)
+        names = feature_layer_names(probe, images, layers, ("first", "penultimate"))
         reference, logits = _features(probe, images, names)
         if labels is None:
             label_array = logits.argmax(dim=1).numpy()
