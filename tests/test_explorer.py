@@ -527,3 +527,43 @@ def test_image_of_another_size_updates_layer_shapes():
 def test_no_image_and_no_samples_says_why():
     with pytest.raises(ValueError, match="no image given and no sample images"):
         Explorer(Tiny().eval(), None, input_size=(3, SIZE, SIZE), samples={}, background=False)
+
+
+def test_drafts_read_only_the_units_they_draw_and_match_a_draft_of_the_full_stack():
+    from cnnwidgets.app.frames import Baseline, Computed, LayerGeometry, LayoutCache, draft_step, render_frame
+
+    rng = np.random.default_rng(0)
+    base = Baseline(acts=rng.standard_normal((64, 112, 112)).astype(np.float32))
+    acts = torch.from_numpy(rng.standard_normal((64, 112, 112)).astype(np.float32))
+    layout_acts = acts.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels-last storage, as the probe's
+    made = []
+
+    def full():
+        made.append(True)
+        return np.ascontiguousarray(layout_acts.numpy())
+
+    def strided(step, channel):
+        return np.ascontiguousarray(layout_acts[:, ::step, ::step].numpy()), np.ascontiguousarray(layout_acts[channel].numpy())
+
+    state = ExplorerState(image_id=0, box=(40, 60, 56, 56), fill="gray", layer="x", channel=5, device="cpu",
+                          show_scores=False, dragging=True)
+    req = resolve(state)
+    image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    geometry = LayerGeometry(jump=2.0, start=0.5)
+    lazy = render_frame(req.render, Computed(req.compute, full, base, None, 0.0, strided=strided), image, state.box,
+                        geometry=geometry, layouts=LayoutCache())
+    assert not made  # the draft never built the whole (C, H, W) copy
+    eager = render_frame(req.render, Computed(req.compute, acts.numpy(), base, None, 0.0), image, state.box,
+                         geometry=geometry, layouts=LayoutCache())
+    np.testing.assert_array_equal(lazy.grid, eager.grid)
+    np.testing.assert_array_equal(lazy.panel, eager.panel)
+    assert lazy.layout == eager.layout and lazy.layout.shrink > 1
+
+    final_req = resolve(state.with_(dragging=False))
+    final = render_frame(final_req.render, Computed(final_req.compute, full, base, None, 0.0, strided=strided), image,
+                         state.box, geometry=geometry, layouts=LayoutCache())
+    assert made  # the final frame uses the whole stack
+    step = draft_step(image.shape[:2])
+    assert step == 2 and final.panel.shape[0] == 224 and lazy.panel.shape[0] == 224 // step
+    assert lazy.panel_display_width == final.panel_display_width  # same size on screen
+    np.testing.assert_array_equal(final.grid.shape[:2], (final.layout.height, final.layout.width))

@@ -317,14 +317,20 @@ class Controller:
         image = self._images(req.image_id)
         self.stats.computes += 1
         base = self._baseline(req, image)
-        if req.box is None:
-            acts, probs = base.acts, base.probs
-        else:
-            act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores)
-            acts = _to_numpy(act[0])
-            probs = None if logits is None else _to_numpy(torch.softmax(logits[0].float(), dim=0))
-        if acts.ndim != 3:
+        if base.acts.ndim != 3:
             raise ValueError(
-                f"layer {req.layer!r} outputs shape {acts.shape} per image; the feature grid needs (C, H, W) maps"
+                f"layer {req.layer!r} outputs shape {base.acts.shape} per image; the feature grid needs (C, H, W) maps"
             )
-        return Computed(key=req, acts=acts, baseline=base, probs=probs, seconds=time.perf_counter() - start)
+        if req.box is None:
+            return Computed(req, base.acts, base, base.probs, time.perf_counter() - start)
+        act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores)
+        probs = None if logits is None else _to_numpy(torch.softmax(logits[0].float(), dim=0))
+        one = act[0]
+        if one.shape != base.acts.shape:
+            raise ValueError(f"layer {req.layer!r} changed its output shape from {base.acts.shape} to {tuple(one.shape)}")
+
+        def strided(step: int, channel: int) -> tuple[np.ndarray, np.ndarray]:
+            # small copies of just what a draft draws (the whole stack may be channels-last)
+            return _to_numpy(one[:, ::step, ::step]), _to_numpy(one[channel])
+
+        return Computed(req, lambda: _to_numpy(one), base, probs, time.perf_counter() - start, strided=strided)

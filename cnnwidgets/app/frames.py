@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,16 +55,57 @@ class Baseline:
         self.dead = R.dead_channels(self.acts)
 
 
-@dataclass
 class Computed:
-    """Result of the compute stage for one :class:`ComputeRequest`."""
+    """Result of the compute stage for one :class:`ComputeRequest`.
 
-    key: ComputeRequest
-    acts: np.ndarray
-    baseline: Baseline
-    probs: np.ndarray | None
-    seconds: float
-    _stats: ChannelStats | None = field(default=None, repr=False)
+    Args:
+        key: the request computed.
+        acts: the activations (C, H, W): a float32 array, or a zero-argument callable that
+            makes the array on first use (the controller passes one, so a draft that draws only
+            every few units and one channel never pays for a full copy of a large layer).
+        baseline: the unoccluded image's activations at the same layer.
+        probs: class probabilities, or None.
+        seconds: time the compute stage took.
+        strided: optional ``(step, channel) -> (every step-th unit of all channels, channel c
+            in full)``: the cheap way to read what a draft draws; without it they are cut from
+            ``acts``.
+    """
+
+    def __init__(
+        self,
+        key: ComputeRequest,
+        acts: np.ndarray | Callable[[], np.ndarray],
+        baseline: Baseline,
+        probs: np.ndarray | None,
+        seconds: float,
+        strided: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        self.key = key
+        self.baseline = baseline
+        self.probs = probs
+        self.seconds = seconds
+        self._acts = acts if isinstance(acts, np.ndarray) else None
+        self._make_acts = None if isinstance(acts, np.ndarray) else acts
+        self._strided = strided
+        self._stats: ChannelStats | None = None
+
+    def __repr__(self) -> str:
+        return f"Computed(key={self.key!r}, seconds={self.seconds:.4f})"
+
+    @property
+    def acts(self) -> np.ndarray:
+        """The activations, float32 (C, H, W) (made on first use)."""
+        if self._acts is None:
+            self._acts = self._make_acts()
+            self._make_acts = None
+        return self._acts
+
+    def draft_view(self, step: int, channel: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(acts[:, ::step, ::step], acts[channel])`` without copying the whole stack."""
+        if self._acts is None and self._strided is not None:
+            return self._strided(step, channel)
+        acts = self.acts
+        return acts[:, ::step, ::step], acts[channel]
 
     @property
     def stats(self) -> ChannelStats:
@@ -158,6 +199,18 @@ class LayoutCache:
         return found
 
 
+DRAFT_PANEL_SIDE = 112
+
+
+def draft_step(size: tuple[int, int], side: int = DRAFT_PANEL_SIDE) -> int:
+    """Pixel step at which a draft draws the channel view of an image of ``size`` = (H, W).
+
+    The largest side is brought to at most ``side`` pixels (step 1 for small images), so a
+    drag on a 224 x 224 input colours a quarter of the pixels a final frame does.
+    """
+    return max(1, -(-max(size) // side))
+
+
 def _ranges(req: RenderRequest, acts: np.ndarray, base: Baseline) -> tuple[np.ndarray, np.ndarray]:
     if req.norm == "fixed":
         return base.lo, base.hi
@@ -196,37 +249,65 @@ def render_frame(
         ValueError: for a channel out of range, or anything the renderers reject.
     """
     start = time.perf_counter()
-    acts, base = computed.acts, computed.baseline
-    channels = acts.shape[0]
+    base = computed.baseline
+    shape = base.acts.shape
+    channels = shape[0]
     if not 0 <= req.channel < channels:
         raise ValueError(f"channel {req.channel} out of range 0..{channels - 1}")
     layouts = layouts or LayoutCache()
     quality = DRAFT_QUALITY if req.draft else FINAL_QUALITY
 
-    lo, hi = _ranges(req, acts, base)
-    layout, grid_width = layouts.get(acts.shape, base.order if req.sort else None, req.draft)
-    grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout, marked=base.dead,
-                             shrink_mode="stride" if req.draft else "mean")
+    ch = req.channel
+    layout, grid_width = layouts.get(shape, base.order if req.sort else None, req.draft)
+    if req.draft and req.norm == "fixed":
+        # a draft with fixed ranges needs only the units it draws: every shrink-th one, and the
+        # selected channel for the channel view
+        strided, selected = computed.draft_view(layout.shrink, ch)
+        lo, hi = base.lo, base.hi
+        drawn = dataclasses.replace(layout, map_height=strided.shape[1], map_width=strided.shape[2], shrink=1)
+        grid, _ = R.feature_grid(strided, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=drawn,
+                                 marked=base.dead)
+    else:
+        acts = computed.acts
+        selected = acts[ch]
+        lo, hi = _ranges(req, acts, base)
+        grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout,
+                                 marked=base.dead, shrink_mode="stride" if req.draft else "mean")
     grid_bytes = R.encode_jpeg(grid, quality, subsampling=req.draft)
 
-    ch = req.channel
     span = hi[ch] - lo[ch]
-    values = (acts[ch] - lo[ch]) / span if span > 0 else np.zeros_like(acts[ch])
+    values = (selected - lo[ch]) / span if span > 0 else np.zeros_like(selected)
     values = np.clip(values, 0.0, 1.0)
+    full_size = image.shape[:2]
+    # drafts draw the channel view at a reduced resolution (the browser enlarges it to the same
+    # on-screen size); the final frame after the drag is drawn at the image's own resolution
+    step = draft_step(full_size) if req.draft else 1
+    jump, start = geometry.jump, geometry.start
+    if step > 1:
+        image = image[step // 2 :: step, step // 2 :: step]
+        if jump is not None and start is not None:
+            # input pixel p sits at draft pixel (p + 0.5) / step - 0.5
+            jump, start = jump / step, (start + 0.5) / step - 0.5
+        if box is not None:
+            box = tuple(int(round(v / step)) for v in box)
     size = image.shape[:2]
     if req.overlay:
-        left = R.overlay_heatmap(image, values, cmap=req.cmap, alpha=0.75, jump=geometry.jump, start=geometry.start)
+        left = R.overlay_heatmap(image, values, cmap=req.cmap, alpha=0.75, jump=jump, start=start,
+                                 mode="nearest" if req.draft else "bilinear")
     else:
-        left = R.channel_image(values, size, cmap=req.cmap, jump=geometry.jump, start=geometry.start)
+        left = R.channel_image(values, size, cmap=req.cmap, jump=jump, start=start)
     magnitude = float(max(abs(base.lo[ch]), abs(base.hi[ch]), 1e-12))
-    diff = (acts[ch] - base.acts[ch]) / (2 * magnitude) + 0.5
-    right = R.channel_image(diff, size, cmap="RdBu_r", jump=geometry.jump, start=geometry.start)
-    factor = max(1, round(panel_size / max(size)))
+    diff = (selected - base.acts[ch]) / (2 * magnitude) + 0.5
+    right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=start)
+    factor = max(1, round(panel_size / max(full_size)))
     if box is not None:
         left = R.draw_rect(left, box, color=BOX_COLOR, copy=False)
         right = R.draw_rect(right, box, color=(40, 40, 40), copy=False)
-    panel = R.hstack([left, right], gap=max(1, 8 // factor))
+    gap = max(1, 8 // factor)
+    panel = R.hstack([left, right], gap=max(1, gap // step))
     panel_bytes = R.encode_jpeg(panel, quality, subsampling=req.draft)
+    # on screen the panel has the final frame's width, whatever resolution it was drawn at
+    panel_width = (2 * full_size[1] + gap) * factor
 
     rows = None
     if computed.probs is not None:
@@ -239,7 +320,7 @@ def render_frame(
         stats=None if req.draft else computed.stats,
         panel=panel,
         panel_bytes=panel_bytes,
-        panel_display_width=panel.shape[1] * factor,
+        panel_display_width=panel_width,
         rows=rows,
         channel=ch,
         render_seconds=time.perf_counter() - start,
