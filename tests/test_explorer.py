@@ -558,6 +558,7 @@ def test_drafts_read_only_the_units_they_draw_and_match_a_draft_of_the_full_stac
     np.testing.assert_array_equal(lazy.grid, eager.grid)
     np.testing.assert_array_equal(lazy.panel, eager.panel)
     assert lazy.layout == eager.layout and lazy.layout.shrink > 1
+    assert 0 < lazy.render_seconds < 60  # a duration of this render, not a clock reading
 
     final_req = resolve(state.with_(dragging=False))
     final = render_frame(final_req.render, Computed(final_req.compute, full, base, None, 0.0, strided=strided), image,

@@ -79,6 +79,8 @@ class Controller:
         on_error: called with ``(where, exception)`` when a stage fails.
         background: run on a worker thread (True) or inside :meth:`submit` (False).
         top_k: classes listed.
+        marks: ``layer -> bool (C,)`` channels to mark in the grid besides those dead on the
+            image (None: none); call :meth:`redraw` after it changes.
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class Controller:
         *,
         background: bool = True,
         top_k: int = 5,
+        marks: Callable[[str], np.ndarray | None] | None = None,
     ) -> None:
         self.probe = probe
+        self._marks = marks or (lambda layer: None)
         self._images = images
         self._geometry = geometry
         self._labels = list(labels)
@@ -133,6 +137,11 @@ class Controller:
             self._cond.notify_all()
         if not self._background:
             self._drain()
+
+    def redraw(self) -> None:
+        """Forget what is on screen, so the next submitted state is drawn even if unchanged."""
+        with self._cond:
+            self._shown_request = None
 
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
         """Block until every submitted state is served; returns False on timeout."""
@@ -249,6 +258,7 @@ class Controller:
                     labels=self._labels,
                     top_k=self.top_k,
                     layouts=self._layouts,
+                    marked=self._marks(request.compute.layer),
                 )
             except Exception as exc:  # noqa: BLE001
                 self.stats.errors += 1

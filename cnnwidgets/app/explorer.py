@@ -30,12 +30,14 @@ from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
 from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_preprocess, to_pil
 from cnnwidgets.app.state import ExplorerState
+from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.render.colormaps import SEQUENTIAL
-from cnnwidgets.render.encode import encode_png
+from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
+from cnnwidgets.widgets.methodview import MethodView
 from cnnwidgets.widgets import (
     FILLS,
     DisplayControls,
@@ -123,6 +125,8 @@ class Explorer(ipw.VBox):
         cmap: colormap.
         show_scores: compute and show class scores (runs the full model per update).
         top_k: number of classes listed.
+        method: the method panel's first method, one of ``none``, ``occlusion``, ``saliency``,
+            ``guided backprop``, ``deconvnet``, ``grad-cam`` (see :mod:`cnnwidgets.app.views`).
         background: compute on a worker thread (True, for notebooks) or synchronously inside
             every change (False, for scripts and tests).
 
@@ -145,6 +149,8 @@ class Explorer(ipw.VBox):
     show_scores = t.Bool(True)
     target = t.Int(None, allow_none=True)
     image = t.Unicode()
+    method = t.Enum(METHODS, default_value="none")
+    method_stride = t.Int(8)
 
     def __init__(
         self,
@@ -165,6 +171,7 @@ class Explorer(ipw.VBox):
         cmap: str = "viridis",
         show_scores: bool = True,
         top_k: int = 5,
+        method: str = "none",
         background: bool = True,
     ) -> None:
         parts = _unpack(model)
@@ -186,6 +193,7 @@ class Explorer(ipw.VBox):
         self._frame_lock = threading.Lock()
         self._suspend = True  # no submissions while wiring up
         self._last_box: tuple[int, int, int, int] | None = None
+        self._data_dead: dict[str, np.ndarray] = {}
 
         first = self._prepare_image(self._first_sample(), next(iter(self._samples)))
         probe = Probe(parts["model"], device=device, input_size=tuple(first.tensor.shape[1:]))
@@ -201,7 +209,11 @@ class Explorer(ipw.VBox):
                 on_error=self._show_error,
                 background=background,
                 top_k=top_k,
+                marks=self._data_dead.get,
             )
+            self._methods = MethodRunner(parts["model"], self._image_by_id, on_result=self._show_method,
+                                         on_error=self._show_error, on_progress=self._method_progress,
+                                         background=background)
             self._build_views(first, parts.get("name", "model"))
             super().__init__(self._layout_children())
             self.add_class("cnnw-explorer")
@@ -218,9 +230,12 @@ class Explorer(ipw.VBox):
                 side = max(1, min(h, w) // 4)
                 box = ((w - side) // 2, (h - side) // 2, side, side)
             self.box = tuple(box) if box is not None else None
+            self.method = method
             self._wire()
         except BaseException:
             self._closed = True
+            if getattr(self, "_methods", None) is not None:
+                self._methods.close()
             if getattr(self, "controller", None) is not None:
                 self.controller.close()
             else:
@@ -228,6 +243,7 @@ class Explorer(ipw.VBox):
             raise
         self._suspend = False
         self._submit()
+        self._submit_method()
 
     # ------------------------------------------------------------------ images
     def _first_sample(self) -> Any:
@@ -274,6 +290,7 @@ class Explorer(ipw.VBox):
         prepared = self._prepare_image(image, name)
         self._use_image(prepared)
         self._submit()
+        self._submit_method()
 
     def _on_pick(self, change) -> None:
         entry = change["new"]
@@ -374,6 +391,7 @@ class Explorer(ipw.VBox):
         self.picker = ImagePicker(names or [_USER_IMAGE])
         self.scores_toggle = ipw.Checkbox(description="class scores", indent=False, layout=ipw.Layout(width="120px"))
         self.status = StatusLine()
+        self.method_view = MethodView(METHODS, display_width=self.canvas.display_width)
         self.title = ipw.HTML(f"<b>{model_name}</b>")
 
     def _layout_children(self) -> list[ipw.Widget]:
@@ -385,7 +403,7 @@ class Explorer(ipw.VBox):
         image_col = ipw.VBox([ipw.HTML("<b>input</b> &mdash; drag the box, resize at its corner"), self.canvas])
         self.scores_view.layout.margin = "10px 0 0 0"
         channel_col = ipw.VBox([self.panel_caption, self.panel, self.scores_view])
-        top = row([image_col, channel_col], "16px")
+        top = row([image_col, channel_col, self.method_view], "16px")
         top.layout.align_items = "flex-start"
         header = row([self.title, self.picker, self.device_select, self.scores_toggle])
         selectors = row([self.layer_select, self.channel_slider])
@@ -408,6 +426,8 @@ class Explorer(ipw.VBox):
             ((self, "show_scores"), (self.scores_toggle, "value")),
             ((self, "target"), (self.scores_view, "selected")),
             ((self, "image"), (self.picker, "value")),
+            ((self, "method"), (self.method_view, "method")),
+            ((self, "method_stride"), (self.method_view, "stride")),
         ]
         self.image = self.picker.value
         self._links = [t.link(a, b) for a, b in links]
@@ -423,6 +443,9 @@ class Explorer(ipw.VBox):
         self.observe(self._scores_toggled, names="show_scores")
         self.occluder_controls.observe(self._occluder_switched, names="enabled")
         self.occluder_controls.observe(self._on_size, names="size")
+        self.observe(self._method_inputs_changed,
+                     names=["method", "method_stride", "layer", "channel", "target", "fill", "device"])
+        self.occluder_controls.observe(self._method_inputs_changed, names="size")
         self.picker.observe(self._on_pick, names="value")
         self._scores_toggled()
         self._on_fill({"new": self.fill})
@@ -506,6 +529,9 @@ class Explorer(ipw.VBox):
         caption = f"<b>{state.layer}</b> &nbsp; {shape} &nbsp; click a tile to select its channel"
         if dead:
             caption += f" &nbsp; <span style='color:#c62828'>{dead} dead on this image (red)</span>"
+        if frame.marked is not None:
+            caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead_in_data} dead over the data set "
+                        "(red)</span>")
         self.grid_caption.value = caption
         what = "over the image" if state.overlay else "map"
         self.panel_caption.value = (
@@ -522,10 +548,132 @@ class Explorer(ipw.VBox):
     def _show_error(self, where: str, exc: BaseException) -> None:
         self.status.exception(where, exc)
 
+    # ------------------------------------------------------------------ dead channels over a data set
+    def mark_dead(self, report: Mapping[str, Any] | Any | None) -> None:
+        """Mark in the grid the channels found dead over a data set.
+
+        Args:
+            report: what :func:`cnnwidgets.methods.dead_channels` returns (``{layer: DeadChannels}``),
+                one ``DeadChannels``, a mapping ``{layer: bool array (C,) or channel indices}``, or
+                None to remove every mark. Layers not given keep their marks.
+
+        Raises:
+            KeyError: for a layer the model does not have.
+            ValueError: for marks that do not fit the layer's channels.
+        """
+        if report is None:
+            self._data_dead.clear()
+        else:
+            if hasattr(report, "is_dead") and hasattr(report, "layer"):
+                report = {report.layer: report}
+            if not isinstance(report, Mapping):
+                raise TypeError(
+                    "mark_dead takes the result of cnnwidgets.methods.dead_channels, one DeadChannels, "
+                    f"a mapping layer -> channel marks, or None; got {type(report).__name__}"
+                )
+            found = {}
+            for layer, marks in report.items():
+                if layer not in self._layers:
+                    close = difflib.get_close_matches(str(layer), list(self._layers), n=3)
+                    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+                    raise KeyError(f"mark_dead: unknown layer {layer!r}{hint}")
+                count = self._channels(layer)
+                values = np.asarray(getattr(marks, "is_dead", marks))
+                if values.dtype != bool:
+                    index = values.astype(np.int64).ravel()
+                    if index.size and (index.min() < 0 or index.max() >= count):
+                        raise ValueError(f"mark_dead: channel indices for {layer!r} must lie in 0..{count - 1}")
+                    values = np.zeros(count, dtype=bool)
+                    values[index] = True
+                if values.shape != (count,):
+                    raise ValueError(f"mark_dead: {layer!r} has {count} channels, got marks of shape {values.shape}")
+                found[layer] = values
+            self._data_dead.update(found)
+        self.controller.redraw()
+        self._submit()
+
+    def scan_dead(self, inputs: Any, layers: str | Sequence[str] | None = None, *, threshold: float = 0.0,
+                  progress: bool = True) -> dict[str, Any]:
+        """Find the channels that never activate over ``inputs`` and mark them in the grid.
+
+        Runs :func:`cnnwidgets.methods.dead_channels` on the explorer's model (a batch, or an
+        iterable / DataLoader of preprocessed batches) for ``layers`` (default: the layer shown)
+        and calls :meth:`mark_dead` with the result, which it returns.
+        """
+        from cnnwidgets.methods.dead import dead_channels
+
+        report = dead_channels(self.probe, inputs, layers if layers is not None else self.layer,
+                               threshold=threshold, progress=progress)
+        self.mark_dead(report)
+        return report
+
+    @property
+    def dead_marks(self) -> dict[str, np.ndarray]:
+        """The data-set dead-channel marks per layer (bool (C,)), as given to :meth:`mark_dead`."""
+        return {layer: marks.copy() for layer, marks in self._data_dead.items()}
+
+    # ------------------------------------------------------------------ the method panel
+    def method_request(self) -> MethodRequest:
+        """What the method panel is asked to show for the current selections."""
+        return MethodRequest(
+            method=self.method,
+            image_id=self._image_id,
+            layer=self.layer,
+            channel=self.channel,
+            target=self.target,
+            window=int(self.occluder_controls.size),
+            stride=int(self.method_stride),
+            fill=self.fill,
+            device=self.device,
+        )
+
+    def _method_inputs_changed(self, change=None) -> None:
+        self._submit_method()
+
+    def _submit_method(self) -> None:
+        if self._suspend or self._closed:
+            return
+        if self.method == "none":
+            self.method_view.clear()
+        else:
+            self.method_view.caption.value = f"<i>computing {self.method} \u2026</i>"
+        try:
+            self._methods.submit(self.method_request())
+        except Exception as exc:  # noqa: BLE001 - shown in the status line
+            self._show_error("method", exc)
+
+    def _method_progress(self, done: int, total: int) -> None:
+        self.method_view.progress_to(done, total)
+
+    def _class_name(self, index: int) -> str:
+        return self._classes[index] if 0 <= index < len(self._classes) else str(index)
+
+    def _show_method(self, result: MethodResult) -> None:
+        request = result.request
+        name = self._class_name(result.target)
+        if result.occlusion is not None:
+            occ = result.occlusion
+            what = (f"<b>occlusion</b>: drop of P({name}) when the box covers each place "
+                    "(<span style='color:#c62828'>red</span>: the class needs it)")
+            state = "" if result.complete else f" &middot; {occ.done}/{occ.total} positions"
+            caption = f"{what}{state}"
+        elif request.method == "deconvnet":
+            caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"
+        elif request.method == "grad-cam":
+            caption = f"<b>Grad-CAM</b> of {name} at {request.layer} (or the convolution before it)"
+        else:
+            caption = f"<b>{request.method}</b> of {name}"
+        self.method_view.show(encode_jpeg(result.image, 90), caption)
+
+    @property
+    def method_result(self) -> MethodResult | None:
+        """The method map on screen (``heat``, ``image``, ``occlusion``, ``complete`` ...), or None."""
+        return self._methods.result
+
     # ------------------------------------------------------------------ what the user sees, from Python
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
         """Block until the newest state is computed and shown; returns False on timeout."""
-        return self.controller.wait_idle(timeout)
+        return self.controller.wait_idle(timeout) and self._methods.wait_idle(timeout)
 
     def _current(self) -> tuple[Frame, ExplorerState]:
         with self._frame_lock:
@@ -597,8 +745,10 @@ class Explorer(ipw.VBox):
             link.unlink()
         if getattr(self, "controller", None) is None:
             return  # construction failed before anything was started
+        self._methods.close()
         self.controller.close()
-        for widget in (self.canvas, self.grid, self.panel, self.scores_view, self.layer_select, self.status):
+        for widget in (self.canvas, self.grid, self.panel, self.scores_view, self.layer_select, self.status,
+                       self.method_view):
             widget.close()
         super().close()
 

@@ -153,11 +153,17 @@ class Frame:
     render_seconds: float
     computed: Computed
     image_format: str = "jpeg"
+    marked: np.ndarray | None = None
 
     @property
     def dead(self) -> int:
-        """Number of channels marked dead (no positive unit on the unoccluded image)."""
+        """Number of channels dead on this image (no positive unit on the unoccluded image)."""
         return int(self.computed.baseline.dead.sum())
+
+    @property
+    def dead_in_data(self) -> int:
+        """Number of channels marked as dead over a data set (0 when none were given)."""
+        return 0 if self.marked is None else int(np.asarray(self.marked, dtype=bool).sum())
 
 
 class LayoutCache:
@@ -228,6 +234,7 @@ def render_frame(
     top_k: int = 5,
     layouts: LayoutCache | None = None,
     panel_size: int = 192,
+    marked: np.ndarray | None = None,
 ) -> Frame:
     """Draw one update.
 
@@ -241,6 +248,8 @@ def render_frame(
         top_k: number of classes listed.
         layouts: layout cache (a fresh one if None).
         panel_size: target on-screen size in CSS pixels of each half of the channel view.
+        marked: bool (C,) channels to mark besides those dead on this image (for example the
+            channels dead over a whole data set), or None.
 
     Returns:
         The :class:`Frame`.
@@ -258,6 +267,7 @@ def render_frame(
     quality = DRAFT_QUALITY if req.draft else FINAL_QUALITY
 
     ch = req.channel
+    marks = base.dead if marked is None else (base.dead | np.asarray(marked, dtype=bool))
     layout, grid_width = layouts.get(shape, base.order if req.sort else None, req.draft)
     if req.draft and req.norm == "fixed":
         # a draft with fixed ranges needs only the units it draws: every shrink-th one, and the
@@ -266,13 +276,13 @@ def render_frame(
         lo, hi = base.lo, base.hi
         drawn = dataclasses.replace(layout, map_height=strided.shape[1], map_width=strided.shape[2], shrink=1)
         grid, _ = R.feature_grid(strided, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=drawn,
-                                 marked=base.dead)
+                                 marked=marks)
     else:
         acts = computed.acts
         selected = acts[ch]
         lo, hi = _ranges(req, acts, base)
         grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout,
-                                 marked=base.dead, shrink_mode="stride" if req.draft else "mean")
+                                 marked=marks, shrink_mode="stride" if req.draft else "mean")
     grid_bytes = R.encode_jpeg(grid, quality, subsampling=req.draft)
 
     span = hi[ch] - lo[ch]
@@ -282,23 +292,23 @@ def render_frame(
     # drafts draw the channel view at a reduced resolution (the browser enlarges it to the same
     # on-screen size); the final frame after the drag is drawn at the image's own resolution
     step = draft_step(full_size) if req.draft else 1
-    jump, start = geometry.jump, geometry.start
+    jump, origin = geometry.jump, geometry.start
     if step > 1:
         image = image[step // 2 :: step, step // 2 :: step]
-        if jump is not None and start is not None:
+        if jump is not None and origin is not None:
             # input pixel p sits at draft pixel (p + 0.5) / step - 0.5
-            jump, start = jump / step, (start + 0.5) / step - 0.5
+            jump, origin = jump / step, (origin + 0.5) / step - 0.5
         if box is not None:
             box = tuple(int(round(v / step)) for v in box)
     size = image.shape[:2]
     if req.overlay:
-        left = R.overlay_heatmap(image, values, cmap=req.cmap, alpha=0.75, jump=jump, start=start,
+        left = R.overlay_heatmap(image, values, cmap=req.cmap, alpha=0.75, jump=jump, start=origin,
                                  mode="nearest" if req.draft else "bilinear")
     else:
-        left = R.channel_image(values, size, cmap=req.cmap, jump=jump, start=start)
+        left = R.channel_image(values, size, cmap=req.cmap, jump=jump, start=origin)
     magnitude = float(max(abs(base.lo[ch]), abs(base.hi[ch]), 1e-12))
     diff = (selected - base.acts[ch]) / (2 * magnitude) + 0.5
-    right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=start)
+    right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=origin)
     factor = max(1, round(panel_size / max(full_size)))
     if box is not None:
         left = R.draw_rect(left, box, color=BOX_COLOR, copy=False)
@@ -325,4 +335,5 @@ def render_frame(
         channel=ch,
         render_seconds=time.perf_counter() - start,
         computed=computed,
+        marked=marked,
     )

@@ -1,0 +1,307 @@
+"""The explorer's method panel: occlusion maps, saliency, guided backprop, deconvnet, Grad-CAM.
+
+A :class:`MethodRunner` computes the selected method for the explorer's current image and
+selections on its own worker thread, with its own :class:`~cnnwidgets.core.probe.Probe` (a
+second private copy of the model, made on first use), so a long occlusion scan never holds
+up the live feature grid, and gradient methods never touch the copy the grid runs on.
+
+Like the explorer's controller it never queues work: a request that arrives while another
+runs replaces any waiting one and cancels a running occlusion scan (the partial map is
+dropped); a gradient method that finishes after a newer request arrived is dropped too.
+Requests equal, for the method's inputs, to the one computed last are ignored, so moving
+the occluder does not recompute a saliency map.
+
+The occlusion map (Zeiler & Fergus 2014, section 4.2) is that of the explorer's occluder: its
+window is the box size, its fill the box fill, its target the probability of the target class;
+it streams, coarse positions first, and the map is redrawn after every batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnwidgets.app.inputs import ImageInput
+from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.targets import ClassProbability
+from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
+from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
+from cnnwidgets.render.attribution import attribution_overlay
+from cnnwidgets.render.encode import encode_jpeg
+from cnnwidgets.render.occlusion import occlusion_overlay
+
+__all__ = ["METHODS", "MethodRequest", "MethodResult", "MethodRunner"]
+
+METHODS: tuple[str, ...] = ("none", "occlusion", *OVERLAYS)
+"""Method names of the explorer's method panel; ``"none"`` shows nothing and computes nothing."""
+
+_INPUTS: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "occlusion": frozenset({"target", "window", "stride", "fill"}),
+    **OVERLAY_INPUTS,
+}
+
+
+@dataclass(frozen=True)
+class MethodRequest:
+    """Everything a method map may depend on.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        image_id: the explorer's image.
+        layer: selected layer (deconvnet, Grad-CAM).
+        channel: selected channel (deconvnet).
+        target: selected class, or None for the unoccluded image's most probable class.
+        window: occluder side in input pixels (occlusion).
+        stride: occlusion stride in input pixels.
+        fill: occluder fill name (occlusion).
+        device: compute device.
+    """
+
+    method: str
+    image_id: int
+    layer: str
+    channel: int
+    target: int | None
+    window: int
+    stride: int
+    fill: str
+    device: str
+
+    def key(self) -> tuple:
+        """The fields this request's method depends on (equal keys give equal maps)."""
+        used = _INPUTS[self.method]
+        return (self.method, self.image_id, self.device) + tuple(
+            (name, getattr(self, name)) for name in ("layer", "channel", "target", "window", "stride", "fill")
+            if name in used
+        )
+
+
+@dataclass
+class MethodResult:
+    """A computed (or, for occlusion, partially computed) method map.
+
+    Attributes:
+        request: what was computed.
+        target: the class used (the request's, or the most probable one when it had None).
+        heat: for gradient methods the (H, W) float32 map; for occlusion the (rows, cols) drop in
+            the target probability per position (NaN where not computed yet).
+        image: the map drawn over the input, uint8 (H, W, 3).
+        occlusion: the occlusion result (None for other methods).
+        complete: False while an occlusion scan is still streaming.
+        seconds: compute time so far.
+    """
+
+    request: MethodRequest
+    target: int
+    heat: np.ndarray
+    image: np.ndarray
+    occlusion: OcclusionResult | None
+    complete: bool
+    seconds: float
+
+
+class _Cancelled(Exception):
+    """A newer request arrived while this one ran."""
+
+
+class MethodRunner:
+    """Computes method maps for the explorer's method panel, newest request first.
+
+    Args:
+        model: the user's model (a private copy is made on first use; the model is never changed).
+        images: ``image_id -> ImageInput`` lookup.
+        on_result: called with every result to show (partial occlusion maps included), on the
+            worker thread.
+        on_error: called with ``(where, exception)`` when a method fails.
+        on_progress: called with ``(done, total)`` positions while an occlusion map streams.
+        background: compute on a worker thread (True) or inside :meth:`submit` (False).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Callable[[int], ImageInput],
+        on_result: Callable[[MethodResult], None],
+        on_error: Callable[[str, BaseException], None],
+        on_progress: Callable[[int, int], None] | None = None,
+        *,
+        background: bool = True,
+    ) -> None:
+        self._model = model
+        self._images = images
+        self._on_result = on_result
+        self._on_error = on_error
+        self._on_progress = on_progress or (lambda done, total: None)
+        self._background = background
+        self._probe: Probe | None = None
+        self._cond = threading.Condition()
+        self._pending: MethodRequest | None = None
+        self._generation = 0
+        self._busy = False
+        self._closed = False
+        self._done_key: tuple | None = None
+        self._running_key: tuple | None = None
+        self._top: dict[tuple, int] = {}
+        self.result: MethodResult | None = None
+        self.runs = 0
+        self.cancelled = 0
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ submitting
+    def submit(self, request: MethodRequest) -> None:
+        """Ask for ``request`` (cheap: the work happens on the worker thread)."""
+        if request.method not in _INPUTS:
+            raise ValueError(f"unknown method {request.method!r}; accepted: {', '.join(METHODS)}")
+        with self._cond:
+            if self._closed:
+                return
+            current = self._running_key if self._busy else self._done_key
+            if self._pending is None and request.key() == current:
+                return  # that map is being computed or on screen already
+            self._pending = request
+            self._generation += 1
+            self._cond.notify_all()
+            if self._background and self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="cnnwidgets-methods", daemon=True)
+                self._thread.start()
+        if not self._background:
+            self._drain()
+
+    def wait_idle(self, timeout: float | None = 60.0) -> bool:
+        """Block until the newest request is served; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def probe(self) -> Probe | None:
+        """The runner's private probe (None until a method ran)."""
+        return self._probe
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel running work, stop the worker and close the private probe."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+    # ------------------------------------------------------------------ the worker
+    def _take(self, block: bool) -> tuple[MethodRequest, int] | None:
+        with self._cond:
+            while self._pending is None:
+                self._busy = False
+                self._running_key = None
+                self._cond.notify_all()
+                if self._closed or not block:
+                    return None
+                self._cond.wait()
+            if self._closed:
+                return None
+            request, generation = self._pending, self._generation
+            self._pending = None
+            self._busy = True
+            self._running_key = request.key()
+            return request, generation
+
+    def _loop(self) -> None:
+        while (item := self._take(block=True)) is not None:
+            self._serve(*item)
+
+    def _drain(self) -> None:
+        while (item := self._take(block=False)) is not None:
+            self._serve(*item)
+
+    def _superseded(self, generation: int) -> bool:
+        with self._cond:
+            return self._closed or self._generation != generation
+
+    def _serve(self, request: MethodRequest, generation: int) -> None:
+        if request.method == "none":
+            self.result = None
+            self._done_key = request.key()
+            return
+        start = time.perf_counter()
+        try:
+            probe = self._probe_on(request.device)
+            image = self._images(request.image_id)
+            x = image.tensor
+            target = request.target if request.target is not None else self._top_class(probe, request, x)
+            self.runs += 1
+            if request.method == "occlusion":
+                result = self._occlusion(probe, request, image, target, generation, start)
+            else:
+                heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
+                picture = attribution_overlay(image.display, heat, alpha=0.65, cmap="jet", weight_by_value=True)
+                result = MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start)
+            if result is None or self._superseded(generation):
+                self.cancelled += 1
+                return
+            self.result = result
+            self._done_key = request.key()
+            self._on_result(result)
+        except _Cancelled:
+            self.cancelled += 1
+        except Exception as exc:  # noqa: BLE001 - shown in the explorer's status line
+            self._done_key = request.key()  # do not retry the same failing request
+            self._on_error(f"method {request.method!r}", exc)
+
+    def _probe_on(self, device: str) -> Probe:
+        if self._probe is None:
+            self._probe = Probe(self._model, device=device)
+        elif str(self._probe.device) != device:
+            self._probe.to(device)
+            self._top.clear()
+        return self._probe
+
+    def _top_class(self, probe: Probe, request: MethodRequest, x: torch.Tensor) -> int:
+        key = (request.image_id, request.device)
+        if key not in self._top:
+            self._top[key] = int(probe.logits(x)[0].argmax())
+        return self._top[key]
+
+    def _occlusion(
+        self, probe: Probe, request: MethodRequest, image: ImageInput, target: int, generation: int, start: float
+    ) -> MethodResult | None:
+        h, w = image.size
+        window = max(1, min(request.window, h, w))
+        stride = max(1, request.stride)
+        cancel = threading.Event()
+
+        def draw(partial: OcclusionResult) -> MethodResult:
+            drop = partial.drop
+            picture = occlusion_overlay(drop, image.display, window=partial.window, stride=partial.stride,
+                                        center=0.0, alpha=0.6, filled=partial.filled)
+            return MethodResult(request, target, drop, picture, partial, partial.complete,
+                                time.perf_counter() - start)
+
+        def streamed(partial: OcclusionResult) -> None:
+            if self._superseded(generation):
+                cancel.set()
+                return
+            self._on_progress(partial.done, partial.total)
+            if not partial.complete:
+                self.result = draw(partial)
+                self._on_result(self.result)
+
+        result = occlusion_map(probe, image.tensor, ClassProbability(target), window=window, stride=stride,
+                               fill=image.fill_tensor(request.fill), progress=False, callback=streamed, cancel=cancel)
+        if result.cancelled:
+            return None
+        return draw(result)

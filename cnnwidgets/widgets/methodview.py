@@ -1,0 +1,104 @@
+"""The method panel: pick a visualization method and see its map over the input image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ipywidgets as w
+import traitlets as t
+
+__all__ = ["MethodView"]
+
+
+class MethodView(w.VBox):
+    """A method menu, an occlusion stride menu, a progress bar and the rendered map.
+
+    The view holds no computation: a controller observes :attr:`method` and :attr:`stride`,
+    and calls :meth:`show`, :meth:`progress_to` and :meth:`clear` with what it computed.
+
+    Args:
+        methods: method names offered; the first one means "no method".
+        strides: occlusion strides offered, in input pixels.
+        display_width: on-screen width of the map in CSS pixels.
+
+    Traits:
+        method: the selected method.
+        stride: the selected occlusion stride.
+    """
+
+    method = t.Unicode()
+    stride = t.Int(8)
+
+    def __init__(self, methods: Sequence[str], strides: Sequence[int] = (4, 8, 16), display_width: int = 256) -> None:
+        methods = list(methods)
+        strides = [int(s) for s in strides]
+        if not methods:
+            raise ValueError("MethodView needs at least one method name")
+        if not strides or min(strides) < 1:
+            raise ValueError(f"strides must be positive ints, got {strides}")
+        self.methods = tuple(methods)
+        self.display_width = int(display_width)
+        self.menu = w.Dropdown(options=methods, value=methods[0], description="method",
+                               layout=w.Layout(width="230px"))
+        self.stride_menu = w.Dropdown(options=strides, value=8 if 8 in strides else strides[0],
+                                      description="stride", layout=w.Layout(width="140px"))
+        self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="160px"))
+        self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{self.display_width}px", height="auto"))
+        self.image.add_class("cnnw-method-image")
+        self.caption = w.HTML()
+        super().__init__([w.HBox([self.menu, self.stride_menu, self.bar]), self.caption, self.image])
+        self.add_class("cnnw-methods")
+        self.method = self.menu.value
+        self.stride = self.stride_menu.value
+        self._links = [t.link((self, "method"), (self.menu, "value")), t.link((self, "stride"), (self.stride_menu, "value"))]
+        self.observe(self._visibility, names="method")
+        self._visibility()
+
+    @t.validate("method")
+    def _check_method(self, proposal):
+        if proposal["value"] not in self.methods:
+            raise t.TraitError(f"unknown method {proposal['value']!r}; accepted: {', '.join(self.methods)}")
+        return proposal["value"]
+
+    @t.validate("stride")
+    def _check_stride(self, proposal):
+        value = int(proposal["value"])
+        if value not in self.stride_menu.options:
+            raise t.TraitError(f"stride must be one of {list(self.stride_menu.options)}, got {value}")
+        return value
+
+    def _visibility(self, change=None) -> None:
+        occlusion = self.method == "occlusion"
+        self.stride_menu.layout.display = None if occlusion else "none"
+        self.bar.layout.display = None if occlusion else "none"
+        active = self.method != self.methods[0]
+        self.image.layout.display = None if active else "none"
+        if not active:
+            self.clear()
+
+    def show(self, data: bytes, caption: str, image_format: str = "jpeg") -> None:
+        """Show an encoded map with a caption (HTML)."""
+        with self.hold_sync():
+            self.image.format = image_format
+            self.image.value = data
+            self.caption.value = caption
+
+    def progress_to(self, done: int, total: int) -> None:
+        """Move the progress bar to ``done`` of ``total``."""
+        self.bar.value = done / total if total else 0.0
+        self.bar.bar_style = "success" if total and done >= total else ""
+
+    def clear(self) -> None:
+        """Empty the map, caption and progress."""
+        self.image.value = b""
+        self.caption.value = ""
+        self.bar.value = 0.0
+
+    def close(self) -> None:
+        """Close the view and its parts (safe to call twice)."""
+        links, self._links = getattr(self, "_links", []), []
+        for link in links:
+            link.unlink()
+        for child in (self.menu, self.stride_menu, self.bar, self.image, self.caption):
+            child.close()
+        super().close()

@@ -1,0 +1,268 @@
+"""The explorer's method panel (occlusion, saliency, guided backprop, deconvnet, Grad-CAM) and
+the data-set dead-channel marks, checked against the plain functions they show."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cnnwidgets import ModelSnapshot, Probe, zoo
+from cnnwidgets.core.targets import ChannelActivation, ClassProbability
+from cnnwidgets.app import Explorer
+from cnnwidgets.app.views import METHODS, MethodRequest, MethodRunner
+from cnnwidgets.core.hygiene import hook_count
+from cnnwidgets.methods import deconvnet, dead_channels, grad_cam, guided_backprop, occlusion_map, saliency
+from cnnwidgets.methods.cam import upsample
+from cnnwidgets.methods.gradients import project_channel
+from cnnwidgets.render.grid import MARK_COLOR
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return zoo.load_default()
+
+
+def explorer(bundle, **kw) -> Explorer:
+    kw.setdefault("background", False)
+    return Explorer(bundle, zoo.sample_image("star"), samples={}, device="cpu", **kw)
+
+
+def top_class(model, x) -> int:
+    with torch.no_grad():
+        return int(model(x).argmax())
+
+
+def test_method_names_are_the_registry_plus_occlusion():
+    assert METHODS[0] == "none" and "occlusion" in METHODS
+    assert {"saliency", "guided backprop", "deconvnet", "grad-cam"} <= set(METHODS)
+
+
+def test_gradient_methods_show_what_the_plain_functions_compute(bundle):
+    ex = explorer(bundle, layer="features.conv3", channel=5)
+    try:
+        x = ex._images[ex._image_id].tensor
+        target = top_class(bundle.model, x)
+        with Probe(bundle.model, device="cpu") as probe:
+            expected = {
+                "saliency": saliency(probe, x, target, absolute=True).abs().amax(dim=1)[0],
+                "guided backprop": guided_backprop(probe, x, target).abs().amax(dim=1)[0],
+                "deconvnet": project_channel(probe, x, "features.conv3", 5, unit="max").abs().amax(dim=1)[0],
+                "grad-cam": upsample(grad_cam(probe, x, target, "features.conv3"), x.shape[-2:])[0],
+            }
+        for name, want in expected.items():
+            ex.method = name
+            assert ex.wait_idle(60)
+            result = ex.method_result
+            assert result is not None and result.request.method == name and result.target == target
+            np.testing.assert_allclose(result.heat, want.detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+            assert result.image.shape == (64, 64, 3) and result.image.dtype == np.uint8
+            assert name.split()[0] in ex.method_view.caption.value.lower()
+            assert ex.method_view.image.value  # something was sent to the browser
+        assert not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_deconvnet_equals_the_deconvnet_function_on_the_strongest_unit(bundle):
+    # the panel's deconvnet is the strongest unit of the selected channel projected to pixels: the
+    # deconvnet pass of that unit, seeded with its activation (the paper's projection)
+    ex = explorer(bundle, layer="features.conv2", channel=2, method="deconvnet")
+    try:
+        assert ex.wait_idle(60)
+        x = ex._images[ex._image_id].tensor
+        with Probe(bundle.model, device="cpu") as probe:
+            fmap = probe.capture(x, ["features.conv2"])["features.conv2"][0, 2]
+            unit = divmod(int(fmap.argmax()), fmap.shape[1])
+            seed = float(fmap.max())
+            want = seed * deconvnet(probe, x, ChannelActivation("features.conv2", 2, position=unit)).abs().amax(dim=1)[0]
+        assert seed > 0
+        np.testing.assert_allclose(ex.method_result.heat, want.numpy(), rtol=1e-4, atol=1e-6)
+    finally:
+        ex.close()
+
+
+def test_only_changes_a_method_depends_on_recompute(bundle):
+    ex = explorer(bundle, method="saliency")
+    try:
+        assert ex.wait_idle(60)
+        runs = ex._methods.runs
+        ex.channel = 3  # saliency does not depend on the channel
+        ex.box = (5, 5, 16, 16)  # nor on the occluder
+        ex.layer = "features.conv2"
+        assert ex.wait_idle(60) and ex._methods.runs == runs
+        ex.target = 2  # but on the class
+        assert ex.wait_idle(60) and ex._methods.runs == runs + 1 and ex.method_result.target == 2
+        ex.method = "deconvnet"
+        assert ex.wait_idle(60) and ex._methods.runs == runs + 2
+        ex.channel = 4  # deconvnet depends on the channel
+        assert ex.wait_idle(60) and ex._methods.runs == runs + 3 and ex.method_result.request.channel == 4
+        ex.method = "none"
+        assert ex.wait_idle(60) and ex.method_result is None and ex.method_view.image.value == b""
+    finally:
+        ex.close()
+
+
+def test_occlusion_view_streams_coarse_first_and_ends_equal_to_occlusion_map(bundle):
+    shown = []
+    images = {}
+    ex = explorer(bundle, box=(10, 10, 12, 12), fill="black")
+    try:
+        images[1] = ex._images[ex._image_id]
+        runner = MethodRunner(bundle.model, images.__getitem__, on_result=shown.append,
+                              on_error=lambda where, exc: pytest.fail(f"{where}: {exc}"), background=False)
+        request = MethodRequest("occlusion", 1, ex.layer, 0, None, window=12, stride=2, fill="black", device="cpu")
+        runner.submit(request)
+        runner.close()
+        assert len(shown) >= 2
+        assert not shown[0].complete and shown[-1].complete
+        done = [r.occlusion.done for r in shown]
+        assert done == sorted(done) and done[-1] == shown[-1].occlusion.total
+        # the first partial map already spans the image: computed positions in the first and last row/column
+        first = shown[0].occlusion.filled
+        assert first[0].any() and first[-1].any() and first[:, 0].any() and first[:, -1].any()
+        x = images[1].tensor
+        target = top_class(bundle.model, x)
+        want = occlusion_map(bundle.model, x, ClassProbability(target), window=12, stride=2,
+                             fill=images[1].fill_tensor("black"), progress=False, device="cpu")
+        np.testing.assert_allclose(shown[-1].heat, want.drop, rtol=1e-4, atol=1e-6)
+        assert shown[-1].target == target
+    finally:
+        ex.close()
+
+
+def test_occlusion_in_the_explorer_uses_the_box_size_fill_and_stride(bundle):
+    ex = explorer(bundle, box=(0, 0, 16, 16), fill="gray", method="occlusion")
+    try:
+        ex.method_stride = 16
+        assert ex.wait_idle(60)
+        occ = ex.method_result.occlusion
+        assert occ.window == (16, 16) and occ.stride == (16, 16) and occ.complete and occ.shape == (4, 4)
+        assert ex.method_view.bar.value == pytest.approx(1.0)
+        runs = ex._methods.runs
+        ex.box = (30, 30, 16, 16)  # moving the box keeps the map
+        assert ex.wait_idle(60) and ex._methods.runs == runs
+        ex.occluder_controls.size = 24  # resizing it changes the window
+        assert ex.wait_idle(60) and ex.method_result.occlusion.window == (24, 24)
+    finally:
+        ex.close()
+
+
+def test_a_newer_request_cancels_a_running_occlusion_scan(bundle):
+    ex = explorer(bundle)
+    shown = []
+    try:
+        images = {1: ex._images[ex._image_id]}
+        runner = MethodRunner(bundle.model, images.__getitem__, on_result=shown.append,
+                              on_error=lambda where, exc: pytest.fail(f"{where}: {exc}"), background=True)
+        slow = MethodRequest("occlusion", 1, ex.layer, 0, None, window=4, stride=1, fill="gray", device="cpu")
+        runner.submit(slow)
+        deadline = time.monotonic() + 30
+        while not shown and time.monotonic() < deadline:  # wait until it streams
+            time.sleep(0.005)
+        assert shown and not shown[-1].complete
+        quick = MethodRequest("saliency", 1, ex.layer, 0, None, window=4, stride=1, fill="gray", device="cpu")
+        runner.submit(quick)
+        assert runner.wait_idle(60)
+        assert runner.cancelled >= 1
+        assert runner.result.request == quick
+        assert not any(r.request == slow and r.complete for r in shown)
+        runner.close()
+        assert not runner._thread.is_alive() and runner.probe is None
+    finally:
+        ex.close()
+
+
+def test_method_errors_reach_the_status_line_and_the_widget_goes_on(bundle):
+    ex = explorer(bundle, method="saliency")
+    try:
+        assert ex.wait_idle(60)
+        ex.target = 10_000  # no such class
+        assert ex.wait_idle(60)
+        assert ex.status.is_error and "saliency" in ex.status.message and "10000" in ex.status.message
+        ex.target = 1
+        assert ex.wait_idle(60) and ex.method_result.target == 1
+    finally:
+        ex.close()
+
+
+def test_close_stops_the_method_thread_and_leaves_the_model_unchanged(bundle):
+    model = bundle.model
+    snapshot = ModelSnapshot.take(model)
+    ex = explorer(bundle, background=True, method="occlusion")
+    ex.method_stride = 4
+    deadline = time.monotonic() + 30
+    while ex._methods._thread is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    thread = ex._methods._thread
+    ex.close()
+    assert thread is not None and not thread.is_alive()
+    assert not any(t.name == "cnnwidgets-methods" and t.is_alive() for t in threading.enumerate())
+    snapshot.assert_unchanged(model)
+    assert sum(hook_count(m) for m in model.modules()) == 0
+
+
+# ---------------------------------------------------------------- dead channels over a data set
+def tile_outline(grid: np.ndarray, layout, channel: int) -> np.ndarray:
+    x, y, w, h = layout.tile_rect(channel)
+    return np.concatenate([grid[y, x : x + w], grid[y + h - 1, x : x + w], grid[y : y + h, x], grid[y : y + h, x + w - 1]])
+
+
+def test_mark_dead_marks_exactly_the_given_tiles(bundle):
+    ex = explorer(bundle, layer="features.conv3", box=None)
+    try:
+        layout = ex._frame.layout
+        live = [c for c in range(32) if not ex._frame.computed.baseline.dead[c]]
+        marked, unmarked = live[:3], live[3:6]
+        ex.mark_dead({"features.conv3": marked})
+        assert ex.wait_idle(60)
+        grid = ex.grid_image
+        for c in marked:
+            assert (tile_outline(grid, layout, c) == MARK_COLOR).all(axis=1).all()
+        for c in unmarked:
+            assert not (tile_outline(grid, layout, c) == MARK_COLOR).all(axis=1).all()
+        assert "3 dead over the data set" in ex.grid_caption.value
+        assert ex.dead_marks["features.conv3"].sum() == 3
+        ex.mark_dead(None)
+        assert ex.wait_idle(60)
+        assert not (tile_outline(ex.grid_image, layout, marked[0]) == MARK_COLOR).all(axis=1).all()
+    finally:
+        ex.close()
+
+
+def test_scan_dead_marks_what_dead_channels_finds(bundle):
+    import copy
+
+    x, _ = zoo.shapes.make_batch(32, seed=7)
+    model = copy.deepcopy(bundle.model)
+    with torch.no_grad():
+        model.features.conv2.bias[6] = -1e4  # channel 6 can never be positive
+    ex = Explorer(model, zoo.sample_image("star"), preprocess=bundle.preprocess, denormalize=bundle.denormalize,
+                  samples={}, device="cpu", background=False, layer="features.conv2")
+    try:
+        want = dead_channels(model, x, "features.conv2", progress=False)["features.conv2"].is_dead
+        assert want[6] and not want.all()
+        found = ex.scan_dead(x, progress=False)
+        assert set(found) == {"features.conv2"}
+        np.testing.assert_array_equal(ex.dead_marks["features.conv2"], want)
+        assert ex.wait_idle(60) and ex._frame.dead_in_data == int(want.sum())
+    finally:
+        ex.close()
+
+
+def test_mark_dead_rejects_bad_input(bundle):
+    ex = explorer(bundle)
+    try:
+        with pytest.raises(KeyError, match="unknown layer"):
+            ex.mark_dead({"features.conv9": [0]})
+        with pytest.raises(ValueError, match="channels"):
+            ex.mark_dead({"features.conv3": np.zeros(5, dtype=bool)})
+        with pytest.raises(ValueError, match="0..31"):
+            ex.mark_dead({"features.conv3": [40]})
+        with pytest.raises(TypeError, match="dead_channels"):
+            ex.mark_dead([1, 2])
+    finally:
+        ex.close()
