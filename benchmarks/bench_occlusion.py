@@ -7,7 +7,7 @@ mean after normalisation), target = the top class's logit. In one run, per strid
 * ours (a fresh Probe per run, so preparing the private inference copy is included),
 * the speed-up over Captum's best, the max abs difference between the two per-pixel
   attributions (ours converted with ``OcclusionResult.pixel_attribution``), and the time
-  until the coarse full-image preview (the 5x5 lattice) is available.
+  until the coarse full-image preview (the 5x5 or 3x3 lattice, see `preview_level`) is available.
 
 Usage::
 
@@ -38,7 +38,7 @@ import torch
 import torchvision
 
 from cnnwidgets import ClassLogit, Probe
-from cnnwidgets.methods.occlusion import PREVIEW_LEVEL, occlusion_map
+from cnnwidgets.methods.occlusion import occlusion_map
 
 WINDOW = 32
 SIZE = 224
@@ -136,7 +136,8 @@ def main() -> None:
         cls = int(model(x).argmax())
     print(f"resnet18(weights=None) {SIZE}x{SIZE}, window {WINDOW}, input {source}, target logit {cls}")
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"best of {args.repeats} round(s); preview = the {2**PREVIEW_LEVEL + 1}x{2**PREVIEW_LEVEL + 1} lattice spanning the image\n")
+    print(f"best of {args.repeats} round(s); preview = the coarsest lattice spanning the image "
+          "(5x5, or 3x3 where 5x5 would be over 5 % of the positions)\n")
 
     strides = args.strides or ([16, 8] if args.stride8 else [16])
     warm_probe = Probe(model, device=device)  # as in the explorer: a probe that has seen the image

@@ -17,6 +17,7 @@ from cnnwidgets import ChannelActivation, ClassLogit, ClassProbability, ModelSna
 from cnnwidgets.methods._fold import inference_copy
 from cnnwidgets.methods.occlusion import (
     PREVIEW_LEVEL,
+    preview_level,
     grid_shape,
     grid_to_pixel_attribution,
     occlusion_map,
@@ -268,7 +269,12 @@ def test_coarse_preview_lattice_for_the_standard_grids():
     positions, levels = scan_order(25, 25)
     preview = positions[levels <= PREVIEW_LEVEL]
     assert sorted({int(i) for i in preview[:, 0]}) == [0, 6, 12, 18, 24]
-    assert len(preview) / len(positions) == 0.04
+    assert len(preview) / len(positions) == 0.04 and preview_level(25, 25) == PREVIEW_LEVEL
+    # a grid where 5 x 5 would be over 5 % of the positions previews with the 3 x 3 lattice
+    positions, levels = scan_order(13, 13)
+    assert preview_level(13, 13) == 1
+    preview = positions[levels <= 1]
+    assert sorted({int(i) for i in preview[:, 0]}) == [0, 6, 12] and len(preview) == 9
     raster, _ = scan_order(3, 4, "raster")
     assert raster.tolist() == [[i, j] for i in range(3) for j in range(4)]
 
@@ -282,10 +288,12 @@ def test_streaming_callbacks_and_preview():
     total = final.total  # 17 x 17
     assert [r.done for r in seen][-1] == total and seen[-1].complete
     assert all(a.done < b.done for a, b in zip(seen, seen[1:]))
-    # the batch that completes the 5 x 5 preview lattice ends exactly there (25 positions)
+    # 5 x 5 would be 8.7 % of these 289 positions: the 3 x 3 lattice is the preview, and the
+    # batch that completes it ends exactly there
+    assert preview_level(17, 17) == 1
     first_ready = next(r for r in seen if r.preview_ready)
-    assert first_ready.done == 25 and not seen[0].preview_ready
-    assert first_ready.filled.sum() == 25 and np.isnan(first_ready.grid).sum() == total - 25
+    assert first_ready.done == 9 and seen[0] is first_ready
+    assert first_ready.filled.sum() == 9 and np.isnan(first_ready.grid).sum() == total - 9
     np.testing.assert_array_equal(first_ready.grid[first_ready.filled], final.grid[first_ready.filled])
     assert (first_ready.labels[~first_ready.filled] == -1).all()
     # the partial map renders over the whole image
@@ -303,8 +311,8 @@ def test_cancel_returns_a_partial_result_marked_with_nans():
     partial = occlusion_map(model, x, 1, window=4, stride=2, batch_size=10, progress=False,
                             cancel=stop, callback=lambda r: stop.set())
     assert partial.cancelled and not partial.complete
-    assert partial.done == 10
-    assert np.isnan(partial.grid).sum() == partial.total - 10
+    assert partial.done == 9  # the first batch ends where the 3 x 3 preview of the 11 x 11 grid is complete
+    assert np.isnan(partial.grid).sum() == partial.total - 9
     np.testing.assert_array_equal(partial.filled, ~np.isnan(partial.grid))
     np.testing.assert_allclose(partial.grid[partial.filled], full.grid[partial.filled], rtol=1e-6)
     covered = np.zeros((24, 24), dtype=bool)  # pixels under a computed window

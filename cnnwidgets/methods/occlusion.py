@@ -59,18 +59,24 @@ from cnnwidgets.methods._fold import inference_copy
 
 __all__ = [
     "PREVIEW_LEVEL",
+    "PREVIEW_SHARE",
     "OcclusionResult",
     "TopClassProbability",
     "grid_shape",
     "grid_to_pixel_attribution",
     "occlusion_map",
     "occlusion_top_class",
+    "preview_level",
     "scan_order",
 ]
 
-#: Lattice level (see :func:`scan_order`) that makes the coarse preview: up to 5 x 5 positions
-#: spanning the image from edge to edge (fewer where the grid itself is smaller).
+#: Finest lattice level (see :func:`scan_order`) used as the coarse preview: up to 5 x 5 positions
+#: spanning the image from edge to edge (fewer where the grid itself is smaller); see
+#: :func:`preview_level` for the level a given grid uses.
 PREVIEW_LEVEL = 2
+
+#: The preview should hold at most this share of a grid's positions (see :func:`preview_level`).
+PREVIEW_SHARE = 0.05
 
 _ORDERS = ("coarse_first", "raster")
 
@@ -113,7 +119,7 @@ class OcclusionResult:
         image_size: (H, W) of the image.
         target: the target that was evaluated.
         done: number of computed positions.
-        preview_ready: whether the coarse lattice (:data:`PREVIEW_LEVEL`) is computed, i.e. the
+        preview_ready: whether the coarse lattice (:func:`preview_level`) is computed, i.e. the
             partial map already covers the whole image coarsely (for ``order="raster"``: only
             once every position is).
         cancelled: the scan was stopped before every position was computed.
@@ -253,6 +259,23 @@ def scan_order(rows: int, cols: int, order: str = "coarse_first") -> tuple[np.nd
     levels = np.maximum(_axis_levels(rows)[ii], _axis_levels(cols)[jj])
     perm = np.lexsort((jj, ii, levels))
     return np.stack([ii[perm], jj[perm]], axis=1), levels[perm]
+
+
+def preview_level(rows: int, cols: int) -> int:
+    """The lattice level whose positions make the coarse preview of a (rows, cols) grid.
+
+    The finest level up to :data:`PREVIEW_LEVEL` (5 x 5) whose lattice holds at most
+    :data:`PREVIEW_SHARE` of the positions, but at least level 1 (3 x 3: both edges and the
+    middle), so the preview spans the image however small the grid. For the 25 x 25 grid of a
+    224-pixel image, window 32, stride 8, that is the 5 x 5 lattice (4 %); at stride 16
+    (13 x 13) the 3 x 3 one (5.3 %).
+    """
+    _, levels = scan_order(rows, cols)
+    total = rows * cols
+    for level in range(PREVIEW_LEVEL, 1, -1):
+        if (levels <= level).sum() <= PREVIEW_SHARE * total:
+            return level
+    return 1
 
 
 def grid_to_pixel_attribution(
@@ -622,10 +645,11 @@ def _scan_with_probe(
 
     positions, levels = scan_order(rows, cols, order)
     total = len(positions)
-    preview_count = int((levels <= PREVIEW_LEVEL).sum()) if order == "coarse_first" else total
+    preview_count = int((levels <= preview_level(rows, cols)).sum()) if order == "coarse_first" else total
     corners = positions * np.array(stride)
     size = batch_size or _auto_batch_size(probe, image)
-    plan = _batches(total, int(size), preview_count)
+    # the first batches end exactly at the preview, unless it is a large part of a small grid anyway
+    plan = _batches(total, int(size), preview_count if 4 * preview_count <= total else total)
 
     grid = np.full((rows, cols), np.nan, dtype=np.float32)
     filled = np.zeros((rows, cols), dtype=bool)
