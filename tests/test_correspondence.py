@@ -119,6 +119,35 @@ def test_tinyvgg_koalas_table_boxes_and_view(shared_data):
     assert "nose (occluded)" in view.status and not view.error
 
 
+def test_tinyvgg_red_pandas_three_pairs_with_a_random_control(shared_data):
+    from tests.test_topk import tinyvgg_and_images
+
+    model, x, _, names = tinyvgg_and_images(shared_data)
+    pick = [names.index(n) for n in ("panda_1", "panda_2", "panda_5")]  # red pandas, faces visible
+
+    def box(cx, cy, r):
+        return (cx - r, cy - r, cx + r, cy + r)
+
+    # placed by hand on the 64x64 photos (image left/right); panda_2's face is small, so its boxes are
+    parts = {"left eye": [box(12, 36, 4), box(26, 6, 3), box(13, 35, 4)],
+             "right eye": [box(28, 36, 4), box(37, 6, 3), box(36, 44, 4)],
+             "nose": [box(19, 43, 4), box(31, 10, 3), box(19, 55, 4)]}
+    layers = ["relu_1_1", "relu_2_1", "relu_2_2", "pool_2"]
+    result = correspondence(model, x[pick], parts, layers=layers, random_trials=8)
+    assert result.num_images == 3 and result.parts == ["left eye", "right eye", "nose", RANDOM]
+    for part in result.parts:
+        for layer in layers:
+            h = result.pairwise[part][layer]
+            assert h.shape == (3, 3)
+            np.testing.assert_allclose(h, h.T, atol=1e-12)  # h_ij = h_ji
+            assert np.all(np.diag(h) == 0)
+            pairs = h[np.triu_indices(3, k=1)]
+            assert np.all((pairs > 0) & (pairs < 1))  # every occlusion flips some signs, never all
+            assert result.mean[part][layer] == pytest.approx(pairs.mean())
+    # the control draws different boxes per trial, so its pairs vary
+    assert result.std[RANDOM]["relu_2_2"] > 0
+
+
 def upright_stars(n: int, seed: int = 3):
     """``n`` generated five-pointed stars, tip up, and boxes on three tips and the centre."""
     from cnnwidgets.zoo.shapes import ShapeSpec, normalize, render_scene

@@ -10,7 +10,9 @@ from the top-level package::
 from cnnwidgets.methods.actmax import ActMaxResult, maximize_activation
 from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer
 from cnnwidgets.methods.cam import upsample as upsample_cam
+from cnnwidgets.methods.correspondence import CorrespondenceResult, correspondence
 from cnnwidgets.methods.dead import DeadChannels, dead_channels
+from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
 from cnnwidgets.methods.kernels import Kernels, conv_layer_names
 from cnnwidgets.methods.kernels import kernels as kernel_weights
 from cnnwidgets.methods.gradients import (
@@ -29,9 +31,11 @@ from cnnwidgets.methods.occlusion import (
     occlusion_top_class,
     scan_order,
 )
+from cnnwidgets.methods.invariance import InvarianceResult, invariance_curves
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, OverlayFn
 from cnnwidgets.methods.summary import Summary, SummaryRow
 from cnnwidgets.methods.summary import summary as model_summary
+from cnnwidgets.methods.topk import TopKActivations, scan_topk
 
 __all__ = [
     "OVERLAYS",
@@ -65,4 +69,12 @@ __all__ = [
     "kernel_weights",
     "maximize_activation",
     "model_summary",
+    "CorrespondenceResult",
+    "FeatureEvolution",
+    "FeatureEvolutionRecorder",
+    "InvarianceResult",
+    "TopKActivations",
+    "correspondence",
+    "invariance_curves",
+    "scan_topk",
 ]
