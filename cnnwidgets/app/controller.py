@@ -20,7 +20,6 @@ screen; the worker keeps running.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ import torch
 from cnnwidgets.app.frames import Baseline, Computed, Frame, LayerGeometry, LayoutCache, render_frame
 from cnnwidgets.app.inputs import ImageInput
 from cnnwidgets.app.state import ComputeRequest, ExplorerState, Request, resolve
+from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.probe import Probe
 
@@ -67,7 +67,7 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
 
 
-class Controller:
+class Controller(NewestFirstWorker):
     """Turns states into frames on a worker thread (or synchronously, for tests).
 
     Args:
@@ -111,17 +111,7 @@ class Controller:
         self._failed: ComputeRequest | None = None
         self.shown: tuple[ExplorerState, Frame] | None = None
         self._shown_request: Request | None = None
-        self._cond = threading.Condition()
-        self._pending: ExplorerState | None = None
-        self._generation = 0
-        self._busy = False
-        self._draining = False
-        self._closed = False
-        self._background = background
-        self._thread: threading.Thread | None = None
-        if background:
-            self._thread = threading.Thread(target=self._loop, name="cnnwidgets-explorer", daemon=True)
-            self._thread.start()
+        super().__init__("cnnwidgets-explorer", background)
 
     # ------------------------------------------------------------------ submitting
     def submit(self, state: ExplorerState) -> None:
@@ -130,85 +120,23 @@ class Controller:
             if self._closed:
                 return
             self.stats.requests += 1
-            if self._pending is not None:
+            if self._replace(state):
                 self.stats.skipped += 1
-            self._pending = state
-            self._generation += 1
-            self._cond.notify_all()
-        if not self._background:
-            self._drain()
+        self._kick()
 
     def redraw(self) -> None:
         """Forget what is on screen, so the next submitted state is drawn even if unchanged."""
         with self._cond:
             self._shown_request = None
 
-    def wait_idle(self, timeout: float | None = 30.0) -> bool:
-        """Block until every submitted state is served; returns False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._pending is not None or self._busy:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    @property
-    def idle(self) -> bool:
-        with self._cond:
-            return self._pending is None and not self._busy
-
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker and close the probe (its private model copy and hooks)."""
-        with self._cond:
-            self._closed = True
-            self._pending = None
-            self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._stop(timeout)
         self.probe.close()
         self._baselines.clear()
         self._computed = None
 
     # ------------------------------------------------------------------ the worker
-    def _take(self, block: bool) -> tuple[ExplorerState, int] | None:
-        with self._cond:
-            while self._pending is None:
-                self._busy = False
-                self._cond.notify_all()
-                if self._closed or not block:
-                    return None
-                self._cond.wait()
-            if self._closed:
-                return None
-            state, generation = self._pending, self._generation
-            self._pending = None
-            self._busy = True
-            return state, generation
-
-    def _loop(self) -> None:
-        while True:
-            item = self._take(block=True)
-            if item is None:
-                return
-            self._serve(*item)
-
-    def _drain(self) -> None:
-        if self._draining:  # a callback submitted a state: the loop below serves it next
-            return
-        self._draining = True
-        try:
-            while (item := self._take(block=False)) is not None:
-                self._serve(*item)
-        finally:
-            self._draining = False
-
-    def _newer(self, generation: int) -> ExplorerState | None:
-        """The state submitted after ``generation``, if any."""
-        with self._cond:
-            return self._pending if self._generation != generation else None
-
     def _stale(self, request: Request, generation: int) -> bool:
         """A finished frame is stale when the newer state changes more than the box."""
         newer = self._newer(generation)

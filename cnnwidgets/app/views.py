@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.app.inputs import ImageInput
+from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
@@ -111,7 +112,7 @@ class _Cancelled(Exception):
     """A newer request arrived while this one ran."""
 
 
-class MethodRunner:
+class MethodRunner(NewestFirstWorker):
     """Computes method maps for the explorer's method panel, newest request first.
 
     Args:
@@ -141,18 +142,13 @@ class MethodRunner:
         self._on_progress = on_progress or (lambda done, total: None)
         self._background = background
         self._probe: Probe | None = None
-        self._cond = threading.Condition()
-        self._pending: MethodRequest | None = None
-        self._generation = 0
-        self._busy = False
-        self._closed = False
         self._done_key: tuple | None = None
         self._running_key: tuple | None = None
         self._top: dict[tuple, int] = {}
         self.result: MethodResult | None = None
         self.runs = 0
         self.cancelled = 0
-        self._thread: threading.Thread | None = None
+        super().__init__("cnnwidgets-methods", background, start=False)
 
     # ------------------------------------------------------------------ submitting
     def submit(self, request: MethodRequest) -> None:
@@ -165,25 +161,8 @@ class MethodRunner:
             current = self._running_key if self._busy else self._done_key
             if self._pending is None and request.key() == current:
                 return  # that map is being computed or on screen already
-            self._pending = request
-            self._generation += 1
-            self._cond.notify_all()
-            if self._background and self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="cnnwidgets-methods", daemon=True)
-                self._thread.start()
-        if not self._background:
-            self._drain()
-
-    def wait_idle(self, timeout: float | None = 60.0) -> bool:
-        """Block until the newest request is served; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._pending is not None or self._busy:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
+            self._replace(request)
+        self._kick()
 
     @property
     def probe(self) -> Probe | None:
@@ -192,45 +171,17 @@ class MethodRunner:
 
     def close(self, timeout: float = 30.0) -> None:
         """Cancel running work, stop the worker and close the private probe."""
-        with self._cond:
-            self._closed = True
-            self._pending = None
-            self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._stop(timeout)
         if self._probe is not None:
             self._probe.close()
             self._probe = None
 
     # ------------------------------------------------------------------ the worker
-    def _take(self, block: bool) -> tuple[MethodRequest, int] | None:
-        with self._cond:
-            while self._pending is None:
-                self._busy = False
-                self._running_key = None
-                self._cond.notify_all()
-                if self._closed or not block:
-                    return None
-                self._cond.wait()
-            if self._closed:
-                return None
-            request, generation = self._pending, self._generation
-            self._pending = None
-            self._busy = True
-            self._running_key = request.key()
-            return request, generation
+    def _taken(self, item: MethodRequest) -> None:
+        self._running_key = item.key()
 
-    def _loop(self) -> None:
-        while (item := self._take(block=True)) is not None:
-            self._serve(*item)
-
-    def _drain(self) -> None:
-        while (item := self._take(block=False)) is not None:
-            self._serve(*item)
-
-    def _superseded(self, generation: int) -> bool:
-        with self._cond:
-            return self._closed or self._generation != generation
+    def _went_idle(self) -> None:
+        self._running_key = None
 
     def _serve(self, request: MethodRequest, generation: int) -> None:
         if request.method == "none":

@@ -1,0 +1,144 @@
+"""One worker thread that serves only the newest request: the pattern behind every live view.
+
+Widgets deliver every change (a burst of mouse moves, a slider dragged across its range) to
+the kernel. A :class:`NewestFirstWorker` never queues them: a request that arrives while the
+worker is busy replaces the one waiting (if any), and each request carries a generation
+number, so the work in progress can tell when it has been superseded and drop its result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+__all__ = ["NewestFirstWorker"]
+
+
+class NewestFirstWorker:
+    """Base class: keep the newest request, serve it on a worker thread (or synchronously).
+
+    Subclasses implement :meth:`_serve` and submit with :meth:`_replace` (under ``self._cond``)
+    followed by :meth:`_kick`; they may override :meth:`_taken` and :meth:`_went_idle`, which
+    run with the lock held.
+
+    Args:
+        name: the thread's name.
+        background: serve on a worker thread (True) or inside :meth:`_kick` (False, for tests
+            and scripts).
+        start: start the thread now (True) or with the first request (False).
+    """
+
+    def __init__(self, name: str, background: bool = True, *, start: bool = True) -> None:
+        self._cond = threading.Condition()
+        self._pending: Any = None
+        self._generation = 0
+        self._busy = False
+        self._closed = False
+        self._draining = False
+        self._background = background
+        self._thread_name = name
+        self._thread: threading.Thread | None = None
+        if background and start:
+            self._start_thread()
+
+    # ------------------------------------------------------------------ for subclasses
+    def _serve(self, item: Any, generation: int) -> None:
+        """Do the work of ``item`` (called on the worker thread)."""
+        raise NotImplementedError
+
+    def _taken(self, item: Any) -> None:
+        """Called with the lock held when ``item`` is taken up."""
+
+    def _went_idle(self) -> None:
+        """Called with the lock held when nothing is left to serve."""
+
+    def _replace(self, item: Any) -> bool:
+        """Make ``item`` the newest request (hold ``self._cond``); True if it replaced a waiting one."""
+        replaced = self._pending is not None
+        self._pending = item
+        self._generation += 1
+        self._cond.notify_all()
+        return replaced
+
+    def _kick(self) -> None:
+        """After :meth:`_replace`: wake (or start) the worker, or serve now when synchronous."""
+        if self._background:
+            with self._cond:
+                if self._thread is None and not self._closed:
+                    self._start_thread()
+        else:
+            self._drain()
+
+    def _newer(self, generation: int) -> Any:
+        """The request submitted after ``generation``, if any."""
+        with self._cond:
+            return self._pending if self._generation != generation else None
+
+    def _superseded(self, generation: int) -> bool:
+        """A newer request arrived (or the worker was closed) since ``generation``."""
+        with self._cond:
+            return self._closed or self._generation != generation
+
+    # ------------------------------------------------------------------ public
+    def wait_idle(self, timeout: float | None = 30.0) -> bool:
+        """Block until every submitted request is served; returns False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing in progress."""
+        with self._cond:
+            return self._pending is None and not self._busy
+
+    def _stop(self, timeout: float) -> None:
+        """Drop the waiting request, tell the worker to stop, and wait for it."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the loop
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def _take(self, block: bool) -> tuple[Any, int] | None:
+        with self._cond:
+            while self._pending is None:
+                self._busy = False
+                self._went_idle()
+                self._cond.notify_all()
+                if self._closed or not block:
+                    return None
+                self._cond.wait()
+            if self._closed:
+                return None
+            item, generation = self._pending, self._generation
+            self._pending = None
+            self._busy = True
+            self._taken(item)
+            return item, generation
+
+    def _loop(self) -> None:
+        while (taken := self._take(block=True)) is not None:
+            self._serve(*taken)
+
+    def _drain(self) -> None:
+        if self._draining:  # a callback submitted a request: the loop below serves it next
+            return
+        self._draining = True
+        try:
+            while (taken := self._take(block=False)) is not None:
+                self._serve(*taken)
+        finally:
+            self._draining = False
