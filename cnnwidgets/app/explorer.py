@@ -28,7 +28,7 @@ from torch import nn
 
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
-from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_preprocess, to_pil
+from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_preprocess
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device

@@ -34,7 +34,6 @@ from cnnwidgets.core.targets import ClassProbability
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
 from cnnwidgets.render.attribution import attribution_overlay
-from cnnwidgets.render.encode import encode_jpeg
 from cnnwidgets.render.occlusion import occlusion_overlay
 
 __all__ = ["METHODS", "MethodRequest", "MethodResult", "MethodRunner"]

@@ -13,7 +13,7 @@ Layers where the recurrence does not apply (linear layers, adaptive pooling) sho
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from torch import nn

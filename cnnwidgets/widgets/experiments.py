@@ -8,61 +8,15 @@ in the view's status line (never only logged).
 
 from __future__ import annotations
 
-import html
-import io
 from collections.abc import Sequence
 
 import ipywidgets as widgets
 import numpy as np
 import traitlets
-from PIL import Image
+
+from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
 
 __all__ = ["CorrespondenceView", "EvolutionView", "InvarianceView", "TopKView", "png_bytes"]
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode an (H, W, 3) or (H, W) ``uint8`` array as PNG.
-
-    Raises:
-        ValueError: for a wrong dtype or shape.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ValueError(f"expected a uint8 image (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-class _Shows(traitlets.HasTraits):
-    """An image area and a visible status line."""
-
-    status = traitlets.Unicode("")
-    error = traitlets.Bool(False)
-    image_shape = traitlets.Tuple((), read_only=True)
-
-    def _make_parts(self) -> None:
-        self._image = widgets.Image(format="png")
-        self._status = widgets.HTML()
-        self.observe(self._show_status, names=["status", "error"])
-
-    def _show_status(self, change: object = None) -> None:
-        colour = "#b00020" if self.error else "inherit"
-        self._status.value = f'<span style="color:{colour}">{html.escape(self.status)}</span>'
-
-    def show_image(self, image: np.ndarray, status: str = "") -> None:
-        """Display a ``uint8`` image at its pixel size, with an optional status line."""
-        self._image.value = png_bytes(image)
-        self._image.layout.width = f"{image.shape[1]}px"
-        self._image.layout.height = f"{image.shape[0]}px"
-        self.set_trait("image_shape", tuple(int(s) for s in image.shape))
-        self.error = False
-        self.status = status
-
-    def show_error(self, message: str) -> None:
-        """Show ``message`` as an error in the status line."""
-        self.error = True
-        self.status = message
 
 
 def _check_member(proposal: dict, options: Sequence, what: str):
@@ -72,7 +26,7 @@ def _check_member(proposal: dict, options: Sequence, what: str):
     return value
 
 
-class TopKView(_Shows, widgets.VBox):
+class TopKView(ImageStatus, widgets.VBox):
     """Top-k patches of one channel (Fig. 2): projections grid next to patches grid.
 
     Traits:
@@ -97,7 +51,7 @@ class TopKView(_Shows, widgets.VBox):
         self._prev = widgets.Button(icon="chevron-left", tooltip="previous channel", layout=widgets.Layout(width="36px"))
         self._next = widgets.Button(icon="chevron-right", tooltip="next channel", layout=widgets.Layout(width="36px"))
         self._caption = widgets.HTML()
-        self._make_parts()
+        self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._prev, self._channel_box, self._next])
         super().__init__(children=[controls, self._image, self._caption, self._status], **kwargs)
         self.observe(lambda c: setattr(self._layer_menu, "options", list(c["new"])), names="layers")
@@ -129,7 +83,7 @@ class TopKView(_Shows, widgets.VBox):
             self.channel = 0
 
 
-class EvolutionView(_Shows, widgets.VBox):
+class EvolutionView(ImageStatus, widgets.VBox):
     """Feature evolution during training (Fig. 4) with an epoch slider.
 
     Traits:
@@ -153,7 +107,7 @@ class EvolutionView(_Shows, widgets.VBox):
         self._label = widgets.Label("-")
         self._follow_box = widgets.Checkbox(value=True, description="follow training", indent=False)
         self._show_menu = widgets.ToggleButtons(options=[("projection", "projection"), ("patch", "patch")])
-        self._make_parts()
+        self._make_image_parts()
         controls = widgets.HBox([self._slider, self._label, self._follow_box, self._show_menu])
         super().__init__(children=[controls, self._image, self._status], **kwargs)
         widgets.link((self._follow_box, "value"), (self, "follow"))
@@ -192,7 +146,7 @@ class EvolutionView(_Shows, widgets.VBox):
             self._slider.value = index
 
 
-class InvarianceView(_Shows, widgets.VBox):
+class InvarianceView(ImageStatus, widgets.VBox):
     """Invariance curves (Fig. 5) and a slider over the transformation parameter.
 
     Traits:
@@ -215,7 +169,7 @@ class InvarianceView(_Shows, widgets.VBox):
         self._slider = widgets.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True)
         self._examples = widgets.Image(format="png")
         self._readout = widgets.HTML()
-        self._make_parts()
+        self._make_image_parts()
         controls = widgets.HBox([self._menu, self._slider])
         super().__init__(children=[controls, self._examples, self._readout, self._image, self._status], **kwargs)
         self.observe(lambda c: setattr(self._menu, "options", list(c["new"])), names="transforms")
@@ -246,7 +200,7 @@ class InvarianceView(_Shows, widgets.VBox):
             self.step = 0
 
 
-class CorrespondenceView(_Shows, widgets.VBox):
+class CorrespondenceView(ImageStatus, widgets.VBox):
     """Correspondence analysis (Table 1): the images with part boxes and the table.
 
     Traits:
@@ -266,7 +220,7 @@ class CorrespondenceView(_Shows, widgets.VBox):
         self._menu = widgets.Dropdown(description="part")
         self._occluded_box = widgets.Checkbox(value=False, description="occluded", indent=False)
         self._table = widgets.HTML()
-        self._make_parts()
+        self._make_image_parts()
         controls = widgets.HBox([self._menu, self._occluded_box])
         super().__init__(children=[controls, self._image, self._table, self._status], **kwargs)
         self.observe(self._sync_menu, names="parts")

@@ -6,70 +6,17 @@ model. Controllers in :mod:`cnnwidgets.app.filters` observe the traits and push 
 
 from __future__ import annotations
 
-import html
-import io
 from collections.abc import Sequence
 
 import ipywidgets as widgets
-import numpy as np
 import traitlets
-from PIL import Image
+
+from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
 
 __all__ = ["ActMaxView", "KernelView", "png_bytes"]
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode an (H, W, 3) or (H, W) ``uint8`` array as PNG.
-
-    Raises:
-        ValueError: for a wrong dtype or shape.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"expected a uint8 image (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _status_html(text: str, error: bool) -> str:
-    color = "#b00020" if error else "inherit"
-    return f'<span style="color:{color}">{html.escape(text)}</span>'
-
-
-class _ImageStatusMixin(traitlets.HasTraits):
-    """An image area and a visible status line (errors are shown, never only logged)."""
-
-    status = traitlets.Unicode("")
-    error = traitlets.Bool(False)
-    image_shape = traitlets.Tuple((), read_only=True)
-
-    def _make_image_parts(self) -> None:
-        self._image = widgets.Image(format="png")
-        self._status = widgets.HTML()
-        self.observe(self._show_status, names=["status", "error"])
-
-    def _show_status(self, change=None) -> None:
-        self._status.value = _status_html(self.status, self.error)
-
-    def show_image(self, image: np.ndarray, status: str = "") -> None:
-        """Display an ``uint8`` image (H, W, 3) at its pixel size, with an optional status line."""
-        self._image.value = png_bytes(image)
-        self._image.layout.width = f"{image.shape[1]}px"
-        self._image.layout.height = f"{image.shape[0]}px"
-        self.set_trait("image_shape", tuple(int(s) for s in image.shape))
-        self.error = False
-        self.status = status
-
-    def show_error(self, message: str) -> None:
-        """Show ``message`` as an error in the status line."""
-        self.error = True
-        self.status = message
-
-
-class KernelView(_ImageStatusMixin, widgets.VBox):
+class KernelView(ImageStatus, widgets.VBox):
     """The kernels of one convolution layer as a mosaic, with a layer menu.
 
     Traits:
@@ -118,7 +65,7 @@ class KernelView(_ImageStatusMixin, widgets.VBox):
         return proposal["value"]
 
 
-class ActMaxView(_ImageStatusMixin, widgets.VBox):
+class ActMaxView(ImageStatus, widgets.VBox):
     """Controls and result of an activation-maximisation run.
 
     Traits:

@@ -1,0 +1,66 @@
+"""An image area with a visible status line: the common part of the filter and experiment views."""
+
+from __future__ import annotations
+
+import html
+import io
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+from PIL import Image
+
+__all__ = ["ImageStatus", "png_bytes"]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ``uint8`` array as PNG.
+
+    Raises:
+        ValueError: for a wrong dtype or shape.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected a uint8 image (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ImageStatus(traitlets.HasTraits):
+    """Mixin: an image area and a status line where errors are shown, never only logged.
+
+    Traits:
+        status: the status text.
+        error: the status is an error (shown in red).
+        image_shape: shape of the image shown (read-only).
+    """
+
+    status = traitlets.Unicode("")
+    error = traitlets.Bool(False)
+    image_shape = traitlets.Tuple((), read_only=True)
+
+    def _make_image_parts(self) -> None:
+        self._image = widgets.Image(format="png")
+        self._status = widgets.HTML()
+        self.observe(self._show_status, names=["status", "error"])
+
+    def _show_status(self, change: object = None) -> None:
+        colour = "#b00020" if self.error else "inherit"
+        self._status.value = f'<span style="color:{colour}">{html.escape(self.status)}</span>'
+
+    def show_image(self, image: np.ndarray, status: str = "") -> None:
+        """Display a ``uint8`` image at its pixel size, with an optional status line."""
+        self._image.value = png_bytes(image)
+        self._image.layout.width = f"{image.shape[1]}px"
+        self._image.layout.height = f"{image.shape[0]}px"
+        self.set_trait("image_shape", tuple(int(s) for s in image.shape))
+        self.error = False
+        self.status = status
+
+    def show_error(self, message: str) -> None:
+        """Show ``message`` as an error in the status line."""
+        self.error = True
+        self.status = message
