@@ -139,6 +139,20 @@ def run_explorer_checks(nb) -> None:
     tip = nb.widget(".cnnw-explorer .cnnw-grid-tip")
     assert f"channel {tile['channel']}" in tip.inner_text()
 
+    # ---- pick the occlusion map in the method panel: it streams in and is drawn over the image
+    method_image = ".cnnw-explorer .cnnw-method-image"
+    nb.page.locator(".cnnw-explorer .cnnw-methods select").first.select_option("occlusion")
+    assert kernel.wait_until("explorer.method", lambda m: m == "occlusion") == "occlusion"
+    done = kernel.wait_until(
+        "None if explorer.method_result is None else dict(complete=explorer.method_result.complete, "
+        "window=list(explorer.method_result.occlusion.window))",
+        lambda r: r is not None and r["complete"], timeout=60)
+    size = kernel.eval("explorer.occluder_controls.size")
+    assert done["window"] == [size, size], (done, size)  # the occluder's size is the map's window
+    shown = poll(lambda: nb.element_pixels(nb.widget(method_image)), lambda px: px.size > 0 and px.std() > 5,
+                 what="occlusion map drawn in the method panel")
+    assert shown.shape[0] > 32 and shown.shape[1] > 32
+
     # ---- nothing went wrong on the way
     status = kernel.eval("dict(message=explorer.status.message, error=explorer.status.is_error, "
                          "errors=explorer.stats['errors'])")
