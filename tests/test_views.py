@@ -189,6 +189,27 @@ def test_method_errors_reach_the_status_line_and_the_widget_goes_on(bundle):
         ex.close()
 
 
+def test_every_method_leaves_the_model_unchanged(bundle):
+    import copy
+
+    model = copy.deepcopy(bundle.model).train()  # training mode, grads and a hook of the user's own
+    model.features.conv1.register_forward_hook(lambda *args: None)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    snapshot = ModelSnapshot.take(model)
+    ex = Explorer(model, zoo.sample_image("star"), preprocess=bundle.preprocess, denormalize=bundle.denormalize,
+                  samples={}, device="cpu", background=False)
+    try:
+        for name in METHODS[1:]:
+            ex.method = name
+            assert ex.wait_idle(60) and ex.method_result is not None and not ex.status.is_error, name
+            snapshot.assert_unchanged(model)
+    finally:
+        ex.close()
+    snapshot.assert_unchanged(model)
+    assert sum(hook_count(m) for m in model.modules()) == 1  # only the user's own
+
+
 def test_close_stops_the_method_thread_and_leaves_the_model_unchanged(bundle):
     model = bundle.model
     snapshot = ModelSnapshot.take(model)
