@@ -287,3 +287,19 @@ def test_mark_dead_rejects_bad_input(bundle):
             ex.mark_dead([1, 2])
     finally:
         ex.close()
+
+
+def test_methods_run_on_a_model_that_only_takes_its_own_input_size(shared_data):
+    from cnnwidgets.zoo.tinyvgg import load_tinyvgg
+
+    tiny = load_tinyvgg(shared_data / "tinyvgg-cnn-explainer")  # 64x64 only: a Linear(1690, 10) head
+    photo = sorted((shared_data / "tinyvgg-cnn-explainer" / "images").glob("koala_*.jpeg"))[0]
+    ex = Explorer(tiny, photo, samples={}, device="cpu", background=False, layer="conv_2_2")
+    try:
+        for name in ("grad-cam", "deconvnet", "occlusion"):
+            ex.method = name
+            assert ex.wait_idle(60) and not ex.status.is_error, ex.status.message
+            assert ex.method_result.image.shape == (64, 64, 3)
+        assert ex._methods.probe.input_size == (3, 64, 64)
+    finally:
+        ex.close()

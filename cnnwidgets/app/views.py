@@ -189,8 +189,8 @@ class MethodRunner(NewestFirstWorker):
             return
         start = time.perf_counter()
         try:
-            probe = self._probe_on(request.device)
             image = self._images(request.image_id)
+            probe = self._probe_on(request.device, tuple(image.tensor.shape[1:]))
             x = image.tensor
             target = request.target if request.target is not None else self._top_class(probe, request, x)
             self.runs += 1
@@ -212,12 +212,17 @@ class MethodRunner(NewestFirstWorker):
             self._done_key = request.key()  # do not retry the same failing request
             self._on_error(f"method {request.method!r}", exc)
 
-    def _probe_on(self, device: str) -> Probe:
+    def _probe_on(self, device: str, input_size: tuple[int, ...]) -> Probe:
+        # layers are described at the image's size: a model with a fixed-size classifier head
+        # (TinyVGG's Linear(1690, 10)) cannot run at any other
         if self._probe is None:
-            self._probe = Probe(self._model, device=device)
-        elif str(self._probe.device) != device:
-            self._probe.to(device)
-            self._top.clear()
+            self._probe = Probe(self._model, device=device, input_size=input_size)
+        else:
+            if str(self._probe.device) != device:
+                self._probe.to(device)
+                self._top.clear()
+            if self._probe.input_size != input_size:
+                self._probe.describe(input_size)
         return self._probe
 
     def _top_class(self, probe: Probe, request: MethodRequest, x: torch.Tensor) -> int:
