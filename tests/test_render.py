@@ -433,3 +433,38 @@ def test_feature_grid_stride_shrink_takes_every_nth_unit():
     assert img[0, 0, 0] == 43  # mean of 0, 1, 4, 5 = 2.5 -> 42.5 -> 43
     with pytest.raises(ValueError, match="shrink_mode"):
         R.feature_grid(acts, layout=layout, shrink_mode="max")
+
+
+def test_four_byte_colour_table_matches_the_rgb_one_and_colours_index_images():
+    from cnnwidgets.render.colormaps import colorize_index, get_lut, get_lut32
+
+    for name in ("viridis", "gray", "RdBu_r"):
+        rgbx = get_lut32(name).view(np.uint8).reshape(256, 4)
+        np.testing.assert_array_equal(rgbx[:, :3], get_lut(name))
+        assert (rgbx[:, 3] == 255).all()
+    index = np.random.default_rng(0).integers(0, 256, (7, 9), dtype=np.uint8)
+    np.testing.assert_array_equal(colorize_index(index, "magma"), get_lut("magma")[index])
+    with pytest.raises(ValueError, match="uint8"):
+        colorize_index(index.astype(np.int64), "magma")
+
+
+def test_encoding_an_rgb_view_of_four_byte_pixels_equals_encoding_packed_pixels():
+    import io
+
+    from PIL import Image
+
+    from cnnwidgets.render.encode import _padded_pixels, encode_jpeg, encode_png
+
+    rng = np.random.default_rng(1)
+    four = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    view = four[..., :3]
+    packed = np.ascontiguousarray(view)
+    assert _padded_pixels(view) is not None and _padded_pixels(packed) is None
+    assert _padded_pixels(four[2:, :, :3]) is not None  # rows further into the same buffer
+    assert _padded_pixels(four[:, 1:, :3]) is None  # not whole rows
+    assert encode_jpeg(view, 90) == encode_jpeg(packed, 90)
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(view))).convert("RGB"))
+    np.testing.assert_array_equal(decoded, packed)  # lossless: the padding byte is not a colour
+    grid, _ = R.feature_grid(rng.standard_normal((5, 6, 6)).astype(np.float32))
+    assert _padded_pixels(grid) is not None  # the grid renderer produces such views
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encode_png(grid))).convert("RGB")), grid)

@@ -63,6 +63,40 @@ def get_lut(name: str) -> np.ndarray:
     return lut
 
 
+_LUTS32: dict[str, np.ndarray] = {}
+
+
+def get_lut32(name: str) -> np.ndarray:
+    """The lookup table of a colormap as one 4-byte pixel per entry: ``(256,)`` uint32.
+
+    The bytes of entry ``i`` are the colour of :func:`get_lut` followed by a padding byte of
+    255, so ``get_lut32(name).take(index).view(np.uint8).reshape(*index.shape, 4)[..., :3]``
+    colours an index image with one 4-byte copy per pixel (much faster than copying 3-byte
+    rows), and :func:`~cnnwidgets.render.encode.encode_jpeg` encodes such a view without
+    repacking the pixels.
+    """
+    lut = _LUTS32.get(name)
+    if lut is None:
+        rgbx = np.concatenate([get_lut(name), np.full((256, 1), 255, dtype=np.uint8)], axis=1)
+        lut = np.ascontiguousarray(rgbx).view(np.uint32).reshape(256)
+        lut.setflags(write=False)
+        _LUTS32[name] = lut
+    return lut
+
+
+def colorize_index(index: np.ndarray, name: str) -> np.ndarray:
+    """Colours of a uint8 index image (values 0..255 into the colormap), (..., 3) uint8.
+
+    The result is an RGB view into 4-byte pixels (see :func:`get_lut32`): it reads and writes
+    like any array; ``np.ascontiguousarray`` packs it if a consumer needs 3-byte pixels.
+    """
+    index = np.asarray(index)
+    if index.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 index image, got {index.dtype}")
+    pixels = get_lut32(name).take(index)
+    return pixels.view(np.uint8).reshape(*index.shape, 4)[..., :3]
+
+
 def apply_colormap(
     values: np.ndarray, name: str = "viridis", *, nan_color: tuple[int, int, int] = (0, 0, 0)
 ) -> np.ndarray:

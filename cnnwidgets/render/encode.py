@@ -12,10 +12,27 @@ __all__ = ["IMAGE_FORMATS", "encode_image", "encode_jpeg", "encode_png"]
 IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png")
 
 
-def _to_pil(image: np.ndarray) -> Image.Image:
+def _padded_pixels(image: np.ndarray) -> np.ndarray | None:
+    """The (H, W, 4) pixels behind an RGB view of 4-byte pixels (as rendered), else None."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.strides[1:] != (4, 1):
+        return None
+    h, w = image.shape[:2]
+    if image.strides[0] != 4 * w or not isinstance(image.base, np.ndarray):
+        return None
+    start = image.__array_interface__["data"][0]
+    base_start = image.base.__array_interface__["data"][0]
+    if start < base_start or start + 4 * h * w > base_start + image.base.nbytes:
+        return None  # the padding bytes are not all inside the buffer
+    return np.lib.stride_tricks.as_strided(image, shape=(h, w, 4), strides=(4 * w, 4, 1), writeable=False)
+
+
+def _to_pil(image: np.ndarray, *, padded_ok: bool = False) -> Image.Image:
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"only uint8 images can be encoded, got {image.dtype}; render them first")
+    padded = _padded_pixels(image) if padded_ok else None
+    if padded is not None:  # hand PIL the 4-byte pixels as they are (PIL stores RGB that way)
+        return Image.frombuffer("RGBX", (image.shape[1], image.shape[0]), padded, "raw", "RGBX", 0, 1)
     if image.ndim == 2:
         return Image.fromarray(image, mode="L")
     if image.ndim == 3 and image.shape[2] in (3, 4):
@@ -35,7 +52,7 @@ def encode_jpeg(image: np.ndarray, quality: int = 90, *, subsampling: bool = Fal
     """
     if not 1 <= int(quality) <= 95:
         raise ValueError(f"JPEG quality must be in 1..95, got {quality}")
-    pil = _to_pil(image)
+    pil = _to_pil(image, padded_ok=True)  # JPEG takes RGBX; PNG does not
     if pil.mode == "RGBA":
         raise ValueError("JPEG has no alpha channel; drop it or use PNG")
     buf = io.BytesIO()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnwidgets.render.colormaps import get_lut, quantize
+from cnnwidgets.render.colormaps import colorize_index, quantize
 from cnnwidgets.render.normalize import value_ranges
 from cnnwidgets.render.resample import downscale, upscale
 
@@ -372,7 +372,7 @@ def feature_grid(
         index = upscale(index, layout.scale)
     canvas = np.zeros((layout.height, layout.width), dtype=np.uint8)
     _place(canvas, index[np.asarray(layout.order, dtype=np.int64)], layout)
-    out = np.take(get_lut(cmap), canvas, axis=0)
+    out = colorize_index(canvas, cmap)  # RGB view of 4-byte pixels: fast to colour and to encode
     _paint_frame(out, layout, np.asarray(BORDER_COLOR, dtype=np.uint8))
     _paint_marks(out, layout, marked, np.asarray(MARK_COLOR, dtype=np.uint8))
     return out, layout
