@@ -107,10 +107,6 @@ class MethodResult:
     seconds: float
 
 
-class _Cancelled(Exception):
-    """A newer request arrived while this one ran."""
-
-
 class MethodRunner(NewestFirstWorker):
     """Computes method maps for the explorer's method panel, newest request first.
 
@@ -206,8 +202,6 @@ class MethodRunner(NewestFirstWorker):
             self.result = result
             self._done_key = request.key()
             self._on_result(result)
-        except _Cancelled:
-            self.cancelled += 1
         except Exception as exc:  # noqa: BLE001 - shown in the explorer's status line
             self._done_key = request.key()  # do not retry the same failing request
             self._on_error(f"method {request.method!r}", exc)
@@ -228,6 +222,8 @@ class MethodRunner(NewestFirstWorker):
     def _top_class(self, probe: Probe, request: MethodRequest, x: torch.Tensor) -> int:
         key = (request.image_id, request.device)
         if key not in self._top:
+            if len(self._top) > 64:
+                self._top.clear()
             self._top[key] = int(probe.logits(x)[0].argmax())
         return self._top[key]
 
