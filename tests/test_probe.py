@@ -294,7 +294,7 @@ def test_probe_scope_reuses_a_probe_or_owns_a_temporary_one():
     with probe_scope(model, channels_last=False) as temporary:
         assert not temporary.channels_last
     assert temporary.closed
-    with pytest.raises(TypeError, match="nn.Module or a cnnwidgets.Probe"):
+    with pytest.raises(TypeError, match="nn.Module, a zoo bundle or a cnnwidgets.Probe"):
         with probe_scope("resnet"):
             pass
 
@@ -325,3 +325,21 @@ def test_uncached_capture_leaves_the_cache_alone():
         assert probe.stats.forwards == 0 and torch.equal(again, kept)
         ref = reference_outputs(model, other, ["3"])["3"]
     torch.testing.assert_close(once, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_zoo_bundle_is_accepted_with_its_own_input_size():
+    from cnnwidgets import zoo
+    from cnnwidgets.methods import occlusion_map
+
+    bundle = zoo.load_default()
+    with Probe(bundle, device="cpu") as probe:
+        assert probe.input_size == tuple(bundle.input_size)  # 64 x 64, not the 224 default
+        assert probe.layers["features.conv1"].output_shape[1:] == (64, 64)
+    with Probe(bundle, device="cpu", input_size=(3, 32, 32)) as probe:
+        assert probe.input_size == (3, 32, 32)  # an explicit size wins
+    x = bundle.preprocess(zoo.sample_image("star")).unsqueeze(0)
+    a = occlusion_map(bundle, x, 0, window=16, stride=16, progress=False, device="cpu")
+    b = occlusion_map(bundle.model, x, 0, window=16, stride=16, progress=False, device="cpu")
+    assert torch.equal(torch.from_numpy(a.grid), torch.from_numpy(b.grid))
+    with pytest.raises(TypeError, match="bundle with a .model"):
+        Probe(object())

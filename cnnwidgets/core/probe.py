@@ -131,11 +131,32 @@ def check_batch(x: object) -> torch.Tensor:
     return x
 
 
+def unwrap_model(model: object, input_size: Sequence[int] | None = None) -> tuple[nn.Module, Sequence[int] | None]:
+    """``(module, input_size)`` of an ``nn.Module``, or of a bundle that carries one.
+
+    A bundle (such as those of :mod:`cnnwidgets.zoo`) is any object with a ``model`` attribute
+    that is an ``nn.Module``; its ``input_size`` is used unless ``input_size`` is given.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if isinstance(model, nn.Module):
+        return model, input_size
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module):
+        return inner, input_size if input_size is not None else getattr(model, "input_size", None)
+    raise TypeError(
+        f"expected a torch.nn.Module (or a bundle with a .model module, e.g. cnnwidgets.zoo.load_default()), "
+        f"got {type(model).__name__}"
+    )
+
+
 class Probe:
     """Capture intermediate outputs of a CNN without touching the model.
 
     Args:
-        model: any ``nn.Module`` that maps an (N, C, H, W) batch to an output tensor.
+        model: any ``nn.Module`` that maps an (N, C, H, W) batch to an output tensor, or a zoo
+            bundle (its model, and its ``input_size`` unless one is given).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         channels_last: run convolutions in channels-last memory layout. ``"auto"`` enables it
             on CPU for models with 2-D convolutions, where it is faster (about 1.3-1.6x on AVX2 CPUs).
@@ -164,8 +185,7 @@ class Probe:
         cache_size: int = 8,
         cache_bytes: int = 512 * 2**20,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"Probe needs a torch.nn.Module, got {type(model).__name__}")
+        model, input_size = unwrap_model(model, input_size)
         if channels_last not in (True, False, "auto"):
             raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
         if cache_size < 1:
@@ -597,7 +617,8 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
     long-lived probe (and its cache) between views.
 
     Args:
-        model_or_probe: a :class:`Probe` (used as is; ``probe_options`` are ignored) or an ``nn.Module``.
+        model_or_probe: a :class:`Probe` (used as is; ``probe_options`` are ignored), an
+            ``nn.Module``, or a zoo bundle (see :func:`unwrap_model`).
         probe_options: keyword arguments for :class:`Probe` when one is created.
 
     Raises:
@@ -606,8 +627,10 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
     if isinstance(model_or_probe, Probe):
         yield model_or_probe
         return
-    if not isinstance(model_or_probe, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module or a cnnwidgets.Probe, got {type(model_or_probe).__name__}")
+    if not isinstance(model_or_probe, nn.Module) and not isinstance(getattr(model_or_probe, "model", None), nn.Module):
+        raise TypeError(
+            f"expected a torch.nn.Module, a zoo bundle or a cnnwidgets.Probe, got {type(model_or_probe).__name__}"
+        )
     probe = Probe(model_or_probe, **probe_options)
     try:
         yield probe
