@@ -100,7 +100,7 @@ def test_errors():
         summary(small_net(), input_size=(32, 32))
     with pytest.raises(RuntimeError, match="failed"):
         summary(small_net(), input_size=(1, 32, 32))  # the first conv wants 3 channels
-    with pytest.raises(TypeError, match="Module or a cnnwidgets.Probe"):
+    with pytest.raises(TypeError, match="Module, a zoo bundle or a cnnwidgets.Probe"):
         summary(object())
 
 
