@@ -151,6 +151,15 @@ def test_occlusion_in_the_explorer_uses_the_box_size_fill_and_stride(bundle):
         ex.close()
 
 
+def test_a_box_given_to_the_constructor_sets_the_occlusion_window(bundle):
+    ex = explorer(bundle, box=(0, 0, 8, 8), method="occlusion", method_stride=8)
+    try:
+        assert ex.occluder_controls.size == 8 and ex.canvas.default_size == 8
+        assert ex.wait_idle(60) and ex.method_result.occlusion.window == (8, 8)
+    finally:
+        ex.close()
+
+
 def test_a_newer_request_cancels_a_running_occlusion_scan(bundle):
     ex = explorer(bundle)
     shown = []

@@ -127,6 +127,8 @@ class Explorer(ipw.VBox):
         top_k: number of classes listed.
         method: the method panel's first method, one of ``none``, ``occlusion``, ``saliency``,
             ``guided backprop``, ``deconvnet``, ``grad-cam`` (see :mod:`cnnwidgets.app.views`).
+        method_stride: the occlusion map's stride in input pixels (its window is the occluder's
+            size).
         background: compute on a worker thread (True, for notebooks) or synchronously inside
             every change (False, for scripts and tests).
 
@@ -172,6 +174,7 @@ class Explorer(ipw.VBox):
         show_scores: bool = True,
         top_k: int = 5,
         method: str = "none",
+        method_stride: int = 8,
         background: bool = True,
     ) -> None:
         parts = _unpack(model)
@@ -230,6 +233,7 @@ class Explorer(ipw.VBox):
                 side = max(1, min(h, w) // 4)
                 box = ((w - side) // 2, (h - side) // 2, side, side)
             self.box = tuple(box) if box is not None else None
+            self.method_stride = method_stride
             self.method = method
             self._wire()
         except BaseException:
@@ -433,6 +437,9 @@ class Explorer(ipw.VBox):
         self._links = [t.link(a, b) for a, b in links]
         self.occluder_controls.enabled = self.box is not None
         self._last_box = self.box
+        if self.box is not None and self.box[2] == self.box[3]:
+            # a box given to the constructor sets the occluder size (and so the occlusion window)
+            self.occluder_controls.size = self.canvas.default_size = self.box[2]
         self.observe(
             self._changed,
             names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
