@@ -7,7 +7,7 @@ mean after normalisation), target = the top class's logit. In one run, per strid
 * ours (a fresh Probe per run, so preparing the private inference copy is included),
 * the speed-up over Captum's best, the max abs difference between the two per-pixel
   attributions (ours converted with ``OcclusionResult.pixel_attribution``), and the time
-  until the coarse full-image preview (the 5x5 or 3x3 lattice, see `preview_level`) is available.
+  until the coarse full-image preview (the 5x5 lattice, or corners and centre, see `preview_count`) is available.
 
 Usage::
 

@@ -16,8 +16,10 @@ from torch import nn
 from cnnwidgets import ChannelActivation, ClassLogit, ClassProbability, ModelSnapshot, Probe
 from cnnwidgets.methods._fold import inference_copy
 from cnnwidgets.methods.occlusion import (
-    PREVIEW_LEVEL,
-    preview_level,
+    _axis_levels,
+    PREVIEW_MIN,
+    PREVIEW_SHARE,
+    preview_count,
     grid_shape,
     grid_to_pixel_attribution,
     occlusion_map,
@@ -261,20 +263,35 @@ def test_coarse_first_order_covers_every_position_once_and_spans_the_image_early
         for used, n in ((used_rows, rows), (used_cols, cols)):
             if n > 1:
                 assert np.diff(used).max() <= -(-(n - 1) // 2**level)
-    preview = positions[levels <= PREVIEW_LEVEL]
-    assert len(preview) == min(rows, 5) * min(cols, 5)
+    assert len(positions[levels <= 2]) == min(rows, 5) * min(cols, 5)
+    # within a level, the cell centres (new on both axes) come before the edge midpoints
+    row_levels, col_levels = _axis_levels(rows), _axis_levels(cols)
+    for level in range(1, int(levels.max()) + 1):
+        at = positions[levels == level]
+        centre = (row_levels[at[:, 0]] == level) & (col_levels[at[:, 1]] == level)
+        assert not (np.diff(centre.astype(int)) > 0).any()
+    # the preview is a prefix no longer than its share, but at least corners and centre
+    count = preview_count(rows, cols)
+    assert min(PREVIEW_MIN, rows * cols) <= count <= max(PREVIEW_MIN, PREVIEW_SHARE * rows * cols)
+    assert count <= rows * cols
 
 
-def test_coarse_preview_lattice_for_the_standard_grids():
-    positions, levels = scan_order(25, 25)
-    preview = positions[levels <= PREVIEW_LEVEL]
+def test_coarse_preview_for_the_standard_grids():
+    # stride 8 on a 224 image, window 32: the 5 x 5 lattice, 4 % of the positions
+    positions, _ = scan_order(25, 25)
+    assert preview_count(25, 25) == 25
+    preview = positions[:25]
     assert sorted({int(i) for i in preview[:, 0]}) == [0, 6, 12, 18, 24]
-    assert len(preview) / len(positions) == 0.04 and preview_level(25, 25) == PREVIEW_LEVEL
-    # a grid where 5 x 5 would be over 5 % of the positions previews with the 3 x 3 lattice
-    positions, levels = scan_order(13, 13)
-    assert preview_level(13, 13) == 1
-    preview = positions[levels <= 1]
-    assert sorted({int(i) for i in preview[:, 0]}) == [0, 6, 12] and len(preview) == 9
+    assert len({(int(i), int(j)) for i, j in preview}) == 25
+    # stride 16: a 3 x 3 lattice would be 5.3 %; the four corners and the centre are 3 %
+    positions, _ = scan_order(13, 13)
+    assert preview_count(13, 13) == 5
+    assert sorted(map(tuple, positions[:5].tolist())) == [(0, 0), (0, 12), (6, 6), (12, 0), (12, 12)]
+    # then the rest of the 3 x 3 lattice, then the quarter points before the other 5 x 5 points
+    assert sorted(map(tuple, positions[5:9].tolist())) == [(0, 6), (6, 0), (6, 12), (12, 6)]
+    assert sorted(map(tuple, positions[9:13].tolist())) == [(3, 3), (3, 9), (9, 3), (9, 9)]
+    # tiny grids preview with everything they have, up to the corners and the centre
+    assert preview_count(1, 1) == 1 and preview_count(2, 2) == 4 and preview_count(3, 3) == 5
     raster, _ = scan_order(3, 4, "raster")
     assert raster.tolist() == [[i, j] for i in range(3) for j in range(4)]
 
@@ -288,9 +305,9 @@ def test_streaming_callbacks_and_preview():
     total = final.total  # 17 x 17
     assert [r.done for r in seen][-1] == total and seen[-1].complete
     assert all(a.done < b.done for a, b in zip(seen, seen[1:]))
-    # 5 x 5 would be 8.7 % of these 289 positions: the 3 x 3 lattice is the preview, and the
-    # batch that completes it ends exactly there
-    assert preview_level(17, 17) == 1
+    # 5 x 5 would be 8.7 % of these 289 positions: the 3 x 3 lattice (3.1 %) is the preview,
+    # and the batch that completes it ends exactly there
+    assert preview_count(17, 17) == 9
     first_ready = next(r for r in seen if r.preview_ready)
     assert first_ready.done == 9 and seen[0] is first_ready
     assert first_ready.filled.sum() == 9 and np.isnan(first_ready.grid).sum() == total - 9
@@ -311,8 +328,8 @@ def test_cancel_returns_a_partial_result_marked_with_nans():
     partial = occlusion_map(model, x, 1, window=4, stride=2, batch_size=10, progress=False,
                             cancel=stop, callback=lambda r: stop.set())
     assert partial.cancelled and not partial.complete
-    assert partial.done == 9  # the first batch ends where the 3 x 3 preview of the 11 x 11 grid is complete
-    assert np.isnan(partial.grid).sum() == partial.total - 9
+    assert partial.done == 5  # the first batch ends where the preview (corners, centre) of the 11 x 11 grid is complete
+    assert np.isnan(partial.grid).sum() == partial.total - 5
     np.testing.assert_array_equal(partial.filled, ~np.isnan(partial.grid))
     np.testing.assert_allclose(partial.grid[partial.filled], full.grid[partial.filled], rtol=1e-6)
     covered = np.zeros((24, 24), dtype=bool)  # pixels under a computed window

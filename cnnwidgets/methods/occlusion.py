@@ -58,7 +58,7 @@ from cnnwidgets.core.targets import Target, resolve_target, target_score
 from cnnwidgets.methods._fold import inference_copy
 
 __all__ = [
-    "PREVIEW_LEVEL",
+    "PREVIEW_MIN",
     "PREVIEW_SHARE",
     "OcclusionResult",
     "TopClassProbability",
@@ -66,17 +66,16 @@ __all__ = [
     "grid_to_pixel_attribution",
     "occlusion_map",
     "occlusion_top_class",
-    "preview_level",
+    "preview_count",
     "scan_order",
 ]
 
-#: Finest lattice level (see :func:`scan_order`) used as the coarse preview: up to 5 x 5 positions
-#: spanning the image from edge to edge (fewer where the grid itself is smaller); see
-#: :func:`preview_level` for the level a given grid uses.
-PREVIEW_LEVEL = 2
+#: The coarse preview holds at most this share of a grid's positions (see :func:`preview_count`),
+#: so that it is on screen within about 5 % of the scan's time, the unoccluded forward included.
+PREVIEW_SHARE = 0.04
 
-#: The preview should hold at most this share of a grid's positions (see :func:`preview_level`).
-PREVIEW_SHARE = 0.05
+#: ... but at least this many: the four corners and the centre (fewer only on smaller grids).
+PREVIEW_MIN = 5
 
 _ORDERS = ("coarse_first", "raster")
 
@@ -119,7 +118,7 @@ class OcclusionResult:
         image_size: (H, W) of the image.
         target: the target that was evaluated.
         done: number of computed positions.
-        preview_ready: whether the coarse lattice (:func:`preview_level`) is computed, i.e. the
+        preview_ready: whether the coarse preview (:func:`preview_count`) is computed, i.e. the
             partial map already covers the whole image coarsely (for ``order="raster"``: only
             once every position is).
         cancelled: the scan was stopped before every position was computed.
@@ -237,9 +236,12 @@ def scan_order(rows: int, cols: int, order: str = "coarse_first") -> tuple[np.nd
 
     ``"coarse_first"``: position (i, j) belongs to lattice level ``max(level(i), level(j))``,
     where an axis's lattice m has ``2**m + 1`` evenly spread indices from the first to the
-    last (see :func:`_axis_levels`); positions are taken level by level (row-major within a
-    level). Every prefix that ends at a level boundary is a complete lattice spanning the
-    whole grid. ``"raster"``: row-major.
+    last (see :func:`_axis_levels`); positions are taken level by level. Within a level the
+    cell centres (new on both axes: the middle of each cell of the previous lattice) come
+    first, then the edge midpoints, each row-major. Every prefix that ends at a level boundary
+    is a complete lattice spanning the whole grid, and the prefix that ends after a level's
+    centres refines every cell of the previous lattice once (after 4 corners: the centre).
+    ``"raster"``: row-major.
 
     Returns:
         ``(positions, levels)``: (N, 2) int64 array of (i, j), and the (N,) lattice level of
@@ -256,26 +258,40 @@ def scan_order(rows: int, cols: int, order: str = "coarse_first") -> tuple[np.nd
     ii, jj = ii.ravel(), jj.ravel()
     if order == "raster":
         return np.stack([ii, jj], axis=1), np.zeros(ii.size, dtype=np.int64)
-    levels = np.maximum(_axis_levels(rows)[ii], _axis_levels(cols)[jj])
-    perm = np.lexsort((jj, ii, levels))
+    row_levels, col_levels = _axis_levels(rows)[ii], _axis_levels(cols)[jj]
+    levels = np.maximum(row_levels, col_levels)
+    edge = row_levels != col_levels  # new on one axis only
+    perm = np.lexsort((jj, ii, edge, levels))
     return np.stack([ii[perm], jj[perm]], axis=1), levels[perm]
 
 
-def preview_level(rows: int, cols: int) -> int:
-    """The lattice level whose positions make the coarse preview of a (rows, cols) grid.
+def _preview_stops(rows: int, cols: int) -> np.ndarray:
+    """Prefix lengths of the coarse-first order that end after a level's centres or at its end."""
+    positions, levels = scan_order(rows, cols)
+    row_levels, col_levels = _axis_levels(rows), _axis_levels(cols)
+    edge = row_levels[positions[:, 0]] != col_levels[positions[:, 1]]
+    stops = []
+    for level in range(int(levels.max()) + 1):
+        stops.append(int(((levels < level) | ((levels == level) & ~edge)).sum()))
+        stops.append(int((levels <= level).sum()))
+    return np.unique(np.array(stops))
 
-    The finest level up to :data:`PREVIEW_LEVEL` (5 x 5) whose lattice holds at most
-    :data:`PREVIEW_SHARE` of the positions, but at least level 1 (3 x 3: both edges and the
-    middle), so the preview spans the image however small the grid. For the 25 x 25 grid of a
-    224-pixel image, window 32, stride 8, that is the 5 x 5 lattice (4 %); at stride 16
-    (13 x 13) the 3 x 3 one (5.3 %).
+
+def preview_count(rows: int, cols: int) -> int:
+    """How many positions of the coarse-first order make the preview of a (rows, cols) grid.
+
+    The longest prefix of :func:`scan_order` that ends at a clean stop (after a level's cell
+    centres, or at the end of a level) and holds at most :data:`PREVIEW_SHARE` of the
+    positions, but at least :data:`PREVIEW_MIN` (the four corners and the centre) or the
+    whole grid if it is smaller. For the 25 x 25 grid of a 224-pixel image, window 32,
+    stride 8, that is the 5 x 5 lattice (25 positions, 4 %); at stride 16 (13 x 13) the
+    corners and the centre (5 positions, 3 %).
     """
-    _, levels = scan_order(rows, cols)
     total = rows * cols
-    for level in range(PREVIEW_LEVEL, 1, -1):
-        if (levels <= level).sum() <= PREVIEW_SHARE * total:
-            return level
-    return 1
+    stops = _preview_stops(rows, cols)
+    floor = int(stops[stops >= min(PREVIEW_MIN, total)][0])
+    fitting = stops[stops <= PREVIEW_SHARE * total]
+    return max(floor, int(fitting[-1]) if fitting.size else 0)
 
 
 def grid_to_pixel_attribution(
@@ -645,11 +661,11 @@ def _scan_with_probe(
 
     positions, levels = scan_order(rows, cols, order)
     total = len(positions)
-    preview_count = int((levels <= preview_level(rows, cols)).sum()) if order == "coarse_first" else total
+    preview = preview_count(rows, cols) if order == "coarse_first" else total
     corners = positions * np.array(stride)
     size = batch_size or _auto_batch_size(probe, image)
     # the first batches end exactly at the preview, unless it is a large part of a small grid anyway
-    plan = _batches(total, int(size), preview_count if 4 * preview_count <= total else total)
+    plan = _batches(total, int(size), preview if 4 * preview <= total else total)
 
     grid = np.full((rows, cols), np.nan, dtype=np.float32)
     filled = np.zeros((rows, cols), dtype=bool)
@@ -662,7 +678,7 @@ def _scan_with_probe(
             grid=grid.copy(), filled=filled.copy(), unoccluded=unoccluded,
             labels=None if label_grid is None else label_grid.copy(), unoccluded_label=unoccluded_label,
             window=window, stride=stride, image_size=(int(x.shape[2]), int(x.shape[3])), target=target,
-            done=done, preview_ready=done >= preview_count, cancelled=stopped,
+            done=done, preview_ready=done >= preview, cancelled=stopped,
         )
 
     batches = _OccludedBatches(image, fill_image, window, min(int(size), total), memory_format)
