@@ -136,8 +136,8 @@ def main() -> None:
         cls = int(model(x).argmax())
     print(f"resnet18(weights=None) {SIZE}x{SIZE}, window {WINDOW}, input {source}, target logit {cls}")
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"best of {args.repeats} round(s); preview = the coarsest lattice spanning the image "
-          "(5x5, or 3x3 where 5x5 would be over 5 % of the positions)\n")
+    print(f"best of {args.repeats} round(s); preview = the coarse positions spanning the image "
+          "(the 5x5 lattice, or the corners and the centre where 5x5 would be over 4 % of the positions)\n")
 
     strides = args.strides or ([16, 8] if args.stride8 else [16])
     warm_probe = Probe(model, device=device)  # as in the explorer: a probe that has seen the image

@@ -83,8 +83,8 @@ def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
             shift = shift + bn.bias.double()
         if conv.bias is not None:
             shift = shift + conv.bias.double() * scale
-        weight = conv.weight.double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-        conv.weight.copy_(weight.to(conv.weight.dtype))
+        # the per-channel factors in float64, the (large) weight scaled in place in its own dtype
+        conv.weight.mul_(scale.to(conv.weight.dtype).view(-1, *([1] * (conv.weight.dim() - 1))))
         bias = shift.to(device=conv.weight.device, dtype=conv.weight.dtype)
         if conv.bias is None:
             conv.bias = nn.Parameter(bias, requires_grad=False)
