@@ -154,6 +154,30 @@ def test_box_move_runs_prefix_only_when_scores_hidden(ex):
     assert ex.scores is None
 
 
+def test_drag_inputs_bypass_the_probe_cache(ex):
+    # occluded copies are seen once: looking them up costs time on every step and keeping them
+    # would evict the unoccluded activations other views reuse
+    ex.show_scores = False
+    ex.dragging = True
+    ex.probe.reset_stats()
+    for i in range(12):
+        ex.box = (i, 2 * i, 8, 8)
+    assert ex.probe.stats.forwards == 12
+    assert ex.probe.stats.cache_hits == 0 and ex.probe.stats.cache_misses == 0
+    ex.dragging = False
+    unoccluded = ex._images[ex._image_id].tensor
+    ex.probe.capture(unoccluded, [ex.layer])
+    assert ex.probe.stats.cache_hits == 1 and ex.probe.stats.forwards == 12
+    ex.show_scores = True  # with scores too: one full forward per step, nothing cached
+    ex.dragging = True
+    ex.probe.reset_stats()
+    for i in range(5):
+        ex.box = (2 * i, i, 8, 8)
+    assert ex.probe.stats.full_forwards == 5 and ex.probe.stats.forwards == 5
+    assert ex.probe.stats.cache_hits == 0 and ex.probe.stats.cache_misses == 0
+    ex.dragging = False
+
+
 def test_box_move_with_scores_is_one_full_forward(ex):
     ex.probe.reset_stats()
     ex.box = (12, 6, 8, 8)

@@ -324,6 +324,13 @@ def test_uncached_capture_leaves_the_cache_alone():
         again = probe.capture(x, "3")["3"]
         assert probe.stats.forwards == 0 and torch.equal(again, kept)
         ref = reference_outputs(model, other, ["3"])["3"]
+        logits_once = probe.logits(other, cache=False)
+        probe.reset_stats()
+        assert torch.equal(probe.capture(x, "3")["3"], kept) and probe.stats.forwards == 0
+        with torch.no_grad():
+            torch.testing.assert_close(logits_once, model(other), rtol=1e-5, atol=1e-5)
+        probe.logits(other, cache=False)
+        assert probe.stats.forwards == 1 and probe.stats.cache_misses == 0
     torch.testing.assert_close(once, ref, rtol=1e-5, atol=1e-5)
 
 

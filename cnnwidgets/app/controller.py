@@ -161,7 +161,8 @@ class Controller(NewestFirstWorker):
                 if request.compute == self._failed:
                     return  # the same request failed already; wait for a change
                 try:
-                    computed = self._compute(request.compute)
+                    # while dragging, each occluded input is used once: the probe need not cache it
+                    computed = self._compute(request.compute, once=request.render.draft)
                 except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
                     self._failed = request.compute
                     self.stats.errors += 1
@@ -213,21 +214,25 @@ class Controller(NewestFirstWorker):
                 raise
 
     # ------------------------------------------------------------------ compute stage
-    def _forward(self, x: torch.Tensor, layer: str, scores: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(
+        self, x: torch.Tensor, layer: str, scores: bool, *, once: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The layer's activation, and the logits when ``scores`` - in ONE forward pass.
 
-        Without scores this is ``probe.capture`` (prefix only). With scores, a forward hook
-        on the probe's private copy records the layer during ``probe.logits``; when the logits
-        come from the probe's cache (no forward ran) the layer comes from ``probe.capture``.
+        Without scores this is ``probe.capture`` (prefix only); ``once`` marks an input that
+        is seen once (an occluded copy while dragging), which the probe's cache neither looks
+        up nor keeps. With scores, a forward hook on the probe's private copy records the layer
+        during ``probe.logits``; when the logits come from the probe's cache (no forward ran)
+        the layer comes from ``probe.capture``.
         """
         if not scores:
-            return self.probe.capture(x, [layer])[layer], None
+            return self.probe.capture(x, [layer], cache=not once)[layer], None
         grabbed: list[torch.Tensor] = []
         handle = self.probe.module(layer).register_forward_hook(
             lambda module, args, output: grabbed.append(output.detach().clone())
         )
         try:
-            logits = self.probe.logits(x)
+            logits = self.probe.logits(x, cache=not once)
         finally:
             handle.remove()
         act = grabbed[-1] if grabbed else self.probe.capture(x, [layer])[layer]
@@ -247,7 +252,7 @@ class Controller(NewestFirstWorker):
             self._baselines.popitem(last=False)
         return base
 
-    def _compute(self, req: ComputeRequest) -> Computed:
+    def _compute(self, req: ComputeRequest, *, once: bool = False) -> Computed:
         start = time.perf_counter()
         if self.probe.device != resolve_device(req.device):
             self.probe.to(req.device)
@@ -261,7 +266,7 @@ class Controller(NewestFirstWorker):
             )
         if req.box is None:
             return Computed(req, base.acts, base, base.probs, time.perf_counter() - start)
-        act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores)
+        act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores, once=once)
         probs = None if logits is None else _to_numpy(torch.softmax(logits[0].float(), dim=0))
         one = act[0]
         if one.shape != base.acts.shape:

@@ -481,8 +481,11 @@ class Probe:
             assert entry is not None
             return {n: entry.layers[n] for n in names}
 
-    def logits(self, x: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, *, grad: bool = False, cache: bool = True) -> torch.Tensor:
         """The model's output for ``x`` (a full forward pass, cached like a layer when ``grad=False``).
+
+        ``cache=False`` neither consults nor fills the cache (for inputs used once, as in
+        :meth:`capture`).
 
         Raises:
             TypeError: if the model does not return a tensor.
@@ -490,8 +493,8 @@ class Probe:
         with self._lock:
             self._check_open()
             x = self._prepare_input(x)
-            if grad:
-                return self._forward(self._to_model_input(x), {}, grad=True, stop=False)[1]
+            if grad or not cache:
+                return self._forward(self._to_model_input(x), {}, grad=grad, stop=False)[1]
             entry = self._lookup(x)
             if entry is not None and _OUTPUT in entry.layers:
                 self.stats.cache_hits += 1
