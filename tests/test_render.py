@@ -468,3 +468,32 @@ def test_encoding_an_rgb_view_of_four_byte_pixels_equals_encoding_packed_pixels(
     grid, _ = R.feature_grid(rng.standard_normal((5, 6, 6)).astype(np.float32))
     assert _padded_pixels(grid) is not None  # the grid renderer produces such views
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encode_png(grid))).convert("RGB")), grid)
+
+
+@pytest.mark.parametrize("backend", ["simplejpeg", "pillow"])
+def test_both_jpeg_encoders_give_the_same_picture(backend, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from cnnwidgets.render import encode
+
+    if backend == "pillow":
+        monkeypatch.setattr(encode, "_simplejpeg", None)
+    elif encode._simplejpeg is None:
+        pytest.skip("simplejpeg is not installed; Pillow encodes")
+    rng = np.random.default_rng(4)
+    four = np.repeat(np.repeat(rng.integers(0, 256, (6, 8, 4), dtype=np.uint8), 8, 0), 8, 1)
+    view = four[..., :3]  # the renderers' RGB view of 4-byte pixels
+    for image in (view, np.ascontiguousarray(view), view[..., 0].copy()):
+        for subsampling in (False, True):
+            data = encode.encode_jpeg(image, 92, subsampling=subsampling)
+            back = np.asarray(Image.open(io.BytesIO(data)))
+            assert back.shape == image.shape
+            assert np.abs(back.astype(int) - image).mean() < (10 if subsampling else 4)
+    rgb = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    assert len(encode.encode_jpeg(rgb, 80, subsampling=True)) < len(encode.encode_jpeg(rgb, 80))
+    with pytest.raises(ValueError, match="alpha"):
+        encode.encode_jpeg(np.zeros((2, 2, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        encode.encode_jpeg(np.zeros((2, 2, 3)))

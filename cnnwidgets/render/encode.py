@@ -7,6 +7,11 @@ import io
 import numpy as np
 from PIL import Image
 
+try:  # libjpeg-turbo without PIL's per-call overhead: about 4x faster on a small channel view
+    import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - a dependency, but Pillow does the same job
+    _simplejpeg = None
+
 __all__ = ["IMAGE_FORMATS", "encode_image", "encode_jpeg", "encode_png"]
 
 IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png")
@@ -52,12 +57,36 @@ def encode_jpeg(image: np.ndarray, quality: int = 90, *, subsampling: bool = Fal
     """
     if not 1 <= int(quality) <= 95:
         raise ValueError(f"JPEG quality must be in 1..95, got {quality}")
+    if _simplejpeg is not None:
+        data = _encode_simplejpeg(image, int(quality), subsampling)
+        if data is not None:
+            return data
     pil = _to_pil(image, padded_ok=True)  # JPEG takes RGBX; PNG does not
     if pil.mode == "RGBA":
         raise ValueError("JPEG has no alpha channel; drop it or use PNG")
     buf = io.BytesIO()
     pil.save(buf, format="JPEG", quality=int(quality), subsampling=2 if subsampling else 0)
     return buf.getvalue()
+
+
+def _encode_simplejpeg(image: np.ndarray, quality: int, subsampling: bool) -> bytes | None:
+    """The same JPEG through simplejpeg, or None for what it does not take (left to Pillow)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        return None  # Pillow's path raises the documented error
+    padded = _padded_pixels(image)
+    if padded is not None:
+        pixels, colorspace = padded, "RGBX"
+    elif image.ndim == 3 and image.shape[2] == 3:
+        pixels, colorspace = np.ascontiguousarray(image), "RGB"
+    elif image.ndim == 2:
+        pixels, colorspace = np.ascontiguousarray(image)[:, :, None], "GRAY"
+    else:
+        return None
+    if colorspace == "GRAY":
+        return _simplejpeg.encode_jpeg(pixels, quality=quality, colorspace=colorspace)
+    return _simplejpeg.encode_jpeg(pixels, quality=quality, colorspace=colorspace,
+                                   colorsubsampling="420" if subsampling else "444")
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
