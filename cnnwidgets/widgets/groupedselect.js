@@ -36,14 +36,8 @@ export default {
     };
 
     select.addEventListener("change", onChange);
-    model.on("change:groups", build);
-    model.on("change:description", build);
-    model.on("change:value", setValue);
+    const unsubscribe = subscribe(model, { "change:groups": build, "change:description": build, "change:value": setValue });
     build();
-    return () => {
-      model.off("change:groups", build);
-      model.off("change:description", build);
-      model.off("change:value", setValue);
-    };
+    return unsubscribe;
   },
 };

@@ -2,10 +2,6 @@
 // The box follows the pointer locally; the kernel receives at most one `box` update per
 // animation frame (requestAnimationFrame coalescing), plus `dragging` at start and end.
 
-function mimeType(format) {
-  return format === "png" ? "image/png" : "image/jpeg";
-}
-
 // Pure geometry, exported for tests; mirrors cnnwidgets.widgets.occluder.clamp_box.
 export function clampBoxTo(x, y, w, h, W, H) {
   w = Math.max(1, Math.min(Math.round(w), W));
@@ -47,17 +43,7 @@ export default {
     const imageHeight = () => Math.max(1, model.get("image_height"));
     const scale = () => model.get("display_width") / imageWidth();
 
-    function setImage() {
-      const data = model.get("image");
-      if (state.url) URL.revokeObjectURL(state.url);
-      state.url = null;
-      if (!data || data.byteLength === 0) {
-        img.removeAttribute("src");
-        return;
-      }
-      state.url = URL.createObjectURL(new Blob([data], { type: mimeType(model.get("image_format")) }));
-      img.src = state.url;
-    }
+    const setImage = () => showImageBytes(model, img, state);
 
     function setSize() {
       const w = model.get("display_width");
@@ -169,26 +155,22 @@ export default {
     root.addEventListener("lostpointercapture", onEnd);
 
     const redraw = () => draw();
-    model.on("change:image", setImage);
-    model.on("change:image_width", setSize);
-    model.on("change:image_height", setSize);
-    model.on("change:display_width", setSize);
-    model.on("change:box", redraw);
-    model.on("change:enabled", redraw);
-    model.on("change:fill_color", redraw);
+    const unsubscribe = subscribe(model, {
+      "change:image": setImage,
+      "change:image_width": setSize,
+      "change:image_height": setSize,
+      "change:display_width": setSize,
+      "change:box": redraw,
+      "change:enabled": redraw,
+      "change:fill_color": redraw,
+    });
     setImage();
     setSize();
 
     return () => {
       if (state.raf) cancelAnimationFrame(state.raf);
       if (state.url) URL.revokeObjectURL(state.url);
-      model.off("change:image", setImage);
-      model.off("change:image_width", setSize);
-      model.off("change:image_height", setSize);
-      model.off("change:display_width", setSize);
-      model.off("change:box", redraw);
-      model.off("change:enabled", redraw);
-      model.off("change:fill_color", redraw);
+      unsubscribe();
     };
   },
 };

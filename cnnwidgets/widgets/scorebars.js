@@ -51,14 +51,8 @@ export default {
       }
     }
 
-    model.on("change:rows", draw);
-    model.on("change:selected", draw);
-    model.on("change:title", draw);
+    const unsubscribe = subscribe(model, { "change:rows": draw, "change:selected": draw, "change:title": draw });
     draw();
-    return () => {
-      model.off("change:rows", draw);
-      model.off("change:selected", draw);
-      model.off("change:title", draw);
-    };
+    return unsubscribe;
   },
 };

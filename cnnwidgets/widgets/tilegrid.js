@@ -2,10 +2,6 @@
 // locally (the geometry and the statistics are synced with the image); a click selects a channel.
 // The arithmetic mirrors cnnwidgets.render.grid.GridLayout.channel_at.
 
-function mimeType(format) {
-  return format === "png" ? "image/png" : "image/jpeg";
-}
-
 function decodeStats(view) {
   if (!view || view.byteLength === 0) return null;
   // copy: a DataView's offset into its buffer need not be 4-byte aligned
@@ -74,17 +70,7 @@ export default {
     const channelAt = (x, y) => channelAtPixel(state.layout, x, y);
     const tileRect = (channel) => tileRectOf(state.layout, channel);
 
-    function setImage() {
-      const data = model.get("image");
-      if (state.url) URL.revokeObjectURL(state.url);
-      state.url = null;
-      if (!data || data.byteLength === 0) {
-        img.removeAttribute("src");
-        return;
-      }
-      state.url = URL.createObjectURL(new Blob([data], { type: mimeType(model.get("image_format")) }));
-      img.src = state.url;
-    }
+    const setImage = () => showImageBytes(model, img, state);
 
     function setLayout() {
       state.layout = model.get("layout");
@@ -178,11 +164,13 @@ export default {
     root.addEventListener("pointermove", onMove);
     root.addEventListener("pointerleave", onLeave);
     root.addEventListener("click", onClick);
-    model.on("change:image", setImage);
-    model.on("change:layout", setLayout);
-    model.on("change:display_width", setLayout);
-    model.on("change:selected", drawSelection);
-    model.on("change:stats", setStats);
+    const unsubscribe = subscribe(model, {
+      "change:image": setImage,
+      "change:layout": setLayout,
+      "change:display_width": setLayout,
+      "change:selected": drawSelection,
+      "change:stats": setStats,
+    });
     setStats();
     setImage();
     setLayout();
@@ -190,11 +178,7 @@ export default {
     return () => {
       if (state.raf) cancelAnimationFrame(state.raf);
       if (state.url) URL.revokeObjectURL(state.url);
-      model.off("change:image", setImage);
-      model.off("change:layout", setLayout);
-      model.off("change:display_width", setLayout);
-      model.off("change:selected", drawSelection);
-      model.off("change:stats", setStats);
+      unsubscribe();
     };
   },
 };
