@@ -57,6 +57,11 @@ def blend(image: np.ndarray, color: np.ndarray, alpha: float | np.ndarray) -> np
     alpha = np.asarray(alpha, dtype=np.float32)
     if alpha.size and (alpha.min() < 0 or alpha.max() > 1):
         raise ValueError("alpha must lie in [0, 1]")
+    return _blend(image, color, alpha)
+
+
+def _blend(image: np.ndarray, color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """:func:`blend` for inputs already checked (alpha float32 within [0, 1])."""
     # integer arithmetic in 1/256 steps: (image * (256 - a) + color * a + 128) >> 8
     weight = (alpha * 256.0 + 0.5).astype(np.uint16)
     if weight.ndim == 2:
@@ -110,8 +115,8 @@ def overlay_heatmap(
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     placed = np.clip(map_to_input(heat, image.shape[:2], jump=jump, start=start, mode=mode), 0, 1)
     colored = apply_colormap(placed, cmap)
-    opacity = placed * alpha if weight_by_value else np.float32(alpha)
-    return blend(image, colored, opacity)
+    opacity = placed * np.float32(alpha) if weight_by_value else np.asarray(alpha, dtype=np.float32)
+    return _blend(image, colored, opacity)  # placed is clipped to [0, 1]: no need to check again
 
 
 def draw_rect(

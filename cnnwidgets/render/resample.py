@@ -8,6 +8,8 @@ words), clamped to the valid range.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["RESAMPLE_MODES", "downscale", "map_to_input", "resize", "upscale"]
@@ -100,6 +102,17 @@ def _axis_weights(n_in: int, n_out: int, mode: str, positions: np.ndarray | None
     return lo, hi, frac
 
 
+@functools.lru_cache(maxsize=128)
+def _axis_table(n_in: int, n_out: int, mode: str, jump: float | None = None, start: float | None = None):
+    """:func:`_axis_weights` for a stretch (no ``jump``) or a receptive-field placement, memoised:
+    views redraw the same geometry on every frame. The arrays are read-only."""
+    positions = None if jump is None else (np.arange(n_out) - start) / jump
+    table = _axis_weights(n_in, n_out, mode, positions)
+    for array in table:
+        array.flags.writeable = False
+    return table
+
+
 def _sample(image: np.ndarray, rows, cols, color: bool = False) -> np.ndarray:
     r0, r1, fr = rows
     c0, c1, fc = cols
@@ -136,8 +149,8 @@ def resize(
     if out_h < 1 or out_w < 1:
         raise ValueError(f"output size must be positive, got {size}")
     h, w = image.shape[-3:-1] if color else image.shape[-2:]
-    rows = _axis_weights(h, out_h, mode)
-    cols = _axis_weights(w, out_w, mode)
+    rows = _axis_table(h, out_h, mode)
+    cols = _axis_table(w, out_w, mode)
     if mode == "nearest":
         if color:
             return image[..., rows[0], :, :][..., cols[0], :]
@@ -184,8 +197,8 @@ def map_to_input(
     if jump <= 0:
         raise ValueError(f"jump must be positive, got {jump}")
     h, w = fmap.shape[-2:]
-    rows = _axis_weights(h, out_h, mode, (np.arange(out_h) - start) / jump)
-    cols = _axis_weights(w, out_w, mode, (np.arange(out_w) - start) / jump)
+    rows = _axis_table(h, out_h, mode, float(jump), float(start))
+    cols = _axis_table(w, out_w, mode, float(jump), float(start))
     if mode == "nearest":
         return fmap[..., rows[0], :][..., cols[0]]
     return _sample(fmap, rows, cols)
