@@ -21,7 +21,10 @@ The "CPU s" column is the process CPU time (all threads); with ``--threads 1`` i
 the work done and is the steadier number on a machine shared with other jobs.
 
 Timings are wall-clock, best of ``--repeats`` rounds (the variants alternate within a round,
-so a busy machine slows them alike). Numbers on a shared machine are indicative.
+so a busy machine slows them alike). A shared machine also has slow and fast spells that last
+longer than one map, which can favour whichever variant ran in a fast one; the paired rounds
+that follow (``--pairs``) run Captum at its best ``perturbations_per_eval`` right before and
+right after ours, and report the median of the per-round speed-ups.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +127,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="our batch size (default: automatic)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds; the best time of each variant is kept")
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="paired rounds after the sweep: Captum at its best ppe, ours warm, ours new, "
+                             "Captum again, back to back; the speed-up of each round uses the mean of its two "
+                             "Captum runs, so slow and fast spells of a shared machine hit both sides alike")
     parser.add_argument("--ablation", action="store_true", help="also time ours without each engineering step")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
@@ -192,7 +200,24 @@ def main() -> None:
         print(f"  => speed-up over Captum's best: {best / cold.wall:.2f}x (new Probe), {best / warm.wall:.2f}x (warm Probe)")
         print(f"  => coarse preview after {cold.preview:.2f} s ({100 * cold.preview / cold.wall:.1f} % of the total) "
               f"with a new Probe, {warm.preview:.2f} s ({100 * warm.preview / warm.wall:.1f} %) warm")
-        print(f"  => max |ours - Captum| per-pixel attribution: {diff:.2e} (Captum's max |attribution| {scale:.2e})\n")
+        print(f"  => max |ours - Captum| per-pixel attribution: {diff:.2e} (Captum's max |attribution| {scale:.2e})")
+        if args.pairs:
+            warm_ratios, cold_ratios = [], []
+            for _ in range(args.pairs):
+                first = run_captum(model, x, cls, stride, best_ppe, device)[0].wall
+                warm_t = run_ours(model, x, cls, stride, device, probe=warm_probe, batch_size=args.batch_size)[0]
+                cold_t = run_ours(model, x, cls, stride, device, batch_size=args.batch_size)[0]
+                second = run_captum(model, x, cls, stride, best_ppe, device)[0].wall
+                reference_time = (first + second) / 2
+                warm_ratios.append(reference_time / warm_t.wall)
+                cold_ratios.append(reference_time / cold_t.wall)
+                print(f"  paired round: Captum (ppe={best_ppe}) {first:.2f} s and {second:.2f} s, ours warm "
+                      f"{warm_t.wall:.2f} s ({warm_ratios[-1]:.2f}x, preview {100 * warm_t.preview / warm_t.wall:.1f} %), "
+                      f"new {cold_t.wall:.2f} s ({cold_ratios[-1]:.2f}x, preview {100 * cold_t.preview / cold_t.wall:.1f} %)")
+            print(f"  => paired speed-up, median of {args.pairs} round(s): {statistics.median(warm_ratios):.2f}x warm, "
+                  f"{statistics.median(cold_ratios):.2f}x new Probe (range {min(warm_ratios + cold_ratios):.2f}-"
+                  f"{max(warm_ratios + cold_ratios):.2f}x)")
+        print()
     warm_probe.close()
 
 
