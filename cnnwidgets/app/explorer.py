@@ -435,11 +435,6 @@ class Explorer(ipw.VBox):
         ]
         self.image = self.picker.value
         self._links = [t.link(a, b) for a, b in links]
-        self.occluder_controls.enabled = self.box is not None
-        self._last_box = self.box
-        if self.box is not None and self.box[2] == self.box[3]:
-            # a box given to the constructor sets the occluder size (and so the occlusion window)
-            self.occluder_controls.size = self.canvas.default_size = self.box[2]
         self.observe(
             self._changed,
             names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
@@ -456,6 +451,7 @@ class Explorer(ipw.VBox):
         self.picker.observe(self._on_pick, names="value")
         self._scores_toggled()
         self._on_fill({"new": self.fill})
+        self._on_box({"new": self.box})  # the constructor's box sets the occluder switch and size
 
     def _changed(self, change) -> None:
         if change["name"] == "layer":
