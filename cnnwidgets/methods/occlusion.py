@@ -266,14 +266,17 @@ def scan_order(rows: int, cols: int, order: str = "coarse_first") -> tuple[np.nd
 
 
 def _preview_stops(rows: int, cols: int) -> np.ndarray:
-    """Prefix lengths of the coarse-first order that end after a level's centres or at its end."""
-    positions, levels = scan_order(rows, cols)
+    """Prefix lengths of the coarse-first order that end after a level's centres or at its end.
+
+    Counted from the axis levels alone: the positions up to level m are the product of the
+    rows and the columns up to m, and a level's centres those of the rows and columns new at m.
+    """
     row_levels, col_levels = _axis_levels(rows), _axis_levels(cols)
-    edge = row_levels[positions[:, 0]] != col_levels[positions[:, 1]]
     stops = []
-    for level in range(int(levels.max()) + 1):
-        stops.append(int(((levels < level) | ((levels == level) & ~edge)).sum()))
-        stops.append(int((levels <= level).sum()))
+    for level in range(int(max(row_levels.max(), col_levels.max())) + 1):
+        before = int((row_levels < level).sum() * (col_levels < level).sum())
+        stops.append(before + int((row_levels == level).sum() * (col_levels == level).sum()))
+        stops.append(int((row_levels <= level).sum() * (col_levels <= level).sum()))
     return np.unique(np.array(stops))
 
 
