@@ -83,8 +83,7 @@ def _encode_simplejpeg(image: np.ndarray, quality: int, subsampling: bool) -> by
         pixels, colorspace = np.ascontiguousarray(image)[:, :, None], "GRAY"
     else:
         return None
-    if colorspace == "GRAY":
-        return _simplejpeg.encode_jpeg(pixels, quality=quality, colorspace=colorspace)
+    # (grey images have no colour to subsample; simplejpeg ignores the setting for them)
     return _simplejpeg.encode_jpeg(pixels, quality=quality, colorspace=colorspace,
                                    colorsubsampling="420" if subsampling else "444")
 
