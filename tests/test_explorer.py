@@ -143,7 +143,7 @@ def test_channel_and_display_changes_render_without_forward(ex):
 
 def test_box_move_runs_prefix_only_when_scores_hidden(ex):
     ex.show_scores = False
-    full, n_modules = ex.probe.stats.full_forwards, len(list(ex.probe.model.modules()))
+    n_modules = len(list(ex.probe.model.modules()))
     ex.probe.reset_stats()
     ex.box = (10, 10, 8, 8)
     assert ex.probe.stats.forwards == 1 and ex.probe.stats.full_forwards == 0
@@ -592,3 +592,95 @@ def test_drafts_read_only_the_units_they_draw_and_match_a_draft_of_the_full_stac
     assert step == 2 and final.panel.shape[0] == 224 and lazy.panel.shape[0] == 224 // step
     assert lazy.panel_display_width == final.panel_display_width  # same size on screen
     np.testing.assert_array_equal(final.grid.shape[:2], (final.layout.height, final.layout.width))
+
+
+class Digits(nn.Module):
+    """An MNIST-shaped classifier: one input channel, a linear head that only fits 28 x 28."""
+
+    def __init__(self, channels: int = 1, side: int = 28) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(8 * (side // 4) ** 2, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def test_a_grayscale_digit_model_is_explored_at_the_size_it_runs_on():
+    torch.manual_seed(0)
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255  # a "1"
+    model = Digits().eval()
+    ex = explore(model, digit, samples={}, background=False)
+    try:
+        assert ex.controller.probe.input_size == (1, 28, 28)
+        assert ex.controller.probe.stats.discoveries == 1  # the size found is the one described
+        x = ex._images[ex._image_id].tensor
+        assert x.shape == (1, 1, 28, 28) and float(x.max()) == 1.0 and float(x.min()) == 0.0  # gray, [0, 1]
+        assert ex.input_image.shape == (28, 28, 3) and (ex.input_image[..., 0] == ex.input_image[..., 2]).all()
+        ex.layer = "features.3"
+        ex.box = None
+        clean = ex.activations.copy()
+        np.testing.assert_allclose(clean, model.features[:4](x)[0].detach().numpy(), rtol=1e-5, atol=1e-6)
+        ex.fill = "gray"
+        ex.box = (10, 6, 8, 8)  # over the stroke
+        occluded = x.clone()
+        occluded[..., 6:14, 10:18] = 0.5  # gray is pixel value 0.5; this input is not normalised
+        np.testing.assert_allclose(ex.activations, model.features[:4](occluded)[0].detach().numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(ex.activations, clean)
+        assert ex.scores is not None and not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_a_small_rgb_model_falls_back_from_224_to_its_own_size():
+    torch.manual_seed(0)
+    photo = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+    ex = explore(Digits(channels=3, side=32).eval(), photo, samples={}, background=False)
+    try:
+        assert ex.controller.probe.input_size == (3, 32, 32)  # 224 and the photo's 300 x 400 do not fit
+        assert ex.input_image.shape == (32, 32, 3) and not ex.status.is_error
+    finally:
+        ex.close()
+    # an image of the size the model takes is tried right after 224
+    ex = explore(Digits(channels=3, side=64).eval(), photo[:64, :64], samples={}, background=False)
+    try:
+        assert ex.controller.probe.input_size == (3, 64, 64)
+    finally:
+        ex.close()
+
+
+def test_input_size_given_or_impossible():
+    torch.manual_seed(0)
+    ex = explore(Digits(side=28).eval(), image(0), input_size=(1, 28, 28), samples={}, background=False)
+    try:
+        assert ex.controller.probe.stats.discoveries == 1  # no sizes tried
+    finally:
+        ex.close()
+    with pytest.raises(RuntimeError, match=r"ran on none of the input sizes tried \(\(1, 32, 32\), \(1, 28, 28\).*input_size="):
+        explore(Digits(side=20).eval(), image(0), samples={}, background=False)
+    with pytest.raises(ValueError, match="1-channel .* or 3-channel .* not 2; pass preprocess="):
+        explore(Digits(channels=2).eval(), image(0), samples={}, background=False)
+
+
+def test_grayscale_defaults_and_fills():
+    pre = default_preprocess((8, 6), channels=1)
+    rgb = np.zeros((16, 12, 3), np.uint8)
+    rgb[..., 1] = 255  # pure green: luma 0.587
+    x = pre(rgb)
+    assert x.shape == (1, 8, 6) and torch.allclose(x, torch.full_like(x, 150 / 255))
+    shown = default_denormalize(torch.tensor([[[-0.5, 0.25, 2.0]]]))
+    assert shown.shape == (1, 3, 3) and np.allclose(shown[0, :, 0], [0.0, 0.25, 1.0]) and np.allclose(shown[..., 0], shown[..., 2])
+    prep = ImageInput.prepare(image(0), default_preprocess((SIZE, SIZE), channels=1), default_denormalize)
+    assert prep.tensor.shape == (1, 1, SIZE, SIZE)
+    box = (3, 4, 5, 6)
+    assert torch.allclose(prep.occluded(box, "gray")[..., 4:10, 3:8], torch.tensor(0.5))
+    assert torch.allclose(prep.occluded(box, "black")[..., 4:10, 3:8], torch.tensor(0.0))
+    noise = prep.occluded(box, "noise")[..., 4:10, 3:8]
+    assert float(noise.min()) >= 0 and float(noise.max()) <= 1 and float(noise.std()) > 0.1
+    # a denormalize that returns a gray (H, W) image is accepted too
+    gray = ImageInput.prepare(image(0), default_preprocess((SIZE, SIZE), channels=1), lambda t: t[0].clamp(0, 1).numpy())
+    assert gray.display.shape == (SIZE, SIZE, 3) and gray.pixel_mean is not None

@@ -350,3 +350,37 @@ def test_a_zoo_bundle_is_accepted_with_its_own_input_size():
     assert torch.equal(torch.from_numpy(a.grid), torch.from_numpy(b.grid))
     with pytest.raises(TypeError, match="bundle with a .model"):
         Probe(object())
+
+
+def test_fit_input_size_describes_the_first_size_the_model_runs_on():
+    from cnnwidgets.core.layers import input_channels
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    assert input_channels(model) == 1 and input_channels(nn.Linear(3, 3)) is None
+    before = ModelSnapshot.take(model)
+    with Probe(model) as probe:
+        size = probe.fit_input_size([(1, 224, 224), (1, 224, 224), (3, 28, 28), (1, 28, 28), (1, 32, 32)])
+        assert size == (1, 28, 28) and probe.input_size == (1, 28, 28)
+        assert probe.layers["3"].output_shape == (10,)
+        assert probe.stats.discoveries == 1  # only the size that worked was described
+        with pytest.raises(RuntimeError, match=r"none of the input sizes tried \(\(1, 32, 32\)\).*input_size=.*mat1"):
+            probe.fit_input_size([(1, 32, 32), (1, 32, 32)])
+        assert probe.input_size == (1, 28, 28)  # a failed search keeps the last good description
+        with pytest.raises(ValueError, match="at least one candidate"):
+            probe.fit_input_size([])
+    assert before.differences(model) == []
+
+
+@pytest.mark.parametrize(("channels", "side"), [(1, 28), (3, 32), (3, 224)])
+def test_without_an_input_size_the_probe_finds_the_one_the_model_runs_on(channels, side):
+    from cnnwidgets.methods import model_summary
+
+    model = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * (side // 2) ** 2, 10))
+    with Probe(model) as probe:
+        assert probe.input_size == (channels, side, side)
+        assert probe.layers["4"].output_shape == (10,)
+    assert model_summary(model).input_size == (channels, side, side)
+    with Probe(model, input_size=(channels, 64, 64)) as probe:
+        with pytest.raises(RuntimeError, match=rf"input of size \({channels}, 64, 64\)"):
+            probe.layers  # a size given is used as is, never replaced by a guess

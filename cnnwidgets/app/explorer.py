@@ -17,7 +17,7 @@ import difflib
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as ipw
@@ -28,12 +28,12 @@ from torch import nn
 
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
-from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_preprocess
+from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_preprocess, to_pil
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.probe import Probe, default_input_sizes
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
@@ -87,6 +87,28 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     return pick.name
 
 
+def _input_size_candidates(model: nn.Module, image: Any) -> Iterator[tuple[int, ...]]:
+    """Input sizes to try, in order, for a model given without ``input_size`` or ``preprocess``.
+
+    The probe's :func:`~cnnwidgets.core.probe.default_input_sizes`, with the image's own size
+    (up to 512 pixels a side) tried right after 224 x 224 for RGB models and first for grayscale
+    ones. The image is only read if that candidate is reached.
+    """
+    defaults = list(default_input_sizes(model))
+    channels = defaults[0][0]
+    default_preprocess((1, 1), channels)  # raises a clear error for channel counts it cannot make
+    if channels == 3:
+        yield defaults.pop(0)
+    try:
+        width, height = to_pil(image).size
+    except (TypeError, ValueError, OSError):
+        pass  # the image's own problem is reported when it is prepared
+    else:
+        if max(height, width) <= 512:
+            yield (channels, height, width)
+    yield from defaults
+
+
 def _unpack(model: Any) -> dict[str, Any]:
     """Model, preprocessing, class names and name from an ``nn.Module`` or a zoo Bundle."""
     if isinstance(model, nn.Module):
@@ -110,10 +132,14 @@ class Explorer(ipw.VBox):
             zoo ``Bundle`` (model, preprocessing, class names).
         image: the first image (path, bytes, PIL image, array, tensor); None: the first sample.
         preprocess: image -> normalised (C, H, W) tensor. Default: the bundle's, else resize to
-            ``input_size`` and ImageNet normalisation.
-        denormalize: (C, H, W) tensor -> (H, W, 3) floats in [0, 1] (the bundle's or ImageNet).
+            ``input_size``; RGB is normalised with the ImageNet statistics, grayscale is scaled
+            to [0, 1] (see :func:`~cnnwidgets.app.inputs.default_preprocess`).
+        denormalize: (C, H, W) tensor -> (H, W, 3) (or gray (H, W)) floats in [0, 1] (default:
+            the bundle's, else the inverse of the default preprocessing).
         classes: class names (default: the bundle's, else indices).
-        input_size: (C, H, W) for the default preprocessing (default (3, 224, 224)).
+        input_size: (C, H, W) for the default preprocessing. Default: the bundle's, else the
+            first size the model runs on: C from its first convolution, then 224 x 224 (RGB),
+            the image's own size, 28, 32, 64 ... (so a CIFAR or MNIST network needs nothing).
         samples: ``{name: image}`` offered by the image picker (default: the zoo's samples).
         layer: the first layer (default: :func:`default_layer`).
         channel: the first channel.
@@ -178,8 +204,6 @@ class Explorer(ipw.VBox):
         background: bool = True,
     ) -> None:
         parts = _unpack(model)
-        size = tuple(input_size or parts.get("input_size") or (3, 224, 224))
-        self._preprocess = preprocess or parts.get("preprocess") or default_preprocess(size[1:])
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
         self._samples_problem = ""
         if samples is None:
@@ -198,9 +222,22 @@ class Explorer(ipw.VBox):
         self._last_box: tuple[int, int, int, int] | None = None
         self._data_dead: dict[str, np.ndarray] = {}
 
-        first = self._prepare_image(self._first_sample(), next(iter(self._samples)))
-        probe = Probe(parts["model"], device=device, input_size=tuple(first.tensor.shape[1:]))
+        source = self._first_sample()
+        probe = Probe(parts["model"], device=device)
         try:
+            custom = preprocess or parts.get("preprocess")
+            described = None
+            if custom is not None:
+                self._preprocess = custom
+            else:
+                size = input_size or parts.get("input_size")
+                if size is None:
+                    size = described = probe.fit_input_size(_input_size_candidates(parts["model"], source))
+                size = tuple(int(v) for v in size)
+                self._preprocess = default_preprocess(size[1:], channels=size[0])
+            first = self._prepare_image(source, next(iter(self._samples)))
+            if tuple(first.tensor.shape[1:]) != described:
+                probe.describe(tuple(first.tensor.shape[1:]))
             self._layers = {k: v for k, v in probe.layers.items()}
             self._classes = list(classes or parts.get("classes") or [])
             self.controller = Controller(

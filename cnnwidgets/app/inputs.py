@@ -98,9 +98,29 @@ def to_pil(image: Any) -> Image.Image:
     )
 
 
-def default_preprocess(size: tuple[int, int]) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize to ``size`` = (H, W) (bilinear), scale to [0, 1] and normalise with ImageNet statistics."""
+def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Image.Image], torch.Tensor]:
+    """The preprocessing the explorer uses when none is given.
+
+    Resizes to ``size`` = (H, W) (bilinear) and scales pixels to [0, 1]. With ``channels=3``
+    the result is normalised with the ImageNet statistics (the torchvision convention); with
+    ``channels=1`` the image is converted to grayscale (ITU-R 601 luma, as PIL does) and left
+    unnormalised, since grayscale models differ in what they were trained on.
+
+    Raises:
+        ValueError: for a channel count other than 1 or 3 (give your own ``preprocess``).
+    """
     height, width = int(size[0]), int(size[1])
+    if channels == 1:
+        def grayscale(image: Image.Image) -> torch.Tensor:
+            pil = to_pil(image).convert("L").resize((width, height), Image.BILINEAR)
+            return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0)[None]
+
+        return grayscale
+    if channels != 3:
+        raise ValueError(
+            f"the default preprocessing makes 1-channel (grayscale) or 3-channel (RGB) inputs, not "
+            f"{channels}; pass preprocess= (image -> ({channels}, H, W) tensor) and denormalize="
+        )
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
@@ -113,7 +133,13 @@ def default_preprocess(size: tuple[int, int]) -> Callable[[Image.Image], torch.T
 
 
 def default_denormalize(x: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`default_preprocess`'s normalisation: (3, H, W) tensor -> (H, W, 3) floats in [0, 1]."""
+    """Inverse of :func:`default_preprocess`: (C, H, W) tensor -> (H, W, 3) floats in [0, 1].
+
+    Three channels are un-normalised with the ImageNet statistics; one channel is shown as
+    gray (clipped to [0, 1]).
+    """
+    if x.shape[0] == 1:
+        return x.clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
     return (x * std + mean).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -126,8 +152,10 @@ def _as_hwc(value: Any) -> np.ndarray:
             value = value.permute(1, 2, 0)
         value = value.numpy()
     arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1):
+        arr = np.repeat(arr.reshape(*arr.shape[:2], 1), 3, axis=2)  # gray: shown in R, G and B
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"denormalize must return an (H, W, 3) image, got shape {arr.shape}")
+        raise ValueError(f"denormalize must return an (H, W, 3) or a gray (H, W) image, got shape {arr.shape}")
     return arr
 
 
@@ -200,12 +228,12 @@ class ImageInput:
     def _affine(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Read ``pixel = x * std + mean`` off ``denormalize`` (None, None if it is not affine)."""
         c = x.shape[0]
-        if c != 3:
+        if c not in (1, 3):
             return None, None
-        probe = torch.zeros(3, 1, 2)
+        probe = torch.zeros(c, 1, 2)
         probe[:, 0, 1] = 0.1
         try:
-            out = _as_hwc(denormalize(probe))  # (1, 2, 3)
+            out = _as_hwc(denormalize(probe))[..., :c]  # (1, 2, c): a gray image shows in R (= G = B)
         except Exception:  # noqa: BLE001 - an unusual denormalize only costs the pixel fills
             return None, None
         mean = torch.from_numpy(out[0, 0].copy())
@@ -213,12 +241,12 @@ class ImageInput:
         if not torch.all(std > 1e-6):
             return None, None
         # check on the real image (pixels inside (0, 1), where a clamp in denormalize cannot bite)
-        pixels = torch.from_numpy(_as_hwc(denormalize(x))).permute(2, 0, 1)
-        predicted = x * std.view(3, 1, 1) + mean.view(3, 1, 1)
+        pixels = torch.from_numpy(_as_hwc(denormalize(x))[..., :c]).permute(2, 0, 1)
+        predicted = x * std.view(c, 1, 1) + mean.view(c, 1, 1)
         inside = (predicted > 0.01) & (predicted < 0.99)
         if inside.any() and (pixels - predicted)[inside].abs().max() > 1e-3:
             return None, None
-        return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
+        return mean.view(1, c, 1, 1), std.view(1, c, 1, 1)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LayerInfo", "discover_layers", "suggest_names", "unknown_layer_error"]
+__all__ = ["LayerInfo", "discover_layers", "input_channels", "suggest_names", "unknown_layer_error"]
 
 _GEOMETRIC = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
@@ -221,3 +221,15 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
             is_leaf=not any(True for _ in module.children()),
         )
     return infos
+
+
+def input_channels(model: nn.Module) -> int | None:
+    """``in_channels`` of the first 2-D convolution registered in ``model`` (None if there is none).
+
+    The first one registered is the stem in every usual architecture, so this is the number of
+    channels the model expects (1 for a grayscale digit classifier, 3 for RGB).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return None

@@ -37,11 +37,22 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.device import resolve_device
-from cnnwidgets.core.layers import LayerInfo, discover_layers, unknown_layer_error
+from cnnwidgets.core.layers import LayerInfo, discover_layers, input_channels, unknown_layer_error
 
-__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "check_batch", "probe_scope"]
+__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "check_batch", "default_input_sizes", "probe_scope"]
 
-_DEFAULT_INPUT_SIZE = (3, 224, 224)
+
+def default_input_sizes(model: nn.Module) -> Iterator[tuple[int, int, int]]:
+    """The input sizes a :class:`Probe` tries, in order, for a model given without one.
+
+    The channels are those of the model's first 2-D convolution (3 if it has none). RGB models
+    try torchvision's 224 x 224 first; then, for any model, the sizes of the usual small
+    datasets: 28 (MNIST, first for grayscale models), 32 (CIFAR), 64, 96, 128, 224, 299.
+    """
+    channels = input_channels(model) or 3
+    sides = (224, 28, 32, 64, 96, 128, 299) if channels == 3 else (28, 32, 64, 96, 128, 224, 299)
+    for side in sides:
+        yield (channels, side, side)
 
 
 class StopForward(BaseException):
@@ -161,7 +172,8 @@ class Probe:
         channels_last: run convolutions in channels-last memory layout. ``"auto"`` enables it
             on CPU for models with 2-D convolutions, where it is faster (about 1.3-1.6x on AVX2 CPUs).
         input_size: (C, H, W) used to describe layers before the first capture; defaults to the
-            size of the first captured batch, else (3, 224, 224).
+            size of the first captured batch, else the first of :func:`default_input_sizes`
+            the model runs on ((3, 224, 224) for torchvision models, (1, 28, 28) for an MNIST net).
         cache_size: number of distinct inputs whose activations are kept (least recently used
             are evicted first).
         cache_bytes: upper bound on the memory held by cached activations.
@@ -352,8 +364,19 @@ class Probe:
 
     @property
     def input_size(self) -> tuple[int, ...]:
-        """(C, H, W) that :attr:`layers` describes."""
-        return self._input_size or _DEFAULT_INPUT_SIZE
+        """(C, H, W) that :attr:`layers` describes.
+
+        When none was given and nothing was captured yet, it is the first of
+        :func:`default_input_sizes` the model runs on (found once, on first use).
+        """
+        if self._input_size is None:
+            with self._lock:
+                self._check_open()
+                if self._input_size is None:
+                    self._sync()
+                    self.fit_input_size(default_input_sizes(self._user_model))
+        assert self._input_size is not None
+        return self._input_size
 
     @property
     def layers(self) -> dict[str, LayerInfo]:
@@ -361,8 +384,9 @@ class Probe:
         with self._lock:
             self._check_open()
             self._sync()
-            if self._layers is None or self._layers_size != self.input_size:
-                self.describe(self.input_size)
+            size = self.input_size
+            if self._layers is None or self._layers_size != size:
+                self.describe(size)
             assert self._layers is not None
             return self._layers
 
@@ -390,6 +414,38 @@ class Probe:
             self._input_size = size
             self.stats.discoveries += 1
             return self._layers
+
+    def fit_input_size(self, candidates: Iterable[Sequence[int]]) -> tuple[int, ...]:
+        """Describe the layers at the first (C, H, W) of ``candidates`` the model runs on, and return it.
+
+        For models whose input size is not known up front (a 28 x 28 digit classifier, a 32 x 32
+        CIFAR net): each candidate costs one forward pass of a blank image until one succeeds.
+
+        Raises:
+            ValueError: if ``candidates`` is empty.
+            RuntimeError: if the model fails on every candidate; the message lists them, gives
+                the last failure and says how to give the size.
+        """
+        tried: list[tuple[int, ...]] = []
+        last: Exception | None = None
+        for candidate in candidates:
+            size = tuple(int(s) for s in candidate)
+            if size in tried:
+                continue
+            tried.append(size)
+            try:
+                self.describe(size)
+            except RuntimeError as exc:
+                last = exc
+                continue
+            return size
+        if not tried:
+            raise ValueError("fit_input_size needs at least one candidate (C, H, W)")
+        sizes = ", ".join(str(size) for size in tried)
+        raise RuntimeError(
+            f"the model ran on none of the input sizes tried ({sizes}); give the size it expects, "
+            f"e.g. input_size=(C, H, W). Last failure: {last}"
+        ) from last
 
     def check_layer(self, name: str) -> LayerInfo:
         """The LayerInfo of ``name``; raises ``KeyError`` with close suggestions if unknown."""
