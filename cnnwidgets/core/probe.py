@@ -366,27 +366,28 @@ class Probe:
     def input_size(self) -> tuple[int, ...]:
         """(C, H, W) that :attr:`layers` describes.
 
-        When none was given and nothing was captured yet, it is the first of
-        :func:`default_input_sizes` the model runs on (found once, on first use).
+        Before the layers were first described (no size given, nothing captured), this is the
+        first guess of :func:`default_input_sizes`: its channels are the model's, its size is
+        confirmed or replaced when :attr:`layers` is first read.
         """
-        if self._input_size is None:
-            with self._lock:
-                self._check_open()
-                if self._input_size is None:
-                    self._sync()
-                    self.fit_input_size(default_input_sizes(self._user_model))
-        assert self._input_size is not None
-        return self._input_size
+        if self._input_size is not None:
+            return self._input_size
+        return next(default_input_sizes(self._user_model))
 
     @property
     def layers(self) -> dict[str, LayerInfo]:
-        """Every addressable module, ``{name: LayerInfo}``, in execution order."""
+        """Every addressable module, ``{name: LayerInfo}``, in execution order.
+
+        Described at :attr:`input_size`; when no size was given and nothing was captured yet,
+        at the first of :func:`default_input_sizes` the model runs on.
+        """
         with self._lock:
             self._check_open()
             self._sync()
-            size = self.input_size
-            if self._layers is None or self._layers_size != size:
-                self.describe(size)
+            if self._input_size is None:
+                self.fit_input_size(default_input_sizes(self._user_model))
+            elif self._layers is None or self._layers_size != self._input_size:
+                self.describe(self._input_size)
             assert self._layers is not None
             return self._layers
 

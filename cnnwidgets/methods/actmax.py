@@ -290,9 +290,10 @@ def maximize_activation(
             mean over the map), a class index or ``ClassLogit``, or any target callable.
         steps: number of ascent steps.
         lr: Adam learning rate for the image parameters.
-        size: image size, ``H`` or ``(H, W)``. Default: the probe's input size (its last input, or
-            (3, 224, 224)). The number of channels is the probe's (3 unless a probe created with
-            another ``input_size`` is passed).
+        size: image size, ``H`` or ``(H, W)``. Default: the probe's input size (its last input,
+            else the first size the model runs on, see :func:`~cnnwidgets.core.probe.default_input_sizes`).
+            The number of channels is the probe's (that of the model's first convolution unless
+            a probe created with another ``input_size`` is passed).
         seed: seed of the private random generator.
         mean, std: the normalisation the model expects (per channel, or one value): the model sees
             ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default 0 and 1 (a model fed [0, 1]
@@ -345,6 +346,7 @@ def maximize_activation(
     with probe_scope(model_or_probe) as probe:
         channels = probe.input_size[0]
         if size is None:
+            probe.layers  # without a size given, finds one the model runs on
             height, width = probe.input_size[1:]
         elif isinstance(size, int):
             height = width = size

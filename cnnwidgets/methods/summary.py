@@ -183,7 +183,7 @@ def summary(
             temporary probe (a private copy), so it is never changed.
         input_size: (C, H, W) to compute the shapes for (for a probe, this becomes its current
             size). Default: the probe's current input size (the size of its last input, else
-            (3, 224, 224)).
+            the first size the model runs on, see :func:`~cnnwidgets.core.probe.default_input_sizes`).
         leaves_only: list only modules without submodules (``False``: containers too, such as
             a ResNet's blocks).
 
