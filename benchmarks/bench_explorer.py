@@ -15,6 +15,9 @@ For the embedded model, TinyVGG (../shared/data or $CNNWIDGETS_SHARED_DATA) and 
                 one subplot per channel, saved as PNG; and ``speedup`` = tutorial / drag;
 * ``switch``    a channel switch (render only, no forward).
 
+With ``--floor``, also a drag step whose render stage returns the last frame (everything
+else as usual): how close to the bare prefix any kernel-side drawing could get.
+
 Then the resident memory growth over N drag steps per model. Goals: drag <= 1.3x prefix;
 speedup >= 50x. Medians of several repetitions; the machine's other load shows up as noise.
 """
@@ -140,6 +143,26 @@ def bench_layers(ex: Explorer) -> list[str]:
     return chosen[:6]
 
 
+def render_free(ex: Explorer, bare_prefix, move, repeat: int) -> tuple[float, float]:
+    """Bare prefix vs a drag step whose render stage hands back the last frame drawn.
+
+    Everything else of the step runs as usual (state, controller, prefix forward, showing the
+    frame): the lower bound of a drag step for any way of drawing in the kernel.
+    """
+    controller_module = sys.modules[type(ex.controller).__module__]
+    real = controller_module.render_frame
+    drawn = ex._current()[0]
+
+    def last_frame(*_args, **_kwargs):
+        return drawn
+
+    controller_module.render_frame = last_frame
+    try:
+        return alternate(bare_prefix, move, repeat)
+    finally:
+        controller_module.render_frame = real
+
+
 # ---------------------------------------------------------------------- the tutorials' way
 def tutorial_update(model: nn.Module, x: torch.Tensor, layer: str) -> None:
     """Full forward with a hook, then one matplotlib subplot per channel, saved as PNG."""
@@ -209,6 +232,10 @@ def run_model(name: str, spec, args) -> list[dict]:
             # alternate the bare forward with the explorer step, so that load from elsewhere on the
             # machine hits both alike; the ratio of the medians is what the goal is about
             prefix_a, drag = alternate(bare_prefix, move, args.repeat)
+            if args.floor:
+                floor_prefix, floor = render_free(ex, bare_prefix, move, args.repeat)
+                print(f"  {name} {layer}: drag step without drawing and encoding {floor:.2f} ms, "
+                      f"{floor / floor_prefix:.2f}x the bare prefix ({floor_prefix:.2f} ms)", flush=True)
             ex.dragging = False
             prefix_b, final = alternate(bare_prefix, move, args.repeat)
             prefix = statistics.median([prefix_a, prefix_b])
@@ -267,6 +294,8 @@ def main() -> None:
     parser.add_argument("--tutorial-repeat", type=int, default=2)
     parser.add_argument("--no-tutorial", dest="tutorial", action="store_false")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and steps")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time a drag step with drawing and encoding taken out (its lower bound)")
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.steps, args.tutorial_repeat = 5, 100, 1
