@@ -684,3 +684,19 @@ def test_grayscale_defaults_and_fills():
     # a denormalize that returns a gray (H, W) image is accepted too
     gray = ImageInput.prepare(image(0), default_preprocess((SIZE, SIZE), channels=1), lambda t: t[0].clamp(0, 1).numpy())
     assert gray.display.shape == (SIZE, SIZE, 3) and gray.pixel_mean is not None
+
+
+def test_channels_last_layers_are_not_offered_and_are_refused_clearly():
+    from tests.test_probe import channels_last_net
+
+    torch.manual_seed(0)
+    ex = make(channels_last_net().eval())
+    try:
+        names = [name for _, _, name in layer_items(ex.layers)]
+        assert "1.dw" in names and "1" in names and "1.mlp" not in names and "1.norm" not in names
+        with pytest.raises(traitlets.TraitError, match=r"'1.mlp' outputs \(32, 32, 16\) \(H, W, C: channels last\)"):
+            ex.layer = "1.mlp"
+        ex.layer = "1"
+        assert ex.activations.shape == (8, 32, 32) and not ex.status.is_error
+    finally:
+        ex.close()

@@ -385,3 +385,60 @@ def test_without_an_input_size_the_probe_finds_the_one_the_model_runs_on(channel
     with Probe(model, input_size=(channels, 64, 64)) as probe:
         with pytest.raises(RuntimeError, match=rf"input of size \({channels}, 64, 64\)"):
             probe.layers  # a size given is used as is, never replaced by a guess
+
+
+class ChannelsLastBlock(nn.Module):
+    """ConvNeXt-style: a depthwise conv, then LayerNorm and Linear per position in (H, W, C) layout."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.mlp = nn.Linear(channels, 2 * channels)
+        self.back = nn.Linear(2 * channels, channels)
+
+    def forward(self, x):
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.back(torch.relu(self.mlp(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+def channels_last_net(channels: int = 8, fixed: int | None = None) -> nn.Sequential:
+    head = [nn.Flatten(), nn.Linear(channels * fixed * fixed, 3)] if fixed else [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 3)]
+    return nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), ChannelsLastBlock(channels), *head)
+
+
+@pytest.mark.parametrize("size", [(3, 20, 20), (3, 24, 40), (3, 8, 8)])
+def test_channels_last_outputs_are_recognised_and_not_offered_as_maps(size):
+    from cnnwidgets.methods import grad_cam, model_summary
+
+    with Probe(channels_last_net(), input_size=size) as probe:
+        layers = probe.layers
+        h, w = size[1:]
+        assert layers["1.dw"].layout == "CHW" and layers["1.dw"].is_spatial
+        for name, width in (("1.norm", 8), ("1.mlp", 16), ("1.back", 8)):  # (8, 8, 8) at size 8 is settled by shapes
+            assert layers[name].output_shape == (h, w, width)
+            assert layers[name].layout == "HWC" and not layers[name].is_spatial, name
+        assert layers["1"].layout == "CHW" and layers["1"].is_spatial  # the block's output is (C, H, W) again
+        with pytest.raises(ValueError, match=r"'1.mlp' has output shape .*\(H, W, C: channels last\)"):
+            grad_cam(probe, torch.rand(1, *size), 0, layer="1.mlp")
+    assert "(HWC)" in model_summary(channels_last_net(), input_size=size).to_text()
+
+
+def test_a_model_of_one_size_keeps_the_layouts_the_shapes_show():
+    # the second, larger pass fails at the head; the layers before it still tell their layout
+    with Probe(channels_last_net(fixed=12), input_size=(3, 12, 12)) as probe:
+        layers = probe.layers
+        assert layers["1.mlp"].layout == "HWC" and layers["1.norm"].layout == "HWC"
+        assert layers["0"].is_spatial and layers["1"].is_spatial
+        assert probe.logits(torch.rand(1, 3, 12, 12)).shape == (1, 3)
+
+
+def test_convnext_blocks_inner_layers_are_channels_last():
+    model = torchvision.models.convnext_tiny(weights=None).eval()
+    with Probe(model, input_size=(3, 64, 64)) as probe:
+        layers = probe.layers
+        assert layers["features.1.0.block.0"].is_spatial  # depthwise conv, (C, H, W)
+        assert layers["features.1.0.block.3"].output_shape == (16, 16, 384)
+        assert layers["features.1.0.block.3"].layout == "HWC" and not layers["features.1.0.block.3"].is_spatial
+        assert layers["features.1.0"].is_spatial and layers["features.1.0"].output_shape == (96, 16, 16)

@@ -370,7 +370,7 @@ class Explorer(ipw.VBox):
             raise t.TraitError(f"unknown layer {name!r}{hint}")
         if not info.is_spatial or info.calls == 0:
             raise t.TraitError(
-                f"layer {name!r} outputs {info.output_shape}, not a (C, H, W) feature map; "
+                f"layer {name!r} outputs {info.shape_text}, not a (C, H, W) feature map; "
                 f"choose one of the layers listed in explorer.layer_select"
             )
         return name

@@ -55,6 +55,9 @@ class LayerInfo:
         order: position in the order in which modules start running (never-run modules last).
         block: name of the top-level child the module belongs to (for grouping in menus).
         is_leaf: whether the module has no children.
+        layout: for a 3-D output, ``"CHW"`` (channels first, as convolutions make them) or
+            ``"HWC"`` (channels last, as inside ConvNeXt and Swin blocks, which permute to
+            apply LayerNorm and Linear layers per position); ``""`` otherwise.
     """
 
     name: str
@@ -68,6 +71,7 @@ class LayerInfo:
     order: int
     block: str
     is_leaf: bool
+    layout: str = ""
 
     @property
     def is_conv(self) -> bool:
@@ -77,11 +81,21 @@ class LayerInfo:
     @property
     def is_spatial(self) -> bool:
         """True when the output is a (C, H, W) feature map that can be shown as a grid."""
-        return self.output_shape is not None and len(self.output_shape) == 3
+        return self.output_shape is not None and len(self.output_shape) == 3 and self.layout != "HWC"
+
+    @property
+    def shape_text(self) -> str:
+        """The output shape for messages: ``(64, 56, 56)``, or ``(56, 56, 96) (H, W, C: channels last)``."""
+        if self.output_shape is None:
+            return "no tensor output"
+        text = str(tuple(self.output_shape))
+        return f"{text} (H, W, C: channels last)" if self.layout == "HWC" else text
 
     def describe(self) -> str:
         """A one-line human description, e.g. ``features.0  Conv2d  (64, 112, 112)``."""
         shape = "x".join(str(s) for s in self.output_shape) if self.output_shape else "-"
+        if self.layout == "HWC":
+            shape += " (HWC)"
         return f"{self.name}  {self.type}  {shape}"
 
 
@@ -202,6 +216,7 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
     finally:
         for handle in handles:
             handle.remove()
+    layouts = _layouts(model, names, example, shapes)
 
     infos: dict[str, LayerInfo] = {}
     ordered = sorted(names.items(), key=lambda item: start_order.get(item[1], len(names) + 1))
@@ -219,8 +234,65 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
             order=index,
             block=name.split(".")[0],
             is_leaf=not any(True for _ in module.children()),
+            layout=layouts.get(name, ""),
         )
     return infos
+
+
+def _proportional(h: int, w: int, height: int, width: int) -> bool:
+    """Whether an h x w map has the aspect of a height x width input (within one unit of rounding)."""
+    return abs(h * width - w * height) <= height + width
+
+
+def _looks_channels_last(shape: tuple[int, ...], height: int, width: int) -> bool:
+    a, b, c = shape
+    return _proportional(a, b, height, width) and not _proportional(b, c, height, width)
+
+
+def _layouts(
+    model: nn.Module, names: dict[nn.Module, str], example: torch.Tensor, shapes: dict[str, tuple[int, ...] | None]
+) -> dict[str, str]:
+    """``"CHW"`` or ``"HWC"`` for every module with a 3-D output (per image).
+
+    A 3-D output is taken as (C, H, W) unless its first two sizes, not its last two, have the
+    input's aspect ratio. Only when some output looks channels-last is the model run once more,
+    on an input 32 pixels larger each way: the axes whose sizes change are the spatial ones,
+    which settles every layer that runs in both passes (also a square (H, H, H) one). The second
+    pass may fail part-way (a model that only takes one size); what ran until then counts.
+    """
+    height, width = int(example.shape[-2]), int(example.shape[-1])
+    three_d = {name: shape for name, shape in shapes.items() if shape is not None and len(shape) == 3}
+    guess = {name: "HWC" if _looks_channels_last(shape, height, width) else "CHW" for name, shape in three_d.items()}
+    if "HWC" not in guess.values():
+        return guess
+    larger_shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(module: nn.Module, args: tuple, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            larger_shapes[names[module]] = tuple(output.shape[1:])
+
+    larger = torch.zeros((*example.shape[:-2], height + 32, width + 32), dtype=example.dtype, device=example.device)
+    if example.is_contiguous(memory_format=torch.channels_last):
+        larger = larger.contiguous(memory_format=torch.channels_last)
+    handles = [module.register_forward_hook(record) for module in names]
+    try:
+        with torch.no_grad():
+            model(larger)
+    except Exception:  # noqa: BLE001 - a model that takes one size only: keep what ran
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, shape in three_d.items():
+        other = larger_shapes.get(name)
+        if other is None or len(other) != 3:
+            continue
+        changed = tuple(i for i in range(3) if shape[i] != other[i])
+        if changed == (0, 1):
+            guess[name] = "HWC"
+        elif changed == (1, 2):
+            guess[name] = "CHW"
+    return guess
 
 
 def input_channels(model: nn.Module) -> int | None:

@@ -71,7 +71,7 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
         raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
     if not info.is_spatial:
         raise ValueError(
-            f"{method} needs a layer with a (C, H, W) output; {layer!r} has output shape {info.output_shape}"
+            f"{method} needs a layer with a (C, H, W) output; {layer!r} has output shape {info.shape_text}"
         )
     return info
 

@@ -43,6 +43,8 @@ class SummaryRow:
         calls: how many times the module runs per forward pass.
         depth: nesting depth (number of dots in ``name``).
         is_leaf: whether the module has no submodules.
+        layout: ``"HWC"`` for a channels-last 3-D output (see :class:`~cnnwidgets.core.layers.LayerInfo`),
+            else ``"CHW"`` or ``""``.
     """
 
     name: str
@@ -54,6 +56,7 @@ class SummaryRow:
     calls: int
     depth: int
     is_leaf: bool
+    layout: str = ""
 
     @classmethod
     def from_info(cls, info: LayerInfo) -> SummaryRow:
@@ -67,6 +70,7 @@ class SummaryRow:
             calls=info.calls,
             depth=info.name.count("."),
             is_leaf=info.is_leaf,
+            layout=info.layout,
         )
 
     def cells(self) -> tuple[str, str, str, str, str, str]:
@@ -77,6 +81,8 @@ class SummaryRow:
             shape = "-"
         else:
             shape = " x ".join(str(s) for s in self.output_shape)
+            if self.layout == "HWC":
+                shape += " (HWC)"
         type_ = self.type if self.calls <= 1 else f"{self.type} (x{self.calls})"
         return (
             self.name,
