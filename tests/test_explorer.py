@@ -616,8 +616,8 @@ def test_a_grayscale_digit_model_is_explored_at_the_size_it_runs_on():
     model = Digits().eval()
     ex = explore(model, digit, samples={}, background=False)
     try:
-        assert ex.controller.probe.input_size == (1, 28, 28)
-        assert ex.controller.probe.stats.discoveries == 1  # the size found is the one described
+        assert ex.probe.input_size == (1, 28, 28)
+        assert ex.probe.stats.discoveries == 1  # the size found is the one described
         x = ex._images[ex._image_id].tensor
         assert x.shape == (1, 1, 28, 28) and float(x.max()) == 1.0 and float(x.min()) == 0.0  # gray, [0, 1]
         assert ex.input_image.shape == (28, 28, 3) and (ex.input_image[..., 0] == ex.input_image[..., 2]).all()
@@ -641,14 +641,14 @@ def test_a_small_rgb_model_falls_back_from_224_to_its_own_size():
     photo = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
     ex = explore(Digits(channels=3, side=32).eval(), photo, samples={}, background=False)
     try:
-        assert ex.controller.probe.input_size == (3, 32, 32)  # 224 and the photo's 300 x 400 do not fit
+        assert ex.probe.input_size == (3, 32, 32)  # 224 and the photo's 300 x 400 do not fit
         assert ex.input_image.shape == (32, 32, 3) and not ex.status.is_error
     finally:
         ex.close()
     # an image of the size the model takes is tried right after 224
     ex = explore(Digits(channels=3, side=64).eval(), photo[:64, :64], samples={}, background=False)
     try:
-        assert ex.controller.probe.input_size == (3, 64, 64)
+        assert ex.probe.input_size == (3, 64, 64)
     finally:
         ex.close()
 
@@ -657,7 +657,7 @@ def test_input_size_given_or_impossible():
     torch.manual_seed(0)
     ex = explore(Digits(side=28).eval(), image(0), input_size=(1, 28, 28), samples={}, background=False)
     try:
-        assert ex.controller.probe.stats.discoveries == 1  # no sizes tried
+        assert ex.probe.stats.discoveries == 1  # no sizes tried
     finally:
         ex.close()
     with pytest.raises(RuntimeError, match=r"ran on none of the input sizes tried \(\(1, 32, 32\), \(1, 28, 28\).*input_size="):
