@@ -100,6 +100,16 @@ def randomize_batchnorm(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def cpu_threads(request):
+    """Runs a test with torch on 1 CPU thread (batches one after another) and on 2 (two batches
+    side by side, one thread each); restores the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 def small_cnn() -> nn.Module:
     return randomize_batchnorm(SmallCNN())
 
@@ -246,6 +256,82 @@ def test_batch_size_and_order_do_not_change_the_map():
     np.testing.assert_array_equal(raster.labels, reference.labels)
 
 
+RAN_ON: list[str] = []  # module level: the private copies occlusion runs share it with the test
+
+
+class ThreadRecorder(nn.Module):
+    """A small CNN whose forward notes the thread it runs on (traceable: no data-dependent flow)."""
+
+    def __init__(self, traceable: bool = True) -> None:
+        super().__init__()
+        self.net = small_cnn()
+        self.traceable = traceable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        RAN_ON.append(threading.current_thread().name)
+        if not self.traceable and x.sum() > 1e9:  # a branch on data: torch.fx cannot trace it
+            x = x * 0
+        return self.net(x)
+
+
+def test_cpu_batches_run_side_by_side_and_give_the_serial_map():
+    x = torch.randn(1, 3, 24, 24)
+    kwargs = dict(window=6, stride=3, batch_size=4, progress=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        model = ThreadRecorder()
+        RAN_ON.clear()
+        serial = occlusion_map(model, x, ClassProbability(3), **kwargs)
+        assert RAN_ON and not any(name.startswith("cnnwidgets-occlusion") for name in RAN_ON)
+        torch.set_num_threads(2)
+        RAN_ON.clear()
+        parallel = occlusion_map(model, x, ClassProbability(3), **kwargs)
+        workers = {name for name in RAN_ON if name.startswith("cnnwidgets-occlusion")}
+        assert len(workers) == 2  # two batches at a time, each on its own worker
+        np.testing.assert_allclose(parallel.grid, serial.grid, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(parallel.labels, serial.labels)
+        assert parallel.complete and parallel.done == serial.done
+        # the caller keeps its thread count, and so do threads started later
+        assert torch.get_num_threads() == 2
+        later = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [2]
+        # a model torch.fx cannot trace may keep state in its forward: it runs one batch at a time
+        RAN_ON.clear()
+        occlusion_map(ThreadRecorder(traceable=False), x, ClassProbability(3), **kwargs)
+        assert RAN_ON and not any(name.startswith("cnnwidgets-occlusion") for name in RAN_ON)
+    finally:
+        torch.set_num_threads(before)
+
+
+class FailsOnBatches(nn.Module):
+    """Runs on one image, fails on a batch of several (flattens the batch into one row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 12 * 12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).reshape(1, -1))
+
+
+def test_errors_in_parallel_batches_and_callbacks_propagate(cpu_threads):
+    x = torch.randn(1, 3, 12, 12)
+    with pytest.raises(RuntimeError, match="the model failed on an occluded batch of shape"):
+        occlusion_map(FailsOnBatches().eval(), x, 0, window=4, stride=2, batch_size=4, progress=False)
+
+    def callback(result):
+        raise KeyError("from the callback")
+
+    with pytest.raises(KeyError, match="from the callback"):
+        occlusion_map(small_cnn(), x, 0, window=4, stride=2, batch_size=4, progress=False, callback=callback)
+    assert torch.get_num_threads() == cpu_threads
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 2), (3, 40), (13, 13), (17, 5), (25, 25), (64, 63)])
 def test_coarse_first_order_covers_every_position_once_and_spans_the_image_early(shape):
     rows, cols = shape
@@ -296,7 +382,7 @@ def test_coarse_preview_for_the_standard_grids():
     assert raster.tolist() == [[i, j] for i in range(3) for j in range(4)]
 
 
-def test_streaming_callbacks_and_preview():
+def test_streaming_callbacks_and_preview(cpu_threads):
     model = small_cnn()
     x = torch.randn(1, 3, 40, 40)
     seen = []
@@ -320,7 +406,7 @@ def test_streaming_callbacks_and_preview():
     assert occlusion_overlay(first_ready.grid, image, window=8, stride=2).shape == (40, 40, 3)
 
 
-def test_cancel_returns_a_partial_result_marked_with_nans():
+def test_cancel_returns_a_partial_result_marked_with_nans(cpu_threads):
     model = small_cnn()
     x = torch.randn(1, 3, 24, 24)
     stop = threading.Event()
@@ -593,7 +679,7 @@ def test_render_errors_are_specific():
         occlusion_overlay(grid, np.zeros((12, 12, 3)), window=4, stride=4, cmap="nope")
 
 
-def test_result_is_a_snapshot_not_a_live_view():
+def test_result_is_a_snapshot_not_a_live_view(cpu_threads):
     model = small_cnn()
     x = torch.randn(1, 3, 12, 12)
     seen = []
