@@ -686,17 +686,33 @@ def test_grayscale_defaults_and_fills():
     assert gray.display.shape == (SIZE, SIZE, 3) and gray.pixel_mean is not None
 
 
-def test_channels_last_layers_are_not_offered_and_are_refused_clearly():
+def test_channels_last_layers_are_shown_channels_first():
     from tests.test_probe import channels_last_net
 
     torch.manual_seed(0)
     ex = make(channels_last_net().eval())
     try:
-        names = [name for _, _, name in layer_items(ex.layers)]
-        assert "1.dw" in names and "1" in names and "1.mlp" not in names and "1.norm" not in names
-        with pytest.raises(traitlets.TraitError, match=r"'1.mlp' outputs \(32, 32, 16\) \(H, W, C: channels last\)"):
-            ex.layer = "1.mlp"
-        ex.layer = "1"
-        assert ex.activations.shape == (8, 32, 32) and not ex.status.is_error
+        items = {name: label for _, label, name in layer_items(ex.layers)}
+        assert {"1.dw", "1.norm", "1.mlp", "1.back", "1"} <= set(items)
+        assert items["1.mlp"].endswith("16\u00d732\u00d732 (HWC)") and items["1.dw"].endswith("8\u00d732\u00d732")
+        ex.layer = "1.mlp"
+        ex.channel = 13  # beyond the 8 channels of the block's other layers: a (C, H, W) reading of (32, 32, 16) has 32
+        assert ex.channel_slider.max == 15
+        ex.wait_idle()
+        assert not ex.status.is_error, ex.status.value
+        raw = ex.probe.capture(ex._images[ex._image_id].tensor, ["1.mlp"])["1.mlp"][0]  # (H, W, C)
+        np.testing.assert_allclose(ex.baseline_activations, raw.permute(2, 0, 1).numpy(), rtol=1e-5, atol=1e-6)
+        ex.box = (4, 4, 8, 8)
+        ex.wait_idle()
+        occluded = ex.probe.capture(occluded_input(ex), ["1.mlp"])["1.mlp"][0]
+        np.testing.assert_allclose(ex.activations, occluded.permute(2, 0, 1).numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(ex.activations, ex.baseline_activations)
+        assert "16\u00d732\u00d732 (HWC)" in ex.grid_caption.value
+        assert ex.grid.grid.channel_at(*ex.grid.grid.tile_rect(15)[:2]) == 15  # 16 tiles
+        assert ex.grid.grid.channel_at(*ex.grid.grid.tile_rect(13)[:2]) == 13
+        with pytest.raises(traitlets.TraitError, match="channel 16 out of range 0..15"):
+            ex.channel = 16
     finally:
         ex.close()
+
+

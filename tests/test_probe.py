@@ -409,7 +409,7 @@ def channels_last_net(channels: int = 8, fixed: int | None = None) -> nn.Sequent
 
 
 @pytest.mark.parametrize("size", [(3, 20, 20), (3, 24, 40), (3, 8, 8)])
-def test_channels_last_outputs_are_recognised_and_not_offered_as_maps(size):
+def test_channels_last_outputs_are_recognised(size):
     from cnnwidgets.methods import grad_cam, model_summary
 
     with Probe(channels_last_net(), input_size=size) as probe:
@@ -423,6 +423,53 @@ def test_channels_last_outputs_are_recognised_and_not_offered_as_maps(size):
         with pytest.raises(ValueError, match=r"'1.mlp' has output shape .*\(H, W, C: channels last\)"):
             grad_cam(probe, torch.rand(1, *size), 0, layer="1.mlp")
     assert "(HWC)" in model_summary(channels_last_net(), input_size=size).to_text()
+
+
+def test_channel_readers_see_channels_last_layers_channels_first():
+    from cnnwidgets import ChannelActivation
+    from cnnwidgets.core.targets import target_score
+    from cnnwidgets.methods import dead_channels, occlusion_map, project_channel, scan_topk, strongest_unit
+
+    torch.manual_seed(0)
+    model = channels_last_net().eval()
+    x = torch.rand(2, 3, 12, 20)
+    with Probe(model, input_size=(3, 12, 20)) as probe:
+        info = probe.layers["1.mlp"]
+        assert info.output_shape == (12, 20, 16) and info.map_shape == (16, 12, 20)
+        assert probe.layers["1.dw"].map_shape == (8, 12, 20) and probe.layers["3"].map_shape is None
+        raw = probe.capture(x, ["1.mlp"])["1.mlp"]  # what the layer outputs: (N, H, W, C)
+        maps = probe.channels_first("1.mlp", raw)
+        assert maps.shape == (2, 16, 12, 20) and maps.data_ptr() == raw.data_ptr()  # a view
+        torch.testing.assert_close(maps[:, 5], raw[..., 5])
+        dw = probe.capture(x, ["1.dw"])["1.dw"]
+        assert probe.channels_first("1.dw", dw) is dw
+        # channel 5 is the layer's 6th feature, not row 5 of the map
+        scores = target_score(probe, x, ChannelActivation("1.mlp", 5, reduce="max"))
+        torch.testing.assert_close(scores, raw[..., 5].amax(dim=(1, 2)))
+        with pytest.raises(IndexError, match="has 16 channels"):
+            target_score(probe, x, ChannelActivation("1.mlp", 16))
+        flat = raw[..., 5].reshape(2, -1).argmax(dim=1)
+        torch.testing.assert_close(strongest_unit(probe, x, "1.mlp", 5), torch.stack([flat // 20, flat % 20], dim=1))
+        # no ReLU lies between the input and 1.mlp: the deconvnet projection is a plain gradient
+        c = int(raw[0].amax(dim=(0, 1)).argmax())  # a channel with positive units
+        projection = project_channel(probe, x[:1], "1.mlp", c, unit="all")
+        leaf = x[:1].clone().requires_grad_(True)
+        a = model[1].mlp(model[1].norm(model[1].dw(model[0](leaf)).permute(0, 2, 3, 1)))[..., c]
+        (expected,) = torch.autograd.grad((a.detach().clamp(min=0) * a).sum(), leaf)
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(projection, expected, rtol=1e-4, atol=1e-6)
+        dead = dead_channels(probe, x, "1.mlp", progress=False)["1.mlp"]
+        assert dead.num_channels == 16
+        torch.testing.assert_close(torch.from_numpy(dead.max_activation), raw.amax(dim=(0, 1, 2)))
+        assert dead.dead == torch.nonzero(raw.amax(dim=(0, 1, 2)) <= 0).flatten().tolist()
+        result = occlusion_map(probe, x[:1], ChannelActivation("1.mlp", 5, reduce="sum"), window=4, stride=4,
+                               progress=False)
+        assert result.unoccluded == pytest.approx(float(raw[0, ..., 5].sum()), rel=1e-5)
+        top = scan_topk(probe, x, "1.mlp", k=1, progress=False)
+        assert top.num_channels("1.mlp") == 16
+        best = top.entries("1.mlp", 5)[0]
+        assert best.value == pytest.approx(float(raw[..., 5].max()), rel=1e-5)
+        assert float(raw[best.image_index, best.row, best.col, 5]) == pytest.approx(best.value, rel=1e-5)
 
 
 def test_a_model_of_one_size_keeps_the_layouts_the_shapes_show():

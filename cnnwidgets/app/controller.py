@@ -217,7 +217,7 @@ class Controller(NewestFirstWorker):
     def _forward(
         self, x: torch.Tensor, layer: str, scores: bool, *, once: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The layer's activation, and the logits when ``scores`` - in ONE forward pass.
+        """The layer's activation (channels first), and the logits when ``scores`` - in ONE forward pass.
 
         Without scores this is ``probe.capture`` (prefix only); ``once`` marks an input that
         is seen once (an occluded copy while dragging), which the probe's cache neither looks
@@ -225,8 +225,10 @@ class Controller(NewestFirstWorker):
         during ``probe.logits``; when the logits come from the probe's cache (no forward ran)
         the layer comes from ``probe.capture``.
         """
+        channels_last = self._geometry(layer).channels_last
         if not scores:
-            return self.probe.capture(x, [layer], cache=not once)[layer], None
+            act = self.probe.capture(x, [layer], cache=not once)[layer]
+            return (act.permute(0, 3, 1, 2) if channels_last else act), None
         grabbed: list[torch.Tensor] = []
         handle = self.probe.module(layer).register_forward_hook(
             lambda module, args, output: grabbed.append(output.detach().clone())
@@ -236,7 +238,7 @@ class Controller(NewestFirstWorker):
         finally:
             handle.remove()
         act = grabbed[-1] if grabbed else self.probe.capture(x, [layer])[layer]
-        return act, logits
+        return (act.permute(0, 3, 1, 2) if channels_last else act), logits
 
     def _baseline(self, req: ComputeRequest, image: ImageInput) -> Baseline:
         key = (req.image_id, req.layer, req.device, req.scores)

@@ -57,19 +57,26 @@ __all__ = ["Explorer", "default_layer", "explore", "layer_items"]
 _USER_IMAGE = "your image"
 
 
-def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
-    """``(group, label, name)`` for every layer whose output is a (C, H, W) map, in execution order.
+def _map_text(info: LayerInfo) -> str:
+    """``CxHxW`` of a layer's maps; channels-last layers (shown channels first) add ``(HWC)``."""
+    text = "\u00d7".join(str(s) for s in info.map_shape or info.output_shape or ())
+    return f"{text} (HWC)" if info.layout == "HWC" else text
 
-    Layers are grouped by their top-level block; top-level leaf modules share the group
-    ``"top level"``. Labels read ``name  Type  CxHxW``.
+
+def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
+    """``(group, label, name)`` for every layer whose output is a map stack, in execution order.
+
+    That is every 3-D output, (C, H, W) or channels-last (H, W, C) (ConvNeXt and Swin blocks),
+    which the explorer shows channels first. Layers are grouped by their top-level block;
+    top-level leaf modules share the group ``"top level"``. Labels read ``name  Type  CxHxW``,
+    with ``(HWC)`` after channels-last layers.
     """
     items = []
     for info in layers.values():
-        if not info.is_spatial or info.calls == 0:
+        if info.map_shape is None or info.calls == 0:
             continue
         group = info.block if ("." in info.name or not info.is_leaf) else "top level"
-        shape = "\u00d7".join(str(s) for s in info.output_shape)
-        items.append((group, f"{info.name}  {info.type}  {shape}", info.name))
+        items.append((group, f"{info.name}  {info.type}  {_map_text(info)}", info.name))
     return items
 
 
@@ -79,7 +86,7 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     Raises:
         ValueError: if no layer outputs a (C, H, W) map.
     """
-    spatial = [i for i in layers.values() if i.is_spatial and i.calls > 0]
+    spatial = [i for i in layers.values() if i.map_shape is not None and i.calls > 0]
     if not spatial:
         raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
     convs = [i for i in spatial if i.is_conv]
@@ -352,12 +359,16 @@ class Explorer(ipw.VBox):
 
     def _geometry(self, layer: str) -> LayerGeometry:
         info = self._layers.get(layer)
-        if info is None or info.jump is None or info.start is None:
+        if info is None:
             return LayerGeometry()
-        return LayerGeometry(jump=float(info.jump), start=float(info.start))
+        channels_last = info.layout == "HWC"
+        if info.jump is None or info.start is None:
+            return LayerGeometry(channels_last=channels_last)
+        return LayerGeometry(jump=float(info.jump), start=float(info.start), channels_last=channels_last)
 
     def _channels(self, layer: str) -> int:
-        shape = self._layers[layer].output_shape
+        info = self._layers[layer]
+        shape = info.map_shape or info.output_shape
         return int(shape[0]) if shape else 1
 
     @t.validate("layer")
@@ -368,10 +379,10 @@ class Explorer(ipw.VBox):
             close = difflib.get_close_matches(name, list(self._layers), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise t.TraitError(f"unknown layer {name!r}{hint}")
-        if not info.is_spatial or info.calls == 0:
+        if info.map_shape is None or info.calls == 0:
+            what = "never runs" if info.map_shape is not None else f"outputs {info.shape_text}, not a (C, H, W) feature map"
             raise t.TraitError(
-                f"layer {name!r} outputs {info.shape_text}, not a (C, H, W) feature map; "
-                f"choose one of the layers listed in explorer.layer_select"
+                f"layer {name!r} {what}; choose one of the layers listed in explorer.layer_select"
             )
         return name
 
@@ -564,7 +575,7 @@ class Explorer(ipw.VBox):
             self.panel.layout.height = f"{height}px"
         if frame.rows is not None:
             self.scores_view.rows = frame.rows
-        shape = "\u00d7".join(str(s) for s in self._layers[state.layer].output_shape)
+        shape = _map_text(self._layers[state.layer])
         dead = frame.dead
         caption = f"<b>{state.layer}</b> &nbsp; {shape} &nbsp; click a tile to select its channel"
         if dead:

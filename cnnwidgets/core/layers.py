@@ -84,6 +84,21 @@ class LayerInfo:
         return self.output_shape is not None and len(self.output_shape) == 3 and self.layout != "HWC"
 
     @property
+    def map_shape(self) -> tuple[int, int, int] | None:
+        """The output as feature maps, (C, H, W), whichever its layout; None unless it is 3-D.
+
+        For a channels-last (H, W, C) output this is (C, H, W): the shape of
+        :meth:`~cnnwidgets.core.probe.Probe.channels_first` of it, the way the explorer and
+        channel targets read it.
+        """
+        shape = self.output_shape
+        if shape is None or len(shape) != 3:
+            return None
+        if self.layout == "HWC":
+            return (int(shape[2]), int(shape[0]), int(shape[1]))
+        return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+    @property
     def shape_text(self) -> str:
         """The output shape for messages: ``(64, 56, 56)``, or ``(56, 56, 96) (H, W, C: channels last)``."""
         if self.output_shape is None:

@@ -460,6 +460,22 @@ class Probe:
             raise unknown_layer_error(name, list(layers))
         return layers[name]
 
+    def channels_first(self, name: str, activation: torch.Tensor) -> torch.Tensor:
+        """``activation`` of layer ``name`` with channels on dim 1.
+
+        Outputs of channels-last layers (``LayerInfo.layout == "HWC"``: (N, H, W, C), as inside
+        ConvNeXt and Swin blocks) come back as a (N, C, H, W) view (a permutation, no copy, with
+        autograd intact); every other activation is returned unchanged. Channel targets, the
+        channel projections and the explorer read layers through this, so "channel k" means the
+        same thing in every layout.
+        """
+        if activation.dim() != 4:
+            return activation
+        info = self.layers.get(name)
+        if info is None or info.layout != "HWC":
+            return activation
+        return activation.permute(0, 3, 1, 2)
+
     def module(self, name: str) -> nn.Module:
         """The module ``name`` of the private copy."""
         self.check_layer(name)

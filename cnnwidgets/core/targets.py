@@ -126,6 +126,9 @@ def resolve_target(target: Target | int) -> Target:
 def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = False) -> torch.Tensor:
     """Evaluate ``target`` on the batch ``x`` with ``probe`` (prefix-only for internal layers).
 
+    An internal layer's activation reaches the target with channels on dim 1, also for a
+    channels-last layer (see :meth:`~cnnwidgets.core.probe.Probe.channels_first`).
+
     Returns:
         Scores of shape (N,).
     """
@@ -134,6 +137,7 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
         activation = probe.logits(x, grad=grad)
     else:
         activation = probe.capture(x, [target.layer], grad=grad)[target.layer]
+        activation = probe.channels_first(target.layer, activation)
     scores = target(activation)
     if scores.dim() != 1 or scores.shape[0] != x.shape[0]:
         raise ValueError(f"a target must return one score per image, shape ({x.shape[0]},); got {tuple(scores.shape)}")

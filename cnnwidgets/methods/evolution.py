@@ -191,11 +191,12 @@ class FeatureEvolutionRecorder:
             channels: dict[str, list[int]] = {}
             for name, spec in layers.items():
                 info = self.probe.check_layer(name)
-                if info.output_shape is None or len(info.output_shape) not in (1, 3):
+                shape = info.map_shape or info.output_shape  # channels first, whatever the layout
+                if shape is None or len(shape) not in (1, 3):
                     raise ValueError(
                         f"layer {name!r} has output shape {info.output_shape}; a recorder needs (C,) or (C, H, W)"
                     )
-                channels[name] = _channel_list(spec, info.output_shape[0], name)
+                channels[name] = _channel_list(spec, shape[0], name)
             self.layer_infos = {name: infos[name] for name in channels}
         except BaseException:
             self.probe.close()
@@ -275,7 +276,7 @@ class FeatureEvolutionRecorder:
         best: dict[str, tuple[torch.Tensor, ...]] = {}
         for start in range(0, self.images.shape[0], self.batch_size):
             batch = self.images[start:start + self.batch_size]
-            acts = self.probe.capture(batch, names, cache=False)
+            acts = {k: self.probe.channels_first(k, v) for k, v in self.probe.capture(batch, names, cache=False).items()}
             for name in names:
                 act = acts[name][:, self.channels[name]].float()
                 if act.dim() == 2:

@@ -140,7 +140,7 @@ def receptive_field_box(info: LayerInfo | None, row: int, col: int, image_size: 
         The box (unclipped: it may extend past the image border).
     """
     height, width = int(image_size[-2]), int(image_size[-1])
-    if info is None or info.receptive_field is None or info.jump is None or info.start is None or not info.is_spatial:
+    if info is None or info.receptive_field is None or info.jump is None or info.start is None or info.map_shape is None:
         return Box(0, 0, height, width)
     r, j = int(info.receptive_field), int(info.jump)
     top = int(round(info.start - (r - 1) / 2))
@@ -205,7 +205,7 @@ def deconvnet_projector(
 
     leaf = input_leaf(probe, images)
     with relu_rule(probe.model, "deconvnet", method="deconvnet projection"):
-        activation = probe.capture(leaf, [layer], grad=True)[layer]
+        activation = probe.channels_first(layer, probe.capture(leaf, [layer], grad=True)[layer])
         n = torch.arange(images.shape[0], device=activation.device)
         channel = channels.to(device=activation.device, dtype=torch.long)
         seed = torch.zeros_like(activation)
@@ -441,7 +441,7 @@ class TopKActivations:
             if name not in infos:
                 probe.check_layer(name)  # raises KeyError with suggestions
             info = infos[name]
-            shape = info.output_shape
+            shape = info.map_shape or info.output_shape  # channels first, whatever the layer's layout
             if shape is None or len(shape) not in (1, 3):
                 raise ValueError(
                     f"layer {name!r} has output shape {shape}; top-k patches need a (C,) or (C, H, W) output"
@@ -482,7 +482,8 @@ class TopKActivations:
             )
         n = batch.shape[0]
         start = self.consumed
-        acts = probe.capture(batch, self.layers, cache=False)  # each batch is seen once
+        # each batch is seen once
+        acts = {k: probe.channels_first(k, v) for k, v in probe.capture(batch, self.layers, cache=False).items()}
         label_row = (
             labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
         )
