@@ -174,6 +174,30 @@ def test_grad_cam_and_pp_equal_pytorch_grad_cam_on_a_small_net(layer):
             np.testing.assert_allclose(like_pytorch_grad_cam(raw, (12, 12)), expected, atol=CAM_ATOL)
 
 
+def test_grad_cam_on_channels_last_layers_equals_pytorch_grad_cam_with_a_reshape():
+    # Swin-style (N, H, W, C) outputs: pytorch-grad-cam needs a reshape_transform; ours reads the layout
+    from tests.test_probe import channels_last_net
+
+    torch.manual_seed(3)
+    model = channels_last_net().eval()
+    x = torch.randn(2, 3, 10, 14)
+    with Probe(model, channels_last=False) as probe:
+        classes = probe.logits(x).argmax(dim=1).tolist()
+        for layer in ("1.mlp", "1.back"):
+            assert probe.layers[layer].layout == "HWC"
+            for kind, ours in ((gradcam_lib.GradCAM, grad_cam), (gradcam_lib.GradCAMPlusPlus, grad_cam_pp)):
+                clone = copy.deepcopy(model)
+                explainer = kind(clone, [dict(clone.named_modules())[layer]],
+                                 reshape_transform=lambda t: t.permute(0, 3, 1, 2))
+                expected = explainer(x, targets=[ClassifierOutputTarget(c) for c in classes])
+                kwargs = {"eps": 1e-6} if ours is grad_cam_pp else {}
+                raw = torch.cat([ours(probe, x[i : i + 1], c, layer, **kwargs) for i, c in enumerate(classes)])
+                assert raw.shape == (2, 10, 14)
+                assert_informative(raw)
+                np.testing.assert_allclose(like_pytorch_grad_cam(raw, (10, 14)), expected, atol=CAM_ATOL)
+        assert nearest_conv_layer(probe, "1.mlp") == "1.mlp"  # a map of its own, no need to fall back
+
+
 def test_grad_cam_equals_pytorch_grad_cam_on_trained_tinyvgg(shared_data):
     model, x, labels = load_tinyvgg(shared_data)
     with Probe(model, channels_last=False) as probe:

@@ -69,7 +69,7 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
     info = probe.check_layer(layer)
     if info.calls == 0:
         raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
-    if not info.is_spatial:
+    if info.map_shape is None:
         raise ValueError(
             f"{method} needs a layer with a (C, H, W) output; {layer!r} has output shape {info.shape_text}"
         )
@@ -160,6 +160,8 @@ def _gradient_map(
         layers_for(probe, x)
         _spatial_layer(probe, layer, method)
         activation, grad = layer_gradient(probe, x, target, layer)
+        # a channels-last (H, W, C) layer (Swin, ConvNeXt blocks) is weighed per channel all the same
+        activation, grad = probe.channels_first(layer, activation), probe.channels_first(layer, grad)
         return _weighted_sum(weigh(activation, grad), activation).clamp(min=0).to(x.device)
 
 
@@ -170,7 +172,9 @@ def grad_cam(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target 
         model_or_probe: a model or a :class:`Probe` of it.
         x: preprocessed batch (N, C, H, W).
         target: class index (the class logit, as in the paper) or target callable.
-        layer: any layer with a (K, h, w) output, usually the last convolutional block.
+        layer: any layer with a (K, h, w) output, usually the last convolutional block; a
+            channels-last (h, w, K) output (``LayerInfo.layout == "HWC"``, as in Swin
+            transformers) is read channels first.
 
     Returns:
         Non-negative map (N, h, w) at the layer's resolution, float32 on ``x``'s device.
@@ -303,7 +307,7 @@ def cam(
         finally:
             handle.remove()
         scores = target(logits)
-        features = record[-1]
+        features = record[-1] if layer is None else probe.channels_first(layer, record[-1])
         if features.dim() != 4:
             raise ValueError(f"CAM needs (K, h, w) feature maps; {source} has shape {tuple(features.shape[1:])}")
         weight = fc_module.weight
@@ -362,7 +366,7 @@ def nearest_conv_layer(probe: Probe, layer: str) -> str:
     info = probe.check_layer(layer)
 
     def is_map(i: LayerInfo) -> bool:
-        return i.is_spatial and i.calls > 0 and i.output_shape[1] * i.output_shape[2] > 1  # type: ignore[index]
+        return i.map_shape is not None and i.calls > 0 and i.map_shape[1] * i.map_shape[2] > 1
 
     if is_map(info):
         return layer
