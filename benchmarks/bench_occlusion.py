@@ -95,8 +95,14 @@ def run_captum(model, x, cls, stride, ppe, device):
     return Timing(time.perf_counter() - start, time.process_time() - cpu), out
 
 
-def run_ours(model, x, cls, stride, device, *, probe=None, batch_size=None, fold=True, channels_last="auto"):
-    """One occlusion map; with ``probe=None`` a new Probe is made (cold: includes all preparation)."""
+def run_ours(model, x, cls, stride, device, *, probe=None, batch_size=None, fold=True, channels_last="auto",
+             serial=False):
+    """One occlusion map; with ``probe=None`` a new Probe is made (cold: includes all preparation).
+
+    ``serial``: run one batch at a time on all threads (no side-by-side CPU workers).
+    """
+    import cnnwidgets.methods.occlusion as occlusion_module
+
     stamps: dict[str, float] = {}
 
     def callback(result):
@@ -107,12 +113,16 @@ def run_ours(model, x, cls, stride, device, *, probe=None, batch_size=None, fold
     own = probe is None
     if own:
         probe = Probe(model, device=device, channels_last=channels_last)
+    workers = occlusion_module._cpu_workers
+    if serial:
+        occlusion_module._cpu_workers = lambda probe, parallel_safe: (1, torch.get_num_threads())
     try:
         result = occlusion_map(
             probe, x, ClassLogit(cls), window=WINDOW, stride=stride, fill=0.0, batch_size=batch_size,
             progress=False, callback=callback, fold_batchnorm=fold,
         )
     finally:
+        occlusion_module._cpu_workers = workers
         if own:
             probe.close()
     wall = time.perf_counter() - start
@@ -167,6 +177,7 @@ def main() -> None:
             warm.keep_best(run_ours(model, x, cls, stride, device, probe=warm_probe, batch_size=args.batch_size)[0])
             if args.ablation:
                 ablations = {
+                    "ours, one batch at a time": dict(serial=True),
                     "ours, NCHW, no fold": dict(fold=False, channels_last=False),
                     "ours, channels_last, no fold": dict(fold=False),
                     "ours, batch 4": dict(batch_size=4),
