@@ -442,6 +442,9 @@ def test_channel_readers_see_channels_last_layers_channels_first():
         torch.testing.assert_close(maps[:, 5], raw[..., 5])
         dw = probe.capture(x, ["1.dw"])["1.dw"]
         assert probe.channels_first("1.dw", dw) is dw
+        taken = probe.capture(x, ["1.mlp", "1.dw"], channels_first=True)  # the same, in one call
+        assert taken["1.mlp"].shape == (2, 16, 12, 20) and taken["1.mlp"].data_ptr() == raw.data_ptr()
+        assert taken["1.dw"] is dw
         # channel 5 is the layer's 6th feature, not row 5 of the map
         scores = target_score(probe, x, ChannelActivation("1.mlp", 5, reduce="max"))
         torch.testing.assert_close(scores, raw[..., 5].amax(dim=(1, 2)))

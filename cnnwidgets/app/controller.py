@@ -225,10 +225,8 @@ class Controller(NewestFirstWorker):
         during ``probe.logits``; when the logits come from the probe's cache (no forward ran)
         the layer comes from ``probe.capture``.
         """
-        channels_last = self._geometry(layer).channels_last
         if not scores:
-            act = self.probe.capture(x, [layer], cache=not once)[layer]
-            return (act.permute(0, 3, 1, 2) if channels_last else act), None
+            return self.probe.capture(x, [layer], cache=not once, channels_first=True)[layer], None
         grabbed: list[torch.Tensor] = []
         handle = self.probe.module(layer).register_forward_hook(
             lambda module, args, output: grabbed.append(output.detach().clone())
@@ -237,8 +235,9 @@ class Controller(NewestFirstWorker):
             logits = self.probe.logits(x, cache=not once)
         finally:
             handle.remove()
-        act = grabbed[-1] if grabbed else self.probe.capture(x, [layer])[layer]
-        return (act.permute(0, 3, 1, 2) if channels_last else act), logits
+        if grabbed:
+            return self.probe.channels_first(layer, grabbed[-1]), logits
+        return self.probe.capture(x, [layer], channels_first=True)[layer], logits
 
     def _baseline(self, req: ComputeRequest, image: ImageInput) -> Baseline:
         key = (req.image_id, req.layer, req.device, req.scores)

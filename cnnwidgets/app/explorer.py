@@ -359,12 +359,9 @@ class Explorer(ipw.VBox):
 
     def _geometry(self, layer: str) -> LayerGeometry:
         info = self._layers.get(layer)
-        if info is None:
+        if info is None or info.jump is None or info.start is None:
             return LayerGeometry()
-        channels_last = info.layout == "HWC"
-        if info.jump is None or info.start is None:
-            return LayerGeometry(channels_last=channels_last)
-        return LayerGeometry(jump=float(info.jump), start=float(info.start), channels_last=channels_last)
+        return LayerGeometry(jump=float(info.jump), start=float(info.start))
 
     def _channels(self, layer: str) -> int:
         info = self._layers[layer]

@@ -24,15 +24,10 @@ BOX_COLOR = (255, 212, 0)
 
 @dataclass(frozen=True)
 class LayerGeometry:
-    """Where a layer's units sit in the input (from ``LayerInfo``), or Nones when unknown.
-
-    ``channels_last``: the layer outputs (H, W, C) maps (``LayerInfo.layout == "HWC"``), which
-    the controller turns channels first before anything is drawn.
-    """
+    """Where a layer's units sit in the input (from ``LayerInfo``), or Nones when unknown."""
 
     jump: float | None = None
     start: float | None = None
-    channels_last: bool = False
 
 
 @dataclass

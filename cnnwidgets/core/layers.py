@@ -88,8 +88,7 @@ class LayerInfo:
         """The output as feature maps, (C, H, W), whichever its layout; None unless it is 3-D.
 
         For a channels-last (H, W, C) output this is (C, H, W): the shape of
-        :meth:`~cnnwidgets.core.probe.Probe.channels_first` of it, the way the explorer and
-        channel targets read it.
+        :meth:`channels_first` of it, the way the explorer and channel targets read it.
         """
         shape = self.output_shape
         if shape is None or len(shape) != 3:
@@ -97,6 +96,13 @@ class LayerInfo:
         if self.layout == "HWC":
             return (int(shape[2]), int(shape[0]), int(shape[1]))
         return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+    def channels_first(self, activation: torch.Tensor) -> torch.Tensor:
+        """This layer's output batch with channels on dim 1: a (N, C, H, W) view (no copy,
+        autograd intact) of a channels-last (N, H, W, C) output; any other output unchanged."""
+        if self.layout == "HWC" and activation.dim() == 4:
+            return activation.permute(0, 3, 1, 2)
+        return activation
 
     @property
     def shape_text(self) -> str:

@@ -461,20 +461,14 @@ class Probe:
         return layers[name]
 
     def channels_first(self, name: str, activation: torch.Tensor) -> torch.Tensor:
-        """``activation`` of layer ``name`` with channels on dim 1.
+        """``activation`` of layer ``name`` with channels on dim 1 (see :meth:`LayerInfo.channels_first`),
+        for outputs not taken with ``capture(..., channels_first=True)`` (a hook's, a gradient).
 
-        Outputs of channels-last layers (``LayerInfo.layout == "HWC"``: (N, H, W, C), as inside
-        ConvNeXt and Swin blocks) come back as a (N, C, H, W) view (a permutation, no copy, with
-        autograd intact); every other activation is returned unchanged. Channel targets, the
-        channel projections and the explorer read layers through this, so "channel k" means the
-        same thing in every layout.
+        Reads the layer table of the last input (no new description when there is one).
         """
-        if activation.dim() != 4:
-            return activation
-        info = self.layers.get(name)
-        if info is None or info.layout != "HWC":
-            return activation
-        return activation.permute(0, 3, 1, 2)
+        with self._lock:
+            info = (self._layers if self._layers is not None else self.layers).get(name)
+        return activation if info is None else info.channels_first(activation)
 
     def module(self, name: str) -> nn.Module:
         """The module ``name`` of the private copy."""
@@ -506,7 +500,13 @@ class Probe:
             self._cache.clear()
 
     def capture(
-        self, x: torch.Tensor, layers: str | Iterable[str], *, grad: bool = False, cache: bool = True
+        self,
+        x: torch.Tensor,
+        layers: str | Iterable[str],
+        *,
+        grad: bool = False,
+        cache: bool = True,
+        channels_first: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Outputs of ``layers`` for the batch ``x``, running only the needed prefix.
 
@@ -518,6 +518,10 @@ class Probe:
                 graph (``x`` may require grad) and nothing is cached.
             cache: with ``grad=False``, whether to keep the results. Pass ``False`` for batches used
                 once (occluded copies, dataset scans) so they do not evict what a view still shows.
+            channels_first: return the outputs of channels-last layers (``LayerInfo.layout ==
+                "HWC"``: (N, H, W, C), as inside ConvNeXt and Swin blocks) as (N, C, H, W) views,
+                so that "channel k" means the same in every layout. Channel targets, the channel
+                projections, dead-channel scans, top-k and the explorer read layers this way.
 
         Returns:
             ``{name: tensor}`` on :attr:`device`, in the order requested.
@@ -538,12 +542,18 @@ class Probe:
             for info in infos:
                 if info.calls == 0:
                     raise ValueError(f"layer {info.name!r} does not run in this model's forward pass")
+
+            def finish(results: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                if not channels_first:
+                    return results
+                return {i.name: i.channels_first(results[i.name]) for i in infos}
+
             if grad:
                 wanted = {i.name: i.calls for i in infos}
-                return self._forward(self._to_model_input(x), wanted, grad=True, stop=True)[0]
+                return finish(self._forward(self._to_model_input(x), wanted, grad=True, stop=True)[0])
             if not cache:
                 wanted = {i.name: i.calls for i in infos}  # the cache is not consulted: no hit, no miss
-                return self._forward(self._to_model_input(x), wanted, grad=False, stop=True)[0]
+                return finish(self._forward(self._to_model_input(x), wanted, grad=False, stop=True)[0])
             entry = self._lookup(x)
             missing = {i.name: i.calls for i in infos if entry is None or i.name not in entry.layers}
             self.stats.cache_hits += len(names) - len(missing)
@@ -552,7 +562,7 @@ class Probe:
                 results, _ = self._forward(self._to_model_input(x), missing, grad=False, stop=True)
                 entry = self._store(x, entry, results)
             assert entry is not None
-            return {n: entry.layers[n] for n in names}
+            return finish({n: entry.layers[n] for n in names})
 
     def logits(self, x: torch.Tensor, *, grad: bool = False, cache: bool = True) -> torch.Tensor:
         """The model's output for ``x`` (a full forward pass, cached like a layer when ``grad=False``).

@@ -127,7 +127,7 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
     """Evaluate ``target`` on the batch ``x`` with ``probe`` (prefix-only for internal layers).
 
     An internal layer's activation reaches the target with channels on dim 1, also for a
-    channels-last layer (see :meth:`~cnnwidgets.core.probe.Probe.channels_first`).
+    channels-last layer (see :meth:`~cnnwidgets.core.probe.Probe.capture`).
 
     Returns:
         Scores of shape (N,).
@@ -136,8 +136,7 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
     if target.layer is None:
         activation = probe.logits(x, grad=grad)
     else:
-        activation = probe.capture(x, [target.layer], grad=grad)[target.layer]
-        activation = probe.channels_first(target.layer, activation)
+        activation = probe.capture(x, [target.layer], grad=grad, channels_first=True)[target.layer]
     scores = target(activation)
     if scores.dim() != 1 or scores.shape[0] != x.shape[0]:
         raise ValueError(f"a target must return one score per image, shape ({x.shape[0]},); got {tuple(scores.shape)}")

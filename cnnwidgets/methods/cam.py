@@ -158,10 +158,10 @@ def _gradient_map(
 ) -> torch.Tensor:
     with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
-        _spatial_layer(probe, layer, method)
+        info = _spatial_layer(probe, layer, method)
         activation, grad = layer_gradient(probe, x, target, layer)
         # a channels-last (H, W, C) layer (Swin, ConvNeXt blocks) is weighed per channel all the same
-        activation, grad = probe.channels_first(layer, activation), probe.channels_first(layer, grad)
+        activation, grad = info.channels_first(activation), info.channels_first(grad)
         return _weighted_sum(weigh(activation, grad), activation).clamp(min=0).to(x.device)
 
 
@@ -275,8 +275,9 @@ def cam(
         if not isinstance(fc_module, nn.Linear):
             raise ValueError(f"fc must name an nn.Linear layer; {fc_name!r} is {type(fc_module).__name__}")
         record: list[torch.Tensor] = []
+        layer_info = None
         if layer is not None:
-            _spatial_layer(probe, layer, "cam")
+            layer_info = _spatial_layer(probe, layer, "cam")
             handle = _hook_output(probe.module(layer), record, leaf=False)
             source = f"layer {layer!r}"
         else:
@@ -307,7 +308,7 @@ def cam(
         finally:
             handle.remove()
         scores = target(logits)
-        features = record[-1] if layer is None else probe.channels_first(layer, record[-1])
+        features = record[-1] if layer_info is None else layer_info.channels_first(record[-1])
         if features.dim() != 4:
             raise ValueError(f"CAM needs (K, h, w) feature maps; {source} has shape {tuple(features.shape[1:])}")
         weight = fc_module.weight

@@ -178,7 +178,7 @@ def dead_channels(
                     names = default_dead_layers(probe)
                     if not names:
                         raise ValueError("the model has no convolution or activation layer with a spatial output")
-                acts = {k: probe.channels_first(k, v) for k, v in probe.capture(batch, names).items()}
+                acts = probe.capture(batch, names, channels_first=True)
                 for name, act in acts.items():
                     if act.dim() < 2:
                         raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}; no channel dimension")

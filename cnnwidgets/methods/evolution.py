@@ -276,7 +276,7 @@ class FeatureEvolutionRecorder:
         best: dict[str, tuple[torch.Tensor, ...]] = {}
         for start in range(0, self.images.shape[0], self.batch_size):
             batch = self.images[start:start + self.batch_size]
-            acts = {k: self.probe.channels_first(k, v) for k, v in self.probe.capture(batch, names, cache=False).items()}
+            acts = self.probe.capture(batch, names, cache=False, channels_first=True)
             for name in names:
                 act = acts[name][:, self.channels[name]].float()
                 if act.dim() == 2:

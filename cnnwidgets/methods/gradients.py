@@ -352,7 +352,7 @@ def strongest_unit(model_or_probe: nn.Module | Probe, x: torch.Tensor, layer: st
         ValueError: a layer without a (C, H, W) output.
     """
     with probe_scope(model_or_probe) as probe:
-        activation = probe.channels_first(layer, probe.capture(check_batch(x), [layer])[layer])
+        activation = probe.capture(check_batch(x), [layer], channels_first=True)[layer]
         if activation.dim() != 4:
             raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; no spatial units")
         values = _channel_values(probe, activation, layer, channel)
@@ -405,7 +405,7 @@ def project_channel(
     with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
         with relu_rule(probe.model, "deconvnet", method="project_channel"):
-            activation = probe.channels_first(layer, probe.capture(leaf, [layer], grad=True)[layer])
+            activation = probe.capture(leaf, [layer], grad=True, channels_first=True)[layer]
             values = _channel_values(probe, activation, layer, channel).detach().clamp(min=0)
             seed = torch.zeros_like(activation)
             if activation.dim() == 2 or unit == "all":

@@ -480,7 +480,7 @@ class _LayerRunner:
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None]:
         layer = self.target.layer
         # Occluded batches are used once; caching them would evict the user's cached activations.
-        activation = self.probe.channels_first(layer, self.probe.capture(batch, [layer], cache=False)[layer])
+        activation = self.probe.capture(batch, [layer], cache=False, channels_first=True)[layer]
         with torch.no_grad():
             scores = self.target(activation)
         return scores.detach(), None

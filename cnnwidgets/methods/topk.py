@@ -205,7 +205,7 @@ def deconvnet_projector(
 
     leaf = input_leaf(probe, images)
     with relu_rule(probe.model, "deconvnet", method="deconvnet projection"):
-        activation = probe.channels_first(layer, probe.capture(leaf, [layer], grad=True)[layer])
+        activation = probe.capture(leaf, [layer], grad=True, channels_first=True)[layer]
         n = torch.arange(images.shape[0], device=activation.device)
         channel = channels.to(device=activation.device, dtype=torch.long)
         seed = torch.zeros_like(activation)
@@ -482,8 +482,7 @@ class TopKActivations:
             )
         n = batch.shape[0]
         start = self.consumed
-        # each batch is seen once
-        acts = {k: probe.channels_first(k, v) for k, v in probe.capture(batch, self.layers, cache=False).items()}
+        acts = probe.capture(batch, self.layers, cache=False, channels_first=True)  # each batch is seen once
         label_row = (
             labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
         )
