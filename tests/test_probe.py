@@ -155,6 +155,37 @@ def test_cache_hits_misses_and_invalidation():
         assert probe.stats.full_forwards == 1
 
 
+def test_first_output_at_a_new_size_comes_from_the_discovery_pass():
+    model = chain()
+    with Probe(model, channels_last=False) as probe:
+        x = torch.randn(1, 3, 16, 16)
+        expected = model(x)
+        EXECUTED.clear()
+        out = probe.logits(x)
+        assert EXECUTED == ["a", "b", "c"]  # one pass: it described the layers and gave the output
+        assert probe.stats.discoveries == 1
+        assert probe.layers["3"].output_shape == (4, 16, 16)
+        torch.testing.assert_close(out, expected)
+        EXECUTED.clear()
+        assert probe.logits(x) is out and EXECUTED == []  # and it was cached
+        # a batch of two at another size: discovery runs on one image of zeros, then the batch
+        y = torch.randn(2, 3, 20, 20)
+        expected = model(y)
+        EXECUTED.clear()
+        torch.testing.assert_close(probe.logits(y, cache=False), expected)
+        assert EXECUTED == ["a", "b", "c", "a", "b", "c"] and probe.stats.discoveries == 2
+        # capture wants layer outputs, which discovery does not keep: it still runs its prefix
+        z = torch.randn(1, 3, 12, 12)
+        expected = model[:4](z)
+        EXECUTED.clear()
+        torch.testing.assert_close(probe.capture(z, "3")["3"], expected)
+        assert EXECUTED == ["a", "b", "c", "a"]  # discovery, then the prefix up to layer "3"
+        # gradients are never served from the discovery pass
+        w = torch.randn(1, 3, 14, 14, requires_grad=True)
+        probe.logits(w, grad=True).sum().backward()
+        assert w.grad is not None and w.grad.abs().sum() > 0
+
+
 def test_cache_is_invalidated_when_the_users_weights_change():
     model = chain()
     x = torch.randn(1, 3, 16, 16)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LayerInfo", "discover_layers", "input_channels", "suggest_names", "unknown_layer_error"]
+__all__ = ["LayerInfo", "discover_layers", "discover_layers_and_output", "input_channels", "suggest_names", "unknown_layer_error"]
 
 _GEOMETRIC = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
@@ -193,6 +193,15 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
         ``{name: LayerInfo}`` in the order modules start running; modules that never
         run come last with ``calls == 0``.
     """
+    return discover_layers_and_output(model, example)[0]
+
+
+def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, LayerInfo], Any]:
+    """:func:`discover_layers`, also returning the model's output for ``example`` (computed without autograd).
+
+    A caller that needs the output of a real input anyway can describe the layers on that input
+    and save a forward pass.
+    """
     names: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
         if name and module not in names:
@@ -233,7 +242,7 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(post_hook))
         with torch.no_grad():
-            model(example)
+            output = model(example)
     finally:
         for handle in handles:
             handle.remove()
@@ -257,7 +266,7 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
             is_leaf=not any(True for _ in module.children()),
             layout=layouts.get(name, ""),
         )
-    return infos
+    return infos, output
 
 
 def _proportional(h: int, w: int, height: int, width: int) -> bool:

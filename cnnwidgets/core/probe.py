@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.device import resolve_device
-from cnnwidgets.core.layers import LayerInfo, discover_layers, input_channels, unknown_layer_error
+from cnnwidgets.core.layers import LayerInfo, discover_layers_and_output, input_channels, unknown_layer_error
 
 __all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "check_batch", "default_input_sizes", "probe_scope"]
 
@@ -398,23 +398,29 @@ class Probe:
             raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {tuple(input_size)}")
         with self._lock:
             self._check_open()
+            return self._describe(size, None)[0]
+
+    def _describe(self, size: tuple[int, ...], example: torch.Tensor | None) -> tuple[dict[str, LayerInfo], Any]:
+        """Discover the layers at ``size`` by running ``example`` (a model input of one image;
+        zeros when None); returns them and the model's output for ``example``."""
+        if example is None:
             example = torch.zeros((1, *size), device=self._device)
             if self._channels_last:
                 example = example.contiguous(memory_format=torch.channels_last)
-            previous, self._run = self._run, None
-            try:
-                self._layers = discover_layers(self._model, example)
-            except (RuntimeError, TypeError) as exc:
-                raise RuntimeError(
-                    f"the model failed on an input of size {size} (is this the size and number of "
-                    f"channels it expects?): {exc}"
-                ) from exc
-            finally:
-                self._run = previous
-            self._layers_size = size
-            self._input_size = size
-            self.stats.discoveries += 1
-            return self._layers
+        previous, self._run = self._run, None
+        try:
+            self._layers, output = discover_layers_and_output(self._model, example)
+        except (RuntimeError, TypeError) as exc:
+            raise RuntimeError(
+                f"the model failed on an input of size {size} (is this the size and number of "
+                f"channels it expects?): {exc}"
+            ) from exc
+        finally:
+            self._run = previous
+        self._layers_size = size
+        self._input_size = size
+        self.stats.discoveries += 1
+        return self._layers, output
 
     def fit_input_size(self, candidates: Iterable[Sequence[int]]) -> tuple[int, ...]:
         """Describe the layers at the first (C, H, W) of ``candidates`` the model runs on, and return it.
@@ -536,7 +542,7 @@ class Probe:
             raise ValueError("capture needs at least one layer name")
         with self._lock:
             self._check_open()
-            x = self._prepare_input(x)
+            self._prepare_input(x)
             assert self._layers is not None
             infos = [self._info(n, self._layers) for n in names]
             for info in infos:
@@ -575,15 +581,20 @@ class Probe:
         """
         with self._lock:
             self._check_open()
-            x = self._prepare_input(x)
-            if grad or not cache:
+            discovered = self._prepare_input(x)  # the output, when x was the discovery pass's input
+            if grad or (not cache and discovered is None):
                 return self._forward(self._to_model_input(x), {}, grad=grad, stop=False)[1]
+            if not cache:
+                return discovered
             entry = self._lookup(x)
             if entry is not None and _OUTPUT in entry.layers:
                 self.stats.cache_hits += 1
                 return entry.layers[_OUTPUT]
             self.stats.cache_misses += 1
-            _, output = self._forward(self._to_model_input(x), {}, grad=False, stop=False)
+            if discovered is not None:
+                output = discovered
+            else:
+                _, output = self._forward(self._to_model_input(x), {}, grad=False, stop=False)
             entry = self._store(x, entry, {_OUTPUT: output})
             return output
 
@@ -617,13 +628,22 @@ class Probe:
         if self._closed:
             raise RuntimeError("this Probe is closed; create a new one")
 
-    def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+    def _prepare_input(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Checks ``x`` and describes the layers at its size if needed.
+
+        A single image at a new size is itself the discovery pass's input; the model's output
+        for it is then returned (so a caller that wants it runs no second forward), else None.
+        """
         check_batch(x)
         self._sync()
         size = tuple(x.shape[1:])
         if self._layers is None or self._layers_size != size:
-            self.describe(size)
-        return x
+            if x.shape[0] != 1:
+                self._describe(size, None)
+                return None
+            output = self._describe(size, self._to_model_input(x))[1]
+            return output.detach() if isinstance(output, torch.Tensor) else None
+        return None
 
     def _to_model_input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self._device, torch.float32)
