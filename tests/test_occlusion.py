@@ -406,6 +406,41 @@ def test_streaming_callbacks_and_preview(cpu_threads):
     assert occlusion_overlay(first_ready.grid, image, window=8, stride=2).shape == (40, 40, 3)
 
 
+def test_a_first_scan_shows_its_preview_before_preparing_the_fast_copy(cpu_threads, monkeypatch):
+    import cnnwidgets.methods.occlusion as occlusion
+
+    events: list[str] = []
+    prepare = occlusion._fast_model
+
+    def recording_fast_model(*args, **kwargs):
+        events.append("copy")
+        return prepare(*args, **kwargs)
+
+    def callback(result):
+        if result.preview_ready and "preview" not in events:
+            events.append("preview")
+
+    monkeypatch.setattr(occlusion, "_fast_model", recording_fast_model)
+    model = small_cnn()  # batch norm with real statistics: the fast copy folds it
+    x = torch.randn(1, 3, 40, 40)
+    kwargs = dict(window=8, stride=2, batch_size=16, progress=False, callback=callback)
+    with Probe(model) as probe:
+        first = occlusion_map(probe, x, ClassProbability(0), **kwargs)
+        assert events == ["preview", "copy"]  # the preview came through the probe's own copy
+        events.clear()
+        again = occlusion_map(probe, x, ClassProbability(0), **kwargs)
+        assert events == ["copy", "preview"]  # the copy is ready: it computes the preview too
+    assert first.complete and again.complete
+    np.testing.assert_allclose(first.grid, again.grid, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert first.unoccluded == pytest.approx(again.unoccluded, rel=1e-4, abs=1e-6)
+    # on a grid too small for a separate preview the copy is prepared first, as before
+    events.clear()
+    with Probe(model) as probe:
+        occlusion_map(probe, x, ClassProbability(0), window=30, stride=5, progress=False, callback=callback)
+    assert events == ["copy", "preview"]
+
+
 def test_cancel_returns_a_partial_result_marked_with_nans(cpu_threads):
     model = small_cnn()
     x = torch.randn(1, 3, 24, 24)

@@ -446,7 +446,7 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
 class _OutputRunner:
     """Scores (and top classes) of targets on the model output, from a fast private copy."""
 
-    def __init__(self, model: nn.Module, target: Target) -> None:
+    def __init__(self, model: Callable[[torch.Tensor], object], target: Target) -> None:
         self.model = model
         self.target = target
 
@@ -468,6 +468,22 @@ class _OutputRunner:
             scores = self.target(output)
             labels = output.argmax(dim=1) if output.dim() == 2 else None
         return scores, labels
+
+
+class _ProbeOutput:
+    """The probe's own copy of the model as a callable (hooks idle, nothing cached)."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.probe.logits(batch, cache=False)
+        except RuntimeError as exc:
+            if exc.__cause__ is None:
+                raise
+            # the model's own error: the runner names the batch once
+            raise exc.__cause__ from None
 
 
 class _LayerRunner:
@@ -497,6 +513,16 @@ def _copy_key(probe: Probe) -> tuple:
     return (id(model), str(probe.device), probe.channels_last, tuple((id(t), t._version) for t in tensors))
 
 
+def _cached_fast_model(probe: Probe, fold: bool) -> tuple[nn.Module, bool] | None:
+    """The inference copy :func:`_fast_model` made earlier and that is still valid, with its
+    ``traced`` flag; None when one must be made."""
+    probe.sync()
+    key = _copy_key(probe)
+    with _FAST_COPIES_LOCK:
+        cached = _FAST_COPIES.get(probe, {}).get(fold)
+    return (cached[1], cached[2]) if cached is not None and cached[0] == key else None
+
+
 def _fast_model(
     probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor
 ) -> tuple[nn.Module, torch.Tensor | None, bool]:
@@ -507,12 +533,10 @@ def _fast_model(
     trace (its forward is then a plain graph of module calls, safe to run from several
     threads at once).
     """
-    probe.sync()
+    cached = _cached_fast_model(probe, fold)
+    if cached is not None:
+        return cached[0], None, cached[1]
     key = _copy_key(probe)
-    with _FAST_COPIES_LOCK:
-        cached = _FAST_COPIES.get(probe, {}).get(fold)
-    if cached is not None and cached[0] == key:
-        return cached[1], None, cached[2]
     model, report = inference_copy(probe.model, fold_batchnorm=fold, inplace_activations=fold)
     traced = report.traced
     if probe.channels_last:
@@ -615,24 +639,27 @@ def _run_batches(
     cancelled: Callable[[], bool],
     workers: int,
     threads_per_worker: int,
+    serial_first: bool = True,
 ) -> bool:
     """Runs ``runner`` on every range of ``plan`` and calls ``handle`` with the results, in plan order.
 
     ``make_batch(buffers, start, end)`` builds the occluded batch in a buffer (made on first use,
-    one per thread). The first range (the coarse preview, when the plan has one) runs in the
-    calling thread on all of torch's threads, which puts it on screen soonest. With several
+    one per thread). With ``serial_first``, the first range (the coarse preview, when the plan
+    has one) runs in the calling thread on all of torch's threads, which puts it on screen
+    soonest. With several
     workers the other ranges then run side by side, up to two per worker in flight; results
     are handed on in plan order, so a partial result always holds a prefix of the scan order.
     ``cancelled`` is checked before every range; ranges already running then finish, and their
     results are dropped. Returns whether the scan was cancelled.
     """
     buffers = None
-    for start, end in plan if workers <= 1 else plan[:1]:
+    first = 1 if serial_first else 0
+    for start, end in plan if workers <= 1 else plan[:first]:
         if cancelled():
             return True
         buffers, batch = make_batch(buffers, start, end)
         handle(start, end, *runner(batch))
-    if workers <= 1 or len(plan) < 2:
+    if workers <= 1 or len(plan) <= first:
         return False
 
     local = threading.local()
@@ -642,7 +669,7 @@ def _run_batches(
         return runner(batch)
 
     threads = torch.get_num_threads()
-    ranges: Iterator[tuple[int, int]] = iter(plan[1:])
+    ranges: Iterator[tuple[int, int]] = iter(plan[first:])
     pending: deque[tuple[tuple[int, int], Future]] = deque()
     try:
         with ThreadPoolExecutor(
@@ -737,13 +764,35 @@ def _scan_with_probe(
     image = x.to(device=probe.device, dtype=torch.float32).contiguous(memory_format=memory_format)
     fill_image = _fill_image(fill, image)
 
-    # The unoccluded score, through the same path as the occluded ones.
-    unoccluded_label: int | None = None
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
-        model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference)
-        runner: _OutputRunner | _LayerRunner = _OutputRunner(model, target)
-        scores, labels = runner(image) if output is None else runner.scores(output)
+    positions, levels = scan_order(rows, cols, order)
+    total = len(positions)
+    preview = preview_count(rows, cols) if order == "coarse_first" else total
+    corners = positions * np.array(stride)
+    size = min(int(batch_size or _auto_batch_size(probe, image)), total)
+    # the first batches end exactly at the preview, unless it is a large part of a small grid anyway
+    plan = _batches(total, size, preview if 4 * preview <= total else total)
+
+    # The unoccluded score, through the same path as the occluded ones.
+    unoccluded_label: int | None = None
+    copy_after_preview = False
+    if target.layer is None:
+        copy_after_preview = (
+            len(plan) > 1 and plan[0][1] == preview and _cached_fast_model(probe, fold_batchnorm) is None
+        )
+        if copy_after_preview:
+            # First scan on this probe, with a preview of one batch: the preview runs through the
+            # probe's own copy, like the reference, and the fast copy is prepared after it. (Its
+            # preparation and check cost about two forward passes; the probe's copy runs each
+            # image about a third slower, which a single small batch does not outweigh.)
+            parallel_safe = False
+            runner: _OutputRunner | _LayerRunner = _OutputRunner(_ProbeOutput(probe), target)
+            scores, labels = runner.scores(reference)
+        else:
+            model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference)
+            runner = _OutputRunner(model, target)
+            scores, labels = runner(image) if output is None else runner.scores(output)
         if labels is not None:
             unoccluded_label = int(labels[0])
     else:
@@ -756,15 +805,6 @@ def _scan_with_probe(
         raise ValueError(f"a target must return one score per image; got shape {tuple(scores.shape)}")
     unoccluded = float(scores[0])
     with_labels = labels is not None
-
-    positions, levels = scan_order(rows, cols, order)
-    total = len(positions)
-    preview = preview_count(rows, cols) if order == "coarse_first" else total
-    corners = positions * np.array(stride)
-    size = min(int(batch_size or _auto_batch_size(probe, image)), total)
-    workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
-    # the first batches end exactly at the preview, unless it is a large part of a small grid anyway
-    plan = _batches(total, size, preview if 4 * preview <= total else total)
 
     grid = np.full((rows, cols), np.nan, dtype=np.float32)
     filled = np.zeros((rows, cols), dtype=bool)
@@ -801,7 +841,16 @@ def _scan_with_probe(
 
     bar = tqdm(total=total, desc="occlusion", unit="pos", disable=not progress)
     try:
-        stopped = _run_batches(plan, make_batch, runner, handle, cancelled, workers, threads_per_worker)
+        if copy_after_preview:
+            stopped = _run_batches(plan[:1], make_batch, runner, handle, cancelled, 1, torch.get_num_threads())
+            if not stopped:
+                model, _, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference)
+                workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
+                stopped = _run_batches(plan[1:], make_batch, _OutputRunner(model, target), handle, cancelled,
+                                       workers, threads_per_worker, serial_first=False)
+        else:
+            workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
+            stopped = _run_batches(plan, make_batch, runner, handle, cancelled, workers, threads_per_worker)
     finally:
         bar.close()
     return snapshot()
@@ -874,7 +923,9 @@ def occlusion_map(
             batch norm is folded into the preceding convolution and private activations run
             in place (same output up to float rounding, checked once against the probe's copy;
             faster). ``False`` runs an unmodified copy. Either copy is kept with the probe
-            (rebuilt when the model changes), so repeated maps do not pay for it again.
+            (rebuilt when the model changes), so repeated maps do not pay for it again. The
+            first map on a probe computes its coarse preview through the probe's own copy and
+            prepares this one after it, so that the preview is not kept waiting.
 
     Returns:
         :class:`OcclusionResult` (grid, unoccluded score, per-position top class for output
