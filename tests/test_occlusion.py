@@ -487,6 +487,11 @@ def test_channel_target_at_an_internal_layer_runs_prefix_only():
     with torch.no_grad():
         conv2 = model.conv2(model.pool(model.relu1(model.bn1(model.conv1(x)))))
     assert result.unoccluded == pytest.approx(float(target(conv2)[0]), rel=1e-5)
+    # on a new probe the layers are described once, at the image's size (not at a default size)
+    for any_target in (target, ClassProbability(1)):
+        with Probe(model) as probe:
+            occlusion_map(probe, x, any_target, window=4, stride=4, progress=False)
+            assert probe.stats.discoveries == 1 and probe.input_size == (3, 16, 16)
 
 
 def test_top_class_per_position():

@@ -646,9 +646,9 @@ def _run_batches(
     ``make_batch(buffers, start, end)`` builds the occluded batch in a buffer (made on first use,
     one per thread). With ``serial_first``, the first range (the coarse preview, when the plan
     has one) runs in the calling thread on all of torch's threads, which puts it on screen
-    soonest. With several
-    workers the other ranges then run side by side, up to two per worker in flight; results
-    are handed on in plan order, so a partial result always holds a prefix of the scan order.
+    soonest. With several workers the other ranges then run side by side, up to two per
+    worker in flight; results are handed on in plan order, so a partial result always holds
+    a prefix of the scan order.
     ``cancelled`` is checked before every range; ranges already running then finish, and their
     results are dropped. Returns whether the scan was cancelled.
     """
@@ -764,8 +764,11 @@ def _scan_with_probe(
     image = x.to(device=probe.device, dtype=torch.float32).contiguous(memory_format=memory_format)
     fill_image = _fill_image(fill, image)
 
+    # The unoccluded run first: it also describes the layers at this image size (for the batch size).
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
+    else:
+        scores = target_score(probe, image, target)
     positions, levels = scan_order(rows, cols, order)
     total = len(positions)
     preview = preview_count(rows, cols) if order == "coarse_first" else total
@@ -799,7 +802,6 @@ def _scan_with_probe(
         # Prefix runs go through the probe's hooks, which serve one forward at a time.
         parallel_safe = False
         runner = _LayerRunner(probe, target)
-        scores = target_score(probe, image, target)
         labels = None
     if scores.shape != (1,):
         raise ValueError(f"a target must return one score per image; got shape {tuple(scores.shape)}")
