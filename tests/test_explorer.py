@@ -508,6 +508,22 @@ def test_explore_on_a_module_with_an_image():
         ex.close()
 
 
+def test_a_double_precision_model_is_explored_without_being_converted():
+    torch.manual_seed(0)
+    model = Tiny().double().eval()
+    ex = explore(model, image(3), input_size=(3, SIZE, SIZE), samples={}, background=False)
+    try:
+        assert not ex.status.is_error, ex.status.message
+        x = occluded_input(ex).double()
+        with torch.no_grad():
+            expected = reference_outputs(model, x, [ex.layer])[ex.layer][0].float()
+        torch.testing.assert_close(torch.from_numpy(ex.activations), expected, rtol=1e-4, atol=1e-5)
+        assert ex.scores is not None
+    finally:
+        ex.close()
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+
+
 def test_draft_layouts_fit_the_pixel_budget_and_keep_the_screen_size():
     from cnnwidgets.app.frames import LayoutCache
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -184,6 +186,25 @@ def test_first_output_at_a_new_size_comes_from_the_discovery_pass():
         w = torch.randn(1, 3, 14, 14, requires_grad=True)
         probe.logits(w, grad=True).sum().backward()
         assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_models_kept_in_another_precision_are_inspected_in_float32(dtype):
+    torch.manual_seed(0)
+    model = chain().to(dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(1, 3, 16, 16)
+    same_weights = copy.deepcopy(model).float()
+    expected_logits, expected_map = same_weights(x), same_weights[:4](x)
+    with Probe(model) as probe:
+        out = probe.logits(x)
+        act = probe.capture(x, "3")["3"]
+    assert out.dtype == act.dtype == torch.float32
+    torch.testing.assert_close(out, expected_logits)
+    torch.testing.assert_close(act, expected_map)
+    assert {p.dtype for p in model.parameters()} == {dtype}  # the user's model keeps its precision
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
 
 
 def test_cache_is_invalidated_when_the_users_weights_change():

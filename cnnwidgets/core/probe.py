@@ -165,6 +165,10 @@ def unwrap_model(model: object, input_size: Sequence[int] | None = None) -> tupl
 class Probe:
     """Capture intermediate outputs of a CNN without touching the model.
 
+    The probe works on a private copy of the model, in evaluation mode and in float32: a model
+    kept in half, bfloat16 or double precision is inspected in float32 (inputs are converted
+    to float32 too), and the user's model keeps its own precision.
+
     Args:
         model: any ``nn.Module`` that maps an (N, C, H, W) batch to an output tensor, or a zoo
             bundle (its model, and its ``input_size`` unless one is given).
@@ -244,6 +248,8 @@ class Probe:
             param.requires_grad_(False)
             param.grad = None
         clone.eval()
+        if any(t.is_floating_point() and t.dtype != torch.float32 for t in (*clone.parameters(), *clone.buffers())):
+            clone.float()  # inputs are float32; half or double weights would fail on them
         clone.to(self._device)
         self._channels_last = self._want_channels_last(clone)
         if self._channels_last:
