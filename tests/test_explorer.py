@@ -508,6 +508,20 @@ def test_explore_on_a_module_with_an_image():
         ex.close()
 
 
+def test_a_compiled_model_is_explored_through_the_module_it_wraps():
+    model = Tiny().eval()
+    ex = explore(torch.compile(model), image(3), input_size=(3, SIZE, SIZE), samples={}, background=False)
+    try:
+        assert not ex.status.is_error, ex.status.message
+        assert set(ex.layers) <= {name for name, _ in model.named_modules()}  # its own names, no "_orig_mod."
+        x = occluded_input(ex)
+        with torch.no_grad():
+            expected = reference_outputs(model, x, [ex.layer])[ex.layer][0]
+        torch.testing.assert_close(torch.from_numpy(ex.activations), expected, rtol=1e-4, atol=1e-5)
+    finally:
+        ex.close()
+
+
 def test_a_double_precision_model_is_explored_without_being_converted():
     torch.manual_seed(0)
     model = Tiny().double().eval()

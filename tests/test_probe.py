@@ -207,6 +207,29 @@ def test_models_kept_in_another_precision_are_inspected_in_float32(dtype):
         assert torch.equal(value, before[key])
 
 
+def test_compiled_and_data_parallel_models_are_inspected_through_the_module_they_wrap():
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    expected = model(x)
+    for wrapped in (torch.compile(model), nn.DataParallel(model), nn.DataParallel(torch.compile(model))):
+        with Probe(wrapped, device="cpu") as probe:
+            assert list(probe.layers) == [name for name, _ in model.named_modules() if name]  # no "_orig_mod."
+            torch.testing.assert_close(probe.logits(x), expected)
+            assert probe.capture(x, "3")["3"].shape == (1, 4, 16, 16)
+        assert getattr(wrapped, "_orig_mod", getattr(wrapped, "module", None)) is not None  # left as it was
+
+
+def test_torchscript_models_are_refused_with_the_reason():
+    from cnnwidgets.methods import kernel_weights
+
+    model = chain()
+    traced = torch.jit.trace(model, torch.randn(1, 3, 16, 16))
+    for use in (Probe, lambda m: kernel_weights(m, "0")):
+        with pytest.raises(TypeError, match="TorchScript module .* neither hooked nor read .* Pass the original"):
+            use(traced)
+    assert kernel_weights(model, "0").weight.shape[:2] == (4, 3)
+
+
 def test_cache_is_invalidated_when_the_users_weights_change():
     model = chain()
     x = torch.randn(1, 3, 16, 16)

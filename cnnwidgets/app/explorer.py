@@ -33,7 +33,7 @@ from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, default_input_sizes
+from cnnwidgets.core.probe import Probe, default_input_sizes, plain_module
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
@@ -119,9 +119,11 @@ def _input_size_candidates(model: nn.Module, image: Any) -> Iterator[tuple[int, 
 def _unpack(model: Any) -> dict[str, Any]:
     """Model, preprocessing, class names and name from an ``nn.Module`` or a zoo Bundle."""
     if isinstance(model, nn.Module):
+        model = plain_module(model)
         return {"model": model, "name": type(model).__name__}
     if hasattr(model, "model") and hasattr(model, "preprocess"):
-        found = {"model": model.model, "preprocess": model.preprocess, "name": getattr(model, "name", "model")}
+        found = {"model": plain_module(model.model), "preprocess": model.preprocess,
+                 "name": getattr(model, "name", "model")}
         for attr in ("denormalize", "classes", "input_size"):
             if getattr(model, attr, None) is not None:
                 found[attr] = getattr(model, attr)

@@ -39,7 +39,10 @@ from torch import nn
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers_and_output, input_channels, unknown_layer_error
 
-__all__ = ["NotATensorError", "Probe", "ProbeStats", "StopForward", "check_batch", "default_input_sizes", "probe_scope"]
+__all__ = [
+    "NotATensorError", "Probe", "ProbeStats", "StopForward", "check_batch", "default_input_sizes", "plain_module",
+    "probe_scope", "unwrap_model",
+]
 
 
 def default_input_sizes(model: nn.Module) -> Iterator[tuple[int, int, int]]:
@@ -142,20 +145,49 @@ def check_batch(x: object) -> torch.Tensor:
     return x
 
 
+def plain_module(model: nn.Module) -> nn.Module:
+    """The eager module inside the wrappers that only change how a model runs.
+
+    ``torch.compile`` results (the module they compiled) and ``nn.DataParallel`` /
+    ``DistributedDataParallel`` (their ``.module``) are unwrapped, so layers keep the model's own
+    names and nothing compiles on an interactive path; they share the wrapped module's weights.
+
+    Raises:
+        TypeError: for TorchScript modules (``torch.jit.script`` / ``torch.jit.trace``): their
+            layers are compiled graphs that forward hooks do not see and that are no longer
+            ``nn.Conv2d`` and the like.
+    """
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            break
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{type(model).__name__} is a TorchScript module (torch.jit.script or torch.jit.trace): its layers "
+            "can be neither hooked nor read as torch layers. Pass the original nn.Module (before scripting or "
+            "tracing) instead"
+        )
+    return model
+
+
 def unwrap_model(model: object, input_size: Sequence[int] | None = None) -> tuple[nn.Module, Sequence[int] | None]:
     """``(module, input_size)`` of an ``nn.Module``, or of a bundle that carries one.
 
     A bundle (such as those of :mod:`cnnwidgets.zoo`) is any object with a ``model`` attribute
-    that is an ``nn.Module``; its ``input_size`` is used unless ``input_size`` is given.
+    that is an ``nn.Module``; its ``input_size`` is used unless ``input_size`` is given. The
+    module is passed through :func:`plain_module`.
 
     Raises:
-        TypeError: for anything else.
+        TypeError: for anything else, and for TorchScript modules.
     """
     if isinstance(model, nn.Module):
-        return model, input_size
+        return plain_module(model), input_size
     inner = getattr(model, "model", None)
     if isinstance(inner, nn.Module):
-        return inner, input_size if input_size is not None else getattr(model, "input_size", None)
+        return plain_module(inner), input_size if input_size is not None else getattr(model, "input_size", None)
     raise TypeError(
         f"expected a torch.nn.Module (or a bundle with a .model module, e.g. cnnwidgets.zoo.load_default()), "
         f"got {type(model).__name__}"

@@ -69,13 +69,13 @@ class Kernels:
 
 
 def _named_modules(model_or_probe: nn.Module | Probe) -> dict[str, nn.Module]:
-    from cnnwidgets.core.probe import Probe
+    from cnnwidgets.core.probe import Probe, plain_module
 
     if isinstance(model_or_probe, Probe):
         model_or_probe.sync()  # the private copy must reflect the user's latest weights
         model = model_or_probe.model
     elif isinstance(model_or_probe, nn.Module):
-        model = model_or_probe
+        model = plain_module(model_or_probe)
     else:
         raise TypeError(f"expected a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
     return {name: module for name, module in model.named_modules() if name}
