@@ -441,6 +441,24 @@ def test_a_first_scan_shows_its_preview_before_preparing_the_fast_copy(cpu_threa
     assert events == ["copy", "preview"]
 
 
+def test_each_position_is_scored_on_its_own_when_the_model_uses_batch_statistics(cpu_threads):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    ).eval()
+    x = torch.randn(1, 3, 12, 12)
+    result = occlusion_map(model, x, ClassLogit(0), window=4, stride=4, batch_size=9, progress=False)
+    expected = np.zeros((3, 3), dtype=np.float32)
+    with torch.no_grad():
+        for i in range(3):
+            for j in range(3):
+                occluded = x.clone()
+                occluded[:, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4] = 0.0
+                expected[i, j] = model(occluded)[0, 0]
+    np.testing.assert_allclose(result.grid, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_cancel_returns_a_partial_result_marked_with_nans(cpu_threads):
     model = small_cnn()
     x = torch.randn(1, 3, 24, 24)

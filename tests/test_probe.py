@@ -230,6 +230,33 @@ def test_torchscript_models_are_refused_with_the_reason():
     assert kernel_weights(model, "0").weight.shape[:2] == (4, 3)
 
 
+def batch_statistics_net() -> nn.Sequential:
+    """Its batch norm keeps no running statistics: in eval mode it normalises with the batch's."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    ).eval()
+
+
+def test_a_batch_of_a_model_with_batch_statistics_gives_each_image_its_own_outputs():
+    model = batch_statistics_net()
+    x = torch.randn(3, 3, 8, 8)
+    alone = [model(x[i:i + 1]) for i in range(3)]
+    assert not torch.allclose(model(x), torch.cat(alone), atol=1e-4)  # the model itself mixes the batch
+    with Probe(model) as probe:
+        assert probe.batch_dependent == ("1",)
+        torch.testing.assert_close(probe.logits(x, cache=False), torch.cat(alone))
+        torch.testing.assert_close(probe.capture(x, "1")["1"], torch.cat([model[:2](x[i:i + 1]) for i in range(3)]))
+        leaf = x.clone().requires_grad_(True)
+        probe.logits(leaf, grad=True)[:, 0].sum().backward()
+        single = x[1:2].clone().requires_grad_(True)
+        model(single)[:, 0].sum().backward()
+        torch.testing.assert_close(leaf.grad[1:2], single.grad)  # gradients stay per image too
+    with Probe(chain()) as probe:
+        assert probe.batch_dependent == ()
+
+
 def test_cache_is_invalidated_when_the_users_weights_change():
     model = chain()
     x = torch.randn(1, 3, 16, 16)

@@ -40,8 +40,8 @@ from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers_and_output, input_channels, unknown_layer_error
 
 __all__ = [
-    "NotATensorError", "Probe", "ProbeStats", "StopForward", "check_batch", "default_input_sizes", "plain_module",
-    "probe_scope", "unwrap_model",
+    "NotATensorError", "Probe", "ProbeStats", "StopForward", "batch_dependent_layers", "check_batch",
+    "default_input_sizes", "plain_module", "probe_scope", "unwrap_model",
 ]
 
 
@@ -143,6 +143,19 @@ def check_batch(x: object) -> torch.Tensor:
     if x.shape[0] == 0:
         raise ValueError("the batch is empty")
     return x
+
+
+def batch_dependent_layers(model: nn.Module) -> list[str]:
+    """Names of the layers whose output for one image depends on the other images of its batch.
+
+    These are batch-norm layers without running statistics (``track_running_stats=False``):
+    they normalise with the statistics of the batch at hand even in evaluation mode.
+    """
+    return [
+        name for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and module.running_mean is None and module.running_var is None
+    ]
 
 
 def plain_module(model: nn.Module) -> nn.Module:
@@ -280,6 +293,7 @@ class Probe:
             param.requires_grad_(False)
             param.grad = None
         clone.eval()
+        self._batch_dependent = tuple(batch_dependent_layers(clone))
         if any(t.is_floating_point() and t.dtype != torch.float32 for t in (*clone.parameters(), *clone.buffers())):
             clone.float()  # inputs are float32; half or double weights would fail on them
         clone.to(self._device)
@@ -399,6 +413,13 @@ class Probe:
     def channels_last(self) -> bool:
         """Whether convolutions run in channels-last memory layout."""
         return self._channels_last
+
+    @property
+    def batch_dependent(self) -> tuple[str, ...]:
+        """Layers that normalise with the statistics of the batch even in evaluation mode (see
+        :func:`batch_dependent_layers`). When there are any, every batch is run one image at a
+        time, so that each image's outputs are its own, as if it were passed alone."""
+        return self._batch_dependent
 
     @property
     def input_size(self) -> tuple[int, ...]:
@@ -690,6 +711,16 @@ class Probe:
         return x
 
     def _forward(
+        self, x: torch.Tensor, wanted: dict[str, int], *, grad: bool, stop: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        if not self._batch_dependent or x.shape[0] == 1:
+            return self._forward_once(x, wanted, grad=grad, stop=stop)
+        parts = [self._forward_once(x[i:i + 1], wanted, grad=grad, stop=stop) for i in range(x.shape[0])]
+        results = {name: torch.cat([part[0][name] for part in parts]) for name in wanted}
+        outputs = [part[1] for part in parts]
+        return results, (None if any(o is None for o in outputs) else torch.cat(outputs))  # type: ignore[misc]
+
+    def _forward_once(
         self, x: torch.Tensor, wanted: dict[str, int], *, grad: bool, stop: bool
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         run = _Run(wanted=dict(wanted), grad=grad, stop=stop)

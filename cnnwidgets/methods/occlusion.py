@@ -774,6 +774,8 @@ def _scan_with_probe(
     preview = preview_count(rows, cols) if order == "coarse_first" else total
     corners = positions * np.array(stride)
     size = min(int(batch_size or _auto_batch_size(probe, image)), total)
+    if probe.batch_dependent:
+        size = 1  # batch statistics would let the positions of one batch change each other's scores
     # the first batches end exactly at the preview, unless it is a large part of a small grid anyway
     plan = _batches(total, size, preview if 4 * preview <= total else total)
 
@@ -909,7 +911,9 @@ def occlusion_map(
             (C,) (e.g. a colour in normalised space), a tensor of shape (C, 1, 1), (C, H, W) or
             (1, C, H, W) (the window then shows that image, e.g. a blurred copy), or a callable
             ``fill(x) -> tensor`` of one of those shapes, called once with a copy of x.
-        batch_size: occluded images per forward pass; ``None`` picks one: on CPU the largest that
+        batch_size: occluded images per forward pass (always 1 for models with batch-norm
+            layers that use batch statistics in evaluation mode, see
+            :attr:`~cnnwidgets.Probe.batch_dependent`); ``None`` picks one: on CPU the largest that
             keeps every activation tensor under 28 MiB, which the allocator then reuses instead
             of mapping fresh pages per batch (9 for resnet18 at 224x224), at most 64; on GPUs up
             to 128. The map does not depend on it.
