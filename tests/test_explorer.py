@@ -522,6 +522,45 @@ def test_a_compiled_model_is_explored_through_the_module_it_wraps():
         ex.close()
 
 
+class Segmenter(nn.Module):
+    """Tiny's features with a per-pixel head: (N, classes, H, W) out, no class scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = Tiny().features
+        self.head = nn.Conv2d(12, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_a_model_without_class_scores_shows_its_maps_and_says_why_scores_are_missing():
+    ex = make(Segmenter().eval(), box=(4, 4, 8, 8))
+    try:
+        assert ex.show_scores and ex.scores is None
+        assert ex.status.is_error and "class scores of shape (N, classes)" in ex.status.message
+        assert "(1, 3, 8, 8)" in ex.status.message
+        assert ex.grid_image.size and ex.activations.ndim == 3  # the feature maps are there
+        ex.show_scores = False
+        assert not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_a_single_logit_model_shows_the_sigmoid_probability():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    model.head = nn.Linear(12, 1)
+    ex = make(model, box=None)
+    try:
+        with torch.no_grad():
+            expected = torch.sigmoid(model(ex._images[ex._image_id].tensor))[0, 0]
+        (row,) = ex.scores["rows"]
+        assert row["prob"] == pytest.approx(float(expected), rel=1e-5) and row["prob"] < 0.99
+    finally:
+        ex.close()
+
+
 def test_a_double_precision_model_is_explored_without_being_converted():
     torch.manual_seed(0)
     model = Tiny().double().eval()

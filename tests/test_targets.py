@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassLogit, ClassProbability, Probe
-from cnnwidgets.core.targets import resolve_target, target_score
+from cnnwidgets.core.targets import class_probabilities, class_scores, resolve_target, target_score
 
 
 def test_class_targets():
@@ -19,6 +21,25 @@ def test_class_targets():
         ClassLogit(3)(logits)
     with pytest.raises(ValueError, match="class scores"):
         ClassLogit(0)(torch.zeros(1, 3, 4, 4))
+
+
+def test_class_scores_accept_fully_convolutional_outputs_and_name_other_shapes():
+    y = torch.randn(2, 5)
+    torch.testing.assert_close(class_scores(y[:, :, None, None]), y)
+    torch.testing.assert_close(ClassLogit(3)(y[:, :, None, None]), y[:, 3])
+    torch.testing.assert_close(ClassProbability(3)(y[:, :, None, None]), torch.softmax(y, dim=1)[:, 3])
+    for bad in (torch.randn(2, 5, 4, 4), torch.randn(5)):
+        with pytest.raises(ValueError, match=r"class scores of shape \(N, classes\).*has shape " + re.escape(str(tuple(bad.shape)))):
+            ClassProbability(0)(bad)
+
+
+def test_a_single_output_unit_is_a_binary_classifier_read_with_a_sigmoid():
+    z = torch.tensor([[-2.0], [0.0], [3.0]])
+    p = class_probabilities(z)
+    torch.testing.assert_close(p, torch.sigmoid(z))
+    torch.testing.assert_close(ClassProbability(0)(z), torch.sigmoid(z[:, 0]))
+    assert not torch.allclose(p, torch.ones_like(p))  # a softmax over one unit would say 1 for everything
+    torch.testing.assert_close(class_probabilities(torch.tensor([[1.0, 2.0]])), torch.softmax(torch.tensor([[1.0, 2.0]]), 1))
 
 
 def test_channel_activation_reductions_and_position():

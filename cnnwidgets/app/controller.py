@@ -34,6 +34,7 @@ from cnnwidgets.app.state import ComputeRequest, ExplorerState, Request, resolve
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.targets import class_probabilities
 
 __all__ = ["Controller", "Stats"]
 
@@ -105,6 +106,9 @@ class Controller(NewestFirstWorker):
         self._on_error = on_error
         self.top_k = top_k
         self.stats = Stats()
+        #: why the last computation could not show class scores (the model's output is not
+        #: (N, classes)), or None
+        self.scores_problem: str | None = None
         self._layouts = LayoutCache()
         self._baselines: OrderedDict[tuple, Baseline] = OrderedDict()
         self._computed: Computed | None = None
@@ -239,6 +243,19 @@ class Controller(NewestFirstWorker):
             return self.probe.channels_first(layer, grabbed[-1]), logits
         return self.probe.capture(x, [layer], channels_first=True)[layer], logits
 
+    def _probs(self, logits: torch.Tensor | None) -> np.ndarray | None:
+        """Class probabilities of the first image; None (and :attr:`scores_problem` says why)
+        when the model's output is not class scores: the feature maps are still shown."""
+        if logits is None:
+            return None
+        try:
+            probs = _to_numpy(class_probabilities(logits, "class scores")[0])
+        except ValueError as exc:
+            self.scores_problem = str(exc)
+            return None
+        self.scores_problem = None
+        return probs
+
     def _baseline(self, req: ComputeRequest, image: ImageInput) -> Baseline:
         key = (req.image_id, req.layer, req.device, req.scores)
         base = self._baselines.get(key)
@@ -246,7 +263,7 @@ class Controller(NewestFirstWorker):
             self._baselines.move_to_end(key)
             return base
         act, logits = self._forward(image.tensor, req.layer, req.scores)
-        probs = None if logits is None else _to_numpy(torch.softmax(logits[0].float(), dim=0))
+        probs = self._probs(logits)
         base = Baseline(acts=_to_numpy(act[0]), probs=probs)
         self._baselines[key] = base
         while len(self._baselines) > 16:
@@ -268,7 +285,7 @@ class Controller(NewestFirstWorker):
         if req.box is None:
             return Computed(req, base.acts, base, base.probs, time.perf_counter() - start)
         act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores, once=once)
-        probs = None if logits is None else _to_numpy(torch.softmax(logits[0].float(), dim=0))
+        probs = self._probs(logits)
         one = act[0]
         if one.shape != base.acts.shape:
             raise ValueError(f"layer {req.layer!r} changed its output shape from {base.acts.shape} to {tuple(one.shape)}")

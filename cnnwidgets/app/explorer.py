@@ -588,7 +588,10 @@ class Explorer(ipw.VBox):
             f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; change caused by the occluder "
             "(<span style='color:#c62828'>up</span>/<span style='color:#1f4e9c'>down</span>)"
         )
-        if not state.dragging:
+        problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
+        if problem is not None:
+            self.status.error(f"{problem}; the feature maps are shown without them")
+        elif not state.dragging:
             ms = 1000 * frame.computed.seconds
             self.status.info(
                 f"{self.controller.probe.device} \u00b7 last forward {ms:.1f} ms \u00b7 render "

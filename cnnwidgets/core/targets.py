@@ -13,7 +13,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ChannelActivation", "ClassLogit", "ClassProbability", "Target", "resolve_target", "target_score"]
+__all__ = [
+    "ChannelActivation", "ClassLogit", "ClassProbability", "Target", "class_probabilities", "class_scores",
+    "resolve_target", "target_score",
+]
 
 
 @runtime_checkable
@@ -25,14 +28,44 @@ class Target(Protocol):
     def __call__(self, activation: torch.Tensor) -> torch.Tensor: ...
 
 
-def _check_class_index(index: int, activation: torch.Tensor, what: str) -> None:
-    if activation.dim() != 2:
+def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tensor:
+    """A model output as class scores (N, classes).
+
+    An output of shape (N, classes, 1, 1), as fully convolutional classifiers give before
+    flattening, is read as (N, classes).
+
+    Raises:
+        ValueError: for any other shape (a segmentation map (N, classes, H, W), an output whose
+            batch dimension was flattened away ...), naming the shape.
+    """
+    if output.dim() > 2 and all(size == 1 for size in output.shape[2:]):
+        output = output.reshape(output.shape[0], output.shape[1])
+    if output.dim() != 2:
         raise ValueError(
-            f"{what} expects the model output to be class scores of shape (N, classes), "
-            f"got {tuple(activation.shape)}"
+            f"{what}: the model output must be class scores of shape (N, classes) (or (N, classes, 1, 1)); "
+            f"this one has shape {tuple(output.shape)}"
         )
+    return output
+
+
+def class_probabilities(output: torch.Tensor, what: str = "class probabilities") -> torch.Tensor:
+    """Class probabilities (N, classes) from a model output of class scores.
+
+    ``softmax(y)`` over the classes; for a model with a single output unit (a binary classifier
+    trained with a logistic loss) ``sigmoid(y)``, the probability of that unit's class (a
+    softmax over one unit would be 1 whatever the input).
+    """
+    scores = class_scores(output, what)
+    if not scores.is_floating_point():
+        scores = scores.float()
+    return torch.sigmoid(scores) if scores.shape[1] == 1 else torch.softmax(scores, dim=1)
+
+
+def _check_class_index(index: int, activation: torch.Tensor, what: str) -> torch.Tensor:
+    activation = class_scores(activation, what)
     if not -activation.shape[1] <= index < activation.shape[1]:
         raise IndexError(f"class index {index} is out of range for {activation.shape[1]} classes")
+    return activation
 
 
 @dataclass(frozen=True)
@@ -43,20 +76,20 @@ class ClassLogit:
     layer: str | None = None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        _check_class_index(self.index, activation, "ClassLogit")
-        return activation[:, self.index]
+        return _check_class_index(self.index, activation, "ClassLogit")[:, self.index]
 
 
 @dataclass(frozen=True)
 class ClassProbability:
-    """The softmax probability of class ``index``: ``softmax(y)[:, index]``."""
+    """The probability of class ``index``: ``softmax(y)[:, index]`` (``sigmoid(y)`` for a model
+    with one output unit, see :func:`class_probabilities`)."""
 
     index: int
     layer: str | None = None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         _check_class_index(self.index, activation, "ClassProbability")
-        return torch.softmax(activation, dim=1)[:, self.index]
+        return class_probabilities(activation)[:, self.index]
 
 
 _REDUCTIONS = ("mean", "sum", "max")

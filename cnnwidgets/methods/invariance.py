@@ -42,6 +42,7 @@ from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.targets import class_probabilities, class_scores
 
 __all__ = [
     "TRANSFORMS",
@@ -223,7 +224,7 @@ class InvarianceResult:
 def _features(probe: Probe, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     acts = probe.capture(x, layers, cache=False)
     feats = {name: act.reshape(act.shape[0], -1).to(torch.float64).cpu() for name, act in acts.items()}
-    return feats, probe.logits(x).to(torch.float64).cpu()
+    return feats, class_scores(probe.logits(x), "invariance curves").to(torch.float64).cpu()
 
 
 def invariance_curves(
@@ -314,7 +315,7 @@ def invariance_curves(
                         if normalize:
                             d = torch.where(norms[name] > 0, d / norms[name].clamp(min=1e-300), torch.zeros_like(d))
                         dist[name][start:start + len(chunk)] = d.numpy()
-                    soft = torch.softmax(out, dim=1).reshape(len(chunk), n, -1)
+                    soft = class_probabilities(out).reshape(len(chunk), n, -1)
                     prob[start:start + len(chunk)] = soft.gather(2, index[None, :, None].expand(len(chunk), n, 1))[..., 0].numpy()
                     pred[start:start + len(chunk)] = soft.argmax(dim=2).numpy()
                     bar.update(len(chunk))

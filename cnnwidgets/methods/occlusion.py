@@ -59,7 +59,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.core.targets import Target, resolve_target, target_score
+from cnnwidgets.core.targets import Target, class_probabilities, class_scores, resolve_target, target_score
 from cnnwidgets.methods._fold import inference_copy
 
 __all__ = [
@@ -90,7 +90,8 @@ Cancel = Union[threading.Event, Callable[[], bool]]
 
 @dataclass(frozen=True)
 class TopClassProbability:
-    """Target for mode (c): the probability of the most probable class, ``max_k softmax(y)_k``.
+    """Target for mode (c): the probability of the most probable class, ``max_k softmax(y)_k``
+    (see :func:`~cnnwidgets.core.targets.class_probabilities`).
 
     The class itself is reported per position in :attr:`OcclusionResult.labels`.
     """
@@ -98,12 +99,8 @@ class TopClassProbability:
     layer: None = None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        if activation.dim() != 2:
-            raise ValueError(
-                "the most probable class needs a model output of class scores (N, classes), "
-                f"got {tuple(activation.shape)}"
-            )
-        return torch.softmax(activation, dim=1).amax(dim=1)
+        class_scores(activation, "the most probable class and its probability")
+        return class_probabilities(activation).amax(dim=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -443,6 +440,14 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
     return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {exc}")
 
 
+def _is_class_output(output: torch.Tensor) -> bool:
+    try:
+        class_scores(output)
+    except ValueError:
+        return False
+    return True
+
+
 class _OutputRunner:
     """Scores (and top classes) of targets on the model output, from a fast private copy."""
 
@@ -466,7 +471,7 @@ class _OutputRunner:
             )
         with torch.inference_mode():
             scores = self.target(output)
-            labels = output.argmax(dim=1) if output.dim() == 2 else None
+            labels = class_scores(output).argmax(dim=1) if _is_class_output(output) else None
         return scores, labels
 
 

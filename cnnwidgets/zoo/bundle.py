@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnwidgets.core.images import image_to_tensor
+from cnnwidgets.core.targets import class_probabilities
 
 __all__ = ["Bundle", "Denormalize", "ImagePreprocess"]
 
@@ -147,7 +148,7 @@ class Bundle:
         x = self.batch(image)
         if param is not None:
             x = x.to(param.device, param.dtype)
-        probs = torch.softmax(self.model(x)[0].float(), dim=0)
+        probs = class_probabilities(self.model(x))[0].float()
         k = min(topk, probs.numel())
         values, indices = probs.topk(k)
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
