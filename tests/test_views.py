@@ -57,7 +57,8 @@ def test_gradient_methods_show_what_the_plain_functions_compute(bundle):
             ex.method = name
             assert ex.wait_idle(60)
             result = ex.method_result
-            assert result is not None and result.request.method == name and result.target == target
+            used = -1 if name == "deconvnet" else target  # a channel's projection involves no class
+            assert result is not None and result.request.method == name and result.target == used
             np.testing.assert_allclose(result.heat, want.detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
             assert result.image.shape == (64, 64, 3) and result.image.dtype == np.uint8
             assert name.split()[0] in ex.method_view.caption.value.lower()
@@ -192,8 +193,45 @@ def test_method_errors_reach_the_status_line_and_the_widget_goes_on(bundle):
         ex.target = 10_000  # no such class
         assert ex.wait_idle(60)
         assert ex.status.is_error and "saliency" in ex.status.message and "10000" in ex.status.message
+        # the map of class 1 is gone: nothing on screen claims to be the saliency of class 10000
+        assert ex.method_result is None and ex.method_view.image.value == b""
+        assert "failed" in ex.method_view.caption.value and "10000" in ex.method_view.caption.value
         ex.target = 1
         assert ex.wait_idle(60) and ex.method_result.target == 1
+        assert not ex.status.is_error  # that method's error is over
+    finally:
+        ex.close()
+
+
+class PerPixelHead(torch.nn.Module):
+    """Convolutions and a per-pixel head: an output of (N, classes, H, W), no class scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
+                                             torch.nn.MaxPool2d(2), torch.nn.Conv2d(6, 8, 3, padding=1))
+        self.head = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_channel_methods_work_on_a_model_without_class_scores():
+    torch.manual_seed(0)
+    model = PerPixelHead().eval()
+    ex = Explorer(model, zoo.sample_image("star"), samples={}, device="cpu", input_size=(3, 32, 32),
+                  background=False, layer="features.3", channel=2, method="deconvnet")
+    try:
+        assert ex.wait_idle(60)
+        result = ex.method_result
+        assert result is not None and result.request.method == "deconvnet"
+        x = ex._images[ex._image_id].tensor
+        with Probe(model) as probe:
+            expected = project_channel(probe, x, "features.3", 2, unit="max")[0].abs().amax(dim=0)
+        np.testing.assert_allclose(result.heat, expected.numpy(), rtol=1e-4, atol=1e-6)
+        ex.method = "saliency"  # needs a class: says why not
+        assert ex.wait_idle(60) and ex.method_result is None
+        assert "class scores of shape (N, classes)" in ex.status.message
     finally:
         ex.close()
 

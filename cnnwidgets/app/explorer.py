@@ -14,6 +14,7 @@ stale work instead of queueing it.
 from __future__ import annotations
 
 import difflib
+import html
 import itertools
 import threading
 from collections import OrderedDict
@@ -230,6 +231,7 @@ class Explorer(ipw.VBox):
         self._suspend = True  # no submissions while wiring up
         self._last_box: tuple[int, int, int, int] | None = None
         self._data_dead: dict[str, np.ndarray] = {}
+        self._method_error: str | None = None  # the status line's message when a method failed
 
         source = self._first_sample()
         probe = Probe(parts["model"], device=device)
@@ -261,7 +263,7 @@ class Explorer(ipw.VBox):
                 marks=self._data_dead.get,
             )
             self._methods = MethodRunner(parts["model"], self._image_by_id, on_result=self._show_method,
-                                         on_error=self._show_error, on_progress=self._method_progress,
+                                         on_error=self._method_failed, on_progress=self._method_progress,
                                          background=background)
             self._build_views(first, parts.get("name", "model"))
             super().__init__(self._layout_children())
@@ -701,7 +703,17 @@ class Explorer(ipw.VBox):
     def _class_name(self, index: int) -> str:
         return self._classes[index] if 0 <= index < len(self._classes) else str(index)
 
+    def _method_failed(self, where: str, exc: BaseException) -> None:
+        # no picture of an earlier method may stay on screen under this one's name
+        self.method_view.clear()
+        self.method_view.caption.value = f"<b>{html.escape(where)}</b> failed: {html.escape(str(exc))}"
+        self._show_error(where, exc)
+        self._method_error = self.status.message
+
     def _show_method(self, result: MethodResult) -> None:
+        if self._method_error is not None and self.status.message == self._method_error:
+            self.status.info("")  # that method's error is over
+        self._method_error = None
         request = result.request
         name = self._class_name(result.target)
         if result.occlusion is not None:

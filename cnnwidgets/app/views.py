@@ -30,7 +30,7 @@ from torch import nn
 from cnnwidgets.app.inputs import ImageInput
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
-from cnnwidgets.core.targets import ClassProbability
+from cnnwidgets.core.targets import ClassProbability, class_scores
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
 from cnnwidgets.render.attribution import attribution_overlay
@@ -89,7 +89,8 @@ class MethodResult:
 
     Attributes:
         request: what was computed.
-        target: the class used (the request's, or the most probable one when it had None).
+        target: the class used (the request's, or the most probable one when it had None); -1
+            for methods of a channel, which use no class.
         heat: for gradient methods the (H, W) float32 map; for occlusion the (rows, cols) drop in
             the target probability per position (NaN where not computed yet).
         image: the map drawn over the input, uint8 (H, W, 3).
@@ -188,7 +189,12 @@ class MethodRunner(NewestFirstWorker):
             image = self._images(request.image_id)
             probe = self._probe_on(request.device, tuple(image.tensor.shape[1:]))
             x = image.tensor
-            target = request.target if request.target is not None else self._top_class(probe, request, x)
+            if "target" not in _INPUTS[request.method]:
+                target = -1  # a channel's map (deconvnet): no class involved
+            elif request.target is not None:
+                target = request.target
+            else:
+                target = self._top_class(probe, request, x)
             self.runs += 1
             if request.method == "occlusion":
                 result = self._occlusion(probe, request, image, target, generation, start)
@@ -204,6 +210,7 @@ class MethodRunner(NewestFirstWorker):
             self._on_result(result)
         except Exception as exc:  # noqa: BLE001 - shown in the explorer's status line
             self._done_key = request.key()  # do not retry the same failing request
+            self.result = None  # the map of an earlier request is not this one's
             self._on_error(f"method {request.method!r}", exc)
 
     def _probe_on(self, device: str, input_size: tuple[int, ...]) -> Probe:
@@ -224,7 +231,7 @@ class MethodRunner(NewestFirstWorker):
         if key not in self._top:
             if len(self._top) > 64:
                 self._top.clear()
-            self._top[key] = int(probe.logits(x)[0].argmax())
+            self._top[key] = int(class_scores(probe.logits(x))[0].argmax())
         return self._top[key]
 
     def _occlusion(
