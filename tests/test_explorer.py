@@ -342,6 +342,9 @@ def test_bad_values_are_rejected_with_clear_messages(ex):
         with pytest.raises(traitlets.TraitError, match="CUDA is not available"):
             ex.device = "cuda"
     assert ex.layer == "features.3"
+    for top_k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="top_k must be a positive int"):
+            make(top_k=top_k)
 
 
 # ---------------------------------------------------------------- no backlog

@@ -58,6 +58,45 @@ def test_bytes_and_file_objects(tmp_path):
         assert out.size == (40, 20) and _px(out, 2, 2) == (255, 0, 0)
 
 
+@pytest.fixture
+def image_server(tmp_path):
+    """A local HTTP server for the files in tmp_path (no network needed)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_addresses_are_downloaded(image_server, monkeypatch):
+    import cnnwidgets.core.images as images
+
+    folder, base = image_server
+    _halves().save(folder / "a.png")
+    out = load_image(f"{base}/a.png")
+    assert out.size == (40, 20) and _px(out, 2, 2) == (255, 0, 0) and _px(out, 38, 2) == (0, 0, 255)
+    with pytest.raises(ValueError, match=r"could not download the image from http://.*/missing.png: HTTP 404"):
+        load_image(f"{base}/missing.png")
+    (folder / "notes.txt").write_text("this is not a picture")
+    with pytest.raises(ValueError, match=r"http://.*/notes.txt is not an image file"):
+        load_image(f"{base}/notes.txt")
+    monkeypatch.setattr(images, "DOWNLOAD_LIMIT", 10)  # bytes; the PNG has more
+    with pytest.raises(ValueError, match="larger than"):
+        load_image(f"{base}/a.png")
+
+
+def test_an_unreachable_address_says_what_to_do_offline():
+    with pytest.raises(ValueError, match="could not download the image from http://127.0.0.1:9/cat.jpg.*pass its path"):
+        load_image("http://127.0.0.1:9/cat.jpg")  # the discard port: nothing listens there
+
+
 def test_unsupported_types_say_what_is_accepted():
     for bad in (42, [[0, 1], [2, 3]], {"image": 1}, None):
         with pytest.raises(TypeError, match="accepted: a file path"):

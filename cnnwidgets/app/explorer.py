@@ -214,6 +214,8 @@ class Explorer(ipw.VBox):
         background: bool = True,
     ) -> None:
         parts = _unpack(model)
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int (the number of classes listed), got {top_k!r}")
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
         self._samples_problem = ""
         if samples is None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Union
 
@@ -17,7 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["DEFAULT_MAX_SIZE", "MIN_SIZE", "ImageSource", "image_to_tensor", "load_image"]
+__all__ = [
+    "DEFAULT_MAX_SIZE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "MIN_SIZE", "ImageSource", "image_to_tensor", "load_image",
+]
 
 DEFAULT_MAX_SIZE = 4096
 """Longest side, in pixels, above which images are downscaled."""
@@ -25,11 +29,17 @@ DEFAULT_MAX_SIZE = 4096
 MIN_SIZE = 8
 """Smallest accepted side, in pixels."""
 
+DOWNLOAD_LIMIT = 50 * 2**20
+"""Largest image file, in bytes, fetched from an ``http(s)://`` address."""
+
+DOWNLOAD_TIMEOUT = 30.0
+"""Seconds to wait for an image server before giving up."""
+
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase, Image.Image, np.ndarray, torch.Tensor]
 
 _ACCEPTED = (
-    "a file path (str or pathlib.Path), encoded file bytes or a binary file object, a PIL.Image, "
-    "a numpy array or a torch tensor"
+    "a file path (str or pathlib.Path), an http(s):// address, encoded file bytes or a binary file "
+    "object, a PIL.Image, a numpy array or a torch tensor"
 )
 _ARRAY_RULES = (
     "arrays/tensors must be (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 (a leading batch "
@@ -44,8 +54,10 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
 
     Rules, applied in this order:
 
-    1. **Source.** A path (``str``/``Path``) is opened with PIL; encoded bytes or a binary
-       file object likewise (e.g. from an upload widget). Multi-frame files (GIF, TIFF)
+    1. **Source.** A path (``str``/``Path``) is opened with PIL; an ``http://`` or
+       ``https://`` address is downloaded first (at most :data:`DOWNLOAD_LIMIT` bytes, waiting
+       at most :data:`DOWNLOAD_TIMEOUT` seconds); encoded bytes or a binary file object
+       likewise (e.g. from an upload widget). Multi-frame files (GIF, TIFF)
        give their first frame. A PIL image is copied, never modified.
     2. **Orientation.** The EXIF orientation tag, if any, is applied (a photo taken
        sideways comes out upright) and then dropped.
@@ -80,7 +92,7 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
 
     Raises:
         FileNotFoundError: a path that does not exist (the message has the path).
-        ValueError: unreadable file, unsupported shape/dtype/value range, too small an image,
+        ValueError: unreadable file, failed download, unsupported shape/dtype/value range, too small an image,
             or bad ``size``/``max_size``.
         TypeError: an unsupported kind of object.
     """
@@ -124,6 +136,8 @@ def image_to_tensor(src: Any, *, max_size: int = DEFAULT_MAX_SIZE, min_size: int
 
 # --------------------------------------------------------------------------- sources
 def _open(src: Any, max_size: int) -> Image.Image:
+    if isinstance(src, str) and src.lower().startswith(("http://", "https://")):
+        return _decode(io.BytesIO(_download(src)), src, max_size)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src).expanduser()
         if not path.exists():
@@ -143,6 +157,24 @@ def _open(src: Any, max_size: int) -> Image.Image:
     if isinstance(src, np.ndarray):
         return _from_array(src)
     raise TypeError(f"cannot load an image from {type(src).__name__}; accepted: {_ACCEPTED}")
+
+
+def _download(url: str) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "cnnwidgets"})
+    try:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310 - http(s) only
+            data = response.read(DOWNLOAD_LIMIT + 1)
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"could not download the image from {url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ValueError(
+            f"could not download the image from {url} ({reason}); without a network connection, "
+            "save the image and pass its path"
+        ) from exc
+    if len(data) > DOWNLOAD_LIMIT:
+        raise ValueError(f"the file at {url} is larger than {DOWNLOAD_LIMIT // 2**20} MiB; save it and pass its path")
+    return data
 
 
 def _decode(fp: Any, what: str, max_size: int) -> Image.Image:
