@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -223,7 +224,9 @@ def test_torchscript_models_are_refused_with_the_reason():
     from cnnwidgets.methods import kernel_weights
 
     model = chain()
-    traced = torch.jit.trace(model, torch.randn(1, 3, 16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates tracing; users still have such models
+        traced = torch.jit.trace(model, torch.randn(1, 3, 16, 16))
     for use in (Probe, lambda m: kernel_weights(m, "0")):
         with pytest.raises(TypeError, match="TorchScript module .* neither hooked nor read .* Pass the original"):
             use(traced)
