@@ -564,6 +564,31 @@ def test_a_single_logit_model_shows_the_sigmoid_probability():
         ex.close()
 
 
+class OwnSizeOnly(nn.Module):
+    """Runs only on 40 x 48 inputs (a flattening head), so the size search reaches the image's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 40 * 48, 3)
+
+    def forward(self, x):
+        return self.head(self.conv(x).flatten(1))
+
+
+def test_an_image_address_is_downloaded_once(image_server):
+    from PIL import Image
+
+    folder, base, requests = image_server
+    Image.fromarray(image(2)).resize((48, 40)).save(folder / "photo.png")
+    ex = explore(OwnSizeOnly().eval(), f"{base}/photo.png", samples={}, background=False)
+    try:
+        assert ex.input_image.shape == (40, 48, 3) and not ex.status.is_error
+        assert requests == ["/photo.png"]
+    finally:
+        ex.close()
+
+
 def test_a_double_precision_model_is_explored_without_being_converted():
     torch.manual_seed(0)
     model = Tiny().double().eval()

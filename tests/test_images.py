@@ -58,27 +58,10 @@ def test_bytes_and_file_objects(tmp_path):
         assert out.size == (40, 20) and _px(out, 2, 2) == (255, 0, 0)
 
 
-@pytest.fixture
-def image_server(tmp_path):
-    """A local HTTP server for the files in tmp_path (no network needed)."""
-    import functools
-    import http.server
-    import threading
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def test_http_addresses_are_downloaded(image_server, monkeypatch):
     import cnnwidgets.core.images as images
 
-    folder, base = image_server
+    folder, base, _ = image_server
     _halves().save(folder / "a.png")
     out = load_image(f"{base}/a.png")
     assert out.size == (40, 20) and _px(out, 2, 2) == (255, 0, 0) and _px(out, 38, 2) == (0, 0, 255)
