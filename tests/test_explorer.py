@@ -589,6 +589,22 @@ def test_an_image_address_is_downloaded_once(image_server):
         ex.close()
 
 
+def test_an_image_file_is_decoded_once(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import cnnwidgets.core.images as images
+
+    decoded = []
+    real = images._decode
+    monkeypatch.setattr(images, "_decode", lambda fp, what, max_size: (decoded.append(what), real(fp, what, max_size))[1])
+    Image.fromarray(image(2)).resize((48, 40)).save(tmp_path / "photo.png")
+    ex = explore(OwnSizeOnly().eval(), tmp_path / "photo.png", samples={}, background=False)
+    try:
+        assert ex.input_image.shape == (40, 48, 3) and len(decoded) == 1
+    finally:
+        ex.close()
+
+
 def test_a_double_precision_model_is_explored_without_being_converted():
     torch.manual_seed(0)
     model = Tiny().double().eval()

@@ -33,7 +33,6 @@ from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_prepr
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
-from cnnwidgets.core.images import load_image
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, default_input_sizes, plain_module
 from cnnwidgets.render.colormaps import SEQUENTIAL
@@ -222,9 +221,9 @@ class Explorer(ipw.VBox):
         if samples is None:
             samples, self._samples_problem = _zoo_samples()
         self._samples: dict[str, Any] = dict(samples)
-        if isinstance(image, str) and image.lower().startswith(("http://", "https://")):
-            image = load_image(image)  # downloaded once here, not again each time it is read
         if image is not None:
+            # decoded (or downloaded) once here: the size search and the preparation both read it
+            image = to_pil(image)
             self._samples = {_USER_IMAGE: image, **self._samples}
         self._images: OrderedDict[int, ImageInput] = OrderedDict()
         self._image_ids = itertools.count(1)
