@@ -8,6 +8,15 @@ import torch
 from torch import nn
 
 
+def batch_statistics_net() -> nn.Sequential:
+    """Its batch norm keeps no running statistics: in eval mode it normalises with the batch's."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    ).eval()
+
+
 def reference_outputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     """Outputs of ``names`` (last call, cloned on return) from one full forward of an eval copy."""
     clone = copy.deepcopy(model).eval()

@@ -33,6 +33,7 @@ from cnnwidgets.render.occlusion import (
     label_overlay,
     occlusion_overlay,
 )
+from tests.helpers import batch_statistics_net
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -442,11 +443,7 @@ def test_a_first_scan_shows_its_preview_before_preparing_the_fast_copy(cpu_threa
 
 
 def test_each_position_is_scored_on_its_own_when_the_model_uses_batch_statistics(cpu_threads):
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
-    ).eval()
+    model = batch_statistics_net()
     x = torch.randn(1, 3, 12, 12)
     result = occlusion_map(model, x, ClassLogit(0), window=4, stride=4, batch_size=9, progress=False)
     expected = np.zeros((3, 3), dtype=np.float32)

@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnwidgets import ModelSnapshot, Probe
 from cnnwidgets.core.probe import StopForward
-from tests.helpers import reference_outputs
+from tests.helpers import batch_statistics_net, reference_outputs
 
 EXECUTED: list[str] = []
 
@@ -231,15 +231,6 @@ def test_torchscript_models_are_refused_with_the_reason():
         with pytest.raises(TypeError, match="TorchScript module .* neither hooked nor read .* Pass the original"):
             use(traced)
     assert kernel_weights(model, "0").weight.shape[:2] == (4, 3)
-
-
-def batch_statistics_net() -> nn.Sequential:
-    """Its batch norm keeps no running statistics: in eval mode it normalises with the batch's."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
-    ).eval()
 
 
 def test_a_batch_of_a_model_with_batch_statistics_gives_each_image_its_own_outputs():

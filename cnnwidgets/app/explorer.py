@@ -385,7 +385,8 @@ class Explorer(ipw.VBox):
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise t.TraitError(f"unknown layer {name!r}{hint}")
         if info.map_shape is None or info.calls == 0:
-            what = "never runs" if info.map_shape is not None else f"outputs {info.shape_text}, not a (C, H, W) feature map"
+            what = ("never runs" if info.map_shape is not None
+                    else f"outputs {info.shape_text}, not a (C, H, W) feature map")
             raise t.TraitError(
                 f"layer {name!r} {what}; choose one of the layers listed in explorer.layer_select"
             )

@@ -88,8 +88,8 @@ class ClassProbability:
     layer: str | None = None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        _check_class_index(self.index, activation, "ClassProbability")
-        return class_probabilities(activation)[:, self.index]
+        scores = _check_class_index(self.index, activation, "ClassProbability")
+        return class_probabilities(scores)[:, self.index]
 
 
 _REDUCTIONS = ("mean", "sum", "max")

@@ -99,8 +99,7 @@ class TopClassProbability:
     layer: None = None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        class_scores(activation, "the most probable class and its probability")
-        return class_probabilities(activation).amax(dim=1)
+        return class_probabilities(activation, "the most probable class and its probability").amax(dim=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -440,14 +439,6 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
     return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {exc}")
 
 
-def _is_class_output(output: torch.Tensor) -> bool:
-    try:
-        class_scores(output)
-    except ValueError:
-        return False
-    return True
-
-
 class _OutputRunner:
     """Scores (and top classes) of targets on the model output, from a fast private copy."""
 
@@ -471,7 +462,10 @@ class _OutputRunner:
             )
         with torch.inference_mode():
             scores = self.target(output)
-            labels = class_scores(output).argmax(dim=1) if _is_class_output(output) else None
+            try:
+                labels: torch.Tensor | None = class_scores(output).argmax(dim=1)
+            except ValueError:  # not class scores (a custom target reads this output): no top class
+                labels = None
         return scores, labels
 
 
