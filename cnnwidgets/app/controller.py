@@ -34,7 +34,7 @@ from cnnwidgets.app.state import ComputeRequest, ExplorerState, Request, resolve
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.probe import Probe
-from cnnwidgets.core.targets import class_probabilities
+from cnnwidgets.core.targets import OutputTypeError, class_probabilities
 
 __all__ = ["Controller", "Stats"]
 
@@ -237,6 +237,9 @@ class Controller(NewestFirstWorker):
         )
         try:
             logits = self.probe.logits(x, cache=not once)
+        except OutputTypeError as exc:  # the maps can still be shown; the status line says why no scores
+            self.scores_problem = str(exc)
+            logits = None
         finally:
             handle.remove()
         if grabbed:

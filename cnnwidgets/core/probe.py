@@ -38,6 +38,7 @@ from torch import nn
 
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers_and_output, input_channels, unknown_layer_error
+from cnnwidgets.core.targets import output_tensor
 
 __all__ = [
     "NotATensorError", "Probe", "ProbeStats", "StopForward", "batch_dependent_layers", "check_batch",
@@ -701,7 +702,10 @@ class Probe:
                 self._describe(size, None)
                 return None
             output = self._describe(size, self._to_model_input(x))[1]
-            return output.detach() if isinstance(output, torch.Tensor) else None
+            try:
+                return output_tensor(output).detach()
+            except TypeError:
+                return None  # a full forward reports this when the output is wanted
         return None
 
     def _to_model_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -741,11 +745,7 @@ class Probe:
             self._run = None
         if output is not None:
             self.stats.full_forwards += 1
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(
-                    f"the model returned {type(output).__name__}; cnnwidgets needs a model whose output "
-                    "is one tensor of class scores (wrap it in a module that returns that tensor)"
-                )
+            output = output_tensor(output)
         missing = set(wanted) - set(run.results)
         if missing:
             raise RuntimeError(f"layers {sorted(missing)} did not run as discovered; is the forward data-dependent?")

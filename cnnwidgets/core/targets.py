@@ -9,13 +9,14 @@ feature maps are handled the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import torch
 
 __all__ = [
-    "ChannelActivation", "ClassLogit", "ClassProbability", "Target", "class_probabilities", "class_scores",
-    "resolve_target", "target_score",
+    "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "class_probabilities", "class_scores",
+    "output_tensor", "resolve_target", "target_score",
 ]
 
 
@@ -26,6 +27,60 @@ class Target(Protocol):
     layer: str | None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor: ...
+
+
+#: Keys (or attribute names) under which common model output containers hold the model's scores,
+#: in order of preference: Hugging Face outputs (``logits``), torchvision segmentation (``out``).
+OUTPUT_KEYS = ("logits", "out")
+
+
+class OutputTypeError(TypeError):
+    """The model's output is not one tensor, nor a container :func:`output_tensor` can read."""
+
+
+def output_tensor(output: object) -> torch.Tensor:
+    """The one tensor a model's forward returned, taken out of the usual containers.
+
+    * a tensor is returned as it is;
+    * a mapping (a ``dict``, or a Hugging Face ``ModelOutput``): its ``logits`` entry, else its
+      ``out`` entry (torchvision segmentation models), else its only tensor value;
+    * any other object with a tensor attribute ``logits`` (output dataclasses, a named tuple
+      with a ``logits`` field).
+
+    Plain tuples and lists are refused rather than guessed at: ``(features, logits)`` and
+    ``(logits, aux)`` both occur, and picking the wrong one would draw wrong pictures.
+
+    Raises:
+        OutputTypeError: (a ``TypeError``) for anything else, naming what the model returned and
+            what is accepted.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        for key in OUTPUT_KEYS:
+            if isinstance(output.get(key), torch.Tensor):
+                return output[key]
+        tensors = [value for value in output.values() if isinstance(value, torch.Tensor)]
+        if len(tensors) == 1:
+            return tensors[0]
+        found = f"keys {sorted(map(str, output.keys()))}"
+    else:
+        logits = getattr(output, "logits", None)
+        if isinstance(logits, torch.Tensor):
+            return logits
+        if isinstance(output, (tuple, list)):
+            parts = ", ".join(
+                f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in output[:4]
+            )
+            found = f"{len(output)} values ({parts}{', ...' if len(output) > 4 else ''})"
+        else:
+            found = "no tensor cnnwidgets knows how to read"
+    raise OutputTypeError(
+        f"the model returned a {type(output).__name__} with {found}; cnnwidgets needs one tensor: the "
+        "model's output itself, the 'logits' or 'out' entry of a dict, or a 'logits' attribute. "
+        "Wrap the model in a module whose forward returns the tensor to explain, e.g. "
+        "`return self.model(x)[0]`"
+    )
 
 
 def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tensor:

@@ -59,7 +59,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.core.targets import Target, class_probabilities, class_scores, resolve_target, target_score
+from cnnwidgets.core.targets import (
+    Target, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
+)
 from cnnwidgets.methods._fold import inference_copy
 
 __all__ = [
@@ -455,11 +457,7 @@ class _OutputRunner:
             return self.scores(output)
 
     def scores(self, output: object) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(
-                f"the model returned {type(output).__name__}; occlusion needs a model whose output is one "
-                "tensor of class scores"
-            )
+        output = output_tensor(output)
         with torch.inference_mode():
             scores = self.target(output)
             try:
@@ -544,7 +542,7 @@ def _fast_model(
     if report.folded or report.inplace:
         with torch.inference_mode():
             try:
-                check = model(x)
+                check = output_tensor(model(x))
             except Exception:  # noqa: BLE001 - a rewrite that breaks the model is not used
                 check = None
         scale = float(reference.abs().max()) if reference.numel() else 1.0
