@@ -208,6 +208,45 @@ def test_models_kept_in_another_precision_are_inspected_in_float32(dtype):
         assert torch.equal(value, before[key])
 
 
+class TiedNet(nn.Module):
+    """Two convolutions that share one weight, a batch norm (integer buffer) and a plain attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.b.weight = self.a.weight
+        self.bn = nn.BatchNorm2d(4)
+        self.scale = torch.tensor(2.0, dtype=torch.float64)  # not registered: deepcopy copies it as it is
+
+    def forward(self, x):
+        return self.bn(self.b(self.a(x))) * self.scale
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_private_copy_is_converted_once_and_keeps_the_models_structure(channels_last):
+    torch.manual_seed(0)
+    model = TiedNet().double().eval()
+    model.a.weight.grad = torch.ones_like(model.a.weight)
+    model.bn.running_mean.normal_()
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        expected = model(x.double()).float()
+    with Probe(model, channels_last=channels_last) as probe:
+        copy_ = probe.model
+        assert copy_.a.weight is copy_.b.weight  # weight tying survives the copy
+        assert copy_.a.weight is not model.a.weight and copy_.a.weight.data_ptr() != model.a.weight.data_ptr()
+        assert copy_.a.weight.grad is None and not copy_.a.weight.requires_grad
+        assert copy_.a.weight.dtype == copy_.bn.running_mean.dtype == torch.float32
+        assert copy_.bn.num_batches_tracked.dtype == torch.long
+        assert copy_.a.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        torch.testing.assert_close(probe.logits(x), expected, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            copy_.a.weight.zero_()  # the copy is the probe's own
+    assert model.a.weight.abs().sum() > 0 and model.a.weight.dtype == torch.float64
+    assert torch.equal(model.a.weight.grad, torch.ones_like(model.a.weight))  # the user's gradient is untouched
+
+
 def test_compiled_and_data_parallel_models_are_inspected_through_the_module_they_wrap():
     model = chain()
     x = torch.randn(1, 3, 16, 16)

@@ -271,9 +271,32 @@ class Probe:
         self._fingerprint = self._user_fingerprint()
 
     # ------------------------------------------------------------------ the private copy
+    def _converted_tensors(self) -> dict[int, torch.Tensor]:
+        """The user's parameters and buffers as the copy needs them, keyed for ``copy.deepcopy``.
+
+        Each tensor is copied once, straight into its final form (float32, on the probe's
+        device, channels-last 4-D weights when the probe runs channels-last, no gradient),
+        instead of being cloned by ``deepcopy`` and converted again by ``Module.to``. Tensor
+        subclasses and lazy (uninitialised) parameters are left to ``deepcopy``.
+        """
+        memo: dict[int, torch.Tensor] = {}
+        fmt = torch.channels_last if self._channels_last else torch.contiguous_format
+        for module in self._user_model.modules():
+            for tensors, is_param in ((module._parameters, True), (module._buffers, False)):
+                for t in tensors.values():
+                    if t is None or id(t) in memo or type(t) is not (nn.Parameter if is_param else torch.Tensor):
+                        continue
+                    dtype = torch.float32 if t.is_floating_point() else t.dtype
+                    new = t.detach().to(
+                        self._device, dtype, memory_format=fmt if t.dim() == 4 else torch.preserve_format, copy=True
+                    )
+                    memo[id(t)] = nn.Parameter(new, requires_grad=False) if is_param else new
+        return memo
+
     def _make_copy(self) -> nn.Module:
+        self._channels_last = self._want_channels_last(self._user_model)
         try:
-            clone = copy.deepcopy(self._user_model)
+            clone = copy.deepcopy(self._user_model, self._converted_tensors())
         except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be copied
             raise TypeError(
                 f"cannot copy the model for safe inspection ({type(exc).__name__}: {exc}); "
@@ -295,11 +318,14 @@ class Probe:
             param.grad = None
         clone.eval()
         self._batch_dependent = tuple(batch_dependent_layers(clone))
+        # Tensors deepcopy copied as they were (subclasses, plain tensor attributes) still need this.
         if any(t.is_floating_point() and t.dtype != torch.float32 for t in (*clone.parameters(), *clone.buffers())):
             clone.float()  # inputs are float32; half or double weights would fail on them
-        clone.to(self._device)
-        self._channels_last = self._want_channels_last(clone)
-        if self._channels_last:
+        if any(t.device != self._device for t in (*clone.parameters(), *clone.buffers())):
+            clone.to(self._device)
+        if self._channels_last and any(
+            t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last) for t in clone.parameters()
+        ):
             clone.to(memory_format=torch.channels_last)
         self._install_hooks(clone)
         return clone
