@@ -41,6 +41,36 @@ def test_forced_dead_channels_are_reported_exactly():
     assert report["1"].num_images == 8
 
 
+class Permute(nn.Module):
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+def test_channels_last_activations_are_scanned_by_default_and_read_channels_first():
+    # a ConvNeXt-style block: the pointwise layers and their activation work on (N, H, W, C)
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), Permute(0, 2, 3, 1), nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 4),
+        Permute(0, 3, 1, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )
+    with torch.no_grad():
+        model[2].bias[[0, 5]] = -1e3  # GELU(-1000) is 0
+    x = torch.randn(4, 3, 16, 12)
+    with Probe(model) as probe:
+        probe.describe((3, 16, 12))
+        assert probe.layers["3"].layout == "HWC"
+        report = dead_channels(probe, x, progress=False)
+    assert list(report) == ["0", "3"]  # the convolution and the GELU (the Linear layers are not activations)
+    gelu = report["3"]
+    assert gelu.num_channels == 6 and gelu.dead == [0, 5]
+    expected = model[:4](x).amax(dim=(0, 1, 2))
+    np.testing.assert_allclose(gelu.max_activation, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_statistics_match_a_direct_computation():
     model = net_with_dead_channels()
     x = torch.randn(5, 3, 10, 10)

@@ -94,10 +94,11 @@ def _is_activation(module: nn.Module) -> bool:
 
 def default_dead_layers(probe: Probe) -> list[str]:
     """Layers a dead-channel scan covers by default: convolutions and activation functions
-    (ReLU, GELU, ...) whose output is a (C, H, W) feature map, in execution order."""
+    (ReLU, GELU, ...) whose output is a feature map, in execution order. Channels-last (H, W, C)
+    maps, such as the GELUs inside ConvNeXt blocks, are included and read channels first."""
     names = []
     for name, info in probe.layers.items():
-        if not info.is_spatial or info.calls == 0:
+        if info.map_shape is None or info.calls == 0:
             continue
         module = probe.module(name)
         if isinstance(module, nn.Conv2d) or _is_activation(module):
