@@ -138,7 +138,7 @@ def test_explorer_with_an_unreadable_output_shows_the_maps_and_says_why_there_ar
     ex, reference = make(wrapped), make(plain)
     try:
         assert ex.scores is None
-        assert ex.status.is_error and "no class scores" in ex.status.message
+        assert ex.status.is_error and "shown without class scores" in ex.status.message
         assert "tuple with 2 values" in ex.status.message
         np.testing.assert_allclose(ex.activations, reference.activations, rtol=1e-5, atol=1e-6)
         ex.show_scores = False

@@ -597,7 +597,7 @@ class Explorer(ipw.VBox):
         )
         problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
         if problem is not None:
-            self.status.error(f"no class scores: {problem}; the feature maps are shown without them")
+            self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif not state.dragging:
             ms = 1000 * frame.computed.seconds
             self.status.info(
