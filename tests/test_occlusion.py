@@ -601,6 +601,37 @@ def test_folded_resnet_matches_and_leaves_the_original_alone():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+def test_tracing_for_the_fold_leaves_forward_passes_on_other_threads_alone():
+    # torch.fx patches nn.Module.__call__ process-wide while it traces; the explorer's workers
+    # (and the user's own code) keep running models on other threads meanwhile
+    tracing, release = threading.Event(), threading.Event()
+
+    class Pause(nn.Module):
+        def forward(self, x):  # traced through (not a torch.nn module): runs during the trace
+            tracing.set()
+            release.wait(10)
+            return x
+
+    traced = randomize_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), Pause(), nn.ReLU()))
+    other = SmallCNN().eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = other(x)
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(result=inference_copy(traced)))
+    worker.start()
+    try:
+        assert tracing.wait(10)
+        with torch.no_grad():
+            during = other(x)  # while the trace is under way
+    finally:
+        release.set()
+        worker.join(10)
+    torch.testing.assert_close(during, expected)
+    _, report = done["result"]
+    assert report.traced and report.folded == [("0", "1")]
+
+
 def test_fold_skips_shared_outputs_and_untraceable_models():
     class Shared(nn.Module):
         def __init__(self):

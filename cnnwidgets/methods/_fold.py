@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +35,30 @@ _FRESH_OUTPUT = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear,
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
 )
+
+
+class _OwnThreadTracer(torch.fx.Tracer):
+    """A ``torch.fx`` tracer that leaves module calls made by other threads alone.
+
+    While it traces, ``torch.fx`` patches ``nn.Module.__call__`` and ``__getattr__`` for the
+    whole process, so a forward pass on another thread (the explorer's feature-map worker, or
+    any model of the user's) would be recorded into this trace and fail with "module is not
+    installed as a submodule". Calls from other threads are passed straight to the module.
+    """
+
+    def trace(self, root, concrete_args=None):  # type: ignore[override]
+        self._owner = threading.get_ident()
+        return super().trace(root, concrete_args)
+
+    def call_module(self, m, forward, args, kwargs):  # type: ignore[override]
+        if threading.get_ident() != self._owner:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):  # type: ignore[override]
+        if threading.get_ident() != self._owner:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
 
 @dataclass
@@ -117,7 +142,7 @@ def inference_copy(
     if not (fold_batchnorm or inplace_activations):
         return clone, report
     try:
-        graph = torch.fx.symbolic_trace(clone).graph
+        graph = _OwnThreadTracer().trace(clone)
     except Exception as exc:  # noqa: BLE001 - any tracing failure just means: no rewrites
         report.reason = f"{type(exc).__name__}: {exc}"
         return clone, report
