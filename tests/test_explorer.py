@@ -550,6 +550,33 @@ def test_a_model_without_class_scores_shows_its_maps_and_says_why_scores_are_mis
         ex.close()
 
 
+def test_maps_and_scores_follow_a_change_of_the_users_weights():
+    model = Tiny().eval()
+    ex = make(model, box=(4, 4, 8, 8), layer="features.3")
+    try:
+        ex.wait_idle()
+        with torch.no_grad():  # e.g. an optimizer step in another cell while the explorer is open
+            for p in model.parameters():
+                p.mul_(1.5)
+        ex.channel = 3  # no forward pass is needed for a channel switch, but the maps are stale
+        ex.wait_idle()
+        x, clean = occluded_input(ex), ex._images[ex._image_id].tensor
+        with torch.no_grad():
+            expected = reference_outputs(model, x, ["features.3"])["features.3"][0]
+            baseline = reference_outputs(model, clean, ["features.3"])["features.3"][0]
+            probs, base_probs = torch.softmax(model(x), 1)[0], torch.softmax(model(clean), 1)[0]
+        np.testing.assert_allclose(ex.activations, expected.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ex.baseline_activations, baseline.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ex.scores["probs"], probs.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(ex.scores["baseline"], base_probs.numpy(), rtol=1e-4, atol=1e-6)
+        assert ex.controller.stats.model_changes == 1
+        ex.box = (6, 6, 8, 8)
+        ex.wait_idle()
+        assert ex.controller.stats.model_changes == 1  # unchanged weights are not a change
+    finally:
+        ex.close()
+
+
 def test_a_single_logit_model_shows_the_sigmoid_probability():
     torch.manual_seed(0)
     model = Tiny().eval()

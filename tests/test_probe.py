@@ -296,11 +296,13 @@ def test_cache_is_invalidated_when_the_users_weights_change():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     with Probe(model) as probe:
         before = probe.logits(x).clone()
+        assert probe.version == 0 and not probe.user_model_changed()
         loss = model(x).sum()
         loss.backward()
         optimizer.step()
+        assert probe.user_model_changed() and probe.version == 0  # noticed, not yet refreshed
         after = probe.logits(x)
-        assert probe.stats.refreshes == 1
+        assert probe.stats.refreshes == 1 and probe.version == 1 and not probe.user_model_changed()
         with torch.no_grad():
             torch.testing.assert_close(after, model.eval()(x))
         assert not torch.allclose(before, after)

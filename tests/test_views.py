@@ -3,6 +3,7 @@ the data-set dead-channel marks, checked against the plain functions they show."
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -182,6 +183,26 @@ def test_a_newer_request_cancels_a_running_occlusion_scan(bundle):
         assert not any(r.request == slow and r.complete for r in shown)
         runner.close()
         assert not runner._thread.is_alive() and runner.probe is None
+    finally:
+        ex.close()
+
+
+def test_the_method_map_follows_a_change_of_the_users_weights(bundle):
+    own = copy.deepcopy(bundle)  # the fixture is shared: change a copy
+    ex = explorer(own, layer="features.conv3", method="grad-cam")
+    try:
+        ex.target = 1
+        assert ex.wait_idle(60)
+        x = ex._images[ex._image_id].tensor
+        runs = ex._methods.runs
+        with torch.no_grad():  # e.g. training steps in another cell while the explorer is open
+            own.model.features.conv3.weight.mul_(-1.0)
+        ex.box = (5, 5, 16, 16)  # the next interaction shows the new weights everywhere
+        assert ex.wait_idle(60) and ex._methods.runs == runs + 1
+        want = upsample(grad_cam(own.model, x, 1, "features.conv3"), x.shape[-2:])[0]
+        np.testing.assert_allclose(ex.method_result.heat, want.detach().numpy(), rtol=1e-4, atol=1e-6)
+        ex.box = (6, 6, 16, 16)
+        assert ex.wait_idle(60) and ex._methods.runs == runs + 1  # no change: no recomputation
     finally:
         ex.close()
 

@@ -50,6 +50,7 @@ class Stats:
         skipped: states overwritten by a newer one before the worker took them.
         dropped: finished frames not shown because the user had moved on to another layer/image.
         errors: stages that raised.
+        model_changes: times the user's weights had changed, so earlier maps were recomputed.
     """
 
     requests: int = 0
@@ -58,6 +59,7 @@ class Stats:
     skipped: int = 0
     dropped: int = 0
     errors: int = 0
+    model_changes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -111,6 +113,7 @@ class Controller(NewestFirstWorker):
         self.scores_problem: str | None = None
         self._layouts = LayoutCache()
         self._baselines: OrderedDict[tuple, Baseline] = OrderedDict()
+        self._model_version = probe.version
         self._computed: Computed | None = None
         self._failed: ComputeRequest | None = None
         self.shown: tuple[ExplorerState, Frame] | None = None
@@ -160,6 +163,7 @@ class Controller(NewestFirstWorker):
             request = resolve(state)
             if request == self._shown_request:
                 return
+            self._follow_model()
             computed = self._computed
             if computed is None or computed.key != request.compute:
                 if request.compute == self._failed:
@@ -272,6 +276,16 @@ class Controller(NewestFirstWorker):
         while len(self._baselines) > 16:
             self._baselines.popitem(last=False)
         return base
+
+    def _follow_model(self) -> None:
+        """Forget what was computed with older weights once the user's model changed (a
+        training step while the explorer is open): unoccluded baselines and the last maps."""
+        self.probe.sync()
+        if self.probe.version != self._model_version:
+            self._model_version = self.probe.version
+            self._baselines.clear()
+            self._computed = None
+            self.stats.model_changes += 1
 
     def _compute(self, req: ComputeRequest, *, once: bool = False) -> Computed:
         start = time.perf_counter()

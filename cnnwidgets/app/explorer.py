@@ -232,6 +232,7 @@ class Explorer(ipw.VBox):
         self._frame: Frame | None = None
         self._frame_state: ExplorerState | None = None
         self._frame_lock = threading.Lock()
+        self._model_changes_seen = 0
         self._suspend = True  # no submissions while wiring up
         self._last_box: tuple[int, int, int, int] | None = None
         self._data_dead: dict[str, np.ndarray] = {}
@@ -571,6 +572,10 @@ class Explorer(ipw.VBox):
     def _show_frame(self, state: ExplorerState, frame: Frame) -> None:
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
+        changes = self.controller.stats.model_changes
+        if changes != self._model_changes_seen:  # the user's weights changed: the method map is stale too
+            self._model_changes_seen = changes
+            self._submit_method()
         self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats,
                        display_width=frame.grid_display_width)
         self.panel.value = frame.panel_bytes

@@ -155,10 +155,20 @@ class MethodRunner(NewestFirstWorker):
             if self._closed:
                 return
             current = self._running_key if self._busy else self._done_key
-            if self._pending is None and request.key() == current:
-                return  # that map is being computed or on screen already
+            if self._pending is None and request.key() == current and not self._model_changed():
+                return  # that map is being computed or on screen already, with the model's weights
             self._replace(request)
         self._kick()
+
+    def _model_changed(self) -> bool:
+        """Whether the user's weights changed since this runner's probe last looked."""
+        probe = self._probe
+        if probe is None:
+            return False
+        try:
+            return probe.user_model_changed()
+        except RuntimeError:  # closed
+            return False
 
     @property
     def probe(self) -> Probe | None:
@@ -188,6 +198,7 @@ class MethodRunner(NewestFirstWorker):
         try:
             image = self._images(request.image_id)
             probe = self._probe_on(request.device, tuple(image.tensor.shape[1:]))
+            probe.sync()  # the user's weights may have changed since the last map
             x = image.tensor
             if "target" not in _INPUTS[request.method]:
                 target = -1  # a channel's map (deconvnet): no class involved
@@ -227,7 +238,7 @@ class MethodRunner(NewestFirstWorker):
         return self._probe
 
     def _top_class(self, probe: Probe, request: MethodRequest, x: torch.Tensor) -> int:
-        key = (request.image_id, request.device)
+        key = (request.image_id, request.device, probe.version)
         if key not in self._top:
             if len(self._top) > 64:
                 self._top.clear()

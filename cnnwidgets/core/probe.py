@@ -269,6 +269,7 @@ class Probe:
         self.stats = ProbeStats()
         self._model = self._make_copy()
         self._fingerprint = self._user_fingerprint()
+        self._version = 0
 
     # ------------------------------------------------------------------ the private copy
     def _converted_tensors(self) -> dict[int, torch.Tensor]:
@@ -423,6 +424,7 @@ class Probe:
         self._fingerprint = fingerprint
         self._cache.clear()
         self.stats.refreshes += 1
+        self._version += 1
 
     # ------------------------------------------------------------------ public API
     @property
@@ -435,6 +437,23 @@ class Probe:
     def device(self) -> torch.device:
         """The device the probe computes on."""
         return self._device
+
+    @property
+    def version(self) -> int:
+        """How many times the private copy has been brought up to date with the user's model.
+
+        It grows when the probe notices that the user's weights changed (an optimizer step,
+        ``load_state_dict`` ...), which it checks at every capture or :meth:`sync`. Results
+        kept from an older version describe the old weights.
+        """
+        return self._version
+
+    def user_model_changed(self) -> bool:
+        """True when the user's model changed since the private copy was last brought up to
+        date (the next capture or :meth:`sync` will refresh it). Reads only version counters."""
+        with self._lock:
+            self._check_open()
+            return self._user_fingerprint() != self._fingerprint
 
     @property
     def channels_last(self) -> bool:
