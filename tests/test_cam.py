@@ -26,6 +26,7 @@ from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, n
 from cnnwidgets.methods.gradients import project_channel
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
 from cnnwidgets.render.attribution import _resize_bilinear
+from tests.helpers import batch_statistics_net
 from tests.test_gradients import SmallVGG, load_tinyvgg
 
 cv2 = pytest.importorskip("cv2")
@@ -365,3 +366,20 @@ def test_overlay_values_are_the_documented_maps(resnet18):
         heat = OVERLAYS["deconvnet"](probe, x, layer="layer1.1.relu", channel=4, target=0)
         expected = project_channel(probe, x, "layer1.1.relu", 4, unit="max")[0].abs().amax(0).numpy()
         np.testing.assert_array_equal(heat, expected)
+
+
+def test_batches_of_a_model_with_batch_statistics_are_explained_image_by_image():
+    # the probe runs such a batch one image per forward pass; every map must be its image's own
+    model = batch_statistics_net()
+    torch.manual_seed(3)
+    x = torch.randn(3, 3, 9, 11)
+    with Probe(model) as probe:
+        assert probe.batch_dependent
+        activation, grad = layer_gradient(probe, x, 1, "0")
+        assert activation.shape == grad.shape == (3, 4, 9, 11)
+        for method in (lambda xs: grad_cam(probe, xs, 1, "0"), lambda xs: grad_cam_pp(probe, xs, 1, "0"),
+                       lambda xs: cam(probe, xs, 1)):
+            batch = method(x)
+            alone = torch.cat([method(x[i:i + 1]) for i in range(3)])
+            assert batch.shape == (3, 9, 11)
+            torch.testing.assert_close(batch, alone)

@@ -99,6 +99,13 @@ def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
     return module.register_forward_hook(hook, prepend=True)
 
 
+def _one_at_a_time(probe: Probe, x: torch.Tensor) -> bool:
+    """Whether a batch must be explained image by image: the probe then runs each image on its
+    own (batch-norm layers that use batch statistics, see ``Probe.batch_dependent``), so a hook
+    sees one image per call, not the batch."""
+    return bool(probe.batch_dependent) and x.dim() == 4 and x.shape[0] > 1
+
+
 def layer_gradient(
     model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +133,9 @@ def layer_gradient(
     """
     target = resolve_target(target)
     with probe_scope(model_or_probe) as probe:
+        if _one_at_a_time(probe, x):
+            parts = [layer_gradient(probe, x[i:i + 1], target, layer) for i in range(x.shape[0])]
+            return torch.cat([a for a, _ in parts]), torch.cat([g for _, g in parts])
         layers_for(probe, x)
         info = probe.check_layer(layer)
         if info.calls == 0:
@@ -269,6 +279,8 @@ def cam(
     if not isinstance(target, ClassLogit) or target.layer is not None:
         raise TypeError(f"CAM explains a class score: pass a class index or ClassLogit, got {target!r}")
     with probe_scope(model_or_probe) as probe:
+        if _one_at_a_time(probe, x):
+            return torch.cat([cam(probe, x[i:i + 1], target, layer=layer, fc=fc) for i in range(x.shape[0])])
         layers = layers_for(probe, x)
         fc_name = fc if fc is not None else _last_linear(probe, layers)
         fc_module = probe.module(fc_name)
