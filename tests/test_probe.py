@@ -311,6 +311,38 @@ def test_cache_is_invalidated_when_the_users_weights_change():
         assert probe.stats.refreshes == 2
 
 
+def test_pruned_models_and_non_persistent_buffers_are_copied_and_followed():
+    from torch.nn.utils import prune
+
+    class Normalised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(1, 3, 1, 1), persistent=False)  # not in state_dict
+            self.body = chain()
+
+        def forward(self, x):
+            return self.body(x - self.mean)
+
+    torch.manual_seed(0)
+    model = Normalised().eval()
+    prune.l1_unstructured(model.body[0], "weight", amount=0.5)  # weight = weight_orig * mask, by a pre-hook
+    x = torch.randn(1, 3, 16, 16)
+
+    def expected():
+        with torch.no_grad():
+            return model(x)
+
+    with Probe(model) as probe:  # a freshly pruned weight is part of an autograd graph
+        torch.testing.assert_close(probe.logits(x), expected())
+        with torch.no_grad():
+            model.body[0].weight_orig.mul_(3.0)  # a fine-tuning step of the pruned model
+        torch.testing.assert_close(probe.logits(x), expected())
+        with torch.no_grad():
+            model.mean.fill_(0.5)
+        torch.testing.assert_close(probe.logits(x), expected())
+        assert probe.stats.refreshes == 2
+
+
 def test_unknown_layer_names_suggest_close_names():
     with Probe(torchvision.models.resnet18(weights=None)) as probe:
         with pytest.raises(KeyError, match="layer1.0.conv1"):

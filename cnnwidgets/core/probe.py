@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover_layers_and_output, input_channels, unknown_layer_error
@@ -119,9 +120,17 @@ def _tensor_bytes(t: torch.Tensor) -> int:
 
 
 def _keeps_model_working(hook: Any) -> bool:
-    """Hooks that implement a parametrisation (weight/spectral norm) must stay on the copy."""
+    """Hooks that compute a weight before each forward (weight/spectral norm, pruning masks)
+    must stay on the copy."""
+    if isinstance(hook, prune.BasePruningMethod):
+        return True
     kind = type(hook).__name__
     return kind in ("WeightNorm", "SpectralNorm", "SpectralNormLoadStateDictPreHook")
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``model`` by qualified name."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
 def check_batch(x: object) -> torch.Tensor:
@@ -292,6 +301,11 @@ class Probe:
                         self._device, dtype, memory_format=fmt if t.dim() == 4 else torch.preserve_format, copy=True
                     )
                     memo[id(t)] = nn.Parameter(new, requires_grad=False) if is_param else new
+            for value in vars(module).values():
+                # a tensor kept as a plain attribute, such as the weight a pruning or weight-norm hook
+                # computes before each forward: deepcopy refuses one that is part of an autograd graph
+                if isinstance(value, torch.Tensor) and id(value) not in memo and not value.is_leaf:
+                    memo[id(value)] = value.detach().clone()
         return memo
 
     def _make_copy(self) -> nn.Module:
@@ -409,8 +423,9 @@ class Probe:
         fingerprint = self._user_fingerprint()
         if fingerprint == self._fingerprint:
             return
-        user_state = self._user_model.state_dict()
-        own_state = self._model.state_dict()
+        # every parameter and buffer, non-persistent buffers (absent from state_dict) included
+        user_state = _tensors(self._user_model)
+        own_state = _tensors(self._model)
         same_layout = user_state.keys() == own_state.keys() and all(
             user_state[k].shape == own_state[k].shape for k in user_state
         )
