@@ -429,6 +429,19 @@ def test_receptive_field_start_matches_padding():
     assert (pool.receptive_field, pool.jump, pool.start) == (7, 4, 1.0)
 
 
+def test_size_preserving_windowed_modules_do_not_pass_the_receptive_field_through():
+    # a transposed convolution (or LP pooling) that keeps the map's size still mixes a neighbourhood
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ConvTranspose2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.LPPool2d(2, 3, stride=1), nn.BatchNorm2d(4))
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        layers = probe.layers
+    assert layers["0"].receptive_field == 3
+    assert all(layers[name].receptive_field is None for name in ("1", "2", "3"))  # unknown, not too small
+    sizes = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(), nn.BatchNorm2d(4))
+    with Probe(sizes, input_size=(3, 16, 16)) as probe:
+        assert [probe.layers[n].receptive_field for n in ("0", "1", "2", "3")] == [3, 3, 3, 3]
+
+
 ARCHITECTURES = ["resnet18", "vgg16", "alexnet", "mobilenet_v3_small", "densenet121", "efficientnet_b0"]
 
 

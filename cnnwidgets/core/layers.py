@@ -159,6 +159,10 @@ def _propagate(module: nn.Module, geometry: Geometry | None, in_shape, out_shape
         k, s, p, d = params
         r, j, c = geometry
         return r + (k - 1) * d * j, j * s, c + ((k - 1) / 2 * d - p) * j
+    if hasattr(module, "kernel_size"):
+        # a windowed module of another kind (transposed convolution, LP pooling, unpooling ...):
+        # even when it keeps the map's size, each output depends on a neighbourhood, not one position
+        return None
     # Shape-preserving modules (activations, norms, dropout, identity) keep the geometry.
     if in_shape is not None and out_shape is not None and len(in_shape) == len(out_shape) == 4:
         if tuple(in_shape[2:]) == tuple(out_shape[2:]):
