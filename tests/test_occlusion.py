@@ -525,6 +525,19 @@ def test_top_class_per_position():
     assert (result.grid >= 0.5).all()
 
 
+def test_a_single_output_unit_has_no_top_class():
+    # one logit scores one class of two (p = sigmoid): "the most probable class" has no index to report
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1)).eval()
+    x = torch.randn(1, 3, 12, 12)
+    with pytest.raises(ValueError, match=r"single output unit.*ClassProbability\(0\)"):
+        occlusion_top_class(model, x, window=4, stride=4, progress=False)
+    result = occlusion_map(model, x, ClassProbability(0), window=4, stride=4, progress=False)
+    assert result.labels is None and result.unoccluded_label is None
+    with torch.no_grad():
+        assert result.unoccluded == pytest.approx(float(torch.sigmoid(model(x))[0, 0]), rel=1e-5)
+
+
 # ---------------------------------------------------------------------------- errors
 
 

@@ -101,7 +101,14 @@ class TopClassProbability:
     layer: None = None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(activation, "the most probable class and its probability").amax(dim=1)
+        what = "the most probable class and its probability"
+        if class_scores(activation, what).shape[1] == 1:
+            raise ValueError(
+                f"{what} are undefined for a model with a single output unit: its one score gives "
+                "p = sigmoid(logit) of one class, and the other class has no index; map that "
+                "probability with occlusion_map(..., ClassProbability(0)) instead"
+            )
+        return class_probabilities(activation, what).amax(dim=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +121,8 @@ class OcclusionResult:
         filled: (rows, cols) bool, which positions are computed.
         unoccluded: the target score of the image without occlusion.
         labels: (rows, cols) int64, the most probable class with the window at (i, j), -1 where
-            not computed; ``None`` when the target reads an internal layer.
+            not computed; ``None`` when the target reads an internal layer or the model has a
+            single output unit (it scores one class of two; the other has no index).
         unoccluded_label: the most probable class without occlusion (``None`` as for labels).
         window: (height, width) of the occluder in pixels.
         stride: (vertical, horizontal) step between positions in pixels.
@@ -461,9 +469,11 @@ class _OutputRunner:
         with torch.inference_mode():
             scores = self.target(output)
             try:
-                labels: torch.Tensor | None = class_scores(output).argmax(dim=1)
+                classes = class_scores(output)
             except ValueError:  # not class scores (a custom target reads this output): no top class
-                labels = None
+                classes = None
+            # a single output unit scores one class of two: there is no class index to name
+            labels = classes.argmax(dim=1) if classes is not None and classes.shape[1] > 1 else None
         return scores, labels
 
 
