@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from cnnwidgets import render as R
 from cnnwidgets.render.grid import BORDER_COLOR, MARK_COLOR
+from cnnwidgets.render.occlusion import grid_to_pixels
 
 RENDER_DIR = Path(R.__file__).parent
 
@@ -139,6 +141,43 @@ def test_symmetric_ranges_put_zero_in_the_middle():
     assert R.normalize(np.zeros((3, 1, 1)), lo, hi).ravel().tolist() == [0.5, 0.5, 0.5]
     with pytest.raises(ValueError):
         R.symmetric_ranges(STACK, "fixed")
+
+
+def _with_non_finite_units() -> np.ndarray:
+    """A random stack with one NaN unit in channel 0, +inf in channel 1, -inf in channel 2; channel 3 is finite."""
+    acts = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32)
+    acts[0, 1, 2], acts[1, 0, 0], acts[2, 4, 5] = np.nan, np.inf, -np.inf
+    return acts
+
+
+def test_value_ranges_skip_non_finite_units():
+    acts = _with_non_finite_units()
+    finite = np.isfinite(acts)
+    lo, hi = R.value_ranges(acts, "channel")
+    np.testing.assert_array_equal(lo, [acts[c][finite[c]].min() for c in range(4)])
+    np.testing.assert_array_equal(hi, [acts[c][finite[c]].max() for c in range(4)])
+    lo, hi = R.value_ranges(acts, "layer")
+    assert (lo == acts[finite].min()).all() and (hi == acts[finite].max()).all()
+    # a channel without any finite unit gets the empty range (0, 0); it does not touch the layer range
+    acts[1] = np.nan
+    acts[1, 0, 0] = np.inf
+    lo, hi = R.value_ranges(acts, "channel")
+    assert lo[1] == hi[1] == 0
+    lo, hi = R.value_ranges(acts, "layer")
+    finite = np.isfinite(acts)
+    assert (lo == acts[finite].min()).all() and (hi == acts[finite].max()).all()
+    lo, hi = R.value_ranges(np.full((2, 3, 3), np.nan, dtype=np.float32), "layer")
+    assert lo.tolist() == hi.tolist() == [0, 0]
+
+
+def test_symmetric_ranges_skip_non_finite_units():
+    acts = _with_non_finite_units()
+    magnitudes = np.where(np.isfinite(acts), np.abs(acts), 0.0)
+    lo, hi = R.symmetric_ranges(acts, "channel")
+    np.testing.assert_array_equal(hi, magnitudes.reshape(4, -1).max(axis=1))
+    assert (lo == -hi).all()
+    _, hi = R.symmetric_ranges(acts, "layer")
+    assert (hi == magnitudes.max()).all()
 
 
 def test_channel_stats_hand_computed():
@@ -405,6 +444,56 @@ def test_quantize_indices_constant_channel_and_nan():
     assert (idx[1] == 0).all()
 
 
+def test_quantize_puts_infinities_at_the_colormap_ends_and_empties_empty_ranges():
+    acts = np.array([[[np.inf, -np.inf], [np.nan, 1.0]], [[np.inf, -np.inf], [np.nan, 1.0]]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        idx = R.quantize(acts, np.array([0.0, 1.0]), np.array([2.0, 1.0]))
+    assert idx[0].ravel().tolist() == [255, 0, 0, int(np.floor(255 * (1.0 - 0.0) / (2.0 - 0.0) + 0.5))]
+    assert (idx[1] == 0).all()  # empty range: every unit, infinite or not, gets index 0
+
+
+@pytest.mark.parametrize("mode", ["channel", "layer"])
+def test_feature_grid_keeps_the_finite_units_of_a_channel_with_a_non_finite_one(mode):
+    acts = _with_non_finite_units()
+    finite = np.isfinite(acts)
+    if mode == "channel":
+        lo = np.array([acts[c][finite[c]].min() for c in range(4)], dtype=np.float32)[:, None, None]
+        hi = np.array([acts[c][finite[c]].max() for c in range(4)], dtype=np.float32)[:, None, None]
+    else:
+        lo, hi = acts[finite].min(), acts[finite].max()
+    # NaN and -inf are drawn like the lower end of the range, +inf like the upper end
+    stand_in = np.where(np.isposinf(acts), hi, np.where(finite, acts, lo)).astype(np.float32)
+    layout = R.grid_layout(4, 5, 6, max_width=80, max_height=80, border=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img, _ = R.feature_grid(acts, mode=mode, cmap="viridis", layout=layout)
+    expected, _ = R.feature_grid(stand_in, mode=mode, cmap="viridis", layout=layout)
+    np.testing.assert_array_equal(img, expected)
+    lut = R.get_lut("viridis")
+    for channel, (row, col), end in [(0, (1, 2), 0), (1, (0, 0), 255), (2, (4, 5), 0)]:
+        x, y, _, _ = layout.tile_rect(channel)
+        assert tuple(img[y + row * layout.scale, x + col * layout.scale]) == tuple(lut[end])
+    x, y, w, h = layout.tile_rect(3)
+    tile = img[y : y + h, x : x + w].reshape(-1, 3)
+    assert len(np.unique(tile, axis=0)) > 20  # the finite channel keeps its detail in both modes
+
+
+def test_feature_grid_mean_shrink_draws_blocks_with_non_finite_means_at_the_colormap_ends():
+    acts = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    acts[0, 0, 2], acts[0, 1, 3] = np.inf, -np.inf  # block (0, 1): mean NaN
+    acts[0, 2, 0] = np.inf  # block (1, 0): mean +inf
+    acts[0, 3, 3] = np.nan  # block (1, 1): mean NaN
+    layout = R.GridLayout(count=1, rows=1, cols=1, map_height=4, map_width=4, shrink=2, border=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img, _ = R.feature_grid(acts, mode="channel", cmap="gray", layout=layout)
+    finite = acts[np.isfinite(acts)]
+    lo, hi = finite.min(), finite.max()
+    expected = np.round(255 * (acts[0, :2, :2].mean() - lo) / (hi - lo))
+    assert img[:, :, 0].tolist() == [[expected, 0], [255, 0]]
+
+
 def test_feature_grid_index_path_equals_tile_colouring_then_mosaic():
     rng = np.random.default_rng(3)
     acts = rng.normal(size=(7, 5, 4)).astype(np.float32)
@@ -497,3 +586,20 @@ def test_both_jpeg_encoders_give_the_same_picture(backend, monkeypatch):
         encode.encode_jpeg(np.zeros((2, 2, 4), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         encode.encode_jpeg(np.zeros((2, 2, 3)))
+
+
+# ---------------------------------------------------------------- occlusion maps
+@pytest.mark.parametrize(("size", "window", "stride"), [(7, 3, 2), (9, 2, 3), (11, 1, 2), (14, 4, 5), (20, 5, 4)])
+def test_nearest_upsampling_breaks_ties_towards_the_lower_index(size, window, stride):
+    positions = (size - window) // stride + 1
+    centres = np.arange(positions) * stride + (window - 1) / 2
+    distance = np.abs(np.arange(size)[:, None] - centres[None, :])
+    assert ((distance == distance.min(axis=1, keepdims=True)).sum(axis=1) > 1).any()  # some pixel is a tie
+    reference = distance.argmin(axis=1)  # argmin returns the first, i.e. lower, of equal distances
+    grid = np.arange(positions, dtype=np.float32)
+    rows = grid_to_pixels(grid[:, None], (size, 1), window=(window, 1), stride=(stride, 1))[:, 0]
+    cols = grid_to_pixels(grid[None, :], (1, size), window=(1, window), stride=(1, stride))[0]
+    labels = grid_to_pixels(grid[None, :].astype(np.int64), (1, size), window=(1, window), stride=(1, stride))[0]
+    np.testing.assert_array_equal(rows, reference)
+    np.testing.assert_array_equal(cols, reference)
+    np.testing.assert_array_equal(labels, reference)

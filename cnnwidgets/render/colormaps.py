@@ -130,7 +130,9 @@ def apply_colormap(
 def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
     """Colormap indices of a stack: ``round(255 * clip((v - lo) / (hi - lo), 0, 1))`` as uint8.
 
-    A constant channel (``hi <= lo``) gets index 0, and so does NaN.
+    Non-finite values get the ends of the colormap: NaN and -inf index 0, +inf index 255. A
+    channel with an empty range (``hi <= lo``) gets index 0 everywhere, non-finite values
+    included.
 
     Args:
         values: float stack (C, H, W).
@@ -153,8 +155,9 @@ def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float)
     valid = span > 0
     scale = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
     offset = (0.5 - lo * scale).astype(np.float32)  # (v - lo) * s + 0.5 == v * s + offset
-    idx = values * scale[:, None, None]
-    idx += offset[:, None, None]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
+        idx = values * scale[:, None, None]
+        idx += offset[:, None, None]
     if not np.isfinite(idx).all():
         np.nan_to_num(idx, copy=False, nan=0.0)
     np.clip(idx, 0.0, 255.0, out=idx)
@@ -180,7 +183,7 @@ def colorize(
         lo: lower end per channel, shape (C,) or scalar.
         hi: upper end per channel, shape (C,) or scalar.
         name: colormap name.
-        nan_color: RGB for NaN values.
+        nan_color: RGB for NaN values (+-inf get the ends of the colormap, see :func:`quantize`).
 
     Returns:
         uint8 (C, H, W, 3).

@@ -326,6 +326,12 @@ def feature_grid(
 ) -> tuple[np.ndarray, GridLayout]:
     """Normalise, colour and tile a (C, H, W) activation stack into one RGB image.
 
+    Ranges come from :func:`~cnnwidgets.render.normalize.value_ranges` (finite values only) and
+    colours from :func:`~cnnwidgets.render.colormaps.quantize`: a NaN or -inf unit is drawn in
+    the lowest colour of the colormap, a +inf unit in the highest, and the other units of its
+    channel keep their colours. With ``shrink_mode="mean"`` a block that holds a non-finite
+    unit has a non-finite mean and is drawn by the same rule (NaN when it holds both infinities).
+
     Args:
         acts: float activations (C, H, W).
         mode: normalisation mode (see :mod:`cnnwidgets.render.normalize`).
@@ -361,7 +367,8 @@ def feature_grid(
     lo, hi = value_ranges(acts, mode, fixed=fixed)
     if layout.shrink > 1:
         if shrink_mode == "mean":
-            acts = downscale(acts, layout.shrink)
+            with np.errstate(invalid="ignore"):  # a block holding +inf and -inf averages to NaN
+                acts = downscale(acts, layout.shrink)
         elif shrink_mode == "stride":
             acts = acts[:, :: layout.shrink, :: layout.shrink]
         else:

@@ -14,6 +14,10 @@ Three normalisation modes decide which range ``[lo, hi]`` maps to ``[0, 1]`` for
 A value ``v`` is shown as ``(v - lo) / (hi - lo)``, clipped to [0, 1]; a constant channel
 (``hi <= lo``) is shown as 0. Signed maps (differences) use :func:`symmetric_ranges`, which
 maps 0 to 0.5.
+
+Ranges are taken over the finite values only, so one NaN or infinite unit does not blank its
+channel (or, in mode ``"layer"``, the whole layer); a channel with no finite value gets the
+empty range ``(0, 0)``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ def _check_stack(acts: np.ndarray) -> np.ndarray:
     return acts.astype(np.float32, copy=False)
 
 
+def _finite_min_max(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row minima and maxima of (C, N) over the finite values; ``(inf, -inf)`` for a row with none.
+
+    The rows are scanned once more, masked, only where the plain minimum or maximum is not finite.
+    """
+    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    bad = ~(np.isfinite(lo) & np.isfinite(hi))
+    if bad.any():
+        rows = flat[bad]
+        finite = np.isfinite(rows)
+        lo[bad] = np.where(finite, rows, np.inf).min(axis=1)
+        hi[bad] = np.where(finite, rows, -np.inf).max(axis=1)
+    return lo, hi
+
+
 def value_ranges(
     acts: np.ndarray,
     mode: str = "channel",
@@ -55,6 +74,10 @@ def value_ranges(
     fixed: tuple[np.ndarray | float, np.ndarray | float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The display range of every channel.
+
+    Modes ``"channel"`` and ``"layer"`` use the finite values only (NaN and +-inf are skipped);
+    a channel (for ``"layer"``: a stack) with no finite value gets ``lo = hi = 0``. Ranges given
+    with ``"fixed"`` are returned as they are.
 
     Args:
         acts: activations of shape (C, H, W).
@@ -71,12 +94,19 @@ def value_ranges(
     acts = _check_stack(acts)
     channels = acts.shape[0]
     if mode == "channel":
-        flat = acts.reshape(channels, -1)
-        return flat.min(axis=1), flat.max(axis=1)
-    if mode == "layer":
-        lo = np.full(channels, acts.min(), dtype=np.float32)
-        hi = np.full(channels, acts.max(), dtype=np.float32)
+        lo, hi = _finite_min_max(acts.reshape(channels, -1))
+        empty = lo > hi
+        if empty.any():
+            lo[empty] = hi[empty] = 0.0
         return lo, hi
+    if mode == "layer":
+        low, high = acts.min(), acts.max()
+        if not (np.isfinite(low) and np.isfinite(high)):
+            per_lo, per_hi = _finite_min_max(acts.reshape(channels, -1))
+            low, high = per_lo.min(), per_hi.max()
+            if low > high:
+                low = high = 0.0
+        return np.full(channels, low, dtype=np.float32), np.full(channels, high, dtype=np.float32)
     if mode == "fixed":
         if fixed is None:
             raise ValueError("mode 'fixed' needs fixed=(lo, hi), e.g. the ranges of the unoccluded image")
@@ -95,10 +125,12 @@ def value_ranges(
 def symmetric_ranges(values: np.ndarray, mode: str = "layer") -> tuple[np.ndarray, np.ndarray]:
     """Ranges ``(-m, m)`` for signed maps, so that 0 is shown as 0.5 (the diverging midpoint).
 
+    Magnitudes are taken over the finite values only; a channel with none gets ``m = 0``.
+
     Args:
         values: signed stack of shape (C, H, W), e.g. occluded minus unoccluded activations.
-        mode: ``"channel"`` (``m`` = each channel's largest magnitude) or ``"layer"`` (``m`` =
-            the largest magnitude in the stack).
+        mode: ``"channel"`` (``m`` = each channel's largest finite magnitude) or ``"layer"``
+            (``m`` = the largest finite magnitude in the stack).
 
     Returns:
         ``(lo, hi)`` float32 arrays of shape (C,).
@@ -107,7 +139,12 @@ def symmetric_ranges(values: np.ndarray, mode: str = "layer") -> tuple[np.ndarra
         ValueError: for another mode or a stack that is not (C, H, W).
     """
     values = _check_stack(values)
-    mag = np.abs(values).reshape(values.shape[0], -1).max(axis=1)
+    magnitudes = np.abs(values).reshape(values.shape[0], -1)
+    mag = magnitudes.max(axis=1)
+    bad = ~np.isfinite(mag)
+    if bad.any():
+        rows = magnitudes[bad]
+        mag[bad] = np.where(np.isfinite(rows), rows, 0.0).max(axis=1)
     if mode == "layer":
         mag = np.full_like(mag, mag.max())
     elif mode != "channel":

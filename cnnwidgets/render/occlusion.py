@@ -87,6 +87,17 @@ def _covering(n_pixels: int, n_positions: int, window: int, stride: int) -> tupl
     return first, last
 
 
+def _nearest_centre(n_pixels: int, n_positions: int, window: int, stride: int) -> np.ndarray:
+    """Index of the window centre ``i*stride + (window-1)/2`` nearest to each pixel; ties to the lower index.
+
+    Pixel ``p`` is ``x = (p - (window-1)/2) / stride`` positions from centre 0, and the nearest
+    index with ties going down is ``ceil(x - 1/2) = ceil((2p - window + 1 - stride) / (2*stride))``,
+    computed in integers so that ties are exact.
+    """
+    numerator = 2 * np.arange(n_pixels) - (window - 1) - stride
+    return np.clip(-(-numerator // (2 * stride)), 0, n_positions - 1)
+
+
 def grid_to_pixels(
     values: np.ndarray,
     image_size: Sequence[int],
@@ -129,9 +140,7 @@ def grid_to_pixels(
         )
     grid = fill_nearest(values, filled)
     if upsample == "nearest":
-        iy = np.clip(np.floor((np.arange(height) - (wh - 1) / 2) / sh + 0.5), 0, rows - 1).astype(int)
-        ix = np.clip(np.floor((np.arange(width) - (ww - 1) / 2) / sw + 0.5), 0, cols - 1).astype(int)
-        out = grid[np.ix_(iy, ix)]
+        out = grid[np.ix_(_nearest_centre(height, rows, wh, sh), _nearest_centre(width, cols, ww, sw))]
         return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
     data = grid.astype(np.float64)
     known = np.isfinite(data)
