@@ -145,6 +145,19 @@ def test_pixel_parametrisation_with_blur_also_works():
     assert roughness[1] < roughness[0]
 
 
+@pytest.mark.parametrize("size, blur", [((8, 8), 4.0), ((4, 16), 2.0), ((2, 12), 1.0)])
+def test_a_blur_wider_than_the_image_is_cut_at_its_side(size, blur):
+    # reflected borders need a pad narrower than the image: the kernel is cut there, not the run
+    model = small_net()
+    plain = maximize_activation(model, ChannelActivation("3", 2), parametrization="pixel", size=size, steps=4,
+                                progress=False, seed=1)
+    blurred = maximize_activation(model, ChannelActivation("3", 2), parametrization="pixel", size=size, steps=4,
+                                  progress=False, seed=1, blur=blur)
+    assert blurred.rgb.shape[:2] == size and np.isfinite(blurred.rgb).all()
+    roughness = [np.abs(np.diff(r.rgb.astype(float), axis=1)).mean() for r in (plain, blurred)]
+    assert roughness[1] < roughness[0]
+
+
 def test_callback_and_cancel():
     model = small_net()
     seen, stop = [], threading.Event()

@@ -121,15 +121,25 @@ class _PixelImage(nn.Module):
 
     @torch.no_grad()
     def blur_(self, sigma: float) -> None:
-        radius = max(1, math.ceil(2 * sigma))
-        offsets = torch.arange(-radius, radius + 1, dtype=self.pixels.dtype, device=self.pixels.device)
-        kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-        kernel = kernel / kernel.sum()
-        c = self.pixels.shape[0]
-        rows = kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-        cols = kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-        x = F.conv2d(F.pad(self.pixels[None], (radius, radius, 0, 0), mode="reflect"), rows, groups=c)
-        x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), cols, groups=c)
+        """Separable Gaussian blur with reflected borders; the kernel is cut at 2 sigma and, on
+        an image narrower than that, at the image's side (reflection needs a pad below it)."""
+        c, height, width = self.pixels.shape
+
+        def kernel(side: int) -> tuple[torch.Tensor, int]:
+            radius = min(max(1, math.ceil(2 * sigma)), side - 1)
+            offsets = torch.arange(-radius, radius + 1, dtype=self.pixels.dtype, device=self.pixels.device)
+            weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+            return weights / weights.sum(), radius
+
+        x = self.pixels[None]
+        across, rx = kernel(width)
+        if rx > 0:
+            rows = across.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+            x = F.conv2d(F.pad(x, (rx, rx, 0, 0), mode="reflect"), rows, groups=c)
+        down, ry = kernel(height)
+        if ry > 0:
+            cols = down.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+            x = F.conv2d(F.pad(x, (0, 0, ry, ry), mode="reflect"), cols, groups=c)
         self.pixels.copy_(x[0])
 
 
