@@ -137,3 +137,17 @@ def test_progress_bar_counts_batches(capsys):
     model = net_with_dead_channels()
     dead_channels(model, [torch.randn(1, 3, 8, 8)] * 3, progress=True)
     assert "3/3" in capsys.readouterr().err
+
+
+def test_a_scan_leaves_the_probe_cache_to_the_users_own_images():
+    model = net_with_dead_channels()
+    batches = [torch.randn(4, 3, 12, 12) for _ in range(3)]
+    with Probe(model) as probe:
+        mine = torch.randn(1, 3, 12, 12)
+        probe.capture(mine, ["2"])  # the image the user is looking at
+        dead_channels(probe, batches, progress=False)
+        probe.reset_stats()
+        probe.capture(batches[0], ["2"])
+        assert probe.stats.cache_hits == 0 and probe.stats.cache_misses == 1  # data-set batches were not kept
+        probe.capture(mine, ["2"])
+        assert probe.stats.cache_hits == 1

@@ -179,7 +179,7 @@ def dead_channels(
                     names = default_dead_layers(probe)
                     if not names:
                         raise ValueError("the model has no convolution or activation layer with a spatial output")
-                acts = probe.capture(batch, names, channels_first=True)
+                acts = probe.capture(batch, names, channels_first=True, cache=False)  # a data set: seen once
                 for name, act in acts.items():
                     if act.dim() < 2:
                         raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}; no channel dimension")
