@@ -590,6 +590,36 @@ def test_bad_targets_raise(target, error):
         occlusion_map(small_cnn(), torch.randn(1, 3, 12, 12), target, window=3, stride=3, progress=False)
 
 
+class Returns:
+    """A target callable on the model output that returns whatever ``fn`` makes of it."""
+
+    layer = None
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __call__(self, activation):
+        return self.fn(activation)
+
+
+@pytest.mark.parametrize(
+    ("fn", "error", "message"),
+    [
+        (lambda a: 1.0, TypeError, "must return a tensor .* got a float"),
+        (lambda a: a[:, 0].numpy(), TypeError, "must return a tensor .* got a ndarray"),
+        (lambda a: a.flatten(1)[:, :1], ValueError, r"one score per image, shape \(1,\); got \(1, 1\)"),
+        (lambda a: a[:, 0].sum(), ValueError, r"shape \(1,\); got \(\)"),
+    ],
+)
+def test_target_results_that_are_not_one_score_per_image_are_named(fn, error, message):
+    for layer_target in (False, True):
+        target = Returns(fn)
+        if layer_target:
+            target.layer = "conv2"
+        with pytest.raises(error, match=message):
+            occlusion_map(small_cnn(), torch.randn(1, 3, 12, 12), target, window=3, stride=3, progress=False)
+
+
 def test_device_argument_belongs_to_the_model_form():
     with Probe(small_cnn()) as probe, pytest.raises(ValueError, match="probe.to"):
         occlusion_map(probe, torch.randn(1, 3, 8, 8), 0, window=4, stride=4, device="cpu", progress=False)

@@ -15,8 +15,8 @@ from typing import Protocol, runtime_checkable
 import torch
 
 __all__ = [
-    "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "class_probabilities", "class_scores",
-    "output_tensor", "resolve_target", "target_score",
+    "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "checked_scores",
+    "class_probabilities", "class_scores", "output_tensor", "resolve_target", "target_score",
 ]
 
 
@@ -225,7 +225,21 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
         activation = probe.logits(x, grad=grad)
     else:
         activation = probe.capture(x, [target.layer], grad=grad, channels_first=True)[target.layer]
-    scores = target(activation)
-    if scores.dim() != 1 or scores.shape[0] != x.shape[0]:
-        raise ValueError(f"a target must return one score per image, shape ({x.shape[0]},); got {tuple(scores.shape)}")
-    return scores
+    return checked_scores(target(activation), x.shape[0])
+
+
+def checked_scores(scores: object, n: int | None = None) -> torch.Tensor:
+    """A target's result, checked: a floating-point tensor of shape (N,), one score per image.
+
+    Raises:
+        TypeError: for anything but a tensor (a Python number, a numpy array ...).
+        ValueError: for another shape (N is checked when ``n`` is given).
+    """
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(
+            f"a target must return a tensor of one score per image, shape (N,); got a {type(scores).__name__}"
+        )
+    if scores.dim() != 1 or (n is not None and scores.shape[0] != n):
+        expected = "(N,)" if n is None else f"({n},)"
+        raise ValueError(f"a target must return one score per image, shape {expected}; got {tuple(scores.shape)}")
+    return scores if scores.is_floating_point() else scores.float()

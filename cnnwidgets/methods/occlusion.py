@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import (
-    Target, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
+    Target, checked_scores, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
 
@@ -467,7 +467,7 @@ class _OutputRunner:
     def scores(self, output: object) -> tuple[torch.Tensor, torch.Tensor | None]:
         output = output_tensor(output)
         with torch.inference_mode():
-            scores = self.target(output)
+            scores = checked_scores(self.target(output), output.shape[0])
             try:
                 classes = class_scores(output)
             except ValueError:  # not class scores (a custom target reads this output): no top class
@@ -505,7 +505,7 @@ class _LayerRunner:
         # Occluded batches are used once; caching them would evict the user's cached activations.
         activation = self.probe.capture(batch, [layer], cache=False, channels_first=True)[layer]
         with torch.no_grad():
-            scores = self.target(activation)
+            scores = checked_scores(self.target(activation), activation.shape[0])
         return scores.detach(), None
 
 
