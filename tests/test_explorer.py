@@ -237,6 +237,25 @@ def test_hover_reported_by_the_browser_gives_the_channel_statistics(ex):
     assert ex.hover_text == stats.describe(2)
 
 
+def test_a_click_on_a_tile_of_the_previous_layers_grid_is_refused_in_the_status_line(ex):
+    ex.grid.set_state({"hover": 12})  # the pointer over tile 12 of features.3 (16 channels)
+    ex.layer = "features.0"  # 8 channels; the browser still shows the old grid
+    assert ex.grid.hover == -1 and ex.hover_text == ""
+    ex.grid.set_state({"selected": 12})  # a click on tile 12, as the browser sends it
+    assert ex.channel == 0 and ex.grid.selected == 0  # the outline stays on the channel shown
+    assert ex.status.is_error and "tile 12 is not a channel of layer 'features.0' (channels 0..7)" in ex.status.message
+    ex.grid.set_state({"selected": 5})  # a click on the new grid
+    assert ex.channel == 5 and ex.shown_state.channel == 5 and not ex.status.is_error
+
+
+def test_hover_text_of_a_tile_the_layer_does_not_have_is_empty(ex):
+    ex.layer = "features.0"
+    ex.grid.set_state({"hover": 12})  # reported against the old grid, after the layer changed
+    assert ex.hover_text == ""
+    ex.grid.set_state({"hover": 7})
+    assert ex.hover_text == R.channel_stats(ex.activations).describe(7)
+
+
 def test_grid_click_and_score_pick(ex):
     x, y, w, h = ex.grid.grid.tile_rect(7)
     assert ex.grid.click(x + w // 2, y + h // 2) == 7
@@ -279,12 +298,58 @@ def test_image_picker_switches_image(ex):
     assert np.array_equal(ex.input_image, ex._images[ex._image_id].display)
 
 
+def test_the_image_trait_and_the_picker_show_the_same_entry(ex):
+    a_pixels = ex.input_image.copy()
+    ex.image = "b"
+    assert ex.picker.value == "b" and ex.picker.dropdown.value == "b"
+    assert not np.array_equal(ex.input_image, a_pixels)
+    ex.picker.dropdown.value = "a"  # the user picks 'a' again in the browser
+    assert ex.image == "a" and np.array_equal(ex.input_image, a_pixels)
+    with pytest.raises(traitlets.TraitError, match=r"unknown image 'c'; the picker offers 'a', 'b' .*set_image"):
+        ex.image = "c"
+    assert ex.image == "a" and ex.picker.dropdown.value == "a" and not ex.status.is_error
+
+
+def test_set_image_becomes_the_selected_picker_entry(ex):
+    a_pixels = ex.input_image.copy()
+    ex.set_image(image(5), "mine")
+    assert ex.image == "mine" and ex.picker.value == "mine" and ex.picker.dropdown.value == "mine"
+    assert ex.picker.names == ["a", "b", "mine"]
+    mine = ex.input_image.copy()
+    ex.picker.dropdown.value = "a"
+    assert ex.image == "a" and np.array_equal(ex.input_image, a_pixels)
+    ex.image = "mine"  # the entry shows the image given to set_image again
+    assert np.array_equal(ex.input_image, mine)
+    ex.set_image(image(6))
+    assert ex.image == "your image" and ex.picker.dropdown.value == "your image"
+    with pytest.raises(ValueError, match="non-empty name"):
+        ex.set_image(image(7), "")
+    with pytest.raises(ValueError, match="not an image file"):
+        ex.set_image(b"not an image", "broken")
+    assert ex.image == "your image" and "broken" not in ex.picker.names
+
+
+def test_a_sample_that_cannot_be_read_leaves_the_picker_on_the_image_shown():
+    ex = make(samples={"a": image(0), "broken": b"not an image"})
+    try:
+        image_id = ex._image_id
+        ex.picker.dropdown.value = "broken"
+        assert ex.status.is_error and "image 'broken'" in ex.status.message and "not an image file" in ex.status.message
+        assert ex._image_id == image_id
+        assert ex.image == "a" and ex.picker.value == "a" and ex.picker.dropdown.value == "a"
+        ex.image = "broken"  # from Python: the same
+        assert ex.image == "a" and ex.picker.dropdown.value == "a" and ex.status.is_error
+    finally:
+        ex.close()
+
+
 # ---------------------------------------------------------------- errors reach the status line
 def test_bad_upload_reaches_status_line_and_widget_keeps_working(ex):
     image_id = ex._image_id
     ex.picker.add_upload("notes.txt", b"this is not an image")
     assert ex.status.is_error and "notes.txt" in ex.status.message and "not an image file" in ex.status.message
     assert ex._image_id == image_id
+    assert ex.image == "a" and ex.picker.dropdown.value == "a"  # the picker shows the image still shown
     ex.box = (0, 0, 8, 8)
     assert not ex.status.is_error and ex.shown_state.box == (0, 0, 8, 8)
 
@@ -345,6 +410,47 @@ def test_bad_values_are_rejected_with_clear_messages(ex):
     for top_k in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="top_k must be a positive int"):
             make(top_k=top_k)
+    for size in ((3,), (3, 32), (3, 32, 0), 32, (3, 32.5, 32)):
+        with pytest.raises(ValueError, match=r"input_size must be \(C, H, W\), three positive ints .*; got "):
+            make(input_size=size)
+
+
+def test_device_names_are_normalised_to_the_device_menus(ex):
+    ex.device = "cpu:0"
+    assert ex.device == "cpu" and ex.device_select.value == "cpu" and ex.state().device == "cpu"
+    ex.device = "auto"
+    assert ex.device == ex.device_select.value == ex.device_select.options[0]
+    ex.device = "cpu"
+    with pytest.raises(traitlets.TraitError, match="unknown device 'gpu'"):
+        ex.device = "gpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(traitlets.TraitError, match="CUDA is not available"):
+            ex.device = "cuda:0"
+    else:
+        ex.device = f"cuda:{torch.cuda.current_device()}"
+        assert ex.device == "cuda" and ex.device_select.value == "cuda"
+        ex.device = "cpu"
+    assert ex.device == "cpu" and ex.device_select.value == "cpu" and not ex.status.is_error
+
+
+def test_method_stride_takes_any_positive_int_and_the_menu_shows_it():
+    ex = make(box=(4, 4, 8, 8), method="occlusion", method_stride=2)
+    try:
+        assert ex.method_view.stride_menu.value == 2 and ex.method_result.occlusion.stride == (2, 2)
+        ex.method_stride = 3
+        assert ex.method_view.stride_menu.value == 3 and 3 in ex.method_view.stride_menu.options
+        assert ex.method_result.occlusion.stride == (3, 3)
+        for bad in (0, -8, True):
+            with pytest.raises(traitlets.TraitError, match="method_stride must be a positive int"):
+                ex.method_stride = bad
+        assert ex.method_stride == 3 and ex.method_view.stride_menu.value == 3
+        ex.method_view.stride_menu.value = 16  # picked in the browser
+        assert ex.method_stride == 16 and ex.method_result.occlusion.stride == (16, 16)
+        with pytest.raises(traitlets.TraitError, match="method_stride must be a positive int"):
+            make(method_stride=0)
+        assert not ex.status.is_error
+    finally:
+        ex.close()
 
 
 # ---------------------------------------------------------------- no backlog

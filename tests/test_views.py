@@ -162,6 +162,53 @@ def test_a_box_given_to_the_constructor_sets_the_occlusion_window(bundle):
         ex.close()
 
 
+def test_resizing_the_box_in_the_browser_sets_the_size_control_and_the_occlusion_window(bundle):
+    ex = explorer(bundle, box=(4, 4, 8, 8), method="occlusion", method_stride=16)
+    try:
+        assert ex.wait_idle(60) and ex.method_result.occlusion.window == (8, 8)
+        runs = ex._methods.runs
+        # the corner handle, as occluder.js reports it: boxes while dragging, then the last box with the release
+        ex.canvas.set_state({"box": [4, 4, 8, 8], "dragging": True})
+        for side in (10, 13, 16):
+            ex.canvas.set_state({"box": [4, 4, side, side]})
+        assert ex.wait_idle(60) and ex._methods.runs == runs  # no map of a size the user has not settled on
+        ex.canvas.set_state({"box": [4, 4, 16, 16], "dragging": False})
+        assert ex.wait_idle(60)
+        assert ex.occluder_controls.size == 16 and ex.canvas.default_size == 16
+        assert ex.method_result.occlusion.window == (16, 16) and ex._methods.runs == runs + 1
+        # a box that is not square: the window is its (height, width), and the box keeps its shape
+        ex.canvas.set_state({"box": [4, 4, 16, 16], "dragging": True})
+        ex.canvas.set_state({"box": [4, 4, 22, 12], "dragging": False})
+        assert ex.wait_idle(60)
+        assert ex.box == (4, 4, 22, 12) and ex.occluder_controls.size == 22
+        occ = ex.method_result.occlusion
+        assert occ.window == (12, 22) and occ.complete and ex._methods.runs == runs + 2
+        x = ex._images[ex._image_id].tensor
+        want = occlusion_map(bundle.model, x, ClassProbability(ex.method_result.target), window=(12, 22), stride=16,
+                             fill=ex._images[ex._image_id].fill_tensor(ex.fill), progress=False, device="cpu")
+        np.testing.assert_allclose(ex.method_result.heat, want.drop, rtol=1e-4, atol=1e-6)
+        # moving it (a drag of the box itself) keeps the map
+        ex.canvas.set_state({"box": [4, 4, 22, 12], "dragging": True})
+        ex.canvas.set_state({"box": [30, 20, 22, 12], "dragging": False})
+        assert ex.wait_idle(60) and ex._methods.runs == runs + 2 and ex.box == (30, 20, 22, 12)
+        assert not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_a_change_the_method_does_not_depend_on_keeps_its_caption(bundle):
+    ex = explorer(bundle, method="saliency")
+    try:
+        assert ex.wait_idle(60)
+        caption = ex.method_view.caption.value
+        assert "saliency" in caption and "computing" not in caption
+        ex.channel = 3
+        ex.box = (5, 5, 16, 16)
+        assert ex.wait_idle(60) and ex.method_view.caption.value == caption
+    finally:
+        ex.close()
+
+
 def test_a_newer_request_cancels_a_running_occlusion_scan(bundle):
     ex = explorer(bundle)
     shown = []
@@ -351,6 +398,10 @@ def test_mark_dead_rejects_bad_input(bundle):
             ex.mark_dead({"features.conv3": np.zeros(5, dtype=bool)})
         with pytest.raises(ValueError, match="0..31"):
             ex.mark_dead({"features.conv3": [40]})
+        with pytest.raises(ValueError, match=r"must be channel indices \(ints\) or a bool array of shape \(32,\); "
+                                             r"got float64 values \[1.7\]"):
+            ex.mark_dead({"features.conv3": [1.7]})
+        assert ex.dead_marks == {}
         with pytest.raises(TypeError, match="dead_channels"):
             ex.mark_dead([1, 2])
     finally:

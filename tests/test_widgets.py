@@ -17,6 +17,7 @@ from PIL import Image
 
 from cnnwidgets import render as R
 from cnnwidgets import widgets as W
+from cnnwidgets.widgets.methodview import MethodView
 
 WIDGETS_DIR = Path(W.__file__).parent
 
@@ -111,6 +112,12 @@ def test_tile_grid_before_first_image():
     assert grid.channel_at(1, 1) is None and grid.click(1, 1) is None and grid.describe(3) == "channel 3"
 
 
+def test_tile_grid_hover_text_of_a_channel_without_statistics_is_its_number():
+    grid, _ = make_grid(count=5)  # the browser may still report a tile of an earlier, larger grid
+    assert grid.describe(7) == "channel 7" and grid.describe(-1) == "channel -1"
+    assert grid.describe(4).startswith("ch 4  mean")
+
+
 # ---------------------------------------------------------------- scores
 def test_score_rows_top_k_pinned_and_delta():
     probs = np.array([0.05, 0.6, 0.3, 0.05])
@@ -175,6 +182,41 @@ def test_image_picker_upload_becomes_selected_entry():
     assert picker.value == "cat.png (uploaded 2)" and picker.data_for("cat.png (uploaded)") == b"abc"
     picker.dropdown.value = "circle"
     assert seen == ["cat.png (uploaded)", "cat.png (uploaded 2)", "circle"]
+
+
+def test_image_picker_value_is_always_the_entry_the_dropdown_shows():
+    picker = W.ImagePicker(["circle", "star"])
+    picker.value = "star"  # from Python: the drop-down follows
+    assert picker.dropdown.value == "star"
+    with pytest.raises(traitlets.TraitError, match=r"unknown image entry 'moon'; the picker offers: 'circle', 'star'"):
+        picker.value = "moon"
+    assert picker.value == "star" and picker.dropdown.value == "star"
+    picker.add_entry("mine")  # offered, not selected
+    assert picker.names == ["circle", "star", "mine"] and picker.value == "star" and picker.dropdown.value == "star"
+    picker.add_entry("mine")
+    assert picker.names == ["circle", "star", "mine"]
+    picker.value = "mine"
+    assert picker.dropdown.value == "mine"
+    picker.dropdown.value = "circle"  # from the browser
+    assert picker.value == "circle"
+    with pytest.raises(ValueError, match="non-empty name"):
+        picker.add_entry("")
+
+
+def test_method_view_takes_any_positive_stride_and_offers_it_in_its_menu():
+    view = MethodView(("none", "occlusion"))
+    view.stride = 2
+    assert view.stride_menu.value == 2 and list(view.stride_menu.options) == [2, 4, 8, 16]
+    view.stride = 32
+    assert view.stride_menu.value == 32 and list(view.stride_menu.options) == [2, 4, 8, 16, 32]
+    for bad in (0, -4, True):
+        with pytest.raises(traitlets.TraitError, match="positive int"):
+            view.stride = bad
+    assert view.stride == 32 and view.stride_menu.value == 32
+    view.stride_menu.value = 4  # picked in the browser
+    assert view.stride == 4
+    view.close()
+    view.close()
 
 
 def test_controls_link_their_traits_to_child_widgets():

@@ -64,6 +64,42 @@ def _map_text(info: LayerInfo) -> str:
     return f"{text} (HWC)" if info.layout == "HWC" else text
 
 
+def _check_input_size(size: Any) -> tuple[int, int, int]:
+    """``size`` as (C, H, W) positive ints.
+
+    Raises:
+        ValueError: for anything else, saying what was given.
+    """
+    try:
+        values = tuple(size)
+    except TypeError:
+        values = ()
+    if len(values) != 3 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in values
+    ):
+        raise ValueError(f"input_size must be (C, H, W), three positive ints such as (3, 224, 224); got {size!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def _device_name(device: torch.device) -> str:
+    """The device menu's name of ``device``: ``cpu``, ``mps``, ``cuda`` (torch's current CUDA device) or ``cuda:N``."""
+    if device.type != "cuda":
+        return device.type
+    current = torch.cuda.current_device()
+    index = current if device.index is None else device.index
+    return "cuda" if index == current else f"cuda:{index}"
+
+
+def _device_names() -> list[str]:
+    """The device menu's options: :func:`available_devices`, and ``cuda:N`` for every other CUDA device."""
+    names = available_devices()
+    if "cuda" in names:
+        current = torch.cuda.current_device()
+        at = names.index("cuda") + 1
+        names[at:at] = [f"cuda:{i}" for i in range(torch.cuda.device_count()) if i != current]
+    return names
+
+
 def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     """``(group, label, name)`` for every layer whose output is a map stack, in execution order.
 
@@ -155,7 +191,8 @@ class Explorer(ipw.VBox):
         channel: the first channel.
         box: the first occluder box (x, y, w, h) in model-input pixels; ``"center"`` (default):
             a square of a quarter of the image's side in its centre; None: no occluder.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; the trait holds the device
+            menu's name (``"cpu:0"`` is ``"cpu"``, the current CUDA device is ``"cuda"``).
         fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``.
         norm: grid normalisation, ``channel``, ``layer`` or ``fixed`` (the unoccluded range).
         cmap: colormap.
@@ -163,15 +200,17 @@ class Explorer(ipw.VBox):
         top_k: number of classes listed.
         method: the method panel's first method, one of ``none``, ``occlusion``, ``saliency``,
             ``guided backprop``, ``deconvnet``, ``grad-cam`` (see :mod:`cnnwidgets.app.views`).
-        method_stride: the occlusion map's stride in input pixels (its window is the occluder's
-            size).
+        method_stride: the occlusion map's stride in input pixels, any positive int (the stride menu
+            offers 4, 8, 16 and any other stride given). Its window is the occluder box's height
+            and width, recomputed when the box is resized (not when it only moves).
         background: compute on a worker thread (True, for notebooks) or synchronously inside
             every change (False, for scripts and tests).
 
     Raises:
         TypeError: for a model that is not a module or bundle.
         KeyError: for an unknown layer name (with suggestions).
-        ValueError: for an unreadable image, a bad box, fill or device.
+        ValueError: for an unreadable image, a bad input_size, box, fill or device.
+        traitlets.TraitError: for a method_stride that is not a positive int.
     """
 
     layer = t.Unicode()
@@ -186,9 +225,9 @@ class Explorer(ipw.VBox):
     overlay = t.Bool(True)
     show_scores = t.Bool(True)
     target = t.Int(None, allow_none=True)
-    image = t.Unicode()
+    image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = t.Enum(METHODS, default_value="none")
-    method_stride = t.Int(8)
+    method_stride = t.Int(8, help="the occlusion map's stride in input pixels, any positive int")
 
     def __init__(
         self,
@@ -214,6 +253,8 @@ class Explorer(ipw.VBox):
         background: bool = True,
     ) -> None:
         parts = _unpack(model)
+        if input_size is not None:
+            input_size = _check_input_size(input_size)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive int (the number of classes listed), got {top_k!r}")
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
@@ -237,6 +278,8 @@ class Explorer(ipw.VBox):
         self._last_box: tuple[int, int, int, int] | None = None
         self._data_dead: dict[str, np.ndarray] = {}
         self._method_error: str | None = None  # the status line's message when a method failed
+        self._picking = False  # the picker follows the image shown: no image is loaded for that
+        self._sizing = False  # the size control follows a box the user drew: the box keeps its shape
 
         source = self._first_sample()
         probe = Probe(parts["model"], device=device)
@@ -249,7 +292,7 @@ class Explorer(ipw.VBox):
                 size = input_size or parts.get("input_size")
                 if size is None:
                     size = described = probe.fit_input_size(_input_size_candidates(parts["model"], source))
-                size = tuple(int(v) for v in size)
+                size = _check_input_size(size)
                 self._preprocess = default_preprocess(size[1:], channels=size[0])
             first = self._prepare_image(source, next(iter(self._samples)))
             if tuple(first.tensor.shape[1:]) != described:
@@ -274,7 +317,7 @@ class Explorer(ipw.VBox):
             super().__init__(self._layout_children())
             self.add_class("cnnw-explorer")
             self._use_image(first)
-            self.device = str(probe.device)
+            self.device = _device_name(probe.device)
             self.fill, self.norm, self.cmap, self.show_scores = fill, norm, cmap, show_scores
             self.layer = layer if layer is not None else default_layer(self._layers)
             self._fit_channel_to_layer()
@@ -341,24 +384,65 @@ class Explorer(ipw.VBox):
     def set_image(self, image: Any, name: str = _USER_IMAGE) -> None:
         """Show another image (path, bytes, PIL image, array, tensor).
 
+        The image becomes the picker's entry ``name`` (an earlier entry of that name is replaced)
+        and is selected: :attr:`image` is ``name``.
+
         Raises:
-            ValueError, TypeError: for an image that cannot be read or preprocessed.
+            ValueError, TypeError: for an image that cannot be read or preprocessed, or a name that
+                is not a non-empty string; the image shown does not change.
         """
-        prepared = self._prepare_image(image, name)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"set_image needs a non-empty name for the image picker, got {name!r}")
+        source = to_pil(image)  # decoded (or downloaded) once: picking the entry again reuses it
+        prepared = self._prepare_image(source, name)
+        self._samples[name] = source
+        self._show_image(prepared)
+
+    def _show_image(self, prepared: ImageInput) -> None:
         self._use_image(prepared)
+        self._follow_shown_image()
         self._submit()
         self._submit_method()
 
+    def _follow_shown_image(self) -> None:
+        """Select the shown image's entry in the picker and in :attr:`image` (nothing is loaded)."""
+        name = self._images[self._image_id].name
+        self._picking = True
+        try:
+            self.picker.add_entry(name)
+            self.picker.value = name
+            self.image = name
+        finally:
+            self._picking = False
+
+    @t.validate("image")
+    def _check_image(self, proposal):
+        name = proposal["value"]
+        picker = getattr(self, "picker", None)
+        if picker is not None and name not in picker.names:
+            raise t.TraitError(
+                f"unknown image {name!r}; the picker offers {', '.join(map(repr, picker.names))} "
+                "(show another image with explorer.set_image(image, name))"
+            )
+        return name
+
+    def _image_named(self, change) -> None:
+        self.picker.value = change["new"]  # the picker loads it (_on_pick)
+
     def _on_pick(self, change) -> None:
         entry = change["new"]
-        data = self.picker.data_for(entry)
-        source = data if data is not None else self._samples.get(entry)
-        if source is None:
+        if self._picking or not entry:
             return
+        source = self._samples.get(entry)
+        if source is None:
+            source = self.picker.data_for(entry)
         try:
-            self.set_image(source, entry)
+            if source is None:
+                raise ValueError("the picker has no image under this name")
+            self._show_image(self._prepare_image(source, entry))
         except Exception as exc:  # noqa: BLE001 - shown in the status line, the widget goes on
             self._show_error(f"image {entry!r}", exc)
+            self._follow_shown_image()  # the picker goes back to the image still shown
 
     # ------------------------------------------------------------------ layers
     @property
@@ -421,9 +505,22 @@ class Explorer(ipw.VBox):
     @t.validate("device")
     def _check_device(self, proposal):
         try:
-            return str(resolve_device(proposal["value"]))
+            name = _device_name(resolve_device(proposal["value"]))
         except ValueError as exc:
             raise t.TraitError(str(exc)) from exc
+        offered = self.device_select.options
+        if name not in offered:
+            raise t.TraitError(f"device {proposal['value']!r} is not offered here; accepted: {', '.join(offered)}")
+        return name
+
+    @t.validate("method_stride")
+    def _check_method_stride(self, proposal):
+        value = proposal["value"]
+        if isinstance(value, bool) or value < 1:
+            raise t.TraitError(
+                f"method_stride must be a positive int (the occlusion map's step in input pixels), got {value!r}"
+            )
+        return value
 
     # ------------------------------------------------------------------ views
     def _build_views(self, first: ImageInput, model_name: str) -> None:
@@ -441,8 +538,8 @@ class Explorer(ipw.VBox):
         self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
         self.occluder_controls.size = self.canvas.default_size
-        devices = available_devices()
-        current = str(self.controller.probe.device)
+        devices = _device_names()
+        current = _device_name(self.controller.probe.device)
         if current not in devices:
             devices.append(current)
         self.device_select = device_dropdown(devices, current)
@@ -473,7 +570,6 @@ class Explorer(ipw.VBox):
         links = [
             ((self, "layer"), (self.layer_select, "value")),
             ((self, "channel"), (self.channel_slider, "value")),
-            ((self, "channel"), (self.grid, "selected")),
             ((self, "box"), (self.canvas, "box")),
             ((self, "dragging"), (self.canvas, "dragging")),
             ((self, "device"), (self.device_select, "value")),
@@ -484,24 +580,29 @@ class Explorer(ipw.VBox):
             ((self, "overlay"), (self.display_controls, "overlay")),
             ((self, "show_scores"), (self.scores_toggle, "value")),
             ((self, "target"), (self.scores_view, "selected")),
-            ((self, "image"), (self.picker, "value")),
             ((self, "method"), (self.method_view, "method")),
             ((self, "method_stride"), (self.method_view, "stride")),
         ]
         self.image = self.picker.value
         self._links = [t.link(a, b) for a, b in links]
+        self.grid.selected = self.channel
+        self.observe(self._channel_to_grid, names="channel")
+        self.grid.observe(self._on_grid_click, names="selected")
+        self.observe(self._image_named, names="image")
         self.observe(
             self._changed,
             names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
                    "show_scores", "target"],
         )
         self.observe(self._on_box, names="box")
+        self.observe(self._on_dragging, names="dragging")
         self.observe(self._on_fill, names="fill")
         self.observe(self._scores_toggled, names="show_scores")
         self.occluder_controls.observe(self._occluder_switched, names="enabled")
         self.occluder_controls.observe(self._on_size, names="size")
         self.observe(self._method_inputs_changed,
-                     names=["method", "method_stride", "layer", "channel", "target", "fill", "device"])
+                     names=["method", "method_stride", "layer", "channel", "target", "fill", "device", "box",
+                            "dragging"])
         self.occluder_controls.observe(self._method_inputs_changed, names="size")
         self.picker.observe(self._on_pick, names="value")
         self._scores_toggled()
@@ -511,15 +612,48 @@ class Explorer(ipw.VBox):
     def _changed(self, change) -> None:
         if change["name"] == "layer":
             self._fit_channel_to_layer()  # before submitting: never ask for a channel the layer lacks
+            self.grid.hover = -1  # the pointer was over a tile of the old layer's grid
         self._submit()
+
+    def _channel_to_grid(self, change) -> None:
+        self.grid.selected = change["new"]
+
+    def _on_grid_click(self, change) -> None:
+        selected = change["new"]
+        if selected == self.channel:
+            return
+        try:
+            count = self._channels(self.layer)
+            if not 0 <= selected < count:
+                # a tile of the previous layer's grid, clicked before the new grid arrived
+                raise ValueError(
+                    f"tile {selected} is not a channel of layer {self.layer!r} (channels 0..{count - 1}); "
+                    "click a tile of the grid shown now"
+                )
+            self.channel = selected
+        except Exception as exc:  # noqa: BLE001 - shown in the status line; the grid keeps the channel
+            self._show_error("grid click", exc)
+            self.grid.selected = self.channel
 
     def _on_box(self, change) -> None:
         box = change["new"]
         self.occluder_controls.enabled = box is not None
         if box is not None:
             self._last_box = box
-            if not self.dragging and box[2] == box[3]:
-                self.occluder_controls.size = box[2]
+            if not self.dragging:
+                self._size_from_box(box)
+
+    def _on_dragging(self, change) -> None:
+        if not change["new"] and self.box is not None:
+            self._size_from_box(self.box)  # the box the user dragged or resized at its corner
+
+    def _size_from_box(self, box: tuple[int, int, int, int]) -> None:
+        """Show the box's side in the size control (the larger side of a box that is not square)."""
+        self._sizing = True
+        try:
+            self.occluder_controls.size = max(box[2], box[3])
+        finally:
+            self._sizing = False
 
     def _occluder_switched(self, change) -> None:
         if change["new"] and self.box is None:
@@ -533,7 +667,7 @@ class Explorer(ipw.VBox):
         size = int(change["new"])
         self.canvas.default_size = size
         box = self.box
-        if box is None or (box[2] == size and box[3] == size) or self.dragging:
+        if box is None or (box[2] == size and box[3] == size) or self.dragging or self._sizing:
             return
         cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
         self.box = (round(cx - size / 2), round(cy - size / 2), size, size)
@@ -624,7 +758,7 @@ class Explorer(ipw.VBox):
 
         Raises:
             KeyError: for a layer the model does not have.
-            ValueError: for marks that do not fit the layer's channels.
+            ValueError: for marks that do not fit the layer's channels, or indices that are not ints.
         """
         if report is None:
             self._data_dead.clear()
@@ -645,6 +779,11 @@ class Explorer(ipw.VBox):
                 count = self._channels(layer)
                 values = np.asarray(getattr(marks, "is_dead", marks))
                 if values.dtype != bool:
+                    if values.size and not np.issubdtype(values.dtype, np.integer):
+                        raise ValueError(
+                            f"mark_dead: marks for {layer!r} must be channel indices (ints) or a bool array of "
+                            f"shape ({count},); got {values.dtype} values {values.ravel()[:8].tolist()}"
+                        )
                     index = values.astype(np.int64).ravel()
                     if index.size and (index.min() < 0 or index.max() >= count):
                         raise ValueError(f"mark_dead: channel indices for {layer!r} must lie in 0..{count - 1}")
@@ -679,14 +818,20 @@ class Explorer(ipw.VBox):
 
     # ------------------------------------------------------------------ the method panel
     def method_request(self) -> MethodRequest:
-        """What the method panel is asked to show for the current selections."""
+        """What the method panel is asked to show for the current selections.
+
+        The occlusion window is the occluder box's (height, width); without a box, a square of
+        the size control's side.
+        """
+        box = self.box
+        side = int(self.occluder_controls.size)
         return MethodRequest(
             method=self.method,
             image_id=self._image_id,
             layer=self.layer,
             channel=self.channel,
             target=self.target,
-            window=int(self.occluder_controls.size),
+            window=(int(box[3]), int(box[2])) if box is not None else (side, side),
             stride=int(self.method_stride),
             fill=self.fill,
             device=self.device,
@@ -696,14 +841,17 @@ class Explorer(ipw.VBox):
         self._submit_method()
 
     def _submit_method(self) -> None:
-        if self._suspend or self._closed:
-            return
-        if self.method == "none":
-            self.method_view.clear()
-        else:
-            self.method_view.caption.value = f"<i>computing {self.method} \u2026</i>"
+        if self._suspend or self._closed or self.dragging:
+            return  # while the box is dragged or resized, its final size is not known yet
         try:
-            self._methods.submit(self.method_request())
+            request = self.method_request()
+            if self._methods.is_current(request):
+                return  # that map is on screen or being computed: the caption stays
+            if self.method == "none":
+                self.method_view.clear()
+            else:
+                self.method_view.caption.value = f"<i>computing {self.method} \u2026</i>"
+            self._methods.submit(request)
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             self._show_error("method", exc)
 
@@ -790,7 +938,7 @@ class Explorer(ipw.VBox):
     def hover_text(self) -> str:
         """The statistics line of the tile under the pointer in the browser ("" when none)."""
         channel = self.grid.hover
-        return self.grid.describe(channel) if channel >= 0 else ""
+        return self.grid.describe(channel) if 0 <= channel < self._channels(self.layer) else ""
 
     @property
     def shown_state(self) -> ExplorerState:

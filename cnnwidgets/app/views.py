@@ -12,8 +12,8 @@ Requests equal, for the method's inputs, to the one computed last are ignored, s
 the occluder does not recompute a saliency map.
 
 The occlusion map (Zeiler & Fergus 2014, section 4.2) is that of the explorer's occluder: its
-window is the box size, its fill the box fill, its target the probability of the target class;
-it streams, coarse positions first, and the map is redrawn after every batch.
+window is the box's height and width, its fill the box fill, its target the probability of the
+target class; it streams, coarse positions first, and the map is redrawn after every batch.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class MethodRequest:
         layer: selected layer (deconvnet, Grad-CAM).
         channel: selected channel (deconvnet).
         target: selected class, or None for the unoccluded image's most probable class.
-        window: occluder side in input pixels (occlusion).
+        window: occluder (height, width) in input pixels, or one side of a square (occlusion).
         stride: occlusion stride in input pixels.
         fill: occluder fill name (occlusion).
         device: compute device.
@@ -69,7 +69,7 @@ class MethodRequest:
     layer: str
     channel: int
     target: int | None
-    window: int
+    window: int | tuple[int, int]
     stride: int
     fill: str
     device: str
@@ -152,13 +152,19 @@ class MethodRunner(NewestFirstWorker):
         if request.method not in _INPUTS:
             raise ValueError(f"unknown method {request.method!r}; accepted: {', '.join(METHODS)}")
         with self._cond:
-            if self._closed:
-                return
-            current = self._running_key if self._busy else self._done_key
-            if self._pending is None and request.key() == current and not self._model_changed():
+            if self._closed or self._is_current(request):
                 return  # that map is being computed or on screen already, with the model's weights
             self._replace(request)
         self._kick()
+
+    def is_current(self, request: MethodRequest) -> bool:
+        """Whether :meth:`submit` would ignore ``request``: its map is on screen or being computed."""
+        with self._cond:
+            return self._is_current(request)
+
+    def _is_current(self, request: MethodRequest) -> bool:
+        current = self._running_key if self._busy else self._done_key
+        return self._pending is None and request.key() == current and not self._model_changed()
 
     def _model_changed(self) -> bool:
         """Whether the user's weights changed since this runner's probe last looked."""
@@ -249,7 +255,8 @@ class MethodRunner(NewestFirstWorker):
         self, probe: Probe, request: MethodRequest, image: ImageInput, target: int, generation: int, start: float
     ) -> MethodResult | None:
         h, w = image.size
-        window = max(1, min(request.window, h, w))
+        wh, ww = (request.window, request.window) if isinstance(request.window, int) else request.window
+        window = (max(1, min(int(wh), h)), max(1, min(int(ww), w)))
         stride = max(1, request.stride)
         cancel = threading.Event()
 

@@ -23,7 +23,8 @@ class MethodView(w.VBox):
 
     Traits:
         method: the selected method.
-        stride: the selected occlusion stride.
+        stride: the selected occlusion stride, any positive int (a stride the menu does not offer
+            yet is added to it).
     """
 
     method = t.Unicode()
@@ -50,7 +51,11 @@ class MethodView(w.VBox):
         self.add_class("cnnw-methods")
         self.method = self.menu.value
         self.stride = self.stride_menu.value
-        self._links = [t.link((self, "method"), (self.menu, "value")), t.link((self, "stride"), (self.stride_menu, "value"))]
+        self._links = [t.link((self, "method"), (self.menu, "value"))]
+        self._offering = False
+        self._syncs = [(self, self._stride_to_menu, "stride"), (self.stride_menu, self._stride_from_menu, "value")]
+        for owner, handler, name in self._syncs:
+            owner.observe(handler, names=name)
         self.observe(self._visibility, names="method")
         self._visibility()
 
@@ -62,10 +67,24 @@ class MethodView(w.VBox):
 
     @t.validate("stride")
     def _check_stride(self, proposal):
-        value = int(proposal["value"])
+        value = proposal["value"]
+        if isinstance(value, bool) or value < 1:
+            raise t.TraitError(f"the occlusion stride must be a positive int (input pixels), got {value!r}")
+        return int(value)
+
+    def _stride_to_menu(self, change) -> None:
+        value = change["new"]
         if value not in self.stride_menu.options:
-            raise t.TraitError(f"stride must be one of {list(self.stride_menu.options)}, got {value}")
-        return value
+            self._offering = True  # new options reset the menu's selection: not a user's choice
+            try:
+                self.stride_menu.options = sorted({*self.stride_menu.options, value})
+            finally:
+                self._offering = False
+        self.stride_menu.value = value
+
+    def _stride_from_menu(self, change) -> None:
+        if not self._offering:
+            self.stride = change["new"]
 
     def _visibility(self, change=None) -> None:
         occlusion = self.method == "occlusion"
@@ -99,6 +118,9 @@ class MethodView(w.VBox):
         links, self._links = getattr(self, "_links", []), []
         for link in links:
             link.unlink()
+        syncs, self._syncs = getattr(self, "_syncs", []), []
+        for owner, handler, name in syncs:
+            owner.unobserve(handler, names=name)
         for child in (self.menu, self.stride_menu, self.bar, self.image, self.caption):
             child.close()
         super().close()

@@ -16,7 +16,8 @@ class ImagePicker(w.HBox):
     """A drop-down of image names plus an upload button; an upload becomes a new entry and is selected.
 
     Traits:
-        value: the selected entry (a sample name, or ``"<file> (uploaded)"``).
+        value: the selected entry (a sample name, or ``"<file> (uploaded)"``); always one of
+            :attr:`names` (empty only while there is none), and always the entry the drop-down shows.
 
     The bytes of an uploaded entry are available from :meth:`data_for`; samples have none.
     """
@@ -35,9 +36,42 @@ class ImagePicker(w.HBox):
         self.dropdown.observe(self._on_dropdown, names="value")
         self.upload.observe(self._on_upload, names="value")
 
+    @t.validate("value")
+    def _check_value(self, proposal):
+        value = proposal["value"]
+        names = self.names
+        if value not in names and (names or value):
+            raise t.TraitError(f"unknown image entry {value!r}; the picker offers: {', '.join(map(repr, names))}")
+        return value
+
+    @t.observe("value")
+    def _show_value(self, change) -> None:
+        if change["new"] and self.dropdown.value != change["new"]:
+            self.dropdown.value = change["new"]
+
     def _on_dropdown(self, change) -> None:
         if not self._replacing_options:
             self.value = change["new"] or ""
+
+    def add_entry(self, name: str) -> None:
+        """Offer ``name`` in the drop-down (kept if already offered); the selection does not change.
+
+        Raises:
+            ValueError: for a name that is not a non-empty string.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an image entry needs a non-empty name, got {name!r}")
+        if name not in self.dropdown.options:
+            self._set_options([*self.dropdown.options, name])
+
+    def _set_options(self, options: list[str]) -> None:
+        self._replacing_options = True  # new options reset the selection: not a user's choice
+        try:
+            self.dropdown.options = options
+            if self.value:
+                self.dropdown.value = self.value
+        finally:
+            self._replacing_options = False
 
     def _on_upload(self, change) -> None:
         files = change["new"]
@@ -55,11 +89,7 @@ class ImagePicker(w.HBox):
             entry = f"{name}{_UPLOAD_SUFFIX[:-1]} {serial})"
             serial += 1
         self._uploads[entry] = data
-        self._replacing_options = True  # new options reset the selection: not a user's choice
-        try:
-            self.dropdown.options = [*self.dropdown.options, entry]
-        finally:
-            self._replacing_options = False
+        self._set_options([*self.dropdown.options, entry])
         self.dropdown.value = entry  # fires _on_dropdown -> value
         return entry
 
@@ -69,4 +99,5 @@ class ImagePicker(w.HBox):
 
     @property
     def names(self) -> list[str]:
+        """Every entry offered, in display order."""
         return list(self.dropdown.options)

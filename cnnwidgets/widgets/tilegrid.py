@@ -110,7 +110,11 @@ class TileGrid(anywidget.AnyWidget):
         return channel
 
     def describe(self, channel: int) -> str:
-        """The hover text of ``channel`` (its statistics), as the browser shows it."""
-        if self._stats is None:
+        """The hover text of ``channel`` (its statistics), as the browser shows it.
+
+        Without statistics for that channel (none yet, or those of a grid with fewer channels) it
+        is ``"channel N"``, as in the browser.
+        """
+        if self._stats is None or not 0 <= channel < len(self._stats.as_array()):
             return f"channel {channel}"
         return self._stats.describe(channel)

@@ -147,8 +147,9 @@ def run_explorer_checks(nb) -> None:
         "None if explorer.method_result is None else dict(complete=explorer.method_result.complete, "
         "window=list(explorer.method_result.occlusion.window))",
         lambda r: r is not None and r["complete"], timeout=60)
-    size = kernel.eval("explorer.occluder_controls.size")
-    assert done["window"] == [size, size], (done, size)  # the occluder's size is the map's window
+    box, size = kernel.eval("(list(explorer.box), explorer.occluder_controls.size)")
+    assert done["window"] == [box[3], box[2]], (done, box)  # the box the user resized is the map's window
+    assert size == max(box[2], box[3])  # and the size control shows it
     shown = poll(lambda: nb.element_pixels(nb.widget(method_image)), lambda px: px.size > 0 and px.std() > 5,
                  what="occlusion map drawn in the method panel")
     assert shown.shape[0] > 32 and shown.shape[1] > 32
