@@ -683,6 +683,39 @@ def test_maps_and_scores_follow_a_change_of_the_users_weights():
         ex.close()
 
 
+class Switchable(Tiny):
+    """Fails while its ``broken`` buffer is set (a model the user is still fixing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("broken", torch.tensor(0.0))
+
+    def forward(self, x):
+        if float(self.broken) > 0:
+            raise RuntimeError("deliberate failure: the model is broken")
+        return super().forward(x)
+
+
+def test_a_request_that_failed_is_tried_again_once_the_weights_change():
+    model = Switchable().eval()
+    ex = make(model, box=(4, 4, 8, 8))
+    try:
+        assert not ex.status.is_error
+        with torch.no_grad():
+            model.broken.fill_(1.0)  # the user breaks the model in another cell
+        ex.channel = 1
+        assert ex.status.is_error and "the model is broken" in ex.status.message
+        ex.channel = 2  # the same computation with the same weights: not tried again
+        assert ex.controller.stats.errors == 1
+        with torch.no_grad():
+            model.broken.zero_()  # and fixes it
+        ex.channel = 3
+        assert not ex.status.is_error, ex.status.message
+        assert ex.scores is not None and ex.shown_state.channel == 3 and ex.controller.stats.errors == 1
+    finally:
+        ex.close()
+
+
 def test_a_single_logit_model_shows_the_sigmoid_probability():
     torch.manual_seed(0)
     model = Tiny().eval()

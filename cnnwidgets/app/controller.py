@@ -285,6 +285,7 @@ class Controller(NewestFirstWorker):
             self._model_version = self.probe.version
             self._baselines.clear()
             self._computed = None
+            self._failed = None  # a request that failed may work with the new weights
             self.stats.model_changes += 1
 
     def _compute(self, req: ComputeRequest, *, once: bool = False) -> Computed:
