@@ -311,6 +311,24 @@ def test_cache_is_invalidated_when_the_users_weights_change():
         assert probe.stats.refreshes == 2
 
 
+def test_replaced_modules_are_noticed_and_attribute_changes_need_a_refresh():
+    torch.manual_seed(0)
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model) as probe:
+        probe.logits(x)
+        model[1] = nn.Tanh()  # no parameters change: only the module's identity
+        with torch.no_grad():
+            torch.testing.assert_close(probe.logits(x), model(x))
+        assert probe.layers["1"].type == "Tanh" and probe.version == 1
+        model[0].stride = (2, 2)  # an attribute changed in place cannot be noticed ...
+        assert not probe.user_model_changed()
+        probe.refresh()  # ... and is taken with a refresh
+        with torch.no_grad():
+            torch.testing.assert_close(probe.logits(x), model(x))
+        assert probe.capture(x, "0")["0"].shape[-1] == 8 and probe.version == 2
+
+
 def test_pruned_models_and_non_persistent_buffers_are_copied_and_followed():
     from torch.nn.utils import prune
 

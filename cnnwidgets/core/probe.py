@@ -386,27 +386,32 @@ class Probe:
 
         return hook
 
-    def _user_fingerprint(self) -> tuple:
-        """Identity and version counter of every parameter and buffer of the user's model.
+    def _user_fingerprint(self) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """Identity of every module, and identity and version counter of every parameter and
+        buffer of the user's model.
 
         In-place updates (optimizer steps, ``load_state_dict``, ``with torch.no_grad(): p.mul_(2)``)
-        bump a tensor's version counter; replacing a module or a parameter changes the identities.
-        Writes through ``.data`` bypass version counters: call :meth:`refresh` after those.
+        bump a tensor's version counter; replacing a module (a ReLU by a Tanh, a convolution by
+        another) or a parameter changes the identities. Writes through ``.data`` and changes of a
+        module's attributes in place (``conv.stride = 2``) are not seen: call :meth:`refresh`.
         """
+        modules = []
         items = []
         for module in self._user_model.modules():
+            modules.append(id(module))
             for tensors in (module._parameters, module._buffers):
                 for t in tensors.values():
                     if t is not None:
                         items.append((id(t), t._version))
-        return tuple(items)
+        return tuple(modules), tuple(items)
 
     def refresh(self) -> None:
-        """Re-copy the user's model now (needed only after writes through ``param.data``)."""
+        """Copy the user's model afresh now: after writes through ``param.data`` or changes of a
+        module's attributes in place (``conv.stride = 2``), which the probe cannot notice."""
         with self._lock:
             self._check_open()
             self._fingerprint = None  # type: ignore[assignment]
-            self._sync()
+            self._sync(rebuild=True)
 
     def sync(self) -> None:
         """Bring :attr:`model` up to date with the user's model if its weights changed.
@@ -418,15 +423,17 @@ class Probe:
             self._check_open()
             self._sync()
 
-    def _sync(self) -> None:
-        """Refresh the private copy when the user's model changed since the last call."""
+    def _sync(self, rebuild: bool = False) -> None:
+        """Refresh the private copy when the user's model changed since the last call: new
+        values are copied into it, and it is copied afresh when modules were replaced."""
         fingerprint = self._user_fingerprint()
         if fingerprint == self._fingerprint:
             return
+        same_modules = not rebuild and self._fingerprint is not None and fingerprint[0] == self._fingerprint[0]
         # every parameter and buffer, non-persistent buffers (absent from state_dict) included
         user_state = _tensors(self._user_model)
         own_state = _tensors(self._model)
-        same_layout = user_state.keys() == own_state.keys() and all(
+        same_layout = same_modules and user_state.keys() == own_state.keys() and all(
             user_state[k].shape == own_state[k].shape for k in user_state
         )
         if same_layout:
