@@ -241,3 +241,25 @@ def test_shapesnet_training_function_with_the_recorder_gives_identical_weights()
     assert recorder.result().epochs == [1, 3]
     for (name, a), b in zip(plain.state_dict().items(), watched.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs with the recorder on"
+
+
+def test_the_recorder_follows_a_layer_the_user_replaces():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
+    images = torch.randn(6, 3, 16, 16)
+    recorder = FeatureEvolutionRecorder(model, images, {"3": [0, 4]}, epochs=None)
+    try:
+        recorder.record(1)
+        assert recorder.result().frame("3", 0, 1).box.height == 5
+        model[2] = nn.Conv2d(4, 5, 7, padding=3)  # a wider kernel, mid-training
+        recorder.record(2)
+        frame = recorder.result().frame("3", 0, 2)
+        assert frame.box.height == frame.box.width == 9  # the new layer's receptive field
+        with torch.no_grad():
+            strongest = model(images)[:, 0].max()
+        assert frame.value == pytest.approx(float(strongest), rel=1e-5)
+        model[2] = nn.Conv2d(4, 3, 3, padding=1)  # channel 4 is gone
+        with pytest.raises(ValueError, match=r"layer '3' now has 3 channels; the recorder follows channels \[0, 4\]"):
+            recorder.record(3)
+    finally:
+        recorder.close()

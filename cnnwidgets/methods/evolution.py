@@ -278,6 +278,12 @@ class FeatureEvolutionRecorder:
             batch = self.images[start:start + self.batch_size]
             acts = self.probe.capture(batch, names, cache=False, channels_first=True)
             for name in names:
+                available = acts[name].shape[1]
+                if max(self.channels[name]) >= available:
+                    raise ValueError(
+                        f"layer {name!r} now has {available} channels; the recorder follows channels "
+                        f"{self.channels[name]} (was the layer replaced?). Make a new recorder for the new model"
+                    )
                 act = acts[name][:, self.channels[name]].float()
                 if act.dim() == 2:
                     act = act[:, :, None, None]
@@ -301,7 +307,8 @@ class FeatureEvolutionRecorder:
         size = tuple(self.images.shape[1:])
         for name, channels in self.channels.items():
             values, image, row, col = best[name]
-            info = self.layer_infos[name]
+            # the layer as it is now: a replaced module (another kernel size) has another receptive field
+            info = self.layer_infos[name] = self.probe.layers[name]
             projected = None
             if self.projector is not None:  # one pass projects every recorded channel of the layer
                 sources = self.images[image].to(self.probe.device)
