@@ -183,3 +183,19 @@ def test_shapesnet_stars():
             assert 0 < result.mean[part][layer] < 1
     same = correspondence(model, x[:1].repeat(3, 1, 1, 1), {"top tip": [parts["top tip"][0]] * 3}, random_trials=0)
     assert all(v == 0 for v in same.mean["top tip"].values())
+
+
+def test_view_errors_reach_its_status_line_and_the_view_goes_on():
+    from cnnwidgets.app.experiments import correspondence_view
+
+    torch.manual_seed(0)
+    model = PixelNet().eval()
+    x = torch.rand(2, 3, 12, 12)
+    parts = {"eye": [(1, 2, 4, 5), (2, 2, 5, 5)]}
+    result = correspondence(model, x, parts, ["pixels"], random_trials=2)
+    view = correspondence_view(result, x, parts, fill=[0.0, 0.0])  # two values for three channels
+    assert not view.error
+    view.part, view.occluded = "eye", True  # drawing the occluded images fails
+    assert view.error and view.status
+    view.occluded = False
+    assert not view.error and "eye" in view.status

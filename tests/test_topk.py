@@ -387,3 +387,23 @@ def test_shapesnet_topk_on_generated_shapes():
     view.layer = "features.relu4"
     view.channel = 5
     assert not view.error and "projections" in view.status
+
+
+def test_the_view_reads_patches_from_a_loader_that_kept_its_order_and_says_why_not_otherwise():
+    from cnnwidgets.app.experiments import topk_view
+    from cnnwidgets.zoo import ShapesDataset, load_default
+
+    bundle = load_default()
+    dataset = ShapesDataset(48, seed=3)
+    loader = DataLoader(dataset, batch_size=16)
+    topk = scan_topk(bundle.model, loader, ["features.relu2"], k=3, keep_images=False, progress=False)
+    shown = {}
+    for name, images in (("data set", dataset), ("loader", loader), ("shuffled", DataLoader(dataset, shuffle=True))):
+        view = topk_view(topk, None, images=images)
+        view.layer, view.channel = "features.relu2", 2
+        shown[name] = view
+    assert not shown["loader"].error and shown["loader"].status == shown["data set"].status
+    assert shown["loader"]._image.value == shown["data set"]._image.value  # the same patches
+    assert shown["shuffled"].error and "does not read its data set in order" in shown["shuffled"].status
+    with pytest.raises(TypeError, match="by index .* got int"):
+        topk.patches("features.relu2", 2, images=7)

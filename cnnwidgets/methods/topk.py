@@ -258,6 +258,28 @@ def resolve_projector(projection: str | Projector | None) -> Projector | None:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _indexable(images: Any) -> Any:
+    """``images`` as something that gives the scanned images by index: a ``DataLoader`` that
+    reads its data set in order stands for that data set.
+
+    Raises:
+        TypeError: for a shuffling (or otherwise reordering) loader, or an object without indexing.
+    """
+    if images is None or hasattr(images, "__getitem__"):
+        return images
+    if isinstance(images, torch.utils.data.DataLoader):
+        if isinstance(images.sampler, torch.utils.data.SequentialSampler):
+            return images.dataset
+        raise TypeError(
+            "images is a DataLoader that does not read its data set in order (shuffle or a custom sampler), so "
+            "the scan's image indices do not name its items; pass the data set itself (loader.dataset) if the "
+            "scan read it in order, or scan with keep_images=True"
+        )
+    raise TypeError(
+        f"images must give the scanned images by index (a tensor, a list or a data set), got {type(images).__name__}"
+    )
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of a model's parameters and buffers."""
     digest = hashlib.sha256()
@@ -603,6 +625,7 @@ class TopKActivations:
             ValueError: when the images were not kept and no source is given.
         """
         entries = self.entries(layer, channel)
+        images = _indexable(images)
         picked = []
         for entry in entries:
             if images is None:
