@@ -116,6 +116,22 @@ def test_transform_conventions_and_errors():
         invariance_curves(model, images(2), layers=["nope"], progress=False)
     with pytest.raises(ValueError, match="no values"):
         invariance_curves(model, images(2), transforms={"rotation": []}, progress=False)
+    with pytest.raises(ValueError, match="must be finite"):
+        invariance_curves(model, images(2), transforms={"scale": [1.0, float("nan")]}, progress=False)
+    binary = PixelNet()
+    binary.out = nn.Linear(6, 1)
+    with pytest.raises(ValueError, match="single output unit"):
+        invariance_curves(binary, images(2), transforms={"rotation": [0.0]}, progress=False)
+
+
+def test_one_transformation_by_name_and_per_channel_fills_as_arrays():
+    model = PixelNet()
+    one = invariance_curves(model, images(2), transforms="rotation", progress=False)
+    assert list(one.values) == ["rotation"]
+    x = images(1, 8)
+    expected = transform_images(x, "translation", 1, interpolation="nearest", fill=[1.0, 2.0, 3.0])
+    for fill in (np.array([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0])):
+        assert torch.equal(transform_images(x, "translation", 1, interpolation="nearest", fill=fill), expected)
 
 
 def test_tinyvgg_curves_figure_and_view(shared_data):

@@ -329,6 +329,11 @@ def test_iter_batches_groups_single_images_and_keeps_integer_labels():
     out = list(iter_batches([(x[:3], torch.randn(3, 2))], batch_size=2))  # non-integer targets are dropped
     assert out[0][1] is None and out[0][0].shape[0] == 3
     assert len(list(itertools.islice(iter_batches(x, 2), 10))) == 3
+    out = list(iter_batches(zip(x, y.numpy()), batch_size=5))  # labels read from a numpy array
+    assert torch.equal(out[0][1], y)
+    mixed = [(x[0], 1), (torch.randn(3, 10, 8), 2)]
+    with pytest.raises(ValueError, match=r"different sizes \[\(3, 10, 8\), \(3, 16, 16\)\]"):
+        list(iter_batches(mixed, batch_size=2))
 
 
 # ---------------------------------------------------------------------------- real models

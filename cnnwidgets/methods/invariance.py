@@ -94,7 +94,8 @@ def transform_images(
         raise ValueError(f"a scale factor must be > 0, got {value}")
     if value == _IDENTITY[kind]:
         return images
-    fill_arg: float | list[float] = [float(f) for f in fill] if isinstance(fill, Sequence) else float(fill)
+    per_channel = isinstance(fill, (Sequence, np.ndarray, torch.Tensor)) and np.ndim(np.asarray(fill)) == 1
+    fill_arg: float | list[float] = [float(f) for f in np.asarray(fill).ravel()] if per_channel else float(fill)
     mode = _INTERPOLATION[interpolation]
     if kind == "rotation":
         return TF.rotate(images, value, interpolation=mode, fill=fill_arg)
@@ -268,6 +269,8 @@ def invariance_curves(
         raise ValueError(f"images must be a preprocessed batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
     n = images.shape[0]
     ranges = default_ranges(images.shape[2])
+    if isinstance(transforms, str):
+        transforms = [transforms]  # one kind, not its letters
     if transforms is None:
         chosen = dict(ranges)
     elif isinstance(transforms, Mapping):
@@ -279,10 +282,17 @@ def invariance_curves(
             raise ValueError(f"unknown transformation {kind!r}; choose from {TRANSFORMS}")
         if values is None or len(values) == 0:
             raise ValueError(f"no values for transformation {kind!r}")
+        if not np.isfinite(values).all():
+            raise ValueError(f"the values of {kind!r} must be finite numbers, got {list(values)}")
     with probe_scope(model_or_probe) as probe:
         images = images.detach()
         names = feature_layer_names(probe, images, layers, ("first", "penultimate"))
         reference, logits = _features(probe, images, names)
+        if logits.shape[1] == 1:
+            raise ValueError(
+                "invariance curves follow the probability of each image's class among the model's classes; a model "
+                "with a single output unit scores one class of two (p = sigmoid(logit)) and the other has no index"
+            )
         if labels is None:
             label_array = logits.argmax(dim=1).numpy()
         else:

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -339,6 +340,12 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
     pending_labels: list[int | None] = []
 
     def flush() -> tuple[torch.Tensor, torch.Tensor | None]:
+        sizes = sorted({tuple(image.shape) for image in pending})
+        if len(sizes) > 1:
+            raise ValueError(
+                f"single images of different sizes {sizes} cannot be batched; resize them to one size first "
+                "(a scan describes every layer at one input size)"
+            )
         images = torch.stack(pending)
         labels = None if any(v is None for v in pending_labels) else torch.tensor(pending_labels, dtype=torch.long)
         pending.clear()
@@ -363,6 +370,8 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
         elif images.dim() == 3:
             pending.append(images)
             if isinstance(labels, torch.Tensor) and labels.numel() == 1 and not labels.is_floating_point():
+                labels = int(labels)
+            elif isinstance(labels, np.integer):  # labels read from a numpy array
                 labels = int(labels)
             pending_labels.append(labels if isinstance(labels, int) and not isinstance(labels, bool) else None)
             if len(pending) == batch_size:
