@@ -455,6 +455,13 @@ def test_size_preserving_windowed_modules_do_not_pass_the_receptive_field_throug
         layers = probe.layers
     assert layers["0"].receptive_field == 3
     assert all(layers[name].receptive_field is None for name in ("1", "2", "3"))  # unknown, not too small
+    wraps = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    with Probe(wraps, input_size=(3, 16, 16)) as probe:
+        assert probe.layers["0"].receptive_field is None  # a border unit reads the opposite edge
+    reflect = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(4, 4, 3, padding=1))
+    with Probe(reflect, input_size=(3, 16, 16)) as probe:
+        assert probe.layers["1"].receptive_field == 5  # reflected pixels lie inside the window's box
     sizes = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(), nn.BatchNorm2d(4))
     with Probe(sizes, input_size=(3, 16, 16)) as probe:
         assert [probe.layers[n].receptive_field for n in ("0", "1", "2", "3")] == [3, 3, 3, 3]

@@ -20,8 +20,14 @@ applied to a tensor with receptive field ``r``, jump ``j`` and start ``c``::
 receptive field of output unit 0; unit ``i`` is centred at ``c + i * j``. Shape-preserving
 modules (activations, normalisation, dropout) pass the geometry through. Geometry is
 tracked per tensor, so branches (residual blocks) are followed correctly; anything
-the recurrence does not describe (linear layers, adaptive pooling, functional reshapes)
-has ``receptive_field=None``.
+the recurrence does not describe (linear layers, adaptive pooling, functional reshapes,
+size-keeping windowed modules such as a transposed convolution, circular padding, whose
+windows wrap around the border) has ``receptive_field=None``.
+
+This is the classic receptive field: the pixels a unit reads through its windows. A
+normalisation whose statistics pool over the map (``GroupNorm``, ``InstanceNorm``, a
+``LayerNorm`` over (C, H, W), batch norm with batch statistics) makes every unit depend
+weakly on the whole image through those statistics; that dependence is left out, as usual.
 """
 
 from __future__ import annotations
@@ -129,7 +135,10 @@ def _pair(value: Any) -> tuple[int, int]:
 
 
 def _module_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
-    """(kernel, stride, padding, dilation) for square conv/pool modules, else None."""
+    """(kernel, stride, padding, dilation) for square conv/pool modules, else None (also for
+    circular padding: a border unit's window wraps to the opposite edge, which no box describes)."""
+    if getattr(module, "padding_mode", "zeros") == "circular":
+        return None
     kernel = _pair(module.kernel_size)
     stride = _pair(module.stride if module.stride is not None else module.kernel_size)
     dilation = _pair(getattr(module, "dilation", 1))
