@@ -70,6 +70,17 @@ def test_zero_weights_stay_finite_and_map_to_gray():
     assert np.all(mosaic == 128)
 
 
+def test_non_finite_weights_are_reported_not_drawn_unscaled():
+    model = small_net()
+    with torch.no_grad():
+        model[0].weight[3, 1, 0, 0] = float("nan")
+        model[0].weight[2, 0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"non-finite weights .* output channels \[2, 3\]"):
+        kernels(model, "0")
+    view = kernel_view(model)
+    assert view.error and "non-finite weights" in view.status
+
+
 def test_errors_name_what_is_accepted():
     model = small_net()
     with pytest.raises(ValueError, match=r"not a 2-D convolution.*0, 2"):

@@ -127,8 +127,8 @@ def kernels(
     Raises:
         KeyError: for an unknown layer name (with suggestions).
         ValueError: if the layer is not a 2-D convolution (the message lists the convolution
-            layers), for an unknown ``mode`` or ``normalize``, or ``mode="rgb"`` on a layer without
-            3 input channels.
+            layers), for an unknown ``mode`` or ``normalize``, ``mode="rgb"`` on a layer without
+            3 input channels, or weights that are not finite (NaN or inf).
         IndexError: if ``out_channel`` is out of range.
         TypeError: if ``model_or_probe`` is neither a model nor a probe.
     """
@@ -165,6 +165,14 @@ def kernels(
     if out_channel is not None and not -out_count <= out_channel < out_count:
         raise IndexError(f"out_channel {out_channel} is out of range: {layer!r} has {out_count} output channels")
 
+    finite = np.isfinite(weight)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(out_count, -1).all(axis=1)).tolist()
+        raise ValueError(
+            f"layer {layer!r} has non-finite weights (NaN or inf) in output channels "
+            f"{bad[:16]}{' ...' if len(bad) > 16 else ''}; its kernels cannot be scaled for display "
+            "(has training diverged?)"
+        )
     magnitude = np.abs(weight)
     if normalize == "layer":
         scale = magnitude.max(keepdims=True)
