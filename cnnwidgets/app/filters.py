@@ -138,7 +138,9 @@ class ActMaxController:
     Args:
         model_or_probe: the model or a probe on it (a model gets a private probe; call :meth:`close`).
         view: the view to drive (a new one by default).
-        size: image size (H or (H, W)); default: the probe's input size.
+        size: image size (H or (H, W)); default: the probe's input size. A probe passed in is
+            then described at this size, as any capture at a new size does: its ``input_size``
+            and ``layers`` describe the synthesized images afterwards.
         mean, std: the model's input normalisation (see ``maximize_activation``).
         background: run in a thread (``False``: block, e.g. in tests).
         update_every: steps between image updates during a run.
