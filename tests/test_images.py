@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -22,6 +24,33 @@ def _halves(width: int = 40, height: int = 20) -> Image.Image:
 
 def _px(image: Image.Image, x: int, y: int) -> tuple[int, ...]:
     return tuple(int(v) for v in image.getpixel((x, y)))
+
+
+@pytest.fixture
+def broken_server():
+    """A local HTTP server whose answers break off: /badchunk.png sends a malformed chunk size,
+    /cut.png announces a 100-byte chunk and closes after 3 bytes. Yields the base address."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"zz\r\nabc\r\n" if self.path == "/badchunk.png" else b"64\r\nabc")
+            self.wfile.flush()
+            self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 # --------------------------------------------------------------------------- sources
@@ -75,6 +104,31 @@ def test_http_addresses_are_downloaded(image_server, monkeypatch):
         load_image(f"{base}/a.png")
 
 
+def test_unsafe_characters_in_an_address_are_percent_encoded(image_server):
+    folder, base, requests = image_server
+    for name in ("my photo.png", "caf\u00e9.png", "100% red.png"):
+        _halves().save(folder / name)
+    for address, sent in [
+        (f"{base}/my photo.png", "/my%20photo.png"),  # pasted with a space
+        (f"{base}/my%20photo.png", "/my%20photo.png"),  # already encoded: not encoded twice
+        (f"{base}/caf\u00e9.png", "/caf%C3%A9.png"),
+        (f"{base}/100% red.png?size=big one", "/100%25%20red.png?size=big%20one"),
+    ]:
+        out = load_image(address)
+        assert out.size == (40, 20) and _px(out, 2, 2) == (255, 0, 0), address
+        assert requests[-1] == sent
+
+
+def test_invalid_addresses_and_broken_responses_raise_value_error(broken_server):
+    with pytest.raises(ValueError, match=r"from http://127.0.0.1:abc/x.png: not a valid http\(s\) address.*port"):
+        load_image("http://127.0.0.1:abc/x.png")
+    with pytest.raises(ValueError, match=r"from http://\[::1/x.png: not a valid http\(s\) address"):
+        load_image("http://[::1/x.png")
+    for name in ("badchunk.png", "cut.png"):
+        with pytest.raises(ValueError, match=rf"from {broken_server}/{name}: the server's response was broken"):
+            load_image(f"{broken_server}/{name}")
+
+
 def test_an_unreachable_address_says_what_to_do_offline():
     with pytest.raises(ValueError, match="could not download the image from http://127.0.0.1:9/cat.jpg.*pass its path"):
         load_image("http://127.0.0.1:9/cat.jpg")  # the discard port: nothing listens there
@@ -93,6 +147,26 @@ def test_pil_input_is_not_modified():
     assert out is not rgba and out.mode == "RGB"
 
 
+@pytest.mark.parametrize("fmt, suffix", [("GIF", "gif"), ("TIFF", "tif"), ("PNG", "png")])
+def test_multi_frame_files_give_the_first_frame_and_are_closed(tmp_path, fmt, suffix):
+    path = tmp_path / f"anim.{suffix}"
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with Image.open(path) as check:
+        assert check.n_frames == 2
+    buffer = io.BytesIO(path.read_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        from_path = load_image(path)
+        from_file = load_image(buffer)
+        gc.collect()
+    # A ResourceWarning raised while the garbage collector closes a file cannot propagate as an error,
+    # so the warnings are recorded and checked here.
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert _px(from_path, 3, 3) == (255, 0, 0) and _px(from_file, 3, 3) == (255, 0, 0)
+    assert not buffer.closed  # a caller's file object is left open
+
+
 # --------------------------------------------------------------------------- orientation
 def test_exif_orientation_is_applied(tmp_path):
     path = tmp_path / "rotated.jpg"
@@ -109,6 +183,15 @@ def test_exif_orientation_is_applied(tmp_path):
     with Image.open(path) as raw:
         assert raw.size == (40, 20)
         assert load_image(raw).size == (20, 40)
+
+
+def test_exif_orientation_set_in_memory_is_applied_without_changing_the_image():
+    image = _halves(40, 20)
+    image.getexif()[0x0112] = 6
+    out = load_image(image)
+    assert out.size == (20, 40)
+    assert _px(out, 10, 5)[0] > 200 and _px(out, 10, 35)[2] > 200  # red on top, blue below
+    assert image.size == (40, 20) and image.getexif()[0x0112] == 6
 
 
 # --------------------------------------------------------------------------- modes
@@ -176,6 +259,29 @@ def test_la_and_palette_transparency_are_composited_over_white(tmp_path):
     assert _px(out, 6, 1) == (200, 10, 10)
 
 
+def test_bilevel_and_16bit_gray_transparency_are_composited_over_white(tmp_path):
+    bilevel = Image.fromarray(np.arange(16)[None, :].repeat(8, axis=0) % 2 == 1).convert("1")  # black, white, ...
+    path = tmp_path / "bilevel.png"
+    bilevel.save(path, transparency=0)
+    with Image.open(path) as check:
+        assert check.mode == "1" and check.info.get("transparency") is not None
+    assert np.all(np.asarray(load_image(path)) == 255)  # transparent black pixels become white
+    in_memory = Image.new("1", (8, 8), 0)
+    in_memory.info["transparency"] = 0
+    assert _px(load_image(in_memory), 0, 0) == (255, 255, 255)
+    in_memory.info["transparency"] = 1
+    assert _px(load_image(in_memory), 0, 0) == (0, 0, 0)
+
+    deep = np.array([[0, 257 * 100, 257 * 100 + 1, 257 * 7]] * 8, np.uint16).repeat(2, axis=1)
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path, transparency=257 * 100)
+    with Image.open(path) as check:
+        assert check.mode in ("I;16", "I") and check.info.get("transparency") == 257 * 100
+    out = np.asarray(load_image(path))[0, ::2, 0]
+    # Only the exact 16-bit transparent value is white; 257 * 100 + 1 is also 100 in 8 bits but stays gray.
+    assert out.tolist() == [0, 255, 100, 7]
+
+
 def test_cmyk_goes_through_pil_conversion():
     cmyk = Image.new("CMYK", (10, 10), (0, 255, 255, 0))  # pure red ink-wise
     assert _px(load_image(cmyk), 0, 0) == (255, 0, 0)
@@ -207,6 +313,14 @@ def test_numpy_rgba_float_and_uint16():
     assert _px(load_image(floats.astype(np.float64)), 0, 0) == (51, 51, 51)
     deep = np.full((8, 8, 3), 257 * 9, np.uint16)
     assert _px(load_image(deep), 0, 0) == (9, 9, 9)
+
+
+def test_uint16_arrays_in_either_byte_order():
+    values = np.array([[0, 257 * 9, 65535, 300]] * 8, np.uint16).repeat(2, axis=1)
+    expected = np.array([[0, 9, 255, 1]] * 8, np.uint8).repeat(2, axis=1)
+    for dtype in (">u2", "<u2"):
+        out = np.asarray(load_image(values.astype(dtype)))
+        assert np.array_equal(out[..., 0], expected) and np.array_equal(out[..., 2], expected), dtype
 
 
 def test_float_arrays_outside_unit_range_are_rejected():

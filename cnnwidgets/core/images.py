@@ -8,9 +8,12 @@ without rounding float inputs to 8 bits. The conversion rules are listed in
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Union
@@ -46,6 +49,7 @@ _ARRAY_RULES = (
     "dimension of size 1 is allowed), of dtype uint8, uint16 or float in [0, 1]"
 )
 _WHITE = (255, 255, 255)
+_URL_SAFE = "/%:@!$&'()*+,;=~"
 
 
 def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size: int = DEFAULT_MAX_SIZE,
@@ -56,23 +60,31 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
 
     1. **Source.** A path (``str``/``Path``) is opened with PIL; an ``http://`` or
        ``https://`` address is downloaded first (at most :data:`DOWNLOAD_LIMIT` bytes, waiting
-       at most :data:`DOWNLOAD_TIMEOUT` seconds); encoded bytes or a binary file object
-       likewise (e.g. from an upload widget). Multi-frame files (GIF, TIFF)
-       give their first frame. A PIL image is copied, never modified.
+       at most :data:`DOWNLOAD_TIMEOUT` seconds); characters not allowed in an address
+       (spaces, non-ASCII letters, a ``%`` not followed by two hex digits) in its path or query
+       are percent-encoded first, so a pasted ``.../my photo.png`` works. An invalid address,
+       an unreachable server, an HTTP error or a broken response raises ``ValueError``. Encoded
+       bytes or a binary file object are decoded likewise (e.g. from an upload widget; the file
+       object is left open). Multi-frame files (GIF, TIFF, APNG) give their first frame; a file
+       opened from a path is closed before returning. A PIL image is copied, never modified.
     2. **Orientation.** The EXIF orientation tag, if any, is applied (a photo taken
-       sideways comes out upright) and then dropped.
+       sideways comes out upright) and then dropped; for a PIL image this includes a tag set
+       in memory with ``getexif()``.
     3. **Arrays and tensors.** Layout (H, W) is grayscale; (H, W, C) or (C, H, W) with
        C in {1, 3, 4} (1 = gray, 3 = RGB, 4 = RGBA); since sides below ``min_size`` are
        rejected, the channel axis is never ambiguous. A leading batch axis of size 1 is
        dropped. Tensors are detached and moved to the CPU. dtype ``uint8`` is used as is,
-       ``uint16`` is scaled to 8 bits (``round(v / 257)``, so 65535 -> 255), floats must
-       lie in [0, 1] (scaled by 255 and rounded); any other dtype, NaN, or a float outside
+       ``uint16`` (either byte order) is scaled to 8 bits (``round(v / 257)``, so 65535 -> 255),
+       floats must lie in [0, 1] (scaled by 255 and rounded); any other dtype, NaN, or a float outside
        [0, 1] raises ``ValueError`` (normalise-then-pass mistakes are caught here).
     4. **Modes.** Grayscale (``L``, ``1``, 16-bit ``I;16``/``I``) -> RGB by copying the
        gray value into R, G and B; 16-bit gray is scaled like uint16 above (a 32-bit
        ``I`` image must hold values in 0..65535). Images with transparency (``RGBA``,
-       ``LA``, ``PA``, palette with a transparent colour) are composited **over white**
-       (``out = a * rgb + (1 - a) * 255``). Float ``F`` images follow the float rule.
+       ``LA``, ``PA``, or a transparent colour in ``info["transparency"]``, e.g. a PNG tRNS
+       chunk, for palette, ``RGB`` and all the grayscale modes above) are composited **over
+       white** (``out = a * rgb + (1 - a) * 255``); a transparent colour is matched at the
+       image's own bit depth, so in a 16-bit image only pixels with exactly that 16-bit value
+       become white. Float ``F`` images follow the float rule.
        Everything else (``P``, ``CMYK``, ``YCbCr``, ...) goes through PIL's ``convert("RGB")``.
     5. **Size.** Either side smaller than ``min_size`` -> ``ValueError``. If the longer
        side exceeds ``max_size``, the image is downscaled (Lanczos) so that the longer
@@ -92,8 +104,8 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
 
     Raises:
         FileNotFoundError: a path that does not exist (the message has the path).
-        ValueError: unreadable file, failed download, unsupported shape/dtype/value range, too small an image,
-            or bad ``size``/``max_size``.
+        ValueError: unreadable file, failed download (invalid address, no connection, HTTP error, broken
+            response), unsupported shape/dtype/value range, too small an image, or bad ``size``/``max_size``.
         TypeError: an unsupported kind of object.
     """
     if max_size < min_size:
@@ -150,8 +162,7 @@ def _open(src: Any, max_size: int) -> Image.Image:
     if isinstance(src, io.IOBase) or (hasattr(src, "read") and hasattr(src, "seek")):
         return _decode(src, "the given file object", max_size)
     if isinstance(src, Image.Image):
-        image = src.copy()
-        return _upright(image)
+        return _upright(src)
     if isinstance(src, torch.Tensor):
         return _from_array(_tensor_to_numpy(src))
     if isinstance(src, np.ndarray):
@@ -160,12 +171,20 @@ def _open(src: Any, max_size: int) -> Image.Image:
 
 
 def _download(url: str) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "cnnwidgets"})
     try:
+        request = urllib.request.Request(_quote_url(url), headers={"User-Agent": "cnnwidgets"})
         with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310 - http(s) only
             data = response.read(DOWNLOAD_LIMIT + 1)
     except urllib.error.HTTPError as exc:
         raise ValueError(f"could not download the image from {url}: HTTP {exc.code} {exc.reason}") from exc
+    except (http.client.InvalidURL, ValueError) as exc:
+        raise ValueError(
+            f"could not download the image from {url}: not a valid http(s) address ({exc})"
+        ) from exc
+    except http.client.HTTPException as exc:
+        raise ValueError(
+            f"could not download the image from {url}: the server's response was broken off or malformed ({exc!r})"
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ValueError(
@@ -177,28 +196,43 @@ def _download(url: str) -> bytes:
     return data
 
 
+def _quote_url(url: str) -> str:
+    """``url`` with the characters not allowed in its path and query percent-encoded (existing escapes kept)."""
+    parts = urllib.parse.urlsplit(url)
+    path = _quote_part(parts.path, _URL_SAFE)
+    query = _quote_part(parts.query, _URL_SAFE + "?")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+def _quote_part(text: str, safe: str) -> str:
+    return re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", urllib.parse.quote(text, safe=safe))
+
+
 def _decode(fp: Any, what: str, max_size: int) -> Image.Image:
     try:
-        image = Image.open(fp)
-        if image.format == "JPEG":
-            # Decode a huge JPEG at a reduced scale right away (still >= max_size).
-            image.draft(image.mode, (max_size, max_size))
-        image.load()
+        with Image.open(fp) as opened:
+            if opened.format == "JPEG":
+                # Decode a huge JPEG at a reduced scale right away (still >= max_size).
+                opened.draft(opened.mode, (max_size, max_size))
+            opened.load()
+            # A loaded copy made before the file is closed (multi-frame files keep it open).
+            image = _upright(opened)
     except UnidentifiedImageError as exc:
         raise ValueError(f"{what} is not an image file PIL can read ({exc})") from exc
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{what} is too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"could not decode {what}: {exc}") from exc
-    return _upright(image)
+    return image
 
 
 def _upright(image: Image.Image) -> Image.Image:
+    """A new image with the EXIF orientation applied; ``image`` itself is not changed."""
     try:
         upright = ImageOps.exif_transpose(image)
     except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not make a readable image unusable
         raise ValueError(f"the image's EXIF orientation data could not be applied: {exc}") from exc
-    return upright if upright is not None else image
+    return upright if upright is not None else image.copy()
 
 
 def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -255,10 +289,10 @@ def _check_float_range(a) -> None:
 def _from_array(a: np.ndarray) -> Image.Image:
     a = _squeeze_batch(np.asarray(a))
     chw = _channels_first(a, tensor=False)
-    if chw.dtype == np.uint8:
+    if chw.dtype.kind == "u" and chw.dtype.itemsize == 1:
         u8 = chw
-    elif chw.dtype == np.uint16:
-        u8 = _u16_to_u8(chw)
+    elif chw.dtype.kind == "u" and chw.dtype.itemsize == 2:
+        u8 = _u16_to_u8(chw.astype(np.uint16))
     elif np.issubdtype(chw.dtype, np.floating):
         _check_float_range(chw)
         u8 = np.rint(chw.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
@@ -283,9 +317,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image if image.info.get("transparency") is None else _over_white(image.convert("RGBA"))
     if mode in ("L", "1"):
-        if mode == "L" and image.info.get("transparency") is not None:
-            return _over_white(image.convert("RGBA"))
-        return image.convert("RGB")
+        gray = np.asarray(image, dtype=np.uint8)
+        transparent = image.info.get("transparency")
+        if mode == "1":
+            gray = gray * np.uint8(255)
+            if isinstance(transparent, (int, np.integer)) and not isinstance(transparent, bool):
+                transparent = 255 if transparent else 0
+        return _gray_to_rgb(gray, gray, transparent)
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
@@ -293,8 +331,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
                 f"32-bit integer image with values in [{values.min()}, {values.max()}]; "
                 "only 0..65535 (16-bit) is supported"
             )
-        gray = _u16_to_u8(values.astype(np.uint16))
-        return Image.fromarray(gray, "L").convert("RGB")
+        return _gray_to_rgb(_u16_to_u8(values.astype(np.uint16)), values, image.info.get("transparency"))
     if mode == "F":
         values = np.asarray(image, dtype=np.float32)
         _check_float_range(values)
@@ -310,6 +347,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return image.convert("RGB")
     except (ValueError, OSError) as exc:
         raise ValueError(f"cannot convert an image of mode {mode!r} to RGB: {exc}") from exc
+
+
+def _gray_to_rgb(gray: np.ndarray, values: np.ndarray, transparent: Any) -> Image.Image:
+    """RGB from 8-bit ``gray``; white where the image's own ``values`` equal the transparent colour."""
+    if isinstance(transparent, (int, np.integer)) and not isinstance(transparent, bool):
+        gray = np.where(values == transparent, np.uint8(255), gray)
+    return Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8), "L").convert("RGB")
 
 
 def _over_white(rgba: Image.Image) -> Image.Image:
