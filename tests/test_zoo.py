@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
+import re
 import socket
+import urllib.error
 
 import numpy as np
 import pytest
@@ -71,6 +74,10 @@ def test_dataset_rejects_bad_arguments():
         shapes.make_images(4, seed=-1)
     with pytest.raises(ValueError, match="unknown shape kind"):
         shapes.render_scene([shapes.ShapeSpec("hexagon", (32, 32), 10, 0, (1, 0, 0))])
+    with pytest.raises(ValueError, match="size must be at least 16"):
+        shapes.ShapesDataset(4, seed=0, size=8)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        shapes.ShapesDataset(4, seed=-1)
 
 
 def test_shapes_are_where_the_spec_puts_them():
@@ -232,6 +239,15 @@ def test_training_accepts_a_user_model_and_rejects_a_leaky_split():
         train_shapesnet(seed=HELD_OUT_SEED)
 
 
+@pytest.mark.parametrize("max_steps", [0, -1])
+def test_training_refuses_max_steps_below_one_before_touching_the_model(max_steps):
+    model = zoo.ShapesNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        train_shapesnet(model=model, epochs=1, n_train=64, batch_size=32, max_steps=max_steps, eval_n=0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 # --------------------------------------------------------------------------- TinyVGG
 def test_tinyvgg_architecture():
     model = zoo.TinyVGG()
@@ -275,6 +291,42 @@ def test_tinyvgg_missing_files_are_reported(tmp_path):
     torch.save(zoo.TinyVGG().state_dict(), tmp_path / "tinyvgg_state_dict.pth")
     with pytest.raises(FileNotFoundError, match="classes.json"):
         zoo.load_tinyvgg(tmp_path)
+
+
+def _tinyvgg_folder(tmp_path, classes, state):
+    (tmp_path / "classes.json").write_text(classes, encoding="utf-8")
+    torch.save(state, tmp_path / "tinyvgg_state_dict.pth")
+    return tmp_path
+
+
+_TEN_CLASSES = json.dumps({str(i): f"class{i}" for i in range(10)})
+
+
+def test_tinyvgg_refuses_unsafe_or_empty_weights_files(tmp_path):
+    folder = _tinyvgg_folder(tmp_path, _TEN_CLASSES, {"when": datetime.date(2020, 1, 1)})
+    with pytest.raises(ValueError, match="weights_only=True") as info:
+        zoo.load_tinyvgg(folder)
+    message = str(info.value)
+    assert str(folder / "tinyvgg_state_dict.pth") in message and "datetime.date" in message
+    assert "weights_only=False" not in message and "set to `False`" not in message
+    torch.save({}, folder / "tinyvgg_state_dict.pth")
+    with pytest.raises(ValueError, match="empty state_dict"):
+        zoo.load_tinyvgg(folder)
+
+
+@pytest.mark.parametrize("classes, expected", [
+    ("{oops", "not valid UTF-8 JSON"),
+    ("{}", "holds an empty object"),
+    (json.dumps([f"class{i}" for i in range(10)]), "holds a list, not an object"),
+    (json.dumps({str(i): [f"n{i:08d}", f"class{i}"] for i in range(10)}), "not a class name string"),
+    (json.dumps({str(i + 1): f"class{i}" for i in range(10)}), "exactly the keys '0'..'9'"),
+    (json.dumps({str(i): f"class{i}" for i in range(9)}), "names 9 classes but the output layer"),
+], ids=["invalid-json", "empty", "list", "imagenet-style", "keys-from-1", "too-few-names"])
+def test_tinyvgg_refuses_bad_class_files(tmp_path, classes, expected):
+    folder = _tinyvgg_folder(tmp_path, classes, zoo.TinyVGG().state_dict())
+    with pytest.raises(ValueError, match=re.escape(expected)) as info:
+        zoo.load_tinyvgg(folder)
+    assert str(folder / "classes.json") in str(info.value)
 
 
 # --------------------------------------------------------------------------- ZFNet
@@ -385,8 +437,9 @@ def test_torchvision_refuses_wrong_unsafe_or_mismatched_files(offline, tmp_path)
         load_torchvision("resnet18", check_hash=True)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"when": datetime.date(2020, 1, 1)}, unsafe)
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(ValueError, match="weights_only=True") as info:
         load_torchvision("resnet18", weights_path=unsafe)
+    assert "datetime.date" in str(info.value) and "False" not in str(info.value)
     partial = tmp_path / "partial.pth"
     torch.save({k: v for k, v in state.items() if k != "fc.bias"}, partial)
     with pytest.raises(RuntimeError, match="fc.bias"):
@@ -417,3 +470,44 @@ def test_torchvision_googlenet_quirks(offline):
     assert bundle.model.aux1 is None and bundle.model.transform_input
     with torch.no_grad():
         assert bundle.model(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_torchvision_densenet_accepts_the_legacy_key_names_of_official_files(offline):
+    weights = torchvision.models.DenseNet121_Weights.IMAGENET1K_V1
+    state = torchvision.models.densenet121(weights=None).state_dict()
+    legacy = {}
+    for key, value in state.items():
+        for layer in ("norm", "relu", "conv"):
+            for index in ("1", "2"):
+                key = key.replace(f".{layer}{index}.", f".{layer}.{index}.")
+        legacy[key] = value
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy and len(legacy) == len(state)
+    path = cached_weights_path(weights)
+    path.parent.mkdir(parents=True)
+    torch.save(legacy, path)
+    loaded = load_torchvision("densenet121").model.state_dict()
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_torchvision_refuses_weights_without_class_names(offline, tmp_path):
+    with pytest.raises(ValueError, match="IMAGENET1K_FEATURES are not classifier weights") as info:
+        load_torchvision("vgg16", weights="IMAGENET1K_FEATURES")
+    assert "IMAGENET1K_V1" in str(info.value) and "fetch" not in str(info.value)
+    path = tmp_path / "vgg16_features.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    with pytest.raises(ValueError, match="not classifier weights"):
+        load_torchvision("vgg16", weights="IMAGENET1K_FEATURES", weights_path=path)
+
+
+def test_torchvision_failed_download_is_a_weights_unavailable_error(offline, monkeypatch):
+    def unreachable(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_torchvision("resnet18", download=True)
+    message = str(info.value)
+    assert "name resolution" in message and "resnet18-f37072fd.pth" in message
+    assert "weights_path" in message and "python -m cnnwidgets.zoo.fetch ResNet18_Weights.IMAGENET1K_V1" in message
+    assert info.value.cache_dir == offline / "hub" / "checkpoints"
+    assert not (offline / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()

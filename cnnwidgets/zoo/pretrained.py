@@ -111,22 +111,28 @@ def cached_weights_path(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / _filename(weights)
 
 
-def _unavailable(arch: str, weights: WeightsEnum, searched: list[Path]) -> WeightsUnavailableError:
+def _unavailable(arch: str, weights: WeightsEnum, searched: list[Path],
+                 download_error: Exception | None = None) -> WeightsUnavailableError:
     filename = _filename(weights)
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
     full = f"{type(weights).__name__}.{weights.name}"
     torch_home = os.environ.get("TORCH_HOME")
     where = f"$TORCH_HOME={torch_home}" if torch_home else "TORCH_HOME is not set, so the default cache is used"
-    message = (
-        f"pretrained weights {full} for {arch} are not on this machine: {filename} was not found at "
-        + ", ".join(str(p) for p in searched)
-        + f" ({where}). cnnwidgets does not download during loading and never substitutes random weights.\n"
+    found = (f"pretrained weights {full} for {arch} are not on this machine: {filename} was not found at "
+             + ", ".join(str(p) for p in searched) + f" ({where})")
+    if download_error is None:
+        message = found + ". cnnwidgets does not download during loading and never substitutes random weights.\n"
+        online = f"  3. or, when online, call load_torchvision({arch!r}, download=True)."
+    else:
+        message = found + f", and downloading it failed: {download_error}\n"
+        online = "  3. or check the network connection (and CNNWIDGETS_WEIGHTS_MIRROR, if set) and try again."
+    message += (
         f"To fix, either:\n"
         f"  1. on a machine with internet, run: python -m cnnwidgets.zoo.fetch {full}\n"
         f"     (it downloads {weights.url} into {cache_dir} and checks its hash), or download that URL "
         f"yourself and put the file in {cache_dir};\n"
         f"  2. or pass weights_path='/path/to/{filename}' to load_torchvision;\n"
-        f"  3. or, when online, call load_torchvision({arch!r}, download=True)."
+        + online
     )
     return WeightsUnavailableError(message, weights_name=full, filename=filename, searched=searched,
                                    url=weights.url, cache_dir=cache_dir)
@@ -147,20 +153,52 @@ def _check_hash(path: Path, weights: WeightsEnum) -> None:
         )
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _load_failure(exc: Exception) -> str:
+    # torch's own text for a refused pickle advises turning the safety check off; keep only its diagnosis.
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        parts = [part.strip() for part in text.split(marker, 1)[1].split("\n\n") if part.strip()]
+        text = parts[0].split(". ")[0].rstrip(".") if parts else "an object type that is not allowed"
+    elif "weights_only" in text:
+        text = text.split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {text}"
+
+
+def _load_state_dict(path: Path, remedy: str = "re-save a plain state_dict or use the current file from "
+                                               "torchvision") -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe or broken files
         raise ValueError(
-            f"could not load {path} with torch.load(weights_only=True): {exc}. Old (tar-format) or "
-            "pickled-object checkpoints cannot be loaded safely; re-save a plain state_dict or use the "
-            "current file from torchvision."
+            f"could not load {path} with torch.load(weights_only=True) ({_load_failure(exc)}). Truncated or "
+            f"corrupt files cannot be read, and old (tar-format) or pickled-object checkpoints cannot be loaded "
+            f"safely; {remedy}."
         ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
     return state
+
+
+# Old DenseNet files (the official ones included) name the layers of a dense layer
+# "norm.1", "conv.2" ...; the modules are now "norm1", "conv2" ...
+_DENSENET_LEGACY_KEY = re.compile(r"(\bdenselayer\d+\.(?:norm|relu|conv))\.([12])\.")
+
+
+def _densenet_current_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {_DENSENET_LEGACY_KEY.sub(r"\1\2.", key): value for key, value in state.items()}
+
+
+def _check_classifier(arch: str, weights: WeightsEnum) -> None:
+    if weights.meta.get("categories") is None:
+        usable = [m.name for m in type(weights) if m.meta.get("categories") is not None]
+        raise ValueError(
+            f"{type(weights).__name__}.{weights.name} are not classifier weights (they come without class "
+            f"names, e.g. a feature extractor's), so load_torchvision cannot use them; the classifier weights "
+            f"of {arch} are: {', '.join(usable)}"
+        )
 
 
 # Constructor arguments that torchvision's builders set themselves when given weights.
@@ -224,14 +262,17 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         A :class:`~cnnwidgets.zoo.bundle.Bundle` with the model in eval mode on the CPU.
 
     Raises:
-        WeightsUnavailableError: the weights file is not cached (and ``download`` is False).
+        WeightsUnavailableError: the weights file is not cached (and ``download`` is False, or
+            the download failed).
         FileNotFoundError: ``weights_path`` does not exist.
-        ValueError: unknown architecture/weights, a file that is not a safe plain state_dict,
+        ValueError: unknown architecture/weights, weights that are not a classifier's (no class
+            names, such as ``VGG16_Weights.IMAGENET1K_FEATURES``), a file that is not a safe plain state_dict,
             or (with ``check_hash``) a file whose hash does not match.
         RuntimeError: the state_dict does not match the architecture (strict loading).
     """
     _check_arch(arch)
     meta_weights = resolve_weights(arch, "DEFAULT" if weights is None else weights)
+    _check_classifier(arch, meta_weights)
     builder = torchvision.models.get_model_builder(arch)
     if weights is None:
         if weights_path is not None:
@@ -251,10 +292,15 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
                     raise _unavailable(arch, meta_weights, [path])
                 from cnnwidgets.zoo.fetch import fetch_weights
 
-                fetch_weights([f"{type(meta_weights).__name__}.{meta_weights.name}"])
+                try:
+                    fetch_weights([f"{type(meta_weights).__name__}.{meta_weights.name}"])
+                except RuntimeError as exc:
+                    raise _unavailable(arch, meta_weights, [path], download_error=exc) from exc
         if check_hash:
             _check_hash(path, meta_weights)
         state = _load_state_dict(path)
+        if arch.startswith("densenet"):
+            state = _densenet_current_keys(state)
         model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
         try:
             model.load_state_dict(state, strict=True)

@@ -346,9 +346,12 @@ class ShapesDataset(Dataset):
 
     Args:
         n: number of images.
-        seed: stream seed; use different seeds for training and held-out sets.
-        size: image side in pixels.
+        seed: stream seed (any non-negative int); use different seeds for training and held-out sets.
+        size: image side in pixels (>= 16).
         normalized: return normalised tensors (default) or raw uint8 HWC arrays.
+
+    Raises:
+        ValueError: for a negative ``n``/``seed`` or ``size < 16``.
     """
 
     classes = CLASSES
@@ -356,6 +359,10 @@ class ShapesDataset(Dataset):
     def __init__(self, n: int, seed: int = 0, size: int = 64, *, normalized: bool = True) -> None:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if size < 16:
+            raise ValueError(f"size must be at least 16 pixels, got {size}")
         self.n, self.seed, self.size, self.normalized = int(n), int(seed), int(size), normalized
         self._chunks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 

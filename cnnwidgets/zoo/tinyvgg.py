@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.zoo.bundle import Bundle, ImagePreprocess
+from cnnwidgets.zoo.pretrained import _load_state_dict
 
 __all__ = ["STATE_DICT_NAME", "TinyVGG", "load_tinyvgg"]
 
@@ -58,6 +59,34 @@ class TinyVGG(nn.Module):
         return self.output(self.flatten(x))
 
 
+def _read_classes(path: Path) -> list[str]:
+    expected = 'a JSON object mapping "0", "1", ... to class names, e.g. {"0": "lifeboat", "1": "ladybug"}'
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid UTF-8 JSON ({exc}); expected {expected}") from exc
+    if not isinstance(raw, dict) or not raw:
+        what = "an empty object" if raw == {} else f"a {type(raw).__name__}, not an object"
+        raise ValueError(f"{path} holds {what}; expected {expected}")
+    keys = [str(i) for i in range(len(raw))]
+    if set(raw) != set(keys):
+        raise ValueError(f"{path} must have exactly the keys '0'..'{len(raw) - 1}'; expected {expected}")
+    bad = next((k for k in keys if not isinstance(raw[k], str)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{path} maps {bad!r} to {raw[bad]!r}, not a class name string (ImageNet-style [id, name] lists are "
+            f"not accepted); expected {expected}"
+        )
+    return [raw[k] for k in keys]
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state = _load_state_dict(path, remedy="save a plain state_dict with torch.save(model.state_dict(), path)")
+    if not state:
+        raise ValueError(f"{path} holds an empty state_dict; expected TinyVGG's tensors ('conv_1_1.weight' ...)")
+    return state
+
+
 def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
     """Load the trained TinyVGG from a state_dict file or the folder holding it.
 
@@ -72,7 +101,9 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
 
     Raises:
         FileNotFoundError: a missing state_dict or classes.json (the message names the path).
-        ValueError: a classes.json that is not ``{"0": name, ...}`` for every output unit.
+        ValueError: a classes.json that is not valid JSON of the form ``{"0": name, ...}`` (names
+            are strings, one per output unit), or a weights file that is not a non-empty plain
+            state_dict loadable with ``torch.load(weights_only=True)``.
         RuntimeError: a state_dict that does not match the architecture (strict loading).
     """
     path = Path(path_or_dir).expanduser()
@@ -85,14 +116,19 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
     classes_file = weights.parent / CLASSES_NAME
     if not classes_file.is_file():
         raise FileNotFoundError(f"class names not found: {str(classes_file)!r} (expected next to {weights.name})")
-    raw = json.loads(classes_file.read_text(encoding="utf-8"))
-    try:
-        classes = [str(raw[str(i)]) for i in range(len(raw))]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{classes_file} must map '0'..'{len(raw) - 1}' to class names") from exc
-    state = torch.load(weights, weights_only=True, map_location="cpu")
+    classes = _read_classes(classes_file)
+    state = _read_state_dict(weights)
+    output = state.get("output.weight")
+    if output is not None and output.ndim == 2 and output.shape[0] != len(classes):
+        raise ValueError(
+            f"{classes_file} names {len(classes)} classes but the output layer in {weights} has "
+            f"{output.shape[0]} units; the two files must belong to the same model"
+        )
     model = TinyVGG(num_classes=len(classes))
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{weights} does not fit TinyVGG: {exc}") from exc
     model.eval()
     return Bundle(
         model=model,

@@ -201,7 +201,8 @@ def train_shapesnet(epochs: int = 4, seed: int = 0, *, n_train: int = 8000, batc
         callback: called with a :class:`TrainEvent` after every step and every epoch; its
             return value is ignored. ``event.stop()`` ends training (a step's stop is followed
             by an ``"epoch"`` event for the partial epoch).
-        max_steps: stop after this many optimizer steps (the schedule still spans ``epochs``).
+        max_steps: stop after this many optimizer steps (>= 1; the schedule still spans
+            ``epochs``). None: no limit.
         eval_n: held-out images for the per-epoch accuracy (0: no evaluation).
         eval_seed: dataset seed of the held-out images; must differ from ``seed``.
         channels_last: train in channels-last memory layout (faster convolutions on CPU);
@@ -212,10 +213,12 @@ def train_shapesnet(epochs: int = 4, seed: int = 0, *, n_train: int = 8000, batc
         A :class:`TrainResult`; ``result.model`` is in eval mode.
 
     Raises:
-        ValueError: for non-positive sizes or ``eval_seed == seed``.
+        ValueError: for non-positive sizes or ``max_steps``, or ``eval_seed == seed``.
     """
     if epochs < 1 or n_train < 1 or batch_size < 1:
         raise ValueError(f"epochs, n_train and batch_size must be >= 1, got {epochs}, {n_train}, {batch_size}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 (or None for no limit), got {max_steps}")
     if eval_n and eval_seed == seed:
         raise ValueError(f"eval_seed ({eval_seed}) must differ from the training seed, or the test set is the training set")
     started = time.perf_counter()
