@@ -995,3 +995,20 @@ def test_channels_last_layers_are_shown_channels_first():
         ex.close()
 
 
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_closed_explorer_is_freed_with_the_users_model(background):
+    import gc
+    import weakref
+
+    def open_and_close():
+        model = Tiny().eval()
+        ex = make(model, box=(4, 4, 8, 8), background=background, method="saliency")
+        ex.wait_idle()
+        ex.close()
+        return weakref.ref(ex), weakref.ref(model), weakref.ref(ex.grid)
+
+    refs = [open_and_close() for _ in range(2)]
+    gc.collect()
+    assert all(ref() is None for trio in refs for ref in trio)  # nothing global keeps them

@@ -816,3 +816,13 @@ def test_result_is_a_snapshot_not_a_live_view(cpu_threads):
     first = seen[0]
     assert first.done == 4 and first.filled.sum() == 4  # later batches did not write into it
     assert copy.deepcopy(first).grid.shape == first.shape
+
+
+def test_a_closed_probe_keeps_no_copy_for_occlusion():
+    import cnnwidgets.methods.occlusion as occlusion_module
+
+    probe = Probe(randomize_batchnorm(SmallCNN()))
+    occlusion_map(probe, torch.randn(1, 3, 16, 16), 0, window=8, stride=8, progress=False)
+    assert probe in occlusion_module._FAST_COPIES  # kept for the next map of this probe
+    probe.close()  # the probe itself may stay referenced in a notebook
+    assert probe not in occlusion_module._FAST_COPIES and probe._model is None and probe._user_model is None

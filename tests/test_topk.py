@@ -412,3 +412,25 @@ def test_the_view_reads_patches_from_a_loader_that_kept_its_order_and_says_why_n
     assert shown["shuffled"].error and "does not read its data set in order" in shown["shuffled"].status
     with pytest.raises(TypeError, match="by index .* got int"):
         topk.patches("features.relu2", 2, images=7)
+
+
+def test_closing_a_view_releases_the_probe_it_made_and_its_widgets():
+    import gc
+    import weakref
+
+    from cnnwidgets.app.experiments import topk_view
+
+    model = small_net()
+    x, labels = data(16)
+    topk = scan_topk(model, (x, labels), ["1"], k=2, progress=False)
+
+    def open_and_close():
+        view = topk_view(topk, model)
+        probe = view.controller.probe
+        view.close()
+        assert probe.closed
+        return weakref.ref(view), weakref.ref(probe)
+
+    refs = open_and_close()
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None

@@ -38,6 +38,7 @@ from cnnwidgets.core.probe import Probe, default_input_sizes, plain_module
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
+from cnnwidgets.widgets._base import close_parts
 from cnnwidgets.widgets.methodview import MethodView
 from cnnwidgets.widgets import (
     FILLS,
@@ -973,6 +974,7 @@ class Explorer(ipw.VBox):
         for widget in (self.canvas, self.grid, self.panel, self.scores_view, self.layer_select, self.status,
                        self.method_view):
             widget.close()
+        close_parts(self)  # every other control and row: an open one would keep the explorer alive
         super().close()
 
 

@@ -29,7 +29,7 @@ import contextlib
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,6 +262,7 @@ class Probe:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
         self._user_model = model
+        self._model_name = type(model).__name__
         self._lock = threading.RLock()
         self._channels_last_request = channels_last
         self._device = resolve_device(device)
@@ -275,6 +276,7 @@ class Probe:
         self._run: _Run | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._closed = False
+        self._close_callbacks: list[Callable[[], None]] = []
         self.stats = ProbeStats()
         self._model = self._make_copy()
         self._fingerprint = self._user_fingerprint()
@@ -499,6 +501,7 @@ class Probe:
         """
         if self._input_size is not None:
             return self._input_size
+        self._check_open()
         return next(default_input_sizes(self._user_model))
 
     @property
@@ -726,7 +729,9 @@ class Probe:
             return output
 
     def close(self) -> None:
-        """Remove every hook and drop the private copy and the cache. Safe to call twice."""
+        """Remove every hook and drop the private copy, the cache, the reference to the user's
+        model and whatever methods derived from the probe (see :meth:`on_close`). Safe to call
+        twice."""
         with self._lock:
             for handle in self._handles:
                 handle.remove()
@@ -735,6 +740,20 @@ class Probe:
             self._modules = {}
             self._closed = True
             self._model = None  # type: ignore[assignment]
+            self._user_model = None  # type: ignore[assignment]
+            callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once when the probe is closed: a method that keeps something
+        derived from the probe (a rewritten copy of its model, say) drops it then, so a closed
+        probe that is still referenced holds no model. On a closed probe it is called at once."""
+        with self._lock:
+            if not self._closed:
+                self._close_callbacks.append(callback)
+                return
+        callback()
 
     @property
     def closed(self) -> bool:
@@ -748,7 +767,7 @@ class Probe:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"device={self._device}, channels_last={self._channels_last}"
-        return f"Probe({type(self._user_model).__name__}, {state})"
+        return f"Probe({self._model_name}, {state})"
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:

@@ -42,6 +42,7 @@ changes *when* a position is computed, never *whether*: every scan computes ever
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import warnings
@@ -572,8 +573,19 @@ def _fast_model(
             check = None
             traced = False
     with _FAST_COPIES_LOCK:
+        first = probe not in _FAST_COPIES
         _FAST_COPIES.setdefault(probe, {})[fold] = (key, model, traced)
+    if first:
+        probe.on_close(functools.partial(_forget_fast_copies, weakref.ref(probe)))
     return model, check, traced
+
+
+def _forget_fast_copies(probe_ref: weakref.ref) -> None:
+    """Drop the copies made for a probe that was closed (it may stay referenced for long)."""
+    probe = probe_ref()
+    if probe is not None:
+        with _FAST_COPIES_LOCK:
+            _FAST_COPIES.pop(probe, None)
 
 
 # Largest activation tensor (all images of a batch) we let a CPU batch create. glibc serves

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ipywidgets
+
 HERE = Path(__file__).resolve().parent
-CSS = HERE / "widgets.css"
+#: The widgets' style sheet, as text: a path would make anywidget watch the file and keep every
+#: widget instance reachable from its class for as long as the process lives.
+CSS = (HERE / "widgets.css").read_text(encoding="utf-8")
 SHARED = HERE / "_shared.js"
 
 
@@ -17,3 +21,29 @@ def esm(name: str) -> str:
     browser, with no URL to import siblings from.
     """
     return SHARED.read_text(encoding="utf-8") + "\n" + (HERE / name).read_text(encoding="utf-8")
+
+
+def close_parts(widget: ipywidgets.Widget) -> None:
+    """Close every widget inside ``widget`` (box children, recursively) and the layouts and
+    styles of all of them, but not ``widget`` itself.
+
+    ipywidgets keeps every open widget in a global registry; a part left open keeps alive
+    whatever its callbacks reach (a view, its controller, a model), so a view that goes away
+    closes all of its parts.
+    """
+    seen: set[int] = set()
+    stack: list[object] = [widget]
+    parts: list[ipywidgets.Widget] = []
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, ipywidgets.Widget) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if item is not widget:
+            parts.append(item)
+        stack.extend(getattr(item, "children", None) or ())
+        for name in ("layout", "style"):
+            if name in item.trait_names():
+                stack.append(getattr(item, name))
+    for part in parts:
+        ipywidgets.Widget.close(part)

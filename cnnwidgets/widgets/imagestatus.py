@@ -10,6 +10,8 @@ import numpy as np
 import traitlets
 from PIL import Image
 
+from cnnwidgets.widgets._base import close_parts
+
 __all__ = ["ImageStatus", "png_bytes"]
 
 
@@ -64,3 +66,12 @@ class ImageStatus(traitlets.HasTraits):
         """Show ``message`` as an error in the status line."""
         self.error = True
         self.status = message
+
+    def close(self) -> None:
+        """Close the view: its controller (``view.controller``, which releases a probe it made)
+        and every widget inside it."""
+        controller = getattr(self, "controller", None)
+        if controller is not None and callable(getattr(controller, "close", None)):
+            controller.close()
+        close_parts(self)  # type: ignore[arg-type]
+        super().close()  # type: ignore[misc]
