@@ -346,10 +346,11 @@ def test_a_sample_that_cannot_be_read_leaves_the_picker_on_the_image_shown():
 # ---------------------------------------------------------------- errors reach the status line
 def test_bad_upload_reaches_status_line_and_widget_keeps_working(ex):
     image_id = ex._image_id
-    ex.picker.add_upload("notes.txt", b"this is not an image")
+    entry = ex.picker.add_upload("notes.txt", b"this is not an image")
     assert ex.status.is_error and "notes.txt" in ex.status.message and "not an image file" in ex.status.message
     assert ex._image_id == image_id
     assert ex.image == "a" and ex.picker.dropdown.value == "a"  # the picker shows the image still shown
+    assert ex.picker.names == ["a", "b"] and ex.picker.data_for(entry) is None  # the failed upload is not offered
     ex.box = (0, 0, 8, 8)
     assert not ex.status.is_error and ex.shown_state.box == (0, 0, 8, 8)
 

@@ -92,7 +92,7 @@ def make_grid(count=5):
 
 def test_tile_grid_click_selects_channel_and_ignores_borders():
     grid, layout = make_grid()
-    assert grid.layout == layout.to_dict()
+    assert grid.geometry == layout.to_dict()
     assert grid.click(7, 2) == 1 and grid.selected == 1
     assert grid.click(5, 2) is None and grid.selected == 1  # border: selection kept
     assert grid.click(13, 8) is None  # empty slot
@@ -105,6 +105,16 @@ def test_tile_grid_stats_bytes_and_hover_text():
     assert stats[1].tolist() == [-1.0, 0.0, -1.0, -1.0, 0.0]  # mean std min max active
     assert stats[2, 3] == 11.0
     assert grid.describe(2).startswith("ch 2  mean 9.5  max 11")
+
+
+def test_tile_grid_keeps_its_ipywidgets_layout():
+    import ipywidgets
+
+    grid, _ = make_grid()
+    assert isinstance(grid.layout, ipywidgets.Layout)
+    grid.layout.width = "300px"
+    state = grid.get_state()
+    assert state["layout"].startswith("IPY_MODEL_") and state["geometry"]["count"] == 5
 
 
 def test_tile_grid_before_first_image():
@@ -184,6 +194,21 @@ def test_image_picker_upload_becomes_selected_entry():
     assert seen == ["cat.png (uploaded)", "cat.png (uploaded 2)", "circle"]
 
 
+def test_image_picker_remove_entry():
+    picker = W.ImagePicker(["circle", "star"], value="star")
+    entry = picker.add_upload("cat.png", b"abc")
+    with pytest.raises(ValueError, match="selected entry"):
+        picker.remove_entry(entry)
+    picker.value = "circle"
+    picker.remove_entry(entry)
+    assert picker.names == ["circle", "star"] and picker.data_for(entry) is None
+    assert picker.value == "circle" and picker.dropdown.value == "circle"
+    with pytest.raises(ValueError, match="no entry 'cat.png"):
+        picker.remove_entry(entry)
+    picker.remove_entry("star")
+    assert picker.names == ["circle"] and picker.value == "circle"
+
+
 def test_image_picker_value_is_always_the_entry_the_dropdown_shows():
     picker = W.ImagePicker(["circle", "star"])
     picker.value = "star"  # from Python: the drop-down follows
@@ -261,6 +286,13 @@ def test_js_grid_geometry_matches_python():
     )
     assert js["at"] == [layout.channel_at(x, y) for x, y in points]
     assert js["rects"] == [list(layout.tile_rect(c)) for c in range(11)]
+    # before the first image the geometry is an empty dict: no tile, no error
+    empty = run_node(
+        f"import {{channelAtPixel, tileRectOf}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        "console.log(JSON.stringify([tileRectOf({}, 0), tileRectOf(null, 0), channelAtPixel({}, 1, 1),"
+        " channelAtPixel({count: 2, width: 9, height: 9}, 1, 1)]));"
+    )
+    assert empty == [None, None, None, None]
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
@@ -276,3 +308,17 @@ def test_js_box_geometry_matches_python_clamp():
     assert js["clamp"] == [list(W.clamp_box(c, 64, 48)) for c in cases]
     assert js["move"] == [56, 7, 8, 8]
     assert js["resize"] == [50, 40, 14, 1]
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
+def test_js_small_boxes_carry_the_resize_handle_outside():
+    js = run_node(
+        f"import {{handleOutside, SMALL_BOX_PX}} from {json.dumps((WIDGETS_DIR / 'occluder.js').as_uri())};"
+        "console.log(JSON.stringify({limit: SMALL_BOX_PX, cases: [[8, 8], [64, 8], [8, 64], [23, 40], [24, 24],"
+        " [64, 64]].map(([w, h]) => handleOutside(w, h))}));"
+    )
+    css = (WIDGETS_DIR / "widgets.css").read_text()
+    handle = css.split(".cnnw-occluder-handle {", 1)[1].split("}", 1)[0]
+    size = int(handle.split("width:", 1)[1].split("px", 1)[0]) + 2  # plus its 1 px border on each side
+    assert js["limit"] >= 2 * size  # a box with the handle inside keeps at least half of each side to move by
+    assert js["cases"] == [True, True, True, True, False, False]

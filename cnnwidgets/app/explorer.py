@@ -444,6 +444,8 @@ class Explorer(ipw.VBox):
         except Exception as exc:  # noqa: BLE001 - shown in the status line, the widget goes on
             self._show_error(f"image {entry!r}", exc)
             self._follow_shown_image()  # the picker goes back to the image still shown
+            if self.picker.data_for(entry) is not None:
+                self.picker.remove_entry(entry)  # an upload that cannot be shown is not offered
 
     # ------------------------------------------------------------------ layers
     @property
@@ -716,9 +718,9 @@ class Explorer(ipw.VBox):
         self.panel.value = frame.panel_bytes
         width = f"{frame.panel_display_width}px"
         if self.panel.layout.width != width:
-            height = round(frame.panel_display_width * frame.panel.shape[0] / frame.panel.shape[1])
+            # the height follows the image's own aspect ratio, also where a narrow output
+            # shrinks the width (max-width: 100%)
             self.panel.layout.width = width
-            self.panel.layout.height = f"{height}px"
         if frame.rows is not None:
             self.scores_view.rows = frame.rows
         shape = _map_text(self._layers[state.layer])

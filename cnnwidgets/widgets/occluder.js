@@ -20,6 +20,14 @@ export function dragBox(mode, box, dx, dy, W, H) {
   return clampBoxTo(box[0], box[1], w, h, W, H);
 }
 
+// Boxes narrower or lower than this (CSS pixels) carry the resize handle outside their
+// bottom-right corner: inside, it would cover most of the box and leave nothing to move it by.
+export const SMALL_BOX_PX = 24;
+
+export function handleOutside(widthPx, heightPx) {
+  return Math.min(widthPx, heightPx) < SMALL_BOX_PX;
+}
+
 export default {
   render({ model, el }) {
     const root = document.createElement("div");
@@ -69,13 +77,15 @@ export default {
       box.style.width = `${b[2] * s}px`;
       box.style.height = `${b[3] * s}px`;
       box.style.background = model.get("fill_color");
+      box.classList.toggle("cnnw-occluder-small", handleOutside(b[2] * s, b[3] * s));
       root.classList.toggle("cnnw-dragging", state.drag !== null);
     }
 
     const clampBox = (x, y, w, h) => clampBoxTo(x, y, w, h, imageWidth(), imageHeight());
 
+    // image pixels under the pointer, measured from the image itself (inside the frame's border)
     function toImage(ev) {
-      const r = root.getBoundingClientRect();
+      const r = img.getBoundingClientRect();
       const s = scale();
       return [(ev.clientX - r.left) / s, (ev.clientY - r.top) / s];
     }
@@ -93,9 +103,14 @@ export default {
       if (!state.raf) state.raf = requestAnimationFrame(flush);
     }
 
+    // one pointer drives a drag: the others (a second finger, a pen next to the mouse) are
+    // ignored until it is released
+    const ownPointer = (ev) => state.drag !== null && ev.pointerId === state.drag.pointerId;
+
     function onDown(ev) {
       if (ev.button !== 0 || !model.get("enabled")) return;
       ev.preventDefault();
+      if (state.drag) return;
       const [px, py] = toImage(ev);
       let b = model.get("box");
       let mode = "move";
@@ -107,7 +122,7 @@ export default {
         const h = b ? b[3] : model.get("default_size");
         b = clampBox(px - w / 2, py - h / 2, w, h);
       }
-      state.drag = { mode, start: [px, py], box: b.slice() };
+      state.drag = { mode, start: [px, py], box: b.slice(), pointerId: ev.pointerId };
       state.local = b;
       try {
         root.setPointerCapture(ev.pointerId);
@@ -121,8 +136,8 @@ export default {
     }
 
     function onMove(ev) {
+      if (!ownPointer(ev)) return;
       const d = state.drag;
-      if (!d) return;
       const [px, py] = toImage(ev);
       const dx = px - d.start[0];
       const dy = py - d.start[1];
@@ -134,8 +149,8 @@ export default {
       schedule();
     }
 
-    function onEnd() {
-      if (!state.drag) return;
+    function onEnd(ev) {
+      if (!ownPointer(ev)) return;
       state.drag = null;
       if (state.raf) cancelAnimationFrame(state.raf);
       state.raf = 0;

@@ -33,7 +33,9 @@ class OccluderCanvas(anywidget.AnyWidget):
     The box moves with the pointer in the browser without waiting for the kernel; the kernel
     gets ``box`` at most once per animation frame while dragging and exactly once more,
     together with ``dragging=False``, when the pointer is released. Pressing outside the box
-    centres it on the pointer; the corner handle resizes it.
+    centres it on the pointer; the corner handle resizes it (a small box carries the handle just
+    outside its bottom-right corner, so that the box itself still moves it). One pointer drives a
+    drag; other pointers (a second finger) are ignored until it is released.
 
     Traits:
         image: encoded image bytes (PNG or JPEG, see ``image_format``).

@@ -64,6 +64,19 @@ class ImagePicker(w.HBox):
         if name not in self.dropdown.options:
             self._set_options([*self.dropdown.options, name])
 
+    def remove_entry(self, name: str) -> None:
+        """Stop offering ``name`` (an uploaded entry's bytes are dropped too).
+
+        Raises:
+            ValueError: for a name not offered, or the selected entry (select another first).
+        """
+        if name not in self.dropdown.options:
+            raise ValueError(f"the picker offers no entry {name!r}")
+        if name == self.value:
+            raise ValueError(f"{name!r} is the selected entry; select another one before removing it")
+        self._uploads.pop(name, None)
+        self._set_options([option for option in self.dropdown.options if option != name])
+
     def _set_options(self, options: list[str]) -> None:
         self._replacing_options = True  # new options reset the selection: not a user's choice
         try:

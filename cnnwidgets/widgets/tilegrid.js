@@ -18,7 +18,7 @@ function fmt(v) {
 
 // Pure geometry, exported for tests; mirrors GridLayout.channel_at and GridLayout.tile_rect.
 export function channelAtPixel(L, x, y) {
-  if (!L || !L.count) return null;
+  if (!L || !L.count || !Array.isArray(L.order)) return null;
   x = Math.floor(x);
   y = Math.floor(y);
   if (x < 0 || y < 0 || x >= L.width || y >= L.height) return null;
@@ -35,7 +35,7 @@ export function channelAtPixel(L, x, y) {
 }
 
 export function tileRectOf(L, channel) {
-  const slot = L ? L.order.indexOf(channel) : -1;
+  const slot = L && Array.isArray(L.order) ? L.order.indexOf(channel) : -1;
   if (slot < 0) return null;
   const row = Math.floor(slot / L.cols);
   const col = slot % L.cols;
@@ -58,23 +58,33 @@ export default {
     root.append(img, sel, tip);
     el.appendChild(root);
 
-    const state = { url: null, hover: -1, raf: 0, layout: null, stats: null };
+    // pointer: the last position over the grid (client coordinates), null when outside
+    const state = { url: null, hover: -1, raf: 0, pointer: null, statsBytes: null, stats: null };
+
+    const geometry = () => model.get("geometry");
 
     function scale() {
-      const L = state.layout;
+      const L = geometry();
       if (!L || !L.width) return 1;
       const w = model.get("display_width") || L.width;
       return w / L.width;
     }
 
-    const channelAt = (x, y) => channelAtPixel(state.layout, x, y);
-    const tileRect = (channel) => tileRectOf(state.layout, channel);
+    // decoded once per `stats` value; read through here so that every change handler of one
+    // message sees the statistics of that message
+    function stats() {
+      const bytes = model.get("stats");
+      if (bytes !== state.statsBytes) {
+        state.statsBytes = bytes;
+        state.stats = decodeStats(bytes);
+      }
+      return state.stats;
+    }
 
     const setImage = () => showImageBytes(model, img, state);
 
-    function setLayout() {
-      state.layout = model.get("layout");
-      const L = state.layout;
+    function setGeometry() {
+      const L = geometry();
       if (L && L.width) {
         const s = scale();
         img.style.width = `${L.width * s}px`;
@@ -83,10 +93,11 @@ export default {
         root.style.height = `${L.height * s}px`;
       }
       drawSelection();
+      refreshHover();
     }
 
     function drawSelection() {
-      const r = tileRect(model.get("selected"));
+      const r = tileRectOf(geometry(), model.get("selected"));
       if (!r) {
         sel.style.display = "none";
         return;
@@ -100,7 +111,7 @@ export default {
     }
 
     function describe(channel) {
-      const st = state.stats;
+      const st = stats();
       let text = `channel ${channel}`;
       if (st && st.length >= (channel + 1) * 5) {
         const o = channel * 5;
@@ -118,47 +129,59 @@ export default {
       model.save_changes();
     }
 
-    function pointerPixel(ev) {
-      const r = img.getBoundingClientRect();
-      const s = scale();
-      return [(ev.clientX - r.left) / s, (ev.clientY - r.top) / s, ev.clientX - r.left, ev.clientY - r.top];
+    // The tile under the last pointer position, against the geometry and statistics shown now:
+    // updates the tooltip and reports `hover` whenever it differs from the model's value. A view
+    // the pointer is not over (and that reported nothing) leaves `hover` to the other views.
+    function refreshHover() {
+      const p = state.pointer;
+      if (!p && state.hover === -1) {
+        tip.style.display = "none";
+        return;
+      }
+      let ch = null;
+      if (p) {
+        const r = img.getBoundingClientRect();
+        const s = scale();
+        const cx = p[0] - r.left;
+        const cy = p[1] - r.top;
+        ch = channelAtPixel(geometry(), cx / s, cy / s);
+        if (ch !== null) {
+          tip.textContent = describe(ch);
+          tip.style.display = "block";
+          tip.style.left = `${cx + 14}px`;
+          tip.style.top = `${cy + 14}px`;
+        }
+      }
+      if (ch === null) tip.style.display = "none";
+      state.hover = ch === null ? -1 : ch;
+      if (model.get("hover") !== state.hover && !state.raf) state.raf = requestAnimationFrame(syncHover);
     }
 
     function onMove(ev) {
-      const [x, y, cx, cy] = pointerPixel(ev);
-      const ch = channelAt(x, y);
-      if (ch === null) {
-        tip.style.display = "none";
-      } else {
-        tip.textContent = describe(ch);
-        tip.style.display = "block";
-        tip.style.left = `${cx + 14}px`;
-        tip.style.top = `${cy + 14}px`;
-      }
-      const hover = ch === null ? -1 : ch;
-      if (hover !== state.hover) {
-        state.hover = hover;
-        if (!state.raf) state.raf = requestAnimationFrame(syncHover);
-      }
+      state.pointer = [ev.clientX, ev.clientY];
+      refreshHover();
     }
 
     function onLeave() {
-      tip.style.display = "none";
-      state.hover = -1;
-      if (!state.raf) state.raf = requestAnimationFrame(syncHover);
+      state.pointer = null;
+      refreshHover();
+    }
+
+    // The kernel resets `hover` when the grid starts to show something else (another layer):
+    // the tooltip describes the old grid, so it hides until the new geometry and statistics
+    // arrive (refreshHover then reports the tile under the pointer again) or the pointer moves.
+    function onHoverChanged() {
+      if (state.pointer && model.get("hover") !== state.hover) tip.style.display = "none";
     }
 
     function onClick(ev) {
-      const [x, y] = pointerPixel(ev);
-      const ch = channelAt(x, y);
+      const r = img.getBoundingClientRect();
+      const s = scale();
+      const ch = channelAtPixel(geometry(), (ev.clientX - r.left) / s, (ev.clientY - r.top) / s);
       if (ch === null) return;
       model.set("selected", ch);
       model.save_changes();
       drawSelection();
-    }
-
-    function setStats() {
-      state.stats = decodeStats(model.get("stats"));
     }
 
     root.addEventListener("pointermove", onMove);
@@ -166,14 +189,14 @@ export default {
     root.addEventListener("click", onClick);
     const unsubscribe = subscribe(model, {
       "change:image": setImage,
-      "change:layout": setLayout,
-      "change:display_width": setLayout,
+      "change:geometry": setGeometry,
+      "change:display_width": setGeometry,
       "change:selected": drawSelection,
-      "change:stats": setStats,
+      "change:stats": refreshHover,
+      "change:hover": onHoverChanged,
     });
-    setStats();
     setImage();
-    setLayout();
+    setGeometry();
 
     return () => {
       if (state.raf) cancelAnimationFrame(state.raf);

@@ -42,7 +42,8 @@ class TileGrid(anywidget.AnyWidget):
 
     Traits:
         image: encoded mosaic (see ``image_format``).
-        layout: the mosaic geometry, :meth:`GridLayout.to_dict` form.
+        geometry: the mosaic geometry, :meth:`GridLayout.to_dict` form (``layout`` stays the
+            ipywidgets ``Layout`` of the widget).
         stats: float32 bytes, 5 numbers per channel (mean, std, min, max, active fraction).
         selected: the selected channel (outlined).
         hover: the channel under the pointer, -1 for none.
@@ -54,7 +55,7 @@ class TileGrid(anywidget.AnyWidget):
 
     image = t.Bytes(b"").tag(sync=True)
     image_format = t.Enum(("jpeg", "png"), default_value="jpeg").tag(sync=True)
-    layout = t.Dict().tag(sync=True)
+    geometry = t.Dict().tag(sync=True)
     stats = t.Bytes(b"").tag(sync=True)
     selected = t.Int(0).tag(sync=True)
     hover = t.Int(-1).tag(sync=True)
@@ -92,9 +93,9 @@ class TileGrid(anywidget.AnyWidget):
                 self.display_width = int(display_width)
             self.image_format = fmt
             self.image = data
-            layout = grid.to_dict()
-            if layout != self.layout:
-                self.layout = layout
+            geometry = grid.to_dict()
+            if geometry != self.geometry:
+                self.geometry = geometry
             if stats is not None:
                 self.stats = np.ascontiguousarray(stats.as_array(), dtype="<f4").tobytes()
 

@@ -42,13 +42,14 @@ def run_explorer_checks(nb) -> None:
 
     # ---- drag the occluder with real mouse events: grab its centre, move it left and down
     occluder = nb.widget(".cnnw-explorer .cnnw-occluder")
+    picture = nb.widget(".cnnw-explorer .cnnw-occluder-image")  # image pixels * scale = CSS pixels here
     grid_before = _grid_pixels(nb)
     panel_before = _panel_pixels(nb)
     requests_before = kernel.eval("explorer.stats['requests']")
     start = ((x + w / 2) * scale, (y + h / 2) * scale)
     dx, dy = -round(x * 0.75), round((height - y - h) * 0.75)  # stays inside the image
     end = (start[0] + dx * scale, start[1] + dy * scale)
-    nb.drag(occluder, start, end, steps=12)
+    nb.drag(picture, start, end, steps=12)
     final = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)", lambda s: not s["dragging"])
     expected = (x + dx, y + dy)
     assert abs(final["box"][0] - expected[0]) <= 2 and abs(final["box"][1] - expected[1]) <= 2, (final, expected)
@@ -64,26 +65,41 @@ def run_explorer_checks(nb) -> None:
                        what="channel view updated after the drag")
     # the box outline on screen sits where Python says
     outline = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-box"))
-    frame = nb.box(occluder)
-    assert abs((outline["x"] - frame["x"] - 1) / scale - final["box"][0]) <= 2
+    frame = nb.box(picture)
+    assert abs((outline["x"] - frame["x"]) / scale - final["box"][0]) <= 2
+    # a click on the box's last column of CSS pixels is a click on the box: nothing moves
+    fx, fy = final["box"][:2]
+    nb.page.mouse.click(*nb.page_point(picture, (fx + w) * scale - 0.5, (fy + h / 2) * scale))
+    nb.page.wait_for_timeout(300)
+    kernel.execute("assert explorer.wait_idle(120)")
+    assert kernel.eval("list(explorer.box)") == final["box"]
 
-    # ---- a storm: 300 pointer moves inside one animation frame reach the kernel as one update
+    # ---- a storm: 300 pointer moves inside one animation frame reach the kernel as one update;
+    # a second pointer (a finger) pressed, moved and lifted meanwhile neither moves nor ends the drag
     bx, by = final["box"][:2]
     grab = ((bx + w / 2) * scale, (by + h / 2) * scale)
-    page_x, page_y = nb.page_point(occluder, *grab)
+    page_x, page_y = nb.page_point(picture, *grab)
     requests_before = kernel.eval("explorer.stats['requests']")
     nb.page.mouse.move(page_x, page_y)
     nb.page.mouse.down()
     last = occluder.evaluate(
         """(el, [x0, y0, n]) => {
-            let x = x0, y = y0;
+            let x = x0, y = y0, dragging = [];
+            const finger = (type, dx) => el.dispatchEvent(new PointerEvent(type, {clientX: x0 + dx, clientY: y0 + 40,
+                bubbles: true, pointerId: 77, pointerType: "touch", isPrimary: false}));
             for (let i = 1; i <= n; i++) {
                 x = x0 - 20 + (i % 40);
                 y = y0 - 10 + (i % 20);
                 el.dispatchEvent(new PointerEvent("pointermove", {clientX: x, clientY: y, bubbles: true,
                                                                 pointerId: 1, pointerType: "mouse"}));
+                if (i === 100) finger("pointerdown", 30);
+                if (i === 150) finger("pointermove", 45);
+                if (i === 200) {
+                    finger("pointerup", 45);
+                    dragging.push(el.classList.contains("cnnw-dragging"));
+                }
             }
-            return [x, y];
+            return [x, y, dragging];
         }""",
         [page_x, page_y, 300],
     )
@@ -95,7 +111,7 @@ def run_explorer_checks(nb) -> None:
     # the box ends where the last synthetic move put it, (0, -10) CSS pixels from the grab point
     assert abs(storm["box"][0] - bx) <= 1 and abs(storm["box"][1] - (by - 10 / scale)) <= 1, (storm, bx, by)
     assert kernel.eval("list(explorer.shown_state.box)") == storm["box"]
-    assert last == [page_x, page_y - 10]
+    assert last == [page_x, page_y - 10, [True]]
 
     # ---- resize with the corner handle: the top-left corner stays, the size follows the pointer
     handle = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-handle"))
@@ -139,6 +155,18 @@ def run_explorer_checks(nb) -> None:
     tip = nb.widget(".cnnw-explorer .cnnw-grid-tip")
     assert f"channel {tile['channel']}" in tip.inner_text()
 
+    # ---- a class score row pressed, redrawn by a new frame, then released: its class is the target
+    row = nb.page.locator(".cnnw-explorer .cnnw-score-row").nth(2)
+    pressed = int(row.get_attribute("data-index"))
+    rb = nb.box(row)
+    nb.page.mouse.move(rb["x"] + 20, rb["y"] + rb["height"] / 2)
+    nb.page.mouse.down()
+    kernel.execute("explorer.box = (explorer.box[0] // 2, *explorer.box[1:]); assert explorer.wait_idle(120)")
+    nb.page.wait_for_timeout(200)  # the new rows reach the page
+    nb.page.mouse.up()
+    assert kernel.wait_until("explorer.target", lambda c: c == pressed) == pressed
+    kernel.execute("assert explorer.wait_idle(120)")
+
     # ---- pick the occlusion map in the method panel: it streams in and is drawn over the image
     method_image = ".cnnw-explorer .cnnw-method-image"
     nb.page.locator(".cnnw-explorer .cnnw-methods select").first.select_option("occlusion")
@@ -160,6 +188,15 @@ def run_explorer_checks(nb) -> None:
     assert not status["error"] and status["errors"] == 0, status
     # the README's picture: after a drag, a deeper layer, a clicked channel and its hover text
     nb.screenshot("explorer", nb.widget(".cnnw-explorer"), docs=True)
+
+    # ---- a narrow window shrinks the channel view without squashing it
+    nb.page.set_viewport_size({"width": 560, "height": 1500})
+    panel = nb.widget(".cnnw-explorer img.cnnw-pixelated")
+    natural = panel.evaluate("e => e.naturalWidth / e.naturalHeight")
+    wanted = float(kernel.eval("explorer.panel.layout.width").removesuffix("px"))
+    shown = poll(lambda: panel.bounding_box(), lambda b: b["width"] < wanted - 20,
+                 what="channel view narrower than its display width")
+    assert abs(shown["width"] / shown["height"] - natural) < 0.03 * natural, (shown, natural)
 
 
 @pytest.mark.browser
