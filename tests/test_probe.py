@@ -698,3 +698,89 @@ def test_convnext_blocks_inner_layers_are_channels_last():
         assert layers["features.1.0.block.3"].output_shape == (16, 16, 384)
         assert layers["features.1.0.block.3"].layout == "HWC" and not layers["features.1.0.block.3"].is_spatial
         assert layers["features.1.0"].is_spatial and layers["features.1.0"].output_shape == (96, 16, 16)
+
+
+class Doubling(nn.Module):
+    """Doubles its input in place before a convolution (a model that writes into its input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        x.mul_(2)
+        return self.conv(x).mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_users_input_is_never_written_and_captures_equal_one_forward(channels_last):
+    torch.manual_seed(0)
+    model = Doubling().eval()
+    x = torch.randn(1, 3, 8, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    original = x.clone()
+    with torch.no_grad():
+        expected = model(original.clone())
+    with Probe(model, channels_last=channels_last) as probe:
+        torch.testing.assert_close(probe.logits(x), expected)  # first output: from the discovery pass
+        torch.testing.assert_close(probe.capture(x, "conv")["conv"].mean(dim=(2, 3)), expected)
+        assert torch.equal(x, original)
+        x.add_(1.0)  # the user changes the tensor: the cache must not answer for the old values
+        with torch.no_grad():
+            torch.testing.assert_close(probe.logits(x), model(x.clone()))
+
+
+def test_the_callers_inference_mode_autocast_and_default_dtype_do_not_reach_the_copy():
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+    with torch.inference_mode():
+        probe = Probe(model)  # made inside inference mode ...
+        probe.logits(x)
+    try:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model(x).sum().backward()
+        optimizer.step()  # ... and refreshed in place outside it
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(probe.logits(x), expected)
+        w = x.clone().requires_grad_(True)
+        probe.logits(w, grad=True).sum().backward()  # usable for gradients
+        assert w.grad is not None
+        probe.clear_cache()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = probe.capture(x, "3")["3"]
+        assert inside.dtype == torch.float32 and probe.capture(x, "3")["3"].dtype == torch.float32
+    finally:
+        probe.close()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with Probe(chain()) as probe:
+            assert "3" in probe.layers  # described on a float32 blank image
+    finally:
+        torch.set_default_dtype(default)
+
+
+def test_sizes_a_model_asserts_against_are_skipped_and_a_changed_precision_is_noticed():
+    class SizeChecked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            assert x.shape[-1] == 32, f"expected 32 pixels, got {x.shape[-1]}"
+            return self.conv(x).mean(dim=(2, 3))
+
+    with Probe(SizeChecked()) as probe:
+        assert probe.layers and probe.input_size == (3, 32, 32)
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model) as probe:
+        probe.logits(x)
+        model.half()  # swaps each parameter's storage without a version bump
+        assert probe.user_model_changed()
+        with torch.no_grad():
+            torch.testing.assert_close(probe.logits(x), model.float()(x), rtol=1e-3, atol=1e-3)

@@ -128,6 +128,19 @@ def _keeps_model_working(hook: Any) -> bool:
     return kind in ("WeightNorm", "SpectralNorm", "SpectralNormLoadStateDictPreHook")
 
 
+@contextlib.contextmanager
+def _plain_mode() -> Iterator[None]:
+    """Run the private model as the probe documents it, whatever the caller's context: outside
+    inference mode (its tensors stay usable for gradients and in-place refreshes) and without
+    autocast (activations are float32, and the cache never mixes precisions)."""
+    with torch.inference_mode(False), torch.autocast("cpu", enabled=False):
+        if torch.cuda.is_available():
+            with torch.autocast("cuda", enabled=False):
+                yield
+        else:
+            yield
+
+
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter and buffer of ``model`` by qualified name."""
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
@@ -311,6 +324,12 @@ class Probe:
         return memo
 
     def _make_copy(self) -> nn.Module:
+        # normal tensors even when the probe is made inside torch.inference_mode(): inference
+        # tensors could not be refreshed in place later, nor take part in gradients
+        with torch.inference_mode(False):
+            return self._copy_model()
+
+    def _copy_model(self) -> nn.Module:
         self._channels_last = self._want_channels_last(self._user_model)
         try:
             clone = copy.deepcopy(self._user_model, self._converted_tensors())
@@ -388,7 +407,7 @@ class Probe:
 
         return hook
 
-    def _user_fingerprint(self) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    def _user_fingerprint(self) -> tuple[tuple[int, ...], tuple[tuple[Any, ...], ...]]:
         """Identity of every module, and identity and version counter of every parameter and
         buffer of the user's model.
 
@@ -404,7 +423,8 @@ class Probe:
             for tensors in (module._parameters, module._buffers):
                 for t in tensors.values():
                     if t is not None:
-                        items.append((id(t), t._version))
+                        # model.half() or p.data = ... swap the storage without a version bump
+                        items.append((id(t), t._version, t.data_ptr(), t.dtype))
         return tuple(modules), tuple(items)
 
     def refresh(self) -> None:
@@ -439,7 +459,7 @@ class Probe:
             user_state[k].shape == own_state[k].shape for k in user_state
         )
         if same_layout:
-            with torch.no_grad():
+            with torch.inference_mode(False), torch.no_grad():
                 for key, value in user_state.items():
                     own_state[key].copy_(value)
         else:
@@ -534,13 +554,14 @@ class Probe:
         """Discover the layers at ``size`` by running ``example`` (a model input of one image;
         zeros when None); returns them and the model's output for ``example``."""
         if example is None:
-            example = torch.zeros((1, *size), device=self._device)
+            example = torch.zeros((1, *size), device=self._device, dtype=torch.float32)
             if self._channels_last:
                 example = example.contiguous(memory_format=torch.channels_last)
         previous, self._run = self._run, None
         try:
-            self._layers, output = discover_layers_and_output(self._model, example)
-        except (RuntimeError, TypeError) as exc:
+            with _plain_mode():
+                self._layers, output = discover_layers_and_output(self._model, example)
+        except (RuntimeError, TypeError, ValueError, AssertionError, IndexError) as exc:
             raise RuntimeError(
                 f"the model failed on an input of size {size} (is this the size and number of "
                 f"channels it expects?): {exc}"
@@ -660,7 +681,11 @@ class Probe:
                 projections, dead-channel scans, top-k and the explorer read layers this way.
 
         Returns:
-            ``{name: tensor}`` on :attr:`device`, in the order requested.
+            ``{name: tensor}`` on :attr:`device`, in the order requested. For a module that runs
+            several times in one pass, its last call's output; "last" counts the calls made when
+            the layers were described (:attr:`LayerInfo.calls`), so a model whose number of calls
+            depends on the input's values (not its size) gets the call of that count. The input
+            ``x`` itself is never written to, even by a model that changes its input in place.
 
         Raises:
             KeyError: for an unknown layer name (with suggestions).
@@ -692,7 +717,7 @@ class Probe:
                 return finish(self._forward(self._to_model_input(x), wanted, grad=False, stop=True)[0])
             entry = self._lookup(x)
             missing = {i.name: i.calls for i in infos if entry is None or i.name not in entry.layers}
-            self.stats.cache_hits += len(names) - len(missing)
+            self.stats.cache_hits += len(set(names)) - len(missing)
             self.stats.cache_misses += len(missing)
             if missing:
                 results, _ = self._forward(self._to_model_input(x), missing, grad=False, stop=True)
@@ -795,10 +820,10 @@ class Probe:
         return None
 
     def _to_model_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self._device, torch.float32)
-        if self._channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        """A copy of ``x`` as the private model takes it: a model that changes its input in place
+        (``x.mul_(2)``), or returns it, must not write into the user's tensor or the cache."""
+        layout = torch.channels_last if self._channels_last else torch.contiguous_format
+        return x.to(self._device, torch.float32, memory_format=layout, copy=True)
 
     def _forward(
         self, x: torch.Tensor, wanted: dict[str, int], *, grad: bool, stop: bool
@@ -818,7 +843,7 @@ class Probe:
         self.stats.forwards += 1
         output = None
         try:
-            with torch.set_grad_enabled(grad), torch.inference_mode(False):
+            with torch.set_grad_enabled(grad), _plain_mode():
                 try:
                     output = self._model(x)
                 except StopForward:
