@@ -729,6 +729,9 @@ def test_the_users_input_is_never_written_and_captures_equal_one_forward(channel
         x.add_(1.0)  # the user changes the tensor: the cache must not answer for the old values
         with torch.no_grad():
             torch.testing.assert_close(probe.logits(x), model(x.clone()))
+        scores = probe.logits(x)
+        scores.zero_()  # the caller's own tensor: the cached output stays
+        assert probe.logits(x).abs().sum() > 0 and probe.stats.cache_hits >= 2
 
 
 def test_the_callers_inference_mode_autocast_and_default_dtype_do_not_reach_the_copy():

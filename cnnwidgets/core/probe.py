@@ -729,7 +729,8 @@ class Probe:
         """The model's output for ``x`` (a full forward pass, cached like a layer when ``grad=False``).
 
         ``cache=False`` neither consults nor fills the cache (for inputs used once, as in
-        :meth:`capture`).
+        :meth:`capture`). The tensor returned is the caller's own: changing it in place leaves
+        the cached output alone.
 
         Raises:
             TypeError: if the model does not return a tensor.
@@ -744,14 +745,14 @@ class Probe:
             entry = self._lookup(x)
             if entry is not None and _OUTPUT in entry.layers:
                 self.stats.cache_hits += 1
-                return entry.layers[_OUTPUT]
+                return entry.layers[_OUTPUT].clone()
             self.stats.cache_misses += 1
             if discovered is not None:
                 output = discovered
             else:
                 _, output = self._forward(self._to_model_input(x), {}, grad=False, stop=False)
             entry = self._store(x, entry, {_OUTPUT: output})
-            return output
+            return output.clone()
 
     def close(self) -> None:
         """Remove every hook and drop the private copy, the cache, the reference to the user's
