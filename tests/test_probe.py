@@ -170,7 +170,9 @@ def test_first_output_at_a_new_size_comes_from_the_discovery_pass():
         assert probe.layers["3"].output_shape == (4, 16, 16)
         torch.testing.assert_close(out, expected)
         EXECUTED.clear()
-        assert probe.logits(x) is out and EXECUTED == []  # and it was cached
+        hits = probe.stats.cache_hits
+        assert torch.equal(probe.logits(x), out) and EXECUTED == []  # and it was cached
+        assert probe.stats.cache_hits == hits + 1
         # a batch of two at another size: discovery runs on one image of zeros, then the batch
         y = torch.randn(2, 3, 20, 20)
         expected = model(y)
