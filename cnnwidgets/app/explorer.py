@@ -34,7 +34,7 @@ from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, default_input_sizes, plain_module
+from cnnwidgets.core.probe import Probe, check_input_size, default_input_sizes, plain_module
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
@@ -63,23 +63,6 @@ def _map_text(info: LayerInfo) -> str:
     """``CxHxW`` of a layer's maps; channels-last layers (shown channels first) add ``(HWC)``."""
     text = "\u00d7".join(str(s) for s in info.map_shape or info.output_shape or ())
     return f"{text} (HWC)" if info.layout == "HWC" else text
-
-
-def _check_input_size(size: Any) -> tuple[int, int, int]:
-    """``size`` as (C, H, W) positive ints.
-
-    Raises:
-        ValueError: for anything else, saying what was given.
-    """
-    try:
-        values = tuple(size)
-    except TypeError:
-        values = ()
-    if len(values) != 3 or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in values
-    ):
-        raise ValueError(f"input_size must be (C, H, W), three positive ints such as (3, 224, 224); got {size!r}")
-    return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
 def _device_name(device: torch.device) -> str:
@@ -255,7 +238,7 @@ class Explorer(ipw.VBox):
     ) -> None:
         parts = _unpack(model)
         if input_size is not None:
-            input_size = _check_input_size(input_size)
+            input_size = check_input_size(input_size)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive int (the number of classes listed), got {top_k!r}")
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
@@ -293,7 +276,7 @@ class Explorer(ipw.VBox):
                 size = input_size or parts.get("input_size")
                 if size is None:
                     size = described = probe.fit_input_size(_input_size_candidates(parts["model"], source))
-                size = _check_input_size(size)
+                size = check_input_size(size)
                 self._preprocess = default_preprocess(size[1:], channels=size[0])
             first = self._prepare_image(source, next(iter(self._samples)))
             if tuple(first.tensor.shape[1:]) != described:

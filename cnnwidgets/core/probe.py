@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -43,7 +44,7 @@ from cnnwidgets.core.targets import output_tensor
 
 __all__ = [
     "NotATensorError", "Probe", "ProbeStats", "StopForward", "batch_dependent_layers", "check_batch",
-    "default_input_sizes", "plain_module", "probe_scope", "unwrap_model",
+    "check_input_size", "default_input_sizes", "plain_module", "probe_scope", "unwrap_model",
 ]
 
 
@@ -144,6 +145,23 @@ def _plain_mode() -> Iterator[None]:
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter and buffer of ``model`` by qualified name."""
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def check_input_size(size: Any) -> tuple[int, int, int]:
+    """``size`` as (C, H, W): three positive ints (Python or numpy).
+
+    Raises:
+        ValueError: for anything else, saying what was given.
+    """
+    try:
+        values = tuple(size)
+    except TypeError:
+        values = ()
+    if len(values) != 3 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in values
+    ):
+        raise ValueError(f"input_size must be (C, H, W), three positive ints such as (3, 224, 224); got {size!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
 def check_batch(x: object) -> torch.Tensor:
@@ -543,9 +561,7 @@ class Probe:
 
     def describe(self, input_size: Sequence[int]) -> dict[str, LayerInfo]:
         """(Re)discover the layers for inputs of size (C, H, W) and make it the current size."""
-        size = tuple(int(s) for s in input_size)
-        if len(size) != 3 or min(size) < 1:
-            raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {tuple(input_size)}")
+        size = check_input_size(input_size)
         with self._lock:
             self._check_open()
             return self._describe(size, None)[0]

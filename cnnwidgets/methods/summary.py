@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.probe import Probe, check_input_size, probe_scope
 
 __all__ = ["Summary", "SummaryRow", "summary"]
 
@@ -202,9 +202,7 @@ def summary(
         TypeError: if ``model_or_probe`` is neither a model nor a probe.
     """
     if input_size is not None:
-        input_size = tuple(int(s) for s in input_size)
-        if len(input_size) != 3 or min(input_size) < 1:
-            raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {input_size}")
+        input_size = check_input_size(input_size)
     with probe_scope(model_or_probe, input_size=input_size) as probe:
         infos = probe.describe(input_size) if input_size is not None else probe.layers
         rows = tuple(SummaryRow.from_info(i) for i in infos.values() if i.is_leaf or not leaves_only)
