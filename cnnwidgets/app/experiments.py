@@ -276,11 +276,7 @@ class TopKController:
         view = self.view
         if view.layer is None:
             return
-        try:
-            mosaic, caption, projected = self.render(view.layer, view.channel)
-        except (KeyError, IndexError, ValueError, RuntimeError) as exc:
-            view.show_error(str(exc.args[0]) if exc.args else str(exc))
-            return
+        mosaic, caption, projected = self.render(view.layer, view.channel)
         view.caption = caption
         left = "projections (left) and patches (right)" if projected else "patches"
         view.show_image(
@@ -404,12 +400,8 @@ class EvolutionController:
             view.status = f"nothing recorded yet; call recorder.record({self.evolution.unit}) in the training loop"
             return
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]
-        try:
-            blocks = evolution_blocks(self.evolution, epochs, show=view.show, denormalize=self.denormalize)
-            mosaic = evolution_mosaic(blocks, tile=self.tile)
-        except (KeyError, ValueError) as exc:
-            view.show_error(str(exc.args[0]) if exc.args else str(exc))
-            return
+        blocks = evolution_blocks(self.evolution, epochs, show=view.show, denormalize=self.denormalize)
+        mosaic = evolution_mosaic(blocks, tile=self.tile)
         layers = ", ".join(f"{name}: ch {list(ch)}" for name, ch in self.evolution.channels.items())
         view.show_image(mosaic, f"{self.evolution.unit}s {epochs} (columns); rows: {layers}")
 
@@ -522,11 +514,7 @@ class InvarianceController:
         if kind is None:
             return
         value = float(result.values[kind][view.step])
-        try:
-            moved = transform_images(self.images, kind, value, interpolation=result.interpolation, fill=result.fill)
-        except ValueError as exc:
-            view.show_error(str(exc))
-            return
+        moved = transform_images(self.images, kind, value, interpolation=result.interpolation, fill=result.fill)
         shown = [display_image(img, None, self.denormalize) for img in moved]
         view.show_examples(_to_uint8(_strip(shown, _factor(max(shown[0].shape[:2]), 96))))
         head = "".join(f"<th>{html.escape(l)} distance</th>" for l in result.layers)
