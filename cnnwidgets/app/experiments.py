@@ -21,7 +21,6 @@ go to the view's status line.
 
 from __future__ import annotations
 
-import functools
 import html
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +36,7 @@ from cnnwidgets.methods.correspondence import CorrespondenceResult, occlude
 from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
 from cnnwidgets.methods.invariance import InvarianceResult, transform_images
 from cnnwidgets.methods.topk import Projector, TopKActivations
+from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.render.figures import (
     OUTSIDE,
     draw_boxes,
@@ -75,29 +75,6 @@ Denormalize = Callable[[torch.Tensor], Any]
 
 
 # ---------------------------------------------------------------------------- display helpers
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, (KeyError, IndexError, ValueError, TypeError, RuntimeError)):
-        return str(exc.args[0]) if exc.args else str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _shown_in_view(update: Callable) -> Callable:
-    """Run a controller's ``update``; an error goes to its view's status line.
-
-    Updates run from widget callbacks: an exception raised there would only reach the browser's
-    console, and the view would silently keep its old picture.
-    """
-
-    @functools.wraps(update)
-    def run(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            update(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
-            self.view.show_error(_error_text(exc))
-
-    return run
-
-
 def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormalize: Denormalize | None = None) -> np.ndarray:
     """One preprocessed image or patch (C, H, W) -> (H, W, 3) floats in [0, 1] (outside ``valid``: grey)."""
     valid_np = None if valid is None else np.asarray(valid.cpu() if isinstance(valid, torch.Tensor) else valid, dtype=bool)
@@ -270,7 +247,7 @@ class TopKController:
             self._cache.popitem(last=False)
         return entry
 
-    @_shown_in_view
+    @shown_in_view
     def update(self, change: Any = None) -> None:
         """Show the view's current channel."""
         view = self.view
@@ -392,7 +369,7 @@ class EvolutionController:
         if self.view.epoch == before:  # no jump, but the frames of this epoch may have changed
             self.update()
 
-    @_shown_in_view
+    @shown_in_view
     def update(self, change: Any = None) -> None:
         """Show the recorded epochs up to the chosen one."""
         view = self.view
@@ -491,7 +468,7 @@ class InvarianceController:
                                        image_names=self.image_names, normalized=result.normalized)
             self.view.show_image(figure_to_array(figure, dpi=dpi), "curves: one line per image")
         except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
-            self.view.show_error(_error_text(exc))
+            self.view.show_error(error_text(exc))
         self.view.transforms = list(result.values)
         self.view.observe(self._transform_changed, names="transform")
         self.view.observe(self.update, names="step")
@@ -506,7 +483,7 @@ class InvarianceController:
         self.view.num_steps = len(self.result.values[self.view.transform])
         self.update()
 
-    @_shown_in_view
+    @shown_in_view
     def update(self, change: Any = None) -> None:
         """Show the images and values at the chosen step."""
         view, result = self.view, self.result
@@ -587,7 +564,7 @@ class CorrespondenceController:
         self.view.observe(self.update, names=["part", "occluded"])
         self.update()
 
-    @_shown_in_view
+    @shown_in_view
     def update(self, change: Any = None) -> None:
         """Draw the images with the chosen part's boxes (all parts when none is chosen)."""
         view = self.view

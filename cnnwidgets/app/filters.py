@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnwidgets.app.reporting import shown_in_view
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ChannelActivation, ClassLogit
 from cnnwidgets.methods.actmax import ActMaxResult, maximize_activation
@@ -73,23 +74,20 @@ class KernelController:
         self.view.observe(self.update, names=["layer", "normalize", "out_channel"])
         self.update()
 
+    @shown_in_view
     def update(self, change: Any = None) -> None:
         """Recompute and show the mosaic for the view's current state."""
         view = self.view
         if view.layer is None:
             return
-        try:
-            out_channel = None if view.out_channel < 0 else view.out_channel
-            k = kernels(self.source, view.layer, out_channel=out_channel, normalize=view.normalize)
-            values, note = k.values, ""
-            if k.layout == "grid" and values.shape[0] * values.shape[1] > self.max_tiles:
-                rows = max(1, self.max_tiles // values.shape[1])
-                values = values[:rows]
-                note = f"; showing output channels 0-{rows - 1} of {k.weight.shape[0]}, pick one with 'out ch.'"
-            mosaic = kernel_mosaic(values, k.layout, colormap=self.colormap)
-        except (KeyError, ValueError, IndexError) as exc:
-            view.show_error(str(exc.args[0]) if exc.args else str(exc))
-            return
+        out_channel = None if view.out_channel < 0 else view.out_channel
+        k = kernels(self.source, view.layer, out_channel=out_channel, normalize=view.normalize)
+        values, note = k.values, ""
+        if k.layout == "grid" and values.shape[0] * values.shape[1] > self.max_tiles:
+            rows = max(1, self.max_tiles // values.shape[1])
+            values = values[:rows]
+            note = f"; showing output channels 0-{rows - 1} of {k.weight.shape[0]}, pick one with 'out ch.'"
+        mosaic = kernel_mosaic(values, k.layout, colormap=self.colormap)
         o, i, h, w = k.weight.shape
         what = {
             "rgb": "RGB tiles",
