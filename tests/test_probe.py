@@ -378,6 +378,7 @@ def test_unknown_layer_names_suggest_close_names():
         (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), ValueError, "float"),
         ([[1.0]], TypeError, "torch.Tensor"),
         (torch.randn(1, 1, 64, 64), RuntimeError, "channels it expects"),
+        (torch.empty(1, 3, 64, 64, device="meta"), ValueError, "meta device"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(bad, error, message):

@@ -169,7 +169,8 @@ def check_batch(x: object) -> torch.Tensor:
 
     Raises:
         TypeError: if ``x`` is not a tensor.
-        ValueError: if it is not a non-empty 4-D float tensor (the message says how to fix it).
+        ValueError: if it is not a non-empty 4-D float tensor with values (not on the meta
+            device); the message says how to fix it.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -183,6 +184,8 @@ def check_batch(x: object) -> torch.Tensor:
         raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
     if x.shape[0] == 0:
         raise ValueError("the batch is empty")
+    if x.is_meta:
+        raise ValueError("the batch is on the meta device, which holds shapes but no values; give a tensor with data")
     return x
 
 
