@@ -826,3 +826,24 @@ def test_a_closed_probe_keeps_no_copy_for_occlusion():
     assert probe in occlusion_module._FAST_COPIES  # kept for the next map of this probe
     probe.close()  # the probe itself may stay referenced in a notebook
     assert probe not in occlusion_module._FAST_COPIES and probe._model is None and probe._user_model is None
+
+
+def test_models_that_flatten_with_view_are_scanned_in_the_standard_layout(cpu_threads):
+    class ViewNet(nn.Module):  # x.view after a convolution fails on channels-last activations
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2)
+            self.fc = nn.Linear(4 * 7 * 7, 3)
+
+        def forward(self, x):
+            return self.fc(F.relu(self.conv(x)).view(x.shape[0], -1))
+
+    torch.manual_seed(0)
+    model = ViewNet().eval()
+    x = torch.rand(1, 3, 16, 16)
+    result = occlusion_map(model, x, ClassLogit(1), window=4, stride=4, batch_size=3, progress=False)
+    with torch.no_grad():
+        for i, j in [(0, 0), (1, 2), (3, 3)]:
+            occluded = x.clone()
+            occluded[..., 4 * i : 4 * i + 4, 4 * j : 4 * j + 4] = 0
+            assert result.grid[i, j] == pytest.approx(float(model(occluded)[0, 1]), abs=1e-5)

@@ -790,3 +790,37 @@ def test_sizes_a_model_asserts_against_are_skipped_and_a_changed_precision_is_no
         assert probe.user_model_changed()
         with torch.no_grad():
             torch.testing.assert_close(probe.logits(x), model.float()(x), rtol=1e-3, atol=1e-3)
+
+
+class _ViewFlattenNet(nn.Module):
+    """The PyTorch tutorials' CIFAR-10 network: ``x.view`` needs contiguous activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = nn.Conv2d(3, 6, 5), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5)
+        self.fc = nn.Linear(16 * 5 * 5, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc(x.view(-1, 16 * 5 * 5))
+
+
+def test_models_that_need_contiguous_activations_run_in_the_standard_layout():
+    torch.manual_seed(0)
+    model = _ViewFlattenNet().eval()
+    x = torch.rand(2, 3, 32, 32)
+    with Probe(model, device="cpu") as probe:
+        assert probe.channels_last  # "auto" on CPU: until the model shows it cannot
+        out = probe.capture(x, ["conv2"])["conv2"]
+        assert not probe.channels_last
+        with torch.no_grad():
+            assert torch.allclose(probe.logits(x), model(x), atol=1e-6)
+            assert torch.allclose(out, model.conv2(model.pool(F.relu(model.conv1(x)))), atol=1e-6)
+        probe.refresh()  # a fresh copy keeps the standard layout
+        assert not probe.channels_last
+        with torch.no_grad():
+            assert torch.allclose(probe.logits(x + 1), model(x + 1), atol=1e-6)
+    with Probe(model, device="cpu", channels_last=True) as probe:
+        with pytest.raises(RuntimeError, match="channels_last=False"):
+            probe.capture(x, ["conv2"])

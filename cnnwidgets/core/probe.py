@@ -164,6 +164,19 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
+_DISCOVERY_ERRORS = (RuntimeError, TypeError, ValueError, AssertionError, IndexError)
+
+
+class ChannelsLastError(RuntimeError):
+    """The model cannot run channels-last, which the caller asked for explicitly."""
+
+
+def _layout_error(exc: BaseException) -> bool:
+    """Whether a forward failed because an activation was not contiguous (channels-last)."""
+    text = str(exc)
+    return "view size is not compatible" in text or "contiguous" in text
+
+
 def check_batch(x: object) -> torch.Tensor:
     """Validate a preprocessed (N, C, H, W) float batch; return it unchanged.
 
@@ -263,7 +276,9 @@ class Probe:
             bundle (its model, and its ``input_size`` unless one is given).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         channels_last: run convolutions in channels-last memory layout. ``"auto"`` enables it
-            on CPU for models with 2-D convolutions, where it is faster (about 1.3-1.6x on AVX2 CPUs).
+            on CPU for models with 2-D convolutions, where it is faster (about 1.3-1.6x on AVX2 CPUs),
+            and turns it off for good when the model's forward needs contiguous activations
+            (``x.view(N, -1)`` after a convolution, as in many tutorial networks).
         input_size: (C, H, W) used to describe layers before the first capture; defaults to the
             size of the first captured batch, else the first of :func:`default_input_sizes`
             the model runs on ((3, 224, 224) for torchvision models, (1, 28, 28) for an MNIST net).
@@ -578,9 +593,28 @@ class Probe:
                 example = example.contiguous(memory_format=torch.channels_last)
         previous, self._run = self._run, None
         try:
-            with _plain_mode():
-                self._layers, output = discover_layers_and_output(self._model, example)
-        except (RuntimeError, TypeError, ValueError, AssertionError, IndexError) as exc:
+            try:
+                with _plain_mode():
+                    self._layers, output = discover_layers_and_output(self._model, example)
+            except _DISCOVERY_ERRORS as exc:
+                if not (self._channels_last and _layout_error(exc)):
+                    raise
+                if self._channels_last_request is True:
+                    raise ChannelsLastError(
+                        f"the model fails on channels-last inputs ({exc}); create the Probe with "
+                        "channels_last=False (or 'auto', which falls back by itself)"
+                    ) from exc
+                # The forward needs contiguous activations (``x.view(N, -1)`` after a convolution
+                # does): run this model in the standard layout from now on.
+                self._channels_last_request = False
+                self._channels_last = False
+                self._model.to(memory_format=torch.contiguous_format)
+                example = example.contiguous()
+                with _plain_mode():
+                    self._layers, output = discover_layers_and_output(self._model, example)
+        except ChannelsLastError:
+            raise
+        except _DISCOVERY_ERRORS as exc:
             raise RuntimeError(
                 f"the model failed on an input of size {size} (is this the size and number of "
                 f"channels it expects?): {exc}"

@@ -778,15 +778,16 @@ def _scan_with_probe(
     cancelled: Callable[[], bool],
     fold_batchnorm: bool,
 ) -> OcclusionResult:
-    memory_format = torch.channels_last if probe.channels_last else torch.contiguous_format
-    image = x.to(device=probe.device, dtype=torch.float32).contiguous(memory_format=memory_format)
-    fill_image = _fill_image(fill, image)
-
-    # The unoccluded run first: it also describes the layers at this image size (for the batch size).
+    image = x.to(device=probe.device, dtype=torch.float32)
+    # The unoccluded run first: it also describes the layers at this image size (for the batch
+    # size), and settles the memory layout (a model that needs contiguous activations gets them).
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
     else:
         scores = target_score(probe, image, target)
+    memory_format = torch.channels_last if probe.channels_last else torch.contiguous_format
+    image = image.contiguous(memory_format=memory_format)
+    fill_image = _fill_image(fill, image)
     positions, levels = scan_order(rows, cols, order)
     total = len(positions)
     preview = preview_count(rows, cols) if order == "coarse_first" else total
