@@ -377,6 +377,10 @@ def test_model_error_reaches_status_line_and_explorer_recovers():
         assert ex.shown_state.box == (4, 4, 8, 8)  # the last good frame stays
         ex.box = (10, 10, 8, 8)
         assert not ex.status.is_error and ex.shown_state.box == (10, 10, 8, 8)
+        ex.box = (0, 0, 8, 8)
+        assert ex.status.is_error
+        ex.box = (10, 10, 8, 8)  # back to the frame still on screen: nothing to compute, all is well
+        assert not ex.status.is_error and ex.shown_state == ex.state()
     finally:
         ex.close()
 
@@ -398,7 +402,7 @@ def test_worker_thread_survives_errors():
 
 
 def test_bad_values_are_rejected_with_clear_messages(ex):
-    with pytest.raises(traitlets.TraitError, match="did you mean 'features.3'"):
+    with pytest.raises(traitlets.TraitError, match="Did you mean: 'features.3'"):
         ex.layer = "features.33"
     with pytest.raises(traitlets.TraitError, match=r"not a \(C, H, W\) feature map"):
         ex.layer = "head"
@@ -537,6 +541,32 @@ def test_stale_frame_for_another_layer_is_dropped(gated):
     assert ex.wait_idle(60)
     assert [s.layer for s in shown] == ["features.0"]
     assert ex.stats["dropped"] == 1
+
+
+def test_marks_given_while_a_frame_is_drawn_reach_the_screen():
+    ex = make(box=(4, 4, 8, 8), background=True)
+    try:
+        assert ex.wait_idle(60)
+        read, marked_now = threading.Event(), threading.Event()
+        original = ex.controller._marks
+
+        def slow_marks(layer):  # the render stage reads the marks, then mark_dead() comes in
+            marks = original(layer)
+            read.set()
+            assert marked_now.wait(30)
+            return marks
+
+        ex.controller._marks = slow_marks
+        ex.box = (2, 2, 8, 8)
+        assert read.wait(30)
+        ex.controller._marks = original
+        ex.mark_dead({ex.layer: [1, 2]})
+        marked_now.set()
+        assert ex.wait_idle(60)
+        marked = ex._current()[0].marked
+        assert marked is not None and np.flatnonzero(marked).tolist() == [1, 2]
+    finally:
+        ex.close()
 
 
 def test_frames_during_a_drag_are_shown_as_previews(gated):
@@ -1013,3 +1043,76 @@ def test_a_closed_explorer_is_freed_with_the_users_model(background):
     refs = [open_and_close() for _ in range(2)]
     gc.collect()
     assert all(ref() is None for trio in refs for ref in trio)  # nothing global keeps them
+
+
+def test_class_names_in_any_sequence_or_index_mapping_and_checked_against_the_outputs():
+    names = ["a", "b", "c", "d", "e"]
+    for given in (np.array(names), tuple(names), {i: n for i, n in enumerate(names)},
+                  {str(i): [f"n0{i}", n] for i, n in enumerate(names)}):  # the ImageNet class index's form
+        ex = make(classes=given, box=None)
+        try:
+            assert ex.scores["classes"] == names
+            assert {row["label"] for row in ex.scores["rows"]} == set(names)
+        finally:
+            ex.close()
+    with pytest.raises(ValueError, match="classes has 2 names but the model has 5 output units"):
+        make(classes=["a", "b"])
+    with pytest.raises(TypeError, match="not a set"):
+        make(classes=set(names))
+    with pytest.raises(TypeError, match="the string"):
+        make(classes="abcde")
+    with pytest.raises(ValueError, match="keys 0..4"):
+        make(classes={1: "a", 2: "b", 3: "c", 4: "d", 5: "e"})
+
+
+def test_a_single_logit_model_with_two_names_labels_the_positive_class():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    model.head = nn.Linear(12, 1)
+    ex = make(model, box=None, classes=["cat", "dog"])
+    try:
+        (row,) = ex.scores["rows"]
+        assert row["label"] == "dog" and ex.scores["classes"] == ["dog"]  # sigmoid(logit) = P(second class)
+    finally:
+        ex.close()
+
+
+def test_target_classes_out_of_range_are_refused_with_the_range(ex):
+    for bad in (-1, 5, 10_000):
+        with pytest.raises(traitlets.TraitError, match=r"target class .* accepted 0\.\.4"):
+            ex.target = bad
+    assert ex.target is None
+    ex.target = 4
+    assert any(row["index"] == 4 for row in ex.scores["rows"])  # the target is always listed
+
+
+def test_unknown_layers_list_the_layers_offered():
+    with pytest.raises(KeyError, match="Known layers: features, features.0, features.1"):
+        make(layer="conv1")
+    explorer = make()
+    try:
+        with pytest.raises(traitlets.TraitError, match="Known layers: features, features.0"):
+            explorer.layer = "conv1"
+    finally:
+        explorer.close()
+
+
+def test_replaced_modules_update_the_layer_table_and_the_channel_range(ex):
+    ex.layer = "features.6"
+    assert ex.channel_slider.max == 11
+    user_model = ex.probe._user_model
+    user_model.features[6] = nn.Conv2d(16, 20, 3, padding=1)
+    user_model.head = nn.Linear(20, 5)
+    ex.box = (6, 6, 8, 8)  # the next update sees the new modules
+    assert ex.activations.shape[0] == 20
+    assert ex.layers["features.6"].map_shape[0] == 20 and ex.channel_slider.max == 19
+    ex.channel = 17
+    assert ex.channel == 17 and ex.shown_state.channel == 17
+
+
+def test_a_closed_explorer_says_so(ex):
+    ex.close()
+    for read in (lambda: ex.activations, lambda: ex.grid_image, lambda: ex.scores,
+                 lambda: ex.set_image(image(3)), lambda: ex.mark_dead(None)):
+        with pytest.raises(RuntimeError, match="this explorer is closed"):
+            read()

@@ -118,6 +118,8 @@ class Controller(NewestFirstWorker):
         self._failed: ComputeRequest | None = None
         self.shown: tuple[ExplorerState, Frame] | None = None
         self._shown_request: Request | None = None
+        self._redraws = 0  # grows with every redraw(): a frame drawn before one is not current
+        self._error_shown = False  # the last thing reported was an error, not a frame
         super().__init__("cnnwidgets-explorer", background)
 
     # ------------------------------------------------------------------ submitting
@@ -135,6 +137,7 @@ class Controller(NewestFirstWorker):
         """Forget what is on screen, so the next submitted state is drawn even if unchanged."""
         with self._cond:
             self._shown_request = None
+            self._redraws += 1
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker and close the probe (its private model copy and hooks)."""
@@ -161,7 +164,12 @@ class Controller(NewestFirstWorker):
     def _serve(self, state: ExplorerState, generation: int) -> None:
         try:
             request = resolve(state)
+            redraws = self._redraws
             if request == self._shown_request:
+                if self._error_shown and self.shown is not None:
+                    # back at the frame on screen after an error: say that all is well again
+                    self._error_shown = False
+                    self._on_frame(state, self.shown[1])
                 return
             self._follow_model()
             computed = self._computed
@@ -174,7 +182,7 @@ class Controller(NewestFirstWorker):
                 except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
                     self._failed = request.compute
                     self.stats.errors += 1
-                    self._on_error("model", exc)
+                    self._report("model", exc)
                     return
                 self._failed = None
                 self._computed = computed
@@ -199,27 +207,34 @@ class Controller(NewestFirstWorker):
                 )
             except Exception as exc:  # noqa: BLE001
                 self.stats.errors += 1
-                self._on_error("render", exc)
+                self._report("render", exc)
                 return
             self.stats.renders += 1
             if self._stale(request, generation):
                 self.stats.dropped += 1
                 return
             self.shown = (state, frame)
-            self._shown_request = request
+            with self._cond:
+                # a redraw() asked for while this frame was drawn (new marks) is still to come
+                self._shown_request = request if self._redraws == redraws else None
+            self._error_shown = False
             try:
                 self._on_frame(state, frame)
             except Exception as exc:  # noqa: BLE001
                 self.stats.errors += 1
-                self._on_error("display", exc)
+                self._report("display", exc)
         except BaseException as exc:  # noqa: BLE001 - the last line of defence of the worker
             self.stats.errors += 1
             try:
-                self._on_error("explorer", exc)
+                self._report("explorer", exc)
             except Exception:  # noqa: BLE001
                 pass
             if not isinstance(exc, Exception):
                 raise
+
+    def _report(self, where: str, exc: BaseException) -> None:
+        self._error_shown = True
+        self._on_error(where, exc)
 
     # ------------------------------------------------------------------ compute stage
     def _forward(

@@ -33,8 +33,9 @@ from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_prepr
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
-from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.layers import LayerInfo, unknown_layer_error
 from cnnwidgets.core.probe import Probe, check_input_size, default_input_sizes, plain_module
+from cnnwidgets.core.targets import class_scores, output_tensor
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
@@ -154,6 +155,43 @@ def _unpack(model: Any) -> dict[str, Any]:
     )
 
 
+def _class_names(classes: Any) -> list[str]:
+    """Class names as a list: any sequence (a NumPy array too), or ``{index: name}``.
+
+    An entry that is a list of strings, as in the ImageNet class index (``{"0": ["n01440764",
+    "tench"], ...}``), gives its last string.
+
+    Raises:
+        TypeError: for a string, a set or a mapping whose keys are not class indices.
+        ValueError: for a mapping whose keys are not 0..N-1.
+    """
+    if isinstance(classes, (str, bytes)):
+        raise TypeError(f"classes must be a sequence of names, one per class, got the string {classes!r}")
+    if isinstance(classes, (set, frozenset)):
+        raise TypeError("classes must be in class order (a list, tuple or array of names), not a set")
+    if isinstance(classes, Mapping):
+        try:
+            items = sorted((int(k), v) for k, v in classes.items())
+        except (TypeError, ValueError):
+            raise TypeError("classes given as a mapping must map class indices to names, "
+                            f"e.g. {{0: 'cat', 1: 'dog'}}; got keys {list(classes)[:5]}") from None
+        if [k for k, _ in items] != list(range(len(items))):
+            raise ValueError(f"classes given as a mapping must have the keys 0..{len(items) - 1}, "
+                             f"got {[k for k, _ in items][:10]}")
+        values = [v for _, v in items]
+    else:
+        try:
+            values = list(classes)
+        except TypeError:
+            raise TypeError(f"classes must be a sequence of names, got {type(classes).__name__}") from None
+    names = []
+    for value in values:
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            value = value[-1]
+        names.append(str(value))
+    return names
+
+
 class Explorer(ipw.VBox):
     """Explore what a CNN sees: pick a layer and channel, drag an occluder, watch maps and scores.
 
@@ -166,7 +204,10 @@ class Explorer(ipw.VBox):
             to [0, 1] (see :func:`~cnnwidgets.app.inputs.default_preprocess`).
         denormalize: (C, H, W) tensor -> (H, W, 3) (or gray (H, W)) floats in [0, 1] (default:
             the bundle's, else the inverse of the default preprocessing).
-        classes: class names (default: the bundle's, else indices).
+        classes: class names in class order: a list, tuple or array, or ``{index: name}``
+            (default: the bundle's, else indices). There must be one per output unit; for a
+            single output unit (a binary classifier, probability sigmoid(logit)) two names are
+            read as (negative, positive), and the unit is the positive class.
         input_size: (C, H, W) for the default preprocessing. Default: the bundle's, else the
             first size the model runs on: C from its first convolution, then 224 x 224 (RGB),
             the image's own size, 28, 32, 64 ... (so a CIFAR or MNIST network needs nothing).
@@ -191,10 +232,16 @@ class Explorer(ipw.VBox):
             every change (False, for scripts and tests).
 
     Raises:
-        TypeError: for a model that is not a module or bundle.
+        TypeError: for a model that is not a module or bundle, or classes that are not names
+            in class order.
         KeyError: for an unknown layer name (with suggestions).
-        ValueError: for an unreadable image, a bad input_size, box, fill or device.
-        traitlets.TraitError: for a method_stride that is not a positive int.
+        ValueError: for an unreadable image, a bad input_size, box, fill or device, or as many
+            class names as the model has no outputs.
+        traitlets.TraitError: for a method_stride that is not a positive int, or a layer
+            without a feature map.
+
+    Setting a trait to a value it does not accept (an unknown layer, a channel or target class
+    out of range ...) raises ``traitlets.TraitError`` saying what is accepted.
     """
 
     layer = t.Unicode()
@@ -282,7 +329,19 @@ class Explorer(ipw.VBox):
             if tuple(first.tensor.shape[1:]) != described:
                 probe.describe(tuple(first.tensor.shape[1:]))
             self._layers = {k: v for k, v in probe.layers.items()}
-            self._classes = list(classes or parts.get("classes") or [])
+            self._class_count: int | None = None
+            self._class_count_known = False
+            self._class_probe = probe
+            names = _class_names(classes) if classes is not None else []
+            if not names:
+                names = _class_names(parts.get("classes") or [])
+            count = self._count_classes(first)
+            if names and count is not None and len(names) != count and not (count == 1 and len(names) == 2):
+                raise ValueError(
+                    f"classes has {len(names)} names but the model has {count} output units; give one name per "
+                    "output (or two names, negative and positive, for a single-output binary classifier)"
+                )
+            self._classes = names[1:] if count == 1 and len(names) == 2 else names
             self.controller = Controller(
                 probe,
                 images=self._image_by_id,
@@ -303,6 +362,8 @@ class Explorer(ipw.VBox):
             self._use_image(first)
             self.device = _device_name(probe.device)
             self.fill, self.norm, self.cmap, self.show_scores = fill, norm, cmap, show_scores
+            if layer is not None and layer not in self._layers:
+                raise unknown_layer_error(layer, self._selectable_layers())
             self.layer = layer if layer is not None else default_layer(self._layers)
             self._fit_channel_to_layer()
             self.channel = channel
@@ -375,6 +436,7 @@ class Explorer(ipw.VBox):
             ValueError, TypeError: for an image that cannot be read or preprocessed, or a name that
                 is not a non-empty string; the image shown does not change.
         """
+        self._check_open()
         if not isinstance(name, str) or not name:
             raise ValueError(f"set_image needs a non-empty name for the image picker, got {name!r}")
         source = to_pil(image)  # decoded (or downloaded) once: picking the entry again reuses it
@@ -452,9 +514,7 @@ class Explorer(ipw.VBox):
         name = proposal["value"]
         info = self._layers.get(name)
         if info is None:
-            close = difflib.get_close_matches(name, list(self._layers), n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise t.TraitError(f"unknown layer {name!r}{hint}")
+            raise t.TraitError(unknown_layer_error(name, self._selectable_layers()).args[0])
         if info.map_shape is None or info.calls == 0:
             what = ("never runs" if info.map_shape is not None
                     else f"outputs {info.shape_text}, not a (C, H, W) feature map")
@@ -462,6 +522,45 @@ class Explorer(ipw.VBox):
                 f"layer {name!r} {what}; choose one of the layers listed in explorer.layer_select"
             )
         return name
+
+    def _selectable_layers(self) -> list[str]:
+        """The layers the layer menu offers (those with a feature map that run)."""
+        return [name for name, info in self._layers.items() if info.map_shape is not None and info.calls]
+
+    def _refresh_layers(self) -> None:
+        """Take the probe's layer table after the user replaced modules of the model (the probe
+        copied it afresh): channel counts, shapes and the layer menu follow."""
+        layers = dict(self.controller.probe.layers)
+        if layers == self._layers:
+            return
+        self._layers = layers
+        self.layer_select.set_items(layer_items(self._layers))
+        if self.layer not in self._selectable_layers():
+            self.layer = default_layer(self._layers)
+        self._fit_channel_to_layer()
+
+    def _count_classes(self, image: ImageInput) -> int | None:
+        """Number of classes the model scores (None when its output is not class scores)."""
+        try:
+            count = int(class_scores(output_tensor(self._class_probe.logits(image.tensor))).shape[1])
+        except (TypeError, ValueError, RuntimeError):
+            count = None
+        self._class_count, self._class_count_known = count, True
+        return count
+
+    @t.validate("target")
+    def _check_target(self, proposal):
+        value = proposal["value"]
+        if value is None:
+            return None
+        value = int(value)
+        if not self._class_count_known and not self._closed:
+            self._count_classes(self._images[self._image_id])
+        count = self._class_count
+        if value < 0 or (count is not None and value >= count):
+            accepted = f"0..{count - 1}" if count is not None else "0 or more"
+            raise t.TraitError(f"target class {value} out of range: accepted {accepted}, or None for the top class")
+        return value
 
     def _fit_channel_to_layer(self) -> None:
         count = self._channels(self.layer)
@@ -695,6 +794,11 @@ class Explorer(ipw.VBox):
         changes = self.controller.stats.model_changes
         if changes != self._model_changes_seen:  # the user's weights changed: the method map is stale too
             self._model_changes_seen = changes
+            self._class_count_known = False
+            try:
+                self._refresh_layers()  # modules may have been replaced: new shapes, channel counts
+            except Exception as exc:  # noqa: BLE001 - shown in the status line
+                self._show_error("layers", exc)
             self._submit_method()
         self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats,
                        display_width=frame.grid_display_width)
@@ -746,6 +850,7 @@ class Explorer(ipw.VBox):
             KeyError: for a layer the model does not have.
             ValueError: for marks that do not fit the layer's channels, or indices that are not ints.
         """
+        self._check_open()
         if report is None:
             self._data_dead.clear()
         else:
@@ -792,6 +897,7 @@ class Explorer(ipw.VBox):
         """
         from cnnwidgets.methods.dead import dead_channels
 
+        self._check_open()
         report = dead_channels(self.probe, inputs, layers if layers is not None else self.layer,
                                threshold=threshold, progress=progress)
         self.mark_dead(report)
@@ -855,6 +961,8 @@ class Explorer(ipw.VBox):
         self._method_error = self.status.message
 
     def _show_method(self, result: MethodResult) -> None:
+        if self._closed or result.request.key() != self.method_request().key():
+            return  # asked for before the last change of method or inputs: that map is not wanted now
         if self._method_error is not None and self.status.message == self._method_error:
             self.status.info("")  # that method's error is over
         self._method_error = None
@@ -884,7 +992,12 @@ class Explorer(ipw.VBox):
         """Block until the newest state is computed and shown; returns False on timeout."""
         return self.controller.wait_idle(timeout) and self._methods.wait_idle(timeout)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this explorer is closed; open a new one with cnnwidgets.explore(...)")
+
     def _current(self) -> tuple[Frame, ExplorerState]:
+        self._check_open()
         with self._frame_lock:
             if self._frame is None or self._frame_state is None:
                 raise RuntimeError("nothing has been shown yet; call explorer.wait_idle() first")

@@ -117,9 +117,13 @@ def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Im
 
         return grayscale
     if channels != 3:
+        hint = ""
+        if width in (1, 3) and channels > 4:
+            hint = (f" (input_size is (C, H, W): ({channels}, {height}, {width}) looks like (H, W, C); "
+                    f"did you mean ({width}, {channels}, {height})?)")
         raise ValueError(
             f"the default preprocessing makes 1-channel (grayscale) or 3-channel (RGB) inputs, not "
-            f"{channels}; pass preprocess= (image -> ({channels}, H, W) tensor) and denormalize="
+            f"{channels}{hint}; pass preprocess= (image -> ({channels}, H, W) tensor) and denormalize="
         )
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
