@@ -824,3 +824,12 @@ def test_models_that_need_contiguous_activations_run_in_the_standard_layout():
     with Probe(model, device="cpu", channels_last=True) as probe:
         with pytest.raises(RuntimeError, match="channels_last=False"):
             probe.capture(x, ["conv2"])
+
+
+def test_lazy_modules_must_have_run_once():
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match=r"lazy modules .* not initialised yet \(0, 3\); run one forward pass"):
+        Probe(model)
+    model(torch.zeros(1, 3, 16, 16))
+    with Probe(model) as probe:
+        assert probe.capture(torch.rand(1, 3, 16, 16), ["0"])["0"].shape == (1, 4, 14, 14)

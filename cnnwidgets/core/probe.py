@@ -292,7 +292,8 @@ class Probe:
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module``.
-        ValueError: for an unknown or unavailable device.
+        ValueError: for an unknown or unavailable device, or lazy modules (``nn.LazyConv2d`` ...)
+            that have not run yet.
     """
 
     def __init__(
@@ -366,6 +367,13 @@ class Probe:
             return self._copy_model()
 
     def _copy_model(self) -> nn.Module:
+        lazy = [name for name, module in self._user_model.named_modules() if isinstance(module, nn.modules.lazy.LazyModuleMixin)
+                and module.has_uninitialized_params()]
+        if lazy:
+            raise ValueError(
+                f"the model has lazy modules whose parameters are not initialised yet ({', '.join(lazy[:4])}); "
+                "run one forward pass on an input of the size it expects first, e.g. model(torch.zeros(1, C, H, W))"
+            )
         self._channels_last = self._want_channels_last(self._user_model)
         try:
             clone = copy.deepcopy(self._user_model, self._converted_tensors())
