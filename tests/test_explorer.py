@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -1116,3 +1117,18 @@ def test_a_closed_explorer_says_so(ex):
                  lambda: ex.set_image(image(3)), lambda: ex.mark_dead(None)):
         with pytest.raises(RuntimeError, match="this explorer is closed"):
             read()
+
+
+def test_a_preprocess_the_default_denormalize_does_not_undo_is_warned_about():
+    def unit_scale(pil):  # [0, 1] pixels, no ImageNet normalisation
+        from PIL import Image
+
+        return torch.from_numpy(np.asarray(pil.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR),
+                                           dtype=np.float32) / 255).permute(2, 0, 1)
+
+    with pytest.warns(UserWarning, match="preprocess= was given without denormalize="):
+        make(preprocess=unit_scale).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(preprocess=default_preprocess((SIZE, SIZE))).close()  # undone by the default
+        make(preprocess=unit_scale, denormalize=lambda x: x.permute(1, 2, 0).numpy()).close()

@@ -17,6 +17,7 @@ import difflib
 import html
 import itertools
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -192,6 +193,31 @@ def _class_names(classes: Any) -> list[str]:
     return names
 
 
+def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
+    """Warn when the default un-normalisation does not give back the image a custom
+    ``preprocess`` was given: the picture shown and the occluder's pixel fills would be wrong."""
+    h, w = prepared.size
+    try:
+        given = np.asarray(to_pil(source).convert("RGB").resize((w, h)), dtype=np.float32)
+    except Exception:  # noqa: BLE001 - only a check; the image was read once already
+        return
+    shown = prepared.display.astype(np.float32)
+    if shown.ndim == 2:
+        shown = np.repeat(shown[..., None], 3, axis=2)
+    if shown.shape != given.shape:
+        return
+    difference = float(np.abs(shown - given).mean()) / 255
+    if difference > 0.08:
+        warnings.warn(
+            f"preprocess= was given without denormalize=, and the default un-normalisation (ImageNet "
+            f"statistics for RGB, [0, 1] for gray) does not give the image back (mean difference "
+            f"{difference:.0%}): the image shown and the occluder's gray, black and noise fills would be "
+            "wrong. Pass denormalize= (model input (C, H, W) -> (H, W, 3) floats in [0, 1])",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 class Explorer(ipw.VBox):
     """Explore what a CNN sees: pick a layer and channel, drag an occluder, watch maps and scores.
 
@@ -326,6 +352,8 @@ class Explorer(ipw.VBox):
                 size = check_input_size(size)
                 self._preprocess = default_preprocess(size[1:], channels=size[0])
             first = self._prepare_image(source, next(iter(self._samples)))
+            if custom is not None and denormalize is None and "denormalize" not in parts:
+                _warn_if_not_undone(source, first)
             if tuple(first.tensor.shape[1:]) != described:
                 probe.describe(tuple(first.tensor.shape[1:]))
             self._layers = {k: v for k, v in probe.layers.items()}
