@@ -360,7 +360,7 @@ def test_tensors_chw_hwc_batched_and_with_grad():
 
 # --------------------------------------------------------------------------- sizes
 def test_small_images_are_rejected_and_the_minimum_is_accepted():
-    with pytest.raises(ValueError, match="at least 8 px"):
+    with pytest.raises(ValueError, match=r"at least 8 px \(for a model that takes smaller inputs, give a larger image with input_size"):
         load_image(np.zeros((7, 20, 3), np.uint8))
     with pytest.raises(ValueError, match="at least 8 px"):
         load_image(Image.new("RGB", (20, 3)))

@@ -365,7 +365,10 @@ def _over_white(rgba: Image.Image) -> Image.Image:
 def _check_min(image: Image.Image, min_size: int) -> None:
     w, h = image.size
     if min(w, h) < min_size:
-        raise ValueError(f"image is {w}x{h} pixels; each side must be at least {min_size} px")
+        raise ValueError(
+            f"image is {w}x{h} pixels; each side must be at least {min_size} px (for a model that takes "
+            "smaller inputs, give a larger image with input_size=(C, H, W): it is resized to that size)"
+        )
 
 
 def _limit(image: Image.Image, max_size: int, min_size: int) -> Image.Image:
