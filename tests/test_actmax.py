@@ -174,6 +174,23 @@ def test_callback_and_cancel():
     assert result.cancelled and result.steps == 0
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "set_grad_enabled(False)", "inference_mode"])
+def test_the_same_image_with_gradients_turned_off_and_the_mode_is_kept(mode):
+    enter = {"no_grad": torch.no_grad, "set_grad_enabled(False)": lambda: torch.set_grad_enabled(False),
+             "inference_mode": torch.inference_mode}[mode]
+    model = small_net()
+    kwargs = dict(FAST, steps=6)
+    expected = maximize_activation(model, ChannelActivation("3", 1), **kwargs)
+    with enter():
+        result = maximize_activation(model, ChannelActivation("3", 1), **kwargs)
+        assert not torch.is_grad_enabled()
+        assert torch.is_inference_mode_enabled() == (mode == "inference_mode")
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    assert torch.equal(result.image, expected.image)
+    np.testing.assert_array_equal(result.trace, expected.trace)
+    assert result.activation == expected.activation and result.activation > result.initial_activation
+
+
 def test_errors():
     model = small_net()
     with pytest.raises(KeyError, match="unknown layer"):

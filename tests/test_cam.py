@@ -383,3 +383,36 @@ def test_batches_of_a_model_with_batch_statistics_are_explained_image_by_image()
             alone = torch.cat([method(x[i:i + 1]) for i in range(3)])
             assert batch.shape == (3, 9, 11)
             torch.testing.assert_close(batch, alone)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "set_grad_enabled(False)", "inference_mode"])
+def test_maps_are_the_same_with_gradients_turned_off_and_the_mode_is_kept(mode):
+    enter = {"no_grad": torch.no_grad, "set_grad_enabled(False)": lambda: torch.set_grad_enabled(False),
+             "inference_mode": torch.inference_mode}[mode]
+    model = gap_net()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(6))
+    calls = {
+        "grad_cam": lambda x: grad_cam(model, x, 1, "relu2"),
+        "grad_cam_pp": lambda x: grad_cam_pp(model, x, 2, "conv2"),
+        "grad_cam_channel": lambda x: grad_cam(model, x, ChannelActivation("relu2", 3), "conv1"),
+        "layer_gradient": lambda x: torch.stack(layer_gradient(model, x, ClassProbability(0), "relu1")),
+        "cam": lambda x: cam(model, x, 3),
+    }
+    for name, call in calls.items():
+        expected = call(x)
+        with enter():
+            result = call(x.clone())  # the copy is an inference tensor under inference_mode
+            assert not torch.is_grad_enabled(), name
+            assert torch.is_inference_mode_enabled() == (mode == "inference_mode"), name
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        torch.testing.assert_close(result, expected, rtol=0, atol=0, msg=name)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_negative_class_index_is_refused_not_read_from_the_end():
+    model = gap_net()
+    x = torch.randn(1, 3, 6, 6)
+    for call in (lambda: cam(model, x, -1), lambda: grad_cam(model, x, -1, "relu2"),
+                 lambda: layer_gradient(model, x, -4, "relu2")):
+        with pytest.raises(IndexError, match=r"negative|accepted: 0\.\.3"):
+            call()

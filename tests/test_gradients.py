@@ -601,3 +601,52 @@ def test_gradient_image_and_overlay():
 def test_renderer_rejects_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --------------------------------------------------------------------------- caller's grad mode
+
+GRAD_OFF_MODES = {
+    "no_grad": torch.no_grad,
+    "set_grad_enabled(False)": lambda: torch.set_grad_enabled(False),
+    "inference_mode": torch.inference_mode,
+}
+
+
+@pytest.mark.parametrize("mode", GRAD_OFF_MODES)
+@pytest.mark.parametrize(
+    "method",
+    [
+        lambda m, x: saliency(m, x, 1),
+        lambda m, x: saliency(m, x, ChannelActivation("features.3", 2), absolute=False),
+        lambda m, x: guided_backprop(m, x, 1),
+        lambda m, x: deconvnet(m, x, ChannelActivation("features.4", 1, position=(3, 3))),
+        lambda m, x: project_channel(m, x, "features.4", 1),
+        lambda m, x: project_channel(m, x, "classifier.2", 3, unit="all"),
+        lambda m, x: strongest_unit(m, x, "features.4", 1),
+    ],
+    ids=["saliency", "saliency-channel", "guided_backprop", "deconvnet", "project_channel", "project_dense",
+         "strongest_unit"],
+)
+def test_methods_work_with_gradients_turned_off_and_leave_the_mode_as_it_was(method, mode):
+    model = small_vgg()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    expected = method(model, x)
+    with GRAD_OFF_MODES[mode]():
+        inside = x.clone()  # made in the mode: an inference tensor under inference_mode
+        result = method(model, inside)
+        assert not torch.is_grad_enabled()
+        assert torch.is_inference_mode_enabled() == (mode == "inference_mode")
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    torch.testing.assert_close(result, expected, rtol=0, atol=0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_relu_rule_enables_gradients_only_within_its_block():
+    with Probe(small_vgg()) as probe, torch.no_grad():
+        for rule in ("gradient", "guided", "deconvnet"):
+            with relu_rule(probe.model, rule, method="test"):
+                assert torch.is_grad_enabled()
+            assert not torch.is_grad_enabled()
+            with pytest.raises(ZeroDivisionError), relu_rule(probe.model, rule, method="test"):
+                1 / 0
+            assert not torch.is_grad_enabled()

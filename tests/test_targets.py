@@ -69,3 +69,87 @@ def test_resolve_and_score_with_probe():
     with torch.no_grad():
         torch.testing.assert_close(scores, model(x)[:, 1])
         torch.testing.assert_close(channel, torch.relu(model[0](x))[:, 2].mean(dim=(1, 2)))
+
+
+def softmax_model() -> nn.Module:
+    """A classifier that ends in nn.Softmax: its output already is class probabilities."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 10), nn.Softmax(dim=1)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(20)  # confident: a top probability near 1
+    return model
+
+
+def test_a_softmax_output_is_taken_as_probabilities_not_softmaxed_again():
+    model = softmax_model()
+    x = torch.randn(3, 1, 2, 2)
+    with torch.no_grad():
+        y = model(x)
+    assert float(y.max()) > 0.9  # softmax(y) would squash this to about 0.23
+    assert torch.equal(class_probabilities(y), y)
+    assert torch.equal(class_probabilities(y[:, :, None, None]), y)
+    top = int(y[0].argmax())
+    assert torch.equal(ClassProbability(top)(y), y[:, top])
+    with Probe(model) as probe:
+        torch.testing.assert_close(target_score(probe, x, ClassProbability(top)), y[:, top])
+    # the scores themselves come back, still in the graph: gradients flow through them
+    logits = torch.randn(2, 10, requires_grad=True)
+    probs = torch.softmax(logits, dim=1)
+    ClassProbability(4)(probs).sum().backward()
+    expected = torch.autograd.functional.jacobian(lambda z: torch.softmax(z, dim=1)[:, 4].sum(), logits.detach())
+    torch.testing.assert_close(logits.grad, expected)
+
+
+def test_log_softmax_and_logit_outputs_are_read_through_softmax():
+    torch.manual_seed(1)
+    z = torch.randn(4, 6) * 3
+    log_p = torch.log_softmax(z, dim=1)
+    torch.testing.assert_close(class_probabilities(log_p), log_p.exp())
+    torch.testing.assert_close(ClassProbability(2)(log_p), log_p.exp()[:, 2])
+    torch.testing.assert_close(class_probabilities(z), torch.softmax(z, dim=1))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 10)).eval()
+    x = torch.randn(3, 1, 2, 2)
+    with torch.no_grad():
+        y = model(x)
+    torch.testing.assert_close(class_probabilities(y), torch.softmax(y, dim=1))
+
+
+def test_a_batch_of_distributions_is_kept_and_one_other_row_means_logits():
+    torch.manual_seed(2)
+    p = torch.softmax(torch.randn(5, 7) * 4, dim=1)
+    assert torch.equal(class_probabilities(p), p)
+    many = torch.softmax(torch.randn(4, 20000) * 5, dim=1)  # float32 rounding over 20k classes
+    assert torch.equal(class_probabilities(many), many)
+    half = torch.softmax(torch.randn(3, 1000).bfloat16() * 4, dim=1)
+    assert torch.equal(class_probabilities(half), half)
+    one_hot = torch.eye(3)
+    assert torch.equal(class_probabilities(one_hot), one_hot)
+    not_distributions = [
+        torch.tensor([[0.2, 0.3, 0.1]]),  # in [0, 1] but sums to 0.6
+        torch.tensor([[1.5, -0.5, 0.0]]),  # sums to 1 but leaves [0, 1]
+        torch.tensor([[0.2, 0.3, 0.5], [0.2, 0.3, 0.4]]),  # one row of the batch is not a distribution
+        torch.tensor([[0.2, 0.3, 0.5], [float("nan"), 0.5, 0.5]]),
+        torch.tensor([[0.5, 0.5, 0.001]]),  # off by 1e-3, beyond rounding
+    ]
+    for scores in not_distributions:
+        torch.testing.assert_close(class_probabilities(scores), torch.softmax(scores, dim=1), equal_nan=True)
+    # a single unit is a logit even when it lies in [0, 1]
+    unit = torch.tensor([[1.0], [0.3]])
+    torch.testing.assert_close(class_probabilities(unit), torch.sigmoid(unit))
+
+
+def test_negative_class_indices_are_refused():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    for target in (ClassLogit(-1), ClassProbability(-1), ClassLogit(-3), ClassProbability(-4)):
+        with pytest.raises(IndexError, match=r"out of range for 3 classes; accepted: 0\.\.2"):
+            target(logits)
+    with pytest.raises(IndexError, match=r"class index -1 is negative; accepted: 0\.\.C-1"):
+        resolve_target(-1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    with Probe(model) as probe:
+        with pytest.raises(IndexError, match="negative"):
+            target_score(probe, torch.randn(1, 1, 2, 2), -1)
+        with pytest.raises(IndexError, match=r"accepted: 0\.\.2"):
+            target_score(probe, torch.randn(1, 1, 2, 2), ClassProbability(-2))
+    assert resolve_target(0) == ClassLogit(0)
+    torch.testing.assert_close(ClassLogit(2)(logits), torch.tensor([3.0]))

@@ -103,29 +103,68 @@ def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tens
     return output
 
 
+#: A row of scores reads as a probability distribution when it sums to 1 within this tolerance
+#: (or within 4 eps of a float16 / bfloat16 output). Float32 softmax outputs of up to 20k classes
+#: sum to 1 within a few 1e-6; logits that are all in [0, 1] and also sum to 1 this closely do
+#: not occur in practice.
+_DISTRIBUTION_TOLERANCE = 1e-4
+
+
+def _is_distribution(scores: torch.Tensor) -> bool:
+    """Whether every row of ``scores`` (N, classes) is already a probability distribution.
+
+    True when all values are finite and in [0, 1] and each row sums to 1 within
+    ``max(1e-4, 4 * eps)`` (``eps`` of the scores' dtype; the sum is taken in float64).
+    """
+    if scores.numel() == 0 or not scores.is_floating_point():
+        return False
+    values = scores.detach()
+    if not bool((torch.isfinite(values) & (values >= 0) & (values <= 1)).all()):
+        return False
+    tolerance = max(_DISTRIBUTION_TOLERANCE, 4 * torch.finfo(values.dtype).eps)
+    return bool(((values.double().sum(dim=1) - 1).abs() <= tolerance).all())
+
+
 def class_probabilities(output: torch.Tensor, what: str = "class probabilities") -> torch.Tensor:
     """Class probabilities (N, classes) from a model output of class scores.
 
-    ``softmax(y)`` over the classes; for a model with a single output unit (a binary classifier
-    trained with a logistic loss) ``sigmoid(y)``, the probability of that unit's class (a
-    softmax over one unit would be 1 whatever the input).
+    ``softmax(y)`` over the classes, unless the model already outputs probabilities: with 2 or
+    more classes, when every row of ``y`` is a distribution (all values finite and in [0, 1],
+    each row summing to 1 within ``max(1e-4, 4 * eps)``, ``eps`` of its float dtype), ``y`` is
+    returned as it is (as a float tensor, still attached to the autograd graph), so a model that
+    ends in ``nn.Softmax`` is not shown ``softmax(softmax(y))``. A model that ends in
+    ``log_softmax`` needs no exception: ``softmax(log p) = p``.
+
+    For a model with a single output unit (a binary classifier trained with a logistic loss)
+    ``sigmoid(y)``, the probability of that unit's class (a softmax over one unit would be 1
+    whatever the input). A single unit is always read as a logit: a sigmoid output in [0, 1]
+    cannot be told from a logit by its values, so such a model should output the logit (leave
+    the sigmoid to the loss, ``BCEWithLogitsLoss``) to be shown the right probability.
     """
     scores = class_scores(output, what)
     if not scores.is_floating_point():
         scores = scores.float()
-    return torch.sigmoid(scores) if scores.shape[1] == 1 else torch.softmax(scores, dim=1)
+    if scores.shape[1] == 1:
+        return torch.sigmoid(scores)
+    if _is_distribution(scores):
+        return scores
+    return torch.softmax(scores, dim=1)
 
 
 def _check_class_index(index: int, activation: torch.Tensor, what: str) -> torch.Tensor:
     activation = class_scores(activation, what)
-    if not -activation.shape[1] <= index < activation.shape[1]:
-        raise IndexError(f"class index {index} is out of range for {activation.shape[1]} classes")
+    classes = activation.shape[1]
+    if not 0 <= index < classes:
+        raise IndexError(
+            f"{what}: class index {index} is out of range for {classes} classes; "
+            f"accepted: 0..{classes - 1} (negative indices are not accepted)"
+        )
     return activation
 
 
 @dataclass(frozen=True)
 class ClassLogit:
-    """The raw score (logit) of class ``index``: ``y[:, index]``."""
+    """The raw score (logit) of class ``index``: ``y[:, index]``, ``0 <= index < classes``."""
 
     index: int
     layer: str | None = None
@@ -136,8 +175,14 @@ class ClassLogit:
 
 @dataclass(frozen=True)
 class ClassProbability:
-    """The probability of class ``index``: ``softmax(y)[:, index]`` (``sigmoid(y)`` for a model
-    with one output unit, see :func:`class_probabilities`)."""
+    """The probability of class ``index``: ``p[:, index]`` with ``p = class_probabilities(y)``.
+
+    ``p = softmax(y)``; ``p = y`` when every row of ``y`` already is a probability distribution
+    (a model ending in ``nn.Softmax``: values in [0, 1], rows summing to 1); ``p = sigmoid(y)``
+    for a model with one output unit, which is always read as a logit (a sigmoid output cannot
+    be told from a logit, so such a model should output the logit). See
+    :func:`class_probabilities`.
+    """
 
     index: int
     layer: str | None = None
@@ -198,10 +243,14 @@ def resolve_target(target: Target | int) -> Target:
 
     Raises:
         TypeError: if ``target`` is neither an int nor a target callable.
+        IndexError: for a negative class index (class indices run from 0 to ``classes - 1``;
+            an index too large for the model is refused when the target is evaluated).
     """
     if isinstance(target, bool):
         raise TypeError("a target is a class index (int) or a target object, not a bool")
     if isinstance(target, int):
+        if target < 0:
+            raise IndexError(f"class index {target} is negative; accepted: 0..C-1 for a model with C classes")
         return ClassLogit(target)
     if callable(target) and hasattr(target, "layer"):
         return target

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
+from cnnwidgets.methods.gradients import gradients_enabled
 
 __all__ = ["ActMaxResult", "maximize_activation"]
 
@@ -289,7 +290,9 @@ def maximize_activation(
     "Feature Visualization", Distill). See the module docstring for details.
 
     Only the image parameters receive gradients (``torch.autograd.grad``); the model is run
-    through the probe's private copy, prefix-only up to the target's layer. All randomness
+    through the probe's private copy, prefix-only up to the target's layer. Gradients are
+    enabled for the run whatever the caller's mode (``torch.no_grad()``,
+    ``torch.inference_mode()``), which is unchanged on return. All randomness
     (initialisation and transforms) comes from a private generator seeded with ``seed``, so the
     same call gives the same image (bit-identical on CPU) and the global RNG is not touched.
 
@@ -353,7 +356,7 @@ def maximize_activation(
     if lr <= 0 or scale < 0 or scale >= 1 or rotate < 0 or init_sd < 0:
         raise ValueError("lr must be > 0, 0 <= scale < 1, rotate >= 0 and init_sd >= 0")
     steps = int(steps)
-    with probe_scope(model_or_probe) as probe:
+    with gradients_enabled(), probe_scope(model_or_probe) as probe:
         channels = probe.input_size[0]
         if size is None:
             probe.layers  # without a size given, finds one the model runs on

@@ -26,7 +26,9 @@ All functions return the raw map at the layer's resolution, shape (N, h, w); use
 Gradients are taken with :func:`torch.autograd.grad` with respect to the captured
 activation itself (made a leaf of the graph by a forward hook on the probe's private
 copy, removed in ``finally``), so no parameter's ``.grad`` is touched and the part of
-the network before the layer is not differentiated at all. A layer that runs several
+the network before the layer is not differentiated at all. Gradients are enabled for that
+computation whatever the caller's mode (``torch.no_grad()``, ``torch.inference_mode()``),
+which is unchanged when the functions return. A layer that runs several
 times per forward is taken at its last call, like every capture of the probe.
 
 Relation to pytorch-grad-cam
@@ -51,7 +53,7 @@ from torch import nn
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import ClassLogit, Target, resolve_target, target_score
-from cnnwidgets.methods.gradients import layers_for
+from cnnwidgets.methods.gradients import gradients_enabled, layers_for
 
 __all__ = [
     "cam",
@@ -132,7 +134,7 @@ def layer_gradient(
         TypeError: a layer that does not return a tensor, an unsupported target.
     """
     target = resolve_target(target)
-    with probe_scope(model_or_probe) as probe:
+    with gradients_enabled(), probe_scope(model_or_probe) as probe:
         if _one_at_a_time(probe, x):
             parts = [layer_gradient(probe, x[i:i + 1], target, layer) for i in range(x.shape[0])]
             return torch.cat([a for a, _ in parts]), torch.cat([g for _, g in parts])
@@ -329,7 +331,7 @@ def cam(
                 f"{fc_name!r} takes {weight.shape[1]} features but {source} has {features.shape[1]} channels; "
                 "CAM needs global average pooling right before the final linear layer (use grad_cam)"
             )
-        index = target.index % weight.shape[0]
+        index = target.index  # in range: target(logits) above checked it
         pooled = features.float().mean(dim=(2, 3)) @ weight[index].float()
         if fc_module.bias is not None:
             pooled = pooled + fc_module.bias[index]

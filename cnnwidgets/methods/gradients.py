@@ -42,7 +42,10 @@ gradient, as in Captum. The functions count such calls and warn with
 :class:`FunctionalReluWarning` when the result is therefore not the pure method.
 
 Gradients are taken with :func:`torch.autograd.grad` with respect to a private copy of
-the input, so no parameter's ``.grad`` is ever written. Each image's score depends on
+the input, so no parameter's ``.grad`` is ever written. The functions enable gradients for
+their own computation (see :func:`gradients_enabled`), so they also work when called under
+``torch.no_grad()``, ``torch.set_grad_enabled(False)`` or ``torch.inference_mode()``; the
+caller's mode is unchanged when they return. Each image's score depends on
 that image only (the copy is in eval mode), so the result for a batch equals the
 results for its images one by one.
 """
@@ -73,7 +76,8 @@ __all__ = [
     "saliency",
     "strongest_unit",
 ]
-# Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule.
+# Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule,
+# gradients_enabled.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -97,6 +101,21 @@ def layers_for(probe: Probe, x: torch.Tensor) -> dict[str, LayerInfo]:
     if tuple(probe.input_size) != size:
         probe.describe(size)
     return probe.layers
+
+
+@contextmanager
+def gradients_enabled() -> Iterator[None]:
+    """Within the block autograd records operations, whatever the caller's grad mode.
+
+    Gradient methods are often called from inference code that turned gradients off
+    (``torch.no_grad()``, ``torch.set_grad_enabled(False)``) or runs in
+    ``torch.inference_mode()``. The block enables gradients and leaves inference mode: tensors
+    made in it are normal tensors that autograd can record (an input made in inference mode
+    joins the graph through the probe's copy of it). The caller's modes are back when the
+    block ends, also when it raises.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def input_leaf(probe: Probe, x: torch.Tensor) -> torch.Tensor:
@@ -155,8 +174,9 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
     """Within the block, every ``nn.ReLU`` module of ``model`` passes signals back by ``rule``.
 
     ``model`` must be a private copy (a probe's ``probe.model``): hooks are added to it for
-    the duration of the block and removed afterwards, also when the block raises. If the
-    forward passes inside the block apply ReLU as a function, a
+    the duration of the block and removed afterwards, also when the block raises. Gradients
+    are enabled within the block (:func:`gradients_enabled`), since it exists to take them.
+    If the forward passes inside the block apply ReLU as a function, a
     :class:`FunctionalReluWarning` names how many such calls kept the true gradient.
 
     Args:
@@ -167,7 +187,8 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
             that entered the block).
     """
     if rule == "gradient":
-        yield
+        with gradients_enabled():
+            yield
         return
     function = _RULES[rule]
     module_calls = 0
@@ -190,7 +211,7 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
             if isinstance(module, nn.ReLU):
                 # prepend: the probe's own capture hook must see the replaced output.
                 handles.append(module.register_forward_hook(hook, prepend=True))
-        with counter:
+        with counter, gradients_enabled():
             yield
     finally:
         for handle in handles:
@@ -210,6 +231,7 @@ def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: R
     """``d target / d x`` with ``rule`` at every ReLU module, shape and device of ``x``."""
     target = resolve_target(target)
     leaf = input_leaf(probe, x)
+    # relu_rule also enables gradients (the caller may be under torch.no_grad or inference mode)
     with relu_rule(probe.model, rule, method=method, stacklevel=5):
         scores = target_score(probe, leaf, target, grad=True)
         if not scores.requires_grad:
@@ -404,6 +426,7 @@ def project_channel(
         raise ValueError(f"unit must be 'max', 'all' or a (row, col) tuple, got {unit!r}")
     with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
+        # relu_rule also enables gradients (the caller may be under torch.no_grad or inference mode)
         with relu_rule(probe.model, "deconvnet", method="project_channel"):
             activation = probe.capture(leaf, [layer], grad=True, channels_first=True)[layer]
             values = _channel_values(probe, activation, layer, channel).detach().clamp(min=0)
