@@ -244,16 +244,30 @@ def test_the_method_map_follows_a_change_of_the_users_weights(bundle):
         ex.close()
 
 
-def test_method_errors_reach_the_status_line_and_the_widget_goes_on(bundle):
+def test_method_errors_reach_the_status_line_and_the_widget_goes_on(bundle, monkeypatch):
+    from cnnwidgets.methods.overlays import OVERLAYS
+
+    real = OVERLAYS["saliency"]
+
+    def saliency_failing_for_class_2(probe, x, *, target, **kw):
+        if target == 2:
+            raise IndexError("deliberate failure for class 2")
+        return real(probe, x, target=target, **kw)
+
+    monkeypatch.setitem(OVERLAYS, "saliency", saliency_failing_for_class_2)
     ex = explorer(bundle, method="saliency")
     try:
+        ex.target = 1
+        assert ex.wait_idle(60) and ex.method_result.target == 1
+        with pytest.raises(Exception, match="target class 10000 out of range"):
+            ex.target = 10_000  # no such class: refused up front, the map stays
+        assert ex.target == 1 and ex.method_result.target == 1
+        ex.target = 2
         assert ex.wait_idle(60)
-        ex.target = 10_000  # no such class
-        assert ex.wait_idle(60)
-        assert ex.status.is_error and "saliency" in ex.status.message and "10000" in ex.status.message
-        # the map of class 1 is gone: nothing on screen claims to be the saliency of class 10000
+        assert ex.status.is_error and "saliency" in ex.status.message and "class 2" in ex.status.message
+        # the map of class 1 is gone: nothing on screen claims to be the saliency of class 2
         assert ex.method_result is None and ex.method_view.image.value == b""
-        assert "failed" in ex.method_view.caption.value and "10000" in ex.method_view.caption.value
+        assert "failed" in ex.method_view.caption.value and "class 2" in ex.method_view.caption.value
         ex.target = 1
         assert ex.wait_idle(60) and ex.method_result.target == 1
         assert not ex.status.is_error  # that method's error is over
@@ -410,5 +424,414 @@ def test_methods_run_on_a_model_that_only_takes_its_own_input_size(shared_data):
             assert ex.wait_idle(60) and not ex.status.is_error, ex.status.message
             assert ex.method_result.image.shape == (64, 64, 3)
         assert ex._methods.probe.input_size == (3, 64, 64)
+    finally:
+        ex.close()
+
+
+# ---------------------------------------------------------------- weights that change, cancelling, functional ReLUs
+class Gate:
+    """Notes the batch size of every forward pass of a model's copies, and holds them (on any
+    thread) while it is armed, until the test releases them."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+
+    def passing(self, x) -> None:
+        if not isinstance(x, torch.Tensor):
+            return  # torch.fx traces the model: no forward pass
+        self.batches.append(int(x.shape[0]))
+        if self.armed:
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the gate"
+
+    def open(self) -> None:
+        self.armed = False
+        self.release.set()
+
+
+class GatedNet(torch.nn.Module):
+    """Convolutions with batch norm and a class head; its forward passes go through ``GatedNet.gate``."""
+
+    gate: Gate | None = None  # a class attribute: the private copies (deep copies) share it
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        if GatedNet.gate is not None:
+            GatedNet.gate.passing(x)
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+class FunctionalReluNet(torch.nn.Module):
+    """One nn.ReLU module, then two ReLUs applied as functions (F.relu after conv2, Tensor.relu after conv3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.relu1 = nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()
+        self.conv2, self.conv3 = nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        if GatedNet.gate is not None:
+            GatedNet.gate.passing(x)
+        x = torch.nn.functional.relu(self.conv2(self.relu1(self.conv1(x))))
+        return self.head(self.conv3(x).relu().mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def gate():
+    GatedNet.gate = Gate()
+    try:
+        yield GatedNet.gate
+    finally:
+        GatedNet.gate.open()
+        GatedNet.gate = None
+
+
+def small_image(size: int = 32, seed: int = 0):
+    from cnnwidgets.app.inputs import ImageInput
+
+    gen = torch.Generator().manual_seed(seed)
+    return ImageInput(name="test", tensor=torch.randn(1, 3, size, size, generator=gen),
+                      display=np.zeros((size, size, 3), dtype=np.uint8))
+
+
+def request_of(method: str, *, layer: str = "", channel: int = 0, target: int | None = None) -> MethodRequest:
+    return MethodRequest(method, 1, layer, channel, target, window=8, stride=2, fill="mean", device="cpu")
+
+
+def no_error(where, exc):
+    pytest.fail(f"{where}: {exc}")
+
+
+def test_weights_changed_during_an_occlusion_scan_give_a_map_of_the_new_weights(monkeypatch):
+    import cnnwidgets.app.views as views
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    image = small_image()
+    shown, scans = [], []
+
+    def scan(*args, **kw):
+        result = occlusion_map(*args, **kw)
+        scans.append(result)
+        return result
+
+    monkeypatch.setattr(views, "occlusion_map", scan)
+
+    def on_result(result):
+        shown.append(result)
+        if len(shown) == 1:  # a training step while the map streams
+            with torch.no_grad():
+                model.head.weight.mul_(-2.0)
+                model.head.bias.add_(1.0)
+
+    runner = MethodRunner(model, {1: image}.__getitem__, on_result, no_error, background=False)
+    try:
+        request = request_of("occlusion")
+        runner.submit(request)
+        final = runner.result
+        assert final is shown[-1] and final.complete
+        assert runner.model_changes == 1 and runner.runs == 2  # computed again, with the new weights only
+        assert scans[0].cancelled and scans[0].done < scans[0].total  # the first scan stopped at its next batch
+        assert shown[1:] and all(r.occlusion.unoccluded == final.occlusion.unoccluded for r in shown[1:])
+        x = image.tensor
+        target = top_class(model, x)
+        want = occlusion_map(model, x, ClassProbability(target), window=8, stride=2, fill=image.fill_tensor("mean"),
+                             progress=False, device="cpu")
+        assert final.target == target
+        assert final.occlusion.unoccluded == pytest.approx(want.unoccluded, rel=1e-5)
+        np.testing.assert_allclose(final.heat, want.drop, rtol=1e-4, atol=1e-6)
+        runner.submit(request)  # the same weights: that map is on screen
+        assert runner.runs == 2
+        with torch.no_grad():
+            model.head.bias.add_(0.5)
+        runner.submit(request)  # new weights: computed again
+        assert runner.runs == 3 and runner.model_changes == 1
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("method", ["saliency", "grad-cam"])
+def test_weights_changed_during_a_gradient_method_give_a_map_of_the_new_weights(monkeypatch, method):
+    import cnnwidgets.app.views as views
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    image = small_image()
+    compute = views.OVERLAYS[method]
+    calls = []
+
+    def trained_meanwhile(probe, x, **kw):
+        calls.append(kw["target"])
+        if len(calls) == 1:  # the weights change while the map is computed
+            with torch.no_grad():
+                model.head.weight.mul_(-2.0)
+        return compute(probe, x, **kw)
+
+    monkeypatch.setitem(views.OVERLAYS, method, trained_meanwhile)
+    runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    try:
+        request = request_of(method, layer="features.4")
+        runner.submit(request)
+        assert len(calls) == 2 and runner.runs == 2 and runner.model_changes == 1
+        x = image.tensor
+        target = top_class(model, x)  # of the new weights
+        with Probe(model, device="cpu") as probe:
+            want = compute(probe, x, layer="features.4", channel=0, target=target)
+        result = runner.result
+        assert result.target == target and calls[-1] == target
+        np.testing.assert_allclose(result.heat, want, rtol=1e-4, atol=1e-6)
+        runner.submit(request)
+        assert len(calls) == 2  # current: not computed again
+    finally:
+        runner.close()
+
+
+def test_a_map_is_computed_again_when_the_probe_took_new_weights_since():
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    runner = MethodRunner(model, {1: small_image()}.__getitem__, lambda r: None, no_error, background=False)
+    try:
+        request = request_of("saliency", target=0)
+        runner.submit(request)
+        assert runner.runs == 1
+        with torch.no_grad():
+            model.head.weight.mul_(-1.0)
+        runner.probe.sync()  # the runner's probe (a public property) took the new weights
+        assert not runner.probe.user_model_changed() and not runner.is_current(request)
+        runner.submit(request)
+        assert runner.runs == 2
+        with Probe(model, device="cpu") as probe:
+            want = saliency(probe, small_image().tensor, 0, absolute=True).amax(dim=1)[0]
+        np.testing.assert_allclose(runner.result.heat, want.numpy(), rtol=1e-4, atol=1e-6)
+    finally:
+        runner.close()
+
+
+def test_weights_that_keep_changing_are_reported_and_the_next_request_computes_the_map(monkeypatch):
+    import cnnwidgets.app.views as views
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    compute = views.OVERLAYS["saliency"]
+    training = [True]
+
+    def always_trained_meanwhile(probe, x, **kw):
+        if training[0]:
+            with torch.no_grad():
+                model.head.bias.add_(0.1)
+        return compute(probe, x, **kw)
+
+    monkeypatch.setitem(views.OVERLAYS, "saliency", always_trained_meanwhile)
+    errors, shown = [], []
+    runner = MethodRunner(model, {1: small_image()}.__getitem__, shown.append,
+                          lambda where, exc: errors.append((where, str(exc))), background=False)
+    try:
+        request = request_of("saliency", target=1)
+        runner.submit(request)
+        assert runner.runs == 3 and runner.model_changes == 3 and not shown and runner.result is None
+        assert errors == [("method 'saliency'", "the model's weights changed while the map was computed, 3 times "
+                           "in a row (is it training?); the next change in the explorer computes it again")]
+        training[0] = False  # training is over
+        runner.submit(request)  # the same request: computed now
+        assert runner.runs == 4 and len(shown) == 1 and runner.result.complete and len(errors) == 1
+    finally:
+        runner.close()
+
+
+def test_a_rewritten_copy_is_checked_against_the_weights_it_took():
+    # the weights change after the preview batch, before occlusion's fast copy is made: the copy
+    # (batch norm folded) has the new weights, and is checked against them, not the old reference
+    import warnings
+
+    from cnnwidgets.methods.occlusion import _FAST_COPIES
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    x = torch.randn(1, 3, 32, 32)
+    changed = []
+
+    def train_once(partial):
+        if not changed:
+            changed.append(partial.done)
+            with torch.no_grad():
+                model.features[1].weight.mul_(3.0)
+
+    with Probe(model, device="cpu") as probe, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        occlusion_map(probe, x, ClassProbability(0), window=8, stride=2, progress=False, callback=train_once)
+        copy_ = _FAST_COPIES[probe][True][1]
+        version = probe.version
+    assert changed and version == 1  # the copy took the weights after the change
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy_.modules())  # batch norm folded
+
+
+def test_weights_that_change_again_while_the_copy_is_checked_run_unmodified_and_warn_nothing():
+    import warnings
+
+    from cnnwidgets.methods.occlusion import _FAST_COPIES
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    x = torch.randn(1, 3, 32, 32)
+    with Probe(model, device="cpu") as probe:
+        logits = probe.logits
+        steps = []
+
+        def train(partial):
+            if not steps:
+                steps.append("after the preview")
+                with torch.no_grad():
+                    model.features[1].weight.mul_(3.0)
+
+        def logits_while_training(batch, **kw):
+            if len(steps) == 1:  # the reference of the new weights is computed again: change them once more
+                steps.append("while the copy is checked")
+                with torch.no_grad():
+                    model.features[1].weight.mul_(0.5)
+            return logits(batch, **kw)
+
+        probe.logits = logits_while_training
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            occlusion_map(probe, x, ClassProbability(0), window=8, stride=2, progress=False, callback=train)
+        key, copy_, traced = _FAST_COPIES[probe][True]
+        assert len(steps) == 2 and key[-1] == probe.version == 2
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in copy_.modules()) and not traced
+
+
+def test_a_cancelled_scan_makes_no_fast_copy_after_its_preview():
+    from cnnwidgets.methods.occlusion import _cached_fast_model
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    stop = threading.Event()
+    with Probe(model, device="cpu") as probe:
+        result = occlusion_map(probe, torch.randn(1, 3, 32, 32), ClassProbability(0), window=8, stride=2,
+                               progress=False, callback=lambda partial: stop.set(), cancel=stop)
+        assert result.cancelled and result.done == 5  # the preview only
+        assert _cached_fast_model(probe, True) is None  # its copy (two forward passes) was not made
+
+
+def test_a_newer_request_stops_an_occlusion_request_before_its_scan(gate):
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    runner = MethodRunner(model, {1: small_image()}.__getitem__, lambda r: None, no_error, background=True)
+    try:
+        gate.armed = True
+        runner.submit(request_of("occlusion"))
+        assert gate.entered.wait(30)  # the occlusion request's first forward pass (the top class) runs
+        runner.submit(request_of("saliency", target=1))
+        seen = len(gate.batches)
+        gate.open()
+        assert runner.wait_idle(30)
+        assert runner.result.request.method == "saliency" and runner.cancelled == 1
+        assert all(n == 1 for n in gate.batches[seen:])  # no occluded batch ran after the newer request came
+    finally:
+        gate.open()
+        runner.close()
+
+
+def test_close_stops_an_occlusion_request_before_its_scan(gate):
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    runner = MethodRunner(model, {1: small_image()}.__getitem__, lambda r: None, no_error, background=True)
+    gate.armed = True
+    runner.submit(request_of("occlusion"))
+    assert gate.entered.wait(30)
+    closer = threading.Thread(target=runner.close)
+    closer.start()
+    with runner._cond:
+        assert runner._cond.wait_for(lambda: runner._closed, 30)
+    seen = len(gate.batches)
+    gate.open()
+    closer.join(30)
+    assert not closer.is_alive() and not runner._thread.is_alive()
+    assert gate.batches[seen:] == []  # nothing ran after close was asked for
+    assert runner.result is None and runner.cancelled == 1
+
+
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.FunctionalReluWarning")  # the runner says it in the note
+def test_guided_backprop_and_deconvnet_say_when_relus_applied_as_functions_kept_the_true_gradient():
+    from cnnwidgets.methods import FunctionalReluWarning
+
+    torch.manual_seed(0)
+    model = FunctionalReluNet().eval()
+    image = small_image()
+    runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    twice = ("the model applied ReLU as a function 2 times (F.relu, torch.relu or Tensor.relu): those ReLUs kept "
+             "the true gradient; use nn.ReLU modules for the exact method")
+    try:
+        for target in (0, 1, 0):  # every map says it, not only the first
+            runner.submit(request_of("guided backprop", target=target))
+            assert runner.result.request.target == target and runner.result.note == twice
+        with pytest.warns(FunctionalReluWarning, match="2 time"):  # what the method itself counts
+            guided_backprop(model, image.tensor, 0)
+        runner.submit(request_of("deconvnet", layer="conv3", channel=1))  # one functional ReLU before conv3
+        assert runner.result.note == twice.replace("2 times", "once")
+        runner.submit(request_of("deconvnet", layer="conv2", channel=1))  # none before conv2
+        assert runner.result.note == ""
+        runner.submit(request_of("saliency", target=0))  # the plain gradient: nothing to say
+        assert runner.result.note == ""
+    finally:
+        runner.close()
+
+
+def test_no_note_for_a_model_with_relu_modules_only():
+    torch.manual_seed(0)
+    runner = MethodRunner(GatedNet().eval(), {1: small_image()}.__getitem__, lambda r: None, no_error,
+                          background=False)
+    try:
+        for request in (request_of("guided backprop", target=0), request_of("deconvnet", layer="features.4")):
+            runner.submit(request)
+            assert runner.result.complete and runner.result.note == ""
+    finally:
+        runner.close()
+
+
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.FunctionalReluWarning")  # the runner says it in the note
+def test_relus_of_other_threads_are_not_counted(gate):
+    torch.manual_seed(0)
+    runner = MethodRunner(FunctionalReluNet().eval(), {1: small_image()}.__getitem__, lambda r: None, no_error,
+                          background=True)
+    try:
+        runner.submit(request_of("saliency", target=0))  # the runner's probe is made and described
+        assert runner.wait_idle(30)
+        gate.armed = True
+        runner.submit(request_of("guided backprop", target=0))
+        assert gate.entered.wait(30)  # inside the guided backprop forward pass, on the runner's thread
+        y = torch.randn(4)
+        for _ in range(3):  # ReLUs applied as functions here, meanwhile
+            y = torch.nn.functional.relu(y) + torch.relu(y) + y.relu()
+        gate.open()
+        assert runner.wait_idle(30)
+        assert runner.result.request.method == "guided backprop" and "2 times" in runner.result.note
+    finally:
+        gate.open()
+        runner.close()
+
+
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.FunctionalReluWarning")  # the caption says it
+def test_the_method_caption_says_when_functional_relus_kept_the_true_gradient():
+    torch.manual_seed(0)
+    ex = Explorer(FunctionalReluNet().eval(), small_image().display, samples={}, device="cpu", background=False,
+                  input_size=(3, 32, 32), method="guided backprop")
+    try:
+        assert ex.wait_idle(60)
+        assert "applied ReLU as a function 2 times" in ex.method_view.caption.value
+        ex.method = "saliency"
+        assert ex.wait_idle(60) and "as a function" not in ex.method_view.caption.value
     finally:
         ex.close()

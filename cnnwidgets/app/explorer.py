@@ -1008,6 +1008,8 @@ class Explorer(ipw.VBox):
             caption = f"<b>Grad-CAM</b> of {name} at {request.layer} (or the convolution before it)"
         else:
             caption = f"<b>{request.method}</b> of {name}"
+        if result.note:
+            caption += f"<br><span style='color:#b26a00'>{html.escape(result.note)}</span>"
         self.method_view.show(encode_jpeg(result.image, 90), caption)
 
     @property

@@ -11,6 +11,15 @@ dropped); a gradient method that finishes after a newer request arrived is dropp
 Requests equal, for the method's inputs, to the one computed last are ignored, so moving
 the occluder does not recompute a saliency map.
 
+Every map is computed with one set of weights. When the user's weights change while a map is
+computed (a training step in another cell), the map is dropped, an occlusion scan stops at its
+next batch, and the map is computed again with the new weights; when they change during three
+attempts in a row, the runner reports it and leaves the map to the next request.
+
+Guided backprop and deconvnet rectify the backward signal only at ``nn.ReLU`` modules; a ReLU
+that a model applies as a function keeps the true gradient. The runner counts those calls
+during each computation and says so in the result's :attr:`MethodResult.note`.
+
 The occlusion map (Zeiler & Fergus 2014, section 4.2) is that of the explorer's occluder: its
 window is the box's height and width, its fill the box fill, its target the probability of the
 target class; it streams, coarse positions first, and the map is redrawn after every batch.
@@ -22,15 +31,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.app.inputs import ImageInput
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability, class_scores
+from cnnwidgets.methods.gradients import layers_for
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
 from cnnwidgets.render.attribution import attribution_overlay
@@ -46,6 +59,14 @@ _INPUTS: dict[str, frozenset[str]] = {
     "occlusion": frozenset({"target", "window", "stride", "fill"}),
     **OVERLAY_INPUTS,
 }
+
+_RELU_RULE_METHODS = frozenset({"guided backprop", "deconvnet"})
+"""Methods whose modified backward rule reaches only ``nn.ReLU`` modules."""
+
+_RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_})
+
+_ATTEMPTS = 3
+"""Attempts at a map while the user's weights keep changing under it, before the runner gives up."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,8 @@ class MethodResult:
         occlusion: the occlusion result (None for other methods).
         complete: False while an occlusion scan is still streaming.
         seconds: compute time so far.
+        note: a remark to show with the map, empty when there is none: for guided backprop and
+            deconvnet, how many ReLUs the model applied as functions, which kept the true gradient.
     """
 
     request: MethodRequest
@@ -106,6 +129,76 @@ class MethodResult:
     occlusion: OcclusionResult | None
     complete: bool
     seconds: float
+    note: str = ""
+
+
+class _FunctionalRelus(TorchFunctionMode):
+    """Counts the ReLUs a model applies as functions in this thread's forward passes inside the block.
+
+    Guided backprop and deconvnet give their rule only to ``nn.ReLU`` modules; a ReLU applied as
+    a function (``F.relu``, ``torch.relu``, ``Tensor.relu``) keeps the true gradient.
+    :mod:`cnnwidgets.methods.gradients` warns about it with a ``FunctionalReluWarning``, shown
+    once per process; and before Python 3.14 a warning cannot be caught for one thread only
+    (``warnings.catch_warnings`` swaps the process-wide filters and ``showwarning``), so the
+    runner counts the calls itself. Torch function modes are per thread: other threads' forward
+    passes (the feature grid's) are not counted.
+
+    Every ReLU call is counted; the calls made by the ``nn.ReLU`` modules of ``model`` are
+    counted apart (by forward pre-hooks, removed on exit) and subtracted.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._model = model
+        self._owner = threading.get_ident()
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.calls = 0
+        self.module_calls = 0
+
+    @property
+    def functional(self) -> int:
+        """ReLU calls not made by an ``nn.ReLU`` module."""
+        return self.calls - self.module_calls
+
+    def _module_call(self, module: nn.Module, args: tuple) -> None:
+        if threading.get_ident() == self._owner:
+            self.module_calls += 1
+
+    def __enter__(self) -> _FunctionalRelus:
+        try:
+            for module in self._model.modules():
+                if isinstance(module, nn.ReLU):
+                    self._handles.append(module.register_forward_pre_hook(self._module_call))
+            super().__enter__()
+        except BaseException:
+            self._remove_hooks()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _RELU_FUNCTIONS:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _functional_relu_note(calls: int) -> str:
+    """The note of a map whose modified ReLU rule missed ``calls`` ReLUs applied as functions."""
+    if calls <= 0:
+        return ""
+    times = "once" if calls == 1 else f"{calls} times"
+    return (f"the model applied ReLU as a function {times} (F.relu, torch.relu or Tensor.relu): those ReLUs "
+            "kept the true gradient; use nn.ReLU modules for the exact method")
 
 
 class MethodRunner(NewestFirstWorker):
@@ -116,7 +209,8 @@ class MethodRunner(NewestFirstWorker):
         images: ``image_id -> ImageInput`` lookup.
         on_result: called with every result to show (partial occlusion maps included), on the
             worker thread.
-        on_error: called with ``(where, exception)`` when a method fails.
+        on_error: called with ``(where, exception)`` when a method fails, or when the user's
+            weights changed during three attempts at a map in a row.
         on_progress: called with ``(done, total)`` positions while an occlusion map streams.
         background: compute on a worker thread (True) or inside :meth:`submit` (False).
     """
@@ -139,11 +233,13 @@ class MethodRunner(NewestFirstWorker):
         self._background = background
         self._probe: Probe | None = None
         self._done_key: tuple | None = None
+        self._done_version: int | None = None  # the probe's version the shown map was computed with
         self._running_key: tuple | None = None
         self._top: dict[tuple, int] = {}
         self.result: MethodResult | None = None
         self.runs = 0
         self.cancelled = 0
+        self.model_changes = 0  # maps dropped because the user's weights changed while they were computed
         super().__init__("cnnwidgets-methods", background, start=False)
 
     # ------------------------------------------------------------------ submitting
@@ -163,8 +259,22 @@ class MethodRunner(NewestFirstWorker):
             return self._is_current(request)
 
     def _is_current(self, request: MethodRequest) -> bool:
-        current = self._running_key if self._busy else self._done_key
-        return self._pending is None and request.key() == current and not self._model_changed()
+        if self._pending is not None:
+            return False
+        if self._busy:
+            # weights that change while it runs make the runner compute it again by itself
+            same = request.key() == self._running_key
+        else:
+            same = request.key() == self._done_key and self._done_version in (None, self._probe_version())
+        return same and not self._model_changed()
+
+    def _probe_version(self) -> int | None:
+        return None if self._probe is None else self._probe.version
+
+    def _weights_changed(self, version: int) -> bool:
+        """Whether the weights differ from those of ``version``: the probe took others since, or
+        the user's model changed and the probe has not looked yet."""
+        return self._probe_version() != version or self._model_changed()
 
     def _model_changed(self) -> bool:
         """Whether the user's weights changed since this runner's probe last looked."""
@@ -199,36 +309,73 @@ class MethodRunner(NewestFirstWorker):
         if request.method == "none":
             self.result = None
             self._done_key = request.key()
+            self._done_version = None
             return
-        start = time.perf_counter()
         try:
-            image = self._images(request.image_id)
-            probe = self._probe_on(request.device, tuple(image.tensor.shape[1:]))
-            probe.sync()  # the user's weights may have changed since the last map
-            x = image.tensor
-            if "target" not in _INPUTS[request.method]:
-                target = -1  # a channel's map (deconvnet): no class involved
-            elif request.target is not None:
-                target = request.target
-            else:
-                target = self._top_class(probe, request, x)
-            self.runs += 1
-            if request.method == "occlusion":
-                result = self._occlusion(probe, request, image, target, generation, start)
-            else:
-                heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
-                picture = attribution_overlay(image.display, heat, alpha=0.65, cmap="jet", weight_by_value=True)
-                result = MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start)
-            if result is None or self._superseded(generation):
-                self.cancelled += 1
-                return
-            self.result = result
-            self._done_key = request.key()
-            self._on_result(result)
+            for _ in range(_ATTEMPTS):
+                result, version = self._compute(request, generation)
+                if self._superseded(generation):
+                    self.cancelled += 1
+                    return
+                if result is not None and not self._weights_changed(version):
+                    self.result = result
+                    self._done_key = request.key()
+                    self._done_version = version
+                    self._on_result(result)
+                    return
+                # the weights changed while the map was computed: it mixes two sets of weights
+                self.model_changes += 1
+            self._done_key = None  # the next request for this map computes it
+            self.result = None  # a partial map with mixed weights is no map of this request
+            self._on_error(f"method {request.method!r}", RuntimeError(
+                f"the model's weights changed while the map was computed, {_ATTEMPTS} times in a row "
+                "(is it training?); the next change in the explorer computes it again"
+            ))
         except Exception as exc:  # noqa: BLE001 - shown in the explorer's status line
             self._done_key = request.key()  # do not retry the same failing request
+            self._done_version = self._probe_version()
             self.result = None  # the map of an earlier request is not this one's
             self._on_error(f"method {request.method!r}", exc)
+
+    def _compute(self, request: MethodRequest, generation: int) -> tuple[MethodResult | None, int]:
+        """One attempt at ``request``'s map, and the probe's version it was computed with.
+
+        The map is None when the request was superseded (or the runner closes) or the user's
+        weights changed before it was done; either is checked before every expensive step.
+        """
+        start = time.perf_counter()
+        image = self._images(request.image_id)
+        probe = self._probe_on(request.device, tuple(image.tensor.shape[1:]))
+        probe.sync()  # the user's weights may have changed since the last map
+        version = probe.version
+
+        def stop() -> bool:
+            return self._superseded(generation) or self._weights_changed(version)
+
+        if stop():
+            return None, version
+        x = image.tensor
+        if "target" not in _INPUTS[request.method]:
+            target = -1  # a channel's map (deconvnet): no class involved
+        elif request.target is not None:
+            target = request.target
+        else:
+            target = self._top_class(probe, request, x)
+            if stop():
+                return None, version
+        self.runs += 1
+        if request.method == "occlusion":
+            return self._occlusion(probe, request, image, target, stop, start), version
+        note = ""
+        if request.method in _RELU_RULE_METHODS:
+            layers_for(probe, x)  # a discovery pass runs now, not among the forward passes counted
+            with _FunctionalRelus(probe.model) as relus:
+                heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
+            note = _functional_relu_note(relus.functional)
+        else:
+            heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
+        picture = attribution_overlay(image.display, heat, alpha=0.65, cmap="jet", weight_by_value=True)
+        return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note), version
 
     def _probe_on(self, device: str, input_size: tuple[int, ...]) -> Probe:
         # layers are described at the image's size: a model with a fixed-size classifier head
@@ -245,20 +392,25 @@ class MethodRunner(NewestFirstWorker):
 
     def _top_class(self, probe: Probe, request: MethodRequest, x: torch.Tensor) -> int:
         key = (request.image_id, request.device, probe.version)
-        if key not in self._top:
+        top = self._top.get(key)
+        if top is None:
             if len(self._top) > 64:
                 self._top.clear()
-            self._top[key] = int(class_scores(probe.logits(x))[0].argmax())
-        return self._top[key]
+            top = int(class_scores(probe.logits(x))[0].argmax())
+            # kept under the version of the weights it was computed with (the forward may re-sync)
+            self._top[(request.image_id, request.device, probe.version)] = top
+        return top
 
     def _occlusion(
-        self, probe: Probe, request: MethodRequest, image: ImageInput, target: int, generation: int, start: float
+        self, probe: Probe, request: MethodRequest, image: ImageInput, target: int, stop: Callable[[], bool],
+        start: float,
     ) -> MethodResult | None:
+        """The occlusion map, streamed; None when ``stop()`` turned True (checked before every
+        batch, and before a partial map is shown)."""
         h, w = image.size
         wh, ww = (request.window, request.window) if isinstance(request.window, int) else request.window
         window = (max(1, min(int(wh), h)), max(1, min(int(ww), w)))
         stride = max(1, request.stride)
-        cancel = threading.Event()
 
         def draw(partial: OcclusionResult) -> MethodResult:
             drop = partial.drop
@@ -268,16 +420,15 @@ class MethodRunner(NewestFirstWorker):
                                 time.perf_counter() - start)
 
         def streamed(partial: OcclusionResult) -> None:
-            if self._superseded(generation):
-                cancel.set()
-                return
+            if stop():
+                return  # superseded, closing, or computed with weights that changed meanwhile
             self._on_progress(partial.done, partial.total)
             if not partial.complete:
                 self.result = draw(partial)
                 self._on_result(self.result)
 
         result = occlusion_map(probe, image.tensor, ClassProbability(target), window=window, stride=stride,
-                               fill=image.fill_tensor(request.fill), progress=False, callback=streamed, cancel=cancel)
+                               fill=image.fill_tensor(request.fill), progress=False, callback=streamed, cancel=stop)
         if result.cancelled:
             return None
         return draw(result)

@@ -531,9 +531,15 @@ def _cached_fast_model(probe: Probe, fold: bool) -> tuple[nn.Module, bool] | Non
 
 
 def _fast_model(
-    probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor
+    probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor, reference_version: int
 ) -> tuple[nn.Module, torch.Tensor | None, bool]:
     """A hook-free inference copy of ``probe.model`` (BN folded if ``fold``), checked once against it.
+
+    ``reference`` is the probe's output for ``x`` when its :attr:`~Probe.version` was
+    ``reference_version``. The copy takes the probe's weights as they are now (it syncs first),
+    so a rewritten copy is checked against the output of those same weights: when the user's
+    weights changed in between (training while a map is computed), the reference is computed
+    again through the probe.
 
     Returns the copy; when it was just built and checked, its output for ``x`` (so the caller
     need not run it again), else None; and whether the copy was rewritten from a ``torch.fx``
@@ -555,28 +561,41 @@ def _fast_model(
                 check = output_tensor(model(x))
             except Exception:  # noqa: BLE001 - a rewrite that breaks the model is not used
                 check = None
-        scale = float(reference.abs().max()) if reference.numel() else 1.0
-        if not (
-            isinstance(check, torch.Tensor)
-            and check.shape == reference.shape
-            and torch.allclose(check, reference, rtol=1e-3, atol=1e-4 * max(1.0, scale))
-        ):
-            warnings.warn(
-                "folding batch norm changed this model's output; occlusion runs the model unmodified instead",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            model, _ = inference_copy(probe.model, fold_batchnorm=False, inplace_activations=False)
-            if probe.channels_last:
-                model.to(memory_format=torch.channels_last)
-            check = None
-            traced = False
+        if probe.version != reference_version:
+            reference = probe.logits(x)  # the output of the weights the copy took
+        if _copy_key(probe) != key:
+            # The weights changed again while the reference was computed: there is no output of
+            # the copy's weights to check it against, so the model runs unmodified (not a
+            # failure of the rewrite: no warning).
+            model, check, traced = _unmodified_copy(probe), None, False
+            key = _copy_key(probe)
+        else:
+            scale = float(reference.abs().max()) if reference.numel() else 1.0
+            if not (
+                isinstance(check, torch.Tensor)
+                and check.shape == reference.shape
+                and torch.allclose(check, reference, rtol=1e-3, atol=1e-4 * max(1.0, scale))
+            ):
+                warnings.warn(
+                    "folding batch norm changed this model's output; occlusion runs the model unmodified instead",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                model, check, traced = _unmodified_copy(probe), None, False
     with _FAST_COPIES_LOCK:
         first = probe not in _FAST_COPIES
         _FAST_COPIES.setdefault(probe, {})[fold] = (key, model, traced)
     if first:
         probe.on_close(functools.partial(_forget_fast_copies, weakref.ref(probe)))
     return model, check, traced
+
+
+def _unmodified_copy(probe: Probe) -> nn.Module:
+    """A hook-free inference copy of ``probe.model`` as it is (nothing folded, nothing in place)."""
+    model, _ = inference_copy(probe.model, fold_batchnorm=False, inplace_activations=False)
+    if probe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def _forget_fast_copies(probe_ref: weakref.ref) -> None:
@@ -783,6 +802,7 @@ def _scan_with_probe(
     # size), and settles the memory layout (a model that needs contiguous activations gets them).
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
+        reference_version = probe.version  # of the weights that computed it
     else:
         scores = target_score(probe, image, target)
     memory_format = torch.channels_last if probe.channels_last else torch.contiguous_format
@@ -814,7 +834,7 @@ def _scan_with_probe(
             runner: _OutputRunner | _LayerRunner = _OutputRunner(_ProbeOutput(probe), target)
             scores, labels = runner.scores(reference)
         else:
-            model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference)
+            model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
             runner = _OutputRunner(model, target)
             scores, labels = runner(image) if output is None else runner.scores(output)
         if labels is not None:
@@ -866,8 +886,9 @@ def _scan_with_probe(
     try:
         if copy_after_preview:
             stopped = _run_batches(plan[:1], make_batch, runner, handle, cancelled, 1, torch.get_num_threads())
+            stopped = stopped or cancelled()  # no fast copy (about two forward passes) for a scan that stops
             if not stopped:
-                model, _, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference)
+                model, _, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
                 workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
                 stopped = _run_batches(plan[1:], make_batch, _OutputRunner(model, target), handle, cancelled,
                                        workers, threads_per_worker, serial_first=False)
