@@ -34,3 +34,19 @@ def reference_outputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> di
         for h in handles:
             h.remove()
     return results
+
+
+class AuxiliaryHeadNet(nn.Module):
+    """A convolution, and an auxiliary head that runs only in training (as in GoogLeNet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.aux = nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.training:
+            x = x + self.aux(x).mean()
+        return self.fc(x.mean((2, 3)))

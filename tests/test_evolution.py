@@ -263,3 +263,10 @@ def test_the_recorder_follows_a_layer_the_user_replaces():
             recorder.record(3)
     finally:
         recorder.close()
+
+
+def test_a_layer_that_never_runs_is_named_as_such():
+    from tests.helpers import AuxiliaryHeadNet
+
+    with pytest.raises(ValueError, match="'aux' does not run in this model's forward pass"):
+        FeatureEvolutionRecorder(AuxiliaryHeadNet().eval(), torch.rand(2, 3, 16, 16), ["aux"], device="cpu")

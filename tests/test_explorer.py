@@ -1132,3 +1132,14 @@ def test_a_preprocess_the_default_denormalize_does_not_undo_is_warned_about():
         warnings.simplefilter("error")
         make(preprocess=default_preprocess((SIZE, SIZE))).close()  # undone by the default
         make(preprocess=unit_scale, denormalize=lambda x: x.permute(1, 2, 0).numpy()).close()
+
+
+def test_a_layer_that_never_runs_is_named_as_such():
+    from tests.helpers import AuxiliaryHeadNet
+
+    explorer = make(AuxiliaryHeadNet().eval(), input_size=(3, 16, 16))
+    try:
+        with pytest.raises(traitlets.TraitError, match="'aux' does not run in the model's forward pass"):
+            explorer.layer = "aux"
+    finally:
+        explorer.close()

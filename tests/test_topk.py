@@ -434,3 +434,10 @@ def test_closing_a_view_releases_the_probe_it_made_and_its_widgets():
     refs = open_and_close()
     gc.collect()
     assert refs[0]() is None and refs[1]() is None
+
+
+def test_a_layer_that_never_runs_is_named_as_such():
+    from tests.helpers import AuxiliaryHeadNet
+
+    with pytest.raises(ValueError, match="'aux' does not run in this model's forward pass"):
+        scan_topk(AuxiliaryHeadNet().eval(), torch.rand(2, 3, 16, 16), ["aux"], k=1, progress=False)

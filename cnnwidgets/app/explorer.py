@@ -544,8 +544,8 @@ class Explorer(ipw.VBox):
         if info is None:
             raise t.TraitError(unknown_layer_error(name, self._selectable_layers()).args[0])
         if info.map_shape is None or info.calls == 0:
-            what = ("never runs" if info.map_shape is not None
-                    else f"outputs {info.shape_text}, not a (C, H, W) feature map")
+            what = ("does not run in the model's forward pass (in evaluation mode; auxiliary heads run only in "
+                    "training)" if info.calls == 0 else f"outputs {info.shape_text}, not a (C, H, W) feature map")
             raise t.TraitError(
                 f"layer {name!r} {what}; choose one of the layers listed in explorer.layer_select"
             )

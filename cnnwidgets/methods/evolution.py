@@ -191,6 +191,9 @@ class FeatureEvolutionRecorder:
             channels: dict[str, list[int]] = {}
             for name, spec in layers.items():
                 info = self.probe.check_layer(name)
+                if info.calls == 0:
+                    raise ValueError(f"layer {name!r} does not run in this model's forward pass (in evaluation "
+                                     "mode; auxiliary heads run only in training)")
                 shape = info.map_shape or info.output_shape  # channels first, whatever the layout
                 if shape is None or len(shape) not in (1, 3):
                     raise ValueError(

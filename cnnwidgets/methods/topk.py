@@ -472,6 +472,9 @@ class TopKActivations:
             if name not in infos:
                 probe.check_layer(name)  # raises KeyError with suggestions
             info = infos[name]
+            if info.calls == 0:
+                raise ValueError(f"layer {name!r} does not run in this model's forward pass (in evaluation "
+                                 "mode; auxiliary heads run only in training)")
             shape = info.map_shape or info.output_shape  # channels first, whatever the layer's layout
             if shape is None or len(shape) not in (1, 3):
                 raise ValueError(
