@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import traitlets
 
 from cnnwidgets.app import Explorer
 
@@ -55,6 +54,6 @@ def _explore_model_error(model, x):
 ENTRY_POINTS = {"explore": _explore, "explore_background": _explore_background}
 
 RAISING = {
-    "explore_bad_layer": (_explore_bad_layer, traitlets.TraitError),
+    "explore_bad_layer": (_explore_bad_layer, KeyError),  # the documented error for an unknown layer
     "explore_model_error": (_explore_model_error, RuntimeError),
 }

@@ -31,6 +31,8 @@ from cnnwidgets import ChannelActivation, ClassProbability, Probe
 from cnnwidgets.core.hygiene import hook_count
 from cnnwidgets.methods.gradients import (
     FunctionalReluWarning,
+    InactiveChannelWarning,
+    NoReluWarning,
     deconvnet,
     guided_backprop,
     project_channel,
@@ -382,7 +384,8 @@ def test_resnet18_all_methods_finite_and_nonzero(resnet18):
         # A unit whose activation is not positive has nothing to project (Zeiler & Fergus).
         bottom_class = int(probe.logits(x).argmin())
         assert probe.logits(x)[0, bottom_class] < 0
-        assert project_channel(probe, x, "fc", bottom_class).abs().max() == 0
+        with pytest.warns(InactiveChannelWarning, match=f"channel {bottom_class} of layer 'fc' is not active"):
+            assert project_channel(probe, x, "fc", bottom_class).abs().max() == 0
 
 
 # --------------------------------------------------------------------------- invariants
@@ -480,6 +483,83 @@ def test_functional_relus_are_reported():
         warnings.simplefilter("error", FunctionalReluWarning)
         guided_backprop(small_vgg(), torch.randn(1, 3, 16, 16), 0)  # modules only: silent
         saliency(Functional(), x, 0)  # the true gradient needs no rule
+
+
+class NoReluNet(nn.Module):
+    """Convolutions with ReLU6, SiLU, GELU and Hardswish modules: no ReLU for the rules to reach."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU6(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 16 * 16, 12), nn.Hardswish(), nn.Linear(12, 3))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_a_model_without_relu_warns_that_the_rules_give_the_plain_gradient():
+    torch.manual_seed(0)
+    model = NoReluNet().eval()
+    x = torch.randn(1, 3, 64, 64)
+    plain = saliency(model, x, 1, absolute=False)
+    for method in (guided_backprop, deconvnet):
+        with pytest.warns(NoReluWarning, match="no ReLU") as record:
+            result = method(model, x, 1)
+        assert torch.equal(result, plain)  # the numbers stay Captum's: only the user is told
+        (warning,) = [w for w in record if w.category is NoReluWarning]
+        message = str(warning.message)
+        assert message.startswith(f"{method.__name__}: ") and "ReLU6, SiLU, GELU, Hardswish" in message
+        assert "plain gradient" in message and warning.filename == __file__  # points at the call
+    with pytest.warns(NoReluWarning, match="project_channel: .*ReLU6, SiLU, GELU, Hardswish"):
+        project_channel(model, x, "features.5", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoReluWarning)
+        saliency(model, x, 1)  # the plain gradient is what it asks for
+
+
+def test_models_with_relu_modules_do_not_get_the_no_relu_warning():
+    x = torch.randn(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoReluWarning)
+        guided_backprop(small_vgg(), x, 0)
+        deconvnet(small_vgg(), x, 0)
+        project_channel(small_vgg(), x, "features.3", 1)
+        project_channel(small_vgg(), x, "features.0", 1)  # before the first ReLU: nothing to rectify
+
+
+def one_by_one_net() -> nn.Module:
+    """Channel 0 of ``conv`` is ``red - 0.5``: not active on an image whose red values are all below 0.5."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]).reshape(2, 3, 1, 1))
+        model[0].bias.copy_(torch.tensor([-0.5, 0.0]))
+    return model.eval()
+
+
+def test_an_inactive_channel_projects_to_zero_with_a_warning():
+    model = one_by_one_net()
+    dark = torch.full((1, 3, 4, 4), 0.25)
+    dark[0, 0, 1, 2] = 0.3  # channel 0 peaks at -0.2 there
+    bright = torch.full((1, 3, 4, 4), 1.0)
+    for unit in ("max", "all", (1, 1)):
+        with pytest.warns(InactiveChannelWarning, match=r"channel 0 of layer '0' is not active on the image "
+                                                        r"\(its largest value is -0\.2\)") as record:
+            result = project_channel(model, dark, "0", 0, unit=unit)
+        assert torch.equal(result, torch.zeros_like(dark)) and record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InactiveChannelWarning)
+        assert project_channel(model, bright, "0", 0).abs().sum() > 0
+        assert project_channel(model, dark, "0", 1).abs().sum() > 0  # another channel, active
+        # a unit target is sent back whatever its value: not zero, and no warning
+        assert deconvnet(model, dark, ChannelActivation("0", 0, position=(1, 2))).abs().sum() > 0
+    with pytest.warns(InactiveChannelWarning, match=r"not active on images 1, 2 \(largest values -0\.2, -0\.2\)"):
+        batch = project_channel(model, torch.cat([bright, dark, dark]), "0", 0)
+    assert batch[0].abs().sum() > 0 and torch.equal(batch[1:], torch.zeros_like(batch[1:]))
+    with pytest.warns(InactiveChannelWarning, match=r"on image 1 of the batch \(its largest value is -0\.2\)"):
+        project_channel(model, torch.cat([bright, dark]), "0", 0)
 
 
 @pytest.mark.parametrize(
@@ -627,6 +707,7 @@ GRAD_OFF_MODES = {
     ids=["saliency", "saliency-channel", "guided_backprop", "deconvnet", "project_channel", "project_dense",
          "strongest_unit"],
 )
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.gradients.InactiveChannelWarning")  # project_dense, image 0
 def test_methods_work_with_gradients_turned_off_and_leave_the_mode_as_it_was(method, mode):
     model = small_vgg()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -794,9 +795,76 @@ def test_no_note_for_a_model_with_relu_modules_only():
     runner = MethodRunner(GatedNet().eval(), {1: small_image()}.__getitem__, lambda r: None, no_error,
                           background=False)
     try:
-        for request in (request_of("guided backprop", target=0), request_of("deconvnet", layer="features.4")):
+        for request in (request_of("guided backprop", target=0), request_of("deconvnet", layer="features.4"),
+                        request_of("deconvnet", layer="features.0")):  # before the first ReLU: nothing to say
             runner.submit(request)
             assert runner.result.complete and runner.result.note == ""
+    finally:
+        runner.close()
+
+
+class Relu6Net(torch.nn.Module):
+    """Convolutions with ReLU6 and SiLU modules, as in MobileNetV2 and EfficientNet: no ReLU at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU6(), nn.MaxPool2d(2),
+                                      nn.Conv2d(6, 8, 3, padding=1), nn.SiLU())
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.gradients.NoReluWarning")  # the runner says it in the note
+def test_guided_backprop_and_deconvnet_say_when_the_model_applies_no_relu():
+    torch.manual_seed(0)
+    model = Relu6Net().eval()
+    image = small_image()
+    runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    note = ("the model applied no ReLU (its activation modules are ReLU6, SiLU); the modified backward rule acts "
+            "only on nn.ReLU modules, so the result is the plain gradient")
+    try:
+        for target in (0, 1, 0):  # every map says it, not only the first
+            runner.submit(request_of("guided backprop", target=target))
+            assert runner.result.request.target == target and runner.result.note == note
+            plain = saliency(model, image.tensor, target, absolute=False).abs().amax(dim=1)[0]
+            np.testing.assert_allclose(runner.result.heat, plain.numpy(), rtol=1e-5, atol=1e-7)  # unchanged
+        for layer in ("features.5", "features.4"):
+            runner.submit(request_of("deconvnet", layer=layer, channel=1))
+            assert runner.result.complete and runner.result.note == note
+        runner.submit(request_of("saliency", target=0))  # the plain gradient: nothing to say
+        assert runner.result.note == ""
+    finally:
+        runner.close()
+
+
+def test_deconvnet_says_when_the_channel_is_not_active_on_the_image():
+    from cnnwidgets.methods.gradients import InactiveChannelWarning
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    with torch.no_grad():
+        model.features[0].bias[0] = -100.0  # channel 0 is negative everywhere, before and after batch norm
+    image = small_image()
+    runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InactiveChannelWarning)  # the note says it: nothing is computed
+            for layer in ("features.0", "features.1"):
+                runner.submit(request_of("deconvnet", layer=layer, channel=0))
+                result = runner.result
+                assert result.complete and result.request.layer == layer and not result.heat.any()
+                assert result.heat.shape == (32, 32) and result.heat.dtype == np.float32
+                with Probe(model) as probe:
+                    peak = float(probe.capture(image.tensor, [layer])[layer][0, 0].max())
+                assert peak < 0 and result.note == (f"channel 0 is not active on this image (its largest value is "
+                                                    f"{peak:.3g}): there is nothing to project")
+            with pytest.warns(InactiveChannelWarning):  # what the function gives: the same zero map
+                assert not project_channel(model, image.tensor, "features.1", 0).any()
+            runner.submit(request_of("deconvnet", layer="features.1", channel=1))
+            assert runner.result.heat.any() and runner.result.note == ""
     finally:
         runner.close()
 

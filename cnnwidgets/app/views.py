@@ -17,8 +17,11 @@ next batch, and the map is computed again with the new weights; when they change
 attempts in a row, the runner reports it and leaves the map to the next request.
 
 Guided backprop and deconvnet rectify the backward signal only at ``nn.ReLU`` modules; a ReLU
-that a model applies as a function keeps the true gradient. The runner counts those calls
-during each computation and says so in the result's :attr:`MethodResult.note`.
+that a model applies as a function keeps the true gradient, and so do other activations (ReLU6,
+SiLU, GELU, ...). The runner counts the ReLU calls during each computation and says in the
+result's :attr:`MethodResult.note` when some were functions, or when the model applied no ReLU
+at all (the map is then the plain gradient). A deconvnet channel that is not active on the image
+(its largest value is <= 0) has nothing to project: its map is zero and the note says why.
 
 The occlusion map (Zeiler & Fergus 2014, section 4.2) is that of the explorer's occluder: its
 window is the box's height and width, its fill the box fill, its target the probability of the
@@ -43,7 +46,7 @@ from cnnwidgets.app.inputs import ImageInput
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability, class_scores
-from cnnwidgets.methods.gradients import layers_for
+from cnnwidgets.methods.gradients import has_relu_modules, layers_for, no_relu_reason
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
 from cnnwidgets.render.attribution import attribution_overlay
@@ -119,7 +122,9 @@ class MethodResult:
         complete: False while an occlusion scan is still streaming.
         seconds: compute time so far.
         note: a remark to show with the map, empty when there is none: for guided backprop and
-            deconvnet, how many ReLUs the model applied as functions, which kept the true gradient.
+            deconvnet, how many ReLUs the model applied as functions, which kept the true gradient,
+            or that the model applied no ReLU at all (the map is the plain gradient); for deconvnet,
+            that the channel is not active on the image (the map is zero).
     """
 
     request: MethodRequest
@@ -199,6 +204,29 @@ def _functional_relu_note(calls: int) -> str:
     times = "once" if calls == 1 else f"{calls} times"
     return (f"the model applied ReLU as a function {times} (F.relu, torch.relu or Tensor.relu): those ReLUs "
             "kept the true gradient; use nn.ReLU modules for the exact method")
+
+
+def _no_relu_note(model: nn.Module, relus: _FunctionalRelus) -> str:
+    """The note of a map whose modified ReLU rule found no ReLU to act on in ``model``, which has no
+    ``nn.ReLU`` module (a model with some, whose layer comes before the first, needs no note)."""
+    if relus.calls > 0 or has_relu_modules(model):
+        return ""
+    return no_relu_reason(model)
+
+
+def _channel_peak(probe: Probe, x: torch.Tensor, layer: str, channel: int) -> float | None:
+    """The largest value of ``channel`` at ``layer`` for the image ``x`` (the probe's cached, prefix-only
+    capture); None when the channel is not one a projection accepts (the method raises the error)."""
+    activation = probe.capture(x, [layer], channels_first=True)[layer]
+    if activation.dim() not in (2, 4) or isinstance(channel, bool) or not 0 <= channel < activation.shape[1]:
+        return None
+    return float(activation[:, channel].max())
+
+
+def _inactive_channel_note(channel: int, peak: float) -> str:
+    """The note of a deconvnet map of a channel whose largest value on the image is ``peak`` <= 0."""
+    return (f"channel {channel} is not active on this image (its largest value is {peak:.3g}): "
+            "there is nothing to project")
 
 
 class MethodRunner(NewestFirstWorker):
@@ -367,11 +395,19 @@ class MethodRunner(NewestFirstWorker):
         if request.method == "occlusion":
             return self._occlusion(probe, request, image, target, stop, start), version
         note = ""
-        if request.method in _RELU_RULE_METHODS:
+        peak = None
+        if request.method == "deconvnet":
+            layers_for(probe, x)  # the layer table at the image's size, before the channel is read
+            peak = _channel_peak(probe, x, request.layer, request.channel)
+        if peak is not None and peak <= 0:
+            # project_channel would give a zero map (and warn): nothing to compute
+            heat = np.zeros(tuple(x.shape[-2:]), dtype=np.float32)
+            note = _inactive_channel_note(request.channel, peak)
+        elif request.method in _RELU_RULE_METHODS:
             layers_for(probe, x)  # a discovery pass runs now, not among the forward passes counted
             with _FunctionalRelus(probe.model) as relus:
                 heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
-            note = _functional_relu_note(relus.functional)
+            note = _functional_relu_note(relus.functional) or _no_relu_note(probe.model, relus)
         else:
             heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
         picture = attribution_overlay(image.display, heat, alpha=0.65, cmap="jet", weight_by_value=True)

@@ -17,6 +17,8 @@ from cnnwidgets.methods.kernels import Kernels, conv_layer_names
 from cnnwidgets.methods.kernels import kernels as kernel_weights
 from cnnwidgets.methods.gradients import (
     FunctionalReluWarning,
+    InactiveChannelWarning,
+    NoReluWarning,
     deconvnet,
     guided_backprop,
     project_channel,
@@ -42,6 +44,8 @@ __all__ = [
     "OVERLAY_INPUTS",
     "ActMaxResult",
     "FunctionalReluWarning",
+    "InactiveChannelWarning",
+    "NoReluWarning",
     "OcclusionResult",
     "TopClassProbability",
     "grid_to_pixel_attribution",

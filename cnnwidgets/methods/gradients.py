@@ -40,6 +40,14 @@ Limitation: ReLUs applied as functions (``F.relu(x)``, ``torch.relu(x)``, ``x.re
 inside a model's ``forward`` are not modules and cannot be hooked; they keep the true
 gradient, as in Captum. The functions count such calls and warn with
 :class:`FunctionalReluWarning` when the result is therefore not the pure method.
+Likewise, other activations (``nn.ReLU6`` in MobileNetV2, ``nn.SiLU`` in EfficientNet,
+``nn.GELU`` in ConvNeXt and Swin) keep their true gradient: on a model that applies no ReLU
+at all, guided backprop and the deconvnet are the plain gradient (as in Captum), and the
+functions warn with :class:`NoReluWarning`, naming the activation modules the model has.
+
+A channel that is not active on an image (its largest activation is <= 0) has nothing
+to project: :func:`project_channel` gives a zero map for it and warns with
+:class:`InactiveChannelWarning`.
 
 Gradients are taken with :func:`torch.autograd.grad` with respect to a private copy of
 the input, so no parameter's ``.grad`` is ever written. The functions enable gradients for
@@ -69,6 +77,8 @@ from cnnwidgets.core.targets import Target, resolve_target, target_score
 
 __all__ = [
     "FunctionalReluWarning",
+    "InactiveChannelWarning",
+    "NoReluWarning",
     "Unit",
     "deconvnet",
     "guided_backprop",
@@ -77,7 +87,7 @@ __all__ = [
     "strongest_unit",
 ]
 # Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule,
-# gradients_enabled.
+# gradients_enabled, has_relu_modules, activation_types, no_relu_reason.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -87,6 +97,42 @@ Rule = Literal["gradient", "guided", "deconvnet"]
 
 class FunctionalReluWarning(UserWarning):
     """A model applies ReLU as a function, which the modified backward rules cannot reach."""
+
+
+class NoReluWarning(UserWarning):
+    """A model applies no ReLU at all: the modified backward rules change nothing (the plain gradient)."""
+
+
+class InactiveChannelWarning(RuntimeWarning):
+    """The channel :func:`project_channel` projects is not active on an image (largest value <= 0): a zero map."""
+
+
+_NOT_ELEMENTWISE = frozenset({"MultiheadAttention", "Softmax", "Softmin", "LogSoftmax", "Softmax2d"})
+"""Classes of ``torch.nn.modules.activation`` that are not activations applied value by value."""
+
+
+def has_relu_modules(model: nn.Module) -> bool:
+    """Whether ``model`` has an ``nn.ReLU`` module, the only modules the modified backward rules reach."""
+    return any(isinstance(module, nn.ReLU) for module in model.modules())
+
+
+def activation_types(model: nn.Module) -> list[str]:
+    """Class names of ``model``'s activation modules from ``torch.nn`` (``ReLU6``, ``SiLU``, ``GELU``,
+    ``Hardswish``, ...), each once, in the order they first appear."""
+    names: dict[str, None] = {}
+    for module in model.modules():
+        kind = type(module)
+        if kind.__module__ == nn.modules.activation.__name__ and kind.__name__ not in _NOT_ELEMENTWISE:
+            names[kind.__name__] = None
+    return list(names)
+
+
+def no_relu_reason(model: nn.Module) -> str:
+    """Why a modified backward rule changed nothing on ``model``, which applied no ReLU."""
+    kinds = activation_types(model)
+    uses = f"its activation modules are {', '.join(kinds)}" if kinds else "it has no activation modules"
+    return (f"the model applied no ReLU ({uses}); the modified backward rule acts only on nn.ReLU modules, "
+            "so the result is the plain gradient")
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -177,7 +223,10 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
     the duration of the block and removed afterwards, also when the block raises. Gradients
     are enabled within the block (:func:`gradients_enabled`), since it exists to take them.
     If the forward passes inside the block apply ReLU as a function, a
-    :class:`FunctionalReluWarning` names how many such calls kept the true gradient.
+    :class:`FunctionalReluWarning` names how many such calls kept the true gradient. If
+    they apply no ReLU at all and ``model`` has no ``nn.ReLU`` module, a
+    :class:`NoReluWarning` says that the rule changed nothing and names the activation
+    modules ``model`` uses instead.
 
     Args:
         model: the module whose ReLU modules get the rule.
@@ -225,6 +274,8 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
             FunctionalReluWarning,
             stacklevel=stacklevel,
         )
+    elif counter.calls == 0 and not handles:
+        warnings.warn(f"{method}: {no_relu_reason(model)}, as in Captum.", NoReluWarning, stacklevel=stacklevel)
 
 
 def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: Rule, method: str) -> torch.Tensor:
@@ -305,6 +356,8 @@ def guided_backprop(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: 
 
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
+        NoReluWarning: if the model applies no ReLU at all (ReLU6, SiLU, GELU, ... keep their true
+            gradient), so the result is the plain gradient ``saliency(..., absolute=False)``.
     """
     with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "guided", "guided_backprop")
@@ -319,7 +372,9 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
     convolutions apply their transposed filters. Equal to Captum's ``Deconvolution`` for
     class targets and ``NeuronDeconvolution`` for a unit
     (``ChannelActivation(layer, c, position=(i, j))``). For the paper's projection of a
-    feature map use :func:`project_channel`.
+    feature map use :func:`project_channel`. A unit target is sent back with weight one
+    whatever its value, so a unit that is not active still gets a map; its projection by
+    :func:`project_channel`, which weights it by ``max(a, 0)``, is zero.
 
     Args:
         model_or_probe: a model or a :class:`Probe` of it (only ``nn.ReLU`` modules are
@@ -335,6 +390,7 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
 
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
+        NoReluWarning: if the model applies no ReLU at all, so the result is the plain gradient.
     """
     with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "deconvnet", "deconvnet")
@@ -411,9 +467,15 @@ def project_channel(
             :func:`strongest_unit`), as in the paper's figures; ``"all"``: the whole
             feature map; ``(row, col)``: that unit in every image. Ignored for (C,) layers.
 
+    A channel that is not active on an image (its largest value is <= 0, as often at the
+    output of a batch norm or for a dead channel) has nothing to project: that image's map
+    is zero, with an :class:`InactiveChannelWarning`. A ``(row, col)`` unit that is not
+    active in an active channel projects to zero too, without a warning.
+
     Returns:
         Signed pixel-space projection (N, C, H, W), float32 on ``x``'s device. It is zero
-        outside the receptive field of a single projected unit.
+        outside the receptive field of a single projected unit, and for an image on which
+        the channel is not active.
 
     Raises:
         KeyError: unknown layer. IndexError: channel or unit out of range.
@@ -421,6 +483,9 @@ def project_channel(
 
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
+        NoReluWarning: if the model applies no ReLU at all, so the projection is that of the
+            plain gradient.
+        InactiveChannelWarning: if the channel is not active on an image (its map is zero).
     """
     if not (unit in ("max", "all") or (isinstance(unit, tuple) and len(unit) == 2)):
         raise ValueError(f"unit must be 'max', 'all' or a (row, col) tuple, got {unit!r}")
@@ -429,7 +494,8 @@ def project_channel(
         # relu_rule also enables gradients (the caller may be under torch.no_grad or inference mode)
         with relu_rule(probe.model, "deconvnet", method="project_channel"):
             activation = probe.capture(leaf, [layer], grad=True, channels_first=True)[layer]
-            values = _channel_values(probe, activation, layer, channel).detach().clamp(min=0)
+            raw = _channel_values(probe, activation, layer, channel).detach()
+            values = raw.clamp(min=0)
             seed = torch.zeros_like(activation)
             if activation.dim() == 2 or unit == "all":
                 seed[:, channel] = values
@@ -446,4 +512,24 @@ def project_channel(
                 batch = torch.arange(values.shape[0], device=values.device)
                 seed[batch, channel, rows, cols] = values[batch, rows, cols]
             (grad,) = torch.autograd.grad(activation, leaf, grad_outputs=seed)
+    _warn_inactive(raw.reshape(raw.shape[0], -1).amax(dim=1), layer, channel)
     return grad.detach().contiguous().to(x.device)
+
+
+def _warn_inactive(peaks: torch.Tensor, layer: str, channel: int) -> None:
+    """An :class:`InactiveChannelWarning` naming the images whose channel peaks at <= 0, if any."""
+    inactive = (peaks <= 0).nonzero().flatten().tolist()
+    if not inactive:
+        return
+    values = [f"{float(peaks[i]):.3g}" for i in inactive]
+    if len(inactive) == 1:
+        where = "the image" if len(peaks) == 1 else f"image {inactive[0]} of the batch"
+        where += f" (its largest value is {values[0]})"
+    else:
+        where = f"images {', '.join(map(str, inactive))} (largest values {', '.join(values)})"
+    warnings.warn(
+        f"project_channel: channel {channel} of layer {layer!r} is not active on {where}: there is nothing "
+        "to project, so the map is zero",
+        InactiveChannelWarning,
+        stacklevel=3,
+    )
