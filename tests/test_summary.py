@@ -95,6 +95,18 @@ def test_filter_containers_calls_and_probe_input():
     assert [r.receptive_field for r in leaves.rows if r.name == "conv1"] == [7]
 
 
+def test_receptive_fields_follow_out_of_place_residual_adds():
+    # mobilenet_v2 returns ``x + self.conv(x)``: block 4 reads the sum, whose receptive field is
+    # block 3's (stem 3, +4 in block 1, +4 with stride 2 in block 2, +2 * 4 in block 3: 19)
+    table = summary(torchvision.models.mobilenet_v2(weights=None), input_size=(3, 64, 64))
+    rows = {r.name: r for r in table.rows}
+    for name in ("features.3.conv.3", "features.4.conv.0.0"):
+        assert (rows[name].receptive_field, rows[name].jump) == (19, 4)
+    line = next(line for line in table.to_text().splitlines() if line.startswith("features.4.conv.0.0 "))
+    assert line.split()[-2:] == ["19", "4"]
+    assert all(r.receptive_field is not None for r in table.rows if r.name.startswith("features."))
+
+
 def test_errors():
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         summary(small_net(), input_size=(32, 32))

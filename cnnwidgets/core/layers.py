@@ -18,16 +18,40 @@ applied to a tensor with receptive field ``r``, jump ``j`` and start ``c``::
 
 ``c`` is the centre, in input pixel-index coordinates (pixel 0 has centre 0.0), of the
 receptive field of output unit 0; unit ``i`` is centred at ``c + i * j``. Shape-preserving
-modules (activations, normalisation, dropout) pass the geometry through. Geometry is
-tracked per tensor, so branches (residual blocks) are followed correctly; anything
-the recurrence does not describe (linear layers, adaptive pooling, functional reshapes,
-size-keeping windowed modules such as a transposed convolution, circular padding, whose
-windows wrap around the border) has ``receptive_field=None``.
+modules (activations, normalisation, dropout) pass the geometry through. Anything the
+recurrence does not describe (linear layers, adaptive pooling, size-keeping windowed modules
+such as a transposed convolution, circular padding, whose windows wrap around the border)
+has ``receptive_field=None``.
+
+Geometry is tracked per tensor, also through the tensor functions a ``forward`` applies
+between modules (a residual ``x + self.conv(x)``, a squeeze-and-excitation ``x * scale``,
+``torch.cat``, ``F.relu(x)``, ``x.relu()``), so branches (residual and dense blocks) are
+followed correctly. During the discovery pass only, a torch function mode (active in the
+discovering thread alone) gives the output of such a function geometry by these rules:
+
+* The operands that count are those derived from the input whose last two sizes equal the
+  output's (the same spatial size, with as many dimensions, or a view of them with those two
+  dimensions last, or stacked along an earlier dimension). Their geometries merge: with one
+  jump and one start (up to rounding), the largest receptive field; otherwise, or when one
+  of them has none, the output has none.
+* Operands with a 1 x 1 map broadcast over a larger output (a squeeze-and-excitation scale
+  after global pooling, a per-channel bias) are left out, and so are tensors not computed
+  from the input (the model's parameters and buffers, constants).
+* A function that changes the spatial size (pooling, interpolation, padding, a reshape,
+  flatten or permute that changes the last two dimensions) gives no geometry, and neither
+  does one that moves or mixes positions while keeping the size (a functional convolution
+  or pooling, ``roll``, ``flip``, a cumulative sum, a sort, a matrix product, ``F.linear``,
+  an FFT).
+* An in-place function (``out += x``, ``out[:, :k] = x``) merges into the tensor it changes.
+* A module's output takes the module's geometry (by the recurrence above) whatever the
+  functions inside its ``forward`` gave it.
 
 This is the classic receptive field: the pixels a unit reads through its windows. A
 normalisation whose statistics pool over the map (``GroupNorm``, ``InstanceNorm``, a
 ``LayerNorm`` over (C, H, W), batch norm with batch statistics) makes every unit depend
-weakly on the whole image through those statistics; that dependence is left out, as usual.
+weakly on the whole image through those statistics; that dependence is left out, as usual,
+and so is a branch that pools the whole map and is broadcast back over it (the 1 x 1 rule
+above), and the statistics of a softmax or ``F.normalize`` over the map.
 """
 
 from __future__ import annotations
@@ -38,6 +62,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["LayerInfo", "discover_layers", "discover_layers_and_output", "input_channels", "suggest_names", "unknown_layer_error"]
 
@@ -179,6 +204,120 @@ def _propagate(module: nn.Module, geometry: Geometry | None, in_shape, out_shape
     return None
 
 
+# Name fragments of tensor functions that move or mix map positions even when they keep the
+# map's size (see the module docstring): their outputs have no geometry.
+_MIXING = (
+    "conv", "pool", "pad", "roll", "flip", "rot90", "cum", "sort", "interpolate", "upsample", "grid_sample",
+    "fold", "linear", "matmul", "mm", "einsum", "tensordot", "attention", "fft", "gather", "scatter", "index",
+    "take", "as_strided",
+)
+
+
+def _merge(geometries: list[Geometry | None]) -> Geometry | None:
+    """One geometry for a tensor computed from tensors with these geometries (see the module
+    docstring): the largest receptive field when jumps and starts agree, else None."""
+    if not geometries or any(g is None for g in geometries):
+        return None
+    r, j, c = max(geometries, key=lambda g: g[0])  # type: ignore[index]
+    for _, jump, start in geometries:  # type: ignore[misc]
+        if jump != j or abs(start - c) > 1e-6 * max(1, j):
+            return None
+    return r, j, c
+
+
+def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without a plain storage
+        return False
+
+
+def _same_positions(output: torch.Tensor, operand: torch.Tensor, name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether the last two dimensions of ``output`` are the map positions of ``operand``'s."""
+    if output.dim() < 3 or operand.dim() < 3 or output.shape[-2:] != operand.shape[-2:]:
+        return False
+    if _shares_storage(output, operand):
+        # A view (or the tensor itself): the two dimensions must be the same ones, not others
+        # of equal size that a permute or transpose moved last.
+        return sorted(output.stride()[-2:]) == sorted(operand.stride()[-2:])
+    if output.dim() == operand.dim():
+        return True
+    if name == "stack" and output.dim() == operand.dim() + 1:
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        return isinstance(dim, int) and dim % output.dim() < output.dim() - 2
+    return False
+
+
+def _tensors_in(value: Any, found: list[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _tensors_in(item, found)
+    return found
+
+
+class _FunctionGeometry(TorchFunctionMode):
+    """Gives the outputs of tensor functions geometry from their operands' (rules in the module
+    docstring), in ``geometry_of`` (by ``id``; ``keep_alive`` holds every tensor recorded there,
+    so that no id is reused while it counts).
+
+    Torch function modes are per thread: forward passes in other threads are not seen. Tensors
+    absent from ``geometry_of`` are not derived from the input (parameters, buffers, constants).
+    """
+
+    def __init__(self, geometry_of: dict[int, Geometry | None], keep_alive: list[torch.Tensor]) -> None:
+        super().__init__()
+        self._geometry_of = geometry_of
+        self._keep_alive = keep_alive
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name == "__setitem__":  # x[index] = value changes x in place and returns None
+            if args and isinstance(args[0], torch.Tensor):
+                self._record(name, args, kwargs, [args[0]], _tensors_in(args[2:3], [args[0]]))
+        elif isinstance(result, (torch.Tensor, list, tuple)):
+            outputs = _tensors_in(result, [])
+            if outputs:
+                operands = _tensors_in(args, [])
+                operands = _tensors_in([value for key, value in kwargs.items() if key != "out"], operands)
+                self._record(name, args, kwargs, outputs, operands)
+        return result
+
+    def _record(
+        self, name: str, args: tuple, kwargs: dict, outputs: list[torch.Tensor], operands: list[torch.Tensor]
+    ) -> None:
+        tracked = [t for t in operands if id(t) in self._geometry_of]
+        if not tracked:
+            return
+        mixing = any(fragment in name for fragment in _MIXING)
+        for output in outputs:
+            geometry: Geometry | None = None
+            if not mixing:
+                try:
+                    geometry = self._geometry(name, args, kwargs, output, tracked)
+                except Exception:  # noqa: BLE001 - an unusual tensor: its geometry is unknown
+                    geometry = None
+            self._geometry_of[id(output)] = geometry
+            self._keep_alive.append(output)
+
+    def _geometry(
+        self, name: str, args: tuple, kwargs: dict, output: torch.Tensor, tracked: list[torch.Tensor]
+    ) -> Geometry | None:
+        larger = output.dim() >= 2 and output.shape[-2:].numel() > 1
+        merged: list[Geometry | None] = []
+        for operand in tracked:
+            if _same_positions(output, operand, name, args, kwargs):
+                merged.append(self._geometry_of[id(operand)])
+            elif larger and operand.shape[-2:].numel() == 1:
+                continue  # broadcast from a 1 x 1 map (global pooling, a (C, 1, 1) bias) or a scalar: left out
+            else:
+                return None  # the map's size or arrangement changed
+        return _merge(merged)
+
+
 def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
     """Close matches for a mistyped layer name."""
     close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
@@ -199,7 +338,9 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
     """Run ``model`` once on ``example`` and describe every named submodule.
 
     Args:
-        model: the module to inspect. Temporary hooks are added and always removed.
+        model: the module to inspect. Temporary hooks are added and always removed; during the
+            pass, a torch function mode in this thread follows the geometry through tensor
+            functions (see the module docstring), and is always exited.
         example: an input batch (N, C, H, W) on the model's device.
 
     Returns:
@@ -254,7 +395,7 @@ def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple
         for module in names:
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(post_hook))
-        with torch.no_grad():
+        with torch.no_grad(), _FunctionGeometry(geometry_of, keep_alive):
             output = model(example)
     finally:
         for handle in handles:

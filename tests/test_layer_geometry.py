@@ -1,0 +1,284 @@
+"""Receptive-field geometry through the tensor functions a forward applies between modules."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from cnnwidgets import Probe
+from cnnwidgets.core.layers import discover_layers
+
+
+def geometry(model: nn.Module, size: int = 16, channels: int = 3) -> dict[str, tuple]:
+    """``{name: (receptive field, jump, start)}`` of every layer of ``model`` for a square input."""
+    layers = discover_layers(model.eval(), torch.zeros(1, channels, size, size))
+    return {name: (info.receptive_field, info.jump, info.start) for name, info in layers.items()}
+
+
+def mode_stack_depth() -> int:
+    """How many torch function modes are active in this thread."""
+    return len(torch.overrides._get_current_function_mode_stack())
+
+
+class Residual(nn.Module):
+    """``x + conv(x)`` (out of place), then another convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)  # r = 3, j = 2, c = 0
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)  # r = 3 + 2 * 2 = 7
+        self.head = nn.Conv2d(4, 4, 3, padding=1)  # after the add (r = 7): r = 7 + 2 * 2 = 11
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + self.conv(x))
+
+
+def test_out_of_place_residual_keeps_the_larger_receptive_field():
+    geo = geometry(Residual())
+    assert geo["conv"] == (7, 2, 0.0)
+    assert geo["head"] == (11, 2, 0.0)
+
+
+class InPlaceResidual(Residual):
+    def forward(self, x):
+        x = self.stem(x)
+        out = self.conv(x)
+        out += x  # the same tensor object as the conv's output
+        return self.head(out.relu())
+
+
+def test_in_place_residual_and_tensor_method():
+    geo = geometry(InPlaceResidual())
+    assert geo["conv"] == (7, 2, 0.0)
+    assert geo["head"] == (11, 2, 0.0)
+
+
+class SqueezeExcite(nn.Module):
+    """``x * sigmoid(fc(pool(x)))``: the global branch is broadcast back over the map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)  # r = 3, j = 1, c = 0
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Conv2d(4, 4, 1)
+        self.head = nn.Conv2d(4, 4, 3, padding=1)  # r = 3 + 2 = 5: the global branch does not count
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x * torch.sigmoid(self.fc(self.pool(x))))
+
+
+def test_squeeze_and_excitation_scale_is_left_out():
+    geo = geometry(SqueezeExcite())
+    assert geo["pool"] == (None, None, None) and geo["fc"] == (None, None, None)
+    assert geo["head"] == (5, 1, 0.0)
+
+
+class Concat(nn.Module):
+    """``torch.cat([a(x), b(x)], 1)`` followed by a 3 x 3 convolution."""
+
+    def __init__(self, b: nn.Module) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 2, 3, stride=2, padding=1)  # r = 3, j = 2, c = 0
+        self.b = b
+        self.head = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_concatenation_merges_equal_grids_and_not_different_ones():
+    # b: 5 x 5, stride 2, padding 2: r = 5, j = 2, c = 0 + (2 - 2) * 1 = 0, the same grid as a's
+    geo = geometry(Concat(nn.Conv2d(3, 2, 5, stride=2, padding=2)))
+    assert geo["a"] == (3, 2, 0.0) and geo["b"] == (5, 2, 0.0)
+    assert geo["head"] == (5 + 2 * 2, 2, 0.0)
+    # b: 2 x 2, stride 2, no padding: r = 2, j = 2, c = 0.5 (a's units are centred at 0, 2, ...)
+    geo = geometry(Concat(nn.Conv2d(3, 2, 2, stride=2)))
+    assert geo["a"] == (3, 2, 0.0) and geo["b"] == (2, 2, 0.5)
+    assert geo["head"] == (None, None, None)
+    # b: 9 x 9, stride 1, no padding: also an 8 x 8 map of a 16 x 16 input, but r = 9, j = 1, c = 4
+    geo = geometry(Concat(nn.Conv2d(3, 2, 9)))
+    assert geo["b"] == (9, 1, 4.0)
+    assert geo["head"] == (None, None, None)
+
+
+def test_stacking_along_channels_merges_like_concatenation():
+    class Stack(Concat):
+        def forward(self, x):
+            stacked = torch.stack([self.a(x), self.b(x)], 1)  # (N, 2, 2, H, W)
+            return self.head(stacked.flatten(1, 2))
+
+    geo = geometry(Stack(nn.Conv2d(3, 2, 5, stride=2, padding=2)))
+    assert geo["head"] == (9, 2, 0.0)
+
+
+class FunctionalRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 5, stride=2, padding=2)  # r = 5, j = 2, c = 0
+        self.conv2 = nn.Conv2d(4, 4, 3)  # r = 5 + 2 * 2 = 9, j = 2, c = 0 + (1 - 0) * 2 = 2
+
+    def forward(self, x):
+        return self.conv2(F.relu(self.conv1(x)))
+
+
+def test_functional_activation_passes_geometry_to_the_next_convolution():
+    assert geometry(FunctionalRelu())["conv2"] == (9, 2, 2.0)
+
+
+class Pooled(nn.Module):
+    """conv, ``F.relu``, conv, then ``pool`` and a last convolution."""
+
+    def __init__(self, pool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)  # r = 3, j = 1, c = 0
+        self.mid = nn.Conv2d(4, 4, 3, padding=1)  # r = 5
+        self.pool = pool
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(self.pool(self.mid(F.relu(self.conv1(x)))))
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        lambda x: F.max_pool2d(x, 2),
+        lambda x: F.max_pool2d(x, 3, stride=1, padding=1),  # keeps the size, still a window
+        lambda x: torch.roll(x, 1, dims=3),  # keeps the size, moves the positions
+        lambda x: F.interpolate(x, scale_factor=2.0),
+    ],
+    ids=["max_pool2d", "size-keeping max_pool2d", "roll", "interpolate"],
+)
+def test_functions_that_resize_or_move_positions_give_no_geometry(pool):
+    geo = geometry(Pooled(pool))
+    assert geo["mid"] == (5, 1, 0.0)
+    assert geo["conv2"] == (None, None, None)
+
+
+def test_pooling_module_keeps_its_rule():
+    # mid: r = 5, j = 1; max pool 2, stride 2: r = 5 + 1 = 6, j = 2, c = 0.5; conv: r = 6 + 2 * 2 = 10
+    geo = geometry(Pooled(nn.MaxPool2d(2)))
+    assert geo["pool"] == (6, 2, 0.5)
+    assert geo["conv2"] == (10, 2, 0.5)
+
+
+class Transposed(nn.Module):
+    """An 8 x 8 map with 8 channels, so that moving the channels last keeps every size."""
+
+    def __init__(self, swap: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)  # r = 3, j = 1, c = 0
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.swap = swap
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x).transpose(*self.swap))
+
+
+def test_views_keep_geometry_only_with_the_map_dimensions_last():
+    assert geometry(Transposed((2, 3)), size=8)["conv2"] == (5, 1, 0.0)  # a square map, transposed
+    assert geometry(Transposed((1, 3)), size=8)["conv2"] == (None, None, None)  # channels moved last
+
+
+def test_module_output_keeps_the_module_rule():
+    class Windowed(nn.Module):
+        """A leaf whose forward applies a size-keeping function: the module's own rule decides."""
+
+        kernel_size = 3
+
+        def forward(self, x):
+            return x * 2.0
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.windowed = Windowed()
+
+        def forward(self, x):
+            y = self.act(self.conv(x) * 2.0)
+            return self.windowed(y)
+
+    geo = geometry(Model())
+    assert geo["act"] == (3, 1, 0.0)
+    assert geo["windowed"] == (None, None, None)
+
+
+class Fails(nn.Module):
+    """A residual model that raises (after some functions ran) unless the input is 16 wide."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Residual()
+        self.depths: list[int] = []
+
+    def forward(self, x):
+        self.depths.append(mode_stack_depth())
+        y = self.inner(x)
+        if x.shape[-1] != 16:
+            raise ValueError("this model takes 16 x 16 inputs only")
+        return y
+
+
+def test_discovery_mode_is_exited_when_the_model_raises_and_absent_from_captures():
+    model = Fails().eval()
+    before = mode_stack_depth()
+    with pytest.raises(ValueError, match="16 x 16"):
+        discover_layers(model, torch.zeros(1, 3, 20, 20))
+    assert mode_stack_depth() == before
+    assert model.depths == [before + 1]  # active during discovery
+
+    with Probe(model, input_size=(3, 20, 20), channels_last=False) as probe:
+        with pytest.raises(RuntimeError, match="failed"):
+            probe.layers
+        assert mode_stack_depth() == before
+        layers = probe.describe((3, 16, 16))
+        assert (layers["inner.head"].receptive_field, layers["inner.head"].jump) == (11, 2)
+        probe.model.depths.clear()
+        probe.capture(torch.rand(2, 3, 16, 16), "inner.head")
+        assert probe.model.depths == [before]  # no mode (no overhead) in a normal capture
+
+
+def test_other_threads_are_not_affected_during_discovery():
+    seen: list[int] = []
+
+    class Spawns(Residual):
+        def forward(self, x):
+            thread = threading.Thread(target=lambda: seen.append(mode_stack_depth()))
+            thread.start()
+            thread.join()
+            return super().forward(x)
+
+    assert geometry(Spawns())["head"] == (11, 2, 0.0)
+    assert seen == [0]
+
+
+def test_mobilenet_v2_deep_layers_compose_through_residual_adds():
+    geo = geometry(torchvision.models.mobilenet_v2(weights=None), size=64)
+    # Each inverted residual adds (3 - 1) * j at its depthwise 3 x 3 convolution (padding 1, so
+    # the start stays 0) and then multiplies j by its stride; 1 x 1 convolutions change nothing.
+    #   stem s2: r = 3, j = 2;  features.1: 3 + 4 = 7;  .2 (s2): 7 + 4 = 11, j = 4;  .3: 19
+    #   .4 (s2): 27, j = 8;  .5: 43;  .6: 59;  .7 (s2): 75, j = 16;  .8: 107;  .9: 139;  .10: 171
+    #   .11: 203;  .12: 235;  .13: 267;  .14 (s2): 299, j = 32;  .15: 363;  .16: 427;  .17: 491
+    assert geo["features.3.conv.3"] == (19, 4, 0.0)
+    assert geo["features.4.conv.0.0"] == (19, 4, 0.0)  # the input of block 4 is block 3's add
+    assert geo["features.16"] == (427, 32, 0.0)  # the output of a residual add
+    assert geo["features.17.conv.1.0"] == (491, 32, 0.0)
+    assert geo["features.18"] == (491, 32, 0.0)
+
+
+def test_efficientnet_b0_keeps_geometry_past_squeeze_and_excitation():
+    geo = geometry(torchvision.models.efficientnet_b0(weights=None), size=64)
+    assert geo["features.1.0.block.1"] == (7, 2, 0.0)  # SE output: x * scale
+    assert geo["features.1.0.block.2.0"] == (7, 2, 0.0)  # the 1 x 1 projection after it
+    assert geo["features.1.0.block.1.fc1"] == (None, None, None)  # the pooled branch has none
+    r, j, c = geo["features.8"]
+    assert r is not None and r > 200 and j == 32 and c == 0.0
