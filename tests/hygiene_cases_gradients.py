@@ -49,7 +49,7 @@ def _cam(model, x):
 def _overlays(model, x):
     with Probe(model) as probe:
         probe.capture(x[:1], "head")
-        assert nearest_conv_layer(probe, "head") == "conv2"
+        assert nearest_conv_layer(probe, "head") == "relu2"  # the last feature map before the head
         for fn in OVERLAYS.values():
             fn(probe, x[:1], layer="relu2", channel=1, target=2)
 

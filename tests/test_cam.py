@@ -17,6 +17,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -277,6 +278,75 @@ def test_hooks_are_removed_and_errors_are_clear(resnet18):
         assert all(p.grad is None for p in probe.model.parameters())
 
 
+class FunctionalHead(nn.Module):
+    """DenseNet's ending: ``features`` -> F.relu (in place or not) -> functional global pooling -> linear;
+    ``features`` also holds an ``nn.AvgPool2d`` that keeps a map larger than 1x1 (DenseNet's transitions)."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(6, 5, 3, padding=1))
+        self.classifier = nn.Linear(5, 4)
+        self.relu_in_place = inplace  # not `inplace`: the probe turns such module flags off
+
+    def forward(self, x):
+        out = F.relu(self.features(x), inplace=self.relu_in_place)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+def test_cam_uses_the_maps_that_are_pooled_after_an_inplace_change():
+    """f is the layer's output as the forward pass leaves it: ReLU'd in place, as the pooling reads it."""
+    torch.manual_seed(2)
+    model = FunctionalHead(inplace=True).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        own = model.features(x)
+    assert (own < 0).any(), "degenerate test case: the ReLU changes nothing"
+    weight = model.classifier.weight.detach()
+    with Probe(model) as probe:
+        for c in range(4):
+            expected = torch.einsum("k,nkhw->nhw", weight[c], own.clamp(min=0))
+            torch.testing.assert_close(cam(probe, x, c, layer="features"), expected)
+            torch.testing.assert_close(cam(probe, x, c), expected)  # the default: features, not the AvgPool2d
+        # Grad-CAM differentiates the layer's own output, which the in-place ReLU does not change
+        activation, _ = layer_gradient(probe, x, 1, "features")
+        torch.testing.assert_close(activation, own)
+    with pytest.raises(ValueError, match="CAM is undefined"):
+        # without the in-place change the layer's own output is not what is pooled
+        cam(FunctionalHead(inplace=False).eval(), x, 1, layer="features")
+
+
+def test_cam_defaults_to_the_maps_pooled_by_a_function_in_densenet_and_mobilenet():
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 64, 64)
+    for name, apply in (("densenet121", F.relu), ("mobilenet_v2", lambda t: t)):
+        model = torchvision.models.__dict__[name](weights=None).eval()
+        with torch.no_grad():
+            features = apply(model.features(x))
+        fc = model.classifier if name == "densenet121" else model.classifier[1]
+        with Probe(model, input_size=(3, 64, 64)) as probe:
+            maps = cam(probe, x, 5)
+            expected = torch.einsum("k,nkhw->nhw", fc.weight[5].detach(), features)
+            assert maps.shape == (1, 2, 2)
+            torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+            torch.testing.assert_close(cam(probe, x, 5, layer="features"), maps)
+            if name == "densenet121":
+                with pytest.raises(ValueError, match=r"512 channels.*pass layer='features' \(the last feature map "
+                                                     r"with 1024 channels before 'classifier'\)"):
+                    cam(probe, x, 5, layer="features.transition3")
+                with pytest.raises(ValueError, match=r"CAM is undefined.*or pass layer='features'"):
+                    cam(probe, x, 5, layer="features.denseblock4")  # before norm5 and the ReLU
+
+
+def test_cam_errors_name_the_layer_to_try(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18, input_size=(3, 64, 64)) as probe:
+        with pytest.raises(ValueError, match=r"256 channels.*pass layer='layer4'"):
+            cam(probe, x, 1, layer="layer3")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6), nn.Linear(6, 2))
+    with pytest.raises(ValueError, match=r"no average-pooling module.*6 channels.*'1', is \(4, 1, 1\)"):
+        cam(model.eval(), torch.randn(1, 3, 8, 8), 1)
+
+
 def test_cam_refuses_heads_that_are_not_gap_then_linear():
     class Bottleneck(nn.Module):
         """GAP -> Linear(5, 5) -> Linear(5, 4): the last linear does not see the pooled maps."""
@@ -301,10 +371,112 @@ def test_nearest_conv_layer(resnet18):
     with Probe(resnet18, input_size=(3, 64, 64)) as probe:
         assert nearest_conv_layer(probe, "layer4") == "layer4"
         assert nearest_conv_layer(probe, "layer3.0.relu") == "layer3.0.relu"
-        assert nearest_conv_layer(probe, "avgpool") == "layer4.1.conv2"  # 1x1 output
-        assert nearest_conv_layer(probe, "fc") == "layer4.1.conv2"
+        # the block output that ends last before the layer, not the last convolution inside it
+        assert nearest_conv_layer(probe, "avgpool") == "layer4"  # 1x1 output
+        assert nearest_conv_layer(probe, "fc") == "layer4"
         with pytest.raises(KeyError):
             nearest_conv_layer(probe, "head")
+    with Probe(resnet18, input_size=(3, 32, 32)) as probe:  # layer4 is 1x1 here: back to layer3
+        assert nearest_conv_layer(probe, "fc") == "layer3"
+    with Probe(resnet18, input_size=(3, 16, 16)) as probe:  # layer3 and layer4 are 1x1, layer2 2x2
+        assert nearest_conv_layer(probe, "layer4") == "layer2"
+    with Probe(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)), input_size=(3, 4, 4)) as probe:
+        with pytest.raises(ValueError, match="no layer with a feature-map output larger than 1x1"):
+            nearest_conv_layer(probe, "1")
+
+
+class Never(nn.Module):
+    """GapNet with a convolution it never runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = GapNet()
+        self.unused = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_nearest_conv_layer_refuses_a_layer_that_never_runs():
+    with Probe(Never().eval(), input_size=(3, 8, 8)) as probe:
+        assert nearest_conv_layer(probe, "body.fc") == "body.relu2"
+        with pytest.raises(ValueError, match="'unused' does not run"):
+            nearest_conv_layer(probe, "unused")
+
+
+@pytest.mark.parametrize(
+    "name, size, layer, expected",
+    [
+        ("resnet18", 64, "avgpool", "layer4"),
+        ("densenet121", 64, "classifier", "features"),  # not the last conv of the last dense layer
+        ("mobilenet_v2", 64, "classifier.1", "features"),
+        ("convnext_tiny", 64, "classifier.2", "features"),  # classifier.0 is a 1x1 LayerNorm2d map
+    ],
+)
+def test_nearest_conv_layer_is_the_last_block_output_of_torchvision_models(name, size, layer, expected):
+    torch.manual_seed(0)
+    model = torchvision.models.__dict__[name](weights=None).eval()
+    with Probe(model, input_size=(3, size, size)) as probe:
+        assert nearest_conv_layer(probe, layer) == expected
+        assert nearest_conv_layer(probe, expected) == expected
+
+
+def test_grad_cam_overlay_of_resnet18_avgpool_equals_pytorch_grad_cam_at_layer4(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    with Probe(resnet18, channels_last=False) as probe:
+        c = int(probe.logits(x).argmax())
+        heat = OVERLAYS["grad-cam"](probe, x, layer="avgpool", channel=0, target=c)
+        raw = grad_cam(probe, x, c, "layer4")
+        assert_informative(raw)
+        np.testing.assert_array_equal(heat, upsample(raw, (64, 64))[0].numpy())
+        expected = library_map(gradcam_lib.GradCAM, resnet18, "layer4", x, [c])
+        np.testing.assert_allclose(like_pytorch_grad_cam(raw, (64, 64)), expected, atol=CAM_ATOL)
+
+
+class MeanHW(nn.Module):
+    """Global average of a channels-last (N, H, W, C) map."""
+
+    def forward(self, x):
+        return x.mean(dim=(1, 2))
+
+
+def test_grad_cam_fallback_to_a_channels_last_layer_equals_pytorch_grad_cam_with_a_reshape():
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), torchvision.ops.Permute([0, 2, 3, 1]), nn.LayerNorm(6), MeanHW(), nn.Linear(6, 3)
+    ).eval()
+    x = torch.randn(1, 3, 10, 14)
+    with Probe(model, channels_last=False) as probe:
+        assert probe.layers["2"].layout == "HWC"
+        assert nearest_conv_layer(probe, "4") == "2"  # the channels-last LayerNorm, not the convolution
+        c = int(probe.logits(x).argmax())
+        raw = grad_cam(probe, x, c, "2")
+        assert raw.shape == (1, 10, 14)
+        assert_informative(raw)
+        np.testing.assert_array_equal(OVERLAYS["grad-cam"](probe, x, layer="4", channel=0, target=c),
+                                      upsample(raw, (10, 14))[0].numpy())
+        clone = copy.deepcopy(model)
+        explainer = gradcam_lib.GradCAM(clone, [clone[2]], reshape_transform=lambda t: t.permute(0, 3, 1, 2))
+        expected = explainer(x, targets=[ClassifierOutputTarget(c)])
+        np.testing.assert_allclose(like_pytorch_grad_cam(raw, (10, 14)), expected, atol=CAM_ATOL)
+
+
+def test_grad_cam_overlay_of_swin_avgpool_is_grad_cam_at_its_last_map():
+    # Swin's last map is channels-last (norm); permute makes it (C, H, W): the same Grad-CAM
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t(weights=None).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with Probe(model, channels_last=False, input_size=(3, 128, 128)) as probe:
+        assert probe.layers["norm"].layout == "HWC"
+        assert nearest_conv_layer(probe, "avgpool") == "permute"  # not the patch-embedding stem features.0.0
+        assert nearest_conv_layer(probe, "head") == "permute"
+        heat = OVERLAYS["grad-cam"](probe, x, layer="avgpool", channel=0, target=3)
+        # pytorch-grad-cam needs a reshape_transform at norm; that equality is checked on a small net above
+        raw = grad_cam(probe, x, 3, "norm")
+        assert raw.shape == (1, 4, 4)
+        assert_informative(raw)
+        expected = upsample(raw, (128, 128))[0].numpy()
+        np.testing.assert_allclose(heat, expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -361,7 +533,7 @@ def test_overlay_values_are_the_documented_maps(resnet18):
     x = torch.randn(1, 3, 64, 64)
     with Probe(resnet18) as probe:
         heat = OVERLAYS["grad-cam"](probe, x, layer="fc", channel=0, target=2)
-        expected = upsample(grad_cam(probe, x, 2, "layer4.1.conv2"), (64, 64))[0].numpy()
+        expected = upsample(grad_cam(probe, x, 2, "layer4"), (64, 64))[0].numpy()
         np.testing.assert_array_equal(heat, expected)
         heat = OVERLAYS["deconvnet"](probe, x, layer="layer1.1.relu", channel=4, target=0)
         expected = project_channel(probe, x, "layer1.1.relu", 4, unit="max")[0].abs().amax(0).numpy()

@@ -1005,7 +1005,7 @@ class Explorer(ipw.VBox):
         elif request.method == "deconvnet":
             caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"
         elif request.method == "grad-cam":
-            caption = f"<b>Grad-CAM</b> of {name} at {request.layer} (or the convolution before it)"
+            caption = f"<b>Grad-CAM</b> of {name} at {request.layer} (or the last feature map before it)"
         else:
             caption = f"<b>{request.method}</b> of {name}"
         if result.note:

@@ -81,6 +81,11 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
 def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
     """Forward hook: keep the module's output of its last call (as a fresh leaf if ``leaf``).
 
+    Without ``leaf`` the output tensor itself is kept (detached, no copy), on purpose: read after
+    the forward pass, it includes the in-place changes the model made to it later (DenseNet's
+    ``F.relu(features, inplace=True)`` before pooling), which is what :func:`cam` needs. With
+    ``leaf`` the model continues on a copy, so the leaf stays the module's own output.
+
     Only forward passes of the registering thread are recorded.
     """
     owner = threading.get_ident()
@@ -91,7 +96,7 @@ def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the layer returns {type(output).__name__}, not a tensor")
         if not leaf:
-            record[:] = [output.detach()]
+            record[:] = [output.detach()]  # shares storage with output: later in-place changes show
             return None
         start = output.detach().requires_grad_(True)
         record[:] = [start]
@@ -245,6 +250,11 @@ def _last_linear(probe: Probe, layers: dict[str, LayerInfo]) -> str:
     return linear[-1]
 
 
+def _global_pool(probe: Probe, info: LayerInfo) -> bool:
+    """Whether a layer is an average-pooling module that reduces its input to 1x1 (global pooling)."""
+    return isinstance(probe.module(info.name), _POOLS) and _positions(info) == 1
+
+
 def cam(
     model_or_probe: nn.Module | Probe,
     x: torch.Tensor,
@@ -260,12 +270,25 @@ def cam(
     function checks that ``fc(mean_ij f)`` reproduces the model's class score (up to float
     rounding) and raises otherwise. The bias is a constant and is left out, as in the paper.
 
+    ``f`` is read when the forward pass has ended: it is the tensor the pooling averages,
+    including in-place changes the model makes to it after the layer. DenseNet applies
+    ``F.relu(features, inplace=True)`` before its functional pooling, so with
+    ``layer="features"`` (its default) ``f`` is ``ReLU`` of that layer's output: the maps that
+    really are pooled. (:func:`grad_cam` at the same layer uses the layer's own output.)
+
     Args:
         model_or_probe: a model or a :class:`Probe` of it (e.g. torchvision ResNets).
         x: preprocessed batch (N, C, H, W).
         target: a class index or :class:`ClassLogit` (CAM explains class scores only).
-        layer: the layer whose output is ``f``. Default: the input of the last average-
-            pooling module (``nn.AdaptiveAvgPool2d`` / ``nn.AvgPool2d``) before ``fc``.
+        layer: the layer whose output (as the forward pass leaves it, see above) is ``f``;
+            a channels-last (h, w, K) output is read channels first. Default: of the layers
+            that run before ``fc``, the one that ends last among those that have ``K``
+            channels (``K = fc.in_features``) and are either an average-pooling module
+            (``nn.AdaptiveAvgPool2d`` / ``nn.AvgPool2d``) with a 1x1 output - then ``f`` is
+            that module's input (ResNet's ``avgpool``) - or a feature map larger than 1x1 -
+            then ``f`` is its output, pooled by a function in the model's forward (DenseNet's
+            and MobileNet's ``features``). A pooling module that keeps a map larger than 1x1
+            (DenseNet's transitions) is not global pooling.
         fc: the final ``nn.Linear``. Default: the last ``nn.Linear`` that runs.
 
     Returns:
@@ -274,7 +297,9 @@ def cam(
     Raises:
         TypeError: a target other than a class score.
         KeyError: unknown layer names. IndexError: class out of range.
-        ValueError: the model does not end in global average pooling + ``fc`` at these layers.
+        ValueError: the model does not end in global average pooling + ``fc`` at these layers
+            (the message names the last feature map with ``K`` channels before ``fc`` when
+            that is a layer to try).
     """
     if isinstance(target, int) and not isinstance(target, bool):
         target = ClassLogit(target)
@@ -288,33 +313,44 @@ def cam(
         fc_module = probe.module(fc_name)
         if not isinstance(fc_module, nn.Linear):
             raise ValueError(f"fc must name an nn.Linear layer; {fc_name!r} is {type(fc_module).__name__}")
+        fc_info = probe.check_layer(fc_name)
+        width = fc_module.in_features
+        # the layer to suggest: the last feature map before fc (larger than 1x1) with fc's width
+        candidate = _latest_map_before(layers, fc_info, lambda i: i.map_shape[0] == width and _positions(i) > 1)
         record: list[torch.Tensor] = []
         layer_info = None
+        if layer is None:
+            chosen = _latest_map_before(
+                layers, fc_info, lambda i: i.map_shape[0] == width and (_positions(i) > 1 or _global_pool(probe, i))
+            )
+            if chosen is None:
+                last = _latest_map_before(layers, fc_info, lambda i: True)
+                seen = f" (the last feature map before it, {last.name!r}, is {last.shape_text})" if last else ""
+                raise ValueError(
+                    f"CAM needs the {width} features of {fc_name!r} to be globally averaged feature maps, but no "
+                    f"average-pooling module with a 1x1 output and no feature map with {width} channels runs "
+                    f"before it{seen}; CAM is undefined for this model, use grad_cam"
+                )
+            if _global_pool(probe, chosen):
+                owner = threading.get_ident()
+
+                def pre_hook(module: nn.Module, args: tuple) -> None:
+                    if threading.get_ident() == owner:
+                        record[:] = [args[0].detach()]
+
+                handle = probe.module(chosen.name).register_forward_pre_hook(pre_hook)
+                source = f"the input of {chosen.name!r}"
+            else:
+                layer, layer_info = chosen.name, chosen
         if layer is not None:
             layer_info = _spatial_layer(probe, layer, "cam")
             handle = _hook_output(probe.module(layer), record, leaf=False)
             source = f"layer {layer!r}"
-        else:
-            fc_order = layers[fc_name].order
-            pools = [
-                name
-                for name, info in layers.items()
-                if info.calls > 0 and info.order < fc_order and isinstance(probe.module(name), _POOLS)
-            ]
-            if not pools:
-                raise ValueError(
-                    f"no average-pooling module runs before {fc_name!r}; pass layer= (the feature maps "
-                    "that are globally averaged) or use grad_cam"
-                )
-
-            owner = threading.get_ident()
-
-            def pre_hook(module: nn.Module, args: tuple) -> None:
-                if threading.get_ident() == owner:
-                    record[:] = [args[0].detach()]
-
-            handle = probe.module(pools[-1]).register_forward_pre_hook(pre_hook)
-            source = f"the input of {pools[-1]!r}"
+        suggestion = ""
+        if candidate is not None and candidate.name != layer:
+            suggestion = (
+                f"; pass layer={candidate.name!r} (the last feature map with {width} channels before {fc_name!r})"
+            )
         try:
             # grad=True bypasses the cache so the hook sees a real forward (nothing requires grad,
             # so no graph is built).
@@ -329,7 +365,8 @@ def cam(
         if weight.shape[1] != features.shape[1]:
             raise ValueError(
                 f"{fc_name!r} takes {weight.shape[1]} features but {source} has {features.shape[1]} channels; "
-                "CAM needs global average pooling right before the final linear layer (use grad_cam)"
+                "CAM needs the feature maps that global average pooling turns into the final linear layer's input"
+                + (suggestion or " (use grad_cam)")
             )
         index = target.index  # in range: target(logits) above checked it
         pooled = features.float().mean(dim=(2, 3)) @ weight[index].float()
@@ -340,7 +377,7 @@ def cam(
             raise ValueError(
                 f"the model's score for class {target.index} is not {fc_name!r} applied to the global average of "
                 f"{source} (max difference {float((pooled - scores).abs().max()):.3g}); CAM is undefined here, "
-                "use grad_cam"
+                "use grad_cam" + (suggestion.replace("; pass", " or pass") if source.startswith("layer") else "")
             )
         maps = torch.einsum("k,nkhw->nhw", weight[index].float(), features.float())
         return maps.contiguous().to(x.device)
@@ -368,26 +405,81 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+def _finish_keys(layers: dict[str, LayerInfo]) -> dict[str, tuple[int, int]]:
+    """For every layer that runs, a key that sorts layers by when their forward call ends.
+
+    Calls nest (a container ends after everything it runs), so a layer ends after the last
+    module to start inside it, and before the containers around it: the key is (the largest
+    ``order`` in the layer's subtree of qualified names, minus its depth). A layer that runs
+    several times is placed by its first call, as ``order`` is.
+    """
+    last = {name: info.order for name, info in layers.items() if info.calls > 0}
+    for name, info in layers.items():
+        if info.calls == 0:
+            continue
+        parts = name.split(".")
+        for depth in range(1, len(parts)):
+            parent = ".".join(parts[:depth])
+            if parent in last:
+                last[parent] = max(last[parent], info.order)
+    return {name: (value, -name.count(".")) for name, value in last.items()}
+
+
+def _latest_map_before(layers: dict[str, LayerInfo], before: LayerInfo, accept) -> LayerInfo | None:
+    """The layer whose forward call ends last before ``before`` starts, among the layers that run,
+    have a feature-map output (``map_shape``, either layout) and pass ``accept``; None if none.
+
+    The containers around ``before`` are not before it (they end after it); of a block and the
+    layers inside it that end together (``layer4``, ``layer4.1``, ``layer4.1.bn2``), the
+    block, which ends last, wins.
+    """
+    keys = _finish_keys(layers)
+    candidates = [
+        name
+        for name, key in keys.items()
+        if key[0] < before.order and layers[name].map_shape is not None and accept(layers[name])
+    ]
+    return layers[max(candidates, key=keys.__getitem__)] if candidates else None
+
+
+def _positions(info: LayerInfo) -> int:
+    """h * w of a layer's feature maps (0 for an output that is not a feature map)."""
+    return 0 if info.map_shape is None else info.map_shape[1] * info.map_shape[2]
+
+
 def nearest_conv_layer(probe: Probe, layer: str) -> str:
-    """The layer a class map for ``layer`` should use: ``layer`` itself when its output is a
-    feature map larger than 1x1, else the nearest convolution that runs before it.
+    """The layer a Grad-CAM map for ``layer`` uses (the explorer's fallback for a layer
+    without a spatial map, such as ``avgpool`` or ``fc``).
+
+    Rule: ``layer`` itself when it runs and its output is a feature map with more than 1x1
+    positions, (C, H, W) or channels-last (H, W, C) (``LayerInfo.map_shape``); else the
+    feature-map layer with more than 1x1 positions whose forward call ends last before
+    ``layer`` starts, in execution order. Of a block and the layers inside it that end at the
+    same point, the widest block wins: ``avgpool`` of a ResNet gives ``layer4`` (not
+    ``layer4.1`` or ``layer4.1.bn2``), the classifier of DenseNet, MobileNet and ConvNeXt
+    ``features``, ``avgpool`` of a Swin transformer ``permute`` (its channels-last ``norm``
+    output made (C, H, W); the Grad-CAM of both is the same). VGG's ``avgpool`` (adaptive
+    pooling to 7x7) is a feature map itself and is kept, and is what its classifier gets.
+    The containers around ``layer`` are not before it. The name is historical: the layer
+    is the nearest feature map, usually the output of the last convolutional block, not
+    necessarily a convolution.
 
     Uses the probe's current layer table (``probe.layers``).
 
     Raises:
-        KeyError: unknown layer. ValueError: no convolution runs at or before ``layer``.
+        KeyError: unknown layer. ValueError: ``layer`` never runs, or no feature map larger
+            than 1x1 is computed before it.
     """
     layers = probe.layers
     info = probe.check_layer(layer)
-
-    def is_map(i: LayerInfo) -> bool:
-        return i.map_shape is not None and i.calls > 0 and i.map_shape[1] * i.map_shape[2] > 1
-
-    if is_map(info):
+    if info.calls == 0:
+        raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
+    if _positions(info) > 1:
         return layer
-    before = [i for i in layers.values() if i.is_conv and i.calls > 0 and i.is_spatial and i.order <= info.order]
-    larger = [i for i in before if is_map(i)]
-    chosen = larger or before
-    if not chosen:
-        raise ValueError(f"no convolution with a feature-map output runs at or before layer {layer!r}")
-    return max(chosen, key=lambda i: i.order).name
+    chosen = _latest_map_before(layers, info, lambda i: _positions(i) > 1)
+    if chosen is None:
+        raise ValueError(
+            f"no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
+            f"runs before layer {layer!r}, which outputs {info.shape_text}; Grad-CAM needs such a layer"
+        )
+    return chosen.name

@@ -31,10 +31,10 @@ name                map                                                         
 ``guided backprop`` ``max_c |GB_c|``, guided backpropagation of the class score   target
 ``deconvnet``       ``max_c |P_c|``, deconvnet projection of the selected          layer, channel
                     channel's strongest unit (:func:`project_channel`)
-``grad-cam``        Grad-CAM of the class at the selected layer, or the nearest   layer, target
-                    convolution before it when the layer's output is not a
-                    feature map (:func:`nearest_conv_layer`), upsampled
-                    bilinearly to (H, W)
+``grad-cam``        Grad-CAM of the class at the selected layer, or at the last   layer, target
+                    feature map before it when the layer's output is not one
+                    (:func:`nearest_conv_layer`), upsampled bilinearly to
+                    (H, W)
 ==================  ============================================================  =====================
 """
 
@@ -92,7 +92,8 @@ def deconvnet_overlay(probe: Probe, x: torch.Tensor, *, layer: str, channel: int
 
 
 def grad_cam_overlay(probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int) -> np.ndarray:
-    """Grad-CAM of the target at ``layer`` or the nearest convolution before it, upsampled
+    """Grad-CAM of the target at ``layer``, or at the last feature map before it (see
+    :func:`~cnnwidgets.methods.cam.nearest_conv_layer`) when its output is not one, upsampled
     bilinearly to the input (Selvaraju et al. 2017); ``channel`` is unused."""
     x = _single(x)
     layers_for(probe, x)
