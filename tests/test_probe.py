@@ -634,6 +634,7 @@ def test_channels_last_outputs_are_recognised(size):
     assert "(HWC)" in model_summary(channels_last_net(), input_size=size).to_text()
 
 
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.NoReluWarning")  # a GELU model: the rule has no ReLU
 def test_channel_readers_see_channels_last_layers_channels_first():
     from cnnwidgets import ChannelActivation
     from cnnwidgets.core.targets import target_score

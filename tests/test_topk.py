@@ -251,6 +251,7 @@ def test_receptive_field_box_contains_the_deconvnet_projection_support():
     assert whole == Box(0, 0, 16, 16)
 
 
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.InactiveChannelWarning")  # zero maps compared too
 def test_batched_projector_equals_project_channel_image_by_image():
     from cnnwidgets.methods.gradients import project_channel
     from cnnwidgets.methods.topk import deconvnet_projector
