@@ -1143,3 +1143,19 @@ def test_a_layer_that_never_runs_is_named_as_such():
             explorer.layer = "aux"
     finally:
         explorer.close()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_layer_removed_from_the_model_falls_back_to_one_it_has(background):
+    explorer = make(box=(4, 4, 8, 8), background=background)
+    try:
+        explorer.layer = "features.6"
+        assert explorer.wait_idle(60)
+        explorer.probe._user_model.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU())
+        explorer.box = (6, 6, 8, 8)  # the next update meets a model without features.6
+        assert explorer.wait_idle(60)
+        assert explorer.layer in explorer.layers and "features.6" not in explorer.layers
+        assert explorer.shown_state == explorer.state() and not explorer.status.is_error
+        assert explorer.activations.shape[0] == explorer.layers[explorer.layer].map_shape[0]
+    finally:
+        explorer.close()

@@ -819,15 +819,7 @@ class Explorer(ipw.VBox):
     def _show_frame(self, state: ExplorerState, frame: Frame) -> None:
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
-        changes = self.controller.stats.model_changes
-        if changes != self._model_changes_seen:  # the user's weights changed: the method map is stale too
-            self._model_changes_seen = changes
-            self._class_count_known = False
-            try:
-                self._refresh_layers()  # modules may have been replaced: new shapes, channel counts
-            except Exception as exc:  # noqa: BLE001 - shown in the status line
-                self._show_error("layers", exc)
-            self._submit_method()
+        self._follow_model_change()
         self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats,
                        display_width=frame.grid_display_width)
         self.panel.value = frame.panel_bytes
@@ -862,8 +854,25 @@ class Explorer(ipw.VBox):
                 f"{1000 * frame.render_seconds:.1f} ms"
             )
 
+    def _follow_model_change(self) -> bool:
+        """After the user changed the model (seen by the controller): the method map is stale,
+        and replaced modules may have changed the layers. Returns whether it changed."""
+        changes = self.controller.stats.model_changes
+        if changes == self._model_changes_seen:
+            return False
+        self._model_changes_seen = changes
+        self._class_count_known = False
+        try:
+            self._refresh_layers()  # modules may have been replaced: new shapes, channel counts
+        except Exception as exc:  # noqa: BLE001 - shown in the status line
+            self.status.exception("layers", exc)
+        self._submit_method()
+        return True
+
     def _show_error(self, where: str, exc: BaseException) -> None:
         self.status.exception(where, exc)
+        if where == "model" and self._follow_model_change():
+            self._submit()  # the layer shown may be gone from the new model: try what it offers now
 
     # ------------------------------------------------------------------ dead channels over a data set
     def mark_dead(self, report: Mapping[str, Any] | Any | None) -> None:
