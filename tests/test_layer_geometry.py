@@ -183,7 +183,8 @@ class Transposed(nn.Module):
 
 
 def test_views_keep_geometry_only_with_the_map_dimensions_last():
-    assert geometry(Transposed((2, 3)), size=8)["conv2"] == (5, 1, 0.0)  # a square map, transposed
+    # a square map transposed: unit (i, j) then sees the box of (j, i), which no geometry describes
+    assert geometry(Transposed((2, 3)), size=8)["conv2"] == (None, None, None)
     assert geometry(Transposed((1, 3)), size=8)["conv2"] == (None, None, None)  # channels moved last
 
 
@@ -282,3 +283,40 @@ def test_efficientnet_b0_keeps_geometry_past_squeeze_and_excitation():
     assert geo["features.1.0.block.1.fc1"] == (None, None, None)  # the pooled branch has none
     r, j, c = geo["features.8"]
     assert r is not None and r > 200 and j == 32 and c == 0.0
+
+
+class _Blur(nn.Module):
+    """A custom leaf that mixes neighbouring positions with a function (no window attribute)."""
+
+    def forward(self, x):
+        return F.avg_pool2d(x, 7, 1, 3)
+
+
+class _PadInForward(nn.Conv2d):
+    """A convolution that pads itself in forward ("same" padding of ported TF models): its
+    ``padding`` attribute (0) is not what it applies."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, padding=0, **kwargs)
+
+    def forward(self, x):
+        k = self.kernel_size[0]
+        return F.conv2d(F.pad(x, [k // 2, k - 1 - k // 2] * 2), self.weight, self.bias)
+
+
+class _ChannelsNorm(nn.LayerNorm):
+    """A LayerNorm over channels that permutes around F.layer_norm (as ConvNeXt's LayerNorm2d)."""
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias).permute(0, 3, 1, 2)
+
+
+def test_leaves_whose_forward_mixes_positions_get_no_geometry_from_the_module_rule():
+    assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Blur(), nn.Conv2d(4, 4, 1)))["2"] == (None, None, None)
+    # a Linear applied to an NCHW map mixes along its width
+    assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Linear(16, 16)))["1"] == (None, None, None)
+    # the module rule would read padding=0 and shift every box; what the forward does is not followed
+    assert geometry(nn.Sequential(_PadInForward(3, 4, 3), _PadInForward(4, 4, 5)))["1"] == (None, None, None)
+    # normalisations are per position whatever their forward does with the layout
+    assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _ChannelsNorm(4), nn.Conv2d(4, 4, 3, padding=1)))[
+        "2"] == (5, 1, 0.0)

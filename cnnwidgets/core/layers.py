@@ -44,7 +44,12 @@ discovering thread alone) gives the output of such a function geometry by these 
   an FFT).
 * An in-place function (``out += x``, ``out[:, :k] = x``) merges into the tensor it changes.
 * A module's output takes the module's geometry (by the recurrence above) whatever the
-  functions inside its ``forward`` gave it.
+  functions inside its ``forward`` gave it, when torch's own ``forward`` runs (and for any
+  normalisation layer). A leaf with a ``forward`` of its own (a custom layer, a convolution
+  subclass that pads itself in ``forward``), and a ``Linear`` applied to a map, take what
+  their functions gave instead, so a custom blur or a padding the module's attributes do
+  not show gives no geometry rather than a wrong one. A transpose that swaps rows and
+  columns gives none either.
 
 This is the classic receptive field: the pixels a unit reads through its windows. A
 normalisation whose statistics pool over the map (``GroupNorm``, ``InstanceNorm``, a
@@ -204,6 +209,22 @@ def _propagate(module: nn.Module, geometry: Geometry | None, in_shape, out_shape
     return None
 
 
+def _rule_applies(module: nn.Module) -> bool:
+    """Whether :func:`_propagate`'s rule describes ``module``'s forward: the forward is torch's
+    own, and for a module without a window, one that works per position (activations, norms,
+    dropout; not a Linear, which mixes whatever its last dimension holds). Normalisation layers
+    count as per position whatever their forward (ConvNeXt's LayerNorm2d permutes to normalise
+    over channels)."""
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)):
+        return True
+    forward = getattr(type(module), "forward", None)
+    if not getattr(forward, "__module__", "").startswith("torch."):
+        # a convolution or pooling subclass with its own forward may pad or stride otherwise
+        # than its attributes say: follow its functions; another windowed module gets no geometry
+        return hasattr(module, "kernel_size") and not isinstance(module, _GEOMETRIC)
+    return isinstance(module, _GEOMETRIC) or hasattr(module, "kernel_size") or not isinstance(module, nn.Linear)
+
+
 # Name fragments of tensor functions that move or mix map positions even when they keep the
 # map's size (see the module docstring): their outputs have no geometry.
 _MIXING = (
@@ -237,9 +258,10 @@ def _same_positions(output: torch.Tensor, operand: torch.Tensor, name: str, args
     if output.dim() < 3 or operand.dim() < 3 or output.shape[-2:] != operand.shape[-2:]:
         return False
     if _shares_storage(output, operand):
-        # A view (or the tensor itself): the two dimensions must be the same ones, not others
-        # of equal size that a permute or transpose moved last.
-        return sorted(output.stride()[-2:]) == sorted(operand.stride()[-2:])
+        # A view (or the tensor itself): the two dimensions must be the same ones, in the same
+        # order: not others of equal size that a permute moved last, nor rows and columns
+        # swapped by a transpose (a unit's box would be mirrored).
+        return tuple(output.stride()[-2:]) == tuple(operand.stride()[-2:])
     if output.dim() == operand.dim():
         return True
     if name == "stack" and output.dim() == operand.dim() + 1:
@@ -382,8 +404,14 @@ def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple
         shapes[name] = tuple(output.shape[1:])
         keep_alive.append(output)
         if not any(True for _ in module.children()):
-            in_geometry = geometry_of.get(id(first)) if first is not None else None
-            out = _propagate(module, in_geometry, None if first is None else first.shape, output.shape)
+            if id(output) in geometry_of and not _rule_applies(module):
+                # a leaf whose own forward is not the one the module rule describes (a custom
+                # layer, a conv subclass that pads in forward, a Linear over the width): what
+                # its tensor functions did to the positions, as followed above, decides
+                out = geometry_of[id(output)]
+            else:
+                in_geometry = geometry_of.get(id(first)) if first is not None else None
+                out = _propagate(module, in_geometry, None if first is None else first.shape, output.shape)
             geometry_of[id(output)] = out
         else:
             # A container's output is the tensor some inner module produced (if any).
