@@ -84,7 +84,10 @@ class LayerInfo:
         output_shape: shape of its (last) output without the batch dimension, or ``None``
             when the module does not run for this input or does not return one tensor.
         num_params: number of parameters, counting submodules.
-        receptive_field: receptive-field size in input pixels (square kernels), or ``None``.
+        receptive_field: receptive-field size in input pixels (square kernels), or ``None``:
+            the classic receptive field, which leaves out whole-map branches such as
+            squeeze-and-excitation scales and pooled normalisation statistics (see the
+            module docstring).
         jump: distance in input pixels between neighbouring output units (effective stride).
         start: centre of output unit (0, 0)'s receptive field in input pixel coordinates.
         calls: how many times the module runs in one forward pass (0: never runs).

@@ -37,6 +37,9 @@ convolutions. :func:`crop_receptive_field` returns the full ``r x r`` square, wi
 outside the image filled with ``fill`` and marked in a ``valid`` mask, so the unit always sits
 at the centre of its patch; renderers grey out the invalid part. Layers whose geometry is
 unknown (after a linear layer, adaptive pooling, ...) get the whole image as their patch.
+The receptive field is the classic one: in a network with squeeze-and-excitation blocks
+(EfficientNet, MobileNetV3, RegNetY) every unit also depends weakly on the whole image through
+the pooled scales, which the patch leaves out.
 
 Saving and resuming
 -------------------
