@@ -1159,3 +1159,40 @@ def test_a_layer_removed_from_the_model_falls_back_to_one_it_has(background):
         assert explorer.activations.shape[0] == explorer.layers[explorer.layer].map_shape[0]
     finally:
         explorer.close()
+
+
+def test_back_at_the_frame_on_screen_the_error_stays_while_the_model_is_broken(ex):
+    ex.box = (10, 10, 8, 8)
+    ex.probe._user_model.features[3] = nn.Conv2d(5, 16, 3, padding=1)  # the model no longer runs
+    ex.box = (4, 4, 8, 8)
+    assert ex.status.is_error and ex.status.message.startswith("model")
+    ex.box = (10, 10, 8, 8)  # the frame on screen was drawn with the old model
+    assert ex.status.is_error and ex.status.message.startswith("model")
+
+
+def test_a_selected_layer_replaced_by_one_with_fewer_channels_clamps_the_channel(ex):
+    ex.layer, ex.channel = "features.3", 13
+    user_model = ex.probe._user_model
+    user_model.features[3] = nn.Conv2d(8, 4, 3, padding=1)
+    user_model.features[6] = nn.Conv2d(4, 12, 3, padding=1)
+    ex.box = (6, 6, 8, 8)
+    assert ex.wait_idle(60)
+    assert ex.channel < 4 and ex.channel_slider.max == 3 and not ex.status.is_error
+    assert ex.shown_state == ex.state() and ex.activations.shape[0] == 4
+
+
+def test_targets_are_checked_against_the_head_the_model_has_now(ex):
+    ex.probe._user_model.head = nn.Linear(12, 10)
+    ex.target = 7  # no frame since the change: the class count is read again
+    with pytest.raises(traitlets.TraitError, match=r"accepted 0\.\.9"):
+        ex.target = 10
+
+
+def test_a_resize_and_crop_pipeline_undone_by_the_default_is_not_warned_about():
+    import torchvision.transforms as T
+
+    pipeline = T.Compose([T.Resize(40), T.CenterCrop(SIZE), T.ToTensor(),
+                          T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(preprocess=pipeline).close()

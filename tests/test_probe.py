@@ -834,3 +834,35 @@ def test_lazy_modules_must_have_run_once():
     model(torch.zeros(1, 3, 16, 16))
     with Probe(model) as probe:
         assert probe.capture(torch.rand(1, 3, 16, 16), ["0"])["0"].shape == (1, 4, 14, 14)
+
+
+class _ViewsBatchesOnly(nn.Module):
+    """Flattens with ``view`` only for batches of several images: the discovery pass (one image)
+    runs channels-last, a batch later needs the standard layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 14 * 14, 3)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        return self.fc(y.view(x.shape[0], -1) if x.shape[0] > 1 else y.reshape(1, -1))
+
+
+def test_a_forward_that_needs_the_standard_layout_later_switches_to_it():
+    torch.manual_seed(0)
+    model = _ViewsBatchesOnly().eval()
+    with Probe(model, device="cpu") as probe:
+        probe.capture(torch.rand(1, 3, 16, 16), ["conv"])
+        assert probe.channels_last
+        x = torch.rand(3, 3, 16, 16)
+        with torch.no_grad():
+            assert torch.allclose(probe.logits(x), model(x), atol=1e-6)
+        assert not probe.channels_last
+
+
+def test_an_explicit_channels_last_that_fails_is_not_reported_as_a_size_problem():
+    with pytest.raises(RuntimeError, match="channels_last=False") as info:
+        Probe(_ViewFlattenNet().eval(), device="cpu", channels_last=True).layers
+    assert "input sizes tried" not in str(info.value)

@@ -166,11 +166,16 @@ class Controller(NewestFirstWorker):
             request = resolve(state)
             redraws = self._redraws
             if request == self._shown_request:
-                if self._error_shown and self.shown is not None:
-                    # back at the frame on screen after an error: say that all is well again
+                if not (self._error_shown and self.shown is not None):
+                    return
+                self._follow_model()
+                if self._computed is not None and self._computed.key == request.compute:
+                    # back at the frame on screen after an error, with the weights it was drawn
+                    # with: all is well again
                     self._error_shown = False
                     self._on_frame(state, self.shown[1])
-                return
+                    return
+                # the model changed since that frame was drawn: compute it again below
             self._follow_model()
             computed = self._computed
             if computed is None or computed.key != request.compute:

@@ -195,24 +195,30 @@ def _class_names(classes: Any) -> list[str]:
 
 def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
     """Warn when the default un-normalisation does not give back the image a custom
-    ``preprocess`` was given: the picture shown and the occluder's pixel fills would be wrong."""
-    h, w = prepared.size
+    ``preprocess`` was given: the picture shown and the occluder's pixel fills would be wrong.
+
+    Compared is the contrast (the standard deviation of each colour channel) of the picture
+    shown and of the image given, which a resize or crop changes little (resnet18's own
+    transforms keep it within 0.6-1.3x on photos), while a scaling that the default does not
+    undo changes it several-fold ([0, 1] pixels shown through the ImageNet inverse: about 0.23x).
+    """
     try:
-        given = np.asarray(to_pil(source).convert("RGB").resize((w, h)), dtype=np.float32)
+        given = np.asarray(to_pil(source).convert("RGB").resize((128, 128)), dtype=np.float32).reshape(-1, 3)
     except Exception:  # noqa: BLE001 - only a check; the image was read once already
         return
     shown = prepared.display.astype(np.float32)
-    if shown.ndim == 2:
-        shown = np.repeat(shown[..., None], 3, axis=2)
-    if shown.shape != given.shape:
+    shown = (np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown).reshape(-1, 3)
+    spread = given.std(axis=0)
+    if spread.min() < 8:  # a nearly flat image: its contrast says nothing
         return
-    difference = float(np.abs(shown - given).mean()) / 255
-    if difference > 0.08:
+    ratio = shown.std(axis=0) / spread
+    if ratio.min() < 0.45 or ratio.max() > 2.2:
         warnings.warn(
             f"preprocess= was given without denormalize=, and the default un-normalisation (ImageNet "
-            f"statistics for RGB, [0, 1] for gray) does not give the image back (mean difference "
-            f"{difference:.0%}): the image shown and the occluder's gray, black and noise fills would be "
-            "wrong. Pass denormalize= (model input (C, H, W) -> (H, W, 3) floats in [0, 1])",
+            f"statistics for RGB, [0, 1] for gray) does not give the image back (its contrast comes out "
+            f"{ratio.min():.2f}-{ratio.max():.2f} times the image's): the image shown and the occluder's gray, "
+            "black and noise fills would be wrong. Pass denormalize= (model input (C, H, W) -> (H, W, 3) "
+            "floats in [0, 1])",
             UserWarning,
             stacklevel=4,
         )
@@ -361,8 +367,8 @@ class Explorer(ipw.VBox):
             self._class_count_known = False
             self._class_probe = probe
             names = _class_names(classes) if classes is not None else []
-            if not names:
-                names = _class_names(parts.get("classes") or [])
+            if not names and parts.get("classes") is not None:
+                names = _class_names(parts["classes"])
             count = self._count_classes(first)
             if names and count is not None and len(names) != count and not (count == 1 and len(names) == 2):
                 raise ValueError(
@@ -582,7 +588,7 @@ class Explorer(ipw.VBox):
         if value is None:
             return None
         value = int(value)
-        if not self._class_count_known and not self._closed:
+        if not self._closed and (not self._class_count_known or self._class_probe.user_model_changed()):
             self._count_classes(self._images[self._image_id])
         count = self._class_count
         if value < 0 or (count is not None and value >= count):
@@ -854,7 +860,7 @@ class Explorer(ipw.VBox):
                 f"{1000 * frame.render_seconds:.1f} ms"
             )
 
-    def _follow_model_change(self) -> bool:
+    def _follow_model_change(self, *, report: bool = True) -> bool:
         """After the user changed the model (seen by the controller): the method map is stale,
         and replaced modules may have changed the layers. Returns whether it changed."""
         changes = self.controller.stats.model_changes
@@ -865,14 +871,18 @@ class Explorer(ipw.VBox):
         try:
             self._refresh_layers()  # modules may have been replaced: new shapes, channel counts
         except Exception as exc:  # noqa: BLE001 - shown in the status line
-            self.status.exception("layers", exc)
+            if report:
+                self.status.exception("layers", exc)
         self._submit_method()
         return True
 
     def _show_error(self, where: str, exc: BaseException) -> None:
         self.status.exception(where, exc)
-        if where == "model" and self._follow_model_change():
-            self._submit()  # the layer shown may be gone from the new model: try what it offers now
+        # a model changed since the last frame may fail for the layer or channel shown (gone,
+        # fewer channels): take its layers and retry with what it offers now; a model that
+        # does not run at all keeps its own error on screen
+        if where in ("model", "render") and self._follow_model_change(report=False):
+            self._submit()
 
     # ------------------------------------------------------------------ dead channels over a data set
     def mark_dead(self, report: Mapping[str, Any] | Any | None) -> None:

@@ -410,6 +410,12 @@ class Probe:
         self._install_hooks(clone)
         return clone
 
+    def _use_standard_layout(self) -> None:
+        """Run this model in the standard (contiguous) layout from now on, on every device."""
+        self._channels_last_request = False
+        self._channels_last = False
+        self._model.to(memory_format=torch.contiguous_format)
+
     def _want_channels_last(self, model: nn.Module) -> bool:
         if self._channels_last_request == "auto":
             has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -614,9 +620,7 @@ class Probe:
                     ) from exc
                 # The forward needs contiguous activations (``x.view(N, -1)`` after a convolution
                 # does): run this model in the standard layout from now on.
-                self._channels_last_request = False
-                self._channels_last = False
-                self._model.to(memory_format=torch.contiguous_format)
+                self._use_standard_layout()
                 example = example.contiguous()
                 with _plain_mode():
                     self._layers, output = discover_layers_and_output(self._model, example)
@@ -654,6 +658,8 @@ class Probe:
             tried.append(size)
             try:
                 self.describe(size)
+            except ChannelsLastError:
+                raise  # not a matter of size: the message says what to change
             except RuntimeError as exc:
                 last = exc
                 continue
@@ -904,6 +910,7 @@ class Probe:
         self._run = run
         self.stats.forwards += 1
         output = None
+        layout_failed = False
         try:
             with torch.set_grad_enabled(grad), _plain_mode():
                 try:
@@ -913,9 +920,17 @@ class Probe:
                 except NotATensorError:
                     raise
                 except (RuntimeError, TypeError) as exc:
-                    raise RuntimeError(f"the model failed on an input of shape {tuple(x.shape)}: {exc}") from exc
+                    if self._channels_last and self._channels_last_request == "auto" and _layout_error(exc):
+                        layout_failed = True  # retried below, in the standard layout
+                    else:
+                        raise RuntimeError(f"the model failed on an input of shape {tuple(x.shape)}: {exc}") from exc
         finally:
             self._run = None
+        if layout_failed:
+            # a path the discovery pass did not take needs contiguous activations (a batch of
+            # several images, another device's layout): run this model in the standard layout
+            self._use_standard_layout()
+            return self._forward_once(x.contiguous(), wanted, grad=grad, stop=stop)
         if output is not None:
             self.stats.full_forwards += 1
             output = output_tensor(output)
