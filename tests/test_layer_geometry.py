@@ -311,6 +311,12 @@ class _ChannelsNorm(nn.LayerNorm):
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias).permute(0, 3, 1, 2)
 
 
+def test_reflected_padding_wider_than_half_the_window_gives_no_geometry():
+    assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")))["0"] == (3, 1, 0.0)
+    assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=2, padding_mode="reflect")))["0"] == (None, None, None)
+    assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=2)))["0"] == (3, 1, -1.0)  # zeros: no pixel beyond
+
+
 def test_leaves_whose_forward_mixes_positions_get_no_geometry_from_the_module_rule():
     assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Blur(), nn.Conv2d(4, 4, 1)))["2"] == (None, None, None)
     # a Linear applied to an NCHW map mixes along its width

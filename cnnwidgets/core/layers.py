@@ -185,6 +185,10 @@ def _module_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
         padding = _pair(padding_attr)
     if kernel[0] != kernel[1] or stride[0] != stride[1] or padding[0] != padding[1] or dilation[0] != dilation[1]:
         return None
+    if getattr(module, "padding_mode", "zeros") != "zeros" and padding[0] > dilation[0] * (kernel[0] - 1) // 2:
+        # reflected or replicated padding wider than half the window: a border unit reads
+        # pixels beyond its box, mirrored back into the image
+        return None
     return kernel[0], stride[0], padding[0], dilation[0]
 
 
