@@ -372,7 +372,8 @@ class Probe:
         if lazy:
             raise ValueError(
                 f"the model has lazy modules whose parameters are not initialised yet ({', '.join(lazy[:4])}); "
-                "run one forward pass on an input of the size it expects first, e.g. model(torch.zeros(1, C, H, W))"
+                "run one forward pass on an input of the size it expects first, e.g. model(torch.zeros(1, C, H, W)) "
+                "(in training mode if such a module runs only in training, as an auxiliary head)"
             )
         self._channels_last = self._want_channels_last(self._user_model)
         try:
