@@ -326,3 +326,17 @@ def test_leaves_whose_forward_mixes_positions_get_no_geometry_from_the_module_ru
     # normalisations are per position whatever their forward does with the layout
     assert geometry(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _ChannelsNorm(4), nn.Conv2d(4, 4, 3, padding=1)))[
         "2"] == (5, 1, 0.0)
+
+
+def test_an_in_place_function_on_a_view_changes_the_geometry_of_the_tensor_it_views():
+    class AddIntoSlice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.big, self.out = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 2, 9, padding=4), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            y[:, :2].add_(self.big(x))  # no __setitem__: the slice is changed where it lies
+            return self.out(y)
+
+    assert geometry(AddIntoSlice())["out"] == (9, 1, 0.0)

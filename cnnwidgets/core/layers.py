@@ -42,7 +42,8 @@ discovering thread alone) gives the output of such a function geometry by these 
   does one that moves or mixes positions while keeping the size (a functional convolution
   or pooling, ``roll``, ``flip``, a cumulative sum, a sort, a matrix product, ``F.linear``,
   an FFT).
-* An in-place function (``out += x``, ``out[:, :k] = x``) merges into the tensor it changes.
+* An in-place function (``out += x``, ``out[:, :k] = x``, ``out[:, :k].add_(x)``) merges into
+  the tensor it changes.
 * A module's output takes the module's geometry (by the recurrence above) whatever the
   functions inside its ``forward`` gave it, when torch's own ``forward`` runs (and for any
   normalisation layer). A leaf with a ``forward`` of its own (a custom layer, a convolution
@@ -331,6 +332,11 @@ class _FunctionGeometry(TorchFunctionMode):
                     geometry = None
             self._geometry_of[id(output)] = geometry
             self._keep_alive.append(output)
+            base = output._base
+            if base is not None and id(base) in self._geometry_of and (name.endswith("_") or name.startswith("__i")):
+                # an in-place function on a view (``y[:, :k].add_(z)``) changes the tensor it views
+                same = _same_positions(base, output, name, args, kwargs)
+                self._geometry_of[id(base)] = _merge([self._geometry_of[id(base)], geometry]) if same else None
 
     def _geometry(
         self, name: str, args: tuple, kwargs: dict, output: torch.Tensor, tracked: list[torch.Tensor]
