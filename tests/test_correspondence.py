@@ -199,3 +199,9 @@ def test_view_errors_reach_its_status_line_and_the_view_goes_on():
     assert view.error and view.status
     view.occluded = False
     assert not view.error and "eye" in view.status
+
+
+def test_a_single_box_instead_of_one_per_image_is_named():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with pytest.raises(ValueError, match=r"part 'eye' must be one \(x0, y0, x1, y1\) box per image \(4\)"):
+        correspondence(model, torch.rand(4, 3, 32, 32), {"eye": (10, 10, 20, 20)})

@@ -270,3 +270,23 @@ def test_a_layer_that_never_runs_is_named_as_such():
 
     with pytest.raises(ValueError, match="'aux' does not run in this model's forward pass"):
         FeatureEvolutionRecorder(AuxiliaryHeadNet().eval(), torch.rand(2, 3, 16, 16), ["aux"], device="cpu")
+
+
+def test_updates_through_param_data_are_recorded():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    x, y, probe_images = torch.randn(16, 3, 16, 16), torch.randint(0, 3, (16,)), torch.randn(4, 3, 16, 16)
+    recorder = FeatureEvolutionRecorder(model, probe_images, {"1": [0]}, epochs=None, projection=None, device="cpu")
+    try:
+        for epoch in range(3):
+            loss = nn.functional.cross_entropy(model(x), y)
+            model.zero_grad()
+            loss.backward()
+            for p in model.parameters():
+                p.data -= 0.5 * p.grad  # no version counter moves
+            recorder.record(epoch)
+            with torch.no_grad():
+                want = model[:2](probe_images)[:, 0].amax().item()
+            assert recorder.result().frame("1", 0, epoch).value == pytest.approx(want, rel=1e-5)
+    finally:
+        recorder.close()

@@ -171,3 +171,15 @@ def test_shapesnet_identity_and_default_layers():
             assert np.all(result.distances[kind][layer][at] == 0)
     assert np.all(result.distances["translation"]["features.relu1"][[0, 2]] > 0)
     assert np.all(result.probabilities["translation"][1] > 0.5)  # the shipped model gets these right
+
+
+def test_no_transforms_and_labels_that_are_not_class_indices_are_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="transforms is empty"):
+        invariance_curves(model, x, transforms=[], progress=False)
+    for labels in ([0.5, 1.9], ["cat", "dog"]):
+        with pytest.raises(ValueError, match="labels must be class indices"):
+            invariance_curves(model, x, labels=labels, transforms={"rotation": [0, 10]}, progress=False)
+    result = invariance_curves(model, x, labels=[1.0, 2.0], transforms={"rotation": [0, 10]}, progress=False)
+    assert result.labels.tolist() == [1, 2]  # whole numbers written as floats are indices

@@ -173,3 +173,9 @@ def test_controller_limits_huge_grids_and_rejects_models_without_convs():
     assert view.image_shape[0] == 8 * 25 + 1
     with pytest.raises(ValueError, match="no Conv2d"):
         KernelController(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_a_negative_output_channel_is_refused_not_counted_from_the_end():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    with pytest.raises(IndexError, match=r"out_channel -1 is out of range: '0' has 4 output channels \(0\.\.3\)"):
+        kernels(model, "0", out_channel=-1, mode="channels")

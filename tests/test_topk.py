@@ -442,3 +442,10 @@ def test_a_layer_that_never_runs_is_named_as_such():
 
     with pytest.raises(ValueError, match="'aux' does not run in this model's forward pass"):
         scan_topk(AuxiliaryHeadNet().eval(), torch.rand(2, 3, 16, 16), ["aux"], k=1, progress=False)
+
+
+def test_a_checkpoint_in_a_missing_folder_is_refused_before_scanning(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        scan_topk(model, torch.randn(8, 3, 16, 16), ["1"], k=2, batch_size=4,
+                  checkpoint=tmp_path / "missing" / "scan.pt", progress=False)

@@ -225,6 +225,13 @@ def correspondence(
         raise ValueError(f"{RANDOM!r} is the name of the control row; rename that part")
     if random_trials < 0:
         raise ValueError(f"random_trials must be >= 0, got {random_trials}")
+    for name, boxes in parts.items():
+        first = boxes[0] if len(boxes) else None
+        if first is not None and (isinstance(first, str) or not isinstance(first, (Sequence, np.ndarray, torch.Tensor))):
+            raise ValueError(
+                f"part {name!r} must be one (x0, y0, x1, y1) box per image ({n}), a list of boxes; "
+                f"got {boxes!r}, which looks like a single box"
+            )
     checked = {
         name: [_check_box(b, height, width, f"part {name!r}, image {i}") for i, b in enumerate(boxes)]
         for name, boxes in parts.items()

@@ -24,8 +24,8 @@ pixel space, cropped to the same box (the deconvnet when available, see
 It does not change training
 ---------------------------
 The recorder inspects the model through a :class:`~cnnwidgets.core.probe.Probe`: a private
-eval-mode copy that is refreshed automatically after each optimizer step (parameter version
-counters change). The user's model, its train/eval flags, parameters, buffers and ``.grad``
+eval-mode copy, made afresh from the model's current weights at every recording (so updates
+made in any way count, a hand-written ``p.data -= lr * p.grad`` too). The user's model, its train/eval flags, parameters, buffers and ``.grad``
 are never touched, and ``record`` runs inside :func:`torch.random.fork_rng`, so the global
 random state (dropout masks, data shuffling) after a ``record`` is exactly what it was before.
 Training with and without the recorder gives bitwise-identical weights.
@@ -227,8 +227,10 @@ class FeatureEvolutionRecorder:
     def record(self, epoch: int, *, force: bool = False) -> bool:
         """Store frames for ``epoch`` if it is one of the chosen epochs (or ``force``).
 
-        Recording the same epoch again replaces its frames. Leaves the global random state,
-        the model, its flags and gradients exactly as they were.
+        Recording the same epoch again replaces its frames. The model's weights are copied
+        afresh for every recording, so updates made in any way count (an optimizer step, or a
+        hand-written ``p.data -= lr * p.grad``). Leaves the global random state, the model, its
+        flags and gradients exactly as they were.
 
         Returns:
             Whether frames were stored.
@@ -241,6 +243,9 @@ class FeatureEvolutionRecorder:
         epoch = int(epoch)
         if not (force or self.wants(epoch)):
             return False
+        # A fresh copy of the weights: a training loop that updates through ``p.data`` (a
+        # hand-written SGD step) bumps no version counter, so a check of those would miss it.
+        self.probe.refresh()
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=devices):
             frames = self._compute(epoch)

@@ -277,6 +277,14 @@ def invariance_curves(
         chosen = {kind: np.asarray(list(values), dtype=np.float64) for kind, values in transforms.items()}
     else:
         chosen = {kind: ranges[kind] if kind in ranges else None for kind in transforms}
+    if not chosen:
+        raise ValueError(f"transforms is empty; choose some of {TRANSFORMS} (or None for all)")
+    label_array: np.ndarray | None = None
+    if labels is not None:
+        given = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else list(labels))
+        if given.dtype.kind not in "iub" and not (given.dtype.kind == "f" and np.all(given == np.round(given))):
+            raise ValueError(f"labels must be class indices (ints), got {given.ravel()[:5].tolist()}")
+        label_array = given.astype(np.int64)
     for kind, values in chosen.items():
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown transformation {kind!r}; choose from {TRANSFORMS}")
@@ -293,10 +301,9 @@ def invariance_curves(
                 "invariance curves follow the probability of each image's class among the model's classes; a model "
                 "with a single output unit scores one class of two (p = sigmoid(logit)) and the other has no index"
             )
-        if labels is None:
+        if label_array is None:
             label_array = logits.argmax(dim=1).numpy()
         else:
-            label_array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else list(labels), dtype=np.int64)
             if label_array.shape != (n,):
                 raise ValueError(f"expected {n} labels, got shape {label_array.shape}")
             if label_array.min() < 0 or label_array.max() >= logits.shape[1]:

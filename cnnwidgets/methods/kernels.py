@@ -162,8 +162,10 @@ def kernels(
             )
         if out_channel is not None:
             raise ValueError("out_channel selects input slices and works with mode='channels' only")
-    if out_channel is not None and not -out_count <= out_channel < out_count:
-        raise IndexError(f"out_channel {out_channel} is out of range: {layer!r} has {out_count} output channels")
+    if out_channel is not None and not 0 <= out_channel < out_count:
+        raise IndexError(
+            f"out_channel {out_channel} is out of range: {layer!r} has {out_count} output channels (0..{out_count - 1})"
+        )
 
     finite = np.isfinite(weight)
     if not finite.all():
@@ -187,6 +189,6 @@ def kernels(
     if mode == "rgb":
         return Kernels(layer, "rgb", np.ascontiguousarray(values.transpose(0, 2, 3, 1)), scale, weight, used)
     if out_channel is not None:
-        index = out_channel % out_count
+        index = out_channel
         return Kernels(layer, "slices", values[index].copy(), scale, weight, used, index)
     return Kernels(layer, "grid", values, scale, weight, used)

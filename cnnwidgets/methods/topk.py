@@ -836,10 +836,17 @@ def scan_topk(
     Raises:
         KeyError: unknown layer. ValueError: bad arguments, a checkpoint of another scan, a model
         whose weights differ from the checkpoint's, or data that does not start with the same
-        image as the scan being resumed. TypeError: unsupported data.
+        image as the scan being resumed. TypeError: unsupported data. FileNotFoundError: a
+        checkpoint path in a folder that does not exist (checked before scanning).
     """
     names = [layers] if isinstance(layers, str) else list(layers)
     state = resume
+    if checkpoint is not None and not Path(checkpoint).parent.is_dir():
+        # checked up front: the first save comes after the scan's first batches (or its end)
+        raise FileNotFoundError(
+            f"checkpoint {str(checkpoint)!r}: the folder {str(Path(checkpoint).parent)!r} does not exist; "
+            "create it or pass a path in an existing folder"
+        )
     if checkpoint is not None and Path(checkpoint).exists():
         if state is not None:
             raise ValueError("pass either resume= or a checkpoint path that exists, not both")
