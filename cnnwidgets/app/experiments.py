@@ -134,16 +134,29 @@ def topk_panel(
     Returns:
         ``(projections (k, h, w, 3) or None, patches (k, h, w, 3))`` floats in [0, 1].
     """
+    patch_rgb = _patch_rgb(topk, layer, channel, images, denormalize)
+    proj_rgb = None
+    if model_or_probe is not None:
+        proj_rgb = _projection_rgb(topk, layer, channel, model_or_probe, projection, images)
+    return proj_rgb, patch_rgb
+
+
+def _patch_rgb(topk: TopKActivations, layer: str, channel: int, images: Any,
+               denormalize: Denormalize | None) -> np.ndarray:
+    """Displayable patches (k, h, w, 3) of one channel's top entries (no model needed)."""
     patches = topk.patches(layer, channel, images)
     if not patches:
         raise ValueError(f"channel {channel} of {layer!r} has no entries yet")
-    patch_rgb = np.stack([display_image(p.pixels, p.valid, denormalize) for p in patches])
-    proj_rgb = None
-    if model_or_probe is not None:
-        projected = topk.projections(model_or_probe, layer, channel, projection=projection, images=images)
-        if projected is not None:
-            proj_rgb = np.stack([projection_to_rgb(p.pixels.numpy(), p.valid.numpy()) for p in projected])
-    return proj_rgb, patch_rgb
+    return np.stack([display_image(p.pixels, p.valid, denormalize) for p in patches])
+
+
+def _projection_rgb(topk: TopKActivations, layer: str, channel: int, model_or_probe: nn.Module | Probe,
+                    projection: str | Projector | None, images: Any) -> np.ndarray | None:
+    """Displayable projections (k, h, w, 3) of one channel's top entries, ``None`` without a projector."""
+    projected = topk.projections(model_or_probe, layer, channel, projection=projection, images=images)
+    if projected is None:
+        return None
+    return np.stack([projection_to_rgb(p.pixels.numpy(), p.valid.numpy()) for p in projected])
 
 
 def plot_topk(
@@ -181,6 +194,10 @@ def plot_topk(
 class TopKController:
     """Shows, for the layer and channel chosen in a :class:`TopKView`, the top patches and projections.
 
+    The patches need no model, so they are shown even when the projections cannot be made (the
+    model's weights changed since the scan, or another model was given); the status line then
+    says why the projections are missing, as an error.
+
     Args:
         topk: the scan result.
         model_or_probe: the scanned model (for projections); ``None``: patches only.
@@ -206,7 +223,7 @@ class TopKController:
         self._owned = isinstance(model_or_probe, nn.Module)
         self.probe = Probe(model_or_probe) if isinstance(model_or_probe, nn.Module) else model_or_probe
         self.projection, self.images, self.denormalize, self.tile = projection, images, denormalize, tile
-        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, str, bool]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, str, bool, str]] = OrderedDict()
         self._cache_size = cache
         self.view = view if view is not None else TopKView()
         self.view.layers = [name for name in topk.layers if name in topk.values]
@@ -223,14 +240,24 @@ class TopKController:
         self.view.num_channels = self.topk.num_channels(self.view.layer)
         self.update()
 
-    def render(self, layer: str, channel: int) -> tuple[np.ndarray, str, bool]:
-        """The ``uint8`` mosaic, the caption and whether projections are shown, for one channel (cached)."""
+    def render(self, layer: str, channel: int) -> tuple[np.ndarray, str, bool, str]:
+        """The ``uint8`` mosaic, the caption, whether projections are shown and why they are
+        missing (``""`` when they are shown or were not asked for), for one channel.
+
+        A failed projection leaves the patches only; such a mosaic is not cached, so the
+        projections come back once the model matches the scan again.
+        """
         key = (layer, channel)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        proj, patches = topk_panel(self.topk, layer, channel, self.probe, projection=self.projection,
-                                   images=self.images, denormalize=self.denormalize)
+        patches = _patch_rgb(self.topk, layer, channel, self.images, self.denormalize)
+        proj, missing = None, ""
+        if self.probe is not None:
+            try:
+                proj = _projection_rgb(self.topk, layer, channel, self.probe, self.projection, self.images)
+            except Exception as exc:  # noqa: BLE001 - the patches are still valid; the reason goes to the status
+                missing = error_text(exc)
         mosaic = topk_mosaic(proj, patches, tile=self.tile)
         rows = "".join(
             f"<tr><td>{e.rank + 1}</td><td>{e.value:.4g}</td><td>{e.image_index}</td><td>({e.row}, {e.col})</td>"
@@ -241,10 +268,11 @@ class TopKController:
             "<details><summary>entries</summary><table><tr><th>#</th><th>activation</th><th>image</th>"
             f"<th>unit</th><th>label</th></tr>{rows}</table></details>"
         )
-        entry = (mosaic, caption, proj is not None)
-        self._cache[key] = entry
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        entry = (mosaic, caption, proj is not None, missing)
+        if not missing:
+            self._cache[key] = entry
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return entry
 
     @shown_in_view
@@ -253,14 +281,16 @@ class TopKController:
         view = self.view
         if view.layer is None:
             return
-        mosaic, caption, projected = self.render(view.layer, view.channel)
+        mosaic, caption, projected, missing = self.render(view.layer, view.channel)
         view.caption = caption
         left = "projections (left) and patches (right)" if projected else "patches"
-        view.show_image(
-            mosaic,
+        status = (
             f"{view.layer} channel {view.channel}: {left}, strongest first (row by row); "
-            f"{self.topk.consumed} images scanned" + ("" if self.topk.complete else " (partial)"),
+            f"{self.topk.consumed} images scanned" + ("" if self.topk.complete else " (partial)")
         )
+        view.show_image(mosaic, status)
+        if missing:
+            view.show_error(f"{status}; no projections: {missing}")
 
     def close(self) -> None:
         """Release a probe this controller created."""
@@ -332,8 +362,10 @@ def plot_evolution(
 class EvolutionController:
     """Drives an :class:`EvolutionView` from a recorder (live) or a finished :class:`FeatureEvolution`.
 
-    With a recorder, each ``record`` adds its epoch to the slider; when ``follow`` is on the
-    view jumps to it, so a class can watch the features form while training runs.
+    With a recorder, each ``record`` of a new epoch adds it to the slider. When the view's
+    ``follow`` is on, the view jumps to that epoch, whichever epoch was chosen, so a class can
+    watch the features form while training runs; when it is off, the view stays on the chosen
+    epoch. Recording an epoch again refreshes its frames without moving the view.
 
     Args:
         source: a :class:`FeatureEvolutionRecorder` or a :class:`FeatureEvolution`.
@@ -445,6 +477,10 @@ class InvarianceController:
         denormalize: inverse preprocessing.
         image_names: names per image.
         class_names: names of the classes (for the readout).
+
+    Raises:
+        ValueError: when ``images`` is not (N, C, H, W), or it or ``image_names`` does not have one
+            entry per image of the result.
     """
 
     def __init__(
@@ -459,7 +495,15 @@ class InvarianceController:
         dpi: float = 72,
     ) -> None:
         self.result, self.images, self.denormalize = result, images.detach().cpu(), denormalize
-        n = self.images.shape[0]
+        n = len(result.labels)
+        if self.images.dim() != 4:
+            raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.images.shape[0] != n:
+            raise ValueError(f"the result has {n} images, but {self.images.shape[0]} images were given; "
+                             "pass the images the curves were computed on")
+        if image_names is not None and len(image_names) != n:
+            raise ValueError(f"the result has {n} images, but {len(image_names)} image names were given; "
+                             "give one name per image")
         self.image_names = list(image_names) if image_names is not None else [f"image {i}" for i in range(n)]
         self.class_names = class_names
         self.view = view if view is not None else InvarianceView()
@@ -515,7 +559,11 @@ class InvarianceController:
 def invariance_view(result: InvarianceResult, images: torch.Tensor, **options: Any) -> InvarianceView:
     """A ready invariance view (options: see :class:`InvarianceController`)."""
     view = InvarianceView()
-    view.controller = InvarianceController(result, images, view, **options)
+    try:
+        view.controller = InvarianceController(result, images, view, **options)
+    except Exception:
+        view.close()
+        raise
     return view
 
 
@@ -543,6 +591,10 @@ class CorrespondenceController:
         denormalize: inverse preprocessing.
         fill: the occluder value used (to show occluded images).
         tile: images are enlarged to at least this many pixels.
+
+    Raises:
+        ValueError: when ``images`` is not (N, C, H, W), or it or a part's boxes does not have one
+            entry per image of the result.
     """
 
     def __init__(
@@ -557,6 +609,16 @@ class CorrespondenceController:
         tile: int = 128,
     ) -> None:
         self.result, self.images, self.parts = result, images.detach().cpu(), dict(parts)
+        n = result.num_images
+        if self.images.dim() != 4:
+            raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.images.shape[0] != n:
+            raise ValueError(f"the result has {n} images, but {self.images.shape[0]} images were given; "
+                             "pass the images the table was computed on")
+        for name, boxes in self.parts.items():
+            if len(boxes) != n:
+                raise ValueError(f"part {name!r} has {len(boxes)} boxes, but the result has {n} images; "
+                                 "give one box per image")
         self.denormalize, self.fill, self.tile = denormalize, fill, tile
         self.view = view if view is not None else CorrespondenceView()
         self.view.table_html = result.to_html()
@@ -590,5 +652,9 @@ def correspondence_view(
 ) -> CorrespondenceView:
     """A ready correspondence view (options: see :class:`CorrespondenceController`)."""
     view = CorrespondenceView()
-    view.controller = CorrespondenceController(result, images, parts, view, **options)
+    try:
+        view.controller = CorrespondenceController(result, images, parts, view, **options)
+    except Exception:
+        view.close()
+        raise
     return view

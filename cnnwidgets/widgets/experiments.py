@@ -89,7 +89,8 @@ class EvolutionView(ImageStatus, widgets.VBox):
     Traits:
         epochs: the recorded epochs (grows while training runs).
         epoch: the chosen epoch; the mosaic shows the recorded epochs up to it.
-        follow: move to each newly recorded epoch automatically.
+        follow: on: jump to each newly recorded epoch, whichever epoch is chosen; off: stay on
+            the chosen epoch (when an update removes it, the last epoch is chosen).
         unit: what the slider counts (``"epoch"`` or ``"step"``).
         show: ``"projection"`` or ``"patch"``.
         status, error: the status line.
@@ -123,11 +124,13 @@ class EvolutionView(ImageStatus, widgets.VBox):
     def _epochs_changed(self, change) -> None:
         old = list(change["old"]) if isinstance(change["old"], list) else []
         new = list(change["new"])
-        at_end = self.epoch is None or (bool(old) and self.epoch == old[-1])
+        added = [e for e in new if e not in old]
         self._slider.max = max(len(new) - 1, 0)
         if not new:
             self.epoch = None
-        elif self.epoch not in new or (self.follow and at_end):
+        elif self.follow and added:
+            self.epoch = added[-1]
+        elif self.epoch not in new:
             self.epoch = new[-1]
         self._show_epoch()
 
