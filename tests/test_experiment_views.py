@@ -109,6 +109,8 @@ def test_correspondence_view_rejects_images_or_boxes_that_do_not_match_the_resul
         correspondence_view(result, x[:2], parts)
     with pytest.raises(ValueError, match=r"part 'middle' has 2 boxes, but the result has 3 images; give one box"):
         correspondence_view(result, x, {"corner": parts["corner"], "middle": parts["middle"][:2]})
+    with pytest.raises(ValueError, match=r"part 'eyes' is not a part of the result; its parts are 'corner', 'middle'"):
+        correspondence_view(result, x, {"eyes": parts["corner"]})
     view = correspondence_view(result, x, parts)
     view.part = "middle"
     assert not view.error and "middle" in view.status

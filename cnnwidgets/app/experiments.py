@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cnnwidgets.core.probe import Probe
-from cnnwidgets.methods.correspondence import CorrespondenceResult, occlude
+from cnnwidgets.methods.correspondence import RANDOM, CorrespondenceResult, occlude
 from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
 from cnnwidgets.methods.invariance import InvarianceResult, transform_images
 from cnnwidgets.methods.topk import Projector, TopKActivations
@@ -615,6 +615,11 @@ class CorrespondenceController:
         if self.images.shape[0] != n:
             raise ValueError(f"the result has {n} images, but {self.images.shape[0]} images were given; "
                              "pass the images the table was computed on")
+        scored = [part for part in result.parts if part != RANDOM]
+        unknown = [name for name in self.parts if name not in scored]
+        if unknown:
+            raise ValueError(f"part {unknown[0]!r} is not a part of the result; its parts are "
+                             f"{', '.join(map(repr, scored))}")
         for name, boxes in self.parts.items():
             if len(boxes) != n:
                 raise ValueError(f"part {name!r} has {len(boxes)} boxes, but the result has {n} images; "
