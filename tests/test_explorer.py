@@ -1196,3 +1196,18 @@ def test_a_resize_and_crop_pipeline_undone_by_the_default_is_not_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make(preprocess=pipeline).close()
+
+
+def test_a_bundle_whose_class_names_are_an_array_is_read():
+    import dataclasses
+
+    from cnnwidgets.zoo import load_default
+
+    bundle = load_default()
+    names = list(bundle.classes)
+    own = dataclasses.replace(bundle, classes=np.array(names))
+    explorer = Explorer(own, None, samples={"a": image(0)}, background=False, box=None)
+    try:
+        assert explorer.scores["classes"] == names
+    finally:
+        explorer.close()
