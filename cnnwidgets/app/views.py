@@ -18,8 +18,9 @@ attempts in a row, the runner reports it and leaves the map to the next request.
 
 Guided backprop and deconvnet rectify the backward signal only at ``nn.ReLU`` modules; a ReLU
 that a model applies as a function keeps the true gradient, and so do other activations (ReLU6,
-SiLU, GELU, ...). The runner counts the ReLU calls during each computation and says in the
-result's :attr:`MethodResult.note` when some were functions, or when the model applied no ReLU
+SiLU, GELU, ...). The runner collects what the rule met during each computation
+(:func:`~cnnwidgets.methods.gradients.relu_report`, the counts of the method's own warnings) and
+says in the result's :attr:`MethodResult.note` when some ReLUs were functions, or when the model applied no ReLU
 at all (the map is then the plain gradient). A deconvnet channel that is not active on the image
 (its largest value is <= 0) has nothing to project: its map is zero and the note says why.
 
@@ -30,23 +31,19 @@ target class; it streams, coarse positions first, and the map is redrawn after e
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.app.inputs import ImageInput
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability, class_scores
-from cnnwidgets.methods.gradients import has_relu_modules, layers_for, no_relu_reason
+from cnnwidgets.methods.gradients import layers_for, relu_report
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
 from cnnwidgets.render.attribution import attribution_overlay
@@ -66,7 +63,6 @@ _INPUTS: dict[str, frozenset[str]] = {
 _RELU_RULE_METHODS = frozenset({"guided backprop", "deconvnet"})
 """Methods whose modified backward rule reaches only ``nn.ReLU`` modules."""
 
-_RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_})
 
 _ATTEMPTS = 3
 """Attempts at a map while the user's weights keep changing under it, before the runner gives up."""
@@ -137,66 +133,6 @@ class MethodResult:
     note: str = ""
 
 
-class _FunctionalRelus(TorchFunctionMode):
-    """Counts the ReLUs a model applies as functions in this thread's forward passes inside the block.
-
-    Guided backprop and deconvnet give their rule only to ``nn.ReLU`` modules; a ReLU applied as
-    a function (``F.relu``, ``torch.relu``, ``Tensor.relu``) keeps the true gradient.
-    :mod:`cnnwidgets.methods.gradients` warns about it with a ``FunctionalReluWarning``, shown
-    once per process; and before Python 3.14 a warning cannot be caught for one thread only
-    (``warnings.catch_warnings`` swaps the process-wide filters and ``showwarning``), so the
-    runner counts the calls itself. Torch function modes are per thread: other threads' forward
-    passes (the feature grid's) are not counted.
-
-    Every ReLU call is counted; the calls made by the ``nn.ReLU`` modules of ``model`` are
-    counted apart (by forward pre-hooks, removed on exit) and subtracted.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self._model = model
-        self._owner = threading.get_ident()
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.calls = 0
-        self.module_calls = 0
-
-    @property
-    def functional(self) -> int:
-        """ReLU calls not made by an ``nn.ReLU`` module."""
-        return self.calls - self.module_calls
-
-    def _module_call(self, module: nn.Module, args: tuple) -> None:
-        if threading.get_ident() == self._owner:
-            self.module_calls += 1
-
-    def __enter__(self) -> _FunctionalRelus:
-        try:
-            for module in self._model.modules():
-                if isinstance(module, nn.ReLU):
-                    self._handles.append(module.register_forward_pre_hook(self._module_call))
-            super().__enter__()
-        except BaseException:
-            self._remove_hooks()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        try:
-            super().__exit__(*exc_info)
-        finally:
-            self._remove_hooks()
-
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _RELU_FUNCTIONS:
-            self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _functional_relu_note(calls: int) -> str:
     """The note of a map whose modified ReLU rule missed ``calls`` ReLUs applied as functions."""
     if calls <= 0:
@@ -204,14 +140,6 @@ def _functional_relu_note(calls: int) -> str:
     times = "once" if calls == 1 else f"{calls} times"
     return (f"the model applied ReLU as a function {times} (F.relu, torch.relu or Tensor.relu): those ReLUs "
             "kept the true gradient; use nn.ReLU modules for the exact method")
-
-
-def _no_relu_note(model: nn.Module, relus: _FunctionalRelus) -> str:
-    """The note of a map whose modified ReLU rule found no ReLU to act on in ``model``, which has no
-    ``nn.ReLU`` module (a model with some, whose layer comes before the first, needs no note)."""
-    if relus.calls > 0 or has_relu_modules(model):
-        return ""
-    return no_relu_reason(model)
 
 
 def _channel_peak(probe: Probe, x: torch.Tensor, layer: str, channel: int) -> float | None:
@@ -404,10 +332,9 @@ class MethodRunner(NewestFirstWorker):
             heat = np.zeros(tuple(x.shape[-2:]), dtype=np.float32)
             note = _inactive_channel_note(request.channel, peak)
         elif request.method in _RELU_RULE_METHODS:
-            layers_for(probe, x)  # a discovery pass runs now, not among the forward passes counted
-            with _FunctionalRelus(probe.model) as relus:
+            with relu_report() as relus:  # what the rule met, as the method's own warnings count it
                 heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
-            note = _functional_relu_note(relus.functional) or _no_relu_note(probe.model, relus)
+            note = _functional_relu_note(relus.functional) or relus.no_relu
         else:
             heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
         picture = attribution_overlay(image.display, heat, alpha=0.65, cmap="jet", weight_by_value=True)

@@ -64,6 +64,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -87,7 +88,7 @@ __all__ = [
     "strongest_unit",
 ]
 # Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule,
-# gradients_enabled, has_relu_modules, activation_types, no_relu_reason.
+# relu_report, gradients_enabled, activation_types, no_relu_reason.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -109,11 +110,6 @@ class InactiveChannelWarning(RuntimeWarning):
 
 _NOT_ELEMENTWISE = frozenset({"MultiheadAttention", "Softmax", "Softmin", "LogSoftmax", "Softmax2d"})
 """Classes of ``torch.nn.modules.activation`` that are not activations applied value by value."""
-
-
-def has_relu_modules(model: nn.Module) -> bool:
-    """Whether ``model`` has an ``nn.ReLU`` module, the only modules the modified backward rules reach."""
-    return any(isinstance(module, nn.ReLU) for module in model.modules())
 
 
 def activation_types(model: nn.Module) -> list[str]:
@@ -215,6 +211,36 @@ class _ReluCounter(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@dataclass
+class ReluReport:
+    """What the modified ReLU rules met in the :func:`relu_rule` blocks run inside :func:`relu_report`.
+
+    Attributes:
+        functional: ReLU calls that were not made by an ``nn.ReLU`` module (``F.relu``,
+            ``torch.relu``, ``Tensor.relu``): they kept the true gradient.
+        no_relu: why the rules changed nothing, when a block met no ReLU at all and the model has
+            no ``nn.ReLU`` module (see :func:`no_relu_reason`); "" otherwise.
+    """
+
+    functional: int = 0
+    no_relu: str = ""
+
+
+_REPORTS = threading.local()
+
+
+@contextmanager
+def relu_report() -> Iterator[ReluReport]:
+    """Collect what the :func:`relu_rule` blocks run in this thread inside the block met (the
+    same counts their warnings give), for a caller that shows them another way."""
+    previous = getattr(_REPORTS, "current", None)
+    report = _REPORTS.current = ReluReport()
+    try:
+        yield report
+    finally:
+        _REPORTS.current = previous
+
+
 @contextmanager
 def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4) -> Iterator[None]:
     """Within the block, every ``nn.ReLU`` module of ``model`` passes signals back by ``rule``.
@@ -266,6 +292,11 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
         for handle in handles:
             handle.remove()
     functional = counter.calls - module_calls
+    no_relu = no_relu_reason(model) if counter.calls == 0 and not handles else ""
+    report = getattr(_REPORTS, "current", None)
+    if report is not None:
+        report.functional += max(functional, 0)
+        report.no_relu = report.no_relu or no_relu
     if functional > 0:
         warnings.warn(
             f"{method}: the model applied ReLU as a function {functional} time(s) (F.relu, torch.relu or "
@@ -274,8 +305,8 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
             FunctionalReluWarning,
             stacklevel=stacklevel,
         )
-    elif counter.calls == 0 and not handles:
-        warnings.warn(f"{method}: {no_relu_reason(model)}, as in Captum.", NoReluWarning, stacklevel=stacklevel)
+    elif no_relu:
+        warnings.warn(f"{method}: {no_relu}, as in Captum.", NoReluWarning, stacklevel=stacklevel)
 
 
 def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: Rule, method: str) -> torch.Tensor:
