@@ -13,7 +13,6 @@ stale work instead of queueing it.
 
 from __future__ import annotations
 
-import difflib
 import html
 import itertools
 import threading
@@ -365,11 +364,10 @@ class Explorer(ipw.VBox):
             self._layers = {k: v for k, v in probe.layers.items()}
             self._class_count: int | None = None
             self._class_count_known = False
-            self._class_probe = probe
             names = _class_names(classes) if classes is not None else []
             if not names and parts.get("classes") is not None:
                 names = _class_names(parts["classes"])
-            count = self._count_classes(first)
+            count = self._count_classes(probe, first)
             if names and count is not None and len(names) != count and not (count == 1 and len(names) == 2):
                 raise ValueError(
                     f"classes has {len(names)} names but the model has {count} output units; give one name per "
@@ -573,10 +571,10 @@ class Explorer(ipw.VBox):
             self.layer = default_layer(self._layers)
         self._fit_channel_to_layer()
 
-    def _count_classes(self, image: ImageInput) -> int | None:
+    def _count_classes(self, probe: Probe, image: ImageInput) -> int | None:
         """Number of classes the model scores (None when its output is not class scores)."""
         try:
-            count = int(class_scores(output_tensor(self._class_probe.logits(image.tensor))).shape[1])
+            count = int(class_scores(output_tensor(probe.logits(image.tensor))).shape[1])
         except (TypeError, ValueError, RuntimeError):
             count = None
         self._class_count, self._class_count_known = count, True
@@ -588,8 +586,9 @@ class Explorer(ipw.VBox):
         if value is None:
             return None
         value = int(value)
-        if not self._closed and (not self._class_count_known or self._class_probe.user_model_changed()):
-            self._count_classes(self._images[self._image_id])
+        probe = self.controller.probe
+        if not self._closed and (not self._class_count_known or probe.user_model_changed()):
+            self._count_classes(probe, self._images[self._image_id])
         count = self._class_count
         if value < 0 or (count is not None and value >= count):
             accepted = f"0..{count - 1}" if count is not None else "0 or more"
@@ -911,9 +910,7 @@ class Explorer(ipw.VBox):
             found = {}
             for layer, marks in report.items():
                 if layer not in self._layers:
-                    close = difflib.get_close_matches(str(layer), list(self._layers), n=3)
-                    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-                    raise KeyError(f"mark_dead: unknown layer {layer!r}{hint}")
+                    raise KeyError(f"mark_dead: {unknown_layer_error(str(layer), list(self._layers)).args[0]}")
                 count = self._channels(layer)
                 values = np.asarray(getattr(marks, "is_dead", marks))
                 if values.dtype != bool:
