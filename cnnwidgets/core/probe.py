@@ -411,11 +411,25 @@ class Probe:
         self._install_hooks(clone)
         return clone
 
-    def _use_standard_layout(self) -> None:
-        """Run this model in the standard (contiguous) layout from now on, on every device."""
+    def _left_channels_last(self, exc: BaseException) -> bool:
+        """After a forward pass failed with ``exc``: whether it failed for channels-last
+        activations (``x.view(N, -1)`` after a convolution needs contiguous ones) and this model
+        now runs in the standard layout, on every device, so that the pass can be retried.
+
+        Raises:
+            ChannelsLastError: when channels-last was asked for explicitly (``channels_last=True``).
+        """
+        if not (self._channels_last and _layout_error(exc)):
+            return False
+        if self._channels_last_request is True:
+            raise ChannelsLastError(
+                f"the model fails on channels-last inputs ({exc}); create the Probe with "
+                "channels_last=False (or 'auto', which falls back by itself)"
+            ) from exc
         self._channels_last_request = False
         self._channels_last = False
         self._model.to(memory_format=torch.contiguous_format)
+        return True
 
     def _want_channels_last(self, model: nn.Module) -> bool:
         if self._channels_last_request == "auto":
@@ -612,16 +626,8 @@ class Probe:
                 with _plain_mode():
                     self._layers, output = discover_layers_and_output(self._model, example)
             except _DISCOVERY_ERRORS as exc:
-                if not (self._channels_last and _layout_error(exc)):
+                if not self._left_channels_last(exc):
                     raise
-                if self._channels_last_request is True:
-                    raise ChannelsLastError(
-                        f"the model fails on channels-last inputs ({exc}); create the Probe with "
-                        "channels_last=False (or 'auto', which falls back by itself)"
-                    ) from exc
-                # The forward needs contiguous activations (``x.view(N, -1)`` after a convolution
-                # does): run this model in the standard layout from now on.
-                self._use_standard_layout()
                 example = example.contiguous()
                 with _plain_mode():
                     self._layers, output = discover_layers_and_output(self._model, example)
@@ -921,16 +927,14 @@ class Probe:
                 except NotATensorError:
                     raise
                 except (RuntimeError, TypeError) as exc:
-                    if self._channels_last and self._channels_last_request == "auto" and _layout_error(exc):
-                        layout_failed = True  # retried below, in the standard layout
-                    else:
+                    if not self._left_channels_last(exc):
                         raise RuntimeError(f"the model failed on an input of shape {tuple(x.shape)}: {exc}") from exc
+                    layout_failed = True  # retried below, in the standard layout
         finally:
             self._run = None
         if layout_failed:
             # a path the discovery pass did not take needs contiguous activations (a batch of
-            # several images, another device's layout): run this model in the standard layout
-            self._use_standard_layout()
+            # several images, another device's layout)
             return self._forward_once(x.contiguous(), wanted, grad=grad, stop=stop)
         if output is not None:
             self.stats.full_forwards += 1
