@@ -385,6 +385,28 @@ def test_blend_and_overlay():
         R.overlay_heatmap(img.astype(np.float32), np.zeros((1, 1)))
 
 
+def test_overlay_heatmap_refuses_raw_maps():
+    img = np.zeros((4, 6, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"\[0, 1\].*attribution_overlay"):
+        R.overlay_heatmap(img, np.full((2, 3), 7.5))  # a raw CAM would otherwise be clipped to one colour
+    assert R.overlay_heatmap(img, np.full((2, 3), 1.0)).shape == (4, 6, 3)
+
+
+def test_attribution_renderers_take_one_map_and_refuse_batches_and_hwc():
+    from cnnwidgets.render.attribution import attribution_overlay, attribution_to_rgb
+
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(3, 5, 7)).astype(np.float32)
+    # a batch of one, as the methods return it, is that image's map
+    assert np.array_equal(attribution_to_rgb(one[None]), attribution_to_rgb(one))
+    with pytest.raises(ValueError, match="batch of 2"):
+        attribution_to_rgb(np.stack([one, one]))
+    with pytest.raises(ValueError, match=r"looks like \(H, W, C\)"):
+        attribution_to_rgb(np.zeros((40, 60, 3)))
+    with pytest.raises(ValueError, match="transposed"):
+        attribution_overlay(np.zeros((5, 7, 3), np.uint8), np.ones((7, 5)))
+
+
 def test_channel_image_colours_and_enlarges():
     out = R.channel_image(np.array([[0.0, 1.0]]), (2, 4), cmap="gray")
     assert out.shape == (2, 4, 3) and out[:, :, 0].tolist() == [[0, 0, 255, 255]] * 2

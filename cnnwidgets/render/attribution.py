@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnwidgets.render.resample import check_heat_orientation
+
 __all__ = [
     "attribution_overlay",
     "attribution_to_rgb",
@@ -57,9 +59,18 @@ def colormap_lut(name: str) -> np.ndarray:
 
 def _as_map(values: object, what: str = "attribution") -> np.ndarray:
     array = np.asarray(values, dtype=np.float32)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]  # a batch of one image, as the methods return it
+    if array.ndim == 4:
+        raise ValueError(f"expected one {what}, got a batch of {array.shape[0]} (shape {array.shape}); "
+                         "pass one image's map, e.g. values[i]")
     if array.ndim not in (2, 3) or array.size == 0:
         raise ValueError(f"expected an {what} of shape (H, W) or (C, H, W), got shape {array.shape}")
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4) and array.shape[0] > 4:
+        raise ValueError(f"the {what} of shape {array.shape} looks like (H, W, C); channels come first: "
+                         "pass values.transpose(2, 0, 1)")
     return array
+
 
 
 def reduce_channels(values: object, how: str = "sum") -> np.ndarray:
@@ -125,8 +136,10 @@ def attribution_to_rgb(
     """Colour an attribution map.
 
     Args:
-        values: (H, W) or (C, H, W). Channels are summed for a signed view and reduced to
-            their largest magnitude for an unsigned one (see :func:`reduce_channels`).
+        values: (H, W) or (C, H, W), or a batch of one (1, C, H, W) as the methods return it.
+            Channels are summed for a signed view and reduced to their largest magnitude for an
+            unsigned one (see :func:`reduce_channels`). A batch of CAM maps (N, h, w) cannot be
+            told from channels: pass one map, ``maps[i]``.
         signed: ``True``: diverging colours around zero; ``False``: magnitudes ``|a|`` in
             sequential colours; ``None`` (default): signed when any value is negative.
         percentile: robust scale (see :func:`robust_scale`); values beyond it saturate.
@@ -136,7 +149,8 @@ def attribution_to_rgb(
         uint8 array (H, W, 3).
 
     Raises:
-        ValueError: bad shape, percentile or colormap.
+        ValueError: bad shape (a batch of more than one, or an (H, W, C) array), percentile or
+            colormap.
     """
     array = _as_map(values)
     if signed is None:
@@ -217,6 +231,7 @@ def attribution_overlay(
     plane = np.asarray(heat, dtype=np.float32)
     if plane.ndim != 2 or plane.size == 0:
         raise ValueError(f"heat must be one map (h, w), got shape {plane.shape}")
+    check_heat_orientation(plane, picture.shape)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     levels = _normalised(_resize_bilinear(plane, picture.shape[:2]), False, percentile)

@@ -105,12 +105,15 @@ def overlay_heatmap(
         uint8 (H, W, 3).
 
     Raises:
-        ValueError: for malformed inputs.
+        ValueError: for malformed inputs or heat values outside [0, 1].
     """
     image = _check_rgb(image)
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f"expected a heatmap of shape (h, w), got shape {heat.shape}")
+    if heat.size and (heat.min() < -1e-3 or heat.max() > 1 + 1e-3):
+        raise ValueError(f"heat values must lie in [0, 1], got {heat.min():.4g}..{heat.max():.4g}; "
+                         "normalise the map first, or use attribution_overlay, which scales raw maps itself")
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     placed = np.clip(map_to_input(heat, image.shape[:2], jump=jump, start=start, mode=mode), 0, 1)

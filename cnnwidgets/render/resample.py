@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["RESAMPLE_MODES", "downscale", "map_to_input", "resize", "upscale"]
+__all__ = ["RESAMPLE_MODES", "check_heat_orientation", "downscale", "map_to_input", "resize", "upscale"]
 
 RESAMPLE_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
@@ -202,3 +202,11 @@ def map_to_input(
     if mode == "nearest":
         return fmap[..., rows[0], :][..., cols[0]]
     return _sample(fmap, rows, cols)
+
+
+def check_heat_orientation(heat: np.ndarray, size: tuple[int, ...]) -> None:
+    """Refuse a heat map that is the image's shape transposed (rows and columns swapped)."""
+    h, w = heat.shape
+    if h != w and (h, w) == (size[1], size[0]):
+        raise ValueError(f"the heat map's shape {heat.shape} is the image's {tuple(size[:2])} transposed; "
+                         "maps are (rows, columns): pass heat.T if it was built column-first")
