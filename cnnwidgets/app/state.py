@@ -82,6 +82,8 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class Request:
+    """What one state asks for: the activations to compute and how to draw them."""
+
     compute: ComputeRequest
     render: RenderRequest
 

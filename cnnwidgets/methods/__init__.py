@@ -1,8 +1,7 @@
 """Visualization methods as plain functions on tensors (no widgets, no drawing).
 
 Each function takes a model or a :class:`cnnwidgets.Probe`, an input batch and a layer or
-target, and returns tensors or arrays with a documented meaning. Import them from here or
-from the top-level package::
+target, and returns tensors or arrays with a documented meaning. Import them from here::
 
     from cnnwidgets.methods import dead_channels, maximize_activation
 """

@@ -6,6 +6,10 @@
 * :mod:`~cnnwidgets.render.resample` - integer up/down scaling, resizing, feature map -> input pixels.
 * :mod:`~cnnwidgets.render.overlay` - single-channel views, heatmap overlays, panels.
 * :mod:`~cnnwidgets.render.encode` - JPEG/PNG bytes.
+* :mod:`~cnnwidgets.render.attribution` - attribution maps (saliency, guided backprop, CAM) as colours and overlays.
+* :mod:`~cnnwidgets.render.occlusion` - occlusion grids as per-pixel maps and overlays.
+* :mod:`~cnnwidgets.render.kernels` - convolution kernels as tiles.
+* :mod:`~cnnwidgets.render.figures` - matplotlib figures of the lessons (top-k patches, evolution, curves).
 """
 
 from cnnwidgets.render.colormaps import (
