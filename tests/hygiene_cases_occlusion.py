@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import torch
+from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassLogit, ClassProbability, Probe
 from cnnwidgets.methods.occlusion import occlusion_map, occlusion_top_class
@@ -34,6 +36,27 @@ def _channel_with_probe(model, x):
 def _top_class(model, x):
     result = occlusion_top_class(model, x[:1], window=8, stride=4, progress=False)
     assert result.labels is not None and (result.labels >= 0).all()
+
+
+class _HalvesInPlace(nn.Module):
+    """Wraps the user's model; changes its input in place, as some deployed models do."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        x /= 2
+        return self.model(x)
+
+
+def _input_written_in_place(model, x):
+    image = x[:1].clone()
+    with Probe(_HalvesInPlace(model)) as probe:
+        first = occlusion_map(probe, image, 0, window=4, stride=2, batch_size=3, progress=False)
+        again = occlusion_map(probe, image, 0, window=4, stride=2, batch_size=3, progress=False)
+    assert torch.equal(image, x[:1]), "the caller's image must not be written"
+    np.testing.assert_allclose(again.grid, first.grid, rtol=1e-5, atol=1e-6)
 
 
 def _cancelled(model, x):
@@ -71,6 +94,7 @@ ENTRY_POINTS = {
     "channel_with_probe": _channel_with_probe,
     "top_class": _top_class,
     "cancelled": _cancelled,
+    "input_written_in_place": _input_written_in_place,
 }
 
 RAISING = {

@@ -847,3 +847,138 @@ def test_models_that_flatten_with_view_are_scanned_in_the_standard_layout(cpu_th
             occluded = x.clone()
             occluded[..., 4 * i : 4 * i + 4, 4 * j : 4 * j + 4] = 0
             assert result.grid[i, j] == pytest.approx(float(model(occluded)[0, 1]), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------- unusual models and inputs
+
+
+def hand_occluded(model: nn.Module, x: torch.Tensor, window: int, stride: int) -> torch.Tensor:
+    """(rows, cols, classes) outputs of ``model`` for each occluded copy of x (fill 0), each on a copy of its own."""
+    rows, cols = grid_shape(x.shape[2:], window, stride)
+    out = []
+    with torch.no_grad():
+        for i in range(rows):
+            for j in range(cols):
+                occluded = x.clone()
+                occluded[..., i * stride : i * stride + window, j * stride : j * stride + window] = 0
+                out.append(model(occluded)[0])
+    return torch.stack(out).view(rows, cols, -1)
+
+
+class NormalizesInPlace(nn.Module):
+    """Normalises its input in place before ``model``, as some deployed models do."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.3]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.3, 0.25]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        x.sub_(self.mean).div_(self.std)
+        return self.model(x)
+
+
+class ScalesInPlace(nn.Module):
+    """Rescales its input with an in-place operator (``x /= c``) before ``model``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        x /= 0.25
+        return self.model(x)
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 3])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_models_that_change_their_input_in_place_get_the_scores_of_their_occluded_images(
+    cpu_threads, channels_last, batch_size
+):
+    torch.manual_seed(0)
+    model = NormalizesInPlace(ScalesInPlace(small_cnn())).eval()
+    x = torch.rand(1, 3, 16, 16)
+    x0 = x.clone()
+    expected = hand_occluded(model, x, 4, 2)
+    probabilities = torch.softmax(expected, dim=-1)
+    with Probe(model, channels_last=channels_last) as probe:
+        for _ in range(2):  # the same probe again: its kept copy must not have kept a written input
+            logit = occlusion_map(probe, x, 2, window=4, stride=2, batch_size=batch_size, progress=False)
+            probability = occlusion_map(probe, x, ClassProbability(4), window=4, stride=2, batch_size=batch_size,
+                                        progress=False)
+            top = occlusion_top_class(probe, x, window=4, stride=2, batch_size=batch_size, progress=False)
+            torch.testing.assert_close(torch.from_numpy(logit.grid), expected[..., 2], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(torch.from_numpy(probability.grid), probabilities[..., 4], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(torch.from_numpy(top.grid), probabilities.amax(-1), rtol=1e-4, atol=1e-6)
+            assert (torch.from_numpy(top.labels) == expected.argmax(-1)).all()
+            with torch.no_grad():
+                assert logit.unoccluded == pytest.approx(float(model(x0.clone())[0, 2]), rel=1e-4, abs=1e-5)
+            assert torch.equal(x, x0), "the caller's image must never be written"
+
+
+class Conv3dStem(nn.Module):
+    """A 3-D convolution over (channel, height, width), then 2-D layers: 5-D weights among 4-D ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv3d = nn.Conv3d(1, 4, 3, padding=1)
+        self.conv = nn.Conv2d(12, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        y = F.relu(self.conv3d(x[:, None])).reshape(n, -1, h, w)
+        return self.fc(F.relu(self.bn(self.conv(y))).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("channels_last", ["auto", True, False])
+@pytest.mark.parametrize("fold", [True, False])
+def test_models_with_3d_convolutions_are_scanned(channels_last, fold):
+    torch.manual_seed(0)
+    model = randomize_batchnorm(Conv3dStem())
+    x = torch.rand(1, 3, 16, 16)
+    expected = hand_occluded(model, x, 4, 4)[..., 1]
+    with Probe(model, channels_last=channels_last) as probe:
+        for _ in range(2):  # the first map previews through the probe's copy, the second uses only the kept one
+            result = occlusion_map(probe, x, 1, window=4, stride=4, batch_size=3, fold_batchnorm=fold, progress=False)
+            torch.testing.assert_close(torch.from_numpy(result.grid), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_channel_last_images_are_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match=r"looks like \(N, H, W, C\).*x.permute\(0, 3, 1, 2\)"):
+        occlusion_map(small_cnn(), torch.rand(1, 32, 32, 3), 0, window=8, stride=8, progress=False)
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with Probe(gray) as probe, pytest.raises(ValueError, match="permute"):
+        occlusion_top_class(probe, torch.rand(1, 28, 28, 1), window=7, stride=7, progress=False)
+    # valid inputs whose last dimension happens to equal the first 2-D convolution's channels are accepted
+    torch.manual_seed(0)
+    model = Conv3dStem().eval()  # its first Conv2d takes 12 channels: 4 maps x 3 image channels
+    x = torch.rand(1, 3, 16, 12)
+    result = occlusion_map(model, x, 0, window=4, stride=4, progress=False)
+    expected = hand_occluded(model, x, 4, 4)[..., 0]
+    torch.testing.assert_close(torch.from_numpy(result.grid), expected, rtol=1e-4, atol=1e-5)
+
+
+class NotFinite(nn.Module):
+    """Batch norm to fold, and an output that is NaN for every input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_cnn()
+
+    def forward(self, x):
+        return self.net(x) * float("nan")
+
+
+def test_a_non_finite_output_does_not_blame_the_batch_norm_fold():
+    import warnings
+
+    import cnnwidgets.methods.occlusion as occlusion_module
+
+    with Probe(NotFinite().eval()) as probe, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "folding batch norm changed this model's output"
+        result = occlusion_map(probe, torch.rand(1, 3, 16, 16), 0, window=4, stride=4, batch_size=4, progress=False)
+        assert np.isnan(result.unoccluded) and np.isnan(result.grid).all() and result.complete
+        assert probe not in occlusion_module._FAST_COPIES  # the fold was not checked, so no copy is kept

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from cnnwidgets.core.layers import input_channels
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import (
     Target, checked_scores, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
@@ -378,6 +379,32 @@ def _prepare_image(x: object) -> torch.Tensor:
     return x.detach()
 
 
+def _check_channel_axis(model_or_probe: object, x: torch.Tensor) -> None:
+    """Refuse an image laid out as (1, H, W, C).
+
+    It is recognised when the model's first 2-D convolution (see
+    :func:`~cnnwidgets.core.layers.input_channels`) takes as many channels as x's last
+    dimension, but not as many as its second, and that last dimension is smaller than both
+    others (a channel count, not a width).
+
+    Raises:
+        ValueError: for such an x.
+    """
+    if isinstance(model_or_probe, Probe):
+        model = None if model_or_probe.closed else model_or_probe.model
+    else:
+        model = model_or_probe if isinstance(model_or_probe, nn.Module) else getattr(model_or_probe, "model", None)
+    if not isinstance(model, nn.Module):
+        return  # the probe scope names what is wrong
+    channels = input_channels(model)
+    _, second, height, last = x.shape
+    if channels is not None and second != channels and last == channels and last < min(second, height):
+        raise ValueError(
+            f"x looks like (N, H, W, C) = {tuple(x.shape)}: the model takes {channels} input channels, which is "
+            f"x's last dimension; x must be (1, C, H, W): permute it with x.permute(0, 3, 1, 2)"
+        )
+
+
 def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
     """The values an occluded window takes, as a tensor broadcastable to x (1, C, H, W)."""
     channels, height, width = x.shape[1:]
@@ -419,7 +446,11 @@ class _OccludedBatches:
 
     Each slot of the buffer keeps the image; for a new batch only the window written last
     time into a slot is restored from x before the new window is filled, so building a batch
-    costs O(batch * window) instead of a full copy of the batch.
+    costs O(batch * window) instead of a full copy of the batch. A model that changed its
+    input in place (``x.sub_(mean)``, ``x /= 255``) leaves the buffer's version counter
+    ahead of the one it had when the batch was handed out; the buffer is then copied from x
+    in full before the next batch. (A write through ``tensor.data`` bypasses the counter and
+    is not noticed.)
     """
 
     def __init__(self, x: torch.Tensor, fill: torch.Tensor, window: tuple[int, int], capacity: int,
@@ -428,10 +459,18 @@ class _OccludedBatches:
         self.fill = fill
         self.window = window
         self.buffer = torch.empty((capacity, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=memory_format)
-        self.buffer.copy_(x.expand_as(self.buffer))
-        self.written: list[tuple[int, int] | None] = [None] * capacity
+        self.written: list[tuple[int, int] | None] = []
+        self._refill()
+
+    def _refill(self) -> None:
+        """Copy the image into every slot (no window written)."""
+        self.buffer.copy_(self.x.expand_as(self.buffer))
+        self.written = [None] * self.buffer.shape[0]
+        self.version = self.buffer._version
 
     def batch(self, corners: np.ndarray) -> torch.Tensor:
+        if self.buffer._version != self.version:  # the model wrote into the last batch
+            self._refill()
         wh, ww = self.window
         image = self.x[0]
         full_fill = self.fill.shape[-1] > 1 or self.fill.shape[-2] > 1
@@ -443,6 +482,7 @@ class _OccludedBatches:
             source = self.fill[0, :, top:top + wh, left:left + ww] if full_fill else self.fill[0]
             self.buffer[slot, :, top:top + wh, left:left + ww].copy_(source)
             self.written[slot] = (top, left)
+        self.version = self.buffer._version
         return self.buffer[: len(corners)]
 
 
@@ -451,19 +491,23 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
 
 
 class _OutputRunner:
-    """Scores (and top classes) of targets on the model output, from a fast private copy."""
+    """Scores (and top classes) of targets on the model output, from a fast private copy (run
+    in inference mode) or the probe's own copy (:class:`_ProbeOutput`, run outside it: the probe
+    copies each batch and runs its model in plain mode, where a model that changes its input in
+    place could not write an inference tensor)."""
 
     def __init__(self, model: Callable[[torch.Tensor], object], target: Target) -> None:
         self.model = model
         self.target = target
+        self.inference = not isinstance(model, _ProbeOutput)
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with torch.inference_mode():
+        with torch.inference_mode(self.inference):
             try:
                 output = self.model(batch)
             except (RuntimeError, TypeError) as exc:
                 raise _model_failed(exc, batch) from exc
-            return self.scores(output)
+        return self.scores(output)
 
     def scores(self, output: object) -> tuple[torch.Tensor, torch.Tensor | None]:
         output = output_tensor(output)
@@ -541,6 +585,11 @@ def _fast_model(
     weights changed in between (training while a map is computed), the reference is computed
     again through the probe.
 
+    The copy runs on a clone of ``x``, so a model that changes its input in place leaves ``x``
+    alone. When the reference holds NaN or inf, the rewrite cannot be checked on this image:
+    the model then runs unmodified for this scan, without a warning, and nothing is kept (the
+    next scan checks the rewrite on its own image).
+
     Returns the copy; when it was just built and checked, its output for ``x`` (so the caller
     need not run it again), else None; and whether the copy was rewritten from a ``torch.fx``
     trace (its forward is then a plain graph of module calls, safe to run from several
@@ -553,16 +602,18 @@ def _fast_model(
     model, report = inference_copy(probe.model, fold_batchnorm=fold, inplace_activations=fold)
     traced = report.traced
     if probe.channels_last:
-        model.to(memory_format=torch.channels_last)
+        _channels_last_weights(model)
     check = None
     if report.folded or report.inplace:
         with torch.inference_mode():
             try:
-                check = output_tensor(model(x))
+                check = output_tensor(model(x.clone()))
             except Exception:  # noqa: BLE001 - a rewrite that breaks the model is not used
                 check = None
         if probe.version != reference_version:
             reference = probe.logits(x)  # the output of the weights the copy took
+        if not bool(torch.isfinite(reference).all()):
+            return _unmodified_copy(probe), None, False  # not kept: see above
         if _copy_key(probe) != key:
             # The weights changed again while the reference was computed: there is no output of
             # the copy's weights to check it against, so the model runs unmodified (not a
@@ -594,8 +645,17 @@ def _unmodified_copy(probe: Probe) -> nn.Module:
     """A hook-free inference copy of ``probe.model`` as it is (nothing folded, nothing in place)."""
     model, _ = inference_copy(probe.model, fold_batchnorm=False, inplace_activations=False)
     if probe.channels_last:
-        model.to(memory_format=torch.channels_last)
+        _channels_last_weights(model)
     return model
+
+
+def _channels_last_weights(model: nn.Module) -> None:
+    """Put the 4-D parameters and buffers of ``model`` in channels-last layout, in place.
+
+    Unlike ``model.to(memory_format=torch.channels_last)``, which refuses a model with any 5-D
+    weight (``nn.Conv3d``), other tensors are left as they are.
+    """
+    model._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
 def _forget_fast_copies(probe_ref: weakref.ref) -> None:
@@ -753,6 +813,7 @@ def _scan(
 ) -> OcclusionResult:
     # Cheap checks first, before any model work.
     x = _prepare_image(x)
+    _check_channel_axis(model_or_probe, x)
     window = _pair(window, "window", _WINDOW_ACCEPTED)
     stride = _pair(stride, "stride", _STRIDE_ACCEPTED)
     rows, cols = grid_shape(x.shape[2:], window, stride)
@@ -797,7 +858,8 @@ def _scan_with_probe(
     cancelled: Callable[[], bool],
     fold_batchnorm: bool,
 ) -> OcclusionResult:
-    image = x.to(device=probe.device, dtype=torch.float32)
+    # A private copy: the model only ever sees copies of it (a model may change its input in place).
+    image = x.to(device=probe.device, dtype=torch.float32, copy=True)
     # The unoccluded run first: it also describes the layers at this image size (for the batch
     # size), and settles the memory layout (a model that needs contiguous activations gets them).
     if target.layer is None:
@@ -836,7 +898,7 @@ def _scan_with_probe(
         else:
             model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
             runner = _OutputRunner(model, target)
-            scores, labels = runner(image) if output is None else runner.scores(output)
+            scores, labels = runner(image.clone()) if output is None else runner.scores(output)
         if labels is not None:
             unoccluded_label = int(labels[0])
     else:
@@ -986,7 +1048,8 @@ def occlusion_map(
     Raises:
         TypeError: x is not a tensor, the target is not a class index or target callable, or
             cancel / callback are of the wrong kind.
-        ValueError: x is not (1, C, H, W) floats; window or stride are not positive ints or pairs,
+        ValueError: x is not (1, C, H, W) floats (including an x laid out as (1, H, W, C), told
+            apart by the model's first convolution); window or stride are not positive ints or pairs,
             or the window is larger than the image; bad fill, order or batch_size; a target that
             does not return one score per image.
         KeyError: the target names a layer the model does not have (with suggestions).
