@@ -1211,3 +1211,264 @@ def test_a_bundle_whose_class_names_are_an_array_is_read():
         assert explorer.scores["classes"] == names
     finally:
         explorer.close()
+
+
+# ---------------------------------------------------------------- custom inputs: channels, fills, mistakes
+class GAPNet(nn.Module):
+    """A small fully convolutional net with ``channels`` inputs, global average pooling and a Linear."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def photo(width: int = 48, height: int = 40, seed: int = 0):
+    """A smooth colourful picture (PIL) with detail, like a photo at low resolution."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([np.sin(6 * xx + 1), np.cos(5 * yy), np.sin(4 * (xx + yy))], axis=2) * 0.35 + 0.5
+    pixels = np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1)
+    return Image.fromarray((pixels * 255).astype(np.uint8))
+
+
+def rgb_and_gray(im):
+    """A 4-channel input: [0, 1] RGB and its gray (luma) as the fourth channel."""
+    from PIL import Image
+
+    small = im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+    rgb = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)
+    return torch.cat([rgb, torch.from_numpy(np.asarray(small.convert("L"), dtype=np.float32) / 255)[None]])
+
+
+def test_a_four_channel_input_shown_as_rgb_gets_pixel_fills_on_the_shown_channels_and_its_mean_elsewhere():
+    show_rgb = lambda x: x[:3].permute(1, 2, 0).numpy()  # noqa: E731
+    prep = ImageInput.prepare(photo(), rgb_and_gray, show_rgb)
+    assert torch.allclose(prep.pixel_std[0, :3, 0, 0], torch.ones(3))
+    assert torch.allclose(prep.pixel_mean[0, :3, 0, 0], torch.zeros(3))
+    assert torch.isnan(prep.pixel_std[0, 3]).all() and torch.isnan(prep.pixel_mean[0, 3]).all()
+    box = (4, 6, 8, 5)
+    for fill, level in (("gray", 0.5), ("black", 0.0)):
+        inside = prep.occluded(box, fill)[0, :, 6:11, 4:12]
+        assert torch.allclose(inside[:3], torch.tensor(level)), fill
+        assert torch.allclose(inside[3], prep.tensor[0, 3].mean()), fill  # no pixel value: the channel's mean
+    noise = prep.occluded(box, "noise")[0, :, 6:11, 4:12]
+    assert float(noise[:3].std()) > 0.1 and torch.allclose(noise[3], prep.tensor[0, 3].mean())
+
+    torch.manual_seed(0)
+    ex = Explorer(GAPNet(4).eval(), photo(), preprocess=rgb_and_gray, denormalize=show_rgb, samples={},
+                  background=False)
+    try:
+        assert ex.wait_idle() and not ex.status.is_error, ex.status.message
+        assert ex.fill == "gray" and "note" not in ex.status.message
+        assert ex.activations.shape == (8, SIZE, SIZE)
+    finally:
+        ex.close()
+
+
+def test_swapped_and_gray_denormalizes_are_read_as_per_channel_maps():
+    pre = default_preprocess((SIZE, SIZE))
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+    bgr = lambda x: (x * std + mean).clamp(0, 1).flip(0).permute(1, 2, 0).numpy()  # noqa: E731 - shown in reverse order
+    prep = ImageInput.prepare(photo(), pre, bgr)
+    torch.testing.assert_close(prep.pixel_std.flatten(), std.flatten())
+    torch.testing.assert_close(prep.pixel_mean.flatten(), mean.flatten())
+    def mixed(x):  # gray mixed from three channels: no per-channel map
+        return (x * std + mean).clamp(0, 1).mean(0, keepdim=True).expand(3, -1, -1).permute(1, 2, 0).numpy()
+
+    assert ImageInput.prepare(photo(), pre, mixed).pixel_std is None
+
+
+def gamma(im):
+    from PIL import Image
+
+    small = im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+    return (torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)) ** 2.2
+
+
+def ungamma(x):
+    return x.clamp(0, 1).pow(1 / 2.2).permute(1, 2, 0).numpy()
+
+
+def test_a_pixel_fill_the_denormalize_cannot_express_falls_back_to_mean_with_a_note():
+    torch.manual_seed(0)
+    ex = Explorer(GAPNet(3).eval(), photo(), preprocess=gamma, denormalize=ungamma, samples={}, background=False)
+    try:
+        assert ex.wait_idle() and not ex.status.is_error, ex.status.message
+        assert ex.fill == "mean" and ex.shown_state.fill == "mean"
+        assert "note: fill 'gray' is a pixel value" in ex.status.message and "fills with 'mean'" in ex.status.message
+        assert ex.activations.shape == (8, SIZE, SIZE)
+        ex.fill = "black"  # asked for explicitly: an error about the fill, not the model
+        assert ex.status.is_error and ex.status.message.startswith("occluder fill: FillError: fill 'black'")
+        assert "use fill 'mean' or 'blur'" in ex.status.message
+        ex.fill = "blur"
+        assert not ex.status.is_error and "note" not in ex.status.message  # the fallback is over
+    finally:
+        ex.close()
+
+
+def test_activations_before_any_frame_say_that_the_update_failed():
+    model = Tiny().eval()
+    model.fail_on_black_corner = True
+    ex = make(model, fill="black", box=(0, 0, 8, 8))  # the first occluded update fails
+    try:
+        assert ex.wait_idle() and ex.status.is_error
+        failed = r"nothing has been shown: the update failed \(model: RuntimeError: .*deliberate failure"
+        with pytest.raises(RuntimeError, match=failed):
+            ex.activations
+    finally:
+        ex.close()
+
+
+def test_preprocess_mistakes_are_named():
+    from PIL import Image
+
+    def hwc(im):
+        return torch.from_numpy(np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.float32) / 255)
+
+    with pytest.raises(ValueError, match=r"preprocess returned a tensor of shape \(32, 32, 3\), which looks like "
+                                         r"\(H, W, C\); it must return \(C, H, W\)"):
+        Explorer(GAPNet(3).eval(), photo(), preprocess=hwc, samples={}, background=False)
+    with pytest.raises(ValueError, match="preprocess made 4-channel inputs; the default denormalize handles 1 or 3 "
+                                         "channels: pass denormalize="):
+        Explorer(GAPNet(4).eval(), photo(), preprocess=rgb_and_gray, samples={}, background=False)
+
+    def broken(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(ValueError, match=r"denormalize failed on the preprocessed tensor of shape \(3, 32, 32\) "
+                                         r"\(RuntimeError: boom\)"):
+        ImageInput.prepare(photo(), default_preprocess((SIZE, SIZE)), broken)
+    with pytest.raises(ValueError, match=r"default denormalize handles \(1, H, W\) and \(3, H, W\) tensors, "
+                                         r"got shape \(2, 4, 4\)"):
+        default_denormalize(torch.zeros(2, 4, 4))
+
+
+class HeadFirst(nn.Module):
+    """The head is declared before the stem: the first convolution registered is not the first that runs."""
+
+    def __init__(self, stem: nn.Module | None = None, inputs: int = 3) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(16, 5, 1)
+        self.stem = stem if stem is not None else nn.Conv2d(inputs, 16, 3, padding=1)
+
+    def forward(self, x):
+        if isinstance(self.stem, nn.Conv1d):  # over the flattened rows
+            y = self.stem(x.flatten(2)).view(x.shape[0], 16, *x.shape[2:])
+        elif isinstance(self.stem, nn.Conv3d):  # over the channels as depth
+            y = self.stem(x.unsqueeze(1)).squeeze(2)
+        else:
+            y = self.stem(x)
+        return self.head(torch.relu(y)).mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("stem", [None, nn.Conv1d(3, 16, 3, padding=1), nn.Conv3d(1, 16, 3, padding=(0, 1, 1))],
+                         ids=["conv2d", "conv1d", "conv3d"])
+def test_a_stem_declared_after_the_head_is_found_by_trying_rgb_and_gray(stem):
+    torch.manual_seed(0)
+    ex = Explorer(HeadFirst(stem).eval(), photo(), samples={}, background=False)
+    try:
+        assert ex.probe.input_size[0] == 3 and ex.wait_idle() and not ex.status.is_error
+    finally:
+        ex.close()
+    ex = Explorer(HeadFirst(inputs=1).eval(), photo(), samples={}, background=False)
+    try:
+        assert ex.probe.input_size[0] == 1
+    finally:
+        ex.close()
+
+
+def test_a_channel_count_nothing_runs_on_says_so_without_an_input_size_hint():
+    nothing = "first convolution takes 16 input channels .* not 16; pass preprocess="
+    with pytest.raises(ValueError, match=nothing) as info:
+        Explorer(HeadFirst(inputs=2).eval(), photo(), samples={}, background=False)
+    assert "looks like (H, W, C)" not in str(info.value) and "input_size is" not in str(info.value)
+    with pytest.raises(ValueError, match=r"looks like \(H, W, C\); did you mean \(3, 16, 32\)"):
+        Explorer(GAPNet(3).eval(), photo(), input_size=(16, 32, 3), samples={}, background=False)
+
+
+class RgbHeadFirst(HeadFirst):
+    """A head taking 3 channels declared first, a grayscale stem: the count found first is wrong but plausible."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(1, 3, 3, padding=1))
+        self.head = nn.Conv2d(3, 5, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.stem(x))).mean(dim=(2, 3))
+
+
+def test_a_plausible_but_wrong_first_convolution_falls_back_to_the_other_count():
+    ex = Explorer(RgbHeadFirst().eval(), photo(), samples={}, background=False)
+    try:
+        assert ex.probe.input_size[0] == 1 and ex.wait_idle() and not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_a_normalised_gray_preprocess_without_denormalize_is_warned_about():
+    import torchvision.transforms as T
+
+    gray_normalised = T.Compose([T.Grayscale(), T.Resize((SIZE, SIZE)), T.ToTensor(), T.Normalize((0.449,), (0.226,))])
+    with pytest.warns(UserWarning, match=r"% of the values shown clip to black or white"):
+        Explorer(GAPNet(1).eval(), photo(), preprocess=gray_normalised, samples={}, background=False).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for good in (T.Compose([T.Grayscale(), T.Resize((SIZE, SIZE)), T.ToTensor()]),):
+            Explorer(GAPNet(1).eval(), photo(), preprocess=good, samples={}, background=False).close()
+        imagenet = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        for good in (T.Compose([T.Resize((SIZE, SIZE)), T.ToTensor(), imagenet]),
+                     T.Compose([T.Resize(40), T.CenterCrop(SIZE), T.ToTensor(), imagenet])):
+            Explorer(GAPNet(3).eval(), photo(), preprocess=good, samples={}, background=False).close()
+        unit = T.Compose([T.Resize((SIZE, SIZE)), T.ToTensor()])
+        Explorer(GAPNet(3).eval(), photo(), preprocess=unit, denormalize=lambda x: x.permute(1, 2, 0).numpy(),
+                 samples={}, background=False).close()
+
+
+# ---------------------------------------------------------------- the box trait and the input size
+def test_a_box_entirely_outside_the_image_is_refused_and_floats_round_halves_up(ex):
+    with pytest.raises(traitlets.TraitError, match=r"box \(2000, 1000, 300, 300\) lies entirely outside the 32x32 "
+                                                   r"image \(width x height in model-input pixels"):
+        ex.box = (2000, 1000, 300, 300)
+    with pytest.raises(traitlets.TraitError, match="entirely outside"):
+        ex.box = (-10, 4, 10, 8)  # ends where the image starts
+    assert ex.box == (4, 4, 8, 8)
+    ex.box = (10.6, 10.4, 20.5, 20.5)
+    assert ex.box == (11, 10, 21, 21)  # halves up, as the browser's Math.round
+    ex.box = (-5, 30, 10, 10)  # partly inside: moved in, as the browser expects
+    assert ex.box == (0, 22, 10, 10) and ex.canvas.box == (0, 22, 10, 10)
+    assert all(type(v) is int for v in ex.box)
+    with pytest.raises(traitlets.TraitError, match="finite"):
+        ex.box = (float("nan"), 0, 4, 4)
+    with pytest.raises(traitlets.TraitError, match="entirely outside"):
+        make(box=(100, 100, 8, 8))
+
+
+def test_an_input_size_that_reshapes_the_image_is_noted_in_the_status():
+    from PIL import Image
+
+    torch.manual_seed(0)
+    wide = photo(400, 60)
+    ex = Explorer(GAPNet(3).eval(), wide, samples={"square": photo(60, 60)}, background=False)
+    try:
+        assert ex.probe.input_size == (3, 224, 224) and ex.wait_idle() and not ex.status.is_error
+        note = "note: image resized from 400x60 to 224x224; pass input_size=(3, H, W) to keep its shape"
+        assert note in ex.status.message
+        ex.image = "square"
+        assert ex.wait_idle() and "note" not in ex.status.message
+        ex.set_image(wide.resize((60, 400), Image.BILINEAR), "tall")
+        assert ex.wait_idle() and "resized from 60x400 to 224x224" in ex.status.message
+    finally:
+        ex.close()
+    given = Explorer(GAPNet(3).eval(), wide, input_size=(3, 64, 64), samples={}, background=False)
+    try:
+        assert given.wait_idle() and "note" not in given.status.message  # the user chose the size
+    finally:
+        given.close()

@@ -340,3 +340,13 @@ def test_an_in_place_function_on_a_view_changes_the_geometry_of_the_tensor_it_vi
             return self.out(y)
 
     assert geometry(AddIntoSlice())["out"] == (9, 1, 0.0)
+
+
+def test_input_channels_reads_the_first_convolution_of_any_dimension():
+    from cnnwidgets.core.layers import input_channels
+
+    assert input_channels(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 3))) == 1
+    assert input_channels(nn.Sequential(nn.Conv1d(3, 4, 3), nn.Conv2d(4, 8, 3))) == 3  # a 1-D stem
+    assert input_channels(nn.Sequential(nn.Conv3d(2, 4, 3), nn.Conv2d(4, 8, 3))) == 2  # a 3-D stem
+    assert input_channels(nn.Sequential(nn.Linear(4, 4))) is None
+    assert input_channels(nn.Sequential(nn.LazyConv2d(8, 3), nn.Conv2d(8, 8, 3))) is None  # not known before it runs

@@ -52,6 +52,20 @@ def test_clamp_box():
     assert W.clamp_box((2.5, 1.49, 3.5, 4), 64, 48) == (3, 1, 4, 4)  # halves round up, like JS
     with pytest.raises(ValueError, match="positive"):
         W.clamp_box((0, 0, 0, 5), 64, 48)
+    assert W.clamp_box((10.6, 10.4, 20.5, 20.5), 64, 48) == (11, 10, 21, 21)
+    with pytest.raises(ValueError, match="finite"):
+        W.clamp_box((0, float("inf"), 4, 4), 64, 48)
+
+
+def test_clamp_box_can_refuse_a_box_entirely_outside():
+    assert W.clamp_box((2000, 1000, 300, 300), 64, 48) == (0, 0, 64, 48)  # by default moved in, as the browser needs
+    with pytest.raises(ValueError, match=r"box \(2000, 1000, 300, 300\) lies entirely outside the 64x48 image"):
+        W.clamp_box((2000, 1000, 300, 300), 64, 48, inside_only=True)
+    for outside in ((64, 0, 4, 4), (0, 48, 4, 4), (-4, 0, 4, 4), (0, -4.6, 4, 4)):
+        with pytest.raises(ValueError, match="entirely outside"):
+            W.clamp_box(outside, 64, 48, inside_only=True)
+    assert W.clamp_box((63, 47, 4, 4), 64, 48, inside_only=True) == (60, 44, 4, 4)  # one pixel inside
+    assert W.clamp_box((-3, -3, 4, 4), 64, 48, inside_only=True) == (0, 0, 4, 4)
 
 
 def test_occluder_box_trait_is_validated_and_follows_image_size():

@@ -29,12 +29,12 @@ from torch import nn
 
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
-from cnnwidgets.app.inputs import ImageInput, default_denormalize, default_preprocess, to_pil
+from cnnwidgets.app.inputs import FillError, ImageInput, default_denormalize, default_preprocess, to_pil
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
-from cnnwidgets.core.layers import LayerInfo, unknown_layer_error
-from cnnwidgets.core.probe import Probe, check_input_size, default_input_sizes, plain_module
+from cnnwidgets.core.layers import LayerInfo, input_channels, unknown_layer_error
+from cnnwidgets.core.probe import ChannelsLastError, Probe, check_input_size, default_input_sizes, plain_module
 from cnnwidgets.core.targets import class_scores, output_tensor
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
@@ -116,18 +116,25 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     return pick.name
 
 
-def _input_size_candidates(model: nn.Module, image: Any) -> Iterator[tuple[int, ...]]:
-    """Input sizes to try, in order, for a model given without ``input_size`` or ``preprocess``.
+#: Channel counts the default preprocessing makes: grayscale and RGB.
+_DEFAULT_CHANNELS = (1, 3)
 
-    The probe's :func:`~cnnwidgets.core.probe.default_input_sizes`, with the image's own size
-    (up to 512 pixels a side) tried right after 224 x 224 for RGB models and first for grayscale
-    ones. The image is only read if that candidate is reached.
+#: An aspect-ratio change (either way) above which the status line says the image was reshaped.
+_ASPECT_NOTE = 1.5
+
+
+def _input_size_candidates(model: nn.Module, image: Any, channels: int) -> Iterator[tuple[int, ...]]:
+    """Input sizes with ``channels`` channels to try, in order, for a model given without
+    ``input_size`` or ``preprocess``.
+
+    The sides of the probe's :func:`~cnnwidgets.core.probe.default_input_sizes`, with the
+    image's own size (up to 512 pixels a side) tried right after 224 x 224 for RGB and first
+    for grayscale. The image is only read if that candidate is reached.
     """
-    defaults = list(default_input_sizes(model))
-    channels = defaults[0][0]
-    default_preprocess((1, 1), channels)  # raises a clear error for channel counts it cannot make
-    if channels == 3:
-        yield defaults.pop(0)
+    sides = list(dict.fromkeys(side for _, side, _ in default_input_sizes(model)))
+    if channels == 3 and 224 in sides:
+        sides.remove(224)
+        yield (3, 224, 224)
     try:
         width, height = to_pil(image).size
     except (TypeError, ValueError, OSError):
@@ -135,7 +142,58 @@ def _input_size_candidates(model: nn.Module, image: Any) -> Iterator[tuple[int, 
     else:
         if max(height, width) <= 512:
             yield (channels, height, width)
-    yield from defaults
+    for side in sides:
+        yield (channels, side, side)
+
+
+def _fit_default_size(probe: Probe, model: nn.Module, image: Any) -> tuple[int, ...]:
+    """The first input size the model runs on with the default preprocessing; its layers are described.
+
+    The channels are first those of the model's first registered convolution
+    (:func:`~cnnwidgets.core.layers.input_channels`), then the other counts the default
+    preprocessing makes: the first convolution registered need not be the first that runs
+    (a head declared before the stem).
+
+    Raises:
+        RuntimeError: if the model runs on none of the sizes tried (the failure for the
+            first convolution's channels).
+        ValueError: if the first convolution takes a channel count the default preprocessing
+            cannot make and the model runs on neither grayscale nor RGB inputs.
+    """
+    found = input_channels(model) or 3
+    counts = [found] if found in _DEFAULT_CHANNELS else []
+    counts += [c for c in (3, 1) if c != found]
+    first_failure: RuntimeError | None = None
+    for channels in counts:
+        try:
+            return probe.fit_input_size(_input_size_candidates(model, image, channels))
+        except ChannelsLastError:
+            raise
+        except RuntimeError as exc:
+            if first_failure is None:
+                first_failure = exc
+    if found in _DEFAULT_CHANNELS and first_failure is not None:
+        raise first_failure
+    raise ValueError(
+        f"the model's first convolution takes {found} input channels and the model runs on neither grayscale "
+        f"nor RGB inputs of the usual sizes: the default preprocessing makes 1-channel (grayscale) or 3-channel "
+        f"(RGB) inputs, not {found}; pass preprocess= (image -> ({found}, H, W) tensor) and denormalize="
+    )
+
+
+def _reshape_note(prepared: ImageInput) -> str | None:
+    """A note when the model-input size changes the image's aspect ratio by more than
+    :data:`_ASPECT_NOTE` times (None otherwise, or when the image's own size is unknown)."""
+    if prepared.source_size is None:
+        return None
+    width, height = prepared.source_size
+    h, w = prepared.size
+    change = (w / h) / (width / height)
+    if max(change, 1 / change) <= _ASPECT_NOTE:
+        return None
+    channels = int(prepared.tensor.shape[1])
+    return (f"image resized from {width}x{height} to {w}x{h}; pass input_size=({channels}, H, W) "
+            "to keep its shape")
 
 
 def _unpack(model: Any) -> dict[str, Any]:
@@ -196,10 +254,13 @@ def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
     """Warn when the default un-normalisation does not give back the image a custom
     ``preprocess`` was given: the picture shown and the occluder's pixel fills would be wrong.
 
-    Compared is the contrast (the standard deviation of each colour channel) of the picture
+    Compared are the contrast (the standard deviation of each colour channel) of the picture
     shown and of the image given, which a resize or crop changes little (resnet18's own
     transforms keep it within 0.6-1.3x on photos), while a scaling that the default does not
-    undo changes it several-fold ([0, 1] pixels shown through the ImageNet inverse: about 0.23x).
+    undo changes it several-fold ([0, 1] pixels shown through the ImageNet inverse: about 0.23x);
+    and the share of values clipped to 0 or 255, which an offset the default does not undo
+    raises far above the image's own (a normalised gray image shown as [0, 1]: most pixels
+    clip, and the clipping raises the contrast, so that the first check alone misses it).
     """
     try:
         given = np.asarray(to_pil(source).convert("RGB").resize((128, 128)), dtype=np.float32).reshape(-1, 3)
@@ -211,16 +272,31 @@ def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
     if spread.min() < 8:  # a nearly flat image: its contrast says nothing
         return
     ratio = shown.std(axis=0) / spread
+    clipped, clipped_given = _clipped_share(shown), _clipped_share(given)
     if ratio.min() < 0.45 or ratio.max() > 2.2:
-        warnings.warn(
-            f"preprocess= was given without denormalize=, and the default un-normalisation (ImageNet "
-            f"statistics for RGB, [0, 1] for gray) does not give the image back (its contrast comes out "
-            f"{ratio.min():.2f}-{ratio.max():.2f} times the image's): the image shown and the occluder's gray, "
-            "black and noise fills would be wrong. Pass denormalize= (model input (C, H, W) -> (H, W, 3) "
-            "floats in [0, 1])",
-            UserWarning,
-            stacklevel=4,
-        )
+        why = f"its contrast comes out {ratio.min():.2f}-{ratio.max():.2f} times the image's"
+    elif clipped > max(_CLIPPED_WARNING, clipped_given + _CLIPPED_WARNING):
+        why = (f"{100 * clipped:.0f} % of the values shown clip to black or white, against "
+               f"{100 * clipped_given:.0f} % in the image")
+    else:
+        return
+    warnings.warn(
+        f"preprocess= was given without denormalize=, and the default un-normalisation (ImageNet "
+        f"statistics for RGB, [0, 1] for gray) does not give the image back ({why}): the image shown and "
+        "the occluder's gray, black and noise fills would be wrong. Pass denormalize= (model input (C, H, W) "
+        "-> (H, W, 3) floats in [0, 1])",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+#: Clipped values (share of all) the picture shown may have beyond the image's own before a warning.
+_CLIPPED_WARNING = 0.3
+
+
+def _clipped_share(pixels: np.ndarray) -> float:
+    """The share of 8-bit values at 0 or 255."""
+    return float(np.mean((pixels <= 0) | (pixels >= 255)))
 
 
 class Explorer(ipw.VBox):
@@ -240,16 +316,22 @@ class Explorer(ipw.VBox):
             single output unit (a binary classifier, probability sigmoid(logit)) two names are
             read as (negative, positive), and the unit is the positive class.
         input_size: (C, H, W) for the default preprocessing. Default: the bundle's, else the
-            first size the model runs on: C from its first convolution, then 224 x 224 (RGB),
-            the image's own size, 28, 32, 64 ... (so a CIFAR or MNIST network needs nothing).
+            first size the model runs on: C from its first convolution (else 3, then 1), then
+            224 x 224 (RGB), the image's own size, 28, 32, 64 ... (so a CIFAR or MNIST network
+            needs nothing). When the size found changes an image's aspect ratio by more than
+            1.5 times, the status line says so.
         samples: ``{name: image}`` offered by the image picker (default: the zoo's samples).
         layer: the first layer (default: :func:`default_layer`).
         channel: the first channel.
         box: the first occluder box (x, y, w, h) in model-input pixels; ``"center"`` (default):
-            a square of a quarter of the image's side in its centre; None: no occluder.
+            a square of a quarter of the image's side in its centre; None: no occluder. Like the
+            ``box`` trait, it is rounded (halves up) and clamped into the image, and refused if it
+            lies entirely outside.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; the trait holds the device
             menu's name (``"cpu:0"`` is ``"cpu"``, the current CUDA device is ``"cuda"``).
-        fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``.
+        fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``. A pixel
+            fill (gray, black, noise) that the model's ``denormalize`` cannot express (it is not a
+            per-channel affine map) falls back to ``mean``, with a note in the status line.
         norm: grid normalisation, ``channel``, ``layer`` or ``fixed`` (the unoccluded range).
         cmap: colormap.
         show_scores: compute and show class scores (runs the full model per update).
@@ -268,16 +350,18 @@ class Explorer(ipw.VBox):
         KeyError: for an unknown layer name (with suggestions).
         ValueError: for an unreadable image, a bad input_size, box, fill or device, or as many
             class names as the model has no outputs.
-        traitlets.TraitError: for a method_stride that is not a positive int, or a layer
-            without a feature map.
+        traitlets.TraitError: for a method_stride that is not a positive int, a layer
+            without a feature map, or a box without positive size or entirely outside the image.
 
     Setting a trait to a value it does not accept (an unknown layer, a channel or target class
-    out of range ...) raises ``traitlets.TraitError`` saying what is accepted.
+    out of range, a box outside the image ...) raises ``traitlets.TraitError`` saying what is
+    accepted. ``box`` takes numbers (rounded halves up, as the browser rounds) in model-input
+    pixels; a box partly outside the image is moved and shrunk into it.
     """
 
     layer = t.Unicode()
     channel = t.Int(0)
-    box = t.Tuple(t.CInt(), t.CInt(), t.CInt(), t.CInt(), default_value=None, allow_none=True)
+    box = t.Tuple(t.CFloat(), t.CFloat(), t.CFloat(), t.CFloat(), default_value=None, allow_none=True)
     dragging = t.Bool(False)
     device = t.Unicode()
     fill = t.Enum(FILLS, default_value="gray")
@@ -342,6 +426,8 @@ class Explorer(ipw.VBox):
         self._method_error: str | None = None  # the status line's message when a method failed
         self._picking = False  # the picker follows the image shown: no image is loaded for that
         self._sizing = False  # the size control follows a box the user drew: the box keeps its shape
+        self._notes: dict[str, str] = {}  # status-line notes shown with every frame, by what they are about
+        self._size_chosen = False  # the explorer chose the input size: say when it reshapes an image
 
         source = self._first_sample()
         probe = Probe(parts["model"], device=device)
@@ -353,7 +439,8 @@ class Explorer(ipw.VBox):
             else:
                 size = input_size or parts.get("input_size")
                 if size is None:
-                    size = described = probe.fit_input_size(_input_size_candidates(parts["model"], source))
+                    size = described = _fit_default_size(probe, parts["model"], source)
+                    self._size_chosen = True
                 size = check_input_size(size)
                 self._preprocess = default_preprocess(size[1:], channels=size[0])
             first = self._prepare_image(source, next(iter(self._samples)))
@@ -394,6 +481,10 @@ class Explorer(ipw.VBox):
             self._use_image(first)
             self.device = _device_name(probe.device)
             self.fill, self.norm, self.cmap, self.show_scores = fill, norm, cmap, show_scores
+            problem = first.fill_problem(self.fill)
+            if problem is not None:
+                self.fill = "mean"
+                self._notes["fill"] = f"{problem}: the occluder fills with 'mean'"
             if layer is not None and layer not in self._layers:
                 raise unknown_layer_error(layer, self._selectable_layers())
             self.layer = layer if layer is not None else default_layer(self._layers)
@@ -444,6 +535,11 @@ class Explorer(ipw.VBox):
             self._images.popitem(last=False)
         self._image_id = image_id
         h, w = prepared.size
+        note = _reshape_note(prepared) if self._size_chosen else None
+        if note is None:
+            self._notes.pop("size", None)
+        else:
+            self._notes["size"] = note
         self.canvas.set_image(encode_png(prepared.display), "png", w, h)
         self.canvas.fill_color = prepared.fill_color(self.fill)
         self.occluder_controls.max_size = min(h, w)
@@ -616,9 +712,10 @@ class Explorer(ipw.VBox):
             return None
         h, w = self._images[self._image_id].size
         try:
-            return clamp_box(box, w, h)
+            return clamp_box(box, w, h, inside_only=True)
         except ValueError as exc:
-            raise t.TraitError(str(exc)) from exc
+            raise t.TraitError(f"{exc} (width x height in model-input pixels, the units of the box (x, y, w, h))"
+                               ) from exc
 
     @t.validate("device")
     def _check_device(self, proposal):
@@ -715,6 +812,7 @@ class Explorer(ipw.VBox):
         self.observe(self._on_box, names="box")
         self.observe(self._on_dragging, names="dragging")
         self.observe(self._on_fill, names="fill")
+        self.observe(self._forget_fill_note, names="fill")
         self.observe(self._scores_toggled, names="show_scores")
         self.occluder_controls.observe(self._occluder_switched, names="enabled")
         self.occluder_controls.observe(self._on_size, names="size")
@@ -793,6 +891,9 @@ class Explorer(ipw.VBox):
     def _on_fill(self, change) -> None:
         self.canvas.fill_color = self._images[self._image_id].fill_color(change["new"])
 
+    def _forget_fill_note(self, change) -> None:
+        self._notes.pop("fill", None)  # the user chose a fill: the fallback is no longer in use
+
     def _scores_toggled(self, change=None) -> None:
         self.scores_view.layout.display = None if self.show_scores else "none"
 
@@ -854,10 +955,14 @@ class Explorer(ipw.VBox):
             self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif not state.dragging:
             ms = 1000 * frame.computed.seconds
-            self.status.info(
-                f"{self.controller.probe.device} \u00b7 last forward {ms:.1f} ms \u00b7 render "
-                f"{1000 * frame.render_seconds:.1f} ms"
-            )
+            timing = (f"{self.controller.probe.device} \u00b7 last forward {ms:.1f} ms \u00b7 render "
+                      f"{1000 * frame.render_seconds:.1f} ms")
+            self._status_info(timing)
+
+    def _status_info(self, text: str = "") -> None:
+        """Show ``text`` in the status line after the notes in force (a reshaped image, a fill fallback)."""
+        notes = [f"note: {note}" for note in self._notes.values()]
+        self.status.info(" \u00b7 ".join([*notes, text] if text else notes))
 
     def _follow_model_change(self, *, report: bool = True) -> bool:
         """After the user changed the model (seen by the controller): the method map is stale,
@@ -876,6 +981,8 @@ class Explorer(ipw.VBox):
         return True
 
     def _show_error(self, where: str, exc: BaseException) -> None:
+        if isinstance(exc, FillError):
+            where = "occluder fill"  # the model ran fine; the fill asked for cannot be made
         self.status.exception(where, exc)
         # a model changed since the last frame may fail for the layer or channel shown (gone,
         # fewer channels): take its layers and retry with what it offers now; a model that
@@ -1008,7 +1115,7 @@ class Explorer(ipw.VBox):
         if self._closed or result.request.key() != self.method_request().key():
             return  # asked for before the last change of method or inputs: that map is not wanted now
         if self._method_error is not None and self.status.message == self._method_error:
-            self.status.info("")  # that method's error is over
+            self._status_info()  # that method's error is over
         self._method_error = None
         request = result.request
         name = self._class_name(result.target)
@@ -1046,6 +1153,8 @@ class Explorer(ipw.VBox):
         self._check_open()
         with self._frame_lock:
             if self._frame is None or self._frame_state is None:
+                if self.status.is_error:
+                    raise RuntimeError(f"nothing has been shown: the update failed ({self.status.message})")
                 raise RuntimeError("nothing has been shown yet; call explorer.wait_idle() first")
             return self._frame, self._frame_state
 

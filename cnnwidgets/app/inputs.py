@@ -17,7 +17,13 @@ image, in the normalised space of the model:
 
 ``gray``, ``black`` and ``noise`` are pixel values and need the per-channel affine map between
 pixels and the model's input, ``x = (pixel - mean) / std``; it is read off ``denormalize``
-(which must be per-channel affine, as every usual normalisation is).
+(which must be per-channel affine, as every usual normalisation is). Per-channel affine means
+that every colour of the picture shown follows one input channel (or none) as
+``pixel = x * std + mean``: gray models shown in R, G and B, RGB models, channel orders
+swapped. An input channel that ``denormalize`` does not show (the fourth channel of an
+RGB + depth model shown as RGB) has no pixel value: the pixel fills put the image's mean of
+that channel there, as ``mean`` does. A pixel fill that cannot be expressed (``denormalize``
+is not of this form, e.g. a gamma curve) raises :class:`FillError`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from cnnwidgets.widgets.controls import FILLS
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PIXEL_FILLS",
+    "FillError",
     "ImageInput",
     "default_denormalize",
     "default_preprocess",
@@ -47,6 +55,13 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The fills given as pixel values, which need the affine map read off ``denormalize``.
+PIXEL_FILLS = ("gray", "black", "noise")
+
+
+class FillError(ValueError):
+    """An occluder fill that this image's preprocessing cannot express."""
 
 
 def to_pil(image: Any) -> Image.Image:
@@ -141,7 +156,15 @@ def default_denormalize(x: torch.Tensor) -> np.ndarray:
 
     Three channels are un-normalised with the ImageNet statistics; one channel is shown as
     gray (clipped to [0, 1]).
+
+    Raises:
+        ValueError: for a tensor that is not (1, H, W) or (3, H, W).
     """
+    if x.dim() != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(
+            f"the default denormalize handles (1, H, W) and (3, H, W) tensors, got shape {tuple(x.shape)}; "
+            "pass denormalize= (model input (C, H, W) -> (H, W, 3) floats in [0, 1])"
+        )
     if x.shape[0] == 1:
         return x.clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
@@ -187,8 +210,10 @@ class ImageInput:
         name: a label for the image.
         tensor: the preprocessed batch (1, C, H, W) on the CPU (float32).
         display: uint8 (H, W, 3), what the model sees, in colours.
-        pixel_mean: per-channel ``mean`` of ``x = (pixel - mean) / std`` (None if unknown).
-        pixel_std: per-channel ``std`` (None if unknown).
+        pixel_mean: per-channel ``mean`` of ``x = (pixel - mean) / std``, (1, C, 1, 1) (None if
+            ``denormalize`` is not per-channel affine; NaN for a channel it does not show).
+        pixel_std: per-channel ``std``, like ``pixel_mean``.
+        source_size: (width, height) of the image given, before preprocessing (None if unknown).
     """
 
     name: str
@@ -196,6 +221,7 @@ class ImageInput:
     display: np.ndarray
     pixel_mean: torch.Tensor | None = None
     pixel_std: torch.Tensor | None = None
+    source_size: tuple[int, int] | None = None
     _fills: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -210,7 +236,9 @@ class ImageInput:
 
         Raises:
             TypeError, ValueError: for an unreadable image or a preprocess/denormalize pair that
-                does not produce a (3, H, W) tensor and an (H, W, 3) image.
+                does not produce a (C, H, W) tensor and an (H, W, 3) image: a tensor that looks
+                like (H, W, C), a channel count the default ``denormalize`` does not handle, a
+                ``denormalize`` that fails on the tensor.
         """
         pil = to_pil(image)
         x = preprocess(pil)
@@ -220,56 +248,111 @@ class ImageInput:
             x = x[0]
         if x.dim() != 3:
             raise ValueError(f"preprocess must return a (C, H, W) tensor, got shape {tuple(x.shape)}")
+        if x.shape[-1] in (1, 3, 4) and min(x.shape[0], x.shape[1]) > 4:
+            raise ValueError(
+                f"preprocess returned a tensor of shape {tuple(x.shape)}, which looks like (H, W, C); it must "
+                "return (C, H, W) (e.g. tensor.permute(2, 0, 1), or torchvision's ToTensor())"
+            )
         x = x.detach().float().cpu().contiguous()
-        shown = _as_hwc(denormalize(x))
+        if denormalize is default_denormalize and x.shape[0] not in (1, 3):
+            raise ValueError(
+                f"preprocess made {x.shape[0]}-channel inputs; the default denormalize handles 1 or 3 channels: "
+                "pass denormalize= (model input (C, H, W) -> (H, W, 3) floats in [0, 1]) to show them"
+            )
+        try:
+            shown = _as_hwc(denormalize(x))
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user's function: say where it failed
+            raise ValueError(
+                f"denormalize failed on the preprocessed tensor of shape {tuple(x.shape)} "
+                f"({type(exc).__name__}: {exc}); it must map (C, H, W) -> (H, W, 3) floats in [0, 1]"
+            ) from exc
         if shown.shape[:2] != tuple(x.shape[1:]):
             raise ValueError(f"denormalize returned {shown.shape[:2]} for a tensor of size {tuple(x.shape[1:])}")
         display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
         mean, std = cls._affine(x, denormalize)
-        return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std)
+        return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std,
+                   source_size=pil.size)
 
     @staticmethod
     def _affine(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Read ``pixel = x * std + mean`` off ``denormalize`` (None, None if it is not affine)."""
+        """Read ``pixel = x * std + mean`` per input channel off ``denormalize`` (None, None if it is
+        not of that form; NaN for the input channels it does not show).
+
+        One probe image of C + 1 pixels, zero but for ``0.1`` in channel ``j`` at pixel ``j + 1``,
+        gives each colour's dependence on each channel: every colour may follow one channel at
+        most, and the colours following a channel must follow it alike (gray shown in R, G, B).
+        """
         c = x.shape[0]
-        if c not in (1, 3):
-            return None, None
-        probe = torch.zeros(c, 1, 2)
-        probe[:, 0, 1] = 0.1
+        step = 0.1
+        probe = torch.zeros(c, 1, c + 1)
+        probe[torch.arange(c), 0, torch.arange(c) + 1] = step
         try:
-            out = _as_hwc(denormalize(probe))[..., :c]  # (1, 2, c): a gray image shows in R (= G = B)
+            out = torch.from_numpy(_as_hwc(denormalize(probe))[0].copy()).double()  # (C + 1, 3)
         except Exception:  # noqa: BLE001 - an unusual denormalize only costs the pixel fills
             return None, None
-        mean = torch.from_numpy(out[0, 0].copy())
-        std = torch.from_numpy((out[0, 1] - out[0, 0]) / 0.1)
-        if not torch.all(std > 1e-6):
+        if out.shape[0] != c + 1:
+            return None, None
+        base = out[0]  # (3,)
+        slopes = (out[1:] - base) / step  # (C, 3): d colour k / d channel j
+        follows = slopes.abs() > 1e-6
+        if (follows.sum(dim=0) > 1).any():
+            return None, None  # a colour mixes channels
+        mean = torch.full((c,), math.nan, dtype=torch.float64)
+        std = torch.full((c,), math.nan, dtype=torch.float64)
+        for j in range(c):
+            colours = follows[j]
+            if not colours.any():
+                continue  # not shown: no pixel value for this channel
+            s_j, m_j = slopes[j, colours], base[colours]
+            if (s_j - s_j[0]).abs().max() > 1e-4 or (m_j - m_j[0]).abs().max() > 1e-4:
+                return None, None  # shown in several colours, but not as gray
+            std[j], mean[j] = s_j[0], m_j[0]
+        if torch.isnan(std).all():
             return None, None
         # check on the real image (pixels inside (0, 1), where a clamp in denormalize cannot bite)
-        pixels = torch.from_numpy(_as_hwc(denormalize(x))[..., :c]).permute(2, 0, 1)
-        predicted = x * std.view(c, 1, 1) + mean.view(c, 1, 1)
+        try:
+            pixels = torch.from_numpy(_as_hwc(denormalize(x))).double().permute(2, 0, 1)  # (3, H, W)
+        except Exception:  # noqa: BLE001
+            return None, None
+        source = follows.double().argmax(dim=0)  # the channel each colour follows (if any)
+        followed = follows.any(dim=0)
+        slope = torch.where(followed, slopes[source, torch.arange(3)], torch.zeros(3, dtype=torch.float64))
+        predicted = x.double()[source] * slope.view(3, 1, 1) + base.view(3, 1, 1)
         inside = (predicted > 0.01) & (predicted < 0.99)
         if inside.any() and (pixels - predicted)[inside].abs().max() > 1e-3:
             return None, None
-        return mean.view(1, c, 1, 1), std.view(1, c, 1, 1)
+        return mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1)
 
     @property
     def size(self) -> tuple[int, int]:
         """(H, W) in model-input pixels."""
         return int(self.tensor.shape[-2]), int(self.tensor.shape[-1])
 
+    def fill_problem(self, fill: str) -> str | None:
+        """Why ``fill`` cannot be used on this image, or None when it can (unknown fills included)."""
+        if fill in PIXEL_FILLS and (self.pixel_mean is None or self.pixel_std is None):
+            return (f"fill {fill!r} is a pixel value, but the denormalize of this model's input is not a per-channel "
+                    "affine map (pixel = x * std + mean), so the value cannot be converted")
+        return None
+
     def _from_pixels(self, pixels: torch.Tensor, fill: str) -> torch.Tensor:
-        if self.pixel_mean is None or self.pixel_std is None:
-            raise ValueError(
-                f"fill {fill!r} is a pixel value, but this model's denormalize is not a per-channel "
-                "affine map, so the value cannot be converted; use fill 'mean' or 'blur'"
-            )
-        return (pixels - self.pixel_mean) / self.pixel_std
+        problem = self.fill_problem(fill)
+        if problem is not None:
+            raise FillError(f"{problem}; use fill 'mean' or 'blur'")
+        value = (pixels - self.pixel_mean) / self.pixel_std
+        unshown = torch.isnan(self.pixel_std)
+        if unshown.any():  # channels without a pixel value keep the image's mean there
+            value = torch.where(unshown, self.tensor.mean(dim=(2, 3), keepdim=True), value)
+        return value
 
     def fill_tensor(self, fill: str) -> torch.Tensor:
         """The full-size (1, C, H, W) tensor a box of ``fill`` copies from (computed once).
 
         Raises:
-            ValueError: for an unknown fill, or a pixel fill the normalisation cannot express.
+            ValueError: for an unknown fill; :class:`FillError` (a ValueError) for a pixel fill
+                the normalisation cannot express.
         """
         cached = self._fills.get(fill)
         if cached is not None:

@@ -520,13 +520,24 @@ def _layouts(
     return guess
 
 
-def input_channels(model: nn.Module) -> int | None:
-    """``in_channels`` of the first 2-D convolution registered in ``model`` (None if there is none).
+#: The convolutions whose ``in_channels`` may be a model's input channels (lazy ones subclass them).
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
-    The first one registered is the stem in every usual architecture, so this is the number of
-    channels the model expects (1 for a grayscale digit classifier, 3 for RGB).
+
+def input_channels(model: nn.Module) -> int | None:
+    """``in_channels`` of the first convolution registered in ``model`` (1-D, 2-D or 3-D).
+
+    The first one registered is the stem in every usual architecture, so this is usually the
+    number of channels the model expects (1 for a grayscale digit classifier, 3 for RGB). It is
+    a guess, not a measurement: a model that declares a later layer first (a head before the
+    stem) gives that layer's count, which callers should be ready to find wrong.
+
+    Returns:
+        The channel count, or None if the model has no convolution or the first one is lazy
+        and has not run yet (its count is not known).
     """
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return int(module.in_channels)
+        if isinstance(module, _CONVOLUTIONS):
+            count = int(module.in_channels)
+            return count if count >= 1 else None
     return None

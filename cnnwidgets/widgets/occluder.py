@@ -12,15 +12,32 @@ from cnnwidgets.widgets._base import CSS, esm
 __all__ = ["OccluderCanvas", "clamp_box"]
 
 
-def clamp_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+def clamp_box(
+    box: tuple[float, float, float, float], width: int, height: int, *, inside_only: bool = False
+) -> tuple[int, int, int, int]:
     """Fit ``box = (x, y, w, h)`` inside a ``width x height`` image: size in [1, image], position inside.
 
+    The numbers are rounded to ints first, halves up (as ``Math.round`` in the browser).
+
+    Args:
+        box: (x, y, w, h) in image pixels, any real numbers.
+        width, height: the image's size in the same pixels.
+        inside_only: refuse a box with no pixel inside the image instead of moving it in
+            (a box partly inside is clamped either way).
+
     Raises:
-        ValueError: for a box without positive width and height.
+        ValueError: for a box without positive width and height or with a number that is not
+            finite, or (``inside_only``) a box entirely outside the image.
     """
-    x, y, w, h = (math.floor(float(v) + 0.5) for v in box)  # rounds halves up, as Math.round in JS
+    values = tuple(float(v) for v in box)
+    given = tuple(int(v) if v.is_integer() else v for v in values)  # as written: (2000, 10.5, ...)
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"the occluder box needs finite numbers (x, y, w, h), got {given}")
+    x, y, w, h = (math.floor(v + 0.5) for v in values)  # rounds halves up, as Math.round in JS
     if w < 1 or h < 1:
-        raise ValueError(f"the occluder box needs a positive width and height, got {box}")
+        raise ValueError(f"the occluder box needs a positive width and height, got {given}")
+    if inside_only and not (x < width and x + w > 0 and y < height and y + h > 0):
+        raise ValueError(f"the occluder box {given} lies entirely outside the {width}x{height} image")
     w, h = min(w, width), min(h, height)
     x = min(max(x, 0), width - w)
     y = min(max(y, 0), height - h)
