@@ -79,6 +79,17 @@ def test_directory_and_non_image_files_are_rejected(tmp_path):
         load_image(text)
 
 
+def test_empty_paths_and_other_address_schemes_are_named():
+    for empty in ("", "   "):
+        with pytest.raises(ValueError, match="empty string is not an image path"):
+            load_image(empty)
+    for address in ("ftp://example.org/cat.png", "file:///tmp/cat.png"):
+        scheme = address.split(":")[0]
+        with pytest.raises(ValueError, match=f"{scheme}:// address.*http:// or https://") as info:
+            load_image(address)
+        assert address in str(info.value)  # as given, not mangled into a path
+
+
 def test_bytes_and_file_objects(tmp_path):
     buffer = io.BytesIO()
     _halves().save(buffer, format="PNG")

@@ -150,6 +150,12 @@ def image_to_tensor(src: Any, *, max_size: int = DEFAULT_MAX_SIZE, min_size: int
 def _open(src: Any, max_size: int) -> Image.Image:
     if isinstance(src, str) and src.lower().startswith(("http://", "https://")):
         return _decode(io.BytesIO(_download(src)), src, max_size)
+    if isinstance(src, str) and not src.strip():
+        raise ValueError(f"an empty string is not an image path; accepted: {_ACCEPTED}")
+    if isinstance(src, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]+://", src):
+        scheme = src.split("://", 1)[0]
+        raise ValueError(f"cannot load an image from a {scheme}:// address; addresses must start with "
+                         f"http:// or https:// (or give a local file path): {src!r}")
     if isinstance(src, (str, os.PathLike)):
         path = Path(src).expanduser()
         if not path.exists():
