@@ -90,7 +90,7 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
 
     That is every 3-D output, (C, H, W) or channels-last (H, W, C) (ConvNeXt and Swin blocks),
     which the explorer shows channels first. Layers are grouped by their top-level block;
-    top-level leaf modules share the group ``"top level"``. Labels read ``name  Type  CxHxW``,
+    top-level leaf modules share the group ``"top level"``. Labels read ``name  Type  C×H×W``,
     with ``(HWC)`` after channels-last layers.
     """
     items = []
@@ -348,10 +348,12 @@ class Explorer(ipw.VBox):
         TypeError: for a model that is not a module or bundle, or classes that are not names
             in class order.
         KeyError: for an unknown layer name (with suggestions).
-        ValueError: for an unreadable image, a bad input_size, box, fill or device, or as many
-            class names as the model has no outputs.
-        traitlets.TraitError: for a method_stride that is not a positive int, a layer
-            without a feature map, or a box without positive size or entirely outside the image.
+        ValueError: for an unreadable image, a bad input_size or device, a box that is not
+            (x, y, w, h), None or ``"center"``, or a number of class names other than the
+            model's number of outputs.
+        traitlets.TraitError: for a fill, norm, cmap or method it does not offer, a
+            method_stride that is not a positive int, a layer without a feature map, or a box
+            without positive size or entirely outside the image.
 
     Setting a trait to a value it does not accept (an unknown layer, a channel or target class
     out of range, a box outside the image ...) raises ``traitlets.TraitError`` saying what is
@@ -714,8 +716,8 @@ class Explorer(ipw.VBox):
         try:
             return clamp_box(box, w, h, inside_only=True)
         except ValueError as exc:
-            raise t.TraitError(f"{exc} (width x height in model-input pixels, the units of the box (x, y, w, h))"
-                               ) from exc
+            units = " (width x height in model-input pixels, the units of the box (x, y, w, h))"
+            raise t.TraitError(f"{exc}{units if 'outside' in str(exc) else ''}") from exc
 
     @t.validate("device")
     def _check_device(self, proposal):
@@ -1257,7 +1259,8 @@ def explore(model: Any = None, image: Any = None, **options: Any) -> Explorer:
         The :class:`Explorer` widget (display it, or let the notebook display it).
 
     Raises:
-        RuntimeError: when ``model`` is None and the embedded default cannot be loaded.
+        RuntimeError: when ``model`` is None and this installation has no embedded default model.
+        FileNotFoundError: when ``model`` is None and the default model's weights file is missing.
         (and see :class:`Explorer`).
     """
     if model is None:

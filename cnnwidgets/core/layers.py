@@ -153,7 +153,7 @@ class LayerInfo:
         return f"{text} (H, W, C: channels last)" if self.layout == "HWC" else text
 
     def describe(self) -> str:
-        """A one-line human description, e.g. ``features.0  Conv2d  (64, 112, 112)``."""
+        """A one-line human description, e.g. ``features.0  Conv2d  64x55x55``."""
         shape = "x".join(str(s) for s in self.output_shape) if self.output_shape else "-"
         if self.layout == "HWC":
             shape += " (HWC)"
