@@ -588,3 +588,87 @@ def test_a_negative_class_index_is_refused_not_read_from_the_end():
                  lambda: layer_gradient(model, x, -4, "relu2")):
         with pytest.raises(IndexError, match=r"negative|accepted: 0\.\.3"):
             call()
+
+
+def test_cam_reads_class_indices_as_every_method_does():
+    model = gap_net()
+    x = torch.randn(2, 3, 6, 6)
+    with pytest.raises(IndexError, match=r"class index -1 is negative; accepted: 0\.\.C-1"):
+        cam(model, x, -1)
+    expected = cam(model, x, 2)
+    for index in (np.int64(2), torch.tensor(2)):
+        assert torch.equal(cam(model, x, index), expected)
+        assert torch.equal(grad_cam(model, x, index, "relu2"), grad_cam(model, x, 2, "relu2"))
+    for bad in (True, 2.0):
+        with pytest.raises(TypeError):
+            cam(model, x, bad)
+    with pytest.raises(TypeError, match="one class index for the whole batch"):
+        cam(model, x, torch.tensor([1, 2]))
+
+
+class Detached:
+    """A target whose score is cut off from the graph."""
+
+    layer = None
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return output.detach()[:, 0]
+
+
+class Constant:
+    layer = None
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.ones(output.shape[0])
+
+
+def test_a_score_that_does_not_depend_on_the_input_is_named_as_such():
+    model = gap_net()
+    x = torch.randn(2, 3, 6, 6)
+    for target in (Detached(), Constant()):
+        for method, call in (("grad_cam", grad_cam), ("grad_cam_pp", grad_cam_pp), ("layer_gradient", layer_gradient)):
+            with pytest.raises(RuntimeError, match=f"^{method}: the target's score does not depend on the input"):
+                call(model, x, target, "relu2")
+
+
+def test_cam_with_non_finite_weights_says_so():
+    model = gap_net()
+    with torch.no_grad():
+        model.conv2.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"cam: the model's score for class 1 .* is not finite \(NaN or inf\)"):
+        cam(model, torch.randn(1, 3, 6, 6), 1)
+    with torch.no_grad():
+        model.conv2.weight[0, 0, 0, 0] = 0.0
+        model.fc.weight[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="not finite"):
+        cam(model, torch.randn(1, 3, 6, 6), 1)
+
+
+def test_nearest_conv_layer_takes_a_model_too(resnet18):
+    with Probe(resnet18) as probe:
+        expected = nearest_conv_layer(probe, "fc")
+    assert nearest_conv_layer(resnet18, "fc") == expected
+    assert nearest_conv_layer(gap_net(), "fc") == "relu2"
+    with pytest.raises(TypeError, match="expected a torch.nn.Module, a zoo bundle or a cnnwidgets.Probe, got str"):
+        nearest_conv_layer("resnet18", "fc")
+
+
+def test_upsample_says_it_needs_a_tensor():
+    with pytest.raises(TypeError, match=r"a torch.Tensor of shape \(N, h, w\), got a numpy.ndarray; .*torch.from_numpy"):
+        upsample(np.zeros((2, 8, 8)), (16, 16))
+    with pytest.raises(TypeError, match="got a builtins.list"):
+        upsample([[[0.0]]], (16, 16))
+    assert upsample(torch.from_numpy(np.zeros((2, 8, 8))), (16, 16)).shape == (2, 16, 16)
+
+
+def test_grad_cam_pp_refuses_a_negative_or_non_finite_eps():
+    model = gap_net()
+    x = torch.randn(1, 3, 6, 6)
+    for eps in (-1, -1e-6, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"eps must be a finite number >= 0"):
+            grad_cam_pp(model, x, 1, "relu2", eps=eps)
+    for eps in ("1e-6", True, None):
+        with pytest.raises(TypeError, match="eps must be a real number"):
+            grad_cam_pp(model, x, 1, "relu2", eps=eps)
+    assert torch.equal(grad_cam_pp(model, x, 1, "relu2", eps=0), grad_cam_pp(model, x, 1, "relu2"))
+    assert grad_cam_pp(model, x, 1, "relu2", eps=1e-6).shape == (1, 6, 6)

@@ -290,3 +290,26 @@ def test_updates_through_param_data_are_recorded():
             assert recorder.result().frame("1", 0, epoch).value == pytest.approx(want, rel=1e-5)
     finally:
         recorder.close()
+
+
+def test_channel_counts_and_indices_must_be_ints():
+    model = Net()
+    images = torch.randn(2, 3, 16, 16)
+    for spec, message in (
+        ([1.7], r"layer 'relu2': channel must be an int .*got float 1\.7"),
+        ([True], r"layer 'relu2': channel must be an int .*got bool True"),
+        ([torch.tensor(1.0)], r"layer 'relu2': channel must be an int .*torch\.float32"),
+        (True, r"layer 'relu2': the number of channels to record must be an int .*got bool True"),
+        (np.bool_(True), r"the number of channels to record must be an int .*got bool True"),
+        (2.0, r"channels of layer 'relu2': expected an int \(a count of evenly spaced channels\) or a list"),
+        ("3", r"channels of layer 'relu2': expected an int"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            FeatureEvolutionRecorder(model, images, {"relu2": spec}, projection=None)
+    with FeatureEvolutionRecorder(model, images, {"relu2": np.int64(3), "conv1": np.array([0, 5])},
+                                  projection=None, epochs=None) as recorder:
+        assert recorder.channels == {"relu2": [0, 4, 7], "conv1": [0, 5]}
+        assert all(type(c) is int for channels in recorder.channels.values() for c in channels)
+        with pytest.raises(TypeError, match="force must be True or False"):
+            recorder.record(0, force="no")
+        assert recorder.record(torch.tensor(1)) and recorder.result().epochs == [1]

@@ -731,3 +731,35 @@ def test_relu_rule_enables_gradients_only_within_its_block():
             with pytest.raises(ZeroDivisionError), relu_rule(probe.model, rule, method="test"):
                 1 / 0
             assert not torch.is_grad_enabled()
+
+
+def test_numpy_and_tensor_indices_are_ints_and_other_types_are_refused():
+    model = small_vgg()
+    x = torch.randn(2, 3, 16, 16)
+    expected = saliency(model, x, 1)
+    for index in (np.int64(1), torch.tensor(1)):
+        assert torch.equal(saliency(model, x, index), expected)
+        assert torch.equal(guided_backprop(model, x, index), guided_backprop(model, x, 1))
+    with pytest.raises(TypeError, match=r"tensor of shape \(2,\).*one class index for the whole batch.*callable"):
+        saliency(model, x, torch.tensor([1, 2]))
+    projected = project_channel(model, x, "features.3", 2, unit=(1, 2))
+    assert torch.equal(project_channel(model, x, "features.3", np.int64(2), unit=(np.int64(1), torch.tensor(2))),
+                       projected)
+    assert torch.equal(strongest_unit(model, x, "features.3", np.int64(2)), strongest_unit(model, x, "features.3", 2))
+    for unit, message in (((1.5, 2), "unit row must be an int .*got float 1.5"),
+                          ((1, True), "unit column must be an int .*got bool True")):
+        with pytest.raises(TypeError, match=message):
+            project_channel(model, x, "features.3", 2, unit=unit)
+    for channel, got in ((True, "bool True"), (2.0, "float 2.0")):
+        with pytest.raises(TypeError, match=f"channel must be an int .*got {got}"):
+            project_channel(model, x, "features.3", channel)
+        with pytest.raises(TypeError, match=f"channel must be an int .*got {got}"):
+            strongest_unit(model, x, "features.3", channel)
+
+
+def test_saliency_refuses_a_flag_that_is_not_a_bool():
+    model = small_vgg()
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(TypeError, match="saliency: absolute must be True or False, got str 'no'"):
+        saliency(model, x, 1, absolute="no")
+    assert torch.equal(saliency(model, x, 1, absolute=np.bool_(False)), saliency(model, x, 1, absolute=False))

@@ -179,3 +179,16 @@ def test_a_negative_output_channel_is_refused_not_counted_from_the_end():
     model = nn.Sequential(nn.Conv2d(3, 4, 3))
     with pytest.raises(IndexError, match=r"out_channel -1 is out of range: '0' has 4 output channels \(0\.\.3\)"):
         kernels(model, "0", out_channel=-1, mode="channels")
+
+
+def test_out_channel_must_be_an_int_and_numpy_or_tensor_integers_are_ints():
+    model = small_net()
+    expected = kernels(model, "2", out_channel=1)
+    for index in (np.int64(1), torch.tensor(1)):
+        k = kernels(model, "2", out_channel=index)
+        assert k.layout == "slices" and k.out_channel == 1 and type(k.out_channel) is int
+        np.testing.assert_array_equal(k.values, expected.values)
+    refused = ((True, "bool True"), (1.0, "float 1.0"), ("1", "str '1'"), (torch.tensor([1]), r"a tensor of shape \(1,\)"))
+    for bad, got in refused:
+        with pytest.raises(TypeError, match=rf"out_channel must be an int \(a Python int, .*\), got {got}"):
+            kernels(model, "2", out_channel=bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -153,3 +154,76 @@ def test_negative_class_indices_are_refused():
             target_score(probe, torch.randn(1, 1, 2, 2), ClassProbability(-2))
     assert resolve_target(0) == ClassLogit(0)
     torch.testing.assert_close(ClassLogit(2)(logits), torch.tensor([3.0]))
+
+
+ACCEPTED = r"a Python int, a numpy integer or a 0-d integer tensor"
+
+
+def test_as_index_accepts_ints_numpy_integers_and_0d_integer_tensors_only():
+    from cnnwidgets.core.targets import as_index
+
+    for value in (3, np.int64(3), np.uint8(3), torch.tensor(3), torch.tensor(3, dtype=torch.uint8)):
+        index = as_index(value, "channel")
+        assert index == 3 and type(index) is int
+    refused = [
+        (True, "bool True"), (np.bool_(False), "bool False"), (1.0, "float 1.0"), (1.5, "float 1.5"),
+        ("1", "str '1'"), (None, "NoneType"), (torch.tensor([1, 2]), r"tensor of shape \(2,\)"),
+        (torch.tensor(1.0), "torch.float32"), (torch.tensor(True), "torch.bool"),
+        (np.array([1]), r"numpy array of shape \(1,\)"),
+    ]
+    for value, got in refused:
+        with pytest.raises(TypeError, match=rf"^channel must be an int \({ACCEPTED}\), got .*{got}"):
+            as_index(value, "channel")
+
+
+def test_as_flag_refuses_values_that_only_read_as_true():
+    from cnnwidgets.core.targets import as_flag
+
+    assert as_flag(True, "absolute") is True and as_flag(np.bool_(False), "absolute") is False
+    for value in ("no", 1, 0.0, None):
+        with pytest.raises(TypeError, match="absolute must be True or False"):
+            as_flag(value, "absolute")
+
+
+def test_targets_refuse_bool_float_and_several_indices_and_store_ints():
+    for make in (ClassLogit, ClassProbability):
+        for bad, got in ((True, "bool True"), (1.0, "float 1.0"), (1.5, "float 1.5"), ("1", "str")):
+            with pytest.raises(TypeError, match=rf"{make.__name__}: the class index must be an int \({ACCEPTED}\), got {got}"):
+                make(bad)
+        with pytest.raises(TypeError, match=r"tensor of shape \(2,\).*one class index.*callable.*shape \(N,\)"):
+            make(torch.tensor([1, 2]))
+        for index in (np.int64(1), torch.tensor(1)):
+            target = make(index)
+            assert target == make(1) and type(target.index) is int and hash(target) == hash(make(1))
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(TypeError, match=rf"ChannelActivation: channel must be an int \({ACCEPTED}\)"):
+            ChannelActivation("l", bad)
+    for bad in ((1.5, 0), (0, True)):
+        with pytest.raises(TypeError, match="ChannelActivation: position (row|column) must be an int"):
+            ChannelActivation("l", 0, position=bad)
+    with pytest.raises(TypeError, match=r"position must be a \(row, col\) pair"):
+        ChannelActivation("l", 0, position=3)
+    target = ChannelActivation("l", np.int64(2), position=[np.int64(1), torch.tensor(0)])
+    assert target == ChannelActivation("l", 2, position=(1, 0)) and type(target.channel) is int
+    act = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    assert torch.equal(target(act), act[:, 2, 1, 0])
+
+
+def test_numpy_and_tensor_class_indices_are_targets_like_ints():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 1, 2, 2)
+    for index in (np.int64(2), torch.tensor(2), np.int32(2)):
+        assert resolve_target(index) == ClassLogit(2)
+    with Probe(model) as probe:
+        expected = target_score(probe, x, 2)
+        for index in (np.int64(2), torch.tensor(2)):
+            assert torch.equal(target_score(probe, x, index), expected)
+    for negative in (np.int64(-1), torch.tensor(-1)):
+        with pytest.raises(IndexError, match=r"class index -1 is negative; accepted: 0\.\.C-1"):
+            resolve_target(negative)
+    with pytest.raises(TypeError, match=r"class index must be an int.*tensor of shape \(2,\).*one class index"):
+        resolve_target(torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match=rf"unsupported target 1\.0: pass a class index \({ACCEPTED}\)"):
+        resolve_target(1.0)
+    with pytest.raises(TypeError, match="not a bool"):
+        resolve_target(np.bool_(True))

@@ -4,6 +4,9 @@ Every target has a ``layer`` attribute (``None`` means the model's output) and m
 layer's activation of shape (N, ...) to a tensor of shape (N,). Methods that explain a
 score (occlusion, saliency, Grad-CAM ...) take a target, so class scores and internal
 feature maps are handled the same way.
+
+The module also holds :func:`as_index` and :func:`as_flag`, the checks every method applies to
+index arguments (class, channel, row and column indices) and to on/off flags.
 """
 
 from __future__ import annotations
@@ -12,12 +15,83 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 __all__ = [
-    "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "checked_scores",
-    "class_probabilities", "class_scores", "output_tensor", "resolve_target", "target_score",
+    "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "as_flag",
+    "as_index", "checked_scores", "class_probabilities", "class_scores", "output_tensor", "resolve_target",
+    "target_score",
 ]
+
+#: The types an index argument may come as (values of other types are refused by :func:`as_index`;
+#: of a tensor, only a 0-d integer one is accepted).
+INDEX_TYPES = (int, np.integer, torch.Tensor)
+
+_ACCEPTED_INDEX = "a Python int, a numpy integer or a 0-d integer tensor"
+
+#: What a target that gets one tensor of class indices is told to do instead.
+_PER_IMAGE_HINT = (
+    "; a class target takes one class index for the whole batch. For a different class per image, pass a "
+    "target callable with a `layer` attribute (None: the model's output) that maps the output (N, classes) "
+    "to one score per image, shape (N,)"
+)
+
+
+def _describe_value(value: object) -> str:
+    """A short account of a value for an error message: its type, and its value or shape."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        kind = "tensor" if isinstance(value, torch.Tensor) else "numpy array"
+        return f"a {kind} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, str):
+        return f"str {value!r}"
+    if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
+        return f"{type(value).__name__} {value}"
+    return f"a {type(value).__name__}"
+
+
+def as_index(value: object, what: str, *, hint: str = "") -> int:
+    """``value`` as a Python int, for an index argument (a class, a channel, a row ...).
+
+    Accepts Python ints, numpy integers and 0-d integer tensors. Only the type is checked here:
+    the range depends on the layer or model and is checked where the index is used.
+
+    Args:
+        value: the index as given.
+        what: the argument's name, for the message (``"channel"``, ``"out_channel"`` ...).
+        hint: appended to the message of a refusal.
+
+    Raises:
+        TypeError: for anything else: bools (``True`` is not channel 1), floats (also whole
+            ones such as ``1.0``), strings, tensors or arrays with other shapes or dtypes; the
+            message names ``what``, what it got and what is accepted.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if (
+            isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()
+            and not value.is_complex() and value.dtype != torch.bool
+        ):
+            return int(value)
+    raise TypeError(f"{what} must be an int ({_ACCEPTED_INDEX}), got {_describe_value(value)}{hint}")
+
+
+def as_flag(value: object, what: str) -> bool:
+    """``value`` as a bool, for an on/off argument: ``True`` / ``False`` (or a numpy bool) only.
+
+    Raises:
+        TypeError: for anything else (a string such as ``"no"`` would read as true), naming ``what``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{what} must be True or False, got {_describe_value(value)}")
+
+
+def _class_index(value: object, what: str) -> int:
+    """A class index checked by :func:`as_index`; several indices get a hint on per-image targets."""
+    several = isinstance(value, (list, tuple)) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0)
+    return as_index(value, what, hint=_PER_IMAGE_HINT if several else "")
 
 
 @runtime_checkable
@@ -164,10 +238,21 @@ def _check_class_index(index: int, activation: torch.Tensor, what: str) -> torch
 
 @dataclass(frozen=True)
 class ClassLogit:
-    """The raw score (logit) of class ``index``: ``y[:, index]``, ``0 <= index < classes``."""
+    """The raw score (logit) of class ``index``: ``y[:, index]``, ``0 <= index < classes``.
+
+    ``index`` is one class index for the whole batch (see :func:`as_index` for the accepted
+    types; it is stored as an int). A range check needs the model's output and is made when the
+    target is evaluated.
+
+    Raises:
+        TypeError: for an index that is not an int (a bool, a float, several indices ...).
+    """
 
     index: int
     layer: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", _class_index(self.index, "ClassLogit: the class index"))
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         return _check_class_index(self.index, activation, "ClassLogit")[:, self.index]
@@ -182,10 +267,18 @@ class ClassProbability:
     for a model with one output unit, which is always read as a logit (a sigmoid output cannot
     be told from a logit, so such a model should output the logit). See
     :func:`class_probabilities`.
+
+    ``index`` is checked as for :class:`ClassLogit`.
+
+    Raises:
+        TypeError: for an index that is not an int (a bool, a float, several indices ...).
     """
 
     index: int
     layer: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", _class_index(self.index, "ClassProbability: the class index"))
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         scores = _check_class_index(self.index, activation, "ClassProbability")
@@ -201,9 +294,15 @@ class ChannelActivation:
 
     Args:
         layer: layer name.
-        channel: channel index.
+        channel: channel index (see :func:`as_index`; stored as an int).
         reduce: ``"mean"``, ``"sum"`` (the paper's "total activation") or ``"max"``.
-        position: optional (row, col) of a single unit instead of a reduction.
+        position: optional (row, col) of a single unit instead of a reduction (stored as a
+            tuple of ints).
+
+    Raises:
+        TypeError: for a channel, row or column that is not an int, or a position that is not a
+            (row, col) pair.
+        ValueError: for an unknown ``reduce``.
     """
 
     layer: str
@@ -212,6 +311,14 @@ class ChannelActivation:
     position: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "channel", as_index(self.channel, "ChannelActivation: channel"))
+        if self.position is not None:
+            if not isinstance(self.position, (tuple, list)) or len(self.position) != 2:
+                got = _describe_value(self.position)
+                raise TypeError(f"ChannelActivation: position must be a (row, col) pair of ints, got {got}")
+            row, col = self.position
+            row = as_index(row, "ChannelActivation: position row")
+            object.__setattr__(self, "position", (row, as_index(col, "ChannelActivation: position column")))
         if self.reduce not in _REDUCTIONS:
             raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {self.reduce!r}")
 
@@ -241,21 +348,26 @@ class ChannelActivation:
 def resolve_target(target: Target | int) -> Target:
     """Accept a class index as shorthand for :class:`ClassLogit`.
 
+    A class index may be a Python int, a numpy integer or a 0-d integer tensor (see
+    :func:`as_index`). Every method that takes a target reads class indices here.
+
     Raises:
-        TypeError: if ``target`` is neither an int nor a target callable.
+        TypeError: if ``target`` is neither a class index nor a target callable (a bool, a float,
+            a tensor of several indices ...).
         IndexError: for a negative class index (class indices run from 0 to ``classes - 1``;
             an index too large for the model is refused when the target is evaluated).
     """
-    if isinstance(target, bool):
+    if isinstance(target, (bool, np.bool_)):
         raise TypeError("a target is a class index (int) or a target object, not a bool")
-    if isinstance(target, int):
-        if target < 0:
-            raise IndexError(f"class index {target} is negative; accepted: 0..C-1 for a model with C classes")
-        return ClassLogit(target)
+    if isinstance(target, INDEX_TYPES):
+        index = _class_index(target, "a target given as a class index")
+        if index < 0:
+            raise IndexError(f"class index {index} is negative; accepted: 0..C-1 for a model with C classes")
+        return ClassLogit(index)
     if callable(target) and hasattr(target, "layer"):
         return target
     raise TypeError(
-        f"unsupported target {target!r}: pass a class index, ClassLogit, ClassProbability, "
+        f"unsupported target {target!r}: pass a class index ({_ACCEPTED_INDEX}), ClassLogit, ClassProbability, "
         "ChannelActivation, or a callable with a `layer` attribute"
     )
 

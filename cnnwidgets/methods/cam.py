@@ -43,17 +43,20 @@ to :func:`grad_cam_pp` to reproduce it.
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.core.targets import ClassLogit, Target, resolve_target, target_score
-from cnnwidgets.methods.gradients import gradients_enabled, layers_for
+from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, Target, resolve_target, target_score
+from cnnwidgets.methods.gradients import gradients_enabled, layers_for, require_graph
 
 __all__ = [
     "cam",
@@ -137,11 +140,20 @@ def layer_gradient(
         ValueError: a layer that never runs, or a target that does not depend on ``layer``
             (its layer runs before it).
         TypeError: a layer that does not return a tensor, an unsupported target.
+        RuntimeError: a target whose score does not depend on the input at all (it detaches
+            the output or is a constant; see :func:`~cnnwidgets.methods.gradients.require_graph`).
     """
+    return _layer_gradient(model_or_probe, x, target, layer, "layer_gradient")
+
+
+def _layer_gradient(
+    model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str, method: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`layer_gradient`, naming ``method`` in its errors."""
     target = resolve_target(target)
     with gradients_enabled(), probe_scope(model_or_probe) as probe:
         if _one_at_a_time(probe, x):
-            parts = [layer_gradient(probe, x[i:i + 1], target, layer) for i in range(x.shape[0])]
+            parts = [_layer_gradient(probe, x[i:i + 1], target, layer, method) for i in range(x.shape[0])]
             return torch.cat([a for a, _ in parts]), torch.cat([g for _, g in parts])
         layers_for(probe, x)
         info = probe.check_layer(layer)
@@ -159,6 +171,7 @@ def layer_gradient(
                 "its score does not depend on that layer"
             )
         activation = record[-1]
+        require_graph(scores, method)
         (grad,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
         if grad is None:
             raise ValueError(f"the target's score does not depend on layer {layer!r}")
@@ -176,7 +189,7 @@ def _gradient_map(
     with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
         info = _spatial_layer(probe, layer, method)
-        activation, grad = layer_gradient(probe, x, target, layer)
+        activation, grad = _layer_gradient(probe, x, target, layer, method)
         # a channels-last (H, W, C) layer (Swin, ConvNeXt blocks) is weighed per channel all the same
         activation, grad = info.channels_first(activation), info.channels_first(grad)
         return _weighted_sum(weigh(activation, grad), activation).clamp(min=0).to(x.device)
@@ -197,7 +210,7 @@ def grad_cam(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target 
         Non-negative map (N, h, w) at the layer's resolution, float32 on ``x``'s device.
 
     Raises:
-        KeyError, IndexError, TypeError: as :func:`layer_gradient`.
+        KeyError, IndexError, TypeError, RuntimeError: as :func:`layer_gradient`.
         ValueError: a layer without a (K, h, w) output, or one the target does not depend on.
     """
 
@@ -224,14 +237,21 @@ def grad_cam_pp(
     Args:
         model_or_probe, x, target, layer: as :func:`grad_cam`.
         eps: added to the denominator of ``a_kij`` (0: the paper's formula; pytorch-grad-cam
-            uses 1e-6, which matters when gradients are tiny, as in untrained networks).
+            uses 1e-6, which matters when gradients are tiny, as in untrained networks). A
+            finite number >= 0.
 
     Returns:
         Non-negative map (N, h, w) at the layer's resolution, float32 on ``x``'s device.
 
     Raises:
-        As :func:`grad_cam`.
+        As :func:`grad_cam`; also ``TypeError`` for an ``eps`` that is not a real number and
+        ``ValueError`` for a negative or non-finite one.
     """
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number >= 0, got {type(eps).__name__}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0 (0: the paper's formula), got {eps}")
+    eps = float(eps)
 
     def weigh(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         grad2 = grad * grad
@@ -295,14 +315,14 @@ def cam(
         Signed map (N, h, w) at the features' resolution, float32 on ``x``'s device.
 
     Raises:
-        TypeError: a target other than a class score.
-        KeyError: unknown layer names. IndexError: class out of range.
+        TypeError: a target other than a class score, a class index that is not an int.
+        KeyError: unknown layer names. IndexError: class out of range, or negative.
         ValueError: the model does not end in global average pooling + ``fc`` at these layers
             (the message names the last feature map with ``K`` channels before ``fc`` when
-            that is a layer to try).
+            that is a layer to try), or its class scores or features are not finite (NaN or inf).
     """
-    if isinstance(target, int) and not isinstance(target, bool):
-        target = ClassLogit(target)
+    if isinstance(target, INDEX_TYPES):
+        target = resolve_target(target)  # a class index, read as every method reads it
     if not isinstance(target, ClassLogit) or target.layer is not None:
         raise TypeError(f"CAM explains a class score: pass a class index or ClassLogit, got {target!r}")
     with probe_scope(model_or_probe) as probe:
@@ -372,6 +392,12 @@ def cam(
         pooled = features.float().mean(dim=(2, 3)) @ weight[index].float()
         if fc_module.bias is not None:
             pooled = pooled + fc_module.bias[index]
+        if not (bool(torch.isfinite(scores).all()) and bool(torch.isfinite(pooled).all())):
+            raise ValueError(
+                f"cam: the model's score for class {index} or the global average of {source} through "
+                f"{fc_name!r} is not finite (NaN or inf); CAM needs finite features and weights (check the "
+                "input and the model's weights: has training diverged?)"
+            )
         tolerance = 1e-4 * (1.0 + scores.abs().max())
         if not torch.allclose(pooled, scores.float(), rtol=1e-4, atol=float(tolerance)):
             raise ValueError(
@@ -395,10 +421,17 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         (N, H, W) float tensor on the maps' device.
 
     Raises:
+        TypeError: maps that are not a tensor (a numpy array: convert it with ``torch.from_numpy``).
         ValueError: maps not 3-D, or a bad size.
     """
-    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
-        raise ValueError(f"expected maps of shape (N, h, w), got {getattr(maps, 'shape', type(maps).__name__)}")
+    if not isinstance(maps, torch.Tensor):
+        hint = "; convert it with torch.from_numpy(maps)" if isinstance(maps, np.ndarray) else ""
+        raise TypeError(
+            f"upsample expects maps as a torch.Tensor of shape (N, h, w), got a {type(maps).__module__}."
+            f"{type(maps).__name__}{hint}"
+        )
+    if maps.dim() != 3:
+        raise ValueError(f"expected maps of shape (N, h, w), got {tuple(maps.shape)}")
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive entries, got {size}")
@@ -447,7 +480,7 @@ def _positions(info: LayerInfo) -> int:
     return 0 if info.map_shape is None else info.map_shape[1] * info.map_shape[2]
 
 
-def nearest_conv_layer(probe: Probe, layer: str) -> str:
+def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str) -> str:
     """The layer a Grad-CAM map for ``layer`` uses (the explorer's fallback for a layer
     without a spatial map, such as ``avgpool`` or ``fc``).
 
@@ -464,14 +497,21 @@ def nearest_conv_layer(probe: Probe, layer: str) -> str:
     is the nearest feature map, usually the output of the last convolutional block, not
     necessarily a convolution.
 
-    Uses the probe's current layer table (``probe.layers``).
+    Args:
+        model_or_probe: a :class:`Probe` (its current layer table, ``probe.layers``, is used) or
+            a model (described by a temporary probe at its default input size, see
+            :attr:`Probe.layers`; pass a probe described at the input size in use when the
+            answer may depend on it).
+        layer: the layer name.
 
     Raises:
         KeyError: unknown layer. ValueError: ``layer`` never runs, or no feature map larger
             than 1x1 is computed before it.
+        TypeError: for something that is neither a model nor a probe.
     """
-    layers = probe.layers
-    info = probe.check_layer(layer)
+    with probe_scope(model_or_probe) as probe:
+        layers = probe.layers
+        info = probe.check_layer(layer)
     if info.calls == 0:
         raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
     if _positions(info) > 1:

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.targets import as_flag, as_index
 from cnnwidgets.methods.topk import Box, Projector, crop_receptive_field, receptive_field_box, resolve_projector
 
 __all__ = ["PAPER_EPOCHS", "EvolutionFrame", "FeatureEvolution", "FeatureEvolutionRecorder"]
@@ -112,14 +113,21 @@ class FeatureEvolution:
 
 
 def _channel_list(spec: int | Sequence[int], channels: int, layer: str) -> list[int]:
-    if isinstance(spec, bool):
-        raise TypeError(f"channels of layer {layer!r}: expected an int or a list of ints, got a bool")
-    if isinstance(spec, int):
-        if spec < 1:
-            raise ValueError(f"layer {layer!r}: the number of channels must be >= 1, got {spec}")
-        count = min(spec, channels)
-        return sorted({int(round(v)) for v in np.linspace(0, channels - 1, count)})
-    chosen = [int(c) for c in spec]
+    """The channels to record: an int ``m`` is a count of evenly spaced channels, a sequence lists them.
+
+    Counts and channel indices are checked by :func:`~cnnwidgets.core.targets.as_index`.
+    """
+    if isinstance(spec, (int, np.integer, np.bool_)) or (isinstance(spec, torch.Tensor) and spec.dim() == 0):
+        count = as_index(spec, f"layer {layer!r}: the number of channels to record")
+        if count < 1:
+            raise ValueError(f"layer {layer!r}: the number of channels must be >= 1, got {count}")
+        return sorted({int(round(v)) for v in np.linspace(0, channels - 1, min(count, channels))})
+    if isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
+        raise TypeError(
+            f"channels of layer {layer!r}: expected an int (a count of evenly spaced channels) or a list of "
+            f"channel indices, got {type(spec).__name__}"
+        )
+    chosen = [as_index(c, f"layer {layer!r}: channel") for c in spec]
     if not chosen:
         raise ValueError(f"layer {layer!r}: empty channel list")
     bad = [c for c in chosen if not 0 <= c < channels]
@@ -137,7 +145,8 @@ class FeatureEvolutionRecorder:
             training set, a few hundred images are enough to see features form.
         layers: ``{layer: channels}`` with a list of channel indices, or an int ``m`` for ``m``
             channels evenly spaced over the layer (``round(linspace(0, C - 1, m))``). A list or a
-            single name means 8 evenly spaced channels per layer.
+            single name means 8 evenly spaced channels per layer. Counts and indices are ints
+            (Python ints, numpy integers or 0-d integer tensors; not bools or floats).
         epochs: epochs at which :meth:`record` stores frames; ``None``: every call records.
         projection: ``"auto"`` (the deconvnet when available, else none), ``"deconvnet"``,
             ``"patch"`` / ``None`` (patches only) or a :data:`~cnnwidgets.methods.topk.Projector`.
@@ -150,6 +159,7 @@ class FeatureEvolutionRecorder:
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: bad probe set, layer without a (C,) / (C, H, W) output, empty channel list.
+        TypeError: a channel count or index that is not an int (a bool, a float ...).
     """
 
     def __init__(
@@ -237,10 +247,10 @@ class FeatureEvolutionRecorder:
 
         Raises:
             RuntimeError: after :meth:`close`.
+            TypeError: an ``epoch`` that is not an int, a ``force`` that is not a bool.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
-            raise TypeError(f"epoch must be an int, got {type(epoch).__name__}")
-        epoch = int(epoch)
+        epoch = as_index(epoch, "epoch")
+        force = as_flag(force, "force")
         if not (force or self.wants(epoch)):
             return False
         # A fresh copy of the weights: a training loop that updates through ``p.data`` (a

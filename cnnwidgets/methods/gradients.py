@@ -74,7 +74,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, check_batch, probe_scope
-from cnnwidgets.core.targets import Target, resolve_target, target_score
+from cnnwidgets.core.targets import Target, as_flag, as_index, resolve_target, target_score
 
 __all__ = [
     "FunctionalReluWarning",
@@ -88,7 +88,7 @@ __all__ = [
     "strongest_unit",
 ]
 # Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule,
-# relu_report, gradients_enabled, activation_types, no_relu_reason.
+# relu_report, gradients_enabled, activation_types, no_relu_reason, require_graph.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -158,6 +158,25 @@ def gradients_enabled() -> Iterator[None]:
     """
     with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+def require_graph(scores: torch.Tensor, method: str) -> torch.Tensor:
+    """``scores`` unchanged, when autograd can differentiate them; a clear error otherwise.
+
+    A target whose scores are not connected to the graph (one that detaches the output, or
+    returns a constant) has no gradient to show.
+
+    Raises:
+        RuntimeError: when ``scores`` do not require grad, saying that the target's score
+            does not depend on the input.
+    """
+    if not scores.requires_grad:
+        raise RuntimeError(
+            f"{method}: the target's score does not depend on the input (it is not connected to the autograd "
+            "graph: does the target detach the output, or return a constant?); gradient methods need a score "
+            "computed in the model's forward pass"
+        )
+    return scores
 
 
 def input_leaf(probe: Probe, x: torch.Tensor) -> torch.Tensor:
@@ -315,9 +334,7 @@ def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: R
     leaf = input_leaf(probe, x)
     # relu_rule also enables gradients (the caller may be under torch.no_grad or inference mode)
     with relu_rule(probe.model, rule, method=method, stacklevel=5):
-        scores = target_score(probe, leaf, target, grad=True)
-        if not scores.requires_grad:
-            raise RuntimeError(f"{method}: the target's score does not depend on the input")
+        scores = require_graph(target_score(probe, leaf, target, grad=True), method)
         (grad,) = torch.autograd.grad(scores.sum(), leaf)
     return grad.detach().contiguous().to(x.device)
 
@@ -353,8 +370,11 @@ def saliency(
         KeyError: for a target on an unknown layer.
         IndexError: for a class or channel index out of range.
         ValueError: for a bad batch or ``reduce`` value.
-        TypeError: for an unsupported target or model.
+        TypeError: for an unsupported target or model, or an ``absolute`` that is not a bool.
+        RuntimeError: for a target whose score does not depend on the input (see
+            :func:`require_graph`).
     """
+    absolute = as_flag(absolute, "saliency: absolute")
     if reduce not in (None, "max"):
         raise ValueError(f"reduce must be None or 'max', got {reduce!r}")
     with probe_scope(model_or_probe) as probe:
@@ -428,13 +448,12 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
 
 
 def _channel_values(probe: Probe, activation: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
+    """``activation[:, channel]``, for a ``channel`` already checked by :func:`as_index`."""
     if activation.dim() not in (2, 4):
         raise ValueError(
             f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; "
             "a channel projection needs a (C,) or (C, H, W) output"
         )
-    if isinstance(channel, bool) or not isinstance(channel, int):
-        raise TypeError(f"channel must be an int, got {type(channel).__name__}")
     if not 0 <= channel < activation.shape[1]:
         raise IndexError(f"channel {channel} is out of range: layer {layer!r} has {activation.shape[1]} channels")
     return activation[:, channel]
@@ -459,7 +478,9 @@ def strongest_unit(model_or_probe: nn.Module | Probe, x: torch.Tensor, layer: st
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: a layer without a (C, H, W) output.
+        TypeError: a channel that is not an int (see :func:`~cnnwidgets.core.targets.as_index`).
     """
+    channel = as_index(channel, "channel")
     with probe_scope(model_or_probe) as probe:
         activation = probe.capture(check_batch(x), [layer], channels_first=True)[layer]
         if activation.dim() != 4:
@@ -493,10 +514,11 @@ def project_channel(
         model_or_probe: a model or a :class:`Probe` of it.
         x: preprocessed batch (N, C, H, W).
         layer: any layer with a (C, H, W) or (C,) output (see ``probe.layers``).
-        channel: channel index at ``layer``.
+        channel: channel index at ``layer`` (a Python int, a numpy integer or a 0-d integer tensor).
         unit: ``"max"``: each image's strongest unit of the channel (see
             :func:`strongest_unit`), as in the paper's figures; ``"all"``: the whole
-            feature map; ``(row, col)``: that unit in every image. Ignored for (C,) layers.
+            feature map; ``(row, col)``: that unit in every image (ints, as ``channel``).
+            Ignored for (C,) layers.
 
     A channel that is not active on an image (its largest value is <= 0, as often at the
     output of a batch norm or for a dead channel) has nothing to project: that image's map
@@ -511,6 +533,7 @@ def project_channel(
     Raises:
         KeyError: unknown layer. IndexError: channel or unit out of range.
         ValueError: bad batch, bad ``unit``, a layer whose output is not (C,) or (C, H, W).
+        TypeError: a channel, row or column that is not an int (a bool, a float ...).
 
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
@@ -518,8 +541,11 @@ def project_channel(
             plain gradient.
         InactiveChannelWarning: if the channel is not active on an image (its map is zero).
     """
-    if not (unit in ("max", "all") or (isinstance(unit, tuple) and len(unit) == 2)):
+    if isinstance(unit, tuple) and len(unit) == 2:
+        unit = (as_index(unit[0], "unit row"), as_index(unit[1], "unit column"))
+    elif not (isinstance(unit, str) and unit in ("max", "all")):
         raise ValueError(f"unit must be 'max', 'all' or a (row, col) tuple, got {unit!r}")
+    channel = as_index(channel, "channel")
     with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
         # relu_rule also enables gradients (the caller may be under torch.no_grad or inference mode)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.layers import unknown_layer_error
+from cnnwidgets.core.targets import as_index
 
 if TYPE_CHECKING:
     from cnnwidgets.core.probe import Probe
@@ -117,7 +118,8 @@ def kernels(
             channels), ``"channels"`` (per input channel) or ``"auto"`` (``"rgb"`` when the layer
             has 3 input channels per group and no ``out_channel`` is given, else ``"channels"``).
         out_channel: with ``"channels"``, return only the input slices of this output channel
-            (layout ``"slices"``) instead of the full grid (layout ``"grid"``).
+            (layout ``"slices"``) instead of the full grid (layout ``"grid"``). A Python int, a
+            numpy integer or a 0-d integer tensor.
         normalize: ``"layer"`` (one scale for the whole layer), ``"filter"`` (one per output
             channel) or ``"slice"`` (one per 2-D kernel slice; for RGB tiles the same as ``"filter"``).
 
@@ -130,8 +132,11 @@ def kernels(
             layers), for an unknown ``mode`` or ``normalize``, ``mode="rgb"`` on a layer without
             3 input channels, or weights that are not finite (NaN or inf).
         IndexError: if ``out_channel`` is out of range.
-        TypeError: if ``model_or_probe`` is neither a model nor a probe.
+        TypeError: if ``model_or_probe`` is neither a model nor a probe, or ``out_channel`` is
+            not an int (a bool, a float ...).
     """
+    if out_channel is not None:
+        out_channel = as_index(out_channel, "out_channel")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if normalize not in _NORMALIZE:
