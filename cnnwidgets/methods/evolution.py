@@ -147,7 +147,9 @@ class FeatureEvolutionRecorder:
             channels evenly spaced over the layer (``round(linspace(0, C - 1, m))``). A list or a
             single name means 8 evenly spaced channels per layer. Counts and indices are ints
             (Python ints, numpy integers or 0-d integer tensors; not bools or floats).
-        epochs: epochs at which :meth:`record` stores frames; ``None``: every call records.
+        epochs: epochs at which :meth:`record` stores frames; default :data:`PAPER_EPOCHS`
+            (1, 2, 5, 10, 20, 30, 40, 64, as in the paper's Fig. 4: calls at other epochs record
+            nothing); ``None``: every call records.
         projection: ``"auto"`` (the deconvnet when available, else none), ``"deconvnet"``,
             ``"patch"`` / ``None`` (patches only) or a :data:`~cnnwidgets.methods.topk.Projector`.
         device: device of the private copy (``"auto"``, ``"cpu"``, ``"cuda"`` ...).
