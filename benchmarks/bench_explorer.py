@@ -224,7 +224,8 @@ def run_model(name: str, spec, args) -> list[dict]:
                 return (positions[-k - 1][0], positions[-k - 1][1], side - 1, side - 1)
 
             def bare_prefix(_i):
-                probe.capture(prepared.occluded(fresh_box(), ex.fill), [layer])
+                # as the explorer's own capture: channels first, in the layout computed (no copy)
+                probe.capture(prepared.occluded(fresh_box(), ex.fill), [layer], channels_first=True)
 
             def bare_full(_i):
                 probe.logits(prepared.occluded(fresh_box(), ex.fill))

@@ -266,3 +266,52 @@ def test_redirected_relu_changes_only_the_gradient_and_only_in_its_own_thread():
     assert torch.equal(here, torch.ones_like(here))  # upward gradient let through a switched-off unit
     assert torch.equal(elsewhere["g"], torch.zeros_like(here))  # other threads see a plain ReLU
     assert len(model[0]._forward_hooks) == 0
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_size_errors_name_the_accepted_forms():
+    model = small_net().eval()
+    for bad in ((16,), (3, 16, 16), 1, (16, 1), 16.0, (16.0, 16), True, "16"):
+        with pytest.raises(ValueError, match=r"size must be an int H or a pair \(H, W\) of ints >= 2; .*input_size"):
+            maximize_activation(model, 0, size=bad, steps=1, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        maximize_activation(model, 0, size=16, input_size=(3, 16, 16), steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"input_size must be \(C, H, W\)"):
+        maximize_activation(model, 0, input_size=(16, 16), steps=1, progress=False)
+    assert maximize_activation(model, 0, size=np.int64(12), steps=1, progress=False).image.shape == (1, 3, 12, 12)
+
+
+def test_input_size_gives_the_channels_for_a_model_without_convolutions():
+    model = MLP().eval()
+    with pytest.raises(RuntimeError, match=r"input_size=\(C, H, W\)"):
+        maximize_activation(model, 0, steps=1, progress=False)
+    with pytest.raises(RuntimeError, match=r"the image was 3x28x28 .* give input_size=\(C, H, W\)"):
+        maximize_activation(model, 0, size=(28, 28), steps=1, progress=False)
+    result = maximize_activation(model, 3, input_size=(1, 28, 28), steps=3, progress=False)
+    assert result.image.shape == (1, 1, 28, 28) and result.rgb.shape == (28, 28, 1) and result.steps == 3
+    with Probe(model, input_size=(1, 28, 28)) as probe:
+        assert maximize_activation(probe, 3, size=28, steps=1, progress=False).image.shape == (1, 1, 28, 28)
+
+
+def test_numbers_must_be_finite_and_counts_ints():
+    model = small_net().eval()
+    for name, value in (("lr", float("nan")), ("lr", float("inf")), ("lr", -1.0), ("scale", float("nan")),
+                        ("rotate", float("inf")), ("init_sd", float("nan")), ("decay", float("nan"))):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+            maximize_activation(model, 0, size=8, steps=1, progress=False, **{name: value})
+    for name, value in (("steps", 2.5), ("steps", "3"), ("redirect_steps", 1.5), ("jitter", 1.0)):
+        with pytest.raises(TypeError, match=f"{name} must be an int, got"):
+            maximize_activation(model, 0, size=8, progress=False, **{"steps": 1, name: value})
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        maximize_activation(model, 0, size=8, steps=-1, progress=False)
+    with pytest.raises(TypeError, match="lr must be a number"):
+        maximize_activation(model, 0, size=8, steps=1, lr="0.1", progress=False)
+    assert maximize_activation(model, 0, size=8, steps=np.int64(2), progress=False).steps == 2

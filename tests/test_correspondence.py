@@ -205,3 +205,43 @@ def test_a_single_box_instead_of_one_per_image_is_named():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
     with pytest.raises(ValueError, match=r"part 'eye' must be one \(x0, y0, x1, y1\) box per image \(4\)"):
         correspondence(model, torch.rand(4, 3, 32, 32), {"eye": (10, 10, 20, 20)})
+
+
+class GAPNet(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
+
+
+def test_fill_must_have_one_value_or_one_per_channel():
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 16, 16)
+    parts = {"p": [(0, 0, 8, 8)] * 2}
+    with pytest.raises(ValueError, match="fill has 3 values, the images have 1 channel"):
+        correspondence(GAPNet(1).eval(), images, parts, fill=[0.0, 0.0, 0.0], random_trials=1)
+    with pytest.raises(ValueError, match="fill has 2 values, the images have 1 channel"):
+        occlude(images, [(0, 0, 8, 8)] * 2, fill=[0.0, 1.0])
+    model = GAPNet(1).eval()
+    one = correspondence(model, images, parts, fill=[0.5], random_trials=1)
+    same = correspondence(model, images, parts, fill=0.5, random_trials=1)
+    assert one.mean == same.mean
+    color = occlude(torch.zeros(1, 3, 4, 4), [(1, 1, 3, 3)], fill=(1.0, 2.0, 3.0))
+    assert color[0, :, 1, 1].tolist() == [1.0, 2.0, 3.0] and color[0, :, 0, 0].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_box_coordinates_are_whole_pixels():
+    images = torch.rand(2, 3, 12, 12)
+    exact = occlude(images, [(0, 0, 8, 8), (2, 2, 6, 6)])
+    as_floats = occlude(images, [(0.0, 0.0, 8.0, 8.0), np.array([2.0, 2.0, 6.0, 6.0])])
+    as_tensor = occlude(images, torch.tensor([[0, 0, 8, 8], [2, 2, 6, 6]]))
+    assert torch.equal(exact, as_floats) and torch.equal(exact, as_tensor)
+    with pytest.raises(ValueError, match=r"box coordinates are whole pixels \(ints\), got \(0, 0, 7.6, 8\)"):
+        occlude(images, [(0, 0, 7.6, 8), (2, 2, 6, 6)])
+    with pytest.raises(ValueError, match="whole pixels"):
+        correspondence(PixelNet().eval(), images, {"p": [(0, 0, 8, 8), (2.5, 2, 6, 6)]}, random_trials=0)

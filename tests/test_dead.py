@@ -125,7 +125,7 @@ def test_errors():
         dead_channels(model, [], progress=False)
     with pytest.raises(KeyError, match="unknown layer"):
         dead_channels(model, torch.randn(2, 3, 8, 8), ["7"], progress=False)
-    with pytest.raises(TypeError, match="batch 1"):
+    with pytest.raises(TypeError, match="item 1 of the data is a str"):
         dead_channels(model, [torch.randn(2, 3, 8, 8), "x"], progress=False)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         dead_channels(model, torch.randn(3, 8, 8), progress=False)
@@ -133,10 +133,10 @@ def test_errors():
         dead_channels(model, torch.randn(2, 3, 8, 8), [], progress=False)
 
 
-def test_progress_bar_counts_batches(capsys):
+def test_progress_bar_counts_images(capsys):
     model = net_with_dead_channels()
-    dead_channels(model, [torch.randn(1, 3, 8, 8)] * 3, progress=True)
-    assert "3/3" in capsys.readouterr().err
+    dead_channels(model, [torch.randn(2, 3, 8, 8)] * 3, progress=True)
+    assert "6/6" in capsys.readouterr().err
 
 
 def test_a_scan_leaves_the_probe_cache_to_the_users_own_images():
@@ -151,3 +151,56 @@ def test_a_scan_leaves_the_probe_cache_to_the_users_own_images():
         assert probe.stats.cache_hits == 0 and probe.stats.cache_misses == 1  # data-set batches were not kept
         probe.capture(mine, ["2"])
         assert probe.stats.cache_hits == 1
+
+
+def test_data_forms_are_those_of_scan_topk():
+    model = net_with_dead_channels().eval()
+    x = torch.randn(6, 3, 8, 8)
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    whole = dead_channels(model, x, progress=False)
+    for data in (
+        (x, y),  # an (images, labels) pair, as scan_topk takes it
+        (x, y.float()),  # targets that are not class indices
+        [(x[:4], y[:4]), (x[4:], y[4:])],
+        DataLoader(TensorDataset(x, y), batch_size=4),
+        list(x),  # single images, grouped into batches
+    ):
+        report = dead_channels(model, data, progress=False)
+        assert list(report) == list(whole)
+        for name in whole:
+            assert report[name].num_images == 6 and report[name].dead == whole[name].dead
+            np.testing.assert_allclose(report[name].max_activation, whole[name].max_activation, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(report[name].active_fraction, whole[name].active_fraction)
+    split = dead_channels(model, x, batch_size=4, progress=False)
+    np.testing.assert_allclose(split["1"].active_fraction, whole["1"].active_fraction)
+    with pytest.raises(ValueError, match="6 images but 5 labels"):
+        dead_channels(model, (x, y[:5]), progress=False)
+
+
+def test_layers_must_be_names():
+    model = net_with_dead_channels()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(TypeError, match="layer names are strings, got ReLU"):
+        dead_channels(model, x, model[3], progress=False)
+    with pytest.raises(TypeError, match="layer names are strings, got int"):
+        dead_channels(model, x, 3, progress=False)
+
+
+def test_threshold_must_be_a_finite_number():
+    model = net_with_dead_channels()
+    x = torch.randn(2, 3, 8, 8)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="threshold must be a finite number"):
+            dead_channels(model, x, "1", threshold=bad, progress=False)
+    for bad in ("0", None, True):
+        with pytest.raises(TypeError, match="threshold must be a number"):
+            dead_channels(model, x, "1", threshold=bad, progress=False)
+    assert dead_channels(model, x, "1", threshold=np.float32(0.5), progress=False)["1"].threshold == 0.5
+
+
+def test_non_finite_inputs_are_refused():
+    model = net_with_dead_channels()
+    x = torch.randn(3, 3, 8, 8)
+    x[2, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="1 value that is not finite .* in image 2 of 3"):
+        dead_channels(model, x, progress=False)

@@ -183,3 +183,30 @@ def test_no_transforms_and_labels_that_are_not_class_indices_are_refused():
             invariance_curves(model, x, labels=labels, transforms={"rotation": [0, 10]}, progress=False)
     result = invariance_curves(model, x, labels=[1.0, 2.0], transforms={"rotation": [0, 10]}, progress=False)
     assert result.labels.tolist() == [1, 2]  # whole numbers written as floats are indices
+
+
+def test_fill_must_match_the_channels_and_be_finite():
+    from cnnwidgets.methods.invariance import check_fill
+
+    gray = torch.rand(2, 1, 12, 12)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with pytest.raises(ValueError, match="fill has 3 values, the images have 1 channel; give one value"):
+        invariance_curves(model, gray, fill=[0.0, 0.0, 0.0], progress=False)
+    with pytest.raises(ValueError, match="fill has 2 values, the images have 3 channels; give one value or 3"):
+        transform_images(images(), "rotation", 10, fill=(0.0, 1.0))
+    with pytest.raises(ValueError, match="fill must hold finite numbers"):
+        transform_images(images(), "rotation", 10, fill=float("nan"))
+    with pytest.raises(TypeError, match="fill must be a number"):
+        transform_images(images(), "rotation", 10, fill="grey")
+    assert check_fill(0.5, 3) == 0.5 and check_fill(torch.tensor([0.0, 1.0, 2.0]), 3) == [0.0, 1.0, 2.0]
+    assert check_fill(np.float32(1.0), 1) == 1.0 and check_fill([0.25], 3) == [0.25]
+    result = invariance_curves(model, gray, fill=[0.5], transforms={"rotation": [0, 45]}, progress=False)
+    assert result.distances["rotation"][result.layers[0]].shape == (2, 2)
+
+
+def test_layers_must_be_names():
+    model = PixelNet().eval()
+    with pytest.raises(TypeError, match="layer names are strings, got ReLU"):
+        invariance_curves(model, images(), layers=model.relu, progress=False)
+    with pytest.raises(TypeError, match="layer names are strings, got int"):
+        invariance_curves(model, images(), layers=3, progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -651,7 +652,7 @@ def test_channel_readers_see_channels_last_layers_channels_first():
         maps = probe.channels_first("1.mlp", raw)
         assert maps.shape == (2, 16, 12, 20) and maps.data_ptr() == raw.data_ptr()  # a view
         torch.testing.assert_close(maps[:, 5], raw[..., 5])
-        dw = probe.capture(x, ["1.dw"])["1.dw"]
+        dw = probe.capture(x, ["1.dw"], contiguous=False)["1.dw"]  # the cached map, as computed
         assert probe.channels_first("1.dw", dw) is dw
         taken = probe.capture(x, ["1.mlp", "1.dw"], channels_first=True)  # the same, in one call
         assert taken["1.mlp"].shape == (2, 16, 12, 20) and taken["1.mlp"].data_ptr() == raw.data_ptr()
@@ -866,3 +867,91 @@ def test_an_explicit_channels_last_that_fails_is_not_reported_as_a_size_problem(
     with pytest.raises(RuntimeError, match="channels_last=False") as info:
         Probe(_ViewFlattenNet().eval(), device="cpu", channels_last=True).layers
     assert "input sizes tried" not in str(info.value)
+
+
+def test_a_probe_is_not_wrapped_in_another_probe():
+    from cnnwidgets.core.probe import probe_scope, unwrap_model
+    from cnnwidgets.methods import dead_channels
+
+    model = chain().eval()
+    x = torch.rand(2, 3, 16, 16)
+    with Probe(model) as probe:
+        with pytest.raises(TypeError, match="already a Probe; pass the model, or use the probe directly"):
+            Probe(probe)
+        with pytest.raises(TypeError, match="already a Probe"):
+            unwrap_model(probe)
+        with probe_scope(probe) as used:  # functions that take a model or a probe use it as it is
+            assert used is probe
+        before = dead_channels(probe, x, "0", progress=False)["0"].max_activation
+        with torch.no_grad():
+            model[0].bias += 5.0  # the probe follows the user's model, not a copy of its copy
+        after = dead_channels(probe, x, "0", progress=False)["0"].max_activation
+        np.testing.assert_allclose(after, before + 5.0, rtol=1e-5)
+
+
+def test_batches_with_nan_or_inf_are_refused_saying_how_many_values_and_which_images():
+    from cnnwidgets.core.probe import check_batch
+
+    x = torch.rand(4, 3, 8, 8)
+    assert check_batch(x) is x
+    x[1, 0, 2, 2] = float("nan")
+    x[3, 2, 0, 0] = float("inf")
+    x[3, 1, 5, 5] = -float("inf")
+    with pytest.raises(ValueError, match=r"3 values that are not finite \(NaN or inf\), in images 1, 3 of 4"):
+        check_batch(x)
+    one = torch.zeros(2, 3, 8, 8)
+    one[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="1 value that is not finite .* in image 0 of 2"):
+        check_batch(one)
+    with Probe(chain().eval(), input_size=(3, 8, 8)) as probe:
+        with pytest.raises(ValueError, match="not finite"):
+            probe.capture(x, ["0"])
+        with pytest.raises(ValueError, match="not finite"):
+            probe.logits(x)
+        with pytest.raises(ValueError, match="not finite"):
+            probe.capture(x.requires_grad_(True), ["0"], grad=True)
+        assert probe.stats.forwards == 0
+
+
+def test_layers_given_as_modules_or_indices_are_refused_with_the_shared_message():
+    from cnnwidgets.core.probe import layer_names
+
+    model = chain().eval()
+    assert layer_names("0") == ["0"] and layer_names(("0", "3")) == ["0", "3"] and layer_names([]) == []
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        x = torch.rand(1, 3, 8, 8)
+        with pytest.raises(TypeError, match="layer names are strings, got Conv2d; name the layer instead"):
+            probe.capture(x, model[0])
+        with pytest.raises(TypeError, match="layer names are strings, got Sequential"):
+            probe.capture(x, model)
+        with pytest.raises(TypeError, match="layer names are strings, got int"):
+            probe.capture(x, 3)
+        with pytest.raises(TypeError, match="layer names are strings, got int"):
+            probe.capture(x, ["0", 3])
+
+
+def test_capture_returns_the_standard_layout_unless_a_fast_path_asks_for_the_computed_one():
+    model = chain().eval()
+    x = torch.rand(2, 3, 16, 16)
+    with Probe(model, device="cpu", channels_last=True, input_size=(3, 16, 16)) as probe:
+        acts = probe.capture(x, ["0", "2"])
+        for act in acts.values():
+            assert act.is_contiguous()
+            assert act.view(2, -1).shape == (2, 4 * 16 * 16)  # as with any tensor
+        torch.testing.assert_close(acts["0"], model[0](x))
+        # fast paths (explorer frames, scans) read the cached map as computed: no copy per call
+        cached = probe.capture(x, ["0"], contiguous=False)["0"]
+        assert cached.is_contiguous(memory_format=torch.channels_last) and not cached.is_contiguous()
+        assert probe.capture(x, ["0"], contiguous=False)["0"] is cached
+        assert probe.capture(x, ["0"], channels_first=True)["0"] is cached  # channels_first returns views
+        assert probe.capture(x, ["0"], channels_first=True, contiguous=True)["0"].is_contiguous()
+        assert probe.capture(x, ["0"], cache=False)["0"].is_contiguous()
+        leaf = x.clone().requires_grad_(True)
+        assert probe.capture(leaf, ["0"], grad=True)["0"].is_contiguous()
+    fully_convolutional = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    with Probe(fully_convolutional, device="cpu", channels_last=True) as probe:
+        for cache in (True, False):
+            out = probe.logits(x, cache=cache)
+            assert out.is_contiguous() and out.view(2, -1).shape == (2, 2 * 16 * 16)
+        assert probe.logits(torch.rand(1, 3, 12, 12), cache=False).is_contiguous()  # the discovery pass's output
+        assert probe.logits(x, grad=True).is_contiguous()

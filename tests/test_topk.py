@@ -449,3 +449,31 @@ def test_a_checkpoint_in_a_missing_folder_is_refused_before_scanning(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         scan_topk(model, torch.randn(8, 3, 16, 16), ["1"], k=2, batch_size=4,
                   checkpoint=tmp_path / "missing" / "scan.pt", progress=False)
+
+
+def test_layers_must_be_names_and_images_finite():
+    model = small_net()
+    x, y = data(6)
+    with pytest.raises(TypeError, match="layer names are strings, got ReLU"):
+        scan_topk(model, x, model[1], progress=False)
+    with pytest.raises(TypeError, match="layer names are strings, got int"):
+        scan_topk(model, x, 1, progress=False)
+    with pytest.raises(TypeError, match="layer names are strings, got int"):
+        TopKActivations(["1", 4])
+    bad = x.clone()
+    bad[3, 1, 2, 2] = float("nan")  # would otherwise rank first for every channel
+    with pytest.raises(ValueError, match=r"1 value that is not finite \(NaN or inf\), in image 3 of 6"):
+        scan_topk(model, bad, LAYERS, progress=False)
+
+
+def test_pairs_with_any_per_image_targets_and_their_length():
+    x, y = data(10)
+    batches = list(iter_batches((x, y.float()), batch_size=4))  # regression targets: images kept, no labels
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2] and all(b[1] is None for b in batches)
+    torch.testing.assert_close(torch.cat([b[0] for b in batches]), x)
+    labelled = list(iter_batches((x, y.numpy()), batch_size=4))
+    assert torch.equal(torch.cat([b[1] for b in labelled]), y)
+    with pytest.raises(ValueError, match="10 images but 9 labels"):
+        list(iter_batches((x, y[:9])))
+    two_batches = list(iter_batches((x[:3], x[3:])))  # a tuple of two batches is not a pair
+    assert [b[0].shape[0] for b in two_batches] == [3, 7]

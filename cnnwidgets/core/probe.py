@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,7 +45,7 @@ from cnnwidgets.core.targets import output_tensor
 
 __all__ = [
     "NotATensorError", "Probe", "ProbeStats", "StopForward", "batch_dependent_layers", "check_batch",
-    "check_input_size", "default_input_sizes", "plain_module", "probe_scope", "unwrap_model",
+    "check_input_size", "default_input_sizes", "layer_names", "plain_module", "probe_scope", "unwrap_model",
 ]
 
 
@@ -183,7 +184,8 @@ def check_batch(x: object) -> torch.Tensor:
     Raises:
         TypeError: if ``x`` is not a tensor.
         ValueError: if it is not a non-empty 4-D float tensor with values (not on the meta
-            device); the message says how to fix it.
+            device), or if it holds NaN or infinite values (the message says how many and in
+            which images); the message says how to fix it.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -199,7 +201,51 @@ def check_batch(x: object) -> torch.Tensor:
         raise ValueError("the batch is empty")
     if x.is_meta:
         raise ValueError("the batch is on the meta device, which holds shapes but no values; give a tensor with data")
+    _check_finite(x)
     return x
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    """Raise ``ValueError`` when the batch ``x`` holds NaN or infinite values, saying how many and where.
+
+    One reduction when all is well (the minimum and maximum propagate NaN and show infinities):
+    a few milliseconds for a 9 x 3 x 224 x 224 batch on a CPU, under 1 % of a ResNet-18 forward pass.
+    """
+    with torch.no_grad():
+        low, high = torch.aminmax(x)
+        if math.isfinite(float(low)) and math.isfinite(float(high)):
+            return
+        bad = ~torch.isfinite(x)
+        count = int(bad.sum())
+        images = torch.nonzero(bad.flatten(1).any(dim=1)).flatten().tolist()
+    shown = ", ".join(str(i) for i in images[:10]) + (", ..." if len(images) > 10 else "")
+    raise ValueError(
+        f"the batch holds {count} value{'s' if count != 1 else ''} that {'are' if count != 1 else 'is'} not finite "
+        f"(NaN or inf), in image{'s' if len(images) != 1 else ''} {shown} of {x.shape[0]}; "
+        "give finite inputs (check the image loading and the preprocessing)"
+    )
+
+
+def _name_type_error(value: object) -> TypeError:
+    hint = "; name the layer instead, as listed by probe.layers" if isinstance(value, nn.Module) else ""
+    return TypeError(f"layer names are strings, got {type(value).__name__}{hint}")
+
+
+def layer_names(layers: str | Iterable[str]) -> list[str]:
+    """``layers`` (one layer name, or several) as a list of names; the list may be empty.
+
+    Raises:
+        TypeError: when ``layers`` or one of its items is not a string (a module, an index ...).
+    """
+    if isinstance(layers, str):
+        return [layers]
+    if isinstance(layers, (nn.Module, torch.Tensor)) or not isinstance(layers, Iterable):
+        raise _name_type_error(layers)
+    names = list(layers)
+    for name in names:
+        if not isinstance(name, str):
+            raise _name_type_error(name)
+    return names
 
 
 def batch_dependent_layers(model: nn.Module) -> list[str]:
@@ -251,8 +297,14 @@ def unwrap_model(model: object, input_size: Sequence[int] | None = None) -> tupl
     module is passed through :func:`plain_module`.
 
     Raises:
-        TypeError: for anything else, and for TorchScript modules.
+        TypeError: for a :class:`Probe` (its ``model`` is its private copy, which does not follow
+            the user's model), for anything else, and for TorchScript modules.
     """
+    if isinstance(model, Probe):
+        raise TypeError(
+            "this is already a Probe; pass the model, or use the probe directly (functions that take a "
+            "model or a probe accept it as it is)"
+        )
     if isinstance(model, nn.Module):
         return plain_module(model), input_size
     inner = getattr(model, "model", None)
@@ -278,7 +330,9 @@ class Probe:
         channels_last: run convolutions in channels-last memory layout. ``"auto"`` enables it
             on CPU for models with 2-D convolutions, where it is faster (about 1.3-1.6x on AVX2 CPUs),
             and turns it off for good when the model's forward needs contiguous activations
-            (``x.view(N, -1)`` after a convolution, as in many tutorial networks).
+            (``x.view(N, -1)`` after a convolution, as in many tutorial networks). The layout stays
+            inside the probe: :meth:`capture` and :meth:`logits` hand over contiguous tensors
+            unless asked otherwise.
         input_size: (C, H, W) used to describe layers before the first capture; defaults to the
             size of the first captured batch, else the first of :func:`default_input_sizes`
             the model runs on ((3, 224, 224) for torchvision models, (1, 28, 28) for an MNIST net).
@@ -291,7 +345,8 @@ class Probe:
         ...     acts = probe.capture(batch, ["features.0", "features.3"])
 
     Raises:
-        TypeError: if ``model`` is not an ``nn.Module``.
+        TypeError: if ``model`` is neither an ``nn.Module`` nor a bundle, or is a :class:`Probe`
+            already (use that probe itself).
         ValueError: for an unknown or unavailable device, or lazy modules (``nn.LazyConv2d`` ...)
             that have not run yet.
     """
@@ -686,7 +741,7 @@ class Probe:
     @staticmethod
     def _info(name: str, layers: dict[str, LayerInfo]) -> LayerInfo:
         if not isinstance(name, str):
-            raise TypeError(f"layer names are strings, got {type(name).__name__}")
+            raise _name_type_error(name)
         if name not in layers:
             raise unknown_layer_error(name, list(layers))
         return layers[name]
@@ -738,6 +793,7 @@ class Probe:
         grad: bool = False,
         cache: bool = True,
         channels_first: bool = False,
+        contiguous: bool | None = None,
     ) -> dict[str, torch.Tensor]:
         """Outputs of ``layers`` for the batch ``x``, running only the needed prefix.
 
@@ -753,6 +809,13 @@ class Probe:
                 "HWC"``: (N, H, W, C), as inside ConvNeXt and Swin blocks) as (N, C, H, W) views,
                 so that "channel k" means the same in every layout. Channel targets, the channel
                 projections, dead-channel scans, top-k and the explorer read layers this way.
+            contiguous: whether the outputs are returned in the standard (contiguous, row-major)
+                memory layout, so that ``.view`` works on them as on a freshly made tensor.
+                A probe that runs channels-last (see :attr:`channels_last`) computes feature maps
+                with channels as the fastest dimension, and ``channels_first`` returns views;
+                ``False`` hands these over as they are, with no copy (for code that only indexes
+                and reduces them). ``None`` (default): ``True``, unless ``channels_first=True``
+                (whose results are views, as documented above).
 
         Returns:
             ``{name: tensor}`` on :attr:`device`, in the order requested. For a module that runs
@@ -763,12 +826,14 @@ class Probe:
 
         Raises:
             KeyError: for an unknown layer name (with suggestions).
-            ValueError: for a batch that is not (N, C, H, W) floats, or a layer that never runs.
+            TypeError: for a layer name that is not a string.
+            ValueError: for a batch that is not (N, C, H, W) finite floats, or a layer that never runs.
             RuntimeError: if the model fails on the input, or the probe is closed.
         """
-        names = [layers] if isinstance(layers, str) else list(layers)
+        names = layer_names(layers)
         if not names:
             raise ValueError("capture needs at least one layer name")
+        standard = (not channels_first) if contiguous is None else bool(contiguous)
         with self._lock:
             self._check_open()
             self._prepare_input(x)
@@ -779,9 +844,11 @@ class Probe:
                     raise ValueError(f"layer {info.name!r} does not run in this model's forward pass")
 
             def finish(results: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-                if not channels_first:
-                    return results
-                return {i.name: i.channels_first(results[i.name]) for i in infos}
+                if channels_first:
+                    results = {i.name: i.channels_first(results[i.name]) for i in infos}
+                if standard:
+                    results = {name: tensor.contiguous() for name, tensor in results.items()}
+                return results
 
             if grad:
                 wanted = {i.name: i.calls for i in infos}
@@ -803,30 +870,33 @@ class Probe:
         """The model's output for ``x`` (a full forward pass, cached like a layer when ``grad=False``).
 
         ``cache=False`` neither consults nor fills the cache (for inputs used once, as in
-        :meth:`capture`). The tensor returned is the caller's own: changing it in place leaves
-        the cached output alone.
+        :meth:`capture`). The tensor returned is the caller's own, in the standard (contiguous)
+        memory layout even when the probe runs channels-last: changing it in place leaves the
+        cached output alone.
 
         Raises:
             TypeError: if the model does not return a tensor.
+            ValueError: for a batch that is not (N, C, H, W) finite floats.
         """
         with self._lock:
             self._check_open()
             discovered = self._prepare_input(x)  # the output, when x was the discovery pass's input
             if grad or (not cache and discovered is None):
-                return self._forward(self._to_model_input(x), {}, grad=grad, stop=False)[1]
+                output = self._forward(self._to_model_input(x), {}, grad=grad, stop=False)[1]
+                return output.contiguous()
             if not cache:
-                return discovered
+                return discovered.contiguous()
             entry = self._lookup(x)
             if entry is not None and _OUTPUT in entry.layers:
                 self.stats.cache_hits += 1
-                return entry.layers[_OUTPUT].clone()
+                return entry.layers[_OUTPUT].clone(memory_format=torch.contiguous_format)
             self.stats.cache_misses += 1
             if discovered is not None:
                 output = discovered
             else:
                 _, output = self._forward(self._to_model_input(x), {}, grad=False, stop=False)
             entry = self._store(x, entry, {_OUTPUT: output})
-            return output.clone()
+            return output.clone(memory_format=torch.contiguous_format)
 
     def close(self) -> None:
         """Remove every hook and drop the private copy, the cache, the reference to the user's

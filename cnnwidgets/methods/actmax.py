@@ -29,6 +29,7 @@ resized to 128x128), divided by its largest column norm.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.probe import Probe, check_input_size, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 from cnnwidgets.methods.gradients import gradients_enabled
 
@@ -259,6 +260,38 @@ def _channel_stats(values: Sequence[float] | float | None, channels: int, defaul
     return t
 
 
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_real(value: Any, name: str, accepted: str = "", ok: Callable[[float], bool] = lambda v: True) -> float:
+    """``value`` as a float: a finite real number for which ``ok`` holds (``accepted`` says which)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or not ok(number):
+        raise ValueError(f"{name} must be a finite number{' ' + accepted if accepted else ''}, got {value!r}")
+    return number
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """``size`` (``H`` or ``(H, W)``, ints >= 2) as (H, W)."""
+    accepted = "an int H or a pair (H, W) of ints >= 2; for the number of channels too, give input_size=(C, H, W)"
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        values: tuple[Any, ...] = (size, size)
+    elif isinstance(size, (Sequence, np.ndarray)) and not isinstance(size, str) and len(size) == 2:
+        values = tuple(size)
+    else:
+        raise ValueError(f"size must be {accepted}; got {size!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 2 for v in values):
+        raise ValueError(f"size must be {accepted}; got {size!r}")
+    return int(values[0]), int(values[1])
+
+
 def maximize_activation(
     model_or_probe: nn.Module | Probe,
     target: Target | int,
@@ -266,6 +299,7 @@ def maximize_activation(
     steps: int = 256,
     lr: float = 0.05,
     size: int | Sequence[int] | None = None,
+    input_size: Sequence[int] | None = None,
     seed: int = 0,
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
@@ -303,10 +337,14 @@ def maximize_activation(
             mean over the map), a class index or ``ClassLogit``, or any target callable.
         steps: number of ascent steps.
         lr: Adam learning rate for the image parameters.
-        size: image size, ``H`` or ``(H, W)``. Default: the probe's input size (its last input,
-            else the first size the model runs on, see :func:`~cnnwidgets.core.probe.default_input_sizes`).
-            The number of channels is the probe's (that of the model's first convolution unless
-            a probe created with another ``input_size`` is passed).
+        size: image size, ``H`` or ``(H, W)`` (ints >= 2), with the probe's number of channels (that
+            of the model's first convolution, 3 for a model without one, unless a probe created
+            with another ``input_size`` is passed). Default: the probe's input size (its last
+            input, else the first size the model runs on, see
+            :func:`~cnnwidgets.core.probe.default_input_sizes`).
+        input_size: the full image size (C, H, W), for a model whose channels or size cannot be
+            guessed (a grayscale MLP: ``input_size=(1, 28, 28)``). Give ``size`` or ``input_size``,
+            not both.
         seed: seed of the private random generator.
         mean, std: the normalisation the model expects (per channel, or one value): the model sees
             ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default 0 and 1 (a model fed [0, 1]
@@ -342,35 +380,44 @@ def maximize_activation(
         KeyError: for an unknown target layer (with suggestions).
         IndexError: for a channel or class index out of range.
         TypeError: for an unsupported target.
-        ValueError: for bad sizes, steps, mean/std or option values.
+        ValueError: for bad sizes, steps, mean/std or option values (numbers must be finite).
+        TypeError: for a count (``steps``, ``redirect_steps``, ``jitter``, ``seed``) that is not an
+            int, or an option that is not a number.
+        RuntimeError: if the model fails on the image (the message says how to give its size).
     """
     target = resolve_target(target)
     if parametrization not in _PARAMETRIZATIONS:
         raise ValueError(f"parametrization must be one of {_PARAMETRIZATIONS}, got {parametrization!r}")
-    if int(steps) < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if blur < 0 or (blur > 0 and parametrization != "pixel"):
-        raise ValueError(f"blur must be >= 0 and is used with parametrization='pixel' only, got {blur}")
-    if int(redirect_steps) < 0:
-        raise ValueError(f"redirect_steps must be >= 0, got {redirect_steps}")
-    if lr <= 0 or scale < 0 or scale >= 1 or rotate < 0 or init_sd < 0:
-        raise ValueError("lr must be > 0, 0 <= scale < 1, rotate >= 0 and init_sd >= 0")
-    steps = int(steps)
-    with gradients_enabled(), probe_scope(model_or_probe) as probe:
-        channels = probe.input_size[0]
-        if size is None:
-            probe.layers  # without a size given, finds one the model runs on
-            height, width = probe.input_size[1:]
-        elif isinstance(size, int):
-            height = width = size
+    steps = _check_int(steps, "steps", 0)
+    redirect_steps = _check_int(redirect_steps, "redirect_steps", 0)
+    if jitter is not None:
+        jitter = _check_int(jitter, "jitter", 0)
+    lr = _check_real(lr, "lr", "> 0", lambda v: v > 0)
+    scale = _check_real(scale, "scale", "in [0, 1)", lambda v: 0 <= v < 1)
+    rotate = _check_real(rotate, "rotate", ">= 0", lambda v: v >= 0)
+    init_sd = _check_real(init_sd, "init_sd", ">= 0", lambda v: v >= 0)
+    decay = _check_real(decay, "decay")
+    blur = _check_real(blur, "blur", ">= 0", lambda v: v >= 0)
+    if blur > 0 and parametrization != "pixel":
+        raise ValueError(f"blur is used with parametrization='pixel' only, got blur={blur}")
+    if size is not None and input_size is not None:
+        raise ValueError("give size (H or (H, W)) or input_size ((C, H, W)), not both")
+    if size is not None:
+        height, width = _image_size(size)
+    if input_size is not None:
+        input_size = check_input_size(input_size)
+        if min(input_size[1:]) < 2:
+            raise ValueError(f"input_size must be at least 2x2 pixels, got {input_size}")
+    with gradients_enabled(), probe_scope(model_or_probe, input_size=input_size) as probe:
+        if input_size is not None:
+            channels, height, width = input_size
         else:
-            height, width = (int(s) for s in size)
-        if min(height, width) < 2:
-            raise ValueError(f"size must be at least 2x2 pixels, got {(height, width)}")
+            channels = probe.input_size[0]
+            if size is None:
+                probe.layers  # without a size given, finds one the model runs on
+                height, width = probe.input_size[1:]
         if jitter is None:
             jitter = max(1, min(height, width) // 16)
-        if jitter < 0:
-            raise ValueError(f"jitter must be >= 0, got {jitter}")
         device = probe.device
         mean_t = _channel_stats(mean, channels, 0.0, "mean").view(1, -1, 1, 1).to(device)
         std_t = _channel_stats(std, channels, 1.0, "std").view(1, -1, 1, 1).to(device)
@@ -390,7 +437,15 @@ def maximize_activation(
                 x = (param() - mean_t) / std_t
             return float(target_score(probe, x, target).mean())
 
-        initial = clean_value()  # also validates the target before any work
+        try:
+            initial = clean_value()  # also validates the target before any work
+        except RuntimeError as exc:
+            if input_size is not None or probe.closed:
+                raise
+            raise RuntimeError(
+                f"{exc}; the image was {channels}x{height}x{width} (C x H x W): if the model expects another "
+                "number of channels or size, give input_size=(C, H, W)"
+            ) from exc
         trace: list[float] = []
         cancelled = False
         stuck = False

@@ -22,7 +22,9 @@ same size at a uniformly random position fully inside the image; ``random_trials
 (seeded, private generator) are pooled. A part whose occlusion changes the features more
 consistently than random occlusions suggests the model has an implicit notion of that part.
 
-Boxes are ``(x0, y0, x1, y1)`` in pixels of the preprocessed image, half-open: columns
+Boxes are ``(x0, y0, x1, y1)`` in whole pixels of the preprocessed image (ints, or floats
+with integral values; fractional coordinates are refused, as everywhere boxes and windows
+are given), half-open: columns
 ``x0 .. x1-1`` and rows ``y0 .. y1-1`` are covered (the torchvision ``xyxy`` convention).
 The occluder sets them to ``fill`` in preprocessed space (``0.0``: the mean colour of
 mean/std-normalised inputs; the paper used a grey square).
@@ -36,6 +38,8 @@ nothing changed.
 from __future__ import annotations
 
 import html
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +48,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.methods.invariance import feature_layer_names
+from cnnwidgets.methods.invariance import check_fill, feature_layer_names
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
 
@@ -54,10 +58,25 @@ RANDOM = "random"
 BoxXYXY = tuple[int, int, int, int]
 
 
+def _pixel(value: object) -> int | None:
+    """``value`` as a whole pixel coordinate (an int, or a float or 0-d tensor with an integral value), else None."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    number = float(value)
+    return int(number) if math.isfinite(number) and number.is_integer() else None
+
+
 def _check_box(box: Sequence[int], height: int, width: int, where: str) -> BoxXYXY:
-    if len(box) != 4:
+    if isinstance(box, str) or not isinstance(box, (Sequence, np.ndarray, torch.Tensor)) or len(box) != 4:
         raise ValueError(f"{where}: a box is (x0, y0, x1, y1), got {box!r}")
-    x0, y0, x1, y1 = (int(v) for v in box)
+    coords = [_pixel(v) for v in box]
+    if any(c is None for c in coords):
+        raise ValueError(f"{where}: box coordinates are whole pixels (ints), got {box!r}")
+    x0, y0, x1, y1 = coords
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise ValueError(
             f"{where}: box {(x0, y0, x1, y1)} must satisfy 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}"
@@ -68,17 +87,25 @@ def _check_box(box: Sequence[int], height: int, width: int, where: str) -> BoxXY
 def occlude(images: torch.Tensor, boxes: Sequence[Sequence[int]], fill: float | Sequence[float] = 0.0) -> torch.Tensor:
     """A copy of ``images`` (N, C, H, W) with ``boxes[i]`` of image ``i`` set to ``fill``.
 
+    Args:
+        images: the batch.
+        boxes: one ``(x0, y0, x1, y1)`` box per image, in whole pixels (ints, or floats with
+            integral values).
+        fill: one value, or one per channel.
+
     Raises:
-        ValueError: wrong number of boxes or a box outside the image.
+        ValueError: wrong number of boxes, a box outside the image or with fractional
+            coordinates, a ``fill`` with neither 1 nor C values (see
+            :func:`~cnnwidgets.methods.invariance.check_fill`).
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"expected a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
     if len(boxes) != images.shape[0]:
         raise ValueError(f"expected one box per image ({images.shape[0]}), got {len(boxes)}")
+    checked = [_check_box(box, images.shape[2], images.shape[3], f"image {i}") for i, box in enumerate(boxes)]
     out = images.detach().clone()
-    value = torch.as_tensor(fill, dtype=out.dtype, device=out.device).reshape(-1, 1, 1)
-    for i, box in enumerate(boxes):
-        x0, y0, x1, y1 = _check_box(box, images.shape[2], images.shape[3], f"image {i}")
+    value = torch.as_tensor(check_fill(fill, images.shape[1]), dtype=out.dtype, device=out.device).reshape(-1, 1, 1)
+    for i, (x0, y0, x1, y1) in enumerate(checked):
         out[i, :, y0:y1, x0:x1] = value
     return out
 
@@ -197,13 +224,13 @@ def correspondence(
     Args:
         model_or_probe: a model (used through a temporary probe) or a probe.
         images: preprocessed (N, C, H, W), N >= 2 images of one class (the paper: 5 dogs).
-        parts: ``{part name: one (x0, y0, x1, y1) box per image}``.
+        parts: ``{part name: one (x0, y0, x1, y1) box per image}``, in whole pixels.
         layers: layer names; ``None``: the counterparts of the paper's layers 5 and 7 (last
             convolution's activation and the classifier's input, see
             :func:`~cnnwidgets.methods.invariance.default_feature_layers`).
         random_trials: random-occlusion draws for the control (0: no control). Trial ``t``
             uses, in image ``i``, the size of the box of part ``t mod P`` in image ``i``.
-        fill: occluder value(s) in preprocessed space.
+        fill: occluder value in preprocessed space: one, or one per channel.
         seed: seed of the control's private generator.
         rtol, atol: changes within ``atol + rtol * |x|`` count as no change.
 
@@ -211,8 +238,11 @@ def correspondence(
         A :class:`CorrespondenceResult` (print it, or show it in a notebook, for the table).
 
     Raises:
-        ValueError: fewer than 2 images, no parts, wrong number of boxes, a box outside the image.
+        ValueError: fewer than 2 images, no parts, wrong number of boxes, a box outside the image
+            or with fractional coordinates, a ``fill`` with neither 1 nor C values or with values
+            that are not finite.
         KeyError: unknown layer.
+        TypeError: layer names that are not strings, a ``fill`` that is not numbers.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
@@ -225,6 +255,7 @@ def correspondence(
         raise ValueError(f"{RANDOM!r} is the name of the control row; rename that part")
     if random_trials < 0:
         raise ValueError(f"random_trials must be >= 0, got {random_trials}")
+    check_fill(fill, images.shape[1])
     for name, boxes in parts.items():
         first = boxes[0] if len(boxes) else None
         if first is not None and (isinstance(first, str) or not isinstance(first, (Sequence, np.ndarray, torch.Tensor))):

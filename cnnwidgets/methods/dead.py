@@ -26,15 +26,19 @@ A module that runs several times per forward pass (the shared ReLU of a torchvis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.probe import Probe, layer_names, probe_scope
+from cnnwidgets.methods.topk import data_size, iter_batches
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
 
@@ -106,27 +110,21 @@ def default_dead_layers(probe: Probe) -> list[str]:
     return names
 
 
-def _batches(inputs: torch.Tensor | Iterable) -> Iterator[torch.Tensor]:
-    if isinstance(inputs, torch.Tensor):
-        yield inputs
-        return
-    for index, batch in enumerate(inputs):
-        if isinstance(batch, (tuple, list)) and batch:
-            batch = batch[0]  # (images, labels) from a DataLoader
-        if not isinstance(batch, torch.Tensor):
-            raise TypeError(
-                f"batch {index} is a {type(batch).__name__}; expected a tensor (N, C, H, W) "
-                "or a tuple/list whose first element is one"
-            )
-        yield batch
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    return float(threshold)
 
 
 def dead_channels(
     model_or_probe: nn.Module | Probe,
-    inputs: torch.Tensor | Iterable[torch.Tensor] | Iterable[Sequence[torch.Tensor]],
+    inputs: Any,
     layers: str | Sequence[str] | None = None,
     *,
     threshold: float = 0.0,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> dict[str, DeadChannels]:
     """Find the channels that never activate over a batch or a whole data set.
@@ -141,45 +139,48 @@ def dead_channels(
     Args:
         model_or_probe: a model or a :class:`~cnnwidgets.Probe` (a model is inspected through a
             temporary probe, so it is never changed).
-        inputs: a preprocessed batch (N, C, H, W), or an iterable of such batches (a
-            ``DataLoader`` yielding ``(images, labels)`` works: the first element is used).
+        inputs: the data, in the forms :func:`~cnnwidgets.methods.topk.scan_topk` reads (see
+            :func:`~cnnwidgets.methods.topk.iter_batches`): a preprocessed batch (N, C, H, W), an
+            ``(images, labels)`` pair, or an iterable (a ``DataLoader``, a list, a data set) of
+            batches, ``(images, labels, ...)`` tuples or single images (C, H, W). Labels are ignored.
         layers: a layer name, several, or ``None`` for every convolution and activation layer
             with a spatial output (see :func:`default_dead_layers`).
-        threshold: a unit is active where its activation is ``> threshold``.
-        progress: show a progress bar over batches.
+        threshold: a unit is active where its activation is ``> threshold`` (a finite number).
+        batch_size: images per forward pass for a tensor and for single images (batches from a
+            loader are used as given).
+        progress: show a progress bar over images.
 
     Returns:
         ``{layer: DeadChannels}`` in the order requested (execution order for the default).
 
     Raises:
         KeyError: for an unknown layer (with suggestions).
-        ValueError: when ``inputs`` holds no batch, a batch is not (N, C, H, W), or a layer's
-            output has no channel dimension.
-        TypeError: when a batch is not a tensor.
+        ValueError: when ``inputs`` holds no batch, a batch is not (N, C, H, W) finite floats, a
+            layer's output has no channel dimension, or ``threshold`` is NaN or infinite.
+        TypeError: when ``inputs`` or an item of it is not one of the forms above, a layer name is
+            not a string, or ``threshold`` is not a number.
     """
-    threshold = float(threshold)
+    threshold = _check_threshold(threshold)
+    names: list[str] | None = None
+    if layers is not None:
+        names = layer_names(layers)
+        if not names:
+            raise ValueError("layers is empty; pass layer names or None for the default set")
     with probe_scope(model_or_probe) as probe:
-        names: list[str] | None = None
-        if layers is not None:
-            names = [layers] if isinstance(layers, str) else list(layers)
-            if not names:
-                raise ValueError("layers is empty; pass layer names or None for the default set")
         maxima: dict[str, torch.Tensor] = {}
         active: dict[str, torch.Tensor] = {}
         units: dict[str, int] = {}
         images = 0
-        total = len(inputs) if not isinstance(inputs, torch.Tensor) and hasattr(inputs, "__len__") else None
-        bar = tqdm(_batches(inputs), total=total, disable=not progress, desc="dead channels", unit="batch")
+        bar = tqdm(total=data_size(inputs), disable=not progress, desc="dead channels", unit="img")
         try:
-            for batch in bar:
+            for batch, _ in iter_batches(inputs, batch_size):
                 if names is None:
-                    if batch.dim() != 4:
-                        raise ValueError(f"expected batches of shape (N, C, H, W), got {tuple(batch.shape)}")
                     probe.describe(tuple(batch.shape[1:]))  # the layers as they are for this input size
                     names = default_dead_layers(probe)
                     if not names:
                         raise ValueError("the model has no convolution or activation layer with a spatial output")
-                acts = probe.capture(batch, names, channels_first=True, cache=False)  # a data set: seen once
+                # a data set is seen once; the statistics below read any memory layout
+                acts = probe.capture(batch, names, channels_first=True, contiguous=False, cache=False)
                 for name, act in acts.items():
                     if act.dim() < 2:
                         raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}; no channel dimension")
@@ -195,6 +196,7 @@ def dead_channels(
                         maxima[name], active[name] = batch_max, batch_active
                     units[name] = units.get(name, 0) + act.numel() // act.shape[1]
                 images += batch.shape[0]
+                bar.update(batch.shape[0])
         finally:
             bar.close()
         if names is None or not maxima:

@@ -31,6 +31,8 @@ Default ranges follow the paper's axes, scaled to the image height ``H``: shifts
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +43,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.probe import Probe, layer_names, probe_scope
 from cnnwidgets.core.targets import class_probabilities, class_scores
 
 __all__ = [
@@ -57,6 +59,33 @@ TRANSFORMS: tuple[str, ...] = ("translation", "rotation", "scale")
 _UNITS = {"translation": "pixels, down", "rotation": "degrees", "scale": "ratio"}
 _IDENTITY = {"translation": 0.0, "rotation": 0.0, "scale": 1.0}
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
+
+
+def check_fill(fill: object, channels: int) -> float | list[float]:
+    """``fill`` as one finite value, or a list of one per channel, for images with ``channels`` channels.
+
+    Accepted: a number, or a sequence, array or tensor of 1 or ``channels`` numbers.
+
+    Raises:
+        TypeError: for something that is not numbers.
+        ValueError: for a number of values other than 1 or ``channels``, or NaN / inf values.
+    """
+    if isinstance(fill, (str, bytes)) or not isinstance(fill, (numbers.Real, Sequence, np.ndarray, torch.Tensor)):
+        raise TypeError(f"fill must be a number or one number per channel, got {type(fill).__name__}")
+    try:
+        values = np.asarray(fill.detach().cpu() if isinstance(fill, torch.Tensor) else fill, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"fill must be a number or one number per channel, got {fill!r}") from exc
+    if values.ndim > 1:
+        raise ValueError(f"fill must be a number or a flat list of one number per channel, got shape {values.shape}")
+    if values.size not in (1, channels):
+        raise ValueError(
+            f"fill has {values.size} values, the images have {channels} channel{'s' if channels != 1 else ''}; "
+            + ("give one value" if channels == 1 else f"give one value or {channels}")
+        )
+    if not all(math.isfinite(v) for v in values.ravel()):
+        raise ValueError(f"fill must hold finite numbers, got {values.ravel().tolist()}")
+    return float(values.ravel()[0]) if values.ndim == 0 else [float(v) for v in values]
 
 
 def transform_images(
@@ -81,7 +110,9 @@ def transform_images(
         (N, C, H, W); the input itself for the identity.
 
     Raises:
-        ValueError: unknown kind or interpolation, non-positive scale, bad batch.
+        ValueError: unknown kind or interpolation, non-positive scale, bad batch, a ``fill`` with
+            neither 1 nor C values or with values that are not finite.
+        TypeError: a ``fill`` that is not numbers.
     """
     if kind not in TRANSFORMS:
         raise ValueError(f"unknown transformation {kind!r}; choose one of {TRANSFORMS}")
@@ -92,10 +123,9 @@ def transform_images(
     value = float(value)
     if kind == "scale" and value <= 0:
         raise ValueError(f"a scale factor must be > 0, got {value}")
+    fill_arg = check_fill(fill, images.shape[1])
     if value == _IDENTITY[kind]:
         return images
-    per_channel = isinstance(fill, (Sequence, np.ndarray, torch.Tensor)) and np.ndim(np.asarray(fill)) == 1
-    fill_arg: float | list[float] = [float(f) for f in np.asarray(fill).ravel()] if per_channel else float(fill)
     mode = _INTERPOLATION[interpolation]
     if kind == "rotation":
         return TF.rotate(images, value, interpolation=mode, fill=fill_arg)
@@ -161,13 +191,14 @@ def feature_layer_names(
 
     Raises:
         ValueError: for an empty list of layers.
+        TypeError: for layer names that are not strings.
     """
     if tuple(probe.input_size) != tuple(images.shape[1:]):
         probe.describe(tuple(images.shape[1:]))
     if layers is None:
         found = default_feature_layers(probe)
         return list(dict.fromkeys(found[key] for key in defaults))
-    names = [layers] if isinstance(layers, str) else list(layers)
+    names = layer_names(layers)
     if not names:
         raise ValueError("layers is empty")
     for name in names:
@@ -262,11 +293,13 @@ def invariance_curves(
         An :class:`InvarianceResult`.
 
     Raises:
-        KeyError: unknown layer. ValueError: bad images, labels, transforms or ranges.
-        IndexError: a label outside the model's classes.
+        KeyError: unknown layer. ValueError: bad images, labels, transforms, ranges or ``fill``
+        (see :func:`check_fill`). IndexError: a label outside the model's classes. TypeError:
+        layer names that are not strings, a ``fill`` that is not numbers.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a preprocessed batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    check_fill(fill, images.shape[1])
     n = images.shape[0]
     ranges = default_ranges(images.shape[2])
     if isinstance(transforms, str):

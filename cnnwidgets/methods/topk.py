@@ -55,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.probe import Probe, layer_names, probe_scope
 
 __all__ = [
     "Box",
@@ -209,7 +210,7 @@ def deconvnet_projector(
 
     leaf = input_leaf(probe, images)
     with relu_rule(probe.model, "deconvnet", method="deconvnet projection"):
-        activation = probe.capture(leaf, [layer], grad=True, channels_first=True)[layer]
+        activation = probe.capture(leaf, [layer], grad=True, channels_first=True, contiguous=False)[layer]
         n = torch.arange(images.shape[0], device=activation.device)
         channel = channels.to(device=activation.device, dtype=torch.long)
         seed = torch.zeros_like(activation)
@@ -297,8 +298,28 @@ def model_fingerprint(model: nn.Module) -> str:
 def _labels_tensor(labels: Any, n: int) -> torch.Tensor | None:
     if isinstance(labels, torch.Tensor) and labels.dim() == 1 and labels.shape[0] == n and not labels.is_floating_point():
         return labels.to(torch.long).cpu()
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.shape[0] == n and labels.dtype.kind in "iu":
+        return torch.from_numpy(labels.astype(np.int64))
     if isinstance(labels, (list, tuple)) and len(labels) == n and all(isinstance(v, int) for v in labels):
         return torch.tensor(labels, dtype=torch.long)
+    return None
+
+
+def _pair_length(data: Any) -> int | None:
+    """For ``(images (N, C, H, W), targets)``, with targets one entry per image (class labels, a
+    (N,) or (N, K) tensor or array, a list of numbers): the number of targets; else ``None``.
+
+    A tuple of two batches of images is not a pair: its items are read as batches.
+    """
+    if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor) and data[0].dim() == 4):
+        return None
+    targets = data[1]
+    if isinstance(targets, (torch.Tensor, np.ndarray)) and targets.ndim in (1, 2):
+        return int(targets.shape[0])
+    if isinstance(targets, (list, tuple)) and targets and all(
+        isinstance(v, numbers.Number) and not isinstance(v, torch.Tensor) for v in targets
+    ):
+        return len(targets)
     return None
 
 
@@ -306,27 +327,33 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
     """Normalise the accepted data forms into ``(images (N, C, H, W), labels (N,) or None)``.
 
     Accepted: a tensor (N, C, H, W) (split into ``batch_size`` chunks); a pair
-    ``(images, labels)`` of tensors; any iterable (a ``DataLoader``, a list, a generator, a
-    map-style ``Dataset``) yielding batches (N, C, H, W), ``(batch, labels, ...)`` tuples, single
-    images (C, H, W) or ``(image, label)`` pairs - single images are grouped into batches.
-    Labels are kept when they are integer class indices, one per image.
+    ``(images, labels)`` of images (N, C, H, W) and one label or target per image (a tensor or
+    array (N,) or (N, K), or a list of N numbers; split like a tensor); any iterable (a
+    ``DataLoader``, a list, a generator, a map-style ``Dataset``) yielding batches (N, C, H, W),
+    ``(batch, labels, ...)`` tuples, single images (C, H, W) or ``(image, label)`` pairs - single
+    images are grouped into batches. Labels are kept when they are integer class indices, one
+    per image. :func:`scan_topk` and :func:`~cnnwidgets.methods.dead.dead_channels` read their
+    data through this function.
 
     Raises:
         TypeError: for an item that is not one of these.
-        ValueError: for a tensor that is not 3-D or 4-D.
+        ValueError: for a tensor that is not 3-D or 4-D, a ``batch_size`` below 1, or a pair whose
+            labels are not one per image.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if (
-        isinstance(data, tuple)
-        and len(data) == 2
-        and isinstance(data[0], torch.Tensor)
-        and data[0].dim() == 4
-        and _labels_tensor(data[1], data[0].shape[0]) is not None
-    ):
-        images, labels = data[0], _labels_tensor(data[1], data[0].shape[0])
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    pair_length = _pair_length(data)
+    if pair_length is not None:
+        images = data[0]
+        if pair_length != images.shape[0]:
+            raise ValueError(
+                f"the (images, labels) pair holds {images.shape[0]} images but {pair_length} labels; "
+                "give one label per image"
+            )
+        labels = _labels_tensor(data[1], images.shape[0])
         for start in range(0, images.shape[0], batch_size):
-            yield images[start:start + batch_size], labels[start:start + batch_size]
+            part = labels[start:start + batch_size] if labels is not None else None
+            yield images[start:start + batch_size], part
         return
     if isinstance(data, torch.Tensor):
         if data.dim() != 4:
@@ -385,12 +412,18 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
         yield flush()
 
 
-def _data_size(data: Any) -> int | None:
-    """Number of images in ``data`` when it can be known without iterating."""
+def data_size(data: Any) -> int | None:
+    """Number of images in ``data`` (a form :func:`iter_batches` reads) when it can be known
+    without iterating."""
     if isinstance(data, torch.Tensor):
         return int(data.shape[0])
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+    if _pair_length(data) is not None:
         return int(data[0].shape[0])
+    if isinstance(data, (list, tuple)):
+        firsts = [item[0] if isinstance(item, (tuple, list)) and item else item for item in data]
+        if all(isinstance(t, torch.Tensor) and t.dim() in (3, 4) for t in firsts):
+            return sum(int(t.shape[0]) if t.dim() == 4 else 1 for t in firsts)
+        return None
     dataset = getattr(data, "dataset", None)
     if dataset is not None and hasattr(dataset, "__len__") and getattr(data, "drop_last", False) is False:
         return len(dataset)
@@ -442,7 +475,7 @@ class TopKActivations:
     """
 
     def __init__(self, layers: str | Sequence[str], k: int = 9, *, per_image: bool = True, keep_images: bool = True) -> None:
-        names = [layers] if isinstance(layers, str) else list(layers)
+        names = layer_names(layers)
         if not names:
             raise ValueError("layers is empty; name at least one layer")
         if len(set(names)) != len(names):
@@ -519,7 +552,8 @@ class TopKActivations:
             )
         n = batch.shape[0]
         start = self.consumed
-        acts = probe.capture(batch, self.layers, cache=False, channels_first=True)  # each batch is seen once
+        # each batch is seen once; the merge reads any memory layout
+        acts = probe.capture(batch, self.layers, cache=False, channels_first=True, contiguous=False)
         label_row = (
             labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
         )
@@ -836,10 +870,11 @@ def scan_topk(
     Raises:
         KeyError: unknown layer. ValueError: bad arguments, a checkpoint of another scan, a model
         whose weights differ from the checkpoint's, or data that does not start with the same
-        image as the scan being resumed. TypeError: unsupported data. FileNotFoundError: a
+        image as the scan being resumed. TypeError: unsupported data, or layer names that are not
+        strings (a module, an index). FileNotFoundError: a
         checkpoint path in a folder that does not exist (checked before scanning).
     """
-    names = [layers] if isinstance(layers, str) else list(layers)
+    names = layer_names(layers)
     state = resume
     if checkpoint is not None and not Path(checkpoint).parent.is_dir():
         # checked up front: the first save comes after the scan's first batches (or its end)
@@ -870,7 +905,7 @@ def scan_topk(
             return state
         skip = state.consumed
         seen = 0
-        total = _data_size(data)
+        total = data_size(data)
         bar = tqdm(total=total, initial=min(skip, total or skip), disable=not progress, desc="top-k scan", unit="img")
         last_saved = state.batches
         try:
