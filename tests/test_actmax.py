@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassLogit, Probe
-from cnnwidgets.app.filters import CLASS_TARGET, ActMaxController
+from cnnwidgets.app.filters import CLASS_TARGET, ActMaxController, actmax_view
 from cnnwidgets.methods.actmax import maximize_activation
 
 FAST = dict(size=16, steps=24, progress=False)
@@ -230,6 +230,19 @@ def test_controller_runs_stops_and_shows_the_result():
     assert "stopped after" in view.status and controller.result.cancelled
     controller.close()
     view_probe.close()
+
+
+def test_view_options_set_the_step_count_and_refuse_what_the_controller_sets():
+    view = actmax_view(small_net(), size=16, steps=12, lr=0.05, background=False)
+    assert view.steps == 12
+    view.layer, view.channel = "3", 2
+    view.controller.start()  # what the Run button does
+    assert not view.error, view.status
+    assert view.controller.result.steps == 12 and "done after 12 steps" in view.status
+    view.controller.close()
+    for owned in ("progress", "callback", "cancel"):
+        with pytest.raises(TypeError, match=f"{owned} cannot be given"):
+            ActMaxController(small_net(), size=16, background=False, **{owned: None})
 
 
 def test_tinyvgg_classes_and_channels_are_driven_far_beyond_noise(tinyvgg):

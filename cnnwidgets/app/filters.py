@@ -142,7 +142,12 @@ class ActMaxController:
         mean, std: the model's input normalisation (see ``maximize_activation``).
         background: run in a thread (``False``: block, e.g. in tests).
         update_every: steps between image updates during a run.
+        steps: the number of steps the view starts with (the user can change it there).
         options: more keyword arguments for ``maximize_activation`` (``lr``, ``decay``, ...).
+
+    Raises:
+        TypeError: for an option the controller sets itself (``progress``, ``callback``,
+            ``cancel``).
     """
 
     def __init__(
@@ -155,8 +160,13 @@ class ActMaxController:
         std: Sequence[float] | float | None = None,
         background: bool = True,
         update_every: int = 8,
+        steps: int | None = None,
         **options: Any,
     ) -> None:
+        owned = sorted(set(options) & {"progress", "callback", "cancel"})
+        if owned:
+            raise TypeError(f"{', '.join(owned)} cannot be given: the controller sets them for each run "
+                            "(it shows progress in the view, and its Stop button cancels)")
         if isinstance(model_or_probe, Probe):
             self.probe, self._owns_probe = model_or_probe, False
         else:
@@ -173,6 +183,8 @@ class ActMaxController:
         self._cancel: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self.view = view if view is not None else ActMaxView()
+        if steps is not None:
+            self.view.steps = steps
         self.view.layers = [*default_dead_layers(self.probe), CLASS_TARGET]
         if self.view.layer is None:
             self.view.layer = self.view.layers[0]
