@@ -95,6 +95,8 @@ def test_errors_name_what_is_accepted():
         kernels(model, "2", normalize="global")
     with pytest.raises(TypeError):
         kernels("not a model", "0")
+    with pytest.raises(TypeError, match="got Conv2d; name the layer instead"):
+        kernels(model, model[0])
 
 
 def test_works_on_a_probe_and_on_torchvision_alexnet():

@@ -739,6 +739,31 @@ def test_the_users_input_is_never_written_and_captures_equal_one_forward(channel
         assert probe.logits(x).abs().sum() > 0 and probe.stats.cache_hits >= 2
 
 
+def test_a_model_writing_its_input_runs_under_the_callers_inference_mode():
+    torch.manual_seed(0)
+    model = Doubling().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x.clone())
+    with Probe(model) as probe, torch.inference_mode():
+        probe.logits(x[:1])  # describes the layers
+        torch.testing.assert_close(probe.logits(x, cache=False), expected)
+        torch.testing.assert_close(probe.capture(x, "conv")["conv"].mean(dim=(2, 3)), expected)
+
+
+def test_memory_format_changes_leave_weights_of_other_ranks_alone():
+    from cnnwidgets.core.probe import set_memory_format
+
+    model = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Flatten(1, 2), nn.Conv2d(2 * 4, 4, 3))
+    with pytest.raises(RuntimeError, match="rank 4"):
+        copy.deepcopy(model).to(memory_format=torch.channels_last)  # why the probe does not use this
+    set_memory_format(model, True)
+    assert model[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model[0].weight.dim() == 5 and model[0].weight.is_contiguous()
+    set_memory_format(model, False)
+    assert model[2].weight.is_contiguous()
+
+
 def test_the_callers_inference_mode_autocast_and_default_dtype_do_not_reach_the_copy():
     model = chain()
     x = torch.randn(1, 3, 16, 16)
@@ -955,3 +980,27 @@ def test_capture_returns_the_standard_layout_unless_a_fast_path_asks_for_the_com
             assert out.is_contiguous() and out.view(2, -1).shape == (2, 2 * 16 * 16)
         assert probe.logits(torch.rand(1, 3, 12, 12), cache=False).is_contiguous()  # the discovery pass's output
         assert probe.logits(x, grad=True).is_contiguous()
+
+
+class _HeadBeforeStem(nn.Module):
+    """Declares a 16-channel 1x1 head before its 3-channel stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(16, 5, 1)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.stem(x))).mean(dim=(2, 3))
+
+
+def test_a_head_registered_before_the_stem_is_described_at_an_rgb_size():
+    from cnnwidgets.core.probe import default_input_sizes
+
+    model = _HeadBeforeStem().eval()
+    sizes = list(default_input_sizes(model))
+    assert sizes[0] == (16, 28, 28) and (3, 224, 224) in sizes and (1, 28, 28) in sizes
+    with Probe(model) as probe:
+        assert probe.layers["stem"].output_shape == (16, 224, 224)
+        assert probe.input_size == (3, 224, 224)
+

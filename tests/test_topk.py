@@ -318,6 +318,9 @@ def test_errors_are_specific():
     topk = scan_topk(model, x, LAYERS, k=2, progress=False)
     with pytest.raises(IndexError, match="out of range"):
         topk.entries("4", 8)
+    with pytest.raises(TypeError, match="channel must be an int"):
+        topk.entries("4", 1.0)
+    assert topk.entries("4", np.int64(1)) == topk.entries("4", 1)  # a channel from numpy reads as an int
     with pytest.raises(KeyError, match="was not scanned"):
         topk.entries("7", 0)
 

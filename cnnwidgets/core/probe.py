@@ -45,21 +45,25 @@ from cnnwidgets.core.targets import output_tensor
 
 __all__ = [
     "NotATensorError", "Probe", "ProbeStats", "StopForward", "batch_dependent_layers", "check_batch",
-    "check_input_size", "default_input_sizes", "layer_names", "plain_module", "probe_scope", "unwrap_model",
+    "check_input_size", "default_input_sizes", "layer_names", "plain_module", "probe_scope", "set_memory_format",
+    "unwrap_model",
 ]
 
 
 def default_input_sizes(model: nn.Module) -> Iterator[tuple[int, int, int]]:
     """The input sizes a :class:`Probe` tries, in order, for a model given without one.
 
-    The channels are those of the model's first 2-D convolution (3 if it has none). RGB models
-    try torchvision's 224 x 224 first; then, for any model, the sizes of the usual small
-    datasets: 28 (MNIST, first for grayscale models), 32 (CIFAR), 64, 96, 128, 224, 299.
+    The channels are first those of the model's first registered convolution (3 if it has
+    none), then RGB and grayscale (the first convolution registered need not be the first that
+    runs: a head declared before the stem). RGB tries torchvision's 224 x 224 first; then, for
+    any channel count, the sizes of the usual small datasets: 28 (MNIST, first for grayscale),
+    32 (CIFAR), 64, 96, 128, 224, 299.
     """
-    channels = input_channels(model) or 3
-    sides = (224, 28, 32, 64, 96, 128, 299) if channels == 3 else (28, 32, 64, 96, 128, 224, 299)
-    for side in sides:
-        yield (channels, side, side)
+    found = input_channels(model) or 3
+    for channels in dict.fromkeys((found, 3, 1)):
+        sides = (224, 28, 32, 64, 96, 128, 299) if channels == 3 else (28, 32, 64, 96, 128, 224, 299)
+        for side in sides:
+            yield (channels, side, side)
 
 
 class StopForward(BaseException):
@@ -141,6 +145,16 @@ def _plain_mode() -> Iterator[None]:
                 yield
         else:
             yield
+
+
+def set_memory_format(model: nn.Module, channels_last: bool) -> None:
+    """Put the 4-D parameters and buffers of ``model`` in channels-last (or the standard) layout, in place.
+
+    Unlike ``model.to(memory_format=torch.channels_last)``, which refuses a model with any 5-D
+    weight (``nn.Conv3d``), tensors of other ranks are left as they are.
+    """
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model._apply(lambda t: t.contiguous(memory_format=layout) if t.dim() == 4 else t)
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -462,7 +476,7 @@ class Probe:
         if self._channels_last and any(
             t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last) for t in clone.parameters()
         ):
-            clone.to(memory_format=torch.channels_last)
+            set_memory_format(clone, True)
         self._install_hooks(clone)
         return clone
 
@@ -483,7 +497,7 @@ class Probe:
             ) from exc
         self._channels_last_request = False
         self._channels_last = False
-        self._model.to(memory_format=torch.contiguous_format)
+        set_memory_format(self._model, False)
         return True
 
     def _want_channels_last(self, model: nn.Module) -> bool:
@@ -771,7 +785,7 @@ class Probe:
             self._device = target
             self._model.to(target)
             want = self._want_channels_last(self._model)
-            self._model.to(memory_format=torch.channels_last if want else torch.contiguous_format)
+            set_memory_format(self._model, want)
             self._channels_last = want
             self._cache.clear()
             return self
@@ -968,7 +982,10 @@ class Probe:
         """A copy of ``x`` as the private model takes it: a model that changes its input in place
         (``x.mul_(2)``), or returns it, must not write into the user's tensor or the cache."""
         layout = torch.channels_last if self._channels_last else torch.contiguous_format
-        return x.to(self._device, torch.float32, memory_format=layout, copy=True)
+        # a copy made in the caller's inference mode would be an inference tensor, which the
+        # model (run outside inference mode) could not change in place
+        with torch.inference_mode(False):
+            return x.to(self._device, torch.float32, memory_format=layout, copy=True)
 
     def _forward(
         self, x: torch.Tensor, wanted: dict[str, int], *, grad: bool, stop: bool

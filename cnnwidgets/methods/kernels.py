@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.layers import unknown_layer_error
+from cnnwidgets.core.probe import layer_names
 from cnnwidgets.core.targets import as_index
 
 if TYPE_CHECKING:
@@ -142,8 +143,7 @@ def kernels(
     if normalize not in _NORMALIZE:
         raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
     modules = _named_modules(model_or_probe)
-    if not isinstance(layer, str):
-        raise TypeError(f"layer names are strings, got {type(layer).__name__}")
+    (layer,) = layer_names([layer])
     if layer not in modules:
         raise unknown_layer_error(layer, list(modules))
     module = modules[layer]

@@ -60,7 +60,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import input_channels
-from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.probe import Probe, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
     Target, checked_scores, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
 )
@@ -602,7 +602,7 @@ def _fast_model(
     model, report = inference_copy(probe.model, fold_batchnorm=fold, inplace_activations=fold)
     traced = report.traced
     if probe.channels_last:
-        _channels_last_weights(model)
+        set_memory_format(model, True)
     check = None
     if report.folded or report.inplace:
         with torch.inference_mode():
@@ -645,17 +645,9 @@ def _unmodified_copy(probe: Probe) -> nn.Module:
     """A hook-free inference copy of ``probe.model`` as it is (nothing folded, nothing in place)."""
     model, _ = inference_copy(probe.model, fold_batchnorm=False, inplace_activations=False)
     if probe.channels_last:
-        _channels_last_weights(model)
+        set_memory_format(model, True)
     return model
 
-
-def _channels_last_weights(model: nn.Module) -> None:
-    """Put the 4-D parameters and buffers of ``model`` in channels-last layout, in place.
-
-    Unlike ``model.to(memory_format=torch.channels_last)``, which refuses a model with any 5-D
-    weight (``nn.Conv3d``), other tensors are left as they are.
-    """
-    model._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
 def _forget_fast_copies(probe_ref: weakref.ref) -> None:

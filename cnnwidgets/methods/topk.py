@@ -69,6 +69,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, layer_names, probe_scope
+from cnnwidgets.core.targets import as_index
 
 __all__ = [
     "Box",
@@ -626,7 +627,8 @@ class TopKActivations:
             raise ValueError("nothing was scanned yet")
         if channel is not None:
             channels = self.values[layer].shape[0]
-            if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < channels:
+            channel = as_index(channel, "channel")
+            if not 0 <= channel < channels:
                 raise IndexError(f"channel {channel!r} is out of range: layer {layer!r} has {channels} channels")
 
     def num_channels(self, layer: str) -> int:
