@@ -228,6 +228,16 @@ def test_crop_pads_outside_the_image_and_marks_it():
     assert Box(-1, 4, 3, 3).clip(5, 6) == Box(0, 4, 2, 2)
 
 
+def test_box_orders_rows_first_as_fields_and_xywh_as_the_explorer():
+    box = Box(top=5, left=76, height=10, width=12)
+    assert box.as_tuple() == (5, 76, 10, 12)
+    x, y, w, h = box.xywh()
+    assert (x, y, w, h) == (76, 5, 12, 10)
+    image = torch.zeros(1, 32, 96)
+    image[0, y:y + h, x:x + w] = 1  # the explorer's box covers exactly the box's pixels
+    assert torch.equal(crop_receptive_field(image, box).pixels, image[:, 5:15, 76:88])
+
+
 def test_receptive_field_box_contains_the_deconvnet_projection_support():
     """The deconvnet projection of a unit is zero outside the unit's receptive field, and the
     projection of a border unit reaches the image border (the box is right, not too big)."""

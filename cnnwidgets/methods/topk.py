@@ -127,7 +127,14 @@ class Box:
         return Box(top, left, max(bottom - top, 0), max(right - left, 0))
 
     def as_tuple(self) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)``: rows first, as the fields. For the explorer's
+        ``box``, which is ``(x, y, w, h)``, use :meth:`xywh`."""
         return (self.top, self.left, self.height, self.width)
+
+    def xywh(self) -> tuple[int, int, int, int]:
+        """``(x, y, w, h)`` = ``(left, top, width, height)``: the order of the explorer's ``box``
+        (``explorer.box = entry_box.clip(h, w).xywh()`` puts the occluder on this patch)."""
+        return (self.left, self.top, self.width, self.height)
 
 
 def receptive_field_box(info: LayerInfo | None, row: int, col: int, image_size: Sequence[int]) -> Box:
