@@ -952,13 +952,37 @@ def test_channel_last_images_are_refused_with_a_clear_error():
     gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     with Probe(gray) as probe, pytest.raises(ValueError, match="permute"):
         occlusion_top_class(probe, torch.rand(1, 28, 28, 1), window=7, stride=7, progress=False)
-    # valid inputs whose last dimension happens to equal the first 2-D convolution's channels are accepted
+    # a valid input whose width happens to equal the first registered convolution's channels is accepted
     torch.manual_seed(0)
-    model = Conv3dStem().eval()  # its first Conv2d takes 12 channels: 4 maps x 3 image channels
-    x = torch.rand(1, 3, 16, 12)
+    model = HeadFirst().eval()  # the 16-channel head is registered before the 3-channel stem
+    x = torch.rand(1, 3, 20, 16)
     result = occlusion_map(model, x, 0, window=4, stride=4, progress=False)
     expected = hand_occluded(model, x, 4, 4)[..., 0]
     torch.testing.assert_close(torch.from_numpy(result.grid), expected, rtol=1e-4, atol=1e-5)
+
+
+class HeadFirst(nn.Module):
+    """Registers a 16-channel head before its 3-channel stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(16, 5, 1)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(F.relu(self.stem(x))).mean(dim=(2, 3))
+
+
+def test_maps_are_made_under_the_callers_inference_mode():
+    torch.manual_seed(0)
+    model = NormalizesInPlace(small_cnn()).eval()
+    x = torch.rand(1, 3, 16, 16)
+    expected = hand_occluded(model, x, 4, 4)[..., 1]
+    with torch.inference_mode():
+        result = occlusion_map(model, x, 1, window=4, stride=4, batch_size=3, progress=False)
+        top = occlusion_top_class(model, x, window=4, stride=4, batch_size=3, progress=False)
+    torch.testing.assert_close(torch.from_numpy(result.grid), expected, rtol=1e-4, atol=1e-5)
+    assert (torch.from_numpy(top.labels) == hand_occluded(model, x, 4, 4).argmax(-1)).all()
 
 
 class NotFinite(nn.Module):

@@ -382,7 +382,7 @@ def _prepare_image(x: object) -> torch.Tensor:
 def _check_channel_axis(model_or_probe: object, x: torch.Tensor) -> None:
     """Refuse an image laid out as (1, H, W, C).
 
-    It is recognised when the model's first 2-D convolution (see
+    It is recognised when the model's first registered convolution (see
     :func:`~cnnwidgets.core.layers.input_channels`) takes as many channels as x's last
     dimension, but not as many as its second, and that last dimension is smaller than both
     others (a channel count, not a width).
@@ -458,7 +458,11 @@ class _OccludedBatches:
         self.x = x
         self.fill = fill
         self.window = window
-        self.buffer = torch.empty((capacity, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=memory_format)
+        # a normal tensor even under the caller's inference mode: inference tensors have no
+        # version counter, which is how a model writing its input is noticed
+        with torch.inference_mode(False):
+            self.buffer = torch.empty((capacity, *x.shape[1:]), dtype=x.dtype, device=x.device,
+                                      memory_format=memory_format)
         self.written: list[tuple[int, int] | None] = []
         self._refill()
 
