@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import traitlets
+from PIL import Image
 from torch import nn
 
 from cnnwidgets import ModelSnapshot
@@ -229,6 +230,21 @@ def test_occluder_switch_and_size(ex):
     ex.box = (28, 28, 12, 12)
     assert ex.box == (20, 20, 12, 12)  # clamped into the 32x32 image
     assert ex.canvas.box == ex.box
+
+
+def test_the_occluder_switched_back_on_after_a_smaller_image_comes_back_inside_it():
+    def own_size(pil):  # each image at its own size
+        return torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+
+    big, small = image(0).repeat(2, axis=0).repeat(2, axis=1), image(1)[:16, :16]
+    ex = make(preprocess=own_size, denormalize=lambda x: x.permute(1, 2, 0).clamp(0, 1).numpy(), input_size=None,
+              samples={"big": big, "small": small}, box=(40, 40, 12, 12))
+    assert ex.box == (40, 40, 12, 12)
+    ex.occluder_controls.enabled = False
+    ex.set_image(small)
+    ex.occluder_controls.enabled = True  # the last box lay outside the 16x16 image
+    assert ex.box == (4, 4, 12, 12) and not ex.status.is_error
+    ex.close()
 
 
 def test_hover_reported_by_the_browser_gives_the_channel_statistics(ex):
@@ -1417,7 +1433,7 @@ def test_a_normalised_gray_preprocess_without_denormalize_is_warned_about():
     import torchvision.transforms as T
 
     gray_normalised = T.Compose([T.Grayscale(), T.Resize((SIZE, SIZE)), T.ToTensor(), T.Normalize((0.449,), (0.226,))])
-    with pytest.warns(UserWarning, match=r"% of the values shown clip to black or white"):
+    with pytest.warns(UserWarning, match=r"% of its values fall outside \[0, 1\] and are shown clipped"):
         Explorer(GAPNet(1).eval(), photo(), preprocess=gray_normalised, samples={}, background=False).close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -1430,6 +1446,14 @@ def test_a_normalised_gray_preprocess_without_denormalize_is_warned_about():
         unit = T.Compose([T.Resize((SIZE, SIZE)), T.ToTensor()])
         Explorer(GAPNet(3).eval(), photo(), preprocess=unit, denormalize=lambda x: x.permute(1, 2, 0).numpy(),
                  samples={}, background=False).close()
+        # a centre crop of a saturated object clips far more than the whole image does, rightly
+        rng = np.random.default_rng(0)
+        rows, cols = np.mgrid[0:128, 0:128]
+        bright = np.clip(rng.normal(110, 40, (128, 128, 3)), 0, 250)
+        bright[(rows - 64) ** 2 + (cols - 64) ** 2 < 35 ** 2] = 255
+        crop = T.Compose([T.Resize(128), T.CenterCrop(64), T.ToTensor(), imagenet])
+        Explorer(GAPNet(3).eval(), Image.fromarray(bright.astype(np.uint8)), preprocess=crop, samples={},
+                 background=False).close()
 
 
 # ---------------------------------------------------------------- the box trait and the input size

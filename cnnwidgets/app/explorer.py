@@ -29,7 +29,9 @@ from torch import nn
 
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
-from cnnwidgets.app.inputs import FillError, ImageInput, default_denormalize, default_preprocess, to_pil
+from cnnwidgets.app.inputs import (
+    IMAGENET_MEAN, IMAGENET_STD, FillError, ImageInput, default_denormalize, default_preprocess, to_pil,
+)
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
@@ -258,9 +260,10 @@ def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
     shown and of the image given, which a resize or crop changes little (resnet18's own
     transforms keep it within 0.6-1.3x on photos), while a scaling that the default does not
     undo changes it several-fold ([0, 1] pixels shown through the ImageNet inverse: about 0.23x);
-    and the share of values clipped to 0 or 255, which an offset the default does not undo
-    raises far above the image's own (a normalised gray image shown as [0, 1]: most pixels
-    clip, and the clipping raises the contrast, so that the first check alone misses it).
+    and the share of un-normalised values outside [0, 1], which is nil when the default is the
+    inverse of the preprocessing (whatever was resized or cropped) and large for an offset it
+    does not undo (a normalised gray image read as [0, 1]: most values fall outside, and their
+    clipping raises the contrast, so that the first check alone misses it).
     """
     try:
         given = np.asarray(to_pil(source).convert("RGB").resize((128, 128)), dtype=np.float32).reshape(-1, 3)
@@ -272,12 +275,11 @@ def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
     if spread.min() < 8:  # a nearly flat image: its contrast says nothing
         return
     ratio = shown.std(axis=0) / spread
-    clipped, clipped_given = _clipped_share(shown), _clipped_share(given)
+    outside = _outside_share(prepared.tensor[0])
     if ratio.min() < 0.45 or ratio.max() > 2.2:
         why = f"its contrast comes out {ratio.min():.2f}-{ratio.max():.2f} times the image's"
-    elif clipped > max(_CLIPPED_WARNING, clipped_given + _CLIPPED_WARNING):
-        why = (f"{100 * clipped:.0f} % of the values shown clip to black or white, against "
-               f"{100 * clipped_given:.0f} % in the image")
+    elif outside > _OUTSIDE_WARNING:
+        why = f"{100 * outside:.0f} % of its values fall outside [0, 1] and are shown clipped to black or white"
     else:
         return
     warnings.warn(
@@ -290,13 +292,18 @@ def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
     )
 
 
-#: Clipped values (share of all) the picture shown may have beyond the image's own before a warning.
-_CLIPPED_WARNING = 0.3
+#: Share of un-normalised values outside [0, 1] (beyond resampling's overshoot) that gets a warning.
+_OUTSIDE_WARNING = 0.2
 
 
-def _clipped_share(pixels: np.ndarray) -> float:
-    """The share of 8-bit values at 0 or 255."""
-    return float(np.mean((pixels <= 0) | (pixels >= 255)))
+def _outside_share(x: torch.Tensor) -> float:
+    """The share of the values of a model input (C, H, W) that the default un-normalisation
+    (:func:`~cnnwidgets.app.inputs.default_denormalize`, before its clipping) puts more than a
+    resampling overshoot outside [0, 1]."""
+    x = x.detach().float().cpu()
+    if x.shape[0] == 3:
+        x = x * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    return float(((x < -0.05) | (x > 1.05)).float().mean())
 
 
 class Explorer(ipw.VBox):
@@ -877,7 +884,9 @@ class Explorer(ipw.VBox):
         if change["new"] and self.box is None:
             h, w = self._images[self._image_id].size
             size = min(self.occluder_controls.size, h, w)
-            self.box = self._last_box or ((w - size) // 2, (h - size) // 2, size, size)
+            # the last box may belong to a larger image shown since: moved into this one
+            last = None if self._last_box is None else clamp_box(self._last_box, w, h)
+            self.box = last or ((w - size) // 2, (h - size) // 2, size, size)
         elif not change["new"] and self.box is not None:
             self.box = None
 
@@ -963,7 +972,7 @@ class Explorer(ipw.VBox):
 
     def _status_info(self, text: str = "") -> None:
         """Show ``text`` in the status line after the notes in force (a reshaped image, a fill fallback)."""
-        notes = [f"note: {note}" for note in self._notes.values()]
+        notes = [f"note: {note}" for note in tuple(self._notes.values())]  # one step: the main thread may change them
         self.status.info(" \u00b7 ".join([*notes, text] if text else notes))
 
     def _follow_model_change(self, *, report: bool = True) -> bool:
