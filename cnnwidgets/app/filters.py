@@ -18,7 +18,7 @@ from torch import nn
 from cnnwidgets.app.reporting import shown_in_view
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ChannelActivation, ClassLogit
-from cnnwidgets.methods.actmax import ActMaxResult, maximize_activation
+from cnnwidgets.methods.actmax import ActMaxResult, fit_channels, maximize_activation
 from cnnwidgets.methods.dead import default_dead_layers
 from cnnwidgets.methods.kernels import conv_layer_names, kernels
 from cnnwidgets.methods.summary import summary
@@ -173,7 +173,7 @@ class ActMaxController:
             self.probe, self._owns_probe = Probe(model_or_probe), True
         if size is not None:
             h, w = (size, size) if isinstance(size, int) else tuple(size)
-            self.probe.describe((self.probe.input_size[0], h, w))
+            fit_channels(self.probe, h, w)
         self.size = size
         self.options = dict(options, mean=mean, std=std)
         self.background = background

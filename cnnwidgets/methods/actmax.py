@@ -292,6 +292,17 @@ def _image_size(size: Any) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def fit_channels(probe: Probe, height: int, width: int) -> int:
+    """Describe ``probe`` at an image size of ``height`` x ``width`` and return the channel count
+    the model runs on there: the probe's guess first, then RGB and gray, as the probe tries them.
+
+    Raises:
+        RuntimeError: if the model runs on none (the message lists the sizes tried).
+    """
+    guesses = dict.fromkeys((probe.input_size[0], 3, 1))
+    return probe.fit_input_size((c, height, width) for c in guesses)[0]
+
+
 def maximize_activation(
     model_or_probe: nn.Module | Probe,
     target: Target | int,
@@ -412,10 +423,12 @@ def maximize_activation(
         if input_size is not None:
             channels, height, width = input_size
         else:
-            channels = probe.input_size[0]
             if size is None:
-                probe.layers  # without a size given, finds one the model runs on
+                probe.layers  # without a size given, finds one the model runs on (and its channels)
                 height, width = probe.input_size[1:]
+                channels = probe.input_size[0]
+            else:
+                channels = fit_channels(probe, height, width)
         if jitter is None:
             jitter = max(1, min(height, width) // 16)
         device = probe.device
