@@ -403,6 +403,8 @@ def test_attribution_renderers_take_one_map_and_refuse_batches_and_hwc():
         attribution_to_rgb(np.stack([one, one]))
     with pytest.raises(ValueError, match=r"looks like \(H, W, C\)"):
         attribution_to_rgb(np.zeros((40, 60, 3)))
+    # a 16-channel input's attribution over a narrow image is (C, H, W), not a picture
+    assert attribution_to_rgb(np.ones((16, 8, 4))).shape == (8, 4, 3)
     with pytest.raises(ValueError, match="transposed"):
         attribution_overlay(np.zeros((5, 7, 3), np.uint8), np.ones((7, 5)))
 

@@ -23,8 +23,7 @@ same size at a uniformly random position fully inside the image; ``random_trials
 consistently than random occlusions suggests the model has an implicit notion of that part.
 
 Boxes are ``(x0, y0, x1, y1)`` in whole pixels of the preprocessed image (ints, or floats
-with integral values; fractional coordinates are refused, as everywhere boxes and windows
-are given), half-open: columns
+with integral values; fractional coordinates are refused rather than rounded), half-open: columns
 ``x0 .. x1-1`` and rows ``y0 .. y1-1`` are covered (the torchvision ``xyxy`` convention).
 The occluder sets them to ``fill`` in preprocessed space (``0.0``: the mean colour of
 mean/std-normalised inputs; the paper used a grey square).
