@@ -624,9 +624,14 @@ class Explorer(ipw.VBox):
                 raise ValueError("the picker has no image under this name")
             self._show_image(self._prepare_image(source, entry))
         except Exception as exc:  # noqa: BLE001 - shown in the status line, the widget goes on
-            self._show_error(f"image {entry!r}", exc)
+            uploaded = self.picker.data_for(entry) is not None
+            if uploaded and isinstance(exc, ValueError):
+                # the user's own file: say what is wrong with it in plain words
+                self.status.error(f"{entry}: {exc}; the image shown is unchanged")
+            else:
+                self._show_error(f"image {entry!r}", exc)
             self._follow_shown_image()  # the picker goes back to the image still shown
-            if self.picker.data_for(entry) is not None:
+            if uploaded:
                 self.picker.remove_entry(entry)  # an upload that cannot be shown is not offered
 
     # ------------------------------------------------------------------ layers
@@ -787,8 +792,10 @@ class Explorer(ipw.VBox):
         top.layout.align_items = "flex-start"
         header = row([self.title, self.picker, self.device_select, self.scores_toggle])
         selectors = row([self.layer_select, self.channel_slider])
-        return [header, self.occluder_controls, top, selectors, self.display_controls, self.grid_caption,
-                self.grid, self.status]
+        # the status line right under the image picker and device menu: an upload's or a model's
+        # error shows where the user acted, not below the grid
+        return [header, self.status, self.occluder_controls, top, selectors, self.display_controls,
+                self.grid_caption, self.grid]
 
     def _wire(self) -> None:
         links = [

@@ -164,7 +164,7 @@ def _open(src: Any, max_size: int) -> Image.Image:
             raise ValueError(f"{str(path)!r} is a directory, not an image file")
         return _decode(path, str(path), max_size)
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return _decode(io.BytesIO(bytes(src)), "the given bytes", max_size)
+        return _decode(io.BytesIO(bytes(src)), "the data given", max_size)
     if isinstance(src, io.IOBase) or (hasattr(src, "read") and hasattr(src, "seek")):
         return _decode(src, "the given file object", max_size)
     if isinstance(src, Image.Image):
@@ -224,7 +224,9 @@ def _decode(fp: Any, what: str, max_size: int) -> Image.Image:
             # A loaded copy made before the file is closed (multi-frame files keep it open).
             image = _upright(opened)
     except UnidentifiedImageError as exc:
-        raise ValueError(f"{what} is not an image file PIL can read ({exc})") from exc
+        raise ValueError(
+            f"{what} is not an image file in a format that can be read (PNG, JPEG, GIF, BMP, TIFF, WebP ...)"
+        ) from exc
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{what} is too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError) as exc:
