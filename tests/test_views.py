@@ -70,6 +70,24 @@ def test_gradient_methods_show_what_the_plain_functions_compute(bundle):
         ex.close()
 
 
+def test_captions_give_the_occlusion_scale_and_the_layer_grad_cam_used(bundle):
+    ex = explorer(bundle, method="occlusion")
+    try:
+        assert ex.wait_idle(60)
+        occ = ex.method_result.occlusion
+        caption = ex.method_view.caption.value
+        # the colour scale is relative: the caption says what full colour means, and both colours
+        assert f"= {occ.unoccluded:.4g} when" in caption and f"a change of {np.nanmax(np.abs(occ.drop)):.2g}" in caption
+        assert "red" in caption and "blue" in caption
+        ex.method = "grad-cam"
+        assert ex.wait_idle(60) and ex.method_view.caption.value.endswith("at features.conv3")
+        ex.layer = "global_pool"  # no feature map there: Grad-CAM falls back, and says where
+        assert ex.wait_idle(60)
+        assert "at features (the last feature map before global_pool)" in ex.method_view.caption.value
+    finally:
+        ex.close()
+
+
 def test_deconvnet_equals_the_deconvnet_function_on_the_strongest_unit(bundle):
     # the panel's deconvnet is the strongest unit of the selected channel projected to pixels: the
     # deconvnet pass of that unit, seeded with its activation (the paper's projection)

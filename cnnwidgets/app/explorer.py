@@ -38,6 +38,7 @@ from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, input_channels, unknown_layer_error
 from cnnwidgets.core.probe import ChannelsLastError, Probe, check_input_size, default_input_sizes, plain_module
 from cnnwidgets.core.targets import class_scores, output_tensor
+from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
@@ -1139,19 +1140,32 @@ class Explorer(ipw.VBox):
         name = self._class_name(result.target)
         if result.occlusion is not None:
             occ = result.occlusion
-            what = (f"<b>occlusion</b>: drop of P({name}) when the box covers each place "
-                    "(<span style='color:#c62828'>red</span>: the class needs it)")
+            drops = np.abs(occ.drop[np.isfinite(occ.drop)])
+            scale = float(drops.max()) if drops.size else 0.0
+            what = (f"<b>occlusion</b>: change of P({name}) = {occ.unoccluded:.4g} when the box covers each place; "
+                    "<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
+                    "<span style='color:#1565c0'>blue</span>: it rises; "
+                    f"full colour = a change of {scale:.2g}")
             state = "" if result.complete else f" &middot; {occ.done}/{occ.total} positions"
             caption = f"{what}{state}"
         elif request.method == "deconvnet":
             caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"
         elif request.method == "grad-cam":
-            caption = f"<b>Grad-CAM</b> of {name} at {request.layer} (or the last feature map before it)"
+            caption = f"<b>Grad-CAM</b> of {name} at {self._grad_cam_layer(request.layer)}"
         else:
             caption = f"<b>{request.method}</b> of {name}"
         if result.note:
             caption += f"<br><span style='color:#b26a00'>{html.escape(result.note)}</span>"
         self.method_view.show(encode_jpeg(result.image, 90), caption)
+
+    def _grad_cam_layer(self, layer: str) -> str:
+        """The layer Grad-CAM was computed at, for its caption: ``layer``, or the feature map the
+        method fell back to (as :func:`~cnnwidgets.methods.cam.nearest_conv_layer` chooses)."""
+        try:
+            chosen = nearest_conv_layer(self.controller.probe, layer)
+        except Exception:  # noqa: BLE001 - only a caption; the map itself was computed
+            return f"{layer} (or the last feature map before it)"
+        return layer if chosen == layer else f"{chosen} (the last feature map before {layer})"
 
     @property
     def method_result(self) -> MethodResult | None:
