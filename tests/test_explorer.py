@@ -128,6 +128,20 @@ def test_layer_items_group_spatial_layers_by_block(ex):
     assert ex.layer_select.label_of("features.0") == "features.0  Conv2d  8\u00d732\u00d732"
 
 
+def test_layer_menu_keeps_the_forward_order_of_blocks_and_top_level_layers():
+    from cnnwidgets import Probe
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()),
+                          nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        items = layer_items(probe.layers)
+    assert [(group, name) for group, _, name in items] == [
+        ("top level", "0"), ("top level", "1"),
+        ("2", "2.0"), ("2", "2.1"), ("2", "2"),  # a block after its layers: its output is made last
+        ("top level (after 2)", "3"), ("top level (after 2)", "4"),
+    ]
+
+
 # ---------------------------------------------------------------- which stage reruns
 def test_channel_and_display_changes_render_without_forward(ex):
     before, forwards = ex.stats, ex.probe.stats.forwards

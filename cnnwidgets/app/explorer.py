@@ -92,15 +92,31 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     """``(group, label, name)`` for every layer whose output is a map stack, in execution order.
 
     That is every 3-D output, (C, H, W) or channels-last (H, W, C) (ConvNeXt and Swin blocks),
-    which the explorer shows channels first. Layers are grouped by their top-level block;
-    top-level leaf modules share the group ``"top level"``. Labels read ``name  Type  C×H×W``,
-    with ``(HWC)`` after channels-last layers.
+    which the explorer shows channels first. A block (a module holding others) comes after the
+    layers inside it, where its output is made. Layers are grouped by their top-level block;
+    top-level leaf modules share the group ``"top level"``, one group per run of them between
+    blocks (``"top level (after features)"``), so that the groups keep the order of the forward
+    pass. Labels read ``name  Type  C×H×W``, with ``(HWC)`` after channels-last layers.
     """
+    shown = [info for info in layers.values() if info.map_shape is not None and info.calls > 0]
+    last_inside: dict[str, int] = {}  # block name -> index of the last layer shown inside it
+    for index, info in enumerate(shown):
+        parts = info.name.split(".")
+        for depth in range(1, len(parts)):
+            last_inside[".".join(parts[:depth])] = index
+
+    def place(index: int) -> float:  # a block right after its last layer shown
+        inside = last_inside.get(shown[index].name)
+        return inside + 0.5 if inside is not None and not shown[index].is_leaf else index
+
     items = []
-    for info in layers.values():
-        if info.map_shape is None or info.calls == 0:
-            continue
-        group = info.block if ("." in info.name or not info.is_leaf) else "top level"
+    previous_block = None
+    for index in sorted(range(len(shown)), key=place):
+        info = shown[index]
+        if "." in info.name or not info.is_leaf:
+            group = previous_block = info.block
+        else:
+            group = "top level" if previous_block is None else f"top level (after {previous_block})"
         items.append((group, f"{info.name}  {info.type}  {_map_text(info)}", info.name))
     return items
 
