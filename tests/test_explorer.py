@@ -234,11 +234,14 @@ def test_drag_end_redraws_final_quality_without_forward(ex):
 
 
 def test_occluder_switch_and_size(ex):
+    assert "change caused by the occluder" in ex.panel_caption.value
     ex.occluder_controls.enabled = False
     assert ex.box is None
     np.testing.assert_array_equal(ex.activations, ex.baseline_activations)
+    assert "no change: the occluder is off" in ex.panel_caption.value  # not an unexplained blank pane
     ex.occluder_controls.enabled = True
     assert ex.box == (4, 4, 8, 8)
+    assert "change caused by the occluder" in ex.panel_caption.value
     ex.occluder_controls.size = 12
     assert ex.box == (2, 2, 12, 12)
     ex.box = (28, 28, 12, 12)

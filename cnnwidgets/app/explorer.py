@@ -981,10 +981,10 @@ class Explorer(ipw.VBox):
                         "(red)</span>")
         self.grid_caption.value = caption
         what = "over the image" if state.overlay else "map"
-        self.panel_caption.value = (
-            f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; change caused by the occluder "
-            "(<span style='color:#c62828'>up</span>/<span style='color:#1f4e9c'>down</span>)"
-        )
+        change = ("change caused by the occluder (<span style='color:#c62828'>up</span>/"
+                  "<span style='color:#1f4e9c'>down</span>)" if state.box is not None
+                  else "no change: the occluder is off")
+        self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
         problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
