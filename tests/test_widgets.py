@@ -6,6 +6,7 @@ import ast
 import datetime
 import io
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -336,3 +337,146 @@ def test_js_small_boxes_carry_the_resize_handle_outside():
     size = int(handle.split("width:", 1)[1].split("px", 1)[0]) + 2  # plus its 1 px border on each side
     assert js["limit"] >= 2 * size  # a box with the handle inside keeps at least half of each side to move by
     assert js["cases"] == [True, True, True, True, False, False]
+
+
+# ---------------------------------------------------------------- narrow outputs and stable layout
+def css_rule(selector: str) -> dict[str, str]:
+    """The declarations of the rule of widgets.css whose selector list is exactly ``selector``
+    (a later declaration of the same property wins, as in the browser)."""
+    css = re.sub(r"/\*.*?\*/", "", (WIDGETS_DIR / "widgets.css").read_text(), flags=re.S)
+    found: dict[str, str] = {}
+    for block in css.split("}"):
+        if "{" not in block:
+            continue
+        head, body = block.split("{", 1)
+        if " ".join(head.split()) != selector:
+            continue
+        for decl in body.split(";"):
+            if ":" in decl:
+                name, value = decl.split(":", 1)
+                found[name.strip()] = " ".join(value.split())
+    assert found, f"no rule {selector!r} in widgets.css"
+    return found
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
+def test_js_grid_maps_the_pointer_at_the_size_shown_not_the_size_asked():
+    layout = R.grid_layout(11, 3, 5, max_width=90, max_height=60, order=np.arange(11)[::-1])
+    # the grid shown at its own size, shrunk by a narrow output, and enlarged
+    shown = [(layout.width * f, layout.height * f) for f in (1.0, 0.37, 5.25)]
+    mosaic = [(x + 0.5, y + 0.5) for y in range(layout.height) for x in range(layout.width)]
+    js = run_node(
+        f"import {{channelAtPixel, toMosaic, tilePercent}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        f"const L = {json.dumps(layout.to_dict())}; const shown = {json.dumps(shown)};"
+        f"const mosaic = {json.dumps(mosaic)};"
+        "console.log(JSON.stringify({"
+        " at: shown.map(([w, h]) => { const rect = {left: 30, top: 70, width: w, height: h};"
+        "   return mosaic.map(([x, y]) => { const m = toMosaic(L, rect, 30 + x * w / L.width, 70 + y * h / L.height);"
+        "     return channelAtPixel(L, m[0], m[1]); }); }),"
+        " pct: [...Array(L.count).keys()].map((c) => tilePercent(L, c)),"
+        " none: [toMosaic(L, {left: 0, top: 0, width: 0, height: 0}, 1, 1), toMosaic({}, {left: 0, top: 0, width: 9, height: 9}, 1, 1),"
+        "        tilePercent(L, 99), tilePercent({}, 0)]}));"
+    )
+    expected = [layout.channel_at(x, y) for x, y in mosaic]
+    for at in js["at"]:
+        assert at == expected
+    for c, pct in enumerate(js["pct"]):
+        x, y, w, h = layout.tile_rect(c)
+        assert pct == pytest.approx([100 * x / layout.width, 100 * y / layout.height,
+                                     100 * w / layout.width, 100 * h / layout.height])
+    assert js["none"] == [None, None, None, None]
+
+
+def test_grid_shrinks_to_the_output_keeping_its_aspect_ratio():
+    grid = css_rule(".cnnw-grid")
+    image = css_rule(".cnnw-grid-image")
+    assert grid["max-width"] == "100%"
+    assert image["width"] == "100%" and image["height"] == "auto"
+    js = (WIDGETS_DIR / "tilegrid.js").read_text()
+    assert "aspectRatio" in js
+    # no fixed pixel height that a shrunk width would squash
+    assert "style.height" not in js.split("function drawSelection")[0]
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
+def test_js_grid_tooltip_stays_inside_the_grid():
+    # a 150 x 60 tooltip over a 400 x 200 grid, 14 px from the pointer
+    cases = [(10, 10), (390, 10), (10, 190), (390, 190), (200, 100), (140, 150), (1, 199)]
+    js = run_node(
+        f"import {{tipPosition}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        f"console.log(JSON.stringify({json.dumps(cases)}.map(([x, y]) => tipPosition(x, y, 150, 60, 400, 200))));"
+    )
+    assert js[0] == [24, 24]  # room on the right and below: right of and below the pointer
+    assert js[1] == [390 - 14 - 150, 24]  # at the right edge: flipped left
+    assert js[2] == [24, 190 - 14 - 60]  # at the bottom: flipped up
+    assert js[3] == [390 - 14 - 150, 190 - 14 - 60]
+    for (x, y), (left, top) in zip(cases, js):
+        assert 0 <= left and left + 150 <= 400 and 0 <= top and top + 60 <= 200, (x, y, left, top)
+    wide = run_node(
+        f"import {{tipPosition}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        "console.log(JSON.stringify(tipPosition(20, 20, 150, 60, 100, 50)));"
+    )
+    assert wide == [0, 0]  # a grid smaller than the tooltip: it starts at the grid's corner
+
+
+def test_control_rows_wrap_in_a_narrow_output():
+    rows = {
+        "occluder": W.OccluderControls(),
+        "display": W.DisplayControls(),
+        "picker": W.ImagePicker(["circle", "star"]),
+        "method menus": MethodView(("none", "occlusion")).children[0],
+    }
+    for name, row in rows.items():
+        assert row.layout.flex_flow == "row wrap", name
+        assert row.layout.max_width == "100%", name
+    occ = rows["occluder"]
+    assert occ.fill_dropdown.layout.max_width == "100%" and occ.size_slider.layout.max_width == "100%"
+    assert rows["picker"].dropdown.layout.max_width == "100%"
+    # the layer menu shrinks with its row instead of being cut off
+    assert "cnnw-select-widget" in W.GroupedSelect()._dom_classes
+    assert css_rule(".cnnw-select-widget") == {"min-width": "0", "max-width": "100%"}
+    assert css_rule(".cnnw-select select")["max-width"] == "min(420px, 100%)"
+
+
+def test_method_view_keeps_one_width_whatever_it_shows():
+    from cnnwidgets.widgets.methodview import MIN_WIDTH
+
+    view = MethodView(("none", "saliency", "occlusion"), display_width=256)
+    assert view.layout.width == "256px" and view.layout.max_width == "100%"
+    assert MethodView(("none",), display_width=100).layout.width == f"{MIN_WIDTH}px"
+    assert "cnnw-caption" in view.caption._dom_classes
+    assert view.caption.layout.display == "none"  # no method: no empty caption taking room
+    view.method = "occlusion"
+    view.show(b"", "<b>occlusion</b>: a caption far longer than the view is wide " * 3)
+    assert view.caption.layout.display is None and view.layout.width == "256px"
+    # a caption wraps inside its column instead of widening it, and keeps room for two lines
+    caption = css_rule(".cnnw-caption, .widget-vbox > .widget-html:has(+ .cnnw-pixelated)")
+    assert caption["contain"] == "inline-size" and caption["min-height"] == "2.8em"
+    view.close()
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")
+def test_score_rows_show_the_full_class_name_in_their_tooltip():
+    js = run_node(
+        f"import {{rowTitle}} from {json.dumps((WIDGETS_DIR / 'scorebars.js').as_uri())};"
+        "console.log(JSON.stringify(rowTitle('Labrador retriever (yellow)')));"
+    )
+    assert js == "Labrador retriever (yellow): click to make this the target class"
+    # one label column for all rows, as wide as the longest label where there is room
+    assert css_rule(".cnnw-scores-list")["grid-template-columns"].startswith("minmax(84px, max-content)")
+    assert css_rule(".cnnw-score-row")["grid-template-columns"] == "subgrid"
+    assert css_rule(".cnnw-scores")["contain"] == "inline-size"  # a long label never widens the view
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
+def test_js_resize_handle_stays_on_the_image_at_its_edges():
+    js = run_node(
+        f"import {{handleAtEdge}} from {json.dumps((WIDGETS_DIR / 'occluder.js').as_uri())};"
+        "console.log(JSON.stringify([[0, 0, 10, 10], [54, 0, 10, 10], [0, 38, 10, 10], [54, 38, 10, 10],"
+        " [53, 37, 10, 10]].map((b) => handleAtEdge(b, 64, 48))));"
+    )
+    assert js == [{"right": False, "bottom": False}, {"right": True, "bottom": False},
+                  {"right": False, "bottom": True}, {"right": True, "bottom": True},
+                  {"right": False, "bottom": False}]
+    assert css_rule(".cnnw-occluder-box.cnnw-occluder-at-right .cnnw-occluder-handle") == {"right": "0"}
+    assert css_rule(".cnnw-occluder-box.cnnw-occluder-at-bottom .cnnw-occluder-handle") == {"bottom": "0"}

@@ -6,9 +6,10 @@
 * :class:`GroupedSelect` - drop-down with grouped options (layers by block).
 * :class:`DisplayControls`, :class:`OccluderControls` - control groups with traitlet state.
 * :class:`ImagePicker` - samples and uploads. :class:`StatusLine` - errors made visible.
+* :func:`wrapping_row` - the layout of a row of controls that wraps in a narrow output.
 """
 
-from cnnwidgets.widgets.controls import FILLS, DisplayControls, OccluderControls, device_dropdown
+from cnnwidgets.widgets.controls import FILLS, DisplayControls, OccluderControls, device_dropdown, wrapping_row
 from cnnwidgets.widgets.occluder import OccluderCanvas, clamp_box
 from cnnwidgets.widgets.picker import ImagePicker
 from cnnwidgets.widgets.scores import ScoreBars, score_rows
@@ -29,4 +30,5 @@ __all__ = [
     "clamp_box",
     "device_dropdown",
     "score_rows",
+    "wrapping_row",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-__all__ = ["FILLS", "DisplayControls", "OccluderControls"]
+__all__ = ["FILLS", "DisplayControls", "OccluderControls", "wrapping_row"]
 
 FILLS: tuple[str, ...] = ("gray", "mean", "black", "blur", "noise")
 """Occluder fills: mid-gray, the image's mean colour, black, a blurred copy, fixed random noise."""
@@ -61,11 +61,8 @@ class DisplayControls(w.HBox):
         self.sort_box = w.Checkbox(description="sort by activation", indent=False, layout=w.Layout(width="150px"))
         self.overlay_box = w.Checkbox(description="overlay on image", indent=False, layout=w.Layout(width="140px"))
         label = w.HTML("scale", layout=w.Layout(margin="0 6px 0 0"))
-        super().__init__(
-            [label, self.norm_buttons, self.cmap_dropdown, self.sort_box, self.overlay_box],
-            layout=w.Layout(align_items="center", flex_flow="row wrap"),
-            **kwargs,
-        )
+        kwargs.setdefault("layout", wrapping_row())
+        super().__init__([label, self.norm_buttons, self.cmap_dropdown, self.sort_box, self.overlay_box], **kwargs)
         if self.norm not in self._norm_modes:
             self.norm = self._norm_modes[-1]
         if self.cmap not in self._colormaps:
@@ -84,6 +81,11 @@ class DisplayControls(w.HBox):
     @t.validate("cmap")
     def _check_cmap(self, proposal):
         return _one_of(proposal["value"], getattr(self, "_colormaps", None), "colormap")
+
+
+def wrapping_row() -> w.Layout:
+    """The layout of a row of controls that wraps onto more lines where the output is narrow."""
+    return w.Layout(align_items="center", flex_flow="row wrap", max_width="100%")
 
 
 def _one_of(value: str, options: Sequence[str] | None, what: str) -> str:
@@ -114,6 +116,9 @@ class OccluderControls(w.HBox):
         )
         self.size_slider = w.IntSlider(min=1, max=64, description="size", continuous_update=False,
                                        layout=w.Layout(width="260px"))
+        for control in (self.fill_dropdown, self.size_slider):
+            control.layout.max_width = "100%"
+        kwargs.setdefault("layout", wrapping_row())
         super().__init__([self.enabled_box, self.fill_dropdown, self.size_slider], **kwargs)
         self._links = [
             t.link((self, "enabled"), (self.enabled_box, "value")),

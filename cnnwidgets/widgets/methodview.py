@@ -7,7 +7,12 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-__all__ = ["MethodView"]
+from cnnwidgets.widgets.controls import wrapping_row
+
+__all__ = ["MIN_WIDTH", "MethodView"]
+
+MIN_WIDTH = 240
+"""The narrowest the view gets (CSS pixels, unless the output is narrower): the method menu fits."""
 
 
 class MethodView(w.VBox):
@@ -19,7 +24,9 @@ class MethodView(w.VBox):
     Args:
         methods: method names offered; the first one means "no method".
         strides: occlusion strides offered, in input pixels.
-        display_width: on-screen width of the map in CSS pixels.
+        display_width: on-screen width of the map in CSS pixels. The view keeps one width
+            whatever its menus and caption show (the caption wraps, the menus wrap onto a second
+            line), at least :data:`MIN_WIDTH`, and no wider than the output.
 
     Traits:
         method: the selected method.
@@ -43,11 +50,14 @@ class MethodView(w.VBox):
                                layout=w.Layout(width="230px"))
         self.stride_menu = w.Dropdown(options=strides, value=8 if 8 in strides else strides[0],
                                       description="stride", layout=w.Layout(width="140px"))
-        self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="160px"))
+        self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
         self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{self.display_width}px", height="auto"))
         self.image.add_class("cnnw-method-image")
         self.caption = w.HTML()
-        super().__init__([w.HBox([self.menu, self.stride_menu, self.bar]), self.caption, self.image])
+        self.caption.add_class("cnnw-caption")
+        controls = w.HBox([self.menu, self.stride_menu, self.bar], layout=wrapping_row())
+        width = f"{max(self.display_width, MIN_WIDTH)}px"
+        super().__init__([controls, self.caption, self.image], layout=w.Layout(width=width, max_width="100%"))
         self.add_class("cnnw-methods")
         self.method = self.menu.value
         self.stride = self.stride_menu.value
@@ -92,6 +102,7 @@ class MethodView(w.VBox):
         self.bar.layout.display = None if occlusion else "none"
         active = self.method != self.methods[0]
         self.image.layout.display = None if active else "none"
+        self.caption.layout.display = None if active else "none"
         if not active:
             self.clear()
 

@@ -28,6 +28,12 @@ export function handleOutside(widthPx, heightPx) {
   return Math.min(widthPx, heightPx) < SMALL_BOX_PX;
 }
 
+// Which edges of a `W` x `H` image the box (x, y, w, h) touches on the right and at the bottom:
+// there the resize handle goes inside the box, so that it never sticks out of the image.
+export function handleAtEdge(b, W, H) {
+  return { right: b[0] + b[2] >= W, bottom: b[1] + b[3] >= H };
+}
+
 export default {
   render({ model, el }) {
     const root = document.createElement("div");
@@ -78,6 +84,9 @@ export default {
       box.style.height = `${b[3] * s}px`;
       box.style.background = model.get("fill_color");
       box.classList.toggle("cnnw-occluder-small", handleOutside(b[2] * s, b[3] * s));
+      const edge = handleAtEdge(b, imageWidth(), imageHeight());
+      box.classList.toggle("cnnw-occluder-at-right", edge.right);
+      box.classList.toggle("cnnw-occluder-at-bottom", edge.bottom);
       root.classList.toggle("cnnw-dragging", state.drag !== null);
     }
 

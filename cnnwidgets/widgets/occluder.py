@@ -51,7 +51,8 @@ class OccluderCanvas(anywidget.AnyWidget):
     gets ``box`` at most once per animation frame while dragging and exactly once more,
     together with ``dragging=False``, when the pointer is released. Pressing outside the box
     centres it on the pointer; the corner handle resizes it (a small box carries the handle just
-    outside its bottom-right corner, so that the box itself still moves it). One pointer drives a
+    outside its bottom-right corner, so that the box itself still moves it; a box at the image's
+    right or bottom edge carries it inside, so that it stays on the image). One pointer drives a
     drag; other pointers (a second finger) are ignored until it is released.
 
     Traits:

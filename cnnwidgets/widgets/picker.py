@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
+from cnnwidgets.widgets.controls import wrapping_row
+
 __all__ = ["ImagePicker"]
 
 _UPLOAD_SUFFIX = " (uploaded)"
@@ -29,6 +31,8 @@ class ImagePicker(w.HBox):
         self._replacing_options = False
         self.dropdown = w.Dropdown(options=list(names), description="image", layout=w.Layout(width="220px"))
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
+        self.dropdown.layout.max_width = "100%"
+        kwargs.setdefault("layout", wrapping_row())
         super().__init__([self.dropdown, self.upload], **kwargs)
         if value is not None:
             self.dropdown.value = value

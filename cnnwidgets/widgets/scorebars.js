@@ -1,12 +1,16 @@
 // Class scores: top-k bars with probability and change against the unoccluded image.
 // Clicking a row picks that class as the target.
 
+// The tooltip of a class's row: the full class name (the label column may cut it short).
+export function rowTitle(label) {
+  return `${label}: click to make this the target class`;
+}
+
 // The row element of each class shown, keyed by class index: a new `rows` value updates these
 // elements in place (and reorders them), so a row stays the same element across frames.
 function rowElement() {
   const line = document.createElement("div");
   line.className = "cnnw-score-row";
-  line.title = "click to make this the target class";
   const label = document.createElement("span");
   label.className = "cnnw-score-label";
   const bar = document.createElement("span");
@@ -27,6 +31,7 @@ function fillRow(line, row, selected) {
   line.classList.toggle("cnnw-score-selected", row.index === selected);
   const [label, bar, value, delta] = line.children;
   label.textContent = row.label;
+  line.title = rowTitle(row.label);
   bar.firstChild.style.width = `${Math.max(0, Math.min(1, row.prob)) * 100}%`;
   value.textContent = `${(100 * row.prob).toFixed(1)}%`;
   delta.className = "cnnw-score-delta";
@@ -45,6 +50,7 @@ export default {
     const heading = document.createElement("div");
     heading.className = "cnnw-scores-title";
     const list = document.createElement("div");
+    list.className = "cnnw-scores-list";
     root.append(heading, list);
     el.appendChild(root);
 

@@ -61,6 +61,8 @@ def score_rows(
 class ScoreBars(anywidget.AnyWidget):
     """Top-k class probabilities as bars, with the change against a reference.
 
+    A row's tooltip holds the full class name (a long one is cut short in its column).
+
     Traits:
         rows: see :func:`score_rows`.
         selected: the class picked by a click (the target class), or None.

@@ -29,6 +29,10 @@ class GroupedSelect(anywidget.AnyWidget):
     value = t.Unicode("").tag(sync=True)
     description = t.Unicode("").tag(sync=True)
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_class("cnnw-select-widget")  # lets a narrow row shrink it (see widgets.css)
+
     @classmethod
     def from_items(cls, items: Iterable[tuple[str, str, str]], **kwargs) -> GroupedSelect:
         """Build from ``(group, label, value)`` triples; groups keep their first-seen order."""

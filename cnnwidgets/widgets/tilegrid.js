@@ -1,6 +1,7 @@
 // Feature grid: one mosaic image of all channels. Hover shows the channel and its statistics
 // locally (the geometry and the statistics are synced with the image); a click selects a channel.
-// The arithmetic mirrors cnnwidgets.render.grid.GridLayout.channel_at.
+// The arithmetic mirrors cnnwidgets.render.grid.GridLayout.channel_at. The grid shrinks to a
+// narrow output, so pointer positions are mapped through the size shown on screen.
 
 function decodeStats(view) {
   if (!view || view.byteLength === 0) return null;
@@ -43,6 +44,34 @@ export function tileRectOf(L, channel) {
   return [b + col * (L.tile_width + b), b + row * (L.tile_height + b), L.tile_width, L.tile_height];
 }
 
+// Mosaic pixel under a pointer at client (x, y) over the image shown in `rect` (its bounding
+// client rectangle): the grid is drawn at any size (a narrow output shrinks it), so the scale
+// comes from the size on screen, not from `display_width`.
+export function toMosaic(L, rect, x, y) {
+  if (!L || !L.width || !L.height || !rect || !(rect.width > 0) || !(rect.height > 0)) return null;
+  return [((x - rect.left) * L.width) / rect.width, ((y - rect.top) * L.height) / rect.height];
+}
+
+// The tile of `channel` as percentages of the mosaic's width and height ([left, top, width,
+// height]), so that its outline scales with the grid; null for a channel not shown.
+export function tilePercent(L, channel) {
+  const r = tileRectOf(L, channel);
+  if (!r || !L.width || !L.height) return null;
+  return [(100 * r[0]) / L.width, (100 * r[1]) / L.height, (100 * r[2]) / L.width, (100 * r[3]) / L.height];
+}
+
+// Top-left corner of a `tw` x `th` tooltip for a pointer at (cx, cy) over a `W` x `H` grid:
+// `gap` pixels right of and below the pointer, on the other side of it where that would cross the
+// grid's right or bottom edge, and shifted to stay inside the grid where it fits.
+export function tipPosition(cx, cy, tw, th, W, H, gap = 14) {
+  const place = (p, size, room) => {
+    const after = p + gap;
+    const at = after + size <= room ? after : p - gap - size;
+    return Math.max(0, Math.min(at, room - size));
+  };
+  return [place(cx, tw, W), place(cy, th, H)];
+}
+
 export default {
   render({ model, el }) {
     const root = document.createElement("div");
@@ -63,6 +92,7 @@ export default {
 
     const geometry = () => model.get("geometry");
 
+    // CSS pixels per mosaic pixel asked for (the grid is drawn smaller where it does not fit)
     function scale() {
       const L = geometry();
       if (!L || !L.width) return 1;
@@ -83,31 +113,38 @@ export default {
 
     const setImage = () => showImageBytes(model, img, state);
 
+    // The grid is `display_width` wide, or less where the output is narrower (max-width: 100%
+    // in the style sheet); its height follows the mosaic's aspect ratio either way.
     function setGeometry() {
       const L = geometry();
-      if (L && L.width) {
-        const s = scale();
-        img.style.width = `${L.width * s}px`;
-        img.style.height = `${L.height * s}px`;
-        root.style.width = `${L.width * s}px`;
-        root.style.height = `${L.height * s}px`;
+      if (L && L.width && L.height) {
+        root.style.width = `${L.width * scale()}px`;
+        img.style.aspectRatio = `${L.width} / ${L.height}`;
       }
       drawSelection();
       refreshHover();
     }
 
+    // in percentages of the grid, so that the outline follows the grid's size on screen
     function drawSelection() {
-      const r = tileRectOf(geometry(), model.get("selected"));
+      const r = tilePercent(geometry(), model.get("selected"));
       if (!r) {
         sel.style.display = "none";
         return;
       }
-      const s = scale();
       sel.style.display = "block";
-      sel.style.left = `${r[0] * s - 2}px`;
-      sel.style.top = `${r[1] * s - 2}px`;
-      sel.style.width = `${r[2] * s}px`;
-      sel.style.height = `${r[3] * s}px`;
+      sel.style.left = `calc(${r[0]}% - 2px)`;
+      sel.style.top = `calc(${r[1]}% - 2px)`;
+      sel.style.width = `${r[2]}%`;
+      sel.style.height = `${r[3]}%`;
+    }
+
+    // the channel under a pointer at client (x, y), with the pointer's position over the image
+    function channelAt(x, y) {
+      const rect = img.getBoundingClientRect();
+      const m = toMosaic(geometry(), rect, x, y);
+      const ch = m === null ? null : channelAtPixel(geometry(), m[0], m[1]);
+      return { ch, cx: x - rect.left, cy: y - rect.top, rect };
     }
 
     function describe(channel) {
@@ -140,16 +177,15 @@ export default {
       }
       let ch = null;
       if (p) {
-        const r = img.getBoundingClientRect();
-        const s = scale();
-        const cx = p[0] - r.left;
-        const cy = p[1] - r.top;
-        ch = channelAtPixel(geometry(), cx / s, cy / s);
+        const at = channelAt(p[0], p[1]);
+        ch = at.ch;
         if (ch !== null) {
           tip.textContent = describe(ch);
           tip.style.display = "block";
-          tip.style.left = `${cx + 14}px`;
-          tip.style.top = `${cy + 14}px`;
+          const [left, top] = tipPosition(at.cx, at.cy, tip.offsetWidth, tip.offsetHeight,
+            at.rect.width, at.rect.height);
+          tip.style.left = `${left}px`;
+          tip.style.top = `${top}px`;
         }
       }
       if (ch === null) tip.style.display = "none";
@@ -175,9 +211,7 @@ export default {
     }
 
     function onClick(ev) {
-      const r = img.getBoundingClientRect();
-      const s = scale();
-      const ch = channelAtPixel(geometry(), (ev.clientX - r.left) / s, (ev.clientY - r.top) / s);
+      const { ch } = channelAt(ev.clientX, ev.clientY);
       if (ch === null) return;
       model.set("selected", ch);
       model.save_changes();

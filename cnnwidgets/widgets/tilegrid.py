@@ -37,8 +37,8 @@ class TileGrid(anywidget.AnyWidget):
     """A mosaic of feature maps that knows which channel is under each pixel.
 
     The browser computes the hovered channel from the synced geometry and shows its
-    statistics without asking the kernel; ``hover`` is reported back (at most once per frame)
-    and a click sets ``selected``.
+    statistics without asking the kernel, in a tooltip kept inside the grid; ``hover`` is
+    reported back (at most once per frame) and a click sets ``selected``.
 
     Traits:
         image: encoded mosaic (see ``image_format``).
@@ -47,7 +47,9 @@ class TileGrid(anywidget.AnyWidget):
         stats: float32 bytes, 5 numbers per channel (mean, std, min, max, active fraction).
         selected: the selected channel (outlined).
         hover: the channel under the pointer, -1 for none.
-        display_width: width on screen in CSS pixels (0: the mosaic's own width).
+        display_width: width on screen in CSS pixels (0: the mosaic's own width). Where the
+            output is narrower the grid shrinks to fit it, keeping its aspect ratio; hover and
+            click map the pointer through the size shown.
     """
 
     _esm = esm("tilegrid.js")
