@@ -672,3 +672,65 @@ def test_grad_cam_pp_refuses_a_negative_or_non_finite_eps():
             grad_cam_pp(model, x, 1, "relu2", eps=eps)
     assert torch.equal(grad_cam_pp(model, x, 1, "relu2", eps=0), grad_cam_pp(model, x, 1, "relu2"))
     assert grad_cam_pp(model, x, 1, "relu2", eps=1e-6).shape == (1, 6, 6)
+
+
+class DictBody(nn.Module):
+    """A backbone layer that returns a dict of feature maps (as torchvision's IntermediateLayerGetter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"0": y, "1": F.max_pool2d(y, 2)}
+
+
+class DictBodyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = DictBody()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.body(x)["1"].mean((2, 3)))
+
+
+def test_a_layer_returning_a_dict_is_refused_with_a_message_that_reads():
+    x = torch.randn(1, 3, 8, 8)
+    with Probe(DictBodyNet(), input_size=(3, 8, 8)) as probe:
+        with pytest.raises(ValueError, match=(
+            r"grad_cam needs a layer with a \(C, H, W\) output; 'body' returns something other than one tensor "
+            r"\(such as a dict or a tuple of feature maps\); choose a layer inside it that returns one"
+        )) as info:
+            grad_cam(probe, x, 1, "body")
+        assert "output shape no tensor output" not in str(info.value)
+        assert grad_cam(probe, x, 1, "body.conv").shape == (1, 8, 8)
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-tuple sequence")  # torch's reading of out["out"]
+def test_grad_cam_with_a_target_that_fails_on_a_dict_output_says_what_the_target_got():
+    class Segmenter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+        def forward(self, x):
+            return {"out": self.conv(x)}
+
+    def target(out):
+        return out["out"][:, 2].mean((1, 2))
+
+    target.layer = None
+    with Probe(Segmenter(), input_size=(3, 8, 8)) as probe:
+        with pytest.raises(TypeError, match=(
+            r"the target failed on the model's output, a tensor of shape \(1, 5, 8, 8\) \(a dict output is reduced "
+            r"to its 'out' entry before targets see it\)"
+        )):
+            grad_cam(probe, torch.randn(1, 3, 8, 8), target, "conv")
+
+        def fixed(out):
+            return out[:, 2].mean((1, 2))
+
+        fixed.layer = None
+        assert grad_cam(probe, torch.randn(1, 3, 8, 8), fixed, "conv").shape == (1, 8, 8)

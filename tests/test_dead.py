@@ -204,3 +204,29 @@ def test_non_finite_inputs_are_refused():
     x[2, 0, 1, 1] = float("nan")
     with pytest.raises(ValueError, match="1 value that is not finite .* in image 2 of 3"):
         dead_channels(model, x, progress=False)
+
+
+def test_token_layers_are_refused_like_the_other_channel_readers():
+    # a transformer-like layer: 5 tokens of 6 features, (N, 5, 6), has no channel axis
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 6, 4, stride=4)
+            self.mlp = nn.Linear(6, 6)
+            self.act = nn.ReLU()
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x):
+            tokens = self.patch(x).flatten(2).transpose(1, 2)
+            tokens = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1)
+            return self.head(self.act(self.mlp(tokens))[:, 0])
+
+    torch.manual_seed(0)
+    with Probe(Tokens(), input_size=(3, 8, 8)) as probe:
+        assert probe.layers["act"].output_shape == (5, 6)
+        with pytest.raises(ValueError, match=(
+            r"layer 'act' has output shape \(5, 6\); a dead-channel scan needs a \(C,\) or \(C, H, W\) output"
+        )):
+            dead_channels(probe, torch.randn(2, 3, 8, 8), "act", progress=False)
+        assert dead_channels(probe, torch.randn(2, 3, 8, 8), "patch", progress=False)["patch"].num_channels == 6
+        assert default_dead_layers(probe) == ["patch"]

@@ -146,3 +146,14 @@ def test_explorer_with_an_unreadable_output_shows_the_maps_and_says_why_there_ar
     finally:
         ex.close()
         reference.close()
+
+
+def test_the_advice_for_a_dict_output_indexes_it_by_one_of_its_own_keys():
+    fpn_like = OrderedDict((key, torch.zeros(1, 4, 8, 8)) for key in ("0", "1", "2", "pool"))
+    with pytest.raises(OutputTypeError, match=r"e\.g\. `return self\.model\(x\)\['0'\]`") as info:
+        output_tensor(fpn_like)
+    assert "[0]" not in str(info.value)
+    with pytest.raises(OutputTypeError, match=r"`return self\.model\(x\)\['a'\]`"):
+        output_tensor({"a": torch.zeros(1), "b": torch.zeros(1)})
+    with pytest.raises(OutputTypeError, match=r"`return self\.model\(x\)\[0\]`"):
+        output_tensor((torch.zeros(1, 5), torch.zeros(1, 8)))

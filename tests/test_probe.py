@@ -481,6 +481,7 @@ def test_torchvision_architectures(arch):
     snapshot = ModelSnapshot.take(model)
     with Probe(model) as probe:
         layers = probe.layers
+        assert all(info.batch_first for info in layers.values())  # every output is one result per image
         convs = [n for n, info in layers.items() if info.is_conv and info.calls]
         middle = convs[len(convs) // 2]
         ref = reference_outputs(model, x, [middle])
@@ -1004,3 +1005,108 @@ def test_a_head_registered_before_the_stem_is_described_at_an_rgb_size():
         assert probe.layers["stem"].output_shape == (16, 224, 224)
         assert probe.input_size == (3, 224, 224)
 
+
+
+class Volume(nn.Module):
+    """A 1-channel Conv3d model: given (1, 1, 28, 28) it reads one unbatched volume (C=1, D=1, 28, 28)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv3d(1, 8, 3, padding=1)
+        self.r = nn.ReLU()
+        self.p = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.p(self.r(self.c(x))).reshape(-1, 8))
+
+
+def test_layers_whose_first_dimension_is_not_the_batch_are_recorded_and_refused():
+    from cnnwidgets.core.probe import NotABatchError
+    from cnnwidgets.methods import model_summary
+
+    x = torch.randn(1, 1, 28, 28)
+    with Probe(Volume()) as probe:
+        layers = probe.layers
+        for name in ("c", "r", "p"):
+            info = layers[name]
+            assert not info.batch_first and info.map_shape is None and not info.is_spatial, name
+        assert layers["c"].output_shape == (8, 1, 28, 28)  # the whole output: none of it is the batch
+        assert "first dimension is not the batch" in layers["c"].shape_text
+        assert layers["fc"].batch_first and layers["fc"].output_shape == (3,)
+        with pytest.raises(NotABatchError, match=(
+            r"layer 'r' returns a tensor whose first dimension \(8\) is not the batch's \(1\): .*one result per "
+            r"image.*video/volume model \(its first convolution is Conv3d\)"
+        )) as info:
+            probe.capture(x, ["r"])
+        assert isinstance(info.value, ValueError)
+        assert probe.capture(x, ["fc"])["fc"].shape == (1, 3)
+        assert probe.logits(x).shape == (1, 3)
+    assert "8 x 1 x 28 x 28 (not batched)" in model_summary(Volume()).to_text()
+
+
+def test_a_layer_that_drops_the_batch_on_larger_batches_is_refused_when_captured():
+    from cnnwidgets.core.probe import NotABatchError
+
+    class First(nn.Module):
+        def forward(self, x):
+            return x[:1]  # one image whatever the batch
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), First(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        assert probe.layers["1"].batch_first  # a pass on one image cannot tell
+        assert probe.capture(torch.randn(1, 3, 8, 8), ["1"])["1"].shape == (1, 4, 6, 6)
+        with pytest.raises(NotABatchError, match=r"layer '1' returns a tensor whose first dimension \(1\) is not the batch's \(3\)"):
+            probe.capture(torch.randn(3, 3, 8, 8), ["1"])
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, y):
+        return self.fc((self.c(x) + self.c(y)).mean((2, 3)))
+
+
+class Video(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.stem(x).mean((2, 3, 4)))
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    (TwoInputs(), r"TwoInputs.forward takes 2 inputs \(x, y\); cnnwidgets calls model\(x\) with one input: wrap the "
+                  r"model so that it takes one tensor.*missing 1 required positional argument: 'y'"),
+    (Video(), r"this looks like a video/volume model \(its first convolution is Conv3d\); cnnwidgets takes image "
+              r"models called as model\(x\) with x of shape \(N, C, H, W\)"),
+])
+def test_models_that_take_another_kind_of_input_are_named_as_such(model, message):
+    from cnnwidgets.core.probe import InputKindError
+
+    with Probe(model) as probe:
+        with pytest.raises(InputKindError, match=message) as info:
+            probe.layers
+        assert "none of the input sizes" not in str(info.value)  # no size can help: one try, not fourteen
+        assert isinstance(info.value, RuntimeError)
+    with Probe(model, input_size=(3, 32, 32)) as probe:
+        with pytest.raises(InputKindError, match=message):
+            probe.layers
+
+
+def test_input_size_given_as_a_tensor_is_named_by_its_shape():
+    from cnnwidgets.core.probe import check_input_size
+
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(1, 3, 16, 16\); for the size of a batch x pass "
+                                         r"tuple\(x.shape\[1:\]\)") as info:
+        check_input_size(x)
+    assert "tensor(" not in str(info.value)
+    with pytest.raises(ValueError, match=r"got a numpy array of shape \(3,\)"):
+        check_input_size(np.zeros(3))
+    assert check_input_size(np.array([3, 16, 16])) == (3, 16, 16)

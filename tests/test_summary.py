@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import torchvision
 from torch import nn
 
@@ -114,6 +115,15 @@ def test_errors():
         summary(small_net(), input_size=(1, 32, 32))  # the first conv wants 3 channels
     with pytest.raises(TypeError, match="Module, a zoo bundle or a cnnwidgets.Probe"):
         summary(object())
+
+
+def test_a_batch_passed_as_the_input_size_is_named_by_its_shape():
+    x = torch.randn(1, 3, 32, 32)
+    with Probe(small_net()) as probe:
+        with pytest.raises(ValueError, match=r"got a tensor of shape \(1, 3, 32, 32\); for the size of a batch x "
+                                             r"pass tuple\(x.shape\[1:\]\)") as info:
+            summary(probe, x)
+    assert "tensor(" not in str(info.value) and len(str(info.value)) < 300
 
 
 def test_widget_filters_rows_and_shows_the_count():

@@ -227,3 +227,201 @@ def test_numpy_and_tensor_class_indices_are_targets_like_ints():
         resolve_target(1.0)
     with pytest.raises(TypeError, match="not a bool"):
         resolve_target(np.bool_(True))
+
+
+# ---------------------------------------------------------------- how outputs become probabilities
+
+MULTILABEL = torch.tensor([[0.8855, 0.7134, 0.2551, 0.6088]])
+
+
+def test_outputs_say_how_class_scores_become_probabilities():
+    y = torch.tensor([[2.0, -1.0, 0.5]])
+    torch.testing.assert_close(class_probabilities(y, outputs="logits"), torch.softmax(y, 1))
+    torch.testing.assert_close(class_probabilities(y, outputs="multilabel_logits"), torch.sigmoid(y))
+    # sigmoid outputs of a multi-label model: taken as they are, not softmaxed
+    torch.testing.assert_close(class_probabilities(MULTILABEL, outputs="probabilities"), MULTILABEL)
+    torch.testing.assert_close(class_probabilities(MULTILABEL), torch.softmax(MULTILABEL, 1))  # "auto" cannot tell
+    # a discriminator ending in a sigmoid: 0.4801 is the probability, not sigmoid(0.4801)
+    d = torch.tensor([[0.4801]])
+    torch.testing.assert_close(class_probabilities(d, outputs="probabilities"), d)
+    torch.testing.assert_close(class_probabilities(d, outputs="logits"), torch.sigmoid(d))
+    torch.testing.assert_close(ClassProbability(0, outputs="probabilities")(d), d[:, 0])
+    torch.testing.assert_close(ClassProbability(2, outputs="probabilities")(MULTILABEL), MULTILABEL[:, 2])
+    torch.testing.assert_close(ClassProbability(1, outputs="multilabel_logits")(y), torch.sigmoid(y[:, 1]))
+    # the model's final activation, when a probe knows it, settles "auto"
+    torch.testing.assert_close(class_probabilities(MULTILABEL, final_activation="sigmoid"), MULTILABEL)
+    torch.testing.assert_close(class_probabilities(d, final_activation="sigmoid"), d)
+
+
+def test_output_kinds_are_checked():
+    with pytest.raises(ValueError, match=r"outputs must be one of \('auto', 'logits', 'multilabel_logits', 'probabilities'\), got 'softmax'"):
+        ClassProbability(0, outputs="softmax")
+    with pytest.raises(TypeError, match="outputs must be one of .* got NoneType|outputs must be one of .* got a NoneType"):
+        class_probabilities(MULTILABEL, outputs=None)
+    with pytest.raises(ValueError, match=r"outputs='probabilities' needs values in \[0, 1\].*from -1 to 2"):
+        class_probabilities(torch.tensor([[-1.0, 2.0]]), outputs="probabilities")
+    with pytest.raises(ValueError, match="final_activation must be one of"):
+        class_probabilities(MULTILABEL, final_activation="relu")
+
+
+def test_independent_probabilities_are_recognisable():
+    from cnnwidgets.core.targets import looks_like_independent_probabilities
+
+    assert looks_like_independent_probabilities(MULTILABEL)
+    assert looks_like_independent_probabilities(torch.tensor([[0.4801]]))
+    assert not looks_like_independent_probabilities(torch.softmax(torch.randn(3, 4), 1))  # distributions
+    assert not looks_like_independent_probabilities(torch.tensor([[2.0, -1.0, 0.5]]))  # logits
+    assert not looks_like_independent_probabilities(torch.rand(1, 4, 8, 8))  # not class scores
+
+
+class Head(nn.Module):
+    """conv -> pool -> linear, then ``end`` (a module, or a function applied to the logits)."""
+
+    def __init__(self, classes: int, end) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, classes))
+        if isinstance(end, nn.Module):
+            self.head.append(end)
+            self.end = None
+        else:
+            self.end = end
+
+    def forward(self, x):
+        y = self.head(self.conv(x))
+        return y if self.end is None else self.end(y)
+
+
+@pytest.mark.parametrize(("classes", "end", "expected"), [
+    (1, nn.Sigmoid(), "sigmoid"), (4, nn.Sigmoid(), "sigmoid"), (4, nn.Softmax(dim=1), "softmax"),
+    (4, nn.Softmax(dim=-1), "softmax"), (4, nn.Softmax(dim=0), None), (4, nn.Identity(), None),
+    (4, nn.LogSoftmax(dim=1), None), (4, torch.sigmoid, None), (4, lambda y: {"logits": torch.sigmoid(y)}, None),
+])
+def test_the_probe_records_a_final_sigmoid_or_softmax_module(classes, end, expected):
+    with Probe(Head(classes, end), input_size=(3, 8, 8)) as probe:
+        assert probe.output_activation == expected
+
+
+def test_a_final_activation_changed_in_place_afterwards_is_not_reported():
+    class Doubled(Head):
+        def forward(self, x):
+            return super().forward(x).mul_(2)
+
+    with Probe(Doubled(4, nn.Sigmoid()), input_size=(3, 8, 8)) as probe:
+        assert probe.output_activation is None
+
+
+@pytest.mark.parametrize("classes", [1, 4])
+def test_class_probability_with_a_probe_takes_sigmoid_outputs_as_they_are(classes):
+    model = Head(classes, nn.Sigmoid()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x)
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        for k in range(classes):
+            torch.testing.assert_close(target_score(probe, x, ClassProbability(k)), y[:, k])
+        # an explicit choice is kept
+        torch.testing.assert_close(target_score(probe, x, ClassProbability(0, outputs="logits")),
+                                   class_probabilities(y, outputs="logits")[:, 0])
+    plain = Head(classes, nn.Identity()).eval()
+    with Probe(plain, input_size=(3, 8, 8)) as probe, torch.no_grad():
+        torch.testing.assert_close(target_score(probe, x, ClassProbability(0)), class_probabilities(plain(x))[:, 0])
+
+
+# ---------------------------------------------------------------- channel targets need channels
+
+class Tokens(nn.Module):
+    """A transformer-like model: patches become 5 tokens of 6 features, (N, 5, 6)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 6, 4, stride=4)
+        self.mlp = nn.Linear(6, 6)
+        self.act = nn.GELU()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)  # (N, 4, 6)
+        tokens = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1)  # a class token first: (N, 5, 6)
+        return self.head(self.act(self.mlp(tokens))[:, 0])
+
+
+def test_channel_activation_refuses_token_sequences():
+    from cnnwidgets.core.targets import check_channel_output
+
+    with Probe(Tokens(), input_size=(3, 8, 8)) as probe:
+        assert probe.layers["act"].output_shape == (5, 6)
+        x = torch.randn(2, 3, 8, 8)
+        for channel in (2, 5):  # token 2 read as "channel 2"; 5 tokens read as "5 channels"
+            with pytest.raises(ValueError, match=re.escape(
+                "layer 'act' has output shape (5, 6); a channel target needs a (C,) or (C, H, W) output"
+            )):
+                target_score(probe, x, ChannelActivation("act", channel))
+        assert target_score(probe, x, ChannelActivation("patch", 1)).shape == (2,)  # maps keep working
+    with pytest.raises(ValueError, match=r"layer 'l' has output shape \(\); scans need"):
+        check_channel_output(torch.zeros(3), "l", "scans")
+    check_channel_output(torch.zeros(3, 4), "l", "scans")  # (N, C)
+
+
+# ---------------------------------------------------------------- targets that fail on the output
+
+class Segmenter(nn.Module):
+    """A torchvision-style segmentation model: {'out': (N, 5, H, W)}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x):
+        return {"out": self.conv(x), "aux": self.conv(x) * 2}
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-tuple sequence")  # torch's reading of out["out"]
+def test_a_target_that_fails_on_the_output_says_what_it_was_given():
+    from cnnwidgets.methods import saliency
+
+    x = torch.randn(1, 3, 16, 16)
+
+    def target(out):
+        return out["out"][:, 2].mean((1, 2))
+
+    target.layer = None
+    expected = re.escape(
+        "the target failed on the model's output, a tensor of shape (1, 5, 16, 16) (a dict output is reduced "
+        "to its 'out' entry before targets see it): TypeError: "
+    )
+    with Probe(Segmenter()) as probe:
+        with pytest.raises(TypeError, match=expected):
+            target_score(probe, x, target)
+        with pytest.raises(TypeError, match=expected):
+            saliency(probe, x, target)
+
+        def by_index(out):
+            return out[:, 9].mean((1, 2))
+
+        by_index.layer = None
+        with pytest.raises(IndexError, match=r"target failed on the model's output.*IndexError: index 9"):
+            target_score(probe, x, by_index)
+
+        def on_layer(act):
+            return {"maps": act}["features"].mean((1, 2, 3))
+
+        on_layer.layer = "conv"
+        with pytest.raises(KeyError, match=re.escape("the target failed on the output of layer 'conv', a tensor of shape (1, 5, 16, 16): KeyError: 'features'")):
+            target_score(probe, x, on_layer)
+    with Probe(nn.Sequential(nn.Conv2d(3, 5, 3)), input_size=(3, 16, 16)) as probe:  # a tensor output: no note
+        with pytest.raises(TypeError, match=r"a tensor of shape \(1, 5, 14, 14\): TypeError"):
+            target_score(probe, x, target)
+
+
+def test_a_class_index_on_an_output_that_is_not_class_scores_says_how_to_write_a_target():
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(Segmenter()) as probe:
+        for target in (2, ClassProbability(2)):
+            with pytest.raises(ValueError, match=r"this one has shape \(1, 5, 16, 16\); a class index reads class "
+                               r"scores only\. For another output write a target: a callable with a `layer = None` "
+                               r"attribute .*lambda out: out\[:, k\]\.mean\(\(1, 2\)\)"):
+                target_score(probe, x, target)

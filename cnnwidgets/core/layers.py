@@ -64,13 +64,18 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["LayerInfo", "discover_layers", "discover_layers_and_output", "input_channels", "suggest_names", "unknown_layer_error"]
+from cnnwidgets.core.targets import output_tensor
+
+__all__ = [
+    "Discovery", "LayerInfo", "discover", "discover_layers", "discover_layers_and_output", "final_activation",
+    "first_convolution", "input_channels", "suggest_names", "unknown_layer_error",
+]
 
 _GEOMETRIC = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
@@ -83,7 +88,8 @@ class LayerInfo:
         name: qualified module name, as in ``model.named_modules()``.
         type: the module's class name (``"Conv2d"``, ``"ReLU"``, ``"Sequential"`` ...).
         output_shape: shape of its (last) output without the batch dimension, or ``None``
-            when the module does not run for this input or does not return one tensor.
+            when the module does not run for this input or does not return one tensor; the
+            whole shape when the output's first dimension is not the batch (``batch_first``).
         num_params: number of parameters, counting submodules.
         receptive_field: receptive-field size in input pixels (square kernels), or ``None``:
             the classic receptive field, which leaves out whole-map branches such as
@@ -98,6 +104,10 @@ class LayerInfo:
         layout: for a 3-D output, ``"CHW"`` (channels first, as convolutions make them) or
             ``"HWC"`` (channels last, as inside ConvNeXt and Swin blocks, which permute to
             apply LayerNorm and Linear layers per position); ``""`` otherwise.
+        batch_first: False when the output's first dimension was not the batch's size (an
+            ``nn.Conv3d`` given an (N, C, H, W) batch reads it as one unbatched volume and
+            returns (C_out, N, H, W); a 0-d output): such an output is not one result per
+            image, is no feature map (``map_shape`` is None) and cannot be captured.
     """
 
     name: str
@@ -112,6 +122,7 @@ class LayerInfo:
     block: str
     is_leaf: bool
     layout: str = ""
+    batch_first: bool = True
 
     @property
     def is_conv(self) -> bool:
@@ -121,7 +132,7 @@ class LayerInfo:
     @property
     def is_spatial(self) -> bool:
         """True when the output is a (C, H, W) feature map that can be shown as a grid."""
-        return self.output_shape is not None and len(self.output_shape) == 3 and self.layout != "HWC"
+        return self.map_shape is not None and self.layout != "HWC"
 
     @property
     def map_shape(self) -> tuple[int, int, int] | None:
@@ -131,7 +142,7 @@ class LayerInfo:
         :meth:`channels_first` of it, the way the explorer and channel targets read it.
         """
         shape = self.output_shape
-        if shape is None or len(shape) != 3:
+        if shape is None or len(shape) != 3 or not self.batch_first:
             return None
         if self.layout == "HWC":
             return (int(shape[2]), int(shape[0]), int(shape[1]))
@@ -146,10 +157,13 @@ class LayerInfo:
 
     @property
     def shape_text(self) -> str:
-        """The output shape for messages: ``(64, 56, 56)``, or ``(56, 56, 96) (H, W, C: channels last)``."""
+        """The output shape for messages: ``(64, 56, 56)``, ``(56, 56, 96) (H, W, C: channels last)``, or the
+        whole shape of an output whose first dimension is not the batch, saying so."""
         if self.output_shape is None:
             return "no tensor output"
         text = str(tuple(self.output_shape))
+        if not self.batch_first:
+            return f"{text} (whole output: its first dimension is not the batch)"
         return f"{text} (H, W, C: channels last)" if self.layout == "HWC" else text
 
     def describe(self) -> str:
@@ -157,6 +171,8 @@ class LayerInfo:
         shape = "x".join(str(s) for s in self.output_shape) if self.output_shape else "-"
         if self.layout == "HWC":
             shape += " (HWC)"
+        if not self.batch_first:
+            shape += " (not batched)"
         return f"{self.name}  {self.type}  {shape}"
 
 
@@ -391,16 +407,84 @@ def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple
     A caller that needs the output of a real input anyway can describe the layers on that input
     and save a forward pass.
     """
+    found = discover(model, example)
+    return found.layers, found.output
+
+
+class Discovery(NamedTuple):
+    """What one discovery pass (:func:`discover`) found.
+
+    Attributes:
+        layers: ``{name: LayerInfo}``, as :func:`discover_layers` returns it.
+        output: the model's output for the example (computed without autograd).
+        output_activation: ``"sigmoid"`` or ``"softmax"`` when the tensor the model returned is
+            the very output of a final ``nn.Sigmoid`` or ``nn.Softmax`` module (see
+            :func:`final_activation`), else None.
+    """
+
+    layers: dict[str, LayerInfo]
+    output: Any
+    output_activation: str | None
+
+
+def final_activation(module: nn.Module, output: torch.Tensor) -> str | None:
+    """``"sigmoid"`` or ``"softmax"`` when ``module`` is one that turns class scores ``output``
+    into probabilities: an ``nn.Sigmoid``, or an ``nn.Softmax`` / ``nn.Softmax2d`` over dimension 1
+    (the classes of an (N, classes) or (N, classes, ...) output); else None."""
+    if isinstance(module, nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(module, nn.Softmax2d):
+        return "softmax" if output.dim() == 4 else None
+    if isinstance(module, nn.Softmax) and output.dim() >= 2:
+        dim = module.dim
+        if dim is None:  # torch's legacy implicit dimension: 1 for 2-D and 4-D inputs, 0 for 3-D
+            return "softmax" if output.dim() != 3 else None
+        return "softmax" if dim % output.dim() == 1 else None
+    return None
+
+
+def _returned_activation(
+    output: Any, trail: list[tuple[nn.Module, int]], trail_tensor: list[torch.Tensor]
+) -> str | None:
+    """The final activation (see :func:`discover`) of a model that returned ``output``, given the
+    last module calls that returned one same tensor."""
+    try:
+        returned = output_tensor(output)
+    except TypeError:
+        return None
+    if not trail or returned is not trail_tensor[0]:
+        return None
+    module, version = trail[0]
+    if returned._version != version:  # changed in place after the module returned it
+        return None
+    return final_activation(module, returned)
+
+
+def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
+    """:func:`discover_layers_and_output`, also recording the model's final activation module.
+
+    The final activation is read from the order in which module calls end: the calls that end
+    last and all return the very tensor the model returns (a head ``Sequential`` and the
+    ``nn.Sigmoid`` inside it) lead to the innermost one; if that is an ``nn.Sigmoid`` or
+    ``nn.Softmax`` (see :func:`final_activation`) and nothing changed the tensor in place since,
+    the model's output is that module's output. An activation applied as a function
+    (``torch.sigmoid(y)``) is not seen.
+    """
     names: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
         if name and module not in names:
             names[module] = name
+    batch = int(example.shape[0])
     geometry_of: dict[int, Geometry | None] = {id(example): (1, 1, 0.0)}
     keep_alive: list[torch.Tensor] = [example]
     start_order: dict[str, int] = {}
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
+    batched: dict[str, bool] = {}
     geometry: dict[str, Geometry | None] = {}
+    # the calls that ended last and returned one same tensor: (module, that tensor's version then)
+    trail: list[tuple[nn.Module, int]] = []
+    trail_tensor: list[torch.Tensor] = []
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         name = names[module]
@@ -413,8 +497,16 @@ def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple
         if not isinstance(output, torch.Tensor):
             shapes[name] = None
             geometry[name] = None
+            batched[name] = True
+            trail.clear()
+            trail_tensor.clear()
             return
-        shapes[name] = tuple(output.shape[1:])
+        if not (trail_tensor and trail_tensor[0] is output):
+            trail.clear()
+            trail_tensor[:] = [output]
+        trail.append((module, output._version))
+        batched[name] = output.dim() > 0 and int(output.shape[0]) == batch
+        shapes[name] = tuple(output.shape[1:]) if batched[name] else tuple(output.shape)
         keep_alive.append(output)
         if not any(True for _ in module.children()):
             if id(output) in geometry_of and not _rule_applies(module):
@@ -441,7 +533,8 @@ def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple
     finally:
         for handle in handles:
             handle.remove()
-    layouts = _layouts(model, names, example, shapes)
+    activation = _returned_activation(output, trail, trail_tensor)
+    layouts = _layouts(model, names, example, {n: s for n, s in shapes.items() if batched.get(n, True)})
 
     infos: dict[str, LayerInfo] = {}
     ordered = sorted(names.items(), key=lambda item: start_order.get(item[1], len(names) + 1))
@@ -460,8 +553,9 @@ def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple
             block=name.split(".")[0],
             is_leaf=not any(True for _ in module.children()),
             layout=layouts.get(name, ""),
+            batch_first=batched.get(name, True),
         )
-    return infos, output
+    return Discovery(infos, output, activation)
 
 
 def _proportional(h: int, w: int, height: int, width: int) -> bool:
@@ -536,8 +630,17 @@ def input_channels(model: nn.Module) -> int | None:
         The channel count, or None if the model has no convolution or the first one is lazy
         and has not run yet (its count is not known).
     """
-    for module in model.modules():
-        if isinstance(module, _CONVOLUTIONS):
-            count = int(module.in_channels)
-            return count if count >= 1 else None
-    return None
+    conv = first_convolution(model)
+    if conv is None:
+        return None
+    count = int(conv.in_channels)
+    return count if count >= 1 else None
+
+
+def first_convolution(model: nn.Module) -> nn.Module | None:
+    """The first convolution registered in ``model`` (1-D, 2-D or 3-D, transposed or not), or None.
+
+    Usually the stem, whose kind says what input the model takes: an ``nn.Conv3d`` stem means a
+    video or volume model (N, C, D, H, W), an ``nn.Conv1d`` one a sequence model (N, C, L).
+    """
+    return next((module for module in model.modules() if isinstance(module, _CONVOLUTIONS)), None)

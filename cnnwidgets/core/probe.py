@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import threading
 from collections import OrderedDict
@@ -40,13 +41,13 @@ from torch import nn
 from torch.nn.utils import prune
 
 from cnnwidgets.core.device import resolve_device
-from cnnwidgets.core.layers import LayerInfo, discover_layers_and_output, input_channels, unknown_layer_error
-from cnnwidgets.core.targets import output_tensor
+from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
+from cnnwidgets.core.targets import output_reduction, output_tensor
 
 __all__ = [
-    "NotATensorError", "Probe", "ProbeStats", "StopForward", "batch_dependent_layers", "check_batch",
-    "check_input_size", "default_input_sizes", "layer_names", "plain_module", "probe_scope", "set_memory_format",
-    "unwrap_model",
+    "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
+    "batch_dependent_layers", "check_batch", "check_input_size", "default_input_sizes", "input_kind_problem",
+    "layer_names", "plain_module", "probe_scope", "set_memory_format", "unwrap_model",
 ]
 
 
@@ -72,6 +73,50 @@ class StopForward(BaseException):
 
 class NotATensorError(TypeError):
     """A requested layer returned something other than one tensor."""
+
+
+class NotABatchError(ValueError):
+    """A requested layer returned a tensor whose first dimension is not the batch (see
+    :attr:`LayerInfo.batch_first <cnnwidgets.core.layers.LayerInfo>`)."""
+
+
+class InputKindError(RuntimeError):
+    """The model failed because it takes another kind of input than one (N, C, H, W) image batch
+    (a video or volume model, a forward with several inputs): no input size can fix it."""
+
+
+def input_kind_problem(model: nn.Module) -> str | None:
+    """Why ``model`` cannot take ``model(x)`` with one (N, C, H, W) batch, when its structure shows
+    it: a ``forward`` with more than one required argument, or a first convolution (see
+    :func:`~cnnwidgets.core.layers.first_convolution`) of another dimension than 2-D. None when
+    nothing shows (a model that fails may still need another size).
+    """
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a forward without a signature to read
+        parameters = []
+    required = [
+        p.name for p in parameters
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if len(required) > 1:
+        return (
+            f"{type(model).__name__}.forward takes {len(required)} inputs ({', '.join(required)}); cnnwidgets "
+            "calls model(x) with one input: wrap the model so that it takes one tensor (N, C, H, W)"
+        )
+    conv = first_convolution(model)
+    kind = type(conv).__name__ if conv is not None else ""
+    if isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)):
+        what = "a video/volume model"
+    elif isinstance(conv, (nn.Conv1d, nn.ConvTranspose1d)):
+        what = "a sequence/signal model"
+    else:
+        return None
+    return (
+        f"this looks like {what} (its first convolution is {kind}); cnnwidgets takes image models called as "
+        "model(x) with x of shape (N, C, H, W)"
+    )
 
 
 @dataclass
@@ -107,6 +152,7 @@ class _Run:
     wanted: dict[str, int]  # layer -> number of calls after which it is final
     grad: bool
     stop: bool
+    batch: int  # the batch size every requested output must have first
     calls: dict[str, int] = field(default_factory=dict)
     results: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -166,7 +212,7 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
     """``size`` as (C, H, W): three positive ints (Python or numpy).
 
     Raises:
-        ValueError: for anything else, saying what was given.
+        ValueError: for anything else, saying what was given (a tensor or an array by its shape).
     """
     try:
         values = tuple(size)
@@ -175,7 +221,13 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
     if len(values) != 3 or not all(
         isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in values
     ):
-        raise ValueError(f"input_size must be (C, H, W), three positive ints such as (3, 224, 224); got {size!r}")
+        got = repr(size)
+        if isinstance(size, (torch.Tensor, np.ndarray)):
+            kind = "tensor" if isinstance(size, torch.Tensor) else "numpy array"
+            got = f"a {kind} of shape {tuple(size.shape)}"
+            if size.ndim == 4:
+                got += "; for the size of a batch x pass tuple(x.shape[1:])"
+        raise ValueError(f"input_size must be (C, H, W), three positive ints such as (3, 224, 224); got {got}")
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
@@ -388,6 +440,8 @@ class Probe:
         self._input_size: tuple[int, ...] | None = tuple(input_size) if input_size is not None else None
         self._layers: dict[str, LayerInfo] | None = None
         self._layers_size: tuple[int, ...] | None = None
+        self._output_activation: str | None = None
+        self._output_reduction = ""
         self._cache: OrderedDict[int, _CacheEntry] = OrderedDict()
         self._cache_serial = 0
         self._cache_size = cache_size
@@ -535,11 +589,29 @@ class Probe:
                     f"layer {name!r} returns {type(output).__name__}, not a tensor; "
                     "choose a layer whose output is a single tensor"
                 )
+            if output.dim() == 0 or output.shape[0] != run.batch:
+                raise self._not_a_batch(name, tuple(output.shape), run.batch)
             run.results[name] = output.clone() if run.grad else output.detach().clone()
             if run.stop and len(run.results) == len(run.wanted):
                 raise StopForward
 
         return hook
+
+    def _not_a_batch(self, name: str, shape: tuple[int, ...], batch: int) -> NotABatchError:
+        """The error for layer ``name``, whose output of ``shape`` does not start with the batch size."""
+        start = (
+            "returns a 0-d tensor, with no batch dimension" if not shape
+            else f"returns a tensor whose first dimension ({shape[0]}) is not the batch's ({batch})"
+        )
+        problem = input_kind_problem(self._user_model) if self._user_model is not None else None
+        why = (
+            f"; {problem}" if problem
+            else "; the layer reads the batch as one unbatched sample, or mixes or drops the images of the batch"
+        )
+        return NotABatchError(
+            f"layer {name!r} {start}: cnnwidgets reads a layer's output as one result per image, (N, ...), "
+            f"and cannot capture this one (its output has shape {shape}){why}"
+        )
 
     def _user_fingerprint(self) -> tuple[tuple[int, ...], tuple[tuple[Any, ...], ...]]:
         """Identity of every module, and identity and version counter of every parameter and
@@ -675,6 +747,33 @@ class Probe:
             assert self._layers is not None
             return self._layers
 
+    @property
+    def output_activation(self) -> str | None:
+        """``"sigmoid"`` or ``"softmax"`` when the model's output is the output of a final
+        ``nn.Sigmoid`` or ``nn.Softmax`` module (over the classes), else None.
+
+        Recorded by the discovery pass (see :func:`~cnnwidgets.core.layers.discover`; reading it
+        describes the layers if needed): the calls that end last return the very tensor the model
+        returns, and nothing changes it after the activation module. A sigmoid or softmax applied
+        as a function (``torch.sigmoid(y)``) is not seen, and None then says nothing.
+        :func:`~cnnwidgets.core.targets.class_probabilities` with ``outputs="auto"`` takes such
+        outputs as probabilities when it is given this (``ClassProbability`` targets evaluated
+        through :func:`~cnnwidgets.core.targets.target_score` or ``call_target`` with the probe);
+        a plain target callable only sees the output tensor.
+        """
+        with self._lock:
+            self.layers  # noqa: B018 - describes the model if it was not yet
+            return self._output_activation
+
+    @property
+    def output_reduction(self) -> str:
+        """How the model's output is reduced to the tensor methods and targets see, for messages:
+        ``""`` for a model that returns a tensor, else e.g. ``"a dict output is reduced to its 'out'
+        entry"`` (see :func:`~cnnwidgets.core.targets.output_tensor`). Recorded by the discovery pass."""
+        with self._lock:
+            self.layers  # noqa: B018 - describes the model if it was not yet
+            return self._output_reduction
+
     def describe(self, input_size: Sequence[int]) -> dict[str, LayerInfo]:
         """(Re)discover the layers for inputs of size (C, H, W) and make it the current size."""
         size = check_input_size(input_size)
@@ -693,22 +792,30 @@ class Probe:
         try:
             try:
                 with _plain_mode():
-                    self._layers, output = discover_layers_and_output(self._model, example)
+                    found = discover(self._model, example)
             except _DISCOVERY_ERRORS as exc:
                 if not self._left_channels_last(exc):
                     raise
                 example = example.contiguous()
                 with _plain_mode():
-                    self._layers, output = discover_layers_and_output(self._model, example)
+                    found = discover(self._model, example)
         except ChannelsLastError:
             raise
         except _DISCOVERY_ERRORS as exc:
+            problem = input_kind_problem(self._user_model)
+            if problem:
+                raise InputKindError(
+                    f"the model failed on an input of size {size}: {problem}. The model's error: {exc}"
+                ) from exc
             raise RuntimeError(
                 f"the model failed on an input of size {size} (is this the size and number of "
                 f"channels it expects?): {exc}"
             ) from exc
         finally:
             self._run = previous
+        self._layers, output = found.layers, found.output
+        self._output_activation = found.output_activation
+        self._output_reduction = output_reduction(output)
         self._layers_size = size
         self._input_size = size
         self.stats.discoveries += 1
@@ -722,6 +829,8 @@ class Probe:
 
         Raises:
             ValueError: if ``candidates`` is empty.
+            InputKindError: (a ``RuntimeError``) at the first failure, when the model takes another
+                kind of input than an image batch (see :func:`input_kind_problem`), saying so.
             RuntimeError: if the model fails on every candidate; the message lists them, gives
                 the last failure and says how to give the size.
         """
@@ -734,7 +843,7 @@ class Probe:
             tried.append(size)
             try:
                 self.describe(size)
-            except ChannelsLastError:
+            except (ChannelsLastError, InputKindError):
                 raise  # not a matter of size: the message says what to change
             except RuntimeError as exc:
                 last = exc
@@ -842,6 +951,8 @@ class Probe:
             KeyError: for an unknown layer name (with suggestions).
             TypeError: for a layer name that is not a string.
             ValueError: for a batch that is not (N, C, H, W) finite floats, or a layer that never runs.
+            NotABatchError: (a ``ValueError``) for a layer whose output's first dimension is not the
+                batch (``LayerInfo.batch_first`` is False, or the batch at hand shows it).
             RuntimeError: if the model fails on the input, or the probe is closed.
         """
         names = layer_names(layers)
@@ -856,6 +967,8 @@ class Probe:
             for info in infos:
                 if info.calls == 0:
                     raise ValueError(f"layer {info.name!r} does not run in this model's forward pass")
+                if not info.batch_first:  # described on one image: its whole output's shape is known
+                    raise self._not_a_batch(info.name, tuple(info.output_shape or ()), 1)
 
             def finish(results: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 if channels_first:
@@ -1000,7 +1113,7 @@ class Probe:
     def _forward_once(
         self, x: torch.Tensor, wanted: dict[str, int], *, grad: bool, stop: bool
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        run = _Run(wanted=dict(wanted), grad=grad, stop=stop)
+        run = _Run(wanted=dict(wanted), grad=grad, stop=stop, batch=int(x.shape[0]))
         self._run = run
         self.stats.forwards += 1
         output = None

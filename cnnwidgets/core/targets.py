@@ -3,7 +3,8 @@
 Every target has a ``layer`` attribute (``None`` means the model's output) and maps that
 layer's activation of shape (N, ...) to a tensor of shape (N,). Methods that explain a
 score (occlusion, saliency, Grad-CAM ...) take a target, so class scores and internal
-feature maps are handled the same way.
+feature maps are handled the same way. Methods call targets through :func:`call_target` (or
+:func:`target_score`), which checks their scores and says what a target that fails was given.
 
 The module also holds :func:`as_index` and :func:`as_flag`, the checks every method applies to
 index arguments (class, channel, row and column indices) and to on/off flags.
@@ -20,8 +21,9 @@ import torch
 
 __all__ = [
     "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "as_flag",
-    "as_index", "checked_scores", "class_probabilities", "class_scores", "output_tensor", "resolve_target",
-    "target_score",
+    "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_index", "call_target", "check_channel_output", "check_output_kind",
+    "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
+    "output_reduction", "output_tensor", "resolve_target", "target_score",
 ]
 
 #: The types an index argument may come as (values of other types are refused by :func:`as_index`;
@@ -112,6 +114,41 @@ class OutputTypeError(TypeError):
     """The model's output is not one tensor, nor a container :func:`output_tensor` can read."""
 
 
+def _read_output(output: object) -> tuple[torch.Tensor | None, str]:
+    """The tensor :func:`output_tensor` takes out of ``output`` and where it came from
+    (``""`` for a tensor, ``"its 'out' entry"`` ...), or ``(None, what was found instead)``."""
+    if isinstance(output, torch.Tensor):
+        return output, ""
+    if isinstance(output, Mapping):
+        for key in OUTPUT_KEYS:
+            if isinstance(output.get(key), torch.Tensor):
+                return output[key], f"its {key!r} entry"
+        tensors = [(key, value) for key, value in output.items() if isinstance(value, torch.Tensor)]
+        if len(tensors) == 1:
+            return tensors[0][1], f"its only tensor, entry {tensors[0][0]!r}"
+        return None, f"keys {sorted(map(str, output.keys()))}"
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits, "its 'logits' attribute"
+    if isinstance(output, (tuple, list)):
+        parts = ", ".join(
+            f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in output[:4]
+        )
+        return None, f"{len(output)} values ({parts}{', ...' if len(output) > 4 else ''})"
+    return None, "no tensor cnnwidgets knows how to read"
+
+
+def _unwrap_advice(output: object) -> str:
+    """How to wrap a model whose output ``output`` cannot be read: index it by one of its own keys."""
+    if isinstance(output, Mapping):
+        keys = [key for key, value in output.items() if isinstance(value, torch.Tensor)] or list(output.keys())
+        if keys:
+            return f"`return self.model(x)[{keys[0]!r}]` (the entry to explain)"
+    if isinstance(output, (tuple, list)) and output:
+        return "`return self.model(x)[0]` (the value to explain)"
+    return "`return self.model(x).<the tensor to explain>`"
+
+
 def output_tensor(output: object) -> torch.Tensor:
     """The one tensor a model's forward returned, taken out of the usual containers.
 
@@ -125,36 +162,28 @@ def output_tensor(output: object) -> torch.Tensor:
     ``(logits, aux)`` both occur, and picking the wrong one would draw wrong pictures.
 
     Raises:
-        OutputTypeError: (a ``TypeError``) for anything else, naming what the model returned and
-            what is accepted.
+        OutputTypeError: (a ``TypeError``) for anything else, naming what the model returned, what
+            is accepted and how to wrap the model (indexing a dict by one of its own keys).
     """
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping):
-        for key in OUTPUT_KEYS:
-            if isinstance(output.get(key), torch.Tensor):
-                return output[key]
-        tensors = [value for value in output.values() if isinstance(value, torch.Tensor)]
-        if len(tensors) == 1:
-            return tensors[0]
-        found = f"keys {sorted(map(str, output.keys()))}"
-    else:
-        logits = getattr(output, "logits", None)
-        if isinstance(logits, torch.Tensor):
-            return logits
-        if isinstance(output, (tuple, list)):
-            parts = ", ".join(
-                f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in output[:4]
-            )
-            found = f"{len(output)} values ({parts}{', ...' if len(output) > 4 else ''})"
-        else:
-            found = "no tensor cnnwidgets knows how to read"
+    tensor, found = _read_output(output)
+    if tensor is not None:
+        return tensor
     raise OutputTypeError(
         f"the model returned a {type(output).__name__} with {found}; cnnwidgets needs one tensor: the "
         "model's output itself, the 'logits' or 'out' entry of a dict, or a 'logits' attribute. "
-        "Wrap the model in a module whose forward returns the tensor to explain, e.g. "
-        "`return self.model(x)[0]`"
+        f"Wrap the model in a module whose forward returns the tensor to explain, e.g. {_unwrap_advice(output)}"
     )
+
+
+def output_reduction(output: object) -> str:
+    """How :func:`output_tensor` reduces ``output`` to the tensor targets see, for messages:
+    ``""`` for a tensor (or an output it cannot read), else e.g. ``"a dict output is reduced to
+    its 'out' entry"``."""
+    tensor, source = _read_output(output)
+    if tensor is None or not source:
+        return ""
+    kind = "dict" if isinstance(output, Mapping) else type(output).__name__
+    return f"a {kind} output is reduced to {source}"
 
 
 def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tensor:
@@ -184,49 +213,145 @@ def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tens
 _DISTRIBUTION_TOLERANCE = 1e-4
 
 
+def _in_unit_interval(scores: torch.Tensor) -> bool:
+    """Whether all values of ``scores`` are finite and in [0, 1]."""
+    values = scores.detach()
+    return bool((torch.isfinite(values) & (values >= 0) & (values <= 1)).all())
+
+
 def _is_distribution(scores: torch.Tensor) -> bool:
     """Whether every row of ``scores`` (N, classes) is already a probability distribution.
 
     True when all values are finite and in [0, 1] and each row sums to 1 within
     ``max(1e-4, 4 * eps)`` (``eps`` of the scores' dtype; the sum is taken in float64).
     """
-    if scores.numel() == 0 or not scores.is_floating_point():
+    if scores.numel() == 0 or not scores.is_floating_point() or not _in_unit_interval(scores):
         return False
     values = scores.detach()
-    if not bool((torch.isfinite(values) & (values >= 0) & (values <= 1)).all()):
-        return False
     tolerance = max(_DISTRIBUTION_TOLERANCE, 4 * torch.finfo(values.dtype).eps)
     return bool(((values.double().sum(dim=1) - 1).abs() <= tolerance).all())
 
 
-def class_probabilities(output: torch.Tensor, what: str = "class probabilities") -> torch.Tensor:
+#: How a model's outputs become class probabilities (see :func:`class_probabilities`).
+OUTPUT_KINDS = ("auto", "logits", "multilabel_logits", "probabilities")
+
+#: The final activations a :class:`~cnnwidgets.core.probe.Probe` recognises (``Probe.output_activation``).
+FINAL_ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def check_output_kind(outputs: object) -> str:
+    """``outputs`` checked against :data:`OUTPUT_KINDS`.
+
+    Raises:
+        TypeError: for anything but a string. ValueError: for an unknown name.
+    """
+    if not isinstance(outputs, str):
+        raise TypeError(f"outputs must be one of {OUTPUT_KINDS} (a string), got {_describe_value(outputs)}")
+    if outputs not in OUTPUT_KINDS:
+        raise ValueError(f"outputs must be one of {OUTPUT_KINDS}, got {outputs!r}")
+    return outputs
+
+
+def looks_like_independent_probabilities(output: torch.Tensor) -> bool:
+    """Whether class scores look like independent probabilities, as a final sigmoid gives them
+    (a multi-label model, a discriminator): all values finite and in [0, 1], and the rows not
+    all probability distributions (summing to 1).
+
+    ``class_probabilities(output, outputs="auto")`` cannot tell such outputs from logits that
+    happen to lie in [0, 1], and reads them as logits unless a probe saw the final
+    ``nn.Sigmoid`` (``Probe.output_activation``); callers can use this test to point the user to
+    ``outputs="probabilities"``. False for an output that is not class scores (see :func:`class_scores`).
+    """
+    try:
+        scores = class_scores(output)
+    except ValueError:
+        return False
+    if scores.numel() == 0 or not scores.is_floating_point() or not _in_unit_interval(scores):
+        return False
+    return scores.shape[1] == 1 or not _is_distribution(scores)
+
+
+def class_probabilities(
+    output: torch.Tensor,
+    what: str = "class probabilities",
+    *,
+    outputs: str = "auto",
+    final_activation: str | None = None,
+) -> torch.Tensor:
     """Class probabilities (N, classes) from a model output of class scores.
 
-    ``softmax(y)`` over the classes, unless the model already outputs probabilities: with 2 or
-    more classes, when every row of ``y`` is a distribution (all values finite and in [0, 1],
-    each row summing to 1 within ``max(1e-4, 4 * eps)``, ``eps`` of its float dtype), ``y`` is
-    returned as it is (as a float tensor, still attached to the autograd graph), so a model that
-    ends in ``nn.Softmax`` is not shown ``softmax(softmax(y))``. A model that ends in
-    ``log_softmax`` needs no exception: ``softmax(log p) = p``.
+    ``outputs`` says what the output holds (see :data:`OUTPUT_KINDS`):
 
-    For a model with a single output unit (a binary classifier trained with a logistic loss)
-    ``sigmoid(y)``, the probability of that unit's class (a softmax over one unit would be 1
-    whatever the input). A single unit is always read as a logit: a sigmoid output in [0, 1]
-    cannot be told from a logit by its values, so such a model should output the logit (leave
-    the sigmoid to the loss, ``BCEWithLogitsLoss``) to be shown the right probability.
+    * ``"logits"``: scores of one-of-many classes, ``softmax(y)`` over the classes; with a
+      single output unit (a binary classifier trained with a logistic loss) ``sigmoid(y)``,
+      the probability of that unit's class (a softmax over one unit would be 1 whatever the
+      input). A model that ends in ``log_softmax`` is read right too: ``softmax(log p) = p``.
+    * ``"multilabel_logits"``: logits of independent labels, ``sigmoid(y)`` per unit.
+    * ``"probabilities"``: probabilities already (a model ending in ``nn.Softmax`` or
+      ``nn.Sigmoid``), taken as they are.
+    * ``"auto"`` (default): ``y`` as it is when ``final_activation`` says the model ends in an
+      ``nn.Sigmoid`` or ``nn.Softmax`` module (``Probe.output_activation``; the functions that
+      evaluate targets with a probe pass it); otherwise with 2 or more classes ``y`` as it is when
+      every row is a distribution (all values finite and in [0, 1], each row summing to 1 within
+      ``max(1e-4, 4 * eps)``, ``eps`` of its float dtype), so that a model ending in a softmax is
+      not shown ``softmax(softmax(y))``, else as ``"logits"``. Without ``final_activation``, a
+      single unit and independent sigmoid outputs (values in [0, 1], rows not summing to 1) cannot
+      be told from logits by their values and are read as logits: pass ``outputs="probabilities"``
+      for them (:func:`looks_like_independent_probabilities` spots such outputs).
+
+    Results are float tensors, still attached to the autograd graph.
+
+    Args:
+        output: the model's output, (N, classes) or (N, classes, 1, 1).
+        what: the name used in error messages.
+        outputs: one of :data:`OUTPUT_KINDS`.
+        final_activation: ``"sigmoid"``, ``"softmax"`` or None (unknown): the module the model
+            ends in, as ``Probe.output_activation`` gives it; used by ``"auto"`` only.
+
+    Raises:
+        ValueError: for an output that is not class scores (see :func:`class_scores`), an unknown
+            ``outputs`` or ``final_activation``, or ``outputs="probabilities"`` with values
+            outside [0, 1].
+        TypeError: for an ``outputs`` that is not a string.
     """
+    outputs = check_output_kind(outputs)
+    if final_activation is not None and final_activation not in FINAL_ACTIVATIONS:
+        raise ValueError(f"final_activation must be one of {FINAL_ACTIVATIONS} or None, got {final_activation!r}")
     scores = class_scores(output, what)
     if not scores.is_floating_point():
         scores = scores.float()
-    if scores.shape[1] == 1:
-        return torch.sigmoid(scores)
-    if _is_distribution(scores):
+    if outputs == "auto":
+        if final_activation is not None or (scores.shape[1] > 1 and _is_distribution(scores)):
+            return scores
+        outputs = "logits"
+    if outputs == "probabilities":
+        values = scores.detach()
+        if bool(((values < 0) | (values > 1)).any()):
+            raise ValueError(
+                f"{what}: outputs='probabilities' needs values in [0, 1], but the output ranges from "
+                f"{float(values.min()):.4g} to {float(values.max()):.4g}; pass outputs='logits' (or "
+                "'multilabel_logits') for raw scores"
+            )
         return scores
+    if outputs == "multilabel_logits" or scores.shape[1] == 1:
+        return torch.sigmoid(scores)
     return torch.softmax(scores, dim=1)
 
 
+#: What a class target on an output that is not class scores is told to do instead.
+_WRITE_A_TARGET = (
+    "; a class index reads class scores only. For another output write a target: a callable with a "
+    "`layer = None` attribute that maps the output to one score per image, shape (N,), e.g. "
+    "`target = lambda out: out[:, k].mean((1, 2)); target.layer = None` for class k of a segmentation "
+    "map (N, classes, H, W)"
+)
+
+
 def _check_class_index(index: int, activation: torch.Tensor, what: str) -> torch.Tensor:
-    activation = class_scores(activation, what)
+    try:
+        activation = class_scores(activation, what)
+    except ValueError as exc:
+        raise ValueError(f"{exc}{_WRITE_A_TARGET}") from None
     classes = activation.shape[1]
     if not 0 <= index < classes:
         raise IndexError(
@@ -260,32 +385,66 @@ class ClassLogit:
 
 @dataclass(frozen=True)
 class ClassProbability:
-    """The probability of class ``index``: ``p[:, index]`` with ``p = class_probabilities(y)``.
+    """The probability of class ``index``: ``p[:, index]`` with ``p = class_probabilities(y, outputs=outputs)``.
 
-    ``p = softmax(y)``; ``p = y`` when every row of ``y`` already is a probability distribution
-    (a model ending in ``nn.Softmax``: values in [0, 1], rows summing to 1); ``p = sigmoid(y)``
-    for a model with one output unit, which is always read as a logit (a sigmoid output cannot
-    be told from a logit, so such a model should output the logit). See
-    :func:`class_probabilities`.
+    ``outputs`` says how the model's outputs become probabilities (see :func:`class_probabilities`):
+    ``"logits"`` (softmax; sigmoid for one unit), ``"multilabel_logits"`` (sigmoid per unit),
+    ``"probabilities"`` (taken as they are) or ``"auto"``: ``y`` as it is for a model that ends
+    in an ``nn.Softmax`` or ``nn.Sigmoid`` module when the target is evaluated with a probe
+    (:func:`target_score` and :func:`call_target` pass ``Probe.output_activation``; called on a
+    tensor alone the target cannot know it), else ``y`` as it is when its rows already are
+    probability distributions, else as ``"logits"``.
 
     ``index`` is checked as for :class:`ClassLogit`.
 
     Raises:
-        TypeError: for an index that is not an int (a bool, a float, several indices ...).
+        TypeError: for an index that is not an int (a bool, a float, several indices ...), or
+            an ``outputs`` that is not a string.
+        ValueError: for an unknown ``outputs``.
     """
 
     index: int
     layer: str | None = None
+    outputs: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", _class_index(self.index, "ClassProbability: the class index"))
+        check_output_kind(self.outputs)
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        return self.score(activation)
+
+    def score(self, activation: torch.Tensor, final_activation: str | None = None) -> torch.Tensor:
+        """The target's scores, with the model's final activation when it is known (see
+        :func:`class_probabilities`)."""
         scores = _check_class_index(self.index, activation, "ClassProbability")
-        return class_probabilities(scores)[:, self.index]
+        return class_probabilities(
+            scores, "ClassProbability", outputs=self.outputs, final_activation=final_activation
+        )[:, self.index]
 
 
 _REDUCTIONS = ("mean", "sum", "max")
+
+
+def check_channel_output(activation: torch.Tensor, layer: str | None, what: str) -> None:
+    """Check that a layer's output batch (channels first) has a channel axis to pick from.
+
+    Accepted: (N, C) vectors and (N, C, H, W) maps (channels-last layers are read channels
+    first, see :meth:`~cnnwidgets.core.layers.LayerInfo.channels_first`), and outputs with more
+    dimensions, (N, C, ...). Refused: (N,) and 3-D outputs (N, A, B), such as the token sequences
+    (N, tokens, features) of a vision transformer, where dimension 1 is not a channel axis.
+
+    Raises:
+        ValueError: naming the layer, its shape per image, ``what`` needed it, and what is accepted.
+    """
+    if activation.dim() >= 2 and activation.dim() != 3:
+        return
+    shape = tuple(activation.shape[1:])
+    hint = (
+        " (a 2-D output per image, such as the (tokens, features) sequence of a transformer layer, has no "
+        "channel axis to pick)" if activation.dim() == 3 else ""
+    )
+    raise ValueError(f"layer {layer!r} has output shape {shape}; {what} needs a (C,) or (C, H, W) output{hint}")
 
 
 @dataclass(frozen=True)
@@ -302,7 +461,8 @@ class ChannelActivation:
     Raises:
         TypeError: for a channel, row or column that is not an int, or a position that is not a
             (row, col) pair.
-        ValueError: for an unknown ``reduce``.
+        ValueError: for an unknown ``reduce``; when evaluated, for a layer output without a
+            channel axis, such as a transformer's (tokens, features) (see :func:`check_channel_output`).
     """
 
     layer: str
@@ -323,8 +483,7 @@ class ChannelActivation:
             raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {self.reduce!r}")
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        if activation.dim() < 2:
-            raise ValueError(f"layer {self.layer!r} output has shape {tuple(activation.shape)}; no channels")
+        check_channel_output(activation, self.layer, "a channel target")
         if not 0 <= self.channel < activation.shape[1]:
             raise IndexError(
                 f"channel {self.channel} is out of range: layer {self.layer!r} has {activation.shape[1]} channels"
@@ -376,7 +535,8 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
     """Evaluate ``target`` on the batch ``x`` with ``probe`` (prefix-only for internal layers).
 
     An internal layer's activation reaches the target with channels on dim 1, also for a
-    channels-last layer (see :meth:`~cnnwidgets.core.probe.Probe.capture`).
+    channels-last layer (see :meth:`~cnnwidgets.core.probe.Probe.capture`). The target is
+    called by :func:`call_target`.
 
     Returns:
         Scores of shape (N,).
@@ -386,7 +546,63 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
         activation = probe.logits(x, grad=grad)
     else:
         activation = probe.capture(x, [target.layer], grad=grad, channels_first=True)[target.layer]
-    return checked_scores(target(activation), x.shape[0])
+    return call_target(target, activation, probe=probe, n=x.shape[0])
+
+
+#: The targets this module defines; their errors say what went wrong themselves.
+_OWN_TARGETS = (ClassLogit, ClassProbability, ChannelActivation)
+
+
+def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int | None = None) -> torch.Tensor:
+    """``target(activation)``, checked by :func:`checked_scores`: the one way methods call a target.
+
+    Args:
+        target: a resolved target (see :func:`resolve_target`).
+        activation: what the target reads: the model's output as :func:`output_tensor` gives it
+            (``target.layer`` None), else the layer's output batch, channels first.
+        probe: the :class:`~cnnwidgets.core.probe.Probe` the activation comes from, if any: a
+            :class:`ClassProbability` with ``outputs="auto"`` then uses ``probe.output_activation``,
+            and errors say how the model's output was reduced (``probe.output_reduction``).
+        n: the batch size the scores must have (default: ``activation.shape[0]``).
+
+    Raises:
+        TypeError, IndexError, KeyError: when a target written by the user fails with one of these
+            while reading its input (a target that indexes a tensor by a dict key, say): the same
+            kind of error, saying what the target was given (the tensor's shape, and how a dict
+            output was reduced) and the original error.
+        ValueError, TypeError: for results that are not (N,) tensors (see :func:`checked_scores`).
+    """
+    try:
+        if isinstance(target, ClassProbability) and target.layer is None and probe is not None:
+            scores = target.score(activation, probe.output_activation)
+        else:
+            scores = target(activation)
+    except (TypeError, IndexError, KeyError) as exc:
+        if isinstance(target, _OWN_TARGETS):
+            raise
+        raise _target_failure(exc, target, activation, probe) from exc
+    return checked_scores(scores, activation.shape[0] if n is None else n)
+
+
+def _target_failure(exc: Exception, target: Target, activation: object, probe) -> Exception:
+    """``exc`` (a TypeError, IndexError or KeyError) again, saying what the failing target was given."""
+    if isinstance(activation, torch.Tensor):
+        given = f"a tensor of shape {tuple(activation.shape)}"
+    else:
+        given = _describe_value(activation)
+    if getattr(target, "layer", None) is None:
+        reduction = getattr(probe, "output_reduction", "") if probe is not None else ""
+        note = (
+            f" ({reduction} before targets see it)" if reduction
+            else "" if probe is not None
+            else " (a dict output is reduced to its 'logits' or 'out' entry before targets see it)"
+        )
+        where = f"the model's output, {given}{note}"
+    else:
+        where = f"the output of layer {target.layer!r}, {given}"
+    message = f"the target failed on {where}: {type(exc).__name__}: {exc}"
+    kind = next(k for k in (KeyError, IndexError, TypeError) if isinstance(exc, k))
+    return kind(message)
 
 
 def checked_scores(scores: object, n: int | None = None) -> torch.Tensor:

@@ -75,9 +75,14 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
     if info.calls == 0:
         raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
     if info.map_shape is None:
-        raise ValueError(
-            f"{method} needs a layer with a (C, H, W) output; {layer!r} has output shape {info.shape_text}"
-        )
+        if info.output_shape is None:
+            what = (
+                "returns something other than one tensor (such as a dict or a tuple of feature maps); choose a "
+                "layer inside it that returns one"
+            )
+        else:
+            what = f"has output shape {info.shape_text}"
+        raise ValueError(f"{method} needs a layer with a (C, H, W) output; {layer!r} {what}")
     return info
 
 

@@ -38,6 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, layer_names, probe_scope
+from cnnwidgets.core.targets import check_channel_output
 from cnnwidgets.methods.topk import data_size, iter_batches
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
@@ -156,7 +157,9 @@ def dead_channels(
     Raises:
         KeyError: for an unknown layer (with suggestions).
         ValueError: when ``inputs`` holds no batch, a batch is not (N, C, H, W) finite floats, a
-            layer's output has no channel dimension, or ``threshold`` is NaN or infinite.
+            layer's output is not (C,) or (C, H, W) per image (channels-last (H, W, C) maps are read
+            channels first; a transformer's (tokens, features) is refused, see
+            :func:`~cnnwidgets.core.targets.check_channel_output`), or ``threshold`` is NaN or infinite.
         TypeError: when ``inputs`` or an item of it is not one of the forms above, a layer name is
             not a string, or ``threshold`` is not a number.
     """
@@ -182,8 +185,7 @@ def dead_channels(
                 # a data set is seen once; the statistics below read any memory layout
                 acts = probe.capture(batch, names, channels_first=True, contiguous=False, cache=False)
                 for name, act in acts.items():
-                    if act.dim() < 2:
-                        raise ValueError(f"layer {name!r} output has shape {tuple(act.shape)}; no channel dimension")
+                    check_channel_output(act, name, "a dead-channel scan")
                     dims = [0, *range(2, act.dim())]
                     batch_max = act.detach().amax(dim=dims).float()
                     batch_active = (act.detach() > threshold).sum(dim=dims, dtype=torch.float64)

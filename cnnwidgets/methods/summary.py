@@ -36,7 +36,8 @@ class SummaryRow:
     Attributes:
         name: qualified module name.
         type: module class name.
-        output_shape: output shape without the batch dimension (``None``: not a single tensor, or never ran).
+        output_shape: output shape without the batch dimension (``None``: not a single tensor, or never ran;
+            the whole shape when the first dimension is not the batch, see ``batch_first``).
         params: number of parameters of the module, its submodules included.
         receptive_field: receptive-field size in input pixels (``None`` where undefined).
         jump: input pixels between neighbouring output units (``None`` where undefined).
@@ -45,6 +46,8 @@ class SummaryRow:
         is_leaf: whether the module has no submodules.
         layout: ``"HWC"`` for a channels-last 3-D output (see :class:`~cnnwidgets.core.layers.LayerInfo`),
             else ``"CHW"`` or ``""``.
+        batch_first: False when the output's first dimension is not the batch; ``output_shape`` is
+            then the whole shape, shown with ``(not batched)``.
     """
 
     name: str
@@ -57,6 +60,7 @@ class SummaryRow:
     depth: int
     is_leaf: bool
     layout: str = ""
+    batch_first: bool = True
 
     @classmethod
     def from_info(cls, info: LayerInfo) -> SummaryRow:
@@ -71,6 +75,7 @@ class SummaryRow:
             depth=info.name.count("."),
             is_leaf=info.is_leaf,
             layout=info.layout,
+            batch_first=info.batch_first,
         )
 
     def cells(self) -> tuple[str, str, str, str, str, str]:
@@ -83,6 +88,8 @@ class SummaryRow:
             shape = " x ".join(str(s) for s in self.output_shape)
             if self.layout == "HWC":
                 shape += " (HWC)"
+            if not self.batch_first:
+                shape += " (not batched)"
         type_ = self.type if self.calls <= 1 else f"{self.type} (x{self.calls})"
         return (
             self.name,
@@ -197,7 +204,8 @@ def summary(
         A :class:`Summary` (printable; shown as a table in notebooks).
 
     Raises:
-        ValueError: for an ``input_size`` that is not (C, H, W).
+        ValueError: for an ``input_size`` that is not (C, H, W) (a tensor passed by mistake is named
+            by its shape).
         RuntimeError: if the model fails on an input of that size.
         TypeError: if ``model_or_probe`` is neither a model nor a probe.
     """
