@@ -1516,3 +1516,48 @@ def test_an_input_size_that_reshapes_the_image_is_noted_in_the_status():
         assert given.wait_idle() and "note" not in given.status.message  # the user chose the size
     finally:
         given.close()
+
+
+# ---------------------------------------------------------------- how outputs become probabilities
+class SigmoidHead(GAPNet):
+    """A multi-label model: a sigmoid per class, applied as a function (no module to see)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.head.bias.copy_(torch.tensor([3.0, -2.5, 1.5, -1.5]))  # two labels likely, two not
+
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
+
+
+def test_outputs_say_how_scores_are_read_and_a_final_sigmoid_is_noted():
+    model = SigmoidHead().eval()
+    ex = Explorer(model, photo(), samples={}, background=False, input_size=(3, SIZE, SIZE))
+    try:
+        assert "note: the model's outputs lie in [0, 1] without summing to 1" in ex.status.message
+        assert ex.scores["probs"].sum() == pytest.approx(1.0, abs=1e-5)  # read as logits, as the note says
+    finally:
+        ex.close()
+    ex = Explorer(model, photo(), samples={}, background=False, input_size=(3, SIZE, SIZE), outputs="probabilities")
+    try:
+        with torch.no_grad():
+            expected = model(ex._images[ex._image_id].occluded(ex.box, ex.fill))[0].numpy()
+        np.testing.assert_allclose(ex.scores["probs"], expected, rtol=1e-5)  # as the model gives them
+        assert "note" not in ex.status.message
+    finally:
+        ex.close()
+    with pytest.raises(ValueError, match="outputs must be one of 'auto', 'logits'"):
+        Explorer(model, photo(), samples={}, background=False, input_size=(3, SIZE, SIZE), outputs="sigmoid")
+
+
+def test_a_final_sigmoid_module_is_read_as_it_is():
+    model = nn.Sequential(GAPNet(), nn.Sigmoid()).eval()
+    ex = Explorer(model, photo(), samples={}, background=False, input_size=(3, SIZE, SIZE))
+    try:
+        with torch.no_grad():
+            expected = model(ex._images[ex._image_id].occluded(ex.box, ex.fill))[0].numpy()
+        np.testing.assert_allclose(ex.scores["probs"], expected, rtol=1e-5)
+        assert "note" not in ex.status.message
+    finally:
+        ex.close()

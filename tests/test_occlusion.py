@@ -1006,3 +1006,17 @@ def test_a_non_finite_output_does_not_blame_the_batch_norm_fold():
         result = occlusion_map(probe, torch.rand(1, 3, 16, 16), 0, window=4, stride=4, batch_size=4, progress=False)
         assert np.isnan(result.unoccluded) and np.isnan(result.grid).all() and result.complete
         assert probe not in occlusion_module._FAST_COPIES  # the fold was not checked, so no copy is kept
+
+
+def test_a_model_ending_in_a_sigmoid_module_is_mapped_in_its_own_probabilities():
+    torch.manual_seed(0)
+    model = nn.Sequential(small_cnn(), nn.Sigmoid()).eval()  # independent probabilities (multi-label)
+    x = torch.rand(1, 3, 16, 16)
+    expected = hand_occluded(model, x, 4, 4)  # already probabilities: not to be softmaxed again
+    with Probe(model) as probe:
+        for _ in range(2):  # the first map previews through the probe's copy, the second uses the kept one
+            result = occlusion_map(probe, x, ClassProbability(3), window=4, stride=4, batch_size=3, progress=False)
+            top = occlusion_top_class(probe, x, window=4, stride=4, batch_size=3, progress=False)
+            torch.testing.assert_close(torch.from_numpy(result.grid), expected[..., 3], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(torch.from_numpy(top.grid), expected.amax(-1), rtol=1e-4, atol=1e-6)
+        assert probe.output_activation == "sigmoid"

@@ -34,7 +34,7 @@ from cnnwidgets.app.state import ComputeRequest, ExplorerState, Request, resolve
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.probe import Probe
-from cnnwidgets.core.targets import OutputTypeError, class_probabilities
+from cnnwidgets.core.targets import OutputTypeError, class_probabilities, looks_like_independent_probabilities
 
 __all__ = ["Controller", "Stats"]
 
@@ -98,8 +98,10 @@ class Controller(NewestFirstWorker):
         background: bool = True,
         top_k: int = 5,
         marks: Callable[[str], np.ndarray | None] | None = None,
+        outputs: str = "auto",
     ) -> None:
         self.probe = probe
+        self.outputs = outputs
         self._marks = marks or (lambda layer: None)
         self._images = images
         self._geometry = geometry
@@ -111,6 +113,9 @@ class Controller(NewestFirstWorker):
         #: why the last computation could not show class scores (the model's output is not
         #: (N, classes)), or None
         self.scores_problem: str | None = None
+        #: a remark on how the scores were read (outputs that look like independent
+        #: probabilities, read as logits), or None
+        self.scores_note: str | None = None
         self._layouts = LayoutCache()
         self._baselines: OrderedDict[tuple, Baseline] = OrderedDict()
         self._model_version = probe.version
@@ -275,12 +280,23 @@ class Controller(NewestFirstWorker):
         when the model's output is not class scores: the feature maps are still shown."""
         if logits is None:
             return None
+        final = self.probe.output_activation
         try:
-            probs = _to_numpy(class_probabilities(logits, "class scores")[0])
+            probs = _to_numpy(class_probabilities(logits, "class scores", outputs=self.outputs,
+                                                  final_activation=final)[0])
         except ValueError as exc:
             self.scores_problem = str(exc)
             return None
         self.scores_problem = None
+        # outputs in [0, 1] that are not distributions, and spread as confident labels are (small
+        # logits of an untrained model also lie in [0, 1], but close together)
+        guessed = self.outputs == "auto" and final is None
+        self.scores_note = (
+            "the model's outputs lie in [0, 1] without summing to 1, as a final sigmoid's do, but are "
+            "read as logits (softmax); for a multi-label model pass outputs='probabilities'"
+            if guessed and looks_like_independent_probabilities(logits) and float(logits.max() - logits.min()) > 0.5
+            else None
+        )
         return probs
 
     def _baseline(self, req: ComputeRequest, image: ImageInput) -> Baseline:

@@ -37,7 +37,7 @@ from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRun
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, input_channels, unknown_layer_error
 from cnnwidgets.core.probe import ChannelsLastError, Probe, check_input_size, default_input_sizes, plain_module
-from cnnwidgets.core.targets import class_scores, output_tensor
+from cnnwidgets.core.targets import OUTPUT_KINDS, class_scores, output_tensor
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
@@ -360,6 +360,11 @@ class Explorer(ipw.VBox):
         cmap: colormap.
         show_scores: compute and show class scores (runs the full model per update).
         top_k: number of classes listed.
+        outputs: how the model's outputs become the probabilities shown (scores, occlusion maps):
+            ``"auto"`` (default: a model ending in an ``nn.Softmax`` or ``nn.Sigmoid`` module is read
+            as it is, rows that are distributions too, anything else as logits, with a note when
+            they look like a final sigmoid's), ``"logits"``, ``"multilabel_logits"`` (a sigmoid per
+            class) or ``"probabilities"`` (see :func:`~cnnwidgets.core.targets.class_probabilities`).
         method: the method panel's first method, one of ``none``, ``occlusion``, ``saliency``,
             ``guided backprop``, ``deconvnet``, ``grad-cam`` (see :mod:`cnnwidgets.app.views`).
         method_stride: the occlusion map's stride in input pixels, any positive int (the stride menu
@@ -420,10 +425,13 @@ class Explorer(ipw.VBox):
         cmap: str = "viridis",
         show_scores: bool = True,
         top_k: int = 5,
+        outputs: str = "auto",
         method: str = "none",
         method_stride: int = 8,
         background: bool = True,
     ) -> None:
+        if outputs not in OUTPUT_KINDS:
+            raise ValueError(f"outputs must be one of {', '.join(map(repr, OUTPUT_KINDS))}, got {outputs!r}")
         parts = _unpack(model)
         if input_size is not None:
             input_size = check_input_size(input_size)
@@ -497,10 +505,11 @@ class Explorer(ipw.VBox):
                 background=background,
                 top_k=top_k,
                 marks=self._data_dead.get,
+                outputs=outputs,
             )
             self._methods = MethodRunner(parts["model"], self._image_by_id, on_result=self._show_method,
                                          on_error=self._method_failed, on_progress=self._method_progress,
-                                         background=background)
+                                         background=background, outputs=outputs)
             self._build_views(first, parts.get("name", "model"))
             super().__init__(self._layout_children())
             self.add_class("cnnw-explorer")
@@ -986,6 +995,11 @@ class Explorer(ipw.VBox):
                   else "no change: the occluder is off")
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
         problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
+        note = self.controller.scores_note if state.show_scores else None
+        if note is None:
+            self._notes.pop("scores", None)
+        else:
+            self._notes["scores"] = note
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif not state.dragging:

@@ -169,6 +169,8 @@ class MethodRunner(NewestFirstWorker):
             weights changed during three attempts at a map in a row.
         on_progress: called with ``(done, total)`` positions while an occlusion map streams.
         background: compute on a worker thread (True) or inside :meth:`submit` (False).
+        outputs: how the model's outputs become the probabilities an occlusion map shows (see
+            :func:`~cnnwidgets.core.targets.class_probabilities`).
     """
 
     def __init__(
@@ -180,8 +182,10 @@ class MethodRunner(NewestFirstWorker):
         on_progress: Callable[[int, int], None] | None = None,
         *,
         background: bool = True,
+        outputs: str = "auto",
     ) -> None:
         self._model = model
+        self._outputs = outputs
         self._images = images
         self._on_result = on_result
         self._on_error = on_error
@@ -390,7 +394,7 @@ class MethodRunner(NewestFirstWorker):
                 self.result = draw(partial)
                 self._on_result(self.result)
 
-        result = occlusion_map(probe, image.tensor, ClassProbability(target), window=window, stride=stride,
+        result = occlusion_map(probe, image.tensor, ClassProbability(target, outputs=self._outputs), window=window, stride=stride,
                                fill=image.fill_tensor(request.fill), progress=False, callback=streamed, cancel=stop)
         if result.cancelled:
             return None

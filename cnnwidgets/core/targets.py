@@ -412,9 +412,9 @@ class ClassProbability:
         check_output_kind(self.outputs)
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        return self.score(activation)
+        return self.probability_score(activation)
 
-    def score(self, activation: torch.Tensor, final_activation: str | None = None) -> torch.Tensor:
+    def probability_score(self, activation: torch.Tensor, final_activation: str | None = None) -> torch.Tensor:
         """The target's scores, with the model's final activation when it is known (see
         :func:`class_probabilities`)."""
         scores = _check_class_index(self.index, activation, "ClassProbability")
@@ -561,7 +561,8 @@ def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int 
         activation: what the target reads: the model's output as :func:`output_tensor` gives it
             (``target.layer`` None), else the layer's output batch, channels first.
         probe: the :class:`~cnnwidgets.core.probe.Probe` the activation comes from, if any: a
-            :class:`ClassProbability` with ``outputs="auto"`` then uses ``probe.output_activation``,
+            target of probabilities (one with a ``probability_score(activation, final_activation)``
+            method, as :class:`ClassProbability`) then gets ``probe.output_activation``,
             and errors say how the model's output was reduced (``probe.output_reduction``).
         n: the batch size the scores must have (default: ``activation.shape[0]``).
 
@@ -573,8 +574,10 @@ def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int 
         ValueError, TypeError: for results that are not (N,) tensors (see :func:`checked_scores`).
     """
     try:
-        if isinstance(target, ClassProbability) and target.layer is None and probe is not None:
-            scores = target.score(activation, probe.output_activation)
+        if target.layer is None and probe is not None and callable(getattr(target, "probability_score", None)):
+            # targets of probabilities (ClassProbability, occlusion's top class) take the model's
+            # final activation into account
+            scores = target.probability_score(activation, probe.output_activation)
         else:
             scores = target(activation)
     except (TypeError, IndexError, KeyError) as exc:

@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from cnnwidgets.core.layers import input_channels
 from cnnwidgets.core.probe import Probe, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
-    Target, checked_scores, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
+    Target, call_target, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
 
@@ -103,6 +103,11 @@ class TopClassProbability:
     layer: None = None
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        return self.probability_score(activation)
+
+    def probability_score(self, activation: torch.Tensor, final_activation: str | None = None) -> torch.Tensor:
+        """The scores, with the model's final activation when a probe knows it (a model ending in
+        ``nn.Sigmoid`` gives independent probabilities, taken as they are)."""
         what = "the most probable class and its probability"
         if class_scores(activation, what).shape[1] == 1:
             raise ValueError(
@@ -110,7 +115,7 @@ class TopClassProbability:
                 "p = sigmoid(logit) of one class, and the other class has no index; map that "
                 "probability with occlusion_map(..., ClassProbability(0)) instead"
             )
-        return class_probabilities(activation, what).amax(dim=1)
+        return class_probabilities(activation, what, final_activation=final_activation).amax(dim=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -500,9 +505,10 @@ class _OutputRunner:
     copies each batch and runs its model in plain mode, where a model that changes its input in
     place could not write an inference tensor)."""
 
-    def __init__(self, model: Callable[[torch.Tensor], object], target: Target) -> None:
+    def __init__(self, model: Callable[[torch.Tensor], object], target: Target, probe: Probe) -> None:
         self.model = model
         self.target = target
+        self.probe = probe  # the model's final activation and output reduction, for the target
         self.inference = not isinstance(model, _ProbeOutput)
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -516,7 +522,7 @@ class _OutputRunner:
     def scores(self, output: object) -> tuple[torch.Tensor, torch.Tensor | None]:
         output = output_tensor(output)
         with torch.inference_mode():
-            scores = checked_scores(self.target(output), output.shape[0])
+            scores = call_target(self.target, output, probe=self.probe)
             try:
                 classes = class_scores(output)
             except ValueError:  # not class scores (a custom target reads this output): no top class
@@ -554,7 +560,7 @@ class _LayerRunner:
         # Occluded batches are used once; caching them would evict the user's cached activations.
         activation = self.probe.capture(batch, [layer], cache=False, channels_first=True)[layer]
         with torch.no_grad():
-            scores = checked_scores(self.target(activation), activation.shape[0])
+            scores = call_target(self.target, activation, probe=self.probe)
         return scores.detach(), None
 
 
@@ -889,11 +895,11 @@ def _scan_with_probe(
             # preparation and check cost about two forward passes; the probe's copy runs each
             # image about a third slower, which a single small batch does not outweigh.)
             parallel_safe = False
-            runner: _OutputRunner | _LayerRunner = _OutputRunner(_ProbeOutput(probe), target)
+            runner: _OutputRunner | _LayerRunner = _OutputRunner(_ProbeOutput(probe), target, probe)
             scores, labels = runner.scores(reference)
         else:
             model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
-            runner = _OutputRunner(model, target)
+            runner = _OutputRunner(model, target, probe)
             scores, labels = runner(image.clone()) if output is None else runner.scores(output)
         if labels is not None:
             unoccluded_label = int(labels[0])
@@ -948,7 +954,7 @@ def _scan_with_probe(
             if not stopped:
                 model, _, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
                 workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
-                stopped = _run_batches(plan[1:], make_batch, _OutputRunner(model, target), handle, cancelled,
+                stopped = _run_batches(plan[1:], make_batch, _OutputRunner(model, target, probe), handle, cancelled,
                                        workers, threads_per_worker, serial_first=False)
         else:
             workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
