@@ -1110,3 +1110,13 @@ def test_input_size_given_as_a_tensor_is_named_by_its_shape():
     with pytest.raises(ValueError, match=r"got a numpy array of shape \(3,\)"):
         check_input_size(np.zeros(3))
     assert check_input_size(np.array([3, 16, 16])) == (3, 16, 16)
+
+
+def test_a_size_nothing_fits_reports_the_failure_at_the_likeliest_size():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 100 * 100, 2)).eval()
+    with Probe(model) as probe, pytest.raises(RuntimeError) as info:
+        probe.layers
+    message = str(info.value)
+    assert "ran on none of the input sizes tried ((3, 224, 224)" in message and "(1, 28, 28)" in message
+    # the size problem at RGB 224 x 224, not a gray candidate's channel mismatch
+    assert "The failure at (3, 224, 224): " in message and "mat1 and mat2" in message

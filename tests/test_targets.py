@@ -205,6 +205,11 @@ def test_targets_refuse_bool_float_and_several_indices_and_store_ints():
         ChannelActivation("l", 0, position=3)
     target = ChannelActivation("l", np.int64(2), position=[np.int64(1), torch.tensor(0)])
     assert target == ChannelActivation("l", 2, position=(1, 0)) and type(target.channel) is int
+    # a position as argmax gives it: an array or tensor of two indices
+    for pair in (np.array([1, 0]), torch.tensor([1, 0])):
+        assert ChannelActivation("l", 2, position=pair) == target
+    with pytest.raises(TypeError, match=r"position must be a \(row, col\) pair"):
+        ChannelActivation("l", 0, position=np.array([[1, 0]]))
     act = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
     assert torch.equal(target(act), act[:, 2, 1, 0])
 

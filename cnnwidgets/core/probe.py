@@ -722,8 +722,9 @@ class Probe:
         """(C, H, W) that :attr:`layers` describes.
 
         Before the layers were first described (no size given, nothing captured), this is the
-        first guess of :func:`default_input_sizes`: its channels are the model's, its size is
-        confirmed or replaced when :attr:`layers` is first read.
+        first guess of :func:`default_input_sizes` (the channels of the first convolution
+        registered): its channels and size are confirmed or replaced when :attr:`layers` is
+        first read.
         """
         if self._input_size is not None:
             return self._input_size
@@ -832,10 +833,12 @@ class Probe:
             InputKindError: (a ``RuntimeError``) at the first failure, when the model takes another
                 kind of input than an image batch (see :func:`input_kind_problem`), saying so.
             RuntimeError: if the model fails on every candidate; the message lists them, gives
-                the last failure and says how to give the size.
+                the failure at the first one (the likeliest size: later candidates try other
+                channel counts, whose failures only say the channels do not fit) and says how to
+                give the size.
         """
         tried: list[tuple[int, ...]] = []
-        last: Exception | None = None
+        first: Exception | None = None
         for candidate in candidates:
             size = tuple(int(s) for s in candidate)
             if size in tried:
@@ -846,7 +849,7 @@ class Probe:
             except (ChannelsLastError, InputKindError):
                 raise  # not a matter of size: the message says what to change
             except RuntimeError as exc:
-                last = exc
+                first = first or exc
                 continue
             return size
         if not tried:
@@ -854,8 +857,8 @@ class Probe:
         sizes = ", ".join(str(size) for size in tried)
         raise RuntimeError(
             f"the model ran on none of the input sizes tried ({sizes}); give the size it expects, "
-            f"e.g. input_size=(C, H, W). Last failure: {last}"
-        ) from last
+            f"e.g. input_size=(C, H, W). The failure at {tried[0]}: {first}"
+        ) from first
 
     def check_layer(self, name: str) -> LayerInfo:
         """The LayerInfo of ``name``; raises ``KeyError`` with close suggestions if unknown."""

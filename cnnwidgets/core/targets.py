@@ -473,7 +473,10 @@ class ChannelActivation:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel", as_index(self.channel, "ChannelActivation: channel"))
         if self.position is not None:
-            if not isinstance(self.position, (tuple, list)) or len(self.position) != 2:
+            pair = isinstance(self.position, (tuple, list)) or (
+                isinstance(self.position, (np.ndarray, torch.Tensor)) and self.position.ndim == 1
+            )
+            if not pair or len(self.position) != 2:
                 got = _describe_value(self.position)
                 raise TypeError(f"ChannelActivation: position must be a (row, col) pair of ints, got {got}")
             row, col = self.position
