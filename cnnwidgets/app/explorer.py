@@ -56,6 +56,7 @@ from cnnwidgets.widgets import (
     TileGrid,
     clamp_box,
     device_dropdown,
+    wrapping_row,
 )
 
 __all__ = ["Explorer", "default_layer", "explore", "layer_items"]
@@ -785,6 +786,7 @@ class Explorer(ipw.VBox):
         self.panel = ipw.Image(format="jpeg", layout=ipw.Layout(width="auto", height="auto"))
         self.panel.add_class("cnnw-pixelated")
         self.panel_caption = ipw.HTML()
+        self.panel_caption.add_class("cnnw-caption")  # wraps within its column: the layout stays still
         self.grid_caption = ipw.HTML()
         self.scores_view = ScoreBars(title="class scores (change vs. no occluder)")
         self.layer_select = GroupedSelect(description="layer")
@@ -809,7 +811,7 @@ class Explorer(ipw.VBox):
         def row(children: list[ipw.Widget], space: str = "14px") -> ipw.HBox:
             for child in children[:-1]:
                 child.layout.margin = f"0 {space} 0 0"
-            return ipw.HBox(children, layout=ipw.Layout(align_items="center", flex_flow="row wrap"))
+            return ipw.HBox(children, layout=wrapping_row())
 
         image_col = ipw.VBox([ipw.HTML("<b>input</b> &mdash; drag the box, resize at its corner"), self.canvas])
         self.scores_view.layout.margin = "10px 0 0 0"
