@@ -50,3 +50,30 @@ class AuxiliaryHeadNet(nn.Module):
         if self.training:
             x = x + self.aux(x).mean()
         return self.fc(x.mean((2, 3)))
+
+
+class ScalesInPlace(nn.Module):
+    """Wraps ``model``; rescales its input in place first (``x /= c``), as some deployed models do."""
+
+    def __init__(self, model: nn.Module, factor: float = 0.25) -> None:
+        super().__init__()
+        self.model = model
+        self.factor = factor
+
+    def forward(self, x):
+        x /= self.factor
+        return self.model(x)
+
+
+class HeadFirst(nn.Module):
+    """Registers a 16-channel 1x1 head before its 3-channel stem: the first convolution
+    registered is not the first that runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(16, 5, 1)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.stem(x))).mean(dim=(2, 3))
+

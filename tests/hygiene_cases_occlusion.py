@@ -10,11 +10,11 @@ import threading
 
 import numpy as np
 import torch
-from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassLogit, ClassProbability, Probe
 from cnnwidgets.methods.occlusion import occlusion_map, occlusion_top_class
 from cnnwidgets.render.occlusion import occlusion_overlay
+from tests.helpers import ScalesInPlace
 
 
 def _class_probability(model, x):
@@ -38,21 +38,9 @@ def _top_class(model, x):
     assert result.labels is not None and (result.labels >= 0).all()
 
 
-class _HalvesInPlace(nn.Module):
-    """Wraps the user's model; changes its input in place, as some deployed models do."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        x /= 2
-        return self.model(x)
-
-
 def _input_written_in_place(model, x):
     image = x[:1].clone()
-    with Probe(_HalvesInPlace(model)) as probe:
+    with Probe(ScalesInPlace(model, 2.0)) as probe:
         first = occlusion_map(probe, image, 0, window=4, stride=2, batch_size=3, progress=False)
         again = occlusion_map(probe, image, 0, window=4, stride=2, batch_size=3, progress=False)
     assert torch.equal(image, x[:1]), "the caller's image must not be written"

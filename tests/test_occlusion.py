@@ -33,7 +33,7 @@ from cnnwidgets.render.occlusion import (
     label_overlay,
     occlusion_overlay,
 )
-from tests.helpers import batch_statistics_net
+from tests.helpers import HeadFirst, ScalesInPlace, batch_statistics_net
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -879,18 +879,6 @@ class NormalizesInPlace(nn.Module):
         return self.model(x)
 
 
-class ScalesInPlace(nn.Module):
-    """Rescales its input with an in-place operator (``x /= c``) before ``model``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        x /= 0.25
-        return self.model(x)
-
-
 @pytest.mark.parametrize("batch_size", [None, 1, 3])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_models_that_change_their_input_in_place_get_the_scores_of_their_occluded_images(
@@ -959,18 +947,6 @@ def test_channel_last_images_are_refused_with_a_clear_error():
     result = occlusion_map(model, x, 0, window=4, stride=4, progress=False)
     expected = hand_occluded(model, x, 4, 4)[..., 0]
     torch.testing.assert_close(torch.from_numpy(result.grid), expected, rtol=1e-4, atol=1e-5)
-
-
-class HeadFirst(nn.Module):
-    """Registers a 16-channel head before its 3-channel stem."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Conv2d(16, 5, 1)
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)
-
-    def forward(self, x):
-        return self.head(F.relu(self.stem(x))).mean(dim=(2, 3))
 
 
 def test_maps_are_made_under_the_callers_inference_mode():

@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnwidgets import ModelSnapshot, Probe
 from cnnwidgets.core.probe import StopForward
-from tests.helpers import batch_statistics_net, reference_outputs
+from tests.helpers import HeadFirst, batch_statistics_net, reference_outputs
 
 EXECUTED: list[str] = []
 
@@ -983,22 +983,10 @@ def test_capture_returns_the_standard_layout_unless_a_fast_path_asks_for_the_com
         assert probe.logits(x, grad=True).is_contiguous()
 
 
-class _HeadBeforeStem(nn.Module):
-    """Declares a 16-channel 1x1 head before its 3-channel stem."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Conv2d(16, 5, 1)
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.stem(x))).mean(dim=(2, 3))
-
-
 def test_a_head_registered_before_the_stem_is_described_at_an_rgb_size():
     from cnnwidgets.core.probe import default_input_sizes
 
-    model = _HeadBeforeStem().eval()
+    model = HeadFirst().eval()
     sizes = list(default_input_sizes(model))
     assert sizes[0] == (16, 28, 28) and (3, 224, 224) in sizes and (1, 28, 28) in sizes
     with Probe(model) as probe:
