@@ -490,3 +490,18 @@ def test_pairs_with_any_per_image_targets_and_their_length():
         list(iter_batches((x, y[:9])))
     two_batches = list(iter_batches((x[:3], x[3:])))  # a tuple of two batches is not a pair
     assert [b[0].shape[0] for b in two_batches] == [3, 7]
+
+
+def test_a_layer_whose_first_dimension_is_not_the_batch_is_refused_by_name():
+    class Volume(nn.Module):  # a Conv3d reads a (1, 1, H, W) batch as one unbatched volume
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv3d(1, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.c(x).mean(dim=(1, 2, 3)).reshape(-1, 8))
+
+    with pytest.raises(ValueError, match=r"layer 'c' has output shape \(8, 1, 12, 12\) \(whole output: its first "
+                                         r"dimension is not the batch\); top-k patches need"):
+        scan_topk(Volume().eval(), torch.rand(1, 1, 12, 12), ["c"], progress=False)

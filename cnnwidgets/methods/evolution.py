@@ -207,9 +207,10 @@ class FeatureEvolutionRecorder:
                     raise ValueError(f"layer {name!r} does not run in this model's forward pass (in evaluation "
                                      "mode; auxiliary heads run only in training)")
                 shape = info.map_shape or info.output_shape  # channels first, whatever the layout
-                if shape is None or len(shape) not in (1, 3):
+                if shape is None or not info.batch_first or len(shape) not in (1, 3):
                     raise ValueError(
-                        f"layer {name!r} has output shape {info.output_shape}; a recorder needs (C,) or (C, H, W)"
+                        f"layer {name!r} has output shape {info.shape_text}; a recorder needs (C,) or (C, H, W) "
+                        "per image"
                     )
                 channels[name] = _channel_list(spec, shape[0], name)
             self.layer_infos = {name: infos[name] for name in channels}

@@ -520,9 +520,10 @@ class TopKActivations:
                 raise ValueError(f"layer {name!r} does not run in this model's forward pass (in evaluation "
                                  "mode; auxiliary heads run only in training)")
             shape = info.map_shape or info.output_shape  # channels first, whatever the layer's layout
-            if shape is None or len(shape) not in (1, 3):
+            if shape is None or not info.batch_first or len(shape) not in (1, 3):
                 raise ValueError(
-                    f"layer {name!r} has output shape {shape}; top-k patches need a (C,) or (C, H, W) output"
+                    f"layer {name!r} has output shape {info.shape_text}; top-k patches need a (C,) or (C, H, W) "
+                    "output per image"
                 )
             self.geometry[name] = {
                 "type": info.type,
