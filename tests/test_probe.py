@@ -1108,3 +1108,23 @@ def test_a_size_nothing_fits_reports_the_failure_at_the_likeliest_size():
     assert "ran on none of the input sizes tried ((3, 224, 224)" in message and "(1, 28, 28)" in message
     # the size problem at RGB 224 x 224, not a gray candidate's channel mismatch
     assert "The failure at (3, 224, 224): " in message and "mat1 and mat2" in message
+
+
+class _AttentionFirst(nn.Module):
+    """A CIFAR-sized image model whose channel attention (a Conv1d) is registered before its stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.Conv1d(1, 1, 3, padding=1)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 32 * 32, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        weights = torch.sigmoid(self.attention(y.mean(dim=(2, 3))[:, None]))[:, 0]
+        return self.fc((y * weights[:, :, None, None]).flatten(1))
+
+
+def test_an_image_model_registering_a_1d_convolution_first_is_still_sized():
+    with Probe(_AttentionFirst().eval()) as probe:
+        assert probe.layers["stem"].output_shape == (8, 32, 32) and probe.input_size == (3, 32, 32)

@@ -91,6 +91,11 @@ def input_kind_problem(model: nn.Module) -> str | None:
     :func:`~cnnwidgets.core.layers.first_convolution`) of another dimension than 2-D. None when
     nothing shows (a model that fails may still need another size).
     """
+    return _several_inputs_problem(model) or _convolution_kind_problem(model)
+
+
+def _several_inputs_problem(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be called as ``model(x)``: its forward requires more than one input."""
     try:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):  # a forward without a signature to read
@@ -105,6 +110,11 @@ def input_kind_problem(model: nn.Module) -> str | None:
             f"{type(model).__name__}.forward takes {len(required)} inputs ({', '.join(required)}); cnnwidgets "
             "calls model(x) with one input: wrap the model so that it takes one tensor (N, C, H, W)"
         )
+    return None
+
+
+def _convolution_kind_problem(model: nn.Module) -> str | None:
+    """Why ``model`` may take another input than (N, C, H, W): its first convolution is 1-D or 3-D."""
     conv = first_convolution(model)
     kind = type(conv).__name__ if conv is not None else ""
     if isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)):
@@ -761,9 +771,15 @@ class Probe:
         outputs as probabilities when it is given this (``ClassProbability`` targets evaluated
         through :func:`~cnnwidgets.core.targets.target_score` or ``call_target`` with the probe);
         a plain target callable only sees the output tensor.
+
+        It is read as of the last discovery pass, without checking the user's weights again (it
+        is read per update and per occlusion batch, right after a capture or forward that did):
+        only a probe that never described its layers describes them first.
         """
         with self._lock:
-            self.layers  # noqa: B018 - describes the model if it was not yet
+            self._check_open()
+            if self._layers is None:
+                self.layers  # noqa: B018 - describes the model
             return self._output_activation
 
     @property
@@ -830,8 +846,10 @@ class Probe:
 
         Raises:
             ValueError: if ``candidates`` is empty.
-            InputKindError: (a ``RuntimeError``) at the first failure, when the model takes another
-                kind of input than an image batch (see :func:`input_kind_problem`), saying so.
+            InputKindError: (a ``RuntimeError``) when the model fails on every candidate and looks
+                like one that takes another kind of input than an image batch (see
+                :func:`input_kind_problem`; an image model may also register a Conv1d or Conv3d
+                first, so every candidate is tried before this is said).
             RuntimeError: if the model fails on every candidate; the message lists them, gives
                 the failure at the first one (the likeliest size: later candidates try other
                 channel counts, whose failures only say the channels do not fit) and says how to
@@ -846,14 +864,18 @@ class Probe:
             tried.append(size)
             try:
                 self.describe(size)
-            except (ChannelsLastError, InputKindError):
+            except ChannelsLastError:
                 raise  # not a matter of size: the message says what to change
             except RuntimeError as exc:
                 first = first or exc
+                if isinstance(exc, InputKindError) and _several_inputs_problem(self._user_model):
+                    raise  # a forward taking several inputs: no size can help
                 continue
             return size
         if not tried:
             raise ValueError("fit_input_size needs at least one candidate (C, H, W)")
+        if isinstance(first, InputKindError):
+            raise first  # says which kind of input the model seems to take
         sizes = ", ".join(str(size) for size in tried)
         raise RuntimeError(
             f"the model ran on none of the input sizes tried ({sizes}); give the size it expects, "
