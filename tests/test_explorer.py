@@ -140,6 +140,10 @@ def test_layer_menu_keeps_the_forward_order_of_blocks_and_top_level_layers():
         ("2", "2.0"), ("2", "2.1"), ("2", "2"),  # a block after its layers: its output is made last
         ("top level (after 2)", "3"), ("top level (after 2)", "4"),
     ]
+    # blocks ending on the same layer: the inner one first, as its output is made first
+    nested = nn.Sequential(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())), nn.AdaptiveAvgPool2d(1))
+    with Probe(nested, input_size=(3, 16, 16)) as probe:
+        assert [name for _, _, name in layer_items(probe.layers)] == ["0.0.0", "0.0.1", "0.0", "0", "1"]
 
 
 # ---------------------------------------------------------------- which stage reruns

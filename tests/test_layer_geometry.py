@@ -350,3 +350,12 @@ def test_input_channels_reads_the_first_convolution_of_any_dimension():
     assert input_channels(nn.Sequential(nn.Conv3d(2, 4, 3), nn.Conv2d(4, 8, 3))) == 2  # a 3-D stem
     assert input_channels(nn.Sequential(nn.Linear(4, 4))) is None
     assert input_channels(nn.Sequential(nn.LazyConv2d(8, 3), nn.Conv2d(8, 8, 3))) is None  # not known before it runs
+
+
+def test_discovery_runs_under_the_callers_inference_mode():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = discover_layers(model, x)
+    with torch.inference_mode():
+        assert discover_layers(model, x) == expected

@@ -401,8 +401,9 @@ def test_attribution_renderers_take_one_map_and_refuse_batches_and_hwc():
     assert np.array_equal(attribution_to_rgb(one[None]), attribution_to_rgb(one))
     with pytest.raises(ValueError, match="batch of 2"):
         attribution_to_rgb(np.stack([one, one]))
-    with pytest.raises(ValueError, match=r"looks like \(H, W, C\)"):
-        attribution_to_rgb(np.zeros((40, 60, 3)))
+    for picture in ((40, 60, 3), (16, 16, 3), (32, 32, 4)):
+        with pytest.raises(ValueError, match=r"looks like \(H, W, C\)"):
+            attribution_to_rgb(np.zeros(picture))
     # a 16-channel input's attribution over a narrow image is (C, H, W), not a picture
     assert attribution_to_rgb(np.ones((16, 8, 4))).shape == (8, 4, 3)
     with pytest.raises(ValueError, match="transposed"):

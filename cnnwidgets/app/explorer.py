@@ -101,14 +101,16 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     """
     shown = [info for info in layers.values() if info.map_shape is not None and info.calls > 0]
     last_inside: dict[str, int] = {}  # block name -> index of the last layer shown inside it
+    nesting = {info.name: info.name.count(".") for info in shown}
     for index, info in enumerate(shown):
         parts = info.name.split(".")
         for depth in range(1, len(parts)):
             last_inside[".".join(parts[:depth])] = index
 
-    def place(index: int) -> float:  # a block right after its last layer shown
+    def place(index: int) -> tuple[float, int]:  # a block right after its last layer shown, inner blocks first
         inside = last_inside.get(shown[index].name)
-        return inside + 0.5 if inside is not None and not shown[index].is_leaf else index
+        after = inside + 0.5 if inside is not None and not shown[index].is_leaf else index
+        return after, -nesting[shown[index].name]
 
     items = []
     previous_block = None

@@ -469,7 +469,13 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     ``nn.Softmax`` (see :func:`final_activation`) and nothing changed the tensor in place since,
     the model's output is that module's output. An activation applied as a function
     (``torch.sigmoid(y)``) is not seen.
+
+    Runs outside the caller's inference mode (the pass reads tensors' version counters, which
+    inference tensors do not have); no gradient is recorded either way.
     """
+    if torch.is_inference_mode_enabled():
+        with torch.inference_mode(False):
+            return discover(model, example)
     names: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
         if name and module not in names:

@@ -365,7 +365,7 @@ def invariance_curves(
                         if normalize:
                             d = torch.where(norms[name] > 0, d / norms[name].clamp(min=1e-300), torch.zeros_like(d))
                         dist[name][start:start + len(chunk)] = d.numpy()
-                    soft = class_probabilities(out).reshape(len(chunk), n, -1)
+                    soft = class_probabilities(out, final_activation=probe.output_activation).reshape(len(chunk), n, -1)
                     prob[start:start + len(chunk)] = soft.gather(2, index[None, :, None].expand(len(chunk), n, 1))[..., 0].numpy()
                     pred[start:start + len(chunk)] = soft.argmax(dim=2).numpy()
                     bar.update(len(chunk))

@@ -66,7 +66,7 @@ def _as_map(values: object, what: str = "attribution") -> np.ndarray:
                          "pass one image's map, e.g. values[i]")
     if array.ndim not in (2, 3) or array.size == 0:
         raise ValueError(f"expected an {what} of shape (H, W) or (C, H, W), got shape {array.shape}")
-    if array.ndim == 3 and array.shape[2] in (1, 3, 4) and min(array.shape[:2]) > 8 * array.shape[2]:
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4) and min(array.shape[:2]) > 4 * array.shape[2]:
         # a picture's rows and columns on either side of a colour axis: an (H, W, C) array
         raise ValueError(f"the {what} of shape {array.shape} looks like (H, W, C); channels come first: "
                          "pass values.transpose(2, 0, 1)")
