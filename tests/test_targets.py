@@ -421,6 +421,16 @@ def test_a_target_that_fails_on_the_output_says_what_it_was_given():
         with pytest.raises(TypeError, match=r"a tensor of shape \(1, 5, 14, 14\): TypeError"):
             target_score(probe, x, target)
 
+        class MissingLabel(KeyError):
+            """A user's own error class, which the caller may catch by name."""
+
+        def labelled(out):
+            raise MissingLabel("no such label")
+
+        labelled.layer = None
+        with pytest.raises(MissingLabel, match="the target failed on the model's output"):
+            target_score(probe, x, labelled)
+
 
 def test_a_class_index_on_an_output_that_is_not_class_scores_says_how_to_write_a_target():
     x = torch.randn(1, 3, 16, 16)

@@ -607,8 +607,11 @@ def _target_failure(exc: Exception, target: Target, activation: object, probe) -
     else:
         where = f"the output of layer {target.layer!r}, {given}"
     message = f"the target failed on {where}: {type(exc).__name__}: {exc}"
-    kind = next(k for k in (KeyError, IndexError, TypeError) if isinstance(exc, k))
-    return kind(message)
+    try:
+        return type(exc)(message)  # the same class, so that a caller's except clause still matches
+    except Exception:  # noqa: BLE001 - a subclass whose constructor takes other arguments
+        kind = next(k for k in (KeyError, IndexError, TypeError) if isinstance(exc, k))
+        return kind(message)
 
 
 def checked_scores(scores: object, n: int | None = None) -> torch.Tensor:
