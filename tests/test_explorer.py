@@ -252,6 +252,10 @@ def test_occluder_switch_and_size(ex):
     ex.box = (28, 28, 12, 12)
     assert ex.box == (20, 20, 12, 12)  # clamped into the 32x32 image
     assert ex.canvas.box == ex.box
+    ex.box = (4, 4, 16, 8)  # drawn non-square with the corner handle
+    assert ex.occluder_controls.size == 16  # the slider shows the longer side
+    ex.occluder_controls.size = 8
+    assert ex.box == (8, 6, 8, 4)  # the same shape, half the size, about the same centre
 
 
 def test_the_occluder_switched_back_on_after_a_smaller_image_comes_back_inside_it():

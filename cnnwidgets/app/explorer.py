@@ -931,10 +931,14 @@ class Explorer(ipw.VBox):
         size = int(change["new"])
         self.canvas.default_size = size
         box = self.box
-        if box is None or (box[2] == size and box[3] == size) or self.dragging or self._sizing:
+        if box is None or max(box[2], box[3]) == size or self.dragging or self._sizing:
             return
+        # the slider gives the longer side: a box drawn non-square keeps its shape, so that one
+        # step of the slider is one small change of the box
+        scale = size / max(box[2], box[3])
+        w, h = max(1, round(box[2] * scale)), max(1, round(box[3] * scale))
         cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-        self.box = (round(cx - size / 2), round(cy - size / 2), size, size)
+        self.box = (round(cx - w / 2), round(cy - h / 2), w, h)
 
     def _on_fill(self, change) -> None:
         self.canvas.fill_color = self._images[self._image_id].fill_color(change["new"])

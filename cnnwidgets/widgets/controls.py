@@ -100,7 +100,8 @@ class OccluderControls(w.HBox):
     Traits:
         enabled: whether the occluder is applied.
         fill: one of :data:`FILLS`.
-        size: side of the (square) box in image pixels, bounded by ``max_size``.
+        size: the box's longer side in image pixels (a square box's side), bounded by ``max_size``;
+            changing it scales the box, keeping its shape.
         max_size: largest side (the image's smaller side).
     """
 
