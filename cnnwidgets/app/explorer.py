@@ -138,6 +138,12 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     return pick.name
 
 
+#: The caption above the input image, with the occluder on (True) and off.
+_INPUT_CAPTIONS = {
+    True: "<b>input</b> &mdash; drag the box, resize at its corner",
+    False: "<b>input</b> &mdash; the occluder is off: press on the image to place it",
+}
+
 #: Channel counts the default preprocessing makes: grayscale and RGB.
 _DEFAULT_CHANNELS = (1, 3)
 
@@ -535,6 +541,7 @@ class Explorer(ipw.VBox):
                 side = max(1, min(h, w) // 4)
                 box = ((w - side) // 2, (h - side) // 2, side, side)
             self.box = tuple(box) if box is not None else None
+            self.input_caption.value = _INPUT_CAPTIONS[self.box is not None]
             self.method_stride = method_stride
             self.method = method
             self._wire()
@@ -787,6 +794,7 @@ class Explorer(ipw.VBox):
         self.grid = TileGrid()
         self.panel = ipw.Image(format="jpeg", layout=ipw.Layout(width="auto", height="auto"))
         self.panel.add_class("cnnw-pixelated")
+        self.input_caption = ipw.HTML(_INPUT_CAPTIONS[True])
         self.panel_caption = ipw.HTML()
         self.panel_caption.add_class("cnnw-caption")  # wraps within its column: the layout stays still
         self.grid_caption = ipw.HTML()
@@ -815,7 +823,7 @@ class Explorer(ipw.VBox):
                 child.layout.margin = f"0 {space} 0 0"
             return ipw.HBox(children, layout=wrapping_row())
 
-        image_col = ipw.VBox([ipw.HTML("<b>input</b> &mdash; drag the box, resize at its corner"), self.canvas])
+        image_col = ipw.VBox([self.input_caption, self.canvas])
         self.scores_view.layout.margin = "10px 0 0 0"
         channel_col = ipw.VBox([self.panel_caption, self.panel, self.scores_view])
         top = row([image_col, channel_col, self.method_view], "16px")
@@ -918,6 +926,7 @@ class Explorer(ipw.VBox):
             self._sizing = False
 
     def _occluder_switched(self, change) -> None:
+        self.input_caption.value = _INPUT_CAPTIONS[bool(change["new"])]
         if change["new"] and self.box is None:
             h, w = self._images[self._image_id].size
             size = min(self.occluder_controls.size, h, w)
