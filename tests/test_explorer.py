@@ -1557,7 +1557,8 @@ def test_outputs_say_how_scores_are_read_and_a_final_sigmoid_is_noted():
         assert "note" not in ex.status.message
     finally:
         ex.close()
-    with pytest.raises(ValueError, match="outputs must be one of 'auto', 'logits'"):
+    with pytest.raises(ValueError, match=r"outputs must be one of \('auto', 'logits', 'multilabel_logits', 'probabilities'\), "
+                                         r"got 'sigmoid'"):
         Explorer(model, photo(), samples={}, background=False, input_size=(3, SIZE, SIZE), outputs="sigmoid")
 
 

@@ -30,14 +30,16 @@ from torch import nn
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
 from cnnwidgets.app.inputs import (
-    IMAGENET_MEAN, IMAGENET_STD, FillError, ImageInput, default_denormalize, default_preprocess, to_pil,
+    FillError, ImageInput, default_denormalize, default_preprocess, default_unnormalized, to_pil,
 )
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
-from cnnwidgets.core.layers import LayerInfo, input_channels, unknown_layer_error
-from cnnwidgets.core.probe import ChannelsLastError, Probe, check_input_size, default_input_sizes, plain_module
-from cnnwidgets.core.targets import OUTPUT_KINDS, class_scores, output_tensor
+from cnnwidgets.core.layers import LayerInfo, unknown_layer_error
+from cnnwidgets.core.probe import (
+    ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
+)
+from cnnwidgets.core.targets import check_output_kind, class_scores, output_tensor
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
@@ -177,10 +179,8 @@ def _input_size_candidates(model: nn.Module, image: Any, channels: int) -> Itera
 def _fit_default_size(probe: Probe, model: nn.Module, image: Any) -> tuple[int, ...]:
     """The first input size the model runs on with the default preprocessing; its layers are described.
 
-    The channels are first those of the model's first registered convolution
-    (:func:`~cnnwidgets.core.layers.input_channels`), then the other counts the default
-    preprocessing makes: the first convolution registered need not be the first that runs
-    (a head declared before the stem).
+    The channels are those of :func:`~cnnwidgets.core.probe.channel_guesses` that the default
+    preprocessing makes (gray and RGB), in that order.
 
     Raises:
         RuntimeError: if the model runs on none of the sizes tried (the failure for the
@@ -188,9 +188,9 @@ def _fit_default_size(probe: Probe, model: nn.Module, image: Any) -> tuple[int, 
         ValueError: if the first convolution takes a channel count the default preprocessing
             cannot make and the model runs on neither grayscale nor RGB inputs.
     """
-    found = input_channels(model) or 3
-    counts = [found] if found in _DEFAULT_CHANNELS else []
-    counts += [c for c in (3, 1) if c != found]
+    guesses = channel_guesses(model)
+    found = guesses[0]
+    counts = [c for c in guesses if c in _DEFAULT_CHANNELS]
     first_failure: RuntimeError | None = None
     for channels in counts:
         try:
@@ -324,12 +324,10 @@ _OUTSIDE_WARNING = 0.2
 
 def _outside_share(x: torch.Tensor) -> float:
     """The share of the values of a model input (C, H, W) that the default un-normalisation
-    (:func:`~cnnwidgets.app.inputs.default_denormalize`, before its clipping) puts more than a
-    resampling overshoot outside [0, 1]."""
-    x = x.detach().float().cpu()
-    if x.shape[0] == 3:
-        x = x * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    return float(((x < -0.05) | (x > 1.05)).float().mean())
+    (:func:`~cnnwidgets.app.inputs.default_unnormalized`, before :func:`default_denormalize`
+    clips them) puts more than a resampling overshoot outside [0, 1]."""
+    pixels = default_unnormalized(x.detach().float().cpu())
+    return float(((pixels < -0.05) | (pixels > 1.05)).float().mean())
 
 
 class Explorer(ipw.VBox):
@@ -383,12 +381,12 @@ class Explorer(ipw.VBox):
             every change (False, for scripts and tests).
 
     Raises:
-        TypeError: for a model that is not a module or bundle, or classes that are not names
-            in class order.
+        TypeError: for a model that is not a module or bundle, classes that are not names
+            in class order, or an ``outputs`` that is not a string.
         KeyError: for an unknown layer name (with suggestions).
         ValueError: for an unreadable image, a bad input_size or device, a box that is not
-            (x, y, w, h), None or ``"center"``, or a number of class names other than the
-            model's number of outputs.
+            (x, y, w, h), None or ``"center"``, a number of class names other than the
+            model's number of outputs, or an unknown ``outputs``.
         traitlets.TraitError: for a fill, norm, cmap or method it does not offer, a
             method_stride that is not a positive int, a layer without a feature map, or a box
             without positive size or entirely outside the image.
@@ -439,8 +437,7 @@ class Explorer(ipw.VBox):
         method_stride: int = 8,
         background: bool = True,
     ) -> None:
-        if outputs not in OUTPUT_KINDS:
-            raise ValueError(f"outputs must be one of {', '.join(map(repr, OUTPUT_KINDS))}, got {outputs!r}")
+        check_output_kind(outputs)
         parts = _unpack(model)
         if input_size is not None:
             input_size = check_input_size(input_size)
@@ -528,7 +525,7 @@ class Explorer(ipw.VBox):
             problem = first.fill_problem(self.fill)
             if problem is not None:
                 self.fill = "mean"
-                self._notes["fill"] = f"{problem}: the occluder fills with 'mean'"
+                self._set_note("fill", f"{problem}: the occluder fills with 'mean'")
             if layer is not None and layer not in self._layers:
                 raise unknown_layer_error(layer, self._selectable_layers())
             self.layer = layer if layer is not None else default_layer(self._layers)
@@ -580,11 +577,7 @@ class Explorer(ipw.VBox):
             self._images.popitem(last=False)
         self._image_id = image_id
         h, w = prepared.size
-        note = _reshape_note(prepared) if self._size_chosen else None
-        if note is None:
-            self._notes.pop("size", None)
-        else:
-            self._notes["size"] = note
+        self._set_note("size", _reshape_note(prepared) if self._size_chosen else None)
         self.canvas.set_image(encode_png(prepared.display), "png", w, h)
         self.canvas.fill_color = prepared.fill_color(self.fill)
         self.occluder_controls.max_size = min(h, w)
@@ -953,7 +946,7 @@ class Explorer(ipw.VBox):
         self.canvas.fill_color = self._images[self._image_id].fill_color(change["new"])
 
     def _forget_fill_note(self, change) -> None:
-        self._notes.pop("fill", None)  # the user chose a fill: the fallback is no longer in use
+        self._set_note("fill", None)  # the user chose a fill: the fallback is no longer in use
 
     def _scores_toggled(self, change=None) -> None:
         self.scores_view.layout.display = None if self.show_scores else "none"
@@ -1012,11 +1005,7 @@ class Explorer(ipw.VBox):
                   else "no change: the occluder is off")
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
         problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
-        note = self.controller.scores_note if state.show_scores else None
-        if note is None:
-            self._notes.pop("scores", None)
-        else:
-            self._notes["scores"] = note
+        self._set_note("scores", self.controller.scores_note if state.show_scores else None)
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif not state.dragging:
@@ -1024,6 +1013,13 @@ class Explorer(ipw.VBox):
             timing = (f"{self.controller.probe.device} \u00b7 last forward {ms:.1f} ms \u00b7 render "
                       f"{1000 * frame.render_seconds:.1f} ms")
             self._status_info(timing)
+
+    def _set_note(self, about: str, note: str | None) -> None:
+        """Keep ``note`` in the status line with every frame (None: drop the note about ``about``)."""
+        if note is None:
+            self._notes.pop(about, None)
+        else:
+            self._notes[about] = note
 
     def _status_info(self, text: str = "") -> None:
         """Show ``text`` in the status line after the notes in force (a reshaped image, a fill fallback)."""

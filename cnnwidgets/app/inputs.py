@@ -49,6 +49,7 @@ __all__ = [
     "FillError",
     "ImageInput",
     "default_denormalize",
+    "default_unnormalized",
     "default_preprocess",
     "to_pil",
 ]
@@ -160,16 +161,27 @@ def default_denormalize(x: torch.Tensor) -> np.ndarray:
     Raises:
         ValueError: for a tensor that is not (1, H, W) or (3, H, W).
     """
+    pixels = default_unnormalized(x).clamp(0, 1)
+    return pixels.expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
+
+
+def default_unnormalized(x: torch.Tensor) -> torch.Tensor:
+    """The pixel values (C, H, W) that :func:`default_denormalize` shows before it clips them to
+    [0, 1]: the ImageNet statistics undone for three channels, one channel as it is.
+
+    Raises:
+        ValueError: for a tensor that is not (1, H, W) or (3, H, W).
+    """
     if x.dim() != 3 or x.shape[0] not in (1, 3):
         raise ValueError(
             f"the default denormalize handles (1, H, W) and (3, H, W) tensors, got shape {tuple(x.shape)}; "
             "pass denormalize= (model input (C, H, W) -> (H, W, 3) floats in [0, 1])"
         )
     if x.shape[0] == 1:
-        return x.clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
+        return x
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    return (x * std + mean).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return x * std + mean
 
 
 def _as_hwc(value: Any) -> np.ndarray:

@@ -46,22 +46,31 @@ from cnnwidgets.core.targets import output_reduction, output_tensor
 
 __all__ = [
     "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
-    "batch_dependent_layers", "check_batch", "check_input_size", "default_input_sizes", "input_kind_problem",
+    "FALLBACK_CHANNELS", "batch_dependent_layers", "channel_guesses", "check_batch", "check_input_size",
+    "default_input_sizes", "input_kind_problem",
     "layer_names", "plain_module", "probe_scope", "set_memory_format", "unwrap_model",
 ]
+
+
+#: The channel counts tried after a model's own guess: RGB, then grayscale.
+FALLBACK_CHANNELS = (3, 1)
+
+
+def channel_guesses(model: nn.Module) -> tuple[int, ...]:
+    """The channel counts to try, in order, for a model given without an input size: those of its
+    first registered convolution (3 if it has none), then :data:`FALLBACK_CHANNELS` (the first
+    convolution registered need not be the first that runs: a head declared before the stem)."""
+    return tuple(dict.fromkeys((input_channels(model) or 3, *FALLBACK_CHANNELS)))
 
 
 def default_input_sizes(model: nn.Module) -> Iterator[tuple[int, int, int]]:
     """The input sizes a :class:`Probe` tries, in order, for a model given without one.
 
-    The channels are first those of the model's first registered convolution (3 if it has
-    none), then RGB and grayscale (the first convolution registered need not be the first that
-    runs: a head declared before the stem). RGB tries torchvision's 224 x 224 first; then, for
-    any channel count, the sizes of the usual small datasets: 28 (MNIST, first for grayscale),
-    32 (CIFAR), 64, 96, 128, 224, 299.
+    The channels are those of :func:`channel_guesses`, in order. RGB tries torchvision's
+    224 x 224 first; then, for any channel count, the sizes of the usual small datasets: 28
+    (MNIST, first for grayscale), 32 (CIFAR), 64, 96, 128, 224, 299.
     """
-    found = input_channels(model) or 3
-    for channels in dict.fromkeys((found, 3, 1)):
+    for channels in channel_guesses(model):
         sides = (224, 28, 32, 64, 96, 128, 299) if channels == 3 else (28, 32, 64, 96, 128, 224, 299)
         for side in sides:
             yield (channels, side, side)

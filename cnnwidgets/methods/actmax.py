@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, check_input_size, probe_scope
+from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope
 from cnnwidgets.core.targets import Target, resolve_target, target_score
 from cnnwidgets.methods.gradients import gradients_enabled
 
@@ -299,7 +299,7 @@ def fit_channels(probe: Probe, height: int, width: int) -> int:
     Raises:
         RuntimeError: if the model runs on none (the message lists the sizes tried).
     """
-    guesses = dict.fromkeys((probe.input_size[0], 3, 1))
+    guesses = dict.fromkeys((probe.input_size[0], *FALLBACK_CHANNELS))
     return probe.fit_input_size((c, height, width) for c in guesses)[0]
 
 
@@ -348,9 +348,10 @@ def maximize_activation(
             mean over the map), a class index or ``ClassLogit``, or any target callable.
         steps: number of ascent steps.
         lr: Adam learning rate for the image parameters.
-        size: image size, ``H`` or ``(H, W)`` (ints >= 2), with the probe's number of channels (that
-            of the model's first convolution, 3 for a model without one, unless a probe created
-            with another ``input_size`` is passed). Default: the probe's input size (its last
+        size: image size, ``H`` or ``(H, W)`` (ints >= 2), with the first number of channels the
+            model runs on at that size: the probe's (that of the model's first convolution, 3 for
+            a model without one, unless a probe created with another ``input_size`` is passed),
+            then RGB and gray (see :func:`fit_channels`). Default: the probe's input size (its last
             input, else the first size the model runs on, see
             :func:`~cnnwidgets.core.probe.default_input_sizes`).
         input_size: the full image size (C, H, W), for a model whose channels or size cannot be
