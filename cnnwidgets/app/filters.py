@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.app.reporting import shown_in_view
+from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ChannelActivation, ClassLogit
 from cnnwidgets.methods.actmax import ActMaxResult, fit_channels, maximize_activation
@@ -219,6 +220,7 @@ class ActMaxController:
         self.view.status = "running ..."
         if self.background:
             self._thread = threading.Thread(target=self._run, args=(generation, cancel), daemon=True)
+            stop_at_exit(self._thread, cancel.set)
             self._thread.start()
         else:
             self._run(generation, cancel)

@@ -8,11 +8,50 @@ number, so the work in progress can tell when it has been superseded and drop it
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["NewestFirstWorker"]
+__all__ = ["NewestFirstWorker", "stop_at_exit"]
+
+# How long the interpreter's exit waits, in all, for background work to reach a point where it
+# can stop (the end of the forward pass or batch in progress).
+EXIT_TIMEOUT = 10.0
+
+_EXIT_LOCK = threading.Lock()
+_EXIT_STOPS: dict[threading.Thread, Callable[[], None]] = {}
+
+
+def stop_at_exit(thread: threading.Thread, stop: Callable[[], None]) -> None:
+    """Ask ``thread`` to stop (by calling ``stop``) and wait for it when the interpreter exits.
+
+    Background threads here are daemons, so an open explorer never keeps a script or a kernel
+    from exiting. A daemon thread that is still inside a PyTorch operation when the interpreter
+    shuts down makes the process abort ("terminate called without an active exception"), so
+    each one is registered here: at exit it is told to stop and given up to
+    :data:`EXIT_TIMEOUT` seconds (shared by all) to finish the step it is in.
+    """
+    with _EXIT_LOCK:
+        for done in [t for t in _EXIT_STOPS if t.ident is not None and not t.is_alive()]:
+            del _EXIT_STOPS[done]
+        _EXIT_STOPS[thread] = stop
+
+
+@atexit.register
+def _stop_threads_at_exit() -> None:
+    with _EXIT_LOCK:
+        pending = list(_EXIT_STOPS.items())
+        _EXIT_STOPS.clear()
+    for _, stop in pending:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - the interpreter is exiting; stop the others regardless
+            pass
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    for thread, _ in pending:
+        if thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class NewestFirstWorker:
@@ -98,18 +137,23 @@ class NewestFirstWorker:
         with self._cond:
             return self._pending is None and not self._busy
 
-    def _stop(self, timeout: float) -> None:
-        """Drop the waiting request, tell the worker to stop, and wait for it."""
+    def _signal_stop(self) -> None:
+        """Drop the waiting request and tell the worker to stop (work in progress sees it as superseded)."""
         with self._cond:
             self._closed = True
             self._pending = None
             self._cond.notify_all()
+
+    def _stop(self, timeout: float) -> None:
+        """Drop the waiting request, tell the worker to stop, and wait for it."""
+        self._signal_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     # ------------------------------------------------------------------ the loop
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=self._thread_name, daemon=True)
+        stop_at_exit(self._thread, self._signal_stop)
         self._thread.start()
 
     def _take(self, block: bool) -> tuple[Any, int] | None:
