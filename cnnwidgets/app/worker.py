@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 __all__ = ["NewestFirstWorker", "stop_at_exit"]
@@ -20,7 +21,7 @@ __all__ = ["NewestFirstWorker", "stop_at_exit"]
 EXIT_TIMEOUT = 10.0
 
 _EXIT_LOCK = threading.Lock()
-_EXIT_STOPS: dict[threading.Thread, Callable[[], None]] = {}
+_EXIT_STOPS: dict[threading.Thread, weakref.WeakMethod] = {}
 
 
 def stop_at_exit(thread: threading.Thread, stop: Callable[[], None]) -> None:
@@ -31,11 +32,14 @@ def stop_at_exit(thread: threading.Thread, stop: Callable[[], None]) -> None:
     shuts down makes the process abort ("terminate called without an active exception"), so
     each one is registered here: at exit it is told to stop and given up to
     :data:`EXIT_TIMEOUT` seconds (shared by all) to finish the step it is in.
+
+    ``stop`` must be a bound method; it is held weakly, so the registration keeps nothing
+    alive (a closed explorer is freed with its model).
     """
     with _EXIT_LOCK:
         for done in [t for t in _EXIT_STOPS if t.ident is not None and not t.is_alive()]:
             del _EXIT_STOPS[done]
-        _EXIT_STOPS[thread] = stop
+        _EXIT_STOPS[thread] = weakref.WeakMethod(stop)  # type: ignore[arg-type]
 
 
 @atexit.register
@@ -43,7 +47,10 @@ def _stop_threads_at_exit() -> None:
     with _EXIT_LOCK:
         pending = list(_EXIT_STOPS.items())
         _EXIT_STOPS.clear()
-    for _, stop in pending:
+    for _, ref in pending:
+        stop = ref()
+        if stop is None:
+            continue
         try:
             stop()
         except Exception:  # noqa: BLE001 - the interpreter is exiting; stop the others regardless
