@@ -628,3 +628,47 @@ def test_nearest_upsampling_breaks_ties_towards_the_lower_index(size, window, st
     np.testing.assert_array_equal(rows, reference)
     np.testing.assert_array_equal(cols, reference)
     np.testing.assert_array_equal(labels, reference)
+
+
+def test_desaturate_keeps_brightness_and_drops_colour():
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[0, 0] = (255, 0, 0)
+    image[0, 1] = (0, 0, 255)
+    image[1, 2] = (200, 200, 200)
+    gray = R.overlay.desaturate(image)
+    assert gray.shape == image.shape and gray.dtype == np.uint8
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    assert gray[0, 0, 0] == 76 and gray[0, 1, 0] == 29 and gray[1, 2, 0] == 200  # ITU-R 601 luma
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        R.overlay.desaturate(image.astype(np.float32))
+
+
+def _blue_sky() -> np.ndarray:
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[...] = (20, 60, 230)  # saturated blue everywhere
+    return image
+
+
+def test_occlusion_overlay_on_a_gray_image_keeps_red_red_over_blue_places():
+    drop = np.array([[1.0, 0.0], [0.0, -1.0]])  # falls top-left, rises bottom-right
+    colour = R.occlusion.occlusion_overlay(drop, _blue_sky(), window=4, stride=4, center=0.0, alpha=0.6)
+    gray = R.occlusion.occlusion_overlay(drop, _blue_sky(), window=4, stride=4, center=0.0, alpha=0.6,
+                                         gray_image=True)
+    falls_colour, falls_gray = colour[0, 0].astype(int), gray[0, 0].astype(int)
+    assert falls_colour[2] > falls_colour[0]  # over the blue sky, a fall comes out bluish
+    assert falls_gray[0] > falls_gray[2] + 30  # over the gray sky it stays red
+    rises = gray[7, 7].astype(int)
+    assert rises[2] > rises[0]
+    unchanged = gray[0, 7].astype(int)
+    assert np.ptp(unchanged) <= 3  # no change: the colormap's middle (near white) over gray
+
+
+def test_attribution_overlay_on_a_gray_image_has_only_the_heatmaps_colours():
+    heat = np.zeros((8, 8), np.float32)
+    heat[:4, :4] = 1.0
+    picture = R.attribution.attribution_overlay(_blue_sky(), heat, cmap="inferno", weight_by_value=True,
+                                                gray_image=True)
+    assert (picture[6, 6, 0] == picture[6, 6, 1]).all() and picture[6, 6, 1] == picture[6, 6, 2]
+    assert picture[0, 0, 0] > picture[0, 0, 2]  # inferno's strong end over gray: warm, not blue
+    default = R.attribution.attribution_overlay(_blue_sky(), heat, cmap="inferno", weight_by_value=True)
+    assert default[6, 6, 2] > default[6, 6, 0]  # without it the image keeps its colours

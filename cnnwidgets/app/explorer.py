@@ -140,6 +140,12 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     return pick.name
 
 
+#: Colour of notes in captions (darker than orange, to read well on white).
+NOTE_COLOR = "#8a5300"
+
+#: How the method maps other than occlusion are coloured (see ``views.HEAT_CMAP``), in words.
+_HEAT_KEY = "strongest where pale yellow, then orange and dark red; clear where nothing (image in gray)"
+
 #: The caption above the input image, with the occluder on (True) and off.
 _INPUT_CAPTIONS = {
     True: "<b>input</b> &mdash; drag the box, resize at its corner",
@@ -1000,8 +1006,9 @@ class Explorer(ipw.VBox):
                         "(red)</span>")
         self.grid_caption.value = caption
         what = "over the image" if state.overlay else "map"
-        change = ("change caused by the occluder (<span style='color:#c62828'>up</span>/"
-                  "<span style='color:#1f4e9c'>down</span>)" if state.box is not None
+        change = ("change caused by the occluder: <span style='color:#c62828'>red</span> where the "
+                  "activation went up, <span style='color:#1f4e9c'>blue</span> where it went down"
+                  if state.box is not None
                   else "no change: the occluder is off")
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
         problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
@@ -1187,18 +1194,20 @@ class Explorer(ipw.VBox):
             scale = float(drops.max()) if drops.size else 0.0
             what = (f"<b>occlusion</b>: change of P({name}) = {occ.unoccluded:.4g} when the box covers each place; "
                     "<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
-                    "<span style='color:#1565c0'>blue</span>: it rises; "
+                    "<span style='color:#1565c0'>blue</span>: it rises (image in gray); "
                     f"full colour = a change of {scale:.2g}")
             state = "" if result.complete else f" &middot; {occ.done}/{occ.total} positions"
             caption = f"{what}{state}"
-        elif request.method == "deconvnet":
-            caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"
-        elif request.method == "grad-cam":
-            caption = f"<b>Grad-CAM</b> of {name} at {self._grad_cam_layer(request.layer)}"
         else:
-            caption = f"<b>{request.method}</b> of {name}"
+            if request.method == "deconvnet":
+                caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"
+            elif request.method == "grad-cam":
+                caption = f"<b>Grad-CAM</b> of {name} at {self._grad_cam_layer(request.layer)}"
+            else:
+                caption = f"<b>{request.method}</b> of {name}"
+            caption += f"; {_HEAT_KEY}"
         if result.note:
-            caption += f"<br><span style='color:#b26a00'>{html.escape(result.note)}</span>"
+            caption += f"<br><span style='color:{NOTE_COLOR}'>{html.escape(result.note)}</span>"
         self.method_view.show(encode_jpeg(result.image, 90), caption)
 
     def _grad_cam_layer(self, layer: str) -> str:

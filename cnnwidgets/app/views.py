@@ -60,6 +60,10 @@ _INPUTS: dict[str, frozenset[str]] = {
     **OVERLAY_INPUTS,
 }
 
+HEAT_CMAP = "inferno"
+"""Colormap of the method maps other than occlusion: perceptually even and readable without
+telling red from green (weak places are also the most transparent)."""
+
 _RELU_RULE_METHODS = frozenset({"guided backprop", "deconvnet"})
 """Methods whose modified backward rule reaches only ``nn.ReLU`` modules."""
 
@@ -341,7 +345,8 @@ class MethodRunner(NewestFirstWorker):
             note = _functional_relu_note(relus.functional) or relus.no_relu
         else:
             heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
-        picture = attribution_overlay(image.display, heat, alpha=0.65, cmap="jet", weight_by_value=True)
+        picture = attribution_overlay(image.display, heat, alpha=0.65, cmap=HEAT_CMAP, weight_by_value=True,
+                                      gray_image=True)
         return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note), version
 
     def _probe_on(self, device: str, input_size: tuple[int, ...]) -> Probe:
@@ -382,7 +387,7 @@ class MethodRunner(NewestFirstWorker):
         def draw(partial: OcclusionResult) -> MethodResult:
             drop = partial.drop
             picture = occlusion_overlay(drop, image.display, window=partial.window, stride=partial.stride,
-                                        center=0.0, alpha=0.6, filled=partial.filled)
+                                        center=0.0, alpha=0.6, filled=partial.filled, gray_image=True)
             return MethodResult(request, target, drop, picture, partial, partial.complete,
                                 time.perf_counter() - start)
 

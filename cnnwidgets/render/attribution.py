@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnwidgets.render.overlay import desaturate
 from cnnwidgets.render.resample import check_heat_orientation
 
 __all__ = [
@@ -206,6 +207,7 @@ def attribution_overlay(
     cmap: str = "jet",
     percentile: float = 99.0,
     weight_by_value: bool = False,
+    gray_image: bool = False,
 ) -> np.ndarray:
     """Blend a heatmap over an image: ``(1 - a) * image + a * cmap(v)``.
 
@@ -217,6 +219,8 @@ def attribution_overlay(
         cmap: matplotlib colormap name.
         percentile: robust scale of ``|heat|`` (see :func:`robust_scale`).
         weight_by_value: make the opacity ``alpha * v``, so weak regions stay transparent.
+        gray_image: show the image in shades of gray under the heatmap, so that its colours
+            are the heatmap's alone.
 
     Returns:
         uint8 array (H, W, 3).
@@ -233,6 +237,8 @@ def attribution_overlay(
     if plane.ndim != 2 or plane.size == 0:
         raise ValueError(f"heat must be one map (h, w), got shape {plane.shape}")
     check_heat_orientation(plane, picture.shape)
+    if gray_image:
+        picture = desaturate(picture)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     levels = _normalised(_resize_bilinear(plane, picture.shape[:2]), False, percentile)

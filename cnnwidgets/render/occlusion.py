@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 
+from cnnwidgets.render.overlay import desaturate
+
 __all__ = [
     "colorize",
     "fill_nearest",
@@ -235,6 +237,7 @@ def occlusion_overlay(
     center: float | None = None,
     alpha: float = 0.5,
     filled: np.ndarray | None = None,
+    gray_image: bool = False,
 ) -> np.ndarray:
     """Heatmap of an occlusion grid over the image, as uint8 RGB.
 
@@ -252,11 +255,15 @@ def occlusion_overlay(
             unless vmin / vmax are given.
         alpha: heatmap opacity.
         filled: computed positions (default: finite values).
+        gray_image: show the image in shades of gray under the heatmap, so that red and blue
+            are the heatmap's alone (a blue sky does not read as "rises").
 
     Returns:
         (H, W, 3) uint8.
     """
     rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]))
+    if gray_image:
+        rgb_image = desaturate(np.clip(np.rint(rgb_image), 0, 255).astype(np.uint8)).astype(np.float64)
     size = rgb_image.shape[:2]
     pixels = grid_to_pixels(values, size, window=window, stride=stride, upsample=upsample, filled=filled)
     if center is not None and vmin is None and vmax is None:

@@ -7,7 +7,7 @@ import numpy as np
 from cnnwidgets.render.colormaps import apply_colormap
 from cnnwidgets.render.resample import map_to_input, resize
 
-__all__ = ["blend", "channel_image", "draw_rect", "hstack", "overlay_heatmap", "resize_image"]
+__all__ = ["blend", "channel_image", "desaturate", "draw_rect", "hstack", "overlay_heatmap", "resize_image"]
 
 
 def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
@@ -15,6 +15,23 @@ def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{what} must be a uint8 RGB array of shape (H, W, 3), got {image.dtype} {image.shape}")
     return image
+
+
+def desaturate(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 picture in shades of gray (ITU-R 601 luma), still (H, W, 3) uint8.
+
+    Used under heatmaps, so that the heatmap's colours are the only colours in the picture: a
+    red patch over a blue sky stays red, also for readers who do not tell red from green.
+
+    Raises:
+        ValueError: if ``image`` is not (H, W, 3) uint8.
+    """
+    picture = np.asarray(image)
+    if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {picture.dtype} of shape {picture.shape}")
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    gray = np.clip(np.round(picture @ weights), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
 
 
 def channel_image(
