@@ -206,6 +206,29 @@ def test_box_move_with_scores_is_one_full_forward(ex):
     np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_a_pass_run_on_another_thread_meanwhile_is_not_taken_for_the_layer(ex, monkeypatch):
+    # with scores, the layer is recorded by a hook during probe.logits; when the logits come from
+    # the cache no pass runs, and a pass another thread runs meanwhile (a new image described on
+    # the main thread, a user's own capture) must not be taken for this image's activations
+    probe = ex.probe
+    other = torch.rand(1, 3, SIZE, SIZE) * 4 - 2
+    logits = probe.logits
+
+    def logits_while_another_thread_runs(x, **kw):
+        # a full pass: a prefix run that stops at the layer would end before this hook is reached
+        worker = threading.Thread(target=lambda: logits(other, cache=False))
+        worker.start()
+        worker.join()
+        return logits(x, **kw)
+
+    monkeypatch.setattr(probe, "logits", logits_while_another_thread_runs)
+    ex.layer = "features.0"  # the unoccluded logits are cached: a hit, no pass of this thread
+    x = ex._images[ex._image_id].tensor
+    want = reference_outputs(probe.model, x, ["features.0"])["features.0"][0].numpy()
+    np.testing.assert_allclose(ex.baseline_activations, want, rtol=1e-5, atol=1e-5)
+    assert not ex.status.is_error, ex.status.message
+
+
 def test_layer_change_is_prefix_and_returning_is_a_cache_hit(ex):
     ex.layer = "features.0"
     ex.probe.reset_stats()

@@ -20,10 +20,12 @@ screen; the worker keeps running.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -255,15 +257,21 @@ class Controller(NewestFirstWorker):
         Without scores this is ``probe.capture`` (prefix only); ``once`` marks an input that
         is seen once (an occluded copy while dragging), which the probe's cache neither looks
         up nor keeps. With scores, a forward hook on the probe's private copy records the layer
-        during ``probe.logits``; when the logits come from the probe's cache (no forward ran)
-        the layer comes from ``probe.capture``.
+        during ``probe.logits`` (passes run by other threads meanwhile are ignored); when the
+        logits come from the probe's cache (no forward ran) the layer comes from ``probe.capture``.
         """
         if not scores:
             return self.probe.capture(x, [layer], cache=not once, channels_first=True)[layer], None
         grabbed: list[torch.Tensor] = []
-        handle = self.probe.module(layer).register_forward_hook(
-            lambda module, args, output: grabbed.append(output.detach().clone())
-        )
+        caller = threading.get_ident()
+
+        def grab(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+            # only this thread's passes: another thread may run the probe meanwhile (a new
+            # image's layers described on the main thread, a user's own capture)
+            if threading.get_ident() == caller:
+                grabbed.append(output.detach().clone())
+
+        handle = self.probe.module(layer).register_forward_hook(grab)
         try:
             logits = self.probe.logits(x, cache=not once)
         except OutputTypeError as exc:  # the maps can still be shown; the status line says why no scores
