@@ -229,6 +229,42 @@ def test_a_pass_run_on_another_thread_meanwhile_is_not_taken_for_the_layer(ex, m
     assert not ex.status.is_error, ex.status.message
 
 
+class SqueezeGated(nn.Module):
+    """Convolutions whose maps shrink to 1 x 1 gates (squeeze-and-excitation) in between, one of them a
+    subclass of nn.Conv2d with its own name, and a block that merely contains a convolution."""
+
+    class WeightStandardized(nn.Conv2d):
+        pass
+
+    class ConvBlock(nn.Sequential):
+        pass
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = SqueezeGated.ConvBlock(SqueezeGated.WeightStandardized(8, 8, 3, padding=1), nn.ReLU())
+        self.gate1 = nn.Conv2d(8, 2, 1)
+        self.gate2 = nn.Conv2d(2, 8, 1)
+        self.gate3 = nn.Conv2d(8, 8, 1)
+        self.last = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = self.body(self.stem(x))
+        s = x.mean(dim=(2, 3), keepdim=True)
+        x = x * torch.sigmoid(self.gate3(self.gate2(self.gate1(s))))
+        return self.last(x).mean(dim=(2, 3))
+
+
+def test_default_layer_counts_convolutions_by_class_and_leaves_out_one_pixel_gates():
+    from cnnwidgets.core.layers import discover_layers
+
+    layers = discover_layers(SqueezeGated().eval(), torch.zeros(1, 3, 16, 16))
+    # a subclass of nn.Conv2d is a convolution whatever its name; a block holding one is not
+    assert layers["body.0"].is_conv and not layers["body"].is_conv and layers["gate1"].is_conv
+    # the maps larger than 1 x 1 come from stem, body.0 and last: the middle of those, not a gate
+    assert default_layer(layers) == "body.0"
+
+
 def test_layer_change_is_prefix_and_returning_is_a_cache_hit(ex):
     ex.layer = "features.0"
     ex.probe.reset_stats()

@@ -127,7 +127,13 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
 
 
 def default_layer(layers: Mapping[str, LayerInfo]) -> str:
-    """A sensible first layer: the middle convolution (mid-level features), else the first map.
+    """A sensible first layer: the middle one, counted in forward order, of the convolutions whose
+    output is a map larger than 1 x 1 (mid-level features); else the first layer with a map.
+
+    Convolutions on a 1 x 1 map (the squeeze-and-excitation gates of RegNet, EfficientNet or
+    MobileNetV3) are left out: their single pixel per channel shows nothing as a picture. For a
+    model with few convolutions (a Swin transformer's patch embedding) that can be an early layer;
+    for one with many parallel branches (Inception) the middle one by count, not by depth.
 
     Raises:
         ValueError: if no layer outputs a (C, H, W) map.
@@ -135,7 +141,7 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     spatial = [i for i in layers.values() if i.map_shape is not None and i.calls > 0]
     if not spatial:
         raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
-    convs = [i for i in spatial if i.is_conv]
+    convs = [i for i in spatial if i.is_conv and i.map_shape[1] * i.map_shape[2] > 1]
     pick = convs[len(convs) // 2] if convs else spatial[0]
     return pick.name
 

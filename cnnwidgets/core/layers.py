@@ -108,6 +108,9 @@ class LayerInfo:
             ``nn.Conv3d`` given an (N, C, H, W) batch reads it as one unbatched volume and
             returns (C_out, N, H, W); a 0-d output): such an output is not one result per
             image, is no feature map (``map_shape`` is None) and cannot be captured.
+        conv: whether the module is a convolution: an instance of torch's ``Conv1d``, ``Conv2d``
+            or ``Conv3d`` or of a subclass of one (transposed convolutions excluded); a block
+            that only contains one, such as torchvision's ``Conv2dNormActivation``, is not.
     """
 
     name: str
@@ -123,11 +126,12 @@ class LayerInfo:
     is_leaf: bool
     layout: str = ""
     batch_first: bool = True
+    conv: bool = False
 
     @property
     def is_conv(self) -> bool:
-        """True for convolution modules."""
-        return self.type in ("Conv1d", "Conv2d", "Conv3d") or self.type.startswith("Conv2d")
+        """True for convolution modules (see ``conv``)."""
+        return self.conv
 
     @property
     def is_spatial(self) -> bool:
@@ -377,6 +381,12 @@ def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
     return close
 
 
+def is_convolution(module: nn.Module) -> bool:
+    """Whether ``module`` is a (non-transposed) convolution: ``nn.Conv1d/2d/3d`` or a subclass of one,
+    whatever the subclass is called."""
+    return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+
+
 def unknown_layer_error(name: str, names: list[str]) -> KeyError:
     """A KeyError for an unknown layer that names close alternatives."""
     close = suggest_names(name, names)
@@ -560,6 +570,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
             is_leaf=not any(True for _ in module.children()),
             layout=layouts.get(name, ""),
             batch_first=batched.get(name, True),
+            conv=is_convolution(module),
         )
     return Discovery(infos, output, activation)
 
