@@ -1293,6 +1293,14 @@ def test_targets_are_checked_against_the_head_the_model_has_now(ex):
         ex.target = 10
 
 
+def test_a_new_head_the_worker_already_took_is_known_before_the_explorer_hears_of_it(ex):
+    ex.probe._user_model.head = nn.Linear(12, 10)
+    ex.probe.sync()  # as the worker's next pass does, before the main thread follows the change
+    assert not ex.probe.user_model_changed()
+    ex.target = 7
+    assert ex.target == 7
+
+
 def test_a_resize_and_crop_pipeline_undone_by_the_default_is_not_warned_about():
     import torchvision.transforms as T
 

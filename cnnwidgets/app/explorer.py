@@ -502,7 +502,8 @@ class Explorer(ipw.VBox):
                 probe.describe(tuple(first.tensor.shape[1:]))
             self._layers = {k: v for k, v in probe.layers.items()}
             self._class_count: int | None = None
-            self._class_count_known = False
+            # the probe's version the class count was read at (None: not read yet)
+            self._class_count_version: int | None = None
             names = _class_names(classes) if classes is not None else []
             if not names and parts.get("classes") is not None:
                 names = _class_names(parts["classes"])
@@ -724,11 +725,12 @@ class Explorer(ipw.VBox):
 
     def _count_classes(self, probe: Probe, image: ImageInput) -> int | None:
         """Number of classes the model scores (None when its output is not class scores)."""
+        version = probe.version  # read first: a refresh during the pass makes the count be read again
         try:
             count = int(class_scores(output_tensor(probe.logits(image.tensor))).shape[1])
         except (TypeError, ValueError, RuntimeError):
             count = None
-        self._class_count, self._class_count_known = count, True
+        self._class_count, self._class_count_version = count, version
         return count
 
     @t.validate("target")
@@ -738,7 +740,9 @@ class Explorer(ipw.VBox):
             return None
         value = int(value)
         probe = self.controller.probe
-        if not self._closed and (not self._class_count_known or probe.user_model_changed()):
+        # the count is stale when the private copy was refreshed since (by the worker too, before
+        # this thread heard of the change) or the user's model changed and no one looked yet
+        if not self._closed and (self._class_count_version != probe.version or probe.user_model_changed()):
             self._count_classes(probe, self._images[self._image_id])
         count = self._class_count
         if value < 0 or (count is not None and value >= count):
@@ -1046,7 +1050,7 @@ class Explorer(ipw.VBox):
         if changes == self._model_changes_seen:
             return False
         self._model_changes_seen = changes
-        self._class_count_known = False
+        self._class_count_version = None
         try:
             self._refresh_layers()  # modules may have been replaced: new shapes, channel counts
         except Exception as exc:  # noqa: BLE001 - shown in the status line
