@@ -303,7 +303,7 @@ def test_occluder_switch_and_size(ex):
     assert ex.box is None
     np.testing.assert_array_equal(ex.activations, ex.baseline_activations)
     assert "no change: the occluder is off" in ex.panel_caption.value  # not an unexplained blank pane
-    assert "press on the image to place it" in ex.input_caption.value
+    assert "press on the image (or Enter) to place it" in ex.input_caption.value
     ex.occluder_controls.enabled = True
     assert ex.box == (4, 4, 8, 8)
     assert "change caused by the occluder" in ex.panel_caption.value

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,15 @@ def test_occluder_syncs_box_and_dragging():
     assert state["box"] is None and state["dragging"] is False
     canvas.box = (1, 2, 3, 4)
     assert canvas.get_state()["box"] == [1, 2, 3, 4] or canvas.get_state()["box"] == (1, 2, 3, 4)
+
+
+def test_occluder_key_step_is_synced_and_positive():
+    canvas = W.OccluderCanvas()
+    assert canvas.key_step == 2 and canvas.get_state()["key_step"] == 2  # the step the docstring gives
+    canvas.key_step = 5
+    assert canvas.get_state()["key_step"] == 5
+    with pytest.raises(traitlets.TraitError):
+        canvas.key_step = 0
 
 
 # ---------------------------------------------------------------- tile grid
@@ -192,6 +202,28 @@ def test_status_line_escapes_and_keeps_level():
     assert not status.is_error and "ok" in status.value
 
 
+def shown_text(markup: str) -> str:
+    """The text a browser shows for HTML ``markup`` (tags dropped, entities decoded)."""
+    import html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+def test_status_line_is_a_live_region_and_says_error_in_words():
+    status = W.StatusLine()
+    for say in (lambda: status.info("layer picked"), lambda: status.error("the file is not an image")):
+        say()
+        outer = re.match(r"<(\w+)([^>]*)>", status.value)
+        assert outer, status.value
+        attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', outer.group(2)))
+        assert attributes["role"] == "status" and attributes["aria-live"] == "polite", status.value
+    # an error is told by a word, not by its colour alone; the message itself stays as given
+    assert shown_text(status.value) == "Error: the file is not an image"
+    assert status.message == "the file is not an image"
+    status.info("done")
+    assert shown_text(status.value) == "done"
+
+
 def test_image_picker_upload_becomes_selected_entry():
     picker = W.ImagePicker(["circle", "star"], value="star")
     seen = []
@@ -207,6 +239,12 @@ def test_image_picker_upload_becomes_selected_entry():
     assert picker.value == "cat.png (uploaded 2)" and picker.data_for("cat.png (uploaded)") == b"abc"
     picker.dropdown.value = "circle"
     assert seen == ["cat.png (uploaded)", "cat.png (uploaded 2)", "circle"]
+
+
+def test_image_picker_upload_button_has_a_tooltip():
+    picker = W.ImagePicker(["circle"])
+    tooltip = picker.upload.get_state()["tooltip"]  # what the browser puts in the button's title
+    assert tooltip and "upload an image file" in tooltip and "PNG" in tooltip
 
 
 def test_image_picker_remove_entry():
@@ -462,8 +500,10 @@ def test_score_rows_show_the_full_class_name_in_their_tooltip():
         "console.log(JSON.stringify(rowTitle('Labrador retriever (yellow)')));"
     )
     assert js == "Labrador retriever (yellow): click to make this the target class"
-    # one label column for all rows, as wide as the longest label where there is room
-    assert css_rule(".cnnw-scores-list")["grid-template-columns"].startswith("minmax(84px, max-content)")
+    # one label column for all rows, as wide as the longest label where there is room; in a
+    # narrow list the label and the bar shrink, the probability and the change never
+    columns = css_rule(".cnnw-scores-list")["grid-template-columns"]
+    assert columns.startswith("minmax(3em, max-content)") and columns.endswith("max-content max-content")
     assert css_rule(".cnnw-score-row")["grid-template-columns"] == "subgrid"
     assert css_rule(".cnnw-scores")["contain"] == "inline-size"  # a long label never widens the view
 
@@ -483,3 +523,207 @@ def test_js_resize_handle_stays_on_the_image_at_its_edges():
         == {"right": "0"}
     assert css_rule(".cnnw-occluder-box.cnnw-occluder-at-bottom:not(.cnnw-occluder-small) .cnnw-occluder-handle") \
         == {"bottom": "0"}
+
+
+# ---------------------------------------------------------------- keyboard and screen readers
+def js_module(name: str) -> str:
+    """An import of the widget module ``name`` as the browser gets it (after ``_shared.js``), with
+    the shared helpers exported too, for a node script."""
+    from cnnwidgets.widgets._base import esm
+
+    source = esm(name) + "\nexport { suppressShortcuts, uniqueId };"
+    return f"import * as m from {json.dumps('data:text/javascript,' + urllib.parse.quote(source))};"
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the keys are covered by the browser test")
+def test_js_occluder_keys_move_resize_and_place_the_box_inside_the_image():
+    cases = [
+        ("ArrowRight", {}, [10, 10, 8, 8]),
+        ("ArrowLeft", {}, [10, 10, 8, 8]),
+        ("ArrowDown", {"shift": True}, [10, 10, 8, 8]),
+        ("ArrowUp", {}, [10, 1, 8, 8]),  # one pixel from the top: stops at it
+        ("ArrowRight", {"shift": True}, [54, 0, 10, 10]),  # at the right edge already
+        ("ArrowRight", {"ctrl": True}, [10, 10, 8, 8]),  # the corner: wider, top-left kept
+        ("ArrowUp", {"ctrl": True, "shift": True}, [10, 10, 8, 8]),  # lower, never below one pixel
+        ("ArrowRight", {"ctrl": True}, [57, 10, 6, 6]),  # wider only up to the edge
+        ("+", {"shift": True}, [10, 10, 8, 8]),  # grows about its centre
+        ("=", {}, [0, 0, 8, 8]),
+        ("-", {}, [10, 10, 8, 8]),
+        ("-", {}, [10, 10, 1, 1]),
+        ("Enter", {}, None),  # no box: one in the middle
+        (" ", {}, None),
+        ("Enter", {}, [10, 10, 8, 8]),  # a box already: nothing
+        ("ArrowRight", {}, None),
+        ("ArrowLeft", {"alt": True}, [10, 10, 8, 8]),  # left to the browser (back)
+        ("a", {}, [10, 10, 8, 8]),
+    ]
+    js = run_node(
+        js_module("occluder.js")
+        + f"const cases = {json.dumps(cases)};"
+        "console.log(JSON.stringify({boxes: cases.map(([k, mods, b]) => m.keyBox(k, mods, b, 64, 48, 2, 16)),"
+        " big: m.keyBox('Enter', {}, null, 64, 48, 2, 100), step: m.BIG_STEP,"
+        " labels: [m.occluderLabel([3, 4, 5, 6], 64, 48), m.occluderLabel(null, 64, 48),"
+        "          m.occluderLabel([3, 4, 5, 6], 64, 48, false)], help: m.occluderHelp(3)}));"
+    )
+    assert js["step"] == 4
+    assert js["boxes"] == [
+        [12, 10, 8, 8], [8, 10, 8, 8], [10, 18, 8, 8], [10, 0, 8, 8], [54, 0, 10, 10],
+        [10, 10, 10, 8], [10, 10, 8, 1], [57, 10, 7, 6], [9, 9, 10, 10], [0, 0, 10, 10],
+        [11, 11, 6, 6], [10, 10, 1, 1], [24, 16, 16, 16], [24, 16, 16, 16], None, None, None, None,
+    ]
+    for box in js["boxes"]:
+        if box is not None:  # what Python's clamp leaves alone: inside the image
+            assert W.clamp_box(box, 64, 48) == tuple(box)
+    assert js["big"] == [8, 0, 48, 48]  # the default size is cut to the image
+    assert js["labels"] == [
+        "input image, 64 by 48 pixels; occluder box at x 3, y 4, width 5, height 6 (image pixels)",
+        "input image, 64 by 48 pixels; no occluder box: press Enter to place one",
+        "input image, 64 by 48 pixels",
+    ]
+    assert "3 image pixels, 12 with Shift" in js["help"]
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the keys are covered by the browser test")
+def test_js_score_list_keys_move_between_rows_and_rows_are_named():
+    js = run_node(
+        js_module("scorebars.js")
+        + "const order = [7, 2, 9];"
+        "console.log(JSON.stringify({"
+        " moves: ['ArrowDown', 'ArrowUp', 'Home', 'End', 'x']"
+        "   .map((k) => [7, 2, 9, null].map((c) => m.nextRow(order, c, k))),"
+        " empty: m.nextRow([], null, 'ArrowDown'),"
+        " labels: [m.rowLabel({label: 'tabby', prob: 0.4531, delta: -0.003}),"
+        "          m.rowLabel({label: 'tabby', prob: 0.4531, delta: null})]}));"
+    )
+    assert js["moves"] == [
+        [2, 9, 9, 7],  # down: the next row, the last one stays, none active: the first
+        [7, 7, 2, 7],  # up
+        [7, 7, 7, 7],
+        [9, 9, 9, 9],
+        [None, None, None, None],
+    ]
+    assert js["empty"] is None
+    assert js["labels"] == ["tabby, 45.3%, change \u22120.3 points", "tabby, 45.3%"]
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the keys are covered by the browser test")
+def test_js_grid_arrow_keys_select_the_neighbouring_tile():
+    grid, layout = make_grid(count=5)  # 2 rows of 3: slots 0 1 2 / 3 4
+    order = [4, 0, 3, 1, 2]  # sorted: slot s shows channel order[s]
+    geometry = {**layout.to_dict(), "order": order}
+    keys = ["ArrowRight", "ArrowLeft", "ArrowDown", "ArrowUp", "Home", "End", "Enter"]
+    js = run_node(
+        js_module("tilegrid.js")
+        + f"const L = {json.dumps(geometry)}; const keys = {json.dumps(keys)};"
+        "console.log(JSON.stringify({at: [4, 0, 3, 1, 2, 99].map((c) => keys.map((k) => m.neighbourChannel(L, c, k))),"
+        " none: m.neighbourChannel({}, 0, 'ArrowRight'), line: m.oneLine('channel 3\\nmean 1  std 2\\nactive 5%')}));"
+    )
+    # channel -> [right, left, down, up, home, end, enter] in slots: 0 1 2 / 3 4
+    assert js["at"] == [
+        [0, 4, 1, 4, 4, 2, None],  # slot 0: left stays at the first tile
+        [3, 4, 2, 0, 4, 2, None],  # slot 1
+        [1, 0, 2, 3, 4, 2, None],  # slot 2: right goes on to the next row; below it, the shorter row's last tile
+        [2, 3, 1, 4, 4, 2, None],  # slot 3: down stays in the last row
+        [2, 1, 2, 0, 4, 2, None],  # slot 4: right stays at the last tile
+        [4, 4, 4, 4, 4, 2, None],  # a channel not shown: the first tile (End: the last)
+    ]
+    assert js["none"] is None
+    assert js["line"] == "channel 3, mean 1  std 2, active 5%"
+    # the line under the grid is the tooltip's text (what Python's describe mirrors for the kernel)
+    assert grid.describe(2).startswith("ch 2")
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the page is covered by the browser test")
+def test_js_widgets_keep_jupyterlab_shortcuts_out_of_the_explorer():
+    # fake elements: two views attached to the page two frames after they were rendered, inside
+    # an explorer; one outside any explorer; one never attached; one torn down before attached
+    js = run_node(
+        js_module("occluder.js")
+        + """
+        const frames = [];
+        globalThis.requestAnimationFrame = (fn) => frames.push(fn);
+        globalThis.cancelAnimationFrame = () => frames.splice(0);
+        const element = (explorer) => ({ isConnected: false, attrs: {}, explorer, listeners: [],
+          closest(sel) { return sel === ".cnnw-explorer" ? this.explorer : null; },
+          getAttribute(k) { return k in this.attrs ? this.attrs[k] : null; },
+          setAttribute(k, v) { this.attrs[k] = v; },
+          addEventListener(type, fn) { this.listeners.push([type, fn]); } });
+        const focus = (root, target) => root.listeners.forEach(([type, fn]) => type === "focusin" && fn({ target }));
+        const explorer = element(null);
+        const first = element(explorer), second = element(explorer), alone = element(null), never = element(null);
+        [first, second, alone].forEach((el) => m.suppressShortcuts(el));
+        const waited = [frames.length];
+        const run = () => { const now = frames.splice(0); now.forEach((fn) => fn()); };
+        run(); run();
+        [first, second, alone].forEach((el) => { el.isConnected = true; });
+        run();
+        waited.push(frames.length);
+        const dropdown = element(null), button = element(null);  // controls of the explorer, focused later
+        focus(explorer, dropdown);
+        focus(explorer, button);
+        m.suppressShortcuts(never, 5);
+        let tries = 0;
+        while (frames.length) { run(); tries += 1; }
+        const stopped = element(null);
+        const stop = m.suppressShortcuts(stopped);
+        stop();
+        stopped.isConnected = true;
+        run();
+        console.log(JSON.stringify({ waited, tries, explorer: explorer.attrs, first: first.attrs,
+          listeners: explorer.listeners.length, dropdown: dropdown.attrs, button: button.attrs,
+          alone: alone.attrs, never: never.attrs, stopped: stopped.attrs,
+          ids: m.uniqueId("a") !== m.uniqueId("a") }));
+        """
+    )
+    marked = {"data-lm-suppress-shortcuts": "true"}
+    assert js["waited"] == [3, 0]  # each waited for the page, then stopped looking
+    assert js["explorer"] == marked and js["first"] == {}
+    assert js["listeners"] == 1  # one focus listener for the explorer, however many widgets are in it
+    # JupyterLab's notebook shortcuts match the focused element itself: each one that takes the
+    # focus inside the explorer carries the attribute by the time a key reaches it
+    assert js["dropdown"] == marked and js["button"] == marked
+    assert js["alone"] == marked
+    assert js["tries"] == 5 and js["never"] == {}  # bounded
+    assert js["stopped"] == {}  # a view torn down stops looking
+    assert js["ids"]
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG 2 contrast ratio of two ``#rgb`` / ``#rrggbb`` colours."""
+
+    def luminance(colour: str) -> float:
+        digits = colour.lstrip("#")
+        if len(digits) == 3:
+            digits = "".join(d * 2 for d in digits)
+        channels = [int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_score_colours_meet_wcag_aa_on_every_row_background():
+    backgrounds = ["#ffffff", css_rule(".cnnw-score-row:hover")["background"],
+                   css_rule(".cnnw-score-selected")["background"]]
+    for rule in (".cnnw-up", ".cnnw-down", ".cnnw-same"):
+        colour = css_rule(rule)["color"]
+        for background in backgrounds:
+            assert contrast(colour, background) >= 4.5, (rule, colour, background)
+
+
+def test_selected_score_row_is_marked_by_more_than_its_background():
+    selected = css_rule(".cnnw-score-selected")
+    assert selected["font-weight"] == "bold"
+    assert re.fullmatch(r"inset \d+px 0 0 #[0-9a-f]{6}", selected["box-shadow"]), selected  # a bar on the left
+    bar = selected["box-shadow"].split()[-1]
+    assert contrast(bar, selected["background"]) >= 3  # a non-text mark: 3:1
+    assert css_rule(".cnnw-scores-list:focus-visible .cnnw-score-active")["outline"].startswith("2px")
+
+
+def test_focus_rings_are_visible_on_the_explorer_and_the_widgets():
+    ring = css_rule(".cnnw-explorer :focus-visible, .cnnw-occluder:focus-visible, .cnnw-grid:focus-visible, "
+                    ".cnnw-scores-list:focus-visible, .cnnw-select select:focus-visible")
+    width, style, colour = ring["outline"].split()
+    assert int(width.removesuffix("px")) >= 2 and style == "solid" and ring["outline-offset"] == "2px"
+    assert contrast(colour, "#ffffff") >= 3

@@ -154,8 +154,9 @@ _HEAT_KEY = "strongest where pale yellow, then orange and dark red; clear where 
 
 #: The caption above the input image, with the occluder on (True) and off.
 _INPUT_CAPTIONS = {
-    True: "<b>input</b> &mdash; drag the box, resize at its corner",
-    False: "<b>input</b> &mdash; the occluder is off: press on the image to place it",
+    True: "<b>input</b> &mdash; drag the box, resize at its corner; keys: arrows move it (Shift: farther), "
+          "Ctrl+arrows resize it, + and &minus; grow and shrink it",
+    False: "<b>input</b> &mdash; the occluder is off: press on the image (or Enter) to place it",
 }
 
 #: Channel counts the default preprocessing makes: grayscale and RGB.

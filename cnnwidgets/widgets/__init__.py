@@ -7,6 +7,9 @@
 * :class:`DisplayControls`, :class:`OccluderControls` - control groups with traitlet state.
 * :class:`ImagePicker` - samples and uploads. :class:`StatusLine` - errors made visible.
 * :func:`wrapping_row` - the layout of a row of controls that wraps in a narrow output.
+
+The browser-side widgets work from the keyboard too (see each class for its keys), and keys typed
+in them, or anywhere in an explorer around them, run no JupyterLab shortcut.
 """
 
 from cnnwidgets.widgets.controls import FILLS, DisplayControls, OccluderControls, device_dropdown, wrapping_row

@@ -16,9 +16,10 @@ SHARED = HERE / "_shared.js"
 def esm(name: str) -> str:
     """Source of the ES module ``name`` shipped with the package, after the shared helpers.
 
-    ``_shared.js`` (object-URL images, event subscriptions) goes in front of every module, so
-    the modules call its functions without an import: a widget's module is one string in the
-    browser, with no URL to import siblings from.
+    ``_shared.js`` (object-URL images, event subscriptions, element ids, and the attribute that
+    keeps JupyterLab's keyboard shortcuts out of the widgets and of the explorer around them)
+    goes in front of every module, so the modules call its functions without an import: a
+    widget's module is one string in the browser, with no URL to import siblings from.
     """
     return SHARED.read_text(encoding="utf-8") + "\n" + (HERE / name).read_text(encoding="utf-8")
 

@@ -27,3 +27,51 @@ function subscribe(model, handlers) {
     for (const [event, fn] of pairs) model.off(event, fn);
   };
 }
+
+// An id for an element that others refer to (aria-describedby, aria-activedescendant): unique in
+// the page although every module, and maybe every view, holds its own copy of this counter.
+let idCount = 0;
+function uniqueId(prefix) {
+  idCount += 1;
+  return `${prefix}-${idCount}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+// Keys typed in a widget are the widget's: JupyterLab runs no shortcut for a key event when it meets
+// the attribute `data-lm-suppress-shortcuts` on the event's target, or on an ancestor, before an
+// element that the shortcut's selector matches (else a typed "m" turns the explorer's cell into
+// Markdown and arrows move the notebook's cell selection). The notebook's shortcuts match the
+// focused element itself (`.jp-Notebook.jp-mod-commandMode :focus`), so the attribute has to be
+// on every element that takes the focus: it goes on the closest `.cnnw-explorer` around `el` (or
+// on `el` itself outside an explorer), and from there, at `focusin`, on whatever element inside
+// receives the focus (the explorer's ipywidgets controls too). A view is rendered before it is
+// attached to the page: until `el` is, this looks again at each animation frame, at most `frames`
+// times. Returns the function that stops looking (for the view's teardown).
+const SUPPRESS = "data-lm-suppress-shortcuts";
+
+function keepKeysInside(ev) {
+  if (ev.target && ev.target.setAttribute) ev.target.setAttribute(SUPPRESS, "true");
+}
+
+function suppressShortcuts(el, frames = 600) {
+  let raf = 0;
+  let left = frames;
+  const look = () => {
+    raf = 0;
+    if (el.isConnected) {
+      const root = el.closest(".cnnw-explorer") || el;
+      if (root.getAttribute(SUPPRESS) !== "true") {
+        // once per root, whichever of the widgets inside (each with its own copy of this file) comes first
+        root.setAttribute(SUPPRESS, "true");
+        root.addEventListener("focusin", keepKeysInside);
+      }
+    } else if (left > 0) {
+      left -= 1;
+      raf = requestAnimationFrame(look);
+    }
+  };
+  look();
+  return () => {
+    if (raf) cancelAnimationFrame(raf);
+    raf = 0;
+  };
+}

@@ -37,7 +37,11 @@ export default {
 
     select.addEventListener("change", onChange);
     const unsubscribe = subscribe(model, { "change:groups": build, "change:description": build, "change:value": setValue });
+    const stopLooking = suppressShortcuts(el);
     build();
-    return unsubscribe;
+    return () => {
+      stopLooking();
+      unsubscribe();
+    };
   },
 };

@@ -55,6 +55,19 @@ class OccluderCanvas(anywidget.AnyWidget):
     right or bottom edge carries it inside, so that it stays on the image). One pointer drives a
     drag; other pointers (a second finger) are ignored until it is released.
 
+    The image is one stop in the tab order (a screen reader hears the image's size and the box as
+    x, y, width and height in image pixels), and keys do what the pointer does:
+
+    * arrow keys move the box ``key_step`` image pixels per press, Shift+arrows four times as far;
+    * Ctrl+arrow keys move its bottom-right corner, as the corner handle does (Shift: farther);
+    * ``+`` (or ``=``) and ``-`` grow and shrink it by ``key_step`` pixels in width and height,
+      keeping its centre;
+    * Enter or Space places a ``default_size`` box in the middle of the image when there is none.
+
+    A key press is a drag: ``box`` and ``dragging=True`` go to the kernel when it moves the box,
+    moves of a held key follow at most once per frame, and the release sends the final ``box``
+    with ``dragging=False``. The box stays inside the image, as with the pointer.
+
     Traits:
         image: encoded image bytes (PNG or JPEG, see ``image_format``).
         image_width, image_height: size of the image in its own pixels (the box's units).
@@ -62,7 +75,8 @@ class OccluderCanvas(anywidget.AnyWidget):
         box: ``(x, y, w, h)`` in image pixels, or None (no occluder). Clamped into the image.
         dragging: True while the user drags or resizes the box.
         enabled: whether the box is shown and can be moved.
-        default_size: side of the box created by a press when there is none.
+        default_size: side of the box created by a press (or Enter) when there is none.
+        key_step: image pixels an arrow key moves the box (and ``+``/``-`` resize it) per press.
         fill_color: CSS colour of the box's fill (a preview of the occluder fill).
     """
 
@@ -78,6 +92,7 @@ class OccluderCanvas(anywidget.AnyWidget):
     dragging = t.Bool(False).tag(sync=True)
     enabled = t.Bool(True).tag(sync=True)
     default_size = t.Int(16, min=1).tag(sync=True)
+    key_step = t.Int(2, min=1).tag(sync=True)
     fill_color = t.Unicode("rgba(128, 128, 128, 0.8)").tag(sync=True)
 
     def __init__(self, **kwargs) -> None:

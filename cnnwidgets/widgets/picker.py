@@ -13,6 +13,9 @@ __all__ = ["ImagePicker"]
 
 _UPLOAD_SUFFIX = " (uploaded)"
 
+#: The upload button's tooltip, which is also its accessible description.
+_UPLOAD_TOOLTIP = "upload an image file (PNG, JPEG, or another format Pillow reads)"
+
 
 class ImagePicker(w.HBox):
     """A drop-down of image names plus an upload button; an upload becomes a new entry and is selected.
@@ -30,7 +33,7 @@ class ImagePicker(w.HBox):
         self._uploads: dict[str, bytes] = {}
         self._replacing_options = False
         self.dropdown = w.Dropdown(options=list(names), description="image", layout=w.Layout(width="220px"))
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload", tooltip=_UPLOAD_TOOLTIP)
         self.dropdown.layout.max_width = "100%"
         kwargs.setdefault("layout", wrapping_row())
         super().__init__([self.dropdown, self.upload], **kwargs)

@@ -63,6 +63,11 @@ class ScoreBars(anywidget.AnyWidget):
 
     A row's tooltip holds the full class name (a long one is cut short in its column).
 
+    The rows are a listbox, one stop in the tab order: Up and Down arrow keys (and Home, End)
+    move the active row, outlined while the list has the keyboard focus; Enter or Space picks
+    the active row's class, as a click on it does. The selected row is bold with a bar at its
+    left edge, and a screen reader hears each row as its class, probability and change.
+
     Traits:
         rows: see :func:`score_rows`.
         selected: the class picked by a click (the target class), or None.

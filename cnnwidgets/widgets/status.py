@@ -16,8 +16,15 @@ _STYLES = {
 }
 
 
+#: The word in front of an error, so that it does not show by its colour alone.
+_ERROR_WORD = "Error:"
+
+
 class StatusLine(w.HTML):
     """One line of text: information, or an error that stays until the next success.
+
+    The line is a polite live region (``role="status"``): screen readers announce a new message
+    without moving the focus. An error is red and bold, and starts with "Error:".
 
     Traits:
         message: the plain text shown.
@@ -35,7 +42,10 @@ class StatusLine(w.HTML):
     @t.observe("message", "level")
     def _render(self, change=None) -> None:
         text = html.escape(self.message)
-        self.value = f'<span class="cnnw-status" style="{_STYLES[self.level]}">{text}</span>'
+        if self.level == "error" and text:
+            text = f"{_ERROR_WORD} {text}"
+        self.value = (f'<span class="cnnw-status" role="status" aria-live="polite" '
+                      f'style="{_STYLES[self.level]}">{text}</span>')
 
     def info(self, message: str) -> None:
         """Show an informational message."""

@@ -1,5 +1,7 @@
 // Feature grid: one mosaic image of all channels. Hover shows the channel and its statistics
 // locally (the geometry and the statistics are synced with the image); a click selects a channel.
+// From the keyboard, arrow keys select the neighbouring tile, and a text line under the grid
+// (also read by screen readers) shows the selected channel's statistics while the grid has focus.
 // The arithmetic mirrors cnnwidgets.render.grid.GridLayout.channel_at. The grid shrinks to a
 // narrow output, so pointer positions are mapped through the size shown on screen.
 
@@ -72,10 +74,41 @@ export function tipPosition(cx, cy, tw, th, W, H, gap = 14) {
   return [place(cx, tw, W), place(cy, th, H)];
 }
 
+// The channel selected by a key when `channel` is: the tile beside it (ArrowLeft, ArrowRight),
+// above or below it (ArrowUp, ArrowDown; the last tile where the row below is shorter), the first
+// or last tile (Home, End), in the mosaic's order. A channel not shown goes to the first tile; at
+// an edge the selection stays. Null for a key that selects nothing or a grid without tiles.
+export function neighbourChannel(L, channel, key) {
+  if (!L || !L.count || !Array.isArray(L.order) || !L.cols) return null;
+  const keys = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"];
+  if (!keys.includes(key)) return null;
+  const slot = L.order.indexOf(channel);
+  const last = L.count - 1;
+  if (slot < 0) return L.order[key === "End" ? last : 0];
+  const row = (s) => Math.floor(s / L.cols);
+  const next = {
+    ArrowLeft: Math.max(slot - 1, 0),
+    ArrowRight: Math.min(slot + 1, last),
+    ArrowUp: slot >= L.cols ? slot - L.cols : slot,
+    ArrowDown: row(slot) < row(last) ? Math.min(slot + L.cols, last) : slot,
+    Home: 0,
+    End: last,
+  }[key];
+  return L.order[next];
+}
+
+// The statistics of a channel as the tooltip shows them (`describe`'s lines), on one line.
+export function oneLine(text) {
+  return text.split("\n").map((part) => part.trim()).join(", ");
+}
+
 export default {
   render({ model, el }) {
     const root = document.createElement("div");
     root.className = "cnnw-grid";
+    root.tabIndex = 0;
+    root.setAttribute("role", "application"); // the arrow keys are the grid's, not a reading cursor's
+    root.setAttribute("aria-roledescription", "feature grid");
     const img = document.createElement("img");
     img.className = "cnnw-grid-image";
     img.draggable = false;
@@ -85,7 +118,14 @@ export default {
     const tip = document.createElement("div");
     tip.className = "cnnw-grid-tip";
     root.append(img, sel, tip);
-    el.appendChild(root);
+    // the selected channel's statistics, shown (and read) while the grid has the keyboard focus;
+    // outside the grid's box, whose height places the tile outline in percentages
+    const info = document.createElement("div");
+    info.className = "cnnw-grid-info";
+    info.id = uniqueId("cnnw-grid-info");
+    info.setAttribute("aria-live", "polite");
+    root.setAttribute("aria-describedby", info.id);
+    el.append(root, info);
 
     // pointer: the last position over the grid (client coordinates), null when outside
     const state = { url: null, hover: -1, raf: 0, pointer: null, statsBytes: null, stats: null };
@@ -125,8 +165,20 @@ export default {
       refreshHover();
     }
 
+    // the grid's name for screen readers and the statistics line of the selected channel
+    function drawInfo() {
+      const L = geometry();
+      const count = L && L.count ? L.count : 0;
+      const channel = model.get("selected");
+      img.alt = `feature maps of ${count} channels`;
+      root.setAttribute("aria-label", `feature maps, ${count} channels; arrow keys select the `
+        + "neighbouring tile, Home and End the first and the last");
+      info.textContent = count ? oneLine(describe(channel)) : "";
+    }
+
     // in percentages of the grid, so that the outline follows the grid's size on screen
     function drawSelection() {
+      drawInfo();
       const r = tilePercent(geometry(), model.get("selected"));
       if (!r) {
         sel.style.display = "none";
@@ -218,21 +270,42 @@ export default {
       drawSelection();
     }
 
+    // an arrow key selects the neighbouring tile, as a click on it does
+    function onKeyDown(ev) {
+      if (ev.altKey || ev.ctrlKey || ev.metaKey) return;
+      const ch = neighbourChannel(geometry(), model.get("selected"), ev.key);
+      if (ch === null) return;
+      ev.preventDefault();
+      ev.stopPropagation(); // the notebook around the widget does nothing with this key
+      if (ch === model.get("selected")) return;
+      model.set("selected", ch);
+      model.save_changes();
+      drawSelection();
+    }
+
+    function onStats() {
+      drawInfo();
+      refreshHover();
+    }
+
     root.addEventListener("pointermove", onMove);
     root.addEventListener("pointerleave", onLeave);
     root.addEventListener("click", onClick);
+    root.addEventListener("keydown", onKeyDown);
     const unsubscribe = subscribe(model, {
       "change:image": setImage,
       "change:geometry": setGeometry,
       "change:display_width": setGeometry,
       "change:selected": drawSelection,
-      "change:stats": refreshHover,
+      "change:stats": onStats,
       "change:hover": onHoverChanged,
     });
+    const stopLooking = suppressShortcuts(el);
     setImage();
     setGeometry();
 
     return () => {
+      stopLooking();
       if (state.raf) cancelAnimationFrame(state.raf);
       if (state.url) URL.revokeObjectURL(state.url);
       unsubscribe();

@@ -1,4 +1,4 @@
-"""The feature grid: one mosaic image; hover shows a channel's statistics, a click selects it."""
+"""The feature grid: one mosaic image; hover shows a channel's statistics, a click or an arrow key selects it."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ class TileGrid(anywidget.AnyWidget):
     The browser computes the hovered channel from the synced geometry and shows its
     statistics without asking the kernel, in a tooltip kept inside the grid; ``hover`` is
     reported back (at most once per frame) and a click sets ``selected``.
+
+    The grid is one stop in the tab order. Arrow keys select the tile beside, above or below
+    the selected one (Home and End: the first and the last tile), as a click on it does; while
+    the grid has the keyboard focus a text line under it shows the selected channel's statistics
+    (the tooltip's text, :meth:`describe`, on one line), which screen readers announce.
 
     Traits:
         image: encoded mosaic (see ``image_format``).

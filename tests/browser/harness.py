@@ -440,6 +440,18 @@ def _strip_ansi(text: str) -> str:
 # Browser side
 # ----------------------------------------------------------------------------------------------
 
+_JS_CELL_KINDS = """
+([panel, selector]) => {
+  const root = panel || document;
+  return Array.from(root.querySelectorAll('.jp-Notebook .jp-Cell'), (cell) => ({
+    kind: cell.classList.contains('jp-CodeCell') ? 'code'
+      : cell.classList.contains('jp-MarkdownCell') ? 'markdown' : 'raw',
+    active: cell.classList.contains('jp-mod-active'),
+    holds: selector ? cell.querySelector(selector) !== null : false,
+  }));
+}
+"""
+
 _JS_CELL_STATE = """
 (panel) => {
   const root = panel || document;
@@ -507,6 +519,14 @@ class NotebookPage:
         """Per code cell: ``index``, ``prompt`` ("[3]:", "[*]:", "[ ]:"), ``empty``, ``errors``."""
         panel = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first.element_handle()
         return list(self.page.evaluate(_JS_CELL_STATE, panel))
+
+    def cells(self, holding: str | None = None) -> list[dict[str, Any]]:
+        """Per cell of the notebook, in order: ``kind`` ("code", "markdown" or "raw"), ``active``
+        (the notebook's active cell) and ``holds`` (whether an element matching the CSS selector
+        ``holding`` is inside it). A keyboard shortcut that reached JupyterLab shows here: a cell
+        changed to Markdown, deleted, or another cell made active."""
+        panel = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first.element_handle()
+        return list(self.page.evaluate(_JS_CELL_KINDS, [panel, holding]))
 
     def wait_all_executed(self, timeout: float = 180.0, interval: float = 0.5) -> None:
         """Wait until every non-empty code cell shows an execution count.

@@ -1,8 +1,10 @@
 """The explorer in a real browser: run the tour notebook, drag the occluder with the mouse, pick a
-layer and a channel by clicking, and check that Python's state and the pixels on screen follow."""
+layer and a channel by clicking, move the occluder and pick a class with the keyboard, and check
+that Python's state and the pixels on screen follow."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +169,67 @@ def run_explorer_checks(nb) -> None:
     assert kernel.wait_until("explorer.target", lambda c: c == pressed) == pressed
     kernel.execute("assert explorer.wait_idle(120)")
 
+    # ---- the keyboard alone: arrow keys move the occluder (a press is a drag, as with the mouse),
+    # the class-score list picks a target with ArrowDown + Enter, and keys typed in the explorer's
+    # controls reach no JupyterLab shortcut ("m" would turn the explorer's cell into Markdown)
+    kernel.execute("explorer.box = (0, *explorer.box[1:]); assert explorer.wait_idle(120)")
+    kx, ky, kw, kh = kernel.eval("list(explorer.box)")
+    step = kernel.eval("explorer.canvas.key_step")
+    occluder.focus()
+    cells_before = nb.cells(".cnnw-explorer")
+    for _ in range(3):
+        nb.page.keyboard.press("ArrowRight")
+    keyed = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)",
+                              lambda s: s["box"][0] == kx + 3 * step and not s["dragging"])
+    assert keyed["box"] == [kx + 3 * step, ky, kw, kh], (keyed, step)
+    kernel.execute("assert explorer.wait_idle(120)")
+    assert kernel.eval("list(explorer.shown_state.box)") == keyed["box"]
+    label = occluder.get_attribute("aria-label")
+    assert f"x {kx + 3 * step}, y {ky}, width {kw}, height {kh}" in label, label
+    ring = occluder.evaluate("el => [el.matches(':focus-visible'), getComputedStyle(el).outlineStyle, "
+                             "getComputedStyle(el).outlineWidth]")
+    assert ring == [True, "solid", "2px"], ring
+
+    score_list = nb.widget(".cnnw-explorer .cnnw-scores-list")
+    score_list.focus()
+    active_row = "el => document.getElementById(el.getAttribute('aria-activedescendant')).dataset.index"
+    order = [int(i) for i in score_list.evaluate("el => Array.from(el.children, (r) => r.dataset.index)")]
+    at = order.index(int(score_list.evaluate(active_row)))
+    key, picked = ("ArrowDown", order[at + 1]) if at + 1 < len(order) else ("ArrowUp", order[at - 1])
+    nb.page.keyboard.press(key)
+    assert int(score_list.evaluate(active_row)) == picked
+    nb.page.keyboard.press("Enter")
+    assert kernel.wait_until("explorer.target", lambda c: c == picked) == picked
+    kernel.execute("assert explorer.wait_idle(120)")
+    selected_row = ".cnnw-explorer .cnnw-score-row[aria-selected='true']"
+    poll(lambda: nb.page.locator(selected_row).first.get_attribute("data-index"), lambda v: v == str(picked),
+         what="the picked class marked selected in the list")
+
+    grid_order, channel_now = kernel.eval("(explorer.grid.geometry['order'], explorer.channel)")
+    slot = grid_order.index(channel_now)
+    key, neighbour = (("ArrowRight", grid_order[slot + 1]) if slot + 1 < len(grid_order)
+                   else ("ArrowLeft", grid_order[slot - 1]))
+    nb.widget(".cnnw-explorer .cnnw-grid").focus()
+    nb.page.keyboard.press(key)
+    assert kernel.wait_until("explorer.channel", lambda c: c == neighbour) == neighbour
+    kernel.execute("assert explorer.wait_idle(120)")
+    info = nb.widget(".cnnw-explorer .cnnw-grid-info")  # shown while the grid has the keyboard focus
+    poll(lambda: info.inner_text(), lambda text: text.startswith(f"channel {neighbour}, mean "),
+         what="the selected tile's statistics under the grid")
+
+    fill = nb.page.locator(".cnnw-explorer .widget-dropdown").filter(
+        has=nb.page.locator("label", has_text=re.compile(r"^fill$"))).locator("select").first
+    fill_before = kernel.eval("explorer.fill")
+    fill.focus()
+    nb.page.keyboard.press("m")  # no fill starts with "m": the drop-down keeps its choice
+    nb.page.wait_for_timeout(300)
+    cells_after = nb.cells(".cnnw-explorer")
+    assert cells_after == cells_before, (cells_before, cells_after)  # no cell changed, none other active
+    assert [c["kind"] for c in cells_after if c["holds"]] == ["code"]
+    assert kernel.eval("explorer.fill") == fill_before
+    kernel.execute("assert explorer.wait_idle(120)")
+    nb.page.evaluate("document.activeElement.blur()")  # no focus ring in the pictures below
+
     # ---- pick the occlusion map in the method panel: it streams in and is drawn over the image
     method_image = ".cnnw-explorer .cnnw-method-image"
     nb.page.locator(".cnnw-explorer .cnnw-methods select").first.select_option("occlusion")
@@ -197,6 +260,16 @@ def run_explorer_checks(nb) -> None:
     shown = poll(lambda: panel.bounding_box(), lambda b: b["width"] < wanted - 20,
                  what="channel view narrower than its display width")
     assert abs(shown["width"] / shown["height"] - natural) < 0.03 * natural, (shown, natural)
+    # a narrow class-score list (as on a zoomed page) shrinks the class names, never the numbers
+    kernel.execute("explorer.scores_view.layout.width = '240px'")
+    fits = poll(lambda: nb.widget(".cnnw-explorer .cnnw-scores-list").evaluate(
+        """el => {
+            const box = el.getBoundingClientRect();
+            return {width: box.width, cut: Array.from(el.querySelectorAll('.cnnw-score-value, .cnnw-score-delta'))
+                .filter((c) => c.scrollWidth > c.clientWidth || c.getBoundingClientRect().right > box.right + 0.5)
+                .map((c) => c.textContent)};
+        }"""), lambda f: f["width"] <= 240, what="class-score list 240 px wide")
+    assert fits["cut"] == [], fits
 
 
 @pytest.mark.browser
