@@ -265,6 +265,26 @@ def test_default_layer_counts_convolutions_by_class_and_leaves_out_one_pixel_gat
     assert default_layer(layers) == "body.0"
 
 
+def test_non_finite_weights_are_named_in_the_status_line_not_drawn_silently():
+    model = Tiny().eval()
+    with torch.no_grad():
+        model.features[3].weight[2].fill_(float("nan"))  # one filter: one channel, and every score after it
+    ex = make(model, layer="features.3")
+    try:
+        message = ex.status.message
+        assert "1 of 16 channels of features.3 hold NaN" in message and "class scores are NaN" in message
+        assert not np.isfinite(ex.activations[2]).any() and np.isfinite(np.delete(ex.activations, 2, 0)).all()
+        ex.layer = "features.0"  # before the bad filter: only the scores are wrong
+        assert "channels of" not in ex.status.message and "class scores are NaN" in ex.status.message
+        with torch.no_grad():
+            model.features[3].weight[2].fill_(0.1)  # repaired: the note goes
+        ex.box = (2, 2, 8, 8)
+        assert ex.wait_idle(30)
+        assert "NaN" not in ex.status.message, ex.status.message
+    finally:
+        ex.close()
+
+
 def test_layer_change_is_prefix_and_returning_is_a_cache_hit(ex):
     ex.layer = "features.0"
     ex.probe.reset_stats()

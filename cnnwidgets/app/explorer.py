@@ -146,6 +146,21 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     return pick.name
 
 
+def _nonfinite_note(layer: str, frame: Frame) -> str | None:
+    """What a frame with NaN or infinite values shows wrongly, and the likely cause; None when all is finite."""
+    bad = frame.computed.baseline.nonfinite
+    probs = frame.computed.probs
+    parts = []
+    if bad.any():
+        parts.append(f"{int(bad.sum())} of {bad.size} channels of {layer} hold NaN or infinite values "
+                     "(NaN drawn black, infinities at the ends of the colormap)")
+    if probs is not None and not np.isfinite(probs).all():
+        parts.append("the class scores are NaN")
+    if not parts:
+        return None
+    return "; ".join(parts) + ": the model's weights or the input are not finite (a diverged training step?)"
+
+
 #: Colour of notes in captions (darker than orange, to read well on white).
 NOTE_COLOR = "#8a5300"
 
@@ -1024,6 +1039,7 @@ class Explorer(ipw.VBox):
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
         problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
         self._set_note("scores", self.controller.scores_note if state.show_scores else None)
+        self._set_note("nonfinite", _nonfinite_note(state.layer, frame))
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif not state.dragging:

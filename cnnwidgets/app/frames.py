@@ -39,6 +39,8 @@ class Baseline:
         lo, hi: per-channel range (the ``"fixed"`` normalisation).
         order: channels by decreasing mean activation (the ``sort`` order, stable while dragging).
         dead: channels with no positive unit on this image.
+        nonfinite: channels holding a NaN or an infinite value (drawn as the colormap's ends
+            and black; a sign of non-finite weights, e.g. after a diverged training step).
         probs: class probabilities of the unoccluded image, or None.
     """
 
@@ -47,12 +49,15 @@ class Baseline:
     hi: np.ndarray = field(init=False)
     order: np.ndarray = field(init=False)
     dead: np.ndarray = field(init=False)
+    nonfinite: np.ndarray = field(init=False)
     probs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.lo, self.hi = R.value_ranges(self.acts, "channel")
         self.order = R.activation_order(self.acts, "mean")
         self.dead = R.dead_channels(self.acts)
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum is finite iff all its terms are (or it overflows)
+            self.nonfinite = ~np.isfinite(self.acts.reshape(self.acts.shape[0], -1).sum(axis=1, dtype=np.float64))
 
 
 class Computed:
