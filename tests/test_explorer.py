@@ -1304,6 +1304,26 @@ def test_a_selected_layer_replaced_by_one_with_fewer_channels_clamps_the_channel
     assert ex.wait_idle(60)
     assert ex.channel < 4 and ex.channel_slider.max == 3 and not ex.status.is_error
     assert ex.shown_state == ex.state() and ex.activations.shape[0] == 4
+    # the user is told, until they pick a channel themselves
+    assert "features.3 has 4 channels now, channel 13 is gone: showing channel 0" in ex.status.message
+    ex.channel = 2
+    assert "channel 13" not in ex.status.message
+
+
+def test_a_selected_layer_the_model_no_longer_has_is_replaced_by_the_default_and_said(ex):
+    ex.layer = "features.6"
+    ex.probe._user_model.features = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(),
+    )
+    ex.box = (6, 6, 8, 8)
+    assert ex.wait_idle(60)
+    # the default layer (the middle convolution), not the menu's first item
+    assert ex.layer == default_layer(ex.layers) == "features.2" and not ex.status.is_error
+    assert ex.shown_state.layer == "features.2" and ex.layer_select.value == "features.2"
+    assert "layer features.6 is gone or shows no feature map now: showing features.2" in ex.status.message
+    ex.layer = "features.1"
+    assert "features.6" not in ex.status.message
 
 
 def test_targets_are_checked_against_the_head_the_model_has_now(ex):

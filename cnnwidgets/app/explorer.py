@@ -734,10 +734,18 @@ class Explorer(ipw.VBox):
         if layers == self._layers:
             return
         self._layers = layers
-        self.layer_select.set_items(layer_items(self._layers))
-        if self.layer not in self._selectable_layers():
-            self.layer = default_layer(self._layers)
+        layer, channel = self.layer, self.channel
+        keep = layer in self._selectable_layers()
+        # the menu's value follows in the same step (not its first item, then the default)
+        self.layer_select.set_items(layer_items(self._layers), value=layer if keep else default_layer(self._layers))
         self._fit_channel_to_layer()
+        # a selection the changed model no longer has is replaced; say so until the user picks again
+        if self.layer != layer:
+            self._set_note("selection", f"the model changed and layer {layer} is gone or shows no feature map "
+                                        f"now: showing {self.layer}")
+        elif self.channel != channel:
+            self._set_note("selection", f"the model changed: {layer} has {self._channels(layer)} channels now, "
+                                        f"channel {channel} is gone: showing channel {self.channel}")
 
     def _count_classes(self, probe: Probe, image: ImageInput) -> int | None:
         """Number of classes the model scores (None when its output is not class scores)."""
@@ -883,6 +891,8 @@ class Explorer(ipw.VBox):
         self.observe(self._channel_to_grid, names="channel")
         self.grid.observe(self._on_grid_click, names="selected")
         self.observe(self._image_named, names="image")
+        # before _changed: the frame a new selection submits no longer carries the note
+        self.observe(self._forget_selection_note, names=["layer", "channel"])
         self.observe(
             self._changed,
             names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
@@ -979,6 +989,9 @@ class Explorer(ipw.VBox):
 
     def _forget_fill_note(self, change) -> None:
         self._set_note("fill", None)  # the user chose a fill: the fallback is no longer in use
+
+    def _forget_selection_note(self, change) -> None:
+        self._set_note("selection", None)  # a new layer or channel: what replaced the old one is moot
 
     def _scores_toggled(self, change=None) -> None:
         self.scores_view.layout.display = None if self.show_scores else "none"
