@@ -1242,6 +1242,11 @@ def test_a_closed_explorer_says_so(ex):
                  lambda: ex.set_image(image(3)), lambda: ex.mark_dead(None)):
         with pytest.raises(RuntimeError, match="this explorer is closed"):
             read()
+    # its state is refused too, not taken silently while nothing is shown any more
+    for name, value in (("layer", "features.0"), ("channel", 1), ("box", (1, 1, 4, 4)), ("target", 1),
+                        ("fill", "black"), ("show_scores", False), ("dragging", True), ("method", "saliency")):
+        with pytest.raises(traitlets.TraitError, match=f"cannot set {name}: this explorer is closed"):
+            setattr(ex, name, value)
 
 
 def test_a_preprocess_the_default_denormalize_does_not_undo_is_warned_about():

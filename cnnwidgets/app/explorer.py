@@ -656,8 +656,22 @@ class Explorer(ipw.VBox):
         finally:
             self._picking = False
 
+    def _refuse_when_closed(self, proposal) -> None:
+        """A closed explorer shows nothing: setting its state is a mistake, not a silent no-op."""
+        if getattr(self, "_closed", False):
+            raise t.TraitError(
+                f"cannot set {proposal['trait'].name}: this explorer is closed; open a new one with "
+                "cnnwidgets.explore(...)"
+            )
+
+    @t.validate("dragging", "fill", "norm", "cmap", "sort", "overlay", "show_scores", "method")
+    def _check_open_for(self, proposal):
+        self._refuse_when_closed(proposal)
+        return proposal["value"]
+
     @t.validate("image")
     def _check_image(self, proposal):
+        self._refuse_when_closed(proposal)
         name = proposal["value"]
         picker = getattr(self, "picker", None)
         if picker is not None and name not in picker.names:
@@ -711,6 +725,7 @@ class Explorer(ipw.VBox):
 
     @t.validate("layer")
     def _check_layer(self, proposal):
+        self._refuse_when_closed(proposal)
         name = proposal["value"]
         info = self._layers.get(name)
         if info is None:
@@ -759,6 +774,7 @@ class Explorer(ipw.VBox):
 
     @t.validate("target")
     def _check_target(self, proposal):
+        self._refuse_when_closed(proposal)
         value = proposal["value"]
         if value is None:
             return None
@@ -782,6 +798,7 @@ class Explorer(ipw.VBox):
 
     @t.validate("channel")
     def _check_channel(self, proposal):
+        self._refuse_when_closed(proposal)
         value = int(proposal["value"])
         count = self._channels(self.layer) if self.layer else 1
         if not 0 <= value < count:
@@ -790,6 +807,7 @@ class Explorer(ipw.VBox):
 
     @t.validate("box")
     def _check_box(self, proposal):
+        self._refuse_when_closed(proposal)
         box = proposal["value"]
         if box is None:
             return None
@@ -802,6 +820,7 @@ class Explorer(ipw.VBox):
 
     @t.validate("device")
     def _check_device(self, proposal):
+        self._refuse_when_closed(proposal)
         try:
             name = _device_name(resolve_device(proposal["value"]))
         except ValueError as exc:
@@ -813,6 +832,7 @@ class Explorer(ipw.VBox):
 
     @t.validate("method_stride")
     def _check_method_stride(self, proposal):
+        self._refuse_when_closed(proposal)
         value = proposal["value"]
         if isinstance(value, bool) or value < 1:
             raise t.TraitError(
