@@ -477,6 +477,26 @@ def test_cancel_returns_a_partial_result_marked_with_nans(cpu_threads):
     assert nothing.unoccluded == pytest.approx(full.unoccluded, rel=1e-5)
 
 
+# a 3 x 3 grid runs as one batch, and the inference copy is made before it; an 11 x 11 grid makes
+# it after the preview batch
+@pytest.mark.parametrize("stride", [8, 2])
+def test_a_scan_cancelled_before_it_starts_prepares_no_inference_copy(cpu_threads, monkeypatch, stride):
+    from cnnwidgets.methods import occlusion as occ
+
+    made = []
+    real = occ._fast_model
+    monkeypatch.setattr(occ, "_fast_model", lambda *a, **k: made.append(1) or real(*a, **k))
+    model, x = small_cnn(), torch.randn(1, 3, 24, 24)
+    with Probe(model) as probe:
+        full = occlusion_map(probe, x, 1, window=4, stride=stride, progress=False)
+        assert made  # the scan does make one
+        occ._FAST_COPIES.pop(probe, None)  # forgotten: a new scan would make it again
+        made.clear()
+        nothing = occlusion_map(probe, x, 1, window=4, stride=stride, progress=False, cancel=lambda: True)
+    assert not made and nothing.cancelled and nothing.done == 0 and np.isnan(nothing.grid).all()
+    assert nothing.unoccluded == pytest.approx(full.unoccluded, rel=1e-5)
+
+
 # ---------------------------------------------------------------------------- targets
 
 

@@ -885,11 +885,14 @@ def _scan_with_probe(
     # The unoccluded score, through the same path as the occluded ones.
     unoccluded_label: int | None = None
     copy_after_preview = False
+    # stopped before the first batch: the unoccluded value (already computed) is all there is, and
+    # no fast copy (about two forward passes) is made for a scan that will not run
+    stopped_early = cancelled()
     if target.layer is None:
-        copy_after_preview = (
+        copy_after_preview = not stopped_early and (
             len(plan) > 1 and plan[0][1] == preview and _cached_fast_model(probe, fold_batchnorm) is None
         )
-        if copy_after_preview:
+        if copy_after_preview or stopped_early:
             # First scan on this probe, with a preview of one batch: the preview runs through the
             # probe's own copy, like the reference, and the fast copy is prepared after it. (Its
             # preparation and check cost about two forward passes; the probe's copy runs each
@@ -948,7 +951,9 @@ def _scan_with_probe(
 
     bar = tqdm(total=total, desc="occlusion", unit="pos", disable=not progress)
     try:
-        if copy_after_preview:
+        if stopped_early:
+            stopped = True
+        elif copy_after_preview:
             stopped = _run_batches(plan[:1], make_batch, runner, handle, cancelled, 1, torch.get_num_threads())
             stopped = stopped or cancelled()  # no fast copy (about two forward passes) for a scan that stops
             if not stopped:
@@ -1025,8 +1030,9 @@ def occlusion_map(
         order: ``"coarse_first"`` (default, see :func:`scan_order`) or ``"raster"``.
         callback: called after every batch with a snapshot :class:`OcclusionResult` (unfilled
             positions NaN); exceptions it raises stop the scan and propagate.
-        cancel: a ``threading.Event`` or a callable returning True; checked before every batch.
-            When it fires, the scan stops and the partial result is returned with
+        cancel: a ``threading.Event`` or a callable returning True; checked after the
+            unoccluded pass (before the inference copy for the scan is prepared) and before
+            every batch. When it fires, the scan stops and the partial result is returned with
             ``cancelled=True``.
         device: only when a model is passed: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"mps"``.
         fold_batchnorm: for targets on the model output, run a private copy in which eval-mode
