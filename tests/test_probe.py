@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -1128,3 +1130,19 @@ class _AttentionFirst(nn.Module):
 def test_an_image_model_registering_a_1d_convolution_first_is_still_sized():
     with Probe(_AttentionFirst().eval()) as probe:
         assert probe.layers["stem"].output_shape == (8, 32, 32) and probe.input_size == (3, 32, 32)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the resident memory from /proc (Linux)")
+def test_closing_a_probe_gives_the_memory_of_its_copy_back_to_the_system():
+    def resident_mib() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    # many small weight tensors (64 KiB each, about 190 MiB): the heap, not mmap, holds their copies
+    model = nn.Sequential(*[nn.Conv2d(64, 64, 2, bias=False) for _ in range(3000)]).eval()
+    before = resident_mib()
+    probe = Probe(model)
+    grown = resident_mib() - before
+    assert grown > 150  # the private copy
+    probe.close()
+    assert resident_mib() - before < grown / 4

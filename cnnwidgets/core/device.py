@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["available_devices", "resolve_device"]
+__all__ = ["available_devices", "release_memory", "resolve_device"]
 
 
 def _mps_available() -> bool:
@@ -62,3 +67,40 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device type {device.type!r} is not supported; use cpu, cuda or mps")
     return device
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_memory(device: torch.device | str = "cpu") -> bool:
+    """Give memory that dropped tensors freed back to the system, after a model copy is let go.
+
+    Freed memory otherwise stays with the process: glibc keeps the freed heap blocks of a
+    copy's many small weight tensors (about 320 MB of a VGG16's copies stayed after closing an
+    explorer), and torch keeps freed CUDA and MPS blocks cached for reuse. This trims the C heap
+    (Linux with glibc) and, for a CUDA or MPS ``device``, empties torch's cache of that kind.
+    Cheap (well under a millisecond on CPU); tensors still in use are not touched.
+
+    Returns:
+        Whether anything could be asked to give memory back.
+    """
+    device = torch.device(device)
+    released = False
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+        released = True
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+        released = True
+    elif device.type == "mps" and _mps_available():
+        torch.mps.empty_cache()
+        released = True
+    return released

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from cnnwidgets.core.device import resolve_device
+from cnnwidgets.core.device import release_memory, resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
 from cnnwidgets.core.targets import output_reduction, output_tensor
 
@@ -1075,6 +1075,7 @@ class Probe:
             callbacks, self._close_callbacks = self._close_callbacks, []
         for callback in callbacks:
             callback()
+        release_memory(self._device)  # the copy's freed memory goes back to the system, not to the heap
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once when the probe is closed: a method that keeps something
