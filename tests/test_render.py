@@ -672,3 +672,14 @@ def test_attribution_overlay_on_a_gray_image_has_only_the_heatmaps_colours():
     assert picture[0, 0, 0] > picture[0, 0, 2]  # inferno's strong end over gray: warm, not blue
     default = R.attribution.attribution_overlay(_blue_sky(), heat, cmap="inferno", weight_by_value=True)
     assert default[6, 6, 2] > default[6, 6, 0]  # without it the image keeps its colours
+
+
+def test_attribution_overlay_draws_with_inferno_unless_told_otherwise():
+    heat = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    picture = R.attribution.attribution_overlay(_blue_sky(), heat, alpha=1.0, percentile=100)
+    np.testing.assert_array_equal(
+        picture, R.attribution.attribution_overlay(_blue_sky(), heat, alpha=1.0, percentile=100, cmap="inferno")
+    )
+    assert not np.array_equal(
+        picture, R.attribution.attribution_overlay(_blue_sky(), heat, alpha=1.0, percentile=100, cmap="jet")
+    )

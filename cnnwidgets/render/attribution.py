@@ -204,7 +204,7 @@ def attribution_overlay(
     heat: object,
     *,
     alpha: float = 0.5,
-    cmap: str = "jet",
+    cmap: str = "inferno",
     percentile: float = 99.0,
     weight_by_value: bool = False,
     gray_image: bool = False,
@@ -216,7 +216,8 @@ def attribution_overlay(
         heat: (h, w) map (magnitudes are used: ``|heat|``), resized bilinearly to (H, W)
             when it has another size.
         alpha: opacity of the heatmap in [0, 1].
-        cmap: matplotlib colormap name.
+        cmap: matplotlib colormap name; inferno (perceptually uniform, readable in gray and by
+            colour-blind readers) unless another is asked for.
         percentile: robust scale of ``|heat|`` (see :func:`robust_scale`).
         weight_by_value: make the opacity ``alpha * v``, so weak regions stay transparent.
         gray_image: show the image in shades of gray under the heatmap, so that its colours
