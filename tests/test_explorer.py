@@ -146,6 +146,33 @@ def test_layer_menu_keeps_the_forward_order_of_blocks_and_top_level_layers():
         assert [name for _, _, name in layer_items(probe.layers)] == ["0.0.0", "0.0.1", "0.0", "0", "1"]
 
 
+def test_long_layer_groups_are_split_by_pooling_stage_or_by_block():
+    import torchvision
+
+    from cnnwidgets import Probe
+
+    def groups(model):
+        with Probe(model, input_size=(3, 64, 64)) as probe:
+            items = layer_items(probe.layers)
+        runs: list[tuple[str, list[str]]] = []
+        for group, _, name in items:
+            if not runs or runs[-1][0] != group:
+                runs.append((group, []))
+            runs[-1][1].append(name)
+        assert len({g for g, _ in runs}) == len(runs)  # each group is one run: a menu keeps the order
+        return runs
+
+    # VGG's flat `features` (21 layers): one stage per pooling layer, the block itself in the last
+    vgg = groups(torchvision.models.vgg11(weights=None))
+    assert [g for g, _ in vgg] == [f"features \u00b7 stage {n}" for n in range(1, 6)] + ["top level (after features)"]
+    assert vgg[0][1] == ["features.0", "features.1", "features.2"] and vgg[4][1][-1] == "features"
+    # MobileNetV2's `features` holds blocks: a group per block, none longer than the limit
+    mobile = groups(torchvision.models.mobilenet_v2(weights=None))
+    assert [g for g, _ in mobile][:3] == ["features.0", "features.1", "features.2"]
+    assert all(len(names) <= 16 for _, names in mobile)
+    assert all(name.startswith(g) for g, names in mobile[:-1] for name in names if name != "features")
+
+
 # ---------------------------------------------------------------- which stage reruns
 def test_channel_and_display_changes_render_without_forward(ex):
     before, forwards = ex.stats, ex.probe.stats.forwards

@@ -99,7 +99,9 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     layers inside it, where its output is made. Layers are grouped by their top-level block;
     top-level leaf modules share the group ``"top level"``, one group per run of them between
     blocks (``"top level (after features)"``), so that the groups keep the order of the forward
-    pass. Labels read ``name  Type  C×H×W``, with ``(HWC)`` after channels-last layers.
+    pass. A group of more than 16 layers is split: by the blocks inside it, or for a flat one
+    like VGG's ``features`` into stages that end at its pooling layers (``"features · stage 1"``). Labels read ``name  Type  C×H×W``, with ``(HWC)``
+    after channels-last layers.
     """
     shown = [info for info in layers.values() if info.map_shape is not None and info.calls > 0]
     last_inside: dict[str, int] = {}  # block name -> index of the last layer shown inside it
@@ -123,7 +125,77 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
         else:
             group = "top level" if previous_block is None else f"top level (after {previous_block})"
         items.append((group, f"{info.name}  {info.type}  {_map_text(info)}", info.name))
-    return items
+    return _split_long_groups(items, layers)
+
+
+#: A group with more layers than this is split (see :func:`_split_long_groups`).
+_LONG_GROUP = 16
+
+
+def _split_long_groups(items: list[tuple[str, str, str]], layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
+    """Split each menu group of more than ``_LONG_GROUP`` layers into smaller ones, keeping the order.
+
+    A group with blocks inside (MobileNet's and DenseNet's ``features``, a ResNet-50 stage) gets one
+    group per block inside, named after it (``"features.3"``), split again the same way while it
+    is long (a DenseNet dense block by its layers); the layers directly inside it between those
+    blocks form a run named after the group (``"features"``, then ``"features (after
+    features.denseblock1)"``). A flat group (VGG's and AlexNet's ``features``) is split into stages
+    that end at its pooling layers (``"features · stage 2"``). The group's own module goes with
+    the last part. A flat group without pooling inside stays whole.
+    """
+    out: list[tuple[str, str, str]] = []
+    start = 0
+    while start < len(items):  # groups are runs of equal labels
+        end = start
+        while end < len(items) and items[end][0] == items[start][0]:
+            end += 1
+        group = items[start][0]
+        prefix = group if group in layers else ""  # a block's group, or a run of top-level layers
+        out += _split_group(group, prefix, [(label, name) for _, label, name in items[start:end]], layers)
+        start = end
+    return out
+
+
+def _split_group(
+    group: str, prefix: str, entries: list[tuple[str, str]], layers: Mapping[str, LayerInfo]
+) -> list[tuple[str, str, str]]:
+    """One group of :func:`_split_long_groups`: ``entries`` are ``(label, name)`` of the layers inside
+    module ``prefix`` ("" for the top level), in menu order."""
+    if len(entries) <= _LONG_GROUP:
+        return [(group, label, name) for label, name in entries]
+    depth = prefix.count(".") + 1 if prefix else 0  # parts in the prefix's name
+    nested = any(name.count(".") + 1 > depth + 1 for _, name in entries)
+    parts: list[tuple[str, str | None, list[tuple[str, str]]]] = []  # (group label, block or None, entries)
+    if nested:
+        previous: str | None = None
+        for label, name in entries:
+            pieces = name.split(".")
+            if name == prefix and parts:
+                parts[-1][2].append((label, name))  # the block itself: after everything inside it
+                continue
+            child = ".".join(pieces[: depth + 1])
+            if len(pieces) > depth + 1 or not layers[child].is_leaf:
+                previous = child
+                key: tuple[str, str | None] = (child, child)
+            else:
+                key = (group if previous is None else f"{group} (after {previous})", None)
+            if not parts or parts[-1][:2] != key:
+                parts.append((key[0], key[1], []))
+            parts[-1][2].append((label, name))
+        out = []
+        for label_text, block, inside in parts:
+            out += _split_group(label_text, block, inside, layers) if block else [
+                (label_text, label, name) for label, name in inside]
+        return out
+    stage, pooled, out = 1, False, []
+    for label, name in entries:
+        if pooled and name != prefix:
+            stage += 1
+        pooled = "Pool" in layers[name].type
+        out.append((stage, label, name))
+    if out[-1][0] == 1:
+        return [(group, label, name) for _, label, name in out]
+    return [(f"{group} \u00b7 stage {n}", label, name) for n, label, name in out]
 
 
 def default_layer(layers: Mapping[str, LayerInfo]) -> str:
