@@ -787,7 +787,7 @@ def test_close_stops_an_occlusion_request_before_its_scan(gate):
     assert runner.result is None and runner.cancelled == 1
 
 
-@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.FunctionalReluWarning")  # the runner says it in the note
+@pytest.mark.filterwarnings("error::cnnwidgets.methods.FunctionalReluWarning")  # said in the note, not twice
 def test_guided_backprop_and_deconvnet_say_when_relus_applied_as_functions_kept_the_true_gradient():
     from cnnwidgets.methods import FunctionalReluWarning
 
@@ -892,7 +892,7 @@ def test_deconvnet_says_when_the_channel_is_not_active_on_the_image():
         runner.close()
 
 
-@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.FunctionalReluWarning")  # the runner says it in the note
+@pytest.mark.filterwarnings("error::cnnwidgets.methods.FunctionalReluWarning")  # said in the note, not twice
 def test_relus_of_other_threads_are_not_counted(gate):
     torch.manual_seed(0)
     runner = MethodRunner(FunctionalReluNet().eval(), {1: small_image()}.__getitem__, lambda r: None, no_error,
@@ -914,7 +914,7 @@ def test_relus_of_other_threads_are_not_counted(gate):
         runner.close()
 
 
-@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.FunctionalReluWarning")  # the caption says it
+@pytest.mark.filterwarnings("error::cnnwidgets.methods.FunctionalReluWarning")  # said in the note, not twice
 def test_the_method_caption_says_when_functional_relus_kept_the_true_gradient():
     torch.manual_seed(0)
     ex = Explorer(FunctionalReluNet().eval(), small_image().display, samples={}, device="cpu", background=False,

@@ -251,7 +251,8 @@ _REPORTS = threading.local()
 @contextmanager
 def relu_report() -> Iterator[ReluReport]:
     """Collect what the :func:`relu_rule` blocks run in this thread inside the block met (the
-    same counts their warnings give), for a caller that shows them another way."""
+    same counts their warnings give), for a caller that shows them another way: inside the
+    block they give no warning, so the user is not told twice."""
     previous = getattr(_REPORTS, "current", None)
     report = _REPORTS.current = ReluReport()
     try:
@@ -313,9 +314,10 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
     functional = counter.calls - module_calls
     no_relu = no_relu_reason(model) if counter.calls == 0 and not handles else ""
     report = getattr(_REPORTS, "current", None)
-    if report is not None:
+    if report is not None:  # the caller shows them its own way: no warning besides
         report.functional += max(functional, 0)
         report.no_relu = report.no_relu or no_relu
+        return
     if functional > 0:
         warnings.warn(
             f"{method}: the model applied ReLU as a function {functional} time(s) (F.relu, torch.relu or "
