@@ -173,6 +173,18 @@ def test_long_layer_groups_are_split_by_pooling_stage_or_by_block():
     assert all(name.startswith(g) for g, names in mobile[:-1] for name in names if name != "features")
 
 
+def test_the_explorer_opens_a_model_at_the_size_it_says_it_was_trained_at():
+    class Cfg(nn.Sequential):  # a timm-style model with its pretrained configuration
+        pretrained_cfg = {"input_size": (3, 40, 40)}
+
+    model = Cfg(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    ex = Explorer(model, image(0), samples={}, background=False)  # no input_size: it is chosen
+    try:
+        assert ex.probe.input_size == (3, 40, 40) and ex.activations.shape[1:] == (38, 38)
+    finally:
+        ex.close()
+
+
 # ---------------------------------------------------------------- which stage reruns
 def test_channel_and_display_changes_render_without_forward(ex):
     before, forwards = ex.stats, ex.probe.stats.forwards

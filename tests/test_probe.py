@@ -1146,3 +1146,24 @@ def test_closing_a_probe_gives_the_memory_of_its_copy_back_to_the_system():
     assert grown > 150  # the private copy
     probe.close()
     assert resident_mib() - before < grown / 4
+
+
+def test_a_model_that_says_its_trained_size_is_described_at_it():
+    from cnnwidgets.core.probe import default_input_sizes, trained_input_size
+
+    inception = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
+    assert trained_input_size(inception) == (3, 299, 299)
+    with Probe(inception) as probe:
+        assert probe.input_size == (3, 299, 299)  # not 224, which it also runs on
+
+    class Cfg(nn.Sequential):  # a timm-style model with its pretrained configuration
+        pretrained_cfg = {"input_size": (3, 96, 96)}
+
+    model = Cfg(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    assert next(default_input_sizes(model)) == (3, 96, 96)
+    with Probe(model) as probe:
+        assert probe.input_size == (3, 96, 96)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    assert trained_input_size(plain) is None
+    with Probe(plain) as probe:
+        assert probe.layers and probe.input_size == (3, 224, 224)

@@ -38,6 +38,7 @@ from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, unknown_layer_error
 from cnnwidgets.core.probe import (
     ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
+    trained_input_size,
 )
 from cnnwidgets.core.targets import check_output_kind, class_scores, output_tensor
 from cnnwidgets.methods.cam import nearest_conv_layer
@@ -257,10 +258,14 @@ def _input_size_candidates(model: nn.Module, image: Any, channels: int) -> Itera
     """Input sizes with ``channels`` channels to try, in order, for a model given without
     ``input_size`` or ``preprocess``.
 
-    The sides of the probe's :func:`~cnnwidgets.core.probe.default_input_sizes`, with the
-    image's own size (up to 512 pixels a side) tried right after 224 x 224 for RGB and first
+    The size the model says it was trained at (:func:`~cnnwidgets.core.probe.trained_input_size`)
+    first, then the sides of the probe's :func:`~cnnwidgets.core.probe.default_input_sizes`, with
+    the image's own size (up to 512 pixels a side) tried right after 224 x 224 for RGB and first
     for grayscale. The image is only read if that candidate is reached.
     """
+    trained = trained_input_size(model)
+    if trained is not None and trained[0] == channels and trained[1] == trained[2]:
+        yield trained  # the size the model says it was trained at (Inception v3: 299)
     sides = list(dict.fromkeys(side for _, side, _ in default_input_sizes(model)))
     if channels == 3 and 224 in sides:
         sides.remove(224)

@@ -47,7 +47,7 @@ from cnnwidgets.core.targets import output_reduction, output_tensor
 __all__ = [
     "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
     "FALLBACK_CHANNELS", "batch_dependent_layers", "channel_guesses", "check_batch", "check_input_size",
-    "default_input_sizes", "input_kind_problem",
+    "default_input_sizes", "input_kind_problem", "trained_input_size",
     "layer_names", "plain_module", "probe_scope", "set_memory_format", "unwrap_model",
 ]
 
@@ -63,13 +63,35 @@ def channel_guesses(model: nn.Module) -> tuple[int, ...]:
     return tuple(dict.fromkeys((input_channels(model) or 3, *FALLBACK_CHANNELS)))
 
 
+#: Input sizes of model classes trained at another size than 224 x 224, by class name.
+_TRAINED_SIZES = {"Inception3": (3, 299, 299)}  # torchvision's inception_v3
+
+
+def trained_input_size(model: nn.Module) -> tuple[int, int, int] | None:
+    """The (C, H, W) the model says it was trained at, or None when it does not say.
+
+    Read from a timm-style ``pretrained_cfg`` or ``default_cfg`` dict (``"input_size"``), else
+    known model classes: torchvision's ``Inception3`` (299 x 299).
+    """
+    for attribute in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, attribute, None)
+        size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        if isinstance(size, (tuple, list)) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size):
+            return (int(size[0]), int(size[1]), int(size[2]))
+    return _TRAINED_SIZES.get(type(model).__name__)
+
+
 def default_input_sizes(model: nn.Module) -> Iterator[tuple[int, int, int]]:
     """The input sizes a :class:`Probe` tries, in order, for a model given without one.
 
-    The channels are those of :func:`channel_guesses`, in order. RGB tries torchvision's
-    224 x 224 first; then, for any channel count, the sizes of the usual small datasets: 28
-    (MNIST, first for grayscale), 32 (CIFAR), 64, 96, 128, 224, 299.
+    First the size the model says it was trained at (:func:`trained_input_size`: 299 x 299 for
+    Inception v3), if any. Then the channels of :func:`channel_guesses`, in order: RGB tries
+    torchvision's 224 x 224 first; then, for any channel count, the sizes of the usual small
+    datasets: 28 (MNIST, first for grayscale), 32 (CIFAR), 64, 96, 128, 224, 299.
     """
+    trained = trained_input_size(model)
+    if trained is not None:
+        yield trained
     for channels in channel_guesses(model):
         sides = (224, 28, 32, 64, 96, 128, 299) if channels == 3 else (28, 32, 64, 96, 128, 224, 299)
         for side in sides:
