@@ -147,3 +147,162 @@ def test_plain_widget_and_table_html_validate_input():
         view.align = ["middle"]
     with pytest.raises(ValueError, match="row 0 has 1 cells"):
         table_html(["a", "b"], [["only one"]])
+
+
+# --- why a receptive field is missing ------------------------------------------------------------------------
+
+
+class PaddingConv(nn.Conv2d):
+    """A convolution that pads in its own forward: its attributes (padding 0) do not say how it reads."""
+
+    def forward(self, x):
+        return super().forward(nn.functional.pad(x, (1, 1, 1, 1)))
+
+
+class CustomConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.padded = PaddingConv(4, 4, 3)
+        self.act = nn.ReLU()
+        self.head = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(self.act(self.padded(self.stem(x))))
+
+
+class FunctionalPoolNet(nn.Module):
+    """Pools with a function between two modules, as Inception's blocks do with ``F.avg_pool2d``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.after_pool = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.after_pool(nn.functional.avg_pool2d(self.stem(x), 3, stride=1, padding=1))
+
+
+class TwoBreaks(nn.Module):
+    """Two branches from the input, each losing its receptive field in another way."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 4, 3, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.conv_b = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.resize = nn.AdaptiveAvgPool2d(5)
+
+    def forward(self, x):
+        return self.up(self.conv_a(x)).mean() + self.resize(self.conv_b(x)).mean()
+
+
+def test_a_conv_subclass_padding_in_forward_is_named_as_where_the_receptive_field_is_lost():
+    table = summary(CustomConvNet(), input_size=(3, 16, 16))
+    rows = {r.name: r for r in table.rows}
+    assert rows["stem"].receptive_field == 3 and rows["stem"].receptive_field_reason == ""
+    assert [rows[n].receptive_field for n in ("padded", "act", "head")] == [None, None, None]
+    assert "own forward" in rows["padded"].receptive_field_reason
+    # the ReLU and the plain convolution after it follow the rule: they only lack one because their input does
+    assert "input has none" in rows["act"].receptive_field_reason
+    assert "input has none" in rows["head"].receptive_field_reason
+    note = table.receptive_field_note
+    assert note.startswith("RF '-' on 3 of 4 layers with a spatial map, first at padded (PaddingConv): ")
+    assert "own forward" in note and "\n" not in note
+    lines = table.to_text().splitlines()
+    assert lines[-2] == "CustomConvNet: 408 parameters, input 3x16x16; 4 layers shown" and lines[-1] == note
+    assert lines[-3] == lines[1]  # the rule closing the table comes before both footer lines
+
+
+def test_a_function_between_modules_is_named_through_the_layer_that_reads_its_output():
+    table = summary(FunctionalPoolNet(), input_size=(3, 12, 12))
+    rows = {r.name: r for r in table.rows}
+    assert rows["stem"].receptive_field == 3 and rows["after_pool"].receptive_field is None
+    note = table.receptive_field_note
+    assert "1 of 2 layers" in note and "first at after_pool (Conv2d)" in note
+    assert "input has none" in note and "functional pooling" in note
+
+
+def test_channels_last_layers_are_explained():
+    # ConvNeXt-style: permute to (H, W, C) for a LayerNorm and a Linear per position, then back
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        torchvision.ops.misc.Permute([0, 2, 3, 1]),
+        nn.LayerNorm(8),
+        nn.Linear(8, 8),
+        torchvision.ops.misc.Permute([0, 3, 1, 2]),
+        nn.Conv2d(8, 8, 1),
+    )
+    table = summary(model, input_size=(3, 10, 12))
+    rows = {r.name: r for r in table.rows}
+    for name in ("1", "2", "3"):
+        assert rows[name].layout == "HWC" and "channels-last" in rows[name].receptive_field_reason
+    assert "5 of 6 layers" in table.receptive_field_note
+    assert "first at 1 (Permute): its output is channels-last" in table.receptive_field_note
+
+
+@pytest.mark.parametrize(
+    ("layer", "words"),
+    [
+        (nn.ConvTranspose2d(4, 4, 3, padding=1), "transposed convolution"),
+        (nn.Conv2d(4, 4, (3, 1), padding=(1, 0)), "not square"),
+        (nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"), "circularly"),
+        (nn.AdaptiveAvgPool2d((9, 9)), "adaptive pooling"),
+        (nn.Upsample(scale_factor=2), "changes the map's size"),
+        (nn.ZeroPad2d(1), "changes the map's size"),
+        (nn.Linear(8, 8), "Linear"),
+    ],
+)
+def test_each_kind_of_layer_the_recurrence_does_not_describe_gets_its_own_reason(layer, words):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), layer, nn.ReLU())
+    table = summary(model, input_size=(3, 8, 8))
+    rows = table.rows
+    assert rows[0].receptive_field == 3 and rows[1].receptive_field is None
+    assert words in rows[1].receptive_field_reason
+    assert "input has none" in rows[2].receptive_field_reason
+    assert f"first at 1 ({type(layer).__name__}): " in table.receptive_field_note
+    assert words in table.receptive_field_note
+
+
+def test_a_second_place_losing_it_for_another_reason_is_named_too():
+    note = summary(TwoBreaks(), input_size=(3, 8, 8)).receptive_field_note
+    assert note.startswith("RF '-' on 2 of 4 layers with a spatial map, first at up (ConvTranspose2d): ")
+    assert "Also at resize (AdaptiveAvgPool2d): adaptive pooling" in note
+
+
+def test_containers_count_but_the_first_leaf_is_named():
+    table = summary(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), PaddingConv(4, 4, 3))), (3, 8, 8),
+                    leaves_only=False)
+    rows = {r.name: r for r in table.rows}
+    assert rows["0"].receptive_field is None and "returns" in rows["0"].receptive_field_reason
+    assert "2 of 3 layers" in table.receptive_field_note and "first at 0.1 (PaddingConv)" in table.receptive_field_note
+
+
+def test_no_note_when_every_map_layer_has_a_receptive_field():
+    # the 1 x 1 maps of global pooling and squeeze-and-excitation have none, and need no note
+    for model, size in ((small_net(), (3, 32, 32)), (torchvision.models.resnet18(weights=None), (3, 64, 64)),
+                        (torchvision.models.mobilenet_v3_small(weights=None), (3, 64, 64))):
+        table = summary(model, input_size=size)
+        assert any(r.receptive_field is None and r.output_shape and len(r.output_shape) == 3 for r in table.rows)
+        assert table.receptive_field_note == "" and "\n" not in table.footer()
+        assert all(r.receptive_field_reason == "" for r in table.rows)
+        assert "title=" not in table.to_html()
+
+
+def test_html_explains_a_missing_receptive_field_on_hover_and_in_the_caption():
+    page = summary(CustomConvNet(), input_size=(3, 16, 16)).to_html()
+    assert page.count(' title="it has its own forward') == 1
+    assert page.count(' title="its input has none') == 2
+    caption = page[page.index("<caption"):]
+    assert "4 layers shown<br>RF &#x27;-&#x27; on 3 of 4 layers" in caption
+
+
+def test_widget_footer_shows_the_note_under_the_count():
+    view = summary_view(CustomConvNet(), (3, 16, 16))
+    footer = view._footer.value
+    assert "CustomConvNet: 408 parameters, input 3x16x16 - 4 of 4 layers<br>RF &#x27;-&#x27; on 3 of 4" in footer
+    assert "first at padded (PaddingConv)" in footer
+    view.filter_text = "stem"
+    assert " - 1 of 4 layers<br>RF " in view._footer.value
+    plain = SummaryView(["a"], [["x"]], caption="one line")
+    assert plain._footer.value == "<small>one line - 1 of 1 layers</small>"

@@ -74,10 +74,12 @@ from cnnwidgets.core.targets import output_tensor
 
 __all__ = [
     "Discovery", "LayerInfo", "discover", "discover_layers", "discover_layers_and_output", "final_activation",
-    "first_convolution", "input_channels", "suggest_names", "unknown_layer_error",
+    "GEOMETRIC_MODULES", "first_convolution", "input_channels", "is_convolution", "module_geometry", "rule_applies",
+    "suggest_names", "unknown_layer_error",
 ]
 
-_GEOMETRIC = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+#: Modules whose receptive-field geometry follows from their window (see :func:`module_geometry`).
+GEOMETRIC_MODULES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def _pair(value: Any) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def _module_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
+def module_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
     """(kernel, stride, padding, dilation) for square conv/pool modules, else None (also for
     circular padding: a border unit's window wraps to the opposite edge, which no box describes)."""
     if getattr(module, "padding_mode", "zeros") == "circular":
@@ -219,8 +221,8 @@ Geometry = tuple[int, int, float]  # receptive field, jump, start
 def _propagate(module: nn.Module, geometry: Geometry | None, in_shape, out_shape) -> Geometry | None:
     if geometry is None:
         return None
-    if isinstance(module, _GEOMETRIC):
-        params = _module_geometry(module)
+    if isinstance(module, GEOMETRIC_MODULES):
+        params = module_geometry(module)
         if params is None:
             return None
         k, s, p, d = params
@@ -237,7 +239,7 @@ def _propagate(module: nn.Module, geometry: Geometry | None, in_shape, out_shape
     return None
 
 
-def _rule_applies(module: nn.Module) -> bool:
+def rule_applies(module: nn.Module) -> bool:
     """Whether :func:`_propagate`'s rule describes ``module``'s forward: the forward is torch's
     own, and for a module without a window, one that works per position (activations, norms,
     dropout; not a Linear, which mixes whatever its last dimension holds). Normalisation layers
@@ -249,8 +251,8 @@ def _rule_applies(module: nn.Module) -> bool:
     if not getattr(forward, "__module__", "").startswith("torch."):
         # a convolution or pooling subclass with its own forward may pad or stride otherwise
         # than its attributes say: follow its functions; another windowed module gets no geometry
-        return hasattr(module, "kernel_size") and not isinstance(module, _GEOMETRIC)
-    return isinstance(module, _GEOMETRIC) or hasattr(module, "kernel_size") or not isinstance(module, nn.Linear)
+        return hasattr(module, "kernel_size") and not isinstance(module, GEOMETRIC_MODULES)
+    return isinstance(module, GEOMETRIC_MODULES) or hasattr(module, "kernel_size") or not isinstance(module, nn.Linear)
 
 
 # Name fragments of tensor functions that move or mix map positions even when they keep the
@@ -525,7 +527,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
         shapes[name] = tuple(output.shape[1:]) if batched[name] else tuple(output.shape)
         keep_alive.append(output)
         if not any(True for _ in module.children()):
-            if id(output) in geometry_of and not _rule_applies(module):
+            if id(output) in geometry_of and not rule_applies(module):
                 # a leaf whose own forward is not the one the module rule describes (a custom
                 # layer, a conv subclass that pads in forward, a Linear over the width): what
                 # its tensor functions did to the positions, as followed above, decides

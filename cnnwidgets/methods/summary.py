@@ -7,7 +7,9 @@ Araujo, Norris & Sim (2019), "Computing Receptive Fields of Convolutional Neural
 
     r_out = r_in + (k - 1) * d * j_in,    j_out = j_in * s,    r_0 = j_0 = 1
 
-Layers where the recurrence does not apply (linear layers, adaptive pooling) show ``-``.
+Layers where the recurrence does not apply (linear layers, adaptive pooling) show ``-``. When some
+layers with a spatial map (more than one position) show ``-``, the summary says how many, where the
+receptive field is first lost and why (see :func:`receptive_field_reason`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,115 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
-from cnnwidgets.core.layers import LayerInfo
+# the rules discovery applied to a module: a reason below must follow the very same ones
+from cnnwidgets.core.layers import GEOMETRIC_MODULES, LayerInfo, module_geometry, rule_applies
 from cnnwidgets.core.probe import Probe, check_input_size, probe_scope
 
-__all__ = ["Summary", "SummaryRow", "summary"]
+__all__ = ["Summary", "SummaryRow", "has_spatial_map", "receptive_field_reason", "summary"]
 
 COLUMNS = ("Layer", "Type", "Output shape", "Params", "RF", "Jump")
 _NUMERIC = (False, False, False, True, True, True)
 
+# Why a layer with a spatial map has no receptive field, one phrase per cause (see receptive_field_reason).
+_CHANNELS_LAST = "its output is channels-last (H, W, C), and the recurrence follows (C, H, W) maps only"
+_LINEAR = "a Linear applied to a map mixes the positions along its last dimension"
+_OWN_FORWARD = (
+    "it has its own forward (a custom layer, or a convolution subclass that pads in forward), "
+    "which the recurrence does not describe"
+)
+_WINDOW_SHAPE = "its window is not square, or it pads circularly or reflects further than half the window"
+_OTHER_WINDOW = "a windowed layer the recurrence does not describe (transposed convolution, LP pooling, unpooling)"
+_ADAPTIVE = "adaptive pooling, whose windows follow the map's size, not a fixed kernel"
+_RESIZE = "it changes the map's size or arrangement without a kernel (interpolation, padding, a reshape)"
+_INPUT = (
+    "its input has none, as it went through a function in a forward that the recurrence does not follow "
+    "(functional pooling or padding, interpolation, a reshape or permute) or a layer without one"
+)
+_CONTAINER = "the tensor it returns comes from a layer or function without one"
+_UNKNOWN = "an operation the recurrence does not describe"
 
+_ADAPTIVE_POOLING = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+# torch's modules without a kernel that change a map's size or the order of its positions; any other
+# torch module without a kernel keeps the geometry of its input (activations, normalisation, dropout)
+_RESIZING = (
+    nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.Flatten, nn.Unflatten,
+    nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._CircularPadNd,
+)
+
+
+def has_spatial_map(info: LayerInfo) -> bool:
+    """Whether the layer ran and its output is a feature map with more than one position. A 1 x 1 map (global
+    pooling, a squeeze-and-excitation branch) is left out: its one unit usually reads the whole input, and a
+    missing receptive field there needs no explanation."""
+    shape = info.map_shape
+    return info.calls > 0 and shape is not None and shape[1] * shape[2] > 1
+
+
+def receptive_field_reason(module: nn.Module, info: LayerInfo) -> str:
+    """Why discovery gave this layer no receptive field, as a short phrase; ``""`` when it has one or has
+    no spatial map (see :func:`has_spatial_map`).
+
+    The phrase names the module's own kind when that is what the recurrence does not describe (a
+    channels-last output, adaptive pooling, a transposed convolution, a leaf with its own ``forward`` ...);
+    for a module the recurrence does describe (a plain convolution, an activation) it says that its input
+    had none already.
+
+    Args:
+        module: the module ``info`` describes.
+        info: its :class:`~cnnwidgets.core.layers.LayerInfo` from discovery.
+    """
+    if info.receptive_field is not None or not has_spatial_map(info):
+        return ""
+    if info.layout == "HWC":
+        return _CHANNELS_LAST
+    if not info.is_leaf:
+        return _CONTAINER
+    if not rule_applies(module):
+        # discovery followed the module's own tensor functions instead of the rule
+        return _LINEAR if isinstance(module, nn.Linear) else _OWN_FORWARD
+    if isinstance(module, GEOMETRIC_MODULES):
+        return _WINDOW_SHAPE if module_geometry(module) is None else _INPUT
+    if hasattr(module, "kernel_size"):
+        return _OTHER_WINDOW
+    if isinstance(module, _ADAPTIVE_POOLING):
+        return _ADAPTIVE
+    if isinstance(module, _RESIZING):
+        return _RESIZE
+    return _INPUT
+
+
+def _receptive_field_note(rows: Sequence[SummaryRow]) -> str:
+    """One line for the summary's footer when some rows with a spatial map have no receptive field: how
+    many, the first such layer and why, and other places where it is lost for another reason."""
+    maps = [row for row in rows if row.spatial]
+    missing = [row for row in maps if row.receptive_field is None]
+    if not missing:
+        return ""
+    # Where the receptive field is lost: a leaf without one that runs first, or right after a leaf that has one.
+    # (Execution order, not the data flow, which discovery does not record: a best guess past the first.)
+    origins: list[SummaryRow] = []
+    previous_had_one = True
+    for row in maps:
+        if not row.is_leaf:
+            continue
+        if row.receptive_field is None and previous_had_one:
+            origins.append(row)
+        previous_had_one = row.receptive_field is not None
+    first = origins[0] if origins else missing[0]
+    text = (
+        f"RF '-' on {len(missing)} of {len(maps)} layers with a spatial map, first at {first.name} ({first.type}): "
+        f"{first.receptive_field_reason or _UNKNOWN}."
+    )
+    seen = {first.receptive_field_reason}
+    for row in origins[1:]:
+        if row.receptive_field_reason not in seen and len(seen) < 3:
+            seen.add(row.receptive_field_reason)
+            text += f" Also at {row.name} ({row.type}): {row.receptive_field_reason}."
+    return text
 
 
 @dataclass(frozen=True)
@@ -48,6 +150,9 @@ class SummaryRow:
             else ``"CHW"`` or ``""``.
         batch_first: False when the output's first dimension is not the batch; ``output_shape`` is
             then the whole shape, shown with ``(not batched)``.
+        spatial: whether the output is a feature map with more than one position (see :func:`has_spatial_map`).
+        receptive_field_reason: for a layer with a spatial map and no receptive field, why (see
+            :func:`receptive_field_reason`); ``""`` otherwise.
     """
 
     name: str
@@ -61,9 +166,12 @@ class SummaryRow:
     is_leaf: bool
     layout: str = ""
     batch_first: bool = True
+    spatial: bool = False
+    receptive_field_reason: str = ""
 
     @classmethod
-    def from_info(cls, info: LayerInfo) -> SummaryRow:
+    def from_info(cls, info: LayerInfo, module: nn.Module | None = None) -> SummaryRow:
+        """The row for one discovered layer; with its ``module``, also why it has no receptive field."""
         return cls(
             name=info.name,
             type=info.type,
@@ -76,6 +184,8 @@ class SummaryRow:
             is_leaf=info.is_leaf,
             layout=info.layout,
             batch_first=info.batch_first,
+            spatial=has_spatial_map(info),
+            receptive_field_reason="" if module is None else receptive_field_reason(module, info),
         )
 
     def cells(self) -> tuple[str, str, str, str, str, str]:
@@ -110,12 +220,15 @@ class Summary:
         input_size: the (C, H, W) the shapes were computed for.
         total_params: number of (distinct) parameters of the whole model.
         model_name: the model's class name.
+        receptive_field_note: when some layers with a spatial map have no receptive field, one line
+            saying how many, where it is first lost and why; ``""`` otherwise.
     """
 
     rows: tuple[SummaryRow, ...]
     input_size: tuple[int, ...]
     total_params: int
     model_name: str
+    receptive_field_note: str = ""
 
     columns = COLUMNS
     numeric = _NUMERIC
@@ -133,15 +246,19 @@ class Summary:
         return replace(self, rows=kept)
 
     def description(self) -> str:
-        """One line about the whole model, e.g. ``Net: 656 parameters, input 3x16x16``."""
+        """One line about the whole model, e.g. ``Net: 656 parameters, input 3x16x16``, followed by the
+        :attr:`receptive_field_note` on a second line when there is one."""
         size = "x".join(str(s) for s in self.input_size)
-        return f"{self.model_name}: {self.total_params:,} parameters, input {size}"
+        line = f"{self.model_name}: {self.total_params:,} parameters, input {size}"
+        return f"{line}\n{self.receptive_field_note}" if self.receptive_field_note else line
 
     def footer(self) -> str:
-        return f"{self.description()}; {len(self.rows)} layers shown"
+        """The lines under the table: the :meth:`description`, its first line ending with the number of rows."""
+        first, *rest = self.description().split("\n")
+        return "\n".join([f"{first}; {len(self.rows)} layers shown", *rest])
 
     def to_text(self) -> str:
-        """An aligned plain-text table (numbers right-aligned) with a footer line."""
+        """An aligned plain-text table (numbers right-aligned) with the footer lines."""
         cells = self.cells()
         widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.columns)]
 
@@ -157,16 +274,20 @@ class Summary:
         """An HTML table (escaped) with the same content as :meth:`to_text`."""
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = []
-        for row in self.cells():
-            tds = "".join(
-                f'<td style="text-align:{"right" if num else "left"}">{html.escape(v)}</td>'
-                for v, num in zip(row, _NUMERIC)
-            )
-            body.append(f"<tr>{tds}</tr>")
+        rf_column = self.columns.index("RF")
+        for summary_row, row in zip(self.rows, self.cells()):
+            tds = []
+            for index, (v, num) in enumerate(zip(row, _NUMERIC)):
+                # a missing receptive field says why when hovered
+                why = summary_row.receptive_field_reason if index == rf_column else ""
+                title = f' title="{html.escape(why)}"' if why else ""
+                tds.append(f'<td style="text-align:{"right" if num else "left"}"{title}>{html.escape(v)}</td>')
+            body.append(f"<tr>{''.join(tds)}</tr>")
+        caption = "<br>".join(html.escape(line) for line in self.footer().split("\n"))
         return (
             '<table class="cnnwidgets-summary">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-            f"<caption style=\"caption-side:bottom\">{html.escape(self.footer())}</caption></table>"
+            f"<caption style=\"caption-side:bottom\">{caption}</caption></table>"
         )
 
     def __str__(self) -> str:
@@ -201,7 +322,8 @@ def summary(
             a ResNet's blocks).
 
     Returns:
-        A :class:`Summary` (printable; shown as a table in notebooks).
+        A :class:`Summary` (printable; shown as a table in notebooks). When some layers with a spatial
+        map have no receptive field, its footer says how many, where it is first lost and why.
 
     Raises:
         ValueError: for an ``input_size`` that is not (C, H, W) (a tensor passed by mistake is named
@@ -213,11 +335,15 @@ def summary(
         input_size = check_input_size(input_size)
     with probe_scope(model_or_probe, input_size=input_size) as probe:
         infos = probe.describe(input_size) if input_size is not None else probe.layers
-        rows = tuple(SummaryRow.from_info(i) for i in infos.values() if i.is_leaf or not leaves_only)
+        modules = dict(probe.model.named_modules())
+        rows = tuple(
+            SummaryRow.from_info(i, modules.get(i.name)) for i in infos.values() if i.is_leaf or not leaves_only
+        )
         total = sum(p.numel() for p in probe.model.parameters())
         return Summary(
             rows=rows,
             input_size=tuple(probe.input_size),
             total_params=total,
             model_name=type(probe.model).__name__,
+            receptive_field_note=_receptive_field_note(rows),
         )

@@ -51,7 +51,8 @@ class SummaryView(widgets.VBox):
         columns: header labels.
         cells: the rows, as lists of display strings.
         align: ``"left"``/``"right"`` per column.
-        caption: a line shown under the table.
+        caption: the text under the table: its first line ends with how many rows are shown; further
+            lines (after a newline, such as a note about missing receptive fields) follow below it.
         filter_text: the filter (bound to the text box).
         shown: number of rows currently shown (read it, don't set it).
     """
@@ -103,5 +104,6 @@ class SummaryView(widgets.VBox):
         self.set_trait("shown", len(rows))
         self._table.value = table_html(self.columns, rows, self.align)
         count = f"{len(rows)} of {len(self.cells)} layers"
-        text = f"{self.caption} - {count}" if self.caption else count
-        self._footer.value = f"<small>{html.escape(text)}</small>"
+        first, *notes = self.caption.split("\n")
+        lines = [f"{first} - {count}" if first else count, *(note for note in notes if note)]
+        self._footer.value = f"<small>{'<br>'.join(html.escape(line) for line in lines)}</small>"
