@@ -358,6 +358,7 @@ def test_drag_end_redraws_final_quality_without_forward(ex):
 def test_occluder_switch_and_size(ex):
     assert "change caused by the occluder" in ex.panel_caption.value
     assert "cnnw-caption" in ex.panel_caption._dom_classes  # wraps in its column: the layout stays still
+    assert "cnnw-caption" in ex.input_caption._dom_classes
     ex.occluder_controls.enabled = False
     assert ex.box is None
     np.testing.assert_array_equal(ex.activations, ex.baseline_activations)

@@ -242,8 +242,9 @@ _HEAT_KEY = "strongest where pale yellow, then orange and dark red; clear where 
 
 #: The caption above the input image, with the occluder on (True) and off.
 _INPUT_CAPTIONS = {
-    True: "<b>input</b> &mdash; drag the box, resize at its corner; keys: arrows move it (Shift: farther), "
-          "Ctrl+arrows resize it, + and &minus; grow and shrink it",
+    True: "<b>input</b> &mdash; drag the box, resize at its corner; or keys: "
+          "<span title='arrow keys move the box (with Shift: farther), Ctrl+arrow keys resize it, "
+          "+ and &minus; grow and shrink it'>arrows, Ctrl+arrows, + &minus;</span>",
     False: "<b>input</b> &mdash; the occluder is off: press on the image (or Enter) to place it",
 }
 
@@ -925,6 +926,7 @@ class Explorer(ipw.VBox):
         self.panel = ipw.Image(format="jpeg", layout=ipw.Layout(width="auto", height="auto"))
         self.panel.add_class("cnnw-pixelated")
         self.input_caption = ipw.HTML(_INPUT_CAPTIONS[True])
+        self.input_caption.add_class("cnnw-caption")  # wraps in its column: the image's width sets the layout
         self.panel_caption = ipw.HTML()
         self.panel_caption.add_class("cnnw-caption")  # wraps within its column: the layout stays still
         self.grid_caption = ipw.HTML()

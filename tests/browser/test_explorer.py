@@ -230,6 +230,13 @@ def run_explorer_checks(nb) -> None:
     kernel.execute("assert explorer.wait_idle(120)")
     nb.page.evaluate("document.activeElement.blur()")  # no focus ring in the pictures below
 
+    # ---- the top class clicked as the target: its occlusion map is the one worth a picture
+    top_row = nb.page.locator(".cnnw-explorer .cnnw-score-row").first
+    top = int(top_row.get_attribute("data-index"))
+    top_row.click()
+    assert kernel.wait_until("explorer.target", lambda c: c == top) == top
+    nb.page.evaluate("document.activeElement.blur()")
+
     # ---- pick the occlusion map in the method panel: it streams in and is drawn over the image
     method_image = ".cnnw-explorer .cnnw-method-image"
     nb.page.locator(".cnnw-explorer .cnnw-methods select").first.select_option("occlusion")
