@@ -63,8 +63,8 @@ def run_explorer_checks(nb) -> None:
     assert 2 <= moves <= 12 + 4, f"{moves} updates for 12 mouse moves: the box must travel at most once per frame"
     grid_after = poll(lambda: _grid_pixels(nb), lambda px: _same_shape_change(grid_before, px) > 0.005,
                       what="feature grid updated after the drag")
-    panel_after = poll(lambda: _panel_pixels(nb), lambda px: _same_shape_change(panel_before, px) > 0.01,
-                       what="channel view updated after the drag")
+    poll(lambda: _panel_pixels(nb), lambda px: _same_shape_change(panel_before, px) > 0.01,
+         what="channel view updated after the drag")
     # the box outline on screen sits where Python says
     outline = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-box"))
     frame = nb.box(picture)
