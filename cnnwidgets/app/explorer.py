@@ -1121,6 +1121,8 @@ class Explorer(ipw.VBox):
 
     # ------------------------------------------------------------------ controller -> views
     def _show_frame(self, state: ExplorerState, frame: Frame) -> None:
+        if self._closed:
+            return  # drawn while close() ran: nothing is shown any more, and its state is refused
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
         self._follow_model_change()
@@ -1189,6 +1191,8 @@ class Explorer(ipw.VBox):
         return True
 
     def _show_error(self, where: str, exc: BaseException) -> None:
+        if self._closed:
+            return
         if isinstance(exc, FillError):
             where = "occluder fill"  # the model ran fine; the fill asked for cannot be made
         self.status.exception(where, exc)
