@@ -32,6 +32,28 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _cpu_unless_asked(request, monkeypatch):
+    """On a machine with a GPU, ``device="auto"`` still means the CPU in tests, so that results
+    compare with the CPU references the tests compute; the tests about devices (named so) see every
+    device, and those about CUDA ask for it by name. Tests run in full float32 (TF32 off): they check our code paths, not TF32's rounding."""
+    if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        yield
+        return
+    if not any(word in request.node.name for word in ("device", "cuda", "mps")):
+        from cnnwidgets.app import explorer
+        from cnnwidgets.core import device
+
+        monkeypatch.setattr(device, "available_devices", lambda: ["cpu"])
+        monkeypatch.setattr(explorer, "available_devices", lambda: ["cpu"])
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
 @pytest.fixture
 def image_server(tmp_path):
     """A local HTTP server for the files in tmp_path (no network needed): yields the folder, the

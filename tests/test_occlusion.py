@@ -1016,3 +1016,17 @@ def test_a_model_ending_in_a_sigmoid_module_is_mapped_in_its_own_probabilities()
             torch.testing.assert_close(torch.from_numpy(result.grid), expected[..., 3], rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(torch.from_numpy(top.grid), expected.amax(-1), rtol=1e-4, atol=1e-6)
         assert probe.output_activation == "sigmoid"
+
+
+def test_the_rewrite_check_allows_tensorfloat32_rounding_only_where_it_is_on():
+    from cnnwidgets.methods.occlusion import _agreement_tolerance
+
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        cpu = _agreement_tolerance(torch.device("cpu"))
+        torch.backends.cudnn.allow_tf32 = True
+        assert _agreement_tolerance(torch.device("cuda")) > cpu  # TF32's 10-bit mantissa
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        assert _agreement_tolerance(torch.device("cuda")) == cpu == (1e-3, 1e-4)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
