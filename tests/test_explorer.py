@@ -172,6 +172,21 @@ def test_long_layer_groups_are_split_by_pooling_stage_or_by_block():
     assert all(len(names) <= 16 for _, names in mobile)
     assert all(name.startswith(g) for g, names in mobile[:-1] for name in names if name != "features")
 
+    # blocks inside blocks: the outer block's output goes with its last inner layers, and a label
+    # that both a run of direct layers and the outer block would get is never used twice
+    class Nested(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            convs = [nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1) for _ in range(10)]) for _ in range(2)]
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Sequential(*convs))
+
+        def forward(self, x):
+            return self.features(x).mean(dim=(2, 3))
+
+    nested = groups(Nested().eval())
+    assert [g for g, _ in nested] == ["features", "features.2.0", "features.2.1"]
+    assert nested[-1][1][-2:] == ["features.2", "features"] and nested[1][1][-1] == "features.2.0"
+
 
 def test_the_explorer_opens_a_model_at_the_size_it_says_it_was_trained_at():
     class Cfg(nn.Sequential):  # a timm-style model with its pretrained configuration

@@ -185,8 +185,15 @@ def _split_group(
             parts[-1][2].append((label, name))
         out = []
         for label_text, block, inside in parts:
-            out += _split_group(label_text, block, inside, layers) if block else [
-                (label_text, label, name) for label, name in inside]
+            if block is None:
+                out += [(label_text, label, name) for label, name in inside]
+                continue
+            # the enclosing block's own module, placed after this block's layers, goes with them
+            # under the label its last one gets (not split off into a group of its own)
+            own = [(label, name) for label, name in inside if name == block or name.startswith(block + ".")]
+            outer = [(label, name) for label, name in inside if (label, name) not in own]
+            split = _split_group(label_text, block, own, layers)
+            out += split + [(split[-1][0], label, name) for label, name in outer]
         return out
     stage, pooled, out = 1, False, []
     for label, name in entries:
