@@ -199,6 +199,14 @@ def test_the_explorer_opens_a_model_at_the_size_it_says_it_was_trained_at():
     finally:
         ex.close()
 
+    from cnnwidgets.app.explorer import _input_size_candidates
+
+    class Big(Cfg):
+        pretrained_cfg = {"input_size": (3, 299, 299)}  # also one of the usual sides: tried once
+
+    tried = list(_input_size_candidates(Big(nn.Conv2d(3, 4, 3)), None, 3))
+    assert tried[:2] == [(3, 299, 299), (3, 224, 224)] and tried.count((3, 299, 299)) == 1
+
 
 # ---------------------------------------------------------------- which stage reruns
 def test_channel_and_display_changes_render_without_forward(ex):

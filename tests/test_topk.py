@@ -505,3 +505,11 @@ def test_a_layer_whose_first_dimension_is_not_the_batch_is_refused_by_name():
     with pytest.raises(ValueError, match=r"layer 'c' has output shape \(8, 1, 12, 12\) \(whole output: its first "
                                          r"dimension is not the batch\); top-k patches need"):
         scan_topk(Volume().eval(), torch.rand(1, 1, 12, 12), ["c"], progress=False)
+
+
+def test_the_layer_description_rebuilt_from_a_scan_knows_its_convolutions():
+    x, _ = data(3)
+    topk = scan_topk(small_net(), x, ["0", "1"], k=2, progress=False)
+    assert topk.layer_info("0").is_conv and not topk.layer_info("1").is_conv
+    del topk.geometry["0"]["conv"]  # a scan saved before the flag was kept: read from the class name
+    assert topk.layer_info("0").is_conv

@@ -238,7 +238,8 @@ def _nonfinite_note(layer: str, frame: Frame) -> str | None:
         parts.append("the class scores are NaN")
     if not parts:
         return None
-    return "; ".join(parts) + ": the model's weights or the input are not finite (a diverged training step?)"
+    return ("; ".join(parts) + ": likely non-finite weights (a diverged training step?), or a layer that "
+            "overflows (log of 0, exp of a large value)")
 
 
 #: Colour of notes in captions (darker than orange, to read well on white).
@@ -274,7 +275,10 @@ def _input_size_candidates(model: nn.Module, image: Any, channels: int) -> Itera
     trained = trained_input_size(model)
     if trained is not None and trained[0] == channels and trained[1] == trained[2]:
         yield trained  # the size the model says it was trained at (Inception v3: 299)
-    sides = list(dict.fromkeys(side for _, side, _ in default_input_sizes(model)))
+    sides: list[int] = []  # the usual sides, in order, less the trained size (tried above)
+    for size in default_input_sizes(model):
+        if trained not in (size, (channels, size[1], size[1])) and size[1] not in sides:
+            sides.append(size[1])
     if channels == 3 and 224 in sides:
         sides.remove(224)
         yield (3, 224, 224)
@@ -1185,7 +1189,7 @@ class Explorer(ipw.VBox):
         """After the user changed the model (seen by the controller): the method map is stale,
         and replaced modules may have changed the layers. Returns whether it changed."""
         changes = self.controller.stats.model_changes
-        if changes == self._model_changes_seen:
+        if changes == self._model_changes_seen or self._closed:
             return False
         self._model_changes_seen = changes
         self._class_count_version = None

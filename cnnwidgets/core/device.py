@@ -86,7 +86,7 @@ def release_memory(device: torch.device | str = "cpu") -> bool:
     copy's many small weight tensors (about 320 MB of a VGG16's copies stayed after closing an
     explorer), and torch keeps freed CUDA and MPS blocks cached for reuse. This trims the C heap
     (Linux with glibc) and, for a CUDA or MPS ``device``, empties torch's cache of that kind.
-    Cheap (well under a millisecond on CPU); tensors still in use are not touched.
+    Cheap (a few milliseconds at most, after a fragmented heap); tensors still in use are not touched.
 
     Returns:
         Whether anything could be asked to give memory back.

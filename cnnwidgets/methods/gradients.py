@@ -272,7 +272,8 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
     :class:`FunctionalReluWarning` names how many such calls kept the true gradient. If
     they apply no ReLU at all and ``model`` has no ``nn.ReLU`` module, a
     :class:`NoReluWarning` says that the rule changed nothing and names the activation
-    modules ``model`` uses instead.
+    modules ``model`` uses instead. Inside :func:`relu_report` neither warning is given: the
+    report holds the same counts for a caller that shows them its own way.
 
     Args:
         model: the module whose ReLU modules get the rule.

@@ -34,7 +34,7 @@ _CHANNELS_LAST = "its output is channels-last (H, W, C), and the recurrence foll
 _LINEAR = "a Linear applied to a map mixes the positions along its last dimension"
 _OWN_FORWARD = (
     "it has its own forward (a custom layer, or a convolution subclass that pads in forward), "
-    "which the recurrence does not describe"
+    "which the recurrence does not describe, or its input had none already"
 )
 _WINDOW_SHAPE = "its window is not square, or it pads circularly or reflects further than half the window"
 _OTHER_WINDOW = "a windowed layer the recurrence does not describe (transposed convolution, LP pooling, unpooling)"

@@ -527,6 +527,7 @@ class TopKActivations:
                 )
             self.geometry[name] = {
                 "type": info.type,
+                "conv": info.is_conv,
                 "output_shape": list(shape),
                 "receptive_field": info.receptive_field,
                 "jump": info.jump,
@@ -652,6 +653,8 @@ class TopKActivations:
             name=layer, type=g["type"], output_shape=tuple(g["output_shape"]), num_params=0,
             receptive_field=g["receptive_field"], jump=g["jump"], start=g["start"], calls=1, order=0,
             block=layer.split(".")[0], is_leaf=True,
+            # scans saved before the flag was stored: torch's own convolution class names
+            conv=bool(g.get("conv", g["type"] in ("Conv1d", "Conv2d", "Conv3d"))),
         )
 
     def entries(self, layer: str, channel: int) -> list[TopKEntry]:
