@@ -42,6 +42,7 @@ from cnnwidgets.core.probe import (
 )
 from cnnwidgets.core.targets import check_output_kind, class_scores, output_tensor
 from cnnwidgets.methods.cam import nearest_conv_layer
+from cnnwidgets.methods.summary import has_spatial_map
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
@@ -101,8 +102,8 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     top-level leaf modules share the group ``"top level"``, one group per run of them between
     blocks (``"top level (after features)"``), so that the groups keep the order of the forward
     pass. A group of more than 16 layers is split: by the blocks inside it, or for a flat one
-    like VGG's ``features`` into stages that end at its pooling layers (``"features · stage 1"``). Labels read ``name  Type  C×H×W``, with ``(HWC)``
-    after channels-last layers.
+    like VGG's ``features`` into stages that end at its pooling layers (``"features · stage 1"``).
+    Labels read ``name  Type  C×H×W``, with ``(HWC)`` after channels-last layers.
     """
     shown = [info for info in layers.values() if info.map_shape is not None and info.calls > 0]
     last_inside: dict[str, int] = {}  # block name -> index of the last layer shown inside it
@@ -133,7 +134,9 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
 _LONG_GROUP = 16
 
 
-def _split_long_groups(items: list[tuple[str, str, str]], layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
+def _split_long_groups(
+    items: list[tuple[str, str, str]], layers: Mapping[str, LayerInfo]
+) -> list[tuple[str, str, str]]:
     """Split each menu group of more than ``_LONG_GROUP`` layers into smaller ones, keeping the order.
 
     A group with blocks inside (MobileNet's and DenseNet's ``features``, a ResNet-50 stage) gets one
@@ -221,7 +224,7 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     spatial = [i for i in layers.values() if i.map_shape is not None and i.calls > 0]
     if not spatial:
         raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
-    convs = [i for i in spatial if i.is_conv and i.map_shape[1] * i.map_shape[2] > 1]
+    convs = [i for i in spatial if i.is_conv and has_spatial_map(i)]
     pick = convs[len(convs) // 2] if convs else spatial[0]
     return pick.name
 
@@ -871,7 +874,7 @@ class Explorer(ipw.VBox):
         probe = self.controller.probe
         # the count is stale when the private copy was refreshed since (by the worker too, before
         # this thread heard of the change) or the user's model changed and no one looked yet
-        if not self._closed and (self._class_count_version != probe.version or probe.user_model_changed()):
+        if self._class_count_version != probe.version or probe.user_model_changed():
             self._count_classes(probe, self._images[self._image_id])
         count = self._class_count
         if value < 0 or (count is not None and value >= count):
