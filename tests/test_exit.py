@@ -1,4 +1,5 @@
-"""The interpreter exits cleanly while background work of an open widget is still running.
+"""The interpreter exits cleanly while background work of an open widget is still running,
+and when an open widget is idle.
 
 Background threads are daemons so that an open explorer never keeps a script or a kernel
 alive; a daemon thread caught inside a PyTorch operation at shutdown makes the process abort
@@ -72,3 +73,20 @@ def test_exit_while_background_work_runs(scenario):
     assert "exiting" in done.stdout, done.stderr
     assert "terminate called" not in done.stderr
     assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_exit_with_an_idle_explorer_left_open_prints_nothing():
+    # ipywidgets closes every widget from Widget.__del__ while the interpreter tears its modules
+    # down; closing the probe then must not need anything that is gone by then (imports, a
+    # library lookup), or every script that leaves an explorer open ends with a traceback
+    script = textwrap.dedent("""
+        import cnnwidgets
+        explorer = cnnwidgets.explore()
+        explorer.wait_idle()
+        print("exiting", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert "exiting" in done.stdout, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr

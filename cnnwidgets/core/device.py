@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import sys
 from collections.abc import Callable
 
 import torch
@@ -88,9 +89,15 @@ def release_memory(device: torch.device | str = "cpu") -> bool:
     (Linux with glibc) and, for a CUDA or MPS ``device``, empties torch's cache of that kind.
     Cheap (a few milliseconds at most, after a fragmented heap); tensors still in use are not touched.
 
+    Does nothing while the interpreter shuts down (widgets left open are closed then, by
+    ``Widget.__del__``): the process's memory goes back with it, and finding the C library
+    would need imports that no longer work.
+
     Returns:
         Whether anything could be asked to give memory back.
     """
+    if sys.is_finalizing():
+        return False
     device = torch.device(device)
     released = False
     trim = _malloc_trim()
