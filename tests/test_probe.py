@@ -121,6 +121,30 @@ def test_vgg16_conv_output_is_not_overwritten_by_inplace_relu():
     torch.testing.assert_close(got["features.2"], expected2, rtol=1e-5, atol=1e-5)
 
 
+class _KeepsOutput(nn.Conv2d):
+    """A convolution that remembers the tensor it returned last."""
+
+    def forward(self, x):
+        self.last_output = super().forward(x)
+        return self.last_output
+
+
+def test_prefix_capture_hands_over_the_deepest_layer_without_a_copy():
+    # The pass stops right after the deepest requested layer, so nothing can write into its
+    # output: copying it (megabytes for early layers of big nets) would be wasted on every drag step.
+    model = nn.Sequential(_KeepsOutput(3, 4, 3, padding=1), nn.ReLU(inplace=True),
+                          _KeepsOutput(4, 4, 3, padding=1), nn.ReLU(inplace=True))
+    x = torch.randn(1, 3, 8, 8)
+    with Probe(model, channels_last=False) as probe:
+        got = probe.capture(x, ["0", "2"], cache=False)
+        first, second = probe.module("0").last_output, probe.module("2").last_output
+        # the deepest layer is the pass's own tensor; the earlier one is a copy, as layers that
+        # ran after it may have written into the original
+        assert got["2"].data_ptr() == second.data_ptr()
+        assert got["0"].data_ptr() != first.data_ptr()
+        assert (got["0"] < 0).any()
+
+
 def test_resnet_block_output_survives_inplace_residual_add():
     model = torchvision.models.resnet18(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)

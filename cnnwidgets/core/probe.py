@@ -198,6 +198,15 @@ class _Run:
     results: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _owned_by_pass(module: nn.Module, output: torch.Tensor) -> bool:
+    """Whether ``output`` is a tensor this forward pass made, which may be handed over without a
+    copy once the pass stops: not a view (of the pass's input, or of anything longer-lived) and
+    not one of the module's own parameters or buffers."""
+    if output._base is not None or isinstance(output, nn.Parameter):
+        return False
+    return not any(output is t for t in module._buffers.values())
+
+
 @dataclass
 class _CacheEntry:
     key_input: torch.Tensor
@@ -632,8 +641,18 @@ class Probe:
                 )
             if output.dim() == 0 or output.shape[0] != run.batch:
                 raise self._not_a_batch(name, tuple(output.shape), run.batch)
-            run.results[name] = output.clone() if run.grad else output.detach().clone()
-            if run.stop and len(run.results) == len(run.wanted):
+            last = run.stop and len(run.results) + 1 == len(run.wanted)
+            if run.grad:
+                run.results[name] = output.clone()
+            elif last and _owned_by_pass(module, output):
+                # the pass stops right here: nothing can change this tensor later, and a copy
+                # of a large early map (12 MB for VGG16's first layers at 224 x 224) costs
+                # a good part of a millisecond on every drag step
+                run.results[name] = output.detach()
+            else:
+                # later layers of this pass may write into it (an in-place ReLU)
+                run.results[name] = output.detach().clone()
+            if last:
                 raise StopForward
 
         return hook
