@@ -881,6 +881,35 @@ def test_models_that_need_contiguous_activations_run_in_the_standard_layout():
             probe.capture(x, ["conv2"])
 
 
+class _GrayViewNet(nn.Module):
+    """The PyTorch MNIST example: one input channel, flattened with ``x.view``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 10, 5), nn.Conv2d(10, 20, 5)
+        self.fc1, self.fc2 = nn.Linear(320, 50), nn.Linear(50, 10)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        return self.fc2(F.relu(self.fc1(x.view(-1, 320))))
+
+
+def test_a_grayscale_model_that_needs_contiguous_activations_falls_back_too():
+    # With one input channel a channels-last weight also counts as contiguous, so asking for
+    # the standard layout must rewrite its strides, or every activation stays channels-last.
+    torch.manual_seed(0)
+    model = _GrayViewNet().eval()
+    x = torch.rand(1, 1, 28, 28)
+    with Probe(model, device="cpu") as probe:
+        out = probe.capture(x, ["conv2"])["conv2"]
+        assert not probe.channels_last
+        with torch.no_grad():
+            torch.testing.assert_close(probe.logits(x), model(x))
+            torch.testing.assert_close(probe.logits(x.repeat(3, 1, 1, 1)), model(x.repeat(3, 1, 1, 1)))
+            torch.testing.assert_close(out, model.conv2(F.max_pool2d(F.relu(model.conv1(x)), 2).relu()))
+
+
 def test_lazy_modules_must_have_run_once():
     model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
     with pytest.raises(ValueError, match=r"lazy modules .* not initialised yet \(0, 3\); run one forward pass"):

@@ -250,7 +250,22 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> None:
     weight (``nn.Conv3d``), tensors of other ranks are left as they are.
     """
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model._apply(lambda t: t.contiguous(memory_format=layout) if t.dim() == 4 else t)
+    model._apply(lambda t: _in_layout(t, layout) if t.dim() == 4 else t)
+
+
+def _in_layout(t: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """``t`` (4-D) with exactly the strides of ``layout``.
+
+    ``Tensor.contiguous`` keeps a tensor that already counts as contiguous in the asked layout,
+    and with one channel (the first convolution of a grayscale model) both layouts count: a
+    channels-last weight of shape (10, 1, 5, 5) would stay channels-last, and so would every
+    activation computed with it, which breaks ``x.view(...)`` in the model's forward.
+    """
+    n, c, h, w = t.shape
+    want = (c * h * w, 1, w * c, c) if layout is torch.channels_last else (c * h * w, h * w, w, 1)
+    if t.stride() == want:
+        return t
+    return torch.empty_like(t, memory_format=layout).copy_(t)
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -863,7 +878,7 @@ class Probe:
             except _DISCOVERY_ERRORS as exc:
                 if not self._left_channels_last(exc):
                     raise
-                example = example.contiguous()
+                example = _in_layout(example, torch.contiguous_format)
                 with _plain_mode():
                     found = discover(self._model, example)
         except ChannelsLastError:
@@ -1211,7 +1226,7 @@ class Probe:
         if layout_failed:
             # a path the discovery pass did not take needs contiguous activations (a batch of
             # several images, another device's layout)
-            return self._forward_once(x.contiguous(), wanted, grad=grad, stop=stop)
+            return self._forward_once(_in_layout(x, torch.contiguous_format), wanted, grad=grad, stop=stop)
         if output is not None:
             self.stats.full_forwards += 1
             output = output_tensor(output)
