@@ -416,6 +416,31 @@ def test_the_occluder_switched_back_on_after_a_smaller_image_comes_back_inside_i
     ex.close()
 
 
+def test_a_smaller_image_with_the_box_below_its_height_moves_the_box_inside_it():
+    # the canvas clamps the box to the new width and height together; clamped to the new width
+    # and the old height first, the box lay outside the new image and the switch half failed
+    def own_size(pil):
+        return torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+
+    wide, small = image(0).repeat(2, axis=0).repeat(2, axis=1)[:48], image(1)[:20, :20]
+    ex = make(preprocess=own_size, denormalize=lambda x: x.permute(1, 2, 0).clamp(0, 1).numpy(), input_size=None,
+              samples={"wide": wide, "small": small}, box=(50, 36, 8, 8))
+    try:
+        ex.image = "small"  # as the picker does
+        assert not ex.status.is_error, ex.status.message
+        assert ex.input_image.shape == (20, 20, 3)
+        assert ex.box == ex.canvas.box == (12, 12, 8, 8)
+        assert (ex.canvas.image_width, ex.canvas.image_height) == (20, 20)
+        assert ex.shown_state.image_id == ex.state().image_id and ex.shown_state.box == ex.box
+        ex.image = "wide"
+        ex.box = (50, 36, 8, 8)
+        ex.set_image(small, "again")  # the same through the API
+        assert ex.image == "again" and ex.box == ex.canvas.box == (12, 12, 8, 8)
+        assert not ex.status.is_error, ex.status.message
+    finally:
+        ex.close()
+
+
 def test_hover_reported_by_the_browser_gives_the_channel_statistics(ex):
     assert ex.hover_text == ""
     ex.grid.hover = 2  # what the browser reports while the pointer is over tile 2

@@ -121,7 +121,9 @@ class OccluderCanvas(anywidget.AnyWidget):
         Raises:
             traitlets.TraitError: for a format other than ``"png"``/``"jpeg"`` or a size < 1.
         """
-        with self.hold_sync():
+        # the box is clamped once, to the new width and height together: clamped to the new
+        # width and the old height first, it could land outside a smaller new image
+        with self.hold_sync(), self.hold_trait_notifications():
             self.image_format = fmt
             self.image = bytes(data)
             self.image_width = int(width)
