@@ -146,6 +146,47 @@ def test_layer_menu_keeps_the_forward_order_of_blocks_and_top_level_layers():
         assert [name for _, _, name in layer_items(probe.layers)] == ["0.0.0", "0.0.1", "0.0", "0", "1"]
 
 
+class _TutorialNet(nn.Module):
+    """The PyTorch CIFAR-10 tutorial's network: one pooling module runs after each convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = nn.Conv2d(3, 6, 5), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5)
+        self.fc = nn.Linear(16 * 5 * 5, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_a_module_called_twice_is_listed_where_its_last_call_runs_and_says_so():
+    import torchvision
+
+    from cnnwidgets import Probe
+
+    with Probe(_TutorialNet(), input_size=(3, 32, 32)) as probe:
+        layers = probe.layers
+        items = layer_items(layers)
+    # the pooling layer shows its second output (16x5x5, after conv2), so it is listed there
+    assert [name for _, _, name in items] == ["conv1", "conv2", "pool"]
+    assert dict((name, label) for _, label, name in items)["pool"] == "pool  MaxPool2d  16×5×5  (last of 2 calls)"
+    assert layers["pool"].calls == 2 and layers["pool"].last_call > layers["conv2"].last_call > layers["conv1"].last_call
+    # a ResNet block's ReLU runs after bn1 and again after the residual sum: listed after bn2
+    with Probe(torchvision.models.resnet18(weights=None), input_size=(3, 64, 64)) as probe:
+        names = [name for _, _, name in layer_items(probe.layers)]
+    block = names[names.index("layer1.0.conv1"):names.index("layer1.0") + 1]
+    assert block == ["layer1.0.conv1", "layer1.0.bn1", "layer1.0.conv2", "layer1.0.bn2", "layer1.0.relu", "layer1.0"]
+    # the grid's caption says which call is shown
+    ex = Explorer(_TutorialNet(), image(0), input_size=(3, 32, 32), samples={}, background=False, layer="pool")
+    try:
+        assert "output of its last call (it runs 2 times)" in ex.grid_caption.value
+        ex.layer = "conv2"
+        assert "last call" not in ex.grid_caption.value
+    finally:
+        ex.close()
+
+
 def test_long_layer_groups_are_split_by_pooling_stage_or_by_block():
     import torchvision
 

@@ -103,9 +103,12 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     blocks (``"top level (after features)"``), so that the groups keep the order of the forward
     pass. A group of more than 16 layers is split: by the blocks inside it, or for a flat one
     like VGG's ``features`` into stages that end at its pooling layers (``"features · stage 1"``).
-    Labels read ``name  Type  C×H×W``, with ``(HWC)`` after channels-last layers.
+    Labels read ``name  Type  C×H×W``, with ``(HWC)`` after channels-last layers. A module that
+    runs several times in one pass (one pooling layer used after each convolution, a ResNet
+    block's ReLU) is listed where its last call runs, whose output it shows, and says so.
     """
     shown = [info for info in layers.values() if info.map_shape is not None and info.calls > 0]
+    shown.sort(key=lambda info: (info.last_call < 0, info.last_call if info.last_call >= 0 else info.order))
     last_inside: dict[str, int] = {}  # block name -> index of the last layer shown inside it
     nesting = {info.name: info.name.count(".") for info in shown}
     for index, info in enumerate(shown):
@@ -126,7 +129,8 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
             group = previous_block = info.block
         else:
             group = "top level" if previous_block is None else f"top level (after {previous_block})"
-        items.append((group, f"{info.name}  {info.type}  {_map_text(info)}", info.name))
+        runs = f"  (last of {info.calls} calls)" if info.calls > 1 else ""
+        items.append((group, f"{info.name}  {info.type}  {_map_text(info)}{runs}", info.name))
     return _split_long_groups(items, layers)
 
 
@@ -1152,7 +1156,9 @@ class Explorer(ipw.VBox):
             self.scores_view.rows = frame.rows
         shape = _map_text(self._layers[state.layer])
         dead = frame.dead
-        caption = f"<b>{state.layer}</b> &nbsp; {shape} &nbsp; click a tile to select its channel"
+        calls = self._layers[state.layer].calls
+        runs = f" &nbsp; output of its last call (it runs {calls} times)" if calls > 1 else ""
+        caption = f"<b>{state.layer}</b> &nbsp; {shape}{runs} &nbsp; click a tile to select its channel"
         if dead:
             caption += f" &nbsp; <span style='color:#c62828'>{dead} dead on this image (red)</span>"
         if frame.marked is not None:

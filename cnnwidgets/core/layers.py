@@ -113,6 +113,11 @@ class LayerInfo:
         conv: whether the module is a convolution: an instance of torch's ``Conv1d``, ``Conv2d``
             or ``Conv3d`` or of a subclass of one (transposed convolutions excluded); a block
             that only contains one, such as torchvision's ``Conv2dNormActivation``, is not.
+        last_call: where the module's last call starts among all module calls of one forward
+            pass, counted from 0 (-1: never runs, or not known). For a module that runs once
+            it orders modules as ``order`` does; a module called several times (one pooling
+            layer used after each convolution) sits where the output it is captured with is
+            made.
     """
 
     name: str
@@ -129,6 +134,7 @@ class LayerInfo:
     layout: str = ""
     batch_first: bool = True
     conv: bool = False
+    last_call: int = -1
 
     @property
     def is_conv(self) -> bool:
@@ -496,6 +502,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     geometry_of: dict[int, Geometry | None] = {id(example): (1, 1, 0.0)}
     keep_alive: list[torch.Tensor] = [example]
     start_order: dict[str, int] = {}
+    last_start: dict[str, int] = {}  # name -> index among all calls of the start of its last call
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
     batched: dict[str, bool] = {}
@@ -503,10 +510,13 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     # the calls that ended last and returned one same tensor: (module, that tensor's version then)
     trail: list[tuple[nn.Module, int]] = []
     trail_tensor: list[torch.Tensor] = []
+    calls_started = [0]
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         name = names[module]
         start_order.setdefault(name, len(start_order))
+        last_start[name] = calls_started[0]
+        calls_started[0] += 1
 
     def post_hook(module: nn.Module, args: tuple, output: Any) -> None:
         name = names[module]
@@ -573,6 +583,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
             layout=layouts.get(name, ""),
             batch_first=batched.get(name, True),
             conv=is_convolution(module),
+            last_call=last_start.get(name, -1),
         )
     return Discovery(infos, output, activation)
 
