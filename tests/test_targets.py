@@ -277,6 +277,10 @@ def test_independent_probabilities_are_recognisable():
     assert not looks_like_independent_probabilities(torch.softmax(torch.randn(3, 4), 1))  # distributions
     assert not looks_like_independent_probabilities(torch.tensor([[2.0, -1.0, 0.5]]))  # logits
     assert not looks_like_independent_probabilities(torch.rand(1, 4, 8, 8))  # not class scores
+    # a ReLU before the output (SqueezeNet's head): small non-negative logits with exact zeros
+    relu_head = torch.tensor([[0.0, 0.31, 0.0, 0.72, 0.05]])
+    assert not looks_like_independent_probabilities(relu_head)
+    assert looks_like_independent_probabilities(relu_head + 0.01)
 
 
 class Head(nn.Module):

@@ -254,8 +254,10 @@ def check_output_kind(outputs: object) -> str:
 
 def looks_like_independent_probabilities(output: torch.Tensor) -> bool:
     """Whether class scores look like independent probabilities, as a final sigmoid gives them
-    (a multi-label model, a discriminator): all values finite and in [0, 1], and the rows not
-    all probability distributions (summing to 1).
+    (a multi-label model, a discriminator): all values finite and in (0, 1], and the rows not
+    all probability distributions (summing to 1). An exact 0 rules a sigmoid out (it gives one
+    only for logits below about -100) and points to a ReLU before the output instead, as in
+    SqueezeNet, whose untrained logits are small, non-negative and often all below 1.
 
     ``class_probabilities(output, outputs="auto")`` cannot tell such outputs from logits that
     happen to lie in [0, 1], and reads them as logits unless a probe saw the final
@@ -267,6 +269,8 @@ def looks_like_independent_probabilities(output: torch.Tensor) -> bool:
     except ValueError:
         return False
     if scores.numel() == 0 or not scores.is_floating_point() or not _in_unit_interval(scores):
+        return False
+    if bool((scores == 0).any()):
         return False
     return scores.shape[1] == 1 or not _is_distribution(scores)
 
