@@ -1376,6 +1376,13 @@ def test_a_closed_explorer_says_so(ex):
                         ("fill", "black"), ("show_scores", False), ("dragging", True), ("method", "saliency")):
         with pytest.raises(traitlets.TraitError, match=f"cannot set {name}: this explorer is closed"):
             setattr(ex, name, value)
+    # its controls, still held by the notebook, no longer reach it
+    message = ex.status.message
+    ex.picker.add_upload("late.png", b"not an image")
+    ex.occluder_controls.size = 6
+    ex.occluder_controls.enabled = False
+    ex.grid.selected = 3
+    assert ex.status.message == message
 
 
 def test_a_frame_or_error_that_arrives_while_closing_is_not_shown(ex):

@@ -1355,7 +1355,7 @@ class Explorer(ipw.VBox):
             occ = result.occlusion
             drops = np.abs(occ.drop[np.isfinite(occ.drop)])
             scale = float(drops.max()) if drops.size else 0.0
-            what = (f"<b>occlusion</b>: change of P({name}) = {occ.unoccluded:.4g} when the box covers each place; "
+            what = (f"<b>occlusion</b>: change of P({name}) (unoccluded {occ.unoccluded:.4g}) when the box covers each place; "
                     "<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
                     "<span style='color:#1565c0'>blue</span>: it rises (image in gray); "
                     f"full colour = a change of {scale:.2g}")
@@ -1467,6 +1467,17 @@ class Explorer(ipw.VBox):
         self._closed = True
         for link in getattr(self, "_links", []):
             link.unlink()
+        # the controls stay usable objects after close (a notebook may still hold them): what
+        # they do to them must not reach the closed explorer
+        for widget, handler, name in (
+            ("picker", self._on_pick, "value"), ("grid", self._on_grid_click, "selected"),
+            ("occluder_controls", self._occluder_switched, "enabled"), ("occluder_controls", self._on_size, "size"),
+            ("occluder_controls", self._method_inputs_changed, "size"),
+        ):
+            try:
+                getattr(self, widget).unobserve(handler, names=name)
+            except (AttributeError, ValueError):
+                pass  # construction stopped before it was made or wired
         if getattr(self, "controller", None) is None:
             return  # construction failed before anything was started
         self._methods.close()
