@@ -82,7 +82,7 @@ def test_captions_give_the_occlusion_scale_and_the_layer_grad_cam_used(bundle):
         occ = ex.method_result.occlusion
         caption = ex.method_view.caption.value
         # the colour scale is relative: the caption says what full colour means, and both colours
-        assert f"= {occ.unoccluded:.4g} when" in caption and f"a change of {np.nanmax(np.abs(occ.drop)):.2g}" in caption
+        assert f"(unoccluded {occ.unoccluded:.4g}) when" in caption and f"a change of {np.nanmax(np.abs(occ.drop)):.2g}" in caption
         assert "red" in caption and "blue" in caption
         ex.method = "grad-cam"
         assert ex.wait_idle(60) and "at features.conv3;" in ex.method_view.caption.value
