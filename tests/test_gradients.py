@@ -746,6 +746,13 @@ def test_numpy_and_tensor_indices_are_ints_and_other_types_are_refused():
     assert torch.equal(project_channel(model, x, "features.3", np.int64(2), unit=(np.int64(1), torch.tensor(2))),
                        projected)
     assert torch.equal(strongest_unit(model, x, "features.3", np.int64(2)), strongest_unit(model, x, "features.3", 2))
+    # a unit as a list, an array or a row of strongest_unit's own result is the same pair
+    found = strongest_unit(model, x, "features.3", 2)[0]
+    at_found = project_channel(model, x, "features.3", 2, unit=tuple(int(v) for v in found))
+    for unit in (found, found.numpy(), [int(found[0]), int(found[1])]):
+        assert torch.equal(project_channel(model, x, "features.3", 2, unit=unit), at_found)
+    with pytest.raises(TypeError, match=r"unit must be a \(row, col\) pair of ints, got a tensor of shape \(3,\)"):
+        project_channel(model, x, "features.3", 2, unit=torch.tensor([1, 2, 3]))
     for unit, message in (((1.5, 2), "unit row must be an int .*got float 1.5"),
                           ((1, True), "unit column must be an int .*got bool True")):
         with pytest.raises(TypeError, match=message):

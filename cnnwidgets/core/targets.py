@@ -21,7 +21,7 @@ import torch
 
 __all__ = [
     "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "as_flag",
-    "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_index", "call_target", "check_channel_output", "check_output_kind",
+    "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_index", "as_pair", "call_target", "check_channel_output", "check_output_kind",
     "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
     "output_reduction", "output_tensor", "resolve_target", "target_score",
 ]
@@ -77,6 +77,22 @@ def as_index(value: object, what: str, *, hint: str = "") -> int:
         ):
             return int(value)
     raise TypeError(f"{what} must be an int ({_ACCEPTED_INDEX}), got {_describe_value(value)}{hint}")
+
+
+def as_pair(value: object, what: str, names: tuple[str, str] = ("row", "column")) -> tuple[int, int]:
+    """``value`` as two ints, for a pair such as a unit's (row, col): a tuple or list of two
+    indices (see :func:`as_index`), or a 1-D array or tensor of two integers (one row of what
+    :func:`~cnnwidgets.methods.strongest_unit` returns, say).
+
+    Raises:
+        TypeError: for anything else, naming ``what``; for an entry that is not an int, naming
+            it (``"<what> row"`` ...).
+    """
+    pair = isinstance(value, (tuple, list)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1)
+    if not pair or len(value) != 2:  # type: ignore[arg-type]
+        raise TypeError(f"{what} must be a ({names[0]}, {names[1][:3]}) pair of ints, got {_describe_value(value)}")
+    first, second = value  # type: ignore[misc]
+    return as_index(first, f"{what} {names[0]}"), as_index(second, f"{what} {names[1]}")
 
 
 def as_flag(value: object, what: str) -> bool:
@@ -477,15 +493,7 @@ class ChannelActivation:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel", as_index(self.channel, "ChannelActivation: channel"))
         if self.position is not None:
-            pair = isinstance(self.position, (tuple, list)) or (
-                isinstance(self.position, (np.ndarray, torch.Tensor)) and self.position.ndim == 1
-            )
-            if not pair or len(self.position) != 2:
-                got = _describe_value(self.position)
-                raise TypeError(f"ChannelActivation: position must be a (row, col) pair of ints, got {got}")
-            row, col = self.position
-            row = as_index(row, "ChannelActivation: position row")
-            object.__setattr__(self, "position", (row, as_index(col, "ChannelActivation: position column")))
+            object.__setattr__(self, "position", as_pair(self.position, "ChannelActivation: position"))
         if self.reduce not in _REDUCTIONS:
             raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {self.reduce!r}")
 

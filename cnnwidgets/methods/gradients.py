@@ -74,7 +74,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, check_batch, probe_scope
-from cnnwidgets.core.targets import Target, as_flag, as_index, resolve_target, target_score
+from cnnwidgets.core.targets import Target, as_flag, as_index, as_pair, resolve_target, target_score
 
 __all__ = [
     "FunctionalReluWarning",
@@ -520,7 +520,8 @@ def project_channel(
         channel: channel index at ``layer`` (a Python int, a numpy integer or a 0-d integer tensor).
         unit: ``"max"``: each image's strongest unit of the channel (see
             :func:`strongest_unit`), as in the paper's figures; ``"all"``: the whole
-            feature map; ``(row, col)``: that unit in every image (ints, as ``channel``).
+            feature map; ``(row, col)``: that unit in every image (ints, as ``channel``; a
+            list, or a row of :func:`strongest_unit`'s result, works too).
             Ignored for (C,) layers.
 
     A channel that is not active on an image (its largest value is <= 0, as often at the
@@ -544,10 +545,11 @@ def project_channel(
             plain gradient.
         InactiveChannelWarning: if the channel is not active on an image (its map is zero).
     """
-    if isinstance(unit, tuple) and len(unit) == 2:
-        unit = (as_index(unit[0], "unit row"), as_index(unit[1], "unit column"))
-    elif not (isinstance(unit, str) and unit in ("max", "all")):
-        raise ValueError(f"unit must be 'max', 'all' or a (row, col) tuple, got {unit!r}")
+    if isinstance(unit, str):
+        if unit not in ("max", "all"):
+            raise ValueError(f"unit must be 'max', 'all' or a (row, col) pair of ints, got {unit!r}")
+    else:
+        unit = as_pair(unit, "unit")
     channel = as_index(channel, "channel")
     with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
