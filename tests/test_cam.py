@@ -635,7 +635,7 @@ def test_cam_with_non_finite_weights_says_so():
     model = gap_net()
     with torch.no_grad():
         model.conv2.weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"cam: the model's score for class 1 .* is not finite \(NaN or inf\)"):
+    with pytest.raises(ValueError, match=r"cam: the score for class 1 .* is not finite \(NaN or inf\)"):
         cam(model, torch.randn(1, 3, 6, 6), 1)
     with torch.no_grad():
         model.conv2.weight[0, 0, 0, 0] = 0.0
@@ -734,3 +734,36 @@ def test_grad_cam_with_a_target_that_fails_on_a_dict_output_says_what_the_target
 
         fixed.layer = None
         assert grad_cam(probe, torch.randn(1, 3, 8, 8), fixed, "conv").shape == (1, 8, 8)
+
+
+class _TokenHead(nn.Module):
+    """Feature maps with fc's width, but fc reads a token taken at one position (as a ViT's
+    class token): CAM is undefined, whatever fc's weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x)[:, :, 0, 0])
+
+
+def test_cam_is_refused_when_fc_does_not_read_the_average_even_with_a_zero_head():
+    torch.manual_seed(0)
+    model = _TokenHead().eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():  # a head initialised to zero before fine-tuning scores every input alike
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
+    with pytest.raises(ValueError, match=r"the input of 'fc' is not the global average of layer 'conv'.*use grad_cam"):
+        cam(model, x, 1, layer="conv")
+
+
+def test_cam_explains_the_logits_of_a_model_that_ends_in_a_softmax():
+    model = gap_net()
+    x = torch.randn(2, 3, 6, 6)
+    wrapped = nn.Sequential(model, nn.Softmax(dim=1)).eval()
+    expected = cam(model, x, 2)
+    torch.testing.assert_close(cam(wrapped, x, 2), expected)
+    assert expected.abs().sum() > 0

@@ -292,8 +292,10 @@ def cam(
 
     ``f_k`` are the feature maps that global average pooling turns into the features of the
     final linear layer ``fc`` (weights ``W``). The model must really end that way: the
-    function checks that ``fc(mean_ij f)`` reproduces the model's class score (up to float
-    rounding) and raises otherwise. The bias is a constant and is left out, as in the paper.
+    function checks that what ``fc`` reads is ``mean_ij f`` (up to float rounding) and raises
+    otherwise. The scores explained are ``fc``'s outputs, the logits, also when the model
+    applies a softmax or a sigmoid after it. The bias is a constant and is left out, as in
+    the paper.
 
     ``f`` is read when the forward pass has ended: it is the tensor the pooling averages,
     including in-place changes the model makes to it after the layer. DenseNet applies
@@ -376,13 +378,26 @@ def cam(
             suggestion = (
                 f"; pass layer={candidate.name!r} (the last feature map with {width} channels before {fc_name!r})"
             )
+        fc_seen: list[torch.Tensor] = []  # fc's input and output, of its last call
+        owner = threading.get_ident()
+
+        def fc_hook(module: nn.Module, args: tuple, output: object) -> None:
+            if threading.get_ident() == owner and args and isinstance(output, torch.Tensor):
+                fc_seen[:] = [args[0].detach().clone(), output.detach()]
+
+        fc_handle = fc_module.register_forward_hook(fc_hook)
         try:
             # grad=True bypasses the cache so the hook sees a real forward (nothing requires grad,
             # so no graph is built).
-            logits = probe.logits(x, grad=True).detach()
+            probe.logits(x, grad=True)
         finally:
             handle.remove()
-        scores = target(logits)
+            fc_handle.remove()
+        if not fc_seen or not record:
+            raise ValueError(f"cam: {fc_name!r} or {source} did not run on this input; CAM is undefined here, use grad_cam")
+        fc_input, fc_output = fc_seen
+        # the scores CAM explains: fc's own output, also where the model applies a softmax after it
+        scores = target(fc_output.reshape(fc_output.shape[0], -1))
         features = record[-1] if layer_info is None else layer_info.channels_first(record[-1])
         if features.dim() != 4:
             raise ValueError(f"CAM needs (K, h, w) feature maps; {source} has shape {tuple(features.shape[1:])}")
@@ -393,22 +408,28 @@ def cam(
                 "CAM needs the feature maps that global average pooling turns into the final linear layer's input"
                 + (suggestion or " (use grad_cam)")
             )
-        index = target.index  # in range: target(logits) above checked it
-        pooled = features.float().mean(dim=(2, 3)) @ weight[index].float()
-        if fc_module.bias is not None:
-            pooled = pooled + fc_module.bias[index]
-        if not (bool(torch.isfinite(scores).all()) and bool(torch.isfinite(pooled).all())):
+        index = target.index  # in range: target(fc_output) above checked it
+        averaged = features.float().mean(dim=(2, 3))
+        given = fc_input.float().reshape(fc_input.shape[0], -1)
+        if not (bool(torch.isfinite(scores).all()) and bool(torch.isfinite(averaged).all())):
             raise ValueError(
-                f"cam: the model's score for class {index} or the global average of {source} through "
-                f"{fc_name!r} is not finite (NaN or inf); CAM needs finite features and weights (check the "
-                "input and the model's weights: has training diverged?)"
+                f"cam: the score for class {index} or the global average of {source} is not finite (NaN or "
+                "inf); CAM needs finite features and weights (check the input and the model's weights: has "
+                "training diverged?)"
             )
-        tolerance = 1e-4 * (1.0 + scores.abs().max())
-        if not torch.allclose(pooled, scores.float(), rtol=1e-4, atol=float(tolerance)):
+        # CAM is defined when fc reads the global average of these maps. Checked on fc's input,
+        # not on its scores: a zero-initialised head (a model before fine-tuning) scores every
+        # input alike, whatever it reads.
+        tolerance = 1e-4 * (1.0 + float(given.abs().max())) if given.numel() else 1e-4
+        if given.shape != averaged.shape or not torch.allclose(averaged, given, rtol=1e-4, atol=tolerance):
+            difference = (
+                f"max difference {float((averaged - given).abs().max()):.3g}" if given.shape == averaged.shape
+                else f"it reads {tuple(given.shape[1:])} features per image"
+            )
             raise ValueError(
-                f"the model's score for class {target.index} is not {fc_name!r} applied to the global average of "
-                f"{source} (max difference {float((pooled - scores).abs().max()):.3g}); CAM is undefined here, "
-                "use grad_cam" + (suggestion.replace("; pass", " or pass") if source.startswith("layer") else "")
+                f"the input of {fc_name!r} is not the global average of {source} ({difference}); CAM is "
+                "undefined here, use grad_cam"
+                + (suggestion.replace("; pass", " or pass") if source.startswith("layer") else "")
             )
         maps = torch.einsum("k,nkhw->nhw", weight[index].float(), features.float())
         return maps.contiguous().to(x.device)
