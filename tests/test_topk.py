@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -309,6 +310,23 @@ def test_patches_and_projections_follow_the_entries():
         with torch.no_grad():
             other[3].weight.mul_(2)
         topk.projections(other, "4", 1)
+
+
+def test_projections_of_a_channel_that_never_fires_say_why_they_are_blank():
+    from cnnwidgets.methods.gradients import InactiveChannelWarning
+
+    model = small_net()
+    with torch.no_grad():  # conv2's channel 2 below zero everywhere: read before its ReLU
+        model[3].bias[2] = -100.0
+    x, _ = data(6)
+    topk = scan_topk(model, x, ["3"], k=2, progress=False)
+    assert all(e.value < 0 for e in topk.entries("3", 2))
+    with pytest.warns(InactiveChannelWarning, match=r"channel 2 of '3': 2 of its 2 top entries have values <= 0"):
+        blank = topk.projections(model, "3", 2)
+    assert all(float(p.pixels.abs().sum()) == 0 for p in blank)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InactiveChannelWarning)
+        assert any(float(p.pixels.abs().sum()) > 0 for p in topk.projections(model, "3", 1))
 
 
 # ---------------------------------------------------------------------------- errors and inputs

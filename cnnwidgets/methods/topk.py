@@ -57,6 +57,7 @@ import json
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -734,11 +735,27 @@ class TopKActivations:
 
         Raises:
             ValueError: if the model's weights differ from the scanned ones.
+
+        Warns:
+            InactiveChannelWarning: when entries have values <= 0 (the channel is not active
+                there, as often before a ReLU or for a dead channel): the deconvnet projects
+                ``max(a, 0)``, so their patches are zero.
         """
         projector = resolve_projector(projection)
         if projector is None:
             return None
         entries = self.entries(layer, channel)
+        inactive = [e for e in entries if not e.value > 0]
+        if inactive and projector is deconvnet_projector:
+            from cnnwidgets.methods.gradients import InactiveChannelWarning
+
+            warnings.warn(
+                f"channel {channel} of {layer!r}: {len(inactive)} of its {len(entries)} top entries have values "
+                f"<= 0 (the strongest is {entries[0].value:.3g}), so their deconvnet projections are zero; the "
+                "channel is not active there (a layer before its ReLU, or a dead channel): try the ReLU after it",
+                InactiveChannelWarning,
+                stacklevel=2,
+            )
         sources = self.source_images(layer, channel, images)
         if not entries:
             return []
