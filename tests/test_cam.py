@@ -274,6 +274,13 @@ def test_hooks_are_removed_and_errors_are_clear(resnet18):
             cam(probe, x, 1, fc="layer4")
         with pytest.raises(ValueError, match=r"\(N, h, w\)"):
             upsample(torch.zeros(2, 2), (4, 4))
+        with pytest.raises(TypeError, match=r"size must be a \(height, width\) pair of ints, got int 64 \(for example x.shape"):
+            upsample(torch.zeros(1, 2, 2), 64)
+        with pytest.raises(TypeError, match="size height must be an int .*got float 64.7"):
+            upsample(torch.zeros(1, 2, 2), (64.7, 64.2))
+        with pytest.raises(ValueError, match="positive"):
+            upsample(torch.zeros(1, 2, 2), (0, 4))
+        assert upsample(torch.zeros(1, 2, 2), torch.zeros(1, 3, 5, 6).shape[-2:]).shape == (1, 5, 6)
         assert {name: hook_count(m) for name, m in probe.model.named_modules()} == before
         assert all(p.grad is None for p in probe.model.parameters())
 

@@ -3,6 +3,7 @@ layer, seeded control, table output, drawing helpers."""
 
 from __future__ import annotations
 
+import re
 import numpy as np
 import pytest
 import torch
@@ -95,6 +96,20 @@ def test_occlude_and_errors():
         correspondence(model, xs, {"p": [(0, 0, 2, 2), (10, 0, 13, 2)]})
     with pytest.raises(ValueError, match="control"):
         correspondence(model, xs, {RANDOM: [(0, 0, 2, 2)] * 2})
+    parts = {"p": [(0, 0, 2, 2)] * 2}
+    for name, value, error, message in (
+        ("random_trials", 2.5, TypeError, "random_trials must be an int >= 0, got float 2.5"),
+        ("random_trials", "3", TypeError, "random_trials must be an int >= 0, got str '3'"),
+        ("random_trials", True, TypeError, "random_trials must be an int >= 0, got bool True"),
+        ("random_trials", -1, ValueError, "random_trials must be an int >= 0, got -1"),
+        ("seed", 1.5, TypeError, "seed must be an int >= 0, got float 1.5"),
+        ("rtol", -1.0, ValueError, "rtol must be a finite number >= 0, got -1.0"),
+        ("rtol", float("inf"), ValueError, "rtol must be a finite number >= 0, got inf"),
+        ("atol", float("nan"), ValueError, "atol must be a finite number >= 0, got nan"),
+        ("atol", "0", TypeError, "atol must be a finite number >= 0, got str '0'"),
+    ):
+        with pytest.raises(error, match=re.escape(message)):
+            correspondence(model, xs, parts, **{name: value})
 
 
 def test_tinyvgg_koalas_table_boxes_and_view(shared_data):

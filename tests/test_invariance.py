@@ -183,6 +183,9 @@ def test_no_transforms_and_labels_that_are_not_class_indices_are_refused():
             invariance_curves(model, x, labels=labels, transforms={"rotation": [0, 10]}, progress=False)
     result = invariance_curves(model, x, labels=[1.0, 2.0], transforms={"rotation": [0, 10]}, progress=False)
     assert result.labels.tolist() == [1, 2]  # whole numbers written as floats are indices
+    for batch_size, error in ((0, ValueError), (-5, ValueError), (True, TypeError), (200.5, TypeError)):
+        with pytest.raises(error, match="batch_size must be an int >= 1"):
+            invariance_curves(model, x, transforms={"rotation": [0, 10]}, batch_size=batch_size, progress=False)
 
 
 def test_fill_must_match_the_channels_and_be_finite():

@@ -115,6 +115,8 @@ def test_errors():
         summary(small_net(), input_size=(1, 32, 32))  # the first conv wants 3 channels
     with pytest.raises(TypeError, match="Module, a zoo bundle or a cnnwidgets.Probe"):
         summary(object())
+    with pytest.raises(TypeError, match="leaves_only must be True or False, got str 'no'"):
+        summary(small_net(), (3, 32, 32), leaves_only="no")
 
 
 def test_a_batch_passed_as_the_input_size_is_named_by_its_shape():

@@ -12,6 +12,7 @@ index arguments (class, channel, row and column indices) and to on/off flags.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
@@ -21,7 +22,7 @@ import torch
 
 __all__ = [
     "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "as_flag",
-    "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_index", "as_pair", "call_target", "check_channel_output", "check_output_kind",
+    "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
     "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
     "output_reduction", "output_tensor", "resolve_target", "target_score",
 ]
@@ -79,7 +80,9 @@ def as_index(value: object, what: str, *, hint: str = "") -> int:
     raise TypeError(f"{what} must be an int ({_ACCEPTED_INDEX}), got {_describe_value(value)}{hint}")
 
 
-def as_pair(value: object, what: str, names: tuple[str, str] = ("row", "column")) -> tuple[int, int]:
+def as_pair(
+    value: object, what: str, names: tuple[str, str] = ("row", "column"), pair: str = "(row, col)"
+) -> tuple[int, int]:
     """``value`` as two ints, for a pair such as a unit's (row, col): a tuple or list of two
     indices (see :func:`as_index`), or a 1-D array or tensor of two integers (one row of what
     :func:`~cnnwidgets.methods.strongest_unit` returns, say).
@@ -88,11 +91,40 @@ def as_pair(value: object, what: str, names: tuple[str, str] = ("row", "column")
         TypeError: for anything else, naming ``what``; for an entry that is not an int, naming
             it (``"<what> row"`` ...).
     """
-    pair = isinstance(value, (tuple, list)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1)
-    if not pair or len(value) != 2:  # type: ignore[arg-type]
-        raise TypeError(f"{what} must be a ({names[0]}, {names[1][:3]}) pair of ints, got {_describe_value(value)}")
+    two = isinstance(value, (tuple, list)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1)
+    if not two or len(value) != 2:  # type: ignore[arg-type]
+        raise TypeError(f"{what} must be a {pair} pair of ints, got {_describe_value(value)}")
     first, second = value  # type: ignore[misc]
     return as_index(first, f"{what} {names[0]}"), as_index(second, f"{what} {names[1]}")
+
+
+def as_count(value: object, what: str, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, for a count or a size argument (a batch size, a
+    number of trials): an int or a numpy integer, not a bool, a float or a string.
+
+    Raises:
+        TypeError: for another type, naming ``what``. ValueError: for a value below ``minimum``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an int >= {minimum}, got {_describe_value(value)}")
+    if value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def as_tolerance(value: object, what: str) -> float:
+    """``value`` as a finite float >= 0, for a tolerance (``rtol``, ``atol``).
+
+    Raises:
+        TypeError: for something that is not a real number (a bool, a string ...), naming ``what``.
+        ValueError: for a negative, NaN or infinite value.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a finite number >= 0, got {_describe_value(value)}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {number}")
+    return number
 
 
 def as_flag(value: object, what: str) -> bool:

@@ -55,7 +55,7 @@ from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, Target, resolve_target, target_score
+from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, Target, as_pair, resolve_target, target_score
 from cnnwidgets.methods.gradients import gradients_enabled, layers_for, require_graph
 
 __all__ = [
@@ -458,8 +458,11 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         )
     if maps.dim() != 3:
         raise ValueError(f"expected maps of shape (N, h, w), got {tuple(maps.shape)}")
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
+    try:
+        size = as_pair(size, "size", ("height", "width"), "(height, width)")
+    except TypeError as exc:
+        raise TypeError(f"{exc} (for example x.shape[-2:])") from None
+    if min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive entries, got {size}")
     return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 

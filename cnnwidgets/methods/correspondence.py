@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe, probe_scope
+from cnnwidgets.core.targets import as_count, as_tolerance
 from cnnwidgets.methods.invariance import check_fill, feature_layer_names
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
@@ -239,9 +240,11 @@ def correspondence(
     Raises:
         ValueError: fewer than 2 images, no parts, wrong number of boxes, a box outside the image
             or with fractional coordinates, a ``fill`` with neither 1 nor C values or with values
-            that are not finite.
+            that are not finite, a negative ``random_trials`` or ``seed``, an ``rtol`` or ``atol``
+            that is negative, NaN or infinite.
         KeyError: unknown layer.
-        TypeError: layer names that are not strings, a ``fill`` that is not numbers.
+        TypeError: layer names that are not strings, a ``fill`` that is not numbers,
+            ``random_trials`` or ``seed`` not an int, ``rtol`` or ``atol`` not a number.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
@@ -252,8 +255,9 @@ def correspondence(
         raise ValueError("parts is empty; give {part name: [box per image]}")
     if RANDOM in parts:
         raise ValueError(f"{RANDOM!r} is the name of the control row; rename that part")
-    if random_trials < 0:
-        raise ValueError(f"random_trials must be >= 0, got {random_trials}")
+    random_trials = as_count(random_trials, "random_trials", minimum=0)
+    seed = as_count(seed, "seed", minimum=0)
+    rtol, atol = as_tolerance(rtol, "rtol"), as_tolerance(atol, "atol")
     check_fill(fill, images.shape[1])
     for name, boxes in parts.items():
         first = boxes[0] if len(boxes) else None

@@ -44,7 +44,7 @@ from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, layer_names, probe_scope
-from cnnwidgets.core.targets import class_probabilities, class_scores
+from cnnwidgets.core.targets import as_count, class_probabilities, class_scores
 
 __all__ = [
     "TRANSFORMS",
@@ -294,11 +294,13 @@ def invariance_curves(
 
     Raises:
         KeyError: unknown layer. ValueError: bad images, labels, transforms, ranges or ``fill``
-        (see :func:`check_fill`). IndexError: a label outside the model's classes. TypeError:
-        layer names that are not strings, a ``fill`` that is not numbers.
+        (see :func:`check_fill`), a ``batch_size`` below 1. IndexError: a label outside the model's
+        classes. TypeError: layer names that are not strings, a ``fill`` that is not numbers, a
+        ``batch_size`` that is not an int.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a preprocessed batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    batch_size = as_count(batch_size, "batch_size")
     check_fill(fill, images.shape[1])
     n = images.shape[0]
     ranges = default_ranges(images.shape[2])

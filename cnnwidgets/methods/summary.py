@@ -23,6 +23,7 @@ from torch import nn
 # the rules discovery applied to a module: a reason below must follow the very same ones
 from cnnwidgets.core.layers import GEOMETRIC_MODULES, LayerInfo, module_geometry, rule_applies
 from cnnwidgets.core.probe import Probe, check_input_size, probe_scope
+from cnnwidgets.core.targets import as_flag
 
 __all__ = ["Summary", "SummaryRow", "has_spatial_map", "receptive_field_reason", "summary"]
 
@@ -331,6 +332,7 @@ def summary(
         RuntimeError: if the model fails on an input of that size.
         TypeError: if ``model_or_probe`` is neither a model nor a probe.
     """
+    leaves_only = as_flag(leaves_only, "leaves_only")
     if input_size is not None:
         input_size = check_input_size(input_size)
     with probe_scope(model_or_probe, input_size=input_size) as probe:
