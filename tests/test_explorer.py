@@ -301,6 +301,31 @@ def test_drag_inputs_bypass_the_probe_cache(ex):
     ex.dragging = False
 
 
+def test_a_drag_step_checks_the_users_model_once_and_still_follows_its_training(monkeypatch):
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    explorer = make(model, box=(4, 4, 8, 8))
+    try:
+        checks = []
+        real = explorer.probe._user_fingerprint
+        monkeypatch.setattr(explorer.probe, "_user_fingerprint", lambda: checks.append(1) or real())
+        explorer.dragging = True
+        for show_scores in (False, True):
+            explorer.show_scores = show_scores
+            checks.clear()
+            for i in range(6):
+                explorer.box = (i, 2 * i, 8, 8)
+            assert len(checks) == 6  # one check per step, not one per call into the probe
+        with torch.no_grad():
+            model.features[0].weight.mul_(-1)
+        explorer.box = (7, 3, 8, 8)
+        assert explorer.stats["model_changes"] == 1
+        ref = reference_outputs(model, occluded_input(explorer), [explorer.layer])[explorer.layer][0].numpy()
+        np.testing.assert_allclose(explorer.activations, ref, rtol=1e-5, atol=1e-5)
+    finally:
+        explorer.close()
+
+
 def test_box_move_with_scores_is_one_full_forward(ex):
     ex.probe.reset_stats()
     ex.box = (12, 6, 8, 8)

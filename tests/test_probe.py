@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -551,6 +552,48 @@ def test_sync_updates_the_private_copy_without_clearing_an_unchanged_cache():
             model[0].weight.mul_(2)
         probe.sync()
         assert torch.equal(probe.model[0].weight, model[0].weight)
+
+
+def test_synced_block_checks_the_users_model_once_per_thread():
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model) as probe:
+        probe.logits(x, cache=False)
+        checks = []
+        real = probe._user_fingerprint
+
+        def counted():
+            checks.append(threading.get_ident())
+            return real()
+
+        probe._user_fingerprint = counted
+        with probe.synced():
+            assert checks == []  # nothing checked until a call needs it
+            first = probe.logits(x, cache=False)
+            probe.capture(x, "3", cache=False)
+            with torch.no_grad():
+                model[0].weight.mul_(2)
+            # taken as current inside the block: this thread still sees the weights of the check
+            torch.testing.assert_close(probe.logits(x, cache=False), first)
+            assert len(checks) == 1 and probe.version == 0
+            # another thread checks as usual, and brings the copy up to date
+            worker = threading.Thread(target=probe.capture, args=(x, "3"), kwargs={"cache": False})
+            worker.start()
+            worker.join()
+            assert len(checks) == 2 and checks[1] != threading.get_ident() and probe.version == 1
+        with torch.no_grad():
+            model[0].weight.mul_(2)
+        after = probe.logits(x, cache=False)  # out of the block: checked again
+        assert len(checks) == 3 and probe.version == 2
+        with torch.no_grad():
+            torch.testing.assert_close(after, model(x))
+        with probe.synced(), probe.synced():
+            probe.logits(x, cache=False)
+            with torch.no_grad():
+                model[0].weight.mul_(2)
+            probe.refresh()  # always copies afresh, also inside a block
+            assert torch.equal(probe.model[0].weight, model[0].weight)
+            assert len(checks) == 5  # the nested blocks' first call, and the refresh
 
 
 def test_uncached_capture_leaves_the_cache_alone():

@@ -170,71 +170,9 @@ class Controller(NewestFirstWorker):
 
     def _serve(self, state: ExplorerState, generation: int) -> None:
         try:
-            request = resolve(state)
-            redraws = self._redraws
-            if request == self._shown_request:
-                if not (self._error_shown and self.shown is not None):
-                    return
-                self._follow_model()
-                if self._computed is not None and self._computed.key == request.compute:
-                    # back at the frame on screen after an error, with the weights it was drawn
-                    # with: all is well again
-                    self._error_shown = False
-                    self._on_frame(state, self.shown[1])
-                    return
-                # the model changed since that frame was drawn: compute it again below
-            self._follow_model()
-            computed = self._computed
-            if computed is None or computed.key != request.compute:
-                if request.compute == self._failed:
-                    return  # the same request failed already; wait for a change
-                try:
-                    # while dragging, each occluded input is used once: the probe need not cache it
-                    computed = self._compute(request.compute, once=request.render.draft)
-                except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
-                    self._failed = request.compute
-                    self.stats.errors += 1
-                    self._report("model", exc)
-                    return
-                self._failed = None
-                self._computed = computed
-                if self._stale(request, generation):
-                    self.stats.dropped += 1
-                    return
-            newer = self._newer(generation)
-            if newer is not None and resolve(newer).compute == request.compute:
-                return  # the next state reuses these activations; drawing this one is wasted
-            try:
-                image = self._images(request.compute.image_id)
-                frame = render_frame(
-                    request.render,
-                    computed,
-                    image.display,
-                    state.box,
-                    geometry=self._geometry(request.compute.layer),
-                    labels=self._labels,
-                    top_k=self.top_k,
-                    layouts=self._layouts,
-                    marked=self._marks(request.compute.layer),
-                )
-            except Exception as exc:  # noqa: BLE001
-                self.stats.errors += 1
-                self._report("render", exc)
-                return
-            self.stats.renders += 1
-            if self._stale(request, generation):
-                self.stats.dropped += 1
-                return
-            self.shown = (state, frame)
-            with self._cond:
-                # a redraw() asked for while this frame was drawn (new marks) is still to come
-                self._shown_request = request if self._redraws == redraws else None
-            self._error_shown = False
-            try:
-                self._on_frame(state, frame)
-            except Exception as exc:  # noqa: BLE001
-                self.stats.errors += 1
-                self._report("display", exc)
+            # one check of the user's model for changes per frame (not one per forward pass)
+            with self.probe.synced():
+                self._draw(state, generation)
         except BaseException as exc:  # noqa: BLE001 - the last line of defence of the worker
             self.stats.errors += 1
             try:
@@ -243,6 +181,73 @@ class Controller(NewestFirstWorker):
                 pass
             if not isinstance(exc, Exception):
                 raise
+
+    def _draw(self, state: ExplorerState, generation: int) -> None:
+        request = resolve(state)
+        redraws = self._redraws
+        if request == self._shown_request:
+            if not (self._error_shown and self.shown is not None):
+                return
+            self._follow_model()
+            if self._computed is not None and self._computed.key == request.compute:
+                # back at the frame on screen after an error, with the weights it was drawn
+                # with: all is well again
+                self._error_shown = False
+                self._on_frame(state, self.shown[1])
+                return
+            # the model changed since that frame was drawn: compute it again below
+        self._follow_model()
+        computed = self._computed
+        if computed is None or computed.key != request.compute:
+            if request.compute == self._failed:
+                return  # the same request failed already; wait for a change
+            try:
+                # while dragging, each occluded input is used once: the probe need not cache it
+                computed = self._compute(request.compute, once=request.render.draft)
+            except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
+                self._failed = request.compute
+                self.stats.errors += 1
+                self._report("model", exc)
+                return
+            self._failed = None
+            self._computed = computed
+            if self._stale(request, generation):
+                self.stats.dropped += 1
+                return
+        newer = self._newer(generation)
+        if newer is not None and resolve(newer).compute == request.compute:
+            return  # the next state reuses these activations; drawing this one is wasted
+        try:
+            image = self._images(request.compute.image_id)
+            frame = render_frame(
+                request.render,
+                computed,
+                image.display,
+                state.box,
+                geometry=self._geometry(request.compute.layer),
+                labels=self._labels,
+                top_k=self.top_k,
+                layouts=self._layouts,
+                marked=self._marks(request.compute.layer),
+            )
+        except Exception as exc:  # noqa: BLE001
+            self.stats.errors += 1
+            self._report("render", exc)
+            return
+        self.stats.renders += 1
+        if self._stale(request, generation):
+            self.stats.dropped += 1
+            return
+        self.shown = (state, frame)
+        with self._cond:
+            # a redraw() asked for while this frame was drawn (new marks) is still to come
+            self._shown_request = request if self._redraws == redraws else None
+        self._error_shown = False
+        try:
+            self._on_frame(state, frame)
+        except Exception as exc:  # noqa: BLE001
+            self.stats.errors += 1
+            self._report("display", exc)
 
     def _report(self, where: str, exc: BaseException) -> None:
         self._error_shown = True

@@ -500,6 +500,7 @@ class Probe:
         self._user_model = model
         self._model_name = type(model).__name__
         self._lock = threading.RLock()
+        self._synced_here = threading.local()  # depth of synced() blocks, per thread
         self._channels_last_request = channels_last
         self._device = resolve_device(device)
         self._input_size: tuple[int, ...] | None = tuple(input_size) if input_size is not None else None
@@ -726,9 +727,42 @@ class Probe:
             self._check_open()
             self._sync()
 
+    @contextlib.contextmanager
+    def synced(self) -> Iterator[Probe]:
+        """Check the user's model for changes at most once, for a series of calls on this thread.
+
+        Every capture, :meth:`logits` and :meth:`sync` compares the user's parameters with the
+        private copy (one pass over their version counters: about 0.1 ms for a resnet18). Inside
+        ``with probe.synced():`` the first of these calls made by this thread checks, and the
+        later ones take that check as current; other threads check as usual, and
+        :meth:`refresh` still copies afresh. A change of the user's weights after that first
+        check is seen by the first call after the block. Blocks may be nested (the outermost
+        one counts).
+        """
+        local = self._synced_here
+        depth = getattr(local, "depth", 0)
+        if depth == 0:
+            local.checked = False
+        local.depth = depth + 1
+        try:
+            yield self
+        finally:
+            local.depth = depth
+            if depth == 0:
+                local.checked = False
+
     def _sync(self, rebuild: bool = False) -> None:
         """Refresh the private copy when the user's model changed since the last call: new
         values are copied into it, and it is copied afresh when modules were replaced."""
+        local = self._synced_here
+        inside = getattr(local, "depth", 0) > 0
+        if inside and local.checked and not rebuild:
+            return  # checked already in this thread's synced() block
+        self._update_copy(rebuild)
+        if inside:
+            local.checked = True
+
+    def _update_copy(self, rebuild: bool) -> None:
         fingerprint = self._user_fingerprint()
         if fingerprint == self._fingerprint:
             return
