@@ -774,3 +774,29 @@ def test_cam_explains_the_logits_of_a_model_that_ends_in_a_softmax():
     expected = cam(model, x, 2)
     torch.testing.assert_close(cam(wrapped, x, 2), expected)
     assert expected.abs().sum() > 0
+
+
+class _HiddenLinear(nn.Module):
+    """Global average pooling, then two linear layers: the first reads the averaged maps, but
+    only the second gives the model's class scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8, 6)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(self.conv(x).mean((2, 3)))))
+
+
+def test_cam_refuses_an_fc_whose_outputs_are_not_the_models_class_scores():
+    torch.manual_seed(0)
+    model = _HiddenLinear().eval()
+    x = torch.randn(1, 3, 8, 8)
+    for index in (1, 5):  # a class of the model, and a unit that only fc1 has
+        with pytest.raises(ValueError, match=r"the model's output is not the output of 'fc1'.*use grad_cam"):
+            cam(model, x, index, layer="conv", fc="fc1")
+    # the default fc is the last linear layer, which does not read the maps
+    with pytest.raises(ValueError, match=r"'fc2' takes 6 features but layer 'conv' has 8 channels"):
+        cam(model, x, 1, layer="conv")

@@ -326,7 +326,8 @@ def cam(
         KeyError: unknown layer names. IndexError: class out of range, or negative.
         ValueError: the model does not end in global average pooling + ``fc`` at these layers
             (the message names the last feature map with ``K`` channels before ``fc`` when
-            that is a layer to try), or its class scores or features are not finite (NaN or inf).
+            that is a layer to try), its output is not ``fc``'s output (nor a softmax or
+            sigmoid of it), or its class scores or features are not finite (NaN or inf).
     """
     if isinstance(target, INDEX_TYPES):
         target = resolve_target(target)  # a class index, read as every method reads it
@@ -389,7 +390,7 @@ def cam(
         try:
             # grad=True bypasses the cache so the hook sees a real forward (nothing requires grad,
             # so no graph is built).
-            probe.logits(x, grad=True)
+            output = probe.logits(x, grad=True).detach()
         finally:
             handle.remove()
             fc_handle.remove()
@@ -431,8 +432,25 @@ def cam(
                 "undefined here, use grad_cam"
                 + (suggestion.replace("; pass", " or pass") if source.startswith("layer") else "")
             )
+        if not _gives_the_output(fc_output, output):
+            raise ValueError(
+                f"the model's output is not the output of {fc_name!r} (nor its softmax or sigmoid): CAM explains "
+                "the class scores of the final linear layer, pass that layer as fc, or use grad_cam"
+            )
         maps = torch.einsum("k,nkhw->nhw", weight[index].float(), features.float())
         return maps.contiguous().to(x.device)
+
+
+def _gives_the_output(fc_output: torch.Tensor, output: torch.Tensor) -> bool:
+    """Whether the model's output is ``fc_output``, or its softmax, log-softmax or sigmoid
+    over the classes (what :func:`cam` explains is then a score of the model's classes)."""
+    n = fc_output.shape[0]
+    if output.shape[0] != n or output[0].numel() != fc_output[0].numel():
+        return False
+    scores, model = fc_output.float().reshape(n, -1), output.float().reshape(n, -1)
+    tolerance = 1e-4 * (1.0 + float(scores.abs().max())) if scores.numel() else 1e-4
+    candidates = (scores, torch.softmax(scores, 1), torch.log_softmax(scores, 1), torch.sigmoid(scores))
+    return any(torch.allclose(model, c, rtol=1e-4, atol=tolerance) for c in candidates)
 
 
 def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
