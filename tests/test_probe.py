@@ -133,17 +133,26 @@ class _KeepsOutput(nn.Conv2d):
 def test_prefix_capture_hands_over_the_deepest_layer_without_a_copy():
     # The pass stops right after the deepest requested layer, so nothing can write into its
     # output: copying it (megabytes for early layers of big nets) would be wasted on every drag step.
-    model = nn.Sequential(_KeepsOutput(3, 4, 3, padding=1), nn.ReLU(inplace=True),
-                          _KeepsOutput(4, 4, 3, padding=1), nn.ReLU(inplace=True))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(inplace=True))
     x = torch.randn(1, 3, 8, 8)
     with Probe(model, channels_last=False) as probe:
+        made = {}
+        for name in ("0", "2"):  # ahead of the probe's own hooks: the tensors the pass made
+            probe.module(name).register_forward_hook(
+                lambda m, a, out, name=name: made.__setitem__(name, out.data_ptr()), prepend=True)
         got = probe.capture(x, ["0", "2"], cache=False)
-        first, second = probe.module("0").last_output, probe.module("2").last_output
         # the deepest layer is the pass's own tensor; the earlier one is a copy, as layers that
         # ran after it may have written into the original
-        assert got["2"].data_ptr() == second.data_ptr()
-        assert got["0"].data_ptr() != first.data_ptr()
+        assert got["2"].data_ptr() == made["2"]
+        assert got["0"].data_ptr() != made["0"]
         assert (got["0"] < 0).any()
+    # a module that keeps the tensor it returns (as an attribute) gets a copy, also when deepest
+    keeper = nn.Sequential(_KeepsOutput(3, 4, 3, padding=1))
+    with Probe(keeper, channels_last=False) as probe:
+        got = probe.capture(x, ["0"], cache=False)["0"]
+        assert got.data_ptr() != probe.module("0").last_output.data_ptr()
+        torch.testing.assert_close(got, probe.module("0").last_output)
 
 
 def test_resnet_block_output_survives_inplace_residual_add():

@@ -201,10 +201,15 @@ class _Run:
 def _owned_by_pass(module: nn.Module, output: torch.Tensor) -> bool:
     """Whether ``output`` is a tensor this forward pass made, which may be handed over without a
     copy once the pass stops: not a view (of the pass's input, or of anything longer-lived) and
-    not one of the module's own parameters or buffers."""
+    not one of the module's own parameters, buffers or plain tensor attributes (a table it keeps
+    and returns). A tensor kept elsewhere (a global, another module) would still be handed over
+    as it is; results are documented read-only, so only a caller that writes into them could
+    notice."""
     if output._base is not None or isinstance(output, nn.Parameter):
         return False
-    return not any(output is t for t in module._buffers.values())
+    return not any(output is t for t in module._buffers.values()) and not any(
+        output is value for value in vars(module).values()
+    )
 
 
 @dataclass
