@@ -321,12 +321,18 @@ def test_projections_of_a_channel_that_never_fires_say_why_they_are_blank():
     x, _ = data(6)
     topk = scan_topk(model, x, ["3"], k=2, progress=False)
     assert all(e.value < 0 for e in topk.entries("3", 2))
-    with pytest.warns(InactiveChannelWarning, match=r"channel 2 of '3': 2 of its 2 top entries have values <= 0"):
+    with pytest.warns(InactiveChannelWarning, match=r"channel 2 of '3': 2 of its 2 top entries have values <= 0") as seen:
         blank = topk.projections(model, "3", 2)
+    assert seen[0].filename == __file__  # attributed to the caller's line
     assert all(float(p.pixels.abs().sum()) == 0 for p in blank)
     with warnings.catch_warnings():
         warnings.simplefilter("error", InactiveChannelWarning)
         assert any(float(p.pixels.abs().sum()) > 0 for p in topk.projections(model, "3", 1))
+        # weights that differ from the scanned ones are refused first, with no word about the values
+        with torch.no_grad():
+            model[0].weight.mul_(2)
+        with pytest.raises(ValueError, match="weights differ"):
+            topk.projections(model, "3", 2)
 
 
 # ---------------------------------------------------------------------------- errors and inputs

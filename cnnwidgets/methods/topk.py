@@ -737,25 +737,14 @@ class TopKActivations:
             ValueError: if the model's weights differ from the scanned ones.
 
         Warns:
-            InactiveChannelWarning: when entries have values <= 0 (the channel is not active
-                there, as often before a ReLU or for a dead channel): the deconvnet projects
-                ``max(a, 0)``, so their patches are zero.
+            InactiveChannelWarning: with the deconvnet projection, when entries have values <= 0
+                (the channel is not active there, as often before a ReLU or for a dead channel):
+                the deconvnet projects ``max(a, 0)``, so their patches are zero.
         """
         projector = resolve_projector(projection)
         if projector is None:
             return None
         entries = self.entries(layer, channel)
-        inactive = [e for e in entries if not e.value > 0]
-        if inactive and projector is deconvnet_projector:
-            from cnnwidgets.methods.gradients import InactiveChannelWarning
-
-            warnings.warn(
-                f"channel {channel} of {layer!r}: {len(inactive)} of its {len(entries)} top entries have values "
-                f"<= 0 (the strongest is {entries[0].value:.3g}), so their deconvnet projections are zero; the "
-                "channel is not active there (a layer before its ReLU, or a dead channel): try the ReLU after it",
-                InactiveChannelWarning,
-                stacklevel=2,
-            )
         sources = self.source_images(layer, channel, images)
         if not entries:
             return []
@@ -763,6 +752,17 @@ class TopKActivations:
             probe.sync()
             if self.fingerprint is not None and model_fingerprint(probe.model) != self.fingerprint:
                 raise ValueError("the model's weights differ from the ones the scan was made with")
+            inactive = [e for e in entries if not e.value > 0]
+            if inactive and projector is deconvnet_projector:
+                from cnnwidgets.methods.gradients import InactiveChannelWarning
+
+                warnings.warn(
+                    f"channel {channel} of {layer!r}: {len(inactive)} of its {len(entries)} top entries have values "
+                    f"<= 0 (the strongest is {entries[0].value:.3g}), so their deconvnet projections are zero; the "
+                    "channel is not active there (a layer before its ReLU, or a dead channel): try the ReLU after it",
+                    InactiveChannelWarning,
+                    stacklevel=2,
+                )
             units = torch.tensor([[e.row, e.col] for e in entries], dtype=torch.long)
             channels = torch.full((len(entries),), channel, dtype=torch.long)
             projected = projector(probe, sources.to(probe.device), layer, channels, units).detach().cpu()
