@@ -278,6 +278,9 @@ def test_hooks_are_removed_and_errors_are_clear(resnet18):
             upsample(torch.zeros(1, 2, 2), 64)
         with pytest.raises(TypeError, match="size height must be an int .*got float 64.7"):
             upsample(torch.zeros(1, 2, 2), (64.7, 64.2))
+        with pytest.raises(TypeError, match=r"size must be a \(height, width\) pair of ints, got tuple \(64,\)"):
+            upsample(torch.zeros(1, 2, 2), (64,))
+        assert upsample(torch.zeros(1, 2, 2), torch.zeros(1, 3, 5, 7).shape[-2:]).shape == (1, 5, 7)
         with pytest.raises(ValueError, match="positive"):
             upsample(torch.zeros(1, 2, 2), (0, 4))
         assert upsample(torch.zeros(1, 2, 2), torch.zeros(1, 3, 5, 6).shape[-2:]).shape == (1, 5, 6)

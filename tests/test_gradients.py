@@ -751,8 +751,12 @@ def test_numpy_and_tensor_indices_are_ints_and_other_types_are_refused():
     at_found = project_channel(model, x, "features.3", 2, unit=tuple(int(v) for v in found))
     for unit in (found, found.numpy(), [int(found[0]), int(found[1])]):
         assert torch.equal(project_channel(model, x, "features.3", 2, unit=unit), at_found)
-    with pytest.raises(TypeError, match=r"unit must be a \(row, col\) pair of ints, got a tensor of shape \(3,\)"):
-        project_channel(model, x, "features.3", 2, unit=torch.tensor([1, 2, 3]))
+    for unit, got in ((torch.tensor([1, 2, 3]), r"a tensor of shape \(3,\)"), ((1, 2, 3), r"tuple \(1, 2, 3\)"),
+                      (None, "a NoneType")):
+        with pytest.raises(TypeError, match=r"unit must be 'max', 'all' or a \(row, col\) pair of ints, got " + got):
+            project_channel(model, x, "features.3", 2, unit=unit)
+    with pytest.raises(ValueError, match=r"unit must be 'max', 'all' or a \(row, col\) pair of ints, got 'top'"):
+        project_channel(model, x, "features.3", 2, unit="top")
     for unit, message in (((1.5, 2), "unit row must be an int .*got float 1.5"),
                           ((1, True), "unit column must be an int .*got bool True")):
         with pytest.raises(TypeError, match=message):

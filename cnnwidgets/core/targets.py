@@ -50,6 +50,10 @@ def _describe_value(value: object) -> str:
         return f"str {value!r}"
     if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
         return f"{type(value).__name__} {value}"
+    if isinstance(value, (tuple, list)) and len(value) <= 8:
+        return f"{type(value).__name__} {value!r}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
     return f"a {type(value).__name__}"
 
 
@@ -81,7 +85,7 @@ def as_index(value: object, what: str, *, hint: str = "") -> int:
 
 
 def as_pair(
-    value: object, what: str, names: tuple[str, str] = ("row", "column"), pair: str = "(row, col)"
+    value: object, what: str, names: tuple[str, str] = ("row", "column"), pair: str = "a (row, col) pair of ints"
 ) -> tuple[int, int]:
     """``value`` as two ints, for a pair such as a unit's (row, col): a tuple or list of two
     indices (see :func:`as_index`), or a 1-D array or tensor of two integers (one row of what
@@ -93,7 +97,7 @@ def as_pair(
     """
     two = isinstance(value, (tuple, list)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1)
     if not two or len(value) != 2:  # type: ignore[arg-type]
-        raise TypeError(f"{what} must be a {pair} pair of ints, got {_describe_value(value)}")
+        raise TypeError(f"{what} must be {pair}, got {_describe_value(value)}")
     first, second = value  # type: ignore[misc]
     return as_index(first, f"{what} {names[0]}"), as_index(second, f"{what} {names[1]}")
 
@@ -303,9 +307,9 @@ def check_output_kind(outputs: object) -> str:
 def looks_like_independent_probabilities(output: torch.Tensor) -> bool:
     """Whether class scores look like independent probabilities, as a final sigmoid gives them
     (a multi-label model, a discriminator): all values finite and in (0, 1], and the rows not
-    all probability distributions (summing to 1). An exact 0 rules a sigmoid out (it gives one
-    only for logits below about -100) and points to a ReLU before the output instead, as in
-    SqueezeNet, whose untrained logits are small, non-negative and often all below 1.
+    all probability distributions (summing to 1). An exact 0 rules a sigmoid out (in float32 it
+    gives one only for logits below about -88) and points to a ReLU before the output instead,
+    as in SqueezeNet, whose untrained logits are small, non-negative and often all below 1.
 
     ``class_probabilities(output, outputs="auto")`` cannot tell such outputs from logits that
     happen to lie in [0, 1], and reads them as logits unless a probe saw the final

@@ -465,8 +465,9 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         (N, H, W) float tensor on the maps' device.
 
     Raises:
-        TypeError: maps that are not a tensor (a numpy array: convert it with ``torch.from_numpy``).
-        ValueError: maps not 3-D, or a bad size.
+        TypeError: maps that are not a tensor (a numpy array: convert it with ``torch.from_numpy``),
+            or a size that is not a pair of ints (floats such as ``64.0`` included).
+        ValueError: maps not 3-D, or a size with an entry below 1.
     """
     if not isinstance(maps, torch.Tensor):
         hint = "; convert it with torch.from_numpy(maps)" if isinstance(maps, np.ndarray) else ""
@@ -477,7 +478,7 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if maps.dim() != 3:
         raise ValueError(f"expected maps of shape (N, h, w), got {tuple(maps.shape)}")
     try:
-        size = as_pair(size, "size", ("height", "width"), "(height, width)")
+        size = as_pair(size, "size", ("height", "width"), "a (height, width) pair of ints")
     except TypeError as exc:
         raise TypeError(f"{exc} (for example x.shape[-2:])") from None
     if min(size) < 1:

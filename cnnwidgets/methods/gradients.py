@@ -536,8 +536,10 @@ def project_channel(
 
     Raises:
         KeyError: unknown layer. IndexError: channel or unit out of range.
-        ValueError: bad batch, bad ``unit``, a layer whose output is not (C,) or (C, H, W).
-        TypeError: a channel, row or column that is not an int (a bool, a float ...).
+        ValueError: bad batch, a string ``unit`` other than ``"max"`` and ``"all"``, a layer
+            whose output is not (C,) or (C, H, W).
+        TypeError: a ``unit`` that is neither such a string nor a pair; a channel, row or
+            column that is not an int (a bool, a float ...).
 
     Warns:
         FunctionalReluWarning: if the model applies ReLU as a function.
@@ -549,7 +551,7 @@ def project_channel(
         if unit not in ("max", "all"):
             raise ValueError(f"unit must be 'max', 'all' or a (row, col) pair of ints, got {unit!r}")
     else:
-        unit = as_pair(unit, "unit")
+        unit = as_pair(unit, "unit", pair="'max', 'all' or a (row, col) pair of ints")
     channel = as_index(channel, "channel")
     with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
