@@ -6,6 +6,9 @@ For the embedded model, TinyVGG (../shared/data or $CNNWIDGETS_SHARED_DATA) and 
 224x224 (random weights: timing does not depend on them), on the CPU, it prints side by side per layer:
 
 * ``prefix``    bare ``probe.capture`` of the layer for a new occluded input (cache miss);
+* ``plain``     the same prefix as a user would run it in plain PyTorch: the user's own model
+                (standard memory layout, no probe), in inference mode, stopped by a forward hook
+                on the layer that raises;
 * ``drag``      one drag step of the explorer as the kernel runs it while the mouse moves: new
                 box -> occluded input -> prefix forward -> draft render -> JPEG encode
                 (synchronous mode, class scores hidden), and ``drag/prefix``;
@@ -164,6 +167,32 @@ def render_free(ex: Explorer, bare_prefix, move, repeat: int) -> tuple[float, fl
         controller_module.render_frame = real
 
 
+# ---------------------------------------------------------------------- plain PyTorch prefix
+class _Stop(Exception):
+    """Raised by the hook that ends a plain prefix forward."""
+
+
+def plain_prefix(user_model: nn.Module, layer: str):
+    """``(run, remove)``: ``run(x)`` runs the user's model on x up to ``layer`` and stops there."""
+    grabbed = []
+
+    def stop(_module, _args, output):
+        grabbed[:] = [output]
+        raise _Stop
+
+    handle = dict(user_model.named_modules())[layer].register_forward_hook(stop)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            with torch.inference_mode():
+                user_model(x)
+        except _Stop:
+            pass
+        return grabbed.pop()
+
+    return run, handle.remove
+
+
 # ---------------------------------------------------------------------- the tutorials' way
 def tutorial_update(model: nn.Module, x: torch.Tensor, layer: str) -> None:
     """Full forward with a hook, then one matplotlib subplot per channel, saved as PNG."""
@@ -230,10 +259,20 @@ def run_model(name: str, spec, args) -> list[dict]:
             def bare_full(_i):
                 probe.logits(prepared.occluded(fresh_box(), ex.fill))
 
+            user_model = model.model if hasattr(model, "model") else model
+            run_plain, unhook = plain_prefix(user_model, layer)
+
+            def bare_plain(_i):
+                run_plain(prepared.occluded(fresh_box(), ex.fill))
+
             move(0)
             # alternate the bare forward with the explorer step, so that load from elsewhere on the
             # machine hits both alike; the ratio of the medians is what the goal is about
             prefix_a, drag = alternate(bare_prefix, move, args.repeat)
+            try:
+                plain, drag_b = alternate(bare_plain, move, args.repeat)
+            finally:
+                unhook()
             if args.floor:
                 floor_prefix, floor = render_free(ex, bare_prefix, move, args.repeat)
                 print(f"  {name} {layer}: drag step without drawing and encoding {floor:.2f} ms, "
@@ -250,13 +289,13 @@ def run_model(name: str, spec, args) -> list[dict]:
             ex.dragging = False
             if args.tutorial:
                 x = prepared.occluded(ex.box, ex.fill)
-                user_model = model.model if hasattr(model, "model") else model
                 tutorial_update(user_model, x, layer)  # not timed: the first figure pays matplotlib's set-up
                 tutorial = median_ms(lambda i: tutorial_update(user_model, x, layer), args.tutorial_repeat)
             else:
                 tutorial = float("nan")
             shape = "x".join(str(s) for s in ex.layers[layer].output_shape)
-            rows.append(dict(model=name, layer=layer, shape=shape, prefix=prefix, drag=drag, final=final,
+            rows.append(dict(model=name, layer=layer, shape=shape, prefix=prefix, plain=plain,
+                             plain_ratio=drag_b / plain, drag=drag, final=final,
                              full=full, scores=scores, tutorial=tutorial, switch=switch))
             print_row(rows[-1])
         # memory over many drag steps (scores shown, as a user would have it)
@@ -278,14 +317,15 @@ def run_model(name: str, spec, args) -> list[dict]:
     return rows
 
 
-HEADER = (f"{'model':9s} {'layer':16s} {'shape':>11s} {'prefix':>8s} {'drag':>8s} {'drag/pre':>8s} {'final':>8s} "
+HEADER = (f"{'model':9s} {'layer':16s} {'shape':>11s} {'prefix':>8s} {'drag':>8s} {'drag/pre':>8s} {'plain':>7s} "
+          f"{'drag/pl':>7s} {'final':>8s} "
           f"{'full':>8s} {'drag+sc':>8s} {'tutorial':>9s} {'speedup':>8s} {'switch':>7s}")
 
 
 def print_row(r: dict) -> None:
     speed = r["tutorial"] / r["drag"] if r["tutorial"] == r["tutorial"] else float("nan")
     print(f"{r['model']:9s} {r['layer'][:16]:16s} {r['shape']:>11s} {r['prefix']:8.2f} {r['drag']:8.2f} "
-          f"{r['drag'] / r['prefix']:7.2f}x {r['final']:8.2f} {r['full']:8.2f} {r['scores']:8.2f} "
+          f"{r['drag'] / r['prefix']:7.2f}x {r['plain']:7.2f} {r['plain_ratio']:6.2f}x {r['final']:8.2f} {r['full']:8.2f} {r['scores']:8.2f} "
           f"{r['tutorial']:9.1f} {speed:7.0f}x {r['switch']:7.2f}", flush=True)
 
 
@@ -311,7 +351,8 @@ def main() -> None:
             continue
         run_model(name, spec, args)
     print("prefix: bare probe.capture (new input); drag: explorer step while dragging (prefix + draft render +"
-          " encode); final: same at release quality; full: bare full forward; drag+sc: drag step with class scores;"
+          " encode); plain: the user's model up to the layer in plain PyTorch (drag/pl: a drag step over it, timed"
+          " in turns with it); final: same at release quality; full: bare full forward; drag+sc: drag step with class scores;"
           " tutorial: full forward + matplotlib subplot per channel + PNG; speedup: tutorial / drag;"
           " switch: channel change (render only)")
 
