@@ -164,6 +164,11 @@ def test_view_and_controller_follow_the_layer_menu():
         view.layer = "1"
     with pytest.raises(ValueError, match="not a convolution"):
         kernel_view(model, layer="1")
+    with pytest.raises(ValueError, match=r"colormap must be one of \('gray', 'diverging'\) for kernel tiles, got 'viridis'"):
+        kernel_view(model, colormap="viridis")  # refused at once, not when a slice is first drawn
+    # the box in the browser cannot hold what the trait refuses (it would stay there unexplained)
+    box = view._channel_box
+    assert (box.min, box.value) == (-1, view.out_channel) and box.max >= 2**31 - 1
 
 
 def test_controller_limits_huge_grids_and_rejects_models_without_convs():

@@ -23,7 +23,7 @@ from cnnwidgets.methods.actmax import ActMaxResult, fit_channels, maximize_activ
 from cnnwidgets.methods.dead import default_dead_layers
 from cnnwidgets.methods.kernels import conv_layer_names, kernels
 from cnnwidgets.methods.summary import summary
-from cnnwidgets.render.kernels import kernel_mosaic
+from cnnwidgets.render.kernels import KERNEL_COLORMAPS, kernel_mosaic
 from cnnwidgets.widgets.filters import ActMaxView, KernelView
 from cnnwidgets.widgets.summary import SummaryView
 
@@ -51,7 +51,7 @@ class KernelController:
             channels only (the status line says so).
 
     Raises:
-        ValueError: if the model has no 2-D convolution.
+        ValueError: if the model has no 2-D convolution, or for an unknown colormap.
     """
 
     def __init__(
@@ -62,6 +62,8 @@ class KernelController:
         colormap: str = "gray",
         max_tiles: int = 4096,
     ) -> None:
+        if colormap not in KERNEL_COLORMAPS:
+            raise ValueError(f"colormap must be one of {KERNEL_COLORMAPS} for kernel tiles, got {colormap!r}")
         names = conv_layer_names(model_or_probe)
         if not names:
             raise ValueError("the model has no Conv2d layer, so there are no kernels to show")
@@ -106,7 +108,7 @@ def kernel_view(model_or_probe: nn.Module | Probe, layer: str | None = None, **o
     """A ready kernel view of ``model_or_probe`` (see :class:`KernelController` for options).
 
     Raises:
-        ValueError: if the model has no convolution, or ``layer`` is not one.
+        ValueError: if the model has no convolution, ``layer`` is not one, or for an unknown colormap.
     """
     view = KernelView()
     controller = KernelController(model_or_probe, view, **options)

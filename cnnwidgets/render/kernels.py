@@ -21,10 +21,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["kernel_mosaic", "signed_to_rgb", "tile_grid"]
+__all__ = ["KERNEL_COLORMAPS", "kernel_mosaic", "signed_to_rgb", "tile_grid"]
 
 _LAYOUTS = ("rgb", "grid", "slices")
-_COLORMAPS = ("gray", "diverging")
+#: Colormaps of single-channel kernel tiles.
+KERNEL_COLORMAPS: tuple[str, ...] = ("gray", "diverging")
+_COLORMAPS = KERNEL_COLORMAPS
 _NEGATIVE = np.array([33.0, 102.0, 230.0])
 _POSITIVE = np.array([230.0, 80.0, 20.0])
 _MID = np.array([128.0, 128.0, 128.0])

@@ -38,7 +38,9 @@ class KernelView(ImageStatus, widgets.VBox):
         self._normalize_menu = widgets.Dropdown(
             description="scale", options=[("per layer", "layer"), ("per filter", "filter"), ("per slice", "slice")]
         )
-        self._channel_box = widgets.IntText(value=-1, description="out ch.", layout=widgets.Layout(width="160px"))
+        # bounded in the browser too: a value the trait refuses would stay in the box unexplained
+        self._channel_box = widgets.BoundedIntText(value=-1, min=-1, max=2**31 - 1, description="out ch.",
+                                                   layout=widgets.Layout(width="160px"))
         self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box])
         super().__init__(children=[controls, self._image, self._status], **kwargs)
