@@ -190,6 +190,10 @@ def test_grouped_select_groups_in_first_seen_order_and_validates():
     assert sel.value == "features.2" and sel.label_of("features.2") == "f2"
     sel.set_items([("a", "a", "a")])
     assert sel.value == "a"
+    # a value that is not among the new options changes nothing (the menu would show a blank)
+    with pytest.raises(traitlets.TraitError, match="'zzz' is not one of the new options"):
+        sel.set_items([("h", "c", "c")], value="zzz")
+    assert sel.options == ["a"] and sel.value == "a"
 
 
 # ---------------------------------------------------------------- status, picker, controls

@@ -41,12 +41,20 @@ class GroupedSelect(anywidget.AnyWidget):
         return widget
 
     def set_items(self, items: Iterable[tuple[str, str, str]], value: str | None = None) -> None:
-        """Replace the options; keeps the value if still offered, else takes ``value`` or the first."""
+        """Replace the options; keeps the value if still offered, else takes ``value`` or the first.
+
+        Raises:
+            traitlets.TraitError: if ``value`` is not among the new options (nothing is changed then).
+        """
         groups: dict[str, list[list[str]]] = {}
         for group, label, val in items:
             groups.setdefault(group, []).append([label, val])
         new_groups = [{"label": g, "options": opts} for g, opts in groups.items()]
         values = [v for opts in groups.values() for _, v in opts]
+        if value is not None and values and value not in values:
+            close = difflib.get_close_matches(value, values, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise t.TraitError(f"{value!r} is not one of the new options{hint}")
         with self.hold_sync():
             self.groups = new_groups
             if value is not None:
