@@ -83,6 +83,11 @@ def test_occluder_box_trait_is_validated_and_follows_image_size():
         canvas.box = (0, 0, -1, 3)
     with pytest.raises(traitlets.TraitError):
         canvas.box = (0, 0, 3)
+    # fractions are rounded halves up, as the browser rounds them (not truncated)
+    canvas.box = (10.6, 10.5, 8.5, 0.7)
+    assert canvas.box == (11, 11, 9, 1) and all(type(v) is int for v in canvas.box)
+    with pytest.raises(traitlets.TraitError, match="finite numbers"):
+        canvas.box = (float("nan"), 0, 4, 4)
     canvas.box = (30, 22, 10, 10)
     canvas.set_image(R.encode_jpeg(np.zeros((16, 16, 3), np.uint8)), "jpeg", 16, 16)
     assert canvas.box == (6, 6, 10, 10) and canvas.image_format == "jpeg"
