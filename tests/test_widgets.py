@@ -248,6 +248,24 @@ def test_image_picker_upload_becomes_selected_entry():
     assert picker.value == "cat.png (uploaded 2)" and picker.data_for("cat.png (uploaded)") == b"abc"
     picker.dropdown.value = "circle"
     assert seen == ["cat.png (uploaded)", "cat.png (uploaded 2)", "circle"]
+    # the same file again selects its entry; no second copy of its bytes is kept
+    assert picker.add_upload("cat.png", b"abc") == "cat.png (uploaded)" and picker.value == "cat.png (uploaded)"
+    assert picker.names.count("cat.png (uploaded)") == 1 and len(picker._uploads) == 2
+
+
+def test_image_picker_keeps_the_last_uploads_only():
+    picker = W.ImagePicker(["circle"])
+    entries = [picker.add_upload(f"photo{i}.png", bytes([i])) for i in range(picker.MAX_UPLOADS + 3)]
+    assert picker.value == entries[-1]
+    kept = entries[-picker.MAX_UPLOADS:]
+    assert picker.names == ["circle", *kept] and all(picker.data_for(e) is None for e in entries[:3])
+    picker.value = kept[0]  # the same file again: no upload is added, so none is dropped
+    assert picker.add_upload("photo3.png", bytes([3])) == kept[0] and picker.names == ["circle", *kept]
+    assert len(picker._uploads) == picker.MAX_UPLOADS
+    # the entry selected before a new upload stays (the selection returns to it if the new
+    # file cannot be shown), even when it is the oldest
+    newest = picker.add_upload("one more.png", b"x")
+    assert picker.value == newest and kept[0] in picker.names and kept[1] not in picker.names
 
 
 def test_image_picker_upload_button_has_a_tooltip():

@@ -24,8 +24,13 @@ class ImagePicker(w.HBox):
         value: the selected entry (a sample name, or ``"<file> (uploaded)"``); always one of
             :attr:`names` (empty only while there is none), and always the entry the drop-down shows.
 
-    The bytes of an uploaded entry are available from :meth:`data_for`; samples have none.
+    The bytes of an uploaded entry are available from :meth:`data_for`; samples have none. The
+    same file uploaded again selects its entry; the picker keeps the last :attr:`MAX_UPLOADS`
+    uploads (older ones leave the menu with their bytes).
     """
+
+    #: How many uploaded files are kept (their bytes stay in memory while offered).
+    MAX_UPLOADS = 8
 
     value = t.Unicode("")
 
@@ -102,13 +107,25 @@ class ImagePicker(w.HBox):
         self.add_upload(str(item["name"]), bytes(item["content"]))
 
     def add_upload(self, name: str, data: bytes) -> str:
-        """Add an uploaded file as an entry and select it; returns the entry's name."""
+        """Add an uploaded file as an entry and select it; returns the entry's name.
+
+        A file with the same name and bytes as one still offered selects that entry again. Past
+        :attr:`MAX_UPLOADS` uploads, the oldest ones are dropped (not the entry selected before).
+        """
         entry = f"{name}{_UPLOAD_SUFFIX}"
         serial = 2
         while entry in self._uploads:
+            if self._uploads[entry] == data:
+                self.dropdown.value = entry  # the same file again
+                return entry
             entry = f"{name}{_UPLOAD_SUFFIX[:-1]} {serial})"
             serial += 1
         self._uploads[entry] = data
+        # dropped before the new entry is selected, and never the entry selected now: if the new
+        # file cannot be shown, the selection goes back to that one
+        older = [e for e in self._uploads if e not in (entry, self.value)]
+        for old in older[: max(0, len(self._uploads) - self.MAX_UPLOADS)]:
+            self.remove_entry(old)
         self._set_options([*self.dropdown.options, entry])
         self.dropdown.value = entry  # fires _on_dropdown -> value
         return entry
