@@ -324,6 +324,16 @@ def test_method_view_takes_any_positive_stride_and_offers_it_in_its_menu():
     view.close()
 
 
+def test_a_closed_method_view_leaves_no_widget_open():
+    from ipywidgets.widgets.widget import _instances
+
+    before = set(_instances)
+    view = MethodView(("none", "saliency", "occlusion"))
+    assert len(set(_instances) - before) > 10  # the view, its controls' row, parts, layouts, styles
+    view.close()
+    assert set(_instances) - before == set()
+
+
 def test_controls_link_their_traits_to_child_widgets():
     display = W.DisplayControls(norm_modes=R.NORM_MODES, colormaps=R.SEQUENTIAL)
     display.norm_buttons.value = "layer"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
+from cnnwidgets.widgets._base import close_parts
 from cnnwidgets.widgets.controls import wrapping_row
 
 __all__ = ["MIN_WIDTH", "MethodView"]
@@ -132,6 +133,7 @@ class MethodView(w.VBox):
         syncs, self._syncs = getattr(self, "_syncs", []), []
         for owner, handler, name in syncs:
             owner.unobserve(handler, names=name)
+        close_parts(self)  # the controls' row, every part's layout and style too
         for child in (self.menu, self.stride_menu, self.bar, self.image, self.caption):
-            child.close()
+            child.close()  # (closed already when shown; a part taken out of the view is closed too)
         super().close()
