@@ -665,6 +665,33 @@ def test_model_error_reaches_status_line_and_explorer_recovers():
         ex.close()
 
 
+def test_an_error_of_a_state_superseded_meanwhile_is_not_reported():
+    ex = make(box=(4, 4, 8, 8), fill="black")
+    try:
+        reported = []
+        real = ex.controller._on_error
+        ex.controller._on_error = lambda where, exc: (reported.append(str(exc)), real(where, exc))
+        copy_ = ex.probe.model
+        forward = copy_.forward
+        moved = []
+
+        def failing_once(x):
+            if not moved:  # the mouse moves on while this input fails
+                moved.append(True)
+                ex.box = (12, 12, 8, 8)
+                raise RuntimeError("deliberate failure of the superseded input")
+            return forward(x)
+
+        copy_.forward = failing_once
+        dropped = ex.stats["dropped"]
+        ex.box = (0, 0, 8, 8)
+        # the newer state was served and shown; the old one's error never reached the status line
+        assert reported == [] and not ex.status.is_error
+        assert ex.shown_state.box == (12, 12, 8, 8) and ex.stats["dropped"] == dropped + 1
+    finally:
+        ex.close()
+
+
 def test_worker_thread_survives_errors():
     ex = make(box=(4, 4, 8, 8), fill="black", background=True)
     try:

@@ -4,6 +4,7 @@ the data-set dead-channel marks, checked against the plain functions they show."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 import warnings
@@ -926,3 +927,27 @@ def test_the_method_caption_says_when_functional_relus_kept_the_true_gradient():
         assert ex.wait_idle(60) and "as a function" not in ex.method_view.caption.value
     finally:
         ex.close()
+
+
+def test_an_error_of_a_request_superseded_meanwhile_is_not_reported(monkeypatch):
+    import cnnwidgets.app.views as views
+
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    real = views.occlusion_map
+    runner = None
+
+    def scan(*args, **kw):
+        if runner.runs == 1:  # the user asks for another stride while the first map fails
+            runner.submit(dataclasses.replace(request_of("occlusion"), stride=4))
+            raise RuntimeError("deliberate failure of the superseded map")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(views, "occlusion_map", scan)
+    runner = MethodRunner(model, {1: small_image()}.__getitem__, lambda r: None, no_error, background=False)
+    try:
+        runner.submit(request_of("occlusion"))
+        # no error reached the view (no_error fails the test); the newer map is the one shown
+        assert runner.cancelled == 1 and runner.result is not None and runner.result.request.stride == 4
+    finally:
+        runner.close()

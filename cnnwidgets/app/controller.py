@@ -207,6 +207,9 @@ class Controller(NewestFirstWorker):
             except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
                 self._failed = request.compute
                 self.stats.errors += 1
+                if self._superseded(generation):
+                    self.stats.dropped += 1  # the newer state is served next, and reports its own errors
+                    return
                 self._report("model", exc)
                 return
             self._failed = None
@@ -232,6 +235,9 @@ class Controller(NewestFirstWorker):
             )
         except Exception as exc:  # noqa: BLE001
             self.stats.errors += 1
+            if self._superseded(generation):
+                self.stats.dropped += 1
+                return
             self._report("render", exc)
             return
         self.stats.renders += 1

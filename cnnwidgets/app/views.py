@@ -296,6 +296,11 @@ class MethodRunner(NewestFirstWorker):
                 "(is it training?); the next change in the explorer computes it again"
             ))
         except Exception as exc:  # noqa: BLE001 - shown in the explorer's status line
+            if self._superseded(generation):
+                # a newer request is on its way (its map replaces this one's): an error of work
+                # nobody waits for any more would clear the panel for nothing
+                self.cancelled += 1
+                return
             self._done_key = request.key()  # do not retry the same failing request
             self._done_version = self._probe_version()
             self.result = None  # the map of an earlier request is not this one's
