@@ -1491,6 +1491,85 @@ def test_a_layer_removed_from_the_model_falls_back_to_one_it_has(background):
         explorer.close()
 
 
+def _run_in_event_loop(scenario):
+    """Run the coroutine function ``scenario`` as a notebook would: the explorer is built, and
+    its traits are set, on a thread whose asyncio event loop is running (as the kernel's is)."""
+    import asyncio
+
+    return asyncio.run(scenario())
+
+
+def _record_threads(explorer, monkeypatch) -> list[str]:
+    threads: list[str] = []
+    refresh = explorer._refresh_layers
+
+    def recording():
+        threads.append(threading.current_thread().name)
+        refresh()
+
+    monkeypatch.setattr(explorer, "_refresh_layers", recording)
+    return threads
+
+
+def test_a_changed_model_is_followed_on_the_thread_that_owns_the_widgets(monkeypatch):
+    import asyncio
+
+    async def scenario():
+        explorer = make(box=(4, 4, 8, 8), background=True)
+        try:
+            explorer.layer = "features.6"
+            while not explorer.controller.idle:
+                await asyncio.sleep(0.01)
+            threads = _record_threads(explorer, monkeypatch)
+            explorer.probe._user_model.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU())
+            explorer.box = (6, 6, 8, 8)  # computed on the worker, which meets the changed model
+            for _ in range(500):  # the event loop runs meanwhile, as the kernel's does between messages
+                await asyncio.sleep(0.01)
+                if explorer.controller.idle and explorer.shown_state == explorer.state() and threads:
+                    break
+            # the layer menu and the selection changed on this thread, never on the worker's
+            assert threads and set(threads) == {threading.current_thread().name}
+            assert explorer.layer in explorer.layers and "features.6" not in explorer.layers
+            assert explorer.shown_state == explorer.state() and not explorer.status.is_error
+            assert f"layer features.6 is gone or shows no feature map now: showing {explorer.layer}" in (
+                explorer.status.message)
+        finally:
+            explorer.close()
+
+    _run_in_event_loop(scenario)
+
+
+def test_wait_idle_follows_a_changed_model_while_it_blocks_the_event_loop(monkeypatch):
+    async def scenario():
+        explorer = make(box=(4, 4, 8, 8), background=True)
+        try:
+            explorer.layer, explorer.channel = "features.3", 6
+            assert explorer.wait_idle(60)
+            threads = _record_threads(explorer, monkeypatch)
+            fit = explorer._fit_channel_to_layer
+
+            def fit_and_let_the_worker_run():  # as a fast worker would, before the note is written
+                fit()
+                assert explorer.controller.wait_idle(60)
+
+            monkeypatch.setattr(explorer, "_fit_channel_to_layer", fit_and_let_the_worker_run)
+            user_model = explorer.probe._user_model
+            user_model.features[3] = nn.Conv2d(8, 4, 3, padding=1)
+            user_model.features[6] = nn.Conv2d(4, 12, 3, padding=1)
+            explorer.box = (6, 6, 8, 8)
+            # one notebook cell: the loop cannot run the hand-over until the cell ends, so
+            # wait_idle runs it, and waits for the frame it asks for
+            assert explorer.wait_idle(60)
+            assert threads == [threading.current_thread().name]
+            assert explorer.shown_state == explorer.state() and explorer.activations.shape[0] == 4
+            assert "<b>features.3</b> &nbsp; 4\u00d7" in explorer.grid_caption.value
+            assert explorer.channel == 0 and "features.3 has 4 channels now, channel 6 is gone" in explorer.status.message
+        finally:
+            explorer.close()
+
+    _run_in_event_loop(scenario)
+
+
 def test_back_at_the_frame_on_screen_the_error_stays_while_the_model_is_broken(ex):
     ex.box = (10, 10, 8, 8)
     ex.probe._user_model.features[3] = nn.Conv2d(5, 16, 3, padding=1)  # the model no longer runs

@@ -13,9 +13,11 @@ stale work instead of queueing it.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import itertools
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -584,6 +586,15 @@ class Explorer(ipw.VBox):
         self._frame_state: ExplorerState | None = None
         self._frame_lock = threading.Lock()
         self._model_changes_seen = 0
+        # traits and widget values change on the thread that owns the widgets (the kernel's event
+        # loop runs comm messages there): the worker hands such work over instead of racing the user
+        self._main_thread = threading.get_ident()
+        try:
+            self._main_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a script or a test: nothing else changes the traits meanwhile
+            self._main_loop = None
+        self._main_calls: list[Callable[[], None]] = []
+        self._main_calls_lock = threading.Lock()
         self._suspend = True  # no submissions while wiring up
         self._last_box: tuple[int, int, int, int] | None = None
         self._data_dead: dict[str, np.ndarray] = {}
@@ -847,9 +858,13 @@ class Explorer(ipw.VBox):
         self._layers = layers
         layer, channel = self.layer, self.channel
         keep = layer in self._selectable_layers()
-        # the menu's value follows in the same step (not its first item, then the default)
-        self.layer_select.set_items(layer_items(self._layers), value=layer if keep else default_layer(self._layers))
-        self._fit_channel_to_layer()
+        suspended, self._suspend = self._suspend, True  # one update for the new selection, after its note
+        try:
+            # the menu's value follows in the same step (not its first item, then the default)
+            self.layer_select.set_items(layer_items(self._layers), value=layer if keep else default_layer(self._layers))
+            self._fit_channel_to_layer()
+        finally:
+            self._suspend = suspended
         # a selection the changed model no longer has is replaced; say so until the user picks again
         if self.layer != layer:
             self._set_note("selection", f"the model changed and layer {layer} is gone or shows no feature map "
@@ -857,6 +872,8 @@ class Explorer(ipw.VBox):
         elif self.channel != channel:
             self._set_note("selection", f"the model changed: {layer} has {self._channels(layer)} channels now, "
                                         f"channel {channel} is gone: showing channel {self.channel}")
+        if (self.layer, self.channel) != (layer, channel):
+            self._submit()
 
     def _count_classes(self, probe: Probe, image: ImageInput) -> int | None:
         """Number of classes the model scores (None when its output is not class scores)."""
@@ -1143,7 +1160,8 @@ class Explorer(ipw.VBox):
             return  # drawn while close() ran: nothing is shown any more, and its state is refused
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
-        self._follow_model_change()
+        if self._model_changed_unseen():
+            self._on_main_thread(self._follow_model_change_shown)
         self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats,
                        display_width=frame.grid_display_width)
         self.panel.value = frame.panel_bytes
@@ -1154,17 +1172,7 @@ class Explorer(ipw.VBox):
             self.panel.layout.width = width
         if frame.rows is not None:
             self.scores_view.rows = frame.rows
-        shape = _map_text(self._layers[state.layer])
-        dead = frame.dead
-        calls = self._layers[state.layer].calls
-        runs = f" &nbsp; output of its last call (it runs {calls} times)" if calls > 1 else ""
-        caption = f"<b>{state.layer}</b> &nbsp; {shape}{runs} &nbsp; click a tile to select its channel"
-        if dead:
-            caption += f" &nbsp; <span style='color:#c62828'>{dead} dead on this image (red)</span>"
-        if frame.marked is not None:
-            caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead_in_data} dead over the data set "
-                        "(red)</span>")
-        self.grid_caption.value = caption
+        self._show_grid_caption(state, frame)
         what = "over the image" if state.overlay else "map"
         change = ("change caused by the occluder: <span style='color:#c62828'>red</span> where the "
                   "activation went up, <span style='color:#1f4e9c'>blue</span> where it went down"
@@ -1182,6 +1190,19 @@ class Explorer(ipw.VBox):
                       f"{1000 * frame.render_seconds:.1f} ms")
             self._status_info(timing)
 
+    def _show_grid_caption(self, state: ExplorerState, frame: Frame) -> None:
+        info = self._layers.get(state.layer)
+        if info is None:
+            return  # the model changed and the layer is gone: its replacement's frame is on the way
+        runs = f" &nbsp; output of its last call (it runs {info.calls} times)" if info.calls > 1 else ""
+        caption = f"<b>{state.layer}</b> &nbsp; {_map_text(info)}{runs} &nbsp; click a tile to select its channel"
+        if frame.dead:
+            caption += f" &nbsp; <span style='color:#c62828'>{frame.dead} dead on this image (red)</span>"
+        if frame.marked is not None:
+            caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead_in_data} dead over the data set "
+                        "(red)</span>")
+        self.grid_caption.value = caption
+
     def _set_note(self, about: str, note: str | None) -> None:
         """Keep ``note`` in the status line with every frame (None: drop the note about ``about``)."""
         if note is None:
@@ -1193,6 +1214,48 @@ class Explorer(ipw.VBox):
         """Show ``text`` in the status line after the notes in force (a reshaped image, a fill fallback)."""
         notes = [f"note: {note}" for note in tuple(self._notes.values())]  # one step: the main thread may change them
         self.status.info(" \u00b7 ".join([*notes, text] if text else notes))
+
+    def _model_changed_unseen(self) -> bool:
+        return self.controller.stats.model_changes != self._model_changes_seen
+
+    def _on_main_thread(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the thread that owns the widgets: now when this is that thread (or no
+        event loop runs there), else soon on its event loop, or in :meth:`wait_idle` when the main
+        thread is blocked there first."""
+        loop = self._main_loop
+        if threading.get_ident() == self._main_thread or loop is None or loop.is_closed():
+            call()
+            return
+        with self._main_calls_lock:
+            self._main_calls.append(call)
+        try:
+            loop.call_soon_threadsafe(self._run_main_calls)
+        except RuntimeError:  # the loop closed meanwhile: nothing else runs on the main thread now
+            self._run_main_calls()
+
+    def _run_main_calls(self) -> bool:
+        """Run what the worker handed over to the main thread; returns whether there was any."""
+        with self._main_calls_lock:
+            calls, self._main_calls = self._main_calls, []
+        for call in calls:
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001 - a callback of the event loop: shown, not lost
+                self.status.exception("update", exc)
+        return bool(calls)
+
+    def _follow_model_change_shown(self) -> None:
+        """After a frame drawn with a changed model: take its layers, and caption the frame on
+        screen with the shape the layer has now."""
+        if self._follow_model_change():
+            with self._frame_lock:
+                frame, state = self._frame, self._frame_state
+            if frame is not None and state is not None and not self._closed:
+                self._show_grid_caption(state, frame)
+
+    def _retry_after_model_change(self) -> None:
+        if self._follow_model_change(report=False):
+            self._submit()
 
     def _follow_model_change(self, *, report: bool = True) -> bool:
         """After the user changed the model (seen by the controller): the method map is stale,
@@ -1219,8 +1282,8 @@ class Explorer(ipw.VBox):
         # a model changed since the last frame may fail for the layer or channel shown (gone,
         # fewer channels): take its layers and retry with what it offers now; a model that
         # does not run at all keeps its own error on screen
-        if where in ("model", "render") and self._follow_model_change(report=False):
-            self._submit()
+        if where in ("model", "render") and self._model_changed_unseen():
+            self._on_main_thread(self._retry_after_model_change)
 
     # ------------------------------------------------------------------ dead channels over a data set
     def mark_dead(self, report: Mapping[str, Any] | Any | None) -> None:
@@ -1390,7 +1453,15 @@ class Explorer(ipw.VBox):
     # ------------------------------------------------------------------ what the user sees, from Python
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
         """Block until the newest state is computed and shown; returns False on timeout."""
-        return self.controller.wait_idle(timeout) and self._methods.wait_idle(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not (self.controller.wait_idle(remaining) and self._methods.wait_idle(remaining)):
+                return False
+            # the worker may have handed the main thread work (following a changed model) that
+            # the event loop cannot run while this call blocks it: run it here, then wait again
+            if threading.get_ident() != self._main_thread or not self._run_main_calls():
+                return True
 
     def _check_open(self) -> None:
         if self._closed:
