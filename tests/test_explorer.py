@@ -1570,6 +1570,26 @@ def test_wait_idle_follows_a_changed_model_while_it_blocks_the_event_loop(monkey
     _run_in_event_loop(scenario)
 
 
+def test_an_explorer_built_in_an_event_loop_that_stopped_follows_a_changed_model_itself():
+    import asyncio
+
+    async def build():
+        return make(box=(4, 4, 8, 8), background=True)
+
+    loop = asyncio.new_event_loop()
+    explorer = loop.run_until_complete(build())  # the loop is stopped (not closed) from here on
+    try:
+        explorer.layer = "features.6"
+        assert explorer.wait_idle(60)
+        explorer.probe._user_model.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU())
+        explorer.box = (6, 6, 8, 8)
+        assert explorer.controller.wait_idle(60)  # not the explorer's wait_idle, which would run hand-overs
+        assert "features.6" not in explorer.layers and explorer.layer in explorer.layers
+    finally:
+        explorer.close()
+        loop.close()
+
+
 def test_back_at_the_frame_on_screen_the_error_stays_while_the_model_is_broken(ex):
     ex.box = (10, 10, 8, 8)
     ex.probe._user_model.features[3] = nn.Conv2d(5, 16, 3, padding=1)  # the model no longer runs

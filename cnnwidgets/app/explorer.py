@@ -1220,10 +1220,10 @@ class Explorer(ipw.VBox):
 
     def _on_main_thread(self, call: Callable[[], None]) -> None:
         """Run ``call`` on the thread that owns the widgets: now when this is that thread (or no
-        event loop runs there), else soon on its event loop, or in :meth:`wait_idle` when the main
-        thread is blocked there first."""
+        event loop runs there any more), else soon on its event loop, or in :meth:`wait_idle` when
+        the main thread is blocked there first."""
         loop = self._main_loop
-        if threading.get_ident() == self._main_thread or loop is None or loop.is_closed():
+        if threading.get_ident() == self._main_thread or loop is None or not loop.is_running():
             call()
             return
         with self._main_calls_lock:
