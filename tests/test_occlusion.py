@@ -194,6 +194,19 @@ def test_fill_options():
     np.testing.assert_allclose(run(other), np.array(by_hand).reshape(8, 8), rtol=1e-5)
 
 
+@pytest.mark.parametrize("fill", [
+    float("nan"), float("inf"), np.float32("-inf"), torch.tensor([0.0, float("nan"), 0.0]),
+    lambda img: torch.full_like(img, float("nan")),
+])
+def test_a_fill_that_is_not_finite_is_refused_not_turned_into_a_map_of_nans(fill):
+    model = RegionSum((2, 6), (3, 7))
+    x = torch.rand(1, 3, 10, 10)
+    with pytest.raises(ValueError, match="not finite|finite number"):
+        occlusion_map(model, x, 0, window=3, stride=1, fill=fill, progress=False)
+    with pytest.raises(ValueError, match="not finite|finite number"):
+        occlusion_top_class(model, x, window=3, stride=1, fill=fill, progress=False)
+
+
 # ---------------------------------------------------------------------------- Captum
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import threading
 import warnings
 import weakref
@@ -421,6 +422,8 @@ def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
     if isinstance(fill, bool):
         raise ValueError(f"fill must be {accepted}; got {fill!r}")
     if isinstance(fill, (int, float, np.number)):
+        if not math.isfinite(float(fill)):
+            raise ValueError(f"fill must be a finite number (or {accepted}); got {fill!r}")
         return torch.full((1, channels, 1, 1), float(fill), dtype=x.dtype, device=x.device)
     if isinstance(fill, str):
         if fill == "mean":
@@ -436,6 +439,11 @@ def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"fill must be {accepted}; got {fill!r}") from exc
     value = value.detach().to(device=x.device, dtype=x.dtype)
+    if not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        made = "the fill callable returned" if callable(fill) and not isinstance(fill, torch.Tensor) else "fill holds"
+        raise ValueError(f"{made} {bad} values that are not finite (NaN or infinite): an occluded window must "
+                         "hold finite values")
     shape = tuple(value.shape)
     if shape == (channels,):
         return value.view(1, channels, 1, 1)
@@ -1069,8 +1077,8 @@ def occlusion_map(
             cancel / callback are of the wrong kind.
         ValueError: x is not (1, C, H, W) floats (including an x laid out as (1, H, W, C), told
             apart by the model's first convolution); window or stride are not positive ints or pairs,
-            or the window is larger than the image; bad fill, order or batch_size; a target that
-            does not return one score per image.
+            or the window is larger than the image; bad fill (also one with NaN or infinite values),
+            order or batch_size; a target that does not return one score per image.
         KeyError: the target names a layer the model does not have (with suggestions).
         IndexError: a class or channel index out of range.
         RuntimeError: the model fails on the image.
