@@ -313,3 +313,31 @@ def test_channel_counts_and_indices_must_be_ints():
         with pytest.raises(TypeError, match="force must be True or False"):
             recorder.record(0, force="no")
         assert recorder.record(torch.tensor(1)) and recorder.result().epochs == [1]
+
+
+def test_the_recorders_arguments_are_checked_when_it_is_made_not_mid_training():
+    model = Net()
+    images = torch.randn(2, 3, 16, 16)
+    make = lambda **kw: FeatureEvolutionRecorder(model, kw.pop("images", images), {"relu2": 2},  # noqa: E731
+                                                 projection=None, **kw)
+    pixels = (images.clamp(0, 1) * 255).to(torch.uint8)
+    with pytest.raises(ValueError, match="expected a float tensor, got dtype torch.uint8"):
+        make(images=pixels)
+    broken = images.clone()
+    broken[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="not finite .* in image 1 of 2"):
+        make(images=broken)
+    for kw, error, message in (
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an int >= 1, got float 2.5"),
+        ({"batch_size": "8"}, TypeError, "batch_size must be an int >= 1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
+        ({"epochs": [1.5, 3]}, TypeError, "each of epochs must be an int"),
+        ({"epochs": "12"}, TypeError, "epochs must be a sequence of ints"),
+        ({"epochs": 5}, TypeError, "epochs must be a sequence of ints"),
+        ({"on_record": 5}, TypeError, "on_record must be a callable"),
+        ({"unit": "minutes"}, ValueError, "unit must be 'epoch' or 'step', got 'minutes'"),
+    ):
+        with pytest.raises(error, match=message):
+            make(**kw)
+    with make(epochs=(np.int64(2), torch.tensor(1)), unit="step", batch_size=np.int64(1)) as recorder:
+        assert recorder.epochs == [1, 2] and recorder.batch_size == 1

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnwidgets.core.probe import Probe
-from cnnwidgets.core.targets import as_flag, as_index
+from cnnwidgets.core.probe import Probe, check_batch
+from cnnwidgets.core.targets import as_count, as_flag, as_index
 from cnnwidgets.methods.topk import Box, Projector, crop_receptive_field, receptive_field_box, resolve_projector
 
 __all__ = ["PAPER_EPOCHS", "EvolutionFrame", "FeatureEvolution", "FeatureEvolutionRecorder"]
@@ -160,8 +160,11 @@ class FeatureEvolutionRecorder:
 
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
-        ValueError: bad probe set, layer without a (C,) / (C, H, W) output, empty channel list.
-        TypeError: a channel count or index that is not an int (a bool, a float ...).
+        ValueError: bad probe set (not a non-empty (N, C, H, W) float batch of finite values),
+            layer without a (C,) / (C, H, W) output, empty channel list, batch_size < 1, a unit
+            other than ``"epoch"`` or ``"step"``.
+        TypeError: a channel count or index, an epoch or batch_size that is not an int (a bool, a
+            float ...); epochs that are not a sequence; an on_record that is not callable.
     """
 
     def __init__(
@@ -182,8 +185,19 @@ class FeatureEvolutionRecorder:
                 f"probe_images must be a non-empty preprocessed batch (N, C, H, W), got "
                 f"{getattr(probe_images, 'shape', type(probe_images).__name__)}"
             )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # checked now, not at the first record() in the middle of a training run: uint8 pixels
+        # would be recorded as model input, and NaN would fail there
+        check_batch(probe_images)
+        batch_size = as_count(batch_size, "batch_size")
+        if on_record is not None and not callable(on_record):
+            raise TypeError(f"on_record must be a callable (recorder, epoch) -> None, got {type(on_record).__name__}")
+        if unit not in ("epoch", "step"):
+            raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}")
+        if epochs is not None:
+            if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
+                raise TypeError(f"epochs must be a sequence of ints (or None: every call records), got "
+                                f"{type(epochs).__name__}")
+            epochs = [as_index(e, "each of epochs") for e in epochs]
         if isinstance(layers, str):
             layers = {layers: 8}
         elif not isinstance(layers, Mapping):
