@@ -329,3 +329,23 @@ def test_numbers_must_be_finite_and_counts_ints():
     with pytest.raises(TypeError, match="lr must be a number"):
         maximize_activation(model, 0, size=8, steps=1, lr="0.1", progress=False)
     assert maximize_activation(model, 0, size=8, steps=np.int64(2), progress=False).steps == 2
+
+
+def test_seed_flags_callbacks_and_normalisation_are_checked_before_any_step():
+    model = small_net().eval()
+    run = lambda **kw: maximize_activation(model, 0, size=8, steps=1, progress=False, **kw)  # noqa: E731
+    for kw, error, message in (
+        ({"seed": 1.5}, TypeError, "seed must be an int .*got float 1.5"),
+        ({"seed": "2"}, TypeError, "seed must be an int"),
+        ({"decorrelate": "False"}, TypeError, "decorrelate must be True or False, got str"),
+        ({"callback": 5}, TypeError, "callback must be callable"),
+        ({"cancel": True}, TypeError, "cancel must be a threading.Event or a callable"),
+        ({"mean": float("nan")}, ValueError, r"mean must hold finite numbers, got \[nan\]"),
+        ({"std": [1.0, float("inf"), 1.0]}, ValueError, "std must hold finite numbers"),
+        ({"mean": "0.5"}, TypeError, "mean must be a number or one number per input channel"),
+    ):
+        with pytest.raises(error, match=message):
+            run(**kw)
+    # ints of other kinds are seeds; the image depends on the seed's value only
+    assert torch.equal(run(seed=np.int64(3)).image, run(seed=3).image)
+    assert run(seed=torch.tensor(3)).seed == 3

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -140,6 +140,25 @@ def as_flag(value: object, what: str) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(f"{what} must be True or False, got {_describe_value(value)}")
+
+
+def as_cancel_check(cancel: object) -> Callable[[], bool]:
+    """A function telling whether to stop, for a ``cancel`` argument: ``None`` (never), an object
+    with ``is_set()`` (a ``threading.Event``) or a callable returning True to stop.
+
+    Raises:
+        TypeError: for anything else (``cancel=True`` would otherwise fail mid-run).
+    """
+    if cancel is None:
+        return lambda: False
+    is_set = getattr(cancel, "is_set", None)
+    if callable(is_set):
+        return is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError(
+        f"cancel must be a threading.Event or a callable returning True to stop, got {_describe_value(cancel)}"
+    )
 
 
 def _class_index(value: object, what: str) -> int:

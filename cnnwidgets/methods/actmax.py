@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope
-from cnnwidgets.core.targets import Target, resolve_target, target_score
+from cnnwidgets.core.targets import Target, as_cancel_check, as_flag, as_index, resolve_target, target_score
 from cnnwidgets.methods.gradients import gradients_enabled
 
 __all__ = ["ActMaxResult", "maximize_activation"]
@@ -239,18 +239,15 @@ class _AdamAscent:
             p.add_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
 
 
-def _should_stop(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
-
 def _channel_stats(values: Sequence[float] | float | None, channels: int, default: float, what: str) -> torch.Tensor:
     if values is None:
         return torch.full((channels,), default)
-    t = torch.as_tensor(values, dtype=torch.float32).flatten()
+    try:
+        t = torch.as_tensor(values, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{what} must be a number or one number per input channel, got {values!r}") from exc
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} must hold finite numbers, got {t.tolist()}")
     if t.numel() == 1:
         t = t.repeat(channels)
     if t.numel() != channels:
@@ -394,12 +391,18 @@ def maximize_activation(
         TypeError: for an unsupported target.
         ValueError: for bad sizes, steps, mean/std or option values (numbers must be finite).
         TypeError: for a count (``steps``, ``redirect_steps``, ``jitter``, ``seed``) that is not an
-            int, or an option that is not a number.
+            int, an option that is not a number, a ``decorrelate`` that is not True or False, or a
+            ``callback`` / ``cancel`` of the wrong kind.
         RuntimeError: if the model fails on the image (the message says how to give its size).
     """
     target = resolve_target(target)
     if parametrization not in _PARAMETRIZATIONS:
         raise ValueError(f"parametrization must be one of {_PARAMETRIZATIONS}, got {parametrization!r}")
+    seed = as_index(seed, "seed")
+    decorrelate = as_flag(decorrelate, "decorrelate")
+    stop_now = as_cancel_check(cancel)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(step, value, rgb), got {type(callback).__name__}")
     steps = _check_int(steps, "steps", 0)
     redirect_steps = _check_int(redirect_steps, "redirect_steps", 0)
     if jitter is not None:
@@ -436,7 +439,7 @@ def maximize_activation(
         mean_t = _channel_stats(mean, channels, 0.0, "mean").view(1, -1, 1, 1).to(device)
         std_t = _channel_stats(std, channels, 1.0, "std").view(1, -1, 1, 1).to(device)
 
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        generator = torch.Generator(device="cpu").manual_seed(seed)
         if parametrization == "fourier":
             param = _FourierImage(channels, height, width, decay=decay, sd=init_sd,
                                   decorrelate=decorrelate, generator=generator)
@@ -466,7 +469,7 @@ def maximize_activation(
         bar = tqdm(total=steps, disable=not progress, desc="activation maximisation", unit="step")
         try:
             for step in range(1, steps + 1):
-                if _should_stop(cancel):
+                if stop_now():
                     cancelled = True
                     break
                 rgb = param()

@@ -63,7 +63,8 @@ from tqdm.auto import tqdm
 from cnnwidgets.core.layers import input_channels
 from cnnwidgets.core.probe import Probe, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
-    Target, call_target, class_probabilities, class_scores, output_tensor, resolve_target, target_score,
+    Target, as_cancel_check, call_target, class_probabilities, class_scores, output_tensor, resolve_target,
+    target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
 
@@ -706,16 +707,6 @@ def _auto_batch_size(probe: Probe, image: torch.Tensor) -> int:
     return int(min(64, max(1, _CPU_TENSOR_BYTES // (largest * image.element_size()))))
 
 
-def _cancel_check(cancel: Cancel | None) -> Callable[[], bool]:
-    if cancel is None:
-        return lambda: False
-    if callable(getattr(cancel, "is_set", None)):
-        return cancel.is_set  # type: ignore[union-attr]
-    if callable(cancel):
-        return lambda: bool(cancel())
-    raise TypeError(f"cancel must be a threading.Event or a callable returning True to stop, got {type(cancel).__name__}")
-
-
 def _batches(total: int, batch_size: int, cut: int) -> list[tuple[int, int]]:
     """[start, end) ranges of at most batch_size that also end exactly at ``cut``."""
     ranges = []
@@ -846,7 +837,7 @@ def _scan(
         raise ValueError(f"batch_size must be None (automatic) or a positive int, got {batch_size!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (it receives the partial OcclusionResult), got {type(callback).__name__}")
-    cancelled = _cancel_check(cancel)
+    cancelled = as_cancel_check(cancel)
     target = resolve_target(target)
 
     if isinstance(model_or_probe, Probe) and device is not None:
