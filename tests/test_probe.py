@@ -1274,3 +1274,22 @@ def test_a_model_that_says_its_trained_size_is_described_at_it():
     assert trained_input_size(plain) is None
     with Probe(plain) as probe:
         assert probe.layers and probe.input_size == (3, 224, 224)
+
+
+def test_the_probes_size_and_cache_arguments_are_checked_when_it_is_made():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    for kw, error, message in (
+        ({"input_size": ("a", "b", "c")}, ValueError, r"input_size must be \(C, H, W\).*got \('a', 'b', 'c'\)"),
+        ({"input_size": 64}, ValueError, r"input_size must be \(C, H, W\)"),
+        ({"input_size": (1, 3, 64, 64)}, ValueError, r"input_size must be \(C, H, W\)"),
+        ({"input_size": (0, 64, 64)}, ValueError, r"input_size must be \(C, H, W\)"),
+        ({"cache_size": "8"}, TypeError, "cache_size must be an int >= 1, got str"),
+        ({"cache_size": 2.5}, TypeError, "cache_size must be an int >= 1"),
+        ({"cache_size": 0}, ValueError, "cache_size must be an int >= 1, got 0"),
+        ({"cache_bytes": -1}, ValueError, "cache_bytes must be an int >= 0, got -1"),
+        ({"cache_bytes": 1e6}, TypeError, "cache_bytes must be an int >= 0"),
+    ):
+        with pytest.raises(error, match=message):
+            Probe(model, **kw)
+    with Probe(model, input_size=[np.int64(3), 8, 8], cache_size=np.int64(2), cache_bytes=0) as probe:
+        assert probe.input_size == (3, 8, 8)

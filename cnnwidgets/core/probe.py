@@ -42,7 +42,7 @@ from torch.nn.utils import prune
 
 from cnnwidgets.core.device import release_memory, resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
-from cnnwidgets.core.targets import output_reduction, output_tensor
+from cnnwidgets.core.targets import as_count, output_reduction, output_tensor
 
 __all__ = [
     "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
@@ -482,9 +482,10 @@ class Probe:
 
     Raises:
         TypeError: if ``model`` is neither an ``nn.Module`` nor a bundle, or is a :class:`Probe`
-            already (use that probe itself).
-        ValueError: for an unknown or unavailable device, or lazy modules (``nn.LazyConv2d`` ...)
-            that have not run yet.
+            already (use that probe itself); for a ``cache_size`` or ``cache_bytes`` that is not an int.
+        ValueError: for an unknown or unavailable device, lazy modules (``nn.LazyConv2d`` ...)
+            that have not run yet, an ``input_size`` that is not (C, H, W), ``cache_size < 1``
+            or ``cache_bytes < 0``.
     """
 
     def __init__(
@@ -500,8 +501,10 @@ class Probe:
         model, input_size = unwrap_model(model, input_size)
         if channels_last not in (True, False, "auto"):
             raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
-        if cache_size < 1:
-            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        if input_size is not None:
+            input_size = check_input_size(input_size)  # now, not at the first look at the layers
+        cache_size = as_count(cache_size, "cache_size")
+        cache_bytes = as_count(cache_bytes, "cache_bytes", minimum=0)
         self._user_model = model
         self._model_name = type(model).__name__
         self._lock = threading.RLock()
