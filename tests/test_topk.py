@@ -198,6 +198,25 @@ def test_stop_after_then_resume_in_memory_and_on_disk(tmp_path):
     assert_same(whole, from_disk, exact=False)
 
 
+def test_stop_after_and_checkpoint_every_must_be_counts():
+    model = small_net()
+    x, _ = data(8)
+    for kw, error, message in (
+        ({"stop_after": -1}, ValueError, r"stop_after \(None: scan everything\) must be an int >= 1, got -1"),
+        ({"stop_after": 0}, ValueError, "stop_after .* must be an int >= 1, got 0"),
+        ({"stop_after": 2.5}, TypeError, "stop_after .* must be an int >= 1, got float 2.5"),
+        ({"stop_after": "3"}, TypeError, "stop_after .* must be an int >= 1"),
+        ({"stop_after": True}, TypeError, "stop_after .* must be an int >= 1, got bool"),
+        ({"checkpoint_every": 2.5}, TypeError, "checkpoint_every must be an int >= 1"),
+    ):
+        with pytest.raises(error, match=message):
+            scan_topk(model, x, LAYERS, k=2, progress=False, **kw)
+    part = scan_topk(model, x, LAYERS, k=2, stop_after=np.int64(3), progress=False)
+    assert part.consumed == 3
+    with pytest.raises(ValueError, match="k=2, per_image=True; this call asks for .*k=3.*leave resume out to start over"):
+        scan_topk(model, x, LAYERS, k=3, resume=part, progress=False)
+
+
 def test_checkpoint_of_another_scan_model_or_data_is_refused(tmp_path):
     model = small_net()
     x, y = data(20)

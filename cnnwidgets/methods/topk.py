@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, layer_names, probe_scope
-from cnnwidgets.core.targets import as_index
+from cnnwidgets.core.targets import as_count, as_index
 
 __all__ = [
     "Box",
@@ -847,7 +847,8 @@ def _check_resumable(state: TopKActivations, layers: list[str], k: int, per_imag
         raise ValueError(
             f"{where} holds a scan of layers={state.layers}, k={state.k}, per_image={state.per_image}; "
             f"this call asks for layers={layers}, k={k}, per_image={per_image}. "
-            "Use another checkpoint path, or delete the file to start over."
+            + ("Use another checkpoint path, or delete the file to start over." if where != "resume" else
+               "Resume with the arguments of that scan, or leave resume out to start over.")
         )
 
 
@@ -901,7 +902,8 @@ def scan_topk(
         KeyError: unknown layer. ValueError: bad arguments, a checkpoint of another scan, a model
         whose weights differ from the checkpoint's, or data that does not start with the same
         image as the scan being resumed. TypeError: unsupported data, or layer names that are not
-        strings (a module, an index). FileNotFoundError: a
+        strings (a module, an index); a ``checkpoint_every`` or ``stop_after`` that is not an int
+        (``stop_after`` < 1 is a ValueError). FileNotFoundError: a
         checkpoint path in a folder that does not exist (checked before scanning).
     """
     names = layer_names(layers)
@@ -921,8 +923,9 @@ def scan_topk(
         _check_resumable(state, names, k, per_image, "resume")
     if state is None:
         state = TopKActivations(names, k, per_image=per_image, keep_images=keep_images)
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    checkpoint_every = as_count(checkpoint_every, "checkpoint_every")
+    if stop_after is not None:
+        stop_after = as_count(stop_after, "stop_after (None: scan everything)")
     with probe_scope(model_or_probe) as probe:
         if state.fingerprint is not None:
             probe.sync()
