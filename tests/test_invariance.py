@@ -188,6 +188,24 @@ def test_no_transforms_and_labels_that_are_not_class_indices_are_refused():
             invariance_curves(model, x, transforms={"rotation": [0, 10]}, batch_size=batch_size, progress=False)
 
 
+def test_scalars_where_sequences_belong_and_flags_that_are_not_bools_are_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    run = lambda **kw: invariance_curves(model, x, progress=False, **kw)  # noqa: E731
+    for kw, message in (
+        ({"labels": 1, "transforms": {"rotation": [0, 10]}}, "labels must be one class index per image .* of 2 ints"),
+        ({"labels": "12", "transforms": {"rotation": [0, 10]}}, "labels must be one class index per image"),
+        ({"transforms": {"translation": 4}}, r"the values of 'translation' must be a sequence of numbers \(e.g. "),
+        ({"transforms": {"translation": "048"}}, "the values of 'translation' must be a sequence of numbers"),
+        ({"transforms": {"translation": [0, "a"]}}, "the values of 'translation' must be numbers"),
+        ({"transforms": {"rotation": [0, 10]}, "normalize": "no"}, "normalize must be True or False, got str"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            run(**kw)
+    plain = run(transforms={"rotation": [0, 10]}, normalize=np.bool_(False))
+    assert not plain.normalized and run(transforms={"rotation": [0, 10]}, normalize=True).normalized
+
+
 def test_fill_must_match_the_channels_and_be_finite():
     from cnnwidgets.methods.invariance import check_fill
 

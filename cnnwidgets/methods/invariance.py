@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +44,7 @@ from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, layer_names, probe_scope
-from cnnwidgets.core.targets import as_count, class_probabilities, class_scores
+from cnnwidgets.core.targets import as_count, as_flag, class_probabilities, class_scores
 
 __all__ = [
     "TRANSFORMS",
@@ -259,6 +259,17 @@ def _features(probe: Probe, x: torch.Tensor, layers: list[str]) -> tuple[dict[st
     return feats, class_scores(probe.logits(x), "invariance curves").to(torch.float64).cpu()
 
 
+def _transform_values(kind: object, values: object) -> np.ndarray:
+    """The values of one transformation in ``transforms={kind: values}``, as floats."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"the values of {kind!r} must be a sequence of numbers (e.g. [0, 4, 8]), got "
+                        f"{type(values).__name__} {values!r}")
+    try:
+        return np.asarray(list(values), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the values of {kind!r} must be numbers, got {list(values)!r}") from exc
+
+
 def invariance_curves(
     model_or_probe: nn.Module | Probe,
     images: torch.Tensor,
@@ -296,7 +307,8 @@ def invariance_curves(
         KeyError: unknown layer. ValueError: bad images, labels, transforms, ranges or ``fill``
         (see :func:`check_fill`), a ``batch_size`` below 1. IndexError: a label outside the model's
         classes. TypeError: layer names that are not strings, a ``fill`` that is not numbers, a
-        ``batch_size`` that is not an int.
+        ``batch_size`` that is not an int, a ``normalize`` that is not True or False, ``labels``
+        that are not a sequence, transform values that are not a sequence of numbers.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a preprocessed batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
@@ -309,13 +321,17 @@ def invariance_curves(
     if transforms is None:
         chosen = dict(ranges)
     elif isinstance(transforms, Mapping):
-        chosen = {kind: np.asarray(list(values), dtype=np.float64) for kind, values in transforms.items()}
+        chosen = {kind: _transform_values(kind, values) for kind, values in transforms.items()}
     else:
         chosen = {kind: ranges[kind] if kind in ranges else None for kind in transforms}
     if not chosen:
         raise ValueError(f"transforms is empty; choose some of {TRANSFORMS} (or None for all)")
+    normalize = as_flag(normalize, "normalize")
     label_array: np.ndarray | None = None
     if labels is not None:
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, (torch.Tensor, Iterable)):
+            raise TypeError(f"labels must be one class index per image (a sequence or 1-D tensor of {n} ints), "
+                            f"got {type(labels).__name__}")
         given = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else list(labels))
         if given.dtype.kind not in "iub" and not (given.dtype.kind == "f" and np.all(given == np.round(given))):
             raise ValueError(f"labels must be class indices (ints), got {given.ravel()[:5].tolist()}")
