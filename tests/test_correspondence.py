@@ -220,6 +220,9 @@ def test_a_single_box_instead_of_one_per_image_is_named():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
     with pytest.raises(ValueError, match=r"part 'eye' must be one \(x0, y0, x1, y1\) box per image \(4\)"):
         correspondence(model, torch.rand(4, 3, 32, 32), {"eye": (10, 10, 20, 20)})
+    # the boxes without their part's name: a list where the mapping belongs
+    with pytest.raises(TypeError, match=r"parts must be a mapping \{part name: \[one \(x0, y0, x1, y1\) box"):
+        correspondence(model, torch.rand(4, 3, 32, 32), [[(0, 0, 16, 16)] * 4])
 
 
 class GAPNet(nn.Module):

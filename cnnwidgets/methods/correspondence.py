@@ -243,14 +243,18 @@ def correspondence(
             that are not finite, a negative ``random_trials`` or ``seed``, an ``rtol`` or ``atol``
             that is negative, NaN or infinite.
         KeyError: unknown layer.
-        TypeError: layer names that are not strings, a ``fill`` that is not numbers,
-            ``random_trials`` or ``seed`` not an int, ``rtol`` or ``atol`` not a number.
+        TypeError: ``parts`` that is not a mapping, layer names that are not strings, a ``fill``
+            that is not numbers, ``random_trials`` or ``seed`` not an int, ``rtol`` or ``atol`` not
+            a number.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
     n, _, height, width = images.shape
     if n < 2:
         raise ValueError(f"correspondence needs at least 2 images, got {n}")
+    if not isinstance(parts, Mapping):
+        raise TypeError(f"parts must be a mapping {{part name: [one (x0, y0, x1, y1) box per image]}}, got "
+                        f"{type(parts).__name__}")
     if not parts:
         raise ValueError("parts is empty; give {part name: [box per image]}")
     if RANDOM in parts:
