@@ -207,6 +207,25 @@ def test_a_fill_that_is_not_finite_is_refused_not_turned_into_a_map_of_nans(fill
         occlusion_top_class(model, x, window=3, stride=1, fill=fill, progress=False)
 
 
+def test_the_geometry_helpers_name_what_they_accept():
+    grid = np.random.default_rng(0).random((4, 4))
+    kw = {"window": 8, "stride": 8, "image_size": (32, 32)}
+    with pytest.raises(ValueError, match="unoccluded must be a finite number, got nan"):
+        grid_to_pixel_attribution(grid, float("nan"), **kw)
+    with pytest.raises(TypeError, match="unoccluded must be a number .*got str '1'"):
+        grid_to_pixel_attribution(grid, "1", **kw)
+    with pytest.raises(ValueError, match=r"image_size must be \(H, W\), two positive ints; got \(3, 32, 32\); "
+                                         r"for an image x of shape \(1, C, H, W\) pass x.shape\[-2:\]"):
+        grid_to_pixel_attribution(grid, 1.0, window=8, stride=8, image_size=(3, 32, 32))
+    with pytest.raises(ValueError, match=r"image_size must be \(H, W\)"):
+        grid_shape(32, 8, 8)
+    assert grid_shape(torch.Size([32, 24]), 8, 8) == grid_shape(np.array([32, 24]), 8, 8) == (4, 3)
+    assert np.isfinite(grid_to_pixel_attribution(grid, np.float32(1.0), **kw)).all()
+    with pytest.raises(TypeError, match="rows must be an int >= 0, got float 2.5"):
+        scan_order(2.5, 3)
+    assert scan_order(np.int64(2), 3)[0].shape == (6, 2)
+
+
 # ---------------------------------------------------------------------------- Captum
 
 

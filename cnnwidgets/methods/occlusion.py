@@ -63,8 +63,8 @@ from tqdm.auto import tqdm
 from cnnwidgets.core.layers import input_channels
 from cnnwidgets.core.probe import Probe, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
-    Target, as_cancel_check, call_target, class_probabilities, class_scores, output_tensor, resolve_target,
-    target_score,
+    Target, as_cancel_check, as_count, call_target, class_probabilities, class_scores, output_tensor,
+    resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
 
@@ -214,6 +214,17 @@ def _pair(value: object, what: str, accepted: str) -> tuple[int, int]:
     return pair
 
 
+def _image_size(image_size: object) -> tuple[int, int]:
+    """``image_size`` as (H, W): two positive ints (a tuple, list, ``torch.Size`` or array)."""
+    values = tuple(image_size) if isinstance(image_size, (Sequence, np.ndarray)) else ()
+    if len(values) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in values
+    ):
+        hint = "; for an image x of shape (1, C, H, W) pass x.shape[-2:]" if len(values) in (3, 4) else ""
+        raise ValueError(f"image_size must be (H, W), two positive ints; got {image_size!r}{hint}")
+    return int(values[0]), int(values[1])
+
+
 def grid_shape(
     image_size: Sequence[int], window: int | Sequence[int], stride: int | Sequence[int]
 ) -> tuple[int, int]:
@@ -223,10 +234,10 @@ def grid_shape(
     top-left corner at (i*sh, j*sw) and the window lies fully inside the image.
 
     Raises:
-        ValueError: if window or stride are not positive ints / pairs, or the window does
-            not fit in the image.
+        ValueError: if image_size is not (H, W), window or stride are not positive ints / pairs,
+            or the window does not fit in the image.
     """
-    height, width = (int(s) for s in image_size)
+    height, width = _image_size(image_size)
     wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
     sh, sw = _pair(stride, "stride", _STRIDE_ACCEPTED)
     if wh > height or ww > width:
@@ -268,10 +279,11 @@ def scan_order(rows: int, cols: int, order: str = "coarse_first") -> tuple[np.nd
         each (all zeros for ``"raster"``). Every position appears exactly once.
 
     Raises:
-        ValueError: for an unknown order or an empty grid.
+        ValueError: for an unknown order or an empty grid. TypeError: rows or cols not ints.
     """
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
+    rows, cols = as_count(rows, "rows", minimum=0), as_count(cols, "cols", minimum=0)
     if rows < 1 or cols < 1:
         raise ValueError(f"the grid must have at least one position, got {(rows, cols)}")
     ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
@@ -342,8 +354,15 @@ def grid_to_pixel_attribution(
         (H, W) float32 array; NaN for pixels no computed window covers.
 
     Raises:
-        ValueError: if the grid shape does not match image_size, window and stride.
+        ValueError: if the grid shape does not match image_size, window and stride; an
+            image_size that is not (H, W); an unoccluded score that is NaN or infinite.
+        TypeError: an unoccluded score that is not a number (a string, a bool, a tensor).
     """
+    if isinstance(unoccluded, (bool, np.bool_)) or not isinstance(unoccluded, (int, float, np.integer, np.floating)):
+        raise TypeError(f"unoccluded must be a number (the score of the unoccluded image), got "
+                        f"{type(unoccluded).__name__} {unoccluded!r}")
+    if not math.isfinite(float(unoccluded)):
+        raise ValueError(f"unoccluded must be a finite number, got {unoccluded}")
     grid = np.asarray(grid, dtype=np.float64)
     expected = grid_shape(image_size, window, stride)
     if grid.shape != expected:
@@ -353,7 +372,7 @@ def grid_to_pixel_attribution(
         )
     wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
     sh, sw = _pair(stride, "stride", _STRIDE_ACCEPTED)
-    height, width = (int(s) for s in image_size)
+    height, width = _image_size(image_size)
     known = np.isfinite(grid)
     drop = np.where(known, float(unoccluded) - grid, 0.0)
     kernel = torch.ones(1, 1, wh, ww, dtype=torch.float64)
