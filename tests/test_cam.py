@@ -803,3 +803,17 @@ def test_cam_refuses_an_fc_whose_outputs_are_not_the_models_class_scores():
     # the default fc is the last linear layer, which does not read the maps
     with pytest.raises(ValueError, match=r"'fc2' takes 6 features but layer 'conv' has 8 channels"):
         cam(model, x, 1, layer="conv")
+
+
+def test_cam_on_a_max_pooled_model_suggests_no_layer_where_it_fails_alike():
+    from cnnwidgets.zoo import load_default
+
+    model = load_default().model.eval()  # global max pooling before its classifier
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"not the global average of layer 'features.relu4'.*nor is it that of "
+                                         r"'features'.*max pooling say, and CAM is undefined") as refused:
+        cam(model, x, 1, layer="features.relu4")
+    assert "pass layer=" not in str(refused.value)
+    with pytest.raises(ValueError, match="not the global average") as direct:
+        cam(model, x, 1, layer="features")
+    assert "pass layer=" not in str(direct.value)

@@ -387,6 +387,11 @@ def cam(
                 fc_seen[:] = [args[0].detach().clone(), output.detach()]
 
         fc_handle = fc_module.register_forward_hook(fc_hook)
+        # the suggested layer's maps too, so that it is suggested only where CAM holds there
+        candidate_record: list[torch.Tensor] = []
+        candidate_handle = (
+            _hook_output(probe.module(candidate.name), candidate_record, leaf=False) if suggestion else None
+        )
         try:
             # grad=True bypasses the cache so the hook sees a real forward (nothing requires grad,
             # so no graph is built).
@@ -394,6 +399,8 @@ def cam(
         finally:
             handle.remove()
             fc_handle.remove()
+            if candidate_handle is not None:
+                candidate_handle.remove()
         if not fc_seen or not record:
             raise ValueError(f"cam: {fc_name!r} or {source} did not run on this input; CAM is undefined here, use grad_cam")
         fc_input, fc_output = fc_seen
@@ -422,15 +429,27 @@ def cam(
         # not on its scores: a zero-initialised head (a model before fine-tuning) scores every
         # input alike, whatever it reads.
         tolerance = 1e-4 * (1.0 + float(given.abs().max())) if given.numel() else 1e-4
-        if given.shape != averaged.shape or not torch.allclose(averaged, given, rtol=1e-4, atol=tolerance):
+
+        def reads_the_average_of(maps: torch.Tensor) -> bool:
+            mean = maps.float().mean(dim=(2, 3))
+            return mean.shape == given.shape and torch.allclose(mean, given, rtol=1e-4, atol=tolerance)
+
+        if not reads_the_average_of(features):
             difference = (
                 f"max difference {float((averaged - given).abs().max()):.3g}" if given.shape == averaged.shape
                 else f"it reads {tuple(given.shape[1:])} features per image"
             )
+            better = ""
+            if suggestion and source.startswith("layer") and candidate_record:
+                maps = candidate.channels_first(candidate_record[-1])
+                if maps.dim() == 4 and reads_the_average_of(maps):
+                    better = suggestion.replace("; pass", " or pass")
+                else:
+                    better = (f" (nor is it that of {candidate.name!r}, the last feature map before it: the model "
+                              "pools in another way, max pooling say, and CAM is undefined for it)")
             raise ValueError(
                 f"the input of {fc_name!r} is not the global average of {source} ({difference}); CAM is "
-                "undefined here, use grad_cam"
-                + (suggestion.replace("; pass", " or pass") if source.startswith("layer") else "")
+                "undefined here, use grad_cam" + better
             )
         if not _gives_the_output(fc_output, output):
             raise ValueError(
