@@ -642,9 +642,14 @@ def test_good_upload_is_used(ex):
 
     buf = io.BytesIO()
     Image.fromarray(image(5)).save(buf, format="PNG")
-    ex.picker.add_upload("mine.png", buf.getvalue())
+    entry = ex.picker.add_upload("mine.png", buf.getvalue())
     assert not ex.status.is_error
     assert np.abs(ex.input_image.astype(int) - image(5)).max() <= 2
+    # a file that cannot be read, then the one shown once more: the error about the other file goes
+    ex.picker.add_upload("broken.png", b"\x89PNG\r\n\x1a\n garbage")
+    assert ex.status.is_error and ex.picker.value == entry
+    ex.picker.add_upload("mine.png", buf.getvalue())
+    assert not ex.status.is_error and ex.status.message.endswith("mine.png (uploaded) is the image shown")
 
 
 def test_model_error_reaches_status_line_and_explorer_recovers():

@@ -251,6 +251,10 @@ def test_image_picker_upload_becomes_selected_entry():
     # the same file again selects its entry; no second copy of its bytes is kept
     assert picker.add_upload("cat.png", b"abc") == "cat.png (uploaded)" and picker.value == "cat.png (uploaded)"
     assert picker.names.count("cat.png (uploaded)") == 1 and len(picker._uploads) == 2
+    # uploaded again while selected: nothing to load, and observers hear of it
+    assert picker.reuploads == 0
+    picker.add_upload("cat.png", b"abc")
+    assert picker.reuploads == 1 and seen[-1] == "cat.png (uploaded)"
 
 
 def test_image_picker_keeps_the_last_uploads_only():

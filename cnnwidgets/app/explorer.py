@@ -813,6 +813,12 @@ class Explorer(ipw.VBox):
             if uploaded:
                 self.picker.remove_entry(entry)  # an upload that cannot be shown is not offered
 
+    def _on_reupload(self, change) -> None:
+        # the file shown was uploaded again: nothing to load, but an error about another upload
+        # (a file that could not be read) is no longer the news
+        if self.status.is_error:
+            self._status_info(f"{self.picker.value} is the image shown")
+
     # ------------------------------------------------------------------ layers
     @property
     def layers(self) -> dict[str, LayerInfo]:
@@ -1044,6 +1050,7 @@ class Explorer(ipw.VBox):
                             "dragging"])
         self.occluder_controls.observe(self._method_inputs_changed, names="size")
         self.picker.observe(self._on_pick, names="value")
+        self.picker.observe(self._on_reupload, names="reuploads")
         self._scores_toggled()
         self._on_fill({"new": self.fill})
         self._on_box({"new": self.box})  # the constructor's box sets the occluder switch and size

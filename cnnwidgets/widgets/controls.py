@@ -113,7 +113,7 @@ class OccluderControls(w.HBox):
     def __init__(self, **kwargs) -> None:
         self.enabled_box = w.Checkbox(description="occluder", indent=False, layout=w.Layout(width="90px"))
         self.fill_dropdown = w.Dropdown(
-            options=[(_FILL_LABELS[f], f) for f in FILLS], description="fill", layout=w.Layout(width="160px")
+            options=[(_FILL_LABELS[f], f) for f in FILLS], description="fill", layout=w.Layout(width="210px")
         )
         self.size_slider = w.IntSlider(min=1, max=64, description="size", continuous_update=False,
                                        layout=w.Layout(width="260px"))

@@ -33,11 +33,14 @@ class ImagePicker(w.HBox):
     MAX_UPLOADS = 8
 
     value = t.Unicode("")
+    #: Counts uploads of a file that is the selected entry already: nothing new to load, but the
+    #: user acted (a view may want to drop an error about an earlier, failed upload).
+    reuploads = t.Int(0)
 
     def __init__(self, names: Sequence[str] = (), value: str | None = None, **kwargs) -> None:
         self._uploads: dict[str, bytes] = {}
         self._replacing_options = False
-        self.dropdown = w.Dropdown(options=list(names), description="image", layout=w.Layout(width="220px"))
+        self.dropdown = w.Dropdown(options=list(names), description="image", layout=w.Layout(width="300px"))
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload", tooltip=_UPLOAD_TOOLTIP)
         self.dropdown.layout.max_width = "100%"
         kwargs.setdefault("layout", wrapping_row())
@@ -116,6 +119,8 @@ class ImagePicker(w.HBox):
         serial = 2
         while entry in self._uploads:
             if self._uploads[entry] == data:
+                if self.dropdown.value == entry:
+                    self.reuploads += 1
                 self.dropdown.value = entry  # the same file again
                 return entry
             entry = f"{name}{_UPLOAD_SUFFIX[:-1]} {serial})"
