@@ -144,6 +144,12 @@ def test_memory_is_bounded_by_k_times_channels():
     # the data set itself is an accepted source
     for a, b in zip(lean.patches("4", 0, images=x), topk.patches("4", 0)):
         assert torch.equal(a.pixels, b.pixels)
+    # another data set than the one scanned: named, not an IndexError from inside, nor wrong crops
+    last = max(e.image_index for e in lean.entries("4", 0))
+    with pytest.raises(IndexError, match=f"images holds no item {last}, .*pass the data set that was scanned"):
+        lean.source_images("4", 0, images=x[:last])
+    with pytest.raises(ValueError, match=r"has shape \(3, 32, 32\), the scanned images \(3, 16, 16\)"):
+        lean.source_images("4", 0, images=torch.zeros(len(x), 3, 32, 32))
 
 
 # ---------------------------------------------------------------------------- saving and resuming

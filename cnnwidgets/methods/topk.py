@@ -685,7 +685,10 @@ class TopKActivations:
                 ``(image, label)`` pair. ``None``: use the kept images.
 
         Raises:
-            ValueError: when the images were not kept and no source is given.
+            ValueError: when the images were not kept and no source is given, or an image of
+                ``images`` does not have the scanned images' shape.
+            IndexError: when ``images`` has no item at an entry's image index (not the data set
+                that was scanned).
         """
         entries = self.entries(layer, channel)
         images = _indexable(images)
@@ -699,10 +702,23 @@ class TopKActivations:
                     )
                 picked.append(self.images[entry.image_index])
             else:
-                item = images[entry.image_index]
+                try:
+                    item = images[entry.image_index]
+                except IndexError as exc:
+                    raise IndexError(
+                        f"images holds no item {entry.image_index}, which the scan's entry for {layer!r} channel "
+                        f"{channel} comes from ({self.consumed} images were scanned); pass the data set that was "
+                        "scanned, in the same order"
+                    ) from exc
                 if isinstance(item, (tuple, list)):
                     item = item[0]
-                picked.append(torch.as_tensor(item).to(torch.float32).cpu())
+                item = torch.as_tensor(item).to(torch.float32).cpu()
+                if self.input_size is not None and tuple(item.shape) != tuple(self.input_size):
+                    raise ValueError(
+                        f"images item {entry.image_index} has shape {tuple(item.shape)}, the scanned images "
+                        f"{tuple(self.input_size)}; pass the data set that was scanned, in the same order"
+                    )
+                picked.append(item)
         if not picked:
             assert self.input_size is not None
             return torch.zeros((0, *self.input_size))
