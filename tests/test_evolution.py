@@ -341,3 +341,8 @@ def test_the_recorders_arguments_are_checked_when_it_is_made_not_mid_training():
             make(**kw)
     with make(epochs=(np.int64(2), torch.tensor(1)), unit="step", batch_size=np.int64(1)) as recorder:
         assert recorder.epochs == [1, 2] and recorder.batch_size == 1
+        recorder.record(1)
+        with pytest.raises(KeyError, match=r"channel 3 of layer 'relu2' was not recorded; recorded: "
+                                           r"\{'relu2': \[0, 7\]\}"):
+            recorder.result().values("relu2", 3)
+        assert recorder.result().values("relu2", 7).shape == (1,)

@@ -100,16 +100,23 @@ class FeatureEvolution:
         Raises:
             KeyError: for a channel or epoch that was not recorded.
         """
-        if (layer, channel) not in self.frames:
-            raise KeyError(f"channel {channel} of layer {layer!r} was not recorded; recorded: {self.channels}")
-        for frame in self.frames[(layer, channel)]:
+        for frame in self._frames_of(layer, channel):
             if frame.epoch == epoch:
                 return frame
         raise KeyError(f"epoch {epoch} was not recorded; recorded epochs: {self.epochs}")
 
     def values(self, layer: str, channel: int) -> np.ndarray:
-        """float64 (E,): the strongest activation per recorded epoch."""
-        return np.array([f.value for f in self.frames[(layer, channel)]], dtype=np.float64)
+        """float64 (E,): the strongest activation per recorded epoch.
+
+        Raises:
+            KeyError: for a channel that was not recorded.
+        """
+        return np.array([f.value for f in self._frames_of(layer, channel)], dtype=np.float64)
+
+    def _frames_of(self, layer: str, channel: int) -> list[EvolutionFrame]:
+        if (layer, channel) not in self.frames:
+            raise KeyError(f"channel {channel} of layer {layer!r} was not recorded; recorded: {self.channels}")
+        return self.frames[(layer, channel)]
 
 
 def _channel_list(spec: int | Sequence[int], channels: int, layer: str) -> list[int]:
