@@ -407,6 +407,10 @@ def test_unknown_layer_names_suggest_close_names():
             probe.capture(torch.randn(1, 3, 64, 64), "layer1.0.cnv1")
         with pytest.raises(KeyError, match="unknown layer"):
             probe.check_layer("nothing_like_it")
+        # named_modules() names the model itself '': said so, with the layers to pick from
+        with pytest.raises(KeyError, match=r"layer '' is the whole model \(its output\), not one of its layers; "
+                                           r"pick a layer: conv1, bn1"):
+            probe.capture(torch.randn(1, 3, 64, 64), "")
 
 
 @pytest.mark.parametrize(

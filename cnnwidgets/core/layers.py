@@ -397,9 +397,12 @@ def is_convolution(module: nn.Module) -> bool:
 
 def unknown_layer_error(name: str, names: list[str]) -> KeyError:
     """A KeyError for an unknown layer that names close alternatives."""
+    listing = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    if name == "":
+        # named_modules() calls the model itself '': not a layer inside it
+        return KeyError(f"layer '' is the whole model (its output), not one of its layers; pick a layer: {listing}")
     close = suggest_names(name, names)
     hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-    listing = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
     return KeyError(f"unknown layer {name!r}.{hint} Known layers: {listing}")
 
 
