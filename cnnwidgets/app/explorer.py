@@ -70,6 +70,13 @@ __all__ = ["Explorer", "default_layer", "explore", "layer_items"]
 _USER_IMAGE = "your image"
 
 
+def _percent(probability: float, unit: str = "%") -> str:
+    """A probability (or a change of one) in percent, as the class scores show them: one
+    decimal, and two significant digits below 0.1 (``5.8e-10 %``, not ``0.0 %``)."""
+    value = 100.0 * float(probability)
+    return f"{value:.1f} {unit}" if value == 0 or abs(value) >= 0.1 else f"{value:.2g} {unit}"
+
+
 def _map_text(info: LayerInfo) -> str:
     """``CxHxW`` of a layer's maps; channels-last layers (shown channels first) add ``(HWC)``."""
     text = "\u00d7".join(str(s) for s in info.map_shape or info.output_shape or ())
@@ -1425,10 +1432,10 @@ class Explorer(ipw.VBox):
             occ = result.occlusion
             drops = np.abs(occ.drop[np.isfinite(occ.drop)])
             scale = float(drops.max()) if drops.size else 0.0
-            what = (f"<b>occlusion</b>: change of P({name}) (unoccluded {occ.unoccluded:.4g}) when the box covers each place; "
-                    "<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
-                    "<span style='color:#1565c0'>blue</span>: it rises (image in gray); "
-                    f"full colour = a change of {scale:.2g}")
+            what = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when the box "
+                    "covers each place; <span style='color:#c62828'>red</span>: it falls (the class needs that "
+                    "place), <span style='color:#1565c0'>blue</span>: it rises (image in gray); "
+                    f"full colour = a change of {_percent(scale, 'points')}")
             state = "" if result.complete else f" &middot; {occ.done}/{occ.total} positions"
             caption = f"{what}{state}"
         else:
