@@ -1988,3 +1988,22 @@ def test_a_final_sigmoid_module_is_read_as_it_is():
         assert "note" not in ex.status.message
     finally:
         ex.close()
+
+
+def test_a_bundle_that_crops_a_non_square_upload_says_so():
+    import io
+
+    from cnnwidgets.zoo import load_default
+
+    explorer = Explorer(load_default(), background=False)
+    try:
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(buf, format="PNG")
+        explorer.picker.add_upload("wide.png", buf.getvalue())
+        assert not explorer.status.is_error
+        assert "the 300x200 image is cropped to its centre square, as the model's preprocessing does" in (
+            explorer.status.message)
+        explorer.image = explorer.picker.names[0]  # a square sample: no note
+        assert "cropped" not in explorer.status.message
+    finally:
+        explorer.close()

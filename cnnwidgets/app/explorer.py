@@ -357,6 +357,20 @@ def _reshape_note(prepared: ImageInput) -> str | None:
             "to keep its shape")
 
 
+def _crop_note(prepared: ImageInput, preprocess: Any) -> str | None:
+    """A note when the model's own preprocessing (a zoo bundle's: shorter side resized, centre
+    square cropped) cuts a visible part off a non-square image (None otherwise)."""
+    from cnnwidgets.zoo.bundle import ImagePreprocess
+
+    if not isinstance(preprocess, ImagePreprocess) or prepared.source_size is None:
+        return None
+    width, height = prepared.source_size
+    if max(width, height) <= 1.05 * min(width, height):  # square, or a sliver cut at most
+        return None
+    return (f"the {width}x{height} image is cropped to its centre square, as the model's preprocessing does "
+            f"(shorter side to {preprocess.resize} px, centre {preprocess.size}x{preprocess.size})")
+
+
 def _unpack(model: Any) -> dict[str, Any]:
     """Model, preprocessing, class names and name from an ``nn.Module`` or a zoo Bundle."""
     if isinstance(model, nn.Module):
@@ -720,7 +734,7 @@ class Explorer(ipw.VBox):
             self._images.popitem(last=False)
         self._image_id = image_id
         h, w = prepared.size
-        self._set_note("size", _reshape_note(prepared) if self._size_chosen else None)
+        self._set_note("size", _reshape_note(prepared) if self._size_chosen else _crop_note(prepared, self._preprocess))
         self.canvas.set_image(encode_png(prepared.display), "png", w, h)
         self.canvas.fill_color = prepared.fill_color(self.fill)
         self.occluder_controls.max_size = min(h, w)
