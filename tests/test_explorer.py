@@ -2007,3 +2007,18 @@ def test_a_bundle_that_crops_a_non_square_upload_says_so():
         assert "cropped" not in explorer.status.message
     finally:
         explorer.close()
+
+
+def test_a_layer_of_1x1_maps_points_to_the_scale_that_compares_its_channels():
+    from cnnwidgets.zoo import load_default
+
+    explorer = Explorer(load_default(), background=False, layer="global_pool")
+    try:
+        assert explorer.layers["global_pool"].map_shape[1:] == (1, 1)
+        assert "1\u00d71 maps: scale 'whole layer' compares the channels" in explorer.grid_caption.value
+        explorer.norm = "layer"
+        assert "1\u00d71 maps" not in explorer.grid_caption.value
+        explorer.norm, explorer.layer = "channel", "features.conv3"  # maps of 16x16: nothing to say
+        assert "1\u00d71 maps" not in explorer.grid_caption.value
+    finally:
+        explorer.close()

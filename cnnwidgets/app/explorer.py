@@ -1229,6 +1229,10 @@ class Explorer(ipw.VBox):
         if frame.marked is not None:
             caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead_in_data} dead over the data set "
                         "(red)</span>")
+        shape = info.map_shape
+        if shape is not None and shape[1] * shape[2] == 1 and state.norm != "layer":
+            # one value per tile, scaled by its own channel's range: every tile looks alike
+            caption += " &nbsp; <i>1\u00d71 maps: scale 'whole layer' compares the channels</i>"
         self.grid_caption.value = caption
 
     def _set_note(self, about: str, note: str | None) -> None:
