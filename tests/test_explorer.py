@@ -1496,12 +1496,31 @@ def test_a_layer_removed_from_the_model_falls_back_to_one_it_has(background):
         explorer.close()
 
 
-def _run_in_event_loop(scenario):
+def _on_a_thread_of_its_own(run) -> None:
+    """Run ``run()`` on a new thread, with asyncio state of its own whatever earlier tests left
+    on this one (a browser driver's loop, say), and raise here what it raised."""
+    raised: list[BaseException] = []
+
+    def target():
+        try:
+            run()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, name="notebook-main")
+    thread.start()
+    thread.join(180)
+    assert not thread.is_alive(), "the scenario did not finish"
+    if raised:
+        raise raised[0]
+
+
+def _run_in_event_loop(scenario) -> None:
     """Run the coroutine function ``scenario`` as a notebook would: the explorer is built, and
     its traits are set, on a thread whose asyncio event loop is running (as the kernel's is)."""
     import asyncio
 
-    return asyncio.run(scenario())
+    _on_a_thread_of_its_own(lambda: asyncio.run(scenario()))
 
 
 def _record_threads(explorer, monkeypatch) -> list[str]:
@@ -1581,18 +1600,23 @@ def test_an_explorer_built_in_an_event_loop_that_stopped_follows_a_changed_model
     async def build():
         return make(box=(4, 4, 8, 8), background=True)
 
-    loop = asyncio.new_event_loop()
-    explorer = loop.run_until_complete(build())  # the loop is stopped (not closed) from here on
-    try:
-        explorer.layer = "features.6"
-        assert explorer.wait_idle(60)
-        explorer.probe._user_model.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU())
-        explorer.box = (6, 6, 8, 8)
-        assert explorer.controller.wait_idle(60)  # not the explorer's wait_idle, which would run hand-overs
-        assert "features.6" not in explorer.layers and explorer.layer in explorer.layers
-    finally:
-        explorer.close()
-        loop.close()
+    def scenario():
+        loop = asyncio.new_event_loop()
+        try:
+            explorer = loop.run_until_complete(build())  # the loop is stopped (not closed) from here on
+            try:
+                explorer.layer = "features.6"
+                assert explorer.wait_idle(60)
+                explorer.probe._user_model.features = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU())
+                explorer.box = (6, 6, 8, 8)
+                assert explorer.controller.wait_idle(60)  # not the explorer's wait_idle, which runs hand-overs
+                assert "features.6" not in explorer.layers and explorer.layer in explorer.layers
+            finally:
+                explorer.close()
+        finally:
+            loop.close()
+
+    _on_a_thread_of_its_own(scenario)
 
 
 def test_back_at_the_frame_on_screen_the_error_stays_while_the_model_is_broken(ex):
