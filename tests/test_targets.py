@@ -22,6 +22,11 @@ def test_class_targets():
         ClassLogit(3)(logits)
     with pytest.raises(ValueError, match="class scores"):
         ClassLogit(0)(torch.zeros(1, 3, 4, 4))
+    # read at a layer: the message names the layer, not the model's output
+    for target in (ClassLogit(1, layer="features.conv4"), ClassProbability(1, layer="features.conv4")):
+        with pytest.raises(ValueError, match=r"the output of layer 'features.conv4' must be class scores .* "
+                                             r"has shape \(1, 3, 4, 4\). Use ChannelActivation"):
+            target(torch.zeros(1, 3, 4, 4))
 
 
 def test_class_scores_accept_fully_convolutional_outputs_and_name_other_shapes():

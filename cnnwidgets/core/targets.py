@@ -422,10 +422,16 @@ _WRITE_A_TARGET = (
 )
 
 
-def _check_class_index(index: int, activation: torch.Tensor, what: str) -> torch.Tensor:
+def _check_class_index(index: int, activation: torch.Tensor, what: str, layer: str | None = None) -> torch.Tensor:
     try:
         activation = class_scores(activation, what)
     except ValueError as exc:
+        if layer is not None:  # the scores are read at a layer, not at the model's output
+            raise ValueError(
+                f"{what}: the output of layer {layer!r} must be class scores of shape (N, classes) (or (N, "
+                f"classes, 1, 1)) to read class {index} there; it has shape {tuple(activation.shape)}. Use "
+                "ChannelActivation for a channel of a feature map"
+            ) from None
         raise ValueError(f"{exc}{_WRITE_A_TARGET}") from None
     classes = activation.shape[1]
     if not 0 <= index < classes:
@@ -455,7 +461,7 @@ class ClassLogit:
         object.__setattr__(self, "index", _class_index(self.index, "ClassLogit: the class index"))
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
-        return _check_class_index(self.index, activation, "ClassLogit")[:, self.index]
+        return _check_class_index(self.index, activation, "ClassLogit", self.layer)[:, self.index]
 
 
 @dataclass(frozen=True)
@@ -492,7 +498,7 @@ class ClassProbability:
     def probability_score(self, activation: torch.Tensor, final_activation: str | None = None) -> torch.Tensor:
         """The target's scores, with the model's final activation when it is known (see
         :func:`class_probabilities`)."""
-        scores = _check_class_index(self.index, activation, "ClassProbability")
+        scores = _check_class_index(self.index, activation, "ClassProbability", self.layer)
         return class_probabilities(
             scores, "ClassProbability", outputs=self.outputs, final_activation=final_activation
         )[:, self.index]
