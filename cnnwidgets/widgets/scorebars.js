@@ -71,11 +71,16 @@ function fillRow(line, row, selected) {
   line.setAttribute("aria-label", rowLabel(row));
   const [label, bar, value, delta] = line.children;
   label.textContent = row.label;
+  // the text again, bold and invisible (widgets.css): a column keeps its width when its row
+  // turns bold on being picked, so the bars do not move
+  label.dataset.text = row.label;
   line.title = rowTitle(row.label);
   bar.firstChild.style.width = `${Math.max(0, Math.min(1, row.prob)) * 100}%`;
   value.textContent = `${(100 * row.prob).toFixed(1)}%`;
+  value.dataset.text = value.textContent;
   delta.className = "cnnw-score-delta";
   delta.textContent = deltaText(row.delta);
+  delta.dataset.text = delta.textContent;
   if (delta.textContent) {
     const d = 100 * row.delta;
     delta.classList.add(d > 0.05 ? "cnnw-up" : d < -0.05 ? "cnnw-down" : "cnnw-same");

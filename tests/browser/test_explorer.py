@@ -168,6 +168,21 @@ def run_explorer_checks(nb) -> None:
     nb.page.mouse.up()
     assert kernel.wait_until("explorer.target", lambda c: c == pressed) == pressed
     kernel.execute("assert explorer.wait_idle(120)")
+    # picking another class turns its row bold: no column of the list moves for that
+    nb.page.wait_for_timeout(200)
+    bars_x = ".cnnw-explorer .cnnw-score-bar"
+    columns = nb.page.eval_on_selector_all(bars_x, "els => els.map(e => Math.round(e.getBoundingClientRect().x))")
+    rows = nb.page.locator(".cnnw-explorer .cnnw-score-row")
+    # bold on the longest label, or off it: where a column is as wide as its text, this moves it
+    by_length = sorted((rows.nth(i) for i in range(rows.count())),
+                       key=lambda r: -len(r.locator(".cnnw-score-label").inner_text()))
+    other = next(r for r in by_length if int(r.get_attribute("data-index")) != pressed)
+    picked = int(other.get_attribute("data-index"))
+    other.click()
+    assert kernel.wait_until("explorer.target", lambda c: c == picked) == picked
+    kernel.execute("assert explorer.wait_idle(120)")
+    nb.page.wait_for_timeout(200)
+    assert nb.page.eval_on_selector_all(bars_x, "els => els.map(e => Math.round(e.getBoundingClientRect().x))") == columns
 
     # ---- the keyboard alone: arrow keys move the occluder (a press is a drag, as with the mouse),
     # the class-score list picks a target with ArrowDown + Enter, and keys typed in the explorer's
