@@ -338,7 +338,7 @@ def test_seed_flags_callbacks_and_normalisation_are_checked_before_any_step():
         ({"seed": 1.5}, TypeError, "seed must be an int .*got float 1.5"),
         ({"seed": "2"}, TypeError, "seed must be an int"),
         ({"decorrelate": "False"}, TypeError, "decorrelate must be True or False, got str"),
-        ({"callback": 5}, TypeError, "callback must be callable"),
+        ({"callback": 5}, TypeError, r"callback must be None or a callable as callback\(step, value, rgb\), got int 5"),
         ({"cancel": True}, TypeError, "cancel must be a threading.Event or a callable"),
         ({"mean": float("nan")}, ValueError, r"mean must hold finite numbers, got \[nan\]"),
         ({"std": [1.0, float("inf"), 1.0]}, ValueError, "std must hold finite numbers"),

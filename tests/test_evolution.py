@@ -334,7 +334,7 @@ def test_the_recorders_arguments_are_checked_when_it_is_made_not_mid_training():
         ({"epochs": [1.5, 3]}, TypeError, "each of epochs must be an int"),
         ({"epochs": "12"}, TypeError, "epochs must be a sequence of ints"),
         ({"epochs": 5}, TypeError, "epochs must be a sequence of ints"),
-        ({"on_record": 5}, TypeError, "on_record must be a callable"),
+        ({"on_record": 5}, TypeError, r"on_record must be None or a callable \(recorder, epoch\) -> None, got int 5"),
         ({"unit": "minutes"}, ValueError, "unit must be 'epoch' or 'step', got 'minutes'"),
     ):
         with pytest.raises(error, match=message):

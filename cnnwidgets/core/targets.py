@@ -13,9 +13,10 @@ index arguments (class, channel, row and column indices) and to on/off flags.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -140,6 +141,34 @@ def as_flag(value: object, what: str) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(f"{what} must be True or False, got {_describe_value(value)}")
+
+
+def as_real(value: object, what: str, accepted: str = "", ok: Callable[[float], bool] = lambda v: True) -> float:
+    """``value`` as a float, for a number argument: a finite real number (not a bool) for which
+    ``ok`` holds; ``accepted`` says which (``"> 0"`` ...) in the message.
+
+    Raises:
+        TypeError: for something that is not a real number (a string, a bool, a tensor), naming ``what``.
+        ValueError: for NaN, an infinity, or a value ``ok`` refuses.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or not ok(number):
+        raise ValueError(f"{what} must be a finite number{' ' + accepted if accepted else ''}, got {value!r}")
+    return number
+
+
+def as_callback(value: object, what: str, called: str) -> Callable[..., Any] | None:
+    """``value`` unchanged, for an optional callback argument: None or a callable; ``called``
+    says how it is called, for the message.
+
+    Raises:
+        TypeError: for anything else, checked up front (not when the first call fails mid-run).
+    """
+    if value is not None and not callable(value):
+        raise TypeError(f"{what} must be None or a callable {called}, got {_describe_value(value)}")
+    return value
 
 
 def as_cancel_check(cancel: object) -> Callable[[], bool]:

@@ -42,7 +42,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope
-from cnnwidgets.core.targets import Target, as_cancel_check, as_flag, as_index, resolve_target, target_score
+from cnnwidgets.core.targets import (
+    Target, as_callback, as_cancel_check, as_flag, as_index, as_real, resolve_target, target_score,
+)
 from cnnwidgets.methods.gradients import gradients_enabled
 
 __all__ = ["ActMaxResult", "maximize_activation"]
@@ -265,16 +267,6 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_real(value: Any, name: str, accepted: str = "", ok: Callable[[float], bool] = lambda v: True) -> float:
-    """``value`` as a float: a finite real number for which ``ok`` holds (``accepted`` says which)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or not ok(number):
-        raise ValueError(f"{name} must be a finite number{' ' + accepted if accepted else ''}, got {value!r}")
-    return number
-
-
 def _image_size(size: Any) -> tuple[int, int]:
     """``size`` (``H`` or ``(H, W)``, ints >= 2) as (H, W)."""
     accepted = "an int H or a pair (H, W) of ints >= 2; for the number of channels too, give input_size=(C, H, W)"
@@ -401,18 +393,17 @@ def maximize_activation(
     seed = as_index(seed, "seed")
     decorrelate = as_flag(decorrelate, "decorrelate")
     stop_now = as_cancel_check(cancel)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable as callback(step, value, rgb), got {type(callback).__name__}")
+    as_callback(callback, "callback", "as callback(step, value, rgb)")
     steps = _check_int(steps, "steps", 0)
     redirect_steps = _check_int(redirect_steps, "redirect_steps", 0)
     if jitter is not None:
         jitter = _check_int(jitter, "jitter", 0)
-    lr = _check_real(lr, "lr", "> 0", lambda v: v > 0)
-    scale = _check_real(scale, "scale", "in [0, 1)", lambda v: 0 <= v < 1)
-    rotate = _check_real(rotate, "rotate", ">= 0", lambda v: v >= 0)
-    init_sd = _check_real(init_sd, "init_sd", ">= 0", lambda v: v >= 0)
-    decay = _check_real(decay, "decay")
-    blur = _check_real(blur, "blur", ">= 0", lambda v: v >= 0)
+    lr = as_real(lr, "lr", "> 0", lambda v: v > 0)
+    scale = as_real(scale, "scale", "in [0, 1)", lambda v: 0 <= v < 1)
+    rotate = as_real(rotate, "rotate", ">= 0", lambda v: v >= 0)
+    init_sd = as_real(init_sd, "init_sd", ">= 0", lambda v: v >= 0)
+    decay = as_real(decay, "decay")
+    blur = as_real(blur, "blur", ">= 0", lambda v: v >= 0)
     if blur > 0 and parametrization != "pixel":
         raise ValueError(f"blur is used with parametrization='pixel' only, got blur={blur}")
     if size is not None and input_size is not None:

@@ -26,8 +26,6 @@ A module that runs several times per forward pass (the shared ReLU of a torchvis
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, layer_names, probe_scope
-from cnnwidgets.core.targets import check_channel_output
+from cnnwidgets.core.targets import as_real, check_channel_output
 from cnnwidgets.methods.topk import data_size, iter_batches
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
@@ -111,14 +109,6 @@ def default_dead_layers(probe: Probe) -> list[str]:
     return names
 
 
-def _check_threshold(threshold: Any) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
-    if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}")
-    return float(threshold)
-
-
 def dead_channels(
     model_or_probe: nn.Module | Probe,
     inputs: Any,
@@ -163,7 +153,7 @@ def dead_channels(
         TypeError: when ``inputs`` or an item of it is not one of the forms above, a layer name is
             not a string, or ``threshold`` is not a number.
     """
-    threshold = _check_threshold(threshold)
+    threshold = as_real(threshold, "threshold")
     names: list[str] | None = None
     if layers is not None:
         names = layer_names(layers)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe, check_batch
-from cnnwidgets.core.targets import as_count, as_flag, as_index
+from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index
 from cnnwidgets.methods.topk import Box, Projector, crop_receptive_field, receptive_field_box, resolve_projector
 
 __all__ = ["PAPER_EPOCHS", "EvolutionFrame", "FeatureEvolution", "FeatureEvolutionRecorder"]
@@ -196,8 +196,7 @@ class FeatureEvolutionRecorder:
         # would be recorded as model input, and NaN would fail there
         check_batch(probe_images)
         batch_size = as_count(batch_size, "batch_size")
-        if on_record is not None and not callable(on_record):
-            raise TypeError(f"on_record must be a callable (recorder, epoch) -> None, got {type(on_record).__name__}")
+        as_callback(on_record, "on_record", "(recorder, epoch) -> None")
         if unit not in ("epoch", "step"):
             raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}")
         if epochs is not None:
@@ -214,7 +213,7 @@ class FeatureEvolutionRecorder:
         self.projector = resolve_projector(projection)
         self.images = probe_images.detach().to("cpu", torch.float32).clone()
         self.batch_size = batch_size
-        self.epochs = None if epochs is None else sorted({int(e) for e in epochs})
+        self.epochs = None if epochs is None else sorted(set(epochs))  # ints: checked above
         self._callbacks: list[Callable[[FeatureEvolutionRecorder, int], None]] = []
         if on_record is not None:
             self._callbacks.append(on_record)

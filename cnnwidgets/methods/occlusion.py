@@ -63,8 +63,8 @@ from tqdm.auto import tqdm
 from cnnwidgets.core.layers import input_channels
 from cnnwidgets.core.probe import Probe, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
-    Target, as_cancel_check, as_count, call_target, class_probabilities, class_scores, output_tensor,
-    resolve_target, target_score,
+    Target, as_callback, as_cancel_check, as_count, as_real, call_target, class_probabilities, class_scores,
+    output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
 
@@ -358,11 +358,7 @@ def grid_to_pixel_attribution(
             image_size that is not (H, W); an unoccluded score that is NaN or infinite.
         TypeError: an unoccluded score that is not a number (a string, a bool, a tensor).
     """
-    if isinstance(unoccluded, (bool, np.bool_)) or not isinstance(unoccluded, (int, float, np.integer, np.floating)):
-        raise TypeError(f"unoccluded must be a number (the score of the unoccluded image), got "
-                        f"{type(unoccluded).__name__} {unoccluded!r}")
-    if not math.isfinite(float(unoccluded)):
-        raise ValueError(f"unoccluded must be a finite number, got {unoccluded}")
+    unoccluded = as_real(unoccluded, "unoccluded")
     grid = np.asarray(grid, dtype=np.float64)
     expected = grid_shape(image_size, window, stride)
     if grid.shape != expected:
@@ -854,8 +850,7 @@ def _scan(
         isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be None (automatic) or a positive int, got {batch_size!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable (it receives the partial OcclusionResult), got {type(callback).__name__}")
+    as_callback(callback, "callback", "(it receives the partial OcclusionResult)")
     cancelled = as_cancel_check(cancel)
     target = resolve_target(target)
 
