@@ -46,7 +46,9 @@ def test_identity_transform_gives_distance_zero_and_the_untransformed_probabilit
     expected_p = torch.softmax(logits, dim=1)[torch.arange(3), torch.tensor([0, 1, 2])].double().numpy()
     for kind, at in (("translation", 1), ("rotation", 0), ("scale", 0)):
         for layer in result.layers:
-            assert np.all(result.distances[kind][layer][at] == 0.0), (kind, layer)
+            # zero up to float rounding: the untransformed images run in a batch of another size,
+            # and on some CPUs (AVX-512) a linear layer then sums in another order
+            np.testing.assert_allclose(result.distances[kind][layer][at], 0.0, atol=1e-6, err_msg=f"{kind} {layer}")
         np.testing.assert_allclose(result.probabilities[kind][at], expected_p, rtol=1e-6)
     for layer in ("pixels", "relu"):
         assert np.all(result.distances["translation"][layer][[0, 2]] > 0)
