@@ -52,7 +52,10 @@ class MethodView(w.VBox):
         self.stride_menu = w.Dropdown(options=strides, value=8 if 8 in strides else strides[0],
                                       description="stride", layout=w.Layout(width="140px"))
         self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
-        self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{self.display_width}px", height="auto"))
+        # no side margins: the image is exactly as wide as the column (ipywidgets' default 2px on
+        # each side would overflow it and show a horizontal scrollbar under the map)
+        self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{self.display_width}px", height="auto",
+                                                            margin="2px 0px"))
         self.image.add_class("cnnw-method-image")
         self.caption = w.HTML()
         self.caption.add_class("cnnw-caption")

@@ -245,6 +245,26 @@ def run_explorer_checks(nb) -> None:
     kernel.execute("assert explorer.wait_idle(120)")
     nb.page.evaluate("document.activeElement.blur()")  # no focus ring in the pictures below
 
+    # ---- the occluder switched off and on with its check box: the captions above the pictures
+    # change length, the pictures stay where they are
+    pictures = [".cnnw-occluder-image", "img.cnnw-pixelated", ".cnnw-grid-image"]
+    tops_js = """(root, sels) => sels.map(s => Math.round(root.querySelector(s).getBoundingClientRect().top
+                                                  - root.getBoundingClientRect().top))"""
+    explorer_root = nb.widget(".cnnw-explorer")
+    tops_on = explorer_root.evaluate(tops_js, pictures)
+    switch = explorer_root.get_by_role("checkbox", name="occluder", exact=True)
+    box_on = kernel.eval("list(explorer.box)")
+    switch.click()
+    kernel.wait_until("explorer.box", lambda b: b is None)
+    kernel.execute("assert explorer.wait_idle(120)")
+    poll(lambda: nb.widget(".cnnw-explorer .cnnw-caption").inner_text(), lambda t: "occluder is off" in t,
+         what="the input caption says the occluder is off")
+    assert explorer_root.evaluate(tops_js, pictures) == tops_on
+    switch.click()
+    assert kernel.wait_until("explorer.box", lambda b: b is not None) == box_on
+    kernel.execute("assert explorer.wait_idle(120)")
+    nb.page.evaluate("document.activeElement.blur()")
+
     # ---- the top class clicked as the target: its occlusion map is the one worth a picture
     top_row = nb.page.locator(".cnnw-explorer .cnnw-score-row").first
     top = int(top_row.get_attribute("data-index"))
@@ -266,6 +286,9 @@ def run_explorer_checks(nb) -> None:
     shown = poll(lambda: nb.element_pixels(nb.widget(method_image)), lambda px: px.size > 0 and px.std() > 5,
                  what="occlusion map drawn in the method panel")
     assert shown.shape[0] > 32 and shown.shape[1] > 32
+    # the map fills its column exactly: no horizontal scroll bar under it
+    overflow = nb.widget(".cnnw-explorer .cnnw-methods").evaluate("el => el.scrollWidth - el.clientWidth")
+    assert overflow <= 0, f"the method panel is {overflow} px wider than its column"
 
     # ---- nothing went wrong on the way
     status = kernel.eval("dict(message=explorer.status.message, error=explorer.status.is_error, "
