@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import datetime
 import io
 import json
 import re
@@ -238,12 +237,8 @@ def test_image_picker_upload_becomes_selected_entry():
     seen = []
     picker.observe(lambda c: seen.append(c["new"]), names="value")
     assert picker.value == "star" and picker.data_for("star") is None
-    picker.upload.value = (
-        {"name": "cat.png", "type": "image/png", "size": 3, "content": memoryview(b"abc"),
-         "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},
-    )
+    picker.upload.upload("cat.png", b"abc")
     assert picker.value == "cat.png (uploaded)" and picker.data_for(picker.value) == b"abc"
-    assert picker.upload.value == ()  # cleared, so the same file can be uploaded again
     picker.add_upload("cat.png", b"def")
     assert picker.value == "cat.png (uploaded 2)" and picker.data_for("cat.png (uploaded)") == b"abc"
     picker.dropdown.value = "circle"
@@ -255,6 +250,58 @@ def test_image_picker_upload_becomes_selected_entry():
     assert picker.reuploads == 0
     picker.add_upload("cat.png", b"abc")
     assert picker.reuploads == 1 and seen[-1] == "cat.png (uploaded)"
+
+
+def browser_sends(button, name: str, data: bytes, piece: int = 4, upload_id: int = 1, skip: int | None = None):
+    """The messages upload.js sends for a file: pieces of ``piece`` bytes (one empty one for an
+    empty file), through the comm message handler, as they come from the browser."""
+    starts = list(range(0, len(data), piece)) or [0]
+    for n, start in enumerate(starts):
+        if n == skip:
+            continue
+        button._handle_custom_msg({"kind": "piece", "id": upload_id, "name": name, "size": len(data),
+                                   "offset": start}, [memoryview(data[start:start + piece])])
+
+
+def test_upload_button_puts_the_pieces_together_in_order():
+    button = W.UploadButton()
+    files, problems = [], []
+    button.on_file(lambda name, data: files.append((name, data)))
+    button.on_problem(problems.append)
+    photo = bytes(range(256)) * 3 + b"end"
+    browser_sends(button, "photo.jpg", photo, piece=100)
+    browser_sends(button, "empty.png", b"", upload_id=2)
+    assert files == [("photo.jpg", photo), ("empty.png", b"")] and problems == []
+    # a piece that went missing: the file is not handed on, and the user hears why
+    browser_sends(button, "photo.jpg", photo, piece=100, upload_id=3, skip=2)
+    assert len(files) == 2 and problems == ["photo.jpg arrived incomplete (a piece went missing); please upload it again"]
+    # a new file started before the last one ended replaces it
+    button._handle_custom_msg({"kind": "piece", "id": 4, "name": "a.png", "size": 8, "offset": 0}, [memoryview(b"1234")])
+    browser_sends(button, "b.png", b"abcdefgh", upload_id=5)
+    assert files[-1] == ("b.png", b"abcdefgh")
+
+
+def test_upload_button_refuses_large_and_unreadable_files_with_the_reason():
+    button = W.UploadButton(max_bytes=2 * 2**20)
+    files, problems = [], []
+    button.on_file(lambda name, data: files.append(name))
+    button.on_problem(problems.append)
+    button._handle_custom_msg({"kind": "refused", "id": 1, "name": "huge.tif", "size": 83 * 2**20}, [])
+    button._handle_custom_msg({"kind": "failed", "id": 2, "name": "gone.png", "message": "NotReadableError"}, [])
+    button.upload("big.png", bytes(2 * 2**20 + 1))
+    browser_sends(button, "sneaky.png", bytes(3 * 2**20), piece=2**20)  # the browser's check skipped
+    assert files == []
+    assert problems == [
+        "huge.tif is 83.0 MB; files up to 2.0 MB can be uploaded here",
+        "the browser could not read gone.png: NotReadableError",
+        "big.png is 2.1 MB; files up to 2.0 MB can be uploaded here",
+        "sneaky.png is 3.0 MB; files up to 2.0 MB can be uploaded here",
+    ]
+    assert button.get_state()["max_bytes"] == 2 * 2**20  # the browser refuses larger files before sending
+    with pytest.raises(ValueError, match="non-empty name"):
+        button.upload("", b"x")
+    with pytest.raises(ValueError, match="must be bytes"):
+        button.upload("a.png", "text")
 
 
 def test_image_picker_keeps_the_last_uploads_only():
@@ -274,7 +321,7 @@ def test_image_picker_keeps_the_last_uploads_only():
 
 def test_image_picker_upload_button_has_a_tooltip():
     picker = W.ImagePicker(["circle"])
-    tooltip = picker.upload.get_state()["tooltip"]  # what the browser puts in the button's title
+    tooltip = picker.upload.get_state()["hint"]  # what the browser puts in the button's title
     assert tooltip and "upload an image file" in tooltip and "PNG" in tooltip
 
 
@@ -528,10 +575,23 @@ def test_method_view_keeps_one_width_whatever_it_shows():
     view.method = "occlusion"
     view.show(b"", "<b>occlusion</b>: a caption far longer than the view is wide " * 3)
     assert view.caption.layout.display is None and view.layout.width == "256px"
-    # a caption wraps inside its column instead of widening it, and keeps room for two lines
+    # a caption wraps inside its column instead of widening it, and keeps room for three lines
     caption = css_rule(".cnnw-caption")
-    assert caption["contain"] == "inline-size" and caption["min-height"] == "2.8em"
+    assert caption["contain"] == "inline-size" and caption["min-height"] == "4.2em"
+    # the map has no side margins: as wide as the column, no scroll bar under it
+    assert view.image.layout.margin == "2px 0px" and view.image.layout.width == "256px"
     view.close()
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")
+def test_upload_pieces_cover_the_file_once():
+    js = run_node(
+        f"import {{pieces}} from {json.dumps((WIDGETS_DIR / 'upload.js').as_uri())};"
+        "console.log(JSON.stringify([pieces(0), pieces(5, 2), pieces(4, 2), pieces(3 * 2 ** 20 + 1)]));"
+    )
+    empty, odd, even, large = js  # run_node parses what the script prints
+    assert empty == [[0, 0]] and odd == [[0, 2], [2, 4], [4, 5]] and even == [[0, 2], [2, 4]]
+    assert len(large) == 4 and large[-1] == [3 * 2**20, 3 * 2**20 + 1]  # pieces of 1 MiB
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")

@@ -834,6 +834,11 @@ class Explorer(ipw.VBox):
             if uploaded:
                 self.picker.remove_entry(entry)  # an upload that cannot be shown is not offered
 
+    def _on_upload_problem(self, message: str) -> None:
+        # a file that did not arrive (too large, unreadable in the browser): the image stays
+        self.status.error(f"{message}; the image shown is unchanged (explorer.set_image(image, name) "
+                          "shows an image given in Python)")
+
     def _on_reupload(self, change) -> None:
         # the file shown was uploaded again: nothing to load, but an error about another upload
         # (a file that could not be read) is no longer the news
@@ -1072,6 +1077,7 @@ class Explorer(ipw.VBox):
         self.occluder_controls.observe(self._method_inputs_changed, names="size")
         self.picker.observe(self._on_pick, names="value")
         self.picker.observe(self._on_reupload, names="reuploads")
+        self.picker.on_upload_problem(self._on_upload_problem)
         self._scores_toggled()
         self._on_fill({"new": self.fill})
         self._on_box({"new": self.box})  # the constructor's box sets the occluder switch and size
@@ -1581,6 +1587,8 @@ class Explorer(ipw.VBox):
                 getattr(self, widget).unobserve(handler, names=name)
             except (AttributeError, ValueError):
                 pass  # construction stopped before it was made or wired
+        if getattr(self, "picker", None) is not None:
+            self.picker.on_upload_problem(self._on_upload_problem, remove=True)
         if getattr(self, "controller", None) is None:
             return  # construction failed before anything was started
         self._methods.close()

@@ -5,7 +5,8 @@
 * :class:`ScoreBars` - top-k class probabilities with deltas; click picks the target class.
 * :class:`GroupedSelect` - drop-down with grouped options (layers by block).
 * :class:`DisplayControls`, :class:`OccluderControls` - control groups with traitlet state.
-* :class:`ImagePicker` - samples and uploads. :class:`StatusLine` - errors made visible.
+* :class:`ImagePicker` - samples and uploads; :class:`UploadButton` - a file of any allowed size,
+  sent in pieces. :class:`StatusLine` - errors made visible.
 * :func:`wrapping_row` - the layout of a row of controls that wraps in a narrow output.
 
 The browser-side widgets work from the keyboard too (see each class for its keys), and keys typed
@@ -19,6 +20,7 @@ from cnnwidgets.widgets.scores import ScoreBars, score_rows
 from cnnwidgets.widgets.select import GroupedSelect
 from cnnwidgets.widgets.status import StatusLine
 from cnnwidgets.widgets.tilegrid import TileGrid
+from cnnwidgets.widgets.upload import UploadButton
 
 __all__ = [
     "FILLS",
@@ -30,6 +32,7 @@ __all__ = [
     "ScoreBars",
     "StatusLine",
     "TileGrid",
+    "UploadButton",
     "clamp_box",
     "device_dropdown",
     "score_rows",

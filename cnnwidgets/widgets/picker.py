@@ -8,6 +8,7 @@ import ipywidgets as w
 import traitlets as t
 
 from cnnwidgets.widgets.controls import wrapping_row
+from cnnwidgets.widgets.upload import UploadButton
 
 __all__ = ["ImagePicker"]
 
@@ -26,7 +27,8 @@ class ImagePicker(w.HBox):
 
     The bytes of an uploaded entry are available from :meth:`data_for`; samples have none. The
     same file uploaded again selects its entry; the picker keeps the last :attr:`MAX_UPLOADS`
-    uploads (older ones leave the menu with their bytes).
+    uploads (older ones leave the menu with their bytes). A file that does not arrive (too
+    large, unreadable) is reported to the handlers of :meth:`on_upload_problem`.
     """
 
     #: How many uploaded files are kept (their bytes stay in memory while offered).
@@ -41,7 +43,7 @@ class ImagePicker(w.HBox):
         self._uploads: dict[str, bytes] = {}
         self._replacing_options = False
         self.dropdown = w.Dropdown(options=list(names), description="image", layout=w.Layout(width="300px"))
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload", tooltip=_UPLOAD_TOOLTIP)
+        self.upload = UploadButton(accept="image/*", label="upload", hint=_UPLOAD_TOOLTIP)
         self.dropdown.layout.max_width = "100%"
         kwargs.setdefault("layout", wrapping_row())
         super().__init__([self.dropdown, self.upload], **kwargs)
@@ -49,7 +51,11 @@ class ImagePicker(w.HBox):
             self.dropdown.value = value
         self.value = self.dropdown.value or ""
         self.dropdown.observe(self._on_dropdown, names="value")
-        self.upload.observe(self._on_upload, names="value")
+        self.upload.on_file(self._on_upload)
+
+    def on_upload_problem(self, callback, remove: bool = False) -> None:
+        """Call ``callback(message)`` when a file chosen for upload did not arrive, and why."""
+        self.upload.on_problem(callback, remove=remove)
 
     @t.validate("value")
     def _check_value(self, proposal):
@@ -101,13 +107,8 @@ class ImagePicker(w.HBox):
         finally:
             self._replacing_options = False
 
-    def _on_upload(self, change) -> None:
-        files = change["new"]
-        if not files:
-            return
-        item = files[0]
-        self.upload.value = ()  # so that uploading the same file again is a change too
-        self.add_upload(str(item["name"]), bytes(item["content"]))
+    def _on_upload(self, name: str, data: bytes) -> None:
+        self.add_upload(name, data)
 
     def add_upload(self, name: str, data: bytes) -> str:
         """Add an uploaded file as an entry and select it; returns the entry's name.

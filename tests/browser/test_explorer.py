@@ -4,11 +4,13 @@ that Python's state and the pixels on screen follow."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.browser.harness import changed_fraction, poll
 
@@ -315,6 +317,27 @@ def run_explorer_checks(nb) -> None:
                 .map((c) => c.textContent)};
         }"""), lambda f: f["width"] <= 240, what="class-score list 240 px wide")
     assert fits["cut"] == [], fits
+
+    # ---- upload a photo larger than one websocket message may be (10 MiB): it arrives in pieces
+    # and is shown; a file over the button's limit is refused in the status line
+    upload = nb.widget(".cnnw-explorer .cnnw-upload")
+    assert upload.inner_text().strip() == "upload"  # no file count
+    noise = np.random.default_rng(0).integers(0, 256, size=(1900, 1900, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG", compress_level=1)
+    photo = buffer.getvalue()
+    assert len(photo) > 10 * 2**20
+    file_input = nb.page.locator(".cnnw-explorer .cnnw-upload ~ input[type=file]").first
+    file_input.set_input_files(files=[{"name": "noise.png", "mimeType": "image/png", "buffer": photo}])
+    assert kernel.wait_until("explorer.image", lambda v: v == "noise.png (uploaded)", timeout=60)
+    kernel.execute("assert explorer.wait_idle(120)")
+    assert kernel.eval("len(explorer.picker.data_for('noise.png (uploaded)'))") == len(photo)
+    assert not kernel.eval("explorer.status.is_error"), kernel.eval("explorer.status.message")
+    kernel.execute("explorer.picker.upload.max_bytes = 2**20")
+    file_input.set_input_files(files=[{"name": "noise2.png", "mimeType": "image/png", "buffer": photo}])
+    message = kernel.wait_until("explorer.status.message", lambda m: "noise2.png" in m)
+    assert "files up to 1.0 MB can be uploaded here" in message and kernel.eval("explorer.status.is_error")
+    assert kernel.eval("explorer.image") == "noise.png (uploaded)"
 
 
 @pytest.mark.browser
