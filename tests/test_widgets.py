@@ -265,16 +265,22 @@ def browser_sends(button, name: str, data: bytes, piece: int = 4, upload_id: int
 
 def test_upload_button_puts_the_pieces_together_in_order():
     button = W.UploadButton()
-    files, problems = [], []
+    files, problems, answers = [], [], []
     button.on_file(lambda name, data: files.append((name, data)))
     button.on_problem(problems.append)
+    button.send = lambda content, buffers=None: answers.append(content)  # what reaches the browser
     photo = bytes(range(256)) * 3 + b"end"
     browser_sends(button, "photo.jpg", photo, piece=100)
+    # each piece is acknowledged with the bytes arrived so far: the browser sends the next one then
+    assert answers == [{"kind": "ack", "id": 1, "received": min(n, len(photo))} for n in range(100, 900, 100)]
     browser_sends(button, "empty.png", b"", upload_id=2)
     assert files == [("photo.jpg", photo), ("empty.png", b"")] and problems == []
-    # a piece that went missing: the file is not handed on, and the user hears why
+    # a piece that went missing: the file is not handed on, the browser is told to stop, and the
+    # user hears why (once)
+    answers.clear()
     browser_sends(button, "photo.jpg", photo, piece=100, upload_id=3, skip=2)
     assert len(files) == 2 and problems == ["photo.jpg arrived incomplete (a piece went missing); please upload it again"]
+    assert answers[2] == {"kind": "stop", "id": 3} and len(answers) == 3
     # a new file started before the last one ended replaces it
     button._handle_custom_msg({"kind": "piece", "id": 4, "name": "a.png", "size": 8, "offset": 0}, [memoryview(b"1234")])
     browser_sends(button, "b.png", b"abcdefgh", upload_id=5)
@@ -586,12 +592,14 @@ def test_method_view_keeps_one_width_whatever_it_shows():
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")
 def test_upload_pieces_cover_the_file_once():
     js = run_node(
-        f"import {{pieces}} from {json.dumps((WIDGETS_DIR / 'upload.js').as_uri())};"
-        "console.log(JSON.stringify([pieces(0), pieces(5, 2), pieces(4, 2), pieces(3 * 2 ** 20 + 1)]));"
+        f"import {{pieces, shareText}} from {json.dumps((WIDGETS_DIR / 'upload.js').as_uri())};"
+        "console.log(JSON.stringify([pieces(0), pieces(5, 2), pieces(4, 2), pieces(3 * 2 ** 20 + 1), "
+        "shareText(0, 0), shareText(2 ** 20, 3 * 2 ** 20), shareText(5, 5)]));"
     )
-    empty, odd, even, large = js  # run_node parses what the script prints
+    empty, odd, even, large, *shares = js  # run_node parses what the script prints
     assert empty == [[0, 0]] and odd == [[0, 2], [2, 4], [4, 5]] and even == [[0, 2], [2, 4]]
     assert len(large) == 4 and large[-1] == [3 * 2**20, 3 * 2**20 + 1]  # pieces of 1 MiB
+    assert shares == ["0%", "33%", "100%"]  # what has arrived, never ahead of it
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")

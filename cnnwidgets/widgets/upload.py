@@ -29,9 +29,10 @@ class UploadButton(anywidget.AnyWidget):
     """A button that uploads one file chosen in the browser to the kernel.
 
     The browser sends the file in pieces of 1 MiB (the Jupyter server drops a single message
-    over its websocket limit, 10 MiB by default, and the upload would end without a word) and
-    shows on the button how much is sent. The button shows no file count, and the same file can
-    be uploaded again.
+    over its websocket limit, 10 MiB by default, and the upload would end without a word). The
+    kernel acknowledges each piece before the browser sends the next, and the button shows the
+    share that has arrived. The button shows no file count, and the same file can be uploaded
+    again.
 
     Handlers registered with :meth:`on_file` receive ``(name, data)`` for each complete file;
     handlers registered with :meth:`on_problem` receive a sentence saying why a file did not
@@ -116,6 +117,7 @@ class UploadButton(anywidget.AnyWidget):
         if partial is None or partial["id"] != upload_id or offset != partial["received"] or size > self.max_bytes:
             self._partial = None
             self._dropped = upload_id
+            self.send({"kind": "stop", "id": upload_id})  # the browser sends no more of it
             if size > self.max_bytes:
                 self._problem(self._too_large(name, size))
             else:
@@ -123,6 +125,7 @@ class UploadButton(anywidget.AnyWidget):
             return
         partial["pieces"].append(piece)
         partial["received"] += len(piece)
+        self.send({"kind": "ack", "id": upload_id, "received": partial["received"]})  # send the next piece
         if partial["received"] >= partial["size"]:
             self._partial = None
             if partial["received"] != partial["size"]:
