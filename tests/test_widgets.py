@@ -562,8 +562,12 @@ def test_control_rows_wrap_in_a_narrow_output():
         assert row.layout.flex_flow == "row wrap", name
         assert row.layout.max_width == "100%", name
     occ = rows["occluder"]
-    assert occ.fill_dropdown.layout.max_width == "100%" and occ.size_slider.layout.max_width == "100%"
-    assert rows["picker"].dropdown.layout.max_width == "100%"
+    # as wide as the row at most, their margins included (else the row scrolls by 4 px)
+    from cnnwidgets.widgets.controls import FIT_IN_ROW
+
+    assert FIT_IN_ROW.startswith("calc(100% - ")
+    assert occ.fill_dropdown.layout.max_width == FIT_IN_ROW and occ.size_slider.layout.max_width == FIT_IN_ROW
+    assert rows["picker"].dropdown.layout.max_width == FIT_IN_ROW
     # the layer menu shrinks with its row instead of being cut off
     assert "cnnw-select-widget" in W.GroupedSelect()._dom_classes
     assert css_rule(".cnnw-select-widget") == {"min-width": "0", "max-width": "100%"}

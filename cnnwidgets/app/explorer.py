@@ -990,7 +990,9 @@ class Explorer(ipw.VBox):
         h, w = first.size
         self.canvas = OccluderCanvas(display_width=max(192, min(256, 4 * w)), default_size=max(1, min(h, w) // 4))
         self.grid = TileGrid()
-        self.panel = ipw.Image(format="jpeg", layout=ipw.Layout(width="auto", height="auto"))
+        # no side margins: ipywidgets' 2px on each side would make the shrunk view (max-width 100%
+        # in a narrow output) 4px wider than its column, with a scroll bar under it
+        self.panel = ipw.Image(format="jpeg", layout=ipw.Layout(width="auto", height="auto", margin="2px 0px"))
         self.panel.add_class("cnnw-pixelated")
         self.input_caption = ipw.HTML(_INPUT_CAPTIONS[True])
         self.input_caption.add_class("cnnw-caption")  # wraps in its column: the image's width sets the layout

@@ -83,6 +83,11 @@ class DisplayControls(w.HBox):
         return _one_of(proposal["value"], getattr(self, "_colormaps", None), "colormap")
 
 
+#: The ``max_width`` of a control in a :func:`wrapping_row`: the row's width less the control's own
+#: margins (ipywidgets' 2px on each side), so that a control shrunk to fit shows no scroll bar.
+FIT_IN_ROW = "calc(100% - 2 * var(--jp-widgets-margin, 2px))"
+
+
 def wrapping_row() -> w.Layout:
     """The layout of a row of controls that wraps onto more lines where the output is narrow."""
     return w.Layout(align_items="center", flex_flow="row wrap", max_width="100%")
@@ -118,7 +123,7 @@ class OccluderControls(w.HBox):
         self.size_slider = w.IntSlider(min=1, max=64, description="size", continuous_update=False,
                                        layout=w.Layout(width="260px"))
         for control in (self.fill_dropdown, self.size_slider):
-            control.layout.max_width = "100%"
+            control.layout.max_width = FIT_IN_ROW
         kwargs.setdefault("layout", wrapping_row())
         super().__init__([self.enabled_box, self.fill_dropdown, self.size_slider], **kwargs)
         self._links = [

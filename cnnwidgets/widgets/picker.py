@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets.controls import wrapping_row
+from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
 from cnnwidgets.widgets.upload import UploadButton
 
 __all__ = ["ImagePicker"]
@@ -44,7 +44,7 @@ class ImagePicker(w.HBox):
         self._replacing_options = False
         self.dropdown = w.Dropdown(options=list(names), description="image", layout=w.Layout(width="300px"))
         self.upload = UploadButton(accept="image/*", label="upload", hint=_UPLOAD_TOOLTIP)
-        self.dropdown.layout.max_width = "100%"
+        self.dropdown.layout.max_width = FIT_IN_ROW
         kwargs.setdefault("layout", wrapping_row())
         super().__init__([self.dropdown, self.upload], **kwargs)
         if value is not None:

@@ -299,6 +299,15 @@ def run_explorer_checks(nb) -> None:
     # the README's picture: after a drag, a deeper layer, a clicked channel and its hover text
     nb.screenshot("explorer", nb.widget(".cnnw-explorer"), docs=True)
 
+    # ---- in a medium window nothing inside the explorer scrolls sideways (a box a few pixels
+    # narrower than its content shows a scroll bar)
+    overflowing = """root => Array.from(root.querySelectorAll('*')).filter(e => ['auto', 'scroll'].includes(
+        getComputedStyle(e).overflowX) && e.scrollWidth > e.clientWidth + 0.5).map(e => e.className)"""
+    for width in (1100, 800, 700):
+        nb.page.set_viewport_size({"width": width, "height": 1500})
+        nb.page.wait_for_timeout(300)
+        assert explorer_root.evaluate(overflowing) == [], f"a part of the explorer scrolls sideways at {width} px"
+
     # ---- a narrow window shrinks the channel view without squashing it
     nb.page.set_viewport_size({"width": 560, "height": 1500})
     panel = nb.widget(".cnnw-explorer img.cnnw-pixelated")
