@@ -750,6 +750,18 @@ def test_device_names_are_normalised_to_the_device_menus(ex):
     assert ex.device == "cpu" and ex.device_select.value == "cpu" and not ex.status.is_error
 
 
+def test_classes_without_names_read_as_class_n_in_scores_and_captions():
+    ex = make(box=(4, 4, 8, 8), method="saliency")  # Tiny has no class names
+    try:
+        ex.wait_idle(30)
+        target = ex.method_result.target  # the top class: no target was picked
+        assert target is not None and f"of class {target};" in ex.method_view.caption.value
+        labels = [row["label"] for row in ex.scores["rows"]]
+        assert labels and all(label == f"class {row['index']}" for label, row in zip(labels, ex.scores["rows"]))
+    finally:
+        ex.close()
+
+
 def test_method_stride_takes_any_positive_int_and_the_menu_shows_it():
     ex = make(box=(4, 4, 8, 8), method="occlusion", method_stride=2)
     try:

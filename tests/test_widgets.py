@@ -162,13 +162,23 @@ def test_score_rows_top_k_pinned_and_delta():
     probs = np.array([0.05, 0.6, 0.3, 0.05])
     rows = W.score_rows(probs, ["a", "b", "c"], reference=np.array([0.1, 0.5, 0.3, 0.1]), k=2, pinned=3)
     assert [r["index"] for r in rows] == [1, 2, 3]
-    assert rows[2]["label"] == "3"  # no name for class 3
+    assert rows[2]["label"] == "class 3"  # no name for class 3
     assert rows[0]["delta"] == pytest.approx(0.1) and rows[1]["delta"] == pytest.approx(0.0)
     assert W.score_rows(probs, "abcd", k=1)[0]["delta"] is None
     with pytest.raises(ValueError, match="out of range"):
         W.score_rows(probs, "abcd", pinned=4)
     with pytest.raises(ValueError, match="shape"):
         W.score_rows(probs, "abcd", reference=np.ones(3))
+
+
+def test_score_rows_that_show_the_same_number_keep_their_order():
+    # classes 1-3 all read 0.0 %: their tiny differences, which change with every occluder
+    # position, must not reorder the rows the user is reading
+    frames = [np.array([0.9995, 2e-4, 3e-4, 1e-5]), np.array([0.9994, 1e-4, 2e-5, 4.8e-4])]
+    orders = [[r["index"] for r in W.score_rows(p, "abcd", k=4)] for p in frames]
+    assert orders == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    # a real difference still ranks first
+    assert [r["index"] for r in W.score_rows(np.array([0.3, 0.2, 0.5]), "abc", k=3)] == [2, 0, 1]
 
 
 def test_score_bars_pick():
@@ -604,6 +614,15 @@ def test_upload_pieces_cover_the_file_once():
     assert empty == [[0, 0]] and odd == [[0, 2], [2, 4], [4, 5]] and even == [[0, 2], [2, 4]]
     assert len(large) == 4 and large[-1] == [3 * 2**20, 3 * 2**20 + 1]  # pieces of 1 MiB
     assert shares == ["0%", "33%", "100%"]  # what has arrived, never ahead of it
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")
+def test_score_changes_that_round_to_zero_have_no_sign():
+    js = run_node(
+        f"import {{deltaText}} from {json.dumps((WIDGETS_DIR / 'scorebars.js').as_uri())};"
+        "console.log(JSON.stringify([0.015, -0.003, -0.0004, 0.0004, 0, null].map(deltaText)));"
+    )
+    assert js == ["+1.5", "\u22120.3", "0.0", "0.0", "0.0", ""]
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")

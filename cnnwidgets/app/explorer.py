@@ -1437,7 +1437,7 @@ class Explorer(ipw.VBox):
         self.method_view.progress_to(done, total)
 
     def _class_name(self, index: int) -> str:
-        return self._classes[index] if 0 <= index < len(self._classes) else str(index)
+        return self._classes[index] if 0 <= index < len(self._classes) else f"class {index}"
 
     def _method_failed(self, where: str, exc: BaseException) -> None:
         # no picture of an earlier method may stay on screen under this one's name

@@ -8,11 +8,12 @@ export function rowTitle(label) {
 }
 
 // A change of probability `delta` (a fraction) in percentage points, signed ("+1.5", "−0.3"),
-// or "" for none.
+// "0.0" for a change that rounds to zero (no sign: "−0.0" would read as a fall), or "" for none.
 export function deltaText(delta) {
   if (delta === null || delta === undefined || !Number.isFinite(delta)) return "";
-  const d = 100 * delta;
-  return `${d >= 0 ? "+" : "\u2212"}${Math.abs(d).toFixed(1)}`;
+  const text = Math.abs(100 * delta).toFixed(1);
+  if (Number(text) === 0) return "0.0";
+  return `${delta > 0 ? "+" : "\u2212"}${text}`;
 }
 
 // What a screen reader says for a row: the class, its probability and its change.

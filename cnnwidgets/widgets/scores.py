@@ -25,13 +25,15 @@ def score_rows(
 
     Args:
         probs: class probabilities, shape (num_classes,).
-        labels: class names (indices are used where a name is missing).
+        labels: class names (``"class <index>"`` where a name is missing).
         reference: probabilities to compare with (e.g. the unoccluded image), or None.
         k: how many classes to list.
         pinned: a class always listed (the target), or None.
 
     Returns:
-        ``[{"index", "label", "prob", "delta"}]`` sorted by decreasing probability; ``delta`` is
+        ``[{"index", "label", "prob", "delta"}]`` sorted by decreasing probability as shown (in
+        steps of 0.1 %), classes that show the same value by index: rows whose numbers do not
+        change keep their places while the occluder moves. ``delta`` is
         ``prob - reference[index]`` or None.
 
     Raises:
@@ -46,13 +48,14 @@ def score_rows(
             raise ValueError(f"reference has shape {reference.shape}, probabilities {probs.shape}")
     if pinned is not None and not 0 <= pinned < probs.size:
         raise ValueError(f"target class {pinned} out of range 0..{probs.size - 1}")
-    order = list(np.argsort(-probs, kind="stable")[:k])
+    shown = np.round(probs * 1000)  # what the bars' numbers show: tenths of a percent
+    order = list(np.argsort(-shown, kind="stable")[:k])
     if pinned is not None and pinned not in order:
         order.append(pinned)
     rows = []
     for i in order:
         i = int(i)
-        label = labels[i] if i < len(labels) else str(i)
+        label = labels[i] if i < len(labels) else f"class {i}"
         delta = None if reference is None else float(probs[i] - reference[i])
         rows.append({"index": i, "label": str(label), "prob": float(probs[i]), "delta": delta})
     return rows
