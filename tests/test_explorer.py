@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import warnings
@@ -760,6 +761,29 @@ def test_classes_without_names_read_as_class_n_in_scores_and_captions():
         assert labels and all(label == f"class {row['index']}" for label, row in zip(labels, ex.scores["rows"]))
     finally:
         ex.close()
+
+
+def test_occlusion_caption_names_the_box_and_keeps_its_length_while_the_map_streams():
+    from cnnwidgets.app.explorer import _percent
+
+    ex = make(box=(4, 4, 8, 6), fill="black")
+    captions = []
+    real_show = ex.method_view.show
+    ex.method_view.show = lambda data, caption: (captions.append(caption), real_show(data, caption))
+    try:
+        ex.method_stride = 2
+        ex.method = "occlusion"
+        assert ex.wait_idle(60) and ex.method_result.complete
+        total = ex.method_result.occlusion.total
+        assert len(captions) >= 2  # streamed: a coarse preview first
+        assert "when a 8\u00d76 black box covers each place (stride 2)" in captions[-1]  # width x height
+        assert captions[-1].endswith(f"{total}/{total} positions")
+        # every caption shown while it streamed differs only in its numbers, never in its shape
+        shapes = {re.sub(r"[0-9.]+", "#", caption) for caption in captions}
+        assert len(shapes) == 1, shapes
+    finally:
+        ex.close()
+    assert _percent(0.0005, "points") == "0.050 points" and _percent(0.00053) == "0.053 %"
 
 
 def test_method_stride_takes_any_positive_int_and_the_menu_shows_it():

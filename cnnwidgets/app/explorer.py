@@ -51,6 +51,7 @@ from cnnwidgets.render.normalize import NORM_MODES
 from cnnwidgets.widgets._base import close_parts
 from cnnwidgets.widgets.methodview import MethodView
 from cnnwidgets.widgets import (
+    FILL_LABELS,
     FILLS,
     DisplayControls,
     GroupedSelect,
@@ -74,7 +75,8 @@ def _percent(probability: float, unit: str = "%") -> str:
     """A probability (or a change of one) in percent, as the class scores show them: one
     decimal, and two significant digits below 0.1 (``5.8e-10 %``, not ``0.0 %``)."""
     value = 100.0 * float(probability)
-    return f"{value:.1f} {unit}" if value == 0 or abs(value) >= 0.1 else f"{value:.2g} {unit}"
+    # '#': trailing zeros kept (0.050, not 0.05), so a number that changes keeps its length
+    return f"{value:.1f} {unit}" if value == 0 or abs(value) >= 0.1 else f"{value:#.2g} {unit}"
 
 
 def _map_text(info: LayerInfo) -> str:
@@ -262,7 +264,8 @@ def _nonfinite_note(layer: str, frame: Frame) -> str | None:
 NOTE_COLOR = "#8a5300"
 
 #: How the method maps other than occlusion are coloured (see ``views.HEAT_CMAP``), in words.
-_HEAT_KEY = "strongest where pale yellow, then orange and dark red; clear where nothing (image in gray)"
+_HEAT_KEY = ("strongest where pale yellow, then orange and dark red; see-through where zero, over the image "
+             "shown in gray")
 
 #: The caption above the input image, with the occluder on (True) and off.
 _INPUT_CAPTIONS = {
@@ -1458,12 +1461,13 @@ class Explorer(ipw.VBox):
             occ = result.occlusion
             drops = np.abs(occ.drop[np.isfinite(occ.drop)])
             scale = float(drops.max()) if drops.size else 0.0
-            what = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when the box "
-                    "covers each place; <span style='color:#c62828'>red</span>: it falls (the class needs that "
-                    "place), <span style='color:#1565c0'>blue</span>: it rises (image in gray); "
-                    f"full colour = a change of {_percent(scale, 'points')}")
-            state = "" if result.complete else f" &middot; {occ.done}/{occ.total} positions"
-            caption = f"{what}{state}"
+            box = f"{occ.window[1]}\u00d7{occ.window[0]} {FILL_LABELS.get(request.fill, request.fill)} box"
+            # the same length computing and done (done/total), so that the map under it stays put
+            caption = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when a "
+                       f"{box} covers each place (stride {occ.stride[0]}); "
+                       "<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
+                       "<span style='color:#1565c0'>blue</span>: it rises; full colour = a change of "
+                       f"{_percent(scale, 'points')}; the image in gray &middot; {occ.done}/{occ.total} positions")
         else:
             if request.method == "deconvnet":
                 caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"

@@ -13,7 +13,7 @@ The browser-side widgets work from the keyboard too (see each class for its keys
 in them, or anywhere in an explorer around them, run no JupyterLab shortcut.
 """
 
-from cnnwidgets.widgets.controls import FILLS, DisplayControls, OccluderControls, device_dropdown, wrapping_row
+from cnnwidgets.widgets.controls import FILL_LABELS, FILLS, DisplayControls, OccluderControls, device_dropdown, wrapping_row
 from cnnwidgets.widgets.occluder import OccluderCanvas, clamp_box
 from cnnwidgets.widgets.picker import ImagePicker
 from cnnwidgets.widgets.scores import ScoreBars, score_rows
@@ -24,6 +24,7 @@ from cnnwidgets.widgets.upload import UploadButton
 
 __all__ = [
     "FILLS",
+    "FILL_LABELS",
     "DisplayControls",
     "GroupedSelect",
     "ImagePicker",

@@ -20,7 +20,8 @@ _NORM_TOOLTIPS = {
     "layer": "one range for the whole layer",
     "fixed": "each channel's range on the unoccluded image: occlusion changes stay visible",
 }
-_FILL_LABELS = {"gray": "gray", "mean": "image mean", "black": "black", "blur": "blur", "noise": "noise"}
+#: How each occluder fill is named in menus and captions.
+FILL_LABELS = {"gray": "gray", "mean": "image mean", "black": "black", "blur": "blur", "noise": "noise"}
 
 
 class DisplayControls(w.HBox):
@@ -118,7 +119,7 @@ class OccluderControls(w.HBox):
     def __init__(self, **kwargs) -> None:
         self.enabled_box = w.Checkbox(description="occluder", indent=False, layout=w.Layout(width="90px"))
         self.fill_dropdown = w.Dropdown(
-            options=[(_FILL_LABELS[f], f) for f in FILLS], description="fill", layout=w.Layout(width="210px")
+            options=[(FILL_LABELS[f], f) for f in FILLS], description="fill", layout=w.Layout(width="210px")
         )
         self.size_slider = w.IntSlider(min=1, max=64, description="size", continuous_update=False,
                                        layout=w.Layout(width="260px"))
