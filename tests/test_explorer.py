@@ -446,7 +446,7 @@ def test_drag_end_redraws_final_quality_without_forward(ex):
 
 
 def test_occluder_switch_and_size(ex):
-    assert "change caused by the occluder" in ex.panel_caption.value
+    assert "what the occluder removed" in ex.panel_caption.value
     assert "cnnw-caption" in ex.panel_caption._dom_classes  # wraps in its column: the layout stays still
     assert "cnnw-caption" in ex.input_caption._dom_classes
     ex.occluder_controls.enabled = False
@@ -456,7 +456,7 @@ def test_occluder_switch_and_size(ex):
     assert "press on the image (or Enter) to place it" in ex.input_caption.value
     ex.occluder_controls.enabled = True
     assert ex.box == (4, 4, 8, 8)
-    assert "change caused by the occluder" in ex.panel_caption.value
+    assert "what the occluder removed" in ex.panel_caption.value
     ex.occluder_controls.size = 12
     assert ex.box == (2, 2, 12, 12)
     ex.box = (28, 28, 12, 12)
@@ -784,6 +784,31 @@ def test_occlusion_caption_names_the_box_and_keeps_its_length_while_the_map_stre
     finally:
         ex.close()
     assert _percent(0.0005, "points") == "0.050 points" and _percent(0.00053) == "0.053 %"
+
+
+def test_the_change_view_is_red_where_the_occluder_lowered_the_activation():
+    class Brightness(nn.Module):  # one channel: the mean of the input's channels, pixel by pixel
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 1)
+            self.head = nn.Linear(1, 2)
+            with torch.no_grad():
+                self.conv.weight.fill_(1 / 3)
+                self.conv.bias.zero_()
+
+        def forward(self, x):
+            return self.head(self.conv(x).mean(dim=(2, 3)))
+
+    ex = make(Brightness().eval(), box=(4, 4, 8, 8), fill="black", layer="conv")  # a bright image
+    try:
+        assert ex.wait_idle(30)
+        right = ex.channel_image[:, -SIZE:].astype(int)  # the change view, at input resolution
+        inside, outside = right[8, 8], right[SIZE - 3, SIZE - 3]
+        assert inside[0] > inside[2] + 60, inside  # the black box lowered the brightness: red
+        assert abs(outside[0] - outside[2]) < 20, outside  # nothing changed there: neutral
+        assert "red</span> where the activation went down" in ex.panel_caption.value
+    finally:
+        ex.close()
 
 
 def test_method_stride_takes_any_positive_int_and_the_menu_shows_it():

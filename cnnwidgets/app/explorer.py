@@ -1213,8 +1213,8 @@ class Explorer(ipw.VBox):
             self.scores_view.rows = frame.rows
         self._show_grid_caption(state, frame)
         what = "over the image" if state.overlay else "map"
-        change = ("change caused by the occluder: <span style='color:#c62828'>red</span> where the "
-                  "activation went up, <span style='color:#1f4e9c'>blue</span> where it went down"
+        change = ("what the occluder removed: <span style='color:#c62828'>red</span> where the "
+                  "activation went down, <span style='color:#1f4e9c'>blue</span> where it went up"
                   if state.box is not None
                   else "no change: the occluder is off")
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
@@ -1547,7 +1547,7 @@ class Explorer(ipw.VBox):
 
     @property
     def channel_image(self) -> np.ndarray:
-        """The channel view (channel | change caused by the occluder), uint8 (H, W, 3)."""
+        """The channel view (channel | what the occluder removed from it), uint8 (H, W, 3)."""
         return self._current()[0].panel
 
     @property

@@ -136,7 +136,8 @@ class Frame:
         grid_display_width: width of the mosaic on screen, CSS pixels.
         stats: per-channel statistics of the shown activations (hover text); None in drafts,
             which keep the previous statistics on screen (nobody hovers the grid while dragging).
-        panel: the selected channel (left) and its change caused by the occluder (right), uint8.
+        panel: the selected channel (left) and what the occluder removed from it (right: unoccluded
+            minus occluded, red where the activation fell), uint8.
         panel_bytes: the panel as sent.
         panel_display_width: width of the panel on screen, CSS pixels.
         rows: class-score rows (see :func:`~cnnwidgets.widgets.scores.score_rows`), or None.
@@ -312,7 +313,9 @@ def render_frame(
     else:
         left = R.channel_image(values, size, cmap=req.cmap, jump=jump, start=origin)
     magnitude = float(max(abs(base.lo[ch]), abs(base.hi[ch]), 1e-12))
-    diff = (selected - base.acts[ch]) / (2 * magnitude) + 0.5
+    # what the occluder removed (unoccluded - occluded): red where the activation fell, as in the
+    # occlusion map (red: the class falls) and the class scores (red: a fall)
+    diff = (base.acts[ch] - selected) / (2 * magnitude) + 0.5
     right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=origin)
     factor = max(1, round(panel_size / max(full_size)))
     if box is not None:
