@@ -12,8 +12,12 @@ __all__ = ["StatusLine"]
 _STYLES = {
     "info": "color:#555",
     "busy": "color:#555;font-style:italic",
-    "error": "color:#b00020;font-weight:bold",
+    "error": "color:#b00020",
 }
+
+#: Lines of a message that wraps are as far apart as in a paragraph, not one widget row (28px)
+#: each: an inline block has its own line height, also without the package's style sheet.
+_BLOCK = "display:inline-block;line-height:1.4;white-space:normal"
 
 
 #: The word in front of an error, so that it does not show by its colour alone.
@@ -24,7 +28,7 @@ class StatusLine(w.HTML):
     """One line of text: information, or an error that stays until the next success.
 
     The line is a polite live region (``role="status"``): screen readers announce a new message
-    without moving the focus. An error is red and bold, and starts with "Error:".
+    without moving the focus. An error is red and starts with a bold "Error:".
 
     Traits:
         message: the plain text shown.
@@ -43,9 +47,9 @@ class StatusLine(w.HTML):
     def _render(self, change=None) -> None:
         text = html.escape(self.message)
         if self.level == "error" and text:
-            text = f"{_ERROR_WORD} {text}"
+            text = f"<b>{_ERROR_WORD}</b> {text}"
         self.value = (f'<span class="cnnw-status" role="status" aria-live="polite" '
-                      f'style="{_STYLES[self.level]}">{text}</span>')
+                      f'style="{_STYLES[self.level]};{_BLOCK}">{text}</span>')
 
     def info(self, message: str) -> None:
         """Show an informational message."""

@@ -346,6 +346,12 @@ def run_explorer_checks(nb) -> None:
     file_input.set_input_files(files=[{"name": "noise2.png", "mimeType": "image/png", "buffer": photo}])
     message = kernel.wait_until("explorer.status.message", lambda m: "noise2.png" in m)
     assert "files up to 1.0 MB can be uploaded here" in message and kernel.eval("explorer.status.is_error")
+    # a message that wraps reads as a paragraph, not as lines one widget row (28 px) apart
+    status_text = nb.widget(".cnnw-explorer .cnnw-status")
+    poll(lambda: status_text.inner_text(), lambda t: "noise2.png" in t, what="the refusal in the status line")
+    spacing = status_text.evaluate("e => [parseFloat(getComputedStyle(e).lineHeight), e.getClientRects().length, "
+                                   "e.getBoundingClientRect().height]")
+    assert spacing[0] < 24 and spacing[1] == 1, spacing  # one block, lines 1.4 font sizes apart
     assert kernel.eval("explorer.image") == "noise.png (uploaded)"
 
 
