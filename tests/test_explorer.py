@@ -811,6 +811,24 @@ def test_the_change_view_is_red_where_the_occluder_lowered_the_activation():
         ex.close()
 
 
+def test_the_shipped_shape_samples_are_offered_only_to_models_of_their_classes():
+    torch.manual_seed(0)
+    ten = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    five = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    opened = [Explorer(m, image(0), input_size=(3, SIZE, SIZE), background=False) for m in (ten, five)]
+    try:
+        assert opened[0].picker.names == ["your image"]  # circles and stars mean nothing to it
+        assert opened[1].picker.names[0] == "your image" and "circle" in opened[1].picker.names
+    finally:
+        for ex in opened:
+            ex.close()
+    default = Explorer(ten, input_size=(3, SIZE, SIZE), background=False)  # no image given: the samples
+    try:
+        assert "circle" in default.picker.names
+    finally:
+        default.close()
+
+
 def test_method_stride_takes_any_positive_int_and_the_menu_shows_it():
     ex = make(box=(4, 4, 8, 8), method="occlusion", method_stride=2)
     try:

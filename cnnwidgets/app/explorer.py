@@ -501,7 +501,9 @@ class Explorer(ipw.VBox):
             224 x 224 (RGB), the image's own size, 28, 32, 64 ... (so a CIFAR or MNIST network
             needs nothing). When the size found changes an image's aspect ratio by more than
             1.5 times, the status line says so.
-        samples: ``{name: image}`` offered by the image picker (default: the zoo's samples).
+        samples: ``{name: image}`` offered by the image picker. By default the zoo's samples,
+            which picture the embedded model's five classes: offered when no image is given, or
+            for a model with five outputs; any other model gets its image and uploads.
         layer: the first layer (default: :func:`default_layer`).
         channel: the first channel.
         box: the first occluder box (x, y, w, h) in model-input pixels; ``"center"`` (default):
@@ -595,6 +597,7 @@ class Explorer(ipw.VBox):
             raise ValueError(f"top_k must be a positive int (the number of classes listed), got {top_k!r}")
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
         self._samples_problem = ""
+        shipped_samples = samples is None
         if samples is None:
             samples, self._samples_problem = _zoo_samples()
         self._samples: dict[str, Any] = dict(samples)
@@ -661,6 +664,10 @@ class Explorer(ipw.VBox):
                     "output (or two names, negative and positive, for a single-output binary classifier)"
                 )
             self._classes = names[1:] if count == 1 and len(names) == 2 else names
+            if shipped_samples and image is not None and count is not None and count != _shipped_class_count():
+                # the shipped samples picture the embedded model's classes: a model with other
+                # outputs (an ImageNet network, say) is offered the user's image and uploads
+                self._samples = {_USER_IMAGE: self._samples[_USER_IMAGE]}
             self.controller = Controller(
                 probe,
                 images=self._image_by_id,
@@ -1604,6 +1611,13 @@ class Explorer(ipw.VBox):
             widget.close()
         close_parts(self)  # every other control and row: an open one would keep the explorer alive
         super().close()
+
+
+def _shipped_class_count() -> int:
+    """How many classes the shipped sample images picture (the embedded model's)."""
+    from cnnwidgets.zoo.shapes import CLASSES
+
+    return len(CLASSES)
 
 
 def _zoo_samples() -> tuple[dict[str, Any], str]:
