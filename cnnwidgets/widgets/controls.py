@@ -61,7 +61,11 @@ class DisplayControls(w.HBox):
                                         layout=w.Layout(width="170px"))
         self.sort_box = w.Checkbox(description="sort by activation", indent=False, layout=w.Layout(width="150px"))
         self.overlay_box = w.Checkbox(description="overlay on image", indent=False, layout=w.Layout(width="140px"))
-        label = w.HTML("scale", layout=w.Layout(margin="0 6px 0 0"))
+        # a description like ipywidgets' own ("colours" ...): 80px wide, right-aligned
+        label = w.HTML("<div style='text-align:right'>scale</div>",
+                       layout=w.Layout(width="var(--jp-widgets-inline-label-width, 80px)", margin="0 8px 0 0",
+                                       flex="0 0 auto"))
+        label.add_class("cnnw-scale-label")
         kwargs.setdefault("layout", wrapping_row())
         super().__init__([label, self.norm_buttons, self.cmap_dropdown, self.sort_box, self.overlay_box], **kwargs)
         if self.norm not in self._norm_modes:

@@ -43,6 +43,14 @@ def run_explorer_checks(nb) -> None:
     scale = state["scale"]
     x, y, w, h = state["box"]
     nb.screenshot("explorer-start", nb.widget(".cnnw-explorer"))
+    # the captions of the layer menu and the scale buttons, one above the other, end where
+    # ipywidgets' descriptions do: 80px from their rows' start, right-aligned
+    edges = nb.widget(".cnnw-explorer").evaluate(
+        """root => ['.cnnw-select-caption', '.cnnw-scale-label', '.cnnw-methods .widget-dropdown .widget-label']
+            .map(s => { const e = root.querySelector(s), text = document.createRange();
+                        text.selectNodeContents(e);  // where the words end, not their box
+                        return Math.round(text.getBoundingClientRect().right - e.parentElement.getBoundingClientRect().left); })""")
+    assert max(edges) - min(edges) <= 1 and 70 <= edges[0] <= 82, edges
 
     # ---- drag the occluder with real mouse events: grab its centre, move it left and down
     occluder = nb.widget(".cnnw-explorer .cnnw-occluder")
