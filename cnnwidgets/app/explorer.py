@@ -1034,7 +1034,8 @@ class Explorer(ipw.VBox):
                 child.layout.margin = f"0 {space} 0 0"
             return ipw.HBox(children, layout=wrapping_row())
 
-        image_col = ipw.VBox([self.input_caption, self.canvas])
+        # at most the output's width: in a narrow output the picture shrinks (the occluder with it)
+        image_col = ipw.VBox([self.input_caption, self.canvas], layout=ipw.Layout(max_width="100%"))
         self.scores_view.layout.margin = "10px 0 0 0"
         channel_col = ipw.VBox([self.panel_caption, self.panel, self.scores_view])
         top = row([image_col, channel_col, self.method_view], "16px")

@@ -132,18 +132,24 @@ export default {
 
     const imageWidth = () => Math.max(1, model.get("image_width"));
     const imageHeight = () => Math.max(1, model.get("image_height"));
-    const scale = () => model.get("display_width") / imageWidth();
+    // CSS pixels per image pixel as shown: the display width, or less where a narrow output
+    // shrinks the picture (max-width: 100%); the box is placed in percent of the picture, so it
+    // shrinks with it, and the pointer is measured against the picture's real size
+    const scale = () => {
+      const shown = img.getBoundingClientRect().width;
+      return (shown > 0 ? shown : model.get("display_width")) / imageWidth();
+    };
 
     const setImage = () => showImageBytes(model, img, state);
 
     function setSize() {
       const w = model.get("display_width");
-      const h = Math.round((w * imageHeight()) / imageWidth());
       root.style.width = `${w}px`;
-      root.style.height = `${h}px`;
-      img.style.width = `${w}px`;
-      img.style.height = `${h}px`;
-      img.style.imageRendering = scale() >= 2 ? "pixelated" : "auto";
+      root.style.maxWidth = "calc(100% - 2px)"; // its 1px border on each side included
+      img.style.width = "100%";
+      img.style.aspectRatio = `${imageWidth()} / ${imageHeight()}`;
+      img.style.height = "auto";
+      img.style.imageRendering = w / imageWidth() >= 2 ? "pixelated" : "auto";
       draw();
     }
 
@@ -157,11 +163,12 @@ export default {
         return;
       }
       const s = scale();
+      const pct = (v, of) => `${(100 * v) / of}%`;
       box.style.display = "block";
-      box.style.left = `${b[0] * s}px`;
-      box.style.top = `${b[1] * s}px`;
-      box.style.width = `${b[2] * s}px`;
-      box.style.height = `${b[3] * s}px`;
+      box.style.left = pct(b[0], imageWidth());
+      box.style.top = pct(b[1], imageHeight());
+      box.style.width = pct(b[2], imageWidth());
+      box.style.height = pct(b[3], imageHeight());
       box.style.background = model.get("fill_color");
       box.classList.toggle("cnnw-occluder-small", handleOutside(b[2] * s, b[3] * s));
       const edge = handleAtEdge(b, imageWidth(), imageHeight());
@@ -310,11 +317,15 @@ export default {
       "change:key_step": redraw,
     });
     const stopLooking = suppressShortcuts(el);
+    // a picture shrunk or grown by its output's width: the handle's placement depends on it
+    const resized = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(redraw);
+    if (resized) resized.observe(img);
     setImage();
     setSize();
 
     return () => {
       stopLooking();
+      if (resized) resized.disconnect();
       if (state.raf) cancelAnimationFrame(state.raf);
       if (state.url) URL.revokeObjectURL(state.url);
       unsubscribe();

@@ -71,7 +71,8 @@ class OccluderCanvas(anywidget.AnyWidget):
     Traits:
         image: encoded image bytes (PNG or JPEG, see ``image_format``).
         image_width, image_height: size of the image in its own pixels (the box's units).
-        display_width: width on screen in CSS pixels (the height follows the aspect ratio).
+        display_width: width on screen in CSS pixels (the height follows the aspect ratio); an output
+            narrower than that shrinks the picture and the box with it.
         box: ``(x, y, w, h)`` in image pixels, or None (no occluder). Clamped into the image.
         dragging: True while the user drags or resizes the box.
         enabled: whether the box is shown and can be moved.

@@ -335,6 +335,30 @@ def run_explorer_checks(nb) -> None:
         }"""), lambda f: f["width"] <= 240, what="class-score list 240 px wide")
     assert fits["cut"] == [], fits
 
+    # ---- the narrow window (560px, the file browser open) shrinks the input picture with its
+    # occluder, and the mouse still moves the box by what it moved on screen
+    kernel.execute("explorer.box = (4, 4, *explorer.box[2:]); assert explorer.wait_idle(120)")
+    display_width, image_width = kernel.eval("(explorer.canvas.display_width, explorer.canvas.image_width)")
+    picture = nb.widget(".cnnw-explorer .cnnw-occluder-image")
+    shown = poll(lambda: picture.bounding_box(), lambda b: b["width"] < display_width - 20,
+                 what="input picture narrower than its display width")
+    column = nb.widget(".cnnw-explorer .cnnw-occluder").evaluate("e => e.parentElement.getBoundingClientRect().width")
+    assert shown["width"] <= column + 0.5, (shown, column)
+    natural = picture.evaluate("e => e.naturalWidth / e.naturalHeight")
+    assert abs(shown["width"] / shown["height"] - natural) < 0.03 * natural, (shown, natural)
+    small = shown["width"] / image_width  # CSS pixels per image pixel now
+    bx, by, bw, bh = kernel.eval("list(explorer.box)")
+    outline = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-box"))
+    shown = nb.box(picture)
+    assert abs(outline["x"] - shown["x"] - bx * small) <= 1.5 and abs(outline["width"] - bw * small) <= 1.5
+    grab = ((bx + bw / 2) * small, (by + bh / 2) * small)
+    nb.drag(picture, grab, (grab[0] + 40, grab[1] + 20), steps=6)
+    moved = kernel.wait_until("dict(box=explorer.box, dragging=explorer.dragging)", lambda s: not s["dragging"])
+    assert abs(moved["box"][0] - (bx + 40 / small)) <= 2 and abs(moved["box"][1] - (by + 20 / small)) <= 2, (
+        moved, bx, by, small)
+    kernel.execute("assert explorer.wait_idle(120)")
+    nb.page.set_viewport_size({"width": 1400, "height": 1500})
+
     # ---- upload a photo larger than one websocket message may be (10 MiB): it arrives in pieces
     # and is shown; a file over the button's limit is refused in the status line
     upload = nb.widget(".cnnw-explorer .cnnw-upload")
