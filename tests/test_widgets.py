@@ -425,6 +425,11 @@ def test_controls_link_their_traits_to_child_widgets():
 NODE = shutil.which("node")
 
 
+def import_js(module: str, *names: str) -> str:
+    """The ES-module import of ``names`` from the widget module ``module`` (a file in the package)."""
+    return f"import {{{', '.join(names)}}} from {json.dumps((WIDGETS_DIR / module).as_uri())};"
+
+
 def run_node(script: str):
     out = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -436,7 +441,7 @@ def test_js_grid_geometry_matches_python():
     layout = R.grid_layout(11, 3, 5, max_width=90, max_height=60, order=np.arange(11)[::-1])
     points = [(x, y) for y in range(layout.height + 1) for x in range(layout.width + 1)]
     js = run_node(
-        f"import {{channelAtPixel, tileRectOf}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        import_js("tilegrid.js", "channelAtPixel", "tileRectOf") +
         f"const L = {json.dumps(layout.to_dict())}; const pts = {json.dumps(points)};"
         "console.log(JSON.stringify({at: pts.map(([x, y]) => channelAtPixel(L, x, y)),"
         " rects: [...Array(L.count).keys()].map((c) => tileRectOf(L, c))}));"
@@ -445,7 +450,7 @@ def test_js_grid_geometry_matches_python():
     assert js["rects"] == [list(layout.tile_rect(c)) for c in range(11)]
     # before the first image the geometry is an empty dict: no tile, no error
     empty = run_node(
-        f"import {{channelAtPixel, tileRectOf}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        import_js("tilegrid.js", "channelAtPixel", "tileRectOf") +
         "console.log(JSON.stringify([tileRectOf({}, 0), tileRectOf(null, 0), channelAtPixel({}, 1, 1),"
         " channelAtPixel({count: 2, width: 9, height: 9}, 1, 1)]));"
     )
@@ -456,7 +461,7 @@ def test_js_grid_geometry_matches_python():
 def test_js_box_geometry_matches_python_clamp():
     cases = [(-5, 3, 10, 10), (60, 45, 10, 10), (0, 0, 100, 100), (2.5, 1.49, 3.5, 4), (10.5, 10.5, 5.5, 5.5)]
     js = run_node(
-        f"import {{clampBoxTo, dragBox}} from {json.dumps((WIDGETS_DIR / 'occluder.js').as_uri())};"
+        import_js("occluder.js", "clampBoxTo", "dragBox") +
         f"const cases = {json.dumps(cases)};"
         "console.log(JSON.stringify({clamp: cases.map((c) => clampBoxTo(...c, 64, 48)),"
         " move: dragBox('move', [10, 10, 8, 8], 100, -3.2, 64, 48),"
@@ -470,7 +475,7 @@ def test_js_box_geometry_matches_python_clamp():
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
 def test_js_small_boxes_carry_the_resize_handle_outside():
     js = run_node(
-        f"import {{handleOutside, SMALL_BOX_PX}} from {json.dumps((WIDGETS_DIR / 'occluder.js').as_uri())};"
+        import_js("occluder.js", "handleOutside", "SMALL_BOX_PX") +
         "console.log(JSON.stringify({limit: SMALL_BOX_PX, cases: [[8, 8], [64, 8], [8, 64], [23, 40], [24, 24],"
         " [64, 64]].map(([w, h]) => handleOutside(w, h))}));"
     )
@@ -508,7 +513,7 @@ def test_js_grid_maps_the_pointer_at_the_size_shown_not_the_size_asked():
     shown = [(layout.width * f, layout.height * f) for f in (1.0, 0.37, 5.25)]
     mosaic = [(x + 0.5, y + 0.5) for y in range(layout.height) for x in range(layout.width)]
     js = run_node(
-        f"import {{channelAtPixel, toMosaic, tilePercent}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        import_js("tilegrid.js", "channelAtPixel", "toMosaic", "tilePercent") +
         f"const L = {json.dumps(layout.to_dict())}; const shown = {json.dumps(shown)};"
         f"const mosaic = {json.dumps(mosaic)};"
         "console.log(JSON.stringify({"
@@ -545,7 +550,7 @@ def test_js_grid_tooltip_stays_inside_the_grid():
     # a 150 x 60 tooltip over a 400 x 200 grid, 14 px from the pointer
     cases = [(10, 10), (390, 10), (10, 190), (390, 190), (200, 100), (140, 150), (1, 199)]
     js = run_node(
-        f"import {{tipPosition}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        import_js("tilegrid.js", "tipPosition") +
         f"console.log(JSON.stringify({json.dumps(cases)}.map(([x, y]) => tipPosition(x, y, 150, 60, 400, 200))));"
     )
     assert js[0] == [24, 24]  # room on the right and below: right of and below the pointer
@@ -555,7 +560,7 @@ def test_js_grid_tooltip_stays_inside_the_grid():
     for (x, y), (left, top) in zip(cases, js):
         assert 0 <= left and left + 150 <= 400 and 0 <= top and top + 60 <= 200, (x, y, left, top)
     wide = run_node(
-        f"import {{tipPosition}} from {json.dumps((WIDGETS_DIR / 'tilegrid.js').as_uri())};"
+        import_js("tilegrid.js", "tipPosition") +
         "console.log(JSON.stringify(tipPosition(20, 20, 150, 60, 100, 50)));"
     )
     assert wide == [0, 0]  # a grid smaller than the tooltip: it starts at the grid's corner
@@ -606,7 +611,7 @@ def test_method_view_keeps_one_width_whatever_it_shows():
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")
 def test_upload_pieces_cover_the_file_once():
     js = run_node(
-        f"import {{pieces, shareText}} from {json.dumps((WIDGETS_DIR / 'upload.js').as_uri())};"
+        import_js("upload.js", "pieces", "shareText") +
         "console.log(JSON.stringify([pieces(0), pieces(5, 2), pieces(4, 2), pieces(3 * 2 ** 20 + 1), "
         "shareText(0, 0), shareText(2 ** 20, 3 * 2 ** 20), shareText(5, 5)]));"
     )
@@ -619,7 +624,7 @@ def test_upload_pieces_cover_the_file_once():
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")
 def test_score_changes_that_round_to_zero_have_no_sign():
     js = run_node(
-        f"import {{deltaText}} from {json.dumps((WIDGETS_DIR / 'scorebars.js').as_uri())};"
+        import_js("scorebars.js", "deltaText") +
         "console.log(JSON.stringify([0.015, -0.003, -0.0004, 0.0004, 0, null].map(deltaText)));"
     )
     assert js == ["+1.5", "\u22120.3", "0.0", "0.0", "0.0", ""]
@@ -628,7 +633,7 @@ def test_score_changes_that_round_to_zero_have_no_sign():
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS is covered by the browser test")
 def test_score_rows_show_the_full_class_name_in_their_tooltip():
     js = run_node(
-        f"import {{rowTitle}} from {json.dumps((WIDGETS_DIR / 'scorebars.js').as_uri())};"
+        import_js("scorebars.js", "rowTitle") +
         "console.log(JSON.stringify(rowTitle('Labrador retriever (yellow)')));"
     )
     assert js == "Labrador retriever (yellow): click to make this the target class"
@@ -643,7 +648,7 @@ def test_score_rows_show_the_full_class_name_in_their_tooltip():
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the JS geometry is covered by the browser test")
 def test_js_resize_handle_stays_on_the_image_at_its_edges():
     js = run_node(
-        f"import {{handleAtEdge}} from {json.dumps((WIDGETS_DIR / 'occluder.js').as_uri())};"
+        import_js("occluder.js", "handleAtEdge") +
         "console.log(JSON.stringify([[0, 0, 10, 10], [54, 0, 10, 10], [0, 38, 10, 10], [54, 38, 10, 10],"
         " [53, 37, 10, 10]].map((b) => handleAtEdge(b, 64, 48))));"
     )
