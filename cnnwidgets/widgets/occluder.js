@@ -134,11 +134,11 @@ export default {
     const imageHeight = () => Math.max(1, model.get("image_height"));
     // CSS pixels per image pixel as shown: the display width, or less where a narrow output
     // shrinks the picture (max-width: 100%); the box is placed in percent of the picture, so it
-    // shrinks with it, and the pointer is measured against the picture's real size
-    const scale = () => {
-      const shown = img.getBoundingClientRect().width;
-      return (shown > 0 ? shown : model.get("display_width")) / imageWidth();
-    };
+    // shrinks with it, and the pointer is measured against the picture's real size. The width
+    // shown is kept by a ResizeObserver: draw() runs on every pointer move and reads no layout.
+    let shownWidth = 0;
+    const perPixel = (width) => (width > 0 ? width : model.get("display_width")) / imageWidth();
+    const scale = () => perPixel(shownWidth);
 
     const setImage = () => showImageBytes(model, img, state);
 
@@ -181,7 +181,7 @@ export default {
     // image pixels under the pointer, measured from the image itself (inside the frame's border)
     function toImage(ev) {
       const r = img.getBoundingClientRect();
-      const s = scale();
+      const s = perPixel(r.width);
       return [(ev.clientX - r.left) / s, (ev.clientY - r.top) / s];
     }
 
@@ -318,7 +318,10 @@ export default {
     });
     const stopLooking = suppressShortcuts(el);
     // a picture shrunk or grown by its output's width: the handle's placement depends on it
-    const resized = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(redraw);
+    const resized = typeof ResizeObserver === "undefined" ? null : new ResizeObserver((entries) => {
+      shownWidth = entries[entries.length - 1].contentRect.width;
+      draw();
+    });
     if (resized) resized.observe(img);
     setImage();
     setSize();
