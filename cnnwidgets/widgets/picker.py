@@ -51,7 +51,7 @@ class ImagePicker(w.HBox):
             self.dropdown.value = value
         self.value = self.dropdown.value or ""
         self.dropdown.observe(self._on_dropdown, names="value")
-        self.upload.on_file(self._on_upload)
+        self.upload.on_file(self.add_upload)
 
     def on_upload_problem(self, callback, remove: bool = False) -> None:
         """Call ``callback(message)`` when a file chosen for upload did not arrive, and why."""
@@ -106,9 +106,6 @@ class ImagePicker(w.HBox):
                 self.dropdown.value = self.value
         finally:
             self._replacing_options = False
-
-    def _on_upload(self, name: str, data: bytes) -> None:
-        self.add_upload(name, data)
 
     def add_upload(self, name: str, data: bytes) -> str:
         """Add an uploaded file as an entry and select it; returns the entry's name.
