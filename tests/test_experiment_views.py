@@ -117,6 +117,21 @@ def test_correspondence_view_rejects_images_or_boxes_that_do_not_match_the_resul
     view.close()
 
 
+def test_correspondence_view_menu_names_the_part_shown_from_the_start():
+    model = conv_net()
+    x = images(2)
+    parts = {"corner": [(0, 0, 8, 8)] * 2, "middle": [(12, 12, 20, 20)] * 2}
+    view = correspondence_view(correspondence(model, x, parts, ["1"], random_trials=1), x, parts)
+    assert view.part is None and view._menu.label == "all parts"
+    view._menu.index = 2  # picked in the browser
+    assert view.part == "middle"
+    view.part = "corner"
+    assert view._menu.label == "corner"
+    view.part = None
+    assert view._menu.label == "all parts" and not view.error
+    view.close()
+
+
 # ---------------------------------------------------------------------------- evolution
 def test_evolution_view_follows_each_new_epoch_from_wherever_the_user_is_and_stays_when_not_following():
     model = conv_net()

@@ -227,12 +227,23 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
         controls = widgets.HBox([self._menu, self._occluded_box])
         super().__init__(children=[controls, self._image, self._table, self._status], **kwargs)
         self.observe(self._sync_menu, names="parts")
-        widgets.link((self._menu, "value"), (self, "part"))
+        # The menu is driven by position: a Dropdown shows nothing when its value is None, and
+        # None is what "all parts" means here.
+        self._menu.observe(self._menu_picked, names="index")
+        self.observe(self._show_part, names="part")
         widgets.link((self._occluded_box, "value"), (self, "occluded"))
         widgets.dlink((self, "table_html"), (self._table, "value"))
 
     def _sync_menu(self, change) -> None:
-        self._menu.options = [("all parts", None), *((p, p) for p in change["new"])]
+        self._menu.options = ["all parts", *change["new"]]
+        self._show_part({"new": self.part})
+
+    def _menu_picked(self, change) -> None:
+        if change["new"] is not None:
+            self.part = None if change["new"] == 0 else self.parts[change["new"] - 1]
+
+    def _show_part(self, change) -> None:
+        self._menu.index = 0 if change["new"] is None else self.parts.index(change["new"]) + 1
 
     @traitlets.validate("part")
     def _valid_part(self, proposal):
