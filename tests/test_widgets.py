@@ -864,3 +864,17 @@ def test_focus_rings_are_visible_on_the_explorer_and_the_widgets():
     width, style, colour = ring["outline"].split()
     assert int(width.removesuffix("px")) >= 2 and style == "solid" and ring["outline-offset"] == "2px"
     assert contrast(colour, "#ffffff") >= 3
+
+
+def test_pictures_in_views_keep_their_aspect_when_the_output_is_narrower():
+    """Only the width is fixed: a fixed height beside ``max-width`` would squeeze a wide figure."""
+    from cnnwidgets.widgets.controls import FIT_IN_ROW
+    from cnnwidgets.widgets.experiments import InvarianceView
+
+    view = InvarianceView()
+    view.show_image(np.zeros((30, 900, 3), np.uint8))
+    view.show_examples(np.zeros((20, 640, 3), np.uint8))
+    for image, width in ((view._image, "900px"), (view._examples, "640px")):
+        assert (image.layout.width, image.layout.height, image.layout.max_width) == (width, "auto", FIT_IN_ROW)
+    assert Image.open(io.BytesIO(view._image.value)).size == (900, 30)
+    view.close()

@@ -11,8 +11,9 @@ import traitlets
 from PIL import Image
 
 from cnnwidgets.widgets._base import close_parts
+from cnnwidgets.widgets.controls import FIT_IN_ROW
 
-__all__ = ["ImageStatus", "png_bytes"]
+__all__ = ["ImageStatus", "png_bytes", "show_png"]
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -29,6 +30,18 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def show_png(target: widgets.Image, image: np.ndarray) -> None:
+    """Show a ``uint8`` image in an Image widget at its pixel width, never wider than the output.
+
+    Only the width is fixed: in an output narrower than the picture it shrinks with its aspect
+    kept (a fixed height would squeeze it sideways).
+    """
+    target.value = png_bytes(image)
+    target.layout.width = f"{image.shape[1]}px"
+    target.layout.max_width = FIT_IN_ROW
+    target.layout.height = "auto"
 
 
 class ImageStatus(traitlets.HasTraits):
@@ -55,9 +68,7 @@ class ImageStatus(traitlets.HasTraits):
 
     def show_image(self, image: np.ndarray, status: str = "") -> None:
         """Display a ``uint8`` image at its pixel size, with an optional status line."""
-        self._image.value = png_bytes(image)
-        self._image.layout.width = f"{image.shape[1]}px"
-        self._image.layout.height = f"{image.shape[0]}px"
+        show_png(self._image, image)
         self.set_trait("image_shape", tuple(int(s) for s in image.shape))
         self.error = False
         self.status = status
