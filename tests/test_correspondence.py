@@ -78,7 +78,9 @@ def test_table_text_and_html():
     assert result.layers == ["relu", "relu_fc"]  # the paper's layer 5 and 7 counterparts
     text = str(result)
     assert "eye" in text and "random" in text and "relu_fc" in text and "±" in text and "3 image pairs" in text
-    assert result.to_html().startswith("<table>") and "<td>eye</td>" in result._repr_html_()
+    html = result.to_html()
+    assert html.startswith("<table") and ">eye</td>" in result._repr_html_() and "over 3 image pairs" in html
+    assert html.count("<tr>") == 1 + len(result.parts)  # the head and one row per part, random included
 
 
 def test_occlude_and_errors():
@@ -128,7 +130,7 @@ def test_tinyvgg_koalas_table_boxes_and_view(shared_data):
     fig = plot_part_boxes(x[pick], parts, titles=[names[i] for i in pick])
     assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 3
     view = correspondence_view(result, x[pick], parts)
-    assert "<table>" in view.table_html
+    assert "<table" in view.table_html and "over 1 image pair," in view.table_html
     view.part = "nose"
     view.occluded = True
     assert "nose (occluded)" in view.status and not view.error

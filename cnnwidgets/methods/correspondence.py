@@ -166,21 +166,23 @@ class CorrespondenceResult:
         return "\n".join([*lines, note])
 
     def to_html(self, precision: int = 3) -> str:
-        """The table as an HTML ``<table>``."""
-        head = "".join(f"<th>{html.escape(l)}</th>" for l in self.layers)
+        """The table as an HTML ``<table>`` with its explanation in a paragraph below."""
+        cell = 'style="padding:1px 10px;text-align:left;white-space:nowrap"'
+        head = "".join(f"<th {cell}>{html.escape(l)}</th>" for l in self.layers)
         body = "".join(
-            f"<tr><td>{html.escape(part)}</td>"
-            + "".join(f"<td>{html.escape(self.cell(part, l, precision))}</td>" for l in self.layers)
+            f"<tr><td {cell}>{html.escape(part)}</td>"
+            + "".join(f"<td {cell}>{html.escape(self.cell(part, l, precision))}</td>" for l in self.layers)
             + "</tr>"
             for part in self.parts
         )
-        caption = (
-            "Mean feature sign change (normalised Hamming distance of sign(x - x~) over image pairs); "
-            "lower = more consistent"
+        pairs = self.num_images * (self.num_images - 1) // 2
+        note = (
+            "Mean feature sign change: the normalised Hamming distance of sign(x - x~) over "
+            f"{pairs} image pair{'s' if pairs != 1 else ''}, ± its standard deviation; lower = more consistent."
         )
         return (
-            f"<table><caption>{html.escape(caption)}</caption><thead><tr><th>occluded part</th>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>"
+            f'<table style="border-collapse:collapse"><thead><tr><th {cell}>occluded part</th>{head}</tr></thead>'
+            f'<tbody>{body}</tbody></table><p style="margin:4px 0 0 0">{html.escape(note)}</p>'
         )
 
     def _repr_html_(self) -> str:
