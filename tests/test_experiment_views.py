@@ -95,7 +95,24 @@ def test_invariance_view_rejects_images_or_names_that_do_not_match_the_result():
         invariance_view(result, x[0])
     view = invariance_view(result, x, image_names=["a", "b", "c", "d"])
     view.transform, view.step = "scale", 1
-    assert not view.error and "<td>d</td>" in view.readout
+    assert not view.error and ">d</td>" in view.readout and "scale: ×1.5 (enlarged)" in view.readout
+    view.close()
+
+
+def test_invariance_view_names_the_step_in_words_beside_the_slider():
+    model = conv_net()
+    x = images(2)
+    result = invariance_curves(model, x, [0, 1], ["1"], transforms={"translation": [-4, 0, 4], "rotation": [0, 90]},
+                               progress=False)
+    view = invariance_view(result, x)
+    assert view.transform == "translation" and view.step_labels == ["4 px up", "no shift", "4 px down"]
+    assert not view._slider.readout and view._step_label.value == "4 px up"
+    view._slider.value = 2  # dragged in the browser
+    assert view._step_label.value == "4 px down" and "translation: 4 px down" in view.readout
+    view.transform = "rotation"
+    assert view.step == 0 and view._step_label.value == "no rotation" and view._slider.max == 1
+    view.step = 1
+    assert view._step_label.value == "90° counter-clockwise"
     view.close()
 
 

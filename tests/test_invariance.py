@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from cnnwidgets import Probe
-from cnnwidgets.methods.invariance import default_feature_layers, default_ranges, invariance_curves, transform_images
+from cnnwidgets.methods.invariance import (
+    default_feature_layers,
+    default_ranges,
+    describe_transform,
+    invariance_curves,
+    transform_images,
+)
 
 
 class PixelNet(nn.Module):
@@ -126,6 +132,38 @@ def test_transform_conventions_and_errors():
         invariance_curves(binary, images(2), transforms={"rotation": [0.0]}, progress=False)
 
 
+def test_parameters_are_described_in_the_direction_the_image_moves():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    up = transform_images(x, "translation", -2, interpolation="nearest")
+    assert up[0, 0, 2, 4] == 1.0 and describe_transform("translation", -2) == "2 px up"  # row 4 moved to row 2
+    assert describe_transform("translation", 3.5) == "3.5 px down"
+    x[0, 0, 4, 4], x[0, 0, 4, 8] = 0.0, 1.0  # a pixel right of the centre
+    turned = transform_images(x, "rotation", 90, interpolation="nearest")
+    assert turned[0, 0, 0, 4] == 1.0 and describe_transform("rotation", 90) == "90° counter-clockwise"  # went up
+    assert describe_transform("rotation", -30) == "30° clockwise"
+    assert describe_transform("scale", 1.5) == "×1.5 (enlarged)" and describe_transform("scale", 0.5) == "×0.5 (shrunk)"
+    assert [describe_transform(k, v) for k, v in (("translation", 0), ("rotation", 0), ("scale", 1))] == [
+        "no shift", "no rotation", "original size"]
+    with pytest.raises(ValueError, match=r"unknown transformation 'shear'; choose one of"):
+        describe_transform("shear", 1)
+
+
+def test_summary_names_each_layer_on_its_own_line_with_its_largest_mean_distance():
+    result = invariance_curves(PixelNet(), images(3), [0, 1, 2], ["pixels", "relu"],
+                               transforms={"translation": [-2, 0, 2], "scale": [1.0, 1.5]}, normalize=True,
+                               progress=False)
+    lines = result.summary().splitlines()
+    assert lines[0].startswith("Means over the 3 images. distance: the largest ||phi(x) - phi(T x)|| / ||phi(x)||")
+    assert lines[2] == "translation, from 2 px up to 2 px down (3 steps):"
+    for line, layer in zip(lines[3:5], ["pixels", "relu"]):
+        assert line.split() == [layer, "distance", "up", "to", f"{result.distances['translation'][layer].mean(axis=1).max():.3g}"]
+    p = result.probabilities["scale"].mean(axis=1)
+    assert lines[-1].split()[-3:] == [f"{p.min():.2f}", "to", f"{p.max():.2f}"]
+    assert lines[5].startswith("  P(true class)") and lines[6] == "scale, from original size to ×1.5 (enlarged) (2 steps):"
+    assert max(len(line) for line in lines) <= 100
+
+
 def test_one_transformation_by_name_and_per_channel_fills_as_arrays():
     model = PixelNet()
     one = invariance_curves(model, images(2), transforms="rotation", progress=False)
@@ -156,7 +194,7 @@ def test_tinyvgg_curves_figure_and_view(shared_data):
     view = invariance_view(result, x[pick], image_names=[names[i] for i in pick])
     view.transform = "rotation"
     view.step = 2
-    assert "rotation = 90" in view.readout and not view.error
+    assert "rotation: 90° counter-clockwise" in view.readout and not view.error
 
 
 def test_shapesnet_identity_and_default_layers():

@@ -34,7 +34,7 @@ from torch import nn
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.methods.correspondence import RANDOM, CorrespondenceResult, occlude
 from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
-from cnnwidgets.methods.invariance import InvarianceResult, transform_images
+from cnnwidgets.methods.invariance import InvarianceResult, describe_transform, transform_images
 from cnnwidgets.methods.topk import Projector, TopKActivations
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.render.figures import (
@@ -53,6 +53,7 @@ from cnnwidgets.render.figures import (
     topk_mosaic,
 )
 from cnnwidgets.widgets.experiments import CorrespondenceView, EvolutionView, InvarianceView, TopKView
+from cnnwidgets.widgets.summary import table_html
 
 __all__ = [
     "CorrespondenceController",
@@ -524,7 +525,10 @@ class InvarianceController:
     def _transform_changed(self, change: Any = None) -> None:
         if self.view.transform is None:
             return
-        self.view.num_steps = len(self.result.values[self.view.transform])
+        kind = self.view.transform
+        values = self.result.values[kind]
+        self.view.step_labels = [describe_transform(kind, v) for v in values]
+        self.view.num_steps = len(values)
         self.update()
 
     @shown_in_view
@@ -538,21 +542,25 @@ class InvarianceController:
         moved = transform_images(self.images, kind, value, interpolation=result.interpolation, fill=result.fill)
         shown = [display_image(img, None, self.denormalize) for img in moved]
         view.show_examples(_to_uint8(_strip(shown, _factor(max(shown[0].shape[:2]), 96))))
-        head = "".join(f"<th>{html.escape(l)} distance</th>" for l in result.layers)
         rows = []
         for n, name in enumerate(self.image_names):
             label = int(result.labels[n])
             label_name = self.class_names[label] if self.class_names is not None else str(label)
             pred = int(result.predictions[kind][view.step, n])
             pred_name = self.class_names[pred] if self.class_names is not None else str(pred)
-            cells = "".join(f"<td>{result.distances[kind][l][view.step, n]:.4g}</td>" for l in result.layers)
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td>{cells}<td>{result.probabilities[kind][view.step, n]:.3f}"
-                f" ({html.escape(label_name)})</td><td>{html.escape(pred_name)}</td></tr>"
-            )
+            rows.append([
+                name,
+                *(f"{result.distances[kind][l][view.step, n]:.4g}" for l in result.layers),
+                f"{result.probabilities[kind][view.step, n]:.3f} ({label_name})",
+                pred_name,
+            ])
+        distance = "||φ(x) − φ(T x)|| / ||φ(x)||" if result.normalized else "||φ(x) − φ(T x)||"
+        columns = ["image", *result.layers, "P(true class)", "predicted"]
+        align = ["left", *(["right"] * len(result.layers)), "left", "left"]
         view.readout = (
-            f"<b>{html.escape(kind)} = {value:g} {html.escape(result.units[kind])}</b>"
-            f"<table><tr><th>image</th>{head}<th>P(true)</th><th>predicted</th></tr>{''.join(rows)}</table>"
+            f"<b>{html.escape(kind)}: {html.escape(describe_transform(kind, value))}</b><br>"
+            f"feature distance {html.escape(distance)} at each layer, the true class's probability and "
+            f"the prediction{table_html(columns, rows, align)}"
         )
 
 

@@ -51,14 +51,34 @@ __all__ = [
     "InvarianceResult",
     "default_feature_layers",
     "default_ranges",
+    "describe_transform",
     "invariance_curves",
     "transform_images",
 ]
 
 TRANSFORMS: tuple[str, ...] = ("translation", "rotation", "scale")
-_UNITS = {"translation": "pixels, down", "rotation": "degrees", "scale": "ratio"}
+_UNITS = {"translation": "pixels, + = down", "rotation": "degrees", "scale": "ratio"}
 _IDENTITY = {"translation": 0.0, "rotation": 0.0, "scale": 1.0}
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
+
+
+def describe_transform(kind: str, value: float) -> str:
+    """What a transformation parameter does, in words: ``"12 px up"``, ``"30° counter-clockwise"``,
+    ``"×1.4 (enlarged)"``; the identity reads ``"no shift"``, ``"no rotation"``, ``"original size"``.
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown transformation {kind!r}; choose one of {TRANSFORMS}")
+    value = float(value)
+    if value == _IDENTITY[kind]:
+        return {"translation": "no shift", "rotation": "no rotation", "scale": "original size"}[kind]
+    if kind == "translation":
+        return f"{abs(value):g} px {'down' if value > 0 else 'up'}"
+    if kind == "rotation":
+        return f"{value:g}° counter-clockwise" if value > 0 else f"{-value:g}° clockwise"
+    return f"×{value:g} ({'enlarged' if value > 1 else 'shrunk'})"
 
 
 def check_fill(fill: object, channels: int) -> float | list[float]:
@@ -100,7 +120,7 @@ def transform_images(
 
     Args:
         images: preprocessed (N, C, H, W) batch.
-        kind: ``"translation"`` (pixels, down), ``"rotation"`` (degrees, counter-clockwise) or
+        kind: ``"translation"`` (pixels, positive down), ``"rotation"`` (degrees, counter-clockwise) or
             ``"scale"`` (ratio > 0).
         value: the parameter.
         interpolation: ``"bilinear"`` or ``"nearest"``.
@@ -240,16 +260,21 @@ class InvarianceResult:
         return list(self.values)
 
     def summary(self) -> str:
-        """A short text: per transform and layer the mean distance at the extremes, and the probability range."""
-        lines = []
+        """A short text: per transformation, the largest distance of each layer and the range of
+        the true-class probability, both averaged over the images first."""
+        n = len(self.labels)
+        distance = "||phi(x) - phi(T x)|| / ||phi(x)||" if self.normalized else "||phi(x) - phi(T x)||"
+        lines = [f"Means over the {n} image{'s' if n != 1 else ''}. distance: the largest {distance} over the range;",
+                 "P(true class): the lowest and the highest probability of the true class."]
+        width = max(len("P(true class)"), *(len(layer) for layer in self.layers))
         for kind, values in self.values.items():
-            parts = [f"{kind} {values[0]:g}..{values[-1]:g} {self.units[kind]}:"]
+            lines.append(f"{kind}, from {describe_transform(kind, values[0])} to "
+                         f"{describe_transform(kind, values[-1])} ({len(values)} steps):")
             for layer in self.layers:
                 d = self.distances[kind][layer].mean(axis=1)
-                parts.append(f"{layer} mean d max {d.max():.3g}")
+                lines.append(f"  {layer.ljust(width)}  distance up to {d.max():.3g}")
             p = self.probabilities[kind].mean(axis=1)
-            parts.append(f"p(true) mean {p.min():.2f}..{p.max():.2f}")
-            lines.append("  ".join(parts))
+            lines.append(f"  {'P(true class)'.ljust(width)}  {p.min():.2f} to {p.max():.2f}")
         return "\n".join(lines)
 
 

@@ -14,9 +14,10 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
+from cnnwidgets.widgets.controls import FIT_IN_ROW
+from cnnwidgets.widgets.imagestatus import ImageStatus, show_png
 
-__all__ = ["CorrespondenceView", "EvolutionView", "InvarianceView", "TopKView", "png_bytes"]
+__all__ = ["CorrespondenceView", "EvolutionView", "InvarianceView", "TopKView"]
 
 
 def _check_member(proposal: dict, options: Sequence, what: str):
@@ -157,6 +158,8 @@ class InvarianceView(ImageStatus, widgets.VBox):
         transform: the chosen one.
         num_steps: how many parameter values it has (the controller sets it).
         step: index of the chosen parameter value.
+        step_labels: what each step means (e.g. "12 px up"), shown beside the slider in place of
+            the bare index; the controller sets it.
         readout: HTML with the values at the chosen step.
         status, error: the status line.
     """
@@ -165,27 +168,34 @@ class InvarianceView(ImageStatus, widgets.VBox):
     transform = traitlets.Unicode(None, allow_none=True)
     num_steps = traitlets.Int(1)
     step = traitlets.Int(0)
+    step_labels = traitlets.List(traitlets.Unicode())
     readout = traitlets.Unicode("")
 
     def __init__(self, **kwargs) -> None:
         self._menu = widgets.Dropdown(description="transform")
-        self._slider = widgets.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True)
+        self._slider = widgets.IntSlider(
+            value=0, min=0, max=0, description="step", readout=False, continuous_update=True
+        )
+        self._step_label = widgets.Label()
         self._examples = widgets.Image(format="png")
-        self._readout = widgets.HTML()
+        self._readout = widgets.HTML(layout=widgets.Layout(max_width=FIT_IN_ROW, overflow="auto"))
         self._make_image_parts()
-        controls = widgets.HBox([self._menu, self._slider])
+        controls = widgets.HBox([self._menu, self._slider, self._step_label], layout=widgets.Layout(flex_flow="row wrap"))
         super().__init__(children=[controls, self._examples, self._readout, self._image, self._status], **kwargs)
         self.observe(lambda c: setattr(self._menu, "options", list(c["new"])), names="transforms")
         widgets.link((self._menu, "value"), (self, "transform"))
         widgets.link((self._slider, "value"), (self, "step"))
         widgets.dlink((self, "num_steps"), (self._slider, "max"), transform=lambda n: max(n - 1, 0))
         widgets.dlink((self, "readout"), (self._readout, "value"))
+        self.observe(self._show_step_label, names=["step", "step_labels"])
+
+    def _show_step_label(self, change=None) -> None:
+        labels = self.step_labels
+        self._step_label.value = labels[self.step] if self.step < len(labels) else f"step {self.step}"
 
     def show_examples(self, image: np.ndarray) -> None:
         """Display the transformed images at the chosen step (``uint8``)."""
-        self._examples.value = png_bytes(image)
-        self._examples.layout.width = f"{image.shape[1]}px"
-        self._examples.layout.height = f"{image.shape[0]}px"
+        show_png(self._examples, image)
 
     @traitlets.validate("transform")
     def _valid_transform(self, proposal):
