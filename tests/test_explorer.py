@@ -2125,3 +2125,19 @@ def test_a_layer_of_1x1_maps_points_to_the_scale_that_compares_its_channels():
         assert "1\u00d71 maps" not in explorer.grid_caption.value
     finally:
         explorer.close()
+
+
+def test_dead_channels_before_a_relu_are_named_for_what_they_show():
+    """At a convolution's output a channel with no positive value still shows a pattern (all of
+    it negative); the caption says so instead of calling the patterned tile dead."""
+    model = Tiny().eval()
+    with torch.no_grad():
+        model.features[0].bias[3] = -100.0  # channel 3 below zero everywhere
+    explorer = make(model, layer="features.0")
+    try:
+        assert "1 with no positive value on this image (red: zero after a ReLU)" in explorer.grid_caption.value
+        explorer.layer = "features.1"  # the ReLU: the same channel is all zero
+        assert "1 dead on this image (red)" in explorer.grid_caption.value
+        assert "no positive value" not in explorer.grid_caption.value
+    finally:
+        explorer.close()

@@ -1243,7 +1243,11 @@ class Explorer(ipw.VBox):
             return  # the model changed and the layer is gone: its replacement's frame is on the way
         runs = f" &nbsp; output of its last call (it runs {info.calls} times)" if info.calls > 1 else ""
         caption = f"<b>{state.layer}</b> &nbsp; {_map_text(info)}{runs} &nbsp; click a tile to select its channel"
-        if frame.dead:
+        if frame.dead and frame.computed.baseline.signed:
+            # the tiles still show patterns, all at or below zero: what a ReLU after this layer zeroes
+            caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead} with no positive value on this image "
+                        "(red: zero after a ReLU)</span>")
+        elif frame.dead:
             caption += f" &nbsp; <span style='color:#c62828'>{frame.dead} dead on this image (red)</span>"
         if frame.marked is not None:
             caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead_in_data} dead over the data set "

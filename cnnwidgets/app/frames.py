@@ -39,6 +39,8 @@ class Baseline:
         lo, hi: per-channel range (the ``"fixed"`` normalisation).
         order: channels by decreasing mean activation (the ``sort`` order, stable while dragging).
         dead: channels with no positive unit on this image.
+        signed: whether the layer has negative values here (a convolution before its ReLU): its
+            "dead" channels are those that the ReLU after it turns to zero.
         nonfinite: channels holding a NaN or an infinite value (drawn as the colormap's ends
             and black; a sign of non-finite weights, e.g. after a diverged training step).
         probs: class probabilities of the unoccluded image, or None.
@@ -49,6 +51,7 @@ class Baseline:
     hi: np.ndarray = field(init=False)
     order: np.ndarray = field(init=False)
     dead: np.ndarray = field(init=False)
+    signed: bool = field(init=False)
     nonfinite: np.ndarray = field(init=False)
     probs: np.ndarray | None = None
 
@@ -56,6 +59,7 @@ class Baseline:
         self.lo, self.hi = R.value_ranges(self.acts, "channel")
         self.order = R.activation_order(self.acts, "mean")
         self.dead = R.dead_channels(self.acts)
+        self.signed = bool((self.acts < 0).any())
         with np.errstate(over="ignore", invalid="ignore"):  # a sum is finite iff all its terms are (or it overflows)
             self.nonfinite = ~np.isfinite(self.acts.reshape(self.acts.shape[0], -1).sum(axis=1, dtype=np.float64))
 
