@@ -683,3 +683,29 @@ def test_attribution_overlay_draws_with_inferno_unless_told_otherwise():
     assert not np.array_equal(
         picture, R.attribution.attribution_overlay(_blue_sky(), heat, alpha=1.0, percentile=100, cmap="jet")
     )
+
+
+def test_figures_with_many_panels_stay_within_the_width_of_an_output():
+    """Wide figures are shrunk by the notebook until their labels cannot be read: the figure
+    builders make their panels smaller instead."""
+    from cnnwidgets.render import figures as F
+
+    rng = np.random.default_rng(0)
+    tiles = rng.random((9, 7, 7, 3))
+    panels = [(f"channel {c}", tiles, tiles) for c in range(6)]
+    small = F.topk_figure(panels[:1], columns=1)
+    assert tuple(small.get_size_inches()) == pytest.approx((3.2 * 15 / 7, 3.2), rel=0.05)  # two grids side by side
+    wide = F.topk_figure(panels, columns=6)
+    assert wide.get_size_inches()[0] <= F.MAX_FIGURE_WIDTH + 1e-6
+    assert [ax.get_title() for ax in wide.axes[:1]] == ["channel 0\nprojections | patches"]
+    only_patches = F.topk_figure([("channel 0", None, tiles)])
+    assert only_patches.axes[0].get_title() == "channel 0\npatches"
+    boxes = F.part_boxes_figure([rng.random((8, 8, 3))] * 9, {"eye": [(1, 1, 3, 3)] * 9})
+    assert boxes.get_size_inches()[0] <= F.MAX_FIGURE_WIDTH + 1e-6
+    cells = rng.random((2, 30, 5, 5, 3))
+    evolution = F.evolution_figure({"conv": cells}, list(range(30)))
+    assert evolution.get_size_inches()[0] <= F.MAX_FIGURE_WIDTH + 1e-6
+    values = {k: np.arange(3.0) for k in ("translation", "rotation", "scale")}
+    curves = F.invariance_figure(values, {k: {"l": rng.random((3, 2))} for k in values},
+                                 {k: rng.random((3, 2)) for k in values})
+    assert curves.get_size_inches()[0] <= F.MAX_FIGURE_WIDTH + 1e-6

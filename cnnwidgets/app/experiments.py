@@ -169,7 +169,7 @@ def plot_topk(
     projection: str | Projector | None = "auto",
     images: Any = None,
     denormalize: Denormalize | None = None,
-    columns: int = 3,
+    columns: int = 2,
 ) -> Figure:
     """Fig. 2 for one layer: per channel, the top-9 projections next to their image patches.
 

@@ -29,6 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = [
+    "MAX_FIGURE_WIDTH",
     "OUTSIDE",
     "draw_boxes",
     "evolution_figure",
@@ -46,6 +47,10 @@ __all__ = [
 
 #: Grey level (0..1) drawn where a patch lies outside its source image.
 OUTSIDE = 0.8
+
+#: Widest figure drawn, in inches: 1,000 pixels at the notebook's 100 dpi, about the width of a
+#: JupyterLab output. A wider figure is shrunk to fit, and its labels become unreadable.
+MAX_FIGURE_WIDTH = 10.0
 
 _PART_COLOURS = np.array(
     [[228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 78, 163], [255, 127, 0], [166, 86, 40], [247, 129, 191]],
@@ -203,7 +208,8 @@ def topk_figure(
         columns: panels per row.
         grid: side of each grid.
         title: figure title.
-        panel_size: inches per panel height.
+        panel_size: inches per panel height (less where the row would be wider than
+            :data:`MAX_FIGURE_WIDTH`).
 
     Raises:
         ValueError: no panels.
@@ -214,13 +220,14 @@ def topk_figure(
     rows = -(-len(panels) // columns)
     images = [_topk_panel(proj, patches, grid, None) for _, proj, patches in panels]
     aspect = max(img.shape[1] / img.shape[0] for img in images)
+    panel_size = min(panel_size, MAX_FIGURE_WIDTH / (columns * aspect))
     fig = Figure(figsize=(columns * panel_size * aspect, rows * panel_size + (0.4 if title else 0)), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, (name, _, _), image in zip(axes.flat, panels, images):
+    for ax, (name, proj, _), image in zip(axes.flat, panels, images):
         ax.imshow(image, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name}\n{'projections | patches' if proj is not None else 'patches'}", fontsize=9)
     if title:
         fig.suptitle(title)
     return fig
@@ -273,7 +280,7 @@ def evolution_figure(
         channels: ``{layer: channel indices}`` for the row labels.
         unit: what the column labels count (``"epoch"``, ``"step"``).
         title: figure title.
-        cell_inches: size of one cell.
+        cell_inches: size of one cell (less where the figure would be wider than :data:`MAX_FIGURE_WIDTH`).
 
     Raises:
         ValueError: no blocks, or a block whose number of columns differs from ``epochs``.
@@ -284,6 +291,7 @@ def evolution_figure(
         if len(cells[0]) != len(epochs):
             raise ValueError(f"block {layer!r} has {len(cells[0])} columns but {len(epochs)} epochs were given")
     heights = [len(cells) for cells in blocks.values()]
+    cell_inches = min(cell_inches, (MAX_FIGURE_WIDTH - 1.2) / len(epochs))
     fig = Figure(
         figsize=(max(4.5, len(epochs) * cell_inches + 1.2), sum(heights) * cell_inches + 0.6 * len(blocks) + 0.5),
         layout="constrained",
@@ -344,7 +352,8 @@ def invariance_figure(
         raise ValueError("no transformations to draw")
     layers = list(distances[kinds[0]])
     rows = len(layers) + 1 + (1 if examples else 0)
-    fig = Figure(figsize=(4.0 * len(kinds), 2.4 * rows + (0.4 if title else 0)), layout="constrained")
+    column = min(4.0, MAX_FIGURE_WIDTH / len(kinds))
+    fig = Figure(figsize=(column * len(kinds), 0.6 * column * rows + (0.4 if title else 0)), layout="constrained")
     axes = fig.subplots(rows, len(kinds), squeeze=False)
     offset = 1 if examples else 0
     for col, kind in enumerate(kinds):
@@ -425,7 +434,7 @@ def part_boxes_figure(
         images: N displayable (H, W, 3) images.
         parts: ``{part: one (x0, y0, x1, y1) box per image}``.
         titles: one per image.
-        image_inches: size of each image.
+        image_inches: size of each image (less where the row would be wider than :data:`MAX_FIGURE_WIDTH`).
 
     Raises:
         ValueError: a part without one box per image.
@@ -436,6 +445,7 @@ def part_boxes_figure(
     for part, boxes in parts.items():
         if len(boxes) != n:
             raise ValueError(f"part {part!r} has {len(boxes)} boxes for {n} images")
+    image_inches = min(image_inches, MAX_FIGURE_WIDTH / n)
     fig = Figure(figsize=(image_inches * n, image_inches + 0.6), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for i, ax in enumerate(axes):
