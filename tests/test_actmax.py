@@ -214,11 +214,14 @@ def test_controller_runs_stops_and_shows_the_result():
     controller = ActMaxController(view_probe, size=16, background=False)
     view = controller.view
     assert view.layers == ["0", "1", "3", "4", CLASS_TARGET]
+    assert view.layer == "3" and view.image_shape == () and "press Run" in view.status  # nothing drawn yet
+    assert view._image.layout.display == "none"  # no broken-image icon before the first result
     view.layer, view.channel, view.steps = "3", 5, 16
     view.running = True  # what the Run button does
     assert not view.running and view.progress == 16 and not view.error
     assert controller.result is not None and controller.result.steps == 16
     assert view.image_shape == (256, 256, 3) and "done after 16 steps" in view.status
+    assert view._image.layout.display is None
     view.layer, view.channel = CLASS_TARGET, 7
     view.running = True
     assert view.error and "out of range" in view.status and not view.running

@@ -153,11 +153,14 @@ def test_view_and_controller_follow_the_layer_menu():
     model = small_net()
     view = kernel_view(model)
     assert view.layers == ["0", "2"] and view.layer == "0"
-    assert view.image_shape == (2 * 25 + 1, 2 * 25 + 1, 3) and not view.error
+    # tiles of 48 px (3x3 weights at zoom 16) with 1 px borders
+    assert view.image_shape == (2 * 49 + 1, 2 * 49 + 1, 3) and not view.error
+    assert "'out ch.' -1 shows all" in view.status
     view.layer = "2"
-    assert view.image_shape == (5 * 25 + 1, 4 * 25 + 1, 3)  # 5 x 4 grid of 3x3 tiles at zoom 8
+    assert view.image_shape == (5 * 49 + 1, 4 * 49 + 1, 3)  # 5 x 4 grid
     view.out_channel = 1
-    assert view.image_shape == (2 * 25 + 1, 2 * 25 + 1, 3) and "output channel 1" in view.status
+    assert view.image_shape == (2 * 49 + 1, 2 * 49 + 1, 3) and "output channel 1" in view.status
+    assert "-1 shows all" not in view.status
     view.out_channel = 9
     assert view.error and "out of range" in view.status
     with pytest.raises(Exception, match="unknown layer"):
@@ -177,7 +180,11 @@ def test_controller_limits_huge_grids_and_rejects_models_without_convs():
     KernelController(model, view, max_tiles=64)
     view.layer = "1"
     assert "showing output channels 0-7 of 64" in view.status
-    assert view.image_shape[0] == 8 * 25 + 1
+    assert view.image_shape[0] == 8 * (15 * 3 + 1) + 1  # 8 columns of tiles fit 480 px at zoom 15
+    wide = KernelView()
+    KernelController(nn.Sequential(nn.Conv2d(3, 200, 3), nn.Conv2d(200, 2, 3)), wide, width=480)
+    wide.layer = "1"  # 200 input channels per row cannot fit 480 px
+    assert wide.image_shape[1] == 200 * (8 * 3 + 1) + 1  # still 24 px tiles: never smaller than the default
     with pytest.raises(ValueError, match="no Conv2d"):
         KernelController(nn.Sequential(nn.Linear(2, 2)))
 

@@ -7,6 +7,7 @@ status line. One-liners: :func:`kernel_view`, :func:`actmax_view`, :func:`summar
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,9 @@ class KernelController:
         colormap: ``"gray"`` or ``"diverging"`` for single-channel slices.
         max_tiles: largest number of tiles drawn at once; bigger grids show their first output
             channels only (the status line says so).
+        tile: tiles are enlarged by a whole factor to about this many pixels ...
+        width: ... as long as a row of tiles stays within this many pixels (and to at least 24
+            pixels a tile in any case, as :func:`~cnnwidgets.render.kernels.kernel_mosaic` does).
 
     Raises:
         ValueError: if the model has no 2-D convolution, or for an unknown colormap.
@@ -61,6 +65,8 @@ class KernelController:
         *,
         colormap: str = "gray",
         max_tiles: int = 4096,
+        tile: int = 48,
+        width: int = 480,
     ) -> None:
         if colormap not in KERNEL_COLORMAPS:
             raise ValueError(f"colormap must be one of {KERNEL_COLORMAPS} for kernel tiles, got {colormap!r}")
@@ -70,6 +76,7 @@ class KernelController:
         self.source = model_or_probe
         self.colormap = colormap
         self.max_tiles = max_tiles
+        self.tile, self.width = tile, width
         self.view = view if view is not None else KernelView()
         self.view.layers = names
         if self.view.layer is None:
@@ -90,7 +97,11 @@ class KernelController:
             rows = max(1, self.max_tiles // values.shape[1])
             values = values[:rows]
             note = f"; showing output channels 0-{rows - 1} of {k.weight.shape[0]}, pick one with 'out ch.'"
-        mosaic = kernel_mosaic(values, k.layout, colormap=self.colormap)
+        size = values.shape[2] if k.layout == "grid" else values.shape[1]
+        per_row = values.shape[1] if k.layout == "grid" else math.ceil(math.sqrt(values.shape[0]))
+        fit = self.width // max(1, per_row * (size + 1))
+        zoom = max(1, 24 // size, min(self.tile // size, fit))
+        mosaic = kernel_mosaic(values, k.layout, colormap=self.colormap, zoom=zoom)
         o, i, h, w = k.weight.shape
         what = {
             "rgb": "RGB tiles",
@@ -100,7 +111,8 @@ class KernelController:
         view.show_image(
             mosaic,
             f"{k.layer}: {o}x{i}x{h}x{w} weights ({what[k.layout]}), scale per {k.normalize}, "
-            f"max |w| {float(np.abs(k.weight).max()):.3g}{note}",
+            f"max |w| {float(np.abs(k.weight).max()):.3g}{note}"
+            + ("" if view.out_channel >= 0 or o == 1 else "; 'out ch.' -1 shows all, a number one output channel"),
         )
 
 
@@ -188,9 +200,13 @@ class ActMaxController:
         self.view = view if view is not None else ActMaxView()
         if steps is not None:
             self.view.steps = steps
-        self.view.layers = [*default_dead_layers(self.probe), CLASS_TARGET]
+        layers = default_dead_layers(self.probe)
+        self.view.layers = [*layers, CLASS_TARGET]
         if self.view.layer is None:
-            self.view.layer = self.view.layers[0]
+            # a middle layer: a first-layer channel needs no search (its best input is its kernel)
+            self.view.layer = layers[len(layers) // 2] if layers else CLASS_TARGET
+        if not self.view.status:
+            self.view.status = "choose a target and press Run to synthesise its image"
         self.view.observe(self._on_running, names="running")
 
     def _target(self) -> ChannelActivation | ClassLogit:

@@ -177,7 +177,7 @@ class InvarianceView(ImageStatus, widgets.VBox):
             value=0, min=0, max=0, description="step", readout=False, continuous_update=True
         )
         self._step_label = widgets.Label()
-        self._examples = widgets.Image(format="png")
+        self._examples = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self._readout = widgets.HTML(layout=widgets.Layout(max_width=FIT_IN_ROW, overflow="auto"))
         self._make_image_parts()
         controls = widgets.HBox([self._menu, self._slider, self._step_label], layout=widgets.Layout(flex_flow="row wrap"))

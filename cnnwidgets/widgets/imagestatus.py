@@ -39,6 +39,7 @@ def show_png(target: widgets.Image, image: np.ndarray) -> None:
     kept (a fixed height would squeeze it sideways).
     """
     target.value = png_bytes(image)
+    target.layout.display = None  # hidden while empty: browsers draw a broken-image icon for no data
     target.layout.width = f"{image.shape[1]}px"
     target.layout.max_width = FIT_IN_ROW
     target.layout.height = "auto"
@@ -58,7 +59,7 @@ class ImageStatus(traitlets.HasTraits):
     image_shape = traitlets.Tuple((), read_only=True)
 
     def _make_image_parts(self) -> None:
-        self._image = widgets.Image(format="png")
+        self._image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self._status = widgets.HTML()
         self.observe(self._show_status, names=["status", "error"])
 
