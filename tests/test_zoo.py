@@ -511,3 +511,13 @@ def test_torchvision_failed_download_is_a_weights_unavailable_error(offline, mon
     assert "weights_path" in message and "python -m cnnwidgets.zoo.fetch ResNet18_Weights.IMAGENET1K_V1" in message
     assert info.value.cache_dir == offline / "hub" / "checkpoints"
     assert not (offline / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
+
+
+def test_the_shipped_weights_description_prints_in_short_lines():
+    from cnnwidgets.zoo.shapesnet import WEIGHTS_INFO
+
+    lines = WEIGHTS_INFO.splitlines()
+    assert len(lines) > 1 and all(len(f"weights: {line}") <= 100 for line in lines)
+    from cnnwidgets.zoo import load_default
+
+    assert "held-out accuracy" in WEIGHTS_INFO and load_default().weights == WEIGHTS_INFO
