@@ -155,12 +155,12 @@ def test_view_and_controller_follow_the_layer_menu():
     assert view.layers == ["0", "2"] and view.layer == "0"
     # tiles of 48 px (3x3 weights at zoom 16) with 1 px borders
     assert view.image_shape == (2 * 49 + 1, 2 * 49 + 1, 3) and not view.error
-    assert "'out ch.' -1 shows all" in view.status
+    assert "set 'out ch.' to a channel to see only its slices" in view.status
     view.layer = "2"
     assert view.image_shape == (5 * 49 + 1, 4 * 49 + 1, 3)  # 5 x 4 grid
     view.out_channel = 1
     assert view.image_shape == (2 * 49 + 1, 2 * 49 + 1, 3) and "output channel 1" in view.status
-    assert "-1 shows all" not in view.status
+    assert "set 'out ch.'" not in view.status
     view.out_channel = 9
     assert view.error and "out of range" in view.status
     with pytest.raises(Exception, match="unknown layer"):

@@ -478,6 +478,7 @@ class InvarianceController:
         denormalize: inverse preprocessing.
         image_names: names per image.
         class_names: names of the classes (for the readout).
+        dpi: resolution of the curves (pixels per inch; the figure is at most 10 inches wide).
 
     Raises:
         ValueError: when ``images`` is not (N, C, H, W), or it or ``image_names`` does not have one
@@ -493,7 +494,7 @@ class InvarianceController:
         denormalize: Denormalize | None = None,
         image_names: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
-        dpi: float = 72,
+        dpi: float = 90,
     ) -> None:
         self.result, self.images, self.denormalize = result, images.detach().cpu(), denormalize
         n = len(result.labels)

@@ -112,7 +112,7 @@ class KernelController:
             mosaic,
             f"{k.layer}: {o}x{i}x{h}x{w} weights ({what[k.layout]}), scale per {k.normalize}, "
             f"max |w| {float(np.abs(k.weight).max()):.3g}{note}"
-            + ("" if view.out_channel >= 0 or o == 1 else "; 'out ch.' -1 shows all, a number one output channel"),
+            + ("" if view.out_channel >= 0 or o == 1 else "; set 'out ch.' to a channel to see only its slices"),
         )
 
 
