@@ -50,9 +50,10 @@ class KernelController:
         colormap: ``"gray"`` or ``"diverging"`` for single-channel slices.
         max_tiles: largest number of tiles drawn at once; bigger grids show their first output
             channels only (the status line says so).
-        tile: tiles are enlarged by a whole factor to about this many pixels ...
-        width: ... as long as a row of tiles stays within this many pixels (and to at least 24
-            pixels a tile in any case, as :func:`~cnnwidgets.render.kernels.kernel_mosaic` does).
+        tile: tiles are enlarged by a whole factor to about this many pixels where a row of
+            them fits ``width``; never below the 24 pixels of
+            :func:`~cnnwidgets.render.kernels.kernel_mosaic`'s default.
+        width: pixels a row of tiles may take.
 
     Raises:
         ValueError: if the model has no 2-D convolution, or for an unknown colormap.
