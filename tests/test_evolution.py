@@ -3,9 +3,12 @@ unit, and feeds the figure and the live view."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -165,7 +168,7 @@ def test_live_view_follows_the_recorder_and_figure_has_the_paper_layout():
     model = Net()
     images = torch.randn(6, 3, 16, 16)
     recorder = FeatureEvolutionRecorder(model, images, {"relu1": 2, "relu2": 3}, epochs=None)
-    view = evolution_view(recorder)
+    view = evolution_view(recorder, labelled=False)
     assert view.epoch is None and "nothing recorded" in view.status
     shapes = []
     for epoch in (1, 3, 6):
@@ -188,6 +191,20 @@ def test_live_view_follows_the_recorder_and_figure_has_the_paper_layout():
     view.controller.close()
     recorder.record(10)
     assert view.epochs == [1, 3, 6, 9]  # a closed controller no longer listens
+    # by default the view draws the figure with its labels: layers and channels at the rows, epochs below
+    labelled = evolution_view(recorder)
+    labelled.epoch = 6
+    from cnnwidgets.app.experiments import evolution_blocks
+    from cnnwidgets.render.figures import evolution_figure, figure_to_array
+
+    blocks = evolution_blocks(recorder.result(), [1, 3, 6])
+    expected = figure_to_array(evolution_figure(blocks, [1, 3, 6], recorder.result().channels, title=None,
+                                                cell_inches=40 / 90), dpi=90)
+    assert labelled.image_shape == expected.shape and not labelled.error
+    shown = np.asarray(Image.open(io.BytesIO(labelled._image.value)).convert("RGB"))
+    assert np.array_equal(shown, expected[..., :3])
+    assert "epochs [1, 3, 6]: projection of each channel's strongest activation" in labelled.status
+    labelled.controller.close()
 
 
 def test_tinyvgg_fine_tuning_with_the_recorder(shared_data):

@@ -372,7 +372,11 @@ class EvolutionController:
         source: a :class:`FeatureEvolutionRecorder` or a :class:`FeatureEvolution`.
         view: the view to drive (a new one by default).
         denormalize: inverse preprocessing for patches.
-        tile: cells are enlarged to at least this many pixels.
+        tile: size of a cell on screen, in pixels.
+        labelled: draw the cells as a figure whose rows name the layers and channels and whose
+            columns name the epochs (as :func:`plot_evolution`); ``False``: the bare mosaic
+            (cheaper: no matplotlib).
+        dpi: resolution of the labelled figure.
     """
 
     def __init__(
@@ -382,10 +386,13 @@ class EvolutionController:
         *,
         denormalize: Denormalize | None = None,
         tile: int = 40,
+        labelled: bool = True,
+        dpi: float = 90,
     ) -> None:
         self.recorder = source if isinstance(source, FeatureEvolutionRecorder) else None
         self.evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
         self.denormalize, self.tile = denormalize, tile
+        self.labelled, self.dpi = labelled, dpi
         self.view = view if view is not None else EvolutionView()
         self.view.unit = self.evolution.unit
         if self.recorder is not None and self.recorder.projector is None:
@@ -411,9 +418,15 @@ class EvolutionController:
             return
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]
         blocks = evolution_blocks(self.evolution, epochs, show=view.show, denormalize=self.denormalize)
+        what = f"{view.show} of each channel's strongest activation"
+        if self.labelled:
+            figure = evolution_figure(blocks, epochs, self.evolution.channels, title=None,
+                                      cell_inches=self.tile / self.dpi, unit=self.evolution.unit)
+            view.show_image(figure_to_array(figure, dpi=self.dpi), f"{self.evolution.unit}s {epochs}: {what}")
+            return
         mosaic = evolution_mosaic(blocks, tile=self.tile)
         layers = ", ".join(f"{name}: ch {list(ch)}" for name, ch in self.evolution.channels.items())
-        view.show_image(mosaic, f"{self.evolution.unit}s {epochs} (columns); rows: {layers}")
+        view.show_image(mosaic, f"{self.evolution.unit}s {epochs} (columns); rows: {layers}; {what}")
 
     def close(self) -> None:
         """Stop listening to the recorder."""
