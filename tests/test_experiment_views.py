@@ -59,7 +59,7 @@ def test_topk_view_shows_the_patches_and_says_why_projections_are_missing_after_
     assert view._image.value == patches_only(topk, "4", 1)  # the new channel's patches, not the old picture
     assert view.error and view.status.startswith("4 channel 1: patches, strongest first")
     assert view.status.endswith(f"no projections: {WEIGHTS_DIFFER}")
-    assert "<td>" in view.caption
+    assert view.caption.count("<tr>") == 1 + len(topk.entries("4", 1))  # the head and one row per entry
     # the failed channel is not cached: with the scanned weights back, its projections return
     model.load_state_dict(scanned)
     view._prev.click()

@@ -451,10 +451,16 @@ def test_shapesnet_topk_on_generated_shapes():
                     torch.testing.assert_close(value.item(), entry.value, rtol=1e-4, atol=1e-5)
         projections = topk.projections(probe, "features.relu4", 5)
     assert all(p.pixels.abs().sum() > 0 for p in projections)
-    view = topk_view(topk, bundle.model, denormalize=bundle.denormalize)
+    view = topk_view(topk, bundle.model, denormalize=bundle.denormalize, class_names=bundle.classes)
     view.layer = "features.relu4"
     view.channel = 5
     assert not view.error and "projections" in view.status
+    first = topk.entries("features.relu4", 5)[0]
+    assert f">{bundle.classes[first.label]} ({first.label})</td>" in view.caption  # names, not only indices
+    bare = topk_view(topk, None, images=dataset)
+    bare.layer, bare.channel = "features.relu4", 5
+    assert f">{first.label}</td>" in bare.caption and bundle.classes[first.label] not in bare.caption
+    bare.close()
 
 
 def test_the_view_reads_patches_from_a_loader_that_kept_its_order_and_says_why_not_otherwise():

@@ -206,6 +206,7 @@ class TopKController:
         projection, images, denormalize: see :func:`topk_panel`.
         tile: tiles are enlarged to at least this many pixels.
         cache: rendered channels kept.
+        class_names: names of the classes, for the labels in the table of entries.
     """
 
     def __init__(
@@ -219,8 +220,10 @@ class TopKController:
         denormalize: Denormalize | None = None,
         tile: int = 56,
         cache: int = 64,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self.topk = topk
+        self.class_names = list(class_names) if class_names is not None else None
         self._owned = isinstance(model_or_probe, nn.Module)
         self.probe = Probe(model_or_probe) if isinstance(model_or_probe, nn.Module) else model_or_probe
         self.projection, self.images, self.denormalize, self.tile = projection, images, denormalize, tile
@@ -260,21 +263,25 @@ class TopKController:
             except Exception as exc:  # noqa: BLE001 - the patches are still valid; the reason goes to the status
                 missing = error_text(exc)
         mosaic = topk_mosaic(proj, patches, tile=self.tile)
-        rows = "".join(
-            f"<tr><td>{e.rank + 1}</td><td>{e.value:.4g}</td><td>{e.image_index}</td><td>({e.row}, {e.col})</td>"
-            f"<td>{'' if e.label is None else e.label}</td></tr>"
+        rows = [
+            [str(e.rank + 1), f"{e.value:.4g}", str(e.image_index), f"({e.row}, {e.col})", self._label_text(e.label)]
             for e in self.topk.entries(layer, channel)
-        )
-        caption = (
-            "<details><summary>entries</summary><table><tr><th>#</th><th>activation</th><th>image</th>"
-            f"<th>unit</th><th>label</th></tr>{rows}</table></details>"
-        )
+        ]
+        table = table_html(["#", "activation", "image", "unit (row, col)", "label"], rows,
+                           ["right", "right", "right", "left", "left"])
+        caption = f"<details><summary>entries (click to open)</summary>{table}</details>"
         entry = (mosaic, caption, proj is not None, missing)
         if not missing:
             self._cache[key] = entry
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return entry
+
+    def _label_text(self, label: int | None) -> str:
+        if label is None:
+            return ""
+        names = self.class_names
+        return f"{names[label]} ({label})" if names is not None and 0 <= label < len(names) else str(label)
 
     @shown_in_view
     def update(self, change: Any = None) -> None:
