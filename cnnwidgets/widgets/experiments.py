@@ -14,7 +14,7 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from cnnwidgets.widgets.controls import FIT_IN_ROW
+from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
 from cnnwidgets.widgets.imagestatus import ImageStatus, show_png
 
 __all__ = ["CorrespondenceView", "EvolutionView", "InvarianceView", "TopKView"]
@@ -105,12 +105,14 @@ class EvolutionView(ImageStatus, widgets.VBox):
 
     def __init__(self, **kwargs) -> None:
         self._slider = widgets.IntSlider(value=0, min=0, max=0, description="epoch", readout=False,
-                                         continuous_update=True, layout=widgets.Layout(width="360px"))
-        self._label = widgets.Label("-")
+                                         continuous_update=True, layout=widgets.Layout(width="300px"))
+        self._label = widgets.Label("-", layout=widgets.Layout(margin="0 12px 0 4px"))
         self._follow_box = widgets.Checkbox(value=True, description="follow training", indent=False)
-        self._show_menu = widgets.ToggleButtons(options=[("projection", "projection"), ("patch", "patch")])
+        self._show_menu = widgets.ToggleButtons(options=[("projection", "projection"), ("patch", "patch")],
+                                                style={"button_width": "90px"})
         self._make_image_parts()
-        controls = widgets.HBox([self._slider, self._label, self._follow_box, self._show_menu])
+        # wraps rather than squeezing: a shrunk ToggleButtons stacks its buttons
+        controls = widgets.HBox([self._slider, self._label, self._follow_box, self._show_menu], layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._status], **kwargs)
         widgets.link((self._follow_box, "value"), (self, "follow"))
         widgets.link((self._show_menu, "value"), (self, "show"))
