@@ -709,3 +709,5 @@ def test_figures_with_many_panels_stay_within_the_width_of_an_output():
     curves = F.invariance_figure(values, {k: {"l": rng.random((3, 2))} for k in values},
                                  {k: rng.random((3, 2)) for k in values})
     assert curves.get_size_inches()[0] <= F.MAX_FIGURE_WIDTH + 1e-6
+    # a row's label only in its first column: the others ran into the neighbouring panels
+    assert [ax.get_ylabel() for ax in curves.axes] == ["l\ndistance", "", "", "P(true class)", "", ""]

@@ -378,7 +378,8 @@ def invariance_figure(
             for n in range(d.shape[1]):
                 ax.plot(x, d[:, n], marker=".", markersize=3, linewidth=1,
                         label=image_names[n] if image_names is not None else f"image {n}")
-            ax.set_ylabel(("normalised " if normalized else "") + f"distance, {layer}", fontsize=8)
+            if col == 0:  # once per row: the labels of the other columns ran into their neighbours
+                ax.set_ylabel(f"{layer}\n" + ("normalised " if normalized else "") + "distance", fontsize=8)
             if row == 0 and not examples:
                 ax.set_title(kind, fontsize=10)
             ax.grid(alpha=0.3)
@@ -388,7 +389,8 @@ def invariance_figure(
             ax.plot(x, p[:, n], marker=".", markersize=3, linewidth=1,
                     label=image_names[n] if image_names is not None else f"image {n}")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("P(true class)", fontsize=8)
+        if col == 0:
+            ax.set_ylabel("P(true class)", fontsize=8)
         ax.set_xlabel(f"{kind} ({units[kind]})" if units and kind in units else kind, fontsize=8)
         ax.grid(alpha=0.3)
     axes[-1, -1].legend(fontsize=7, loc="best")
