@@ -159,9 +159,10 @@ class CorrespondenceResult:
         widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
         lines = ["  ".join(text.ljust(w) for text, w in zip(r, widths)).rstrip() for r in [header, *rows]]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        note = (
-            f"mean sign-change Hamming distance (fraction of {', '.join(f'{l}: {d}' for l, d in self.feature_sizes.items())} "
-            f"features) over {self.num_images * (self.num_images - 1) // 2} image pairs; lower = more consistent"
+        note = (  # two lines: one ran past a notebook output's width
+            "mean sign-change Hamming distance, as a fraction of the features "
+            f"({', '.join(f'{l}: {d}' for l, d in self.feature_sizes.items())}),\n"
+            f"over {self.num_images * (self.num_images - 1) // 2} image pairs; lower = more consistent"
         )
         return "\n".join([*lines, note])
 
