@@ -24,7 +24,7 @@ from cnnwidgets.methods.actmax import ActMaxResult, fit_channels, maximize_activ
 from cnnwidgets.methods.dead import default_dead_layers
 from cnnwidgets.methods.kernels import conv_layer_names, kernels
 from cnnwidgets.methods.summary import summary
-from cnnwidgets.render.kernels import KERNEL_COLORMAPS, kernel_mosaic
+from cnnwidgets.render.kernels import KERNEL_COLORMAPS, MIN_TILE_PIXELS, kernel_mosaic
 from cnnwidgets.widgets.filters import ActMaxView, KernelView
 from cnnwidgets.widgets.summary import SummaryView
 
@@ -51,8 +51,9 @@ class KernelController:
         max_tiles: largest number of tiles drawn at once; bigger grids show their first output
             channels only (the status line says so).
         tile: tiles are enlarged by a whole factor to about this many pixels where a row of
-            them fits ``width``; never below the 24 pixels of
-            :func:`~cnnwidgets.render.kernels.kernel_mosaic`'s default.
+            them fits ``width``; never below
+            :data:`~cnnwidgets.render.kernels.MIN_TILE_PIXELS`, the size
+            :func:`~cnnwidgets.render.kernels.kernel_mosaic` draws by default.
         width: pixels a row of tiles may take.
 
     Raises:
@@ -101,7 +102,7 @@ class KernelController:
         size = values.shape[2] if k.layout == "grid" else values.shape[1]
         per_row = values.shape[1] if k.layout == "grid" else math.ceil(math.sqrt(values.shape[0]))
         fit = self.width // max(1, per_row * (size + 1))
-        zoom = max(1, 24 // size, min(self.tile // size, fit))
+        zoom = max(1, MIN_TILE_PIXELS // size, min(self.tile // size, fit))
         mosaic = kernel_mosaic(values, k.layout, colormap=self.colormap, zoom=zoom)
         o, i, h, w = k.weight.shape
         what = {

@@ -21,11 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["KERNEL_COLORMAPS", "kernel_mosaic", "signed_to_rgb", "tile_grid"]
+__all__ = ["KERNEL_COLORMAPS", "MIN_TILE_PIXELS", "kernel_mosaic", "signed_to_rgb", "tile_grid"]
 
 _LAYOUTS = ("rgb", "grid", "slices")
 #: Colormaps of single-channel kernel tiles.
 KERNEL_COLORMAPS: tuple[str, ...] = ("gray", "diverging")
+#: Tiles are enlarged by a whole factor to about this many pixels by default.
+MIN_TILE_PIXELS = 24
 _COLORMAPS = KERNEL_COLORMAPS
 _NEGATIVE = np.array([33.0, 102.0, 230.0])
 _POSITIVE = np.array([230.0, 80.0, 20.0])
@@ -124,7 +126,8 @@ def kernel_mosaic(
         layout: ``"rgb"`` - (T, h, w, 3) colour tiles in a near-square grid; ``"slices"`` - (T, h, w)
             single-channel tiles in a near-square grid; ``"grid"`` - (rows, cols, h, w) single-channel
             tiles in that grid (output channel per row, input channel per column).
-        zoom: enlargement per weight; default: enough to make tiles about 24 px (at least 1).
+        zoom: enlargement per weight; default: enough to make tiles about :data:`MIN_TILE_PIXELS`
+            pixels (at least 1).
         border: pixels between tiles.
         cols: columns of the near-square grid (``"rgb"`` and ``"slices"``); default ``ceil(sqrt(T))``.
         colormap: for single-channel tiles, ``"gray"`` or ``"diverging"`` (ignored for ``"rgb"``).
@@ -157,5 +160,5 @@ def kernel_mosaic(
         h = values.shape[2]
         tiles = signed_to_rgb(values, colormap)
     if zoom is None:
-        zoom = max(1, 24 // max(1, h))
+        zoom = max(1, MIN_TILE_PIXELS // max(1, h))
     return tile_grid(tiles, zoom=zoom, border=border, border_color=border_color)
