@@ -182,7 +182,7 @@ class InvarianceView(ImageStatus, widgets.VBox):
         self._examples = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self._readout = widgets.HTML(layout=widgets.Layout(max_width=FIT_IN_ROW, overflow="auto"))
         self._make_image_parts()
-        controls = widgets.HBox([self._menu, self._slider, self._step_label], layout=widgets.Layout(flex_flow="row wrap"))
+        controls = widgets.HBox([self._menu, self._slider, self._step_label], layout=wrapping_row())
         super().__init__(children=[controls, self._examples, self._readout, self._image, self._status], **kwargs)
         self.observe(lambda c: setattr(self._menu, "options", list(c["new"])), names="transforms")
         widgets.link((self._menu, "value"), (self, "transform"))
