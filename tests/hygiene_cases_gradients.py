@@ -11,7 +11,7 @@ from collections.abc import Callable
 from cnnwidgets import ChannelActivation, ClassProbability, Probe
 from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer
 from cnnwidgets.methods.gradients import deconvnet, guided_backprop, project_channel, saliency, strongest_unit
-from cnnwidgets.methods.overlays import OVERLAYS
+from cnnwidgets.methods.overlays import OVERLAYS, SIGNED_OVERLAYS
 
 
 def _saliency(model, x):
@@ -50,7 +50,7 @@ def _overlays(model, x):
     with Probe(model) as probe:
         probe.capture(x[:1], "head")
         assert nearest_conv_layer(probe, "head") == "relu2"  # the last feature map before the head
-        for fn in OVERLAYS.values():
+        for fn in (*OVERLAYS.values(), *SIGNED_OVERLAYS.values()):
             fn(probe, x[:1], layer="relu2", channel=1, target=2)
 
 

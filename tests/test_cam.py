@@ -24,8 +24,8 @@ from torch import nn
 from cnnwidgets import ChannelActivation, ClassProbability, Probe
 from cnnwidgets.core.hygiene import hook_count
 from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer, upsample
-from cnnwidgets.methods.gradients import project_channel
-from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
+from cnnwidgets.methods.gradients import project_channel, saliency
+from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, SIGNED_OVERLAYS, magnitude
 from cnnwidgets.render.attribution import _resize_bilinear
 from tests.helpers import batch_statistics_net
 from tests.test_gradients import SmallVGG, load_tinyvgg
@@ -519,6 +519,22 @@ def test_overlays_share_one_signature_and_shape(resnet18):
             OVERLAYS["saliency"](probe, torch.randn(2, 3, 64, 64), layer="layer1", channel=0, target=0)
         with pytest.raises(KeyError):
             OVERLAYS["grad-cam"](probe, x, layer="layer9", channel=0, target=0)
+
+
+def test_signed_overlays_are_the_signed_values_whose_strength_the_overlays_show(resnet18):
+    assert set(SIGNED_OVERLAYS) == {"saliency", "guided backprop", "deconvnet"}
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    selections = {"layer": "layer2.1.relu", "channel": 3, "target": 5}
+    with Probe(resnet18) as probe:
+        for name, fn in SIGNED_OVERLAYS.items():
+            values = fn(probe, x, **selections)
+            assert isinstance(values, np.ndarray) and values.shape == (3, 64, 64), name
+            assert values.dtype == np.float32 and np.isfinite(values).all(), name
+            assert (values < 0).any() and (values > 0).any(), name  # the sign is kept
+            np.testing.assert_array_equal(magnitude(values), OVERLAYS[name](probe, x, **selections), err_msg=name)
+        want = saliency(probe, x, 5, absolute=False)[0].numpy()
+        np.testing.assert_allclose(SIGNED_OVERLAYS["saliency"](probe, x, **selections), want, rtol=1e-5, atol=1e-7)
 
 
 def test_overlays_depend_on_exactly_the_declared_selections(resnet18):

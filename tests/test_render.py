@@ -410,6 +410,26 @@ def test_attribution_renderers_take_one_map_and_refuse_batches_and_hwc():
         attribution_overlay(np.zeros((5, 7, 3), np.uint8), np.ones((7, 5)))
 
 
+def test_signed_to_rgb_keeps_the_sign_for_any_channel_count():
+    from cnnwidgets.render.attribution import signed_to_rgb
+
+    rgb = np.zeros((3, 2, 2), dtype=np.float32)
+    rgb[0, 0, 0], rgb[2, 1, 1] = 1.0, -1.0  # more red at the top left, less blue at the bottom right
+    picture = signed_to_rgb(rgb, percentile=100)
+    assert picture.shape == (2, 2, 3) and picture.dtype == np.uint8
+    assert picture[0, 0].tolist() == [255, 128, 128]  # zero is mid gray, each channel moves on its own
+    assert picture[1, 1].tolist() == [128, 128, 0]
+    assert picture[0, 1].tolist() == [128, 128, 128]
+    gray = np.array([[[2.0, -2.0, 0.0]]], dtype=np.float32)  # a grayscale input's (1, H, W) map
+    red, blue, white = signed_to_rgb(gray, percentile=100)[0]
+    assert red[0] > red[2] and blue[2] > blue[0]  # positive red, negative blue
+    assert white.min() > 230 and np.ptp(white) < 20  # zero: (nearly) white
+    # a batch of one is that image's map; a plane without channels is refused, with the shape asked for
+    assert np.array_equal(signed_to_rgb(rgb[None], percentile=100), picture)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        signed_to_rgb(np.ones((4, 5)))
+
+
 def test_channel_image_colours_and_enlarges():
     out = R.channel_image(np.array([[0.0, 1.0]]), (2, 4), cmap="gray")
     assert out.shape == (2, 4, 3) and out[:, :, 0].tolist() == [[0, 0, 255, 255]] * 2

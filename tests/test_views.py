@@ -76,6 +76,72 @@ def test_gradient_methods_show_what_the_plain_functions_compute(bundle):
         ex.close()
 
 
+def test_signed_colour_shows_the_signed_values_and_switching_computes_nothing(bundle):
+    from cnnwidgets.render.attribution import signed_to_rgb
+
+    ex = explorer(bundle, layer="features.conv3", channel=5, method="guided backprop")
+    try:
+        assert ex.wait_idle(60)
+        view = ex.method_view
+        assert view.signed_box.layout.display is None  # the switch shows with a signed method
+        x = ex._images[ex._image_id].tensor
+        target = top_class(bundle.model, x)
+        with Probe(bundle.model, device="cpu") as probe:
+            expected = {
+                "guided backprop": guided_backprop(probe, x, target)[0].numpy(),
+                "deconvnet": project_channel(probe, x, "features.conv3", 5, unit="max")[0].numpy(),
+                "saliency": saliency(probe, x, target, absolute=False)[0].numpy(),
+            }
+        strength, sent = ex.method_result.image.copy(), view.image.value
+        runs = ex._methods.runs
+        view.signed_box.value = True  # the user ticks "signed colour"
+        assert ex.method_signed and ex.wait_idle(60)
+        result = ex.method_result
+        assert ex._methods.runs == runs  # drawn from the values already computed
+        np.testing.assert_allclose(result.values, expected["guided backprop"], rtol=1e-4, atol=1e-6)
+        assert np.array_equal(result.image, signed_to_rgb(result.values))
+        assert not np.array_equal(result.image, strength) and view.image.value != sent
+        assert "signed colour" in view.caption.value and "pale yellow" not in view.caption.value
+        for name in ("deconvnet", "saliency"):  # other signed methods open signed too
+            ex.method = name
+            assert ex.wait_idle(60)
+            result = ex.method_result
+            np.testing.assert_allclose(result.values, expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
+            assert np.array_equal(result.image, signed_to_rgb(result.values)), name
+            assert "signed colour" in view.caption.value, name
+        ex.method = "guided backprop"
+        assert ex.wait_idle(60)
+        runs = ex._methods.runs
+        ex.method_signed = False  # back to the strength over the image, again without computing
+        assert ex.wait_idle(60) and ex._methods.runs == runs
+        assert np.array_equal(ex.method_result.image, strength) and "pale yellow" in view.caption.value
+        ex.method = "grad-cam"  # no sign to show: no switch
+        assert ex.wait_idle(60) and view.signed_box.layout.display == "none"
+        ex.method_signed = True
+        assert ex.wait_idle(60) and "pale yellow" in view.caption.value and ex.method_result.values is None
+        assert not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_signed_colour_of_a_grayscale_model_is_red_and_blue():
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    ex = Explorer(model, np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32), samples={}, device="cpu",
+                  input_size=(1, 32, 32), method="saliency", method_signed=True, background=False)
+    try:
+        assert ex.wait_idle(60)
+        result = ex.method_result
+        assert result.values.shape == (1, 32, 32) and (result.values < 0).any() and (result.values > 0).any()
+        assert "red where" in ex.method_view.caption.value and not ex.status.is_error
+        reds = result.values[0] > 0.5 * result.values.max()
+        assert reds.any() and (result.image[reds][:, 0] > result.image[reds][:, 2]).all()
+    finally:
+        ex.close()
+
+
 def test_captions_give_the_occlusion_scale_and_the_layer_grad_cam_used(bundle):
     ex = explorer(bundle, method="occlusion")
     try:
@@ -273,16 +339,16 @@ def test_the_method_map_follows_a_change_of_the_users_weights(bundle):
 
 
 def test_method_errors_reach_the_status_line_and_the_widget_goes_on(bundle, monkeypatch):
-    from cnnwidgets.methods.overlays import OVERLAYS
+    from cnnwidgets.methods.overlays import SIGNED_OVERLAYS
 
-    real = OVERLAYS["saliency"]
+    real = SIGNED_OVERLAYS["saliency"]  # what the panel computes (it draws the strength from it)
 
     def saliency_failing_for_class_2(probe, x, *, target, **kw):
         if target == 2:
             raise IndexError("deliberate failure for class 2")
         return real(probe, x, target=target, **kw)
 
-    monkeypatch.setitem(OVERLAYS, "saliency", saliency_failing_for_class_2)
+    monkeypatch.setitem(SIGNED_OVERLAYS, "saliency", saliency_failing_for_class_2)
     ex = explorer(bundle, method="saliency")
     try:
         ex.target = 1
@@ -596,7 +662,8 @@ def test_weights_changed_during_a_gradient_method_give_a_map_of_the_new_weights(
     torch.manual_seed(0)
     model = GatedNet().eval()
     image = small_image()
-    compute = views.OVERLAYS[method]
+    table = views.SIGNED_OVERLAYS if method in views.SIGNED_OVERLAYS else views.OVERLAYS  # what the panel calls
+    compute = table[method]
     calls = []
 
     def trained_meanwhile(probe, x, **kw):
@@ -606,7 +673,7 @@ def test_weights_changed_during_a_gradient_method_give_a_map_of_the_new_weights(
                 model.head.weight.mul_(-2.0)
         return compute(probe, x, **kw)
 
-    monkeypatch.setitem(views.OVERLAYS, method, trained_meanwhile)
+    monkeypatch.setitem(table, method, trained_meanwhile)
     runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
     try:
         request = request_of(method, layer="features.4")
@@ -616,6 +683,8 @@ def test_weights_changed_during_a_gradient_method_give_a_map_of_the_new_weights(
         target = top_class(model, x)  # of the new weights
         with Probe(model, device="cpu") as probe:
             want = compute(probe, x, layer="features.4", channel=0, target=target)
+        if table is views.SIGNED_OVERLAYS:
+            want = views.magnitude(want)  # the panel's map is the strength of the signed values
         result = runner.result
         assert result.target == target and calls[-1] == target
         np.testing.assert_allclose(result.heat, want, rtol=1e-4, atol=1e-6)
@@ -651,7 +720,7 @@ def test_weights_that_keep_changing_are_reported_and_the_next_request_computes_t
 
     torch.manual_seed(0)
     model = GatedNet().eval()
-    compute = views.OVERLAYS["saliency"]
+    compute = views.SIGNED_OVERLAYS["saliency"]  # what the panel calls for saliency
     training = [True]
 
     def always_trained_meanwhile(probe, x, **kw):
@@ -660,7 +729,7 @@ def test_weights_that_keep_changing_are_reported_and_the_next_request_computes_t
                 model.head.bias.add_(0.1)
         return compute(probe, x, **kw)
 
-    monkeypatch.setitem(views.OVERLAYS, "saliency", always_trained_meanwhile)
+    monkeypatch.setitem(views.SIGNED_OVERLAYS, "saliency", always_trained_meanwhile)
     errors, shown = [], []
     runner = MethodRunner(model, {1: small_image()}.__getitem__, shown.append,
                           lambda where, exc: errors.append((where, str(exc))), background=False)

@@ -391,11 +391,29 @@ def test_method_view_takes_any_positive_stride_and_offers_it_in_its_menu():
     view.close()
 
 
+def test_method_view_shows_its_sign_switch_with_signed_methods_only():
+    view = MethodView(("none", "saliency", "grad-cam", "occlusion"), signed_methods=("saliency",))
+    box = view.signed_box
+    assert box.layout.display == "none" and not view.signed  # "none" has no map
+    view.method = "saliency"
+    assert box.layout.display is None
+    box.value = True  # ticked in the browser
+    assert view.signed
+    for name in ("grad-cam", "occlusion"):
+        view.method = name
+        assert box.layout.display == "none", name
+    view.signed = False
+    assert not box.value
+    with pytest.raises(ValueError, match=r"signed_methods \['deconvnet'\] are not among"):
+        MethodView(("none", "saliency"), signed_methods=("deconvnet",))
+    view.close()
+
+
 def test_a_closed_method_view_leaves_no_widget_open():
     from ipywidgets.widgets.widget import _instances
 
     before = set(_instances)
-    view = MethodView(("none", "saliency", "occlusion"))
+    view = MethodView(("none", "saliency", "occlusion"), signed_methods=("saliency",))
     assert len(set(_instances) - before) > 10  # the view, its controls' row, parts, layouts, styles
     view.close()
     assert set(_instances) - before == set()

@@ -35,7 +35,7 @@ from cnnwidgets.app.inputs import (
     FillError, ImageInput, default_denormalize, default_preprocess, default_unnormalized, to_pil,
 )
 from cnnwidgets.app.state import ExplorerState
-from cnnwidgets.app.views import METHODS, MethodRequest, MethodResult, MethodRunner
+from cnnwidgets.app.views import METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, unknown_layer_error
 from cnnwidgets.core.probe import (
@@ -266,6 +266,15 @@ NOTE_COLOR = "#8a5300"
 #: How the method maps other than occlusion are coloured (see ``views.HEAT_CMAP``), in words.
 _HEAT_KEY = ("strongest where pale yellow, then orange and dark red; see-through where zero, over the image "
              "shown in gray")
+
+#: How signed maps are coloured (see ``render.attribution.signed_to_rgb``), in words: for an RGB
+#: input (True) and for other channel counts.
+_SIGNED_KEYS = {
+    True: "signed colour: mid gray is 0, and each of red, green and blue is lighter where that colour's "
+          "value is positive, darker where it is negative",
+    False: "signed colour: red where the value (summed over the input's channels) is positive, blue where "
+           "negative, white at 0",
+}
 
 #: The caption above the input image, with the occluder on (True) and off.
 _INPUT_CAPTIONS = {
@@ -529,6 +538,9 @@ class Explorer(ipw.VBox):
         method_stride: the occlusion map's stride in input pixels, any positive int (the stride menu
             offers 4, 8, 16 and any other stride given). Its window is the occluder box's height
             and width, recomputed when the box is resized (not when it only moves).
+        method_signed: show saliency, guided backprop and deconvnet with their sign, one colour
+            per input channel around mid gray (the pictures of the papers), instead of their
+            strength over the image in gray (the default). Switching redraws; it computes nothing.
         background: compute on a worker thread (True, for notebooks) or synchronously inside
             every change (False, for scripts and tests).
 
@@ -564,6 +576,7 @@ class Explorer(ipw.VBox):
     image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = t.Enum(METHODS, default_value="none")
     method_stride = t.Int(8, help="the occlusion map's stride in input pixels, any positive int")
+    method_signed = t.Bool(False, help="show saliency, guided backprop and deconvnet with their sign, in colour")
 
     def __init__(
         self,
@@ -587,6 +600,7 @@ class Explorer(ipw.VBox):
         outputs: str = "auto",
         method: str = "none",
         method_stride: int = 8,
+        method_signed: bool = False,
         background: bool = True,
     ) -> None:
         check_output_kind(outputs)
@@ -707,6 +721,7 @@ class Explorer(ipw.VBox):
             self.box = tuple(box) if box is not None else None
             self.input_caption.value = _INPUT_CAPTIONS[self.box is not None]
             self.method_stride = method_stride
+            self.method_signed = method_signed
             self.method = method
             self._wire()
         except BaseException:
@@ -1025,7 +1040,7 @@ class Explorer(ipw.VBox):
         self.picker = ImagePicker(names or [_USER_IMAGE])
         self.scores_toggle = ipw.Checkbox(description="class scores", indent=False, layout=ipw.Layout(width="120px"))
         self.status = StatusLine()
-        self.method_view = MethodView(METHODS, display_width=self.canvas.display_width)
+        self.method_view = MethodView(METHODS, display_width=self.canvas.display_width, signed_methods=SIGNED_METHODS)
         self.title = ipw.HTML(f"<b>{model_name}</b>")
 
     def _layout_children(self) -> list[ipw.Widget]:
@@ -1063,6 +1078,7 @@ class Explorer(ipw.VBox):
             ((self, "target"), (self.scores_view, "selected")),
             ((self, "method"), (self.method_view, "method")),
             ((self, "method_stride"), (self.method_view, "stride")),
+            ((self, "method_signed"), (self.method_view, "signed")),
         ]
         self.image = self.picker.value
         self._links = [t.link(a, b) for a, b in links]
@@ -1085,8 +1101,8 @@ class Explorer(ipw.VBox):
         self.occluder_controls.observe(self._occluder_switched, names="enabled")
         self.occluder_controls.observe(self._on_size, names="size")
         self.observe(self._method_inputs_changed,
-                     names=["method", "method_stride", "layer", "channel", "target", "fill", "device", "box",
-                            "dragging"])
+                     names=["method", "method_stride", "method_signed", "layer", "channel", "target", "fill",
+                            "device", "box", "dragging"])
         self.occluder_controls.observe(self._method_inputs_changed, names="size")
         self.picker.observe(self._on_pick, names="value")
         self.picker.observe(self._on_reupload, names="reuploads")
@@ -1428,6 +1444,7 @@ class Explorer(ipw.VBox):
             stride=int(self.method_stride),
             fill=self.fill,
             device=self.device,
+            signed=bool(self.method_signed),
         )
 
     def _method_inputs_changed(self, change=None) -> None:
@@ -1487,7 +1504,10 @@ class Explorer(ipw.VBox):
                 caption = f"<b>Grad-CAM</b> of {name} at {self._grad_cam_layer(request.layer)}"
             else:
                 caption = f"<b>{request.method}</b> of {name}"
-            caption += f"; {_HEAT_KEY}"
+            if request.signed and result.values is not None:
+                caption += f"; {_SIGNED_KEYS[result.values.shape[0] == 3]}"
+            else:
+                caption += f"; {_HEAT_KEY}"
         if result.note:
             caption += f"<br><span style='color:{NOTE_COLOR}'>{html.escape(result.note)}</span>"
         self.method_view.show(encode_jpeg(result.image, 90), caption)

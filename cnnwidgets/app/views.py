@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -45,19 +45,23 @@ from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability, class_scores
 from cnnwidgets.methods.gradients import layers_for, relu_report
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
-from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS
-from cnnwidgets.render.attribution import attribution_overlay
+from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, SIGNED_OVERLAYS, magnitude
+from cnnwidgets.render.attribution import attribution_overlay, signed_to_rgb
 from cnnwidgets.render.occlusion import occlusion_overlay
 
-__all__ = ["METHODS", "MethodRequest", "MethodResult", "MethodRunner"]
+__all__ = ["METHODS", "SIGNED_METHODS", "MethodRequest", "MethodResult", "MethodRunner"]
 
 METHODS: tuple[str, ...] = ("none", "occlusion", *OVERLAYS)
 """Method names of the explorer's method panel; ``"none"`` shows nothing and computes nothing."""
 
+SIGNED_METHODS: tuple[str, ...] = tuple(SIGNED_OVERLAYS)
+"""The methods whose maps have a sign, which a request with ``signed`` shows in colour."""
+
 _INPUTS: dict[str, frozenset[str]] = {
     "none": frozenset(),
     "occlusion": frozenset({"target", "window", "stride", "fill"}),
-    **OVERLAY_INPUTS,
+    # a signed map is drawn from the same values as its strength: switching recomputes nothing
+    **{name: inputs | {"signed"} if name in SIGNED_OVERLAYS else inputs for name, inputs in OVERLAY_INPUTS.items()},
 }
 
 HEAT_CMAP = "inferno"
@@ -86,6 +90,9 @@ class MethodRequest:
         stride: occlusion stride in input pixels.
         fill: occluder fill name (occlusion).
         device: compute device.
+        signed: draw saliency, guided backprop and deconvnet with their sign, per input channel
+            (:func:`~cnnwidgets.render.attribution.signed_to_rgb`: the colours the papers show
+            reconstructions in), instead of their strength over the image in gray.
     """
 
     method: str
@@ -97,12 +104,13 @@ class MethodRequest:
     stride: int
     fill: str
     device: str
+    signed: bool = False
 
     def key(self) -> tuple:
         """The fields this request's method depends on (equal keys give equal maps)."""
         used = _INPUTS[self.method]
         return (self.method, self.image_id, self.device) + tuple(
-            (name, getattr(self, name)) for name in ("layer", "channel", "target", "window", "stride", "fill")
+            (name, getattr(self, name)) for name in ("layer", "channel", "target", "window", "stride", "fill", "signed")
             if name in used
         )
 
@@ -115,9 +123,11 @@ class MethodResult:
         request: what was computed.
         target: the class used (the request's, or the most probable one when it had None); -1
             for methods of a channel, which use no class.
-        heat: for gradient methods the (H, W) float32 map; for occlusion the (rows, cols) drop in
-            the target probability per position (NaN where not computed yet).
-        image: the map drawn over the input, uint8 (H, W, 3).
+        heat: for gradient methods the (H, W) float32 map (for those with a sign, its strength
+            ``max_c |values_c|``); for occlusion the (rows, cols) drop in the target probability
+            per position (NaN where not computed yet).
+        image: the map as shown, uint8 (H, W, 3): drawn over the input in gray, or, for a
+            request with ``signed``, the signed values in colour.
         occlusion: the occlusion result (None for other methods).
         complete: False while an occlusion scan is still streaming.
         seconds: compute time so far.
@@ -125,6 +135,9 @@ class MethodResult:
             deconvnet, how many ReLUs the model applied as functions, which kept the true gradient,
             or that the model applied no ReLU at all (the map is the plain gradient); for deconvnet,
             that the channel is not active on the image (the map is zero).
+        values: for saliency, guided backprop and deconvnet, the signed map, float32 (C, H, W)
+            with one plane per input channel (see :data:`~cnnwidgets.methods.overlays.SIGNED_OVERLAYS`);
+            None for the other methods.
     """
 
     request: MethodRequest
@@ -135,6 +148,7 @@ class MethodResult:
     complete: bool
     seconds: float
     note: str = ""
+    values: np.ndarray | None = None
 
 
 def _functional_relu_note(calls: int) -> str:
@@ -159,6 +173,15 @@ def _inactive_channel_note(channel: int, peak: float) -> str:
     """The note of a deconvnet map of a channel whose largest value on the image is ``peak`` <= 0."""
     return (f"channel {channel} is not active on this image (its largest value is {peak:.3g}): "
             "there is nothing to project")
+
+
+def _picture(image: ImageInput, heat: np.ndarray, signed: np.ndarray | None) -> np.ndarray:
+    """A gradient method's map as shown: the ``signed`` (C, H, W) values in colour when given,
+    else the strength ``heat`` over the image in gray."""
+    if signed is not None:
+        return signed_to_rgb(signed)
+    return attribution_overlay(image.display, heat, alpha=0.65, cmap=HEAT_CMAP, weight_by_value=True,
+                               gray_image=True)
 
 
 class MethodRunner(NewestFirstWorker):
@@ -323,6 +346,9 @@ class MethodRunner(NewestFirstWorker):
 
         if stop():
             return None, version
+        redrawn = self._redrawn(request, image, version, start)
+        if redrawn is not None:
+            return redrawn, version
         x = image.tensor
         if "target" not in _INPUTS[request.method]:
             target = -1  # a channel's map (deconvnet): no class involved
@@ -337,22 +363,36 @@ class MethodRunner(NewestFirstWorker):
             return self._occlusion(probe, request, image, target, stop, start), version
         note = ""
         peak = None
+        values = None
+        fn = SIGNED_OVERLAYS.get(request.method) or OVERLAYS[request.method]
         if request.method == "deconvnet":
             layers_for(probe, x)  # the layer table at the image's size, before the channel is read
             peak = _channel_peak(probe, x, request.layer, request.channel)
         if peak is not None and peak <= 0:
             # project_channel would give a zero map (and warn): nothing to compute
-            heat = np.zeros(tuple(x.shape[-2:]), dtype=np.float32)
+            values = np.zeros(tuple(x.shape[1:]), dtype=np.float32)
             note = _inactive_channel_note(request.channel, peak)
         elif request.method in _RELU_RULE_METHODS:
             with relu_report() as relus:  # what the rule met, as the method's own warnings count it
-                heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
+                values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
             note = _functional_relu_note(relus.functional) or relus.no_relu
-        else:
-            heat = OVERLAYS[request.method](probe, x, layer=request.layer, channel=request.channel, target=target)
-        picture = attribution_overlay(image.display, heat, alpha=0.65, cmap=HEAT_CMAP, weight_by_value=True,
-                                      gray_image=True)
-        return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note), version
+        elif request.method in SIGNED_OVERLAYS:
+            values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
+        heat = magnitude(values) if values is not None else fn(
+            probe, x, layer=request.layer, channel=request.channel, target=target)
+        picture = _picture(image, heat, values if request.signed else None)
+        return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note,
+                            values), version
+
+    def _redrawn(self, request: MethodRequest, image: ImageInput, version: int, start: float) -> MethodResult | None:
+        """The map on screen drawn the other way (signed or as strength), when ``request`` differs
+        from its request only in that and the weights are the same; None otherwise."""
+        shown = self.result
+        if (shown is None or shown.values is None or self._done_version != version
+                or replace(request, signed=shown.request.signed).key() != shown.request.key()):
+            return None
+        picture = _picture(image, shown.heat, shown.values if request.signed else None)
+        return replace(shown, request=request, image=picture, seconds=time.perf_counter() - start)
 
     def _probe_on(self, device: str, input_size: tuple[int, ...]) -> Probe:
         # layers are described at the image's size: a model with a fixed-size classifier head

@@ -21,6 +21,9 @@ Raises:
     ValueError: ``x`` is not a batch of one image; whatever the underlying method raises
     for a bad layer (``KeyError``), channel or class (``IndexError``).
 
+:data:`SIGNED_OVERLAYS` gives the signed values, per input channel, of the overlays that have a
+sign (saliency, guided backprop, deconvnet).
+
 :data:`OVERLAY_INPUTS` says which of ``layer``, ``channel`` and ``target`` each overlay
 depends on, so a controller recomputes only when one of those changed.
 
@@ -50,7 +53,7 @@ from cnnwidgets.core.targets import Target
 from cnnwidgets.methods.cam import grad_cam, nearest_conv_layer, upsample
 from cnnwidgets.methods.gradients import check_batch, guided_backprop, layers_for, project_channel, saliency
 
-__all__ = ["OVERLAYS", "OVERLAY_INPUTS", "OverlayFn"]
+__all__ = ["OVERLAYS", "OVERLAY_INPUTS", "SIGNED_OVERLAYS", "OverlayFn", "magnitude"]
 
 
 class OverlayFn(Protocol):
@@ -68,27 +71,53 @@ def _single(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _to_map(values: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) signed values -> (H, W) float32 magnitudes, max over channels."""
-    return values.abs().amax(dim=1)[0].detach().cpu().numpy().astype(np.float32, copy=False)
+def _values(values: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) signed values -> (C, H, W) float32."""
+    return values[0].detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+def magnitude(values: np.ndarray) -> np.ndarray:
+    """(C, H, W) signed values -> (H, W) float32 magnitudes, ``max_c |v_c|``: the map the
+    unsigned overlay of a :data:`SIGNED_OVERLAYS` entry shows."""
+    return np.abs(values).max(axis=0).astype(np.float32, copy=False)
+
+
+def signed_saliency(probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int) -> np.ndarray:
+    """``dy/dx``, the class-score gradient per input channel (Simonyan et al. 2014); ``layer`` and
+    ``channel`` are unused."""
+    return _values(saliency(probe, _single(x), target, absolute=False))
+
+
+def signed_guided_backprop(
+    probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int
+) -> np.ndarray:
+    """Guided backpropagation of the target per input channel (Springenberg et al. 2015); ``layer``
+    and ``channel`` are unused."""
+    return _values(guided_backprop(probe, _single(x), target))
+
+
+def signed_deconvnet(probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int) -> np.ndarray:
+    """The strongest unit of ``channel`` at ``layer`` projected to pixels, per input channel
+    (Zeiler & Fergus 2014, :func:`project_channel`); ``target`` is unused."""
+    return _values(project_channel(probe, _single(x), layer, channel, unit="max"))
 
 
 def saliency_overlay(probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int) -> np.ndarray:
     """``max_c |dy/dx_c|`` for the target (Simonyan et al. 2014); ``layer`` and ``channel`` are unused."""
-    return _to_map(saliency(probe, _single(x), target, absolute=True))
+    return magnitude(signed_saliency(probe, x, layer=layer, channel=channel, target=target))
 
 
 def guided_backprop_overlay(
     probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int
 ) -> np.ndarray:
     """``max_c |GB_c|`` for the target (Springenberg et al. 2015); ``layer`` and ``channel`` are unused."""
-    return _to_map(guided_backprop(probe, _single(x), target))
+    return magnitude(signed_guided_backprop(probe, x, layer=layer, channel=channel, target=target))
 
 
 def deconvnet_overlay(probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int) -> np.ndarray:
     """``max_c |P_c|``: the strongest unit of ``channel`` at ``layer`` projected to pixels
     (Zeiler & Fergus 2014); ``target`` is unused."""
-    return _to_map(project_channel(probe, _single(x), layer, channel, unit="max"))
+    return magnitude(signed_deconvnet(probe, x, layer=layer, channel=channel, target=target))
 
 
 def grad_cam_overlay(probe: Probe, x: torch.Tensor, *, layer: str, channel: int, target: Target | int) -> np.ndarray:
@@ -109,6 +138,16 @@ OVERLAYS: dict[str, OverlayFn] = {
     "grad-cam": grad_cam_overlay,
 }
 """Overlay name -> function with the signature of :class:`OverlayFn`."""
+
+SIGNED_OVERLAYS: dict[str, OverlayFn] = {
+    "saliency": signed_saliency,
+    "guided backprop": signed_guided_backprop,
+    "deconvnet": signed_deconvnet,
+}
+"""The overlays that have a sign, name -> function with the signature of :class:`OverlayFn` that
+returns the signed values, float32 (C, H, W), one plane per input channel (the entry of
+:data:`OVERLAYS` of the same name is their :func:`magnitude`). Show them with
+:func:`cnnwidgets.render.attribution.signed_to_rgb`, as the papers show reconstructions."""
 
 OVERLAY_INPUTS: dict[str, frozenset[str]] = {
     "saliency": frozenset({"target"}),

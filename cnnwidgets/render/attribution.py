@@ -11,7 +11,9 @@ what lies beyond it.
 * Unsigned maps (saliency magnitudes, Grad-CAM) use a sequential colormap:
   ``v = clip(a / s, 0, 1)`` (``inferno``).
 * :func:`gradient_to_rgb` shows a 3-channel attribution as a colour image (zero grey), the
-  way guided-backprop and deconvnet reconstructions are shown in their papers.
+  way guided-backprop and deconvnet reconstructions are shown in their papers;
+  :func:`signed_to_rgb` does so for an RGB input's attribution and falls back to the
+  diverging colours for inputs with other channel counts (grayscale).
 * :func:`attribution_overlay` blends a coloured heatmap over the input image.
 
 Accepted inputs are anything ``numpy.asarray`` turns into a float array (numpy arrays,
@@ -32,6 +34,7 @@ __all__ = [
     "gradient_to_rgb",
     "reduce_channels",
     "robust_scale",
+    "signed_to_rgb",
 ]
 
 _LUTS: dict[str, np.ndarray] = {}
@@ -179,6 +182,28 @@ def gradient_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
         raise ValueError(f"expected a (3, H, W) attribution of an RGB input, got shape {array.shape}")
     levels = _normalised(array, True, percentile)
     return np.round(levels.transpose(1, 2, 0) * 255).astype(np.uint8)
+
+
+def signed_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
+    """Show a signed (C, H, W) attribution of an input with C channels, sign included.
+
+    Three channels (an RGB input) are shown as a colour image around mid gray
+    (:func:`gradient_to_rgb`); any other count (a grayscale input, a multispectral one) as
+    the channels' signed sum in diverging colours (:func:`attribution_to_rgb` with
+    ``signed=True``: positive red, zero white, negative blue).
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        ValueError: for a shape other than (C, H, W) (or a batch of one) or a bad percentile.
+    """
+    array = _as_map(values)
+    if array.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) attribution, one plane per input channel, got shape {array.shape}")
+    if array.shape[0] == 3:
+        return gradient_to_rgb(array, percentile=percentile)
+    return attribution_to_rgb(array, signed=True, percentile=percentile)
 
 
 def _resize_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

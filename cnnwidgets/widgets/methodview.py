@@ -17,7 +17,7 @@ MIN_WIDTH = 240
 
 
 class MethodView(w.VBox):
-    """A method menu, an occlusion stride menu, a progress bar and the rendered map.
+    """A method menu, an occlusion stride menu, a progress bar, a sign switch and the rendered map.
 
     The view holds no computation: a controller observes :attr:`method` and :attr:`stride`,
     and calls :meth:`show`, :meth:`progress_to` and :meth:`clear` with what it computed.
@@ -25,6 +25,8 @@ class MethodView(w.VBox):
     Args:
         methods: method names offered; the first one means "no method".
         strides: occlusion strides offered, in input pixels.
+        signed_methods: the methods whose maps have a sign: the "signed colour" switch shows with
+            them only.
         display_width: on-screen width of the map in CSS pixels. The view keeps one width
             whatever its menus and caption show (the caption wraps, the menus wrap onto a second
             line), at least :data:`MIN_WIDTH`, and no wider than the output.
@@ -33,12 +35,21 @@ class MethodView(w.VBox):
         method: the selected method.
         stride: the selected occlusion stride, any positive int (a stride the menu does not offer
             yet is added to it).
+        signed: show a signed method's map with its sign, in colour (True), or its strength
+            over the image (False).
     """
 
     method = t.Unicode()
     stride = t.Int(8)
+    signed = t.Bool(False)
 
-    def __init__(self, methods: Sequence[str], strides: Sequence[int] = (4, 8, 16), display_width: int = 256) -> None:
+    def __init__(
+        self,
+        methods: Sequence[str],
+        strides: Sequence[int] = (4, 8, 16),
+        display_width: int = 256,
+        signed_methods: Sequence[str] = (),
+    ) -> None:
         methods = list(methods)
         strides = [int(s) for s in strides]
         if not methods:
@@ -46,12 +57,20 @@ class MethodView(w.VBox):
         if not strides or min(strides) < 1:
             raise ValueError(f"strides must be positive ints, got {strides}")
         self.methods = tuple(methods)
+        unknown = [name for name in signed_methods if name not in self.methods]
+        if unknown:
+            raise ValueError(f"signed_methods {unknown} are not among the methods {self.methods}")
+        self.signed_methods = frozenset(signed_methods)
         self.display_width = int(display_width)
         self.menu = w.Dropdown(options=methods, value=methods[0], description="method",
                                layout=w.Layout(width="230px"))
         self.stride_menu = w.Dropdown(options=strides, value=8 if 8 in strides else strides[0],
                                       description="stride", layout=w.Layout(width="140px"))
         self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
+        self.signed_box = w.Checkbox(value=False, description="signed colour", indent=False,
+                                     tooltip="show the map with its sign, one colour per input channel, "
+                                             "as the papers show reconstructions",
+                                     layout=w.Layout(width="auto"))
         # no side margins: the image is exactly as wide as the column (ipywidgets' default 2px on
         # each side would overflow it and show a horizontal scrollbar under the map)
         self.image = w.Image(format="jpeg", layout=w.Layout(width=f"{self.display_width}px", height="auto",
@@ -59,13 +78,14 @@ class MethodView(w.VBox):
         self.image.add_class("cnnw-method-image")
         self.caption = w.HTML()
         self.caption.add_class("cnnw-caption")
-        controls = w.HBox([self.menu, self.stride_menu, self.bar], layout=wrapping_row())
+        controls = w.HBox([self.menu, self.stride_menu, self.bar, self.signed_box], layout=wrapping_row())
         width = f"{max(self.display_width, MIN_WIDTH)}px"
         super().__init__([controls, self.caption, self.image], layout=w.Layout(width=width, max_width="100%"))
         self.add_class("cnnw-methods")
         self.method = self.menu.value
         self.stride = self.stride_menu.value
-        self._links = [t.link((self, "method"), (self.menu, "value"))]
+        self._links = [t.link((self, "method"), (self.menu, "value")),
+                       t.link((self, "signed"), (self.signed_box, "value"))]
         self._offering = False
         self._syncs = [(self, self._stride_to_menu, "stride"), (self.stride_menu, self._stride_from_menu, "value")]
         for owner, handler, name in self._syncs:
@@ -104,6 +124,7 @@ class MethodView(w.VBox):
         occlusion = self.method == "occlusion"
         self.stride_menu.layout.display = None if occlusion else "none"
         self.bar.layout.display = None if occlusion else "none"
+        self.signed_box.layout.display = None if self.method in self.signed_methods else "none"
         active = self.method != self.methods[0]
         self.image.layout.display = None if active else "none"
         self.caption.layout.display = None if active else "none"
@@ -137,6 +158,8 @@ class MethodView(w.VBox):
         for owner, handler, name in syncs:
             owner.unobserve(handler, names=name)
         close_parts(self)  # the controls' row, every part's layout and style too
-        for child in (self.menu, self.stride_menu, self.bar, self.image, self.caption):
-            child.close()  # (closed already when shown; a part taken out of the view is closed too)
+        for name in ("menu", "stride_menu", "bar", "signed_box", "image", "caption"):
+            child = getattr(self, name, None)  # (absent when the constructor refused its arguments)
+            if child is not None:
+                child.close()  # (closed already when shown; a part taken out of the view is closed too)
         super().close()
