@@ -107,6 +107,25 @@ def test_image_is_the_normalised_rgb_and_rgb_is_in_unit_range():
     assert result.image.shape == (1, 3, 16, 16) and result.image.device.type == "cpu"
 
 
+def test_a_bundle_gives_its_own_normalisation_unless_one_is_given():
+    from cnnwidgets import zoo
+
+    bundle = zoo.load_default()
+    assert bundle.mean is not None and bundle.mean != (0.0, 0.0, 0.0)
+    options = dict(FAST, size=16)
+
+    def image_of(result):
+        return torch.from_numpy(result.rgb).permute(2, 0, 1)[None]
+
+    own = maximize_activation(bundle, 2, **options)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (bundle.mean, bundle.std))
+    torch.testing.assert_close(own.image, (image_of(own) - mean) / std)  # the model saw its own input space
+    given = maximize_activation(bundle, 2, mean=0.0, std=1.0, **options)
+    torch.testing.assert_close(given.image, image_of(given))  # an explicit normalisation wins
+    plain = maximize_activation(bundle.model, 2, **options)  # a bare module has none to give
+    torch.testing.assert_close(plain.image, image_of(plain))
+
+
 def test_prefix_only_and_gradients_only_for_the_image():
     model = small_net()
     with Probe(model, input_size=(3, 16, 16)) as probe:

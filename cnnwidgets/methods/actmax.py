@@ -292,6 +292,14 @@ def fit_channels(probe: Probe, height: int, width: int) -> int:
     return probe.fit_input_size((c, height, width) for c in guesses)[0]
 
 
+def _bundle_normalization(model: object) -> tuple[Any, Any]:
+    """``(mean, std)`` of a bundle (an object with an ``nn.Module`` in ``.model``, see
+    :func:`~cnnwidgets.core.probe.unwrap_model`), or ``(None, None)`` for a model or probe."""
+    if isinstance(model, (nn.Module, Probe)) or not isinstance(getattr(model, "model", None), nn.Module):
+        return None, None
+    return getattr(model, "mean", None), getattr(model, "std", None)
+
+
 def maximize_activation(
     model_or_probe: nn.Module | Probe,
     target: Target | int,
@@ -348,8 +356,10 @@ def maximize_activation(
             not both.
         seed: seed of the private random generator.
         mean, std: the normalisation the model expects (per channel, or one value): the model sees
-            ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default 0 and 1 (a model fed [0, 1]
-            images). For ImageNet models use (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225).
+            ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default: a bundle's own ``mean`` and
+            ``std`` (a zoo bundle, such as :func:`cnnwidgets.zoo.load_default`, says how its model
+            was trained), else 0 and 1 (a model fed [0, 1] images). For ImageNet models use
+            (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225).
         parametrization: ``"fourier"`` (1/f-scaled Fourier coefficients) or ``"pixel"``.
         decorrelate: optimise in decorrelated colour space (3-channel inputs only).
         decay: exponent of the 1/f scaling (``"fourier"``; 0 = flat spectrum). 1 matches natural
@@ -414,6 +424,8 @@ def maximize_activation(
         input_size = check_input_size(input_size)
         if min(input_size[1:]) < 2:
             raise ValueError(f"input_size must be at least 2x2 pixels, got {input_size}")
+    if mean is None and std is None:
+        mean, std = _bundle_normalization(model_or_probe)
     with gradients_enabled(), probe_scope(model_or_probe, input_size=input_size) as probe:
         if input_size is not None:
             channels, height, width = input_size
