@@ -124,6 +124,11 @@ def test_a_bundle_gives_its_own_normalisation_unless_one_is_given():
     torch.testing.assert_close(given.image, image_of(given))  # an explicit normalisation wins
     plain = maximize_activation(bundle.model, 2, **options)  # a bare module has none to give
     torch.testing.assert_close(plain.image, image_of(plain))
+    view = actmax_view(bundle, size=16, background=False)  # the view of a bundle runs in its input space too
+    try:
+        assert view.controller.options["mean"] == bundle.mean and view.controller.options["std"] == bundle.std
+    finally:
+        view.close()
 
 
 def test_prefix_only_and_gradients_only_for_the_image():

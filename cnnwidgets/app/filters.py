@@ -20,7 +20,7 @@ from cnnwidgets.app.reporting import shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ChannelActivation, ClassLogit
-from cnnwidgets.methods.actmax import ActMaxResult, fit_channels, maximize_activation
+from cnnwidgets.methods.actmax import ActMaxResult, bundle_normalization, fit_channels, maximize_activation
 from cnnwidgets.methods.dead import default_dead_layers
 from cnnwidgets.methods.kernels import conv_layer_names, kernels
 from cnnwidgets.methods.summary import summary
@@ -192,6 +192,8 @@ class ActMaxController:
             h, w = (size, size) if isinstance(size, int) else tuple(size)
             fit_channels(self.probe, h, w)
         self.size = size
+        if mean is None and std is None:
+            mean, std = bundle_normalization(model_or_probe)  # a zoo bundle's own input space
         self.options = dict(options, mean=mean, std=std)
         self.background = background
         self.update_every = max(1, int(update_every))

@@ -292,7 +292,7 @@ def fit_channels(probe: Probe, height: int, width: int) -> int:
     return probe.fit_input_size((c, height, width) for c in guesses)[0]
 
 
-def _bundle_normalization(model: object) -> tuple[Any, Any]:
+def bundle_normalization(model: object) -> tuple[Any, Any]:
     """``(mean, std)`` of a bundle (an object with an ``nn.Module`` in ``.model``, see
     :func:`~cnnwidgets.core.probe.unwrap_model`), or ``(None, None)`` for a model or probe."""
     if isinstance(model, (nn.Module, Probe)) or not isinstance(getattr(model, "model", None), nn.Module):
@@ -425,7 +425,7 @@ def maximize_activation(
         if min(input_size[1:]) < 2:
             raise ValueError(f"input_size must be at least 2x2 pixels, got {input_size}")
     if mean is None and std is None:
-        mean, std = _bundle_normalization(model_or_probe)
+        mean, std = bundle_normalization(model_or_probe)
     with gradients_enabled(), probe_scope(model_or_probe, input_size=input_size) as probe:
         if input_size is not None:
             channels, height, width = input_size
