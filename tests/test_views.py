@@ -142,6 +142,23 @@ def test_signed_colour_of_a_grayscale_model_is_red_and_blue():
         ex.close()
 
 
+def test_a_new_method_fades_the_previous_map_until_its_own_is_shown(bundle):
+    ex = explorer(bundle, method="grad-cam")
+    try:
+        assert ex.wait_idle(60)
+        shown = ex.method_view.image.value
+        submit, ex._methods.submit = ex._methods.submit, lambda request: None  # the map is "still computing"
+        ex.method = "occlusion"
+        assert ex.method_view.stale and ex.method_view.image.value == shown
+        assert "computing occlusion" in ex.method_view.caption.value and "Grad-CAM" not in ex.method_view.caption.value
+        ex._methods.submit = submit
+        ex.method_stride = 16  # the next change submits it
+        assert ex.wait_idle(60) and ex.method_result.request.method == "occlusion"
+        assert not ex.method_view.stale and "occlusion" in ex.method_view.caption.value
+    finally:
+        ex.close()
+
+
 def test_captions_give_the_occlusion_scale_and_the_layer_grad_cam_used(bundle):
     ex = explorer(bundle, method="occlusion")
     try:

@@ -409,6 +409,27 @@ def test_method_view_shows_its_sign_switch_with_signed_methods_only():
     view.close()
 
 
+def test_method_view_fades_the_previous_map_while_the_next_one_is_computed():
+    view = MethodView(("none", "occlusion", "saliency"))
+    view.method = "occlusion"
+    view.computing("<i>computing occlusion</i>")  # nothing shown yet: nothing to fade
+    assert not view.stale and "faded" not in view.caption.value
+    view.show(b"map-1", "occlusion of cat")
+    view.progress_to(10, 10)
+    view.computing("<i>computing saliency</i>")
+    # the old map keeps its place (the panel does not jump), faded, and the caption says so
+    assert view.stale and view.image.value == b"map-1"
+    assert view.caption.value.startswith("<i>computing saliency</i>") and "faded" in view.caption.value
+    assert view.bar.value == 0.0 and view.bar.bar_style == ""
+    view.show(b"map-2", "saliency of cat")
+    assert not view.stale and view.caption.value == "saliency of cat"
+    view.computing("<i>computing</i>")
+    view.clear()
+    assert not view.stale and view.image.value == b""
+    assert list(view.children[1:]) == [view.image, view.caption]  # the caption under the map
+    view.close()
+
+
 def test_a_closed_method_view_leaves_no_widget_open():
     from ipywidgets.widgets.widget import _instances
 

@@ -1460,7 +1460,7 @@ class Explorer(ipw.VBox):
             if self.method == "none":
                 self.method_view.clear()
             else:
-                self.method_view.caption.value = f"<i>computing {self.method} \u2026</i>"
+                self.method_view.computing(f"<i>computing {html.escape(self.method)} \u2026</i>")
             self._methods.submit(request)
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             self._show_error("method", exc)

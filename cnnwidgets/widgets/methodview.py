@@ -16,11 +16,17 @@ MIN_WIDTH = 240
 """The narrowest the view gets (CSS pixels, unless the output is narrower): the method menu fits."""
 
 
+_LAST_MAP = "(above, faded: the map shown until now)"
+
+
 class MethodView(w.VBox):
     """A method menu, an occlusion stride menu, a progress bar, a sign switch and the rendered map.
 
     The view holds no computation: a controller observes :attr:`method` and :attr:`stride`,
-    and calls :meth:`show`, :meth:`progress_to` and :meth:`clear` with what it computed.
+    and calls :meth:`computing`, :meth:`show`, :meth:`progress_to` and :meth:`clear` with what
+    it computes. The caption sits under the map, so a longer or shorter caption never moves the
+    map; while a new map is computed the previous one stays in its place, faded, so the panel
+    keeps its size and nothing on screen passes the old map off as the new one.
 
     Args:
         methods: method names offered; the first one means "no method".
@@ -80,7 +86,7 @@ class MethodView(w.VBox):
         self.caption.add_class("cnnw-caption")
         controls = w.HBox([self.menu, self.stride_menu, self.bar, self.signed_box], layout=wrapping_row())
         width = f"{max(self.display_width, MIN_WIDTH)}px"
-        super().__init__([controls, self.caption, self.image], layout=w.Layout(width=width, max_width="100%"))
+        super().__init__([controls, self.image, self.caption], layout=w.Layout(width=width, max_width="100%"))
         self.add_class("cnnw-methods")
         self.method = self.menu.value
         self.stride = self.stride_menu.value
@@ -131,12 +137,27 @@ class MethodView(w.VBox):
         if not active:
             self.clear()
 
+    @property
+    def stale(self) -> bool:
+        """Whether the map on screen is an earlier one, faded while a new one is computed."""
+        return "cnnw-stale" in self.image._dom_classes
+
+    def computing(self, note: str) -> None:
+        """Say (HTML ``note``, as the caption) that a new map is being computed: the map on screen,
+        if any, stays in its place, faded, and the progress bar starts again."""
+        with self.hold_sync():
+            if self.image.value:
+                self.image.add_class("cnnw-stale")
+            self.caption.value = note + (f" {_LAST_MAP}" if self.image.value else "")
+            self.progress_to(0, 0)
+
     def show(self, data: bytes, caption: str, image_format: str = "jpeg") -> None:
         """Show an encoded map with a caption (HTML)."""
         with self.hold_sync():
             self.image.format = image_format
             self.image.value = data
             self.caption.value = caption
+            self.image.remove_class("cnnw-stale")
 
     def progress_to(self, done: int, total: int) -> None:
         """Move the progress bar to ``done`` of ``total``."""
@@ -148,6 +169,7 @@ class MethodView(w.VBox):
         self.image.value = b""
         self.caption.value = ""
         self.bar.value = 0.0
+        self.image.remove_class("cnnw-stale")
 
     def close(self) -> None:
         """Close the view and its parts (safe to call twice)."""
