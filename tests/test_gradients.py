@@ -774,3 +774,26 @@ def test_saliency_refuses_a_flag_that_is_not_a_bool():
     with pytest.raises(TypeError, match="saliency: absolute must be True or False, got str 'no'"):
         saliency(model, x, 1, absolute="no")
     assert torch.equal(saliency(model, x, 1, absolute=np.bool_(False)), saliency(model, x, 1, absolute=False))
+
+
+def test_channels_last_images_are_refused_by_every_gradient_method_with_a_clear_error():
+    from cnnwidgets.methods.cam import cam, grad_cam
+
+    torch.manual_seed(0)
+    model = small_vgg().eval()
+    hwc = torch.rand(1, 16, 16, 3)
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    calls = {
+        "saliency": lambda: saliency(model, hwc, 0),
+        "guided backprop": lambda: guided_backprop(model, hwc, 0),
+        "deconvnet projection": lambda: project_channel(model, hwc, "features.0", 0),
+        "grad-cam": lambda: grad_cam(model, hwc, 0, "features.0"),
+        "cam": lambda: cam(pooled, hwc, 0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"looks like \(N, H, W, C\).*x.permute\(0, 3, 1, 2\)"):
+            call()
+    # the same image the right way round works, and a probe refuses it too
+    assert saliency(model, hwc.permute(0, 3, 1, 2), 0).shape == (1, 3, 16, 16)
+    with Probe(model) as probe, pytest.raises(ValueError, match="permute"):
+        probe.capture(hwc, "features.0")

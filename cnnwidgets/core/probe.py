@@ -314,6 +314,29 @@ def _layout_error(exc: BaseException) -> bool:
     return "view size is not compatible" in text or "contiguous" in text
 
 
+def check_channel_axis(model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse a batch laid out as (N, H, W, C), channels last, instead of (N, C, H, W).
+
+    It is recognised when the model's first registered convolution (see
+    :func:`~cnnwidgets.core.layers.input_channels`) takes as many channels as x's last
+    dimension, but not as many as its second, and that last dimension is smaller than both
+    others (a channel count, not a width). Cheap when x's last dimension is not the smallest,
+    as in every (N, C, H, W) image: the model is not looked at.
+
+    Raises:
+        ValueError: for such an x.
+    """
+    _, second, height, last = x.shape
+    if last >= min(second, height):
+        return
+    channels = input_channels(model)
+    if channels is not None and second != channels and last == channels:
+        raise ValueError(
+            f"x looks like (N, H, W, C) = {tuple(x.shape)}: the model takes {channels} input channels, which is "
+            f"x's last dimension; x must be (N, C, H, W): permute it with x.permute(0, 3, 1, 2)"
+        )
+
+
 def check_batch(x: object) -> torch.Tensor:
     """Validate a preprocessed (N, C, H, W) float batch; return it unchanged.
 
@@ -1211,6 +1234,7 @@ class Probe:
         for it is then returned (so a caller that wants it runs no second forward), else None.
         """
         check_batch(x)
+        check_channel_axis(self._model, x)
         self._sync()
         size = tuple(x.shape[1:])
         if self._layers is None or self._layers_size != size:

@@ -73,7 +73,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, check_batch, probe_scope
+from cnnwidgets.core.probe import Probe, check_batch, check_channel_axis, probe_scope
 from cnnwidgets.core.targets import Target, as_flag, as_index, as_pair, resolve_target, target_score
 
 __all__ = [
@@ -140,6 +140,7 @@ def layers_for(probe: Probe, x: torch.Tensor) -> dict[str, LayerInfo]:
     after the user's model changed) out of the hooked forward passes.
     """
     size = tuple(check_batch(x).shape[1:])
+    check_channel_axis(probe.model, x)
     if tuple(probe.input_size) != size:
         probe.describe(size)
     return probe.layers

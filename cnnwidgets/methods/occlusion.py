@@ -60,8 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import input_channels
-from cnnwidgets.core.probe import Probe, probe_scope, set_memory_format
+from cnnwidgets.core.probe import Probe, check_channel_axis, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
     Target, as_callback, as_cancel_check, as_count, as_real, call_target, class_probabilities, class_scores,
     output_tensor, resolve_target, target_score,
@@ -402,29 +401,14 @@ def _prepare_image(x: object) -> torch.Tensor:
 
 
 def _check_channel_axis(model_or_probe: object, x: torch.Tensor) -> None:
-    """Refuse an image laid out as (1, H, W, C).
-
-    It is recognised when the model's first registered convolution (see
-    :func:`~cnnwidgets.core.layers.input_channels`) takes as many channels as x's last
-    dimension, but not as many as its second, and that last dimension is smaller than both
-    others (a channel count, not a width).
-
-    Raises:
-        ValueError: for such an x.
-    """
+    """Refuse an image laid out as (1, H, W, C) before the scan is set up (see
+    :func:`~cnnwidgets.core.probe.check_channel_axis`)."""
     if isinstance(model_or_probe, Probe):
         model = None if model_or_probe.closed else model_or_probe.model
     else:
         model = model_or_probe if isinstance(model_or_probe, nn.Module) else getattr(model_or_probe, "model", None)
-    if not isinstance(model, nn.Module):
-        return  # the probe scope names what is wrong
-    channels = input_channels(model)
-    _, second, height, last = x.shape
-    if channels is not None and second != channels and last == channels and last < min(second, height):
-        raise ValueError(
-            f"x looks like (N, H, W, C) = {tuple(x.shape)}: the model takes {channels} input channels, which is "
-            f"x's last dimension; x must be (1, C, H, W): permute it with x.permute(0, 3, 1, 2)"
-        )
+    if isinstance(model, nn.Module):
+        check_channel_axis(model, x)  # (for anything else, the probe scope names what is wrong)
 
 
 def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
