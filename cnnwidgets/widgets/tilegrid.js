@@ -206,7 +206,9 @@ export default {
         const o = channel * 5;
         text += `\nmean ${fmt(st[o])}  std ${fmt(st[o + 1])}\nmin ${fmt(st[o + 2])}  max ${fmt(st[o + 3])}`;
         text += `\nactive ${(100 * st[o + 4]).toFixed(0)}%`;
-        if (st[o + 3] <= 0) text += "  (dead on this image)";
+        // all zero: dead on this image; negative values too (a layer before its ReLU): they
+        // still draw a pattern, and only a following ReLU makes them zero
+        if (st[o + 3] <= 0) text += st[o + 2] < 0 ? "  (no positive value on this image)" : "  (dead on this image)";
       }
       return text;
     }
