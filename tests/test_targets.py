@@ -449,3 +449,29 @@ def test_a_class_index_on_an_output_that_is_not_class_scores_says_how_to_write_a
                                r"scores only\. For another output write a target: a callable with a `layer = None` "
                                r"attribute .*lambda out: out\[:, k\]\.mean\(\(1, 2\)\)"):
                 target_score(probe, x, target)
+
+
+def test_a_plain_function_of_the_output_is_a_target_everywhere():
+    from cnnwidgets.core.targets import OutputScore
+    from cnnwidgets.methods import occlusion_map, saliency
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(1, 3, 16, 16)
+
+    def contrast(y):
+        return y[:, 1] - y[:, 2]  # class 1 against class 2
+
+    resolved = resolve_target(contrast)
+    assert isinstance(resolved, OutputScore) and resolved.layer is None and resolved.fn is contrast
+    with Probe(model) as probe:
+        logits = probe.logits(x)
+        torch.testing.assert_close(target_score(probe, x, contrast), logits[:, 1] - logits[:, 2])
+        # the gradient of a difference is the difference of the gradients
+        torch.testing.assert_close(saliency(probe, x, contrast, absolute=False),
+                                   saliency(probe, x, 1, absolute=False) - saliency(probe, x, 2, absolute=False))
+        by_function = occlusion_map(probe, x, lambda y: y[:, 1], window=8, stride=4, progress=False)
+        by_index = occlusion_map(probe, x, ClassLogit(1), window=8, stride=4, progress=False)
+        np.testing.assert_allclose(by_function.grid, by_index.grid, rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match=r"one score per image, shape \(1,\)"):
+            target_score(probe, x, lambda y: y)  # all classes: not one score per image

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputTypeError", "Target", "as_flag",
+    "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputScore", "OutputTypeError", "Target",
+    "as_flag",
     "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
     "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
     "output_reduction", "output_tensor", "resolve_target", "target_score",
@@ -609,14 +610,34 @@ class ChannelActivation:
         return flat.amax(dim=1)
 
 
-def resolve_target(target: Target | int) -> Target:
-    """Accept a class index as shorthand for :class:`ClassLogit`.
+@dataclass(frozen=True)
+class OutputScore:
+    """A plain function of the model's output as a target: ``fn(y) -> (N,)`` scores.
+
+    :func:`resolve_target` wraps any callable without a ``layer`` attribute in it, so
+    ``lambda y: y[:, 3] - y[:, 5]`` (class 3 against class 5) works wherever a target does.
+    ``y`` is the model's output as :func:`output_tensor` gives it; the scores are checked by
+    :func:`checked_scores`.
+    """
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    layer: str | None = None
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        return self.fn(activation)
+
+
+def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int) -> Target:
+    """Accept a class index as shorthand for :class:`ClassLogit`, and a plain function of the
+    model's output for :class:`OutputScore`.
 
     A class index may be a Python int, a numpy integer or a 0-d integer tensor (see
-    :func:`as_index`). Every method that takes a target reads class indices here.
+    :func:`as_index`). A callable with a ``layer`` attribute is a target as it is (see
+    :class:`Target`); one without is a function of the model's output. Every method that takes
+    a target reads it here.
 
     Raises:
-        TypeError: if ``target`` is neither a class index nor a target callable (a bool, a float,
+        TypeError: if ``target`` is neither a class index nor a callable (a bool, a float,
             a tensor of several indices ...).
         IndexError: for a negative class index (class indices run from 0 to ``classes - 1``;
             an index too large for the model is refused when the target is evaluated).
@@ -628,11 +649,12 @@ def resolve_target(target: Target | int) -> Target:
         if index < 0:
             raise IndexError(f"class index {index} is negative; accepted: 0..C-1 for a model with C classes")
         return ClassLogit(index)
-    if callable(target) and hasattr(target, "layer"):
-        return target
+    if callable(target):
+        return target if hasattr(target, "layer") else OutputScore(target)
     raise TypeError(
         f"unsupported target {target!r}: pass a class index ({_ACCEPTED_INDEX}), ClassLogit, ClassProbability, "
-        "ChannelActivation, or a callable with a `layer` attribute"
+        "ChannelActivation, or a callable: of the model's output (N, ...) -> (N,) scores, or with a `layer` "
+        "attribute to read that layer's output instead"
     )
 
 

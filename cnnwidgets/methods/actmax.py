@@ -342,7 +342,8 @@ def maximize_activation(
         model_or_probe: a model or a :class:`~cnnwidgets.Probe` (a model is inspected through a
             temporary probe, so it is never changed).
         target: what to maximise: ``ChannelActivation(layer, channel)`` (default reduction: the
-            mean over the map), a class index or ``ClassLogit``, or any target callable.
+            mean over the map), a class index or ``ClassLogit``, or any callable (a function of the
+            model's output, or one with a ``layer`` attribute; see :func:`~cnnwidgets.core.targets.resolve_target`).
         steps: number of ascent steps.
         lr: Adam learning rate for the image parameters.
         size: image size, ``H`` or ``(H, W)`` (ints >= 2), with the first number of channels the

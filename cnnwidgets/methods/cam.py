@@ -235,7 +235,7 @@ def grad_cam_pp(
 ) -> torch.Tensor:
     """Grad-CAM++ map (Chattopadhay et al. 2018, eq. 19 with the ReLU of eq. 7).
 
-    ``w_k = sum_ij a_kij ReLU(g_kij)``, ``a_kij = g^2 / (2 g^2 + sum_ab A_kab g^3 + eps)``
+    ``w_k = sum_ij a_kij ReLU(g_kij)``, ``a_kij = g_kij^2 / (2 g_kij^2 + g_kij^3 * sum_ab A_kab + eps)``
     with ``g = dy/dA`` (``a_kij = 0`` where ``g_kij = 0`` or the denominator vanishes), and
     ``L = ReLU(sum_k w_k A_k)``.
 

@@ -1018,7 +1018,9 @@ def occlusion_map(
         x: one preprocessed image of shape (1, C, H, W) (normalised as the model expects).
             Batches of several images are not accepted: explain one image at a time.
         target: a class index (its logit), ``ClassLogit(i)``, ``ClassProbability(i)``,
-            ``ChannelActivation(layer, channel, reduce=...)``, or any target callable.
+            ``ChannelActivation(layer, channel, reduce=...)``, or any callable: of the model's output
+            (``lambda y: y[:, 3] - y[:, 5]``), or with a ``layer`` attribute (see
+            :func:`~cnnwidgets.core.targets.resolve_target`).
         window: occluder size, an int or (height, width), at most the image size.
         stride: step between positions in pixels, an int or (vertical, horizontal). A stride
             larger than the window leaves pixels that no window covers.
