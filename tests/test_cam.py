@@ -213,7 +213,7 @@ def test_grad_cam_equals_pytorch_grad_cam_on_trained_tinyvgg(shared_data):
                 raw_pp = grad_cam_pp(probe, xi, labels[i], layer, eps=1e-6)
                 expected_pp = library_map(gradcam_lib.GradCAMPlusPlus, model, layer, xi, [labels[i]])
                 np.testing.assert_allclose(like_pytorch_grad_cam(raw_pp, (64, 64)), expected_pp, atol=CAM_ATOL)
-        with pytest.raises(ValueError, match="average-pooling"):
+        with pytest.raises(ValueError, match="no feature map with 1690 channels, average-pooled"):
             cam(probe, x[:1], 0)  # TinyVGG flattens; CAM is undefined
 
 
@@ -353,7 +353,7 @@ def test_cam_errors_name_the_layer_to_try(resnet18):
         with pytest.raises(ValueError, match=r"256 channels.*pass layer='layer4'"):
             cam(probe, x, 1, layer="layer3")
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6), nn.Linear(6, 2))
-    with pytest.raises(ValueError, match=r"no average-pooling module.*6 channels.*'1', is \(4, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"no feature map with 6 channels, average-pooled.*'1', is \(4, 1, 1\)"):
         cam(model.eval(), torch.randn(1, 3, 8, 8), 1)
 
 
@@ -373,7 +373,7 @@ def test_cam_refuses_heads_that_are_not_gap_then_linear():
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(ValueError, match="CAM is undefined"):
         cam(Bottleneck().eval(), x, 1)
-    with pytest.raises(ValueError, match="average-pooling"):
+    with pytest.raises(ValueError, match="no feature map with 16 channels, average-pooled"):
         cam(SmallVGG().eval(), torch.randn(1, 3, 16, 16), 1)
 
 

@@ -356,8 +356,9 @@ def cam(
                 seen = f" (the last feature map before it, {last.name!r}, is {last.shape_text})" if last else ""
                 raise ValueError(
                     f"CAM needs the {width} features of {fc_name!r} to be globally averaged feature maps, but no "
-                    f"average-pooling module with a 1x1 output and no feature map with {width} channels runs "
-                    f"before it{seen}; CAM is undefined for this model, use grad_cam"
+                    f"feature map with {width} channels, average-pooled to 1x1 or not, runs before it{seen}: its "
+                    f"features are something else (flattened maps, or another Linear layer's output); CAM is "
+                    f"undefined for this model, use grad_cam"
                 )
             if _global_pool(probe, chosen):
                 owner = threading.get_ident()
