@@ -731,3 +731,23 @@ def test_figures_with_many_panels_stay_within_the_width_of_an_output():
     assert curves.get_size_inches()[0] <= F.MAX_FIGURE_WIDTH + 1e-6
     # a row's label only in its first column: the others ran into the neighbouring panels
     assert [ax.get_ylabel() for ax in curves.axes] == ["l\ndistance", "", "", "P(true class)", "", ""]
+
+
+def test_overlays_refuse_0_255_floats_and_channels_first_pictures():
+    from cnnwidgets.render.attribution import attribution_overlay
+    from cnnwidgets.render.occlusion import occlusion_overlay
+
+    picture = np.full((8, 8, 3), 200.0, dtype=np.float32)  # 0-255 values stored as floats
+    grid = np.zeros((2, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\], got values from 200 to 200.*astype\(np.uint8\)"):
+        occlusion_overlay(grid, picture, window=4, stride=4)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        attribution_overlay(picture, np.ones((8, 8)))
+    with pytest.raises(ValueError, match=r"looks like \(C, H, W\).*transpose\(1, 2, 0\)"):
+        occlusion_overlay(grid, np.zeros((3, 8, 8), dtype=np.float32), window=4, stride=4)
+    # the same picture in [0, 1], with the slight overshoot of a denormalised input, is drawn
+    unit = picture / 255
+    unit[0, 0] = 1.02
+    shown = occlusion_overlay(grid, unit, window=4, stride=4)
+    assert shown.shape == (8, 8, 3) and shown.dtype == np.uint8
+    assert attribution_overlay(unit, np.ones((8, 8))).shape == (8, 8, 3)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnwidgets.render.overlay import desaturate
+from cnnwidgets.render.overlay import check_float_picture, desaturate
 from cnnwidgets.render.resample import check_heat_orientation
 
 __all__ = [
@@ -258,6 +258,7 @@ def attribution_overlay(
     if picture.ndim != 3 or picture.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got shape {picture.shape}")
     if picture.dtype != np.uint8:
+        check_float_picture(picture)
         picture = np.clip(np.round(np.asarray(picture, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
     plane = np.asarray(heat, dtype=np.float32)
     if plane.ndim != 2 or plane.size == 0:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 
-from cnnwidgets.render.overlay import desaturate
+from cnnwidgets.render.overlay import check_float_picture, desaturate
 
 __all__ = [
     "colorize",
@@ -207,12 +207,16 @@ def _as_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (3, 4):
+        raise ValueError(f"image of shape {image.shape} looks like (C, H, W); the picture is (H, W, C): "
+                         "pass image.transpose(1, 2, 0)")
     if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[:2] != size:
         raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4) with (H, W) = {size}, got {image.shape}")
     image = image[..., :3]
     if image.dtype == np.uint8:
         return image.astype(np.float64)
     if np.issubdtype(image.dtype, np.floating):
+        check_float_picture(image)
         return np.clip(image.astype(np.float64), 0.0, 1.0) * 255.0
     raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {image.dtype}")
 

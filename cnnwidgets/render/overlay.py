@@ -17,6 +17,21 @@ def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
     return image
 
 
+def check_float_picture(image: np.ndarray, what: str = "image") -> None:
+    """Refuse a float picture whose values are plainly not in [0, 1] (0-255 values stored as
+    floats would otherwise be clipped to white without a word). Slight overshoot, as a
+    denormalised input has, is accepted (and clipped by the caller).
+
+    Raises:
+        ValueError: when a value is above 2 or below -1, saying how to convert.
+    """
+    if image.size and np.issubdtype(image.dtype, np.floating):
+        top, bottom = float(np.nanmax(image)), float(np.nanmin(image))
+        if top > 2.0 or bottom < -1.0:
+            raise ValueError(f"a float {what} must hold values in [0, 1], got values from {bottom:.4g} to {top:.4g}; "
+                             f"for 0-255 values pass {what}.astype(np.uint8) (or {what} / 255)")
+
+
 def desaturate(image: np.ndarray) -> np.ndarray:
     """An (H, W, 3) uint8 picture in shades of gray (ITU-R 601 luma), still (H, W, 3) uint8.
 
