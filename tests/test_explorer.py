@@ -541,6 +541,11 @@ def test_grid_click_and_score_pick(ex):
     target = ex.scores["rows"][-1]["index"]
     ex.scores_view.pick(target)
     assert ex.target == target and ex.shown_state.target == target
+    assert ex.scores_view.title == "class scores (change vs. no occluder)"
+    ex.scores_view.pick(target)  # picked again: back to following the most probable class
+    assert ex.target is None and ex.shown_state.target is None
+    ex.box = None  # no occluder: no change to show, and the heading does not promise one
+    assert ex.scores_view.title == "class scores"
 
 
 def test_fills_change_the_input_as_documented():

@@ -185,6 +185,10 @@ def test_score_bars_pick():
     bars = W.ScoreBars(rows=W.score_rows(np.array([0.2, 0.8]), ["x", "y"]))
     bars.pick(0)
     assert bars.selected == 0
+    bars.pick(1)
+    assert bars.selected == 1
+    bars.pick(1)  # the selected class picked again is unpicked
+    assert bars.selected is None
     with pytest.raises(ValueError, match="not among the rows"):
         bars.pick(5)
 

@@ -284,6 +284,9 @@ _INPUT_CAPTIONS = {
     False: "<b>input</b> &mdash; the occluder is off: press on the image (or Enter) to place it",
 }
 
+#: The class scores' heading, with the occluder on (True) and off (no change to show).
+_SCORES_TITLES = {True: "class scores (change vs. no occluder)", False: "class scores"}
+
 #: Channel counts the default preprocessing makes: grayscale and RGB.
 _DEFAULT_CHANNELS = (1, 3)
 
@@ -1024,7 +1027,8 @@ class Explorer(ipw.VBox):
         self.panel_caption = ipw.HTML()
         self.panel_caption.add_class("cnnw-caption")  # wraps within its column: the layout stays still
         self.grid_caption = ipw.HTML()
-        self.scores_view = ScoreBars(title="class scores (change vs. no occluder)")
+        self.grid_caption.add_class("cnnw-wrapping-text")  # wrapped lines as close as the captions'
+        self.scores_view = ScoreBars(title=_SCORES_TITLES[True])
         self.layer_select = GroupedSelect(description="layer")
         self.layer_select.set_items(layer_items(self._layers))
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
@@ -1140,6 +1144,7 @@ class Explorer(ipw.VBox):
     def _on_box(self, change) -> None:
         box = change["new"]
         self.occluder_controls.enabled = box is not None
+        self.scores_view.title = _SCORES_TITLES[box is not None]
         if box is not None:
             self._last_box = box
             if not self.dragging:

@@ -153,7 +153,8 @@ export default {
 
     function pick(index) {
       active = index;
-      model.set("selected", index);
+      // the selected class picked again is unpicked: the target follows the top class again
+      model.set("selected", index === model.get("selected") ? null : index);
       model.save_changes();
       drawRows();
     }

@@ -68,7 +68,8 @@ class ScoreBars(anywidget.AnyWidget):
 
     The rows are a listbox, one stop in the tab order: Up and Down arrow keys (and Home, End)
     move the active row, outlined while the list has the keyboard focus; Enter or Space picks
-    the active row's class, as a click on it does. The selected row is bold with a bar at its
+    the active row's class, as a click on it does; picking the selected class again unpicks it
+    (``selected`` None: a controller then follows the most probable class). The selected row is bold with a bar at its
     left edge, and a screen reader hears each row as its class, probability and change.
 
     Traits:
@@ -85,7 +86,8 @@ class ScoreBars(anywidget.AnyWidget):
     title = t.Unicode("").tag(sync=True)
 
     def pick(self, index: int) -> None:
-        """Do what a click on the row of class ``index`` does in the browser.
+        """Do what a click on the row of class ``index`` does in the browser: select it, or
+        unselect it when it is selected.
 
         Raises:
             ValueError: if no row shows that class.
@@ -93,4 +95,4 @@ class ScoreBars(anywidget.AnyWidget):
         if not any(r["index"] == index for r in self.rows):
             shown = [r["index"] for r in self.rows]
             raise ValueError(f"class {index} is not among the rows shown ({shown})")
-        self.selected = index
+        self.selected = None if self.selected == index else index
