@@ -1054,10 +1054,14 @@ class Explorer(ipw.VBox):
             return ipw.HBox(children, layout=wrapping_row())
 
         # at most the output's width: in a narrow output the picture shrinks (the occluder with it)
-        image_col = ipw.VBox([self.input_caption, self.canvas], layout=ipw.Layout(max_width="100%"))
+        # the method panel under the input image: its map, as wide as the image, sits right under
+        # what it explains, and a column of its own beside a taller one would leave a gap above
+        # it whenever a narrower output wraps it onto the next line
+        self.method_view.layout.margin = "10px 0 0 0"
+        image_col = ipw.VBox([self.input_caption, self.canvas, self.method_view], layout=ipw.Layout(max_width="100%"))
         self.scores_view.layout.margin = "10px 0 0 0"
         channel_col = ipw.VBox([self.panel_caption, self.panel, self.scores_view])
-        top = row([image_col, channel_col, self.method_view], "16px")
+        top = row([image_col, channel_col], "16px")
         top.layout.align_items = "flex-start"
         header = row([self.title, self.picker, self.device_select, self.scores_toggle])
         selectors = row([self.layer_select, self.channel_slider])
