@@ -743,6 +743,8 @@ def test_overlays_refuse_0_255_floats_and_channels_first_pictures():
         occlusion_overlay(grid, picture, window=4, stride=4)
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
         attribution_overlay(picture, np.ones((8, 8)))
+    with pytest.raises(ValueError, match=r"uint8 or float in \[0, 1\], got dtype int64.*astype\(np.uint8\)"):
+        attribution_overlay(picture.astype(np.int64), np.ones((8, 8)))  # would otherwise read as [0, 1]
     with pytest.raises(ValueError, match=r"looks like \(C, H, W\).*transpose\(1, 2, 0\)"):
         occlusion_overlay(grid, np.zeros((3, 8, 8), dtype=np.float32), window=4, stride=4)
     # the same picture in [0, 1], with the slight overshoot of a denormalised input, is drawn

@@ -258,6 +258,9 @@ def attribution_overlay(
     if picture.ndim != 3 or picture.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got shape {picture.shape}")
     if picture.dtype != np.uint8:
+        if not np.issubdtype(picture.dtype, np.floating):
+            raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {picture.dtype}; "
+                             "for 0-255 integers pass image.astype(np.uint8)")
         check_float_picture(picture)
         picture = np.clip(np.round(np.asarray(picture, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
     plane = np.asarray(heat, dtype=np.float32)
