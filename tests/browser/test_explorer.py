@@ -26,6 +26,27 @@ def _panel_pixels(nb):
     return nb.element_pixels(nb.widget(".cnnw-explorer img.cnnw-pixelated"))
 
 
+#: The ancestors in its output area whose overflow cuts off part of an element's focus ring (an
+#: outline reaches outside the element by its width plus its offset): [class, ring edge, ancestor
+#: edge] each. The notebook's own scrolling is left out: it hides what is scrolled away.
+_RING_CLIPPED = """el => {
+    el.scrollIntoView({block: 'center'});
+    const cs = getComputedStyle(el), r = el.getBoundingClientRect();
+    const reach = parseFloat(cs.outlineWidth) + parseFloat(cs.outlineOffset);
+    const ring = [r.left - reach, r.top - reach, r.right + reach, r.bottom + reach];
+    const cut = [];
+    const outputs = el.closest('.jp-Cell-outputArea');
+    for (let a = el.parentElement; a && outputs && outputs.contains(a); a = a.parentElement) {
+        const s = getComputedStyle(a);
+        if (s.overflowX === 'visible' && s.overflowY === 'visible') continue;
+        const b = a.getBoundingClientRect(), edges = [b.left, b.top, b.right, b.bottom];
+        [0, 1].forEach(i => { if (ring[i] < edges[i] - 0.5) cut.push([a.className.slice(0, 60), ring[i], edges[i]]); });
+        [2, 3].forEach(i => { if (ring[i] > edges[i] + 0.5) cut.push([a.className.slice(0, 60), ring[i], edges[i]]); });
+    }
+    return cut;
+}"""
+
+
 def _same_shape_change(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         return 1.0
@@ -214,9 +235,11 @@ def run_explorer_checks(nb) -> None:
     ring = occluder.evaluate("el => [el.matches(':focus-visible'), getComputedStyle(el).outlineStyle, "
                              "getComputedStyle(el).outlineWidth]")
     assert ring == [True, "solid", "2px"], ring
+    assert occluder.evaluate(_RING_CLIPPED) == [], "the occluder's focus ring must show on all four sides"
 
     score_list = nb.widget(".cnnw-explorer .cnnw-scores-list")
     score_list.focus()
+    assert score_list.evaluate(_RING_CLIPPED) == [], "the class list's focus ring must show on all four sides"
     active_row = "el => document.getElementById(el.getAttribute('aria-activedescendant')).dataset.index"
     order = [int(i) for i in score_list.evaluate("el => Array.from(el.children, (r) => r.dataset.index)")]
     at = order.index(int(score_list.evaluate(active_row)))
@@ -234,7 +257,9 @@ def run_explorer_checks(nb) -> None:
     slot = grid_order.index(channel_now)
     key, neighbour = (("ArrowRight", grid_order[slot + 1]) if slot + 1 < len(grid_order)
                    else ("ArrowLeft", grid_order[slot - 1]))
-    nb.widget(".cnnw-explorer .cnnw-grid").focus()
+    grid = nb.widget(".cnnw-explorer .cnnw-grid")
+    grid.focus()
+    assert grid.evaluate(_RING_CLIPPED) == [], "the grid's focus ring must show on all four sides"
     nb.page.keyboard.press(key)
     assert kernel.wait_until("explorer.channel", lambda c: c == neighbour) == neighbour
     kernel.execute("assert explorer.wait_idle(120)")
