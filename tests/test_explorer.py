@@ -791,6 +791,31 @@ def test_occlusion_caption_names_the_box_and_keeps_its_length_while_the_map_stre
     assert _percent(0.0005, "points") == "0.050 points" and _percent(0.00053) == "0.053 %"
 
 
+def test_occlusion_caption_says_so_when_no_place_changes_the_class():
+    model = Tiny().eval()
+    with torch.no_grad():  # the head ignores the features: every class keeps its probability
+        model.head.weight.zero_()
+    ex = make(model, box=(4, 4, 8, 8))
+    try:
+        ex.method_stride = 4
+        ex.method = "occlusion"
+        assert ex.wait_idle(60) and ex.method_result.complete
+        caption = ex.method_view.caption.value
+        assert "no place changes it" in caption and "full colour" not in caption, caption
+        assert not ex.status.is_error, ex.status.message  # a map of zeros is drawn, not refused
+    finally:
+        ex.close()
+    ex = make(box=(4, 4, 8, 8))  # a model that does change: the colour key as usual
+    try:
+        ex.method_stride = 4
+        ex.method = "occlusion"
+        assert ex.wait_idle(60) and ex.method_result.complete
+        caption = ex.method_view.caption.value
+        assert "full colour = a change of" in caption and "no place changes it" not in caption, caption
+    finally:
+        ex.close()
+
+
 def test_the_change_view_is_red_where_the_occluder_lowered_the_activation():
     class Brightness(nn.Module):  # one channel: the mean of the input's channels, pixel by pixel
         def __init__(self):

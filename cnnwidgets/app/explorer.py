@@ -1501,11 +1501,17 @@ class Explorer(ipw.VBox):
             scale = float(drops.max()) if drops.size else 0.0
             box = f"{occ.window[1]}\u00d7{occ.window[0]} {FILL_LABELS.get(request.fill, request.fill)} box"
             # the same length computing and done (done/total), so that the map under it stays put
-            caption = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when a "
-                       f"{box} covers each place (stride {occ.stride[0]}); "
-                       "<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
+            if scale == 0 and occ.done == occ.total:
+                # a map without colour: say why, rather than "full colour = a change of 0.0 points"
+                # (an output that ignores the input, e.g. a classifier head initialised to zero)
+                key = "no place changes it: the map has no colour"
+            else:
+                key = ("<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
                        "<span style='color:#1565c0'>blue</span>: it rises; full colour = a change of "
-                       f"{_percent(scale, 'points')}; the image in gray &middot; {occ.done}/{occ.total} positions")
+                       f"{_percent(scale, 'points')}")
+            caption = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when a "
+                       f"{box} covers each place (stride {occ.stride[0]}); {key}; the image in gray "
+                       f"&middot; {occ.done}/{occ.total} positions")
         else:
             if request.method == "deconvnet":
                 caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"
