@@ -475,3 +475,47 @@ def test_a_plain_function_of_the_output_is_a_target_everywhere():
         np.testing.assert_allclose(by_function.grid, by_index.grid, rtol=1e-5, atol=1e-6)
         with pytest.raises(ValueError, match=r"one score per image, shape \(1,\)"):
             target_score(probe, x, lambda y: y)  # all classes: not one score per image
+
+
+def _small_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    ).eval()
+
+
+@pytest.mark.parametrize("method", ["saliency", "guided_backprop", "grad_cam", "occlusion", "occlusion_channel", "actmax"])
+def test_non_finite_weights_are_reported_instead_of_all_nan_maps(method):
+    """One NaN weight (a diverged training step) made every map NaN without a word, and made
+    activation maximisation blame an input image it had made itself."""
+    import cnnwidgets.methods as M
+
+    model = _small_net()
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    x = torch.rand(2, 3, 32, 32)
+    run = {
+        "saliency": lambda: M.saliency(model, x, 1),
+        "guided_backprop": lambda: M.guided_backprop(model, x, 1),
+        "grad_cam": lambda: M.grad_cam(model, x, 1, "3"),
+        "occlusion": lambda: M.occlusion_map(model, x[:1], 1, window=8, stride=8, progress=False),
+        "occlusion_channel": lambda: M.occlusion_map(model, x[:1], ChannelActivation("3", 2), window=8, stride=8,
+                                                     progress=False),
+        "actmax": lambda: M.maximize_activation(model, 1, size=32, steps=3, progress=False),
+    }[method]
+    with pytest.raises(ValueError, match=r"score is not finite \(NaN or inf\) for image.*non-finite weights"):
+        run()
+
+
+def test_a_target_that_makes_nan_from_a_finite_output_is_told_so():
+    probe = Probe(_small_net())
+    try:
+        with pytest.raises(ValueError, match=r"for images 0, 1 of 2: the model's output is finite, so the target "
+                                             r"computes NaN or inf"):
+            target_score(probe, torch.rand(2, 3, 32, 32), lambda out: torch.log(out[:, 0] * 0))
+        # and a finite score passes through unchanged
+        scores = target_score(probe, torch.rand(2, 3, 32, 32), ClassLogit(0))
+        assert scores.shape == (2,) and bool(torch.isfinite(scores).all())
+    finally:
+        probe.close()

@@ -699,6 +699,8 @@ def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int 
             kind of error, saying what the target was given (the tensor's shape, and how a dict
             output was reduced) and the original error.
         ValueError, TypeError: for results that are not (N,) tensors (see :func:`checked_scores`).
+        ValueError: for scores that are NaN or infinite (non-finite weights, say, after a diverged
+            training step), saying for which images and whether the activation was already non-finite.
     """
     try:
         if target.layer is None and probe is not None and callable(getattr(target, "probability_score", None)):
@@ -711,7 +713,35 @@ def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int 
         if isinstance(target, _OWN_TARGETS):
             raise
         raise _target_failure(exc, target, activation, probe) from exc
-    return checked_scores(scores, activation.shape[0] if n is None else n)
+    scores = checked_scores(scores, activation.shape[0] if n is None else n)
+    _require_finite(scores, target, activation)
+    return scores
+
+
+def _require_finite(scores: torch.Tensor, target: Target, activation: object) -> None:
+    """Raise ``ValueError`` when some of ``scores`` are NaN or infinite, saying for which images and why.
+
+    A method fed non-finite scores returns all-NaN maps (or, for occlusion, an empty heatmap)
+    without a word; this check costs one reduction over N numbers.
+    """
+    with torch.no_grad():
+        finite = torch.isfinite(scores)
+        if bool(finite.all()):
+            return
+        images = torch.nonzero(~finite).flatten().tolist()
+        source = "the model's output" if getattr(target, "layer", None) is None else f"the output of layer {target.layer!r}"
+        broken = isinstance(activation, torch.Tensor) and not bool(torch.isfinite(activation.detach()).all())
+    shown = ", ".join(str(i) for i in images[:10]) + (", ..." if len(images) > 10 else "")
+    plural = "s" if len(images) != 1 else ""
+    why = (
+        f"{source} itself is not finite for a finite input, which points to non-finite weights (has training "
+        "diverged?); check the parameters with torch.isfinite"
+        if broken
+        else f"{source} is finite, so the target computes NaN or inf from it (a log of 0, a division by 0?)"
+    )
+    raise ValueError(
+        f"the target's score is not finite (NaN or inf) for image{plural} {shown} of {scores.shape[0]}: {why}"
+    )
 
 
 def _target_failure(exc: Exception, target: Target, activation: object, probe) -> Exception:

@@ -1069,7 +1069,8 @@ def occlusion_map(
         ValueError: x is not (1, C, H, W) floats (including an x laid out as (1, H, W, C), told
             apart by the model's first convolution); window or stride are not positive ints or pairs,
             or the window is larger than the image; bad fill (also one with NaN or infinite values),
-            order or batch_size; a target that does not return one score per image.
+            order or batch_size; a target that does not return one score per image, or scores that
+            are NaN or infinite (a model with non-finite weights, say).
         KeyError: the target names a layer the model does not have (with suggestions).
         IndexError: a class or channel index out of range.
         RuntimeError: the model fails on the image.
