@@ -1,4 +1,4 @@
-"""Correspondence analysis (Zeiler & Fergus 2014, section 5.2, Table 1).
+"""Correspondence analysis (Zeiler & Fergus 2014, section 4.3, Table 1).
 
 Does the network relate the same object part across different images? Take images
 ``x_1 .. x_N`` of one class, occlude the same part (say, the left eye) in each, and look at
@@ -222,7 +222,7 @@ def correspondence(
 ) -> CorrespondenceResult:
     """The paper's correspondence measure for occluded parts, with a random-occlusion control.
 
-    See the module notes for the formula (Zeiler & Fergus 2014, section 5.2, Table 1).
+    See the module notes for the formula (Zeiler & Fergus 2014, section 4.3, Table 1).
 
     Args:
         model_or_probe: a model (used through a temporary probe) or a probe.

@@ -1,4 +1,4 @@
-"""Feature evolution during training (Zeiler & Fergus 2014, section 4.1, Fig. 4).
+"""Feature evolution during training (Zeiler & Fergus 2014, section 4, Fig. 4).
 
 "For a given feature map, we show the strongest activation (across all training
 examples) ... projected down to pixel space using our deconvnet approach", at a few
