@@ -364,6 +364,10 @@ def test_seed_flags_callbacks_and_normalisation_are_checked_before_any_step():
     for kw, error, message in (
         ({"seed": 1.5}, TypeError, "seed must be an int .*got float 1.5"),
         ({"seed": "2"}, TypeError, "seed must be an int"),
+        # torch wraps a negative seed around (-1 gave the image of 2**64 - 1) and overflows past 2**64
+        ({"seed": -1}, ValueError, r"seed must be an int in \[0, 2\*\*64\), got -1"),
+        ({"seed": 2**64}, ValueError, r"seed must be an int in \[0, 2\*\*64\), got 18446744073709551616"),
+        ({"decay": -1}, ValueError, "decay must be a finite number >= 0, got -1"),
         ({"decorrelate": "False"}, TypeError, "decorrelate must be True or False, got str"),
         ({"callback": 5}, TypeError, r"callback must be None or a callable as callback\(step, value, rgb\), got int 5"),
         ({"cancel": True}, TypeError, "cancel must be a threading.Event or a callable"),

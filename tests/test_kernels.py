@@ -206,3 +206,15 @@ def test_out_channel_must_be_an_int_and_numpy_or_tensor_integers_are_ints():
     for bad, got in refused:
         with pytest.raises(TypeError, match=rf"out_channel must be an int \(a Python int, .*\), got {got}"):
             kernels(model, "2", out_channel=bad)
+
+
+def test_kernels_and_conv_layer_names_take_a_zoo_bundle_like_every_other_method():
+    from cnnwidgets.methods import conv_layer_names, kernel_weights
+    from cnnwidgets.zoo import load_default
+
+    bundle = load_default()
+    names = conv_layer_names(bundle)
+    assert names == conv_layer_names(bundle.model) and names
+    np.testing.assert_array_equal(kernel_weights(bundle, names[0]).values, kernel_weights(bundle.model, names[0]).values)
+    with pytest.raises(TypeError, match="expected a torch.nn.Module, a zoo bundle .* or a cnnwidgets.Probe, got str"):
+        conv_layer_names("resnet18")

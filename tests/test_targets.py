@@ -519,3 +519,8 @@ def test_a_target_that_makes_nan_from_a_finite_output_is_told_so():
         assert scores.shape == (2,) and bool(torch.isfinite(scores).all())
     finally:
         probe.close()
+
+
+def test_target_score_names_what_it_needs_when_given_a_plain_model():
+    with pytest.raises(TypeError, match=r"target_score needs a cnnwidgets.Probe, got Sequential; wrap the model"):
+        target_score(_small_net(), torch.rand(1, 3, 32, 32), 1)

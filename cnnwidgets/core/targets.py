@@ -118,6 +118,23 @@ def as_count(value: object, what: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def as_seed(value: object, what: str = "seed") -> int:
+    """``value`` as a seed for torch's and numpy's random generators: an int in [0, 2**64)
+    (a Python int, a numpy integer or a 0-d integer tensor).
+
+    Raises:
+        TypeError: for another type (a bool, a float, a string), naming ``what``.
+        ValueError: for a negative value (torch would silently wrap it around) or one of 2**64 or more.
+    """
+    try:
+        seed = as_index(value, what)
+    except TypeError:
+        raise TypeError(f"{what} must be an int in [0, 2**64), got {_describe_value(value)}") from None
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{what} must be an int in [0, 2**64), got {seed}")
+    return seed
+
+
 def as_tolerance(value: object, what: str) -> float:
     """``value`` as a finite float >= 0, for a tolerance (``rtol``, ``atol``).
 
@@ -665,9 +682,23 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
     channels-last layer (see :meth:`~cnnwidgets.core.probe.Probe.capture`). The target is
     called by :func:`call_target`.
 
+    Args:
+        probe: a :class:`~cnnwidgets.core.probe.Probe` (the methods of :mod:`cnnwidgets.methods`
+            take a model or a probe and make one when needed).
+
     Returns:
         Scores of shape (N,).
+
+    Raises:
+        TypeError: for a ``probe`` that is not a Probe (a plain model, say).
     """
+    from cnnwidgets.core.probe import Probe
+
+    if not isinstance(probe, Probe):
+        raise TypeError(
+            f"target_score needs a cnnwidgets.Probe, got {type(probe).__name__}; wrap the model: "
+            "with Probe(model) as probe: target_score(probe, x, target)"
+        )
     target = resolve_target(target)
     if target.layer is None:
         activation = probe.logits(x, grad=grad)

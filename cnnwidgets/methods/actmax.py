@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope
 from cnnwidgets.core.targets import (
-    Target, as_callback, as_cancel_check, as_flag, as_index, as_real, resolve_target, target_score,
+    Target, as_callback, as_cancel_check, as_flag, as_real, as_seed, resolve_target, target_score,
 )
 from cnnwidgets.methods.gradients import gradients_enabled
 
@@ -355,7 +355,7 @@ def maximize_activation(
         input_size: the full image size (C, H, W), for a model whose channels or size cannot be
             guessed (a grayscale MLP: ``input_size=(1, 28, 28)``). Give ``size`` or ``input_size``,
             not both.
-        seed: seed of the private random generator.
+        seed: seed of the private random generator, an int in [0, 2**64).
         mean, std: the normalisation the model expects (per channel, or one value): the model sees
             ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default: a bundle's own ``mean`` and
             ``std`` (a zoo bundle, such as :func:`cnnwidgets.zoo.load_default`, says how its model
@@ -363,7 +363,7 @@ def maximize_activation(
             (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225).
         parametrization: ``"fourier"`` (1/f-scaled Fourier coefficients) or ``"pixel"``.
         decorrelate: optimise in decorrelated colour space (3-channel inputs only).
-        decay: exponent of the 1/f scaling (``"fourier"``; 0 = flat spectrum). 1 matches natural
+        decay: exponent of the 1/f scaling, >= 0 (``"fourier"``; 0 = flat spectrum). 1 matches natural
             images; small low-resolution nets (TinyVGG at 64x64) give smoother, more readable
             images with 1.5-2, where 1 lets 2-pixel stripe patterns dominate.
         blur: with ``"pixel"``, the sigma (in pixels) of a Gaussian blur applied to the parameters
@@ -401,7 +401,7 @@ def maximize_activation(
     target = resolve_target(target)
     if parametrization not in _PARAMETRIZATIONS:
         raise ValueError(f"parametrization must be one of {_PARAMETRIZATIONS}, got {parametrization!r}")
-    seed = as_index(seed, "seed")
+    seed = as_seed(seed)
     decorrelate = as_flag(decorrelate, "decorrelate")
     stop_now = as_cancel_check(cancel)
     as_callback(callback, "callback", "as callback(step, value, rgb)")
@@ -413,7 +413,7 @@ def maximize_activation(
     scale = as_real(scale, "scale", "in [0, 1)", lambda v: 0 <= v < 1)
     rotate = as_real(rotate, "rotate", ">= 0", lambda v: v >= 0)
     init_sd = as_real(init_sd, "init_sd", ">= 0", lambda v: v >= 0)
-    decay = as_real(decay, "decay")
+    decay = as_real(decay, "decay", ">= 0", lambda v: v >= 0)
     blur = as_real(blur, "blur", ">= 0", lambda v: v >= 0)
     if blur > 0 and parametrization != "pixel":
         raise ValueError(f"blur is used with parametrization='pixel' only, got blur={blur}")

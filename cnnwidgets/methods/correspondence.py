@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.core.targets import as_count, as_tolerance
+from cnnwidgets.core.targets import as_count, as_seed, as_tolerance
 from cnnwidgets.methods.invariance import check_fill, feature_layer_names
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
@@ -263,7 +263,7 @@ def correspondence(
     if RANDOM in parts:
         raise ValueError(f"{RANDOM!r} is the name of the control row; rename that part")
     random_trials = as_count(random_trials, "random_trials", minimum=0)
-    seed = as_count(seed, "seed", minimum=0)
+    seed = as_seed(seed)
     rtol, atol = as_tolerance(rtol, "rtol"), as_tolerance(atol, "atol")
     check_fill(fill, images.shape[1])
     for name, boxes in parts.items():

@@ -71,15 +71,19 @@ class Kernels:
 
 
 def _named_modules(model_or_probe: nn.Module | Probe) -> dict[str, nn.Module]:
-    from cnnwidgets.core.probe import Probe, plain_module
+    from cnnwidgets.core.probe import Probe, unwrap_model
 
     if isinstance(model_or_probe, Probe):
         model_or_probe.sync()  # the private copy must reflect the user's latest weights
         model = model_or_probe.model
-    elif isinstance(model_or_probe, nn.Module):
-        model = plain_module(model_or_probe)
     else:
-        raise TypeError(f"expected a torch.nn.Module or a Probe, got {type(model_or_probe).__name__}")
+        try:
+            model, _ = unwrap_model(model_or_probe)  # a module, or a bundle that carries one
+        except TypeError:
+            raise TypeError(
+                "expected a torch.nn.Module, a zoo bundle (with a .model module) or a cnnwidgets.Probe, "
+                f"got {type(model_or_probe).__name__}"
+            ) from None
     return {name: module for name, module in model.named_modules() if name}
 
 
@@ -87,7 +91,7 @@ def conv_layer_names(model_or_probe: nn.Module | Probe) -> list[str]:
     """Names of the 2-D convolution layers (``nn.Conv2d`` and subclasses), in definition order.
 
     Args:
-        model_or_probe: a model or a :class:`~cnnwidgets.Probe` on it.
+        model_or_probe: a model, a zoo bundle or a :class:`~cnnwidgets.Probe` on a model.
 
     Returns:
         The qualified module names.
