@@ -76,14 +76,13 @@ def _named_modules(model_or_probe: nn.Module | Probe) -> dict[str, nn.Module]:
     if isinstance(model_or_probe, Probe):
         model_or_probe.sync()  # the private copy must reflect the user's latest weights
         model = model_or_probe.model
+    elif isinstance(model_or_probe, nn.Module) or isinstance(getattr(model_or_probe, "model", None), nn.Module):
+        model, _ = unwrap_model(model_or_probe)  # a module, or a bundle that carries one
     else:
-        try:
-            model, _ = unwrap_model(model_or_probe)  # a module, or a bundle that carries one
-        except TypeError:
-            raise TypeError(
-                "expected a torch.nn.Module, a zoo bundle (with a .model module) or a cnnwidgets.Probe, "
-                f"got {type(model_or_probe).__name__}"
-            ) from None
+        raise TypeError(
+            "expected a torch.nn.Module, a zoo bundle (with a .model module) or a cnnwidgets.Probe, "
+            f"got {type(model_or_probe).__name__}"
+        )
     return {name: module for name, module in model.named_modules() if name}
 
 
