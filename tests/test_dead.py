@@ -230,3 +230,32 @@ def test_token_layers_are_refused_like_the_other_channel_readers():
             dead_channels(probe, torch.randn(2, 3, 8, 8), "act", progress=False)
         assert dead_channels(probe, torch.randn(2, 3, 8, 8), "patch", progress=False)["patch"].num_channels == 6
         assert default_dead_layers(probe) == ["patch"]
+
+
+def test_channels_last_images_are_named_as_such_by_default_and_for_named_layers():
+    model = net_with_dead_channels().eval()
+    x = torch.randn(2, 3, 12, 12).permute(0, 2, 3, 1)  # (N, H, W, C)
+    for data in (x, list(x), [x]):
+        for layers in (None, "1"):
+            with pytest.raises(ValueError, match=r"looks like \(N, H, W, C\) = \(2, 12, 12, 3\).*x.permute\(0, 3, 1, 2\)"):
+                dead_channels(model, data, layers, progress=False)
+
+
+def test_nan_activations_are_refused_not_reported_as_dead_channels():
+    model = net_with_dead_channels().eval()
+    with torch.no_grad():
+        model[2].weight[0, 0, 0, 0] = float("nan")  # channel 0 of layer "2" (and "3") is NaN, not dead
+    x = torch.randn(4, 3, 12, 12)
+    assert dead_channels(model, x, "1", progress=False)["1"].dead == [1, 4]  # the layers before it are fine
+    for layers in ("3", None):
+        with pytest.raises(ValueError, match=r"a dead-channel scan needs finite activations, but the model's "
+                                             r"activations at layer '(2|3)' are not finite .*has training diverged\?"):
+            dead_channels(model, x, layers, progress=False)
+
+
+def test_progress_must_be_a_bool():
+    model = net_with_dead_channels()
+    for bad in ("no", 0, None):
+        with pytest.raises(TypeError, match="progress must be True or False, got"):
+            dead_channels(model, torch.randn(2, 3, 8, 8), progress=bad)
+    assert dead_channels(model, torch.randn(2, 3, 8, 8), "1", progress=np.bool_(False))["1"].num_images == 2

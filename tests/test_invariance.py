@@ -218,11 +218,9 @@ def test_no_transforms_and_labels_that_are_not_class_indices_are_refused():
     x = torch.rand(2, 3, 32, 32)
     with pytest.raises(ValueError, match="transforms is empty"):
         invariance_curves(model, x, transforms=[], progress=False)
-    for labels in ([0.5, 1.9], ["cat", "dog"]):
-        with pytest.raises(ValueError, match="labels must be class indices"):
+    for labels, got in (([0.5, 1.9], "got float 0.5"), (["cat", "dog"], "got str 'cat'")):
+        with pytest.raises(TypeError, match=r"labels\[0\] \(the class of image 0\) must be an int .*" + got):
             invariance_curves(model, x, labels=labels, transforms={"rotation": [0, 10]}, progress=False)
-    result = invariance_curves(model, x, labels=[1.0, 2.0], transforms={"rotation": [0, 10]}, progress=False)
-    assert result.labels.tolist() == [1, 2]  # whole numbers written as floats are indices
     for batch_size, error in ((0, ValueError), (-5, ValueError), (True, TypeError), (200.5, TypeError)):
         with pytest.raises(error, match="batch_size must be an int >= 1"):
             invariance_curves(model, x, transforms={"rotation": [0, 10]}, batch_size=batch_size, progress=False)
@@ -271,3 +269,75 @@ def test_layers_must_be_names():
         invariance_curves(model, images(), layers=model.relu, progress=False)
     with pytest.raises(TypeError, match="layer names are strings, got int"):
         invariance_curves(model, images(), layers=3, progress=False)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    ).eval()
+
+
+def test_labels_are_ints_as_for_class_targets_bools_and_whole_floats_are_refused():
+    model, x = small_net(), torch.rand(3, 3, 32, 32)
+    run = lambda labels: invariance_curves(model, x, labels, transforms={"rotation": [0, 10]}, progress=False)  # noqa: E731
+    for labels, got in (
+        ([True, False, True], "got bool True"),  # not classes [1, 0, 1]
+        ([0.0, 1.0, 2.0], "got float 0.0"),
+        ([0, 1, 2.0], "got float 2.0"),
+        (torch.tensor([0.0, 1.0, 2.0]), "got a tensor of shape \\(\\) and dtype torch.float32"),
+        (torch.tensor([True, False, True]), "dtype torch.bool"),
+        (np.array([1.0, 2.0, 3.0]), "got float64 1.0"),
+    ):
+        with pytest.raises(TypeError, match=r"labels\[\d\] \(the class of image \d\) must be an int \(.*" + got):
+            run(labels)
+    with pytest.raises(ValueError, match="expected 3 labels .*got shape \\(1, 3\\)"):
+        run(torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ValueError, match="expected 3 labels .*got 2"):
+        run([0, 1])
+    for labels in ([0, 1, 2], (4, 0, 1), np.array([0, 1, 2]), torch.tensor([2, 1, 0]), [np.int64(1), 0, 3]):
+        assert run(labels).labels.tolist() == [int(v) for v in labels]
+
+
+def test_images_laid_out_channels_last_are_named_as_such():
+    model, x = small_net(), torch.rand(2, 3, 32, 32)
+    for layers in (None, ["1"]):
+        with pytest.raises(ValueError, match=r"looks like \(N, H, W, C\) = \(2, 32, 32, 3\).*x.permute\(0, 3, 1, 2\)"):
+            invariance_curves(model, x.permute(0, 2, 3, 1), layers=layers, progress=False)
+
+
+def test_non_finite_features_from_non_finite_weights_are_refused_not_returned_as_nan():
+    model, x = small_net(), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"invariance_curves needs finite activations, but the model's activations at "
+                                         r"layer '1' are not finite .*has training diverged\?"):
+        invariance_curves(model, x, transforms={"rotation": [0, 10]}, progress=False)
+    model = small_net()
+    with torch.no_grad():
+        model[7].bias[0] = float("inf")  # the features are finite, the class scores are not
+    with pytest.raises(ValueError, match=r"but the model's output is not finite \(2 of 10 values"):
+        invariance_curves(model, x, layers=["1"], transforms={"rotation": [0, 10]}, progress=False)
+
+
+def test_progress_must_be_a_bool():
+    with pytest.raises(TypeError, match="progress must be True or False, got str 'no'"):
+        invariance_curves(small_net(), torch.rand(2, 3, 32, 32), transforms={"rotation": [0, 10]}, progress="no")
+
+
+def test_the_default_last_conv_layer_of_a_resnet_is_a_block_output_after_its_relu():
+    """A BasicBlock calls one ReLU twice; ordered by its first call it sat before the block's last
+    convolution, so "the last convolution's activation" was that raw convolution (half negative)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with Probe(model, input_size=(3, 64, 64)) as probe:
+        layers = default_feature_layers(probe)
+        assert layers == {"first": "relu", "last_conv": "layer4.1.relu", "penultimate": "avgpool"}
+        captured = probe.capture(x, [layers["last_conv"], "layer4"])
+    # its last call: the block's output after the residual sum, not the ReLU after conv1
+    torch.testing.assert_close(captured["layer4.1.relu"], captured["layer4"])
+    assert float(captured["layer4.1.relu"].min()) >= 0

@@ -568,3 +568,83 @@ def test_the_layer_description_rebuilt_from_a_scan_knows_its_convolutions():
     assert topk.layer_info("0").is_conv and not topk.layer_info("1").is_conv
     del topk.geometry["0"]["conv"]  # a scan saved before the flag was kept: read from the class name
     assert topk.layer_info("0").is_conv
+
+
+# ---------------------------------------------------------------------------- argument checks
+def test_flags_must_be_bools_not_strings_that_read_as_true():
+    model = small_net()
+    x, _ = data(4)
+    for name in ("per_image", "keep_images", "progress"):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got str 'False'"):
+            scan_topk(model, x, LAYERS, **{"progress": False, name: "False"})
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got int 1"):
+            scan_topk(model, x, LAYERS, **{"progress": False, name: 1})
+    for name in ("per_image", "keep_images"):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got str 'no'"):
+            TopKActivations(LAYERS, 2, **{name: "no"})
+    lean = scan_topk(model, x, LAYERS, k=2, per_image=np.bool_(False), keep_images=False, progress=False)
+    assert lean.per_image is False and lean.keep_images is False and not lean.images
+
+
+def test_resume_must_be_a_scan_and_callback_callable_checked_before_scanning():
+    model = small_net()
+    x, _ = data(4)
+    for bad, got in (("abc", "got str"), (5, "got int")):
+        with pytest.raises(TypeError, match=f"resume must be None or an unfinished TopKActivations .*{got}; to "
+                                            "continue from a file, pass its path as checkpoint="):
+            scan_topk(model, x, LAYERS, resume=bad, progress=False)
+    calls = []
+
+    def data_that_counts():
+        calls.append(1)
+        yield x
+
+    with pytest.raises(TypeError, match=r"callback must be None or a callable \(it receives the TopKActivations "
+                                        r"state after every batch\), got int 5"):
+        scan_topk(model, data_that_counts(), LAYERS, callback=5, progress=False)
+    assert not calls  # refused before the data was read
+    with pytest.raises(TypeError, match="checkpoint must be None or a file path .*got int"):
+        scan_topk(model, x, LAYERS, checkpoint=5, progress=False)
+
+
+def test_a_checkpoint_that_is_a_folder_or_not_a_torch_file_is_named_as_such(tmp_path):
+    model = small_net()
+    x, _ = data(4)
+    with pytest.raises(IsADirectoryError, match=f"'{tmp_path}' is a folder, not a cnnwidgets top-k file; pass a file "
+                                                "path such as"):
+        scan_topk(model, x, LAYERS, checkpoint=tmp_path, progress=False)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path in (text, empty):
+        with pytest.raises(ValueError, match=f"{path.name} is not a cnnwidgets top-k file .*torch.load cannot read it"):
+            scan_topk(model, x, LAYERS, checkpoint=path, progress=False)
+        with pytest.raises(ValueError, match="is not a cnnwidgets top-k file"):
+            TopKActivations.load(path)
+    assert text.read_text() == "hello\n"  # not overwritten
+    with pytest.raises(FileNotFoundError):
+        TopKActivations.load(tmp_path / "missing.pt")
+
+
+def test_channels_last_images_are_named_as_such():
+    model = small_net()
+    x, _ = data(4)
+    nhwc = x.permute(0, 2, 3, 1)
+    for images in (nhwc, list(nhwc), [(image, 0) for image in nhwc]):
+        with pytest.raises(ValueError, match=r"looks like \(N, H, W, C\) = \(4, 16, 16, 3\).*x.permute\(0, 3, 1, 2\)"):
+            scan_topk(model, images, LAYERS, progress=False)
+
+
+def test_nan_activations_are_refused_not_kept_as_the_strongest():
+    model = small_net()
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    x, _ = data(4)
+    with pytest.raises(ValueError, match=r"a top-k scan needs finite activations, but the model's activations at "
+                                         r"layer '1' are not finite .*has training diverged\?"):
+        scan_topk(model, x, LAYERS, progress=False)
+    state = TopKActivations(LAYERS, 2)
+    with Probe(model) as probe, pytest.raises(ValueError, match="not finite"):
+        state.update(probe, x)
+    assert state.consumed == 0  # the update is atomic

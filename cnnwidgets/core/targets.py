@@ -24,8 +24,8 @@ import torch
 __all__ = [
     "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputScore", "OutputTypeError", "Target",
     "as_flag",
-    "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
-    "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
+    "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_seed", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
+    "check_finite_activation", "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
     "output_reduction", "output_tensor", "resolve_target", "target_score",
 ]
 
@@ -797,6 +797,28 @@ def _target_failure(exc: Exception, target: Target, activation: object, probe) -
     except Exception:  # noqa: BLE001 - a subclass whose constructor takes other arguments
         kind = next(k for k in (KeyError, IndexError, TypeError) if isinstance(exc, k))
         return kind(message)
+
+
+def check_finite_activation(activation: torch.Tensor, layer: str | None, what: str) -> None:
+    """Refuse an activation (or, for ``layer=None``, a model output) that holds NaN or inf.
+
+    The inputs a probe runs are checked finite, so such values come from the model: usually
+    non-finite weights (a diverged training step). One ``isfinite(...).all()`` on a tensor
+    already computed when all is well; ``what`` names the method in the message.
+
+    Raises:
+        ValueError: saying where, how many values, and what to check.
+    """
+    finite = torch.isfinite(activation.detach())
+    if bool(finite.all()):
+        return
+    count = int((~finite).sum())
+    where = "the model's output is" if layer is None else f"the model's activations at layer {layer!r} are"
+    raise ValueError(
+        f"{what} needs finite activations, but {where} not finite ({count} of {activation.numel()} values are NaN "
+        "or inf) for a finite input, which points to non-finite weights (has training diverged?); check the "
+        "parameters with torch.isfinite"
+    )
 
 
 def checked_scores(scores: object, n: int | None = None) -> torch.Tensor:

@@ -35,8 +35,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, layer_names, probe_scope
-from cnnwidgets.core.targets import as_real, check_channel_output
+from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
+from cnnwidgets.core.targets import as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.topk import data_size, iter_batches
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
@@ -146,14 +146,17 @@ def dead_channels(
 
     Raises:
         KeyError: for an unknown layer (with suggestions).
-        ValueError: when ``inputs`` holds no batch, a batch is not (N, C, H, W) finite floats, a
-            layer's output is not (C,) or (C, H, W) per image (channels-last (H, W, C) maps are read
-            channels first; a transformer's (tokens, features) is refused, see
-            :func:`~cnnwidgets.core.targets.check_channel_output`), or ``threshold`` is NaN or infinite.
+        ValueError: when ``inputs`` holds no batch, a batch is not (N, C, H, W) finite floats (one
+            laid out (N, H, W, C) is named as such), a layer's output is not (C,) or (C, H, W) per
+            image (channels-last (H, W, C) maps are read channels first; a transformer's (tokens,
+            features) is refused, see :func:`~cnnwidgets.core.targets.check_channel_output`), a
+            layer's activations are not finite (NaN or inf: non-finite weights, whose channels are
+            not dead but broken), or ``threshold`` is NaN or infinite.
         TypeError: when ``inputs`` or an item of it is not one of the forms above, a layer name is
-            not a string, or ``threshold`` is not a number.
+            not a string, ``threshold`` is not a number, or ``progress`` is not True or False.
     """
     threshold = as_real(threshold, "threshold")
+    progress = as_flag(progress, "progress")
     names: list[str] | None = None
     if layers is not None:
         names = layer_names(layers)
@@ -167,6 +170,7 @@ def dead_channels(
         bar = tqdm(total=data_size(inputs), disable=not progress, desc="dead channels", unit="img")
         try:
             for batch, _ in iter_batches(inputs, batch_size):
+                check_channel_axis(probe.model, batch)  # before the layers are described at the batch's size
                 if names is None:
                     probe.describe(tuple(batch.shape[1:]))  # the layers as they are for this input size
                     names = default_dead_layers(probe)
@@ -176,6 +180,8 @@ def dead_channels(
                 acts = probe.capture(batch, names, channels_first=True, contiguous=False, cache=False)
                 for name, act in acts.items():
                     check_channel_output(act, name, "a dead-channel scan")
+                    # a NaN maximum compares as "never above the threshold": NaN channels are not dead
+                    check_finite_activation(act, name, "a dead-channel scan")
                     dims = [0, *range(2, act.dim())]
                     batch_max = act.detach().amax(dim=dims).float()
                     batch_active = (act.detach() > threshold).sum(dim=dims, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Feature invariance to translation, rotation and scaling (Zeiler & Fergus 2014, section 4.4, Fig. 5).
+"""Feature invariance to translation, rotation and scaling (Zeiler & Fergus 2014, section 4, Fig. 5).
 
 "Five sample images are translated, rotated and scaled by varying degrees while looking at
 the changes in the feature vectors from the top and bottom layers of the model, relative
@@ -43,8 +43,10 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, layer_names, probe_scope
-from cnnwidgets.core.targets import as_count, as_flag, class_probabilities, class_scores
+from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
+from cnnwidgets.core.targets import (
+    as_count, as_flag, as_index, check_finite_activation, class_probabilities, class_scores,
+)
 
 __all__ = [
     "TRANSFORMS",
@@ -183,7 +185,13 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
     Raises:
         ValueError: for a model without a convolution.
     """
-    leaves = [i for i in probe.layers.values() if i.is_leaf and i.calls > 0 and i.output_shape is not None]
+    # in the order their captured outputs are made: a module called several times (a ResNet
+    # block's one ReLU, after its first convolution and again after the residual sum) sits at its
+    # last call, so the ReLU after a block's last convolution is the block's output
+    leaves = sorted(
+        (i for i in probe.layers.values() if i.is_leaf and i.calls > 0 and i.output_shape is not None),
+        key=lambda i: (i.last_call if i.last_call >= 0 else i.order),
+    )
     convs = [k for k, i in enumerate(leaves) if i.type == "Conv2d"]
     if not convs:
         raise ValueError("the model has no Conv2d layer; name the layers explicitly")
@@ -279,9 +287,30 @@ class InvarianceResult:
 
 
 def _features(probe: Probe, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Flattened features of ``layers`` and the class scores for ``x``; refused when not finite
+    (NaN distances and probabilities would otherwise be returned without a word)."""
     acts = probe.capture(x, layers, cache=False)
     feats = {name: act.reshape(act.shape[0], -1).to(torch.float64).cpu() for name, act in acts.items()}
-    return feats, class_scores(probe.logits(x), "invariance curves").to(torch.float64).cpu()
+    scores = class_scores(probe.logits(x), "invariance curves").to(torch.float64).cpu()
+    for name, feat in feats.items():
+        check_finite_activation(feat, name, "invariance_curves")
+    check_finite_activation(scores, None, "invariance_curves")
+    return feats, scores
+
+
+def _label_array(labels: object, n: int) -> np.ndarray:
+    """``labels`` as (n,) int64 class indices: a sequence, array or 1-D tensor of ints, each
+    checked by :func:`~cnnwidgets.core.targets.as_index` (bools and floats, whole ones too, are
+    refused, as class targets refuse them)."""
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, (torch.Tensor, Iterable)):
+        raise TypeError(f"labels must be one class index per image (a sequence or 1-D tensor of {n} ints), "
+                        f"got {type(labels).__name__}")
+    if isinstance(labels, (torch.Tensor, np.ndarray)) and labels.ndim != 1:
+        raise ValueError(f"expected {n} labels (one class index per image), got shape {tuple(labels.shape)}")
+    items = list(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    if len(items) != n:
+        raise ValueError(f"expected {n} labels (one class index per image), got {len(items)}")
+    return np.array([as_index(v, f"labels[{i}] (the class of image {i})") for i, v in enumerate(items)], dtype=np.int64)
 
 
 def _transform_values(kind: object, values: object) -> np.ndarray:
@@ -310,12 +339,14 @@ def invariance_curves(
 ) -> InvarianceResult:
     """Distance of transformed images' features from the original's, and the true-class probability.
 
-    Formulas and transformations: see the module notes (Zeiler & Fergus 2014, section 4.4, Fig. 5).
+    Formulas and transformations: see the module notes (Zeiler & Fergus 2014, section 4, Fig. 5).
 
     Args:
         model_or_probe: a model (used through a temporary probe) or a probe.
         images: preprocessed (N, C, H, W); the paper uses 5 images.
-        labels: true class per image; ``None``: the prediction on the untransformed image.
+        labels: true class per image, as ints (a sequence, array or 1-D tensor of N class
+            indices; bools and floats are refused, as by the class targets); ``None``: the
+            prediction on the untransformed image.
         layers: layer names; ``None``: the paper's "layer 1" and "layer 7" counterparts (see
             :func:`default_feature_layers`: first conv activation, the classifier's input).
         transforms: ``{kind: values}``, or kinds with default ranges; ``None``: all three with
@@ -329,11 +360,14 @@ def invariance_curves(
         An :class:`InvarianceResult`.
 
     Raises:
-        KeyError: unknown layer. ValueError: bad images, labels, transforms, ranges or ``fill``
-        (see :func:`check_fill`), a ``batch_size`` below 1. IndexError: a label outside the model's
-        classes. TypeError: layer names that are not strings, a ``fill`` that is not numbers, a
-        ``batch_size`` that is not an int, a ``normalize`` that is not True or False, ``labels``
-        that are not a sequence, transform values that are not a sequence of numbers.
+        KeyError: unknown layer. ValueError: bad images (also images laid out (N, H, W, C)),
+        a number of labels other than N, bad transforms, ranges or ``fill`` (see
+        :func:`check_fill`), a ``batch_size`` below 1, features or class scores that are not
+        finite (NaN or inf: non-finite weights). IndexError: a label outside the model's classes.
+        TypeError: layer names that are not strings, a ``fill`` that is not numbers, a
+        ``batch_size`` that is not an int, a ``normalize`` or ``progress`` that is not True or
+        False, ``labels`` that are not a sequence or hold something other than ints (a bool, a
+        float, a string), transform values that are not a sequence of numbers.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be a preprocessed batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
@@ -352,15 +386,8 @@ def invariance_curves(
     if not chosen:
         raise ValueError(f"transforms is empty; choose some of {TRANSFORMS} (or None for all)")
     normalize = as_flag(normalize, "normalize")
-    label_array: np.ndarray | None = None
-    if labels is not None:
-        if isinstance(labels, (str, bytes)) or not isinstance(labels, (torch.Tensor, Iterable)):
-            raise TypeError(f"labels must be one class index per image (a sequence or 1-D tensor of {n} ints), "
-                            f"got {type(labels).__name__}")
-        given = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else list(labels))
-        if given.dtype.kind not in "iub" and not (given.dtype.kind == "f" and np.all(given == np.round(given))):
-            raise ValueError(f"labels must be class indices (ints), got {given.ravel()[:5].tolist()}")
-        label_array = given.astype(np.int64)
+    progress = as_flag(progress, "progress")
+    label_array = None if labels is None else _label_array(labels, n)
     for kind, values in chosen.items():
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown transformation {kind!r}; choose from {TRANSFORMS}")
@@ -370,6 +397,7 @@ def invariance_curves(
             raise ValueError(f"the values of {kind!r} must be finite numbers, got {list(values)}")
     with probe_scope(model_or_probe) as probe:
         images = images.detach()
+        check_channel_axis(probe.model, images)  # before the layers are described at the images' size
         names = feature_layer_names(probe, images, layers, ("first", "penultimate"))
         reference, logits = _features(probe, images, names)
         if logits.shape[1] == 1:
@@ -380,8 +408,6 @@ def invariance_curves(
         if label_array is None:
             label_array = logits.argmax(dim=1).numpy()
         else:
-            if label_array.shape != (n,):
-                raise ValueError(f"expected {n} labels, got shape {label_array.shape}")
             if label_array.min() < 0 or label_array.max() >= logits.shape[1]:
                 raise IndexError(f"labels must lie in 0..{logits.shape[1] - 1}, got {label_array.tolist()}")
         norms = {name: feat.norm(dim=1) for name, feat in reference.items()}

@@ -69,8 +69,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, layer_names, probe_scope
-from cnnwidgets.core.targets import as_count, as_index
+from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
+from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index, check_finite_activation
 
 __all__ = [
     "Box",
@@ -481,6 +481,11 @@ class TopKActivations:
         k: entries kept per channel.
         per_image: keep at most one entry (the strongest unit) per image and channel.
         keep_images: keep a copy of each source image a kept entry refers to (see module notes).
+
+    Raises:
+        ValueError: for no layers, duplicate layers or a ``k`` below 1. TypeError: for layer
+            names that are not strings, or a ``per_image`` or ``keep_images`` that is not True
+            or False.
     """
 
     def __init__(self, layers: str | Sequence[str], k: int = 9, *, per_image: bool = True, keep_images: bool = True) -> None:
@@ -493,8 +498,8 @@ class TopKActivations:
             raise ValueError(f"k must be a positive int, got {k!r}")
         self.layers: list[str] = names
         self.k = k
-        self.per_image = bool(per_image)
-        self.keep_images = bool(keep_images)
+        self.per_image = as_flag(per_image, "per_image")
+        self.keep_images = as_flag(keep_images, "keep_images")
         self.consumed = 0
         self.batches = 0
         self.complete = False
@@ -510,6 +515,7 @@ class TopKActivations:
 
     # ---------------------------------------------------------------- updating
     def _start(self, probe: Probe, batch: torch.Tensor) -> None:
+        check_channel_axis(probe.model, batch)  # before the layers are described at the batch's size
         self.input_size = tuple(int(s) for s in batch.shape[1:])
         probe.sync()  # the fingerprint below must describe the weights the activations come from
         infos = probe.layers if tuple(probe.input_size) == self.input_size else probe.describe(self.input_size)
@@ -549,8 +555,9 @@ class TopKActivations:
         if it raises, the state is unchanged.
 
         Raises:
-            ValueError: for a batch that is not (N, C, H, W) floats, has another image size than
-                the first batch, or a layer without a (C,) / (C, H, W) output.
+            ValueError: for a batch that is not (N, C, H, W) floats (one laid out (N, H, W, C) is
+                named as such), has another image size than the first batch, a layer without a
+                (C,) / (C, H, W) output, or activations that are not finite (NaN or inf).
             KeyError: for an unknown layer.
         """
         if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
@@ -565,6 +572,8 @@ class TopKActivations:
         start = self.consumed
         # each batch is seen once; the merge reads any memory layout
         acts = probe.capture(batch, self.layers, cache=False, channels_first=True, contiguous=False)
+        for name, act in acts.items():
+            check_finite_activation(act, name, "a top-k scan")  # NaN would sort as the strongest activation
         label_row = (
             labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
         )
@@ -828,13 +837,33 @@ class TopKActivations:
         """Read a state written by :meth:`save` (``torch.load(..., weights_only=True)``).
 
         Raises:
-            FileNotFoundError: no such file.
-            ValueError: the file is not a top-k state.
+            FileNotFoundError: no such file. IsADirectoryError: ``path`` is a folder.
+            ValueError: the file is not a top-k state (another torch file, or a file that
+                ``torch.load`` cannot read: text, a truncated file ...).
         """
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if Path(path).is_dir():
+            raise IsADirectoryError(
+                f"{str(path)!r} is a folder, not a cnnwidgets top-k file; pass a file path such as "
+                f"{str(Path(path) / 'topk.pt')!r}"
+            )
+        not_topk = (
+            f"{path} is not a cnnwidgets top-k file (one written by TopKActivations.save or "
+            "scan_topk(checkpoint=...))"
+        )
+        try:
+            blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except OSError:
+            raise  # no such file, no permission: the system's message says it
+        except Exception as exc:  # noqa: BLE001 - what an unreadable file raises depends on its bytes
+            raise ValueError(f"{not_topk}: torch.load cannot read it ({type(exc).__name__}: {exc})"[:600]) from exc
         if not isinstance(blob, dict) or "meta" not in blob or "tensors" not in blob:
-            raise ValueError(f"{path} is not a cnnwidgets top-k file")
-        meta = json.loads(blob["meta"])
+            raise ValueError(not_topk)
+        try:
+            meta = json.loads(blob["meta"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{not_topk}: its metadata is not JSON") from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f"{not_topk}: its metadata is not a JSON object")
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{path} has format {meta.get('format')!r}; expected {_FORMAT!r}")
         state = cls(meta["layers"], meta["k"], per_image=meta["per_image"], keep_images=meta["keep_images"])
@@ -916,13 +945,31 @@ def scan_topk(
 
     Raises:
         KeyError: unknown layer. ValueError: bad arguments, a checkpoint of another scan, a model
-        whose weights differ from the checkpoint's, or data that does not start with the same
-        image as the scan being resumed. TypeError: unsupported data, or layer names that are not
-        strings (a module, an index); a ``checkpoint_every`` or ``stop_after`` that is not an int
-        (``stop_after`` < 1 is a ValueError). FileNotFoundError: a
-        checkpoint path in a folder that does not exist (checked before scanning).
+        whose weights differ from the checkpoint's, data that does not start with the same image
+        as the scan being resumed, a checkpoint file that is not a top-k file (see
+        :meth:`TopKActivations.load`), images laid out (N, H, W, C) instead of (N, C, H, W), or a
+        model whose activations at a scanned layer are not finite (NaN or inf: non-finite
+        weights). TypeError: unsupported
+        data, or layer names that are not strings (a module, an index); a ``checkpoint_every`` or
+        ``stop_after`` that is not an int (``stop_after`` < 1 is a ValueError); a ``per_image``,
+        ``keep_images`` or ``progress`` that is not True or False; a ``resume`` that is not a
+        :class:`TopKActivations`, a ``checkpoint`` that is not a path, a ``callback`` that is not
+        callable (all checked before scanning). FileNotFoundError: a checkpoint path in a folder
+        that does not exist (checked before scanning). IsADirectoryError: a checkpoint path that
+        is a folder.
     """
     names = layer_names(layers)
+    per_image = as_flag(per_image, "per_image")
+    keep_images = as_flag(keep_images, "keep_images")
+    progress = as_flag(progress, "progress")
+    as_callback(callback, "callback", "(it receives the TopKActivations state after every batch)")
+    if resume is not None and not isinstance(resume, TopKActivations):
+        raise TypeError(
+            f"resume must be None or an unfinished TopKActivations (a scan_topk result stopped by stop_after), "
+            f"got {type(resume).__name__}; to continue from a file, pass its path as checkpoint="
+        )
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be None or a file path (a str or a Path), got {type(checkpoint).__name__}")
     state = resume
     if checkpoint is not None and not Path(checkpoint).parent.is_dir():
         # checked up front: the first save comes after the scan's first batches (or its end)
