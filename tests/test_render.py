@@ -753,3 +753,218 @@ def test_overlays_refuse_0_255_floats_and_channels_first_pictures():
     shown = occlusion_overlay(grid, unit, window=4, stride=4)
     assert shown.shape == (8, 8, 3) and shown.dtype == np.uint8
     assert attribution_overlay(unit, np.ones((8, 8))).shape == (8, 8, 3)
+
+
+# ---------------------------------------------------------------- argument checks: clear errors, no garbage
+A3 = np.random.default_rng(7).random((8, 6, 6)).astype(np.float32)
+IMG = np.zeros((32, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("jump", "start", "message"), [
+    (4, float("nan"), "start must be a finite number, got nan"),
+    (float("nan"), 1.5, "jump must be a finite number, got nan"),
+    (float("inf"), 1.5, "jump must be a finite number, got inf"),
+    (4, -float("inf"), "start must be a finite number"),
+])
+def test_receptive_field_geometry_must_be_finite(jump, start, message):
+    fmap = np.random.default_rng(0).random((6, 6))
+    with pytest.raises(ValueError, match=message):
+        R.map_to_input(fmap, (32, 32), jump=jump, start=start)
+    with pytest.raises(ValueError, match=message):
+        R.channel_image(fmap, (32, 32), jump=jump, start=start)
+    with pytest.raises(ValueError, match=message):
+        R.overlay_heatmap(IMG, fmap, jump=jump, start=start)
+
+
+def test_map_to_input_refuses_geometry_and_sizes_that_are_not_numbers():
+    fmap = np.zeros((6, 6))
+    with pytest.raises(TypeError, match="jump must be a real number, got str '4'"):
+        R.map_to_input(fmap, (32, 32), jump="4", start=1.5)
+    with pytest.raises(ValueError, match="jump must be positive"):
+        R.map_to_input(fmap, (32, 32), jump=0, start=1.5)
+    with pytest.raises(TypeError, match=r"input_size must be a pair \(height, width\) of ints"):
+        R.map_to_input(fmap, (32.5, 32), jump=4, start=1.5)
+    with pytest.raises(ValueError, match="at least one row and one column"):
+        R.map_to_input(np.zeros((0, 6)), (32, 32), jump=4, start=1.5)
+    # numpy numbers, as a LayerInfo may hold, are fine
+    assert R.map_to_input(fmap, (32, 32), jump=np.float32(4), start=np.float64(1.5)).shape == (32, 32)
+
+
+def test_grid_layout_refuses_a_zero_box_and_non_int_counts():
+    with pytest.raises(ValueError, match="max_width must be an int >= 1, got 0"):
+        R.grid_layout(8, 6, 6, max_width=0)
+    with pytest.raises(ValueError, match="max_height must be an int >= 1, got 0"):
+        R.grid_layout(8, 6, 6, max_height=0)
+    with pytest.raises(TypeError, match="count must be an int, got float 8.0"):
+        R.grid_layout(8.0, 6, 6)
+    with pytest.raises(TypeError, match="border must be an int, got bool"):
+        R.grid_layout(8, 6, 6, border=True)
+    with pytest.raises(ValueError, match="border must be an int >= 0"):
+        R.grid_layout(8, 6, 6, border=-1)
+    assert R.grid_layout(np.int64(8), np.int64(6), 6).count == 8  # shape entries and numpy ints are ints
+
+
+@pytest.mark.parametrize("render", [R.normalize, R.colorize, R.quantize])
+def test_per_channel_ranges_must_have_one_value_per_channel(render):
+    with pytest.raises(ValueError, match=r"lo must be a scalar or an array of shape \(8,\), one value per channel, "
+                                         r"got shape \(3,\)"):
+        render(A3, np.zeros(3), np.ones(8))
+    with pytest.raises(ValueError, match=r"hi must be a scalar or an array of shape \(8,\)"):
+        render(A3, 0.0, np.ones(3))
+    with pytest.raises(TypeError, match="lo must be a number or an array of 8 numbers"):
+        render(A3, "low", 1.0)
+
+
+@pytest.mark.parametrize("render", [R.normalize, R.colorize, R.quantize])
+def test_per_channel_ranges_must_be_finite(render):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quantize(-inf, inf) used to warn and draw zeros
+        with pytest.raises(ValueError, match="lo must be finite, got -inf"):
+            render(A3, -np.inf, np.inf)
+        with pytest.raises(ValueError, match="lo must be finite, got nan"):
+            render(A3, np.nan, 1.0)
+        hi = np.ones(8)
+        hi[5] = np.inf
+        with pytest.raises(ValueError, match=r"hi must be finite, got inf \(channel 5\)"):
+            render(A3, 0.0, hi)
+
+
+def test_empty_and_reversed_ranges_draw_the_lowest_colour_as_documented():
+    # constant channels (lo == hi) are the usual case; a reversed range (lo > hi) is documented
+    # as empty too: shown as 0, not as an inverted scale
+    lo, hi = np.zeros(8), np.ones(8)
+    lo[2] = hi[2] = 0.5
+    lo[3], hi[3] = 1.0, 0.0
+    assert (R.normalize(A3, lo, hi)[2:4] == 0).all()
+    assert (R.quantize(A3, lo, hi)[2:4] == 0).all()
+    colours = R.colorize(A3, lo, hi, "viridis")
+    assert (colours[2:4] == R.get_lut("viridis")[0]).all()
+    np.testing.assert_allclose(R.normalize(A3, lo, hi)[0], A3[0], rtol=1e-6)
+    assert "reversed range" in R.normalize.__doc__ and "reversed range" in R.quantize.__doc__
+
+
+def test_value_ranges_fixed_must_be_a_finite_pair():
+    with pytest.raises(TypeError, match=r"fixed must be a pair \(lo, hi\).*got float 0.5"):
+        R.value_ranges(A3, "fixed", fixed=0.5)
+    with pytest.raises(ValueError, match=r"fixed must be a pair \(lo, hi\).*got 3 parts"):
+        R.value_ranges(A3, "fixed", fixed=(0.0, 1.0, 2.0))
+    with pytest.raises(ValueError, match="fixed lo must be finite, got nan"):
+        R.value_ranges(A3, "fixed", fixed=(np.nan, 1.0))
+    with pytest.raises(ValueError, match="fixed hi must be finite, got inf"):
+        R.value_ranges(A3, "fixed", fixed=(0.0, np.inf))
+
+
+def test_blend_alpha_must_be_a_scalar_or_the_images_shape_and_not_nan():
+    with pytest.raises(ValueError, match=r"alpha must be a scalar or an array of the image's shape \(H, W\) = "
+                                         r"\(32, 32\), got shape \(3, 3\)"):
+        R.blend(IMG, IMG, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\], got values from nan"):
+        R.blend(IMG, IMG, np.nan)
+
+
+def test_colours_must_be_three_ints_in_0_255():
+    values = np.full((2, 2), np.nan)
+    with pytest.raises(ValueError, match=r"nan_color must be an RGB triple of ints in 0..255, got 2 values"):
+        R.apply_colormap(values, nan_color=(0, 0))
+    with pytest.raises(ValueError, match=r"nan_color must be an RGB triple of ints in 0..255, got \(300, 0, 0\)"):
+        R.apply_colormap(values, nan_color=(300, 0, 0))
+    with pytest.raises(TypeError, match=r"nan_color must be an RGB triple of ints.*a float"):
+        R.apply_colormap(values, nan_color=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="nan_color must be an RGB triple"):
+        R.colorize(A3, 0.0, 1.0, nan_color=(0, 0, -1))
+    with pytest.raises(ValueError, match=r"color must be an RGB triple of ints in 0..255, got \(256, 0, 0\)"):
+        R.draw_rect(IMG, (0, 0, 8, 8), color=(256, 0, 0))
+    with pytest.raises(ValueError, match=r"background must be an RGB triple of ints in 0..255, got \(-1, 0, 0\)"):
+        R.hstack([IMG, IMG], background=(-1, 0, 0))
+    layout = small_layout()
+    with pytest.raises(ValueError, match="border_color must be an RGB triple"):
+        R.mosaic(np.zeros((5, 4, 4, 3), np.uint8), layout, border_color=(0, 0, 999))
+    # integer arrays are colours too
+    assert R.apply_colormap(values, nan_color=np.array([1, 2, 3], np.uint8))[0, 0].tolist() == [1, 2, 3]
+
+
+def test_resize_refuses_sizes_that_are_not_int_pairs_and_images_without_the_axes():
+    with pytest.raises(TypeError, match=r"size must be a pair \(height, width\) of ints >= 1, got int 12"):
+        R.resize(A3, 12)
+    with pytest.raises(TypeError, match=r"size must be a pair \(height, width\) of ints >= 1, got \(12.9, 12.9\)"):
+        R.resize(A3, (12.9, 12.9))
+    with pytest.raises(ValueError, match=r"size must be a pair \(height, width\) of ints >= 1, got 3 values"):
+        R.resize(A3, (12, 12, 3))
+    with pytest.raises(ValueError, match=r"resize with color=True needs an image \(H, W, K\), got shape \(6, 6\)"):
+        R.resize(A3[0], (12, 12), color=True)
+    with pytest.raises(ValueError, match="resize needs at least one row and one column"):
+        R.resize(np.zeros((0, 4)), (3, 3))
+    assert R.resize(A3, (12, 9)).shape == (8, 12, 9)
+
+
+def test_draw_rect_refuses_malformed_rects_and_widths():
+    with pytest.raises(ValueError, match=r"rect must be four numbers \(x, y, w, h\), got 3 values"):
+        R.draw_rect(IMG, (0, 0, 8))
+    with pytest.raises(ValueError, match="rect h must be a finite number, got nan"):
+        R.draw_rect(IMG, (0, 0, 8, np.nan))
+    with pytest.raises(ValueError, match="width must be an int >= 1, got 0"):
+        R.draw_rect(IMG, (0, 0, 8, 8), width=0)
+    with pytest.raises(ValueError, match="width must be an int >= 1, got -3"):
+        R.draw_rect(IMG, (0, 0, 8, 8), width=-3)
+    with pytest.raises(TypeError, match="width must be an int, got float 1.5"):
+        R.draw_rect(IMG, (0, 0, 8, 8), width=1.5)
+    # an occluder box arrives as floats (a CFloat trait): drawn as its ints
+    assert (R.draw_rect(IMG, (2.0, 3.0, 8.0, 8.0)) == R.draw_rect(IMG, (2, 3, 8, 8))).all()
+    thick = R.draw_rect(IMG, (0, 0, 8, 8), width=2)
+    assert thick[1, 4].tolist() == [255, 255, 255] and thick[2, 4].tolist() == [0, 0, 0]
+
+
+def test_mosaic_and_feature_grid_refuse_a_layout_that_is_not_one():
+    with pytest.raises(TypeError, match="layout must be a GridLayout.*got NoneType"):
+        R.mosaic(np.zeros((5, 4, 4, 3), np.uint8), None)
+    with pytest.raises(TypeError, match="layout must be a GridLayout.*got dict"):
+        R.feature_grid(A3, layout={"rows": 2})
+
+
+def test_encoders_refuse_empty_images_and_non_int_settings():
+    for shape in ((0, 0, 3), (0, 5, 3), (5, 0), (5, 0, 4)):
+        with pytest.raises(ValueError, match=r"cannot encode an empty image.*got shape"):
+            R.encode_jpeg(np.zeros(shape, np.uint8))
+        with pytest.raises(ValueError, match=r"cannot encode an empty image"):
+            R.encode_png(np.zeros(shape, np.uint8))
+    for quality in (True, "90", 50.5, 90.0):
+        with pytest.raises(TypeError, match="JPEG quality must be an int"):
+            R.encode_jpeg(IMG, quality)
+    with pytest.raises(ValueError, match=r"JPEG quality must be an int in 1..95, got 96"):
+        R.encode_jpeg(IMG, 96)
+    with pytest.raises(TypeError, match="PNG compress_level must be an int"):
+        R.encode_png(IMG, 1.5)
+    with pytest.raises(ValueError, match=r"expected an image of shape \(H, W\), \(H, W, 3\) or \(H, W, 4\)"):
+        R.encode_jpeg(np.zeros((4, 4, 2), np.uint8))
+    assert R.encode_jpeg(IMG, np.int64(80))[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("factor", [1.5, 2.7, 2.0, "2", True])
+def test_scale_factors_must_be_ints(factor):
+    with pytest.raises(TypeError, match="upscale factor must be an int"):
+        R.upscale(IMG, factor, color=True)
+    with pytest.raises(TypeError, match="downscale factor must be an int"):
+        R.downscale(A3, factor)
+
+
+def test_upscale_and_resize_ask_whether_a_uint8_rgb_array_is_a_picture_or_a_stack():
+    rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for call in (lambda: R.upscale(rgb, 2), lambda: R.resize(rgb, (64, 64), "nearest"),
+                 lambda: R.upscale(np.zeros((32, 32, 4), np.uint8), 2)):
+        with pytest.raises(ValueError, match="may be a picture .* or a stack .*color=True for a picture, "
+                                             "color=False for a stack"):
+            call()
+    assert R.upscale(rgb, 2, color=True).shape == (64, 64, 3)
+    assert R.resize(rgb, (64, 64), "nearest", color=True).shape == (64, 64, 3)
+    assert R.upscale(rgb, 2, color=False).shape == (32, 64, 6)  # asked for: a stack of 32 maps
+    assert R.upscale(rgb.astype(np.float32), 2).shape == (32, 64, 6)  # float arrays are maps
+    with pytest.raises(ValueError, match=r"upscale with color=True needs an image \(H, W, K\)"):
+        R.upscale(rgb[..., 0], 2, color=True)
+
+
+def test_hstack_refuses_negative_gaps():
+    with pytest.raises(ValueError, match="gap must be an int >= 0, got -5"):
+        R.hstack([IMG, IMG], gap=-5)
+    with pytest.raises(TypeError, match="gap must be an int, got float"):
+        R.hstack([IMG, IMG], gap=1.5)
+    assert R.hstack([IMG, IMG], gap=0).shape == (32, 64, 3)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnwidgets.render._checks import check_color, check_per_channel
+
 __all__ = [
     "DIVERGING",
     "SEQUENTIAL",
@@ -113,9 +115,11 @@ def apply_colormap(
         uint8 array of shape ``values.shape + (3,)``.
 
     Raises:
-        ValueError: for an unknown colormap name.
+        ValueError: for an unknown colormap name, or a ``nan_color`` that is not three values in 0..255.
+        TypeError: for a ``nan_color`` that is not three ints.
     """
     lut = get_lut(name)
+    nan_rgb = check_color(nan_color, "nan_color")
     values = np.asarray(values, dtype=np.float32)
     index = values * np.float32(255.0)
     index += np.float32(0.5)
@@ -123,7 +127,7 @@ def apply_colormap(
     np.fmin(np.fmax(index, 0.0, out=index), 255.0, out=index)
     out = np.take(lut, index.astype(np.uint8), axis=0)
     if not np.isfinite(values.sum()):
-        out[np.isnan(values)] = np.asarray(nan_color, dtype=np.uint8)
+        out[np.isnan(values)] = nan_rgb
     return out
 
 
@@ -131,26 +135,29 @@ def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float)
     """Colormap indices of a stack: ``round(255 * clip((v - lo) / (hi - lo), 0, 1))`` as uint8.
 
     Non-finite values get the ends of the colormap: NaN and -inf index 0, +inf index 255. A
-    channel with an empty range (``hi <= lo``) gets index 0 everywhere, non-finite values
-    included.
+    channel with an empty range (``hi <= lo``: a constant channel has ``hi == lo``) gets index
+    0 everywhere, non-finite values included; a reversed range (``lo > hi``) counts as empty,
+    it does not invert the colours.
 
     Args:
         values: float stack (C, H, W).
-        lo: lower end per channel, shape (C,) or scalar.
-        hi: upper end per channel, shape (C,) or scalar.
+        lo: lower end per channel, shape (C,) or scalar; finite.
+        hi: upper end per channel, shape (C,) or scalar; finite.
 
     Returns:
         uint8 (C, H, W).
 
     Raises:
-        ValueError: for a stack that is not 3-D.
+        ValueError: for a stack that is not 3-D, or ``lo``/``hi`` of another shape than (C,)
+            or with a NaN or infinite value.
+        TypeError: for ``lo``/``hi`` that are not numbers.
     """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 3:
         raise ValueError(f"expected a stack of shape (C, H, W), got shape {values.shape}")
     channels = values.shape[0]
-    lo = np.broadcast_to(np.asarray(lo, dtype=np.float32), (channels,))
-    hi = np.broadcast_to(np.asarray(hi, dtype=np.float32), (channels,))
+    lo = check_per_channel(lo, "lo", channels)
+    hi = check_per_channel(hi, "hi", channels)
     span = hi - lo
     valid = span > 0
     scale = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
@@ -175,13 +182,14 @@ def colorize(
     """Normalise and colour a stack in one pass: ``lut[quantize(values, lo, hi)]``.
 
     The same result as ``apply_colormap(normalize(values, lo, hi), name)`` up to one table
-    step of rounding (a constant channel, ``hi <= lo``, gets colour 0), with fewer passes
-    over the data.
+    step of rounding (a channel with an empty range, ``hi <= lo``, gets colour 0: a constant
+    channel, or a reversed range, which does not invert the colours), with fewer passes over
+    the data.
 
     Args:
         values: float stack (C, H, W).
-        lo: lower end per channel, shape (C,) or scalar.
-        hi: upper end per channel, shape (C,) or scalar.
+        lo: lower end per channel, shape (C,) or scalar; finite.
+        hi: upper end per channel, shape (C,) or scalar; finite.
         name: colormap name.
         nan_color: RGB for NaN values (+-inf get the ends of the colormap, see :func:`quantize`).
 
@@ -189,12 +197,15 @@ def colorize(
         uint8 (C, H, W, 3).
 
     Raises:
-        ValueError: for a stack that is not 3-D or an unknown colormap.
+        ValueError: for a stack that is not 3-D, an unknown colormap, ``lo``/``hi`` of another
+            shape than (C,) or not finite, or a ``nan_color`` outside 0..255.
+        TypeError: for ``lo``/``hi`` that are not numbers or a ``nan_color`` that is not three ints.
     """
     lut = get_lut(name)
+    nan_rgb = check_color(nan_color, "nan_color")
     values = np.asarray(values, dtype=np.float32)
     out = np.take(lut, quantize(values, lo, hi), axis=0)
     nan = np.isnan(values)
     if nan.any():
-        out[nan] = np.asarray(nan_color, dtype=np.uint8)
+        out[nan] = nan_rgb
     return out

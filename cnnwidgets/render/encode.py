@@ -7,6 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from cnnwidgets.render._checks import check_int
+
 try:  # libjpeg-turbo without PIL's per-call overhead: about 4x faster on a small channel view
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - a dependency, but Pillow does the same job
@@ -31,18 +33,27 @@ def _padded_pixels(image: np.ndarray) -> np.ndarray | None:
     return np.lib.stride_tricks.as_strided(image, shape=(h, w, 4), strides=(4 * w, 4, 1), writeable=False)
 
 
-def _to_pil(image: np.ndarray, *, padded_ok: bool = False) -> Image.Image:
+def _check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as an array if an encoder takes it: uint8, (H, W), (H, W, 3) or (H, W, 4), H and W >= 1."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"only uint8 images can be encoded, got {image.dtype}; render them first")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError("cannot encode an empty image: it needs at least one row and one column, "
+                         f"got shape {image.shape}")
+    return image
+
+
+def _to_pil(image: np.ndarray, *, padded_ok: bool = False) -> Image.Image:
+    """The PIL image of an array :func:`_check_image` accepted."""
     padded = _padded_pixels(image) if padded_ok else None
     if padded is not None:  # hand PIL the 4-byte pixels as they are (PIL stores RGB that way)
         return Image.frombuffer("RGBX", (image.shape[1], image.shape[0]), padded, "raw", "RGBX", 0, 1)
     if image.ndim == 2:
         return Image.fromarray(image, mode="L")
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        return Image.fromarray(np.ascontiguousarray(image), mode="RGB" if image.shape[2] == 3 else "RGBA")
-    raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+    return Image.fromarray(np.ascontiguousarray(image), mode="RGB" if image.shape[2] == 3 else "RGBA")
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90, *, subsampling: bool = False) -> bytes:
@@ -53,27 +64,27 @@ def encode_jpeg(image: np.ndarray, quality: int = 90, *, subsampling: bool = Fal
     good enough for frames shown while dragging.
 
     Raises:
-        ValueError: for a non-uint8 image, an RGBA image, or a quality outside 1..95.
+        ValueError: for a non-uint8 image, an RGBA image, an image of another shape or with no
+            pixels, or a quality outside 1..95.
+        TypeError: for a quality that is not an int (a float, a string or a bool).
     """
-    if not 1 <= int(quality) <= 95:
-        raise ValueError(f"JPEG quality must be in 1..95, got {quality}")
+    quality = check_int(quality, "JPEG quality", minimum=1, maximum=95)
+    image = _check_image(image)
     if _simplejpeg is not None:
-        data = _encode_simplejpeg(image, int(quality), subsampling)
+        data = _encode_simplejpeg(image, quality, subsampling)
         if data is not None:
             return data
     pil = _to_pil(image, padded_ok=True)  # JPEG takes RGBX; PNG does not
     if pil.mode == "RGBA":
         raise ValueError("JPEG has no alpha channel; drop it or use PNG")
     buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=int(quality), subsampling=2 if subsampling else 0)
+    pil.save(buf, format="JPEG", quality=quality, subsampling=2 if subsampling else 0)
     return buf.getvalue()
 
 
 def _encode_simplejpeg(image: np.ndarray, quality: int, subsampling: bool) -> bytes | None:
-    """The same JPEG through simplejpeg, or None for what it does not take (left to Pillow)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        return None  # Pillow's path raises the documented error
+    """The same JPEG through simplejpeg (of an image :func:`_check_image` accepted), or None for
+    what it does not take (left to Pillow)."""
     padded = _padded_pixels(image)
     if padded is not None:
         pixels, colorspace = padded, "RGBX"
@@ -94,12 +105,14 @@ def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
     ``compress_level`` 1 favours speed; 9 the smallest file.
 
     Raises:
-        ValueError: for a non-uint8 image or a level outside 0..9.
+        ValueError: for a non-uint8 image, an image of another shape or with no pixels, or a
+            level outside 0..9.
+        TypeError: for a level that is not an int.
     """
-    if not 0 <= int(compress_level) <= 9:
-        raise ValueError(f"PNG compress_level must be in 0..9, got {compress_level}")
+    compress_level = check_int(compress_level, "PNG compress_level", minimum=0, maximum=9)
+    image = _check_image(image)
     buf = io.BytesIO()
-    _to_pil(image).save(buf, format="PNG", compress_level=int(compress_level))
+    _to_pil(image).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -7,7 +7,7 @@
 * :func:`invariance_figure` - Fig. 5 (transposed, one column per transformation): rows of
   feature distance at each chosen layer, then the true-class probability, against the
   transformation parameter; optionally a first row of example images.
-* :func:`part_boxes_figure` - the images of the correspondence analysis (section 5.2) with
+* :func:`part_boxes_figure` - the images of the correspondence analysis (section 4.3) with
   their part boxes.
 
 Matplotlib figures are built with :class:`matplotlib.figure.Figure` (no pyplot state), so
@@ -399,7 +399,7 @@ def invariance_figure(
     return fig
 
 
-# ---------------------------------------------------------------------------- section 5.2
+# ---------------------------------------------------------------------------- section 4.3
 def draw_boxes(image: np.ndarray, boxes: Mapping[str, Sequence[int]], *, width: int = 1,
                colours: Mapping[str, Sequence[int]] | None = None) -> np.ndarray:
     """Draw ``{name: (x0, y0, x1, y1)}`` box outlines on an (H, W, 3) image; returns ``uint8``.

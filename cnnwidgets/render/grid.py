@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnwidgets.render._checks import check_color, check_int
 from cnnwidgets.render.colormaps import colorize_index, quantize
 from cnnwidgets.render.normalize import value_ranges
 from cnnwidgets.render.resample import downscale, upscale
@@ -162,25 +163,29 @@ def grid_layout(
     reduction to 1-pixel tiles does not fit.
 
     Args:
-        count: number of channels (>= 1).
-        map_height: height of one feature map (>= 1).
-        map_width: width of one feature map (>= 1).
-        max_width: width to fit, in pixels.
-        max_height: height to fit, in pixels.
-        border: pixels between and around tiles (>= 0).
-        max_scale: largest enlargement.
+        count: number of channels (int >= 1).
+        map_height: height of one feature map (int >= 1).
+        map_width: width of one feature map (int >= 1).
+        max_width: width to fit, in pixels (int >= 1).
+        max_height: height to fit, in pixels (int >= 1).
+        border: pixels between and around tiles (int >= 0).
+        max_scale: largest enlargement (int >= 1).
         order: channel shown in each slot (default: channel order).
 
     Returns:
         The chosen :class:`GridLayout`.
 
     Raises:
-        ValueError: for non-positive sizes or counts.
+        TypeError: for a count, size, border or scale that is not an int (8.0 included).
+        ValueError: for non-positive sizes, counts or scales, or a negative border.
     """
-    if count < 1 or map_height < 1 or map_width < 1:
-        raise ValueError(f"need count, map_height and map_width >= 1, got {count}, {map_height}, {map_width}")
-    if border < 0 or max_scale < 1:
-        raise ValueError(f"need border >= 0 and max_scale >= 1, got {border} and {max_scale}")
+    count = check_int(count, "count", minimum=1)
+    map_height = check_int(map_height, "map_height", minimum=1)
+    map_width = check_int(map_width, "map_width", minimum=1)
+    max_width = check_int(max_width, "max_width", minimum=1)
+    max_height = check_int(max_height, "max_height", minimum=1)
+    border = check_int(border, "border", minimum=0)
+    max_scale = check_int(max_scale, "max_scale", minimum=1)
     def quantize(fit: float, rows: int, cols: int) -> tuple[int, int]:
         if fit >= 1:
             return max(1, min(max_scale, int(math.floor(fit)))), 1
@@ -192,7 +197,7 @@ def grid_layout(
             shrink += 1
         return 1, shrink
 
-    box_aspect = max_width / max(max_height, 1)
+    box_aspect = max_width / max_height
     best_key: tuple | None = None
     choice = (1, count, 1, 1)
     for cols in range(1, count + 1):
@@ -219,6 +224,11 @@ def grid_layout(
         border=border,
         order=order_t,
     )
+
+
+def _check_layout(layout: object) -> None:
+    if not isinstance(layout, GridLayout):
+        raise TypeError(f"layout must be a GridLayout (see grid_layout), got {type(layout).__name__} {layout!r}")
 
 
 def _place(canvas: np.ndarray, ordered: np.ndarray, layout: GridLayout) -> None:
@@ -295,8 +305,14 @@ def mosaic(
         uint8 array (layout.height, layout.width, 3).
 
     Raises:
-        ValueError: if the tile array does not match the layout.
+        TypeError: for a layout that is not a :class:`GridLayout`, or colours that are not
+            three ints.
+        ValueError: if the tile array does not match the layout, or for colours outside 0..255.
     """
+    _check_layout(layout)
+    border_rgb = check_color(border_color, "border_color")
+    mark_rgb = check_color(mark_color, "mark_color")
+    tiles = np.asarray(tiles)
     th, tw = layout.tile_height, layout.tile_width
     if tiles.shape != (layout.count, th, tw, 3) or tiles.dtype != np.uint8:
         raise ValueError(
@@ -304,9 +320,9 @@ def mosaic(
             f"got {tiles.dtype} {tiles.shape}"
         )
     out = np.empty((layout.height, layout.width, 3), dtype=np.uint8)
-    _paint_frame(out, layout, np.asarray(border_color, dtype=np.uint8))
+    _paint_frame(out, layout, border_rgb)
     _place(out, tiles[np.asarray(layout.order, dtype=np.int64)], layout)
-    _paint_marks(out, layout, marked, np.asarray(mark_color, dtype=np.uint8))
+    _paint_marks(out, layout, marked, mark_rgb)
     return out
 
 
@@ -352,7 +368,8 @@ def feature_grid(
 
     Raises:
         ValueError: for a stack that is not (C, H, W), an unknown mode or colormap, or a
-            layout that does not fit the stack.
+            layout that does not fit the stack (and see :func:`grid_layout`).
+        TypeError: for a ``layout`` that is not a :class:`GridLayout` (and see :func:`grid_layout`).
     """
     acts = np.asarray(acts, dtype=np.float32)
     if acts.ndim != 3:
@@ -360,10 +377,12 @@ def feature_grid(
     c, h, w = acts.shape
     if layout is None:
         layout = grid_layout(c, h, w, max_width=max_width, max_height=max_height, border=border, order=order)
-    elif (layout.count, layout.map_height, layout.map_width) != (c, h, w):
-        raise ValueError(
-            f"layout is for ({layout.count}, {layout.map_height}, {layout.map_width}) maps, got {acts.shape}"
-        )
+    else:
+        _check_layout(layout)
+        if (layout.count, layout.map_height, layout.map_width) != (c, h, w):
+            raise ValueError(
+                f"layout is for ({layout.count}, {layout.map_height}, {layout.map_width}) maps, got {acts.shape}"
+            )
     lo, hi = value_ranges(acts, mode, fixed=fixed)
     if layout.shrink > 1:
         if shrink_mode == "mean":
@@ -376,7 +395,7 @@ def feature_grid(
     # colour indices are tiled first and looked up once: the lookup touches every pixel once
     index = quantize(acts, lo, hi)
     if layout.scale > 1:
-        index = upscale(index, layout.scale)
+        index = upscale(index, layout.scale, color=False)
     canvas = np.zeros((layout.height, layout.width), dtype=np.uint8)
     _place(canvas, index[np.asarray(layout.order, dtype=np.int64)], layout)
     out = colorize_index(canvas, cmap)  # RGB view of 4-byte pixels: fast to colour and to encode

@@ -11,9 +11,9 @@ Three normalisation modes decide which range ``[lo, hi]`` maps to ``[0, 1]`` for
     a range given by the caller, typically the per-channel range of the unoccluded image, so
     that an occluder that weakens a channel visibly darkens it instead of being rescaled away.
 
-A value ``v`` is shown as ``(v - lo) / (hi - lo)``, clipped to [0, 1]; a constant channel
-(``hi <= lo``) is shown as 0. Signed maps (differences) use :func:`symmetric_ranges`, which
-maps 0 to 0.5.
+A value ``v`` is shown as ``(v - lo) / (hi - lo)``, clipped to [0, 1]; a channel whose range
+is empty or reversed (``hi <= lo``; a constant channel has ``hi == lo``) is shown as 0: a
+reversed range does not invert the scale. ``lo`` and ``hi`` must be finite. Signed maps (differences) use :func:`symmetric_ranges`, which maps 0 to 0.5.
 
 Ranges are taken over the finite values only, so one NaN or infinite unit does not blank its
 channel (or, in mode ``"layer"``, the whole layer); a channel with no finite value gets the
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from cnnwidgets.render._checks import check_per_channel
 
 __all__ = [
     "NORM_MODES",
@@ -77,19 +79,21 @@ def value_ranges(
 
     Modes ``"channel"`` and ``"layer"`` use the finite values only (NaN and +-inf are skipped);
     a channel (for ``"layer"``: a stack) with no finite value gets ``lo = hi = 0``. Ranges given
-    with ``"fixed"`` are returned as they are.
+    with ``"fixed"`` are returned as they are (scalars repeated for every channel).
 
     Args:
         acts: activations of shape (C, H, W).
         mode: ``"channel"``, ``"layer"`` or ``"fixed"`` (see the module docstring).
-        fixed: ``(lo, hi)`` for mode ``"fixed"``; scalars or arrays of shape (C,).
+        fixed: ``(lo, hi)`` for mode ``"fixed"``; finite scalars or arrays of shape (C,).
 
     Returns:
         ``(lo, hi)``, two float32 arrays of shape (C,).
 
     Raises:
-        ValueError: for an unknown mode, a missing or mis-shaped ``fixed`` range, or a stack
-            that is not (C, H, W).
+        ValueError: for an unknown mode, a missing ``fixed`` range, one that is not two
+            parts, a part of another shape than (C,) or with a NaN or infinite value, or a
+            stack that is not (C, H, W).
+        TypeError: for a ``fixed`` that is not a pair ``(lo, hi)`` of numbers or arrays.
     """
     acts = _check_stack(acts)
     channels = acts.shape[0]
@@ -110,15 +114,14 @@ def value_ranges(
     if mode == "fixed":
         if fixed is None:
             raise ValueError("mode 'fixed' needs fixed=(lo, hi), e.g. the ranges of the unoccluded image")
-        lo_hi = []
-        for part in fixed:
-            arr = np.asarray(part, dtype=np.float32)
-            if arr.ndim == 0:
-                arr = np.full(channels, arr, dtype=np.float32)
-            if arr.shape != (channels,):
-                raise ValueError(f"fixed range must be scalars or arrays of shape ({channels},), got {arr.shape}")
-            lo_hi.append(arr)
-        return lo_hi[0], lo_hi[1]
+        if isinstance(fixed, (str, bytes)) or not hasattr(fixed, "__len__"):
+            raise TypeError(f"fixed must be a pair (lo, hi) of scalars or arrays of shape ({channels},), "
+                            f"got {type(fixed).__name__} {fixed!r}")
+        if len(fixed) != 2:
+            raise ValueError(f"fixed must be a pair (lo, hi) of scalars or arrays of shape ({channels},), "
+                             f"got {len(fixed)} parts")
+        lo, hi = fixed
+        return check_per_channel(lo, "fixed lo", channels), check_per_channel(hi, "fixed hi", channels)
     raise ValueError(f"unknown normalisation mode {mode!r}; accepted: {', '.join(NORM_MODES)}")
 
 
@@ -157,18 +160,21 @@ def normalize(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
     Args:
         acts: stack of shape (C, H, W).
-        lo: lower ends, shape (C,) (or scalar).
-        hi: upper ends, shape (C,) (or scalar).
+        lo: lower ends, shape (C,) (or scalar); finite.
+        hi: upper ends, shape (C,) (or scalar); finite.
 
     Returns:
-        float32 array of the same shape; channels with ``hi <= lo`` are 0.
+        float32 array of the same shape; channels with ``hi <= lo`` (an empty range: a constant
+        channel, or a reversed range, which does not invert the scale) are 0.
 
     Raises:
-        ValueError: for a stack that is not (C, H, W).
+        ValueError: for a stack that is not (C, H, W), or ``lo``/``hi`` of another shape than
+            (C,) or with a NaN or infinite value.
+        TypeError: for ``lo``/``hi`` that are not numbers.
     """
     acts = _check_stack(acts)
-    lo = np.broadcast_to(np.asarray(lo, dtype=np.float32), (acts.shape[0],))[:, None, None]
-    hi = np.broadcast_to(np.asarray(hi, dtype=np.float32), (acts.shape[0],))[:, None, None]
+    lo = check_per_channel(lo, "lo", acts.shape[0])[:, None, None]
+    hi = check_per_channel(hi, "hi", acts.shape[0])[:, None, None]
     span = hi - lo
     valid = span > 0
     scale = np.where(valid, 1.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnwidgets.render._checks import check_color, check_int, check_real
 from cnnwidgets.render.colormaps import apply_colormap
 from cnnwidgets.render.resample import map_to_input, resize
 
@@ -67,7 +68,10 @@ def channel_image(
         uint8 (H, W, 3).
 
     Raises:
-        ValueError: for a map that is not 2-D, an unknown colormap or resampling mode.
+        ValueError: for a map that is not 2-D, an unknown colormap or resampling mode, or a
+            size or geometry :func:`~cnnwidgets.render.resample.map_to_input` refuses (a NaN
+            or infinite ``jump``/``start``, for one).
+        TypeError: for a size or geometry that is not numbers.
     """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
@@ -80,15 +84,20 @@ def blend(image: np.ndarray, color: np.ndarray, alpha: float | np.ndarray) -> np
     """``(1 - alpha) * image + alpha * color`` in uint8; alpha a scalar or an (H, W) array in [0, 1].
 
     Raises:
-        ValueError: for mismatched shapes or alpha outside [0, 1].
+        ValueError: for mismatched shapes, an alpha array of another shape than (H, W), or
+            alpha outside [0, 1] (NaN included).
     """
     image = _check_rgb(image)
     color = _check_rgb(color, "color")
     if image.shape != color.shape:
         raise ValueError(f"image {image.shape} and color {color.shape} differ in shape")
     alpha = np.asarray(alpha, dtype=np.float32)
-    if alpha.size and (alpha.min() < 0 or alpha.max() > 1):
-        raise ValueError("alpha must lie in [0, 1]")
+    if alpha.ndim != 0 and alpha.shape != image.shape[:2]:
+        raise ValueError(f"alpha must be a scalar or an array of the image's shape (H, W) = {image.shape[:2]}, "
+                         f"got shape {alpha.shape}")
+    # NaN fails both comparisons (its min and max are NaN), so it is refused too
+    if alpha.size and not (alpha.min() >= 0 and alpha.max() <= 1):
+        raise ValueError(f"alpha must lie in [0, 1], got values from {alpha.min():.4g} to {alpha.max():.4g}")
     return _blend(image, color, alpha)
 
 
@@ -163,15 +172,33 @@ def draw_rect(
     copy: bool = True,
 ) -> np.ndarray:
     """Draw the outline of ``rect = (x, y, w, h)`` (clipped to the image) on a copy of ``image``
-    (on ``image`` itself with ``copy=False``)."""
+    (on ``image`` itself with ``copy=False``).
+
+    Args:
+        image: uint8 (H, W, 3).
+        rect: four finite numbers ``(x, y, w, h)`` in pixels; fractions are truncated with
+            ``int()`` (an occluder box may arrive as floats). An empty rectangle draws nothing.
+        color: RGB, three ints in 0..255.
+        width: line width in pixels, an int >= 1 (the lines stay inside the rectangle).
+        copy: draw on a copy (True) or on ``image`` itself.
+
+    Raises:
+        ValueError: for an image that is not uint8 RGB, a rect of another length or with a
+            NaN or infinite number, a width < 1, or a colour outside 0..255.
+        TypeError: for a rect or colour that is not numbers, or a width that is not an int.
+    """
+    c = check_color(color)
+    t = check_int(width, "width", minimum=1)
+    if isinstance(rect, (str, bytes)) or not hasattr(rect, "__len__"):
+        raise TypeError(f"rect must be four numbers (x, y, w, h), got {type(rect).__name__} {rect!r}")
+    if len(rect) != 4:
+        raise ValueError(f"rect must be four numbers (x, y, w, h), got {len(rect)} values: {rect!r}")
+    x, y, w, h = (int(check_real(v, f"rect {name}")) for v, name in zip(rect, "xywh"))
     out = _check_rgb(image).copy() if copy else _check_rgb(image)
-    x, y, w, h = (int(v) for v in rect)
     H, W = out.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
     if x0 >= x1 or y0 >= y1:
         return out
-    c = np.asarray(color, dtype=np.uint8)
-    t = max(1, int(width))
     out[y0 : min(y0 + t, y1), x0:x1] = c
     out[max(y1 - t, y0) : y1, x0:x1] = c
     out[y0:y1, x0 : min(x0 + t, x1)] = c
@@ -184,16 +211,24 @@ def hstack(
 ) -> np.ndarray:
     """Place RGB images side by side, top-aligned, ``gap`` pixels apart.
 
+    Args:
+        images: uint8 (H, W, 3) images, at least one.
+        gap: pixels between neighbours, an int >= 0.
+        background: RGB (three ints in 0..255) of the gaps and of the space under shorter images.
+
     Raises:
-        ValueError: for an empty list or images that are not uint8 RGB.
+        ValueError: for an empty list, images that are not uint8 RGB, a negative gap, or a
+            background outside 0..255.
+        TypeError: for a gap that is not an int or a background that is not three ints.
     """
+    gap = check_int(gap, "gap", minimum=0)
+    color = check_color(background, "background")
+    images = [_check_rgb(im) for im in images]
     if not images:
         raise ValueError("hstack needs at least one image")
-    images = [_check_rgb(im) for im in images]
     height = max(im.shape[0] for im in images)
     width = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
     out = np.empty((height, width, 3), dtype=np.uint8)
-    color = np.asarray(background, dtype=np.uint8)
     x = 0
     for i, im in enumerate(images):
         h, w = im.shape[:2]

@@ -12,6 +12,8 @@ import functools
 
 import numpy as np
 
+from cnnwidgets.render._checks import check_int, check_real, check_size
+
 __all__ = ["RESAMPLE_MODES", "check_heat_orientation", "downscale", "map_to_input", "resize", "upscale"]
 
 RESAMPLE_MODES: tuple[str, ...] = ("nearest", "bilinear")
@@ -22,23 +24,51 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown resampling mode {mode!r}; accepted: {', '.join(RESAMPLE_MODES)}")
 
 
-def upscale(image: np.ndarray, factor: int, *, color: bool = False) -> np.ndarray:
+def _check_maps(image: np.ndarray, color: bool | None, what: str, *, need_pixels: bool = False) -> bool:
+    """Whether the last axis of ``image`` holds colour components (see :func:`upscale`'s ``color``).
+
+    Refuses an array with too few axes for ``color``, with ``need_pixels`` one whose height or
+    width is 0 (there is nothing to sample), and - with ``color=None`` - a uint8
+    array (H, W, 3) or (H, W, 4): an RGB(A) picture and a stack of H maps of width 3 or 4 look
+    the same, and taking one for the other gives an array of the wrong shape.
+    """
+    if color is None:
+        if image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
+            raise ValueError(f"{what}: the uint8 array of shape {image.shape} may be a picture (H, W, "
+                             f"{image.shape[2]}) or a stack of {image.shape[0]} maps (C, H, W); say which: "
+                             "color=True for a picture, color=False for a stack")
+        color = False
+    elif not isinstance(color, (bool, np.bool_)):
+        raise TypeError(f"color must be True, False or None, got {type(color).__name__} {color!r}")
+    if color and image.ndim < 3:
+        raise ValueError(f"{what} with color=True needs an image (H, W, K), got shape {image.shape}")
+    if image.ndim < 2:
+        raise ValueError(f"{what} needs a map (H, W) or a stack (..., H, W), got shape {image.shape}")
+    if need_pixels and 0 in (image.shape[-3:-1] if color else image.shape[-2:]):
+        raise ValueError(f"{what} needs at least one row and one column, got shape {image.shape}")
+    return bool(color)
+
+
+def upscale(image: np.ndarray, factor: int, *, color: bool | None = None) -> np.ndarray:
     """Enlarge by an integer factor, each pixel becoming a ``factor x factor`` block.
 
     Args:
         image: a map or stack of shape (..., H, W), or with ``color=True`` an image (H, W, K).
-        factor: integer >= 1.
-        color: the last axis holds colour components.
+        factor: int >= 1 (a float, even 2.0, is refused).
+        color: whether the last axis holds colour components. ``None`` (the default) means
+            False, except for a uint8 array (H, W, 3) or (H, W, 4), which may be a picture or
+            a stack of maps of width 3 or 4: it is refused until ``color`` says which.
 
     Returns:
         The enlarged array, same dtype.
 
     Raises:
-        ValueError: for a factor < 1.
+        TypeError: for a factor that is not an int.
+        ValueError: for a factor < 1, too few axes, or an ambiguous uint8 array with ``color=None``.
     """
-    factor = int(factor)
-    if factor < 1:
-        raise ValueError(f"upscale factor must be an integer >= 1, got {factor}")
+    factor = check_int(factor, "upscale factor", minimum=1)
+    image = np.asarray(image)
+    color = _check_maps(image, color, "upscale")
     if factor == 1:
         return image
     if color:
@@ -53,18 +83,18 @@ def downscale(stack: np.ndarray, factor: int) -> np.ndarray:
 
     Args:
         stack: float array of shape (..., H, W).
-        factor: integer >= 1.
+        factor: int >= 1 (a float, even 2.0, is refused).
 
     Returns:
         float32 array of shape (..., ceil(H / factor), ceil(W / factor)).
 
     Raises:
-        ValueError: for a factor < 1.
+        TypeError: for a factor that is not an int.
+        ValueError: for a factor < 1 or an array with fewer than two axes.
     """
-    factor = int(factor)
-    if factor < 1:
-        raise ValueError(f"downscale factor must be an integer >= 1, got {factor}")
+    factor = check_int(factor, "downscale factor", minimum=1)
     stack = np.asarray(stack, dtype=np.float32)
+    _check_maps(stack, False, "downscale")
     if factor == 1:
         return stack
     # sums of strided slices: f elementwise additions per axis, no slow reductions over small axes
@@ -128,26 +158,30 @@ def _sample(image: np.ndarray, rows, cols, color: bool = False) -> np.ndarray:
 
 
 def resize(
-    image: np.ndarray, size: tuple[int, int], mode: str = "bilinear", *, color: bool = False
+    image: np.ndarray, size: tuple[int, int], mode: str = "bilinear", *, color: bool | None = None
 ) -> np.ndarray:
     """Resize to ``size = (height, width)`` with pixel-centre alignment.
 
     Args:
-        image: a map or stack of shape (..., H, W), or with ``color=True`` an image (H, W, K).
-        size: output (height, width), both >= 1.
+        image: a map or stack of shape (..., H, W), or with ``color=True`` an image (H, W, K);
+            H and W >= 1.
+        size: output (height, width), a pair of ints >= 1.
         mode: ``"nearest"`` or ``"bilinear"``.
-        color: the last axis holds colour components.
+        color: whether the last axis holds colour components; ``None`` as in :func:`upscale`
+            (False, but a uint8 (H, W, 3) or (H, W, 4) array is refused as ambiguous).
 
     Returns:
         float32 array (uint8 inputs are returned as uint8 for ``"nearest"``).
 
     Raises:
-        ValueError: for an unknown mode or a size < 1.
+        TypeError: for a size that is not a pair of ints.
+        ValueError: for an unknown mode, a size < 1, an image with too few axes or no pixels,
+            or an ambiguous uint8 array with ``color=None``.
     """
     _check_mode(mode)
-    out_h, out_w = int(size[0]), int(size[1])
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"output size must be positive, got {size}")
+    out_h, out_w = check_size(size)
+    image = np.asarray(image)
+    color = _check_maps(image, color, "resize", need_pixels=True)
     h, w = image.shape[-3:-1] if color else image.shape[-2:]
     rows = _axis_table(h, out_h, mode)
     cols = _axis_table(w, out_w, mode)
@@ -176,29 +210,34 @@ def map_to_input(
 
     Args:
         fmap: float array (h, w) or (C, h, w).
-        input_size: (H, W) of the input image.
-        jump: distance in input pixels between neighbouring units, or None.
-        start: centre of unit 0 in input pixel coordinates, or None.
+        input_size: (H, W) of the input image, a pair of ints >= 1.
+        jump: distance in input pixels between neighbouring units (a finite number > 0), or None.
+        start: centre of unit 0 in input pixel coordinates (a finite number), or None.
         mode: ``"nearest"`` or ``"bilinear"``.
 
     Returns:
         float32 array (H, W) or (C, H, W).
 
     Raises:
-        ValueError: for an unknown mode, a non-positive jump, or only one of jump/start.
+        ValueError: for an unknown mode, a NaN, infinite or non-positive jump, a NaN or
+            infinite start, only one of jump/start, an input size < 1, or a map with fewer
+            than two axes or no units.
+        TypeError: for a jump or start that is not a number, or an input size that is not a
+            pair of ints.
     """
     _check_mode(mode)
     if (jump is None) != (start is None):
         raise ValueError("give both jump and start (receptive-field geometry) or neither")
-    out_h, out_w = int(input_size[0]), int(input_size[1])
+    out_h, out_w = check_size(input_size, "input_size")
     fmap = np.asarray(fmap, dtype=np.float32)
     if jump is None:
-        return resize(fmap, (out_h, out_w), mode)
-    if jump <= 0:
-        raise ValueError(f"jump must be positive, got {jump}")
+        return resize(fmap, (out_h, out_w), mode, color=False)
+    jump = check_real(jump, "jump", positive=True)
+    start = check_real(start, "start")
+    _check_maps(fmap, False, "map_to_input", need_pixels=True)
     h, w = fmap.shape[-2:]
-    rows = _axis_table(h, out_h, mode, float(jump), float(start))
-    cols = _axis_table(w, out_w, mode, float(jump), float(start))
+    rows = _axis_table(h, out_h, mode, jump, start)
+    cols = _axis_table(w, out_w, mode, jump, start)
     if mode == "nearest":
         return fmap[..., rows[0], :][..., cols[0]]
     return _sample(fmap, rows, cols)

@@ -1,0 +1,123 @@
+"""Argument checks shared by the renderers, so that each kind of mistake is refused once, in one wording.
+
+Each check costs a few microseconds of Python and never looks at a whole image: the renderers
+run on every frame of a live view. A wrong type raises TypeError, a wrong value ValueError; the
+message names the argument, what was given and what is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["check_color", "check_int", "check_per_channel", "check_real", "check_size"]
+
+
+def _given(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_int(value: object, what: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int``: a Python or numpy integer (not a bool, float or string) within the bounds.
+
+    Raises:
+        TypeError: for anything but an integer.
+        ValueError: for an integer outside ``minimum..maximum``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {_given(value)}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is None:
+            accepted = f">= {minimum}"
+        elif minimum is None:
+            accepted = f"<= {maximum}"
+        else:
+            accepted = f"in {minimum}..{maximum}"
+        raise ValueError(f"{what} must be an int {accepted}, got {value}")
+    return int(value)
+
+
+def check_real(value: object, what: str, *, positive: bool = False) -> float:
+    """``value`` as a finite ``float`` (an int or float, Python or numpy; not a bool), ``> 0`` if ``positive``.
+
+    Raises:
+        TypeError: for anything but a real number.
+        ValueError: for NaN, an infinity, or (``positive``) a number <= 0.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a real number, got {_given(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {number}")
+    if positive and number <= 0:
+        raise ValueError(f"{what} must be positive, got {number}")
+    return number
+
+
+def check_size(size: object, what: str = "size") -> tuple[int, int]:
+    """``size`` as ``(height, width)``: a pair of ints >= 1 (a tuple, a list, an array or ``shape[:2]``).
+
+    Raises:
+        TypeError: for something that is not a pair of ints (a lone int, floats).
+        ValueError: for a sequence of another length or a side < 1.
+    """
+    accepted = f"{what} must be a pair (height, width) of ints >= 1"
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__"):
+        raise TypeError(f"{accepted}, got {_given(size)}")
+    if len(size) != 2:
+        raise ValueError(f"{accepted}, got {len(size)} values: {size!r}")
+    height, width = size
+    for side in (height, width):
+        if isinstance(side, (bool, np.bool_)) or not isinstance(side, (int, np.integer)):
+            raise TypeError(f"{accepted}, got {size!r} (a {type(side).__name__})")
+        if side < 1:
+            raise ValueError(f"{accepted}, got {size!r}")
+    return int(height), int(width)
+
+
+def check_color(color: object, what: str = "color") -> np.ndarray:
+    """``color`` as a ``(3,)`` uint8 array: three ints in 0..255 (a tuple, a list or an integer array).
+
+    Raises:
+        TypeError: for something that is not a sequence of ints (floats are refused: 0.5 is no
+            0-255 component).
+        ValueError: for another number of components or a component outside 0..255.
+    """
+    accepted = f"{what} must be an RGB triple of ints in 0..255"
+    if isinstance(color, (str, bytes)) or not hasattr(color, "__len__"):
+        raise TypeError(f"{accepted}, got {_given(color)}")
+    if len(color) != 3:
+        raise ValueError(f"{accepted}, got {len(color)} values: {color!r}")
+    for part in color:
+        if isinstance(part, (bool, np.bool_)) or not isinstance(part, (int, np.integer)):
+            raise TypeError(f"{accepted}, got {color!r} (a {type(part).__name__})")
+        if not 0 <= part <= 255:
+            raise ValueError(f"{accepted}, got {color!r}")
+    return np.array(color, dtype=np.uint8)
+
+
+def check_per_channel(value: object, what: str, channels: int) -> np.ndarray:
+    """``value`` as a float32 array of shape ``(channels,)``: a finite scalar (repeated) or one
+    finite value per channel.
+
+    Raises:
+        TypeError: for something that is not numbers.
+        ValueError: for an array of another shape, or a NaN or infinite value.
+    """
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number or an array of {channels} numbers, got {_given(value)}") from None
+    if array.ndim == 0:
+        array = np.full(channels, array, dtype=np.float32)
+    elif array.shape != (channels,):
+        raise ValueError(f"{what} must be a scalar or an array of shape ({channels},), one value per channel, "
+                         f"got shape {array.shape}")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        where = "" if np.ndim(value) == 0 else f" (channel {bad})"
+        raise ValueError(f"{what} must be finite, got {array[bad]}{where}")
+    return array
