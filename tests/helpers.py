@@ -8,6 +8,15 @@ import torch
 from torch import nn
 
 
+def small_classifier() -> nn.Sequential:
+    """Two convolutions with ReLUs, global pooling and a 5-class head, seeded, in eval mode."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    ).eval()
+
+
 def batch_statistics_net() -> nn.Sequential:
     """Its batch norm keeps no running statistics: in eval mode it normalises with the batch's."""
     torch.manual_seed(0)

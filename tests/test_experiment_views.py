@@ -21,16 +21,13 @@ from cnnwidgets.methods.invariance import invariance_curves
 from cnnwidgets.methods.topk import scan_topk
 from cnnwidgets.render.figures import topk_mosaic
 from cnnwidgets.widgets.imagestatus import png_bytes
+from tests.helpers import small_classifier
 
 WEIGHTS_DIFFER = "the model's weights differ from the ones the scan was made with"
 
 
 def conv_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
-    ).eval()
+    return small_classifier()
 
 
 def images(n: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from cnnwidgets.methods.invariance import (
     invariance_curves,
     transform_images,
 )
+from tests.helpers import small_classifier
 
 
 class PixelNet(nn.Module):
@@ -272,11 +273,7 @@ def test_layers_must_be_names():
 
 
 def small_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
-    ).eval()
+    return small_classifier()
 
 
 def test_labels_are_ints_as_for_class_targets_bools_and_whole_floats_are_refused():

@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassLogit, ClassProbability, Probe
 from cnnwidgets.core.targets import class_probabilities, class_scores, resolve_target, target_score
+from tests.helpers import small_classifier
 
 
 def test_class_targets():
@@ -478,11 +479,7 @@ def test_a_plain_function_of_the_output_is_a_target_everywhere():
 
 
 def _small_net() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
-    ).eval()
+    return small_classifier()
 
 
 @pytest.mark.parametrize("method", ["saliency", "guided_backprop", "grad_cam", "occlusion", "occlusion_channel", "actmax"])
