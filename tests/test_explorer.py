@@ -17,7 +17,7 @@ from torch import nn
 from cnnwidgets import ModelSnapshot
 from cnnwidgets import render as R
 from cnnwidgets.app import Explorer, ExplorerState, ImageInput, default_layer, explore, layer_items, resolve
-from cnnwidgets.app.inputs import default_denormalize, default_preprocess
+from cnnwidgets.app.inputs import default_denormalize, default_preprocess, to_pil
 from cnnwidgets.core.hygiene import hook_count
 from tests.helpers import reference_outputs
 
@@ -2171,3 +2171,267 @@ def test_dead_channels_before_a_relu_are_named_for_what_they_show():
         assert "no positive value" not in explorer.grid_caption.value
     finally:
         explorer.close()
+
+
+# ---------------------------------------------------------------- review fixes: model changes, bad input, comm paths
+def test_dead_marks_that_no_longer_fit_a_changed_layer_are_dropped_and_said(ex):
+    ex.layer = "features.3"
+    ex.mark_dead({"features.3": [1, 15]})
+    user_model = ex.probe._user_model
+    user_model.features[3] = nn.Conv2d(8, 10, 3, padding=1)
+    user_model.features[6] = nn.Conv2d(10, 12, 3, padding=1)
+    ex.box = (3, 3, 6, 6)
+    assert ex.wait_idle(60)
+    assert not ex.status.is_error, ex.status.message
+    assert "the dead-channel marks of features.3 no longer fit its channels and were dropped" in ex.status.message
+    assert ex.dead_marks == {} and ex.activations.shape[0] == 10 and ex.shown_state == ex.state()
+    assert "dead over the data set" not in ex.grid_caption.value
+    ex.layer = "features.4"
+    ex.layer = "features.3"  # back at the layer: it draws, and the note is moot
+    assert not ex.status.is_error and "dead-channel marks" not in ex.status.message
+    ex.mark_dead({"features.3": [1, 9]})  # marks of the new shape work
+    assert ex.dead_marks["features.3"].sum() == 2 and not ex.status.is_error
+
+
+def test_a_target_class_the_new_head_lacks_is_reset_and_class_names_that_no_longer_fit_give_way():
+    model = Tiny().eval()
+    ex = make(model, box=(4, 4, 8, 8), classes=list("abcde"), method="grad-cam")
+    try:
+        ex.target = 4
+        assert ex.scores_view.selected == 4
+        model.head = nn.Linear(12, 3)
+        ex.box = (2, 2, 6, 6)
+        assert ex.wait_idle(60)
+        assert not ex.status.is_error, ex.status.message
+        assert ex.target is None and ex.scores_view.selected is None
+        assert "it has 3 classes now and class 4 is gone: the target is the most probable class" in ex.status.message
+        assert "it has 3 output units now, not one per class name given (5): classes are shown by index" in (
+            ex.status.message)
+        assert [row["label"] for row in ex.scores["rows"]] == [f"class {row['index']}" for row in ex.scores["rows"]]
+        assert ex.scores["probs"].shape == (3,) and ex.scores["classes"] == []
+        assert ex.method_result is not None and ex.method_result.request.target is None
+        assert ex.method_view.caption.value.startswith("<b>Grad-CAM</b> of class ")
+        ex.target = 2  # a class the new head has works, and the note about the old one goes
+        assert ex.wait_idle(60) and not ex.status.is_error and "class 4 is gone" not in ex.status.message
+        assert ex.method_result.target == 2
+        model.head = nn.Linear(12, 5)  # back to five outputs: the names given fit again
+        ex.box = (3, 3, 6, 6)
+        assert ex.wait_idle(60)
+        assert ex.scores["classes"] == list("abcde") and "class name" not in ex.status.message
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize("method", ["occlusion", "saliency", "grad-cam", "guided backprop"])
+def test_a_nan_class_score_is_an_error_in_the_status_line_not_a_map_with_a_caption(method):
+    model = Tiny().eval()
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")
+    ex = make(model, show_scores=False, method=method)
+    try:
+        assert ex.wait_idle(60)
+        assert ex.status.is_error and "score is not finite (NaN or inf)" in ex.status.message
+        assert ex.method_result is None and "failed" in ex.method_view.caption.value
+        assert "nan" not in ex.method_view.caption.value.lower().replace("nan or inf", "")
+    finally:
+        ex.close()
+
+
+def test_a_nan_deconvnet_map_is_an_error_not_a_picture():
+    model = Tiny().eval()
+    with torch.no_grad():
+        model.features[0].weight[0] = float("nan")
+    ex = make(model, show_scores=False, method="deconvnet", layer="features.3")
+    try:
+        assert ex.wait_idle(60)
+        assert ex.status.is_error and "the deconvnet map of channel 0 of features.3 is not finite" in ex.status.message
+        assert ex.method_result is None and "failed" in ex.method_view.caption.value
+        assert ex.method_view.image.value == b""
+    finally:
+        ex.close()
+
+
+class _MarkupNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module("<i>c1</i>", nn.Conv2d(3, 8, 3, padding=1))
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(getattr(self, "<i>c1</i>")(x).mean((2, 3)))
+
+
+def test_class_layer_and_model_names_are_escaped_in_the_html_captions():
+    model = type("Net<b>", (_MarkupNet,), {})().eval()
+    ex = make(model, classes=["cats & dogs <b>", "x<y"], method="saliency")
+    try:
+        ex.target = 0
+        assert ex.wait_idle(60)
+        assert "of cats &amp; dogs &lt;b&gt;;" in ex.method_view.caption.value
+        assert "&lt;i&gt;c1&lt;/i&gt;" in ex.grid_caption.value and "<i>c1</i>" not in ex.grid_caption.value
+        assert ex.title.value == "<b>Net&lt;b&gt;</b>"
+        ex.target = 1
+        for method in ("occlusion", "grad-cam", "deconvnet"):
+            ex.method = method
+            assert ex.wait_idle(60) and not ex.status.is_error, ex.status.message
+            caption = ex.method_view.caption.value
+            assert "<i>c1</i>" not in caption and "x<y" not in caption
+        assert "P(x&lt;y)" not in ex.method_view.caption.value  # deconvnet names the channel, not the class
+        assert "of &lt;i&gt;c1&lt;/i&gt; projected" in ex.method_view.caption.value
+        ex.method = "occlusion"
+        assert ex.wait_idle(60) and "change of P(x&lt;y)" in ex.method_view.caption.value
+    finally:
+        ex.close()
+
+
+def test_the_box_is_any_sequence_of_four_numbers_in_the_constructor_and_the_trait_alike():
+    for bad in (5, {"x": 1}, (1, 2, 3), (True, 0, 4, 4), ("a", 0, 4, 4)):
+        with pytest.raises(ValueError, match=r"box must be \(x, y, w, h\): four numbers .* or 'center'"):
+            make(box=bad)
+    ex = make(box=np.array([1, 2, 3, 4]))
+    try:
+        assert ex.box == (1, 2, 3, 4)
+        ex.box = np.array([2, 2, 4, 4])
+        assert ex.box == (2, 2, 4, 4) and ex.shown_state.box == (2, 2, 4, 4)
+        ex.box = torch.tensor([3.0, 3.0, 5.0, 5.0])
+        assert ex.box == (3, 3, 5, 5)
+        for bad in (5, {"x": 1}, (1, 2, 3), (True, 0, 4, 4)):
+            with pytest.raises(traitlets.TraitError, match=r"box must be \(x, y, w, h\): four numbers"):
+                ex.box = bad
+        assert ex.box == (3, 3, 5, 5)
+    finally:
+        ex.close()
+
+
+def test_constructor_arguments_of_the_wrong_kind_are_named():
+    with pytest.raises(ValueError, match=r"denormalize must return an \(H, W, 3\) or a gray \(H, W\) array"):
+        make(denormalize=lambda x: "x")
+    with pytest.raises(TypeError, match="background must be True .* or False .*, got 'no'"):
+        make(background="no")
+    with pytest.raises(ValueError, match="there is one cpu device"):
+        make(device="cpu:1")
+
+
+def test_ints_are_ints_layers_are_plain_strings_and_the_cpu_has_no_index(ex):
+    for name, value in (("channel", True), ("target", True), ("method_stride", 4.0), ("channel", 2.0),
+                        ("target", 1.0)):
+        before = getattr(ex, name)
+        with pytest.raises(traitlets.TraitError):
+            setattr(ex, name, value)
+        assert getattr(ex, name) == before
+    ex.channel, ex.target, ex.method_stride = np.int64(3), np.int64(1), np.int64(4)  # NumPy's ints are ints
+    assert (ex.channel, ex.target, ex.method_stride) == (3, 1, 4) and type(ex.channel) is int
+    ex.layer = np.str_("features.0")
+    assert type(ex.layer) is str and type(ex.state().layer) is str
+    with pytest.raises(traitlets.TraitError, match="there is one cpu device"):
+        ex.device = "cpu:1"
+    ex.device = "cpu:0"
+    assert ex.device == "cpu"
+
+
+def test_a_channel_set_with_its_layer_in_a_hold_is_checked_against_that_layer(ex):
+    ex.layer, ex.channel = "features.3", 15
+    with pytest.raises(traitlets.TraitError, match=r"channel 15 out of range 0\.\.7 for layer 'features.0'"):
+        with ex.hold_trait_notifications():
+            ex.layer = "features.0"
+            ex.channel = 15  # the value it has: still checked against the new layer
+    assert (ex.layer, ex.channel) == ("features.3", 15) and ex.shown_state.layer == "features.3"
+    with ex.hold_trait_notifications():
+        ex.layer, ex.channel = "features.0", 7
+    assert (ex.layer, ex.channel) == ("features.0", 7) == (ex.shown_state.layer, ex.shown_state.channel)
+    ex.layer = "features.3"
+    ex.channel = 15
+    ex.layer = "features.0"  # alone, the layer still brings the channel into its range
+    assert ex.channel == 0
+
+
+def test_method_signed_is_refused_after_close(ex):
+    ex.close()
+    with pytest.raises(traitlets.TraitError, match="cannot set method_signed: this explorer is closed"):
+        ex.method_signed = True
+
+
+def test_a_target_the_browser_picks_out_of_range_is_shown_in_the_status_line_and_undone(ex):
+    ex.scores_view.set_state({"selected": 99})  # as the comm delivers a click: nothing is raised
+    assert ex.status.is_error and "target: TraitError: target class 99 out of range" in ex.status.message
+    assert ex.scores_view.selected is None and ex.target is None
+    ex.scores_view.set_state({"selected": 2})  # a later good value works
+    assert ex.target == 2 and ex.scores_view.selected == 2 and ex.shown_state.target == 2
+    assert not ex.status.is_error
+
+
+class TupleOut(Tiny):
+    def forward(self, x):
+        y = super().forward(x)
+        return y, y * 2
+
+
+def test_a_method_that_works_after_one_that_failed_leaves_the_scores_problem_in_the_status_line():
+    ex = make(TupleOut().eval())
+    try:
+        assert ex.status.is_error and "without class scores" in ex.status.message
+        ex.method = "saliency"
+        assert ex.wait_idle(60) and ex.status.message.startswith("method 'saliency'")
+        ex.method = "deconvnet"
+        assert ex.wait_idle(60) and ex.method_result is not None
+        assert ex.status.is_error and "the feature maps are shown without class scores" in ex.status.message
+    finally:
+        ex.close()
+
+
+class _Branchy(Tiny):
+    """Runs ``extra`` only on inputs wider than 40 pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extra = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        if x.shape[-1] > 40:
+            x = self.extra(x)
+        return super().forward(x)
+
+
+def test_an_image_of_another_size_that_lacks_the_selected_layer_replaces_it_and_says_so():
+    def own_size(im):
+        pil = to_pil(im)
+        return default_preprocess((pil.height, pil.width))(pil)
+
+    rng = np.random.default_rng(0)
+    big, small = (rng.integers(0, 255, (side, side, 3), dtype=np.uint8) for side in (64, 32))
+    ex = make(_Branchy().eval(), preprocess=own_size, samples={"big": big, "small": small}, input_size=None)
+    try:
+        ex.layer, ex.channel = "extra", 2
+        ex.image = "small"
+        assert ex.wait_idle(60) and not ex.status.is_error
+        # the default layer, as after a model change, not the menu's first item
+        assert ex.layer == default_layer(ex.layers) == ex.shown_state.layer
+        assert (f"layer extra does not run or shows no feature map at the new image's input size 32x32: showing "
+                f"{ex.layer}") in ex.status.message
+        ex.layer = "features.0"
+        assert "layer extra" not in ex.status.message
+    finally:
+        ex.close()
+
+
+def test_method_maps_wait_for_the_occluders_release_and_say_so():
+    ex = make(box=(4, 4, 8, 8), method="saliency")
+    try:
+        assert ex.wait_idle(60) and ex.method_result.request.method == "saliency"
+        ex.dragging = True
+        ex.method = "grad-cam"
+        start = time.monotonic()
+        assert not ex.wait_idle(30)  # not idle: the map asked for is not on screen ...
+        assert time.monotonic() - start < 10  # ... nor waited for in vain
+        assert ex.method_view.stale and ex.method_result.request.method == "saliency"
+        assert "grad-cam: computed when the occluder is released" in ex.method_view.caption.value
+        ex.dragging = False
+        assert ex.wait_idle(60)
+        assert ex.method_result.request.method == "grad-cam" and not ex.method_view.stale
+        assert ex.method_view.caption.value.startswith("<b>Grad-CAM</b>")
+        ex.dragging = True  # a drag that changes nothing a method uses: the map stays current
+        ex.box = (6, 6, 8, 8)
+        assert ex.wait_idle(60) and not ex.method_view.stale
+        ex.dragging = False
+    finally:
+        ex.close()

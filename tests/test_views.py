@@ -285,7 +285,9 @@ def test_resizing_the_box_in_the_browser_sets_the_size_control_and_the_occlusion
         ex.canvas.set_state({"box": [4, 4, 8, 8], "dragging": True})
         for side in (10, 13, 16):
             ex.canvas.set_state({"box": [4, 4, side, side]})
-        assert ex.wait_idle(60) and ex._methods.runs == runs  # no map of a size the user has not settled on
+        # no map of a size the user has not settled on: it waits for the release, and is not idle till then
+        assert not ex.wait_idle(60) and ex._methods.runs == runs
+        assert ex.method_view.stale and "computed when the occluder is released" in ex.method_view.caption.value
         ex.canvas.set_state({"box": [4, 4, 16, 16], "dragging": False})
         assert ex.wait_idle(60)
         assert ex.occluder_controls.size == 16 and ex.canvas.default_size == 16

@@ -140,6 +140,11 @@ class Controller(NewestFirstWorker):
                 self.stats.skipped += 1
         self._kick()
 
+    def set_labels(self, labels: Sequence[str]) -> None:
+        """Name the classes ``labels`` from the next frame on (the model's outputs changed);
+        call :meth:`redraw` to draw the frame on screen again with them."""
+        self._labels = list(labels)
+
     def redraw(self) -> None:
         """Forget what is on screen, so the next submitted state is drawn even if unchanged."""
         with self._cond:

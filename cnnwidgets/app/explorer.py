@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import html
 import itertools
+import numbers
 import threading
 import time
 import warnings
@@ -102,6 +103,95 @@ def _device_names() -> list[str]:
         at = names.index("cuda") + 1
         names[at:at] = [f"cuda:{i}" for i in range(torch.cuda.device_count()) if i != current]
     return names
+
+
+def _checked_device(spec: Any) -> torch.device:
+    """:func:`resolve_device`, refusing an index on a CPU or MPS device (``"cpu:1"``): there is one
+    of each, and torch would silently run on it whatever the index.
+
+    Raises:
+        ValueError: for a name that is not a device here, or such an index.
+    """
+    device = resolve_device(spec)
+    if device.type != "cuda" and device.index not in (None, 0):
+        raise ValueError(f"unknown device {spec!r}: there is one {device.type} device, {device.type!r} "
+                         f"(or {device.type + ':0'!r}); accepted: {', '.join(_device_names())}")
+    return device
+
+
+#: What a box given to the explorer may be, in words (the constructor also takes ``"center"``).
+_BOX_ACCEPTED = ("(x, y, w, h): four numbers in model-input pixels (a tuple, list or array), or None for no "
+                 "occluder")
+
+
+def _box_numbers(box: Any, accepted: str = _BOX_ACCEPTED) -> tuple[Any, Any, Any, Any]:
+    """``box`` as a tuple of its four numbers: any sequence of four (a NumPy array, a tensor too).
+
+    Raises:
+        ValueError: for anything else (a number, a mapping, a string, three numbers, a bool ...),
+            saying what ``accepted`` is.
+    """
+    values = box.tolist() if hasattr(box, "tolist") and not isinstance(box, (str, bytes)) else box
+    if (not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or len(values) != 4
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values)):
+        raise ValueError(f"box must be {accepted}; got {box!r}")
+    return tuple(values)
+
+
+class _BoxTrait(t.Tuple):
+    """The explorer's ``box``: four numbers or None, given as any sequence (see :func:`_box_numbers`)."""
+
+    def validate(self, obj, value):
+        if value is not None:
+            try:
+                value = _box_numbers(value)
+            except ValueError as exc:
+                raise t.TraitError(str(exc)) from None
+        return super().validate(obj, value)
+
+
+class _StrictInt(t.Int):
+    """An int trait that takes ints (NumPy's too), and refuses the integral floats ``t.Int`` would
+    cast (4.0 as 4). Bools pass, for the explorer's validators to refuse, saying what is accepted."""
+
+    def validate(self, obj, value):
+        if not isinstance(value, (int, np.integer)):
+            self.error(obj, value)
+        return super().validate(obj, value if isinstance(value, bool) else int(value))
+
+
+class _ChannelTrait(_StrictInt):
+    """The explorer's ``channel``: also a channel set to the value it has inside
+    ``hold_trait_notifications()`` is checked against the layer set with it (traitlets skips
+    unchanged values, and the new layer would then silently reset it to 0)."""
+
+    def set(self, obj, value):
+        old = obj._trait_values.get(self.name, self.default_value)
+        super().set(obj, value)
+        new = obj._trait_values.get(self.name)
+        if obj._cross_validation_lock and old == new:
+            obj._notify_trait(self.name, old, new)  # held: checked with the others at the end
+
+
+class _ViewLink(t.link):
+    """``t.link`` between an explorer trait (source) and a view's (target), where the view's value
+    comes from the browser: a value the explorer refuses is reported with ``on_error`` (the status
+    line) and the view is set back to the explorer's value, instead of the error leaving the
+    comm handler and the two disagreeing."""
+
+    def __init__(self, source: Any, target: Any, on_error: Callable[[str, BaseException], None]) -> None:
+        self._on_error = on_error
+        super().__init__(source, target)
+
+    def _update_source(self, change: Any) -> None:
+        if self.updating:
+            return
+        try:
+            super()._update_source(change)
+        except Exception as exc:  # noqa: BLE001 - shown in the status line
+            with self._busy_updating():
+                setattr(self.target[0], self.target[1], getattr(self.source[0], self.source[1]))
+            self._on_error(self.source[1], exc)
 
 
 def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
@@ -518,12 +608,14 @@ class Explorer(ipw.VBox):
             for a model with five outputs; any other model gets its image and uploads.
         layer: the first layer (default: :func:`default_layer`).
         channel: the first channel.
-        box: the first occluder box (x, y, w, h) in model-input pixels; ``"center"`` (default):
+        box: the first occluder box (x, y, w, h) in model-input pixels, any sequence of four numbers
+            (a tuple, list or array, as the ``box`` trait takes); ``"center"`` (default):
             a square of a quarter of the image's side in its centre; None: no occluder. Like the
             ``box`` trait, it is rounded (halves up) and clamped into the image, and refused if it
             lies entirely outside.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; the trait holds the device
-            menu's name (``"cpu:0"`` is ``"cpu"``, the current CUDA device is ``"cuda"``).
+            menu's name (``"cpu:0"`` is ``"cpu"``, the current CUDA device is ``"cuda"``; ``"cpu:1"``
+            is refused: there is one CPU device).
         fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``. A pixel
             fill (gray, black, noise) that the model's ``denormalize`` cannot express (it is not a
             per-channel affine map) falls back to ``mean``, with a note in the status line.
@@ -549,24 +641,32 @@ class Explorer(ipw.VBox):
 
     Raises:
         TypeError: for a model that is not a module or bundle, classes that are not names
-            in class order, or an ``outputs`` that is not a string.
+            in class order, an ``outputs`` that is not a string, or a ``background`` that is not a bool.
         KeyError: for an unknown layer name (with suggestions).
         ValueError: for an unreadable image, a bad input_size or device, a box that is not
-            (x, y, w, h), None or ``"center"``, a number of class names other than the
-            model's number of outputs, or an unknown ``outputs``.
+            four numbers (x, y, w, h), None or ``"center"``, a number of class names other than the
+            model's number of outputs, an unknown ``outputs``, or a ``denormalize`` whose result is
+            not an image.
         traitlets.TraitError: for a fill, norm, cmap or method it does not offer, a
             method_stride that is not a positive int, a layer without a feature map, or a box
             without positive size or entirely outside the image.
 
     Setting a trait to a value it does not accept (an unknown layer, a channel or target class
     out of range, a box outside the image ...) raises ``traitlets.TraitError`` saying what is
-    accepted. ``box`` takes numbers (rounded halves up, as the browser rounds) in model-input
-    pixels; a box partly outside the image is moved and shrunk into it.
+    accepted. ``box`` takes four numbers (rounded halves up, as the browser rounds) in model-input
+    pixels, as any sequence (a NumPy array too); a box partly outside the image is moved and shrunk
+    into it. ``channel``, ``target`` and ``method_stride`` take ints (NumPy's too), not bools or floats.
+
+    When the model's modules are replaced while the explorer is open, what no longer fits is
+    replaced with a note in the status line: a layer or channel that is gone, dead-channel marks
+    whose channel count changed, a target class the outputs no longer have (the most probable class
+    is shown), class names whose number no longer matches the outputs (indices are shown). An image
+    of another input size replaces a layer that does not run at it the same way.
     """
 
     layer = t.Unicode()
-    channel = t.Int(0)
-    box = t.Tuple(t.CFloat(), t.CFloat(), t.CFloat(), t.CFloat(), default_value=None, allow_none=True)
+    channel = _ChannelTrait(0)
+    box = _BoxTrait(t.CFloat(), t.CFloat(), t.CFloat(), t.CFloat(), default_value=None, allow_none=True)
     dragging = t.Bool(False)
     device = t.Unicode()
     fill = t.Enum(FILLS, default_value="gray")
@@ -575,10 +675,10 @@ class Explorer(ipw.VBox):
     sort = t.Bool(False)
     overlay = t.Bool(True)
     show_scores = t.Bool(True)
-    target = t.Int(None, allow_none=True)
+    target = _StrictInt(None, allow_none=True)
     image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = t.Enum(METHODS, default_value="none")
-    method_stride = t.Int(8, help="the occlusion map's stride in input pixels, any positive int")
+    method_stride = _StrictInt(8, help="the occlusion map's stride in input pixels, any positive int")
     method_signed = t.Bool(False, help="show saliency, guided backprop and deconvnet with their sign, in colour")
 
     def __init__(
@@ -612,6 +712,15 @@ class Explorer(ipw.VBox):
             input_size = check_input_size(input_size)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive int (the number of classes listed), got {top_k!r}")
+        if not isinstance(background, (bool, np.bool_)):
+            raise TypeError(f"background must be True (compute on a worker thread) or False (inside every "
+                            f"change), got {background!r}")
+        if isinstance(box, str):
+            if box != "center":
+                raise ValueError(f"box must be (x, y, w, h), None or 'center', got {box!r}")
+        elif box is not None:
+            box = _box_numbers(box, f"{_BOX_ACCEPTED}, or 'center'")
+        _checked_device(device)
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
         self._samples_problem = ""
         shipped_samples = samples is None
@@ -680,6 +789,7 @@ class Explorer(ipw.VBox):
                     f"classes has {len(names)} names but the model has {count} output units; give one name per "
                     "output (or two names, negative and positive, for a single-output binary classifier)"
                 )
+            self._class_names = names  # as given: the model may change to fit them again
             self._classes = names[1:] if count == 1 and len(names) == 2 else names
             if shipped_samples and image is not None and count is not None and count != _shipped_class_count():
                 # the shipped samples picture the embedded model's classes: a model with other
@@ -715,13 +825,11 @@ class Explorer(ipw.VBox):
             self.layer = layer if layer is not None else default_layer(self._layers)
             self._fit_channel_to_layer()
             self.channel = channel
-            if isinstance(box, str):
-                if box != "center":
-                    raise ValueError(f"box must be (x, y, w, h), None or 'center', got {box!r}")
+            if box == "center":
                 h, w = first.size
                 side = max(1, min(h, w) // 4)
                 box = ((w - side) // 2, (h - side) // 2, side, side)
-            self.box = tuple(box) if box is not None else None
+            self.box = box
             self.input_caption.value = _INPUT_CAPTIONS[self.box is not None]
             self.method_stride = method_stride
             self.method_signed = method_signed
@@ -754,8 +862,10 @@ class Explorer(ipw.VBox):
         previous = self._images.get(self._image_id)
         if previous is not None and previous.tensor.shape != prepared.tensor.shape:
             # another input size (a preprocess that keeps the image's own size): shapes change
-            self._layers = dict(self.controller.probe.describe(tuple(prepared.tensor.shape[1:])))
-            self.layer_select.set_items(layer_items(self._layers))
+            size = "x".join(str(side) for side in prepared.tensor.shape[2:])
+            at_size = f"at the new image's input size {size}"
+            self._take_layers(dict(self.controller.probe.describe(tuple(prepared.tensor.shape[1:]))),
+                              f"layer {{layer}} does not run or shows no feature map {at_size}", at_size)
         image_id = next(self._image_ids)
         self._images[image_id] = prepared
         while len(self._images) > 4:
@@ -820,7 +930,7 @@ class Explorer(ipw.VBox):
                 "cnnwidgets.explore(...)"
             )
 
-    @t.validate("dragging", "fill", "norm", "cmap", "sort", "overlay", "show_scores", "method")
+    @t.validate("dragging", "fill", "norm", "cmap", "sort", "overlay", "show_scores", "method", "method_signed")
     def _check_open_for(self, proposal):
         self._refuse_when_closed(proposal)
         return proposal["value"]
@@ -903,7 +1013,7 @@ class Explorer(ipw.VBox):
             raise t.TraitError(
                 f"layer {name!r} {what}; choose one of the layers listed in explorer.layer_select"
             )
-        return name
+        return str(name)  # a plain str (not NumPy's str_, say)
 
     def _selectable_layers(self) -> list[str]:
         """The layers the layer menu offers (those with a feature map that run)."""
@@ -911,10 +1021,23 @@ class Explorer(ipw.VBox):
 
     def _refresh_layers(self) -> None:
         """Take the probe's layer table after the user replaced modules of the model (the probe
-        copied it afresh): channel counts, shapes and the layer menu follow."""
+        copied it afresh): channel counts, shapes, the layer menu, the dead-channel marks, the
+        target class and the class names follow."""
         layers = dict(self.controller.probe.layers)
         if layers == self._layers:
             return
+        changed = self._take_layers(layers, "the model changed and layer {layer} is gone or shows no feature map now",
+                                    "the model changed")
+        changed |= self._drop_stale_marks()
+        changed |= self._fit_target_to_classes()
+        if changed:
+            self._submit()
+
+    def _take_layers(self, layers: dict[str, LayerInfo], gone: str, changed: str) -> bool:
+        """Take a new layer table (the model or the input size changed): the menu, the layer and the
+        channel follow; a layer or channel that is gone is replaced, with a note (``gone`` says why
+        a layer is, with ``{layer}`` in it; ``changed`` starts the channel's note). Returns whether
+        the selection changed; nothing is submitted."""
         self._layers = layers
         layer, channel = self.layer, self.channel
         keep = layer in self._selectable_layers()
@@ -925,15 +1048,61 @@ class Explorer(ipw.VBox):
             self._fit_channel_to_layer()
         finally:
             self._suspend = suspended
-        # a selection the changed model no longer has is replaced; say so until the user picks again
+        # a selection that is gone is replaced; say so until the user picks again
         if self.layer != layer:
-            self._set_note("selection", f"the model changed and layer {layer} is gone or shows no feature map "
-                                        f"now: showing {self.layer}")
+            self._set_note("selection", f"{gone.format(layer=layer)}: showing {self.layer}")
         elif self.channel != channel:
-            self._set_note("selection", f"the model changed: {layer} has {self._channels(layer)} channels now, "
+            self._set_note("selection", f"{changed}: {layer} has {self._channels(layer)} channels now, "
                                         f"channel {channel} is gone: showing channel {self.channel}")
-        if (self.layer, self.channel) != (layer, channel):
-            self._submit()
+        return (self.layer, self.channel) != (layer, channel)
+
+    def _drop_stale_marks(self) -> bool:
+        """Drop the dead-channel marks of layers that are gone or whose channel count changed (the
+        model changed), with a note; returns whether any were dropped."""
+        stale = [layer for layer, marks in self._data_dead.items()
+                 if layer not in self._layers or marks.shape != (self._channels(layer),)]
+        if not stale:
+            return False
+        for layer in stale:
+            del self._data_dead[layer]
+        self.controller.redraw()
+        self._set_note("marks", f"the model changed: the dead-channel marks of {', '.join(stale)} no longer fit its "
+                                "channels and were dropped (explorer.scan_dead or mark_dead marks them again)")
+        return True
+
+    def _fit_target_to_classes(self) -> bool:
+        """After the model's layers changed: a target class the model's outputs no longer have is
+        reset to the top class, and class names that no longer fit them give way to indices, each
+        with a note. Returns whether the target or the names changed."""
+        if self.target is None and not self._class_names:
+            return False
+        count = self._count_classes(self.controller.probe, self._images[self._image_id])
+        if count is None:
+            return False
+        changed = False
+        if self.target is not None and self.target >= count:
+            old = self.target
+            suspended, self._suspend = self._suspend, True  # submitted once, by the caller
+            try:
+                self.target = None
+            finally:
+                self._suspend = suspended
+            self._set_note("target", f"the model changed: it has {count} classes now and class {old} is gone: "
+                                     "the target is the most probable class")
+            changed = True
+        names = self._class_names[1:] if count == 1 and len(self._class_names) == 2 else self._class_names
+        if len(names) != count:
+            names = []
+            self._set_note("classes", f"the model changed: it has {count} output units now, not one per class name "
+                                      f"given ({len(self._class_names)}): classes are shown by index")
+        else:
+            self._set_note("classes", None)
+        if names != self._classes:
+            self._classes = names
+            self.controller.set_labels(names)
+            self.controller.redraw()
+            changed = True
+        return changed
 
     def _count_classes(self, probe: Probe, image: ImageInput) -> int | None:
         """Number of classes the model scores (None when its output is not class scores)."""
@@ -951,6 +1120,8 @@ class Explorer(ipw.VBox):
         value = proposal["value"]
         if value is None:
             return None
+        if isinstance(value, bool):
+            raise t.TraitError(f"target must be a class index (an int), or None for the top class; got {value!r}")
         value = int(value)
         probe = self.controller.probe
         # the count is stale when the private copy was refreshed since (by the worker too, before
@@ -972,8 +1143,13 @@ class Explorer(ipw.VBox):
     @t.validate("channel")
     def _check_channel(self, proposal):
         self._refuse_when_closed(proposal)
-        value = int(proposal["value"])
+        value = proposal["value"]
         count = self._channels(self.layer) if self.layer else 1
+        if isinstance(value, bool):
+            raise t.TraitError(
+                f"channel must be an int, a channel 0..{count - 1} of layer {self.layer!r}; got {value!r}"
+            )
+        value = int(value)
         if not 0 <= value < count:
             raise t.TraitError(f"channel {value} out of range 0..{count - 1} for layer {self.layer!r}")
         return value
@@ -995,7 +1171,7 @@ class Explorer(ipw.VBox):
     def _check_device(self, proposal):
         self._refuse_when_closed(proposal)
         try:
-            name = _device_name(resolve_device(proposal["value"]))
+            name = _device_name(_checked_device(proposal["value"]))
         except ValueError as exc:
             raise t.TraitError(str(exc)) from exc
         offered = self.device_select.options
@@ -1045,7 +1221,7 @@ class Explorer(ipw.VBox):
         self.scores_toggle = ipw.Checkbox(description="class scores", indent=False, layout=ipw.Layout(width="120px"))
         self.status = StatusLine()
         self.method_view = MethodView(METHODS, display_width=self.canvas.display_width, signed_methods=SIGNED_METHODS)
-        self.title = ipw.HTML(f"<b>{model_name}</b>")
+        self.title = ipw.HTML(f"<b>{html.escape(str(model_name))}</b>")
 
     def _layout_children(self) -> list[ipw.Widget]:
         def row(children: list[ipw.Widget], space: str = "14px") -> ipw.HBox:
@@ -1089,13 +1265,14 @@ class Explorer(ipw.VBox):
             ((self, "method_signed"), (self.method_view, "signed")),
         ]
         self.image = self.picker.value
-        self._links = [t.link(a, b) for a, b in links]
+        self._links = [_ViewLink(a, b, self._show_error) for a, b in links]
         self.grid.selected = self.channel
         self.observe(self._channel_to_grid, names="channel")
         self.grid.observe(self._on_grid_click, names="selected")
         self.observe(self._image_named, names="image")
         # before _changed: the frame a new selection submits no longer carries the note
         self.observe(self._forget_selection_note, names=["layer", "channel"])
+        self.observe(self._forget_target_note, names="target")
         self.observe(
             self._changed,
             names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
@@ -1197,7 +1374,12 @@ class Explorer(ipw.VBox):
         self._set_note("fill", None)  # the user chose a fill: the fallback is no longer in use
 
     def _forget_selection_note(self, change) -> None:
-        self._set_note("selection", None)  # a new layer or channel: what replaced the old one is moot
+        # a new layer or channel: what replaced the old one, or the marks dropped, are moot
+        self._set_note("selection", None)
+        self._set_note("marks", None)
+
+    def _forget_target_note(self, change) -> None:
+        self._set_note("target", None)  # a target picked: the class that is gone is moot
 
     def _scores_toggled(self, change=None) -> None:
         self.scores_view.layout.display = None if self.show_scores else "none"
@@ -1251,7 +1433,7 @@ class Explorer(ipw.VBox):
                   if state.box is not None
                   else "no change: the occluder is off")
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
-        problem = self.controller.scores_problem if state.show_scores and frame.rows is None else None
+        problem = self._scores_problem(state, frame)
         self._set_note("scores", self.controller.scores_note if state.show_scores else None)
         self._set_note("nonfinite", _nonfinite_note(state.layer, frame))
         if problem is not None:
@@ -1262,12 +1444,29 @@ class Explorer(ipw.VBox):
                       f"{1000 * frame.render_seconds:.1f} ms")
             self._status_info(timing)
 
+    def _scores_problem(self, state: ExplorerState, frame: Frame) -> str | None:
+        """Why the frame shows no class scores though they are asked for (None: it shows them, or
+        they are off)."""
+        return self.controller.scores_problem if state.show_scores and frame.rows is None else None
+
+    def _status_after_method_error(self) -> None:
+        """The status line once a method's error is over: the frame's own problem (no class
+        scores) when it has one, else the notes."""
+        with self._frame_lock:
+            frame, state = self._frame, self._frame_state
+        problem = None if frame is None or state is None else self._scores_problem(state, frame)
+        if problem is not None:
+            self.status.error(f"{problem}; the feature maps are shown without class scores")
+        else:
+            self._status_info()
+
     def _show_grid_caption(self, state: ExplorerState, frame: Frame) -> None:
         info = self._layers.get(state.layer)
         if info is None:
             return  # the model changed and the layer is gone: its replacement's frame is on the way
         runs = f" &nbsp; output of its last call (it runs {info.calls} times)" if info.calls > 1 else ""
-        caption = f"<b>{state.layer}</b> &nbsp; {_map_text(info)}{runs} &nbsp; click a tile to select its channel"
+        caption = (f"<b>{html.escape(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; click a tile to select "
+                   "its channel")
         if frame.dead and frame.computed.baseline.signed:
             # the tiles still show patterns, all at or below zero: what a ReLU after this layer zeroes
             caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead} with no positive value on this image "
@@ -1410,6 +1609,7 @@ class Explorer(ipw.VBox):
                     raise ValueError(f"mark_dead: {layer!r} has {count} channels, got marks of shape {values.shape}")
                 found[layer] = values
             self._data_dead.update(found)
+        self._set_note("marks", None)  # marks given anew: those dropped earlier are moot
         self.controller.redraw()
         self._submit()
 
@@ -1460,12 +1660,18 @@ class Explorer(ipw.VBox):
         self._submit_method()
 
     def _submit_method(self) -> None:
-        if self._suspend or self._closed or self.dragging:
-            return  # while the box is dragged or resized, its final size is not known yet
+        if self._suspend or self._closed:
+            return
         try:
             request = self.method_request()
             if self._methods.is_current(request):
                 return  # that map is on screen or being computed: the caption stays
+            if self.dragging and self.method != "none":
+                # while the box is dragged or resized, its final size is not known yet: the map
+                # waits for the release, and the one on screen is marked as not the one asked for
+                self.method_view.computing(f"<i>{html.escape(self.method)}: computed when the occluder is "
+                                           "released (it is being dragged) \u2026</i>")
+                return
             if self.method == "none":
                 self.method_view.clear()
             else:
@@ -1491,10 +1697,10 @@ class Explorer(ipw.VBox):
         if self._closed or result.request.key() != self.method_request().key():
             return  # asked for before the last change of method or inputs: that map is not wanted now
         if self._method_error is not None and self.status.message == self._method_error:
-            self._status_info()  # that method's error is over
+            self._status_after_method_error()  # that method's error is over
         self._method_error = None
         request = result.request
-        name = self._class_name(result.target)
+        name = html.escape(self._class_name(result.target))
         if result.occlusion is not None:
             occ = result.occlusion
             drops = np.abs(occ.drop[np.isfinite(occ.drop)])
@@ -1514,11 +1720,12 @@ class Explorer(ipw.VBox):
                        f"&middot; {occ.done}/{occ.total} positions")
         else:
             if request.method == "deconvnet":
-                caption = f"<b>deconvnet</b>: channel {request.channel} of {request.layer} projected to pixels"
+                caption = (f"<b>deconvnet</b>: channel {request.channel} of {html.escape(request.layer)} projected "
+                           "to pixels")
             elif request.method == "grad-cam":
-                caption = f"<b>Grad-CAM</b> of {name} at {self._grad_cam_layer(request.layer)}"
+                caption = f"<b>Grad-CAM</b> of {name} at {html.escape(self._grad_cam_layer(request.layer))}"
             else:
-                caption = f"<b>{request.method}</b> of {name}"
+                caption = f"<b>{html.escape(request.method)}</b> of {name}"
             if request.signed and result.values is not None:
                 caption += f"; {_SIGNED_KEYS[result.values.shape[0] == 3]}"
             else:
@@ -1543,7 +1750,9 @@ class Explorer(ipw.VBox):
 
     # ------------------------------------------------------------------ what the user sees, from Python
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
-        """Block until the newest state is computed and shown; returns False on timeout."""
+        """Block until the newest state is computed and shown; returns False on timeout, and at once
+        while :attr:`dragging` holds back a method map that is not on screen yet (it is computed
+        when the occluder is released: ``dragging = False``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -1552,7 +1761,12 @@ class Explorer(ipw.VBox):
             # the worker may have handed the main thread work (following a changed model) that
             # the event loop cannot run while this call blocks it: run it here, then wait again
             if threading.get_ident() != self._main_thread or not self._run_main_calls():
-                return True
+                return not self._method_held()
+
+    def _method_held(self) -> bool:
+        """Whether the method map asked for waits for the occluder's release (see :meth:`_submit_method`)."""
+        return (not self._closed and self.dragging and self.method != "none"
+                and not self._methods.is_current(self.method_request()))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -190,7 +190,11 @@ def _as_hwc(value: Any) -> np.ndarray:
         if value.dim() == 3 and value.shape[0] in (1, 3) and value.shape[-1] not in (1, 3):
             value = value.permute(1, 2, 0)
         value = value.numpy()
-    arr = np.asarray(value, dtype=np.float32)
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"denormalize must return an (H, W, 3) or a gray (H, W) array of floats in [0, 1], "
+                         f"got {type(value).__name__} {value!r:.60} ({exc})") from None
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1):
         arr = np.repeat(arr.reshape(*arr.shape[:2], 1), 3, axis=2)  # gray: shown in R, G and B
     if arr.ndim != 3 or arr.shape[2] != 3:

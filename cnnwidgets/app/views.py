@@ -175,6 +175,24 @@ def _inactive_channel_note(channel: int, peak: float) -> str:
             "there is nothing to project")
 
 
+def _require_finite(request: MethodRequest, heat: np.ndarray) -> None:
+    """Refuse a map with NaN or infinite values: drawn, it would pass off an empty or saturated
+    picture as the method's.
+
+    Raises:
+        ValueError: saying which map and the likely cause.
+    """
+    bad = ~np.isfinite(heat)
+    if bad.any():
+        what = (f"channel {request.channel} of {request.layer}" if request.method == "deconvnet"
+                else "the target class")
+        raise ValueError(
+            f"the {request.method} map of {what} is not finite (NaN or inf at {int(bad.sum())} of {bad.size} "
+            "pixels): the model's activations or gradients are not finite, which points to non-finite weights "
+            "(has training diverged?); check the parameters with torch.isfinite"
+        )
+
+
 def _picture(image: ImageInput, heat: np.ndarray, signed: np.ndarray | None) -> np.ndarray:
     """A gradient method's map as shown: the ``signed`` (C, H, W) values in colour when given,
     else the strength ``heat`` over the image in gray."""
@@ -380,6 +398,7 @@ class MethodRunner(NewestFirstWorker):
             values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
         heat = magnitude(values) if values is not None else fn(
             probe, x, layer=request.layer, channel=request.channel, target=target)
+        _require_finite(request, heat)
         picture = _picture(image, heat, values if request.signed else None)
         return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note,
                             values), version
