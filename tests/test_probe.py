@@ -443,6 +443,11 @@ def test_device_auto_is_cpu_here_and_switching_works():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             Probe(model, device="cuda")
+    # torch takes "cpu:1" and runs on the one CPU anyway: refused, as a second GPU that is not there is
+    with pytest.raises(ValueError, match=r"device 'cpu:1' does not exist: there is one cpu device, 'cpu' \(or 'cpu:0'\)"):
+        Probe(model, device="cpu:1")
+    with Probe(model, device="cpu:0") as probe:
+        assert probe.device.type == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

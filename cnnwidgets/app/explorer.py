@@ -105,20 +105,6 @@ def _device_names() -> list[str]:
     return names
 
 
-def _checked_device(spec: Any) -> torch.device:
-    """:func:`resolve_device`, refusing an index on a CPU or MPS device (``"cpu:1"``): there is one
-    of each, and torch would silently run on it whatever the index.
-
-    Raises:
-        ValueError: for a name that is not a device here, or such an index.
-    """
-    device = resolve_device(spec)
-    if device.type != "cuda" and device.index not in (None, 0):
-        raise ValueError(f"unknown device {spec!r}: there is one {device.type} device, {device.type!r} "
-                         f"(or {device.type + ':0'!r}); accepted: {', '.join(_device_names())}")
-    return device
-
-
 #: What a box given to the explorer may be, in words (the constructor also takes ``"center"``).
 _BOX_ACCEPTED = ("(x, y, w, h): four numbers in model-input pixels (a tuple, list or array), or None for no "
                  "occluder")
@@ -634,7 +620,8 @@ class Explorer(ipw.VBox):
             offers 4, 8, 16 and any other stride given). Its window is the occluder box's height
             and width, recomputed when the box is resized (not when it only moves).
         method_signed: show saliency, guided backprop and deconvnet with their sign, one colour
-            per input channel around mid gray (the pictures of the papers), instead of their
+            per input channel around mid gray (as Zeiler & Fergus and Springenberg et al. show their
+            reconstructions), instead of their
             strength over the image in gray (the default). Switching redraws; it computes nothing.
         background: compute on a worker thread (True, for notebooks) or synchronously inside
             every change (False, for scripts and tests).
@@ -720,7 +707,7 @@ class Explorer(ipw.VBox):
                 raise ValueError(f"box must be (x, y, w, h), None or 'center', got {box!r}")
         elif box is not None:
             box = _box_numbers(box, f"{_BOX_ACCEPTED}, or 'center'")
-        _checked_device(device)
+        resolve_device(device)
         self._denormalize = denormalize or parts.get("denormalize") or default_denormalize
         self._samples_problem = ""
         shipped_samples = samples is None
@@ -1171,7 +1158,7 @@ class Explorer(ipw.VBox):
     def _check_device(self, proposal):
         self._refuse_when_closed(proposal)
         try:
-            name = _device_name(_checked_device(proposal["value"]))
+            name = _device_name(resolve_device(proposal["value"]))
         except ValueError as exc:
             raise t.TraitError(str(exc)) from exc
         offered = self.device_select.options

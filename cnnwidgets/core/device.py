@@ -40,7 +40,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         The device.
 
     Raises:
-        ValueError: if the name is not a device, or the device is not available here.
+        ValueError: if the name is not a device, or the device is not available here (also
+            ``"cpu:1"``: there is one CPU device).
     """
     if isinstance(spec, str) and spec.strip().lower() == "auto":
         return torch.device(available_devices()[0])
@@ -67,6 +68,12 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         )
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device type {device.type!r} is not supported; use cpu, cuda or mps")
+    if device.type != "cuda" and device.index not in (None, 0):
+        # there is one CPU and one MPS device; torch would run on it whatever the index says
+        raise ValueError(
+            f"device {spec!r} does not exist: there is one {device.type} device, {device.type!r} "
+            f"(or {device.type + ':0'!r}); available: {', '.join(available_devices())}"
+        )
     return device
 
 
