@@ -2360,6 +2360,35 @@ def test_a_target_the_browser_picks_out_of_range_is_shown_in_the_status_line_and
     assert not ex.status.is_error
 
 
+def test_values_a_widget_itself_refuses_from_the_browser_reach_the_status_line_and_are_undone(ex, monkeypatch):
+    """The layer menu and the occluder check values themselves, before the explorer sees them;
+    such a refusal used to leave the comm handler (the kernel's log only) with the browser
+    showing a value the kernel never took."""
+    sent = []
+    for part in (ex.layer_select, ex.canvas):
+        monkeypatch.setattr(part, "send_state", lambda key=None, _part=part: sent.append((_part, key)))
+    layer, box = ex.layer, ex.box
+    ex.layer_select.set_state({"value": "features.gone"})  # as the comm delivers a pick: nothing is raised
+    assert ex.status.is_error and "value: TraitError: 'features.gone' is not an option" in ex.status.message
+    assert (ex.layer, ex.layer_select.value) == (layer, layer)
+    assert sent[-1] == (ex.layer_select, ["value"])  # the browser is told the kernel's value again
+    ex.canvas.set_state({"box": [0, 0, 0, 5]})
+    assert ex.status.is_error and "box: TraitError" in ex.status.message
+    assert ex.box == box and sent[-1] == (ex.canvas, ["box"])
+    ex.layer_select.set_state({"value": "features.0"})  # a later good value works
+    assert ex.layer == "features.0" and ex.shown_state.layer == "features.0" and not ex.status.is_error
+
+
+def test_a_widget_without_a_handler_still_raises_what_it_refuses():
+    from cnnwidgets.widgets.select import GroupedSelect
+
+    menu = GroupedSelect(description="layer")
+    menu.set_items([("g", "a", "a"), ("g", "b", "b")])
+    with pytest.raises(traitlets.TraitError, match="'c' is not an option"):
+        menu.set_state({"value": "c"})
+    assert menu.value == "a"
+
+
 class TupleOut(Tiny):
     def forward(self, x):
         y = super().forward(x)

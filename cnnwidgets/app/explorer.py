@@ -49,7 +49,7 @@ from cnnwidgets.methods.summary import has_spatial_map
 from cnnwidgets.render.colormaps import SEQUENTIAL
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
-from cnnwidgets.widgets._base import close_parts
+from cnnwidgets.widgets._base import RefusesBrowserValues, close_parts
 from cnnwidgets.widgets.methodview import MethodView
 from cnnwidgets.widgets import (
     FILL_LABELS,
@@ -1253,6 +1253,11 @@ class Explorer(ipw.VBox):
         ]
         self.image = self.picker.value
         self._links = [_ViewLink(a, b, self._show_error) for a, b in links]
+        # values a widget's own checks refuse from the browser (a layer the menu no longer offers,
+        # picked while a changed model rebuilt it) go to the status line too
+        part: RefusesBrowserValues
+        for part in (self.canvas, self.layer_select, self.grid, self.scores_view, self.picker.upload):
+            part.on_refused = self._show_error
         self.grid.selected = self.channel
         self.observe(self._channel_to_grid, names="channel")
         self.grid.observe(self._on_grid_click, names="selected")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import ipywidgets
+import traitlets
 
 HERE = Path(__file__).resolve().parent
 #: The widgets' style sheet, as text: a path would make anywidget watch the file and keep every
@@ -48,3 +50,26 @@ def close_parts(widget: ipywidgets.Widget) -> None:
                 stack.append(getattr(item, name))
     for part in parts:
         ipywidgets.Widget.close(part)
+
+
+class RefusesBrowserValues:
+    """Mixin for widgets whose traits the browser sets: a value their validators refuse.
+
+    Without it the ``TraitError`` leaves the comm handler, where only the kernel's log shows it,
+    and the browser keeps showing a value the kernel never took. With it the kernel's values are
+    sent back (the browser shows them again) and the error goes to :attr:`on_refused`, which an
+    app points at its status line; with no handler set it is raised as before.
+    """
+
+    #: called with ``(trait names, error)`` for a refused change from the browser
+    on_refused: Callable[[str, BaseException], None] | None = None
+
+    def set_state(self, sync_data):  # type: ignore[no-untyped-def]
+        try:
+            super().set_state(sync_data)  # type: ignore[misc]
+        except traitlets.TraitError as exc:
+            names = [name for name in sync_data if name in self.keys]  # type: ignore[attr-defined]
+            self.send_state(names)  # type: ignore[attr-defined]
+            if self.on_refused is None:
+                raise
+            self.on_refused(", ".join(names), exc)

@@ -7,7 +7,7 @@ import math
 import anywidget
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
 
 __all__ = ["OccluderCanvas", "clamp_box"]
 
@@ -44,7 +44,7 @@ def clamp_box(
     return x, y, w, h
 
 
-class OccluderCanvas(anywidget.AnyWidget):
+class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
     """An image with a draggable, resizable occluder box.
 
     The box moves with the pointer in the browser without waiting for the kernel; the kernel

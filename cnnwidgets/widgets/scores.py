@@ -8,7 +8,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
 
 __all__ = ["ScoreBars", "score_rows"]
 
@@ -61,7 +61,7 @@ def score_rows(
     return rows
 
 
-class ScoreBars(anywidget.AnyWidget):
+class ScoreBars(RefusesBrowserValues, anywidget.AnyWidget):
     """Top-k class probabilities as bars, with the change against a reference.
 
     A row's tooltip holds the full class name (a long one is cut short in its column).

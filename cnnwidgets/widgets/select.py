@@ -8,12 +8,12 @@ from collections.abc import Iterable
 import anywidget
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
 
 __all__ = ["GroupedSelect"]
 
 
-class GroupedSelect(anywidget.AnyWidget):
+class GroupedSelect(RefusesBrowserValues, anywidget.AnyWidget):
     """Select one value among options shown in groups.
 
     Traits:

@@ -8,7 +8,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
 
 __all__ = ["GridGeometry", "GridStats", "TileGrid"]
 
@@ -33,7 +33,7 @@ class GridStats(Protocol):
     def describe(self, channel: int) -> str: ...
 
 
-class TileGrid(anywidget.AnyWidget):
+class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
     """A mosaic of feature maps that knows which channel is under each pixel.
 
     The browser computes the hovered channel from the synced geometry and shows its

@@ -9,7 +9,7 @@ import anywidget
 import traitlets as t
 from ipywidgets import CallbackDispatcher
 
-from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
 
 __all__ = ["UploadButton"]
 
@@ -25,7 +25,7 @@ def _size_text(size: int, *, up: bool) -> str:
     return f"{value:.1f} {unit}" if digits == 10 else f"{value:.0f} {unit}"
 
 
-class UploadButton(anywidget.AnyWidget):
+class UploadButton(RefusesBrowserValues, anywidget.AnyWidget):
     """A button that uploads one file chosen in the browser to the kernel.
 
     The browser sends the file in pieces of 1 MiB (the Jupyter server drops a single message
