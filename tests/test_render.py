@@ -968,3 +968,14 @@ def test_hstack_refuses_negative_gaps():
     with pytest.raises(TypeError, match="gap must be an int, got float"):
         R.hstack([IMG, IMG], gap=1.5)
     assert R.hstack([IMG, IMG], gap=0).shape == (32, 64, 3)
+
+
+def test_a_colour_checked_once_is_not_taken_for_an_equal_tuple_of_floats():
+    from cnnwidgets.render._checks import check_color
+
+    assert check_color((1, 2, 3)).tolist() == [1, 2, 3]
+    with pytest.raises(TypeError, match="RGB triple of ints"):
+        check_color((1.0, 2, 3))  # equal to (1, 2, 3) as a tuple, and so to a cache keyed by it
+    kept = check_color((1, 2, 3))
+    with pytest.raises(ValueError, match="read-only"):
+        kept[0] = 9  # the kept array is shared between calls

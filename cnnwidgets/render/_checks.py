@@ -7,6 +7,7 @@ message names the argument, what was given and what is accepted.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -80,11 +81,32 @@ def check_size(size: object, what: str = "size") -> tuple[int, int]:
 def check_color(color: object, what: str = "color") -> np.ndarray:
     """``color`` as a ``(3,)`` uint8 array: three ints in 0..255 (a tuple, a list or an integer array).
 
+    A tuple (the renderers' defaults, and what the views pass on every frame) is checked once and
+    its array kept, read-only.
+
     Raises:
         TypeError: for something that is not a sequence of ints (floats are refused: 0.5 is no
             0-255 component).
         ValueError: for another number of components or a component outside 0..255.
     """
+    if type(color) is tuple:
+        try:
+            # the types are part of the key: (1.0, 2, 3) == (1, 2, 3), but floats are refused
+            return _checked_tuple(color, tuple(map(type, color)), what)
+        except TypeError as exc:
+            if "unhashable" not in str(exc):
+                raise
+    return _check_color(color, what)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_tuple(color: tuple, _types: tuple, what: str) -> np.ndarray:
+    array = _check_color(color, what)
+    array.setflags(write=False)
+    return array
+
+
+def _check_color(color: object, what: str) -> np.ndarray:
     accepted = f"{what} must be an RGB triple of ints in 0..255"
     if isinstance(color, (str, bytes)) or not hasattr(color, "__len__"):
         raise TypeError(f"{accepted}, got {_given(color)}")
