@@ -182,3 +182,16 @@ def test_snapshot_detects_every_kind_of_change():
         change(model)
         with pytest.raises(AssertionError):
             snapshot.assert_unchanged(model)
+
+
+def test_the_snapshot_takes_nan_for_nan_and_sees_a_replaced_parameter():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with torch.no_grad():
+        model[0].bias[0] = float("nan")  # a diverged weight, left alone
+    snapshot = ModelSnapshot.take(model)
+    assert snapshot.differences(model) == []  # NaN != NaN made an untouched model look changed
+    model[0].bias = nn.Parameter(model[0].bias.detach().clone())  # same values, another object
+    assert snapshot.differences(model) == ["'0.bias' was replaced by another tensor object"]
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 1
+    assert "values of '0.weight' changed" in snapshot.differences(model)

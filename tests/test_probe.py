@@ -1302,3 +1302,64 @@ def test_the_probes_size_and_cache_arguments_are_checked_when_it_is_made():
             Probe(model, **kw)
     with Probe(model, input_size=[np.int64(3), 8, 8], cache_size=np.int64(2), cache_bytes=0) as probe:
         assert probe.input_size == (3, 8, 8)
+
+
+def test_grad_results_stay_in_the_graph_under_no_grad():
+    """The channels-last result was copied to the standard layout after the forward, under the
+    caller's no_grad, which cut it off from the graph without a word."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 2))
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    with Probe(model, input_size=(3, 16, 16), channels_last=True) as probe, torch.no_grad():
+        act = probe.capture(x, "1", grad=True)["1"]
+        out = probe.logits(x, grad=True)
+    assert act.requires_grad and out.requires_grad
+    (grad,) = torch.autograd.grad(act.sum(), x)
+    assert grad.abs().sum() > 0
+
+
+class _NoReturn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        self.conv(x)  # the return statement is missing
+
+
+class _BatchSum(_NoReturn):
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)).sum(0, keepdim=True)
+
+
+class _OwnErrors(_NoReturn):
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise ValueError("expected a batch of 1")
+        return self.conv(x).mean((2, 3))
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_model_outputs_and_errors_are_named_as_the_models(cache):
+    with Probe(_NoReturn()) as probe:
+        with pytest.raises(TypeError, match=r"forward returned None \(is a return statement missing\?\)"):
+            probe.logits(torch.rand(2, 3, 16, 16), cache=cache)
+        assert probe.capture(torch.rand(2, 3, 16, 16), ["conv"], cache=cache)["conv"].shape == (2, 4, 14, 14)
+    with Probe(_BatchSum()) as probe, pytest.raises(ValueError, match=r"output has shape \(1, 4\) for a batch of 2 "
+                                                                     r"images: its first dimension must be the batch"):
+        probe.logits(torch.rand(2, 3, 16, 16), cache=cache)
+    # the model's own ValueError is not the probe's (bad input): it comes as the model's failure
+    with Probe(_OwnErrors()) as probe:
+        with pytest.raises(RuntimeError, match=r"model failed on an input of shape \(2, 3, 16, 16\): ValueError: "
+                                               r"expected a batch of 1"):
+            probe.logits(torch.rand(2, 3, 16, 16), cache=cache)
+        assert probe.logits(torch.rand(1, 3, 16, 16), cache=cache).shape == (1, 4)
+
+
+def test_a_keyerror_of_the_model_while_layers_are_found_is_not_an_unknown_layer():
+    class Lookup(_NoReturn):
+        def forward(self, x):
+            return {"a": self.conv(x)}["missing"]
+
+    with pytest.raises(RuntimeError, match=r"failed on an input of size \(3, 16, 16\).*: KeyError: 'missing'"):
+        Probe(Lookup(), input_size=(3, 16, 16)).layers

@@ -28,6 +28,17 @@ def hook_count(module: nn.Module) -> int:
     return sum(len(getattr(module, attr, {})) for attr in _HOOK_DICTS)
 
 
+def _same(before: torch.Tensor, after: torch.Tensor) -> bool:
+    """Equal dtype, shape and values, NaN equal to NaN (a NaN weight left alone is no change)."""
+    if before.dtype != after.dtype or before.shape != after.shape:
+        return False
+    if torch.equal(before, after):
+        return True
+    if not (before.is_floating_point() or before.is_complex()):
+        return False
+    return bool(((before == after) | (before.isnan() & after.isnan())).all())
+
+
 @dataclass
 class ModelSnapshot:
     """Everything about a model that inspection must not change."""
@@ -41,6 +52,9 @@ class ModelSnapshot:
     tensors: dict[str, torch.Tensor]
     devices: dict[str, str]
     strides: dict[str, tuple[int, ...]]
+    #: ``id`` of every parameter and buffer object: a parameter replaced by another one, even
+    #: with the same values, is a change (an optimizer holding the old one no longer trains it)
+    identities: dict[str, int]
 
     @classmethod
     def take(cls, model: nn.Module) -> ModelSnapshot:
@@ -57,6 +71,7 @@ class ModelSnapshot:
             tensors={k: v.detach().clone() for k, v in named.items()},
             devices={k: str(v.device) for k, v in named.items()},
             strides={k: tuple(v.stride()) for k, v in named.items()},
+            identities={k: id(v) for k, v in named.items()},
         )
 
     def differences(self, model: nn.Module) -> list[str]:
@@ -70,13 +85,16 @@ class ModelSnapshot:
             for key in sorted(set(before) | set(after)):
                 if before.get(key) != after.get(key):
                     diffs.append(f"{field}[{key!r}]: {before.get(key)!r} -> {after.get(key)!r}")
+        for key in sorted(set(self.identities) & set(now.identities)):
+            if self.identities[key] != now.identities[key]:
+                diffs.append(f"{key!r} was replaced by another tensor object")
         for key, before in self.grads.items():
             after = now.grads.get(key)
-            if (before is None) != (after is None) or (before is not None and not torch.equal(before, after)):
+            if (before is None) != (after is None) or (before is not None and not _same(before, after)):
                 diffs.append(f"grad of {key!r} changed")
         for key, before in self.tensors.items():
             after = now.tensors.get(key)
-            if after is None or before.dtype != after.dtype or not torch.equal(before, after):
+            if after is None or not _same(before, after):
                 diffs.append(f"values of {key!r} changed")
         return diffs
 

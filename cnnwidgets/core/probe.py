@@ -42,7 +42,7 @@ from torch.nn.utils import prune
 
 from cnnwidgets.core.device import release_memory, resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
-from cnnwidgets.core.targets import as_count, output_reduction, output_tensor
+from cnnwidgets.core.targets import OutputTypeError, as_count, output_reduction, output_tensor
 
 __all__ = [
     "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
@@ -301,7 +301,16 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
-_DISCOVERY_ERRORS = (RuntimeError, TypeError, ValueError, AssertionError, IndexError)
+# Whatever the user's forward raises while the layers are discovered (a KeyError of a dict lookup,
+# an assert, a ValueError of its own checks) is reported as the model failing on the input size,
+# so that it cannot be taken for the probe's own KeyError (unknown layer) or ValueError (bad input).
+_DISCOVERY_ERRORS = (Exception,)
+
+
+def _model_error_text(exc: BaseException) -> str:
+    """The model's error for a message: its text, after its type unless that is RuntimeError
+    (torch's usual one, whose text says enough; a bare KeyError prints only the key)."""
+    return str(exc) if type(exc) is RuntimeError else f"{type(exc).__name__}: {exc}"
 
 
 class ChannelsLastError(RuntimeError):
@@ -952,11 +961,12 @@ class Probe:
             problem = input_kind_problem(self._user_model)
             if problem:
                 raise InputKindError(
-                    f"the model failed on an input of size {size}: {problem}. The model's error: {exc}"
+                    f"the model failed on an input of size {size}: {problem}. The model's error: "
+                    f"{_model_error_text(exc)}"
                 ) from exc
             raise RuntimeError(
                 f"the model failed on an input of size {size} (is this the size and number of "
-                f"channels it expects?): {exc}"
+                f"channels it expects?): {_model_error_text(exc)}"
             ) from exc
         finally:
             self._run = previous
@@ -1126,10 +1136,13 @@ class Probe:
                     raise self._not_a_batch(info.name, tuple(info.output_shape or ()), 1)
 
             def finish(results: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-                if channels_first:
-                    results = {i.name: i.channels_first(results[i.name]) for i in infos}
-                if standard:
-                    results = {name: tensor.contiguous() for name, tensor in results.items()}
+                # with grad=True the permute and copy below belong to the graph, also when the
+                # caller runs under torch.no_grad()
+                with torch.set_grad_enabled(grad or torch.is_grad_enabled()):
+                    if channels_first:
+                        results = {i.name: i.channels_first(results[i.name]) for i in infos}
+                    if standard:
+                        results = {name: tensor.contiguous() for name, tensor in results.items()}
                 return results
 
             if grad:
@@ -1157,15 +1170,18 @@ class Probe:
         cached output alone.
 
         Raises:
-            TypeError: if the model does not return a tensor.
-            ValueError: for a batch that is not (N, C, H, W) finite floats.
+            TypeError: if the model does not return a tensor (or returns None).
+            ValueError: for a batch that is not (N, C, H, W) finite floats, or an output whose
+                first dimension is not the batch (one output per image).
+            RuntimeError: if the model fails on the input (whatever it raised, as the cause).
         """
         with self._lock:
             self._check_open()
             discovered = self._prepare_input(x)  # the output, when x was the discovery pass's input
             if grad or (not cache and discovered is None):
                 output = self._forward(self._to_model_input(x), {}, grad=grad, stop=False)[1]
-                return output.contiguous()
+                with torch.set_grad_enabled(grad or torch.is_grad_enabled()):  # as in capture
+                    return output.contiguous()
             if not cache:
                 return discovered.contiguous()
             entry = self._lookup(x)
@@ -1274,28 +1290,47 @@ class Probe:
         self._run = run
         self.stats.forwards += 1
         output = None
+        finished = False  # the forward returned (it was not stopped after the last wanted layer)
         layout_failed = False
         try:
             with torch.set_grad_enabled(grad), _plain_mode():
                 try:
                     output = self._model(x)
+                    finished = True
                 except StopForward:
                     pass
-                except NotATensorError:
-                    raise
+                except (NotATensorError, NotABatchError):
+                    raise  # the probe's own word on a layer's output
                 except (RuntimeError, TypeError) as exc:
                     if not self._left_channels_last(exc):
                         raise RuntimeError(f"the model failed on an input of shape {tuple(x.shape)}: {exc}") from exc
                     layout_failed = True  # retried below, in the standard layout
+                except Exception as exc:  # noqa: BLE001 - the model's own KeyError, ValueError ...
+                    # named as the model's failure, not to be taken for the probe's KeyError
+                    # (unknown layer) or ValueError (bad input)
+                    raise RuntimeError(
+                        f"the model failed on an input of shape {tuple(x.shape)}: {_model_error_text(exc)}"
+                    ) from exc
         finally:
             self._run = None
         if layout_failed:
             # a path the discovery pass did not take needs contiguous activations (a batch of
             # several images, another device's layout)
             return self._forward_once(_in_layout(x, torch.contiguous_format), wanted, grad=grad, stop=stop)
-        if output is not None:
+        if finished:
+            if output is None:
+                raise OutputTypeError(
+                    "the model's forward returned None (is a return statement missing?); it must return "
+                    "its output tensor"
+                )
             self.stats.full_forwards += 1
             output = output_tensor(output)
+            if output.dim() == 0 or output.shape[0] != run.batch:
+                raise ValueError(
+                    f"the model's output has shape {tuple(output.shape)} for a batch of {run.batch} "
+                    f"image{'s' if run.batch != 1 else ''}: its first dimension must be the batch, one "
+                    "output per image (does the forward reduce over the batch, or squeeze it away?)"
+                )
         missing = set(wanted) - set(run.results)
         if missing:
             raise RuntimeError(f"layers {sorted(missing)} did not run as discovered; is the forward data-dependent?")
