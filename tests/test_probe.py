@@ -1363,3 +1363,22 @@ def test_a_keyerror_of_the_model_while_layers_are_found_is_not_an_unknown_layer(
 
     with pytest.raises(RuntimeError, match=r"failed on an input of size \(3, 16, 16\).*: KeyError: 'missing'"):
         Probe(Lookup(), input_size=(3, 16, 16)).layers
+
+
+def test_a_module_registered_twice_is_told_by_its_listed_name_and_empty_sides_are_refused():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3)
+            self.d = self.c  # the same module under a second name: listed once, as 'c'
+
+        def forward(self, x):
+            return self.d(x).mean((2, 3))
+
+    with Probe(Twice()) as probe:
+        with pytest.raises(KeyError, match=r"layer 'd' is the same module as 'c', the name it is listed under"):
+            probe.capture(torch.rand(1, 3, 8, 8), ["d"])
+        with pytest.raises(KeyError, match=r"unknown layer 'e'"):
+            probe.capture(torch.rand(1, 3, 8, 8), ["e"])
+        with pytest.raises(ValueError, match=r"the batch has no pixels: its shape is \(1, 3, 0, 8\)"):
+            probe.capture(torch.rand(1, 3, 0, 8), ["c"])

@@ -395,12 +395,24 @@ def is_convolution(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
 
 
-def unknown_layer_error(name: str, names: list[str]) -> KeyError:
-    """A KeyError for an unknown layer that names close alternatives."""
+def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = None) -> KeyError:
+    """A KeyError for an unknown layer that names close alternatives.
+
+    With ``model``, a name under which a module is registered a second time (``self.d = self.c``:
+    ``named_modules()`` lists it once, under its first name) is told which name it goes by.
+    """
     listing = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
     if name == "":
         # named_modules() calls the model itself '': not a layer inside it
         return KeyError(f"layer '' is the whole model (its output), not one of its layers; pick a layer: {listing}")
+    if model is not None:
+        first = {id(module): first_name for first_name, module in model.named_modules()}  # each module once
+        for alias, module in model.named_modules(remove_duplicate=False):
+            if alias == name and first.get(id(module), name) != name:
+                return KeyError(
+                    f"layer {name!r} is the same module as {first[id(module)]!r}, the name it is listed under "
+                    f"(a module registered under two names is listed once); use {first[id(module)]!r}"
+                )
     close = suggest_names(name, names)
     hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
     return KeyError(f"unknown layer {name!r}.{hint} Known layers: {listing}")

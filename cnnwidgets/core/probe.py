@@ -367,6 +367,8 @@ def check_batch(x: object) -> torch.Tensor:
         raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
     if x.shape[0] == 0:
         raise ValueError("the batch is empty")
+    if x.numel() == 0:
+        raise ValueError(f"the batch has no pixels: its shape is {tuple(x.shape)}; channels, height and width must be >= 1")
     if x.is_meta:
         raise ValueError("the batch is on the meta device, which holds shapes but no values; give a tensor with data")
     _check_finite(x)
@@ -1026,12 +1028,11 @@ class Probe:
         """The LayerInfo of ``name``; raises ``KeyError`` with close suggestions if unknown."""
         return self._info(name, self.layers)
 
-    @staticmethod
-    def _info(name: str, layers: dict[str, LayerInfo]) -> LayerInfo:
+    def _info(self, name: str, layers: dict[str, LayerInfo]) -> LayerInfo:
         if not isinstance(name, str):
             raise _name_type_error(name)
         if name not in layers:
-            raise unknown_layer_error(name, list(layers))
+            raise unknown_layer_error(name, list(layers), self._model)
         return layers[name]
 
     def channels_first(self, name: str, activation: torch.Tensor) -> torch.Tensor:
