@@ -521,3 +521,11 @@ def test_a_target_that_makes_nan_from_a_finite_output_is_told_so():
 def test_target_score_names_what_it_needs_when_given_a_plain_model():
     with pytest.raises(TypeError, match=r"target_score needs a cnnwidgets.Probe, got Sequential; wrap the model"):
         target_score(_small_net(), torch.rand(1, 3, 32, 32), 1)
+
+
+def test_a_channel_target_needs_a_layer_name():
+    # ChannelActivation(None, 0) read the model's output: activation maximisation then maximised a
+    # class score and called it a channel
+    for layer in (None, "", 3):
+        with pytest.raises(TypeError, match="ChannelActivation: layer must be the name of an internal layer"):
+            ChannelActivation(layer, 0)

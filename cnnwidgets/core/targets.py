@@ -587,7 +587,8 @@ class ChannelActivation:
             tuple of ints).
 
     Raises:
-        TypeError: for a channel, row or column that is not an int, or a position that is not a
+        TypeError: for a layer that is not a non-empty string (None would read the model's
+            output), a channel, row or column that is not an int, or a position that is not a
             (row, col) pair.
         ValueError: for an unknown ``reduce``; when evaluated, for a layer output without a
             channel axis, such as a transformer's (tokens, features) (see :func:`check_channel_output`).
@@ -599,6 +600,12 @@ class ChannelActivation:
     position: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            # None (or '') would read the model's output: a class score, not a channel of a layer
+            raise TypeError(
+                f"ChannelActivation: layer must be the name of an internal layer (a non-empty str), got "
+                f"{_describe_value(self.layer)}; for a class score use ClassLogit or ClassProbability"
+            )
         object.__setattr__(self, "channel", as_index(self.channel, "ChannelActivation: channel"))
         if self.position is not None:
             object.__setattr__(self, "position", as_pair(self.position, "ChannelActivation: position"))
