@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnwidgets.core.images import DEFAULT_MAX_SIZE, image_to_tensor, load_image
+from cnnwidgets.core.images import DEFAULT_MAX_SIZE, image_to_tensor, load_image, max_pixels
 
 
 def _halves(width: int = 40, height: int = 20) -> Image.Image:
@@ -293,6 +293,15 @@ def test_bilevel_and_16bit_gray_transparency_are_composited_over_white(tmp_path)
     assert out.tolist() == [0, 255, 100, 7]
 
 
+def test_premultiplied_la_is_composited_over_white():
+    # 'La' stores a * gray: (50, 128) is gray 99.6 at alpha 0.5; over white 50 + 255 - 128 = 177.
+    assert _px(load_image(Image.new("La", (8, 8), (50, 128))), 0, 0) == (177, 177, 177)
+    assert _px(load_image(Image.new("La", (8, 8), (90, 255))), 0, 0) == (90, 90, 90)  # opaque
+    assert _px(load_image(Image.new("La", (8, 8), (0, 0))), 0, 0) == (255, 255, 255)  # transparent
+    straight = Image.new("La", (8, 8), (50, 128)).convert("LA")  # the same pixel, straight alpha
+    assert all(abs(a - b) <= 1 for a, b in zip(_px(load_image(straight), 0, 0), (177, 177, 177)))
+
+
 def test_cmyk_goes_through_pil_conversion():
     cmyk = Image.new("CMYK", (10, 10), (0, 255, 255, 0))  # pure red ink-wise
     assert _px(load_image(cmyk), 0, 0) == (255, 0, 0)
@@ -406,6 +415,44 @@ def test_optional_resize():
         load_image(image, size=0)
     with pytest.raises(ValueError, match="size"):
         load_image(image, size="big")
+    for size in (True, (True, 5), (5, np.bool_(True))):
+        with pytest.raises(ValueError, match=r"\(height, width\) of ints \(not bools\)"):
+            load_image(image, size=size)
+
+
+def test_resize_is_bounded_by_the_decompression_bomb_limit(monkeypatch):
+    image = Image.new("RGB", (64, 64))
+    assert max_pixels() == Image.MAX_IMAGE_PIXELS == 89_478_485
+    with pytest.raises(ValueError, match=r"100000x100000 pixels, more than the 89,478,485 allowed \(PIL's decompression"):
+        load_image(image, size=100_000)
+    with pytest.raises(ValueError, match="decompression-bomb limit"):
+        load_image(image, size=(8, 100_000_000))
+    assert load_image(image, size=(8, 100_000)).size == (100_000, 8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the limit follows PIL's
+    assert max_pixels() == 1000 and load_image(image, size=(10, 100)).size == (100, 10)
+    with pytest.raises(ValueError, match="more than the 1,000 allowed"):
+        load_image(image, size=32)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # switched off: the default still bounds size
+    assert max_pixels() == 89_478_485
+
+
+def test_size_limits_must_be_ints_in_range():
+    image = Image.new("RGB", (64, 64))
+    with pytest.raises(TypeError, match="max_size must be an int >= 1, got str 'a'"):
+        load_image(image, max_size="a")
+    with pytest.raises(TypeError, match="max_size must be an int >= 1, got float 32.5"):
+        load_image(image, max_size=32.5)
+    with pytest.raises(ValueError, match="min_size must be an int >= 1, got 0"):
+        load_image(image, max_size=0, min_size=0)
+    with pytest.raises(ValueError, match="min_size must be an int >= 1, got -1"):
+        load_image(image, min_size=-1)
+    with pytest.raises(TypeError, match="min_size must be an int >= 1, got bool True"):
+        load_image(image, min_size=True)
+    with pytest.raises(ValueError, match=r"max_size \(8\) must be >= min_size \(16\)"):
+        load_image(image, max_size=8, min_size=16)
+    with pytest.raises(TypeError, match="max_size must be an int"):
+        image_to_tensor(torch.rand(3, 16, 16), max_size="a")
+    assert load_image(image, max_size=np.int64(32), min_size=np.int64(1)).size == (32, 32)
 
 
 # --------------------------------------------------------------------------- image_to_tensor

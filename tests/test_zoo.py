@@ -153,6 +153,81 @@ def test_denormalize_inverts_preprocess(default_bundle):
         default_bundle.denormalize(torch.zeros(4, 64, 64))
 
 
+def test_predict_gives_the_eval_answer_and_leaves_a_training_model_as_it_was():
+    bundle = zoo.load_default()  # its own copy: the model is put in training mode below
+    model = bundle.model
+    image = zoo.sample_image("star")
+    expected = bundle.predict(image, topk=3)
+    model.train()
+    model.classifier.eval()  # mixed flags must come back mixed
+    torch.manual_seed(0)
+    for param in model.parameters():
+        param.grad = torch.randn_like(param)
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm running stats and counters too
+    assert any(k.endswith("num_batches_tracked") for k in state)
+    flags = {name: module.training for name, module in model.named_modules()}
+    grads = {name: (param.grad, param.grad.clone()) for name, param in model.named_parameters()}
+    got = bundle.predict(image, topk=3)
+    assert [c for c, _ in got] == [c for c, _ in expected]
+    assert np.allclose([p for _, p in got], [p for _, p in expected], rtol=0, atol=1e-5)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+    assert {name: module.training for name, module in model.named_modules()} == flags
+    for name, param in model.named_parameters():
+        assert param.grad is grads[name][0] and torch.equal(param.grad, grads[name][1]) and param.requires_grad
+    # the same answer again: nothing was updated by the first call
+    assert np.allclose([p for _, p in bundle.predict(image, topk=3)], [p for _, p in expected], rtol=0, atol=1e-5)
+
+
+def test_predict_and_batch_refuse_bad_arguments(default_bundle):
+    image = zoo.sample_image("star")
+    for topk, error in ((-1, ValueError), (0, ValueError), (2.5, TypeError), (True, TypeError), ("3", TypeError)):
+        with pytest.raises(error, match="topk must be an int >= 1"):
+            default_bundle.predict(image, topk=topk)
+    assert len(default_bundle.predict(image, topk=100)) == len(default_bundle.classes)
+    with pytest.raises(TypeError, match="predict takes one image, got a list of 2"):
+        default_bundle.predict([image, image])
+    with pytest.raises(ValueError, match="batch needs at least one image, got an empty list"):
+        default_bundle.batch([])
+
+
+def test_preprocess_and_denormalize_check_their_arguments():
+    from cnnwidgets.zoo.bundle import Denormalize, ImagePreprocess
+
+    for size in (0, -1):
+        with pytest.raises(ValueError, match="size must be an int >= 1"):
+            ImagePreprocess(size)
+    with pytest.raises(TypeError, match="size must be an int >= 1, got float 2.5"):
+        ImagePreprocess(2.5)
+    with pytest.raises(ValueError, match="size must be at most 4096 px"):
+        ImagePreprocess(100_000)
+    with pytest.raises(ValueError, match="resize must be at most 4096 px"):
+        ImagePreprocess(64, resize=100_000)
+    with pytest.raises(ValueError, match=r"mean must be three numbers, one per RGB channel, got 2: \[0, 0\]"):
+        ImagePreprocess(64, mean=(0, 0), std=(1, 1))
+    with pytest.raises(ValueError, match=r"std\[0\] must be a finite number > 0, got 0"):
+        ImagePreprocess(64, mean=(0, 0, 0), std=(0, 1, 1))
+    with pytest.raises(ValueError, match=r"std\[2\] must be a finite number > 0, got -1"):
+        ImagePreprocess(64, mean=(0, 0, 0), std=(1, 1, -1))
+    with pytest.raises(ValueError, match=r"mean\[1\] must be a finite number"):
+        ImagePreprocess(64, mean=(0, float("nan"), 0), std=(1, 1, 1))
+    with pytest.raises(TypeError, match="mean must be three numbers, one per RGB channel, got str"):
+        ImagePreprocess(64, mean="rgb", std=(1, 1, 1))
+    with pytest.raises(ValueError, match="give both mean and std, or neither"):
+        ImagePreprocess(64, mean=(0, 0, 0))
+    with pytest.raises(ValueError, match=r"mean must be three numbers, one per RGB channel, got 1: \[0.5\]"):
+        Denormalize((0.5,), (0.5,))
+    with pytest.raises(ValueError, match=r"std\[1\] must be a finite number > 0"):
+        Denormalize((0.5, 0.5, 0.5), (0.5, 0.0, 0.5))
+    with pytest.raises(ValueError, match="give both mean and std, or neither"):
+        Denormalize((0.5, 0.5, 0.5), None)
+    # arrays and tensors of three values are fine, and preprocessing gives finite values
+    pre = ImagePreprocess(16, mean=np.array([0.5, 0.5, 0.5]), std=torch.tensor([0.25, 0.25, 0.25]))
+    assert pre.mean == (0.5, 0.5, 0.5) and pre.std == (0.25, 0.25, 0.25)
+    out = pre(Image.new("RGB", (16, 16), (255, 0, 0)))
+    assert torch.isfinite(out).all() and torch.allclose(out[:, 0, 0], torch.tensor([2.0, -2.0, -2.0]))
+
+
 # --------------------------------------------------------------------------- samples
 def test_samples_are_shipped_and_match_their_specification():
     all_samples = zoo.samples()
@@ -507,7 +582,7 @@ def test_torchvision_failed_download_is_a_weights_unavailable_error(offline, mon
     with pytest.raises(WeightsUnavailableError) as info:
         load_torchvision("resnet18", download=True)
     message = str(info.value)
-    assert "name resolution" in message and "resnet18-f37072fd.pth" in message
+    assert "name resolution" in message and "resnet18-f37072fd.pth" in message and message.count("To fix") == 1
     assert "weights_path" in message and "python -m cnnwidgets.zoo.fetch ResNet18_Weights.IMAGENET1K_V1" in message
     assert info.value.cache_dir == offline / "hub" / "checkpoints"
     assert not (offline / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()
@@ -521,3 +596,100 @@ def test_the_shipped_weights_description_prints_in_short_lines():
     from cnnwidgets.zoo import load_default
 
     assert "held-out accuracy" in WEIGHTS_INFO and load_default().weights == WEIGHTS_INFO
+
+
+def _unreachable(url, dst, *args, **kwargs):
+    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def test_fetch_offline_says_what_to_do(offline, monkeypatch, capsys):
+    from cnnwidgets.zoo.fetch import main
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _unreachable)
+    target = offline / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert main(["ResNet18_Weights.IMAGENET1K_V1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "name resolution" in err
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth on a machine with internet" in err
+    assert f"put the file at {target} on this machine" in err
+    assert "CNNWIDGETS_WEIGHTS_MIRROR" in err and "weights_path='/path/to/resnet18-f37072fd.pth'" in err
+
+
+def test_a_failed_fetch_keeps_the_file_already_cached(offline, monkeypatch):
+    from cnnwidgets.zoo.fetch import fetch_weights
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _unreachable)
+    folder = offline / "hub" / "checkpoints"
+    target = folder / "resnet18-f37072fd.pth"
+    folder.mkdir(parents=True)
+    target.write_bytes(b"the user's own file")  # other weights under the official name
+    with pytest.raises(RuntimeError) as info:
+        fetch_weights(["ResNet18_Weights.IMAGENET1K_V1"], progress=False)
+    assert target.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in folder.iterdir()) == ["resnet18-f37072fd.pth"]  # no partial download left
+    assert f"{target} was there before" in str(info.value) and "it was left as it is" in str(info.value)
+
+
+def test_fetch_takes_one_name_or_a_list_and_replaces_a_file_only_when_verified(monkeypatch, tmp_path):
+    import hashlib
+
+    from cnnwidgets.zoo.fetch import fetch_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: pytest.fail("the network was used"))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = b"weights" * 1000
+    name = f"blob-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    (mirror / name).write_bytes(data)
+    (mirror / "bad-0123abcd.pth").write_bytes(data)
+    monkeypatch.setenv("CNNWIDGETS_WEIGHTS_MIRROR", mirror.as_uri())
+    folder = tmp_path / "torch-home" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(b"an older, corrupt copy")
+    (folder / "bad-0123abcd.pth").write_bytes(b"kept")
+    paths = fetch_weights(f"https://example.org/models/{name}", progress=False)  # one string, not a list
+    assert paths == [folder / name] and (folder / name).read_bytes() == data
+    with pytest.raises(RuntimeError, match="invalid hash value"):
+        fetch_weights(["https://example.org/models/bad-0123abcd.pth"], progress=False)
+    assert (folder / "bad-0123abcd.pth").read_bytes() == b"kept"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([name, "bad-0123abcd.pth"])
+    with pytest.raises(TypeError, match="each weights spec must be a str"):
+        fetch_weights([1])
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        fetch_weights([], progress="no")
+
+
+def test_torchvision_description_does_not_claim_an_unverified_file(offline, tmp_path, monkeypatch):
+    from cnnwidgets.zoo import pretrained
+
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    _cache(weights, torchvision.models.resnet18(weights=None))  # random weights under the official name
+    path = tmp_path / "random-resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    for bundle, where in ((load_torchvision("resnet18"), cached_weights_path(weights)),
+                          (load_torchvision("resnet18", weights_path=path), path)):
+        assert "not verified to be torchvision's file" in bundle.weights and "check_hash=True" in bundle.weights
+        assert str(where) in bundle.weights and "69.758" not in bundle.weights and "top-1" not in bundle.weights
+    # a file that passes the hash check, or that fetch_weights has just downloaded (and checked), is
+    # described with torchvision's figures
+    monkeypatch.setattr(pretrained, "_check_hash", lambda path, weights: True)
+    verified = load_torchvision("resnet18", check_hash=True).weights
+    assert "ImageNet top-1 69.758%" in verified and "SHA-256 checked" in verified and "not verified" not in verified
+    from cnnwidgets.zoo import fetch
+
+    cached_weights_path(weights).unlink()
+    monkeypatch.setattr(fetch, "fetch_weights", lambda specs: _cache(weights, torchvision.models.resnet18()))
+    downloaded = load_torchvision("resnet18", download=True).weights
+    assert "ImageNet top-1 69.758%" in downloaded and "not verified" not in downloaded
+
+
+def test_torchvision_refuses_arguments_of_the_wrong_type(offline):
+    with pytest.raises(TypeError, match="arch must be the name of a torchvision classification model"):
+        load_torchvision(None)
+    with pytest.raises(TypeError, match="check_hash must be True or False"):
+        load_torchvision("resnet18", check_hash="yes")
+    with pytest.raises(TypeError, match="download must be True or False"):
+        load_torchvision("resnet18", download="no")
+    with pytest.raises(TypeError, match="weights_path must be a file path"):
+        load_torchvision("resnet18", weights_path=3)

@@ -22,8 +22,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnwidgets.core.targets import as_count
+
 __all__ = [
     "DEFAULT_MAX_SIZE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "MIN_SIZE", "ImageSource", "image_to_tensor", "load_image",
+    "max_pixels",
 ]
 
 DEFAULT_MAX_SIZE = 4096
@@ -37,6 +40,8 @@ DOWNLOAD_LIMIT = 50 * 2**20
 
 DOWNLOAD_TIMEOUT = 30.0
 """Seconds to wait for an image server before giving up."""
+
+_PIL_DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default of Image.MAX_IMAGE_PIXELS (1 GiB / 4 / 3)
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase, Image.Image, np.ndarray, torch.Tensor]
 
@@ -84,20 +89,25 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
        chunk, for palette, ``RGB`` and all the grayscale modes above) are composited **over
        white** (``out = a * rgb + (1 - a) * 255``); a transparent colour is matched at the
        image's own bit depth, so in a 16-bit image only pixels with exactly that 16-bit value
-       become white. Float ``F`` images follow the float rule.
+       become white. Premultiplied alpha (``La``, ``RGBa``) is composited over white the
+       same way. Float ``F`` images follow the float rule.
        Everything else (``P``, ``CMYK``, ``YCbCr``, ...) goes through PIL's ``convert("RGB")``.
     5. **Size.** Either side smaller than ``min_size`` -> ``ValueError``. If the longer
        side exceeds ``max_size``, the image is downscaled (Lanczos) so that the longer
        side equals ``max_size``, keeping the aspect ratio.
     6. **Optional resize.** ``size=int`` resizes so that the *shorter* side equals
        ``size`` (aspect ratio kept, bilinear with antialiasing); ``size=(height, width)``
-       resizes to exactly that, ignoring the aspect ratio.
+       resizes to exactly that, ignoring the aspect ratio. The result may have at most
+       :func:`max_pixels` pixels (PIL's decompression-bomb limit, ``Image.MAX_IMAGE_PIXELS``:
+       89,478,485 by default, about 9459 x 9459, the size above which PIL warns that a file may be
+       a decompression bomb); a larger ``size`` raises ``ValueError`` instead of exhausting the memory.
 
     Args:
         src: the image; see rule 1 and 3.
-        size: optional final resize (rule 6).
-        max_size: longest side allowed before downscaling (rule 5).
-        min_size: smallest side accepted (rule 5).
+        size: optional final resize (rule 6): a positive int or a (height, width) pair of
+            positive ints (not bools).
+        max_size: longest side allowed before downscaling (rule 5); an int >= ``min_size``.
+        min_size: smallest side accepted (rule 5); an int >= 1.
 
     Returns:
         A new ``PIL.Image`` in mode ``"RGB"``.
@@ -105,11 +115,11 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
     Raises:
         FileNotFoundError: a path that does not exist (the message has the path).
         ValueError: unreadable file, failed download (invalid address, no connection, HTTP error, broken
-            response), unsupported shape/dtype/value range, too small an image, or bad ``size``/``max_size``.
-        TypeError: an unsupported kind of object.
+            response), unsupported shape/dtype/value range, too small an image, a bad ``size`` (of any
+            type, or too large: rule 6), ``min_size < 1`` or ``max_size < min_size``.
+        TypeError: an unsupported kind of object, or a ``max_size``/``min_size`` that is not an int.
     """
-    if max_size < min_size:
-        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+    max_size, min_size = _check_limits(max_size, min_size)
     image = _open(src, max_size)
     image = _to_rgb(image)
     _check_min(image, min_size)
@@ -131,6 +141,7 @@ def image_to_tensor(src: Any, *, max_size: int = DEFAULT_MAX_SIZE, min_size: int
     Raises:
         Same as :func:`load_image`.
     """
+    max_size, min_size = _check_limits(max_size, min_size)
     if isinstance(src, torch.Tensor) and src.is_floating_point():
         t = _squeeze_batch(src.detach())
         t = _channels_first(t, tensor=True)
@@ -345,7 +356,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         _check_float_range(values)
         gray = np.rint(values * np.float32(255.0)).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode == "La":
+        # L with premultiplied alpha, which PIL cannot convert to RGB(A): the stored gray is
+        # already a * gray, so over white out = a * gray + (1 - a) * 255 = stored + 255 - a.
+        values = np.asarray(image, dtype=np.int16)
+        gray = np.clip(values[..., 0] + 255 - values[..., 1], 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
         return _over_white(image.convert("RGBA"))
     if mode == "P":
         if "transparency" in image.info:
@@ -370,6 +387,23 @@ def _over_white(rgba: Image.Image) -> Image.Image:
 
 
 # --------------------------------------------------------------------------- sizes
+def max_pixels() -> int:
+    """The most pixels :func:`load_image` makes with its ``size`` argument: PIL's
+    decompression-bomb limit ``Image.MAX_IMAGE_PIXELS`` (89,478,485 unless changed), or that
+    default when the limit has been switched off (set to None)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else _PIL_DEFAULT_MAX_PIXELS
+
+
+def _check_limits(max_size: Any, min_size: Any) -> tuple[int, int]:
+    """``(max_size, min_size)`` as ints, checked: min_size >= 1 and max_size >= min_size."""
+    min_size = as_count(min_size, "min_size")
+    max_size = as_count(max_size, "max_size")
+    if max_size < min_size:
+        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+    return max_size, min_size
+
+
 def _check_min(image: Image.Image, min_size: int) -> None:
     w, h = image.size
     if min(w, h) < min_size:
@@ -394,19 +428,31 @@ def _limit(image: Image.Image, max_size: int, min_size: int) -> Image.Image:
     return image.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _resize(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
     w, h = image.size
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+    if _is_int(size):
         if size < 1:
             raise ValueError(f"size must be a positive int or (height, width), got {size}")
         scale = size / min(w, h)
         new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, (int, np.integer)) for s in size):
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(s) for s in size):
         if min(size) < 1:
             raise ValueError(f"size must be a positive int or (height, width), got {size}")
         new = (int(size[1]), int(size[0]))
     else:
-        raise ValueError(f"size must be None, an int (shorter side) or (height, width), got {size!r}")
+        raise ValueError(
+            f"size must be None, an int (shorter side) or (height, width) of ints (not bools), got {size!r}"
+        )
+    limit = max_pixels()
+    if new[0] * new[1] > limit:
+        raise ValueError(
+            f"size={size!r} would make this {w}x{h} image {new[0]}x{new[1]} pixels, more than the "
+            f"{limit:,} allowed (PIL's decompression-bomb limit, Image.MAX_IMAGE_PIXELS); give a smaller size"
+        )
     if new == (w, h):
         return image
     return image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)

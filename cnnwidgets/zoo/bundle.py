@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnwidgets.core.images import image_to_tensor
-from cnnwidgets.core.targets import class_probabilities
+from cnnwidgets.core.images import DEFAULT_MAX_SIZE, image_to_tensor
+from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.targets import as_count, as_real, class_probabilities
 
 __all__ = ["Bundle", "Denormalize", "ImagePreprocess"]
 
@@ -28,21 +29,24 @@ class ImagePreprocess:
     An image already ``size`` x ``size`` is not resampled.
 
     Args:
-        size: side of the model's square input.
-        mean, std: per-channel normalisation, or None for none.
-        resize: shorter side before cropping (default ``size``: no border is cut from a square image).
+        size: side of the model's square input, an int in 1 ..
+            :data:`~cnnwidgets.core.images.DEFAULT_MAX_SIZE` (4096).
+        mean, std: per-channel normalisation, three finite numbers each (std > 0), or None for none.
+        resize: shorter side before cropping, an int in ``size`` .. 4096 (default ``size``: no
+            border is cut from a square image).
+
+    Raises:
+        TypeError: a size that is not an int, or mean/std that are not three numbers.
+        ValueError: a size out of range, only one of mean and std, not three values, or a std <= 0.
     """
 
     def __init__(self, size: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  resize: int | None = None) -> None:
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither")
-        self.size = int(size)
-        self.resize = int(resize) if resize is not None else self.size
+        self.size = _side(size, "size")
+        self.resize = _side(resize, "resize") if resize is not None else self.size
         if self.resize < self.size:
             raise ValueError(f"resize ({self.resize}) must be >= size ({self.size})")
-        self.mean = tuple(float(m) for m in mean) if mean is not None else None
-        self.std = tuple(float(s) for s in std) if std is not None else None
+        self.mean, self.std = check_normalisation(mean, std)
 
     def __call__(self, image: Any) -> torch.Tensor:
         t = image_to_tensor(image)
@@ -57,6 +61,43 @@ class ImagePreprocess:
     def __repr__(self) -> str:
         norm = f"mean={self.mean}, std={self.std}" if self.mean is not None else "no normalisation"
         return f"ImagePreprocess(shorter side -> {self.resize} px, centre crop {self.size}x{self.size}, {norm})"
+
+
+def _side(value: Any, what: str) -> int:
+    side = as_count(value, what)
+    if side > DEFAULT_MAX_SIZE:
+        raise ValueError(
+            f"{what} must be at most {DEFAULT_MAX_SIZE} px (the longest side images are loaded at), got {side}"
+        )
+    return side
+
+
+def _channel_values(values: Any, what: str, *, positive: bool) -> tuple[float, float, float]:
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{what} must be three numbers, one per RGB channel, got {type(values).__name__} {values!r}")
+    items = list(values)
+    if len(items) != 3:
+        raise ValueError(f"{what} must be three numbers, one per RGB channel, got {len(items)}: {items!r}")
+    accepted, ok = ("> 0", lambda v: v > 0) if positive else ("", lambda v: True)
+    return tuple(as_real(v, f"{what}[{i}]", accepted, ok) for i, v in enumerate(items))  # type: ignore[return-value]
+
+
+def check_normalisation(mean: Any, std: Any) -> tuple[tuple[float, float, float] | None,
+                                                       tuple[float, float, float] | None]:
+    """``(mean, std)`` as tuples of three floats (std > 0, so that dividing by it is finite), or
+    ``(None, None)`` for no normalisation.
+
+    Raises:
+        TypeError: for values that are not three numbers. ValueError: for only one of the two
+            given, a length other than 3, NaN, an infinity or a std <= 0.
+    """
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    if mean is None:
+        return None, None
+    return _channel_values(mean, "mean", positive=False), _channel_values(std, "std", positive=True)
 
 
 def resize_shorter(t: torch.Tensor, side: int) -> torch.Tensor:
@@ -82,11 +123,11 @@ class Denormalize:
 
     ``x * std + mean``, clipped to [0, 1], moved to the CPU as numpy float32.
     Accepts (3, H, W) -> (H, W, 3) or (N, 3, H, W) -> (N, H, W, 3).
+    mean and std are checked as in :class:`ImagePreprocess` (three numbers each, std > 0, or both None).
     """
 
     def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
-        self.mean = tuple(mean) if mean is not None else None
-        self.std = tuple(std) if std is not None else None
+        self.mean, self.std = check_normalisation(mean, std)
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         if not isinstance(x, torch.Tensor):
@@ -133,8 +174,17 @@ class Bundle:
             self.denormalize = Denormalize(self.mean, self.std)
 
     def batch(self, images: Sequence[Any] | Any) -> torch.Tensor:
-        """Preprocess one image or a list of images into a batch (N, 3, H, W)."""
+        """Preprocess one image or a list of images into a batch (N, 3, H, W).
+
+        Only the preprocessing runs; the model is not used.
+
+        Raises:
+            ValueError: for an empty list (a batch needs at least one image), and whatever
+                ``preprocess`` raises for an image it cannot read.
+        """
         if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError(f"batch needs at least one image, got an empty {type(images).__name__}")
             return torch.stack([self.preprocess(im) for im in images])
         return self.preprocess(images)[None]
 
@@ -142,15 +192,46 @@ class Bundle:
     def predict(self, image: Any, topk: int = 5) -> list[tuple[str, float]]:
         """Top-k (class name, probability) for one image, most likely first.
 
-        Runs the bundle's model directly (no hooks); for a user's model prefer a Probe.
+        The answer is always the model's evaluation-mode one, and the model is left exactly
+        as it was (training flags, BatchNorm running statistics, gradients): a model in
+        evaluation mode, as bundles come, runs directly (no gradients, no hooks added); one with
+        any module in training mode (after ``bundle.model.train()``) runs as a private
+        evaluation copy made by a :class:`~cnnwidgets.core.probe.Probe` for this call, so its
+        flags are never switched. For many predictions or a layer's output, use a Probe.
+
+        Args:
+            image: one image, anything :func:`cnnwidgets.load_image` accepts.
+            topk: how many classes to list, an int >= 1 (at most all of them are listed).
+
+        Raises:
+            TypeError: a list or tuple of images (predict one at a time, or pass
+                ``bundle.batch(images)`` to a Probe), or a ``topk`` that is not an int.
+            ValueError: ``topk < 1``, an image ``preprocess`` cannot read, or a model whose
+                number of outputs is not the number of class names.
         """
-        param = next(self.model.parameters(), None)
+        topk = as_count(topk, "topk")
+        if isinstance(image, (list, tuple)):
+            raise TypeError(
+                f"predict takes one image, got a {type(image).__name__} of {len(image)}; call it once per image, "
+                "or run bundle.batch(images) through a cnnwidgets.Probe for a batch"
+            )
         x = self.batch(image)
-        if param is not None:
-            x = x.to(param.device, param.dtype)
-        probs = class_probabilities(self.model(x))[0].float()
-        k = min(topk, probs.numel())
-        values, indices = probs.topk(k)
+        param = next(self.model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        if any(module.training for module in self.model.modules()):
+            # Not model.eval(): the user's flags stay as they are; the probe's copy is in eval mode.
+            with Probe(self.model, device=device, channels_last=False, input_size=tuple(x.shape[1:])) as probe:
+                output = probe.logits(x, cache=False)
+        else:
+            if param is not None:
+                x = x.to(param.device, param.dtype)
+            output = self.model(x)
+        probs = class_probabilities(output)[0].float()
+        if probs.numel() != len(self.classes):
+            raise ValueError(
+                f"the model gives {probs.numel()} class scores but the bundle has {len(self.classes)} class names"
+            )
+        values, indices = probs.topk(min(topk, probs.numel()))
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
     def __repr__(self) -> str:

@@ -5,7 +5,8 @@ and never falls back to random weights: when the weights file is not on this mac
 raises :class:`WeightsUnavailableError`, which says which file is missing, where it
 looked, and how to get it. Class names, preprocessing (resize, crop, mean, std) and the
 input size come from torchvision's own weights metadata (``weights.meta["categories"]``,
-``weights.transforms()``).
+``weights.transforms()``). A file is hashed only with ``check_hash=True``; the bundle's
+``weights`` description says whether it was verified to be torchvision's file.
 
 Where the file is looked for: ``<hub dir>/checkpoints/<file name of weights.url>``, where
 the hub dir is :func:`torch.hub.get_dir` (``$TORCH_HOME/hub``, by default
@@ -31,6 +32,7 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from cnnwidgets.core.images import image_to_tensor
+from cnnwidgets.core.targets import as_flag
 from cnnwidgets.zoo.bundle import Bundle
 
 __all__ = ["WeightsUnavailableError", "cached_weights_path", "classification_models", "load_torchvision",
@@ -64,6 +66,11 @@ def classification_models() -> list[str]:
 
 
 def _check_arch(arch: str) -> str:
+    if not isinstance(arch, str):
+        raise TypeError(
+            f"arch must be the name of a torchvision classification model (a str such as 'resnet18'), got "
+            f"{type(arch).__name__} {arch!r} (see cnnwidgets.zoo.pretrained.classification_models())"
+        )
     names = classification_models()
     if arch not in names:
         close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
@@ -113,6 +120,9 @@ def cached_weights_path(weights: WeightsEnum) -> Path:
 
 def _unavailable(arch: str, weights: WeightsEnum, searched: list[Path],
                  download_error: Exception | None = None) -> WeightsUnavailableError:
+    # imported here: `python -m cnnwidgets.zoo.fetch` must not find its module imported by the package
+    from cnnwidgets.zoo.fetch import offline_advice
+
     filename = _filename(weights)
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
     full = f"{type(weights).__name__}.{weights.name}"
@@ -122,26 +132,24 @@ def _unavailable(arch: str, weights: WeightsEnum, searched: list[Path],
              + ", ".join(str(p) for p in searched) + f" ({where})")
     if download_error is None:
         message = found + ". cnnwidgets does not download during loading and never substitutes random weights.\n"
-        online = f"  3. or, when online, call load_torchvision({arch!r}, download=True)."
+        last = f"or, when online, call load_torchvision({arch!r}, download=True)."
     else:
-        message = found + f", and downloading it failed: {download_error}\n"
-        online = "  3. or check the network connection (and CNNWIDGETS_WEIGHTS_MIRROR, if set) and try again."
-    message += (
-        f"To fix, either:\n"
-        f"  1. on a machine with internet, run: python -m cnnwidgets.zoo.fetch {full}\n"
-        f"     (it downloads {weights.url} into {cache_dir} and checks its hash), or download that URL "
-        f"yourself and put the file in {cache_dir};\n"
-        f"  2. or pass weights_path='/path/to/{filename}' to load_torchvision;\n"
-        + online
-    )
+        message = found + f", and downloading it failed: {getattr(download_error, 'problem', download_error)}\n"
+        last = "or check the network connection (and CNNWIDGETS_WEIGHTS_MIRROR, if set) and try again."
+    message += offline_advice(weights.url, cache_dir / filename, full, loader="load_torchvision", last=last)
     return WeightsUnavailableError(message, weights_name=full, filename=filename, searched=searched,
                                    url=weights.url, cache_dir=cache_dir)
 
 
-def _check_hash(path: Path, weights: WeightsEnum) -> None:
+def _check_hash(path: Path, weights: WeightsEnum) -> bool:
+    """Whether ``path`` was verified: False when the official file name carries no hash to check.
+
+    Raises:
+        ValueError: when the file's SHA-256 does not start with the prefix in the name.
+    """
     match = re.search(r"-([a-f0-9]{6,})\.", _filename(weights))
     if match is None:
-        return
+        return False
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -151,6 +159,7 @@ def _check_hash(path: Path, weights: WeightsEnum) -> None:
             f"{path} does not have the SHA-256 prefix {match.group(1)} that the name of "
             f"{_filename(weights)} promises: it is not the official file (corrupt or a different model)"
         )
+    return True
 
 
 def _load_failure(exc: Exception) -> str:
@@ -224,6 +233,19 @@ def _drop_aux_heads(arch: str, model: nn.Module) -> None:
         model.AuxLogits = None
 
 
+def _describe_weights(weights: WeightsEnum, path: Path, verified: bool, checked: bool) -> str:
+    """The bundle's ``weights`` text; torchvision's accuracy is claimed only for a verified file."""
+    full = f"{type(weights).__name__}.{weights.name}"
+    metrics = weights.meta.get("_metrics", {})
+    top1 = next((m.get("acc@1") for m in metrics.values() if isinstance(m, dict) and "acc@1" in m), None)
+    if verified:
+        score = f", ImageNet top-1 {top1}% (torchvision)" if top1 is not None else ""
+        return f"{full}{score}; loaded from {path}, SHA-256 checked (torchvision's file)"
+    why = ("the official file name carries no hash to check it against" if checked
+           else "its SHA-256 was not checked (check_hash=True verifies it)")
+    return f"{path}, loaded as {full} but not verified to be torchvision's file: {why}"
+
+
 class TorchvisionPreprocess:
     """Image -> tensor through the weights' own ``transforms()`` (resize, centre crop, normalise).
 
@@ -254,7 +276,10 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
             initialised model (class names and preprocessing then come from the default weights).
         weights_path: a local state_dict file to load instead of the hub cache.
         check_hash: verify that the file's SHA-256 starts with the hex prefix in the official
-            file name (torchvision only checks this when it downloads).
+            file name (torchvision only checks this when it downloads). Off by default, as in
+            torchvision (hashing costs about 0.1 s per 45 MB); the bundle's ``weights``
+            description then says that the file was not verified, and claims torchvision's
+            name and accuracy only for a verified file.
         download: if the file is not cached, download it (with hash check) via
             :func:`cnnwidgets.zoo.fetch.fetch_weights`. Off by default.
 
@@ -262,6 +287,8 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         A :class:`~cnnwidgets.zoo.bundle.Bundle` with the model in eval mode on the CPU.
 
     Raises:
+        TypeError: an ``arch`` that is not a string, a ``weights_path`` that is not a path, or
+            a ``check_hash``/``download`` that is not True or False.
         WeightsUnavailableError: the weights file is not cached (and ``download`` is False, or
             the download failed).
         FileNotFoundError: ``weights_path`` does not exist.
@@ -271,6 +298,10 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         RuntimeError: the state_dict does not match the architecture (strict loading).
     """
     _check_arch(arch)
+    check_hash = as_flag(check_hash, "check_hash")
+    download = as_flag(download, "download")
+    if weights_path is not None and not isinstance(weights_path, (str, os.PathLike)):
+        raise TypeError(f"weights_path must be a file path (str or pathlib.Path), got {type(weights_path).__name__}")
     meta_weights = resolve_weights(arch, "DEFAULT" if weights is None else weights)
     _check_classifier(arch, meta_weights)
     builder = torchvision.models.get_model_builder(arch)
@@ -281,6 +312,7 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         _drop_aux_heads(arch, model)
         description = f"untrained {arch} (random initialisation, explicitly requested with weights=None)"
     else:
+        downloaded = False
         if weights_path is not None:
             path = Path(weights_path).expanduser()
             if not path.is_file():
@@ -296,8 +328,8 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
                     fetch_weights([f"{type(meta_weights).__name__}.{meta_weights.name}"])
                 except RuntimeError as exc:
                     raise _unavailable(arch, meta_weights, [path], download_error=exc) from exc
-        if check_hash:
-            _check_hash(path, meta_weights)
+                downloaded = True  # fetch_weights checked the hash
+        verified = _check_hash(path, meta_weights) if check_hash else downloaded
         state = _load_state_dict(path)
         if arch.startswith("densenet"):
             state = _densenet_current_keys(state)
@@ -307,10 +339,7 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         except RuntimeError as exc:
             raise RuntimeError(f"{path} does not fit {arch} ({type(meta_weights).__name__}.{meta_weights.name}): {exc}") from exc
         _drop_aux_heads(arch, model)
-        metrics = meta_weights.meta.get("_metrics", {})
-        top1 = next((m.get("acc@1") for m in metrics.values() if isinstance(m, dict) and "acc@1" in m), None)
-        score = f", ImageNet top-1 {top1}% (torchvision)" if top1 is not None else ""
-        description = f"{type(meta_weights).__name__}.{meta_weights.name}{score}; loaded from {path}"
+        description = _describe_weights(meta_weights, path, verified, check_hash)
     model.eval()
     transforms = meta_weights.transforms()
     crop = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else int(transforms.crop_size)
