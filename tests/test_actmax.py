@@ -380,3 +380,90 @@ def test_seed_flags_callbacks_and_normalisation_are_checked_before_any_step():
     # ints of other kinds are seeds; the image depends on the seed's value only
     assert torch.equal(run(seed=np.int64(3)).image, run(seed=3).image)
     assert run(seed=torch.tensor(3)).seed == 3
+
+
+# --- the view: a run keeps its target, refused values, options checked up front, closing -----------------------
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_a_run_keeps_its_target_and_the_status_names_the_target_of_the_image():
+    view = actmax_view(small_net(), size=16, steps=100000, update_every=1)
+    controller = view.controller
+    view.layer, view.channel = "3", 5
+    controller.start()  # in the background
+    try:
+        with pytest.raises(Exception, match="cannot change channel while a run is going.*press Stop first"):
+            view.channel = 2
+        view._channel_box.set_state({"value": 7})  # from the browser: refused, said, and the box set back
+        assert view.channel == 5 and view._channel_box.value == 5
+        assert "channel: not changed (cannot change channel while a run is going" in view.status
+        view._layer_menu.set_state({"index": 0})
+        assert view.layer == "3" and view._layer_menu.value == "3"
+    finally:
+        view.running = False  # Stop
+        controller.wait(30)
+    assert view.status.startswith("stopped after") and "for layer '3' channel 5: target" in view.status
+    assert not view.error and view.image_shape == (256, 256, 3)
+    done = view.status
+    view.channel = 2  # another target after the run: the image is still channel 5's, and the view says so
+    assert view.status == f"{done} - the image is layer '3' channel 5's; press Run to synthesise layer '3' channel 2's"
+    view.channel = 5
+    assert view.status == done
+    view.close()
+
+
+def test_no_target_is_refused_not_maximised_as_something_else():
+    view = actmax_view(small_net(), size=16, steps=2, background=False)
+    view.layer, view.channel = "3", 1
+    view.running = True
+    picture = view._image.value
+    view._layer_menu.set_state({"index": None})  # from the browser: refused
+    assert view.layer == "3" and view._layer_menu.value == "3" and view._image.value == picture
+    assert view.error and "target: not changed (no choice made" in view.status
+    view.layer = None  # from Python: Run says what is missing instead of maximising ChannelActivation(None, 1)
+    view.running = True
+    assert not view.running and view.error and view.controller.result.steps == 2
+    assert view.status == f"no target chosen: pick a layer or {CLASS_TARGET} in the target menu, then press Run"
+    assert view.image_shape == () and view._image.value == b""  # the last run's image is not left under it
+    view._layer_menu.set_state({"index": 99})
+    assert view.status == "target: not changed (Invalid selection: index out of bounds)"
+    view.close()
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (dict(foo=1), TypeError, r"unknown option foo for maximize_activation; its options are blur, decay, .*seed"),
+    (dict(lr=-1), ValueError, r"lr must be a finite number > 0, got -1"),
+    (dict(mean=[0.5, 0.5], std=[1, 1]), ValueError, r"mean must have one value per input channel \(3\), got 2"),
+    (dict(size="32"), ValueError, r"size must be an int H or a pair \(H, W\) of ints >= 2; .*got '32'"),
+    (dict(size=(16.5, 16)), ValueError, r"size must be an int H or a pair \(H, W\) of ints >= 2; .*got \(16.5, 16\)"),
+    (dict(size=True), ValueError, r"size must be an int H or a pair \(H, W\) of ints >= 2; .*got True"),
+    (dict(update_every=0), ValueError, r"update_every must be an int >= 1, got 0"),
+    (dict(steps="3"), TypeError, r"steps must be an int >= 1, got str '3'"),
+    (dict(size=16, input_size=(3, 16, 16)), ValueError, "not both"),
+])
+def test_view_options_are_checked_when_the_view_is_made(options, error, message):
+    model = small_net()
+    with pytest.raises(error, match=message):
+        actmax_view(model, background=False, **options)
+    assert _hooks(model) == 0
+
+
+def test_a_closed_view_refuses_to_run():
+    view = actmax_view(small_net(), size=16, steps=2, background=False)
+    view.close()
+    with pytest.raises(Exception, match=r"cannot set running: this view is closed; make a new one with actmax_view"):
+        view.running = True
+    with pytest.raises(Exception, match="this view is closed"):
+        view.controller.start()
+    with pytest.raises(Exception, match="cannot set channel: this view is closed"):
+        view.channel = 3
+    assert view.controller.result is None
+    other = actmax_view(small_net(), size=16, steps=2, background=False)
+    other.controller.close()  # the controller alone: its probe is gone, so a run is refused with the reason
+    other.running = True
+    assert not other.running and other.error
+    assert other.status == "this view's controller is closed; make a new view with actmax_view(...)"
+    other.close()

@@ -203,7 +203,8 @@ def test_shapesnet_stars():
     assert all(v == 0 for v in same.mean["top tip"].values())
 
 
-def test_view_errors_reach_its_status_line_and_the_view_goes_on():
+def test_view_errors_reach_its_status_line_and_the_view_goes_on(monkeypatch):
+    import cnnwidgets.app.experiments as experiments
     from cnnwidgets.app.experiments import correspondence_view
 
     torch.manual_seed(0)
@@ -211,8 +212,15 @@ def test_view_errors_reach_its_status_line_and_the_view_goes_on():
     x = torch.rand(2, 3, 12, 12)
     parts = {"eye": [(1, 2, 4, 5), (2, 2, 5, 5)]}
     result = correspondence(model, x, parts, ["pixels"], random_trials=2)
-    view = correspondence_view(result, x, parts, fill=[0.0, 0.0])  # two values for three channels
+    with pytest.raises(ValueError):  # two fill values for three channels: refused up front
+        correspondence_view(result, x, parts, fill=[0.0, 0.0])
+    view = correspondence_view(result, x, parts)
     assert not view.error
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(experiments, "occlude", broken)
     view.part, view.occluded = "eye", True  # drawing the occluded images fails
     assert view.error and view.status
     view.occluded = False

@@ -12,6 +12,8 @@ from cnnwidgets.app.experiments import (
     correspondence_view,
     evolution_view,
     invariance_view,
+    plot_invariance,
+    plot_topk,
     topk_panel,
     topk_view,
 )
@@ -169,4 +171,177 @@ def test_evolution_view_follows_each_new_epoch_from_wherever_the_user_is_and_sta
     assert view.epoch == 2 and view.epochs == [1, 2, 3, 5, 8] and view._slider.value == 1
     assert not view.error
     view.close()
+    recorder.close()
+
+
+# ---------------------------------------------------------------------------- checks shared by the views
+def _results():
+    model = conv_net()
+    x = images(3)
+    parts = {"corner": [(0, 0, 8, 8)] * 3, "middle": [(12, 12, 20, 20)] * 3}
+    return model, x, parts
+
+
+@pytest.mark.parametrize("box, message", [
+    ((8, 8, 0, 0), r"part 'corner', image 0: box \(8, 8, 0, 0\) must satisfy 0 <= x0 < x1 <= 32"),
+    ((30, 30, 60, 60), r"part 'corner', image 0: box \(30, 30, 60, 60\) must satisfy"),
+    ((-5, -5, 4, 4), r"part 'corner', image 0: box \(-5, -5, 4, 4\) must satisfy"),
+    ((0.5, 0, 8, 8), r"part 'corner', image 0: box coordinates are whole pixels \(ints\), got \(0.5, 0, 8, 8\)"),
+    ((0, 0, 8), r"part 'corner', image 0: a box is \(x0, y0, x1, y1\), got \(0, 0, 8\)"),
+])
+def test_correspondence_view_refuses_the_boxes_correspondence_refuses(box, message):
+    model, x, parts = _results()
+    result = correspondence(model, x, parts, ["1"], random_trials=1)
+    with pytest.raises(ValueError, match=message):
+        correspondence(model, x, {"corner": [box] * 3}, ["1"], random_trials=1)  # the same words as the method
+    with pytest.raises(ValueError, match=message):
+        correspondence_view(result, x, {"corner": [box] * 3})
+
+
+def test_correspondence_view_checks_its_other_arguments_up_front():
+    model, x, parts = _results()
+    result = correspondence(model, x, parts, ["1"], random_trials=1)
+    with pytest.raises(ValueError, match="fill has 2 values, the images have 3 channels; give one value or 3"):
+        correspondence_view(result, x, parts, fill=[1, 2])  # refused now, not when a part is first occluded
+    with pytest.raises(ValueError, match=r"parts is empty; give the boxes of the result's parts \('corner', 'middle'\)"):
+        correspondence_view(result, x, {})
+    with pytest.raises(TypeError, match="result must be a CorrespondenceResult .*got NoneType"):
+        correspondence_view(None, x, parts)
+    with pytest.raises(TypeError, match=r"images must be a tensor \(N, C, H, W\), got NoneType"):
+        correspondence_view(result, None, parts)
+    with pytest.raises(ValueError, match=r"tile must be an int in 1\.\.512, got 0"):
+        correspondence_view(result, x, parts, tile=0)
+
+
+def test_views_report_refused_menu_choices_in_the_status_line_and_keep_their_picture():
+    model, x, parts = _results()
+    topk = topk_view(scan_topk(model, x, ["1", "4"], k=2, progress=False), model)
+    recorder = FeatureEvolutionRecorder(model, x, {"4": 2}, epochs=None)
+    recorder.record(1)
+    evolution = evolution_view(recorder)
+    invariance = invariance_view(invariance_curves(model, x, [0, 1, 2], ["1"], transforms={"rotation": [0, 90]},
+                                                   progress=False), x)
+    corr = correspondence_view(correspondence(model, x, parts, ["1"], random_trials=1), x, parts)
+    for view, menu, what in ((topk, topk._layer_menu, "layer"), (evolution, evolution._show_menu, "show"),
+                             (invariance, invariance._menu, "transform"), (corr, corr._menu, "part")):
+        picture, index = view._image.value, menu.index
+        menu.set_state({"index": 99})  # what a browser could send: no TraitError out of the comm handler
+        assert view.error and view.status == f"{what}: not changed (Invalid selection: index out of bounds)"
+        assert menu.index == index and view._image.value == picture
+        menu.set_state({"index": None})
+        assert view.error and view.status.startswith(f"{what}: not changed (no choice made; choose one of")
+        assert menu.index == index and view._image.value == picture
+    assert topk.layer == "1" and evolution.show == "projection" and invariance.transform == "rotation"
+    assert corr.part is None and corr._menu.label == "all parts"
+    for view in (topk, evolution, invariance, corr):
+        view.close()
+    recorder.close()
+
+
+def test_no_choice_or_a_failed_step_shows_no_stale_picture():
+    model, x, _ = _results()
+    topk = topk_view(scan_topk(model, x, ["1"], k=2, progress=False), model)
+    topk.layer = None  # from Python: nothing to show, said
+    assert topk.image_shape == () and topk.caption == ""
+    assert topk.status == "no layer chosen: pick a scanned layer in the menu" and not topk.error
+    topk.close()
+    recorder = FeatureEvolutionRecorder(model, x, {"4": 2}, epochs=None)
+    recorder.record(1)
+    evolution = evolution_view(recorder)
+    evolution.epoch = None  # not "nothing recorded yet": an epoch was
+    assert evolution.image_shape == () and evolution.status == "no epoch chosen: pick one with the slider"
+    evolution.close()
+    recorder.close()
+    result = invariance_curves(model, x, [0, 1, 2], ["1"], transforms={"rotation": [0, 90]}, progress=False)
+    fail = {"now": False}
+
+    def denormalize(t):
+        if fail["now"]:
+            raise RuntimeError("cannot show this step")
+        return t.clamp(0, 1)
+
+    view = invariance_view(result, x, denormalize=denormalize)
+    curves = view._image.value
+    assert view.readout and view._examples.value
+    fail["now"] = True
+    view.step = 1  # the step fails: its images and readout are taken away, the curves stay
+    assert view.error and view.status == "cannot show this step"
+    assert view.readout == "" and view._examples.value == b"" and view._image.value == curves
+    fail["now"] = False
+    view.step = 0
+    assert not view.error and view.status == "curves: one line per image" and "no rotation" in view.readout
+    view.transform = None
+    assert view.readout == "" and view._examples.layout.display == "none" and view._image.value == curves
+    assert view.status == "curves: one line per image; no transformation chosen: pick one in the menu"
+    view.close()
+
+
+def test_closed_views_refuse_new_settings():
+    model, x, parts = _results()
+    topk = topk_view(scan_topk(model, x, ["1", "4"], k=2, progress=False), model)
+    recorder = FeatureEvolutionRecorder(model, x, {"4": 2}, epochs=None)
+    recorder.record(1)
+    recorder.record(2)
+    evolution = evolution_view(recorder)
+    invariance = invariance_view(invariance_curves(model, x, [0, 1, 2], ["1"], transforms={"rotation": [0, 90]},
+                                                   progress=False), x)
+    corr = correspondence_view(correspondence(model, x, parts, ["1"], random_trials=1), x, parts)
+    for view, name, value, maker in ((topk, "layer", "4", "topk_view"), (topk, "channel", 1, "topk_view"),
+                                     (evolution, "epoch", 1, "evolution_view"),
+                                     (invariance, "step", 1, "invariance_view"),
+                                     (corr, "part", "middle", "correspondence_view")):
+        view.close()
+        before = getattr(view, name)
+        with pytest.raises(Exception, match=rf"cannot set {name}: this view is closed; make a new one with {maker}"):
+            setattr(view, name, value)
+        assert getattr(view, name) == before
+    recorder.close()
+
+
+def test_topk_view_after_the_model_changed_says_the_same_for_channels_seen_before_and_not():
+    model = conv_net()
+    topk = scan_topk(model, images(5), ["4"], k=4, progress=False)
+    view = topk_view(topk, model)
+    view.channel = 1
+    assert not view.error  # channels 0 and 1 are drawn (and kept) with their projections
+    with torch.no_grad():
+        model[3].weight.add_(0.5)
+    view.channel = 2  # not seen before
+    assert view.error and view.status.endswith(f"no projections: {WEIGHTS_DIFFER}")
+    view.channel = 0  # seen before: not served from what was drawn for the old weights
+    assert view.error and view.status.endswith(f"no projections: {WEIGHTS_DIFFER}")
+    assert view._image.value == patches_only(topk, "4", 0)
+    view.close()
+
+
+def test_experiment_views_check_their_arguments_when_made():
+    model, x, parts = _results()
+    topk = scan_topk(model, x, ["4"], k=2, progress=False)
+    result = invariance_curves(model, x, [0, 1, 2], ["1"], transforms={"rotation": [0, 90]}, progress=False)
+    for make, error, message in [
+        (lambda: topk_view(None), TypeError, r"topk must be a TopKActivations \(from scan_topk\(...\)\), got NoneType"),
+        (lambda: topk_view(topk, "model"), TypeError, "expected a torch.nn.Module .*got str"),
+        (lambda: topk_view(topk, model, tile=0), ValueError, r"tile must be an int in 1\.\.512, got 0"),
+        (lambda: topk_view(topk, model, cache=-1), ValueError, "cache must be an int >= 0, got -1"),
+        (lambda: topk_view(topk, model, class_names="abc"), TypeError, "class_names must be a list of names, got str"),
+        (lambda: evolution_view(None), TypeError, "source must be a FeatureEvolutionRecorder or the FeatureEvolution"),
+        (lambda: invariance_view(None, x), TypeError, "result must be an InvarianceResult"),
+        (lambda: invariance_view(result, None), TypeError, r"images must be a tensor \(N, C, H, W\), got NoneType"),
+        (lambda: invariance_view(result, x, class_names=["a"]), ValueError,
+         r"class_names has 1 names, but the result names class \d \(a label or a prediction\); give one name per"),
+        (lambda: invariance_view(result, x, image_names="abc"), TypeError, "image_names must be a list of names"),
+        (lambda: invariance_view(result, x, dpi=0), ValueError, r"dpi must be a finite number > 0"),
+        (lambda: plot_invariance(result, x, image_names=["a"]), ValueError,
+         "the result has 3 images, but 1 image names were given"),
+        (lambda: plot_topk(topk, "4", -3), ValueError, r"channels \(a number of channels\) must be an int >= 1, got -3"),
+        (lambda: plot_topk(topk, "4", 0), ValueError, r"channels \(a number of channels\) must be an int >= 1, got 0"),
+        (lambda: plot_topk(topk, "4", True), TypeError, "channels .* must be an int >= 1, got bool True"),
+        (lambda: plot_topk(topk, "4", []), ValueError, r"channels is empty; give channel indices of '4' \(0\.\.15\)"),
+        (lambda: plot_topk(topk, "4", [99]), IndexError, r"channel 99 is out of range: layer '4' has 16 channels"),
+    ]:
+        with pytest.raises(error, match=message):
+            make()
+    recorder = FeatureEvolutionRecorder(model, x, {"4": 2}, epochs=None)
+    with pytest.raises(ValueError, match=r"tile must be an int in 1\.\.512, got 0"):
+        evolution_view(recorder, tile=0)
     recorder.close()

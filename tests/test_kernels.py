@@ -218,3 +218,88 @@ def test_kernels_and_conv_layer_names_take_a_zoo_bundle_like_every_other_method(
     np.testing.assert_array_equal(kernel_weights(bundle, names[0]).values, kernel_weights(bundle.model, names[0]).values)
     with pytest.raises(TypeError, match="expected a torch.nn.Module, a zoo bundle .* or a cnnwidgets.Probe, got str"):
         conv_layer_names("resnet18")
+
+
+# --- the view's state: refused values, failed changes, closing -------------------------------------------------
+
+
+def test_out_of_range_or_missing_menu_choices_from_the_browser_go_to_the_status_line():
+    view = kernel_view(small_net())
+    picture = view._image.value
+    view._layer_menu.set_state({"index": 99})  # what a browser could send: no TraitError out of the comm handler
+    assert view.error and view.status == "layer: not changed (Invalid selection: index out of bounds)"
+    assert (view.layer, view._layer_menu.index, view._image.value) == ("0", 0, picture)  # nothing changed
+    view._normalize_menu.set_state({"index": 5})
+    assert view.status.startswith("scale: not changed (Invalid selection") and view.normalize == "layer"
+    view._layer_menu.set_state({"index": None})  # no choice at all: refused, not a layer of None
+    assert view.error and "layer: not changed (no choice made; choose one of ['0', '2'])" in view.status
+    assert (view.layer, view._layer_menu.value, view._image.value) == ("0", "0", picture)
+    view._layer_menu.set_state({"index": 1})
+    assert view.layer == "2" and not view.error and view.status.startswith("2: 5x4x3x3 weights")
+    view.close()
+
+
+def test_a_failed_change_takes_the_previous_picture_away():
+    view = kernel_view(small_net(), layer="2")
+    view.out_channel = 4  # the last of the 5 output channels of '2'
+    assert not view.error and view.image_shape != ()
+    view.layer = "0"  # 4 output channels: channel 4 is out of range there
+    assert view.error and "out_channel 4 is out of range: '0' has 4 output channels" in view.status
+    assert view.image_shape == () and view._image.value == b"" and view._image.layout.display == "none"
+    view.out_channel = 1
+    assert not view.error and view.image_shape != () and view._image.layout.display is None
+    view.layer = None  # from Python: nothing to show, and the view says why
+    assert view.image_shape == () and view.status == "no layer chosen: pick a convolution layer in the menu"
+    view.close()
+
+
+def test_options_are_checked_when_the_view_is_made():
+    model = small_net()
+    for bad, error, message in [
+        (dict(max_tiles=0), ValueError, r"max_tiles must be an int >= 1, got 0"),
+        (dict(max_tiles=-5), ValueError, r"max_tiles must be an int >= 1, got -5"),
+        (dict(max_tiles=2.5), TypeError, r"max_tiles must be an int >= 1, got float 2.5"),
+        (dict(max_tiles="a"), TypeError, r"max_tiles must be an int >= 1, got str 'a'"),
+        (dict(max_tiles=None), TypeError, r"max_tiles must be an int >= 1, got a NoneType"),
+        (dict(tile=0), ValueError, r"tile must be an int in 1\.\.256, got 0"),
+        (dict(tile=10**6), ValueError, r"tile must be an int in 1\.\.256, got 1000000"),
+        (dict(width=-3), ValueError, r"width must be an int in 1\.\.4096, got -3"),
+        (dict(width=10**6), ValueError, r"width must be an int in 1\.\.4096, got 1000000"),
+    ]:
+        with pytest.raises(error, match=message):
+            kernel_view(model, **bad)
+    # max_tiles cuts the full grid in whole rows, at least one: 4 input channels per row
+    view = kernel_view(model, layer="2", max_tiles=3)
+    assert view.image_shape[0] == 1 * 49 + 1 and "showing output channels 0-0 of 5" in view.status
+    view.close()
+
+
+def test_grouped_convolutions_say_their_columns_are_inputs_within_a_group():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=4), nn.Conv2d(8, 8, 3, groups=8))
+    view = kernel_view(model, layer="1")
+    assert "8x2x3x3 weights (rows: output, columns: input channel within the output's group of 2; 4 groups)" \
+        in view.status
+    view.out_channel = 3
+    assert "(output channel 3, which reads input channels 2-3 (group 1 of 4))" in view.status
+    view.layer = "2"
+    assert "(output channel 3, which reads input channel 3 (group 3 of 8))" in view.status
+    view.layer, view.out_channel = "0", -1
+    assert "(RGB tiles)" in view.status  # a plain convolution keeps its words
+    view.close()
+
+
+def test_a_closed_view_refuses_new_settings_and_its_controller_stops_drawing():
+    view = kernel_view(small_net())
+    picture = view._image.value
+    view.close()
+    for name, value in (("layer", "2"), ("out_channel", 1), ("normalize", "filter")):
+        with pytest.raises(Exception, match=rf"cannot set {name}: this view is closed; make a new one with kernel_view"):
+            setattr(view, name, value)
+    assert view.layer == "0" and view._image.value == picture
+    other = KernelView()
+    controller = KernelController(small_net(), other)
+    controller.close()  # the controller alone: it stops following the view
+    picture = other._image.value
+    other.layer = "2"
+    assert other._image.value == picture
+    other.close()

@@ -308,3 +308,18 @@ def test_widget_footer_shows_the_note_under_the_count():
     assert " - 1 of 4 layers<br>RF " in view._footer.value
     plain = SummaryView(["a"], [["x"]], caption="one line")
     assert plain._footer.value == "<small>one line - 1 of 1 layers</small>"
+
+
+def test_widget_refuses_rows_that_do_not_fit_the_columns_and_keeps_its_table():
+    view = SummaryView(["a", "b"], [["x", "1"], ["y", "2"]])
+    table = view._table.value
+    with pytest.raises(Exception, match=r"row 0 has 1 cells, but the table has 2 columns \['a', 'b'\]; give one cell"):
+        view.cells = [["only one"]]
+    assert view.cells == [["x", "1"], ["y", "2"]] and view._table.value == table and view.shown == 2
+    with pytest.raises(Exception, match="row 0 has 2 cells, but the table has 3 columns"):
+        view.columns = ["a", "b", "c"]
+    assert view.columns == ["a", "b"]
+    with view.hold_trait_notifications():  # both at once
+        view.columns = ["a", "b", "c"]
+        view.cells = [["x", "1", "p"]]
+    assert view.shown == 1 and ">p<" in view._table.value

@@ -32,11 +32,13 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cnnwidgets.core.probe import Probe
+from cnnwidgets.core.targets import as_count, as_flag, as_index, as_real
 from cnnwidgets.methods.correspondence import RANDOM, CorrespondenceResult, occlude
 from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
-from cnnwidgets.methods.invariance import InvarianceResult, describe_transform, transform_images
+from cnnwidgets.methods.invariance import InvarianceResult, check_fill, describe_transform, transform_images
 from cnnwidgets.methods.topk import Projector, TopKActivations
 from cnnwidgets.app.reporting import error_text, shown_in_view
+from cnnwidgets.render._checks import check_int
 from cnnwidgets.render.figures import (
     OUTSIDE,
     draw_boxes,
@@ -59,6 +61,7 @@ __all__ = [
     "CorrespondenceController",
     "EvolutionController",
     "InvarianceController",
+    "MAX_TILE",
     "TopKController",
     "correspondence_view",
     "evolution_blocks",
@@ -73,6 +76,50 @@ __all__ = [
 ]
 
 Denormalize = Callable[[torch.Tensor], Any]
+
+#: The largest ``tile`` the controllers take (pixels): a tile is about this size on screen, and
+#: a view draws many (9 + 9 per top-k channel, channels x epochs cells in the evolution view).
+MAX_TILE = 512
+
+
+def _tile(value: object) -> int:
+    return check_int(value, "tile", minimum=1, maximum=MAX_TILE)
+
+
+def _dpi(value: object) -> float:
+    return as_real(value, "dpi", "> 0 (pixels per inch)", lambda v: v > 0)
+
+
+def _names(value: object, what: str) -> list[str] | None:
+    """``value`` as a list of names (None stays None): a list, tuple or array of them, not one
+    string (whose letters would be taken for the names)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a list of names, got {type(value).__name__} {value!r:.60}")
+    try:
+        return [str(name) for name in value]  # type: ignore[union-attr]
+    except TypeError:
+        raise TypeError(f"{what} must be a list of names, got {type(value).__name__}") from None
+
+
+def _require(value: object, kind: type, what: str, made_by: str) -> None:
+    if not isinstance(value, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{what} must be {article} {kind.__name__} (from {made_by}), got {type(value).__name__}")
+
+
+def _image_batch(images: object, n: int, used: str) -> torch.Tensor:
+    """``images`` checked as the (N, C, H, W) tensor of the ``n`` images a result was computed on."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
+    images = images.detach().cpu()
+    if images.dim() != 4:
+        raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.shape[0] != n:
+        raise ValueError(f"the result has {n} images, but {images.shape[0]} images were given; "
+                         f"pass the images the {used} computed on")
+    return images
 
 
 # ---------------------------------------------------------------------------- display helpers
@@ -174,15 +221,30 @@ def plot_topk(
     """Fig. 2 for one layer: per channel, the top-9 projections next to their image patches.
 
     Args:
-        channels: channel indices, or a number of channels evenly spaced over the layer.
+        channels: channel indices, or a number (>= 1) of channels evenly spaced over the layer.
         columns: channels per figure row.
         Others: see :func:`topk_panel`.
+
+    Raises:
+        TypeError: for ``channels`` that are neither an int nor a list of channel indices.
+        ValueError: for a number of channels < 1 or an empty list. IndexError: for a channel out of range.
     """
     count = topk.num_channels(layer)
-    if isinstance(channels, int):
-        chosen = sorted({int(round(v)) for v in np.linspace(0, count - 1, min(channels, count))})
+    if isinstance(channels, (bool, np.bool_, int, np.integer)):
+        number = as_count(channels, "channels (a number of channels)")
+        chosen = sorted({int(round(v)) for v in np.linspace(0, count - 1, min(number, count))})
     else:
-        chosen = list(channels)
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, (Sequence, np.ndarray, torch.Tensor)):
+            raise TypeError(f"channels must be a number of channels or a list of channel indices, got "
+                            f"{type(channels).__name__}")
+        chosen = [as_index(c, "channel") for c in channels]
+        if not chosen:
+            raise ValueError(f"channels is empty; give channel indices of {layer!r} (0..{count - 1}) or a number of "
+                             "channels")
+        for channel in chosen:
+            if not 0 <= channel < count:
+                raise IndexError(f"channel {channel} is out of range: layer {layer!r} has {count} channels "
+                                 f"(0..{count - 1})")
     panels = []
     for channel in chosen:
         proj, patches = topk_panel(topk, layer, channel, model_or_probe, projection=projection, images=images,
@@ -197,16 +259,24 @@ class TopKController:
 
     The patches need no model, so they are shown even when the projections cannot be made (the
     model's weights changed since the scan, or another model was given); the status line then
-    says why the projections are missing, as an error.
+    says why the projections are missing, as an error. Rendered channels are kept for the model
+    version they were drawn with: after the weights change, every channel is drawn again, so
+    one viewed before and one not say the same.
 
     Args:
         topk: the scan result.
-        model_or_probe: the scanned model (for projections); ``None``: patches only.
+        model_or_probe: the scanned model, a zoo bundle or a probe on it (for projections);
+            ``None``: patches only.
         view: the view to drive (a new one by default).
         projection, images, denormalize: see :func:`topk_panel`.
-        tile: tiles are enlarged to at least this many pixels.
-        cache: rendered channels kept.
-        class_names: names of the classes, for the labels in the table of entries.
+        tile: tiles are enlarged to at least this many pixels, an int in 1..:data:`MAX_TILE`.
+        cache: rendered channels kept, an int >= 0.
+        class_names: names of the classes, for the labels in the table of entries (a list).
+
+    Raises:
+        TypeError: for a ``topk`` that is not a scan result, a model that is neither a model, a
+            bundle nor a probe, ``class_names`` that are not a list, or a ``tile`` or ``cache``
+            that is not an int. ValueError: for a ``tile`` or ``cache`` out of range.
     """
 
     def __init__(
@@ -222,17 +292,21 @@ class TopKController:
         cache: int = 64,
         class_names: Sequence[str] | None = None,
     ) -> None:
+        _require(topk, TopKActivations, "topk", "scan_topk(...)")
         self.topk = topk
-        self.class_names = list(class_names) if class_names is not None else None
-        self._owned = isinstance(model_or_probe, nn.Module)
-        self.probe = Probe(model_or_probe) if isinstance(model_or_probe, nn.Module) else model_or_probe
-        self.projection, self.images, self.denormalize, self.tile = projection, images, denormalize, tile
-        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, str, bool, str]] = OrderedDict()
-        self._cache_size = cache
+        self.class_names = _names(class_names, "class_names")
+        self.tile = _tile(tile)
+        self._cache_size = as_count(cache, "cache", minimum=0)
+        self.projection, self.images, self.denormalize = projection, images, denormalize
+        self._owned = model_or_probe is not None and not isinstance(model_or_probe, Probe)
+        # a model or a bundle gets one probe for all projections (raises for anything else)
+        self.probe = Probe(model_or_probe) if self._owned else model_or_probe
+        self._cache: OrderedDict[tuple[str, int], tuple[int | None, tuple[np.ndarray, str, bool, str]]] = OrderedDict()
         self.view = view if view is not None else TopKView()
         self.view.layers = [name for name in topk.layers if name in topk.values]
         self.view.observe(self._layer_changed, names="layer")
         self.view.observe(self.update, names="channel")
+        self._observing = True
         if self.view.layer is None and self.view.layers:
             self.view.layer = self.view.layers[0]
         else:
@@ -240,21 +314,36 @@ class TopKController:
 
     def _layer_changed(self, change: Any = None) -> None:
         if self.view.layer is None:
+            self.update()
             return
         self.view.num_channels = self.topk.num_channels(self.view.layer)
         self.update()
+
+    def _model_version(self) -> int | None:
+        """The probe's version of the model (see :attr:`Probe.version`), brought up to date;
+        None when it cannot say (a closed probe)."""
+        if self.probe is None:
+            return 0
+        try:
+            self.probe.sync()
+        except Exception:  # noqa: BLE001 - the projections fail and say why
+            return None
+        return self.probe.version
 
     def render(self, layer: str, channel: int) -> tuple[np.ndarray, str, bool, str]:
         """The ``uint8`` mosaic, the caption, whether projections are shown and why they are
         missing (``""`` when they are shown or were not asked for), for one channel.
 
         A failed projection leaves the patches only; such a mosaic is not cached, so the
-        projections come back once the model matches the scan again.
+        projections come back once the model matches the scan again. A kept mosaic is used for
+        the model version it was drawn with only.
         """
         key = (layer, channel)
-        if key in self._cache:
+        version = self._model_version()
+        if key in self._cache and version is not None and self._cache[key][0] == version:
             self._cache.move_to_end(key)
-            return self._cache[key]
+            return self._cache[key][1]
+        self._cache.pop(key, None)
         patches = _patch_rgb(self.topk, layer, channel, self.images, self.denormalize)
         proj, missing = None, ""
         if self.probe is not None:
@@ -271,8 +360,8 @@ class TopKController:
                            ["right", "right", "right", "left", "left"])
         caption = f"<details><summary>entries (click to open)</summary>{table}</details>"
         entry = (mosaic, caption, proj is not None, missing)
-        if not missing:
-            self._cache[key] = entry
+        if not missing and version is not None:
+            self._cache[key] = (version, entry)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return entry
@@ -288,6 +377,8 @@ class TopKController:
         """Show the view's current channel."""
         view = self.view
         if view.layer is None:
+            view.caption = ""
+            view.clear_image("no layer chosen: pick a scanned layer in the menu")
             return
         mosaic, caption, projected, missing = self.render(view.layer, view.channel)
         view.caption = caption
@@ -297,19 +388,27 @@ class TopKController:
             f"{self.topk.consumed} images scanned" + ("" if self.topk.complete else " (partial)")
         )
         view.show_image(mosaic, status)
-        if missing:
-            view.show_error(f"{status}; no projections: {missing}")
+        if missing:  # the patches shown are this channel's: only the projections are missing
+            view.show_error(f"{status}; no projections: {missing}", keep_image=True)
 
     def close(self) -> None:
-        """Release a probe this controller created."""
+        """Stop following the view and release a probe this controller created."""
+        if self._observing:
+            self.view.unobserve(self._layer_changed, names="layer")
+            self.view.unobserve(self.update, names="channel")
+            self._observing = False
         if self._owned and self.probe is not None:
             self.probe.close()
 
 
 def topk_view(topk: TopKActivations, model_or_probe: nn.Module | Probe | None = None, **options: Any) -> TopKView:
-    """A ready top-k view (options: see :class:`TopKController`)."""
+    """A ready top-k view (options: see :class:`TopKController`, and what it raises)."""
     view = TopKView()
-    view.controller = TopKController(topk, model_or_probe, view, **options)
+    try:
+        view.controller = TopKController(topk, model_or_probe, view, **options)
+    except Exception:
+        view.close()  # no half-made view left open in the widget registry
+        raise
     return view
 
 
@@ -384,6 +483,10 @@ class EvolutionController:
             columns name the epochs (as :func:`plot_evolution`); ``False``: the bare mosaic
             (cheaper: no matplotlib).
         dpi: resolution of the labelled figure.
+
+    Raises:
+        TypeError: for a ``source`` of another kind, or options of the wrong type.
+        ValueError: for a ``tile`` outside 1..:data:`MAX_TILE` or a ``dpi`` <= 0.
     """
 
     def __init__(
@@ -396,10 +499,13 @@ class EvolutionController:
         labelled: bool = True,
         dpi: float = 90,
     ) -> None:
+        if not isinstance(source, (FeatureEvolution, FeatureEvolutionRecorder)):
+            raise TypeError(f"source must be a FeatureEvolutionRecorder or the FeatureEvolution it records "
+                            f"(recorder.result()), got {type(source).__name__}")
+        self.tile, self.labelled, self.dpi = _tile(tile), as_flag(labelled, "labelled"), _dpi(dpi)
         self.recorder = source if isinstance(source, FeatureEvolutionRecorder) else None
         self.evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
-        self.denormalize, self.tile = denormalize, tile
-        self.labelled, self.dpi = labelled, dpi
+        self.denormalize = denormalize
         self.view = view if view is not None else EvolutionView()
         self.view.unit = self.evolution.unit
         if self.recorder is not None and self.recorder.projector is None:
@@ -421,7 +527,11 @@ class EvolutionController:
         """Show the recorded epochs up to the chosen one."""
         view = self.view
         if view.epoch is None:
-            view.status = f"nothing recorded yet; call recorder.record({self.evolution.unit}) in the training loop"
+            unit = self.evolution.unit
+            view.clear_image(
+                f"no {unit} chosen: pick one with the slider" if view.epochs
+                else f"nothing recorded yet; call recorder.record({unit}) in the training loop"
+            )
             return
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]
         blocks = evolution_blocks(self.evolution, epochs, show=view.show, denormalize=self.denormalize)
@@ -442,9 +552,13 @@ class EvolutionController:
 
 
 def evolution_view(source: FeatureEvolution | FeatureEvolutionRecorder, **options: Any) -> EvolutionView:
-    """A ready evolution view (options: see :class:`EvolutionController`)."""
+    """A ready evolution view (options: see :class:`EvolutionController`, and what it raises)."""
     view = EvolutionView()
-    view.controller = EvolutionController(source, view, **options)
+    try:
+        view.controller = EvolutionController(source, view, **options)
+    except Exception:
+        view.close()  # no half-made view left open in the widget registry
+        raise
     return view
 
 
@@ -474,8 +588,20 @@ def plot_invariance(
         result: from :func:`~cnnwidgets.methods.invariance.invariance_curves`.
         images: the images used; with them a first row shows the first image transformed at
             ``examples`` parameter values.
-        image_names: legend entries.
+        image_names: legend entries, one per image of the result.
+
+    Raises:
+        ValueError: for ``image_names`` that are not one per image, or ``images`` that are not
+            the (N, C, H, W) images of the result.
     """
+    _require(result, InvarianceResult, "result", "invariance_curves(...)")
+    n = len(result.labels)
+    image_names = _names(image_names, "image_names")
+    if image_names is not None and len(image_names) != n:
+        raise ValueError(f"the result has {n} images, but {len(image_names)} image names were given; "
+                         "give one name per image")
+    if images is not None:
+        images = _image_batch(images, n, "curves were")
     rows = None
     if images is not None and examples > 0:
         rows = {}
@@ -497,12 +623,15 @@ class InvarianceController:
         view: the view to drive (a new one by default).
         denormalize: inverse preprocessing.
         image_names: names per image.
-        class_names: names of the classes (for the readout).
+        class_names: names of the classes (for the readout), one per class the result names.
         dpi: resolution of the curves (pixels per inch; the figure is at most 10 inches wide).
 
     Raises:
+        TypeError: for a ``result`` that is not an :class:`InvarianceResult`, ``images`` that are
+            not a tensor, or names that are not lists.
         ValueError: when ``images`` is not (N, C, H, W), or it or ``image_names`` does not have one
-            entry per image of the result.
+            entry per image of the result, when ``class_names`` has no name for a class the result
+            names (a label or a prediction), or for a ``dpi`` <= 0.
     """
 
     def __init__(
@@ -516,25 +645,32 @@ class InvarianceController:
         class_names: Sequence[str] | None = None,
         dpi: float = 90,
     ) -> None:
-        self.result, self.images, self.denormalize = result, images.detach().cpu(), denormalize
+        _require(result, InvarianceResult, "result", "invariance_curves(...)")
         n = len(result.labels)
-        if self.images.dim() != 4:
-            raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(self.images.shape)}")
-        if self.images.shape[0] != n:
-            raise ValueError(f"the result has {n} images, but {self.images.shape[0]} images were given; "
-                             "pass the images the curves were computed on")
+        self.result, self.images, self.denormalize = result, _image_batch(images, n, "curves were"), denormalize
+        image_names = _names(image_names, "image_names")
         if image_names is not None and len(image_names) != n:
             raise ValueError(f"the result has {n} images, but {len(image_names)} image names were given; "
                              "give one name per image")
-        self.image_names = list(image_names) if image_names is not None else [f"image {i}" for i in range(n)]
-        self.class_names = class_names
+        self.image_names = image_names if image_names is not None else [f"image {i}" for i in range(n)]
+        self.class_names = _names(class_names, "class_names")
+        if self.class_names is not None:
+            named = [np.asarray(result.labels).ravel(), *(np.asarray(p).ravel() for p in result.predictions.values())]
+            largest = max((int(a.max()) for a in named if a.size), default=-1)
+            if largest >= len(self.class_names):
+                raise ValueError(f"class_names has {len(self.class_names)} names, but the result names class "
+                                 f"{largest} (a label or a prediction); give one name per class")
+        dpi = _dpi(dpi)
         self.view = view if view is not None else InvarianceView()
+        #: the status line about the curves, shown with every step (an error if they failed)
+        self._curves_status, self._curves_failed = "curves: one line per image", False
         try:
             figure = invariance_figure(result.values, result.distances, result.probabilities, units=result.units,
                                        image_names=self.image_names, normalized=result.normalized)
-            self.view.show_image(figure_to_array(figure, dpi=dpi), "curves: one line per image")
+            self.view.show_image(figure_to_array(figure, dpi=dpi), self._curves_status)
         except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
-            self.view.show_error(error_text(exc))
+            self._curves_status, self._curves_failed = error_text(exc), True
+            self.view.show_error(self._curves_status)
         self.view.transforms = list(result.values)
         self.view.observe(self._transform_changed, names="transform")
         self.view.observe(self.update, names="step")
@@ -545,6 +681,7 @@ class InvarianceController:
 
     def _transform_changed(self, change: Any = None) -> None:
         if self.view.transform is None:
+            self.update()
             return
         kind = self.view.transform
         values = self.result.values[kind]
@@ -558,6 +695,8 @@ class InvarianceController:
         view, result = self.view, self.result
         kind = view.transform
         if kind is None:
+            view.clear_image(f"{self._curves_status}; no transformation chosen: pick one in the menu")  # curves stay
+            view.error = self._curves_failed
             return
         value = float(result.values[kind][view.step])
         moved = transform_images(self.images, kind, value, interpolation=result.interpolation, fill=result.fill)
@@ -583,10 +722,11 @@ class InvarianceController:
             f"feature distance {html.escape(distance)} at each layer, the true class's probability and "
             f"the prediction{table_html(columns, rows, align)}"
         )
+        view.error, view.status = self._curves_failed, self._curves_status  # a failed step said otherwise
 
 
 def invariance_view(result: InvarianceResult, images: torch.Tensor, **options: Any) -> InvarianceView:
-    """A ready invariance view (options: see :class:`InvarianceController`)."""
+    """A ready invariance view (options: see :class:`InvarianceController`, and what it raises)."""
     view = InvarianceView()
     try:
         view.controller = InvarianceController(result, images, view, **options)
@@ -604,7 +744,14 @@ def plot_part_boxes(
     denormalize: Denormalize | None = None,
     titles: Sequence[str] | None = None,
 ) -> Figure:
-    """The correspondence images with their part boxes (one colour per part)."""
+    """The correspondence images with their part boxes (one colour per part).
+
+    Raises:
+        ValueError: for ``titles`` that are not one per image (and as :func:`part_boxes_figure`).
+    """
+    titles = _names(titles, "titles")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"{len(titles)} titles were given for {len(images)} images; give one title per image")
     shown = [display_image(img, None, denormalize) for img in images.detach().cpu()]
     return part_boxes_figure(shown, parts, titles=titles)
 
@@ -615,15 +762,22 @@ class CorrespondenceController:
     Args:
         result: from :func:`~cnnwidgets.methods.correspondence.correspondence`.
         images: the images used.
-        parts: the part boxes used.
+        parts: the part boxes used, ``{part: [one (x0, y0, x1, y1) box per image]}``, checked as
+            :func:`~cnnwidgets.methods.correspondence.correspondence` checks them (whole pixels,
+            inside the image, not empty). They must be the boxes the table was computed with: the
+            result does not record its boxes, so other boxes of the same parts cannot be told apart.
         view: the view to drive (a new one by default).
         denormalize: inverse preprocessing.
-        fill: the occluder value used (to show occluded images).
-        tile: images are enlarged to at least this many pixels.
+        fill: the occluder value used (to show occluded images): one value or one per channel.
+        tile: images are enlarged to at least this many pixels, an int in 1..:data:`MAX_TILE`.
 
     Raises:
+        TypeError: for a ``result`` that is not a :class:`CorrespondenceResult`, ``images`` that
+            are not a tensor, ``parts`` that are not a mapping, or a ``fill`` or ``tile`` of the
+            wrong type.
         ValueError: when ``images`` is not (N, C, H, W), or it or a part's boxes does not have one
-            entry per image of the result.
+            entry per image of the result, for no parts, a part the result does not have, a box
+            ``correspondence`` refuses, a ``fill`` with neither 1 nor C values, or a ``tile`` out of range.
     """
 
     def __init__(
@@ -637,23 +791,35 @@ class CorrespondenceController:
         fill: float | Sequence[float] = 0.0,
         tile: int = 128,
     ) -> None:
-        self.result, self.images, self.parts = result, images.detach().cpu(), dict(parts)
+        _require(result, CorrespondenceResult, "result", "correspondence(...)")
         n = result.num_images
-        if self.images.dim() != 4:
-            raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(self.images.shape)}")
-        if self.images.shape[0] != n:
-            raise ValueError(f"the result has {n} images, but {self.images.shape[0]} images were given; "
-                             "pass the images the table was computed on")
+        self.result, self.images = result, _image_batch(images, n, "table was")
+        if not isinstance(parts, Mapping):
+            raise TypeError(f"parts must be a mapping {{part name: [one (x0, y0, x1, y1) box per image]}}, got "
+                            f"{type(parts).__name__}")
         scored = [part for part in result.parts if part != RANDOM]
-        unknown = [name for name in self.parts if name not in scored]
+        if not parts:
+            raise ValueError(f"parts is empty; give the boxes of the result's parts ({', '.join(map(repr, scored))}), "
+                             "{part name: [box per image]}")
+        unknown = [name for name in parts if name not in scored]
         if unknown:
             raise ValueError(f"part {unknown[0]!r} is not a part of the result; its parts are "
                              f"{', '.join(map(repr, scored))}")
-        for name, boxes in self.parts.items():
+        self.fill = check_fill(fill, self.images.shape[1])
+        self.parts: dict[str, list[tuple[int, int, int, int]]] = {}
+        for name, boxes in parts.items():
+            if isinstance(boxes, (str, bytes)) or not hasattr(boxes, "__len__"):
+                raise ValueError(f"part {name!r} must be a list of one (x0, y0, x1, y1) box per image ({n}), "
+                                 f"got {boxes!r}")
             if len(boxes) != n:
                 raise ValueError(f"part {name!r} has {len(boxes)} boxes, but the result has {n} images; "
                                  "give one box per image")
-        self.denormalize, self.fill, self.tile = denormalize, fill, tile
+            try:  # the check correspondence() makes: whole pixels, inside the image, not empty
+                occlude(self.images, boxes, self.fill)
+            except ValueError as exc:
+                raise ValueError(f"part {name!r}, {exc}") from exc
+            self.parts[name] = [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+        self.denormalize, self.tile = denormalize, _tile(tile)
         self.view = view if view is not None else CorrespondenceView()
         self.view.table_html = result.to_html()
         self.view.parts = list(self.parts)
@@ -684,7 +850,7 @@ class CorrespondenceController:
 def correspondence_view(
     result: CorrespondenceResult, images: torch.Tensor, parts: Mapping[str, Sequence[Sequence[int]]], **options: Any
 ) -> CorrespondenceView:
-    """A ready correspondence view (options: see :class:`CorrespondenceController`)."""
+    """A ready correspondence view (options: see :class:`CorrespondenceController`, and what it raises)."""
     view = CorrespondenceView()
     try:
         view.controller = CorrespondenceController(result, images, parts, view, **options)

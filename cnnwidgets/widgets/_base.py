@@ -73,3 +73,61 @@ class RefusesBrowserValues:
             if self.on_refused is None:
                 raise
             self.on_refused(", ".join(names), exc)
+
+
+class RollsBackBrowserValues(RefusesBrowserValues):
+    """:class:`RefusesBrowserValues` for a control linked to a view's trait.
+
+    A browser value the control itself accepts may still be refused by the view it is linked to
+    (the view's validator raises in the link, after the control took the value): the control's
+    synced values are then set back to what they were before, so that it goes on showing the
+    view's value and not a choice the view never made, and the error goes to :attr:`on_refused`.
+    """
+
+    def set_state(self, sync_data):  # type: ignore[no-untyped-def]
+        names = [name for name in sync_data if name in self.keys]  # type: ignore[attr-defined]
+        before = {name: getattr(self, name) for name in names}
+        try:
+            self._check_browser_state(sync_data)
+            super(RefusesBrowserValues, self).set_state(sync_data)  # type: ignore[misc]
+        except traitlets.TraitError as exc:
+            for name, value in before.items():
+                if getattr(self, name) != value:
+                    try:
+                        setattr(self, name, value)
+                    except traitlets.TraitError:  # pragma: no cover - the value it held a moment ago
+                        pass
+            self.send_state(names)  # type: ignore[attr-defined]
+            if self.on_refused is None:
+                raise
+            self.on_refused(", ".join(names), exc)
+
+    def _check_browser_state(self, sync_data: dict) -> None:
+        """Raise ``TraitError`` for browser values refused before any is taken (none here)."""
+
+
+class _RefusesNoChoice(RollsBackBrowserValues):
+    """A selection control that refuses, from the browser, an index outside its options (its own
+    check) and no index at all while it has options: a linked trait that may be None (nothing
+    to choose from yet) takes None without its validators being asked."""
+
+    def _check_browser_state(self, sync_data: dict) -> None:
+        if "index" in sync_data and sync_data["index"] is None and self._options_labels:  # type: ignore[attr-defined]
+            raise traitlets.TraitError(
+                f"no choice made; choose one of {list(self._options_labels)}"  # type: ignore[attr-defined]
+            )
+
+
+class RefusingDropdown(_RefusesNoChoice, ipywidgets.Dropdown):
+    """A Dropdown that refuses, without raising out of the comm handler, an index the browser
+    sends outside its options, no index, or a choice the trait it is linked to refuses (see
+    :class:`RollsBackBrowserValues`)."""
+
+
+class RefusingToggleButtons(_RefusesNoChoice, ipywidgets.ToggleButtons):
+    """ToggleButtons that refuse a browser index as :class:`RefusingDropdown` does."""
+
+
+class RefusingBoundedIntText(RollsBackBrowserValues, ipywidgets.BoundedIntText):
+    """A BoundedIntText whose browser value the trait it is linked to may refuse (see
+    :class:`RollsBackBrowserValues`)."""

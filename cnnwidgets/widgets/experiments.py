@@ -3,7 +3,9 @@
 Each view holds its state in traitlets, validates it at the boundary and shows the ``uint8``
 images, text and HTML it is given; none of them touches a model or torch. Controllers in
 :mod:`cnnwidgets.app.experiments` observe the traits and push results back. Errors are shown
-in the view's status line (never only logged).
+in the view's status line (never only logged); so are values the browser sends that a view
+refuses (an index outside a menu, no choice in a menu that has options), and the control is set
+back. A closed view refuses new settings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
+from cnnwidgets.widgets._base import RefusingDropdown, RefusingToggleButtons
 from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
 from cnnwidgets.widgets.imagestatus import ImageStatus, show_png
 
@@ -39,6 +42,8 @@ class TopKView(ImageStatus, widgets.VBox):
         status, error: the status line.
     """
 
+    _MAKER = "topk_view(...)"
+
     layers = traitlets.List(traitlets.Unicode())
     layer = traitlets.Unicode(None, allow_none=True)
     num_channels = traitlets.Int(1)
@@ -46,7 +51,7 @@ class TopKView(ImageStatus, widgets.VBox):
     caption = traitlets.Unicode("")
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
-        self._layer_menu = widgets.Dropdown(description="layer")
+        self._layer_menu = RefusingDropdown(description="layer")
         self._channel_box = widgets.BoundedIntText(value=0, min=0, max=0, description="channel",
                                                    layout=widgets.Layout(width="170px"))
         self._prev = widgets.Button(icon="chevron-left", tooltip="previous channel", layout=widgets.Layout(width="36px"))
@@ -55,6 +60,7 @@ class TopKView(ImageStatus, widgets.VBox):
         self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._prev, self._channel_box, self._next])
         super().__init__(children=[controls, self._image, self._caption, self._status], **kwargs)
+        self._report_refusals({"layer": self._layer_menu})
         self.observe(lambda c: setattr(self._layer_menu, "options", list(c["new"])), names="layers")
         self.layers = list(layers)
         widgets.link((self._layer_menu, "value"), (self, "layer"))
@@ -70,10 +76,12 @@ class TopKView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal):
+        self._refuse_when_closed(proposal)
         return _check_member(proposal, self.layers, "layer")
 
     @traitlets.validate("channel")
     def _valid_channel(self, proposal):
+        self._refuse_when_closed(proposal)
         if not 0 <= proposal["value"] < max(self.num_channels, 1):
             raise traitlets.TraitError(f"channel must lie in 0..{self.num_channels - 1}, got {proposal['value']}")
         return proposal["value"]
@@ -97,6 +105,8 @@ class EvolutionView(ImageStatus, widgets.VBox):
         status, error: the status line.
     """
 
+    _MAKER = "evolution_view(...)"
+
     epochs = traitlets.List(traitlets.Int())
     epoch = traitlets.Int(None, allow_none=True)
     follow = traitlets.Bool(True)
@@ -108,12 +118,13 @@ class EvolutionView(ImageStatus, widgets.VBox):
                                          continuous_update=True, layout=widgets.Layout(width="300px"))
         self._label = widgets.Label("-", layout=widgets.Layout(margin="0 12px 0 4px"))
         self._follow_box = widgets.Checkbox(value=True, description="follow training", indent=False)
-        self._show_menu = widgets.ToggleButtons(options=[("projection", "projection"), ("patch", "patch")],
+        self._show_menu = RefusingToggleButtons(options=[("projection", "projection"), ("patch", "patch")],
                                                 style={"button_width": "90px"})
         self._make_image_parts()
         # wraps rather than squeezing: a shrunk ToggleButtons stacks its buttons
         controls = widgets.HBox([self._slider, self._label, self._follow_box, self._show_menu], layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._status], **kwargs)
+        self._report_refusals({"show": self._show_menu})
         widgets.link((self._follow_box, "value"), (self, "follow"))
         widgets.link((self._show_menu, "value"), (self, "show"))
         widgets.dlink((self, "unit"), (self._slider, "description"))
@@ -139,7 +150,15 @@ class EvolutionView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("epoch")
     def _valid_epoch(self, proposal):
+        self._refuse_when_closed(proposal)
+        if isinstance(proposal["value"], bool):  # True would pass for epoch 1
+            raise traitlets.TraitError(f"epoch must be an int, one of {list(self.epochs)}, got {proposal['value']}")
         return _check_member(proposal, self.epochs, "epoch")
+
+    @traitlets.validate("show", "follow")
+    def _valid_setting(self, proposal):
+        self._refuse_when_closed(proposal)
+        return proposal["value"]
 
     @traitlets.observe("epoch")
     def _show_epoch(self, change=None) -> None:
@@ -164,7 +183,12 @@ class InvarianceView(ImageStatus, widgets.VBox):
             the bare index; the controller sets it.
         readout: HTML with the values at the chosen step.
         status, error: the status line.
+
+    The curves (the main image) do not depend on the chosen step; what does (the transformed
+    images and the readout) is taken away when an update fails or nothing is chosen.
     """
+
+    _MAKER = "invariance_view(...)"
 
     transforms = traitlets.List(traitlets.Unicode())
     transform = traitlets.Unicode(None, allow_none=True)
@@ -174,7 +198,7 @@ class InvarianceView(ImageStatus, widgets.VBox):
     readout = traitlets.Unicode("")
 
     def __init__(self, **kwargs) -> None:
-        self._menu = widgets.Dropdown(description="transform")
+        self._menu = RefusingDropdown(description="transform")
         self._slider = widgets.IntSlider(
             value=0, min=0, max=0, description="step", readout=False, continuous_update=True
         )
@@ -184,6 +208,7 @@ class InvarianceView(ImageStatus, widgets.VBox):
         self._make_image_parts()
         controls = widgets.HBox([self._menu, self._slider, self._step_label], layout=wrapping_row())
         super().__init__(children=[controls, self._examples, self._readout, self._image, self._status], **kwargs)
+        self._report_refusals({"transform": self._menu})
         self.observe(lambda c: setattr(self._menu, "options", list(c["new"])), names="transforms")
         widgets.link((self._menu, "value"), (self, "transform"))
         widgets.link((self._slider, "value"), (self, "step"))
@@ -199,12 +224,20 @@ class InvarianceView(ImageStatus, widgets.VBox):
         """Display the transformed images at the chosen step (``uint8``)."""
         show_png(self._examples, image)
 
+    def _clear_stale(self) -> None:
+        """What a failed step leaves behind is the step's images and readout, not the curves."""
+        self._examples.value = b""
+        self._examples.layout.display = "none"
+        self.readout = ""
+
     @traitlets.validate("transform")
     def _valid_transform(self, proposal):
+        self._refuse_when_closed(proposal)
         return _check_member(proposal, self.transforms, "transformation")
 
     @traitlets.validate("step")
     def _valid_step(self, proposal):
+        self._refuse_when_closed(proposal)
         if not 0 <= proposal["value"] < max(self.num_steps, 1):
             raise traitlets.TraitError(f"step must lie in 0..{self.num_steps - 1}, got {proposal['value']}")
         return proposal["value"]
@@ -226,18 +259,21 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
         status, error: the status line.
     """
 
+    _MAKER = "correspondence_view(...)"
+
     parts = traitlets.List(traitlets.Unicode())
     part = traitlets.Unicode(None, allow_none=True)
     occluded = traitlets.Bool(False)
     table_html = traitlets.Unicode("")
 
     def __init__(self, **kwargs) -> None:
-        self._menu = widgets.Dropdown(description="part")
+        self._menu = RefusingDropdown(description="part")
         self._occluded_box = widgets.Checkbox(value=False, description="occluded", indent=False)
         self._table = widgets.HTML()
         self._make_image_parts()
         controls = widgets.HBox([self._menu, self._occluded_box])
         super().__init__(children=[controls, self._image, self._table, self._status], **kwargs)
+        self._report_refusals({"part": self._menu})
         self.observe(self._sync_menu, names="parts")
         # The menu is driven by position: a Dropdown shows nothing when its value is None, and
         # None is what "all parts" means here.
@@ -248,15 +284,26 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
 
     def _sync_menu(self, change) -> None:
         self._menu.options = ["all parts", *change["new"]]
-        self._show_part({"new": self.part})
+        if self.part is not None and self.part not in change["new"]:
+            self.part = None  # its part is gone: all parts (the menu follows)
+        else:
+            self._show_part({"new": self.part})
 
     def _menu_picked(self, change) -> None:
-        if change["new"] is not None:
-            self.part = None if change["new"] == 0 else self.parts[change["new"] - 1]
+        if change["new"] is None:  # nothing picked: the menu names the part shown again
+            self._show_part({"new": self.part})
+            return
+        self.part = None if change["new"] == 0 else self.parts[change["new"] - 1]
 
     def _show_part(self, change) -> None:
         self._menu.index = 0 if change["new"] is None else self.parts.index(change["new"]) + 1
 
     @traitlets.validate("part")
     def _valid_part(self, proposal):
+        self._refuse_when_closed(proposal)
         return _check_member(proposal, self.parts, "part")
+
+    @traitlets.validate("occluded")
+    def _valid_occluded(self, proposal):
+        self._refuse_when_closed(proposal)
+        return proposal["value"]

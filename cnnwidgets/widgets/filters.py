@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import traitlets
 
+from cnnwidgets.widgets._base import RefusingBoundedIntText, RefusingDropdown
 from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
 
 __all__ = ["ActMaxView", "KernelView", "png_bytes"]
@@ -26,7 +27,12 @@ class KernelView(ImageStatus, widgets.VBox):
         out_channel: -1 for all output channels (RGB tiles or the full grid), else one output
             channel's input slices.
         status, error: the status line.
+
+    A value the browser sends that these traits refuse (an index outside the menu, no layer)
+    goes to the status line and the control is set back; a closed view refuses new settings.
     """
+
+    _MAKER = "kernel_view(...)"
 
     layers = traitlets.List(traitlets.Unicode())
     layer = traitlets.Unicode(None, allow_none=True)
@@ -34,8 +40,8 @@ class KernelView(ImageStatus, widgets.VBox):
     out_channel = traitlets.Int(-1)
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
-        self._layer_menu = widgets.Dropdown(description="layer")
-        self._normalize_menu = widgets.Dropdown(
+        self._layer_menu = RefusingDropdown(description="layer")
+        self._normalize_menu = RefusingDropdown(
             description="scale", options=[("per layer", "layer"), ("per filter", "filter"), ("per slice", "slice")]
         )
         # bounded in the browser too: a value the trait refuses would stay in the box unexplained
@@ -44,6 +50,7 @@ class KernelView(ImageStatus, widgets.VBox):
         self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box])
         super().__init__(children=[controls, self._image, self._status], **kwargs)
+        self._report_refusals({"layer": self._layer_menu, "scale": self._normalize_menu})
         self.observe(self._sync_menu, names="layers")
         self.layers = list(layers)
         widgets.link((self._layer_menu, "value"), (self, "layer"))
@@ -55,13 +62,20 @@ class KernelView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("layer")
     def _check_layer(self, proposal):
+        self._refuse_when_closed(proposal)
         value = proposal["value"]
         if value is not None and value not in self.layers:
             raise traitlets.TraitError(f"unknown layer {value!r}; choose one of {list(self.layers)}")
         return value
 
+    @traitlets.validate("normalize")
+    def _check_normalize(self, proposal):
+        self._refuse_when_closed(proposal)
+        return proposal["value"]
+
     @traitlets.validate("out_channel")
     def _check_out_channel(self, proposal):
+        self._refuse_when_closed(proposal)
         if proposal["value"] < -1:
             raise traitlets.TraitError("out_channel is -1 (all) or a channel index >= 0")
         return proposal["value"]
@@ -78,7 +92,14 @@ class ActMaxView(ImageStatus, widgets.VBox):
         running: ``True`` while a run is going; the Run button sets it, Stop clears it.
         progress: steps done in the current run.
         status, error: the status line.
+
+    While a run is going, the target (``layer``, ``channel``) and ``steps`` are refused (the
+    controls are disabled): the picture coming in belongs to the target the run started with.
+    A value the browser sends that the traits refuse goes to the status line and the control is
+    set back; a closed view refuses new settings.
     """
+
+    _MAKER = "actmax_view(...)"
 
     layers = traitlets.List(traitlets.Unicode())
     layer = traitlets.Unicode(None, allow_none=True)
@@ -88,10 +109,10 @@ class ActMaxView(ImageStatus, widgets.VBox):
     progress = traitlets.Int(0)
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
-        self._layer_menu = widgets.Dropdown(description="target")
-        self._channel_box = widgets.BoundedIntText(value=0, min=0, max=10**6, description="channel",
+        self._layer_menu = RefusingDropdown(description="target")
+        self._channel_box = RefusingBoundedIntText(value=0, min=0, max=10**6, description="channel",
                                                    layout=widgets.Layout(width="170px"))
-        self._steps_box = widgets.BoundedIntText(value=128, min=1, max=10**5, description="steps",
+        self._steps_box = RefusingBoundedIntText(value=128, min=1, max=10**5, description="steps",
                                                  layout=widgets.Layout(width="170px"))
         self._run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self._stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
@@ -100,6 +121,8 @@ class ActMaxView(ImageStatus, widgets.VBox):
         controls = widgets.HBox([self._layer_menu, self._channel_box, self._steps_box])
         buttons = widgets.HBox([self._run_button, self._stop_button, self._bar])
         super().__init__(children=[controls, buttons, self._image, self._status], **kwargs)
+        self._report_refusals({"target": self._layer_menu, "channel": self._channel_box,
+                               "steps": self._steps_box})
         self.observe(self._sync_menu, names="layers")
         self.layers = list(layers)
         widgets.link((self._layer_menu, "value"), (self, "layer"))
@@ -120,8 +143,18 @@ class ActMaxView(ImageStatus, widgets.VBox):
         for box in (self._layer_menu, self._channel_box, self._steps_box):
             box.disabled = change["new"]
 
+    def _refuse_while_running(self, proposal) -> None:
+        name = proposal["trait"].name
+        if self.running and proposal["value"] != getattr(self, name):
+            raise traitlets.TraitError(
+                f"cannot change {name} while a run is going: the image coming in is for the target it started "
+                "with; press Stop first"
+            )
+
     @traitlets.validate("layer")
     def _check_layer(self, proposal):
+        self._refuse_when_closed(proposal)
+        self._refuse_while_running(proposal)
         value = proposal["value"]
         if value is not None and value not in self.layers:
             raise traitlets.TraitError(f"unknown target {value!r}; choose one of {list(self.layers)}")
@@ -129,6 +162,15 @@ class ActMaxView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("channel", "steps")
     def _check_non_negative(self, proposal):
-        if proposal["value"] < (1 if proposal["trait"].name == "steps" else 0):
-            raise traitlets.TraitError(f"{proposal['trait'].name} must be positive, got {proposal['value']}")
+        self._refuse_when_closed(proposal)
+        self._refuse_while_running(proposal)
+        least = 1 if proposal["trait"].name == "steps" else 0
+        if proposal["value"] < least:
+            raise traitlets.TraitError(f"{proposal['trait'].name} must be an int >= {least}, got {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.validate("running")
+    def _check_running(self, proposal):
+        if proposal["value"]:
+            self._refuse_when_closed(proposal)
         return proposal["value"]

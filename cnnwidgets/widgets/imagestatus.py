@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 
@@ -10,7 +11,7 @@ import numpy as np
 import traitlets
 from PIL import Image
 
-from cnnwidgets.widgets._base import close_parts
+from cnnwidgets.widgets._base import RefusesBrowserValues, close_parts
 from cnnwidgets.widgets.controls import FIT_IN_ROW
 
 __all__ = ["ImageStatus", "png_bytes", "show_png"]
@@ -48,17 +49,26 @@ def show_png(target: widgets.Image, image: np.ndarray) -> None:
 class ImageStatus(traitlets.HasTraits):
     """Mixin: an image area and a status line where errors are shown, never only logged.
 
+    The picture on screen always belongs to the settings the view shows: an error that leaves
+    it behind (a failed update) takes it away (:meth:`show_error`), and so does a state with
+    nothing to show (:meth:`clear_image`), each saying why in the status line. A closed view
+    refuses new settings (:meth:`_refuse_when_closed`, called by the views' validators).
+
     Traits:
         status: the status text.
         error: the status is an error (shown in red).
-        image_shape: shape of the image shown (read-only).
+        image_shape: shape of the image shown, ``()`` while none is (read-only).
     """
 
     status = traitlets.Unicode("")
     error = traitlets.Bool(False)
     image_shape = traitlets.Tuple((), read_only=True)
 
+    #: the function that makes the view, named when a closed one is used
+    _MAKER = "a new view"
+
     def _make_image_parts(self) -> None:
+        self._closed = False
         self._image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self._status = widgets.HTML()
         self.observe(self._show_status, names=["status", "error"])
@@ -74,16 +84,55 @@ class ImageStatus(traitlets.HasTraits):
         self.error = False
         self.status = status
 
-    def show_error(self, message: str) -> None:
-        """Show ``message`` as an error in the status line."""
+    def show_error(self, message: str, *, keep_image: bool = False) -> None:
+        """Show ``message`` as an error in the status line.
+
+        The picture (whatever the settings that failed would have changed, see
+        :meth:`_clear_stale`) is taken away, since it no longer matches them, unless
+        ``keep_image``: for an error that leaves it current (a refused value, which changed
+        nothing, or a picture drawn in part, whose status says what is missing).
+        """
+        if not keep_image:
+            self._clear_stale()
         self.error = True
         self.status = message
 
+    def clear_image(self, status: str) -> None:
+        """Show no picture, with ``status`` saying why (a state with nothing to show)."""
+        self._clear_stale()
+        self.error = False
+        self.status = status
+
+    def _clear_stale(self) -> None:
+        """Take away what a failed or empty state leaves behind: the picture."""
+        self._image.value = b""
+        self._image.layout.display = "none"  # no broken-image icon for no data
+        self.set_trait("image_shape", ())
+
+    def _report_refusals(self, parts: dict[str, RefusesBrowserValues]) -> None:
+        """Send the browser values the controls ``{what they set: control}`` refuse to the status
+        line (see :class:`~cnnwidgets.widgets._base.RefusesBrowserValues`), instead of out of
+        the comm handler."""
+        for what, part in parts.items():
+            part.on_refused = functools.partial(self._refused, what)
+
+    def _refused(self, what: str, names: str, exc: BaseException) -> None:
+        # nothing changed, so the picture still matches what the controls show (set back)
+        self.show_error(f"{what}: not changed ({exc})", keep_image=True)
+
+    def _refuse_when_closed(self, proposal: dict) -> None:
+        """A closed view shows nothing: setting its state is a mistake, not a silent no-op."""
+        if getattr(self, "_closed", False):
+            raise traitlets.TraitError(
+                f"cannot set {proposal['trait'].name}: this view is closed; make a new one with {self._MAKER}"
+            )
+
     def close(self) -> None:
         """Close the view: its controller (``view.controller``, which releases a probe it made)
-        and every widget inside it."""
+        and every widget inside it. A closed view refuses new settings."""
         controller = getattr(self, "controller", None)
         if controller is not None and callable(getattr(controller, "close", None)):
             controller.close()
+        self._closed = True
         close_parts(self)  # type: ignore[arg-type]
         super().close()  # type: ignore[misc]

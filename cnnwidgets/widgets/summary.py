@@ -43,6 +43,16 @@ def table_html(columns: Sequence[str], rows: Sequence[Sequence[str]], align: Seq
     return f'<table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _check_rows(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Raise ``TraitError`` unless every row has one cell per column."""
+    for index, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise traitlets.TraitError(
+                f"row {index} has {len(row)} cells, but the table has {len(columns)} columns {list(columns)}; "
+                "give one cell per column"
+            )
+
+
 class SummaryView(widgets.VBox):
     """Layer table with a filter box: rows whose text contains the filter (any column,
     case-insensitive) are shown.
@@ -55,6 +65,10 @@ class SummaryView(widgets.VBox):
             lines (after a newline, such as a note about missing receptive fields) follow below it.
         filter_text: the filter (bound to the text box).
         shown: number of rows currently shown (read it, don't set it).
+
+    Every row of ``cells`` has one cell per column: a value that breaks this (rows of another
+    length, or ``columns`` of another length than the rows) is refused and the table keeps what
+    it had. To change both, set them together inside ``with view.hold_trait_notifications():``.
     """
 
     columns = traitlets.List(traitlets.Unicode())
@@ -84,6 +98,16 @@ class SummaryView(widgets.VBox):
         self.caption = caption
         self.cells = [[str(v) for v in row] for row in cells]
         self._render()
+
+    @traitlets.validate("cells")
+    def _check_cells(self, proposal):
+        _check_rows(self.columns, proposal["value"])
+        return proposal["value"]
+
+    @traitlets.validate("columns")
+    def _check_columns(self, proposal):
+        _check_rows(proposal["value"], self.cells)
+        return proposal["value"]
 
     @traitlets.validate("align")
     def _check_align(self, proposal):
