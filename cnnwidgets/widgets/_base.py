@@ -53,43 +53,28 @@ def close_parts(widget: ipywidgets.Widget) -> None:
 
 
 class RefusesBrowserValues:
-    """Mixin for widgets whose traits the browser sets: a value their validators refuse.
+    """Mixin for widgets whose traits the browser sets: a value they refuse.
 
     Without it the ``TraitError`` leaves the comm handler, where only the kernel's log shows it,
     and the browser keeps showing a value the kernel never took. With it the kernel's values are
     sent back (the browser shows them again) and the error goes to :attr:`on_refused`, which an
     app points at its status line; with no handler set it is raised as before.
+
+    A value the widget itself takes may still be refused by a view's trait it is linked to (the
+    view's validator raises in the link, after the widget took the value): the widget's synced
+    values are then set back to what they were, so that it goes on showing the view's value and
+    not a choice the view never made.
     """
 
     #: called with ``(trait names, error)`` for a refused change from the browser
     on_refused: Callable[[str, BaseException], None] | None = None
 
     def set_state(self, sync_data):  # type: ignore[no-untyped-def]
-        try:
-            super().set_state(sync_data)  # type: ignore[misc]
-        except traitlets.TraitError as exc:
-            names = [name for name in sync_data if name in self.keys]  # type: ignore[attr-defined]
-            self.send_state(names)  # type: ignore[attr-defined]
-            if self.on_refused is None:
-                raise
-            self.on_refused(", ".join(names), exc)
-
-
-class RollsBackBrowserValues(RefusesBrowserValues):
-    """:class:`RefusesBrowserValues` for a control linked to a view's trait.
-
-    A browser value the control itself accepts may still be refused by the view it is linked to
-    (the view's validator raises in the link, after the control took the value): the control's
-    synced values are then set back to what they were before, so that it goes on showing the
-    view's value and not a choice the view never made, and the error goes to :attr:`on_refused`.
-    """
-
-    def set_state(self, sync_data):  # type: ignore[no-untyped-def]
         names = [name for name in sync_data if name in self.keys]  # type: ignore[attr-defined]
         before = {name: getattr(self, name) for name in names}
         try:
             self._check_browser_state(sync_data)
-            super(RefusesBrowserValues, self).set_state(sync_data)  # type: ignore[misc]
+            super().set_state(sync_data)  # type: ignore[misc]
         except traitlets.TraitError as exc:
             for name, value in before.items():
                 if getattr(self, name) != value:
@@ -106,7 +91,7 @@ class RollsBackBrowserValues(RefusesBrowserValues):
         """Raise ``TraitError`` for browser values refused before any is taken (none here)."""
 
 
-class _RefusesNoChoice(RollsBackBrowserValues):
+class _RefusesNoChoice(RefusesBrowserValues):
     """A selection control that refuses, from the browser, an index outside its options (its own
     check) and no index at all while it has options: a linked trait that may be None (nothing
     to choose from yet) takes None without its validators being asked."""
@@ -121,13 +106,13 @@ class _RefusesNoChoice(RollsBackBrowserValues):
 class RefusingDropdown(_RefusesNoChoice, ipywidgets.Dropdown):
     """A Dropdown that refuses, without raising out of the comm handler, an index the browser
     sends outside its options, no index, or a choice the trait it is linked to refuses (see
-    :class:`RollsBackBrowserValues`)."""
+    :class:`RefusesBrowserValues`)."""
 
 
 class RefusingToggleButtons(_RefusesNoChoice, ipywidgets.ToggleButtons):
     """ToggleButtons that refuse a browser index as :class:`RefusingDropdown` does."""
 
 
-class RefusingBoundedIntText(RollsBackBrowserValues, ipywidgets.BoundedIntText):
+class RefusingBoundedIntText(RefusesBrowserValues, ipywidgets.BoundedIntText):
     """A BoundedIntText whose browser value the trait it is linked to may refuse (see
-    :class:`RollsBackBrowserValues`)."""
+    :class:`RefusesBrowserValues`)."""
