@@ -4,6 +4,7 @@ result, and the evolution view follows each new epoch when asked to."""
 
 from __future__ import annotations
 
+import dataclasses
 import pytest
 import torch
 from torch import nn
@@ -131,6 +132,28 @@ def test_correspondence_view_rejects_images_or_boxes_that_do_not_match_the_resul
     view.part = "middle"
     assert not view.error and "middle" in view.status
     view.close()
+
+
+def test_correspondence_view_shows_the_boxes_the_result_scored_and_refuses_others():
+    model = conv_net()
+    x = images(3)
+    parts = {"corner": [(0, 0, 8, 8)] * 3, "middle": [(12, 12, 20, 20), (10, 10, 18, 18), (12, 12, 20, 20)]}
+    result = correspondence(model, x, parts, ["1"], random_trials=1)
+    assert result.boxes == parts
+    view = correspondence_view(result, x)  # no parts: the result's own
+    assert view.parts == ["corner", "middle"] and not view.error
+    view.close()
+    moved = {"middle": [(12, 12, 20, 20), (11, 10, 19, 18), (12, 12, 20, 20)]}  # one box one pixel off
+    with pytest.raises(ValueError, match=r"part 'middle', image 1: box \(11, 10, 19, 18\) is not the box the table "
+                                         r"was computed with, \(10, 10, 18, 18\)"):
+        correspondence_view(result, x, moved)
+    view = correspondence_view(result, x, {"middle": parts["middle"]})  # a subset of the scored parts
+    assert view.parts == ["middle"]
+    view.close()
+    by_hand = dataclasses.replace(result, boxes={})
+    with pytest.raises(ValueError, match=r"records no boxes .* give parts="):
+        correspondence_view(by_hand, x)
+    correspondence_view(by_hand, x, moved).close()  # nothing recorded to compare with
 
 
 def test_correspondence_view_menu_names_the_part_shown_from_the_start():

@@ -762,10 +762,11 @@ class CorrespondenceController:
     Args:
         result: from :func:`~cnnwidgets.methods.correspondence.correspondence`.
         images: the images used.
-        parts: the part boxes used, ``{part: [one (x0, y0, x1, y1) box per image]}``, checked as
+        parts: the part boxes to show, ``{part: [one (x0, y0, x1, y1) box per image]}``; None
+            (the default): all the boxes the result records. Boxes given are checked as
             :func:`~cnnwidgets.methods.correspondence.correspondence` checks them (whole pixels,
-            inside the image, not empty). They must be the boxes the table was computed with: the
-            result does not record its boxes, so other boxes of the same parts cannot be told apart.
+            inside the image, not empty) and must be the boxes the table was computed with (a
+            result made by hand, which records none, cannot tell).
         view: the view to drive (a new one by default).
         denormalize: inverse preprocessing.
         fill: the occluder value used (to show occluded images): one value or one per channel.
@@ -777,14 +778,15 @@ class CorrespondenceController:
             wrong type.
         ValueError: when ``images`` is not (N, C, H, W), or it or a part's boxes does not have one
             entry per image of the result, for no parts, a part the result does not have, a box
-            ``correspondence`` refuses, a ``fill`` with neither 1 nor C values, or a ``tile`` out of range.
+            ``correspondence`` refuses or that differs from the box the result scored, a ``fill``
+            with neither 1 nor C values, or a ``tile`` out of range.
     """
 
     def __init__(
         self,
         result: CorrespondenceResult,
         images: torch.Tensor,
-        parts: Mapping[str, Sequence[Sequence[int]]],
+        parts: Mapping[str, Sequence[Sequence[int]]] | None = None,
         view: CorrespondenceView | None = None,
         *,
         denormalize: Denormalize | None = None,
@@ -794,6 +796,11 @@ class CorrespondenceController:
         _require(result, CorrespondenceResult, "result", "correspondence(...)")
         n = result.num_images
         self.result, self.images = result, _image_batch(images, n, "table was")
+        if parts is None:
+            if not result.boxes:
+                raise ValueError("this result records no boxes (it was not made by correspondence()); "
+                                 "give parts={part name: [box per image]}")
+            parts = result.boxes
         if not isinstance(parts, Mapping):
             raise TypeError(f"parts must be a mapping {{part name: [one (x0, y0, x1, y1) box per image]}}, got "
                             f"{type(parts).__name__}")
@@ -819,6 +826,12 @@ class CorrespondenceController:
             except ValueError as exc:
                 raise ValueError(f"part {name!r}, {exc}") from exc
             self.parts[name] = [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+            scored_boxes = result.boxes.get(name)
+            if scored_boxes is not None:
+                for i, (given, box) in enumerate(zip(self.parts[name], scored_boxes)):
+                    if tuple(given) != tuple(box):
+                        raise ValueError(f"part {name!r}, image {i}: box {given} is not the box the table was "
+                                         f"computed with, {tuple(box)}; leave parts out to show the result's boxes")
         self.denormalize, self.tile = denormalize, _tile(tile)
         self.view = view if view is not None else CorrespondenceView()
         self.view.table_html = result.to_html()
@@ -848,9 +861,14 @@ class CorrespondenceController:
 
 
 def correspondence_view(
-    result: CorrespondenceResult, images: torch.Tensor, parts: Mapping[str, Sequence[Sequence[int]]], **options: Any
+    result: CorrespondenceResult,
+    images: torch.Tensor,
+    parts: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    **options: Any,
 ) -> CorrespondenceView:
-    """A ready correspondence view (options: see :class:`CorrespondenceController`, and what it raises)."""
+    """A ready correspondence view of ``result`` on ``images``, showing the result's part boxes (or
+    the ``parts`` given, which must be those boxes). Options: see :class:`CorrespondenceController`,
+    and what it raises."""
     view = CorrespondenceView()
     try:
         view.controller = CorrespondenceController(result, images, parts, view, **options)

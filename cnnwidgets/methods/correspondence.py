@@ -40,7 +40,7 @@ import html
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -137,6 +137,8 @@ class CorrespondenceResult:
         pairwise: ``{part: {layer: (N, N) h_ij}}`` (control: mean over trials).
         num_images, random_trials: sizes used.
         feature_sizes: ``{layer: D}``.
+        boxes: ``{part: [one (x0, y0, x1, y1) box per image]}``, the boxes that were scored (the
+            control's random boxes are not kept); empty for a result made by hand.
     """
 
     layers: list[str]
@@ -148,6 +150,7 @@ class CorrespondenceResult:
     num_images: int
     random_trials: int
     feature_sizes: dict[str, int]
+    boxes: dict[str, list[BoxXYXY]] = field(default_factory=dict)
 
     def cell(self, part: str, layer: str, precision: int = 3) -> str:
         return f"{self.mean[part][layer]:.{precision}f} ± {self.std[part][layer]:.{precision}f}"
@@ -338,4 +341,5 @@ def correspondence(
         num_images=n,
         random_trials=random_trials,
         feature_sizes=sizes,
+        boxes={name: list(boxes) for name, boxes in checked.items()},
     )
