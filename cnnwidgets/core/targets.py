@@ -756,6 +756,13 @@ def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int 
     return scores
 
 
+# What a non-finite model output or activation for a finite input means, and what to check.
+_NON_FINITE_WEIGHTS = (
+    "for a finite input, which points to non-finite weights (has training diverged?); "
+    "check the parameters with torch.isfinite"
+)
+
+
 def _require_finite(scores: torch.Tensor, target: Target, activation: object) -> None:
     """Raise ``ValueError`` when some of ``scores`` are NaN or infinite, saying for which images and why.
 
@@ -772,8 +779,7 @@ def _require_finite(scores: torch.Tensor, target: Target, activation: object) ->
     shown = ", ".join(str(i) for i in images[:10]) + (", ..." if len(images) > 10 else "")
     plural = "s" if len(images) != 1 else ""
     why = (
-        f"{source} itself is not finite for a finite input, which points to non-finite weights (has training "
-        "diverged?); check the parameters with torch.isfinite"
+        f"{source} itself is not finite {_NON_FINITE_WEIGHTS}"
         if broken
         else f"{source} is finite, so the target computes NaN or inf from it (a log of 0, a division by 0?)"
     )
@@ -823,8 +829,7 @@ def check_finite_activation(activation: torch.Tensor, layer: str | None, what: s
     where = "the model's output is" if layer is None else f"the model's activations at layer {layer!r} are"
     raise ValueError(
         f"{what} needs finite activations, but {where} not finite ({count} of {activation.numel()} values are NaN "
-        "or inf) for a finite input, which points to non-finite weights (has training diverged?); check the "
-        "parameters with torch.isfinite"
+        f"or inf) {_NON_FINITE_WEIGHTS}"
     )
 
 
