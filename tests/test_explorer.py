@@ -2059,13 +2059,18 @@ def test_an_input_size_that_reshapes_the_image_is_noted_in_the_status():
 
     torch.manual_seed(0)
     wide = photo(400, 60)
-    ex = Explorer(GAPNet(3).eval(), wide, samples={"square": photo(60, 60)}, background=False)
+    ex = Explorer(GAPNet(3).eval(), wide, samples={"square": photo(200, 200), "small": photo(64, 60)},
+                  background=False)
     try:
         assert ex.probe.input_size == (3, 224, 224) and ex.wait_idle() and not ex.status.is_error
         note = "note: image resized from 400x60 to 224x224; pass input_size=(3, H, W) to keep its shape"
         assert note in ex.status.message
         ex.image = "square"
         assert ex.wait_idle() and "note" not in ex.status.message
+        ex.image = "small"  # a small image blown up to 224 x 224: the model may never have seen such input
+        assert ex.wait_idle() and not ex.status.is_error
+        assert ("the 64x60 image is enlarged to 224x224 and normalised as ImageNet photos are (the default "
+                "preprocessing); for a model trained on small images pass input_size=(3, 60, 64)") in ex.status.message
         ex.set_image(wide.resize((60, 400), Image.BILINEAR), "tall")
         assert ex.wait_idle() and "resized from 60x400 to 224x224" in ex.status.message
     finally:

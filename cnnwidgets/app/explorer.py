@@ -369,6 +369,9 @@ _DEFAULT_CHANNELS = (1, 3)
 #: An aspect-ratio change (either way) above which the status line says the image was reshaped.
 _ASPECT_NOTE = 1.5
 
+#: An enlargement above which the status line says a small image was blown up to the input size.
+_ENLARGE_NOTE = 2.0
+
 
 def _input_size_candidates(model: nn.Module, image: Any, channels: int) -> Iterator[tuple[int, ...]]:
     """Input sizes with ``channels`` channels to try, in order, for a model given without
@@ -434,18 +437,25 @@ def _fit_default_size(probe: Probe, model: nn.Module, image: Any) -> tuple[int, 
 
 
 def _reshape_note(prepared: ImageInput) -> str | None:
-    """A note when the model-input size changes the image's aspect ratio by more than
-    :data:`_ASPECT_NOTE` times (None otherwise, or when the image's own size is unknown)."""
+    """A note when the input size the explorer chose changes the image's aspect ratio by more
+    than :data:`_ASPECT_NOTE` times, or enlarges it more than :data:`_ENLARGE_NOTE` times (a small
+    image blown up to 224 x 224 for a model that runs on any size, and normalised as ImageNet
+    photos are: a model trained on small images may then see something it was never shown).
+    None otherwise, or when the image's own size is unknown."""
     if prepared.source_size is None:
         return None
     width, height = prepared.source_size
     h, w = prepared.size
-    change = (w / h) / (width / height)
-    if max(change, 1 / change) <= _ASPECT_NOTE:
-        return None
     channels = int(prepared.tensor.shape[1])
-    return (f"image resized from {width}x{height} to {w}x{h}; pass input_size=({channels}, H, W) "
-            "to keep its shape")
+    change = (w / h) / (width / height)
+    if max(change, 1 / change) > _ASPECT_NOTE:
+        return (f"image resized from {width}x{height} to {w}x{h}; pass input_size=({channels}, H, W) "
+                "to keep its shape")
+    if min(w / width, h / height) > _ENLARGE_NOTE:
+        return (f"the {width}x{height} image is enlarged to {w}x{h} and normalised as ImageNet photos are (the "
+                f"default preprocessing); for a model trained on small images pass input_size=({channels}, "
+                f"{height}, {width}), or its own preprocess= (a zoo model: pass its bundle)")
+    return None
 
 
 def _crop_note(prepared: ImageInput, preprocess: Any) -> str | None:
