@@ -14,7 +14,7 @@ import traitlets
 from PIL import Image
 from torch import nn
 
-from cnnwidgets import ModelSnapshot
+from cnnwidgets import ModelSnapshot, Probe
 from cnnwidgets import render as R
 from cnnwidgets.app import Explorer, ExplorerState, ImageInput, default_layer, explore, layer_items, resolve
 from cnnwidgets.app.inputs import default_denormalize, default_preprocess, to_pil
@@ -877,6 +877,37 @@ def test_method_stride_takes_any_positive_int_and_the_menu_shows_it():
         assert not ex.status.is_error
     finally:
         ex.close()
+
+
+def test_method_takes_the_function_names_and_flags_take_only_bools():
+    ex = make(box=(4, 4, 8, 8), method="grad_cam")  # spelled as the function
+    try:
+        assert ex.method == "grad-cam"
+        for spelling, name in (("guided_backprop", "guided backprop"), ("Grad-CAM", "grad-cam"),
+                               ("Saliency", "saliency"), ("deconvnet", "deconvnet")):
+            ex.method = spelling
+            assert ex.method == name and ex.method_view.method == name
+        with pytest.raises(traitlets.TraitError, match=r"expected any of \['none', 'occlusion', 'saliency'"):
+            ex.method = "gradcam++"
+        assert ex.method == "deconvnet"
+        for flag in ("show_scores", "sort", "overlay", "method_signed", "dragging"):
+            before = getattr(ex, flag)
+            for bad in (1, 0, "yes", None):
+                with pytest.raises(traitlets.TraitError, match=f"The '{flag}' trait"):
+                    setattr(ex, flag, bad)
+            assert getattr(ex, flag) == before
+        ex.show_scores = np.bool_(False)
+        assert ex.show_scores is False
+    finally:
+        ex.close()
+    with pytest.raises(traitlets.TraitError, match="The 'show_scores' trait"):
+        make(show_scores=1)
+
+
+def test_a_probe_is_refused_with_what_to_pass_instead():
+    with Probe(Tiny().eval()) as probe:
+        with pytest.raises(TypeError, match=r"explore needs the model itself .* not a Probe: the explorer makes its own"):
+            make(probe)
 
 
 # ---------------------------------------------------------------- no backlog

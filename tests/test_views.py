@@ -502,6 +502,10 @@ def test_scan_dead_marks_what_dead_channels_finds(bundle):
         assert set(found) == {"features.conv2"}
         np.testing.assert_array_equal(ex.dead_marks["features.conv2"], want)
         assert ex.wait_idle(60) and ex._frame.dead_in_data == int(want.sum())
+        in_fives = ex.scan_dead(x, batch_size=5, progress=False)  # passed on to dead_channels
+        np.testing.assert_array_equal(in_fives["features.conv2"].is_dead, want)
+        with pytest.raises(ValueError, match="batch_size"):
+            ex.scan_dead(x, batch_size=0, progress=False)
     finally:
         ex.close()
 

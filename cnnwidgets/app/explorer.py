@@ -146,6 +146,33 @@ class _StrictInt(t.Int):
         return super().validate(obj, value if isinstance(value, bool) else int(value))
 
 
+class _StrictBool(t.Bool):
+    """A bool trait that takes only ``True`` and ``False`` (NumPy's too), not the 0, 1 or other
+    values ``t.Bool`` would cast: the same rule as every other flag of the package."""
+
+    def validate(self, obj, value):
+        if not isinstance(value, (bool, np.bool_)):
+            self.error(obj, value)
+        return bool(value)
+
+
+def _method_key(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+class _MethodTrait(t.Enum):
+    """The explorer's ``method``: one of :data:`~cnnwidgets.app.views.METHODS`, also spelled as its
+    function (``"grad_cam"``, ``"guided_backprop"``) or in any case (``"Grad-CAM"``)."""
+
+    def validate(self, obj, value):
+        if isinstance(value, str) and value not in self.values:
+            wanted = _method_key(value)
+            for name in self.values:
+                if _method_key(name) == wanted:
+                    return name
+        return super().validate(obj, value)
+
+
 class _ChannelTrait(_StrictInt):
     """The explorer's ``channel``: also a channel set to the value it has inside
     ``hold_trait_notifications()`` is checked against the layer set with it (traitlets skips
@@ -484,6 +511,9 @@ def _unpack(model: Any) -> dict[str, Any]:
             if getattr(model, attr, None) is not None:
                 found[attr] = getattr(model, attr)
         return found
+    if isinstance(model, Probe):
+        raise TypeError("explore needs the model itself (a torch.nn.Module) or its cnnwidgets.zoo Bundle, not a "
+                        "Probe: the explorer makes its own probe of the model")
     raise TypeError(
         f"explore needs a torch.nn.Module or a cnnwidgets.zoo Bundle, got {type(model).__name__}"
     )
@@ -664,19 +694,19 @@ class Explorer(ipw.VBox):
     layer = t.Unicode()
     channel = _ChannelTrait(0)
     box = _BoxTrait(t.CFloat(), t.CFloat(), t.CFloat(), t.CFloat(), default_value=None, allow_none=True)
-    dragging = t.Bool(False)
+    dragging = _StrictBool(False)
     device = t.Unicode()
     fill = t.Enum(FILLS, default_value="gray")
     norm = t.Enum(NORM_MODES, default_value="fixed")
     cmap = t.Enum(SEQUENTIAL, default_value="viridis")
-    sort = t.Bool(False)
-    overlay = t.Bool(True)
-    show_scores = t.Bool(True)
+    sort = _StrictBool(False)
+    overlay = _StrictBool(True)
+    show_scores = _StrictBool(True)
     target = _StrictInt(None, allow_none=True)
     image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
-    method = t.Enum(METHODS, default_value="none")
+    method = _MethodTrait(METHODS, default_value="none")
     method_stride = _StrictInt(8, help="the occlusion map's stride in input pixels, any positive int")
-    method_signed = t.Bool(False, help="show saliency, guided backprop and deconvnet with their sign, in colour")
+    method_signed = _StrictBool(False, help="show saliency, guided backprop and deconvnet with their sign, in colour")
 
     def __init__(
         self,
@@ -1616,18 +1646,27 @@ class Explorer(ipw.VBox):
         self._submit()
 
     def scan_dead(self, inputs: Any, layers: str | Sequence[str] | None = None, *, threshold: float = 0.0,
-                  progress: bool = True) -> dict[str, Any]:
+                  batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
         """Find the channels that never activate over ``inputs`` and mark them in the grid.
 
-        Runs :func:`cnnwidgets.methods.dead_channels` on the explorer's model (a batch, or an
-        iterable / DataLoader of preprocessed batches) for ``layers`` (default: the layer shown)
-        and calls :meth:`mark_dead` with the result, which it returns.
+        Runs :func:`cnnwidgets.methods.dead_channels` on the explorer's model and calls
+        :meth:`mark_dead` with the result, which it returns.
+
+        Args:
+            inputs: a preprocessed batch (N, C, H, W), or an iterable / DataLoader of them (or of
+                ``(batch, labels)`` pairs), at the explorer's input size.
+            layers: layer name(s); default: the layer shown.
+            threshold, batch_size, progress: as for :func:`~cnnwidgets.methods.dead_channels`.
+
+        Raises:
+            RuntimeError: when the explorer is closed.
+            Everything :func:`~cnnwidgets.methods.dead_channels` raises for bad inputs or layers.
         """
         from cnnwidgets.methods.dead import dead_channels
 
         self._check_open()
         report = dead_channels(self.probe, inputs, layers if layers is not None else self.layer,
-                               threshold=threshold, progress=progress)
+                               threshold=threshold, batch_size=batch_size, progress=progress)
         self.mark_dead(report)
         return report
 
