@@ -86,6 +86,9 @@ class Controller(NewestFirstWorker):
         top_k: classes listed.
         marks: ``layer -> bool (C,)`` channels to mark in the grid besides those dead on the
             image (None: none); call :meth:`redraw` after it changes.
+        outputs: how the model's outputs become the probabilities shown: ``"auto"``,
+            ``"logits"``, ``"multilabel_logits"`` or ``"probabilities"`` (see
+            :func:`~cnnwidgets.core.targets.class_probabilities`).
     """
 
     def __init__(
