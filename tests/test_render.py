@@ -979,3 +979,58 @@ def test_a_colour_checked_once_is_not_taken_for_an_equal_tuple_of_floats():
     kept = check_color((1, 2, 3))
     with pytest.raises(ValueError, match="read-only"):
         kept[0] = 9  # the kept array is shared between calls
+
+
+def test_resize_image_keeps_pictures_uint8_rgb_defaults_to_nearest_and_documents_it():
+    image = np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)  # (1, 2, 3): black, white
+    out = R.resize_image(image, (1, 4))
+    assert out.dtype == np.uint8 and out.shape == (1, 4, 3)
+    assert out[0, :, 0].tolist() == [0, 0, 255, 255]  # nearest: sharp, no gray in between
+    smooth = R.resize_image(image, (1, 4), "bilinear")
+    assert smooth.dtype == np.uint8 and 0 < smooth[0, 1, 0] < 255
+    with pytest.raises(ValueError, match=r"uint8 RGB array of shape \(H, W, 3\), got float32"):
+        R.resize_image(image.astype(np.float32) / 255, (2, 2))
+    with pytest.raises(ValueError, match="uint8 RGB array"):
+        R.resize_image(image[..., 0], (2, 2))
+    doc = R.resize_image.__doc__
+    for part in ("Args:", "Returns:", "Raises:", '"nearest"', "uint8", "float"):
+        assert part in doc, part
+
+
+def test_grid_layout_tile_sizes_are_documented():
+    for name in ("tile_height", "tile_width"):
+        doc = getattr(R.GridLayout, name).__doc__
+        assert doc and "pixels" in doc, name
+
+
+def _dotted_references(text: str) -> list[tuple[str, str]]:
+    import re
+
+    return re.findall(r":(mod|func|class|data):`~?(cnnwidgets\.[A-Za-z_.]+)`", text)
+
+
+def test_render_docstrings_name_objects_that_the_dotted_paths_reach():
+    # A module whose function has its name is hidden by it (``cnnwidgets.render.normalize`` is the
+    # function): a docstring that names the module by that path points a reader at the function.
+    import importlib
+    import inspect
+
+    found = 0
+    for path in sorted(RENDER_DIR.glob("*.py")):
+        for role, dotted in _dotted_references(path.read_text()):
+            parts = dotted.split(".")
+            obj = importlib.import_module("cnnwidgets")
+            for i, part in enumerate(parts[1:], start=2):
+                if not hasattr(obj, part):  # a submodule not imported yet
+                    importlib.import_module(".".join(parts[:i]))
+                obj = getattr(obj, part)
+            found += 1
+            if role == "mod":
+                assert inspect.ismodule(obj), f"{path.name}: :mod:`{dotted}` reaches {obj!r}, not a module"
+            elif role == "func":
+                assert inspect.isfunction(obj), f"{path.name}: :func:`{dotted}` reaches {obj!r}"
+            elif role == "class":
+                assert inspect.isclass(obj), f"{path.name}: :class:`{dotted}` reaches {obj!r}"
+            else:
+                assert not inspect.ismodule(obj) and not callable(obj), f"{path.name}: :data:`{dotted}`"
+    assert found >= 10

@@ -74,9 +74,9 @@ def test_dataset_rejects_bad_arguments():
         shapes.make_images(4, seed=-1)
     with pytest.raises(ValueError, match="unknown shape kind"):
         shapes.render_scene([shapes.ShapeSpec("hexagon", (32, 32), 10, 0, (1, 0, 0))])
-    with pytest.raises(ValueError, match="size must be at least 16"):
+    with pytest.raises(ValueError, match="size must be an int >= 16, got 8"):
         shapes.ShapesDataset(4, seed=0, size=8)
-    with pytest.raises(ValueError, match="seed must be >= 0"):
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\), got -1"):
         shapes.ShapesDataset(4, seed=-1)
 
 
@@ -318,7 +318,7 @@ def test_training_accepts_a_user_model_and_rejects_a_leaky_split():
 def test_training_refuses_max_steps_below_one_before_touching_the_model(max_steps):
     model = zoo.ShapesNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+    with pytest.raises(ValueError, match=r"max_steps must be an int >= 1 or None \(no limit\)"):
         train_shapesnet(model=model, epochs=1, n_train=64, batch_size=32, max_steps=max_steps, eval_n=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -693,3 +693,103 @@ def test_torchvision_refuses_arguments_of_the_wrong_type(offline):
         load_torchvision("resnet18", download="no")
     with pytest.raises(TypeError, match="weights_path must be a file path"):
         load_torchvision("resnet18", weights_path=3)
+
+
+# --------------------------------------------------------------------------- argument checks
+def test_zoo_lists_its_lazy_names_and_hides_typing_helpers():
+    names = dir(zoo)
+    assert {"sample_image", "samples"} <= set(names) and set(zoo.__all__) <= set(names)
+    assert "Any" not in names and not hasattr(zoo, "Any")
+    assert zoo.sample_image("star").size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: shapes.ShapesDataset(2.9), "n must be an int >= 0, got float 2.9"),
+        (lambda: shapes.ShapesDataset(True), "n must be an int >= 0, got bool True"),
+        (lambda: shapes.ShapesDataset(4, seed=1.5), r"seed must be an int in \[0, 2\*\*64\), got float 1.5"),
+        (lambda: shapes.ShapesDataset(4, seed=True), "seed must be an int .* got bool True"),
+        (lambda: shapes.ShapesDataset(4, size=64.0), "size must be an int >= 16, got float 64.0"),
+        (lambda: shapes.ShapesDataset(4, normalized="no"), "normalized must be True or False"),
+        (lambda: shapes.ShapesDataset(4)[1.5], "index must be an int"),
+        (lambda: shapes.ShapesDataset(4)[True], "index must be an int"),
+        (lambda: shapes.make_batch(True), "n must be an int >= 0, got bool True"),
+        (lambda: shapes.make_batch(1, seed=1.5), "seed must be an int .* got float 1.5"),
+        (lambda: shapes.make_batch(1, seed=True), "seed must be an int .* got bool True"),
+        (lambda: shapes.make_images(2, start=0.5), "start must be an int >= 0"),
+        (lambda: shapes.render_scene([], seed=1.5), "seed must be an int .* got float 1.5"),
+        (lambda: shapes.render_scene([], size=20.0), "size must be an int >= 1, got float 20.0"),
+        (lambda: evaluate(zoo.ShapesNet(), n=3, seed=1.5), "seed must be an int .* got float 1.5"),
+        (lambda: evaluate(zoo.ShapesNet(), n=2.5), "n must be an int >= 1"),
+        (lambda: zoo.ShapesNet(num_classes=2.5), "num_classes must be an int >= 1, got float 2.5"),
+        (lambda: zoo.ShapesNet(widths=(16, 16, 32, True)), r"widths\[3\] must be an int >= 1, got bool True"),
+        (lambda: zoo.TinyVGG(True), "num_classes must be an int >= 1, got bool True"),
+        (lambda: zoo.ZFNet(10.0), "num_classes must be an int >= 1, got float 10.0"),
+    ],
+)
+def test_zoo_refuses_counts_and_seeds_that_are_not_ints(call, message):
+    # Truncating them gave the images of another count or seed without a word.
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: shapes.ShapesDataset(-1), "n must be an int >= 0, got -1"),
+        (lambda: shapes.make_batch(1, seed=2**64), r"seed must be an int in \[0, 2\*\*64\)"),
+        (lambda: shapes.render_scene([], size=0), "size must be an int >= 1, got 0"),
+        (lambda: evaluate(zoo.ShapesNet(), n=3, batch_size=0), "batch_size must be an int >= 1, got 0"),
+        (lambda: zoo.ShapesNet(num_classes=0), "num_classes must be an int >= 1, got 0"),
+        (lambda: zoo.ShapesNet(widths=(16, 16, 32)), "widths must be four ints >= 1"),
+    ],
+)
+def test_zoo_refuses_counts_and_seeds_out_of_range(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_zoo_accepts_numpy_and_tensor_ints():
+    x, y = shapes.make_batch(np.int64(2), seed=np.int64(3), size=np.int64(32))
+    assert x.shape == (2, 3, 32, 32) and torch.equal(y, shapes.make_batch(2, seed=3, size=32)[1])
+    ds = shapes.ShapesDataset(np.int32(4), seed=np.uint8(3))
+    assert len(ds) == 4 and ds.seed == 3 and type(ds.n) is int
+    assert torch.equal(ds[torch.tensor(1)][0], ds[1][0])
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"epochs": 1.5}, TypeError, "epochs must be an int >= 1, got float 1.5"),
+        ({"n_train": True}, TypeError, "n_train must be an int >= 1, got bool True"),
+        ({"batch_size": 32.0}, TypeError, "batch_size must be an int >= 1"),
+        ({"seed": 1.5}, TypeError, "seed must be an int .* got float 1.5"),
+        ({"seed": True}, TypeError, "seed must be an int .* got bool True"),
+        ({"eval_seed": 2.5}, TypeError, "eval_seed must be an int"),
+        ({"eval_n": -1}, ValueError, "eval_n must be an int >= 0, got -1"),
+        ({"max_steps": 1.5}, TypeError, r"max_steps must be an int >= 1 or None \(no limit\), got float 1.5"),
+        ({"lr": 0}, ValueError, "lr must be a finite number > 0"),
+        ({"first_layer_decay": -1.0}, ValueError, "first_layer_decay must be a finite number >= 0"),
+        ({"channels_last": 1}, TypeError, "channels_last must be True or False"),
+        ({"callback": "print"}, TypeError, "callback must be None or a callable"),
+        ({"log": 1}, TypeError, "log must be None or a callable"),
+    ],
+)
+def test_training_refuses_bad_arguments_before_touching_the_model(options, error, message):
+    model = zoo.ShapesNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=message):
+        train_shapesnet(**{"model": model, "epochs": 1, "n_train": 64, "batch_size": 32, "eval_n": 0, **options})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_model_forwards_and_bundle_fields_are_documented():
+    import typing
+
+    for cls, shape in ((zoo.ShapesNet, "(N, 3, 64, 64)"), (zoo.TinyVGG, "(N, 3, 64, 64)"), (zoo.ZFNet, "(N, 3, 224, 224)")):
+        doc = cls.forward.__doc__  # the class's own, not torch's generic Module.forward text
+        assert doc and "(N, num_classes)" in doc and shape in doc, cls.__name__
+    hint = typing.get_type_hints(Bundle)["denormalize"]
+    assert type(None) in typing.get_args(hint)
+    assert "Raises:" in shapes.make_batch.__doc__ and ">= 16" in shapes.make_batch.__doc__

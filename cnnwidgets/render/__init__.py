@@ -1,7 +1,9 @@
 """Rendering: numpy arrays in, uint8 RGB images (and encoded bytes) out. No torch here.
 
 * :mod:`~cnnwidgets.render.colormaps` - lookup tables, sequential and diverging.
-* :mod:`~cnnwidgets.render.normalize` - display ranges, per-channel statistics, dead channels, sort order.
+* the module ``normalize`` - display ranges, per-channel statistics, dead channels, sort order.
+  Its names are exported here; the attribute ``cnnwidgets.render.normalize`` is its function
+  :func:`normalize`, not the module (``from cnnwidgets.render.normalize import value_ranges`` works).
 * :mod:`~cnnwidgets.render.grid` - all channels as one mosaic with pixel -> channel geometry.
 * :mod:`~cnnwidgets.render.resample` - integer up/down scaling, resizing, feature map -> input pixels.
 * :mod:`~cnnwidgets.render.overlay` - single-channel views, heatmap overlays, panels.

@@ -65,10 +65,12 @@ class GridLayout:
 
     @property
     def tile_height(self) -> int:
+        """Height of one tile in pixels: ``map_height`` shrunk (rounded up), then scaled."""
         return -(-self.map_height // self.shrink) * self.scale
 
     @property
     def tile_width(self) -> int:
+        """Width of one tile in pixels: ``map_width`` shrunk (rounded up), then scaled."""
         return -(-self.map_width // self.shrink) * self.scale
 
     @property
@@ -342,7 +344,7 @@ def feature_grid(
 ) -> tuple[np.ndarray, GridLayout]:
     """Normalise, colour and tile a (C, H, W) activation stack into one RGB image.
 
-    Ranges come from :func:`~cnnwidgets.render.normalize.value_ranges` (finite values only) and
+    Ranges come from :func:`~cnnwidgets.render.value_ranges` (finite values only) and
     colours from :func:`~cnnwidgets.render.colormaps.quantize`: a NaN or -inf unit is drawn in
     the lowest colour of the colormap, a +inf unit in the highest, and the other units of its
     channel keep their colours. With ``shrink_mode="mean"`` a block that holds a non-finite
@@ -350,10 +352,11 @@ def feature_grid(
 
     Args:
         acts: float activations (C, H, W).
-        mode: normalisation mode (see :mod:`cnnwidgets.render.normalize`).
+        mode: normalisation mode, one of :data:`~cnnwidgets.render.NORM_MODES` (``"channel"``,
+            ``"layer"``, ``"fixed"``; see :func:`~cnnwidgets.render.value_ranges`).
         fixed: ``(lo, hi)`` for mode ``"fixed"``.
         cmap: colormap name.
-        order: channel per slot, e.g. from :func:`~cnnwidgets.render.normalize.activation_order`.
+        order: channel per slot, e.g. from :func:`~cnnwidgets.render.activation_order`.
         marked: bool (C,) channels to mark (dead channels).
         layout: reuse a layout (it must match C, H, W); otherwise one is chosen with
             :func:`grid_layout`.

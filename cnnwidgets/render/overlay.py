@@ -242,6 +242,26 @@ def hstack(
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "nearest") -> np.ndarray:
-    """Resize a uint8 RGB image to ``size`` = (H, W)."""
+    """Resize a uint8 RGB picture to ``size`` = (H, W), keeping it uint8 RGB.
+
+    The picture counterpart of :func:`~cnnwidgets.render.resample.resize` (same pixel-centre
+    alignment), which takes maps of any dtype and defaults to bilinear; here the input must
+    already be a uint8 RGB picture and the default is ``"nearest"``, so that upscaled pixels
+    stay sharp squares. Bilinear results are rounded back to uint8.
+
+    Args:
+        image: uint8 array (H, W, 3), H and W >= 1. Float pictures are refused: convert them
+            first (``(image * 255 + 0.5).astype(np.uint8)`` for values in [0, 1]).
+        size: output (height, width), a pair of ints >= 1.
+        mode: ``"nearest"`` (default) or ``"bilinear"``.
+
+    Returns:
+        uint8 array (height, width, 3).
+
+    Raises:
+        TypeError: for a size that is not a pair of ints.
+        ValueError: for an image that is not uint8 (H, W, 3) (a float or grayscale one, say),
+            one without pixels, a size < 1, or an unknown mode.
+    """
     out = resize(_check_rgb(image), size, mode, color=True)
     return out if out.dtype == np.uint8 else np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -11,8 +11,6 @@
 All of them return a :class:`Bundle`: model, class names, preprocess, denormalize, input size.
 """
 
-from typing import Any
-
 from cnnwidgets.zoo.bundle import Bundle
 from cnnwidgets.zoo.pretrained import WeightsUnavailableError, load_torchvision
 from cnnwidgets.zoo.shapes import CLASSES as SHAPE_CLASSES
@@ -38,11 +36,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+_LAZY = ("sample_image", "samples")
+
+
+def __getattr__(name: str) -> object:
     # samples/sample_image are loaded on first use, so that `python -m cnnwidgets.zoo.gallery`
     # (which rewrites the sample files) does not find its module already imported.
-    if name in ("samples", "sample_image"):
+    if name in _LAZY:
         from cnnwidgets.zoo import gallery
 
         return getattr(gallery, name)
     raise AttributeError(f"module 'cnnwidgets.zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, for dir(), help() and tab completion.
+    return sorted(set(globals()) | set(_LAZY))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -156,7 +156,7 @@ class Bundle:
         weights: human-readable description of the weights and where they came from.
         mean, std: the per-channel normalisation ``preprocess`` applies (None: none).
         denormalize: normalised tensor (3, H, W) or (N, 3, H, W) -> numpy float image(s),
-            channels last, in [0, 1]. Built from mean/std when not given.
+            channels last, in [0, 1]. Built from mean/std when not given (None).
     """
 
     model: nn.Module
@@ -167,7 +167,7 @@ class Bundle:
     weights: str
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    denormalize: Callable[[torch.Tensor], np.ndarray] = field(default=None)  # type: ignore[assignment]
+    denormalize: Callable[[torch.Tensor], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.denormalize is None:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cnnwidgets.core.targets import as_count, as_flag, as_index, as_seed
+
 __all__ = [
     "CHUNK",
     "CLASSES",
@@ -273,28 +275,31 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint(image, out=image).astype(np.uint8)
 
 
+def _stream_args(n: object, seed: object, size: object, start: object = 0) -> tuple[int, int, int, int]:
+    """``(n, seed, size, start)`` checked: ints (not bools or floats), ``n, start >= 0``, a seed
+    in [0, 2**64) and ``size >= 16``; TypeError / ValueError otherwise, naming the argument."""
+    return (as_count(n, "n", minimum=0), as_seed(seed), as_count(size, "size", minimum=16),
+            as_count(start, "start", minimum=0))
+
+
 def make_images(n: int, seed: int = 0, *, size: int = 64, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Images ``start .. start+n-1`` of the stream for ``seed`` as numpy arrays.
 
     Args:
-        n: number of images (>= 0).
-        seed: stream seed (any non-negative int).
-        size: side of the square images in pixels (>= 16); shapes scale with it.
-        start: index of the first image.
+        n: number of images, an int >= 0.
+        seed: stream seed, an int in [0, 2**64).
+        size: side of the square images in pixels, an int >= 16; shapes scale with it.
+        start: index of the first image, an int >= 0.
 
     Returns:
         ``(images, labels)``: uint8 array (n, size, size, 3) and int64 array (n,) of class
         indices into :data:`CLASSES`.
 
     Raises:
-        ValueError: for a negative ``n``/``start``/``seed`` or ``size < 16``.
+        TypeError: for an argument that is not an int (a float such as ``2.5``, a bool, a string).
+        ValueError: for a negative ``n``/``start``/``seed``, a seed of 2**64 or more, or ``size < 16``.
     """
-    if n < 0 or start < 0:
-        raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    n, seed, size, start = _stream_args(n, seed, size, start)
     first, last = start // CHUNK, (start + n - 1) // CHUNK if n else start // CHUNK - 1
     parts = [_render_chunk(seed, k, size) for k in range(first, last + 1)]
     if not parts:
@@ -323,14 +328,18 @@ def make_batch(n: int, seed: int = 0, *, size: int = 64, start: int = 0) -> tupl
     """A ready-to-train batch: images ``start .. start+n-1`` of the stream for ``seed``.
 
     Args:
-        n: batch size.
-        seed: stream seed.
-        size: image side in pixels.
-        start: index of the first image in the stream.
+        n: batch size, an int >= 0.
+        seed: stream seed, an int in [0, 2**64).
+        size: image side in pixels, an int >= 16 (shapes scale with it).
+        start: index of the first image in the stream, an int >= 0.
 
     Returns:
         ``(x, y)``: float tensor (n, 3, size, size) normalised with :data:`MEAN`/:data:`STD`,
         and int64 tensor (n,) of class indices.
+
+    Raises:
+        TypeError: for an argument that is not an int (a float such as ``2.5``, a bool, a string).
+        ValueError: for a negative ``n``/``start``/``seed``, a seed of 2**64 or more, or ``size < 16``.
     """
     images, labels = make_images(n, seed, size=size, start=start)
     return normalize(images), torch.from_numpy(labels)
@@ -345,25 +354,22 @@ class ShapesDataset(Dataset):
     HWC numpy image.
 
     Args:
-        n: number of images.
-        seed: stream seed (any non-negative int); use different seeds for training and held-out sets.
-        size: image side in pixels (>= 16).
-        normalized: return normalised tensors (default) or raw uint8 HWC arrays.
+        n: number of images, an int >= 0.
+        seed: stream seed, an int in [0, 2**64); use different seeds for training and held-out sets.
+        size: image side in pixels, an int >= 16.
+        normalized: return normalised tensors (True, the default) or raw uint8 HWC arrays (False).
 
     Raises:
-        ValueError: for a negative ``n``/``seed`` or ``size < 16``.
+        TypeError: for ``n``, ``seed`` or ``size`` not an int (a float, a bool ...), or ``normalized``
+            not True or False.
+        ValueError: for a negative ``n``/``seed``, a seed of 2**64 or more, or ``size < 16``.
     """
 
     classes = CLASSES
 
     def __init__(self, n: int, seed: int = 0, size: int = 64, *, normalized: bool = True) -> None:
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if size < 16:
-            raise ValueError(f"size must be at least 16 pixels, got {size}")
-        self.n, self.seed, self.size, self.normalized = int(n), int(seed), int(size), normalized
+        self.n, self.seed, self.size, _ = _stream_args(n, seed, size)
+        self.normalized = as_flag(normalized, "normalized")
         self._chunks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -375,7 +381,12 @@ class ShapesDataset(Dataset):
         return self._chunks[k]
 
     def image(self, index: int) -> tuple[np.ndarray, int]:
-        """The raw uint8 (size, size, 3) image and label of item ``index``."""
+        """The raw uint8 (size, size, 3) image and label of item ``index``.
+
+        Raises:
+            TypeError: for an index that is not an int. IndexError: for one out of range.
+        """
+        index = as_index(index, "index")
         if not -self.n <= index < self.n:
             raise IndexError(f"index {index} out of range for a dataset of {self.n} images")
         index %= self.n
@@ -406,17 +417,19 @@ def render_scene(shapes: Sequence[ShapeSpec], *, size: int = 64, seed: int = 0,
 
     Args:
         shapes: what to draw, later shapes on top of earlier ones.
-        size: image side in pixels.
-        seed: seed of the background texture and noise.
+        size: image side in pixels, an int >= 1.
+        seed: seed of the background texture and noise, an int in [0, 2**64).
         background: base RGB colour in [0, 1] of the background (random if None).
 
     Returns:
         uint8 array (size, size, 3).
 
     Raises:
-        ValueError: for an unknown shape kind.
+        TypeError: for a size or seed that is not an int (a float, a bool ...).
+        ValueError: for an unknown shape kind, ``size < 1`` or a seed out of range.
     """
-    rng = np.random.default_rng([int(seed), 1_000_003])
+    size, seed = as_count(size, "size"), as_seed(seed)
+    rng = np.random.default_rng([seed, 1_000_003])
     base = np.array([background if background is not None else rng.uniform(0.15, 0.85, 3)], np.float32)
     image = _backgrounds(rng, base, size)[0]
     for spec in shapes:

@@ -33,6 +33,7 @@ from importlib import resources
 import torch
 from torch import nn
 
+from cnnwidgets.core.targets import as_count
 from cnnwidgets.zoo.bundle import Bundle, ImagePreprocess
 from cnnwidgets.zoo.shapes import CLASSES, MEAN, STD
 
@@ -51,11 +52,21 @@ class ShapesNet(nn.Module):
     """Four conv blocks and a linear head for 64 x 64 RGB shape images (see module docstring).
 
     Args:
-        num_classes: size of the output (5 for :data:`~cnnwidgets.zoo.shapes.CLASSES`).
-        widths: output channels of conv1..conv4.
+        num_classes: size of the output, an int >= 1 (5 for :data:`~cnnwidgets.zoo.shapes.CLASSES`).
+        widths: output channels of conv1..conv4, four ints >= 1.
+
+    Raises:
+        TypeError: for a ``num_classes`` or width that is not an int, or ``widths`` not a tuple or list.
+        ValueError: for a value below 1 or a number of widths other than four.
     """
 
     def __init__(self, num_classes: int = len(CLASSES), widths: tuple[int, int, int, int] = (16, 16, 32, 64)) -> None:
+        num_classes = as_count(num_classes, "num_classes")
+        if not isinstance(widths, (tuple, list)):
+            raise TypeError(f"widths must be a tuple of four ints >= 1 (conv1..conv4), got {type(widths).__name__}")
+        if len(widths) != 4:
+            raise ValueError(f"widths must be four ints >= 1 (conv1..conv4), got {len(widths)}: {tuple(widths)!r}")
+        widths = tuple(as_count(w, f"widths[{i}]") for i, w in enumerate(widths))
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         cin = 3
@@ -74,6 +85,7 @@ class ShapesNet(nn.Module):
         self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) for normalised input (N, 3, 64, 64); sizes from 8 x 8 up run too."""
         return self.classifier(self.flatten(self.global_pool(self.features(x))))
 
 

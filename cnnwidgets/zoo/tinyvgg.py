@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cnnwidgets.core.targets import as_count
 from cnnwidgets.zoo.bundle import Bundle, ImagePreprocess
 from cnnwidgets.zoo.pretrained import _load_state_dict
 
@@ -35,10 +36,14 @@ class TinyVGG(nn.Module):
     """CNN Explainer's TinyVGG (19,920 parameters); see the module docstring for the layout.
 
     Args:
-        num_classes: output units (10 for the published model).
+        num_classes: output units, an int >= 1 (10 for the published model).
+
+    Raises:
+        TypeError: for a ``num_classes`` that is not an int. ValueError: for one below 1.
     """
 
     def __init__(self, num_classes: int = 10) -> None:
+        num_classes = as_count(num_classes, "num_classes")
         super().__init__()
         self.conv_1_1 = nn.Conv2d(3, 10, 3)
         self.relu_1_1 = nn.ReLU(inplace=True)
@@ -54,6 +59,7 @@ class TinyVGG(nn.Module):
         self.output = nn.Linear(10 * 13 * 13, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) for input (N, 3, 64, 64) with values in [0, 1] (no mean/std normalisation)."""
         x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
         x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
         return self.output(self.flatten(x))

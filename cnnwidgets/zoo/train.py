@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_real, as_seed
 from cnnwidgets.zoo.shapes import CLASSES, MEAN, STD, make_images
 from cnnwidgets.zoo.shapesnet import ShapesNet
 
@@ -142,14 +143,19 @@ def evaluate(model: nn.Module, n: int = 1000, seed: int = HELD_OUT_SEED, *, batc
 
     Args:
         model: a classifier over :data:`~cnnwidgets.zoo.shapes.CLASSES` taking normalised 64 x 64 input.
-        n: number of images.
-        seed: dataset seed.
-        batch_size: images per forward pass.
+        n: number of images, an int >= 1.
+        seed: dataset seed, an int in [0, 2**64).
+        batch_size: images per forward pass, an int >= 1.
         images: precomputed ``(uint8 images, labels)`` to use instead of generating them.
 
     Returns:
         Fraction of correctly classified images, in [0, 1].
+
+    Raises:
+        TypeError: for ``n``, ``seed`` or ``batch_size`` not an int (a float, a bool ...).
+        ValueError: for ``n`` or ``batch_size`` below 1, or a seed out of range.
     """
+    n, seed, batch_size = as_count(n, "n"), as_seed(seed), as_count(batch_size, "batch_size")
     if images is None:
         images = make_images(n, seed)
     data, labels = images
@@ -189,36 +195,51 @@ def train_shapesnet(epochs: int = 4, seed: int = 0, *, n_train: int = 8000, batc
     other processes competed for the cores.
 
     Args:
-        epochs: passes over the training images.
-        seed: seeds the training images, the weight initialisation and the shuffling.
-        n_train: number of training images.
-        batch_size: images per optimizer step.
-        lr: peak learning rate.
+        epochs: passes over the training images, an int >= 1.
+        seed: seeds the training images, the weight initialisation and the shuffling; an int
+            in [0, 2**64).
+        n_train: number of training images, an int >= 1.
+        batch_size: images per optimizer step, an int >= 1.
+        lr: peak learning rate, a number > 0.
         first_layer_decay: decoupled weight decay (AdamW) of the first ``Conv2d``'s weights
-            (the first one in ``model.modules()`` order); every other parameter has none.
+            (the first one in ``model.modules()`` order), a number >= 0; every other parameter
+            has none.
         model: a model to train in place (any classifier taking normalised (N, 3, 64, 64)
             input and giving 5 logits). Default: a fresh ``ShapesNet`` initialised from ``seed``.
         callback: called with a :class:`TrainEvent` after every step and every epoch; its
             return value is ignored. ``event.stop()`` ends training (a step's stop is followed
             by an ``"epoch"`` event for the partial epoch).
-        max_steps: stop after this many optimizer steps (>= 1; the schedule still spans
+        max_steps: stop after this many optimizer steps (an int >= 1; the schedule still spans
             ``epochs``). None: no limit.
-        eval_n: held-out images for the per-epoch accuracy (0: no evaluation).
-        eval_seed: dataset seed of the held-out images; must differ from ``seed``.
+        eval_n: held-out images for the per-epoch accuracy, an int >= 0 (0: no evaluation).
+        eval_seed: dataset seed of the held-out images, an int in [0, 2**64); must differ from ``seed``.
         channels_last: train in channels-last memory layout (faster convolutions on CPU);
-            the model is returned in the default layout either way.
+            the model is returned in the default layout either way. True or False.
         log: function receiving one progress line per epoch (e.g. ``print``), or None.
 
     Returns:
         A :class:`TrainResult`; ``result.model`` is in eval mode.
 
     Raises:
-        ValueError: for non-positive sizes or ``max_steps``, or ``eval_seed == seed``.
+        TypeError: for a count or seed that is not an int (a float such as ``2.5``, a bool ...),
+            ``lr`` or ``first_layer_decay`` not a number, ``channels_last`` not True or False, or
+            a ``callback`` or ``log`` that is neither None nor callable.
+        ValueError: for counts below their minimum, a seed out of range, ``lr <= 0``, a negative
+            ``first_layer_decay``, or ``eval_seed == seed``.
     """
-    if epochs < 1 or n_train < 1 or batch_size < 1:
-        raise ValueError(f"epochs, n_train and batch_size must be >= 1, got {epochs}, {n_train}, {batch_size}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1 (or None for no limit), got {max_steps}")
+    epochs, n_train = as_count(epochs, "epochs"), as_count(n_train, "n_train")
+    batch_size, eval_n = as_count(batch_size, "batch_size"), as_count(eval_n, "eval_n", minimum=0)
+    seed, eval_seed = as_seed(seed), as_seed(eval_seed, "eval_seed")
+    lr = as_real(lr, "lr", "> 0", lambda v: v > 0)
+    first_layer_decay = as_real(first_layer_decay, "first_layer_decay", ">= 0", lambda v: v >= 0)
+    channels_last = as_flag(channels_last, "channels_last")
+    callback = as_callback(callback, "callback", "as callback(event) with a TrainEvent")
+    log = as_callback(log, "log", "as log(line) with one line of text (print, say)")
+    if max_steps is not None:
+        try:
+            max_steps = as_count(max_steps, "max_steps")
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc).replace(" >= 1,", " >= 1 or None (no limit),", 1)) from None
     if eval_n and eval_seed == seed:
         raise ValueError(f"eval_seed ({eval_seed}) must differ from the training seed, or the test set is the training set")
     started = time.perf_counter()

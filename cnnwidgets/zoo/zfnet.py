@@ -45,6 +45,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from cnnwidgets.core.targets import as_count
+
 __all__ = ["ZFNet"]
 
 
@@ -52,17 +54,19 @@ class ZFNet(nn.Module):
     """Zeiler & Fergus (2013) architecture, untrained; see the module docstring.
 
     Args:
-        num_classes: output units (1000 for ImageNet).
+        num_classes: output units, an int >= 1 (1000 for ImageNet).
         dropout: dropout probability after fc6 and fc7 (0.5 in the paper).
         init: ``"kaiming"`` or ``"paper"`` (N(0, 0.01^2) weights, zero biases).
 
     Raises:
-        ValueError: for an unknown ``init``.
+        TypeError: for a ``num_classes`` that is not an int.
+        ValueError: for an unknown ``init`` or ``num_classes < 1``.
     """
 
     input_size = (3, 224, 224)
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "kaiming") -> None:
+        num_classes = as_count(num_classes, "num_classes")
         super().__init__()
         if init not in ("kaiming", "paper"):
             raise ValueError(f"init must be 'kaiming' or 'paper', got {init!r}")
