@@ -117,7 +117,7 @@ def test_grid_image_is_the_rendered_mosaic_of_the_activations(ex):
     ex.norm = "channel"
     layout = ex.grid.grid
     expected, _ = R.feature_grid(ex.activations, mode="channel", cmap="viridis", layout=layout,
-                                 marked=R.dead_channels(ex.baseline_activations))
+                                 marked=R.dead_channel_mask(ex.baseline_activations))
     assert np.array_equal(ex.grid_image, expected)
 
 

@@ -190,12 +190,12 @@ def test_channel_stats_hand_computed():
     assert stats.describe(1).startswith("ch 1  mean 0")
 
 
-def test_dead_channels_and_threshold():
+def test_dead_channel_mask_and_threshold():
     acts = np.zeros((3, 2, 2), dtype=np.float32)
     acts[1, 0, 0] = 0.5
     acts[2] = -1.0
-    assert R.dead_channels(acts).tolist() == [True, False, True]
-    assert R.dead_channels(acts, threshold=0.6).tolist() == [True, True, True]
+    assert R.dead_channel_mask(acts).tolist() == [True, False, True]
+    assert R.dead_channel_mask(acts, threshold=0.6).tolist() == [True, True, True]
 
 
 def test_activation_order_descending_and_stable():

@@ -58,7 +58,7 @@ class Baseline:
     def __post_init__(self) -> None:
         self.lo, self.hi = R.value_ranges(self.acts, "channel")
         self.order = R.activation_order(self.acts, "mean")
-        self.dead = R.dead_channels(self.acts)
+        self.dead = R.dead_channel_mask(self.acts)
         self.signed = bool((self.acts < 0).any())
         with np.errstate(over="ignore", invalid="ignore"):  # a sum is finite iff all its terms are (or it overflows)
             self.nonfinite = ~np.isfinite(self.acts.reshape(self.acts.shape[0], -1).sum(axis=1, dtype=np.float64))

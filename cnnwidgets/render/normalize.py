@@ -35,7 +35,7 @@ __all__ = [
     "NormMode",
     "activation_order",
     "channel_stats",
-    "dead_channels",
+    "dead_channel_mask",
     "normalize",
     "symmetric_ranges",
     "value_ranges",
@@ -230,8 +230,10 @@ def channel_stats(acts: np.ndarray) -> ChannelStats:
     )
 
 
-def dead_channels(acts: np.ndarray, threshold: float = 0.0) -> np.ndarray:
-    """Channels with no unit above ``threshold`` (all zero after a ReLU for threshold 0).
+def dead_channel_mask(acts: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """Channels of one stack with no unit above ``threshold`` (all zero after a ReLU for threshold 0).
+
+    The whole-data-set scan, with statistics, is :func:`cnnwidgets.methods.dead.dead_channels`.
 
     Args:
         acts: stack of shape (C, H, W).
