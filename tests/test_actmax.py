@@ -348,19 +348,24 @@ def test_numbers_must_be_finite_and_counts_ints():
                         ("rotate", float("inf")), ("init_sd", float("nan")), ("decay", float("nan"))):
         with pytest.raises(ValueError, match=f"{name} must be a finite number"):
             maximize_activation(model, 0, size=8, steps=1, progress=False, **{name: value})
-    for name, value in (("steps", 2.5), ("steps", "3"), ("redirect_steps", 1.5), ("jitter", 1.0)):
-        with pytest.raises(TypeError, match=f"{name} must be an int, got"):
+    for name, value in (("steps", 2.5), ("steps", "3"), ("steps", True), ("redirect_steps", 1.5), ("jitter", 1.0)):
+        with pytest.raises(TypeError, match=f"{name} must be an int >= 0, got"):
             maximize_activation(model, 0, size=8, progress=False, **{"steps": 1, name: value})
-    with pytest.raises(ValueError, match="steps must be >= 0"):
+    with pytest.raises(ValueError, match="steps must be an int >= 0, got -1"):
         maximize_activation(model, 0, size=8, steps=-1, progress=False)
     with pytest.raises(TypeError, match="lr must be a number"):
         maximize_activation(model, 0, size=8, steps=1, lr="0.1", progress=False)
     assert maximize_activation(model, 0, size=8, steps=np.int64(2), progress=False).steps == 2
+    # counts take the int types seeds and indices take: a 0-d integer tensor too
+    assert maximize_activation(model, 0, size=8, steps=torch.tensor(2), jitter=torch.tensor(1),
+                               progress=False).steps == 2
+    with pytest.raises(TypeError, match=r"steps must be an int >= 0, got a tensor of shape \(\) and dtype torch.float32"):
+        maximize_activation(model, 0, size=8, steps=torch.tensor(2.0), progress=False)
 
 
 def test_seed_flags_callbacks_and_normalisation_are_checked_before_any_step():
     model = small_net().eval()
-    run = lambda **kw: maximize_activation(model, 0, size=8, steps=1, progress=False, **kw)  # noqa: E731
+    run = lambda **kw: maximize_activation(model, 0, size=8, steps=1, **{"progress": False, **kw})  # noqa: E731
     for kw, error, message in (
         ({"seed": 1.5}, TypeError, "seed must be an int .*got float 1.5"),
         ({"seed": "2"}, TypeError, "seed must be an int"),
@@ -369,6 +374,9 @@ def test_seed_flags_callbacks_and_normalisation_are_checked_before_any_step():
         ({"seed": 2**64}, ValueError, r"seed must be an int in \[0, 2\*\*64\), got 18446744073709551616"),
         ({"decay": -1}, ValueError, "decay must be a finite number >= 0, got -1"),
         ({"decorrelate": "False"}, TypeError, "decorrelate must be True or False, got str"),
+        # progress is an on/off flag like every other: "no" would show the bar, 0 would hide it
+        ({"progress": "no"}, TypeError, "progress must be True or False, got str 'no'"),
+        ({"progress": 0}, TypeError, "progress must be True or False, got int 0"),
         ({"callback": 5}, TypeError, r"callback must be None or a callable as callback\(step, value, rgb\), got int 5"),
         ({"cancel": True}, TypeError, "cancel must be a threading.Event or a callable"),
         ({"mean": float("nan")}, ValueError, r"mean must hold finite numbers, got \[nan\]"),

@@ -129,6 +129,33 @@ def test_cam_is_z_times_unrectified_grad_cam_on_resnet18(resnet18):
         assert (maps < 0).any(), "CAM is not rectified"
 
 
+def test_the_cam_family_takes_the_layer_fourth_and_defaults_to_the_last_feature_map(resnet18):
+    x = torch.randn(2, 3, 64, 64)
+    with Probe(resnet18) as probe:
+        # the layer in the same place in all three: positional or by keyword
+        assert torch.equal(cam(probe, x, 7, "layer4"), cam(probe, x, 7, layer="layer4"))
+        assert torch.equal(cam(probe, x, 7, "layer4", fc="fc"), cam(probe, x, 7))
+        at_layer4 = grad_cam(probe, x, 7, "layer4")
+        assert torch.equal(grad_cam(probe, x, 7, layer="layer4"), at_layer4)
+        # left out, Grad-CAM takes the last feature map, as the explorer does for the classifier
+        assert nearest_conv_layer(probe) == nearest_conv_layer(probe, "fc") == "layer4"
+        assert torch.equal(grad_cam(probe, x, 7), at_layer4)
+        assert torch.equal(grad_cam_pp(probe, x, 7), grad_cam_pp(probe, x, 7, "layer4"))
+        assert torch.equal(grad_cam_pp(probe, x, 7, eps=1e-6), grad_cam_pp(probe, x, 7, "layer4", eps=1e-6))
+        # a target at an internal layer: that layer when it is a feature map, else the last one before it
+        channel = ChannelActivation("layer3", 2)
+        assert torch.equal(grad_cam(probe, x, channel), grad_cam(probe, x, channel, "layer3"))
+        pooled = ChannelActivation("avgpool", 2)
+        assert torch.equal(grad_cam(probe, x, pooled), grad_cam(probe, x, pooled, "layer4"))
+    small = torch.randn(1, 3, 32, 32)  # layer4 is 1x1 at this size: the default follows the input
+    torch.testing.assert_close(grad_cam(resnet18, small, 3), grad_cam(resnet18, small, 3, "layer3"))
+    model, ones = gap_net(), torch.ones(1, 3, 6, 6)
+    torch.testing.assert_close(grad_cam(model, ones, 1), grad_cam(model, ones, 1, "relu2"))
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    with pytest.raises(ValueError, match="no layer with a feature-map output larger than 1x1 .*runs in this model"):
+        grad_cam(flat, torch.randn(1, 3, 4, 4), 0)
+
+
 def test_layer_gradient_is_right_before_an_inplace_residual_add(resnet18):
     """At layer1.0.bn2 ResNet adds the shortcut in place; the gradient must be the pre-add one."""
     x = torch.randn(1, 3, 64, 64)
@@ -429,6 +456,7 @@ def test_nearest_conv_layer_is_the_last_block_output_of_torchvision_models(name,
     with Probe(model, input_size=(3, size, size)) as probe:
         assert nearest_conv_layer(probe, layer) == expected
         assert nearest_conv_layer(probe, expected) == expected
+        assert nearest_conv_layer(probe) == expected  # the model's output: the last feature map
 
 
 def test_grad_cam_overlay_of_resnet18_avgpool_equals_pytorch_grad_cam_at_layer4(resnet18):

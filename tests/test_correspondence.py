@@ -113,6 +113,13 @@ def test_occlude_and_errors():
     ):
         with pytest.raises(error, match=re.escape(message)):
             correspondence(model, xs, parts, **{name: value})
+    # a count and a seed take the same int types: Python and numpy ints and 0-d integer tensors
+    plain = correspondence(model, xs, parts, random_trials=2, seed=1)
+    for trials, seed in ((np.int64(2), np.int64(1)), (torch.tensor(2), torch.tensor(1))):
+        other = correspondence(model, xs, parts, random_trials=trials, seed=seed)
+        assert other.random_trials == 2 and other.mean == plain.mean
+    with pytest.raises(TypeError, match=re.escape("seed must be an int in [0, 2**64), got a tensor of shape (2,)")):
+        correspondence(model, xs, parts, seed=torch.tensor([1, 2]))
 
 
 def test_tinyvgg_koalas_table_boxes_and_view(shared_data):

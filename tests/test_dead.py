@@ -173,6 +173,15 @@ def test_data_forms_are_those_of_scan_topk():
             np.testing.assert_allclose(report[name].active_fraction, whole[name].active_fraction)
     split = dead_channels(model, x, batch_size=4, progress=False)
     np.testing.assert_allclose(split["1"].active_fraction, whole["1"].active_fraction)
+    for size in (np.int64(4), torch.tensor(4)):  # any int type, as every count
+        np.testing.assert_allclose(dead_channels(model, x, batch_size=size, progress=False)["1"].active_fraction,
+                                   split["1"].active_fraction)
+    # a wrong type is a TypeError and a value below 1 a ValueError, checked before any batch (also for a loader)
+    for size, error, message in ((True, TypeError, "got bool True"), (1.0, TypeError, "got float 1.0"),
+                                 ("4", TypeError, "got str '4'"), (0, ValueError, "got 0")):
+        for data in (x, iter([])):
+            with pytest.raises(error, match=f"batch_size must be an int >= 1, {message}"):
+                dead_channels(model, data, batch_size=size, progress=False)
     with pytest.raises(ValueError, match="6 images but 5 labels"):
         dead_channels(model, (x, y[:5]), progress=False)
 

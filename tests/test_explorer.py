@@ -730,8 +730,8 @@ def test_bad_values_are_rejected_with_clear_messages(ex):
         with pytest.raises(traitlets.TraitError, match="CUDA is not available"):
             ex.device = "cuda"
     assert ex.layer == "features.3"
-    for top_k in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="top_k must be a positive int"):
+    for top_k, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="top_k must be an int >= 1"):
             make(top_k=top_k)
     for size in ((3,), (3, 32), (3, 32, 0), 32, (3, 32.5, 32)):
         with pytest.raises(ValueError, match=r"input_size must be \(C, H, W\), three positive ints .*; got "):

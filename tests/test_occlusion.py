@@ -604,7 +604,11 @@ def test_a_single_output_unit_has_no_top_class():
         (dict(window=3, stride=0), ValueError, "stride must be a positive int or a pair"),
         (dict(window=3, stride=(1, 1.5)), ValueError, "stride must be"),
         (dict(window=3, stride=1, order="random"), ValueError, "order must be one of"),
-        (dict(window=3, stride=1, batch_size=0), ValueError, "batch_size must be"),
+        (dict(window=3, stride=1, batch_size=0), ValueError, r"batch_size \(None: automatic\) must be an int >= 1, got 0"),
+        # a wrong type is a TypeError, as for every count
+        (dict(window=3, stride=1, batch_size=True), TypeError, "batch_size .*must be an int >= 1, got bool True"),
+        (dict(window=3, stride=1, batch_size=1.0), TypeError, "batch_size .*must be an int >= 1, got float 1.0"),
+        (dict(window=3, stride=1, fold_batchnorm=1), TypeError, "fold_batchnorm must be True or False, got int 1"),
         (dict(window=3, stride=1, fill="gray"), ValueError, "fill must be"),
         (dict(window=3, stride=1, fill=torch.zeros(2)), ValueError, "got shape"),
         (dict(window=3, stride=1, cancel=5), TypeError, "cancel must be a threading.Event"),
@@ -675,6 +679,23 @@ def test_target_results_that_are_not_one_score_per_image_are_named(fn, error, me
 def test_device_argument_belongs_to_the_model_form():
     with Probe(small_cnn()) as probe, pytest.raises(ValueError, match="probe.to"):
         occlusion_map(probe, torch.randn(1, 3, 8, 8), 0, window=4, stride=4, device="cpu", progress=False)
+    # None (the default) is "auto" for a model, and the probe's own device for a probe
+    model, x = small_cnn().eval(), torch.randn(1, 3, 8, 8)
+    auto = occlusion_map(model, x, 0, window=4, stride=4, device="auto", progress=False)
+    default = occlusion_map(model, x, 0, window=4, stride=4, progress=False)
+    np.testing.assert_array_equal(auto.grid, default.grid)
+    with Probe(model) as probe:
+        np.testing.assert_array_equal(occlusion_map(probe, x, 0, window=4, stride=4, progress=False).grid, default.grid)
+
+
+@pytest.mark.parametrize("scan", [occlusion_map, occlusion_top_class])
+def test_progress_must_be_a_bool_like_every_other_progress_flag(scan, capsys):
+    target = (0,) if scan is occlusion_map else ()
+    for bad in ("no", 0, None):
+        with pytest.raises(TypeError, match="progress must be True or False, got"):
+            scan(small_cnn(), torch.randn(1, 3, 8, 8), *target, window=4, stride=4, progress=bad)
+    scan(small_cnn(), torch.randn(1, 3, 8, 8), *target, window=4, stride=4, progress=np.bool_(False))
+    assert "pos" not in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- inference copy

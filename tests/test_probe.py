@@ -557,6 +557,32 @@ def test_probe_scope_reuses_a_probe_or_owns_a_temporary_one():
             pass
 
 
+def test_probe_scope_refuses_options_it_cannot_apply_to_a_probe():
+    from cnnwidgets.core import probe_scope
+    from cnnwidgets.core.device import resolve_device
+
+    model = chain()
+    with Probe(model, device="cpu") as mine:
+        # an existing probe keeps its settings: options that would change it are refused, not ignored
+        for options in ({"device": "bogus"}, {"device": "cpu"}, {"channels_last": True}, {"input_size": (3, 8, 8)}):
+            name = next(iter(options))
+            with pytest.raises(ValueError, match=f"{name}=.* applies only when a model is passed; this Probe is made"):
+                with probe_scope(mine, **options):
+                    pass
+        with probe_scope(mine, device=None, input_size=None) as used:  # None: nothing asked for
+            assert used is mine
+        with pytest.raises(TypeError, match=r"unknown Probe option\(s\) \['devices'\]; accepted: \['device'"):
+            with probe_scope(mine, devices="cpu"):
+                pass
+        assert not mine.closed
+    # for a model, None is the Probe's default and other values are checked by Probe itself
+    with probe_scope(model, device=None, input_size=None) as temporary:
+        assert temporary.device == resolve_device("auto")
+    with pytest.raises(ValueError, match="unknown device 'bogus'"):
+        with probe_scope(model, device="bogus"):
+            pass
+
+
 def test_sync_updates_the_private_copy_without_clearing_an_unchanged_cache():
     model = chain()
     x = torch.randn(1, 3, 16, 16)
@@ -1302,6 +1328,30 @@ def test_the_probes_size_and_cache_arguments_are_checked_when_it_is_made():
             Probe(model, **kw)
     with Probe(model, input_size=[np.int64(3), 8, 8], cache_size=np.int64(2), cache_bytes=0) as probe:
         assert probe.input_size == (3, 8, 8)
+    with Probe(model, input_size=(3, 8, 8), cache_size=torch.tensor(2), cache_bytes=torch.tensor(0)) as probe:
+        assert probe.input_size == (3, 8, 8)  # sizes take the int types of every count
+
+
+def test_channels_last_is_a_bool_or_auto_and_capture_flags_are_bools():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    for value, error, message in (
+        (1, TypeError, r"channels_last must be True or False, got int 1 \(or 'auto'\)"),
+        (None, TypeError, r"channels_last must be True or False, got a NoneType \(or 'auto'\)"),
+        ("yes", ValueError, "channels_last must be True, False or 'auto', got 'yes'"),
+    ):
+        with pytest.raises(error, match=message):
+            Probe(model, channels_last=value)
+    with Probe(model, input_size=(3, 8, 8), channels_last=np.bool_(True)) as probe:
+        assert probe.channels_last is True
+        x = torch.rand(1, 3, 8, 8)
+        for kw in ({"grad": "no"}, {"cache": 0}, {"channels_first": "yes"}, {"contiguous": 1}):
+            name = next(iter(kw))
+            with pytest.raises(TypeError, match=f"{name} must be True or False"):
+                probe.capture(x, "1", **kw)
+        for kw in ({"grad": 1}, {"cache": "no"}):
+            with pytest.raises(TypeError, match=f"{next(iter(kw))} must be True or False"):
+                probe.logits(x, **kw)
+        assert probe.capture(x, "1", contiguous=None, channels_first=np.bool_(True))["1"].shape == (1, 4, 6, 6)
 
 
 def test_grad_results_stay_in_the_graph_under_no_grad():

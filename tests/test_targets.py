@@ -147,17 +147,26 @@ def test_a_batch_of_distributions_is_kept_and_one_other_row_means_logits():
 
 def test_negative_class_indices_are_refused():
     logits = torch.tensor([[1.0, 2.0, 3.0]])
-    for target in (ClassLogit(-1), ClassProbability(-1), ClassLogit(-3), ClassProbability(-4)):
+    for target in (ClassLogit(3), ClassProbability(3), ClassLogit(7)):
         with pytest.raises(IndexError, match=r"out of range for 3 classes; accepted: 0\.\.2"):
             target(logits)
     with pytest.raises(IndexError, match=r"class index -1 is negative; accepted: 0\.\.C-1"):
         resolve_target(-1)
+    # the class targets refuse a negative index when made, as resolve_target does, whatever its int type
+    for make in (ClassLogit, ClassProbability):
+        for index in (-1, -3, np.int64(-2), torch.tensor(-4)):
+            with pytest.raises(IndexError, match=r"class index -\d is negative; accepted: 0\.\.C-1"):
+                make(index)
+        for index, got in ((True, "bool True"), (-1.0, "float -1.0"), (np.bool_(False), "bool False")):
+            with pytest.raises(TypeError, match=f"the class index must be an int .*got {got}"):
+                make(index)
+        assert make(np.int64(0)).index == 0 and type(make(torch.tensor(2)).index) is int
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
     with Probe(model) as probe:
         with pytest.raises(IndexError, match="negative"):
             target_score(probe, torch.randn(1, 1, 2, 2), -1)
         with pytest.raises(IndexError, match=r"accepted: 0\.\.2"):
-            target_score(probe, torch.randn(1, 1, 2, 2), ClassProbability(-2))
+            target_score(probe, torch.randn(1, 1, 2, 2), ClassProbability(3))
     assert resolve_target(0) == ClassLogit(0)
     torch.testing.assert_close(ClassLogit(2)(logits), torch.tensor([3.0]))
 

@@ -223,6 +223,33 @@ def test_stop_after_and_checkpoint_every_must_be_counts():
         scan_topk(model, x, LAYERS, k=3, resume=part, progress=False)
 
 
+def test_k_and_batch_size_are_counts_of_any_int_type_and_wrong_types_are_type_errors():
+    model = small_net()
+    x, _ = data(8)
+    reference = scan_topk(model, x, LAYERS, k=3, batch_size=4, progress=False)
+    for k, batch_size in ((np.int64(3), np.int32(4)), (torch.tensor(3), torch.tensor(4))):
+        other = scan_topk(model, x, LAYERS, k=k, batch_size=batch_size, progress=False)
+        assert other.k == 3 and type(other.k) is int
+        assert_same(reference, other)
+        assert TopKActivations(LAYERS, k).k == 3
+    for kw, error, message in (
+        ({"k": True}, TypeError, "k must be an int >= 1, got bool True"),
+        ({"k": 3.0}, TypeError, "k must be an int >= 1, got float 3.0"),
+        ({"k": 0}, ValueError, "k must be an int >= 1, got 0"),
+        ({"batch_size": True}, TypeError, "batch_size must be an int >= 1, got bool True"),
+        ({"batch_size": 1.0}, TypeError, "batch_size must be an int >= 1, got float 1.0"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
+    ):
+        with pytest.raises(error, match=message):
+            scan_topk(model, x, LAYERS, **{"progress": False, **kw})
+        if "k" in kw:
+            with pytest.raises(error, match=message):
+                TopKActivations(LAYERS, kw["k"])
+        else:
+            with pytest.raises(error, match=message):
+                next(iter_batches(x, kw["batch_size"]))
+
+
 def test_checkpoint_of_another_scan_model_or_data_is_refused(tmp_path):
     model = small_net()
     x, y = data(20)

@@ -43,7 +43,7 @@ from cnnwidgets.core.probe import (
     ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
     trained_input_size,
 )
-from cnnwidgets.core.targets import check_output_kind, class_scores, output_tensor
+from cnnwidgets.core.targets import as_count, check_output_kind, class_scores, output_tensor
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.summary import has_spatial_map
 from cnnwidgets.render.colormaps import SEQUENTIAL
@@ -737,8 +737,7 @@ class Explorer(ipw.VBox):
         parts = _unpack(model)
         if input_size is not None:
             input_size = check_input_size(input_size)
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int (the number of classes listed), got {top_k!r}")
+        top_k = as_count(top_k, "top_k")  # the number of classes listed
         if not isinstance(background, (bool, np.bool_)):
             raise TypeError(f"background must be True (compute on a worker thread) or False (inside every "
                             f"change), got {background!r}")

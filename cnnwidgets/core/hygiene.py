@@ -41,7 +41,24 @@ def _same(before: torch.Tensor, after: torch.Tensor) -> bool:
 
 @dataclass
 class ModelSnapshot:
-    """Everything about a model that inspection must not change."""
+    """Everything about a model that inspection must not change.
+
+    Take one with :meth:`take` before inspecting a model, then call :meth:`differences` or
+    :meth:`assert_unchanged` after. Parameters are keyed by their qualified name, buffers by
+    ``"buffer:<name>"``, modules by their qualified name (``""`` for the model itself).
+
+    Attributes:
+        structure: ``(name, id, class name)`` of every module, in ``named_modules`` order.
+        training: each module's ``training`` flag.
+        hooks: each module's number of registered hooks (see :func:`hook_count`).
+        inplace: the ``inplace`` flag of the modules that have one (``nn.ReLU`` ...).
+        requires_grad: each parameter's and buffer's ``requires_grad``.
+        grads: a copy of each parameter's ``.grad``, or None.
+        tensors: a copy of each parameter's and buffer's values.
+        devices: each parameter's and buffer's device, as a string.
+        strides: each parameter's and buffer's strides (its memory layout).
+        identities: ``id`` of every parameter and buffer object.
+    """
 
     structure: list[tuple[str, int, str]]
     training: dict[str, bool]
@@ -58,6 +75,7 @@ class ModelSnapshot:
 
     @classmethod
     def take(cls, model: nn.Module) -> ModelSnapshot:
+        """A snapshot of ``model`` now (its tensors and gradients are copied, so later changes show)."""
         modules = list(model.named_modules())
         named = dict(model.named_parameters())
         named.update({f"buffer:{k}": v for k, v in model.named_buffers()})

@@ -42,7 +42,7 @@ from torch.nn.utils import prune
 
 from cnnwidgets.core.device import release_memory, resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
-from cnnwidgets.core.targets import OutputTypeError, as_count, output_reduction, output_tensor
+from cnnwidgets.core.targets import OutputTypeError, as_count, as_flag, output_reduction, output_tensor
 
 __all__ = [
     "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
@@ -183,6 +183,7 @@ class ProbeStats:
     discoveries: int = 0
 
     def as_dict(self) -> dict[str, int]:
+        """The counters as a new ``{name: count}`` dict, in the order of the attributes above."""
         return dict(self.__dict__)
 
 
@@ -516,10 +517,12 @@ class Probe:
 
     Raises:
         TypeError: if ``model`` is neither an ``nn.Module`` nor a bundle, or is a :class:`Probe`
-            already (use that probe itself); for a ``cache_size`` or ``cache_bytes`` that is not an int.
+            already (use that probe itself); for a ``cache_size`` or ``cache_bytes`` that is not an int
+            (a Python int, a numpy integer or a 0-d integer tensor), or a ``channels_last`` that
+            is neither a bool nor a string (``1`` is not True).
         ValueError: for an unknown or unavailable device, lazy modules (``nn.LazyConv2d`` ...)
-            that have not run yet, an ``input_size`` that is not (C, H, W), ``cache_size < 1``
-            or ``cache_bytes < 0``.
+            that have not run yet, an ``input_size`` that is not (C, H, W), ``cache_size < 1``,
+            ``cache_bytes < 0``, or a ``channels_last`` string other than ``"auto"``.
     """
 
     def __init__(
@@ -533,8 +536,14 @@ class Probe:
         cache_bytes: int = 512 * 2**20,
     ) -> None:
         model, input_size = unwrap_model(model, input_size)
-        if channels_last not in (True, False, "auto"):
-            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+        if isinstance(channels_last, str):
+            if channels_last != "auto":
+                raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+        else:
+            try:
+                channels_last = as_flag(channels_last, "channels_last")
+            except TypeError as exc:
+                raise TypeError(f"{exc} (or 'auto')") from None
         if input_size is not None:
             input_size = check_input_size(input_size)  # now, not at the first look at the layers
         cache_size = as_count(cache_size, "cache_size")
@@ -1115,7 +1124,9 @@ class Probe:
 
         Raises:
             KeyError: for an unknown layer name (with suggestions).
-            TypeError: for a layer name that is not a string.
+            TypeError: for a layer name that is not a string, or a ``grad``, ``cache``,
+                ``channels_first`` or ``contiguous`` that is not True or False (``contiguous``:
+                or None).
             ValueError: for a batch that is not (N, C, H, W) finite floats, or a layer that never runs.
             NotABatchError: (a ``ValueError``) for a layer whose output's first dimension is not the
                 batch (``LayerInfo.batch_first`` is False, or the batch at hand shows it).
@@ -1124,7 +1135,15 @@ class Probe:
         names = layer_names(layers)
         if not names:
             raise ValueError("capture needs at least one layer name")
-        standard = (not channels_first) if contiguous is None else bool(contiguous)
+        grad, cache = as_flag(grad, "grad"), as_flag(cache, "cache")
+        channels_first = as_flag(channels_first, "channels_first")
+        if contiguous is None:
+            standard = not channels_first
+        else:
+            try:
+                standard = as_flag(contiguous, "contiguous")
+            except TypeError as exc:
+                raise TypeError(f"{exc} (or None: the default)") from None
         with self._lock:
             self._check_open()
             self._prepare_input(x)
@@ -1171,11 +1190,13 @@ class Probe:
         cached output alone.
 
         Raises:
-            TypeError: if the model does not return a tensor (or returns None).
+            TypeError: if the model does not return a tensor (or returns None); for a ``grad`` or
+                ``cache`` that is not True or False.
             ValueError: for a batch that is not (N, C, H, W) finite floats, or an output whose
                 first dimension is not the batch (one output per image).
             RuntimeError: if the model fails on the input (whatever it raised, as the cause).
         """
+        grad, cache = as_flag(grad, "grad"), as_flag(cache, "cache")
         with self._lock:
             self._check_open()
             discovered = self._prepare_input(x)  # the output, when x was the discovery pass's input
@@ -1227,6 +1248,7 @@ class Probe:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called: a closed probe refuses captures with a ``RuntimeError``."""
         return self._closed
 
     def __enter__(self) -> Probe:
@@ -1370,6 +1392,10 @@ class Probe:
         return entry
 
 
+#: The keyword arguments of :class:`Probe` that :func:`probe_scope` passes on.
+_PROBE_OPTIONS = tuple(name for name in inspect.signature(Probe).parameters if name != "model")
+
+
 @contextlib.contextmanager
 def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iterator[Probe]:
     """Use the given probe, or a temporary one on a model that is closed on exit.
@@ -1378,21 +1404,37 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
     long-lived probe (and its cache) between views.
 
     Args:
-        model_or_probe: a :class:`Probe` (used as is; ``probe_options`` are ignored), an
-            ``nn.Module``, or a zoo bundle (see :func:`unwrap_model`).
-        probe_options: keyword arguments for :class:`Probe` when one is created.
+        model_or_probe: a :class:`Probe` (used as is), an ``nn.Module``, or a zoo bundle (see
+            :func:`unwrap_model`).
+        probe_options: keyword arguments for :class:`Probe` when one is created. An option
+            given as None is left out (the Probe's default: ``device="auto"`` ...). An existing
+            probe cannot apply options, so with a Probe every option must be None.
 
     Raises:
-        TypeError: for anything else.
+        TypeError: for a ``model_or_probe`` that is none of these, or an option :class:`Probe`
+            does not take.
+        ValueError: for an option other than None given with a Probe (naming it and the
+            probe's own setting), or an option value :class:`Probe` refuses.
     """
+    unknown = sorted(set(probe_options) - set(_PROBE_OPTIONS))
+    if unknown:
+        raise TypeError(f"probe_scope: unknown Probe option(s) {unknown}; accepted: {list(_PROBE_OPTIONS)}")
+    options = {name: value for name, value in probe_options.items() if value is not None}
     if isinstance(model_or_probe, Probe):
+        if options:
+            given = ", ".join(f"{name}={value!r}" for name, value in options.items())
+            raise ValueError(
+                f"{given} applies only when a model is passed; this Probe is made already "
+                f"({model_or_probe!r}) and is used as it is: pass the model instead, or set the probe up "
+                "as wanted (Probe(model, ...), probe.to(device))"
+            )
         yield model_or_probe
         return
     if not isinstance(model_or_probe, nn.Module) and not isinstance(getattr(model_or_probe, "model", None), nn.Module):
         raise TypeError(
             f"expected a torch.nn.Module, a zoo bundle or a cnnwidgets.Probe, got {type(model_or_probe).__name__}"
         )
-    probe = Probe(model_or_probe, **probe_options)
+    probe = Probe(model_or_probe, **options)
     try:
         yield probe
     finally:

@@ -106,21 +106,24 @@ def as_pair(
 
 def as_count(value: object, what: str, *, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``, for a count or a size argument (a batch size, a
-    number of trials): an int or a numpy integer, not a bool, a float or a string.
+    number of trials): a Python int, a numpy integer or a 0-d integer tensor (the types
+    :func:`as_index` and :func:`as_seed` accept), not a bool, a float or a string.
 
     Raises:
         TypeError: for another type, naming ``what``. ValueError: for a value below ``minimum``.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an int >= {minimum}, got {_describe_value(value)}")
-    if value < minimum:
-        raise ValueError(f"{what} must be an int >= {minimum}, got {int(value)}")
-    return int(value)
+    try:
+        count = as_index(value, what)
+    except TypeError:
+        raise TypeError(f"{what} must be an int >= {minimum}, got {_describe_value(value)}") from None
+    if count < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {count}")
+    return count
 
 
 def as_seed(value: object, what: str = "seed") -> int:
     """``value`` as a seed for torch's and numpy's random generators: an int in [0, 2**64)
-    (a Python int, a numpy integer or a 0-d integer tensor).
+    (a Python int, a numpy integer or a 0-d integer tensor, the types :func:`as_count` accepts).
 
     Raises:
         TypeError: for another type (a bool, a float, a string), naming ``what``.
@@ -209,9 +212,17 @@ def as_cancel_check(cancel: object) -> Callable[[], bool]:
 
 
 def _class_index(value: object, what: str) -> int:
-    """A class index checked by :func:`as_index`; several indices get a hint on per-image targets."""
+    """A class index checked by :func:`as_index`; several indices get a hint on per-image targets.
+
+    Raises:
+        TypeError: as :func:`as_index`. IndexError: for a negative index (the range above needs
+            the model's output and is checked when the target is evaluated).
+    """
     several = isinstance(value, (list, tuple)) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0)
-    return as_index(value, what, hint=_PER_IMAGE_HINT if several else "")
+    index = as_index(value, what, hint=_PER_IMAGE_HINT if several else "")
+    if index < 0:
+        raise IndexError(f"class index {index} is negative; accepted: 0..C-1 for a model with C classes")
+    return index
 
 
 @runtime_checkable
@@ -494,11 +505,12 @@ class ClassLogit:
     """The raw score (logit) of class ``index``: ``y[:, index]``, ``0 <= index < classes``.
 
     ``index`` is one class index for the whole batch (see :func:`as_index` for the accepted
-    types; it is stored as an int). A range check needs the model's output and is made when the
-    target is evaluated.
+    types; it is stored as an int). A negative index is refused at once; the upper bound needs
+    the model's output and is checked when the target is evaluated.
 
     Raises:
         TypeError: for an index that is not an int (a bool, a float, several indices ...).
+        IndexError: for a negative index, as :func:`resolve_target`.
     """
 
     index: int
@@ -528,6 +540,7 @@ class ClassProbability:
     Raises:
         TypeError: for an index that is not an int (a bool, a float, several indices ...), or
             an ``outputs`` that is not a string.
+        IndexError: for a negative index, as :func:`resolve_target`.
         ValueError: for an unknown ``outputs``.
     """
 
@@ -669,10 +682,7 @@ def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int
     if isinstance(target, (bool, np.bool_)):
         raise TypeError("a target is a class index (int) or a target object, not a bool")
     if isinstance(target, INDEX_TYPES):
-        index = _class_index(target, "a target given as a class index")
-        if index < 0:
-            raise IndexError(f"class index {index} is negative; accepted: 0..C-1 for a model with C classes")
-        return ClassLogit(index)
+        return ClassLogit(_class_index(target, "a target given as a class index"))
     if callable(target):
         return target if hasattr(target, "layer") else OutputScore(target)
     raise TypeError(
@@ -692,12 +702,23 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
     Args:
         probe: a :class:`~cnnwidgets.core.probe.Probe` (the methods of :mod:`cnnwidgets.methods`
             take a model or a probe and make one when needed).
+        x: a preprocessed batch (N, C, H, W), as :meth:`~cnnwidgets.core.probe.Probe.capture` takes it.
+        target: a class index or a target callable (see :func:`resolve_target`).
+        grad: ``False`` (default): no autograd, the activation may come from the probe's cache.
+            ``True``: the scores stay attached to the autograd graph (``x`` may require grad)
+            and nothing is cached.
 
     Returns:
-        Scores of shape (N,).
+        Scores of shape (N,), on the probe's device.
 
     Raises:
-        TypeError: for a ``probe`` that is not a Probe (a plain model, say).
+        TypeError: for a ``probe`` that is not a Probe (a plain model, say), a ``target`` that is
+            neither a class index nor a callable, or a ``grad`` that is not True or False.
+        IndexError: for a negative class index, or one out of range for the model's output.
+        KeyError: for a target layer the model does not have.
+        ValueError: for a batch the probe refuses, or scores that are not (N,) or not finite
+            (see :func:`call_target`).
+        RuntimeError: if the model fails on the input.
     """
     from cnnwidgets.core.probe import Probe
 
@@ -707,6 +728,7 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
             "with Probe(model) as probe: target_score(probe, x, target)"
         )
     target = resolve_target(target)
+    grad = as_flag(grad, "grad")
     if target.layer is None:
         activation = probe.logits(x, grad=grad)
     else:

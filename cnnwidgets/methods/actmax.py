@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope
 from cnnwidgets.core.targets import (
-    Target, as_callback, as_cancel_check, as_flag, as_real, as_seed, resolve_target, target_score,
+    Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, resolve_target, target_score,
 )
 from cnnwidgets.methods.gradients import gradients_enabled
 
@@ -259,14 +259,6 @@ def _channel_stats(values: Sequence[float] | float | None, channels: int, defaul
     return t
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _image_size(size: Any) -> tuple[int, int]:
     """``size`` (``H`` or ``(H, W)``, ints >= 2) as (H, W)."""
     accepted = "an int H or a pair (H, W) of ints >= 2; for the number of channels too, give input_size=(C, H, W)"
@@ -355,7 +347,8 @@ def maximize_activation(
         input_size: the full image size (C, H, W), for a model whose channels or size cannot be
             guessed (a grayscale MLP: ``input_size=(1, 28, 28)``). Give ``size`` or ``input_size``,
             not both.
-        seed: seed of the private random generator, an int in [0, 2**64).
+        seed: seed of the private random generator, an int in [0, 2**64) (a Python int, a numpy
+            integer or a 0-d integer tensor, as for every count here).
         mean, std: the normalisation the model expects (per channel, or one value): the model sees
             ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default: a bundle's own ``mean`` and
             ``std`` (a zoo bundle, such as :func:`cnnwidgets.zoo.load_default`, says how its model
@@ -378,7 +371,7 @@ def maximize_activation(
             ReLU"; forward values stay exact). Without it a channel that is zero on the initial
             gray image has zero gradient and never moves. 0 turns it off. ReLUs called as
             functions (``F.relu``) are not redirected.
-        progress: show a progress bar (``tqdm.auto``).
+        progress: show a progress bar (``tqdm.auto``); True or False.
         callback: called after every step as ``callback(step, value, rgb)`` with the 1-based step,
             the objective and the current image as a detached (C, H, W) tensor in [0, 1].
         cancel: an object with ``is_set()`` (``threading.Event``) or a callable returning True to
@@ -394,8 +387,9 @@ def maximize_activation(
         TypeError: for an unsupported target.
         ValueError: for bad sizes, steps, mean/std or option values (numbers must be finite).
         TypeError: for a count (``steps``, ``redirect_steps``, ``jitter``, ``seed``) that is not an
-            int, an option that is not a number, a ``decorrelate`` that is not True or False, or a
-            ``callback`` / ``cancel`` of the wrong kind.
+            int (a Python int, a numpy integer or a 0-d integer tensor; a bool or a float is
+            refused), an option that is not a number, a ``decorrelate`` or ``progress`` that is
+            not True or False, or a ``callback`` / ``cancel`` of the wrong kind.
         RuntimeError: if the model fails on the image (the message says how to give its size).
     """
     target = resolve_target(target)
@@ -403,12 +397,13 @@ def maximize_activation(
         raise ValueError(f"parametrization must be one of {_PARAMETRIZATIONS}, got {parametrization!r}")
     seed = as_seed(seed)
     decorrelate = as_flag(decorrelate, "decorrelate")
+    progress = as_flag(progress, "progress")
     stop_now = as_cancel_check(cancel)
     as_callback(callback, "callback", "as callback(step, value, rgb)")
-    steps = _check_int(steps, "steps", 0)
-    redirect_steps = _check_int(redirect_steps, "redirect_steps", 0)
+    steps = as_count(steps, "steps", minimum=0)
+    redirect_steps = as_count(redirect_steps, "redirect_steps", minimum=0)
     if jitter is not None:
-        jitter = _check_int(jitter, "jitter", 0)
+        jitter = as_count(jitter, "jitter", minimum=0)
     lr = as_real(lr, "lr", "> 0", lambda v: v > 0)
     scale = as_real(scale, "scale", "in [0, 1)", lambda v: 0 <= v < 1)
     rotate = as_real(rotate, "rotate", ">= 0", lambda v: v >= 0)
@@ -427,7 +422,9 @@ def maximize_activation(
             raise ValueError(f"input_size must be at least 2x2 pixels, got {input_size}")
     if mean is None and std is None:
         mean, std = bundle_normalization(model_or_probe)
-    with gradients_enabled(), probe_scope(model_or_probe, input_size=input_size) as probe:
+    # a temporary probe is described at input_size; a probe given is used as it is (the image below has that size)
+    own_size = None if isinstance(model_or_probe, Probe) else input_size
+    with gradients_enabled(), probe_scope(model_or_probe, input_size=own_size) as probe:
         if input_size is not None:
             channels, height, width = input_size
         else:

@@ -189,10 +189,13 @@ def _weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tens
 
 
 def _gradient_map(
-    model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str, method: str, weigh
+    model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str | None, method: str, weigh
 ) -> torch.Tensor:
+    target = resolve_target(target)
     with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
+        if layer is None:
+            layer = nearest_conv_layer(probe, target.layer)
         info = _spatial_layer(probe, layer, method)
         activation, grad = _layer_gradient(probe, x, target, layer, method)
         # a channels-last (H, W, C) layer (Swin, ConvNeXt blocks) is weighed per channel all the same
@@ -200,7 +203,9 @@ def _gradient_map(
         return _weighted_sum(weigh(activation, grad), activation).clamp(min=0).to(x.device)
 
 
-def grad_cam(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str) -> torch.Tensor:
+def grad_cam(
+    model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str | None = None
+) -> torch.Tensor:
     """Grad-CAM map (Selvaraju et al. 2017): ``ReLU(sum_k w_k A_k)``, ``w_k = mean_ij dy/dA_kij``.
 
     Args:
@@ -209,14 +214,21 @@ def grad_cam(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target 
         target: class index (the class logit, as in the paper) or target callable.
         layer: any layer with a (K, h, w) output, usually the last convolutional block; a
             channels-last (h, w, K) output (``LayerInfo.layout == "HWC"``, as in Swin
-            transformers) is read channels first.
+            transformers) is read channels first. Default (None): ``nearest_conv_layer(probe,
+            target.layer)`` (see :func:`nearest_conv_layer`, the layer the explorer's Grad-CAM
+            uses): for a target on the model's output, the last feature map larger than 1x1 the
+            model computes, usually the output of the last convolutional block (ResNet's
+            ``layer4``, the ``features`` of DenseNet and MobileNet); for a target at an internal
+            layer, that layer when it is such a feature map, else the last one before it.
 
     Returns:
         Non-negative map (N, h, w) at the layer's resolution, float32 on ``x``'s device.
 
     Raises:
         KeyError, IndexError, TypeError, RuntimeError: as :func:`layer_gradient`.
-        ValueError: a layer without a (K, h, w) output, or one the target does not depend on.
+        ValueError: a layer without a (K, h, w) output, or one the target does not depend on;
+            without ``layer``, a model that computes no feature map larger than 1x1 (before the
+            target's layer).
     """
 
     def weigh(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -229,7 +241,7 @@ def grad_cam_pp(
     model_or_probe: nn.Module | Probe,
     x: torch.Tensor,
     target: Target | int,
-    layer: str,
+    layer: str | None = None,
     *,
     eps: float = 0.0,
 ) -> torch.Tensor:
@@ -240,7 +252,7 @@ def grad_cam_pp(
     ``L = ReLU(sum_k w_k A_k)``.
 
     Args:
-        model_or_probe, x, target, layer: as :func:`grad_cam`.
+        model_or_probe, x, target, layer: as :func:`grad_cam` (the same default layer).
         eps: added to the denominator of ``a_kij`` (0: the paper's formula; pytorch-grad-cam
             uses 1e-6, which matters when gradients are tiny, as in untrained networks). A
             finite number >= 0.
@@ -284,8 +296,8 @@ def cam(
     model_or_probe: nn.Module | Probe,
     x: torch.Tensor,
     target: ClassLogit | int,
-    *,
     layer: str | None = None,
+    *,
     fc: str | None = None,
 ) -> torch.Tensor:
     """Class activation map (Zhou et al. 2016, eq. 2): ``M_c(i, j) = sum_k W[c, k] f_k(i, j)``.
@@ -548,9 +560,10 @@ def _positions(info: LayerInfo) -> int:
     return 0 if info.map_shape is None else info.map_shape[1] * info.map_shape[2]
 
 
-def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str) -> str:
+def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = None) -> str:
     """The layer a Grad-CAM map for ``layer`` uses (the explorer's fallback for a layer
-    without a spatial map, such as ``avgpool`` or ``fc``).
+    without a spatial map, such as ``avgpool`` or ``fc``, and the default layer of
+    :func:`grad_cam` and :func:`grad_cam_pp`).
 
     Rule: ``layer`` itself when it runs and its output is a feature map with more than 1x1
     positions, (C, H, W) or channels-last (H, W, C) (``LayerInfo.map_shape``); else the
@@ -561,8 +574,10 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str) -> str:
     ``features``, ``avgpool`` of a Swin transformer ``permute`` (its channels-last ``norm``
     output made (C, H, W); the Grad-CAM of both is the same). VGG's ``avgpool`` (adaptive
     pooling to 7x7) is a feature map itself and is kept, and is what its classifier gets.
-    The containers around ``layer`` are not before it. The name is historical: the layer
-    is the nearest feature map, usually the output of the last convolutional block, not
+    The containers around ``layer`` are not before it. ``layer=None`` stands for the model's
+    output (as a target's ``layer`` does): the feature map with more than 1x1 positions whose
+    forward call ends last in the whole model, by the same rule. The name is historical: the
+    layer is the nearest feature map, usually the output of the last convolutional block, not
     necessarily a convolution.
 
     Args:
@@ -570,15 +585,24 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str) -> str:
             a model (described by a temporary probe at its default input size, see
             :attr:`Probe.layers`; pass a probe described at the input size in use when the
             answer may depend on it).
-        layer: the layer name.
+        layer: the layer name, or None for the model's output.
 
     Raises:
         KeyError: unknown layer. ValueError: ``layer`` never runs, or no feature map larger
-            than 1x1 is computed before it.
+            than 1x1 is computed before it (in the model, for ``layer=None``).
         TypeError: for something that is neither a model nor a probe.
     """
     with probe_scope(model_or_probe) as probe:
         layers = probe.layers
+        if layer is None:
+            keys = _finish_keys(layers)
+            maps = [name for name in keys if _positions(layers[name]) > 1]
+            if not maps:
+                raise ValueError(
+                    "no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
+                    "runs in this model; Grad-CAM needs such a layer"
+                )
+            return max(maps, key=keys.__getitem__)
         info = probe.check_layer(layer)
     if info.calls == 0:
         raise ValueError(f"layer {layer!r} does not run in this model's forward pass")

@@ -153,6 +153,16 @@ class CorrespondenceResult:
     boxes: dict[str, list[BoxXYXY]] = field(default_factory=dict)
 
     def cell(self, part: str, layer: str, precision: int = 3) -> str:
+        """One cell of the table as text, ``"mean ± std"`` with ``precision`` decimals.
+
+        Args:
+            part: a row: a part name, or :data:`RANDOM` for the control (when ``random_trials > 0``).
+            layer: a column, one of ``layers``.
+            precision: decimals shown.
+
+        Raises:
+            KeyError: for a part or layer the result does not hold.
+        """
         return f"{self.mean[part][layer]:.{precision}f} ± {self.std[part][layer]:.{precision}f}"
 
     def table(self, precision: int = 3) -> str:
@@ -237,7 +247,7 @@ def correspondence(
         random_trials: random-occlusion draws for the control (0: no control). Trial ``t``
             uses, in image ``i``, the size of the box of part ``t mod P`` in image ``i``.
         fill: occluder value in preprocessed space: one, or one per channel.
-        seed: seed of the control's private generator.
+        seed: seed of the control's private generator, an int in [0, 2**64).
         rtol, atol: changes within ``atol + rtol * |x|`` count as no change.
 
     Returns:
@@ -246,12 +256,13 @@ def correspondence(
     Raises:
         ValueError: fewer than 2 images, no parts, wrong number of boxes, a box outside the image
             or with fractional coordinates, a ``fill`` with neither 1 nor C values or with values
-            that are not finite, a negative ``random_trials`` or ``seed``, an ``rtol`` or ``atol``
+            that are not finite, a negative ``random_trials``, a ``seed`` outside [0, 2**64), an ``rtol`` or ``atol``
             that is negative, NaN or infinite.
         KeyError: unknown layer.
         TypeError: ``parts`` that is not a mapping, layer names that are not strings, a ``fill``
-            that is not numbers, ``random_trials`` or ``seed`` not an int, ``rtol`` or ``atol`` not
-            a number.
+            that is not numbers, ``random_trials`` or ``seed`` not an int (a Python int, a numpy
+            integer or a 0-d integer tensor are; a bool or a float is not), ``rtol`` or ``atol``
+            not a number.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")

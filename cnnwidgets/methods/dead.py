@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
-from cnnwidgets.core.targets import as_flag, as_real, check_channel_output, check_finite_activation
+from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.topk import data_size, iter_batches
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
@@ -74,6 +74,7 @@ class DeadChannels:
 
     @property
     def num_channels(self) -> int:
+        """The layer's number of channels, C."""
         return int(self.max_activation.shape[0])
 
     @property
@@ -151,11 +152,14 @@ def dead_channels(
             image (channels-last (H, W, C) maps are read channels first; a transformer's (tokens,
             features) is refused, see :func:`~cnnwidgets.core.targets.check_channel_output`), a
             layer's activations are not finite (NaN or inf: non-finite weights, whose channels are
-            not dead but broken), or ``threshold`` is NaN or infinite.
+            not dead but broken), ``threshold`` is NaN or infinite, or ``batch_size`` is below 1.
         TypeError: when ``inputs`` or an item of it is not one of the forms above, a layer name is
-            not a string, ``threshold`` is not a number, or ``progress`` is not True or False.
+            not a string, ``threshold`` is not a number, ``batch_size`` is not an int (a Python
+            int, a numpy integer or a 0-d integer tensor; not a bool or a float), or ``progress``
+            is not True or False.
     """
     threshold = as_real(threshold, "threshold")
+    batch_size = as_count(batch_size, "batch_size")
     progress = as_flag(progress, "progress")
     names: list[str] | None = None
     if layers is not None:

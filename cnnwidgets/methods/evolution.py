@@ -108,6 +108,10 @@ class FeatureEvolution:
     def values(self, layer: str, channel: int) -> np.ndarray:
         """float64 (E,): the strongest activation per recorded epoch.
 
+        Args:
+            layer: a recorded layer.
+            channel: a recorded channel of that layer.
+
         Raises:
             KeyError: for a channel that was not recorded.
         """

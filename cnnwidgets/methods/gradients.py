@@ -476,6 +476,12 @@ def strongest_unit(model_or_probe: nn.Module | Probe, x: torch.Tensor, layer: st
     Ties go to the first position in row-major order. Uses the probe's cached,
     prefix-only capture.
 
+    Args:
+        model_or_probe: a model or a :class:`Probe` of it.
+        x: preprocessed batch (N, C, H, W).
+        layer: a layer with a (C, H, W) output (channels-last layers are read channels first).
+        channel: the channel index (see :func:`~cnnwidgets.core.targets.as_index`).
+
     Returns:
         int64 tensor (N, 2) of (row, col) on the CPU.
 

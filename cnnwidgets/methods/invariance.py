@@ -265,6 +265,7 @@ class InvarianceResult:
 
     @property
     def transforms(self) -> list[str]:
+        """The transformations measured, in the order they ran (the keys of ``values``)."""
         return list(self.values)
 
     def summary(self) -> str:

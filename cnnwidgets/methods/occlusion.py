@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, check_channel_axis, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
-    Target, as_callback, as_cancel_check, as_count, as_real, call_target, class_probabilities, class_scores,
+    Target, as_callback, as_cancel_check, as_count, as_flag, as_real, call_target, class_probabilities, class_scores,
     output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
@@ -830,10 +830,10 @@ def _scan(
     rows, cols = grid_shape(x.shape[2:], window, stride)
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be None (automatic) or a positive int, got {batch_size!r}")
+    if batch_size is not None:
+        batch_size = as_count(batch_size, "batch_size (None: automatic)")
+    progress = as_flag(progress, "progress")
+    fold_batchnorm = as_flag(fold_batchnorm, "fold_batchnorm")
     as_callback(callback, "callback", "(it receives the partial OcclusionResult)")
     cancelled = as_cancel_check(cancel)
     target = resolve_target(target)
@@ -843,7 +843,7 @@ def _scan(
             f"device applies only when a model is passed; this Probe computes on {model_or_probe.device} "
             "(switch it with probe.to(device))"
         )
-    with probe_scope(model_or_probe, device="auto" if device is None else device) as probe:
+    with probe_scope(model_or_probe, device=device) as probe:  # None: Probe's default, "auto"
         return _scan_with_probe(
             probe, x, target, rows=rows, cols=cols, window=window, stride=stride, fill=fill,
             batch_size=batch_size, progress=progress, order=order, callback=callback,
@@ -1036,7 +1036,7 @@ def occlusion_map(
             keeps every activation tensor under 28 MiB, which the allocator then reuses instead
             of mapping fresh pages per batch (9 for resnet18 at 224x224), at most 64; on GPUs up
             to 128. The map does not depend on it.
-        progress: show a tqdm progress bar (``tqdm.auto``: a widget in notebooks).
+        progress: show a tqdm progress bar (``tqdm.auto``: a widget in notebooks); True or False.
         order: ``"coarse_first"`` (default, see :func:`scan_order`) or ``"raster"``.
         callback: called after every batch with a snapshot :class:`OcclusionResult` (unfilled
             positions NaN); exceptions it raises stop the scan and propagate.
@@ -1044,7 +1044,9 @@ def occlusion_map(
             unoccluded pass (before the inference copy for the scan is prepared) and before
             every batch. When it fires, the scan stops and the partial result is returned with
             ``cancelled=True``.
-        device: only when a model is passed: ``"auto"`` (default), ``"cpu"``, ``"cuda"``, ``"mps"``.
+        device: the device of the temporary probe, only when a model is passed: None (default)
+            or ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``. With a
+            Probe, leave it None: the scan runs on the probe's device (switch it with ``probe.to``).
         fold_batchnorm: for targets on the model output, run a private copy in which eval-mode
             batch norm is folded into the preceding convolution and private activations run
             in place (same output up to float rounding, checked once against the probe's copy;
@@ -1064,12 +1066,15 @@ def occlusion_map(
         >>> rgb = occlusion_overlay(result.grid, image, window=result.window, stride=result.stride)
 
     Raises:
-        TypeError: x is not a tensor, the target is not a class index or target callable, or
-            cancel / callback are of the wrong kind.
+        TypeError: x is not a tensor, the target is not a class index or target callable,
+            cancel / callback are of the wrong kind, batch_size is neither None nor an int (a
+            Python int, a numpy integer or a 0-d integer tensor; not a bool or a float), or
+            progress / fold_batchnorm are not True or False.
         ValueError: x is not (1, C, H, W) floats (including an x laid out as (1, H, W, C), told
             apart by the model's first convolution); window or stride are not positive ints or pairs,
             or the window is larger than the image; bad fill (also one with NaN or infinite values),
-            order or batch_size; a target that does not return one score per image, or scores that
+            order, or a batch_size below 1; a device given with a Probe, or an unknown or
+            unavailable one; a target that does not return one score per image, or scores that
             are NaN or infinite (a model with non-finite weights, say).
         KeyError: the target names a layer the model does not have (with suggestions).
         IndexError: a class or channel index out of range.
@@ -1100,14 +1105,20 @@ def occlusion_top_class(
     """The most probable class as a function of the occluder position (Zeiler & Fergus 2013, 4.2 (c)).
 
     ``labels[i, j] = argmax_k y_k(O_ij(x))`` and ``grid[i, j] = max_k softmax(y(O_ij(x)))_k``,
-    the probability of that class. Arguments, streaming and cancellation are as in
-    :func:`occlusion_map`.
+    the probability of that class. Streaming and cancellation are as in :func:`occlusion_map`.
+
+    Args:
+        model_or_probe: a model (a temporary Probe is made and closed) or a Probe; the model's
+            output must be class scores (N, classes).
+        x: one preprocessed image of shape (1, C, H, W).
+        window, stride, fill, batch_size, progress, order, callback, cancel, device, fold_batchnorm:
+            as in :func:`occlusion_map`.
 
     Returns:
         :class:`OcclusionResult` with ``labels`` set and ``target`` a :class:`TopClassProbability`.
 
     Raises:
-        ValueError: as :func:`occlusion_map`, and when the model output is not (N, classes).
+        As :func:`occlusion_map`; also ``ValueError`` when the model output is not (N, classes).
     """
     return _scan(
         model_or_probe, x, TopClassProbability(), window=window, stride=stride, fill=fill,

@@ -335,7 +335,7 @@ def summary(
     leaves_only = as_flag(leaves_only, "leaves_only")
     if input_size is not None:
         input_size = check_input_size(input_size)
-    with probe_scope(model_or_probe, input_size=input_size) as probe:
+    with probe_scope(model_or_probe, input_size=None if isinstance(model_or_probe, Probe) else input_size) as probe:
         infos = probe.describe(input_size) if input_size is not None else probe.layers
         modules = dict(probe.model.named_modules())
         rows = tuple(

@@ -345,12 +345,12 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
     data through this function.
 
     Raises:
-        TypeError: for an item that is not one of these.
+        TypeError: for an item that is not one of these, or a ``batch_size`` that is not an int
+            (see :func:`~cnnwidgets.core.targets.as_count`).
         ValueError: for a tensor that is not 3-D or 4-D, a ``batch_size`` below 1, or a pair whose
             labels are not one per image.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = as_count(batch_size, "batch_size")
     pair_length = _pair_length(data)
     if pair_length is not None:
         images = data[0]
@@ -484,8 +484,9 @@ class TopKActivations:
 
     Raises:
         ValueError: for no layers, duplicate layers or a ``k`` below 1. TypeError: for layer
-            names that are not strings, or a ``per_image`` or ``keep_images`` that is not True
-            or False.
+            names that are not strings, a ``k`` that is not an int (a Python int, a numpy integer
+            or a 0-d integer tensor; not a bool or a float), or a ``per_image`` or ``keep_images``
+            that is not True or False.
     """
 
     def __init__(self, layers: str | Sequence[str], k: int = 9, *, per_image: bool = True, keep_images: bool = True) -> None:
@@ -494,8 +495,7 @@ class TopKActivations:
             raise ValueError("layers is empty; name at least one layer")
         if len(set(names)) != len(names):
             raise ValueError(f"layers contains duplicates: {names}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        k = as_count(k, "k")
         self.layers: list[str] = names
         self.k = k
         self.per_image = as_flag(per_image, "per_image")
@@ -553,6 +553,13 @@ class TopKActivations:
 
         The batch's images get indices ``consumed .. consumed + N - 1``. The update is atomic:
         if it raises, the state is unchanged.
+
+        Args:
+            probe: the :class:`~cnnwidgets.core.probe.Probe` of the scanned model (the same one,
+                or one of the same weights, for every batch).
+            batch: preprocessed images (N, C, H, W), all of the first batch's size.
+            labels: one class label per image, an integer tensor (N,), or None (unknown: stored
+                as -1). Labels of another length are ignored.
 
         Raises:
             ValueError: for a batch that is not (N, C, H, W) floats (one laid out (N, H, W, C) is
@@ -734,7 +741,18 @@ class TopKActivations:
         return torch.stack(picked)
 
     def patches(self, layer: str, channel: int, images: Any = None, fill: float = 0.0) -> list[Patch]:
-        """Receptive-field patches of a channel's entries, strongest first (see :func:`crop_receptive_field`)."""
+        """Receptive-field patches of a channel's entries, strongest first (see :func:`crop_receptive_field`).
+
+        Args:
+            layer: a scanned layer.
+            channel: a channel index of that layer (see :func:`~cnnwidgets.core.targets.as_index`).
+            images: where to read the source images from when they were not kept (see
+                :meth:`source_images`); None: the kept images.
+            fill: the value of the pixels of a receptive field that lie outside the image.
+
+        Raises:
+            KeyError, IndexError, ValueError: as :meth:`source_images`.
+        """
         sources = self.source_images(layer, channel, images)
         return [crop_receptive_field(src, self.box(layer, e), fill) for src, e in zip(sources, self.entries(layer, channel))]
 
@@ -949,9 +967,10 @@ def scan_topk(
         as the scan being resumed, a checkpoint file that is not a top-k file (see
         :meth:`TopKActivations.load`), images laid out (N, H, W, C) instead of (N, C, H, W), or a
         model whose activations at a scanned layer are not finite (NaN or inf: non-finite
-        weights). TypeError: unsupported
-        data, or layer names that are not strings (a module, an index); a ``checkpoint_every`` or
-        ``stop_after`` that is not an int (``stop_after`` < 1 is a ValueError); a ``per_image``,
+        weights); a ``k`` or ``batch_size`` below 1. TypeError: unsupported
+        data, or layer names that are not strings (a module, an index); a ``k``, ``batch_size``,
+        ``checkpoint_every`` or ``stop_after`` that is not an int (a Python int, a numpy integer
+        or a 0-d integer tensor; ``stop_after`` < 1 is a ValueError); a ``per_image``,
         ``keep_images`` or ``progress`` that is not True or False; a ``resume`` that is not a
         :class:`TopKActivations`, a ``checkpoint`` that is not a path, a ``callback`` that is not
         callable (all checked before scanning). FileNotFoundError: a checkpoint path in a folder
@@ -959,6 +978,8 @@ def scan_topk(
         is a folder.
     """
     names = layer_names(layers)
+    k = as_count(k, "k")
+    batch_size = as_count(batch_size, "batch_size")
     per_image = as_flag(per_image, "per_image")
     keep_images = as_flag(keep_images, "keep_images")
     progress = as_flag(progress, "progress")
