@@ -3,7 +3,7 @@
 Gradient ascent on the input image (Erhan, Bengio, Courville & Vincent 2009, "Visualizing
 Higher-Layer Features of a Deep Network"; Simonyan, Vedaldi & Zisserman 2014 for class scores)::
 
-    x* = argmax_x  f(x),   x <- x + lr * Adam(grad_x f(T(x)))
+    x* = argmax_x  E_T[f(T(x))],   x <- x + lr * Adam(grad_x f(T(x)))   (a new random T each step)
 
 where ``f`` is a target (a channel's mean activation, a class logit ...). Unregularised ascent
 finds high-frequency patterns that excite the unit but look like noise. As in Olah, Mordvintsev
@@ -318,7 +318,7 @@ def maximize_activation(
 ) -> ActMaxResult:
     """Synthesise an image that maximises ``target`` by gradient ascent on the input.
 
-    Formula: ``x* = argmax_x f(T(x))`` with ``x = normalize(sigmoid(M @ irfft2(s(f) * c)))``,
+    Formula: ``x* = argmax_x E_T[f(T(x))]`` with ``x = normalize(sigmoid(M @ irfft2(s(f) * c)))``,
     ``s(f) = 1 / max(f, 1/max(H, W))**decay``, ``T`` a random jitter/scale/rotation per step and
     ``f`` the target, optimised with Adam over ``c`` (Erhan et al. 2009; Olah et al. 2017,
     "Feature Visualization", Distill). See the module docstring for details.
