@@ -352,6 +352,31 @@ def test_cam_uses_the_maps_that_are_pooled_after_an_inplace_change():
         cam(FunctionalHead(inplace=False).eval(), x, 1, layer="features")
 
 
+class StridedFunctionalPool(nn.Module):
+    """MobileNet's ending on a small input: three stride-2 convolutions (a 1x1 map at 8x8), then
+    pooling by a function (no pooling module) and a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.Conv2d(4, 6, 3, 2, 1), nn.ReLU(),
+                                      nn.Conv2d(6, 5, 3, 2, 1), nn.ReLU())
+        self.classifier = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+def test_cam_says_when_the_maps_have_shrunk_to_1x1_at_this_input_size():
+    torch.manual_seed(0)
+    model = StridedFunctionalPool().eval()
+    with pytest.raises(ValueError, match=r"the last feature map with 5 channels before 'classifier', 'features', is "
+                                         r"\(5, 1, 1\): 1x1 at this input size \(8x8\), where CAM is a single value, "
+                                         r"not a map\. Use a larger input .* or pass layer='features'"):
+        cam(model, torch.randn(1, 3, 8, 8), 1)
+    assert cam(model, torch.randn(1, 3, 8, 8), 1, "features").shape == (1, 1, 1)  # the value it offers
+    assert cam(model, torch.randn(1, 3, 32, 32), 1).shape == (1, 4, 4)  # a larger input: a map
+
+
 def test_cam_defaults_to_the_maps_pooled_by_a_function_in_densenet_and_mobilenet():
     torch.manual_seed(1)
     x = torch.randn(1, 3, 64, 64)

@@ -357,6 +357,19 @@ def cam(
         width = fc_module.in_features
         # the layer to suggest: the last feature map before fc (larger than 1x1) with fc's width
         candidate = _latest_map_before(layers, fc_info, lambda i: i.map_shape[0] == width and _positions(i) > 1)
+        # the last map with fc's width when it has shrunk to 1x1 (an input smaller than the model's
+        # usual size): CAM is defined there but is one value, and no larger map with that width follows
+        # (pooling layers are left out: one that pools to 1x1 does so at any input size)
+        last_wide = _latest_map_before(
+            layers, fc_info, lambda i: i.map_shape[0] == width and not isinstance(probe.module(i.name), _POOLING)
+        )
+        shrunk = (
+            f"; the last feature map with {width} channels before {fc_name!r}, {last_wide.name!r}, is "
+            f"{last_wide.shape_text}: 1x1 at this input size ({'x'.join(str(v) for v in x.shape[2:])}), where "
+            f"CAM is a single value, not a map. Use a larger input (the size the model was made for), or pass "
+            f"layer={last_wide.name!r} for that value"
+            if last_wide is not None and _positions(last_wide) == 1 else ""
+        )
         record: list[torch.Tensor] = []
         layer_info = None
         if layer is None:
@@ -364,6 +377,9 @@ def cam(
                 layers, fc_info, lambda i: i.map_shape[0] == width and (_positions(i) > 1 or _global_pool(probe, i))
             )
             if chosen is None:
+                if shrunk:
+                    raise ValueError(f"CAM needs the {width} features of {fc_name!r} to be globally averaged "
+                                     f"feature maps larger than 1x1{shrunk}")
                 last = _latest_map_before(layers, fc_info, lambda i: True)
                 seen = f" (the last feature map before it, {last.name!r}, is {last.shape_text})" if last else ""
                 raise ValueError(
@@ -460,6 +476,9 @@ def cam(
                 else:
                     better = (f" (nor is it that of {candidate.name!r}, the last feature map before it: the model "
                               "pools in another way, max pooling say, and CAM is undefined for it)")
+            if shrunk and last_wide.name != layer:
+                raise ValueError(f"the input of {fc_name!r} is not the global average of {source} ({difference})"
+                                 f"{shrunk}")
             raise ValueError(
                 f"the input of {fc_name!r} is not the global average of {source} ({difference}); CAM is "
                 "undefined here, use grad_cam" + better
@@ -536,6 +555,12 @@ def _finish_keys(layers: dict[str, LayerInfo]) -> dict[str, tuple[int, int]]:
             if parent in last:
                 last[parent] = max(last[parent], info.order)
     return {name: (value, -name.count(".")) for name, value in last.items()}
+
+
+#: Pooling modules, whose 1x1 output says nothing about the input size.
+_POOLING = (
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d, nn.LPPool2d, nn.FractionalMaxPool2d,
+)
 
 
 def _latest_map_before(layers: dict[str, LayerInfo], before: LayerInfo, accept) -> LayerInfo | None:
