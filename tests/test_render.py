@@ -369,6 +369,10 @@ def test_map_to_input_uses_receptive_field_geometry():
     assert out.tolist() == [[0, 0, 1, 1]]
     with pytest.raises(ValueError, match="both"):
         R.map_to_input(fmap, (1, 4), jump=2)
+    # a probe's (C, H, W) input size is taken as it is
+    np.testing.assert_array_equal(R.map_to_input(fmap, (3, 1, 4), jump=2, start=0.5),
+                                  R.map_to_input(fmap, (1, 4), jump=2, start=0.5))
+    assert R.map_to_input(fmap, [3, 2, 5]).shape == (2, 5)
 
 
 # ---------------------------------------------------------------- overlays and panels

@@ -194,7 +194,7 @@ def resize(
 
 def map_to_input(
     fmap: np.ndarray,
-    input_size: tuple[int, int],
+    input_size: tuple[int, int] | tuple[int, int, int],
     *,
     jump: float | None = None,
     start: float | None = None,
@@ -210,7 +210,8 @@ def map_to_input(
 
     Args:
         fmap: float array (h, w) or (C, h, w).
-        input_size: (H, W) of the input image, a pair of ints >= 1.
+        input_size: (H, W) of the input image, ints >= 1; or (C, H, W), as a probe's
+            ``input_size`` gives it (C is not used).
         jump: distance in input pixels between neighbouring units (a finite number > 0), or None.
         start: centre of unit 0 in input pixel coordinates (a finite number), or None.
         mode: ``"nearest"`` or ``"bilinear"``.
@@ -228,6 +229,8 @@ def map_to_input(
     _check_mode(mode)
     if (jump is None) != (start is None):
         raise ValueError("give both jump and start (receptive-field geometry) or neither")
+    if isinstance(input_size, (tuple, list)) and len(input_size) == 3:
+        input_size = tuple(input_size[1:])  # (C, H, W)
     out_h, out_w = check_size(input_size, "input_size")
     fmap = np.asarray(fmap, dtype=np.float32)
     if jump is None:
