@@ -157,7 +157,7 @@ def test_predict_gives_the_eval_answer_and_leaves_a_training_model_as_it_was():
     bundle = zoo.load_default()  # its own copy: the model is put in training mode below
     model = bundle.model
     image = zoo.sample_image("star")
-    expected = bundle.predict(image, topk=3)
+    expected = bundle.predict(image, top_k=3)
     model.train()
     model.classifier.eval()  # mixed flags must come back mixed
     torch.manual_seed(0)
@@ -167,7 +167,7 @@ def test_predict_gives_the_eval_answer_and_leaves_a_training_model_as_it_was():
     assert any(k.endswith("num_batches_tracked") for k in state)
     flags = {name: module.training for name, module in model.named_modules()}
     grads = {name: (param.grad, param.grad.clone()) for name, param in model.named_parameters()}
-    got = bundle.predict(image, topk=3)
+    got = bundle.predict(image, top_k=3)
     assert [c for c, _ in got] == [c for c, _ in expected]
     assert np.allclose([p for _, p in got], [p for _, p in expected], rtol=0, atol=1e-5)
     after = model.state_dict()
@@ -176,15 +176,15 @@ def test_predict_gives_the_eval_answer_and_leaves_a_training_model_as_it_was():
     for name, param in model.named_parameters():
         assert param.grad is grads[name][0] and torch.equal(param.grad, grads[name][1]) and param.requires_grad
     # the same answer again: nothing was updated by the first call
-    assert np.allclose([p for _, p in bundle.predict(image, topk=3)], [p for _, p in expected], rtol=0, atol=1e-5)
+    assert np.allclose([p for _, p in bundle.predict(image, top_k=3)], [p for _, p in expected], rtol=0, atol=1e-5)
 
 
 def test_predict_and_batch_refuse_bad_arguments(default_bundle):
     image = zoo.sample_image("star")
     for topk, error in ((-1, ValueError), (0, ValueError), (2.5, TypeError), (True, TypeError), ("3", TypeError)):
-        with pytest.raises(error, match="topk must be an int >= 1"):
-            default_bundle.predict(image, topk=topk)
-    assert len(default_bundle.predict(image, topk=100)) == len(default_bundle.classes)
+        with pytest.raises(error, match="top_k must be an int >= 1"):
+            default_bundle.predict(image, top_k=topk)
+    assert len(default_bundle.predict(image, top_k=100)) == len(default_bundle.classes)
     with pytest.raises(TypeError, match="predict takes one image, got a list of 2"):
         default_bundle.predict([image, image])
     with pytest.raises(ValueError, match="batch needs at least one image, got an empty list"):
@@ -245,7 +245,7 @@ def test_samples_are_shipped_and_match_their_specification():
 
 def test_single_shape_samples_are_classified_as_their_class(default_bundle):
     for name in shapes.CLASSES:
-        top = default_bundle.predict(zoo.sample_image(name), topk=1)[0]
+        top = default_bundle.predict(zoo.sample_image(name), top_k=1)[0]
         assert top[0] == name, (name, top)
 
 
@@ -253,7 +253,7 @@ def test_scene_samples_rank_their_shapes_on_top(default_bundle):
     for name, present in SAMPLE_SHAPES.items():
         if len(present) < 2:
             continue
-        top = [c for c, _ in default_bundle.predict(zoo.sample_image(name), topk=len(present))]
+        top = [c for c, _ in default_bundle.predict(zoo.sample_image(name), top_k=len(present))]
         assert set(top) == set(present), (name, top)
 
 

@@ -189,7 +189,7 @@ class Bundle:
         return self.preprocess(images)[None]
 
     @torch.no_grad()
-    def predict(self, image: Any, topk: int = 5) -> list[tuple[str, float]]:
+    def predict(self, image: Any, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k (class name, probability) for one image, most likely first.
 
         The answer is always the model's evaluation-mode one, and the model is left exactly
@@ -201,15 +201,15 @@ class Bundle:
 
         Args:
             image: one image, anything :func:`cnnwidgets.load_image` accepts.
-            topk: how many classes to list, an int >= 1 (at most all of them are listed).
+            top_k: how many classes to list, an int >= 1 (at most all of them are listed).
 
         Raises:
             TypeError: a list or tuple of images (predict one at a time, or pass
-                ``bundle.batch(images)`` to a Probe), or a ``topk`` that is not an int.
-            ValueError: ``topk < 1``, an image ``preprocess`` cannot read, or a model whose
+                ``bundle.batch(images)`` to a Probe), or a ``top_k`` that is not an int.
+            ValueError: ``top_k < 1``, an image ``preprocess`` cannot read, or a model whose
                 number of outputs is not the number of class names.
         """
-        topk = as_count(topk, "topk")
+        top_k = as_count(top_k, "top_k")
         if isinstance(image, (list, tuple)):
             raise TypeError(
                 f"predict takes one image, got a {type(image).__name__} of {len(image)}; call it once per image, "
@@ -231,7 +231,7 @@ class Bundle:
             raise ValueError(
                 f"the model gives {probs.numel()} class scores but the bundle has {len(self.classes)} class names"
             )
-        values, indices = probs.topk(min(topk, probs.numel()))
+        values, indices = probs.topk(min(top_k, probs.numel()))
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
     def __repr__(self) -> str:
