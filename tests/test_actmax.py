@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassLogit, Probe
 from cnnwidgets.app.filters import CLASS_TARGET, ActMaxController, actmax_view
-from cnnwidgets.methods.actmax import maximize_activation
+from cnnwidgets.methods.actmax import ZeroGradientWarning, maximize_activation
 
 FAST = dict(size=16, steps=24, progress=False)
 
@@ -142,19 +143,77 @@ def test_prefix_only_and_gradients_only_for_the_image():
         assert all(len(m._forward_hooks) == 1 for name, m in probe.model.named_modules() if name)
 
 
-def test_a_channel_that_is_off_on_the_start_image_is_reached_by_redirected_relu():
-    # The only channel sums the red input minus a bias: off on the gray start image (9 * 0.5 - 5 < 0),
-    # reachable with a red image (9 * 1 - 5 > 0). A plain ReLU gives no gradient at the start.
-    model = nn.Sequential(nn.Conv2d(3, 1, 3), nn.ReLU())
+def red_unit(activation: nn.Module, bias: float = -5.0) -> nn.Module:
+    """One channel: the red input summed over 3x3 plus ``bias``, then ``activation``."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 3), activation)
     with torch.no_grad():
         model[0].weight.zero_()
         model[0].weight[0, 0] = 1.0
-        model[0].bias.fill_(-5.0)
+        model[0].bias.fill_(bias)
+    return model
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.ReLU6(), nn.Hardtanh(0.0, 2.0)], ids=str)
+def test_a_channel_that_is_off_on_the_start_image_is_reached_by_redirected_relu(activation):
+    # The only channel sums the red input minus a bias: off on the gray start image (9 * 0.5 - 5 < 0),
+    # reachable with a red image (9 * 1 - 5 > 0). A plain ReLU (or ReLU6) gives no gradient at the start.
+    model = red_unit(activation)
     target = ChannelActivation("1", 0)
-    stuck = maximize_activation(model, target, redirect_steps=0, **FAST)
-    assert stuck.activation == 0 and np.all(stuck.trace == 0)
-    moved = maximize_activation(model, target, **FAST)
+    with pytest.warns(ZeroGradientWarning, match="zero at every one of the 24 steps.*redirect_steps=0") as record:
+        stuck = maximize_activation(model, target, redirect_steps=0, **FAST)
+    assert stuck.activation == 0 and np.all(stuck.trace == 0) and record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ZeroGradientWarning)
+        start = maximize_activation(model, target, **dict(FAST, steps=0))  # no step: nothing to say
+        moved = maximize_activation(model, target, **FAST)
+    assert torch.equal(stuck.image, start.image)  # the starting image, unchanged
     assert moved.activation > 0.5
+
+
+def test_redirected_clamp_lets_through_only_gradient_that_brings_a_unit_back_into_range():
+    from cnnwidgets.methods.actmax import _redirect_relus
+
+    model = nn.Sequential(nn.ReLU6())
+    x = torch.tensor([-1.0, -1.0, 3.0, 3.0, 7.0, 7.0], requires_grad=True)
+    upstream = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    handles = _redirect_relus(model)
+    try:
+        out = model(x)
+        (grad,) = torch.autograd.grad(out, x, upstream)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert torch.equal(out, torch.tensor([0.0, 0.0, 3.0, 3.0, 6.0, 6.0]))  # forward value is the true ReLU6
+    assert torch.equal(grad, torch.tensor([1.0, 0.0, 1.0, -1.0, 0.0, -1.0]))  # up from 0, down from 6
+    assert len(model[0]._forward_hooks) == 0
+
+
+def test_a_run_whose_gradient_is_zero_at_every_step_warns_that_the_result_is_the_starting_image():
+    # Hardswish passes no gradient below -3, and the redirect does not reach it: the red sum minus 10
+    # is below -3 on every image near the gray start
+    model = red_unit(nn.Hardswish(), bias=-10.0)
+    target = ChannelActivation("1", 0)
+    with pytest.warns(ZeroGradientWarning) as record:
+        stuck = maximize_activation(model, target, **dict(FAST, steps=4))
+    (warning,) = record
+    message = str(warning.message)
+    assert warning.filename == __file__
+    assert message.startswith("maximize_activation: the target's gradient was zero at every one of the 4 steps, "
+                              "so the image never changed: the result is the starting image (the target is 0 "
+                              "on it)")
+    assert "none ran on the way to the target (the activation modules that ran: 1 Hardswish)" in message
+    assert "another channel or seed" in message and "the layer before the activation" in message
+    start = maximize_activation(model, target, **dict(FAST, steps=0))
+    assert torch.equal(stuck.image, start.image) and np.all(stuck.trace == 0)
+    # behind a ReLU that is redirected, the Hardswish still stops the gradient: the message names it
+    behind = nn.Sequential(*red_unit(nn.Hardswish(), bias=-10.0), nn.Conv2d(1, 1, 1), nn.ReLU())
+    with pytest.warns(ZeroGradientWarning, match=r"at the single step.*without effect: .*an activation it does not "
+                                                 r"redirect \(Hardswish\)"):
+        maximize_activation(behind, ChannelActivation("3", 0), **dict(FAST, steps=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ZeroGradientWarning)
+        maximize_activation(small_net(), ChannelActivation("1", 5), **FAST)  # a plain ReLU net moves
+        maximize_activation(small_net(), 2, **FAST)
 
 
 def test_pixel_parametrisation_with_blur_also_works():

@@ -32,10 +32,12 @@ from cnnwidgets.core.hygiene import hook_count
 from cnnwidgets.methods.gradients import (
     FunctionalReluWarning,
     InactiveChannelWarning,
+    MixedActivationWarning,
     NoReluWarning,
     deconvnet,
     guided_backprop,
     project_channel,
+    relu_report,
     relu_rule,
     saliency,
     strongest_unit,
@@ -528,6 +530,97 @@ def test_models_with_relu_modules_do_not_get_the_no_relu_warning():
         deconvnet(small_vgg(), x, 0)
         project_channel(small_vgg(), x, "features.3", 1)
         project_channel(small_vgg(), x, "features.0", 1)  # before the first ReLU: nothing to rectify
+
+
+class FunctionalOnlyNet(nn.Module):
+    """Every ReLU applied as a function, none as a module (as in torchvision's GoogLeNet and Inception v3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.conv2(F.max_pool2d(F.relu(self.conv1(x)), 2)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_a_model_with_functional_relus_only_warns_that_the_result_is_the_plain_gradient():
+    torch.manual_seed(0)
+    model = FunctionalOnlyNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    plain = saliency(model, x, 1, absolute=False)
+    for method in (guided_backprop, deconvnet):
+        with pytest.warns(FunctionalReluWarning) as record:
+            result = method(model, x, 1)
+        assert torch.equal(result, plain)  # no ReLU got the rule
+        (warning,) = record
+        message = str(warning.message)
+        assert message.startswith(f"{method.__name__}: the model applied ReLU only as a function (2 time(s)")
+        assert "ran no nn.ReLU module" in message and "the result is the plain input gradient" in message
+        assert warning.filename == __file__
+    with pytest.warns(FunctionalReluWarning, match="project_channel: .*1 time.*plain input gradient"):
+        project_channel(model, x, "conv2", 0)
+
+
+class MixedNet(nn.Module):
+    """ReLU modules with Hardswish and Hardsigmoid modules, as in MobileNetV3 (the Hardswish runs twice),
+    and a Sigmoid on the output, as in a multi-label classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.relu1 = nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()
+        self.conv2, self.swish = nn.Conv2d(6, 6, 3, padding=1), nn.Hardswish()
+        self.conv3, self.relu2 = nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()
+        self.gate_conv, self.gate = nn.Conv2d(6, 6, 1), nn.Hardsigmoid()
+        self.conv4 = nn.Conv2d(6, 8, 3, padding=1)
+        self.head, self.sigmoid = nn.Linear(8, 3), nn.Sigmoid()
+
+    def forward(self, x):
+        x = self.swish(self.conv2(self.relu1(self.conv1(x))))
+        x = self.relu2(self.conv3(x))
+        x = x * self.gate(self.gate_conv(x.mean(dim=(2, 3), keepdim=True)))
+        x = self.swish(self.conv4(x))
+        return self.sigmoid(self.head(x.mean(dim=(2, 3))))
+
+
+def test_a_model_mixing_relu_with_other_activations_warns_once_naming_them():
+    torch.manual_seed(0)
+    model = MixedNet().eval()
+    x = torch.randn(1, 3, 16, 16)
+    for method in (guided_backprop, deconvnet):
+        with pytest.warns(MixedActivationWarning) as record:
+            result = method(model, x, 1)
+        assert result.abs().sum() > 0
+        (warning,) = record  # one warning per call, not one per module
+        message = str(warning.message)
+        # the Sigmoid on the output only rescales the score: not counted
+        assert message.startswith(f"{method.__name__}: the modified backward rule was applied at 2 nn.ReLU "
+                                  "modules, while 1 Hardswish and 1 Hardsigmoid modules kept their true gradient")
+        assert "mixes the two rules" in message and "Sigmoid," not in message and warning.filename == __file__
+    with pytest.warns(MixedActivationWarning, match="project_channel: .*1 nn.ReLU module, while 1 Hardswish module "):
+        project_channel(model, x, "conv3", 0)
+    with relu_report() as report, warnings.catch_warnings():
+        warnings.simplefilter("error", MixedActivationWarning)  # the report holds it instead
+        guided_backprop(model, x, 1)
+    assert report.mixed.startswith("the modified backward rule was applied at 2 nn.ReLU modules")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        saliency(model, x, 1)  # the true gradient needs no rule
+        # the activation the target reads only gates its own values
+        project_channel(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Hardswish()), x, "3", 0)
+        project_channel(model, x, "conv1", 0)  # nothing ran but a convolution
+
+
+def test_relu_models_with_a_sigmoid_or_softmax_on_the_output_do_not_get_the_mixed_warning():
+    x = torch.randn(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixedActivationWarning)
+        for last in (nn.Sigmoid(), nn.Softmax(dim=1), nn.Identity()):
+            model = nn.Sequential(small_vgg(), last).eval()
+            guided_backprop(model, x, 0)
+            deconvnet(model, x, 0)
+            project_channel(model, x, "0.features.3", 1)
 
 
 def one_by_one_net() -> nn.Module:

@@ -959,6 +959,28 @@ def test_guided_backprop_and_deconvnet_say_when_the_model_applies_no_relu():
         runner.close()
 
 
+@pytest.mark.filterwarnings("error::cnnwidgets.methods.MixedActivationWarning")  # said in the note, not twice
+@pytest.mark.filterwarnings("error::cnnwidgets.methods.FunctionalReluWarning")
+def test_the_method_panel_says_when_the_relu_rule_met_other_activations_or_no_relu_module():
+    from tests.test_gradients import FunctionalOnlyNet, MixedNet
+
+    torch.manual_seed(0)
+    image = small_image()
+    mixed = MethodRunner(MixedNet().eval(), {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    plain = MethodRunner(FunctionalOnlyNet().eval(), {1: image}.__getitem__, lambda r: None, no_error,
+                         background=False)
+    try:
+        mixed.submit(request_of("guided backprop", target=0))
+        note = mixed.result.note
+        assert mixed.result.complete and "2 nn.ReLU modules" in note and "1 Hardswish" in note
+        assert "1 Hardsigmoid" in note and "kept their true gradient" in note and "Sigmoid modules" not in note
+        plain.submit(request_of("guided backprop", target=0))
+        assert plain.result.complete and "the result is the plain input gradient" in plain.result.note
+    finally:
+        mixed.close()
+        plain.close()
+
+
 def test_deconvnet_says_when_the_channel_is_not_active_on_the_image():
     from cnnwidgets.methods.gradients import InactiveChannelWarning
 

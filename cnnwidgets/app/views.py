@@ -393,7 +393,10 @@ class MethodRunner(NewestFirstWorker):
         elif request.method in _RELU_RULE_METHODS:
             with relu_report() as relus:  # what the rule met, as the method's own warnings count it
                 values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
-            note = _functional_relu_note(relus.functional) or relus.no_relu
+            # no ReLU module ran (the result is the plain gradient) says the most; then the ReLUs
+            # applied as functions; then the other activation modules the rule left alone
+            note = "; ".join(part for part in (relus.no_relu or _functional_relu_note(relus.functional),
+                                               relus.mixed) if part)
         elif request.method in SIGNED_OVERLAYS:
             values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
         heat = magnitude(values) if values is not None else fn(

@@ -6,7 +6,7 @@ target, and returns tensors or arrays with a documented meaning. Import them fro
     from cnnwidgets.methods import dead_channels, maximize_activation
 """
 
-from cnnwidgets.methods.actmax import ActMaxResult, maximize_activation
+from cnnwidgets.methods.actmax import ActMaxResult, ZeroGradientWarning, maximize_activation
 from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer
 from cnnwidgets.methods.cam import upsample as upsample_cam
 from cnnwidgets.methods.correspondence import CorrespondenceResult, correspondence
@@ -17,6 +17,7 @@ from cnnwidgets.methods.kernels import kernels as kernel_weights
 from cnnwidgets.methods.gradients import (
     FunctionalReluWarning,
     InactiveChannelWarning,
+    MixedActivationWarning,
     NoReluWarning,
     deconvnet,
     guided_backprop,
@@ -44,9 +45,11 @@ __all__ = [
     "ActMaxResult",
     "FunctionalReluWarning",
     "InactiveChannelWarning",
+    "MixedActivationWarning",
     "NoReluWarning",
     "OcclusionResult",
     "TopClassProbability",
+    "ZeroGradientWarning",
     "grid_to_pixel_attribution",
     "occlusion_map",
     "occlusion_top_class",

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +46,9 @@ from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, pr
 from cnnwidgets.core.targets import (
     Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, resolve_target, target_score,
 )
-from cnnwidgets.methods.gradients import gradients_enabled
+from cnnwidgets.methods.gradients import activation_kind, gradients_enabled
 
-__all__ = ["ActMaxResult", "maximize_activation"]
+__all__ = ["ActMaxResult", "ZeroGradientWarning", "maximize_activation"]
 
 _COLOR_SQRT_COV = torch.tensor(
     [
@@ -60,6 +61,9 @@ _COLOR_MATRIX = _COLOR_SQRT_COV / _COLOR_SQRT_COV.norm(dim=0).max()
 _PARAMETRIZATIONS = ("fourier", "pixel")
 
 
+class ZeroGradientWarning(RuntimeWarning):
+    """The target's gradient was zero at every step of :func:`maximize_activation`: the image never
+    changed, and the result is the starting image."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,32 @@ class _RedirectedReLU(torch.autograd.Function):
         return grad * ((x > 0) | (grad > 0)).to(grad.dtype)
 
 
+class _RedirectedHardtanh(torch.autograd.Function):
+    """``clamp(x, low, high)`` (``nn.Hardtanh``, ``nn.ReLU6``) whose backward also lets through
+    gradient that would bring a clamped unit back into ``(low, high)``: up from ``low``, down from
+    ``high``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.low, ctx.high = low, high
+        return x.clamp(min=low, max=high)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        inside = (x > ctx.low) & (x < ctx.high)
+        back_in = ((x <= ctx.low) & (grad > 0)) | ((x >= ctx.high) & (grad < 0))
+        return grad * (inside | back_in).to(grad.dtype), None, None
+
+
+_REDIRECTED = (nn.ReLU, nn.Hardtanh)
+"""The activation modules :func:`_redirect_relus` redirects (``nn.ReLU6`` is a ``nn.Hardtanh``)."""
+
+
 def _redirect_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    """Make every ``nn.ReLU`` of ``model`` (a private copy) return a redirected ReLU.
+    """Make every ``nn.ReLU`` of ``model`` (a private copy) return a redirected ReLU, and every
+    ``nn.Hardtanh`` (``nn.ReLU6`` included) a redirected clamp.
 
     The forward value is unchanged; the hooks run before any other forward hook, so captured
     outputs carry the redirected gradient too. They act only in the calling thread, so another
@@ -201,19 +229,63 @@ def _redirect_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]
         if threading.get_ident() != owner:
             return None
         if args and isinstance(args[0], torch.Tensor) and torch.is_grad_enabled():
+            if isinstance(module, nn.Hardtanh):
+                return _RedirectedHardtanh.apply(args[0], float(module.min_val), float(module.max_val))
             return _RedirectedReLU.apply(args[0])
         return None
 
     handles = []
     try:
         for module in model.modules():
-            if isinstance(module, nn.ReLU):
+            if isinstance(module, _REDIRECTED):
                 handles.append(module.register_forward_hook(hook, prepend=True))
     except BaseException:
         for handle in handles:
             handle.remove()
         raise
     return handles
+
+
+def _record_activations(model: nn.Module, ran: dict[str, set[int]]) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hooks that add to ``ran`` (class name -> ids) every activation module of ``model`` that runs in
+    the calling thread, in the order they first run. The caller removes the handles."""
+    owner = threading.get_ident()
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        if threading.get_ident() == owner:
+            ran.setdefault(type(module).__name__, set()).add(id(module))
+
+    # prepend: the probe's hook on the target's layer may stop the forward pass
+    return [module.register_forward_hook(hook, prepend=True) for module in model.modules()
+            if activation_kind(module) is not None]
+
+
+def _zero_gradient_message(steps: int, value: float, redirect_steps: int, ran: dict[str, int],
+                           redirected: set[str]) -> str:
+    """The :class:`ZeroGradientWarning` of a run whose gradient was zero at all of its ``steps``;
+    ``ran`` counts the activation modules on the way to the target per class, ``redirected`` names
+    the classes of the model's modules that the redirect acts on."""
+    if not redirected & set(ran):
+        listed = ", ".join(f"{count} {kind}" for kind, count in ran.items())
+        why = ("The redirect that lets gradient reach switched-off units acts only on nn.ReLU and nn.ReLU6 / "
+               "nn.Hardtanh modules, and none ran on the way to the target"
+               + (f" (the activation modules that ran: {listed})" if listed else "")
+               + "; ReLUs applied as functions (F.relu) are not redirected either.")
+    elif redirect_steps == 0:
+        why = ("redirect_steps=0 turned off the redirect that lets gradient reach switched-off units of the "
+               "model's nn.ReLU and nn.ReLU6 / nn.Hardtanh modules; leave it at its default.")
+    else:
+        others = [kind for kind in ran if kind not in redirected]
+        why = ("The redirect that lets gradient reach switched-off units ran at the model's nn.ReLU and "
+               "nn.ReLU6 / nn.Hardtanh modules without effect: the gradient is stopped elsewhere, "
+               + (f"by an activation it does not redirect ({', '.join(others)}), " if others else "")
+               + "by a ReLU applied as a function (F.relu), which it cannot reach, or by weights of zero.")
+    times = "the single step" if steps == 1 else f"every one of the {steps} steps"
+    return (f"maximize_activation: the target's gradient was zero at {times}, so the image never changed: "
+            f"the result is the starting image (the target is {value:.3g} on it). The target is flat "
+            "around every image tried, usually because the unit is switched off there by an activation that "
+            f"passes no gradient where it clips. {why} Try another channel or seed, a larger init_sd (a more "
+            "varied start), or a target on the layer before the activation (its input is not clipped).")
 
 
 class _AdamAscent:
@@ -368,9 +440,13 @@ def maximize_activation(
         redirect_steps: during the first ``redirect_steps`` steps, and later whenever the
             gradient vanished in the previous step, every ``nn.ReLU`` module passes gradient back
             also where it is switched off, if that gradient would switch it on ("redirected
-            ReLU"; forward values stay exact). Without it a channel that is zero on the initial
-            gray image has zero gradient and never moves. 0 turns it off. ReLUs called as
-            functions (``F.relu``) are not redirected.
+            ReLU"; forward values stay exact), and every ``nn.Hardtanh`` module (``nn.ReLU6``
+            included) also where it clamps, if that gradient would bring the value back
+            into its range. Without it a channel that is zero on the initial gray image has zero
+            gradient and never moves. 0 turns it off. Only these modules are redirected: ReLUs
+            called as functions (``F.relu``) and other activations that pass no gradient in
+            part of their range (``nn.Hardswish``, ``nn.Hardsigmoid``, ...) keep their true
+            gradient.
         progress: show a progress bar (``tqdm.auto``); True or False.
         callback: called after every step as ``callback(step, value, rgb)`` with the 1-based step,
             the objective and the current image as a detached (C, H, W) tensor in [0, 1].
@@ -391,6 +467,12 @@ def maximize_activation(
             refused), an option that is not a number, a ``decorrelate`` or ``progress`` that is
             not True or False, or a ``callback`` / ``cancel`` of the wrong kind.
         RuntimeError: if the model fails on the image (the message says how to give its size).
+
+    Warns:
+        ZeroGradientWarning: if the target's gradient was zero at every step done: the image never
+            changed and the result is the starting image (a unit that is switched off on every
+            image tried, behind an activation the redirect does not reach). The message names the
+            activation modules on the way to the target and what to try instead.
     """
     target = resolve_target(target)
     if parametrization not in _PARAMETRIZATIONS:
@@ -467,6 +549,8 @@ def maximize_activation(
         trace: list[float] = []
         cancelled = False
         stuck = False
+        moved = False
+        ran: dict[str, set[int]] = {}  # the activation modules on the way to the target, seen in step 1
         bar = tqdm(total=steps, disable=not progress, desc="activation maximisation", unit="step")
         try:
             for step in range(1, steps + 1):
@@ -477,6 +561,8 @@ def maximize_activation(
                 x = _random_transform((rgb - mean_t) / std_t, generator, jitter, scale, rotate)
                 redirect = redirect_steps > 0 and (step <= redirect_steps or stuck)
                 handles = _redirect_relus(probe.model) if redirect else []
+                if step == 1:
+                    handles += _record_activations(probe.model, ran)
                 try:
                     value = target_score(probe, x, target, grad=True).mean()
                     grads = torch.autograd.grad(value, leaves)
@@ -484,6 +570,7 @@ def maximize_activation(
                     for handle in handles:
                         handle.remove()
                 stuck = not any(bool(g.any()) for g in grads)
+                moved = moved or not stuck
                 optimizer.step(grads)
                 if blur > 0:
                     param.blur_(blur)
@@ -497,7 +584,7 @@ def maximize_activation(
         with torch.no_grad():
             rgb = param()
             image = ((rgb - mean_t) / std_t).cpu()
-        return ActMaxResult(
+        result = ActMaxResult(
             image=image,
             rgb=rgb[0].permute(1, 2, 0).cpu().numpy().astype(np.float32),
             trace=np.asarray(trace, dtype=np.float64),
@@ -507,3 +594,9 @@ def maximize_activation(
             cancelled=cancelled,
             seed=int(seed),
         )
+        if trace and not moved:
+            redirected = {type(m).__name__ for m in probe.model.modules() if isinstance(m, _REDIRECTED)}
+            counts = {kind: len(modules) for kind, modules in ran.items()}
+            warnings.warn(_zero_gradient_message(len(trace), result.activation, redirect_steps, counts, redirected),
+                          ZeroGradientWarning, stacklevel=2)
+        return result

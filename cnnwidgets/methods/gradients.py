@@ -39,11 +39,19 @@ a torchvision ``BasicBlock``) are handled call by call.
 Limitation: ReLUs applied as functions (``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``)
 inside a model's ``forward`` are not modules and cannot be hooked; they keep the true
 gradient, as in Captum. The functions count such calls and warn with
-:class:`FunctionalReluWarning` when the result is therefore not the pure method.
+:class:`FunctionalReluWarning` when the result is therefore not the pure method; when
+no ``nn.ReLU`` module ran at all (torchvision's GoogLeNet and Inception v3 apply every ReLU
+as a function), the warning says that the result is the plain input gradient.
 Likewise, other activations (``nn.ReLU6`` in MobileNetV2, ``nn.SiLU`` in EfficientNet,
 ``nn.GELU`` in ConvNeXt and Swin) keep their true gradient: on a model that applies no ReLU
 at all, guided backprop and the deconvnet are the plain gradient (as in Captum), and the
 functions warn with :class:`NoReluWarning`, naming the activation modules the model has.
+On a model that mixes ``nn.ReLU`` modules with other activation modules (MobileNetV3:
+``nn.ReLU``, ``nn.Hardswish`` and ``nn.Hardsigmoid``) the result mixes the two rules, and the
+functions warn with :class:`MixedActivationWarning`, naming the other activations with the
+number of their modules that ran. An activation module after which no module with
+parameters ran (a ``nn.Sigmoid`` on the model's output, or the activation the target reads)
+is not counted: it only rescales each output value by a factor of its own and mixes nothing.
 
 A channel that is not active on an image (its largest activation is <= 0) has nothing
 to project: :func:`project_channel` gives a zero map for it and warns with
@@ -79,6 +87,7 @@ from cnnwidgets.core.targets import Target, as_flag, as_index, as_pair, resolve_
 __all__ = [
     "FunctionalReluWarning",
     "InactiveChannelWarning",
+    "MixedActivationWarning",
     "NoReluWarning",
     "Unit",
     "deconvnet",
@@ -88,7 +97,7 @@ __all__ = [
     "strongest_unit",
 ]
 # Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule,
-# relu_report, gradients_enabled, activation_types, no_relu_reason, require_graph.
+# relu_report, gradients_enabled, activation_types, activation_kind, no_relu_reason, require_graph.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -102,6 +111,11 @@ class FunctionalReluWarning(UserWarning):
 
 class NoReluWarning(UserWarning):
     """A model applies no ReLU at all: the modified backward rules change nothing (the plain gradient)."""
+
+
+class MixedActivationWarning(UserWarning):
+    """Besides ``nn.ReLU`` modules, a model ran other activation modules, which keep their true
+    gradient: the modified backward rule's result mixes it with the plain gradient."""
 
 
 class InactiveChannelWarning(RuntimeWarning):
@@ -121,6 +135,15 @@ def activation_types(model: nn.Module) -> list[str]:
         if kind.__module__ == nn.modules.activation.__name__ and kind.__name__ not in _NOT_ELEMENTWISE:
             names[kind.__name__] = None
     return list(names)
+
+
+def activation_kind(module: nn.Module) -> str | None:
+    """The class name of ``module`` when it is an elementwise activation module from ``torch.nn``
+    (``ReLU``, ``ReLU6``, ``SiLU``, ``Hardswish``, ...) or a subclass of one; None otherwise."""
+    for kind in type(module).__mro__:
+        if kind.__module__ == nn.modules.activation.__name__ and kind.__name__ not in _NOT_ELEMENTWISE:
+            return type(module).__name__
+    return None
 
 
 def no_relu_reason(model: nn.Module) -> str:
@@ -239,11 +262,70 @@ class ReluReport:
         functional: ReLU calls that were not made by an ``nn.ReLU`` module (``F.relu``,
             ``torch.relu``, ``Tensor.relu``): they kept the true gradient.
         no_relu: why the rules changed nothing, when a block met no ReLU at all and the model has
-            no ``nn.ReLU`` module (see :func:`no_relu_reason`); "" otherwise.
+            no ``nn.ReLU`` module (see :func:`no_relu_reason`), or when it met ReLUs applied as
+            functions only; "" otherwise.
+        mixed: when ``nn.ReLU`` modules got the rule and other activation modules kept their true
+            gradient, a sentence naming them with their counts (as :class:`MixedActivationWarning`
+            gives it); "" otherwise.
     """
 
     functional: int = 0
     no_relu: str = ""
+    mixed: str = ""
+
+
+class _OtherActivations:
+    """Counts, per class, the activation modules other than ``nn.ReLU`` that ran in the owner
+    thread's forward passes while its hooks are on a model.
+
+    A call is counted only once a module with parameters (a convolution, a linear layer, a
+    batch norm ...) starts after it: an activation after which none ran (on the model's
+    output, or the one whose output the target reads) only rescales each value it passes back
+    and mixes no rules. The hooks go first (``prepend``), before the probe's hook that stops a
+    prefix-only forward pass at the target's layer.
+    """
+
+    def __init__(self, model: nn.Module, owner: int) -> None:
+        self.ran: dict[str, set[int]] = {}
+        self._pending: list[tuple[str, int]] = []
+        self._owner = owner
+        self.handles = []
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                continue
+            kind = activation_kind(module)
+            if kind is not None:
+                self.handles.append(module.register_forward_hook(self._activation(kind), prepend=True))
+            elif next(module.parameters(recurse=False), None) is not None:
+                self.handles.append(module.register_forward_pre_hook(self._weighted, prepend=True))
+
+    def _activation(self, kind: str):
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            if threading.get_ident() == self._owner:
+                self._pending.append((kind, id(module)))
+        return hook
+
+    def _weighted(self, module: nn.Module, args: tuple) -> None:
+        if threading.get_ident() == self._owner:
+            for kind, key in self._pending:
+                self.ran.setdefault(kind, set()).add(key)
+            self._pending.clear()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def describe(self) -> str:
+        """``"19 Hardswish and 9 Hardsigmoid modules"``, or "" when none ran."""
+        counts = [f"{len(keys)} {kind}" for kind, keys in self.ran.items()]
+        if not counts:
+            return ""
+        listed = counts[0] if len(counts) == 1 else f"{', '.join(counts[:-1])} and {counts[-1]}"
+        return f"{listed} module{'s' if sum(len(k) for k in self.ran.values()) > 1 else ''}"
+
+
+def _relu_modules(count: int) -> str:
+    return f"{count} nn.ReLU module{'s' if count != 1 else ''}"
 
 
 _REPORTS = threading.local()
@@ -269,12 +351,16 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
     ``model`` must be a private copy (a probe's ``probe.model``): hooks are added to it for
     the duration of the block and removed afterwards, also when the block raises. Gradients
     are enabled within the block (:func:`gradients_enabled`), since it exists to take them.
-    If the forward passes inside the block apply ReLU as a function, a
-    :class:`FunctionalReluWarning` names how many such calls kept the true gradient. If
-    they apply no ReLU at all and ``model`` has no ``nn.ReLU`` module, a
-    :class:`NoReluWarning` says that the rule changed nothing and names the activation
-    modules ``model`` uses instead. Inside :func:`relu_report` neither warning is given: the
-    report holds the same counts for a caller that shows them its own way.
+    At most one warning is given when the block ends. If the forward passes inside the block
+    apply ReLU as a function, a :class:`FunctionalReluWarning` names how many such calls kept
+    the true gradient (and says that the result is the plain input gradient when no
+    ``nn.ReLU`` module ran at all). If they apply no ReLU at all and ``model`` has no
+    ``nn.ReLU`` module, a :class:`NoReluWarning` says that the rule changed nothing and names
+    the activation modules ``model`` uses instead. If ``nn.ReLU`` modules got the rule while
+    other activation modules kept their true gradient, a :class:`MixedActivationWarning`
+    names those with the number of their modules that ran (see :class:`_OtherActivations`
+    for which calls count). Inside :func:`relu_report` no warning is given: the report holds
+    the same counts for a caller that shows them its own way.
 
     Args:
         model: the module whose ReLU modules get the rule.
@@ -289,6 +375,7 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
         return
     function = _RULES[rule]
     module_calls = 0
+    relus: set[int] = set()
     owner = threading.get_ident()
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -298,38 +385,65 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
         if getattr(module, "inplace", False):
             raise RuntimeError("modified ReLU rules need out-of-place ReLUs; run them on a Probe's private copy")
         module_calls += 1
+        relus.add(id(module))
         # Recompute from the module's input so the new node is the only path back to it.
         return function.apply(args[0])
 
     handles = []
     counter = _ReluCounter()
+    others = None
     try:
         for module in model.modules():
             if isinstance(module, nn.ReLU):
                 # prepend: the probe's own capture hook must see the replaced output.
                 handles.append(module.register_forward_hook(hook, prepend=True))
+        others = _OtherActivations(model, owner)
         with counter, gradients_enabled():
             yield
     finally:
         for handle in handles:
             handle.remove()
+        if others is not None:
+            others.remove()
     functional = counter.calls - module_calls
     no_relu = no_relu_reason(model) if counter.calls == 0 and not handles else ""
+    if functional > 0 and module_calls == 0:
+        no_relu = (f"the model applied ReLU only as a function ({functional} time(s): F.relu, torch.relu or "
+                   "Tensor.relu in its forward) and ran no nn.ReLU module; the modified backward rule acts "
+                   "only on nn.ReLU modules, so it was applied nowhere and the result is the plain input gradient")
+    besides = others.describe()
+    mixed = ""
+    if besides and module_calls > 0:
+        mixed = (f"the modified backward rule was applied at {_relu_modules(len(relus))}, while {besides} kept "
+                 "their true gradient (the rule acts only on nn.ReLU modules, as in Captum), so the result mixes the "
+                 "two rules: it is neither the pure method nor the plain gradient")
     report = getattr(_REPORTS, "current", None)
     if report is not None:  # the caller shows them its own way: no warning besides
         report.functional += max(functional, 0)
         report.no_relu = report.no_relu or no_relu
+        report.mixed = report.mixed or mixed
         return
-    if functional > 0:
+    if functional > 0 and module_calls == 0:
+        warnings.warn(f"{method}: {no_relu}, as in Captum. Use nn.ReLU modules (not F.relu) for the exact method.",
+                      FunctionalReluWarning, stacklevel=stacklevel)
+    elif functional > 0:
+        also = f" Besides, {besides} kept their true gradient." if besides else ""
         warnings.warn(
             f"{method}: the model applied ReLU as a function {functional} time(s) (F.relu, torch.relu or "
             "Tensor.relu in its forward); only nn.ReLU modules get the modified backward rule, so those "
-            "ReLUs kept the true gradient. Use nn.ReLU modules for the exact method.",
+            f"ReLUs kept the true gradient.{also} Use nn.ReLU modules for the exact method.",
             FunctionalReluWarning,
             stacklevel=stacklevel,
         )
     elif no_relu:
         warnings.warn(f"{method}: {no_relu}, as in Captum.", NoReluWarning, stacklevel=stacklevel)
+    elif mixed:
+        warnings.warn(
+            f"{method}: {mixed}. Read it as such, or use a model whose activations are all nn.ReLU modules for "
+            "the pure method.",
+            MixedActivationWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: Rule, method: str) -> torch.Tensor:
@@ -410,9 +524,12 @@ def guided_backprop(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: 
         KeyError, IndexError, ValueError, TypeError: as :func:`saliency`.
 
     Warns:
-        FunctionalReluWarning: if the model applies ReLU as a function.
+        FunctionalReluWarning: if the model applies ReLU as a function (with no ``nn.ReLU`` module
+            at all, as torchvision's GoogLeNet, the result is the plain gradient).
         NoReluWarning: if the model applies no ReLU at all (ReLU6, SiLU, GELU, ... keep their true
             gradient), so the result is the plain gradient ``saliency(..., absolute=False)``.
+        MixedActivationWarning: if other activation modules (Hardswish, SiLU, ...) ran besides the
+            ``nn.ReLU`` modules: they keep their true gradient, so the result mixes the two rules.
     """
     with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "guided", "guided_backprop")
@@ -444,8 +561,11 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
         KeyError, IndexError, ValueError, TypeError: as :func:`saliency`.
 
     Warns:
-        FunctionalReluWarning: if the model applies ReLU as a function.
+        FunctionalReluWarning: if the model applies ReLU as a function (with no ``nn.ReLU`` module
+            at all, the result is the plain gradient).
         NoReluWarning: if the model applies no ReLU at all, so the result is the plain gradient.
+        MixedActivationWarning: if other activation modules ran besides the ``nn.ReLU`` modules:
+            they keep their true gradient, so the result mixes the two rules.
     """
     with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "deconvnet", "deconvnet")
@@ -552,6 +672,8 @@ def project_channel(
         FunctionalReluWarning: if the model applies ReLU as a function.
         NoReluWarning: if the model applies no ReLU at all, so the projection is that of the
             plain gradient.
+        MixedActivationWarning: if other activation modules ran besides the ``nn.ReLU`` modules
+            before ``layer``: the projection mixes the two rules.
         InactiveChannelWarning: if the channel is not active on an image (its map is zero).
     """
     if isinstance(unit, str):
