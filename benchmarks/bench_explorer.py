@@ -5,7 +5,8 @@ Run:  python benchmarks/bench_explorer.py [--quick] [--steps N] [--models embedd
 For the embedded model, TinyVGG (../shared/data or $CNNWIDGETS_SHARED_DATA) and resnet18 at
 224x224 (random weights: timing does not depend on them), on the CPU, it prints side by side per layer:
 
-* ``prefix``    bare ``probe.capture`` of the layer for a new occluded input (cache miss);
+* ``prefix``    bare ``probe.capture`` of the layer for a new occluded input, uncached (as the
+                drag step captures it);
 * ``plain``     the same prefix as a user would run it in plain PyTorch: the user's own model
                 (standard memory layout, no probe), in inference mode, stopped by a forward hook
                 on the layer that raises;
@@ -253,11 +254,13 @@ def run_model(name: str, spec, args) -> list[dict]:
                 return (positions[-k - 1][0], positions[-k - 1][1], side - 1, side - 1)
 
             def bare_prefix(_i):
-                # as the explorer's own capture: channels first, in the layout computed (no copy)
-                probe.capture(prepared.occluded(fresh_box(), ex.fill), [layer], channels_first=True)
+                # as the explorer's own capture while dragging: channels first, in the layout
+                # computed (no copy), and neither looked up in nor kept by the cache (an occluded
+                # input is seen once)
+                probe.capture(prepared.occluded(fresh_box(), ex.fill), [layer], cache=False, channels_first=True)
 
             def bare_full(_i):
-                probe.logits(prepared.occluded(fresh_box(), ex.fill))
+                probe.logits(prepared.occluded(fresh_box(), ex.fill), cache=False)
 
             user_model = model.model if hasattr(model, "model") else model
             run_plain, unhook = plain_prefix(user_model, layer)

@@ -71,6 +71,7 @@ def main() -> int:
     epochs, n_train, eval_n = (1, 1000, 200) if args.quick else (4, 8000, 1000)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; ShapesNet from scratch, "
           f"{epochs} epoch(s) x {n_train} images")
+    run(1, 64, 32, record=True)  # warm-up, not timed: the first run would otherwise pay the process's set-up
     plain_wall, plain_acc, plain_state, _, _ = run(epochs, n_train, eval_n, record=False)
     rec_wall, rec_acc, rec_state, rec_spent, recorder = run(epochs, n_train, eval_n, record=True)
     same = all(torch.equal(plain_state[k], rec_state[k]) for k in plain_state)
@@ -79,8 +80,11 @@ def main() -> int:
     print(f"{'with recorder':18s} {rec_wall:8.1f} {rec_spent:11.1f} {rec_acc:12.1%}")
     print(f"recorder share of the run: {rec_spent / rec_wall:.1%}; epochs recorded: {recorder.result().epochs}")
     print(f"final weights identical with and without the recorder: {same}")
-    print(f"goal (<= 120 s with the recorder on {args.threads} threads): "
-          f"{'met' if rec_wall <= 120 else 'NOT met'} ({rec_wall:.0f} s)")
+    if args.quick:  # a smoke run of a fraction of the recipe the goal is about
+        print(f"goal (<= 120 s with the recorder for the full recipe): not evaluated with --quick ({rec_wall:.0f} s)")
+    else:
+        print(f"goal (<= 120 s with the recorder on {args.threads} threads): "
+              f"{'met' if rec_wall <= 120 else 'NOT met'} ({rec_wall:.0f} s)")
     return 0
 
 
