@@ -195,3 +195,14 @@ def test_the_snapshot_takes_nan_for_nan_and_sees_a_replaced_parameter():
     with torch.no_grad():
         model[0].weight[0, 0, 0, 0] += 1
     assert "values of '0.weight' changed" in snapshot.differences(model)
+
+
+def test_the_snapshot_compares_meta_tensors_by_shape_and_dtype():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(4, 2))
+    model[2].to("meta")  # shapes without values
+    snapshot = ModelSnapshot.take(model)
+    assert snapshot.differences(model) == []
+    model[2].to(torch.float64)
+    assert "values of '2.weight' changed" in snapshot.differences(model)
+    model[2].to_empty(device="cpu")
+    assert "devices['2.bias']: 'meta' -> 'cpu'" in snapshot.differences(model)

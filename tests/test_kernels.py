@@ -303,3 +303,11 @@ def test_a_closed_view_refuses_new_settings_and_its_controller_stops_drawing():
     other.layer = "2"
     assert other._image.value == picture
     other.close()
+
+
+def test_weights_on_the_meta_device_are_refused_saying_to_load_them():
+    model = small_net()
+    model[2].to("meta")
+    with pytest.raises(ValueError, match=r"weight of layer '2' is on the meta device.*load the weights first.*to_empty"):
+        kernels(model, "2")
+    assert kernels(model, "0").weight.shape == (4, 3, 3, 3)  # the layers with values still show

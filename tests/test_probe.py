@@ -1432,3 +1432,139 @@ def test_a_module_registered_twice_is_told_by_its_listed_name_and_empty_sides_ar
             probe.capture(torch.rand(1, 3, 8, 8), ["e"])
         with pytest.raises(ValueError, match=r"the batch has no pixels: its shape is \(1, 3, 0, 8\)"):
             probe.capture(torch.rand(1, 3, 0, 8), ["c"])
+
+
+class _LockedRecorder:
+    """Hooks bound to an object that cannot be copied (it holds a lock), as a logger or a metrics recorder may."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[str] = []
+
+    def hook(self, *args, **kwargs):
+        self.calls.append("hook")
+
+
+def test_the_users_hooks_are_neither_copied_nor_run_and_stay_on_the_users_model():
+    recorder = _LockedRecorder()
+    model = chain().eval()
+    plain = copy.deepcopy(model)
+    layer = model[8]  # no in-place activation follows it: full backward hooks allow none
+    handles = [
+        layer.register_forward_hook(recorder.hook),
+        layer.register_forward_hook(recorder.hook, with_kwargs=True),
+        layer.register_forward_hook(recorder.hook, always_call=True),
+        layer.register_forward_pre_hook(recorder.hook),
+        layer.register_forward_pre_hook(recorder.hook, with_kwargs=True),
+        layer.register_full_backward_hook(recorder.hook),
+        layer.register_full_backward_pre_hook(recorder.hook),
+        layer.register_state_dict_pre_hook(recorder.hook),
+        layer._register_state_dict_hook(recorder.hook),
+        layer.register_load_state_dict_pre_hook(recorder.hook),
+        layer.register_load_state_dict_post_hook(recorder.hook),
+    ]
+    hook_dicts = [name for name, value in vars(layer).items() if name.startswith("_") and "hooks" in name and value]
+    before = {name: dict(getattr(layer, name)) for name in hook_dicts}
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = plain(x)
+    with Probe(model, device="cpu") as probe:  # a lock cannot be copied
+        torch.testing.assert_close(probe.logits(x), expected)
+        assert probe.capture(x, "8")["8"].shape == (2, 3)
+        probe.logits(x.requires_grad_(True), grad=True).sum().backward()
+        copied = probe.model[8]
+        assert not any(set(getattr(copied, name)) & set(before[name]) for name in hook_dicts)  # no user hook
+        probe.model.load_state_dict(probe.model.state_dict())
+    assert recorder.calls == []
+    assert {name: dict(getattr(layer, name)) for name in hook_dicts} == before  # all the user's hooks kept
+    model(x).sum().backward()
+    assert len(recorder.calls) == 7  # the user's own passes still run the 5 forward and 2 backward hooks
+    for handle in handles:
+        handle.remove()
+
+
+def test_a_hook_holding_a_large_object_is_not_copied():
+    class Holder:
+        def __init__(self) -> None:
+            self.table = torch.zeros(8)
+
+        def hook(self, *args):
+            pass
+
+        def __deepcopy__(self, memo):
+            raise AssertionError("the hook's object was copied")
+
+    model = chain()
+    model[0].register_forward_hook(Holder().hook)
+    model[0].register_load_state_dict_post_hook(Holder().hook)
+    with Probe(model, device="cpu") as probe:
+        assert probe.capture(torch.randn(1, 3, 16, 16), "0")["0"].shape == (1, 4, 16, 16)
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm", "legacy weight_norm", "legacy spectral_norm"])
+def test_weight_and_spectral_norm_keep_working_on_the_copy(kind):
+    from torch.nn.utils import parametrizations, spectral_norm, weight_norm
+
+    wrap = {
+        "weight_norm": parametrizations.weight_norm, "spectral_norm": parametrizations.spectral_norm,
+        "legacy weight_norm": weight_norm, "legacy spectral_norm": spectral_norm,
+    }[kind]
+    torch.manual_seed(0)
+    model = chain()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the legacy functions are deprecated
+        model[0], model[3] = wrap(model[0]), wrap(model[3])
+    model.eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+    snapshot = ModelSnapshot.take(model)
+    with Probe(model, device="cpu", channels_last=False) as probe:
+        torch.testing.assert_close(probe.logits(x), expected)
+        state = probe.model.state_dict()  # the hooks torch registered for the state dict stay with the layer
+        assert state.keys() == model.state_dict().keys()
+        probe.model.load_state_dict(state)
+        torch.testing.assert_close(probe.logits(x, cache=False), expected)
+    snapshot.assert_unchanged(model)
+
+
+def test_a_torchscript_submodule_is_refused_by_its_name():
+    model = chain()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates scripting; users still have such models
+        model[3] = torch.jit.script(model[3])
+    snapshot = ModelSnapshot.take(model)
+    with pytest.raises(TypeError, match=r"holds a TorchScript module, '3' .* Put the original nn.Module"):
+        Probe(model)
+    snapshot.assert_unchanged(model)
+
+
+def test_parameters_on_the_meta_device_are_refused_saying_to_load_the_weights():
+    model = chain()
+    model[8].to("meta")
+    with pytest.raises(ValueError, match=r"on the meta device.*\('8.weight', '8.bias'\); load the weights first"):
+        Probe(model)
+    with pytest.raises(ValueError, match=r"'0.weight', '0.bias', '3.weight', '3.bias' and 2 more.*to_empty"):
+        Probe(chain().to("meta"))
+    model = chain()
+    x = torch.randn(1, 3, 16, 16)
+    with Probe(model, device="cpu") as probe:
+        probe.logits(x)
+        model[3].to("meta")  # after the copy was made: nothing to refresh it from
+        with pytest.raises(ValueError, match=r"\('3.weight', '3.bias'\); load the weights first"):
+            probe.logits(x)
+
+
+def test_global_module_hooks_fire_on_the_copy_and_are_documented():
+    from torch.nn.modules import module as torch_module
+
+    seen: list[str] = []
+    handle = torch_module.register_module_forward_hook(lambda module, args, output: seen.append("global"))
+    try:
+        with Probe(chain(), device="cpu") as probe:
+            seen.clear()
+            probe.logits(torch.randn(1, 3, 16, 16))
+    finally:
+        handle.remove()
+    assert seen  # process-wide: the probe leaves them alone
+    assert "register_module_forward_hook" in " ".join(Probe.__doc__.split())

@@ -29,9 +29,14 @@ def hook_count(module: nn.Module) -> int:
 
 
 def _same(before: torch.Tensor, after: torch.Tensor) -> bool:
-    """Equal dtype, shape and values, NaN equal to NaN (a NaN weight left alone is no change)."""
+    """Equal dtype, shape and values, NaN equal to NaN (a NaN weight left alone is no change).
+
+    Tensors on the meta device hold no values: two of the same dtype and shape are the same.
+    """
     if before.dtype != after.dtype or before.shape != after.shape:
         return False
+    if before.is_meta or after.is_meta:
+        return before.is_meta and after.is_meta
     if torch.equal(before, after):
         return True
     if not (before.is_floating_point() or before.is_complex()):

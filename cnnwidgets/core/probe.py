@@ -228,12 +228,77 @@ def _tensor_bytes(t: torch.Tensor) -> int:
 
 
 def _keeps_model_working(hook: Any) -> bool:
-    """Hooks that compute a weight before each forward (weight/spectral norm, pruning masks)
-    must stay on the copy."""
+    """Hooks that compute a weight before each forward (weight/spectral norm, pruning masks),
+    and the state-dict hooks torch registers with them, must stay on the copy."""
     if isinstance(hook, prune.BasePruningMethod):
         return True
-    kind = type(hook).__name__
-    return kind in ("WeightNorm", "SpectralNorm", "SpectralNormLoadStateDictPreHook")
+    inner = getattr(hook, "__wrapped__", hook)  # a state-dict hook as torch keeps it (_WrappedHook)
+    kind = type(inner).__name__
+    if kind in ("WeightNorm", "SpectralNorm", "SpectralNormStateDictHook", "SpectralNormLoadStateDictPreHook"):
+        return True
+    return str(getattr(inner, "__module__", "")).startswith("torch.nn.utils.")  # weight_norm's load hook ...
+
+
+#: A module's hook dicts that the private copy gets empty: the user's hooks belong to the user's model.
+_DROPPED_HOOKS = (
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+    "_backward_hooks", "_backward_pre_hooks",
+)
+#: A module's hook dicts of which the copy keeps only the hooks that keep the model working.
+_FILTERED_HOOKS = (
+    "_forward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+)
+
+
+def _add_hook_dicts(model: nn.Module, memo: dict[int, Any]) -> None:
+    """Enter into the ``copy.deepcopy`` memo of ``model`` the hook dicts its copy gets, in place of
+    the user's: empty, or holding copies of the hooks that keep the model working only. The
+    user's hooks are never copied (a hook bound to an object holding a lock cannot be; one
+    holding a large tensor would cost its size), and the user's model keeps every one of them.
+    """
+    kept: list[tuple[dict[Any, Any], Any, Any]] = []  # (dict of the copy, key, user's hook)
+    for module in model.modules():
+        state = vars(module)
+        for attr in _DROPPED_HOOKS + _FILTERED_HOOKS:
+            hooks = state.get(attr)
+            if isinstance(hooks, dict) and id(hooks) not in memo:
+                memo[id(hooks)] = type(hooks)()
+                if attr in _FILTERED_HOOKS:
+                    kept += [(memo[id(hooks)], key, h) for key, h in hooks.items() if _keeps_model_working(h)]
+        flags = state.get("_forward_pre_hooks_with_kwargs")
+        pre_hooks = state.get("_forward_pre_hooks")
+        if isinstance(flags, dict) and isinstance(pre_hooks, dict) and id(flags) not in memo:
+            memo[id(flags)] = type(flags)(
+                (key, flag) for key, flag in flags.items() if key in pre_hooks and _keeps_model_working(pre_hooks[key])
+            )
+    # copied once every dict is in the memo: a hook that refers to a module copies it without its user hooks
+    for hooks, key, hook in kept:
+        hooks[key] = copy.deepcopy(hook, memo)
+
+
+def _scripted_submodules(model: nn.Module) -> list[str]:
+    """Qualified names of the TorchScript modules (``torch.jit.script`` / ``torch.jit.trace``) inside
+    ``model``, outermost first (the modules inside them are not listed)."""
+    names: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule) and not any(name.startswith(f"{n}.") for n in names):
+            names.append(name)
+    return names
+
+
+def _meta_tensors(model: nn.Module) -> list[str]:
+    """Qualified names of the parameters and buffers of ``model`` on the meta device (shapes, no values)."""
+    return [name for name, t in _tensors(model).items() if t.is_meta]
+
+
+def _meta_error(names: Sequence[str]) -> ValueError:
+    """The error for the model's parameters or buffers ``names`` being on the meta device."""
+    shown = ", ".join(repr(n) for n in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return ValueError(
+        f"the model has parameters or buffers on the meta device, which holds shapes but no values ({shown}); "
+        "load the weights first, e.g. model.to_empty(device=\"cpu\") then model.load_state_dict(state_dict)"
+    )
 
 
 @contextlib.contextmanager
@@ -494,6 +559,14 @@ class Probe:
     kept in half, bfloat16 or double precision is inspected in float32 (inputs are converted
     to float32 too), and the user's model keeps its own precision.
 
+    Hooks registered on the model's modules (forward, backward, state-dict and load hooks)
+    stay on the user's model only and do not fire during the probe's passes; they are not
+    copied either. The hooks that compute a weight before each forward (``weight_norm``,
+    ``spectral_norm``, pruning) are copied with it. Global module hooks, registered with
+    ``torch.nn.modules.module.register_module_forward_hook`` or another
+    ``register_module_*`` function, do fire, since PyTorch applies them to every module, the
+    copy's included; the probe leaves them in place, as other code of the process may rely on them.
+
     Args:
         model: any ``nn.Module`` that maps an (N, C, H, W) batch to an output tensor, or a zoo
             bundle (its model, and its ``input_size`` unless one is given).
@@ -517,11 +590,13 @@ class Probe:
 
     Raises:
         TypeError: if ``model`` is neither an ``nn.Module`` nor a bundle, or is a :class:`Probe`
-            already (use that probe itself); for a ``cache_size`` or ``cache_bytes`` that is not an int
+            already (use that probe itself), or is or holds a TorchScript module (pass the eager
+            ``nn.Module``); for a ``cache_size`` or ``cache_bytes`` that is not an int
             (a Python int, a numpy integer or a 0-d integer tensor), or a ``channels_last`` that
             is neither a bool nor a string (``1`` is not True).
         ValueError: for an unknown or unavailable device, lazy modules (``nn.LazyConv2d`` ...)
-            that have not run yet, an ``input_size`` that is not (C, H, W), ``cache_size < 1``,
+            that have not run yet, parameters or buffers on the meta device (no values: load the
+            weights first), an ``input_size`` that is not (C, H, W), ``cache_size < 1``,
             ``cache_bytes < 0``, or a ``channels_last`` string other than ``"auto"``.
     """
 
@@ -615,23 +690,29 @@ class Probe:
                 "run one forward pass on an input of the size it expects first, e.g. model(torch.zeros(1, C, H, W)) "
                 "(in training mode if such a module runs only in training, as an auxiliary head)"
             )
+        scripted = _scripted_submodules(self._user_model)
+        if scripted:
+            shown = ", ".join(repr(n) for n in scripted[:4]) + (" ..." if len(scripted) > 4 else "")
+            what = f"a TorchScript module, {shown}" if len(scripted) == 1 else f"TorchScript modules, {shown}"
+            raise TypeError(
+                f"the model holds {what} (made with torch.jit.script or torch.jit.trace): its layers can be neither "
+                "hooked nor read as torch layers, nor copied for inspection. Put the original nn.Module (before "
+                "scripting or tracing) in place of the scripted one, or pass the whole model before scripting"
+            )
+        meta = _meta_tensors(self._user_model)
+        if meta:
+            raise _meta_error(meta)
         self._channels_last = self._want_channels_last(self._user_model)
+        memo = self._converted_tensors()
+        _add_hook_dicts(self._user_model, memo)  # the user's hooks are left out, not copied
         try:
-            clone = copy.deepcopy(self._user_model, self._converted_tensors())
+            clone = copy.deepcopy(self._user_model, memo)
         except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be copied
             raise TypeError(
                 f"cannot copy the model for safe inspection ({type(exc).__name__}: {exc}); "
                 "the Probe works on a private copy so that your model is never changed"
             ) from exc
         for module in clone.modules():
-            # Hooks the user registered belong to the user's model, not to our copy.
-            module._forward_hooks.clear()
-            module._forward_hooks_with_kwargs.clear()
-            getattr(module, "_forward_hooks_always_called", {}).clear()
-            for key in [k for k, h in module._forward_pre_hooks.items() if not _keeps_model_working(h)]:
-                del module._forward_pre_hooks[key]
-            module._backward_hooks.clear()
-            getattr(module, "_backward_pre_hooks", {}).clear()
             if isinstance(getattr(module, "inplace", None), bool):
                 module.inplace = False
         for param in clone.parameters():
@@ -817,6 +898,9 @@ class Probe:
         fingerprint = self._user_fingerprint()
         if fingerprint == self._fingerprint:
             return
+        meta = _meta_tensors(self._user_model)
+        if meta:  # moved to the meta device since the copy was made: nothing to copy from
+            raise _meta_error(meta)
         same_modules = not rebuild and self._fingerprint is not None and fingerprint[0] == self._fingerprint[0]
         # every parameter and buffer, non-persistent buffers (absent from state_dict) included
         user_state = _tensors(self._user_model)

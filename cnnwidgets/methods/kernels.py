@@ -134,7 +134,8 @@ def kernels(
         KeyError: for an unknown layer name (with suggestions).
         ValueError: if the layer is not a 2-D convolution (the message lists the convolution
             layers), for an unknown ``mode`` or ``normalize``, ``mode="rgb"`` on a layer without
-            3 input channels, or weights that are not finite (NaN or inf).
+            3 input channels, weights that are not finite (NaN or inf), or weights on the meta
+            device (shapes without values: load the weights first).
         IndexError: if ``out_channel`` is out of range.
         TypeError: if ``model_or_probe`` is neither a model nor a probe, or ``out_channel`` is
             not an int (a bool, a float ...).
@@ -156,6 +157,11 @@ def kernels(
         raise ValueError(
             f"layer {layer!r} is a {type(module).__name__}, not a 2-D convolution; "
             f"kernels can be shown for the convolution layers: {listing}"
+        )
+    if module.weight.is_meta:
+        raise ValueError(
+            f"the weight of layer {layer!r} is on the meta device, which holds shapes but no values; load the "
+            "weights first, e.g. model.to_empty(device=\"cpu\") then model.load_state_dict(state_dict)"
         )
     with torch.no_grad():
         weight = module.weight.detach().to("cpu", torch.float32).contiguous().numpy().copy()
