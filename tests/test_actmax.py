@@ -534,3 +534,16 @@ def test_a_closed_view_refuses_to_run():
     assert not other.running and other.error
     assert other.status == "this view's controller is closed; make a new view with actmax_view(...)"
     other.close()
+
+
+def test_a_channel_of_an_empty_feature_map_is_refused_before_any_step():
+    from tests.test_layer_geometry import EMPTY_ACT, empty_branch
+
+    model = empty_branch()  # layer 'act' is (8, 0, 0) at 32 x 32, 12 x 12 at 64 x 64
+    for reduce in ("mean", "sum", "max"):  # was "not finite ... a log of 0?", a flat 0, a raw IndexError
+        with pytest.raises(ValueError, match=EMPTY_ACT):
+            maximize_activation(model, ChannelActivation("act", 0, reduce=reduce), size=32, steps=2, progress=False)
+    with Probe(model, input_size=(3, 64, 64)) as probe, pytest.raises(ValueError, match=EMPTY_ACT):
+        maximize_activation(probe, ChannelActivation("act", 0), size=32, steps=2, progress=False)
+    assert maximize_activation(model, ChannelActivation("act", 0), size=64, steps=2, progress=False).steps == 2
+    assert _hooks(model) == 0

@@ -886,3 +886,22 @@ def test_cam_on_a_max_pooled_model_suggests_no_layer_where_it_fails_alike():
     with pytest.raises(ValueError, match="not the global average") as direct:
         cam(model, x, 1, layer="features")
     assert "pass layer=" not in str(direct.value)
+
+
+def test_grad_cam_refuses_a_layer_with_an_empty_feature_map():
+    from tests.test_layer_geometry import EMPTY_ACT, empty_branch
+
+    model, x = empty_branch(), torch.rand(2, 3, 32, 32)  # layer 'act' is (8, 0, 0) at 32 x 32
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        grad_cam(model, x, 0, "act")  # was a (2, 0, 0) map, silently
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        grad_cam_pp(model, x, 0, "act")
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        layer_gradient(model, x, 0, "act")
+    with pytest.raises(ValueError, match=EMPTY_ACT):  # a channel target on it, at a layer before it
+        grad_cam(model, x, ChannelActivation("act", 0, reduce="sum"), "pool")
+    # the default layer is one with maps; so is 'act' at 64 x 64
+    with Probe(model, input_size=(3, 32, 32)) as probe:
+        assert nearest_conv_layer(probe) == "pool"
+    assert grad_cam(model, x, 0).shape == (2, 16, 16)
+    assert grad_cam(model, torch.rand(1, 3, 64, 64), 0, "act").shape == (1, 12, 12)

@@ -268,3 +268,17 @@ def test_progress_must_be_a_bool():
         with pytest.raises(TypeError, match="progress must be True or False, got"):
             dead_channels(model, torch.randn(2, 3, 8, 8), progress=bad)
     assert dead_channels(model, torch.randn(2, 3, 8, 8), "1", progress=np.bool_(False))["1"].num_images == 2
+
+
+def test_a_layer_with_an_empty_feature_map_is_refused_and_left_out_of_the_default_scan():
+    from tests.test_layer_geometry import EMPTY_ACT, empty_branch
+
+    model, x = empty_branch(), torch.rand(4, 3, 32, 32)  # layer 'act' is (8, 0, 0) at 32 x 32
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        dead_channels(model, x, ["relu", "act"], progress=False)  # was a raw IndexError from amax
+    # a loader whose later batch is smaller: refused at that batch's size
+    loader = [torch.rand(2, 3, 64, 64), torch.rand(2, 3, 32, 32)]
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        dead_channels(model, loader, ["act"], progress=False)
+    assert list(dead_channels(model, x, progress=False)) == ["conv", "relu"]  # 'act' has no unit to scan here
+    assert "act" in dead_channels(model, torch.rand(2, 3, 64, 64), progress=False)

@@ -2500,3 +2500,51 @@ def test_method_maps_wait_for_the_occluders_release_and_say_so():
         ex.dragging = False
     finally:
         ex.close()
+
+
+def test_layers_with_an_empty_feature_map_are_not_offered_and_refused_with_the_reason():
+    from tests.test_layer_geometry import EMPTY_ACT, empty_branch
+
+    with pytest.raises(traitlets.TraitError, match=EMPTY_ACT):
+        make(empty_branch(), layer="act")  # 'act' is (8, 0, 0) at 32 x 32
+    ex = make(empty_branch())
+    try:
+        offered = [name for _, _, name in layer_items(ex.layers)]
+        assert "pool" in offered and "act" not in offered and "crop" not in offered
+        assert default_layer(ex.layers) == "conv"
+        ex.layer = "pool"
+        with pytest.raises(traitlets.TraitError, match=EMPTY_ACT):  # was numpy's "zero-size array" in the status
+            ex.layer = "act"
+        assert ex.layer == "pool"
+        assert ex.wait_idle(60) and not ex.status.is_error and ex.shown_state.layer == "pool"
+    finally:
+        ex.close()
+
+
+def test_an_image_at_whose_size_the_selected_layer_is_empty_replaces_it_and_says_so():
+    from tests.test_layer_geometry import empty_branch
+
+    def own_size(im):
+        pil = to_pil(im)
+        return default_preprocess((pil.height, pil.width))(pil)
+
+    rng = np.random.default_rng(0)
+    big, small = (rng.integers(0, 255, (side, side, 3), dtype=np.uint8) for side in (64, 32))
+    ex = make(empty_branch(), preprocess=own_size, samples={"big": big, "small": small}, input_size=None)
+    try:
+        ex.layer = "act"  # 12 x 12 at 64 x 64
+        assert ex.wait_idle(60) and not ex.status.is_error
+        ex.image = "small"
+        assert ex.wait_idle(60) and not ex.status.is_error
+        assert ex.layer == default_layer(ex.layers) == ex.shown_state.layer != "act"
+        assert ("at the new image's input size 32x32: layer act has an empty feature map (8, 0, 0): showing "
+                f"{ex.layer}") in ex.status.message
+    finally:
+        ex.close()
+
+
+def test_a_frame_of_an_empty_feature_map_says_why():
+    from cnnwidgets.app.frames import Baseline
+
+    with pytest.raises(ValueError, match=r"the layer's feature map is empty \(8, 0, 0\) at this input size: pick"):
+        Baseline(np.zeros((8, 0, 0), np.float32))

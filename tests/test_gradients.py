@@ -890,3 +890,25 @@ def test_channels_last_images_are_refused_by_every_gradient_method_with_a_clear_
     assert saliency(model, hwc.permute(0, 3, 1, 2), 0).shape == (1, 3, 16, 16)
     with Probe(model) as probe, pytest.raises(ValueError, match="permute"):
         probe.capture(hwc, "features.0")
+
+
+def test_a_layer_with_an_empty_feature_map_is_refused_with_one_clear_message():
+    from tests.test_layer_geometry import EMPTY_ACT, empty_branch
+
+    model, x = empty_branch(), torch.rand(2, 3, 32, 32)  # layer 'act' is (8, 0, 0) at 32 x 32
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        project_channel(model, x, "act", 0)  # was a raw IndexError from argmax
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        project_channel(model, x, "act", 0, unit="all")
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        strongest_unit(model, x, "act", 0)
+    # a channel target there: a mean over no position is NaN, a sum 0, a maximum fails
+    for reduce in ("mean", "sum", "max"):
+        with pytest.raises(ValueError, match=EMPTY_ACT):
+            saliency(model, x, ChannelActivation("act", 0, reduce=reduce))
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        guided_backprop(model, x, ChannelActivation("act", 0))
+    # the layers before it, and class scores, work as ever; at 64 x 64 the layer has maps
+    assert project_channel(model, x, "pool", 0).shape == x.shape
+    assert saliency(model, x, 0).shape == x.shape
+    assert project_channel(model, torch.rand(1, 3, 64, 64), "act", 0).shape == (1, 3, 64, 64)

@@ -359,3 +359,80 @@ def test_discovery_runs_under_the_callers_inference_mode():
         expected = discover_layers(model, x)
     with torch.inference_mode():
         assert discover_layers(model, x) == expected
+
+
+# ---------------------------------------------------------------- empty feature maps
+class EmptyBranch(nn.Module):
+    """A branch whose maps are empty at 32 x 32: after the pooling (16 x 16) it keeps rows and columns
+    20 on, nothing. Torch runs it; at 64 x 64 it keeps 12 x 12. The head reads the pooled maps (and the
+    branch's sums, 0 over no position), so class scores have gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.crop = Crop()
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.conv(x)))
+        return self.fc(x.mean(dim=(2, 3)) + self.act(self.crop(x)).sum(dim=(2, 3)))
+
+
+class Crop(nn.Module):
+    def forward(self, x):
+        return x[:, :, 20:, 20:]
+
+
+#: What the methods say about ``EmptyBranch``'s layer ``act`` at 32 x 32.
+EMPTY_ACT = (r"layer 'act' has an empty feature map \(8, 0, 0\) at this input size \(32x32\): pick an earlier "
+             r"layer or a larger input")
+
+
+def empty_branch() -> nn.Module:
+    torch.manual_seed(0)
+    return EmptyBranch().eval()
+
+
+def test_empty_feature_maps_are_flagged_and_refused_naming_the_input_size():
+    from cnnwidgets.core.layers import check_map_not_empty
+
+    layers = discover_layers(empty_branch(), torch.zeros(1, 3, 32, 32))
+    act = layers["act"]
+    assert act.output_shape == act.map_shape == (8, 0, 0)  # the shape as it is, flagged below
+    assert act.empty_map and layers["crop"].empty_map
+    assert not layers["pool"].empty_map and not layers["fc"].empty_map
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        check_map_not_empty(act, (3, 32, 32))
+    assert check_map_not_empty(layers["pool"], (3, 32, 32)) is layers["pool"]
+    assert not discover_layers(empty_branch(), torch.zeros(1, 3, 64, 64))["act"].empty_map  # 12 x 12 there
+
+
+def test_feature_comparisons_refuse_an_empty_feature_map():
+    from cnnwidgets.methods import correspondence, invariance_curves
+
+    model, x = empty_branch(), torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        invariance_curves(model, x, [0, 1], layers=["act"], progress=False)
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        correspondence(model, x, {"eye": [(0, 0, 8, 8), (0, 0, 8, 8)]}, layers=["act"])  # was NaN, silently
+    assert invariance_curves(model, x, [0, 1], layers=["pool"], progress=False).layers == ["pool"]
+
+
+# ---------------------------------------------------------------- names of wrapped models
+def test_a_wrappers_prefix_in_a_layer_name_is_named_with_the_inner_name():
+    from cnnwidgets.core.layers import unknown_layer_error
+    from cnnwidgets.methods import grad_cam
+
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(KeyError, match="layer names are those of the wrapped model: use 'pool'"):
+        grad_cam(nn.DataParallel(empty_branch()), x, 0, "module.pool")
+    with Probe(torch.compile(empty_branch()), device="cpu") as probe:
+        with pytest.raises(KeyError, match=r"unknown layer '_orig_mod.conv': .* torch.compile .* use 'conv'"):
+            probe.check_layer("_orig_mod.conv")
+    # no hint when the rest is no layer, or when the model's own layers carry the prefix
+    assert "Did you mean" in str(unknown_layer_error("module.convv", ["conv", "relu"]))
+    assert "wrapped" not in str(unknown_layer_error("module.convv", ["conv", "relu"]))
+    assert "wrapped" not in str(unknown_layer_error("module.3", ["module", "module.0", "3"]))

@@ -389,6 +389,15 @@ def test_channel_activation_refuses_token_sequences():
     check_channel_output(torch.zeros(3, 4), "l", "scans")  # (N, C)
 
 
+def test_channel_activation_refuses_an_empty_map_for_every_reduction():
+    empty = torch.zeros(2, 3, 0, 4)  # a layer whose maps have no positions at this input size
+    for reduce in ("mean", "sum", "max"):
+        with pytest.raises(ValueError, match=re.escape("layer 'l' has an empty feature map (3, 0, 4) at this input "
+                                                       "size: pick an earlier layer or a larger input")):
+            ChannelActivation("l", 1, reduce=reduce)(empty)
+    assert ChannelActivation("l", 1)(torch.ones(2, 3, 1, 4)).tolist() == [1.0, 1.0]
+
+
 # ---------------------------------------------------------------- targets that fail on the output
 
 class Segmenter(nn.Module):

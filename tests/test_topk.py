@@ -675,3 +675,13 @@ def test_nan_activations_are_refused_not_kept_as_the_strongest():
     with Probe(model) as probe, pytest.raises(ValueError, match="not finite"):
         state.update(probe, x)
     assert state.consumed == 0  # the update is atomic
+
+
+def test_a_layer_with_an_empty_feature_map_is_refused():
+    from tests.test_layer_geometry import EMPTY_ACT, empty_branch
+
+    model, x = empty_branch(), torch.rand(4, 3, 32, 32)  # layer 'act' is (8, 0, 0) at 32 x 32
+    with pytest.raises(ValueError, match=EMPTY_ACT):
+        scan_topk(model, x, ["pool", "act"], k=2, progress=False)  # was a raw IndexError from max
+    topk = scan_topk(model, x, ["pool"], k=2, progress=False)
+    assert topk.num_channels("pool") == 8 and len(topk.entries("pool", 0)) == 2

@@ -38,7 +38,7 @@ from cnnwidgets.app.inputs import (
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner
 from cnnwidgets.core.device import available_devices, resolve_device
-from cnnwidgets.core.layers import LayerInfo, unknown_layer_error
+from cnnwidgets.core.layers import LayerInfo, empty_map_error, unknown_layer_error
 from cnnwidgets.core.probe import (
     ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
     trained_input_size,
@@ -207,21 +207,29 @@ class _ViewLink(t.link):
             self._on_error(self.source[1], exc)
 
 
+def _shows_maps(info: LayerInfo) -> bool:
+    """Whether the explorer offers the layer: it runs and its output is a map stack with at least one
+    unit (not one that is empty at this input size, see :attr:`LayerInfo.empty_map`)."""
+    return info.map_shape is not None and info.calls > 0 and not info.empty_map
+
+
 def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     """``(group, label, name)`` for every layer whose output is a map stack, in execution order.
 
     That is every 3-D output, (C, H, W) or channels-last (H, W, C) (ConvNeXt and Swin blocks),
-    which the explorer shows channels first. A block (a module holding others) comes after the
-    layers inside it, where its output is made. Layers are grouped by their top-level block;
-    top-level leaf modules share the group ``"top level"``, one group per run of them between
-    blocks (``"top level (after features)"``), so that the groups keep the order of the forward
-    pass. A group of more than 16 layers is split: by the blocks inside it, or for a flat one
-    like VGG's ``features`` into stages that end at its pooling layers (``"features · stage 1"``).
-    Labels read ``name  Type  C×H×W``, with ``(HWC)`` after channels-last layers. A module that
-    runs several times in one pass (one pooling layer used after each convolution, a ResNet
-    block's ReLU) is listed where its last call runs, whose output it shows, and says so.
+    which the explorer shows channels first; a map with no unit at this input size (a crop or a
+    chain of poolings that leaves nothing, see :attr:`LayerInfo.empty_map`) is left out. A block
+    (a module holding others) comes after the layers inside it, where its output is made. Layers
+    are grouped by their top-level block; top-level leaf modules share the group ``"top level"``,
+    one group per run of them between blocks (``"top level (after features)"``), so that the groups
+    keep the order of the forward pass. A group of more than 16 layers is split: by the blocks
+    inside it, or for a flat one like VGG's ``features`` into stages that end at its pooling layers
+    (``"features · stage 1"``). Labels read ``name  Type  C×H×W``, with ``(HWC)`` after
+    channels-last layers. A module that runs several times in one pass (one pooling layer used
+    after each convolution, a ResNet block's ReLU) is listed where its last call runs, whose output
+    it shows, and says so.
     """
-    shown = [info for info in layers.values() if info.map_shape is not None and info.calls > 0]
+    shown = [info for info in layers.values() if _shows_maps(info)]
     shown.sort(key=lambda info: (info.last_call < 0, info.last_call if info.last_call >= 0 else info.order))
     last_inside: dict[str, int] = {}  # block name -> index of the last layer shown inside it
     nesting = {info.name: info.name.count(".") for info in shown}
@@ -337,9 +345,9 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     for one with many parallel branches (Inception) the middle one by count, not by depth.
 
     Raises:
-        ValueError: if no layer outputs a (C, H, W) map.
+        ValueError: if no layer outputs a (C, H, W) map (with at least one unit).
     """
-    spatial = [i for i in layers.values() if i.map_shape is not None and i.calls > 0]
+    spatial = [i for i in layers.values() if _shows_maps(i)]
     if not spatial:
         raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
     convs = [i for i in spatial if i.is_conv and has_spatial_map(i)]
@@ -1039,11 +1047,13 @@ class Explorer(ipw.VBox):
             raise t.TraitError(
                 f"layer {name!r} {what}; choose one of the layers listed in explorer.layer_select"
             )
+        if info.empty_map:
+            raise t.TraitError(str(empty_map_error(info, self.controller.probe.input_size)))
         return str(name)  # a plain str (not NumPy's str_, say)
 
     def _selectable_layers(self) -> list[str]:
-        """The layers the layer menu offers (those with a feature map that run)."""
-        return [name for name, info in self._layers.items() if info.map_shape is not None and info.calls]
+        """The layers the layer menu offers (those with a feature map that run, not an empty one)."""
+        return [name for name, info in self._layers.items() if _shows_maps(info)]
 
     def _refresh_layers(self) -> None:
         """Take the probe's layer table after the user replaced modules of the model (the probe
@@ -1076,7 +1086,12 @@ class Explorer(ipw.VBox):
             self._suspend = suspended
         # a selection that is gone is replaced; say so until the user picks again
         if self.layer != layer:
-            self._set_note("selection", f"{gone.format(layer=layer)}: showing {self.layer}")
+            info = layers.get(layer)
+            if info is not None and info.empty_map and info.calls:
+                self._set_note("selection", f"{changed}: layer {layer} has an empty feature map {info.shape_text}: "
+                                            f"showing {self.layer}")
+            else:
+                self._set_note("selection", f"{gone.format(layer=layer)}: showing {self.layer}")
         elif self.channel != channel:
             self._set_note("selection", f"{changed}: {layer} has {self._channels(layer)} channels now, "
                                         f"channel {channel} is gone: showing channel {self.channel}")

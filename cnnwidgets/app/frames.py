@@ -56,6 +56,12 @@ class Baseline:
     probs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.acts.size == 0:
+            # the explorer offers no such layer; one that the model's change emptied meanwhile lands here
+            raise ValueError(
+                f"the layer's feature map is empty {tuple(self.acts.shape)} at this input size: pick an earlier "
+                "layer or a larger input"
+            )
         self.lo, self.hi = R.value_ranges(self.acts, "channel")
         self.order = R.activation_order(self.acts, "mean")
         self.dead = R.dead_channel_mask(self.acts)

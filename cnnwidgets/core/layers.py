@@ -63,6 +63,7 @@ above), and the statistics of a softmax or ``F.normalize`` over the map.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -75,7 +76,7 @@ from cnnwidgets.core.targets import output_tensor
 __all__ = [
     "Discovery", "LayerInfo", "discover", "discover_layers", "discover_layers_and_output", "final_activation",
     "GEOMETRIC_MODULES", "first_convolution", "input_channels", "is_convolution", "module_geometry", "rule_applies",
-    "suggest_names", "unknown_layer_error",
+    "suggest_names", "unknown_layer_error", "check_map_not_empty", "empty_map_error",
 ]
 
 #: Modules whose receptive-field geometry follows from their window (see :func:`module_geometry`).
@@ -159,6 +160,15 @@ class LayerInfo:
         if self.layout == "HWC":
             return (int(shape[2]), int(shape[0]), int(shape[1]))
         return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+    @property
+    def empty_map(self) -> bool:
+        """True when the output is a feature map without a single unit: 0 channels, rows or columns
+        (a crop or a chain of poolings that leaves nothing of an input this small). Torch runs such
+        a layer without complaint, but it has nothing to show, rank or differentiate: the methods
+        refuse it (see :func:`check_map_not_empty`), and the explorer does not offer it."""
+        shape = self.map_shape
+        return shape is not None and 0 in shape
 
     def channels_first(self, activation: torch.Tensor) -> torch.Tensor:
         """This layer's output batch with channels on dim 1: a (N, C, H, W) view (no copy,
@@ -395,11 +405,22 @@ def is_convolution(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
 
 
+#: Prefixes that wrappers add to their model's layer names, and what adds them: the probe unwraps
+#: these wrappers, so a layer is named as in the inner model (``"3"``, not ``"module.3"``).
+_WRAPPER_PREFIXES = (
+    ("module.", "a DataParallel or DistributedDataParallel wrapper"),
+    ("_orig_mod.", "the wrapper torch.compile returns"),
+)
+
+
 def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = None) -> KeyError:
     """A KeyError for an unknown layer that names close alternatives.
 
     With ``model``, a name under which a module is registered a second time (``self.d = self.c``:
-    ``named_modules()`` lists it once, under its first name) is told which name it goes by.
+    ``named_modules()`` lists it once, under its first name) is told which name it goes by. A name
+    with a wrapper's prefix (``"module.3"`` for ``nn.DataParallel``, ``"_orig_mod.3"`` for
+    ``torch.compile``) whose rest is a known layer is told to drop it: the probe unwraps such
+    wrappers, so layers are named as in the wrapped model.
     """
     listing = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
     if name == "":
@@ -413,9 +434,49 @@ def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = N
                     f"layer {name!r} is the same module as {first[id(module)]!r}, the name it is listed under "
                     f"(a module registered under two names is listed once); use {first[id(module)]!r}"
                 )
+    for prefix, wrapper in _WRAPPER_PREFIXES:
+        inner = name[len(prefix):] if isinstance(name, str) and name.startswith(prefix) else ""
+        if inner and inner in names and not any(known.startswith(prefix) for known in names):
+            return KeyError(
+                f"unknown layer {name!r}: {wrapper} is unwrapped, so layer names are those of the wrapped model: "
+                f"use {inner!r}"
+            )
     close = suggest_names(name, names)
     hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
     return KeyError(f"unknown layer {name!r}.{hint} Known layers: {listing}")
+
+
+def empty_map_error(info: LayerInfo, input_size: Sequence[int] | None = None) -> ValueError:
+    """The error for a layer whose feature map is empty (see :attr:`LayerInfo.empty_map`).
+
+    ``input_size`` is the (C, H, W) (or (H, W)) input the layer was described at, to name in the message.
+    """
+    shape = info.map_shape or ()
+    if shape and shape[0] == 0 and 0 not in shape[1:]:
+        return ValueError(
+            f"layer {info.name!r} has an empty feature map {info.shape_text}: it has no channels; pick another layer"
+        )
+    size = ""
+    if input_size is not None and len(input_size) >= 2:
+        size = f" ({int(input_size[-2])}x{int(input_size[-1])})"
+    return ValueError(
+        f"layer {info.name!r} has an empty feature map {info.shape_text} at this input size{size}: "
+        "pick an earlier layer or a larger input"
+    )
+
+
+def check_map_not_empty(info: LayerInfo, input_size: Sequence[int] | None = None) -> LayerInfo:
+    """``info`` unchanged, unless its output is an empty feature map (see :attr:`LayerInfo.empty_map`).
+
+    Methods call it on the layers they read before running the model: such a layer makes torch's
+    reductions fail (an argmax over no position) or return NaN or nothing without a word.
+
+    Raises:
+        ValueError: :func:`empty_map_error`, naming the layer, its shape and ``input_size``.
+    """
+    if info.empty_map:
+        raise empty_map_error(info, input_size)
+    return info
 
 
 def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerInfo]:

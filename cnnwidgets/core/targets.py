@@ -632,6 +632,9 @@ class ChannelActivation:
                 f"channel {self.channel} is out of range: layer {self.layer!r} has {activation.shape[1]} channels"
             )
         values = activation[:, self.channel]
+        if values.dim() == 3 and values.shape[1] * values.shape[2] == 0:
+            raise ValueError(f"layer {self.layer!r} has an empty feature map {tuple(activation.shape[1:])} at this "
+                             "input size: pick an earlier layer or a larger input")
         if self.position is not None:
             if values.dim() != 3:
                 raise ValueError(f"a position needs a spatial layer; {self.layer!r} has shape {tuple(activation.shape)}")

@@ -46,7 +46,7 @@ from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, pr
 from cnnwidgets.core.targets import (
     Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, resolve_target, target_score,
 )
-from cnnwidgets.methods.gradients import activation_kind, gradients_enabled
+from cnnwidgets.methods.gradients import activation_kind, check_target_layer, gradients_enabled
 
 __all__ = ["ActMaxResult", "ZeroGradientWarning", "maximize_activation"]
 
@@ -461,7 +461,9 @@ def maximize_activation(
         KeyError: for an unknown target layer (with suggestions).
         IndexError: for a channel or class index out of range.
         TypeError: for an unsupported target.
-        ValueError: for bad sizes, steps, mean/std or option values (numbers must be finite).
+        ValueError: for bad sizes, steps, mean/std or option values (numbers must be finite), or a
+            target layer whose feature map is empty at the image's size (see
+            :func:`~cnnwidgets.core.layers.check_map_not_empty`).
         TypeError: for a count (``steps``, ``redirect_steps``, ``jitter``, ``seed``) that is not an
             int (a Python int, a numpy integer or a 0-d integer tensor; a bool or a float is
             refused), an option that is not a number, a ``decorrelate`` or ``progress`` that is
@@ -538,6 +540,11 @@ def maximize_activation(
             return float(target_score(probe, x, target).mean())
 
         try:
+            size = (channels, height, width)
+            if tuple(probe.input_size) != size:
+                probe.describe(size)
+            # a channel of a map that is empty at this size has no value to raise: say so, not NaN
+            check_target_layer(probe, target)
             initial = clean_value()  # also validates the target before any work
         except RuntimeError as exc:
             if input_size is not None or probe.closed:

@@ -56,7 +56,13 @@ from torch import nn
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, Target, as_pair, resolve_target, target_score
-from cnnwidgets.methods.gradients import gradients_enabled, layers_for, require_graph
+from cnnwidgets.methods.gradients import (
+    check_target_layer,
+    gradients_enabled,
+    layers_for,
+    readable_layer,
+    require_graph,
+)
 
 __all__ = [
     "cam",
@@ -83,7 +89,7 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
         else:
             what = f"has output shape {info.shape_text}"
         raise ValueError(f"{method} needs a layer with a (C, H, W) output; {layer!r} {what}")
-    return info
+    return readable_layer(probe, layer)
 
 
 def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
@@ -143,7 +149,8 @@ def layer_gradient(
     Raises:
         KeyError: unknown layer (or target layer). IndexError: class or channel out of range.
         ValueError: a layer that never runs, or a target that does not depend on ``layer``
-            (its layer runs before it).
+            (its layer runs before it); ``layer`` or the target's layer with a feature map that is
+            empty at this input size (see :func:`~cnnwidgets.core.layers.check_map_not_empty`).
         TypeError: a layer that does not return a tensor, an unsupported target.
         RuntimeError: a target whose score does not depend on the input at all (it detaches
             the output or is a constant; see :func:`~cnnwidgets.methods.gradients.require_graph`).
@@ -164,6 +171,8 @@ def _layer_gradient(
         info = probe.check_layer(layer)
         if info.calls == 0:
             raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
+        readable_layer(probe, layer)
+        check_target_layer(probe, target)
         record: list[torch.Tensor] = []
         handle = _hook_output(probe.module(layer), record, leaf=True)
         try:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cnnwidgets.core.layers import check_map_not_empty
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.topk import data_size, iter_batches
@@ -99,10 +100,12 @@ def _is_activation(module: nn.Module) -> bool:
 def default_dead_layers(probe: Probe) -> list[str]:
     """Layers a dead-channel scan covers by default: convolutions and activation functions
     (ReLU, GELU, ...) whose output is a feature map, in execution order. Channels-last (H, W, C)
-    maps, such as the GELUs inside ConvNeXt blocks, are included and read channels first."""
+    maps, such as the GELUs inside ConvNeXt blocks, are included and read channels first. Maps that
+    are empty at the probe's input size (see :attr:`~cnnwidgets.core.layers.LayerInfo.empty_map`)
+    are left out: they have no unit to scan."""
     names = []
     for name, info in probe.layers.items():
-        if info.map_shape is None or info.calls == 0:
+        if info.map_shape is None or info.calls == 0 or info.empty_map:
             continue
         module = probe.module(name)
         if isinstance(module, nn.Conv2d) or _is_activation(module):
@@ -152,7 +155,9 @@ def dead_channels(
             image (channels-last (H, W, C) maps are read channels first; a transformer's (tokens,
             features) is refused, see :func:`~cnnwidgets.core.targets.check_channel_output`), a
             layer's activations are not finite (NaN or inf: non-finite weights, whose channels are
-            not dead but broken), ``threshold`` is NaN or infinite, or ``batch_size`` is below 1.
+            not dead but broken), a layer's feature map is empty at the batch's size (see
+            :func:`~cnnwidgets.core.layers.check_map_not_empty`), ``threshold`` is NaN or infinite,
+            or ``batch_size`` is below 1.
         TypeError: when ``inputs`` or an item of it is not one of the forms above, a layer name is
             not a string, ``threshold`` is not a number, ``batch_size`` is not an int (a Python
             int, a numpy integer or a 0-d integer tensor; not a bool or a float), or ``progress``
@@ -184,6 +189,8 @@ def dead_channels(
                 acts = probe.capture(batch, names, channels_first=True, contiguous=False, cache=False)
                 for name, act in acts.items():
                     check_channel_output(act, name, "a dead-channel scan")
+                    if act.numel() == 0:  # a map with no unit at this input size: the layers are described at it
+                        check_map_not_empty(probe.check_layer(name), probe.input_size)
                     # a NaN maximum compares as "never above the threshold": NaN channels are not dead
                     check_finite_activation(act, name, "a dead-channel scan")
                     dims = [0, *range(2, act.dim())]

@@ -80,7 +80,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.layers import LayerInfo, check_map_not_empty
 from cnnwidgets.core.probe import Probe, check_batch, check_channel_axis, probe_scope
 from cnnwidgets.core.targets import Target, as_flag, as_index, as_pair, resolve_target, target_score
 
@@ -97,7 +97,8 @@ __all__ = [
     "strongest_unit",
 ]
 # Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule,
-# relu_report, gradients_enabled, activation_types, activation_kind, no_relu_reason, require_graph.
+# relu_report, gradients_enabled, activation_types, activation_kind, no_relu_reason, require_graph, readable_layer,
+# check_target_layer.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -167,6 +168,24 @@ def layers_for(probe: Probe, x: torch.Tensor) -> dict[str, LayerInfo]:
     if tuple(probe.input_size) != size:
         probe.describe(size)
     return probe.layers
+
+
+def readable_layer(probe: Probe, layer: str) -> LayerInfo:
+    """The LayerInfo of ``layer`` at the probe's current input size (see :func:`layers_for`), refusing
+    a layer whose feature map is empty at that size (see :func:`~cnnwidgets.core.layers.check_map_not_empty`).
+
+    Raises:
+        KeyError: unknown layer (with suggestions). ValueError: an empty feature map.
+    """
+    return check_map_not_empty(probe.check_layer(layer), probe.input_size)
+
+
+def check_target_layer(probe: Probe, target: Target) -> None:
+    """Refuse a target that reads a layer whose feature map is empty at the probe's current input size
+    (a channel's mean over no position is NaN, its maximum fails); a target of the model's output passes."""
+    layer = getattr(target, "layer", None)
+    if isinstance(layer, str) and layer in probe.layers:
+        readable_layer(probe, layer)
 
 
 @contextmanager
@@ -450,6 +469,7 @@ def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: R
     """``d target / d x`` with ``rule`` at every ReLU module, shape and device of ``x``."""
     target = resolve_target(target)
     leaf = input_leaf(probe, x)
+    check_target_layer(probe, target)
     # relu_rule also enables gradients (the caller may be under torch.no_grad or inference mode)
     with relu_rule(probe.model, rule, method=method, stacklevel=5):
         scores = require_graph(target_score(probe, leaf, target, grad=True), method)
@@ -487,7 +507,8 @@ def saliency(
     Raises:
         KeyError: for a target on an unknown layer.
         IndexError: for a class or channel index out of range.
-        ValueError: for a bad batch or ``reduce`` value.
+        ValueError: for a bad batch or ``reduce`` value, or a target on a layer whose feature map is
+            empty at this input size (see :func:`~cnnwidgets.core.layers.check_map_not_empty`).
         TypeError: for an unsupported target or model, or an ``absolute`` that is not a bool.
         RuntimeError: for a target whose score does not depend on the input (see
             :func:`require_graph`).
@@ -607,11 +628,14 @@ def strongest_unit(model_or_probe: nn.Module | Probe, x: torch.Tensor, layer: st
 
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
-        ValueError: a layer without a (C, H, W) output.
+        ValueError: a layer without a (C, H, W) output, or whose map is empty at this input size
+            (see :func:`~cnnwidgets.core.layers.check_map_not_empty`).
         TypeError: a channel that is not an int (see :func:`~cnnwidgets.core.targets.as_index`).
     """
     channel = as_index(channel, "channel")
     with probe_scope(model_or_probe) as probe:
+        layers_for(probe, x)
+        readable_layer(probe, layer)
         activation = probe.capture(check_batch(x), [layer], channels_first=True)[layer]
         if activation.dim() != 4:
             raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; no spatial units")
@@ -664,7 +688,8 @@ def project_channel(
     Raises:
         KeyError: unknown layer. IndexError: channel or unit out of range.
         ValueError: bad batch, a string ``unit`` other than ``"max"`` and ``"all"``, a layer
-            whose output is not (C,) or (C, H, W).
+            whose output is not (C,) or (C, H, W), or whose map is empty at this input size (see
+            :func:`~cnnwidgets.core.layers.check_map_not_empty`).
         TypeError: a ``unit`` that is neither such a string nor a pair; a channel, row or
             column that is not an int (a bool, a float ...).
 
@@ -684,6 +709,7 @@ def project_channel(
     channel = as_index(channel, "channel")
     with probe_scope(model_or_probe) as probe:
         leaf = input_leaf(probe, x)
+        readable_layer(probe, layer)
         # relu_rule also enables gradients (the caller may be under torch.no_grad or inference mode)
         with relu_rule(probe.model, "deconvnet", method="project_channel"):
             activation = probe.capture(leaf, [layer], grad=True, channels_first=True)[layer]

@@ -43,6 +43,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
+from cnnwidgets.core.layers import check_map_not_empty
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import (
     as_count, as_flag, as_index, check_finite_activation, class_probabilities, class_scores,
@@ -218,19 +219,21 @@ def feature_layer_names(
     are checked (``KeyError`` with suggestions for unknown ones).
 
     Raises:
-        ValueError: for an empty list of layers.
+        ValueError: for an empty list of layers, or a layer whose feature map is empty at the
+            images' size (see :func:`~cnnwidgets.core.layers.check_map_not_empty`): no feature to compare.
         TypeError: for layer names that are not strings.
     """
     if tuple(probe.input_size) != tuple(images.shape[1:]):
         probe.describe(tuple(images.shape[1:]))
     if layers is None:
         found = default_feature_layers(probe)
-        return list(dict.fromkeys(found[key] for key in defaults))
-    names = layer_names(layers)
-    if not names:
-        raise ValueError("layers is empty")
+        names = list(dict.fromkeys(found[key] for key in defaults))
+    else:
+        names = layer_names(layers)
+        if not names:
+            raise ValueError("layers is empty")
     for name in names:
-        probe.check_layer(name)
+        check_map_not_empty(probe.check_layer(name), probe.input_size)
     return names
 
 

@@ -68,7 +68,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.layers import LayerInfo, check_map_not_empty
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index, check_finite_activation
 
@@ -532,6 +532,7 @@ class TopKActivations:
                     f"layer {name!r} has output shape {info.shape_text}; top-k patches need a (C,) or (C, H, W) "
                     "output per image"
                 )
+            check_map_not_empty(info, self.input_size)
             self.geometry[name] = {
                 "type": info.type,
                 "conv": info.is_conv,
@@ -967,7 +968,8 @@ def scan_topk(
         as the scan being resumed, a checkpoint file that is not a top-k file (see
         :meth:`TopKActivations.load`), images laid out (N, H, W, C) instead of (N, C, H, W), or a
         model whose activations at a scanned layer are not finite (NaN or inf: non-finite
-        weights); a ``k`` or ``batch_size`` below 1. TypeError: unsupported
+        weights), a layer whose feature map is empty at the images' size (see
+        :func:`~cnnwidgets.core.layers.check_map_not_empty`); a ``k`` or ``batch_size`` below 1. TypeError: unsupported
         data, or layer names that are not strings (a module, an index); a ``k``, ``batch_size``,
         ``checkpoint_every`` or ``stop_after`` that is not an int (a Python int, a numpy integer
         or a 0-d integer tensor; ``stop_after`` < 1 is a ValueError); a ``per_image``,
