@@ -2457,14 +2457,16 @@ class _Branchy(Tiny):
         return super().forward(x)
 
 
-def test_an_image_of_another_size_that_lacks_the_selected_layer_replaces_it_and_says_so():
-    def own_size(im):
-        pil = to_pil(im)
-        return default_preprocess((pil.height, pil.width))(pil)
+def _own_size(im):
+    """A preprocess that keeps the image's own size: each image its own input size."""
+    pil = to_pil(im)
+    return default_preprocess((pil.height, pil.width))(pil)
 
+
+def test_an_image_of_another_size_that_lacks_the_selected_layer_replaces_it_and_says_so():
     rng = np.random.default_rng(0)
     big, small = (rng.integers(0, 255, (side, side, 3), dtype=np.uint8) for side in (64, 32))
-    ex = make(_Branchy().eval(), preprocess=own_size, samples={"big": big, "small": small}, input_size=None)
+    ex = make(_Branchy().eval(), preprocess=_own_size, samples={"big": big, "small": small}, input_size=None)
     try:
         ex.layer, ex.channel = "extra", 2
         ex.image = "small"
@@ -2524,13 +2526,9 @@ def test_layers_with_an_empty_feature_map_are_not_offered_and_refused_with_the_r
 def test_an_image_at_whose_size_the_selected_layer_is_empty_replaces_it_and_says_so():
     from tests.test_layer_geometry import empty_branch
 
-    def own_size(im):
-        pil = to_pil(im)
-        return default_preprocess((pil.height, pil.width))(pil)
-
     rng = np.random.default_rng(0)
     big, small = (rng.integers(0, 255, (side, side, 3), dtype=np.uint8) for side in (64, 32))
-    ex = make(empty_branch(), preprocess=own_size, samples={"big": big, "small": small}, input_size=None)
+    ex = make(empty_branch(), preprocess=_own_size, samples={"big": big, "small": small}, input_size=None)
     try:
         ex.layer = "act"  # 12 x 12 at 64 x 64
         assert ex.wait_idle(60) and not ex.status.is_error
