@@ -879,6 +879,40 @@ def test_method_stride_takes_any_positive_int_and_the_menu_shows_it():
         ex.close()
 
 
+def test_a_four_channel_image_for_a_four_channel_model_says_its_fourth_channel_is_not_the_models(tmp_path):
+    class RGBD(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 6, 3, padding=1)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    def rgb_plus_ones(pil):  # what a user's preprocess can do with the RGB image it is given
+        rgb = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255).permute(2, 0, 1)
+        return torch.cat([rgb, torch.ones(1, *rgb.shape[1:])])
+
+    rgba = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    note = "the image's fourth channel (transparency, or depth) is composited over white before preprocess="
+    ex = make(RGBD().eval(), img=rgba, preprocess=rgb_plus_ones, denormalize=lambda x: x[:3].permute(1, 2, 0).numpy(),
+              input_size=None, samples={"rgb": rgba[:, :, :3], "file": str(tmp_path / "rgba.png")})
+    try:
+        assert ex.wait_idle() and note in ex.status.message and not ex.status.is_error
+        ex.image = "rgb"
+        assert ex.wait_idle() and note not in ex.status.message
+        ex.image = "file"  # an RGBA file too
+        assert ex.wait_idle() and note in ex.status.message
+    finally:
+        ex.close()
+    rgb_model = make(img=rgba)  # an RGB model: transparency over white is the documented rule, nothing to say
+    try:
+        assert rgb_model.wait_idle() and note not in rgb_model.status.message
+    finally:
+        rgb_model.close()
+
+
 def test_method_takes_the_function_names_and_flags_take_only_bools():
     ex = make(box=(4, 4, 8, 8), method="grad_cam")  # spelled as the function
     try:

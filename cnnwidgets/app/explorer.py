@@ -907,6 +907,11 @@ class Explorer(ipw.VBox):
         self._image_id = image_id
         h, w = prepared.size
         self._set_note("size", _reshape_note(prepared) if self._size_chosen else _crop_note(prepared, self._preprocess))
+        self._set_note("channels", (
+            "the image's fourth channel (transparency, or depth) is composited over white before preprocess=, "
+            "which is given an RGB image: the model's fourth input channel does not come from the image; for "
+            "four-channel data, call the methods on tensors (cnnwidgets.methods)"
+        ) if prepared.fourth_channel_dropped else None)
         self.canvas.set_image(encode_png(prepared.display), "png", w, h)
         self.canvas.fill_color = prepared.fill_color(self.fill)
         self.occluder_controls.max_size = min(h, w)

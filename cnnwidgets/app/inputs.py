@@ -65,8 +65,35 @@ class FillError(ValueError):
     """An occluder fill that this image's preprocessing cannot express."""
 
 
+#: Set in the ``info`` of an image :func:`to_pil` made from a four-channel source, so that the
+#: RGB image it returns, decoded once and prepared later, still says so.
+_FOURTH_CHANNEL = "cnnwidgets.fourth_channel"
+
+
+def _has_four_channels(image: Any) -> bool:
+    """Whether ``image`` (as :func:`to_pil` takes it) has four channels, which it reads as RGBA and
+    composites over white."""
+    if isinstance(image, Image.Image):
+        return (image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or "transparency" in image.info
+                or bool(image.info.get(_FOURTH_CHANNEL)))
+    if isinstance(image, torch.Tensor):
+        return image.dim() == 3 and 4 in (image.shape[0], image.shape[-1])
+    if isinstance(image, np.ndarray):
+        return image.ndim == 3 and image.shape[2] == 4
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:  # the header only: the pixels are read by to_pil
+                return _has_four_channels(opened)
+        except Exception:  # noqa: BLE001 - to_pil says what is wrong with the file
+            return False
+    return False  # bytes or a stream: not read twice
+
+
 def to_pil(image: Any) -> Image.Image:
     """Turn a path, bytes, PIL image, array or tensor into an RGB PIL image.
+
+    An image made from a four-channel source (RGBA, or a (4, H, W) tensor) carries that fact in
+    its ``info``, for :class:`ImageInput` to tell.
 
     Uses :func:`cnnwidgets.core.images.load_image` (one documented rule for every source:
     EXIF orientation, transparency over white, 16-bit, size limits) when this installation
@@ -77,6 +104,13 @@ def to_pil(image: Any) -> Image.Image:
         TypeError: for an unsupported type.
         ValueError: for data that is not a readable image.
     """
+    pil = _to_rgb(image)
+    if _has_four_channels(image):
+        pil.info[_FOURTH_CHANNEL] = True
+    return pil
+
+
+def _to_rgb(image: Any) -> Image.Image:
     try:
         from cnnwidgets.core.images import load_image  # type: ignore[import-not-found]
     except ImportError:
@@ -230,6 +264,9 @@ class ImageInput:
             ``denormalize`` is not per-channel affine; NaN for a channel it does not show).
         pixel_std: per-channel ``std``, like ``pixel_mean``.
         source_size: (width, height) of the image given, before preprocessing (None if unknown).
+        fourth_channel_dropped: the image given had four channels (RGBA, or a (4, H, W) tensor
+            such as RGB + depth) and ``preprocess`` made four-channel inputs from the RGB image it
+            is given: the model's fourth input channel does not come from the image's.
     """
 
     name: str
@@ -238,6 +275,7 @@ class ImageInput:
     pixel_mean: torch.Tensor | None = None
     pixel_std: torch.Tensor | None = None
     source_size: tuple[int, int] | None = None
+    fourth_channel_dropped: bool = False
     _fills: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -289,7 +327,7 @@ class ImageInput:
         display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
         mean, std = cls._affine(x, denormalize)
         return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std,
-                   source_size=pil.size)
+                   source_size=pil.size, fourth_channel_dropped=x.shape[0] == 4 and _has_four_channels(pil))
 
     @staticmethod
     def _affine(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:
