@@ -375,6 +375,12 @@ def test_cam_says_when_the_maps_have_shrunk_to_1x1_at_this_input_size():
         cam(model, torch.randn(1, 3, 8, 8), 1)
     assert cam(model, torch.randn(1, 3, 8, 8), 1, "features").shape == (1, 1, 1)  # the value it offers
     assert cam(model, torch.randn(1, 3, 32, 32), 1).shape == (1, 4, 4)  # a larger input: a map
+    # the same with a pooling module (ResNet's avgpool): its input is 1x1 at 8 px
+    pooled = nn.Sequential(*model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()
+    with pytest.raises(ValueError, match=r"the input of '6' is \(5, 1, 1\); the last feature map with 5 channels "
+                                         r"before '8', '5', is \(5, 1, 1\): 1x1 at this input size \(8x8\)"):
+        cam(pooled, torch.randn(1, 3, 8, 8), 1)
+    assert cam(pooled, torch.randn(1, 3, 32, 32), 1).shape == (1, 4, 4)
 
 
 def test_cam_defaults_to_the_maps_pooled_by_a_function_in_densenet_and_mobilenet():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 import time
@@ -911,6 +912,57 @@ def test_a_four_channel_image_for_a_four_channel_model_says_its_fourth_channel_i
         assert rgb_model.wait_idle() and note not in rgb_model.status.message
     finally:
         rgb_model.close()
+
+
+def test_a_model_whose_every_map_is_empty_at_the_input_size_is_told_so():
+    class Crop(nn.Module):
+        def forward(self, x):
+            return x[:, :, 100:, 100:]
+
+    class CropOnly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.crop, self.head = Crop(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(self.crop(x).sum(dim=(2, 3)))
+
+    with Probe(CropOnly(), input_size=(3, 32, 32)) as probe:
+        with pytest.raises(ValueError, match=r"no layer of the model has a feature map with at least one unit at this "
+                                             r"input size: 'crop' are empty .*; use a larger input"):
+            default_layer(probe.layers)
+
+
+def test_the_four_channel_note_follows_uploads_and_channel_first_sources():
+    from cnnwidgets.app.inputs import ImageInput
+
+    def rgb_plus_ones(pil):
+        rgb = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255).permute(2, 0, 1)
+        return torch.cat([rgb, torch.ones(1, *rgb.shape[1:])])
+
+    def show(x):
+        return x[:3].permute(1, 2, 0).numpy()
+
+    rgba = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    four = (buffer.getvalue(), np.moveaxis(rgba, 2, 0).copy(), torch.from_numpy(rgba).permute(2, 0, 1)[None] / 255)
+    for source in four:  # an upload's bytes, a (4, H, W) array, a (1, 4, H, W) tensor
+        assert ImageInput.prepare(source, rgb_plus_ones, show).fourth_channel_dropped, type(source)
+    assert not ImageInput.prepare(rgba[:, :, :3], rgb_plus_ones, show).fourth_channel_dropped
+
+
+def test_the_enlargement_note_of_a_grayscale_model_does_not_speak_of_imagenet():
+    from cnnwidgets.app.explorer import _reshape_note
+    from cnnwidgets.app.inputs import ImageInput
+
+    def prepared(channels):
+        return ImageInput(name="x", tensor=torch.zeros(1, channels, 224, 224),
+                          display=np.zeros((224, 224, 3), np.uint8), source_size=(64, 64))
+
+    gray, rgb = _reshape_note(prepared(1)), _reshape_note(prepared(3))
+    assert "enlarged to 224x224 (the default preprocessing)" in gray and "ImageNet" not in gray
+    assert "enlarged to 224x224 and normalised as ImageNet photos are" in rgb
 
 
 def test_method_takes_the_function_names_and_flags_take_only_bools():

@@ -1568,3 +1568,23 @@ def test_global_module_hooks_fire_on_the_copy_and_are_documented():
         handle.remove()
     assert seen  # process-wide: the probe leaves them alone
     assert "register_module_forward_hook" in " ".join(Probe.__doc__.split())
+
+
+def test_a_pruning_method_that_cannot_be_copied_is_refused_with_the_probe_s_own_error():
+    from torch.nn.utils import prune as torch_prune
+
+    class LockedPruning(torch_prune.BasePruningMethod):
+        """A user's pruning method holding a lock: the copy needs it, and cannot copy it."""
+
+        PRUNING_TYPE = "unstructured"
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def compute_mask(self, t, default_mask):
+            return default_mask
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    LockedPruning.apply(model[0], "weight")
+    with pytest.raises(TypeError, match=r"cannot copy the model for safe inspection \(TypeError: cannot pickle"):
+        Probe(model).layers

@@ -349,6 +349,13 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     """
     spatial = [i for i in layers.values() if _shows_maps(i)]
     if not spatial:
+        empty = [i.name for i in layers.values() if i.empty_map]
+        if empty:
+            raise ValueError(
+                f"no layer of the model has a feature map with at least one unit at this input size: "
+                f"{', '.join(repr(n) for n in empty[:4])}{' ...' if len(empty) > 4 else ''} "
+                "are empty (0 rows, columns or channels); use a larger input"
+            )
         raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
     convs = [i for i in spatial if i.is_conv and has_spatial_map(i)]
     pick = convs[len(convs) // 2] if convs else spatial[0]
@@ -487,9 +494,10 @@ def _reshape_note(prepared: ImageInput) -> str | None:
         return (f"image resized from {width}x{height} to {w}x{h}; pass input_size=({channels}, H, W) "
                 "to keep its shape")
     if min(w / width, h / height) > _ENLARGE_NOTE:
-        return (f"the {width}x{height} image is enlarged to {w}x{h} and normalised as ImageNet photos are (the "
-                f"default preprocessing); for a model trained on small images pass input_size=({channels}, "
-                f"{height}, {width}), or its own preprocess= (a zoo model: pass its bundle)")
+        normalised = " and normalised as ImageNet photos are" if channels == 3 else ""
+        return (f"the {width}x{height} image is enlarged to {w}x{h}{normalised} (the default preprocessing); for "
+                f"a model trained on small images pass input_size=({channels}, {height}, {width}), or its own "
+                "preprocess= (a zoo model: pass its bundle)")
     return None
 
 

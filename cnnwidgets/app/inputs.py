@@ -76,17 +76,20 @@ def _has_four_channels(image: Any) -> bool:
     if isinstance(image, Image.Image):
         return (image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or "transparency" in image.info
                 or bool(image.info.get(_FOURTH_CHANNEL)))
-    if isinstance(image, torch.Tensor):
-        return image.dim() == 3 and 4 in (image.shape[0], image.shape[-1])
-    if isinstance(image, np.ndarray):
-        return image.ndim == 3 and image.shape[2] == 4
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (torch.Tensor, np.ndarray)):
+        shape = tuple(image.shape)
+        if len(shape) == 4 and shape[0] == 1:  # a batch of one
+            shape = shape[1:]
+        return len(shape) == 3 and 4 in (shape[0], shape[-1])
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        image = io.BytesIO(bytes(image))  # an upload: its header read here, its pixels by to_pil
+    if isinstance(image, (str, Path, io.BytesIO)) and not (isinstance(image, str) and "://" in image):
         try:
             with Image.open(image) as opened:  # the header only: the pixels are read by to_pil
                 return _has_four_channels(opened)
         except Exception:  # noqa: BLE001 - to_pil says what is wrong with the file
             return False
-    return False  # bytes or a stream: not read twice
+    return False  # a URL or another stream: not read twice
 
 
 def to_pil(image: Any) -> Image.Image:

@@ -704,8 +704,8 @@ class Probe:
             raise _meta_error(meta)
         self._channels_last = self._want_channels_last(self._user_model)
         memo = self._converted_tensors()
-        _add_hook_dicts(self._user_model, memo)  # the user's hooks are left out, not copied
         try:
+            _add_hook_dicts(self._user_model, memo)  # the user's hooks are left out, not copied
             clone = copy.deepcopy(self._user_model, memo)
         except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be copied
             raise TypeError(

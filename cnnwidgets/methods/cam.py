@@ -447,6 +447,14 @@ def cam(
         features = record[-1] if layer_info is None else layer_info.channels_first(record[-1])
         if features.dim() != 4:
             raise ValueError(f"CAM needs (K, h, w) feature maps; {source} has shape {tuple(features.shape[1:])}")
+        if layer_info is None and features.shape[2] * features.shape[3] == 1:
+            # the maps a pooling module averages have shrunk to 1x1 at this input size
+            raise ValueError(
+                f"CAM needs the {width} features of {fc_name!r} to be globally averaged feature maps larger than "
+                f"1x1, but {source} is {tuple(features.shape[1:])}"
+                + (shrunk or f": 1x1 at this input size ({'x'.join(str(v) for v in x.shape[2:])}), where CAM is a "
+                   "single value, not a map. Use a larger input (the size the model was made for)")
+            )
         weight = fc_module.weight
         if weight.shape[1] != features.shape[1]:
             raise ValueError(
