@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnwidgets.core.images import DEFAULT_MAX_SIZE, image_to_tensor, load_image, max_pixels
+from cnnwidgets.core.images import COMPOSITED, DEFAULT_MAX_SIZE, image_to_tensor, load_image, max_pixels
 
 
 def _halves(width: int = 40, height: int = 20) -> Image.Image:
@@ -255,6 +255,19 @@ def test_rgba_is_composited_over_white(tmp_path):
     assert _px(out, 1, 1) == (255, 0, 0)
     assert _px(out, 5, 1) == (255, 255, 255)
     assert all(abs(v - 127) <= 1 for v in _px(out, 10, 1))
+
+
+def test_the_result_says_when_transparency_was_composited_and_copies_keep_it(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 255, (16, 16, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    for source in (buffer.getvalue(), rgba, np.moveaxis(rgba, 2, 0).copy(),
+                   torch.from_numpy(rgba).permute(2, 0, 1)[None] / 255, Image.fromarray(rgba, "RGBA")):
+        out = load_image(source)
+        assert out.info.get(COMPOSITED) is True, type(source)
+        assert load_image(out).info.get(COMPOSITED) is True  # decoded once, loaded again later
+    assert COMPOSITED not in load_image(rgba[:, :, :3]).info
+    assert load_image(rgba, size=8).info.get(COMPOSITED) is True  # after a resize too
 
 
 def test_la_and_palette_transparency_are_composited_over_white(tmp_path):

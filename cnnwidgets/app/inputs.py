@@ -28,11 +28,9 @@ is not of this form, e.g. a gamma curve) raises :class:`FillError`.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cnnwidgets.core.images import COMPOSITED, load_image
 from cnnwidgets.widgets.controls import FILLS
 
 __all__ = [
@@ -65,90 +64,20 @@ class FillError(ValueError):
     """An occluder fill that this image's preprocessing cannot express."""
 
 
-#: Set in the ``info`` of an image :func:`to_pil` made from a four-channel source, so that the
-#: RGB image it returns, decoded once and prepared later, still says so.
-_FOURTH_CHANNEL = "cnnwidgets.fourth_channel"
-
-
-def _has_four_channels(image: Any) -> bool:
-    """Whether ``image`` (as :func:`to_pil` takes it) has four channels, which it reads as RGBA and
-    composites over white."""
-    if isinstance(image, Image.Image):
-        return (image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or "transparency" in image.info
-                or bool(image.info.get(_FOURTH_CHANNEL)))
-    if isinstance(image, (torch.Tensor, np.ndarray)):
-        shape = tuple(image.shape)
-        if len(shape) == 4 and shape[0] == 1:  # a batch of one
-            shape = shape[1:]
-        return len(shape) == 3 and 4 in (shape[0], shape[-1])
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        image = io.BytesIO(bytes(image))  # an upload: its header read here, its pixels by to_pil
-    if isinstance(image, (str, Path, io.BytesIO)) and not (isinstance(image, str) and "://" in image):
-        try:
-            with Image.open(image) as opened:  # the header only: the pixels are read by to_pil
-                return _has_four_channels(opened)
-        except Exception:  # noqa: BLE001 - to_pil says what is wrong with the file
-            return False
-    return False  # a URL or another stream: not read twice
-
-
 def to_pil(image: Any) -> Image.Image:
-    """Turn a path, bytes, PIL image, array or tensor into an RGB PIL image.
+    """Turn a path, bytes, PIL image, array or tensor into an RGB PIL image, by the one documented
+    rule of :func:`cnnwidgets.core.images.load_image` (EXIF orientation, transparency over white,
+    16-bit, size limits).
 
-    An image made from a four-channel source (RGBA, or a (4, H, W) tensor) carries that fact in
-    its ``info``, for :class:`ImageInput` to tell.
-
-    Uses :func:`cnnwidgets.core.images.load_image` (one documented rule for every source:
-    EXIF orientation, transparency over white, 16-bit, size limits) when this installation
-    has it; otherwise a plain conversion: PIL decodes files and bytes, uint8 or [0, 1] float
-    arrays (H, W[, 3|4]) and tensors (3, H, W) are converted directly.
+    An image whose source had transparency or four channels (RGBA, or a (4, H, W) tensor) carries
+    that fact in its ``info`` (:data:`cnnwidgets.core.images.COMPOSITED`), for :class:`ImageInput`
+    to tell.
 
     Raises:
         TypeError: for an unsupported type.
         ValueError: for data that is not a readable image.
     """
-    pil = _to_rgb(image)
-    if _has_four_channels(image):
-        pil.info[_FOURTH_CHANNEL] = True
-    return pil
-
-
-def _to_rgb(image: Any) -> Image.Image:
-    try:
-        from cnnwidgets.core.images import load_image  # type: ignore[import-not-found]
-    except ImportError:
-        load_image = None
-    if load_image is not None:
-        return load_image(image)
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        image = io.BytesIO(bytes(image))
-    if isinstance(image, (str, Path, io.IOBase)):
-        try:
-            pil = Image.open(image)
-            pil.load()
-        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-            raise ValueError(f"not an image file PIL can read ({type(exc).__name__}: {exc})") from exc
-        image = pil
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu()
-        if image.dim() == 3 and image.shape[0] in (1, 3):
-            image = image.permute(1, 2, 0)
-        image = image.numpy()
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-            raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
-        if arr.dtype != np.uint8:
-            arr = np.clip(np.asarray(arr, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr).convert("RGB")
-    raise TypeError(
-        f"cannot use {type(image).__name__} as an image; give a file path, bytes, a PIL image, "
-        "a numpy array (H, W, 3) or a tensor (3, H, W)"
-    )
+    return load_image(image)
 
 
 def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Image.Image], torch.Tensor]:
@@ -330,7 +259,7 @@ class ImageInput:
         display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
         mean, std = cls._affine(x, denormalize)
         return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std,
-                   source_size=pil.size, fourth_channel_dropped=x.shape[0] == 4 and _has_four_channels(pil))
+                   source_size=pil.size, fourth_channel_dropped=x.shape[0] == 4 and bool(pil.info.get(COMPOSITED)))
 
     @staticmethod
     def _affine(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:

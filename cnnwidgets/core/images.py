@@ -25,12 +25,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnwidgets.core.targets import as_count
 
 __all__ = [
-    "DEFAULT_MAX_SIZE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "MIN_SIZE", "ImageSource", "image_to_tensor", "load_image",
-    "max_pixels",
+    "COMPOSITED", "DEFAULT_MAX_SIZE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "MIN_SIZE", "ImageSource",
+    "image_to_tensor", "load_image", "max_pixels",
 ]
 
 DEFAULT_MAX_SIZE = 4096
 """Longest side, in pixels, above which images are downscaled."""
+
+COMPOSITED = "cnnwidgets.composited"
+"""Key that :func:`load_image` sets to True in the ``info`` of an image whose source had
+transparency (an alpha channel, a four-channel array or tensor, or a transparent colour) that it
+composited over white (rule 4). Copies of that image keep it."""
 
 MIN_SIZE = 8
 """Smallest accepted side, in pixels."""
@@ -110,7 +115,8 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
         min_size: smallest side accepted (rule 5); an int >= 1.
 
     Returns:
-        A new ``PIL.Image`` in mode ``"RGB"``.
+        A new ``PIL.Image`` in mode ``"RGB"``; ``info[COMPOSITED]`` is True when transparency was
+        composited over white (see :data:`COMPOSITED`).
 
     Raises:
         FileNotFoundError: a path that does not exist (the message has the path).
@@ -121,11 +127,14 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
     """
     max_size, min_size = _check_limits(max_size, min_size)
     image = _open(src, max_size)
+    composited = _has_transparency(image)
     image = _to_rgb(image)
     _check_min(image, min_size)
     image = _limit(image, max_size, min_size)
     if size is not None:
         image = _resize(image, size)
+    if composited:
+        image.info[COMPOSITED] = True
     return image
 
 
@@ -331,6 +340,11 @@ def _u16_to_u8(a: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- modes
+def _has_transparency(image: Image.Image) -> bool:
+    """Whether :func:`_to_rgb` composites ``image`` over white: a mode with alpha, or a transparent colour."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or image.info.get("transparency") is not None
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
