@@ -71,7 +71,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cnnwidgets.core.targets import output_tensor
+from cnnwidgets.core.targets import empty_map_message, output_tensor
 
 __all__ = [
     "Discovery", "LayerInfo", "discover", "discover_layers", "discover_layers_and_output", "final_activation",
@@ -459,10 +459,7 @@ def empty_map_error(info: LayerInfo, input_size: Sequence[int] | None = None) ->
     size = ""
     if input_size is not None and len(input_size) >= 2:
         size = f" ({int(input_size[-2])}x{int(input_size[-1])})"
-    return ValueError(
-        f"layer {info.name!r} has an empty feature map {info.shape_text} at this input size{size}: "
-        "pick an earlier layer or a larger input"
-    )
+    return ValueError(empty_map_message(info.name, info.shape_text, size))
 
 
 def check_map_not_empty(info: LayerInfo, input_size: Sequence[int] | None = None) -> LayerInfo:

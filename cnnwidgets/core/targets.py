@@ -633,8 +633,7 @@ class ChannelActivation:
             )
         values = activation[:, self.channel]
         if values.dim() == 3 and values.shape[1] * values.shape[2] == 0:
-            raise ValueError(f"layer {self.layer!r} has an empty feature map {tuple(activation.shape[1:])} at this "
-                             "input size: pick an earlier layer or a larger input")
+            raise ValueError(empty_map_message(self.layer, str(tuple(activation.shape[1:]))))
         if self.position is not None:
             if values.dim() != 3:
                 raise ValueError(f"a position needs a spatial layer; {self.layer!r} has shape {tuple(activation.shape)}")
@@ -835,6 +834,13 @@ def _target_failure(exc: Exception, target: Target, activation: object, probe) -
     except Exception:  # noqa: BLE001 - a subclass whose constructor takes other arguments
         kind = next(k for k in (KeyError, IndexError, TypeError) if isinstance(exc, k))
         return kind(message)
+
+
+def empty_map_message(layer: str | None, shape: str, size: str = "") -> str:
+    """What to say of a layer whose feature map ``shape`` (as text) has no unit at this input size;
+    ``size`` names that size (``" (32x32)"``) when known."""
+    return (f"layer {layer!r} has an empty feature map {shape} at this input size{size}: pick an earlier layer or "
+            "a larger input")
 
 
 def check_finite_activation(activation: torch.Tensor, layer: str | None, what: str) -> None:
