@@ -372,11 +372,11 @@ def cam(
         last_wide = _latest_map_before(
             layers, fc_info, lambda i: i.map_shape[0] == width and not isinstance(probe.module(i.name), _POOLING)
         )
+        one_value = (f": 1x1 at this input size ({'x'.join(str(v) for v in x.shape[2:])}), where CAM is a single "
+                     "value, not a map. Use a larger input (the size the model was made for)")
         shrunk = (
             f"; the last feature map with {width} channels before {fc_name!r}, {last_wide.name!r}, is "
-            f"{last_wide.shape_text}: 1x1 at this input size ({'x'.join(str(v) for v in x.shape[2:])}), where "
-            f"CAM is a single value, not a map. Use a larger input (the size the model was made for), or pass "
-            f"layer={last_wide.name!r} for that value"
+            f"{last_wide.shape_text}{one_value}, or pass layer={last_wide.name!r} for that value"
             if last_wide is not None and _positions(last_wide) == 1 else ""
         )
         record: list[torch.Tensor] = []
@@ -452,8 +452,7 @@ def cam(
             raise ValueError(
                 f"CAM needs the {width} features of {fc_name!r} to be globally averaged feature maps larger than "
                 f"1x1, but {source} is {tuple(features.shape[1:])}"
-                + (shrunk or f": 1x1 at this input size ({'x'.join(str(v) for v in x.shape[2:])}), where CAM is a "
-                   "single value, not a map. Use a larger input (the size the model was made for)")
+                + (shrunk or one_value)
             )
         weight = fc_module.weight
         if weight.shape[1] != features.shape[1]:

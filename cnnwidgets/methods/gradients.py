@@ -132,19 +132,20 @@ def activation_types(model: nn.Module) -> list[str]:
     ``Hardswish``, ...), each once, in the order they first appear."""
     names: dict[str, None] = {}
     for module in model.modules():
-        kind = type(module)
-        if kind.__module__ == nn.modules.activation.__name__ and kind.__name__ not in _NOT_ELEMENTWISE:
-            names[kind.__name__] = None
+        if _is_torch_activation(type(module)):
+            names[type(module).__name__] = None
     return list(names)
+
+
+def _is_torch_activation(kind: type) -> bool:
+    """Whether ``kind`` is one of ``torch.nn``'s elementwise activation classes itself (not a subclass)."""
+    return kind.__module__ == nn.modules.activation.__name__ and kind.__name__ not in _NOT_ELEMENTWISE
 
 
 def activation_kind(module: nn.Module) -> str | None:
     """The class name of ``module`` when it is an elementwise activation module from ``torch.nn``
     (``ReLU``, ``ReLU6``, ``SiLU``, ``Hardswish``, ...) or a subclass of one; None otherwise."""
-    for kind in type(module).__mro__:
-        if kind.__module__ == nn.modules.activation.__name__ and kind.__name__ not in _NOT_ELEMENTWISE:
-            return type(module).__name__
-    return None
+    return type(module).__name__ if any(map(_is_torch_activation, type(module).__mro__)) else None
 
 
 def no_relu_reason(model: nn.Module) -> str:
