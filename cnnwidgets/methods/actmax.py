@@ -46,7 +46,7 @@ from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, pr
 from cnnwidgets.core.targets import (
     Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, resolve_target, target_score,
 )
-from cnnwidgets.methods.gradients import activation_kind, check_target_layer, gradients_enabled
+from cnnwidgets.methods.gradients import check_target_layer, gradients_enabled, hook_activations
 
 __all__ = ["ActMaxResult", "ZeroGradientWarning", "maximize_activation"]
 
@@ -244,20 +244,6 @@ def _redirect_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]
             handle.remove()
         raise
     return handles
-
-
-def _record_activations(model: nn.Module, ran: dict[str, set[int]]) -> list[torch.utils.hooks.RemovableHandle]:
-    """Hooks that add to ``ran`` (class name -> ids) every activation module of ``model`` that runs in
-    the calling thread, in the order they first run. The caller removes the handles."""
-    owner = threading.get_ident()
-
-    def hook(module: nn.Module, args: tuple, output: Any) -> None:
-        if threading.get_ident() == owner:
-            ran.setdefault(type(module).__name__, set()).add(id(module))
-
-    # prepend: the probe's hook on the target's layer may stop the forward pass
-    return [module.register_forward_hook(hook, prepend=True) for module in model.modules()
-            if activation_kind(module) is not None]
 
 
 def _zero_gradient_message(steps: int, value: float, redirect_steps: int, ran: dict[str, int],
@@ -569,7 +555,7 @@ def maximize_activation(
                 redirect = redirect_steps > 0 and (step <= redirect_steps or stuck)
                 handles = _redirect_relus(probe.model) if redirect else []
                 if step == 1:
-                    handles += _record_activations(probe.model, ran)
+                    handles += hook_activations(probe.model, lambda kind, m: ran.setdefault(kind, set()).add(id(m)))
                 try:
                     value = target_score(probe, x, target, grad=True).mean()
                     grads = torch.autograd.grad(value, leaves)

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -97,8 +97,8 @@ __all__ = [
     "strongest_unit",
 ]
 # Also importable, shared with the other method modules: check_batch, layers_for, input_leaf, relu_rule,
-# relu_report, gradients_enabled, activation_types, activation_kind, no_relu_reason, require_graph, readable_layer,
-# check_target_layer.
+# relu_report, gradients_enabled, activation_types, activation_kind, hook_activations, no_relu_reason, require_graph,
+# readable_layer, check_target_layer.
 
 Unit = Literal["max", "all"] | tuple[int, int]
 """Which part of a channel :func:`project_channel` projects: ``"max"``, ``"all"`` or ``(row, col)``."""
@@ -294,6 +294,23 @@ class ReluReport:
     mixed: str = ""
 
 
+def hook_activations(
+    model: nn.Module, on_call: Callable[[str, nn.Module], None], *, skip: tuple[type, ...] = ()
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Forward hooks on every elementwise activation module of ``model`` (see :func:`activation_kind`)
+    but those of the types ``skip``, calling ``on_call(kind, module)`` for each call made in the
+    calling thread. They go first (``prepend``): the probe's hook on a target's layer may stop the
+    forward pass. The caller removes the handles."""
+    owner = threading.get_ident()
+
+    def hook(module: nn.Module, args: tuple, output: object) -> None:
+        if threading.get_ident() == owner:
+            on_call(type(module).__name__, module)
+
+    return [module.register_forward_hook(hook, prepend=True) for module in model.modules()
+            if activation_kind(module) is not None and not isinstance(module, skip)]
+
+
 class _OtherActivations:
     """Counts, per class, the activation modules other than ``nn.ReLU`` that ran in the owner
     thread's forward passes while its hooks are on a model.
@@ -309,21 +326,11 @@ class _OtherActivations:
         self.ran: dict[str, set[int]] = {}
         self._pending: list[tuple[str, int]] = []
         self._owner = owner
-        self.handles = []
+        self.handles = hook_activations(model, lambda kind, module: self._pending.append((kind, id(module))),
+                                        skip=(nn.ReLU,))
         for module in model.modules():
-            if isinstance(module, nn.ReLU):
-                continue
-            kind = activation_kind(module)
-            if kind is not None:
-                self.handles.append(module.register_forward_hook(self._activation(kind), prepend=True))
-            elif next(module.parameters(recurse=False), None) is not None:
+            if activation_kind(module) is None and next(module.parameters(recurse=False), None) is not None:
                 self.handles.append(module.register_forward_pre_hook(self._weighted, prepend=True))
-
-    def _activation(self, kind: str):
-        def hook(module: nn.Module, args: tuple, output: object) -> None:
-            if threading.get_ident() == self._owner:
-                self._pending.append((kind, id(module)))
-        return hook
 
     def _weighted(self, module: nn.Module, args: tuple) -> None:
         if threading.get_ident() == self._owner:
