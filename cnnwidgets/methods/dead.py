@@ -35,9 +35,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import check_map_not_empty
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
+from cnnwidgets.methods.gradients import readable_layer
 from cnnwidgets.methods.topk import data_size, iter_batches
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
@@ -190,7 +190,7 @@ def dead_channels(
                 for name, act in acts.items():
                     check_channel_output(act, name, "a dead-channel scan")
                     if act.numel() == 0:  # a map with no unit at this input size: the layers are described at it
-                        check_map_not_empty(probe.check_layer(name), probe.input_size)
+                        readable_layer(probe, name)
                     # a NaN maximum compares as "never above the threshold": NaN channels are not dead
                     check_finite_activation(act, name, "a dead-channel scan")
                     dims = [0, *range(2, act.dim())]

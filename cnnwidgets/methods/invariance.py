@@ -43,11 +43,11 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import check_map_not_empty
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import (
     as_count, as_flag, as_index, check_finite_activation, class_probabilities, class_scores,
 )
+from cnnwidgets.methods.gradients import readable_layer
 
 __all__ = [
     "TRANSFORMS",
@@ -233,7 +233,7 @@ def feature_layer_names(
         if not names:
             raise ValueError("layers is empty")
     for name in names:
-        check_map_not_empty(probe.check_layer(name), probe.input_size)
+        readable_layer(probe, name)
     return names
 
 
