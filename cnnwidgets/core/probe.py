@@ -287,9 +287,9 @@ def _scripted_submodules(model: nn.Module) -> list[str]:
     return names
 
 
-def _meta_tensors(model: nn.Module) -> list[str]:
-    """Qualified names of the parameters and buffers of ``model`` on the meta device (shapes, no values)."""
-    return [name for name, t in _tensors(model).items() if t.is_meta]
+def _meta_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names among ``tensors`` (a model's :func:`_tensors`) on the meta device (shapes, no values)."""
+    return [name for name, t in tensors.items() if t.is_meta]
 
 
 def _meta_error(names: Sequence[str]) -> ValueError:
@@ -699,7 +699,7 @@ class Probe:
                 "hooked nor read as torch layers, nor copied for inspection. Put the original nn.Module (before "
                 "scripting or tracing) in place of the scripted one, or pass the whole model before scripting"
             )
-        meta = _meta_tensors(self._user_model)
+        meta = _meta_tensors(_tensors(self._user_model))
         if meta:
             raise _meta_error(meta)
         self._channels_last = self._want_channels_last(self._user_model)
@@ -898,12 +898,12 @@ class Probe:
         fingerprint = self._user_fingerprint()
         if fingerprint == self._fingerprint:
             return
-        meta = _meta_tensors(self._user_model)
+        # every parameter and buffer, non-persistent buffers (absent from state_dict) included
+        user_state = _tensors(self._user_model)
+        meta = _meta_tensors(user_state)
         if meta:  # moved to the meta device since the copy was made: nothing to copy from
             raise _meta_error(meta)
         same_modules = not rebuild and self._fingerprint is not None and fingerprint[0] == self._fingerprint[0]
-        # every parameter and buffer, non-persistent buffers (absent from state_dict) included
-        user_state = _tensors(self._user_model)
         own_state = _tensors(self._model)
         same_layout = same_modules and user_state.keys() == own_state.keys() and all(
             user_state[k].shape == own_state[k].shape for k in user_state
