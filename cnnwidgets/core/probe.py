@@ -292,12 +292,16 @@ def _meta_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [name for name, t in tensors.items() if t.is_meta]
 
 
+#: What to do about tensors on the meta device (shapes without values), for every message about them.
+LOAD_WEIGHTS_FIRST = 'load the weights first, e.g. model.to_empty(device="cpu") then model.load_state_dict(state_dict)'
+
+
 def _meta_error(names: Sequence[str]) -> ValueError:
     """The error for the model's parameters or buffers ``names`` being on the meta device."""
     shown = ", ".join(repr(n) for n in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return ValueError(
         f"the model has parameters or buffers on the meta device, which holds shapes but no values ({shown}); "
-        "load the weights first, e.g. model.to_empty(device=\"cpu\") then model.load_state_dict(state_dict)"
+        f"{LOAD_WEIGHTS_FIRST}"
     )
 
 

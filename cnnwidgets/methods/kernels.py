@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.layers import unknown_layer_error
-from cnnwidgets.core.probe import layer_names
+from cnnwidgets.core.probe import LOAD_WEIGHTS_FIRST, layer_names
 from cnnwidgets.core.targets import as_index
 
 if TYPE_CHECKING:
@@ -160,8 +160,8 @@ def kernels(
         )
     if module.weight.is_meta:
         raise ValueError(
-            f"the weight of layer {layer!r} is on the meta device, which holds shapes but no values; load the "
-            "weights first, e.g. model.to_empty(device=\"cpu\") then model.load_state_dict(state_dict)"
+            f"the weight of layer {layer!r} is on the meta device, which holds shapes but no values; "
+            f"{LOAD_WEIGHTS_FIRST}"
         )
     with torch.no_grad():
         weight = module.weight.detach().to("cpu", torch.float32).contiguous().numpy().copy()
