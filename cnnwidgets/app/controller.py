@@ -64,6 +64,7 @@ class Stats:
     model_changes: int = 0
 
     def as_dict(self) -> dict[str, int]:
+        """The counters as a plain ``{name: count}`` dict."""
         return dict(self.__dict__)
 
 
@@ -155,7 +156,11 @@ class Controller(NewestFirstWorker):
             self._redraws += 1
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the worker and close the probe (its private model copy and hooks)."""
+        """Stop the worker and close the probe (its private model copy and hooks).
+
+        Args:
+            timeout: seconds to wait for the worker thread to finish the work in progress.
+        """
         self._stop(timeout)
         self.probe.close()
         self._baselines.clear()

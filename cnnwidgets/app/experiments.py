@@ -223,7 +223,7 @@ def plot_topk(
     Args:
         channels: channel indices, or a number (>= 1) of channels evenly spaced over the layer.
         columns: channels per figure row.
-        Others: see :func:`topk_panel`.
+        topk, layer, model_or_probe, projection, images, denormalize: see :func:`topk_panel`.
 
     Raises:
         TypeError: for ``channels`` that are neither an int nor a list of channel indices.
@@ -423,8 +423,10 @@ def evolution_blocks(
     """Displayable cells ``{layer: (channels, epochs, h, w, 3)}`` for :func:`evolution_figure`.
 
     Args:
+        evolution: the recorded evolution.
         epochs: the columns (default: all recorded epochs).
         show: ``"projection"`` (falls back to the patch where none was recorded) or ``"patch"``.
+        denormalize: inverse preprocessing for patches.
 
     Raises:
         ValueError: for a bad ``show`` or nothing recorded.
@@ -588,7 +590,10 @@ def plot_invariance(
         result: from :func:`~cnnwidgets.methods.invariance.invariance_curves`.
         images: the images used; with them a first row shows the first image transformed at
             ``examples`` parameter values.
+        denormalize: inverse preprocessing for that row.
+        examples: how many parameter values the row shows (0: no row).
         image_names: legend entries, one per image of the result.
+        title: figure title.
 
     Raises:
         ValueError: for ``image_names`` that are not one per image, or ``images`` that are not

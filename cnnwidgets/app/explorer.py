@@ -214,7 +214,8 @@ def _shows_maps(info: LayerInfo) -> bool:
 
 
 def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
-    """``(group, label, name)`` for every layer whose output is a map stack, in execution order.
+    """``(group, label, name)`` for every layer of ``layers`` (name -> :class:`LayerInfo`, as
+    :attr:`cnnwidgets.Probe.layers` holds them) whose output is a map stack, in execution order.
 
     That is every 3-D output, (C, H, W) or channels-last (H, W, C) (ConvNeXt and Swin blocks),
     which the explorer shows channels first; a map with no unit at this input size (a crop or a
@@ -336,8 +337,9 @@ def _split_group(
 
 
 def default_layer(layers: Mapping[str, LayerInfo]) -> str:
-    """A sensible first layer: the middle one, counted in forward order, of the convolutions whose
-    output is a map larger than 1 x 1 (mid-level features); else the first layer with a map.
+    """A sensible first layer of ``layers`` (name -> :class:`LayerInfo`): the middle one, counted
+    in forward order, of the convolutions whose output is a map larger than 1 x 1 (mid-level
+    features); else the first layer with a map.
 
     Convolutions on a 1 x 1 map (the squeeze-and-excitation gates of RegNet, EfficientNet or
     MobileNetV3) are left out: their single pixel per channel shows nothing as a picture. For a
@@ -935,7 +937,7 @@ class Explorer(ipw.VBox):
         return self._images[self._image_id].display
 
     def set_image(self, image: Any, name: str = _USER_IMAGE) -> None:
-        """Show another image (path, bytes, PIL image, array, tensor).
+        """Show another ``image`` (path, bytes, PIL image, array, tensor).
 
         The image becomes the picker's entry ``name`` (an earlier entry of that name is replaced)
         and is selected: :attr:`image` is ``name``.
@@ -1820,7 +1822,11 @@ class Explorer(ipw.VBox):
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
         """Block until the newest state is computed and shown; returns False on timeout, and at once
         while :attr:`dragging` holds back a method map that is not on screen yet (it is computed
-        when the occluder is released: ``dragging = False``)."""
+        when the occluder is released: ``dragging = False``).
+
+        Args:
+            timeout: the longest wait in seconds; None waits as long as it takes.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -154,6 +154,9 @@ class Frame:
         channel: the channel drawn in the panel.
         render_seconds: time spent in this stage.
         computed: the activations and scores drawn.
+        image_format: the format of ``grid_bytes``, ``"jpeg"`` or ``"png"``.
+        marked: bool (C,) channels marked besides those dead on this image (for example the
+            channels dead over a whole data set), or None.
     """
 
     grid: np.ndarray

@@ -65,7 +65,7 @@ class FillError(ValueError):
 
 
 def to_pil(image: Any) -> Image.Image:
-    """Turn a path, bytes, PIL image, array or tensor into an RGB PIL image, by the one documented
+    """Turn ``image`` (a path, bytes, PIL image, array or tensor) into an RGB PIL image, by the one documented
     rule of :func:`cnnwidgets.core.images.load_image` (EXIF orientation, transparency over white,
     16-bit, size limits).
 
@@ -119,7 +119,7 @@ def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Im
 
 
 def default_denormalize(x: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`default_preprocess`: (C, H, W) tensor -> (H, W, 3) floats in [0, 1].
+    """Inverse of :func:`default_preprocess`: the (C, H, W) tensor ``x`` -> (H, W, 3) floats in [0, 1].
 
     Three channels are un-normalised with the ImageNet statistics; one channel is shown as
     gray (clipped to [0, 1]).
@@ -132,8 +132,8 @@ def default_denormalize(x: torch.Tensor) -> np.ndarray:
 
 
 def default_unnormalized(x: torch.Tensor) -> torch.Tensor:
-    """The pixel values (C, H, W) that :func:`default_denormalize` shows before it clips them to
-    [0, 1]: the ImageNet statistics undone for three channels, one channel as it is.
+    """The pixel values (C, H, W) that :func:`default_denormalize` shows for ``x`` before it clips
+    them to [0, 1]: the ImageNet statistics undone for three channels, one channel as it is.
 
     Raises:
         ValueError: for a tensor that is not (1, H, W) or (3, H, W).
@@ -219,6 +219,12 @@ class ImageInput:
         name: str = "image",
     ) -> ImageInput:
         """Preprocess ``image`` once and derive what the explorer shows.
+
+        Args:
+            image: anything :func:`to_pil` reads (path, bytes, PIL image, array, tensor).
+            preprocess: PIL image -> model input (C, H, W) (or (1, C, H, W)).
+            denormalize: model input (C, H, W) -> (H, W, 3) floats in [0, 1], the picture shown.
+            name: the entry's name (:attr:`name`).
 
         Raises:
             TypeError, ValueError: for an unreadable image or a preprocess/denormalize pair that

@@ -51,13 +51,22 @@ class ExplorerState:
     dragging: bool = False
 
     def with_(self, **changes) -> ExplorerState:
-        """A copy with some fields changed."""
+        """A copy with the fields given as keyword arguments (``**changes``) changed."""
         return replace(self, **changes)
 
 
 @dataclass(frozen=True)
 class ComputeRequest:
-    """What needs a forward pass. Equal requests reuse the same activations."""
+    """What needs a forward pass. Equal requests reuse the same activations.
+
+    Attributes:
+        image_id: the image (as :attr:`ExplorerState.image_id`).
+        box: occluder ``(x, y, w, h)`` in model-input pixels, or None (no occluder).
+        fill: occluder fill name; ``""`` without a box, where the fill changes nothing.
+        layer: the layer whose activations are computed.
+        device: the compute device name.
+        scores: whether the full model runs to give class scores.
+    """
 
     image_id: int
     box: tuple[int, int, int, int] | None
@@ -69,7 +78,17 @@ class ComputeRequest:
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """How the computed activations are drawn."""
+    """How the computed activations are drawn.
+
+    Attributes:
+        channel: the selected channel.
+        norm: normalisation mode of the grid.
+        cmap: colormap name.
+        sort: order channels by activation.
+        overlay: draw the channel over the image.
+        target: the target class (None: the most probable class, or no scores shown).
+        draft: draw a cheaper frame (while the occluder is dragged).
+    """
 
     channel: int
     norm: str
@@ -82,14 +101,19 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class Request:
-    """What one state asks for: the activations to compute and how to draw them."""
+    """What one state asks for: the activations to compute and how to draw them.
+
+    Attributes:
+        compute: the activations to compute.
+        render: how to draw them.
+    """
 
     compute: ComputeRequest
     render: RenderRequest
 
 
 def resolve(state: ExplorerState) -> Request:
-    """The work a state needs: a pure function of the state.
+    """The work ``state`` needs: a pure function of the state.
 
     The fill only matters when there is a box, so switching the fill with no occluder is
     render-free as well as compute-free; while dragging, frames are drawn as drafts (cheaper

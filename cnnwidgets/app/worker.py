@@ -128,7 +128,11 @@ class NewestFirstWorker:
 
     # ------------------------------------------------------------------ public
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
-        """Block until every submitted request is served; returns False on timeout."""
+        """Block until every submitted request is served; returns False on timeout.
+
+        Args:
+            timeout: the longest wait in seconds; None waits as long as it takes.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._pending is not None or self._busy:

@@ -98,7 +98,7 @@ class ModelSnapshot:
         )
 
     def differences(self, model: nn.Module) -> list[str]:
-        """Human-readable list of what changed (empty when nothing did)."""
+        """Human-readable list of what changed in ``model`` since the snapshot (empty when nothing did)."""
         now = ModelSnapshot.take(model)
         diffs: list[str] = []
         if now.structure != self.structure:
@@ -122,7 +122,7 @@ class ModelSnapshot:
         return diffs
 
     def assert_unchanged(self, model: nn.Module) -> None:
-        """Raise AssertionError naming every change since the snapshot."""
+        """Raise AssertionError naming every change of ``model`` since the snapshot (see :meth:`differences`)."""
         diffs = self.differences(model)
         if diffs:
             raise AssertionError("the model was changed:\n  " + "\n  ".join(diffs))

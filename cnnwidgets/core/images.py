@@ -147,6 +147,12 @@ def image_to_tensor(src: Any, *, max_size: int = DEFAULT_MAX_SIZE, min_size: int
     which catches already-normalised tensors); a 1- or 4-channel float tensor goes through
     :func:`load_image`. Every other input goes through :func:`load_image`.
 
+    Args:
+        src: the image, anything :func:`load_image` accepts.
+        max_size: longest side allowed before downscaling (a float tensor that is larger goes through
+            :func:`load_image`); an int >= ``min_size``.
+        min_size: smallest side accepted; an int >= 1.
+
     Raises:
         Same as :func:`load_image`.
     """

@@ -171,8 +171,8 @@ class LayerInfo:
         return shape is not None and 0 in shape
 
     def channels_first(self, activation: torch.Tensor) -> torch.Tensor:
-        """This layer's output batch with channels on dim 1: a (N, C, H, W) view (no copy,
-        autograd intact) of a channels-last (N, H, W, C) output; any other output unchanged."""
+        """This layer's output batch ``activation`` with channels on dim 1: a (N, C, H, W) view (no
+        copy, autograd intact) of a channels-last (N, H, W, C) output; any other output unchanged."""
         if self.layout == "HWC" and activation.dim() == 4:
             return activation.permute(0, 3, 1, 2)
         return activation
@@ -207,8 +207,8 @@ def _pair(value: Any) -> tuple[int, int]:
 
 
 def module_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
-    """(kernel, stride, padding, dilation) for square conv/pool modules, else None (also for
-    circular padding: a border unit's window wraps to the opposite edge, which no box describes)."""
+    """(kernel, stride, padding, dilation) of ``module`` for square conv/pool modules, else None (also
+    for circular padding: a border unit's window wraps to the opposite edge, which no box describes)."""
     if getattr(module, "padding_mode", "zeros") == "circular":
         return None
     kernel = _pair(module.kernel_size)
@@ -392,7 +392,13 @@ class _FunctionGeometry(TorchFunctionMode):
 
 
 def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
-    """Close matches for a mistyped layer name."""
+    """Close matches for a mistyped layer name.
+
+    Args:
+        name: the name given.
+        names: the layer names to choose from.
+        n: the most matches returned.
+    """
     close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
     if not close:
         close = [candidate for candidate in names if name and name in candidate][:n]
@@ -414,7 +420,7 @@ _WRAPPER_PREFIXES = (
 
 
 def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = None) -> KeyError:
-    """A KeyError for an unknown layer that names close alternatives.
+    """A KeyError for the unknown layer ``name`` that names close alternatives among ``names``.
 
     With ``model``, a name under which a module is registered a second time (``self.d = self.c``:
     ``named_modules()`` lists it once, under its first name) is told which name it goes by. A name
@@ -447,7 +453,7 @@ def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = N
 
 
 def empty_map_error(info: LayerInfo, input_size: Sequence[int] | None = None) -> ValueError:
-    """The error for a layer whose feature map is empty (see :attr:`LayerInfo.empty_map`).
+    """The error for the layer ``info`` describes, whose feature map is empty (see :attr:`LayerInfo.empty_map`).
 
     ``input_size`` is the (C, H, W) (or (H, W)) input the layer was described at, to name in the message.
     """
@@ -493,7 +499,8 @@ def discover_layers(model: nn.Module, example: torch.Tensor) -> dict[str, LayerI
 
 
 def discover_layers_and_output(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, LayerInfo], Any]:
-    """:func:`discover_layers`, also returning the model's output for ``example`` (computed without autograd).
+    """:func:`discover_layers` on ``model``, also returning the model's output for ``example`` (computed
+    without autograd).
 
     A caller that needs the output of a real input anyway can describe the layers on that input
     and save a forward pass.
@@ -552,7 +559,8 @@ def _returned_activation(
 
 
 def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
-    """:func:`discover_layers_and_output`, also recording the model's final activation module.
+    """:func:`discover_layers_and_output` for ``model`` and ``example``, also recording the model's final
+    activation module.
 
     The final activation is read from the order in which module calls end: the calls that end
     last and all return the very tensor the model returns (a head ``Sequential`` and the

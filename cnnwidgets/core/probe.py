@@ -57,7 +57,7 @@ FALLBACK_CHANNELS = (3, 1)
 
 
 def channel_guesses(model: nn.Module) -> tuple[int, ...]:
-    """The channel counts to try, in order, for a model given without an input size: those of its
+    """The channel counts to try, in order, for a ``model`` given without an input size: those of its
     first registered convolution (3 if it has none), then :data:`FALLBACK_CHANNELS` (the first
     convolution registered need not be the first that runs: a head declared before the stem)."""
     return tuple(dict.fromkeys((input_channels(model) or 3, *FALLBACK_CHANNELS)))
@@ -68,7 +68,7 @@ _TRAINED_SIZES = {"Inception3": (3, 299, 299)}  # torchvision's inception_v3
 
 
 def trained_input_size(model: nn.Module) -> tuple[int, int, int] | None:
-    """The (C, H, W) the model says it was trained at, or None when it does not say.
+    """The (C, H, W) that ``model`` says it was trained at, or None when it does not say.
 
     Read from a timm-style ``pretrained_cfg`` or ``default_cfg`` dict (``"input_size"``), else
     known model classes: torchvision's ``Inception3`` (299 x 299).
@@ -82,7 +82,7 @@ def trained_input_size(model: nn.Module) -> tuple[int, int, int] | None:
 
 
 def default_input_sizes(model: nn.Module) -> Iterator[tuple[int, int, int]]:
-    """The input sizes a :class:`Probe` tries, in order, for a model given without one.
+    """The input sizes a :class:`Probe` tries, in order, for a ``model`` given without one.
 
     First the size the model says it was trained at (:func:`trained_input_size`: 299 x 299 for
     Inception v3), if any. Then the channels of :func:`channel_guesses`, in order: RGB tries
@@ -319,7 +319,8 @@ def _plain_mode() -> Iterator[None]:
 
 
 def set_memory_format(model: nn.Module, channels_last: bool) -> None:
-    """Put the 4-D parameters and buffers of ``model`` in channels-last (or the standard) layout, in place.
+    """Put the 4-D parameters and buffers of ``model`` in channels-last (``channels_last=True``) or the
+    standard layout, in place.
 
     Unlike ``model.to(memory_format=torch.channels_last)``, which refuses a model with any 5-D
     weight (``nn.Conv3d``), tensors of other ranks are left as they are.
@@ -489,7 +490,7 @@ def layer_names(layers: str | Iterable[str]) -> list[str]:
 
 
 def batch_dependent_layers(model: nn.Module) -> list[str]:
-    """Names of the layers whose output for one image depends on the other images of its batch.
+    """Names of the layers of ``model`` whose output for one image depends on the other images of its batch.
 
     These are batch-norm layers without running statistics (``track_running_stats=False``):
     they normalise with the statistics of the batch at hand even in evaluation mode.
@@ -502,7 +503,7 @@ def batch_dependent_layers(model: nn.Module) -> list[str]:
 
 
 def plain_module(model: nn.Module) -> nn.Module:
-    """The eager module inside the wrappers that only change how a model runs.
+    """The eager module inside ``model``'s wrappers, those that only change how a model runs.
 
     ``torch.compile`` results (the module they compiled) and ``nn.DataParallel`` /
     ``DistributedDataParallel`` (their ``.module``) are unwrapped, so layers keep the model's own
@@ -1030,7 +1031,7 @@ class Probe:
             return self._output_reduction
 
     def describe(self, input_size: Sequence[int]) -> dict[str, LayerInfo]:
-        """(Re)discover the layers for inputs of size (C, H, W) and make it the current size."""
+        """(Re)discover the layers for inputs of size ``input_size`` (C, H, W) and make it the current size."""
         size = check_input_size(input_size)
         with self._lock:
             self._check_open()
@@ -1148,7 +1149,11 @@ class Probe:
         return self._modules[name]
 
     def to(self, device: str | torch.device) -> Probe:
-        """Switch the device at run time (the cache is cleared). Returns ``self``."""
+        """Switch to ``device`` at run time (the cache is cleared). Returns ``self``.
+
+        ``device`` is ``"auto"``, a device name or a ``torch.device``, as
+        :func:`~cnnwidgets.core.device.resolve_device` reads it.
+        """
         with self._lock:
             self._check_open()
             target = resolve_device(device)

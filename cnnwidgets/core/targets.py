@@ -93,6 +93,12 @@ def as_pair(
     indices (see :func:`as_index`), or a 1-D array or tensor of two integers (one row of what
     :func:`~cnnwidgets.methods.strongest_unit` returns, say).
 
+    Args:
+        value: the pair to read.
+        what: names the argument in messages.
+        names: what the two entries are called in messages.
+        pair: what is accepted, in messages.
+
     Raises:
         TypeError: for anything else, naming ``what``; for an entry that is not an int, naming
             it (``"<what> row"`` ...).
@@ -279,7 +285,7 @@ def _unwrap_advice(output: object) -> str:
 
 
 def output_tensor(output: object) -> torch.Tensor:
-    """The one tensor a model's forward returned, taken out of the usual containers.
+    """The one tensor in ``output``, what a model's forward returned, taken out of the usual containers.
 
     * a tensor is returned as it is;
     * a mapping (a ``dict``, or a Hugging Face ``ModelOutput``): its ``logits`` entry, else its
@@ -316,10 +322,10 @@ def output_reduction(output: object) -> str:
 
 
 def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tensor:
-    """A model output as class scores (N, classes).
+    """The model output ``output`` as class scores (N, classes).
 
     An output of shape (N, classes, 1, 1), as fully convolutional classifiers give before
-    flattening, is read as (N, classes).
+    flattening, is read as (N, classes). ``what`` names the caller in the message.
 
     Raises:
         ValueError: for any other shape (a segmentation map (N, classes, H, W), an output whose
@@ -382,7 +388,7 @@ def check_output_kind(outputs: object) -> str:
 
 
 def looks_like_independent_probabilities(output: torch.Tensor) -> bool:
-    """Whether class scores look like independent probabilities, as a final sigmoid gives them
+    """Whether the class scores ``output`` look like independent probabilities, as a final sigmoid gives them
     (a multi-label model, a discriminator): all values finite and in (0, 1], and the rows not
     all probability distributions (summing to 1). An exact 0 rules a sigmoid out (in float32 it
     gives one only for logits below about -88) and points to a ReLU before the output instead,
@@ -506,7 +512,8 @@ class ClassLogit:
 
     ``index`` is one class index for the whole batch (see :func:`as_index` for the accepted
     types; it is stored as an int). A negative index is refused at once; the upper bound needs
-    the model's output and is checked when the target is evaluated.
+    the model's output and is checked when the target is evaluated. ``layer`` names the layer whose
+    output holds the scores; None (the default) reads the model's output.
 
     Raises:
         TypeError: for an index that is not an int (a bool, a float, several indices ...).
@@ -535,7 +542,7 @@ class ClassProbability:
     tensor alone the target cannot know it), else ``y`` as it is when its rows already are
     probability distributions, else as ``"logits"``.
 
-    ``index`` is checked as for :class:`ClassLogit`.
+    ``index`` is checked, and ``layer`` read, as for :class:`ClassLogit`.
 
     Raises:
         TypeError: for an index that is not an int (a bool, a float, several indices ...), or
@@ -556,7 +563,8 @@ class ClassProbability:
         return self.probability_score(activation)
 
     def probability_score(self, activation: torch.Tensor, final_activation: str | None = None) -> torch.Tensor:
-        """The target's scores, with the model's final activation when it is known (see
+        """The target's scores for the output ``activation``, with the model's final activation
+        ``final_activation`` (``"sigmoid"``, ``"softmax"`` or None) when it is known (see
         :func:`class_probabilities`)."""
         scores = _check_class_index(self.index, activation, "ClassProbability", self.layer)
         return class_probabilities(
@@ -568,7 +576,8 @@ _REDUCTIONS = ("mean", "sum", "max")
 
 
 def check_channel_output(activation: torch.Tensor, layer: str | None, what: str) -> None:
-    """Check that a layer's output batch (channels first) has a channel axis to pick from.
+    """Check that ``activation``, the output batch of ``layer`` (channels first), has a channel axis
+    to pick from.
 
     Accepted: (N, C) vectors and (N, C, H, W) maps (channels-last layers are read channels
     first, see :meth:`~cnnwidgets.core.layers.LayerInfo.channels_first`), and outputs with more
@@ -844,7 +853,7 @@ def empty_map_message(layer: str | None, shape: str, size: str = "") -> str:
 
 
 def check_finite_activation(activation: torch.Tensor, layer: str | None, what: str) -> None:
-    """Refuse an activation (or, for ``layer=None``, a model output) that holds NaN or inf.
+    """Refuse an ``activation`` of ``layer`` (or, for ``layer=None``, a model output) that holds NaN or inf.
 
     The inputs a probe runs are checked finite, so such values come from the model: usually
     non-finite weights (a diverged training step). One ``isfinite(...).all()`` on a tensor
@@ -865,7 +874,7 @@ def check_finite_activation(activation: torch.Tensor, layer: str | None, what: s
 
 
 def checked_scores(scores: object, n: int | None = None) -> torch.Tensor:
-    """A target's result, checked: a floating-point tensor of shape (N,), one score per image.
+    """A target's result ``scores``, checked: a floating-point tensor of shape (N,), one score per image.
 
     Raises:
         TypeError: for anything but a tensor (a Python number, a numpy array ...).

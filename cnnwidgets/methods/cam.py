@@ -521,7 +521,7 @@ def _gives_the_output(fc_output: torch.Tensor, output: torch.Tensor) -> bool:
 
 
 def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinearly resize maps (N, h, w) to ``size`` = (H, W), e.g. ``x.shape[-2:]``.
+    """Bilinearly resize ``maps`` (N, h, w) to ``size`` = (H, W), e.g. ``x.shape[-2:]``.
 
     Pixel centres are aligned (``align_corners=False``: output pixel ``i`` samples the
     input at ``(i + 0.5) * h / H - 0.5``, clamped at the borders), the convention of

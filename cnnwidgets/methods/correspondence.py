@@ -113,7 +113,8 @@ def occlude(images: torch.Tensor, boxes: Sequence[Sequence[int]], fill: float | 
 def random_boxes(
     sizes: Sequence[tuple[int, int]], image_size: tuple[int, int], rng: np.random.Generator
 ) -> list[BoxXYXY]:
-    """One box per (height, width) in ``sizes`` at a uniformly random position inside (H, W)."""
+    """One box per (height, width) in ``sizes`` at a uniformly random position inside
+    ``image_size`` = (H, W), drawn with the numpy generator ``rng``."""
     height, width = image_size
     boxes = []
     for h, w in sizes:
@@ -166,7 +167,8 @@ class CorrespondenceResult:
         return f"{self.mean[part][layer]:.{precision}f} ± {self.std[part][layer]:.{precision}f}"
 
     def table(self, precision: int = 3) -> str:
-        """The table as aligned text: rows parts, columns layers, cells ``mean ± std``."""
+        """The table as aligned text: rows parts, columns layers, cells ``mean ± std`` with
+        ``precision`` decimals."""
         header = ["occluded part", *self.layers]
         rows = [[part, *(self.cell(part, layer, precision) for layer in self.layers)] for part in self.parts]
         widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
@@ -180,7 +182,8 @@ class CorrespondenceResult:
         return "\n".join([*lines, note])
 
     def to_html(self, precision: int = 3) -> str:
-        """The table as an HTML ``<table>`` with its explanation in a paragraph below."""
+        """The table as an HTML ``<table>`` with its explanation in a paragraph below; ``precision``
+        decimals per number."""
         cell = 'style="padding:1px 10px;text-align:left;white-space:nowrap"'
         head = "".join(f"<th {cell}>{html.escape(l)}</th>" for l in self.layers)
         body = "".join(

@@ -98,7 +98,7 @@ def _is_activation(module: nn.Module) -> bool:
 
 
 def default_dead_layers(probe: Probe) -> list[str]:
-    """Layers a dead-channel scan covers by default: convolutions and activation functions
+    """Layers of ``probe``'s model a dead-channel scan covers by default: convolutions and activation functions
     (ReLU, GELU, ...) whose output is a feature map, in execution order. Channels-last (H, W, C)
     maps, such as the GELUs inside ConvNeXt blocks, are included and read channels first. Maps that
     are empty at the probe's input size (see :attr:`~cnnwidgets.core.layers.LayerInfo.empty_map`)

@@ -97,6 +97,11 @@ class FeatureEvolution:
     def frame(self, layer: str, channel: int, epoch: int) -> EvolutionFrame:
         """The frame of one channel at one recorded epoch.
 
+        Args:
+            layer: the layer, one of the recorded layers.
+            channel: a recorded channel of that layer.
+            epoch: a recorded epoch (or step, see :attr:`unit`).
+
         Raises:
             KeyError: for a channel or epoch that was not recorded.
         """

@@ -66,7 +66,8 @@ _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "nearest": Interpolati
 
 
 def describe_transform(kind: str, value: float) -> str:
-    """What a transformation parameter does, in words: ``"12 px up"``, ``"30° counter-clockwise"``,
+    """What the parameter ``value`` of the transformation ``kind`` (one of :data:`TRANSFORMS`) does,
+    in words: ``"12 px up"``, ``"30° counter-clockwise"``,
     ``"×1.4 (enlarged)"``; the identity reads ``"no shift"``, ``"no rotation"``, ``"original size"``.
 
     Raises:
@@ -173,7 +174,7 @@ _RESHAPES = ("Flatten", "Unflatten", "Identity", "Dropout", "Dropout1d", "Dropou
 
 
 def default_feature_layers(probe: Probe) -> dict[str, str]:
-    """Layers that play the paper's "layer 1", "layer 5" and "layer 7" in another model.
+    """Layers that play the paper's "layer 1", "layer 5" and "layer 7" in another model (``probe``'s).
 
     Returns:
         ``{"first": ..., "last_conv": ..., "penultimate": ...}``: the first convolution's

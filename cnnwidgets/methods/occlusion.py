@@ -98,7 +98,8 @@ class TopClassProbability:
     """Target for mode (c): the probability of the most probable class, ``max_k softmax(y)_k``
     (see :func:`~cnnwidgets.core.targets.class_probabilities`).
 
-    The class itself is reported per position in :attr:`OcclusionResult.labels`.
+    The class itself is reported per position in :attr:`OcclusionResult.labels`. ``layer`` is
+    always None: the target reads the model's output.
     """
 
     layer: None = None
@@ -107,8 +108,9 @@ class TopClassProbability:
         return self.probability_score(activation)
 
     def probability_score(self, activation: torch.Tensor, final_activation: str | None = None) -> torch.Tensor:
-        """The scores, with the model's final activation when a probe knows it (a model ending in
-        ``nn.Sigmoid`` gives independent probabilities, taken as they are)."""
+        """The scores for the model output ``activation``, with the model's final activation
+        ``final_activation`` (``"sigmoid"``, ``"softmax"`` or None) when a probe knows it (a model
+        ending in ``nn.Sigmoid`` gives independent probabilities, taken as they are)."""
         what = "the most probable class and its probability"
         if class_scores(activation, what).shape[1] == 1:
             raise ValueError(
@@ -232,6 +234,11 @@ def grid_shape(
     ``rows = (H - wh) // sh + 1`` and ``cols = (W - ww) // sw + 1``: position (i, j) has its
     top-left corner at (i*sh, j*sw) and the window lies fully inside the image.
 
+    Args:
+        image_size: (H, W) of the image.
+        window: (wh, ww) of the occluder in pixels, or one int for a square.
+        stride: (sh, sw) between positions in pixels, or one int for both.
+
     Raises:
         ValueError: if image_size is not (H, W), window or stride are not positive ints / pairs,
             or the window does not fit in the image.
@@ -273,6 +280,11 @@ def scan_order(rows: int, cols: int, order: str = "coarse_first") -> tuple[np.nd
     centres refines every cell of the previous lattice once (after 4 corners: the centre).
     ``"raster"``: row-major.
 
+    Args:
+        rows: rows of the grid.
+        cols: columns of the grid.
+        order: ``"coarse_first"`` or ``"raster"``.
+
     Returns:
         ``(positions, levels)``: (N, 2) int64 array of (i, j), and the (N,) lattice level of
         each (all zeros for ``"raster"``). Every position appears exactly once.
@@ -312,7 +324,7 @@ def _preview_stops(rows: int, cols: int) -> np.ndarray:
 
 
 def preview_count(rows: int, cols: int) -> int:
-    """How many positions of the coarse-first order make the preview of a (rows, cols) grid.
+    """How many positions of the coarse-first order make the preview of a (``rows``, ``cols``) grid.
 
     The longest prefix of :func:`scan_order` that ends at a clean stop (after a level's cell
     centres, or at the end of a level) and holds at most :data:`PREVIEW_SHARE` of the

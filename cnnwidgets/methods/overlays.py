@@ -77,7 +77,7 @@ def _values(values: torch.Tensor) -> np.ndarray:
 
 
 def magnitude(values: np.ndarray) -> np.ndarray:
-    """(C, H, W) signed values -> (H, W) float32 magnitudes, ``max_c |v_c|``: the map the
+    """(C, H, W) signed ``values`` -> (H, W) float32 magnitudes, ``max_c |v_c|``: the map the
     unsigned overlay of a :data:`SIGNED_OVERLAYS` entry shows."""
     return np.abs(values).max(axis=0).astype(np.float32, copy=False)
 

@@ -62,9 +62,9 @@ _RESIZING = (
 
 
 def has_spatial_map(info: LayerInfo) -> bool:
-    """Whether the layer ran and its output is a feature map with more than one position. A 1 x 1 map (global
-    pooling, a squeeze-and-excitation branch) is left out: its one unit usually reads the whole input, and a
-    missing receptive field there needs no explanation."""
+    """Whether the layer ``info`` describes ran and its output is a feature map with more than one
+    position. A 1 x 1 map (global pooling, a squeeze-and-excitation branch) is left out: its one unit
+    usually reads the whole input, and a missing receptive field there needs no explanation."""
     shape = info.map_shape
     return info.calls > 0 and shape is not None and shape[1] * shape[2] > 1
 
@@ -172,7 +172,7 @@ class SummaryRow:
 
     @classmethod
     def from_info(cls, info: LayerInfo, module: nn.Module | None = None) -> SummaryRow:
-        """The row for one discovered layer; with its ``module``, also why it has no receptive field."""
+        """The row for one discovered layer, ``info``; with its ``module``, also why it has no receptive field."""
         return cls(
             name=info.name,
             type=info.type,

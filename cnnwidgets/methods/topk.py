@@ -104,6 +104,12 @@ class Box:
     """A rectangle of input pixels: rows ``top .. top+height-1``, columns ``left .. left+width-1``.
 
     May extend past the image (a border unit's receptive field); see :meth:`clip`.
+
+    Attributes:
+        top: the first row (negative above the image).
+        left: the first column (negative left of the image).
+        height: number of rows.
+        width: number of columns.
     """
 
     top: int
@@ -209,6 +215,13 @@ def deconvnet_projector(
     transposed filters): ``P = D^T R``. All images go through one forward and one backward
     pass, whatever channels they project. For a (C,) layer ``units`` is ignored.
 
+    Args:
+        probe: the probe on the model.
+        images: the input batch (N, C, H, W).
+        layer: the layer of the units.
+        channels: (N,) int tensor, the channel to project for each image.
+        units: (N, 2) int tensor, the ``(row, col)`` of the unit for each image.
+
     Returns:
         (N, C, H, W) signed projections, float32 on ``images``' device.
 
@@ -247,7 +260,7 @@ def default_projector() -> Projector | None:
 
 
 def resolve_projector(projection: str | Projector | None) -> Projector | None:
-    """Turn ``"auto"``, ``"deconvnet"``, ``"patch"``/``None`` or a callable into a projector.
+    """Turn ``projection`` (``"auto"``, ``"deconvnet"``, ``"patch"``/``None`` or a callable) into a projector.
 
     ``"auto"`` is the deconvnet when available and ``None`` (patches only) otherwise.
 
@@ -295,7 +308,7 @@ def _indexable(images: Any) -> Any:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of a model's parameters and buffers."""
+    """SHA-256 over the names, dtypes, shapes and bytes of the parameters and buffers of ``model``."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
@@ -659,12 +672,13 @@ class TopKActivations:
                 raise IndexError(f"channel {channel!r} is out of range: layer {layer!r} has {channels} channels")
 
     def num_channels(self, layer: str) -> int:
-        """Number of channels of a scanned layer."""
+        """Number of channels of the scanned ``layer``."""
         self._check(layer)
         return int(self.values[layer].shape[0])
 
     def layer_info(self, layer: str) -> LayerInfo:
-        """A :class:`LayerInfo` rebuilt from the stored geometry (for :func:`receptive_field_box`)."""
+        """A :class:`LayerInfo` for the scanned ``layer``, rebuilt from the stored geometry (for
+        :func:`receptive_field_box`)."""
         self._check(layer)
         g = self.geometry[layer]
         return LayerInfo(
@@ -676,7 +690,8 @@ class TopKActivations:
         )
 
     def entries(self, layer: str, channel: int) -> list[TopKEntry]:
-        """The filled entries of one channel, strongest first (fewer than ``k`` if fewer units were seen)."""
+        """The filled entries of ``channel`` of the scanned ``layer``, strongest first (fewer than ``k`` if
+        fewer units were seen)."""
         self._check(layer, channel)
         out = []
         for rank in range(self.k):
@@ -689,7 +704,7 @@ class TopKActivations:
         return out
 
     def box(self, layer: str, entry: TopKEntry) -> Box:
-        """The receptive-field box of an entry in its source image."""
+        """The receptive-field box of ``entry``, an entry of the scanned ``layer``, in its source image."""
         assert self.input_size is not None
         return receptive_field_box(self.layer_info(layer), entry.row, entry.col, self.input_size)
 
@@ -697,6 +712,8 @@ class TopKActivations:
         """The source images of a channel's entries, (n, C, H, W) in rank order.
 
         Args:
+            layer: a scanned layer.
+            channel: a channel index of that layer (see :func:`~cnnwidgets.core.targets.as_index`).
             images: where to read images from when they were not kept: a tensor (N, C, H, W)
                 indexed by image index, or a map-style dataset whose item ``i`` is an image or an
                 ``(image, label)`` pair. ``None``: use the kept images.
@@ -770,6 +787,8 @@ class TopKActivations:
 
         Args:
             model_or_probe: the scanned model (or its probe).
+            layer: a scanned layer.
+            channel: a channel index of that layer (see :func:`~cnnwidgets.core.targets.as_index`).
             projection: ``"auto"`` / ``"deconvnet"`` (Zeiler & Fergus 2014, 2.1), a
                 :data:`Projector`, or ``"patch"`` / ``None`` for none.
             images: see :meth:`source_images`.
@@ -954,6 +973,7 @@ def scan_topk(
             holds an unfinished one, the scan continues after the consumed items. The state is
             written every ``checkpoint_every`` batches, at the end, and when the scan is
             interrupted (``KeyboardInterrupt`` or an error), before the exception propagates.
+        checkpoint_every: batches between two writes of ``checkpoint``, an int >= 1.
         resume: an unfinished result to continue in memory (instead of a checkpoint).
         stop_after: stop (unfinished) once this many items in total have been consumed.
         progress: show a progress bar.

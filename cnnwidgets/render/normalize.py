@@ -206,7 +206,7 @@ class ChannelStats:
         return np.stack([self.mean, self.std, self.min, self.max, self.active], axis=1).astype(np.float32)
 
     def describe(self, channel: int) -> str:
-        """One line for a tooltip, e.g. ``ch 3  mean 0.21  max 1.9  min 0  active 34%``."""
+        """One line for a tooltip about ``channel``, e.g. ``ch 3  mean 0.21  max 1.9  min 0  active 34%``."""
         return (
             f"ch {channel}  mean {self.mean[channel]:.3g}  max {self.max[channel]:.3g}  "
             f"min {self.min[channel]:.3g}  active {100 * self.active[channel]:.0f}%"
@@ -214,7 +214,8 @@ class ChannelStats:
 
 
 def channel_stats(acts: np.ndarray) -> ChannelStats:
-    """Mean, standard deviation, minimum, maximum and active fraction of every channel.
+    """Mean, standard deviation, minimum, maximum and active fraction of every channel of the
+    stack ``acts`` (C, H, W).
 
     Raises:
         ValueError: for a stack that is not (C, H, W).

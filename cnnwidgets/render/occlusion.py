@@ -121,6 +121,7 @@ def grid_to_pixels(
             pixel gets a value. ``"mean"``: each pixel takes the mean over the windows covering
             it (with ``result.drop`` this is Captum's per-pixel attribution); pixels no window
             covers (past the last window, or gaps when stride > window) are NaN.
+        filled: which positions are computed; default ``isfinite(values)`` (see :func:`fill_nearest`).
 
     Returns:
         (H, W) float32 array (or the grid's dtype for integer grids with ``"nearest"``).

@@ -64,6 +64,14 @@ def channel_image(
     With ``jump``/``start`` the map is placed by receptive-field geometry (see
     :func:`~cnnwidgets.render.resample.map_to_input`), otherwise stretched.
 
+    Args:
+        values: the map (h, w), values in [0, 1].
+        size: (H, W) of the result.
+        cmap: colormap name.
+        mode: resampling, ``"nearest"`` or ``"bilinear"``.
+        jump: distance in input pixels between neighbouring units, or None.
+        start: centre of unit 0 in input pixel coordinates, or None.
+
     Returns:
         uint8 (H, W, 3).
 
@@ -82,6 +90,11 @@ def channel_image(
 
 def blend(image: np.ndarray, color: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
     """``(1 - alpha) * image + alpha * color`` in uint8; alpha a scalar or an (H, W) array in [0, 1].
+
+    Args:
+        image: uint8 (H, W, 3).
+        color: uint8 (H, W, 3), the same shape.
+        alpha: the weight of ``color``, a scalar or an (H, W) array in [0, 1].
 
     Raises:
         ValueError: for mismatched shapes, an alpha array of another shape than (H, W), or

@@ -247,7 +247,8 @@ def map_to_input(
 
 
 def check_heat_orientation(heat: np.ndarray, size: tuple[int, ...]) -> None:
-    """Refuse a heat map that is the image's shape transposed (rows and columns swapped)."""
+    """Refuse a ``heat`` map (h, w) that is the image's shape transposed (rows and columns swapped);
+    ``size`` is the image's (H, W, ...)."""
     h, w = heat.shape
     if h != w and (h, w) == (size[1], size[0]):
         raise ValueError(f"the heat map's shape {heat.shape} is the image's {tuple(size[:2])} transposed; "

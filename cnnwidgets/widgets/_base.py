@@ -70,6 +70,8 @@ class RefusesBrowserValues:
     on_refused: Callable[[str, BaseException], None] | None = None
 
     def set_state(self, sync_data):  # type: ignore[no-untyped-def]
+        """Take the values the browser sent, ``sync_data`` (trait name -> value), as ipywidgets does;
+        a change a trait refuses is undone and sent back (see the class docstring)."""
         names = [name for name in sync_data if name in self.keys]  # type: ignore[attr-defined]
         before = {name: getattr(self, name) for name in names}
         try:

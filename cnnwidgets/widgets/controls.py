@@ -31,6 +31,7 @@ class DisplayControls(w.HBox):
         norm_modes: the normalisation modes offered (the renderer's names, e.g.
             ``cnnwidgets.render.NORM_MODES``).
         colormaps: the colormap names offered.
+        **kwargs: initial trait values: those below, and ipywidgets' own, such as ``layout``.
 
     Traits:
         norm: normalisation mode, one of ``norm_modes``.
@@ -113,6 +114,9 @@ class OccluderControls(w.HBox):
         size: the box's longer side in image pixels (a square box's side), bounded by ``max_size``;
             changing it scales the box, keeping its shape.
         max_size: largest side (the image's smaller side).
+
+    Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
+    such as ``layout``.
     """
 
     enabled = t.Bool(True)
@@ -149,5 +153,5 @@ class OccluderControls(w.HBox):
 
 
 def device_dropdown(devices: Sequence[str], value: str) -> w.Dropdown:
-    """A drop-down of compute devices."""
+    """A drop-down of the compute ``devices`` (names), showing ``value``."""
     return w.Dropdown(options=list(devices), value=value, description="device", layout=w.Layout(width="170px"))

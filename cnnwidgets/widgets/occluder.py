@@ -79,6 +79,9 @@ class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
         default_size: side of the box created by a press (or Enter) when there is none.
         key_step: image pixels an arrow key moves the box (and ``+``/``-`` resize it) per press.
         fill_color: CSS colour of the box's fill (a preview of the occluder fill).
+
+    Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
+    such as ``layout``.
     """
 
     _esm = esm("occluder.js")
@@ -118,7 +121,8 @@ class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
             self.box = clamp_box(self.box, self.image_width, self.image_height)
 
     def set_image(self, data: bytes, fmt: str, width: int, height: int) -> None:
-        """Show an encoded image of ``width x height`` pixels; the box is kept and clamped to it.
+        """Show the encoded image ``data`` (``fmt`` ``"png"`` or ``"jpeg"``) of ``width`` x ``height``
+        pixels; the box is kept and clamped to it.
 
         Raises:
             traitlets.TraitError: for a format other than ``"png"``/``"jpeg"`` or a size < 1.

@@ -29,6 +29,11 @@ class ImagePicker(w.HBox):
     same file uploaded again selects its entry; the picker keeps the last :attr:`MAX_UPLOADS`
     uploads (older ones leave the menu with their bytes). A file that does not arrive (too
     large, unreadable) is reported to the handlers of :meth:`on_upload_problem`.
+
+    Args:
+        names: the entries offered at first (sample names).
+        value: the entry selected at first (default: the first of ``names``).
+        **kwargs: ipywidgets' ``HBox`` options, such as ``layout``.
     """
 
     #: How many uploaded files are kept (their bytes stay in memory while offered).
@@ -54,7 +59,8 @@ class ImagePicker(w.HBox):
         self.upload.on_file(self.add_upload)
 
     def on_upload_problem(self, callback, remove: bool = False) -> None:
-        """Call ``callback(message)`` when a file chosen for upload did not arrive, and why."""
+        """Call ``callback(message)`` when a file chosen for upload did not arrive, and why
+        (``remove=True`` stops it)."""
         self.upload.on_problem(callback, remove=remove)
 
     @t.validate("value")
@@ -108,7 +114,8 @@ class ImagePicker(w.HBox):
             self._replacing_options = False
 
     def add_upload(self, name: str, data: bytes) -> str:
-        """Add an uploaded file as an entry and select it; returns the entry's name.
+        """Add an uploaded file (``data``, the bytes of a file called ``name``) as an entry and select it;
+        returns the entry's name.
 
         A file with the same name and bytes as one still offered selects that entry again. Past
         :attr:`MAX_UPLOADS` uploads, the oldest ones are dropped (not the entry selected before).

@@ -20,6 +20,9 @@ class GroupedSelect(RefusesBrowserValues, anywidget.AnyWidget):
         groups: ``[{"label": group, "options": [[label, value], ...]}, ...]``.
         value: the selected value; must be one of the options.
         description: caption shown before the drop-down.
+
+    Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
+    such as ``layout``.
     """
 
     _esm = esm("groupedselect.js")
@@ -35,13 +38,15 @@ class GroupedSelect(RefusesBrowserValues, anywidget.AnyWidget):
 
     @classmethod
     def from_items(cls, items: Iterable[tuple[str, str, str]], **kwargs) -> GroupedSelect:
-        """Build from ``(group, label, value)`` triples; groups keep their first-seen order."""
+        """Build from ``items``, ``(group, label, value)`` triples; groups keep their first-seen order.
+        ``**kwargs`` go to the constructor."""
         widget = cls(**kwargs)
         widget.set_items(items)
         return widget
 
     def set_items(self, items: Iterable[tuple[str, str, str]], value: str | None = None) -> None:
-        """Replace the options; keeps the value if still offered, else takes ``value`` or the first.
+        """Replace the options with ``items`` (as for :meth:`from_items`); keeps the value if still
+        offered, else takes ``value`` or the first.
 
         Raises:
             traitlets.TraitError: if ``value`` is not among the new options (nothing is changed then).

@@ -33,6 +33,9 @@ class StatusLine(w.HTML):
     Traits:
         message: the plain text shown.
         level: ``"info"``, ``"busy"`` or ``"error"``.
+
+    Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
+    such as ``layout``.
     """
 
     message = t.Unicode("")
@@ -52,21 +55,22 @@ class StatusLine(w.HTML):
                       f'style="{_STYLES[self.level]};{_BLOCK}">{text}</span>')
 
     def info(self, message: str) -> None:
-        """Show an informational message."""
+        """Show the informational ``message``."""
         with self.hold_trait_notifications():
             self.level = "info"
             self.message = message
 
     def error(self, message: str) -> None:
-        """Show an error (stays until replaced)."""
+        """Show the error ``message`` (it stays until replaced)."""
         with self.hold_trait_notifications():
             self.level = "error"
             self.message = message
 
     def exception(self, where: str, exc: BaseException) -> None:
-        """Show an exception as ``where: ExcType: message``."""
+        """Show the exception ``exc`` as ``where: ExcType: message`` (``where`` says what failed)."""
         self.error(f"{where}: {type(exc).__name__}: {exc}")
 
     @property
     def is_error(self) -> bool:
+        """Whether the line shows an error."""
         return self.level == "error"

@@ -18,19 +18,29 @@ class GridGeometry(Protocol):
 
     width: int
 
-    def channel_at(self, x: float, y: float) -> int | None: ...
+    def channel_at(self, x: float, y: float) -> int | None:
+        """The channel under mosaic pixel ``(x, y)``, or None on a border, an empty slot or outside."""
+        ...
 
-    def tile_rect(self, channel: int) -> tuple[int, int, int, int]: ...
+    def tile_rect(self, channel: int) -> tuple[int, int, int, int]:
+        """``(x, y, width, height)`` of the tile that shows ``channel``, in mosaic pixels."""
+        ...
 
-    def to_dict(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly geometry for the browser."""
+        ...
 
 
 class GridStats(Protocol):
     """Per-channel statistics for the hover text (``cnnwidgets.render.ChannelStats`` is one)."""
 
-    def as_array(self) -> np.ndarray: ...
+    def as_array(self) -> np.ndarray:
+        """A (C, 5) array: mean, std, min, max and active fraction per channel."""
+        ...
 
-    def describe(self, channel: int) -> str: ...
+    def describe(self, channel: int) -> str:
+        """The hover text of ``channel``."""
+        ...
 
 
 class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
@@ -55,6 +65,9 @@ class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
         display_width: width on screen in CSS pixels (0: the mosaic's own width). Where the
             output is narrower the grid shrinks to fit it, keeping its aspect ratio; hover and
             click map the pointer through the size shown.
+
+    Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
+    such as ``layout``.
     """
 
     _esm = esm("tilegrid.js")
@@ -87,7 +100,8 @@ class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
         *,
         display_width: int | None = None,
     ) -> None:
-        """Show a new encoded mosaic with its geometry and statistics, in one message.
+        """Show a new encoded mosaic (``data``, format ``fmt``) with its geometry ``grid`` and
+        statistics, in one message.
 
         ``display_width`` (CSS pixels) enlarges a mosaic rendered at one pixel per unit.
         ``stats=None`` keeps the statistics already shown (cheap frames while dragging).

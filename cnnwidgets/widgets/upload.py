@@ -44,6 +44,9 @@ class UploadButton(RefusesBrowserValues, anywidget.AnyWidget):
         hint: the button's tooltip (also its accessible description). Not named ``tooltip``:
             ipywidgets' views read that trait together with a ``description`` this widget lacks.
         max_bytes: the largest file accepted.
+
+    Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
+    such as ``layout``.
     """
 
     _esm = esm("upload.js")
@@ -67,7 +70,7 @@ class UploadButton(RefusesBrowserValues, anywidget.AnyWidget):
         self._file_handlers.register_callback(callback, remove=remove)
 
     def on_problem(self, callback: Callable[[str], object], remove: bool = False) -> None:
-        """Call ``callback(message)`` for every file that could not be uploaded."""
+        """Call ``callback(message)`` for every file that could not be uploaded (``remove=True`` stops it)."""
         self._problem_handlers.register_callback(callback, remove=remove)
 
     def upload(self, name: str, data: bytes) -> None:

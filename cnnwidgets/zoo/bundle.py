@@ -123,7 +123,7 @@ class Denormalize:
 
     ``x * std + mean``, clipped to [0, 1], moved to the CPU as numpy float32.
     Accepts (3, H, W) -> (H, W, 3) or (N, 3, H, W) -> (N, H, W, 3).
-    mean and std are checked as in :class:`ImagePreprocess` (three numbers each, std > 0, or both None).
+    ``mean`` and ``std`` are checked as in :class:`ImagePreprocess` (three numbers each, std > 0, or both None).
     """
 
     def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
@@ -174,7 +174,7 @@ class Bundle:
             self.denormalize = Denormalize(self.mean, self.std)
 
     def batch(self, images: Sequence[Any] | Any) -> torch.Tensor:
-        """Preprocess one image or a list of images into a batch (N, 3, H, W).
+        """Preprocess ``images``, one image or a list of images, into a batch (N, 3, H, W).
 
         Only the preprocessing runs; the model is not used.
 

@@ -48,6 +48,10 @@ class WeightsUnavailableError(RuntimeError):
         searched: the paths that were checked.
         url: where the file can be downloaded from.
         cache_dir: the folder to put it in for later offline use.
+
+    Args:
+        message: the error's text.
+        weights_name, filename, searched, url, cache_dir: the attributes of the same names.
     """
 
     def __init__(self, message: str, *, weights_name: str, filename: str, searched: list[Path], url: str,

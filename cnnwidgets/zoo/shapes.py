@@ -311,7 +311,7 @@ def make_images(n: int, seed: int = 0, *, size: int = 64, start: int = 0) -> tup
 
 
 def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, H, W, 3) or (H, W, 3) -> float tensor (N, 3, H, W) or (3, H, W), normalised.
+    """uint8 ``images`` (N, H, W, 3) or (H, W, 3) -> float tensor (N, 3, H, W) or (3, H, W), normalised.
 
     ``x = (pixel / 255 - MEAN) / STD`` per channel, the input convention of ShapesNet.
     """

@@ -85,7 +85,7 @@ class ShapesNet(nn.Module):
         self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes) for normalised input (N, 3, 64, 64); sizes from 8 x 8 up run too."""
+        """Logits (N, num_classes) for the normalised input ``x`` (N, 3, 64, 64); sizes from 8 x 8 up run too."""
         return self.classifier(self.flatten(self.global_pool(self.features(x))))
 
 

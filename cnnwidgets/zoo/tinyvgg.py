@@ -59,7 +59,8 @@ class TinyVGG(nn.Module):
         self.output = nn.Linear(10 * 13 * 13, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes) for input (N, 3, 64, 64) with values in [0, 1] (no mean/std normalisation)."""
+        """Logits (N, num_classes) for the input ``x`` (N, 3, 64, 64) with values in [0, 1] (no mean/std
+        normalisation)."""
         x = self.pool_1(self.relu_1_2(self.conv_1_2(self.relu_1_1(self.conv_1_1(x)))))
         x = self.pool_2(self.relu_2_2(self.conv_2_2(self.relu_2_1(self.conv_2_1(x)))))
         return self.output(self.flatten(x))

@@ -72,6 +72,7 @@ class TrainEvent:
         optimizer: the optimizer.
         held_out_accuracy: accuracy on the held-out set, on ``"epoch"`` events when an
             evaluation set is used, else None.
+        stop_requested: whether :meth:`stop` was called.
     """
 
     kind: str
@@ -355,6 +356,8 @@ def render_filters(model: nn.Module, path: str | Path, layer: str = "features.co
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line ``python -m cnnwidgets.zoo.train``: train ShapesNet with the options in
+    ``argv`` (default: ``sys.argv[1:]``), print what it did and return the exit status 0."""
     parser = argparse.ArgumentParser(prog="python -m cnnwidgets.zoo.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=4)

@@ -113,5 +113,6 @@ class ZFNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes) for input (N, 3, 224, 224); other sizes must give a 6 x 6 pool5 map."""
+        """Logits (N, num_classes) for the input ``x`` (N, 3, 224, 224); other sizes must give a 6 x 6
+        pool5 map."""
         return self.classifier(self.flatten(self.features(x)))
