@@ -20,12 +20,24 @@ _HOOK_DICTS = (
     "_backward_pre_hooks",
     "_forward_hooks_with_kwargs",
     "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
 )
 
 
 def hook_count(module: nn.Module) -> int:
-    """Number of forward/backward hooks registered on ``module`` itself."""
-    return sum(len(getattr(module, attr, {})) for attr in _HOOK_DICTS)
+    """Number of hooks registered on ``module`` itself: forward and backward hooks, and the
+    state-dict hooks that saving or loading the model would run."""
+    return sum(len(getattr(module, attr, None) or {}) for attr in _HOOK_DICTS)
+
+
+def _tensor_hook_count(tensor: torch.Tensor) -> int:
+    """Hooks on a parameter or buffer itself (``tensor.register_hook`` and
+    ``register_post_accumulate_grad_hook``)."""
+    return sum(len(getattr(tensor, attr, None) or {}) for attr in ("_backward_hooks", "_post_accumulate_grad_hooks"))
 
 
 def _same(before: torch.Tensor, after: torch.Tensor) -> bool:
@@ -55,7 +67,9 @@ class ModelSnapshot:
     Attributes:
         structure: ``(name, id, class name)`` of every module, in ``named_modules`` order.
         training: each module's ``training`` flag.
-        hooks: each module's number of registered hooks (see :func:`hook_count`).
+        hooks: each module's number of registered hooks (see :func:`hook_count`), and each
+            parameter's and buffer's own hooks (``tensor.register_hook`` ...), keyed
+            ``"tensor:<name>"``.
         inplace: the ``inplace`` flag of the modules that have one (``nn.ReLU`` ...).
         requires_grad: each parameter's and buffer's ``requires_grad``.
         grads: a copy of each parameter's ``.grad``, or None.
@@ -87,7 +101,8 @@ class ModelSnapshot:
         return cls(
             structure=[(name, id(m), type(m).__name__) for name, m in modules],
             training={name: m.training for name, m in modules},
-            hooks={name: hook_count(m) for name, m in modules},
+            hooks={**{name: hook_count(m) for name, m in modules},
+                   **{f"tensor:{k}": _tensor_hook_count(v) for k, v in named.items()}},
             inplace={name: m.inplace for name, m in modules if isinstance(getattr(m, "inplace", None), bool)},
             requires_grad={k: v.requires_grad for k, v in named.items()},
             grads={k: (None if v.grad is None else v.grad.detach().clone()) for k, v in named.items()},
