@@ -176,8 +176,9 @@ def test_redirected_clamp_lets_through_only_gradient_that_brings_a_unit_back_int
     model = nn.Sequential(nn.ReLU6())
     x = torch.tensor([-1.0, -1.0, 3.0, 3.0, 7.0, 7.0], requires_grad=True)
     upstream = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
-    handles = _redirect_relus(model)
+    handles = []
     try:
+        _redirect_relus(model, handles)
         out = model(x)
         (grad,) = torch.autograd.grad(out, x, upstream)
     finally:
@@ -350,8 +351,9 @@ def test_redirected_relu_changes_only_the_gradient_and_only_in_its_own_thread():
 
     model = nn.Sequential(nn.ReLU())
     x = torch.full((1, 1, 2, 2), -1.0, requires_grad=True)
-    handles = _redirect_relus(model)
+    handles = []
     try:
+        _redirect_relus(model, handles)
         out = model(x)
         here = torch.autograd.grad(out.sum(), x)[0]
         elsewhere = {}

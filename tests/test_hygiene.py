@@ -175,6 +175,11 @@ def test_snapshot_detects_every_kind_of_change():
         "requires_grad": lambda m: m.head.bias.requires_grad_(False),
         "inplace": lambda m: setattr(m.relu1, "inplace", False),
         "buffer": lambda m: m.bn1.running_mean.add_(1.0),
+        "parameter hook": lambda m: m.head.weight.register_hook(lambda g: g),
+        "accumulate hook": lambda m: m.head.bias.register_post_accumulate_grad_hook(lambda p: None),
+        "always-called hook": lambda m: m.conv1.register_forward_hook(lambda *a: None, always_call=True),
+        "state-dict hook": lambda m: m.head._register_state_dict_hook(lambda *a: None),
+        "load hook": lambda m: m.head.register_load_state_dict_post_hook(lambda *a: None),
     }
     for what, change in changes.items():
         model, _ = prepared_model()
@@ -206,3 +211,64 @@ def test_the_snapshot_compares_meta_tensors_by_shape_and_dtype():
     assert "values of '2.weight' changed" in snapshot.differences(model)
     model[2].to_empty(device="cpu")
     assert "devices['2.bias']: 'meta' -> 'cpu'" in snapshot.differences(model)
+
+
+def _interrupted_at_registration(monkeypatch, k: int) -> list[int]:
+    """Make the k-th forward (pre-)hook registration from now on raise KeyboardInterrupt, as an
+    interrupt arriving during a method's registration loop would; returns the live count."""
+    count = [0]
+    for name in ("register_forward_hook", "register_forward_pre_hook"):
+        real = getattr(nn.Module, name)
+
+        def register(self, *args, _real=real, **kwargs):
+            count[0] += 1
+            if count[0] == k:
+                raise KeyboardInterrupt(f"interrupted at hook registration {k}")
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(nn.Module, name, register)
+    return count
+
+
+def _probe_hooks(probe: Probe) -> int:
+    from cnnwidgets.core.hygiene import hook_count
+
+    return sum(hook_count(m) for m in probe.model.modules())
+
+
+def _methods_registering_hooks():
+    from cnnwidgets import methods as M
+
+    return {
+        "maximize_activation": lambda p, x: M.maximize_activation(p, 1, steps=2, size=16, progress=False),
+        "guided_backprop": lambda p, x: M.guided_backprop(p, x, 1),
+        "deconvnet": lambda p, x: M.deconvnet(p, x, ChannelActivation("conv2", 0)),
+        "cam": lambda p, x: M.cam(p, x, 1),
+    }
+
+
+@pytest.mark.parametrize("method", sorted(_methods_registering_hooks()))
+def test_an_interrupt_during_hook_registration_leaves_no_hook_on_the_probe(method, monkeypatch):
+    """Every temporary hook is removed, also those registered before an interrupt stopped the
+    registration loop: a redirected-ReLU hook left on the probe's copy made every later gradient
+    through that probe silently wrong."""
+    call = _methods_registering_hooks()[method]
+    model = Net().eval()
+    model.fail = False
+    x = torch.randn(1, 3, 16, 16)
+    interrupted = 0
+    for k in range(1, 40):
+        with Probe(model) as probe:
+            probe.capture(x, ["conv2"])  # the probe's own hooks are in place
+            before = _probe_hooks(probe)
+            with monkeypatch.context() as patch:
+                count = _interrupted_at_registration(patch, k)
+                try:
+                    call(probe, x)
+                except KeyboardInterrupt:
+                    interrupted += 1
+                else:
+                    assert count[0] < k
+                    break
+            assert _probe_hooks(probe) == before, f"hooks left after an interrupt at registration {k}"
+    assert interrupted >= 2, "the method registered fewer hooks than the test means to interrupt"

@@ -704,8 +704,10 @@ def _layouts(
     larger = torch.zeros((*example.shape[:-2], height + 32, width + 32), dtype=example.dtype, device=example.device)
     if example.is_contiguous(memory_format=torch.channels_last):
         larger = larger.contiguous(memory_format=torch.channels_last)
-    handles = [module.register_forward_hook(record) for module in names]
+    handles = []
     try:
+        for module in names:
+            handles.append(module.register_forward_hook(record))
         with torch.no_grad():
             model(larger)
     except Exception:  # noqa: BLE001 - a model that takes one size only: keep what ran

@@ -214,14 +214,19 @@ _REDIRECTED = (nn.ReLU, nn.Hardtanh)
 """The activation modules :func:`_redirect_relus` redirects (``nn.ReLU6`` is a ``nn.Hardtanh``)."""
 
 
-def _redirect_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+def _redirect_relus(model: nn.Module, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
     """Make every ``nn.ReLU`` of ``model`` (a private copy) return a redirected ReLU, and every
     ``nn.Hardtanh`` (``nn.ReLU6`` included) a redirected clamp.
 
     The forward value is unchanged; the hooks run before any other forward hook, so captured
     outputs carry the redirected gradient too. They act only in the calling thread, so another
     thread using the same probe meanwhile (a saliency map in an explorer) gets true gradients.
-    The caller removes the handles.
+
+    Args:
+        model: the private copy to hook.
+        handles: each handle is appended to it as soon as its hook is registered, so a caller
+            that made the list before its ``try`` removes every hook, also when an interrupt
+            stops the registration half-way.
     """
     owner = threading.get_ident()
 
@@ -234,16 +239,9 @@ def _redirect_relus(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]
             return _RedirectedReLU.apply(args[0])
         return None
 
-    handles = []
-    try:
-        for module in model.modules():
-            if isinstance(module, _REDIRECTED):
-                handles.append(module.register_forward_hook(hook, prepend=True))
-    except BaseException:
-        for handle in handles:
-            handle.remove()
-        raise
-    return handles
+    for module in model.modules():
+        if isinstance(module, _REDIRECTED):
+            handles.append(module.register_forward_hook(hook, prepend=True))
 
 
 def _zero_gradient_message(steps: int, value: float, redirect_steps: int, ran: dict[str, int],
@@ -553,10 +551,13 @@ def maximize_activation(
                 rgb = param()
                 x = _random_transform((rgb - mean_t) / std_t, generator, jitter, scale, rotate)
                 redirect = redirect_steps > 0 and (step <= redirect_steps or stuck)
-                handles = _redirect_relus(probe.model) if redirect else []
-                if step == 1:
-                    handles += hook_activations(probe.model, lambda kind, m: ran.setdefault(kind, set()).add(id(m)))
+                handles: list[torch.utils.hooks.RemovableHandle] = []
                 try:
+                    if redirect:
+                        _redirect_relus(probe.model, handles)
+                    if step == 1:
+                        hook_activations(probe.model, lambda kind, m: ran.setdefault(kind, set()).add(id(m)),
+                                         handles=handles)
                     value = target_score(probe, x, target, grad=True).mean()
                     grads = torch.autograd.grad(value, leaves)
                 finally:

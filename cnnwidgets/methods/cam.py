@@ -379,66 +379,66 @@ def cam(
             f"{last_wide.shape_text}{one_value}, or pass layer={last_wide.name!r} for that value"
             if last_wide is not None and _positions(last_wide) == 1 else ""
         )
-        record: list[torch.Tensor] = []
-        layer_info = None
-        if layer is None:
-            chosen = _latest_map_before(
-                layers, fc_info, lambda i: i.map_shape[0] == width and (_positions(i) > 1 or _global_pool(probe, i))
-            )
-            if chosen is None:
-                if shrunk:
-                    raise ValueError(f"CAM needs the {width} features of {fc_name!r} to be globally averaged "
-                                     f"feature maps larger than 1x1{shrunk}")
-                last = _latest_map_before(layers, fc_info, lambda i: True)
-                seen = f" (the last feature map before it, {last.name!r}, is {last.shape_text})" if last else ""
-                raise ValueError(
-                    f"CAM needs the {width} features of {fc_name!r} to be globally averaged feature maps, but no "
-                    f"feature map with {width} channels, average-pooled to 1x1 or not, runs before it{seen}: its "
-                    f"features are something else (flattened maps, or another Linear layer's output); CAM is "
-                    f"undefined for this model, use grad_cam"
-                )
-            if _global_pool(probe, chosen):
-                owner = threading.get_ident()
-
-                def pre_hook(module: nn.Module, args: tuple) -> None:
-                    if threading.get_ident() == owner:
-                        record[:] = [args[0].detach()]
-
-                handle = probe.module(chosen.name).register_forward_pre_hook(pre_hook)
-                source = f"the input of {chosen.name!r}"
-            else:
-                layer, layer_info = chosen.name, chosen
-        if layer is not None:
-            layer_info = _spatial_layer(probe, layer, "cam")
-            handle = _hook_output(probe.module(layer), record, leaf=False)
-            source = f"layer {layer!r}"
-        suggestion = ""
-        if candidate is not None and candidate.name != layer:
-            suggestion = (
-                f"; pass layer={candidate.name!r} (the last feature map with {width} channels before {fc_name!r})"
-            )
-        fc_seen: list[torch.Tensor] = []  # fc's input and output, of its last call
-        owner = threading.get_ident()
-
-        def fc_hook(module: nn.Module, args: tuple, output: object) -> None:
-            if threading.get_ident() == owner and args and isinstance(output, torch.Tensor):
-                fc_seen[:] = [args[0].detach().clone(), output.detach()]
-
-        fc_handle = fc_module.register_forward_hook(fc_hook)
-        # the suggested layer's maps too, so that it is suggested only where CAM holds there
-        candidate_record: list[torch.Tensor] = []
-        candidate_handle = (
-            _hook_output(probe.module(candidate.name), candidate_record, leaf=False) if suggestion else None
-        )
+        # Every hook goes into this list as it is registered, inside the try: an interrupt
+        # between two registrations leaves none of them on the probe's copy.
+        handles: list[torch.utils.hooks.RemovableHandle] = []
         try:
+            record: list[torch.Tensor] = []
+            layer_info = None
+            if layer is None:
+                chosen = _latest_map_before(
+                    layers, fc_info, lambda i: i.map_shape[0] == width and (_positions(i) > 1 or _global_pool(probe, i))
+                )
+                if chosen is None:
+                    if shrunk:
+                        raise ValueError(f"CAM needs the {width} features of {fc_name!r} to be globally averaged "
+                                         f"feature maps larger than 1x1{shrunk}")
+                    last = _latest_map_before(layers, fc_info, lambda i: True)
+                    seen = f" (the last feature map before it, {last.name!r}, is {last.shape_text})" if last else ""
+                    raise ValueError(
+                        f"CAM needs the {width} features of {fc_name!r} to be globally averaged feature maps, but no "
+                        f"feature map with {width} channels, average-pooled to 1x1 or not, runs before it{seen}: its "
+                        f"features are something else (flattened maps, or another Linear layer's output); CAM is "
+                        f"undefined for this model, use grad_cam"
+                    )
+                if _global_pool(probe, chosen):
+                    owner = threading.get_ident()
+
+                    def pre_hook(module: nn.Module, args: tuple) -> None:
+                        if threading.get_ident() == owner:
+                            record[:] = [args[0].detach()]
+
+                    handles.append(probe.module(chosen.name).register_forward_pre_hook(pre_hook))
+                    source = f"the input of {chosen.name!r}"
+                else:
+                    layer, layer_info = chosen.name, chosen
+            if layer is not None:
+                layer_info = _spatial_layer(probe, layer, "cam")
+                handles.append(_hook_output(probe.module(layer), record, leaf=False))
+                source = f"layer {layer!r}"
+            suggestion = ""
+            if candidate is not None and candidate.name != layer:
+                suggestion = (
+                    f"; pass layer={candidate.name!r} (the last feature map with {width} channels before {fc_name!r})"
+                )
+            fc_seen: list[torch.Tensor] = []  # fc's input and output, of its last call
+            owner = threading.get_ident()
+
+            def fc_hook(module: nn.Module, args: tuple, output: object) -> None:
+                if threading.get_ident() == owner and args and isinstance(output, torch.Tensor):
+                    fc_seen[:] = [args[0].detach().clone(), output.detach()]
+
+            handles.append(fc_module.register_forward_hook(fc_hook))
+            # the suggested layer's maps too, so that it is suggested only where CAM holds there
+            candidate_record: list[torch.Tensor] = []
+            if suggestion:
+                handles.append(_hook_output(probe.module(candidate.name), candidate_record, leaf=False))
             # grad=True bypasses the cache so the hook sees a real forward (nothing requires grad,
             # so no graph is built).
             output = probe.logits(x, grad=True).detach()
         finally:
-            handle.remove()
-            fc_handle.remove()
-            if candidate_handle is not None:
-                candidate_handle.remove()
+            for handle in handles:
+                handle.remove()
         if not fc_seen or not record:
             raise ValueError(f"cam: {fc_name!r} or {source} did not run on this input; CAM is undefined here, use grad_cam")
         fc_input, fc_output = fc_seen

@@ -295,20 +295,26 @@ class ReluReport:
 
 
 def hook_activations(
-    model: nn.Module, on_call: Callable[[str, nn.Module], None], *, skip: tuple[type, ...] = ()
+    model: nn.Module, on_call: Callable[[str, nn.Module], None], *, skip: tuple[type, ...] = (),
+    handles: list[torch.utils.hooks.RemovableHandle] | None = None,
 ) -> list[torch.utils.hooks.RemovableHandle]:
     """Forward hooks on every elementwise activation module of ``model`` (see :func:`activation_kind`)
     but those of the types ``skip``, calling ``on_call(kind, module)`` for each call made in the
     calling thread. They go first (``prepend``): the probe's hook on a target's layer may stop the
-    forward pass. The caller removes the handles."""
+    forward pass. The caller removes the handles: each is appended to ``handles`` (a new list
+    when None, returned either way) as soon as its hook is registered, so a caller that made the
+    list before its ``try`` removes them all, also when an interrupt stops the registration."""
     owner = threading.get_ident()
+    handles = [] if handles is None else handles
 
     def hook(module: nn.Module, args: tuple, output: object) -> None:
         if threading.get_ident() == owner:
             on_call(type(module).__name__, module)
 
-    return [module.register_forward_hook(hook, prepend=True) for module in model.modules()
-            if activation_kind(module) is not None and not isinstance(module, skip)]
+    for module in model.modules():
+        if activation_kind(module) is not None and not isinstance(module, skip):
+            handles.append(module.register_forward_hook(hook, prepend=True))
+    return handles
 
 
 class _OtherActivations:
@@ -322,12 +328,17 @@ class _OtherActivations:
     prefix-only forward pass at the target's layer.
     """
 
-    def __init__(self, model: nn.Module, owner: int) -> None:
+    def __init__(self, owner: int) -> None:
         self.ran: dict[str, set[int]] = {}
         self._pending: list[tuple[str, int]] = []
         self._owner = owner
-        self.handles = hook_activations(model, lambda kind, module: self._pending.append((kind, id(module))),
-                                        skip=(nn.ReLU,))
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def attach(self, model: nn.Module) -> None:
+        """Put the counting hooks on ``model``; :meth:`remove` takes off all that were put on,
+        also after an interrupted call."""
+        hook_activations(model, lambda kind, module: self._pending.append((kind, id(module))),
+                         skip=(nn.ReLU,), handles=self.handles)
         for module in model.modules():
             if activation_kind(module) is None and next(module.parameters(recurse=False), None) is not None:
                 self.handles.append(module.register_forward_pre_hook(self._weighted, prepend=True))
@@ -418,20 +429,19 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
 
     handles = []
     counter = _ReluCounter()
-    others = None
+    others = _OtherActivations(owner)
     try:
         for module in model.modules():
             if isinstance(module, nn.ReLU):
                 # prepend: the probe's own capture hook must see the replaced output.
                 handles.append(module.register_forward_hook(hook, prepend=True))
-        others = _OtherActivations(model, owner)
+        others.attach(model)
         with counter, gradients_enabled():
             yield
     finally:
         for handle in handles:
             handle.remove()
-        if others is not None:
-            others.remove()
+        others.remove()
     functional = counter.calls - module_calls
     no_relu = no_relu_reason(model) if counter.calls == 0 and not handles else ""
     if functional > 0 and module_calls == 0:
