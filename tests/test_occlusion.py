@@ -352,6 +352,27 @@ class FailsOnBatches(nn.Module):
         return self.fc(self.conv(x).reshape(1, -1))
 
 
+class LooksUpOnBatches(nn.Module):
+    """Runs on one image; on a batch of several, its own dict lookup fails (a KeyError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+        self.scales = {1: 1.0}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean(dim=(2, 3))) * self.scales[x.shape[0]]
+
+
+def test_a_model_error_of_any_type_on_an_occluded_batch_is_named_as_the_models():
+    """A bare KeyError from the model read like the package's own "unknown layer" KeyError."""
+    x = torch.randn(1, 3, 12, 12)
+    with pytest.raises(RuntimeError, match=r"the model failed on an occluded batch of shape .*: KeyError: 4") as info:
+        occlusion_map(LooksUpOnBatches().eval(), x, 0, window=4, stride=2, batch_size=4, progress=False)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
 def test_errors_in_parallel_batches_and_callbacks_propagate(cpu_threads):
     x = torch.randn(1, 3, 12, 12)
     with pytest.raises(RuntimeError, match="the model failed on an occluded batch of shape"):

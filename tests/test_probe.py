@@ -1411,8 +1411,17 @@ def test_a_keyerror_of_the_model_while_layers_are_found_is_not_an_unknown_layer(
         def forward(self, x):
             return {"a": self.conv(x)}["missing"]
 
-    with pytest.raises(RuntimeError, match=r"failed on an input of size \(3, 16, 16\).*: KeyError: 'missing'"):
+    # a missing key is the model's own bug: the size is not blamed for it
+    with pytest.raises(RuntimeError, match=r"failed on an input of size \(3, 16, 16\): KeyError: 'missing'"):
         Probe(Lookup(), input_size=(3, 16, 16)).layers
+
+    class WrongWidth(_NoReturn):
+        def forward(self, x):
+            return self.conv(x).flatten(1) @ torch.ones(7, 2)
+
+    # a shape error may well be the input size's fault: the message asks
+    with pytest.raises(RuntimeError, match=r"size \(3, 16, 16\) \(is this the size and number of channels it expects\?\)"):
+        Probe(WrongWidth(), input_size=(3, 16, 16)).layers
 
 
 def test_a_module_registered_twice_is_told_by_its_listed_name_and_empty_sides_are_refused():

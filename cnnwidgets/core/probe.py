@@ -378,10 +378,19 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
 _DISCOVERY_ERRORS = (Exception,)
 
 
-def _model_error_text(exc: BaseException) -> str:
+def model_error_text(exc: BaseException) -> str:
     """The model's error for a message: its text, after its type unless that is RuntimeError
-    (torch's usual one, whose text says enough; a bare KeyError prints only the key)."""
+    (torch's usual one, whose text says enough; a bare KeyError prints only the key).
+
+    Args:
+        exc: the exception the model raised.
+    """
     return str(exc) if type(exc) is RuntimeError else f"{type(exc).__name__}: {exc}"
+
+
+# Errors of a model that cannot come from the size or channels of its input (a missing dict key,
+# attribute or name in its own code): a failure at a new size is not blamed on the size then.
+_NOT_ABOUT_THE_INPUT = (KeyError, AttributeError, NameError)
 
 
 class ChannelsLastError(RuntimeError):
@@ -1062,12 +1071,10 @@ class Probe:
             if problem:
                 raise InputKindError(
                     f"the model failed on an input of size {size}: {problem}. The model's error: "
-                    f"{_model_error_text(exc)}"
+                    f"{model_error_text(exc)}"
                 ) from exc
-            raise RuntimeError(
-                f"the model failed on an input of size {size} (is this the size and number of "
-                f"channels it expects?): {_model_error_text(exc)}"
-            ) from exc
+            hint = "" if isinstance(exc, _NOT_ABOUT_THE_INPUT) else " (is this the size and number of channels it expects?)"
+            raise RuntimeError(f"the model failed on an input of size {size}{hint}: {model_error_text(exc)}") from exc
         finally:
             self._run = previous
         self._layers, output = found.layers, found.output
@@ -1425,7 +1432,7 @@ class Probe:
                     # named as the model's failure, not to be taken for the probe's KeyError
                     # (unknown layer) or ValueError (bad input)
                     raise RuntimeError(
-                        f"the model failed on an input of shape {tuple(x.shape)}: {_model_error_text(exc)}"
+                        f"the model failed on an input of shape {tuple(x.shape)}: {model_error_text(exc)}"
                     ) from exc
         finally:
             self._run = None

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, check_channel_axis, probe_scope, set_memory_format
+from cnnwidgets.core.probe import Probe, check_channel_axis, model_error_text, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
     Target, as_callback, as_cancel_check, as_count, as_flag, as_real, call_target, class_probabilities, class_scores,
     output_tensor, resolve_target, target_score,
@@ -516,7 +516,7 @@ class _OccludedBatches:
 
 
 def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
-    return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {exc}")
+    return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {model_error_text(exc)}")
 
 
 class _OutputRunner:
@@ -535,7 +535,8 @@ class _OutputRunner:
         with torch.inference_mode(self.inference):
             try:
                 output = self.model(batch)
-            except (RuntimeError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the model's own KeyError, ValueError ... too,
+                # named as the model's failure, not to be taken for a KeyError of an unknown layer
                 raise _model_failed(exc, batch) from exc
         return self.scores(output)
 
