@@ -110,6 +110,39 @@ def test_one_prefix_forward_per_batch_for_all_layers():
         assert probe.stats.modules_executed == 4 * 3  # modules 0, 1, 2 per batch
 
 
+def test_passes_take_only_as_many_images_as_the_kept_maps_allow(monkeypatch):
+    """Every requested layer's output is kept until its pass ends: 64 images of resnet50 at
+    224x224 kept over 5 GB. Large batches (a tensor, or a loader's) are split into passes whose
+    kept maps fit the budget, with the same statistics."""
+    import cnnwidgets.methods.dead as dead
+
+    model = net_with_dead_channels()
+    x = torch.randn(12, 3, 8, 8)
+    with Probe(model) as probe:
+        whole = dead_channels(probe, x, progress=False)
+        assert probe.stats.forwards == 1
+        # the four default layers of one 8x8 image: (6 + 6 + 4 + 4) maps of 64 floats
+        per_image = (6 + 6 + 4 + 4) * 64 * 4
+        monkeypatch.setattr(dead, "_KEPT_BYTES", 5 * per_image)
+        sizes = []
+        real_capture = probe.capture
+
+        def capture(batch, *args, **kwargs):
+            sizes.append(batch.shape[0])
+            return real_capture(batch, *args, **kwargs)
+
+        monkeypatch.setattr(probe, "capture", capture)
+        loader = DataLoader(TensorDataset(x, torch.zeros(12)), batch_size=12)
+        for data in (x, loader):
+            sizes.clear()
+            split = dead_channels(probe, data, progress=False)
+            assert sizes == [5, 5, 2]
+            for name in whole:
+                np.testing.assert_allclose(split[name].max_activation, whole[name].max_activation, rtol=1e-6)
+                np.testing.assert_allclose(split[name].active_fraction, whole[name].active_fraction)
+                assert split[name].num_images == 12
+
+
 def test_threshold_and_layer_choice():
     model = net_with_dead_channels()
     x = torch.rand(4, 3, 8, 8)

@@ -113,6 +113,55 @@ def default_dead_layers(probe: Probe) -> list[str]:
     return names
 
 
+#: A pass keeps every requested layer's output until it ends (the statistics are read after it):
+#: images per pass are capped so that these kept maps stay under this many bytes.
+_KEPT_BYTES = 256 * 2**20
+
+
+def _images_per_pass(probe: Probe, names: Sequence[str], batch: torch.Tensor) -> int:
+    """How many images of ``batch`` one pass takes, so that the outputs of ``names`` it keeps
+    fit in :data:`_KEPT_BYTES` (resnet50's 70 default layers hold about 80 MiB per image at
+    224x224: 64 images would keep over 5 GB). The layers are described at the batch's size."""
+    size = tuple(batch.shape[1:])
+    if probe.input_size != size:
+        probe.describe(size)
+    layers = probe.layers
+    per_image = sum(int(np.prod(layers[name].output_shape or (1,))) for name in names if name in layers)
+    return max(1, _KEPT_BYTES // max(1, per_image * batch.element_size()))
+
+
+def _add_batch_statistics(
+    probe: Probe,
+    batch: torch.Tensor,
+    names: Sequence[str],
+    threshold: float,
+    maxima: dict[str, torch.Tensor],
+    active: dict[str, torch.Tensor],
+    units: dict[str, int],
+) -> None:
+    """One prefix-only pass over ``batch``: adds each layer's per-channel maxima and counts of
+    active units to the running ``maxima``, ``active`` and ``units``."""
+    # a data set is seen once; the statistics below read any memory layout
+    acts = probe.capture(batch, names, channels_first=True, contiguous=False, cache=False)
+    for name, act in acts.items():
+        check_channel_output(act, name, "a dead-channel scan")
+        if act.numel() == 0:  # a map with no unit at this input size: the layers are described at it
+            readable_layer(probe, name)
+        # a NaN maximum compares as "never above the threshold": NaN channels are not dead
+        check_finite_activation(act, name, "a dead-channel scan")
+        dims = [0, *range(2, act.dim())]
+        batch_max = act.detach().amax(dim=dims).float()
+        batch_active = (act.detach() > threshold).sum(dim=dims, dtype=torch.float64)
+        if name in maxima:
+            if batch_max.shape != maxima[name].shape:
+                raise ValueError(f"layer {name!r} changed its number of channels between batches")
+            maxima[name] = torch.maximum(maxima[name], batch_max)
+            active[name] += batch_active
+        else:
+            maxima[name], active[name] = batch_max, batch_active
+        units[name] = units.get(name, 0) + act.numel() // act.shape[1]
+
+
 def dead_channels(
     model_or_probe: nn.Module | Probe,
     inputs: Any,
@@ -142,7 +191,9 @@ def dead_channels(
             with a spatial output (see :func:`default_dead_layers`).
         threshold: a unit is active where its activation is ``> threshold`` (a finite number).
         batch_size: images per forward pass for a tensor and for single images (batches from a
-            loader are used as given).
+            loader are used as given). Fewer are taken at once where the requested layers' maps
+            of that many images would hold over 256 MiB (every layer's output is kept until its
+            pass ends); the result does not depend on it.
         progress: show a progress bar over images.
 
     Returns:
@@ -185,25 +236,11 @@ def dead_channels(
                     names = default_dead_layers(probe)
                     if not names:
                         raise ValueError("the model has no convolution or activation layer with a spatial output")
-                # a data set is seen once; the statistics below read any memory layout
-                acts = probe.capture(batch, names, channels_first=True, contiguous=False, cache=False)
-                for name, act in acts.items():
-                    check_channel_output(act, name, "a dead-channel scan")
-                    if act.numel() == 0:  # a map with no unit at this input size: the layers are described at it
-                        readable_layer(probe, name)
-                    # a NaN maximum compares as "never above the threshold": NaN channels are not dead
-                    check_finite_activation(act, name, "a dead-channel scan")
-                    dims = [0, *range(2, act.dim())]
-                    batch_max = act.detach().amax(dim=dims).float()
-                    batch_active = (act.detach() > threshold).sum(dim=dims, dtype=torch.float64)
-                    if name in maxima:
-                        if batch_max.shape != maxima[name].shape:
-                            raise ValueError(f"layer {name!r} changed its number of channels between batches")
-                        maxima[name] = torch.maximum(maxima[name], batch_max)
-                        active[name] += batch_active
-                    else:
-                        maxima[name], active[name] = batch_max, batch_active
-                    units[name] = units.get(name, 0) + act.numel() // act.shape[1]
+                step = _images_per_pass(probe, names, batch)
+                for start in range(0, batch.shape[0], step):
+                    _add_batch_statistics(
+                        probe, batch[start:start + step], names, threshold, maxima, active, units
+                    )
                 images += batch.shape[0]
                 bar.update(batch.shape[0])
         finally:
