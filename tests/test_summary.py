@@ -323,3 +323,28 @@ def test_widget_refuses_rows_that_do_not_fit_the_columns_and_keeps_its_table():
         view.columns = ["a", "b", "c"]
         view.cells = [["x", "1", "p"]]
     assert view.shown == 1 and ">p<" in view._table.value
+
+
+def test_a_summary_runs_one_discovery_pass_at_most(monkeypatch):
+    """The layers at a size are found once: a summary at the probe's own size reuses them, and a
+    model passed with a size was described twice (the probe's pass, then the summary's own)."""
+    with Probe(small_net(), input_size=(3, 32, 32)) as probe:
+        probe.layers
+        before = probe.stats.discoveries
+        first = summary(probe, (3, 32, 32))
+        again = summary(probe, (3, 32, 32))
+        assert probe.stats.discoveries == before
+        assert first.rows == again.rows and first.input_size == (3, 32, 32)
+        other = summary(probe, (3, 64, 64))  # another size: described anew
+        assert probe.stats.discoveries == before + 1 and other.rows[0].output_shape == (8, 32, 32)
+    discoveries = []
+    real = Probe.describe
+
+    def counted(self, size):
+        discoveries.append(tuple(size))
+        return real(self, size)
+
+    monkeypatch.setattr(Probe, "describe", counted)
+    table = summary(small_net(), (3, 32, 32))
+    assert [(r.name, r.output_shape) for r in table.rows][:2] == [("0", (8, 16, 16)), ("1", (8, 16, 16))]
+    assert len(discoveries) <= 1

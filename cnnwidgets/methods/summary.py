@@ -336,7 +336,8 @@ def summary(
     if input_size is not None:
         input_size = check_input_size(input_size)
     with probe_scope(model_or_probe, input_size=None if isinstance(model_or_probe, Probe) else input_size) as probe:
-        infos = probe.describe(input_size) if input_size is not None else probe.layers
+        # described already at that size (a new probe is made at it): no second discovery pass
+        infos = probe.layers if input_size in (None, probe.input_size) else probe.describe(input_size)
         modules = dict(probe.model.named_modules())
         rows = tuple(
             SummaryRow.from_info(i, modules.get(i.name)) for i in infos.values() if i.is_leaf or not leaves_only
