@@ -281,3 +281,15 @@ def test_box_coordinates_are_whole_pixels():
         occlude(images, [(0, 0, 7.6, 8), (2, 2, 6, 6)])
     with pytest.raises(ValueError, match="whole pixels"):
         correspondence(PixelNet().eval(), images, {"p": [(0, 0, 8, 8), (2.5, 2, 6, 6)]}, random_trials=0)
+
+
+def test_progress_bar_counts_the_occluded_passes(capsys):
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 12, 12)
+    parts = {"left eye": [(1, 2, 4, 5)] * 3, "nose": [(5, 6, 9, 10)] * 3}
+    correspondence(PixelNet().eval(), x, parts, ["relu"], random_trials=5)
+    assert "7/7" in capsys.readouterr().err  # two parts and five random trials
+    correspondence(PixelNet().eval(), x, parts, ["relu"], random_trials=5, progress=False)
+    assert "correspondence" not in capsys.readouterr().err
+    with pytest.raises(TypeError, match="progress"):
+        correspondence(PixelNet().eval(), x, parts, ["relu"], progress="yes")

@@ -45,9 +45,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.core.targets import as_count, as_seed, as_tolerance
+from cnnwidgets.core.targets import as_count, as_flag, as_seed, as_tolerance
 from cnnwidgets.methods.invariance import check_fill, feature_layer_names
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
@@ -235,6 +236,7 @@ def correspondence(
     seed: int = 0,
     rtol: float = 1e-5,
     atol: float = 1e-7,
+    progress: bool = True,
 ) -> CorrespondenceResult:
     """The paper's correspondence measure for occluded parts, with a random-occlusion control.
 
@@ -252,6 +254,8 @@ def correspondence(
         fill: occluder value in preprocessed space: one, or one per channel.
         seed: seed of the control's private generator, an int in [0, 2**64).
         rtol, atol: changes within ``atol + rtol * |x|`` count as no change.
+        progress: show a progress bar over the occluded passes (one per part, one per random
+            trial).
 
     Returns:
         A :class:`CorrespondenceResult` (print it, or show it in a notebook, for the table).
@@ -265,7 +269,7 @@ def correspondence(
         TypeError: ``parts`` that is not a mapping, layer names that are not strings, a ``fill``
             that is not numbers, ``random_trials`` or ``seed`` not an int (a Python int, a numpy
             integer or a 0-d integer tensor are; a bool or a float is not), ``rtol`` or ``atol``
-            not a number.
+            not a number, ``progress`` not True or False.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
@@ -282,6 +286,7 @@ def correspondence(
     random_trials = as_count(random_trials, "random_trials", minimum=0)
     seed = as_seed(seed)
     rtol, atol = as_tolerance(rtol, "rtol"), as_tolerance(atol, "atol")
+    progress = as_flag(progress, "progress")
     check_fill(fill, images.shape[1])
     for name, boxes in parts.items():
         first = boxes[0] if len(boxes) else None
@@ -309,42 +314,48 @@ def correspondence(
         sizes = {k: int(v.shape[1]) for k, v in reference.items()}
         pair_mask = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
 
+        bar = tqdm(total=len(checked) + random_trials, disable=not progress, desc="correspondence", unit="pass")
+
         def measure(boxes: list[BoxXYXY]) -> dict[str, torch.Tensor]:
             occluded = features(occlude(images, boxes, fill))
+            bar.update(1)
             return {k: _pairwise(_signs(reference[k], occluded[k], rtol, atol)) for k in names}
 
-        mean: dict[str, dict[str, float]] = {}
-        std: dict[str, dict[str, float]] = {}
-        total: dict[str, dict[str, float]] = {}
-        pairwise: dict[str, dict[str, np.ndarray]] = {}
-        for name, boxes in checked.items():
-            counts = measure(boxes)
-            mean[name], std[name], total[name], pairwise[name] = {}, {}, {}, {}
-            for layer in names:
-                fraction = counts[layer] / sizes[layer]
-                values = fraction[pair_mask]
-                mean[name][layer] = float(values.mean())
-                std[name][layer] = float(values.std(unbiased=False))
-                total[name][layer] = float(counts[layer].sum())
-                pairwise[name][layer] = fraction.numpy()
-        part_names = list(checked)
-        if random_trials:
-            rng = np.random.default_rng(seed)
-            trials: dict[str, list[torch.Tensor]] = {layer: [] for layer in names}
-            for t in range(random_trials):
-                template = checked[part_names[t % len(part_names)]]
-                boxes = random_boxes([(y1 - y0, x1 - x0) for x0, y0, x1, y1 in template], (height, width), rng)
-                for layer, counts in measure(boxes).items():
-                    trials[layer].append(counts)
-            mean[RANDOM], std[RANDOM], total[RANDOM], pairwise[RANDOM] = {}, {}, {}, {}
-            for layer in names:
-                stacked = torch.stack(trials[layer]) / sizes[layer]  # (T, N, N)
-                values = stacked[:, pair_mask].flatten()
-                mean[RANDOM][layer] = float(values.mean())
-                std[RANDOM][layer] = float(values.std(unbiased=False))
-                total[RANDOM][layer] = float(torch.stack(trials[layer]).sum(dim=(1, 2)).mean())
-                pairwise[RANDOM][layer] = stacked.mean(dim=0).numpy()
-            part_names.append(RANDOM)
+        try:
+            mean: dict[str, dict[str, float]] = {}
+            std: dict[str, dict[str, float]] = {}
+            total: dict[str, dict[str, float]] = {}
+            pairwise: dict[str, dict[str, np.ndarray]] = {}
+            for name, boxes in checked.items():
+                counts = measure(boxes)
+                mean[name], std[name], total[name], pairwise[name] = {}, {}, {}, {}
+                for layer in names:
+                    fraction = counts[layer] / sizes[layer]
+                    values = fraction[pair_mask]
+                    mean[name][layer] = float(values.mean())
+                    std[name][layer] = float(values.std(unbiased=False))
+                    total[name][layer] = float(counts[layer].sum())
+                    pairwise[name][layer] = fraction.numpy()
+            part_names = list(checked)
+            if random_trials:
+                rng = np.random.default_rng(seed)
+                trials: dict[str, list[torch.Tensor]] = {layer: [] for layer in names}
+                for t in range(random_trials):
+                    template = checked[part_names[t % len(part_names)]]
+                    boxes = random_boxes([(y1 - y0, x1 - x0) for x0, y0, x1, y1 in template], (height, width), rng)
+                    for layer, counts in measure(boxes).items():
+                        trials[layer].append(counts)
+                mean[RANDOM], std[RANDOM], total[RANDOM], pairwise[RANDOM] = {}, {}, {}, {}
+                for layer in names:
+                    stacked = torch.stack(trials[layer]) / sizes[layer]  # (T, N, N)
+                    values = stacked[:, pair_mask].flatten()
+                    mean[RANDOM][layer] = float(values.mean())
+                    std[RANDOM][layer] = float(values.std(unbiased=False))
+                    total[RANDOM][layer] = float(torch.stack(trials[layer]).sum(dim=(1, 2)).mean())
+                    pairwise[RANDOM][layer] = stacked.mean(dim=0).numpy()
+                part_names.append(RANDOM)
+        finally:
+            bar.close()
     return CorrespondenceResult(
         layers=names,
         parts=part_names,
