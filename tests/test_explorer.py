@@ -677,6 +677,23 @@ def test_model_error_reaches_status_line_and_explorer_recovers():
         ex.close()
 
 
+def test_a_good_frame_while_dragging_ends_the_error_of_a_failed_one():
+    ex = make(box=(4, 4, 8, 8), fill="black")
+    try:
+        ex.dragging = True
+        ex.probe.model.fail_on_black_corner = True
+        ex.box = (0, 0, 8, 8)
+        assert ex.status.is_error and "black top-left corner" in ex.status.message
+        ex.box = (10, 10, 8, 8)  # still dragging: the model works again
+        assert ex.shown_state.box == (10, 10, 8, 8) and not ex.status.is_error
+        messages = []
+        ex.status.observe(lambda change: messages.append(change["new"]), names="message")
+        ex.box = (12, 12, 8, 8)  # with no error to end, drag frames leave the status line alone
+        assert ex.shown_state.box == (12, 12, 8, 8) and messages == []
+    finally:
+        ex.close()
+
+
 def test_an_error_of_a_state_superseded_meanwhile_is_not_reported():
     ex = make(box=(4, 4, 8, 8), fill="black")
     try:
@@ -1162,6 +1179,138 @@ def test_explorer_threads_do_not_accumulate():
     for _ in range(3):
         make(background=True).close()
     assert threading.active_count() <= before
+
+
+def test_a_close_that_was_interrupted_is_finished_by_the_next():
+    ex = make(box=(4, 4, 8, 8), background=True, method="saliency")
+    assert ex.wait_idle(60)
+    grid, methods = ex.controller._thread, ex._methods._thread
+    method_probe = ex._methods.probe
+
+    def interrupted_join(timeout=None):  # the user interrupts close() while it waits for the method thread
+        del methods.join
+        raise KeyboardInterrupt
+
+    methods.join = interrupted_join
+    with pytest.raises(KeyboardInterrupt):
+        ex.close()
+    ex.close()  # again: this one does what the first left undone
+    assert not grid.is_alive() and not methods.is_alive()
+    assert ex.probe.closed and method_probe.closed
+    assert ex.grid.comm is None and ex.status.comm is None
+    ex.close()  # and once done, closing again does nothing
+
+
+def test_an_interrupt_while_the_constructor_draws_the_first_frame_leaves_nothing_open(monkeypatch):
+    from ipywidgets.widgets.widget import _instances
+
+    from cnnwidgets.app.controller import Controller
+
+    made = []
+
+    def interrupted(controller, state, generation):  # synchronous: the first frame is drawn in the constructor
+        made.append(controller)
+        raise KeyboardInterrupt
+
+    before = set(_instances)
+    monkeypatch.setattr(Controller, "_draw", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make(box=(4, 4, 8, 8))
+    (controller,) = made
+    assert controller.probe.closed and controller.idle
+    assert set(_instances) - before == set()  # the caller got no explorer to close: none of its widgets stays
+    monkeypatch.undo()
+    with pytest.raises(KeyError, match="unknown layer"):
+        make(layer="no such layer")  # refused once the views were made
+    assert set(_instances) - before == set()
+
+
+class Interrupting(Tiny):
+    """Raises ``raising`` (a KeyboardInterrupt, say) from its forward while it is set; just once
+    with ``once``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raising: BaseException | None = None
+        self.once = False
+
+    def forward(self, x):
+        raising = self.raising
+        if raising is not None:
+            if self.once:
+                self.raising = None
+            raise raising
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_the_model_raises_on_the_grid_thread_is_reported_and_the_grid_goes_on(raised):
+    ex = make(Interrupting().eval(), box=(4, 4, 8, 8), background=True)
+    try:
+        assert ex.wait_idle(60)
+        ex.probe.model.raising = raised("raised in the forward pass")
+        ex.box = (8, 8, 8, 8)
+        assert ex.wait_idle(60)
+        assert ex.status.is_error and f"{raised.__name__}: raised in the forward pass" in ex.status.message
+        ex.probe.model.raising = None
+        ex.box = (12, 12, 8, 8)
+        assert ex.wait_idle(60)
+        assert ex.controller._thread.is_alive()
+        assert ex.shown_state.box == (12, 12, 8, 8) and not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_an_interrupt_the_model_raises_on_the_method_thread_is_reported_and_the_panel_goes_on():
+    ex = make(Interrupting().eval(), box=(4, 4, 8, 8), background=True, method="saliency")
+    try:
+        assert ex.wait_idle(60) and ex.method_result is not None
+        ex._methods.probe.model.raising = KeyboardInterrupt("raised in the forward pass")
+        ex.method = "grad-cam"
+        assert ex.wait_idle(60)
+        assert ex.status.message == "method 'grad-cam': KeyboardInterrupt: raised in the forward pass"
+        assert ex.method_result is None and "failed: raised in the forward pass" in ex.method_view.caption.value
+        ex._methods.probe.model.raising = None
+        ex.target = 2
+        assert ex.wait_idle(60)
+        assert ex._methods._thread.is_alive()
+        assert ex.method_result.request.method == "grad-cam" and ex.method_result.target == 2
+        assert not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_an_interrupt_of_a_synchronous_frame_reaches_the_caller_and_leaves_the_grid_idle():
+    ex = make(Interrupting().eval(), box=(4, 4, 8, 8))
+    try:
+        ex.probe.model.raising, ex.probe.model.once = KeyboardInterrupt(), True
+        with pytest.raises(KeyboardInterrupt):
+            ex.box = (8, 8, 8, 8)
+        assert ex.wait_idle(0)  # nothing is left marked as in progress
+        assert ex.status.is_error and "KeyboardInterrupt" in ex.status.message
+        ex.box = (12, 12, 8, 8)
+        assert ex.shown_state.box == (12, 12, 8, 8) and not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_an_interrupt_of_a_synchronous_method_map_reaches_the_caller_and_the_map_is_computed_next_time():
+    ex = make(Interrupting().eval(), box=(4, 4, 8, 8), method="saliency")
+    try:
+        ex._methods.probe.model.raising, ex._methods.probe.model.once = KeyboardInterrupt(), True
+        with pytest.raises(KeyboardInterrupt):
+            ex.method = "grad-cam"
+        assert ex.wait_idle(0)  # nothing is left marked as in progress
+        # the panel says what happened, not "computing", and shows no earlier method's map
+        assert ex.method_result is None and "failed: KeyboardInterrupt" in ex.method_view.caption.value
+        ex.box = (8, 8, 8, 8)  # any change: the map that was interrupted is computed now
+        assert ex.wait_idle(0)
+        assert ex.method_result.request.method == "grad-cam"
+        assert ex.method_view.caption.value.startswith("<b>Grad-CAM</b>") and not ex.status.is_error
+        ex.method = "saliency"  # the map shown before the interrupt is computed again too
+        assert ex.method_result.request.method == "saliency"
+    finally:
+        ex.close()
 
 
 # ---------------------------------------------------------------- devices and the one-liner

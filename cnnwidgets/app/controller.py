@@ -187,12 +187,16 @@ class Controller(NewestFirstWorker):
             with self.probe.synced():
                 self._draw(state, generation)
         except BaseException as exc:  # noqa: BLE001 - the last line of defence of the worker
+            # a KeyboardInterrupt raised by the model on the worker thread is that frame's
+            # failure: reported, and the next state is served; on the caller's thread it is the
+            # user interrupting, and goes on to the caller (the status line still says why the
+            # frame is missing)
             self.stats.errors += 1
             try:
                 self._report("explorer", exc)
             except Exception:  # noqa: BLE001
                 pass
-            if not isinstance(exc, Exception):
+            if self._propagates(exc):
                 raise
 
     def _draw(self, state: ExplorerState, generation: int) -> None:

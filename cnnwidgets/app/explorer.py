@@ -879,18 +879,18 @@ class Explorer(ipw.VBox):
             self.method_signed = method_signed
             self.method = method
             self._wire()
+            self._suspend = False
+            # the first frame and map: synchronous, an interrupt while they are drawn leaves the
+            # caller no explorer to close, so it is closed here too
+            self._submit()
+            self._submit_method()
         except BaseException:
-            self._closed = True
-            if getattr(self, "_methods", None) is not None:
-                self._methods.close()
             if getattr(self, "controller", None) is not None:
-                self.controller.close()
+                self.close()  # the workers, their probes and the widgets made so far
             else:
+                self._closed = True
                 probe.close()
             raise
-        self._suspend = False
-        self._submit()
-        self._submit_method()
 
     # ------------------------------------------------------------------ images
     def _first_sample(self) -> Any:
@@ -1499,7 +1499,9 @@ class Explorer(ipw.VBox):
         self._set_note("nonfinite", _nonfinite_note(state.layer, frame))
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
-        elif not state.dragging:
+        elif not state.dragging or self.status.is_error:
+            # while dragging the line keeps still (no message per frame), but a good frame ends
+            # the error of a failed one at once, not when the occluder is released
             ms = 1000 * frame.computed.seconds
             timing = (f"{self.controller.probe.device} \u00b7 last forward {ms:.1f} ms \u00b7 render "
                       f"{1000 * frame.render_seconds:.1f} ms")
@@ -1759,7 +1761,8 @@ class Explorer(ipw.VBox):
     def _method_failed(self, where: str, exc: BaseException) -> None:
         # no picture of an earlier method may stay on screen under this one's name
         self.method_view.clear()
-        self.method_view.caption.value = f"<b>{html.escape(where)}</b> failed: {html.escape(str(exc))}"
+        why = str(exc) or type(exc).__name__  # a bare KeyboardInterrupt has no message
+        self.method_view.caption.value = f"<b>{html.escape(where)}</b> failed: {html.escape(why)}"
         self._show_error(where, exc)
         self._method_error = self.status.message
 
@@ -1911,12 +1914,18 @@ class Explorer(ipw.VBox):
         return self.controller.probe
 
     def close(self) -> None:
-        """Stop the worker, remove every hook (the probe's private copy goes), close the views."""
-        if getattr(self, "_closed", True):
-            return
-        self._closed = True
-        for link in getattr(self, "_links", []):
-            link.unlink()
+        """Stop the worker, remove every hook (the probe's private copy goes), close the views.
+
+        Safe to call again: a call that was interrupted (while it waited for a forward pass in
+        progress) is finished by the next one.
+        """
+        if getattr(self, "_closed", True) and not getattr(self, "_closing", False):
+            return  # closed already (or never made)
+        self._closing = True  # until every step below is done: each can be done twice
+        self._closed = True  # from now on every change is refused, and no frame is shown
+        links = getattr(self, "_links", [])
+        while links:
+            links.pop().unlink()
         # the controls stay usable objects after close (a notebook may still hold them): what
         # they do to them must not reach the closed explorer
         for widget, handler, name in (
@@ -1930,15 +1939,17 @@ class Explorer(ipw.VBox):
                 pass  # construction stopped before it was made or wired
         if getattr(self, "picker", None) is not None:
             self.picker.on_upload_problem(self._on_upload_problem, remove=True)
-        if getattr(self, "controller", None) is None:
-            return  # construction failed before anything was started
-        self._methods.close()
-        self.controller.close()
-        for widget in (self.canvas, self.grid, self.panel, self.scores_view, self.layer_select, self.status,
-                       self.method_view):
-            widget.close()
-        close_parts(self)  # every other control and row: an open one would keep the explorer alive
-        super().close()
+        if getattr(self, "controller", None) is not None:  # None: construction failed before it started any
+            if getattr(self, "_methods", None) is not None:
+                self._methods.close()
+            self.controller.close()
+            for name in ("canvas", "grid", "panel", "scores_view", "layer_select", "status", "method_view"):
+                widget = getattr(self, name, None)  # construction may have stopped before the views were made
+                if widget is not None:
+                    widget.close()
+            close_parts(self)  # every other control and row: an open one would keep the explorer alive
+            super().close()
+        self._closing = False
 
 
 def _shipped_class_count() -> int:

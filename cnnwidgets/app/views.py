@@ -336,16 +336,23 @@ class MethodRunner(NewestFirstWorker):
                 f"the model's weights changed while the map was computed, {_ATTEMPTS} times in a row "
                 "(is it training?); the next change in the explorer computes it again"
             ))
-        except Exception as exc:  # noqa: BLE001 - shown in the explorer's status line
+        except BaseException as exc:  # noqa: BLE001 - shown in the explorer's status line
+            # a KeyboardInterrupt on the worker thread comes from the user's model: a failure like
+            # any other; on the caller's thread (synchronous) it is the user interrupting
+            interrupted = self._propagates(exc)
             if self._superseded(generation):
                 # a newer request is on its way (its map replaces this one's): an error of work
                 # nobody waits for any more would clear the panel for nothing
                 self.cancelled += 1
-                return
-            self._done_key = request.key()  # do not retry the same failing request
-            self._done_version = self._probe_version()
-            self.result = None  # the map of an earlier request is not this one's
-            self._on_error(f"method {request.method!r}", exc)
+            else:
+                # do not retry the same failing request; an interrupted one was never computed,
+                # and the next request for it computes it
+                self._done_key = None if interrupted else request.key()
+                self._done_version = self._probe_version()
+                self.result = None  # the map of an earlier request is not this one's
+                self._on_error(f"method {request.method!r}", exc)
+            if interrupted:
+                raise
 
     def _compute(self, request: MethodRequest, generation: int) -> tuple[MethodResult | None, int]:
         """One attempt at ``request``'s map, and the probe's version it was computed with.

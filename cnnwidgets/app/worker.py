@@ -9,6 +9,7 @@ number, so the work in progress can tell when it has been superseded and drop it
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import time
 import weakref
@@ -68,6 +69,11 @@ class NewestFirstWorker:
     followed by :meth:`_kick`; they may override :meth:`_taken` and :meth:`_went_idle`, which
     run with the lock held.
 
+    :meth:`_serve` reports the failures of the work itself, a ``KeyboardInterrupt`` or
+    ``SystemExit`` raised by the user's code included, unless :meth:`_propagates` says the
+    exception belongs to the caller. Whatever leaves :meth:`_serve` all the same never ends the
+    worker thread, and leaves no request marked as in progress.
+
     Args:
         name: the thread's name.
         background: serve on a worker thread (True) or inside :meth:`_kick` (False, for tests
@@ -98,6 +104,17 @@ class NewestFirstWorker:
 
     def _went_idle(self) -> None:
         """Called with the lock held when nothing is left to serve."""
+
+    def _propagates(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised while a request is served, must leave :meth:`_serve` instead of
+        being reported as that request's failure.
+
+        An exception that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) does when
+        the work runs on the caller's thread (a synchronous worker): there it is the user
+        interrupting. On the worker thread only the user's code (a model's forward)
+        can raise one, since real interrupts reach the main thread: that computation failed.
+        """
+        return not isinstance(exc, Exception) and threading.current_thread() is not self._thread
 
     def _replace(self, item: Any) -> bool:
         """Make ``item`` the newest request (hold ``self._cond``); True if it replaced a waiting one."""
@@ -184,9 +201,25 @@ class NewestFirstWorker:
             self._taken(item)
             return item, generation
 
+    def _abandon(self) -> None:
+        """After an exception left :meth:`_serve` on the caller's thread: nothing is in progress any
+        more, and the request waiting (if any) is dropped, so that :meth:`wait_idle` does not wait
+        for work that nobody will do, and the next request is taken as new rather than as the one
+        being computed."""
+        with self._cond:
+            self._pending = None
+            self._busy = False
+            self._went_idle()
+            self._cond.notify_all()
+
     def _loop(self) -> None:
         while (taken := self._take(block=True)) is not None:
-            self._serve(*taken)
+            try:
+                self._serve(*taken)
+            except BaseException:  # noqa: BLE001 - the thread lives on: later requests are still served
+                # _serve reports its own failures; one that escaped it anyway is at least not lost
+                # (the next _take clears the bookkeeping of the request it was serving)
+                sys.excepthook(*sys.exc_info())
 
     def _drain(self) -> None:
         if self._draining:  # a callback submitted a request: the loop below serves it next
@@ -195,5 +228,10 @@ class NewestFirstWorker:
         try:
             while (taken := self._take(block=False)) is not None:
                 self._serve(*taken)
+        except BaseException:
+            # the user interrupted (or a callback failed): the caller gets the exception, and the
+            # worker is left idle, ready for the next request
+            self._abandon()
+            raise
         finally:
             self._draining = False
