@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -341,6 +343,76 @@ def test_an_in_place_function_on_a_view_changes_the_geometry_of_the_tensor_it_vi
 
     assert geometry(AddIntoSlice())["out"] == (9, 1, 0.0)
 
+
+
+# ---------------------------------------------------------------- memory of the discovery pass
+class _Chain(nn.Module):
+    """Convolutions with a functional ReLU after each; at the end of its forward it notes which of the
+    outputs in ``seen`` (weak references, to the convolutions' outputs and the ReLUs') are still alive."""
+
+    def __init__(self, depth: int = 6) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1) for i in range(depth))
+        self.seen: list[weakref.ref] = []
+        self.alive: list[bool] = []
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+            self.seen.append(weakref.ref(x))
+        self.alive = [ref() is not None for ref in self.seen]
+        return x
+
+
+def test_discovery_frees_each_activation_once_the_model_is_done_with_it():
+    model = _Chain().eval()
+    for conv in model.convs:
+        conv.register_forward_hook(lambda module, args, output: model.seen.append(weakref.ref(output)))
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x)
+    plain = model.alive
+    assert plain == [False] * 11 + [True]  # a plain forward: only the tensor it returns is left
+    model.seen.clear()
+    layers = discover_layers(model, x)
+    # the pass holds no module's or function's output beyond what the model holds, so it peaks
+    # at a plain forward's memory, not at the sum of all activations
+    assert model.alive == plain
+    assert [layers[f"convs.{i}"].receptive_field for i in range(6)] == [3, 5, 7, 9, 11, 13]
+
+
+class _ReusedId(nn.Module):
+    """Frees a convolution's output, then passes a constant (not computed from the input) through an
+    ``nn.Identity``: CPython usually gives the constant the freed output's id. ``outcomes`` holds,
+    per round, whether the output was freed and whether the constant got its id."""
+
+    def __init__(self, rounds: int = 16) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(3, 4, 3, padding=1) for _ in range(rounds))
+        self.constants = nn.ModuleList(nn.Identity() for _ in range(rounds))
+        self.outcomes: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        for conv, constant in zip(self.convs, self.constants):
+            values = np.zeros((1, 4, 8, 8), np.float32)
+            y = conv(x)
+            freed, ref = id(y), weakref.ref(y)
+            del y
+            c = torch.from_numpy(values)  # made after the free, with no other object in between
+            self.outcomes.append((ref() is None, id(c) == freed))
+            constant(c)
+        return x
+
+
+def test_a_tensor_that_reuses_a_freed_outputs_id_gets_none_of_its_geometry():
+    model = _ReusedId().eval()
+    layers = discover_layers(model, torch.zeros(1, 3, 8, 8))
+    assert all(freed for freed, _ in model.outcomes)
+    assert layers["convs.0"].receptive_field == 3
+    # the constants are not computed from the input: no geometry, also when one has a freed output's id
+    assert [layers[f"constants.{i}"].receptive_field for i in range(16)] == [None] * 16
+    if not any(reused for _, reused in model.outcomes):
+        pytest.skip("no constant got a freed output's id in this run (allocator layout)")
 
 def test_input_channels_reads_the_first_convolution_of_any_dimension():
     from cnnwidgets.core.layers import input_channels

@@ -63,6 +63,7 @@ above), and the statistics of a softmax or ``F.normalize`` over the map.
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -325,19 +326,65 @@ def _tensors_in(value: Any, found: list[torch.Tensor]) -> list[torch.Tensor]:
     return found
 
 
+class _TensorGeometries:
+    """The geometry of each tensor derived from the input during one discovery pass.
+
+    Entries are keyed by the tensor's ``id`` and hold a weak reference to it, so the pass keeps no
+    tensor alive (its peak memory is that of a plain forward, not the sum of all activations). A
+    freed tensor's entry is dropped, and an entry whose reference no longer leads to the very
+    tensor looked up counts as absent: a tensor that later gets a freed one's ``id`` (a constant
+    made inside a forward) is never given that tensor's geometry.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref, Geometry | None]] = {}
+
+    def _entry(self, tensor: torch.Tensor) -> tuple[weakref.ref, Geometry | None] | None:
+        entry = self._entries.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry
+
+    def __contains__(self, tensor: torch.Tensor) -> bool:
+        return self._entry(tensor) is not None
+
+    def __getitem__(self, tensor: torch.Tensor) -> Geometry | None:
+        entry = self._entry(tensor)
+        if entry is None:
+            raise KeyError("tensor not derived from the input")
+        return entry[1]
+
+    def get(self, tensor: torch.Tensor | None) -> Geometry | None:
+        """The geometry of ``tensor``; None when it has none or is not derived from the input."""
+        entry = None if tensor is None else self._entry(tensor)
+        return None if entry is None else entry[1]
+
+    def __setitem__(self, tensor: torch.Tensor, geometry: Geometry | None) -> None:
+        entry = self._entry(tensor)
+        if entry is not None:
+            self._entries[id(tensor)] = (entry[0], geometry)
+            return
+        key = id(tensor)
+        entries = self._entries
+
+        def forget(ref: weakref.ref) -> None:  # the tensor is freed: its id may be reused
+            if entries.get(key, (None,))[0] is ref:
+                entries.pop(key, None)
+
+        entries[key] = (weakref.ref(tensor, forget), geometry)
+
+
 class _FunctionGeometry(TorchFunctionMode):
     """Gives the outputs of tensor functions geometry from their operands' (rules in the module
-    docstring), in ``geometry_of`` (by ``id``; ``keep_alive`` holds every tensor recorded there,
-    so that no id is reused while it counts).
+    docstring), in ``geometry_of`` (see :class:`_TensorGeometries`).
 
     Torch function modes are per thread: forward passes in other threads are not seen. Tensors
     absent from ``geometry_of`` are not derived from the input (parameters, buffers, constants).
     """
 
-    def __init__(self, geometry_of: dict[int, Geometry | None], keep_alive: list[torch.Tensor]) -> None:
+    def __init__(self, geometry_of: _TensorGeometries) -> None:
         super().__init__()
         self._geometry_of = geometry_of
-        self._keep_alive = keep_alive
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -357,7 +404,7 @@ class _FunctionGeometry(TorchFunctionMode):
     def _record(
         self, name: str, args: tuple, kwargs: dict, outputs: list[torch.Tensor], operands: list[torch.Tensor]
     ) -> None:
-        tracked = [t for t in operands if id(t) in self._geometry_of]
+        tracked = [t for t in operands if t in self._geometry_of]
         if not tracked:
             return
         mixing = any(fragment in name for fragment in _MIXING)
@@ -368,13 +415,12 @@ class _FunctionGeometry(TorchFunctionMode):
                     geometry = self._geometry(name, args, kwargs, output, tracked)
                 except Exception:  # noqa: BLE001 - an unusual tensor: its geometry is unknown
                     geometry = None
-            self._geometry_of[id(output)] = geometry
-            self._keep_alive.append(output)
+            self._geometry_of[output] = geometry
             base = output._base
-            if base is not None and id(base) in self._geometry_of and (name.endswith("_") or name.startswith("__i")):
+            if base is not None and base in self._geometry_of and (name.endswith("_") or name.startswith("__i")):
                 # an in-place function on a view (``y[:, :k].add_(z)``) changes the tensor it views
                 same = _same_positions(base, output, name, args, kwargs)
-                self._geometry_of[id(base)] = _merge([self._geometry_of[id(base)], geometry]) if same else None
+                self._geometry_of[base] = _merge([self._geometry_of[base], geometry]) if same else None
 
     def _geometry(
         self, name: str, args: tuple, kwargs: dict, output: torch.Tensor, tracked: list[torch.Tensor]
@@ -383,7 +429,7 @@ class _FunctionGeometry(TorchFunctionMode):
         merged: list[Geometry | None] = []
         for operand in tracked:
             if _same_positions(output, operand, name, args, kwargs):
-                merged.append(self._geometry_of[id(operand)])
+                merged.append(self._geometry_of[operand])
             elif larger and operand.shape[-2:].numel() == 1:
                 continue  # broadcast from a 1 x 1 map (global pooling, a (C, 1, 1) bias) or a scalar: left out
             else:
@@ -542,15 +588,15 @@ def final_activation(module: nn.Module, output: torch.Tensor) -> str | None:
 
 
 def _returned_activation(
-    output: Any, trail: list[tuple[nn.Module, int]], trail_tensor: list[torch.Tensor]
+    output: Any, trail: list[tuple[nn.Module, int]], trail_tensor: torch.Tensor | None
 ) -> str | None:
     """The final activation (see :func:`discover`) of a model that returned ``output``, given the
-    last module calls that returned one same tensor."""
+    last module calls that returned one same tensor, ``trail_tensor``."""
     try:
         returned = output_tensor(output)
     except TypeError:
         return None
-    if not trail or returned is not trail_tensor[0]:
+    if not trail or trail_tensor is None or returned is not trail_tensor:
         return None
     module, version = trail[0]
     if returned._version != version:  # changed in place after the module returned it
@@ -580,17 +626,19 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
         if name and module not in names:
             names[module] = name
     batch = int(example.shape[0])
-    geometry_of: dict[int, Geometry | None] = {id(example): (1, 1, 0.0)}
-    keep_alive: list[torch.Tensor] = [example]
+    # per tensor, without keeping any alive: the pass peaks at a plain forward's memory
+    geometry_of = _TensorGeometries()
+    geometry_of[example] = (1, 1, 0.0)
     start_order: dict[str, int] = {}
     last_start: dict[str, int] = {}  # name -> index among all calls of the start of its last call
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
     batched: dict[str, bool] = {}
     geometry: dict[str, Geometry | None] = {}
-    # the calls that ended last and returned one same tensor: (module, that tensor's version then)
+    # the calls that ended last and returned one same tensor: (module, that tensor's version then),
+    # and a weak reference to that tensor (once freed, the model cannot return it)
     trail: list[tuple[nn.Module, int]] = []
-    trail_tensor: list[torch.Tensor] = []
+    trail_tensor: list[weakref.ref] = []
     calls_started = [0]
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
@@ -610,26 +658,25 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
             trail.clear()
             trail_tensor.clear()
             return
-        if not (trail_tensor and trail_tensor[0] is output):
+        if not (trail_tensor and trail_tensor[0]() is output):
             trail.clear()
-            trail_tensor[:] = [output]
+            trail_tensor[:] = [weakref.ref(output)]
         trail.append((module, output._version))
         batched[name] = output.dim() > 0 and int(output.shape[0]) == batch
         shapes[name] = tuple(output.shape[1:]) if batched[name] else tuple(output.shape)
-        keep_alive.append(output)
         if not any(True for _ in module.children()):
-            if id(output) in geometry_of and not rule_applies(module):
+            if output in geometry_of and not rule_applies(module):
                 # a leaf whose own forward is not the one the module rule describes (a custom
                 # layer, a conv subclass that pads in forward, a Linear over the width): what
                 # its tensor functions did to the positions, as followed above, decides
-                out = geometry_of[id(output)]
+                out = geometry_of[output]
             else:
-                in_geometry = geometry_of.get(id(first)) if first is not None else None
+                in_geometry = geometry_of.get(first)
                 out = _propagate(module, in_geometry, None if first is None else first.shape, output.shape)
-            geometry_of[id(output)] = out
+            geometry_of[output] = out
         else:
             # A container's output is the tensor some inner module produced (if any).
-            out = geometry_of.get(id(output))
+            out = geometry_of.get(output)
         geometry[name] = out
 
     handles = []
@@ -637,12 +684,12 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
         for module in names:
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(post_hook))
-        with torch.no_grad(), _FunctionGeometry(geometry_of, keep_alive):
+        with torch.no_grad(), _FunctionGeometry(geometry_of):
             output = model(example)
     finally:
         for handle in handles:
             handle.remove()
-    activation = _returned_activation(output, trail, trail_tensor)
+    activation = _returned_activation(output, trail, trail_tensor[0]() if trail_tensor else None)
     layouts = _layouts(model, names, example, {n: s for n, s in shapes.items() if batched.get(n, True)})
 
     infos: dict[str, LayerInfo] = {}
