@@ -642,7 +642,9 @@ def test_synced_block_checks_the_users_model_once_per_thread():
 
 def test_a_method_checks_the_users_model_once_not_once_per_layer_it_looks_up():
     """CAM and the dead-channel scan look up every layer; each lookup walked the user's whole
-    model again (quadratic: 145 ms of lookups around efficientnet_b0's 22 ms forward)."""
+    model again (quadratic: 145 ms of lookups around efficientnet_b0's 22 ms forward). Methods
+    that call back into the user's code (occlusion, activation maximisation) keep checking at
+    every call: a callback may train the model."""
     from cnnwidgets.methods import cam, dead_channels
 
     layers = []

@@ -1501,9 +1501,7 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
     """Use the given probe, or a temporary one on a model that is closed on exit.
 
     Methods accept either, so a notebook can pass a model once and a widget can share one
-    long-lived probe (and its cache) between views. Within the scope the probe checks the
-    user's model for changes once, at its first call in this thread (see :meth:`Probe.synced`):
-    a method looks up many layers, and each lookup would walk every parameter again.
+    long-lived probe (and its cache) between views.
 
     Args:
         model_or_probe: a :class:`Probe` (used as is), an ``nn.Module``, or a zoo bundle (see
@@ -1530,8 +1528,7 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
                 f"({model_or_probe!r}) and is used as it is: pass the model instead, or set the probe up "
                 "as wanted (Probe(model, ...), probe.to(device))"
             )
-        with model_or_probe.synced():
-            yield model_or_probe
+        yield model_or_probe
         return
     if not isinstance(model_or_probe, nn.Module) and not isinstance(getattr(model_or_probe, "model", None), nn.Module):
         raise TypeError(
@@ -1539,7 +1536,6 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
         )
     probe = Probe(model_or_probe, **options)
     try:
-        with probe.synced():
-            yield probe
+        yield probe
     finally:
         probe.close()

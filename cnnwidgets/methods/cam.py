@@ -354,7 +354,9 @@ def cam(
         target = resolve_target(target)  # a class index, read as every method reads it
     if not isinstance(target, ClassLogit) or target.layer is not None:
         raise TypeError(f"CAM explains a class score: pass a class index or ClassLogit, got {target!r}")
-    with probe_scope(model_or_probe) as probe:
+    # one check of the user's model for the many layer lookups below (each would walk every
+    # parameter again: 145 ms around efficientnet_b0's 22 ms forward)
+    with probe_scope(model_or_probe) as probe, probe.synced():
         if _one_at_a_time(probe, x):
             return torch.cat([cam(probe, x[i:i + 1], target, layer=layer, fc=fc) for i in range(x.shape[0])])
         layers = layers_for(probe, x)

@@ -222,7 +222,8 @@ def dead_channels(
         names = layer_names(layers)
         if not names:
             raise ValueError("layers is empty; pass layer names or None for the default set")
-    with probe_scope(model_or_probe) as probe:
+    # one check of the user's model for the whole scan: the default set looks up every layer
+    with probe_scope(model_or_probe) as probe, probe.synced():
         maxima: dict[str, torch.Tensor] = {}
         active: dict[str, torch.Tensor] = {}
         units: dict[str, int] = {}
