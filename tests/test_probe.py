@@ -1630,3 +1630,13 @@ def test_a_pruning_method_that_cannot_be_copied_is_refused_with_the_probe_s_own_
     LockedPruning.apply(model[0], "weight")
     with pytest.raises(TypeError, match=r"cannot copy the model for safe inspection \(TypeError: cannot pickle"):
         Probe(model).layers
+
+
+def test_an_image_instead_of_a_tensor_is_told_how_to_make_the_tensor():
+    from PIL import Image
+
+    with Probe(chain()) as probe:
+        for image in (Image.new("RGB", (16, 16)), "cat.jpg"):
+            with pytest.raises(TypeError, match=r"got (Image|str); make one with the model's own preprocessing, "
+                                                r"e\.g\. bundle\.batch\(image\)"):
+                probe.capture(image, ["1"])

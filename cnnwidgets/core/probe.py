@@ -437,8 +437,10 @@ def check_batch(x: object) -> torch.Tensor:
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(
-            f"expected a preprocessed torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; "
-            "use cnnwidgets.load_image and your model's preprocessing first"
+            f"expected a preprocessed torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; make one "
+            "with the model's own preprocessing, e.g. bundle.batch(image) for a cnnwidgets.zoo bundle "
+            "(load_torchvision('resnet18').batch('cat.jpg')), or torchvision's weights.transforms()(image)"
+            ".unsqueeze(0)"
         )
     if x.dim() != 4:
         hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
