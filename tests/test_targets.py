@@ -205,9 +205,15 @@ def test_targets_refuse_bool_float_and_several_indices_and_store_ints():
         for bad, got in ((True, "bool True"), (1.0, "float 1.0"), (1.5, "float 1.5"), ("1", "str")):
             with pytest.raises(TypeError, match=rf"{make.__name__}: the class index must be an int \({ACCEPTED}\), got {got}"):
                 make(bad)
-        with pytest.raises(TypeError, match=r"tensor of shape \(2,\).*one class index.*callable.*shape \(N,\)"):
+        with pytest.raises(TypeError, match=r"tensor of shape \(2,\).*one class index.*function of the model's "
+                                            r"output.*shape \(N,\): lambda y: y\[torch.arange\(len\(y\)\), labels\]"):
             make(torch.tensor([1, 2]))
-        for index in (np.int64(1), torch.tensor(1)):
+        with pytest.raises(TypeError, match=r"looks like the model's scores.*argmax\(1\)"):
+            make(torch.randn(1, 10))
+        with pytest.raises(TypeError, match="bool"):
+            make(torch.tensor([True]))
+        # one image's prediction, as model(x).argmax(1) gives it
+        for index in (np.int64(1), torch.tensor(1), torch.tensor([1]), np.array([1])):
             target = make(index)
             assert target == make(1) and type(target.index) is int and hash(target) == hash(make(1))
     for bad in (True, 1.0, "1"):
@@ -547,3 +553,17 @@ def test_a_channel_target_needs_a_layer_name():
     for layer in (None, "", 3):
         with pytest.raises(TypeError, match="ChannelActivation: layer must be the name of an internal layer"):
             ChannelActivation(layer, 0)
+
+
+def test_one_images_argmax_and_a_per_image_function_are_the_targets_the_messages_promise():
+    from cnnwidgets.methods import saliency
+
+    torch.manual_seed(0)
+    model = small_classifier().eval()
+    x = torch.randn(3, 3, 16, 16)
+    pred = model(x[:1]).argmax(1)  # shape (1,)
+    torch.testing.assert_close(saliency(model, x[:1], pred), saliency(model, x[:1], int(pred)))
+    labels = torch.tensor([0, 2, 1])
+    per_image = saliency(model, x, lambda y: y[torch.arange(len(y)), labels])
+    for i in range(3):
+        torch.testing.assert_close(per_image[i:i + 1], saliency(model, x[i:i + 1], int(labels[i])))

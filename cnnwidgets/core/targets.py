@@ -38,8 +38,14 @@ _ACCEPTED_INDEX = "a Python int, a numpy integer or a 0-d integer tensor"
 #: What a target that gets one tensor of class indices is told to do instead.
 _PER_IMAGE_HINT = (
     "; a class target takes one class index for the whole batch. For a different class per image, pass a "
-    "target callable with a `layer` attribute (None: the model's output) that maps the output (N, classes) "
-    "to one score per image, shape (N,)"
+    "function of the model's output (N, classes) that gives one score per image, shape (N,): "
+    "lambda y: y[torch.arange(len(y)), labels]"
+)
+
+#: What a target given the model's scores (a float tensor) is told to do instead.
+_SCORES_HINT = (
+    "; this looks like the model's scores, not a class index: for the predicted class pass "
+    "scores.argmax(1) for one image (or int(scores.argmax()))"
 )
 
 
@@ -217,15 +223,31 @@ def as_cancel_check(cancel: object) -> Callable[[], bool]:
     )
 
 
+def _floating(value: torch.Tensor | np.ndarray) -> bool:
+    """Whether an array or tensor holds floating-point (or complex) values."""
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() or value.is_complex()
+    return bool(np.issubdtype(value.dtype, np.inexact))
+
+
 def _class_index(value: object, what: str) -> int:
     """A class index checked by :func:`as_index`; several indices get a hint on per-image targets.
+
+    One integer in a tensor or array of shape (1,) is taken as that index: it is what
+    ``model(x).argmax(1)`` gives for one image.
 
     Raises:
         TypeError: as :func:`as_index`. IndexError: for a negative index (the range above needs
             the model's output and is checked when the target is evaluated).
     """
+    if (
+        isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 1 and value.shape[0] == 1
+        and value.dtype not in (torch.bool, np.bool_) and not _floating(value)
+    ):
+        value = value[0]  # one image's predicted class, as model(x).argmax(1) gives it
     several = isinstance(value, (list, tuple)) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0)
-    index = as_index(value, what, hint=_PER_IMAGE_HINT if several else "")
+    scores = several and isinstance(value, (torch.Tensor, np.ndarray)) and _floating(value)
+    index = as_index(value, what, hint=_SCORES_HINT if scores else _PER_IMAGE_HINT if several else "")
     if index < 0:
         raise IndexError(f"class index {index} is negative; accepted: 0..C-1 for a model with C classes")
     return index
@@ -680,7 +702,8 @@ def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int
     model's output for :class:`OutputScore`.
 
     A class index may be a Python int, a numpy integer or a 0-d integer tensor (see
-    :func:`as_index`). A callable with a ``layer`` attribute is a target as it is (see
+    :func:`as_index`), or an integer tensor or array of shape (1,) (``model(x).argmax(1)`` for
+    one image). A callable with a ``layer`` attribute is a target as it is (see
     :class:`Target`); one without is a function of the model's output. Every method that takes
     a target reads it here.
 
