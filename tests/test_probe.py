@@ -1640,3 +1640,20 @@ def test_an_image_instead_of_a_tensor_is_told_how_to_make_the_tensor():
             with pytest.raises(TypeError, match=r"got (Image|str); make one with the model's own preprocessing, "
                                                 r"e\.g\. bundle\.batch\(image\)"):
                 probe.capture(image, ["1"])
+
+
+def test_a_state_dict_or_a_weights_file_instead_of_a_model_is_told_what_to_do(tmp_path):
+    from cnnwidgets.methods import kernel_weights, saliency
+
+    model = chain()
+    path = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), path)
+    for not_a_model, advice in ((model.state_dict(), "this is a state dict"), (str(path), "a file of weights is not a model")):
+        for call in (lambda m: Probe(m), lambda m: saliency(m, torch.randn(1, 3, 16, 16), 0), lambda m: kernel_weights(m, "0")):
+            with pytest.raises(TypeError, match=rf"{advice}.*model\.load_state_dict"):
+                call(not_a_model)
+
+
+def test_an_input_size_given_as_height_width_channels_is_named_as_such():
+    with pytest.raises(RuntimeError, match=r"\(224, 224, 3\) looks like \(H, W, C\); did you mean \(3, 224, 224\)\?"):
+        Probe(chain(), input_size=(224, 224, 3)).layers

@@ -29,9 +29,10 @@ import contextlib
 import copy
 import inspect
 import math
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,6 +379,14 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
 _DISCOVERY_ERRORS = (Exception,)
 
 
+def _channels_last_size_hint(size: tuple[int, ...]) -> str:
+    """A hint for an input size given as (H, W, C) where (C, H, W) was meant, else ''."""
+    if len(size) == 3 and size[2] in (1, 3, 4) and size[0] > 4 and size[1] > 4:
+        return (f" (input sizes are (C, H, W): {size} looks like (H, W, C); did you mean "
+                f"{(size[2], size[0], size[1])}?)")
+    return ""
+
+
 def model_error_text(exc: BaseException) -> str:
     """The model's error for a message: its text, after its type unless that is RuntimeError
     (torch's usual one, whose text says enough; a bare KeyError prints only the key).
@@ -564,8 +573,23 @@ def unwrap_model(model: object, input_size: Sequence[int] | None = None) -> tupl
         return plain_module(inner), input_size if input_size is not None else getattr(model, "input_size", None)
     raise TypeError(
         f"expected a torch.nn.Module (or a bundle with a .model module, e.g. cnnwidgets.zoo.load_default()), "
-        f"got {type(model).__name__}"
+        f"got {type(model).__name__}{not_a_model_hint(model)}"
     )
+
+
+def not_a_model_hint(value: object) -> str:
+    """What to do instead, for the usual things passed where a model belongs (for a message).
+
+    Args:
+        value: what was passed instead of a model.
+    """
+    if isinstance(value, Mapping) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+        return ("; this is a state dict (parameter names -> tensors), not a model: build the model, then "
+                "model.load_state_dict(state_dict) and pass the model")
+    if isinstance(value, (str, os.PathLike)):
+        return ("; a file of weights is not a model: build the model, load them with "
+                "model.load_state_dict(torch.load(path, weights_only=True)) and pass the model")
+    return ""
 
 
 class Probe:
@@ -1075,7 +1099,9 @@ class Probe:
                     f"the model failed on an input of size {size}: {problem}. The model's error: "
                     f"{model_error_text(exc)}"
                 ) from exc
-            hint = "" if isinstance(exc, _NOT_ABOUT_THE_INPUT) else " (is this the size and number of channels it expects?)"
+            hint = "" if isinstance(exc, _NOT_ABOUT_THE_INPUT) else (
+                _channels_last_size_hint(size) or " (is this the size and number of channels it expects?)"
+            )
             raise RuntimeError(f"the model failed on an input of size {size}{hint}: {model_error_text(exc)}") from exc
         finally:
             self._run = previous
@@ -1535,6 +1561,7 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
     if not isinstance(model_or_probe, nn.Module) and not isinstance(getattr(model_or_probe, "model", None), nn.Module):
         raise TypeError(
             f"expected a torch.nn.Module, a zoo bundle or a cnnwidgets.Probe, got {type(model_or_probe).__name__}"
+            f"{not_a_model_hint(model_or_probe)}"
         )
     probe = Probe(model_or_probe, **options)
     try:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.layers import unknown_layer_error
-from cnnwidgets.core.probe import LOAD_WEIGHTS_FIRST, layer_names
+from cnnwidgets.core.probe import LOAD_WEIGHTS_FIRST, layer_names, not_a_model_hint
 from cnnwidgets.core.targets import as_index
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def _named_modules(model_or_probe: nn.Module | Probe) -> dict[str, nn.Module]:
     else:
         raise TypeError(
             "expected a torch.nn.Module, a zoo bundle (with a .model module) or a cnnwidgets.Probe, "
-            f"got {type(model_or_probe).__name__}"
+            f"got {type(model_or_probe).__name__}{not_a_model_hint(model_or_probe)}"
         )
     return {name: module for name, module in model.named_modules() if name}
 
