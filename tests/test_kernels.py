@@ -60,6 +60,28 @@ def test_deeper_layer_grid_slices_and_slice_normalisation():
     assert kernels(model, "0", mode="channels").layout == "grid"
 
 
+def test_the_layout_names_are_modes_too():
+    model = small_net()
+    grid = kernels(model, "2", mode="grid")
+    assert grid.layout == "grid"
+    np.testing.assert_array_equal(grid.values, kernels(model, "2", mode="channels").values)
+    one = kernels(model, "2", mode="slices", out_channel=3)
+    assert one.layout == "slices" and one.out_channel == 3
+    np.testing.assert_array_equal(one.values, kernels(model, "2", out_channel=3).values)
+    # on the first layer too, where "auto" gives "rgb"
+    assert kernels(model, "0", mode="grid").layout == "grid"
+    assert kernels(model, "0", mode="slices", out_channel=1).layout == "slices"
+    assert kernels(model, "0", mode="rgb").layout == "rgb"
+    with pytest.raises(ValueError, match="mode='slices'.*give out_channel"):
+        kernels(model, "2", mode="slices")
+    with pytest.raises(ValueError, match="mode='grid'.*no out_channel.*mode='slices'"):
+        kernels(model, "2", mode="grid", out_channel=3)
+    # the refusal lists every mode with the layout it gives
+    with pytest.raises(ValueError, match=r"'tiles'.*'channels' -> layout 'grid', or 'slices' with out_channel"
+                                         r".*'grid' -> layout 'grid'.*'slices' -> layout 'slices'"):
+        kernels(model, "2", mode="tiles")
+
+
 def test_zero_weights_stay_finite_and_map_to_gray():
     model = small_net()
     with torch.no_grad():
@@ -121,6 +143,20 @@ def test_gray_and_diverging_colour_mapping():
     assert div[2, 0] > div[2, 2]  # positive: red
     with pytest.raises(ValueError, match="colormap"):
         signed_to_rgb(np.zeros(2), "jet")
+    np.testing.assert_array_equal(signed_to_rgb(np.array([-1.0, 0.0, 1.0]), cmap="diverging"), div)
+
+
+def test_kernel_mosaic_takes_cmap_like_the_other_renderers():
+    values = np.linspace(-1, 1, 5 * 3 * 3).reshape(5, 3, 3)
+    gray = kernel_mosaic(values, "slices")
+    diverging = kernel_mosaic(values, "slices", cmap="diverging")
+    assert not np.array_equal(gray, diverging)
+    strongest = [230, 80, 20]  # the diverging colour of +1
+    assert (diverging.reshape(-1, 3) == strongest).all(axis=1).any()
+    assert not (gray.reshape(-1, 3) == strongest).all(axis=1).any()
+    np.testing.assert_array_equal(kernel_mosaic(values, "slices", cmap="gray"), gray)
+    with pytest.raises(ValueError, match="'jet'.*cmap must be one of"):
+        kernel_mosaic(values, "slices", cmap="jet")
 
 
 def test_mosaic_layout_borders_zoom_and_empty_slots():

@@ -385,8 +385,32 @@ def test_blend_and_overlay():
     assert (R.overlay_heatmap(img, np.zeros((1, 1)), alpha=0.8) == img).all()
     hot = R.overlay_heatmap(img, np.ones((1, 1)), cmap="gray", alpha=1.0)
     assert (hot == 255).all()
-    with pytest.raises(ValueError, match="uint8 RGB"):
-        R.overlay_heatmap(img.astype(np.float32), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        R.overlay_heatmap(img[..., 0], np.zeros((1, 1)))  # a gray picture
+
+
+def test_overlay_heatmap_takes_the_pictures_attribution_overlay_takes():
+    from cnnwidgets.render.attribution import attribution_overlay
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    heat = rng.random((3, 4))
+    # a denormalised input: floats in [0, 1], with a slight overshoot, gives the picture rounded to uint8
+    unit = photo / 255.0
+    unit[0, 0, 0] = 1.01
+    expected = R.overlay_heatmap(np.where(unit > 1, 255, photo).astype(np.uint8), heat)
+    np.testing.assert_array_equal(R.overlay_heatmap(unit.astype(np.float32), heat), expected)
+    np.testing.assert_array_equal(R.overlay_heatmap(unit, heat), expected)
+    # what attribution_overlay refuses, overlay_heatmap refuses with the same words
+    for picture, words in (
+        (photo * 1.0, r"values in \[0, 1\].*astype\(np.uint8\)"),  # 0-255 floats
+        (photo.astype(np.int64), r"uint8 or float in \[0, 1\], got dtype int64"),
+        (photo.transpose(2, 0, 1) / 255.0, r"looks like \(C, H, W\).*transpose\(1, 2, 0\)"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            R.overlay_heatmap(picture, heat)
+        with pytest.raises(ValueError, match=words):
+            attribution_overlay(picture, heat)
 
 
 def test_overlay_heatmap_refuses_raw_maps():
@@ -412,6 +436,20 @@ def test_attribution_renderers_take_one_map_and_refuse_batches_and_hwc():
     assert attribution_to_rgb(np.ones((16, 8, 4))).shape == (8, 4, 3)
     with pytest.raises(ValueError, match="transposed"):
         attribution_overlay(np.zeros((5, 7, 3), np.uint8), np.ones((7, 5)))
+
+
+def test_attribution_overlay_reduces_channels_to_their_largest_magnitude():
+    from cnnwidgets.render.attribution import attribution_overlay, reduce_channels
+
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)
+    grads = rng.normal(size=(3, 12, 12)).astype(np.float32)  # guided backprop's, one plane per colour
+    expected = attribution_overlay(photo, reduce_channels(grads, "max_abs"), alpha=1.0)
+    np.testing.assert_array_equal(attribution_overlay(photo, grads, alpha=1.0), expected)
+    np.testing.assert_array_equal(attribution_overlay(photo, grads[None], alpha=1.0), expected)  # a batch of one
+    assert not np.array_equal(attribution_overlay(photo, reduce_channels(grads, "sum"), alpha=1.0), expected)
+    with pytest.raises(ValueError, match="batch of 2"):
+        attribution_overlay(photo, np.stack([grads, grads]))
 
 
 def test_signed_to_rgb_keeps_the_sign_for_any_channel_count():
@@ -757,6 +795,27 @@ def test_overlays_refuse_0_255_floats_and_channels_first_pictures():
     shown = occlusion_overlay(grid, unit, window=4, stride=4)
     assert shown.shape == (8, 8, 3) and shown.dtype == np.uint8
     assert attribution_overlay(unit, np.ones((8, 8))).shape == (8, 8, 3)
+
+
+def test_occlusion_overlays_say_the_argument_order_when_the_picture_comes_first():
+    from cnnwidgets.render.occlusion import label_overlay, occlusion_overlay
+
+    picture = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    drop = np.random.default_rng(1).standard_normal((13, 13)).astype(np.float32)
+    order = r"swapped.*grid first, then the picture: occlusion_overlay\(values, image"
+    with pytest.raises(ValueError, match=order):
+        occlusion_overlay(picture, drop, window=16, stride=4)  # attribution_overlay's order
+    with pytest.raises(ValueError, match=order):
+        occlusion_overlay(picture[..., 0], drop, window=16, stride=4)  # a gray picture
+    with pytest.raises(ValueError, match=r"swapped.*label_overlay\(labels, image"):
+        label_overlay(picture, np.zeros((13, 13), np.int64), window=16, stride=4)
+    # the other shape and range errors say the order too
+    with pytest.raises(ValueError, match=r"values in \[0, 1\].*occlusion_overlay\(values, image"):
+        occlusion_overlay(drop[:2, :2], picture * 255, window=16, stride=16)
+    with pytest.raises(ValueError, match=r"2-D \(rows, cols\) grid.*occlusion_overlay\(values, image"):
+        occlusion_overlay(picture, picture, window=16, stride=4)
+    # the right order is drawn
+    assert occlusion_overlay(drop, picture, window=16, stride=4).shape == (64, 64, 3)
 
 
 # ---------------------------------------------------------------- argument checks: clear errors, no garbage

@@ -132,7 +132,7 @@ class KernelController:
         per_row = values.shape[1] if k.layout == "grid" else math.ceil(math.sqrt(values.shape[0]))
         fit = self.width // max(1, per_row * (size + 1))
         zoom = max(1, MIN_TILE_PIXELS // size, min(self.tile // size, fit))
-        mosaic = kernel_mosaic(values, k.layout, colormap=self.colormap, zoom=zoom)
+        mosaic = kernel_mosaic(values, k.layout, cmap=self.colormap, zoom=zoom)
         o, i, h, w = k.weight.shape
         view.show_image(
             mosaic,

@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Kernels", "conv_layer_names", "kernels"]
 
-_MODES = ("auto", "rgb", "channels")
+#: The accepted modes and the layout (``Kernels.layout``) each gives; the layout names are modes too.
+_MODE_LAYOUTS = {
+    "auto": "'rgb' for a layer with 3 input channels per group and no out_channel, else as 'channels'",
+    "rgb": "'rgb'",
+    "channels": "'grid', or 'slices' with out_channel",
+    "grid": "'grid' (every output channel; no out_channel)",
+    "slices": "'slices' (needs out_channel)",
+}
+_MODES = tuple(_MODE_LAYOUTS)
 _NORMALIZE = ("layer", "filter", "slice")
 
 
@@ -46,7 +54,8 @@ class Kernels:
 
     Attributes:
         layer: the layer's name.
-        layout: how ``values`` is laid out:
+        layout: how ``values`` is laid out (each name is also the ``mode`` of :func:`kernels`
+            that asks for it):
 
             * ``"rgb"``: shape (O, kH, kW, 3), one colour tile per output channel
               (input channels 0, 1, 2 as red, green, blue);
@@ -118,12 +127,21 @@ def kernels(
             changing anything (for a probe, from its private copy, which the probe brings up to
             date with the user's model on each capture).
         layer: name of an ``nn.Conv2d`` layer.
-        mode: ``"rgb"`` (needs 3 input channels per group, i.e. a layer that sees the colour
-            channels), ``"channels"`` (per input channel) or ``"auto"`` (``"rgb"`` when the layer
-            has 3 input channels per group and no ``out_channel`` is given, else ``"channels"``).
-        out_channel: with ``"channels"``, return only the input slices of this output channel
-            (layout ``"slices"``) instead of the full grid (layout ``"grid"``). A Python int, a
-            numpy integer or a 0-d integer tensor.
+        mode: the result's ``layout``, or ``"channels"`` / ``"auto"`` to let ``out_channel``
+            and the layer choose it:
+
+            * ``"rgb"``: layout ``"rgb"`` (needs 3 input channels per group, i.e. a layer that
+              sees the colour channels);
+            * ``"grid"``: layout ``"grid"``, every output channel per input channel (no
+              ``out_channel``);
+            * ``"slices"``: layout ``"slices"``, the input slices of ``out_channel`` (required);
+            * ``"channels"``: per input channel, layout ``"slices"`` with ``out_channel``, else
+              ``"grid"``;
+            * ``"auto"`` (default): ``"rgb"`` when the layer has 3 input channels per group and
+              no ``out_channel`` is given, else ``"channels"``.
+        out_channel: with ``"channels"``, ``"slices"`` or ``"auto"``, return only the input
+            slices of this output channel (layout ``"slices"``) instead of the full grid (layout
+            ``"grid"``). A Python int, a numpy integer or a 0-d integer tensor.
         normalize: ``"layer"`` (one scale for the whole layer), ``"filter"`` (one per output
             channel) or ``"slice"`` (one per 2-D kernel slice; for RGB tiles the same as ``"filter"``).
 
@@ -133,9 +151,11 @@ def kernels(
     Raises:
         KeyError: for an unknown layer name (with suggestions).
         ValueError: if the layer is not a 2-D convolution (the message lists the convolution
-            layers), for an unknown ``mode`` or ``normalize``, ``mode="rgb"`` on a layer without
-            3 input channels, weights that are not finite (NaN or inf), or weights on the meta
-            device (shapes without values: load the weights first).
+            layers), for an unknown ``mode`` (the message lists the modes and the layout each
+            gives) or ``normalize``, ``mode="rgb"`` on a layer without 3 input channels,
+            ``mode="slices"`` without ``out_channel``, ``mode="grid"`` or ``"rgb"`` with one,
+            weights that are not finite (NaN or inf), or weights on the meta device (shapes
+            without values: load the weights first).
         IndexError: if ``out_channel`` is out of range.
         TypeError: if ``model_or_probe`` is neither a model nor a probe, or ``out_channel`` is
             not an int (a bool, a float ...).
@@ -143,7 +163,15 @@ def kernels(
     if out_channel is not None:
         out_channel = as_index(out_channel, "out_channel")
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        accepted = "; ".join(f"{name!r} -> layout {layout}" for name, layout in _MODE_LAYOUTS.items())
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}. Accepted modes and the layout each gives: "
+                         f"{accepted}")
+    if mode == "slices" and out_channel is None:
+        raise ValueError("mode='slices' shows the input slices of one output channel: give out_channel "
+                         "(or use mode='grid' for every output channel)")
+    if mode == "grid" and out_channel is not None:
+        raise ValueError("mode='grid' shows every output channel and takes no out_channel: "
+                         "use mode='slices' for the input slices of one output channel")
     if normalize not in _NORMALIZE:
         raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
     modules = _named_modules(model_or_probe)
@@ -168,6 +196,8 @@ def kernels(
     out_count, in_count = weight.shape[:2]
     if mode == "auto":
         mode = "rgb" if in_count == 3 and out_channel is None else "channels"
+    elif mode in ("grid", "slices"):
+        mode = "channels"  # out_channel, checked above, picks between the two
     if mode == "rgb":
         if in_count != 3:
             raise ValueError(
@@ -175,7 +205,7 @@ def kernels(
                 f"{layer!r} has {in_count}. Use mode='channels'"
             )
         if out_channel is not None:
-            raise ValueError("out_channel selects input slices and works with mode='channels' only")
+            raise ValueError("out_channel selects input slices and works with mode='slices' or 'channels' only")
     if out_channel is not None and not 0 <= out_channel < out_count:
         raise IndexError(
             f"out_channel {out_channel} is out of range: {layer!r} has {out_count} output channels (0..{out_count - 1})"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnwidgets.render.overlay import check_float_picture, desaturate
+from cnnwidgets.render.overlay import as_picture, desaturate
 from cnnwidgets.render.resample import check_heat_orientation
 
 __all__ = [
@@ -239,7 +239,12 @@ def attribution_overlay(
     Args:
         image: (H, W, 3) uint8, or floats in [0, 1] (e.g. a denormalised input).
         heat: (h, w) map (magnitudes are used: ``|heat|``), resized bilinearly to (H, W)
-            when it has another size.
+            when it has another size. A (C, H, W) attribution (guided backprop's, one plane per
+            input channel), or a batch of one (1, C, H, W), is reduced to its largest magnitude
+            over channels first, ``reduce_channels(heat, "max_abs")``, as
+            :func:`attribution_to_rgb` does for an unsigned view; for another reduction pass
+            ``reduce_channels(heat, how)``. A batch of CAM maps (N, h, w) cannot be told from
+            channels: pass one map, ``maps[i]``.
         alpha: opacity of the heatmap in [0, 1].
         cmap: matplotlib colormap name; inferno (perceptually uniform, readable in gray and by
             colour-blind readers) unless another is asked for.
@@ -252,20 +257,11 @@ def attribution_overlay(
         uint8 array (H, W, 3).
 
     Raises:
-        ValueError: for bad shapes, alpha outside [0, 1], a bad colormap or percentile.
+        ValueError: for bad shapes (a batch of more than one, an (H, W, C) heat), alpha outside
+            [0, 1], a bad colormap or percentile.
     """
-    picture = np.asarray(image)
-    if picture.ndim != 3 or picture.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3), got shape {picture.shape}")
-    if picture.dtype != np.uint8:
-        if not np.issubdtype(picture.dtype, np.floating):
-            raise ValueError(f"image must be uint8 or float in [0, 1], got dtype {picture.dtype}; "
-                             "for 0-255 integers pass image.astype(np.uint8)")
-        check_float_picture(picture)
-        picture = np.clip(np.round(np.asarray(picture, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
-    plane = np.asarray(heat, dtype=np.float32)
-    if plane.ndim != 2 or plane.size == 0:
-        raise ValueError(f"heat must be one map (h, w), got shape {plane.shape}")
+    picture = as_picture(image)
+    plane = reduce_channels(_as_map(heat, "attribution (heat)"), "max_abs")
     check_heat_orientation(plane, picture.shape)
     if gray_image:
         picture = desaturate(picture)

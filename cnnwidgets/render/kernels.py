@@ -34,12 +34,12 @@ _POSITIVE = np.array([230.0, 80.0, 20.0])
 _MID = np.array([128.0, 128.0, 128.0])
 
 
-def signed_to_rgb(values: np.ndarray, colormap: str = "gray") -> np.ndarray:
+def signed_to_rgb(values: np.ndarray, cmap: str = "gray") -> np.ndarray:
     """Map signed values in [-1, 1] to RGB ``uint8`` (values outside are clipped).
 
     Args:
         values: array of any shape.
-        colormap: ``"gray"`` or ``"diverging"``.
+        cmap: ``"gray"`` or ``"diverging"`` (:data:`KERNEL_COLORMAPS`).
 
     Returns:
         ``uint8`` array of shape ``values.shape + (3,)``.
@@ -47,10 +47,10 @@ def signed_to_rgb(values: np.ndarray, colormap: str = "gray") -> np.ndarray:
     Raises:
         ValueError: for an unknown colormap.
     """
-    if colormap not in _COLORMAPS:
-        raise ValueError(f"colormap must be one of {_COLORMAPS}, got {colormap!r}")
+    if cmap not in _COLORMAPS:
+        raise ValueError(f"unknown colormap {cmap!r} for kernel tiles: cmap must be one of {_COLORMAPS}")
     v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), -1.0, 1.0)[..., None]
-    if colormap == "gray":
+    if cmap == "gray":
         rgb = np.repeat((v + 1.0) * 127.5, 3, axis=-1)
     else:
         rgb = _MID + np.where(v < 0, -v * (_NEGATIVE - _MID), v * (_POSITIVE - _MID))
@@ -116,7 +116,7 @@ def kernel_mosaic(
     zoom: int | None = None,
     border: int = 1,
     cols: int | None = None,
-    colormap: str = "gray",
+    cmap: str = "gray",
     border_color: Sequence[int] = (255, 255, 255),
 ) -> np.ndarray:
     """One image of all kernels of a layer.
@@ -130,7 +130,8 @@ def kernel_mosaic(
             pixels (at least 1).
         border: pixels between tiles.
         cols: columns of the near-square grid (``"rgb"`` and ``"slices"``); default ``ceil(sqrt(T))``.
-        colormap: for single-channel tiles, ``"gray"`` or ``"diverging"`` (ignored for ``"rgb"``).
+        cmap: for single-channel tiles, ``"gray"`` (default) or ``"diverging"``
+            (:data:`KERNEL_COLORMAPS`; ignored for ``"rgb"``), the keyword the other renderers use.
         border_color: RGB colour of the borders and of empty slots.
 
     Returns:
@@ -153,12 +154,12 @@ def kernel_mosaic(
         if values.ndim != 3:
             raise ValueError(f"layout 'slices' needs values of shape (T, h, w), got {values.shape}")
         h = values.shape[1]
-        tiles = _wrap(signed_to_rgb(values, colormap), cols, border_color)
+        tiles = _wrap(signed_to_rgb(values, cmap), cols, border_color)
     else:
         if values.ndim != 4:
             raise ValueError(f"layout 'grid' needs values of shape (rows, cols, h, w), got {values.shape}")
         h = values.shape[2]
-        tiles = signed_to_rgb(values, colormap)
+        tiles = signed_to_rgb(values, cmap)
     if zoom is None:
         zoom = max(1, MIN_TILE_PIXELS // max(1, h))
     return tile_grid(tiles, zoom=zoom, border=border, border_color=border_color)

@@ -204,7 +204,38 @@ def colorize(
     return rgb.astype(np.uint8), valid
 
 
-def _as_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _argument_order(function: str, values: str) -> str:
+    return (f"{function} takes the grid first, then the picture: "
+            f"{function}({values}, image, window=..., stride=...)")
+
+
+def _check_order(values: object, image: object, function: str, name: str) -> None:
+    """Refuse a picture passed where the grid goes and the grid where the picture goes.
+
+    The grid is 2-D and never larger than the picture it was computed on (``(H - window) //
+    stride + 1 <= H``), so a 3-D first argument over a 2-D second one, or a 2-D first argument
+    larger on both sides than a 2-D second one, is the two swapped.
+    """
+    grid, picture = np.shape(values), np.shape(image)
+    order = _argument_order(function, name)
+    if len(picture) == 2 and (
+        (len(grid) == 3 and grid[2] in (3, 4)) or (len(grid) == 2 and picture[0] < grid[0] and picture[1] < grid[1])
+    ):
+        raise ValueError(f"the arguments look swapped: {name} has shape {tuple(grid)}, a picture's, and image "
+                         f"{tuple(picture)}, a grid's; {order}")
+    if len(grid) != 2:
+        raise ValueError(f"{name} must be the 2-D (rows, cols) grid, got shape {tuple(grid)}; {order}")
+
+
+def _as_rgb(image: np.ndarray, size: tuple[int, int], order: str) -> np.ndarray:
+    """The picture as float64 (H, W, 3) in 0..255; ``order`` (the caller's argument order) ends each error."""
+    try:
+        return _picture(image, size)
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({order})") from None
+
+
+def _picture(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -265,8 +296,15 @@ def occlusion_overlay(
 
     Returns:
         (H, W, 3) uint8.
+
+    Raises:
+        ValueError: for a grid that is not 2-D or does not match the geometry, an image of
+            another shape or dtype, a float image outside [0, 1], the two swapped (the picture
+            first, as :func:`~cnnwidgets.render.attribution.attribution_overlay` takes it: the
+            message says the order), a bad upsample mode, colormap or alpha.
     """
-    rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]))
+    _check_order(values, image, "occlusion_overlay", "values")
+    rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]), _argument_order("occlusion_overlay", "values"))
     if gray_image:
         rgb_image = desaturate(np.clip(np.rint(rgb_image), 0, 255).astype(np.uint8)).astype(np.float64)
     size = rgb_image.shape[:2]
@@ -308,9 +346,13 @@ def label_overlay(
 
     Returns:
         (H, W, 3) uint8.
+
+    Raises:
+        ValueError: as :func:`occlusion_overlay` (the grid comes first here too).
     """
+    _check_order(labels, image, "label_overlay", "labels")
     labels = np.asarray(labels)
-    rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]))
+    rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]), _argument_order("label_overlay", "labels"))
     size = rgb_image.shape[:2]
     known = labels >= 0
     pixels = grid_to_pixels(labels, size, window=window, stride=stride, upsample="nearest", filled=known)

@@ -33,6 +33,40 @@ def check_float_picture(image: np.ndarray, what: str = "image") -> None:
                              f"for 0-255 values pass {what}.astype(np.uint8) (or {what} / 255)")
 
 
+def as_picture(image: object, what: str = "image") -> np.ndarray:
+    """An (H, W, 3) picture as uint8, the forms the heatmap overlays accept.
+
+    uint8 is passed through as it is (no copy, no pass over the pixels: the live views call this
+    on every frame); floats in [0, 1], as a model bundle's ``denormalize`` returns them, are scaled
+    by 255, rounded and clipped (the slight overshoot of a denormalised input is clipped, values
+    plainly outside [0, 1] are refused by :func:`check_float_picture`).
+
+    Args:
+        image: (H, W, 3) uint8, or floats in [0, 1].
+        what: the argument's name in error messages.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        ValueError: for another shape (a channels-first (3, H, W) one gets the transpose to
+            use), another dtype (0-255 integers get the conversion to use) or floats outside [0, 1].
+    """
+    picture = np.asarray(image)
+    if picture.ndim == 3 and picture.shape[0] in (1, 3, 4) and picture.shape[2] not in (3, 4):
+        raise ValueError(f"{what} of shape {picture.shape} looks like (C, H, W); the picture is (H, W, 3): "
+                         f"pass {what}.transpose(1, 2, 0)")
+    if picture.ndim != 3 or picture.shape[2] != 3:
+        raise ValueError(f"{what} must be (H, W, 3), uint8 or float in [0, 1], got shape {picture.shape}")
+    if picture.dtype == np.uint8:
+        return picture
+    if not np.issubdtype(picture.dtype, np.floating):
+        raise ValueError(f"{what} must be uint8 or float in [0, 1], got dtype {picture.dtype}; "
+                         f"for 0-255 integers pass {what}.astype(np.uint8)")
+    check_float_picture(picture, what)
+    return np.clip(np.round(np.asarray(picture, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+
+
 def desaturate(image: np.ndarray) -> np.ndarray:
     """An (H, W, 3) uint8 picture in shades of gray (ITU-R 601 luma), still (H, W, 3) uint8.
 
@@ -146,7 +180,8 @@ def overlay_heatmap(
     leave the image visible).
 
     Args:
-        image: uint8 (H, W, 3).
+        image: (H, W, 3) uint8, or floats in [0, 1] (e.g. a denormalised input): the forms
+            :func:`~cnnwidgets.render.attribution.attribution_overlay` takes (see :func:`as_picture`).
         heat: float map (h, w) in [0, 1].
         cmap: colormap name.
         alpha: maximum opacity of the heatmap, in [0, 1].
@@ -161,7 +196,7 @@ def overlay_heatmap(
     Raises:
         ValueError: for malformed inputs or heat values outside [0, 1].
     """
-    image = _check_rgb(image)
+    image = as_picture(image)
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f"expected a heatmap of shape (h, w), got shape {heat.shape}")
