@@ -2781,3 +2781,94 @@ def test_a_frame_of_an_empty_feature_map_says_why():
 
     with pytest.raises(ValueError, match=r"the layer's feature map is empty \(8, 0, 0\) at this input size: pick"):
         Baseline(np.zeros((8, 0, 0), np.float32))
+
+
+# ---------------------------------------------------------------- a normalised tensor, method errors, tensor indices
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def _normalised(seed: int) -> torch.Tensor:
+    return (torch.from_numpy(image(seed)).permute(2, 0, 1).float() / 255 - _MEAN) / _STD
+
+
+def _undo(x: torch.Tensor) -> np.ndarray:
+    return (x * _STD + _MEAN).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def test_a_normalised_tensor_with_denormalize_is_the_model_input_as_it_is():
+    x = _normalised(0)[None]  # (1, 3, 32, 32), values in about [-2, 2.6]
+    assert x.min() < 0 and x.max() > 1
+    with pytest.raises(ValueError, match=r"looks normalised.*pass denormalize= \(the inverse of the normalisation"):
+        make(img=x, input_size=None)
+    calls = []
+
+    def preprocess(im):
+        calls.append(im)
+        return default_preprocess((SIZE, SIZE))(im)
+
+    model = Tiny().eval()
+    ex = make(model, img=x, input_size=None, denormalize=_undo, box=None, samples={"a": image(1)})
+    try:
+        assert ex.input_image.shape == (SIZE, SIZE, 3)
+        np.testing.assert_array_equal(ex.input_image, np.clip(_undo(x[0]) * 255 + 0.5, 0, 255).astype(np.uint8))
+        ref = reference_outputs(model, x, [ex.layer])[ex.layer][0].numpy()  # the tensor itself, not re-preprocessed
+        np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+        x[0, 0, 0, 0] = 100.0  # the explorer keeps a copy
+        ex.image = "a"  # a sample is preprocessed at the tensor's size
+        assert ex.input_image.shape == (SIZE, SIZE, 3) and not ex.status.is_error, ex.status.message
+        ex.image = "your image"
+        np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+        ex.set_image(_normalised(2), "mine")  # (C, H, W), given later
+        assert ex.image == "mine" and not ex.status.is_error, ex.status.message
+        ref = reference_outputs(model, _normalised(2)[None], [ex.layer])[ex.layer][0].numpy()
+        np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+    finally:
+        ex.close()
+    ex = make(model, img=_normalised(3), preprocess=preprocess, denormalize=_undo, box=None, samples={})
+    try:
+        assert calls == []  # the preprocessing is for pictures: the tensor is not given to it
+        ref = reference_outputs(model, _normalised(3)[None], [ex.layer])[ex.layer][0].numpy()
+        np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
+    finally:
+        ex.close()
+
+
+def test_a_failed_method_map_is_readable_from_python_and_counted():
+    ex = make(TupleOut().eval())
+    try:
+        assert ex.method_error is None and ex.stats["method_errors"] == 0
+        grid_errors = ex.stats["errors"]
+        ex.method = "saliency"  # needs class scores, which a tuple output does not give
+        assert ex.wait_idle(60) and ex.method_result is None
+        assert ex.method_error is not None and ex.method_error.startswith("method 'saliency'")
+        assert ex.method_error == ex.status.message
+        assert ex.stats["method_errors"] == 1 and ex.stats["errors"] == grid_errors + 1
+        with pytest.raises(AttributeError):
+            ex.method_error = None  # read-only
+        ex.method = "deconvnet"  # a channel's map: it works
+        assert ex.wait_idle(60) and ex.method_result is not None and ex.method_error is None
+        ex.method = "saliency"
+        assert ex.wait_idle(60) and ex.method_error is not None and ex.stats["method_errors"] == 2
+        ex.method = "none"  # no map asked for: no error either
+        assert ex.wait_idle(60) and ex.method_error is None
+        assert "saliency" not in ex.status.message
+        assert ex.stats["errors"] == grid_errors + 2
+    finally:
+        ex.close()
+
+
+def test_target_and_channel_take_0d_integer_tensors_and_refusals_say_what_is_accepted(ex):
+    ex.target = torch.tensor(3)  # what model(x).argmax() gives
+    assert ex.target == 3 and type(ex.target) is int and ex.state().target == 3
+    ex.target = np.int32(2)
+    assert ex.target == 2 and type(ex.target) is int
+    ex.channel = torch.tensor(5, dtype=torch.int32)
+    assert ex.channel == 5 and type(ex.channel) is int and ex.shown_state.channel == 5
+    for bad in (torch.tensor([1, 2]), torch.tensor(1.0), "1", 2.0):
+        with pytest.raises(traitlets.TraitError, match=r"target must be an int \(a Python int, a numpy integer or "
+                                                       r"a 0-d integer tensor\).*or None for the most probable"):
+            ex.target = bad
+    assert ex.target == 2
+    with pytest.raises(traitlets.TraitError, match="0-d integer tensor"):
+        ex.method_stride = torch.tensor([4])

@@ -4,7 +4,8 @@
 default model. The :class:`Explorer` is a displayable widget whose state is traitlets:
 ``layer``, ``channel``, ``box``, ``dragging``, ``device`` (and the display choices). Everything
 it shows can be read from Python: :attr:`Explorer.activations`, :attr:`Explorer.scores`,
-:attr:`Explorer.grid_image`, :attr:`Explorer.stats`.
+:attr:`Explorer.grid_image`, :attr:`Explorer.method_result`, :attr:`Explorer.method_error`,
+:attr:`Explorer.stats`, and the status line, ``Explorer.status``.
 
 The views (``cnnwidgets.widgets``) hold no model and no torch; the :class:`Controller` owns
 the :class:`~cnnwidgets.core.probe.Probe` and does the work on one worker thread, dropping
@@ -28,12 +29,14 @@ import ipywidgets as ipw
 import numpy as np
 import torch
 import traitlets as t
+from PIL import Image
 from torch import nn
 
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
 from cnnwidgets.app.inputs import (
-    FillError, ImageInput, default_denormalize, default_preprocess, default_unnormalized, to_pil,
+    FillError, ImageInput, ModelInput, default_denormalize, default_preprocess, default_unnormalized,
+    model_input_range, to_pil,
 )
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner
@@ -43,7 +46,7 @@ from cnnwidgets.core.probe import (
     ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
     trained_input_size,
 )
-from cnnwidgets.core.targets import as_count, check_output_kind, class_scores, output_tensor
+from cnnwidgets.core.targets import as_count, as_index, check_output_kind, class_scores, output_tensor
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.summary import has_spatial_map
 from cnnwidgets.render.colormaps import SEQUENTIAL
@@ -137,12 +140,21 @@ class _BoxTrait(t.Tuple):
 
 
 class _StrictInt(t.Int):
-    """An int trait that takes ints (NumPy's too), and refuses the integral floats ``t.Int`` would
-    cast (4.0 as 4). Bools pass, for the explorer's validators to refuse, saying what is accepted."""
+    """An int trait that takes what :func:`~cnnwidgets.core.targets.as_index` takes (Python ints,
+    NumPy integers, 0-d integer tensors), and refuses the integral floats ``t.Int`` would cast
+    (4.0 as 4), saying what is accepted (``accepted`` is added to the message). Bools pass, for
+    the explorer's validators to refuse, saying what is accepted."""
+
+    def __init__(self, *args: Any, accepted: str = "", **kwargs: Any) -> None:
+        self._accepted = accepted
+        super().__init__(*args, **kwargs)
 
     def validate(self, obj, value):
-        if not isinstance(value, (int, np.integer)):
-            self.error(obj, value)
+        if not isinstance(value, (bool, np.bool_)):
+            try:
+                value = as_index(value, self.name, hint=self._accepted)
+            except TypeError as exc:
+                raise t.TraitError(str(exc)) from None
         return super().validate(obj, value if isinstance(value, bool) else int(value))
 
 
@@ -633,6 +645,10 @@ class Explorer(ipw.VBox):
         model: a classifier ``nn.Module`` (its output must be one tensor of class scores), or a
             zoo ``Bundle`` (model, preprocessing, class names).
         image: the first image (path, bytes, PIL image, array, tensor); None: the first sample.
+            With a ``denormalize`` (given, or the bundle's), a float tensor (C, H, W) or (1, C, H, W)
+            with values outside [0, 1] (already normalised) is the model input as it is: not
+            preprocessed, drawn through ``denormalize``; without ``input_size`` or ``preprocess``,
+            the images picked later are resized to its size. A tensor within [0, 1] is a picture.
         preprocess: image -> normalised (C, H, W) tensor. Default: the bundle's, else resize to
             ``input_size``; RGB is normalised with the ImageNet statistics, grayscale is scaled
             to [0, 1] (see :func:`~cnnwidgets.app.inputs.default_preprocess`).
@@ -688,7 +704,8 @@ class Explorer(ipw.VBox):
         TypeError: for a model that is not a module or bundle, classes that are not names
             in class order, an ``outputs`` that is not a string, or a ``background`` that is not a bool.
         KeyError: for an unknown layer name (with suggestions).
-        ValueError: for an unreadable image, a bad input_size or device, a box that is not
+        ValueError: for an unreadable image (a normalised tensor without ``denormalize``, with a
+            message saying that passing it lets the tensor in), a bad input_size or device, a box that is not
             four numbers (x, y, w, h), None or ``"center"``, a number of class names other than the
             model's number of outputs, an unknown ``outputs``, or a ``denormalize`` whose result is
             not an image.
@@ -700,7 +717,16 @@ class Explorer(ipw.VBox):
     out of range, a box outside the image ...) raises ``traitlets.TraitError`` saying what is
     accepted. ``box`` takes four numbers (rounded halves up, as the browser rounds) in model-input
     pixels, as any sequence (a NumPy array too); a box partly outside the image is moved and shrunk
-    into it. ``channel``, ``target`` and ``method_stride`` take ints (NumPy's too), not bools or floats.
+    into it. ``channel``, ``target`` and ``method_stride`` take ints: Python's, NumPy's or a 0-d integer
+    tensor (``model(x).argmax()``), as the method functions do; not bools or floats.
+
+    What it shows can be read from Python: :attr:`input_image`, :attr:`activations`,
+    :attr:`baseline_activations`, :attr:`scores`, :attr:`grid_image`, :attr:`channel_image`, the
+    method panel's map :attr:`method_result` (None when no method is asked for or it failed) and
+    :attr:`method_error` (why the last method map failed, None when it succeeded), and the work
+    done in :attr:`stats` (``errors`` counts the failed feature-grid stages and method maps).
+    ``status`` is the status line widget: ``status.message`` holds every error and note shown,
+    ``status.is_error`` says whether it is an error.
 
     When the model's modules are replaced while the explorer is open, what no longer fits is
     replaced with a note in the status line: a layer or channel that is gone, dead-channel marks
@@ -710,7 +736,7 @@ class Explorer(ipw.VBox):
     """
 
     layer = t.Unicode()
-    channel = _ChannelTrait(0)
+    channel = _ChannelTrait(0, accepted="; a channel of the layer shown")
     box = _BoxTrait(t.CFloat(), t.CFloat(), t.CFloat(), t.CFloat(), default_value=None, allow_none=True)
     dragging = _StrictBool(False)
     device = t.Unicode()
@@ -720,10 +746,11 @@ class Explorer(ipw.VBox):
     sort = _StrictBool(False)
     overlay = _StrictBool(True)
     show_scores = _StrictBool(True)
-    target = _StrictInt(None, allow_none=True)
+    target = _StrictInt(None, allow_none=True, accepted="; or None for the most probable class")
     image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = _MethodTrait(METHODS, default_value="none")
-    method_stride = _StrictInt(8, help="the occlusion map's stride in input pixels, any positive int")
+    method_stride = _StrictInt(8, accepted="; the occlusion map's stride in input pixels, a positive int",
+                               help="the occlusion map's stride in input pixels, any positive int")
     method_signed = _StrictBool(False, help="show saliency, guided backprop and deconvnet with their sign, in colour")
 
     def __init__(
@@ -773,7 +800,7 @@ class Explorer(ipw.VBox):
         self._samples: dict[str, Any] = dict(samples)
         if image is not None:
             # decoded (or downloaded) once here: the size search and the preparation both read it
-            image = to_pil(image)
+            image = self._source(image)
             self._samples = {_USER_IMAGE: image, **self._samples}
         self._images: OrderedDict[int, ImageInput] = OrderedDict()
         self._image_ids = itertools.count(1)
@@ -796,6 +823,7 @@ class Explorer(ipw.VBox):
         self._last_box: tuple[int, int, int, int] | None = None
         self._data_dead: dict[str, np.ndarray] = {}
         self._method_error: str | None = None  # the status line's message when a method failed
+        self._method_errors = 0  # method maps that failed
         self._picking = False  # the picker follows the image shown: no image is loaded for that
         self._sizing = False  # the size control follows a box the user drew: the box keeps its shape
         self._notes: dict[str, str] = {}  # status-line notes shown with every frame, by what they are about
@@ -810,6 +838,9 @@ class Explorer(ipw.VBox):
                 self._preprocess = custom
             else:
                 size = input_size or parts.get("input_size")
+                if size is None and isinstance(source, ModelInput) and source.tensor.dim() == 3 \
+                        and source.tensor.shape[0] in _DEFAULT_CHANNELS:
+                    size = tuple(source.tensor.shape)  # the images picked later are resized to the tensor's size
                 if size is None:
                     size = described = _fit_default_size(probe, parts["model"], source)
                     self._size_chosen = True
@@ -899,6 +930,28 @@ class Explorer(ipw.VBox):
             raise ValueError(f"no image given and no sample images available{why}; pass image=...")
         return next(iter(self._samples.values()))
 
+    def _source(self, image: Any) -> Image.Image | ModelInput:
+        """``image`` read once: a picture as an RGB PIL image; a float tensor with values outside
+        [0, 1] (normalised) as the model input as it is, when a ``denormalize`` is given (the
+        ``denormalize=`` argument or the bundle's), which draws it.
+
+        Raises:
+            ValueError: for a normalised tensor without a ``denormalize`` given, saying how to pass
+                it; and as :func:`~cnnwidgets.app.inputs.to_pil`.
+            TypeError: as :func:`~cnnwidgets.app.inputs.to_pil`.
+        """
+        found = model_input_range(image)
+        if found is None:
+            return to_pil(image)
+        if self._denormalize is not default_denormalize:
+            return ModelInput(image)
+        raise ValueError(
+            f"the image is a float tensor with values in [{found[0]:.4g}, {found[1]:.4g}], not a picture in [0, 1] "
+            "(it looks normalised): pass the image before normalisation, or pass denormalize= (the inverse of the "
+            "normalisation: model input (C, H, W) -> (H, W, 3) floats in [0, 1]) to use the tensor, (C, H, W) or "
+            "(1, C, H, W), as the model input as it is"
+        )
+
     def _prepare_image(self, source: Any, name: str) -> ImageInput:
         return ImageInput.prepare(source, self._preprocess, self._denormalize, name=name)
 
@@ -937,7 +990,8 @@ class Explorer(ipw.VBox):
         return self._images[self._image_id].display
 
     def set_image(self, image: Any, name: str = _USER_IMAGE) -> None:
-        """Show another ``image`` (path, bytes, PIL image, array, tensor).
+        """Show another ``image`` (path, bytes, PIL image, array, tensor; with a ``denormalize``, a
+        normalised tensor is the model input as it is, as for the explorer's ``image``).
 
         The image becomes the picker's entry ``name`` (an earlier entry of that name is replaced)
         and is selected: :attr:`image` is ``name``.
@@ -949,7 +1003,7 @@ class Explorer(ipw.VBox):
         self._check_open()
         if not isinstance(name, str) or not name:
             raise ValueError(f"set_image needs a non-empty name for the image picker, got {name!r}")
-        source = to_pil(image)  # decoded (or downloaded) once: picking the entry again reuses it
+        source = self._source(image)  # decoded (or downloaded) once: picking the entry again reuses it
         prepared = self._prepare_image(source, name)
         self._samples[name] = source
         self._show_image(prepared)
@@ -1746,6 +1800,7 @@ class Explorer(ipw.VBox):
                 return
             if self.method == "none":
                 self.method_view.clear()
+                self._end_method_error()
             else:
                 self.method_view.computing(f"<i>computing {html.escape(self.method)} \u2026</i>")
             self._methods.submit(request)
@@ -1759,6 +1814,9 @@ class Explorer(ipw.VBox):
         return self._classes[index] if 0 <= index < len(self._classes) else f"class {index}"
 
     def _method_failed(self, where: str, exc: BaseException) -> None:
+        self._method_errors += 1
+        if self._closed:
+            return
         # no picture of an earlier method may stay on screen under this one's name
         self.method_view.clear()
         why = str(exc) or type(exc).__name__  # a bare KeyboardInterrupt has no message
@@ -1766,12 +1824,17 @@ class Explorer(ipw.VBox):
         self._show_error(where, exc)
         self._method_error = self.status.message
 
+    def _end_method_error(self) -> None:
+        """The last method's error is over (a map was shown, or no method is asked for): the status
+        line no longer shows it, and :attr:`method_error` is None."""
+        if self._method_error is not None and self.status.message == self._method_error:
+            self._status_after_method_error()
+        self._method_error = None
+
     def _show_method(self, result: MethodResult) -> None:
         if self._closed or result.request.key() != self.method_request().key():
             return  # asked for before the last change of method or inputs: that map is not wanted now
-        if self._method_error is not None and self.status.message == self._method_error:
-            self._status_after_method_error()  # that method's error is over
-        self._method_error = None
+        self._end_method_error()
         request = result.request
         name = html.escape(self._class_name(result.target))
         if result.occlusion is not None:
@@ -1818,8 +1881,15 @@ class Explorer(ipw.VBox):
 
     @property
     def method_result(self) -> MethodResult | None:
-        """The method map on screen (``heat``, ``image``, ``occlusion``, ``complete`` ...), or None."""
+        """The method map on screen (``heat``, ``image``, ``occlusion``, ``complete`` ...), or None
+        (no method, or it failed: see :attr:`method_error`)."""
         return self._methods.result
+
+    @property
+    def method_error(self) -> str | None:
+        """Why the last method map failed, as the status line says it (``"method 'grad-cam':
+        OutputTypeError: ..."``); None when it succeeded or no method is asked for (read-only)."""
+        return self._method_error
 
     # ------------------------------------------------------------------ what the user sees, from Python
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
@@ -1901,8 +1971,13 @@ class Explorer(ipw.VBox):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Work counters: requests, computes, renders, skipped, dropped, errors, plus probe counters."""
+        """Work counters: requests, computes, renders, skipped, dropped (the feature grid's; see
+        :class:`~cnnwidgets.app.controller.Stats`), ``errors`` (everything that failed: feature-grid
+        stages and method maps), ``method_errors`` (the method maps among them), model_changes, and
+        the probe's forwards, full_forwards and cache_hits."""
         counts = self.controller.stats.as_dict()
+        counts["errors"] += self._method_errors
+        counts["method_errors"] = self._method_errors
         probe = self.controller.probe.stats.as_dict()
         counts.update({"forwards": probe["forwards"], "full_forwards": probe["full_forwards"],
                        "cache_hits": probe["cache_hits"]})
@@ -1977,7 +2052,8 @@ def explore(model: Any = None, image: Any = None, **options: Any) -> Explorer:
     Args:
         model: an ``nn.Module`` classifier or a zoo ``Bundle``; None: the embedded default
             model (ShapesNet, trained on generated shapes).
-        image: path, bytes, PIL image, array or tensor; None: a shipped sample image.
+        image: path, bytes, PIL image, array or tensor (a normalised one with ``denormalize=``, see
+            :class:`Explorer`); None: a shipped sample image.
         **options: keyword arguments of :class:`Explorer` (``layer``, ``channel``, ``box``,
             ``device``, ``fill``, ``norm``, ``cmap``, ``show_scores``, ``preprocess`` ...).
 

@@ -47,9 +47,11 @@ __all__ = [
     "PIXEL_FILLS",
     "FillError",
     "ImageInput",
+    "ModelInput",
     "default_denormalize",
     "default_unnormalized",
     "default_preprocess",
+    "model_input_range",
     "to_pil",
 ]
 
@@ -62,6 +64,38 @@ PIXEL_FILLS = ("gray", "black", "noise")
 
 class FillError(ValueError):
     """An occluder fill that this image's preprocessing cannot express."""
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A tensor given as the model's input as it is (already preprocessed, e.g. normalised):
+    :meth:`ImageInput.prepare` uses it without ``preprocess`` and shows it through ``denormalize``.
+
+    Attributes:
+        tensor: the model input: a copy (later changes to the tensor given do not reach it), on the
+            CPU, as float32; a leading batch axis of 1 is dropped.
+    """
+
+    tensor: torch.Tensor
+
+    def __post_init__(self) -> None:
+        x = self.tensor.detach()
+        if x.dim() == 4 and x.shape[0] == 1:
+            x = x[0]
+        object.__setattr__(self, "tensor", x.to("cpu", torch.float32, copy=True).contiguous())
+
+
+def model_input_range(image: Any) -> tuple[float, float] | None:
+    """``(min, max)`` of ``image`` when it is a floating-point tensor of finite values outside
+    [0, 1]: not a picture (which :func:`to_pil` refuses) but a model input, normalised; None for
+    anything else."""
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.numel() == 0:
+        return None
+    values = image.detach()
+    if not bool(torch.isfinite(values).all()):
+        return None
+    low, high = float(values.min()), float(values.max())
+    return (low, high) if low < 0.0 or high > 1.0 else None
 
 
 def to_pil(image: Any) -> Image.Image:
@@ -221,7 +255,8 @@ class ImageInput:
         """Preprocess ``image`` once and derive what the explorer shows.
 
         Args:
-            image: anything :func:`to_pil` reads (path, bytes, PIL image, array, tensor).
+            image: anything :func:`to_pil` reads (path, bytes, PIL image, array, tensor), or a
+                :class:`ModelInput`, used as the model input as it is (``preprocess`` is not called).
             preprocess: PIL image -> model input (C, H, W) (or (1, C, H, W)).
             denormalize: model input (C, H, W) -> (H, W, 3) floats in [0, 1], the picture shown.
             name: the entry's name (:attr:`name`).
@@ -232,18 +267,20 @@ class ImageInput:
                 like (H, W, C), a channel count the default ``denormalize`` does not handle, a
                 ``denormalize`` that fails on the tensor.
         """
-        pil = to_pil(image)
-        x = preprocess(pil)
+        given = isinstance(image, ModelInput)
+        pil = None if given else to_pil(image)
+        x = image.tensor if given else preprocess(pil)
+        made, must = ("the model input given is", "be") if given else ("preprocess returned", "return")
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"preprocess must return a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 4 and x.shape[0] == 1:
             x = x[0]
         if x.dim() != 3:
-            raise ValueError(f"preprocess must return a (C, H, W) tensor, got shape {tuple(x.shape)}")
+            raise ValueError(f"{made} a tensor of shape {tuple(x.shape)}; it must {must} a (C, H, W) tensor")
         if x.shape[-1] in (1, 3, 4) and min(x.shape[0], x.shape[1]) > 4:
             raise ValueError(
-                f"preprocess returned a tensor of shape {tuple(x.shape)}, which looks like (H, W, C); it must "
-                "return (C, H, W) (e.g. tensor.permute(2, 0, 1), or torchvision's ToTensor())"
+                f"{made} a tensor of shape {tuple(x.shape)}, which looks like (H, W, C); it must {must} (C, H, W) "
+                "(e.g. tensor.permute(2, 0, 1), or torchvision's ToTensor())"
             )
         x = x.detach().float().cpu().contiguous()
         if denormalize is default_denormalize and x.shape[0] not in (1, 3):
@@ -265,7 +302,8 @@ class ImageInput:
         display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
         mean, std = cls._affine(x, denormalize)
         return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std,
-                   source_size=pil.size, fourth_channel_dropped=x.shape[0] == 4 and bool(pil.info.get(COMPOSITED)))
+                   source_size=None if pil is None else pil.size,
+                   fourth_channel_dropped=pil is not None and x.shape[0] == 4 and bool(pil.info.get(COMPOSITED)))
 
     @staticmethod
     def _affine(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:
