@@ -833,7 +833,7 @@ def test_numpy_and_tensor_indices_are_ints_and_other_types_are_refused():
     for index in (np.int64(1), torch.tensor(1)):
         assert torch.equal(saliency(model, x, index), expected)
         assert torch.equal(guided_backprop(model, x, index), guided_backprop(model, x, 1))
-    with pytest.raises(TypeError, match=r"tensor of shape \(2,\).*one class index for the whole batch.*callable"):
+    with pytest.raises(TypeError, match=r"tensor of shape \(2,\).*one class index for the whole batch.*function of the model.s output"):
         saliency(model, x, torch.tensor([1, 2]))
     projected = project_channel(model, x, "features.3", 2, unit=(1, 2))
     assert torch.equal(project_channel(model, x, "features.3", np.int64(2), unit=(np.int64(1), torch.tensor(2))),
