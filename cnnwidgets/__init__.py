@@ -3,6 +3,7 @@
 from cnnwidgets.core import (
     ChannelActivation,
     ClassLogit,
+    ClassLogits,
     ClassProbability,
     LayerInfo,
     ModelSnapshot,
@@ -21,6 +22,7 @@ __all__ = [
     "explore",
     "load_image",
     "ClassLogit",
+    "ClassLogits",
     "ClassProbability",
     "LayerInfo",
     "ModelSnapshot",

@@ -687,8 +687,11 @@ def test_cam_reads_class_indices_as_every_method_does():
     for bad in (True, 2.0):
         with pytest.raises(TypeError):
             cam(model, x, bad)
-    with pytest.raises(TypeError, match="one class index for the whole batch"):
-        cam(model, x, torch.tensor([1, 2]))
+    # one class per image: each image's map for its own class
+    per_image = cam(model, x, torch.tensor([1, 2]))
+    torch.testing.assert_close(per_image, torch.cat([cam(model, x[:1], 1), cam(model, x[1:], 2)]))
+    with pytest.raises(ValueError, match=r"cam: 3 class indices \(one per image\) for a batch of 2 images"):
+        cam(model, x, [0, 1, 2])
 
 
 class Detached:

@@ -244,6 +244,18 @@ def test_class_attributions_equal_captum(arch, references):
         assert_matches(deconvnet(probe, x, cls), captum_attr.Deconvolution(reference).attribute(x, target=cls))
 
 
+@pytest.mark.parametrize("labels", [[3, 1], torch.tensor([3, 1]), np.array([3, 1])])
+def test_a_class_per_image_equals_captums_per_image_targets(labels, references):
+    model, reference, size = references["small"]
+    x = torch.randn(2, 3, size, size)
+    with Probe(model, channels_last=False) as probe:
+        assert_matches(saliency(probe, x, labels), captum_attr.Saliency(reference).attribute(x, target=[3, 1]))
+        assert_matches(guided_backprop(probe, x, labels),
+                       captum_attr.GuidedBackprop(reference).attribute(x, target=[3, 1]))
+        with pytest.raises(ValueError, match=r"ClassLogits: 2 class indices \(one per image\) for a batch of 3 images"):
+            saliency(probe, torch.randn(3, 3, size, size), labels)
+
+
 @pytest.mark.parametrize(
     "arch, layer, channel",
     [
@@ -833,8 +845,10 @@ def test_numpy_and_tensor_indices_are_ints_and_other_types_are_refused():
     for index in (np.int64(1), torch.tensor(1)):
         assert torch.equal(saliency(model, x, index), expected)
         assert torch.equal(guided_backprop(model, x, index), guided_backprop(model, x, 1))
-    with pytest.raises(TypeError, match=r"tensor of shape \(2,\).*one class index for the whole batch.*function of the model.s output"):
-        saliency(model, x, torch.tensor([1, 2]))
+    # one class per image: the same maps as image by image
+    per_image = saliency(model, x, torch.tensor([1, 2]))
+    for i, cls in enumerate((1, 2)):
+        torch.testing.assert_close(per_image[i:i + 1], saliency(model, x[i:i + 1], cls))
     projected = project_channel(model, x, "features.3", 2, unit=(1, 2))
     assert torch.equal(project_channel(model, x, "features.3", np.int64(2), unit=(np.int64(1), torch.tensor(2))),
                        projected)

@@ -247,8 +247,25 @@ def test_numpy_and_tensor_class_indices_are_targets_like_ints():
     for negative in (np.int64(-1), torch.tensor(-1)):
         with pytest.raises(IndexError, match=r"class index -1 is negative; accepted: 0\.\.C-1"):
             resolve_target(negative)
-    with pytest.raises(TypeError, match=r"class index must be an int.*tensor of shape \(2,\).*one class index"):
-        resolve_target(torch.tensor([0, 1]))
+    # one class per image: ClassLogits
+    from cnnwidgets import ClassLogits
+
+    for labels in (torch.tensor([0, 2]), np.array([0, 2]), [0, 2], (np.int64(0), 2)):
+        assert resolve_target(labels) == ClassLogits((0, 2))
+    with Probe(model) as probe:
+        scores = probe.logits(x)
+        assert torch.equal(target_score(probe, x, [0, 2]), torch.stack([scores[0, 0], scores[1, 2]]))
+    for bad, error, message in (
+        (torch.tensor([[0, 1]]), TypeError, r"class index must be an int.*tensor of shape \(1, 2\)"),
+        (torch.tensor([0.0, 1.0]), TypeError, r"looks like the model's scores"),
+        ([0, -1], IndexError, "negative"),
+        ([0, 1.5], TypeError, "unsupported target"),
+    ):
+        with pytest.raises(error, match=message):
+            resolve_target(bad)
+    with pytest.raises(ValueError, match="no class index"):
+        ClassLogits([])
+    assert resolve_target([2]) == ClassLogit(2)  # one image's class, in a list
     with pytest.raises(TypeError, match=rf"unsupported target 1\.0: pass a class index \({ACCEPTED}\)"):
         resolve_target(1.0)
     with pytest.raises(TypeError, match="not a bool"):

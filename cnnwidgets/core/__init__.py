@@ -7,6 +7,7 @@ from cnnwidgets.core.probe import Probe, ProbeStats, StopForward, probe_scope
 from cnnwidgets.core.targets import (
     ChannelActivation,
     ClassLogit,
+    ClassLogits,
     ClassProbability,
     Target,
     resolve_target,
@@ -16,6 +17,7 @@ from cnnwidgets.core.targets import (
 __all__ = [
     "ChannelActivation",
     "ClassLogit",
+    "ClassLogits",
     "ClassProbability",
     "LayerInfo",
     "ModelSnapshot",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassProbability", "OutputScore", "OutputTypeError", "Target",
+    "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassLogits", "ClassProbability", "OutputScore", "OutputTypeError", "Target",
     "as_flag",
     "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_seed", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
     "check_finite_activation", "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
@@ -37,7 +37,8 @@ _ACCEPTED_INDEX = "a Python int, a numpy integer or a 0-d integer tensor"
 
 #: What a target that gets one tensor of class indices is told to do instead.
 _PER_IMAGE_HINT = (
-    "; a class target takes one class index for the whole batch. For a different class per image, pass a "
+    "; a class target takes one class index for the whole batch. For a different class per image, pass the "
+    "indices as the target itself (a method's target=labels reads them as ClassLogits(labels)), or a "
     "function of the model's output (N, classes) that gives one score per image, shape (N,): "
     "lambda y: y[torch.arange(len(y)), labels]"
 )
@@ -553,6 +554,53 @@ class ClassLogit:
 
 
 @dataclass(frozen=True)
+class ClassLogits:
+    """The logit of a class per image: ``y[n, indices[n]]`` for image ``n`` of a batch of
+    ``len(indices)`` images (one image's class for each, as ``model(x).argmax(1)`` gives them).
+
+    A method given several class indices as its target (a list, or a 1-D integer tensor or
+    array) reads them as this target (see :func:`resolve_target`). A batch of another size is
+    refused when the target is evaluated.
+
+    Attributes:
+        indices: the class of each image, stored as a tuple of ints (each as :func:`as_index`
+            accepts it; none negative).
+        layer: the layer whose output holds the scores; None (the default) reads the model's output.
+
+    Raises:
+        TypeError: for indices that are not integers. IndexError: for a negative index.
+        ValueError: for no index at all.
+    """
+
+    indices: tuple[int, ...]
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        values = self.indices
+        if isinstance(values, (torch.Tensor, np.ndarray)):
+            if values.ndim != 1 or _floating(values) or values.dtype in (torch.bool, np.bool_):
+                raise TypeError(f"ClassLogits: the indices must be a 1-D integer tensor or array, a list or a "
+                                f"tuple of ints, got {_describe_value(values)}")
+            values = values.tolist()
+        if not isinstance(values, (list, tuple)):
+            raise TypeError(f"ClassLogits: the indices must be a list, a tuple or a 1-D integer tensor or "
+                            f"array, got {_describe_value(values)}")
+        if not values:
+            raise ValueError("ClassLogits: no class index given; give one per image")
+        object.__setattr__(self, "indices", tuple(_class_index(v, "ClassLogits: each class index") for v in values))
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        if activation.dim() >= 1 and activation.shape[0] != len(self.indices):
+            raise ValueError(
+                f"ClassLogits: {len(self.indices)} class indices (one per image) for a batch of "
+                f"{activation.shape[0]} images; give one index per image of the batch"
+            )
+        scores = _check_class_index(max(self.indices), activation, "ClassLogits", self.layer)
+        rows = torch.arange(len(self.indices), device=scores.device)
+        return scores[rows, torch.tensor(self.indices, device=scores.device)]
+
+
+@dataclass(frozen=True)
 class ClassProbability:
     """The probability of class ``index``: ``p[:, index]`` with ``p = class_probabilities(y, outputs=outputs)``.
 
@@ -697,13 +745,27 @@ class OutputScore:
         return self.fn(activation)
 
 
+def _several_indices(value: object) -> bool:
+    """Whether ``value`` is a class index per image: a list or tuple of two or more ints, or a 1-D
+    integer tensor or array of two or more (one entry is one index, see :func:`_class_index`)."""
+    if isinstance(value, (list, tuple)):
+        return len(value) > 1 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value
+        )
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return (value.ndim == 1 and value.shape[0] > 1 and not _floating(value)
+                and value.dtype not in (torch.bool, np.bool_))
+    return False
+
+
 def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int) -> Target:
     """Accept a class index as shorthand for :class:`ClassLogit`, and a plain function of the
     model's output for :class:`OutputScore`.
 
     A class index may be a Python int, a numpy integer or a 0-d integer tensor (see
     :func:`as_index`), or an integer tensor or array of shape (1,) (``model(x).argmax(1)`` for
-    one image). A callable with a ``layer`` attribute is a target as it is (see
+    one image). Several class indices (a list, or a 1-D integer tensor or array), one per image
+    of the batch, are :class:`ClassLogits`. A callable with a ``layer`` attribute is a target as it is (see
     :class:`Target`); one without is a function of the model's output. Every method that takes
     a target reads it here.
 
@@ -715,6 +777,10 @@ def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int
     """
     if isinstance(target, (bool, np.bool_)):
         raise TypeError("a target is a class index (int) or a target object, not a bool")
+    if _several_indices(target):
+        return ClassLogits(target)
+    if isinstance(target, (list, tuple)) and len(target) == 1 and isinstance(target[0], INDEX_TYPES):
+        target = target[0]  # one image's class, as a list
     if isinstance(target, INDEX_TYPES):
         return ClassLogit(_class_index(target, "a target given as a class index"))
     if callable(target):

@@ -55,7 +55,7 @@ from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, probe_scope
-from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, Target, as_pair, resolve_target, target_score
+from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, ClassLogits, Target, as_pair, resolve_target, target_score
 from cnnwidgets.methods.gradients import (
     check_target_layer,
     gradients_enabled,
@@ -327,7 +327,8 @@ def cam(
     Args:
         model_or_probe: a model or a :class:`Probe` of it (e.g. torchvision ResNets).
         x: preprocessed batch (N, C, H, W).
-        target: a class index or :class:`ClassLogit` (CAM explains class scores only).
+        target: a class index or :class:`ClassLogit` (CAM explains class scores only), or one
+            class index per image (a list, or a 1-D integer tensor or array).
         layer: the layer whose output (as the forward pass leaves it, see above) is ``f``;
             a channels-last (h, w, K) output is read channels first. Default: of the layers
             that run before ``fc``, the one that ends last among those that have ``K``
@@ -350,10 +351,18 @@ def cam(
             that is a layer to try), its output is not ``fc``'s output (nor a softmax or
             sigmoid of it), or its class scores or features are not finite (NaN or inf).
     """
-    if isinstance(target, INDEX_TYPES):
-        target = resolve_target(target)  # a class index, read as every method reads it
+    if isinstance(target, (*INDEX_TYPES, list, tuple, np.ndarray)):
+        target = resolve_target(target)  # a class index (or one per image), read as every method reads it
+    if isinstance(target, ClassLogits) and target.layer is None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            return cam(model_or_probe, x, target.indices[0], layer=layer, fc=fc)  # says what x must be
+        if len(target.indices) != x.shape[0]:
+            raise ValueError(f"cam: {len(target.indices)} class indices (one per image) for a batch of "
+                             f"{x.shape[0]} images; give one index per image of the batch")
+        with probe_scope(model_or_probe) as probe:
+            return torch.cat([cam(probe, x[i:i + 1], index, layer=layer, fc=fc) for i, index in enumerate(target.indices)])
     if not isinstance(target, ClassLogit) or target.layer is not None:
-        raise TypeError(f"CAM explains a class score: pass a class index or ClassLogit, got {target!r}")
+        raise TypeError(f"CAM explains a class score: pass a class index (or one per image) or ClassLogit, got {target!r}")
     # one check of the user's model for the many layer lookups below (each would walk every
     # parameter again: 145 ms around efficientnet_b0's 22 ms forward)
     with probe_scope(model_or_probe) as probe, probe.synced():
