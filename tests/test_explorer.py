@@ -2861,6 +2861,8 @@ def test_a_failed_method_map_is_readable_from_python_and_counted():
 def test_target_and_channel_take_0d_integer_tensors_and_refusals_say_what_is_accepted(ex):
     ex.target = torch.tensor(3)  # what model(x).argmax() gives
     assert ex.target == 3 and type(ex.target) is int and ex.state().target == 3
+    ex.target = torch.tensor([4])  # what model(x).argmax(1) gives for one image
+    assert ex.target == 4 and type(ex.target) is int
     ex.target = np.int32(2)
     assert ex.target == 2 and type(ex.target) is int
     ex.channel = torch.tensor(5, dtype=torch.int32)

@@ -143,13 +143,22 @@ class _StrictInt(t.Int):
     """An int trait that takes what :func:`~cnnwidgets.core.targets.as_index` takes (Python ints,
     NumPy integers, 0-d integer tensors), and refuses the integral floats ``t.Int`` would cast
     (4.0 as 4), saying what is accepted (``accepted`` is added to the message). Bools pass, for
-    the explorer's validators to refuse, saying what is accepted."""
+    the explorer's validators to refuse, saying what is accepted. With ``one_element``, an
+    integer tensor or array of shape (1,) is its one value too (``model(x).argmax(1)`` for one
+    image, as the method functions take a class)."""
 
-    def __init__(self, *args: Any, accepted: str = "", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, accepted: str = "", one_element: bool = False, **kwargs: Any) -> None:
         self._accepted = accepted
+        self._one_element = one_element
         super().__init__(*args, **kwargs)
 
     def validate(self, obj, value):
+        if (
+            self._one_element and isinstance(value, (torch.Tensor, np.ndarray)) and value.shape == (1,)
+            and not (value.dtype.is_floating_point if isinstance(value, torch.Tensor)
+                     else np.issubdtype(value.dtype, np.inexact))
+        ):
+            value = value[0]  # a bool element stays a bool and is refused below
         if not isinstance(value, (bool, np.bool_)):
             try:
                 value = as_index(value, self.name, hint=self._accepted)
@@ -746,7 +755,7 @@ class Explorer(ipw.VBox):
     sort = _StrictBool(False)
     overlay = _StrictBool(True)
     show_scores = _StrictBool(True)
-    target = _StrictInt(None, allow_none=True, accepted="; or None for the most probable class")
+    target = _StrictInt(None, allow_none=True, accepted="; or None for the most probable class", one_element=True)
     image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = _MethodTrait(METHODS, default_value="none")
     method_stride = _StrictInt(8, accepted="; the occlusion map's stride in input pixels, a positive int",
