@@ -46,7 +46,7 @@ from cnnwidgets.core.probe import (
     ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
     trained_input_size,
 )
-from cnnwidgets.core.targets import as_count, as_index, check_output_kind, class_scores, output_tensor
+from cnnwidgets.core.targets import as_count, as_index, check_output_kind, class_scores, output_tensor, single_index
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.summary import has_spatial_map
 from cnnwidgets.render.colormaps import SEQUENTIAL
@@ -153,12 +153,8 @@ class _StrictInt(t.Int):
         super().__init__(*args, **kwargs)
 
     def validate(self, obj, value):
-        if (
-            self._one_element and isinstance(value, (torch.Tensor, np.ndarray)) and value.shape == (1,)
-            and not (value.dtype.is_floating_point if isinstance(value, torch.Tensor)
-                     else np.issubdtype(value.dtype, np.inexact))
-        ):
-            value = value[0]  # a bool element stays a bool and is refused below
+        if self._one_element:
+            value = single_index(value)
         if not isinstance(value, (bool, np.bool_)):
             try:
                 value = as_index(value, self.name, hint=self._accepted)

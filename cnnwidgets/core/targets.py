@@ -26,7 +26,7 @@ __all__ = [
     "as_flag",
     "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_seed", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
     "check_finite_activation", "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
-    "output_reduction", "output_tensor", "resolve_target", "target_score",
+    "output_reduction", "output_tensor", "resolve_target", "single_index", "target_score",
 ]
 
 #: The types an index argument may come as (values of other types are refused by :func:`as_index`;
@@ -231,6 +231,24 @@ def _floating(value: torch.Tensor | np.ndarray) -> bool:
     return bool(np.issubdtype(value.dtype, np.inexact))
 
 
+def _integer_array(value: object) -> bool:
+    """Whether ``value`` is a tensor or array of integers (not floats, complex numbers or bools)."""
+    return (isinstance(value, (torch.Tensor, np.ndarray)) and not _floating(value)
+            and value.dtype not in (torch.bool, np.bool_))
+
+
+def single_index(value: object) -> object:
+    """The one integer of a tensor or array of shape (1,), as ``model(x).argmax(1)`` gives one
+    image's class; anything else is returned as it is, for :func:`as_index` to read or refuse.
+
+    Args:
+        value: an index as given.
+    """
+    if _integer_array(value) and value.shape == (1,):
+        return value[0]
+    return value
+
+
 def _class_index(value: object, what: str) -> int:
     """A class index checked by :func:`as_index`; several indices get a hint on per-image targets.
 
@@ -241,11 +259,7 @@ def _class_index(value: object, what: str) -> int:
         TypeError: as :func:`as_index`. IndexError: for a negative index (the range above needs
             the model's output and is checked when the target is evaluated).
     """
-    if (
-        isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 1 and value.shape[0] == 1
-        and value.dtype not in (torch.bool, np.bool_) and not _floating(value)
-    ):
-        value = value[0]  # one image's predicted class, as model(x).argmax(1) gives it
+    value = single_index(value)  # one image's predicted class, as model(x).argmax(1) gives it
     several = isinstance(value, (list, tuple)) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0)
     scores = several and isinstance(value, (torch.Tensor, np.ndarray)) and _floating(value)
     index = as_index(value, what, hint=_SCORES_HINT if scores else _PER_IMAGE_HINT if several else "")
@@ -578,7 +592,7 @@ class ClassLogits:
     def __post_init__(self) -> None:
         values = self.indices
         if isinstance(values, (torch.Tensor, np.ndarray)):
-            if values.ndim != 1 or _floating(values) or values.dtype in (torch.bool, np.bool_):
+            if values.ndim != 1 or not _integer_array(values):
                 raise TypeError(f"ClassLogits: the indices must be a 1-D integer tensor or array, a list or a "
                                 f"tuple of ints, got {_describe_value(values)}")
             values = values.tolist()
@@ -752,10 +766,7 @@ def _several_indices(value: object) -> bool:
         return len(value) > 1 and all(
             isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value
         )
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return (value.ndim == 1 and value.shape[0] > 1 and not _floating(value)
-                and value.dtype not in (torch.bool, np.bool_))
-    return False
+    return _integer_array(value) and value.ndim == 1 and value.shape[0] > 1
 
 
 def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int) -> Target:
