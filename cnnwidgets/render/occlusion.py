@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 
-from cnnwidgets.render.overlay import check_float_picture, desaturate
+from cnnwidgets.render.overlay import check_float_picture, check_not_channels_first, desaturate
 
 __all__ = [
     "colorize",
@@ -239,9 +239,7 @@ def _picture(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (3, 4):
-        raise ValueError(f"image of shape {image.shape} looks like (C, H, W); the picture is (H, W, C): "
-                         "pass image.transpose(1, 2, 0)")
+    check_not_channels_first(image, layout="(H, W, C)")
     if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[:2] != size:
         raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4) with (H, W) = {size}, got {image.shape}")
     image = image[..., :3]

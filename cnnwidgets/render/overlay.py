@@ -18,6 +18,23 @@ def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
     return image
 
 
+def check_not_channels_first(picture: np.ndarray, what: str = "image", layout: str = "(H, W, 3)") -> None:
+    """Refuse a channels-first (C, H, W) picture (a model input's layout) where ``layout`` is
+    expected, saying the transpose to use.
+
+    Args:
+        picture: the array given.
+        what: its name in the message.
+        layout: the layout expected, for the message.
+
+    Raises:
+        ValueError: for a 3-D array with 1, 3 or 4 leading entries and no 3 or 4 trailing ones.
+    """
+    if picture.ndim == 3 and picture.shape[0] in (1, 3, 4) and picture.shape[2] not in (3, 4):
+        raise ValueError(f"{what} of shape {picture.shape} looks like (C, H, W); the picture is {layout}: "
+                         f"pass {what}.transpose(1, 2, 0)")
+
+
 def check_float_picture(image: np.ndarray, what: str = "image") -> None:
     """Refuse a float picture whose values are plainly not in [0, 1] (0-255 values stored as
     floats would otherwise be clipped to white without a word). Slight overshoot, as a
@@ -53,9 +70,7 @@ def as_picture(image: object, what: str = "image") -> np.ndarray:
             use), another dtype (0-255 integers get the conversion to use) or floats outside [0, 1].
     """
     picture = np.asarray(image)
-    if picture.ndim == 3 and picture.shape[0] in (1, 3, 4) and picture.shape[2] not in (3, 4):
-        raise ValueError(f"{what} of shape {picture.shape} looks like (C, H, W); the picture is (H, W, 3): "
-                         f"pass {what}.transpose(1, 2, 0)")
+    check_not_channels_first(picture, what)
     if picture.ndim != 3 or picture.shape[2] != 3:
         raise ValueError(f"{what} must be (H, W, 3), uint8 or float in [0, 1], got shape {picture.shape}")
     if picture.dtype == np.uint8:
