@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnwidgets.core.images import COMPOSITED, load_image
+from cnnwidgets.core.probe import channels_last_size_hint
 from cnnwidgets.widgets.controls import FILLS
 
 __all__ = [
@@ -133,10 +134,7 @@ def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Im
 
         return grayscale
     if channels != 3:
-        hint = ""
-        if width in (1, 3) and channels > 4:
-            hint = (f" (input_size is (C, H, W): ({channels}, {height}, {width}) looks like (H, W, C); "
-                    f"did you mean ({width}, {channels}, {height})?)")
+        hint = channels_last_size_hint((channels, height, width))
         raise ValueError(
             f"the default preprocessing makes 1-channel (grayscale) or 3-channel (RGB) inputs, not "
             f"{channels}{hint}; pass preprocess= (image -> ({channels}, H, W) tensor) and denormalize="

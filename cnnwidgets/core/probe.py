@@ -379,8 +379,12 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
 _DISCOVERY_ERRORS = (Exception,)
 
 
-def _channels_last_size_hint(size: tuple[int, ...]) -> str:
-    """A hint for an input size given as (H, W, C) where (C, H, W) was meant, else ''."""
+def channels_last_size_hint(size: tuple[int, ...]) -> str:
+    """A hint for an input ``size`` given as (H, W, C) where (C, H, W) was meant, else ''.
+
+    Args:
+        size: the input size given, as a tuple of ints.
+    """
     if len(size) == 3 and size[2] in (1, 3, 4) and size[0] > 4 and size[1] > 4:
         return (f" (input sizes are (C, H, W): {size} looks like (H, W, C); did you mean "
                 f"{(size[2], size[0], size[1])}?)")
@@ -1100,7 +1104,7 @@ class Probe:
                     f"{model_error_text(exc)}"
                 ) from exc
             hint = "" if isinstance(exc, _NOT_ABOUT_THE_INPUT) else (
-                _channels_last_size_hint(size) or " (is this the size and number of channels it expects?)"
+                channels_last_size_hint(size) or " (is this the size and number of channels it expects?)"
             )
             raise RuntimeError(f"the model failed on an input of size {size}{hint}: {model_error_text(exc)}") from exc
         finally:
