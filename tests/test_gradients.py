@@ -926,3 +926,25 @@ def test_a_layer_with_an_empty_feature_map_is_refused_with_one_clear_message():
     assert project_channel(model, x, "pool", 0).shape == x.shape
     assert saliency(model, x, 0).shape == x.shape
     assert project_channel(model, torch.rand(1, 3, 64, 64), "act", 0).shape == (1, 3, 64, 64)
+
+
+class _NoGradNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.head(self.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_a_model_that_leaves_autograd_gets_a_clear_error_from_the_deconvnet_too():
+    model = _NoGradNet().eval()
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(RuntimeError, match=r"project_channel: the output of layer 'relu' does not depend on the input"
+                                           r".*torch.no_grad\(\)"):
+        project_channel(model, x, "relu", 0)
+    with pytest.raises(RuntimeError, match=r"saliency: the target's score does not depend.*torch.inference_mode\(\)"):
+        saliency(model, x, 0)

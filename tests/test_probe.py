@@ -1657,3 +1657,28 @@ def test_a_state_dict_or_a_weights_file_instead_of_a_model_is_told_what_to_do(tm
 def test_an_input_size_given_as_height_width_channels_is_named_as_such():
     with pytest.raises(RuntimeError, match=r"\(224, 224, 3\) looks like \(H, W, C\); did you mean \(3, 224, 224\)\?"):
         Probe(chain(), input_size=(224, 224, 3)).layers
+
+
+class _InferenceModeNet(nn.Module):
+    """Runs its own forward under torch.inference_mode(), as some deployment code does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        with torch.inference_mode():
+            return self.head(self.relu(self.conv(x.clone())).mean(dim=(2, 3)))
+
+
+def test_a_model_whose_forward_runs_in_inference_mode_is_described_and_captured():
+    torch.manual_seed(0)
+    model = _InferenceModeNet().eval()
+    x = torch.rand(2, 3, 16, 16)
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        assert probe.layers["conv"].output_shape == (4, 16, 16)
+        captured = probe.capture(x, ["relu"])["relu"]
+        torch.testing.assert_close(captured, F.relu(model.conv(x)))
+        torch.testing.assert_close(probe.logits(x), model(x))

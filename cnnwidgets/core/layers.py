@@ -588,7 +588,7 @@ def final_activation(module: nn.Module, output: torch.Tensor) -> str | None:
 
 
 def _returned_activation(
-    output: Any, trail: list[tuple[nn.Module, int]], trail_tensor: torch.Tensor | None
+    output: Any, trail: list[tuple[nn.Module, int | None]], trail_tensor: torch.Tensor | None
 ) -> str | None:
     """The final activation (see :func:`discover`) of a model that returned ``output``, given the
     last module calls that returned one same tensor, ``trail_tensor``."""
@@ -599,7 +599,7 @@ def _returned_activation(
     if not trail or trail_tensor is None or returned is not trail_tensor:
         return None
     module, version = trail[0]
-    if returned._version != version:  # changed in place after the module returned it
+    if version is None or returned._version != version:  # changed in place after the module returned it
         return None
     return final_activation(module, returned)
 
@@ -637,7 +637,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     geometry: dict[str, Geometry | None] = {}
     # the calls that ended last and returned one same tensor: (module, that tensor's version then),
     # and a weak reference to that tensor (once freed, the model cannot return it)
-    trail: list[tuple[nn.Module, int]] = []
+    trail: list[tuple[nn.Module, int | None]] = []
     trail_tensor: list[weakref.ref] = []
     calls_started = [0]
 
@@ -661,7 +661,9 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
         if not (trail_tensor and trail_tensor[0]() is output):
             trail.clear()
             trail_tensor[:] = [weakref.ref(output)]
-        trail.append((module, output._version))
+        # an inference tensor (made under the model's own torch.inference_mode()) has no version
+        # counter: whether it was changed in place afterwards cannot be told
+        trail.append((module, None if output.is_inference() else output._version))
         batched[name] = output.dim() > 0 and int(output.shape[0]) == batch
         shapes[name] = tuple(output.shape[1:]) if batched[name] else tuple(output.shape)
         if not any(True for _ in module.children()):

@@ -46,7 +46,7 @@ from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, pr
 from cnnwidgets.core.targets import (
     Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, resolve_target, target_score,
 )
-from cnnwidgets.methods.gradients import check_target_layer, gradients_enabled, hook_activations
+from cnnwidgets.methods.gradients import check_target_layer, gradients_enabled, hook_activations, require_graph
 
 __all__ = ["ActMaxResult", "ZeroGradientWarning", "maximize_activation"]
 
@@ -558,7 +558,7 @@ def maximize_activation(
                     if step == 1:
                         hook_activations(probe.model, lambda kind, m: ran.setdefault(kind, set()).add(id(m)),
                                          handles=handles)
-                    value = target_score(probe, x, target, grad=True).mean()
+                    value = require_graph(target_score(probe, x, target, grad=True).mean(), "maximize_activation")
                     grads = torch.autograd.grad(value, leaves)
                 finally:
                     for handle in handles:

@@ -204,21 +204,29 @@ def gradients_enabled() -> Iterator[None]:
         yield
 
 
-def require_graph(scores: torch.Tensor, method: str) -> torch.Tensor:
+def require_graph(scores: torch.Tensor, method: str, what: str = "the target's score") -> torch.Tensor:
     """``scores`` unchanged, when autograd can differentiate them; a clear error otherwise.
 
     A target whose scores are not connected to the graph (one that detaches the output, or
-    returns a constant) has no gradient to show.
+    returns a constant) has no gradient to show, and neither has a model whose forward leaves
+    autograd (it runs under ``torch.no_grad()`` or ``torch.inference_mode()``, detaches, or
+    goes through numpy).
+
+    Args:
+        scores: the tensor to differentiate.
+        method: the method's name, which starts the message.
+        what: what ``scores`` are, in words, for the message.
 
     Raises:
-        RuntimeError: when ``scores`` do not require grad, saying that the target's score
-            does not depend on the input.
+        RuntimeError: when ``scores`` do not require grad, saying that ``what`` does not depend
+            on the input and the likely causes.
     """
     if not scores.requires_grad:
         raise RuntimeError(
-            f"{method}: the target's score does not depend on the input (it is not connected to the autograd "
-            "graph: does the target detach the output, or return a constant?); gradient methods need a score "
-            "computed in the model's forward pass"
+            f"{method}: {what} does not depend on the input (it is not connected to the autograd graph: does the "
+            "target detach the output or return a constant, or does the model's forward leave autograd, running "
+            "under torch.no_grad() or torch.inference_mode(), detaching, or going through numpy?); gradient methods "
+            "need a score computed in the model's forward pass with autograd on"
         )
     return scores
 
@@ -748,6 +756,7 @@ def project_channel(
                     cols = torch.full_like(rows, col)
                 batch = torch.arange(values.shape[0], device=values.device)
                 seed[batch, channel, rows, cols] = values[batch, rows, cols]
+            require_graph(activation, "project_channel", f"the output of layer {layer!r}")
             (grad,) = torch.autograd.grad(activation, leaf, grad_outputs=seed)
     _warn_inactive(raw.reshape(raw.shape[0], -1).amax(dim=1), layer, channel)
     return grad.detach().contiguous().to(x.device)

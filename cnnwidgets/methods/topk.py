@@ -228,7 +228,7 @@ def deconvnet_projector(
     Raises:
         ValueError: for a layer whose output is not (C,) or (C, H, W), or a unit outside the map.
     """
-    from cnnwidgets.methods.gradients import input_leaf, relu_rule
+    from cnnwidgets.methods.gradients import input_leaf, relu_rule, require_graph
 
     leaf = input_leaf(probe, images)
     with relu_rule(probe.model, "deconvnet", method="deconvnet projection"):
@@ -246,6 +246,7 @@ def deconvnet_projector(
             seed[n, channel, rows, cols] = activation.detach()[n, channel, rows, cols].clamp(min=0)
         else:
             raise ValueError(f"layer {layer!r} has output shape {tuple(activation.shape[1:])}; expected (C,) or (C, H, W)")
+        require_graph(activation, "deconvnet_projector", f"the output of layer {layer!r}")
         (grad,) = torch.autograd.grad(activation, leaf, grad_outputs=seed)
     return grad.detach().to(images.device)
 
