@@ -2493,6 +2493,24 @@ def test_a_target_class_the_new_head_lacks_is_reset_and_class_names_that_no_long
         ex.close()
 
 
+def test_a_new_head_without_class_names_given_says_nothing_about_class_names():
+    model = Tiny().eval()
+    ex = make(model, box=(4, 4, 8, 8))
+    try:
+        ex.target = 4
+        model.head = nn.Linear(12, 3)
+        ex.box = (2, 2, 6, 6)
+        assert ex.wait_idle(60)
+        assert "class 4 is gone" in ex.status.message
+        assert "class name" not in ex.status.message
+        ex.target = 1
+        ex.layer = "features.3"
+        assert ex.wait_idle(60) and not ex.status.is_error
+        assert "class name" not in ex.status.message and "is gone" not in ex.status.message
+    finally:
+        ex.close()
+
+
 @pytest.mark.parametrize("method", ["occlusion", "saliency", "grad-cam", "guided backprop"])
 def test_a_nan_class_score_is_an_error_in_the_status_line_not_a_map_with_a_caption(method):
     model = Tiny().eval()
@@ -2874,3 +2892,103 @@ def test_target_and_channel_take_0d_integer_tensors_and_refusals_say_what_is_acc
     assert ex.target == 2
     with pytest.raises(traitlets.TraitError, match="0-d integer tensor"):
         ex.method_stride = torch.tensor([4])
+
+
+class _InferenceModeTiny(Tiny):
+    """A model whose own forward runs under torch.inference_mode(), as some deployment code does."""
+
+    def forward(self, x):
+        with torch.inference_mode():
+            return super().forward(x.clone())
+
+
+def test_a_model_that_runs_under_inference_mode_opens_and_its_gradient_views_say_why_they_cannot_work():
+    model = _InferenceModeTiny().eval()
+    ex = make(model, box=(4, 4, 8, 8))
+    try:
+        assert not ex.status.is_error, ex.status.message
+        x = occluded_input(ex)
+        with torch.no_grad():
+            expected = model.features[:2](x.clone())[0]  # the ReLU after the first convolution
+        ex.layer = "features.1"
+        assert ex.wait_idle(60)
+        torch.testing.assert_close(torch.as_tensor(ex.activations), expected)
+        assert ex.scores["probs"].shape == (5,)
+        ex.method = "deconvnet"
+        assert ex.wait_idle(60)
+        assert "project_channel: the output of layer" in ex.method_error
+        assert "torch.inference_mode()" in ex.method_error
+        ex.method = "grad-cam"
+        assert ex.wait_idle(60)
+        assert "torch.inference_mode()" in ex.method_error
+        ex.box = (6, 6, 8, 8)  # new frames come while the map still fails: the line keeps saying why
+        ex.channel = 3
+        assert ex.wait_idle(60)
+        assert "torch.inference_mode()" in ex.method_error
+        assert ex.status.is_error and ex.status.message == ex.method_error
+        ex.method = "none"  # no method: its error is over
+        assert ex.wait_idle(60)
+        assert ex.method_error is None and not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_the_target_class_can_be_given_to_the_constructor_and_is_checked_there():
+    ex = make(box=(4, 4, 8, 8), target=2, method="grad-cam")
+    try:
+        assert ex.target == 2 and ex.scores_view.selected == 2
+        assert ex.wait_idle(60) and ex.method_result is not None and ex.method_result.target == 2
+    finally:
+        ex.close()
+    with pytest.raises(traitlets.TraitError, match="target class 7 out of range"):
+        make(target=7)
+
+
+def test_a_binary_classifier_refuses_target_one_saying_its_single_unit_is_the_positive_class():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1)).eval()
+    ex = make(model, classes=["neg", "pos"])
+    try:
+        with pytest.raises(traitlets.TraitError, match=r"accepted 0, the model's one output unit \('pos'\)"):
+            ex.target = 1
+        ex.target = 0
+        assert ex.target == 0 and not ex.status.is_error
+    finally:
+        ex.close()
+
+
+def test_set_image_keeps_the_last_images_given_by_name_not_all_of_them(ex):
+    ex.MAX_SET_IMAGES = 3
+    for i in range(6):
+        ex.set_image(image(i), name=f"photo {i}")
+    assert ex.image == "photo 5"
+    kept = [name for name in ex.picker.names if name.startswith("photo")]
+    assert kept == ["photo 3", "photo 4", "photo 5"]
+    assert "photo 0" not in ex._samples and "a" in ex.picker.names  # the samples given stay
+    ex.set_image(image(7), name="photo 3")  # an entry given again is the newest, not a new one
+    ex.set_image(image(8), name="photo 6")
+    assert [name for name in ex.picker.names if name.startswith("photo")] == ["photo 3", "photo 5", "photo 6"]
+    ex.image = "photo 5"  # a kept entry can still be picked
+    assert ex.wait_idle(60) and not ex.status.is_error
+
+
+def _imagenet_denormalize(x):
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()  # clips, as bundles' do
+
+
+def test_a_0_to_255_float_tensor_is_refused_as_a_model_input_even_by_a_clipping_denormalize():
+    refused = torch.rand(3, SIZE, SIZE) * 255
+    explorer = make(box=(4, 4, 8, 8), denormalize=_imagenet_denormalize)
+    try:
+        shown = explorer.input_image.copy()
+        with pytest.raises(ValueError, match=r"outside \[0, 1\]: denormalize is not the inverse.*divide it by 255"):
+            explorer.set_image(refused)
+        assert np.array_equal(explorer.input_image, shown)
+        normalised = (torch.rand(3, SIZE, SIZE) - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]).view(3, 1, 1)
+        explorer.set_image(normalised)  # a normalised input is still the model input as it is
+        assert explorer.wait_idle(60) and not explorer.status.is_error
+        torch.testing.assert_close(explorer._images[explorer._image_id].tensor[0], normalised)
+    finally:
+        explorer.close()

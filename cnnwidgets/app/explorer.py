@@ -695,13 +695,15 @@ class Explorer(ipw.VBox):
             class) or ``"probabilities"`` (see :func:`~cnnwidgets.core.targets.class_probabilities`).
         method: the method panel's first method, one of ``none``, ``occlusion``, ``saliency``,
             ``guided backprop``, ``deconvnet``, ``grad-cam`` (see :mod:`cnnwidgets.app.views`).
+        target: the class the scores' change and the method maps are about (an index into the
+            model's outputs, as :attr:`target`); None: the most probable class of each image.
         method_stride: the occlusion map's stride in input pixels, any positive int (the stride menu
             offers 4, 8, 16 and any other stride given). Its window is the occluder box's height
             and width, recomputed when the box is resized (not when it only moves).
         method_signed: show saliency, guided backprop and deconvnet with their sign, one colour
             per input channel around mid gray (as Zeiler & Fergus and Springenberg et al. show their
-            reconstructions), instead of their
-            strength over the image in gray (the default). Switching redraws; it computes nothing.
+            reconstructions), instead of their unsigned strength as a heatmap over the image in
+            gray (the default). Switching redraws; it computes nothing.
         background: compute on a worker thread (True, for notebooks) or synchronously inside
             every change (False, for scripts and tests).
 
@@ -751,6 +753,9 @@ class Explorer(ipw.VBox):
     sort = _StrictBool(False)
     overlay = _StrictBool(True)
     show_scores = _StrictBool(True)
+    #: How many images :meth:`set_image` keeps in the picker (by name, the oldest leave first).
+    MAX_SET_IMAGES = 16
+
     target = _StrictInt(None, allow_none=True, accepted="; or None for the most probable class", one_element=True)
     image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = _MethodTrait(METHODS, default_value="none")
@@ -779,6 +784,7 @@ class Explorer(ipw.VBox):
         top_k: int = 5,
         outputs: str = "auto",
         method: str = "none",
+        target: int | None = None,
         method_stride: int = 8,
         method_signed: bool = False,
         background: bool = True,
@@ -803,6 +809,7 @@ class Explorer(ipw.VBox):
         if samples is None:
             samples, self._samples_problem = _zoo_samples()
         self._samples: dict[str, Any] = dict(samples)
+        self._names_set: list[str] = []  # names given to set_image, oldest first
         if image is not None:
             # decoded (or downloaded) once here: the size search and the preparation both read it
             image = self._source(image)
@@ -913,6 +920,7 @@ class Explorer(ipw.VBox):
             self.input_caption.value = _INPUT_CAPTIONS[self.box is not None]
             self.method_stride = method_stride
             self.method_signed = method_signed
+            self.target = target
             self.method = method
             self._wire()
             self._suspend = False
@@ -999,7 +1007,9 @@ class Explorer(ipw.VBox):
         normalised tensor is the model input as it is, as for the explorer's ``image``).
 
         The image becomes the picker's entry ``name`` (an earlier entry of that name is replaced)
-        and is selected: :attr:`image` is ``name``.
+        and is selected: :attr:`image` is ``name``. The picker keeps the last
+        :attr:`MAX_SET_IMAGES` names given here (older ones leave it, with the images they held),
+        so a loop over many images does not keep them all in memory.
 
         Raises:
             ValueError, TypeError: for an image that cannot be read or preprocessed, or a name that
@@ -1012,6 +1022,14 @@ class Explorer(ipw.VBox):
         prepared = self._prepare_image(source, name)
         self._samples[name] = source
         self._show_image(prepared)
+        if name in self._names_set:
+            self._names_set.remove(name)
+        self._names_set.append(name)
+        while len(self._names_set) > self.MAX_SET_IMAGES:
+            old = self._names_set.pop(0)  # never the one shown now, which is the last
+            self._samples.pop(old, None)
+            if old in self.picker.names:
+                self.picker.remove_entry(old)
 
     def _show_image(self, prepared: ImageInput) -> None:
         self._use_image(prepared)
@@ -1206,7 +1224,7 @@ class Explorer(ipw.VBox):
                                      "the target is the most probable class")
             changed = True
         names = self._class_names[1:] if count == 1 and len(self._class_names) == 2 else self._class_names
-        if len(names) != count:
+        if self._class_names and len(names) != count:
             names = []
             self._set_note("classes", f"the model changed: it has {count} output units now, not one per class name "
                                       f"given ({len(self._class_names)}): classes are shown by index")
@@ -1246,6 +1264,11 @@ class Explorer(ipw.VBox):
         count = self._class_count
         if value < 0 or (count is not None and value >= count):
             accepted = f"0..{count - 1}" if count is not None else "0 or more"
+            if count == 1:
+                # a binary classifier's one output unit: its logit is the positive class's
+                named = f" ({self._classes[0]!r})" if self._classes else ""
+                accepted = (f"0, the model's one output unit{named}, whose sigmoid is the positive class's "
+                            "probability")
             raise t.TraitError(f"target class {value} out of range: accepted {accepted}, or None for the top class")
         return value
 
@@ -1558,6 +1581,11 @@ class Explorer(ipw.VBox):
         self._set_note("nonfinite", _nonfinite_note(state.layer, frame))
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
+        elif self._method_error is not None:
+            # the method map still failed (its panel says so too): the line keeps saying why until
+            # a map is shown or the method is switched off, whatever frames come in between
+            if self.status.message != self._method_error:
+                self.status.error(self._method_error)
         elif not state.dragging or self.status.is_error:
             # while dragging the line keeps still (no message per frame), but a good frame ends
             # the error of a failed one at once, not when the occluder is released

@@ -86,6 +86,41 @@ class ModelInput:
         object.__setattr__(self, "tensor", x.to("cpu", torch.float32, copy=True).contiguous())
 
 
+#: Share of a given model input's pixels that ``denormalize`` may put outside [0, 1] (beyond a
+#: margin for rounding and resampling overshoot) before the input is refused as not what it inverts.
+_OUTSIDE_REFUSED = 0.2
+
+
+def _check_inverted(
+    x: torch.Tensor, shown: np.ndarray, mean: torch.Tensor | None, std: torch.Tensor | None
+) -> None:
+    """Refuse a model input ``x`` given as it is whose pixels mostly lie outside [0, 1]:
+    ``denormalize`` is not the inverse of what made it (typically a 0..255 picture as a float
+    tensor, which ImageNet statistics would show white), and the picture, the pixel fills and the
+    scores would all be wrong.
+
+    The pixels are ``x * std + mean`` per channel where ``denormalize`` is of that form (read off
+    it as ``mean``, ``std``: a ``denormalize`` that clips, as bundles' do, would hide them), else
+    ``denormalize``'s output ``shown``.
+    """
+    if std is not None and mean is not None and not bool(torch.isnan(std).all()):
+        std, mean = std.reshape(-1).double(), mean.reshape(-1).double()  # per channel
+        kept = ~torch.isnan(std)
+        values = (x.double()[kept] * std[kept].view(-1, 1, 1) + mean[kept].view(-1, 1, 1)).numpy()
+    else:
+        values = np.asarray(shown, dtype=np.float64)
+    outside = float(np.mean((values < -0.05) | (values > 1.05)))
+    if outside <= _OUTSIDE_REFUSED:
+        return
+    low, high = float(values.min()), float(values.max())
+    raise ValueError(
+        f"the tensor given as the model input un-normalises to pixel values in [{low:.4g}, {high:.4g}], "
+        f"{100 * outside:.0f} % of them outside [0, 1]: denormalize is not the inverse of what made it. A picture "
+        "with values 0..255 in a float tensor: divide it by 255 (or pass it as uint8) to have it preprocessed; "
+        "a normalised input: pass the denormalize= that undoes its normalisation"
+    )
+
+
 def model_input_range(image: Any) -> tuple[float, float] | None:
     """``(min, max)`` of ``image`` when it is a floating-point tensor of finite values outside
     [0, 1]: not a picture (which :func:`to_pil` refuses) but a model input, normalised; None for
@@ -297,8 +332,10 @@ class ImageInput:
             ) from exc
         if shown.shape[:2] != tuple(x.shape[1:]):
             raise ValueError(f"denormalize returned {shown.shape[:2]} for a tensor of size {tuple(x.shape[1:])}")
-        display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
         mean, std = cls._affine(x, denormalize)
+        if given:
+            _check_inverted(x, shown, mean, std)
+        display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std,
                    source_size=None if pil is None else pil.size,
                    fourth_channel_dropped=pil is not None and x.shape[0] == 4 and bool(pil.info.get(COMPOSITED)))
