@@ -293,3 +293,28 @@ def test_progress_bar_counts_the_occluded_passes(capsys):
     assert "correspondence" not in capsys.readouterr().err
     with pytest.raises(TypeError, match="progress"):
         correspondence(PixelNet().eval(), x, parts, ["relu"], progress="yes")
+
+
+class _Scaled(nn.Module):
+    """``model`` on its input times ``factor``: a positively homogeneous model's features all
+    scale by ``factor``, and every sign of every change stays the same."""
+
+    def __init__(self, model: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x):
+        return self.model(x * self.factor)
+
+
+def test_the_table_does_not_depend_on_the_scale_of_the_features():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.ReLU()).eval()
+    x = torch.randn(4, 3, 16, 16)
+    parts = {"corner": [(0, 0, 6, 6)] * 4, "middle": [(5, 5, 11, 11), (4, 6, 10, 12), (6, 4, 12, 10), (5, 5, 11, 11)]}
+    plain = correspondence(model, x, parts, ["4"], random_trials=3, progress=False)
+    tiny = correspondence(_Scaled(model, 1e-8), x, parts, ["model.4"], random_trials=3, progress=False)
+    for row in (*parts, RANDOM):
+        assert plain.mean[row]["4"] > 0  # the occluders change the features
+        assert tiny.mean[row]["model.4"] == pytest.approx(plain.mean[row]["4"], abs=1e-12)

@@ -28,10 +28,12 @@ with integral values; fractional coordinates are refused rather than rounded), h
 The occluder sets them to ``fill`` in preprocessed space (``0.0``: the mean colour of
 mean/std-normalised inputs; the paper used a grey square).
 
-Entries of ``eps`` with ``|eps| <= atol + rtol * |x|`` count as unchanged (sign 0). With the
-default tolerances this only absorbs floating-point rounding (a convolution may round
-differently when a distant pixel changes), which would otherwise add random signs where
-nothing changed.
+Entries of ``eps`` with ``|eps| <= atol * s + rtol * |x|`` count as unchanged (sign 0), where
+``s`` is the largest ``|x|`` of the layer on that image: the tolerance scales with the
+features, so a model whose features are small (an untrained MobileNet's are around 1e-8) gets
+the table its features' signs give, not one of zeros. With the default tolerances this only
+absorbs floating-point rounding (a convolution may round differently when a distant pixel
+changes), which would otherwise add random signs where nothing changed.
 """
 
 from __future__ import annotations
@@ -211,8 +213,11 @@ class CorrespondenceResult:
 
 
 def _signs(original: torch.Tensor, occluded: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
+    """The signs of ``original - occluded`` (N, D), 0 within ``atol`` times each image's largest
+    ``|original|`` plus ``rtol * |original|``."""
     eps = original - occluded
-    small = eps.abs() <= atol + rtol * original.abs()
+    scale = original.abs().amax(dim=1, keepdim=True)
+    small = eps.abs() <= atol * scale + rtol * original.abs()
     return torch.where(small, torch.zeros_like(eps), torch.sign(eps)).to(torch.int8)
 
 
@@ -253,7 +258,8 @@ def correspondence(
             uses, in image ``i``, the size of the box of part ``t mod P`` in image ``i``.
         fill: occluder value in preprocessed space: one, or one per channel.
         seed: seed of the control's private generator, an int in [0, 2**64).
-        rtol, atol: changes within ``atol + rtol * |x|`` count as no change.
+        rtol, atol: changes within ``atol * s + rtol * |x|`` count as no change, ``s`` being the
+            largest ``|x|`` of the layer on that image (so the tolerance follows the features' scale).
         progress: show a progress bar over the occluded passes (one per part, one per random
             trial).
 
