@@ -914,3 +914,31 @@ def test_grad_cam_refuses_a_layer_with_an_empty_feature_map():
         assert nearest_conv_layer(probe) == "pool"
     assert grad_cam(model, x, 0).shape == (2, 16, 16)
     assert grad_cam(model, torch.rand(1, 3, 64, 64), 0, "act").shape == (1, 12, 12)
+
+
+def test_an_adaptive_pooling_that_only_copies_a_smaller_map_out_is_not_the_default_grad_cam_layer():
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet(weights=None).eval()
+    with Probe(model, input_size=(3, 64, 64)) as probe:
+        # at 64 px the last real map is 3x3; avgpool copies the 1x1 map after it out to 6x6
+        assert probe.layers["features.12"].output_shape == (256, 1, 1)
+        assert probe.layers["avgpool"].output_shape == (256, 6, 6)
+        assert nearest_conv_layer(probe) == "features.11"
+        assert nearest_conv_layer(probe, "avgpool") == "features.11"
+        x = torch.randn(1, 3, 64, 64)
+        default = grad_cam(probe, x, 3)
+        torch.testing.assert_close(default, grad_cam(probe, x, 3, "features.11"))
+        assert default.shape == (1, 3, 3)
+    with Probe(model, input_size=(3, 224, 224)) as probe:
+        assert nearest_conv_layer(probe) == "avgpool"  # at its design size avgpool keeps a 6x6 map as it is
+
+
+def test_cam_on_a_model_that_normalises_the_pooled_features_says_so_rather_than_asking_for_a_larger_input():
+    torch.manual_seed(0)
+    model = torchvision.models.convnext_tiny(weights=None).eval()
+    with pytest.raises(ValueError) as caught:
+        cam(model, torch.randn(1, 3, 64, 64), 3)
+    message = str(caught.value)
+    assert "CAM is undefined here, use grad_cam" in message
+    assert "a layer between 'avgpool' and 'classifier.2', a normalisation say, changes the pooled features" in message
+    assert "larger input" not in message and "classifier.0" not in message

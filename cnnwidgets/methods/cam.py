@@ -378,8 +378,14 @@ def cam(
         # the last map with fc's width when it has shrunk to 1x1 (an input smaller than the model's
         # usual size): CAM is defined there but is one value, and no larger map with that width follows
         # (pooling layers are left out: one that pools to 1x1 does so at any input size)
+        # ... looked for before the last pooling to 1x1 ahead of fc: what comes after it (a
+        # LayerNorm over the pooled features, as in ConvNeXt) is 1x1 at every input size
+        pooled = _latest_map_before(
+            layers, fc_info, lambda i: _positions(i) == 1 and isinstance(probe.module(i.name), _POOLING)
+        )
         last_wide = _latest_map_before(
-            layers, fc_info, lambda i: i.map_shape[0] == width and not isinstance(probe.module(i.name), _POOLING)
+            layers, pooled or fc_info,
+            lambda i: i.map_shape[0] == width and not isinstance(probe.module(i.name), _POOLING),
         )
         one_value = (f": 1x1 at this input size ({'x'.join(str(v) for v in x.shape[2:])}), where CAM is a single "
                      "value, not a map. Use a larger input (the size the model was made for)")
@@ -504,9 +510,14 @@ def cam(
             if shrunk and last_wide.name != layer:
                 raise ValueError(f"the input of {fc_name!r} is not the global average of {source} ({difference})"
                                  f"{shrunk}")
+            between = ""
+            if not better and pooled is not None and source == f"the input of {pooled.name!r}":
+                # the maps are pooled, but something changes the pooled features on their way to fc
+                between = (f" (a layer between {pooled.name!r} and {fc_name!r}, a normalisation say, changes the "
+                           "pooled features, so the class score is no weighted sum of the maps)")
             raise ValueError(
                 f"the input of {fc_name!r} is not the global average of {source} ({difference}); CAM is "
-                "undefined here, use grad_cam" + better
+                "undefined here, use grad_cam" + (better or between)
             )
         if not _gives_the_output(fc_output, output):
             raise ValueError(
@@ -610,6 +621,19 @@ def _positions(info: LayerInfo) -> int:
     return 0 if info.map_shape is None else info.map_shape[1] * info.map_shape[2]
 
 
+def _resampled_copy(info: LayerInfo) -> bool:
+    """An adaptive pooling whose output units are no regular grid over the input (no ``jump``):
+    it enlarges a smaller map (AlexNet's and VGG's ``avgpool`` on an input below their design
+    size copy a 1x1 or 2x2 map out to 6x6 or 7x7) or pools unevenly. Its map repeats the map
+    it was given, so a Grad-CAM of it is blocky or constant: the map before it is used."""
+    return info.type.startswith("Adaptive") and info.type.endswith("Pool2d") and info.jump is None
+
+
+def _gradcam_map(info: LayerInfo) -> bool:
+    """A feature map Grad-CAM can use: more than 1x1 positions, not a resampled copy."""
+    return _positions(info) > 1 and not _resampled_copy(info)
+
+
 def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = None) -> str:
     """The layer a Grad-CAM map for ``layer`` uses (the explorer's fallback for a layer
     without a spatial map, such as ``avgpool`` or ``fc``, and the default layer of
@@ -623,7 +647,10 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
     ``layer4.1`` or ``layer4.1.bn2``), the classifier of DenseNet, MobileNet and ConvNeXt
     ``features``, ``avgpool`` of a Swin transformer ``permute`` (its channels-last ``norm``
     output made (C, H, W); the Grad-CAM of both is the same). VGG's ``avgpool`` (adaptive
-    pooling to 7x7) is a feature map itself and is kept, and is what its classifier gets.
+    pooling to 7x7) is a feature map itself and is kept, and is what its classifier gets; on an
+    input below their design size, where AlexNet's and VGG's ``avgpool`` only copy a smaller
+    map out to 6x6 or 7x7 (an adaptive pooling whose units form no regular grid over the
+    input), the map before it is used.
     The containers around ``layer`` are not before it. ``layer=None`` stands for the model's
     output (as a target's ``layer`` does): the feature map with more than 1x1 positions whose
     forward call ends last in the whole model, by the same rule. The name is historical: the
@@ -646,7 +673,7 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
         layers = probe.layers
         if layer is None:
             keys = _finish_keys(layers)
-            maps = [name for name in keys if _positions(layers[name]) > 1]
+            maps = [name for name in keys if _gradcam_map(layers[name])]
             if not maps:
                 raise ValueError(
                     "no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
@@ -656,9 +683,9 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
         info = probe.check_layer(layer)
     if info.calls == 0:
         raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
-    if _positions(info) > 1:
+    if _gradcam_map(info):
         return layer
-    chosen = _latest_map_before(layers, info, lambda i: _positions(i) > 1)
+    chosen = _latest_map_before(layers, info, _gradcam_map)
     if chosen is None:
         raise ValueError(
             f"no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
