@@ -315,3 +315,22 @@ def test_a_layer_with_an_empty_feature_map_is_refused_and_left_out_of_the_defaul
         dead_channels(model, loader, ["act"], progress=False)
     assert list(dead_channels(model, x, progress=False)) == ["conv", "relu"]  # 'act' has no unit to scan here
     assert "act" in dead_channels(model, torch.rand(2, 3, 64, 64), progress=False)
+
+
+def test_a_default_scan_leaves_out_convolutions_that_feed_a_normalisation_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),  # the BN shifts the conv's signs
+        nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(),                      # no normalisation: the conv is scanned
+        nn.Conv2d(5, 6, 3, padding=1), nn.GroupNorm(2, 6), nn.ReLU(),
+    ).eval()
+    with torch.no_grad():
+        model[1].running_mean.fill_(-5.0)  # every conv channel may be negative, yet the ReLU after the BN fires
+    x = torch.rand(4, 3, 12, 12)
+    with Probe(model, input_size=(3, 12, 12)) as probe:
+        assert default_dead_layers(probe) == ["2", "3", "4", "7"]
+        report = dead_channels(probe, x, progress=False)
+        assert list(report) == ["2", "3", "4", "7"]
+        assert report["2"].dead == []  # fires after the BN
+        explicit = dead_channels(probe, x, "0", progress=False)  # named, a conv feeding a BN is scanned
+        assert explicit["0"].max_activation.shape == (4,)

@@ -12,7 +12,9 @@ following ReLU outputs zero everywhere" for both kinds of layers a default scan 
 * a convolution whose output goes straight into a ReLU: ``ReLU(z) > 0`` iff ``z > 0``, so a conv
   channel that is never positive is a channel the ReLU always zeroes. When a normalisation layer
   sits between the convolution and the ReLU (conv -> BN -> ReLU), the conv channel's sign is not
-  what the ReLU sees; look at the ReLU (or BN) layer instead.
+  what the ReLU sees (the normalisation shifts it), so a default scan leaves such convolutions
+  out and scans the activation after the normalisation; named explicitly, they are scanned as
+  any layer is.
 
 Dying ReLUs were described by Maas, Hannun & Ng (2013), "Rectifier Nonlinearities Improve
 Neural Network Acoustic Models", and Lu et al. (2019), "Dying ReLU and Initialization".
@@ -97,18 +99,33 @@ def _is_activation(module: nn.Module) -> bool:
     )
 
 
+#: Normalisation modules: a convolution whose output goes into one is not scanned by default.
+_NORMALISATION = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
+                  nn.LocalResponseNorm)
+
+
 def default_dead_layers(probe: Probe) -> list[str]:
     """Layers of ``probe``'s model a dead-channel scan covers by default: convolutions and activation functions
     (ReLU, GELU, ...) whose output is a feature map, in execution order. Channels-last (H, W, C)
     maps, such as the GELUs inside ConvNeXt blocks, are included and read channels first. Maps that
     are empty at the probe's input size (see :attr:`~cnnwidgets.core.layers.LayerInfo.empty_map`)
-    are left out: they have no unit to scan."""
+    are left out: they have no unit to scan. So are convolutions whose output goes into a
+    normalisation layer (the module that runs right after them is a ``BatchNorm2d``,
+    ``GroupNorm`` ...): the normalisation shifts their signs, so a conv channel that is never
+    positive may still fire after it (the activation after the normalisation is scanned)."""
+    layers = probe.layers
+    by_call = {info.last_call: name for name, info in layers.items() if info.last_call >= 0}
     names = []
-    for name, info in probe.layers.items():
+    for name, info in layers.items():
         if info.map_shape is None or info.calls == 0 or info.empty_map:
             continue
         module = probe.module(name)
-        if isinstance(module, nn.Conv2d) or _is_activation(module):
+        if isinstance(module, nn.Conv2d):
+            after = by_call.get(info.last_call + 1) if info.calls == 1 else None
+            if after is not None and isinstance(probe.module(after), _NORMALISATION):
+                continue
+            names.append(name)
+        elif _is_activation(module):
             names.append(name)
     return names
 
