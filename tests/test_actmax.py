@@ -549,3 +549,16 @@ def test_a_channel_of_an_empty_feature_map_is_refused_before_any_step():
         maximize_activation(probe, ChannelActivation("act", 0), size=32, steps=2, progress=False)
     assert maximize_activation(model, ChannelActivation("act", 0), size=64, steps=2, progress=False).steps == 2
     assert _hooks(model) == 0
+
+
+def test_the_ascent_does_not_depend_on_the_scale_of_the_target():
+    model = small_net()
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        start = maximize_activation(probe, 1, **dict(FAST, steps=0)).rgb
+        plain = maximize_activation(probe, 1, **dict(FAST, steps=32))
+        tiny = maximize_activation(probe, lambda y: 1e-9 * y[:, 1], **dict(FAST, steps=32))
+    moved = float(np.abs(plain.rgb - start).max())
+    assert moved > 0.1
+    # Adam ignores the gradient's scale; an absolute eps of 1e-8 would have kept the tiny one still
+    assert float(np.abs(tiny.rgb - plain.rgb).max()) < 0.05 * moved
+    assert tiny.activation == pytest.approx(1e-9 * plain.activation, rel=1e-2)

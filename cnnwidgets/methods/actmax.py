@@ -277,6 +277,12 @@ class _AdamAscent:
 
     Written out (a dozen lines) rather than ``torch.optim.Adam``, whose first construction
     imports ``torch._dynamo`` and costs seconds.
+
+    Adam's step does not depend on the gradient's scale, but for its ``eps``, which keeps
+    coordinates whose gradient is ~0 still. Here ``eps`` is relative: times the largest RMS
+    of a leaf's gradient seen so far, so a target scaled by 1e-9 (or the tiny gradients of an
+    untrained network) gives the same ascent as the unscaled one instead of an image that
+    barely moves.
     """
 
     def __init__(self, leaves: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -284,17 +290,20 @@ class _AdamAscent:
         self.leaves, self.lr, self.betas, self.eps, self.t = leaves, lr, betas, eps, 0
         self.m = [torch.zeros_like(p) for p in leaves]
         self.v = [torch.zeros_like(p) for p in leaves]
+        self.scale = [0.0 for _ in leaves]  # the largest gradient RMS of each leaf so far
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor]) -> None:
         self.t += 1
         b1, b2 = self.betas
-        for p, g, m, v in zip(self.leaves, grads, self.m, self.v):
+        for i, (p, g, m, v) in enumerate(zip(self.leaves, grads, self.m, self.v)):
+            self.scale[i] = max(self.scale[i], float(g.float().pow(2).mean().sqrt()))
+            eps = self.eps * self.scale[i] + torch.finfo(torch.float32).tiny  # never 0 / 0
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             m_hat = m / (1 - b1**self.t)
             v_hat = v / (1 - b2**self.t)
-            p.add_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
+            p.add_(self.lr * m_hat / (v_hat.sqrt() + eps))
 
 
 def _channel_stats(values: Sequence[float] | float | None, channels: int, default: float, what: str) -> torch.Tensor:
