@@ -39,6 +39,13 @@ Relation to pytorch-grad-cam
 is ``s(upsample(s(L)))`` here (``L`` is already rectified); the tests compare exactly
 that. Its Grad-CAM++ adds ``1e-6`` to the denominator of ``a_kij``; pass ``eps=1e-6``
 to :func:`grad_cam_pp` to reproduce it.
+
+A layer whose output the model's forward then changes in place (DenseNet applies
+``F.relu(features, inplace=True)`` to the output of ``features``) differs: here the layer's
+own output is used, as every capture of the probe reads it, while pytorch-grad-cam keeps a
+reference to the tensor and so reads it after the in-place ReLU. :func:`cam` at such a layer
+uses the maps as the pooling reads them (after the ReLU), so on DenseNet the relation
+``CAM = Z * Grad-CAM`` holds with Grad-CAM of the ReLU's output, not of ``features``.
 """
 
 from __future__ import annotations
