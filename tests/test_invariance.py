@@ -338,3 +338,34 @@ def test_the_default_last_conv_layer_of_a_resnet_is_a_block_output_after_its_rel
     # its last call: the block's output after the residual sum, not the ReLU after conv1
     torch.testing.assert_close(captured["layer4.1.relu"], captured["layer4"])
     assert float(captured["layer4.1.relu"].min()) >= 0
+
+
+class _TwoBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(6, 4, 1)
+        self.right = nn.Conv2d(6, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([torch.relu(self.left(x)), torch.relu(self.right(x))], dim=1)
+
+
+class _BranchNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.block = _TwoBranch()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.block(self.relu(self.stem(x)))).flatten(1))
+
+
+def test_the_default_last_conv_layer_of_a_branching_block_is_the_block_not_its_last_branch():
+    with Probe(_BranchNet().eval(), input_size=(3, 12, 12)) as probe:
+        layers = default_feature_layers(probe)
+    assert layers["first"] == "relu"
+    assert layers["last_conv"] == "block"  # not "block.right", 4 of its 8 channels
+    assert layers["penultimate"] == "pool"

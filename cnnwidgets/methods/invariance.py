@@ -173,13 +173,27 @@ _ACTIVATIONS = ("ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Tanh", "Sigmoid", "
 _RESHAPES = ("Flatten", "Unflatten", "Identity", "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout")
 
 
+def _last_feature_map(probe: Probe) -> str | None:
+    """The last feature map larger than 1x1 the model computes (the Grad-CAM default layer), or
+    None when there is none."""
+    from cnnwidgets.methods.cam import nearest_conv_layer
+
+    try:
+        return nearest_conv_layer(probe)
+    except ValueError:
+        return None
+
+
 def default_feature_layers(probe: Probe) -> dict[str, str]:
     """Layers that play the paper's "layer 1", "layer 5" and "layer 7" in another model (``probe``'s).
 
     Returns:
         ``{"first": ..., "last_conv": ..., "penultimate": ...}``: the first convolution's
         activation (or the convolution itself; normalisation layers in between are skipped),
-        the last convolution's activation, and the feature vector the output layer
+        the last convolution's activation (or, where that convolution makes only some of the
+        last block's channels, as in GoogLeNet's, Inception's and DenseNet's blocks, the output
+        of that block: the last feature map, of the same size, with more channels), and the
+        feature vector the output layer
         classifies - the last module before the output layer that is not a reshape
         (``Flatten``), ``Dropout`` or ``Identity``; the paper's fc7 in a network with hidden
         linear layers, the global pooling in one without.
@@ -207,6 +221,13 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
         return leaves[index].name
 
     first, last_conv = activation_after(convs[0]), activation_after(convs[-1])
+    # in a network of parallel branches (GoogLeNet, Inception) or of concatenated layers
+    # (DenseNet), the last convolution makes a slice of the last block's channels: the block's
+    # output, the last feature map before the head, stands for the stage instead
+    last_map = _last_feature_map(probe)
+    shape, last_shape = probe.layers[last_conv].map_shape, None if last_map is None else probe.layers[last_map].map_shape
+    if last_shape is not None and shape is not None and last_shape[0] > shape[0] and last_shape[1:] == shape[1:]:
+        last_conv = last_map
     penultimate = next((i.name for i in reversed(leaves[:-1]) if i.type not in _RESHAPES), last_conv)
     return {"first": first, "last_conv": last_conv, "penultimate": penultimate}
 
