@@ -485,3 +485,35 @@ def test_image_to_tensor_from_other_sources_matches_load_image():
     out = image_to_tensor(rgb)
     assert out.shape == (3, 10, 12) and out.dtype == torch.float32
     assert torch.equal((out * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(rgb))
+
+
+def test_integer_tensors_load_on_a_torch_without_uint16(monkeypatch):
+    # torch 2.1 and 2.2 (allowed by torch>=2.1) have no torch.uint16
+    u8 = torch.arange(3 * 40 * 50, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(3, 40, 50)
+    expected = np.asarray(load_image(u8))
+    monkeypatch.delattr(torch, "uint16")
+    assert not hasattr(torch, "uint16")
+    again = load_image(u8)
+    assert np.array_equal(np.asarray(again), expected)
+    assert np.array_equal(np.asarray(again), u8.permute(1, 2, 0).numpy())
+
+
+def test_resizing_works_on_a_pillow_without_the_resampling_enum(monkeypatch):
+    # Image.Resampling is Pillow >= 9.1; pillow>=9.0 only has the plain constants. Pillow itself
+    # needs the enum, so only the module cnnwidgets sees loses it.
+    from cnnwidgets.core import images
+
+    class Pillow90:
+        def __getattr__(self, name):
+            if name == "Resampling":
+                raise AttributeError("module 'PIL.Image' has no attribute 'Resampling'")
+            return getattr(Image, name)
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    small = np.asarray(load_image(pixels, size=32))
+    limited = np.asarray(load_image(pixels, max_size=100))
+    monkeypatch.setattr(images, "Image", Pillow90())
+    assert np.array_equal(np.asarray(load_image(pixels, size=32)), small)
+    assert np.array_equal(np.asarray(load_image(pixels, max_size=100)), limited)
+    assert small.shape == (32, 53, 3) and limited.shape == (60, 100, 3)

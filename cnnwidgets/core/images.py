@@ -273,7 +273,7 @@ def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
     t = _squeeze_batch(t.detach()).cpu()
     if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
         t = t.float()
-    if t.dtype == torch.uint16:
+    if t.dtype == getattr(torch, "uint16", None):  # torch.uint16 exists from torch 2.3 on
         return t.to(torch.int32).numpy().astype(np.uint16)
     try:
         return t.numpy()
@@ -445,7 +445,8 @@ def _limit(image: Image.Image, max_size: int, min_size: int) -> Image.Image:
             f"image is {w}x{h} pixels: downscaling it to at most {max_size} px would make its short side "
             f"{min(new)} px (< {min_size}); the aspect ratio is too extreme"
         )
-    return image.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # Image.Resampling is Pillow >= 9.1; the plain constants (all versions) warn on 9.1-9.3
+    return image.resize(new, getattr(Image, "Resampling", Image).LANCZOS, reducing_gap=3.0)
 
 
 def _is_int(value: Any) -> bool:
@@ -475,4 +476,4 @@ def _resize(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
         )
     if new == (w, h):
         return image
-    return image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
+    return image.resize(new, getattr(Image, "Resampling", Image).BILINEAR, reducing_gap=None)
