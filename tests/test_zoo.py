@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import socket
+import time
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -653,7 +656,8 @@ def test_fetch_takes_one_name_or_a_list_and_replaces_a_file_only_when_verified(m
     with pytest.raises(RuntimeError, match="invalid hash value"):
         fetch_weights(["https://example.org/models/bad-0123abcd.pth"], progress=False)
     assert (folder / "bad-0123abcd.pth").read_bytes() == b"kept"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([name, "bad-0123abcd.pth"])
+    # the verified file has its note (for load_torchvision), the refused one none and no partial download
+    assert sorted(p.name for p in folder.iterdir()) == sorted([name, f".{name}.verified.json", "bad-0123abcd.pth"])
     with pytest.raises(TypeError, match="each weights spec must be a str"):
         fetch_weights([1])
     with pytest.raises(TypeError, match="progress must be True or False"):
@@ -793,3 +797,234 @@ def test_model_forwards_and_bundle_fields_are_documented():
     hint = typing.get_type_hints(Bundle)["denormalize"]
     assert type(None) in typing.get_args(hint)
     assert "Raises:" in shapes.make_batch.__doc__ and ">= 16" in shapes.make_batch.__doc__
+
+
+# --------------------------------------------------------------------------- downloads and broken files
+def test_a_stalled_server_fails_the_fetch_after_the_timeout(monkeypatch, tmp_path):
+    from cnnwidgets.zoo import fetch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(fetch, "DOWNLOAD_TIMEOUT", 0.5)
+    with socket.socket() as listener:  # accepts connections (the kernel's backlog) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/models/stalled-deadbeef.pth"
+        before = socket.getdefaulttimeout()
+        started = time.monotonic()
+        with pytest.raises(fetch.FetchError, match=r"the server sent nothing for 0\.5 s") as info:
+            fetch.fetch_weights(url, progress=False)
+        assert time.monotonic() - started < 10
+    assert socket.getdefaulttimeout() == before  # the process-wide default is restored
+    assert "stalled-deadbeef.pth" in str(info.value) and "DOWNLOAD_TIMEOUT" in str(info.value)
+    assert list((tmp_path / "torch-home" / "hub" / "checkpoints").iterdir()) == []  # no partial file left
+
+
+def test_fetch_removes_the_partial_files_a_killed_download_left(monkeypatch, tmp_path):
+    import hashlib
+
+    from cnnwidgets.zoo import fetch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = b"weights" * 100
+    name = f"blob-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    (mirror / name).write_bytes(data)
+    monkeypatch.setenv("CNNWIDGETS_WEIGHTS_MIRROR", mirror.as_uri())
+    folder = tmp_path / "torch-home" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    old = [folder / f"{name}.{'a' * 32}.partial", folder / f".{name}.jvggm4_g.partial",
+           folder / f".{name}.jvggm4_g.partial.{'b' * 32}.partial"]
+    fresh = folder / f"{name}.{'c' * 32}.partial"  # a download another process is running now
+    other = folder / f"other-01234567.pth.{'d' * 32}.partial"  # another file's: not this download's
+    for path in [*old, fresh, other]:
+        path.write_bytes(b"half")
+    long_ago = time.time() - fetch.STALE_PARTIAL_AGE - 60
+    for path in [*old, other]:
+        os.utime(path, (long_ago, long_ago))
+    destinations = []
+    real_download = torch.hub.download_url_to_file
+
+    def recording(url, dst, *args, **kwargs):
+        destinations.append(dst)
+        return real_download(url, dst, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", recording)
+    assert fetch.fetch_weights(f"https://example.org/{name}", progress=False) == [folder / name]
+    # torch.hub writes its own temporary file next to the target and moves it: no second layer
+    assert destinations == [str(folder / name)]
+    assert not any(path.exists() for path in old)
+    assert fresh.exists() and other.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([name, f".{name}.verified.json", fresh.name, other.name])
+
+
+def test_fetch_cli_reports_an_unusable_cache_folder_in_one_line(monkeypatch, tmp_path, capsys):
+    from cnnwidgets.zoo.fetch import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where a folder should be")
+    monkeypatch.setenv("TORCH_HOME", str(blocker / "torch-home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("nothing to download into"))
+    assert main(["ResNet18_Weights.IMAGENET1K_V1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert str(blocker / "torch-home" / "hub" / "checkpoints") in err and "set TORCH_HOME" in err
+    assert "Traceback" not in err
+
+
+def test_fetch_accepts_the_default_weights_name():
+    from cnnwidgets.zoo.fetch import resolve_url
+    from cnnwidgets.zoo.pretrained import resolve_weights
+
+    assert resolve_url("ResNet18_Weights.DEFAULT") == resolve_weights("resnet18", "DEFAULT").url
+
+
+def _corrupt_cache(weights) -> Path:
+    path = cached_weights_path(weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"PK\x03\x04 cut off in the middle of the download")
+    return path
+
+
+def test_a_corrupt_cached_file_says_deleting_it_is_safe_and_how_to_fetch_it(offline, tmp_path):
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    path = _corrupt_cache(weights)
+    with pytest.raises(ValueError) as info:
+        load_torchvision("resnet18")
+    message = str(info.value)
+    assert str(path) in message and "deleting it is safe" in message
+    assert "python -m cnnwidgets.zoo.fetch ResNet18_Weights.IMAGENET1K_V1" in message and "download=True" in message
+    # a file of the user's own is not the cache's: no advice to delete it
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError) as info:
+        load_torchvision("resnet18", weights_path=mine)
+    assert str(mine) in str(info.value) and "deleting it is safe" not in str(info.value)
+    # the same for a cached file of another architecture
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(RuntimeError, match="deleting it is safe"):
+        load_torchvision("resnet18")
+
+
+def test_download_true_replaces_a_corrupt_cached_file_and_loads_it(offline, monkeypatch):
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    path = _corrupt_cache(weights)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    calls = []
+
+    def download(url, dst, *args, **kwargs):  # stands in for the network; fetch_weights does the rest
+        calls.append((url, dst))
+        torch.save(state, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    bundle = load_torchvision("resnet18", download=True)
+    assert calls == [(weights.url, str(path))]
+    assert torch.equal(bundle.model.conv1.weight, state["conv1.weight"])
+    assert "not verified" not in bundle.weights and str(path) in bundle.weights
+    # offline, the corrupt file stays and the error says both what is wrong and why it was not replaced
+    _corrupt_cache(weights)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _unreachable)
+    with pytest.raises(ValueError) as info:
+        load_torchvision("resnet18", download=True)
+    message = str(info.value)
+    assert "could not load" in message and "Replacing it with a fresh download failed too" in message
+    assert "name resolution" in message and "deleting it is safe" in message
+    assert path.read_bytes().startswith(b"PK\x03\x04 cut off")
+
+
+def test_a_file_fetch_verified_is_described_as_verified_until_it_changes(offline):
+    from cnnwidgets.zoo.fetch import _record_verified
+
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    _cache(weights, torchvision.models.resnet18(weights=None))
+    path = cached_weights_path(weights)
+    assert "not verified" in load_torchvision("resnet18").weights
+    _record_verified(path, "0123abcd" + "0" * 56)  # a SHA-256 other than the name's prefix
+    assert "not verified" in load_torchvision("resnet18").weights
+    _record_verified(path, "f37072fd" + "0" * 56)  # what fetch_weights notes after checking the hash
+    described = load_torchvision("resnet18").weights
+    assert "SHA-256 checked" in described and "not verified" not in described
+    later = path.stat().st_mtime_ns + 5_000_000_000
+    os.utime(path, ns=(later, later))  # the file changed since it was verified
+    assert "not verified" in load_torchvision("resnet18").weights
+
+
+def test_a_url_as_a_weights_path_is_refused_with_what_to_do(offline):
+    url = "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
+    with pytest.raises(ValueError, match="URLs such as") as info:
+        load_torchvision("squeezenet1_1", weights_path=url)
+    message = str(info.value)
+    assert url in message and "weights_path" in message
+    assert "python -m cnnwidgets.zoo.fetch" in message and "download=True" in message
+    with pytest.raises(ValueError, match="URLs such as") as info:
+        zoo.load_tinyvgg("https://example.org/tinyvgg/")
+    assert "classes.json" in str(info.value) and "tinyvgg_state_dict.pth" in str(info.value)
+
+
+# --------------------------------------------------------------------------- state_dict shapes
+def test_wrapped_models_state_dicts_load_and_say_so(tmp_path):
+    (tmp_path / "classes.json").write_text(_TEN_CLASSES, encoding="utf-8")
+    model = zoo.TinyVGG()
+    torch.save(torch.nn.DataParallel(model).state_dict(), tmp_path / "tinyvgg_state_dict.pth")
+    bundle = zoo.load_tinyvgg(tmp_path)
+    assert torch.equal(bundle.model.output.weight, model.output.weight)
+    assert "'module.' prefix" in bundle.weights and "DataParallel" in bundle.weights
+    # torch.compile's prefix, on top of DataParallel's
+    compiled = {f"_orig_mod.module.{k}": v for k, v in model.state_dict().items()}
+    torch.save(compiled, tmp_path / "tinyvgg_state_dict.pth")
+    bundle = zoo.load_tinyvgg(tmp_path)
+    assert torch.equal(bundle.model.conv_1_1.weight, model.conv_1_1.weight)
+    assert "'_orig_mod.' prefix" in bundle.weights and "'module.' prefix" in bundle.weights
+    # a plain file says nothing of the kind
+    torch.save(model.state_dict(), tmp_path / "tinyvgg_state_dict.pth")
+    assert "prefix" not in zoo.load_tinyvgg(tmp_path).weights
+
+
+def test_wrapped_torchvision_state_dicts_load(offline, tmp_path):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "ddp-resnet18.pth"
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    bundle = load_torchvision("resnet18", weights_path=path)
+    assert torch.equal(bundle.model.fc.weight, state["fc.weight"]) and "'module.' prefix" in bundle.weights
+
+
+def test_a_state_dict_of_another_model_gives_a_short_summary(offline, tmp_path):
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(RuntimeError) as info:
+        load_torchvision("resnet18", weights_path=path)
+    message = str(info.value)
+    assert re.search(r"0 missing, \d+ unexpected keys \(e\.g\. unexpected 'layer1\.2\.", message)
+    assert str(path) in message and len(message) < 600
+    assert isinstance(info.value.__cause__, RuntimeError) and "Unexpected key(s)" in str(info.value.__cause__)
+    # a layer of another size is named with both shapes
+    other = torchvision.models.resnet18(weights=None, num_classes=10).state_dict()
+    torch.save(other, path)
+    with pytest.raises(RuntimeError, match=r"0 missing, 0 unexpected keys, 2 of another shape.*'fc\.weight' is \(10, 512\) in the file but "
+                                           r"\(1000, 512\) in the model"):
+        load_torchvision("resnet18", weights_path=path)
+    # only some keys prefixed: not stripped, but the prefix is named
+    (tmp_path / "classes.json").write_text(_TEN_CLASSES, encoding="utf-8")
+    mixed = {(f"module.{k}" if k.startswith("conv") else k): v for k, v in zoo.TinyVGG().state_dict().items()}
+    torch.save(mixed, tmp_path / "tinyvgg_state_dict.pth")
+    with pytest.raises(RuntimeError, match=r"8 missing, 8 unexpected keys .*start with 'module\.'"):
+        zoo.load_tinyvgg(tmp_path)
+
+
+def test_training_checkpoints_are_unwrapped_or_their_keys_listed(tmp_path):
+    (tmp_path / "classes.json").write_text(_TEN_CLASSES, encoding="utf-8")
+    model = zoo.TinyVGG()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    weights_file = tmp_path / "tinyvgg_state_dict.pth"
+    torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
+                "epoch": 3}, weights_file)
+    bundle = zoo.load_tinyvgg(tmp_path)
+    assert torch.equal(bundle.model.conv_2_2.weight, model.conv_2_2.weight)
+    assert "'model_state_dict'" in bundle.weights
+    torch.save({"model": model.state_dict(), "ema": model.state_dict(), "epoch": 3}, weights_file)
+    with pytest.raises(ValueError, match="2 of its entries \\('model', 'ema'\\) are state_dicts") as info:
+        zoo.load_tinyvgg(tmp_path)
+    assert "the keys 'model', 'ema', 'epoch'" in str(info.value) and str(weights_file) in str(info.value)
+    torch.save({"epoch": 3, "note": "no weights"}, weights_file)
+    with pytest.raises(ValueError, match="the keys 'epoch', 'note', and none of its entries is a state_dict"):
+        zoo.load_tinyvgg(tmp_path)

@@ -6,13 +6,18 @@ later::
     python -m cnnwidgets.zoo.fetch ResNet18_Weights.IMAGENET1K_V1
     python -m cnnwidgets.zoo.fetch https://example.org/models/mynet-0123abcd.pth
 
-A torchvision weights name (``Enum.MEMBER``) or a URL may be given. Files land in
-``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``), where torchvision and
+A torchvision weights name (``Enum.MEMBER``, ``ResNet18_Weights.DEFAULT`` included) or a URL
+may be given. Files land in ``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``), where torchvision and
 :func:`cnnwidgets.zoo.load_torchvision` look for them. As in torchvision, the part of the
 file name after the last ``-`` is a prefix of the file's SHA-256 and is checked. Each file is
-downloaded to a temporary file next to its place and moved there only once complete and
-verified: a failed or mismatching download is discarded, and a file that was already in the
-cache is never deleted (a verified download replaces one whose hash does not match).
+downloaded (by :func:`torch.hub.download_url_to_file`) to a temporary ``<name>.<hex>.partial``
+file next to its place and moved there only once complete and verified: a failed or
+mismatching download is discarded, and a file that was already in the cache is never deleted
+(a verified download replaces one whose hash does not match). Temporary files that a killed
+download left behind are removed once untouched for :data:`STALE_PARTIAL_AGE` seconds. A
+server that sends nothing for :data:`DOWNLOAD_TIMEOUT` seconds fails the download. A verified
+file is recorded in a small ``.<name>.verified.json`` next to it, so that
+:func:`cnnwidgets.zoo.load_torchvision` can describe it as verified without hashing it again.
 ``CNNWIDGETS_WEIGHTS_MIRROR`` replaces the directory part of every URL (for mirrors, or
 ``file://`` folders in tests). When a download fails, the error says how to get the file
 without a connection (:func:`offline_advice`, the same steps
@@ -22,11 +27,13 @@ without a connection (:func:`offline_advice`, the same steps
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import json
 import os
-import re
+import socket
 import sys
-import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,10 +42,15 @@ import torch
 import torchvision
 
 from cnnwidgets.core.targets import as_flag
+from cnnwidgets.zoo.pretrained import HASH_IN_NAME, verified_record_path
 
-__all__ = ["FetchError", "fetch_weights", "offline_advice", "resolve_url"]
+__all__ = ["DOWNLOAD_TIMEOUT", "STALE_PARTIAL_AGE", "FetchError", "fetch_weights", "offline_advice", "resolve_url"]
 
-_HASH = re.compile(r"-([a-f0-9]{8,})\.")
+DOWNLOAD_TIMEOUT = 60.0
+"""Seconds a download waits for the server (to connect, or for the next data) before it fails."""
+
+STALE_PARTIAL_AGE = 600.0
+"""Seconds after its last write that a temporary ``.partial`` download file counts as left behind."""
 
 
 def resolve_url(spec: str) -> str:
@@ -128,12 +140,62 @@ def _spec_list(specs: object) -> list[str]:
     return items
 
 
+def _remove_stale_partials(folder: Path, name: str) -> None:
+    """Delete temporary download files of ``name`` that nothing has written to for a while.
+
+    ``<name>.<hex>.partial`` is torch.hub's temporary file; ``.<name>.<random>.partial`` (and the
+    torch.hub file inside its name) the one earlier versions of this module made. A download that
+    was killed (SIGKILL, a build timeout, a kernel restart) leaves them behind; a running one keeps
+    writing to its file, so one untouched for :data:`STALE_PARTIAL_AGE` seconds is an orphan.
+    """
+    cutoff = time.time() - STALE_PARTIAL_AGE
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        fname = entry.name
+        if not fname.endswith(".partial") or not fname.startswith((f"{name}.", f".{name}.")):
+            continue
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+        except OSError:
+            pass  # another process removed it, or it cannot be removed: not this download's concern
+
+
+@contextlib.contextmanager
+def _download_timeout(seconds: float):
+    # torch.hub.download_url_to_file opens the URL without a timeout, and so waits forever for a
+    # server that accepts the connection and then says nothing; the default timeout applies to it.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
+
+
+def _record_verified(path: Path, digest: str) -> None:
+    """Note next to ``path`` that its content has SHA-256 ``digest`` (with its size and time, to notice a
+    changed file); :func:`cnnwidgets.zoo.pretrained.load_torchvision` reads it. Best effort."""
+    stat = path.stat()
+    record = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    with contextlib.suppress(OSError):
+        verified_record_path(path).write_text(json.dumps(record), encoding="utf-8")
+
+
 def fetch_weights(specs: str | Sequence[str], *, progress: bool = True) -> list[Path]:
     """Download each weights file into the hub cache unless a verified copy is there.
 
     Each file is downloaded to a temporary file in the cache folder and moved into place
     only once complete and matching its hash; a file already at that place is left as it
-    was when the download fails.
+    was when the download fails. A server that sends nothing for :data:`DOWNLOAD_TIMEOUT`
+    seconds fails the download.
 
     Args:
         specs: a torchvision weights name or URL, or a list of them.
@@ -145,35 +207,50 @@ def fetch_weights(specs: str | Sequence[str], *, progress: bool = True) -> list[
     Raises:
         TypeError: for specs that are not strings.
         ValueError: for an unknown name, or a file whose name carries no hash prefix.
-        FetchError: (a ``RuntimeError``) when a download fails or its SHA-256 does not match the
-            name; the message says how to get the file without a connection.
+        FetchError: (a ``RuntimeError``) when a download fails, stalls or its SHA-256 does not
+            match the name; the message says how to get the file without a connection.
+        OSError: when the cache folder cannot be created (e.g. ``TORCH_HOME`` is a file or read-only).
     """
     specs = _spec_list(specs)
     progress = as_flag(progress, "progress")
     folder = Path(torch.hub.get_dir()) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot create the weights cache folder {folder} ({exc.strerror}); set "
+                                   "TORCH_HOME to a folder you can write to") from exc
     paths = []
     for spec in specs:
         source = resolve_url(spec)
         url = _mirrored(source)
         name = Path(urlsplit(url).path).name
-        match = _HASH.search(name)
+        match = HASH_IN_NAME.search(name)
         if match is None:
-            raise ValueError(f"{name!r} carries no '-<sha256 prefix>.' in its name, so it cannot be verified")
+            raise ValueError(
+                f"{name!r} carries no '-<sha256 prefix>.' (at least 8 hex digits) in its name, so it cannot be "
+                "verified; download it yourself and pass its path where a weights file is asked for"
+            )
         prefix = match.group(1)
         target = folder / name
+        _remove_stale_partials(folder, name)
         present = target.exists()
-        if present and _sha256(target).startswith(prefix):
-            print(f"{name}: already cached at {target}")
-            paths.append(target)
-            continue
-        handle, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
-        os.close(handle)
+        if present:
+            digest = _sha256(target)
+            if digest.startswith(prefix):
+                _record_verified(target, digest)
+                print(f"{name}: already cached at {target}")
+                paths.append(target)
+                continue
         try:
-            torch.hub.download_url_to_file(url, partial, hash_prefix=prefix, progress=progress)
-            os.replace(partial, target)
+            # torch.hub writes to <target>.<hex>.partial, checks the hash and only then moves it to target
+            with _download_timeout(DOWNLOAD_TIMEOUT):
+                torch.hub.download_url_to_file(url, str(target), hash_prefix=prefix, progress=progress)
         except Exception as exc:  # noqa: BLE001 - report any download failure the same way
-            problem = f"could not fetch {name} from {url}: {exc}"
+            if _timed_out(exc):
+                problem = (f"could not fetch {name} from {url}: the server sent nothing for {DOWNLOAD_TIMEOUT:g} s "
+                           "(cnnwidgets.zoo.fetch.DOWNLOAD_TIMEOUT), so the download was stopped")
+            else:
+                problem = f"could not fetch {name} from {url}: {exc}"
             if present:
                 problem += (f" ({target} was there before, without the SHA-256 prefix {prefix}, so not the official "
                             "file; it was left as it is)")
@@ -183,8 +260,7 @@ def fetch_weights(specs: str | Sequence[str], *, progress: bool = True) -> list[
                 last="or check the network connection (and CNNWIDGETS_WEIGHTS_MIRROR, if set) and try again.",
             )
             raise FetchError(problem, advice) from exc
-        finally:
-            Path(partial).unlink(missing_ok=True)
+        _record_verified(target, _sha256(target))
         print(f"{name}: {'replaced the unverified file at' if present else 'saved to'} {target}")
         paths.append(target)
     return paths
@@ -200,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         fetch_weights(args.weights, progress=not args.quiet)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an unusable TORCH_HOME, a read-only cache, a full disk ...
+        hint = "" if "TORCH_HOME" in str(exc) else (
+            f" (the weights cache is {Path(torch.hub.get_dir()) / 'checkpoints'}; set TORCH_HOME to a folder you "
+            "can write to, with room for the file)")
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
     return 0
 

@@ -6,7 +6,9 @@ raises :class:`WeightsUnavailableError`, which says which file is missing, where
 looked, and how to get it. Class names, preprocessing (resize, crop, mean, std) and the
 input size come from torchvision's own weights metadata (``weights.meta["categories"]``,
 ``weights.transforms()``). A file is hashed only with ``check_hash=True``; the bundle's
-``weights`` description says whether it was verified to be torchvision's file.
+``weights`` description says whether it was verified to be torchvision's file (also true,
+without hashing, for a file that ``python -m cnnwidgets.zoo.fetch`` verified and that has not
+changed since).
 
 Where the file is looked for: ``<hub dir>/checkpoints/<file name of weights.url>``, where
 the hub dir is :func:`torch.hub.get_dir` (``$TORCH_HOME/hub``, by default
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -35,8 +38,14 @@ from cnnwidgets.core.images import image_to_tensor
 from cnnwidgets.core.targets import as_flag
 from cnnwidgets.zoo.bundle import Bundle
 
-__all__ = ["WeightsUnavailableError", "cached_weights_path", "classification_models", "load_torchvision",
-           "resolve_weights"]
+__all__ = ["HASH_IN_NAME", "WeightsUnavailableError", "cached_weights_path", "classification_models",
+           "load_torchvision", "resolve_weights", "verified_record_path"]
+
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
+"""The SHA-256 prefix in a weights file name, as torchvision names them (``resnet18-f37072fd.pth``)."""
+
+# Keys of a model saved while wrapped: nn.DataParallel / DistributedDataParallel, torch.compile.
+_WRAPPER_PREFIXES = {"module.": "nn.DataParallel or DistributedDataParallel", "_orig_mod.": "torch.compile"}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -151,7 +160,7 @@ def _check_hash(path: Path, weights: WeightsEnum) -> bool:
     Raises:
         ValueError: when the file's SHA-256 does not start with the prefix in the name.
     """
-    match = re.search(r"-([a-f0-9]{6,})\.", _filename(weights))
+    match = HASH_IN_NAME.search(_filename(weights))
     if match is None:
         return False
     digest = hashlib.sha256()
@@ -166,6 +175,27 @@ def _check_hash(path: Path, weights: WeightsEnum) -> bool:
     return True
 
 
+def verified_record_path(path: Path) -> Path:
+    """Where :func:`cnnwidgets.zoo.fetch.fetch_weights` notes that it verified the file at ``path``."""
+    return path.with_name(f".{path.name}.verified.json")
+
+
+def _recorded_verified(path: Path, weights: WeightsEnum) -> bool:
+    """Whether fetch_weights verified this very file: its note names a SHA-256 with the prefix of the
+    official name, and the file still has the size and modification time it had then. No hashing."""
+    match = HASH_IN_NAME.search(_filename(weights))
+    if match is None or path.name != _filename(weights):
+        return False
+    try:
+        record = json.loads(verified_record_path(path).read_text(encoding="utf-8"))
+        stat = path.stat()
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+            and record["sha256"].startswith(match.group(1))
+            and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns)
+
+
 def _load_failure(exc: Exception) -> str:
     # torch's own text for a refused pickle advises turning the safety check off; keep only its diagnosis.
     text = str(exc)
@@ -178,8 +208,12 @@ def _load_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _load_state_dict(path: Path, remedy: str = "re-save a plain state_dict or use the current file from "
-                                               "torchvision") -> dict[str, torch.Tensor]:
+def _is_state_dict(value: object) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _load_checkpoint(path: Path, remedy: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The state_dict in ``path`` and notes on how it was found (a checkpoint's entry)."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe or broken files
@@ -188,11 +222,94 @@ def _load_state_dict(path: Path, remedy: str = "re-save a plain state_dict or us
             f"corrupt files cannot be read, and old (tar-format) or pickled-object checkpoints cannot be loaded "
             f"safely; {remedy}."
         ) from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    notes = []
+    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        # a training checkpoint such as {"model_state_dict": {...}, "epoch": 3, "optimizer": {...}}
+        if "state_dict" in state and isinstance(state["state_dict"], dict):
+            key = "state_dict"
+        else:
+            inner = [k for k, v in state.items() if _is_state_dict(v)]
+            key = inner[0] if len(inner) == 1 else None
+            if key is None:
+                keys = ", ".join(repr(k) for k in list(state)[:12]) + (", ..." if len(state) > 12 else "")
+                which = (f"{len(inner)} of its entries ({', '.join(repr(k) for k in inner)}) are state_dicts, so "
+                         "it is not clear which one is meant" if inner else "none of its entries is a state_dict")
+                raise ValueError(
+                    f"{path} does not hold a state_dict (a dict of tensors): it is a dict with the keys {keys}, and "
+                    f"{which}. Save the model's state_dict on its own, e.g. torch.save(checkpoint[<key>], "
+                    "'weights.pth'), and load that file"
+                )
+        state = state[key]
+        notes.append(f"the state_dict under {key!r} of the checkpoint")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
-    return state
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors) but a {type(state).__name__}; "
+                         f"{remedy}")
+    return state, notes
+
+
+def _load_state_dict(path: Path, remedy: str = "re-save a plain state_dict or use the current file from "
+                                               "torchvision") -> dict[str, torch.Tensor]:
+    return _load_checkpoint(path, remedy)[0]
+
+
+def _strip_wrapper_prefixes(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state`` without the key prefixes of a wrapped model, where every key has one the model's keys lack."""
+    own = model.state_dict().keys()
+    notes = []
+    while state:
+        prefix = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None or any(k.startswith(prefix) for k in own):
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+        notes.append(f"the keys' {prefix!r} prefix ({_WRAPPER_PREFIXES[prefix]}) removed")
+    return state, notes
+
+
+def _examples(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (", ..." if len(keys) > limit else "")
+
+
+def _fit(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> list[str]:
+    """Load ``state`` into ``model`` strictly; a mismatch is summarised (torch's full text is the cause).
+
+    Returns:
+        Notes on wrapper prefixes that were removed from the keys.
+
+    Raises:
+        RuntimeError: ``what`` does not fit the model; the message counts and names the differences.
+    """
+    state, notes = _strip_wrapper_prefixes(model, state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+        parts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected keys"]
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape")
+        examples = []
+        if missing:
+            examples.append(f"missing {_examples(missing)}")
+        if unexpected:
+            examples.append(f"unexpected {_examples(unexpected)}")
+        if shapes:
+            k = shapes[0]
+            examples.append(f"{k!r} is {tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model")
+        if not (missing or unexpected or shapes):
+            raise RuntimeError(f"{what}: {exc}") from exc
+        hint = ""
+        wrapped = [p for p in _WRAPPER_PREFIXES if unexpected and all(k.startswith(p) for k in unexpected)]
+        if wrapped:
+            hint = (f"; the file's keys start with {wrapped[0]!r}, as a model saved while wrapped in "
+                    f"{_WRAPPER_PREFIXES[wrapped[0]]} has them: save the unwrapped model's state_dict")
+        raise RuntimeError(
+            f"{what}: {', '.join(parts)} (e.g. {'; '.join(examples)}){hint}. The file must hold "
+            f"a state_dict of this very architecture; torch's full report is the cause of this error"
+        ) from exc
+    return notes
 
 
 # Old DenseNet files (the official ones included) name the layers of a dense layer
@@ -250,6 +367,28 @@ def _describe_weights(weights: WeightsEnum, path: Path, verified: bool, checked:
     return f"{path}, loaded as {full} but not verified to be torchvision's file: {why}"
 
 
+def _download(arch: str, weights: WeightsEnum, path: Path) -> None:
+    from cnnwidgets.zoo.fetch import fetch_weights
+
+    try:
+        fetch_weights([f"{type(weights).__name__}.{weights.name}"])
+    except RuntimeError as exc:
+        raise _unavailable(arch, weights, [path], download_error=exc) from exc
+
+
+def _refuse_url(value: object, name: str, instead: str) -> None:
+    """Raise ValueError when ``value``, given as a local path, is a URL (``Path`` would mangle it).
+
+    Args:
+        value: the argument.
+        name: the argument's name, for the message.
+        instead: what to do instead, for the message.
+    """
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(f"{name} must be a file on this machine; URLs such as {value!r} are not accepted here: "
+                         f"{instead}")
+
+
 class TorchvisionPreprocess:
     """Image -> tensor through the weights' own ``transforms()`` (resize, centre crop, normalise).
 
@@ -278,14 +417,19 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
             ``"ResNet18_Weights.IMAGENET1K_V1"``, or the enum member. Its metadata gives the class
             names and preprocessing. ``None`` explicitly asks for an untrained, randomly
             initialised model (class names and preprocessing then come from the default weights).
-        weights_path: a local state_dict file to load instead of the hub cache.
+        weights_path: a local state_dict file to load instead of the hub cache (not a URL).
+            A training checkpoint that holds exactly one state_dict among other entries
+            (``{"model_state_dict": ..., "epoch": ...}``) is unwrapped, and the key prefixes of a
+            model saved while wrapped (``module.``, ``_orig_mod.``) are removed; the bundle's
+            ``weights`` description says so.
         check_hash: verify that the file's SHA-256 starts with the hex prefix in the official
             file name (torchvision only checks this when it downloads). Off by default, as in
             torchvision (hashing costs about 0.1 s per 45 MB); the bundle's ``weights``
             description then says that the file was not verified, and claims torchvision's
             name and accuracy only for a verified file.
         download: if the file is not cached, download it (with hash check) via
-            :func:`cnnwidgets.zoo.fetch.fetch_weights`. Off by default.
+            :func:`cnnwidgets.zoo.fetch.fetch_weights`; a cached file that cannot be loaded is
+            replaced by a verified download and loading is tried once more. Off by default.
 
     Returns:
         A :class:`~cnnwidgets.zoo.bundle.Bundle` with the model in eval mode on the CPU.
@@ -297,9 +441,12 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
             the download failed).
         FileNotFoundError: ``weights_path`` does not exist.
         ValueError: unknown architecture/weights, weights that are not a classifier's (no class
-            names, such as ``VGG16_Weights.IMAGENET1K_FEATURES``), a file that is not a safe plain state_dict,
-            or (with ``check_hash``) a file whose hash does not match.
-        RuntimeError: the state_dict does not match the architecture (strict loading).
+            names, such as ``VGG16_Weights.IMAGENET1K_FEATURES``), a ``weights_path`` that is a URL,
+            a file that is not a safe plain state_dict, or (with ``check_hash``) a file whose hash
+            does not match. For the hub cache's file the message says that deleting it is safe
+            and how to fetch a verified copy.
+        RuntimeError: the state_dict does not match the architecture (strict loading); the
+            message counts the missing and unexpected keys, with examples.
     """
     _check_arch(arch)
     check_hash = as_flag(check_hash, "check_hash")
@@ -316,8 +463,12 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         _drop_aux_heads(arch, model)
         description = f"untrained {arch} (random initialisation, explicitly requested with weights=None)"
     else:
+        full = f"{type(meta_weights).__name__}.{meta_weights.name}"
         downloaded = False
         if weights_path is not None:
+            _refuse_url(weights_path, "weights_path", f"download the file first (python -m cnnwidgets.zoo.fetch <url> "
+                       f"puts it in the hub cache and checks the hash in its name) and pass its path; for "
+                       f"torchvision's own weights call load_torchvision({arch!r}, download=True) instead")
             path = Path(weights_path).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"weights file not found: {str(path)!r}")
@@ -326,24 +477,53 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
             if not path.is_file():
                 if not download:
                     raise _unavailable(arch, meta_weights, [path])
-                from cnnwidgets.zoo.fetch import fetch_weights
-
-                try:
-                    fetch_weights([f"{type(meta_weights).__name__}.{meta_weights.name}"])
-                except RuntimeError as exc:
-                    raise _unavailable(arch, meta_weights, [path], download_error=exc) from exc
+                _download(arch, meta_weights, path)
                 downloaded = True  # fetch_weights checked the hash
-        verified = _check_hash(path, meta_weights) if check_hash else downloaded
-        state = _load_state_dict(path)
-        if arch.startswith("densenet"):
-            state = _densenet_current_keys(state)
-        model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
+        # For the hub cache's copy, say what fixes a broken file: it is only a download.
+        cache_hint = None if weights_path is not None else (
+            f"{path} is the cached download of {full}: deleting it is safe, and python -m cnnwidgets.zoo.fetch "
+            f"{full} (or load_torchvision({arch!r}, download=True)) replaces it with a verified copy")
+
+        def attempt() -> tuple[nn.Module, bool, list[str]]:
+            verified = (_check_hash(path, meta_weights) if check_hash
+                        else downloaded or _recorded_verified(path, meta_weights))
+            state, notes = _load_checkpoint(path, cache_hint or "re-save a plain state_dict or use the current "
+                                                              "file from torchvision")
+            if arch.startswith("densenet"):
+                state = _densenet_current_keys(state)
+            model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
+            notes += _fit(model, state, f"{path} does not fit {arch} ({full})")
+            return model, verified, notes
+
         try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{path} does not fit {arch} ({type(meta_weights).__name__}.{meta_weights.name}): {exc}") from exc
+            model, verified, notes = attempt()
+        except (ValueError, RuntimeError) as exc:
+            if cache_hint is None:
+                raise
+            error_type = ValueError if isinstance(exc, ValueError) else RuntimeError
+            if downloaded or not download:
+                if cache_hint in str(exc):
+                    raise
+                raise error_type(f"{exc}\n{cache_hint}.") from exc
+            # download=True allows replacing a cached file that cannot be used: fetch_weights replaces
+            # it only with a download that matches the hash, then loading is tried once more.
+            from cnnwidgets.zoo.fetch import fetch_weights
+
+            try:
+                fetch_weights([full])
+            except RuntimeError as fetch_exc:
+                raise error_type(f"{exc}\nReplacing it with a fresh download failed too: "
+                                 f"{getattr(fetch_exc, 'problem', fetch_exc)}\n{cache_hint}.") from fetch_exc
+            downloaded = True
+            try:
+                model, verified, notes = attempt()
+            except (ValueError, RuntimeError) as again:
+                raise (ValueError if isinstance(again, ValueError) else RuntimeError)(
+                    f"{again}\n(this was after a fresh, verified download of {full})") from again
         _drop_aux_heads(arch, model)
         description = _describe_weights(meta_weights, path, verified, check_hash)
+        if notes:
+            description += f" ({'; '.join(notes)})"
     model.eval()
     transforms = meta_weights.transforms()
     crop = transforms.crop_size[0] if isinstance(transforms.crop_size, (list, tuple)) else int(transforms.crop_size)

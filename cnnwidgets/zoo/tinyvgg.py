@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from cnnwidgets.core.targets import as_count
 from cnnwidgets.zoo.bundle import Bundle, ImagePreprocess
-from cnnwidgets.zoo.pretrained import _load_state_dict
+from cnnwidgets.zoo.pretrained import _fit, _load_checkpoint, _refuse_url
 
 __all__ = ["STATE_DICT_NAME", "TinyVGG", "load_tinyvgg"]
 
@@ -87,11 +88,11 @@ def _read_classes(path: Path) -> list[str]:
     return [raw[k] for k in keys]
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = _load_state_dict(path, remedy="save a plain state_dict with torch.save(model.state_dict(), path)")
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    state, notes = _load_checkpoint(path, remedy="save a plain state_dict with torch.save(model.state_dict(), path)")
     if not state:
         raise ValueError(f"{path} holds an empty state_dict; expected TinyVGG's tensors ('conv_1_1.weight' ...)")
-    return state
+    return state, notes
 
 
 def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
@@ -100,7 +101,10 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
     Args:
         path_or_dir: the folder with ``tinyvgg_state_dict.pth`` and ``classes.json``
             (e.g. ``shared/data/tinyvgg-cnn-explainer``), or the ``.pth`` file itself with
-            ``classes.json`` next to it.
+            ``classes.json`` next to it; not a URL. A training checkpoint holding exactly one
+            state_dict (``{"model_state_dict": ..., "epoch": ...}``) is unwrapped, and the key
+            prefixes of a model saved while wrapped (``module.``, ``_orig_mod.``) are removed; the
+            bundle's ``weights`` text says so.
 
     Returns:
         A Bundle named ``"tinyvgg"``: model in eval mode; preprocess = shorter side to 64 px
@@ -108,11 +112,14 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
 
     Raises:
         FileNotFoundError: a missing state_dict or classes.json (the message names the path).
-        ValueError: a classes.json that is not valid JSON of the form ``{"0": name, ...}`` (names
-            are strings, one per output unit), or a weights file that is not a non-empty plain
-            state_dict loadable with ``torch.load(weights_only=True)``.
-        RuntimeError: a state_dict that does not match the architecture (strict loading).
+        ValueError: a URL instead of a local path, a classes.json that is not valid JSON of the
+            form ``{"0": name, ...}`` (names are strings, one per output unit), or a weights file
+            that is not a non-empty plain state_dict loadable with ``torch.load(weights_only=True)``.
+        RuntimeError: a state_dict that does not match the architecture (strict loading); the
+            message counts the missing and unexpected keys, with examples.
     """
+    _refuse_url(path_or_dir, "path_or_dir", f"download {STATE_DICT_NAME} and {CLASSES_NAME} (e.g. with a browser "
+                "or curl) into one folder on this machine and pass that folder")
     path = Path(path_or_dir).expanduser()
     weights = path / STATE_DICT_NAME if path.is_dir() else path
     if not weights.is_file():
@@ -124,18 +131,15 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
     if not classes_file.is_file():
         raise FileNotFoundError(f"class names not found: {str(classes_file)!r} (expected next to {weights.name})")
     classes = _read_classes(classes_file)
-    state = _read_state_dict(weights)
-    output = state.get("output.weight")
+    state, notes = _read_state_dict(weights)
+    output = next((v for k, v in state.items() if re.fullmatch(r"(?:module\.|_orig_mod\.)*output\.weight", k)), None)
     if output is not None and output.ndim == 2 and output.shape[0] != len(classes):
         raise ValueError(
             f"{classes_file} names {len(classes)} classes but the output layer in {weights} has "
             f"{output.shape[0]} units; the two files must belong to the same model"
         )
     model = TinyVGG(num_classes=len(classes))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise RuntimeError(f"{weights} does not fit TinyVGG: {exc}") from exc
+    notes += _fit(model, state, f"{weights} does not fit TinyVGG")
     model.eval()
     return Bundle(
         model=model,
@@ -143,5 +147,6 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
         preprocess=ImagePreprocess(size=64),
         input_size=(3, 64, 64),
         name="tinyvgg",
-        weights=f"CNN Explainer TinyVGG (10 Tiny-ImageNet classes), converted from TF.js; loaded from {weights}",
+        weights=f"CNN Explainer TinyVGG (10 Tiny-ImageNet classes), converted from TF.js; loaded from {weights}"
+                + (f" ({'; '.join(notes)})" if notes else ""),
     )
