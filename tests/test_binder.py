@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from packaging.version import Version
 
 from cnnwidgets.zoo.fetch import fetch_weights, resolve_url
 
@@ -48,16 +49,18 @@ def test_fetch_verifies_and_caches(tmp_path, monkeypatch):
     assert not (path.parent / "tiny-00000000.pth").exists()
 
 
-def _run_post_build(tmp_path: Path, weights: str, mirror: Path) -> subprocess.CompletedProcess:
+def _run_post_build(tmp_path: Path, weights: str | None, mirror: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
+    env.pop("CNNWIDGETS_BINDER_WEIGHTS", None)
     env.update(
         TORCH_HOME=str(tmp_path / "torch"),
         CNNWIDGETS_BINDER_SKIP_PIP="1",
-        CNNWIDGETS_BINDER_WEIGHTS=weights,
         CNNWIDGETS_WEIGHTS_MIRROR=mirror.as_uri(),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PYTHONPATH=str(REPO),
     )
+    if weights is not None:
+        env["CNNWIDGETS_BINDER_WEIGHTS"] = weights
     return subprocess.run(["bash", str(REPO / "binder" / "postBuild")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -79,3 +82,46 @@ def test_post_build_fails_loudly_on_a_corrupt_download(tmp_path):
     done = _run_post_build(tmp_path, "ResNet18_Weights.IMAGENET1K_V1", mirror)
     assert done.returncode != 0
     assert "resnet18-f37072fd.pth" in done.stderr
+
+
+def test_post_build_fetches_the_weights_the_notebooks_load(tmp_path):
+    # The notebooks call load_torchvision("resnet18"), i.e. ResNet18_Weights.DEFAULT; postBuild must
+    # fetch that name, not a member DEFAULT may stop pointing to. (The real file cannot be made here,
+    # so the mirror holds a corrupt one, and the error names what postBuild asked for.)
+    from cnnwidgets.zoo.pretrained import cached_weights_path, resolve_weights
+
+    expected = cached_weights_path(resolve_weights("resnet18", "DEFAULT")).name
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / expected).write_bytes(b"not the real weights")
+    done = _run_post_build(tmp_path, None, mirror)
+    assert done.returncode != 0
+    assert "python -m cnnwidgets.zoo.fetch ResNet18_Weights.DEFAULT" in done.stderr
+    assert f"could not fetch {expected} from {(mirror / expected).as_uri()}" in done.stderr
+
+
+def _requirement_bounds(lines: list[str]) -> dict[str, Version]:
+    bounds = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip().strip('"')
+        if line and not line.startswith("-"):
+            name, _, bound = line.partition(">=")
+            bounds[name.strip().lower()] = Version(bound.strip())  # 8 == 8.0
+    return bounds
+
+
+def test_binder_installs_every_dependency_with_the_same_lower_bound():
+    # postBuild installs cnnwidgets with --no-deps, so each dependency in pyproject.toml must come
+    # from requirements.txt or postBuild's CPU-only torch line (pip check in postBuild fails the
+    # build otherwise; this catches it before a Binder build does).
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = _requirement_bounds(project["dependencies"])
+    binder = _requirement_bounds((REPO / "binder" / "requirements.txt").read_text(encoding="utf-8").splitlines())
+    post_build = (REPO / "binder" / "postBuild").read_text(encoding="utf-8")
+    torch_line = next(line for line in post_build.splitlines() if '"torch>=' in line)
+    cpu = _requirement_bounds(torch_line.split())
+    assert "--index-url https://download.pytorch.org/whl/cpu" in post_build
+    assert "torch" not in binder and "torchvision" not in binder  # never from PyPI, whose torch is the CUDA build
+    assert {**binder, **cpu}.items() >= wanted.items()
