@@ -369,3 +369,21 @@ def test_the_default_last_conv_layer_of_a_branching_block_is_the_block_not_its_l
     assert layers["first"] == "relu"
     assert layers["last_conv"] == "block"  # not "block.right", 4 of its 8 channels
     assert layers["penultimate"] == "pool"
+
+
+def test_more_images_than_the_batch_size_run_in_batches_of_at_most_that_size():
+    model = small_classifier()
+    images = torch.rand(20, 3, 16, 16)
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        steps = {"translation": [-2.0, 0.0, 2.0]}
+        whole = invariance_curves(probe, images, layers=["4"], transforms=steps, batch_size=64, progress=False)
+        seen: list[int] = []
+        handle = probe.model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+        try:
+            split = invariance_curves(probe, images, layers=["4"], transforms=steps, batch_size=8, progress=False)
+        finally:
+            handle.remove()
+    assert seen and max(seen) <= 8
+    np.testing.assert_allclose(split.distances["translation"]["4"], whole.distances["translation"]["4"], rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(split.probabilities["translation"], whole.probabilities["translation"], rtol=1e-5)

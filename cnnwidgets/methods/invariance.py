@@ -312,12 +312,22 @@ class InvarianceResult:
         return "\n".join(lines)
 
 
-def _features(probe: Probe, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Flattened features of ``layers`` and the class scores for ``x``; refused when not finite
-    (NaN distances and probabilities would otherwise be returned without a word)."""
-    acts = probe.capture(x, layers, cache=False)
-    feats = {name: act.reshape(act.shape[0], -1).to(torch.float64).cpu() for name, act in acts.items()}
-    scores = class_scores(probe.logits(x), "invariance curves").to(torch.float64).cpu()
+def _features(
+    probe: Probe, x: torch.Tensor, layers: list[str], batch_size: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Flattened features of ``layers`` and the class scores for ``x``, run ``batch_size`` images
+    at a time; refused when not finite (NaN distances and probabilities would otherwise be
+    returned without a word)."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    score_parts = []
+    for start in range(0, x.shape[0], batch_size):
+        piece = x[start:start + batch_size]
+        acts = probe.capture(piece, layers, cache=False)
+        for name, act in acts.items():
+            parts[name].append(act.reshape(act.shape[0], -1).to(torch.float64).cpu())
+        score_parts.append(class_scores(probe.logits(piece, cache=False), "invariance curves").to(torch.float64).cpu())
+    feats = {name: torch.cat(chunks) for name, chunks in parts.items()}
+    scores = torch.cat(score_parts)
     for name, feat in feats.items():
         check_finite_activation(feat, name, "invariance_curves")
     check_finite_activation(scores, None, "invariance_curves")
@@ -425,7 +435,7 @@ def invariance_curves(
         images = images.detach()
         check_channel_axis(probe.model, images)  # before the layers are described at the images' size
         names = feature_layer_names(probe, images, layers, ("first", "penultimate"))
-        reference, logits = _features(probe, images, names)
+        reference, logits = _features(probe, images, names, batch_size)
         if logits.shape[1] == 1:
             raise ValueError(
                 "invariance curves follow the probability of each image's class among the model's classes; a model "
@@ -453,7 +463,7 @@ def invariance_curves(
                     batch = torch.cat(
                         [transform_images(images, kind, v, interpolation=interpolation, fill=fill) for v in chunk]
                     )
-                    feats, out = _features(probe, batch, names)
+                    feats, out = _features(probe, batch, names, batch_size)
                     for name in names:
                         diff = feats[name].reshape(len(chunk), n, -1) - reference[name][None]
                         d = diff.norm(dim=2)
