@@ -1097,3 +1097,44 @@ def test_render_docstrings_name_objects_that_the_dotted_paths_reach():
             else:
                 assert not inspect.ismodule(obj) and not callable(obj), f"{path.name}: :data:`{dotted}`"
     assert found >= 10
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_attribution_renderers_refuse_values_that_are_not_finite_rather_than_draw_them_as_zero(bad):
+    from cnnwidgets.render.attribution import attribution_overlay, attribution_to_rgb, gradient_to_rgb, signed_to_rgb
+
+    values = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
+    values[:, 8, 8] = bad
+    picture = np.full((16, 16, 3), 100, np.uint8)
+    for draw in (gradient_to_rgb, signed_to_rgb, lambda v: attribution_to_rgb(v, signed=False),
+                 lambda v: attribution_overlay(picture, v)):
+        with pytest.raises(ValueError, match=r"holds 3 of 768 values that are not finite"):
+            draw(values)
+    values[:, 8, 8] = 0.0
+    assert gradient_to_rgb(values).shape == (16, 16, 3)  # finite values draw
+
+
+def test_overlay_heatmap_refuses_nan_heat():
+    picture = np.full((32, 32, 3), 100, np.uint8)
+    heat = np.full((8, 8), 0.5, np.float32)
+    heat[:4] = np.nan
+    with pytest.raises(ValueError, match=r"32 are NaN"):
+        R.overlay_heatmap(picture, heat)
+
+
+def test_a_range_wider_than_float32_reaches_is_still_drawn_and_normalised():
+    stack = np.array([[[-3e38, 3e38], [0.0, 1.0]]], np.float32)
+    out = R.normalize(stack, np.array([-3e38]), np.array([3e38]))
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[0], [[0.0, 1.0], [0.5, 0.5]], atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        indices = R.quantize(stack, np.array([-3e38]), np.array([3e38]))
+    assert indices[0].tolist() == [[0, 255], [128, 128]]
+
+
+@pytest.mark.parametrize("function", ["value_ranges", "channel_stats", "dead_channel_mask", "symmetric_ranges",
+                                      "activation_order"])
+def test_stacks_of_empty_maps_get_a_clear_error(function):
+    with pytest.raises(ValueError, match=r"has empty maps \(no row or no column\)"):
+        getattr(R, function)(np.zeros((3, 0, 4), np.float32))

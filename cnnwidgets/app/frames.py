@@ -306,7 +306,9 @@ def render_frame(
 
     span = hi[ch] - lo[ch]
     values = (selected - lo[ch]) / span if span > 0 else np.zeros_like(selected)
-    values = np.clip(values, 0.0, 1.0)
+    # NaN at the bottom of the scale, inf at its ends: the status line names the non-finite
+    # channels (see ``nonfinite``), and the drawing functions refuse NaN in maps given to them
+    values = np.clip(np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     full_size = image.shape[:2]
     # drafts draw the channel view at a reduced resolution (the browser enlarges it to the same
     # on-screen size); the final frame after the drag is drawn at the image's own resolution

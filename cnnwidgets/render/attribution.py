@@ -74,6 +74,16 @@ def _as_map(values: object, what: str = "attribution") -> np.ndarray:
         # a picture's rows and columns on either side of a colour axis: an (H, W, C) array
         raise ValueError(f"the {what} of shape {array.shape} looks like (H, W, C); channels come first: "
                          "pass values.transpose(2, 0, 1)")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        nan = int(np.count_nonzero(np.isnan(array)))
+        raise ValueError(
+            f"the {what} holds {bad} of {array.size} values that are not finite ({nan} NaN, {bad - nan} infinite, "
+            "or beyond float32's range): they have no place on a colour scale (drawn as zero they would read "
+            "as no attribution). Check the model's input and weights (has training diverged?), or replace "
+            "them first (np.nan_to_num)"
+        )
     return array
 
 
@@ -87,7 +97,7 @@ def reduce_channels(values: object, how: str = "sum") -> np.ndarray:
             the saliency map of Simonyan et al.) or ``"l2"`` (Euclidean norm over channels).
 
     Raises:
-        ValueError: for another shape or ``how``.
+        ValueError: for another shape or ``how``, or values that are not finite (NaN, inf).
     """
     array = _as_map(values)
     if how not in ("sum", "max_abs", "l2"):
@@ -124,7 +134,6 @@ def robust_scale(values: object, percentile: float = 99.0) -> float:
 
 def _normalised(values: np.ndarray, signed: bool, percentile: float) -> np.ndarray:
     """Values in [0, 1]: diverging around 0.5 if ``signed``, else from 0 (magnitudes)."""
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     scale = robust_scale(values, percentile)
     if signed:
         return 0.5 + 0.5 * np.clip(values / scale, -1.0, 1.0)
@@ -155,7 +164,7 @@ def attribution_to_rgb(
 
     Raises:
         ValueError: bad shape (a batch of more than one, or an (H, W, C) array), percentile or
-            colormap.
+            colormap, or values that are not finite (NaN, inf).
     """
     array = _as_map(values)
     if signed is None:
@@ -175,7 +184,8 @@ def gradient_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
         uint8 array (H, W, 3).
 
     Raises:
-        ValueError: for a shape other than (3, H, W) or a bad percentile.
+        ValueError: for a shape other than (3, H, W), a bad percentile, or values that are not
+            finite (NaN, inf).
     """
     array = _as_map(values)
     if array.ndim != 3 or array.shape[0] != 3:
@@ -196,7 +206,8 @@ def signed_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
         uint8 array (H, W, 3).
 
     Raises:
-        ValueError: for a shape other than (C, H, W) (or a batch of one) or a bad percentile.
+        ValueError: for a shape other than (C, H, W) (or a batch of one), a bad percentile, or
+            values that are not finite (NaN, inf).
     """
     array = _as_map(values)
     if array.ndim != 3:
@@ -258,7 +269,7 @@ def attribution_overlay(
 
     Raises:
         ValueError: for bad shapes (a batch of more than one, an (H, W, C) heat), alpha outside
-            [0, 1], a bad colormap or percentile.
+            [0, 1], a bad colormap or percentile, or heat values that are not finite (NaN, inf).
     """
     picture = as_picture(image)
     plane = reduce_channels(_as_map(heat, "attribution (heat)"), "max_abs")

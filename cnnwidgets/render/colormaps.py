@@ -158,10 +158,12 @@ def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float)
     channels = values.shape[0]
     lo = check_per_channel(lo, "lo", channels)
     hi = check_per_channel(hi, "hi", channels)
-    span = hi - lo
+    # in float64: two finite float32 ends may lie further apart than float32 reaches
+    span = hi.astype(np.float64) - lo.astype(np.float64)
     valid = span > 0
-    scale = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
-    offset = (0.5 - lo * scale).astype(np.float32)  # (v - lo) * s + 0.5 == v * s + offset
+    scale64 = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0)
+    scale = scale64.astype(np.float32)
+    offset = (0.5 - lo * scale64).astype(np.float32)  # (v - lo) * s + 0.5 == v * s + offset
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
         idx = values * scale[:, None, None]
         idx += offset[:, None, None]

@@ -51,6 +51,9 @@ def _check_stack(acts: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
     if acts.shape[0] == 0:
         raise ValueError("the activation stack has no channels")
+    if acts.shape[1] == 0 or acts.shape[2] == 0:
+        raise ValueError(f"the activation stack of shape {acts.shape} has empty maps (no row or no column): "
+                         "there is no value to scale or draw")
     return acts.astype(np.float32, copy=False)
 
 
@@ -175,11 +178,18 @@ def normalize(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     acts = _check_stack(acts)
     lo = check_per_channel(lo, "lo", acts.shape[0])[:, None, None]
     hi = check_per_channel(hi, "hi", acts.shape[0])[:, None, None]
-    span = hi - lo
+    # the span and the scale in float64: two finite float32 ends may lie further apart than
+    # float32 reaches (-3e38 .. 3e38), and (v - lo) is formed as v * scale - lo * scale
+    span = hi.astype(np.float64) - lo.astype(np.float64)
     valid = span > 0
-    scale = np.where(valid, 1.0 / np.where(valid, span, 1.0), 0.0).astype(np.float32)
-    out = (acts - lo) * scale
+    scale = np.where(valid, 1.0 / np.where(valid, span, 1.0), 0.0)
+    offset = (-lo * scale).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
+        out = acts * scale.astype(np.float32)
+        out += offset
     np.clip(out, 0.0, 1.0, out=out)
+    if not valid.all():
+        out[~np.broadcast_to(valid, out.shape)] = 0.0
     return out
 
 

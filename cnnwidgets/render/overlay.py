@@ -209,12 +209,17 @@ def overlay_heatmap(
         uint8 (H, W, 3).
 
     Raises:
-        ValueError: for malformed inputs or heat values outside [0, 1].
+        ValueError: for malformed inputs or heat values outside [0, 1] (NaN included).
     """
     image = as_picture(image)
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f"expected a heatmap of shape (h, w), got shape {heat.shape}")
+    if heat.size and not np.isfinite(heat).all():
+        nan = int(np.count_nonzero(np.isnan(heat)))
+        raise ValueError(f"heat values must lie in [0, 1], but {nan} are NaN and "
+                         f"{int(np.count_nonzero(np.isinf(heat)))} infinite (drawn, they would read as no heat); "
+                         "replace them first (np.nan_to_num)")
     if heat.size and (heat.min() < -1e-3 or heat.max() > 1 + 1e-3):
         raise ValueError(f"heat values must lie in [0, 1], got {heat.min():.4g}..{heat.max():.4g}; "
                          "normalise the map first, or use attribution_overlay, which scales raw maps itself")
