@@ -86,3 +86,19 @@ class HeadFirst(nn.Module):
     def forward(self, x):
         return self.head(torch.relu(self.stem(x))).mean(dim=(2, 3))
 
+
+
+class OutsideAutogradNet(nn.Module):
+    """A small classifier whose own forward runs inside ``mode()`` (``torch.no_grad`` or
+    ``torch.inference_mode``), as some deployment code does: it has no gradient to show."""
+
+    def __init__(self, mode) -> None:
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        with self.mode():
+            return self.head(self.relu(self.conv(x.clone())).mean(dim=(2, 3)))

@@ -50,6 +50,7 @@ from cnnwidgets.render.attribution import (
     reduce_channels,
     robust_scale,
 )
+from tests.helpers import OutsideAutogradNet
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -928,20 +929,8 @@ def test_a_layer_with_an_empty_feature_map_is_refused_with_one_clear_message():
     assert project_channel(model, torch.rand(1, 3, 64, 64), "act", 0).shape == (1, 3, 64, 64)
 
 
-class _NoGradNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(4, 3)
-
-    def forward(self, x):
-        with torch.no_grad():
-            return self.head(self.relu(self.conv(x)).mean(dim=(2, 3)))
-
-
 def test_a_model_that_leaves_autograd_gets_a_clear_error_from_the_deconvnet_too():
-    model = _NoGradNet().eval()
+    model = OutsideAutogradNet(torch.no_grad).eval()
     x = torch.rand(1, 3, 16, 16)
     with pytest.raises(RuntimeError, match=r"project_channel: the output of layer 'relu' does not depend on the input"
                                            r".*torch.no_grad\(\)"):

@@ -18,7 +18,7 @@ from torch import nn
 from cnnwidgets import ModelSnapshot, Probe
 from cnnwidgets.core.device import release_memory
 from cnnwidgets.core.probe import StopForward
-from tests.helpers import HeadFirst, batch_statistics_net, reference_outputs
+from tests.helpers import HeadFirst, OutsideAutogradNet, batch_statistics_net, reference_outputs
 
 EXECUTED: list[str] = []
 
@@ -1659,23 +1659,9 @@ def test_an_input_size_given_as_height_width_channels_is_named_as_such():
         Probe(chain(), input_size=(224, 224, 3)).layers
 
 
-class _InferenceModeNet(nn.Module):
-    """Runs its own forward under torch.inference_mode(), as some deployment code does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(4, 3)
-
-    def forward(self, x):
-        with torch.inference_mode():
-            return self.head(self.relu(self.conv(x.clone())).mean(dim=(2, 3)))
-
-
 def test_a_model_whose_forward_runs_in_inference_mode_is_described_and_captured():
     torch.manual_seed(0)
-    model = _InferenceModeNet().eval()
+    model = OutsideAutogradNet(torch.inference_mode).eval()
     x = torch.rand(2, 3, 16, 16)
     with Probe(model, input_size=(3, 16, 16)) as probe:
         assert probe.layers["conv"].output_shape == (4, 16, 16)
