@@ -2992,3 +2992,12 @@ def test_a_0_to_255_float_tensor_is_refused_as_a_model_input_even_by_a_clipping_
         torch.testing.assert_close(explorer._images[explorer._image_id].tensor[0], normalised)
     finally:
         explorer.close()
+
+
+def test_fill_and_norm_take_names_in_any_case_as_method_does(ex):
+    ex.fill = "Black"
+    ex.norm = "FIXED"
+    assert ex.fill == "black" and ex.norm == "fixed"
+    assert ex.wait_idle(60) and not ex.status.is_error
+    with pytest.raises(traitlets.TraitError):
+        ex.fill = "purple"

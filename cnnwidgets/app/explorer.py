@@ -173,19 +173,20 @@ class _StrictBool(t.Bool):
         return bool(value)
 
 
-def _method_key(name: str) -> str:
+def _name_key(name: str) -> str:
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
-class _MethodTrait(t.Enum):
-    """The explorer's ``method``: one of :data:`~cnnwidgets.app.views.METHODS`, also spelled as its
-    function (``"grad_cam"``, ``"guided_backprop"``) or in any case (``"Grad-CAM"``)."""
+class _NameTrait(t.Enum):
+    """One of a few names, also spelled in any case and with ``_`` or ``-`` for spaces: the
+    explorer's ``method`` (``"grad_cam"``, ``"Grad-CAM"`` for ``"grad-cam"``), ``fill``
+    (``"Gray"``) and ``norm``."""
 
     def validate(self, obj, value):
         if isinstance(value, str) and value not in self.values:
-            wanted = _method_key(value)
+            wanted = _name_key(value)
             for name in self.values:
-                if _method_key(name) == wanted:
+                if _name_key(name) == wanted:
                     return name
         return super().validate(obj, value)
 
@@ -747,8 +748,8 @@ class Explorer(ipw.VBox):
     box = _BoxTrait(t.CFloat(), t.CFloat(), t.CFloat(), t.CFloat(), default_value=None, allow_none=True)
     dragging = _StrictBool(False)
     device = t.Unicode()
-    fill = t.Enum(FILLS, default_value="gray")
-    norm = t.Enum(NORM_MODES, default_value="fixed")
+    fill = _NameTrait(FILLS, default_value="gray")
+    norm = _NameTrait(NORM_MODES, default_value="fixed")
     cmap = t.Enum(SEQUENTIAL, default_value="viridis")
     sort = _StrictBool(False)
     overlay = _StrictBool(True)
@@ -758,7 +759,7 @@ class Explorer(ipw.VBox):
 
     target = _StrictInt(None, allow_none=True, accepted="; or None for the most probable class", one_element=True)
     image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
-    method = _MethodTrait(METHODS, default_value="none")
+    method = _NameTrait(METHODS, default_value="none")
     method_stride = _StrictInt(8, accepted="; the occlusion map's stride in input pixels, a positive int",
                                help="the occlusion map's stride in input pixels, any positive int")
     method_signed = _StrictBool(False, help="show saliency, guided backprop and deconvnet with their sign, in colour")
