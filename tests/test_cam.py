@@ -942,3 +942,16 @@ def test_cam_on_a_model_that_normalises_the_pooled_features_says_so_rather_than_
     assert "CAM is undefined here, use grad_cam" in message
     assert "a layer between 'avgpool' and 'classifier.2', a normalisation say, changes the pooled features" in message
     assert "larger input" not in message and "classifier.0" not in message
+
+
+def test_a_branch_inside_a_reduction_block_that_ends_at_1x1_is_not_the_default_grad_cam_layer():
+    model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
+    with Probe(model, input_size=(3, 96, 96)) as probe:
+        # Mixed_7a reduces its 4x4 input to 1x1; its branch convs before the last one are 4x4 but
+        # hold 192 of its 1280 channels: the block before it is the whole representation
+        assert probe.layers["Mixed_7a"].map_shape[1:] == (1, 1)
+        assert probe.layers["Mixed_7a.branch7x7x3_3"].map_shape == (192, 4, 4)
+        assert nearest_conv_layer(probe) == "Mixed_6e"
+        assert nearest_conv_layer(probe, "fc") == "Mixed_6e"
+    with Probe(model, input_size=(3, 160, 160)) as probe:
+        assert nearest_conv_layer(probe) == "Mixed_7c"

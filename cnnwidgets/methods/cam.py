@@ -641,6 +641,32 @@ def _gradcam_map(info: LayerInfo) -> bool:
     return _positions(info) > 1 and not _resampled_copy(info)
 
 
+def _whole_block_map(layers: dict[str, LayerInfo], before: LayerInfo | None):
+    """:func:`_gradcam_map`, leaving out the layers inside a block that ends before ``before``
+    (the whole model for None) with a map that is not one and more channels than theirs (a
+    reduction block whose output is 1x1, as Inception's ``Mixed_7a`` on a small input): such a
+    layer is a branch holding a slice of the block's channels, and the block before it holds
+    the whole representation. (Inside a plain chain, whose layers have as many channels as its
+    output, a layer is the whole representation at its point and stays.)"""
+    anchor = None if before is None else before.name
+
+    def accept(info: LayerInfo) -> bool:
+        if not _gradcam_map(info):
+            return False
+        parts = info.name.split(".")
+        for depth in range(1, len(parts)):
+            block = layers.get(".".join(parts[:depth]))
+            if block is None or block.calls == 0 or block.map_shape is None:
+                continue
+            if anchor is not None and (anchor == block.name or anchor.startswith(block.name + ".")):
+                continue  # a container of the anchor does not end before it
+            if not _gradcam_map(block) and block.map_shape[0] > info.map_shape[0]:
+                return False
+        return True
+
+    return accept
+
+
 def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = None) -> str:
     """The layer a Grad-CAM map for ``layer`` uses (the explorer's fallback for a layer
     without a spatial map, such as ``avgpool`` or ``fc``, and the default layer of
@@ -657,7 +683,9 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
     pooling to 7x7) is a feature map itself and is kept, and is what its classifier gets; on an
     input below their design size, where AlexNet's and VGG's ``avgpool`` only copy a smaller
     map out to 6x6 or 7x7 (an adaptive pooling whose units form no regular grid over the
-    input), the map before it is used.
+    input), the map before it is used. A branch inside a block that ends before ``layer`` with
+    a 1x1 (or resampled) map and more channels than the branch (a reduction block of Inception
+    v3 on a small input) is passed over too: the block before it holds the whole representation.
     The containers around ``layer`` are not before it. ``layer=None`` stands for the model's
     output (as a target's ``layer`` does): the feature map with more than 1x1 positions whose
     forward call ends last in the whole model, by the same rule. The name is historical: the
@@ -680,7 +708,8 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
         layers = probe.layers
         if layer is None:
             keys = _finish_keys(layers)
-            maps = [name for name in keys if _gradcam_map(layers[name])]
+            accept = _whole_block_map(layers, None)
+            maps = [name for name in keys if accept(layers[name])]
             if not maps:
                 raise ValueError(
                     "no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
@@ -692,7 +721,7 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
         raise ValueError(f"layer {layer!r} does not run in this model's forward pass")
     if _gradcam_map(info):
         return layer
-    chosen = _latest_map_before(layers, info, _gradcam_map)
+    chosen = _latest_map_before(layers, info, _whole_block_map(layers, info))
     if chosen is None:
         raise ValueError(
             f"no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
