@@ -36,7 +36,7 @@ from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
 from cnnwidgets.app.inputs import (
     FillError, ImageInput, ModelInput, default_denormalize, default_preprocess, default_unnormalized,
-    model_input_range, to_pil,
+    model_input_range, outside_share, to_pil,
 )
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner
@@ -640,8 +640,7 @@ def _outside_share(x: torch.Tensor) -> float:
     """The share of the values of a model input (C, H, W) that the default un-normalisation
     (:func:`~cnnwidgets.app.inputs.default_unnormalized`, before :func:`default_denormalize`
     clips them) puts more than a resampling overshoot outside [0, 1]."""
-    pixels = default_unnormalized(x.detach().float().cpu())
-    return float(((pixels < -0.05) | (pixels > 1.05)).float().mean())
+    return outside_share(default_unnormalized(x.detach().float().cpu()))
 
 
 class Explorer(ipw.VBox):

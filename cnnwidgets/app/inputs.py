@@ -53,6 +53,7 @@ __all__ = [
     "default_unnormalized",
     "default_preprocess",
     "model_input_range",
+    "outside_share",
     "to_pil",
 ]
 
@@ -91,6 +92,13 @@ class ModelInput:
 _OUTSIDE_REFUSED = 0.2
 
 
+def outside_share(pixels: torch.Tensor | np.ndarray) -> float:
+    """The share of ``pixels`` more than a resampling overshoot (0.05) outside [0, 1]: nil for a
+    picture that was un-normalised right, large for one un-normalised by the wrong statistics."""
+    values = torch.as_tensor(pixels)
+    return float(((values < -0.05) | (values > 1.05)).float().mean())
+
+
 def _check_inverted(
     x: torch.Tensor, shown: np.ndarray, mean: torch.Tensor | None, std: torch.Tensor | None
 ) -> None:
@@ -100,16 +108,15 @@ def _check_inverted(
     scores would all be wrong.
 
     The pixels are ``x * std + mean`` per channel where ``denormalize`` is of that form (read off
-    it as ``mean``, ``std``: a ``denormalize`` that clips, as bundles' do, would hide them), else
-    ``denormalize``'s output ``shown``.
+    it as ``mean``, ``std``, (1, C, 1, 1): a ``denormalize`` that clips, as bundles' do, would
+    hide them), else ``denormalize``'s output ``shown``.
     """
     if std is not None and mean is not None and not bool(torch.isnan(std).all()):
-        std, mean = std.reshape(-1).double(), mean.reshape(-1).double()  # per channel
-        kept = ~torch.isnan(std)
-        values = (x.double()[kept] * std[kept].view(-1, 1, 1) + mean[kept].view(-1, 1, 1)).numpy()
+        kept = ~torch.isnan(std[0, :, 0, 0])  # the channels denormalize shows
+        values = x[kept] * std[0, kept] + mean[0, kept]
     else:
-        values = np.asarray(shown, dtype=np.float64)
-    outside = float(np.mean((values < -0.05) | (values > 1.05)))
+        values = torch.as_tensor(np.asarray(shown, dtype=np.float32))
+    outside = outside_share(values)
     if outside <= _OUTSIDE_REFUSED:
         return
     low, high = float(values.min()), float(values.max())
