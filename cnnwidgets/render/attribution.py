@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnwidgets.render.overlay import as_picture, desaturate
+from cnnwidgets.render.overlay import as_picture, desaturate, nonfinite_counts
 from cnnwidgets.render.resample import check_heat_orientation
 
 __all__ = [
@@ -74,12 +74,10 @@ def _as_map(values: object, what: str = "attribution") -> np.ndarray:
         # a picture's rows and columns on either side of a colour axis: an (H, W, C) array
         raise ValueError(f"the {what} of shape {array.shape} looks like (H, W, C); channels come first: "
                          "pass values.transpose(2, 0, 1)")
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = int(array.size - np.count_nonzero(finite))
-        nan = int(np.count_nonzero(np.isnan(array)))
+    nan, inf = nonfinite_counts(array)
+    if nan or inf:
         raise ValueError(
-            f"the {what} holds {bad} of {array.size} values that are not finite ({nan} NaN, {bad - nan} infinite, "
+            f"the {what} holds {nan + inf} of {array.size} values that are not finite ({nan} NaN, {inf} infinite, "
             "or beyond float32's range): they have no place on a colour scale (drawn as zero they would read "
             "as no attribution). Check the model's input and weights (has training diverged?), or replace "
             "them first (np.nan_to_num)"

@@ -131,6 +131,22 @@ def apply_colormap(
     return out
 
 
+def linear_scale(
+    lo: np.ndarray, hi: np.ndarray, top: float, shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scale, offset, valid)`` per channel with ``v * scale + offset == (v - lo) * top / (hi - lo) + shift``,
+    as float32 of ``lo``'s shape; ``valid`` is ``hi > lo``, and an empty range gets scale 0 and
+    offset ``shift``.
+
+    Computed in float64: two finite float32 ends may lie further apart than float32 reaches
+    (-3e38 .. 3e38), and ``v - lo`` itself could overflow, so it is never formed.
+    """
+    span = hi.astype(np.float64) - lo.astype(np.float64)
+    valid = span > 0
+    scale = np.where(valid, top / np.where(valid, span, 1.0), 0.0)
+    return scale.astype(np.float32), (shift - lo * scale).astype(np.float32), valid
+
+
 def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
     """Colormap indices of a stack: ``round(255 * clip((v - lo) / (hi - lo), 0, 1))`` as uint8.
 
@@ -158,12 +174,7 @@ def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float)
     channels = values.shape[0]
     lo = check_per_channel(lo, "lo", channels)
     hi = check_per_channel(hi, "hi", channels)
-    # in float64: two finite float32 ends may lie further apart than float32 reaches
-    span = hi.astype(np.float64) - lo.astype(np.float64)
-    valid = span > 0
-    scale64 = np.where(valid, 255.0 / np.where(valid, span, 1.0), 0.0)
-    scale = scale64.astype(np.float32)
-    offset = (0.5 - lo * scale64).astype(np.float32)  # (v - lo) * s + 0.5 == v * s + offset
+    scale, offset, _ = linear_scale(lo, hi, 255.0, 0.5)  # + 0.5: rounds to the nearest index
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
         idx = values * scale[:, None, None]
         idx += offset[:, None, None]

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from cnnwidgets.render._checks import check_per_channel
+from cnnwidgets.render.colormaps import linear_scale
 
 __all__ = [
     "NORM_MODES",
@@ -178,14 +179,9 @@ def normalize(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     acts = _check_stack(acts)
     lo = check_per_channel(lo, "lo", acts.shape[0])[:, None, None]
     hi = check_per_channel(hi, "hi", acts.shape[0])[:, None, None]
-    # the span and the scale in float64: two finite float32 ends may lie further apart than
-    # float32 reaches (-3e38 .. 3e38), and (v - lo) is formed as v * scale - lo * scale
-    span = hi.astype(np.float64) - lo.astype(np.float64)
-    valid = span > 0
-    scale = np.where(valid, 1.0 / np.where(valid, span, 1.0), 0.0)
-    offset = (-lo * scale).astype(np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
-        out = acts * scale.astype(np.float32)
+    scale, offset, valid = linear_scale(lo, hi, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, set to 0 below
+        out = acts * scale
         out += offset
     np.clip(out, 0.0, 1.0, out=out)
     if not valid.all():

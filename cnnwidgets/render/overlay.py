@@ -18,6 +18,13 @@ def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
     return image
 
 
+def nonfinite_counts(values: np.ndarray) -> tuple[int, int]:
+    """``(NaN count, infinite count)`` of ``values``; ``(0, 0)`` after one pass when all are finite."""
+    if np.isfinite(values).all():
+        return 0, 0
+    return int(np.count_nonzero(np.isnan(values))), int(np.count_nonzero(np.isinf(values)))
+
+
 def check_not_channels_first(picture: np.ndarray, what: str = "image", layout: str = "(H, W, 3)") -> None:
     """Refuse a channels-first (C, H, W) picture (a model input's layout) where ``layout`` is
     expected, saying the transpose to use.
@@ -215,11 +222,10 @@ def overlay_heatmap(
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f"expected a heatmap of shape (h, w), got shape {heat.shape}")
-    if heat.size and not np.isfinite(heat).all():
-        nan = int(np.count_nonzero(np.isnan(heat)))
-        raise ValueError(f"heat values must lie in [0, 1], but {nan} are NaN and "
-                         f"{int(np.count_nonzero(np.isinf(heat)))} infinite (drawn, they would read as no heat); "
-                         "replace them first (np.nan_to_num)")
+    nan, inf = nonfinite_counts(heat)
+    if nan or inf:
+        raise ValueError(f"heat values must lie in [0, 1], but {nan} are NaN and {inf} infinite (drawn, they would "
+                         "read as no heat); replace them first (np.nan_to_num)")
     if heat.size and (heat.min() < -1e-3 or heat.max() > 1 + 1e-3):
         raise ValueError(f"heat values must lie in [0, 1], got {heat.min():.4g}..{heat.max():.4g}; "
                          "normalise the map first, or use attribution_overlay, which scales raw maps itself")
