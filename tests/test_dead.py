@@ -334,3 +334,9 @@ def test_a_default_scan_leaves_out_convolutions_that_feed_a_normalisation_layer(
         assert report["2"].dead == []  # fires after the BN
         explicit = dead_channels(probe, x, "0", progress=False)  # named, a conv feeding a BN is scanned
         assert explicit["0"].max_activation.shape == (4,)
+
+
+def test_a_convolution_feeding_a_local_response_normalisation_is_scanned_since_it_keeps_signs():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LocalResponseNorm(2), nn.ReLU()).eval()
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        assert default_dead_layers(probe) == ["0", "2"]

@@ -76,12 +76,16 @@ from cnnwidgets.core.targets import empty_map_message, output_tensor
 
 __all__ = [
     "Discovery", "LayerInfo", "discover", "discover_layers", "discover_layers_and_output", "final_activation",
-    "GEOMETRIC_MODULES", "first_convolution", "input_channels", "is_convolution", "module_geometry", "rule_applies",
+    "GEOMETRIC_MODULES", "NORMALISATION_MODULES", "first_convolution", "input_channels", "is_convolution", "module_geometry", "rule_applies",
     "suggest_names", "unknown_layer_error", "check_map_not_empty", "empty_map_error",
 ]
 
 #: Modules whose receptive-field geometry follows from their window (see :func:`module_geometry`).
 GEOMETRIC_MODULES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+
+#: Normalisation modules (batch, instance, group and layer norms): they work per position, and
+#: shift and scale what they are given (its signs included).
+NORMALISATION_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,7 @@ def rule_applies(module: nn.Module) -> bool:
     dropout; not a Linear, which mixes whatever its last dimension holds). Normalisation layers
     count as per position whatever their forward (ConvNeXt's LayerNorm2d permutes to normalise
     over channels)."""
-    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)):
+    if isinstance(module, NORMALISATION_MODULES):
         return True
     forward = getattr(type(module), "forward", None)
     if not getattr(forward, "__module__", "").startswith("torch."):

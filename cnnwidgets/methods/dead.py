@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cnnwidgets.core.layers import NORMALISATION_MODULES
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.gradients import readable_layer
@@ -99,11 +100,6 @@ def _is_activation(module: nn.Module) -> bool:
     )
 
 
-#: Normalisation modules: a convolution whose output goes into one is not scanned by default.
-_NORMALISATION = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-                  nn.LocalResponseNorm)
-
-
 def default_dead_layers(probe: Probe) -> list[str]:
     """Layers of ``probe``'s model a dead-channel scan covers by default: convolutions and activation functions
     (ReLU, GELU, ...) whose output is a feature map, in execution order. Channels-last (H, W, C)
@@ -122,7 +118,7 @@ def default_dead_layers(probe: Probe) -> list[str]:
         module = probe.module(name)
         if isinstance(module, nn.Conv2d):
             after = by_call.get(info.last_call + 1) if info.calls == 1 else None
-            if after is not None and isinstance(probe.module(after), _NORMALISATION):
+            if after is not None and isinstance(probe.module(after), NORMALISATION_MODULES):
                 continue
             names.append(name)
         elif _is_activation(module):
