@@ -247,11 +247,6 @@ def _load_checkpoint(path: Path, remedy: str) -> tuple[dict[str, torch.Tensor], 
     return state, notes
 
 
-def _load_state_dict(path: Path, remedy: str = "re-save a plain state_dict or use the current file from "
-                                               "torchvision") -> dict[str, torch.Tensor]:
-    return _load_checkpoint(path, remedy)[0]
-
-
 def _strip_wrapper_prefixes(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """``state`` without the key prefixes of a wrapped model, where every key has one the model's keys lack."""
     own = model.state_dict().keys()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from torch import nn
 
 from cnnwidgets.core.targets import as_count
 from cnnwidgets.zoo.bundle import Bundle, ImagePreprocess
-from cnnwidgets.zoo.pretrained import _fit, _load_checkpoint, _refuse_url
+from cnnwidgets.zoo.pretrained import _fit, _load_checkpoint, _refuse_url, _strip_wrapper_prefixes
 
 __all__ = ["STATE_DICT_NAME", "TinyVGG", "load_tinyvgg"]
 
@@ -131,15 +130,16 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
     if not classes_file.is_file():
         raise FileNotFoundError(f"class names not found: {str(classes_file)!r} (expected next to {weights.name})")
     classes = _read_classes(classes_file)
+    model = TinyVGG(num_classes=len(classes))
     state, notes = _read_state_dict(weights)
-    output = next((v for k, v in state.items() if re.fullmatch(r"(?:module\.|_orig_mod\.)*output\.weight", k)), None)
+    state, unwrapped = _strip_wrapper_prefixes(model, state)
+    output = state.get("output.weight")
     if output is not None and output.ndim == 2 and output.shape[0] != len(classes):
         raise ValueError(
             f"{classes_file} names {len(classes)} classes but the output layer in {weights} has "
             f"{output.shape[0]} units; the two files must belong to the same model"
         )
-    model = TinyVGG(num_classes=len(classes))
-    notes += _fit(model, state, f"{weights} does not fit TinyVGG")
+    notes += unwrapped + _fit(model, state, f"{weights} does not fit TinyVGG")
     model.eval()
     return Bundle(
         model=model,
