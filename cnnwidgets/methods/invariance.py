@@ -47,6 +47,7 @@ from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_
 from cnnwidgets.core.targets import (
     as_count, as_flag, as_index, check_finite_activation, class_probabilities, class_scores,
 )
+from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.gradients import readable_layer
 
 __all__ = [
@@ -176,8 +177,6 @@ _RESHAPES = ("Flatten", "Unflatten", "Identity", "Dropout", "Dropout1d", "Dropou
 def _last_feature_map(probe: Probe) -> str | None:
     """The last feature map larger than 1x1 the model computes (the Grad-CAM default layer), or
     None when there is none."""
-    from cnnwidgets.methods.cam import nearest_conv_layer
-
     try:
         return nearest_conv_layer(probe)
     except ValueError:
