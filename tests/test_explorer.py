@@ -336,23 +336,13 @@ def test_box_move_with_scores_is_one_full_forward(ex):
     np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_a_pass_run_on_another_thread_meanwhile_is_not_taken_for_the_layer(ex, monkeypatch):
-    # with scores, the layer is recorded by a hook during probe.logits; when the logits come from
-    # the cache no pass runs, and a pass another thread runs meanwhile (a new image described on
-    # the main thread, a user's own capture) must not be taken for this image's activations
+def test_a_layer_change_with_scores_runs_only_the_prefix(ex):
+    # the class scores of the image and of its occluded copy are cached: the new layer needs only
+    # its prefix, once for each
     probe = ex.probe
-    other = torch.rand(1, 3, SIZE, SIZE) * 4 - 2
-    logits = probe.logits
-
-    def logits_while_another_thread_runs(x, **kw):
-        # a full pass: a prefix run that stops at the layer would end before this hook is reached
-        worker = threading.Thread(target=lambda: logits(other, cache=False))
-        worker.start()
-        worker.join()
-        return logits(x, **kw)
-
-    monkeypatch.setattr(probe, "logits", logits_while_another_thread_runs)
-    ex.layer = "features.0"  # the unoccluded logits are cached: a hit, no pass of this thread
+    probe.reset_stats()
+    ex.layer = "features.0"
+    assert probe.stats.forwards == 2 and probe.stats.full_forwards == 0
     x = ex._images[ex._image_id].tensor
     want = reference_outputs(probe.model, x, ["features.0"])["features.0"][0].numpy()
     np.testing.assert_allclose(ex.baseline_activations, want, rtol=1e-5, atol=1e-5)

@@ -103,6 +103,18 @@ def test_batch_grouping_does_not_change_the_curves_and_labels_default_to_predict
     assert ranges["rotation"][-1] == 360 and ranges["scale"][0] == 1.0 and ranges["scale"][-1] == 1.8
 
 
+def test_each_batch_gives_its_features_and_scores_in_one_pass():
+    model = PixelNet().eval()
+    x = images(3)
+    with Probe(model) as probe:
+        probe.logits(x)  # describe the layers first; not counted below
+        probe.reset_stats()
+        invariance_curves(probe, x, layers=["relu"], transforms={"rotation": [0, 10, 20]}, batch_size=4,
+                          progress=False)
+        assert probe.stats.forwards > 0
+        assert probe.stats.forwards == probe.stats.full_forwards  # no prefix run beside each full one
+
+
 def test_transform_conventions_and_errors():
     x = images(1, 8)
     assert transform_images(x, "rotation", 0) is x

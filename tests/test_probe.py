@@ -693,6 +693,69 @@ def test_uncached_capture_leaves_the_cache_alone():
     torch.testing.assert_close(once, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_capture_with_logits_runs_the_model_once_and_reuses_the_cache():
+    model = chain()
+    x, other = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    with Probe(model, channels_last=False, input_size=(3, 16, 16)) as probe:
+        probe.layers
+        ref = reference_outputs(model, x, ["0", "3"])
+        with torch.no_grad():
+            want = model(x)
+        probe.reset_stats()
+        EXECUTED.clear()
+        acts, logits = probe.capture_with_logits(x, ["3", "0"])
+        assert EXECUTED == ["a", "b", "c"]  # one pass gave both layers and the output
+        assert probe.stats.forwards == 1 and probe.stats.full_forwards == 1
+        assert list(acts) == ["3", "0"]
+        for name in ("0", "3"):
+            torch.testing.assert_close(acts[name], ref[name], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+        # both are cached: capture and logits of the same input run nothing ...
+        probe.reset_stats()
+        assert torch.equal(probe.capture(x, "3")["3"], acts["3"]) and torch.equal(probe.logits(x), logits)
+        assert probe.stats.forwards == 0
+        # ... the logits handed out are the caller's own (changing them leaves the cache alone)
+        logits.add_(1)
+        _, again = probe.capture_with_logits(x, "0")
+        assert probe.stats.forwards == 0 and torch.allclose(again, want, atol=1e-5)
+        # with the output cached and a layer missing, only the prefix runs
+        probe.logits(other)
+        probe.reset_stats()
+        EXECUTED.clear()
+        acts, _ = probe.capture_with_logits(other, "3")
+        assert EXECUTED == ["a"]  # stopped right after layer 3, before "b"
+        assert probe.stats.forwards == 1 and probe.stats.full_forwards == 0
+        assert probe.stats.cache_hits == 1 and probe.stats.cache_misses == 1
+        # uncached: one full pass, and the cache is neither consulted nor filled
+        fresh = torch.randn(2, 3, 16, 16)
+        probe.reset_stats()
+        acts, logits = probe.capture_with_logits(fresh, ["0"], cache=False, channels_first=True)
+        assert probe.stats.full_forwards == 1 and probe.stats.cache_hits == probe.stats.cache_misses == 0
+        probe.capture_with_logits(fresh, ["0"], cache=False)
+        assert probe.stats.full_forwards == 2
+        torch.testing.assert_close(acts["0"], reference_outputs(model, fresh, ["0"])["0"], rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="at least one layer"):
+            probe.capture_with_logits(x, [])
+        with pytest.raises(KeyError):
+            probe.capture_with_logits(x, "nope")
+
+
+def test_capture_with_logits_names_an_output_that_is_not_a_tensor():
+    class PairOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y.mean()
+
+    with Probe(PairOut(), input_size=(3, 8, 8)) as probe:
+        with pytest.raises(TypeError, match="one tensor"):
+            probe.capture_with_logits(torch.randn(1, 3, 8, 8), "conv", cache=False)
+        assert probe.capture(torch.randn(1, 3, 8, 8), "conv")["conv"].shape == (1, 2, 6, 6)
+
+
 def test_a_zoo_bundle_is_accepted_with_its_own_input_size():
     from cnnwidgets import zoo
     from cnnwidgets.methods import occlusion_map

@@ -20,12 +20,10 @@ screen; the worker keeps running.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -282,34 +280,18 @@ class Controller(NewestFirstWorker):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The layer's activation (channels first), and the logits when ``scores`` - in ONE forward pass.
 
-        Without scores this is ``probe.capture`` (prefix only); ``once`` marks an input that
-        is seen once (an occluded copy while dragging), which the probe's cache neither looks
-        up nor keeps. With scores, a forward hook on the probe's private copy records the layer
-        during ``probe.logits`` (passes run by other threads meanwhile are ignored); when the
-        logits come from the probe's cache (no forward ran) the layer comes from ``probe.capture``.
+        Without scores this is ``probe.capture`` (prefix only), with scores
+        ``probe.capture_with_logits``; ``once`` marks an input that is seen once (an occluded copy
+        while dragging), which the probe's cache neither looks up nor keeps. A model whose output
+        is not class scores still has its maps shown (:attr:`scores_problem` says why no scores).
         """
-        if not scores:
-            return self.probe.capture(x, [layer], cache=not once, channels_first=True)[layer], None
-        grabbed: list[torch.Tensor] = []
-        caller = threading.get_ident()
-
-        def grab(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-            # only this thread's passes: another thread may run the probe meanwhile (a new
-            # image's layers described on the main thread, a user's own capture)
-            if threading.get_ident() == caller:
-                grabbed.append(output.detach().clone())
-
-        handle = self.probe.module(layer).register_forward_hook(grab)
-        try:
-            logits = self.probe.logits(x, cache=not once)
-        except OutputTypeError as exc:  # the maps can still be shown; the status line says why no scores
-            self.scores_problem = str(exc)
-            logits = None
-        finally:
-            handle.remove()
-        if grabbed:
-            return self.probe.channels_first(layer, grabbed[-1]), logits
-        return self.probe.capture(x, [layer], channels_first=True)[layer], logits
+        if scores:
+            try:
+                acts, logits = self.probe.capture_with_logits(x, [layer], cache=not once, channels_first=True)
+                return acts[layer], logits
+            except OutputTypeError as exc:
+                self.scores_problem = str(exc)
+        return self.probe.capture(x, [layer], cache=not once, channels_first=True)[layer], None
 
     def _probs(self, logits: torch.Tensor | None) -> np.ndarray | None:
         """Class probabilities of the first image; None (and :attr:`scores_problem` says why)

@@ -1172,6 +1172,20 @@ class Probe:
             raise unknown_layer_error(name, list(layers), self._model)
         return layers[name]
 
+    def _wanted_layers(self, names: list[str], method: str) -> list[LayerInfo]:
+        """The layer table's entries for ``names`` (described for the current input), refused when
+        empty, unknown, never run or not batch-first."""
+        if not names:
+            raise ValueError(f"{method} needs at least one layer name")
+        assert self._layers is not None
+        infos = [self._info(n, self._layers) for n in names]
+        for info in infos:
+            if info.calls == 0:
+                raise ValueError(f"layer {info.name!r} does not run in this model's forward pass")
+            if not info.batch_first:  # described on one image: its whole output's shape is known
+                raise self._not_a_batch(info.name, tuple(info.output_shape or ()), 1)
+        return infos
+
     def channels_first(self, name: str, activation: torch.Tensor) -> torch.Tensor:
         """``activation`` of layer ``name`` with channels on dim 1 (see :meth:`LayerInfo.channels_first`),
         for outputs not taken with ``capture(..., channels_first=True)`` (a hook's, a gradient).
@@ -1265,53 +1279,83 @@ class Probe:
             RuntimeError: if the model fails on the input, or the probe is closed.
         """
         names = layer_names(layers)
-        if not names:
-            raise ValueError("capture needs at least one layer name")
         grad, cache = as_flag(grad, "grad"), as_flag(cache, "cache")
-        channels_first = as_flag(channels_first, "channels_first")
-        if contiguous is None:
-            standard = not channels_first
-        else:
-            try:
-                standard = as_flag(contiguous, "contiguous")
-            except TypeError as exc:
-                raise TypeError(f"{exc} (or None: the default)") from None
+        channels_first, standard = _layout_options(channels_first, contiguous)
         with self._lock:
             self._check_open()
             self._prepare_input(x)
-            assert self._layers is not None
-            infos = [self._info(n, self._layers) for n in names]
-            for info in infos:
-                if info.calls == 0:
-                    raise ValueError(f"layer {info.name!r} does not run in this model's forward pass")
-                if not info.batch_first:  # described on one image: its whole output's shape is known
-                    raise self._not_a_batch(info.name, tuple(info.output_shape or ()), 1)
-
-            def finish(results: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-                # with grad=True the permute and copy below belong to the graph, also when the
-                # caller runs under torch.no_grad()
-                with torch.set_grad_enabled(grad or torch.is_grad_enabled()):
-                    if channels_first:
-                        results = {i.name: i.channels_first(results[i.name]) for i in infos}
-                    if standard:
-                        results = {name: tensor.contiguous() for name, tensor in results.items()}
-                return results
-
-            if grad:
-                wanted = {i.name: i.calls for i in infos}
-                return finish(self._forward(self._to_model_input(x), wanted, grad=True, stop=True)[0])
-            if not cache:
-                wanted = {i.name: i.calls for i in infos}  # the cache is not consulted: no hit, no miss
-                return finish(self._forward(self._to_model_input(x), wanted, grad=False, stop=True)[0])
+            infos = self._wanted_layers(names, "capture")
+            wanted = {i.name: i.calls for i in infos}
+            if grad or not cache:  # not cached: no hit, no miss
+                results = self._forward(self._to_model_input(x), wanted, grad=grad, stop=True)[0]
+                return _finish(results, infos, channels_first=channels_first, standard=standard, grad=grad)
             entry = self._lookup(x)
-            missing = {i.name: i.calls for i in infos if entry is None or i.name not in entry.layers}
-            self.stats.cache_hits += len(set(names)) - len(missing)
+            missing = {n: c for n, c in wanted.items() if entry is None or n not in entry.layers}
+            self.stats.cache_hits += len(wanted) - len(missing)
             self.stats.cache_misses += len(missing)
             if missing:
                 results, _ = self._forward(self._to_model_input(x), missing, grad=False, stop=True)
                 entry = self._store(x, entry, results)
             assert entry is not None
-            return finish({n: entry.layers[n] for n in names})
+            return _finish({n: entry.layers[n] for n in wanted}, infos, channels_first=channels_first,
+                           standard=standard, grad=False)
+
+    def capture_with_logits(
+        self,
+        x: torch.Tensor,
+        layers: str | Iterable[str],
+        *,
+        cache: bool = True,
+        channels_first: bool = False,
+        contiguous: bool | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``(capture(x, layers, ...), logits(x))`` from ONE full forward pass instead of a prefix
+        run and a full one: for views that show a layer and the class scores of the same input
+        (the explorer with scores on, invariance curves).
+
+        Args:
+            x, layers, channels_first, contiguous: as for :meth:`capture`.
+            cache: whether to consult and fill the cache. With ``True`` whatever it holds already is
+                taken from it: when it holds the model's output but not every layer, only the
+                prefix up to the missing layers runs; when it holds everything, nothing runs.
+
+        Returns:
+            ``(acts, logits)``: what :meth:`capture` (with ``grad=False``) and :meth:`logits` return.
+
+        Raises:
+            what :meth:`capture` and :meth:`logits` raise; ``OutputTypeError`` (a ``TypeError``)
+            when the model does not return a tensor, with no layer output lost to the caller's
+            retry through :meth:`capture`.
+        """
+        names = layer_names(layers)
+        cache = as_flag(cache, "cache")
+        channels_first, standard = _layout_options(channels_first, contiguous)
+        with self._lock:
+            self._check_open()
+            self._prepare_input(x)
+            infos = self._wanted_layers(names, "capture_with_logits")
+            wanted = {i.name: i.calls for i in infos}
+            entry = self._lookup(x) if cache else None
+            missing = {n: c for n, c in wanted.items() if entry is None or n not in entry.layers}
+            have_output = entry is not None and _OUTPUT in entry.layers
+            if cache:
+                self.stats.cache_hits += len(wanted) - len(missing) + int(have_output)
+                self.stats.cache_misses += len(missing) + int(not have_output)
+            results: dict[str, torch.Tensor] = {}
+            output = None
+            if not have_output:
+                results, output = self._forward(self._to_model_input(x), missing, grad=False, stop=False)
+                assert output is not None  # a pass that was not stopped returned (or raised)
+            elif missing:
+                results = self._forward(self._to_model_input(x), missing, grad=False, stop=True)[0]
+            if not cache:
+                assert output is not None
+                return (_finish(results, infos, channels_first=channels_first, standard=standard, grad=False),
+                        output.contiguous())
+            entry = self._store(x, entry, {**results, **({_OUTPUT: output} if output is not None else {})})
+            acts = _finish({n: entry.layers[n] for n in wanted}, infos, channels_first=channels_first,
+                           standard=standard, grad=False)
+            return acts, entry.layers[_OUTPUT].clone(memory_format=torch.contiguous_format)
 
     def logits(self, x: torch.Tensor, *, grad: bool = False, cache: bool = True) -> torch.Tensor:
         """The model's output for ``x`` (a full forward pass, cached like a layer when ``grad=False``).
@@ -1522,6 +1566,34 @@ class Probe:
                 break
             del self._cache[oldest]
         return entry
+
+
+def _layout_options(channels_first: object, contiguous: object) -> tuple[bool, bool]:
+    """``capture``'s ``channels_first`` and ``contiguous`` checked, as (channels_first, standard layout)."""
+    channels_first = as_flag(channels_first, "channels_first")
+    if contiguous is None:
+        return channels_first, not channels_first
+    try:
+        return channels_first, as_flag(contiguous, "contiguous")
+    except TypeError as exc:
+        raise TypeError(f"{exc} (or None: the default)") from None
+
+
+def _finish(
+    results: dict[str, torch.Tensor], infos: list[LayerInfo], *, channels_first: bool, standard: bool, grad: bool
+) -> dict[str, torch.Tensor]:
+    """Captured outputs in the order of ``infos``, as ``capture`` hands them over: channels first
+    and in the standard layout where asked."""
+    # with grad=True the permute and copy belong to the graph, also when the caller runs under
+    # torch.no_grad()
+    with torch.set_grad_enabled(grad or torch.is_grad_enabled()):
+        if channels_first:
+            results = {i.name: i.channels_first(results[i.name]) for i in infos}
+        else:
+            results = {i.name: results[i.name] for i in infos}
+        if standard:
+            results = {name: tensor.contiguous() for name, tensor in results.items()}
+    return results
 
 
 #: The keyword arguments of :class:`Probe` that :func:`probe_scope` passes on.

@@ -321,10 +321,10 @@ def _features(
     score_parts = []
     for start in range(0, x.shape[0], batch_size):
         piece = x[start:start + batch_size]
-        acts = probe.capture(piece, layers, cache=False)
+        acts, logits = probe.capture_with_logits(piece, layers, cache=False)  # one pass for both
         for name, act in acts.items():
             parts[name].append(act.reshape(act.shape[0], -1).to(torch.float64).cpu())
-        score_parts.append(class_scores(probe.logits(piece, cache=False), "invariance curves").to(torch.float64).cpu())
+        score_parts.append(class_scores(logits, "invariance curves").to(torch.float64).cpu())
     feats = {name: torch.cat(chunks) for name, chunks in parts.items()}
     scores = torch.cat(score_parts)
     for name, feat in feats.items():
