@@ -2434,6 +2434,33 @@ def test_dead_channels_before_a_relu_are_named_for_what_they_show():
         explorer.close()
 
 
+def test_channels_before_a_batch_norm_are_not_marked_dead():
+    """A convolution followed by a batch norm: a channel with no positive value there is shifted
+    by the norm and may fire after the ReLU, so it is not marked (the ReLU's output marks truly
+    dead channels); with a ReLU right after the convolution it is."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5),
+    ).eval()
+    with torch.no_grad():
+        model[0].bias[2] = -100.0  # conv channel 2 below zero everywhere ...
+        model[1].running_mean[2] = -200.0  # ... and well above zero after the norm
+        model[3].bias[1] = -100.0  # a channel that is dead after the second ReLU
+    explorer = make(model, layer="0")
+    try:
+        assert explorer.baseline_activations[2].max() < 0
+        assert "dead" not in explorer.grid_caption.value and "no positive value" not in explorer.grid_caption.value
+        explorer.layer = "2"  # the ReLU after the norm: channel 2 fires
+        assert explorer.baseline_activations[2].min() > 0 and "dead" not in explorer.grid_caption.value
+        explorer.layer = "3"  # a ReLU comes right after this convolution
+        assert "1 with no positive value on this image (red: zero after a ReLU)" in explorer.grid_caption.value
+        explorer.layer = "4"
+        assert "1 dead on this image (red)" in explorer.grid_caption.value
+    finally:
+        explorer.close()
+
+
 # ---------------------------------------------------------------- review fixes: model changes, bad input, comm paths
 def test_dead_marks_that_no_longer_fit_a_changed_layer_are_dropped_and_said(ex):
     ex.layer = "features.3"

@@ -35,6 +35,7 @@ from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import OutputTypeError, class_probabilities, looks_like_independent_probabilities
+from cnnwidgets.methods.dead import zeroed_by_relu
 
 __all__ = ["Controller", "Stats"]
 
@@ -325,7 +326,7 @@ class Controller(NewestFirstWorker):
             return base
         act, logits = self._forward(image.tensor, req.layer, req.scores)
         probs = self._probs(logits)
-        base = Baseline(acts=_to_numpy(act[0]), probs=probs)
+        base = Baseline(acts=_to_numpy(act[0]), probs=probs, relu_follows=zeroed_by_relu(self.probe, req.layer))
         self._baselines[key] = base
         while len(self._baselines) > 16:
             self._baselines.popitem(last=False)

@@ -38,9 +38,14 @@ class Baseline:
         acts: (C, H, W) float32.
         lo, hi: per-channel range (the ``"fixed"`` normalisation).
         order: channels by decreasing mean activation (the ``sort`` order, stable while dragging).
-        dead: channels with no positive unit on this image.
-        signed: whether the layer has negative values here (a convolution before its ReLU): its
-            "dead" channels are those that the ReLU after it turns to zero.
+        dead: channels dead on this image: all zero (no positive unit in a layer without negative
+            values), or with no positive unit in a layer whose output goes straight into a ReLU
+            (``relu_follows``). In a signed layer followed by anything else (a batch norm shifts
+            signs) no channel is marked: one with no positive value there may still fire later.
+        signed: whether the layer has negative values here (a convolution before its ReLU or
+            its batch norm).
+        relu_follows: whether a ReLU runs right after the layer (see
+            :func:`cnnwidgets.methods.dead.zeroed_by_relu`).
         nonfinite: channels holding a NaN or an infinite value (drawn as the colormap's ends
             and black; a sign of non-finite weights, e.g. after a diverged training step).
         probs: class probabilities of the unoccluded image, or None.
@@ -54,6 +59,7 @@ class Baseline:
     signed: bool = field(init=False)
     nonfinite: np.ndarray = field(init=False)
     probs: np.ndarray | None = None
+    relu_follows: bool = False
 
     def __post_init__(self) -> None:
         if self.acts.size == 0:
@@ -64,8 +70,10 @@ class Baseline:
             )
         self.lo, self.hi = R.value_ranges(self.acts, "channel")
         self.order = R.activation_order(self.acts, "mean")
-        self.dead = R.dead_channel_mask(self.acts)
         self.signed = bool((self.acts < 0).any())
+        self.dead = R.dead_channel_mask(self.acts)
+        if self.signed and not self.relu_follows:
+            self.dead[:] = False
         with np.errstate(over="ignore", invalid="ignore"):  # a sum is finite iff all its terms are (or it overflows)
             self.nonfinite = ~np.isfinite(self.acts.reshape(self.acts.shape[0], -1).sum(axis=1, dtype=np.float64))
 

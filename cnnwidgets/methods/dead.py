@@ -43,7 +43,7 @@ from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_ou
 from cnnwidgets.methods.gradients import readable_layer
 from cnnwidgets.methods.topk import data_size, iter_batches
 
-__all__ = ["DeadChannels", "dead_channels", "default_dead_layers"]
+__all__ = ["DeadChannels", "dead_channels", "default_dead_layers", "zeroed_by_relu"]
 
 
 
@@ -110,20 +110,49 @@ def default_dead_layers(probe: Probe) -> list[str]:
     ``GroupNorm`` ...): the normalisation shifts their signs, so a conv channel that is never
     positive may still fire after it (the activation after the normalisation is scanned)."""
     layers = probe.layers
-    by_call = {info.last_call: name for name, info in layers.items() if info.last_call >= 0}
     names = []
     for name, info in layers.items():
         if info.map_shape is None or info.calls == 0 or info.empty_map:
             continue
         module = probe.module(name)
         if isinstance(module, nn.Conv2d):
-            after = by_call.get(info.last_call + 1) if info.calls == 1 else None
-            if after is not None and isinstance(probe.module(after), NORMALISATION_MODULES):
+            if isinstance(_module_after(probe, name), NORMALISATION_MODULES):
                 continue
             names.append(name)
         elif _is_activation(module):
             names.append(name)
     return names
+
+
+def _module_after(probe: Probe, name: str) -> nn.Module | None:
+    """The module whose call starts right after the one call of layer ``name``: what its output
+    goes into in a chain of modules (None for a layer that runs more than once, or whose output
+    goes on to functional code or to the end of the forward)."""
+    layers = probe.layers
+    info = layers[name]
+    if info.calls != 1:
+        return None
+    for other, other_info in layers.items():
+        if other_info.last_call == info.last_call + 1 and other_info.calls > 0:
+            return probe.module(other)
+    return None
+
+
+def zeroed_by_relu(probe: Probe, name: str) -> bool:
+    """Whether a channel of layer ``name`` with no positive value is dead, by what runs after it.
+
+    True when the module called right after the layer is a ``ReLU`` or ``ReLU6`` (which sets
+    every value at or below zero to zero): that channel is then all zero after it. False when
+    anything else follows (a batch norm, which shifts signs, a GELU, functional code the layer
+    table does not see): a channel with no positive value there may still fire further on. The
+    explorer marks such channels as dead on the image only where this holds (or where the
+    layer's output has no negative value, so that "no positive value" means all zero).
+
+    Args:
+        probe: the probe whose layer table (call order, after a describe) is read.
+        name: a layer name of ``probe``.
+    """
+    return isinstance(_module_after(probe, name), (nn.ReLU, nn.ReLU6))
 
 
 #: A pass keeps every requested layer's output until it ends (the statistics are read after it):
