@@ -18,6 +18,7 @@ from torch import nn
 from cnnwidgets import ModelSnapshot, Probe
 from cnnwidgets import render as R
 from cnnwidgets.app import Explorer, ExplorerState, ImageInput, default_layer, explore, layer_items, resolve
+from cnnwidgets.app.explorer import _picker_name
 from cnnwidgets.app.inputs import default_denormalize, default_preprocess, to_pil
 from cnnwidgets.core.hygiene import hook_count
 from tests.helpers import reference_outputs
@@ -1951,7 +1952,7 @@ def test_wait_idle_follows_a_changed_model_while_it_blocks_the_event_loop(monkey
             assert explorer.wait_idle(60)
             assert threads == [threading.current_thread().name]
             assert explorer.shown_state == explorer.state() and explorer.activations.shape[0] == 4
-            assert "<b>features.3</b> &nbsp; 4\u00d7" in explorer.grid_caption.value
+            assert "<b>layer <code>features.3</code></b> &nbsp; 4\u00d7" in explorer.grid_caption.value
             assert explorer.channel == 0 and "features.3 has 4 channels now, channel 6 is gone" in explorer.status.message
         finally:
             explorer.close()
@@ -2583,7 +2584,7 @@ def test_class_layer_and_model_names_are_escaped_in_the_html_captions():
             caption = ex.method_view.caption.value
             assert "<i>c1</i>" not in caption and "x<y" not in caption
         assert "P(x&lt;y)" not in ex.method_view.caption.value  # deconvnet names the channel, not the class
-        assert "of &lt;i&gt;c1&lt;/i&gt; projected" in ex.method_view.caption.value
+        assert "of layer <code>&lt;i&gt;c1&lt;/i&gt;</code> projected" in ex.method_view.caption.value
         ex.method = "occlusion"
         assert ex.wait_idle(60) and "change of P(x&lt;y)" in ex.method_view.caption.value
     finally:
@@ -3018,3 +3019,46 @@ def test_fill_and_norm_take_names_in_any_case_as_method_does(ex):
     assert ex.wait_idle(60) and not ex.status.is_error
     with pytest.raises(traitlets.TraitError):
         ex.fill = "purple"
+
+
+def test_an_image_file_is_named_in_the_picker_by_its_file_name(tmp_path):
+    """A path (or URL) names the picker's entry by its file; a sample's name, or an image that
+    is not a file, gives "your image"."""
+    Image.fromarray(image(3)).save(tmp_path / "cat.png")
+    Image.fromarray(image(4)).save(tmp_path / "a", format="PNG")
+    ex = make(img=tmp_path / "cat.png")
+    try:
+        assert ex.image == "cat.png" and ex.picker.names == ["cat.png", "a", "b"]
+        cat = ex.input_image.copy()
+        ex.set_image(str(tmp_path / "a"))  # "a" is a sample's name: the sample stays
+        assert ex.image == "your image" and ex.picker.names[:3] == ["cat.png", "a", "b"]
+        assert not np.array_equal(ex.input_image, cat)
+        ex.image = "cat.png"
+        assert np.array_equal(ex.input_image, cat)
+        Image.fromarray(image(5)).save(tmp_path / "cat.png")
+        ex.set_image(tmp_path / "cat.png")  # the same file name again replaces the entry
+        assert ex.image == "cat.png" and ex.picker.names.count("cat.png") == 1
+        assert not np.array_equal(ex.input_image, cat)
+    finally:
+        ex.close()
+    assert _picker_name("https://example.org/img/dog.jpg?size=large#top", {}) == "dog.jpg"
+    assert _picker_name("C:\\photos\\owl.jpg", {}) == "owl.jpg"
+    assert _picker_name(image(0), {}) == "your image"
+
+
+def test_captions_name_a_numbered_layer_as_a_layer():
+    """An nn.Sequential's layers are called 0, 1, 2 ...: captions say "layer 0" (the name in
+    code type), not a bare number that reads as part of the sentence."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 5)).eval()
+    ex = make(model, layer="0")
+    try:
+        assert "<b>layer <code>0</code></b>" in ex.grid_caption.value
+        ex.method = "grad-cam"
+        assert ex.wait_idle(60) and not ex.status.is_error, ex.status.message
+        assert " at layer <code>0</code>" in ex.method_view.caption.value
+        ex.method = "deconvnet"
+        assert ex.wait_idle(60) and not ex.status.is_error, ex.status.message
+        assert f"channel {ex.channel} of layer <code>0</code> projected" in ex.method_view.caption.value
+    finally:
+        ex.close()

@@ -172,10 +172,10 @@ def test_captions_give_the_occlusion_scale_and_the_layer_grad_cam_used(bundle):
         assert f"a change of {full:.1f} points" in caption or f"a change of {full:.2g} points" in caption
         assert "red" in caption and "blue" in caption
         ex.method = "grad-cam"
-        assert ex.wait_idle(60) and "at features.conv3;" in ex.method_view.caption.value
+        assert ex.wait_idle(60) and "at layer <code>features.conv3</code>;" in ex.method_view.caption.value
         ex.layer = "global_pool"  # no feature map there: Grad-CAM falls back, and says where
         assert ex.wait_idle(60)
-        assert "at features (the last feature map before global_pool);" in ex.method_view.caption.value
+        assert "at layer <code>features</code> (the last feature map before global_pool);" in ex.method_view.caption.value
     finally:
         ex.close()
 

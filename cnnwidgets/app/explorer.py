@@ -18,6 +18,8 @@ import asyncio
 import html
 import itertools
 import numbers
+import os
+import re
 import threading
 import time
 import warnings
@@ -73,6 +75,26 @@ from cnnwidgets.widgets import (
 __all__ = ["Explorer", "default_layer", "explore", "layer_items"]
 
 _USER_IMAGE = "your image"
+
+
+def _picker_name(image: Any, taken: Mapping[str, Any]) -> str:
+    """The image picker's name of the ``image`` given to the explorer: a file's own name for a path
+    or a URL (``cat.jpg``), else ``"your image"`` (also when a sample of ``taken`` has that name)."""
+    if isinstance(image, (str, os.PathLike)):
+        text = os.fspath(image)
+        if isinstance(text, str):
+            if "://" in text:  # a URL: its path, without the query or fragment
+                text = text.split("?", 1)[0].split("#", 1)[0]
+            tail = re.split(r"[/\\]", text.rstrip("/\\"))[-1]  # either kind of separator
+            if tail and tail not in taken:
+                return tail
+    return _USER_IMAGE
+
+
+def _layer_html(name: str) -> str:
+    """A layer named in a caption: ``layer <code>0</code>``, so that a name like ``0`` or
+    ``3`` (an ``nn.Sequential``'s) does not read as a number of the sentence."""
+    return f"layer <code>{html.escape(name)}</code>"
 
 
 def _percent(probability: float, unit: str = "%") -> str:
@@ -810,10 +832,11 @@ class Explorer(ipw.VBox):
             samples, self._samples_problem = _zoo_samples()
         self._samples: dict[str, Any] = dict(samples)
         self._names_set: list[str] = []  # names given to set_image, oldest first
+        self._user_image = _picker_name(image, self._samples)
         if image is not None:
             # decoded (or downloaded) once here: the size search and the preparation both read it
             image = self._source(image)
-            self._samples = {_USER_IMAGE: image, **self._samples}
+            self._samples = {self._user_image: image, **self._samples}
         self._images: OrderedDict[int, ImageInput] = OrderedDict()
         self._image_ids = itertools.count(1)
         self._image_id = 0
@@ -881,7 +904,7 @@ class Explorer(ipw.VBox):
             if shipped_samples and image is not None and count is not None and count != _shipped_class_count():
                 # the shipped samples picture the embedded model's classes: a model with other
                 # outputs (an ImageNet network, say) is offered the user's image and uploads
-                self._samples = {_USER_IMAGE: self._samples[_USER_IMAGE]}
+                self._samples = {self._user_image: self._samples[self._user_image]}
             self.controller = Controller(
                 probe,
                 images=self._image_by_id,
@@ -1002,12 +1025,13 @@ class Explorer(ipw.VBox):
         """The current image as the model sees it (model-input pixels), uint8 (H, W, 3)."""
         return self._images[self._image_id].display
 
-    def set_image(self, image: Any, name: str = _USER_IMAGE) -> None:
+    def set_image(self, image: Any, name: str | None = None) -> None:
         """Show another ``image`` (path, bytes, PIL image, array, tensor; with a ``denormalize``, a
         normalised tensor is the model input as it is, as for the explorer's ``image``).
 
         The image becomes the picker's entry ``name`` (an earlier entry of that name is replaced)
-        and is selected: :attr:`image` is ``name``. The picker keeps the last
+        and is selected: :attr:`image` is ``name``. Without a name, a path or URL is named by its
+        file (``cat.jpg``, unless a sample has that name) and anything else ``"your image"``. The picker keeps the last
         :attr:`MAX_SET_IMAGES` names given here (older ones leave it, with the images they held),
         so a loop over many images does not keep them all in memory.
 
@@ -1016,6 +1040,10 @@ class Explorer(ipw.VBox):
                 is not a non-empty string; the image shown does not change.
         """
         self._check_open()
+        if name is None:
+            # an image given earlier under that file name is replaced, a sample is not
+            given = {*self._names_set, self._user_image}
+            name = _picker_name(image, {k: v for k, v in self._samples.items() if k not in given})
         if not isinstance(name, str) or not name:
             raise ValueError(f"set_image needs a non-empty name for the image picker, got {name!r}")
         source = self._source(image)  # decoded (or downloaded) once: picking the entry again reuses it
@@ -1615,7 +1643,7 @@ class Explorer(ipw.VBox):
         if info is None:
             return  # the model changed and the layer is gone: its replacement's frame is on the way
         runs = f" &nbsp; output of its last call (it runs {info.calls} times)" if info.calls > 1 else ""
-        caption = (f"<b>{html.escape(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; click a tile to select "
+        caption = (f"<b>{_layer_html(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; click a tile to select "
                    "its channel")
         if frame.dead and frame.computed.baseline.signed:
             # the tiles still show patterns, all at or below zero: what a ReLU after this layer zeroes
@@ -1889,10 +1917,10 @@ class Explorer(ipw.VBox):
                        f"&middot; {occ.done}/{occ.total} positions")
         else:
             if request.method == "deconvnet":
-                caption = (f"<b>deconvnet</b>: channel {request.channel} of {html.escape(request.layer)} projected "
+                caption = (f"<b>deconvnet</b>: channel {request.channel} of {_layer_html(request.layer)} projected "
                            "to pixels")
             elif request.method == "grad-cam":
-                caption = f"<b>Grad-CAM</b> of {name} at {html.escape(self._grad_cam_layer(request.layer))}"
+                caption = f"<b>Grad-CAM</b> of {name} at {self._grad_cam_layer(request.layer)}"
             else:
                 caption = f"<b>{html.escape(request.method)}</b> of {name}"
             if request.signed and result.values is not None:
@@ -1909,8 +1937,10 @@ class Explorer(ipw.VBox):
         try:
             chosen = nearest_conv_layer(self.controller.probe, layer)
         except Exception:  # noqa: BLE001 - only a caption; the map itself was computed
-            return f"{layer} (or the last feature map before it)"
-        return layer if chosen == layer else f"{chosen} (the last feature map before {layer})"
+            return f"{_layer_html(layer)} (or the last feature map before it)"
+        if chosen == layer:
+            return _layer_html(layer)
+        return f"{_layer_html(chosen)} (the last feature map before {html.escape(layer)})"
 
     @property
     def method_result(self) -> MethodResult | None:
