@@ -446,7 +446,15 @@ def test_occluder_switch_and_size(ex):
     np.testing.assert_array_equal(ex.activations, ex.baseline_activations)
     assert "no change: the occluder is off" in ex.panel_caption.value  # not an unexplained blank pane
     assert "press on the image (or Enter) to place it" in ex.input_caption.value
+    # the fill and size do nothing now: greyed out, until an occlusion scan takes its window from them
+    controls = ex.occluder_controls
+    assert controls.fill_dropdown.disabled and controls.size_slider.disabled
+    ex.method = "occlusion"
+    assert not controls.fill_dropdown.disabled and not controls.size_slider.disabled
+    ex.method = "none"
+    assert controls.fill_dropdown.disabled
     ex.occluder_controls.enabled = True
+    assert not controls.fill_dropdown.disabled and not controls.size_slider.disabled
     assert ex.box == (4, 4, 8, 8)
     assert "what the occluder removed" in ex.panel_caption.value
     ex.occluder_controls.size = 12

@@ -419,8 +419,12 @@ def test_method_view_fades_the_previous_map_while_the_next_one_is_computed():
     view.computing("<i>computing occlusion</i>")  # nothing shown yet: nothing to fade
     assert not view.stale and "faded" not in view.caption.value
     view.show(b"map-1", "occlusion of cat")
-    view.progress_to(10, 10)
+    view.progress_to(4, 10)
+    assert view.bar.value == pytest.approx(0.4) and view.bar.layout.visibility == "visible"
+    view.progress_to(10, 10)  # done: the bar goes (the caption counts the positions), its place stays
+    assert view.bar.layout.visibility == "hidden" and view.bar.layout.display != "none"
     view.computing("<i>computing saliency</i>")
+    assert view.bar.layout.visibility == "visible"
     # the old map keeps its place (the panel does not jump), faded, and the caption says so
     assert view.stale and view.image.value == b"map-1"
     assert view.caption.value.startswith("<i>computing saliency</i>") and "faded" in view.caption.value

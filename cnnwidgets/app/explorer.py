@@ -1456,6 +1456,7 @@ class Explorer(ipw.VBox):
         self.observe(self._scores_toggled, names="show_scores")
         self.occluder_controls.observe(self._occluder_switched, names="enabled")
         self.occluder_controls.observe(self._on_size, names="size")
+        self.observe(self._window_used, names="method")
         self.observe(self._method_inputs_changed,
                      names=["method", "method_stride", "method_signed", "layer", "channel", "target", "fill",
                             "device", "box", "dragging"])
@@ -1466,6 +1467,12 @@ class Explorer(ipw.VBox):
         self._scores_toggled()
         self._on_fill({"new": self.fill})
         self._on_box({"new": self.box})  # the constructor's box sets the occluder switch and size
+        self._window_used()
+
+    def _window_used(self, change=None) -> None:
+        # an occlusion scan takes its window's size and fill from the occluder's controls: they
+        # stay active with the occluder off, and are greyed out only when nothing uses them
+        self.occluder_controls.window_used = self.method == "occlusion"
 
     def _changed(self, change) -> None:
         if change["name"] == "layer":

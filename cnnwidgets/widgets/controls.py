@@ -114,6 +114,8 @@ class OccluderControls(w.HBox):
         size: the box's longer side in image pixels (a square box's side), bounded by ``max_size``;
             changing it scales the box, keeping its shape.
         max_size: largest side (the image's smaller side).
+        window_used: whether the fill and size serve something else while the occluder is off
+            (an occlusion scan, whose window they are); when neither, they are greyed out.
 
     Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
     such as ``layout``.
@@ -123,6 +125,7 @@ class OccluderControls(w.HBox):
     fill = t.Enum(FILLS, default_value="gray")
     size = t.Int(16, min=1)
     max_size = t.Int(64, min=1)
+    window_used = t.Bool(False)
 
     def __init__(self, **kwargs) -> None:
         self.enabled_box = w.Checkbox(description="occluder", indent=False, layout=w.Layout(width="90px"))
@@ -141,6 +144,13 @@ class OccluderControls(w.HBox):
             t.link((self, "max_size"), (self.size_slider, "max")),
             t.link((self, "size"), (self.size_slider, "value")),
         ]
+        self._grey_out()
+
+    @t.observe("enabled", "window_used")
+    def _grey_out(self, change=None) -> None:
+        idle = not (self.enabled or self.window_used)
+        self.fill_dropdown.disabled = idle
+        self.size_slider.disabled = idle
 
     @t.validate("size")
     def _clamp_size(self, proposal):

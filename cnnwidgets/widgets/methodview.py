@@ -160,15 +160,21 @@ class MethodView(w.VBox):
             self.image.remove_class("cnnw-stale")
 
     def progress_to(self, done: int, total: int) -> None:
-        """Move the progress bar to ``done`` of ``total``."""
-        self.bar.value = done / total if total else 0.0
-        self.bar.bar_style = "success" if total and done >= total else ""
+        """Move the progress bar to ``done`` of ``total``; a finished bar is hidden (the caption
+        counts the positions), keeping its place so that the row does not move."""
+        finished = bool(total) and done >= total
+        with self.hold_sync():
+            self.bar.value = done / total if total else 0.0
+            self.bar.bar_style = "success" if finished else ""
+            self.bar.layout.visibility = "hidden" if finished else "visible"
 
     def clear(self) -> None:
         """Empty the map, caption and progress."""
         self.image.value = b""
         self.caption.value = ""
         self.bar.value = 0.0
+        self.bar.bar_style = ""
+        self.bar.layout.visibility = "visible"
         self.image.remove_class("cnnw-stale")
 
     def close(self) -> None:
