@@ -386,6 +386,26 @@ def test_default_layer_counts_convolutions_by_class_and_leaves_out_one_pixel_gat
     assert default_layer(layers) == "body.0"
 
 
+def test_default_layer_prefers_a_grid_whose_tiles_can_be_read():
+    """Widths 32, 64, 256, 256, 512: the middle convolution by count has 256 channels; the last
+    one up to it with at most READABLE_CHANNELS opens instead. When every one up to the middle is
+    wider, the middle one opens."""
+    from cnnwidgets.app.explorer import READABLE_CHANNELS
+    from cnnwidgets.core.layers import discover_layers
+
+    def chain(widths):
+        parts, before = [], 3
+        for width in widths:
+            parts += [nn.Conv2d(before, width, 3, padding=1), nn.ReLU()]
+            before = width
+        return discover_layers(nn.Sequential(*parts).eval(), torch.zeros(1, 3, 8, 8))
+
+    assert READABLE_CHANNELS < 256
+    assert default_layer(chain([32, 64, 256, 256, 512])) == "2"  # the 64-channel one, not "4"
+    assert default_layer(chain([32, 64, 128, 128, 512])) == "4"  # the middle one reads well: kept
+    assert default_layer(chain([256, 256, 512, 512, 512])) == "4"  # none narrow enough: the middle
+
+
 def test_non_finite_weights_are_named_in_the_status_line_not_drawn_silently():
     model = Tiny().eval()
     with torch.no_grad():

@@ -377,9 +377,12 @@ def _split_group(
 
 
 def default_layer(layers: Mapping[str, LayerInfo]) -> str:
-    """A sensible first layer of ``layers`` (name -> :class:`LayerInfo`): the middle one, counted
-    in forward order, of the convolutions whose output is a map larger than 1 x 1 (mid-level
-    features); else the first layer with a map.
+    """A sensible first layer of ``layers`` (name -> :class:`LayerInfo`): mid-level features
+    that read as a grid. Among the convolutions whose output is a map larger than 1 x 1, counted
+    in forward order, the last one up to the middle with at most :data:`READABLE_CHANNELS`
+    channels (resnet18: ``layer2.1.conv2``, 128 maps of 28 x 28, where the middle one by count,
+    ``layer3.0.conv1``, has 256 maps of 14 x 14: tiles too small to read); the middle one when
+    every convolution up to it is wider; else the first layer with a map.
 
     Convolutions on a 1 x 1 map (the squeeze-and-excitation gates of RegNet, EfficientNet or
     MobileNetV3) are left out: their single pixel per channel shows nothing as a picture. For a
@@ -400,8 +403,16 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
             )
         raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
     convs = [i for i in spatial if i.is_conv and has_spatial_map(i)]
-    pick = convs[len(convs) // 2] if convs else spatial[0]
-    return pick.name
+    if not convs:
+        return spatial[0].name
+    middle = len(convs) // 2
+    readable = [i for i in convs[:middle + 1] if i.map_shape[0] <= READABLE_CHANNELS]
+    return (readable[-1] if readable else convs[middle]).name
+
+
+READABLE_CHANNELS = 192
+"""The most channels :func:`default_layer` opens a grid on when a layer with fewer will do: more
+tiles than this are too small to read at the grid's width."""
 
 
 def _nonfinite_note(layer: str, frame: Frame) -> str | None:
