@@ -2362,7 +2362,16 @@ def test_an_input_size_that_reshapes_the_image_is_noted_in_the_status():
         ex.close()
     given = Explorer(GAPNet(3).eval(), wide, input_size=(3, 64, 64), samples={}, background=False)
     try:
-        assert given.wait_idle() and "note" not in given.status.message  # the user chose the size
+        # the user chose the size: not "pass input_size", but what it does to this image
+        assert given.wait_idle() and not given.status.is_error
+        assert ("note: image stretched from 400x60 to 64x64 (the input size given): crop it to a 1:1 shape "
+                "first") in given.status.message
+        given.set_image(photo(80, 64), "five by four")  # 1.25: close enough to square, no note
+        assert given.wait_idle() and "note" not in given.status.message
+        given.set_image(photo(80, 60), "four by three")  # a 4:3 photo squeezed square is noted
+        assert given.wait_idle() and "image stretched from 80x60 to 64x64" in given.status.message
+        given.set_image(photo(16, 16), "small")  # enlarged to the size the user chose: no note
+        assert given.wait_idle() and "note" not in given.status.message
     finally:
         given.close()
 

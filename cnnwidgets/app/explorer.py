@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import itertools
+import math
 import numbers
 import os
 import re
@@ -461,8 +462,9 @@ _SCORES_TITLES = {True: "class scores (change vs. no occluder)", False: "class s
 #: Channel counts the default preprocessing makes: grayscale and RGB.
 _DEFAULT_CHANNELS = (1, 3)
 
-#: An aspect-ratio change (either way) above which the status line says the image was reshaped.
-_ASPECT_NOTE = 1.5
+#: An aspect-ratio change (either way) above which the status line says the image was reshaped:
+#: a 4:3 photo squeezed into a square (1.33) is noted, a 5:4 one (1.25) is not.
+_ASPECT_NOTE = 1.25
 
 #: An enlargement above which the status line says a small image was blown up to the input size.
 _ENLARGE_NOTE = 2.0
@@ -531,12 +533,13 @@ def _fit_default_size(probe: Probe, model: nn.Module, image: Any) -> tuple[int, 
     )
 
 
-def _reshape_note(prepared: ImageInput) -> str | None:
-    """A note when the input size the explorer chose changes the image's aspect ratio by more
-    than :data:`_ASPECT_NOTE` times, or enlarges it more than :data:`_ENLARGE_NOTE` times (a small
-    image blown up to 224 x 224 for a model that runs on any size, and normalised as ImageNet
-    photos are: a model trained on small images may then see something it was never shown).
-    None otherwise, or when the image's own size is unknown."""
+def _reshape_note(prepared: ImageInput, chosen: bool = True) -> str | None:
+    """A note when the input size changes the image's aspect ratio by more than
+    :data:`_ASPECT_NOTE` times, or, for a size the explorer ``chosen`` (not the user's
+    ``input_size``), enlarges it more than :data:`_ENLARGE_NOTE` times (a small image blown up to
+    224 x 224 for a model that runs on any size, and normalised as ImageNet photos are: a model
+    trained on small images may then see something it was never shown). None otherwise, or when
+    the image's own size is unknown."""
     if prepared.source_size is None:
         return None
     width, height = prepared.source_size
@@ -544,9 +547,13 @@ def _reshape_note(prepared: ImageInput) -> str | None:
     channels = int(prepared.tensor.shape[1])
     change = (w / h) / (width / height)
     if max(change, 1 / change) > _ASPECT_NOTE:
+        if not chosen:  # the user's size: say what it does to this image, and how to avoid it
+            common = math.gcd(w, h)
+            return (f"image stretched from {width}x{height} to {w}x{h} (the input size given): crop it to a "
+                    f"{w // common}:{h // common} shape first to keep its proportions")
         return (f"image resized from {width}x{height} to {w}x{h}; pass input_size=({channels}, H, W) "
                 "to keep its shape")
-    if min(w / width, h / height) > _ENLARGE_NOTE:
+    if chosen and min(w / width, h / height) > _ENLARGE_NOTE:
         normalised = " and normalised as ImageNet photos are" if channels == 3 else ""
         return (f"the {width}x{height} image is enlarged to {w}x{h}{normalised} (the default preprocessing); for "
                 f"a model trained on small images pass input_size=({channels}, {height}, {width}), or its own "
@@ -874,6 +881,7 @@ class Explorer(ipw.VBox):
         self._sizing = False  # the size control follows a box the user drew: the box keeps its shape
         self._notes: dict[str, str] = {}  # status-line notes shown with every frame, by what they are about
         self._size_chosen = False  # the explorer chose the input size: say when it reshapes an image
+        self._size_given = False  # the user gave it (input_size, or a model-input tensor's size)
 
         source = self._first_sample()
         probe = Probe(parts["model"], device=device)
@@ -890,6 +898,8 @@ class Explorer(ipw.VBox):
                 if size is None:
                     size = described = _fit_default_size(probe, parts["model"], source)
                     self._size_chosen = True
+                else:
+                    self._size_given = True
                 size = check_input_size(size)
                 self._preprocess = default_preprocess(size[1:], channels=size[0])
             first = self._prepare_image(source, next(iter(self._samples)))
@@ -1016,7 +1026,10 @@ class Explorer(ipw.VBox):
             self._images.popitem(last=False)
         self._image_id = image_id
         h, w = prepared.size
-        self._set_note("size", _reshape_note(prepared) if self._size_chosen else _crop_note(prepared, self._preprocess))
+        if self._size_chosen or self._size_given:
+            self._set_note("size", _reshape_note(prepared, chosen=self._size_chosen))
+        else:
+            self._set_note("size", _crop_note(prepared, self._preprocess))
         self._set_note("channels", (
             "the image's fourth channel (transparency, or depth) is composited over white before preprocess=, "
             "which is given an RGB image: the model's fourth input channel does not come from the image; for "
