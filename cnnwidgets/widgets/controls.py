@@ -61,7 +61,11 @@ class DisplayControls(w.HBox):
         self.cmap_dropdown = w.Dropdown(options=list(self._colormaps), description="colours",
                                         layout=w.Layout(width="170px"))
         self.sort_box = w.Checkbox(description="sort by activation", indent=False, layout=w.Layout(width="150px"))
-        self.overlay_box = w.Checkbox(description="overlay on image", indent=False, layout=w.Layout(width="140px"))
+        # it changes the enlarged channel beside the image only, and says so: sitting with the
+        # grid's controls, "overlay on image" read as if it drew the grid's tiles over the image
+        self.overlay_box = w.Checkbox(description="channel over image", indent=False,
+                                      tooltip="draw the enlarged channel (beside the input image) over the image",
+                                      layout=w.Layout(width="150px"))
         # a description like ipywidgets' own ("colours" ...): 80px wide, right-aligned
         label = w.HTML("<div style='text-align:right'>scale</div>",
                        layout=w.Layout(width="var(--jp-widgets-inline-label-width, 80px)", margin="0 8px 0 0",
