@@ -1090,6 +1090,35 @@ def test_burst_of_200_moves_computes_at_most_a_couple_and_ends_exactly_on_the_la
     np.testing.assert_allclose(ex.activations, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_the_grid_fades_while_another_layer_is_computed_and_not_for_a_channel(gated):
+    ex, shown = gated
+    assert not ex.grid_busy
+    ex.channel = 3  # drawn from the activations at hand: no forward to wait for
+    assert not ex.grid_busy
+    ex.layer = "features.0"
+    assert ex.grid_busy  # the grid still shows features.3 while features.0 is computed
+    assert Gate.entered.acquire(timeout=30)
+    ex.layer = "features.3"  # back to the layer on screen: nothing to wait for
+    assert not ex.grid_busy
+    ex.layer = "features.6"
+    assert ex.grid_busy
+    ex.probe.model.gated = False
+    for _ in range(4):
+        Gate.tokens.release()
+    assert ex.wait_idle(60) and ex.shown_state.layer == "features.6" and not ex.grid_busy
+
+
+def test_a_failed_frame_leaves_the_grid_unfaded():
+    ex = make(box=(0, 0, 8, 8), fill="black")
+    try:
+        ex.probe.model.fail_on_black_corner = True
+        ex.layer = "features.0"  # its frame fails: the grid keeps the last good one, not faded
+        assert ex.status.is_error and "black top-left corner" in ex.status.message
+        assert ex.shown_state.layer == "features.3" and not ex.grid_busy
+    finally:
+        ex.close()
+
+
 def test_submit_never_waits_for_the_worker(gated):
     ex, shown = gated
     ex.box = (1, 1, 8, 8)

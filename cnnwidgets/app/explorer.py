@@ -416,6 +416,11 @@ READABLE_CHANNELS = 192
 tiles than this are too small to read at the grid's width."""
 
 
+def _computed_part(state: ExplorerState) -> tuple:
+    """What of ``state`` takes a new forward pass to show: its layer, image and device."""
+    return state.layer, state.image_id, state.device
+
+
 def _nonfinite_note(layer: str, frame: Frame) -> str | None:
     """What a frame with NaN or infinite values shows wrongly, and the likely cause; None when all is finite."""
     bad = frame.computed.baseline.nonfinite
@@ -1608,7 +1613,27 @@ class Explorer(ipw.VBox):
     def _submit(self) -> None:
         if self._suspend or self._closed:
             return
-        self.controller.submit(self.state())
+        state = self.state()
+        self._grid_busy(state)
+        self.controller.submit(state)
+
+    def _grid_busy(self, state: ExplorerState) -> None:
+        """Fade the grid while it shows another layer, image or device than ``state`` asks for (a
+        new forward is on its way; the style sheet fades it only when that takes a moment), and
+        show it plainly again once the grid is ``state``'s."""
+        with self._frame_lock:
+            shown = self._frame_state
+        waiting = shown is not None and _computed_part(shown) != _computed_part(state)
+        if waiting:
+            self.grid.add_class("cnnw-busy")
+        else:
+            self.grid.remove_class("cnnw-busy")
+
+    @property
+    def grid_busy(self) -> bool:
+        """Whether the grid is faded: it still shows another layer, image or device than the
+        one asked for, whose frame is being computed."""
+        return "cnnw-busy" in self.grid._dom_classes
 
     # ------------------------------------------------------------------ controller -> views
     def _show_frame(self, state: ExplorerState, frame: Frame) -> None:
@@ -1616,6 +1641,8 @@ class Explorer(ipw.VBox):
             return  # drawn while close() ran: nothing is shown any more, and its state is refused
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
+        if _computed_part(state) == _computed_part(self.state()):
+            self.grid.remove_class("cnnw-busy")
         if self._model_changed_unseen():
             self._on_main_thread(self._follow_model_change_shown)
         self.grid.show(frame.grid_bytes, frame.image_format, frame.layout, frame.stats,
@@ -1767,6 +1794,7 @@ class Explorer(ipw.VBox):
         if isinstance(exc, FillError):
             where = "occluder fill"  # the model ran fine; the fill asked for cannot be made
         self.status.exception(where, exc)
+        self.grid.remove_class("cnnw-busy")  # no frame is coming: the grid is what there is
         # a model changed since the last frame may fail for the layer or channel shown (gone,
         # fewer channels): take its layers and retry with what it offers now; a model that
         # does not run at all keeps its own error on screen
