@@ -350,6 +350,23 @@ def test_a_layer_change_with_scores_runs_only_the_prefix(ex):
     assert not ex.status.is_error, ex.status.message
 
 
+def test_opening_runs_the_discovery_pass_on_the_image_itself():
+    """With the input size given, the pass that describes the layers runs on the image (not on a
+    blank one first): its output counts the classes and serves the first frame's scores, so the
+    only other full forward is the occluded image's."""
+    ex = make(box=(4, 4, 8, 8))
+    try:
+        stats = ex.probe.stats
+        assert stats.discoveries == 1 and stats.full_forwards == 1  # the occluded image's scores
+        assert ex.scores["probs"].shape == (5,) and not ex.status.is_error, ex.status.message
+        x = ex._images[ex._image_id].tensor
+        with torch.no_grad():
+            want = torch.softmax(ex.probe.model(x), dim=1)[0].numpy()
+        np.testing.assert_allclose(ex.scores["baseline"], want, rtol=1e-5, atol=1e-7)  # the discovery's output
+    finally:
+        ex.close()
+
+
 class SqueezeGated(nn.Module):
     """Convolutions whose maps shrink to 1 x 1 gates (squeeze-and-excitation) in between, one of them a
     subclass of nn.Conv2d with its own name, and a block that merely contains a convolution."""

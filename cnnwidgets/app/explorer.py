@@ -910,16 +910,19 @@ class Explorer(ipw.VBox):
             first = self._prepare_image(source, next(iter(self._samples)))
             if custom is not None and denormalize is None and "denormalize" not in parts:
                 _warn_if_not_undone(source, first)
-            if tuple(first.tensor.shape[1:]) != described:
-                probe.describe(tuple(first.tensor.shape[1:]))
-            self._layers = {k: v for k, v in probe.layers.items()}
             self._class_count: int | None = None
             # the probe's version the class count was read at (None: not read yet)
             self._class_count_version: int | None = None
+            discoveries = probe.stats.discoveries
+            # at a size not described yet, this forward on the image is itself the discovery pass
+            # (and its output is cached for the first frame): no pass on a blank image first
+            count = self._count_classes(probe, first)
+            if tuple(first.tensor.shape[1:]) != described and probe.stats.discoveries == discoveries:
+                probe.describe(tuple(first.tensor.shape[1:]))  # the model failed on the image: this says why
+            self._layers = {k: v for k, v in probe.layers.items()}
             names = _class_names(classes) if classes is not None else []
             if not names and parts.get("classes") is not None:
                 names = _class_names(parts["classes"])
-            count = self._count_classes(probe, first)
             if names and count is not None and len(names) != count and not (count == 1 and len(names) == 2):
                 raise ValueError(
                     f"classes has {len(names)} names but the model has {count} output units; give one name per "
