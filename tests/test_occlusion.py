@@ -1106,3 +1106,117 @@ def test_the_rewrite_check_allows_tensorfloat32_rounding_only_where_it_is_on():
         assert _agreement_tolerance(torch.device("cuda")) == cpu == (1e-3, 1e-4)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
+# ---------------------------------------------------------------------------- other classes from one scan
+
+
+def test_for_class_equals_a_scan_of_that_class(cpu_threads):
+    model = small_cnn()
+    x = torch.randn(1, 3, 20, 20)
+    kw = dict(window=6, stride=2, batch_size=7, progress=False)
+    with Probe(model) as probe:
+        kept = occlusion_map(probe, x, ClassProbability(1), keep_class_probabilities=True, **kw)
+        probabilities = kept.class_probabilities
+        assert probabilities.shape == (*kept.shape, 5) and probabilities.dtype == np.float32
+        assert not probabilities.flags.writeable and not kept.unoccluded_probabilities.flags.writeable
+        np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)  # softmax of the logits
+        np.testing.assert_array_equal(probabilities.argmax(axis=-1), kept.labels)
+        for k in (0, 3, 1):
+            fresh = occlusion_map(probe, x, ClassProbability(k), **kw)
+            looked_up = kept.for_class(k)
+            assert looked_up.target == ClassProbability(k)
+            np.testing.assert_allclose(looked_up.grid, fresh.grid, rtol=1e-5, atol=1e-7)
+            assert looked_up.unoccluded == pytest.approx(fresh.unoccluded, rel=1e-5)
+            np.testing.assert_array_equal(looked_up.labels, fresh.labels)
+            assert looked_up.complete and looked_up.unoccluded_label == fresh.unoccluded_label
+            assert np.ptp(looked_up.grid) > 0  # the maps compared are not constant
+        assert kept.for_class(3).for_class(1).grid.tobytes() == kept.for_class(1).grid.tobytes()
+        # a logit target keeps the probabilities too; a probability target's outputs kind is kept
+        logit = occlusion_map(probe, x, ClassLogit(2), keep_class_probabilities=True, **kw)
+        np.testing.assert_allclose(logit.for_class(4).grid, kept.for_class(4).grid, rtol=1e-5, atol=1e-7)
+        multilabel = occlusion_map(probe, x, ClassProbability(0, outputs="multilabel_logits"),
+                                   keep_class_probabilities=True, **kw)
+        fresh = occlusion_map(probe, x, ClassProbability(2, outputs="multilabel_logits"), **kw)
+        assert multilabel.for_class(2).target == ClassProbability(2, outputs="multilabel_logits")
+        np.testing.assert_allclose(multilabel.for_class(2).grid, fresh.grid, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("last", [nn.Softmax(dim=1), nn.Sigmoid()], ids=["softmax", "sigmoid"])
+def test_for_class_reads_a_model_ending_in_probabilities_as_they_are(last):
+    torch.manual_seed(0)
+    model = nn.Sequential(small_cnn(), last).eval()
+    x = torch.rand(1, 3, 16, 16)
+    expected = hand_occluded(model, x, 4, 4)  # already probabilities: not to be softmaxed again
+    with Probe(model) as probe:
+        kept = occlusion_map(probe, x, ClassProbability(0), window=4, stride=4, batch_size=3, progress=False,
+                             keep_class_probabilities=True)
+        torch.testing.assert_close(torch.tensor(kept.class_probabilities), expected, rtol=1e-4, atol=1e-6)
+        for k in (2, 4):
+            fresh = occlusion_map(probe, x, ClassProbability(k), window=4, stride=4, batch_size=3, progress=False)
+            np.testing.assert_allclose(kept.for_class(k).grid, fresh.grid, rtol=1e-5, atol=1e-7)
+            with torch.no_grad():
+                assert kept.for_class(k).unoccluded == pytest.approx(float(model(x)[0, k]), rel=1e-5)
+
+
+def test_partial_results_keep_the_probabilities_of_their_own_positions_only(cpu_threads):
+    model = small_cnn()
+    x = torch.randn(1, 3, 24, 24)
+    seen = []
+    final = occlusion_map(model, x, ClassProbability(0), window=4, stride=2, batch_size=10, progress=False,
+                          callback=seen.append, keep_class_probabilities=True)
+    first = seen[0]
+    assert 0 < first.done < first.total
+    probabilities = first.class_probabilities  # read after the whole scan ran
+    assert np.isnan(probabilities[~first.filled]).all() and not np.isnan(probabilities[first.filled]).any()
+    np.testing.assert_array_equal(probabilities[first.filled], final.class_probabilities[first.filled])
+    partial = first.for_class(3)
+    np.testing.assert_array_equal(partial.filled, first.filled)
+    assert np.isnan(partial.grid[~first.filled]).all()
+    np.testing.assert_array_equal(partial.grid[first.filled], final.for_class(3).grid[first.filled])
+
+
+def test_for_class_says_when_no_probabilities_were_kept_and_checks_the_index(monkeypatch):
+    import cnnwidgets.methods.occlusion as occlusion
+
+    model = small_cnn()
+    x = torch.randn(1, 3, 12, 12)
+    kw = dict(window=4, stride=4, progress=False)  # 3 x 3 positions of 5 classes: 180 bytes
+    plain = occlusion_map(model, x, ClassProbability(0), **kw)
+    assert plain.class_probabilities is None and plain.unoccluded_probabilities is None
+    with pytest.raises(ValueError, match=r"kept no class probabilities.*keep_class_probabilities=True"):
+        plain.for_class(0)
+    layer = occlusion_map(model, x, ChannelActivation("conv2", 0), keep_class_probabilities=True, **kw)
+    assert layer.class_probabilities is None  # a target inside the model: no classes read
+    with pytest.raises(ValueError, match="kept no class probabilities"):
+        layer.for_class(0)
+    kept = occlusion_map(model, x, ClassProbability(0), keep_class_probabilities=True, **kw)
+    with pytest.raises(IndexError, match=r"class index 5 is out of range for 5 classes; accepted: 0\.\.4"):
+        kept.for_class(5)
+    with pytest.raises(IndexError, match="class index -1 is out of range"):
+        kept.for_class(-1)
+    with pytest.raises(TypeError, match="for_class: the class index must be an int"):
+        kept.for_class(1.0)
+    assert kept.for_class(np.int64(4)).target == ClassProbability(4)
+    with pytest.raises(TypeError, match="keep_class_probabilities must be True or False"):
+        occlusion_map(model, x, 0, keep_class_probabilities=1, **kw)
+    # kept up to the byte limit, not beyond it
+    monkeypatch.setattr(occlusion, "KEPT_PROBABILITIES_BYTES", 9 * 5 * 4)
+    assert occlusion_map(model, x, 0, keep_class_probabilities=True, **kw).class_probabilities is not None
+    monkeypatch.setattr(occlusion, "KEPT_PROBABILITIES_BYTES", 9 * 5 * 4 - 1)
+    too_large = occlusion_map(model, x, 0, keep_class_probabilities=True, **kw)
+    assert too_large.class_probabilities is None and too_large.complete
+    with pytest.raises(ValueError, match="kept no class probabilities"):
+        too_large.for_class(0)
+
+
+def test_an_output_that_is_not_class_scores_keeps_no_probabilities():
+    model = nn.Conv2d(3, 2, 3, padding=1).eval()  # a per-pixel map (N, 2, H, W)
+
+    def target(out):
+        return out[:, 1].mean(dim=(1, 2))
+
+    target.layer = None
+    result = occlusion_map(model, torch.randn(1, 3, 8, 8), target, window=4, stride=4, progress=False,
+                           keep_class_probabilities=True)
+    assert result.complete and result.class_probabilities is None and result.unoccluded_probabilities is None

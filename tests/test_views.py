@@ -1068,3 +1068,139 @@ def test_an_error_of_a_request_superseded_meanwhile_is_not_reported(monkeypatch)
         assert runner.cancelled == 1 and runner.result is not None and runner.result.request.stride == 4
     finally:
         runner.close()
+
+
+# ---------------------------------------------------------------- the same class named again, another target class
+def counting_scans(monkeypatch) -> list:
+    """Replaces the panel's occlusion_map by one that notes every scan it runs."""
+    import cnnwidgets.app.views as views
+
+    scans = []
+    real = views.occlusion_map
+
+    def scan(*args, **kw):
+        result = real(*args, **kw)
+        scans.append(result)
+        return result
+
+    monkeypatch.setattr(views, "occlusion_map", scan)
+    return scans
+
+
+def fresh_map(model, image, request: MethodRequest):
+    """The map a new runner computes for ``request``."""
+    runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    try:
+        runner.submit(request)
+        return runner.result
+    finally:
+        runner.close()
+
+
+def test_switching_the_occlusion_target_looks_the_map_up_without_a_scan(monkeypatch):
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    image = small_image()
+    shown, progress = [], []
+    runner = MethodRunner(model, {1: image}.__getitem__, shown.append, no_error,
+                          on_progress=lambda done, total: progress.append((done, total)), background=False)
+    try:
+        runner.submit(request_of("occlusion", target=1))
+        total = runner.result.occlusion.total
+        scans = counting_scans(monkeypatch)  # from here on
+        for reused, k in enumerate((3, 0, 1), start=1):
+            progress.clear()
+            request = request_of("occlusion", target=k)
+            runner.submit(request)
+            result = runner.result
+            assert len(scans) == reused - 1 and runner.runs == 1 and runner.reused == reused  # no scan of its own
+            assert shown[-1] is result and result.request == request and result.target == k and result.complete
+            assert result.occlusion.target == ClassProbability(k) and progress == [(total, total)]
+            want = fresh_map(model, image, request)  # (a scan of the fresh runner's)
+            np.testing.assert_allclose(result.heat, want.heat, rtol=1e-5, atol=1e-7)
+            assert result.occlusion.unoccluded == pytest.approx(want.occlusion.unoccluded, rel=1e-5)
+            assert np.abs(result.image.astype(int) - want.image.astype(int)).max() <= 1
+            assert np.nanmax(np.abs(result.heat)) > 0  # the maps compared are not blank
+        assert not np.allclose(shown[-2].heat, shown[-1].heat)  # another class: another map
+        scans.clear()
+        runner.submit(dataclasses.replace(request_of("occlusion", target=3), stride=4))  # another stride: a scan
+        assert len(scans) == 1 and runner.runs == 2 and runner.result.occlusion.stride == (4, 4)
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("method", ["occlusion", "saliency", "grad-cam"])
+def test_the_most_probable_class_as_none_or_by_index_is_computed_once(monkeypatch, method):
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    image = small_image()
+    top = top_class(model, image.tensor)
+    shown = []
+    runner = MethodRunner(model, {1: image}.__getitem__, shown.append, no_error, background=False)
+    try:
+        runner.submit(request_of(method, layer="features.4"))  # target None: the most probable class
+        assert runner.runs == 1 and runner.result.target == top
+        first = runner.result
+        scans = counting_scans(monkeypatch)
+        for target in (top, None, top):
+            request = request_of(method, layer="features.4", target=target)
+            runner.submit(request)
+            assert runner.runs == 1 and runner.reused == 0 and not scans  # the map on screen, not a lookup
+            assert shown[-1] is runner.result and runner.result.request == request and runner.is_current(request)
+            assert runner.result.target == top and runner.result.heat is first.heat
+        other = (top + 1) % 5
+        runner.submit(request_of(method, layer="features.4", target=other))
+        assert runner.result.target == other
+        assert runner.runs == (1 if method == "occlusion" else 2)  # occlusion looks the other class up
+    finally:
+        runner.close()
+
+
+def test_new_weights_after_an_occlusion_scan_make_a_target_switch_scan_again(monkeypatch):
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    image = small_image()
+    runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    try:
+        runner.submit(request_of("occlusion", target=1))
+        scans = counting_scans(monkeypatch)
+        with torch.no_grad():
+            model.head.weight.mul_(-2.0)  # a training step after the scan
+        runner.submit(request_of("occlusion", target=2))
+        assert len(scans) == 1 and runner.runs == 2 and runner.reused == 0
+        with torch.no_grad():
+            model.head.bias.add_(0.5)
+        runner.probe.sync()  # the runner's probe took the new weights before the next request
+        runner.submit(request_of("occlusion", target=1))
+        assert len(scans) == 2 and runner.runs == 3 and runner.reused == 0
+        runner.submit(request_of("occlusion", target=4))  # the same weights as the last scan: a lookup
+        assert len(scans) == 2 and runner.runs == 3 and runner.reused == 1
+        want = occlusion_map(model, image.tensor, ClassProbability(4), window=8, stride=2,
+                             fill=image.fill_tensor("mean"), progress=False, device="cpu")
+        np.testing.assert_allclose(runner.result.heat, want.drop, rtol=1e-4, atol=1e-6)
+    finally:
+        runner.close()
+
+
+def test_a_new_target_class_in_the_explorer_shows_the_occlusion_map_without_a_scan(bundle):
+    ex = explorer(bundle, method="occlusion")
+    try:
+        assert ex.wait_idle(60)
+        runs, top = ex._methods.runs, ex.method_result.target
+        other = (top + 1) % 10
+        ex.target = other
+        assert ex.wait_idle(60) and ex._methods.runs == runs and ex._methods.reused == 1
+        result = ex.method_result
+        assert result.target == other and result.complete and ex.method_view.image.value
+        assert ex._class_name(other) in ex.method_view.caption.value
+        assert ex.method_view.bar.layout.visibility == "hidden"  # the progress bar says it is done
+        assert not ex.method_view.stale and not ex.status.is_error
+        x = ex._images[ex._image_id].tensor
+        want = occlusion_map(bundle.model, x, ClassProbability(other), window=result.occlusion.window,
+                             stride=result.occlusion.stride, fill=ex._images[ex._image_id].fill_tensor(ex.fill),
+                             progress=False, device="cpu")
+        np.testing.assert_allclose(result.heat, want.drop, rtol=1e-4, atol=1e-6)
+        ex.target = top  # the most probable class by its index: the map of the first scan again
+        assert ex.wait_idle(60) and ex._methods.runs == runs and ex.method_result.target == top
+    finally:
+        ex.close()

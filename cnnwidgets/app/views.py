@@ -9,7 +9,9 @@ Like the explorer's controller it never queues work: a request that arrives whil
 runs replaces any waiting one and cancels a running occlusion scan (the partial map is
 dropped); a gradient method that finishes after a newer request arrived is dropped too.
 Requests equal, for the method's inputs, to the one computed last are ignored, so moving
-the occluder does not recompute a saliency map.
+the occluder does not recompute a saliency map. Nor is a map computed again for a request that
+names the class on screen in another way (None, the most probable class, and that class's
+index): the map on screen is shown for it.
 
 Every map is computed with one set of weights. When the user's weights change while a map is
 computed (a training step in another cell), the map is dropped, an occlusion scan stops at its
@@ -27,6 +29,10 @@ at all (the map is then the plain gradient). A deconvnet channel that is not act
 The occlusion map (Zeiler & Fergus 2014, section 4.2) is that of the explorer's occluder: its
 window is the box's height and width, its fill the box fill, its target the probability of the
 target class; it streams, coarse positions first, and the map is redrawn after every batch.
+A complete scan keeps the probabilities of every class at every position (see
+:meth:`~cnnwidgets.methods.occlusion.OcclusionResult.for_class`), so that the map of another
+target class, with the same image, box, stride, fill, device and weights, is looked up, not
+scanned again.
 """
 
 from __future__ import annotations
@@ -202,6 +208,18 @@ def _picture(image: ImageInput, heat: np.ndarray, signed: np.ndarray | None) -> 
                                gray_image=True)
 
 
+def _drawn_occlusion(
+    request: MethodRequest, image: ImageInput, target: int, occlusion: OcclusionResult, start: float
+) -> MethodResult:
+    """The occlusion map ``occlusion`` (complete or partial) of class ``target`` as the panel shows it:
+    the drop of the probability per position over the image in gray; ``start`` is when the request
+    was taken (for :attr:`MethodResult.seconds`)."""
+    drop = occlusion.drop
+    picture = occlusion_overlay(drop, image.display, window=occlusion.window, stride=occlusion.stride,
+                                center=0.0, alpha=0.6, filled=occlusion.filled, gray_image=True)
+    return MethodResult(request, target, drop, picture, occlusion, occlusion.complete, time.perf_counter() - start)
+
+
 class MethodRunner(NewestFirstWorker):
     """Computes method maps for the explorer's method panel, newest request first.
 
@@ -241,8 +259,12 @@ class MethodRunner(NewestFirstWorker):
         self._done_version: int | None = None  # the probe's version the shown map was computed with
         self._running_key: tuple | None = None
         self._top: dict[tuple, int] = {}
+        # the last complete occlusion scan that kept every class's probabilities: (its request's key
+        # without the target, the probe's version it was computed with, the scan)
+        self._scan: tuple[tuple, int, OcclusionResult] | None = None
         self.result: MethodResult | None = None
         self.runs = 0
+        self.reused = 0  # occlusion maps of another target class looked up in a kept scan
         self.cancelled = 0
         self.model_changes = 0  # maps dropped because the user's weights changed while they were computed
         super().__init__("cnnwidgets-methods", background, start=False)
@@ -299,6 +321,7 @@ class MethodRunner(NewestFirstWorker):
     def close(self, timeout: float = 30.0) -> None:
         """Cancel running work, stop the worker and close the private probe."""
         self._stop(timeout)
+        self._scan = None
         if self._probe is not None:
             self._probe.close()
             self._probe = None
@@ -326,6 +349,7 @@ class MethodRunner(NewestFirstWorker):
                     self.result = result
                     self._done_key = request.key()
                     self._done_version = version
+                    self._keep_scan(request, result, version)
                     self._on_result(result)
                     return
                 # the weights changed while the map was computed: it mixes two sets of weights
@@ -383,6 +407,13 @@ class MethodRunner(NewestFirstWorker):
             target = self._top_class(probe, request, x)
             if stop():
                 return None, version
+        reused = self._retargeted(request, target, version, start)
+        if reused is None and request.method == "occlusion":
+            reused = self._looked_up(request, image, target, version, start)
+        if reused is not None:
+            if reused.occlusion is not None:
+                self._on_progress(reused.occlusion.done, reused.occlusion.total)
+            return reused, version
         self.runs += 1
         if request.method == "occlusion":
             return self._occlusion(probe, request, image, target, stop, start), version
@@ -423,6 +454,39 @@ class MethodRunner(NewestFirstWorker):
         picture = _picture(image, shown.heat, shown.values if request.signed else None)
         return replace(shown, request=request, image=picture, seconds=time.perf_counter() - start)
 
+    def _retargeted(self, request: MethodRequest, target: int, version: int, start: float) -> MethodResult | None:
+        """The complete map on screen for ``request``, when their requests differ only in the target and
+        both name the class ``target`` (one as None, the most probable class, the other by index),
+        and the weights are the same; None otherwise."""
+        shown = self.result
+        if (shown is None or not shown.complete or shown.target != target or self._done_version != version
+                or "target" not in _INPUTS[request.method]
+                or replace(request, target=shown.request.target).key() != shown.request.key()):
+            return None
+        return replace(shown, request=request, seconds=time.perf_counter() - start)
+
+    def _keep_scan(self, request: MethodRequest, result: MethodResult, version: int) -> None:
+        """Keep ``result``'s occlusion scan, computed with the probe's ``version``, for the maps of
+        other target classes, when it is complete and kept every class's probabilities."""
+        scan = result.occlusion
+        if scan is not None and scan.complete and scan.unoccluded_probabilities is not None:
+            self._scan = (replace(request, target=None).key(), version, scan)
+
+    def _looked_up(
+        self, request: MethodRequest, image: ImageInput, target: int, version: int, start: float
+    ) -> MethodResult | None:
+        """The occlusion map of class ``target`` from the kept scan, when ``request`` differs from
+        the scan's request only in the target and the weights are the same; None otherwise, also for
+        a class index out of range (a scan then raises the error that names it)."""
+        if self._scan is None:
+            return None
+        key, kept_version, scan = self._scan
+        classes = scan.unoccluded_probabilities.shape[0]
+        if key != replace(request, target=None).key() or kept_version != version or not 0 <= target < classes:
+            return None
+        self.reused += 1
+        return _drawn_occlusion(request, image, target, scan.for_class(target), start)
+
     def _probe_on(self, device: str, input_size: tuple[int, ...]) -> Probe:
         # layers are described at the image's size: a model with a fixed-size classifier head
         # (TinyVGG's Linear(1690, 10)) cannot run at any other
@@ -458,23 +522,18 @@ class MethodRunner(NewestFirstWorker):
         window = (max(1, min(int(wh), h)), max(1, min(int(ww), w)))
         stride = max(1, request.stride)
 
-        def draw(partial: OcclusionResult) -> MethodResult:
-            drop = partial.drop
-            picture = occlusion_overlay(drop, image.display, window=partial.window, stride=partial.stride,
-                                        center=0.0, alpha=0.6, filled=partial.filled, gray_image=True)
-            return MethodResult(request, target, drop, picture, partial, partial.complete,
-                                time.perf_counter() - start)
-
         def streamed(partial: OcclusionResult) -> None:
             if stop():
                 return  # superseded, closing, or computed with weights that changed meanwhile
             self._on_progress(partial.done, partial.total)
             if not partial.complete:
-                self.result = draw(partial)
+                self.result = _drawn_occlusion(request, image, target, partial, start)
                 self._on_result(self.result)
 
-        result = occlusion_map(probe, image.tensor, ClassProbability(target, outputs=self._outputs), window=window, stride=stride,
-                               fill=image.fill_tensor(request.fill), progress=False, callback=streamed, cancel=stop)
+        # every class's probabilities are kept, for the maps of other target classes (_looked_up)
+        result = occlusion_map(probe, image.tensor, ClassProbability(target, outputs=self._outputs), window=window,
+                               stride=stride, fill=image.fill_tensor(request.fill), progress=False, callback=streamed,
+                               cancel=stop, keep_class_probabilities=True)
         if result.cancelled:
             return None
-        return draw(result)
+        return _drawn_occlusion(request, image, target, result, start)

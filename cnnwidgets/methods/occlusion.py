@@ -38,6 +38,15 @@ is done. Each complete lattice is a full-coverage, lower-resolution map, so a he
 from a partial result (unfilled positions are NaN; the renderer fills them from the
 nearest computed one) is readable early and sharpens as the scan goes on. The order only
 changes *when* a position is computed, never *whether*: every scan computes every position.
+
+Other classes from the same scan
+--------------------------------
+With ``keep_class_probabilities=True`` a scan of a target on the model output also keeps, for
+every position, the probabilities of all classes (as
+:class:`~cnnwidgets.core.targets.ClassProbability` computes them):
+:meth:`OcclusionResult.for_class` then gives the map of any other class without another scan.
+They take ``rows * cols * classes * 4`` bytes, and are not kept beyond
+:data:`KEPT_PROBABILITIES_BYTES`.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 import numpy as np
@@ -62,12 +71,13 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, check_channel_axis, model_error_text, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
-    Target, as_callback, as_cancel_check, as_count, as_flag, as_real, call_target, class_probabilities, class_scores,
-    output_tensor, resolve_target, target_score,
+    ClassProbability, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real, call_target,
+    class_probabilities, class_scores, output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
 
 __all__ = [
+    "KEPT_PROBABILITIES_BYTES",
     "PREVIEW_MIN",
     "PREVIEW_SHARE",
     "OcclusionResult",
@@ -86,6 +96,11 @@ PREVIEW_SHARE = 0.04
 
 #: ... but at least this many: the four corners and the centre (fewer only on smaller grids).
 PREVIEW_MIN = 5
+
+#: A scan with ``keep_class_probabilities`` keeps the probabilities of every class at every position
+#: only when they take at most this many bytes (``rows * cols * classes * 4``): 256 MiB, e.g. a
+#: 97 x 97 grid (stride 2 on a 224-pixel image, window 32) of 1000 classes takes 36 MiB.
+KEPT_PROBABILITIES_BYTES = 256 * 2**20
 
 _ORDERS = ("coarse_first", "raster")
 
@@ -143,6 +158,10 @@ class OcclusionResult:
             partial map already covers the whole image coarsely (for ``order="raster"``: only
             once every position is).
         cancelled: the scan was stopped before every position was computed.
+        unoccluded_probabilities: (classes,) float32, the probability of every class without
+            occlusion, when the scan kept them (``keep_class_probabilities`` of
+            :func:`occlusion_map`); None otherwise. See :attr:`class_probabilities` and
+            :meth:`for_class`.
     """
 
     grid: np.ndarray
@@ -157,6 +176,10 @@ class OcclusionResult:
     done: int
     preview_ready: bool
     cancelled: bool = False
+    unoccluded_probabilities: np.ndarray | None = None
+    # (rows, cols, classes) float32, read-only, written by the scan as it goes (the snapshots of one
+    # scan share it): only the entries of ``filled`` positions belong to this result
+    _probabilities: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -190,6 +213,60 @@ class OcclusionResult:
         return grid_to_pixel_attribution(
             self.grid, self.unoccluded, window=self.window, stride=self.stride, image_size=self.image_size
         )
+
+    @property
+    def class_probabilities(self) -> np.ndarray | None:
+        """(rows, cols, classes) float32: the probability of every class with the window at (i, j)
+        occluded, NaN where the position has not been computed; None when the scan did not keep
+        them (see ``keep_class_probabilities`` of :func:`occlusion_map`). Read-only for a complete
+        result; a partial one gives a copy."""
+        kept = self._probabilities
+        if kept is None or self.complete:
+            return kept
+        return np.where(self.filled[..., None], kept, np.float32(np.nan)).astype(np.float32, copy=False)
+
+    def for_class(self, index: int) -> OcclusionResult:
+        """This scan's map of the probability of class ``index``, without another scan.
+
+        The result equals that of the same scan with the target
+        ``ClassProbability(index, outputs=...)`` (the ``outputs`` of this result's target when it is
+        a :class:`~cnnwidgets.core.targets.ClassProbability`, else ``"auto"``): its grid, unoccluded
+        value and target; the positions computed, the top classes and the kept probabilities
+        are this result's. A partial result gives a partial map of the same positions.
+
+        Args:
+            index: the class, ``0 <= index < classes`` (an int as
+                :func:`~cnnwidgets.core.targets.as_index` accepts it).
+
+        Returns:
+            :class:`OcclusionResult` with ``target`` a ``ClassProbability(index, ...)``.
+
+        Raises:
+            ValueError: the scan kept no class probabilities (it was made without
+                ``keep_class_probabilities=True``, its target reads an internal layer or an output
+                that is not class scores, or they would have taken more than
+                :data:`KEPT_PROBABILITIES_BYTES`).
+            TypeError: ``index`` is not an int.
+            IndexError: ``index`` is out of range.
+        """
+        kept = self._probabilities
+        if kept is None or self.unoccluded_probabilities is None:
+            raise ValueError(
+                "this occlusion map kept no class probabilities: scan with occlusion_map(..., "
+                "keep_class_probabilities=True) and a target on the model's output of class scores (they are "
+                f"not kept when rows * cols * classes * 4 bytes exceed {KEPT_PROBABILITIES_BYTES // 2**20} MiB), "
+                "or scan again with ClassProbability(index)"
+            )
+        index = as_index(index, "for_class: the class index")
+        classes = int(kept.shape[-1])
+        if not 0 <= index < classes:
+            raise IndexError(
+                f"for_class: class index {index} is out of range for {classes} classes; accepted: "
+                f"0..{classes - 1} (negative indices are not accepted)"
+            )
+        grid = np.where(self.filled, kept[..., index], np.float32(np.nan)).astype(np.float32, copy=False)
+        target = ClassProbability(index, outputs=_kept_outputs(self.target))
+        return replace(self, grid=grid, unoccluded=float(self.unoccluded_probabilities[index]), target=target)
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -519,19 +596,45 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
     return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {model_error_text(exc)}")
 
 
+def _kept_outputs(target: Target) -> str:
+    """How the class probabilities a scan of ``target`` keeps are read from the model's output (see
+    :func:`~cnnwidgets.core.targets.class_probabilities`): as the target reads them when it is a
+    ``ClassProbability``, else ``"auto"``."""
+    return target.outputs if isinstance(target, ClassProbability) else "auto"
+
+
+def _keeps_probabilities(output: object, positions: int) -> bool:
+    """Whether a scan of ``positions`` positions keeps the class probabilities of the model output
+    ``output``: it must be class scores, and all of them must fit in :data:`KEPT_PROBABILITIES_BYTES`."""
+    try:
+        classes = class_scores(output_tensor(output)).shape[1]
+    except (TypeError, ValueError):  # not class scores: there are no classes to keep
+        return False
+    return positions * classes * 4 <= KEPT_PROBABILITIES_BYTES
+
+
+_Scores = tuple[torch.Tensor, Union[torch.Tensor, None], Union[torch.Tensor, None]]
+"""What a runner gives for a batch: the target's scores (N,), the top class of each image (N,) or
+None, and the probabilities of every class (N, classes) when they are kept, else None."""
+
+
 class _OutputRunner:
     """Scores (and top classes) of targets on the model output, from a fast private copy (run
     in inference mode) or the probe's own copy (:class:`_ProbeOutput`, run outside it: the probe
     copies each batch and runs its model in plain mode, where a model that changes its input in
-    place could not write an inference tensor)."""
+    place could not write an inference tensor). With ``keep``, the probabilities of every class too,
+    read from the output as ``ClassProbability(..., outputs=keep)`` reads them."""
 
-    def __init__(self, model: Callable[[torch.Tensor], object], target: Target, probe: Probe) -> None:
+    def __init__(
+        self, model: Callable[[torch.Tensor], object], target: Target, probe: Probe, keep: str | None = None
+    ) -> None:
         self.model = model
         self.target = target
         self.probe = probe  # the model's final activation and output reduction, for the target
+        self.keep = keep
         self.inference = not isinstance(model, _ProbeOutput)
 
-    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, batch: torch.Tensor) -> _Scores:
         with torch.inference_mode(self.inference):
             try:
                 output = self.model(batch)
@@ -540,7 +643,7 @@ class _OutputRunner:
                 raise _model_failed(exc, batch) from exc
         return self.scores(output)
 
-    def scores(self, output: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def scores(self, output: object) -> _Scores:
         output = output_tensor(output)
         with torch.inference_mode():
             scores = call_target(self.target, output, probe=self.probe)
@@ -550,7 +653,13 @@ class _OutputRunner:
                 classes = None
             # a single output unit scores one class of two: there is no class index to name
             labels = classes.argmax(dim=1) if classes is not None and classes.shape[1] > 1 else None
-        return scores, labels
+            probabilities = None
+            if self.keep is not None and classes is not None:
+                # as ClassProbability reads them (call_target gives it the model's final activation)
+                probabilities = class_probabilities(
+                    classes, outputs=self.keep, final_activation=self.probe.output_activation
+                )
+        return scores, labels, probabilities
 
 
 class _ProbeOutput:
@@ -576,13 +685,13 @@ class _LayerRunner:
         self.probe = probe
         self.target = target
 
-    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         layer = self.target.layer
         # Occluded batches are used once; caching them would evict the user's cached activations.
         activation = self.probe.capture(batch, [layer], cache=False, channels_first=True)[layer]
         with torch.no_grad():
             scores = call_target(self.target, activation, probe=self.probe)
-        return scores.detach(), None
+        return scores.detach(), None, None
 
 
 # One fast inference copy per (probe, fold setting), rebuilt when the probe's copy changes.
@@ -755,8 +864,8 @@ def _cpu_workers(probe: Probe, parallel_safe: bool) -> tuple[int, int]:
 def _run_batches(
     plan: list[tuple[int, int]],
     make_batch: Callable[[_OccludedBatches | None, int, int], tuple[_OccludedBatches, torch.Tensor]],
-    runner: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-    handle: Callable[[int, int, torch.Tensor, torch.Tensor | None], None],
+    runner: Callable[[torch.Tensor], _Scores],
+    handle: Callable[[int, int, torch.Tensor, torch.Tensor | None, torch.Tensor | None], None],
     cancelled: Callable[[], bool],
     workers: int,
     threads_per_worker: int,
@@ -785,7 +894,7 @@ def _run_batches(
 
     local = threading.local()
 
-    def work(start: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def work(start: int, end: int) -> _Scores:
         local.buffers, batch = make_batch(getattr(local, "buffers", None), start, end)
         return runner(batch)
 
@@ -834,6 +943,7 @@ def _scan(
     cancel: Cancel | None,
     device: str | torch.device | None,
     fold_batchnorm: bool,
+    keep_class_probabilities: bool = False,
 ) -> OcclusionResult:
     # Cheap checks first, before any model work.
     x = _prepare_image(x)
@@ -847,6 +957,7 @@ def _scan(
         batch_size = as_count(batch_size, "batch_size (None: automatic)")
     progress = as_flag(progress, "progress")
     fold_batchnorm = as_flag(fold_batchnorm, "fold_batchnorm")
+    keep_class_probabilities = as_flag(keep_class_probabilities, "keep_class_probabilities")
     as_callback(callback, "callback", "(it receives the partial OcclusionResult)")
     cancelled = as_cancel_check(cancel)
     target = resolve_target(target)
@@ -860,7 +971,7 @@ def _scan(
         return _scan_with_probe(
             probe, x, target, rows=rows, cols=cols, window=window, stride=stride, fill=fill,
             batch_size=batch_size, progress=progress, order=order, callback=callback,
-            cancelled=cancelled, fold_batchnorm=fold_batchnorm,
+            cancelled=cancelled, fold_batchnorm=fold_batchnorm, keep_class_probabilities=keep_class_probabilities,
         )
 
 
@@ -880,14 +991,18 @@ def _scan_with_probe(
     callback: Callable[[OcclusionResult], None] | None,
     cancelled: Callable[[], bool],
     fold_batchnorm: bool,
+    keep_class_probabilities: bool,
 ) -> OcclusionResult:
     # A private copy: the model only ever sees copies of it (a model may change its input in place).
     image = x.to(device=probe.device, dtype=torch.float32, copy=True)
     # The unoccluded run first: it also describes the layers at this image size (for the batch
     # size), and settles the memory layout (a model that needs contiguous activations gets them).
+    keep: str | None = None  # how the kept class probabilities are read, None: none kept
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
         reference_version = probe.version  # of the weights that computed it
+        if keep_class_probabilities and _keeps_probabilities(reference, rows * cols):
+            keep = _kept_outputs(target)
     else:
         scores = target_score(probe, image, target)
     memory_format = torch.channels_last if probe.channels_last else torch.contiguous_format
@@ -919,19 +1034,19 @@ def _scan_with_probe(
             # preparation and check cost about two forward passes; the probe's copy runs each
             # image about a third slower, which a single small batch does not outweigh.)
             parallel_safe = False
-            runner: _OutputRunner | _LayerRunner = _OutputRunner(_ProbeOutput(probe), target, probe)
-            scores, labels = runner.scores(reference)
+            runner: _OutputRunner | _LayerRunner = _OutputRunner(_ProbeOutput(probe), target, probe, keep)
+            scores, labels, probabilities = runner.scores(reference)
         else:
             model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
-            runner = _OutputRunner(model, target, probe)
-            scores, labels = runner(image.clone()) if output is None else runner.scores(output)
+            runner = _OutputRunner(model, target, probe, keep)
+            scores, labels, probabilities = runner(image.clone()) if output is None else runner.scores(output)
         if labels is not None:
             unoccluded_label = int(labels[0])
     else:
         # Prefix runs go through the probe's hooks, which serve one forward at a time.
         parallel_safe = False
         runner = _LayerRunner(probe, target)
-        labels = None
+        labels = probabilities = None
     if scores.shape != (1,):
         raise ValueError(f"a target must return one score per image; got shape {tuple(scores.shape)}")
     unoccluded = float(scores[0])
@@ -940,6 +1055,15 @@ def _scan_with_probe(
     grid = np.full((rows, cols), np.nan, dtype=np.float32)
     filled = np.zeros((rows, cols), dtype=bool)
     label_grid = np.full((rows, cols), -1, dtype=np.int64) if with_labels else None
+    # The probabilities of every class: one array that the snapshots share (read-only views, each
+    # reading only the positions it holds as filled); each position is written once, when computed.
+    kept = kept_view = unoccluded_probabilities = None
+    if probabilities is not None:
+        unoccluded_probabilities = probabilities[0].float().cpu().numpy()
+        unoccluded_probabilities.flags.writeable = False
+        kept = np.full((rows, cols, unoccluded_probabilities.shape[0]), np.nan, dtype=np.float32)
+        kept_view = kept.view()
+        kept_view.flags.writeable = False
     done = 0
     stopped = False
 
@@ -949,6 +1073,7 @@ def _scan_with_probe(
             labels=None if label_grid is None else label_grid.copy(), unoccluded_label=unoccluded_label,
             window=window, stride=stride, image_size=(int(x.shape[2]), int(x.shape[3])), target=target,
             done=done, preview_ready=done >= preview, cancelled=stopped,
+            unoccluded_probabilities=unoccluded_probabilities, _probabilities=kept_view,
         )
 
     def make_batch(buffers: _OccludedBatches | None, start: int, end: int) -> tuple[_OccludedBatches, torch.Tensor]:
@@ -956,15 +1081,18 @@ def _scan_with_probe(
             buffers = _OccludedBatches(image, fill_image, window, size, memory_format)
         return buffers, buffers.batch(corners[start:end])
 
-    def handle(start: int, end: int, scores: torch.Tensor, labels: torch.Tensor | None) -> None:
+    def handle(start: int, end: int, scores: torch.Tensor, labels: torch.Tensor | None,
+               probabilities: torch.Tensor | None) -> None:
         nonlocal done
         if scores.shape != (end - start,):
             raise ValueError(f"a target must return one score per image; got shape {tuple(scores.shape)}")
         ii, jj = positions[start:end, 0], positions[start:end, 1]
         grid[ii, jj] = scores.float().cpu().numpy()
-        filled[ii, jj] = True
         if label_grid is not None and labels is not None:
             label_grid[ii, jj] = labels.cpu().numpy()
+        if kept is not None and probabilities is not None:
+            kept[ii, jj] = probabilities.float().cpu().numpy()
+        filled[ii, jj] = True
         done = end
         bar.update(end - start)
         if callback is not None:
@@ -980,8 +1108,8 @@ def _scan_with_probe(
             if not stopped:
                 model, _, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
                 workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
-                stopped = _run_batches(plan[1:], make_batch, _OutputRunner(model, target, probe), handle, cancelled,
-                                       workers, threads_per_worker, serial_first=False)
+                stopped = _run_batches(plan[1:], make_batch, _OutputRunner(model, target, probe, keep), handle,
+                                       cancelled, workers, threads_per_worker, serial_first=False)
         else:
             workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
             stopped = _run_batches(plan, make_batch, runner, handle, cancelled, workers, threads_per_worker)
@@ -1008,6 +1136,7 @@ def occlusion_map(
     cancel: Cancel | None = None,
     device: str | torch.device | None = None,
     fold_batchnorm: bool = True,
+    keep_class_probabilities: bool = False,
 ) -> OcclusionResult:
     """Occlusion sensitivity map of one image (Zeiler & Fergus 2013, section 4.2).
 
@@ -1067,6 +1196,14 @@ def occlusion_map(
             (rebuilt when the model changes), so repeated maps do not pay for it again. The
             first map on a probe computes its coarse preview through the probe's own copy and
             prepares this one after it, so that the preview is not kept waiting.
+        keep_class_probabilities: for a target on the model output whose output is class scores,
+            also keep the probability of every class at every position
+            (:attr:`OcclusionResult.class_probabilities`, read as the target reads them when it
+            is a ``ClassProbability``, else with ``outputs="auto"``), so that
+            :meth:`OcclusionResult.for_class` gives the map of any class without another scan.
+            They take ``rows * cols * classes * 4`` bytes and are not kept (None, without a
+            warning) beyond :data:`KEPT_PROBABILITIES_BYTES` (256 MiB), nor for other targets.
+            True or False (default).
 
     Returns:
         :class:`OcclusionResult` (grid, unoccluded score, per-position top class for output
@@ -1082,7 +1219,7 @@ def occlusion_map(
         TypeError: x is not a tensor, the target is not a class index or target callable,
             cancel / callback are of the wrong kind, batch_size is neither None nor an int (a
             Python int, a numpy integer or a 0-d integer tensor; not a bool or a float), or
-            progress / fold_batchnorm are not True or False.
+            progress / fold_batchnorm / keep_class_probabilities are not True or False.
         ValueError: x is not (1, C, H, W) floats (including an x laid out as (1, H, W, C), told
             apart by the model's first convolution); window or stride are not positive ints or pairs,
             or the window is larger than the image; bad fill (also one with NaN or infinite values),
@@ -1096,7 +1233,7 @@ def occlusion_map(
     return _scan(
         model_or_probe, x, target, window=window, stride=stride, fill=fill, batch_size=batch_size,
         progress=progress, order=order, callback=callback, cancel=cancel, device=device,
-        fold_batchnorm=fold_batchnorm,
+        fold_batchnorm=fold_batchnorm, keep_class_probabilities=keep_class_probabilities,
     )
 
 
