@@ -1204,3 +1204,40 @@ def test_a_new_target_class_in_the_explorer_shows_the_occlusion_map_without_a_sc
         assert ex.wait_idle(60) and ex._methods.runs == runs and ex.method_result.target == top
     finally:
         ex.close()
+
+
+def test_tiny_occlusion_changes_stay_pale_and_the_caption_says_how_small(bundle):
+    """A model whose probabilities hardly move: its occlusion map is drawn on a scale of at least
+    one percentage point, not blown up to full colour, and the caption gives the largest change."""
+    from cnnwidgets.app.views import OCCLUSION_SCALE_FLOOR, occlusion_scale
+    from cnnwidgets.render.occlusion import occlusion_overlay
+
+    model = copy.deepcopy(bundle.model)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.weight.mul_(1e-3)  # logits almost equal: every probability stays near 1 / classes
+        head.bias.zero_()
+    ex = Explorer(model, zoo.sample_image("star"), samples={}, device="cpu", background=False,
+                  box=(0, 0, 16, 16), method="occlusion", preprocess=bundle.preprocess,
+                  denormalize=bundle.denormalize)
+    try:
+        ex.method_stride = 16
+        assert ex.wait_idle(60) and not ex.status.is_error, ex.status.message
+        result = ex.method_result
+        largest = float(np.nanmax(np.abs(result.heat)))
+        assert 0 < largest < OCCLUSION_SCALE_FLOOR and occlusion_scale(result.heat) == OCCLUSION_SCALE_FLOOR
+        caption = ex.method_view.caption.value
+        assert "full colour = a change of 1.0 points (the largest here is" in caption
+        occ = result.occlusion
+        image = ex._images[ex._image_id].display
+        stretched = occlusion_overlay(result.heat, image, window=occ.window, stride=occ.stride, center=0.0,
+                                      alpha=0.6, filled=occ.filled, gray_image=True)
+
+        def colour(rgb):  # how far red and blue part: zero over the gray image
+            return np.abs(rgb[..., 0].astype(int) - rgb[..., 2].astype(int)).max()
+
+        assert colour(result.image) < colour(stretched) / 2
+    finally:
+        ex.close()
+    assert occlusion_scale(np.array([[np.nan, -0.3], [0.1, np.nan]], dtype=np.float32)) == pytest.approx(0.3)
+    assert occlusion_scale(np.full((2, 2), np.nan, dtype=np.float32)) == OCCLUSION_SCALE_FLOOR

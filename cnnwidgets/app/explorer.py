@@ -42,7 +42,7 @@ from cnnwidgets.app.inputs import (
     model_input_range, outside_share, to_pil,
 )
 from cnnwidgets.app.state import ExplorerState
-from cnnwidgets.app.views import METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner
+from cnnwidgets.app.views import METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner, occlusion_scale
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, empty_map_error, unknown_layer_error
 from cnnwidgets.core.probe import (
@@ -1963,10 +1963,11 @@ class Explorer(ipw.VBox):
         if result.occlusion is not None:
             occ = result.occlusion
             drops = np.abs(occ.drop[np.isfinite(occ.drop)])
-            scale = float(drops.max()) if drops.size else 0.0
+            largest = float(drops.max()) if drops.size else 0.0
+            scale = occlusion_scale(occ.drop)
             box = f"{occ.window[1]}\u00d7{occ.window[0]} {FILL_LABELS.get(request.fill, request.fill)} box"
             # the same length computing and done (done/total), so that the map under it stays put
-            if scale == 0 and occ.done == occ.total:
+            if largest == 0 and occ.done == occ.total:
                 # a map without colour: say why, rather than "full colour = a change of 0.0 points"
                 # (an output that ignores the input, e.g. a classifier head initialised to zero)
                 key = "no place changes it: the map has no colour"
@@ -1974,6 +1975,8 @@ class Explorer(ipw.VBox):
                 key = ("<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
                        "<span style='color:#1565c0'>blue</span>: it rises; full colour = a change of "
                        f"{_percent(scale, 'points')}")
+                if largest < scale:  # the floor: small changes stay pale, and the caption says how small
+                    key += f" (the largest here is {_percent(largest, 'points')})"
             caption = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when a "
                        f"{box} covers each place (stride {occ.stride[0]}); {key}; the image in gray "
                        f"&middot; {occ.done}/{occ.total} positions")

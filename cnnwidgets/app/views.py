@@ -55,7 +55,8 @@ from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, SIGNED_OVERLAY
 from cnnwidgets.render.attribution import attribution_overlay, signed_to_rgb
 from cnnwidgets.render.occlusion import occlusion_overlay
 
-__all__ = ["METHODS", "SIGNED_METHODS", "MethodRequest", "MethodResult", "MethodRunner"]
+__all__ = ["METHODS", "OCCLUSION_SCALE_FLOOR", "SIGNED_METHODS", "MethodRequest", "MethodResult", "MethodRunner",
+           "occlusion_scale"]
 
 METHODS: tuple[str, ...] = ("none", "occlusion", *OVERLAYS)
 """Method names of the explorer's method panel; ``"none"`` shows nothing and computes nothing."""
@@ -208,15 +209,34 @@ def _picture(image: ImageInput, heat: np.ndarray, signed: np.ndarray | None) -> 
                                gray_image=True)
 
 
+OCCLUSION_SCALE_FLOOR = 0.01
+"""The smallest change of the target probability the occlusion map draws in full colour: one
+percentage point. A map whose largest change is smaller stays pale instead of blowing noise (a
+change of 0.0001, say) up to full red and blue."""
+
+
+def occlusion_scale(drop: np.ndarray) -> float:
+    """The change of probability the occlusion map ``drop`` draws in full colour (either sign): its
+    largest absolute value over the computed positions, at least :data:`OCCLUSION_SCALE_FLOOR`.
+
+    Args:
+        drop: the (rows, cols) drop per position, NaN where not computed yet.
+    """
+    finite = np.abs(drop[np.isfinite(drop)])
+    return max(float(finite.max()) if finite.size else 0.0, OCCLUSION_SCALE_FLOOR)
+
+
 def _drawn_occlusion(
     request: MethodRequest, image: ImageInput, target: int, occlusion: OcclusionResult, start: float
 ) -> MethodResult:
     """The occlusion map ``occlusion`` (complete or partial) of class ``target`` as the panel shows it:
-    the drop of the probability per position over the image in gray; ``start`` is when the request
-    was taken (for :attr:`MethodResult.seconds`)."""
+    the drop of the probability per position over the image in gray, full colour at
+    :func:`occlusion_scale`; ``start`` is when the request was taken (for :attr:`MethodResult.seconds`)."""
     drop = occlusion.drop
+    scale = occlusion_scale(drop)
     picture = occlusion_overlay(drop, image.display, window=occlusion.window, stride=occlusion.stride,
-                                center=0.0, alpha=0.6, filled=occlusion.filled, gray_image=True)
+                                center=0.0, vmin=-scale, vmax=scale, alpha=0.6, filled=occlusion.filled,
+                                gray_image=True)
     return MethodResult(request, target, drop, picture, occlusion, occlusion.complete, time.perf_counter() - start)
 
 
