@@ -1241,3 +1241,34 @@ def test_tiny_occlusion_changes_stay_pale_and_the_caption_says_how_small(bundle)
         ex.close()
     assert occlusion_scale(np.array([[np.nan, -0.3], [0.1, np.nan]], dtype=np.float32)) == pytest.approx(0.3)
     assert occlusion_scale(np.full((2, 2), np.nan, dtype=np.float32)) == OCCLUSION_SCALE_FLOOR
+
+
+def test_a_streaming_occlusion_map_is_redrawn_at_most_every_redraw_seconds(bundle, monkeypatch):
+    """Partial maps are drawn at most every REDRAW_SECONDS (the progress moves with every batch);
+    the first map that covers the image coarsely is drawn at once, and the complete one always."""
+    from cnnwidgets.app import views
+
+    ex = explorer(bundle, box=(10, 10, 12, 12), fill="black")
+    try:
+        images = {1: ex._images[ex._image_id]}
+        request = MethodRequest("occlusion", 1, ex.layer, 0, None, window=12, stride=2, fill="black", device="cpu")
+
+        def stream(interval):
+            shown, progress = [], []
+            monkeypatch.setattr(views, "REDRAW_SECONDS", interval)
+            runner = MethodRunner(bundle.model, images.__getitem__, on_result=shown.append,
+                                  on_error=lambda where, exc: pytest.fail(f"{where}: {exc}"),
+                                  on_progress=lambda done, total: progress.append(done), background=False)
+            runner.submit(request)
+            runner.close()
+            return shown, progress
+
+        every, every_progress = stream(0.0)
+        assert len(every) == len(every_progress) >= 4  # a map per batch
+        held, held_progress = stream(1e9)
+        assert held_progress == every_progress  # the bar moves with every batch all the same
+        assert [r.complete for r in held] == [False, True]  # the coarse preview, then the complete map
+        assert held[0].occlusion.preview_ready and held[0].occlusion.done == every[0].occlusion.done
+        np.testing.assert_array_equal(held[-1].heat, every[-1].heat)
+    finally:
+        ex.close()
