@@ -3145,3 +3145,32 @@ def test_captions_name_a_numbered_layer_as_a_layer():
         assert f"channel {ex.channel} of layer <code>0</code> projected" in ex.method_view.caption.value
     finally:
         ex.close()
+
+
+def test_captions_give_the_colour_key_and_the_values_at_its_ends(ex):
+    import base64
+    import io
+    import re
+
+    def key(caption):  # the colour strip in a caption, decoded
+        data = re.search(r"data:image/png;base64,([^']+)'", caption).group(1)
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+    # "fixed" (the default): the selected channel's view spans its range on the unoccluded image
+    base = ex.baseline_activations[ex.channel]
+    assert f"{float(base.min()) + 0.0:.3g} <img" in ex.panel_caption.value
+    assert f"> {float(base.max()):.3g} &nbsp;|" in ex.panel_caption.value
+    assert "each tile on its channel's range in the unoccluded image" in ex.grid_caption.value
+    ex.norm = "layer"  # one range for every tile: the caption gives it
+    acts = ex.activations
+    assert (f"{float(acts.min()) + 0.0:.3g} <img" in ex.grid_caption.value
+            and f"> {float(acts.max()):.3g} for every tile" in ex.grid_caption.value)
+    ex.norm = "channel"
+    assert "each tile from its own lowest to its highest value" in ex.grid_caption.value
+    for cmap in ("viridis", "gray"):
+        ex.cmap = cmap
+        lut = R.get_lut(cmap)
+        for caption in (ex.grid_caption.value, ex.panel_caption.value):
+            strip = key(caption)
+            np.testing.assert_array_equal(strip[0, 0], lut[0])  # low values on the left ...
+            np.testing.assert_array_equal(strip[0, -1], lut[255])  # ... high on the right

@@ -1138,3 +1138,18 @@ def test_a_range_wider_than_float32_reaches_is_still_drawn_and_normalised():
 def test_stacks_of_empty_maps_get_a_clear_error(function):
     with pytest.raises(ValueError, match=r"has empty maps \(no row or no column\)"):
         getattr(R, function)(np.zeros((3, 0, 4), np.float32))
+
+
+def test_colormap_strip_runs_from_the_low_end_to_the_high_end():
+    from cnnwidgets.render import colormap_strip, get_lut
+
+    strip = colormap_strip("magma", 9, 3)
+    assert strip.shape == (3, 9, 3) and strip.dtype == np.uint8
+    lut = get_lut("magma")
+    np.testing.assert_array_equal(strip[1], lut[[0, 32, 64, 96, 128, 159, 191, 223, 255]])  # column j: j / 8
+    assert (strip == strip[:1]).all()  # every row alike
+    np.testing.assert_array_equal(colormap_strip("gray", 2, 1)[0], [[0, 0, 0], [255, 255, 255]])
+    with pytest.raises(ValueError, match="unknown colormap"):
+        colormap_strip("rainbow-ish")
+    with pytest.raises(ValueError, match="positive ints"):
+        colormap_strip("gray", 0, 4)

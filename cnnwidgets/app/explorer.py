@@ -15,6 +15,8 @@ stale work instead of queueing it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import html
 import itertools
 import math
@@ -52,7 +54,7 @@ from cnnwidgets.core.probe import (
 from cnnwidgets.core.targets import as_count, as_index, check_output_kind, class_scores, output_tensor, single_index
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.summary import has_spatial_map
-from cnnwidgets.render.colormaps import SEQUENTIAL
+from cnnwidgets.render.colormaps import SEQUENTIAL, colormap_strip
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
 from cnnwidgets.widgets._base import RefusesBrowserValues, close_parts
@@ -96,6 +98,26 @@ def _layer_html(name: str) -> str:
     """A layer named in a caption: ``layer <code>0</code>``, so that a name like ``0`` or
     ``3`` (an ``nn.Sequential``'s) does not read as a number of the sentence."""
     return f"layer <code>{html.escape(name)}</code>"
+
+
+@functools.lru_cache(maxsize=16)
+def _colour_key(cmap: str) -> str:
+    """The colormap ``cmap`` as a small inline picture for captions, low end on the left."""
+    data = base64.b64encode(encode_png(colormap_strip(cmap, 48, 8))).decode("ascii")
+    return (f"<img src='data:image/png;base64,{data}' alt='colours low to high ({html.escape(cmap)})' "
+            "style='display:inline-block;vertical-align:middle;width:48px;height:8px;margin:0 3px'>")
+
+
+def _value(number: float) -> str:
+    """An activation value in a caption: three significant digits (``0``, not ``-0``)."""
+    return f"{number + 0.0:.3g}"
+
+
+#: What the grid's colours mean in each normalisation (the range of the "layer" one is given in numbers).
+_GRID_KEYS = {
+    "channel": "each tile from its own lowest to its highest value",
+    "fixed": "each tile on its channel's range in the unoccluded image",
+}
 
 
 def _percent(probability: float, unit: str = "%") -> str:
@@ -1664,7 +1686,9 @@ class Explorer(ipw.VBox):
                   "activation went down, <span style='color:#1f4e9c'>blue</span> where it went up"
                   if state.box is not None
                   else "no change: the occluder is off")
-        self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;|&nbsp; {change}"
+        lo, hi = frame.value_range
+        scale = f"{_value(lo)} {_colour_key(state.cmap)} {_value(hi)}"
+        self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;{scale} &nbsp;|&nbsp; {change}"
         problem = self._scores_problem(state, frame)
         self._set_note("scores", self.controller.scores_note if state.show_scores else None)
         self._set_note("nonfinite", _nonfinite_note(state.layer, frame))
@@ -1704,8 +1728,11 @@ class Explorer(ipw.VBox):
         if info is None:
             return  # the model changed and the layer is gone: its replacement's frame is on the way
         runs = f" &nbsp; output of its last call (it runs {info.calls} times)" if info.calls > 1 else ""
-        caption = (f"<b>{_layer_html(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; click a tile to select "
-                   "its channel")
+        lo, hi = frame.value_range
+        key = (f"{_value(lo)} {_colour_key(state.cmap)} {_value(hi)} for every tile" if state.norm == "layer"
+               else f"{_colour_key(state.cmap)} {_GRID_KEYS.get(state.norm, state.norm)}")
+        caption = (f"<b>{_layer_html(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; {key} &nbsp; click a "
+                   "tile to select its channel")
         if frame.dead and frame.computed.baseline.signed:
             # the tiles still show patterns, all at or below zero: what a ReLU after this layer zeroes
             caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead} with no positive value on this image "

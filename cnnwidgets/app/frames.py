@@ -165,6 +165,8 @@ class Frame:
         image_format: the format of ``grid_bytes``, ``"jpeg"`` or ``"png"``.
         marked: bool (C,) channels marked besides those dead on this image (for example the
             channels dead over a whole data set), or None.
+        value_range: the values the selected channel's view draws at the colormap's low and high
+            ends (its tile in the grid too; with the ``"layer"`` normalisation, every tile's).
     """
 
     grid: np.ndarray
@@ -181,6 +183,7 @@ class Frame:
     computed: Computed
     image_format: str = "jpeg"
     marked: np.ndarray | None = None
+    value_range: tuple[float, float] = (0.0, 0.0)
 
     @property
     def dead(self) -> int:
@@ -367,4 +370,5 @@ def render_frame(
         render_seconds=time.perf_counter() - start,
         computed=computed,
         marked=marked,
+        value_range=(float(lo[ch]), float(hi[ch])),
     )

@@ -20,6 +20,7 @@ from cnnwidgets.render.colormaps import (
     apply_colormap,
     colorize,
     colormap_names,
+    colormap_strip,
     get_lut,
     quantize,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "channel_stats",
     "colorize",
     "colormap_names",
+    "colormap_strip",
     "dead_channel_mask",
     "downscale",
     "draw_rect",

@@ -86,6 +86,26 @@ def get_lut32(name: str) -> np.ndarray:
     return lut
 
 
+def colormap_strip(name: str, width: int = 64, height: int = 8) -> np.ndarray:
+    """A colour key: the colormap ``name`` from its low end (left) to its high end (right).
+
+    Args:
+        name: one of :func:`colormap_names`.
+        width, height: size in pixels, positive ints.
+
+    Returns:
+        ``(height, width, 3)`` uint8; column ``j`` is the colour of value ``j / (width - 1)``.
+
+    Raises:
+        ValueError: for an unknown name or a size below 1.
+    """
+    if isinstance(width, bool) or isinstance(height, bool) or int(width) < 1 or int(height) < 1:
+        raise ValueError(f"the strip's width and height must be positive ints, got {width!r} x {height!r}")
+    lut = get_lut(name)
+    columns = np.rint(np.linspace(0.0, 255.0, int(width))).astype(np.intp)
+    return np.ascontiguousarray(np.broadcast_to(lut[columns][None], (int(height), int(width), 3)))
+
+
 def colorize_index(index: np.ndarray, name: str) -> np.ndarray:
     """Colours of a uint8 index image (values 0..255 into the colormap), (..., 3) uint8.
 

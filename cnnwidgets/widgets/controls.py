@@ -65,7 +65,7 @@ class DisplayControls(w.HBox):
         # grid's controls, "overlay on image" read as if it drew the grid's tiles over the image
         self.overlay_box = w.Checkbox(description="channel over image", indent=False,
                                       tooltip="draw the enlarged channel (beside the input image) over the image",
-                                      layout=w.Layout(width="150px"))
+                                      layout=w.Layout(width="170px"))
         # a description like ipywidgets' own ("colours" ...): 80px wide, right-aligned
         label = w.HTML("<div style='text-align:right'>scale</div>",
                        layout=w.Layout(width="var(--jp-widgets-inline-label-width, 80px)", margin="0 8px 0 0",
