@@ -3174,3 +3174,33 @@ def test_captions_give_the_colour_key_and_the_values_at_its_ends(ex):
             strip = key(caption)
             np.testing.assert_array_equal(strip[0, 0], lut[0])  # low values on the left ...
             np.testing.assert_array_equal(strip[0, -1], lut[255])  # ... high on the right
+
+
+class PatchTokens(nn.Module):
+    """A vision-transformer-like model: a patch embedding (the only feature map), then tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 8, stride=8)
+        self.blocks = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8), nn.LayerNorm(8))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)  # (N, 16, 8)
+        return self.head(self.blocks(tokens).mean(dim=1))
+
+
+def test_a_model_of_token_sequences_says_why_the_layer_menu_is_short():
+    ex = make(PatchTokens().eval())
+    try:
+        assert ex.layer_select.options == ["embed"] and ex.layer == "embed"
+        assert not ex.status.is_error
+        assert "the layer menu offers embed only" in ex.status.message
+        assert "token sequences or vectors (e.g. blocks.0: (16, 8))" in ex.status.message
+    finally:
+        ex.close()
+    ex = make()  # a CNN: most layers give maps, and nothing is said
+    try:
+        assert "layer menu" not in ex.status.message
+    finally:
+        ex.close()

@@ -276,6 +276,22 @@ def _shows_maps(info: LayerInfo) -> bool:
     return info.map_shape is not None and info.calls > 0 and not info.empty_map
 
 
+def _few_maps_note(layers: Mapping[str, LayerInfo]) -> str | None:
+    """A note when the layer menu offers few of a model's layers because most of them give no
+    feature maps (a vision transformer: a patch embedding, then token sequences); None otherwise."""
+    ran = [info for info in layers.values() if info.calls > 0 and info.output_shape is not None]
+    shown = [info.name for info in ran if _shows_maps(info)]
+    others = [info for info in ran if not _shows_maps(info)]
+    if not shown or len(shown) > 3 or len(others) < 3 * len(shown):
+        return None
+    # a layer's own tokens, not a whole block's (a block is listed before the layers inside it)
+    example = next((info for info in others if info.is_leaf and len(info.output_shape) == 2), others[0])
+    names = ", ".join(shown)
+    return (f"the layer menu offers {names} only: {len(others)} of the model's {len(ran)} layers give no feature "
+            f"maps (C, H, W) but token sequences or vectors (e.g. {example.name}: "
+            f"{tuple(example.output_shape)}), which the grid does not draw")
+
+
 def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     """``(group, label, name)`` for every layer of ``layers`` (name -> :class:`LayerInfo`, as
     :attr:`cnnwidgets.Probe.layers` holds them) whose output is a map stack, in execution order.
@@ -1255,6 +1271,7 @@ class Explorer(ipw.VBox):
         try:
             # the menu's value follows in the same step (not its first item, then the default)
             self.layer_select.set_items(layer_items(self._layers), value=layer if keep else default_layer(self._layers))
+            self._set_note("layers", _few_maps_note(self._layers))
             self._fit_channel_to_layer()
         finally:
             self._suspend = suspended
@@ -1427,6 +1444,7 @@ class Explorer(ipw.VBox):
         self.scores_view = ScoreBars(title=_SCORES_TITLES[True])
         self.layer_select = GroupedSelect(description="layer")
         self.layer_select.set_items(layer_items(self._layers))
+        self._set_note("layers", _few_maps_note(self._layers))
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
         self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
