@@ -3204,3 +3204,14 @@ def test_a_model_of_token_sequences_says_why_the_layer_menu_is_short():
         assert "layer menu" not in ex.status.message
     finally:
         ex.close()
+
+
+def test_a_sample_named_as_the_image_opens_on_that_sample():
+    ex = make(img="b")  # not a file: the sample of that name
+    try:
+        assert ex.image == "b" and sorted(ex.picker.names) == ["a", "b"]  # no "your image" copy of it
+        np.testing.assert_array_equal(ex.input_image, np.asarray(to_pil(image(1))))
+    finally:
+        ex.close()
+    with pytest.raises(FileNotFoundError, match=r"not found: 'no such sample', nor is it the name of a sample \('a', 'b'\)"):
+        make(img="no such sample")

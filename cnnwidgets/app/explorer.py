@@ -732,7 +732,8 @@ class Explorer(ipw.VBox):
     Args:
         model: a classifier ``nn.Module`` (its output must be one tensor of class scores), or a
             zoo ``Bundle`` (model, preprocessing, class names).
-        image: the first image (path, bytes, PIL image, array, tensor); None: the first sample.
+        image: the first image (path, bytes, PIL image, array, tensor), or the name of a sample
+            (``"star"``: that sample is shown first); None: the first sample.
             With a ``denormalize`` (given, or the bundle's), a float tensor (C, H, W) or (1, C, H, W)
             with values outside [0, 1] (already normalised) is the model input as it is: not
             preprocessed, drawn through ``denormalize``; without ``input_size`` or ``preprocess``,
@@ -893,10 +894,21 @@ class Explorer(ipw.VBox):
             samples, self._samples_problem = _zoo_samples()
         self._samples: dict[str, Any] = dict(samples)
         self._names_set: list[str] = []  # names given to set_image, oldest first
+        if isinstance(image, str) and image in self._samples and not os.path.exists(image):
+            # a sample's name: that sample is shown first, under its own entry (not a copy of it
+            # as "your image" beside the original)
+            self._samples = {image: self._samples[image], **{k: v for k, v in self._samples.items() if k != image}}
+            image = None
         self._user_image = _picker_name(image, self._samples)
         if image is not None:
             # decoded (or downloaded) once here: the size search and the preparation both read it
-            image = self._source(image)
+            try:
+                image = self._source(image)
+            except FileNotFoundError as exc:
+                if not isinstance(image, str) or not self._samples:
+                    raise
+                names = ", ".join(repr(name) for name in self._samples)
+                raise FileNotFoundError(f"{exc}, nor is it the name of a sample ({names})") from None
             self._samples = {self._user_image: image, **self._samples}
         self._images: OrderedDict[int, ImageInput] = OrderedDict()
         self._image_ids = itertools.count(1)
@@ -2226,7 +2238,7 @@ def explore(model: Any = None, image: Any = None, **options: Any) -> Explorer:
         model: an ``nn.Module`` classifier or a zoo ``Bundle``; None: the embedded default
             model (ShapesNet, trained on generated shapes).
         image: path, bytes, PIL image, array or tensor (a normalised one with ``denormalize=``, see
-            :class:`Explorer`); None: a shipped sample image.
+            :class:`Explorer`), or a sample's name (``"star"``); None: a shipped sample image.
         **options: keyword arguments of :class:`Explorer` (``layer``, ``channel``, ``box``,
             ``device``, ``fill``, ``norm``, ``cmap``, ``show_scores``, ``preprocess`` ...).
 
