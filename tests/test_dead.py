@@ -340,3 +340,39 @@ def test_a_convolution_feeding_a_local_response_normalisation_is_scanned_since_i
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LocalResponseNorm(2), nn.ReLU()).eval()
     with Probe(model, input_size=(3, 8, 8)) as probe:
         assert default_dead_layers(probe) == ["0", "2"]
+
+
+class SharedReluBlock(nn.Module):
+    """A ResNet basic block as torchvision writes it: one ReLU module called twice, and an
+    in-place residual addition between the second batch norm and that ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.conv2, self.bn2 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.relu = nn.ReLU()
+        self.negated = nn.Conv2d(3, 3, 1)
+        self.last = nn.ReLU()
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        out = self.relu(out)
+        return self.last(-self.negated(out))  # functional code between a layer and its ReLU
+
+
+def test_zeroed_by_relu_follows_the_tensor_not_the_call_order():
+    from cnnwidgets.methods.dead import zeroed_by_relu
+
+    probe = Probe(SharedReluBlock().eval(), input_size=(3, 8, 8))
+    try:
+        layers = probe.layers
+        assert layers["bn1"].feeds == "relu" and zeroed_by_relu(probe, "bn1")  # a shared ReLU's first call
+        assert layers["conv1"].feeds == "bn1" and not zeroed_by_relu(probe, "conv1")
+        # the residual addition (in place: the same tensor, a new version) comes before the ReLU
+        assert layers["bn2"].feeds == "" and not zeroed_by_relu(probe, "bn2")
+        assert layers["negated"].feeds == "" and not zeroed_by_relu(probe, "negated")  # negated first
+        assert layers["last"].feeds == ""  # the end of the forward
+    finally:
+        probe.close()

@@ -3215,3 +3215,24 @@ def test_a_sample_named_as_the_image_opens_on_that_sample():
         ex.close()
     with pytest.raises(FileNotFoundError, match=r"not found: 'no such sample', nor is it the name of a sample \('a', 'b'\)"):
         make(img="no such sample")
+
+
+def test_dead_marks_follow_a_shared_relu_and_not_past_a_residual_addition():
+    """torchvision's basic block: bn1 goes into the block's one ReLU (called twice), bn2 into an
+    in-place residual addition first. A bn1 channel below zero is dead after the ReLU (marked);
+    a bn2 channel below zero may fire once the identity is added (not marked)."""
+    from tests.test_dead import SharedReluBlock
+
+    block = SharedReluBlock()
+    model = nn.Sequential(block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5)).eval()
+    with torch.no_grad():
+        block.bn1.weight[0], block.bn1.bias[0] = 0.0, -1.0  # zero after the ReLU everywhere
+        block.bn2.weight[0], block.bn2.bias[0] = 0.0, -1e-3  # the image's channel 0 is added to it
+    ex = make(model, layer="0.bn1")
+    try:
+        assert ex.baseline_activations[0].max() < 0 and ex._frame.dead == 1
+        ex.layer = "0.bn2"
+        assert ex.baseline_activations[0].max() < 0 and ex._frame.dead == 0
+        assert "dead" not in ex.grid_caption.value and "no positive value" not in ex.grid_caption.value
+    finally:
+        ex.close()

@@ -124,6 +124,12 @@ class LayerInfo:
             it orders modules as ``order`` does; a module called several times (one pooling
             layer used after each convolution) sits where the output it is captured with is
             made.
+        feeds: the module whose call takes the output of this module's last call as it is (the
+            very tensor, not changed in place in between) as its input, and starts right after
+            that call ends: what the output goes straight into, in a chain of modules. ``""``
+            when the output goes first to code the layer table does not see (functional calls,
+            a residual addition, also in place), to the end of the forward, or when it is not
+            known (a leaf module's output only; inference tensors have no version to compare).
     """
 
     name: str
@@ -141,6 +147,7 @@ class LayerInfo:
     batch_first: bool = True
     conv: bool = False
     last_call: int = -1
+    feeds: str = ""
 
     @property
     def is_conv(self) -> bool:
@@ -644,18 +651,30 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     trail: list[tuple[nn.Module, int | None]] = []
     trail_tensor: list[weakref.ref] = []
     calls_started = [0]
+    feeds: dict[str, str] = {}
+    # the leaf call that ended last: (its name, a weak reference to its output, the output's version then)
+    ended: list[tuple[str, weakref.ref, int] | None] = [None]
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         name = names[module]
         start_order.setdefault(name, len(start_order))
         last_start[name] = calls_started[0]
         calls_started[0] += 1
+        if ended[0] is not None and not any(True for _ in module.children()):
+            before, ref, version = ended[0]
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            # the very tensor the leaf before returned, unchanged since (an in-place residual
+            # addition bumps its version): the output goes straight into this call
+            fed = first is not None and first is ref() and not first.is_inference() and first._version == version
+            feeds[before] = name if fed else ""
+            ended[0] = None
 
     def post_hook(module: nn.Module, args: tuple, output: Any) -> None:
         name = names[module]
         calls[name] = calls.get(name, 0) + 1
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         if not isinstance(output, torch.Tensor):
+            ended[0] = None
             shapes[name] = None
             geometry[name] = None
             batched[name] = True
@@ -671,6 +690,8 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
         batched[name] = output.dim() > 0 and int(output.shape[0]) == batch
         shapes[name] = tuple(output.shape[1:]) if batched[name] else tuple(output.shape)
         if not any(True for _ in module.children()):
+            feeds[name] = ""  # until a call that takes this output is seen to start next
+            ended[0] = None if output.is_inference() else (name, weakref.ref(output), output._version)
             if output in geometry_of and not rule_applies(module):
                 # a leaf whose own forward is not the one the module rule describes (a custom
                 # layer, a conv subclass that pads in forward, a Linear over the width): what
@@ -718,6 +739,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
             batch_first=batched.get(name, True),
             conv=is_convolution(module),
             last_call=last_start.get(name, -1),
+            feeds=feeds.get(name, ""),
         )
     return Discovery(infos, output, activation)
 

@@ -125,26 +125,21 @@ def default_dead_layers(probe: Probe) -> list[str]:
 
 
 def _module_after(probe: Probe, name: str) -> nn.Module | None:
-    """The module whose call starts right after the one call of layer ``name``: what its output
-    goes into in a chain of modules (None for a layer that runs more than once, or whose output
-    goes on to functional code or to the end of the forward)."""
-    layers = probe.layers
-    info = layers[name]
-    if info.calls != 1:
-        return None
-    for other, other_info in layers.items():
-        if other_info.last_call == info.last_call + 1 and other_info.calls > 0:
-            return probe.module(other)
-    return None
+    """The module that takes the output of layer ``name``'s last call as it is, right after it
+    (:attr:`~cnnwidgets.core.layers.LayerInfo.feeds`); None when the output goes to functional
+    code, a residual addition or the end of the forward first."""
+    after = probe.layers[name].feeds
+    return probe.module(after) if after else None
 
 
 def zeroed_by_relu(probe: Probe, name: str) -> bool:
     """Whether a channel of layer ``name`` with no positive value is dead, by what runs after it.
 
-    True when the module called right after the layer is a ``ReLU`` or ``ReLU6`` (which sets
-    every value at or below zero to zero): that channel is then all zero after it. False when
-    anything else follows (a batch norm, which shifts signs, a GELU, functional code the layer
-    table does not see): a channel with no positive value there may still fire further on. The
+    True when the layer's output goes straight into a ``ReLU`` or ``ReLU6`` module (which sets
+    every value at or below zero to zero), also one shared by several layers (a ResNet block's
+    ``relu``): that channel is then all zero after it. False when anything else takes it first
+    (a batch norm, which shifts signs, a GELU, a residual addition, other functional code the
+    layer table does not see): a channel with no positive value there may still fire further on. The
     explorer marks such channels as dead on the image only where this holds (or where the
     layer's output has no negative value, so that "no positive value" means all zero).
 
