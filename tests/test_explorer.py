@@ -3236,3 +3236,31 @@ def test_dead_marks_follow_a_shared_relu_and_not_past_a_residual_addition():
         assert "dead" not in ex.grid_caption.value and "no positive value" not in ex.grid_caption.value
     finally:
         ex.close()
+
+
+class _Fails(nn.Module):
+    active = False
+
+    def forward(self, x):
+        if self.active:
+            raise RuntimeError("deliberate failure in the middle of the model")
+        return x
+
+
+def test_coming_back_to_a_layer_that_failed_says_so_again_and_unfades_the_grid():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), _Fails(), nn.Conv2d(4, 4, 3, padding=1)).eval()
+    ex = make(model, layer="0", show_scores=False)
+    try:
+        assert not ex.status.is_error, ex.status.message
+        ex.probe.model[2].active = True  # the explorer's copy fails past layer 1 from now on
+        ex.layer = "3"
+        assert ex.status.is_error and "deliberate failure" in ex.status.message and not ex.grid_busy
+        computes = ex.stats["computes"]
+        ex.layer = "0"
+        assert not ex.status.is_error and ex.shown_state.layer == "0"
+        ex.layer = "3"  # the same failing request: not computed again, but its error is shown again
+        assert ex.stats["computes"] == computes
+        assert ex.status.is_error and "deliberate failure" in ex.status.message
+        assert not ex.grid_busy  # the grid shows layer 0, plainly: no frame of layer 3 is coming
+    finally:
+        ex.close()

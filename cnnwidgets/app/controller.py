@@ -126,6 +126,7 @@ class Controller(NewestFirstWorker):
         self._model_version = probe.version
         self._computed: Computed | None = None
         self._failed: ComputeRequest | None = None
+        self._failure: BaseException | None = None  # why _failed failed
         self.shown: tuple[ExplorerState, Frame] | None = None
         self._shown_request: Request | None = None
         self._redraws = 0  # grows with every redraw(): a frame drawn before one is not current
@@ -216,12 +217,16 @@ class Controller(NewestFirstWorker):
         computed = self._computed
         if computed is None or computed.key != request.compute:
             if request.compute == self._failed:
-                return  # the same request failed already; wait for a change
+                # the same request failed already: not computed again, but said again (the user
+                # came back to it after another view, which replaced the error on screen)
+                if self._failure is not None and not self._error_shown:
+                    self._report("model", self._failure)
+                return
             try:
                 # while dragging, each occluded input is used once: the probe need not cache it
                 computed = self._compute(request.compute, once=request.render.draft)
             except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
-                self._failed = request.compute
+                self._failed, self._failure = request.compute, exc
                 self.stats.errors += 1
                 if self._superseded(generation):
                     self.stats.dropped += 1  # the newer state is served next, and reports its own errors
