@@ -3264,3 +3264,17 @@ def test_coming_back_to_a_layer_that_failed_says_so_again_and_unfades_the_grid()
         assert not ex.grid_busy  # the grid shows layer 0, plainly: no frame of layer 3 is coming
     finally:
         ex.close()
+
+
+def test_the_occlusion_key_gives_the_largest_change_only_when_it_reads_differently():
+    from cnnwidgets.app.explorer import _occlusion_key
+
+    def key(largest):
+        return _occlusion_key(np.array([[largest, -largest / 2], [np.nan, 0.0]], dtype=np.float32), True)
+
+    assert key(0.3).endswith("full colour = a change of 30.0 points")  # the map's own largest change
+    assert key(0.004).endswith("full colour = a change of 1.0 points (the largest here is 0.4 points)")
+    # 0.97 points rounds to the floor's 1.0: no "1.0 points (the largest here is 1.0 points)"
+    assert key(0.0097).endswith("full colour = a change of 1.0 points")
+    assert key(0.0) == "no place changes it: the map has no colour"
+    assert "full colour" in _occlusion_key(np.zeros((2, 2), dtype=np.float32), False)  # still computing

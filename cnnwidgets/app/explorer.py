@@ -120,6 +120,24 @@ _GRID_KEYS = {
 }
 
 
+def _occlusion_key(drop: np.ndarray, complete: bool) -> str:
+    """What the occlusion map's colours mean, for its caption: full colour at
+    :func:`~cnnwidgets.app.views.occlusion_scale` of ``drop`` (with the largest change when the
+    scale's floor makes full colour a larger change than any on the map)."""
+    finite = np.abs(drop[np.isfinite(drop)])
+    largest = float(finite.max()) if finite.size else 0.0
+    if largest == 0 and complete:
+        # a map without colour: say why, rather than "full colour = a change of 0.0 points"
+        # (an output that ignores the input, e.g. a classifier head initialised to zero)
+        return "no place changes it: the map has no colour"
+    scale = _percent(occlusion_scale(drop), "points")
+    key = ("<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
+           f"<span style='color:#1565c0'>blue</span>: it rises; full colour = a change of {scale}")
+    if _percent(largest, "points") != scale:  # below the floor: say how small the changes are
+        key += f" (the largest here is {_percent(largest, 'points')})"
+    return key
+
+
 def _percent(probability: float, unit: str = "%") -> str:
     """A probability (or a change of one) in percent, as the class scores show them: one
     decimal, and two significant digits below 0.1 (``5.8e-10 %``, not ``0.0 %``)."""
@@ -2019,21 +2037,8 @@ class Explorer(ipw.VBox):
         name = html.escape(self._class_name(result.target))
         if result.occlusion is not None:
             occ = result.occlusion
-            drops = np.abs(occ.drop[np.isfinite(occ.drop)])
-            largest = float(drops.max()) if drops.size else 0.0
-            scale = occlusion_scale(occ.drop)
             box = f"{occ.window[1]}\u00d7{occ.window[0]} {FILL_LABELS.get(request.fill, request.fill)} box"
-            # the same length computing and done (done/total), so that the map under it stays put
-            if largest == 0 and occ.done == occ.total:
-                # a map without colour: say why, rather than "full colour = a change of 0.0 points"
-                # (an output that ignores the input, e.g. a classifier head initialised to zero)
-                key = "no place changes it: the map has no colour"
-            else:
-                key = ("<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
-                       "<span style='color:#1565c0'>blue</span>: it rises; full colour = a change of "
-                       f"{_percent(scale, 'points')}")
-                if largest < scale:  # the floor: small changes stay pale, and the caption says how small
-                    key += f" (the largest here is {_percent(largest, 'points')})"
+            key = _occlusion_key(occ.drop, occ.done == occ.total)
             caption = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when a "
                        f"{box} covers each place (stride {occ.stride[0]}); {key}; the image in gray "
                        f"&middot; {occ.done}/{occ.total} positions")
