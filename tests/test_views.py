@@ -1272,3 +1272,38 @@ def test_a_streaming_occlusion_map_is_redrawn_at_most_every_redraw_seconds(bundl
         np.testing.assert_array_equal(held[-1].heat, every[-1].heat)
     finally:
         ex.close()
+
+
+def test_naming_the_streaming_class_another_way_keeps_the_scan(monkeypatch):
+    """While the top class's occlusion map streams (asked for as None), asking for that class by
+    its index keeps the scan: nothing restarts, and the maps are shown as the new request's."""
+    from cnnwidgets.app import views
+
+    monkeypatch.setattr(views, "REDRAW_SECONDS", 0.0)  # a map per batch
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    image = small_image()
+    shown, asked, renamed = [], [], []
+    runner = None
+
+    def on_result(result):
+        shown.append(result)
+        if not asked and not result.complete:
+            asked.append(request_of("occlusion", target=result.target))  # the same class, by index
+            runner.submit(asked[0])  # (synchronous runner: on its own thread, mid-scan)
+            renamed.append(shown[-1])
+        elif len(renamed) == 1 and not result.complete:
+            runner.submit(request_of("occlusion", target=None))  # back to the first name ...
+            runner.submit(asked[0])  # ... and to the index again: the scan goes on under the last
+            renamed.append(result)
+
+    runner = MethodRunner(model, {1: image}.__getitem__, on_result, no_error, background=False)
+    try:
+        runner.submit(request_of("occlusion", target=None))
+        assert asked and len(renamed) == 2 and runner.runs == 1 and runner.cancelled == 0
+        assert shown[-1].complete and shown[-1].request == asked[0] and runner.result.request == asked[0]
+        assert all(r.request == asked[0] for r in shown[1:])  # the maps after it carry its name
+        assert runner.is_current(asked[0])
+        np.testing.assert_array_equal(runner.result.heat, fresh_map(model, image, asked[0]).heat)
+    finally:
+        runner.close()

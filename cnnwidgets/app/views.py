@@ -285,6 +285,9 @@ class MethodRunner(NewestFirstWorker):
         self._done_key: tuple | None = None
         self._done_version: int | None = None  # the probe's version the shown map was computed with
         self._running_key: tuple | None = None
+        self._running: MethodRequest | None = None  # the request being computed ...
+        self._running_target: int | None = None  # ... the class it resolved to (None: not yet, or none)
+        self._renamed: MethodRequest | None = None  # a request naming that class another way, asked since
         self._top: dict[tuple, int] = {}
         # the last complete occlusion scan that kept every class's probabilities: (its request's key
         # without the target, the probe's version it was computed with, the scan)
@@ -317,10 +320,36 @@ class MethodRunner(NewestFirstWorker):
             return False
         if self._busy:
             # weights that change while it runs make the runner compute it again by itself
-            same = request.key() == self._running_key
+            if request.key() == self._running_key:
+                self._renamed = None  # asked for under its first name again: its maps go by that
+                same = True
+            else:
+                same = self._names_running_class(request)
         else:
             same = request.key() == self._done_key and self._done_version in (None, self._probe_version())
         return same and not self._model_changed()
+
+    def _names_running_class(self, request: MethodRequest) -> bool:
+        """Whether ``request`` differs from the one being computed only in naming its class
+        another way (None for the most probable class, or that class's index). If so, the work
+        in progress is kept and its maps are shown as ``request``'s (called with the lock held)."""
+        running, target = self._running, self._running_target
+        if (running is None or target is None or "target" not in _INPUTS[request.method]
+                or replace(request, target=running.target).key() != running.key()):
+            return False
+        wanted = request.target
+        if wanted is None:
+            wanted = self._top.get((request.image_id, request.device, self._probe_version()))
+        if wanted != target:
+            return False
+        self._renamed = request
+        return True
+
+    def _as_asked(self, request: MethodRequest) -> MethodRequest:
+        """``request``, or the request naming its class another way that was asked for since."""
+        with self._cond:
+            renamed = self._renamed
+        return renamed if renamed is not None and request is self._running else request
 
     def _probe_version(self) -> int | None:
         return None if self._probe is None else self._probe.version
@@ -356,9 +385,11 @@ class MethodRunner(NewestFirstWorker):
     # ------------------------------------------------------------------ the worker
     def _taken(self, item: MethodRequest) -> None:
         self._running_key = item.key()
+        self._running, self._running_target, self._renamed = item, None, None
 
     def _went_idle(self) -> None:
         self._running_key = None
+        self._running = self._running_target = self._renamed = None
 
     def _serve(self, request: MethodRequest, generation: int) -> None:
         if request.method == "none":
@@ -373,8 +404,11 @@ class MethodRunner(NewestFirstWorker):
                     self.cancelled += 1
                     return
                 if result is not None and not self._weights_changed(version):
+                    asked = self._as_asked(request)
+                    if asked is not request:  # asked for again under another name meanwhile
+                        result = replace(result, request=asked)
                     self.result = result
-                    self._done_key = request.key()
+                    self._done_key = asked.key()
                     self._done_version = version
                     self._keep_scan(request, result, version)
                     self._on_result(result)
@@ -434,6 +468,8 @@ class MethodRunner(NewestFirstWorker):
             target = self._top_class(probe, request, x)
             if stop():
                 return None, version
+        with self._cond:
+            self._running_target = target
         reused = self._retargeted(request, target, version, start)
         if reused is None and request.method == "occlusion":
             reused = self._looked_up(request, image, target, version, start)
@@ -564,7 +600,7 @@ class MethodRunner(NewestFirstWorker):
             if not first_preview and now - last_drawn < REDRAW_SECONDS:
                 return  # drawing every batch would take CPU from the scan for pictures nobody can follow
             last_drawn, preview_drawn = now, preview_drawn or partial.preview_ready
-            self.result = _drawn_occlusion(request, image, target, partial, start)
+            self.result = _drawn_occlusion(self._as_asked(request), image, target, partial, start)
             self._on_result(self.result)
 
         # every class's probabilities are kept, for the maps of other target classes (_looked_up)
