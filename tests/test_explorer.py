@@ -3211,6 +3211,14 @@ def test_a_sample_named_as_the_image_opens_on_that_sample():
     try:
         assert ex.image == "b" and sorted(ex.picker.names) == ["a", "b"]  # no "your image" copy of it
         np.testing.assert_array_equal(ex.input_image, np.asarray(to_pil(image(1))))
+        ex.set_image("a")  # set_image takes a sample's name as explore does
+        assert ex.image == "a" and sorted(ex.picker.names) == ["a", "b"]
+        np.testing.assert_array_equal(ex.input_image, np.asarray(to_pil(image(0))))
+        with pytest.raises(FileNotFoundError, match="nor is it the name of a sample"):
+            ex.set_image("c")
+        with pytest.raises(FileNotFoundError) as missing:
+            ex.set_image("imgs/missing.png")  # a path: only the path is wrong
+        assert "sample" not in str(missing.value) and ex.image == "a"
     finally:
         ex.close()
     with pytest.raises(FileNotFoundError, match=r"not found: 'no such sample', nor is it the name of a sample \('a', 'b'\)"):

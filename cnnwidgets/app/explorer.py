@@ -920,13 +920,7 @@ class Explorer(ipw.VBox):
         self._user_image = _picker_name(image, self._samples)
         if image is not None:
             # decoded (or downloaded) once here: the size search and the preparation both read it
-            try:
-                image = self._source(image)
-            except FileNotFoundError as exc:
-                if not isinstance(image, str) or not self._samples:
-                    raise
-                names = ", ".join(repr(name) for name in self._samples)
-                raise FileNotFoundError(f"{exc}, nor is it the name of a sample ({names})") from None
+            image = self._source(image)
             self._samples = {self._user_image: image, **self._samples}
         self._images: OrderedDict[int, ImageInput] = OrderedDict()
         self._image_ids = itertools.count(1)
@@ -1072,10 +1066,19 @@ class Explorer(ipw.VBox):
             ValueError: for a normalised tensor without a ``denormalize`` given, saying how to pass
                 it; and as :func:`~cnnwidgets.app.inputs.to_pil`.
             TypeError: as :func:`~cnnwidgets.app.inputs.to_pil`.
+            FileNotFoundError: for a string that is no file; one that looks like a sample's name
+                (no folder, no extension) is told the samples' names too.
         """
         found = model_input_range(image)
         if found is None:
-            return to_pil(image)
+            try:
+                return to_pil(image)
+            except FileNotFoundError as exc:
+                if not isinstance(image, str) or not self._samples or re.search(r"[/\\]", image) \
+                        or os.path.splitext(image)[1]:
+                    raise
+                names = ", ".join(repr(name) for name in self._samples)
+                raise FileNotFoundError(f"{exc}, nor is it the name of a sample ({names})") from None
         if self._denormalize is not default_denormalize:
             return ModelInput(image)
         raise ValueError(
@@ -1131,7 +1134,8 @@ class Explorer(ipw.VBox):
 
         The image becomes the picker's entry ``name`` (an earlier entry of that name is replaced)
         and is selected: :attr:`image` is ``name``. Without a name, a path or URL is named by its
-        file (``cat.jpg``, unless a sample has that name) and anything else ``"your image"``. The picker keeps the last
+        file (``cat.jpg``, unless a sample has that name) and anything else ``"your image"``; the
+        name of an entry (``"star"``) shows that entry, as :attr:`image` does. The picker keeps the last
         :attr:`MAX_SET_IMAGES` names given here (older ones leave it, with the images they held),
         so a loop over many images does not keep them all in memory.
 
@@ -1140,6 +1144,9 @@ class Explorer(ipw.VBox):
                 is not a non-empty string; the image shown does not change.
         """
         self._check_open()
+        if name is None and isinstance(image, str) and image in self._samples and not os.path.exists(image):
+            self.image = image  # a sample's name, as explore() takes it: that entry is shown
+            return
         if name is None:
             # an image given earlier under that file name is replaced, a sample is not
             given = {*self._names_set, self._user_image}
