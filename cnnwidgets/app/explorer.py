@@ -44,7 +44,9 @@ from cnnwidgets.app.inputs import (
     model_input_range, outside_share, to_pil,
 )
 from cnnwidgets.app.state import ExplorerState
-from cnnwidgets.app.views import METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner, occlusion_scale
+from cnnwidgets.app.views import (
+    METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner, largest_change, occlusion_scale,
+)
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, empty_map_error, unknown_layer_error
 from cnnwidgets.core.probe import (
@@ -113,6 +115,11 @@ def _value(number: float) -> str:
     return f"{number + 0.0:.3g}"
 
 
+def _colour_scale(cmap: str, lo: float, hi: float) -> str:
+    """The colour key of ``cmap`` between the values at its ends, for captions."""
+    return f"{_value(lo)} {_colour_key(cmap)} {_value(hi)}"
+
+
 #: What the grid's colours mean in each normalisation (the range of the "layer" one is given in numbers).
 _GRID_KEYS = {
     "channel": "each tile from its own lowest to its highest value",
@@ -124,8 +131,7 @@ def _occlusion_key(drop: np.ndarray, complete: bool) -> str:
     """What the occlusion map's colours mean, for its caption: full colour at
     :func:`~cnnwidgets.app.views.occlusion_scale` of ``drop`` (with the largest change when the
     scale's floor makes full colour a larger change than any on the map)."""
-    finite = np.abs(drop[np.isfinite(drop)])
-    largest = float(finite.max()) if finite.size else 0.0
+    largest = largest_change(drop)
     if largest == 0 and complete:
         # a map without colour: say why, rather than "full colour = a change of 0.0 points"
         # (an output that ignores the input, e.g. a classifier head initialised to zero)
@@ -912,9 +918,9 @@ class Explorer(ipw.VBox):
             samples, self._samples_problem = _zoo_samples()
         self._samples: dict[str, Any] = dict(samples)
         self._names_set: list[str] = []  # names given to set_image, oldest first
-        if isinstance(image, str) and image in self._samples and not os.path.exists(image):
-            # a sample's name: that sample is shown first, under its own entry (not a copy of it
-            # as "your image" beside the original)
+        if self._names_sample(image):
+            # that sample is shown first, under its own entry (not a copy of it as "your image"
+            # beside the original)
             self._samples = {image: self._samples[image], **{k: v for k, v in self._samples.items() if k != image}}
             image = None
         self._user_image = _picker_name(image, self._samples)
@@ -1057,6 +1063,10 @@ class Explorer(ipw.VBox):
             raise ValueError(f"no image given and no sample images available{why}; pass image=...")
         return next(iter(self._samples.values()))
 
+    def _names_sample(self, image: Any) -> bool:
+        """Whether ``image`` is the name of a sample (a picker entry) and no file of that name exists."""
+        return isinstance(image, str) and image in self._samples and not os.path.exists(image)
+
     def _source(self, image: Any) -> Image.Image | ModelInput:
         """``image`` read once: a picture as an RGB PIL image; a float tensor with values outside
         [0, 1] (normalised) as the model input as it is, when a ``denormalize`` is given (the
@@ -1144,8 +1154,8 @@ class Explorer(ipw.VBox):
                 is not a non-empty string; the image shown does not change.
         """
         self._check_open()
-        if name is None and isinstance(image, str) and image in self._samples and not os.path.exists(image):
-            self.image = image  # a sample's name, as explore() takes it: that entry is shown
+        if name is None and self._names_sample(image):
+            self.image = image  # as explore() takes it: that entry is shown
             return
         if name is None:
             # an image given earlier under that file name is replaced, a sample is not
@@ -1721,7 +1731,7 @@ class Explorer(ipw.VBox):
             return  # drawn while close() ran: nothing is shown any more, and its state is refused
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
-        if _computed_part(state) == _computed_part(self.state()):
+        if self.grid_busy and _computed_part(state) == _computed_part(self.state()):
             self.grid.remove_class("cnnw-busy")
         if self._model_changed_unseen():
             self._on_main_thread(self._follow_model_change_shown)
@@ -1741,8 +1751,7 @@ class Explorer(ipw.VBox):
                   "activation went down, <span style='color:#1f4e9c'>blue</span> where it went up"
                   if state.box is not None
                   else "no change: the occluder is off")
-        lo, hi = frame.value_range
-        scale = f"{_value(lo)} {_colour_key(state.cmap)} {_value(hi)}"
+        scale = _colour_scale(state.cmap, *frame.value_range)
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;{scale} &nbsp;|&nbsp; {change}"
         problem = self._scores_problem(state, frame)
         self._set_note("scores", self.controller.scores_note if state.show_scores else None)
@@ -1783,8 +1792,7 @@ class Explorer(ipw.VBox):
         if info is None:
             return  # the model changed and the layer is gone: its replacement's frame is on the way
         runs = f" &nbsp; output of its last call (it runs {info.calls} times)" if info.calls > 1 else ""
-        lo, hi = frame.value_range
-        key = (f"{_value(lo)} {_colour_key(state.cmap)} {_value(hi)} for every tile" if state.norm == "layer"
+        key = (f"{_colour_scale(state.cmap, *frame.value_range)} for every tile" if state.norm == "layer"
                else f"{_colour_key(state.cmap)} {_GRID_KEYS.get(state.norm, state.norm)}")
         caption = (f"<b>{_layer_html(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; {key} &nbsp; click a "
                    "tile to select its channel")
@@ -2046,6 +2054,7 @@ class Explorer(ipw.VBox):
             occ = result.occlusion
             box = f"{occ.window[1]}\u00d7{occ.window[0]} {FILL_LABELS.get(request.fill, request.fill)} box"
             key = _occlusion_key(occ.drop, occ.done == occ.total)
+            # the same length computing and done (done/total), so that the map under it stays put
             caption = (f"<b>occlusion</b>: change of P({name}) (unoccluded {_percent(occ.unoccluded)}) when a "
                        f"{box} covers each place (stride {occ.stride[0]}); {key}; the image in gray "
                        f"&middot; {occ.done}/{occ.total} positions")

@@ -58,7 +58,7 @@ from cnnwidgets.render.attribution import attribution_overlay, signed_to_rgb
 from cnnwidgets.render.occlusion import occlusion_overlay
 
 __all__ = ["METHODS", "OCCLUSION_SCALE_FLOOR", "SIGNED_METHODS", "MethodRequest", "MethodResult", "MethodRunner",
-           "occlusion_scale"]
+           "largest_change", "occlusion_scale"]
 
 METHODS: tuple[str, ...] = ("none", "occlusion", *OVERLAYS)
 """Method names of the explorer's method panel; ``"none"`` shows nothing and computes nothing."""
@@ -222,15 +222,25 @@ percentage point. A map whose largest change is smaller stays pale instead of bl
 change of 0.0001, say) up to full red and blue."""
 
 
-def occlusion_scale(drop: np.ndarray) -> float:
-    """The change of probability the occlusion map ``drop`` draws in full colour (either sign): its
-    largest absolute value over the computed positions, at least :data:`OCCLUSION_SCALE_FLOOR`.
+def largest_change(drop: np.ndarray) -> float:
+    """The largest absolute value of the occlusion map ``drop`` over its computed positions (0 when
+    none is computed yet).
 
     Args:
         drop: the (rows, cols) drop per position, NaN where not computed yet.
     """
     finite = np.abs(drop[np.isfinite(drop)])
-    return max(float(finite.max()) if finite.size else 0.0, OCCLUSION_SCALE_FLOOR)
+    return float(finite.max()) if finite.size else 0.0
+
+
+def occlusion_scale(drop: np.ndarray) -> float:
+    """The change of probability the occlusion map ``drop`` draws in full colour (either sign): its
+    :func:`largest_change`, at least :data:`OCCLUSION_SCALE_FLOOR`.
+
+    Args:
+        drop: the (rows, cols) drop per position, NaN where not computed yet.
+    """
+    return max(largest_change(drop), OCCLUSION_SCALE_FLOOR)
 
 
 def _drawn_occlusion(

@@ -28,7 +28,7 @@ A module that runs several times per forward pass (the shared ReLU of a torchvis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import NORMALISATION_MODULES
+from cnnwidgets.core.layers import NORMALISATION_MODULES, LayerInfo
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.gradients import readable_layer
@@ -116,7 +116,7 @@ def default_dead_layers(probe: Probe) -> list[str]:
             continue
         module = probe.module(name)
         if isinstance(module, nn.Conv2d):
-            if isinstance(_module_after(probe, name), NORMALISATION_MODULES):
+            if isinstance(_module_after(probe, layers, name), NORMALISATION_MODULES):
                 continue
             names.append(name)
         elif _is_activation(module):
@@ -124,11 +124,12 @@ def default_dead_layers(probe: Probe) -> list[str]:
     return names
 
 
-def _module_after(probe: Probe, name: str) -> nn.Module | None:
+def _module_after(probe: Probe, layers: Mapping[str, LayerInfo], name: str) -> nn.Module | None:
     """The module that takes the output of layer ``name``'s last call as it is, right after it
-    (:attr:`~cnnwidgets.core.layers.LayerInfo.feeds`); None when the output goes to functional
-    code, a residual addition or the end of the forward first."""
-    after = probe.layers[name].feeds
+    (:attr:`~cnnwidgets.core.layers.LayerInfo.feeds` in ``layers``, the probe's layer table, read
+    once by the caller); None when the output goes to functional code, a residual addition or the
+    end of the forward first."""
+    after = layers[name].feeds
     return probe.module(after) if after else None
 
 
@@ -144,10 +145,10 @@ def zeroed_by_relu(probe: Probe, name: str) -> bool:
     layer's output has no negative value, so that "no positive value" means all zero).
 
     Args:
-        probe: the probe whose layer table (call order, after a describe) is read.
+        probe: the probe whose layer table (what each layer's output goes into) is read.
         name: a layer name of ``probe``.
     """
-    return isinstance(_module_after(probe, name), (nn.ReLU, nn.ReLU6))
+    return isinstance(_module_after(probe, probe.layers, name), (nn.ReLU, nn.ReLU6))
 
 
 #: A pass keeps every requested layer's output until it ends (the statistics are read after it):

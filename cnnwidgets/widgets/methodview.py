@@ -172,9 +172,7 @@ class MethodView(w.VBox):
         """Empty the map, caption and progress."""
         self.image.value = b""
         self.caption.value = ""
-        self.bar.value = 0.0
-        self.bar.bar_style = ""
-        self.bar.layout.visibility = "visible"
+        self.progress_to(0, 0)
         self.image.remove_class("cnnw-stale")
 
     def close(self) -> None:
