@@ -1087,6 +1087,15 @@ def counting_scans(monkeypatch) -> list:
     return scans
 
 
+def gated_runner(on_result=lambda result: None, **kw):
+    """``(model, image, runner)``: a seeded GatedNet, a small image (id 1) and a synchronous runner
+    over them that fails the test on any error."""
+    torch.manual_seed(0)
+    model = GatedNet().eval()
+    image = small_image()
+    return model, image, MethodRunner(model, {1: image}.__getitem__, on_result, no_error, background=False, **kw)
+
+
 def fresh_map(model, image, request: MethodRequest):
     """The map a new runner computes for ``request``."""
     runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
@@ -1098,12 +1107,8 @@ def fresh_map(model, image, request: MethodRequest):
 
 
 def test_switching_the_occlusion_target_looks_the_map_up_without_a_scan(monkeypatch):
-    torch.manual_seed(0)
-    model = GatedNet().eval()
-    image = small_image()
     shown, progress = [], []
-    runner = MethodRunner(model, {1: image}.__getitem__, shown.append, no_error,
-                          on_progress=lambda done, total: progress.append((done, total)), background=False)
+    model, image, runner = gated_runner(shown.append, on_progress=lambda done, total: progress.append((done, total)))
     try:
         runner.submit(request_of("occlusion", target=1))
         total = runner.result.occlusion.total
@@ -1131,12 +1136,9 @@ def test_switching_the_occlusion_target_looks_the_map_up_without_a_scan(monkeypa
 
 @pytest.mark.parametrize("method", ["occlusion", "saliency", "grad-cam"])
 def test_the_most_probable_class_as_none_or_by_index_is_computed_once(monkeypatch, method):
-    torch.manual_seed(0)
-    model = GatedNet().eval()
-    image = small_image()
-    top = top_class(model, image.tensor)
     shown = []
-    runner = MethodRunner(model, {1: image}.__getitem__, shown.append, no_error, background=False)
+    model, image, runner = gated_runner(shown.append)
+    top = top_class(model, image.tensor)
     try:
         runner.submit(request_of(method, layer="features.4"))  # target None: the most probable class
         assert runner.runs == 1 and runner.result.target == top
@@ -1157,10 +1159,7 @@ def test_the_most_probable_class_as_none_or_by_index_is_computed_once(monkeypatc
 
 
 def test_new_weights_after_an_occlusion_scan_make_a_target_switch_scan_again(monkeypatch):
-    torch.manual_seed(0)
-    model = GatedNet().eval()
-    image = small_image()
-    runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
+    model, image, runner = gated_runner()
     try:
         runner.submit(request_of("occlusion", target=1))
         scans = counting_scans(monkeypatch)
@@ -1280,11 +1279,7 @@ def test_naming_the_streaming_class_another_way_keeps_the_scan(monkeypatch):
     from cnnwidgets.app import views
 
     monkeypatch.setattr(views, "REDRAW_SECONDS", 0.0)  # a map per batch
-    torch.manual_seed(0)
-    model = GatedNet().eval()
-    image = small_image()
     shown, asked, renamed = [], [], []
-    runner = None
 
     def on_result(result):
         shown.append(result)
@@ -1297,7 +1292,7 @@ def test_naming_the_streaming_class_another_way_keeps_the_scan(monkeypatch):
             runner.submit(asked[0])  # ... and to the index again: the scan goes on under the last
             renamed.append(result)
 
-    runner = MethodRunner(model, {1: image}.__getitem__, on_result, no_error, background=False)
+    model, image, runner = gated_runner(on_result)
     try:
         runner.submit(request_of("occlusion", target=None))
         assert asked and len(renamed) == 2 and runner.runs == 1 and runner.cancelled == 0
