@@ -42,6 +42,9 @@ from cnnwidgets.core.images import COMPOSITED, load_image
 from cnnwidgets.core.probe import channels_last_size_hint
 from cnnwidgets.widgets.controls import FILLS
 
+# Image.Resampling is Pillow >= 9.1; the plain constants (all versions) warn on 9.1-9.3
+_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -171,7 +174,7 @@ def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Im
     height, width = int(size[0]), int(size[1])
     if channels == 1:
         def grayscale(image: Image.Image) -> torch.Tensor:
-            pil = to_pil(image).convert("L").resize((width, height), Image.BILINEAR)
+            pil = to_pil(image).convert("L").resize((width, height), _BILINEAR)
             return torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0)[None]
 
         return grayscale
@@ -185,7 +188,7 @@ def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Im
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def preprocess(image: Image.Image) -> torch.Tensor:
-        pil = to_pil(image).resize((width, height), Image.BILINEAR)
+        pil = to_pil(image).resize((width, height), _BILINEAR)
         x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - mean) / std
 

@@ -1,5 +1,9 @@
 """Torch side: layer discovery, the hook manager (Probe), targets, devices and model hygiene."""
 
+from cnnwidgets.core._compat import check_numpy_bridge
+
+check_numpy_bridge()  # before anything else: a torch built for NumPy 1.x fails here, clearly
+
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.hygiene import ModelSnapshot
 from cnnwidgets.core.layers import LayerInfo
