@@ -157,3 +157,61 @@ def test_the_advice_for_a_dict_output_indexes_it_by_one_of_its_own_keys():
         output_tensor({"a": torch.zeros(1), "b": torch.zeros(1)})
     with pytest.raises(OutputTypeError, match=r"`return self\.model\(x\)\[0\]`"):
         output_tensor((torch.zeros(1, 5), torch.zeros(1, 8)))
+
+
+# ------------------------------------------------------------------ a final softmax or sigmoid module
+class Scaled(nn.Module):
+    """A head whose scores leave the Linear through a function (no layer's output feeds the softmax)."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+        self.softmax = nn.Softmax(dim=1)
+
+    def forward(self, y):
+        return self.softmax(self.head(y) * 2.0)
+
+
+def ending_in(activation: nn.Module, classes: int = 5) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    plain = Net().eval()
+    if classes != 5:
+        plain.head = nn.Linear(8, classes)
+    return plain, nn.Sequential(plain, activation).eval()
+
+
+@pytest.mark.parametrize("activation, classes", [(nn.Softmax(dim=1), 5), (nn.Sigmoid(), 1), (nn.Sigmoid(), 5)])
+def test_a_class_index_scores_the_logit_also_when_the_model_ends_in_a_softmax_or_sigmoid_module(activation, classes):
+    plain, model = ending_in(activation, classes)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    index = classes - 1
+    with Probe(model) as probe:
+        assert probe.output_activation is not None and probe.scores_layer == "0.head"
+        got = saliency(probe, x, index, absolute=False)
+        occ = occlusion_map(probe, x[:1], index, window=8, stride=8, progress=False)
+        cam_map = grad_cam(probe, x, index, "0.features.3")
+        probabilities = probe.logits(x)
+    leaf = x.clone().requires_grad_()
+    logits = plain(leaf)
+    (want,) = torch.autograd.grad(logits[:, index].sum(), leaf)
+    torch.testing.assert_close(got, want)
+    assert occ.unoccluded == pytest.approx(float(logits.detach()[0, index]), rel=1e-5)
+    torch.testing.assert_close(cam_map, grad_cam(plain, x, index, "features.3"))
+    # the output itself stays the probabilities, and their gradient differs from the logit's
+    assert not torch.allclose(probabilities, logits.detach())
+    leaf = x.clone().requires_grad_()
+    (of_probability,) = torch.autograd.grad(activation(plain(leaf))[:, index].sum(), leaf)
+    assert not torch.allclose(of_probability, want)
+
+
+def test_a_softmax_fed_by_a_function_of_the_scores_is_scored_as_it_is():
+    torch.manual_seed(0)
+    plain = Net().eval()
+    model = nn.Sequential(nn.Sequential(plain.features, plain.pool, nn.Flatten()), Scaled(plain.head)).eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with Probe(model) as probe:
+        assert probe.output_activation == "softmax" and probe.scores_layer is None
+        got = saliency(probe, x, 2, absolute=False)
+    leaf = x.clone().requires_grad_()
+    (want,) = torch.autograd.grad(model(leaf)[:, 2].sum(), leaf)
+    torch.testing.assert_close(got, want)

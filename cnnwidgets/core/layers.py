@@ -575,11 +575,14 @@ class Discovery(NamedTuple):
         output_activation: ``"sigmoid"`` or ``"softmax"`` when the tensor the model returned is
             the very output of a final ``nn.Sigmoid`` or ``nn.Softmax`` module (see
             :func:`final_activation`), else None.
+        scores_layer: with such an activation, the leaf layer whose (classes,) output went
+            unchanged into it (the logits), else None.
     """
 
     layers: dict[str, LayerInfo]
     output: Any
     output_activation: str | None
+    scores_layer: str | None = None
 
 
 def final_activation(module: nn.Module, output: torch.Tensor) -> str | None:
@@ -600,19 +603,33 @@ def final_activation(module: nn.Module, output: torch.Tensor) -> str | None:
 
 def _returned_activation(
     output: Any, trail: list[tuple[nn.Module, int | None]], trail_tensor: torch.Tensor | None
-) -> str | None:
+) -> tuple[str | None, nn.Module | None]:
     """The final activation (see :func:`discover`) of a model that returned ``output``, given the
-    last module calls that returned one same tensor, ``trail_tensor``."""
+    last module calls that returned one same tensor, ``trail_tensor``: its kind and its module,
+    or (None, None)."""
     try:
         returned = output_tensor(output)
     except TypeError:
-        return None
+        return None, None
     if not trail or trail_tensor is None or returned is not trail_tensor:
-        return None
+        return None, None
     module, version = trail[0]
     if version is None or returned._version != version:  # changed in place after the module returned it
+        return None, None
+    kind = final_activation(module, returned)
+    return kind, module if kind is not None else None
+
+
+def _scores_layer(infos: dict[str, LayerInfo], activation: str) -> str | None:
+    """The leaf layer whose output went, unchanged, into the final activation module
+    ``activation`` (its only call), when that output is (classes,) per image: the scores the
+    activation turns into probabilities. None otherwise."""
+    if infos[activation].calls != 1:
         return None
-    return final_activation(module, returned)
+    feeding = [info for info in infos.values() if info.feeds == activation and info.is_leaf and info.calls == 1]
+    if len(feeding) != 1 or feeding[0].output_shape is None or len(feeding[0].output_shape) != 1:
+        return None
+    return feeding[0].name
 
 
 def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
@@ -716,7 +733,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     finally:
         for handle in handles:
             handle.remove()
-    activation = _returned_activation(output, trail, trail_tensor[0]() if trail_tensor else None)
+    activation, activation_module = _returned_activation(output, trail, trail_tensor[0]() if trail_tensor else None)
     layouts = _layouts(model, names, example, {n: s for n, s in shapes.items() if batched.get(n, True)})
 
     infos: dict[str, LayerInfo] = {}
@@ -741,7 +758,8 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
             last_call=last_start.get(name, -1),
             feeds=feeds.get(name, ""),
         )
-    return Discovery(infos, output, activation)
+    scores = _scores_layer(infos, names[activation_module]) if activation_module is not None else None
+    return Discovery(infos, output, activation, scores)
 
 
 def _proportional(h: int, w: int, height: int, width: int) -> bool:

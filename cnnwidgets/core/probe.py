@@ -677,6 +677,7 @@ class Probe:
         self._layers: dict[str, LayerInfo] | None = None
         self._layers_size: tuple[int, ...] | None = None
         self._output_activation: str | None = None
+        self._scores_layer: str | None = None
         self._output_reduction = ""
         self._cache: OrderedDict[int, _CacheEntry] = OrderedDict()
         self._cache_serial = 0
@@ -1020,6 +1021,13 @@ class Probe:
         return next(default_input_sizes(self._user_model))
 
     @property
+    def described(self) -> bool:
+        """Whether :attr:`layers` is described at :attr:`input_size` now (reading it would run no
+        discovery pass, unless the user's model changed)."""
+        with self._lock:
+            return self._layers is not None and self._layers_size == self._input_size
+
+    @property
     def layers(self) -> dict[str, LayerInfo]:
         """Every addressable module, ``{name: LayerInfo}``, in execution order.
 
@@ -1059,6 +1067,21 @@ class Probe:
             if self._layers is None:
                 self.layers  # noqa: B018 - describes the model
             return self._output_activation
+
+    @property
+    def scores_layer(self) -> str | None:
+        """For a model that ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module (see
+        :attr:`output_activation`): the layer whose output, (classes,) per image, went unchanged
+        into it: the logits, which class-index targets (``ClassLogit``) score. None for other models,
+        and where no single layer's output went straight into the activation.
+
+        Recorded by the discovery pass, and read as :attr:`output_activation` is.
+        """
+        with self._lock:
+            self._check_open()
+            if self._layers is None:
+                self.layers  # noqa: B018 - describes the model
+            return self._scores_layer
 
     @property
     def output_reduction(self) -> str:
@@ -1111,6 +1134,7 @@ class Probe:
             self._run = previous
         self._layers, output = found.layers, found.output
         self._output_activation = found.output_activation
+        self._scores_layer = found.scores_layer
         self._output_reduction = output_reduction(output)
         self._layers_size = size
         self._input_size = size

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -550,7 +550,9 @@ class ClassLogit:
     ``index`` is one class index for the whole batch (see :func:`as_index` for the accepted
     types; it is stored as an int). A negative index is refused at once; the upper bound needs
     the model's output and is checked when the target is evaluated. ``layer`` names the layer whose
-    output holds the scores; None (the default) reads the model's output.
+    output holds the scores; None (the default) reads the model's output, and for a model that
+    ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module the scores that go into it (the logits, see
+    :func:`logit_target`), when evaluated with a probe (:func:`target_score`, every method).
 
     Raises:
         TypeError: for an index that is not an int (a bool, a float, several indices ...).
@@ -838,13 +840,36 @@ def target_score(probe, x: torch.Tensor, target: Target | int, *, grad: bool = F
             f"target_score needs a cnnwidgets.Probe, got {type(probe).__name__}; wrap the model: "
             "with Probe(model) as probe: target_score(probe, x, target)"
         )
-    target = resolve_target(target)
     grad = as_flag(grad, "grad")
+    target = logit_target(probe, resolve_target(target), x)
     if target.layer is None:
         activation = probe.logits(x, grad=grad)
     else:
         activation = probe.capture(x, [target.layer], grad=grad, channels_first=True)[target.layer]
     return call_target(target, activation, probe=probe, n=x.shape[0])
+
+
+def logit_target(probe, target: Target, x: torch.Tensor) -> Target:
+    """``target`` as it reads the model's logits for the batch ``x``: a :class:`ClassLogit` or
+    :class:`ClassLogits` on the model's output, for a model that ends in an ``nn.Softmax`` or
+    ``nn.Sigmoid`` module, becomes the same target on the layer that feeds that module
+    (:attr:`~cnnwidgets.core.probe.Probe.scores_layer`), so a class index scores the class's logit
+    on every model, not its probability. Every other target is returned as it is (also where the
+    scores layer is not known: the output is then scored as it is).
+
+    For such a target the probe describes its layers at ``x``'s size first, if it has not (the
+    forward that follows would).
+    """
+    if not isinstance(target, (ClassLogit, ClassLogits)) or target.layer is not None:
+        return target
+    from cnnwidgets.core.probe import check_batch
+
+    size = tuple(check_batch(x).shape[1:])
+    if probe.input_size != size or not probe.described:
+        probe.describe(size)
+    if probe.output_activation is not None and probe.scores_layer is not None:
+        return replace(target, layer=probe.scores_layer)
+    return target
 
 
 #: The targets this module defines; their errors say what went wrong themselves.

@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 from cnnwidgets.core.probe import Probe, check_channel_axis, model_error_text, probe_scope, set_memory_format
 from cnnwidgets.core.targets import (
     ClassProbability, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real, call_target,
-    class_probabilities, class_scores, output_tensor, resolve_target, target_score,
+    class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
 
@@ -1001,6 +1001,9 @@ def _scan_with_probe(
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
         reference_version = probe.version  # of the weights that computed it
+        # a class index scores the logit also where a final softmax or sigmoid module follows it
+        target = logit_target(probe, target, image)
+    if target.layer is None:
         if keep_class_probabilities and _keeps_probabilities(reference, rows * cols):
             keep = _kept_outputs(target)
     else:
