@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +116,36 @@ def test_maps_by_hand_on_a_gap_linear_net():
         w = torch.where(g != 0, w, 0.0)
         expected_pp = torch.einsum("nk,nkhw->nhw", w, features).clamp(min=0)
         assert torch.allclose(grad_cam_pp(model, x, c, "relu2"), expected_pp, rtol=1e-5, atol=1e-7)
+
+
+class _SignedNet(nn.Module):
+    """conv (1x1, weight 1) -> global average pool -> fc with weights (+1, -1): a signed feature map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(1, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.fc.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1) + self.conv(x).mean(dim=(2, 3)))
+
+
+def test_grad_cam_pp_warns_when_a_signed_layer_turns_its_weights_over():
+    model = _SignedNet().eval()
+    # conv's sum S = -8.8 and its gradient g = 0.25 (the ReLU passes none of it): 2 + S g < 0, a_k < 0
+    x = torch.tensor([[[[-1.0, -2.0], [-2.0, -3.8]]]])
+    with pytest.warns(RuntimeWarning, match=r"signed.*1 channel.*activations >= 0"):
+        grad_cam_pp(model, x, 0, "conv")
+    # the ReLU after it (the paper's layer) is never signed: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        grad_cam_pp(model, x.abs(), 0, "relu")
+        grad_cam_pp(model, x.abs(), 0, "conv")  # positive activations: a positive denominator
 
 
 def test_cam_is_z_times_unrectified_grad_cam_on_resnet18(resnet18):
@@ -227,6 +259,8 @@ def test_grad_cam_on_channels_last_layers_equals_pytorch_grad_cam_with_a_reshape
         assert nearest_conv_layer(probe, "1.mlp") == "1.mlp"  # a map of its own, no need to fall back
 
 
+# its convolutions' outputs are signed (before their ReLU): the same formula all the same, warned about
+@pytest.mark.filterwarnings("ignore:grad_cam_pp. the layer's activations are signed:RuntimeWarning")
 def test_grad_cam_equals_pytorch_grad_cam_on_trained_tinyvgg(shared_data):
     model, x, labels = load_tinyvgg(shared_data)
     with Probe(model, channels_last=False) as probe:

@@ -51,6 +51,7 @@ uses the maps as the pooling reads them (after the ReLU), so on DenseNet the rel
 from __future__ import annotations
 
 import math
+import warnings
 import numbers
 import threading
 from collections.abc import Sequence
@@ -265,7 +266,9 @@ def grad_cam_pp(
 
     ``w_k = sum_ij a_kij ReLU(g_kij)``, ``a_kij = g_kij^2 / (2 g_kij^2 + g_kij^3 * sum_ab A_kab + eps)``
     with ``g = dy/dA`` (``a_kij = 0`` where ``g_kij = 0`` or the denominator vanishes), and
-    ``L = ReLU(sum_k w_k A_k)``.
+    ``L = ReLU(sum_k w_k A_k)``. The paper takes ``A`` after a ReLU (``A >= 0``); on a layer with
+    signed activations (a convolution before its batch norm, a Hardswish or SiLU output) the
+    denominator can reach zero or below, and a ``RuntimeWarning`` says so when it does.
 
     Args:
         model_or_probe, x, target, layer: as :func:`grad_cam` (the same default layer).
@@ -290,6 +293,18 @@ def grad_cam_pp(
         grad2 = grad * grad
         denominator = 2 * grad2 + activation.sum(dim=(2, 3), keepdim=True) * grad2 * grad + eps
         usable = (grad != 0) & (denominator != 0)
+        # With activations >= 0 (after a ReLU, as the paper assumes) the denominator is positive
+        # wherever the gradient is; a signed layer can drive it to zero or below, and a_kij then
+        # explodes or flips the sign of the channel's weight.
+        flipped = int((usable & (grad > 0) & (denominator <= 0)).any(dim=(2, 3)).sum())
+        if flipped:
+            warnings.warn(
+                f"grad_cam_pp: the layer's activations are signed, and for {flipped} channel(s) the "
+                "denominator of a_kij is <= 0, which makes their weights blow up or change sign. "
+                "Grad-CAM++ assumes activations >= 0: use the layer after the ReLU, or grad_cam",
+                RuntimeWarning,
+                stacklevel=4,  # weigh <- _gradient_map <- grad_cam_pp <- its caller
+            )
         alpha = torch.where(usable, grad2 / torch.where(usable, denominator, torch.ones_like(denominator)), 0.0)
         return (alpha * grad.clamp(min=0)).sum(dim=(2, 3))
 
