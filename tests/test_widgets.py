@@ -181,6 +181,17 @@ def test_score_rows_that_show_the_same_number_keep_their_order():
     assert [r["index"] for r in W.score_rows(np.array([0.3, 0.2, 0.5]), "abc", k=3)] == [2, 0, 1]
 
 
+def test_score_rows_list_the_most_probable_classes_where_many_show_the_same_value():
+    # 1000 classes of about 0.1 % each: the three most probable read 0.2 %, 0.1 % and 0.1 %, as
+    # hundreds of others of lower index do, and are listed all the same (equal readings by index)
+    probs = np.full(1000, 0.00099)
+    probs[[622, 900, 17]] = [0.00175, 0.0013, 0.00104]
+    rows = W.score_rows(probs / probs.sum(), [], k=3)
+    assert [r["index"] for r in rows] == [622, 17, 900]
+    # equal probabilities: the lower indices, in index order
+    assert [r["index"] for r in W.score_rows(np.full(10, 0.1), [], k=3)] == [0, 1, 2]
+
+
 def test_score_bars_pick():
     bars = W.ScoreBars(rows=W.score_rows(np.array([0.2, 0.8]), ["x", "y"]))
     bars.pick(0)

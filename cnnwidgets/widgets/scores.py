@@ -31,10 +31,11 @@ def score_rows(
         pinned: a class always listed (the target), or None.
 
     Returns:
-        ``[{"index", "label", "prob", "delta"}]`` sorted by decreasing probability as shown (in
-        steps of 0.1 %), classes that show the same value by index: rows whose numbers do not
-        change keep their places while the occluder moves. ``delta`` is
-        ``prob - reference[index]`` or None.
+        ``[{"index", "label", "prob", "delta"}]``: the ``k`` classes of highest probability (ties
+        by index), then ``pinned``. They are sorted by decreasing probability as shown (in steps
+        of 0.1 %), classes that show the same value by index: rows whose numbers do not change
+        keep their places while the occluder moves. ``delta`` is ``prob - reference[index]`` or
+        None.
 
     Raises:
         ValueError: for k < 1, a pinned index out of range or a reference of another shape.
@@ -48,8 +49,12 @@ def score_rows(
             raise ValueError(f"reference has shape {reference.shape}, probabilities {probs.shape}")
     if pinned is not None and not 0 <= pinned < probs.size:
         raise ValueError(f"target class {pinned} out of range 0..{probs.size - 1}")
-    shown = np.round(probs * 1000)  # what the bars' numbers show: tenths of a percent
-    order = list(np.argsort(-shown, kind="stable")[:k])
+    # the k most probable classes by their exact probabilities (the one a method explains for
+    # "the most probable class" is always among them, also where many classes show the same
+    # rounded value), listed by the value shown, tenths of a percent, then by index
+    chosen = np.argsort(-probs, kind="stable")[:k]
+    shown = np.round(probs[chosen] * 1000)
+    order = [int(i) for i in chosen[np.lexsort((chosen, -shown))]]
     if pinned is not None and pinned not in order:
         order.append(pinned)
     rows = []
