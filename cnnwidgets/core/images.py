@@ -12,6 +12,7 @@ import http.client
 import io
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnwidgets.core.targets import as_count
 
 __all__ = [
-    "COMPOSITED", "DEFAULT_MAX_SIZE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "MIN_SIZE", "ImageSource",
+    "COMPOSITED", "DEFAULT_MAX_SIZE", "DOWNLOAD_DEADLINE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "MIN_SIZE",
+    "ImageSource",
     "image_to_tensor", "load_image", "max_pixels",
 ]
 
@@ -43,8 +45,16 @@ MIN_SIZE = 8
 DOWNLOAD_LIMIT = 50 * 2**20
 """Largest image file, in bytes, fetched from an ``http(s)://`` address."""
 
-DOWNLOAD_TIMEOUT = 30.0
-"""Seconds to wait for an image server before giving up."""
+DOWNLOAD_TIMEOUT = 10.0
+"""Seconds to wait for an image server to accept the connection, to answer the request, and for each
+next piece of the file, before giving up (a server that never answers fails after this long)."""
+
+DOWNLOAD_DEADLINE = 60.0
+"""Seconds a whole image download may take, from connecting to the last byte. A server that sends the
+file very slowly (a few bytes a second, each piece within :data:`DOWNLOAD_TIMEOUT`) is stopped then,
+instead of blocking the caller (a notebook kernel) for hours."""
+
+_DOWNLOAD_CHUNK = 64 * 2**10  # bytes asked for per read; a read returns whatever has arrived, up to this
 
 _PIL_DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default of Image.MAX_IMAGE_PIXELS (1 GiB / 4 / 3)
 
@@ -70,7 +80,9 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
 
     1. **Source.** A path (``str``/``Path``) is opened with PIL; an ``http://`` or
        ``https://`` address is downloaded first (at most :data:`DOWNLOAD_LIMIT` bytes, waiting
-       at most :data:`DOWNLOAD_TIMEOUT` seconds); characters not allowed in an address
+       at most :data:`DOWNLOAD_TIMEOUT` seconds to connect, for the answer and for each next
+       piece of the file, and at most :data:`DOWNLOAD_DEADLINE` seconds for the whole
+       download); characters not allowed in an address
        (spaces, non-ASCII letters, a ``%`` not followed by two hex digits) in its path or query
        are percent-encoded first, so a pasted ``.../my photo.png`` works. An invalid address,
        an unreachable server, an HTTP error or a broken response raises ``ValueError``. Encoded
@@ -121,7 +133,7 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
     Raises:
         FileNotFoundError: a path that does not exist (the message has the path).
         ValueError: unreadable file, failed download (invalid address, no connection, HTTP error, broken
-            response), unsupported shape/dtype/value range, too small an image, a bad ``size`` (of any
+            response, a timeout or a download slower than :data:`DOWNLOAD_DEADLINE`), unsupported shape/dtype/value range, too small an image, a bad ``size`` (of any
             type, or too large: rule 6), ``min_size < 1`` or ``max_size < min_size``.
         TypeError: an unsupported kind of object, or a ``max_size``/``min_size`` that is not an int.
     """
@@ -203,29 +215,112 @@ def _open(src: Any, max_size: int) -> Image.Image:
 
 
 def _download(url: str) -> bytes:
+    """The file at ``url``: at most :data:`DOWNLOAD_LIMIT` bytes, within :data:`DOWNLOAD_DEADLINE` seconds.
+
+    The socket timeout (:data:`DOWNLOAD_TIMEOUT`) bounds each wait (to connect, for the answer, for the
+    next piece of the file); the body is read piece by piece (each read returns what has arrived) so that
+    the elapsed time is checked between pieces: a server that trickles a few bytes a second is stopped at
+    the deadline. Every failure is a ``ValueError`` that names the address and what to do.
+    """
+    start = time.monotonic()
+    wait = min(DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)
+    yourself = "download the image yourself (in a browser, or with urllib/requests) and pass its path or bytes"
     try:
         request = urllib.request.Request(_quote_url(url), headers={"User-Agent": "cnnwidgets"})
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:  # noqa: S310 - http(s) only
-            data = response.read(DOWNLOAD_LIMIT + 1)
+        response = urllib.request.urlopen(request, timeout=wait)  # noqa: S310 - http(s) only
     except urllib.error.HTTPError as exc:
         raise ValueError(f"could not download the image from {url}: HTTP {exc.code} {exc.reason}") from exc
     except (http.client.InvalidURL, ValueError) as exc:
         raise ValueError(
             f"could not download the image from {url}: not a valid http(s) address ({exc})"
         ) from exc
+    except TimeoutError as exc:  # connected, request sent, no answer (urllib leaves this one unwrapped)
+        raise ValueError(
+            f"could not download the image from {url}: timed out waiting for the server's answer: it accepted "
+            f"the connection but sent no response within {wait:g} s (cnnwidgets.core.images.DOWNLOAD_TIMEOUT); "
+            f"try again later, or {yourself}"
+        ) from exc
+    except urllib.error.URLError as exc:  # urllib wraps what fails while connecting (a timeout too) in this
+        timed_out = isinstance(exc.reason, TimeoutError)
+        raise ValueError(
+            f"could not download the image from {url}: timed out connecting to the server (no connection within "
+            f"{wait:g} s, cnnwidgets.core.images.DOWNLOAD_TIMEOUT); check the address and the network, or {yourself}"
+            if timed_out else
+            f"could not download the image from {url} ({exc.reason}); without a network connection, "
+            "save the image and pass its path"
+        ) from exc
     except http.client.HTTPException as exc:
         raise ValueError(
             f"could not download the image from {url}: the server's response was broken off or malformed ({exc!r})"
         ) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except OSError as exc:
         raise ValueError(
-            f"could not download the image from {url} ({reason}); without a network connection, "
+            f"could not download the image from {url} ({exc}); without a network connection, "
             "save the image and pass its path"
         ) from exc
+    with response:
+        data = _read_body(response, url, start, yourself)
     if len(data) > DOWNLOAD_LIMIT:
         raise ValueError(f"the file at {url} is larger than {DOWNLOAD_LIMIT // 2**20} MiB; save it and pass its path")
     return data
+
+
+def _read_body(response: Any, url: str, start: float, yourself: str) -> bytes:
+    """``response``'s body, at most ``DOWNLOAD_LIMIT + 1`` bytes, read until ``DOWNLOAD_DEADLINE`` after ``start``."""
+    length = response.headers.get("Content-Length", "")
+    expected = int(length) if length.strip().isdigit() else None
+    if expected is not None and expected > DOWNLOAD_LIMIT:
+        raise ValueError(f"the file at {url} is larger than {DOWNLOAD_LIMIT // 2**20} MiB; save it and pass its path")
+    of = f" of {expected:,}" if expected is not None else ""
+    sock = _socket_of(response)
+    pieces: list[bytes] = []
+    received = 0
+    while received <= DOWNLOAD_LIMIT:
+        left = DOWNLOAD_DEADLINE - (time.monotonic() - start)
+        if left <= 0:
+            elapsed = time.monotonic() - start
+            raise ValueError(
+                f"could not download the image from {url}: the download took longer than {DOWNLOAD_DEADLINE:g} s "
+                f"(cnnwidgets.core.images.DOWNLOAD_DEADLINE) and was stopped; only {received:,}{of} bytes arrived in "
+                f"{elapsed:.1f} s; the server is too slow: {yourself}"
+            )
+        wait = min(DOWNLOAD_TIMEOUT, left)
+        if sock is not None:
+            try:
+                sock.settimeout(wait)  # a server that stalls near the deadline is not waited for past it
+            except OSError:
+                sock = None
+        try:
+            piece = response.read1(min(_DOWNLOAD_CHUNK, DOWNLOAD_LIMIT + 1 - received))
+        except TimeoutError as exc:
+            elapsed = time.monotonic() - start
+            if elapsed >= DOWNLOAD_DEADLINE:
+                continue  # reported as the deadline above
+            raise ValueError(
+                f"could not download the image from {url}: timed out while receiving: the server sent nothing for "
+                f"{wait:g} s (cnnwidgets.core.images.DOWNLOAD_TIMEOUT) after {received:,}{of} bytes in {elapsed:.1f} s; "
+                f"try again later, or {yourself}"
+            ) from exc
+        except http.client.HTTPException as exc:
+            raise ValueError(
+                f"could not download the image from {url}: the server's response was broken off or malformed ({exc!r})"
+            ) from exc
+        except OSError as exc:
+            raise ValueError(
+                f"could not download the image from {url} ({exc}) after {received:,}{of} bytes; try again, or "
+                f"{yourself}"
+            ) from exc
+        if not piece:
+            break
+        pieces.append(piece)
+        received += len(piece)
+    return b"".join(pieces)
+
+
+def _socket_of(response: Any) -> Any:
+    """The socket under an ``http.client`` response, to shorten its timeout near the deadline (None if not found)."""
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    return sock if callable(getattr(sock, "settimeout", None)) else None
 
 
 def _quote_url(url: str) -> str:
