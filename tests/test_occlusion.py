@@ -340,43 +340,47 @@ def test_cpu_batches_run_side_by_side_and_give_the_serial_map():
         torch.set_num_threads(before)
 
 
-class FailsOnBatches(nn.Module):
-    """Runs on one image, fails on a batch of several (flattens the batch into one row)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 12 * 12, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x).reshape(1, -1))
-
-
-class LooksUpOnBatches(nn.Module):
-    """Runs on one image; on a batch of several, its own dict lookup fails (a KeyError)."""
+class LooksUpOnOccluded(nn.Module):
+    """Runs on the image; on an occluded one (a fill of -100) its own dict lookup fails (a KeyError)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.fc = nn.Linear(4, 5)
-        self.scales = {1: 1.0}
+        self.scales = {False: 1.0}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x).mean(dim=(2, 3))) * self.scales[x.shape[0]]
+        return self.fc(self.conv(x).mean(dim=(2, 3))) * self.scales[bool((x < -50).any())]
+
+
+class FailsLate(nn.Module):
+    """Runs on any batch; fails once the window covers the bottom-right pixel (a fill of 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x[:, :, -1, -1] == 0).any()):
+            raise ValueError("the bottom-right pixel is 0")
+        return self.fc(self.conv(x).mean(dim=(2, 3)))
 
 
 def test_a_model_error_of_any_type_on_an_occluded_batch_is_named_as_the_models():
     """A bare KeyError from the model read like the package's own "unknown layer" KeyError."""
     x = torch.randn(1, 3, 12, 12)
-    with pytest.raises(RuntimeError, match=r"the model failed on an occluded batch of shape .*: KeyError: 4") as info:
-        occlusion_map(LooksUpOnBatches().eval(), x, 0, window=4, stride=2, batch_size=4, progress=False)
+    with pytest.raises(RuntimeError, match=r"the model failed on an occluded batch of shape .*: KeyError: True") as info:
+        occlusion_map(LooksUpOnOccluded().eval(), x, 0, window=4, stride=2, fill=-100.0, batch_size=4, progress=False)
     assert isinstance(info.value.__cause__, KeyError)
 
 
 def test_errors_in_parallel_batches_and_callbacks_propagate(cpu_threads):
-    x = torch.randn(1, 3, 12, 12)
-    with pytest.raises(RuntimeError, match="the model failed on an occluded batch of shape"):
-        occlusion_map(FailsOnBatches().eval(), x, 0, window=4, stride=2, batch_size=4, progress=False)
+    x = torch.rand(1, 3, 12, 12) + 0.25  # no zeros: only the occluder makes the corner 0
+    with pytest.raises(RuntimeError, match="the model failed on an occluded batch of shape") as info:
+        occlusion_map(FailsLate().eval(), x, 0, window=4, stride=2, fill=0.0, order="raster", batch_size=4,
+                      progress=False)
+    assert isinstance(info.value.__cause__, ValueError)
 
     def callback(result):
         raise KeyError("from the callback")

@@ -596,6 +596,25 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
     return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {model_error_text(exc)}")
 
 
+#: The warning of a scan that goes on one image per forward pass (see ``_scan_with_probe``).
+ONE_IMAGE_WARNING = (
+    "the model failed on a batch of several occluded images but runs on one: it seems to take one image "
+    "per forward pass, so this occlusion map runs image by image, which is slower; pass batch_size=1 "
+    "to silence this warning"
+)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a device running out of memory: a batch too large
+    for the memory left, not a model that takes one image per forward pass."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, torch.OutOfMemoryError) or "out of memory" in str(seen).lower():
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _kept_outputs(target: Target) -> str:
     """How the class probabilities a scan of ``target`` keeps are read from the model's output (see
     :func:`~cnnwidgets.core.targets.class_probabilities`): as the target reads them when it is a
@@ -641,6 +660,15 @@ class _OutputRunner:
             except Exception as exc:  # noqa: BLE001 - the model's own KeyError, ValueError ... too,
                 # named as the model's failure, not to be taken for a KeyError of an unknown layer
                 raise _model_failed(exc, batch) from exc
+            try:
+                shape = tuple(output_tensor(output).shape)
+            except TypeError:  # not a tensor: scores() names it
+                shape = None
+            if shape is not None and shape[:1] != (batch.shape[0],):
+                # a model that takes one image per forward may fold a batch into one output row
+                raise _model_failed(ValueError(
+                    f"its output has shape {shape}: its first dimension must be the batch, one output per image"
+                ), batch)
         return self.scores(output)
 
     def scores(self, output: object) -> _Scores:
@@ -752,7 +780,9 @@ def _fast_model(
                 check = None
         if probe.version != reference_version:
             reference = probe.logits(x)  # the output of the weights the copy took
-        if not bool(torch.isfinite(reference).all()):
+        # an output that is not floating point (a thresholded bool) cannot be compared within a
+        # tolerance either: the model runs unmodified, and the target reads the output or refuses it
+        if not reference.is_floating_point() or not bool(torch.isfinite(reference).all()):
             return _unmodified_copy(probe), None, False  # not kept: see above
         if _copy_key(probe) != key:
             # The weights changed again while the reference was computed: there is no output of
@@ -1019,7 +1049,8 @@ def _scan_with_probe(
     if probe.batch_dependent:
         size = 1  # batch statistics would let the positions of one batch change each other's scores
     # the first batches end exactly at the preview, unless it is a large part of a small grid anyway
-    plan = _batches(total, size, preview if 4 * preview <= total else total)
+    cut = preview if 4 * preview <= total else total
+    plan = _batches(total, size, cut)
 
     # The unoccluded score, through the same path as the occluded ones.
     unoccluded_label: int | None = None
@@ -1101,21 +1132,66 @@ def _scan_with_probe(
         if callback is not None:
             callback(snapshot())
 
+    def run_first_batch() -> None:
+        """Runs the plan's first batch in the calling thread, before any worker starts.
+
+        A model may take only one image per forward pass (``x.view(1, -1)``, an assert on the
+        batch): the unoccluded image ran, but a batch of several fails. The scan then goes on
+        as a scan with ``batch_size=1`` runs from its start (the same copy of the model, order
+        and workers, so the same map), with a warning. When the first image alone fails too,
+        the batch's own error is raised: one image is retried, once per scan.
+        """
+        nonlocal size, plan, runner, parallel_safe, copy_after_preview
+        nonlocal unoccluded, unoccluded_label, unoccluded_probabilities
+        start, end = plan[0]
+        try:
+            result = runner(make_batch(None, start, end)[1])
+        except Exception as exc:  # noqa: BLE001 - retried below on one image, else raised again
+            if end - start == 1 or _out_of_memory(exc):
+                raise
+            error = exc
+        else:
+            handle(start, end, *result)
+            return
+        one_plan = _batches(total, 1, cut)
+        start, end = one_plan[0]
+        try:
+            one_runner, one_safe, first = runner, parallel_safe, None
+            if copy_after_preview:
+                # a scan at batch_size=1 makes the fast copy first and takes the unoccluded score from it
+                model, output, one_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
+                one_runner = _OutputRunner(model, target, probe, keep)
+                first = one_runner(image.clone()) if output is None else one_runner.scores(output)
+            size = 1  # the buffers of the batches made from now on hold one image
+            result = one_runner(make_batch(None, start, end)[1])
+        except Exception:  # noqa: BLE001 - not a matter of the batch size: the batch's own error
+            raise error from error.__cause__
+        if first is not None:
+            first_scores, first_labels, first_probabilities = first
+            unoccluded = float(first_scores[0])
+            if first_labels is not None:
+                unoccluded_label = int(first_labels[0])
+            if first_probabilities is not None and unoccluded_probabilities is not None:
+                unoccluded_probabilities = first_probabilities[0].float().cpu().numpy()
+                unoccluded_probabilities.flags.writeable = False
+        plan, runner, parallel_safe, copy_after_preview = one_plan, one_runner, one_safe, False
+        warnings.warn(ONE_IMAGE_WARNING, RuntimeWarning, stacklevel=5)
+        handle(start, end, *result)
+
     bar = tqdm(total=total, desc="occlusion", unit="pos", disable=not progress)
     try:
-        if stopped_early:
-            stopped = True
-        elif copy_after_preview:
-            stopped = _run_batches(plan[:1], make_batch, runner, handle, cancelled, 1, torch.get_num_threads())
-            stopped = stopped or cancelled()  # no fast copy (about two forward passes) for a scan that stops
+        stopped = stopped_early or cancelled()
+        if not stopped:
+            run_first_batch()  # may re-plan the scan at one image per forward
+        if not stopped and copy_after_preview:
+            stopped = cancelled()  # no fast copy (about two forward passes) for a scan that stops
             if not stopped:
                 model, _, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
-                workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
-                stopped = _run_batches(plan[1:], make_batch, _OutputRunner(model, target, probe, keep), handle,
-                                       cancelled, workers, threads_per_worker, serial_first=False)
-        else:
+                runner = _OutputRunner(model, target, probe, keep)
+        if not stopped:
             workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
-            stopped = _run_batches(plan, make_batch, runner, handle, cancelled, workers, threads_per_worker)
+            stopped = _run_batches(plan[1:], make_batch, runner, handle, cancelled, workers, threads_per_worker,
+                                   serial_first=False)
     finally:
         bar.close()
     return snapshot()
@@ -1180,7 +1256,10 @@ def occlusion_map(
             :attr:`~cnnwidgets.Probe.batch_dependent`); ``None`` picks one: on CPU the largest that
             keeps every activation tensor under 28 MiB, which the allocator then reuses instead
             of mapping fresh pages per batch (9 for resnet18 at 224x224), at most 64; on GPUs up
-            to 128. The map does not depend on it.
+            to 128. The map does not depend on it. A model that takes one image per forward
+            pass (``x.view(1, -1)``, an assert on the batch) fails on the first batch of several
+            images: the scan then goes on one image at a time, with a ``RuntimeWarning`` (pass
+            ``batch_size=1`` for such a model).
         progress: show a tqdm progress bar (``tqdm.auto``: a widget in notebooks); True or False.
         order: ``"coarse_first"`` (default, see :func:`scan_order`) or ``"raster"``.
         callback: called after every batch with a snapshot :class:`OcclusionResult` (unfilled
