@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 __all__ = [
-    "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassLogits", "ClassProbability", "OutputScore", "OutputTypeError", "Target",
+    "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassLogits", "ClassProbability", "OutputDtypeError", "OutputScore", "OutputTypeError", "Target",
     "as_flag",
     "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_seed", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
     "check_finite_activation", "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
-    "output_reduction", "output_tensor", "resolve_target", "single_index", "target_score",
+    "nonfinite_cause", "output_reduction", "output_tensor", "resolve_target", "single_index", "target_score",
 ]
 
 #: The types an index argument may come as (values of other types are refused by :func:`as_index`;
@@ -286,6 +286,40 @@ class OutputTypeError(TypeError):
     """The model's output is not one tensor, nor a container :func:`output_tensor` can read."""
 
 
+class OutputDtypeError(OutputTypeError, ValueError):
+    """The model's output is a tensor, but not of floating-point class scores: a bool (thresholded),
+    integer (class indices) or complex output, refused by :func:`class_scores`.
+
+    An :class:`OutputTypeError` (so a ``TypeError``) and a ``ValueError`` too: code that takes a
+    ``ValueError`` of :func:`class_scores` to mean "not class scores" (and falls back to showing
+    feature maps only, or to a target of the user's own) treats it the same way.
+    """
+
+
+#: What a model whose output is not floating point is told, by dtype kind (see :func:`class_scores`).
+_DTYPE_ADVICE = {
+    "bool": "a bool output looks thresholded (as `logits > 0` gives it): return the scores before the threshold",
+    "integer": "an integer output looks like class indices (as `argmax` gives them) or quantized scores: return "
+               "the scores before the argmax, or dequantize them to float",
+    "complex": "a complex output has no order to rank classes by: return a real score (its real part, or its "
+               "magnitude `.abs()`)",
+}
+
+
+def _require_floating(output: torch.Tensor, what: str) -> None:
+    """Raise :class:`OutputDtypeError` unless ``output`` is a floating-point tensor (float16,
+    bfloat16, float32, float64 ...)."""
+    if output.is_floating_point():
+        return
+    kind = "bool" if output.dtype == torch.bool else "complex" if output.is_complex() else "integer"
+    raise OutputDtypeError(
+        f"{what}: the model's output has dtype {output.dtype}, but class scores must be floating-point logits or "
+        f"probabilities; {_DTYPE_ADVICE[kind]}. Wrap the model in a module whose forward returns float class "
+        "scores of shape (N, classes), or explain this output with a target of your own (a callable with "
+        "`layer = None` that maps it to one float score per image)"
+    )
+
+
 def _read_output(output: object) -> tuple[torch.Tensor | None, str]:
     """The tensor :func:`output_tensor` takes out of ``output`` and where it came from
     (``""`` for a tensor, ``"its 'out' entry"`` ...), or ``(None, what was found instead)``."""
@@ -362,12 +396,18 @@ def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tens
     """The model output ``output`` as class scores (N, classes).
 
     An output of shape (N, classes, 1, 1), as fully convolutional classifiers give before
-    flattening, is read as (N, classes). ``what`` names the caller in the message.
+    flattening, is read as (N, classes). ``what`` names the caller in the message. Every
+    path that reads a model's output as class scores or probabilities (class targets,
+    :func:`class_probabilities`, the explorer's scores, a method's top class) goes through here.
 
     Raises:
+        OutputDtypeError: (a ``TypeError`` and a ``ValueError``) for an output that is not floating
+            point: a bool output (thresholded scores, ``logits > 0``), an integer one (class
+            indices, ``argmax``) or a complex one, naming the dtype and what to return instead.
         ValueError: for any other shape (a segmentation map (N, classes, H, W), an output whose
             batch dimension was flattened away ...), naming the shape.
     """
+    _require_floating(output, what)
     if output.dim() > 2 and all(size == 1 for size in output.shape[2:]):
         output = output.reshape(output.shape[0], output.shape[1])
     if output.dim() != 2:
@@ -488,14 +528,14 @@ def class_probabilities(
         ValueError: for an output that is not class scores (see :func:`class_scores`), an unknown
             ``outputs`` or ``final_activation``, or ``outputs="probabilities"`` with values
             outside [0, 1].
+        OutputDtypeError: (a ``ValueError`` too) for an output that is not floating point (see
+            :func:`class_scores`).
         TypeError: for an ``outputs`` that is not a string.
     """
     outputs = check_output_kind(outputs)
     if final_activation is not None and final_activation not in FINAL_ACTIVATIONS:
         raise ValueError(f"final_activation must be one of {FINAL_ACTIVATIONS} or None, got {final_activation!r}")
     scores = class_scores(output, what)
-    if not scores.is_floating_point():
-        scores = scores.float()
     if outputs == "auto":
         if final_activation is not None or (scores.shape[1] > 1 and _is_distribution(scores)):
             return scores
@@ -526,6 +566,8 @@ _WRITE_A_TARGET = (
 def _check_class_index(index: int, activation: torch.Tensor, what: str, layer: str | None = None) -> torch.Tensor:
     try:
         activation = class_scores(activation, what)
+    except OutputDtypeError:
+        raise  # says what the dtype is and what to return instead
     except ValueError as exc:
         if layer is not None:  # the scores are read at a layer, not at the model's output
             raise ValueError(
@@ -895,8 +937,11 @@ def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int 
             kind of error, saying what the target was given (the tensor's shape, and how a dict
             output was reduced) and the original error.
         ValueError, TypeError: for results that are not (N,) tensors (see :func:`checked_scores`).
-        ValueError: for scores that are NaN or infinite (non-finite weights, say, after a diverged
-            training step), saying for which images and whether the activation was already non-finite.
+        ValueError: for scores that are NaN or infinite, saying for which images and whether the
+            activation was already non-finite, and then why (see :func:`nonfinite_cause`: the
+            probe's model's first non-finite parameter, or its forward on this input).
+        OutputDtypeError: for a class target on a model output that is not floating point (see
+            :func:`class_scores`).
     """
     try:
         if target.layer is None and probe is not None and callable(getattr(target, "probability_score", None)):
@@ -910,22 +955,74 @@ def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int 
             raise
         raise _target_failure(exc, target, activation, probe) from exc
     scores = checked_scores(scores, activation.shape[0] if n is None else n)
-    _require_finite(scores, target, activation)
+    _require_finite(scores, target, activation, _probe_model(probe))
     return scores
 
 
-# What a non-finite model output or activation for a finite input means, and what to check.
-_NON_FINITE_WEIGHTS = (
-    "for a finite input, which points to non-finite weights (has training diverged?); "
-    "check the parameters with torch.isfinite"
-)
+def _probe_model(probe) -> object:
+    """The model ``probe`` runs (its private copy), or None without a probe or when it cannot say."""
+    if probe is None:
+        return None
+    try:
+        return probe.model
+    except Exception:  # noqa: BLE001 - a closed probe: the cause is then told without the weights
+        return None
 
 
-def _require_finite(scores: torch.Tensor, target: Target, activation: object) -> None:
+def nonfinite_cause(model: object = None) -> str:
+    """Why a model gives NaN or inf for a finite input, as a sentence (no final period) to put in a message.
+
+    The model's parameters, then its buffers, are checked in order with one
+    ``torch.isfinite(t).all()`` each (floating-point and complex tensors only), stopping at the
+    first that is not finite; this costs about one pass over the weights, so call it only once
+    something was found not finite.
+
+    Args:
+        model: the ``nn.Module`` that computed the values (for a
+            :class:`~cnnwidgets.core.probe.Probe`, ``probe.model``, its private copy), or None
+            when it is not at hand.
+
+    Returns:
+        * for a model with a non-finite parameter or buffer, that one named: ``"the parameter
+          'fc.weight' holds NaN: the model has non-finite weights (has training diverged?)"``;
+        * for a model whose parameters and buffers are all finite: that its forward computed
+          the NaN or inf from this input (an operation such as log, sqrt or a division of this
+          input's values), not its weights;
+        * for ``model=None`` (or an object without parameters to check): both possibilities, briefly.
+
+    Example:
+        ``raise ValueError(f"the output is NaN for a finite input: {nonfinite_cause(model)}")``
+    """
+    named = getattr(model, "named_parameters", None), getattr(model, "named_buffers", None)
+    if not all(callable(f) for f in named):
+        return (
+            "either the model has non-finite weights (has training diverged? check its parameters with "
+            "torch.isfinite) or its forward computes NaN or inf from this input (an operation such as log, "
+            "sqrt or a division of the input's values)"
+        )
+    with torch.no_grad():
+        for kind, tensors in (("parameter", named[0]()), ("buffer", named[1]())):
+            for name, tensor in tensors:
+                if not isinstance(tensor, torch.Tensor) or tensor.is_meta:
+                    continue
+                if not (tensor.is_floating_point() or tensor.is_complex()) or bool(torch.isfinite(tensor).all()):
+                    continue
+                value = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
+                return f"the {kind} {name!r} holds {value}: the model has non-finite weights (has training diverged?)"
+    return (
+        "every parameter and buffer of the model is finite, so its forward computed NaN or inf from this input "
+        "(an operation such as log, sqrt or a division of this input's values: an occluded or edited image "
+        "can reach values the model does not expect)"
+    )
+
+
+def _require_finite(scores: torch.Tensor, target: Target, activation: object, model: object = None) -> None:
     """Raise ``ValueError`` when some of ``scores`` are NaN or infinite, saying for which images and why.
 
     A method fed non-finite scores returns all-NaN maps (or, for occlusion, an empty heatmap)
-    without a word; this check costs one reduction over N numbers.
+    without a word; this check costs one reduction over N numbers. ``model`` (the probe's
+    private copy, or None) is checked by :func:`nonfinite_cause` only when the activation itself
+    is not finite.
     """
     with torch.no_grad():
         finite = torch.isfinite(scores)
@@ -937,7 +1034,7 @@ def _require_finite(scores: torch.Tensor, target: Target, activation: object) ->
     shown = ", ".join(str(i) for i in images[:10]) + (", ..." if len(images) > 10 else "")
     plural = "s" if len(images) != 1 else ""
     why = (
-        f"{source} itself is not finite {_NON_FINITE_WEIGHTS}"
+        f"{source} itself is not finite for a finite input: {nonfinite_cause(model)}"
         if broken
         else f"{source} is finite, so the target computes NaN or inf from it (a log of 0, a division by 0?)"
     )
@@ -977,12 +1074,16 @@ def empty_map_message(layer: str | None, shape: str, size: str = "") -> str:
             "a larger input")
 
 
-def check_finite_activation(activation: torch.Tensor, layer: str | None, what: str) -> None:
+def check_finite_activation(
+    activation: torch.Tensor, layer: str | None, what: str, *, model: object = None
+) -> None:
     """Refuse an ``activation`` of ``layer`` (or, for ``layer=None``, a model output) that holds NaN or inf.
 
-    The inputs a probe runs are checked finite, so such values come from the model: usually
-    non-finite weights (a diverged training step). One ``isfinite(...).all()`` on a tensor
-    already computed when all is well; ``what`` names the method in the message.
+    The inputs a probe runs are checked finite, so such values come from the model: non-finite
+    weights (a diverged training step), or a forward that computes them from this input. One
+    ``isfinite(...).all()`` on a tensor already computed when all is well; ``what`` names the
+    method in the message. ``model`` (the model that computed ``activation``, e.g. ``probe.model``)
+    lets the message say which of the two it is (see :func:`nonfinite_cause`); without it both are named.
 
     Raises:
         ValueError: saying where, how many values, and what to check.
@@ -994,7 +1095,7 @@ def check_finite_activation(activation: torch.Tensor, layer: str | None, what: s
     where = "the model's output is" if layer is None else f"the model's activations at layer {layer!r} are"
     raise ValueError(
         f"{what} needs finite activations, but {where} not finite ({count} of {activation.numel()} values are NaN "
-        f"or inf) {_NON_FINITE_WEIGHTS}"
+        f"or inf) for a finite input: {nonfinite_cause(model)}"
     )
 
 
@@ -1002,12 +1103,18 @@ def checked_scores(scores: object, n: int | None = None) -> torch.Tensor:
     """A target's result ``scores``, checked: a floating-point tensor of shape (N,), one score per image.
 
     Raises:
-        TypeError: for anything but a tensor (a Python number, a numpy array ...).
+        TypeError: for anything but a tensor (a Python number, a numpy array ...), or a complex
+            tensor (casting it to float would drop its imaginary part).
         ValueError: for another shape (N is checked when ``n`` is given).
     """
     if not isinstance(scores, torch.Tensor):
         raise TypeError(
             f"a target must return a tensor of one score per image, shape (N,); got a {type(scores).__name__}"
+        )
+    if scores.is_complex():
+        raise TypeError(
+            f"a target must return real scores, one per image; got dtype {scores.dtype}: return its real part "
+            "(.real) or its magnitude (.abs())"
         )
     if scores.dim() != 1 or (n is not None and scores.shape[0] != n):
         expected = "(N,)" if n is None else f"({n},)"
