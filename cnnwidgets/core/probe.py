@@ -278,6 +278,113 @@ def _add_hook_dicts(model: nn.Module, memo: dict[int, Any]) -> None:
         hooks[key] = copy.deepcopy(hook, memo)
 
 
+def _hook_name(hook: Any) -> str:
+    """A short name for a hook: its function's name (``<lambda>`` for a lambda), else its class's."""
+    func = getattr(hook, "func", hook)  # functools.partial
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return str(name).rsplit(".<locals>.", 1)[-1]
+
+
+def _where(name: str, module: nn.Module) -> str:
+    """A module as messages name it: ``'features.0' (Conv2d)``, or ``the model (ResNet)`` for the root."""
+    return f"the model ({type(module).__name__})" if not name else f"{name!r} ({type(module).__name__})"
+
+
+def user_forward_hooks(model: nn.Module) -> tuple[str, ...]:
+    """The forward hooks and forward pre-hooks registered on ``model``'s modules that a
+    :class:`Probe`'s private copy does not run, one short string each, outermost module first
+    and pre-hooks before hooks, as ``"forward pre-hook <lambda> on the model (Sequential)"`` or
+    ``"forward hook add_prior on '4' (Linear)"``. The hooks that keep the model working
+    (pruning, ``weight_norm``, ``spectral_norm``), which the copy keeps, are not listed."""
+    found: list[str] = []
+    for name, module in model.named_modules():
+        state = vars(module)
+        where = _where(name, module)
+        for attr, kind in (("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook")):
+            hooks = state.get(attr)
+            if isinstance(hooks, dict):
+                found += [f"{kind} {_hook_name(h)} on {where}" for h in hooks.values() if not _keeps_model_working(h)]
+    return tuple(found)
+
+
+def _type_name(value: object) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+#: What a module keeps apart from its plain attributes: tensors the copy converts itself, submodules
+#: checked on their own, and the hook dicts it never copies (the hooks it keeps are checked one by one).
+_NOT_ATTRIBUTES = frozenset(
+    ("_parameters", "_buffers", "_modules", "_forward_pre_hooks_with_kwargs") + _DROPPED_HOOKS + _FILTERED_HOOKS
+)
+
+
+def _uncopyable_parts(model: nn.Module, most: int = 3) -> list[str]:
+    """The first (at most ``most``) attributes of ``model``'s modules that ``copy.deepcopy``
+    refuses, as ``"body.lock (_thread.lock)"``, and the kept hooks it refuses (a pruning method
+    holding a lock), as ``"0._forward_pre_hooks[0] (LockedPruning)"``. Each is copied alone, with
+    the model's modules and tensors taken as they are, so the check costs little more than the
+    attributes' own size."""
+    as_is: dict[int, Any] = {}
+    for module in model.modules():
+        as_is[id(module)] = module
+        for t in (*module._parameters.values(), *module._buffers.values()):
+            if t is not None:
+                as_is[id(t)] = t
+    found: list[str] = []
+
+    def refused(value: Any) -> bool:
+        try:
+            copy.deepcopy(value, dict(as_is))
+        except Exception:  # noqa: BLE001 - any failure is what is looked for
+            return True
+        return False
+
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        state = vars(module)
+        for attr, value in state.items():
+            if attr in _NOT_ATTRIBUTES or isinstance(value, (torch.Tensor, nn.Module, int, float, str, bytes, type(None))):
+                continue
+            if refused(value):
+                found.append(f"{prefix}{attr} ({_type_name(value)})")
+                if len(found) >= most:
+                    return found
+        for attr in _FILTERED_HOOKS:
+            hooks = state.get(attr)
+            for key, hook in (hooks.items() if isinstance(hooks, dict) else ()):
+                if _keeps_model_working(hook) and refused(hook):
+                    found.append(f"{prefix}{attr}[{key}] ({_type_name(hook)})")
+                    if len(found) >= most:
+                        return found
+    return found
+
+
+def _copy_error(model: nn.Module, exc: Exception) -> TypeError:
+    """The error for ``model`` failing to be deep-copied with ``exc``: it names the attributes that
+    cannot be copied, when it finds them, and the ways out."""
+    try:
+        parts = _uncopyable_parts(model)
+    except Exception:  # noqa: BLE001 - the search is a courtesy; the error is raised anyway
+        parts = []
+    text = f"cannot copy the model for safe inspection ({type(exc).__name__}: {exc}); "
+    if parts:
+        which = "this attribute" if len(parts) == 1 else "these attributes"  # a kept hook is one too
+        text += (
+            f"what cannot be copied is in {which}: {', '.join(parts)}. The Probe works on a private "
+            "copy so that your model is never changed; remove the attribute or move it off the module before "
+            "exploring (keep it next to the model instead), give its class a __deepcopy__ method, or pass a "
+            "model without it"
+        )
+    else:
+        text += (
+            "the Probe works on a private copy so that your model is never changed; remove what cannot be "
+            "copied (a lock, an open file, a generator, a trainer or logger) from the model's modules before "
+            "exploring, give its class a __deepcopy__ method, or pass a model without it"
+        )
+    return TypeError(text)
+
+
 def _scripted_submodules(model: nn.Module) -> list[str]:
     """Qualified names of the TorchScript modules (``torch.jit.script`` / ``torch.jit.trace``) inside
     ``model``, outermost first (the modules inside them are not listed)."""
@@ -605,7 +712,10 @@ class Probe:
 
     Hooks registered on the model's modules (forward, backward, state-dict and load hooks)
     stay on the user's model only and do not fire during the probe's passes; they are not
-    copied either. The hooks that compute a weight before each forward (``weight_norm``,
+    copied either. A forward hook or forward pre-hook that changes what a module computes or
+    sees (a root pre-hook that normalises the input, a hook that adds a prior to the head's
+    output) thus makes the probe's results differ from ``model(x)``: :attr:`user_hooks` lists
+    those the copy does not run. The hooks that compute a weight before each forward (``weight_norm``,
     ``spectral_norm``, pruning) are copied with it. Global module hooks, registered with
     ``torch.nn.modules.module.register_module_forward_hook`` or another
     ``register_module_*`` function, do fire, since PyTorch applies them to every module, the
@@ -753,10 +863,7 @@ class Probe:
             _add_hook_dicts(self._user_model, memo)  # the user's hooks are left out, not copied
             clone = copy.deepcopy(self._user_model, memo)
         except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be copied
-            raise TypeError(
-                f"cannot copy the model for safe inspection ({type(exc).__name__}: {exc}); "
-                "the Probe works on a private copy so that your model is never changed"
-            ) from exc
+            raise _copy_error(self._user_model, exc) from exc
         for module in clone.modules():
             if isinstance(getattr(module, "inplace", None), bool):
                 module.inplace = False
@@ -1005,6 +1112,23 @@ class Probe:
         :func:`batch_dependent_layers`). When there are any, every batch is run one image at a
         time, so that each image's outputs are its own, as if it were passed alone."""
         return self._batch_dependent
+
+    @property
+    def user_hooks(self) -> tuple[str, ...]:
+        """The forward hooks and forward pre-hooks on the user's model that the private copy does
+        not run: a tuple of short human-readable strings, one per hook, e.g.
+        ``("forward pre-hook <lambda> on the model (Sequential)", "forward hook add_prior on '4' (Linear)")``;
+        empty when there are none, and on a closed probe.
+
+        Such a hook changes what ``model(x)`` computes but not what the probe computes, so the
+        probe's activations and scores may differ from ``model(x)``. Read from the user's model
+        at each access (a walk over its modules), so hooks added or removed since the probe was
+        made are seen. Not listed: the hooks the copy keeps (pruning, ``weight_norm``,
+        ``spectral_norm``); global hooks (``register_module_forward_hook`` ...), which fire on the
+        copy too; and backward and state-dict hooks, which leave the forward pass alone.
+        """
+        model = self._user_model
+        return () if model is None else user_forward_hooks(model)
 
     @property
     def input_size(self) -> tuple[int, ...]:

@@ -1,0 +1,178 @@
+"""The Probe's private copy: the user's hooks it does not run, and models it cannot copy."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from cnnwidgets import Probe
+
+
+def head_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    ).eval()
+
+
+def scale_input(module, args):
+    return (args[0] * 10,)
+
+
+def add_prior(module, args, output):
+    return output + torch.arange(10.0)
+
+
+# ---------------------------------------------------------------------- user_hooks
+
+
+def test_user_hooks_list_exactly_the_forward_hooks_and_pre_hooks_the_copy_does_not_run():
+    model = head_net()
+    model.register_forward_pre_hook(scale_input)
+    model[4].register_forward_hook(add_prior)
+    model[0].register_forward_hook(lambda module, args, output: None)
+    x = torch.rand(1, 3, 16, 16)
+    with Probe(model, device="cpu") as probe:
+        assert probe.user_hooks == (
+            "forward pre-hook scale_input on the model (Sequential)",
+            "forward hook <lambda> on '0' (Conv2d)",
+            "forward hook add_prior on '4' (Linear)",
+        )
+        # what the listing explains: the probe's scores are not model(x)'s
+        with torch.no_grad():
+            assert not torch.allclose(probe.logits(x), model(x))
+
+
+def test_user_hooks_is_an_empty_tuple_for_a_model_without_hooks_and_ignores_other_kinds():
+    model = head_net()
+    model[0].register_full_backward_hook(lambda module, grad_in, grad_out: None)
+    model.register_state_dict_pre_hook(lambda module, prefix, keep_vars: None)
+    with Probe(model, device="cpu") as probe:
+        assert probe.user_hooks == ()
+        assert isinstance(probe.user_hooks, tuple)
+
+
+def test_user_hooks_leave_out_pruning_and_weight_norm_which_the_copy_keeps():
+    model = head_net()
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    with warnings.catch_warnings():  # deprecated, still in use, and a hook the copy keeps
+        warnings.simplefilter("ignore", FutureWarning)
+        nn.utils.weight_norm(model[4])
+    model[4].register_forward_pre_hook(lambda module, args: None)
+    with Probe(model, device="cpu") as probe:
+        assert probe.user_hooks == ("forward pre-hook <lambda> on '4' (Linear)",)
+
+
+def test_user_hooks_follow_the_user_s_model_and_are_empty_once_closed():
+    model = head_net()
+    probe = Probe(model, device="cpu")
+    assert probe.user_hooks == ()
+    handle = model[2].register_forward_pre_hook(scale_input, with_kwargs=False)
+    assert probe.user_hooks == ("forward pre-hook scale_input on '2' (AdaptiveAvgPool2d)",)
+    handle.remove()
+    assert probe.user_hooks == ()
+    model.register_forward_hook(add_prior)
+    probe.close()
+    assert probe.user_hooks == ()
+
+
+def test_global_module_hooks_fire_on_the_copy_and_are_not_listed():
+    from torch.nn.modules import module as torch_module
+
+    handle = torch_module.register_module_forward_hook(lambda module, args, output: None)
+    try:
+        with Probe(head_net(), device="cpu") as probe:
+            assert probe.user_hooks == ()
+    finally:
+        handle.remove()
+
+
+def test_the_probe_docstring_tells_of_user_hooks():
+    doc = " ".join(Probe.__doc__.split())
+    assert ":attr:`user_hooks`" in doc and "model(x)" in doc
+    assert "tuple" in Probe.user_hooks.__doc__
+
+
+# ---------------------------------------------------------------------- models that cannot be copied
+
+
+class Body(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.lock = threading.Lock()
+        self.size = 8
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class Locked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = Body()
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+def test_a_model_holding_a_lock_is_refused_with_the_attribute_and_the_ways_out():
+    model = Locked().eval()
+    with pytest.raises(TypeError) as info:
+        Probe(model, device="cpu")
+    message = str(info.value)
+    assert message.startswith("cannot copy the model for safe inspection (TypeError: cannot pickle")
+    assert "what cannot be copied is in this attribute: body.lock (_thread.lock). " in message
+    assert "remove the attribute or move it off the module" in message
+    assert "__deepcopy__" in message and "pass a model without it" in message
+    assert isinstance(info.value.__cause__, TypeError)
+    assert "_thread.lock" in str(info.value.__cause__)
+    # the user's model is left as it was
+    assert isinstance(model.body.lock, type(threading.Lock()))
+
+
+def test_a_generator_attribute_on_the_root_module_is_named():
+    model = head_net()
+    model.numbers = (i for i in range(3))
+    with pytest.raises(TypeError, match=r"in this attribute: numbers \(generator\)\."):
+        Probe(model, device="cpu")
+
+
+def test_several_uncopyable_attributes_are_named_in_order(tmp_path):
+    model = Locked().eval()
+    with open(tmp_path / "log.txt", "w") as log:
+        model.fc.log = log
+        with pytest.raises(TypeError, match=r"in these attributes: body\.lock \(_thread\.lock\), "
+                                            r"fc\.log \(_io\.TextIOWrapper\)\."):
+            Probe(model, device="cpu")
+
+
+def test_a_kept_pruning_hook_that_cannot_be_copied_is_named():
+    class LockedPruning(prune.BasePruningMethod):
+        PRUNING_TYPE = "unstructured"
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def compute_mask(self, t, default_mask):
+            return default_mask
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    LockedPruning.apply(model[0], "weight")
+    with pytest.raises(TypeError, match=r"cannot pickle.*in this attribute: 0\._forward_pre_hooks\[\d+\] "
+                                        r"\(.*LockedPruning\)"):
+        Probe(model, device="cpu")
+
+
+def test_a_user_hook_holding_a_lock_is_not_copied_and_does_not_stop_the_probe():
+    model = head_net()
+    lock = threading.Lock()
+    model[4].register_forward_hook(lambda module, args, output, lock=lock: None)
+    with Probe(model, device="cpu") as probe:
+        assert probe.user_hooks == ("forward hook <lambda> on '4' (Linear)",)
