@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 import threading
@@ -1237,6 +1238,69 @@ def test_close_while_busy_returns():
     ex.box = (5, 5, 8, 8)
     ex.close()
     assert not ex.controller._thread.is_alive()
+
+
+class _Stuck(nn.Module):
+    """Tiny's layers; its forward blocks until ``release`` is set, once ``stuck`` is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Tiny().eval()
+        self.stuck = threading.Event()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __deepcopy__(self, memo):  # the probe's copy shares the events (and copies the layers)
+        twin = _Stuck.__new__(_Stuck)
+        nn.Module.__init__(twin)
+        twin.inner = copy.deepcopy(self.inner, memo)
+        twin.stuck, twin.release, twin.entered = self.stuck, self.release, self.entered
+        return twin
+
+    def forward(self, x):
+        if self.stuck.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        return self.inner(x)
+
+
+def test_close_does_not_wait_for_a_long_forward_and_frees_the_copy_once_it_returns(monkeypatch):
+    from cnnwidgets.app import worker
+
+    monkeypatch.setattr(worker, "CLOSE_WAIT", 0.2)
+    model = _Stuck().eval()
+    ex = make(model, box=(0, 0, 8, 8), background=True)
+    assert ex.wait_idle(60)
+    thread, probe = ex.controller._thread, ex.probe
+    model.stuck.set()
+    ex.box = (5, 5, 8, 8)
+    assert model.entered.wait(30)  # the worker is inside the forward now
+    start = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="forward pass of the model was still running after 0.2 s"):
+        ex.close()
+    assert time.perf_counter() - start < 5  # it did not wait for the forward (30 s)
+    assert thread.is_alive() and not probe.closed
+    model.release.set()
+    thread.join(30)
+    assert not thread.is_alive() and probe.closed  # freed by the worker once the forward returned
+    assert sum(hook_count(m) for m in model.modules()) == 0
+
+
+def test_the_status_line_says_that_the_models_own_forward_hooks_do_not_run():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    handle = model.features[0].register_forward_hook(lambda module, args, out: out * 2)
+    ex = make(model)
+    try:
+        assert "own forward hooks do not run here (forward hook <lambda> on 'features.0' (Conv2d))" in ex.status.message
+    finally:
+        ex.close()
+    handle.remove()
+    ex = make(model)
+    try:
+        assert "hooks" not in ex.status.message
+    finally:
+        ex.close()
 
 
 def test_explorer_threads_do_not_accumulate():
@@ -2622,7 +2686,7 @@ def test_a_nan_class_score_is_an_error_in_the_status_line_not_a_map_with_a_capti
         assert ex.wait_idle(60)
         assert ex.status.is_error and "score is not finite (NaN or inf)" in ex.status.message
         assert ex.method_result is None and "failed" in ex.method_view.caption.value
-        assert "nan" not in ex.method_view.caption.value.lower().replace("nan or inf", "")
+        assert "nan" not in ex.method_view.caption.value.lower().replace("nan or inf", "").replace("holds nan", "")
     finally:
         ex.close()
 

@@ -31,6 +31,7 @@ import torch
 from cnnwidgets.app.frames import Baseline, Computed, Frame, LayerGeometry, LayoutCache, render_frame
 from cnnwidgets.app.inputs import ImageInput
 from cnnwidgets.app.state import ComputeRequest, ExplorerState, Request, resolve
+from cnnwidgets.app import worker as _worker
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.device import resolve_device
 from cnnwidgets.core.probe import Probe
@@ -155,16 +156,24 @@ class Controller(NewestFirstWorker):
             self._shown_request = None
             self._redraws += 1
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float | None = None) -> bool:
         """Stop the worker and close the probe (its private model copy and hooks).
 
         Args:
-            timeout: seconds to wait for the worker thread to finish the work in progress.
+            timeout: seconds to wait for the worker thread to finish the work in progress
+                (None: :data:`~cnnwidgets.app.worker.CLOSE_WAIT`).
+
+        Returns:
+            True when everything was freed now; False when a forward pass was still running
+            after ``timeout``: the worker thread closes the probe once it returns.
         """
-        self._stop(timeout)
-        self.probe.close()
-        self._baselines.clear()
-        self._computed = None
+
+        def release() -> None:
+            self.probe.close()
+            self._baselines.clear()
+            self._computed = None
+
+        return self._stop_and_release(_worker.CLOSE_WAIT if timeout is None else timeout, release)
 
     # ------------------------------------------------------------------ the worker
     def _stale(self, request: Request, generation: int) -> bool:

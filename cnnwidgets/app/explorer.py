@@ -37,6 +37,7 @@ import traitlets as t
 from PIL import Image
 from torch import nn
 
+from cnnwidgets.app import worker as _worker
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
 from cnnwidgets.app.inputs import (
@@ -53,7 +54,9 @@ from cnnwidgets.core.probe import (
     ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
     trained_input_size,
 )
-from cnnwidgets.core.targets import as_count, as_index, check_output_kind, class_scores, output_tensor, single_index
+from cnnwidgets.core.targets import (
+    as_count, as_index, check_output_kind, class_scores, nonfinite_cause, output_tensor, single_index,
+)
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.summary import has_spatial_map
 from cnnwidgets.render.colormaps import SEQUENTIAL, colormap_strip
@@ -483,8 +486,9 @@ def _computed_part(state: ExplorerState) -> tuple:
     return state.layer, state.image_id, state.device
 
 
-def _nonfinite_note(layer: str, frame: Frame) -> str | None:
-    """What a frame with NaN or infinite values shows wrongly, and the likely cause; None when all is finite."""
+def _nonfinite_note(layer: str, frame: Frame, probe: Probe | None = None) -> str | None:
+    """What a frame with NaN or infinite values shows wrongly, and why (:func:`nonfinite_cause` of
+    the ``probe``'s copy, whose weights computed it); None when all is finite."""
     bad = frame.computed.baseline.nonfinite
     probs = frame.computed.probs
     parts = []
@@ -495,8 +499,18 @@ def _nonfinite_note(layer: str, frame: Frame) -> str | None:
         parts.append("the class scores are NaN")
     if not parts:
         return None
-    return ("; ".join(parts) + ": likely non-finite weights (a diverged training step?), or a layer that "
-            "overflows (log of 0, exp of a large value)")
+    model = probe.model if probe is not None and not probe.closed else None
+    return "; ".join(parts) + ": " + nonfinite_cause(model)
+
+
+def _user_hooks_note(hooks: tuple[str, ...]) -> str | None:
+    """The note for a model with forward hooks of its own (``Probe.user_hooks``), which the
+    explorer's copy does not run; None for none."""
+    if not hooks:
+        return None
+    listed = "; ".join(hooks[:2]) + (f"; and {len(hooks) - 2} more" if len(hooks) > 2 else "")
+    return (f"the model's own forward hooks do not run here ({listed}), so the maps and scores can "
+            "differ from model(x): put what they do into the forward, or remove them, to see it")
 
 
 #: Colour of notes in captions (darker than orange, to read well on white).
@@ -1492,6 +1506,7 @@ class Explorer(ipw.VBox):
         self.layer_select = GroupedSelect(description="layer")
         self.layer_select.set_items(layer_items(self._layers))
         self._set_note("layers", _few_maps_note(self._layers))
+        self._set_note("hooks", _user_hooks_note(self.probe.user_hooks))
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
         self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
@@ -1755,7 +1770,7 @@ class Explorer(ipw.VBox):
         self.panel_caption.value = f"<b>channel {frame.channel}</b> {what} &nbsp;{scale} &nbsp;|&nbsp; {change}"
         problem = self._scores_problem(state, frame)
         self._set_note("scores", self.controller.scores_note if state.show_scores else None)
-        self._set_note("nonfinite", _nonfinite_note(state.layer, frame))
+        self._set_note("nonfinite", _nonfinite_note(state.layer, frame, self.probe))
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif self._method_error is not None:
@@ -2197,8 +2212,9 @@ class Explorer(ipw.VBox):
     def close(self) -> None:
         """Stop the worker, remove every hook (the probe's private copy goes), close the views.
 
-        Safe to call again: a call that was interrupted (while it waited for a forward pass in
-        progress) is finished by the next one.
+        Safe to call again: a call that was interrupted is finished by the next one. A forward
+        pass still running is waited for at most ``CLOSE_WAIT`` seconds (2); after that the call
+        returns with a ``RuntimeWarning``, and the model copy is freed when the pass returns.
         """
         if getattr(self, "_closed", True) and not getattr(self, "_closing", False):
             return  # closed already (or never made)
@@ -2221,9 +2237,17 @@ class Explorer(ipw.VBox):
         if getattr(self, "picker", None) is not None:
             self.picker.on_upload_problem(self._on_upload_problem, remove=True)
         if getattr(self, "controller", None) is not None:  # None: construction failed before it started any
+            freed = True
             if getattr(self, "_methods", None) is not None:
-                self._methods.close()
-            self.controller.close()
+                freed = self._methods.close()
+            freed = self.controller.close() and freed
+            if not freed:
+                warnings.warn(
+                    f"the explorer is closed, but a forward pass of the model was still running after "
+                    f"{_worker.CLOSE_WAIT:g} s; its private copy of the model is freed when that pass returns",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             for name in ("canvas", "grid", "panel", "scores_view", "layer_select", "status", "method_view"):
                 widget = getattr(self, name, None)  # construction may have stopped before the views were made
                 if widget is not None:

@@ -48,9 +48,10 @@ import torch
 from torch import nn
 
 from cnnwidgets.app.inputs import ImageInput
+from cnnwidgets.app import worker as _worker
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
-from cnnwidgets.core.targets import ClassProbability, class_scores
+from cnnwidgets.core.targets import ClassProbability, class_scores, nonfinite_cause
 from cnnwidgets.methods.gradients import layers_for, relu_report
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, SIGNED_OVERLAYS, magnitude
@@ -184,7 +185,7 @@ def _inactive_channel_note(channel: int, peak: float) -> str:
             "there is nothing to project")
 
 
-def _require_finite(request: MethodRequest, heat: np.ndarray) -> None:
+def _require_finite(request: MethodRequest, heat: np.ndarray, model: object = None) -> None:
     """Refuse a map with NaN or infinite values: drawn, it would pass off an empty or saturated
     picture as the method's.
 
@@ -197,8 +198,7 @@ def _require_finite(request: MethodRequest, heat: np.ndarray) -> None:
                 else "the target class")
         raise ValueError(
             f"the {request.method} map of {what} is not finite (NaN or inf at {int(bad.sum())} of {bad.size} "
-            "pixels): the model's activations or gradients are not finite, which points to non-finite weights "
-            "(has training diverged?); check the parameters with torch.isfinite"
+            f"pixels): the model's activations or gradients are not finite: {nonfinite_cause(model)}"
         )
 
 
@@ -384,13 +384,21 @@ class MethodRunner(NewestFirstWorker):
         """The runner's private probe (None until a method ran)."""
         return self._probe
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Cancel running work, stop the worker and close the private probe."""
-        self._stop(timeout)
-        self._scan = None
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
+    def close(self, timeout: float | None = None) -> bool:
+        """Cancel running work, stop the worker and close the private probe.
+
+        Returns True when the probe was closed now; False when the work in progress had not
+        returned after ``timeout`` seconds (None: :data:`~cnnwidgets.app.worker.CLOSE_WAIT`): the
+        worker thread closes it once it does.
+        """
+
+        def release() -> None:
+            self._scan = None
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
+
+        return self._stop_and_release(_worker.CLOSE_WAIT if timeout is None else timeout, release)
 
     # ------------------------------------------------------------------ the worker
     def _taken(self, item: MethodRequest) -> None:
@@ -512,7 +520,7 @@ class MethodRunner(NewestFirstWorker):
             values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
         heat = magnitude(values) if values is not None else fn(
             probe, x, layer=request.layer, channel=request.channel, target=target)
-        _require_finite(request, heat)
+        _require_finite(request, heat, probe.model)
         picture = _picture(image, heat, values if request.signed else None)
         return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note,
                             values), version

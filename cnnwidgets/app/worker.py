@@ -62,6 +62,11 @@ def _stop_threads_at_exit() -> None:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
+#: Seconds ``close()`` waits for the work in progress (a model's forward pass) to return before it
+#: leaves freeing the model copy to the worker thread and returns.
+CLOSE_WAIT = 2.0
+
+
 class NewestFirstWorker:
     """Base class: keep the newest request, serve it on a worker thread (or synchronously).
 
@@ -91,6 +96,8 @@ class NewestFirstWorker:
         self._background = background
         self._thread_name = name
         self._thread: threading.Thread | None = None
+        self._loop_ended = False
+        self._release_later: list[Callable[[], None]] = []
         if background and start:
             self._start_thread()
 
@@ -178,6 +185,24 @@ class NewestFirstWorker:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def _stop_and_release(self, timeout: float, release: Callable[[], None]) -> bool:
+        """Stop the worker as :meth:`_stop`, then call ``release`` (which frees what the work uses).
+
+        When the work in progress has not returned after ``timeout`` seconds (a model's forward
+        that takes long), ``release`` is left to the worker thread, which calls it once that work
+        returns and the thread ends; the caller goes on at once. Returns whether ``release`` ran now.
+        """
+        self._stop(timeout)
+        with self._cond:
+            running = (
+                self._thread is not None and self._thread is not threading.current_thread() and not self._loop_ended
+            )
+            if running:
+                self._release_later.append(release)
+        if not running:
+            release()
+        return not running
+
     # ------------------------------------------------------------------ the loop
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=self._thread_name, daemon=True)
@@ -213,13 +238,23 @@ class NewestFirstWorker:
             self._cond.notify_all()
 
     def _loop(self) -> None:
-        while (taken := self._take(block=True)) is not None:
-            try:
-                self._serve(*taken)
-            except BaseException:  # noqa: BLE001 - the thread lives on: later requests are still served
-                # _serve reports its own failures; one that escaped it anyway is at least not lost
-                # (the next _take clears the bookkeeping of the request it was serving)
-                sys.excepthook(*sys.exc_info())
+        try:
+            while (taken := self._take(block=True)) is not None:
+                try:
+                    self._serve(*taken)
+                except BaseException:  # noqa: BLE001 - the thread lives on: later requests are still served
+                    # _serve reports its own failures; one that escaped it anyway is at least not lost
+                    # (the next _take clears the bookkeeping of the request it was serving)
+                    sys.excepthook(*sys.exc_info())
+        finally:
+            with self._cond:
+                self._loop_ended = True
+                release, self._release_later = self._release_later, []
+            for free in release:  # left by a close that did not wait for the work in progress
+                try:
+                    free()
+                except Exception:  # noqa: BLE001 - the thread is ending; nobody else would see it
+                    sys.excepthook(*sys.exc_info())
 
     def _drain(self) -> None:
         if self._draining:  # a callback submitted a request: the loop below serves it next
