@@ -48,6 +48,7 @@ _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PICTURE_SLACK",
     "PIXEL_FILLS",
     "FillError",
     "ImageInput",
@@ -245,6 +246,58 @@ def _as_hwc(value: Any) -> np.ndarray:
     return arr
 
 
+#: How far outside [0, 1] the picture ``denormalize`` returns may reach (and is clipped to [0, 1]
+#: for display) before it is refused as not a picture in [0, 1]: float rounding and the overshoot
+#: of bicubic or Lanczos resampling of a tensor (a tenth of an edge's contrast or so) stay well
+#: within it, a 0..255 picture or an un-normalisation by the wrong statistics do not.
+PICTURE_SLACK = 0.25
+
+_PICTURE_ACCEPTED = "(H, W, 3) or (3, H, W) floats in [0, 1] (a gray (H, W) too)"
+
+
+def _described(value: Any) -> str:
+    """``value``'s kind as the user would write it: ``a torch.float32 tensor``, ``a numpy uint8 array``."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor"
+    if isinstance(value, np.ndarray):
+        return f"a numpy {value.dtype.name} array"
+    if isinstance(value, Image.Image):
+        return f"a PIL image (mode {value.mode})"
+    return f"a {type(value).__name__}"
+
+
+def _check_picture(value: Any, shown: np.ndarray) -> None:
+    """Refuse ``denormalize``'s result ``value`` (as :func:`_as_hwc` made it: ``shown``) when it is
+    not a picture in [0, 1]: uint8 pixels (a uint8 tensor or array, a PIL image), or values more
+    than :data:`PICTURE_SLACK` outside [0, 1] (typically a 0..255 picture as floats). Either would
+    be shown white and give the pixel fills values 255 times too large. NaN and inf are not
+    counted (they are shown black)."""
+    uint8 = isinstance(value, Image.Image) or (isinstance(value, torch.Tensor) and value.dtype == torch.uint8) \
+        or (isinstance(value, np.ndarray) and value.dtype == np.uint8)
+    if uint8:
+        raise ValueError(
+            f"denormalize returned {_described(value)}, 0..255 pixel values (here {int(shown.min())}.."
+            f"{int(shown.max())}); it must return {_PICTURE_ACCEPTED}: divide by 255 (e.g. pixels.float() / 255, "
+            "or pixels.astype(np.float32) / 255)"
+        )
+    finite = shown[np.isfinite(shown)]
+    if finite.size == 0:
+        return
+    low, high = float(finite.min()), float(finite.max())
+    if -PICTURE_SLACK <= low and high <= 1.0 + PICTURE_SLACK:
+        return
+    if high > 2.0 and low >= -PICTURE_SLACK:
+        fix = ("a picture with values 0..255: divide by 255 (and if the model input itself holds 0..255 values, "
+               "scale it in preprocess= instead)")
+    else:
+        fix = ("check that it undoes the normalisation of the model input (x * std + mean), and clip the result "
+               "(e.g. .clamp(0, 1))")
+    raise ValueError(
+        f"denormalize returned {_described(value)} with values in [{low:.4g}, {high:.4g}]; it must "
+        f"return {_PICTURE_ACCEPTED} (values at most {PICTURE_SLACK} outside are clipped): {fix}"
+    )
+
+
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of a (1, C, H, W) tensor with reflect padding."""
     radius = max(1, int(math.ceil(3 * sigma)))
@@ -259,6 +312,36 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     padded = F.pad(x, (0, 0, radius, radius), mode="reflect")
     return F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _run_preprocess(preprocess: Callable[[Any], torch.Tensor], pil: Image.Image, name: str) -> Any:
+    """``preprocess(pil)``, its failure said as the user's ``preprocess`` failing on that image
+    (a ValueError, the error raised as its ``__cause__``)."""
+    try:
+        return preprocess(pil)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's function: say where it failed
+        width, height = pil.size
+        raise ValueError(
+            f"preprocess failed on image {name!r}, given to it as an RGB PIL image of {width}x{height} "
+            f"(width x height) ({type(exc).__name__}: {exc}); it must map a PIL image to the model input, "
+            "a (C, H, W) float tensor"
+        ) from exc
+
+
+def _refuse_integer_input(x: torch.Tensor) -> None:
+    """Refuse a model input of integers (torchvision's ``PILToTensor``: uint8 0..255), which the
+    model would be fed as it is, not as the [0, 1] floats (normalised) it was trained on."""
+    try:
+        values = f"values {x.min().item()}..{x.max().item()}"
+    except RuntimeError:  # empty, or complex
+        values = f"shape {tuple(x.shape)}"
+    raise ValueError(
+        f"preprocess returned a {x.dtype} tensor ({values}); the model takes float inputs: convert the "
+        "pixels to floats in [0, 1] before normalising them, e.g. with torchvision's ToTensor() instead of "
+        "PILToTensor(), or ConvertImageDtype(torch.float) (v2.ToDtype(torch.float32, scale=True)) after it"
+    )
 
 
 @dataclass
@@ -306,13 +389,16 @@ class ImageInput:
 
         Raises:
             TypeError, ValueError: for an unreadable image or a preprocess/denormalize pair that
-                does not produce a (C, H, W) tensor and an (H, W, 3) image: a tensor that looks
-                like (H, W, C), a channel count the default ``denormalize`` does not handle, a
-                ``denormalize`` that fails on the tensor.
+                does not produce a (C, H, W) float tensor and an (H, W, 3) image in [0, 1]: a
+                tensor that looks like (H, W, C), an integer tensor (uint8 0..255, torchvision's
+                ``PILToTensor``), a channel count the default ``denormalize`` does not handle, a
+                ``preprocess`` or ``denormalize`` that fails (a ValueError whose ``__cause__`` is
+                the error raised), a ``denormalize`` returning uint8 pixels or values more than
+                :data:`PICTURE_SLACK` outside [0, 1] (0..255 floats); a tensor with NaN or inf.
         """
         given = isinstance(image, ModelInput)
         pil = None if given else to_pil(image)
-        x = image.tensor if given else preprocess(pil)
+        x = image.tensor if given else _run_preprocess(preprocess, pil, name)
         made, must = ("the model input given is", "be") if given else ("preprocess returned", "return")
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"preprocess must return a torch.Tensor, got {type(x).__name__}")
@@ -325,14 +411,23 @@ class ImageInput:
                 f"{made} a tensor of shape {tuple(x.shape)}, which looks like (H, W, C); it must {must} (C, H, W) "
                 "(e.g. tensor.permute(2, 0, 1), or torchvision's ToTensor())"
             )
+        if not x.is_floating_point():
+            _refuse_integer_input(x)
         x = x.detach().float().cpu().contiguous()
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            raise ValueError(
+                f"{made} a tensor with {int((~finite).sum())} values of {x.numel()} that are not finite (NaN or "
+                "inf); the model needs finite inputs (check the preprocessing: a division by a zero std?)"
+            )
         if denormalize is default_denormalize and x.shape[0] not in (1, 3):
             raise ValueError(
                 f"preprocess made {x.shape[0]}-channel inputs; the default denormalize handles 1 or 3 channels: "
                 "pass denormalize= (model input (C, H, W) -> (H, W, 3) floats in [0, 1]) to show them"
             )
         try:
-            shown = _as_hwc(denormalize(x))
+            picture = denormalize(x)
+            shown = _as_hwc(picture)
         except ValueError:
             raise
         except Exception as exc:  # noqa: BLE001 - a user's function: say where it failed
@@ -342,10 +437,22 @@ class ImageInput:
             ) from exc
         if shown.shape[:2] != tuple(x.shape[1:]):
             raise ValueError(f"denormalize returned {shown.shape[:2]} for a tensor of size {tuple(x.shape[1:])}")
+        try:
+            _check_picture(picture, shown)
+        except ValueError:
+            if given:
+                # the input's fault (a 0..255 tensor, un-normalised without clipping: said as such),
+                # unless denormalize itself is off-scale: its zero, a normalised input's mean
+                # pixel, is no pixel value in [0, 1]
+                mean, std = cls._affine(x, denormalize)
+                if mean is None or not bool((mean[~torch.isnan(mean)] > 1.0 + PICTURE_SLACK).any()):
+                    _check_inverted(x, shown, mean, std)
+            raise
         mean, std = cls._affine(x, denormalize)
         if given:
             _check_inverted(x, shown, mean, std)
-        display = np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        # NaN from a denormalize of a finite input is shown black, without numpy's warning about casting it
+        display = np.clip(np.nan_to_num(shown * 255.0 + 0.5, nan=0.0), 0, 255).astype(np.uint8)
         return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std,
                    source_size=None if pil is None else pil.size,
                    fourth_channel_dropped=pil is not None and x.shape[0] == 4 and bool(pil.info.get(COMPOSITED)))
