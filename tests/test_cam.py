@@ -148,6 +148,22 @@ def test_grad_cam_pp_warns_when_a_signed_layer_turns_its_weights_over():
         grad_cam_pp(model, x.abs(), 0, "conv")  # positive activations: a positive denominator
 
 
+def test_grad_cam_on_a_1x1_layer_warns_and_names_the_layer_with_a_map(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.warns(RuntimeWarning, match=r"'avgpool' has a 1x1 map .*gives 'layer4'"):
+        flat = grad_cam(resnet18, x, 3, "avgpool")
+    assert flat.shape == (1, 1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        grad_cam(resnet18, x, 3, "layer4")
+
+
+def test_cam_without_a_linear_head_points_to_the_class_map_and_grad_cam():
+    model = torchvision.models.squeezenet1_1(weights=None, num_classes=4).eval()
+    with pytest.raises(ValueError, match=r"none found.*SqueezeNet.*Probe.capture.*grad_cam"):
+        cam(model, torch.randn(1, 3, 64, 64), 1)
+
+
 def test_cam_is_z_times_unrectified_grad_cam_on_resnet18(resnet18):
     x = torch.randn(2, 3, 64, 64)
     with Probe(resnet18) as probe:

@@ -92,6 +92,10 @@ def test_occlude_and_errors():
     xs = torch.randn(2, 3, 12, 12)
     with pytest.raises(ValueError, match="at least 2"):
         correspondence(model, xs[:1], {"p": [(0, 0, 2, 2)]})
+    with pytest.raises(TypeError, match=r"got ndarray of shape \(2, 3, 12, 12\): torch.from_numpy"):
+        correspondence(model, xs.numpy(), {"p": [(0, 0, 2, 2)] * 2})
+    with pytest.raises(TypeError, match="torch.Tensor batch"):
+        occlude(xs.numpy(), [(0, 0, 2, 2)] * 2)
     with pytest.raises(ValueError, match="one per image"):
         correspondence(model, xs, {"p": [(0, 0, 2, 2)]})
     with pytest.raises(ValueError, match="x1 <= 12"):

@@ -316,6 +316,16 @@ def test_images_laid_out_channels_last_are_named_as_such():
             invariance_curves(model, x.permute(0, 2, 3, 1), layers=layers, progress=False)
 
 
+def test_images_that_are_not_a_tensor_are_refused_with_how_to_make_one():
+    model, x = small_net(), torch.rand(2, 3, 32, 32)
+    with pytest.raises(TypeError, match=r"got ndarray of shape \(2, 3, 32, 32\): torch.from_numpy"):
+        invariance_curves(model, x.numpy(), layers=["1"], progress=False)
+    with pytest.raises(TypeError, match=r"got list: .*torch.stack"):
+        invariance_curves(model, [x[0], x[1]], layers=["1"], progress=False)
+    with pytest.raises(ValueError, match=r"batch \(N, C, H, W\) of at least one image, got shape \(3, 32, 32\)"):
+        invariance_curves(model, x[0], layers=["1"], progress=False)
+
+
 def test_non_finite_features_from_non_finite_weights_are_refused_not_returned_as_nan():
     model, x = small_net(), torch.rand(2, 3, 32, 32)
     with torch.no_grad():

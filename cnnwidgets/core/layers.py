@@ -102,7 +102,8 @@ class LayerInfo:
         receptive_field: receptive-field size in input pixels (square kernels), or ``None``:
             the classic receptive field, which leaves out whole-map branches such as
             squeeze-and-excitation scales and pooled normalisation statistics (see the
-            module docstring).
+            module docstring). For a concatenation of branches, that of the widest branch:
+            channels from a shorter branch see less.
         jump: distance in input pixels between neighbouring output units (effective stride).
         start: centre of output unit (0, 0)'s receptive field in input pixel coordinates.
         calls: how many times the module runs in one forward pass (0: never runs).

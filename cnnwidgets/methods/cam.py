@@ -97,7 +97,17 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
         else:
             what = f"has output shape {info.shape_text}"
         raise ValueError(f"{method} needs a layer with a (C, H, W) output; {layer!r} {what}")
-    return readable_layer(probe, layer)
+    info = readable_layer(probe, layer)
+    height, width = info.map_shape[1:]
+    if height * width == 1:
+        warnings.warn(
+            f"{method}: layer {layer!r} has a 1x1 map {info.shape_text}, so the map is one number per image, "
+            f"with nothing to localise; use a layer with a spatial map (nearest_conv_layer(probe, {layer!r}) "
+            f"gives {nearest_conv_layer(probe, layer)!r}, the layer the default picks)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return info
 
 
 def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
@@ -314,7 +324,12 @@ def grad_cam_pp(
 def _last_linear(probe: Probe, layers: dict[str, LayerInfo]) -> str:
     linear = [name for name, info in layers.items() if info.calls > 0 and isinstance(probe.module(name), nn.Linear)]
     if not linear:
-        raise ValueError("CAM needs a model whose last layer is nn.Linear after global average pooling; none found")
+        raise ValueError(
+            "CAM needs a model whose last layer is nn.Linear after global average pooling; none found. Where the "
+            "classifier is a convolution before the global pooling (SqueezeNet, NiN), that convolution's output "
+            "(after its ReLU) is the class map itself: read channel c of it with Probe.capture; or use grad_cam, "
+            "which needs no nn.Linear"
+        )
     return linear[-1]
 
 
@@ -713,6 +728,9 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
             :attr:`Probe.layers`; pass a probe described at the input size in use when the
             answer may depend on it).
         layer: the layer name, or None for the model's output.
+
+    Returns:
+        The name of the layer (a key of ``probe.layers``).
 
     Raises:
         KeyError: unknown layer. ValueError: ``layer`` never runs, or no feature map larger

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_seed, as_tolerance
-from cnnwidgets.methods.invariance import check_fill, feature_layer_names
+from cnnwidgets.methods.invariance import check_fill, check_image_batch, feature_layer_names
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
 
@@ -99,10 +99,10 @@ def occlude(images: torch.Tensor, boxes: Sequence[Sequence[int]], fill: float | 
     Raises:
         ValueError: wrong number of boxes, a box outside the image or with fractional
             coordinates, a ``fill`` with neither 1 nor C values (see
-            :func:`~cnnwidgets.methods.invariance.check_fill`).
+            :func:`~cnnwidgets.methods.invariance.check_fill`). TypeError: ``images`` that are not
+            a tensor (see :func:`~cnnwidgets.methods.invariance.check_image_batch`).
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"expected a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    check_image_batch(images)
     if len(boxes) != images.shape[0]:
         raise ValueError(f"expected one box per image ({images.shape[0]}), got {len(boxes)}")
     checked = [_check_box(box, images.shape[2], images.shape[3], f"image {i}") for i, box in enumerate(boxes)]
@@ -272,13 +272,14 @@ def correspondence(
             that are not finite, a negative ``random_trials``, a ``seed`` outside [0, 2**64), an ``rtol`` or ``atol``
             that is negative, NaN or infinite.
         KeyError: unknown layer.
-        TypeError: ``parts`` that is not a mapping, layer names that are not strings, a ``fill``
+        TypeError: ``images`` that are not a tensor (see
+            :func:`~cnnwidgets.methods.invariance.check_image_batch`), ``parts`` that is not a
+            mapping, layer names that are not strings, a ``fill``
             that is not numbers, ``random_trials`` or ``seed`` not an int (a Python int, a numpy
             integer or a 0-d integer tensor are; a bool or a float is not), ``rtol`` or ``atol``
             not a number, ``progress`` not True or False.
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    check_image_batch(images)
     n, _, height, width = images.shape
     if n < 2:
         raise ValueError(f"correspondence needs at least 2 images, got {n}")

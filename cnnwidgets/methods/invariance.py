@@ -86,6 +86,27 @@ def describe_transform(kind: str, value: float) -> str:
     return f"×{value:g} ({'enlarged' if value > 1 else 'shrunk'})"
 
 
+def check_image_batch(images: object, what: str = "images") -> torch.Tensor:
+    """``images`` if it is a non-empty preprocessed batch: a 4-D tensor (N, C, H, W).
+
+    Raises:
+        TypeError: for anything but a tensor (a numpy array, a list of images), saying how to
+            make one. ValueError: for a tensor of another rank, or an empty batch.
+    """
+    if not isinstance(images, torch.Tensor):
+        shape = getattr(images, "shape", None)
+        given = type(images).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
+        raise TypeError(
+            f"{what} must be a torch.Tensor batch (N, C, H, W), preprocessed as the model expects; got {given}: "
+            "torch.from_numpy(array) makes one of an array ((N, H, W, C) pictures also need "
+            ".permute(0, 3, 1, 2) and the model's preprocessing), torch.stack(list) one of a list of (C, H, W) tensors"
+        )
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"{what} must be a preprocessed batch (N, C, H, W) of at least one image, got shape "
+                         f"{tuple(images.shape)}")
+    return images
+
+
 def check_fill(fill: object, channels: int) -> float | list[float]:
     """``fill`` as one finite value, or a list of one per channel, for images with ``channels`` channels.
 
@@ -399,13 +420,13 @@ def invariance_curves(
         a number of labels other than N, bad transforms, ranges or ``fill`` (see
         :func:`check_fill`), a ``batch_size`` below 1, features or class scores that are not
         finite (NaN or inf: non-finite weights). IndexError: a label outside the model's classes.
-        TypeError: layer names that are not strings, a ``fill`` that is not numbers, a
+        TypeError: ``images`` that are not a tensor (see :func:`check_image_batch`), layer names
+        that are not strings, a ``fill`` that is not numbers, a
         ``batch_size`` that is not an int, a ``normalize`` or ``progress`` that is not True or
         False, ``labels`` that are not a sequence or hold something other than ints (a bool, a
         float, a string), transform values that are not a sequence of numbers.
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a preprocessed batch (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    check_image_batch(images)
     batch_size = as_count(batch_size, "batch_size")
     check_fill(fill, images.shape[1])
     n = images.shape[0]

@@ -39,7 +39,10 @@ at the centre of its patch; renderers grey out the invalid part. Layers whose ge
 unknown (after a linear layer, adaptive pooling, ...) get the whole image as their patch.
 The receptive field is the classic one: in a network with squeeze-and-excitation blocks
 (EfficientNet, MobileNetV3, RegNetY) every unit also depends weakly on the whole image through
-the pooled scales, which the patch leaves out.
+the pooled scales, which the patch leaves out. A layer that concatenates branches (a DenseNet
+block, an Inception block, a SqueezeNet Fire module) gets the receptive field of its widest
+branch: the channels that come from a shorter branch (a DenseNet block's input channels, a 1x1
+branch) see less of the image than their patches show.
 
 Saving and resuming
 -------------------
