@@ -423,7 +423,8 @@ def test_cam_says_when_the_maps_have_shrunk_to_1x1_at_this_input_size():
                                          r"\(5, 1, 1\): 1x1 at this input size \(8x8\), where CAM is a single value, "
                                          r"not a map\. Use a larger input .* or pass layer='features'"):
         cam(model, torch.randn(1, 3, 8, 8), 1)
-    assert cam(model, torch.randn(1, 3, 8, 8), 1, "features").shape == (1, 1, 1)  # the value it offers
+    with pytest.warns(RuntimeWarning, match="1x1 map .*try a larger input"):
+        assert cam(model, torch.randn(1, 3, 8, 8), 1, "features").shape == (1, 1, 1)  # the value it offers
     assert cam(model, torch.randn(1, 3, 32, 32), 1).shape == (1, 4, 4)  # a larger input: a map
     # the same with a pooling module (ResNet's avgpool): its input is 1x1 at 8 px
     pooled = nn.Sequential(*model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()

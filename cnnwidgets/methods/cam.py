@@ -100,10 +100,14 @@ def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
     info = readable_layer(probe, layer)
     height, width = info.map_shape[1:]
     if height * width == 1:
+        try:
+            better = (f"nearest_conv_layer(probe, {layer!r}) gives {nearest_conv_layer(probe, layer)!r}, the layer "
+                      "the default picks")
+        except ValueError:  # no larger map before it at this input size
+            better = "none runs before it at this input size: try a larger input"
         warnings.warn(
             f"{method}: layer {layer!r} has a 1x1 map {info.shape_text}, so the map is one number per image, "
-            f"with nothing to localise; use a layer with a spatial map (nearest_conv_layer(probe, {layer!r}) "
-            f"gives {nearest_conv_layer(probe, layer)!r}, the layer the default picks)",
+            f"with nothing to localise; use a layer with a spatial map ({better})",
             RuntimeWarning,
             stacklevel=4,
         )
