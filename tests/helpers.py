@@ -102,3 +102,17 @@ class OutsideAutogradNet(nn.Module):
     def forward(self, x):
         with self.mode():
             return self.head(self.relu(self.conv(x.clone())).mean(dim=(2, 3)))
+
+
+class FailsAtTheLastPosition(nn.Module):
+    """Runs on any batch, fails when the window covers the bottom-right pixel (last in raster order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x[:, :, -1, -1] == 0).any()):
+            raise KeyError("bottom right")
+        return self.fc(self.conv(x).mean(dim=(2, 3)))

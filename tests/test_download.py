@@ -165,9 +165,8 @@ def test_a_trickling_server_is_stopped_at_the_overall_deadline(server, short_tim
     assert "download the image yourself" in message and "pass its path or bytes" in message
 
 
-def test_a_server_that_stalls_mid_file_times_out_while_receiving(server, monkeypatch):
-    monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT", TIMEOUT)
-    monkeypatch.setattr(images, "DOWNLOAD_DEADLINE", 10.0, raising=False)
+def _stall_after_100_of_1000_bytes(hold: float):
+    """A handler that announces 1,000 bytes, sends 100, then nothing more for ``hold`` seconds."""
 
     def stall(request, release) -> None:
         request.send_response(200)
@@ -175,10 +174,17 @@ def test_a_server_that_stalls_mid_file_times_out_while_receiving(server, monkeyp
         request.end_headers()
         request.wfile.write(b"x" * 100)
         request.wfile.flush()
-        release.wait(5)  # then nothing more
+        release.wait(hold)
         request.close_connection = True
 
-    url = server(stall)
+    return stall
+
+
+def test_a_server_that_stalls_mid_file_times_out_while_receiving(server, monkeypatch):
+    monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT", TIMEOUT)
+    monkeypatch.setattr(images, "DOWNLOAD_DEADLINE", 10.0, raising=False)
+
+    url = server(_stall_after_100_of_1000_bytes(hold=5))
     start = time.monotonic()
     with pytest.raises(ValueError, match=r"timed out while receiving: the server sent nothing for 0.5 s .*DOWNLOAD_TIMEOUT.* "
                                          r"after 100 of 1,000 bytes") as info:
@@ -190,18 +196,9 @@ def test_a_stall_near_the_deadline_is_not_waited_for_past_it(server, monkeypatch
     monkeypatch.setattr(images, "DOWNLOAD_TIMEOUT", 5.0)
     monkeypatch.setattr(images, "DOWNLOAD_DEADLINE", DEADLINE, raising=False)
 
-    def stall(request, release) -> None:
-        request.send_response(200)
-        request.send_header("Content-Length", "1000")
-        request.end_headers()
-        request.wfile.write(b"x" * 100)
-        request.wfile.flush()
-        release.wait(8)
-        request.close_connection = True
-
     start = time.monotonic()
     with pytest.raises(ValueError, match=r"took longer than 1 s .*only 100 of 1,000 bytes arrived"):
-        load_image(server(stall))
+        load_image(server(_stall_after_100_of_1000_bytes(hold=8)))
     assert time.monotonic() - start < DEADLINE + 1.0  # not DOWNLOAD_TIMEOUT (5 s)
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassProbability, Probe
 from cnnwidgets.methods.occlusion import ONE_IMAGE_WARNING, occlusion_map, preview_count
+from tests.helpers import FailsAtTheLastPosition
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
@@ -90,20 +91,6 @@ class FailsWhenOccluded(nn.Module):
         FailsWhenOccluded.calls.append(int(x.shape[0]))
         if bool((x == 0).any()):
             raise ValueError("no zeros, please")
-        return self.fc(self.conv(x).mean(dim=(2, 3)))
-
-
-class FailsAtTheLastPosition(nn.Module):
-    """Runs on any batch, fails when the window covers the bottom-right pixel (last in raster order)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool((x[:, :, -1, -1] == 0).any()):
-            raise KeyError("bottom right")
         return self.fc(self.conv(x).mean(dim=(2, 3)))
 
 

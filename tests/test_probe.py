@@ -1691,7 +1691,8 @@ def test_a_pruning_method_that_cannot_be_copied_is_refused_with_the_probe_s_own_
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     LockedPruning.apply(model[0], "weight")
-    with pytest.raises(TypeError, match=r"cannot copy the model for safe inspection \(TypeError: cannot pickle"):
+    with pytest.raises(TypeError, match=r"cannot copy the model for safe inspection \(TypeError: cannot pickle.*"
+                                        r"in this attribute: 0\._forward_pre_hooks\[\d+\] \(.*LockedPruning\)"):
         Probe(model).layers
 
 

@@ -153,23 +153,6 @@ def test_several_uncopyable_attributes_are_named_in_order(tmp_path):
             Probe(model, device="cpu")
 
 
-def test_a_kept_pruning_hook_that_cannot_be_copied_is_named():
-    class LockedPruning(prune.BasePruningMethod):
-        PRUNING_TYPE = "unstructured"
-
-        def __init__(self) -> None:
-            self.lock = threading.Lock()
-
-        def compute_mask(self, t, default_mask):
-            return default_mask
-
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    LockedPruning.apply(model[0], "weight")
-    with pytest.raises(TypeError, match=r"cannot pickle.*in this attribute: 0\._forward_pre_hooks\[\d+\] "
-                                        r"\(.*LockedPruning\)"):
-        Probe(model, device="cpu")
-
-
 def test_a_user_hook_holding_a_lock_is_not_copied_and_does_not_stop_the_probe():
     model = head_net()
     lock = threading.Lock()

@@ -250,9 +250,7 @@ def _download(url: str) -> bytes:
             "save the image and pass its path"
         ) from exc
     except http.client.HTTPException as exc:
-        raise ValueError(
-            f"could not download the image from {url}: the server's response was broken off or malformed ({exc!r})"
-        ) from exc
+        raise _malformed(url, exc) from exc
     except OSError as exc:
         raise ValueError(
             f"could not download the image from {url} ({exc}); without a network connection, "
@@ -261,8 +259,18 @@ def _download(url: str) -> bytes:
     with response:
         data = _read_body(response, url, start, yourself)
     if len(data) > DOWNLOAD_LIMIT:
-        raise ValueError(f"the file at {url} is larger than {DOWNLOAD_LIMIT // 2**20} MiB; save it and pass its path")
+        raise _too_large(url)
     return data
+
+
+def _malformed(url: str, exc: Exception) -> ValueError:
+    return ValueError(
+        f"could not download the image from {url}: the server's response was broken off or malformed ({exc!r})"
+    )
+
+
+def _too_large(url: str) -> ValueError:
+    return ValueError(f"the file at {url} is larger than {DOWNLOAD_LIMIT // 2**20} MiB; save it and pass its path")
 
 
 def _read_body(response: Any, url: str, start: float, yourself: str) -> bytes:
@@ -270,7 +278,7 @@ def _read_body(response: Any, url: str, start: float, yourself: str) -> bytes:
     length = response.headers.get("Content-Length", "")
     expected = int(length) if length.strip().isdigit() else None
     if expected is not None and expected > DOWNLOAD_LIMIT:
-        raise ValueError(f"the file at {url} is larger than {DOWNLOAD_LIMIT // 2**20} MiB; save it and pass its path")
+        raise _too_large(url)
     of = f" of {expected:,}" if expected is not None else ""
     sock = _socket_of(response)
     pieces: list[bytes] = []
@@ -302,9 +310,7 @@ def _read_body(response: Any, url: str, start: float, yourself: str) -> bytes:
                 f"try again later, or {yourself}"
             ) from exc
         except http.client.HTTPException as exc:
-            raise ValueError(
-                f"could not download the image from {url}: the server's response was broken off or malformed ({exc!r})"
-            ) from exc
+            raise _malformed(url, exc) from exc
         except OSError as exc:
             raise ValueError(
                 f"could not download the image from {url} ({exc}) after {received:,}{of} bytes; try again, or "
