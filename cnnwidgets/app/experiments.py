@@ -82,6 +82,15 @@ Denormalize = Callable[[torch.Tensor], Any]
 MAX_TILE = 512
 
 
+def _bundle_denormalize(model: object) -> Denormalize | None:
+    """The ``denormalize`` of a bundle (an object with an ``nn.Module`` in ``.model``, such as a
+    zoo ``Bundle``), or None for a model, a probe or a bundle without one."""
+    if isinstance(model, (nn.Module, Probe)) or not isinstance(getattr(model, "model", None), nn.Module):
+        return None
+    denormalize = getattr(model, "denormalize", None)
+    return denormalize if callable(denormalize) else None
+
+
 def _tile(value: object) -> int:
     return check_int(value, "tile", minimum=1, maximum=MAX_TILE)
 
@@ -268,7 +277,9 @@ class TopKController:
         model_or_probe: the scanned model, a zoo bundle or a probe on it (for projections);
             ``None``: patches only.
         view: the view to drive (a new one by default).
-        projection, images, denormalize: see :func:`topk_panel`.
+        projection, images, denormalize: see :func:`topk_panel`; with a zoo bundle and no
+            ``denormalize``, the bundle's ``denormalize`` is used. The status line says how the
+            patches and projections are scaled.
         tile: tiles are enlarged to at least this many pixels, an int in 1..:data:`MAX_TILE`.
         cache: rendered channels kept, an int >= 0.
         class_names: names of the classes, for the labels in the table of entries (a list).
@@ -297,6 +308,8 @@ class TopKController:
         self.class_names = _names(class_names, "class_names")
         self.tile = _tile(tile)
         self._cache_size = as_count(cache, "cache", minimum=0)
+        if denormalize is None:
+            denormalize = _bundle_denormalize(model_or_probe)
         self.projection, self.images, self.denormalize = projection, images, denormalize
         self._owned = model_or_probe is not None and not isinstance(model_or_probe, Probe)
         # a model or a bundle gets one probe for all projections (raises for anything else)
@@ -304,8 +317,9 @@ class TopKController:
         self._cache: OrderedDict[tuple[str, int], tuple[int | None, tuple[np.ndarray, str, bool, str]]] = OrderedDict()
         self.view = view if view is not None else TopKView()
         self.view.layers = [name for name in topk.layers if name in topk.values]
+        self._switching_layer = False
         self.view.observe(self._layer_changed, names="layer")
-        self.view.observe(self.update, names="channel")
+        self.view.observe(self._channel_changed, names="channel")
         self._observing = True
         if self.view.layer is None and self.view.layers:
             self.view.layer = self.view.layers[0]
@@ -313,11 +327,30 @@ class TopKController:
             self._layer_changed()
 
     def _layer_changed(self, change: Any = None) -> None:
-        if self.view.layer is None:
-            self.update()
-            return
-        self.view.num_channels = self.topk.num_channels(self.view.layer)
+        """One render per layer change: the channel the view clamps into the new layer's range
+        (see :class:`TopKView`) is drawn once, after the layer's channels are set."""
+        if self.view.layer is not None:
+            self._switching_layer = True
+            try:
+                self.view.num_channels = self.topk.num_channels(self.view.layer)
+            finally:
+                self._switching_layer = False
         self.update()
+
+    def _channel_changed(self, change: Any = None) -> None:
+        if not self._switching_layer:  # a clamp while the layer changes: _layer_changed draws it
+            self.update()
+
+    def _scaling_text(self, projected: bool) -> str:
+        """How the tiles' grey levels are set, for the status line."""
+        if self.denormalize is not None:
+            patches = "patches un-normalised with denormalize (as the model saw them)"
+        else:
+            patches = ("patches each contrast-stretched on its own (min to max) unless already in [0, 1]; "
+                       "pass denormalize= (or a zoo bundle) to show them as the model saw them")
+        if not projected:
+            return patches
+        return f"projections each scaled on their own (0.5 + 0.5·p/max|p|, mid grey = 0); {patches}"
 
     def _model_version(self) -> int | None:
         """The probe's version of the model (see :attr:`Probe.version`), brought up to date;
@@ -386,6 +419,7 @@ class TopKController:
         status = (
             f"{view.layer} channel {view.channel}: {left}, strongest first (row by row); "
             f"{self.topk.consumed} images scanned" + ("" if self.topk.complete else " (partial)")
+            + f"; {self._scaling_text(projected)}"
         )
         view.show_image(mosaic, status)
         if missing:  # the patches shown are this channel's: only the projections are missing
@@ -395,7 +429,7 @@ class TopKController:
         """Stop following the view and release a probe this controller created."""
         if self._observing:
             self.view.unobserve(self._layer_changed, names="layer")
-            self.view.unobserve(self.update, names="channel")
+            self.view.unobserve(self._channel_changed, names="channel")
             self._observing = False
         if self._owned and self.probe is not None:
             self.probe.close()
@@ -537,7 +571,7 @@ class EvolutionController:
             return
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]
         blocks = evolution_blocks(self.evolution, epochs, show=view.show, denormalize=self.denormalize)
-        what = f"{view.show} of each channel's strongest activation"
+        what = f"{view.show} of each channel's strongest activation; {self._scaling_text(view.show)}"
         if self.labelled:
             figure = evolution_figure(blocks, epochs, self.evolution.channels, title=None,
                                       cell_inches=self.tile / self.dpi, unit=self.evolution.unit)
@@ -546,6 +580,17 @@ class EvolutionController:
         mosaic = evolution_mosaic(blocks, tile=self.tile)
         layers = ", ".join(f"{name}: ch {list(ch)}" for name, ch in self.evolution.channels.items())
         view.show_image(mosaic, f"{self.evolution.unit}s {epochs} (columns); rows: {layers}; {what}")
+
+    def _scaling_text(self, show: str) -> str:
+        """How the cells' grey levels are set, for the status line."""
+        if self.denormalize is not None:
+            patches = "patches un-normalised with denormalize"
+        else:
+            patches = "patches each contrast-stretched on its own (min to max) unless already in [0, 1]"
+        if show == "patch":
+            return f"each cell on its own: {patches}"
+        return (f"each cell scaled on its own: projections 0.5 + 0.5·p/max|p| (mid grey = 0; a cell without a "
+                f"projection shows the patch), {patches}")
 
     def close(self) -> None:
         """Stop listening to the recorder."""
@@ -619,8 +664,28 @@ def plot_invariance(
     )
 
 
+def _identity_step(kind: str, values: Sequence[float]) -> int:
+    """The step of ``values`` that leaves the images unchanged (shift 0, rotation 0, scale 1;
+    :func:`describe_transform` reads it "no shift", "no rotation", "original size"), or the
+    step nearest to it when the range leaves it out."""
+    values = np.asarray(values, dtype=np.float64)
+    if kind == "scale":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            away = np.abs(np.log(np.where(values > 0, values, np.nan)))
+        away = np.where(np.isnan(away), np.inf, away)
+    else:
+        away = np.abs(values)
+    return int(np.argmin(away)) if away.size else 0
+
+
 class InvarianceController:
-    """Drives an :class:`InvarianceView`: the curves once, the transformed images per step.
+    """Drives an :class:`InvarianceView`: the curves with a line at the chosen step, the
+    transformed images per step.
+
+    The view opens on the identity step (no shift, no rotation, original size) of the first
+    transformation, and switching to another transformation goes to its identity step, not to
+    the index the previous one was on, whose meaning differs. The curves
+    keep the line of the last step shown while no transformation is chosen or a step fails.
 
     Args:
         result: from :func:`~cnnwidgets.methods.invariance.invariance_curves`.
@@ -665,24 +730,42 @@ class InvarianceController:
             if largest >= len(self.class_names):
                 raise ValueError(f"class_names has {len(self.class_names)} names, but the result names class "
                                  f"{largest} (a label or a prediction); give one name per class")
-        dpi = _dpi(dpi)
+        self.dpi = _dpi(dpi)
         self.view = view if view is not None else InvarianceView()
         #: the status line about the curves, shown with every step (an error if they failed)
         self._curves_status, self._curves_failed = "curves: one line per image", False
-        try:
-            figure = invariance_figure(result.values, result.distances, result.probabilities, units=result.units,
-                                       image_names=self.image_names, normalized=result.normalized)
-            self.view.show_image(figure_to_array(figure, dpi=dpi), self._curves_status)
-        except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
-            self._curves_status, self._curves_failed = error_text(exc), True
-            self.view.show_error(self._curves_status)
+        #: curves drawn, by marked step ``(transform, step)`` (None: no marker)
+        self._curves: OrderedDict[tuple[str, int] | None, np.ndarray] = OrderedDict()
+        self._show_curves(None)
         self.view.transforms = list(result.values)
+        self._switching = False
+        self._last_transform: str | None = None  # the transformation whose steps the view shows
         self.view.observe(self._transform_changed, names="transform")
-        self.view.observe(self.update, names="step")
+        self.view.observe(self._step_changed, names="step")
         if self.view.transform is None and self.view.transforms:
             self.view.transform = self.view.transforms[0]
         else:
             self._transform_changed()
+
+    def _show_curves(self, marked: tuple[str, int] | None) -> None:
+        """Show the curves with a vertical line at the step ``marked`` (none for None); sets
+        the curves' part of the status line (an error when they cannot be drawn)."""
+        result = self.result
+        try:
+            if marked not in self._curves:
+                marker = None if marked is None else {marked[0]: float(result.values[marked[0]][marked[1]])}
+                figure = invariance_figure(result.values, result.distances, result.probabilities, units=result.units,
+                                           image_names=self.image_names, normalized=result.normalized, marker=marker)
+                self._curves[marked] = figure_to_array(figure, dpi=self.dpi)
+                while len(self._curves) > 16:
+                    self._curves.popitem(last=False)
+            self._curves.move_to_end(marked)
+            self._curves_status, self._curves_failed = "curves: one line per image", False
+            self.view.show_image(self._curves[marked], self._curves_status)
+        except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
+            self._curves_status, self._curves_failed = error_text(exc), True
+            self.view.clear_curves()  # no curves marking another step
+            self.view.show_error(self._curves_status, keep_image=True)
 
     def _transform_changed(self, change: Any = None) -> None:
         if self.view.transform is None:
@@ -690,9 +773,23 @@ class InvarianceController:
             return
         kind = self.view.transform
         values = self.result.values[kind]
-        self.view.step_labels = [describe_transform(kind, v) for v in values]
-        self.view.num_steps = len(values)
+        # the first transformation shown opens on its identity step; a switch from another one (also by
+        # way of none) goes there too: the step index means something else here
+        switched = self._last_transform != kind
+        self._last_transform = kind
+        self._switching = True  # the step settles below; draw once, at the end
+        try:
+            self.view.step_labels = [describe_transform(kind, v) for v in values]
+            self.view.num_steps = len(values)
+            if switched:
+                self.view.step = _identity_step(kind, values)
+        finally:
+            self._switching = False
         self.update()
+
+    def _step_changed(self, change: Any = None) -> None:
+        if not self._switching:
+            self.update()
 
     @shown_in_view
     def update(self, change: Any = None) -> None:
@@ -725,8 +822,9 @@ class InvarianceController:
         view.readout = (
             f"<b>{html.escape(kind)}: {html.escape(describe_transform(kind, value))}</b><br>"
             f"feature distance {html.escape(distance)} at each layer, the true class's probability and "
-            f"the prediction{table_html(columns, rows, align)}"
+            f"the prediction (the dashed line on the curves marks this step){table_html(columns, rows, align)}"
         )
+        self._show_curves((kind, view.step))  # after the step's images: a step that fails leaves the curves
         view.error, view.status = self._curves_failed, self._curves_status  # a failed step said otherwise
 
 
@@ -846,7 +944,9 @@ class CorrespondenceController:
 
     @shown_in_view
     def update(self, change: Any = None) -> None:
-        """Draw the images with the chosen part's boxes (all parts when none is chosen)."""
+        """Draw the images with the chosen part's boxes (all parts when none is chosen), the
+        chosen part occluded when ``occluded`` is on (with all parts, the status says it has no
+        effect)."""
         view = self.view
         names = [view.part] if view.part is not None else list(self.parts)
         images = self.images
@@ -861,8 +961,11 @@ class CorrespondenceController:
             boxes = {name: [v * factor for v in self.parts[name][i]] for name in names}
             palette = {name: part_colour(order.index(name)) for name in names}
             drawn.append(draw_boxes(rgb, boxes, width=max(1, factor // 2), colours=palette))
-        view.show_image(_to_uint8(_strip([d.astype(np.float32) / 255 for d in drawn])),
-                        "parts: " + ", ".join(names) + (" (occluded)" if view.occluded and view.part else ""))
+        status = "parts: " + ", ".join(names)
+        if view.occluded:
+            status += (" (occluded)" if view.part is not None
+                       else "; 'occluded' has no effect with all parts shown: pick one part to occlude it")
+        view.show_image(_to_uint8(_strip([d.astype(np.float32) / 255 for d in drawn])), status)
 
 
 def correspondence_view(

@@ -330,6 +330,7 @@ def invariance_figure(
     examples: Mapping[str, tuple[Sequence[float], np.ndarray]] | None = None,
     normalized: bool = False,
     title: str | None = None,
+    marker: Mapping[str, float] | None = None,
 ) -> Figure:
     """Fig. 5 of the paper with one column per transformation (translation, rotation, scale):
     a row of feature distance per layer, then a row of true-class probability, one curve per image.
@@ -343,13 +344,20 @@ def invariance_figure(
         examples: optional first row, ``{transform: (parameters shown, (m, h, w, 3) images)}``.
         normalized: label the distances as normalised.
         title: figure title.
+        marker: ``{transform: parameter}``: a vertical line at that parameter in the curves of
+            that transformation (the step a view shows); the line's label says it.
 
     Raises:
-        ValueError: no transformations, or mismatched shapes.
+        ValueError: no transformations, mismatched shapes, or a marker for a transformation
+            that is not drawn.
     """
     kinds = list(values)
     if not kinds:
         raise ValueError("no transformations to draw")
+    marker = dict(marker or {})
+    unknown = [kind for kind in marker if kind not in values]
+    if unknown:
+        raise ValueError(f"marker for {unknown[0]!r}, which is not drawn; the transformations are {kinds}")
     layers = list(distances[kinds[0]])
     rows = len(layers) + 1 + (1 if examples else 0)
     column = min(4.0, MAX_FIGURE_WIDTH / len(kinds))
@@ -393,6 +401,11 @@ def invariance_figure(
             ax.set_ylabel("P(true class)", fontsize=8)
         ax.set_xlabel(f"{kind} ({units[kind]})" if units and kind in units else kind, fontsize=8)
         ax.grid(alpha=0.3)
+        if kind in marker:
+            for curves in axes[offset:, col]:
+                curves.axvline(float(marker[kind]), color="black", linestyle="--", linewidth=1, zorder=0)
+            ax.annotate(f"shown: {float(marker[kind]):g}", xy=(float(marker[kind]), 0.0),
+                        xycoords=("data", "axes fraction"), xytext=(3, 3), textcoords="offset points", fontsize=7)
     axes[-1, -1].legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)

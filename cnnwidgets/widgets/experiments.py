@@ -184,6 +184,9 @@ class InvarianceView(ImageStatus, widgets.VBox):
         readout: HTML with the values at the chosen step.
         status, error: the status line.
 
+    The transformed images shown are :attr:`examples_png`; the curves are :attr:`png` (and
+    :attr:`image`).
+
     The curves (the main image) do not depend on the chosen step; what does (the transformed
     images and the readout) is taken away when an update fails or nothing is chosen.
     """
@@ -220,9 +223,18 @@ class InvarianceView(ImageStatus, widgets.VBox):
         labels = self.step_labels
         self._step_label.value = labels[self.step] if self.step < len(labels) else f"step {self.step}"
 
+    @property
+    def examples_png(self) -> bytes:
+        """The PNG bytes of the transformed images shown, ``b""`` while none are (read-only)."""
+        return bytes(self._examples.value)
+
     def show_examples(self, image: np.ndarray) -> None:
         """Display the transformed images at the chosen step (``uint8``)."""
         show_png(self._examples, image)
+
+    def clear_curves(self) -> None:
+        """Take the curves (the main picture) away, for curves that cannot be drawn."""
+        ImageStatus._clear_stale(self)
 
     def _clear_stale(self) -> None:
         """What a failed step leaves behind is the step's images and readout, not the curves."""
@@ -248,13 +260,18 @@ class InvarianceView(ImageStatus, widgets.VBox):
             self.step = 0
 
 
+_OCCLUDE_NEEDS_PART = "pick one part to occlude it"
+
+
 class CorrespondenceView(ImageStatus, widgets.VBox):
     """Correspondence analysis (Table 1): the images with part boxes and the table.
 
     Traits:
         parts: the part names.
         part: the highlighted part (``None``: all boxes).
-        occluded: show the images with the chosen part occluded.
+        occluded: show the images with the chosen part occluded. It needs one part: while
+            "all parts" is chosen its checkbox is disabled and it has no effect (the status
+            line says so when it is on).
         table_html: the table.
         status, error: the status line.
     """
@@ -268,7 +285,8 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
 
     def __init__(self, **kwargs) -> None:
         self._menu = RefusingDropdown(description="part")
-        self._occluded_box = widgets.Checkbox(value=False, description="occluded", indent=False)
+        self._occluded_box = widgets.Checkbox(value=False, description="occluded", indent=False, disabled=True,
+                                              tooltip=_OCCLUDE_NEEDS_PART)
         self._table = widgets.HTML()
         self._make_image_parts()
         controls = widgets.HBox([self._menu, self._occluded_box])
@@ -297,6 +315,9 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
 
     def _show_part(self, change) -> None:
         self._menu.index = 0 if change["new"] is None else self.parts.index(change["new"]) + 1
+        # one part is occluded at a time: with all parts shown the box would do nothing
+        self._occluded_box.disabled = change["new"] is None
+        self._occluded_box.tooltip = _OCCLUDE_NEEDS_PART if change["new"] is None else f"occlude {change['new']}"
 
     @traitlets.validate("part")
     def _valid_part(self, proposal):

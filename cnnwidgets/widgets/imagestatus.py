@@ -58,6 +58,10 @@ class ImageStatus(traitlets.HasTraits):
         status: the status text.
         error: the status is an error (shown in red).
         image_shape: shape of the image shown, ``()`` while none is (read-only).
+
+    Properties (read-only, the picture on screen):
+        png: its PNG bytes, ``b""`` while none is shown.
+        image: it as an (H, W, 3) ``uint8`` array, ``None`` while none is shown.
     """
 
     status = traitlets.Unicode("")
@@ -72,6 +76,22 @@ class ImageStatus(traitlets.HasTraits):
         self._image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self._status = widgets.HTML()
         self.observe(self._show_status, names=["status", "error"])
+
+    @property
+    def png(self) -> bytes:
+        """The PNG bytes of the picture shown, ``b""`` while none is (read-only: a copy)."""
+        return bytes(self._image.value)
+
+    @property
+    def image(self) -> np.ndarray | None:
+        """The picture shown, decoded from :attr:`png` as an (H, W, 3) ``uint8`` array (grey
+        pictures are repeated over the three channels); ``None`` while none is shown. A new
+        array each time: changing it changes nothing on screen."""
+        data = self.png
+        if not data:
+            return None
+        with Image.open(io.BytesIO(data)) as picture:
+            return np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
 
     def _show_status(self, change: object = None) -> None:
         colour = "#b00020" if self.error else "inherit"

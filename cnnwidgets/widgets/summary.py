@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import traitlets
 
+from cnnwidgets.widgets._base import close_parts
+
 __all__ = ["SummaryView", "table_html"]
 
 _TABLE_STYLE = (
@@ -69,7 +71,12 @@ class SummaryView(widgets.VBox):
     Every row of ``cells`` has one cell per column: a value that breaks this (rows of another
     length, or ``columns`` of another length than the rows) is refused and the table keeps what
     it had. To change both, set them together inside ``with view.hold_trait_notifications():``.
+
+    :meth:`close` closes the view and every widget inside it; a closed view refuses new settings.
     """
+
+    #: the function that makes the view, named when a closed one is used
+    _MAKER = "summary_view(...)"
 
     columns = traitlets.List(traitlets.Unicode())
     cells = traitlets.List(traitlets.List(traitlets.Unicode()))
@@ -87,11 +94,12 @@ class SummaryView(widgets.VBox):
         caption: str = "",
         **kwargs,
     ) -> None:
+        self._closed = False
         self._filter_box = widgets.Text(placeholder="filter layers (name or type)", continuous_update=True)
         self._table = widgets.HTML()
         self._footer = widgets.HTML()
         super().__init__(children=[self._filter_box, self._table, self._footer], **kwargs)
-        widgets.link((self._filter_box, "value"), (self, "filter_text"))
+        self._filter_link = widgets.link((self._filter_box, "value"), (self, "filter_text"))
         self.observe(self._render, names=["columns", "cells", "align", "caption", "filter_text"])
         self.columns = [str(c) for c in columns]
         self.align = [str(a) for a in align]
@@ -99,18 +107,33 @@ class SummaryView(widgets.VBox):
         self.cells = [[str(v) for v in row] for row in cells]
         self._render()
 
+    def _refuse_when_closed(self, proposal: dict) -> None:
+        """A closed view shows nothing: setting its state is a mistake, not a silent no-op."""
+        if getattr(self, "_closed", False):
+            raise traitlets.TraitError(
+                f"cannot set {proposal['trait'].name}: this view is closed; make a new one with {self._MAKER}"
+            )
+
+    @traitlets.validate("caption", "filter_text")
+    def _check_open(self, proposal):
+        self._refuse_when_closed(proposal)
+        return proposal["value"]
+
     @traitlets.validate("cells")
     def _check_cells(self, proposal):
+        self._refuse_when_closed(proposal)
         _check_rows(self.columns, proposal["value"])
         return proposal["value"]
 
     @traitlets.validate("columns")
     def _check_columns(self, proposal):
+        self._refuse_when_closed(proposal)
         _check_rows(proposal["value"], self.cells)
         return proposal["value"]
 
     @traitlets.validate("align")
     def _check_align(self, proposal):
+        self._refuse_when_closed(proposal)
         bad = [a for a in proposal["value"] if a not in ("left", "right")]
         if bad:
             raise traitlets.TraitError(f"align values must be 'left' or 'right', got {bad}")
@@ -131,3 +154,12 @@ class SummaryView(widgets.VBox):
         first, *notes = self.caption.split("\n")
         lines = [f"{first} - {count}" if first else count, *(note for note in notes if note)]
         self._footer.value = f"<small>{'<br>'.join(html.escape(line) for line in lines)}</small>"
+
+    def close(self) -> None:
+        """Close the view and every widget inside it (the filter box, the table, the caption,
+        their layouts and styles). A closed view refuses new settings."""
+        if not self._closed:
+            self._closed = True
+            self._filter_link.unlink()
+        close_parts(self)
+        super().close()
