@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from traitlets import TraitError
 
 from cnnwidgets import ChannelActivation, ClassLogit, Probe
 from cnnwidgets.app.filters import CLASS_TARGET, ActMaxController, actmax_view
@@ -306,9 +307,11 @@ def test_controller_runs_stops_and_shows_the_result():
     assert controller.result is not None and controller.result.steps == 16
     assert view.image_shape == (256, 256, 3) and "done after 16 steps" in view.status
     assert view._image.layout.display is None
-    view.layer, view.channel = CLASS_TARGET, 7
-    view.running = True
-    assert view.error and "out of range" in view.status and not view.running
+    view.layer = CLASS_TARGET
+    assert view.channels == 3  # the model's classes: the box holds 0..2, and a class beyond is refused
+    with pytest.raises(TraitError, match="out of range"):
+        view.channel = 7
+    assert not view.running
     controller.background = True
     view.layer, view.channel, view.steps = "3", 1, 100000
     controller.start()

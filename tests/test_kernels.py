@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from traitlets import TraitError
 
 from cnnwidgets import Probe
 from cnnwidgets.app.filters import KernelController, kernel_view
@@ -197,8 +198,8 @@ def test_view_and_controller_follow_the_layer_menu():
     view.out_channel = 1
     assert view.image_shape == (2 * 49 + 1, 2 * 49 + 1, 3) and "output channel 1" in view.status
     assert "set 'out ch.'" not in view.status
-    view.out_channel = 9
-    assert view.error and "out of range" in view.status
+    with pytest.raises(TraitError, match=r"out_channel 9 is out of range: layer '2' has 5 output channels"):
+        view.out_channel = 9  # refused at once: the box cannot hold it either
     with pytest.raises(Exception, match="unknown layer"):
         view.layer = "1"
     with pytest.raises(ValueError, match="not a convolution"):
@@ -207,7 +208,7 @@ def test_view_and_controller_follow_the_layer_menu():
         kernel_view(model, colormap="viridis")  # refused at once, not when a slice is first drawn
     # the box in the browser cannot hold what the trait refuses (it would stay there unexplained)
     box = view._channel_box
-    assert (box.min, box.value) == (-1, view.out_channel) and box.max >= 2**31 - 1
+    assert (box.min, box.max, box.value) == (-1, 4, view.out_channel)  # layer '2' has 5 output channels
 
 
 def test_controller_limits_huge_grids_and_rejects_models_without_convs():
@@ -216,11 +217,11 @@ def test_controller_limits_huge_grids_and_rejects_models_without_convs():
     KernelController(model, view, max_tiles=64)
     view.layer = "1"
     assert "showing output channels 0-7 of 64" in view.status
-    assert view.image_shape[0] == 8 * (15 * 3 + 1) + 1  # 8 columns of tiles fit 480 px at zoom 15
+    assert view.image_shape[:2] == (8 * (16 * 3 + 1) + 1,) * 2  # 8 x 8 tiles of 48 px fit 480 px
     wide = KernelView()
     KernelController(nn.Sequential(nn.Conv2d(3, 200, 3), nn.Conv2d(200, 2, 3)), wide, width=480)
-    wide.layer = "1"  # 200 input channels per row cannot fit 480 px
-    assert wide.image_shape[1] == 200 * (8 * 3 + 1) + 1  # still 24 px tiles: never smaller than the default
+    wide.layer = "1"  # 200 input channels per row cannot fit 480 px: each output channel wraps into a block
+    assert wide.image_shape[1] <= 480 and "a block of its 200 input slices" in wide.status
     with pytest.raises(ValueError, match="no Conv2d"):
         KernelController(nn.Sequential(nn.Linear(2, 2)))
 
@@ -275,14 +276,24 @@ def test_out_of_range_or_missing_menu_choices_from_the_browser_go_to_the_status_
     view.close()
 
 
-def test_a_failed_change_takes_the_previous_picture_away():
+def test_a_failed_change_takes_the_previous_picture_away(monkeypatch):
+    import cnnwidgets.app.filters as filters
+
     view = kernel_view(small_net(), layer="2")
     view.out_channel = 4  # the last of the 5 output channels of '2'
     assert not view.error and view.image_shape != ()
-    view.layer = "0"  # 4 output channels: channel 4 is out of range there
-    assert view.error and "out_channel 4 is out of range: '0' has 4 output channels" in view.status
+    view.layer = "0"  # 4 output channels: channel 4 is not there, so all of '0' is shown
+    assert view.out_channel == -1 and not view.error and view.image_shape != ()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot draw these tiles")
+
+    monkeypatch.setattr(filters, "kernel_mosaic", broken)
+    view.out_channel = 1  # the drawing fails: the picture of the whole layer is taken away
+    assert view.error and "cannot draw these tiles" in view.status
     assert view.image_shape == () and view._image.value == b"" and view._image.layout.display == "none"
-    view.out_channel = 1
+    monkeypatch.undo()
+    view.out_channel = 2
     assert not view.error and view.image_shape != () and view._image.layout.display is None
     view.layer = None  # from Python: nothing to show, and the view says why
     assert view.image_shape == () and view.status == "no layer chosen: pick a convolution layer in the menu"

@@ -20,7 +20,14 @@ from torch import nn
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe, unwrap_model
-from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag
+from cnnwidgets.core.targets import (
+    ChannelActivation,
+    ClassLogit,
+    as_count,
+    as_flag,
+    class_scores,
+    output_tensor,
+)
 from cnnwidgets.methods.actmax import (
     ActMaxResult,
     _image_size,
@@ -32,16 +39,18 @@ from cnnwidgets.methods.dead import default_dead_layers
 from cnnwidgets.methods.kernels import Kernels, conv_layer_names, kernels
 from cnnwidgets.methods.summary import summary
 from cnnwidgets.render._checks import check_int
-from cnnwidgets.render.kernels import KERNEL_COLORMAPS, MIN_TILE_PIXELS, kernel_mosaic
+from cnnwidgets.render.kernels import KERNEL_COLORMAPS, kernel_mosaic
 from cnnwidgets.widgets.filters import ActMaxView, KernelView
 from cnnwidgets.widgets.summary import SummaryView
 
 __all__ = [
     "CLASS_TARGET",
-    "ActMaxController",
-    "KernelController",
+    "MAX_KERNEL_HEIGHT",
     "MAX_KERNEL_TILE",
     "MAX_KERNEL_WIDTH",
+    "MIN_READABLE_TILE",
+    "ActMaxController",
+    "KernelController",
     "actmax_view",
     "kernel_view",
     "summary_view",
@@ -51,39 +60,135 @@ __all__ = [
 CLASS_TARGET = "<class logit>"
 
 #: The view's traits the kernel controller redraws on.
-_KERNEL_SETTINGS = ["layer", "normalize", "out_channel"]
+_KERNEL_SETTINGS = ["layer", "normalize", "out_channel", "colormap"]
 
 #: The largest ``tile`` of :class:`KernelController` (pixels): a tile is about this size on
 #: screen, and a layer may have thousands.
 MAX_KERNEL_TILE = 256
 
-#: The largest ``width`` of :class:`KernelController` (pixels); wider pictures are shrunk to the
-#: output's width anyway.
+#: The largest ``width`` and ``height`` of :class:`KernelController` (pixels).
 MAX_KERNEL_WIDTH = 4096
+MAX_KERNEL_HEIGHT = 16384
+
+#: The smallest tile (pixels, its longer side) the kernel view draws to make a picture fit its
+#: ``width`` and ``height``: a 3x3 kernel at 4 px per weight. Where even tiles this small do
+#: not fit, the view shows the first output channels (or input slices) and says so.
+MIN_READABLE_TILE = 12
+
+#: Extra pixels between the blocks of a grid whose rows are wrapped (one block per output channel).
+_BLOCK_GAP = 3
+
+
+class _Layout:
+    """How a kernel picture is laid out: ``zoom``, ``cols`` tiles to a line, ``shown`` of the
+    first rows (grid: output channels) or tiles (the other layouts), and, for a grid, ``lines``
+    per output channel (> 1: its row is wrapped)."""
+
+    def __init__(self, zoom: int, cols: int, shown: int, lines: int = 1) -> None:
+        self.zoom, self.cols, self.shown, self.lines = zoom, cols, shown, lines
+
+
+def _zooms(h: int, w: int, tile: int) -> tuple[int, int]:
+    """(preferred, smallest readable) zoom of an h x w kernel for a wanted ``tile`` size."""
+    side = max(h, w)
+    preferred = max(1, tile // side)
+    return preferred, min(preferred, max(1, -(-MIN_READABLE_TILE // side)))
+
+
+def _flat_layout(count: int, h: int, w: int, *, tile: int, width: int, height: int) -> _Layout:
+    """Lay ``count`` tiles out in lines (row-major) to fit ``width`` x ``height``: the largest
+    readable zoom at which all fit (a near-square grid where it fits, else full lines); else the
+    smallest readable zoom, with the tiles that fit."""
+    preferred, smallest = _zooms(h, w, tile)
+    for zoom in range(preferred, smallest - 1, -1):
+        fit = (width - 1) // (w * zoom + 1)
+        if fit < 1:
+            continue
+        for cols in (min(fit, math.ceil(math.sqrt(count))), min(fit, count)):
+            if math.ceil(count / cols) * (h * zoom + 1) + 1 <= height:
+                return _Layout(zoom, cols, count)
+    zoom = smallest
+    while zoom > 1 and (width - 1) // (w * zoom + 1) < 1:
+        zoom -= 1  # a kernel wider than ``width`` even at the readable size
+    cols = max(1, min(count, (width - 1) // (w * zoom + 1)))
+    lines = max(1, (height - 1) // (h * zoom + 1))
+    return _Layout(zoom, cols, min(count, cols * lines))
+
+
+def _grid_layout(rows: int, count: int, h: int, w: int, *, tile: int, width: int, height: int,
+                 max_tiles: int) -> _Layout:
+    """Lay a grid of ``rows`` output channels x ``count`` input slices out to fit ``width`` x
+    ``height``: a row per output channel where it fits, else each row wrapped into a block of
+    lines; the largest readable zoom at which every output channel (up to ``max_tiles`` tiles,
+    whole rows, at least one) fits, else the smallest readable zoom with the rows that fit."""
+    preferred, smallest = _zooms(h, w, tile)
+    wanted = rows if rows * count <= max_tiles else max(1, max_tiles // count)
+
+    def at(zoom: int) -> tuple[int, int, int]:
+        lines = math.ceil(count / max(1, min(count, (width - 1) // (w * zoom + 1))))
+        cols = math.ceil(count / lines)  # lines as even as they go
+        block = lines * (h * zoom + 1) + (_BLOCK_GAP if lines > 1 else 0)
+        return cols, lines, block
+
+    for zoom in range(preferred, smallest - 1, -1):
+        cols, lines, block = at(zoom)
+        if (width - 1) // (w * zoom + 1) >= 1 and wanted * block + 1 <= height + (_BLOCK_GAP if lines > 1 else 0):
+            return _Layout(zoom, cols, wanted, lines)
+    zoom = smallest
+    while zoom > 1 and (width - 1) // (w * zoom + 1) < 1:
+        zoom -= 1
+    cols, lines, block = at(zoom)
+    fit = max(1, (height - 1 + (_BLOCK_GAP if lines > 1 else 0)) // block)
+    return _Layout(zoom, cols, min(wanted, fit), lines)
+
+
+def _colour_key(k: Kernels, colormap: str) -> str:
+    """What the colours of the picture mean, for the status line."""
+    if k.normalize == "layer":
+        end = f"{float(k.scale.max()):.3g}"
+        scale = "one scale for the layer: its largest |w|"
+    else:
+        group = "output channel" if k.normalize == "filter" else "slice"
+        end = f"the largest |w| of each {group}"
+        scale = f"a scale per {k.normalize}, largest {float(np.abs(k.weight).max()):.3g}"
+    low, high = (f"-{end}", f"+{end}") if k.normalize == "layer" else (f"-({end})", f"+({end})")
+    if k.layout == "rgb":
+        return (f"colours: each of red, green, blue from none at {low} to full at {high}, mid-gray = all 0 "
+                f"({scale})")
+    if colormap == "diverging":
+        return f"colours: mid-gray = 0, full blue = {low}, full orange-red = {high} ({scale})"
+    return f"gray levels: mid-gray = 0, black = {low}, white = {high} ({scale})"
 
 
 class KernelController:
     """Shows the kernels of the layer chosen in a :class:`KernelView`.
 
+    The picture fits ``width`` x ``height`` pixels: tiles are drawn at about ``tile`` pixels,
+    smaller (down to :data:`MIN_READABLE_TILE`) where that makes everything fit, and wrapped
+    into lines (a grid's row per output channel into a block of lines). Where even that does
+    not fit, the first output channels (or input slices) are shown and the status line says how
+    many of how many, and how to see the others.
+
     Args:
         model_or_probe: the model (or a probe on it); weights are only read.
         view: the view to drive (a new one by default).
-        colormap: ``"gray"`` or ``"diverging"`` for single-channel slices.
+        colormap: ``"gray"`` or ``"diverging"`` for single-channel slices: the view's
+            ``colormap`` to start with (its ``colours`` menu changes it).
         max_tiles: an int >= 1, about the largest number of tiles the full grid of a layer
             (``out ch.`` -1, one row of input slices per output channel) is drawn with: a bigger
-            grid shows its first output channels only, in whole rows, and at least one row (so a
-            layer with more input channels than ``max_tiles`` still shows its first row); the
-            status line says so. RGB tiles and one output channel's slices are always drawn whole.
-        tile: an int in 1..:data:`MAX_KERNEL_TILE`: tiles are enlarged by a whole factor to about
-            this many pixels where a row of them fits ``width``; never below
-            :data:`~cnnwidgets.render.kernels.MIN_TILE_PIXELS`, the size
-            :func:`~cnnwidgets.render.kernels.kernel_mosaic` draws by default.
-        width: an int in 1..:data:`MAX_KERNEL_WIDTH`: pixels a row of tiles may take.
+            grid shows its first output channels only, in whole rows, and at least one row; the
+            status line says so.
+        tile: an int in 1..:data:`MAX_KERNEL_TILE`: the size tiles are enlarged to (by a whole
+            factor) where the picture fits.
+        width: an int in 1..:data:`MAX_KERNEL_WIDTH`: the picture's largest width in pixels
+            (only a single kernel wider than that at zoom 1 makes it wider).
+        height: an int in 1..:data:`MAX_KERNEL_HEIGHT`: the picture's largest height in pixels;
+            at least one line of tiles (one output channel's block) is shown.
 
     Raises:
         ValueError: if the model has no 2-D convolution, for an unknown colormap, or for a
-            ``max_tiles``, ``tile`` or ``width`` out of range.
-        TypeError: for a ``max_tiles``, ``tile`` or ``width`` that is not an int.
+            ``max_tiles``, ``tile``, ``width`` or ``height`` out of range.
+        TypeError: for a ``max_tiles``, ``tile``, ``width`` or ``height`` that is not an int.
     """
 
     def __init__(
@@ -95,57 +200,100 @@ class KernelController:
         max_tiles: int = 4096,
         tile: int = 48,
         width: int = 480,
+        height: int = 960,
     ) -> None:
         if colormap not in KERNEL_COLORMAPS:
             raise ValueError(f"colormap must be one of {KERNEL_COLORMAPS} for kernel tiles, got {colormap!r}")
         self.max_tiles = as_count(max_tiles, "max_tiles")
         self.tile = check_int(tile, "tile", minimum=1, maximum=MAX_KERNEL_TILE)
         self.width = check_int(width, "width", minimum=1, maximum=MAX_KERNEL_WIDTH)
+        self.height = check_int(height, "height", minimum=1, maximum=MAX_KERNEL_HEIGHT)
         names = conv_layer_names(model_or_probe)
         if not names:
             raise ValueError("the model has no Conv2d layer, so there are no kernels to show")
         self.source = model_or_probe
-        self.colormap = colormap
         self.view = view if view is not None else KernelView()
+        self._observing = False
+        self._counts = {name: _out_channels(model_or_probe, name) for name in names}
+        self.view.colormaps = list(KERNEL_COLORMAPS)
+        self.view.colormap = colormap
         self.view.layers = names
         if self.view.layer is None:
             self.view.layer = names[0]
+        self.view.out_channels = self._counts.get(self.view.layer, 0)
         self.view.observe(self.update, names=_KERNEL_SETTINGS)
         self._observing = True
         self.update()
+
+    @property
+    def colormap(self) -> str:
+        """The colormap of single-channel tiles: the view's ``colormap``."""
+        return self.view.colormap
 
     @shown_in_view
     def update(self, change: Any = None) -> None:
         """Recompute and show the mosaic for the view's current state."""
         view = self.view
         if view.layer is None:
+            view.out_channels = 0
             view.clear_image("no layer chosen: pick a convolution layer in the menu")
             return
+        if change is not None and change.get("name") == "layer" or view.out_channels != self._counts[view.layer]:
+            self._observing = False  # the reset of out_channel below redraws once, here
+            view.unobserve(self.update, names=_KERNEL_SETTINGS)
+            try:
+                view.out_channels = self._counts[view.layer]  # sets out_channel back to -1 where it is not there
+            finally:
+                view.observe(self.update, names=_KERNEL_SETTINGS)
+                self._observing = True
         out_channel = None if view.out_channel < 0 else view.out_channel
         k = kernels(self.source, view.layer, out_channel=out_channel, normalize=view.normalize)
-        values, note = k.values, ""
-        if k.layout == "grid" and values.shape[0] * values.shape[1] > self.max_tiles:
-            rows = max(1, self.max_tiles // values.shape[1])
-            values = values[:rows]
-            note = f"; showing output channels 0-{rows - 1} of {k.weight.shape[0]}, pick one with 'out ch.'"
-        size = values.shape[2] if k.layout == "grid" else values.shape[1]
-        per_row = values.shape[1] if k.layout == "grid" else math.ceil(math.sqrt(values.shape[0]))
-        fit = self.width // max(1, per_row * (size + 1))
-        zoom = max(1, MIN_TILE_PIXELS // size, min(self.tile // size, fit))
-        mosaic = kernel_mosaic(values, k.layout, cmap=self.colormap, zoom=zoom)
         o, i, h, w = k.weight.shape
-        view.show_image(
-            mosaic,
-            f"{k.layer}: {o}x{i}x{h}x{w} weights ({_layout_text(k, _groups(self.source, k.layer))}), "
-            f"scale per {k.normalize}, max |w| {float(np.abs(k.weight).max()):.3g}{note}"
-            + ("" if view.out_channel >= 0 or o == 1 else "; set 'out ch.' to a channel to see only its slices"),
-        )
+        values, layout, note = k.values, k.layout, ""
+        options = {"tile": self.tile, "width": self.width, "height": self.height}
+        if layout == "grid" and values.shape[1] == 1:
+            values, layout = values[:, 0], "slices"  # one input slice per output (depthwise): wrap them
+        if layout == "grid":
+            fit = _grid_layout(o, i, h, w, max_tiles=self.max_tiles, **options)
+            values = values[: fit.shown]
+            arrangement = (
+                f"each output channel is a block of its {i} input slices, {fit.cols} to a line, in row-major order"
+                if fit.lines > 1 else ""
+            )
+            if fit.shown < o:
+                note = (f"showing output channels 0-{fit.shown - 1} of {o}, pick one with 'out ch.' to see its "
+                        f"{i} input slices, or pass a larger height= or max_tiles= to kernel_view")
+        else:
+            fit = _flat_layout(values.shape[0], h, w, **options)
+            kind = "input slices" if layout == "slices" and k.layout == "slices" else "output channels"
+            arrangement = f"tiles: {kind} in row-major order, {fit.cols} to a line"
+            if fit.shown < values.shape[0]:
+                values = values[: fit.shown]
+                more = ("pass a larger height= to kernel_view to see them all" if kind == "input slices" else
+                        "pick one with 'out ch.' to see its input slices, or pass a larger height= to kernel_view")
+                note = f"showing {kind} 0-{fit.shown - 1} of {len(k.values)}, {more}"
+        mosaic = kernel_mosaic(values, layout, cmap=view.colormap, zoom=fit.zoom, cols=fit.cols,
+                               block_gap=_BLOCK_GAP)
+        parts = [
+            f"{k.layer}: {o}x{i}x{h}x{w} weights ({_layout_text(k, _groups(self.source, k.layer))})",
+            arrangement,
+            _colour_key(k, view.colormap),
+            note,
+            "" if view.out_channel >= 0 or o == 1 or i == 1 else "set 'out ch.' to a channel to see only its slices",
+        ]
+        view.show_image(mosaic, "; ".join(part for part in parts if part))
 
     def close(self) -> None:
         """Stop following the view (it keeps what it shows)."""
         if self._observing:
             self.view.unobserve(self.update, names=_KERNEL_SETTINGS)
             self._observing = False
+
+
+def _out_channels(source: nn.Module | Probe, layer: str) -> int:
+    """The number of output channels of the convolution ``layer``."""
+    model = source.model if isinstance(source, Probe) else unwrap_model(source)[0]
+    return int(model.get_submodule(layer).out_channels)
 
 
 def _groups(source: nn.Module | Probe, layer: str) -> int:
@@ -162,6 +310,10 @@ def _layout_text(k: Kernels, groups: int) -> str:
     axis is the input channel within that group.
     """
     o, i = k.weight.shape[:2]
+    if i == 1 and k.layout == "grid":  # drawn as one tile per output channel
+        if groups <= 1:
+            return "one tile per output channel: its slice of the one input channel"
+        return f"one tile per output channel: its slice of the one input channel its group reads; {groups} groups"
     if groups <= 1:
         return {
             "rgb": "RGB tiles",
@@ -227,10 +379,37 @@ _ACTMAX_OPTIONS = sorted(
 )
 
 
-def _describe_target(layer: str | None, channel: int) -> str:
+def _describe_target(layer: str | None, channel: int, classes: Sequence[str] = ()) -> str:
     """The target of an actmax view's ``layer`` entry and ``channel`` in words (``"layer '3'
-    channel 5"``, ``"class 7"``), as its status line names it."""
-    return f"class {channel}" if layer == CLASS_TARGET else f"layer {layer!r} channel {channel}"
+    channel 5"``, ``"class 7"``, ``"class 7 ('horse')"`` where the class names are known), as its
+    status line names it."""
+    if layer != CLASS_TARGET:
+        return f"layer {layer!r} channel {channel}"
+    return f"class {channel} ({classes[channel]!r})" if 0 <= channel < len(classes) else f"class {channel}"
+
+
+def _normalisation_text(mean: Any, std: Any) -> str:
+    """The input space a run optimises in, for the status line."""
+    if mean is None and std is None:
+        return ("no input normalisation: pass mean= and std= (or the bundle) for a model trained on "
+                "normalised images")
+    def values(v: Any) -> str:
+        if v is None:
+            return "none"
+        if isinstance(v, (int, float)):
+            return f"{v:g}"
+        return "(" + ", ".join(f"{float(x):g}" for x in v) + ")"
+    return f"input normalised with mean {values(mean)}, std {values(std)}"
+
+
+def _class_count(probe: Probe) -> int:
+    """The number of classes ``probe``'s model scores (0 where its output is not class scores)."""
+    try:
+        with torch.no_grad():
+            x = torch.zeros((1, *probe.input_size), device=probe.device)
+            return int(class_scores(output_tensor(probe.logits(x, cache=False))).shape[1])
+    except (TypeError, ValueError, RuntimeError):
+        return 0
 
 
 class ActMaxController:
@@ -244,12 +423,15 @@ class ActMaxController:
     that the image shown is still the last run's.
 
     Args:
-        model_or_probe: the model or a probe on it (a model gets a private probe; call :meth:`close`).
+        model_or_probe: the model, a zoo bundle or a probe on a model (a model gets a private
+            probe; call :meth:`close`).
         view: the view to drive (a new one by default).
         size: image size (H or (H, W)); default: the probe's input size. A probe passed in is
-            then described at this size, as any capture at a new size does: its ``input_size``
-            and ``layers`` describe the synthesized images afterwards.
-        mean, std: the model's input normalisation (see ``maximize_activation``).
+            left as it is: where its ``input_size`` differs from this size (or from an
+            ``input_size`` option), the view works on a private probe of the same model.
+        mean, std: the model's input normalisation (see ``maximize_activation``); default: a
+            bundle's own, else none. The status line says which input space runs use.
+        classes: class names (index = class), shown for class targets; default: a bundle's.
         background: run in a thread (``False``: block, e.g. in tests).
         update_every: steps between image updates during a run, an int >= 1.
         steps: the number of steps the view starts with, an int >= 1 (the user can change it there).
@@ -277,6 +459,7 @@ class ActMaxController:
         background: bool = True,
         update_every: int = 8,
         steps: int | None = None,
+        classes: Sequence[str] | None = None,
         **options: Any,
     ) -> None:
         owned = sorted(set(options) & {"progress", "callback", "cancel"})
@@ -293,9 +476,16 @@ class ActMaxController:
         self.background = as_flag(background, "background")
         if mean is None and std is None:
             mean, std = bundle_normalization(model_or_probe)  # a zoo bundle's own input space
+        if classes is None and not isinstance(model_or_probe, (nn.Module, Probe)):
+            classes = getattr(model_or_probe, "classes", None)  # a zoo bundle's class names
+        self.classes = [str(name) for name in classes] if classes is not None else []
         self.options = dict(options, mean=mean, std=std)
         self.size = size
-        if isinstance(model_or_probe, Probe):
+        if isinstance(model_or_probe, Probe) and not _describes(model_or_probe, size, options.get("input_size")):
+            # the user's probe stays described as it was: runs at another size re-describe the probe they use
+            self.probe = Probe(model_or_probe._user_model, model_or_probe.device, input_size=model_or_probe.input_size)
+            self._owns_probe = True
+        elif isinstance(model_or_probe, Probe):
             self.probe, self._owns_probe = model_or_probe, False
         else:
             self.probe, self._owns_probe = Probe(model_or_probe), True
@@ -306,10 +496,14 @@ class ActMaxController:
             # the size, mean, std and options, checked by maximize_activation itself
             maximize_activation(self.probe, _OptionsOnly(layers[0] if layers else None), steps=0, size=size,
                                 progress=False, **self.options)
+            self._counts = {name: int(self.probe.layers[name].map_shape[0]) for name in layers}
+            self._counts[CLASS_TARGET] = _class_count(self.probe)
         except Exception:
             if self._owns_probe:
                 self.probe.close()
             raise
+        #: the input space runs use, in words (the status lines say it)
+        self.input_space = _normalisation_text(mean, std)
         self.result: ActMaxResult | None = None
         #: the target of the image on screen, in words (None while none is shown)
         self.shown_target: str | None = None
@@ -325,10 +519,19 @@ class ActMaxController:
         if self.view.layer is None:
             # a middle layer: a first-layer channel needs no search (its best input is its kernel)
             self.view.layer = layers[len(layers) // 2] if layers else CLASS_TARGET
+        self._fit_channels()
         if not self.view.status:
-            self.view.status = "choose a target and press Run to synthesise its image"
+            self.view.status = f"choose a target and press Run to synthesise its image; {self.input_space}"
         self.view.observe(self._on_running, names="running")
+        self.view.observe(self._fit_channels, names="layer")  # first: the channel fits the target when said
         self.view.observe(self._on_target, names=["layer", "channel"])
+
+    def _fit_channels(self, change: Any = None) -> None:
+        """Bound the view's channel box to the chosen target's channels (classes), and name them."""
+        view = self.view
+        count = self._counts.get(view.layer, 0) if view.layer is not None else 0
+        view.channel_names = self.classes if view.layer == CLASS_TARGET and len(self.classes) == count else []
+        view.channels = count
 
     def _target(self) -> ChannelActivation | ClassLogit:
         layer, channel = self.view.layer, self.view.channel
@@ -352,7 +555,7 @@ class ActMaxController:
         if view.layer is None:
             then = "no target is chosen: pick one in the target menu"
         else:
-            chosen = _describe_target(view.layer, view.channel)
+            chosen = _describe_target(view.layer, view.channel, self.classes)
             then = "" if chosen == self.shown_target else f"press Run to synthesise {chosen}'s"
         view.error = False
         shown = self._shown_status
@@ -382,7 +585,7 @@ class ActMaxController:
             view.show_error(error_text(exc))
             view.running = False
             return
-        what, steps = _describe_target(view.layer, view.channel), view.steps
+        what, steps = _describe_target(view.layer, view.channel, self.classes), view.steps
         view.error = False
         view.status = f"running {what} ..."
         if self.background:
@@ -422,10 +625,10 @@ class ActMaxController:
                 self.probe, target, steps=steps, size=self.size, progress=False,
                 callback=on_step, cancel=cancel, **self.options,
             )
-        except Exception as exc:  # shown in the view; a background thread has nobody else to tell
+        except Exception as exc:  # noqa: BLE001 - shown in the view; a background thread has nobody else to tell
             if generation == self._generation:
                 self._show(None, "")
-                view.show_error(f"{type(exc).__name__}: {exc}")
+                view.show_error(error_text(exc))
                 view.running = False
             return
         if generation != self._generation:
@@ -435,7 +638,7 @@ class ActMaxController:
         self._show(
             what,
             f"{state} after {result.steps} steps for {what}: target {result.initial_activation:.4g} -> "
-            f"{result.activation:.4g}",
+            f"{result.activation:.4g}; {self.input_space}",
             torch.from_numpy(result.rgb).permute(2, 0, 1),
         )
         view.running = False
@@ -449,6 +652,22 @@ class ActMaxController:
         self.wait()
         if self._owns_probe:
             self.probe.close()
+
+
+def _describes(probe: Probe, size: Any, input_size: Any) -> bool:
+    """Whether ``probe`` is described at the size the runs of a view ask for (``size`` H or
+    (H, W), or an ``input_size`` (C, H, W); neither: whatever it is described at)."""
+    if input_size is not None:
+        try:
+            return tuple(int(v) for v in input_size) == tuple(probe.input_size)
+        except (TypeError, ValueError):
+            return True  # refused with maximize_activation's own message below
+    if size is None:
+        return True
+    try:
+        return _image_size(size) == tuple(probe.input_size[1:])
+    except ValueError:
+        return True
 
 
 def actmax_view(model_or_probe: nn.Module | Probe, **options: Any) -> ActMaxView:

@@ -118,6 +118,7 @@ def kernel_mosaic(
     cols: int | None = None,
     cmap: str = "gray",
     border_color: Sequence[int] = (255, 255, 255),
+    block_gap: int = 3,
 ) -> np.ndarray:
     """One image of all kernels of a layer.
 
@@ -130,19 +131,28 @@ def kernel_mosaic(
             pixels (at least 1).
         border: pixels between tiles.
         cols: columns of the near-square grid (``"rgb"`` and ``"slices"``); default ``ceil(sqrt(T))``.
+            For ``"grid"``, a ``cols`` below the grid's column count wraps each row (one output
+            channel) into lines of ``cols`` tiles, in row-major order: each row becomes a block of
+            lines, and blocks are set apart by ``block_gap`` more pixels of ``border_color``.
         cmap: for single-channel tiles, ``"gray"`` (default) or ``"diverging"``
             (:data:`KERNEL_COLORMAPS`; ignored for ``"rgb"``), the keyword the other renderers use.
         border_color: RGB colour of the borders and of empty slots.
+        block_gap: extra pixels between the blocks of a wrapped ``"grid"`` (>= 0).
 
     Returns:
         ``uint8`` array (H, W, 3).
 
     Raises:
-        ValueError: for an unknown layout or colormap, or values of the wrong shape.
+        ValueError: for an unknown layout or colormap, values of the wrong shape, or a ``cols``
+            < 1 or ``block_gap`` < 0.
     """
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     values = np.asarray(values)
+    if cols is not None and int(cols) < 1:
+        raise ValueError(f"cols must be >= 1, got {cols}")
+    if int(block_gap) < 0:
+        raise ValueError(f"block_gap must be >= 0, got {block_gap}")
     if values.size == 0:
         raise ValueError("there are no kernels to draw (empty array)")
     if layout == "rgb":
@@ -162,4 +172,27 @@ def kernel_mosaic(
         tiles = signed_to_rgb(values, cmap)
     if zoom is None:
         zoom = max(1, MIN_TILE_PIXELS // max(1, h))
+    if layout == "grid" and cols is not None and int(cols) < tiles.shape[1]:
+        return _wrapped_grid(tiles, int(cols), zoom=zoom, border=border, border_color=border_color,
+                             block_gap=int(block_gap))
     return tile_grid(tiles, zoom=zoom, border=border, border_color=border_color)
+
+
+def _wrapped_grid(tiles: np.ndarray, cols: int, *, zoom: int, border: int, border_color: Sequence[int],
+                  block_gap: int) -> np.ndarray:
+    """(rows, n, h, w, 3) tiles -> one image with each row wrapped into lines of ``cols`` tiles
+    (a block per row), blocks set apart by ``block_gap`` extra pixels."""
+    rows, count = tiles.shape[:2]
+    lines = math.ceil(count / cols)
+    padded = np.empty((rows, lines * cols, *tiles.shape[2:]), dtype=np.uint8)
+    padded[...] = np.asarray(border_color, dtype=np.uint8)
+    padded[:, :count] = tiles
+    image = tile_grid(padded.reshape(rows * lines, cols, *tiles.shape[2:]), zoom=zoom, border=border,
+                      border_color=border_color)
+    if block_gap == 0 or rows == 1:
+        return image
+    block = lines * (tiles.shape[2] * int(zoom) + int(border))
+    at = [int(border) + k * block for k in range(1, rows) for _ in range(block_gap)]
+    gap = np.empty((len(at), image.shape[1], 3), dtype=np.uint8)
+    gap[...] = np.asarray(border_color, dtype=np.uint8)
+    return np.insert(image, at, gap, axis=0)

@@ -16,6 +16,9 @@ from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
 
 __all__ = ["ActMaxView", "KernelView", "png_bytes"]
 
+#: The largest index a channel box takes while the chosen layer's channel count is not known.
+_NO_COUNT_MAX = 2**31 - 1
+
 
 class KernelView(ImageStatus, widgets.VBox):
     """The kernels of one convolution layer as a mosaic, with a layer menu.
@@ -25,7 +28,12 @@ class KernelView(ImageStatus, widgets.VBox):
         layer: the chosen layer (one of ``layers``).
         normalize: ``"layer"``, ``"filter"`` or ``"slice"``.
         out_channel: -1 for all output channels (RGB tiles or the full grid), else one output
-            channel's input slices.
+            channel's input slices: an index below ``out_channels`` when that is known.
+        out_channels: the chosen layer's number of output channels (0 while not known; the
+            controller sets it). The ``out ch.`` box is bounded to -1..``out_channels`` - 1, and
+            an ``out_channel`` the new count does not have is set back to -1 (all).
+        colormaps: the colormaps offered for single-channel tiles (the controller sets them).
+        colormap: the chosen one (one of ``colormaps``).
         status, error: the status line.
 
     A value the browser sends that these traits refuse (an index outside the menu, no layer)
@@ -38,27 +46,47 @@ class KernelView(ImageStatus, widgets.VBox):
     layer = traitlets.Unicode(None, allow_none=True)
     normalize = traitlets.Enum(("layer", "filter", "slice"), default_value="layer")
     out_channel = traitlets.Int(-1)
+    out_channels = traitlets.Int(0)
+    colormaps = traitlets.List(traitlets.Unicode(), default_value=["gray"])
+    colormap = traitlets.Unicode("gray")
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
         self._layer_menu = RefusingDropdown(description="layer")
         self._normalize_menu = RefusingDropdown(
             description="scale", options=[("per layer", "layer"), ("per filter", "filter"), ("per slice", "slice")]
         )
-        # bounded in the browser too: a value the trait refuses would stay in the box unexplained
-        self._channel_box = widgets.BoundedIntText(value=-1, min=-1, max=2**31 - 1, description="out ch.",
+        # bounded in the browser too (to the layer's channels once known): a value the trait
+        # refuses would stay in the box unexplained
+        self._channel_box = RefusingBoundedIntText(value=-1, min=-1, max=_NO_COUNT_MAX, description="out ch.",
                                                    layout=widgets.Layout(width="160px"))
+        self._colormap_menu = RefusingDropdown(description="colours", options=list(self.colormaps))
         self._make_image_parts()
-        controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box])
+        controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box, self._colormap_menu])
         super().__init__(children=[controls, self._image, self._status], **kwargs)
-        self._report_refusals({"layer": self._layer_menu, "scale": self._normalize_menu})
+        self._report_refusals({"layer": self._layer_menu, "scale": self._normalize_menu,
+                               "out ch.": self._channel_box, "colours": self._colormap_menu})
         self.observe(self._sync_menu, names="layers")
+        self.observe(self._sync_colormaps, names="colormaps")
+        self.observe(self._fit_out_channel, names="out_channels")
         self.layers = list(layers)
         widgets.link((self._layer_menu, "value"), (self, "layer"))
         widgets.link((self._normalize_menu, "value"), (self, "normalize"))
         widgets.link((self._channel_box, "value"), (self, "out_channel"))
+        widgets.link((self._colormap_menu, "value"), (self, "colormap"))
 
     def _sync_menu(self, change) -> None:
         self._layer_menu.options = list(change["new"])
+
+    def _sync_colormaps(self, change) -> None:
+        self._colormap_menu.options = list(change["new"])
+
+    def _fit_out_channel(self, change) -> None:
+        """A new channel count: an ``out_channel`` it does not have goes back to -1 (all) first,
+        then the box is bounded (a box holding more than its new max would clamp it)."""
+        count = change["new"]
+        if count > 0 and self.out_channel >= count:
+            self.out_channel = -1
+        self._channel_box.max = count - 1 if count > 0 else _NO_COUNT_MAX
 
     @traitlets.validate("layer")
     def _check_layer(self, proposal):
@@ -76,9 +104,29 @@ class KernelView(ImageStatus, widgets.VBox):
     @traitlets.validate("out_channel")
     def _check_out_channel(self, proposal):
         self._refuse_when_closed(proposal)
-        if proposal["value"] < -1:
+        value = proposal["value"]
+        if value < -1:
             raise traitlets.TraitError("out_channel is -1 (all) or a channel index >= 0")
+        if 0 < self.out_channels <= value:
+            raise traitlets.TraitError(
+                f"out_channel {value} is out of range: layer {self.layer!r} has {self.out_channels} output "
+                f"channels (0..{self.out_channels - 1}, or -1 for all)"
+            )
+        return value
+
+    @traitlets.validate("out_channels")
+    def _check_out_channels(self, proposal):
+        if proposal["value"] < 0:
+            raise traitlets.TraitError(f"out_channels is a count >= 0 (0: not known), got {proposal['value']}")
         return proposal["value"]
+
+    @traitlets.validate("colormap")
+    def _check_colormap(self, proposal):
+        self._refuse_when_closed(proposal)
+        value = proposal["value"]
+        if value not in self.colormaps:
+            raise traitlets.TraitError(f"unknown colormap {value!r}; choose one of {list(self.colormaps)}")
+        return value
 
 
 class ActMaxView(ImageStatus, widgets.VBox):
@@ -87,7 +135,12 @@ class ActMaxView(ImageStatus, widgets.VBox):
     Traits:
         layers: the targets to choose from (layer names; the controller may add a class entry).
         layer: the chosen entry.
-        channel: channel (or class) index.
+        channel: channel (or class) index: below ``channels`` when that is known.
+        channels: how many channels (or classes) the chosen target has, 0 while not known (the
+            controller sets it when the target changes). The channel box is bounded to
+            0..``channels`` - 1, and a ``channel`` the new count does not have is set to the last one.
+        channel_names: names of the chosen target's channels (class names), index = channel;
+            empty where none are known. The name of the chosen one is shown next to the box.
         steps: number of steps.
         running: ``True`` while a run is going; the Run button sets it, Stop clears it.
         progress: steps done in the current run.
@@ -104,21 +157,24 @@ class ActMaxView(ImageStatus, widgets.VBox):
     layers = traitlets.List(traitlets.Unicode())
     layer = traitlets.Unicode(None, allow_none=True)
     channel = traitlets.Int(0)
+    channels = traitlets.Int(0)
+    channel_names = traitlets.List(traitlets.Unicode())
     steps = traitlets.Int(128)
     running = traitlets.Bool(False)
     progress = traitlets.Int(0)
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
         self._layer_menu = RefusingDropdown(description="target")
-        self._channel_box = RefusingBoundedIntText(value=0, min=0, max=10**6, description="channel",
+        self._channel_box = RefusingBoundedIntText(value=0, min=0, max=_NO_COUNT_MAX, description="channel",
                                                    layout=widgets.Layout(width="170px"))
+        self._channel_name = widgets.Label(value="")
         self._steps_box = RefusingBoundedIntText(value=128, min=1, max=10**5, description="steps",
                                                  layout=widgets.Layout(width="170px"))
         self._run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self._stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self._bar = widgets.IntProgress(value=0, min=0, max=128)
         self._make_image_parts()
-        controls = widgets.HBox([self._layer_menu, self._channel_box, self._steps_box])
+        controls = widgets.HBox([self._layer_menu, self._channel_box, self._channel_name, self._steps_box])
         buttons = widgets.HBox([self._run_button, self._stop_button, self._bar])
         super().__init__(children=[controls, buttons, self._image, self._status], **kwargs)
         self._report_refusals({"target": self._layer_menu, "channel": self._channel_box,
@@ -130,12 +186,26 @@ class ActMaxView(ImageStatus, widgets.VBox):
         widgets.link((self._steps_box, "value"), (self, "steps"))
         widgets.link((self._bar, "value"), (self, "progress"))
         widgets.link((self._steps_box, "value"), (self._bar, "max"))
+        self.observe(self._fit_channel, names="channels")
+        self.observe(self._show_channel_name, names=["channel", "channel_names"])
         self._run_button.on_click(lambda _: setattr(self, "running", True))
         self._stop_button.on_click(lambda _: setattr(self, "running", False))
         self.observe(self._toggle_buttons, names="running")
 
     def _sync_menu(self, change) -> None:
         self._layer_menu.options = list(change["new"])
+
+    def _fit_channel(self, change) -> None:
+        """A new channel count: a ``channel`` it does not have becomes its last one first, then the
+        box is bounded (a box holding more than its new max would clamp it)."""
+        count = change["new"]
+        if count > 0 and self.channel >= count:
+            self.channel = count - 1
+        self._channel_box.max = count - 1 if count > 0 else _NO_COUNT_MAX
+
+    def _show_channel_name(self, change=None) -> None:
+        names = self.channel_names
+        self._channel_name.value = names[self.channel] if 0 <= self.channel < len(names) else ""
 
     def _toggle_buttons(self, change) -> None:
         self._run_button.disabled = change["new"]
@@ -164,9 +234,20 @@ class ActMaxView(ImageStatus, widgets.VBox):
     def _check_non_negative(self, proposal):
         self._refuse_when_closed(proposal)
         self._refuse_while_running(proposal)
-        least = 1 if proposal["trait"].name == "steps" else 0
-        if proposal["value"] < least:
-            raise traitlets.TraitError(f"{proposal['trait'].name} must be an int >= {least}, got {proposal['value']}")
+        name, value = proposal["trait"].name, proposal["value"]
+        least = 1 if name == "steps" else 0
+        if value < least:
+            raise traitlets.TraitError(f"{name} must be an int >= {least}, got {value}")
+        if name == "channel" and 0 < self.channels <= value:
+            raise traitlets.TraitError(
+                f"channel {value} is out of range for target {self.layer!r}: accepted 0..{self.channels - 1}"
+            )
+        return value
+
+    @traitlets.validate("channels")
+    def _check_channels(self, proposal):
+        if proposal["value"] < 0:
+            raise traitlets.TraitError(f"channels is a count >= 0 (0: not known), got {proposal['value']}")
         return proposal["value"]
 
     @traitlets.validate("running")
