@@ -159,3 +159,11 @@ def test_a_user_hook_holding_a_lock_is_not_copied_and_does_not_stop_the_probe():
     model[4].register_forward_hook(lambda module, args, output, lock=lock: None)
     with Probe(model, device="cpu") as probe:
         assert probe.user_hooks == ("forward hook <lambda> on '4' (Linear)",)
+
+
+def test_user_model_is_the_model_given_and_model_its_private_copy():
+    model = head_net()
+    with Probe(model, device="cpu") as probe:
+        assert probe.user_model is model and probe.model is not model
+    with pytest.raises(RuntimeError, match="closed"):
+        probe.user_model  # noqa: B018

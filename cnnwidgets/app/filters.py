@@ -483,7 +483,7 @@ class ActMaxController:
         self.size = size
         if isinstance(model_or_probe, Probe) and not _describes(model_or_probe, size, options.get("input_size")):
             # the user's probe stays described as it was: runs at another size re-describe the probe they use
-            self.probe = Probe(model_or_probe._user_model, model_or_probe.device, input_size=model_or_probe.input_size)
+            self.probe = Probe(model_or_probe.user_model, model_or_probe.device, input_size=model_or_probe.input_size)
             self._owns_probe = True
         elif isinstance(model_or_probe, Probe):
             self.probe, self._owns_probe = model_or_probe, False

@@ -1114,6 +1114,13 @@ class Probe:
         return self._batch_dependent
 
     @property
+    def user_model(self) -> nn.Module:
+        """The model this probe was made for (the user's, which the probe never changes; its
+        private copy is :attr:`model`)."""
+        self._check_open()
+        return self._user_model
+
+    @property
     def user_hooks(self) -> tuple[str, ...]:
         """The forward hooks and forward pre-hooks on the user's model that the private copy does
         not run: a tuple of short human-readable strings, one per hook, e.g.
