@@ -22,4 +22,4 @@ def check_numpy_bridge() -> None:
             "with a matching torchvision"
         ) from exc
     if not isinstance(back, np.ndarray):
-        raise ImportError(f"torch {torch.__version__} returned {type(back).__name__} for Tensor.numpy()")
+        raise ImportError(f"torch {torch.__version__} returned {type(back).__name__} for Tensor.numpy()")  # noqa: TRY004
