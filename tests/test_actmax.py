@@ -565,3 +565,32 @@ def test_the_ascent_does_not_depend_on_the_scale_of_the_target():
     # Adam ignores the gradient's scale; an absolute eps of 1e-8 would have kept the tiny one still
     assert float(np.abs(tiny.rgb - plain.rgb).max()) < 0.05 * moved
     assert tiny.activation == pytest.approx(1e-9 * plain.activation, rel=1e-2)
+
+
+class SharedRelu(nn.Module):
+    """One ReLU module after both convolutions, as in a ResNet block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_the_view_says_that_a_module_run_twice_is_read_at_its_last_call():
+    view = actmax_view(SharedRelu().eval(), size=16, steps=4, background=False)
+    assert "relu" in view.layers
+    view.layer, view.channel = "relu", 2
+    view.controller.start()
+    assert not view.error, view.status
+    assert "layer 'relu' (its last of 2 calls in a pass) channel 2" in view.status
+    view.layer = "conv1"  # run once: nothing to say
+    view.controller.start()
+    assert "layer 'conv1' channel" in view.status and "calls" not in view.status
+    view.controller.close()

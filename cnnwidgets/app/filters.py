@@ -379,12 +379,14 @@ _ACTMAX_OPTIONS = sorted(
 )
 
 
-def _describe_target(layer: str | None, channel: int, classes: Sequence[str] = ()) -> str:
+def _describe_target(layer: str | None, channel: int, classes: Sequence[str] = (), calls: int = 1) -> str:
     """The target of an actmax view's ``layer`` entry and ``channel`` in words (``"layer '3'
     channel 5"``, ``"class 7"``, ``"class 7 ('horse')"`` where the class names are known), as its
-    status line names it."""
+    status line names it. A layer that runs ``calls`` > 1 times in one pass (a ResNet block's
+    shared ReLU) is read at its last call, and the words say so."""
     if layer != CLASS_TARGET:
-        return f"layer {layer!r} channel {channel}"
+        last = f" (its last of {calls} calls in a pass)" if calls > 1 else ""
+        return f"layer {layer!r}{last} channel {channel}"
     return f"class {channel} ({classes[channel]!r})" if 0 <= channel < len(classes) else f"class {channel}"
 
 
@@ -555,11 +557,16 @@ class ActMaxController:
         if view.layer is None:
             then = "no target is chosen: pick one in the target menu"
         else:
-            chosen = _describe_target(view.layer, view.channel, self.classes)
+            chosen = _describe_target(view.layer, view.channel, self.classes, self._calls(view.layer))
             then = "" if chosen == self.shown_target else f"press Run to synthesise {chosen}'s"
         view.error = False
         shown = self._shown_status
         view.status = f"{shown} - the image is {self.shown_target}'s; {then}" if then else shown
+
+    def _calls(self, layer: str | None) -> int:
+        """How many times ``layer`` runs in one forward pass (1 for the class target or an unknown name)."""
+        info = self.probe.layers.get(layer) if layer not in (None, CLASS_TARGET) else None
+        return info.calls if info is not None else 1
 
     def start(self) -> None:
         """Start a run for the view's current target (cancelling any run in progress)."""
@@ -585,7 +592,7 @@ class ActMaxController:
             view.show_error(error_text(exc))
             view.running = False
             return
-        what, steps = _describe_target(view.layer, view.channel, self.classes), view.steps
+        what, steps = _describe_target(view.layer, view.channel, self.classes, self._calls(view.layer)), view.steps
         view.error = False
         view.status = f"running {what} ..."
         if self.background:
