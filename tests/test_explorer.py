@@ -1303,6 +1303,25 @@ def test_the_status_line_says_that_the_models_own_forward_hooks_do_not_run():
         ex.close()
 
 
+def test_with_a_slow_model_the_grid_fades_while_a_new_occluder_position_is_computed():
+    ex = make(Tiny(delay=0.3).eval(), box=(0, 0, 8, 8), background=True)
+    try:
+        assert ex.wait_idle(60) and not ex.grid_busy
+        ex.box = (6, 6, 8, 8)
+        assert ex.grid_busy  # the maps shown are the previous position's
+        assert ex.wait_idle(60) and not ex.grid_busy
+    finally:
+        ex.close()
+    quick = make(Tiny().eval(), box=(0, 0, 8, 8), background=True)
+    try:
+        assert quick.wait_idle(60)
+        quick.box = (6, 6, 8, 8)  # a quick model sends no fade for every drag step
+        assert not quick.grid_busy
+        assert quick.wait_idle(60)
+    finally:
+        quick.close()
+
+
 def test_explorer_threads_do_not_accumulate():
     before = threading.active_count()
     for _ in range(3):

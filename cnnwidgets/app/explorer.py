@@ -486,6 +486,17 @@ def _computed_part(state: ExplorerState) -> tuple:
     return state.layer, state.image_id, state.device
 
 
+#: A frame that took at least this long (forward and drawing) makes the grid fade also while the
+#: frame of a new occluder position or fill is computed: with a slow model the box moves at once
+#: and the maps follow long after, which the fade shows. Quicker models send no such updates.
+SLOW_FRAME_SECONDS = 0.25
+
+
+def _occluded_part(state: ExplorerState) -> tuple:
+    """What of ``state`` takes a new forward pass of an occluded image: the above, box and fill."""
+    return (*_computed_part(state), state.box, state.fill)
+
+
 def _nonfinite_note(layer: str, frame: Frame, probe: Probe | None = None) -> str | None:
     """What a frame with NaN or infinite values shows wrongly, and why (:func:`nonfinite_cause` of
     the ``probe``'s copy, whose weights computed it); None when all is finite."""
@@ -948,6 +959,7 @@ class Explorer(ipw.VBox):
         self._closed = False
         self._frame: Frame | None = None
         self._frame_state: ExplorerState | None = None
+        self._slow_frames = False  # the last frame took SLOW_FRAME_SECONDS or more (see _waits_for)
         self._frame_lock = threading.Lock()
         self._model_changes_seen = 0
         # traits and widget values change on the thread that owns the widgets (the kernel's event
@@ -1724,20 +1736,29 @@ class Explorer(ipw.VBox):
 
     def _grid_busy(self, state: ExplorerState) -> None:
         """Fade the grid while it shows another layer, image or device than ``state`` asks for (a
-        new forward is on its way; the style sheet fades it only when that takes a moment), and
-        show it plainly again once the grid is ``state``'s."""
+        new forward is on its way; the style sheet fades it only when that takes a moment), with a
+        slow model also another occluder position or fill (see :meth:`_waits_for`), and show it
+        plainly again once the grid is ``state``'s."""
         with self._frame_lock:
             shown = self._frame_state
-        waiting = shown is not None and _computed_part(shown) != _computed_part(state)
+        waiting = shown is not None and self._waits_for(shown, state)
         if waiting:
             self.grid.add_class("cnnw-busy")
         else:
             self.grid.remove_class("cnnw-busy")
 
+    def _waits_for(self, shown: ExplorerState, state: ExplorerState) -> bool:
+        """Whether the grid drawn for ``shown`` is to fade while ``state``'s frame is computed: for
+        another layer, image or device; with a slow model (see :data:`SLOW_FRAME_SECONDS`) also for
+        another occluder position or fill."""
+        part = _occluded_part if self._slow_frames else _computed_part
+        return part(shown) != part(state)
+
     @property
     def grid_busy(self) -> bool:
         """Whether the grid is faded: it still shows another layer, image or device than the
-        one asked for, whose frame is being computed."""
+        one asked for, whose frame is being computed; with a model whose frames take
+        :data:`SLOW_FRAME_SECONDS` or more, also another occluder position or fill."""
         return "cnnw-busy" in self.grid._dom_classes
 
     # ------------------------------------------------------------------ controller -> views
@@ -1746,7 +1767,8 @@ class Explorer(ipw.VBox):
             return  # drawn while close() ran: nothing is shown any more, and its state is refused
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
-        if self.grid_busy and _computed_part(state) == _computed_part(self.state()):
+        self._slow_frames = frame.computed.seconds + frame.render_seconds >= SLOW_FRAME_SECONDS
+        if self.grid_busy and not self._waits_for(state, self.state()):
             self.grid.remove_class("cnnw-busy")
         if self._model_changed_unseen():
             self._on_main_thread(self._follow_model_change_shown)
