@@ -1322,6 +1322,31 @@ def test_with_a_slow_model_the_grid_fades_while_a_new_occluder_position_is_compu
         quick.close()
 
 
+class _OneImageAtATime(nn.Module):
+    """Tiny's layers behind a forward that takes one image (flattens the batch, as x.view(1, -1))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Tiny().eval()
+
+    def forward(self, x):
+        assert x.shape[0] == 1, "one image at a time"
+        return self.inner(x)
+
+
+def test_an_occlusion_map_of_a_one_image_model_says_so_in_its_caption_not_in_a_warning():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ex = make(_OneImageAtATime().eval(), box=(4, 4, 8, 8), method="occlusion", method_stride=4)
+        try:
+            assert ex.method_result is not None and ex.method_result.complete
+            assert ex.method_result.occlusion.one_image
+            assert "one image per forward pass" in ex.method_view.caption.value
+        finally:
+            ex.close()
+
+
 def test_explorer_threads_do_not_accumulate():
     before = threading.active_count()
     for _ in range(3):

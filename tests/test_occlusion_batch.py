@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnwidgets import ChannelActivation, ClassProbability, Probe
-from cnnwidgets.methods.occlusion import ONE_IMAGE_WARNING, occlusion_map, preview_count
+from cnnwidgets.methods.occlusion import ONE_IMAGE_WARNING, occlusion_map, one_image_quietly, preview_count
 from tests.helpers import FailsAtTheLastPosition
 
 
@@ -132,7 +132,17 @@ def test_a_one_image_model_gives_the_map_of_batch_size_one_with_one_warning(cpu_
     assert result.complete and not result.cancelled
     assert len(warned) == 1 and warned[0].category is RuntimeWarning
     assert warned[0].filename == __file__  # points at the caller's occlusion_map
+    assert result.one_image and not expected.one_image
     _assert_same_map(result, expected)
+
+
+def test_a_caller_that_shows_the_fall_back_itself_can_leave_the_warning_out():
+    model, x = _randomized(FlattensTheBatch()), _image()
+    with one_image_quietly():
+        result, warned = _scan(model, x, 1)
+    assert warned == [] and result.one_image and result.complete
+    _, warned = _scan(model, x, 1)  # after the block: warned again
+    assert len(warned) == 1
 
 
 def test_the_warning_says_what_happens_and_how_to_silence_it():

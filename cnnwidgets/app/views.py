@@ -53,7 +53,7 @@ from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability, class_scores, nonfinite_cause
 from cnnwidgets.methods.gradients import layers_for, relu_report
-from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map
+from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map, one_image_quietly
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, SIGNED_OVERLAYS, magnitude
 from cnnwidgets.render.attribution import attribution_overlay, signed_to_rgb
 from cnnwidgets.render.occlusion import occlusion_overlay
@@ -254,7 +254,10 @@ def _drawn_occlusion(
     picture = occlusion_overlay(drop, image.display, window=occlusion.window, stride=occlusion.stride,
                                 center=0.0, vmin=-scale, vmax=scale, alpha=0.6, filled=occlusion.filled,
                                 gray_image=True)
-    return MethodResult(request, target, drop, picture, occlusion, occlusion.complete, time.perf_counter() - start)
+    note = ("the model takes one image per forward pass (a batch of several failed), so this map runs image "
+            "by image, which is slower") if occlusion.one_image else ""
+    return MethodResult(request, target, drop, picture, occlusion, occlusion.complete, time.perf_counter() - start,
+                        note)
 
 
 class MethodRunner(NewestFirstWorker):
@@ -622,9 +625,10 @@ class MethodRunner(NewestFirstWorker):
             self._on_result(self.result)
 
         # every class's probabilities are kept, for the maps of other target classes (_looked_up)
-        result = occlusion_map(probe, image.tensor, ClassProbability(target, outputs=self._outputs), window=window,
-                               stride=stride, fill=image.fill_tensor(request.fill), progress=False, callback=streamed,
-                               cancel=stop, keep_class_probabilities=True)
+        with one_image_quietly():  # the map's note says it instead of a warning from this thread
+            result = occlusion_map(probe, image.tensor, ClassProbability(target, outputs=self._outputs),
+                                   window=window, stride=stride, fill=image.fill_tensor(request.fill), progress=False,
+                                   callback=streamed, cancel=stop, keep_class_probabilities=True)
         if result.cancelled:
             return None
         return _drawn_occlusion(request, image, target, result, start)

@@ -51,6 +51,7 @@ They take ``rows * cols * classes * 4`` bytes, and are not kept beyond
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -78,6 +79,7 @@ from cnnwidgets.methods._fold import inference_copy
 
 __all__ = [
     "KEPT_PROBABILITIES_BYTES",
+    "ONE_IMAGE_WARNING",
     "PREVIEW_MIN",
     "PREVIEW_SHARE",
     "OcclusionResult",
@@ -86,6 +88,7 @@ __all__ = [
     "grid_to_pixel_attribution",
     "occlusion_map",
     "occlusion_top_class",
+    "one_image_quietly",
     "preview_count",
     "scan_order",
 ]
@@ -162,6 +165,8 @@ class OcclusionResult:
             occlusion, when the scan kept them (``keep_class_probabilities`` of
             :func:`occlusion_map`); None otherwise. See :attr:`class_probabilities` and
             :meth:`for_class`.
+        one_image: the model failed on a batch of several occluded images and the scan went on
+            one image per forward pass (see :data:`ONE_IMAGE_WARNING`).
     """
 
     grid: np.ndarray
@@ -177,6 +182,7 @@ class OcclusionResult:
     preview_ready: bool
     cancelled: bool = False
     unoccluded_probabilities: np.ndarray | None = None
+    one_image: bool = False
     # (rows, cols, classes) float32, read-only, written by the scan as it goes (the snapshots of one
     # scan share it): only the entries of ``filled`` positions belong to this result
     _probabilities: np.ndarray | None = field(default=None, repr=False)
@@ -594,6 +600,24 @@ class _OccludedBatches:
 
 def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
     return RuntimeError(f"the model failed on an occluded batch of shape {tuple(batch.shape)}: {model_error_text(exc)}")
+
+
+# Per thread: whether a scan that falls back to one image per forward leaves the warning out
+# (set by a caller that shows OcclusionResult.one_image itself, as the explorer's method panel).
+_QUIET = threading.local()
+
+
+@contextlib.contextmanager
+def one_image_quietly() -> Iterator[None]:
+    """Within this block, on this thread, a scan that falls back to one image per forward pass does
+    not warn (:data:`ONE_IMAGE_WARNING`); its result says so in :attr:`OcclusionResult.one_image`.
+    For callers that show that themselves, as the explorer's method panel does."""
+    before = getattr(_QUIET, "one_image", False)
+    _QUIET.one_image = True
+    try:
+        yield
+    finally:
+        _QUIET.one_image = before
 
 
 #: The warning of a scan that goes on one image per forward pass (see ``_scan_with_probe``).
@@ -1100,6 +1124,7 @@ def _scan_with_probe(
         kept_view.flags.writeable = False
     done = 0
     stopped = False
+    one_image = False  # set when the scan falls back to one image per forward pass
 
     def snapshot() -> OcclusionResult:
         return OcclusionResult(
@@ -1107,7 +1132,7 @@ def _scan_with_probe(
             labels=None if label_grid is None else label_grid.copy(), unoccluded_label=unoccluded_label,
             window=window, stride=stride, image_size=(int(x.shape[2]), int(x.shape[3])), target=target,
             done=done, preview_ready=done >= preview, cancelled=stopped,
-            unoccluded_probabilities=unoccluded_probabilities, _probabilities=kept_view,
+            unoccluded_probabilities=unoccluded_probabilities, _probabilities=kept_view, one_image=one_image,
         )
 
     def make_batch(buffers: _OccludedBatches | None, start: int, end: int) -> tuple[_OccludedBatches, torch.Tensor]:
@@ -1141,7 +1166,7 @@ def _scan_with_probe(
         and workers, so the same map), with a warning. When the first image alone fails too,
         the batch's own error is raised: one image is retried, once per scan.
         """
-        nonlocal size, plan, runner, parallel_safe, copy_after_preview
+        nonlocal size, plan, runner, parallel_safe, copy_after_preview, one_image
         nonlocal unoccluded, unoccluded_label, unoccluded_probabilities
         start, end = plan[0]
         try:
@@ -1175,7 +1200,9 @@ def _scan_with_probe(
                 unoccluded_probabilities = first_probabilities[0].float().cpu().numpy()
                 unoccluded_probabilities.flags.writeable = False
         plan, runner, parallel_safe, copy_after_preview = one_plan, one_runner, one_safe, False
-        warnings.warn(ONE_IMAGE_WARNING, RuntimeWarning, stacklevel=5)
+        one_image = True
+        if not getattr(_QUIET, "one_image", False):
+            warnings.warn(ONE_IMAGE_WARNING, RuntimeWarning, stacklevel=5)
         handle(start, end, *result)
 
     bar = tqdm(total=total, desc="occlusion", unit="pos", disable=not progress)
