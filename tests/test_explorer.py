@@ -1347,6 +1347,25 @@ def test_an_occlusion_map_of_a_one_image_model_says_so_in_its_caption_not_in_a_w
             ex.close()
 
 
+def test_a_model_that_takes_seconds_per_update_gets_a_note_on_how_to_make_it_live(monkeypatch):
+    import cnnwidgets.app.explorer as explorer_module
+
+    monkeypatch.setattr(explorer_module, "SLOW_FORWARD_NOTE_SECONDS", 0.2)
+    ex = make(Tiny(delay=0.3).eval(), box=(0, 0, 8, 8))
+    try:
+        note = r"each update takes \d+\.\d s \(forward passes on a 3x\d+x\d+ input on cpu\)"
+        assert re.search(note, ex.status.message)
+        assert "smaller input_size=" in ex.status.message
+        assert "a GPU (device=)" in ex.status.message  # on the CPU
+    finally:
+        ex.close()
+    quick = make(Tiny().eval(), box=(0, 0, 8, 8))
+    try:
+        assert "each update takes" not in quick.status.message
+    finally:
+        quick.close()
+
+
 def test_explorer_threads_do_not_accumulate():
     before = threading.active_count()
     for _ in range(3):

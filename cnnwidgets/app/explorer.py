@@ -524,6 +524,20 @@ def _user_hooks_note(hooks: tuple[str, ...]) -> str | None:
             "differ from model(x): put what they do into the forward, or remove them, to see it")
 
 
+#: A forward taking at least this long gets a note on how to make the explorer live again.
+SLOW_FORWARD_NOTE_SECONDS = 1.0
+
+
+def _slow_note(seconds: float, probe: Probe) -> str | None:
+    """The note for a frame whose forward took ``seconds`` (None when it was quick)."""
+    if seconds < SLOW_FORWARD_NOTE_SECONDS or probe.closed:
+        return None
+    size = "x".join(str(n) for n in probe.input_size)
+    gpu = "" if probe.device.type != "cpu" else ", or a GPU (device=) where there is one,"
+    return (f"each update takes {seconds:.1f} s (forward passes on a {size} input on {probe.device}): a "
+            f"smaller input_size={gpu} makes dragging live")
+
+
 #: Colour of notes in captions (darker than orange, to read well on white).
 NOTE_COLOR = "#8a5300"
 
@@ -1793,6 +1807,7 @@ class Explorer(ipw.VBox):
         problem = self._scores_problem(state, frame)
         self._set_note("scores", self.controller.scores_note if state.show_scores else None)
         self._set_note("nonfinite", _nonfinite_note(state.layer, frame, self.probe))
+        self._set_note("slow", _slow_note(frame.computed.seconds, self.probe))
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif self._method_error is not None:
