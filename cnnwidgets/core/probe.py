@@ -546,6 +546,20 @@ def check_channel_axis(model: nn.Module, x: torch.Tensor) -> None:
         )
 
 
+def check_output_batch(output: torch.Tensor, batch: int) -> None:
+    """Refuse a model ``output`` whose first dimension is not the ``batch`` size (one output per image).
+
+    Raises:
+        ValueError: naming the shape and the batch size.
+    """
+    if output.dim() == 0 or output.shape[0] != batch:
+        raise ValueError(
+            f"the model's output has shape {tuple(output.shape)} for a batch of {batch} "
+            f"image{'s' if batch != 1 else ''}: its first dimension must be the batch, one "
+            "output per image (does the forward reduce over the batch, or squeeze it away?)"
+        )
+
+
 def check_batch(x: object) -> torch.Tensor:
     """Validate a preprocessed (N, C, H, W) float batch; return it unchanged.
 
@@ -1679,12 +1693,7 @@ class Probe:
                 )
             self.stats.full_forwards += 1
             output = output_tensor(output)
-            if output.dim() == 0 or output.shape[0] != run.batch:
-                raise ValueError(
-                    f"the model's output has shape {tuple(output.shape)} for a batch of {run.batch} "
-                    f"image{'s' if run.batch != 1 else ''}: its first dimension must be the batch, one "
-                    "output per image (does the forward reduce over the batch, or squeeze it away?)"
-                )
+            check_output_batch(output, run.batch)
         missing = set(wanted) - set(run.results)
         if missing:
             raise RuntimeError(f"layers {sorted(missing)} did not run as discovered; is the forward data-dependent?")

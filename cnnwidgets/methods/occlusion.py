@@ -70,7 +70,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import Probe, check_channel_axis, model_error_text, probe_scope, set_memory_format
+from cnnwidgets.core.probe import (
+    Probe, check_channel_axis, check_output_batch, model_error_text, probe_scope, set_memory_format,
+)
 from cnnwidgets.core.targets import (
     ClassProbability, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real, call_target,
     class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
@@ -685,14 +687,12 @@ class _OutputRunner:
                 # named as the model's failure, not to be taken for a KeyError of an unknown layer
                 raise _model_failed(exc, batch) from exc
             try:
-                shape = tuple(output_tensor(output).shape)
-            except TypeError:  # not a tensor: scores() names it
-                shape = None
-            if shape is not None and shape[:1] != (batch.shape[0],):
                 # a model that takes one image per forward may fold a batch into one output row
-                raise _model_failed(ValueError(
-                    f"its output has shape {shape}: its first dimension must be the batch, one output per image"
-                ), batch)
+                check_output_batch(output_tensor(output), batch.shape[0])
+            except TypeError:  # not a tensor: scores() names it
+                pass
+            except ValueError as exc:
+                raise _model_failed(exc, batch) from exc
         return self.scores(output)
 
     def scores(self, output: object) -> _Scores:
@@ -923,27 +923,25 @@ def _run_batches(
     cancelled: Callable[[], bool],
     workers: int,
     threads_per_worker: int,
-    serial_first: bool = True,
 ) -> bool:
     """Runs ``runner`` on every range of ``plan`` and calls ``handle`` with the results, in plan order.
 
     ``make_batch(buffers, start, end)`` builds the occluded batch in a buffer (made on first use,
-    one per thread). With ``serial_first``, the first range (the coarse preview, when the plan
-    has one) runs in the calling thread on all of torch's threads, which puts it on screen
-    soonest. With several workers the other ranges then run side by side, up to two per
-    worker in flight; results are handed on in plan order, so a partial result always holds
-    a prefix of the scan order.
+    one per thread). With one worker the ranges run in the calling thread; with several they run
+    side by side, up to two per worker in flight, and results are handed on in plan order, so a
+    partial result always holds a prefix of the scan order. (The scan's first range, the coarse
+    preview, runs before this, in the calling thread on all of torch's threads, which puts it on
+    screen soonest.)
     ``cancelled`` is checked before every range; ranges already running then finish, and their
     results are dropped. Returns whether the scan was cancelled.
     """
-    buffers = None
-    first = 1 if serial_first else 0
-    for start, end in plan if workers <= 1 else plan[:first]:
-        if cancelled():
-            return True
-        buffers, batch = make_batch(buffers, start, end)
-        handle(start, end, *runner(batch))
-    if workers <= 1 or len(plan) <= first:
+    if workers <= 1 or not plan:
+        buffers = None
+        for start, end in plan:
+            if cancelled():
+                return True
+            buffers, batch = make_batch(buffers, start, end)
+            handle(start, end, *runner(batch))
         return False
 
     local = threading.local()
@@ -953,7 +951,7 @@ def _run_batches(
         return runner(batch)
 
     threads = torch.get_num_threads()
-    ranges: Iterator[tuple[int, int]] = iter(plan[first:])
+    ranges: Iterator[tuple[int, int]] = iter(plan)
     pending: deque[tuple[tuple[int, int], Future]] = deque()
     try:
         with ThreadPoolExecutor(
@@ -1217,8 +1215,7 @@ def _scan_with_probe(
                 runner = _OutputRunner(model, target, probe, keep)
         if not stopped:
             workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
-            stopped = _run_batches(plan[1:], make_batch, runner, handle, cancelled, workers, threads_per_worker,
-                                   serial_first=False)
+            stopped = _run_batches(plan[1:], make_batch, runner, handle, cancelled, workers, threads_per_worker)
     finally:
         bar.close()
     return snapshot()
