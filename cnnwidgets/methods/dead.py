@@ -186,7 +186,7 @@ def _add_batch_statistics(
         if act.numel() == 0:  # a map with no unit at this input size: the layers are described at it
             readable_layer(probe, name)
         # a NaN maximum compares as "never above the threshold": NaN channels are not dead
-        check_finite_activation(act, name, "a dead-channel scan")
+        check_finite_activation(act, name, "a dead-channel scan", model=probe.model)
         dims = [0, *range(2, act.dim())]
         batch_max = act.detach().amax(dim=dims).float()
         batch_active = (act.detach() > threshold).sum(dim=dims, dtype=torch.float64)

@@ -349,8 +349,8 @@ def _features(
     feats = {name: torch.cat(chunks) for name, chunks in parts.items()}
     scores = torch.cat(score_parts)
     for name, feat in feats.items():
-        check_finite_activation(feat, name, "invariance_curves")
-    check_finite_activation(scores, None, "invariance_curves")
+        check_finite_activation(feat, name, "invariance_curves", model=probe.model)
+    check_finite_activation(scores, None, "invariance_curves", model=probe.model)
     return feats, scores
 
 

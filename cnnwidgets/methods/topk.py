@@ -598,7 +598,8 @@ class TopKActivations:
         # each batch is seen once; the merge reads any memory layout
         acts = probe.capture(batch, self.layers, cache=False, channels_first=True, contiguous=False)
         for name, act in acts.items():
-            check_finite_activation(act, name, "a top-k scan")  # NaN would sort as the strongest activation
+            # NaN would sort as the strongest activation
+            check_finite_activation(act, name, "a top-k scan", model=probe.model)
         label_row = (
             labels.to(torch.long).cpu() if labels is not None and labels.shape[0] == n else torch.full((n,), -1, dtype=torch.long)
         )
