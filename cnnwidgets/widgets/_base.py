@@ -52,6 +52,21 @@ def close_parts(widget: ipywidgets.Widget) -> None:
         ipywidgets.Widget.close(part)
 
 
+class RefusesWhenClosed:
+    """Mixin for a view that refuses new settings once closed (``_closed`` true): a closed view
+    shows nothing, so setting its state is a mistake, not a silent no-op. Its validators call
+    :meth:`_refuse_when_closed`; ``_MAKER`` names what makes a new view."""
+
+    #: the function that makes the view, named when a closed one is used
+    _MAKER = "a new view"
+
+    def _refuse_when_closed(self, proposal: dict) -> None:
+        if getattr(self, "_closed", False):
+            raise traitlets.TraitError(
+                f"cannot set {proposal['trait'].name}: this view is closed; make a new one with {self._MAKER}"
+            )
+
+
 class RefusesBrowserValues:
     """Mixin for widgets whose traits the browser sets: a value they refuse.
 

@@ -20,6 +20,20 @@ __all__ = ["ActMaxView", "KernelView", "png_bytes"]
 _NO_COUNT_MAX = 2**31 - 1
 
 
+def _box_max(count: int) -> int:
+    """The largest index a channel box takes for a layer of ``count`` channels (0: not known)."""
+    return count - 1 if count > 0 else _NO_COUNT_MAX
+
+
+def _checked_count(proposal) -> int:
+    """A channel count trait's new value: an int >= 0 (0: not known)."""
+    if proposal["value"] < 0:
+        raise traitlets.TraitError(
+            f"{proposal['trait'].name} is a count >= 0 (0: not known), got {proposal['value']}"
+        )
+    return proposal["value"]
+
+
 class KernelView(ImageStatus, widgets.VBox):
     """The kernels of one convolution layer as a mosaic, with a layer menu.
 
@@ -86,7 +100,7 @@ class KernelView(ImageStatus, widgets.VBox):
         count = change["new"]
         if count > 0 and self.out_channel >= count:
             self.out_channel = -1
-        self._channel_box.max = count - 1 if count > 0 else _NO_COUNT_MAX
+        self._channel_box.max = _box_max(count)
 
     @traitlets.validate("layer")
     def _check_layer(self, proposal):
@@ -116,9 +130,7 @@ class KernelView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("out_channels")
     def _check_out_channels(self, proposal):
-        if proposal["value"] < 0:
-            raise traitlets.TraitError(f"out_channels is a count >= 0 (0: not known), got {proposal['value']}")
-        return proposal["value"]
+        return _checked_count(proposal)
 
     @traitlets.validate("colormap")
     def _check_colormap(self, proposal):
@@ -201,7 +213,7 @@ class ActMaxView(ImageStatus, widgets.VBox):
         count = change["new"]
         if count > 0 and self.channel >= count:
             self.channel = count - 1
-        self._channel_box.max = count - 1 if count > 0 else _NO_COUNT_MAX
+        self._channel_box.max = _box_max(count)
 
     def _show_channel_name(self, change=None) -> None:
         names = self.channel_names
@@ -246,9 +258,7 @@ class ActMaxView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("channels")
     def _check_channels(self, proposal):
-        if proposal["value"] < 0:
-            raise traitlets.TraitError(f"channels is a count >= 0 (0: not known), got {proposal['value']}")
-        return proposal["value"]
+        return _checked_count(proposal)
 
     @traitlets.validate("running")
     def _check_running(self, proposal):

@@ -11,7 +11,7 @@ import numpy as np
 import traitlets
 from PIL import Image
 
-from cnnwidgets.widgets._base import RefusesBrowserValues, close_parts
+from cnnwidgets.widgets._base import RefusesBrowserValues, RefusesWhenClosed, close_parts
 from cnnwidgets.widgets.controls import FIT_IN_ROW
 
 __all__ = ["ImageStatus", "png_bytes", "show_png"]
@@ -46,7 +46,7 @@ def show_png(target: widgets.Image, image: np.ndarray) -> None:
     target.layout.height = "auto"
 
 
-class ImageStatus(traitlets.HasTraits):
+class ImageStatus(RefusesWhenClosed, traitlets.HasTraits):
     """Mixin: an image area and a status line where errors are shown, never only logged.
 
     The picture on screen always belongs to the settings the view shows: an error that leaves
@@ -67,9 +67,6 @@ class ImageStatus(traitlets.HasTraits):
     status = traitlets.Unicode("")
     error = traitlets.Bool(False)
     image_shape = traitlets.Tuple((), read_only=True)
-
-    #: the function that makes the view, named when a closed one is used
-    _MAKER = "a new view"
 
     def _make_image_parts(self) -> None:
         self._closed = False
@@ -139,13 +136,6 @@ class ImageStatus(traitlets.HasTraits):
     def _refused(self, what: str, names: str, exc: BaseException) -> None:
         # nothing changed, so the picture still matches what the controls show (set back)
         self.show_error(f"{what}: not changed ({exc})", keep_image=True)
-
-    def _refuse_when_closed(self, proposal: dict) -> None:
-        """A closed view shows nothing: setting its state is a mistake, not a silent no-op."""
-        if getattr(self, "_closed", False):
-            raise traitlets.TraitError(
-                f"cannot set {proposal['trait'].name}: this view is closed; make a new one with {self._MAKER}"
-            )
 
     def close(self) -> None:
         """Close the view: its controller (``view.controller``, which releases a probe it made)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import traitlets
 
-from cnnwidgets.widgets._base import close_parts
+from cnnwidgets.widgets._base import RefusesWhenClosed, close_parts
 
 __all__ = ["SummaryView", "table_html"]
 
@@ -55,7 +55,7 @@ def _check_rows(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
             )
 
 
-class SummaryView(widgets.VBox):
+class SummaryView(RefusesWhenClosed, widgets.VBox):
     """Layer table with a filter box: rows whose text contains the filter (any column,
     case-insensitive) are shown.
 
@@ -106,13 +106,6 @@ class SummaryView(widgets.VBox):
         self.caption = caption
         self.cells = [[str(v) for v in row] for row in cells]
         self._render()
-
-    def _refuse_when_closed(self, proposal: dict) -> None:
-        """A closed view shows nothing: setting its state is a mistake, not a silent no-op."""
-        if getattr(self, "_closed", False):
-            raise traitlets.TraitError(
-                f"cannot set {proposal['trait'].name}: this view is closed; make a new one with {self._MAKER}"
-            )
 
     @traitlets.validate("caption", "filter_text")
     def _check_open(self, proposal):
