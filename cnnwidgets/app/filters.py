@@ -20,14 +20,7 @@ from torch import nn
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe, unwrap_model
-from cnnwidgets.core.targets import (
-    ChannelActivation,
-    ClassLogit,
-    as_count,
-    as_flag,
-    class_scores,
-    output_tensor,
-)
+from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag, class_scores, output_tensor
 from cnnwidgets.methods.actmax import (
     ActMaxResult,
     _image_size,
@@ -95,22 +88,33 @@ def _zooms(h: int, w: int, tile: int) -> tuple[int, int]:
     return preferred, min(preferred, max(1, -(-MIN_READABLE_TILE // side)))
 
 
+def _per_line(width: int, w: int, zoom: int) -> int:
+    """How many tiles of kernels ``w`` wide, at ``zoom``, fit a line of ``width`` pixels (1 px borders)."""
+    return (width - 1) // (w * zoom + 1)
+
+
+def _last_resort_zoom(smallest: int, w: int, width: int) -> int:
+    """``smallest``, or less where a kernel ``w`` wide does not fit ``width`` even at that zoom."""
+    zoom = smallest
+    while zoom > 1 and _per_line(width, w, zoom) < 1:
+        zoom -= 1
+    return zoom
+
+
 def _flat_layout(count: int, h: int, w: int, *, tile: int, width: int, height: int) -> _Layout:
     """Lay ``count`` tiles out in lines (row-major) to fit ``width`` x ``height``: the largest
     readable zoom at which all fit (a near-square grid where it fits, else full lines); else the
     smallest readable zoom, with the tiles that fit."""
     preferred, smallest = _zooms(h, w, tile)
     for zoom in range(preferred, smallest - 1, -1):
-        fit = (width - 1) // (w * zoom + 1)
+        fit = _per_line(width, w, zoom)
         if fit < 1:
             continue
         for cols in (min(fit, math.ceil(math.sqrt(count))), min(fit, count)):
             if math.ceil(count / cols) * (h * zoom + 1) + 1 <= height:
                 return _Layout(zoom, cols, count)
-    zoom = smallest
-    while zoom > 1 and (width - 1) // (w * zoom + 1) < 1:
-        zoom -= 1  # a kernel wider than ``width`` even at the readable size
-    cols = max(1, min(count, (width - 1) // (w * zoom + 1)))
+    zoom = _last_resort_zoom(smallest, w, width)
+    cols = max(1, min(count, _per_line(width, w, zoom)))
     lines = max(1, (height - 1) // (h * zoom + 1))
     return _Layout(zoom, cols, min(count, cols * lines))
 
@@ -125,18 +129,16 @@ def _grid_layout(rows: int, count: int, h: int, w: int, *, tile: int, width: int
     wanted = rows if rows * count <= max_tiles else max(1, max_tiles // count)
 
     def at(zoom: int) -> tuple[int, int, int]:
-        lines = math.ceil(count / max(1, min(count, (width - 1) // (w * zoom + 1))))
+        lines = math.ceil(count / max(1, min(count, _per_line(width, w, zoom))))
         cols = math.ceil(count / lines)  # lines as even as they go
         block = lines * (h * zoom + 1) + (_BLOCK_GAP if lines > 1 else 0)
         return cols, lines, block
 
     for zoom in range(preferred, smallest - 1, -1):
         cols, lines, block = at(zoom)
-        if (width - 1) // (w * zoom + 1) >= 1 and wanted * block + 1 <= height + (_BLOCK_GAP if lines > 1 else 0):
+        if _per_line(width, w, zoom) >= 1 and wanted * block + 1 <= height + (_BLOCK_GAP if lines > 1 else 0):
             return _Layout(zoom, cols, wanted, lines)
-    zoom = smallest
-    while zoom > 1 and (width - 1) // (w * zoom + 1) < 1:
-        zoom -= 1
+    zoom = _last_resort_zoom(smallest, w, width)
     cols, lines, block = at(zoom)
     fit = max(1, (height - 1 + (_BLOCK_GAP if lines > 1 else 0)) // block)
     return _Layout(zoom, cols, min(wanted, fit), lines)
@@ -214,6 +216,7 @@ class KernelController:
         self.source = model_or_probe
         self.view = view if view is not None else KernelView()
         self._observing = False
+        self._settling = False  # while update() bounds out_channel to the layer (see update)
         self._counts = {name: _out_channels(model_or_probe, name) for name in names}
         self.view.colormaps = list(KERNEL_COLORMAPS)
         self.view.colormap = colormap
@@ -238,14 +241,13 @@ class KernelController:
             view.out_channels = 0
             view.clear_image("no layer chosen: pick a convolution layer in the menu")
             return
-        if change is not None and change.get("name") == "layer" or view.out_channels != self._counts[view.layer]:
-            self._observing = False  # the reset of out_channel below redraws once, here
-            view.unobserve(self.update, names=_KERNEL_SETTINGS)
-            try:
-                view.out_channels = self._counts[view.layer]  # sets out_channel back to -1 where it is not there
-            finally:
-                view.observe(self.update, names=_KERNEL_SETTINGS)
-                self._observing = True
+        if self._settling:
+            return  # out_channel reset by the line below: drawn once, by the update that set it
+        self._settling = True
+        try:
+            view.out_channels = self._counts[view.layer]  # sets out_channel back to -1 where it is not there
+        finally:
+            self._settling = False
         out_channel = None if view.out_channel < 0 else view.out_channel
         k = kernels(self.source, view.layer, out_channel=out_channel, normalize=view.normalize)
         o, i, h, w = k.weight.shape
