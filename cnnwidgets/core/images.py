@@ -245,22 +245,22 @@ def _download(url: str) -> bytes:
         raise ValueError(
             f"could not download the image from {url}: timed out connecting to the server (no connection within "
             f"{wait:g} s, cnnwidgets.core.images.DOWNLOAD_TIMEOUT); check the address and the network, or {yourself}"
-            if timed_out else
-            f"could not download the image from {url} ({exc.reason}); without a network connection, "
-            "save the image and pass its path"
+            if timed_out else _unreachable(url, exc.reason)
         ) from exc
     except http.client.HTTPException as exc:
         raise _malformed(url, exc) from exc
     except OSError as exc:
-        raise ValueError(
-            f"could not download the image from {url} ({exc}); without a network connection, "
-            "save the image and pass its path"
-        ) from exc
+        raise ValueError(_unreachable(url, exc)) from exc
     with response:
         data = _read_body(response, url, start, yourself)
     if len(data) > DOWNLOAD_LIMIT:
         raise _too_large(url)
     return data
+
+
+def _unreachable(url: str, reason: object) -> str:
+    return (f"could not download the image from {url} ({reason}); without a network connection, save the image "
+            "and pass its path")
 
 
 def _malformed(url: str, exc: Exception) -> ValueError:
