@@ -441,7 +441,8 @@ def _is_distribution(scores: torch.Tensor) -> bool:
         return False
     values = scores.detach()
     tolerance = max(_DISTRIBUTION_TOLERANCE, 4 * torch.finfo(values.dtype).eps)
-    return bool(((values.double().sum(dim=1) - 1).abs() <= tolerance).all())
+    # summed on the CPU: MPS has no float64
+    return bool(((values.cpu().double().sum(dim=1) - 1).abs() <= tolerance).all())
 
 
 #: How a model's outputs become class probabilities (see :func:`class_probabilities`).

@@ -98,18 +98,23 @@ def _is_plain(module: nn.Module) -> bool:
 
 
 def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    def host64(t: torch.Tensor) -> torch.Tensor:
+        # float64 on the CPU: MPS has no float64 (casting there raises), and the factors are small
+        return t.detach().cpu().double()
+
     with torch.no_grad():
-        var = bn.running_var.double()
+        var = host64(bn.running_var)
         scale = torch.rsqrt(var + bn.eps)
         if bn.weight is not None:
-            scale = scale * bn.weight.double()
-        shift = -bn.running_mean.double() * scale
+            scale = scale * host64(bn.weight)
+        shift = -host64(bn.running_mean) * scale
         if bn.bias is not None:
-            shift = shift + bn.bias.double()
+            shift = shift + host64(bn.bias)
         if conv.bias is not None:
-            shift = shift + conv.bias.double() * scale
+            shift = shift + host64(conv.bias) * scale
         # the per-channel factors in float64, the (large) weight scaled in place in its own dtype
-        conv.weight.mul_(scale.to(conv.weight.dtype).view(-1, *([1] * (conv.weight.dim() - 1))))
+        factor = scale.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        conv.weight.mul_(factor.view(-1, *([1] * (conv.weight.dim() - 1))))
         bias = shift.to(device=conv.weight.device, dtype=conv.weight.dtype)
         if conv.bias is None:
             conv.bias = nn.Parameter(bias, requires_grad=False)

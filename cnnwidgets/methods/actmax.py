@@ -174,6 +174,12 @@ def _random_transform(x: torch.Tensor, generator: torch.Generator, jitter: int, 
         dtype=x.dtype, device=x.device,
     )[None]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if x.device.type == "mps":
+        # sampled on the CPU (one small image per step): older PyTorch releases that cnnwidgets
+        # supports have no grid_sample backward pass on MPS, and the optimisation differentiates
+        # through this transform
+        return F.grid_sample(x.cpu(), grid.cpu(), mode="bilinear", padding_mode="reflection",
+                             align_corners=False).to(x.device)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 

@@ -189,7 +189,8 @@ def _add_batch_statistics(
         check_finite_activation(act, name, "a dead-channel scan", model=probe.model)
         dims = [0, *range(2, act.dim())]
         batch_max = act.detach().amax(dim=dims).float()
-        batch_active = (act.detach() > threshold).sum(dim=dims, dtype=torch.float64)
+        # counted exactly in int64, as float64 on the CPU (MPS has no float64)
+        batch_active = (act.detach() > threshold).sum(dim=dims).cpu().double()
         if name in maxima:
             if batch_max.shape != maxima[name].shape:
                 raise ValueError(f"layer {name!r} changed its number of channels between batches")

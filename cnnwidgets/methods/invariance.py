@@ -344,8 +344,9 @@ def _features(
         piece = x[start:start + batch_size]
         acts, logits = probe.capture_with_logits(piece, layers, cache=False)  # one pass for both
         for name, act in acts.items():
-            parts[name].append(act.reshape(act.shape[0], -1).to(torch.float64).cpu())
-        score_parts.append(class_scores(logits, "invariance curves").to(torch.float64).cpu())
+            # to float64 on the CPU: MPS has no float64, and a GPU would hold twice the bytes
+            parts[name].append(act.reshape(act.shape[0], -1).float().cpu().double())
+        score_parts.append(class_scores(logits, "invariance curves").float().cpu().double())
     feats = {name: torch.cat(chunks) for name, chunks in parts.items()}
     scores = torch.cat(score_parts)
     for name, feat in feats.items():

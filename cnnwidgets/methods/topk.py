@@ -457,8 +457,12 @@ def data_size(data: Any) -> int | None:
 
 
 def _checksum(image: torch.Tensor) -> list:
-    """A cheap identity of one image: shape and float64 sum (detects a reshuffled data set)."""
-    return [list(image.shape), float(image.detach().to(torch.float64).sum())]
+    """A cheap identity of one image: shape and float64 sum (detects a reshuffled data set).
+
+    Summed on the CPU whatever device the data is on: MPS has no float64, and the same image
+    must give the same sum when a scan is resumed with the data on another device.
+    """
+    return [list(image.shape), float(image.detach().cpu().double().sum())]
 
 
 # ---------------------------------------------------------------------------- the state
