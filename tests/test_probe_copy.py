@@ -167,3 +167,47 @@ def test_user_model_is_the_model_given_and_model_its_private_copy():
         assert probe.user_model is model and probe.model is not model
     with pytest.raises(RuntimeError, match="closed"):
         probe.user_model  # noqa: B018
+
+
+class _ConstantsNet(nn.Module):
+    """Keeps its input normalisation as plain tensor attributes (neither parameters nor buffers),
+    one of them shared with a submodule, the way many hand-written models do."""
+
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.mean = torch.tensor([0.4, 0.5, 0.6], dtype=dtype).view(1, 3, 1, 1)
+        self.scale = torch.tensor([2.0, 3.0, 4.0], dtype=dtype).view(1, 3, 1, 1)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.conv.offset = self.mean  # the same tensor, seen from another module
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        return self.head(self.conv((x - self.mean) * self.scale + self.conv.offset))
+
+
+def test_plain_tensor_attributes_of_a_double_model_are_computed_in_float32_like_its_weights():
+    # Module.float() and Module.to() leave plain tensor attributes alone: a float64 mean in a
+    # double model stayed float64 in the float32 copy, and its forward failed on dtypes
+    model = _ConstantsNet(torch.float64).double()
+    x = torch.rand(2, 3, 16, 16)
+    with Probe(model, device="cpu", input_size=(3, 16, 16)) as probe:
+        got = probe.logits(x)
+        copy = probe.model
+        assert copy.mean.dtype == copy.scale.dtype == torch.float32
+        assert copy.conv.offset is copy.mean  # still one tensor, as in the user's model
+        assert copy.mean is not model.mean
+    expected = model(x.double())
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-5)
+    assert model.mean.dtype == torch.float64  # the user's model keeps its own
+
+
+def test_plain_tensor_attributes_are_private_copies_and_probe_to_converts_them():
+    model = _ConstantsNet()
+    before = model.mean.clone()
+    with Probe(model, device="cpu", input_size=(3, 16, 16)) as probe:
+        probe.model.mean.add_(1.0)  # a write to the copy's constant does not reach the user's
+        assert torch.equal(model.mean, before)
+        probe.model.mean.sub_(1.0)
+        probe.to("cpu")  # the same device: nothing to do
+        assert probe.model.mean.device.type == "cpu"
+        torch.testing.assert_close(probe.logits(torch.zeros(1, 3, 16, 16)), model(torch.zeros(1, 3, 16, 16)))

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -252,6 +254,22 @@ _FILTERED_HOOKS = (
 )
 
 
+def _plain_tensor_attributes(model: nn.Module) -> Iterator[tuple[nn.Module, str, torch.Tensor]]:
+    """``(module, name, tensor)`` for every tensor that a module of ``model`` keeps as a plain
+    attribute (``self.mean = torch.tensor(...)``): neither a parameter nor a buffer, so that
+    ``Module.to`` and ``Module.float`` do not convert it. Tensors inside lists or dicts are not
+    looked for."""
+    for module in model.modules():
+        for name, value in vars(module).items():
+            if type(value) is torch.Tensor:
+                yield module, name, value
+
+
+def _as_computed(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy of ``t`` as the private copy computes: on ``device``, and float32 when floating point."""
+    return t.to(device, torch.float32 if t.is_floating_point() else t.dtype, copy=True)
+
+
 def _add_hook_dicts(model: nn.Module, memo: dict[int, Any]) -> None:
     """Enter into the ``copy.deepcopy`` memo of ``model`` the hook dicts its copy gets, in place of
     the user's: empty, or holding copies of the hooks that keep the model working only. The
@@ -413,17 +431,33 @@ def _meta_error(names: Sequence[str]) -> ValueError:
     )
 
 
+@functools.cache
+def _autocast_devices() -> tuple[str, ...]:
+    """The device types whose autocast a caller may have switched on here."""
+    types = ["cpu"]
+    if torch.cuda.is_available():
+        types.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # older releases warn that MPS autocast is unsupported
+                with torch.autocast("mps", enabled=False):
+                    types.append("mps")
+        except (RuntimeError, ValueError, UserWarning):  # no autocast on MPS here: nothing to switch off
+            pass
+    return tuple(types)
+
+
 @contextlib.contextmanager
 def _plain_mode() -> Iterator[None]:
     """Run the private model as the probe documents it, whatever the caller's context: outside
     inference mode (its tensors stay usable for gradients and in-place refreshes) and without
-    autocast (activations are float32, and the cache never mixes precisions)."""
-    with torch.inference_mode(False), torch.autocast("cpu", enabled=False):
-        if torch.cuda.is_available():
-            with torch.autocast("cuda", enabled=False):
-                yield
-        else:
-            yield
+    autocast on any device (activations are float32, and the cache never mixes precisions)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        for device_type in _autocast_devices():
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
 
 
 def set_memory_format(model: nn.Module, channels_last: bool) -> None:
@@ -837,9 +871,18 @@ class Probe:
                         self._device, dtype, memory_format=fmt if t.dim() == 4 else torch.preserve_format, copy=True
                     )
                     memo[id(t)] = nn.Parameter(new, requires_grad=False) if is_param else new
+        # after every parameter and buffer, so that an attribute naming one of them stays that tensor
+        for _module, _name, value in _plain_tensor_attributes(self._user_model):
+            if id(value) not in memo:
+                # a tensor kept as a plain attribute: constants the forward uses (a normalisation mean
+                # made with torch.tensor(...)), or the weight a pruning or weight-norm hook computes
+                # before each forward (deepcopy refuses one that is part of an autograd graph).
+                # Module.to and Module.float leave these where they are: they go where the copy computes
+                memo[id(value)] = _as_computed(value.detach(), self._device)
+        for module in self._user_model.modules():
             for value in vars(module).values():
-                # a tensor kept as a plain attribute, such as the weight a pruning or weight-norm hook
-                # computes before each forward: deepcopy refuses one that is part of an autograd graph
+                # a tensor subclass kept as a plain attribute is left to deepcopy, which refuses one
+                # that is part of an autograd graph
                 if isinstance(value, torch.Tensor) and id(value) not in memo and not value.is_leaf:
                     memo[id(value)] = value.detach().clone()
         return memo
@@ -1383,6 +1426,8 @@ class Probe:
                 return self
             self._device = target
             self._model.to(target)
+            for module, name, value in _plain_tensor_attributes(self._model):
+                setattr(module, name, _as_computed(value, target))
             want = self._want_channels_last(self._model)
             set_memory_format(self._model, want)
             self._channels_last = want
