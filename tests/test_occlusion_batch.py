@@ -270,3 +270,35 @@ def test_a_batch_that_runs_out_of_memory_is_not_taken_for_a_one_image_model():
         with pytest.raises(RuntimeError, match="out of memory"):
             occlusion_map(RunsOutOfMemoryOnBatches().eval(), _image(), 0, window=4, stride=2, progress=False)
     assert not any(ONE_IMAGE_WARNING in str(w.message) for w in caught)
+
+
+def test_gpu_batches_are_bounded_by_the_largest_activation_and_the_free_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from cnnwidgets.methods import occlusion
+
+    image = torch.zeros(1, 3, 224, 224)
+    vgg_like = {"features.1": SimpleNamespace(output_shape=(64, 224, 224)), "fc": SimpleNamespace(output_shape=(10,))}
+    small = {"features.1": SimpleNamespace(output_shape=(8, 28, 28))}
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * gib, 16 * gib))
+    cuda = torch.device("cuda")
+    # 512 MiB over 12.8 MB per image: 41 images, where a fixed 128 needed 1.6 GB per activation
+    assert occlusion._auto_batch_size(SimpleNamespace(device=cuda, layers=vgg_like), image) == 41
+    # little free memory: an eighth of it
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (gib, 16 * gib))
+    assert occlusion._auto_batch_size(SimpleNamespace(device=cuda, layers=vgg_like), image) == 10
+    # small activations: at most 128 images
+    assert occlusion._auto_batch_size(SimpleNamespace(device=cuda, layers=small), image) == 128
+    # a driver that does not answer: the fixed bound alone
+    def no_answer(device=None):
+        raise RuntimeError("CUDA driver not initialised")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_answer)
+    assert occlusion._auto_batch_size(SimpleNamespace(device=cuda, layers=vgg_like), image) == 41
+    # MPS shares the system's memory: the fixed bound
+    mps = torch.device("mps")
+    assert occlusion._auto_batch_size(SimpleNamespace(device=mps, layers=vgg_like), image) == 41
+    # the CPU keeps its own bound (28 MiB per activation)
+    cpu = torch.device("cpu")
+    assert occlusion._auto_batch_size(SimpleNamespace(device=cpu, layers=vgg_like), image) == 2

@@ -33,7 +33,7 @@ from cnnwidgets.app.inputs import ImageInput
 from cnnwidgets.app.state import ComputeRequest, ExplorerState, Request, resolve
 from cnnwidgets.app import worker as _worker
 from cnnwidgets.app.worker import NewestFirstWorker
-from cnnwidgets.core.device import resolve_device
+from cnnwidgets.core.device import resolve_device, synchronize
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import OutputTypeError, class_probabilities, looks_like_independent_probabilities
 from cnnwidgets.methods.dead import zeroed_by_relu
@@ -373,6 +373,8 @@ class Controller(NewestFirstWorker):
             return Computed(req, base.acts, base, base.probs, time.perf_counter() - start)
         act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores, once=once)
         probs = self._probs(logits)
+        # the forward's time is the GPU's work, not its launch (the status line and the slow-model note read it)
+        synchronize(self.probe.device)
         one = act[0]
         if one.shape != base.acts.shape:
             raise ValueError(f"layer {req.layer!r} changed its output shape from {base.acts.shape} to {tuple(one.shape)}")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["available_devices", "release_memory", "resolve_device"]
+__all__ = ["available_devices", "release_memory", "resolve_device", "synchronize"]
 
 
 def _mps_available() -> bool:
@@ -118,3 +118,15 @@ def release_memory(device: torch.device | str = "cpu") -> bool:
         torch.mps.empty_cache()
         released = True
     return released
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished the work queued on it (nothing to wait for on the CPU).
+
+    GPU kernels run after the Python call that queued them returns: a time taken without this
+    counts the launch, not the work.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps" and _mps_available():
+        torch.mps.synchronize()

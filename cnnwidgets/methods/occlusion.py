@@ -871,15 +871,35 @@ def _forget_fast_copies(probe_ref: weakref.ref) -> None:
 _CPU_TENSOR_BYTES = 28 * 2**20
 
 
+# Largest activation tensor a GPU batch may create; on CUDA also at most an eighth of the memory
+# free when the scan starts (a forward holds a few activations of that size at once, and VGG16's
+# first layers at 224 x 224 take 12.8 MB per image: 128 images would need 1.6 GB each).
+_GPU_TENSOR_BYTES = 512 * 2**20
+
+
+def _gpu_tensor_budget(device: torch.device) -> int:
+    budget = _GPU_TENSOR_BYTES
+    if device.type == "cuda":
+        try:
+            free, _total = torch.cuda.mem_get_info(device)
+        except (RuntimeError, AssertionError):  # no driver answer: the fixed bound alone
+            return budget
+        budget = min(budget, free // 8)
+    return budget
+
+
 def _auto_batch_size(probe: Probe, image: torch.Tensor) -> int:
-    """Images per forward pass: bounded by the largest activation on CPU, by count on GPUs."""
-    if probe.device.type != "cpu":
-        return int(min(128, max(1, 20_000_000 // image[0].numel())))
+    """Images per forward pass, bounded by the bytes of the largest activation a batch makes:
+    28 MiB on the CPU (see ``_CPU_TENSOR_BYTES``), 512 MiB and an eighth of the free memory on a GPU;
+    at most 64 images on the CPU and 128 on a GPU."""
     largest = image[0].numel()
     for info in probe.layers.values():  # described at this image size by the unoccluded run
         if info.output_shape:
             largest = max(largest, int(np.prod(info.output_shape)))
-    return int(min(64, max(1, _CPU_TENSOR_BYTES // (largest * image.element_size()))))
+    per_image = largest * 4  # the copy computes in float32
+    if probe.device.type != "cpu":
+        return int(min(128, max(1, _gpu_tensor_budget(probe.device) // per_image)))
+    return int(min(64, max(1, _CPU_TENSOR_BYTES // per_image)))
 
 
 def _batches(total: int, batch_size: int, cut: int) -> list[tuple[int, int]]:
