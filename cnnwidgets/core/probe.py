@@ -1424,7 +1424,7 @@ class Probe:
             target = resolve_device(device)
             if target == self._device:
                 return self
-            self._device = target
+            previous, self._device = self._device, target
             self._model.to(target)
             for module, name, value in _plain_tensor_attributes(self._model):
                 setattr(module, name, _as_computed(value, target))
@@ -1432,6 +1432,8 @@ class Probe:
             set_memory_format(self._model, want)
             self._channels_last = want
             self._cache.clear()
+            if previous.type != "cpu":
+                release_memory(previous)  # the GPU memory the copy and its cache held goes back
             return self
 
     def reset_stats(self) -> None:

@@ -165,7 +165,7 @@ def _images_per_pass(probe: Probe, names: Sequence[str], batch: torch.Tensor) ->
         probe.describe(size)
     layers = probe.layers
     per_image = sum(int(np.prod(layers[name].output_shape or (1,))) for name in names if name in layers)
-    return max(1, _KEPT_BYTES // max(1, per_image * batch.element_size()))
+    return max(1, _KEPT_BYTES // max(1, per_image * 4))  # the copy computes in float32, whatever the input's dtype
 
 
 def _add_batch_statistics(
