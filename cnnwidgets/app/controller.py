@@ -227,8 +227,9 @@ class Controller(NewestFirstWorker):
         if computed is None or computed.key != request.compute:
             if request.compute == self._failed:
                 # the same request failed already: not computed again, but said again (the user
-                # came back to it after another view, which replaced the error on screen)
-                if self._failure is not None and not self._error_shown:
+                # came back to it after another view, which replaced the error on screen), which
+                # also tells the explorer that no frame is coming (it faded the grid for one)
+                if self._failure is not None:
                     self._report("model", self._failure)
                 return
             try:

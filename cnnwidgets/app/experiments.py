@@ -263,6 +263,13 @@ def plot_topk(
     return topk_figure(panels, columns=columns, title=title)
 
 
+def _attach(controller: Any, view: Any) -> None:
+    """Let ``view`` close ``controller`` with it (releasing a probe it made, leaving a recorder it
+    listens to) when the view has no controller yet: one the controller made, or one given bare."""
+    if getattr(view, "controller", None) is None:
+        view.controller = controller
+
+
 class TopKController:
     """Shows, for the layer and channel chosen in a :class:`TopKView`, the top patches and projections.
 
@@ -316,6 +323,7 @@ class TopKController:
         self.probe = Probe(model_or_probe) if self._owned else model_or_probe
         self._cache: OrderedDict[tuple[str, int], tuple[int | None, tuple[np.ndarray, str, bool, str]]] = OrderedDict()
         self.view = view if view is not None else TopKView()
+        _attach(self, self.view)
         self.view.layers = [name for name in topk.layers if name in topk.values]
         self._switching_layer = False
         self.view.observe(self._layer_changed, names="layer")
@@ -543,6 +551,7 @@ class EvolutionController:
         self.evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
         self.denormalize = denormalize
         self.view = view if view is not None else EvolutionView()
+        _attach(self, self.view)
         self.view.unit = self.evolution.unit
         if self.recorder is not None and self.recorder.projector is None:
             self.view.show = "patch"
@@ -553,6 +562,9 @@ class EvolutionController:
         self.update()
 
     def _recorded(self, recorder: FeatureEvolutionRecorder, epoch: int) -> None:
+        if getattr(self.view, "_closed", False):
+            self.close()  # the view was closed: training goes on without it
+            return
         before = self.view.epoch
         self.view.epochs = list(self.evolution.epochs)
         if self.view.epoch == before:  # no jump, but the frames of this epoch may have changed
@@ -732,6 +744,7 @@ class InvarianceController:
                                  f"{largest} (a label or a prediction); give one name per class")
         self.dpi = _dpi(dpi)
         self.view = view if view is not None else InvarianceView()
+        _attach(self, self.view)
         #: the status line about the curves, shown with every step (an error if they failed)
         self._curves_status, self._curves_failed = "curves: one line per image", False
         #: curves drawn, by marked step ``(transform, step)`` (None: no marker)
@@ -937,6 +950,7 @@ class CorrespondenceController:
                                          f"computed with, {tuple(box)}; leave parts out to show the result's boxes")
         self.denormalize, self.tile = denormalize, _tile(tile)
         self.view = view if view is not None else CorrespondenceView()
+        _attach(self, self.view)
         self.view.table_html = result.to_html()
         self.view.parts = list(self.parts)
         self.view.observe(self.update, names=["part", "occluded"])

@@ -1595,7 +1595,10 @@ class Explorer(ipw.VBox):
         # values a widget's own checks refuse from the browser (a layer the menu no longer offers,
         # picked while a changed model rebuilt it) go to the status line too
         part: RefusesBrowserValues
-        for part in (self.canvas, self.layer_select, self.grid, self.scores_view, self.picker.upload):
+        for part in (self.canvas, self.layer_select, self.grid, self.scores_view, self.picker.upload,
+                     self.picker.dropdown, self.device_select, self.display_controls.norm_buttons,
+                     self.display_controls.cmap_dropdown, self.occluder_controls.fill_dropdown,
+                     self.method_view.menu, self.method_view.stride_menu):
             part.on_refused = self._show_error
         self.grid.selected = self.channel
         self.observe(self._channel_to_grid, names="channel")
@@ -2056,7 +2059,13 @@ class Explorer(ipw.VBox):
         try:
             request = self.method_request()
             if self._methods.is_current(request):
-                return  # that map is on screen or being computed: the caption stays
+                # that map is on screen or being computed: the caption stays, unless a drag marked the
+                # map as not the one asked for and was released where it started (a resize taken back)
+                shown = self._methods.result
+                if (self.method_view.stale and not self.dragging and shown is not None
+                        and shown.request.key() == request.key()):
+                    self._show_method(shown)
+                return
             if self.dragging and self.method != "none":
                 # while the box is dragged or resized, its final size is not known yet: the map
                 # waits for the release, and the one on screen is marked as not the one asked for

@@ -559,7 +559,11 @@ class ActMaxController:
         if view.layer is None:
             then = "no target is chosen: pick one in the target menu"
         else:
-            chosen = _describe_target(view.layer, view.channel, self.classes, self._calls(view.layer))
+            try:  # the probe re-describes a model changed since the run, which may no longer run
+                chosen = _describe_target(view.layer, view.channel, self.classes, self._calls(view.layer))
+            except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
+                view.show_error(error_text(exc), keep_image=True)
+                return
             then = "" if chosen == self.shown_target else f"press Run to synthesise {chosen}'s"
         view.error = False
         shown = self._shown_status
@@ -589,12 +593,13 @@ class ActMaxController:
             if self._closed:
                 raise RuntimeError("this view's controller is closed; make a new view with actmax_view(...)")
             target = self._target()  # read here, not in the thread: the run is for what the view shows now
+            # (the probe re-describes a model changed since the view opened, which may no longer run)
+            what, steps = _describe_target(view.layer, view.channel, self.classes, self._calls(view.layer)), view.steps
         except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
             self._show(None, "")
             view.show_error(error_text(exc))
             view.running = False
             return
-        what, steps = _describe_target(view.layer, view.channel, self.classes, self._calls(view.layer)), view.steps
         view.error = False
         view.status = f"running {what} ..."
         if self.background:
@@ -634,23 +639,26 @@ class ActMaxController:
                 self.probe, target, steps=steps, size=self.size, progress=False,
                 callback=on_step, cancel=cancel, **self.options,
             )
-        except Exception as exc:  # noqa: BLE001 - shown in the view; a background thread has nobody else to tell
+            if generation != self._generation:
+                return
+            self.result = result
+            state = "stopped" if result.cancelled else "done"
+            self._show(
+                what,
+                f"{state} after {result.steps} steps for {what}: target {result.initial_activation:.4g} -> "
+                f"{result.activation:.4g}; {self.input_space}",
+                torch.from_numpy(result.rgb).permute(2, 0, 1),
+            )
+            view.running = False
+        # also KeyboardInterrupt or SystemExit raised by the user's model in this thread: shown in the
+        # view (a background thread has nobody else to tell), and Run is usable again
+        except BaseException as exc:
             if generation == self._generation:
                 self._show(None, "")
                 view.show_error(error_text(exc))
                 view.running = False
-            return
-        if generation != self._generation:
-            return
-        self.result = result
-        state = "stopped" if result.cancelled else "done"
-        self._show(
-            what,
-            f"{state} after {result.steps} steps for {what}: target {result.initial_activation:.4g} -> "
-            f"{result.activation:.4g}; {self.input_space}",
-            torch.from_numpy(result.rgb).permute(2, 0, 1),
-        )
-        view.running = False
+            if not self.background and not isinstance(exc, Exception):
+                raise  # an interrupt of a run in the caller's thread stops the caller too
 
     def close(self) -> None:
         """Cancel any run and release the probe if this controller created it. Runs are refused

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
+from cnnwidgets.widgets._base import RefusingDropdown, RefusingToggleButtons
+
 __all__ = ["FILLS", "DisplayControls", "OccluderControls", "wrapping_row"]
 
 FILLS: tuple[str, ...] = ("gray", "mean", "black", "blur", "noise")
@@ -53,12 +55,12 @@ class DisplayControls(w.HBox):
     ) -> None:
         self._norm_modes = tuple(norm_modes)
         self._colormaps = tuple(colormaps)
-        self.norm_buttons = w.ToggleButtons(
+        self.norm_buttons = RefusingToggleButtons(
             options=[(NORM_LABELS.get(m, m), m) for m in self._norm_modes],
             tooltips=[_NORM_TOOLTIPS.get(m, m) for m in self._norm_modes],
             style={"button_width": "auto"},
         )
-        self.cmap_dropdown = w.Dropdown(options=list(self._colormaps), description="colours",
+        self.cmap_dropdown = RefusingDropdown(options=list(self._colormaps), description="colours",
                                         layout=w.Layout(width="170px"))
         self.sort_box = w.Checkbox(description="sort by activation", indent=False, layout=w.Layout(width="150px"))
         # it changes the enlarged channel beside the image only, and says so: sitting with the
@@ -133,7 +135,7 @@ class OccluderControls(w.HBox):
 
     def __init__(self, **kwargs) -> None:
         self.enabled_box = w.Checkbox(description="occluder", indent=False, layout=w.Layout(width="90px"))
-        self.fill_dropdown = w.Dropdown(
+        self.fill_dropdown = RefusingDropdown(
             options=[(FILL_LABELS[f], f) for f in FILLS], description="fill", layout=w.Layout(width="210px")
         )
         self.size_slider = w.IntSlider(min=1, max=64, description="size", continuous_update=False,
@@ -166,6 +168,6 @@ class OccluderControls(w.HBox):
             self.size = self.max_size
 
 
-def device_dropdown(devices: Sequence[str], value: str) -> w.Dropdown:
+def device_dropdown(devices: Sequence[str], value: str) -> RefusingDropdown:
     """A drop-down of the compute ``devices`` (names), showing ``value``."""
-    return w.Dropdown(options=list(devices), value=value, description="device", layout=w.Layout(width="170px"))
+    return RefusingDropdown(options=list(devices), value=value, description="device", layout=w.Layout(width="170px"))

@@ -91,6 +91,11 @@ class TopKView(ImageStatus, widgets.VBox):
         if self.channel >= change["new"]:
             self.channel = 0
 
+    def _clear_stale(self) -> None:
+        """What a failed channel leaves behind: the picture and the previous channel's entries."""
+        ImageStatus._clear_stale(self)
+        self.caption = ""
+
 
 class EvolutionView(ImageStatus, widgets.VBox):
     """Feature evolution during training (Fig. 4) with an epoch slider.

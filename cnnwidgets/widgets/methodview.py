@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets._base import close_parts
+from cnnwidgets.widgets._base import RefusingDropdown, close_parts
 from cnnwidgets.widgets.controls import wrapping_row
 
 __all__ = ["MIN_WIDTH", "MethodView"]
@@ -68,9 +68,9 @@ class MethodView(w.VBox):
             raise ValueError(f"signed_methods {unknown} are not among the methods {self.methods}")
         self.signed_methods = frozenset(signed_methods)
         self.display_width = int(display_width)
-        self.menu = w.Dropdown(options=methods, value=methods[0], description="method",
+        self.menu = RefusingDropdown(options=methods, value=methods[0], description="method",
                                layout=w.Layout(width="230px"))
-        self.stride_menu = w.Dropdown(options=strides, value=8 if 8 in strides else strides[0],
+        self.stride_menu = RefusingDropdown(options=strides, value=8 if 8 in strides else strides[0],
                                       description="stride", layout=w.Layout(width="140px"))
         self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
         self.signed_box = w.Checkbox(value=False, description="signed colour", indent=False,
