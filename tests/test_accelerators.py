@@ -12,12 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from cnnwidgets import Probe
+from cnnwidgets import ChannelActivation, Probe
 from cnnwidgets.core.targets import class_probabilities
 from cnnwidgets.methods import (
     correspondence,
     dead_channels,
+    deconvnet,
     grad_cam,
+    guided_backprop,
     invariance_curves,
     maximize_activation,
     occlusion_map,
@@ -152,3 +154,15 @@ def test_device_gradient_methods_and_activation_maximisation_run(device):
     with Probe(model, device=device) as probe:
         result = maximize_activation(probe, 1, steps=4, size=16, progress=False)
     assert np.isfinite(result.trace).all()
+
+
+@on_device
+def test_device_projections_and_channel_occlusion_match_the_cpu(device):
+    model, x = _model(), _images(1)
+    target = ChannelActivation("features.5", 3)
+    for method in (deconvnet, guided_backprop):
+        torch.testing.assert_close(method(model, x.to(device), target).cpu(), method(model, x, target),
+                                   rtol=1e-3, atol=1e-5)
+    cpu = occlusion_map(model, x, target, window=4, stride=4, device="cpu", progress=False)
+    acc = occlusion_map(model, x, target, window=4, stride=4, device=device, progress=False)
+    np.testing.assert_allclose(acc.grid, cpu.grid, rtol=1e-4, atol=1e-4)
