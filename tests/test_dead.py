@@ -64,7 +64,9 @@ def test_channels_last_activations_are_scanned_by_default_and_read_channels_firs
         probe.describe((3, 16, 12))
         assert probe.layers["3"].layout == "HWC"
         report = dead_channels(probe, x, progress=False)
-    assert list(report) == ["0", "3"]  # the convolution and the GELU (the Linear layers are not activations)
+    # the GELU; not the convolution, whose output the Permute hands to a Linear layer (which mixes
+    # signs), nor the Linear layers, which are not activations
+    assert list(report) == ["3"]
     gelu = report["3"]
     assert gelu.num_channels == 6 and gelu.dead == [0, 5]
     expected = model[:4](x).amax(dim=(0, 1, 2))
@@ -379,3 +381,26 @@ def test_zeroed_by_relu_follows_the_tensor_not_the_call_order():
         assert layers["last"].feeds == ""  # the end of the forward
     finally:
         probe.close()
+
+
+def test_a_convolution_is_scanned_by_default_when_a_relu_zeroes_its_never_positive_channels():
+    class Functional(nn.Module):  # a hand-written model: F.relu, which the layer table does not see
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.conv(x)).mean(dim=(2, 3))
+
+    cases = [
+        # through modules that keep signs (pooling, dropout) to a ReLU: scanned
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Dropout(), nn.ReLU()), ["0", "3"]),
+        # into a gate (squeeze-excitation) or a normalisation: left out, the activations after them scanned
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sigmoid()), ["1"]),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid()), ["1"]),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU()), ["3"]),
+        (Functional(), ["conv"]),
+    ]
+    for model, expected in cases:
+        with Probe(model.eval(), input_size=(3, 8, 8)) as probe:
+            assert default_dead_layers(probe) == expected, model

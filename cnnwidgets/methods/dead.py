@@ -6,15 +6,21 @@ never exceeds ``t`` at any position for any input::
     dead(c)  <=>  max_{x in D} max_{h,w} a_L(x)[c, h, w] <= t
 
 The test is applied to the output of the layer you name. At ``t = 0`` this is exactly "the
-following ReLU outputs zero everywhere" for both kinds of layers a default scan includes:
+ReLU outputs zero everywhere" for the kinds of layers a default scan includes:
 
-* an activation layer (``ReLU`` ...): its output never exceeds 0, i.e. the unit never fires;
+* a ``ReLU`` or ``ReLU6`` layer: its output never exceeds 0, i.e. the unit never fires;
 * a convolution whose output goes straight into a ReLU: ``ReLU(z) > 0`` iff ``z > 0``, so a conv
-  channel that is never positive is a channel the ReLU always zeroes. When a normalisation layer
-  sits between the convolution and the ReLU (conv -> BN -> ReLU), the conv channel's sign is not
-  what the ReLU sees (the normalisation shifts it), so a default scan leaves such convolutions
-  out and scans the activation after the normalisation; named explicitly, they are scanned as
-  any layer is.
+  channel that is never positive is a channel the ReLU always zeroes; also through modules that
+  keep signs on the way (a local response normalisation, a pooling, a dropout). The same is
+  assumed where the output goes into code the layer table does not see (``F.relu(self.conv(x))``
+  in a hand-written model). A convolution whose output goes into any other module is left out: a
+  normalisation (conv -> BN -> ReLU, also through a ``Permute`` as in ConvNeXt) shifts its signs,
+  and a gate (the ``Sigmoid`` or ``Hardsigmoid`` of a squeeze-excitation block) passes a
+  non-positive input on scaled down, not switched off; the activation after it is scanned instead.
+
+Other activation layers (GELU, SiLU, Hardswish, LeakyReLU ...) are scanned too, but for them
+"dead" means "never positive": they pass small negative values on, which still carry signal.
+Named explicitly, any layer is scanned as it is.
 
 Dying ReLUs were described by Maas, Hannun & Ng (2013), "Rectifier Nonlinearities Improve
 Neural Network Acoustic Models", and Lu et al. (2019), "Dying ReLU and Initialization".
@@ -37,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import NORMALISATION_MODULES, LayerInfo
+from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.gradients import readable_layer
@@ -101,14 +107,17 @@ def _is_activation(module: nn.Module) -> bool:
 
 
 def default_dead_layers(probe: Probe) -> list[str]:
-    """Layers of ``probe``'s model a dead-channel scan covers by default: convolutions and activation functions
-    (ReLU, GELU, ...) whose output is a feature map, in execution order. Channels-last (H, W, C)
-    maps, such as the GELUs inside ConvNeXt blocks, are included and read channels first. Maps that
-    are empty at the probe's input size (see :attr:`~cnnwidgets.core.layers.LayerInfo.empty_map`)
-    are left out: they have no unit to scan. So are convolutions whose output goes into a
-    normalisation layer (the module that runs right after them is a ``BatchNorm2d``,
-    ``GroupNorm`` ...): the normalisation shifts their signs, so a conv channel that is never
-    positive may still fire after it (the activation after the normalisation is scanned)."""
+    """Layers of ``probe``'s model a dead-channel scan covers by default: activation functions
+    (ReLU, GELU, ...) whose output is a feature map, and the convolutions whose output goes into a
+    ``ReLU`` or ``ReLU6`` module (straight, or through modules that keep signs: a local response
+    normalisation, a pooling, a dropout) or into code the layer table does not see (a functional
+    ``F.relu``), in execution order. Channels-last (H, W, C) maps, such as the GELUs inside ConvNeXt
+    blocks, are included and read channels first. Maps that are empty at the probe's input size
+    (see :attr:`~cnnwidgets.core.layers.LayerInfo.empty_map`) are left out: they have no unit to scan.
+    So are convolutions whose output goes into any other module: a normalisation (``BatchNorm2d``,
+    ``GroupNorm``, a ``Permute`` before a ``LayerNorm``) shifts their signs, and a gate (``Sigmoid``,
+    ``Hardsigmoid``) scales a non-positive channel down without switching it off; the activation
+    after it is scanned instead (see the module docstring)."""
     layers = probe.layers
     names = []
     for name, info in layers.items():
@@ -116,12 +125,55 @@ def default_dead_layers(probe: Probe) -> list[str]:
             continue
         module = probe.module(name)
         if isinstance(module, nn.Conv2d):
-            if isinstance(_module_after(probe, layers, name), NORMALISATION_MODULES):
-                continue
-            names.append(name)
+            if _reaches_relu(probe, layers, name):
+                names.append(name)
         elif _is_activation(module):
             names.append(name)
     return names
+
+
+# Modules after which a channel that is never positive stays never positive: they keep signs
+# (a local response normalisation divides by a positive number; a max or average of values <= 0
+# is <= 0) or change nothing at inference.
+_SIGN_KEEPING = (nn.LocalResponseNorm, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d,
+                 nn.Dropout, nn.Dropout2d, nn.Identity)
+
+
+def _reaches_relu(probe: Probe, layers: Mapping[str, LayerInfo], name: str) -> bool:
+    """Whether the output of layer ``name`` goes into a ``ReLU``/``ReLU6`` module through modules that
+    keep signs only (:data:`_SIGN_KEEPING`), or into code the layer table does not see."""
+    seen = {name}
+    while True:
+        after = layers[name].feeds
+        if not after:
+            return True  # functional code (F.relu in a hand-written model) or the end of the forward
+        module = probe.module(after)
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            return True
+        if not isinstance(module, _SIGN_KEEPING) or after in seen or after not in layers:
+            return False
+        seen.add(after)
+        name = after
+
+
+def _no_default_layers(probe: Probe) -> ValueError:
+    """The error for a model where :func:`default_dead_layers` finds nothing, saying why."""
+    layers = probe.layers
+    convs = [n for n, i in layers.items() if i.calls and isinstance(probe.module(n), nn.Conv2d)]
+    if not convs:
+        return ValueError("the model has no convolution or activation layer with a spatial output; "
+                          "name the layers to scan with layers=[...]")
+    # blocks with a feature map that hold a convolution: where functional activations are applied,
+    # a block's output is usually the map after them (torchvision's BasicConv2d: conv, bn, F.relu)
+    blocks = [n for n, i in layers.items() if i.calls and i.map_shape is not None and not i.is_leaf
+              and any(c.startswith(n + ".") for c in convs)]
+    examples = ", ".join(repr(n) for n in blocks[:4]) if blocks else ", ".join(repr(n) for n in convs[:4])
+    return ValueError(
+        f"no layer to scan by default: the model's {len(convs)} convolution(s) feed normalisation layers or other "
+        "modules, and it has no activation module (nn.ReLU ...) with a feature-map output, so its activations are "
+        "applied as functions (F.relu), which hooks cannot see. Name the layers whose output is after the "
+        f"activation with layers=[...], such as {examples}"
+    )
 
 
 def _module_after(probe: Probe, layers: Mapping[str, LayerInfo], name: str) -> nn.Module | None:
@@ -275,7 +327,7 @@ def dead_channels(
                     probe.describe(tuple(batch.shape[1:]))  # the layers as they are for this input size
                     names = default_dead_layers(probe)
                     if not names:
-                        raise ValueError("the model has no convolution or activation layer with a spatial output")
+                        raise _no_default_layers(probe)
                 step = _images_per_pass(probe, names, batch)
                 for start in range(0, batch.shape[0], step):
                     _add_batch_statistics(

@@ -43,6 +43,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
+from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import (
     as_count, as_flag, as_index, check_finite_activation, class_probabilities, class_scores,
@@ -212,11 +213,15 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
         activation (or the convolution itself; normalisation layers in between are skipped),
         the last convolution's activation (or, where that convolution makes only some of the
         last block's channels, as in GoogLeNet's, Inception's and DenseNet's blocks, the output
-        of that block: the last feature map, of the same size, with more channels), and the
-        feature vector the output layer
+        of that block: the last feature map, of the same size, with more channels; the same
+        where no activation follows the last convolution, as ConvNeXt's depthwise convolution
+        inside its blocks), and the feature vector the output layer
         classifies - the last module before the output layer that is not a reshape
         (``Flatten``), ``Dropout`` or ``Identity``; the paper's fc7 in a network with hidden
-        linear layers, the global pooling in one without.
+        linear layers, the global pooling in one without. Where that module is the last one of
+        the ``nn.Sequential`` chosen as the last feature map (DenseNet's ``features.norm5``,
+        whose global pooling is functional), both name the same tensor and "penultimate" is
+        that feature map too.
 
     Raises:
         ValueError: for a model without a convolution.
@@ -246,10 +251,26 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
     # output, the last feature map before the head, stands for the stage instead
     last_map = _last_feature_map(probe)
     shape, last_shape = probe.layers[last_conv].map_shape, None if last_map is None else probe.layers[last_map].map_shape
-    if last_shape is not None and shape is not None and last_shape[0] > shape[0] and last_shape[1:] == shape[1:]:
+    if last_shape is not None and shape is not None and last_shape[1:] == shape[1:] and (
+        last_shape[0] > shape[0]
+        # no activation after the last convolution: it sits inside a block (ConvNeXt's depthwise
+        # convolution, before the block's norm, MLP and residual sum); the block's output stands for it
+        or (last_shape[0] == shape[0] and probe.layers[last_conv].type == "Conv2d")
+    ):
         last_conv = last_map
     penultimate = next((i.name for i in reversed(leaves[:-1]) if i.type not in _RESHAPES), last_conv)
+    if _ends(probe, last_conv, penultimate, leaves):
+        penultimate = last_conv  # the same tensor (DenseNet's features end with norm5): one layer, not two
     return {"first": first, "last_conv": last_conv, "penultimate": penultimate}
+
+
+def _ends(probe: Probe, container: str, name: str, leaves: Sequence[LayerInfo]) -> bool:
+    """Whether layer ``name`` is the last module to run inside ``container``, an ``nn.Sequential``,
+    so that both output the same tensor."""
+    if not name.startswith(container + ".") or not isinstance(probe.module(container), nn.Sequential):
+        return False
+    inside = [i.name for i in leaves if i.name.startswith(container + ".")]
+    return bool(inside) and inside[-1] == name
 
 
 def feature_layer_names(
