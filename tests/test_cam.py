@@ -1006,3 +1006,33 @@ def test_a_branch_inside_a_reduction_block_that_ends_at_1x1_is_not_the_default_g
         assert nearest_conv_layer(probe, "fc") == "Mixed_6e"
     with Probe(model, input_size=(3, 160, 160)) as probe:
         assert nearest_conv_layer(probe) == "Mixed_7c"
+
+
+def _no_evidence_net() -> nn.Sequential:
+    """Class 0's weights are all negative on non-negative (post-ReLU) features: its Grad-CAM weights
+    are all negative, so the map is zero everywhere; class 1's are all positive."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        model[4].weight[0] = -model[4].weight[0].abs() - 0.1
+        model[4].weight[1] = model[4].weight[1].abs() + 0.1
+    return model
+
+
+def test_an_all_zero_grad_cam_map_warns_naming_the_images_and_a_map_with_evidence_does_not():
+    from cnnwidgets.methods.cam import EmptyMapWarning, empty_maps_quietly
+
+    model, x = _no_evidence_net(), torch.rand(3, 3, 10, 10)
+    for method in (grad_cam, grad_cam_pp):
+        with pytest.warns(EmptyMapWarning, match=r"images \[0, 1, 2\] is zero everywhere at layer '1'"):
+            maps = method(model, x, 0, layer="1")
+        assert float(maps.abs().max()) == 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", EmptyMapWarning)
+            assert float(method(model, x, 1, layer="1").max()) > 0  # evidence: no warning
+            with empty_maps_quietly():  # a caller that says it itself
+                method(model, x, 0, layer="1")
+    # per image: only the images whose map is empty are named (a list of classes, one per image)
+    with pytest.warns(EmptyMapWarning, match=r"images \[0, 2\] is zero"):
+        grad_cam(model, x, [0, 1, 0], layer="1")

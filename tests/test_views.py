@@ -1302,3 +1302,27 @@ def test_naming_the_streaming_class_another_way_keeps_the_scan(monkeypatch):
         np.testing.assert_array_equal(runner.result.heat, fresh_map(model, image, asked[0]).heat)
     finally:
         runner.close()
+
+
+def test_an_all_zero_grad_cam_map_says_so_in_its_caption_without_a_warning_from_the_thread():
+    from cnnwidgets.methods.cam import EmptyMapWarning
+    from tests.test_cam import _no_evidence_net
+
+    model = _no_evidence_net()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        picture = (np.random.default_rng(0).random((10, 10, 3)) * 255).astype(np.uint8)
+        ex = Explorer(model, picture, input_size=(3, 10, 10), samples={}, background=False, method="grad-cam",
+                      layer="1")
+        try:
+            ex.target = 0  # no evidence for class 0 anywhere: the map is zero everywhere
+            assert ex.wait_idle(60)
+            assert float(ex.method_result.heat.max()) == 0.0
+            assert "zero everywhere" in ex.method_view.caption.value
+            ex.target = 1  # evidence: no such note
+            assert ex.wait_idle(60)
+            assert float(ex.method_result.heat.max()) > 0
+            assert "zero everywhere" not in ex.method_view.caption.value
+        finally:
+            ex.close()
+    assert not [w for w in caught if issubclass(w.category, EmptyMapWarning)]

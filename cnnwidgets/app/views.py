@@ -52,6 +52,7 @@ from cnnwidgets.app import worker as _worker
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability, class_scores, nonfinite_cause
+from cnnwidgets.methods.cam import empty_maps_quietly
 from cnnwidgets.methods.gradients import layers_for, relu_report
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map, one_image_quietly
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, SIGNED_OVERLAYS, magnitude
@@ -521,9 +522,15 @@ class MethodRunner(NewestFirstWorker):
                                                relus.mixed) if part)
         elif request.method in SIGNED_OVERLAYS:
             values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
-        heat = magnitude(values) if values is not None else fn(
-            probe, x, layer=request.layer, channel=request.channel, target=target)
+        if values is not None:
+            heat = magnitude(values)
+        else:
+            with empty_maps_quietly():  # said in the map's note instead of a warning from this thread
+                heat = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
         _require_finite(request, heat, probe.model)
+        if request.method == "grad-cam" and not bool((heat > 0).any()):
+            note = ("the map is zero everywhere: this layer holds no positive evidence for the class "
+                    "(an earlier layer or another class may show some)")
         picture = _picture(image, heat, values if request.signed else None)
         return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note,
                             values), version

@@ -50,11 +50,12 @@ uses the maps as the pooling reads them (after the ReLU), so on DenseNet the rel
 
 from __future__ import annotations
 
+import contextlib
 import math
-import warnings
 import numbers
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -73,7 +74,9 @@ from cnnwidgets.methods.gradients import (
 )
 
 __all__ = [
+    "EmptyMapWarning",
     "cam",
+    "empty_maps_quietly",
     "grad_cam",
     "grad_cam_pp",
     "layer_gradient",
@@ -82,6 +85,46 @@ __all__ = [
 ]
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+
+
+class EmptyMapWarning(RuntimeWarning):
+    """A Grad-CAM (or Grad-CAM++) map that is zero everywhere: ``sum_k w_k A_k <= 0`` at every
+    position of the layer, so the ReLU of the formula leaves nothing. It is the method's answer
+    (no positive evidence for the target at that layer), but a blank heatmap looks like a failure."""
+
+
+# Whether grad_cam and grad_cam_pp warn of all-zero maps on this thread (see empty_maps_quietly).
+_QUIET = threading.local()
+
+
+@contextlib.contextmanager
+def empty_maps_quietly() -> Iterator[None]:
+    """Within this block, on this thread, an all-zero Grad-CAM or Grad-CAM++ map gives no
+    :class:`EmptyMapWarning`. For callers that say so themselves, as the explorer's method panel does."""
+    before = getattr(_QUIET, "empty", False)
+    _QUIET.empty = True
+    try:
+        yield
+    finally:
+        _QUIET.empty = before
+
+
+def _warn_if_empty(maps: torch.Tensor, layer: str, method: str) -> None:
+    """Warn (:class:`EmptyMapWarning`) of the finite maps (N, h, w) that are zero everywhere."""
+    if getattr(_QUIET, "empty", False):
+        return
+    flat = maps.flatten(1)
+    empty = ~(flat > 0).any(dim=1) & torch.isfinite(flat).all(dim=1)
+    if bool(empty.any()):
+        which = empty.nonzero().flatten().tolist()
+        images = f"image {which[0]}" if len(which) == 1 else f"images {which[:8]}" + (" ..." if len(which) > 8 else "")
+        warnings.warn(
+            f"{method}: the map of {images} is zero everywhere at layer {layer!r}: sum_k w_k A_k <= 0 at "
+            "every position, so the layer holds no positive evidence for the target there. Another layer "
+            "(an earlier one, or the block's output after its ReLU) or another class may show some",
+            EmptyMapWarning,
+            stacklevel=4,  # _warn_if_empty <- _gradient_map <- grad_cam / grad_cam_pp <- its caller
+        )
 
 
 def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
@@ -231,7 +274,9 @@ def _gradient_map(
         activation, grad = _layer_gradient(probe, x, target, layer, method)
         # a channels-last (H, W, C) layer (Swin, ConvNeXt blocks) is weighed per channel all the same
         activation, grad = info.channels_first(activation), info.channels_first(grad)
-        return _weighted_sum(weigh(activation, grad), activation).clamp(min=0).to(x.device)
+        maps = _weighted_sum(weigh(activation, grad), activation).clamp(min=0)
+        _warn_if_empty(maps, layer, method)
+        return maps.to(x.device)
 
 
 def grad_cam(
@@ -260,6 +305,10 @@ def grad_cam(
         ValueError: a layer without a (K, h, w) output, or one the target does not depend on;
             without ``layer``, a model that computes no feature map larger than 1x1 (before the
             target's layer).
+
+    Warns:
+        EmptyMapWarning: for images whose map is zero everywhere (``sum_k w_k A_k <= 0`` at every
+            position: no positive evidence for the target at that layer), naming them.
     """
 
     def weigh(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -296,6 +345,10 @@ def grad_cam_pp(
     Raises:
         As :func:`grad_cam`; also ``TypeError`` for an ``eps`` that is not a real number and
         ``ValueError`` for a negative or non-finite one.
+
+    Warns:
+        EmptyMapWarning: as :func:`grad_cam`.
+        RuntimeWarning: where a signed layer drives the denominator of ``a_kij`` to zero or below.
     """
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number >= 0, got {type(eps).__name__}")
