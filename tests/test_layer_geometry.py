@@ -508,3 +508,56 @@ def test_a_wrappers_prefix_in_a_layer_name_is_named_with_the_inner_name():
     assert "Did you mean" in str(unknown_layer_error("module.convv", ["conv", "relu"]))
     assert "wrapped" not in str(unknown_layer_error("module.convv", ["conv", "relu"]))
     assert "wrapped" not in str(unknown_layer_error("module.3", ["module", "module.0", "3"]))
+
+
+class _ChannelsLastBlock(nn.Module):
+    """A ConvNeXt block written with tensor methods: a depthwise 7x7 convolution, then per position
+    (channels last) a LayerNorm and an MLP, a layer scale, and the residual sum."""
+
+    def __init__(self, channels: int = 4) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.up, self.down = nn.Linear(channels, 4 * channels), nn.Linear(4 * channels, channels)
+        self.scale = nn.Parameter(torch.full((channels, 1, 1), 0.1))
+
+    def forward(self, x):
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.down(F.gelu(self.up(self.norm(y))))
+        return x + self.scale * y.permute(0, 3, 1, 2)
+
+
+def test_channels_last_maps_keep_their_positions_through_permutes_norms_and_linear_layers():
+    model = nn.Sequential(nn.Conv2d(3, 4, 2, stride=2), _ChannelsLastBlock(), nn.Conv2d(4, 4, 3, padding=1))
+    geo = geometry(model, size=32)
+    block = (2 + 6 * 2, 2, 0.5)  # the stem's 2x2 stride-2 windows, then 7x7 on that grid
+    for name in ("1.dw", "1.norm", "1.up", "1.down", "1"):
+        assert geo[name] == block, name
+    assert geo["2"] == (block[0] + 2 * 2, 2, 0.5)  # the next convolution builds on the block's geometry
+    # torchvision's ConvNeXt: stage outputs have receptive fields again (the stem alone: 4x4 stride 4)
+    geo = geometry(torchvision.models.convnext_tiny(weights=None), size=64)
+    assert geo["features.0"] == (4, 4, 1.5)
+    assert geo["features.1.0.block.3"] == (28, 4, 1.5)  # the first Linear, channels last
+    assert geo["features.1"] == (4 + 3 * 6 * 4, 4, 1.5)
+    r, j, c = geo["features"]
+    assert r is not None and r > 1000 and j == 32
+
+
+def test_permutes_that_move_positions_otherwise_lose_them():
+    class Moves(nn.Module):
+        def __init__(self, order: tuple[int, ...]) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.order = order
+            self.norm = nn.LayerNorm(4)
+
+        def forward(self, x):
+            return self.norm(self.conv(x).permute(0, 2, 3, 1).permute(*self.order))
+
+    assert geometry(Moves((0, 1, 2, 3)))["norm"] == (3, 1, 0.0)  # no move at all
+    assert geometry(Moves((0, 2, 1, 3)))["norm"] == (None, None, None)  # rows and columns swapped
+    # a Linear over the positions of a channels-last map (its width is not last) mixes them
+    layer = nn.Linear(16, 16)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), torchvision.ops.misc.Permute([0, 2, 3, 1]),
+                          torchvision.ops.misc.Permute([0, 3, 1, 2]), layer)
+    assert geometry(model)["3"] == (None, None, None)

@@ -237,10 +237,20 @@ def test_channels_last_layers_are_explained():
     )
     table = summary(model, input_size=(3, 10, 12))
     rows = {r.name: r for r in table.rows}
+    # the positions are followed through the permutes and the per-position LayerNorm and Linear
     for name in ("1", "2", "3"):
-        assert rows[name].layout == "HWC" and "channels-last" in rows[name].receptive_field_reason
-    assert "5 of 6 layers" in table.receptive_field_note
-    assert "first at 1 (Permute): its output is channels-last" in table.receptive_field_note
+        assert rows[name].layout == "HWC" and rows[name].receptive_field == 3 and rows[name].jump == 1
+    assert rows["4"].receptive_field == rows["5"].receptive_field == 3
+    assert table.receptive_field_note == ""
+    # a permute that swaps the rows and columns of a channels-last map loses them: said so
+    swapped = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), torchvision.ops.misc.Permute([0, 2, 3, 1]),
+        torchvision.ops.misc.Permute([0, 2, 1, 3]), nn.LayerNorm(8),
+    )
+    rows = {r.name: r for r in summary(swapped, input_size=(3, 10, 12)).rows}
+    assert rows["1"].receptive_field == 3
+    assert rows["3"].layout == "HWC" and rows["3"].receptive_field is None
+    assert "channels-last" in rows["3"].receptive_field_reason
 
 
 @pytest.mark.parametrize(

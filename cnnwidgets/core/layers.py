@@ -37,8 +37,13 @@ discovering thread alone) gives the output of such a function geometry by these 
 * Operands with a 1 x 1 map broadcast over a larger output (a squeeze-and-excitation scale
   after global pooling, a per-channel bias) are left out, and so are tensors not computed
   from the input (the model's parameters and buffers, constants).
+* Channels-last maps (N, H, W, C), as ConvNeXt and Swin blocks make them, keep their geometry:
+  a ``permute(0, 2, 3, 1)`` of a (N, C, H, W) map gives its (H, W, C) view the same
+  geometry, ``permute(0, 3, 1, 2)`` gives it back, and between the two the positions are
+  dimensions 1 and 2, which ``F.linear`` (a ``Linear`` per position over the channels, the
+  last dimension) and ``F.layer_norm`` over the channels keep.
 * A function that changes the spatial size (pooling, interpolation, padding, a reshape,
-  flatten or permute that changes the last two dimensions) gives no geometry, and neither
+  flatten or another permute that changes the position dimensions) gives no geometry, and neither
   does one that moves or mixes positions while keeping the size (a functional convolution
   or pooling, ``roll``, ``flip``, a cumulative sum, a sort, a matrix product, ``F.linear``,
   an FFT).
@@ -250,6 +255,15 @@ Geometry = tuple[int, int, float]  # receptive field, jump, start
 def _propagate(module: nn.Module, geometry: Geometry | None, in_shape, out_shape) -> Geometry | None:
     if geometry is None:
         return None
+    if _channels_last(geometry):
+        # a (N, H, W, C) map: only modules that work per position keep it (an activation, a
+        # LayerNorm over the channels); a window over its last two dimensions would not be a map's
+        if hasattr(module, "kernel_size") or isinstance(module, GEOMETRIC_MODULES):
+            return None
+        if in_shape is not None and out_shape is not None and len(in_shape) == len(out_shape) == 4:
+            if tuple(in_shape[1:3]) == tuple(out_shape[1:3]):
+                return geometry
+        return None
     if isinstance(module, GEOMETRIC_MODULES):
         params = module_geometry(module)
         if params is None:
@@ -293,16 +307,48 @@ _MIXING = (
 )
 
 
+class _ChannelsLast(tuple):
+    """The geometry ``(receptive field, jump, start)`` of a channels-last map (N, H, W, C), whose
+    positions are dimensions 1 and 2 (a plain tuple is that of a (N, C, H, W) map: the last two)."""
+
+    __slots__ = ()
+
+
+def _channels_last(geometry: Geometry | None) -> bool:
+    return isinstance(geometry, _ChannelsLast)
+
+
 def _merge(geometries: list[Geometry | None]) -> Geometry | None:
     """One geometry for a tensor computed from tensors with these geometries (see the module
-    docstring): the largest receptive field when jumps and starts agree, else None."""
+    docstring): the largest receptive field when jumps and starts agree and all have their
+    positions in the same dimensions, else None."""
     if not geometries or any(g is None for g in geometries):
+        return None
+    last = {_channels_last(g) for g in geometries}
+    if len(last) > 1:
         return None
     r, j, c = max(geometries, key=lambda g: g[0])  # type: ignore[index]
     for _, jump, start in geometries:  # type: ignore[misc]
         if jump != j or abs(start - c) > 1e-6 * max(1, j):
             return None
-    return r, j, c
+    return _ChannelsLast((r, j, c)) if last == {True} else (r, j, c)
+
+
+def _position_dims(geometry: Geometry | None) -> slice:
+    """The dimensions of a tensor with ``geometry`` that hold the map positions."""
+    return slice(1, 3) if _channels_last(geometry) else slice(-2, None)
+
+
+def _permuted(args: tuple, kwargs: dict) -> tuple[int, ...] | None:
+    """The dimension order a ``permute`` call asks for (``x.permute(0, 2, 3, 1)``,
+    ``x.permute((0, 2, 3, 1))``, ``torch.permute(x, dims=...)``), or None if unreadable."""
+    dims: Any = kwargs.get("dims", args[1:])
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
+        dims = dims[0]
+    try:
+        return tuple(int(d) % 4 for d in dims)
+    except (TypeError, ValueError):
+        return None
 
 
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -312,15 +358,20 @@ def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
 
 
-def _same_positions(output: torch.Tensor, operand: torch.Tensor, name: str, args: tuple, kwargs: dict) -> bool:
-    """Whether the last two dimensions of ``output`` are the map positions of ``operand``'s."""
-    if output.dim() < 3 or operand.dim() < 3 or output.shape[-2:] != operand.shape[-2:]:
+def _same_positions(
+    output: torch.Tensor, operand: torch.Tensor, name: str, args: tuple, kwargs: dict, dims: slice = slice(-2, None)
+) -> bool:
+    """Whether the dimensions ``dims`` of ``output`` are the map positions of ``operand``'s (the last
+    two; dimensions 1 and 2 of channels-last maps, which only keep them at the same rank)."""
+    if output.dim() < 3 or operand.dim() < 3 or output.shape[dims] != operand.shape[dims]:
+        return False
+    if dims != slice(-2, None) and output.dim() != operand.dim():
         return False
     if _shares_storage(output, operand):
         # A view (or the tensor itself): the two dimensions must be the same ones, in the same
         # order: not others of equal size that a permute moved last, nor rows and columns
         # swapped by a transpose (a unit's box would be mirrored).
-        return tuple(output.stride()[-2:]) == tuple(operand.stride()[-2:])
+        return tuple(output.stride()[dims]) == tuple(operand.stride()[dims])
     if output.dim() == operand.dim():
         return True
     if name == "stack" and output.dim() == operand.dim() + 1:
@@ -420,6 +471,9 @@ class _FunctionGeometry(TorchFunctionMode):
         if not tracked:
             return
         mixing = any(fragment in name for fragment in _MIXING)
+        if name == "linear" and all(_channels_last(self._geometry_of[t]) for t in tracked[:1]):
+            # a Linear per position of a channels-last map mixes the channels only (checked below)
+            mixing = False
         for output in outputs:
             geometry: Geometry | None = None
             if not mixing:
@@ -437,10 +491,27 @@ class _FunctionGeometry(TorchFunctionMode):
     def _geometry(
         self, name: str, args: tuple, kwargs: dict, output: torch.Tensor, tracked: list[torch.Tensor]
     ) -> Geometry | None:
+        if name == "permute" and len(tracked) == 1 and output.dim() == 4:
+            # between (N, C, H, W) and channels-last (N, H, W, C): the same positions, moved
+            geometry, order = self._geometry_of[tracked[0]], _permuted(args, kwargs)
+            if geometry is None or order is None:
+                return None
+            if order == (0, 1, 2, 3):
+                return geometry
+            if order == (0, 2, 3, 1) and not _channels_last(geometry):
+                return _ChannelsLast(geometry)
+            if order == (0, 3, 1, 2) and _channels_last(geometry):
+                return tuple(geometry)  # type: ignore[return-value]
+            return None
+        if name == "linear":
+            operand = tracked[0]  # the input; the weight and bias are not derived from it
+            same = output.dim() == operand.dim() and output.shape[:-1] == operand.shape[:-1]
+            return self._geometry_of[operand] if same and len(tracked) == 1 else None
         larger = output.dim() >= 2 and output.shape[-2:].numel() > 1
         merged: list[Geometry | None] = []
         for operand in tracked:
-            if _same_positions(output, operand, name, args, kwargs):
+            dims = _position_dims(self._geometry_of[operand])
+            if _same_positions(output, operand, name, args, kwargs, dims):
                 merged.append(self._geometry_of[operand])
             elif larger and operand.shape[-2:].numel() == 1:
                 continue  # broadcast from a 1 x 1 map (global pooling, a (C, 1, 1) bias) or a scalar: left out

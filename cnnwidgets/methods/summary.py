@@ -31,7 +31,10 @@ COLUMNS = ("Layer", "Type", "Output shape", "Params", "RF", "Jump")
 _NUMERIC = (False, False, False, True, True, True)
 
 # Why a layer with a spatial map has no receptive field, one phrase per cause (see receptive_field_reason).
-_CHANNELS_LAST = "its output is channels-last (H, W, C), and the recurrence follows (C, H, W) maps only"
+_CHANNELS_LAST = (
+    "its output is channels-last (H, W, C), reached otherwise than by permute(0, 2, 3, 1) from a map with one, "
+    "or its input had none"
+)
 _LINEAR = "a Linear applied to a map mixes the positions along its last dimension"
 _OWN_FORWARD = (
     "it has its own forward (a custom layer, or a convolution subclass that pads in forward), "
