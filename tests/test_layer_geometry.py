@@ -539,7 +539,7 @@ def test_channels_last_maps_keep_their_positions_through_permutes_norms_and_line
     assert geo["features.0"] == (4, 4, 1.5)
     assert geo["features.1.0.block.3"] == (28, 4, 1.5)  # the first Linear, channels last
     assert geo["features.1"] == (4 + 3 * 6 * 4, 4, 1.5)
-    r, j, c = geo["features"]
+    r, j, _ = geo["features"]
     assert r is not None and r > 1000 and j == 32
 
 
