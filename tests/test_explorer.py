@@ -3413,3 +3413,19 @@ def test_the_occlusion_key_gives_the_largest_change_only_when_it_reads_different
     assert key(0.0097).endswith("full colour = a change of 1.0 points")
     assert key(0.0) == "no place changes it: the map has no colour"
     assert "full colour" in _occlusion_key(np.zeros((2, 2), dtype=np.float32), False)  # still computing
+
+
+def test_the_occluder_box_on_the_channel_view_is_yellow_between_dark_lines(ex):
+    from cnnwidgets.app.frames import BOX_COLOR, BOX_EDGE_COLOR
+
+    ex.dragging = False
+    ex.box = (4, 6, 8, 8)
+    assert ex.wait_idle(60)
+    panel = ex.channel_image  # the channel view as drawn: left half over the image
+    x, y, w, h = ex.box
+    row = y + h // 2  # halfway down the left edge of the box, on the left half of the panel
+    assert tuple(panel[row, x]) == BOX_COLOR
+    assert tuple(panel[row, x - 1]) == tuple(panel[row, x + 1]) == BOX_EDGE_COLOR
+    column = x + w // 2  # and across its top edge
+    assert tuple(panel[y, column]) == BOX_COLOR
+    assert tuple(panel[y - 1, column]) == tuple(panel[y + 1, column]) == BOX_EDGE_COLOR

@@ -20,6 +20,7 @@ __all__ = ["Baseline", "Computed", "Frame", "LayerGeometry", "render_frame"]
 FINAL_QUALITY = 90
 DRAFT_QUALITY = 75
 BOX_COLOR = (255, 212, 0)
+BOX_EDGE_COLOR = (30, 30, 30)  # the lines either side of the box's yellow one
 
 
 @dataclass(frozen=True)
@@ -333,18 +334,23 @@ def render_frame(
         if box is not None:
             box = tuple(int(round(v / step)) for v in box)
     size = image.shape[:2]
+    # both halves resampled alike: the channel over the image smoothly (final frames), the map alone
+    # and drafts one block per unit
+    mode = "bilinear" if req.overlay and not req.draft else "nearest"
     if req.overlay:
-        left = R.overlay_heatmap(image, values, cmap=req.cmap, alpha=0.75, jump=jump, start=origin,
-                                 mode="nearest" if req.draft else "bilinear")
+        left = R.overlay_heatmap(image, values, cmap=req.cmap, alpha=0.75, jump=jump, start=origin, mode=mode)
     else:
         left = R.channel_image(values, size, cmap=req.cmap, jump=jump, start=origin)
     magnitude = float(max(abs(base.lo[ch]), abs(base.hi[ch]), 1e-12))
     # what the occluder removed (unoccluded - occluded): red where the activation fell, as in the
     # occlusion map (red: the class falls) and the class scores (red: a fall)
     diff = (base.acts[ch] - selected) / (2 * magnitude) + 0.5
-    right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=origin)
+    right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=origin, mode=mode)
     factor = max(1, round(panel_size / max(full_size)))
     if box is not None:
+        # yellow between two dark lines: it stays visible over yellow (viridis' top) and dark parts alike
+        x, y, w, h = box
+        left = R.draw_rect(left, (x - 1, y - 1, w + 2, h + 2), color=BOX_EDGE_COLOR, width=3, copy=False)
         left = R.draw_rect(left, box, color=BOX_COLOR, copy=False)
         right = R.draw_rect(right, box, color=(40, 40, 40), copy=False)
     gap = max(1, 8 // factor)

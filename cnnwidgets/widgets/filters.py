@@ -12,6 +12,7 @@ import ipywidgets as widgets
 import traitlets
 
 from cnnwidgets.widgets._base import RefusingBoundedIntText, RefusingDropdown
+from cnnwidgets.widgets.controls import wrapping_row
 from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
 
 __all__ = ["ActMaxView", "KernelView", "png_bytes"]
@@ -75,7 +76,8 @@ class KernelView(ImageStatus, widgets.VBox):
                                                    layout=widgets.Layout(width="160px"))
         self._colormap_menu = RefusingDropdown(description="colours", options=list(self.colormaps))
         self._make_image_parts()
-        controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box, self._colormap_menu])
+        controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box, self._colormap_menu],
+                                layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._status], **kwargs)
         self._report_refusals({"layer": self._layer_menu, "scale": self._normalize_menu,
                                "out ch.": self._channel_box, "colours": self._colormap_menu})
@@ -186,8 +188,9 @@ class ActMaxView(ImageStatus, widgets.VBox):
         self._stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self._bar = widgets.IntProgress(value=0, min=0, max=128)
         self._make_image_parts()
-        controls = widgets.HBox([self._layer_menu, self._channel_box, self._channel_name, self._steps_box])
-        buttons = widgets.HBox([self._run_button, self._stop_button, self._bar])
+        controls = widgets.HBox([self._layer_menu, self._channel_box, self._channel_name, self._steps_box],
+                                layout=wrapping_row())
+        buttons = widgets.HBox([self._run_button, self._stop_button, self._bar], layout=wrapping_row())
         super().__init__(children=[controls, buttons, self._image, self._status], **kwargs)
         self._report_refusals({"target": self._layer_menu, "channel": self._channel_box,
                                "steps": self._steps_box})

@@ -92,7 +92,10 @@ class ImageStatus(RefusesWhenClosed, traitlets.HasTraits):
 
     def _show_status(self, change: object = None) -> None:
         colour = "#b00020" if self.error else "inherit"
-        self._status.value = f'<span style="color:{colour}">{html.escape(self.status)}</span>'
+        # wrapped at the view's width, lines as close as the explorer's captions (an HTML widget's
+        # default line height is that of a control, 28 px)
+        self._status.value = (f'<div style="color:{colour};line-height:1.4;white-space:normal;overflow-wrap:anywhere">'
+                              f'{html.escape(self.status)}</div>')
 
     def show_image(self, image: np.ndarray, status: str = "") -> None:
         """Display a ``uint8`` image at its pixel size, with an optional status line."""

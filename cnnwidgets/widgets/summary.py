@@ -16,6 +16,7 @@ _TABLE_STYLE = (
     "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);font-size:12px"
 )
 _CELL_STYLE = "padding:1px 10px;border-bottom:1px solid #ddd;white-space:nowrap"
+_SCROLL_STYLE = "overflow-x:auto;max-width:100%"
 
 
 def table_html(columns: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] = ()) -> str:
@@ -42,7 +43,10 @@ def table_html(columns: Sequence[str], rows: Sequence[Sequence[str]], align: Seq
             f'<td style="{_CELL_STYLE};text-align:{a}">{html.escape(str(v))}</td>' for v, a in zip(row, align)
         )
         body.append(f"<tr>{tds}</tr>")
-    return f'<table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    # in a box of its own that scrolls sideways where the output is narrower than the table, so that
+    # columns are not cut off and text around it still wraps at the output's width
+    return (f'<div style="{_SCROLL_STYLE}"><table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 def _check_rows(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
