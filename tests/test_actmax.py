@@ -477,11 +477,11 @@ def test_a_run_keeps_its_target_and_the_status_names_the_target_of_the_image():
     finally:
         view.running = False  # Stop
         controller.wait(30)
-    assert view.status.startswith("stopped after") and "for layer '3' channel 5: target" in view.status
+    assert view.status.startswith("stopped after") and "for layer '3' channel 5: its activation went from" in view.status
     assert not view.error and view.image_shape == (256, 256, 3)
     done = view.status
     view.channel = 2  # another target after the run: the image is still channel 5's, and the view says so
-    assert view.status == f"{done} - the image is layer '3' channel 5's; press Run to synthesise layer '3' channel 2's"
+    assert view.status == f"{done}. The image shown is for layer '3' channel 5; press Run to synthesise one for layer '3' channel 2"
     view.channel = 5
     assert view.status == done
     view.close()

@@ -368,3 +368,14 @@ def test_experiment_views_check_their_arguments_when_made():
     with pytest.raises(ValueError, match=r"tile must be an int in 1\.\.512, got 0"):
         evolution_view(recorder, tile=0)
     recorder.close()
+
+
+def test_top_k_entry_values_line_up_with_one_number_of_decimals_per_table():
+    from cnnwidgets.app.experiments import _aligned
+
+    assert _aligned([10.58, 10.1, 9.889, 8.99]) == ["10.58", "10.10", "9.89", "8.99"]
+    assert _aligned([0.5, 0.012]) == ["0.5000", "0.0120"]
+    assert _aligned([1234.25, 7.0]) == ["1234", "7"]
+    assert _aligned([2.5e7, 1.0]) == ["2.500e+07", "1.000e+00"]
+    assert _aligned([0.0, 0.0]) == ["0", "0"]
+    assert _aligned([float("nan"), 3.0]) == ["nan", "3.000"]

@@ -843,7 +843,7 @@ def test_occlusion_caption_names_the_box_and_keeps_its_length_while_the_map_stre
         assert len(shapes) == 1, shapes
     finally:
         ex.close()
-    assert _percent(0.0005, "points") == "0.050 points" and _percent(0.00053) == "0.053 %"
+    assert _percent(0.0005, "points") == "0.050 points" and _percent(0.00053) == "0.053%"
 
 
 def test_occlusion_caption_says_so_when_no_place_changes_the_class():
@@ -3429,3 +3429,20 @@ def test_the_occluder_box_on_the_channel_view_is_yellow_between_dark_lines(ex):
     column = x + w // 2  # and across its top edge
     assert tuple(panel[y, column]) == BOX_COLOR
     assert tuple(panel[y - 1, column]) == tuple(panel[y + 1, column]) == BOX_EDGE_COLOR
+
+
+def test_a_channel_with_one_value_everywhere_says_so_instead_of_a_colour_bar_between_equal_numbers():
+    model = Tiny().eval()
+    with torch.no_grad():  # channel 0 of the first ReLU is 0 everywhere (dead)
+        model.features[0].weight[0] = 0.0
+        model.features[0].bias[0] = -1.0
+    ex = make(model, box=(4, 4, 8, 8), layer="features.1")
+    try:
+        ex.channel = 0
+        assert ex.wait_idle(60)
+        assert "one value everywhere: 0" in ex.panel_caption.value and "<img" not in ex.panel_caption.value
+        ex.channel = 1
+        assert ex.wait_idle(60)
+        assert "one value everywhere" not in ex.panel_caption.value and "<img" in ex.panel_caption.value
+    finally:
+        ex.close()

@@ -191,7 +191,7 @@ def test_the_channel_box_is_bounded_to_the_target_and_classes_are_named():
         view.layer = CLASS_TARGET  # 3 classes: 7 becomes the last one
         assert view.channels == 3 and view._channel_box.max == 2 and view.channel == 2
         assert view.channel_names == ["cat", "dog", "fox"] and view._channel_name.value == "fox"
-        with pytest.raises(Exception, match=r"channel 5 is out of range for target '<class logit>': accepted 0\.\.2"):
+        with pytest.raises(Exception, match=r"channel 5 is out of range for target 'class logits \(output\)': accepted 0\.\.2"):
             view.channel = 5
         view.channel = 1
         assert view._channel_name.value == "dog"

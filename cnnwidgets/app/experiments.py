@@ -22,6 +22,7 @@ go to the view's status line.
 from __future__ import annotations
 
 import html
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -263,6 +264,19 @@ def plot_topk(
     return topk_figure(panels, columns=columns, title=title)
 
 
+def _aligned(values: Sequence[float]) -> list[str]:
+    """Numbers for one table column, all with as many decimals as give the largest four significant
+    digits (10.58, 10.10, 9.889, 8.990 became 10.58, 10.10, 9.89, 8.99), so that they line up."""
+    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    if not finite:
+        return [f"{v:.4g}" for v in values]
+    largest = max(finite)
+    if largest >= 1e6 or largest < 1e-3:
+        return [f"{v:.3e}" for v in values]
+    decimals = max(0, 3 - math.floor(math.log10(largest)))
+    return [f"{v:.{decimals}f}" for v in values]
+
+
 def _attach(controller: Any, view: Any) -> None:
     """Let ``view`` close ``controller`` with it (releasing a probe it made, leaving a recorder it
     listens to) when the view has no controller yet: one the controller made, or one given bare."""
@@ -358,7 +372,7 @@ class TopKController:
                        "pass denormalize= (or a zoo bundle) to show them as the model saw them")
         if not projected:
             return patches
-        return f"projections each scaled on their own (0.5 + 0.5·p/max|p|, mid grey = 0); {patches}"
+        return f"projections each scaled on their own (0.5 + 0.5·p/max|p|, mid-gray = 0); {patches}"
 
     def _model_version(self) -> int | None:
         """The probe's version of the model (see :attr:`Probe.version`), brought up to date;
@@ -393,13 +407,15 @@ class TopKController:
             except Exception as exc:  # noqa: BLE001 - the patches are still valid; the reason goes to the status
                 missing = error_text(exc)
         mosaic = topk_mosaic(proj, patches, tile=self.tile)
+        entries = self.topk.entries(layer, channel)
+        values = _aligned([e.value for e in entries])
         rows = [
-            [str(e.rank + 1), f"{e.value:.4g}", str(e.image_index), f"({e.row}, {e.col})", self._label_text(e.label)]
-            for e in self.topk.entries(layer, channel)
+            [str(e.rank + 1), value, str(e.image_index), f"({e.row}, {e.col})", self._label_text(e.label)]
+            for e, value in zip(entries, values)
         ]
         table = table_html(["#", "activation", "image", "unit (row, col)", "label"], rows,
                            ["right", "right", "right", "left", "left"])
-        caption = f"<details><summary>entries (click to open)</summary>{table}</details>"
+        caption = f"<details><summary>the {len(rows)} entries: activation, image, unit, label</summary>{table}</details>"
         entry = (mosaic, caption, proj is not None, missing)
         if not missing and version is not None:
             self._cache[key] = (version, entry)
@@ -601,7 +617,7 @@ class EvolutionController:
             patches = "patches each contrast-stretched on its own (min to max) unless already in [0, 1]"
         if show == "patch":
             return f"each cell on its own: {patches}"
-        return (f"each cell scaled on its own: projections 0.5 + 0.5·p/max|p| (mid grey = 0; a cell without a "
+        return (f"each cell scaled on its own: projections 0.5 + 0.5·p/max|p| (mid-gray = 0; a cell without a "
                 f"projection shows the patch), {patches}")
 
     def close(self) -> None:

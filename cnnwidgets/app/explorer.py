@@ -119,7 +119,11 @@ def _value(number: float) -> str:
 
 
 def _colour_scale(cmap: str, lo: float, hi: float) -> str:
-    """The colour key of ``cmap`` between the values at its ends, for captions."""
+    """The colour key of ``cmap`` between the values at its ends, for captions; for an empty range
+    (a channel with one value everywhere, as a dead one), that value in words instead of a colour bar
+    between two equal numbers."""
+    if not hi > lo:
+        return f"(one value everywhere: {_value(lo)})"
     return f"{_value(lo)} {_colour_key(cmap)} {_value(hi)}"
 
 
@@ -149,10 +153,11 @@ def _occlusion_key(drop: np.ndarray, complete: bool) -> str:
 
 def _percent(probability: float, unit: str = "%") -> str:
     """A probability (or a change of one) in percent, as the class scores show them: one
-    decimal, and two significant digits below 0.1 (``5.8e-10 %``, not ``0.0 %``)."""
+    decimal, and two significant digits below 0.1 (``5.8e-10%``, not ``0.0%``)."""
     value = 100.0 * float(probability)
+    unit = unit if unit == "%" else f" {unit}"  # 92.6%, as the score bars write it; 0.050 points
     # '#': trailing zeros kept (0.050, not 0.05), so a number that changes keeps its length
-    return f"{value:.1f} {unit}" if value == 0 or abs(value) >= 0.1 else f"{value:#.2g} {unit}"
+    return f"{value:.1f}{unit}" if value == 0 or abs(value) >= 0.1 else f"{value:#.2g}{unit}"
 
 
 def _map_text(info: LayerInfo) -> str:
@@ -548,7 +553,7 @@ _HEAT_KEY = ("strongest where pale yellow, then orange and dark red; see-through
 #: How signed maps are coloured (see ``render.attribution.signed_to_rgb``), in words: for an RGB
 #: input (True) and for other channel counts.
 _SIGNED_KEYS = {
-    True: "signed colour: mid gray is 0, and each of red, green and blue is lighter where that colour's "
+    True: "signed colour: mid-gray is 0, and each of red, green and blue is lighter where that colour's "
           "value is positive, darker where it is negative",
     False: "signed colour: red where the value (summed over the input's channels) is positive, blue where "
            "negative, white at 0",
@@ -848,7 +853,7 @@ class Explorer(ipw.VBox):
             offers 4, 8, 16 and any other stride given). Its window is the occluder box's height
             and width, recomputed when the box is resized (not when it only moves).
         method_signed: show saliency, guided backprop and deconvnet with their sign, one colour
-            per input channel around mid gray (as Zeiler & Fergus and Springenberg et al. show their
+            per input channel around mid-gray (as Zeiler & Fergus and Springenberg et al. show their
             reconstructions), instead of their unsigned strength as a heatmap over the image in
             gray (the default). Switching redraws; it computes nothing.
         background: compute on a worker thread (True, for notebooks) or synchronously inside

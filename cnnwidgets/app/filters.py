@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: The entry of the activation-maximisation target menu that means "a class logit".
-CLASS_TARGET = "<class logit>"
+CLASS_TARGET = "class logits (output)"
 
 #: The view's traits the kernel controller redraws on.
 _KERNEL_SETTINGS = ["layer", "normalize", "out_channel", "colormap"]
@@ -564,10 +564,10 @@ class ActMaxController:
             except Exception as exc:  # noqa: BLE001 - shown in the view, the widget goes on
                 view.show_error(error_text(exc), keep_image=True)
                 return
-            then = "" if chosen == self.shown_target else f"press Run to synthesise {chosen}'s"
+            then = "" if chosen == self.shown_target else f"press Run to synthesise one for {chosen}"
         view.error = False
         shown = self._shown_status
-        view.status = f"{shown} - the image is {self.shown_target}'s; {then}" if then else shown
+        view.status = f"{shown}. The image shown is for {self.shown_target}; {then}" if then else shown
 
     def _calls(self, layer: str | None) -> int:
         """How many times ``layer`` runs in one forward pass (1 for the class target or an unknown name)."""
@@ -645,8 +645,8 @@ class ActMaxController:
             state = "stopped" if result.cancelled else "done"
             self._show(
                 what,
-                f"{state} after {result.steps} steps for {what}: target {result.initial_activation:.4g} -> "
-                f"{result.activation:.4g}; {self.input_space}",
+                f"{state} after {result.steps} steps for {what}: its activation went from "
+                f"{result.initial_activation:.4g} to {result.activation:.4g}; {self.input_space}",
                 torch.from_numpy(result.rgb).permute(2, 0, 1),
             )
             view.running = False

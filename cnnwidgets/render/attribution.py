@@ -176,7 +176,7 @@ def attribution_to_rgb(
 def gradient_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
     """Show a signed (3, H, W) attribution as a colour image: ``0.5 + 0.5 * clip(a / s, -1, 1)``.
 
-    One scale ``s`` (robust, over all channels) keeps the colour balance; zero is mid grey.
+    One scale ``s`` (robust, over all channels) keeps the colour balance; zero is mid-gray.
 
     Returns:
         uint8 array (H, W, 3).
@@ -195,7 +195,7 @@ def gradient_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
 def signed_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
     """Show a signed (C, H, W) attribution of an input with C channels, sign included.
 
-    Three channels (an RGB input) are shown as a colour image around mid gray
+    Three channels (an RGB input) are shown as a colour image around mid-gray
     (:func:`gradient_to_rgb`); any other count (a grayscale input, a multispectral one) as
     the channels' signed sum in diverging colours (:func:`attribution_to_rgb` with
     ``signed=True``: positive red, zero white, negative blue).

@@ -18,7 +18,7 @@ they are not shown twice in notebooks and are freed with their last reference. W
 Display conventions: images are (H, W, 3) floats in [0, 1] or ``uint8``. Patch pixels
 outside the source image (see ``valid`` masks) are drawn in :data:`OUTSIDE` grey.
 Projections are signed; :func:`projection_to_rgb` maps them to ``0.5 + 0.5 * p / max|p|`` per
-projection (zero is mid grey), the contrast normalisation of the paper's figures.
+projection (zero is mid-gray), the contrast normalisation of the paper's figures.
 """
 
 from __future__ import annotations
