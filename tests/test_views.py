@@ -168,7 +168,7 @@ def test_captions_give_the_occlusion_scale_and_the_layer_grad_cam_used(bundle):
         # the colour scale is relative: the caption says what full colour means, and both colours
         # in percent, as the class scores are shown
         unoccluded, full = 100 * occ.unoccluded, 100 * np.nanmax(np.abs(occ.drop))
-        assert f"(unoccluded {unoccluded:.1f} %) when" in caption or f"(unoccluded {unoccluded:.2g} %) when" in caption
+        assert f"(unoccluded {unoccluded:.1f}%) when" in caption or f"(unoccluded {unoccluded:.2g}%) when" in caption
         assert f"a change of {full:.1f} points" in caption or f"a change of {full:.2g} points" in caption
         assert "red" in caption and "blue" in caption
         ex.method = "grad-cam"
