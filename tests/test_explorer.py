@@ -3415,7 +3415,7 @@ def test_the_occlusion_key_gives_the_largest_change_only_when_it_reads_different
     assert "full colour" in _occlusion_key(np.zeros((2, 2), dtype=np.float32), False)  # still computing
 
 
-def test_the_occluder_box_on_the_channel_view_is_yellow_between_dark_lines(ex):
+def test_the_occluder_box_on_the_channel_view_is_yellow_with_a_dark_line_around_it(ex):
     from cnnwidgets.app.frames import BOX_COLOR, BOX_EDGE_COLOR
 
     ex.dragging = False
@@ -3424,11 +3424,11 @@ def test_the_occluder_box_on_the_channel_view_is_yellow_between_dark_lines(ex):
     panel = ex.channel_image  # the channel view as drawn: left half over the image
     x, y, w, h = ex.box
     row = y + h // 2  # halfway down the left edge of the box, on the left half of the panel
-    assert tuple(panel[row, x]) == BOX_COLOR
-    assert tuple(panel[row, x - 1]) == tuple(panel[row, x + 1]) == BOX_EDGE_COLOR
-    column = x + w // 2  # and across its top edge
-    assert tuple(panel[y, column]) == BOX_COLOR
-    assert tuple(panel[y - 1, column]) == tuple(panel[y + 1, column]) == BOX_EDGE_COLOR
+    assert tuple(panel[row, x]) == BOX_COLOR and tuple(panel[row, x - 1]) == BOX_EDGE_COLOR
+    assert tuple(panel[row, x + w - 1]) == BOX_COLOR and tuple(panel[row, x + w]) == BOX_EDGE_COLOR
+    column = x + w // 2  # and across its top and bottom edges
+    assert tuple(panel[y, column]) == BOX_COLOR and tuple(panel[y - 1, column]) == BOX_EDGE_COLOR
+    assert tuple(panel[y + h - 1, column]) == BOX_COLOR and tuple(panel[y + h, column]) == BOX_EDGE_COLOR
 
 
 def test_a_channel_with_one_value_everywhere_says_so_instead_of_a_colour_bar_between_equal_numbers():

@@ -20,7 +20,7 @@ __all__ = ["Baseline", "Computed", "Frame", "LayerGeometry", "render_frame"]
 FINAL_QUALITY = 90
 DRAFT_QUALITY = 75
 BOX_COLOR = (255, 212, 0)
-BOX_EDGE_COLOR = (30, 30, 30)  # the lines either side of the box's yellow one
+BOX_EDGE_COLOR = (30, 30, 30)  # the line around the box's yellow one
 
 
 @dataclass(frozen=True)
@@ -348,9 +348,9 @@ def render_frame(
     right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=origin, mode=mode)
     factor = max(1, round(panel_size / max(full_size)))
     if box is not None:
-        # yellow between two dark lines: it stays visible over yellow (viridis' top) and dark parts alike
+        # yellow with a dark line around it: it stays visible over yellow (viridis' top) and dark parts alike
         x, y, w, h = box
-        left = R.draw_rect(left, (x - 1, y - 1, w + 2, h + 2), color=BOX_EDGE_COLOR, width=3, copy=False)
+        left = R.draw_rect(left, (x - 1, y - 1, w + 2, h + 2), color=BOX_EDGE_COLOR, copy=False)
         left = R.draw_rect(left, box, color=BOX_COLOR, copy=False)
         right = R.draw_rect(right, box, color=(40, 40, 40), copy=False)
     gap = max(1, 8 // factor)
