@@ -936,3 +936,18 @@ def test_pictures_in_views_keep_their_aspect_when_the_output_is_narrower():
         assert (image.layout.width, image.layout.height, image.layout.max_width) == (width, "auto", FIT_IN_ROW)
     assert Image.open(io.BytesIO(view._image.value)).size == (900, 30)
     view.close()
+
+
+def test_method_view_keeps_room_for_two_lines_of_controls_while_a_method_is_shown():
+    from cnnwidgets.widgets.methodview import ACTIVE_CONTROLS_HEIGHT, MethodView
+
+    view = MethodView(["none", "occlusion", "saliency", "grad-cam"], signed_methods=["saliency"])
+    try:
+        assert view._controls.layout.min_height is None  # no method: the menu alone
+        for method in ("occlusion", "saliency", "grad-cam"):  # stride menu, signed switch, neither
+            view.method = method
+            assert view._controls.layout.min_height == ACTIVE_CONTROLS_HEIGHT, method
+        view.method = "none"
+        assert view._controls.layout.min_height is None
+    finally:
+        view.close()

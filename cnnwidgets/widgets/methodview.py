@@ -16,6 +16,9 @@ MIN_WIDTH = 240
 """The narrowest the view gets (CSS pixels, unless the output is narrower): the method menu fits."""
 
 
+#: The height kept for the controls while a method is shown: two lines of controls.
+ACTIVE_CONTROLS_HEIGHT = "64px"
+
 _LAST_MAP = "(above, faded: the map shown until now)"
 
 
@@ -85,6 +88,7 @@ class MethodView(w.VBox):
         self.caption = w.HTML()
         self.caption.add_class("cnnw-caption")
         controls = w.HBox([self.menu, self.stride_menu, self.bar, self.signed_box], layout=wrapping_row())
+        self._controls = controls
         width = f"{max(self.display_width, MIN_WIDTH)}px"
         super().__init__([controls, self.image, self.caption], layout=w.Layout(width=width, max_width="100%"))
         self.add_class("cnnw-methods")
@@ -132,6 +136,9 @@ class MethodView(w.VBox):
         self.bar.layout.display = None if occlusion else "none"
         self.signed_box.layout.display = None if self.method in self.signed_methods else "none"
         active = self.method != self.methods[0]
+        # while a method is shown, room for two lines of controls whichever of them it has (the
+        # stride menu, the signed switch or neither), so that switching methods moves nothing below
+        self._controls.layout.min_height = ACTIVE_CONTROLS_HEIGHT if active else None
         self.image.layout.display = None if active else "none"
         self.caption.layout.display = None if active else "none"
         if not active:
