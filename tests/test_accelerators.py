@@ -48,6 +48,7 @@ class BatchNormNet(nn.Module):
             nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
             nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
         )
+        self.features.shared = self.mean  # one tensor, seen from two modules
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4), nn.Softmax(dim=1))
 
     def forward(self, x):
@@ -81,6 +82,7 @@ def test_device_probe_moves_plain_tensor_attributes_and_matches_the_cpu(device):
         assert acc.model.mean.device.type == "cpu"
         acc.to(device)
         assert acc.model.std.device.type == device
+        assert acc.model.features.shared is acc.model.mean  # still one tensor after the moves
         torch.testing.assert_close(acc.logits(x).cpu(), cpu.logits(x), rtol=1e-4, atol=1e-5)
 
 

@@ -1426,8 +1426,11 @@ class Probe:
                 return self
             previous, self._device = self._device, target
             self._model.to(target)
+            moved: dict[int, torch.Tensor] = {}  # a tensor two modules share stays one tensor
             for module, name, value in _plain_tensor_attributes(self._model):
-                setattr(module, name, _as_computed(value, target))
+                if id(value) not in moved:
+                    moved[id(value)] = _as_computed(value, target)
+                setattr(module, name, moved[id(value)])
             want = self._want_channels_last(self._model)
             set_memory_format(self._model, want)
             self._channels_last = want
