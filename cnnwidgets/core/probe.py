@@ -254,6 +254,44 @@ _FILTERED_HOOKS = (
 )
 
 
+def _is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is the wrapper ``torch.compile`` returns for a module (it holds the
+    original as ``_orig_mod``)."""
+    return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
+
+
+class EagerCompiled(nn.Module):
+    """Stands in a probe's copy for a submodule the user compiled (``model.features =
+    torch.compile(model.features)``): it runs the original module eagerly, where the probe's hooks
+    and gradients work as in any other module (dynamo would recompile around the hooks, or fail).
+    The original stays registered as ``_orig_mod``, so layer and parameter names are the user's."""
+
+    def __init__(self, original: nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = original
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._orig_mod(*args, **kwargs)
+
+
+def _run_compiled_eagerly(model: nn.Module) -> None:
+    """Put an :class:`EagerCompiled` in place of every ``torch.compile`` wrapper inside ``model`` (a copy)."""
+    for name, module in list(model.named_modules()):
+        if name and _is_compiled(module):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, EagerCompiled(module._orig_mod))
+
+
+def _dtype_mismatch(exc: BaseException) -> bool:
+    """Whether ``exc`` says that tensors of two dtypes met (an input cast to half meeting float32
+    weights), rather than anything about the input's size."""
+    text = str(exc)
+    return ("should be the same" in text and "type" in text) or "expected scalar type" in text.lower() or (
+        "expected both inputs to have same dtype" in text.lower()
+    )
+
+
 def _plain_tensor_attributes(model: nn.Module) -> Iterator[tuple[nn.Module, str, torch.Tensor]]:
     """``(module, name, tensor)`` for every tensor that a module of ``model`` keeps as a plain
     attribute (``self.mean = torch.tensor(...)``): neither a parameter nor a buffer, so that
@@ -696,7 +734,7 @@ def plain_module(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
-        elif type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        elif _is_compiled(model):
             model = model._orig_mod
         else:
             break
@@ -921,6 +959,7 @@ class Probe:
             clone = copy.deepcopy(self._user_model, memo)
         except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be copied
             raise _copy_error(self._user_model, exc) from exc
+        _run_compiled_eagerly(clone)
         for module in clone.modules():
             if isinstance(getattr(module, "inplace", None), bool):
                 module.inplace = False
@@ -1314,9 +1353,14 @@ class Probe:
                     f"the model failed on an input of size {size}: {problem}. The model's error: "
                     f"{model_error_text(exc)}"
                 ) from exc
-            hint = "" if isinstance(exc, _NOT_ABOUT_THE_INPUT) else (
-                channels_last_size_hint(size) or " (is this the size and number of channels it expects?)"
-            )
+            if _dtype_mismatch(exc):
+                hint = (" (the copy computes in float32, with float32 weights: a forward that casts its input to "
+                        "another dtype itself, as x.half(), fails on them; cast to the weights' dtype instead, "
+                        "x.to(next(self.parameters()).dtype), or leave the input as it comes)")
+            elif isinstance(exc, _NOT_ABOUT_THE_INPUT):
+                hint = ""
+            else:
+                hint = channels_last_size_hint(size) or " (is this the size and number of channels it expects?)"
             raise RuntimeError(f"the model failed on an input of size {size}{hint}: {model_error_text(exc)}") from exc
         finally:
             self._run = previous
@@ -1595,6 +1639,8 @@ class Probe:
         with self._lock:
             self._check_open()
             discovered = self._prepare_input(x)  # the output, when x was the discovery pass's input
+            if discovered is not None:
+                check_output_batch(discovered, 1)  # as a full forward checks it (a model that squeezes the batch away)
             if grad or (not cache and discovered is None):
                 output = self._forward(self._to_model_input(x), {}, grad=grad, stop=False)[1]
                 with torch.set_grad_enabled(grad or torch.is_grad_enabled()):  # as in capture
@@ -1677,9 +1723,10 @@ class Probe:
                 return None
             output = self._describe(size, self._to_model_input(x))[1]
             try:
-                return output_tensor(output).detach()
+                scores = output_tensor(output).detach()
             except TypeError:
                 return None  # a full forward reports this when the output is wanted
+            return scores
         return None
 
     def _to_model_input(self, x: torch.Tensor) -> torch.Tensor:
