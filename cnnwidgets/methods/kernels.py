@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import prune
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from cnnwidgets.core.layers import unknown_layer_error
 from cnnwidgets.core.probe import LOAD_WEIGHTS_FIRST, layer_names, not_a_model_hint
@@ -105,6 +108,26 @@ def conv_layer_names(model_or_probe: nn.Module | Probe) -> list[str]:
         The qualified module names.
     """
     return [name for name, module in _named_modules(model_or_probe).items() if isinstance(module, nn.Conv2d)]
+
+
+def _effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight ``module``'s next forward computes with. Pruning and the older ``weight_norm`` and
+    ``spectral_norm`` (``torch.nn.utils``) keep ``module.weight`` as a plain attribute that a pre-hook
+    recomputes before each forward, so after ``load_state_dict`` or an optimizer step it still holds
+    the old values until the model runs again: the weight is computed here as that hook would, without
+    changing anything (no power iteration for spectral norm). Parametrizations compute it on access."""
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, prune.BasePruningMethod):
+            if getattr(hook, "_tensor_name", None) == "weight":
+                return hook.apply_mask(module)
+            continue
+        if getattr(hook, "name", None) != "weight":
+            continue
+        if isinstance(hook, WeightNorm):
+            return hook.compute_weight(module)
+        if isinstance(hook, SpectralNorm):
+            return hook.compute_weight(module, do_power_iteration=False)
+    return module.weight
 
 
 def kernels(
@@ -192,7 +215,7 @@ def kernels(
             f"{LOAD_WEIGHTS_FIRST}"
         )
     with torch.no_grad():
-        weight = module.weight.detach().to("cpu", torch.float32).contiguous().numpy().copy()
+        weight = _effective_weight(module).detach().to("cpu", torch.float32).contiguous().numpy().copy()
     out_count, in_count = weight.shape[:2]
     if mode == "auto":
         mode = "rgb" if in_count == 3 and out_channel is None else "channels"
