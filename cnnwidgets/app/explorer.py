@@ -316,9 +316,17 @@ def _few_maps_note(layers: Mapping[str, LayerInfo]) -> str | None:
     others = [info for info in ran if not _shows_maps(info)]
     if not shown or len(shown) > 3 or len(others) < 3 * len(shown):
         return None
-    # a layer's own tokens, not a whole block's (a block is listed before the layers inside it)
-    example = next((info for info in others if info.is_leaf and len(info.output_shape) == 2), others[0])
     names = ", ".join(shown)
+    empty = [info for info in others if info.empty_map]
+    if len(empty) * 2 >= len(others):
+        # maps with no unit at this input size (a crop or deep pooling of a small image), not tokens
+        example = empty[0]
+        return (f"the layer menu offers {names} only: {len(empty)} of the model's {len(ran)} layers give feature maps "
+                f"with no unit at this input size (e.g. {example.name}: {tuple(example.output_shape)}); a larger "
+                "input_size gives them units")
+    # a layer's own tokens, not a whole block's (a block is listed before the layers inside it)
+    tokens = [info for info in others if not info.empty_map] or others
+    example = next((info for info in tokens if info.is_leaf and len(info.output_shape) == 2), tokens[0])
     return (f"the layer menu offers {names} only: {len(others)} of the model's {len(ran)} layers give no feature "
             f"maps (C, H, W) but token sequences or vectors (e.g. {example.name}: "
             f"{tuple(example.output_shape)}), which the grid does not draw")
@@ -686,6 +694,16 @@ def _crop_note(prepared: ImageInput, preprocess: Any) -> str | None:
             f"(shorter side to {preprocess.resize} px, centre {preprocess.size}x{preprocess.size})")
 
 
+def _refusing_preprocess(error: ValueError) -> Callable[[Any], torch.Tensor]:
+    """A preprocess that refuses every picture with ``error``'s message (why no default one exists)."""
+    message = str(error)
+
+    def preprocess(image: Any) -> torch.Tensor:
+        raise ValueError(message)
+
+    return preprocess
+
+
 def _unpack(model: Any) -> dict[str, Any]:
     """Model, preprocessing, class names and name from an ``nn.Module`` or a zoo Bundle."""
     if isinstance(model, nn.Module):
@@ -1010,8 +1028,7 @@ class Explorer(ipw.VBox):
                 self._preprocess = custom
             else:
                 size = input_size or parts.get("input_size")
-                if size is None and isinstance(source, ModelInput) and source.tensor.dim() == 3 \
-                        and source.tensor.shape[0] in _DEFAULT_CHANNELS:
+                if size is None and isinstance(source, ModelInput) and source.tensor.dim() == 3:
                     size = tuple(source.tensor.shape)  # the images picked later are resized to the tensor's size
                 if size is None:
                     size = described = _fit_default_size(probe, parts["model"], source)
@@ -1019,7 +1036,14 @@ class Explorer(ipw.VBox):
                 else:
                     self._size_given = True
                 size = check_input_size(size)
-                self._preprocess = default_preprocess(size[1:], channels=size[0])
+                try:
+                    self._preprocess = default_preprocess(size[1:], channels=size[0])
+                except ValueError as exc:
+                    if not isinstance(source, ModelInput):
+                        raise
+                    # a model input of another channel count (4: RGB-D) is taken as it is; only a
+                    # picture picked or uploaded later needs the preprocess that is missing
+                    self._preprocess = _refusing_preprocess(exc)
             first = self._prepare_image(source, next(iter(self._samples)))
             if custom is not None and denormalize is None and "denormalize" not in parts:
                 _warn_if_not_undone(source, first)

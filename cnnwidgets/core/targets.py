@@ -411,9 +411,13 @@ def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tens
     if output.dim() > 2 and all(size == 1 for size in output.shape[2:]):
         output = output.reshape(output.shape[0], output.shape[1])
     if output.dim() != 2:
+        single = (
+            "; one score per image, as a binary classifier's single logit, is read as class scores of shape "
+            "(N, 1): return that (drop the .squeeze(1), or out.unsqueeze(1))" if output.dim() == 1 else ""
+        )
         raise ValueError(
             f"{what}: the model output must be class scores of shape (N, classes) (or (N, classes, 1, 1)); "
-            f"this one has shape {tuple(output.shape)}"
+            f"this one has shape {tuple(output.shape)}{single}"
         )
     return output
 
