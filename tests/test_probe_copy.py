@@ -211,3 +211,29 @@ def test_plain_tensor_attributes_are_private_copies_and_probe_to_converts_them()
         probe.to("cpu")  # the same device: nothing to do
         assert probe.model.mean.device.type == "cpu"
         torch.testing.assert_close(probe.logits(torch.zeros(1, 3, 16, 16)), model(torch.zeros(1, 3, 16, 16)))
+
+
+def test_a_forward_cache_in_a_dict_or_list_holding_graph_tensors_is_copied_detached():
+    class Caching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Linear(4, 2)
+            self.cache: dict[str, torch.Tensor] = {}
+            self.history: list[torch.Tensor] = []
+
+        def forward(self, x):
+            y = self.conv(x)
+            self.cache["features"] = y  # kept with its autograd graph
+            self.history.append(y.mean())
+            return self.head(y.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = Caching()
+    x = torch.rand(2, 3, 8, 8)
+    expected = model(x)  # gradients on: the cache now holds graph tensors, which deepcopy refuses
+    assert not model.cache["features"].is_leaf
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        torch.testing.assert_close(probe.logits(x), expected.detach())
+        assert probe.model.cache["features"] is not model.cache["features"]
+    assert not model.cache["features"].is_leaf and len(model.history) == 1  # the user's cache untouched

@@ -292,6 +292,20 @@ def _dtype_mismatch(exc: BaseException) -> bool:
     )
 
 
+def _graph_tensors(value: Any, depth: int = 3) -> Iterator[torch.Tensor]:
+    """The tensors in ``value`` (a tensor, or lists, tuples and dicts of them, ``depth`` levels
+    deep) that are part of an autograd graph (not leaves)."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_leaf:
+            yield value
+    elif depth > 0 and isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _graph_tensors(item, depth - 1)
+    elif depth > 0 and isinstance(value, dict):
+        for item in value.values():
+            yield from _graph_tensors(item, depth - 1)
+
+
 def _plain_tensor_attributes(model: nn.Module) -> Iterator[tuple[nn.Module, str, torch.Tensor]]:
     """``(module, name, tensor)`` for every tensor that a module of ``model`` keeps as a plain
     attribute (``self.mean = torch.tensor(...)``): neither a parameter nor a buffer, so that
@@ -919,10 +933,12 @@ class Probe:
                 memo[id(value)] = _as_computed(value.detach(), self._device)
         for module in self._user_model.modules():
             for value in vars(module).values():
-                # a tensor subclass kept as a plain attribute is left to deepcopy, which refuses one
-                # that is part of an autograd graph
-                if isinstance(value, torch.Tensor) and id(value) not in memo and not value.is_leaf:
-                    memo[id(value)] = value.detach().clone()
+                # deepcopy refuses a tensor that is part of an autograd graph: one kept as a plain
+                # attribute of a subclass type, or inside a list or dict (a forward's cache,
+                # self.cache["features"] = y, filled while gradients were on), is copied detached
+                for tensor in _graph_tensors(value):
+                    if id(tensor) not in memo:
+                        memo[id(tensor)] = tensor.detach().clone()
         return memo
 
     def _make_copy(self) -> nn.Module:
