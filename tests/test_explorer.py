@@ -3446,3 +3446,30 @@ def test_a_channel_with_one_value_everywhere_says_so_instead_of_a_colour_bar_bet
         assert "one value everywhere" not in ex.panel_caption.value and "<img" in ex.panel_caption.value
     finally:
         ex.close()
+
+
+def test_a_model_left_in_training_mode_gets_a_note_that_the_explorer_computes_in_evaluation_mode():
+    class WithNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                          nn.Dropout(0.5))
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.features(x).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = WithNorm()  # training mode: model.eval() forgotten
+    ex = make(model)
+    try:
+        assert "training mode (2 BatchNorm2d/Dropout module(s))" in ex.status.message
+        assert "model.eval()" in ex.status.message
+        assert model.training  # noted, not changed
+    finally:
+        ex.close()
+    ex = make(model.eval())
+    try:
+        assert "training mode" not in ex.status.message
+    finally:
+        ex.close()

@@ -537,6 +537,22 @@ def _user_hooks_note(hooks: tuple[str, ...]) -> str | None:
             "differ from model(x): put what they do into the forward, or remove them, to see it")
 
 
+#: Modules whose forward differs between training and evaluation mode.
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+def _training_note(model: nn.Module) -> str | None:
+    """The note for a model left in training mode (``model.eval()`` forgotten), where batch norm or
+    dropout then compute otherwise than in the explorer's evaluation-mode copy; None otherwise."""
+    training = [m for m in model.modules() if m.training and isinstance(m, _MODE_DEPENDENT)]
+    if not training:
+        return None
+    kinds = sorted({type(m).__name__ for m in training})
+    return (f"the model is in training mode ({len(training)} {'/'.join(kinds)} module(s)): the explorer computes "
+            "in evaluation mode, as after model.eval() (batch norm with its running statistics, no dropout), "
+            "so the scores can differ from your model(x) until you call model.eval()")
+
+
 #: A forward taking at least this long gets a note on how to make the explorer live again.
 SLOW_FORWARD_NOTE_SECONDS = 1.0
 
@@ -1562,6 +1578,7 @@ class Explorer(ipw.VBox):
         self.layer_select.set_items(layer_items(self._layers))
         self._set_note("layers", _few_maps_note(self._layers))
         self._set_note("hooks", _user_hooks_note(self.probe.user_hooks))
+        self._set_note("training", _training_note(self.probe.user_model))
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
         self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
