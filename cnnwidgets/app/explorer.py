@@ -853,7 +853,8 @@ class Explorer(ipw.VBox):
             first size the model runs on: C from its first convolution (else 3, then 1), then
             224 x 224 (RGB), the image's own size, 28, 32, 64 ... (so a CIFAR or MNIST network
             needs nothing). When the size found changes an image's aspect ratio by more than
-            1.5 times, the status line says so.
+            1.25 times (a 4:3 photo squeezed into a square), or enlarges a small image more than
+            2 times, the status line says so.
         samples: ``{name: image}`` offered by the image picker. By default the zoo's samples,
             which picture the embedded model's five classes: offered when no image is given, or
             for a model with five outputs; any other model gets its image and uploads.
@@ -2007,6 +2008,8 @@ class Explorer(ipw.VBox):
         Raises:
             KeyError: for a layer the model does not have.
             ValueError: for marks that do not fit the layer's channels, or indices that are not ints.
+            TypeError: for a report that is none of the forms above (not a mapping, a
+                ``DeadChannels`` or None).
         """
         self._check_open()
         if report is None:
@@ -2253,7 +2256,8 @@ class Explorer(ipw.VBox):
 
     @property
     def scores(self) -> dict[str, Any] | None:
-        """Class scores shown: ``probs`` and ``baseline`` (unoccluded) arrays and the ``rows`` listed."""
+        """Class scores shown: ``probs`` and ``baseline`` (unoccluded) arrays, the ``rows`` listed and the
+        ``classes`` names; None when the model's output is not class scores."""
         frame, _ = self._current()
         computed = frame.computed
         if computed.probs is None:

@@ -145,7 +145,9 @@ class MethodResult:
         note: a remark to show with the map, empty when there is none: for guided backprop and
             deconvnet, how many ReLUs the model applied as functions, which kept the true gradient,
             or that the model applied no ReLU at all (the map is the plain gradient); for deconvnet,
-            that the channel is not active on the image (the map is zero).
+            that the channel is not active on the image (the map is zero); for occlusion, that the
+            model takes one image per forward pass (the map ran image by image); for Grad-CAM, that
+            the map is zero everywhere.
         values: for saliency, guided backprop and deconvnet, the signed map, float32 (C, H, W)
             with one plane per input channel (see :data:`~cnnwidgets.methods.overlays.SIGNED_OVERLAYS`);
             None for the other methods.

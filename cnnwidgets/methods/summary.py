@@ -333,7 +333,8 @@ def summary(
         ValueError: for an ``input_size`` that is not (C, H, W) (a tensor passed by mistake is named
             by its shape).
         RuntimeError: if the model fails on an input of that size.
-        TypeError: if ``model_or_probe`` is neither a model nor a probe.
+        TypeError: if ``model_or_probe`` is neither a model nor a probe, or ``leaves_only`` is not
+            True or False.
     """
     leaves_only = as_flag(leaves_only, "leaves_only")
     if input_size is not None:

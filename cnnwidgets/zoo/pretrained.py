@@ -103,6 +103,8 @@ def resolve_weights(arch: str, weights: str | WeightsEnum = "DEFAULT") -> Weight
 
     Raises:
         ValueError: unknown architecture, unknown weights, or weights of another architecture.
+        TypeError: an ``arch`` that is not a string, or ``weights`` that are neither a string nor
+            a ``WeightsEnum`` member.
     """
     _check_arch(arch)
     enum = torchvision.models.get_model_weights(arch)
@@ -430,8 +432,9 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         A :class:`~cnnwidgets.zoo.bundle.Bundle` with the model in eval mode on the CPU.
 
     Raises:
-        TypeError: an ``arch`` that is not a string, a ``weights_path`` that is not a path, or
-            a ``check_hash``/``download`` that is not True or False.
+        TypeError: an ``arch`` that is not a string, ``weights`` that are not a string, None or a
+            ``WeightsEnum`` member, a ``weights_path`` that is not a path, or a
+            ``check_hash``/``download`` that is not True or False.
         WeightsUnavailableError: the weights file is not cached (and ``download`` is False, or
             the download failed).
         FileNotFoundError: ``weights_path`` does not exist.
