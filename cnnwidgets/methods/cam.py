@@ -55,7 +55,7 @@ import math
 import numbers
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ from torch import nn
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, check_batch, probe_scope
 from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, ClassLogits, Target, as_pair, resolve_target, target_score
+from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import (
     check_target_layer,
     gradients_enabled,
@@ -94,24 +95,18 @@ class EmptyMapWarning(RuntimeWarning):
 
 
 # Whether grad_cam and grad_cam_pp warn of all-zero maps on this thread (see empty_maps_quietly).
-_QUIET = threading.local()
+_EMPTY_QUIET = QuietSwitch()
 
 
-@contextlib.contextmanager
-def empty_maps_quietly() -> Iterator[None]:
+def empty_maps_quietly() -> contextlib.AbstractContextManager[None]:
     """Within this block, on this thread, an all-zero Grad-CAM or Grad-CAM++ map gives no
     :class:`EmptyMapWarning`. For callers that say so themselves, as the explorer's method panel does."""
-    before = getattr(_QUIET, "empty", False)
-    _QUIET.empty = True
-    try:
-        yield
-    finally:
-        _QUIET.empty = before
+    return _EMPTY_QUIET.quietly()
 
 
 def _warn_if_empty(maps: torch.Tensor, layer: str, method: str) -> None:
     """Warn (:class:`EmptyMapWarning`) of the finite maps (N, h, w) that are zero everywhere."""
-    if getattr(_QUIET, "empty", False):
+    if _EMPTY_QUIET.on:
         return
     flat = maps.flatten(1)
     empty = ~(flat > 0).any(dim=1) & torch.isfinite(flat).all(dim=1)

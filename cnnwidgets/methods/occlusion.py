@@ -78,6 +78,7 @@ from cnnwidgets.core.targets import (
     class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import inference_copy
+from cnnwidgets.methods._quiet import QuietSwitch
 
 __all__ = [
     "KEPT_PROBABILITIES_BYTES",
@@ -606,20 +607,14 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
 
 # Per thread: whether a scan that falls back to one image per forward leaves the warning out
 # (set by a caller that shows OcclusionResult.one_image itself, as the explorer's method panel).
-_QUIET = threading.local()
+_ONE_IMAGE_QUIET = QuietSwitch()
 
 
-@contextlib.contextmanager
-def one_image_quietly() -> Iterator[None]:
+def one_image_quietly() -> contextlib.AbstractContextManager[None]:
     """Within this block, on this thread, a scan that falls back to one image per forward pass does
     not warn (:data:`ONE_IMAGE_WARNING`); its result says so in :attr:`OcclusionResult.one_image`.
     For callers that show that themselves, as the explorer's method panel does."""
-    before = getattr(_QUIET, "one_image", False)
-    _QUIET.one_image = True
-    try:
-        yield
-    finally:
-        _QUIET.one_image = before
+    return _ONE_IMAGE_QUIET.quietly()
 
 
 #: The warning of a scan that goes on one image per forward pass (see ``_scan_with_probe``).
@@ -1219,7 +1214,7 @@ def _scan_with_probe(
                 unoccluded_probabilities.flags.writeable = False
         plan, runner, parallel_safe, copy_after_preview = one_plan, one_runner, one_safe, False
         one_image = True
-        if not getattr(_QUIET, "one_image", False):
+        if not _ONE_IMAGE_QUIET.on:
             warnings.warn(ONE_IMAGE_WARNING, RuntimeWarning, stacklevel=5)
         handle(start, end, *result)
 
