@@ -48,7 +48,7 @@ class ImagePicker(w.HBox):
     def __init__(self, names: Sequence[str] = (), value: str | None = None, **kwargs) -> None:
         self._uploads: dict[str, bytes] = {}
         self._replacing_options = False
-        self.dropdown = RefusingDropdown(options=list(names), description="image", layout=w.Layout(width="300px"))
+        self.dropdown = RefusingDropdown(options=list(names), description="image", layout=w.Layout(width="260px"))
         self.upload = UploadButton(accept="image/*", label="upload", hint=_UPLOAD_TOOLTIP)
         self.dropdown.layout.max_width = FIT_IN_ROW
         kwargs.setdefault("layout", wrapping_row())
