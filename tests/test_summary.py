@@ -358,3 +358,14 @@ def test_a_summary_runs_one_discovery_pass_at_most(monkeypatch):
     table = summary(small_net(), (3, 32, 32))
     assert [(r.name, r.output_shape) for r in table.rows][:2] == [("0", (8, 16, 16)), ("1", (8, 16, 16))]
     assert len(discoveries) <= 1
+
+
+def test_tables_scroll_sideways_by_themselves_and_let_their_widget_shrink():
+    from cnnwidgets.widgets.summary import scrolling
+
+    html = table_html(["a", "b"], [["1", "2"]])
+    # a box of its own that scrolls, and the rule that lets the HTML widget holding it shrink to the
+    # output's width (an HTML widget's content otherwise grows to the table's width)
+    assert html.startswith("<style>") and ":has(.cnnw-scroll){min-width:0}" in html
+    assert '<div class="cnnw-scroll" style="overflow-x:auto;max-width:100%"><table' in html
+    assert scrolling("<p>x</p>").endswith('<div class="cnnw-scroll" style="overflow-x:auto;max-width:100%"><p>x</p></div>')

@@ -56,7 +56,7 @@ from cnnwidgets.render.figures import (
     topk_mosaic,
 )
 from cnnwidgets.widgets.experiments import CorrespondenceView, EvolutionView, InvarianceView, TopKView
-from cnnwidgets.widgets.summary import table_html
+from cnnwidgets.widgets.summary import scrolling, table_html, wrapped_text
 
 __all__ = [
     "CorrespondenceController",
@@ -848,11 +848,11 @@ class InvarianceController:
         distance = "||φ(x) − φ(T x)|| / ||φ(x)||" if result.normalized else "||φ(x) − φ(T x)||"
         columns = ["image", *result.layers, "P(true class)", "predicted"]
         align = ["left", *(["right"] * len(result.layers)), "left", "left"]
-        view.readout = (
+        view.readout = wrapped_text(
             f"<b>{html.escape(kind)}: {html.escape(describe_transform(kind, value))}</b><br>"
             f"feature distance {html.escape(distance)} at each layer, the true class's probability and "
-            f"the prediction (the dashed line on the curves marks this step){table_html(columns, rows, align)}"
-        )
+            f"the prediction (the dashed line on the curves marks this step)"
+        ) + table_html(columns, rows, align)
         self._show_curves((kind, view.step))  # after the step's images: a step that fails leaves the curves
         view.error, view.status = self._curves_failed, self._curves_status  # a failed step said otherwise
 
@@ -967,7 +967,7 @@ class CorrespondenceController:
         self.denormalize, self.tile = denormalize, _tile(tile)
         self.view = view if view is not None else CorrespondenceView()
         _attach(self, self.view)
-        self.view.table_html = result.to_html()
+        self.view.table_html = wrapped_text(scrolling(result.to_html()))
         self.view.parts = list(self.parts)
         self.view.observe(self.update, names=["part", "occluded"])
         self.update()

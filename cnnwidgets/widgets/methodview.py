@@ -88,6 +88,7 @@ class MethodView(w.VBox):
         self.caption = w.HTML()
         self.caption.add_class("cnnw-caption")
         controls = w.HBox([self.menu, self.stride_menu, self.bar, self.signed_box], layout=wrapping_row())
+        controls.layout.align_content = "flex-start"  # lines at the top of the room kept (the menu stays put)
         self._controls = controls
         width = f"{max(self.display_width, MIN_WIDTH)}px"
         super().__init__([controls, self.image, self.caption], layout=w.Layout(width=width, max_width="100%"))

@@ -10,12 +10,18 @@ import traitlets
 
 from cnnwidgets.widgets._base import RefusesWhenClosed, close_parts
 
-__all__ = ["SummaryView", "table_html"]
+__all__ = ["SummaryView", "scrolling", "table_html", "wrapped_text"]
 
 _TABLE_STYLE = (
     "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);font-size:12px"
 )
 _CELL_STYLE = "padding:1px 10px;border-bottom:1px solid #ddd;white-space:nowrap"
+# A box that scrolls sideways by itself where the output is narrower than what it holds. An HTML
+# widget's content is a flex item that grows to its widest child (min-width: auto), so the page's
+# rule lets the widgets that hold such a box shrink to the output's width instead; it travels with
+# the HTML, as views without custom widgets load no style sheet.
+_SCROLL_RULE = ("<style>.widget-html:has(.cnnw-scroll),.widget-html-content:has(.cnnw-scroll)"
+                "{min-width:0}</style>")
 _SCROLL_STYLE = "overflow-x:auto;max-width:100%"
 
 
@@ -45,8 +51,20 @@ def table_html(columns: Sequence[str], rows: Sequence[Sequence[str]], align: Seq
         body.append(f"<tr>{tds}</tr>")
     # in a box of its own that scrolls sideways where the output is narrower than the table, so that
     # columns are not cut off and text around it still wraps at the output's width
-    return (f'<div style="{_SCROLL_STYLE}"><table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return scrolling(f'<table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead>'
+                     f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def scrolling(content: str) -> str:
+    """``content`` (HTML, a table) in a box that scrolls sideways by itself where the output is
+    narrower, instead of cutting it off or widening the whole view."""
+    return f'{_SCROLL_RULE}<div class="cnnw-scroll" style="{_SCROLL_STYLE}">{content}</div>'
+
+
+def wrapped_text(content: str) -> str:
+    """``content`` (HTML text) wrapped at the output's width, its lines as close as the explorer's
+    captions (an HTML widget's own line height is that of a control, 28 px)."""
+    return f'<div style="line-height:1.4;white-space:normal;overflow-wrap:anywhere">{content}</div>'
 
 
 def _check_rows(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
