@@ -214,6 +214,7 @@ def test_a_bundle_names_its_classes():
         view.channel = 1
         view.running = True
         assert f"class 1 ({bundle.classes[1]!r})" in view.status
+        assert ": its logit went from" in view.status  # a class target is a logit, not an activation
     finally:
         view.close()
 

@@ -643,9 +643,10 @@ class ActMaxController:
                 return
             self.result = result
             state = "stopped" if result.cancelled else "done"
+            quantity = "logit" if isinstance(target, ClassLogit) else "activation"
             self._show(
                 what,
-                f"{state} after {result.steps} steps for {what}: its activation went from "
+                f"{state} after {result.steps} steps for {what}: its {quantity} went from "
                 f"{result.initial_activation:.4g} to {result.activation:.4g}; {self.input_space}",
                 torch.from_numpy(result.rgb).permute(2, 0, 1),
             )
