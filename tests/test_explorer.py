@@ -3473,3 +3473,28 @@ def test_a_model_left_in_training_mode_gets_a_note_that_the_explorer_computes_in
         assert "training mode" not in ex.status.message
     finally:
         ex.close()
+
+
+def test_a_layer_of_one_unit_per_channel_is_drawn_in_tiles_that_compare_the_channels():
+    from cnnwidgets import zoo
+    from cnnwidgets.app.frames import TINY_TILE_PIXELS
+
+    ex = Explorer(zoo.load_default(), zoo.sample_image("star"), samples={}, background=False)
+    try:
+        ex.layer = "global_pool"  # (64, 1, 1)
+        assert ex.wait_idle(60)
+        grid, acts = ex.grid_image, ex.activations
+        assert acts.shape == (64, 1, 1)
+        layout = ex._current()[0].layout
+        assert layout.scale == TINY_TILE_PIXELS  # several pixels per unit, not 1-pixel dots between borders
+        # each tile coloured on the layer's range: the strongest and weakest channels differ in colour
+        def colour(channel):
+            row, col = divmod(list(layout.order).index(channel) if layout.order is not None else channel, layout.cols)
+            y = layout.border + row * (layout.tile_height + layout.border) + layout.tile_height // 2
+            x = layout.border + col * (layout.tile_width + layout.border) + layout.tile_width // 2
+            return tuple(grid[y, x])
+
+        values = acts[:, 0, 0]
+        assert colour(int(values.argmax())) != colour(int(values.argmin()))
+    finally:
+        ex.close()

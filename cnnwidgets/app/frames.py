@@ -69,7 +69,7 @@ class Baseline:
                 f"the layer's feature map is empty {tuple(self.acts.shape)} at this input size: pick an earlier "
                 "layer or a larger input"
             )
-        self.lo, self.hi = R.value_ranges(self.acts, "channel")
+        self.lo, self.hi = _per_channel_ranges(self.acts, "channel")
         self.order = R.activation_order(self.acts, "mean")
         self.signed = bool((self.acts < 0).any())
         self.dead = R.dead_channel_mask(self.acts)
@@ -227,7 +227,12 @@ class LayoutCache:
                 layout = dataclasses.replace(layout, shrink=layout.shrink + 1)
             found = (layout, width)
         else:
-            layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, max_scale=1, order=order)
+            # maps of a few units (a global pooling's 1 x 1) are drawn with several pixels per unit:
+            # at one pixel, the 1-pixel borders between tiles were as wide as the tiles, a field of dots
+            side = max(shape[1], shape[2])
+            scale = max(1, TINY_TILE_PIXELS // side) if side <= TINY_MAP_SIDE else 1
+            layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, max_scale=scale,
+                                   order=order)
             # the browser enlarges the mosaic to fill the box (by a fractional factor: an integer
             # one leaves small layers tiny, e.g. 16 maps of 64x64 would stay at 261 px)
             enlarge = max(1.0, min(8.0, self.max_width / layout.width, self.max_height / layout.height))
@@ -237,6 +242,10 @@ class LayoutCache:
 
 
 DRAFT_PANEL_SIDE = 112
+
+#: Maps at most this many units across are drawn with about TINY_TILE_PIXELS pixels per tile side.
+TINY_MAP_SIDE = 4
+TINY_TILE_PIXELS = 8
 
 
 def draft_step(size: tuple[int, int], side: int = DRAFT_PANEL_SIDE) -> int:
@@ -248,10 +257,19 @@ def draft_step(size: tuple[int, int], side: int = DRAFT_PANEL_SIDE) -> int:
     return max(1, -(-max(size) // side))
 
 
+def _per_channel_ranges(acts: np.ndarray, norm: str) -> tuple[np.ndarray, np.ndarray]:
+    """``R.value_ranges(acts, norm)``; for maps of one unit (a global pooling's (C, 1, 1)), whose own
+    ranges are all empty (every tile would be the colormap's low end), the layer's range instead, so
+    that the tiles compare the channels."""
+    if acts.shape[1] * acts.shape[2] == 1:
+        norm = "layer"
+    return R.value_ranges(acts, norm)
+
+
 def _ranges(req: RenderRequest, acts: np.ndarray, base: Baseline) -> tuple[np.ndarray, np.ndarray]:
     if req.norm == "fixed":
         return base.lo, base.hi
-    return R.value_ranges(acts, req.norm)
+    return _per_channel_ranges(acts, req.norm)
 
 
 def render_frame(
