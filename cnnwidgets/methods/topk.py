@@ -450,6 +450,13 @@ def data_size(data: Any) -> int | None:
         if all(isinstance(t, torch.Tensor) and t.dim() in (3, 4) for t in firsts):
             return sum(int(t.shape[0]) if t.dim() == 4 else 1 for t in firsts)
         return None
+    if isinstance(data, torch.utils.data.DataLoader):
+        try:
+            if data.batch_size is None or isinstance(data.dataset, torch.utils.data.IterableDataset):
+                return None
+            return len(data) * data.batch_size if data.drop_last else len(data.sampler)
+        except TypeError:
+            return None
     dataset = getattr(data, "dataset", None)
     if dataset is not None and hasattr(dataset, "__len__") and getattr(data, "drop_last", False) is False:
         return len(dataset)
@@ -610,18 +617,19 @@ class TopKActivations:
         new: dict[str, tuple[torch.Tensor, ...]] = {}
         for name, act in acts.items():
             new[name] = self._merge(name, act.detach(), start, label_row)
+        kept = None
+        if self.keep_images:  # staged: nothing below changes the state until the commit
+            referenced = set(torch.cat([new[name][1].flatten() for name in self.layers]).tolist())
+            kept = {i: img for i, img in self.images.items() if i in referenced}
+            for index in referenced:
+                if start <= index < start + n and index not in kept:
+                    kept[index] = batch[index - start].detach().to("cpu", torch.float32).clone()
         # commit (nothing above changed the state)
         for name, (values, indices, positions, lab) in new.items():
             self.values[name], self.image_indices[name] = values, indices
             self.positions[name], self.labels[name] = positions, lab
-        if self.keep_images:
-            referenced = set(torch.cat([self.image_indices[name].flatten() for name in self.layers]).tolist())
-            for index in list(self.images):
-                if index not in referenced:
-                    del self.images[index]
-            for index in referenced:
-                if start <= index < start + n and index not in self.images:
-                    self.images[index] = batch[index - start].detach().to("cpu", torch.float32).clone()
+        if kept is not None:
+            self.images = kept
         self.consumed += n
         self.batches += 1
 
@@ -735,6 +743,13 @@ class TopKActivations:
         """
         entries = self.entries(layer, channel)
         images = _indexable(images)
+        if images is not None and self.first_item is not None and entries:
+            item0 = images[0]
+            item0 = item0[0] if isinstance(item0, (tuple, list)) else item0
+            item0 = torch.as_tensor(item0).to(torch.float32)
+            if list(item0.shape) == self.first_item[0] and _checksum(item0) != self.first_item:
+                raise ValueError("images does not start with the first scanned image: not the data that was scanned, "
+                                 "in the same order (a shuffling loader? scan with keep_images=True)")
         picked = []
         for entry in entries:
             if images is None:
@@ -913,6 +928,10 @@ class TopKActivations:
             raise ValueError(f"{not_topk}: its metadata is not a JSON object")
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{path} has format {meta.get('format')!r}; expected {_FORMAT!r}")
+        missing = [key for key in ("layers", "k", "per_image", "keep_images", "consumed", "batches", "complete",
+                                   "input_size", "fingerprint", "first_item", "geometry") if key not in meta]
+        if missing:
+            raise ValueError(f"{not_topk}: its metadata lacks {missing}")
         state = cls(meta["layers"], meta["k"], per_image=meta["per_image"], keep_images=meta["keep_images"])
         state.consumed, state.batches, state.complete = meta["consumed"], meta["batches"], meta["complete"]
         state.input_size = tuple(meta["input_size"]) if meta["input_size"] else None
@@ -934,7 +953,11 @@ class TopKActivations:
 
 
 # ---------------------------------------------------------------------------- one-liner
-def _check_resumable(state: TopKActivations, layers: list[str], k: int, per_image: bool, where: str) -> None:
+def _check_resumable(state: TopKActivations, layers: list[str], k: int, per_image: bool, where: str,
+                     keep_images: bool | None = None) -> None:
+    if keep_images is not None and state.keep_images != keep_images:
+        raise ValueError(f"{where} holds a scan with keep_images={state.keep_images}; this call asks for "
+                         f"keep_images={keep_images}. Use another checkpoint path, or delete the file to start over.")
     if state.layers != layers or state.k != k or state.per_image != per_image:
         raise ValueError(
             f"{where} holds a scan of layers={state.layers}, k={state.k}, per_image={state.per_image}; "
@@ -1033,7 +1056,7 @@ def scan_topk(
         if state is not None:
             raise ValueError("pass either resume= or a checkpoint path that exists, not both")
         state = TopKActivations.load(checkpoint)
-        _check_resumable(state, names, k, per_image, f"checkpoint {checkpoint}")
+        _check_resumable(state, names, k, per_image, f"checkpoint {checkpoint}", keep_images)
     elif state is not None:
         _check_resumable(state, names, k, per_image, "resume")
     if state is None:
@@ -1050,6 +1073,10 @@ def scan_topk(
                     "use another checkpoint path or delete the file to start over"
                 )
         if state.complete:
+            first = next(iter(iter_batches(data, batch_size)), None)
+            if first is not None and state.first_item is not None and _checksum(first[0][0]) != state.first_item:
+                raise ValueError("the data does not start with the same image as the finished scan in the checkpoint; "
+                                 "use another checkpoint path for other data")
             return state
         skip = state.consumed
         seen = 0
