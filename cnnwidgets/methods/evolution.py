@@ -33,6 +33,7 @@ Training with and without the recorder gives bitwise-identical weights.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe, check_batch
-from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index
+from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index, nonfinite_cause
 from cnnwidgets.methods.topk import Box, Projector, crop_receptive_field, receptive_field_box, resolve_projector
 
 __all__ = ["PAPER_EPOCHS", "EvolutionFrame", "FeatureEvolution", "FeatureEvolutionRecorder"]
@@ -150,6 +151,14 @@ def _channel_list(spec: int | Sequence[int], channels: int, layer: str) -> list[
     if bad:
         raise IndexError(f"layer {layer!r} has {channels} channels; out of range: {bad}")
     return chosen
+
+
+class _NotFinite(Exception):
+    """A recorded layer's activations hold NaN or infinite values."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__(layer)
+        self.layer = layer
 
 
 class FeatureEvolutionRecorder:
@@ -277,6 +286,10 @@ class FeatureEvolutionRecorder:
         Returns:
             Whether frames were stored.
 
+        Warns:
+            RuntimeWarning: when a recorded layer's activations are not finite (training diverged,
+                a NaN weight): that epoch is not stored, and the warning names the cause.
+
         Raises:
             RuntimeError: after :meth:`close`.
             TypeError: an ``epoch`` that is not an int, a ``force`` that is not a bool.
@@ -289,8 +302,19 @@ class FeatureEvolutionRecorder:
         # hand-written SGD step) bumps no version counter, so a check of those would miss it.
         self.probe.refresh()
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            frames = self._compute(epoch)
+        try:
+            with torch.random.fork_rng(devices=devices):
+                frames = self._compute(epoch)
+        except _NotFinite as exc:
+            # training diverged: a frame of NaN has no strongest unit to show. Said, not raised,
+            # so that the training loop the recorder sits in goes on
+            warnings.warn(
+                f"epoch {epoch} not recorded: the activations of layer {exc.layer!r} are not finite (NaN or "
+                f"infinite) on the recorder's images: {nonfinite_cause(self.probe.model)}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return False
         evolution = self.evolution
         if epoch in evolution.epochs:
             for key in frames:
@@ -335,6 +359,8 @@ class FeatureEvolutionRecorder:
                         f"{self.channels[name]} (was the layer replaced?). Make a new recorder for the new model"
                     )
                 act = acts[name][:, self.channels[name]].float()
+                if not bool(torch.isfinite(act).all()):
+                    raise _NotFinite(name)
                 if act.dim() == 2:
                     act = act[:, :, None, None]
                 n, c, _, width = act.shape
