@@ -202,3 +202,26 @@ def test_recorder_does_not_store_nan_frames_silently():
         assert recorder.record(2) and recorder.result().epochs == [0, 2]
     finally:
         recorder.close()
+
+
+def test_a_failed_checkpoint_write_leaves_the_last_good_file_and_no_partial_one(tmp_path, monkeypatch):
+    state = scan_topk(tiny_net(), images(8), ["1"], k=2, progress=False)
+    path = state.save(tmp_path / "ck.pt")
+    before = path.read_bytes()
+
+    def fails(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", fails)
+    with pytest.raises(OSError, match="disk full"):
+        state.save(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def test_a_closed_recorder_says_so_and_keeps_its_frames():
+    recorder = FeatureEvolutionRecorder(tiny_net(), images(4), {"1": [0]}, epochs=None, projection=None)
+    assert recorder.record(0)
+    recorder.close()
+    with pytest.raises(RuntimeError, match="this recorder is closed; its frames stay readable"):
+        recorder.record(1)
+    assert recorder.result().epochs == [0]

@@ -296,6 +296,9 @@ class FeatureEvolutionRecorder:
         """
         epoch = as_index(epoch, "epoch")
         force = as_flag(force, "force")
+        if self.probe.closed:
+            raise RuntimeError("this recorder is closed; its frames stay readable with result(), and a new "
+                               "FeatureEvolutionRecorder records more")
         if not (force or self.wants(epoch)):
             return False
         # A fresh copy of the weights: a training loop that updates through ``p.data`` (a

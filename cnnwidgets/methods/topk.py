@@ -890,8 +890,15 @@ class TopKActivations:
             tensors["images/index"] = torch.tensor(order, dtype=torch.long)
             tensors["images/pixels"] = torch.stack([self.images[i] for i in order])
         tmp = path.with_name(path.name + ".tmp")
-        torch.save({"meta": json.dumps(self._meta()), "tensors": tensors}, tmp)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as file:
+                torch.save({"meta": json.dumps(self._meta()), "tensors": tensors}, file)
+                file.flush()
+                os.fsync(file.fileno())  # on disk before it replaces the last good file
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no half-written file left next to the checkpoint
+            raise
         return path
 
     @classmethod
