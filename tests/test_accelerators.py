@@ -49,6 +49,8 @@ class BatchNormNet(nn.Module):
             nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
         )
         self.features.shared = self.mean  # one tensor, seen from two modules
+        self.register_buffer("shift", torch.zeros(1, 3, 1, 1))
+        self.features.shift = self.shift  # a plain attribute naming a buffer
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4), nn.Softmax(dim=1))
 
     def forward(self, x):
@@ -83,6 +85,7 @@ def test_device_probe_moves_plain_tensor_attributes_and_matches_the_cpu(device):
         acc.to(device)
         assert acc.model.std.device.type == device
         assert acc.model.features.shared is acc.model.mean  # still one tensor after the moves
+        assert acc.model.features.shift is acc.model.shift  # and still the buffer it named
         torch.testing.assert_close(acc.logits(x).cpu(), cpu.logits(x), rtol=1e-4, atol=1e-5)
 
 

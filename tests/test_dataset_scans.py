@@ -7,7 +7,6 @@ Each test states what the researcher should get.
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -137,13 +136,9 @@ def test_shuffled_scan_without_kept_images_does_not_give_wrong_patches():
     model, x = tiny_net(), images(100)
     dataset = TensorDataset(x, torch.arange(100) % 5)
     torch.manual_seed(3)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        shuffled = scan_topk(model, DataLoader(dataset, batch_size=16, shuffle=True), ["3"], k=4,
-                             progress=False, keep_images=False)
-    if any("shuffl" in str(w.message) for w in caught):
-        return  # the scan said so: acceptable
-    with pytest.raises(ValueError):
+    shuffled = scan_topk(model, DataLoader(dataset, batch_size=16, shuffle=True), ["3"], k=4,
+                         progress=False, keep_images=False)
+    with pytest.raises(ValueError, match="images does not start with the first scanned image"):
         shuffled.patches("3", 0, images=dataset)
 
 
@@ -225,3 +220,30 @@ def test_a_closed_recorder_says_so_and_keeps_its_frames():
     with pytest.raises(RuntimeError, match="this recorder is closed; its frames stay readable"):
         recorder.record(1)
     assert recorder.result().epochs == [0]
+
+
+def test_a_finished_checkpoint_is_handed_back_for_the_same_shuffled_data_and_refused_for_another_count(tmp_path):
+    model, x = tiny_net(), images(20)
+    path = tmp_path / "ck.pt"
+    loader = DataLoader(TensorDataset(x, torch.zeros(20)), batch_size=5, shuffle=True)
+    first = scan_topk(model, loader, ["1"], k=2, keep_images=True, checkpoint=path, progress=False)
+    for _ in range(2):  # re-running the cell: the shuffled loader's first image differs every pass
+        again = scan_topk(model, loader, ["1"], k=2, keep_images=True, checkpoint=path, progress=False)
+        assert torch.equal(again.values["1"], first.values["1"])
+    fewer = DataLoader(TensorDataset(x[:15], torch.zeros(15)), batch_size=5, shuffle=True)
+    with pytest.raises(ValueError, match="covered 20 images; this data has 15"):
+        scan_topk(model, fewer, ["1"], k=2, keep_images=True, checkpoint=path, progress=False)
+
+
+def test_patches_from_float64_images_are_not_refused_as_other_data():
+    model = tiny_net()
+    x = torch.rand(10, 3, 16, 16, dtype=torch.float64)
+    state = scan_topk(model, x, ["1"], k=2, keep_images=False, progress=False)
+    assert len(state.source_images("1", 0, images=x)) == 2
+
+
+def test_a_resume_state_with_another_keep_images_is_refused():
+    model, x = tiny_net(), images(12)
+    half = scan_topk(model, x, ["1"], k=2, keep_images=False, stop_after=6, batch_size=6, progress=False)
+    with pytest.raises(ValueError, match="keep_images=False; this call asks for keep_images=True"):
+        scan_topk(model, x, ["1"], k=2, keep_images=True, resume=half, batch_size=6, progress=False)

@@ -561,3 +561,19 @@ def test_permutes_that_move_positions_otherwise_lose_them():
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), torchvision.ops.misc.Permute([0, 2, 3, 1]),
                           torchvision.ops.misc.Permute([0, 3, 1, 2]), layer)
     assert geometry(model)["3"] == (None, None, None)
+
+
+def test_a_channels_last_gate_broadcast_over_the_positions_keeps_the_geometry():
+    class Gate(nn.Module):  # a squeeze-excitation gate written channels last, as ConvNeXt V2's GRN
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.lin = nn.Linear(4, 4)
+            self.after = nn.LayerNorm(4)
+
+        def forward(self, x):
+            y = self.lin(self.conv(x).permute(0, 2, 3, 1))
+            y = y * torch.sigmoid(y.mean((1, 2), keepdim=True))  # (N, 1, 1, C) over (N, H, W, C)
+            return self.after(y).permute(0, 3, 1, 2)
+
+    assert geometry(Gate())["after"] == (3, 1, 0.0)

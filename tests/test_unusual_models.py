@@ -237,3 +237,24 @@ def test_explorer_note_does_not_call_an_empty_map_a_token_sequence():
         assert "no unit at this input size (e.g. crop: (8, 0, 0)); a larger input_size" in message, message
     finally:
         ex.close()
+
+
+def test_a_compiled_submodule_registered_under_two_names_runs_eagerly_under_both():
+    from cnnwidgets.core.probe import EagerCompiled
+
+    net = _cnn()
+    compiled = torch.compile(net[:2])
+    model = nn.Sequential()
+    model.a = compiled
+    model.b = compiled  # the same wrapper, a second name
+    with Probe(model, input_size=(3, 16, 16)) as probe:
+        assert isinstance(probe.model.a, EagerCompiled) and probe.model.b is probe.model.a
+
+
+def test_a_device_mismatch_is_not_explained_as_a_dtype_cast():
+    from cnnwidgets.core.probe import _dtype_mismatch
+
+    device = RuntimeError("Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor) should be the same "
+                          "or input should be a MKLDNN tensor and weight is a dense tensor")
+    dtype = RuntimeError("Input type (c10::Half) and bias type (float) should be the same")
+    assert not _dtype_mismatch(device) and _dtype_mismatch(dtype)

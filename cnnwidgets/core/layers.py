@@ -507,14 +507,19 @@ class _FunctionGeometry(TorchFunctionMode):
             operand = tracked[0]  # the input; the weight and bias are not derived from it
             same = output.dim() == operand.dim() and output.shape[:-1] == operand.shape[:-1]
             return self._geometry_of[operand] if same and len(tracked) == 1 else None
-        larger = output.dim() >= 2 and output.shape[-2:].numel() > 1
+        # the output's positions: dimensions 1 and 2 when it is computed from a channels-last map
+        last = any(_channels_last(self._geometry_of[t]) for t in tracked)
+        positions = slice(1, 3) if last and output.dim() == 4 else slice(-2, None)
+        larger = output.dim() >= 2 and output.shape[positions].numel() > 1
         merged: list[Geometry | None] = []
         for operand in tracked:
             dims = _position_dims(self._geometry_of[operand])
             if _same_positions(output, operand, name, args, kwargs, dims):
                 merged.append(self._geometry_of[operand])
-            elif larger and operand.shape[-2:].numel() == 1:
-                continue  # broadcast from a 1 x 1 map (global pooling, a (C, 1, 1) bias) or a scalar: left out
+            elif larger and operand.shape[positions].numel() == 1:
+                # broadcast from a 1 x 1 map (global pooling, a (C, 1, 1) bias, a channels-last
+                # (1, 1, C) gate) or a scalar: left out
+                continue
             else:
                 return None  # the map's size or arrangement changed
         return _merge(merged)

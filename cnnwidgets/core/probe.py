@@ -275,21 +275,26 @@ class EagerCompiled(nn.Module):
 
 
 def _run_compiled_eagerly(model: nn.Module) -> None:
-    """Put an :class:`EagerCompiled` in place of every ``torch.compile`` wrapper inside ``model`` (a copy)."""
-    for name, module in list(model.named_modules()):
-        if name and _is_compiled(module):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, EagerCompiled(module._orig_mod))
+    """Put an :class:`EagerCompiled` in place of every ``torch.compile`` wrapper inside ``model`` (a copy),
+    under every name it is registered (one stand-in per wrapper, so that shared stays shared)."""
+    stand_ins: dict[int, EagerCompiled] = {}
+    for parent in list(model.modules()):
+        for key, child in list(parent._modules.items()):
+            if child is not None and _is_compiled(child):
+                if id(child) not in stand_ins:
+                    stand_ins[id(child)] = EagerCompiled(child._orig_mod)
+                parent._modules[key] = stand_ins[id(child)]
 
 
 def _dtype_mismatch(exc: BaseException) -> bool:
     """Whether ``exc`` says that tensors of two dtypes met (an input cast to half meeting float32
     weights), rather than anything about the input's size."""
-    text = str(exc)
-    return ("should be the same" in text and "type" in text) or "expected scalar type" in text.lower() or (
-        "expected both inputs to have same dtype" in text.lower()
-    )
+    text = str(exc).lower()
+    if "expected scalar type" in text or "expected both inputs to have same dtype" in text:
+        return True
+    # 'Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor) should be the same'
+    # is a device mismatch: only type names of one device are about the dtype
+    return "should be the same" in text and "type" in text and not any(d in text for d in ("cuda", "mps", "xpu"))
 
 
 def _graph_tensors(value: Any, depth: int = 3) -> Iterator[torch.Tensor]:
@@ -1485,10 +1490,18 @@ class Probe:
             if target == self._device:
                 return self
             previous, self._device = self._device, target
+            # a plain attribute naming a parameter or buffer (self.head.anchors = self.anchors) must
+            # name the moved one: Module.to replaces them
+            registered = {id(t): (owner, key) for owner in self._model.modules()
+                          for key, t in (*owner._parameters.items(), *owner._buffers.items()) if t is not None}
+            attributes = list(_plain_tensor_attributes(self._model))
             self._model.to(target)
             moved: dict[int, torch.Tensor] = {}  # a tensor two modules share stays one tensor
-            for module, name, value in _plain_tensor_attributes(self._model):
-                if id(value) not in moved:
+            for module, name, value in attributes:
+                if id(value) in registered:
+                    owner, key = registered[id(value)]
+                    moved[id(value)] = owner._parameters.get(key, owner._buffers.get(key))
+                elif id(value) not in moved:
                     moved[id(value)] = _as_computed(value, target)
                 setattr(module, name, moved[id(value)])
             want = self._want_channels_last(self._model)

@@ -746,7 +746,7 @@ class TopKActivations:
         if images is not None and self.first_item is not None and entries:
             item0 = images[0]
             item0 = item0[0] if isinstance(item0, (tuple, list)) else item0
-            item0 = torch.as_tensor(item0).to(torch.float32)
+            item0 = torch.as_tensor(item0)  # in its own dtype, as the scan summed it
             if list(item0.shape) == self.first_item[0] and _checksum(item0) != self.first_item:
                 raise ValueError("images does not start with the first scanned image: not the data that was scanned, "
                                  "in the same order (a shuffling loader? scan with keep_images=True)")
@@ -960,6 +960,37 @@ class TopKActivations:
 
 
 # ---------------------------------------------------------------------------- one-liner
+def _fixed_order(data: Any) -> bool:
+    """Whether iterating ``data`` again yields the same images in the same order: a tensor, a
+    sequence or a map-style dataset, or a DataLoader that samples in order (not a shuffling one,
+    nor an iterator, which a second pass would consume)."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        return isinstance(data.sampler, torch.utils.data.SequentialSampler) and not isinstance(
+            data.dataset, torch.utils.data.IterableDataset)
+    if isinstance(data, torch.Tensor):
+        return True
+    try:
+        return iter(data) is not data
+    except TypeError:
+        return False
+
+
+def _check_finished_scan_data(state: TopKActivations, data: Any, batch_size: int) -> None:
+    """Refuse to hand back a finished scan for other data: another number of images, or (where the
+    data comes in a fixed order) another first image. A shuffling loader's first image changes from
+    pass to pass, so there only the count is compared."""
+    total = data_size(data)
+    if total is not None and total != state.consumed:
+        raise ValueError(f"the finished scan in the checkpoint covered {state.consumed} images; this data has "
+                         f"{total}: use another checkpoint path for other data")
+    if state.first_item is None or not _fixed_order(data):
+        return
+    first = next(iter(iter_batches(data, batch_size)), None)
+    if first is not None and _checksum(first[0][0]) != state.first_item:
+        raise ValueError("the data does not start with the same image as the finished scan in the checkpoint; "
+                         "use another checkpoint path for other data")
+
+
 def _check_resumable(state: TopKActivations, layers: list[str], k: int, per_image: bool, where: str,
                      keep_images: bool | None = None) -> None:
     if keep_images is not None and state.keep_images != keep_images:
@@ -1065,7 +1096,7 @@ def scan_topk(
         state = TopKActivations.load(checkpoint)
         _check_resumable(state, names, k, per_image, f"checkpoint {checkpoint}", keep_images)
     elif state is not None:
-        _check_resumable(state, names, k, per_image, "resume")
+        _check_resumable(state, names, k, per_image, "resume", keep_images)
     if state is None:
         state = TopKActivations(names, k, per_image=per_image, keep_images=keep_images)
     checkpoint_every = as_count(checkpoint_every, "checkpoint_every")
@@ -1080,10 +1111,7 @@ def scan_topk(
                     "use another checkpoint path or delete the file to start over"
                 )
         if state.complete:
-            first = next(iter(iter_batches(data, batch_size)), None)
-            if first is not None and state.first_item is not None and _checksum(first[0][0]) != state.first_item:
-                raise ValueError("the data does not start with the same image as the finished scan in the checkpoint; "
-                                 "use another checkpoint path for other data")
+            _check_finished_scan_data(state, data, batch_size)
             return state
         skip = state.consumed
         seen = 0
