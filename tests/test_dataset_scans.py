@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
 from cnnwidgets.methods.evolution import FeatureEvolutionRecorder
 from cnnwidgets.methods.topk import TopKActivations, scan_topk
+from tests.helpers import small_classifier
 
 
-def tiny_net() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
-    ).eval()
+tiny_net = small_classifier  # two convolutions with ReLUs, global pooling, a 5-class head
 
 
 def images(n: int = 100, size: int = 16, seed: int = 1) -> torch.Tensor:
