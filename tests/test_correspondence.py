@@ -322,3 +322,29 @@ def test_the_table_does_not_depend_on_the_scale_of_the_features():
     for row in (*parts, RANDOM):
         assert plain.mean[row]["4"] > 0  # the occluders change the features
         assert tiny.mean[row]["model.4"] == pytest.approx(plain.mean[row]["4"], abs=1e-12)
+
+
+def test_batches_give_the_result_of_one_pass_and_run_in_passes_of_that_many_images(monkeypatch):
+    from cnnwidgets import Probe
+
+    torch.manual_seed(0)
+    model = PixelNet().eval()
+    x = torch.randn(5, 3, 12, 12, generator=torch.Generator().manual_seed(4))
+    parts = {"a": [(0, 0, 4, 4)] * 5, "b": [(5, 5, 9, 9)] * 5}
+    whole = correspondence(model, x, parts, ["relu", "relu_fc"], random_trials=2, progress=False)
+    with Probe(model) as probe:
+        sizes = []
+        real = probe.capture
+
+        def capture(batch, *args, **kwargs):
+            sizes.append(batch.shape[0])
+            return real(batch, *args, **kwargs)
+
+        monkeypatch.setattr(probe, "capture", capture)
+        split = correspondence(probe, x, parts, ["relu", "relu_fc"], random_trials=2, batch_size=2, progress=False)
+    assert set(sizes) == {2, 1} and sizes.count(1) == 1 + 2 + 2  # the reference, two parts, two trials
+    for part in whole.parts:
+        for layer in whole.layers:
+            assert split.mean[part][layer] == pytest.approx(whole.mean[part][layer], abs=1e-12)
+    with pytest.raises(ValueError, match="batch_size"):
+        correspondence(model, x, parts, ["relu"], batch_size=0)

@@ -241,6 +241,7 @@ def correspondence(
     seed: int = 0,
     rtol: float = 1e-5,
     atol: float = 1e-7,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> CorrespondenceResult:
     """The paper's correspondence measure for occluded parts, with a random-occlusion control.
@@ -260,6 +261,8 @@ def correspondence(
         seed: seed of the control's private generator, an int in [0, 2**64).
         rtol, atol: changes within ``atol * s + rtol * |x|`` count as no change, ``s`` being the
             largest ``|x|`` of the layer on that image (so the tolerance follows the features' scale).
+        batch_size: images per forward pass (each pass of the N images runs in batches of this many;
+            the result does not depend on it).
         progress: show a progress bar over the occluded passes (one per part, one per random
             trial).
 
@@ -270,12 +273,12 @@ def correspondence(
         ValueError: fewer than 2 images, no parts, wrong number of boxes, a box outside the image
             or with fractional coordinates, a ``fill`` with neither 1 nor C values or with values
             that are not finite, a negative ``random_trials``, a ``seed`` outside [0, 2**64), an ``rtol`` or ``atol``
-            that is negative, NaN or infinite.
+            that is negative, NaN or infinite, a ``batch_size`` below 1.
         KeyError: unknown layer.
         TypeError: ``images`` that are not a tensor (see
             :func:`~cnnwidgets.methods.invariance.check_image_batch`), ``parts`` that is not a
             mapping, layer names that are not strings, a ``fill``
-            that is not numbers, ``random_trials`` or ``seed`` not an int (a Python int, a numpy
+            that is not numbers, ``random_trials``, ``seed`` or ``batch_size`` not an int (a Python int, a numpy
             integer or a 0-d integer tensor are; a bool or a float is not), ``rtol`` or ``atol``
             not a number, ``progress`` not True or False.
     """
@@ -293,6 +296,7 @@ def correspondence(
     random_trials = as_count(random_trials, "random_trials", minimum=0)
     seed = as_seed(seed)
     rtol, atol = as_tolerance(rtol, "rtol"), as_tolerance(atol, "atol")
+    batch_size = as_count(batch_size, "batch_size", minimum=1)
     progress = as_flag(progress, "progress")
     check_fill(fill, images.shape[1])
     for name, boxes in parts.items():
@@ -314,8 +318,12 @@ def correspondence(
         names = feature_layer_names(probe, images, layers, ("last_conv", "penultimate"))
 
         def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            acts = probe.capture(x, names, cache=False)
-            return {k: v.reshape(v.shape[0], -1).float().cpu() for k, v in acts.items()}
+            pieces: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+            for start in range(0, x.shape[0], batch_size):
+                acts = probe.capture(x[start:start + batch_size], names, cache=False)
+                for k, v in acts.items():
+                    pieces[k].append(v.reshape(v.shape[0], -1).float().cpu())
+            return {k: torch.cat(chunks) for k, chunks in pieces.items()}
 
         reference = features(images)
         sizes = {k: int(v.shape[1]) for k, v in reference.items()}
