@@ -1752,10 +1752,9 @@ class Probe:
                 return None
             output = self._describe(size, self._to_model_input(x))[1]
             try:
-                scores = output_tensor(output).detach()
+                return output_tensor(output).detach()
             except TypeError:
                 return None  # a full forward reports this when the output is wanted
-            return scores
         return None
 
     def _to_model_input(self, x: torch.Tensor) -> torch.Tensor:
