@@ -13,6 +13,7 @@ from PIL import Image
 
 from cnnwidgets.widgets._base import RefusesBrowserValues, RefusesWhenClosed, close_parts
 from cnnwidgets.widgets.controls import FIT_IN_ROW
+from cnnwidgets.widgets.summary import wrapped_text
 
 __all__ = ["ImageStatus", "png_bytes", "show_png"]
 
@@ -92,10 +93,7 @@ class ImageStatus(RefusesWhenClosed, traitlets.HasTraits):
 
     def _show_status(self, change: object = None) -> None:
         colour = "#b00020" if self.error else "inherit"
-        # wrapped at the view's width, lines as close as the explorer's captions (an HTML widget's
-        # default line height is that of a control, 28 px)
-        self._status.value = (f'<div style="color:{colour};line-height:1.4;white-space:normal;overflow-wrap:anywhere">'
-                              f'{html.escape(self.status)}</div>')
+        self._status.value = wrapped_text(f'<span style="color:{colour}">{html.escape(self.status)}</span>')
 
     def show_image(self, image: np.ndarray, status: str = "") -> None:
         """Display a ``uint8`` image at its pixel size, with an optional status line."""
