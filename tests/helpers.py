@@ -116,3 +116,16 @@ class FailsAtTheLastPosition(nn.Module):
         if bool((x[:, :, -1, -1] == 0).any()):
             raise KeyError("bottom right")
         return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+
+def capture_batch_sizes(monkeypatch, probe) -> list[int]:
+    """Record the batch size of every ``probe.capture`` call from now on (the list fills as it runs)."""
+    sizes: list[int] = []
+    real = probe.capture
+
+    def capture(batch, *args, **kwargs):
+        sizes.append(batch.shape[0])
+        return real(batch, *args, **kwargs)
+
+    monkeypatch.setattr(probe, "capture", capture)
+    return sizes

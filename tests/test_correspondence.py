@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.methods.correspondence import RANDOM, correspondence, occlude, random_boxes
+from tests.helpers import capture_batch_sizes
 
 
 class PixelNet(nn.Module):
@@ -333,14 +334,7 @@ def test_batches_give_the_result_of_one_pass_and_run_in_passes_of_that_many_imag
     parts = {"a": [(0, 0, 4, 4)] * 5, "b": [(5, 5, 9, 9)] * 5}
     whole = correspondence(model, x, parts, ["relu", "relu_fc"], random_trials=2, progress=False)
     with Probe(model) as probe:
-        sizes = []
-        real = probe.capture
-
-        def capture(batch, *args, **kwargs):
-            sizes.append(batch.shape[0])
-            return real(batch, *args, **kwargs)
-
-        monkeypatch.setattr(probe, "capture", capture)
+        sizes = capture_batch_sizes(monkeypatch, probe)
         split = correspondence(probe, x, parts, ["relu", "relu_fc"], random_trials=2, batch_size=2, progress=False)
     assert set(sizes) == {2, 1} and sizes.count(1) == 1 + 2 + 2  # the reference, two parts, two trials
     for part in whole.parts:

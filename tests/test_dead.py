@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cnnwidgets import Probe
 from cnnwidgets.methods.dead import dead_channels, default_dead_layers
+from tests.helpers import capture_batch_sizes
 
 
 def net_with_dead_channels() -> nn.Sequential:
@@ -126,14 +127,7 @@ def test_passes_take_only_as_many_images_as_the_kept_maps_allow(monkeypatch):
         # the four default layers of one 8x8 image: (6 + 6 + 4 + 4) maps of 64 floats
         per_image = (6 + 6 + 4 + 4) * 64 * 4
         monkeypatch.setattr(dead, "_KEPT_BYTES", 5 * per_image)
-        sizes = []
-        real_capture = probe.capture
-
-        def capture(batch, *args, **kwargs):
-            sizes.append(batch.shape[0])
-            return real_capture(batch, *args, **kwargs)
-
-        monkeypatch.setattr(probe, "capture", capture)
+        sizes = capture_batch_sizes(monkeypatch, probe)
         loader = DataLoader(TensorDataset(x, torch.zeros(12)), batch_size=12)
         # half-precision images make float32 maps in the copy too: the same passes
         for data in (x, loader, x.half()):
