@@ -466,6 +466,48 @@ def test_channel_is_clamped_when_the_new_layer_has_fewer_channels(ex):
         ex.channel = 8
 
 
+def _dead_first_channels(count: int) -> Tiny:
+    """Tiny whose middle convolution's first ``count`` channels never reach a positive value."""
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    with torch.no_grad():
+        model.features[3].bias[:count] = -1e4
+    return model
+
+
+def test_the_explorer_opens_on_the_first_channel_that_is_not_dead():
+    explorer = make(_dead_first_channels(3), layer="features.4", box=None)
+    try:
+        dead = explorer._frame.computed.baseline.dead
+        assert dead[:3].all() and not dead[3]
+        assert explorer.channel == 3
+        assert explorer.activations[3].max() > 0  # the map shown is not blank
+        assert explorer._frame.channel == 3
+    finally:
+        explorer.close()
+
+
+def test_a_channel_asked_for_is_kept_though_it_is_dead():
+    explorer = make(_dead_first_channels(3), layer="features.4", channel=1, box=None)
+    try:
+        assert explorer.channel == 1
+    finally:
+        explorer.close()
+
+
+def test_the_explorer_opens_on_channel_0_when_it_is_alive_or_all_are_dead():
+    explorer = make(layer="features.4", box=None)
+    try:
+        assert not explorer._frame.computed.baseline.dead[0] and explorer.channel == 0
+    finally:
+        explorer.close()
+    explorer = make(_dead_first_channels(16), layer="features.4", box=None)
+    try:
+        assert explorer._frame.computed.baseline.dead.all() and explorer.channel == 0
+    finally:
+        explorer.close()
+
+
 def test_drag_end_redraws_final_quality_without_forward(ex):
     ex.dragging = True
     ex.box = (6, 6, 8, 8)

@@ -859,7 +859,9 @@ class Explorer(ipw.VBox):
             which picture the embedded model's five classes: offered when no image is given, or
             for a model with five outputs; any other model gets its image and uploads.
         layer: the first layer (default: :func:`default_layer`).
-        channel: the first channel.
+        channel: the first channel. Default (None): channel 0, or where that channel is dead on
+            the first image (no positive value), the first channel that is not, so the explorer
+            does not open on a blank map.
         box: the first occluder box (x, y, w, h) in model-input pixels, any sequence of four numbers
             (a tuple, list or array, as the ``box`` trait takes); ``"center"`` (default):
             a square of a quarter of the image's side in its centre; None: no occluder. Like the
@@ -961,7 +963,7 @@ class Explorer(ipw.VBox):
         input_size: Sequence[int] | None = None,
         samples: Mapping[str, Any] | None = None,
         layer: str | None = None,
-        channel: int = 0,
+        channel: int | None = None,
         box: Sequence[int] | None | str = "center",
         device: str = "auto",
         fill: str = "gray",
@@ -1117,7 +1119,7 @@ class Explorer(ipw.VBox):
                 raise unknown_layer_error(layer, self._selectable_layers())
             self.layer = layer if layer is not None else default_layer(self._layers)
             self._fit_channel_to_layer()
-            self.channel = channel
+            self.channel = 0 if channel is None else channel
             if box == "center":
                 h, w = first.size
                 side = max(1, min(h, w) // 4)
@@ -1133,6 +1135,8 @@ class Explorer(ipw.VBox):
             # the first frame and map: synchronous, an interrupt while they are drawn leaves the
             # caller no explorer to close, so it is closed here too
             self._submit()
+            if channel is None:
+                self._open_on_live_channel()
             self._submit_method()
         except BaseException:
             if getattr(self, "controller", None) is not None:
@@ -1141,6 +1145,16 @@ class Explorer(ipw.VBox):
                 self._closed = True
                 probe.close()
             raise
+
+    def _open_on_live_channel(self) -> None:
+        """Move the first frame off a dead channel 0 to the first live one (a render, no forward)."""
+        with self._frame_lock:
+            frame = self._frame
+        if frame is None or frame.channel != self.channel:
+            return  # no frame yet (it failed, the status line says why), or it is still on its way
+        dead = frame.computed.baseline.dead
+        if len(dead) and dead[self.channel] and not dead.all():
+            self.channel = int(np.flatnonzero(~dead)[0])
 
     # ------------------------------------------------------------------ images
     def _first_sample(self) -> Any:
