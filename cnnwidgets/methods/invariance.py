@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -353,27 +353,23 @@ class InvarianceResult:
         return "\n".join(lines)
 
 
-def _features(
+def _feature_batches(
     probe: Probe, x: torch.Tensor, layers: list[str], batch_size: int
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Flattened features of ``layers`` and the class scores for ``x``, run ``batch_size`` images
-    at a time; refused when not finite (NaN distances and probabilities would otherwise be
-    returned without a word)."""
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    score_parts = []
+) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor]]:
+    """``(start, features, scores)`` for ``x`` run ``batch_size`` images at a time: the flattened
+    float32 features of ``layers`` and the float64 class scores of images ``start, start + 1, ...``
+    on the CPU; refused when not finite (NaN distances and probabilities would otherwise be
+    returned without a word). One piece at a time, so memory holds one batch's features, not N's."""
     for start in range(0, x.shape[0], batch_size):
         piece = x[start:start + batch_size]
         acts, logits = probe.capture_with_logits(piece, layers, cache=False)  # one pass for both
-        for name, act in acts.items():
-            # to float64 on the CPU: MPS has no float64, and a GPU would hold twice the bytes
-            parts[name].append(act.reshape(act.shape[0], -1).float().cpu().double())
-        score_parts.append(class_scores(logits, "invariance curves").float().cpu().double())
-    feats = {name: torch.cat(chunks) for name, chunks in parts.items()}
-    scores = torch.cat(score_parts)
-    for name, feat in feats.items():
-        check_finite_activation(feat, name, "invariance_curves", model=probe.model)
-    check_finite_activation(scores, None, "invariance_curves", model=probe.model)
-    return feats, scores
+        # to the CPU (MPS has no float64); distances are taken in float64 there
+        feats = {name: act.reshape(act.shape[0], -1).float().cpu() for name, act in acts.items()}
+        scores = class_scores(logits, "invariance curves").float().cpu().double()
+        for name, feat in feats.items():
+            check_finite_activation(feat, name, "invariance_curves", model=probe.model)
+        check_finite_activation(scores, None, "invariance_curves", model=probe.model)
+        yield start, feats, scores
 
 
 def _label_array(labels: object, n: int) -> np.ndarray:
@@ -434,6 +430,9 @@ def invariance_curves(
         batch_size: images per forward pass (transform values are grouped to fill it).
         progress: show a progress bar.
 
+    Memory: the untransformed images' features are kept for the whole run (N x D float32 per
+    layer, D the layer's values per image), the transformed images' features one batch at a time.
+
     Returns:
         An :class:`InvarianceResult`.
 
@@ -477,7 +476,16 @@ def invariance_curves(
         images = images.detach()
         check_channel_axis(probe.model, images)  # before the layers are described at the images' size
         names = feature_layer_names(probe, images, layers, ("first", "penultimate"))
-        reference, logits = _features(probe, images, names, batch_size)
+        # the originals' features stay float32 (what the model computed), N x D each
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        score_parts = []
+        for _, feats, scores in _feature_batches(probe, images, names, batch_size):
+            for name in names:
+                parts[name].append(feats[name])
+            score_parts.append(scores)
+        reference = {name: torch.cat(chunks) for name, chunks in parts.items()}
+        del parts
+        logits = torch.cat(score_parts)
         if logits.shape[1] == 1:
             raise ValueError(
                 "invariance curves follow the probability of each image's class among the model's classes; a model "
@@ -488,7 +496,7 @@ def invariance_curves(
         else:
             if label_array.min() < 0 or label_array.max() >= logits.shape[1]:
                 raise IndexError(f"labels must lie in 0..{logits.shape[1] - 1}, got {label_array.tolist()}")
-        norms = {name: feat.norm(dim=1) for name, feat in reference.items()}
+        norms = {name: feat.double().norm(dim=1) for name, feat in reference.items()}
         index = torch.as_tensor(label_array)
         distances: dict[str, dict[str, np.ndarray]] = {}
         probabilities: dict[str, np.ndarray] = {}
@@ -505,16 +513,20 @@ def invariance_curves(
                     batch = torch.cat(
                         [transform_images(images, kind, v, interpolation=interpolation, fill=fill) for v in chunk]
                     )
-                    feats, out = _features(probe, batch, names, batch_size)
-                    for name in names:
-                        diff = feats[name].reshape(len(chunk), n, -1) - reference[name][None]
-                        d = diff.norm(dim=2)
-                        if normalize:
-                            d = torch.where(norms[name] > 0, d / norms[name].clamp(min=1e-300), torch.zeros_like(d))
-                        dist[name][start:start + len(chunk)] = d.numpy()
-                    soft = class_probabilities(out, final_activation=probe.output_activation).reshape(len(chunk), n, -1)
-                    prob[start:start + len(chunk)] = soft.gather(2, index[None, :, None].expand(len(chunk), n, 1))[..., 0].numpy()
-                    pred[start:start + len(chunk)] = soft.argmax(dim=2).numpy()
+                    for first, feats, out in _feature_batches(probe, batch, names, batch_size):
+                        # batch row r holds image r % n transformed by the chunk's value r // n
+                        flat = np.arange(first, first + out.shape[0])
+                        rows, cols = start + flat // n, flat % n
+                        taken = torch.from_numpy(cols)
+                        for name in names:
+                            d = (feats[name].double() - reference[name][taken].double()).norm(dim=1)
+                            if normalize:
+                                norm = norms[name][taken]
+                                d = torch.where(norm > 0, d / norm.clamp(min=1e-300), torch.zeros_like(d))
+                            dist[name][rows, cols] = d.numpy()
+                        soft = class_probabilities(out, final_activation=probe.output_activation)
+                        prob[rows, cols] = soft.gather(1, index[taken][:, None])[:, 0].numpy()
+                        pred[rows, cols] = soft.argmax(dim=1).numpy()
                     bar.update(len(chunk))
                 distances[kind], probabilities[kind], predictions[kind] = dist, prob, pred
     return InvarianceResult(
