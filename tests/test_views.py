@@ -66,6 +66,7 @@ def test_gradient_methods_show_what_the_plain_functions_compute(bundle):
             assert result.image.shape == (64, 64, 3) and result.image.dtype == np.uint8
             assert name.split()[0] in ex.method_view.caption.value.lower()
             assert "pale yellow" in ex.method_view.caption.value  # the colours are put in words
+            assert "alt='colours low to high (inferno)'" in ex.method_view.caption.value  # and shown
             assert ex.method_view.image.value  # something was sent to the browser
             weak = result.heat == 0  # nothing drawn there: the image itself, in gray
             if weak.any():

@@ -46,7 +46,8 @@ from cnnwidgets.app.inputs import (
 )
 from cnnwidgets.app.state import ExplorerState
 from cnnwidgets.app.views import (
-    METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner, largest_change, occlusion_scale,
+    HEAT_CMAP, METHODS, SIGNED_METHODS, MethodRequest, MethodResult, MethodRunner, largest_change,
+    occlusion_scale,
 )
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, empty_map_error, unknown_layer_error
@@ -570,9 +571,12 @@ def _slow_note(seconds: float, probe: Probe) -> str | None:
 #: Colour of notes in captions (darker than orange, to read well on white).
 NOTE_COLOR = "#8a5300"
 
-#: How the method maps other than occlusion are coloured (see ``views.HEAT_CMAP``), in words.
-_HEAT_KEY = ("strongest where pale yellow, then orange and dark red; see-through where zero, over the image "
-             "shown in gray")
+def _heat_key() -> str:
+    """How the method maps other than occlusion are coloured (``views.HEAT_CMAP``), for their
+    caption: the colours from weak to strong, and in words."""
+    return (f"weak {_colour_key(HEAT_CMAP)} strong: strongest where pale yellow, then orange and dark red; "
+            "see-through where zero, over the image shown in gray")
+
 
 #: How signed maps are coloured (see ``render.attribution.signed_to_rgb``), in words: for an RGB
 #: input (True) and for other channel counts.
@@ -2193,7 +2197,7 @@ class Explorer(ipw.VBox):
             if request.signed and result.values is not None:
                 caption += f"; {_SIGNED_KEYS[result.values.shape[0] == 3]}"
             else:
-                caption += f"; {_HEAT_KEY}"
+                caption += f"; {_heat_key()}"
         if result.note:
             caption += f"<br><span style='color:{NOTE_COLOR}'>{html.escape(result.note)}</span>"
         self.method_view.show(encode_jpeg(result.image, 90), caption)
