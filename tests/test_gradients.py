@@ -937,3 +937,34 @@ def test_a_model_that_leaves_autograd_gets_a_clear_error_from_the_deconvnet_too(
         project_channel(model, x, "relu", 0)
     with pytest.raises(RuntimeError, match=r"saliency: the target's score does not depend.*torch.inference_mode\(\)"):
         saliency(model, x, 0)
+
+
+def _zero_head_net() -> nn.Module:
+    """A conv net whose classifier head is zero for class 0 (as torchvision initialises ViT's head):
+    class 0's score is constant, class 1's is not."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        model[4].weight[0] = 0.0
+        model[4].weight[1] = model[4].weight[1].abs() + 0.1
+    return model
+
+
+@pytest.mark.parametrize("method", ["saliency", "guided_backprop", "deconvnet"])
+def test_an_input_gradient_that_is_zero_at_every_pixel_warns_and_one_that_is_not_does_not(method):
+    from cnnwidgets.methods import EmptyMapWarning
+    from cnnwidgets.methods.gradients import empty_maps_quietly
+
+    fn = {"saliency": saliency, "guided_backprop": guided_backprop, "deconvnet": deconvnet}[method]
+    model, x = _zero_head_net(), torch.rand(3, 3, 10, 10)
+    with pytest.warns(EmptyMapWarning, match=rf"{method}: the gradient for images \[0, 1, 2\] is zero at every pixel"):
+        grad = fn(model, x, 0)
+    assert float(grad.abs().max()) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmptyMapWarning)
+        assert float(fn(model, x, 1).abs().max()) > 0  # a score that follows the pixels: no warning
+        with empty_maps_quietly():  # a caller that says it itself
+            fn(model, x, 0)
+    with pytest.warns(EmptyMapWarning, match=r"image 1 is zero"):  # only the images concerned are named
+        fn(model, x, [1, 0, 1])

@@ -1327,3 +1327,27 @@ def test_an_all_zero_grad_cam_map_says_so_in_its_caption_without_a_warning_from_
         finally:
             ex.close()
     assert not [w for w in caught if issubclass(w.category, EmptyMapWarning)]
+
+
+@pytest.mark.parametrize("method", ["saliency", "guided backprop"])
+def test_an_all_zero_gradient_map_says_so_in_its_caption_without_a_warning_from_the_thread(method):
+    from cnnwidgets.methods import EmptyMapWarning
+    from tests.test_gradients import _zero_head_net
+
+    picture = (np.random.default_rng(0).random((10, 10, 3)) * 255).astype(np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = Explorer(_zero_head_net(), picture, input_size=(3, 10, 10), samples={}, background=False,
+                      method=method, layer="1")
+        try:
+            ex.target = 0  # class 0's score is the same for every image: a zero gradient
+            assert ex.wait_idle(60)
+            assert float(ex.method_result.heat.max()) == 0.0
+            assert "zero everywhere: the score does not change with any pixel" in ex.method_view.caption.value
+            ex.target = 1
+            assert ex.wait_idle(60)
+            assert float(ex.method_result.heat.max()) > 0
+            assert "zero everywhere" not in ex.method_view.caption.value
+        finally:
+            ex.close()
+    assert not [w for w in caught if issubclass(w.category, EmptyMapWarning)]

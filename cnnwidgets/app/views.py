@@ -182,6 +182,15 @@ def _channel_peak(probe: Probe, x: torch.Tensor, layer: str, channel: int) -> fl
     return float(activation[:, channel].max())
 
 
+#: The note of a method map that is zero everywhere, per method (None: the input-gradient methods).
+_EMPTY_NOTES = {
+    "grad-cam": ("the map is zero everywhere: this layer holds no positive evidence for the class "
+                 "(an earlier layer or another class may show some)"),
+    None: ("the map is zero everywhere: the score does not change with any pixel of this image (a classifier "
+           "head set to zero, or every unit on the way switched off)"),
+}
+
+
 def _inactive_channel_note(channel: int, peak: float) -> str:
     """The note of a deconvnet map of a channel whose largest value on the image is ``peak`` <= 0."""
     return (f"channel {channel} is not active on this image (its largest value is {peak:.3g}): "
@@ -515,24 +524,25 @@ class MethodRunner(NewestFirstWorker):
             # project_channel would give a zero map (and warn): nothing to compute
             values = np.zeros(tuple(x.shape[1:]), dtype=np.float32)
             note = _inactive_channel_note(request.channel, peak)
-        elif request.method in _RELU_RULE_METHODS:
-            with relu_report() as relus:  # what the rule met, as the method's own warnings count it
-                values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
-            # no ReLU module ran (the result is the plain gradient) says the most; then the ReLUs
-            # applied as functions; then the other activation modules the rule left alone
-            note = "; ".join(part for part in (relus.no_relu or _functional_relu_note(relus.functional),
-                                               relus.mixed) if part)
-        elif request.method in SIGNED_OVERLAYS:
-            values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
+        else:
+            # a map that is zero everywhere is said in its note instead of a warning from this thread
+            with empty_maps_quietly():
+                if request.method in _RELU_RULE_METHODS:
+                    with relu_report() as relus:  # what the rule met, as the method's own warnings count it
+                        values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
+                    # no ReLU module ran (the result is the plain gradient) says the most; then the ReLUs
+                    # applied as functions; then the other activation modules the rule left alone
+                    note = "; ".join(part for part in (relus.no_relu or _functional_relu_note(relus.functional),
+                                                       relus.mixed) if part)
+                elif request.method in SIGNED_OVERLAYS:
+                    values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
+                else:
+                    heat = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
         if values is not None:
             heat = magnitude(values)
-        else:
-            with empty_maps_quietly():  # said in the map's note instead of a warning from this thread
-                heat = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
         _require_finite(request, heat, probe.model)
-        if request.method == "grad-cam" and not bool((heat > 0).any()):
-            note = ("the map is zero everywhere: this layer holds no positive evidence for the class "
-                    "(an earlier layer or another class may show some)")
+        if not (peak is not None and peak <= 0) and not bool((heat > 0).any()):
+            note = "; ".join(part for part in (_EMPTY_NOTES.get(request.method, _EMPTY_NOTES[None]), note) if part)
         picture = _picture(image, heat, values if request.signed else None)
         return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note,
                             values), version

@@ -15,6 +15,7 @@ from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecor
 from cnnwidgets.methods.kernels import Kernels, conv_layer_names
 from cnnwidgets.methods.kernels import kernels as kernel_weights
 from cnnwidgets.methods.gradients import (
+    EmptyMapWarning,
     FunctionalReluWarning,
     InactiveChannelWarning,
     MixedActivationWarning,
@@ -43,6 +44,7 @@ __all__ = [
     "OVERLAYS",
     "OVERLAY_INPUTS",
     "ActMaxResult",
+    "EmptyMapWarning",
     "FunctionalReluWarning",
     "InactiveChannelWarning",
     "MixedActivationWarning",

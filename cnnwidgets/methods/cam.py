@@ -50,7 +50,6 @@ uses the maps as the pooling reads them (after the ReLU), so on DenseNet the rel
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import threading
@@ -65,9 +64,12 @@ from torch import nn
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, check_batch, probe_scope
 from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, ClassLogits, Target, as_pair, resolve_target, target_score
-from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import (
+    _EMPTY_QUIET,
+    EmptyMapWarning,
+    _images_text,
     check_target_layer,
+    empty_maps_quietly,
     gradients_enabled,
     layers_for,
     readable_layer,
@@ -88,22 +90,6 @@ __all__ = [
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
 
-class EmptyMapWarning(RuntimeWarning):
-    """A Grad-CAM (or Grad-CAM++) map that is zero everywhere: ``sum_k w_k A_k <= 0`` at every
-    position of the layer, so the ReLU of the formula leaves nothing. It is the method's answer
-    (no positive evidence for the target at that layer), but a blank heatmap looks like a failure."""
-
-
-# Whether grad_cam and grad_cam_pp warn of all-zero maps on this thread (see empty_maps_quietly).
-_EMPTY_QUIET = QuietSwitch()
-
-
-def empty_maps_quietly() -> contextlib.AbstractContextManager[None]:
-    """Within this block, on this thread, an all-zero Grad-CAM or Grad-CAM++ map gives no
-    :class:`EmptyMapWarning`. For callers that say so themselves, as the explorer's method panel does."""
-    return _EMPTY_QUIET.quietly()
-
-
 def _warn_if_empty(maps: torch.Tensor, layer: str, method: str) -> None:
     """Warn (:class:`EmptyMapWarning`) of the finite maps (N, h, w) that are zero everywhere."""
     if _EMPTY_QUIET.on:
@@ -111,10 +97,8 @@ def _warn_if_empty(maps: torch.Tensor, layer: str, method: str) -> None:
     flat = maps.flatten(1)
     empty = ~(flat > 0).any(dim=1) & torch.isfinite(flat).all(dim=1)
     if bool(empty.any()):
-        which = empty.nonzero().flatten().tolist()
-        images = f"image {which[0]}" if len(which) == 1 else f"images {which[:8]}" + (" ..." if len(which) > 8 else "")
         warnings.warn(
-            f"{method}: the map of {images} is zero everywhere at layer {layer!r}: sum_k w_k A_k <= 0 at "
+            f"{method}: the map of {_images_text(empty.nonzero().flatten().tolist())} is zero everywhere at layer {layer!r}: sum_k w_k A_k <= 0 at "
             "every position, so the layer holds no positive evidence for the target there. Another layer "
             "(an earlier one, or the block's output after its ReLU) or another class may show some",
             EmptyMapWarning,

@@ -53,6 +53,10 @@ number of their modules that ran. An activation module after which no module wit
 parameters ran (a ``nn.Sigmoid`` on the model's output, or the activation the target reads)
 is not counted: it only rescales each output value by a factor of its own and mixes nothing.
 
+A target whose score does not change with any pixel of an image (a classifier head
+initialised to zero, as torchvision's ViT; every unit on the way switched off) has a gradient
+of zero there: the map is blank, and the functions warn with :class:`EmptyMapWarning`.
+
 A channel that is not active on an image (its largest activation is <= 0) has nothing
 to project: :func:`project_channel` gives a zero map for it and warns with
 :class:`InactiveChannelWarning`.
@@ -71,6 +75,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -83,14 +88,17 @@ from torch.overrides import TorchFunctionMode
 from cnnwidgets.core.layers import LayerInfo, check_map_not_empty
 from cnnwidgets.core.probe import Probe, check_batch, check_channel_axis, probe_scope
 from cnnwidgets.core.targets import Target, as_flag, as_index, as_pair, resolve_target, target_score
+from cnnwidgets.methods._quiet import QuietSwitch
 
 __all__ = [
+    "EmptyMapWarning",
     "FunctionalReluWarning",
     "InactiveChannelWarning",
     "MixedActivationWarning",
     "NoReluWarning",
     "Unit",
     "deconvnet",
+    "empty_maps_quietly",
     "guided_backprop",
     "project_channel",
     "saliency",
@@ -125,6 +133,45 @@ class InactiveChannelWarning(RuntimeWarning):
 
 _NOT_ELEMENTWISE = frozenset({"MultiheadAttention", "Softmax", "Softmin", "LogSoftmax", "Softmax2d"})
 """Classes of ``torch.nn.modules.activation`` that are not activations applied value by value."""
+
+
+class EmptyMapWarning(RuntimeWarning):
+    """A map that is zero everywhere, so nothing is drawn: an input gradient (saliency, guided
+    backprop, deconvnet) of zero at every pixel, or a Grad-CAM (or Grad-CAM++) map whose
+    ``sum_k w_k A_k <= 0`` at every position of the layer. It is the method's answer, but a
+    blank heatmap looks like a failure."""
+
+
+# Whether the methods warn of all-zero maps on this thread (see empty_maps_quietly).
+_EMPTY_QUIET = QuietSwitch()
+
+
+def empty_maps_quietly() -> contextlib.AbstractContextManager[None]:
+    """Within this block, on this thread, a map that is zero everywhere (saliency, guided
+    backprop, deconvnet, Grad-CAM, Grad-CAM++) gives no :class:`EmptyMapWarning`. For callers
+    that say so themselves, as the explorer's method panel does."""
+    return _EMPTY_QUIET.quietly()
+
+
+def _images_text(which: list[int]) -> str:
+    """``image 3`` or ``images [0, 2]`` (the first eight) for a warning."""
+    return f"image {which[0]}" if len(which) == 1 else f"images {which[:8]}" + (" ..." if len(which) > 8 else "")
+
+
+def _warn_if_zero(grad: torch.Tensor, method: str) -> None:
+    """Warn (:class:`EmptyMapWarning`) of the images whose finite input gradient is zero at every pixel."""
+    if _EMPTY_QUIET.on:
+        return
+    flat = grad.flatten(1)
+    zero = ~(flat != 0).any(dim=1) & torch.isfinite(flat).all(dim=1)
+    if bool(zero.any()):
+        warnings.warn(
+            f"{method}: the gradient for {_images_text(zero.nonzero().flatten().tolist())} is zero at every "
+            "pixel, so the map is blank: the target's score does not change with the input there (a classifier "
+            "head initialised to zero, or every unit on the way switched off by a ReLU or a saturated activation)",
+            EmptyMapWarning,
+            stacklevel=5,  # _warn_if_zero <- _input_gradient <- saliency ... <- its caller
+        )
 
 
 def activation_types(model: nn.Module) -> list[str]:
@@ -500,6 +547,7 @@ def _input_gradient(probe: Probe, x: torch.Tensor, target: Target | int, rule: R
     with relu_rule(probe.model, rule, method=method, stacklevel=5):
         scores = require_graph(target_score(probe, leaf, target, grad=True), method)
         (grad,) = torch.autograd.grad(scores.sum(), leaf)
+    _warn_if_zero(grad, method)
     return grad.detach().contiguous().to(x.device)
 
 
@@ -538,6 +586,9 @@ def saliency(
         TypeError: for an unsupported target or model, or an ``absolute`` that is not a bool.
         RuntimeError: for a target whose score does not depend on the input (see
             :func:`require_graph`).
+
+    Warns:
+        EmptyMapWarning: for images whose gradient is zero at every pixel (see the module notes).
     """
     absolute = as_flag(absolute, "saliency: absolute")
     if reduce not in (None, "max"):
@@ -577,6 +628,7 @@ def guided_backprop(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: 
             gradient), so the result is the plain gradient ``saliency(..., absolute=False)``.
         MixedActivationWarning: if other activation modules (Hardswish, SiLU, ...) ran besides the
             ``nn.ReLU`` modules: they keep their true gradient, so the result mixes the two rules.
+        EmptyMapWarning: for images whose map is zero at every pixel (see the module notes).
     """
     with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "guided", "guided_backprop")
@@ -613,6 +665,7 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
         NoReluWarning: if the model applies no ReLU at all, so the result is the plain gradient.
         MixedActivationWarning: if other activation modules ran besides the ``nn.ReLU`` modules:
             they keep their true gradient, so the result mixes the two rules.
+        EmptyMapWarning: for images whose map is zero at every pixel (see the module notes).
     """
     with probe_scope(model_or_probe) as probe:
         return _input_gradient(probe, x, target, "deconvnet", "deconvnet")
