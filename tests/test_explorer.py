@@ -1966,6 +1966,22 @@ def test_a_closed_explorer_is_freed_with_the_users_model(background):
     assert all(ref() is None for trio in refs for ref in trio)  # nothing global keeps them
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_a_closed_explorer_still_referenced_keeps_no_reference_to_the_users_model(background):
+    import gc
+    import weakref
+
+    model = Tiny().eval()
+    ex = make(model, box=(4, 4, 8, 8), background=background, method="saliency")
+    assert ex.wait_idle(60) and ex.method_result is not None  # the method panel made its probe
+    ex.close()
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None, [type(r).__name__ for r in gc.get_referrers(ref())]  # `ex` (the notebook's name) lives on
+    assert ex._closed
+
+
 def test_class_names_in_any_sequence_or_index_mapping_and_checked_against_the_outputs():
     names = ["a", "b", "c", "d", "e"]
     for given in (np.array(names), tuple(names), {i: n for i, n in enumerate(names)},
