@@ -11,7 +11,7 @@ from cnnwidgets.core import (
     available_devices,
 )
 
-from cnnwidgets.app import Explorer, explore
+from cnnwidgets.app import Explorer, close_all, explore
 from cnnwidgets.core.images import load_image
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChannelActivation",
     "Explorer",
+    "close_all",
     "explore",
     "load_image",
     "ClassLogit",

@@ -2,9 +2,12 @@
 
 * :func:`explore` / :class:`Explorer` - the live explorer widget.
 * :class:`Controller` - owns the Probe and one worker thread; newest state wins, stale work is dropped.
+* :func:`close_all` - close every explorer and view still open (running a notebook cell again
+  closes what its earlier runs opened, see :mod:`cnnwidgets.app.cells`).
 * :func:`resolve` - pure map from :class:`ExplorerState` to the compute and render requests.
 """
 
+from cnnwidgets.app.cells import close_all, open_widgets
 from cnnwidgets.app.controller import Controller, Stats
 from cnnwidgets.app.explorer import Explorer, default_layer, explore, layer_items
 from cnnwidgets.app.inputs import ImageInput
@@ -19,8 +22,10 @@ __all__ = [
     "RenderRequest",
     "Request",
     "Stats",
+    "close_all",
     "default_layer",
     "explore",
     "layer_items",
+    "open_widgets",
     "resolve",
 ]

@@ -38,6 +38,7 @@ from PIL import Image
 from torch import nn
 
 from cnnwidgets.app import worker as _worker
+from cnnwidgets.app.cells import close_earlier_runs, opened
 from cnnwidgets.app.controller import Controller
 from cnnwidgets.app.frames import Frame, LayerGeometry
 from cnnwidgets.app.inputs import (
@@ -983,6 +984,7 @@ class Explorer(ipw.VBox):
         background: bool = True,
     ) -> None:
         check_output_kind(outputs)
+        close_earlier_runs()  # what this cell's earlier runs opened: their threads and model copies go first
         parts = _unpack(model)
         if input_size is not None:
             input_size = check_input_size(input_size)
@@ -1142,6 +1144,7 @@ class Explorer(ipw.VBox):
             if channel is None:
                 self._open_on_live_channel()
             self._submit_method()
+            opened(self)
         except BaseException:
             if getattr(self, "controller", None) is not None:
                 self.close()  # the workers, their probes and the widgets made so far

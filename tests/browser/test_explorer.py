@@ -413,7 +413,29 @@ def run_explorer_checks(nb) -> None:
 
 
 @pytest.mark.browser
+def rerun_explorer_cell_closes_the_old_explorer(nb) -> None:
+    """Run the explorer's cell again from JupyterLab's Run menu: the explorer its first run made is
+    closed (worker threads stopped, model copies freed), and the new one is the only one open."""
+    kernel = nb.kernel
+    kernel.execute("import weakref\nimport cnnwidgets.app\n_first, _first_probe = weakref.ref(explorer), explorer.probe\n"
+                   "_open_before = len(cnnwidgets.app.open_widgets())")
+    cell = nb.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").filter(
+        has=nb.page.locator(".cnnw-explorer")).first
+    cell.locator(".jp-InputArea-prompt").first.click()
+    nb.page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).first.click()
+    nb.page.locator(".lm-Menu-item", has_text=re.compile(r"^Run Selected Cell")).first.click()
+    state = kernel.wait_until(
+        "dict(new=_first() is not explorer, first_closed=_first() is None or _first()._closed, "
+        "probe_closed=_first_probe.closed, open=len(cnnwidgets.app.open_widgets()), before=_open_before, "
+        "ready=explorer.wait_idle(1))",
+        lambda v: v["new"] and v["ready"], timeout=90)
+    assert state["first_closed"] and state["probe_closed"], state
+    assert state["open"] == state["before"], state  # the old explorer out, the new one in
+    kernel.execute("del _first, _first_probe, _open_before")
+
+
 def test_tour_explorer_follows_mouse_and_clicks(open_notebook):
     nb = open_notebook(TOUR, viewport=(1400, 1500))  # tall enough to hold the whole explorer
     nb.run_all_and_wait(timeout=240)
     run_explorer_checks(nb)
+    rerun_explorer_cell_closes_the_old_explorer(nb)

@@ -1,0 +1,110 @@
+"""What a notebook cell opened is closed when the same cell runs again.
+
+Running a cell again replaces its output, but not the widgets that were in it: ipywidgets keeps
+every widget until it is closed, and an explorer keeps its worker threads, its model copies
+and the user's model with it (a background method map even goes on computing). So the
+explorer and the views note the cell that made them, and when that cell runs again they
+close what its earlier run made, before the new one is built. The cell is known where the
+front end names it in the execute request (JupyterLab and Notebook 7 do); elsewhere
+(a script, a console, an older front end) nothing is closed for you. :func:`close_all` closes
+everything still open, wherever it was made.
+
+Set :data:`CLOSE_ON_RERUN` to False to keep what earlier runs made (and close it yourself).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Protocol
+
+__all__ = ["CLOSE_ON_RERUN", "close_all", "open_widgets"]
+
+CLOSE_ON_RERUN = True
+"""Whether running a cell again closes the explorers and views its earlier runs made."""
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_lock = threading.Lock()
+# every explorer and view made, as (cell id or None, run id or None, weak reference), oldest first
+_made: list[tuple[str | None, str | None, weakref.ref]] = []
+
+
+def _cell_run() -> tuple[str | None, str | None]:
+    """(cell id, run id) of the cell the kernel is running now; (None, None) outside a kernel
+    whose front end names its cells."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return None, None
+    shell = get_ipython()
+    header = getattr(shell, "parent_header", None) if shell is not None else None
+    if not isinstance(header, dict):
+        return None, None
+    metadata = header.get("metadata")
+    cell = metadata.get("cellId") if isinstance(metadata, dict) else None
+    message = header.get("header")
+    run = message.get("msg_id") if isinstance(message, dict) else None
+    if not cell or not run:
+        return None, None
+    return str(cell), str(run)
+
+
+def _alive() -> list[tuple[str | None, str | None, Any]]:
+    """The entries whose object still exists and is not closed (dead ones are dropped)."""
+    alive = []
+    for cell, run, ref in _made:
+        obj = ref()
+        if obj is not None and not _is_closed(obj):
+            alive.append((cell, run, obj))
+    _made[:] = [(cell, run, weakref.ref(obj)) for cell, run, obj in alive]
+    return alive
+
+
+def _is_closed(obj: Any) -> bool:
+    closed = getattr(obj, "_closed", None)
+    if isinstance(closed, bool):
+        return closed
+    return getattr(obj, "comm", True) is None  # an ipywidgets widget loses its comm when closed
+
+
+def close_earlier_runs() -> int:
+    """Close what earlier runs of the cell now running made (nothing when :data:`CLOSE_ON_RERUN`
+    is False or the cell is not known). Returns how many were closed. Called by the explorer and
+    the views before they are built."""
+    if not CLOSE_ON_RERUN:
+        return 0
+    cell, run = _cell_run()
+    if cell is None:
+        return 0
+    with _lock:
+        earlier = [obj for c, r, obj in _alive() if c == cell and r != run]
+    for obj in earlier:
+        obj.close()
+    return len(earlier)
+
+
+def opened(obj: _Closable) -> None:
+    """Note ``obj`` (an explorer or a view) as made by the cell now running."""
+    cell, run = _cell_run()
+    with _lock:
+        _alive()
+        _made.append((cell, run, weakref.ref(obj)))
+
+
+def open_widgets() -> list[Any]:
+    """The explorers and views made so far that are not closed, oldest first."""
+    with _lock:
+        return [obj for _, _, obj in _alive()]
+
+
+def close_all() -> int:
+    """Close every explorer and view still open (their worker threads stop and their model
+    copies are freed). Returns how many were closed."""
+    objs = open_widgets()
+    for obj in objs:
+        obj.close()
+    return len(objs)
