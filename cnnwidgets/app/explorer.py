@@ -40,7 +40,7 @@ from torch import nn
 from cnnwidgets.app import worker as _worker
 from cnnwidgets.app.cells import close_earlier_runs, opened
 from cnnwidgets.app.controller import Controller
-from cnnwidgets.app.frames import Frame, LayerGeometry
+from cnnwidgets.app.frames import GRID_PAGE, Frame, LayerGeometry, grid_pages
 from cnnwidgets.app.inputs import (
     FillError, ImageInput, ModelInput, default_denormalize, default_preprocess, default_unnormalized,
     model_input_range, outside_share, to_pil,
@@ -118,6 +118,15 @@ def _colour_key(cmap: str) -> str:
 def _value(number: float) -> str:
     """An activation value in a caption: three significant digits (``0``, not ``-0``)."""
     return f"{number + 0.0:.3g}"
+
+
+def _ordinal_range(page: int, shown: int) -> str:
+    """Ranks ``"257th–512th"`` of a page of the grid sorted by activation (``"1st–256th"`` for page 0)."""
+    def ordinal(n: int) -> str:
+        suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+        return f"{n}{suffix}"
+    first = page * GRID_PAGE + 1
+    return f"{ordinal(first)}–{ordinal(first + shown - 1)}"
 
 
 def _colour_scale(cmap: str, lo: float, hi: float) -> str:
@@ -921,6 +930,11 @@ class Explorer(ipw.VBox):
     into it. ``channel``, ``target`` and ``method_stride`` take ints: Python's, NumPy's or a 0-d integer
     tensor (``model(x).argmax()``), as the method functions do; not bools or floats.
 
+    A layer with more than :data:`~cnnwidgets.app.frames.GRID_PAGE` (256) channels is shown a page of
+    the grid at a time: the ``page`` trait is the page picked in its menu, None (the default, and
+    again after another layer, channel or sort order is chosen) for the page that holds the
+    selected channel; :attr:`grid_channels` are the channels shown.
+
     What it shows can be read from Python: :attr:`input_image`, :attr:`activations`,
     :attr:`baseline_activations`, :attr:`scores`, :attr:`grid_image`, :attr:`channel_image`, the
     method panel's map :attr:`method_result` (None when no method is asked for or it failed) and
@@ -947,6 +961,7 @@ class Explorer(ipw.VBox):
     sort = _StrictBool(False)
     overlay = _StrictBool(True)
     show_scores = _StrictBool(True)
+    page = t.Int(None, allow_none=True)
     #: How many images :meth:`set_image` keeps in the picker (by name, the oldest leave first).
     MAX_SET_IMAGES = 16
 
@@ -1531,6 +1546,19 @@ class Explorer(ipw.VBox):
             self.channel = 0
         self.channel_slider.max = count - 1
 
+    @t.validate("page")
+    def _check_page(self, proposal):
+        self._refuse_when_closed(proposal)
+        value = proposal["value"]
+        if value is None:
+            return None
+        pages = grid_pages(self._channels(self.layer)) if self.layer else 1
+        if isinstance(value, bool) or not 0 <= int(value) < pages:
+            accepted = f"0..{pages - 1}" if pages > 1 else f"only 0 (it has at most {GRID_PAGE} channels)"
+            raise t.TraitError(f"page {value!r} out of range for layer {self.layer!r}: accepted {accepted}, or None "
+                               "for the page that holds the selected channel")
+        return int(value)
+
     @t.validate("channel")
     def _check_channel(self, proposal):
         self._refuse_when_closed(proposal)
@@ -1602,6 +1630,10 @@ class Explorer(ipw.VBox):
         self._set_note("hooks", _user_hooks_note(self.probe.user_hooks))
         self._set_note("training", _training_note(self.probe.user_model))
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
+        # a layer wider than GRID_PAGE channels is shown a page at a time; hidden for the others
+        self.page_select = ipw.Dropdown(description="page", options=[("1", 0)], value=0,
+                                        layout=ipw.Layout(width="240px", display="none"))
+        self._page_options_for: tuple | None = None
         self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
         self.occluder_controls.size = self.canvas.default_size
@@ -1634,7 +1666,7 @@ class Explorer(ipw.VBox):
         top = row([image_col, channel_col], "16px")
         top.layout.align_items = "flex-start"
         header = row([self.title, self.picker, self.device_select, self.scores_toggle])
-        selectors = row([self.layer_select, self.channel_slider])
+        selectors = row([self.layer_select, self.channel_slider, self.page_select])
         # the status line right under the image picker and device menu: an upload's or a model's
         # error shows where the user acted, not below the grid
         return [header, self.status, self.occluder_controls, top, selectors, self.display_controls,
@@ -1675,10 +1707,13 @@ class Explorer(ipw.VBox):
         # before _changed: the frame a new selection submits no longer carries the note
         self.observe(self._forget_selection_note, names=["layer", "channel"])
         self.observe(self._forget_target_note, names="target")
+        # before _changed: a new layer, channel or order shows the page that holds the channel
+        self.observe(self._page_follows_channel, names=["layer", "channel", "sort"])
+        self.page_select.observe(self._on_page_picked, names="value")
         self.observe(
             self._changed,
             names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
-                   "show_scores", "target"],
+                   "show_scores", "target", "page"],
         )
         self.observe(self._on_box, names="box")
         self.observe(self._on_dragging, names="dragging")
@@ -1713,6 +1748,46 @@ class Explorer(ipw.VBox):
 
     def _channel_to_grid(self, change) -> None:
         self.grid.selected = change["new"]
+
+    def _page_follows_channel(self, change) -> None:
+        """A page picked by hand holds until another layer, channel or order is chosen; then the
+        grid shows the page that holds the selected channel (in the frame this change submits)."""
+        if self.page is not None:
+            suspended, self._suspend = self._suspend, True
+            try:
+                self.page = None
+            finally:
+                self._suspend = suspended
+
+    def _on_page_picked(self, change) -> None:
+        if self._page_options_for is None or change["new"] is None:
+            return  # the menu being filled in for the frame shown, not a pick
+        try:
+            self.page = change["new"]
+        except Exception as exc:  # noqa: BLE001 - shown in the status line
+            self._show_error("page", exc)
+
+    def _show_page_menu(self, state: ExplorerState, frame: Frame) -> None:
+        """The page menu for ``frame``: hidden for a layer shown whole, else its pages (in the
+        grid's order: channel numbers, or ranks when sorted by activation) on the page shown."""
+        if frame.pages <= 1:
+            self.page_select.layout.display = "none"
+            return
+        channels = frame.layout.channels
+        key = (frame.pages, channels, state.sort)
+        if key != self._page_options_for:
+            last = lambda p: min(channels, (p + 1) * GRID_PAGE)  # noqa: E731
+            if key[2]:
+                options = [(f"strongest {p * GRID_PAGE + 1}–{last(p)} of {channels}", p) for p in range(frame.pages)]
+            else:
+                options = [(f"channels {p * GRID_PAGE}–{last(p) - 1} of {channels}", p) for p in range(frame.pages)]
+            self._page_options_for = None  # the menu's own change below is not a pick
+            self.page_select.options = options
+        else:
+            self._page_options_for = None
+        self.page_select.value = frame.page
+        self._page_options_for = key
+        self.page_select.layout.display = ""
 
     def _on_grid_click(self, change) -> None:
         selected = change["new"]
@@ -1810,6 +1885,7 @@ class Explorer(ipw.VBox):
             show_scores=self.show_scores,
             target=self.target,
             dragging=self.dragging,
+            page=self.page,
         )
 
     def _submit(self) -> None:
@@ -1867,6 +1943,7 @@ class Explorer(ipw.VBox):
             self.panel.layout.width = width
         if frame.rows is not None:
             self.scores_view.rows = frame.rows
+        self._show_page_menu(state, frame)
         self._show_grid_caption(state, frame)
         what = "over the image" if state.overlay else "map"
         change = ("what the occluder removed: <span style='color:#c62828'>red</span> where the "
@@ -1919,6 +1996,12 @@ class Explorer(ipw.VBox):
                else f"{_colour_key(state.cmap)} {_GRID_KEYS.get(state.norm, state.norm)}")
         caption = (f"<b>{_layer_html(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; {key} &nbsp; click a "
                    "tile to select its channel")
+        if frame.pages > 1:
+            shown, total = frame.layout.count, frame.layout.channels
+            which = (f"the {_ordinal_range(frame.page, shown)} strongest" if state.sort
+                     else f"channels {frame.layout.order[0]}–{frame.layout.order[-1]}")
+            caption += (f" &nbsp; <b>{which} of {total}</b> (page {frame.page + 1} of {frame.pages}: the 'page' menu "
+                        "shows the others)")
         if frame.dead and frame.computed.baseline.signed:
             # the tiles still show patterns, all at or below zero: what a ReLU after this layer zeroes
             caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead} with no positive value on this image "
@@ -2290,6 +2373,12 @@ class Explorer(ipw.VBox):
     def grid_image(self) -> np.ndarray:
         """The feature grid exactly as rendered (before encoding), uint8 (H, W, 3)."""
         return self._current()[0].grid
+
+    @property
+    def grid_channels(self) -> np.ndarray:
+        """The channels the grid shows, in tile order (row by row): all of the layer's, or the
+        page shown of a layer wider than :data:`~cnnwidgets.app.frames.GRID_PAGE`; int64 (n,)."""
+        return np.asarray(self._current()[0].layout.order, dtype=np.int64)
 
     @property
     def channel_image(self) -> np.ndarray:

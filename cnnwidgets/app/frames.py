@@ -15,12 +15,45 @@ from cnnwidgets.render.grid import GridLayout
 from cnnwidgets.render.normalize import ChannelStats
 from cnnwidgets.widgets.scores import score_rows
 
-__all__ = ["Baseline", "Computed", "Frame", "LayerGeometry", "render_frame"]
+__all__ = ["GRID_PAGE", "Baseline", "Computed", "Frame", "LayerGeometry", "grid_pages", "page_channels",
+           "render_frame"]
 
 FINAL_QUALITY = 90
 DRAFT_QUALITY = 75
 BOX_COLOR = (255, 212, 0)
 BOX_EDGE_COLOR = (30, 30, 30)  # the line around the box's yellow one
+
+GRID_PAGE = 256
+"""The most channels the grid shows at once. A wider layer (resnet50's 2048 maps of 7 x 7) is
+shown a page of this many at a time: all of them at once made tiles of a few pixels, a texture
+in which no map could be read."""
+
+
+def grid_pages(channels: int) -> int:
+    """How many pages the grid of a layer with ``channels`` channels has."""
+    return max(1, -(-channels // GRID_PAGE))
+
+
+def page_channels(order: np.ndarray | None, channels: int, page: int | None,
+                  selected: int) -> tuple[np.ndarray | None, int]:
+    """``(shown, page)``: the channels a page of the grid shows, in slot order (None: all of them,
+    the layer has at most :data:`GRID_PAGE`), and the page's index.
+
+    Args:
+        order: the grid's channel order (sorted by activation), None for channel order.
+        channels: the layer's channel count.
+        page: the page asked for (clamped to the pages there are); None: the one that holds
+            ``selected``.
+        selected: the selected channel.
+    """
+    if channels <= GRID_PAGE:
+        return None, 0
+    full = np.arange(channels) if order is None else np.asarray(order)
+    if page is None:
+        found = np.flatnonzero(full == selected)
+        page = int(found[0]) // GRID_PAGE if len(found) else 0
+    page = min(max(int(page), 0), grid_pages(channels) - 1)
+    return full[page * GRID_PAGE:(page + 1) * GRID_PAGE], page
 
 
 @dataclass(frozen=True)
@@ -168,6 +201,9 @@ class Frame:
             channels dead over a whole data set), or None.
         value_range: the values the selected channel's view draws at the colormap's low and high
             ends (its tile in the grid too; with the ``"layer"`` normalisation, every tile's).
+        page: the page of a wide layer the grid shows (its channels: ``layout.order``), 0 for a
+            layer shown whole.
+        pages: how many pages the layer's grid has (1: shown whole).
     """
 
     grid: np.ndarray
@@ -185,6 +221,8 @@ class Frame:
     image_format: str = "jpeg"
     marked: np.ndarray | None = None
     value_range: tuple[float, float] = (0.0, 0.0)
+    page: int = 0
+    pages: int = 1
 
     @property
     def dead(self) -> int:
@@ -213,7 +251,8 @@ class LayoutCache:
         self._layouts: dict[tuple, tuple[GridLayout, int]] = {}
 
     def get(self, shape: tuple[int, int, int], order: np.ndarray | None, draft: bool = False) -> tuple[GridLayout, int]:
-        """``(layout, display_width)`` for a stack shape, a slot order and draft or final quality."""
+        """``(layout, display_width)`` for a stack shape, a slot order (of some of the channels:
+        a page) and draft or final quality."""
         key = (shape, None if order is None else order.tobytes(), draft)
         found = self._layouts.get(key)
         if found is not None:
@@ -231,8 +270,9 @@ class LayoutCache:
             # at one pixel, the 1-pixel borders between tiles were as wide as the tiles, a field of dots
             side = max(shape[1], shape[2])
             scale = max(1, TINY_TILE_PIXELS // side) if side <= TINY_MAP_SIDE else 1
-            layout = R.grid_layout(*shape, max_width=self.max_width, max_height=self.max_height, max_scale=scale,
-                                   order=order)
+            count = shape[0] if order is None else len(order)
+            layout = R.grid_layout(count, shape[1], shape[2], max_width=self.max_width, max_height=self.max_height,
+                                   max_scale=scale, order=order, channels=shape[0])
             # the browser enlarges the mosaic to fill the box (by a fractional factor: an integer
             # one leaves small layers tiny, e.g. 16 maps of 64x64 would stay at 261 px)
             enlarge = max(1.0, min(8.0, self.max_width / layout.width, self.max_height / layout.height))
@@ -317,7 +357,9 @@ def render_frame(
 
     ch = req.channel
     marks = base.dead if marked is None else (base.dead | np.asarray(marked, dtype=bool))
-    layout, grid_width = layouts.get(shape, base.order if req.sort else None, req.draft)
+    shown, page = page_channels(base.order if req.sort else None, channels, req.page, ch)
+    layout, grid_width = layouts.get(shape, shown if shown is not None else (base.order if req.sort else None),
+                                     req.draft)
     if req.draft and req.norm == "fixed":
         # a draft with fixed ranges needs only the units it draws: every shrink-th one, and the
         # selected channel for the channel view
@@ -395,4 +437,6 @@ def render_frame(
         computed=computed,
         marked=marked,
         value_range=(float(lo[ch]), float(hi[ch])),
+        page=page,
+        pages=grid_pages(channels),
     )

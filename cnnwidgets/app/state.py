@@ -34,6 +34,8 @@ class ExplorerState:
         show_scores: compute and show class scores.
         target: the target class (None: the most probable class of the unoccluded image).
         dragging: the user is dragging the occluder.
+        page: the page of a layer with more channels than a grid shows at once (see
+            :data:`~cnnwidgets.app.frames.GRID_PAGE`); None: the page that holds ``channel``.
     """
 
     image_id: int
@@ -49,6 +51,7 @@ class ExplorerState:
     show_scores: bool = True
     target: int | None = None
     dragging: bool = False
+    page: int | None = None
 
     def with_(self, **changes) -> ExplorerState:
         """A copy with the fields given as keyword arguments (``**changes``) changed."""
@@ -88,6 +91,7 @@ class RenderRequest:
         overlay: draw the channel over the image.
         target: the target class (None: the most probable class, or no scores shown).
         draft: draw a cheaper frame (while the occluder is dragged).
+        page: the grid's page of a wide layer (None: the one that holds ``channel``).
     """
 
     channel: int
@@ -97,6 +101,7 @@ class RenderRequest:
     overlay: bool
     target: int | None
     draft: bool
+    page: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,5 +141,6 @@ def resolve(state: ExplorerState) -> Request:
         overlay=state.overlay,
         target=state.target if state.show_scores else None,
         draft=state.dragging,
+        page=state.page,
     )
     return Request(compute=compute, render=render)

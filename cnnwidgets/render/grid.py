@@ -43,6 +43,9 @@ class GridLayout:
         shrink: integer block-average reduction of each map (1 when enlarging).
         border: pixels between and around the tiles.
         order: ``order[s]`` is the channel shown in slot ``s``.
+        channels: channels of the stack the mosaic is drawn from (0: ``count``, every one
+            shown). A mosaic of some of a stack's channels (a page of a wide layer) shows the
+            ``count`` channels named by ``order``.
     """
 
     count: int
@@ -54,12 +57,20 @@ class GridLayout:
     shrink: int = 1
     border: int = 1
     order: tuple[int, ...] = field(default=())
+    channels: int = 0
 
     def __post_init__(self) -> None:
-        if not self.order:
+        if not self.channels:
+            object.__setattr__(self, "channels", self.count)
+        if not self.order and self.channels == self.count:
             object.__setattr__(self, "order", tuple(range(self.count)))
-        if sorted(self.order) != list(range(self.count)):
-            raise ValueError(f"order must be a permutation of range({self.count})")
+        if self.channels == self.count:
+            if sorted(self.order) != list(range(self.count)):
+                raise ValueError(f"order must be a permutation of range({self.count})")
+        elif (len(self.order) != self.count or len(set(self.order)) != self.count
+              or not all(0 <= c < self.channels for c in self.order)):
+            raise ValueError(f"order must name {self.count} distinct channels of 0..{self.channels - 1}, "
+                             f"one per slot; got {len(self.order)}")
         if self.rows * self.cols < self.count:
             raise ValueError(f"{self.rows}x{self.cols} slots cannot hold {self.count} channels")
 
@@ -89,8 +100,10 @@ class GridLayout:
         Raises:
             IndexError: for a channel outside ``range(count)``.
         """
-        if not 0 <= channel < self.count:
-            raise IndexError(f"channel {channel} out of range 0..{self.count - 1}")
+        if not 0 <= channel < self.channels:
+            raise IndexError(f"channel {channel} out of range 0..{self.channels - 1}")
+        if self.count < self.channels and channel not in self.order:
+            raise IndexError(f"channel {channel} is not one of the {self.count} channels this mosaic shows")
         return self.order.index(channel)
 
     def tile_rect(self, channel: int) -> tuple[int, int, int, int]:
@@ -141,6 +154,7 @@ class GridLayout:
             "width": self.width,
             "height": self.height,
             "order": list(self.order),
+            "channels": self.channels,
         }
 
 
@@ -154,6 +168,7 @@ def grid_layout(
     border: int = 1,
     max_scale: int = 8,
     order: np.ndarray | list[int] | None = None,
+    channels: int | None = None,
 ) -> GridLayout:
     """Choose rows, columns and tile scale so that the mosaic fits and its tiles are largest.
 
@@ -173,6 +188,8 @@ def grid_layout(
         border: pixels between and around tiles (int >= 0).
         max_scale: largest enlargement (int >= 1).
         order: channel shown in each slot (default: channel order).
+        channels: channels of the stack (default: ``count``); when larger, ``order`` names the
+            ``count`` channels shown (a page of a wide layer).
 
     Returns:
         The chosen :class:`GridLayout`.
@@ -188,6 +205,7 @@ def grid_layout(
     max_height = check_int(max_height, "max_height", minimum=1)
     border = check_int(border, "border", minimum=0)
     max_scale = check_int(max_scale, "max_scale", minimum=1)
+    channels = count if channels is None else check_int(channels, "channels", minimum=count)
     def quantize(fit: float, rows: int, cols: int) -> tuple[int, int]:
         if fit >= 1:
             return max(1, min(max_scale, int(math.floor(fit)))), 1
@@ -225,6 +243,7 @@ def grid_layout(
         shrink=shrink,
         border=border,
         order=order_t,
+        channels=channels,
     )
 
 
@@ -270,9 +289,11 @@ def _paint_marks(out: np.ndarray, layout: GridLayout, marked: np.ndarray | None,
     if marked is None:
         return
     marked = np.asarray(marked, dtype=bool)
-    if marked.shape != (layout.count,):
-        raise ValueError(f"marked must have shape ({layout.count},), got {marked.shape}")
-    for channel in np.flatnonzero(marked):
+    if marked.shape != (layout.channels,):
+        raise ValueError(f"marked must have shape ({layout.channels},), got {marked.shape}")
+    for channel in layout.order:
+        if not marked[channel]:
+            continue
         x, y, w, h = layout.tile_rect(int(channel))
         out[y, x : x + w] = color
         out[y + h - 1, x : x + w] = color
@@ -295,7 +316,7 @@ def mosaic(
 
     Args:
         tiles: uint8 array (C, tile_height, tile_width, 3) in channel order (already scaled to
-            the layout's tile size).
+            the layout's tile size), C the layout's ``channels``.
         layout: the geometry (its ``order`` places the channels).
         border_color: RGB of the borders and empty slots.
         marked: optional bool array (C,); marked channels get a frame in ``mark_color``
@@ -316,9 +337,9 @@ def mosaic(
     mark_rgb = check_color(mark_color, "mark_color")
     tiles = np.asarray(tiles)
     th, tw = layout.tile_height, layout.tile_width
-    if tiles.shape != (layout.count, th, tw, 3) or tiles.dtype != np.uint8:
+    if tiles.shape != (layout.channels, th, tw, 3) or tiles.dtype != np.uint8:
         raise ValueError(
-            f"tiles must be uint8 of shape ({layout.count}, {th}, {tw}, 3) for this layout, "
+            f"tiles must be uint8 of shape ({layout.channels}, {th}, {tw}, 3) for this layout, "
             f"got {tiles.dtype} {tiles.shape}"
         )
     out = np.empty((layout.height, layout.width, 3), dtype=np.uint8)
@@ -356,10 +377,12 @@ def feature_grid(
             ``"layer"``, ``"fixed"``; see :func:`~cnnwidgets.render.value_ranges`).
         fixed: ``(lo, hi)`` for mode ``"fixed"``.
         cmap: colormap name.
-        order: channel per slot, e.g. from :func:`~cnnwidgets.render.activation_order`.
+        order: channel per slot, e.g. from :func:`~cnnwidgets.render.activation_order`; fewer
+            than C channels: only those are drawn (a page of a wide layer).
         marked: bool (C,) channels to mark (dead channels).
-        layout: reuse a layout (it must match C, H, W); otherwise one is chosen with
-            :func:`grid_layout`.
+        layout: reuse a layout (its ``channels`` and map size must match C, H, W; it may show
+            some of the channels only); otherwise one is chosen with :func:`grid_layout`.
+            Ranges of mode ``"layer"`` are those of all C channels, also on a page.
         max_width: passed to :func:`grid_layout`.
         max_height: passed to :func:`grid_layout`.
         border: passed to :func:`grid_layout`.
@@ -379,14 +402,21 @@ def feature_grid(
         raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
     c, h, w = acts.shape
     if layout is None:
-        layout = grid_layout(c, h, w, max_width=max_width, max_height=max_height, border=border, order=order)
+        count = c if order is None else len(order)
+        layout = grid_layout(count, h, w, max_width=max_width, max_height=max_height, border=border, order=order,
+                             channels=c)
     else:
         _check_layout(layout)
-        if (layout.count, layout.map_height, layout.map_width) != (c, h, w):
+        if (layout.channels, layout.map_height, layout.map_width) != (c, h, w):
             raise ValueError(
-                f"layout is for ({layout.count}, {layout.map_height}, {layout.map_width}) maps, got {acts.shape}"
+                f"layout is for ({layout.channels}, {layout.map_height}, {layout.map_width}) maps, got {acts.shape}"
             )
     lo, hi = value_ranges(acts, mode, fixed=fixed)
+    slots = np.asarray(layout.order, dtype=np.int64)
+    if layout.count < c:
+        # a page: only its channels are shrunk and coloured, on their ranges among all C
+        acts, lo, hi = acts[slots], lo[slots], hi[slots]
+        slots = np.arange(layout.count)
     if layout.shrink > 1:
         if shrink_mode == "mean":
             with np.errstate(invalid="ignore"):  # a block holding +inf and -inf averages to NaN
@@ -400,7 +430,7 @@ def feature_grid(
     if layout.scale > 1:
         index = upscale(index, layout.scale, color=False)
     canvas = np.zeros((layout.height, layout.width), dtype=np.uint8)
-    _place(canvas, index[np.asarray(layout.order, dtype=np.int64)], layout)
+    _place(canvas, index[slots], layout)
     out = colorize_index(canvas, cmap)  # RGB view of 4-byte pixels: fast to colour and to encode
     _paint_frame(out, layout, np.asarray(BORDER_COLOR, dtype=np.uint8))
     _paint_marks(out, layout, marked, np.asarray(MARK_COLOR, dtype=np.uint8))
