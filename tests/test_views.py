@@ -1351,3 +1351,38 @@ def test_an_all_zero_gradient_map_says_so_in_its_caption_without_a_warning_from_
         finally:
             ex.close()
     assert not [w for w in caught if issubclass(w.category, EmptyMapWarning)]
+
+
+def test_a_streaming_occlusion_map_says_about_how_long_it_still_needs():
+    from cnnwidgets.widgets.methodview import time_left_text
+
+    assert time_left_text(0.4) == "" and time_left_text(float("nan")) == ""
+    assert time_left_text(40.2) == "about 40 s left" and time_left_text(200) == "about 3 min left"
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    picture = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    ex = Explorer(model, picture, input_size=(3, 32, 32), samples={}, background=False, box=(0, 0, 8, 8))
+    seen = []
+    shown = ex.method_view.progress_to
+
+    def record(done, total, seconds_left=None):
+        shown(done, total, seconds_left)
+        seen.append((done, total, seconds_left, ex.method_view.time_left.value))
+
+    ex.method_view.progress_to = record
+    try:
+        ex.method_stride = 1  # 625 positions, streamed batch by batch
+        ex.method = "occlusion"
+        assert ex.wait_idle(60) and ex.method_result.complete
+        partial = [s for s in seen if 0 < s[0] < s[1]]
+        assert partial, seen
+        for done, total, left, _ in partial:
+            assert left is not None and left > 0
+        assert seen[-1][0] == seen[-1][1] and seen[-1][3] == ""  # done: nothing left to say
+        assert ex.method_view.time_left.layout.display is None
+        ex.method = "saliency"
+        assert ex.method_view.time_left.layout.display == "none"
+    finally:
+        ex.close()

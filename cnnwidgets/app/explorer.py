@@ -1052,6 +1052,7 @@ class Explorer(ipw.VBox):
         self._last_box: tuple[int, int, int, int] | None = None
         self._data_dead: dict[str, np.ndarray] = {}
         self._method_error: str | None = None  # the status line's message when a method failed
+        self._method_started = time.perf_counter()  # when the method map in progress was asked for
         self._method_errors = 0  # method maps that failed
         self._picking = False  # the picker follows the image shown: no image is loaded for that
         self._sizing = False  # the size control follows a box the user drew: the box keeps its shape
@@ -2230,12 +2231,17 @@ class Explorer(ipw.VBox):
                 self._end_method_error()
             else:
                 self.method_view.computing(f"<i>computing {html.escape(self.method)} \u2026</i>")
+            self._method_started = time.perf_counter()
             self._methods.submit(request)
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             self._show_error("method", exc)
 
     def _method_progress(self, done: int, total: int) -> None:
-        self.method_view.progress_to(done, total)
+        # the time left at the pace so far (the first positions also paid for the map's set-up,
+        # so the estimate starts high and settles)
+        elapsed = time.perf_counter() - self._method_started
+        left = elapsed * (total - done) / done if 0 < done < total else None
+        self.method_view.progress_to(done, total, left)
 
     def _class_name(self, index: int) -> str:
         return self._classes[index] if 0 <= index < len(self._classes) else f"class {index}"

@@ -22,6 +22,16 @@ ACTIVE_CONTROLS_HEIGHT = "64px"
 _LAST_MAP = "(above, faded: the map shown until now)"
 
 
+def time_left_text(seconds: float) -> str:
+    """An estimate of the time a scan still needs, in words: ``"about 40 s left"``, ``"about 3 min
+    left"``; empty under a second."""
+    if not seconds >= 1:
+        return ""
+    if seconds < 90:
+        return f"about {seconds:.0f} s left"
+    return f"about {seconds / 60:.0f} min left"
+
+
 class MethodView(w.VBox):
     """A method menu, an occlusion stride menu, a progress bar, a sign switch and the rendered map.
 
@@ -76,6 +86,8 @@ class MethodView(w.VBox):
         self.stride_menu = RefusingDropdown(options=strides, value=8 if 8 in strides else strides[0],
                                       description="stride", layout=w.Layout(width="140px"))
         self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
+        # the time a scan still needs, beside its bar (in its own fixed room: the row stays still)
+        self.time_left = w.HTML("", layout=w.Layout(width="120px"))
         self.signed_box = w.Checkbox(value=False, description="signed colour", indent=False,
                                      tooltip="show the map with its sign, one colour per input channel, "
                                              "as the papers show reconstructions",
@@ -87,7 +99,8 @@ class MethodView(w.VBox):
         self.image.add_class("cnnw-method-image")
         self.caption = w.HTML()
         self.caption.add_class("cnnw-caption")
-        controls = w.HBox([self.menu, self.stride_menu, self.bar, self.signed_box], layout=wrapping_row())
+        controls = w.HBox([self.menu, self.stride_menu, self.bar, self.time_left, self.signed_box],
+                          layout=wrapping_row())
         controls.layout.align_content = "flex-start"  # lines at the top of the room kept (the menu stays put)
         self._controls = controls
         width = f"{max(self.display_width, MIN_WIDTH)}px"
@@ -135,6 +148,7 @@ class MethodView(w.VBox):
         occlusion = self.method == "occlusion"
         self.stride_menu.layout.display = None if occlusion else "none"
         self.bar.layout.display = None if occlusion else "none"
+        self.time_left.layout.display = None if occlusion else "none"
         self.signed_box.layout.display = None if self.method in self.signed_methods else "none"
         active = self.method != self.methods[0]
         # while a method is shown, room for two lines of controls whichever of them it has (the
@@ -167,14 +181,16 @@ class MethodView(w.VBox):
             self.caption.value = caption
             self.image.remove_class("cnnw-stale")
 
-    def progress_to(self, done: int, total: int) -> None:
-        """Move the progress bar to ``done`` of ``total``; a finished bar is hidden (the caption
+    def progress_to(self, done: int, total: int, seconds_left: float | None = None) -> None:
+        """Move the progress bar to ``done`` of ``total``, with the time still needed beside it
+        (``seconds_left``, an estimate; None: not known); a finished bar is hidden (the caption
         counts the positions), keeping its place so that the row does not move."""
         finished = bool(total) and done >= total
         with self.hold_sync():
             self.bar.value = done / total if total else 0.0
             self.bar.bar_style = "success" if finished else ""
             self.bar.layout.visibility = "hidden" if finished else "visible"
+            self.time_left.value = "" if finished or seconds_left is None else time_left_text(seconds_left)
 
     def clear(self) -> None:
         """Empty the map, caption and progress."""
