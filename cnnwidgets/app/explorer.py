@@ -466,6 +466,10 @@ def _split_group(
     return [(f"{group} \u00b7 stage {n}", label, name) for n, label, name in out]
 
 
+#: Layer menus longer than this get a filter box beside them.
+FILTER_FROM_LAYERS = 40
+
+
 def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     """A sensible first layer of ``layers`` (name -> :class:`LayerInfo`): mid-level features
     that read as a grid. Among the convolutions whose output is a map larger than 1 x 1, counted
@@ -1440,7 +1444,9 @@ class Explorer(ipw.VBox):
         suspended, self._suspend = self._suspend, True  # one update for the new selection, after its note
         try:
             # the menu's value follows in the same step (not its first item, then the default)
-            self.layer_select.set_items(layer_items(self._layers), value=layer if keep else default_layer(self._layers))
+            chosen = layer if keep else default_layer(self._layers)
+            self.layer_select.set_items(self._menu_items(chosen), value=chosen)
+            self._show_filter_box()
             self._set_note("layers", _few_maps_note(self._layers))
             self._fit_channel_to_layer()
         finally:
@@ -1627,6 +1633,10 @@ class Explorer(ipw.VBox):
         self.scores_view = ScoreBars(title=_SCORES_TITLES[True])
         self.layer_select = GroupedSelect(description="layer")
         self.layer_select.set_items(layer_items(self._layers))
+        # a model with many layers (DenseNet: 400) gets a box that narrows the menu down
+        self.layer_filter = ipw.Text(placeholder="filter layers", continuous_update=True,
+                                     layout=ipw.Layout(width="150px"))
+        self._show_filter_box()
         self._set_note("layers", _few_maps_note(self._layers))
         self._set_note("hooks", _user_hooks_note(self.probe.user_hooks))
         self._set_note("training", _training_note(self.probe.user_model))
@@ -1667,7 +1677,7 @@ class Explorer(ipw.VBox):
         top = row([image_col, channel_col], "16px")
         top.layout.align_items = "flex-start"
         header = row([self.title, self.picker, self.device_select, self.scores_toggle])
-        selectors = row([self.layer_select, self.channel_slider, self.page_select])
+        selectors = row([self.layer_select, self.layer_filter, self.channel_slider, self.page_select])
         # the status line right under the image picker and device menu: an upload's or a model's
         # error shows where the user acted, not below the grid
         return [header, self.status, self.occluder_controls, top, selectors, self.display_controls,
@@ -1711,6 +1721,7 @@ class Explorer(ipw.VBox):
         # before _changed: a new layer, channel or order shows the page that holds the channel
         self.observe(self._page_follows_channel, names=["layer", "channel", "sort"])
         self.page_select.observe(self._on_page_picked, names="value")
+        self.layer_filter.observe(self._on_layer_filter, names="value")
         self.observe(
             self._changed,
             names=["layer", "channel", "box", "dragging", "device", "fill", "norm", "cmap", "sort", "overlay",
@@ -1749,6 +1760,28 @@ class Explorer(ipw.VBox):
 
     def _channel_to_grid(self, change) -> None:
         self.grid.selected = change["new"]
+
+    def _menu_items(self, current: str) -> list[tuple[str, str, str]]:
+        """The layer menu's entries that match the filter box (each word, in any case, in the
+        entry: the layer's name, type or shape), and ``current`` whatever the filter."""
+        words = self.layer_filter.value.lower().split() if hasattr(self, "layer_filter") else []
+        items = layer_items(self._layers)
+        if not words:
+            return items
+        return [item for item in items
+                if item[2] == current or all(word in item[1].lower() for word in words)]
+
+    def _show_filter_box(self) -> None:
+        self.layer_filter.layout.display = "" if len(layer_items(self._layers)) > FILTER_FROM_LAYERS else "none"
+
+    def _on_layer_filter(self, change) -> None:
+        try:
+            items = self._menu_items(self.layer)
+            self.layer_select.set_items(items, value=self.layer)
+            if change["new"].strip() and len(items) <= 1:
+                self._status_info(f"no other layer matches {change['new'].strip()!r}")
+        except Exception as exc:  # noqa: BLE001 - shown in the status line
+            self._show_error("layer filter", exc)
 
     def _page_follows_channel(self, change) -> None:
         """A page picked by hand holds until another layer, channel or order is chosen; then the
@@ -2441,6 +2474,7 @@ class Explorer(ipw.VBox):
             ("picker", self._on_pick, "value"), ("grid", self._on_grid_click, "selected"),
             ("occluder_controls", self._occluder_switched, "enabled"), ("occluder_controls", self._on_size, "size"),
             ("occluder_controls", self._method_inputs_changed, "size"),
+            ("page_select", self._on_page_picked, "value"), ("layer_filter", self._on_layer_filter, "value"),
         ):
             try:
                 getattr(self, widget).unobserve(handler, names=name)

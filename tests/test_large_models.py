@@ -1,4 +1,5 @@
-"""A layer wider than GRID_PAGE channels is shown a page of the grid at a time."""
+"""Large models in the explorer: a layer wider than GRID_PAGE channels is shown a page of the grid
+at a time, and a long layer menu can be narrowed down by words."""
 
 from __future__ import annotations
 
@@ -159,3 +160,46 @@ def test_bad_pages_are_refused_and_narrow_layers_have_no_page_menu(ex):
     assert "page 1 of" not in ex.grid_caption.value
     with pytest.raises(traitlets.TraitError, match="accepted only 0"):
         ex.page = 1
+
+
+# ---------------------------------------------------------------------------- the layer filter
+class Deep(nn.Module):
+    """Fifty small conv layers in a row: a long layer menu."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*[nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU()) for _ in range(50)])
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+def test_a_long_layer_menu_can_be_narrowed_down_by_words_and_keeps_the_layer_shown():
+    torch.manual_seed(0)
+    picture = (np.random.default_rng(0).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
+    ex = Explorer(Deep().eval(), picture, input_size=(3, SIZE, SIZE), samples={}, background=False,
+                  layer="body.3.0")
+    try:
+        everything = ex.layer_select.options
+        assert ex.layer_filter.layout.display == "" and len(everything) > 100
+        ex.layer_filter.value = "body.4"  # as typed in the browser
+        shown = ex.layer_select.options
+        assert "body.3.0" in shown  # the layer shown stays, whatever the filter
+        assert set(shown) - {"body.3.0"} == {n for n in everything if "body.4" in n}
+        ex.layer_filter.value = "RELU  body.4"  # every word, in any case: the name, the type
+        assert set(ex.layer_select.options) == {"body.3.0", "body.4.1", *(f"body.4{i}.1" for i in range(10))}
+        assert ex.layer == "body.3.0" and not ex.status.is_error
+        ex.layer_select.value = "body.45.1"  # picked in the narrowed menu
+        assert ex.layer == "body.45.1"
+        ex.layer_filter.value = "no such thing"
+        assert ex.layer_select.options == ["body.45.1"] and "no other layer matches 'no such thing'" in ex.status.message
+        ex.layer_filter.value = ""
+        assert ex.layer_select.options == everything
+    finally:
+        ex.close()
+    short = make(box=None)
+    try:
+        assert short.layer_filter.layout.display == "none"  # a few layers need no filter
+    finally:
+        short.close()
