@@ -187,7 +187,7 @@ def test_channel_stats_hand_computed():
     assert stats.active.tolist() == [0.75, 0.25, 1.0]
     np.testing.assert_allclose(stats.std, [np.sqrt(1.25), np.sqrt(2.0), 0.0], rtol=1e-6)
     assert stats.as_array().shape == (3, 5)
-    assert stats.describe(1).startswith("ch 1  mean 0")
+    assert stats.describe(1) == "channel 1\nmean 0.000  std 1.41\nmin -2.00  max 2.00\nactive 25%"
 
 
 def test_dead_channel_mask_and_threshold():

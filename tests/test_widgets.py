@@ -133,7 +133,7 @@ def test_tile_grid_stats_bytes_and_hover_text():
     stats = np.frombuffer(grid.stats, dtype="<f4").reshape(5, 5)
     assert stats[1].tolist() == [-1.0, 0.0, -1.0, -1.0, 0.0]  # mean std min max active
     assert stats[2, 3] == 11.0
-    assert grid.describe(2).startswith("ch 2  mean 9.5  max 11")
+    assert grid.describe(2).startswith("channel 2\nmean 9.50") and "max 11.00" in grid.describe(2)
 
 
 def test_tile_grid_keeps_its_ipywidgets_layout():
@@ -154,7 +154,7 @@ def test_tile_grid_before_first_image():
 def test_tile_grid_hover_text_of_a_channel_without_statistics_is_its_number():
     grid, _ = make_grid(count=5)  # the browser may still report a tile of an earlier, larger grid
     assert grid.describe(7) == "channel 7" and grid.describe(-1) == "channel -1"
-    assert grid.describe(4).startswith("ch 4  mean")
+    assert grid.describe(4).startswith("channel 4\nmean")
 
 
 # ---------------------------------------------------------------- scores
@@ -592,6 +592,27 @@ def test_js_grid_maps_the_pointer_at_the_size_shown_not_the_size_asked():
     assert js["none"] == [None, None, None, None]
 
 
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the hover text is covered by the browser test")
+def test_python_hover_text_is_the_browsers_to_the_character():
+    rng = np.random.default_rng(0)
+    acts = (rng.normal(size=(40, 3, 3)) * rng.choice([1e-4, 0.3, 5.0, 3e3], size=(40, 1, 1))).astype(np.float32)
+    acts[0] = 0.0  # dead
+    acts[1] = -1.0  # no positive value
+    acts[2, 0, 0] = np.nan
+    acts[3, 1, 1] = np.inf
+    acts[4] = 1.125  # a tie at the second decimal: JavaScript rounds it up
+    stats = R.channel_stats(acts)
+    js = run_node(
+        import_js("tilegrid.js", "statsText") +
+        f"const st = new Float32Array({json.dumps(stats.as_array().ravel().tolist())});"
+        "console.log(JSON.stringify([...Array(41).keys()].map((c) => statsText(st, c))"
+        ".concat([statsText(null, 3), statsText(st, -1)])));"
+    )
+    assert js[:40] == [stats.describe(c) for c in range(40)]
+    assert js[40:] == ["channel 40", "channel 3", "channel -1"]  # no statistics for these
+    assert "(dead on this image)" in js[0] and "(no positive value on this image)" in js[1]
+
+
 def test_grid_shrinks_to_the_output_keeping_its_aspect_ratio():
     grid = css_rule(".cnnw-grid")
     image = css_rule(".cnnw-grid-image")
@@ -825,7 +846,7 @@ def test_js_grid_arrow_keys_select_the_neighbouring_tile():
     assert js["none"] is None
     assert js["line"] == "channel 3, mean 1  std 2, active 5%"
     # the line under the grid is the tooltip's text (what Python's describe mirrors for the kernel)
-    assert grid.describe(2).startswith("ch 2")
+    assert grid.describe(2).startswith("channel 2\n")
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed; the page is covered by the browser test")

@@ -1643,7 +1643,7 @@ class Explorer(ipw.VBox):
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
         # a layer wider than GRID_PAGE channels is shown a page at a time; hidden for the others
         self.page_select = ipw.Dropdown(description="page", options=[("1", 0)], value=0,
-                                        layout=ipw.Layout(width="240px", display="none"))
+                                        layout=ipw.Layout(width="290px", display="none"))
         self._page_options_for: tuple | None = None
         self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()

@@ -22,6 +22,8 @@ empty range ``(0, 0)``.
 
 from __future__ import annotations
 
+import decimal
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -212,11 +214,48 @@ class ChannelStats:
         return np.stack([self.mean, self.std, self.min, self.max, self.active], axis=1).astype(np.float32)
 
     def describe(self, channel: int) -> str:
-        """One line for a tooltip about ``channel``, e.g. ``ch 3  mean 0.21  max 1.9  min 0  active 34%``."""
-        return (
-            f"ch {channel}  mean {self.mean[channel]:.3g}  max {self.max[channel]:.3g}  "
-            f"min {self.min[channel]:.3g}  active {100 * self.active[channel]:.0f}%"
-        )
+        """The feature grid's hover text for ``channel``, as the browser writes it from these
+        statistics (sent as float32), e.g.::
+
+            channel 3
+            mean 0.210  std 0.102
+            min 0.00  max 1.90
+            active 34%
+
+        with ``(dead on this image)`` after a channel without positive values (``(no positive
+        value on this image)`` when it has negative ones)."""
+        mean, std, low, high, active = (float(v) for v in self.as_array()[channel])
+        text = (f"channel {channel}\nmean {_js_number(mean)}  std {_js_number(std)}\n"
+                f"min {_js_number(low)}  max {_js_number(high)}\nactive {_js_fixed(100 * active, 0)}%")
+        if high <= 0:
+            text += "  (no positive value on this image)" if low < 0 else "  (dead on this image)"
+        return text
+
+
+def _js_fixed(value: float, digits: int) -> str:
+    """``value.toFixed(digits)`` as JavaScript writes it: the exact value rounded, ties away from zero."""
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    value = value + 0.0  # -0 is written 0
+    quantum = decimal.Decimal(1).scaleb(-digits)
+    return str(decimal.Decimal(value).quantize(quantum, rounding=decimal.ROUND_HALF_UP))
+
+
+def _js_number(value: float) -> str:
+    """A statistic as the grid's hover text writes it (its ``fmt``): 1 digit and an exponent
+    (``toExponential(1)``) below 0.01 and from 1000 on, else 3 decimals below 1 and 2 above."""
+    if not math.isfinite(value):
+        return _js_fixed(value, 0)
+    size = abs(value)
+    if size != 0 and (size < 0.01 or size >= 1000):
+        exact = decimal.Decimal(value)
+        exponent = exact.adjusted()
+        mantissa = exact.scaleb(-exponent).quantize(decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP)
+        if abs(mantissa) >= 10:  # 9.96e-3 rounds up to 1.0e-2
+            exponent += 1
+            mantissa = exact.scaleb(-exponent).quantize(decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP)
+        return f"{mantissa}e{exponent:+d}"
+    return _js_fixed(value, 3 if size < 1 else 2)
 
 
 def channel_stats(acts: np.ndarray) -> ChannelStats:
@@ -228,9 +267,11 @@ def channel_stats(acts: np.ndarray) -> ChannelStats:
     """
     acts = _check_stack(acts)
     flat = acts.reshape(acts.shape[0], -1)
+    with np.errstate(invalid="ignore", over="ignore"):  # a channel holding inf has a NaN std: shown as such
+        std = flat.std(axis=1)
     return ChannelStats(
         mean=flat.mean(axis=1),
-        std=flat.std(axis=1),
+        std=std,
         min=flat.min(axis=1),
         max=flat.max(axis=1),
         active=(flat > 0).mean(axis=1).astype(np.float32),

@@ -12,7 +12,7 @@ function decodeStats(view) {
   return new Float32Array(bytes.buffer);
 }
 
-function fmt(v) {
+export function fmt(v) {
   if (!Number.isFinite(v)) return String(v);
   const a = Math.abs(v);
   if (a !== 0 && (a < 0.01 || a >= 1000)) return v.toExponential(1);
@@ -98,6 +98,21 @@ export function neighbourChannel(L, channel, key) {
 }
 
 // The statistics of a channel as the tooltip shows them (`describe`'s lines), on one line.
+// The hover text of `channel` from the decoded statistics (5 numbers per channel: mean, std, min,
+// max, active fraction); "channel N" without them. Mirrored by ChannelStats.describe in Python.
+export function statsText(st, channel) {
+  let text = `channel ${channel}`;
+  if (st && channel >= 0 && st.length >= (channel + 1) * 5) {
+    const o = channel * 5;
+    text += `\nmean ${fmt(st[o])}  std ${fmt(st[o + 1])}\nmin ${fmt(st[o + 2])}  max ${fmt(st[o + 3])}`;
+    text += `\nactive ${(100 * st[o + 4]).toFixed(0)}%`;
+    // all zero: dead on this image; negative values too (a layer before its ReLU): they
+    // still draw a pattern, and only a following ReLU makes them zero
+    if (st[o + 3] <= 0) text += st[o + 2] < 0 ? "  (no positive value on this image)" : "  (dead on this image)";
+  }
+  return text;
+}
+
 export function oneLine(text) {
   return text.split("\n").map((part) => part.trim()).join(", ");
 }
@@ -170,8 +185,11 @@ export default {
       const L = geometry();
       const count = L && L.count ? L.count : 0;
       const channel = model.get("selected");
-      img.alt = `feature maps of ${count} channels`;
-      root.setAttribute("aria-label", `feature maps, ${count} channels; arrow keys select the `
+      const total = L && L.channels ? L.channels : count;
+      const shown = total > count ? `${count} of ${total} channels (a page: the page menu shows the others)`
+        : `${count} channels`;
+      img.alt = `feature maps of ${shown}`;
+      root.setAttribute("aria-label", `feature maps, ${shown}; arrow keys select the `
         + "neighbouring tile, Home and End the first and the last");
       info.textContent = count ? oneLine(describe(channel)) : "";
     }
@@ -200,17 +218,7 @@ export default {
     }
 
     function describe(channel) {
-      const st = stats();
-      let text = `channel ${channel}`;
-      if (st && st.length >= (channel + 1) * 5) {
-        const o = channel * 5;
-        text += `\nmean ${fmt(st[o])}  std ${fmt(st[o + 1])}\nmin ${fmt(st[o + 2])}  max ${fmt(st[o + 3])}`;
-        text += `\nactive ${(100 * st[o + 4]).toFixed(0)}%`;
-        // all zero: dead on this image; negative values too (a layer before its ReLU): they
-        // still draw a pattern, and only a following ReLU makes them zero
-        if (st[o + 3] <= 0) text += st[o + 2] < 0 ? "  (no positive value on this image)" : "  (dead on this image)";
-      }
-      return text;
+      return statsText(stats(), channel);
     }
 
     function syncHover() {
