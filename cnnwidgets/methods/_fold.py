@@ -16,6 +16,11 @@ Which pairs qualify is read from a ``torch.fx`` trace of the copy (a node's user
 anything else reads a tensor). The copy itself still runs the model's own eager ``forward``;
 the trace is only used for this analysis. A model that cannot be traced is copied unchanged.
 Callers should check the copy's output against the original once (``occlusion_map`` does).
+
+With ``share=True`` the copy takes no memory for the weights it does not change: its modules are
+its own (it swaps some, sets in-place flags), but every parameter and buffer that no rewrite
+changes is the model's own memory, and only folded convolutions get new tensors. vgg16 has no
+batch norm to fold, so its copy then costs no weight memory at all instead of 528 MB.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["InferenceCopyReport", "inference_copy"]
+__all__ = ["InferenceCopyReport", "inference_copy", "shared_tensors"]
 
 # Modules whose output is a new tensor (never a view of their input).
 _FRESH_OUTPUT = (
@@ -98,11 +103,14 @@ def _is_plain(module: nn.Module) -> bool:
 
 
 def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Folds ``bn`` into ``conv``: the convolution gets a new weight and bias, and the tensors it
+    had are never written (with ``share=True`` they are the original model's)."""
+
     def host64(t: torch.Tensor) -> torch.Tensor:
         # float64 on the CPU: MPS has no float64 (casting there raises), and the factors are small
         return t.detach().cpu().double()
 
-    with torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad():  # normal tensors, as the copy's others
         var = host64(bn.running_var)
         scale = torch.rsqrt(var + bn.eps)
         if bn.weight is not None:
@@ -112,18 +120,55 @@ def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
             shift = shift + host64(bn.bias)
         if conv.bias is not None:
             shift = shift + host64(conv.bias) * scale
-        # the per-channel factors in float64, the (large) weight scaled in place in its own dtype
-        factor = scale.to(device=conv.weight.device, dtype=conv.weight.dtype)
-        conv.weight.mul_(factor.view(-1, *([1] * (conv.weight.dim() - 1))))
-        bias = shift.to(device=conv.weight.device, dtype=conv.weight.dtype)
-        if conv.bias is None:
-            conv.bias = nn.Parameter(bias, requires_grad=False)
-        else:
-            conv.bias.copy_(bias)
+        # the per-channel factors in float64, the (large) weight scaled in its own dtype and layout
+        weight = conv.weight.detach()
+        factor = scale.to(device=weight.device, dtype=weight.dtype)
+        folded = weight.clone(memory_format=torch.preserve_format)
+        folded.mul_(factor.view(-1, *([1] * (weight.dim() - 1))))
+        bias = shift.to(device=weight.device, dtype=weight.dtype)
+        if conv.bias is not None:  # in the old bias's dtype and device, as a copy into it would give
+            bias = bias.to(device=conv.bias.device, dtype=conv.bias.dtype)
+        conv.weight = nn.Parameter(folded, requires_grad=False)
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+
+
+def _alias_memo(model: nn.Module) -> dict[int, torch.Tensor]:
+    """For ``copy.deepcopy``: every plain parameter and buffer of ``model`` mapped to an alias, a
+    new tensor object over the same memory (it shares the original's version counter, so in-place
+    writes into either show in both counters).
+
+    Aliases rather than the original objects: ``Module._apply`` (``.to``, ``.float``, a change of
+    memory format) rebinds a parameter's data on the ``Parameter`` object itself
+    (``param.data = ...``). Converting the copy would then convert the original model, and
+    converting the model (``Probe.to``) would swap the storage of a tensor the copy is computing
+    with on another thread. With aliases either side's conversion gives it a new tensor and leaves
+    the other's alone. Tensor subclasses, lazy parameters and inference tensors (which have no
+    version counter to tell a write into them) are left to ``deepcopy`` (copied).
+    """
+    memo: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for tensors, is_param in ((module._parameters, True), (module._buffers, False)):
+            for t in tensors.values():
+                if t is None or id(t) in memo or type(t) is not (nn.Parameter if is_param else torch.Tensor):
+                    continue
+                if t.is_inference():
+                    continue
+                alias = t.detach()
+                memo[id(t)] = nn.Parameter(alias, requires_grad=False) if is_param else alias
+    return memo
+
+
+def shared_tensors(copy_: nn.Module, model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``copy_`` that use the memory of a tensor of ``model``
+    (same storage and offset), e.g. those :func:`inference_copy` ``(model, share=True)`` did not
+    change."""
+    owned = {(t.untyped_storage().data_ptr(), t.storage_offset()) for t in (*model.parameters(), *model.buffers())}
+    return [name for name, t in (*copy_.named_parameters(), *copy_.named_buffers())
+            if t.numel() and (t.untyped_storage().data_ptr(), t.storage_offset()) in owned]
 
 
 def inference_copy(
-    model: nn.Module, *, fold_batchnorm: bool = True, inplace_activations: bool = True
+    model: nn.Module, *, fold_batchnorm: bool = True, inplace_activations: bool = True, share: bool = False
 ) -> tuple[nn.Module, InferenceCopyReport]:
     """A private eval-mode copy of ``model`` rewritten for fast repeated inference.
 
@@ -134,11 +179,22 @@ def inference_copy(
         model: the model to copy (typically a :class:`~cnnwidgets.core.probe.Probe`'s private copy).
         fold_batchnorm: fold eval-mode ``BatchNorm2d`` into the convolution that feeds it.
         inplace_activations: switch activations whose input nothing else reads to in-place.
+        share: the copy's parameters and buffers that no rewrite changes use ``model``'s memory
+            (aliases: other tensor objects over the same storage, sharing its version counters),
+            instead of copies; only folded convolutions get new weights and biases. Nothing the
+            copy does writes into them: folding makes new tensors, and in-place activations
+            overwrite only activations a convolution, linear layer, batch norm or sum has just
+            made (never a parameter or buffer). But writes into ``model``'s tensors show in the
+            copy, where the folded layers keep the values they were made from: a caller that lets
+            ``model`` change must stop using the copy then (the version counters of ``model``'s
+            tensors tell). A forward that writes into its own buffers writes into ``model``'s.
 
     Returns:
         ``(copy, report)``.
     """
-    clone = copy.deepcopy(model)
+    with torch.inference_mode(False):  # normal tensors, whatever mode the caller is in
+        memo = _alias_memo(model) if share else {}
+        clone = copy.deepcopy(model, memo)
     _strip_forward_hooks(clone)
     clone.eval()
     for param in clone.parameters():

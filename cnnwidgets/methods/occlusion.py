@@ -77,7 +77,7 @@ from cnnwidgets.core.targets import (
     ClassProbability, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real, call_target,
     class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
 )
-from cnnwidgets.methods._fold import inference_copy
+from cnnwidgets.methods._fold import InferenceCopyReport, inference_copy
 from cnnwidgets.methods._quiet import QuietSwitch
 
 __all__ = [
@@ -663,7 +663,13 @@ class _OutputRunner:
     in inference mode) or the probe's own copy (:class:`_ProbeOutput`, run outside it: the probe
     copies each batch and runs its model in plain mode, where a model that changes its input in
     place could not write an inference tensor). With ``keep``, the probabilities of every class too,
-    read from the output as ``ClassProbability(..., outputs=keep)`` reads them."""
+    read from the output as ``ClassProbability(..., outputs=keep)`` reads them.
+
+    A fast copy that uses the memory of the probe's copy (see :class:`_Shares`) is checked after
+    every batch: once the probe's copy was written into (it took the user's new weights), the
+    batch and every later one run through the probe's own copy, which computes with one set of
+    weights, the new one (as a scan of a layer target does), where the fast copy would mix its
+    folded layers' old weights with the others' new ones."""
 
     def __init__(
         self, model: Callable[[torch.Tensor], object], target: Target, probe: Probe, keep: str | None = None
@@ -673,11 +679,23 @@ class _OutputRunner:
         self.probe = probe  # the model's final activation and output reduction, for the target
         self.keep = keep
         self.inference = not isinstance(model, _ProbeOutput)
+        self.shares = _shares_of(model)
+        self.fallback: _ProbeOutput | None = None  # set when the fast copy's weights were overwritten
+
+    def _output(self, batch: torch.Tensor) -> object:
+        if self.fallback is None:
+            with torch.inference_mode(self.inference):
+                output = self.model(batch)
+            if self.shares is None or self.shares.unchanged(self.probe):
+                return output
+            self.fallback = _ProbeOutput(self.probe)
+        with torch.inference_mode(False):
+            return self.fallback(batch)
 
     def __call__(self, batch: torch.Tensor) -> _Scores:
         with torch.inference_mode(self.inference):
             try:
-                output = self.model(batch)
+                output = self._output(batch)
             except Exception as exc:  # noqa: BLE001 - the model's own KeyError, ValueError ... too,
                 # named as the model's failure, not to be taken for a KeyError of an unknown layer
                 raise _model_failed(exc, batch) from exc
@@ -746,6 +764,78 @@ _FAST_COPIES: weakref.WeakKeyDictionary[Probe, dict[bool, tuple[tuple, nn.Module
 _FAST_COPIES_LOCK = threading.Lock()
 
 
+@dataclass(eq=False)
+class _Shares:
+    """The parameters and buffers of a probe's copy that a fast copy was made from, with their
+    version counters at that time.
+
+    The fast copy uses the memory of every tensor it does not change (only folded convolutions
+    have their own), and the probe takes the user's new weights by writing them into its copy in
+    place (``copy_``), which moves the counters. While every counter is where it was, the fast
+    copy computes with one set of weights; once one moved, its unfolded layers have the new
+    weights and its folded ones the old, and it must not be used.
+    """
+
+    # Weak references: a tensor the probe dropped since (it copied the user's model afresh, or moved
+    # its copy to another device) is written by no one, and the fast copy keeps the memory it
+    # computes with alive itself.
+    tensors: tuple[weakref.ref[torch.Tensor], ...]
+    versions: tuple[int, ...]
+
+    @classmethod
+    def take(cls, model: nn.Module) -> _Shares:
+        # inference tensors have no version counter; inference_copy copies them instead of sharing
+        tensors = [t for t in (*model.parameters(), *model.buffers()) if not t.is_inference()]
+        return cls(tuple(weakref.ref(t) for t in tensors), tuple(t._version for t in tensors))
+
+    def unchanged(self, probe: Probe | None = None) -> bool:
+        """Whether no tensor was written into since :meth:`take`. With ``probe``, under its lock:
+        the probe writes into its copy only while holding it, so a refresh is then either done
+        (its counters moved) or not begun, never half done (a counter moves after its write)."""
+        if probe is None:
+            return self._same()
+        with probe._lock:
+            return self._same()
+
+    def _same(self) -> bool:
+        for ref, version in zip(self.tensors, self.versions):
+            t = ref()
+            if t is not None and t._version != version:
+                return False
+        return True
+
+
+# What each fast copy shares with the probe's copy it was made from.
+_SHARES: weakref.WeakKeyDictionary[nn.Module, _Shares] = weakref.WeakKeyDictionary()
+
+
+def _shares_of(model: object) -> _Shares | None:
+    if not isinstance(model, nn.Module):
+        return None
+    with _FAST_COPIES_LOCK:
+        return _SHARES.get(model)
+
+
+def _inference_copy(probe: Probe, fold: bool) -> tuple[nn.Module, InferenceCopyReport]:
+    """``inference_copy`` of ``probe.model`` (BN folded and activations in place if ``fold``) that
+    uses the memory of every parameter and buffer it does not change, in the probe's layout.
+
+    The counters are read before the copy reads any value: a refresh under way while it is made
+    moves one of them after its write, so the copy is never taken for one set of weights when it
+    read two. ``set_memory_format`` gives a tensor in another layout a new tensor of the copy's own
+    (it rebinds the alias, not the probe's parameter), and none when the layout is already right,
+    as the probe's copy has it: its tensors stay shared.
+    """
+    source = probe.model
+    shares = _Shares.take(source)
+    model, report = inference_copy(source, fold_batchnorm=fold, inplace_activations=fold, share=True)
+    if probe.channels_last:
+        set_memory_format(model, True)
+    with _FAST_COPIES_LOCK:
+        _SHARES[model] = shares
+    return model, report
+
+
 def _copy_key(probe: Probe) -> tuple:
     # the probe's version grows whenever its copy takes new weights from the user's model
     return (id(probe.model), str(probe.device), probe.channels_last, probe.version)
@@ -758,13 +848,21 @@ def _cached_fast_model(probe: Probe, fold: bool) -> tuple[nn.Module, bool] | Non
     key = _copy_key(probe)
     with _FAST_COPIES_LOCK:
         cached = _FAST_COPIES.get(probe, {}).get(fold)
-    return (cached[1], cached[2]) if cached is not None and cached[0] == key else None
+    if cached is None or cached[0] != key:
+        return None
+    shares = _shares_of(cached[1])
+    if shares is not None and not shares.unchanged():  # written into without a refresh (probe.model directly)
+        return None
+    return cached[1], cached[2]
 
 
 def _fast_model(
     probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor, reference_version: int
 ) -> tuple[nn.Module, torch.Tensor | None, bool]:
     """A hook-free inference copy of ``probe.model`` (BN folded if ``fold``), checked once against it.
+
+    The copy uses the memory of every tensor of the probe's copy that it does not change (see
+    :class:`_Shares`): only folded convolutions take memory of their own.
 
     ``reference`` is the probe's output for ``x`` when its :attr:`~Probe.version` was
     ``reference_version``. The copy takes the probe's weights as they are now (it syncs first),
@@ -786,10 +884,8 @@ def _fast_model(
     if cached is not None:
         return cached[0], None, cached[1]
     key = _copy_key(probe)
-    model, report = inference_copy(probe.model, fold_batchnorm=fold, inplace_activations=fold)
+    model, report = _inference_copy(probe, fold)
     traced = report.traced
-    if probe.channels_last:
-        set_memory_format(model, True)
     check = None
     if report.folded or report.inplace:
         with torch.inference_mode():
@@ -797,16 +893,21 @@ def _fast_model(
                 check = output_tensor(model(x.clone()))
             except Exception:  # noqa: BLE001 - a rewrite that breaks the model is not used
                 check = None
+        # a refresh on another thread may have written into the probe's copy while this one was made
+        # or checked: its output then mixes the folded layers' old weights with the others' new
+        # ones, which says nothing of the rewrite
+        shares = _shares_of(model)
+        mixed = shares is not None and not shares.unchanged(probe)
         if probe.version != reference_version:
             reference = probe.logits(x)  # the output of the weights the copy took
         # an output that is not floating point (a thresholded bool) cannot be compared within a
         # tolerance either: the model runs unmodified, and the target reads the output or refuses it
         if not reference.is_floating_point() or not bool(torch.isfinite(reference).all()):
             return _unmodified_copy(probe), None, False  # not kept: see above
-        if _copy_key(probe) != key:
-            # The weights changed again while the reference was computed: there is no output of
-            # the copy's weights to check it against, so the model runs unmodified (not a
-            # failure of the rewrite: no warning).
+        if mixed or _copy_key(probe) != key:
+            # The weights changed again while the reference was computed (or while the copy was
+            # made): there is no output of the copy's weights to check it against, so the model
+            # runs unmodified (not a failure of the rewrite: no warning).
             model, check, traced = _unmodified_copy(probe), None, False
             key = _copy_key(probe)
         else:
@@ -842,11 +943,9 @@ def _agreement_tolerance(device: torch.device) -> tuple[float, float]:
 
 
 def _unmodified_copy(probe: Probe) -> nn.Module:
-    """A hook-free inference copy of ``probe.model`` as it is (nothing folded, nothing in place)."""
-    model, _ = inference_copy(probe.model, fold_batchnorm=False, inplace_activations=False)
-    if probe.channels_last:
-        set_memory_format(model, True)
-    return model
+    """A hook-free inference copy of ``probe.model`` as it is (nothing folded, nothing in place),
+    which uses the memory of all its tensors (it changes none)."""
+    return _inference_copy(probe, False)[0]
 
 
 
