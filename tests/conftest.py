@@ -54,6 +54,16 @@ def _cpu_unless_asked(request, monkeypatch):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def cpu_threads(request):
+    """Runs a test with torch on 1 CPU thread (occlusion batches one after another) and on 2 (two
+    batches side by side, one thread each); restores the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def image_server(tmp_path):
     """A local HTTP server for the files in tmp_path (no network needed): yields the folder, the

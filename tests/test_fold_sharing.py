@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -58,14 +57,6 @@ def net() -> nn.Module:
 
 def pointer(t: torch.Tensor) -> tuple[int, int]:
     return t.untyped_storage().data_ptr(), t.storage_offset()
-
-
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def cpu_threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
 
 
 def scan(probe_or_model, x, **kwargs):

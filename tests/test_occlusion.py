@@ -101,16 +101,6 @@ def randomize_batchnorm(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def cpu_threads(request):
-    """Runs a test with torch on 1 CPU thread (batches one after another) and on 2 (two batches
-    side by side, one thread each); restores the count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def small_cnn() -> nn.Module:
     return randomize_batchnorm(SmallCNN())
 

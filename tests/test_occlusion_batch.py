@@ -18,15 +18,6 @@ from cnnwidgets.methods.occlusion import ONE_IMAGE_WARNING, occlusion_map, one_i
 from tests.helpers import FailsAtTheLastPosition
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def cpu_threads(request):
-    """Torch on 1 CPU thread (batches one after another) and on 2 (worker threads side by side)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _randomized(model: nn.Module) -> nn.Module:
     torch.manual_seed(0)
     for module in model.modules():

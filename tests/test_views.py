@@ -1305,46 +1305,37 @@ def test_naming_the_streaming_class_another_way_keeps_the_scan(monkeypatch):
         runner.close()
 
 
-def test_an_all_zero_grad_cam_map_says_so_in_its_caption_without_a_warning_from_the_thread():
-    from cnnwidgets.methods.cam import EmptyMapWarning
+def _no_evidence_net():
     from tests.test_cam import _no_evidence_net
 
-    model = _no_evidence_net()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        picture = (np.random.default_rng(0).random((10, 10, 3)) * 255).astype(np.uint8)
-        ex = Explorer(model, picture, input_size=(3, 10, 10), samples={}, background=False, method="grad-cam",
-                      layer="1")
-        try:
-            ex.target = 0  # no evidence for class 0 anywhere: the map is zero everywhere
-            assert ex.wait_idle(60)
-            assert float(ex.method_result.heat.max()) == 0.0
-            assert "zero everywhere" in ex.method_view.caption.value
-            ex.target = 1  # evidence: no such note
-            assert ex.wait_idle(60)
-            assert float(ex.method_result.heat.max()) > 0
-            assert "zero everywhere" not in ex.method_view.caption.value
-        finally:
-            ex.close()
-    assert not [w for w in caught if issubclass(w.category, EmptyMapWarning)]
+    return _no_evidence_net()
 
 
-@pytest.mark.parametrize("method", ["saliency", "guided backprop"])
-def test_an_all_zero_gradient_map_says_so_in_its_caption_without_a_warning_from_the_thread(method):
-    from cnnwidgets.methods import EmptyMapWarning
+def _zero_head_net():
     from tests.test_gradients import _zero_head_net
+
+    return _zero_head_net()
+
+
+@pytest.mark.parametrize("method, make_model, note", [
+    ("grad-cam", _no_evidence_net, "zero everywhere: this layer holds no positive evidence"),
+    ("saliency", _zero_head_net, "zero everywhere: the score does not change with any pixel"),
+    ("guided backprop", _zero_head_net, "zero everywhere: the score does not change with any pixel"),
+])
+def test_an_all_zero_map_says_so_in_its_caption_without_a_warning_from_the_thread(method, make_model, note):
+    from cnnwidgets.methods import EmptyMapWarning
 
     picture = (np.random.default_rng(0).random((10, 10, 3)) * 255).astype(np.uint8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ex = Explorer(_zero_head_net(), picture, input_size=(3, 10, 10), samples={}, background=False,
-                      method=method, layer="1")
+        ex = Explorer(make_model(), picture, input_size=(3, 10, 10), samples={}, background=False, method=method,
+                      layer="1")
         try:
-            ex.target = 0  # class 0's score is the same for every image: a zero gradient
+            ex.target = 0  # class 0: no evidence anywhere (Grad-CAM), a score no pixel changes (gradients)
             assert ex.wait_idle(60)
             assert float(ex.method_result.heat.max()) == 0.0
-            assert "zero everywhere: the score does not change with any pixel" in ex.method_view.caption.value
-            ex.target = 1
+            assert note in ex.method_view.caption.value
+            ex.target = 1  # evidence: no such note
             assert ex.wait_idle(60)
             assert float(ex.method_result.heat.max()) > 0
             assert "zero everywhere" not in ex.method_view.caption.value
