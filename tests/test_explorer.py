@@ -475,14 +475,23 @@ def _dead_first_channels(count: int) -> Tiny:
     return model
 
 
-def test_the_explorer_opens_on_the_first_channel_that_is_not_dead():
-    explorer = make(_dead_first_channels(3), layer="features.4", box=None)
+@pytest.mark.parametrize("background", [False, True])
+def test_the_explorer_opens_on_the_first_channel_that_is_not_dead(background):
+    explorer = make(_dead_first_channels(3), layer="features.4", box=None, background=background)
     try:
+        assert explorer.wait_idle(60)
         dead = explorer._frame.computed.baseline.dead
         assert dead[:3].all() and not dead[3]
         assert explorer.channel == 3
         assert explorer.activations[3].max() > 0  # the map shown is not blank
         assert explorer._frame.channel == 3
+        assert explorer.stats["renders"] == 1  # the first frame was drawn on channel 3, not redrawn
+        # and choosing it cost no forward pass: as many as an explorer asked for channel 3 made
+        asked = make(_dead_first_channels(3), layer="features.4", box=None, background=background, channel=3)
+        try:
+            assert asked.wait_idle(60) and asked.stats["forwards"] == explorer.stats["forwards"]
+        finally:
+            asked.close()
     finally:
         explorer.close()
 

@@ -15,6 +15,7 @@ of the map's maximum. That layout effect is tested on its own
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import threading
 import warnings
@@ -958,8 +959,9 @@ def test_an_input_gradient_that_is_zero_at_every_pixel_warns_and_one_that_is_not
 
     fn = {"saliency": saliency, "guided_backprop": guided_backprop, "deconvnet": deconvnet}[method]
     model, x = _zero_head_net(), torch.rand(3, 3, 10, 10)
-    with pytest.warns(EmptyMapWarning, match=rf"{method}: the gradient for images \[0, 1, 2\] is zero at every pixel"):
-        grad = fn(model, x, 0)
+    with pytest.warns(EmptyMapWarning, match=rf"{method}: the gradient for images \[0, 1, 2\] is zero at every pixel") as caught:
+        line, grad = inspect.currentframe().f_lineno, fn(model, x, 0)
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line)  # the warning names the caller's line
     assert float(grad.abs().max()) == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error", EmptyMapWarning)

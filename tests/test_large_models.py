@@ -190,6 +190,10 @@ def test_a_long_layer_menu_can_be_narrowed_down_by_words_and_keeps_the_layer_sho
         ex.layer_filter.value = "RELU  body.4"  # every word, in any case: the name, the type
         assert set(ex.layer_select.options) == {"body.3.0", "body.4.1", *(f"body.4{i}.1" for i in range(10))}
         assert ex.layer == "body.3.0" and not ex.status.is_error
+        ex.layer = "body.20.0"  # set from Python, though the filter hides it: it joins the menu
+        assert ex.layer_select.value == "body.20.0" and ex.shown_state.layer == "body.20.0"
+        assert "body.20.0" in ex.layer_select.options and "body.3.0" not in ex.layer_select.options
+        assert not ex.status.is_error
         ex.layer_select.value = "body.45.1"  # picked in the narrowed menu
         assert ex.layer == "body.45.1"
         ex.layer_filter.value = "no such thing"

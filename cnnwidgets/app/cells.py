@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["CLOSE_ON_RERUN", "close_all", "open_widgets"]
+__all__ = ["CLOSE_ON_RERUN", "close_all", "open_view", "open_widgets"]
 
 CLOSE_ON_RERUN = True
 """Whether running a cell again closes the explorers and views its earlier runs made."""
@@ -93,6 +94,25 @@ def opened(obj: _Closable) -> None:
     with _lock:
         _alive()
         _made.append((cell, run, weakref.ref(obj)))
+
+
+View = TypeVar("View", bound=_Closable)
+
+
+def open_view(make: Callable[[], View], attach: Callable[[View], object]) -> View:
+    """A view made by ``make()`` and given its controller, ``view.controller = attach(view)``,
+    once what the earlier runs of this cell opened is closed; noted as this run's. When ``attach``
+    fails the view is closed (no half-made view is left in the widget registry) and the error
+    raised."""
+    close_earlier_runs()
+    view = make()
+    try:
+        view.controller = attach(view)  # type: ignore[attr-defined] # kept alive with the view
+    except Exception:
+        view.close()
+        raise
+    opened(view)
+    return view
 
 
 def open_widgets() -> list[Any]:

@@ -333,6 +333,15 @@ class Controller(NewestFirstWorker):
         )
         return probs
 
+    def baseline(self, state: ExplorerState) -> Baseline:
+        """The unoccluded image's activations at ``state``'s layer, computed now on the calling
+        thread and kept for the frames of that layer. Only while no frame is being computed (the
+        explorer asks before its first frame)."""
+        req = resolve(state).compute
+        with self.probe.synced():
+            self._follow_model()
+            return self._baseline(req, self._images(req.image_id))
+
     def _baseline(self, req: ComputeRequest, image: ImageInput) -> Baseline:
         key = (req.image_id, req.layer, req.device, req.scores)
         base = self._baselines.get(key)

@@ -38,7 +38,7 @@ from cnnwidgets.methods.correspondence import RANDOM, CorrespondenceResult, occl
 from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
 from cnnwidgets.methods.invariance import InvarianceResult, check_fill, describe_transform, transform_images
 from cnnwidgets.methods.topk import Projector, TopKActivations
-from cnnwidgets.app.cells import close_earlier_runs, opened
+from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.render._checks import check_int
 from cnnwidgets.render.figures import (
@@ -462,15 +462,7 @@ class TopKController:
 
 def topk_view(topk: TopKActivations, model_or_probe: nn.Module | Probe | None = None, **options: Any) -> TopKView:
     """A ready top-k view (options: see :class:`TopKController`, and what it raises)."""
-    close_earlier_runs()  # what this cell's earlier runs opened
-    view = TopKView()
-    try:
-        view.controller = TopKController(topk, model_or_probe, view, **options)
-    except Exception:
-        view.close()  # no half-made view left open in the widget registry
-        raise
-    opened(view)
-    return view
+    return open_view(TopKView, lambda view: TopKController(topk, model_or_probe, view, **options))
 
 
 # ---------------------------------------------------------------------------- evolution (Fig. 4)
@@ -631,15 +623,7 @@ class EvolutionController:
 
 def evolution_view(source: FeatureEvolution | FeatureEvolutionRecorder, **options: Any) -> EvolutionView:
     """A ready evolution view (options: see :class:`EvolutionController`, and what it raises)."""
-    close_earlier_runs()  # what this cell's earlier runs opened
-    view = EvolutionView()
-    try:
-        view.controller = EvolutionController(source, view, **options)
-    except Exception:
-        view.close()  # no half-made view left open in the widget registry
-        raise
-    opened(view)
-    return view
+    return open_view(EvolutionView, lambda view: EvolutionController(source, view, **options))
 
 
 # ---------------------------------------------------------------------------- invariance (Fig. 5)
@@ -864,15 +848,7 @@ class InvarianceController:
 
 def invariance_view(result: InvarianceResult, images: torch.Tensor, **options: Any) -> InvarianceView:
     """A ready invariance view (options: see :class:`InvarianceController`, and what it raises)."""
-    close_earlier_runs()  # what this cell's earlier runs opened
-    view = InvarianceView()
-    try:
-        view.controller = InvarianceController(result, images, view, **options)
-    except Exception:
-        view.close()
-        raise
-    opened(view)
-    return view
+    return open_view(InvarianceView, lambda view: InvarianceController(result, images, view, **options))
 
 
 # ---------------------------------------------------------------------------- correspondence (Table 1)
@@ -1014,12 +990,4 @@ def correspondence_view(
     """A ready correspondence view of ``result`` on ``images``, showing the result's part boxes (or
     the ``parts`` given, which must be those boxes). Options: see :class:`CorrespondenceController`,
     and what it raises."""
-    close_earlier_runs()  # what this cell's earlier runs opened
-    view = CorrespondenceView()
-    try:
-        view.controller = CorrespondenceController(result, images, parts, view, **options)
-    except Exception:
-        view.close()
-        raise
-    opened(view)
-    return view
+    return open_view(CorrespondenceView, lambda view: CorrespondenceController(result, images, parts, view, **options))

@@ -1157,12 +1157,12 @@ class Explorer(ipw.VBox):
             self.target = target
             self.method = method
             self._wire()
+            if channel is None:
+                self._open_on_live_channel()  # before the first frame, so it is drawn on that channel
             self._suspend = False
             # the first frame and map: synchronous, an interrupt while they are drawn leaves the
             # caller no explorer to close, so it is closed here too
             self._submit()
-            if channel is None:
-                self._open_on_live_channel()
             self._submit_method()
             opened(self)
         except BaseException:
@@ -1174,12 +1174,13 @@ class Explorer(ipw.VBox):
             raise
 
     def _open_on_live_channel(self) -> None:
-        """Move the first frame off a dead channel 0 to the first live one (a render, no forward)."""
-        with self._frame_lock:
-            frame = self._frame
-        if frame is None or frame.channel != self.channel:
-            return  # no frame yet (it failed, the status line says why), or it is still on its way
-        dead = frame.computed.baseline.dead
+        """Move the explorer off a dead channel 0 to the first live one before its first frame,
+        from the unoccluded image's activations, computed now on this thread and kept by the
+        controller for that frame (no forward pass more)."""
+        try:
+            dead = self.controller.baseline(self.state()).dead
+        except Exception:  # noqa: BLE001 - the first frame meets the same failure, and says why
+            return
         if len(dead) and dead[self.channel] and not dead.all():
             self.channel = int(np.flatnonzero(~dead)[0])
 
@@ -1684,6 +1685,8 @@ class Explorer(ipw.VBox):
                 self.grid_caption, self.grid]
 
     def _wire(self) -> None:
+        # before the links: a layer set from Python that the filter box hides goes into the menu
+        self.observe(self._layer_into_menu, names="layer")
         links = [
             ((self, "layer"), (self.layer_select, "value")),
             ((self, "channel"), (self.channel_slider, "value")),
@@ -1774,6 +1777,12 @@ class Explorer(ipw.VBox):
     def _show_filter_box(self) -> None:
         self.layer_filter.layout.display = "" if len(layer_items(self._layers)) > FILTER_FROM_LAYERS else "none"
 
+    def _layer_into_menu(self, change) -> None:
+        """With words in the filter box, the menu holds the new layer and the layers that match
+        (the one shown before leaves it, unless it matches)."""
+        if self.layer_filter.value.strip():
+            self.layer_select.set_items(self._menu_items(change["new"]), value=change["new"])
+
     def _on_layer_filter(self, change) -> None:
         try:
             items = self._menu_items(self.layer)
@@ -1803,7 +1812,10 @@ class Explorer(ipw.VBox):
 
     def _show_page_menu(self, state: ExplorerState, frame: Frame) -> None:
         """The page menu for ``frame``: hidden for a layer shown whole, else its pages (in the
-        grid's order: channel numbers, or ranks when sorted by activation) on the page shown."""
+        grid's order: channel numbers, or ranks when sorted by activation) on the page shown. On
+        the widgets' thread, where the user's picks arrive too."""
+        if self._closed:
+            return
         if frame.pages <= 1:
             self.page_select.layout.display = "none"
             return
@@ -1977,7 +1989,7 @@ class Explorer(ipw.VBox):
             self.panel.layout.width = width
         if frame.rows is not None:
             self.scores_view.rows = frame.rows
-        self._show_page_menu(state, frame)
+        self._on_main_thread(lambda: self._show_page_menu(state, frame))  # with the user's picks, in turn
         self._show_grid_caption(state, frame)
         what = "over the image" if state.overlay else "map"
         change = ("what the occluder removed: <span style='color:#c62828'>red</span> where the "
@@ -2426,7 +2438,8 @@ class Explorer(ipw.VBox):
 
     @property
     def hover_text(self) -> str:
-        """The statistics line of the tile under the pointer in the browser ("" when none)."""
+        """The hover text of the tile under the pointer in the browser, as it shows it (its channel
+        and statistics, on four lines; "" when none)."""
         channel = self.grid.hover
         return self.grid.describe(channel) if 0 <= channel < self._channels(self.layer) else ""
 

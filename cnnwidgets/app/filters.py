@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnwidgets.app.cells import close_earlier_runs, opened
+from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe, unwrap_model
@@ -340,19 +340,15 @@ def kernel_view(model_or_probe: nn.Module | Probe, layer: str | None = None, **o
         ValueError: if the model has no convolution, ``layer`` is not one, or for an unknown
             colormap or options out of range. TypeError: for options of the wrong type.
     """
-    close_earlier_runs()  # what this cell's earlier runs opened
-    view = KernelView()
-    try:
-        view.controller = KernelController(model_or_probe, view, **options)  # kept alive with the view
+    def attach(view: KernelView) -> KernelController:
+        controller = KernelController(model_or_probe, view, **options)
         if layer is not None:
             if layer not in view.layers:
                 raise ValueError(f"{layer!r} is not a convolution layer; choose one of {view.layers}")
             view.layer = layer
-    except Exception:
-        view.close()  # no half-made view left open in the widget registry
-        raise
-    opened(view)
-    return view
+        return controller
+
+    return open_view(KernelView, attach)
 
 
 def _to_uint8(rgb: torch.Tensor, min_size: int = 256) -> np.ndarray:
@@ -694,15 +690,7 @@ def _describes(probe: Probe, size: Any, input_size: Any) -> bool:
 def actmax_view(model_or_probe: nn.Module | Probe, **options: Any) -> ActMaxView:
     """A ready activation-maximisation view (see :class:`ActMaxController` for options, and
     what it raises)."""
-    close_earlier_runs()  # what this cell's earlier runs opened
-    view = ActMaxView()
-    try:
-        view.controller = ActMaxController(model_or_probe, view, **options)
-    except Exception:
-        view.close()  # no half-made view left open in the widget registry
-        raise
-    opened(view)
-    return view
+    return open_view(ActMaxView, lambda view: ActMaxController(model_or_probe, view, **options))
 
 
 def summary_view(

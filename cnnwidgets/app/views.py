@@ -52,8 +52,7 @@ from cnnwidgets.app import worker as _worker
 from cnnwidgets.app.worker import NewestFirstWorker
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import ClassProbability, class_scores, nonfinite_cause
-from cnnwidgets.methods.cam import empty_maps_quietly
-from cnnwidgets.methods.gradients import layers_for, relu_report
+from cnnwidgets.methods.gradients import empty_maps_quietly, layers_for, relu_report
 from cnnwidgets.methods.occlusion import OcclusionResult, occlusion_map, one_image_quietly
 from cnnwidgets.methods.overlays import OVERLAY_INPUTS, OVERLAYS, SIGNED_OVERLAYS, magnitude
 from cnnwidgets.render.attribution import attribution_overlay, signed_to_rgb
@@ -186,6 +185,8 @@ def _channel_peak(probe: Probe, x: torch.Tensor, layer: str, channel: int) -> fl
 _EMPTY_NOTES = {
     "grad-cam": ("the map is zero everywhere: this layer holds no positive evidence for the class "
                  "(an earlier layer or another class may show some)"),
+    "deconvnet": ("the projection is zero at every pixel: the deconvnet's rectified signal from the channel "
+                  "reaches no pixel of this image"),
     None: ("the map is zero everywhere: the score does not change with any pixel of this image (a classifier "
            "head set to zero, or every unit on the way switched off)"),
 }

@@ -72,10 +72,10 @@ results for its images one by one.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -170,7 +170,7 @@ def _warn_if_zero(grad: torch.Tensor, method: str) -> None:
             "pixel, so the map is blank: the target's score does not change with the input there (a classifier "
             "head initialised to zero, or every unit on the way switched off by a ReLU or a saturated activation)",
             EmptyMapWarning,
-            stacklevel=5,  # _warn_if_zero <- _input_gradient <- saliency ... <- its caller
+            stacklevel=4,  # _warn_if_zero <- _input_gradient <- saliency ... <- its caller
         )
 
 

@@ -667,9 +667,9 @@ class _OutputRunner:
 
     A fast copy that uses the memory of the probe's copy (see :class:`_Shares`) is checked after
     every batch: once the probe's copy was written into (it took the user's new weights), the
-    batch and every later one run through the probe's own copy, which computes with one set of
-    weights, the new one (as a scan of a layer target does), where the fast copy would mix its
-    folded layers' old weights with the others' new ones."""
+    batch and every later one run through the probe's own copy, each batch with the weights the
+    probe has when it runs (as a scan of a layer target does; the newest, if training goes on),
+    where the fast copy would mix its folded layers' old weights with the others' new ones."""
 
     def __init__(
         self, model: Callable[[torch.Tensor], object], target: Target, probe: Probe, keep: str | None = None

@@ -97,7 +97,6 @@ export function neighbourChannel(L, channel, key) {
   return L.order[next];
 }
 
-// The statistics of a channel as the tooltip shows them (`describe`'s lines), on one line.
 // The hover text of `channel` from the decoded statistics (5 numbers per channel: mean, std, min,
 // max, active fraction); "channel N" without them. Mirrored by ChannelStats.describe in Python.
 export function statsText(st, channel) {
@@ -113,6 +112,7 @@ export function statsText(st, channel) {
   return text;
 }
 
+// The statistics of a channel as the tooltip shows them (`describe`'s lines), on one line.
 export function oneLine(text) {
   return text.split("\n").map((part) => part.trim()).join(", ");
 }

@@ -412,7 +412,6 @@ def run_explorer_checks(nb) -> None:
     assert kernel.eval("explorer.image") == "noise.png (uploaded)"
 
 
-@pytest.mark.browser
 def rerun_explorer_cell_closes_the_old_explorer(nb) -> None:
     """Run the explorer's cell again from JupyterLab's Run menu: the explorer its first run made is
     closed (worker threads stopped, model copies freed), and the new one is the only one open."""
@@ -434,6 +433,7 @@ def rerun_explorer_cell_closes_the_old_explorer(nb) -> None:
     kernel.execute("del _first, _first_probe, _open_before")
 
 
+@pytest.mark.browser
 def test_tour_explorer_follows_mouse_and_clicks(open_notebook):
     nb = open_notebook(TOUR, viewport=(1400, 1500))  # tall enough to hold the whole explorer
     nb.run_all_and_wait(timeout=240)
