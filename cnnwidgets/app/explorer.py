@@ -2478,6 +2478,9 @@ class Explorer(ipw.VBox):
             return  # closed already (or never made)
         self._closing = True  # until every step below is done: each can be done twice
         self._closed = True  # from now on every change is refused, and no frame is shown
+        if getattr(self, "_main_calls", None):
+            with self._main_calls_lock:
+                self._main_calls.clear()  # updates handed over to the main thread show nothing now
         links = getattr(self, "_links", [])
         while links:
             links.pop().unlink()

@@ -70,9 +70,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
             shutil.copy2(server.log_path, ARTIFACTS / "jupyter-server.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium under Playwright, headless (CNNWIDGETS_HEADED=1 shows it, given a display)."""
+    """Debian's Chromium under Playwright, headless (CNNWIDGETS_HEADED=1 shows it, given a display).
+
+    One per test module: Playwright's synchronous API keeps an event loop marked as running on the
+    main thread while it is started, and explorers made in the tests after it would take that
+    loop, which runs nothing between browser calls, for the notebook's own."""
     _require_browser()
     from playwright.sync_api import sync_playwright
 
