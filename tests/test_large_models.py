@@ -207,3 +207,16 @@ def test_a_long_layer_menu_can_be_narrowed_down_by_words_and_keeps_the_layer_sho
         assert short.layer_filter.layout.display == "none"  # a few layers need no filter
     finally:
         short.close()
+
+
+def test_a_page_knows_the_channels_on_either_side_for_the_arrow_keys(ex):
+    geometry = ex.grid.geometry
+    assert geometry["before"] is None and geometry["after"] == GRID_PAGE  # the first page
+    ex.channel = GRID_PAGE + 1
+    assert ex.grid.geometry["before"] == GRID_PAGE - 1 and ex.grid.geometry["after"] == 2 * GRID_PAGE
+    ex.grid.selected = ex.grid.geometry["after"]  # what the right arrow key on the last tile sends
+    assert ex.channel == 2 * GRID_PAGE and ex.page_select.value == 2 and ex.grid.geometry["after"] is None
+    ex.sort = True
+    order = ex._frame.computed.baseline.order
+    first = ex.page_select.value * GRID_PAGE
+    assert ex.grid.geometry["before"] == (int(order[first - 1]) if first else None)

@@ -972,3 +972,23 @@ def test_method_view_keeps_room_for_two_lines_of_controls_while_a_method_is_show
         assert view._controls.layout.min_height is None
     finally:
         view.close()
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed; the keys are covered by the browser test")
+def test_js_grid_arrow_keys_leave_a_page_for_the_channel_before_or_after_it():
+    layout = R.grid_layout(3, 2, 2, order=[7, 8, 9], channels=12)
+    pages = {
+        "middle": {**layout.to_dict(), "before": 6, "after": 10},
+        "first": {**layout.to_dict(), "before": None, "after": 10},
+        "last": {**layout.to_dict(), "before": 6, "after": None},
+    }
+    js = run_node(
+        js_module("tilegrid.js")
+        + f"const pages = {json.dumps(pages)};"
+        "console.log(JSON.stringify(Object.fromEntries(Object.entries(pages).map(([name, L]) => [name, ["
+        " m.neighbourChannel(L, 7, 'ArrowLeft'), m.neighbourChannel(L, 9, 'ArrowRight'),"
+        " m.neighbourChannel(L, 8, 'ArrowRight'), m.neighbourChannel(L, 7, 'Home')]]))));"
+    )
+    assert js["middle"] == [6, 10, 9, 7]  # off the page at its ends; inside it as before
+    assert js["first"] == [7, 10, 9, 7]  # no page before the first: the selection stays
+    assert js["last"] == [6, 9, 9, 7]

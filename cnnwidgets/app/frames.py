@@ -357,9 +357,15 @@ def render_frame(
 
     ch = req.channel
     marks = base.dead if marked is None else (base.dead | np.asarray(marked, dtype=bool))
-    shown, page = page_channels(base.order if req.sort else None, channels, req.page, ch)
-    layout, grid_width = layouts.get(shape, shown if shown is not None else (base.order if req.sort else None),
-                                     req.draft)
+    order = base.order if req.sort else None
+    shown, page = page_channels(order, channels, req.page, ch)
+    layout, grid_width = layouts.get(shape, shown if shown is not None else order, req.draft)
+    if shown is not None:
+        # the channels on either side of the page, where the arrow keys leave it for the next one
+        full = np.arange(channels) if order is None else order
+        first = page * GRID_PAGE
+        layout = dataclasses.replace(layout, before=int(full[first - 1]) if first > 0 else None,
+                                     after=int(full[first + len(shown)]) if first + len(shown) < channels else None)
     if req.draft and req.norm == "fixed":
         # a draft with fixed ranges needs only the units it draws: every shrink-th one, and the
         # selected channel for the channel view

@@ -46,6 +46,10 @@ class GridLayout:
         channels: channels of the stack the mosaic is drawn from (0: ``count``, every one
             shown). A mosaic of some of a stack's channels (a page of a wide layer) shows the
             ``count`` channels named by ``order``.
+        before: on a page, the channel just before its first tile in the order of all the
+            stack's channels (None: the first page, or the whole stack shown); the browser's
+            left arrow key goes there from the first tile.
+        after: likewise the channel just after the page's last tile (the right arrow key).
     """
 
     count: int
@@ -58,6 +62,8 @@ class GridLayout:
     border: int = 1
     order: tuple[int, ...] = field(default=())
     channels: int = 0
+    before: int | None = None
+    after: int | None = None
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -155,6 +161,8 @@ class GridLayout:
             "height": self.height,
             "order": list(self.order),
             "channels": self.channels,
+            "before": self.before,
+            "after": self.after,
         }
 
 

@@ -77,7 +77,10 @@ export function tipPosition(cx, cy, tw, th, W, H, gap = 14) {
 // The channel selected by a key when `channel` is: the tile beside it (ArrowLeft, ArrowRight),
 // above or below it (ArrowUp, ArrowDown; the last tile where the row below is shorter), the first
 // or last tile (Home, End), in the mosaic's order. A channel not shown goes to the first tile; at
-// an edge the selection stays. Null for a key that selects nothing or a grid without tiles.
+// an edge the selection stays, except on a page of a wider layer, where the left arrow key on the
+// first tile and the right one on the last go to the channel before or after the page (`before`,
+// `after`), whose page the kernel then shows. Null for a key that selects nothing or a grid
+// without tiles.
 export function neighbourChannel(L, channel, key) {
   if (!L || !L.count || !Array.isArray(L.order) || !L.cols) return null;
   const keys = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"];
@@ -85,6 +88,8 @@ export function neighbourChannel(L, channel, key) {
   const slot = L.order.indexOf(channel);
   const last = L.count - 1;
   if (slot < 0) return L.order[key === "End" ? last : 0];
+  if (key === "ArrowLeft" && slot === 0 && Number.isInteger(L.before)) return L.before;
+  if (key === "ArrowRight" && slot === last && Number.isInteger(L.after)) return L.after;
   const row = (s) => Math.floor(s / L.cols);
   const next = {
     ArrowLeft: Math.max(slot - 1, 0),

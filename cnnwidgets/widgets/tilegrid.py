@@ -51,7 +51,9 @@ class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
     reported back (at most once per frame) and a click sets ``selected``.
 
     The grid is one stop in the tab order. Arrow keys select the tile beside, above or below
-    the selected one (Home and End: the first and the last tile), as a click on it does; while
+    the selected one (Home and End: the first and the last tile), as a click on it does; on a
+    page of a wider layer the left arrow on the first tile and the right arrow on the last select
+    the channel before or after the page (the geometry's ``before`` and ``after``); while
     the grid has the keyboard focus a text line under it shows the selected channel's statistics
     (the tooltip's text, :meth:`describe`, on one line), which screen readers announce.
 
