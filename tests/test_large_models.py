@@ -155,6 +155,12 @@ def test_bad_pages_are_refused_and_narrow_layers_have_no_page_menu(ex):
         ex.page = 3
     with pytest.raises(traitlets.TraitError, match="out of range"):
         ex.page = True
+    with pytest.raises(traitlets.TraitError, match="page must be an int"):
+        ex.page = 1.0  # not cast, as the channel is not
+    ex.page = torch.tensor(2)  # a 0-d integer tensor, as the channel takes
+    assert ex.page == 2 and isinstance(ex.page, int) and ex.grid_channels[0] == 2 * GRID_PAGE
+    ex.page = np.int64(1)
+    assert ex.page == 1
     ex.layer = "narrow"
     assert ex.page_select.layout.display == "none" and len(ex.grid_channels) == 8
     assert "page 1 of" not in ex.grid_caption.value

@@ -965,7 +965,7 @@ class Explorer(ipw.VBox):
     sort = _StrictBool(False)
     overlay = _StrictBool(True)
     show_scores = _StrictBool(True)
-    page = t.Int(None, allow_none=True)
+    page = _StrictInt(None, allow_none=True, accepted="; or None for the page that holds the selected channel")
     #: How many images :meth:`set_image` keeps in the picker (by name, the oldest leave first).
     MAX_SET_IMAGES = 16
 
@@ -1561,7 +1561,7 @@ class Explorer(ipw.VBox):
         if value is None:
             return None
         pages = grid_pages(self._channels(self.layer)) if self.layer else 1
-        if isinstance(value, bool) or not 0 <= int(value) < pages:
+        if isinstance(value, (bool, np.bool_)) or not 0 <= int(value) < pages:
             accepted = f"0..{pages - 1}" if pages > 1 else f"only 0 (it has at most {GRID_PAGE} channels)"
             raise t.TraitError(f"page {value!r} out of range for layer {self.layer!r}: accepted {accepted}, or None "
                                "for the page that holds the selected channel")
