@@ -56,12 +56,13 @@ def _cell_run() -> tuple[str | None, str | None]:
 
 def _alive() -> list[tuple[str | None, str | None, Any]]:
     """The entries whose object still exists and is not closed (dead ones are dropped)."""
-    alive = []
+    alive, kept = [], []
     for cell, run, ref in _made:
         obj = ref()
         if obj is not None and not _is_closed(obj):
             alive.append((cell, run, obj))
-    _made[:] = [(cell, run, weakref.ref(obj)) for cell, run, obj in alive]
+            kept.append((cell, run, ref))
+    _made[:] = kept
     return alive
 
 

@@ -1821,16 +1821,14 @@ class Explorer(ipw.VBox):
             return
         channels = frame.layout.channels
         key = (frame.pages, channels, state.sort)
-        if key != self._page_options_for:
+        shown, self._page_options_for = self._page_options_for, None  # the menu's own changes below are not picks
+        if key != shown:
             last = lambda p: min(channels, (p + 1) * GRID_PAGE)  # noqa: E731
-            if key[2]:
+            if state.sort:
                 options = [(f"strongest {p * GRID_PAGE + 1}–{last(p)} of {channels}", p) for p in range(frame.pages)]
             else:
                 options = [(f"channels {p * GRID_PAGE}–{last(p) - 1} of {channels}", p) for p in range(frame.pages)]
-            self._page_options_for = None  # the menu's own change below is not a pick
             self.page_select.options = options
-        else:
-            self._page_options_for = None
         self.page_select.value = frame.page
         self._page_options_for = key
         self.page_select.layout.display = ""

@@ -684,8 +684,7 @@ class _OutputRunner:
 
     def _output(self, batch: torch.Tensor) -> object:
         if self.fallback is None:
-            with torch.inference_mode(self.inference):
-                output = self.model(batch)
+            output = self.model(batch)  # in __call__'s mode: inference mode for a fast copy
             if self.shares is None or self.shares.unchanged(self.probe):
                 return output
             self.fallback = _ProbeOutput(self.probe)
