@@ -4,6 +4,7 @@ does not change, and never computes with a mix of old and new weights."""
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import torch
@@ -215,3 +216,81 @@ def test_the_unmodified_copy_shares_every_tensor():
         assert sorted(shared_tensors(model, probe.model)) == sorted(names)
         with torch.inference_mode():
             torch.testing.assert_close(model(x), probe.logits(x), rtol=0, atol=0)
+
+
+def test_the_probes_write_sequence_is_odd_exactly_while_it_writes_new_weights(monkeypatch):
+    model = net()
+    seen = []
+    real_copy = torch.Tensor.copy_
+
+    def copy_and_look(self, *args, **kwargs):
+        seen.append(probe.write_sequence)
+        return real_copy(self, *args, **kwargs)
+
+    with Probe(model) as probe:
+        start = probe.write_sequence
+        assert start % 2 == 0
+        probe.sync()  # nothing changed: nothing written
+        assert probe.write_sequence == start
+        with torch.no_grad():
+            model.conv3.weight.mul_(2.0)
+        monkeypatch.setattr(torch.Tensor, "copy_", copy_and_look)
+        probe.sync()
+        monkeypatch.setattr(torch.Tensor, "copy_", real_copy)
+        assert seen and set(seen) == {start + 1}  # odd during every write
+        assert probe.write_sequence == start + 2 and probe.version == 1
+        model.conv3 = nn.Conv2d(12, 6, 3, padding=1)  # a new module: a new copy, no write into the old
+        probe.sync()
+        assert probe.write_sequence == start + 2 and probe.version == 2
+
+
+def test_a_write_under_way_makes_the_fast_copy_stale_before_any_counter_moved(monkeypatch):
+    # The check after a batch must not take a refresh that has begun, but not yet finished its first
+    # write, for no refresh: the batch may have read a half-written tensor.
+    model, x = net(), torch.randn(1, 3, 32, 32)
+    verdicts = []
+    real_copy = torch.Tensor.copy_
+
+    def look_then_copy(self, *args, **kwargs):
+        if not verdicts:
+            verdicts.append(shares.unchanged(probe))
+        return real_copy(self, *args, **kwargs)
+
+    with Probe(model) as probe:
+        scan(probe, x)
+        shares = occlusion._shares_of(occlusion._FAST_COPIES[probe][True][1])
+        assert shares.unchanged(probe)
+        with torch.no_grad():
+            model.conv3.weight.mul_(2.0)
+        monkeypatch.setattr(torch.Tensor, "copy_", look_then_copy)
+        probe.sync()
+        monkeypatch.setattr(torch.Tensor, "copy_", real_copy)
+        assert verdicts == [False]
+        assert not shares.unchanged(probe)  # and after the refresh
+
+
+def test_the_check_after_a_batch_does_not_wait_for_a_capture_in_progress():
+    # A live view's capture holds the probe's lock; the occlusion scan's check after each of its
+    # batches reads the write sequence instead of waiting for it.
+    model, x = net(), torch.randn(1, 3, 32, 32)
+    with Probe(model) as probe:
+        scan(probe, x)
+        shares = occlusion._shares_of(occlusion._FAST_COPIES[probe][True][1])
+        holding, release, answers = threading.Event(), threading.Event(), []
+
+        def hold_the_lock():
+            with probe._lock:
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        try:
+            assert holding.wait(10)
+            checker = threading.Thread(target=lambda: answers.append(shares.unchanged(probe)))
+            checker.start()
+            checker.join(5)
+            assert answers == [True]  # answered while the lock was held
+        finally:
+            release.set()
+            holder.join()

@@ -906,6 +906,7 @@ class Probe:
         self._model = self._make_copy()
         self._fingerprint = self._user_fingerprint()
         self._version = 0
+        self._writes = 0  # a sequence lock on the copy's tensors: odd while they are written
 
     # ------------------------------------------------------------------ the private copy
     def _converted_tensors(self) -> dict[int, torch.Tensor]:
@@ -1178,9 +1179,13 @@ class Probe:
             user_state[k].shape == own_state[k].shape for k in user_state
         )
         if same_layout:
-            with torch.inference_mode(False), torch.no_grad():
-                for key, value in user_state.items():
-                    own_state[key].copy_(value)
+            self._writes += 1  # odd while the copy's own tensors are written (see write_sequence)
+            try:
+                with torch.inference_mode(False), torch.no_grad():
+                    for key, value in user_state.items():
+                        own_state[key].copy_(value)
+            finally:
+                self._writes += 1
         else:
             self._model = self._make_copy()
             self._layers = None
@@ -1210,6 +1215,19 @@ class Probe:
         kept from an older version describe the old weights.
         """
         return self._version
+
+    @property
+    def write_sequence(self) -> int:
+        """A sequence number of the writes into the tensors of :attr:`model`, for code that
+        computes with them outside the probe (another thread, a copy that shares their memory).
+
+        It is odd while the probe writes the user's new weights into its copy, and even
+        otherwise; each such refresh moves it on by two. (A refresh that replaces the copy, when
+        the user's modules changed, writes into no tensor of the old one and leaves it as it is.)
+        Read it before and after such a computation: the same even number both times means that
+        no write of the probe overlapped it, without taking the probe's lock.
+        """
+        return self._writes
 
     def user_model_changed(self) -> bool:
         """True when the user's model changed since the private copy was last brought up to

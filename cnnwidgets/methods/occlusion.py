@@ -766,13 +766,14 @@ _FAST_COPIES_LOCK = threading.Lock()
 @dataclass(eq=False)
 class _Shares:
     """The parameters and buffers of a probe's copy that a fast copy was made from, with their
-    version counters at that time.
+    version counters and the probe's :attr:`~Probe.write_sequence` at that time.
 
     The fast copy uses the memory of every tensor it does not change (only folded convolutions
     have their own), and the probe takes the user's new weights by writing them into its copy in
-    place (``copy_``), which moves the counters. While every counter is where it was, the fast
-    copy computes with one set of weights; once one moved, its unfolded layers have the new
-    weights and its folded ones the old, and it must not be used.
+    place (``copy_``). While the probe's write sequence is where it was, no such write has begun
+    since, and the fast copy computes with one set of weights; once it moved, its unfolded layers
+    may have the new weights and its folded ones the old, and it must not be used. The counters
+    catch writes into the probe's copy made past the probe (``probe.model`` written directly).
     """
 
     # Weak references: a tensor the probe dropped since (it copied the user's model afresh, or moved
@@ -780,23 +781,25 @@ class _Shares:
     # computes with alive itself.
     tensors: tuple[weakref.ref[torch.Tensor], ...]
     versions: tuple[int, ...]
+    sequence: int
 
     @classmethod
-    def take(cls, model: nn.Module) -> _Shares:
+    def take(cls, model: nn.Module, sequence: int) -> _Shares:
+        """The tensors of ``model``, the probe's copy, whose write sequence was ``sequence``
+        before any of their values was read."""
         # inference tensors have no version counter; inference_copy copies them instead of sharing
         tensors = [t for t in (*model.parameters(), *model.buffers()) if not t.is_inference()]
-        return cls(tuple(weakref.ref(t) for t in tensors), tuple(t._version for t in tensors))
+        return cls(tuple(weakref.ref(t) for t in tensors), tuple(t._version for t in tensors), sequence)
 
-    def unchanged(self, probe: Probe | None = None) -> bool:
-        """Whether no tensor was written into since :meth:`take`. With ``probe``, under its lock:
-        the probe writes into its copy only while holding it, so a refresh is then either done
-        (its counters moved) or not begun, never half done (a counter moves after its write)."""
-        if probe is None:
-            return self._same()
-        with probe._lock:
-            return self._same()
+    def unchanged(self, probe: Probe) -> bool:
+        """Whether nothing was written into the shared tensors since :meth:`take`.
 
-    def _same(self) -> bool:
+        Called after a batch ran, it also says that no write of the probe overlapped the batch
+        (a sequence lock: the probe's write sequence is odd while it writes, and two further on
+        after), without waiting for the probe's lock, which a live view may hold for a capture.
+        """
+        if self.sequence % 2 or probe.write_sequence != self.sequence:
+            return False
         for ref, version in zip(self.tensors, self.versions):
             t = ref()
             if t is not None and t._version != version:
@@ -819,14 +822,15 @@ def _inference_copy(probe: Probe, fold: bool) -> tuple[nn.Module, InferenceCopyR
     """``inference_copy`` of ``probe.model`` (BN folded and activations in place if ``fold``) that
     uses the memory of every parameter and buffer it does not change, in the probe's layout.
 
-    The counters are read before the copy reads any value: a refresh under way while it is made
-    moves one of them after its write, so the copy is never taken for one set of weights when it
+    The probe's write sequence is read before the copy reads any value: a refresh under way while
+    it is made, or begun since, moves it, so the copy is never taken for one set of weights when it
     read two. ``set_memory_format`` gives a tensor in another layout a new tensor of the copy's own
     (it rebinds the alias, not the probe's parameter), and none when the layout is already right,
     as the probe's copy has it: its tensors stay shared.
     """
+    sequence = probe.write_sequence
     source = probe.model
-    shares = _Shares.take(source)
+    shares = _Shares.take(source, sequence)
     model, report = inference_copy(source, fold_batchnorm=fold, inplace_activations=fold, share=True)
     if probe.channels_last:
         set_memory_format(model, True)
@@ -850,7 +854,7 @@ def _cached_fast_model(probe: Probe, fold: bool) -> tuple[nn.Module, bool] | Non
     if cached is None or cached[0] != key:
         return None
     shares = _shares_of(cached[1])
-    if shares is not None and not shares.unchanged():  # written into without a refresh (probe.model directly)
+    if shares is not None and not shares.unchanged(probe):  # written into without a refresh (probe.model directly)
         return None
     return cached[1], cached[2]
 
