@@ -1036,3 +1036,27 @@ def test_an_all_zero_grad_cam_map_warns_naming_the_images_and_a_map_with_evidenc
     # per image: only the images whose map is empty are named (a list of classes, one per image)
     with pytest.warns(EmptyMapWarning, match=r"images \[0, 2\] is zero"):
         grad_cam(model, x, [0, 1, 0], layer="1")
+
+
+def test_an_empty_grad_cam_map_says_whether_the_gradient_at_the_layer_is_zero_too():
+    from cnnwidgets.methods.cam import EmptyMapWarning, empty_maps_quietly
+    from tests.test_gradients import _zero_head_net
+
+    x = torch.rand(2, 3, 10, 10)
+    with pytest.warns(EmptyMapWarning, match=r"images \[0, 1\] is zero everywhere at layer '1': the target's "
+                      r"gradient at the layer is zero at every unit") as caught:
+        grad_cam(_zero_head_net(), x, 0, layer="1")
+    assert [w.message.zero_gradient for w in caught if issubclass(w.category, EmptyMapWarning)] == [True]
+    with pytest.warns(EmptyMapWarning, match="no positive evidence") as caught:
+        grad_cam(_no_evidence_net(), x, 0, layer="1")
+    assert [w.message.zero_gradient for w in caught if issubclass(w.category, EmptyMapWarning)] == [False]
+    # a caller that says it itself gets the warnings it left out, and nothing is issued
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmptyMapWarning)
+        with empty_maps_quietly() as left_out:
+            grad_cam_pp(_zero_head_net(), x, 0, layer="1")
+            with empty_maps_quietly() as inner:
+                grad_cam(_no_evidence_net(), x, 0, layer="1")
+        assert [w.zero_gradient for w in left_out] == [True]
+        assert [w.zero_gradient for w in inner] == [False]
+        assert grad_cam(_no_evidence_net(), x, 1, layer="1").max() > 0  # evidence: nothing to leave out

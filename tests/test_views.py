@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from cnnwidgets import ModelSnapshot, Probe, zoo
 from cnnwidgets.core.targets import ChannelActivation, ClassProbability
@@ -1319,6 +1320,7 @@ def _zero_head_net():
 
 @pytest.mark.parametrize("method, make_model, note", [
     ("grad-cam", _no_evidence_net, "zero everywhere: this layer holds no positive evidence"),
+    ("grad-cam", _zero_head_net, "zero everywhere: the class score&#x27;s gradient is zero at every unit of this layer"),
     ("saliency", _zero_head_net, "zero everywhere: the score does not change with any pixel"),
     ("guided backprop", _zero_head_net, "zero everywhere: the score does not change with any pixel"),
 ])
@@ -1375,5 +1377,24 @@ def test_a_streaming_occlusion_map_says_about_how_long_it_still_needs():
         assert ex.method_view.time_left.layout.display is None
         ex.method = "saliency"
         assert ex.method_view.time_left.layout.display == "none"
+    finally:
+        ex.close()
+
+
+def test_a_grad_cam_caption_says_when_the_map_is_from_the_models_first_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    picture = (np.random.default_rng(0).random((12, 12, 3)) * 255).astype(np.uint8)
+    ex = Explorer(model, picture, input_size=(3, 12, 12), samples={}, background=False, method="grad-cam",
+                  layer="1")
+    try:
+        assert ex.wait_idle(60) and ex.method_error is None
+        caption = ex.method_view.caption.value
+        assert "Grad-CAM" in caption and "the model&#x27;s first layer" not in caption
+        assert "the model's first layer (a vision transformer's patch embedding)" in caption
+        ex.layer = "3"
+        assert ex.wait_idle(60) and ex.method_error is None
+        assert "first layer" not in ex.method_view.caption.value
     finally:
         ex.close()

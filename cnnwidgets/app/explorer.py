@@ -2344,9 +2344,19 @@ class Explorer(ipw.VBox):
             chosen = nearest_conv_layer(self.controller.probe, layer)
         except Exception:  # noqa: BLE001 - only a caption; the map itself was computed
             return f"{_layer_html(layer)} (or the last feature map before it)"
-        if chosen == layer:
-            return _layer_html(layer)
-        return f"{_layer_html(chosen)} (the last feature map before {html.escape(layer)})"
+        text = (_layer_html(layer) if chosen == layer
+                else f"{_layer_html(chosen)} (the last feature map before {html.escape(layer)})")
+        # the first layer's maps: those of the first leaf module and of the ones after it that see no
+        # more of the image (its batch norm and ReLU)
+        leaves = [i for i in self._layers.values() if i.is_leaf and _shows_maps(i)]
+        first = min(leaves, key=lambda i: i.order) if leaves else None
+        info = self._layers.get(chosen)
+        if (first is not None and info is not None and info.is_leaf and first.receptive_field is not None
+                and info.receptive_field == first.receptive_field and info.jump == first.jump):
+            # a vision transformer has no other map: its tokens are not (C, H, W)
+            text += (", the model's first layer (a vision transformer's patch embedding): Grad-CAM there weighs "
+                     "what each part of the image looks like, not the parts deeper layers find")
+        return text
 
     @property
     def method_result(self) -> MethodResult | None:

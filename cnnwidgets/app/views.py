@@ -185,6 +185,9 @@ def _channel_peak(probe: Probe, x: torch.Tensor, layer: str, channel: int) -> fl
 _EMPTY_NOTES = {
     "grad-cam": ("the map is zero everywhere: this layer holds no positive evidence for the class "
                  "(an earlier layer or another class may show some)"),
+    "grad-cam, zero gradient": ("the map is zero everywhere: the class score's gradient is zero at every unit of "
+                                "this layer, so the score does not depend on it here (a classifier head set to "
+                                "zero, or every unit after the layer switched off)"),
     "deconvnet": ("the projection is zero at every pixel: the deconvnet's rectified signal from the channel "
                   "reaches no pixel of this image"),
     None: ("the map is zero everywhere: the score does not change with any pixel of this image (a classifier "
@@ -518,6 +521,7 @@ class MethodRunner(NewestFirstWorker):
         note = ""
         peak = None
         values = None
+        left_out: list[Warning] = []
         fn = SIGNED_OVERLAYS.get(request.method) or OVERLAYS[request.method]
         if request.method == "deconvnet":
             layers_for(probe, x)  # the layer table at the image's size, before the channel is read
@@ -528,7 +532,7 @@ class MethodRunner(NewestFirstWorker):
             note = _inactive_channel_note(request.channel, peak)
         else:
             # a map that is zero everywhere is said in its note instead of a warning from this thread
-            with empty_maps_quietly():
+            with empty_maps_quietly() as left_out:
                 if request.method in _RELU_RULE_METHODS:
                     with relu_report() as relus:  # what the rule met, as the method's own warnings count it
                         values = fn(probe, x, layer=request.layer, channel=request.channel, target=target)
@@ -544,7 +548,10 @@ class MethodRunner(NewestFirstWorker):
             heat = magnitude(values)
         _require_finite(request, heat, probe.model)
         if not (peak is not None and peak <= 0) and not bool((heat > 0).any()):
-            note = "; ".join(part for part in (_EMPTY_NOTES.get(request.method, _EMPTY_NOTES[None]), note) if part)
+            key = request.method
+            if key == "grad-cam" and any(getattr(w, "zero_gradient", False) for w in left_out):
+                key = "grad-cam, zero gradient"
+            note = "; ".join(part for part in (_EMPTY_NOTES.get(key, _EMPTY_NOTES[None]), note) if part)
         picture = _picture(image, heat, values if request.signed else None)
         return MethodResult(request, target, heat, picture, None, True, time.perf_counter() - start, note,
                             values), version

@@ -13,7 +13,11 @@ from collections.abc import Iterator
 
 
 class QuietSwitch:
-    """On within ``with switch.quietly():`` on the thread that entered it, off elsewhere."""
+    """On within ``with switch.quietly():`` on the thread that entered it, off elsewhere.
+
+    The block gets a list: the warnings left out inside it (:meth:`leave_out`), for the caller
+    to say what they would have said.
+    """
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -21,14 +25,28 @@ class QuietSwitch:
     @property
     def on(self) -> bool:
         """Whether this thread is inside a :meth:`quietly` block."""
-        return getattr(self._local, "on", False)
+        return bool(getattr(self._local, "sinks", None))
+
+    def leave_out(self, warning: Warning) -> bool:
+        """Inside a :meth:`quietly` block of this thread: keep ``warning`` in the block's list
+        (the innermost block's) and return True, for the caller not to issue it. Elsewhere
+        False: the caller warns as usual."""
+        sinks = getattr(self._local, "sinks", None)
+        if not sinks:
+            return False
+        sinks[-1].append(warning)
+        return True
 
     @contextlib.contextmanager
-    def quietly(self) -> Iterator[None]:
-        """Turn the switch on for this thread for the block (blocks may be nested)."""
-        before = self.on
-        self._local.on = True
+    def quietly(self) -> Iterator[list[Warning]]:
+        """Turn the switch on for this thread for the block (blocks may be nested); yields the
+        list of the warnings left out in it."""
+        sinks = getattr(self._local, "sinks", None)
+        if sinks is None:
+            sinks = self._local.sinks = []
+        left_out: list[Warning] = []
+        sinks.append(left_out)
         try:
-            yield
+            yield left_out
         finally:
-            self._local.on = before
+            sinks.pop()

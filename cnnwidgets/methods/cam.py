@@ -68,6 +68,7 @@ from cnnwidgets.methods.gradients import (
     _EMPTY_QUIET,
     EmptyMapWarning,
     _images_text,
+    _zero_rows,
     check_target_layer,
     empty_maps_quietly,
     gradients_enabled,
@@ -90,20 +91,31 @@ __all__ = [
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
 
-def _warn_if_empty(maps: torch.Tensor, layer: str, method: str) -> None:
-    """Warn (:class:`EmptyMapWarning`) of the finite maps (N, h, w) that are zero everywhere."""
-    if _EMPTY_QUIET.on:
-        return
+def _warn_if_empty(maps: torch.Tensor, grad: torch.Tensor, layer: str, method: str) -> None:
+    """Warn (:class:`EmptyMapWarning`) of the finite maps (N, h, w) that are zero everywhere: of
+    those whose gradient at the layer (N, K, h, w) is zero too, and of the others, one warning each."""
     flat = maps.flatten(1)
     empty = ~(flat > 0).any(dim=1) & torch.isfinite(flat).all(dim=1)
-    if bool(empty.any()):
-        warnings.warn(
-            f"{method}: the map of {_images_text(empty.nonzero().flatten().tolist())} is zero everywhere at layer {layer!r}: sum_k w_k A_k <= 0 at "
-            "every position, so the layer holds no positive evidence for the target there. Another layer "
-            "(an earlier one, or the block's output after its ReLU) or another class may show some",
-            EmptyMapWarning,
-            stacklevel=4,  # _warn_if_empty <- _gradient_map <- grad_cam / grad_cam_pp <- its caller
+    if not bool(empty.any()):
+        return
+    no_gradient = empty & _zero_rows(grad)
+    texts = {
+        True: ("the target's gradient at the layer is zero at every unit, so the map is blank: the score does not "
+               "depend on this layer there (a classifier head initialised to zero, or every unit after the layer "
+               "switched off by a ReLU or a saturated activation)"),
+        False: ("sum_k w_k A_k <= 0 at every position, so the layer holds no positive evidence for the target there. "
+                "Another layer (an earlier one, or the block's output after its ReLU) or another class may show some"),
+    }
+    for zero_gradient, which in ((True, no_gradient), (False, empty & ~no_gradient)):
+        if not bool(which.any()):
+            continue
+        warning = EmptyMapWarning(
+            f"{method}: the map of {_images_text(which.nonzero().flatten().tolist())} is zero everywhere at layer "
+            f"{layer!r}: {texts[zero_gradient]}",
+            zero_gradient=zero_gradient,
         )
+        if not _EMPTY_QUIET.leave_out(warning):
+            warnings.warn(warning, stacklevel=4)  # _warn_if_empty <- _gradient_map <- grad_cam / grad_cam_pp <- its caller
 
 
 def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:
@@ -254,7 +266,7 @@ def _gradient_map(
         # a channels-last (H, W, C) layer (Swin, ConvNeXt blocks) is weighed per channel all the same
         activation, grad = info.channels_first(activation), info.channels_first(grad)
         maps = _weighted_sum(weigh(activation, grad), activation).clamp(min=0)
-        _warn_if_empty(maps, layer, method)
+        _warn_if_empty(maps, grad, layer, method)
         return maps.to(x.device)
 
 
@@ -287,7 +299,9 @@ def grad_cam(
 
     Warns:
         EmptyMapWarning: for images whose map is zero everywhere (``sum_k w_k A_k <= 0`` at every
-            position: no positive evidence for the target at that layer), naming them.
+            position: no positive evidence for the target at that layer), naming them; with
+            ``zero_gradient=True`` for those whose gradient at the layer is zero at every unit
+            (the score does not depend on the layer: a classifier head initialised to zero).
     """
 
     def weigh(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -139,17 +139,27 @@ class EmptyMapWarning(RuntimeWarning):
     """A map that is zero everywhere, so nothing is drawn: an input gradient (saliency, guided
     backprop, deconvnet) of zero at every pixel, or a Grad-CAM (or Grad-CAM++) map whose
     ``sum_k w_k A_k <= 0`` at every position of the layer. It is the method's answer, but a
-    blank heatmap looks like a failure."""
+    blank heatmap looks like a failure.
+
+    ``zero_gradient`` is True when the gradient itself is zero (at every pixel, or at every unit
+    of Grad-CAM's layer): the target's score does not depend on the input or the layer there.
+    False for a Grad-CAM map with a gradient whose weighted sum is nowhere positive.
+    """
+
+    def __init__(self, message: str, zero_gradient: bool = False) -> None:
+        super().__init__(message)
+        self.zero_gradient = zero_gradient
 
 
 # Whether the methods warn of all-zero maps on this thread (see empty_maps_quietly).
 _EMPTY_QUIET = QuietSwitch()
 
 
-def empty_maps_quietly() -> contextlib.AbstractContextManager[None]:
+def empty_maps_quietly() -> contextlib.AbstractContextManager[list[Warning]]:
     """Within this block, on this thread, a map that is zero everywhere (saliency, guided
     backprop, deconvnet, Grad-CAM, Grad-CAM++) gives no :class:`EmptyMapWarning`. For callers
-    that say so themselves, as the explorer's method panel does."""
+    that say so themselves, as the explorer's method panel does: the block yields a list that
+    receives the warnings left out (each with its :attr:`~EmptyMapWarning.zero_gradient`)."""
     return _EMPTY_QUIET.quietly()
 
 
@@ -160,18 +170,22 @@ def _images_text(which: list[int]) -> str:
 
 def _warn_if_zero(grad: torch.Tensor, method: str) -> None:
     """Warn (:class:`EmptyMapWarning`) of the images whose finite input gradient is zero at every pixel."""
-    if _EMPTY_QUIET.on:
-        return
-    flat = grad.flatten(1)
-    zero = ~(flat != 0).any(dim=1) & torch.isfinite(flat).all(dim=1)
+    zero = _zero_rows(grad)
     if bool(zero.any()):
-        warnings.warn(
+        warning = EmptyMapWarning(
             f"{method}: the gradient for {_images_text(zero.nonzero().flatten().tolist())} is zero at every "
             "pixel, so the map is blank: the target's score does not change with the input there (a classifier "
             "head initialised to zero, or every unit on the way switched off by a ReLU or a saturated activation)",
-            EmptyMapWarning,
-            stacklevel=4,  # _warn_if_zero <- _input_gradient <- saliency ... <- its caller
+            zero_gradient=True,
         )
+        if not _EMPTY_QUIET.leave_out(warning):
+            warnings.warn(warning, stacklevel=4)  # _warn_if_zero <- _input_gradient <- saliency ... <- its caller
+
+
+def _zero_rows(values: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: which images of ``values`` (N, ...) are finite and zero everywhere."""
+    flat = values.flatten(1)
+    return ~(flat != 0).any(dim=1) & torch.isfinite(flat).all(dim=1)
 
 
 def activation_types(model: nn.Module) -> list[str]:
