@@ -147,6 +147,8 @@ def _assert_clean(model: nn.Module, snapshot: ModelSnapshot, calls: list) -> Non
     assert model.training and all(m.training for m in model.modules())
 
 
+# the prepared model's user hook makes the methods warn that they do not run it (UserHooksWarning)
+@pytest.mark.filterwarnings("ignore::cnnwidgets.core.UserHooksWarning")
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
 def test_entry_point_leaves_model_unchanged(name):
     model, calls = prepared_model()
@@ -155,6 +157,7 @@ def test_entry_point_leaves_model_unchanged(name):
     _assert_clean(model, snapshot, calls)
 
 
+@pytest.mark.filterwarnings("ignore::cnnwidgets.core.UserHooksWarning")
 @pytest.mark.parametrize("name", sorted(RAISING))
 def test_raising_entry_point_leaves_model_unchanged(name):
     fn, error = RAISING[name]

@@ -237,3 +237,30 @@ def test_a_forward_cache_in_a_dict_or_list_holding_graph_tensors_is_copied_detac
         torch.testing.assert_close(probe.logits(x), expected.detach())
         assert probe.model.cache["features"] is not model.cache["features"]
     assert not model.cache["features"].is_leaf and len(model.history) == 1  # the user's cache untouched
+
+
+def test_a_method_given_a_model_with_hooks_of_its_own_warns_naming_them_at_the_callers_line():
+    import inspect
+
+    from cnnwidgets.core import UserHooksWarning
+    from cnnwidgets.methods import grad_cam, occlusion_map, saliency
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.rand(1, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserHooksWarning)
+        saliency(model, x, 0)  # no hooks: no warning
+    handle = model.register_forward_pre_hook(lambda module, args: (args[0] * 10,))
+    try:
+        for method, kwargs in ((saliency, {}), (grad_cam, {}), (occlusion_map, dict(window=4, stride=4, progress=False))):
+            with pytest.warns(UserHooksWarning, match=r"forward pre-hook <lambda> on the model \(Sequential\)") as caught:
+                line = inspect.currentframe().f_lineno + 1
+                method(model, x, 0, **kwargs)
+            assert [(w.filename, w.lineno) for w in caught if w.category is UserHooksWarning] == [(__file__, line)]
+            assert "may differ from model(x)" in str(caught[0].message)
+        with Probe(model) as probe, warnings.catch_warnings():
+            warnings.simplefilter("error", UserHooksWarning)
+            saliency(probe, x, 0)  # a probe the user made: they were told by Probe.user_hooks
+    finally:
+        handle.remove()

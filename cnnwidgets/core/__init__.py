@@ -7,7 +7,7 @@ check_numpy_bridge()  # before anything else: a torch built for NumPy 1.x fails 
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.hygiene import ModelSnapshot
 from cnnwidgets.core.layers import LayerInfo
-from cnnwidgets.core.probe import Probe, ProbeStats, StopForward, probe_scope
+from cnnwidgets.core.probe import Probe, ProbeStats, StopForward, UserHooksWarning, probe_scope
 from cnnwidgets.core.targets import (
     ChannelActivation,
     ClassLogit,
@@ -29,6 +29,7 @@ __all__ = [
     "ProbeStats",
     "StopForward",
     "Target",
+    "UserHooksWarning",
     "available_devices",
     "probe_scope",
     "resolve_device",

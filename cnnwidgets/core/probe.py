@@ -31,6 +31,7 @@ import functools
 import inspect
 import math
 import os
+import sys
 import threading
 import warnings
 from collections import OrderedDict
@@ -820,7 +821,8 @@ class Probe:
     copied either. A forward hook or forward pre-hook that changes what a module computes or
     sees (a root pre-hook that normalises the input, a hook that adds a prior to the head's
     output) thus makes the probe's results differ from ``model(x)``: :attr:`user_hooks` lists
-    those the copy does not run. The hooks that compute a weight before each forward (``weight_norm``,
+    those the copy does not run, and the plain methods given such a model (not a probe) warn with
+    :class:`UserHooksWarning`. The hooks that compute a weight before each forward (``weight_norm``,
     ``spectral_norm``, pruning) are copied with it. Global module hooks, registered with
     ``torch.nn.modules.module.register_module_forward_hook`` or another
     ``register_module_*`` function, do fire, since PyTorch applies them to every module, the
@@ -1907,12 +1909,34 @@ def _finish(
 _PROBE_OPTIONS = tuple(name for name in inspect.signature(Probe).parameters if name != "model")
 
 
+class UserHooksWarning(RuntimeWarning):
+    """The model has forward hooks or forward pre-hooks of its own, which the probe's private
+    copy does not run (see :attr:`Probe.user_hooks`): results may differ from ``model(x)``."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _stacklevel_outside_package() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the calling function that names the first
+    line outside this package (and ``contextlib``, whose frames a ``with`` block adds)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep)
+                                 or frame.f_code.co_filename == contextlib.__file__):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 @contextlib.contextmanager
 def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iterator[Probe]:
     """Use the given probe, or a temporary one on a model that is closed on exit.
 
     Methods accept either, so a notebook can pass a model once and a widget can share one
-    long-lived probe (and its cache) between views.
+    long-lived probe (and its cache) between views. A temporary probe on a model with forward
+    hooks of its own warns (:class:`UserHooksWarning`, naming them): the method computes
+    without them.
 
     Args:
         model_or_probe: a :class:`Probe` (used as is), an ``nn.Module``, or a zoo bundle (see
@@ -1947,6 +1971,16 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
             f"{not_a_model_hint(model_or_probe)}"
         )
     probe = Probe(model_or_probe, **options)
+    hooks = probe.user_hooks
+    if hooks:
+        warnings.warn(
+            UserHooksWarning(
+                f"the model has forward hooks of its own, which this method does not run (it computes on a private "
+                f"copy of the model): {'; '.join(hooks)}. Its results may differ from model(x); to include what a "
+                "hook does, make it part of the model (a preprocessing module, a wrapper's forward)"
+            ),
+            stacklevel=_stacklevel_outside_package(),
+        )
     try:
         yield probe
     finally:
