@@ -298,7 +298,8 @@ def test_controller_runs_stops_and_shows_the_result():
     view_probe = Probe(small_net(), input_size=(3, 16, 16))
     controller = ActMaxController(view_probe, size=16, background=False)
     view = controller.view
-    assert view.layers == ["0", "1", "3", "4", CLASS_TARGET]
+    # every layer with feature maps (the pooled 1x1 one too), and a middle activation by default
+    assert view.layers == ["0", "1", "2", "3", "4", "5", CLASS_TARGET]
     assert view.layer == "3" and view.image_shape == () and "press Run" in view.status  # nothing drawn yet
     assert view._image.layout.display == "none"  # no broken-image icon before the first result
     view.layer, view.channel, view.steps = "3", 5, 16

@@ -31,7 +31,7 @@ from cnnwidgets.methods.actmax import (
 )
 from cnnwidgets.methods.dead import default_dead_layers
 from cnnwidgets.methods.kernels import Kernels, conv_layer_names, kernels
-from cnnwidgets.methods.summary import summary
+from cnnwidgets.methods.summary import COLUMN_KEY, summary
 from cnnwidgets.render._checks import check_int
 from cnnwidgets.render.kernels import KERNEL_COLORMAPS, kernel_mosaic
 from cnnwidgets.widgets.filters import ActMaxView, KernelView
@@ -495,7 +495,10 @@ class ActMaxController:
         try:
             if size is not None:  # the probe described at the size, as every run describes it
                 fit_channels(self.probe, *_image_size(size))
-            layers = default_dead_layers(self.probe)
+            # every layer with feature maps is a target; the default is a middle one of the activations
+            suggested = default_dead_layers(self.probe)
+            layers = [name for name, info in self.probe.layers.items()
+                      if info.map_shape is not None and info.calls > 0 and not info.empty_map]
             # the size, mean, std and options, checked by maximize_activation itself
             maximize_activation(self.probe, _OptionsOnly(layers[0] if layers else None), steps=0, size=size,
                                 progress=False, **self.options)
@@ -521,7 +524,8 @@ class ActMaxController:
         self.view.layers = [*layers, CLASS_TARGET]
         if self.view.layer is None:
             # a middle layer: a first-layer channel needs no search (its best input is its kernel)
-            self.view.layer = layers[len(layers) // 2] if layers else CLASS_TARGET
+            self.view.layer = (suggested[len(suggested) // 2] if suggested
+                               else layers[len(layers) // 2] if layers else CLASS_TARGET)
         self._fit_channels()
         if not self.view.status:
             self.view.status = f"choose a target and press Run to synthesise its image; {self.input_space}"
@@ -706,5 +710,5 @@ def summary_view(
         table.columns,
         table.cells(),
         align=["right" if n else "left" for n in table.numeric],
-        caption=table.description(),
+        caption=f"{table.description()}\n{COLUMN_KEY}",
     )
