@@ -149,6 +149,9 @@ def test_topk_channel_that_fails_takes_away_the_previous_channels_entries():
         fail["now"] = True
         view._next.click()  # channel 1, as the browser's click arrives
         assert view.channel == 1 and view.error and view.image_shape == ()
+        # the user's function is named as the cause
+        assert "denormalize failed on an image of shape (3, " in view.status
+        assert "RuntimeError: cannot show these patches" in view.status
         assert view.caption == "" and view._caption.value == "", "channel 0's entries shown for channel 1"
     finally:
         view.close()
@@ -194,3 +197,13 @@ def test_closing_a_top_k_view_closes_a_controller_made_on_it_and_its_probe():
     assert view.controller is controller
     view.close()
     assert controller.probe.closed
+
+
+def test_a_denormalize_that_returns_the_wrong_shape_is_named_in_the_status_line():
+    model, x, _ = _results()
+    view = topk_view(scan_topk(model, x, ["1"], k=2, progress=False), model, denormalize=lambda t: t.flatten())
+    try:
+        assert view.error and view.image_shape == ()
+        assert "denormalize must return the image as (C, H, W) or (H, W, C)" in view.status
+    finally:
+        view.close()

@@ -175,6 +175,35 @@ def test_evolution_status_says_each_cell_is_scaled_on_its_own():
     view.close()
 
 
+def test_an_evolution_view_without_recorded_projections_shows_patches_and_refuses_projections():
+    recorder = FeatureEvolutionRecorder(small_classifier(), images(4), {"4": 2}, epochs=None, projection=None)
+    recorder.record(1)
+    for source in (recorder, recorder.result()):
+        view = evolution_view(source)
+        assert view.show == "patch" and not view.projections and view._show_menu.disabled
+        with pytest.raises(traitlets.TraitError, match="recorded no projections"):
+            view.show = "projection"
+        assert view.show == "patch" and "patch of each channel" in view.status
+        view.close()
+    with_projections = FeatureEvolutionRecorder(small_classifier(), images(4), {"4": 2}, epochs=None)
+    with_projections.record(1)
+    view = evolution_view(with_projections.result())
+    assert view.projections and not view._show_menu.disabled and view.show == "projection"
+    view.close()
+
+
+def test_an_empty_evolution_view_names_the_epochs_its_recorder_records():
+    recorder = FeatureEvolutionRecorder(small_classifier(), images(4), {"4": 2})  # the paper's epochs
+    view = evolution_view(recorder)
+    assert not recorder.record(0) and not recorder.record(3)  # not among them: nothing stored
+    assert "records at epochs 1, 2, 5, 10, 20, 30, 40, 64 only" in view.status and "epochs=None" in view.status
+    view.close()
+    every = FeatureEvolutionRecorder(small_classifier(), images(4), {"4": 2}, epochs=None)
+    view = evolution_view(every)
+    assert view.status == "nothing recorded yet; call recorder.record(epoch) in the training loop"
+    view.close()
+
+
 # ---------------------------------------------------------------------------- the picture shown
 def test_views_expose_the_picture_shown_as_png_bytes_and_an_rgb_array():
     model = small_classifier()

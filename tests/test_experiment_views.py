@@ -288,7 +288,7 @@ def test_no_choice_or_a_failed_step_shows_no_stale_picture():
     assert view.readout and view._examples.value
     fail["now"] = True
     view.step = 1  # the step fails: its images and readout are taken away, the curves stay
-    assert view.error and view.status == "cannot show this step"
+    assert view.error and view.status == "denormalize failed on an image of shape (3, 32, 32): RuntimeError: cannot show this step"
     assert view.readout == "" and view._examples.value == b"" and view._image.value == curves
     fail["now"] = False
     view.step = 0

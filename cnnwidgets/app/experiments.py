@@ -141,10 +141,18 @@ def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormal
         array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
         return image_to_rgb(array, valid_np)
     tensor = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.asarray(pixels, dtype=np.float32))
-    shown = denormalize(tensor.detach().cpu())
-    rgb = np.asarray(shown.detach().cpu() if isinstance(shown, torch.Tensor) else shown, dtype=np.float32)
+    try:
+        shown = denormalize(tensor.detach().cpu())
+        rgb = np.asarray(shown.detach().cpu() if isinstance(shown, torch.Tensor) else shown, dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - the user's function: named as the cause
+        raise RuntimeError(f"denormalize failed on an image of shape {tuple(tensor.shape)}: "
+                           f"{type(exc).__name__}: {exc}") from exc
     if rgb.ndim == 3 and rgb.shape[0] in (1, 3) and rgb.shape[2] not in (1, 3):
         rgb = rgb.transpose(1, 2, 0)
+    if rgb.ndim != 3 or rgb.shape[2] not in (1, 3) or rgb.shape[:2] != tuple(tensor.shape[-2:]):
+        raise ValueError(f"denormalize must return the image as (C, H, W) or (H, W, C) with C = 1 or 3 and the "
+                         f"input's size {tuple(tensor.shape[-2:])}; it returned shape {rgb.shape} for an image of "
+                         f"shape {tuple(tensor.shape)}")
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
     rgb = np.clip(rgb, 0.0, 1.0)
@@ -564,8 +572,8 @@ class EvolutionController:
         self.view = view if view is not None else EvolutionView()
         _attach(self, self.view)
         self.view.unit = self.evolution.unit
-        if self.recorder is not None and self.recorder.projector is None:
-            self.view.show = "patch"
+        self.view.projections = (self.recorder.projector is not None if self.recorder is not None else any(
+            frame.projection is not None for frames in self.evolution.frames.values() for frame in frames))
         self.view.observe(self.update, names=["epoch", "show"])
         if self.recorder is not None:
             self.recorder.add_callback(self._recorded)
@@ -581,6 +589,17 @@ class EvolutionController:
         if self.view.epoch == before:  # no jump, but the frames of this epoch may have changed
             self.update()
 
+    def _nothing_yet_text(self) -> str:
+        """The status before anything is recorded: how to record, and at which epochs."""
+        unit = self.evolution.unit
+        wanted = None if self.recorder is None else self.recorder.epochs
+        if wanted is None:
+            return f"nothing recorded yet; call recorder.record({unit}) in the training loop"
+        shown = ", ".join(str(e) for e in wanted[:12]) + (" ..." if len(wanted) > 12 else "")
+        return (f"nothing recorded yet; call recorder.record({unit}) in the training loop: this recorder records "
+                f"at {unit}s {shown} only, and calls at other {unit}s do nothing (make it with epochs=None to "
+                "record at every call, or force=True for one)")
+
     @shown_in_view
     def update(self, change: Any = None) -> None:
         """Show the recorded epochs up to the chosen one."""
@@ -588,8 +607,7 @@ class EvolutionController:
         if view.epoch is None:
             unit = self.evolution.unit
             view.clear_image(
-                f"no {unit} chosen: pick one with the slider" if view.epochs
-                else f"nothing recorded yet; call recorder.record({unit}) in the training loop"
+                f"no {unit} chosen: pick one with the slider" if view.epochs else self._nothing_yet_text()
             )
             return
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]

@@ -107,6 +107,8 @@ class EvolutionView(ImageStatus, widgets.VBox):
             the chosen epoch (when an update removes it, the last epoch is chosen).
         unit: what the slider counts (``"epoch"`` or ``"step"``).
         show: ``"projection"`` or ``"patch"``.
+        projections: whether projections were recorded; without them ``show`` is ``"patch"``
+            and the choice is disabled.
         status, error: the status line.
     """
 
@@ -117,6 +119,7 @@ class EvolutionView(ImageStatus, widgets.VBox):
     follow = traitlets.Bool(True)
     show = traitlets.Enum(("projection", "patch"), default_value="projection")
     unit = traitlets.Unicode("epoch")
+    projections = traitlets.Bool(True)
 
     def __init__(self, **kwargs) -> None:
         self._slider = widgets.IntSlider(value=0, min=0, max=0, description="epoch", readout=False,
@@ -163,7 +166,17 @@ class EvolutionView(ImageStatus, widgets.VBox):
     @traitlets.validate("show", "follow")
     def _valid_setting(self, proposal):
         self._refuse_when_closed(proposal)
+        if proposal["trait"].name == "show" and proposal["value"] == "projection" and not self.projections:
+            raise traitlets.TraitError("show cannot be 'projection': the recorder recorded no projections "
+                                       "(it was made with projection=None); only 'patch' can be shown")
         return proposal["value"]
+
+    @traitlets.observe("projections")
+    def _projections_changed(self, change) -> None:
+        if not change["new"]:
+            self.show = "patch"
+        self._show_menu.disabled = not change["new"]
+        self._show_menu.tooltip = "" if change["new"] else "no projections were recorded: patches only"
 
     @traitlets.observe("epoch")
     def _show_epoch(self, change=None) -> None:
