@@ -139,6 +139,9 @@ def test_widget_filters_rows_and_shows_the_count():
     view.filter_text = ""
     assert view.shown == 7
     assert 'text-align:right">1,168<' in view._table.value
+    # the footer says what the RF and Jump columns count, on a line of its own
+    assert "<br>RF: receptive field, the side in input pixels" in view._footer.value
+    assert "Jump: input pixels between two neighbouring units" in view._footer.value
 
 
 def test_plain_widget_and_table_html_validate_input():

@@ -28,6 +28,11 @@ from cnnwidgets.core.targets import as_flag
 __all__ = ["Summary", "SummaryRow", "has_spatial_map", "receptive_field_reason", "summary"]
 
 COLUMNS = ("Layer", "Type", "Output shape", "Params", "RF", "Jump")
+
+#: What the RF and Jump columns count, for a reader who does not know the words.
+COLUMN_KEY = ("RF: receptive field, the side in input pixels of the square one unit of the layer sees (it may "
+              "reach past the image's edge); Jump: input pixels between two neighbouring units; '-': a layer "
+              "whose units see the whole input (global pooling, fully connected) or whose field is not known")
 _NUMERIC = (False, False, False, True, True, True)
 
 # Why a layer with a spatial map has no receptive field, one phrase per cause (see receptive_field_reason).
