@@ -194,6 +194,19 @@ def test_predict_and_batch_refuse_bad_arguments(default_bundle):
         default_bundle.batch([])
 
 
+def test_batch_and_predict_take_a_shipped_samples_name_as_explore_does(default_bundle, tmp_path, monkeypatch):
+    by_name = default_bundle.batch(["star", "cross"])
+    by_image = default_bundle.batch([zoo.sample_image("star"), zoo.sample_image("cross")])
+    assert torch.equal(by_name, by_image)
+    assert default_bundle.predict("star") == default_bundle.predict(zoo.sample_image("star"))
+    # a file of that name, where the user works, is the user's image
+    monkeypatch.chdir(tmp_path)
+    zoo.sample_image("circle").save(tmp_path / "star", format="PNG")
+    assert torch.equal(default_bundle.batch("star"), default_bundle.batch(zoo.sample_image("circle")))
+    with pytest.raises(FileNotFoundError, match="image file not found: 'no such sample'"):
+        default_bundle.batch("no such sample")
+
+
 def test_preprocess_and_denormalize_check_their_arguments():
     from cnnwidgets.zoo.bundle import Denormalize, ImagePreprocess
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch import nn
 from cnnwidgets.core.images import DEFAULT_MAX_SIZE, image_to_tensor
 from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import as_count, as_real, class_probabilities
+from cnnwidgets.zoo.gallery import SAMPLE_SPECS, sample_image
 
 __all__ = ["Bundle", "Denormalize", "ImagePreprocess"]
 
@@ -176,7 +178,10 @@ class Bundle:
     def batch(self, images: Sequence[Any] | Any) -> torch.Tensor:
         """Preprocess ``images``, one image or a list of images, into a batch (N, 3, H, W).
 
-        Only the preprocessing runs; the model is not used.
+        Only the preprocessing runs; the model is not used. An image is anything
+        :func:`cnnwidgets.load_image` accepts, or the name of a shipped sample (``"star"``, see
+        :data:`~cnnwidgets.zoo.gallery.SAMPLE_SPECS`) where no file of that name exists, as
+        :func:`cnnwidgets.explore` takes it.
 
         Raises:
             ValueError: for an empty list (a batch needs at least one image), and whatever
@@ -185,8 +190,8 @@ class Bundle:
         if isinstance(images, (list, tuple)):
             if not images:
                 raise ValueError(f"batch needs at least one image, got an empty {type(images).__name__}")
-            return torch.stack([self.preprocess(im) for im in images])
-        return self.preprocess(images)[None]
+            return torch.stack([self.preprocess(_sample_or(im)) for im in images])
+        return self.preprocess(_sample_or(images))[None]
 
     @torch.no_grad()
     def predict(self, image: Any, top_k: int = 5) -> list[tuple[str, float]]:
@@ -200,7 +205,8 @@ class Bundle:
         flags are never switched. For many predictions or a layer's output, use a Probe.
 
         Args:
-            image: one image, anything :func:`cnnwidgets.load_image` accepts.
+            image: one image, anything :func:`cnnwidgets.load_image` accepts, or a shipped sample's
+                name (see :meth:`batch`).
             top_k: how many classes to list, an int >= 1 (at most all of them are listed).
 
         Raises:
@@ -238,3 +244,10 @@ class Bundle:
         n = sum(p.numel() for p in self.model.parameters())
         return (f"Bundle(name={self.name!r}, model={type(self.model).__name__} ({n:,} parameters), "
                 f"classes={len(self.classes)}, input_size={self.input_size}, weights={self.weights!r})")
+
+
+def _sample_or(image: Any) -> Any:
+    """``image``, or the shipped sample it names when it is a sample's name and no such file exists."""
+    if isinstance(image, str) and image in SAMPLE_SPECS and not Path(image).exists():
+        return sample_image(image)
+    return image
