@@ -409,3 +409,35 @@ def test_more_images_than_the_batch_size_run_in_batches_of_at_most_that_size():
     np.testing.assert_allclose(split.distances["translation"]["4"], whole.distances["translation"]["4"], rtol=1e-5,
                                atol=1e-7)
     np.testing.assert_allclose(split.probabilities["translation"], whole.probabilities["translation"], rtol=1e-5)
+
+
+def test_plot_invariance_shows_the_chosen_example_image_and_refuses_one_that_is_not_there():
+    import matplotlib.pyplot as plt
+
+    from cnnwidgets.app.experiments import display_image, plot_invariance
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.rand(3, 3, 16, 16)
+    result = invariance_curves(model, x, [0, 1, 2], progress=False, transforms={"rotation": [0, 90]})
+
+    def first_row_pixels(fig):
+        pictures = [im.get_array() for ax in fig.axes for im in ax.get_images()]
+        return np.asarray(pictures[0])
+
+    for example, index in ((0, 0), (2, 2), (-1, 2), ("b", 1)):
+        fig = plot_invariance(result, x, image_names=["a", "b", "c"], example=example)
+        expected = display_image(x[index])
+        drawn = first_row_pixels(fig)
+        # the drawn strip starts with the untransformed image (rotation 0) of the chosen one
+        strip = drawn[..., :3].astype(np.float64)
+        strip = strip / 255.0 if strip.max() > 1.0 else strip
+        np.testing.assert_allclose(strip[: expected.shape[0], : expected.shape[1]], expected, atol=1 / 255 + 1e-6)
+        plt.close(fig)
+    with pytest.raises(ValueError, match=r"example 'z' names no image; the image names are \['a', 'b', 'c'\]"):
+        plot_invariance(result, x, image_names=["a", "b", "c"], example="z")
+    with pytest.raises(ValueError, match=r"example must be an image's index, 0..2"):
+        plot_invariance(result, x, example=3)
+    with pytest.raises(TypeError, match="example must be an int"):
+        plot_invariance(result, x, example=1.0)

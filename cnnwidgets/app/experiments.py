@@ -646,9 +646,10 @@ def evolution_view(source: FeatureEvolution | FeatureEvolutionRecorder, **option
 
 # ---------------------------------------------------------------------------- invariance (Fig. 5)
 def _examples(result: InvarianceResult, images: torch.Tensor, kind: str, values: Sequence[float],
-              denormalize: Denormalize | None) -> np.ndarray:
+              denormalize: Denormalize | None, example: int = 0) -> np.ndarray:
+    one = images[example:example + 1]
     shown = [
-        display_image(transform_images(images[:1], kind, v, interpolation=result.interpolation, fill=result.fill)[0],
+        display_image(transform_images(one, kind, v, interpolation=result.interpolation, fill=result.fill)[0],
                       None, denormalize)
         for v in values
     ]
@@ -663,21 +664,25 @@ def plot_invariance(
     image_names: Sequence[str] | None = None,
     examples: int = 5,
     title: str | None = None,
+    example: int | str = 0,
 ) -> Figure:
     """Fig. 5 (one column per transformation): distances per layer and true-class probability.
 
     Args:
         result: from :func:`~cnnwidgets.methods.invariance.invariance_curves`.
-        images: the images used; with them a first row shows the first image transformed at
-            ``examples`` parameter values.
+        images: the images used; with them a first row shows one image (``example``) transformed
+            at ``examples`` parameter values.
         denormalize: inverse preprocessing for that row.
         examples: how many parameter values the row shows (0: no row).
         image_names: legend entries, one per image of the result.
         title: figure title.
+        example: the image that row shows: its index, or its name in ``image_names``. Pick one
+            without rotational symmetry to see a rotation (a circle looks the same at every angle).
 
     Raises:
-        ValueError: for ``image_names`` that are not one per image, or ``images`` that are not
-            the (N, C, H, W) images of the result.
+        ValueError: for ``image_names`` that are not one per image, ``images`` that are not
+            the (N, C, H, W) images of the result, or an ``example`` that names no image.
+        TypeError: an ``example`` that is neither an int nor a str.
     """
     _require(result, InvarianceResult, "result", "invariance_curves(...)")
     n = len(result.labels)
@@ -687,12 +692,22 @@ def plot_invariance(
                          "give one name per image")
     if images is not None:
         images = _image_batch(images, n, "curves were")
+    if isinstance(example, str):
+        if image_names is None or example not in image_names:
+            raise ValueError(f"example {example!r} names no image; the image names are "
+                             f"{list(image_names) if image_names is not None else 'not given (pass image_names=)'}")
+        example = list(image_names).index(example)
+    else:
+        example = as_index(example, "example")
+        if not -n <= example < n:
+            raise ValueError(f"example must be an image's index, 0..{n - 1} (or from the end, -{n}..-1), got {example}")
+        example %= n
     rows = None
     if images is not None and examples > 0:
         rows = {}
         for kind, values in result.values.items():
             picks = values[np.unique(np.round(np.linspace(0, len(values) - 1, min(examples, len(values)))).astype(int))]
-            rows[kind] = (list(picks), _examples(result, images, kind, picks, denormalize))
+            rows[kind] = (list(picks), _examples(result, images, kind, picks, denormalize, example))
     return invariance_figure(
         result.values, result.distances, result.probabilities, units=result.units, image_names=image_names,
         examples=rows, normalized=result.normalized, title=title,
