@@ -113,13 +113,25 @@ def test_the_status_says_what_the_gray_levels_mean():
         view.close()
 
 
+def test_slice_scaling_of_rgb_tiles_says_it_scales_as_filter_does():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    view = kernel_view(model, "0")
+    try:
+        assert "'slice' scales an RGB tile" not in view.status
+        view.normalize = "slice"
+        assert "a scale per filter" in view.status  # what is done
+        assert "'slice' scales an RGB tile as 'filter' does: its three colours are the filter's slices" in view.status
+    finally:
+        view.close()
+
+
 def test_the_colormap_is_a_trait_with_a_menu_that_redraws():
     view = kernel_view(wide_net(), "1")
     try:
         assert view.colormap == "gray" and list(view.colormaps) == ["gray", "diverging"]
         gray = view.png
         view.colormap = "diverging"
-        assert view.png != gray and "full blue" in view.status and not view.error
+        assert view.png != gray and "blue = -" in view.status and "orange-red = +" in view.status and not view.error
         assert view._colormap_menu.value == "diverging"
         view._colormap_menu.set_state({"index": 0})  # from the browser
         assert view.colormap == "gray" and view.png == gray

@@ -159,7 +159,7 @@ def _colour_key(k: Kernels, colormap: str) -> str:
         return (f"colours: each of red, green, blue from none at {low} to full at {high}, mid-gray = all 0 "
                 f"({scale})")
     if colormap == "diverging":
-        return f"colours: mid-gray = 0, full blue = {low}, full orange-red = {high} ({scale})"
+        return f"colours: mid-gray = 0, blue = {low}, orange-red = {high} ({scale})"
     return f"gray levels: mid-gray = 0, black = {low}, white = {high} ({scale})"
 
 
@@ -281,6 +281,9 @@ class KernelController:
             f"{k.layer}: {o}x{i}x{h}x{w} weights ({_layout_text(k, _groups(self.source, k.layer))})",
             arrangement,
             _colour_key(k, view.colormap),
+            # an RGB tile is one filter's three slices: scaled together, as 'filter' scales them
+            "'slice' scales an RGB tile as 'filter' does: its three colours are the filter's slices"
+            if view.normalize == "slice" and k.layout == "rgb" else "",
             note,
             "" if view.out_channel >= 0 or o == 1 or i == 1 else "set 'out ch.' to a channel to see only its slices",
         ]
