@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from cnnwidgets import render as R
-from cnnwidgets.render.grid import BORDER_COLOR, MARK_COLOR
+from cnnwidgets.render.grid import BORDER_COLOR, MARK_COLOR, NAN_COLOR
 from cnnwidgets.render.occlusion import grid_to_pixels
 
 RENDER_DIR = Path(R.__file__).parent
@@ -333,8 +333,8 @@ def test_upscale_blocks():
     rgb = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
     up = R.upscale(rgb, 3, color=True)
     assert up.shape == (6, 6, 3) and (up[4, 5] == rgb[1, 1]).all()
-    # a (C, h, w) stack whose width happens to be 3 is still a stack
-    assert R.upscale(np.zeros((5, 4, 3)), 2).shape == (5, 8, 6)
+    # a (C, h, w) stack whose width happens to be 3 is a stack when the caller says so
+    assert R.upscale(np.zeros((5, 4, 3)), 2, color=False).shape == (5, 8, 6)
     with pytest.raises(ValueError):
         R.upscale(m, 0)
 
@@ -549,24 +549,26 @@ def test_feature_grid_keeps_the_finite_units_of_a_channel_with_a_non_finite_one(
         hi = np.array([acts[c][finite[c]].max() for c in range(4)], dtype=np.float32)[:, None, None]
     else:
         lo, hi = acts[finite].min(), acts[finite].max()
-    # NaN and -inf are drawn like the lower end of the range, +inf like the upper end
-    stand_in = np.where(np.isposinf(acts), hi, np.where(finite, acts, lo)).astype(np.float32)
+    # NaN and +-inf are drawn in the nan colour; the other units as if they were not there
+    stand_in = np.where(finite, acts, lo).astype(np.float32)
     layout = R.grid_layout(4, 5, 6, max_width=80, max_height=80, border=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         img, _ = R.feature_grid(acts, mode=mode, cmap="viridis", layout=layout)
     expected, _ = R.feature_grid(stand_in, mode=mode, cmap="viridis", layout=layout)
-    np.testing.assert_array_equal(img, expected)
-    lut = R.get_lut("viridis")
-    for channel, (row, col), end in [(0, (1, 2), 0), (1, (0, 0), 255), (2, (4, 5), 0)]:
+    for channel, (row, col) in [(0, (1, 2)), (1, (0, 0)), (2, (4, 5))]:
         x, y, _, _ = layout.tile_rect(channel)
-        assert tuple(img[y + row * layout.scale, x + col * layout.scale]) == tuple(lut[end])
+        ys, xs = slice(y + row * layout.scale, y + (row + 1) * layout.scale), \
+            slice(x + col * layout.scale, x + (col + 1) * layout.scale)
+        assert (img[ys, xs] == NAN_COLOR).all()
+        expected[ys, xs] = NAN_COLOR
+    np.testing.assert_array_equal(img, expected)
     x, y, w, h = layout.tile_rect(3)
     tile = img[y : y + h, x : x + w].reshape(-1, 3)
     assert len(np.unique(tile, axis=0)) > 20  # the finite channel keeps its detail in both modes
 
 
-def test_feature_grid_mean_shrink_draws_blocks_with_non_finite_means_at_the_colormap_ends():
+def test_feature_grid_mean_shrink_draws_blocks_with_non_finite_means_in_the_nan_colour():
     acts = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
     acts[0, 0, 2], acts[0, 1, 3] = np.inf, -np.inf  # block (0, 1): mean NaN
     acts[0, 2, 0] = np.inf  # block (1, 0): mean +inf
@@ -578,7 +580,8 @@ def test_feature_grid_mean_shrink_draws_blocks_with_non_finite_means_at_the_colo
     finite = acts[np.isfinite(acts)]
     lo, hi = finite.min(), finite.max()
     expected = np.round(255 * (acts[0, :2, :2].mean() - lo) / (hi - lo))
-    assert img[:, :, 0].tolist() == [[expected, 0], [255, 0]]
+    assert img[0, 0].tolist() == [expected] * 3
+    assert img[0, 1].tolist() == img[1, 0].tolist() == img[1, 1].tolist() == list(NAN_COLOR)
 
 
 def test_feature_grid_index_path_equals_tile_colouring_then_mosaic():
@@ -892,17 +895,19 @@ def test_per_channel_ranges_must_be_finite(render):
             render(A3, 0.0, hi)
 
 
-def test_empty_and_reversed_ranges_draw_the_lowest_colour_as_documented():
-    # constant channels (lo == hi) are the usual case; a reversed range (lo > hi) is documented
-    # as empty too: shown as 0, not as an inverted scale
+def test_empty_ranges_draw_the_lowest_colour_and_reversed_ones_are_refused():
+    # constant channels (lo == hi) are the usual case: shown as 0; a reversed range (lo > hi) is refused
     lo, hi = np.zeros(8), np.ones(8)
     lo[2] = hi[2] = 0.5
-    lo[3], hi[3] = 1.0, 0.0
-    assert (R.normalize(A3, lo, hi)[2:4] == 0).all()
-    assert (R.quantize(A3, lo, hi)[2:4] == 0).all()
+    assert (R.normalize(A3, lo, hi)[2] == 0).all()
+    assert (R.quantize(A3, lo, hi)[2] == 0).all()
     colours = R.colorize(A3, lo, hi, "viridis")
-    assert (colours[2:4] == R.get_lut("viridis")[0]).all()
+    assert (colours[2] == R.get_lut("viridis")[0]).all()
     np.testing.assert_allclose(R.normalize(A3, lo, hi)[0], A3[0], rtol=1e-6)
+    lo[3], hi[3] = 1.0, 0.0
+    for render in (R.normalize, R.quantize, R.colorize):
+        with pytest.raises(ValueError, match=r"lo must be <= hi, got lo=1, hi=0 \(channel 3\)"):
+            render(A3, lo, hi)
     assert "reversed range" in R.normalize.__doc__ and "reversed range" in R.quantize.__doc__
 
 
@@ -1020,7 +1025,9 @@ def test_upscale_and_resize_ask_whether_a_uint8_rgb_array_is_a_picture_or_a_stac
     assert R.upscale(rgb, 2, color=True).shape == (64, 64, 3)
     assert R.resize(rgb, (64, 64), "nearest", color=True).shape == (64, 64, 3)
     assert R.upscale(rgb, 2, color=False).shape == (32, 64, 6)  # asked for: a stack of 32 maps
-    assert R.upscale(rgb.astype(np.float32), 2).shape == (32, 64, 6)  # float arrays are maps
+    assert R.upscale(rgb.astype(np.float32), 2, color=False).shape == (32, 64, 6)
+    with pytest.raises(ValueError, match="the float32 array of shape .* may be a picture"):
+        R.upscale(rgb.astype(np.float32), 2)  # floats are asked about too
     with pytest.raises(ValueError, match=r"upscale with color=True needs an image \(H, W, K\)"):
         R.upscale(rgb[..., 0], 2, color=True)
 

@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_color", "check_int", "check_per_channel", "check_real", "check_size"]
+__all__ = ["check_color", "check_int", "check_lo_hi", "check_per_channel", "check_real", "check_size"]
 
 
 def _given(value: object) -> str:
@@ -143,3 +143,33 @@ def check_per_channel(value: object, what: str, channels: int) -> np.ndarray:
         where = "" if np.ndim(value) == 0 else f" (channel {bad})"
         raise ValueError(f"{what} must be finite, got {array[bad]}{where}")
     return array
+
+
+def check_lo_hi(lo: object, hi: object, channels: int, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """A display range ``(lo, hi)`` as two float32 arrays of shape ``(channels,)``: each a finite
+    scalar (repeated) or one finite value per channel (see :func:`check_per_channel`), with
+    ``lo <= hi`` in every channel. ``lo == hi`` (an empty range: a constant channel) is accepted.
+
+    ``what`` prefixes the names in the messages (``"fixed"``: ``fixed lo``, ``fixed hi``).
+
+    Raises:
+        TypeError: for a part that is not numbers.
+        ValueError: for a part of another shape, with a NaN or infinite value, or ``lo > hi``
+            (a reversed range; the message names the values and, for arrays, the channel).
+    """
+    lo_name, hi_name = (f"{what} lo", f"{what} hi") if what else ("lo", "hi")
+    low = check_per_channel(lo, lo_name, channels)
+    high = check_per_channel(hi, hi_name, channels)
+    reversed_ = low > high
+    if reversed_.any():
+        bad = int(np.flatnonzero(reversed_)[0])
+        where = "" if np.ndim(lo) == 0 and np.ndim(hi) == 0 else f" (channel {bad})"
+        raise ValueError(f"{lo_name} must be <= {hi_name}, got lo={_short(low[bad])}, "
+                         f"hi={_short(high[bad])}{where}")
+    return low, high
+
+
+def _short(value: np.float32) -> str:
+    """The shortest text that reads back as ``value`` (``1`` rather than ``1.0``): two ends that differ
+    are never written alike."""
+    return str(value).removesuffix(".0")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnwidgets.render._checks import check_color, check_per_channel
+from cnnwidgets.render._checks import check_color, check_int, check_lo_hi
 
 __all__ = [
     "DIVERGING",
@@ -91,19 +91,23 @@ def colormap_strip(name: str, width: int = 64, height: int = 8) -> np.ndarray:
 
     Args:
         name: one of :func:`colormap_names`.
-        width, height: size in pixels, positive ints.
+        width, height: size in pixels, ints >= 1 (Python or numpy ints; a float, even 2.0, or
+            a bool is refused).
 
     Returns:
         ``(height, width, 3)`` uint8; column ``j`` is the colour of value ``j / (width - 1)``.
 
     Raises:
+        TypeError: for a width or height that is not an int.
         ValueError: for an unknown name or a size below 1.
     """
-    if isinstance(width, bool) or isinstance(height, bool) or int(width) < 1 or int(height) < 1:
-        raise ValueError(f"the strip's width and height must be positive ints, got {width!r} x {height!r}")
+    width = check_int(width, "colormap_strip width")
+    height = check_int(height, "colormap_strip height")
+    if width < 1 or height < 1:
+        raise ValueError(f"colormap_strip's width and height must be positive ints, got {width} x {height}")
     lut = get_lut(name)
-    columns = np.rint(np.linspace(0.0, 255.0, int(width))).astype(np.intp)
-    return np.ascontiguousarray(np.broadcast_to(lut[columns][None], (int(height), int(width), 3)))
+    columns = np.rint(np.linspace(0.0, 255.0, width)).astype(np.intp)
+    return np.ascontiguousarray(np.broadcast_to(lut[columns][None], (height, width, 3)))
 
 
 def colorize_index(index: np.ndarray, name: str) -> np.ndarray:
@@ -127,7 +131,8 @@ def apply_colormap(
     Value ``v`` gets the table entry ``round(clip(v, 0, 1) * 255)``; NaN gets ``nan_color``.
 
     Args:
-        values: float array of any shape, expected in [0, 1] (values outside are clipped).
+        values: float array of any shape, expected in [0, 1] (values outside are clipped); a
+            single value (a 0-d array, a Python or numpy float) gives one colour of shape (3,).
         name: colormap name, see :func:`colormap_names`.
         nan_color: RGB colour for NaN values.
 
@@ -141,6 +146,14 @@ def apply_colormap(
     lut = get_lut(name)
     nan_rgb = check_color(nan_color, "nan_color")
     values = np.asarray(values, dtype=np.float32)
+    if values.ndim == 0:  # arithmetic on a 0-d array gives a scalar, which out= cannot write to
+        values = values.reshape(1)
+        return _colormap_pixels(values, lut, nan_rgb)[0]
+    return _colormap_pixels(values, lut, nan_rgb)
+
+
+def _colormap_pixels(values: np.ndarray, lut: np.ndarray, nan_rgb: np.ndarray) -> np.ndarray:
+    """:func:`apply_colormap` of a float32 array with at least one axis."""
     index = values * np.float32(255.0)
     index += np.float32(0.5)
     # fmax/fmin (not clip) send NaN to 0 without a warning; NaN is looked for only if present
@@ -171,37 +184,57 @@ def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float)
     """Colormap indices of a stack: ``round(255 * clip((v - lo) / (hi - lo), 0, 1))`` as uint8.
 
     Non-finite values get the ends of the colormap: NaN and -inf index 0, +inf index 255. A
-    channel with an empty range (``hi <= lo``: a constant channel has ``hi == lo``) gets index
-    0 everywhere, non-finite values included; a reversed range (``lo > hi``) counts as empty,
-    it does not invert the colours.
+    channel with an empty range (``hi == lo``, a constant channel) gets index 0 everywhere,
+    non-finite values included. A reversed range (``lo > hi``) is refused.
 
     Args:
         values: float stack (C, H, W).
-        lo: lower end per channel, shape (C,) or scalar; finite.
+        lo: lower end per channel, shape (C,) or scalar; finite, ``<= hi``.
         hi: upper end per channel, shape (C,) or scalar; finite.
 
     Returns:
         uint8 (C, H, W).
 
     Raises:
-        ValueError: for a stack that is not 3-D, or ``lo``/``hi`` of another shape than (C,)
-            or with a NaN or infinite value.
+        ValueError: for a stack that is not 3-D, ``lo``/``hi`` of another shape than (C,) or
+            with a NaN or infinite value, or ``lo > hi`` in some channel (the message names
+            the values and, for arrays, the channel).
         TypeError: for ``lo``/``hi`` that are not numbers.
+    """
+    return quantize_marking_nonfinite(values, lo, hi)[0]
+
+
+def quantize_marking_nonfinite(
+    values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`quantize`, and where ``values`` holds a NaN or an infinity a bool mask of those units.
+
+    Returns:
+        ``(index, nonfinite)``: uint8 (C, H, W) as :func:`quantize` gives it, and a bool
+        (C, H, W) array that is True at the non-finite units, or None when every unit is finite.
+        Finite input costs nothing more than :func:`quantize`: the mask is looked for only
+        when the scaled indices, which are checked anyway, hold a non-finite number.
+
+    Raises:
+        As :func:`quantize`.
     """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 3:
         raise ValueError(f"expected a stack of shape (C, H, W), got shape {values.shape}")
-    channels = values.shape[0]
-    lo = check_per_channel(lo, "lo", channels)
-    hi = check_per_channel(hi, "hi", channels)
+    lo, hi = check_lo_hi(lo, hi, values.shape[0])
     scale, offset, _ = linear_scale(lo, hi, 255.0, 0.5)  # + 0.5: rounds to the nearest index
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
         idx = values * scale[:, None, None]
         idx += offset[:, None, None]
+    nonfinite = None
     if not np.isfinite(idx).all():
+        # a non-finite unit, or a finite one scaled past float32 (a huge value over a tiny range)
+        nonfinite = ~np.isfinite(values)
+        if not nonfinite.any():
+            nonfinite = None
         np.nan_to_num(idx, copy=False, nan=0.0)
     np.clip(idx, 0.0, 255.0, out=idx)
-    return idx.astype(np.uint8)
+    return idx.astype(np.uint8), nonfinite
 
 
 def colorize(
@@ -215,13 +248,12 @@ def colorize(
     """Normalise and colour a stack in one pass: ``lut[quantize(values, lo, hi)]``.
 
     The same result as ``apply_colormap(normalize(values, lo, hi), name)`` up to one table
-    step of rounding (a channel with an empty range, ``hi <= lo``, gets colour 0: a constant
-    channel, or a reversed range, which does not invert the colours), with fewer passes over
-    the data.
+    step of rounding (a channel with an empty range, ``hi == lo``, gets colour 0: a constant
+    channel), with fewer passes over the data. A reversed range (``lo > hi``) is refused.
 
     Args:
         values: float stack (C, H, W).
-        lo: lower end per channel, shape (C,) or scalar; finite.
+        lo: lower end per channel, shape (C,) or scalar; finite, ``<= hi``.
         hi: upper end per channel, shape (C,) or scalar; finite.
         name: colormap name.
         nan_color: RGB for NaN values (+-inf get the ends of the colormap, see :func:`quantize`).
@@ -231,7 +263,8 @@ def colorize(
 
     Raises:
         ValueError: for a stack that is not 3-D, an unknown colormap, ``lo``/``hi`` of another
-            shape than (C,) or not finite, or a ``nan_color`` outside 0..255.
+            shape than (C,) or not finite, ``lo > hi`` in some channel, or a ``nan_color``
+            outside 0..255.
         TypeError: for ``lo``/``hi`` that are not numbers or a ``nan_color`` that is not three ints.
     """
     lut = get_lut(name)

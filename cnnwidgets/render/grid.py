@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnwidgets.render._checks import check_color, check_int
-from cnnwidgets.render.colormaps import colorize_index, quantize
+from cnnwidgets.render.colormaps import colorize_index, quantize_marking_nonfinite
 from cnnwidgets.render.normalize import value_ranges
 from cnnwidgets.render.resample import downscale, upscale
 
@@ -27,6 +27,9 @@ __all__ = ["GridLayout", "feature_grid", "grid_layout", "mosaic"]
 
 BORDER_COLOR = (48, 48, 48)
 MARK_COLOR = (230, 40, 40)
+NAN_COLOR = (255, 0, 255)
+"""The feature grid's default colour for NaN and infinite units: magenta, far from every colour of
+every colormap of :func:`~cnnwidgets.render.colormap_names` and from the border and mark colours."""
 
 
 @dataclass(frozen=True)
@@ -370,14 +373,17 @@ def feature_grid(
     max_height: int = 480,
     border: int = 1,
     shrink_mode: str = "mean",
+    nan_color: tuple[int, int, int] = NAN_COLOR,
 ) -> tuple[np.ndarray, GridLayout]:
     """Normalise, colour and tile a (C, H, W) activation stack into one RGB image.
 
-    Ranges come from :func:`~cnnwidgets.render.value_ranges` (finite values only) and
-    colours from :func:`~cnnwidgets.render.colormaps.quantize`: a NaN or -inf unit is drawn in
-    the lowest colour of the colormap, a +inf unit in the highest, and the other units of its
-    channel keep their colours. With ``shrink_mode="mean"`` a block that holds a non-finite
-    unit has a non-finite mean and is drawn by the same rule (NaN when it holds both infinities).
+    Ranges come from :func:`~cnnwidgets.render.value_ranges` (finite values only; a channel
+    with no finite unit gets an empty range, which leaves the others' alone) and colours from
+    :func:`~cnnwidgets.render.colormaps.quantize`. A NaN or infinite unit is drawn in
+    ``nan_color``, so that it is not mistaken for a dead unit (the lowest colour) or a strong
+    one; the other units of its channel keep their colours. With ``shrink_mode="mean"`` a block
+    that holds a non-finite unit has a non-finite mean and is drawn in ``nan_color`` too. No
+    numpy warning is raised for non-finite units, and finite input pays for no extra pass.
 
     Args:
         acts: float activations (C, H, W).
@@ -396,15 +402,21 @@ def feature_grid(
         border: passed to :func:`grid_layout`.
         shrink_mode: how a layout with ``shrink > 1`` reduces the maps: ``"mean"`` of each
             block, or ``"stride"`` (every ``shrink``-th unit: nearly free, for previews).
+        nan_color: RGB of NaN and infinite units, three ints in 0..255 (default
+            :data:`NAN_COLOR`, magenta).
 
     Returns:
         ``(image, layout)``: uint8 (H', W', 3) and the geometry to map pixels to channels.
 
     Raises:
-        ValueError: for a stack that is not (C, H, W), an unknown mode or colormap, or a
-            layout that does not fit the stack (and see :func:`grid_layout`).
-        TypeError: for a ``layout`` that is not a :class:`GridLayout` (and see :func:`grid_layout`).
+        ValueError: for a stack that is not (C, H, W), an unknown mode or colormap, a ``fixed``
+            range :func:`~cnnwidgets.render.value_ranges` refuses (reversed, ``lo > hi``, or not
+            finite), a layout that does not fit the stack, or a ``nan_color`` outside 0..255
+            (and see :func:`grid_layout`).
+        TypeError: for a ``layout`` that is not a :class:`GridLayout`, or a ``nan_color`` that
+            is not three ints (and see :func:`grid_layout`).
     """
+    nan_rgb = check_color(nan_color, "nan_color")
     acts = np.asarray(acts, dtype=np.float32)
     if acts.ndim != 3:
         raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
@@ -433,13 +445,20 @@ def feature_grid(
             acts = acts[:, :: layout.shrink, :: layout.shrink]
         else:
             raise ValueError(f"shrink_mode must be 'mean' or 'stride', got {shrink_mode!r}")
-    # colour indices are tiled first and looked up once: the lookup touches every pixel once
-    index = quantize(acts, lo, hi)
+    # colour indices are tiled first and looked up once: the lookup touches every pixel once;
+    # the non-finite units are found within quantize's own check (None: all finite, no extra pass)
+    index, nonfinite = quantize_marking_nonfinite(acts, lo, hi)
     if layout.scale > 1:
         index = upscale(index, layout.scale, color=False)
     canvas = np.zeros((layout.height, layout.width), dtype=np.uint8)
     _place(canvas, index[slots], layout)
     out = colorize_index(canvas, cmap)  # RGB view of 4-byte pixels: fast to colour and to encode
+    if nonfinite is not None:
+        if layout.scale > 1:
+            nonfinite = upscale(nonfinite, layout.scale, color=False)
+        mask = np.zeros((layout.height, layout.width), dtype=bool)
+        _place(mask, nonfinite[slots], layout)
+        out[mask] = nan_rgb
     _paint_frame(out, layout, np.asarray(BORDER_COLOR, dtype=np.uint8))
     _paint_marks(out, layout, marked, np.asarray(MARK_COLOR, dtype=np.uint8))
     return out, layout

@@ -12,8 +12,9 @@ Three normalisation modes decide which range ``[lo, hi]`` maps to ``[0, 1]`` for
     that an occluder that weakens a channel visibly darkens it instead of being rescaled away.
 
 A value ``v`` is shown as ``(v - lo) / (hi - lo)``, clipped to [0, 1]; a channel whose range
-is empty or reversed (``hi <= lo``; a constant channel has ``hi == lo``) is shown as 0: a
-reversed range does not invert the scale. ``lo`` and ``hi`` must be finite. Signed maps (differences) use :func:`symmetric_ranges`, which maps 0 to 0.5.
+is empty (``hi == lo``: a constant channel) is shown as 0. ``lo`` and ``hi`` must be finite,
+and a reversed range (``lo > hi``) is refused with a ValueError rather than drawn flat or
+inverted. Signed maps (differences) use :func:`symmetric_ranges`, which maps 0 to 0.5.
 
 Ranges are taken over the finite values only, so one NaN or infinite unit does not blank its
 channel (or, in mode ``"layer"``, the whole layer); a channel with no finite value gets the
@@ -29,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from cnnwidgets.render._checks import check_per_channel
+from cnnwidgets.render._checks import check_lo_hi
 from cnnwidgets.render.colormaps import linear_scale
 
 __all__ = [
@@ -84,21 +85,25 @@ def value_ranges(
     """The display range of every channel.
 
     Modes ``"channel"`` and ``"layer"`` use the finite values only (NaN and +-inf are skipped);
-    a channel (for ``"layer"``: a stack) with no finite value gets ``lo = hi = 0``. Ranges given
-    with ``"fixed"`` are returned as they are (scalars repeated for every channel).
+    a channel (for ``"layer"``: a stack) with no finite value gets ``lo = hi = 0``, an empty
+    range that leaves the other channels' ranges as they are (the feature grid draws such a
+    channel's units in its ``nan_color``). No numpy warning is raised for NaN or infinite
+    units. Ranges given with ``"fixed"`` are returned as they are (scalars repeated for every
+    channel).
 
     Args:
         acts: activations of shape (C, H, W).
         mode: ``"channel"``, ``"layer"`` or ``"fixed"`` (see the module docstring).
-        fixed: ``(lo, hi)`` for mode ``"fixed"``; finite scalars or arrays of shape (C,).
+        fixed: ``(lo, hi)`` for mode ``"fixed"``; finite scalars or arrays of shape (C,),
+            ``lo <= hi`` in every channel.
 
     Returns:
         ``(lo, hi)``, two float32 arrays of shape (C,).
 
     Raises:
         ValueError: for an unknown mode, a missing ``fixed`` range, one that is not two
-            parts, a part of another shape than (C,) or with a NaN or infinite value, or a
-            stack that is not (C, H, W).
+            parts, a part of another shape than (C,) or with a NaN or infinite value, a
+            reversed one (``lo > hi`` in some channel), or a stack that is not (C, H, W).
         TypeError: for a ``fixed`` that is not a pair ``(lo, hi)`` of numbers or arrays.
     """
     acts = _check_stack(acts)
@@ -127,7 +132,7 @@ def value_ranges(
             raise ValueError(f"fixed must be a pair (lo, hi) of scalars or arrays of shape ({channels},), "
                              f"got {len(fixed)} parts")
         lo, hi = fixed
-        return check_per_channel(lo, "fixed lo", channels), check_per_channel(hi, "fixed hi", channels)
+        return check_lo_hi(lo, hi, channels, "fixed")
     raise ValueError(f"unknown normalisation mode {mode!r}; accepted: {', '.join(NORM_MODES)}")
 
 
@@ -166,21 +171,22 @@ def normalize(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
     Args:
         acts: stack of shape (C, H, W).
-        lo: lower ends, shape (C,) (or scalar); finite.
+        lo: lower ends, shape (C,) (or scalar); finite, ``<= hi``.
         hi: upper ends, shape (C,) (or scalar); finite.
 
     Returns:
-        float32 array of the same shape; channels with ``hi <= lo`` (an empty range: a constant
-        channel, or a reversed range, which does not invert the scale) are 0.
+        float32 array of the same shape; channels with ``hi == lo`` (an empty range: a
+        constant channel) are 0. A reversed range (``lo > hi``) is refused.
 
     Raises:
-        ValueError: for a stack that is not (C, H, W), or ``lo``/``hi`` of another shape than
-            (C,) or with a NaN or infinite value.
+        ValueError: for a stack that is not (C, H, W), ``lo``/``hi`` of another shape than
+            (C,) or with a NaN or infinite value, or ``lo > hi`` in some channel (a reversed
+            range; the message names the values and, for arrays, the channel).
         TypeError: for ``lo``/``hi`` that are not numbers.
     """
     acts = _check_stack(acts)
-    lo = check_per_channel(lo, "lo", acts.shape[0])[:, None, None]
-    hi = check_per_channel(hi, "hi", acts.shape[0])[:, None, None]
+    lo, hi = check_lo_hi(lo, hi, acts.shape[0])
+    lo, hi = lo[:, None, None], hi[:, None, None]
     scale, offset, valid = linear_scale(lo, hi, 1.0)
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, set to 0 below
         out = acts * scale

@@ -254,11 +254,13 @@ def draw_rect(
             ``int()`` (an occluder box may arrive as floats). An empty rectangle draws nothing.
         color: RGB, three ints in 0..255.
         width: line width in pixels, an int >= 1 (the lines stay inside the rectangle).
-        copy: draw on a copy (True) or on ``image`` itself.
+        copy: draw on a copy (True) or on ``image`` itself (False: ``image`` must then be a
+            writable array, not a read-only one such as a ``np.broadcast_to`` view).
 
     Raises:
-        ValueError: for an image that is not uint8 RGB, a rect of another length or with a
-            NaN or infinite number, a width < 1, or a colour outside 0..255.
+        ValueError: for an image that is not uint8 RGB, a read-only image with ``copy=False``,
+            a rect of another length or with a NaN or infinite number, a width < 1, or a
+            colour outside 0..255.
         TypeError: for a rect or colour that is not numbers, or a width that is not an int.
     """
     c = check_color(color)
@@ -269,6 +271,10 @@ def draw_rect(
         raise ValueError(f"rect must be four numbers (x, y, w, h), got {len(rect)} values: {rect!r}")
     x, y, w, h = (int(check_real(v, f"rect {name}")) for v, name in zip(rect, "xywh"))
     out = _check_rgb(image).copy() if copy else _check_rgb(image)
+    if not out.flags.writeable:
+        raise ValueError("draw_rect with copy=False draws on the image itself, which is read-only "
+                         "(a broadcast view or an array marked read-only): pass a writable array "
+                         "(np.array(image)), or copy=True (the default) to draw on a copy")
     H, W = out.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
     if x0 >= x1 or y0 >= y1:

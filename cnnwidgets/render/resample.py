@@ -28,13 +28,13 @@ def _check_maps(image: np.ndarray, color: bool | None, what: str, *, need_pixels
     """Whether the last axis of ``image`` holds colour components (see :func:`upscale`'s ``color``).
 
     Refuses an array with too few axes for ``color``, with ``need_pixels`` one whose height or
-    width is 0 (there is nothing to sample), and - with ``color=None`` - a uint8
-    array (H, W, 3) or (H, W, 4): an RGB(A) picture and a stack of H maps of width 3 or 4 look
+    width is 0 (there is nothing to sample), and - with ``color=None`` - any array (H, W, 3) or
+    (H, W, 4) of any dtype: an RGB(A) picture and a stack of H maps of width 3 or 4 look
     the same, and taking one for the other gives an array of the wrong shape.
     """
     if color is None:
-        if image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
-            raise ValueError(f"{what}: the uint8 array of shape {image.shape} may be a picture (H, W, "
+        if image.ndim == 3 and image.shape[2] in (3, 4):
+            raise ValueError(f"{what}: the {image.dtype} array of shape {image.shape} may be a picture (H, W, "
                              f"{image.shape[2]}) or a stack of {image.shape[0]} maps (C, H, W); say which: "
                              "color=True for a picture, color=False for a stack")
         color = False
@@ -56,15 +56,15 @@ def upscale(image: np.ndarray, factor: int, *, color: bool | None = None) -> np.
         image: a map or stack of shape (..., H, W), or with ``color=True`` an image (H, W, K).
         factor: int >= 1 (a float, even 2.0, is refused).
         color: whether the last axis holds colour components. ``None`` (the default) means
-            False, except for a uint8 array (H, W, 3) or (H, W, 4), which may be a picture or
-            a stack of maps of width 3 or 4: it is refused until ``color`` says which.
+            False, except for an array (H, W, 3) or (H, W, 4) of any dtype, which may be a
+            picture or a stack of maps of width 3 or 4: it is refused until ``color`` says which.
 
     Returns:
         The enlarged array, same dtype.
 
     Raises:
         TypeError: for a factor that is not an int.
-        ValueError: for a factor < 1, too few axes, or an ambiguous uint8 array with ``color=None``.
+        ValueError: for a factor < 1, too few axes, or an ambiguous (H, W, 3|4) array with ``color=None``.
     """
     factor = check_int(factor, "upscale factor", minimum=1)
     image = np.asarray(image)
@@ -168,7 +168,7 @@ def resize(
         size: output (height, width), a pair of ints >= 1.
         mode: ``"nearest"`` or ``"bilinear"``.
         color: whether the last axis holds colour components; ``None`` as in :func:`upscale`
-            (False, but a uint8 (H, W, 3) or (H, W, 4) array is refused as ambiguous).
+            (False, but an (H, W, 3) or (H, W, 4) array of any dtype is refused as ambiguous).
 
     Returns:
         float32 array (uint8 inputs are returned as uint8 for ``"nearest"``).
@@ -176,7 +176,7 @@ def resize(
     Raises:
         TypeError: for a size that is not a pair of ints.
         ValueError: for an unknown mode, a size < 1, an image with too few axes or no pixels,
-            or an ambiguous uint8 array with ``color=None``.
+            or an ambiguous (H, W, 3|4) array with ``color=None``.
     """
     _check_mode(mode)
     out_h, out_w = check_size(size)
