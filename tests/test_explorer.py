@@ -2704,9 +2704,9 @@ def test_dead_channels_before_a_relu_are_named_for_what_they_show():
         model.features[0].bias[3] = -100.0  # channel 3 below zero everywhere
     explorer = make(model, layer="features.0")
     try:
-        assert "1 with no positive value on this image (red: zero after a ReLU)" in explorer.grid_caption.value
+        assert "1 with no positive value on this image (red frame, \\: zero after a ReLU)" in explorer.grid_caption.value
         explorer.layer = "features.1"  # the ReLU: the same channel is all zero
-        assert "1 dead on this image (red)" in explorer.grid_caption.value
+        assert "1 dead on this image (red frame, \\)" in explorer.grid_caption.value
         assert "no positive value" not in explorer.grid_caption.value
     finally:
         explorer.close()
@@ -2732,9 +2732,9 @@ def test_channels_before_a_batch_norm_are_not_marked_dead():
         explorer.layer = "2"  # the ReLU after the norm: channel 2 fires
         assert explorer.baseline_activations[2].min() > 0 and "dead" not in explorer.grid_caption.value
         explorer.layer = "3"  # a ReLU comes right after this convolution
-        assert "1 with no positive value on this image (red: zero after a ReLU)" in explorer.grid_caption.value
+        assert "1 with no positive value on this image (red frame, \\: zero after a ReLU)" in explorer.grid_caption.value
         explorer.layer = "4"
-        assert "1 dead on this image (red)" in explorer.grid_caption.value
+        assert "1 dead on this image (red frame, \\)" in explorer.grid_caption.value
     finally:
         explorer.close()
 

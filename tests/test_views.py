@@ -22,7 +22,7 @@ from cnnwidgets.core.hygiene import hook_count
 from cnnwidgets.methods import deconvnet, dead_channels, grad_cam, guided_backprop, occlusion_map, saliency
 from cnnwidgets.methods.cam import upsample
 from cnnwidgets.methods.gradients import project_channel
-from cnnwidgets.render.grid import MARK_COLOR
+from cnnwidgets.render.grid import DATA_MARK_COLOR, MARK_COLOR
 
 
 @pytest.fixture(scope="module")
@@ -475,15 +475,16 @@ def test_mark_dead_marks_exactly_the_given_tiles(bundle):
         ex.mark_dead({"features.conv3": marked})
         assert ex.wait_idle(60)
         grid = ex.grid_image
-        for c in marked:
-            assert (tile_outline(grid, layout, c) == MARK_COLOR).all(axis=1).all()
+        for c in marked:  # orange, not the red of the channels dead on this image
+            assert (tile_outline(grid, layout, c) == DATA_MARK_COLOR).all(axis=1).all()
         for c in unmarked:
+            assert not (tile_outline(grid, layout, c) == DATA_MARK_COLOR).all(axis=1).all()
             assert not (tile_outline(grid, layout, c) == MARK_COLOR).all(axis=1).all()
-        assert "3 dead over the data set" in ex.grid_caption.value
+        assert "3 dead over the data set (orange frame, /" in ex.grid_caption.value
         assert ex.dead_marks["features.conv3"].sum() == 3
         ex.mark_dead(None)
         assert ex.wait_idle(60)
-        assert not (tile_outline(ex.grid_image, layout, marked[0]) == MARK_COLOR).all(axis=1).all()
+        assert not (tile_outline(ex.grid_image, layout, marked[0]) == DATA_MARK_COLOR).all(axis=1).all()
     finally:
         ex.close()
 
@@ -500,10 +501,27 @@ def test_scan_dead_marks_what_dead_channels_finds(bundle):
     try:
         want = dead_channels(model, x, "features.conv2", progress=False)["features.conv2"].is_dead
         assert want[6] and not want.all()
+        here = ex._frame.computed.baseline.dead.copy()
+        before = ex.grid_image.copy()
         found = ex.scan_dead(x, progress=False)
         assert set(found) == {"features.conv2"}
         np.testing.assert_array_equal(ex.dead_marks["features.conv2"], want)
         assert ex.wait_idle(60) and ex._frame.dead_in_data == int(want.sum())
+        # the scan's result can be told apart in the grid: dead over the data set only -> orange frame;
+        # dead on this image too -> red frame with both diagonals; dead on this image only -> red, one diagonal
+        grid, layout = ex.grid_image, ex._frame.layout
+        assert not np.array_equal(before, grid)
+        for c in range(len(want)):
+            x0, y0, w, h = layout.tile_rect(c)
+            outline = tile_outline(grid, layout, c)
+            rising = grid[y0 + h - 2, x0 + 1]  # on the diagonal from the bottom left up, inside the frame
+            if here[c]:
+                assert (outline == MARK_COLOR).all(axis=1).all()
+                assert (rising == DATA_MARK_COLOR).all() == bool(want[c])
+            elif want[c]:
+                assert (outline == DATA_MARK_COLOR).all(axis=1).all() and (rising == DATA_MARK_COLOR).all()
+            else:
+                assert not (outline == DATA_MARK_COLOR).all(axis=1).all()
         in_fives = ex.scan_dead(x, batch_size=5, progress=False)  # passed on to dead_channels
         np.testing.assert_array_equal(in_fives["features.conv2"].is_dead, want)
         with pytest.raises(ValueError, match="batch_size"):

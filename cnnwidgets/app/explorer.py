@@ -2049,12 +2049,12 @@ class Explorer(ipw.VBox):
         if frame.dead and frame.computed.baseline.signed:
             # the tiles still show patterns, all at or below zero: what a ReLU after this layer zeroes
             caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead} with no positive value on this image "
-                        "(red: zero after a ReLU)</span>")
+                        "(red frame, \\: zero after a ReLU)</span>")
         elif frame.dead:
-            caption += f" &nbsp; <span style='color:#c62828'>{frame.dead} dead on this image (red)</span>"
+            caption += f" &nbsp; <span style='color:#c62828'>{frame.dead} dead on this image (red frame, \\)</span>"
         if frame.marked is not None:
-            caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead_in_data} dead over the data set "
-                        "(red)</span>")
+            caption += (f" &nbsp; <span style='color:#e65100'>{frame.dead_in_data} dead over the data set "
+                        "(orange frame, /; crossed when dead on this image too)</span>")
         shape = info.map_shape
         if shape is not None and shape[1] * shape[2] == 1 and state.norm != "layer":
             # one value per tile, scaled by its own channel's range: every tile looks alike

@@ -356,7 +356,8 @@ def render_frame(
     quality = DRAFT_QUALITY if req.draft else FINAL_QUALITY
 
     ch = req.channel
-    marks = base.dead if marked is None else (base.dead | np.asarray(marked, dtype=bool))
+    # dead on this image: red marks; dead over a data set: orange ones, the other way (a channel both is crossed)
+    in_data = None if marked is None else np.asarray(marked, dtype=bool)
     order = base.order if req.sort else None
     shown, page = page_channels(order, channels, req.page, ch)
     layout, grid_width = layouts.get(shape, shown if shown is not None else order, req.draft)
@@ -373,13 +374,13 @@ def render_frame(
         lo, hi = base.lo, base.hi
         drawn = dataclasses.replace(layout, map_height=strided.shape[1], map_width=strided.shape[2], shrink=1)
         grid, _ = R.feature_grid(strided, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=drawn,
-                                 marked=marks)
+                                 marked=base.dead, data_marked=in_data)
     else:
         acts = computed.acts
         selected = acts[ch]
         lo, hi = _ranges(req, acts, base)
         grid, _ = R.feature_grid(acts, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=layout,
-                                 marked=marks, shrink_mode="stride" if req.draft else "mean")
+                                 marked=base.dead, data_marked=in_data, shrink_mode="stride" if req.draft else "mean")
     grid_bytes = R.encode_jpeg(grid, quality, subsampling=req.draft)
 
     span = hi[ch] - lo[ch]

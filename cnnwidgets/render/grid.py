@@ -27,6 +27,9 @@ __all__ = ["GridLayout", "feature_grid", "grid_layout", "mosaic"]
 
 BORDER_COLOR = (48, 48, 48)
 MARK_COLOR = (230, 40, 40)
+DATA_MARK_COLOR = (255, 150, 0)
+"""The feature grid's colour for its second set of marks (``data_marked``: the channels dead over a
+data set), drawn with the other diagonal: orange, apart from the red marks and every colormap's colours."""
 NAN_COLOR = (255, 0, 255)
 """The feature grid's default colour for NaN and infinite units: magenta, far from every colour of
 every colormap of :func:`~cnnwidgets.render.colormap_names` and from the border and mark colours."""
@@ -296,12 +299,15 @@ def _paint_frame(out: np.ndarray, layout: GridLayout, color: np.ndarray) -> None
         out[y : y + th, x : x + tw] = color
 
 
-def _paint_marks(out: np.ndarray, layout: GridLayout, marked: np.ndarray | None, color: np.ndarray) -> None:
+def _paint_marks(out: np.ndarray, layout: GridLayout, marked: np.ndarray | None, color: np.ndarray,
+                 what: str = "marked", rising: bool = False) -> None:
+    """Frame each marked channel's tile in ``color`` and draw a diagonal: from the top left down
+    (``\\``), or with ``rising`` from the bottom left up (``/``)."""
     if marked is None:
         return
     marked = np.asarray(marked, dtype=bool)
     if marked.shape != (layout.channels,):
-        raise ValueError(f"marked must have shape ({layout.channels},), got {marked.shape}")
+        raise ValueError(f"{what} must have shape ({layout.channels},), got {marked.shape}")
     for channel in layout.order:
         if not marked[channel]:
             continue
@@ -312,7 +318,8 @@ def _paint_marks(out: np.ndarray, layout: GridLayout, marked: np.ndarray | None,
         out[y : y + h, x + w - 1] = color
         n = min(w, h)
         diag = np.arange(n)
-        out[y + diag, x + (diag * w) // n] = color
+        rows = y + h - 1 - (diag * h) // n if rising else y + diag
+        out[rows, x + (diag * w) // n] = color
 
 
 def mosaic(
@@ -368,6 +375,7 @@ def feature_grid(
     cmap: str = "viridis",
     order: np.ndarray | list[int] | None = None,
     marked: np.ndarray | None = None,
+    data_marked: np.ndarray | None = None,
     layout: GridLayout | None = None,
     max_width: int = 720,
     max_height: int = 480,
@@ -393,7 +401,11 @@ def feature_grid(
         cmap: colormap name.
         order: channel per slot, e.g. from :func:`~cnnwidgets.render.activation_order`; fewer
             than C channels: only those are drawn (a page of a wide layer).
-        marked: bool (C,) channels to mark (dead channels).
+        marked: bool (C,) channels to mark (dead channels): a frame in :data:`MARK_COLOR` (red)
+            and a diagonal from the top left down.
+        data_marked: bool (C,) channels to mark in a second way (dead over a data set): a frame
+            in :data:`DATA_MARK_COLOR` (orange) and a diagonal from the bottom left up. A channel
+            in both gets the red frame and both diagonals (a cross).
         layout: reuse a layout (its ``channels`` and map size must match C, H, W; it may show
             some of the channels only); otherwise one is chosen with :func:`grid_layout`.
             Ranges of mode ``"layer"`` are those of all C channels, also on a page.
@@ -460,5 +472,6 @@ def feature_grid(
         _place(mask, nonfinite[slots], layout)
         out[mask] = nan_rgb
     _paint_frame(out, layout, np.asarray(BORDER_COLOR, dtype=np.uint8))
+    _paint_marks(out, layout, data_marked, np.asarray(DATA_MARK_COLOR, dtype=np.uint8), "data_marked", rising=True)
     _paint_marks(out, layout, marked, np.asarray(MARK_COLOR, dtype=np.uint8))
     return out, layout
