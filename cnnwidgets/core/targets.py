@@ -23,7 +23,7 @@ import torch
 
 __all__ = [
     "INDEX_TYPES", "ChannelActivation", "ClassLogit", "ClassLogits", "ClassProbability", "OutputDtypeError", "OutputScore", "OutputTypeError", "Target",
-    "as_flag",
+    "SizeTypeError", "as_flag", "int_pair",
     "FINAL_ACTIVATIONS", "OUTPUT_KINDS", "as_count", "as_index", "as_pair", "as_seed", "as_tolerance", "call_target", "check_channel_output", "check_output_kind",
     "check_finite_activation", "checked_scores", "class_probabilities", "class_scores", "looks_like_independent_probabilities",
     "nonfinite_cause", "output_reduction", "output_tensor", "resolve_target", "single_index", "target_score",
@@ -115,6 +115,35 @@ def as_pair(
         raise TypeError(f"{what} must be {pair}, got {_describe_value(value)}")
     first, second = value  # type: ignore[misc]
     return as_index(first, f"{what} {names[0]}"), as_index(second, f"{what} {names[1]}")
+
+
+class SizeTypeError(TypeError, ValueError):
+    """A size argument of the wrong type: an occluder ``window`` or ``stride``, or the ``size`` of
+    :func:`~cnnwidgets.methods.actmax.maximize_activation`, that is a string, a bool, a float or
+    another non-integer, where an int is accepted as :func:`as_index` takes one (a Python int, a
+    numpy integer or a 0-d integer tensor).
+
+    A ``TypeError``, as for every count of the package, and a ``ValueError`` too: such sizes were
+    refused with a ``ValueError`` before, and code that catches that treats them the same way.
+    """
+
+
+def int_pair(value: object, what: str, accepted: str) -> tuple[int, int]:
+    """``value`` as two ints: one int (both entries) or a pair of them (a tuple, a list, or a 1-D
+    array or tensor of two), each as :func:`as_index` accepts it. The range is not checked.
+
+    Raises:
+        SizeTypeError: for anything else (a ``TypeError`` and a ``ValueError``), naming ``what``,
+            ``accepted`` and what it got.
+    """
+    try:
+        return (as_index(value, what),) * 2
+    except TypeError:
+        pass
+    try:
+        return as_pair(value, what, pair=accepted)
+    except TypeError:
+        raise SizeTypeError(f"{what} must be {accepted} (each {_ACCEPTED_INDEX}), got {_describe_value(value)}") from None
 
 
 def as_count(value: object, what: str, *, minimum: int = 1) -> int:

@@ -27,6 +27,7 @@ from cnnwidgets.methods.gradients import (
     strongest_unit,
 )
 from cnnwidgets.methods.occlusion import (
+    NoOcclusionEffectWarning,
     OcclusionResult,
     TopClassProbability,
     grid_to_pixel_attribution,
@@ -48,6 +49,7 @@ __all__ = [
     "FunctionalReluWarning",
     "InactiveChannelWarning",
     "MixedActivationWarning",
+    "NoOcclusionEffectWarning",
     "NoReluWarning",
     "OcclusionResult",
     "TopClassProbability",

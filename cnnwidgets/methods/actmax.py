@@ -28,8 +28,8 @@ resized to 128x128), divided by its largest column norm.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import numbers
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,11 +44,13 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope
 from cnnwidgets.core.targets import (
-    Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, resolve_target, target_score,
+    SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, int_pair, resolve_target,
+    target_score,
 )
+from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import check_target_layer, gradients_enabled, hook_activations, require_graph
 
-__all__ = ["ActMaxResult", "ZeroGradientWarning", "maximize_activation"]
+__all__ = ["ActMaxResult", "ZeroGradientWarning", "maximize_activation", "zero_gradient_quietly"]
 
 _COLOR_SQRT_COV = torch.tensor(
     [
@@ -63,7 +65,20 @@ _PARAMETRIZATIONS = ("fourier", "pixel")
 
 class ZeroGradientWarning(RuntimeWarning):
     """The target's gradient was zero at every step of :func:`maximize_activation`: the image never
-    changed, and the result is the starting image."""
+    changed, and the result is the starting image. Also when a run that was not cancelled ends with
+    the target no higher than on the starting image (a channel that is never active, whose image
+    the redirected ReLUs moved without switching it on): the image shows no feature of the target."""
+
+
+# Per thread: whether maximize_activation leaves its ZeroGradientWarning out (see zero_gradient_quietly).
+_ZERO_QUIET = QuietSwitch()
+
+
+def zero_gradient_quietly() -> contextlib.AbstractContextManager[list[Warning]]:
+    """Within this block, on this thread, :func:`maximize_activation` issues no
+    :class:`ZeroGradientWarning`; the block yields a list that receives the warnings left out.
+    For callers that say so themselves, as the activation-maximisation view does in its status line."""
+    return _ZERO_QUIET.quietly()
 
 
 @dataclass(frozen=True)
@@ -278,6 +293,24 @@ def _zero_gradient_message(steps: int, value: float, redirect_steps: int, ran: d
             "varied start), or a target on the layer before the activation (its input is not clipped).")
 
 
+def _no_rise_message(steps: int, initial: float, final: float, trace: np.ndarray) -> str:
+    """The :class:`ZeroGradientWarning` of a run of ``steps`` steps whose image moved but whose target
+    ended at ``final``, no higher than its ``initial`` value (``trace``: the objective at every step)."""
+    never = final <= 0 and initial <= 0 and float(trace.max()) <= 0
+    values = (f"it is {initial:.3g} on the starting image, {final:.3g} at the end"
+              + (f", and never above 0 in any of the {steps} steps" if never else ""))
+    if never:
+        why = ("A unit that is never above 0 is switched off on every image tried: its activation's input stays "
+               "below 0 (a large negative bias, a dead channel; dead_channels finds such channels), and the "
+               "redirected ReLUs moved the image without switching it on. Try another channel, or a target on the "
+               "layer before the activation (its input is not clipped, so it can rise).")
+    else:
+        why = ("The ascent did not get anywhere: try more steps, another lr or seed, or a larger init_sd (a more "
+               "varied start), or another channel.")
+    return (f"maximize_activation: the target did not rise above its starting value ({values}), so the image "
+            f"shows no feature of the target: it is what the steps made of the starting image. {why}")
+
+
 class _AdamAscent:
     """Adam (Kingma & Ba 2015) stepping *up* the gradient, on our own leaf tensors only.
 
@@ -331,17 +364,22 @@ def _channel_stats(values: Sequence[float] | float | None, channels: int, defaul
 
 
 def _image_size(size: Any) -> tuple[int, int]:
-    """``size`` (``H`` or ``(H, W)``, ints >= 2) as (H, W)."""
+    """``size`` (``H`` or ``(H, W)``, ints >= 2, each as :func:`~cnnwidgets.core.targets.as_index`
+    takes one) as (H, W).
+
+    Raises:
+        SizeTypeError: (a ``TypeError`` and a ``ValueError``) for a size of another type.
+        ValueError: for an entry below 2.
+    """
     accepted = "an int H or a pair (H, W) of ints >= 2; for the number of channels too, give input_size=(C, H, W)"
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        values: tuple[Any, ...] = (size, size)
-    elif isinstance(size, (Sequence, np.ndarray)) and not isinstance(size, str) and len(size) == 2:
-        values = tuple(size)
-    else:
+    try:
+        height, width = int_pair(size, "size", accepted)
+    except SizeTypeError:
+        raise SizeTypeError(f"size must be {accepted} (each a Python int, a numpy integer or a 0-d integer tensor); "
+                            f"got {size!r}") from None
+    if min(height, width) < 2:
         raise ValueError(f"size must be {accepted}; got {size!r}")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 2 for v in values):
-        raise ValueError(f"size must be {accepted}; got {size!r}")
-    return int(values[0]), int(values[1])
+    return height, width
 
 
 def fit_channels(probe: Probe, height: int, width: int) -> int:
@@ -409,7 +447,8 @@ def maximize_activation(
             model's output, or one with a ``layer`` attribute; see :func:`~cnnwidgets.core.targets.resolve_target`).
         steps: number of ascent steps.
         lr: Adam learning rate for the image parameters.
-        size: image size, ``H`` or ``(H, W)`` (ints >= 2), with the first number of channels the
+        size: image size, ``H`` or ``(H, W)`` (ints >= 2: Python ints, numpy integers or 0-d integer
+            tensors), with the first number of channels the
             model runs on at that size: the probe's (that of the model's first convolution, 3 for
             a model without one, unless a probe created with another ``input_size`` is passed),
             then RGB and gray (see :func:`fit_channels`). Default: the probe's input size (its last
@@ -466,14 +505,19 @@ def maximize_activation(
         TypeError: for a count (``steps``, ``redirect_steps``, ``jitter``, ``seed``) that is not an
             int (a Python int, a numpy integer or a 0-d integer tensor; a bool or a float is
             refused), an option that is not a number, a ``decorrelate`` or ``progress`` that is
-            not True or False, or a ``callback`` / ``cancel`` of the wrong kind.
+            not True or False, or a ``callback`` / ``cancel`` of the wrong kind; a ``size`` that is
+            not such an int or a pair of them (a
+            :class:`~cnnwidgets.core.targets.SizeTypeError`, which is a ``ValueError`` too).
         RuntimeError: if the model fails on the image (the message says how to give its size).
 
     Warns:
         ZeroGradientWarning: if the target's gradient was zero at every step done: the image never
             changed and the result is the starting image (a unit that is switched off on every
             image tried, behind an activation the redirect does not reach). The message names the
-            activation modules on the way to the target and what to try instead.
+            activation modules on the way to the target and what to try instead. Also when a run
+            that was not cancelled moved the image but ended with the target no higher than on the
+            starting image (a channel that is never above 0, as one never active behind a ReLU): the
+            image shows no feature of the target.
     """
     target = resolve_target(target)
     if parametrization not in _PARAMETRIZATIONS:
@@ -606,6 +650,13 @@ def maximize_activation(
         if trace and not moved:
             redirected = {type(m).__name__ for m in probe.model.modules() if isinstance(m, _REDIRECTED)}
             counts = {kind: len(modules) for kind, modules in ran.items()}
-            warnings.warn(_zero_gradient_message(len(trace), result.activation, redirect_steps, counts, redirected),
-                          ZeroGradientWarning, stacklevel=2)
+            warning = ZeroGradientWarning(
+                _zero_gradient_message(len(trace), result.activation, redirect_steps, counts, redirected))
+            if not _ZERO_QUIET.leave_out(warning):
+                warnings.warn(warning, stacklevel=2)
+        elif trace and not cancelled and not result.activation > result.initial_activation:
+            warning = ZeroGradientWarning(
+                _no_rise_message(len(trace), result.initial_activation, result.activation, result.trace))
+            if not _ZERO_QUIET.leave_out(warning):
+                warnings.warn(warning, stacklevel=2)
         return result

@@ -200,7 +200,8 @@ def layer_gradient(
         layer: layer name (see ``probe.layers``).
 
     Returns:
-        ``(A, dA)``, both detached, same shape (N, ...), on the probe's device.
+        ``(A, dA)``, both detached, same shape (N, ...), contiguous (the standard layout, also
+        where the probe computes in channels-last), on the probe's device.
 
     Raises:
         KeyError: unknown layer (or target layer). IndexError: class or channel out of range.
@@ -211,7 +212,9 @@ def layer_gradient(
         RuntimeError: a target whose score does not depend on the input at all (it detaches
             the output or is a constant; see :func:`~cnnwidgets.methods.gradients.require_graph`).
     """
-    return _layer_gradient(model_or_probe, x, target, layer, "layer_gradient")
+    activation, grad = _layer_gradient(model_or_probe, x, target, layer, "layer_gradient")
+    # a probe that computes in channels-last hands out its strides: view(N, -1) would fail on them
+    return activation.contiguous(), grad.contiguous()
 
 
 def _layer_gradient(
@@ -260,7 +263,7 @@ def _gradient_map(
     with probe_scope(model_or_probe) as probe:
         layers_for(probe, x)
         if layer is None:
-            layer = nearest_conv_layer(probe, target.layer)
+            layer = _nearest_map_layer(probe, target.layer, method)
         info = _spatial_layer(probe, layer, method)
         activation, grad = _layer_gradient(probe, x, target, layer, method)
         # a channels-last (H, W, C) layer (Swin, ConvNeXt blocks) is weighed per channel all the same
@@ -784,20 +787,35 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
 
     Raises:
         KeyError: unknown layer. ValueError: ``layer`` never runs, or no feature map larger
-            than 1x1 is computed before it (in the model, for ``layer=None``).
+            than 1x1 is computed before it (in the model, for ``layer=None``): the message says
+            that the model has no layer with a spatial map there.
         TypeError: for something that is neither a model nor a probe.
+        RuntimeError: for a model (not a probe) that runs on none of the input sizes tried: the
+            message says to pass ``Probe(model, input_size=(C, H, W))`` instead.
     """
+    return _nearest_map_layer(model_or_probe, layer, "nearest_conv_layer")
+
+
+_NO_MAP = "no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) runs"
+
+
+def _nearest_map_layer(model_or_probe: nn.Module | Probe, layer: str | None, caller: str) -> str:
+    """:func:`nearest_conv_layer`, for ``caller``: ``"nearest_conv_layer"``, or the method whose
+    default layer it picks (``"grad_cam"``, ``"grad_cam_pp"``), which its errors name."""
     with probe_scope(model_or_probe) as probe:
-        layers = probe.layers
+        try:
+            layers = probe.layers
+        except RuntimeError as exc:
+            error = exc if isinstance(model_or_probe, Probe) else _size_error(exc, caller, layer)
+            if error is exc:
+                raise
+            raise error from exc.__cause__
         if layer is None:
             keys = _finish_keys(layers)
             accept = _whole_block_map(layers, None)
             maps = [name for name in keys if accept(layers[name])]
             if not maps:
-                raise ValueError(
-                    "no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
-                    "runs in this model; Grad-CAM needs such a layer"
-                )
+                raise ValueError(f"{caller}: {_NO_MAP} in this model{_no_map_reason(caller, '')}")
             return max(maps, key=keys.__getitem__)
         info = probe.check_layer(layer)
     if info.calls == 0:
@@ -807,7 +825,32 @@ def nearest_conv_layer(model_or_probe: nn.Module | Probe, layer: str | None = No
     chosen = _latest_map_before(layers, info, _whole_block_map(layers, info))
     if chosen is None:
         raise ValueError(
-            f"no layer with a feature-map output larger than 1x1 ((C, H, W) or channels-last (H, W, C)) "
-            f"runs before layer {layer!r}, which outputs {info.shape_text}; Grad-CAM needs such a layer"
+            f"{caller}: {_NO_MAP} before layer {layer!r}, which outputs {info.shape_text}"
+            f"{_no_map_reason(caller, ' before it')}"
         )
     return chosen.name
+
+
+def _no_map_reason(caller: str, where: str) -> str:
+    """Why a ``caller`` found no feature map (``where``: ``""`` for the whole model, or ``" before it"``)."""
+    if caller == "nearest_conv_layer":
+        return (f": the model has no layer with a spatial map{where} (it has linear layers only, or its maps are "
+                "1x1 at this input size: describe the probe at a larger one), so there is none to give")
+    return "; Grad-CAM needs such a layer"
+
+
+#: What :meth:`Probe.fit_input_size` tells a caller that can take an ``input_size``.
+_GIVE_SIZE = "give the size it expects, e.g. input_size=(C, H, W)"
+
+
+def _size_error(exc: RuntimeError, caller: str, layer: str | None) -> RuntimeError:
+    """``exc``, a model that runs on none of the input sizes tried, told to a ``caller`` that takes no
+    ``input_size`` (called with ``layer``): the size goes to a probe of the model instead."""
+    text = str(exc)
+    if type(exc) is not RuntimeError or _GIVE_SIZE not in text:
+        return exc  # another kind of input, channels-last ...: its own message says what to change
+    advice = (f"{caller} takes no input_size: give the size to a probe of the model and pass that, "
+              f"{caller}(Probe(model, input_size=(C, H, W)){'' if layer is None else f', {layer!r}'})")
+    error = RuntimeError(f"{caller}: {text.replace(_GIVE_SIZE, advice)}")
+    error.__cause__ = exc.__cause__
+    return error

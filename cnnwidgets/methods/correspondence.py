@@ -41,6 +41,7 @@ from __future__ import annotations
 import html
 import math
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -51,7 +52,9 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_seed, as_tolerance
+from cnnwidgets.methods.gradients import _EMPTY_QUIET
 from cnnwidgets.methods.invariance import check_fill, check_image_batch, feature_layer_names
+from cnnwidgets.methods.occlusion import NoOcclusionEffectWarning
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
 
@@ -143,6 +146,8 @@ class CorrespondenceResult:
         feature_sizes: ``{layer: D}``.
         boxes: ``{part: [one (x0, y0, x1, y1) box per image]}``, the boxes that were scored (the
             control's random boxes are not kept); empty for a result made by hand.
+        fill: the occluder value the boxes were filled with (one, or one per channel, in
+            preprocessed space); None for a result made by hand.
     """
 
     layers: list[str]
@@ -155,6 +160,7 @@ class CorrespondenceResult:
     random_trials: int
     feature_sizes: dict[str, int]
     boxes: dict[str, list[BoxXYXY]] = field(default_factory=dict)
+    fill: float | list[float] | None = None
 
     def cell(self, part: str, layer: str, precision: int = 3) -> str:
         """One cell of the table as text, ``"mean ± std"`` with ``precision`` decimals.
@@ -197,8 +203,10 @@ class CorrespondenceResult:
         )
         pairs = self.num_images * (self.num_images - 1) // 2
         note = (
-            "Mean feature sign change: the normalised Hamming distance of sign(x - x~) over "
-            f"{pairs} image pair{'s' if pairs != 1 else ''}, ± its standard deviation; lower = more consistent."
+            "Mean feature sign change: the normalised Hamming distance, over "
+            f"{pairs} image pair{'s' if pairs != 1 else ''}, of sign(φ(x) - φ(x~)), where φ(x) is the layer's features of "
+            "an image and φ(x~) those of the image with the part covered; ± its standard deviation; lower = more "
+            "consistent."
         )
         return (
             f'<table style="border-collapse:collapse"><thead><tr><th {cell}>occluded part</th>{head}</tr></thead>'
@@ -228,6 +236,31 @@ def _pairwise(signs: torch.Tensor) -> torch.Tensor:
     for i in range(n):
         out[i] = (signs[i:i + 1] != signs).sum(dim=1).to(torch.float64)
     return out
+
+
+def _layers_text(layers: Sequence[str]) -> str:
+    return f"layer {layers[0]!r}" if len(layers) == 1 else f"layers {', '.join(map(repr, layers))}"
+
+
+def _unchanged_warning(unchanged: dict[str, list[str]], fill_is_image: dict[str, bool]) -> NoOcclusionEffectWarning:
+    """The warning for the rows (parts, :data:`RANDOM`) whose occluder changed no feature of any image
+    at the layers listed for them; ``fill_is_image``: whether a row's fill equals the images in its boxes."""
+    rows = [("the random control" if row == RANDOM else f"part {row!r}") + f" (at {_layers_text(layers)})"
+            for row, layers in unchanged.items()]
+    listed = rows[0] if len(rows) == 1 else ", ".join(rows[:-1]) + " and " + rows[-1]
+    causes = []
+    if any(fill_is_image[row] for row in unchanged):
+        causes.append("the fill equals the images inside the boxes, so the occluded images are the images "
+                      "themselves (give another fill)")
+    if not all(fill_is_image[row] for row in unchanged):
+        causes.append("the layer does not depend on the boxed pixels (they lie outside its units' receptive "
+                      "fields, or its units are switched off there, as a channel that is never active)")
+    return NoOcclusionEffectWarning(
+        f"correspondence: occluding changed no feature of any image for {listed}, so "
+        f"{'its row reads' if len(rows) == 1 else 'their rows read'} 0 there (0.000 ± 0.000), which is not perfect "
+        f"correspondence: there is no change to compare. Likely cause: {'; or '.join(causes)}",
+        fill_equals_image=all(fill_is_image[row] for row in unchanged),
+    )
 
 
 def correspondence(
@@ -281,6 +314,14 @@ def correspondence(
             that is not numbers, ``random_trials``, ``seed`` or ``batch_size`` not an int (a Python int, a numpy
             integer or a 0-d integer tensor are; a bool or a float is not), ``rtol`` or ``atol``
             not a number, ``progress`` not True or False.
+
+    Warns:
+        NoOcclusionEffectWarning: (an :class:`~cnnwidgets.methods.gradients.EmptyMapWarning`) when
+            a part's occluder (or every random trial of the control) changed no feature of any image
+            at a layer: its row reads 0 there, which would look like perfect correspondence. The
+            message names the rows and layers and the likely cause (the fill equals the images in
+            the boxes, or the layer does not depend on the boxed pixels). Left out within
+            :func:`~cnnwidgets.methods.gradients.empty_maps_quietly`.
     """
     check_image_batch(images)
     n, _, height, width = images.shape
@@ -298,7 +339,7 @@ def correspondence(
     rtol, atol = as_tolerance(rtol, "rtol"), as_tolerance(atol, "atol")
     batch_size = as_count(batch_size, "batch_size", minimum=1)
     progress = as_flag(progress, "progress")
-    check_fill(fill, images.shape[1])
+    fill = check_fill(fill, images.shape[1])
     for name, boxes in parts.items():
         first = boxes[0] if len(boxes) else None
         if first is not None and (isinstance(first, str) or not isinstance(first, (Sequence, np.ndarray, torch.Tensor))):
@@ -331,10 +372,24 @@ def correspondence(
 
         bar = tqdm(total=len(checked) + random_trials, disable=not progress, desc="correspondence", unit="pass")
 
-        def measure(boxes: list[BoxXYXY]) -> dict[str, torch.Tensor]:
-            occluded = features(occlude(images, boxes, fill))
+        # per row (part or RANDOM): the layers at which its occluder changed no feature of any image,
+        # and whether its fill equals the images in every box (its occluded images are the images)
+        unchanged: dict[str, list[str]] = {}
+        fill_is_image: dict[str, bool] = {}
+
+        def measure(boxes: list[BoxXYXY], row: str) -> dict[str, torch.Tensor]:
+            occluded_images = occlude(images, boxes, fill)
+            occluded = features(occluded_images)
             bar.update(1)
-            return {k: _pairwise(_signs(reference[k], occluded[k], rtol, atol)) for k in names}
+            signs = {k: _signs(reference[k], occluded[k], rtol, atol) for k in names}
+            same = bool(torch.equal(occluded_images, images))
+            still = [k for k in names if not bool(signs[k].any())]
+            if row not in unchanged:  # the first pass of the row (the control's first trial)
+                unchanged[row], fill_is_image[row] = still, same
+            else:  # a further trial of the control: unchanged only where every trial changed nothing
+                unchanged[row] = [k for k in unchanged[row] if k in still]
+                fill_is_image[row] = fill_is_image[row] and same
+            return {k: _pairwise(v) for k, v in signs.items()}
 
         try:
             mean: dict[str, dict[str, float]] = {}
@@ -342,7 +397,7 @@ def correspondence(
             total: dict[str, dict[str, float]] = {}
             pairwise: dict[str, dict[str, np.ndarray]] = {}
             for name, boxes in checked.items():
-                counts = measure(boxes)
+                counts = measure(boxes, name)
                 mean[name], std[name], total[name], pairwise[name] = {}, {}, {}, {}
                 for layer in names:
                     fraction = counts[layer] / sizes[layer]
@@ -358,7 +413,7 @@ def correspondence(
                 for t in range(random_trials):
                     template = checked[part_names[t % len(part_names)]]
                     boxes = random_boxes([(y1 - y0, x1 - x0) for x0, y0, x1, y1 in template], (height, width), rng)
-                    for layer, counts in measure(boxes).items():
+                    for layer, counts in measure(boxes, RANDOM).items():
                         trials[layer].append(counts)
                 mean[RANDOM], std[RANDOM], total[RANDOM], pairwise[RANDOM] = {}, {}, {}, {}
                 for layer in names:
@@ -371,6 +426,11 @@ def correspondence(
                 part_names.append(RANDOM)
         finally:
             bar.close()
+    unchanged = {row: layers for row, layers in unchanged.items() if layers}
+    if unchanged:
+        warning = _unchanged_warning(unchanged, fill_is_image)
+        if not _EMPTY_QUIET.leave_out(warning):
+            warnings.warn(warning, stacklevel=2)
     return CorrespondenceResult(
         layers=names,
         parts=part_names,
@@ -382,4 +442,5 @@ def correspondence(
         random_trials=random_trials,
         feature_sizes=sizes,
         boxes={name: list(boxes) for name, boxes in checked.items()},
+        fill=fill,
     )

@@ -300,7 +300,8 @@ def dead_channels(
             not dead but broken), a layer's feature map is empty at the batch's size (see
             :func:`~cnnwidgets.core.layers.check_map_not_empty`), ``threshold`` is NaN or infinite,
             or ``batch_size`` is below 1.
-        TypeError: when ``inputs`` or an item of it is not one of the forms above, a layer name is
+        TypeError: when ``inputs`` or an item of it is not one of the forms above (a numpy array is
+            told to go through ``torch.from_numpy``; a path, a string, to be loaded first), a layer name is
             not a string, ``threshold`` is not a number, ``batch_size`` is not an int (a Python
             int, a numpy integer or a 0-d integer tensor; not a bool or a float), or ``progress``
             is not True or False.

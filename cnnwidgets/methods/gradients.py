@@ -143,7 +143,11 @@ class EmptyMapWarning(RuntimeWarning):
 
     ``zero_gradient`` is True when the gradient itself is zero (at every pixel, or at every unit
     of Grad-CAM's layer): the target's score does not depend on the input or the layer there.
-    False for a Grad-CAM map with a gradient whose weighted sum is nowhere positive.
+    False for a Grad-CAM map with a gradient whose weighted sum is nowhere positive. ``message``
+    is the warning's text.
+
+    Occlusion maps and correspondence tables that occluding left unchanged warn with a subclass,
+    :class:`~cnnwidgets.methods.occlusion.NoOcclusionEffectWarning`.
     """
 
     def __init__(self, message: str, zero_gradient: bool = False) -> None:
@@ -157,9 +161,11 @@ _EMPTY_QUIET = QuietSwitch()
 
 def empty_maps_quietly() -> contextlib.AbstractContextManager[list[Warning]]:
     """Within this block, on this thread, a map that is zero everywhere (saliency, guided
-    backprop, deconvnet, Grad-CAM, Grad-CAM++) gives no :class:`EmptyMapWarning`. For callers
-    that say so themselves, as the explorer's method panel does: the block yields a list that
-    receives the warnings left out (each with its :attr:`~EmptyMapWarning.zero_gradient`)."""
+    backprop, deconvnet, Grad-CAM, Grad-CAM++; an occlusion map or a correspondence table that
+    occluding left unchanged, see :class:`~cnnwidgets.methods.occlusion.NoOcclusionEffectWarning`)
+    gives no :class:`EmptyMapWarning`. For callers that say so themselves, as the explorer's method
+    panel does: the block yields a list that receives the warnings left out (each with its
+    :attr:`~EmptyMapWarning.zero_gradient`)."""
     return _EMPTY_QUIET.quietly()
 
 

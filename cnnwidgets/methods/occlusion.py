@@ -74,18 +74,21 @@ from cnnwidgets.core.probe import (
     Probe, check_channel_axis, check_output_batch, model_error_text, probe_scope, set_memory_format,
 )
 from cnnwidgets.core.targets import (
-    ClassProbability, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real, call_target,
-    class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
+    ClassProbability, SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real,
+    call_target, int_pair, class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import InferenceCopyReport, inference_copy
 from cnnwidgets.methods._quiet import QuietSwitch
+from cnnwidgets.methods.gradients import _EMPTY_QUIET, EmptyMapWarning
 
 __all__ = [
     "KEPT_PROBABILITIES_BYTES",
     "ONE_IMAGE_WARNING",
     "PREVIEW_MIN",
     "PREVIEW_SHARE",
+    "NoOcclusionEffectWarning",
     "OcclusionResult",
+    "SizeTypeError",
     "TopClassProbability",
     "grid_shape",
     "grid_to_pixel_attribution",
@@ -112,6 +115,26 @@ _ORDERS = ("coarse_first", "raster")
 
 Fill = Union[float, str, torch.Tensor, Sequence[float], Callable[[torch.Tensor], torch.Tensor]]
 Cancel = Union[threading.Event, Callable[[], bool]]
+
+
+class NoOcclusionEffectWarning(EmptyMapWarning):
+    """Occluding changed nothing: a complete :func:`occlusion_map` (or :func:`occlusion_top_class`)
+    scan in which no occluder position changed the score, so the map is blank (its drop is zero
+    everywhere), or a :func:`~cnnwidgets.methods.correspondence.correspondence` part whose occluder
+    changed no feature of any image, so its row reads 0 (which looks like perfect
+    correspondence). It is the method's answer, but it looks like a failure.
+
+    An :class:`~cnnwidgets.methods.gradients.EmptyMapWarning` (with ``zero_gradient`` False: no
+    gradient is taken), so :func:`~cnnwidgets.methods.gradients.empty_maps_quietly` leaves it out
+    too. ``message`` is the text; ``fill_equals_image`` is True when the cause is known to be the fill:
+    it equals the image under every window (every box), so every occluded image is the image itself.
+    Otherwise the target (the layer's features) does not depend on the pixels the occluder covers,
+    e.g. a channel that is never active.
+    """
+
+    def __init__(self, message: str, fill_equals_image: bool = False) -> None:
+        super().__init__(message, zero_gradient=False)
+        self.fill_equals_image = fill_equals_image
 
 
 @dataclass(frozen=True)
@@ -218,7 +241,11 @@ class OcclusionResult:
         return np.stack([ii, jj], axis=-1)
 
     def pixel_attribution(self) -> np.ndarray:
-        """Captum's per-pixel attribution for this map; see :func:`grid_to_pixel_attribution`."""
+        """Captum's per-pixel attribution for this map; see :func:`grid_to_pixel_attribution`.
+
+        A partial map gives NaN at the pixels that no computed position covers, as the grid does at
+        the positions not computed: all NaN (without a warning) for a scan cancelled before its
+        first batch (``done == 0``)."""
         return grid_to_pixel_attribution(
             self.grid, self.unoccluded, window=self.window, stride=self.stride, image_size=self.image_size
         )
@@ -286,18 +313,10 @@ _STRIDE_ACCEPTED = "a positive int or a pair (vertical, horizontal) of positive 
 
 
 def _pair(value: object, what: str, accepted: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{what} must be {accepted}; got {value!r}")
+    """``value`` as two positive ints (see :func:`int_pair`); a ``ValueError`` for an entry below 1."""
+    pair = int_pair(value, what, accepted)
     if min(pair) < 1:
-        raise ValueError(f"{what} must be {accepted}; got {value!r}")
+        raise ValueError(f"{what} must be {accepted}, got {value!r}")
     return pair
 
 
@@ -326,8 +345,10 @@ def grid_shape(
         stride: (sh, sw) between positions in pixels, or one int for both.
 
     Raises:
-        ValueError: if image_size is not (H, W), window or stride are not positive ints / pairs,
-            or the window does not fit in the image.
+        ValueError: if image_size is not (H, W), window or stride are below 1, or the window does
+            not fit in the image.
+        SizeTypeError: (a ``TypeError`` and a ``ValueError``) if window or stride are not ints or
+            pairs of ints (each a Python int, a numpy integer or a 0-d integer tensor).
     """
     height, width = _image_size(image_size)
     wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
@@ -448,12 +469,16 @@ def grid_to_pixel_attribution(
         image_size: (H, W).
 
     Returns:
-        (H, W) float32 array; NaN for pixels no computed window covers.
+        (H, W) float32 array; NaN for pixels no computed window covers (all of them, without a
+        warning, for a grid that is all NaN: a scan cancelled before its first batch).
 
     Raises:
         ValueError: if the grid shape does not match image_size, window and stride; an
-            image_size that is not (H, W); an unoccluded score that is NaN or infinite.
-        TypeError: an unoccluded score that is not a number (a string, a bool, a tensor).
+            image_size that is not (H, W); a window or stride below 1; an unoccluded score that
+            is NaN or infinite.
+        TypeError: an unoccluded score that is not a number (a string, a bool, a tensor); a
+            window or stride that is not an int or a pair of ints (a :class:`SizeTypeError`, also a
+            ``ValueError``).
     """
     unoccluded = as_real(unoccluded, "unoccluded")
     grid = np.asarray(grid, dtype=np.float64)
@@ -521,7 +546,7 @@ def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"fill must be {accepted}; got {fill!r}")
     if isinstance(fill, (int, float, np.number)):
         if not math.isfinite(float(fill)):
-            raise ValueError(f"fill must be a finite number (or {accepted}); got {fill!r}")
+            raise ValueError(f"fill must be a finite number, got {fill!r}; accepted: {accepted}")
         return torch.full((1, channels, 1, 1), float(fill), dtype=x.dtype, device=x.device)
     if isinstance(fill, str):
         if fill == "mean":
@@ -599,6 +624,49 @@ class _OccludedBatches:
             self.written[slot] = (top, left)
         self.version = self.buffer._version
         return self.buffer[: len(corners)]
+
+
+def _covered(count: int, window: int, stride: int) -> np.ndarray:
+    """The indices along one axis that some of ``count`` windows covers."""
+    return np.unique((np.arange(count)[:, None] * stride + np.arange(window)[None, :]).ravel())
+
+
+def _fill_is_the_image(image: torch.Tensor, fill: torch.Tensor, window: tuple[int, int],
+                       stride: tuple[int, int], shape: tuple[int, int]) -> bool:
+    """Whether the fill equals ``image`` (1, C, H, W) at every pixel a window of the grid covers, in
+    every channel: then every occluded image is the image itself. One comparison of the image."""
+    rows = torch.from_numpy(_covered(shape[0], window[0], stride[0])).to(image.device)
+    cols = torch.from_numpy(_covered(shape[1], window[1], stride[1])).to(image.device)
+    same = (fill.expand_as(image) == image)[0].all(dim=0)
+    return bool(same.index_select(0, rows).index_select(1, cols).all())
+
+
+#: A complete scan counts as unchanged when every score is within this share of the largest
+#: score's magnitude from the unoccluded one (float32 rounding of the same value on two paths).
+_UNCHANGED_RTOL = 1e-6
+
+
+def _no_effect_warning(result: OcclusionResult, fill_is_image: bool, method: str) -> NoOcclusionEffectWarning | None:
+    """The :class:`NoOcclusionEffectWarning` of a complete scan in which no position changed the
+    score (or whose fill equals the image under every window), else None."""
+    grid = result.grid.astype(np.float64)
+    base = float(result.unoccluded)
+    scale = max(abs(base), float(np.abs(grid).max()))
+    if not fill_is_image and not float(np.abs(grid - base).max()) <= _UNCHANGED_RTOL * scale:
+        return None
+    start = (f"{method}: no occluder position changed the score (it is {base:.4g} without occlusion and at "
+             f"all {result.total} positions), so the map is blank (its drop is 0 everywhere): ")
+    if fill_is_image:
+        why = ("the fill equals the image under every window, so every occluded image is the image itself; "
+               "give another fill, one the image does not have there (a number, per-channel values, or a blurred "
+               "copy of the image)")
+    else:
+        why = ("the target does not depend on the image, or not on the pixels the windows cover: a channel that "
+               "is never active on it (behind a ReLU whose input stays below 0, a dead channel) is 0 with any "
+               "occluder, and so is the score of a classifier head initialised to zero; try another channel, "
+               "layer or class" + ("; a stride larger than the window leaves pixels that no window covers"
+                                   if any(s > w for s, w in zip(result.stride, result.window)) else ""))
+    return NoOcclusionEffectWarning(start + why, fill_equals_image=fill_is_image)
 
 
 def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
@@ -1113,6 +1181,7 @@ def _scan(
     device: str | torch.device | None,
     fold_batchnorm: bool,
     keep_class_probabilities: bool = False,
+    method: str = "occlusion_map",
 ) -> OcclusionResult:
     # Cheap checks first, before any model work.
     x = _prepare_image(x)
@@ -1141,6 +1210,7 @@ def _scan(
             probe, x, target, rows=rows, cols=cols, window=window, stride=stride, fill=fill,
             batch_size=batch_size, progress=progress, order=order, callback=callback,
             cancelled=cancelled, fold_batchnorm=fold_batchnorm, keep_class_probabilities=keep_class_probabilities,
+            method=method,
         )
 
 
@@ -1161,6 +1231,7 @@ def _scan_with_probe(
     cancelled: Callable[[], bool],
     fold_batchnorm: bool,
     keep_class_probabilities: bool,
+    method: str = "occlusion_map",
 ) -> OcclusionResult:
     # A private copy: the model only ever sees copies of it (a model may change its input in place).
     image = x.to(device=probe.device, dtype=torch.float32, copy=True)
@@ -1335,7 +1406,13 @@ def _scan_with_probe(
             stopped = _run_batches(plan[1:], make_batch, runner, handle, cancelled, workers, threads_per_worker)
     finally:
         bar.close()
-    return snapshot()
+    result = snapshot()
+    if result.complete and not result.cancelled:  # a partial map says nothing of the positions not computed
+        warning = _no_effect_warning(result, _fill_is_the_image(image, fill_image, window, stride, (rows, cols)),
+                                     method)
+        if warning is not None and not _EMPTY_QUIET.leave_out(warning):
+            warnings.warn(warning, stacklevel=4)  # _scan_with_probe <- _scan <- occlusion_map ... <- its caller
+    return result
 
 
 # ---------------------------------------------------------------------------- public API
@@ -1383,9 +1460,10 @@ def occlusion_map(
             ``ChannelActivation(layer, channel, reduce=...)``, or any callable: of the model's output
             (``lambda y: y[:, 3] - y[:, 5]``), or with a ``layer`` attribute (see
             :func:`~cnnwidgets.core.targets.resolve_target`).
-        window: occluder size, an int or (height, width), at most the image size.
-        stride: step between positions in pixels, an int or (vertical, horizontal). A stride
-            larger than the window leaves pixels that no window covers.
+        window: occluder size, an int or (height, width), at most the image size (each int a
+            Python int, a numpy integer or a 0-d integer tensor, as for every count here).
+        stride: step between positions in pixels, an int or (vertical, horizontal), ints as for
+            ``window``. A stride larger than the window leaves pixels that no window covers.
         fill: what covers the window, in the model's input space. A number is a constant in all
             channels; 0.0 (default) is the dataset mean, i.e. gray, for mean/std-normalised
             inputs. ``"mean"``: the image's own per-channel mean. Per-channel values of shape
@@ -1442,9 +1520,11 @@ def occlusion_map(
         TypeError: x is not a tensor, the target is not a class index or target callable,
             cancel / callback are of the wrong kind, batch_size is neither None nor an int (a
             Python int, a numpy integer or a 0-d integer tensor; not a bool or a float), or
-            progress / fold_batchnorm / keep_class_probabilities are not True or False.
+            progress / fold_batchnorm / keep_class_probabilities are not True or False; window or
+            stride are not such ints or pairs of them (a :class:`SizeTypeError`, which is a
+            ``ValueError`` too).
         ValueError: x is not (1, C, H, W) floats (including an x laid out as (1, H, W, C), told
-            apart by the model's first convolution); window or stride are not positive ints or pairs,
+            apart by the model's first convolution); window or stride are below 1,
             or the window is larger than the image; bad fill (also one with NaN or infinite values),
             order, or a batch_size below 1; a device given with a Probe, or an unknown or
             unavailable one; a target that does not return one score per image, or scores that
@@ -1452,6 +1532,15 @@ def occlusion_map(
         KeyError: the target names a layer the model does not have (with suggestions).
         IndexError: a class or channel index out of range.
         RuntimeError: the model fails on the image.
+
+    Warns:
+        NoOcclusionEffectWarning: (an :class:`~cnnwidgets.methods.gradients.EmptyMapWarning`) when a
+            complete scan finds that no position changed the score, so the map is blank: the fill
+            equals the image under every window, or the target does not depend on the image (a
+            channel that is never active on it). Not for a cancelled (partial) scan; left out within
+            :func:`~cnnwidgets.methods.gradients.empty_maps_quietly`.
+        RuntimeWarning: when the model takes one image per forward pass (see ``batch_size``), or
+            when folding batch norm changed the model's output (the model then runs unmodified).
     """
     return _scan(
         model_or_probe, x, target, window=window, stride=stride, fill=fill, batch_size=batch_size,
@@ -1492,9 +1581,13 @@ def occlusion_top_class(
 
     Raises:
         As :func:`occlusion_map`; also ``ValueError`` when the model output is not (N, classes).
+
+    Warns:
+        As :func:`occlusion_map` (a :class:`NoOcclusionEffectWarning` when no position changed the
+        top class's probability).
     """
     return _scan(
         model_or_probe, x, TopClassProbability(), window=window, stride=stride, fill=fill,
         batch_size=batch_size, progress=progress, order=order, callback=callback, cancel=cancel,
-        device=device, fold_batchnorm=fold_batchnorm,
+        device=device, fold_batchnorm=fold_batchnorm, method="occlusion_top_class",
     )

@@ -72,8 +72,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo, check_map_not_empty
-from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
-from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index, check_finite_activation
+from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, not_a_model_hint, probe_scope
+from cnnwidgets.core.targets import _describe_value, as_callback, as_count, as_flag, as_index, check_finite_activation
 
 __all__ = [
     "Box",
@@ -349,6 +349,21 @@ def _pair_length(data: Any) -> int | None:
     return None
 
 
+def _not_images(value: Any, what: str) -> str | None:
+    """What to do instead, when ``value`` (``what``: ``"data"``, ``"item 3 of the data"``) is a numpy
+    array or a path, which :func:`iter_batches` does not read; None for anything else."""
+    if isinstance(value, np.ndarray):
+        return (f"{what} is a numpy array of shape {tuple(value.shape)} and dtype {value.dtype}: use "
+                "torch.from_numpy(array) to make it a tensor ((N, H, W, C) or (H, W, C) pictures also need "
+                "the channels moved first, .permute(0, 3, 1, 2) or .permute(2, 0, 1), and the model's preprocessing)")
+    if isinstance(value, (str, bytes, os.PathLike)):
+        shown = value if isinstance(value, (str, bytes)) else os.fspath(value)
+        return (f"{what} is a {type(value).__name__} ({shown!r}): paths are not accepted; load the images first "
+                "(e.g. a torchvision ImageFolder dataset with the model's preprocessing as its transform, or a "
+                "DataLoader of one)")
+    return None
+
+
 def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Normalise the accepted data forms into ``(images (N, C, H, W), labels (N,) or None)``.
 
@@ -362,12 +377,17 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
     data through this function.
 
     Raises:
-        TypeError: for an item that is not one of these, or a ``batch_size`` that is not an int
-            (see :func:`~cnnwidgets.core.targets.as_count`).
+        TypeError: for data or an item that is not one of these (a numpy array is told to go
+            through ``torch.from_numpy``, and a path, a string, to be loaded first: paths are not
+            read), or a ``batch_size`` that is not an int (see
+            :func:`~cnnwidgets.core.targets.as_count`).
         ValueError: for a tensor that is not 3-D or 4-D, a ``batch_size`` below 1, or a pair whose
             labels are not one per image.
     """
     batch_size = as_count(batch_size, "batch_size")
+    refused = _not_images(data, "data")  # an array or a string would be read item by item
+    if refused is not None:
+        raise TypeError(refused)
     pair_length = _pair_length(data)
     if pair_length is not None:
         images = data[0]
@@ -415,9 +435,10 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
         elif isinstance(item, torch.Tensor):
             images = item
         else:
+            refused = _not_images(item, f"item {position} of the data")
             raise TypeError(
-                f"item {position} of the data is a {type(item).__name__}; expected a tensor (N, C, H, W) or "
-                "(C, H, W), or a tuple whose first element is one (e.g. (images, labels))"
+                refused or f"item {position} of the data is a {type(item).__name__}; expected a tensor (N, C, H, W) "
+                "or (C, H, W), or a tuple whose first element is one (e.g. (images, labels))"
             )
         if images.dim() == 4:
             if pending:
@@ -721,7 +742,17 @@ class TopKActivations:
         return out
 
     def box(self, layer: str, entry: TopKEntry) -> Box:
-        """The receptive-field box of ``entry``, an entry of the scanned ``layer``, in its source image."""
+        """The receptive-field box of ``entry``, an entry of the scanned ``layer``, in its source image.
+
+        Raises:
+            TypeError: for an ``entry`` that is not a :class:`TopKEntry` (a channel or rank index).
+            KeyError: for a layer that was not scanned.
+        """
+        if not isinstance(entry, TopKEntry):
+            raise TypeError(
+                f"box: entry must be a TopKEntry, an item of entries(layer, channel), got {_describe_value(entry)}; "
+                "the boxes of a channel's entries are [result.box(layer, e) for e in result.entries(layer, channel)]"
+            )
         assert self.input_size is not None
         return receptive_field_box(self.layer_info(layer), entry.row, entry.col, self.input_size)
 
@@ -821,13 +852,18 @@ class TopKActivations:
             One :class:`Patch` of signed projection values per entry, or ``None`` without a projector.
 
         Raises:
+            TypeError: if ``model_or_probe`` is not a model, a zoo bundle or a probe (as when the
+                arguments are given in the order of :meth:`entries`, ``(layer, channel)``: the
+                model comes first here).
             ValueError: if the model's weights differ from the scanned ones.
+            KeyError, IndexError: as :meth:`source_images`.
 
         Warns:
             InactiveChannelWarning: with the deconvnet projection, when entries have values <= 0
                 (the channel is not active there, as often before a ReLU or for a dead channel):
                 the deconvnet projects ``max(a, 0)``, so their patches are zero.
         """
+        self._check_model(model_or_probe)
         projector = resolve_projector(projection)
         if projector is None:
             return None
@@ -854,6 +890,22 @@ class TopKActivations:
             channels = torch.full((len(entries),), channel, dtype=torch.long)
             projected = projector(probe, sources.to(probe.device), layer, channels, units).detach().cpu()
         return [crop_receptive_field(p, self.box(layer, e), 0.0) for p, e in zip(projected, entries)]
+
+    def _check_model(self, model_or_probe: Any) -> None:
+        """Refuse a ``model_or_probe`` that is no model, bundle or probe before the layer is read: a
+        call in the order of :meth:`entries`, ``projections(layer, channel, model)``, would otherwise
+        be told that its channel is no scanned layer."""
+        if isinstance(model_or_probe, (nn.Module, Probe)) or isinstance(getattr(model_or_probe, "model", None), nn.Module):
+            return
+        if isinstance(model_or_probe, str) and model_or_probe in self.layers:
+            hint = f" {model_or_probe!r}, a scanned layer's name"
+        else:
+            hint = not_a_model_hint(model_or_probe)
+        raise TypeError(
+            f"projections: expected a torch.nn.Module, a zoo bundle or a cnnwidgets.Probe, got "
+            f"{type(model_or_probe).__name__}{hint}; the model comes first: projections(model, layer, channel), while "
+            "entries(layer, channel) and patches(layer, channel) take no model"
+        )
 
     # ---------------------------------------------------------------- disk
     def _meta(self) -> dict[str, Any]:
@@ -1060,7 +1112,8 @@ def scan_topk(
         model whose activations at a scanned layer are not finite (NaN or inf: non-finite
         weights), a layer whose feature map is empty at the images' size (see
         :func:`~cnnwidgets.core.layers.check_map_not_empty`); a ``k`` or ``batch_size`` below 1. TypeError: unsupported
-        data, or layer names that are not strings (a module, an index); a ``k``, ``batch_size``,
+        data (a numpy array is told to go through ``torch.from_numpy``; a path, a string, to be loaded
+        first: see :func:`iter_batches`), or layer names that are not strings (a module, an index); a ``k``, ``batch_size``,
         ``checkpoint_every`` or ``stop_after`` that is not an int (a Python int, a numpy integer
         or a 0-d integer tensor; ``stop_after`` < 1 is a ValueError); a ``per_image``,
         ``keep_images`` or ``progress`` that is not True or False; a ``resume`` that is not a
