@@ -342,3 +342,26 @@ def test_batches_give_the_result_of_one_pass_and_run_in_passes_of_that_many_imag
             assert split.mean[part][layer] == pytest.approx(whole.mean[part][layer], abs=1e-12)
     with pytest.raises(ValueError, match="batch_size"):
         correspondence(model, x, parts, ["relu"], batch_size=0)
+
+
+def test_the_view_shows_the_occluder_the_table_was_computed_with():
+    from cnnwidgets.app.experiments import correspondence_view
+
+    torch.manual_seed(0)
+    model = PixelNet().eval()
+    x = torch.rand(2, 3, 12, 12)
+    parts = {"eye": [(1, 2, 4, 5), (2, 2, 5, 5)]}
+    result = correspondence(model, x, parts, ["pixels"], random_trials=2, fill=-1.5)
+    assert result.fill == -1.5
+    view = correspondence_view(result, x, parts)  # the result's own fill, not 0.0
+    try:
+        assert view.controller.fill == -1.5
+        view.part, view.occluded = "eye", True
+        assert not view.error
+    finally:
+        view.close()
+    with pytest.raises(ValueError, match=r"fill 0.0 is not the fill the table was computed with, -1.5"):
+        correspondence_view(result, x, parts, fill=0.0)
+    same = correspondence_view(result, x, parts, fill=[-1.5, -1.5, -1.5])  # the same value per channel
+    assert same.controller.fill == [-1.5, -1.5, -1.5]
+    same.close()

@@ -181,6 +181,30 @@ def test_actmax_view_leaves_the_users_probe_as_it_was():
     probe.close()
 
 
+def test_a_run_that_finds_nothing_says_so_in_the_status_line_without_a_warning():
+    import warnings
+
+    from cnnwidgets.methods.actmax import ZeroGradientWarning
+
+    model = small_net()
+    with torch.no_grad():
+        model[3].bias[1] = -100.0  # channel 1 of "4" is never above 0
+    view = actmax_view(model, size=16, steps=24, background=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ZeroGradientWarning)  # none from the view's run
+            view.layer, view.channel = "4", 1
+            view.running = True
+        assert not view.error and view.controller.result is not None
+        assert "the target did not rise above its starting value" in view.status
+        assert "never above 0" in view.status and "done after 24 steps" in view.status
+        view.channel = 2
+        view.running = True
+        assert "did not rise" not in view.status  # a channel that rises: no such words
+    finally:
+        view.close()
+
+
 def test_the_status_says_which_input_space_runs_use():
     plain = actmax_view(small_net(), size=16, steps=2, background=False)
     assert "no input normalisation: pass mean= and std= (or the bundle)" in plain.status

@@ -918,6 +918,8 @@ class CorrespondenceController:
         view: the view to drive (a new one by default).
         denormalize: inverse preprocessing.
         fill: the occluder value used (to show occluded images): one value or one per channel.
+            Default (None): the result's own :attr:`~CorrespondenceResult.fill`, 0.0 for a result
+            made by hand.
         tile: images are enlarged to at least this many pixels, an int in 1..:data:`MAX_TILE`.
 
     Raises:
@@ -927,7 +929,8 @@ class CorrespondenceController:
         ValueError: when ``images`` is not (N, C, H, W), or it or a part's boxes does not have one
             entry per image of the result, for no parts, a part the result does not have, a box
             ``correspondence`` refuses or that differs from the box the result scored, a ``fill``
-            with neither 1 nor C values, or a ``tile`` out of range.
+            with neither 1 nor C values or other than the one the result was computed with, or a
+            ``tile`` out of range.
     """
 
     def __init__(
@@ -938,7 +941,7 @@ class CorrespondenceController:
         view: CorrespondenceView | None = None,
         *,
         denormalize: Denormalize | None = None,
-        fill: float | Sequence[float] = 0.0,
+        fill: float | Sequence[float] | None = None,
         tile: int = 128,
     ) -> None:
         _require(result, CorrespondenceResult, "result", "correspondence(...)")
@@ -960,7 +963,14 @@ class CorrespondenceController:
         if unknown:
             raise ValueError(f"part {unknown[0]!r} is not a part of the result; its parts are "
                              f"{', '.join(map(repr, scored))}")
-        self.fill = check_fill(fill, self.images.shape[1])
+        recorded = getattr(result, "fill", None)
+        self.fill = check_fill(fill if fill is not None else recorded if recorded is not None else 0.0,
+                               self.images.shape[1])
+        if fill is not None and recorded is not None and not np.allclose(
+                np.broadcast_to(np.asarray(self.fill, dtype=np.float64), (self.images.shape[1],)),
+                np.broadcast_to(np.asarray(recorded, dtype=np.float64), (self.images.shape[1],))):
+            raise ValueError(f"fill {self.fill} is not the fill the table was computed with, {recorded}; leave fill "
+                             "out to show the result's own")
         self.parts: dict[str, list[tuple[int, int, int, int]]] = {}
         for name, boxes in parts.items():
             if isinstance(boxes, (str, bytes)) or not hasattr(boxes, "__len__"):

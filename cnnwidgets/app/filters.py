@@ -28,6 +28,7 @@ from cnnwidgets.methods.actmax import (
     bundle_normalization,
     fit_channels,
     maximize_activation,
+    zero_gradient_quietly,
 )
 from cnnwidgets.methods.dead import default_dead_layers
 from cnnwidgets.methods.kernels import Kernels, conv_layer_names, kernels
@@ -641,19 +642,22 @@ class ActMaxController:
                 self._show(what, f"{what}: step {step} of {steps}, objective {value:.4g}", rgb)
 
         try:
-            result = maximize_activation(
-                self.probe, target, steps=steps, size=self.size, progress=False,
-                callback=on_step, cancel=cancel, **self.options,
-            )
+            # a run that found nothing is said in the status line, not by a warning from this thread
+            with zero_gradient_quietly() as left_out:
+                result = maximize_activation(
+                    self.probe, target, steps=steps, size=self.size, progress=False,
+                    callback=on_step, cancel=cancel, **self.options,
+                )
             if generation != self._generation:
                 return
             self.result = result
             state = "stopped" if result.cancelled else "done"
             quantity = "logit" if isinstance(target, ClassLogit) else "activation"
+            warning = "".join(f"; {str(w).removeprefix('maximize_activation: ')}" for w in left_out[:1])
             self._show(
                 what,
                 f"{state} after {result.steps} steps for {what}: its {quantity} went from "
-                f"{result.initial_activation:.4g} to {result.activation:.4g}; {self.input_space}",
+                f"{result.initial_activation:.4g} to {result.activation:.4g}; {self.input_space}{warning}",
                 torch.from_numpy(result.rgb).permute(2, 0, 1),
             )
             view.running = False

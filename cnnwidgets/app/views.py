@@ -653,7 +653,9 @@ class MethodRunner(NewestFirstWorker):
             self._on_result(self.result)
 
         # every class's probabilities are kept, for the maps of other target classes (_looked_up)
-        with one_image_quietly():  # the map's note says it instead of a warning from this thread
+        # the map's note says it instead of a warning from this thread (a scan image by image; and its
+        # caption, a map that no place changes)
+        with one_image_quietly(), empty_maps_quietly():
             result = occlusion_map(probe, image.tensor, ClassProbability(target, outputs=self._outputs),
                                    window=window, stride=stride, fill=image.fill_tensor(request.fill), progress=False,
                                    callback=streamed, cancel=stop, keep_class_probabilities=True)
