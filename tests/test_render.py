@@ -567,7 +567,8 @@ def test_feature_grid_keeps_the_finite_units_of_a_channel_with_a_non_finite_one(
     assert len(np.unique(tile, axis=0)) > 20  # the finite channel keeps its detail in both modes
 
 
-def test_feature_grid_mean_shrink_draws_blocks_with_non_finite_means_in_the_nan_colour():
+@pytest.mark.parametrize("nan_color", [None, (7, 8, 9)])
+def test_feature_grid_mean_shrink_draws_blocks_with_non_finite_means_in_the_nan_colour(nan_color):
     acts = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
     acts[0, 0, 2], acts[0, 1, 3] = np.inf, -np.inf  # block (0, 1): mean NaN
     acts[0, 2, 0] = np.inf  # block (1, 0): mean +inf
@@ -575,12 +576,14 @@ def test_feature_grid_mean_shrink_draws_blocks_with_non_finite_means_in_the_nan_
     layout = R.GridLayout(count=1, rows=1, cols=1, map_height=4, map_width=4, shrink=2, border=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        img, _ = R.feature_grid(acts, mode="channel", cmap="gray", layout=layout)
+        colour = {} if nan_color is None else {"nan_color": nan_color}
+        img, _ = R.feature_grid(acts, mode="channel", cmap="gray", layout=layout, **colour)
     finite = acts[np.isfinite(acts)]
     lo, hi = finite.min(), finite.max()
     expected = np.round(255 * (acts[0, :2, :2].mean() - lo) / (hi - lo))
     assert img[0, 0].tolist() == [expected] * 3
-    assert img[0, 1].tolist() == img[1, 0].tolist() == img[1, 1].tolist() == list(NAN_COLOR)
+    want = list(NAN_COLOR if nan_color is None else nan_color)
+    assert img[0, 1].tolist() == img[1, 0].tolist() == img[1, 1].tolist() == want
 
 
 def test_feature_grid_index_path_equals_tile_colouring_then_mosaic():

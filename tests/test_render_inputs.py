@@ -100,21 +100,6 @@ def test_feature_grid_draws_nan_and_infinite_units_in_nan_color_and_keeps_the_re
         np.testing.assert_array_equal(drawn, want)
 
 
-def test_feature_grid_mean_shrink_draws_blocks_holding_a_non_finite_unit_in_nan_color():
-    acts = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    acts[0, 0, 2], acts[0, 1, 3] = np.inf, -np.inf  # block (0, 1): mean NaN
-    acts[0, 2, 0] = np.inf  # block (1, 0): mean +inf
-    acts[0, 3, 3] = np.nan  # block (1, 1): mean NaN
-    layout = R.GridLayout(count=1, rows=1, cols=1, map_height=4, map_width=4, shrink=2, border=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        img, _ = R.feature_grid(acts, mode="channel", cmap="gray", layout=layout, nan_color=(7, 8, 9))
-    finite = acts[np.isfinite(acts)]
-    top_left = np.round(255 * (acts[0, :2, :2].mean() - finite.min()) / (finite.max() - finite.min()))
-    assert img[0, 0].tolist() == [top_left] * 3
-    assert img[0, 1].tolist() == img[1, 0].tolist() == img[1, 1].tolist() == [7, 8, 9]
-
-
 def test_feature_grid_nan_colour_follows_pages_strides_and_marks():
     acts = RNG.random((6, 8, 8)).astype(np.float32)
     acts[4, 2:4, 2:4] = np.nan
