@@ -225,7 +225,7 @@ class ChannelStats:
 
             channel 3
             mean 0.210  std 0.102
-            min 0.00  max 1.90
+            min 0.000  max 1.90
             active 34%
 
         with ``(dead on this image)`` after a channel without positive values (``(no positive

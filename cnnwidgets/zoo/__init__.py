@@ -8,7 +8,9 @@
 * :class:`ZFNet` - Zeiler & Fergus's architecture, untrained, for teaching.
 * :mod:`cnnwidgets.zoo.shapes` - the generated dataset; :mod:`cnnwidgets.zoo.train` - its training loop.
 
-All of them return a :class:`Bundle`: model, class names, preprocess, denormalize, input size.
+The model loaders (:func:`load_default`, :func:`load_tinyvgg`, :func:`load_torchvision`) return a
+:class:`Bundle`: model, class names, preprocess, denormalize, input size. :func:`samples` and
+:func:`sample_image` give PIL images, and :class:`ZFNet` is a plain ``nn.Module``.
 """
 
 from cnnwidgets.zoo.bundle import Bundle
