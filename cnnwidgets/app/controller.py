@@ -256,7 +256,8 @@ class Controller(NewestFirstWorker):
             frame = render_frame(
                 request.render,
                 computed,
-                image.display,
+                # the input the maps are of, occluded, in gray under a channel drawn over it
+                image.occluded_display(state.box, state.fill, gray=request.render.overlay),
                 state.box,
                 geometry=self._geometry(request.compute.layer),
                 labels=self._labels,

@@ -1253,7 +1253,7 @@ class Explorer(ipw.VBox):
             "four-channel data, call the methods on tensors (cnnwidgets.methods)"
         ) if prepared.fourth_channel_dropped else None)
         self.canvas.set_image(encode_png(prepared.display), "png", w, h)
-        self.canvas.fill_color = prepared.fill_color(self.fill)
+        self._show_fill(prepared, self.fill)
         self.occluder_controls.max_size = min(h, w)
         if self.box is not None:
             self.box = clamp_box(self.box, w, h)
@@ -1896,7 +1896,13 @@ class Explorer(ipw.VBox):
         self.box = (round(cx - w / 2), round(cy - h / 2), w, h)
 
     def _on_fill(self, change) -> None:
-        self.canvas.fill_color = self._images[self._image_id].fill_color(change["new"])
+        self._show_fill(self._images[self._image_id], change["new"])
+
+    def _show_fill(self, image: ImageInput, fill: str) -> None:
+        """Preview ``fill`` in the box as the model sees it: a colour, or the fill's own picture."""
+        with self.canvas.hold_sync():
+            self.canvas.fill_color = image.fill_color(fill)
+            self.canvas.fill_image = image.fill_image(fill)
 
     def _forget_fill_note(self, change) -> None:
         self._set_note("fill", None)  # the user chose a fill: the fallback is no longer in use
@@ -1989,7 +1995,8 @@ class Explorer(ipw.VBox):
             self.scores_view.rows = frame.rows
         self._on_main_thread(lambda: self._show_page_menu(state, frame))  # with the user's picks, in turn
         self._show_grid_caption(state, frame)
-        what = "over the image" if state.overlay else "map"
+        what = ("over the input in gray" + (", occluded as the model sees it" if state.box is not None else "")
+                if state.overlay else "map")
         change = ("what the occluder removed: <span style='color:#c62828'>red</span> where the "
                   "activation went down, <span style='color:#1f4e9c'>blue</span> where it went up"
                   if state.box is not None

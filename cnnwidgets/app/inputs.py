@@ -28,6 +28,7 @@ is not of this form, e.g. a gamma curve) raises :class:`FillError`.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from PIL import Image
 
 from cnnwidgets.core.images import COMPOSITED, load_image
 from cnnwidgets.core.probe import channels_last_size_hint
+from cnnwidgets.render.encode import encode_png
+from cnnwidgets.render.overlay import desaturate
 from cnnwidgets.widgets.controls import FILLS
 
 # Image.Resampling is Pillow >= 9.1; the plain constants (all versions) warn on 9.1-9.3
@@ -369,6 +372,7 @@ class ImageInput:
     source_size: tuple[int, int] | None = None
     fourth_channel_dropped: bool = False
     _fills: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _shown_fills: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def prepare(
@@ -573,15 +577,89 @@ class ImageInput:
         out[..., by : by + bh, bx : bx + bw] = source[..., by : by + bh, bx : bx + bw]
         return out
 
+    def display_fill(self, fill: str, gray: bool = False) -> np.ndarray:
+        """The full-size uint8 (H, W, 3) picture a box of ``fill`` shows: what the model sees there,
+        in the colours of :attr:`display` (in shades of gray with ``gray``), computed once per fill.
+
+        Gray and black are their pixel values and noise the very noise the model gets; the mean
+        is the image's mean colour, and blur the displayed image blurred as the model's input is
+        (the same picture where ``denormalize`` is per-channel affine, as the usual normalisations
+        are; close to it otherwise).
+
+        Raises:
+            ValueError: for an unknown fill.
+        """
+        key = (fill, bool(gray))
+        cached = self._shown_fills.get(key)
+        if cached is not None:
+            return cached
+        if gray:
+            shown = desaturate(self.display_fill(fill))
+        else:
+            h, w = self.display.shape[:2]
+            if fill in ("gray", "black"):
+                shown = np.full((h, w, 3), 128 if fill == "gray" else 0, dtype=np.uint8)
+            elif fill == "mean":
+                shown = np.empty((h, w, 3), dtype=np.uint8)
+                shown[...] = np.round(self.display.reshape(-1, 3).mean(axis=0)).astype(np.uint8)
+            elif fill == "noise":
+                gen = torch.Generator().manual_seed(0)  # the generator and draw of fill_tensor("noise")
+                pixels = torch.rand(self.tensor.shape, generator=gen)[0].numpy()  # (C, H, W) in [0, 1]
+                pixels = np.repeat(pixels[:1], 3, axis=0) if pixels.shape[0] != 3 else pixels
+                shown = np.round(pixels.transpose(1, 2, 0) * 255.0).astype(np.uint8)
+            elif fill == "blur":
+                picture = torch.from_numpy(self.display).permute(2, 0, 1)[None].float()
+                blurred = _gaussian_blur(picture, max(1.0, min(self.size) / 16))[0].permute(1, 2, 0)
+                shown = blurred.round().clamp(0, 255).to(torch.uint8).numpy()
+            else:
+                raise ValueError(f"unknown occluder fill {fill!r}; accepted: {', '.join(FILLS)}")
+        shown = np.ascontiguousarray(shown)
+        shown.flags.writeable = False
+        self._shown_fills[key] = shown
+        return shown
+
+    def _gray_display(self) -> np.ndarray:
+        """:attr:`display` in shades of gray, computed once (read-only)."""
+        cached = self._shown_fills.get(("", True))
+        if cached is None:
+            cached = desaturate(self.display)
+            cached.flags.writeable = False
+            self._shown_fills[("", True)] = cached
+        return cached
+
+    def occluded_display(self, box: Sequence[int] | None, fill: str = "gray", gray: bool = False) -> np.ndarray:
+        """:attr:`display` with ``box = (x, y, w, h)`` showing ``fill`` (see :meth:`display_fill`), as
+        the model sees the occluded input; in shades of gray with ``gray``. Read-only: the image itself
+        (or its gray version) when ``box`` is None, else a new array.
+
+        Raises:
+            ValueError: for a box outside the image or an unknown fill.
+        """
+        base = self._gray_display() if gray else self.display
+        if box is None:
+            return base
+        bx, by, bw, bh = (int(v) for v in box)
+        h, w = self.size
+        if bw < 1 or bh < 1 or bx < 0 or by < 0 or bx + bw > w or by + bh > h:
+            raise ValueError(f"occluder box {tuple(box)} does not lie inside the {w}x{h} image")
+        out = base.copy()
+        out[by : by + bh, bx : bx + bw] = self.display_fill(fill, gray)[by : by + bh, bx : bx + bw]
+        return out
+
     def fill_color(self, fill: str) -> str:
-        """A CSS colour previewing ``fill`` in the browser (the box is drawn with it)."""
-        if fill == "black":
-            return "rgba(0, 0, 0, 0.85)"
-        if fill == "gray":
-            return "rgba(128, 128, 128, 0.85)"
-        if fill == "mean":
-            r, g, b = (int(v) for v in self.display.reshape(-1, 3).mean(axis=0))
-            return f"rgba({r}, {g}, {b}, 0.85)"
+        """A CSS colour previewing ``fill`` in the browser (the box is drawn with it): the fill's own
+        colour, opaque, as the model sees it; for blur and noise, which :meth:`fill_image` shows,
+        a see-through stand-in."""
+        if fill in ("black", "gray", "mean"):
+            r, g, b = (int(v) for v in self.display_fill(fill)[0, 0])
+            return f"rgb({r}, {g}, {b})"
         if fill == "blur":
             return "rgba(255, 255, 255, 0.25)"
         return "rgba(200, 200, 200, 0.45)"
+
+    def fill_image(self, fill: str) -> str:
+        """A ``data:`` URL of the PNG of :meth:`display_fill` for a fill that is no flat colour (blur,
+        noise), for the browser to show under the box; ``""`` for the others (see :meth:`fill_color`)."""
+        if fill not in ("blur", "noise"):
+            return ""
+        return "data:image/png;base64," + base64.b64encode(encode_png(np.asarray(self.display_fill(fill)))).decode()

@@ -169,7 +169,20 @@ export default {
       box.style.top = pct(b[1], imageHeight());
       box.style.width = pct(b[2], imageWidth());
       box.style.height = pct(b[3], imageHeight());
-      box.style.background = model.get("fill_color");
+      const picture = model.get("fill_image");
+      if (picture) {
+        // the fill's own picture (blur, noise), the part of it under the box: what the model sees there
+        box.style.background = "";
+        box.style.backgroundImage = `url("${picture}")`;
+        box.style.backgroundOrigin = "border-box";
+        box.style.backgroundRepeat = "no-repeat";
+        box.style.backgroundSize = `${imageWidth() * s}px ${imageHeight() * s}px`;
+        box.style.backgroundPosition = `${-b[0] * s}px ${-b[1] * s}px`;
+        box.style.imageRendering = img.style.imageRendering;
+      } else {
+        box.style.backgroundImage = "";
+        box.style.background = model.get("fill_color");
+      }
       box.classList.toggle("cnnw-occluder-small", handleOutside(b[2] * s, b[3] * s));
       const edge = handleAtEdge(b, imageWidth(), imageHeight());
       box.classList.toggle("cnnw-occluder-at-right", edge.right);
@@ -314,6 +327,7 @@ export default {
       "change:box": redraw,
       "change:enabled": redraw,
       "change:fill_color": redraw,
+      "change:fill_image": redraw,
       "change:key_step": redraw,
     });
     const stopLooking = suppressShortcuts(el);

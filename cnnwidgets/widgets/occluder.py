@@ -79,6 +79,9 @@ class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
         default_size: side of the box created by a press (or Enter) when there is none.
         key_step: image pixels an arrow key moves the box (and ``+``/``-`` resize it) per press.
         fill_color: CSS colour of the box's fill (a preview of the occluder fill).
+        fill_image: a ``data:`` URL of a picture the size of the image whose part under the box
+            is the box's fill (a fill that is no flat colour: blur, noise), or ``""`` for
+            ``fill_color``.
 
     Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
     such as ``layout``.
@@ -99,6 +102,14 @@ class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
     default_size = t.Int(16, min=1).tag(sync=True)
     key_step = t.Int(2, min=1).tag(sync=True)
     fill_color = t.Unicode("rgba(128, 128, 128, 0.8)").tag(sync=True)
+    fill_image = t.Unicode("").tag(sync=True)
+
+    @t.validate("fill_image")
+    def _check_fill_image(self, proposal):
+        url = proposal["value"]
+        if url and not url.startswith("data:image/"):
+            raise t.TraitError(f"fill_image must be a data:image/... URL or '', got {url[:40]!r}")
+        return url
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -300,6 +300,24 @@ def run_explorer_checks(nb) -> None:
     kernel.execute("assert explorer.wait_idle(120)")
     nb.page.evaluate("document.activeElement.blur()")
 
+    # ---- the box previews its fill as the model sees it: the noise itself (the part of the fill's
+    # picture under the box, as large as the image shown), and an opaque gray
+    box_style = """el => { const s = getComputedStyle(el), img = el.parentElement.querySelector('.cnnw-occluder-image');
+                           return [s.backgroundImage.slice(0, 26), s.backgroundSize, s.backgroundColor,
+                                   Math.round(img.getBoundingClientRect().width)]; }"""
+    occluder_box = nb.widget(".cnnw-explorer .cnnw-occluder-box")
+    fill_then = kernel.eval("explorer.fill")
+    kernel.execute("explorer.fill = 'noise'")
+    poll(lambda: occluder_box.evaluate(box_style), lambda s: s[0].startswith('url("data:image/png;base64'),
+         what="the noise fill's picture under the box")
+    image_css, size_css, _, shown_width = occluder_box.evaluate(box_style)
+    assert abs(float(size_css.split("px")[0]) - shown_width) <= 1, (size_css, shown_width)
+    kernel.execute("explorer.fill = 'gray'")
+    poll(lambda: occluder_box.evaluate(box_style), lambda s: s[0] == "none" and s[2] == "rgb(128, 128, 128)",
+         what="an opaque gray box")
+    kernel.execute(f"explorer.fill = {fill_then!r}")
+    kernel.execute("assert explorer.wait_idle(120)")
+
     # ---- the top class clicked as the target: its occlusion map is the one worth a picture
     top_row = nb.page.locator(".cnnw-explorer .cnnw-score-row").first
     top = int(top_row.get_attribute("data-index"))
