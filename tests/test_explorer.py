@@ -751,16 +751,22 @@ def test_model_error_reaches_status_line_and_explorer_recovers():
     ex = make(box=(4, 4, 8, 8), fill="black")
     try:
         ex.probe.model.fail_on_black_corner = True
+        assert not ex.out_of_date
         ex.box = (0, 0, 8, 8)
         assert ex.status.is_error and "black top-left corner" in ex.status.message
         assert ex.stats["errors"] == 1
-        assert ex.shown_state.box == (4, 4, 8, 8)  # the last good frame stays
+        assert ex.shown_state.box == (4, 4, 8, 8)  # the last good frame stays ...
+        # ... grayed out, and said to be out of date
+        assert ex.out_of_date and "not updated" in ex.grid_caption.value
+        assert all("cnnw-stale" in view._dom_classes for view in (ex.grid, ex.panel, ex.scores_view))
         ex.box = (10, 10, 8, 8)
         assert not ex.status.is_error and ex.shown_state.box == (10, 10, 8, 8)
+        assert not ex.out_of_date and "not updated" not in ex.grid_caption.value
+        assert not any("cnnw-stale" in view._dom_classes for view in (ex.grid, ex.panel, ex.scores_view))
         ex.box = (0, 0, 8, 8)
-        assert ex.status.is_error
+        assert ex.status.is_error and ex.out_of_date
         ex.box = (10, 10, 8, 8)  # back to the frame still on screen: nothing to compute, all is well
-        assert not ex.status.is_error and ex.shown_state == ex.state()
+        assert not ex.status.is_error and ex.shown_state == ex.state() and not ex.out_of_date
     finally:
         ex.close()
 
@@ -1906,7 +1912,7 @@ def test_input_size_given_or_impossible():
         assert ex.probe.stats.discoveries == 1  # no sizes tried
     finally:
         ex.close()
-    with pytest.raises(RuntimeError, match=r"ran on none of the input sizes tried \(\(1, 32, 32\), \(1, 28, 28\).*input_size="):
+    with pytest.raises(RuntimeError, match=r"ran on none of the input sizes tried: RuntimeError: mat1.*\(at \(1, 32, 32\); the same error .*\(1, 28, 28\).*input_size="):
         explore(Digits(side=20).eval(), image(0), samples={}, background=False)
     with pytest.raises(ValueError, match="1-channel .* or 3-channel .* not 2; pass preprocess="):
         explore(Digits(channels=2).eval(), image(0), samples={}, background=False)

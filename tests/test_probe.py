@@ -785,7 +785,7 @@ def test_fit_input_size_describes_the_first_size_the_model_runs_on():
         assert size == (1, 28, 28) and probe.input_size == (1, 28, 28)
         assert probe.layers["3"].output_shape == (10,)
         assert probe.stats.discoveries == 1  # only the size that worked was described
-        with pytest.raises(RuntimeError, match=r"none of the input sizes tried \(\(1, 32, 32\)\).*input_size=.*mat1"):
+        with pytest.raises(RuntimeError, match=r"none of the input sizes tried: RuntimeError: mat1.*\(at \(1, 32, 32\)\)\..*input_size="):
             probe.fit_input_size([(1, 32, 32), (1, 32, 32)])
         assert probe.input_size == (1, 28, 28)  # a failed search keeps the last good description
         with pytest.raises(ValueError, match="at least one candidate"):
@@ -1344,9 +1344,9 @@ def test_a_size_nothing_fits_reports_the_failure_at_the_likeliest_size():
     with Probe(model) as probe, pytest.raises(RuntimeError) as info:
         probe.layers
     message = str(info.value)
-    assert "ran on none of the input sizes tried ((3, 224, 224)" in message and "(1, 28, 28)" in message
-    # the size problem at RGB 224 x 224, not a gray candidate's channel mismatch
-    assert "The failure at (3, 224, 224): " in message and "mat1 and mat2" in message
+    # the model's own error first: the size problem at RGB 224 x 224, not a gray candidate's channel mismatch
+    assert message.startswith("the model ran on none of the input sizes tried: RuntimeError: ")
+    assert "mat1 and mat2" in message and "(at (3, 224, 224);" in message and "(1, 28, 28)" in message
 
 
 class _AttentionFirst(nn.Module):
@@ -1516,7 +1516,7 @@ def test_a_keyerror_of_the_model_while_layers_are_found_is_not_an_unknown_layer(
             return self.conv(x).flatten(1) @ torch.ones(7, 2)
 
     # a shape error may well be the input size's fault: the message asks
-    with pytest.raises(RuntimeError, match=r"size \(3, 16, 16\) \(is this the size and number of channels it expects\?\)"):
+    with pytest.raises(RuntimeError, match=r"size \(3, 16, 16\): RuntimeError: mat1.*If the error is about the input, is \(3, 16, 16\) the size and number of channels it expects\?"):
         Probe(WrongWidth(), input_size=(3, 16, 16)).layers
 
 

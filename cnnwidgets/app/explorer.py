@@ -1041,6 +1041,7 @@ class Explorer(ipw.VBox):
         self._frame: Frame | None = None
         self._frame_state: ExplorerState | None = None
         self._slow_frames = False  # the last frame took SLOW_FRAME_SECONDS or more (see _waits_for)
+        self._out_of_date = False  # the pictures are those of an earlier state: its update failed
         self._frame_lock = threading.Lock()
         self._model_changes_seen = 0
         # traits and widget values change on the thread that owns the widgets (the kernel's event
@@ -1978,6 +1979,7 @@ class Explorer(ipw.VBox):
             return  # drawn while close() ran: nothing is shown any more, and its state is refused
         with self._frame_lock:
             self._frame, self._frame_state = frame, state
+        self._show_out_of_date(False)
         self._slow_frames = frame.computed.seconds + frame.render_seconds >= SLOW_FRAME_SECONDS
         if self.grid_busy and not self._waits_for(state, self.state()):
             self.grid.remove_class("cnnw-busy")
@@ -2066,6 +2068,8 @@ class Explorer(ipw.VBox):
         if shape is not None and shape[1] * shape[2] == 1 and state.norm != "layer":
             # one value per tile, scaled by its own channel's range: every tile looks alike
             caption += " &nbsp; <i>1\u00d71 maps: scale 'whole layer' compares the channels</i>"
+        if self._out_of_date:
+            caption = f"{self.OUT_OF_DATE_NOTE}<br>{caption}"
         self.grid_caption.value = caption
 
     def _set_note(self, about: str, note: str | None) -> None:
@@ -2145,11 +2149,36 @@ class Explorer(ipw.VBox):
             where = "occluder fill"  # the model ran fine; the fill asked for cannot be made
         self.status.exception(where, exc)
         self.grid.remove_class("cnnw-busy")  # no frame is coming: the grid is what there is
+        if where in ("model", "render", "occluder fill"):
+            self._show_out_of_date(True)
         # a model changed since the last frame may fail for the layer or channel shown (gone,
         # fewer channels): take its layers and retry with what it offers now; a model that
         # does not run at all keeps its own error on screen
         if where in ("model", "render") and self._model_changed_unseen():
             self._on_main_thread(self._retry_after_model_change)
+
+    #: What the captions say while the pictures are those of an earlier state (see :attr:`out_of_date`).
+    OUT_OF_DATE_NOTE = ("<b style='color:#b00020'>not updated</b>: the last update failed (see the status line); "
+                        "this is the last picture that could be drawn")
+
+    def _show_out_of_date(self, out_of_date: bool) -> None:
+        """Gray out the grid, the channel view and the scores (and say so in the grid's caption)
+        while they show an earlier state than the one asked for, after a failed update."""
+        if out_of_date == self._out_of_date:
+            return
+        self._out_of_date = out_of_date
+        for view in (self.grid, self.panel, self.scores_view):
+            (view.add_class if out_of_date else view.remove_class)("cnnw-stale")
+        caption = self.grid_caption.value
+        if out_of_date and self.OUT_OF_DATE_NOTE not in caption:
+            self.grid_caption.value = f"{self.OUT_OF_DATE_NOTE}<br>{caption}"
+
+    @property
+    def out_of_date(self) -> bool:
+        """Whether the grid, the channel view and the scores show an earlier state than the one
+        asked for, because its update failed (the status line says why): they are grayed out
+        until an update succeeds. (While an update is merely on its way, see :attr:`grid_busy`.)"""
+        return self._out_of_date
 
     # ------------------------------------------------------------------ dead channels over a data set
     def mark_dead(self, report: Mapping[str, Any] | Any | None) -> None:

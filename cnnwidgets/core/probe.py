@@ -31,6 +31,7 @@ import functools
 import inspect
 import math
 import os
+import re
 import sys
 import threading
 import warnings
@@ -1394,15 +1395,21 @@ class Probe:
                     f"the model failed on an input of size {size}: {problem}. The model's error: "
                     f"{model_error_text(exc)}"
                 ) from exc
+            # the model's own error first; whether the size may be the cause comes second (a student
+            # is not sent to change the input size for what is a bug in the model)
+            error_text = f"{type(exc).__name__}: {exc}".rstrip()  # the type too: plainly the model's own error
+            question = ""
             if _dtype_mismatch(exc):
-                hint = (" (the copy computes in float32, with float32 weights: a forward that casts its input to "
-                        "another dtype itself, as x.half(), fails on them; cast to the weights' dtype instead, "
-                        "x.to(next(self.parameters()).dtype), or leave the input as it comes)")
-            elif isinstance(exc, _NOT_ABOUT_THE_INPUT):
-                hint = ""
-            else:
-                hint = channels_last_size_hint(size) or " (is this the size and number of channels it expects?)"
-            raise RuntimeError(f"the model failed on an input of size {size}{hint}: {model_error_text(exc)}") from exc
+                error_text += (" (the copy computes in float32, with float32 weights: a forward that casts its input "
+                               "to another dtype itself, as x.half(), fails on them; cast to the weights' dtype "
+                               "instead, x.to(next(self.parameters()).dtype), or leave the input as it comes)")
+            elif not isinstance(exc, _NOT_ABOUT_THE_INPUT):
+                question = channels_last_size_hint(size) or (
+                    f"{'' if error_text.endswith(('.', '?', '!')) else '.'} If the error is about the input, is "
+                    f"{size} the size and number of channels it expects?")
+            error = RuntimeError(f"the model failed on an input of size {size}: {error_text}{question}")
+            error.model_error = error_text  # type: ignore[attr-defined]  # (for fit_input_size, which asks about the size its own way)
+            raise error from exc
         finally:
             self._run = previous
         self._layers, output = found.layers, found.output
@@ -1426,13 +1433,14 @@ class Probe:
                 like one that takes another kind of input than an image batch (see
                 :func:`input_kind_problem`; an image model may also register a Conv1d or Conv3d
                 first, so every candidate is tried before this is said).
-            RuntimeError: if the model fails on every candidate; the message lists them, gives
-                the failure at the first one (the likeliest size: later candidates try other
-                channel counts, whose failures only say the channels do not fit) and says how to
-                give the size.
+            RuntimeError: if the model fails on every candidate; the message starts with the
+                model's own error at the first one (the likeliest size: later candidates try other
+                channel counts, whose failures only say the channels do not fit), then lists the
+                candidates, saying whether they failed the same way, and last offers the input size
+                as one possible cause, saying how to give it.
         """
         tried: list[tuple[int, ...]] = []
-        first: Exception | None = None
+        failures: list[Exception] = []
         for candidate in candidates:
             size = tuple(int(s) for s in candidate)
             if size in tried:
@@ -1443,19 +1451,37 @@ class Probe:
             except ChannelsLastError:
                 raise  # not a matter of size: the message says what to change
             except RuntimeError as exc:
-                first = first or exc
+                failures.append(exc)
                 if isinstance(exc, InputKindError) and _several_inputs_problem(self._user_model):
                     raise  # a forward taking several inputs: no size can help
                 continue
             return size
         if not tried:
             raise ValueError("fit_input_size needs at least one candidate (C, H, W)")
+        first = failures[0]
         if isinstance(first, InputKindError):
             raise first  # says which kind of input the model seems to take
-        sizes = ", ".join(str(size) for size in tried)
+        # the model's own error comes first (it may be a bug in the model that no size helps with),
+        # the sizes after it, and the input size is offered as one possible cause only
+        texts = [getattr(exc, "model_error", None) or str(exc) for exc in failures]
+
+        def kind(index: int) -> tuple[type, str]:  # an error, but for the sizes (numbers) in its text
+            cause = failures[index].__cause__ or failures[index]
+            return type(cause), re.sub(r"\d+", "#", texts[index])
+
+        same = [i for i in range(1, len(tried)) if kind(i) == kind(0)]
+        other = [i for i in range(1, len(tried)) if kind(i) != kind(0)]
+        where = f"at {tried[0]}"
+        if same:
+            numbers = "" if all(texts[i] == texts[0] for i in same) else " (with other numbers)"
+            at = "at the other sizes tried:" if not other else "at"
+            where += f"; the same error{numbers} {at} {', '.join(str(tried[i]) for i in same)}"
+        if other:
+            where += (f"; the errors differed between sizes: other errors at "
+                      f"{', '.join(str(tried[i]) for i in other)}")
         raise RuntimeError(
-            f"the model ran on none of the input sizes tried ({sizes}); give the size it expects, "
-            f"e.g. input_size=(C, H, W). The failure at {tried[0]}: {first}"
+            f"the model ran on none of the input sizes tried: {texts[0]} ({where}). If the error is about the "
+            f"input's size or channels, give the size it expects, e.g. input_size=(C, H, W)"
         ) from first
 
     def check_layer(self, name: str) -> LayerInfo:
