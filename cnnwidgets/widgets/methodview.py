@@ -111,7 +111,8 @@ class MethodView(w.VBox):
         self._links = [t.link((self, "method"), (self.menu, "value")),
                        t.link((self, "signed"), (self.signed_box, "value"))]
         self._offering = False
-        self._syncs = [(self, self._stride_to_menu, "stride"), (self.stride_menu, self._stride_from_menu, "value")]
+        self._syncs = [(self, self._stride_to_menu, "stride"), (self.stride_menu, self._stride_from_menu, "value"),
+                       (self.image, self._image_display, "value")]
         for owner, handler, name in self._syncs:
             owner.observe(handler, names=name)
         self.observe(self._visibility, names="method")
@@ -154,10 +155,15 @@ class MethodView(w.VBox):
         # while a method is shown, room for two lines of controls whichever of them it has (the
         # stride menu, the signed switch or neither), so that switching methods moves nothing below
         self._controls.layout.min_height = ACTIVE_CONTROLS_HEIGHT if active else None
-        self.image.layout.display = None if active else "none"
         self.caption.layout.display = None if active else "none"
         if not active:
             self.clear()
+        self._image_display()
+
+    def _image_display(self, change=None) -> None:
+        # the map shows only while there is one: an empty image would show the browser's
+        # broken-image icon (above a failed method's error, or before the first map)
+        self.image.layout.display = None if self.method != self.methods[0] and self.image.value else "none"
 
     @property
     def stale(self) -> bool:
@@ -193,7 +199,9 @@ class MethodView(w.VBox):
             self.time_left.value = "" if finished or seconds_left is None else time_left_text(seconds_left)
 
     def clear(self) -> None:
-        """Empty the map, caption and progress."""
+        """Empty the map, caption and progress: no image shows until the next :meth:`show` (a
+        failed method's panel shows its caption only)."""
+        self.image.layout.display = "none"  # hidden before it is emptied: no broken-image icon between
         self.image.value = b""
         self.caption.value = ""
         self.progress_to(0, 0)
