@@ -714,6 +714,23 @@ def _reshape_note(prepared: ImageInput, chosen: bool = True) -> str | None:
     return None
 
 
+#: The number of outputs of an ImageNet classifier, for which the default ImageNet normalisation is
+#: taken to be right (no note, see :func:`_normalisation_note`).
+IMAGENET_CLASSES = 1000
+
+
+def _normalisation_note(default: bool, prepared: ImageInput, classes: int | None) -> str | None:
+    """A note when the default preprocessing normalised an RGB image with ImageNet's statistics for
+    a model that is no ImageNet classifier (not :data:`IMAGENET_CLASSES` outputs): one trained on
+    other inputs (pixels in [0, 1], CIFAR's statistics) then sees colours it was never shown, and
+    answers with confidence all the same. None otherwise."""
+    if not default or int(prepared.tensor.shape[1]) != 3 or classes == IMAGENET_CLASSES:
+        return None
+    return ("the image is normalised with ImageNet's mean and std (the default preprocessing); for a model "
+            "trained on other inputs (pixels in [0, 1], say) pass preprocess= and denormalize= (a zoo model: "
+            "pass its bundle), or its answers may be confident and wrong")
+
+
 def _crop_note(prepared: ImageInput, preprocess: Any) -> str | None:
     """A note when the model's own preprocessing (a zoo bundle's: shorter side resized, centre
     square cropped) cuts a visible part off a non-square image (None otherwise)."""
@@ -1103,6 +1120,7 @@ class Explorer(ipw.VBox):
             if tuple(first.tensor.shape[1:]) != described and probe.stats.discoveries == discoveries:
                 probe.describe(tuple(first.tensor.shape[1:]))  # the model failed on the image: this says why
             self._layers = {k: v for k, v in probe.layers.items()}
+            self._set_note("normalisation", _normalisation_note(custom is None, first, count))
             names = _class_names(classes) if classes is not None else []
             if not names and parts.get("classes") is not None:
                 names = _class_names(parts["classes"])
