@@ -636,7 +636,7 @@ def test_grid_click_and_score_pick(ex):
     target = ex.scores["rows"][-1]["index"]
     ex.scores_view.pick(target)
     assert ex.target == target and ex.shown_state.target == target
-    assert ex.scores_view.title == "class scores (change vs. no occluder)"
+    assert ex.scores_view.title == "class scores (change vs. no occluder, in percentage points)"
     ex.scores_view.pick(target)  # picked again: back to following the most probable class
     assert ex.target is None and ex.shown_state.target is None
     ex.box = None  # no occluder: no change to show, and the heading does not promise one
@@ -2699,17 +2699,27 @@ def test_a_bundle_that_crops_a_non_square_upload_says_so():
         explorer.close()
 
 
-def test_a_layer_of_1x1_maps_points_to_the_scale_that_compares_its_channels():
+def test_a_layer_of_1x1_maps_says_its_tiles_are_all_on_the_layers_range():
     from cnnwidgets.zoo import load_default
 
     explorer = Explorer(load_default(), background=False, layer="global_pool")
     try:
         assert explorer.layers["global_pool"].map_shape[1:] == (1, 1)
-        assert "1\u00d71 maps: scale 'whole layer' compares the channels" in explorer.grid_caption.value
+        for norm in ("channel", "fixed"):  # their own ranges would be empty: drawn on the layer's, as said
+            explorer.norm = norm
+            caption = explorer.grid_caption.value
+            assert "for every tile (1\u00d71 maps: one value per channel, all on the layer's range)" in caption
+            assert "each tile from its own" not in caption and "on its channel's range" not in caption
+            tiles = [explorer.grid_image[y + h // 2, x + w // 2] for x, y, w, h in
+                     (explorer._frame.layout.tile_rect(c) for c in range(4))]
+            assert len({tuple(t) for t in tiles}) > 1  # the channels differ in colour
         explorer.norm = "layer"
         assert "1\u00d71 maps" not in explorer.grid_caption.value
         explorer.norm, explorer.layer = "channel", "features.conv3"  # maps of 16x16: nothing to say
         assert "1\u00d71 maps" not in explorer.grid_caption.value
+        assert "sorted" not in explorer.grid_caption.value
+        explorer.sort = True
+        assert "<b>sorted</b>: strongest mean activation first" in explorer.grid_caption.value
     finally:
         explorer.close()
 

@@ -610,7 +610,7 @@ _INPUT_CAPTIONS = {
 }
 
 #: The class scores' heading, with the occluder on (True) and off (no change to show).
-_SCORES_TITLES = {True: "class scores (change vs. no occluder)", False: "class scores"}
+_SCORES_TITLES = {True: "class scores (change vs. no occluder, in percentage points)", False: "class scores"}
 
 #: Channel counts the default preprocessing makes: grayscale and RGB.
 _DEFAULT_CHANNELS = (1, 3)
@@ -2063,8 +2063,16 @@ class Explorer(ipw.VBox):
         if info is None:
             return  # the model changed and the layer is gone: its replacement's frame is on the way
         runs = f" &nbsp; output of its last call (it runs {info.calls} times)" if info.calls > 1 else ""
-        key = (f"{_colour_scale(state.cmap, *frame.value_range)} for every tile" if state.norm == "layer"
-               else f"{_colour_key(state.cmap)} {_GRID_KEYS.get(state.norm, state.norm)}")
+        shape = info.map_shape
+        one_unit = shape is not None and shape[1] * shape[2] == 1
+        if state.norm == "layer":
+            key = f"{_colour_scale(state.cmap, *frame.value_range)} for every tile"
+        elif one_unit:
+            # one value per tile: its own range would be empty, so every scale draws them on the layer's
+            key = (f"{_colour_scale(state.cmap, *frame.value_range)} for every tile (1\u00d71 maps: one value per "
+                   "channel, all on the layer's range)")
+        else:
+            key = f"{_colour_key(state.cmap)} {_GRID_KEYS.get(state.norm, state.norm)}"
         caption = (f"<b>{_layer_html(state.layer)}</b> &nbsp; {_map_text(info)}{runs} &nbsp; {key} &nbsp; click a "
                    "tile to select its channel")
         if frame.pages > 1:
@@ -2082,10 +2090,8 @@ class Explorer(ipw.VBox):
         if frame.marked is not None:
             caption += (f" &nbsp; <span style='color:#e65100'>{frame.dead_in_data} dead over the data set "
                         "(orange frame, /; crossed when dead on this image too)</span>")
-        shape = info.map_shape
-        if shape is not None and shape[1] * shape[2] == 1 and state.norm != "layer":
-            # one value per tile, scaled by its own channel's range: every tile looks alike
-            caption += " &nbsp; <i>1\u00d71 maps: scale 'whole layer' compares the channels</i>"
+        if state.sort and frame.pages == 1:
+            caption += " &nbsp; <b>sorted</b>: strongest mean activation first"
         if self._out_of_date:
             caption = f"{self.OUT_OF_DATE_NOTE}<br>{caption}"
         self.grid_caption.value = caption
