@@ -399,7 +399,7 @@ def test_input_size_gives_the_channels_for_a_model_without_convolutions():
     # without a convolution to read the channels off, RGB and then gray are tried
     assert maximize_activation(model, 0, steps=1, progress=False).image.shape == (1, 1, 28, 28)
     assert maximize_activation(model, 0, size=(28, 28), steps=1, progress=False).image.shape == (1, 1, 28, 28)
-    with pytest.raises(RuntimeError, match=r"\(3, 20, 20\), \(1, 20, 20\).*input_size=\(C, H, W\)"):
+    with pytest.raises(RuntimeError, match=r"at \(3, 20, 20\); the same error .* at the other sizes tried: \(1, 20, 20\)\).*input_size=\(C, H, W\)"):
         maximize_activation(model, 0, size=(20, 20), steps=1, progress=False)
     result = maximize_activation(model, 3, input_size=(1, 28, 28), steps=3, progress=False)
     assert result.image.shape == (1, 1, 28, 28) and result.rgb.shape == (28, 28, 1) and result.steps == 3

@@ -658,8 +658,9 @@ class ImageInput:
         return "rgba(200, 200, 200, 0.45)"
 
     def fill_image(self, fill: str) -> str:
-        """A ``data:`` URL of the PNG of :meth:`display_fill` for a fill that is no flat colour (blur,
-        noise), for the browser to show under the box; ``""`` for the others (see :meth:`fill_color`)."""
+        """A ``data:`` URL of the PNG of :meth:`display_fill` for a ``fill`` that is no flat colour
+        (blur, noise), for the browser to show under the box; ``""`` for the others (see
+        :meth:`fill_color`)."""
         if fill not in ("blur", "noise"):
             return ""
         return "data:image/png;base64," + base64.b64encode(encode_png(np.asarray(self.display_fill(fill)))).decode()
