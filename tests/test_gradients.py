@@ -267,6 +267,8 @@ def test_a_class_per_image_equals_captums_per_image_targets(labels, references):
         ("vgg11", "features.6", 9),
     ],
 )
+# some images of a batch have the unit inactive: their projections are zero, as Captum's, and said so
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.gradients.InactiveChannelWarning")
 def test_unit_attributions_equal_captum_neuron_methods(arch, layer, channel, references):
     model, reference, size = references[arch]
     x = torch.randn(2, 3, size, size)
@@ -840,6 +842,7 @@ def test_relu_rule_enables_gradients_only_within_its_block():
             assert not torch.is_grad_enabled()
 
 
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.gradients.InactiveChannelWarning")  # units chosen for their types
 def test_numpy_and_tensor_indices_are_ints_and_other_types_are_refused():
     model = small_vgg()
     x = torch.randn(2, 3, 16, 16)

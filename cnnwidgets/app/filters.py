@@ -653,7 +653,7 @@ class ActMaxController:
             self.result = result
             state = "stopped" if result.cancelled else "done"
             quantity = "logit" if isinstance(target, ClassLogit) else "activation"
-            warning = "".join(f"; {str(w).removeprefix('maximize_activation: ')}" for w in left_out[:1])
+            warning = "".join(f"; {str(w).removeprefix('maximize_activation: ')}" for w in left_out)
             self._show(
                 what,
                 f"{state} after {result.steps} steps for {what}: its {quantity} went from "

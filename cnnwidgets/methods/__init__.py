@@ -6,7 +6,7 @@ target, and returns tensors or arrays with a documented meaning. Import them fro
     from cnnwidgets.methods import dead_channels, maximize_activation
 """
 
-from cnnwidgets.methods.actmax import ActMaxResult, ZeroGradientWarning, maximize_activation
+from cnnwidgets.methods.actmax import ActMaxResult, SaturatedImageWarning, ZeroGradientWarning, maximize_activation
 from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer
 from cnnwidgets.methods.cam import upsample as upsample_cam
 from cnnwidgets.methods.correspondence import CorrespondenceResult, correspondence
@@ -52,6 +52,7 @@ __all__ = [
     "NoOcclusionEffectWarning",
     "NoReluWarning",
     "OcclusionResult",
+    "SaturatedImageWarning",
     "TopClassProbability",
     "ZeroGradientWarning",
     "grid_to_pixel_attribution",

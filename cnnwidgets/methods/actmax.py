@@ -50,7 +50,7 @@ from cnnwidgets.core.targets import (
 from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import check_target_layer, gradients_enabled, hook_activations, require_graph
 
-__all__ = ["ActMaxResult", "ZeroGradientWarning", "maximize_activation", "zero_gradient_quietly"]
+__all__ = ["ActMaxResult", "SaturatedImageWarning", "ZeroGradientWarning", "maximize_activation", "zero_gradient_quietly"]
 
 _COLOR_SQRT_COV = torch.tensor(
     [
@@ -70,13 +70,30 @@ class ZeroGradientWarning(RuntimeWarning):
     the redirected ReLUs moved without switching it on): the image shows no feature of the target."""
 
 
-# Per thread: whether maximize_activation leaves its ZeroGradientWarning out (see zero_gradient_quietly).
+class SaturatedImageWarning(RuntimeWarning):
+    """The image :func:`maximize_activation` made is saturated: most of its values are at the ends
+    of [0, 1] (within 1e-6 of 0 or 1), a two-colour picture rather than a pattern. The steps were too
+    large for the image parameters (an ``lr`` far above the default): try a smaller ``lr``."""
+
+
+_SATURATED_EPS = 1e-6
+"""A value of the [0, 1] image within this of 0 or 1 counts as saturated (its logit is beyond about 13.8)."""
+_SATURATED_SHARE = 0.9
+"""The share of saturated values from which :func:`maximize_activation` warns (the default ``lr``
+gives none on the package's test models; ``lr=1`` about a third, ``lr=5`` over 90 %)."""
+_MAX_ROTATE = 360.0
+"""The largest ``rotate`` (degrees) :func:`maximize_activation` takes: a full turn either way."""
+
+
+# Per thread: whether maximize_activation leaves its ZeroGradientWarning and SaturatedImageWarning out
+# (see zero_gradient_quietly).
 _ZERO_QUIET = QuietSwitch()
 
 
 def zero_gradient_quietly() -> contextlib.AbstractContextManager[list[Warning]]:
     """Within this block, on this thread, :func:`maximize_activation` issues no
-    :class:`ZeroGradientWarning`; the block yields a list that receives the warnings left out.
+    :class:`ZeroGradientWarning` and no :class:`SaturatedImageWarning`; the block yields a list that
+    receives the warnings left out.
     For callers that say so themselves, as the activation-maximisation view does in its status line."""
     return _ZERO_QUIET.quietly()
 
@@ -446,7 +463,10 @@ def maximize_activation(
             mean over the map), a class index or ``ClassLogit``, or any callable (a function of the
             model's output, or one with a ``layer`` attribute; see :func:`~cnnwidgets.core.targets.resolve_target`).
         steps: number of ascent steps.
-        lr: Adam learning rate for the image parameters.
+        lr: Adam learning rate for the image parameters (> 0). Each step moves a parameter by about
+            ``lr``, so with a much larger rate (``lr=5`` for 256 steps, ``lr=1e30``) the image ends
+            saturated, nearly every value 0 or 1: then a :class:`SaturatedImageWarning` says so (the
+            check costs one look at the final image).
         size: image size, ``H`` or ``(H, W)`` (ints >= 2: Python ints, numpy integers or 0-d integer
             tensors), with the first number of channels the
             model runs on at that size: the probe's (that of the model's first convolution, 3 for
@@ -471,9 +491,13 @@ def maximize_activation(
             images with 1.5-2, where 1 lets 2-pixel stripe patterns dominate.
         blur: with ``"pixel"``, the sigma (in pixels) of a Gaussian blur applied to the parameters
             after every step (0 = none).
-        jitter: largest random shift in pixels per step; default ``max(1, min(H, W) // 16)``.
+        jitter: largest random shift in pixels per step; default ``max(1, min(H, W) // 16)``. It
+            must be smaller than the image's smaller side (a shift of the whole image leaves only
+            reflected borders): a larger one is refused.
         scale: largest relative random zoom per step (0.05 = +-5 %).
-        rotate: largest random rotation per step in degrees.
+        rotate: largest random rotation per step in degrees, in [0, 360] (each step rotates by an
+            angle drawn from ``[-rotate, rotate]``; 180 already reaches every orientation). A larger
+            value is refused, not taken modulo 360, which would turn 370 into a smaller range.
         init_sd: standard deviation of the random initial parameters (small: a gray image).
         redirect_steps: during the first ``redirect_steps`` steps, and later whenever the
             gradient vanished in the previous step, every ``nn.ReLU`` module passes gradient back
@@ -499,7 +523,8 @@ def maximize_activation(
         KeyError: for an unknown target layer (with suggestions).
         IndexError: for a channel or class index out of range.
         TypeError: for an unsupported target.
-        ValueError: for bad sizes, steps, mean/std or option values (numbers must be finite), or a
+        ValueError: for bad sizes, steps, mean/std or option values (numbers must be finite; a
+            ``jitter`` not smaller than the image's smaller side, a ``rotate`` above 360), or a
             target layer whose feature map is empty at the image's size (see
             :func:`~cnnwidgets.core.layers.check_map_not_empty`).
         TypeError: for a count (``steps``, ``redirect_steps``, ``jitter``, ``seed``) that is not an
@@ -518,6 +543,8 @@ def maximize_activation(
             that was not cancelled moved the image but ended with the target no higher than on the
             starting image (a channel that is never above 0, as one never active behind a ReLU): the
             image shows no feature of the target.
+        SaturatedImageWarning: if most values of the final image (90 %) are within 1e-6 of 0 or 1:
+            a two-colour image from steps too large for it; the message suggests a smaller ``lr``.
     """
     target = resolve_target(target)
     if parametrization not in _PARAMETRIZATIONS:
@@ -533,7 +560,8 @@ def maximize_activation(
         jitter = as_count(jitter, "jitter", minimum=0)
     lr = as_real(lr, "lr", "> 0", lambda v: v > 0)
     scale = as_real(scale, "scale", "in [0, 1)", lambda v: 0 <= v < 1)
-    rotate = as_real(rotate, "rotate", ">= 0", lambda v: v >= 0)
+    rotate = as_real(rotate, "rotate", f"in [0, {_MAX_ROTATE:g}] (degrees; 180 reaches every orientation)",
+                     lambda v: 0 <= v <= _MAX_ROTATE)
     init_sd = as_real(init_sd, "init_sd", ">= 0", lambda v: v >= 0)
     decay = as_real(decay, "decay", ">= 0", lambda v: v >= 0)
     blur = as_real(blur, "blur", ">= 0", lambda v: v >= 0)
@@ -563,6 +591,11 @@ def maximize_activation(
                 channels = fit_channels(probe, height, width)
         if jitter is None:
             jitter = max(1, min(height, width) // 16)
+        elif jitter >= min(height, width):
+            raise ValueError(
+                f"jitter must be smaller than the image's smaller side (a shift in pixels, at most "
+                f"{min(height, width) - 1} for a {height}x{width} image), got {jitter}"
+            )
         device = probe.device
         mean_t = _channel_stats(mean, channels, 0.0, "mean").view(1, -1, 1, 1).to(device)
         std_t = _channel_stats(std, channels, 1.0, "std").view(1, -1, 1, 1).to(device)
@@ -657,6 +690,15 @@ def maximize_activation(
         elif trace and not cancelled and not result.activation > result.initial_activation:
             warning = ZeroGradientWarning(
                 _no_rise_message(len(trace), result.initial_activation, result.activation, result.trace))
+            if not _ZERO_QUIET.leave_out(warning):
+                warnings.warn(warning, stacklevel=2)
+        saturated = float(np.mean((result.rgb <= _SATURATED_EPS) | (result.rgb >= 1 - _SATURATED_EPS)))
+        if trace and saturated >= _SATURATED_SHARE:
+            warning = SaturatedImageWarning(
+                f"maximize_activation: the image is saturated: {saturated:.0%} of its values are 0 or 1 (within "
+                f"{_SATURATED_EPS:g}), a two-colour picture rather than a pattern. The steps were too large for it "
+                f"(lr={lr:g}, the default is 0.05): try a smaller lr."
+            )
             if not _ZERO_QUIET.leave_out(warning):
                 warnings.warn(warning, stacklevel=2)
         return result

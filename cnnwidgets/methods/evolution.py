@@ -129,15 +129,25 @@ class FeatureEvolution:
         return self.frames[(layer, channel)]
 
 
-def _channel_list(spec: int | Sequence[int], channels: int, layer: str) -> list[int]:
+def _channel_list(spec: int | Sequence[int], channels: int, layer: str, *, given: bool = True) -> list[int]:
     """The channels to record: an int ``m`` is a count of evenly spaced channels, a sequence lists them.
 
-    Counts and channel indices are checked by :func:`~cnnwidgets.core.targets.as_index`.
+    Counts and channel indices are checked by :func:`~cnnwidgets.core.targets.as_index`; a list
+    with a channel twice is refused. A count ``given`` by the caller (not the default 8) that is
+    larger than the layer's ``channels`` warns (``stacklevel`` for :class:`FeatureEvolutionRecorder`'s
+    caller) and records them all.
     """
     if isinstance(spec, (int, np.integer, np.bool_)) or (isinstance(spec, torch.Tensor) and spec.dim() == 0):
         count = as_index(spec, f"layer {layer!r}: the number of channels to record")
         if count < 1:
             raise ValueError(f"layer {layer!r}: the number of channels must be >= 1, got {count}")
+        if given and count > channels:
+            warnings.warn(
+                f"layer {layer!r} has {channels} channels; asked to record {count} of them, the recorder "
+                f"records all {channels}",
+                UserWarning,
+                stacklevel=3,  # _channel_list <- FeatureEvolutionRecorder.__init__ <- its caller
+            )
         return sorted({int(round(v)) for v in np.linspace(0, channels - 1, min(count, channels))})
     if isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
         raise TypeError(
@@ -150,6 +160,10 @@ def _channel_list(spec: int | Sequence[int], channels: int, layer: str) -> list[
     bad = [c for c in chosen if not 0 <= c < channels]
     if bad:
         raise IndexError(f"layer {layer!r} has {channels} channels; out of range: {bad}")
+    twice = sorted({c for c in chosen if chosen.count(c) > 1})
+    if twice:
+        raise ValueError(f"layer {layer!r}: the channel list {chosen} has duplicate channels {twice}; "
+                         "give each channel once")
     return chosen
 
 
@@ -169,9 +183,11 @@ class FeatureEvolutionRecorder:
         probe_images: a fixed, preprocessed probe set (N, C, H, W); the paper uses the
             training set, a few hundred images are enough to see features form.
         layers: ``{layer: channels}`` with a list of channel indices, or an int ``m`` for ``m``
-            channels evenly spaced over the layer (``round(linspace(0, C - 1, m))``). A list or a
-            single name means 8 evenly spaced channels per layer. Counts and indices are ints
-            (Python ints, numpy integers or 0-d integer tensors; not bools or floats).
+            channels evenly spaced over the layer (``round(linspace(0, C - 1, m))``; a count above
+            the layer's ``C`` records all ``C``, with a ``UserWarning``). A list or a single name
+            means 8 evenly spaced channels per layer (all, quietly, on a layer with fewer). Counts
+            and indices are ints (Python ints, numpy integers or 0-d integer tensors; not bools or
+            floats); a list names each channel once.
         epochs: epochs at which :meth:`record` stores frames; default :data:`PAPER_EPOCHS`
             (1, 2, 5, 10, 20, 30, 40, 64, as in the paper's Fig. 4: calls at other epochs record
             nothing); ``None``: every call records.
@@ -186,8 +202,8 @@ class FeatureEvolutionRecorder:
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: bad probe set (not a non-empty (N, C, H, W) float batch of finite values),
-            layer without a (C,) / (C, H, W) output, empty channel list, batch_size < 1, a unit
-            other than ``"epoch"`` or ``"step"``.
+            layer without a (C,) / (C, H, W) output, empty channel list, a channel listed twice,
+            batch_size < 1, a unit other than ``"epoch"`` or ``"step"``.
         TypeError: a channel count or index, an epoch or batch_size that is not an int (a bool, a
             float ...); epochs that are not a sequence; an on_record that is not callable.
     """
@@ -222,6 +238,7 @@ class FeatureEvolutionRecorder:
                 raise TypeError(f"epochs must be a sequence of ints (or None: every call records), got "
                                 f"{type(epochs).__name__}")
             epochs = [as_index(e, "each of epochs") for e in epochs]
+        given = isinstance(layers, Mapping)  # counts the caller gave, not the default 8
         if isinstance(layers, str):
             layers = {layers: 8}
         elif not isinstance(layers, Mapping):
@@ -250,7 +267,7 @@ class FeatureEvolutionRecorder:
                         f"layer {name!r} has output shape {info.shape_text}; a recorder needs (C,) or (C, H, W) "
                         "per image"
                     )
-                channels[name] = _channel_list(spec, shape[0], name)
+                channels[name] = _channel_list(spec, shape[0], name, given=given)
             self.layer_infos = {name: infos[name] for name in channels}
         except BaseException:
             self.probe.close()

@@ -777,7 +777,8 @@ def project_channel(
     A channel that is not active on an image (its largest value is <= 0, as often at the
     output of a batch norm or for a dead channel) has nothing to project: that image's map
     is zero, with an :class:`InactiveChannelWarning`. A ``(row, col)`` unit that is not
-    active in an active channel projects to zero too, without a warning.
+    active (its value is <= 0) in a channel that is active elsewhere projects to zero too, with an
+    :class:`InactiveChannelWarning` naming the unit and its value.
 
     Returns:
         Signed pixel-space projection (N, C, H, W), float32 on ``x``'s device. It is zero
@@ -798,7 +799,8 @@ def project_channel(
             plain gradient.
         MixedActivationWarning: if other activation modules ran besides the ``nn.ReLU`` modules
             before ``layer``: the projection mixes the two rules.
-        InactiveChannelWarning: if the channel is not active on an image (its map is zero).
+        InactiveChannelWarning: if the channel is not active on an image (its map is zero), or a
+            ``(row, col)`` unit is not active on an image where the channel is (its map is zero too).
     """
     if isinstance(unit, str):
         if unit not in ("max", "all"):
@@ -814,6 +816,7 @@ def project_channel(
             activation = probe.capture(leaf, [layer], grad=True, channels_first=True)[layer]
             raw = _channel_values(probe, activation, layer, channel).detach()
             values = raw.clamp(min=0)
+            unit_values = None
             seed = torch.zeros_like(activation)
             if activation.dim() == 2 or unit == "all":
                 seed[:, channel] = values
@@ -829,10 +832,39 @@ def project_channel(
                     cols = torch.full_like(rows, col)
                 batch = torch.arange(values.shape[0], device=values.device)
                 seed[batch, channel, rows, cols] = values[batch, rows, cols]
+                if not isinstance(unit, str):
+                    unit_values = raw[batch, rows, cols]
             require_graph(activation, "project_channel", f"the output of layer {layer!r}")
             (grad,) = torch.autograd.grad(activation, leaf, grad_outputs=seed)
-    _warn_inactive(raw.reshape(raw.shape[0], -1).amax(dim=1), layer, channel)
+    peaks = raw.reshape(raw.shape[0], -1).amax(dim=1)
+    _warn_inactive(peaks, layer, channel)
+    if unit_values is not None:
+        _warn_inactive_unit(unit_values, peaks, layer, channel, unit)
     return grad.detach().contiguous().to(x.device)
+
+
+def _warn_inactive_unit(values: torch.Tensor, peaks: torch.Tensor, layer: str, channel: int,
+                        unit: tuple[int, int]) -> None:
+    """An :class:`InactiveChannelWarning` naming the images where the chosen ``unit`` is <= 0 while
+    the channel is active elsewhere (an image whose channel is not active at all is named by
+    :func:`_warn_inactive` already)."""
+    values, peaks = values.cpu(), peaks.cpu()
+    inactive = ((values <= 0) & (peaks > 0)).nonzero().flatten().tolist()
+    if not inactive:
+        return
+    texts = [f"{float(values[i]):.3g}" for i in inactive]
+    if len(inactive) == 1:
+        where = "the image" if len(values) == 1 else f"image {inactive[0]} of the batch"
+        where += f" (its value there is {texts[0]})"
+    else:
+        where = f"images {', '.join(map(str, inactive))} (values {', '.join(texts)})"
+    warnings.warn(
+        f"project_channel: unit ({unit[0]}, {unit[1]}) of channel {channel} of layer {layer!r} is not active on "
+        f"{where}: there is nothing to project, so its projection is zero; the channel is active elsewhere "
+        "(unit='max' projects its strongest unit)",
+        InactiveChannelWarning,
+        stacklevel=3,
+    )
 
 
 def _warn_inactive(peaks: torch.Tensor, layer: str, channel: int) -> None:

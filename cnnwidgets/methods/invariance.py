@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -424,7 +425,9 @@ def invariance_curves(
         layers: layer names; ``None``: the paper's "layer 1" and "layer 7" counterparts (see
             :func:`default_feature_layers`: first conv activation, the classifier's input).
         transforms: ``{kind: values}``, or kinds with default ranges; ``None``: all three with
-            the defaults of :func:`default_ranges`.
+            the defaults of :func:`default_ranges`. A translation of at least the images' height
+            ``H`` either way moves every pixel out (the image becomes all ``fill``): such values are
+            computed, with a ``UserWarning`` naming them.
         normalize: divide each distance by ``||phi_L(x_n)||`` (0 where that norm is 0).
         interpolation, fill: see :func:`transform_images`.
         batch_size: images per forward pass (transform values are grouped to fill it).
@@ -446,6 +449,10 @@ def invariance_curves(
         ``batch_size`` that is not an int, a ``normalize`` or ``progress`` that is not True or
         False, ``labels`` that are not a sequence or hold something other than ints (a bool, a
         float, a string), transform values that are not a sequence of numbers.
+
+    Warns:
+        UserWarning: for translations of at least ``H`` pixels either way (the message names them
+            and ``H``): those images are all ``fill``.
     """
     check_image_batch(images)
     batch_size = as_count(batch_size, "batch_size")
@@ -472,6 +479,16 @@ def invariance_curves(
             raise ValueError(f"no values for transformation {kind!r}")
         if not np.isfinite(values).all():
             raise ValueError(f"the values of {kind!r} must be finite numbers, got {list(values)}")
+    height = images.shape[2]
+    outside = [v for v in chosen.get("translation", ()) if abs(v) >= height]
+    if outside:
+        shown = ", ".join(f"{v:g}" for v in outside[:8]) + (" ..." if len(outside) > 8 else "")
+        warnings.warn(
+            f"invariance_curves: the translations {shown} are at least the images' height ({height} px): they "
+            "shift every pixel out of the image, so those transformed images are all fill, not the image moved",
+            UserWarning,
+            stacklevel=2,
+        )
     with probe_scope(model_or_probe) as probe:
         images = images.detach()
         check_channel_axis(probe.model, images)  # before the layers are described at the images' size
