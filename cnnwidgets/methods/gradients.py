@@ -843,6 +843,16 @@ def project_channel(
     return grad.detach().contiguous().to(x.device)
 
 
+def _inactive_images(values: torch.Tensor, inactive: list[int], one: str, several: str) -> str:
+    """Which images of a batch of ``len(values)`` the ``inactive`` indices are, with their values, for a
+    warning: ``"the image (<one> 0.1)"``, ``"image 2 of the batch (...)"`` or ``"images 0, 2 (<several> ...)"``."""
+    texts = [f"{float(values[i]):.3g}" for i in inactive]
+    if len(inactive) == 1:
+        where = "the image" if len(values) == 1 else f"image {inactive[0]} of the batch"
+        return f"{where} ({one} {texts[0]})"
+    return f"images {', '.join(map(str, inactive))} ({several} {', '.join(texts)})"
+
+
 def _warn_inactive_unit(values: torch.Tensor, peaks: torch.Tensor, layer: str, channel: int,
                         unit: tuple[int, int]) -> None:
     """An :class:`InactiveChannelWarning` naming the images where the chosen ``unit`` is <= 0 while
@@ -852,12 +862,7 @@ def _warn_inactive_unit(values: torch.Tensor, peaks: torch.Tensor, layer: str, c
     inactive = ((values <= 0) & (peaks > 0)).nonzero().flatten().tolist()
     if not inactive:
         return
-    texts = [f"{float(values[i]):.3g}" for i in inactive]
-    if len(inactive) == 1:
-        where = "the image" if len(values) == 1 else f"image {inactive[0]} of the batch"
-        where += f" (its value there is {texts[0]})"
-    else:
-        where = f"images {', '.join(map(str, inactive))} (values {', '.join(texts)})"
+    where = _inactive_images(values, inactive, "its value there is", "values")
     warnings.warn(
         f"project_channel: unit ({unit[0]}, {unit[1]}) of channel {channel} of layer {layer!r} is not active on "
         f"{where}: there is nothing to project, so its projection is zero; the channel is active elsewhere "
@@ -872,12 +877,7 @@ def _warn_inactive(peaks: torch.Tensor, layer: str, channel: int) -> None:
     inactive = (peaks <= 0).nonzero().flatten().tolist()
     if not inactive:
         return
-    values = [f"{float(peaks[i]):.3g}" for i in inactive]
-    if len(inactive) == 1:
-        where = "the image" if len(peaks) == 1 else f"image {inactive[0]} of the batch"
-        where += f" (its largest value is {values[0]})"
-    else:
-        where = f"images {', '.join(map(str, inactive))} (largest values {', '.join(values)})"
+    where = _inactive_images(peaks, inactive, "its largest value is", "largest values")
     warnings.warn(
         f"project_channel: channel {channel} of layer {layer!r} is not active on {where}: there is nothing "
         "to project, so the map is zero",
