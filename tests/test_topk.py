@@ -291,6 +291,7 @@ def test_box_orders_rows_first_as_fields_and_xywh_as_the_explorer():
     assert torch.equal(crop_receptive_field(image, box).pixels, image[:, 5:15, 76:88])
 
 
+@pytest.mark.filterwarnings("ignore::cnnwidgets.methods.gradients.InactiveChannelWarning")  # units chosen by place
 def test_receptive_field_box_contains_the_deconvnet_projection_support():
     """The deconvnet projection of a unit is zero outside the unit's receptive field, and the
     projection of a border unit reaches the image border (the box is right, not too big)."""
