@@ -317,6 +317,15 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+#: The pixel value (in [0, 1], every colour) of the flat fills.
+_FILL_LEVELS = {"gray": 0.5, "black": 0.0}
+
+
+def _noise_pixels(shape: Sequence[int]) -> torch.Tensor:
+    """The noise fill's pixels, uniform in [0, 1], the same for every call of a shape (seed 0)."""
+    return torch.rand(tuple(shape), generator=torch.Generator().manual_seed(0))
+
+
 def _run_preprocess(preprocess: Callable[[Any], torch.Tensor], pil: Image.Image, name: str) -> Any:
     """``preprocess(pil)``, its failure said as the user's ``preprocess`` failing on that image
     (a ValueError, the error raised as its ``__cause__``)."""
@@ -533,6 +542,11 @@ class ImageInput:
             value = torch.where(unshown, self.tensor.mean(dim=(2, 3), keepdim=True), value)
         return value
 
+    @property
+    def _blur_sigma(self) -> float:
+        """The Gaussian's standard deviation of the blur fill, in pixels."""
+        return max(1.0, min(self.size) / 16)
+
     def fill_tensor(self, fill: str) -> torch.Tensor:
         """The full-size (1, C, H, W) tensor a box of ``fill`` copies from (computed once).
 
@@ -547,13 +561,11 @@ class ImageInput:
         if fill == "mean":
             value = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
         elif fill == "blur":
-            value = _gaussian_blur(x, max(1.0, min(self.size) / 16))
-        elif fill in ("gray", "black"):
-            level = 0.5 if fill == "gray" else 0.0
-            value = self._from_pixels(torch.full((1, x.shape[1], 1, 1), level), fill).expand_as(x)
+            value = _gaussian_blur(x, self._blur_sigma)
+        elif fill in _FILL_LEVELS:
+            value = self._from_pixels(torch.full((1, x.shape[1], 1, 1), _FILL_LEVELS[fill]), fill).expand_as(x)
         elif fill == "noise":
-            gen = torch.Generator().manual_seed(0)
-            value = self._from_pixels(torch.rand(x.shape, generator=gen), fill)
+            value = self._from_pixels(_noise_pixels(x.shape), fill)
         else:
             raise ValueError(f"unknown occluder fill {fill!r}; accepted: {', '.join(FILLS)}")
         value = value.contiguous()
@@ -597,19 +609,18 @@ class ImageInput:
             shown = desaturate(self.display_fill(fill))
         else:
             h, w = self.display.shape[:2]
-            if fill in ("gray", "black"):
-                shown = np.full((h, w, 3), 128 if fill == "gray" else 0, dtype=np.uint8)
+            if fill in _FILL_LEVELS:
+                shown = np.full((h, w, 3), round(255 * _FILL_LEVELS[fill]), dtype=np.uint8)
             elif fill == "mean":
                 shown = np.empty((h, w, 3), dtype=np.uint8)
                 shown[...] = np.round(self.display.reshape(-1, 3).mean(axis=0)).astype(np.uint8)
             elif fill == "noise":
-                gen = torch.Generator().manual_seed(0)  # the generator and draw of fill_tensor("noise")
-                pixels = torch.rand(self.tensor.shape, generator=gen)[0].numpy()  # (C, H, W) in [0, 1]
+                pixels = _noise_pixels(self.tensor.shape)[0].numpy()  # (C, H, W) in [0, 1], as fill_tensor's
                 pixels = np.repeat(pixels[:1], 3, axis=0) if pixels.shape[0] != 3 else pixels
                 shown = np.round(pixels.transpose(1, 2, 0) * 255.0).astype(np.uint8)
             elif fill == "blur":
                 picture = torch.from_numpy(self.display).permute(2, 0, 1)[None].float()
-                blurred = _gaussian_blur(picture, max(1.0, min(self.size) / 16))[0].permute(1, 2, 0)
+                blurred = _gaussian_blur(picture, self._blur_sigma)[0].permute(1, 2, 0)
                 shown = blurred.round().clamp(0, 255).to(torch.uint8).numpy()
             else:
                 raise ValueError(f"unknown occluder fill {fill!r}; accepted: {', '.join(FILLS)}")
