@@ -795,6 +795,12 @@ def unwrap_model(model: object, input_size: Sequence[int] | None = None) -> tupl
     )
 
 
+def takes_as_model(value: object) -> bool:
+    """Whether the methods take ``value`` where they take a model: an ``nn.Module``, a
+    :class:`Probe`, or a bundle (an object whose ``model`` is an ``nn.Module``)."""
+    return isinstance(value, (nn.Module, Probe)) or isinstance(getattr(value, "model", None), nn.Module)
+
+
 def not_a_model_hint(value: object) -> str:
     """What to do instead, for the usual things passed where a model belongs (for a message).
 
@@ -1991,7 +1997,7 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
             )
         yield model_or_probe
         return
-    if not isinstance(model_or_probe, nn.Module) and not isinstance(getattr(model_or_probe, "model", None), nn.Module):
+    if not takes_as_model(model_or_probe):
         raise TypeError(
             f"expected a torch.nn.Module, a zoo bundle or a cnnwidgets.Probe, got {type(model_or_probe).__name__}"
             f"{not_a_model_hint(model_or_probe)}"

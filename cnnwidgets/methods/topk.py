@@ -72,7 +72,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo, check_map_not_empty
-from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, not_a_model_hint, probe_scope
+from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, not_a_model_hint, probe_scope, takes_as_model
 from cnnwidgets.core.targets import _describe_value, as_callback, as_count, as_flag, as_index, check_finite_activation
 
 __all__ = [
@@ -895,7 +895,7 @@ class TopKActivations:
         """Refuse a ``model_or_probe`` that is no model, bundle or probe before the layer is read: a
         call in the order of :meth:`entries`, ``projections(layer, channel, model)``, would otherwise
         be told that its channel is no scanned layer."""
-        if isinstance(model_or_probe, (nn.Module, Probe)) or isinstance(getattr(model_or_probe, "model", None), nn.Module):
+        if takes_as_model(model_or_probe):
             return
         if isinstance(model_or_probe, str) and model_or_probe in self.layers:
             hint = f" {model_or_probe!r}, a scanned layer's name"
