@@ -9,33 +9,29 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Iterator
 
 
 class QuietSwitch:
     """On within ``with switch.quietly():`` on the thread that entered it, off elsewhere.
 
-    The block gets a list: the warnings left out inside it (:meth:`leave_out`), for the caller
+    The block gets a list: the warnings left out inside it (see :meth:`warn`), for the caller
     to say what they would have said.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    @property
-    def on(self) -> bool:
-        """Whether this thread is inside a :meth:`quietly` block."""
-        return bool(getattr(self._local, "sinks", None))
-
-    def leave_out(self, warning: Warning) -> bool:
-        """Inside a :meth:`quietly` block of this thread: keep ``warning`` in the block's list
-        (the innermost block's) and return True, for the caller not to issue it. Elsewhere
-        False: the caller warns as usual."""
+    def warn(self, warning: Warning, stacklevel: int) -> None:
+        """Issue ``warning`` as ``warnings.warn(warning, stacklevel=stacklevel)`` would from the
+        caller, or, inside a :meth:`quietly` block of this thread, keep it in the block's list (the
+        innermost block's) instead."""
         sinks = getattr(self._local, "sinks", None)
-        if not sinks:
-            return False
-        sinks[-1].append(warning)
-        return True
+        if sinks:
+            sinks[-1].append(warning)
+        else:
+            warnings.warn(warning, stacklevel=stacklevel + 1)  # + this frame
 
     @contextlib.contextmanager
     def quietly(self) -> Iterator[list[Warning]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -685,13 +684,11 @@ def maximize_activation(
             counts = {kind: len(modules) for kind, modules in ran.items()}
             warning = ZeroGradientWarning(
                 _zero_gradient_message(len(trace), result.activation, redirect_steps, counts, redirected))
-            if not _ZERO_QUIET.leave_out(warning):
-                warnings.warn(warning, stacklevel=2)
+            _ZERO_QUIET.warn(warning, stacklevel=2)
         elif trace and not cancelled and not result.activation > result.initial_activation:
             warning = ZeroGradientWarning(
                 _no_rise_message(len(trace), result.initial_activation, result.activation, result.trace))
-            if not _ZERO_QUIET.leave_out(warning):
-                warnings.warn(warning, stacklevel=2)
+            _ZERO_QUIET.warn(warning, stacklevel=2)
         saturated = float(np.mean((result.rgb <= _SATURATED_EPS) | (result.rgb >= 1 - _SATURATED_EPS)))
         if trace and saturated >= _SATURATED_SHARE:
             warning = SaturatedImageWarning(
@@ -699,6 +696,5 @@ def maximize_activation(
                 f"{_SATURATED_EPS:g}), a two-colour picture rather than a pattern. The steps were too large for it "
                 f"(lr={lr:g}, the default is 0.05): try a smaller lr."
             )
-            if not _ZERO_QUIET.leave_out(warning):
-                warnings.warn(warning, stacklevel=2)
+            _ZERO_QUIET.warn(warning, stacklevel=2)
         return result

@@ -114,8 +114,7 @@ def _warn_if_empty(maps: torch.Tensor, grad: torch.Tensor, layer: str, method: s
             f"{layer!r}: {texts[zero_gradient]}",
             zero_gradient=zero_gradient,
         )
-        if not _EMPTY_QUIET.leave_out(warning):
-            warnings.warn(warning, stacklevel=4)  # _warn_if_empty <- _gradient_map <- grad_cam / grad_cam_pp <- its caller
+        _EMPTY_QUIET.warn(warning, stacklevel=4)  # _warn_if_empty <- _gradient_map <- grad_cam / grad_cam_pp <- its caller
 
 
 def _spatial_layer(probe: Probe, layer: str, method: str) -> LayerInfo:

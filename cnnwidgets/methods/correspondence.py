@@ -41,7 +41,6 @@ from __future__ import annotations
 import html
 import math
 import numbers
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -429,8 +428,7 @@ def correspondence(
     unchanged = {row: layers for row, layers in unchanged.items() if layers}
     if unchanged:
         warning = _unchanged_warning(unchanged, fill_is_image)
-        if not _EMPTY_QUIET.leave_out(warning):
-            warnings.warn(warning, stacklevel=2)
+        _EMPTY_QUIET.warn(warning, stacklevel=2)
     return CorrespondenceResult(
         layers=names,
         parts=part_names,

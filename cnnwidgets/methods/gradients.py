@@ -184,8 +184,7 @@ def _warn_if_zero(grad: torch.Tensor, method: str) -> None:
             "head initialised to zero, or every unit on the way switched off by a ReLU or a saturated activation)",
             zero_gradient=True,
         )
-        if not _EMPTY_QUIET.leave_out(warning):
-            warnings.warn(warning, stacklevel=4)  # _warn_if_zero <- _input_gradient <- saliency ... <- its caller
+        _EMPTY_QUIET.warn(warning, stacklevel=4)  # _warn_if_zero <- _input_gradient <- saliency ... <- its caller
 
 
 def _zero_rows(values: torch.Tensor) -> torch.Tensor:

@@ -678,7 +678,7 @@ def _model_failed(exc: BaseException, batch: torch.Tensor) -> RuntimeError:
 _ONE_IMAGE_QUIET = QuietSwitch()
 
 
-def one_image_quietly() -> contextlib.AbstractContextManager[None]:
+def one_image_quietly() -> contextlib.AbstractContextManager[list[Warning]]:
     """Within this block, on this thread, a scan that falls back to one image per forward pass does
     not warn (:data:`ONE_IMAGE_WARNING`); its result says so in :attr:`OcclusionResult.one_image`.
     For callers that show that themselves, as the explorer's method panel does."""
@@ -1387,8 +1387,8 @@ def _scan_with_probe(
                 unoccluded_probabilities.flags.writeable = False
         plan, runner, parallel_safe, copy_after_preview = one_plan, one_runner, one_safe, False
         one_image = True
-        if not _ONE_IMAGE_QUIET.on:
-            warnings.warn(ONE_IMAGE_WARNING, RuntimeWarning, stacklevel=5)
+        warning = RuntimeWarning(ONE_IMAGE_WARNING)
+        _ONE_IMAGE_QUIET.warn(warning, stacklevel=5)
         handle(start, end, *result)
 
     bar = tqdm(total=total, desc="occlusion", unit="pos", disable=not progress)
@@ -1410,8 +1410,8 @@ def _scan_with_probe(
     if result.complete and not result.cancelled:  # a partial map says nothing of the positions not computed
         warning = _no_effect_warning(result, _fill_is_the_image(image, fill_image, window, stride, (rows, cols)),
                                      method)
-        if warning is not None and not _EMPTY_QUIET.leave_out(warning):
-            warnings.warn(warning, stacklevel=4)  # _scan_with_probe <- _scan <- occlusion_map ... <- its caller
+        if warning is not None:
+            _EMPTY_QUIET.warn(warning, stacklevel=4)  # _scan_with_probe <- _scan <- occlusion_map ... <- its caller
     return result
 
 
