@@ -313,18 +313,12 @@ class _ViewLink(t.link):
             self._on_error(self.source[1], exc)
 
 
-def _shows_maps(info: LayerInfo) -> bool:
-    """Whether the explorer offers the layer: it runs and its output is a map stack with at least one
-    unit (not one that is empty at this input size, see :attr:`LayerInfo.empty_map`)."""
-    return info.map_shape is not None and info.calls > 0 and not info.empty_map
-
-
 def _few_maps_note(layers: Mapping[str, LayerInfo]) -> str | None:
     """A note when the layer menu offers few of a model's layers because most of them give no
     feature maps (a vision transformer: a patch embedding, then token sequences); None otherwise."""
     ran = [info for info in layers.values() if info.calls > 0 and info.output_shape is not None]
-    shown = [info.name for info in ran if _shows_maps(info)]
-    others = [info for info in ran if not _shows_maps(info)]
+    shown = [info.name for info in ran if info.shows_maps]
+    others = [info for info in ran if not info.shows_maps]
     if not shown or len(shown) > 3 or len(others) < 3 * len(shown):
         return None
     names = ", ".join(shown)
@@ -360,7 +354,7 @@ def layer_items(layers: Mapping[str, LayerInfo]) -> list[tuple[str, str, str]]:
     after each convolution, a ResNet block's ReLU) is listed where its last call runs, whose output
     it shows, and says so.
     """
-    shown = [info for info in layers.values() if _shows_maps(info)]
+    shown = [info for info in layers.values() if info.shows_maps]
     shown.sort(key=lambda info: (info.last_call < 0, info.last_call if info.last_call >= 0 else info.order))
     last_inside: dict[str, int] = {}  # block name -> index of the last layer shown inside it
     nesting = {info.name: info.name.count(".") for info in shown}
@@ -486,7 +480,7 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     Raises:
         ValueError: if no layer outputs a (C, H, W) map (with at least one unit).
     """
-    spatial = [i for i in layers.values() if _shows_maps(i)]
+    spatial = [i for i in layers.values() if i.shows_maps]
     if not spatial:
         empty = [i.name for i in layers.values() if i.empty_map]
         if empty:
@@ -1437,7 +1431,7 @@ class Explorer(ipw.VBox):
 
     def _selectable_layers(self) -> list[str]:
         """The layers the layer menu offers (those with a feature map that run, not an empty one)."""
-        return [name for name, info in self._layers.items() if _shows_maps(info)]
+        return [name for name, info in self._layers.items() if info.shows_maps]
 
     def _refresh_layers(self) -> None:
         """Take the probe's layer table after the user replaced modules of the model (the probe
@@ -2408,7 +2402,7 @@ class Explorer(ipw.VBox):
                 else f"{_layer_html(chosen)} (the last feature map before {html.escape(layer)})")
         # the first layer's maps: those of the first leaf module and of the ones after it that see no
         # more of the image (its batch norm and ReLU)
-        leaves = [i for i in self._layers.values() if i.is_leaf and _shows_maps(i)]
+        leaves = [i for i in self._layers.values() if i.is_leaf and i.shows_maps]
         first = min(leaves, key=lambda i: i.order) if leaves else None
         info = self._layers.get(chosen)
         if (first is not None and info is not None and info.is_leaf and first.receptive_field is not None

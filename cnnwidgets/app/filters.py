@@ -501,8 +501,7 @@ class ActMaxController:
                 fit_channels(self.probe, *_image_size(size))
             # every layer with feature maps is a target; the default is a middle one of the activations
             suggested = default_dead_layers(self.probe)
-            layers = [name for name, info in self.probe.layers.items()
-                      if info.map_shape is not None and info.calls > 0 and not info.empty_map]
+            layers = [name for name, info in self.probe.layers.items() if info.shows_maps]
             # the size, mean, std and options, checked by maximize_activation itself
             maximize_activation(self.probe, _OptionsOnly(layers[0] if layers else None), steps=0, size=size,
                                 progress=False, **self.options)

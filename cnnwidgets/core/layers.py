@@ -180,6 +180,12 @@ class LayerInfo:
         return (int(shape[0]), int(shape[1]), int(shape[2]))
 
     @property
+    def shows_maps(self) -> bool:
+        """True when the layer runs and outputs a stack of feature maps with at least one unit (not
+        an :attr:`empty_map`): what the explorer's layer menu and the activation-maximisation view offer."""
+        return self.map_shape is not None and self.calls > 0 and not self.empty_map
+
+    @property
     def empty_map(self) -> bool:
         """True when the output is a feature map without a single unit: 0 channels, rows or columns
         (a crop or a chain of poolings that leaves nothing of an input this small). Torch runs such
