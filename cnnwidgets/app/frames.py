@@ -11,7 +11,7 @@ import numpy as np
 
 from cnnwidgets import render as R
 from cnnwidgets.app.state import ComputeRequest, RenderRequest
-from cnnwidgets.render.grid import GridLayout
+from cnnwidgets.render.grid import NAN_COLOR, GridLayout
 from cnnwidgets.render.normalize import ChannelStats
 from cnnwidgets.widgets.scores import score_rows
 
@@ -80,8 +80,9 @@ class Baseline:
             its batch norm).
         relu_follows: whether a ReLU runs right after the layer (see
             :func:`cnnwidgets.methods.dead.zeroed_by_relu`).
-        nonfinite: channels holding a NaN or an infinite value (drawn as the colormap's ends
-            and black; a sign of non-finite weights, e.g. after a diverged training step).
+        nonfinite: channels holding a NaN or an infinite value (such units are drawn in
+            :data:`~cnnwidgets.render.grid.NAN_COLOR`, magenta, in the grid and the channel view;
+            a sign of non-finite weights, e.g. after a diverged training step).
         probs: class probabilities of the unoccluded image, or None.
     """
 
@@ -312,6 +313,16 @@ def _ranges(req: RenderRequest, acts: np.ndarray, base: Baseline) -> tuple[np.nd
     return _per_channel_ranges(acts, req.norm)
 
 
+def _nonfinite_units(values: np.ndarray) -> np.ndarray | None:
+    """float32 (h, w): 1 at the NaN and infinite units of ``values``, 0 elsewhere; None when all
+    are finite (one reduction)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # a sum is finite iff all its terms are (or it overflows)
+        if np.isfinite(values.sum(dtype=np.float64)):
+            return None
+    bad = ~np.isfinite(values)
+    return bad.astype(np.float32) if bad.any() else None
+
+
 def render_frame(
     req: RenderRequest,
     computed: Computed,
@@ -385,8 +396,10 @@ def render_frame(
 
     span = hi[ch] - lo[ch]
     values = (selected - lo[ch]) / span if span > 0 else np.zeros_like(selected)
-    # NaN at the bottom of the scale, inf at its ends: the status line names the non-finite
-    # channels (see ``nonfinite``), and the drawing functions refuse NaN in maps given to them
+    # the drawing functions refuse NaN in maps given to them: the non-finite units are drawn
+    # without it and painted over afterwards in the grid's colour for them (the status line
+    # names the channels that hold some)
+    bad_units = _nonfinite_units(selected)
     values = np.clip(np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     full_size = image.shape[:2]
     # drafts draw the channel view at a reduced resolution (the browser enlarges it to the same
@@ -411,8 +424,14 @@ def render_frame(
     magnitude = float(max(abs(base.lo[ch]), abs(base.hi[ch]), 1e-12))
     # what the occluder removed (unoccluded - occluded): red where the activation fell, as in the
     # occlusion map (red: the class falls) and the class scores (red: a fall)
-    diff = (base.acts[ch] - selected) / (2 * magnitude) + 0.5
+    with np.errstate(invalid="ignore"):  # inf - inf: a non-finite unit, painted below
+        diff = (base.acts[ch] - selected) / (2 * magnitude) + 0.5
     right = R.channel_image(diff, size, cmap="RdBu_r", jump=jump, start=origin, mode=mode)
+    # a unit non-finite in either map has no difference to show
+    bad_diff = _nonfinite_units(diff)
+    for half, bad in ((left, bad_units), (right, bad_diff)):
+        if bad is not None:
+            half[R.map_to_input(bad, size, jump=jump, start=origin, mode="nearest") > 0.5] = NAN_COLOR
     factor = max(1, round(panel_size / max(full_size)))
     if box is not None:
         # yellow with a dark line around it: it stays visible over yellow (viridis' top) and dark parts alike
