@@ -121,6 +121,16 @@ class InputKindError(RuntimeError):
     (a video or volume model, a forward with several inputs): no input size can fix it."""
 
 
+class _ModelFailure(RuntimeError):
+    """The model failed on an input of a given size. ``model_error`` is the model's own error (its
+    type and text, with a dtype hint where one applies) without the question about the size, for
+    :meth:`Probe.fit_input_size`, which asks about the sizes its own way."""
+
+    def __init__(self, message: str, model_error: str) -> None:
+        super().__init__(message)
+        self.model_error = model_error
+
+
 def input_kind_problem(model: nn.Module) -> str | None:
     """Why ``model`` cannot take ``model(x)`` with one (N, C, H, W) batch, when its structure shows
     it: a ``forward`` with more than one required argument, or a first convolution (see
@@ -1413,9 +1423,8 @@ class Probe:
                 question = channels_last_size_hint(size) or (
                     f"{'' if error_text.endswith(('.', '?', '!')) else '.'} If the error is about the input, is "
                     f"{size} the size and number of channels it expects?")
-            error = RuntimeError(f"the model failed on an input of size {size}: {error_text}{question}")
-            error.model_error = error_text  # type: ignore[attr-defined]  # (for fit_input_size, which asks about the size its own way)
-            raise error from exc
+            raise _ModelFailure(f"the model failed on an input of size {size}: {error_text}{question}",
+                                error_text) from exc
         finally:
             self._run = previous
         self._layers, output = found.layers, found.output
@@ -1469,7 +1478,7 @@ class Probe:
             raise first  # says which kind of input the model seems to take
         # the model's own error comes first (it may be a bug in the model that no size helps with),
         # the sizes after it, and the input size is offered as one possible cause only
-        texts = [getattr(exc, "model_error", None) or str(exc) for exc in failures]
+        texts = [exc.model_error if isinstance(exc, _ModelFailure) else str(exc) for exc in failures]
 
         def kind(index: int) -> tuple[type, str]:  # an error, but for the sizes (numbers) in its text
             cause = failures[index].__cause__ or failures[index]
