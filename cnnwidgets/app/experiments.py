@@ -513,20 +513,52 @@ def evolution_blocks(
     return blocks
 
 
+def _evolution_row_labels(evolution: FeatureEvolution, class_names: Sequence[str] | None) -> dict[str, list[str]]:
+    """The row labels of the class layers of ``evolution`` (``"3 koala"``, or ``"class 3"`` without
+    names; see :meth:`~cnnwidgets.methods.evolution.FeatureEvolution.row_labels`); other layers'
+    rows are labelled by channel.
+
+    Raises:
+        ValueError: for class names that are not one per class of a class layer.
+    """
+    return {layer: evolution.row_labels(layer, class_names) for layer in evolution.class_layers
+            if layer in evolution.channels}
+
+
 def plot_evolution(
     source: FeatureEvolution | FeatureEvolutionRecorder,
     *,
     show: str = "projection",
     denormalize: Denormalize | None = None,
     epochs: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """Fig. 4: a block per layer, a row per channel, a column per recorded epoch."""
+    """Fig. 4: a block per layer, a row per channel, a column per recorded epoch.
+
+    Args:
+        source: a :class:`FeatureEvolutionRecorder` or the :class:`FeatureEvolution` it records.
+        show: ``"projection"`` or ``"patch"`` (see :func:`evolution_blocks`).
+        denormalize: inverse preprocessing for patches.
+        epochs: the columns (default: all recorded epochs).
+        class_names: names of the model's classes (a list, index = class), for the rows of a
+            recorded layer whose channels are the classes (the classifier: ``"3 koala"``; see
+            :attr:`FeatureEvolution.class_layers`). Default: the names the recorder was given (or
+            its bundle's); without any, such rows read ``"class 3"``. Rows of other layers read
+            ``"ch 3"``.
+
+    Raises:
+        TypeError: for ``class_names`` that are not a list of names.
+        ValueError: for a bad ``show``, nothing recorded, or class names that are not one per
+            class of a recorded class layer.
+    """
     evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
+    class_names = _names(class_names, "class_names")
+    row_labels = _evolution_row_labels(evolution, class_names)
     epochs = list(evolution.epochs if epochs is None else epochs)
     blocks = evolution_blocks(evolution, epochs, show=show, denormalize=denormalize)
     what = "projection of the strongest activation" if show == "projection" else "patch of the strongest activation"
     return evolution_figure(blocks, epochs, evolution.channels, title=f"Feature evolution ({what})",
-                            unit=evolution.unit)
+                            unit=evolution.unit, row_labels=row_labels)
 
 
 class EvolutionController:
@@ -546,10 +578,14 @@ class EvolutionController:
             columns name the epochs (as :func:`plot_evolution`); ``False``: the bare mosaic
             (cheaper: no matplotlib).
         dpi: resolution of the labelled figure.
+        class_names: names of the model's classes (a list, index = class), for the rows of a
+            recorded layer whose channels are the classes (as :func:`plot_evolution`); default:
+            the names the recorder was given (or its bundle's).
 
     Raises:
         TypeError: for a ``source`` of another kind, or options of the wrong type.
-        ValueError: for a ``tile`` outside 1..:data:`MAX_TILE` or a ``dpi`` <= 0.
+        ValueError: for a ``tile`` outside 1..:data:`MAX_TILE` or a ``dpi`` <= 0, or class names
+            that are not one per class of a recorded class layer.
     """
 
     def __init__(
@@ -561,6 +597,7 @@ class EvolutionController:
         tile: int = 40,
         labelled: bool = True,
         dpi: float = 90,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(source, (FeatureEvolution, FeatureEvolutionRecorder)):
             raise TypeError(f"source must be a FeatureEvolutionRecorder or the FeatureEvolution it records "
@@ -568,6 +605,8 @@ class EvolutionController:
         self.tile, self.labelled, self.dpi = _tile(tile), as_flag(labelled, "labelled"), _dpi(dpi)
         self.recorder = source if isinstance(source, FeatureEvolutionRecorder) else None
         self.evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
+        self.class_names = _names(class_names, "class_names")
+        _evolution_row_labels(self.evolution, self.class_names)  # names that do not fit are refused now
         self.denormalize = denormalize
         self.view = view if view is not None else EvolutionView()
         _attach(self, self.view)
@@ -613,14 +652,26 @@ class EvolutionController:
         epochs = [e for e in self.evolution.epochs if e <= view.epoch]
         blocks = evolution_blocks(self.evolution, epochs, show=view.show, denormalize=self.denormalize)
         what = f"{view.show} of each channel's strongest activation; {self._scaling_text(view.show)}"
+        row_labels = _evolution_row_labels(self.evolution, self.class_names)
         if self.labelled:
             figure = evolution_figure(blocks, epochs, self.evolution.channels, title=None,
-                                      cell_inches=self.tile / self.dpi, unit=self.evolution.unit)
+                                      cell_inches=self.tile / self.dpi, unit=self.evolution.unit,
+                                      row_labels=row_labels)
             view.show_image(figure_to_array(figure, dpi=self.dpi), f"{self.evolution.unit}s {epochs}: {what}")
             return
         mosaic = evolution_mosaic(blocks, tile=self.tile)
-        layers = ", ".join(f"{name}: ch {list(ch)}" for name, ch in self.evolution.channels.items())
+        layers = ", ".join(self._rows_text(name, channels, row_labels.get(name))
+                           for name, channels in self.evolution.channels.items())
         view.show_image(mosaic, f"{self.evolution.unit}s {epochs} (columns); rows: {layers}; {what}")
+
+    @staticmethod
+    def _rows_text(layer: str, channels: Sequence[int], labels: Sequence[str] | None) -> str:
+        """What the rows of ``layer`` are, for the status line: ``"conv2: ch [0, 5]"``, and for a class
+        layer ``"fc: classes [0 cat, 1 dog]"`` (``"fc: classes [0, 1]"`` without names)."""
+        if labels is None:
+            return f"{layer}: ch {list(channels)}"
+        named = any(label != f"class {c}" for label, c in zip(labels, channels))
+        return f"{layer}: classes [{', '.join(labels)}]" if named else f"{layer}: classes {list(channels)}"
 
     def _scaling_text(self, show: str) -> str:
         """How the cells' grey levels are set, for the status line."""

@@ -21,13 +21,24 @@ receptive-field patch of image ``n*`` around unit ``(h*, w*)`` and the unit's pr
 pixel space, cropped to the same box (the deconvnet when available, see
 :mod:`cnnwidgets.methods.topk` for projectors and patch geometry).
 
+Class layers
+------------
+A recorded layer may be the classifier itself (the final ``nn.Linear``, or the global pooling of
+a fully convolutional classifier, one 1 x 1 map per class): its "channels" are classes. The recorder finds such layers
+when it is made, by one forward pass of its first probe images: a layer whose output per image
+is (C,) or (C, 1, 1) and equals the model's output (or its softmax, log-softmax or sigmoid) is
+one, and :attr:`FeatureEvolution.class_layers` lists it. Its rows are then labelled by class
+(``"3 koala"`` with class names, see :meth:`FeatureEvolution.row_labels`; ``"class 3"``
+without), and the rows of other layers by channel (``"ch 3"``).
+
 It does not change training
 ---------------------------
 The recorder inspects the model through a :class:`~cnnwidgets.core.probe.Probe`: a private
 eval-mode copy, made afresh from the model's current weights at every recording (so updates
 made in any way count, a hand-written ``p.data -= lr * p.grad`` too). The user's model, its train/eval flags, parameters, buffers and ``.grad``
-are never touched, and ``record`` runs inside :func:`torch.random.fork_rng`, so the global
-random state (dropout masks, data shuffling) after a ``record`` is exactly what it was before.
+are never touched, and ``record`` runs inside :func:`torch.random.fork_rng` (as do the forward
+passes of the recorder's making), so the global random state (dropout masks, data shuffling)
+after a ``record`` is exactly what it was before.
 Training with and without the recorder gives bitwise-identical weights.
 """
 
@@ -42,7 +53,10 @@ import torch
 from torch import nn
 
 from cnnwidgets.core.probe import Probe, check_batch
-from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index, nonfinite_cause
+from cnnwidgets.core.targets import (
+    as_callback, as_count, as_flag, as_index, class_scores, nonfinite_cause, output_tensor,
+)
+from cnnwidgets.methods.cam import _gives_the_output
 from cnnwidgets.methods.topk import Box, Projector, crop_receptive_field, receptive_field_box, resolve_projector
 
 __all__ = ["PAPER_EPOCHS", "EvolutionFrame", "FeatureEvolution", "FeatureEvolutionRecorder"]
@@ -88,12 +102,45 @@ class FeatureEvolution:
         channels: ``{layer: [channel, ...]}`` in the order given.
         frames: ``{(layer, channel): [EvolutionFrame per recorded epoch]}``.
         unit: what the recorded numbers count, ``"epoch"`` or ``"step"`` (for labels).
+        class_layers: ``{layer: number of classes}`` for the recorded layers whose channels are
+            the model's classes (the layer's output is the model's class scores, see the module
+            notes); empty when none is.
+        classes: the class names the recorder was given (index = class), or None.
     """
 
     epochs: list[int] = field(default_factory=list)
     channels: dict[str, list[int]] = field(default_factory=dict)
     frames: dict[tuple[str, int], list[EvolutionFrame]] = field(default_factory=dict)
     unit: str = "epoch"
+    class_layers: dict[str, int] = field(default_factory=dict)
+    classes: list[str] | None = None
+
+    def row_labels(self, layer: str, classes: Sequence[str] | None = None) -> list[str]:
+        """The label of each recorded channel of ``layer``, in the order of :attr:`channels`.
+
+        A channel of an ordinary layer is ``"ch 3"``. A channel of a class layer (see
+        :attr:`class_layers`) is its class: ``"3 koala"`` where the class names are known,
+        ``"class 3"`` where they are not.
+
+        Args:
+            layer: a recorded layer.
+            classes: class names (index = class) to use; default: :attr:`classes`.
+
+        Raises:
+            KeyError: for a layer that was not recorded.
+            TypeError: for ``classes`` that are not a list of names (a string, a set or a mapping).
+            ValueError: for class names that are not one per class of a recorded class layer.
+        """
+        if layer not in self.channels:
+            raise KeyError(f"layer {layer!r} was not recorded; recorded: {list(self.channels)}")
+        channels = self.channels[layer]
+        if layer not in self.class_layers:
+            return [f"ch {c}" for c in channels]
+        names = _class_name_list(classes, "classes") if classes is not None else self.classes
+        if names is None:
+            return [f"class {c}" for c in channels]
+        _check_class_count(names, layer, self.class_layers[layer])
+        return [f"{c} {names[c]}" for c in channels]
 
     def frame(self, layer: str, channel: int, epoch: int) -> EvolutionFrame:
         """The frame of one channel at one recorded epoch.
@@ -127,6 +174,58 @@ class FeatureEvolution:
         if (layer, channel) not in self.frames:
             raise KeyError(f"channel {channel} of layer {layer!r} was not recorded; recorded: {self.channels}")
         return self.frames[(layer, channel)]
+
+
+def _class_name_list(classes: object, what: str = "classes") -> list[str]:
+    """``classes`` (class names in class order: a list, tuple or array) as a list of strings.
+
+    Args:
+        classes: the names, index = class.
+        what: the argument's name, for messages.
+
+    Raises:
+        TypeError: for a string (whose letters would be taken for names), a set or a mapping (no
+            class order), or anything that is not a sequence of names.
+    """
+    if isinstance(classes, (str, bytes)):
+        raise TypeError(f"{what} must be a list of class names, one per class, got the string {classes!r:.60}")
+    if isinstance(classes, (set, frozenset, Mapping)):
+        raise TypeError(f"{what} must be class names in class order (a list, tuple or array), "
+                        f"got a {type(classes).__name__}")
+    try:
+        return [str(name) for name in classes]  # type: ignore[union-attr]
+    except TypeError:
+        raise TypeError(f"{what} must be a list of class names, one per class, got {type(classes).__name__}") from None
+
+
+def _check_class_count(names: Sequence[str], layer: str, count: int) -> None:
+    """Refuse class ``names`` that are not one per class of the class layer ``layer`` (``count`` classes).
+
+    Raises:
+        ValueError: naming both numbers.
+    """
+    if len(names) != count:
+        raise ValueError(f"{len(names)} class names were given, but layer {layer!r} scores {count} classes: "
+                         f"give one name per class, in class order")
+
+
+def _class_layers(probe: Probe, images: torch.Tensor, candidates: Sequence[str]) -> dict[str, int]:
+    """``{layer: number of classes}`` for those of ``candidates`` (layers with a (C,) or (C, 1, 1)
+    output per image) whose output is the model's class scores for ``images``: equal to the model's
+    output, or to its softmax, log-softmax or sigmoid. Empty for a model whose output is no class scores."""
+    if not candidates:
+        return {}
+    try:
+        acts, output = probe.capture_with_logits(images.to(probe.device), candidates, cache=False, channels_first=True)
+        scores = class_scores(output_tensor(output))
+    except (TypeError, ValueError):  # an output that is no class scores (a tuple, a segmentation map)
+        return {}
+    found = {}
+    for name in candidates:
+        act = acts[name].reshape(acts[name].shape[0], -1)
+        if act.shape == scores.shape and _gives_the_output(act, scores):
+            found[name] = act.shape[1]
+    return found
 
 
 def _channel_list(spec: int | Sequence[int], channels: int, layer: str, *, given: bool = True) -> list[int]:
@@ -179,7 +278,8 @@ class FeatureEvolutionRecorder:
     """Records, at chosen epochs, the strongest activation of chosen channels and its projection.
 
     Args:
-        model: the model being trained. Never changed (see the module notes).
+        model: the model being trained, or its zoo bundle (whose ``classes`` then name the rows of
+            a class layer). Never changed (see the module notes).
         probe_images: a fixed, preprocessed probe set (N, C, H, W); the paper uses the
             training set, a few hundred images are enough to see features form.
         layers: ``{layer: channels}`` with a list of channel indices, or an int ``m`` for ``m``
@@ -198,14 +298,20 @@ class FeatureEvolutionRecorder:
         on_record: called with ``(recorder, epoch)`` after each recording (live views use it).
         unit: what the numbers passed to :meth:`record` count, for labels: ``"epoch"`` or
             ``"step"`` (record after optimizer steps when a run has only a few epochs).
+        classes: the model's class names, index = class (a list, tuple or array; the training
+            set's ``classes``, say), for the rows of a recorded class layer (see the module notes):
+            ``"3 koala"`` instead of ``"class 3"``. Default: a zoo bundle's ``classes`` when
+            ``model`` is a bundle, else none. Kept in :attr:`FeatureEvolution.classes`.
 
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: bad probe set (not a non-empty (N, C, H, W) float batch of finite values),
             layer without a (C,) / (C, H, W) output, empty channel list, a channel listed twice,
-            batch_size < 1, a unit other than ``"epoch"`` or ``"step"``.
+            batch_size < 1, a unit other than ``"epoch"`` or ``"step"``, class names that are
+            not one per class of a recorded class layer.
         TypeError: a channel count or index, an epoch or batch_size that is not an int (a bool, a
-            float ...); epochs that are not a sequence; an on_record that is not callable.
+            float ...); epochs that are not a sequence; an on_record that is not callable;
+            classes that are not a list of names.
     """
 
     def __init__(
@@ -220,6 +326,7 @@ class FeatureEvolutionRecorder:
         batch_size: int = 256,
         on_record: Callable[[FeatureEvolutionRecorder, int], None] | None = None,
         unit: str = "epoch",
+        classes: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(probe_images, torch.Tensor) or probe_images.dim() != 4 or probe_images.shape[0] == 0:
             raise ValueError(
@@ -233,6 +340,9 @@ class FeatureEvolutionRecorder:
         as_callback(on_record, "on_record", "(recorder, epoch) -> None")
         if unit not in ("epoch", "step"):
             raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}")
+        if classes is None and not isinstance(model, nn.Module):
+            classes = getattr(model, "classes", None)  # a zoo bundle's class names
+        names = _class_name_list(classes) if classes is not None else None
         if epochs is not None:
             if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
                 raise TypeError(f"epochs must be a sequence of ints (or None: every call records), got "
@@ -253,26 +363,37 @@ class FeatureEvolutionRecorder:
         if on_record is not None:
             self._callbacks.append(on_record)
         self.probe = Probe(model, device=device, input_size=tuple(self.images.shape[1:]))
+        # the passes that describe the layers and find the class layers run forwards of the model, which may
+        # draw random numbers: the random state the training loop goes on with stays as it was
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         try:
-            infos = self.probe.layers
-            channels: dict[str, list[int]] = {}
-            for name, spec in layers.items():
-                info = self.probe.check_layer(name)
-                if info.calls == 0:
-                    raise ValueError(f"layer {name!r} does not run in this model's forward pass (in evaluation "
-                                     "mode; auxiliary heads run only in training)")
-                shape = info.map_shape or info.output_shape  # channels first, whatever the layout
-                if shape is None or not info.batch_first or len(shape) not in (1, 3):
-                    raise ValueError(
-                        f"layer {name!r} has output shape {info.shape_text}; a recorder needs (C,) or (C, H, W) "
-                        "per image"
-                    )
-                channels[name] = _channel_list(spec, shape[0], name, given=given)
-            self.layer_infos = {name: infos[name] for name in channels}
+            with torch.random.fork_rng(devices=devices):
+                infos = self.probe.layers
+                channels: dict[str, list[int]] = {}
+                candidates: list[str] = []  # layers of one value per channel: the classifier may be one
+                for name, spec in layers.items():
+                    info = self.probe.check_layer(name)
+                    if info.calls == 0:
+                        raise ValueError(f"layer {name!r} does not run in this model's forward pass (in evaluation "
+                                         "mode; auxiliary heads run only in training)")
+                    shape = info.map_shape or info.output_shape  # channels first, whatever the layout
+                    if shape is None or not info.batch_first or len(shape) not in (1, 3):
+                        raise ValueError(
+                            f"layer {name!r} has output shape {info.shape_text}; a recorder needs (C,) or (C, H, W) "
+                            "per image"
+                        )
+                    channels[name] = _channel_list(spec, shape[0], name, given=given)
+                    if len(shape) == 1 or shape[1:] == (1, 1):
+                        candidates.append(name)
+                self.layer_infos = {name: infos[name] for name in channels}
+                class_layers = _class_layers(self.probe, self.images[:2], candidates)
+                if names is not None:
+                    for name, count in class_layers.items():
+                        _check_class_count(names, name, count)
         except BaseException:
             self.probe.close()
             raise
-        self.evolution = FeatureEvolution(channels=channels, unit=unit)
+        self.evolution = FeatureEvolution(channels=channels, unit=unit, class_layers=class_layers, classes=names)
 
     # ------------------------------------------------------------------ API
     @property

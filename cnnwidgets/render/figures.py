@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "MAX_FIGURE_WIDTH",
     "OUTSIDE",
+    "ROW_LABEL_CHARS",
     "draw_boxes",
     "evolution_figure",
     "evolution_mosaic",
@@ -234,6 +235,17 @@ def topk_figure(
 
 
 # ---------------------------------------------------------------------------- Fig. 4
+#: The longest row label :func:`evolution_figure` draws, in characters (a longer one is cut): a
+#: class name such as "American Staffordshire terrier" would otherwise take the width of the cells.
+ROW_LABEL_CHARS = 18
+
+
+def _fit_label(label: str, most: int = ROW_LABEL_CHARS) -> str:
+    """``label`` cut to ``most`` characters, its last one an ellipsis where something was cut."""
+    label = " ".join(label.split())  # one line: a newline in a class name would stretch the row
+    return label if len(label) <= most else label[: most - 1].rstrip() + "\u2026"
+
+
 def _evolution_block(cells: np.ndarray | Sequence[Sequence[np.ndarray]], tile: int | None) -> np.ndarray:
     rows = [[_as_float_rgb(c) for c in row] for row in cells]
     h, w = rows[0][0].shape[:2]
@@ -270,6 +282,7 @@ def evolution_figure(
     title: str | None = "Feature evolution during training",
     cell_inches: float = 0.7,
     unit: str = "epoch",
+    row_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> Figure:
     """Fig. 4 of the paper: a block per layer, a row per feature map, a column per epoch.
 
@@ -277,19 +290,27 @@ def evolution_figure(
         blocks: ``{layer: (channels, epochs, h, w, 3)}`` displayable cells (projections of the
             strongest activation, or patches).
         epochs: the column labels.
-        channels: ``{layer: channel indices}`` for the row labels.
+        channels: ``{layer: channel indices}`` for the row labels (``"ch 3"``).
         unit: what the column labels count (``"epoch"``, ``"step"``).
         title: figure title.
         cell_inches: size of one cell (less where the figure would be wider than :data:`MAX_FIGURE_WIDTH`).
+        row_labels: ``{layer: one label per row}``, for the layers whose rows are named otherwise
+            than by channel (the classes of a classifier layer: ``"3 koala"``); they take the
+            place of ``channels``' labels there. A label longer than :data:`ROW_LABEL_CHARS`
+            characters is cut to that length, ending in an ellipsis.
 
     Raises:
-        ValueError: no blocks, or a block whose number of columns differs from ``epochs``.
+        ValueError: no blocks, a block whose number of columns differs from ``epochs``, or
+            ``row_labels`` for a layer with another number of labels than its block has rows.
     """
     if not blocks:
         raise ValueError("no blocks to draw")
     for layer, cells in blocks.items():
         if len(cells[0]) != len(epochs):
             raise ValueError(f"block {layer!r} has {len(cells[0])} columns but {len(epochs)} epochs were given")
+        if row_labels and layer in row_labels and len(row_labels[layer]) != len(cells):
+            raise ValueError(f"row_labels has {len(row_labels[layer])} labels for block {layer!r}, which has "
+                             f"{len(cells)} rows: give one label per row")
     heights = [len(cells) for cells in blocks.values()]
     cell_inches = min(cell_inches, (MAX_FIGURE_WIDTH - 1.2) / len(epochs))
     fig = Figure(
@@ -303,12 +324,13 @@ def evolution_figure(
         h = (image.shape[0] + 1) / len(cells)
         w = (image.shape[1] + 1) / len(epochs)
         ax.set_xticks([(i + 0.5) * w - 1 for i in range(len(epochs))], [str(e) for e in epochs], fontsize=7)
-        labels = channels.get(layer) if channels else None
-        ax.set_yticks(
-            [(i + 0.5) * h - 1 for i in range(len(cells))],
-            [f"ch {c}" for c in labels] if labels is not None else [str(i) for i in range(len(cells))],
-            fontsize=7,
-        )
+        if row_labels and layer in row_labels:
+            names = [_fit_label(str(label)) for label in row_labels[layer]]
+        elif channels and channels.get(layer) is not None:
+            names = [f"ch {c}" for c in channels[layer]]
+        else:
+            names = [str(i) for i in range(len(cells))]
+        ax.set_yticks([(i + 0.5) * h - 1 for i in range(len(cells))], names, fontsize=7)
         ax.tick_params(length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
