@@ -21,7 +21,12 @@ finds high-frequency patterns that excite the unit but look like noise. As in Ol
   rotated copy ``T(x)``, so patterns that only work at one exact pixel alignment are not rewarded.
 
 The ``sigmoid`` keeps the image in [0, 1]; ``normalize`` maps it to the model's input space with
-the given ``mean`` and ``std``. The colour matrix ``M`` is the symmetric square root of the RGB
+the given ``mean`` and ``std``. Without them (and without a zoo bundle, which knows its model's),
+``normalize`` does nothing: the image is optimised in unnormalised [0, 1] pixel space and the model
+sees it as it is, which suits a model trained on such images but not one trained on normalised
+ones (ImageNet models). Every result says what was assumed (:attr:`ActMaxResult.assumed`), the
+image size included, and a bare ImageNet classifier (1000 outputs) given without ``mean``/``std``
+warns (:class:`AssumedInputWarning`). The colour matrix ``M`` is the symmetric square root of the RGB
 covariance of pixels in [0, 1], estimated on a sample of 62 ImageNet photos (one per class, each
 resized to 128x128), divided by its largest column norm.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,15 +47,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope
+from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope, trained_input_size
 from cnnwidgets.core.targets import (
-    SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, int_pair, resolve_target,
-    target_score,
+    SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, class_scores, int_pair,
+    output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import check_target_layer, gradients_enabled, hook_activations, require_graph
 
-__all__ = ["ActMaxResult", "SaturatedImageWarning", "ZeroGradientWarning", "maximize_activation", "zero_gradient_quietly"]
+__all__ = [
+    "IMAGENET_CLASSES", "IMAGENET_MEAN_STD", "ActMaxResult", "AssumedInputWarning", "SaturatedImageWarning",
+    "ZeroGradientWarning", "maximize_activation", "zero_gradient_quietly",
+]
 
 _COLOR_SQRT_COV = torch.tensor(
     [
@@ -74,6 +83,23 @@ class SaturatedImageWarning(RuntimeWarning):
     of [0, 1] (within 1e-6 of 0 or 1), a two-colour picture rather than a pattern. The steps were too
     large for the image parameters (an ``lr`` far above the default): try a smaller ``lr``."""
 
+
+class AssumedInputWarning(UserWarning):
+    """:func:`maximize_activation` was given a bare ImageNet classifier (an ``nn.Module`` with
+    :data:`IMAGENET_CLASSES` outputs; no zoo bundle, no probe) and neither ``mean`` nor ``std``: it
+    optimised the image in unnormalised [0, 1] pixel space and fed it to the model as it is, although
+    such models are trained on normalised images. The message also says the image size when that was
+    assumed too, and how to give both. Passing ``mean`` and ``std`` (``mean=0, std=1`` says that [0, 1]
+    is right) silences it. For other models the result's ``assumed`` says the same, quietly."""
+
+
+#: ImageNet's per-channel mean and std, the normalisation of torchvision's and timm's ImageNet
+#: models, offered in the messages about an assumed input space.
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+#: The number of outputs of an ImageNet classifier: such a model, given bare and without ``mean`` and
+#: ``std``, makes :func:`maximize_activation` warn (:class:`AssumedInputWarning`).
+IMAGENET_CLASSES = 1000
 
 _SATURATED_EPS = 1e-6
 """A value of the [0, 1] image within this of 0 or 1 counts as saturated (its logit is beyond about 13.8)."""
@@ -111,6 +137,13 @@ class ActMaxResult:
         steps: number of steps done (fewer than requested when cancelled).
         cancelled: whether ``cancel`` stopped the run early.
         seed: the seed used.
+        input_size: the (C, H, W) of the image.
+        mean, std: the per-channel normalisation applied, one float per channel: the model saw
+            ``(rgb - mean) / std``; 0 and 1 when none was given (nor a bundle's).
+        assumed: what the run assumed about the model's input, in words (the image size when
+            neither ``size`` nor ``input_size`` nor a bundle gave it; the input space when neither
+            ``mean``/``std`` nor a bundle gave it), with how to give it instead; ``""`` when
+            nothing was assumed.
     """
 
     image: torch.Tensor
@@ -121,6 +154,10 @@ class ActMaxResult:
     steps: int
     cancelled: bool
     seed: int
+    input_size: tuple[int, int, int] = (0, 0, 0)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    assumed: str = ""
 
 
 class _FourierImage(nn.Module):
@@ -379,6 +416,42 @@ def _channel_stats(values: Sequence[float] | float | None, channels: int, defaul
     return t
 
 
+def _assumed_size_text(size: tuple[int, int, int], origin: str) -> str:
+    """The sentence saying where the image size ``size`` (C, H, W) came from when no size was given:
+    ``origin`` ``"probe"`` (the probe's input size), ``"trained"`` (the size the model says it was
+    trained at) or ``"assumed"`` (the first of the usual sizes the model runs on)."""
+    text = "x".join(str(v) for v in size)
+    how = "give size=H or (H, W), or input_size=(C, H, W), for another"
+    if origin == "probe":
+        return f"the image is {text}, the probe's input size; {how}."
+    if origin == "trained":
+        return f"the image is {text}, the size the model says it was trained at; {how}."
+    return (f"the image size {text} was assumed (the model came without one: no size, input_size or zoo bundle), "
+            f"the first of the usual sizes the model runs on; {how}.")
+
+
+def _assumed_space_text(channels: int) -> str:
+    """The sentence saying that a run with no normalisation optimised in [0, 1] pixel space, and how to
+    give the model's normalisation."""
+    imagenet = (f" (ImageNet models: mean={IMAGENET_MEAN_STD[0]}, std={IMAGENET_MEAN_STD[1]})"
+                if channels == 3 else "")
+    return ("no normalisation was given (neither mean and std nor a zoo bundle), so the image was optimised in "
+            "unnormalised [0, 1] pixel space and the model saw it as it is (mean 0, std 1): for a model trained on "
+            f"normalised images, pass its mean= and std={imagenet} or its zoo bundle; mean=0, std=1 says that "
+            "[0, 1] is right.")
+
+
+def _output_count(probe: Probe) -> int:
+    """The number of class scores ``probe``'s model gives for a blank image of the probe's input size
+    (0 where its output is not class scores, or the model fails on it)."""
+    try:
+        with torch.no_grad():
+            output = probe.logits(torch.zeros((1, *probe.input_size), device=probe.device), cache=False)
+            return int(class_scores(output_tensor(output)).shape[1])
+    except (TypeError, ValueError, RuntimeError):
+        return 0
+
+
 def _image_size(size: Any) -> tuple[int, int]:
     """``size`` (``H`` or ``(H, W)``, ints >= 2, each as :func:`~cnnwidgets.core.targets.as_index`
     takes one) as (H, W).
@@ -481,8 +554,9 @@ def maximize_activation(
         mean, std: the normalisation the model expects (per channel, or one value): the model sees
             ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default: a bundle's own ``mean`` and
             ``std`` (a zoo bundle, such as :func:`cnnwidgets.zoo.load_default`, says how its model
-            was trained), else 0 and 1 (a model fed [0, 1] images). For ImageNet models use
-            (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225).
+            was trained), else 0 and 1 (a model fed [0, 1] images): the result's ``assumed`` then
+            says so, and a bare ImageNet classifier warns (:class:`AssumedInputWarning`). For
+            ImageNet models use (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225).
         parametrization: ``"fourier"`` (1/f-scaled Fourier coefficients) or ``"pixel"``.
         decorrelate: optimise in decorrelated colour space (3-channel inputs only).
         decay: exponent of the 1/f scaling, >= 0 (``"fourier"``; 0 = flat spectrum). 1 matches natural
@@ -544,6 +618,14 @@ def maximize_activation(
             image shows no feature of the target.
         SaturatedImageWarning: if most values of the final image (90 %) are within 1e-6 of 0 or 1:
             a two-colour image from steps too large for it; the message suggests a smaller ``lr``.
+        AssumedInputWarning: for a bare ImageNet classifier (an ``nn.Module``, not a bundle or a
+            probe, with :data:`IMAGENET_CLASSES` outputs) given neither ``mean`` nor ``std``: the
+            image was optimised in unnormalised [0, 1] pixel space, not in the normalised space
+            such models are trained in (one extra forward pass finds the number of outputs). The
+            message says so, names the image size (and whether it was assumed too) and how to give
+            both. A model with other outputs may well take [0, 1] images, and a probe is taken as
+            set up by code that says the input space itself (the activation-maximisation view does,
+            in its status line): the result's ``assumed`` says what was assumed in every case.
     """
     target = resolve_target(target)
     if parametrization not in _PARAMETRIZATIONS:
@@ -574,8 +656,13 @@ def maximize_activation(
         input_size = check_input_size(input_size)
         if min(input_size[1:]) < 2:
             raise ValueError(f"input_size must be at least 2x2 pixels, got {input_size}")
+    is_bundle = not isinstance(model_or_probe, (nn.Module, Probe))
+    space_assumed = mean is None and std is None and not is_bundle  # [0, 1] pixels, fed as they are
     if mean is None and std is None:
         mean, std = bundle_normalization(model_or_probe)
+    # where the size comes from when none is given: a bundle's, a probe's, or one found for a bare model
+    size_origin = ("" if size is not None or input_size is not None or is_bundle
+                   else "probe" if isinstance(model_or_probe, Probe) else "assumed")
     # a temporary probe is described at input_size; a probe given is used as it is (the image below has that size)
     own_size = None if isinstance(model_or_probe, Probe) else input_size
     with gradients_enabled(), probe_scope(model_or_probe, input_size=own_size) as probe:
@@ -586,6 +673,8 @@ def maximize_activation(
                 probe.layers  # without a size given, finds one the model runs on (and its channels)
                 height, width = probe.input_size[1:]
                 channels = probe.input_size[0]
+                if size_origin == "assumed" and trained_input_size(probe.model) == tuple(probe.input_size):
+                    size_origin = "trained"
             else:
                 channels = fit_channels(probe, height, width)
         if jitter is None:
@@ -628,6 +717,19 @@ def maximize_activation(
                 f"{exc}; the image was {channels}x{height}x{width} (C x H x W): if the model expects another "
                 "number of channels or size, give input_size=(C, H, W)"
             ) from exc
+        assumed = " ".join(
+            text[0].upper() + text[1:] for text in (
+                _assumed_space_text(channels) if space_assumed else "",
+                _assumed_size_text((channels, height, width), size_origin) if size_origin else "",
+            ) if text
+        )
+        if space_assumed and isinstance(model_or_probe, nn.Module) and _output_count(probe) == IMAGENET_CLASSES:
+            warnings.warn(
+                f"maximize_activation: the model has {IMAGENET_CLASSES} outputs, like ImageNet classifiers, which are "
+                f"trained on normalised images; {assumed[0].lower()}{assumed[1:]}",
+                AssumedInputWarning,
+                stacklevel=2,
+            )
         trace: list[float] = []
         cancelled = False
         stuck = False
@@ -678,6 +780,10 @@ def maximize_activation(
             steps=len(trace),
             cancelled=cancelled,
             seed=int(seed),
+            input_size=(int(channels), int(height), int(width)),
+            mean=tuple(float(v) for v in mean_t.flatten().tolist()),
+            std=tuple(float(v) for v in std_t.flatten().tolist()),
+            assumed=assumed,
         )
         if trace and not moved:
             redirected = {type(m).__name__ for m in probe.model.modules() if isinstance(m, _REDIRECTED)}

@@ -10,6 +10,13 @@ Araujo, Norris & Sim (2019), "Computing Receptive Fields of Convolutional Neural
 Layers where the recurrence does not apply (linear layers, adaptive pooling) show ``-``. When some
 layers with a spatial map (more than one position) show ``-``, the summary says how many, where the
 receptive field is first lost and why (see :func:`receptive_field_reason`).
+
+Shapes, receptive fields and jumps depend on the input size. The summary says where its size came
+from (:attr:`Summary.input_size_origin`): given, a zoo bundle's, a probe's, the size the model says
+it was trained at, or, for a bare model given without any of these, assumed: the first of the usual
+sizes the model runs on (3 x 224 x 224 for an RGB model that takes it; see
+:func:`~cnnwidgets.core.probe.default_input_sizes`). An assumed size is marked in the footer, with a
+line on how to give the right one.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from torch import nn
 
 # the rules discovery applied to a module: a reason below must follow the very same ones
 from cnnwidgets.core.layers import GEOMETRIC_MODULES, LayerInfo, module_geometry, rule_applies
-from cnnwidgets.core.probe import Probe, check_input_size, probe_scope
+from cnnwidgets.core.probe import Probe, check_input_size, default_input_sizes, probe_scope, trained_input_size
 from cnnwidgets.core.targets import as_flag
 
 __all__ = ["Summary", "SummaryRow", "has_spatial_map", "receptive_field_reason", "summary"]
@@ -220,6 +227,52 @@ class SummaryRow:
         )
 
 
+#: How :meth:`Summary.description` marks the input size, by :attr:`Summary.input_size_origin`.
+_ORIGIN_WORDS = {
+    "given": "",
+    "bundle": " (the bundle's)",
+    "probe": " (the probe's)",
+    "trained": " (the size the model was trained at)",
+    "assumed": " (assumed)",
+}
+
+
+def _size_text(size: Sequence[int]) -> str:
+    return "x".join(str(s) for s in size)
+
+
+def _assumed_size_note(model: nn.Module, size: tuple[int, ...]) -> str:
+    """The line that says that ``size`` was assumed for ``model``, found among the usual sizes, and how
+    to give another."""
+    tried = []
+    for candidate in default_input_sizes(model):
+        candidate = tuple(candidate)
+        if candidate not in tried:
+            tried.append(candidate)
+        if candidate == size or len(tried) > 12:
+            break
+    order = ("the first size tried" if tried and tried[0] == size
+             else f"tried in turn: {', '.join(_size_text(c) for c in tried)}")
+    return (
+        f"Input size assumed: the model came without one (no input_size, no zoo bundle), so the shapes, receptive "
+        f"fields and jumps are those at {_size_text(size)}, the first of the usual sizes it runs on ({order}). "
+        "If it takes other images, pass input_size=(C, H, W) with their channels, height and width, or the "
+        "model's zoo bundle."
+    )
+
+
+def _origin(model_or_probe: object, input_size: object) -> str:
+    """Where the size of a summary will come from, as far as is known before the probe describes the
+    model: ``"given"``, ``"probe"``, ``"bundle"``, or ``""`` (found by the probe: trained or assumed)."""
+    if input_size is not None:
+        return "given"
+    if isinstance(model_or_probe, Probe):
+        return "probe"
+    if not isinstance(model_or_probe, nn.Module) and getattr(model_or_probe, "input_size", None) is not None:
+        return "bundle"
+    return ""
+
+
 @dataclass(frozen=True)
 class Summary:
     """A table of a model's layers; ``str(summary)`` is an aligned text table.
@@ -231,6 +284,15 @@ class Summary:
         model_name: the model's class name.
         receptive_field_note: when some layers with a spatial map have no receptive field, one line
             saying how many, where it is first lost and why; ``""`` otherwise.
+        input_size_origin: where :attr:`input_size` came from: ``"given"`` (the ``input_size``
+            argument), ``"bundle"`` (the zoo bundle's ``input_size``), ``"probe"`` (the probe's
+            current size: the one it was made with or last captured at, else one it found the model
+            runs on), ``"trained"`` (the size the model says it was trained at: a timm-style
+            ``pretrained_cfg``, or Inception v3's 299 x 299) or ``"assumed"`` (a bare model given
+            without a size: the first of the usual sizes it runs on, see
+            :func:`~cnnwidgets.core.probe.default_input_sizes`).
+        input_size_note: for an assumed size, one line saying what was assumed and how to give the
+            size the model takes; ``""`` otherwise.
     """
 
     rows: tuple[SummaryRow, ...]
@@ -238,6 +300,8 @@ class Summary:
     total_params: int
     model_name: str
     receptive_field_note: str = ""
+    input_size_origin: str = "given"
+    input_size_note: str = ""
 
     columns = COLUMNS
     numeric = _NUMERIC
@@ -255,11 +319,14 @@ class Summary:
         return replace(self, rows=kept)
 
     def description(self) -> str:
-        """One line about the whole model, e.g. ``Net: 656 parameters, input 3x16x16``, followed by the
-        :attr:`receptive_field_note` on a second line when there is one."""
+        """One line about the whole model, e.g. ``Net: 656 parameters, input 3x16x16``, its size marked
+        where it did not come from the caller (``input 3x224x224 (assumed)``, ``(the bundle's)``, see
+        :attr:`input_size_origin`), followed by the :attr:`input_size_note` and the
+        :attr:`receptive_field_note`, each on a line of its own, when there are."""
         size = "x".join(str(s) for s in self.input_size)
-        line = f"{self.model_name}: {self.total_params:,} parameters, input {size}"
-        return f"{line}\n{self.receptive_field_note}" if self.receptive_field_note else line
+        origin = _ORIGIN_WORDS.get(self.input_size_origin, "")
+        line = f"{self.model_name}: {self.total_params:,} parameters, input {size}{origin}"
+        return "\n".join(text for text in (line, self.input_size_note, self.receptive_field_note) if text)
 
     def footer(self) -> str:
         """The lines under the table: the :meth:`description`, its first line ending with the number of rows."""
@@ -332,7 +399,10 @@ def summary(
 
     Returns:
         A :class:`Summary` (printable; shown as a table in notebooks). When some layers with a spatial
-        map have no receptive field, its footer says how many, where it is first lost and why.
+        map have no receptive field, its footer says how many, where it is first lost and why. Its
+        footer also says where the input size came from; a size assumed for a bare model (neither
+        ``input_size`` nor a zoo bundle; 3x224x224 for an RGB model that runs on it) is marked
+        ``(assumed)``, with a line on how to give the right one (see :attr:`Summary.input_size_origin`).
 
     Raises:
         ValueError: for an ``input_size`` that is not (C, H, W) (a tensor passed by mistake is named
@@ -344,6 +414,7 @@ def summary(
     leaves_only = as_flag(leaves_only, "leaves_only")
     if input_size is not None:
         input_size = check_input_size(input_size)
+    origin = _origin(model_or_probe, input_size)
     with probe_scope(model_or_probe, input_size=None if isinstance(model_or_probe, Probe) else input_size) as probe:
         # described already at that size (a new probe is made at it): no second discovery pass
         infos = probe.layers if input_size in (None, probe.input_size) else probe.describe(input_size)
@@ -352,10 +423,17 @@ def summary(
             SummaryRow.from_info(i, modules.get(i.name)) for i in infos.values() if i.is_leaf or not leaves_only
         )
         total = sum(p.numel() for p in probe.model.parameters())
+        size = tuple(probe.input_size)
+        note = ""
+        if not origin:  # a bare model: the probe found a size it runs on
+            origin = "trained" if trained_input_size(probe.model) == size else "assumed"
+            note = _assumed_size_note(probe.model, size) if origin == "assumed" else ""
         return Summary(
             rows=rows,
-            input_size=tuple(probe.input_size),
+            input_size=size,
             total_params=total,
             model_name=type(probe.model).__name__,
             receptive_field_note=_receptive_field_note(rows),
+            input_size_origin=origin,
+            input_size_note=note,
         )
