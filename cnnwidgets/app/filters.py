@@ -20,8 +20,8 @@ from torch import nn
 from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
-from cnnwidgets.core.probe import Probe, unwrap_model
-from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag, class_scores, output_tensor
+from cnnwidgets.core.probe import Probe, class_count, unwrap_model
+from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag
 from cnnwidgets.methods.actmax import (
     ActMaxResult,
     _image_size,
@@ -409,16 +409,6 @@ def _normalisation_text(mean: Any, std: Any) -> str:
     return f"input normalised with mean {values(mean)}, std {values(std)}"
 
 
-def _class_count(probe: Probe) -> int:
-    """The number of classes ``probe``'s model scores (0 where its output is not class scores)."""
-    try:
-        with torch.no_grad():
-            x = torch.zeros((1, *probe.input_size), device=probe.device)
-            return int(class_scores(output_tensor(probe.logits(x, cache=False))).shape[1])
-    except (TypeError, ValueError, RuntimeError):
-        return 0
-
-
 class ActMaxController:
     """Runs :func:`~cnnwidgets.methods.actmax.maximize_activation` when the view's Run is pressed.
 
@@ -506,7 +496,7 @@ class ActMaxController:
             maximize_activation(self.probe, _OptionsOnly(layers[0] if layers else None), steps=0, size=size,
                                 progress=False, **self.options)
             self._counts = {name: int(self.probe.layers[name].map_shape[0]) for name in layers}
-            self._counts[CLASS_TARGET] = _class_count(self.probe)
+            self._counts[CLASS_TARGET] = class_count(self.probe) or 0
         except Exception:
             if self._owns_probe:
                 self.probe.close()

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnwidgets.core.images import COMPOSITED, load_image
+from cnnwidgets.core.images import COMPOSITED, IMAGENET_MEAN, IMAGENET_STD, load_image
 from cnnwidgets.core.probe import channels_last_size_hint
 from cnnwidgets.render.encode import encode_png
 from cnnwidgets.render.overlay import desaturate
@@ -63,9 +63,6 @@ __all__ = [
     "outside_share",
     "to_pil",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: The fills given as pixel values, which need the affine map read off ``denormalize``.
 PIXEL_FILLS = ("gray", "black", "noise")

@@ -26,10 +26,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnwidgets.core.targets import as_count
 
 __all__ = [
-    "COMPOSITED", "DEFAULT_MAX_SIZE", "DOWNLOAD_DEADLINE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "MIN_SIZE",
+    "COMPOSITED", "DEFAULT_MAX_SIZE", "DOWNLOAD_DEADLINE", "DOWNLOAD_LIMIT", "DOWNLOAD_TIMEOUT", "IMAGENET_CLASSES",
+    "IMAGENET_MEAN", "IMAGENET_STD", "MIN_SIZE",
     "ImageSource",
     "image_to_tensor", "load_image", "max_pixels",
 ]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""ImageNet's per-channel pixel mean and std (RGB, pixels in [0, 1]): the normalisation of
+torchvision's and timm's ImageNet models."""
+
+IMAGENET_CLASSES = 1000
+"""The number of outputs of an ImageNet classifier (a model with this many is taken to be one
+where a default is chosen)."""
 
 DEFAULT_MAX_SIZE = 4096
 """Longest side, in pixels, above which images are downscaled."""

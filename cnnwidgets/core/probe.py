@@ -47,12 +47,14 @@ from torch.nn.utils import prune
 
 from cnnwidgets.core.device import release_memory, resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
-from cnnwidgets.core.targets import OutputTypeError, as_count, as_flag, output_reduction, output_tensor
+from cnnwidgets.core.targets import (
+    OutputTypeError, as_count, as_flag, class_scores, output_reduction, output_tensor,
+)
 
 __all__ = [
     "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
     "FALLBACK_CHANNELS", "batch_dependent_layers", "channel_guesses", "check_batch", "check_input_size",
-    "default_input_sizes", "input_kind_problem", "trained_input_size",
+    "class_count", "default_input_sizes", "input_kind_problem", "trained_input_size",
     "layer_names", "plain_module", "probe_scope", "set_memory_format", "unwrap_model",
 ]
 
@@ -2026,3 +2028,16 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
         yield probe
     finally:
         probe.close()
+
+
+def class_count(probe: Probe, x: torch.Tensor | None = None, *, cache: bool = False) -> int | None:
+    """The number of class scores ``probe``'s model gives for the batch ``x`` (default: a blank image of
+    the probe's input size); None where its output is not class scores, or the model fails on it.
+    ``cache`` as for :meth:`Probe.logits` (an input shown anyway is worth keeping; a blank is not)."""
+    try:
+        with torch.no_grad():
+            if x is None:
+                x = torch.zeros((1, *probe.input_size), device=probe.device)
+            return int(class_scores(output_tensor(probe.logits(x, cache=cache))).shape[1])
+    except (TypeError, ValueError, RuntimeError):
+        return None

@@ -6,7 +6,9 @@ target, and returns tensors or arrays with a documented meaning. Import them fro
     from cnnwidgets.methods import dead_channels, maximize_activation
 """
 
-from cnnwidgets.methods.actmax import ActMaxResult, SaturatedImageWarning, ZeroGradientWarning, maximize_activation
+from cnnwidgets.methods.actmax import (
+    ActMaxResult, AssumedInputWarning, SaturatedImageWarning, ZeroGradientWarning, maximize_activation,
+)
 from cnnwidgets.methods.cam import cam, grad_cam, grad_cam_pp, layer_gradient, nearest_conv_layer
 from cnnwidgets.methods.cam import upsample as upsample_cam
 from cnnwidgets.methods.correspondence import CorrespondenceResult, correspondence
@@ -45,6 +47,7 @@ __all__ = [
     "OVERLAYS",
     "OVERLAY_INPUTS",
     "ActMaxResult",
+    "AssumedInputWarning",
     "EmptyMapWarning",
     "FunctionalReluWarning",
     "InactiveChannelWarning",

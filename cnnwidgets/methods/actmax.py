@@ -47,16 +47,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.probe import FALLBACK_CHANNELS, Probe, check_input_size, probe_scope, trained_input_size
+from cnnwidgets.core.images import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD
+from cnnwidgets.core.probe import (
+    FALLBACK_CHANNELS, Probe, check_input_size, class_count, probe_scope, trained_input_size,
+)
 from cnnwidgets.core.targets import (
-    SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, class_scores, int_pair,
-    output_tensor, resolve_target, target_score,
+    SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, int_pair,
+    resolve_target, target_score,
 )
 from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import check_target_layer, gradients_enabled, hook_activations, require_graph
 
 __all__ = [
-    "IMAGENET_CLASSES", "IMAGENET_MEAN_STD", "ActMaxResult", "AssumedInputWarning", "SaturatedImageWarning",
+    "ActMaxResult", "AssumedInputWarning", "SaturatedImageWarning",
     "ZeroGradientWarning", "maximize_activation", "zero_gradient_quietly",
 ]
 
@@ -92,14 +95,6 @@ class AssumedInputWarning(UserWarning):
     assumed too, and how to give both. Passing ``mean`` and ``std`` (``mean=0, std=1`` says that [0, 1]
     is right) silences it. For other models the result's ``assumed`` says the same, quietly."""
 
-
-#: ImageNet's per-channel mean and std, the normalisation of torchvision's and timm's ImageNet
-#: models, offered in the messages about an assumed input space.
-IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-#: The number of outputs of an ImageNet classifier: such a model, given bare and without ``mean`` and
-#: ``std``, makes :func:`maximize_activation` warn (:class:`AssumedInputWarning`).
-IMAGENET_CLASSES = 1000
 
 _SATURATED_EPS = 1e-6
 """A value of the [0, 1] image within this of 0 or 1 counts as saturated (its logit is beyond about 13.8)."""
@@ -433,23 +428,12 @@ def _assumed_size_text(size: tuple[int, int, int], origin: str) -> str:
 def _assumed_space_text(channels: int) -> str:
     """The sentence saying that a run with no normalisation optimised in [0, 1] pixel space, and how to
     give the model's normalisation."""
-    imagenet = (f" (ImageNet models: mean={IMAGENET_MEAN_STD[0]}, std={IMAGENET_MEAN_STD[1]})"
+    imagenet = (f" (ImageNet models: mean={IMAGENET_MEAN}, std={IMAGENET_STD})"
                 if channels == 3 else "")
     return ("no normalisation was given (neither mean and std nor a zoo bundle), so the image was optimised in "
             "unnormalised [0, 1] pixel space and the model saw it as it is (mean 0, std 1): for a model trained on "
             f"normalised images, pass its mean= and std={imagenet} or its zoo bundle; mean=0, std=1 says that "
             "[0, 1] is right.")
-
-
-def _output_count(probe: Probe) -> int:
-    """The number of class scores ``probe``'s model gives for a blank image of the probe's input size
-    (0 where its output is not class scores, or the model fails on it)."""
-    try:
-        with torch.no_grad():
-            output = probe.logits(torch.zeros((1, *probe.input_size), device=probe.device), cache=False)
-            return int(class_scores(output_tensor(output)).shape[1])
-    except (TypeError, ValueError, RuntimeError):
-        return 0
 
 
 def _image_size(size: Any) -> tuple[int, int]:
@@ -723,7 +707,7 @@ def maximize_activation(
                 _assumed_size_text((channels, height, width), size_origin) if size_origin else "",
             ) if text
         )
-        if space_assumed and isinstance(model_or_probe, nn.Module) and _output_count(probe) == IMAGENET_CLASSES:
+        if space_assumed and isinstance(model_or_probe, nn.Module) and class_count(probe) == IMAGENET_CLASSES:
             warnings.warn(
                 f"maximize_activation: the model has {IMAGENET_CLASSES} outputs, like ImageNet classifiers, which are "
                 f"trained on normalised images; {assumed[0].lower()}{assumed[1:]}",
