@@ -616,17 +616,13 @@ def test_feature_grid_stride_shrink_takes_every_nth_unit():
         R.feature_grid(acts, layout=layout, shrink_mode="max")
 
 
-def test_four_byte_colour_table_matches_the_rgb_one_and_colours_index_images():
-    from cnnwidgets.render.colormaps import colorize_index, get_lut, get_lut32
+def test_four_byte_colour_table_matches_the_rgb_one():
+    from cnnwidgets.render.colormaps import get_lut, get_lut32
 
     for name in ("viridis", "gray", "RdBu_r"):
         rgbx = get_lut32(name).view(np.uint8).reshape(256, 4)
         np.testing.assert_array_equal(rgbx[:, :3], get_lut(name))
         assert (rgbx[:, 3] == 255).all()
-    index = np.random.default_rng(0).integers(0, 256, (7, 9), dtype=np.uint8)
-    np.testing.assert_array_equal(colorize_index(index, "magma"), get_lut("magma")[index])
-    with pytest.raises(ValueError, match="uint8"):
-        colorize_index(index.astype(np.int64), "magma")
 
 
 def test_encoding_an_rgb_view_of_four_byte_pixels_equals_encoding_packed_pixels():

@@ -109,8 +109,23 @@ class Baseline:
         self.dead = R.dead_channel_mask(self.acts)
         if self.signed and not self.relu_follows:
             self.dead[:] = False
+        self._painters: dict[tuple, R.GridPainter] = {}
         with np.errstate(over="ignore", invalid="ignore"):  # a sum is finite iff all its terms are (or it overflows)
             self.nonfinite = ~np.isfinite(self.acts.reshape(self.acts.shape[0], -1).sum(axis=1, dtype=np.float64))
+
+
+    def painter(self, layout: GridLayout, cmap: str, data_marked: np.ndarray | None) -> R.GridPainter:
+        """The grid painter of this layer's fixed ranges (:attr:`lo`, :attr:`hi`) and dead channels
+        on ``layout``, in ``cmap``, with the channels ``data_marked`` marked too (made once: the
+        frames of a drag share it)."""
+        key = (layout, cmap, None if data_marked is None else data_marked.tobytes())
+        found = self._painters.get(key)
+        if found is None:
+            if len(self._painters) >= 8:
+                self._painters.clear()
+            found = R.GridPainter(layout, self.lo, self.hi, cmap, marked=self.dead, data_marked=data_marked)
+            self._painters[key] = found
+        return found
 
 
 class Computed:
@@ -250,6 +265,7 @@ class LayoutCache:
         self.max_height = max_height
         self.draft_pixels = draft_pixels
         self._layouts: dict[tuple, tuple[GridLayout, int]] = {}
+        self._strided: dict[tuple, GridLayout] = {}
 
     def get(self, shape: tuple[int, int, int], order: np.ndarray | None, draft: bool = False) -> tuple[GridLayout, int]:
         """``(layout, display_width)`` for a stack shape, a slot order (of some of the channels:
@@ -279,6 +295,18 @@ class LayoutCache:
             enlarge = max(1.0, min(8.0, self.max_width / layout.width, self.max_height / layout.height))
             found = (layout, round(layout.width * enlarge))
         self._layouts[key] = found
+        return found
+
+    def strided(self, layout: GridLayout, size: tuple[int, ...]) -> GridLayout:
+        """``layout`` for maps already cut to every ``layout.shrink``-th unit, of ``size`` (h, w):
+        the same tiles, drawn from those units one to one."""
+        key = (layout, tuple(size))
+        found = self._strided.get(key)
+        if found is None:
+            if len(self._strided) > 64:
+                self._strided.clear()
+            found = dataclasses.replace(layout, map_height=int(size[0]), map_width=int(size[1]), shrink=1)
+            self._strided[key] = found
         return found
 
 
@@ -383,9 +411,8 @@ def render_frame(
         # selected channel for the channel view
         strided, selected = computed.draft_view(layout.shrink, ch)
         lo, hi = base.lo, base.hi
-        drawn = dataclasses.replace(layout, map_height=strided.shape[1], map_width=strided.shape[2], shrink=1)
-        grid, _ = R.feature_grid(strided, mode="fixed", fixed=(lo, hi), cmap=req.cmap, layout=drawn,
-                                 marked=base.dead, data_marked=in_data)
+        drawn = layouts.strided(layout, strided.shape[1:])
+        grid = base.painter(drawn, req.cmap, in_data)(strided)
     else:
         acts = computed.acts
         selected = acts[ch]

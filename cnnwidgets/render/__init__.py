@@ -25,7 +25,7 @@ from cnnwidgets.render.colormaps import (
     quantize,
 )
 from cnnwidgets.render.encode import encode_image, encode_jpeg, encode_png
-from cnnwidgets.render.grid import GridLayout, feature_grid, grid_layout, mosaic
+from cnnwidgets.render.grid import GridLayout, GridPainter, feature_grid, grid_layout, mosaic
 from cnnwidgets.render.normalize import (
     NORM_MODES,
     ChannelStats,
@@ -45,6 +45,7 @@ __all__ = [
     "SEQUENTIAL",
     "ChannelStats",
     "GridLayout",
+    "GridPainter",
     "activation_order",
     "apply_colormap",
     "blend",

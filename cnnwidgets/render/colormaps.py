@@ -110,19 +110,6 @@ def colormap_strip(name: str, width: int = 64, height: int = 8) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(lut[columns][None], (height, width, 3)))
 
 
-def colorize_index(index: np.ndarray, name: str) -> np.ndarray:
-    """Colours of a uint8 index image (values 0..255 into the colormap), (..., 3) uint8.
-
-    The result is an RGB view into 4-byte pixels (see :func:`get_lut32`): it reads and writes
-    like any array; ``np.ascontiguousarray`` packs it if a consumer needs 3-byte pixels.
-    """
-    index = np.asarray(index)
-    if index.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 index image, got {index.dtype}")
-    pixels = get_lut32(name).take(index)
-    return pixels.view(np.uint8).reshape(*index.shape, 4)[..., :3]
-
-
 def apply_colormap(
     values: np.ndarray, name: str = "viridis", *, nan_color: tuple[int, int, int] = (0, 0, 0)
 ) -> np.ndarray:
@@ -201,23 +188,6 @@ def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float)
             the values and, for arrays, the channel).
         TypeError: for ``lo``/``hi`` that are not numbers.
     """
-    return quantize_marking_nonfinite(values, lo, hi)[0]
-
-
-def quantize_marking_nonfinite(
-    values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`quantize`, and where ``values`` holds a NaN or an infinity a bool mask of those units.
-
-    Returns:
-        ``(index, nonfinite)``: uint8 (C, H, W) as :func:`quantize` gives it, and a bool
-        (C, H, W) array that is True at the non-finite units, or None when every unit is finite.
-        Finite input costs nothing more than :func:`quantize`: the mask is looked for only
-        when the scaled indices, which are checked anyway, hold a non-finite number.
-
-    Raises:
-        As :func:`quantize`.
-    """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 3:
         raise ValueError(f"expected a stack of shape (C, H, W), got shape {values.shape}")
@@ -226,15 +196,9 @@ def quantize_marking_nonfinite(
     with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
         idx = values * scale[:, None, None]
         idx += offset[:, None, None]
-    nonfinite = None
-    if not np.isfinite(idx).all():
-        # a non-finite unit, or a finite one scaled past float32 (a huge value over a tiny range)
-        nonfinite = ~np.isfinite(values)
-        if not nonfinite.any():
-            nonfinite = None
-        np.nan_to_num(idx, copy=False, nan=0.0)
+    np.nan_to_num(idx, copy=False, nan=0.0)
     np.clip(idx, 0.0, 255.0, out=idx)
-    return idx.astype(np.uint8), nonfinite
+    return idx.astype(np.uint8)
 
 
 def colorize(

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from cnnwidgets.render._checks import check_color, check_int
-from cnnwidgets.render.colormaps import colorize_index, quantize_marking_nonfinite
+from cnnwidgets.render._checks import check_color, check_int, check_lo_hi
+from cnnwidgets.render.colormaps import get_lut32, linear_scale
 from cnnwidgets.render.normalize import value_ranges
 from cnnwidgets.render.resample import downscale, upscale
 
-__all__ = ["GridLayout", "feature_grid", "grid_layout", "mosaic"]
+__all__ = ["GridLayout", "GridPainter", "feature_grid", "grid_layout", "mosaic"]
 
 BORDER_COLOR = (48, 48, 48)
 MARK_COLOR = (230, 40, 40)
@@ -283,6 +283,127 @@ def _place(canvas: np.ndarray, ordered: np.ndarray, layout: GridLayout) -> None:
         canvas[y : y + th, x : x + tw] = ordered[slot]
 
 
+# codes of the index canvas past the colormap's 256 entries (see GridPainter)
+_BORDER_CODE, _NAN_CODE, _MARK_CODE, _DATA_MARK_CODE = 256, 257, 258, 259
+_PAINTER_LUTS: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+
+
+def _painter_lut(cmap: str, nan_rgb: np.ndarray) -> np.ndarray:
+    """The colormap's 256 colours as 4-byte pixels, then the border, NaN, mark and data-mark colours."""
+    key = (cmap, tuple(int(v) for v in nan_rgb))
+    lut = _PAINTER_LUTS.get(key)
+    if lut is None:
+        extra = np.array([BORDER_COLOR, key[1], MARK_COLOR, DATA_MARK_COLOR], dtype=np.uint8)
+        rgbx = np.concatenate([extra, np.full((4, 1), 255, dtype=np.uint8)], axis=1)
+        lut = np.concatenate([get_lut32(cmap), np.ascontiguousarray(rgbx).view(np.uint32).reshape(4)])
+        lut.setflags(write=False)
+        if len(_PAINTER_LUTS) > 64:
+            _PAINTER_LUTS.clear()
+        _PAINTER_LUTS[key] = lut
+    return lut
+
+
+class GridPainter:
+    """Colours stacks into mosaics of one layout, on fixed value ranges, with one colormap and marks.
+
+    What the frames of a drag share (the scale of each channel's range, the borders and empty
+    slots, the marks, the colours) is prepared once; each call then scales, tiles and colours
+    one stack: unit ``v`` of channel ``c`` gets colour ``round(255 * clip((v - lo[c]) / (hi[c] -
+    lo[c]), 0, 1))`` of the colormap (a channel with an empty range, ``hi == lo``, gets colour 0),
+    and NaN and infinite units ``nan_color``. :func:`feature_grid` draws through one.
+
+    Args:
+        layout: the geometry (a page of a wide layer included).
+        lo, hi: the range of every channel of the stack: scalars or shape (``layout.channels``,),
+            finite, ``lo <= hi``.
+        cmap: colormap name.
+        marked: bool (``layout.channels``,) channels to mark as dead on this image (red frame, ``\\``),
+            or None.
+        data_marked: bool (``layout.channels``,) channels to mark as dead over a data set (orange
+            frame, ``/``), or None. A channel in both is crossed, in a red frame.
+        nan_color: RGB of NaN and infinite units.
+
+    Raises:
+        TypeError: for a layout that is not a :class:`GridLayout`, ranges or a colour that are not numbers.
+        ValueError: for ranges :func:`~cnnwidgets.render._checks.check_lo_hi` refuses, an unknown
+            colormap, marks of another shape, or a colour outside 0..255.
+    """
+
+    def __init__(
+        self,
+        layout: GridLayout,
+        lo: np.ndarray | float,
+        hi: np.ndarray | float,
+        cmap: str = "viridis",
+        *,
+        marked: np.ndarray | None = None,
+        data_marked: np.ndarray | None = None,
+        nan_color: tuple[int, int, int] = NAN_COLOR,
+    ) -> None:
+        _check_layout(layout)
+        self.layout = layout
+        low, high = check_lo_hi(lo, hi, layout.channels)
+        scale, offset, _ = linear_scale(low, high, 255.0, 0.5)  # + 0.5: rounds to the nearest index
+        order = np.asarray(layout.order, dtype=np.int64)
+        # a stack of all the channels is coloured in channel order and tiled in slot order; the
+        # maps of a page come in slot order
+        self._all = (scale[:, None, None], offset[:, None, None])
+        self._page = (scale[order][:, None, None], offset[order][:, None, None])
+        self._slots = None if np.array_equal(order, np.arange(layout.channels)) else order
+        self._lut = _painter_lut(cmap, check_color(nan_color, "nan_color"))
+        self._template = np.full((layout.height, layout.width), _BORDER_CODE, dtype=np.uint16)
+        marks = np.zeros_like(self._template)
+        _paint_marks(marks, layout, data_marked, np.uint16(_DATA_MARK_CODE), "data_marked", rising=True)
+        _paint_marks(marks, layout, marked, np.uint16(_MARK_CODE))
+        self._mark_at = np.flatnonzero(marks)
+        self._mark_codes = marks.ravel()[self._mark_at]
+
+    def __call__(self, maps: np.ndarray) -> np.ndarray:
+        """The mosaic of ``maps``, uint8 (layout.height, layout.width, 3).
+
+        Args:
+            maps: float (C, h, w): the maps of every channel of the stack in channel order (C =
+                ``layout.channels``), or, on a page, those of the shown channels in slot order (C =
+                ``layout.count``); at the tiles' resolution before enlargement (``h`` =
+                ``ceil(map_height / shrink)``, likewise ``w``).
+
+        Raises:
+            ValueError: for maps of another shape.
+        """
+        layout = self.layout
+        maps = np.asarray(maps, dtype=np.float32)
+        h, w = layout.tile_height // layout.scale, layout.tile_width // layout.scale
+        if maps.shape == (layout.channels, h, w):
+            (scale, offset), slots = self._all, self._slots
+        elif maps.shape == (layout.count, h, w):
+            (scale, offset), slots = self._page, None
+        else:
+            raise ValueError(f"expected maps of shape ({layout.channels}, {h}, {w}) for this layout"
+                             + (f" (or ({layout.count}, {h}, {w}), the page's)" if layout.count < layout.channels else "")
+                             + f", got {maps.shape}")
+        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (an empty range) is NaN, drawn as 0
+            idx = maps * scale
+            idx += offset
+        nonfinite = None
+        if not np.isfinite(idx).all():
+            # a non-finite unit, or a finite one scaled past float32 (a huge value over a tiny range)
+            nonfinite = ~np.isfinite(maps)
+            np.nan_to_num(idx, copy=False, nan=0.0)
+        np.clip(idx, 0.0, 255.0, out=idx)
+        index = idx.astype(np.uint16)
+        if nonfinite is not None:
+            index[nonfinite] = _NAN_CODE
+        if slots is not None:
+            index = index[slots]
+        if layout.scale > 1:
+            index = upscale(index, layout.scale, color=False)
+        canvas = self._template.copy()
+        _place(canvas, index, layout)
+        canvas.ravel()[self._mark_at] = self._mark_codes
+        # an RGB view of 4-byte pixels: one copy per pixel to colour, and encoded without repacking
+        return self._lut.take(canvas).view(np.uint8).reshape(layout.height, layout.width, 4)[..., :3]
+
+
 def _paint_frame(out: np.ndarray, layout: GridLayout, color: np.ndarray) -> None:
     """Paint the borders and the empty slots."""
     th, tw, b = layout.tile_height, layout.tile_width, layout.border
@@ -444,11 +565,9 @@ def feature_grid(
                 f"layout is for ({layout.channels}, {layout.map_height}, {layout.map_width}) maps, got {acts.shape}"
             )
     lo, hi = value_ranges(acts, mode, fixed=fixed)
-    slots = np.asarray(layout.order, dtype=np.int64)
     if layout.count < c:
         # a page: only its channels are shrunk and coloured, on their ranges among all C
-        acts, lo, hi = acts[slots], lo[slots], hi[slots]
-        slots = np.arange(layout.count)
+        acts = acts[np.asarray(layout.order, dtype=np.int64)]
     if layout.shrink > 1:
         if shrink_mode == "mean":
             with np.errstate(invalid="ignore"):  # a block holding +inf and -inf averages to NaN
@@ -457,21 +576,5 @@ def feature_grid(
             acts = acts[:, :: layout.shrink, :: layout.shrink]
         else:
             raise ValueError(f"shrink_mode must be 'mean' or 'stride', got {shrink_mode!r}")
-    # colour indices are tiled first and looked up once: the lookup touches every pixel once;
-    # the non-finite units are found within quantize's own check (None: all finite, no extra pass)
-    index, nonfinite = quantize_marking_nonfinite(acts, lo, hi)
-    if layout.scale > 1:
-        index = upscale(index, layout.scale, color=False)
-    canvas = np.zeros((layout.height, layout.width), dtype=np.uint8)
-    _place(canvas, index[slots], layout)
-    out = colorize_index(canvas, cmap)  # RGB view of 4-byte pixels: fast to colour and to encode
-    if nonfinite is not None:
-        if layout.scale > 1:
-            nonfinite = upscale(nonfinite, layout.scale, color=False)
-        mask = np.zeros((layout.height, layout.width), dtype=bool)
-        _place(mask, nonfinite[slots], layout)
-        out[mask] = nan_rgb
-    _paint_frame(out, layout, np.asarray(BORDER_COLOR, dtype=np.uint8))
-    _paint_marks(out, layout, data_marked, np.asarray(DATA_MARK_COLOR, dtype=np.uint8), "data_marked", rising=True)
-    _paint_marks(out, layout, marked, np.asarray(MARK_COLOR, dtype=np.uint8))
-    return out, layout
+    painter = GridPainter(layout, lo, hi, cmap, marked=marked, data_marked=data_marked, nan_color=nan_rgb)
+    return painter(acts), layout
