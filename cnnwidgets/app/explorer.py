@@ -477,6 +477,13 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     model with few convolutions (a Swin transformer's patch embedding) that can be an early layer;
     for one with many parallel branches (Inception) the middle one by count, not by depth.
 
+    A block that joins its input to what its parts add (a DenseNet's dense block, see
+    :func:`_joining_blocks`) counts as one layer, in place of the convolutions inside it: each of
+    those makes only a few new channels (32 in densenet121) or a bottleneck of the block's maps,
+    while the block's output holds them all. Of densenet121's stem convolution, four dense blocks
+    and three transition convolutions, the last one up to the middle with at most
+    :data:`READABLE_CHANNELS` channels is ``features.transition1.conv`` (128 maps of 56 x 56).
+
     Raises:
         ValueError: if no layer outputs a (C, H, W) map (with at least one unit).
     """
@@ -490,7 +497,12 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
                 "are empty (0 rows, columns or channels); use a larger input"
             )
         raise ValueError("the model has no layer with a (C, H, W) output to show as feature maps")
-    convs = [i for i in spatial if i.is_conv and has_spatial_map(i)]
+    joining = _joining_blocks(layers)
+
+    def inside(info: LayerInfo) -> bool:
+        return any(info.name.startswith(f"{block}.") for block in joining)
+
+    convs = [i for i in spatial if (i.is_conv or i.name in joining) and has_spatial_map(i) and not inside(i)]
     if not convs:
         return spatial[0].name
     middle = len(convs) // 2
@@ -498,9 +510,46 @@ def default_layer(layers: Mapping[str, LayerInfo]) -> str:
     return (readable[-1] if readable else convs[middle]).name
 
 
+def _joining_blocks(layers: Mapping[str, LayerInfo]) -> set[str]:
+    """The names of the blocks of ``layers`` that join their input to what their parts add, as a
+    DenseNet's dense block concatenates its input and every dense layer's new channels: a module
+    with at least two parts (direct submodules, or those of a container it holds that never runs
+    itself, such as an ``nn.ModuleList``) that make feature maps, each run once, all of the
+    block's height and width, whose channels add up to fewer than the block's. A chain of parts
+    (its last part makes the block's output) and parallel branches joined without the input
+    (Inception, whose branches' channels add up to at least the block's) are not such blocks."""
+    children: dict[str, list[LayerInfo]] = {}
+    for info in layers.values():
+        if info.calls == 0 or info.output_shape is None:
+            continue
+        parent = info.name.rpartition(".")[0]
+        while parent and getattr(layers.get(parent), "calls", 0) == 0:
+            parent = parent.rpartition(".")[0]  # past a container that never runs (an nn.ModuleList)
+        if parent:
+            children.setdefault(parent, []).append(info)
+    joining = set()
+    for name, parts in children.items():
+        block = layers.get(name)
+        if block is None or block.is_leaf or not block.is_spatial or not has_spatial_map(block) or len(parts) < 2:
+            continue
+        channels, height, width = block.map_shape
+        if all(p.is_spatial and p.calls == 1 and p.map_shape[1:] == (height, width) for p in parts) \
+                and sum(p.map_shape[0] for p in parts) < channels:
+            joining.add(name)
+    return joining
+
+
 READABLE_CHANNELS = 192
 """The most channels :func:`default_layer` opens a grid on when a layer with fewer will do: more
 tiles than this are too small to read at the grid's width."""
+
+#: The narrowest the grid's column gets beside the channel view; where that leaves it less room,
+#: it goes under it. The grid is at most 720 CSS pixels wide (a wide layer's page 440).
+GRID_COLUMN_BASIS = "540px"
+#: The channel column's width before its first frame says how wide the channel view is.
+PANEL_COLUMN_BASIS = "456px"
+#: The narrowest the class scores get beside the channel view (see the ``.cnnw-scores`` rule).
+SCORES_BASIS = "250px"
 
 
 def _computed_part(state: ExplorerState) -> tuple:
@@ -1686,16 +1735,49 @@ class Explorer(ipw.VBox):
         # it whenever a narrower output wraps it onto the next line
         self.method_view.layout.margin = "10px 0 0 0"
         image_col = ipw.VBox([self.input_caption, self.canvas, self.method_view], layout=ipw.Layout(max_width="100%"))
-        self.scores_view.layout.margin = "10px 0 0 0"
-        channel_col = ipw.VBox([self.panel_caption, self.panel, self.scores_view])
-        top = row([image_col, channel_col], "16px")
-        top.layout.align_items = "flex-start"
-        header = row([self.title, self.picker, self.device_select, self.scores_toggle])
+        # the class scores beside the channel view where the column has room for both, else under it
+        # (in a box of their own: the list keeps any width given to it)
+        self._scores_box = ipw.VBox([self.scores_view], layout=ipw.Layout(flex=f"1 1 {SCORES_BASIS}",
+                                                                            max_width="460px", margin="10px 0 0 0"))
+        panel_col = ipw.VBox([self.panel_caption, self.panel], layout=ipw.Layout(max_width="100%"))
+        self._channel_col = ipw.HBox([panel_col, self._scores_box], layout=wrapping_row())
         selectors = row([self.layer_select, self.layer_filter, self.channel_slider, self.page_select])
+        # the grid and what chooses and explains it: beside the channel view where both fit at
+        # their widths, else under it, as wide as the room there (the grid shrinks to it); beside
+        # it, the grid's column takes nearly all the room the line has left (the channel view's
+        # column grows only where it has its line to itself: the class scores then go beside the view)
+        self._grid_col = ipw.VBox([selectors, self.display_controls, self.grid_caption, self.grid],
+                                  layout=ipw.Layout(flex=f"50 1 {GRID_COLUMN_BASIS}", min_width="0", max_width="100%"))
+        # the channel view and the grid: a column beside the input image and the method map while a
+        # method is shown (a tall column: the grid fills the room beside the map); without one,
+        # their box is left out of the layout (display: contents) and the grid takes the whole
+        # width under the pictures (beside the short input column it would leave a gap under it)
+        self._right_col = ipw.HBox([self._channel_col, self._grid_col], layout=wrapping_row())
+        # nothing to cut off (its columns fit it): a box with display: contents has no edges, and a
+        # focus ring inside it must not read as cut off by them
+        self._right_col.layout.overflow = "visible"
+        top = ipw.HBox([image_col, self._right_col], layout=wrapping_row())
+        # the space between columns and between wrapped lines: see .cnnw-columns in widgets.css
+        for box in (top, self._right_col, self._channel_col):
+            box.layout.align_items = "flex-start"
+            box.add_class("cnnw-columns")
+        # a column's own width decides whether it fits on a line, not what it holds (the grid at
+        # its full width would send the column under the input image where it could shrink beside it)
+        self._right_col.layout.min_width = self._channel_col.layout.min_width = "0"
+        self._arrange_columns()
+        header = row([self.title, self.picker, self.device_select, self.scores_toggle])
         # the status line right under the image picker and device menu: an upload's or a model's
         # error shows where the user acted, not below the grid
-        return [header, self.status, self.occluder_controls, top, selectors, self.display_controls,
-                self.grid_caption, self.grid]
+        return [header, self.status, self.occluder_controls, top]
+
+    def _arrange_columns(self, change=None) -> None:
+        """The columns for the method shown (see :meth:`_layout_children`) and the channel view's
+        width: the channel column is at least as wide as the channel view, where the output allows."""
+        width = self.panel.layout.width
+        basis = width if width and width.endswith("px") else PANEL_COLUMN_BASIS
+        self._channel_col.layout.flex = f"1 1 {basis}"
+        self._right_col.layout.flex = f"1 1 {basis}"
+        self._right_col.layout.display = "contents" if self.method == METHODS[0] else None
 
     def _wire(self) -> None:
         # before the links: a layer set from Python that the filter box hides goes into the menu
@@ -1751,6 +1833,7 @@ class Explorer(ipw.VBox):
         self.occluder_controls.observe(self._occluder_switched, names="enabled")
         self.occluder_controls.observe(self._on_size, names="size")
         self.observe(self._window_used, names="method")
+        self.observe(self._arrange_columns, names="method")
         self.observe(self._method_inputs_changed,
                      names=["method", "method_stride", "method_signed", "layer", "channel", "target", "fill",
                             "device", "box", "dragging"])
@@ -1788,7 +1871,11 @@ class Explorer(ipw.VBox):
                 if item[2] == current or all(word in item[1].lower() for word in words)]
 
     def _show_filter_box(self) -> None:
-        self.layer_filter.layout.display = "" if len(layer_items(self._layers)) > FILTER_FROM_LAYERS else "none"
+        shown = len(layer_items(self._layers)) > FILTER_FROM_LAYERS
+        self.layer_filter.layout.display = "" if shown else "none"
+        # with the filter box, the menu keeps one width whatever the filter leaves in it: the
+        # controls after it (the channel slider) stay where they are while the user types
+        (self.layer_select.add_class if shown else self.layer_select.remove_class)("cnnw-select-fixed")
 
     def _layer_into_menu(self, change) -> None:
         """With words in the filter box, the menu holds the new layer and the layers that match
@@ -1930,6 +2017,7 @@ class Explorer(ipw.VBox):
 
     def _scores_toggled(self, change=None) -> None:
         self.scores_view.layout.display = None if self.show_scores else "none"
+        self._scores_box.layout.display = None if self.show_scores else "none"
 
     # ------------------------------------------------------------------ state -> controller
     def state(self) -> ExplorerState:
@@ -2005,6 +2093,7 @@ class Explorer(ipw.VBox):
             # the height follows the image's own aspect ratio, also where a narrow output
             # shrinks the width (max-width: 100%)
             self.panel.layout.width = width
+            self._arrange_columns()
         if frame.rows is not None:
             self.scores_view.rows = frame.rows
         self._on_main_thread(lambda: self._show_page_menu(state, frame))  # with the user's picks, in turn
