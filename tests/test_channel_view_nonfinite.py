@@ -50,6 +50,7 @@ def test_non_finite_units_are_magenta_in_both_halves_of_the_channel_view(overlay
         ex.box = (19, 20, 6, 6)
         assert ex.wait_idle(60)
         assert not np.isfinite(ex.activations[0][BAD[0]]) and np.isinf(ex.activations[0][BAD[1]])
+        assert "1 of 4 channels of 1 hold NaN or infinite values (drawn in magenta)" in ex.status.message
         panel = ex.channel_image
         assert panel.shape[0] == SIZE  # one pixel per unit: this layer keeps the input's size
         left, right = panel[:, :SIZE], panel[:, -SIZE:]

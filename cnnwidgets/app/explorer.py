@@ -52,12 +52,13 @@ from cnnwidgets.app.views import (
 )
 from cnnwidgets.core.device import available_devices, resolve_device
 from cnnwidgets.core.layers import LayerInfo, empty_map_error, unknown_layer_error
+from cnnwidgets.core.images import IMAGENET_CLASSES
 from cnnwidgets.core.probe import (
-    ChannelsLastError, Probe, channel_guesses, check_input_size, default_input_sizes, plain_module,
+    ChannelsLastError, Probe, channel_guesses, check_input_size, class_count, default_input_sizes, plain_module,
     trained_input_size,
 )
 from cnnwidgets.core.targets import (
-    as_count, as_index, check_output_kind, class_scores, nonfinite_cause, output_tensor, single_index,
+    as_count, as_index, check_output_kind, nonfinite_cause, single_index,
 )
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.summary import has_spatial_map
@@ -576,7 +577,7 @@ def _nonfinite_note(layer: str, frame: Frame, probe: Probe | None = None) -> str
     parts = []
     if bad.any():
         parts.append(f"{int(bad.sum())} of {bad.size} channels of {layer} hold NaN or infinite values "
-                     "(NaN drawn black, infinities at the ends of the colormap)")
+                     "(drawn in magenta)")
     if probs is not None and not np.isfinite(probs).all():
         parts.append("the class scores are NaN")
     if not parts:
@@ -755,11 +756,6 @@ def _reshape_note(prepared: ImageInput, chosen: bool = True) -> str | None:
                 f"a model trained on small images pass input_size=({channels}, {height}, {width}), or its own "
                 "preprocess= (a zoo model: pass its bundle)")
     return None
-
-
-#: The number of outputs of an ImageNet classifier, for which the default ImageNet normalisation is
-#: taken to be right (no note, see :func:`_normalisation_note`).
-IMAGENET_CLASSES = 1000
 
 
 def _normalisation_note(default: bool, prepared: ImageInput, classes: int | None) -> str | None:
@@ -1578,10 +1574,7 @@ class Explorer(ipw.VBox):
     def _count_classes(self, probe: Probe, image: ImageInput) -> int | None:
         """Number of classes the model scores (None when its output is not class scores)."""
         version = probe.version  # read first: a refresh during the pass makes the count be read again
-        try:
-            count = int(class_scores(output_tensor(probe.logits(image.tensor))).shape[1])
-        except (TypeError, ValueError, RuntimeError):
-            count = None
+        count = class_count(probe, image.tensor, cache=True)
         self._class_count, self._class_count_version = count, version
         return count
 
