@@ -172,17 +172,22 @@ class Controller(NewestFirstWorker):
             self.probe.close()
             self._baselines.clear()
             self._computed = None
+            self.shown = None
 
         return self._stop_and_release(_worker.CLOSE_WAIT if timeout is None else timeout, release)
 
     # ------------------------------------------------------------------ the worker
     def _stale(self, request: Request, generation: int) -> bool:
         """A finished frame is stale when the newer state changes more than the box."""
+        return self._needs_other_maps(request.compute, generation)
+
+    def _needs_other_maps(self, mine: ComputeRequest, generation: int) -> bool:
+        """Whether the state submitted after ``generation`` needs the maps of another image, layer,
+        device or class-score setting than ``mine`` (a new box alone does not count)."""
         newer = self._newer(generation)
         if newer is None:
             return False
         upcoming = resolve(newer).compute
-        mine = request.compute
         return (upcoming.image_id, upcoming.layer, upcoming.device, upcoming.scores) != (
             mine.image_id,
             mine.layer,
@@ -234,7 +239,7 @@ class Controller(NewestFirstWorker):
                 return
             try:
                 # while dragging, each occluded input is used once: the probe need not cache it
-                computed = self._compute(request.compute, once=request.render.draft)
+                computed = self._compute(request.compute, once=request.render.draft, generation=generation)
             except Exception as exc:  # noqa: BLE001 - reported, the worker lives on
                 self._failed, self._failure = request.compute, exc
                 self.stats.errors += 1
@@ -242,6 +247,9 @@ class Controller(NewestFirstWorker):
                     self.stats.dropped += 1  # the newer state is served next, and reports its own errors
                     return
                 self._report("model", exc)
+                return
+            if computed is None:  # given up after the unoccluded pass: nobody will see this frame
+                self.stats.dropped += 1
                 return
             self._failed = None
             self._computed = computed
@@ -368,7 +376,11 @@ class Controller(NewestFirstWorker):
             self._failed = None  # a request that failed may work with the new weights
             self.stats.model_changes += 1
 
-    def _compute(self, req: ComputeRequest, *, once: bool = False) -> Computed:
+    def _compute(self, req: ComputeRequest, *, once: bool = False, generation: int | None = None) -> Computed | None:
+        """The maps (and scores) of ``req``: the unoccluded image's (kept as its baseline), and the
+        occluded one's when a box is set. With the ``generation`` of the state served, None when,
+        once the baseline is there, the worker is closed or a newer state needs other maps: the
+        occluded pass would be wasted (a slow model's close or layer switch waits for one pass, not two)."""
         start = time.perf_counter()
         if self.probe.device != resolve_device(req.device):
             self.probe.to(req.device)
@@ -382,6 +394,8 @@ class Controller(NewestFirstWorker):
             )
         if req.box is None:
             return Computed(req, base.acts, base, base.probs, time.perf_counter() - start)
+        if generation is not None and (self._closed or self._needs_other_maps(req, generation)):
+            return None
         act, logits = self._forward(image.occluded(req.box, req.fill), req.layer, req.scores, once=once)
         probs = self._probs(logits)
         # the forward's time is the GPU's work, not its launch (the status line and the slow-model note read it)

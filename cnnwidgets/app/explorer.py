@@ -1321,7 +1321,12 @@ class Explorer(ipw.VBox):
 
     @property
     def input_image(self) -> np.ndarray:
-        """The current image as the model sees it (model-input pixels), uint8 (H, W, 3)."""
+        """The current image as the model sees it (model-input pixels), uint8 (H, W, 3).
+
+        Raises:
+            RuntimeError: when the explorer is closed.
+        """
+        self._check_open()
         return self._images[self._image_id].display
 
     def set_image(self, image: Any, name: str | None = None) -> None:
@@ -2497,7 +2502,12 @@ class Explorer(ipw.VBox):
     @property
     def method_result(self) -> MethodResult | None:
         """The method map on screen (``heat``, ``image``, ``occlusion``, ``complete`` ...), or None
-        (no method, or it failed: see :attr:`method_error`)."""
+        (no method, or it failed: see :attr:`method_error`).
+
+        Raises:
+            RuntimeError: when the explorer is closed.
+        """
+        self._check_open()
         return self._methods.result
 
     @property
@@ -2660,7 +2670,30 @@ class Explorer(ipw.VBox):
                     widget.close()
             close_parts(self)  # every other control and row: an open one would keep the explorer alive
             super().close()
+            if freed:
+                self._forget_pictures()
         self._closing = False
+
+    def _forget_pictures(self) -> None:
+        """Drop what only an open explorer shows: frames, images, the pictures of its views.
+
+        A closed explorer may be kept for the rest of a session (a cell ending in
+        ``cnnwidgets.explore(...)`` leaves it in IPython's ``Out``, once per run of the cell):
+        it then holds a few bytes instead of its last frame, maps and pictures. Only once the
+        workers are done (nothing they hold reads these any more).
+        """
+        with self._frame_lock:
+            self._frame = self._frame_state = None
+        self._images = {}
+        self._samples = {}
+        empty = {"image": b"", "fill_image": "", "stats": b"", "value": b""}
+        views = (("canvas", ("image", "fill_image")), ("grid", ("image", "stats")), ("panel", ("value",)))
+        for widget, names in views:
+            view = getattr(self, widget, None)
+            for name in names if view is not None else ():
+                setattr(view, name, empty[name])  # closed views send nothing
+        if getattr(self, "method_view", None) is not None:
+            self.method_view.image.value = b""
 
 
 def _shipped_class_count() -> int:

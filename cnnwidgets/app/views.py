@@ -413,6 +413,7 @@ class MethodRunner(NewestFirstWorker):
 
         def release() -> None:
             self._scan = None
+            self.result = None
             self._model = None  # a closed runner keeps no reference to the user's model
             if self._probe is not None:
                 self._probe.close()
