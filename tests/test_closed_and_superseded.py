@@ -113,3 +113,21 @@ def test_closing_during_a_slow_unoccluded_pass_runs_no_occluded_pass_after_it():
         time.sleep(0.05)
     time.sleep(0.8)  # long enough for a second pass to start, had one been run
     assert len(Net.passes) == 1, Net.passes
+
+
+def test_an_explorer_without_a_method_starts_no_method_thread_until_one_is_picked():
+    def threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name == "cnnwidgets-methods"]
+
+    before = len(threads())
+    ex = make(layer="features.3", background=True)
+    try:
+        assert ex.wait_idle(60) and ex.method == "none" and ex.method_result is None
+        assert len(threads()) == before  # the live view's worker only
+        ex.method = "grad-cam"
+        assert ex.wait_idle(60) and ex.method_result is not None
+        assert len(threads()) == before + 1
+        ex.method = "none"
+        assert ex.wait_idle(60) and ex.method_result is None
+    finally:
+        ex.close()

@@ -336,6 +336,10 @@ class MethodRunner(NewestFirstWorker):
         with self._cond:
             if self._closed or self._is_current(request):
                 return  # that map is being computed or on screen already, with the model's weights
+            if request.method == "none" and self._thread is None and self._pending is None and not self._busy:
+                # nothing runs or waits: no map needs no worker (its thread starts with the first method)
+                self.result, self._done_key, self._done_version = None, request.key(), None
+                return
             self._replace(request)
         self._kick()
 
