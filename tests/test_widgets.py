@@ -919,30 +919,61 @@ def contrast(foreground: str, background: str) -> float:
     return (high + 0.05) / (low + 0.05)
 
 
+#: JupyterLab 4's values of the theme variables widgets.css uses (@jupyterlab/theme-light-extension
+#: and theme-dark-extension), and its page backgrounds (--jp-layout-color0 and 1); "bare" is a page
+#: without JupyterLab's variables (the fallbacks), white.
+JP_THEMES = {
+    "light": {"--jp-layout-color2": "#eeeeee", "--jp-brand-color1": "#1976d2", "--jp-border-color2": "#e0e0e0"},
+    "dark": {"--jp-layout-color2": "#424242", "--jp-brand-color1": "#2196f3", "--jp-border-color2": "#424242"},
+    "bare": {},
+}
+PAGES = {"light": ("#ffffff",), "dark": ("#111111", "#212121"), "bare": ("#ffffff",)}
+
+
+def themed(value: str, theme: str) -> str:
+    """A value of widgets.css with its variables replaced by their colours in ``theme``: the
+    package's palette (--cnnw-*, its light or dark block) and JupyterLab's (--jp-*, or the
+    fallback written after it)."""
+    dark = theme == "dark"
+    palette = css_rule('body[data-jp-theme-light="false"]') if dark else css_rule(":root")
+
+    def one(match: re.Match) -> str:
+        name, fallback = match.group(1), match.group(2)
+        if name.startswith("--cnnw-"):
+            return palette[name]
+        return JP_THEMES[theme].get(name, fallback)
+
+    return re.sub(r"var\((--[\w-]+)(?:,\s*([^()]+))?\)", one, value)
+
+
 def test_score_colours_meet_wcag_aa_on_every_row_background():
-    backgrounds = ["#ffffff", css_rule(".cnnw-score-row:hover")["background"],
-                   css_rule(".cnnw-score-selected")["background"]]
-    for rule in (".cnnw-up", ".cnnw-down", ".cnnw-same"):
-        colour = css_rule(rule)["color"]
-        for background in backgrounds:
-            assert contrast(colour, background) >= 4.5, (rule, colour, background)
+    for theme, pages in PAGES.items():
+        backgrounds = [*pages, themed(css_rule(".cnnw-score-row:hover")["background"], theme),
+                       themed(css_rule(".cnnw-score-selected")["background"], theme)]
+        for rule in (".cnnw-up", ".cnnw-down", ".cnnw-same"):
+            colour = themed(css_rule(rule)["color"], theme)
+            for background in backgrounds:
+                assert contrast(colour, background) >= 4.5, (theme, rule, colour, background)
 
 
 def test_selected_score_row_is_marked_by_more_than_its_background():
     selected = css_rule(".cnnw-score-selected")
     assert selected["font-weight"] == "bold"
-    assert re.fullmatch(r"inset \d+px 0 0 #[0-9a-f]{6}", selected["box-shadow"]), selected  # a bar on the left
-    bar = selected["box-shadow"].split()[-1]
-    assert contrast(bar, selected["background"]) >= 3  # a non-text mark: 3:1
+    for theme in PAGES:
+        shadow = themed(selected["box-shadow"], theme)
+        assert re.fullmatch(r"inset \d+px 0 0 #[0-9a-f]{6}", shadow), (theme, selected)  # a bar on the left
+        bar = shadow.split()[-1]
+        assert contrast(bar, themed(selected["background"], theme)) >= 3, theme  # a non-text mark: 3:1
     assert css_rule(".cnnw-scores-list:focus-visible .cnnw-score-active")["outline"].startswith("2px")
 
 
 def test_focus_rings_are_visible_on_the_explorer_and_the_widgets():
     ring = css_rule(".cnnw-explorer :focus-visible, .cnnw-occluder:focus-visible, .cnnw-grid:focus-visible, "
                     ".cnnw-scores-list:focus-visible, .cnnw-select select:focus-visible")
-    width, style, colour = ring["outline"].split()
-    assert int(width.removesuffix("px")) >= 2 and style == "solid" and ring["outline-offset"] == "2px"
-    assert contrast(colour, "#ffffff") >= 3
+    for theme, pages in PAGES.items():
+        width, style, colour = themed(ring["outline"], theme).split()
+        assert int(width.removesuffix("px")) >= 2 and style == "solid" and ring["outline-offset"] == "2px"
+        assert all(contrast(colour, page) >= 3 for page in pages), (theme, colour)
 
 
 def test_pictures_in_views_keep_their_aspect_when_the_output_is_narrower():

@@ -156,8 +156,8 @@ def _occlusion_key(drop: np.ndarray, complete: bool) -> str:
         # (an output that ignores the input, e.g. a classifier head initialised to zero)
         return "no place changes it: the map has no colour"
     scale = _percent(occlusion_scale(drop), "points")
-    key = ("<span style='color:#c62828'>red</span>: it falls (the class needs that place), "
-           f"<span style='color:#1565c0'>blue</span>: it rises; full colour = a change of {scale}")
+    key = ("<span class='cnnw-red'>red</span>: it falls (the class needs that place), "
+           f"<span class='cnnw-blue'>blue</span>: it rises; full colour = a change of {scale}")
     if _percent(largest, "points") != scale:  # below the floor: say how small the changes are
         key += f" (the largest here is {_percent(largest, 'points')})"
     return key
@@ -625,9 +625,6 @@ def _slow_note(seconds: float, probe: Probe) -> str | None:
     return (f"each update takes {seconds:.1f} s (forward passes on a {size} input on {probe.device}): a "
             f"smaller input_size={gpu} makes dragging live")
 
-
-#: Colour of notes in captions (darker than orange, to read well on white).
-NOTE_COLOR = "#8a5300"
 
 def _heat_key() -> str:
     """How the method maps other than occlusion are coloured (``views.HEAT_CMAP``), for their
@@ -2098,8 +2095,8 @@ class Explorer(ipw.VBox):
         self._show_grid_caption(state, frame)
         what = ("over the input in gray" + (", occluded as the model sees it" if state.box is not None else "")
                 if state.overlay else "map")
-        change = ("what the occluder removed: <span style='color:#c62828'>red</span> where the "
-                  "activation went down, <span style='color:#1f4e9c'>blue</span> where it went up"
+        change = ("what the occluder removed: <span class='cnnw-red'>red</span> where the "
+                  "activation went down, <span class='cnnw-blue'>blue</span> where it went up"
                   if state.box is not None
                   else "no change: the occluder is off")
         scale = _colour_scale(state.cmap, *frame.value_range)
@@ -2164,12 +2161,12 @@ class Explorer(ipw.VBox):
                         "shows the others)")
         if frame.dead and frame.computed.baseline.signed:
             # the tiles still show patterns, all at or below zero: what a ReLU after this layer zeroes
-            caption += (f" &nbsp; <span style='color:#c62828'>{frame.dead} with no positive value on this image "
+            caption += (f" &nbsp; <span class='cnnw-red'>{frame.dead} with no positive value on this image "
                         "(red frame, \\: zero after a ReLU)</span>")
         elif frame.dead:
-            caption += f" &nbsp; <span style='color:#c62828'>{frame.dead} dead on this image (red frame, \\)</span>"
+            caption += f" &nbsp; <span class='cnnw-red'>{frame.dead} dead on this image (red frame, \\)</span>"
         if frame.marked is not None:
-            caption += (f" &nbsp; <span style='color:#e65100'>{frame.dead_in_data} dead over the data set "
+            caption += (f" &nbsp; <span class='cnnw-orange'>{frame.dead_in_data} dead over the data set "
                         "(orange frame, /; crossed when dead on this image too)</span>")
         if state.sort and frame.pages == 1:
             caption += " &nbsp; <b>sorted</b>: strongest mean activation first"
@@ -2263,7 +2260,7 @@ class Explorer(ipw.VBox):
             self._on_main_thread(self._retry_after_model_change)
 
     #: What the captions say while the pictures are those of an earlier state (see :attr:`out_of_date`).
-    OUT_OF_DATE_NOTE = ("<b style='color:#b00020'>not updated</b>: the last update failed (see the status line); "
+    OUT_OF_DATE_NOTE = ("<b class='cnnw-error'>not updated</b>: the last update failed (see the status line); "
                         "this is the last picture that could be drawn")
 
     def _show_out_of_date(self, out_of_date: bool) -> None:
@@ -2475,7 +2472,7 @@ class Explorer(ipw.VBox):
             else:
                 caption += f"; {_heat_key()}"
         if result.note:
-            caption += f"<br><span style='color:{NOTE_COLOR}'>{html.escape(result.note)}</span>"
+            caption += f"<br><span class='cnnw-note'>{html.escape(result.note)}</span>"
         self.method_view.show(encode_jpeg(result.image, 90), caption)
 
     def _grad_cam_layer(self, layer: str) -> str:

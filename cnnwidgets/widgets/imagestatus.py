@@ -92,7 +92,9 @@ class ImageStatus(RefusesWhenClosed, traitlets.HasTraits):
             return np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
 
     def _show_status(self, change: object = None) -> None:
-        colour = "#b00020" if self.error else "inherit"
+        # the package's palette where the page has its style sheet (light and dark themes), else
+        # JupyterLab's theme colour, else a white page's
+        colour = "var(--cnnw-error, var(--jp-error-color1, #b00020))" if self.error else "inherit"
         self._status.value = wrapped_text(f'<span style="color:{colour}">{html.escape(self.status)}</span>')
 
     def show_image(self, image: np.ndarray, status: str = "") -> None:

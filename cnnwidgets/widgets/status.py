@@ -9,10 +9,13 @@ import traitlets as t
 
 __all__ = ["StatusLine"]
 
+#: The package's palette (widgets.css: one value for light and one for dark themes) where the page
+#: has its style sheet, as in the explorer; else JupyterLab's theme colours, else a white page's.
+_MUTED = "color:var(--cnnw-muted, var(--jp-ui-font-color2, #555))"
 _STYLES = {
-    "info": "color:#555",
-    "busy": "color:#555;font-style:italic",
-    "error": "color:#b00020",
+    "info": _MUTED,
+    "busy": f"{_MUTED};font-style:italic",
+    "error": "color:var(--cnnw-error, var(--jp-error-color1, #b00020))",
 }
 
 #: Lines of a message that wraps are as far apart as in a paragraph, not one widget row (28px)

@@ -15,7 +15,7 @@ __all__ = ["SummaryView", "scrolling", "table_html", "wrapped_text"]
 _TABLE_STYLE = (
     "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);font-size:12px"
 )
-_CELL_STYLE = "padding:1px 10px;border-bottom:1px solid #ddd;white-space:nowrap"
+_CELL_STYLE = "padding:1px 10px;border-bottom:1px solid var(--jp-border-color2, #ddd);white-space:nowrap"
 # A box that scrolls sideways by itself where the output is narrower than what it holds. An HTML
 # widget's content is a flex item that grows to its widest child (min-width: auto), so the page's
 # rule lets the widgets that hold such a box shrink to the output's width instead; it travels with
