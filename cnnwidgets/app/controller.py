@@ -218,6 +218,11 @@ class Controller(NewestFirstWorker):
         redraws = self._redraws
         if request == self._shown_request:
             if not (self._error_shown and self.shown is not None):
+                if self.shown is not None and self.shown[0] != state:
+                    # a change the frame does not show (the fill with no occluder, the target with
+                    # no scores): the frame on screen is this state's too, and is shown as such
+                    self.shown = (state, self.shown[1])
+                    self._on_frame(state, self.shown[1])
                 return
             self._follow_model()
             if self._computed is not None and self._computed.key == request.compute:

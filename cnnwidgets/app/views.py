@@ -351,7 +351,7 @@ class MethodRunner(NewestFirstWorker):
     def _is_current(self, request: MethodRequest) -> bool:
         if self._pending is not None:
             return False
-        if self._busy:
+        if self._busy and self._running is not None:
             # weights that change while it runs make the runner compute it again by itself
             if request.key() == self._running_key:
                 self._renamed = None  # asked for under its first name again: its maps go by that
@@ -447,12 +447,17 @@ class MethodRunner(NewestFirstWorker):
                     self.cancelled += 1
                     return
                 if result is not None and not self._weights_changed(version):
-                    asked = self._as_asked(request)
-                    if asked is not request:  # asked for again under another name meanwhile
-                        result = replace(result, request=asked)
-                    self.result = result
-                    self._done_key = asked.key()
-                    self._done_version = version
+                    with self._cond:
+                        asked = self._as_asked(request)
+                        if asked is not request:  # asked for again under another name meanwhile
+                            result = replace(result, request=asked)
+                        self.result = result
+                        self._done_key = asked.key()
+                        self._done_version = version
+                        # the map is done: a request from now on is compared with it (_is_current), not
+                        # renamed into the work in progress after its name was read above
+                        self._running_key = None
+                        self._running = self._running_target = self._renamed = None
                     self._keep_scan(request, result, version)
                     self._on_result(result)
                     return
