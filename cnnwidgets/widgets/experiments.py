@@ -97,6 +97,21 @@ class TopKView(ImageStatus, widgets.VBox):
         self.caption = ""
 
 
+class _PickingSlider(widgets.IntSlider):
+    """An IntSlider that hands every value the browser sends to ``on_pick``, also the one it already
+    holds: with no epoch chosen its knob still sits on one, and picking that one must choose it (a
+    value that did not change fires no trait change)."""
+
+    on_pick = None
+
+    def set_state(self, sync_data):  # type: ignore[no-untyped-def]
+        before = self.value
+        super().set_state(sync_data)
+        # a new value reaches the view as a trait change already
+        if "value" in sync_data and self.value == before and self.on_pick is not None:
+            self.on_pick({"new": self.value})
+
+
 class EvolutionView(ImageStatus, widgets.VBox):
     """Feature evolution during training (Fig. 4) with an epoch slider.
 
@@ -122,8 +137,8 @@ class EvolutionView(ImageStatus, widgets.VBox):
     projections = traitlets.Bool(True)
 
     def __init__(self, **kwargs) -> None:
-        self._slider = widgets.IntSlider(value=0, min=0, max=0, description="epoch", readout=False,
-                                         continuous_update=True, layout=widgets.Layout(width="300px"))
+        self._slider = _PickingSlider(value=0, min=0, max=0, description="epoch", readout=False,
+                                      continuous_update=True, layout=widgets.Layout(width="300px"))
         self._label = widgets.Label("-", layout=widgets.Layout(margin="0 12px 0 4px"))
         self._follow_box = widgets.Checkbox(value=True, description="follow training", indent=False)
         self._show_menu = RefusingToggleButtons(options=[("projection", "projection"), ("patch", "patch")],
@@ -137,6 +152,7 @@ class EvolutionView(ImageStatus, widgets.VBox):
         widgets.link((self._show_menu, "value"), (self, "show"))
         widgets.dlink((self, "unit"), (self._slider, "description"))
         self._slider.observe(self._from_slider, names="value")
+        self._slider.on_pick = self._from_slider  # the browser picks the knob's epoch also with none chosen
 
     def _from_slider(self, change) -> None:
         if 0 <= change["new"] < len(self.epochs):
