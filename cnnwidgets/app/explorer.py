@@ -1696,8 +1696,7 @@ class Explorer(ipw.VBox):
                                      layout=ipw.Layout(width="150px"))
         self._show_filter_box()
         self._set_note("layers", _few_maps_note(self._layers))
-        self._set_note("hooks", _user_hooks_note(self.probe.user_hooks))
-        self._set_note("training", _training_note(self.probe.user_model))
+        self._note_user_model()
         self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
         # a layer wider than GRID_PAGE channels is shown a page at a time; hidden for the others
         self.page_select = ipw.Dropdown(description="page", options=[("1", 0)], value=0,
@@ -2105,6 +2104,8 @@ class Explorer(ipw.VBox):
         self._set_note("scores", self.controller.scores_note if state.show_scores else None)
         self._set_note("nonfinite", _nonfinite_note(state.layer, frame, self.probe))
         self._set_note("slow", _slow_note(frame.computed.seconds, self.probe))
+        if not state.dragging:  # (two walks over the modules: once per drag, at its end)
+            self._note_user_model()  # the user may have called model.eval() or added a hook since the last frame
         if problem is not None:
             self.status.error(f"{problem}; the feature maps are shown without class scores")
         elif self._method_error is not None:
@@ -2173,6 +2174,16 @@ class Explorer(ipw.VBox):
         if self._out_of_date:
             caption = f"{self.OUT_OF_DATE_NOTE}<br>{caption}"
         self.grid_caption.value = caption
+
+    def _note_user_model(self) -> None:
+        """Note the user's model as it is now: its own forward hooks, which the copies do not run, and
+        batch norm or dropout left in training mode."""
+        try:
+            model = self.probe.user_model
+            self._set_note("hooks", _user_hooks_note(self.probe.user_hooks))
+            self._set_note("training", _training_note(model))
+        except RuntimeError:  # closed meanwhile, or the user's training thread changed a dict read here
+            pass
 
     def _set_note(self, about: str, note: str | None) -> None:
         """Keep ``note`` in the status line with every frame (None: drop the note about ``about``)."""

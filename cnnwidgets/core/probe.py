@@ -35,6 +35,7 @@ import re
 import sys
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -555,6 +556,19 @@ def _in_layout(t: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
     if t.stride() == want:
         return t
     return torch.empty_like(t, memory_format=layout).copy_(t)
+
+
+def _storage_ref(t: torch.Tensor) -> weakref.ref | None:
+    """A weak reference to the storage ``t`` holds now (equal to the reference taken later while ``t`` holds
+    the same storage, and to no reference taken of another one), or None for a tensor without one.
+
+    ``t.data_ptr()`` alone cannot tell a new storage from the old one: memory just freed is often handed
+    out again at the same address (``model.half(); model.float()`` gives each weight new float32 memory,
+    where its old float32 memory was)."""
+    try:
+        return weakref.ref(t.untyped_storage())
+    except (RuntimeError, NotImplementedError, TypeError):  # a sparse tensor, a tensor subclass without storage
+        return None
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -1129,7 +1143,8 @@ class Probe:
                 for t in tensors.values():
                     if t is not None:
                         # model.half() or p.data = ... swap the storage without a version bump
-                        items.append((id(t), t._version, t.data_ptr(), t.dtype))
+                        # (and the new storage may be at the old one's address)
+                        items.append((id(t), t._version, t.data_ptr(), t.dtype, _storage_ref(t)))
         return tuple(modules), tuple(items)
 
     def refresh(self) -> None:
