@@ -643,7 +643,7 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Raises:
         TypeError: maps that are not a tensor (a numpy array: convert it with ``torch.from_numpy``),
             or a size that is not a pair of ints (floats such as ``64.0`` included).
-        ValueError: maps not 3-D, or a size with an entry below 1.
+        ValueError: maps not 3-D, maps of height or width 0, or a size with an entry below 1.
     """
     if not isinstance(maps, torch.Tensor):
         hint = "; convert it with torch.from_numpy(maps)" if isinstance(maps, np.ndarray) else ""
@@ -653,6 +653,8 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         )
     if maps.dim() != 3:
         raise ValueError(f"expected maps of shape (N, h, w), got {tuple(maps.shape)}")
+    if maps.shape[1] < 1 or maps.shape[2] < 1:
+        raise ValueError(f"maps must have a height and width of at least 1, got shape {tuple(maps.shape)}")
     try:
         size = as_pair(size, "size", ("height", "width"), "a (height, width) pair of ints")
     except TypeError as exc:

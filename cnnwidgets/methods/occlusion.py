@@ -520,6 +520,10 @@ def _prepare_image(x: object) -> torch.Tensor:
         )
     if not x.is_floating_point():
         raise ValueError(f"x must be a float tensor (preprocessed image), got dtype {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"x has no pixels: its shape is {tuple(x.shape)}; channels, height and width must be >= 1")
+    if x.is_meta:
+        raise ValueError("x is on the meta device, which holds shapes but no values; give a tensor with data")
     return x.detach()
 
 
@@ -561,6 +565,9 @@ def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
             value = torch.as_tensor(fill)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"fill must be {accepted}; got {fill!r}") from exc
+    if value.dtype == torch.bool:  # True is not 1.0: a bool fill is a mistake (a mask passed as the fill?)
+        made = "the fill callable returned" if callable(fill) and not isinstance(fill, torch.Tensor) else "got"
+        raise ValueError(f"fill must be {accepted}; {made} booleans (shape {tuple(value.shape)}), which are not values")
     value = value.detach().to(device=x.device, dtype=x.dtype)
     if not bool(torch.isfinite(value).all()):
         bad = int((~torch.isfinite(value)).sum())

@@ -72,7 +72,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo, check_map_not_empty
-from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, not_a_model_hint, probe_scope, takes_as_model
+from cnnwidgets.core.probe import Probe, check_batch, check_channel_axis, layer_names, not_a_model_hint, probe_scope, takes_as_model
 from cnnwidgets.core.targets import _describe_value, as_callback, as_count, as_flag, as_index, check_finite_activation
 
 __all__ = [
@@ -565,6 +565,7 @@ class TopKActivations:
     # ---------------------------------------------------------------- updating
     def _start(self, probe: Probe, batch: torch.Tensor) -> None:
         check_channel_axis(probe.model, batch)  # before the layers are described at the batch's size
+        check_batch(batch)  # an empty, non-float, meta or non-finite batch is refused before anything is kept
         self.input_size = tuple(int(s) for s in batch.shape[1:])
         probe.sync()  # the fingerprint below must describe the weights the activations come from
         infos = probe.layers if tuple(probe.input_size) == self.input_size else probe.describe(self.input_size)
