@@ -10,6 +10,11 @@ front end names it in the execute request (JupyterLab and Notebook 7 do); elsewh
 everything still open, wherever it was made.
 
 Set :data:`CLOSE_ON_RERUN` to False to keep what earlier runs made (and close it yourself).
+
+After every cell of an IPython shell (a notebook's kernel, a console), each open explorer whose
+model the cell changed draws itself again with the new weights (:func:`after_cell`), so a
+training loop in the next cell shows in the explorer above when it ends; set
+:data:`FOLLOW_AFTER_CELL` to False to keep the old pictures until the next move.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["CLOSE_ON_RERUN", "close_all", "open_view", "open_widgets"]
+__all__ = ["CLOSE_ON_RERUN", "FOLLOW_AFTER_CELL", "after_cell", "close_all", "open_view", "open_widgets"]
 
 CLOSE_ON_RERUN = True
 """Whether running a cell again closes the explorers and views its earlier runs made."""
+
+FOLLOW_AFTER_CELL = True
+"""Whether an open explorer draws itself again after a cell that changed its model's weights (a
+training loop run while it is open); see :meth:`cnnwidgets.app.explorer.Explorer.catch_up`."""
 
 
 class _Closable(Protocol):
@@ -95,6 +104,52 @@ def opened(obj: _Closable) -> None:
     with _lock:
         _alive()
         _made.append((cell, run, weakref.ref(obj)))
+    _watch_cells()
+
+
+# the IPython shells whose cells are followed (one registration each, whatever number of explorers)
+_watched: weakref.WeakSet = weakref.WeakSet()
+
+
+def _watch_cells() -> None:
+    """Have :func:`after_cell` run after every cell of the IPython shell this runs in (none in a script)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return
+    shell = get_ipython()
+    events = getattr(shell, "events", None)
+    if events is None:
+        return
+    with _lock:
+        if shell in _watched:
+            return
+        _watched.add(shell)
+    events.register("post_run_cell", after_cell)
+
+
+def after_cell(result: object = None) -> int:
+    """What runs after every notebook cell: each open explorer whose model the cell changed draws
+    itself again with the new weights (nothing when :data:`FOLLOW_AFTER_CELL` is False). Returns how
+    many did. A failure is shown in that explorer's status line, never raised into the cell.
+
+    Args:
+        result: what IPython hands its ``post_run_cell`` callbacks (the cell's result); not used.
+    """
+    if not FOLLOW_AFTER_CELL:
+        return 0
+    caught_up = 0
+    for obj in open_widgets():
+        catch_up = getattr(obj, "catch_up", None)
+        if catch_up is None:
+            continue
+        try:
+            caught_up += bool(catch_up())
+        except Exception as exc:  # noqa: BLE001 - after the user's cell: reported where the explorer is
+            status = getattr(obj, "status", None)
+            if status is not None and hasattr(status, "exception"):
+                status.exception("update after the cell", exc)
+    return caught_up
 
 
 View = TypeVar("View", bound=_Closable)

@@ -2524,6 +2524,28 @@ class Explorer(ipw.VBox):
         OutputTypeError: ..."``); None when it succeeded or no method is asked for (read-only)."""
         return self._method_error
 
+    def catch_up(self) -> bool:
+        """Draw the frame and the method map again now if the user's weights changed since they were
+        drawn (an optimizer step, ``load_state_dict``, a replaced layer), rather than at the user's
+        next move. In a notebook this runs by itself after every cell (see
+        :data:`cnnwidgets.app.cells.FOLLOW_AFTER_CELL`), so training the model in another cell updates
+        an open explorer when that cell ends; from a script, call it after changing the model.
+        Returns whether the model had changed (False on a closed explorer).
+
+        Like every update, it sees what the probe sees (see :meth:`Probe.user_model_changed`):
+        not writes through ``param.data`` or a module attribute set in place.
+        """
+        if self._closed:
+            return False
+        try:
+            changed = self.probe.user_model_changed()
+        except RuntimeError:  # closed by another thread meanwhile
+            return False
+        if changed:
+            self.controller.redraw()  # the same state, drawn again: with the new weights
+            self._submit()
+        return changed
+
     # ------------------------------------------------------------------ what the user sees, from Python
     def wait_idle(self, timeout: float | None = 30.0) -> bool:
         """Block until the newest state is computed and shown; returns False on timeout, and at once
