@@ -219,16 +219,44 @@ class _Run:
 
 def _owned_by_pass(module: nn.Module, output: torch.Tensor) -> bool:
     """Whether ``output`` is a tensor this forward pass made, which may be handed over without a
-    copy once the pass stops: not a view (of the pass's input, or of anything longer-lived) and
-    not one of the module's own parameters, buffers or plain tensor attributes (a table it keeps
-    and returns). A tensor kept elsewhere (a global, another module) would still be handed over
-    as it is; results are documented read-only, so only a caller that writes into them could
-    notice."""
+    copy once the pass stops: not a view (of the pass's input, or of anything longer-lived), not
+    a parameter, and sharing no memory with a tensor that ``module`` or one of its submodules
+    keeps (a buffer, a plain attribute, or an item of a list, tuple or dict attribute: a table it
+    returns, or an output buffer it writes into again on its next pass, ``torch.relu(x, out=self.slots[shape])``).
+    A tensor kept elsewhere (a global, another module) would still be handed over as it is."""
     if output._base is not None or isinstance(output, nn.Parameter):
         return False
-    return not any(output is t for t in module._buffers.values()) and not any(
-        output is value for value in vars(module).values()
+    memory = _storage_ptr(output)
+    return not any(
+        t is output or (memory is not None and _storage_ptr(t) == memory)
+        for part in module.modules() for key, value in vars(part).items() if key not in _NOT_KEPT
+        for t in _kept_tensors(value)
     )
+
+
+#: A module's attributes that hold no tensor an output could share memory with (parameters are
+#: refused by type, and their detached aliases are not looked for).
+_NOT_KEPT = frozenset(("_parameters", "_modules", "_non_persistent_buffers_set"))
+
+
+def _kept_tensors(value: Any, depth: int = 3) -> Iterator[torch.Tensor]:
+    """The tensors in ``value`` (a tensor, or lists, tuples and dicts of them, ``depth`` levels deep)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth > 0 and isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _kept_tensors(item, depth - 1)
+    elif depth > 0 and isinstance(value, dict):
+        for item in value.values():
+            yield from _kept_tensors(item, depth - 1)
+
+
+def _storage_ptr(t: torch.Tensor) -> int | None:
+    """The address of ``t``'s memory block (shared by its views and detached aliases), or None."""
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, TypeError):  # a sparse tensor, a subclass without storage
+        return None
 
 
 @dataclass
@@ -983,10 +1011,23 @@ class Probe:
         return memo
 
     def _make_copy(self) -> nn.Module:
+        # the verdicts of _hand_over are about the modules of the copy being replaced
+        self._owned_verdicts: dict[tuple[int, tuple[int, ...]], bool] = {}
         # normal tensors even when the probe is made inside torch.inference_mode(): inference
         # tensors could not be refreshed in place later, nor take part in gradients
         with torch.inference_mode(False):
             return self._copy_model()
+
+    def _hand_over(self, module: nn.Module, output: torch.Tensor) -> bool:
+        """:func:`_owned_by_pass`, whose walk over what ``module`` keeps (about 0.15 ms for a
+        resnet block, on every drag step) is done once per module of the copy and output shape."""
+        if output._base is not None or isinstance(output, nn.Parameter):
+            return False
+        key = (id(module), tuple(output.shape))
+        owned = self._owned_verdicts.get(key)
+        if owned is None:
+            owned = self._owned_verdicts[key] = _owned_by_pass(module, output)
+        return owned
 
     def _copy_model(self) -> nn.Module:
         lazy = [name for name, module in self._user_model.named_modules() if isinstance(module, nn.modules.lazy.LazyModuleMixin)
@@ -1097,7 +1138,7 @@ class Probe:
             last = run.stop and len(run.results) + 1 == len(run.wanted)
             if run.grad:
                 run.results[name] = output.clone()
-            elif last and _owned_by_pass(module, output):
+            elif last and self._hand_over(module, output):
                 # the pass stops right here: nothing can change this tensor later, and a copy
                 # of a large early map (12 MB for VGG16's first layers at 224 x 224) costs
                 # a good part of a millisecond on every drag step
@@ -1830,7 +1871,7 @@ class Probe:
                 return None
             output = self._describe(size, self._to_model_input(x))[1]
             try:
-                return output_tensor(output).detach()
+                return output_tensor(output).detach().clone()  # as _forward_once's output
             except TypeError:
                 return None  # a full forward reports this when the output is wanted
         return None
@@ -1901,7 +1942,9 @@ class Probe:
         if missing:
             raise RuntimeError(f"layers {sorted(missing)} did not run as discovered; is the forward data-dependent?")
         if not grad and output is not None:
-            output = output.detach()
+            # a copy: the output is cached and handed over, and a model may return a tensor it
+            # keeps and writes into again on its next pass (an output buffer); logits are small
+            output = output.detach().clone()
         return {n: run.results[n] for n in wanted}, output
 
     def _lookup(self, x: torch.Tensor) -> _CacheEntry | None:
