@@ -1728,7 +1728,13 @@ class Explorer(ipw.VBox):
         # what it explains, and a column of its own beside a taller one would leave a gap above
         # it whenever a narrower output wraps it onto the next line
         self.method_view.layout.margin = "10px 0 0 0"
-        image_col = ipw.VBox([self.input_caption, self.canvas, self.method_view], layout=ipw.Layout(max_width="100%"))
+        # no scroll box: the resize handle of a small box at the picture's right or bottom edge sticks
+        # out of the picture (into the 16px gap between columns); in a box that scrolls it made the
+        # column scroll sideways, and a column scrolled to show the handle jumped back while the
+        # box was resized, so that the box no longer followed the pointer. min_width 0 keeps the
+        # column shrinking as a scroll box does.
+        image_col = ipw.VBox([self.input_caption, self.canvas, self.method_view],
+                             layout=ipw.Layout(max_width="100%", min_width="0", overflow="visible"))
         # the class scores beside the channel view where the column has room for both, else under it
         # (in a box of their own: the list keeps any width given to it)
         self._scores_box = ipw.VBox([self.scores_view], layout=ipw.Layout(flex=f"1 1 {SCORES_BASIS}",
