@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,20 @@ def image_server(tmp_path):
     yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}", requests
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def thread_errors(monkeypatch):
+    """Every exception that reached ``threading.excepthook`` or ``sys.excepthook`` during the test
+    (the explorer's worker loops hand an exception that escaped their work to ``sys.excepthook``)."""
+    seen: list[str] = []
+
+    def on_thread(args):
+        seen.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
+
+    def on_sys(exc_type, exc, tb):
+        seen.append(f"{threading.current_thread().name}: {exc_type.__name__}: {exc}")
+
+    monkeypatch.setattr(threading, "excepthook", on_thread)
+    monkeypatch.setattr(sys, "excepthook", on_sys)
+    return seen

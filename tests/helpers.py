@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -129,3 +130,39 @@ def capture_batch_sizes(monkeypatch, probe) -> list[int]:
 
     monkeypatch.setattr(probe, "capture", capture)
     return sizes
+
+
+#: Every hook dict a module has (forward, forward-pre, backward and their variants, state-dict hooks).
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+              "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
+              "_state_dict_hooks", "_load_state_dict_pre_hooks")
+
+
+def hook_dicts(model: nn.Module) -> dict[str, tuple]:
+    """The contents of every hook dict of every module of ``model``, by module name."""
+    return {name: tuple(tuple(getattr(module, kind, {}).items()) for kind in HOOK_DICTS)
+            for name, module in model.named_modules()}
+
+
+@dataclass
+class UserModelSnapshot:
+    """A user's model as a test found it: hooks, parameters and buffers (copies), training flags."""
+
+    hooks: dict[str, tuple]
+    tensors: dict[str, torch.Tensor]
+    training: dict[str, bool]
+
+    @classmethod
+    def take(cls, model: nn.Module) -> UserModelSnapshot:
+        tensors = {f"p:{k}": v.detach().clone() for k, v in model.named_parameters()}
+        tensors.update({f"b:{k}": v.detach().clone() for k, v in model.named_buffers()})
+        return cls(hook_dicts(model), tensors, {name: m.training for name, m in model.named_modules()})
+
+    def assert_unchanged(self, model: nn.Module) -> None:
+        assert hook_dicts(model) == self.hooks, "hooks were left on (or taken off) the user's model"
+        now = {f"p:{k}": v for k, v in model.named_parameters()}
+        now.update({f"b:{k}": v for k, v in model.named_buffers()})
+        assert now.keys() == self.tensors.keys()
+        for name, value in now.items():
+            assert torch.equal(value, self.tensors[name]), f"{name} of the user's model changed"
+        assert {name: m.training for name, m in model.named_modules()} == self.training

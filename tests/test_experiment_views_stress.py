@@ -48,41 +48,13 @@ from cnnwidgets.methods.correspondence import correspondence
 from cnnwidgets.methods.evolution import FeatureEvolutionRecorder
 from cnnwidgets.methods.invariance import invariance_curves
 from cnnwidgets.methods.topk import scan_topk
+from tests.helpers import UserModelSnapshot as ModelSnapshot
+from tests.helpers import hook_dicts as _hooks
 
 ACTIONS = (100, 200)  # how many actions a run applies, drawn per run
 
 
 # ---------------------------------------------------------------- the user's model before and after
-def _hooks(model: nn.Module) -> dict[str, tuple]:
-    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-             "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
-             "_state_dict_hooks", "_load_state_dict_pre_hooks")
-    return {name: tuple(tuple(getattr(module, kind, {}).items()) for kind in kinds)
-            for name, module in model.named_modules()}
-
-
-@dataclass
-class ModelSnapshot:
-    hooks: dict[str, tuple]
-    tensors: dict[str, torch.Tensor]
-    training: dict[str, bool]
-
-    @classmethod
-    def take(cls, model: nn.Module) -> ModelSnapshot:
-        tensors = {f"p:{k}": v.detach().clone() for k, v in model.named_parameters()}
-        tensors.update({f"b:{k}": v.detach().clone() for k, v in model.named_buffers()})
-        return cls(_hooks(model), tensors, {name: m.training for name, m in model.named_modules()})
-
-    def assert_unchanged(self, model: nn.Module) -> None:
-        assert _hooks(model) == self.hooks, "a view left hooks on (or took hooks off) the user's model"
-        now = {f"p:{k}": v for k, v in model.named_parameters()}
-        now.update({f"b:{k}": v for k, v in model.named_buffers()})
-        assert now.keys() == self.tensors.keys()
-        for name, value in now.items():
-            assert torch.equal(value, self.tensors[name]), f"{name} of the user's model changed"
-        assert {name: m.training for name, m in model.named_modules()} == self.training
-
-
 @pytest.fixture
 def escaped(monkeypatch, caplog):
     """Every exception that reached ``threading.excepthook``, ``sys.excepthook`` or a widget's log

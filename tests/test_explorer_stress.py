@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import io
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,63 +42,15 @@ from cnnwidgets.app.views import MethodRunner
 from cnnwidgets.render import NORM_MODES, SEQUENTIAL
 from cnnwidgets.widgets.controls import FILLS
 from tests.conftest import shared_data_dir
+from tests.helpers import UserModelSnapshot as ModelSnapshot
 
 THREAD_NAMES = ("cnnwidgets-explorer", "cnnwidgets-methods")
 
 
 # ---------------------------------------------------------------- what the user's model looks like before and after
-def _hooks(model: nn.Module) -> dict[str, tuple]:
-    """Every hook dict of every module (forward, forward-pre, backward and their variants), by module name."""
-    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-             "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
-             "_state_dict_hooks", "_load_state_dict_pre_hooks")
-    return {name: tuple(tuple(getattr(module, kind, {}).items()) for kind in kinds)
-            for name, module in model.named_modules()}
-
-
-@dataclass
-class ModelSnapshot:
-    """The user's model as the explorer found it: hooks, parameters and buffers, training flags."""
-
-    hooks: dict[str, tuple]
-    tensors: dict[str, torch.Tensor]
-    training: dict[str, bool]
-
-    @classmethod
-    def take(cls, model: nn.Module) -> ModelSnapshot:
-        tensors = {f"p:{k}": v.detach().clone() for k, v in model.named_parameters()}
-        tensors.update({f"b:{k}": v.detach().clone() for k, v in model.named_buffers()})
-        return cls(_hooks(model), tensors, {name: m.training for name, m in model.named_modules()})
-
-    def assert_unchanged(self, model: nn.Module) -> None:
-        assert _hooks(model) == self.hooks, "the explorer left hooks on (or took hooks off) the user's model"
-        now = {f"p:{k}": v for k, v in model.named_parameters()}
-        now.update({f"b:{k}": v for k, v in model.named_buffers()})
-        assert now.keys() == self.tensors.keys()
-        for name, value in now.items():
-            assert torch.equal(value, self.tensors[name]), f"{name} of the user's model changed"
-        assert {name: m.training for name, m in model.named_modules()} == self.training
-
 
 def _explorer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name in THREAD_NAMES and t.is_alive()]
-
-
-@pytest.fixture
-def thread_errors(monkeypatch):
-    """Every exception that reached ``threading.excepthook`` or ``sys.excepthook`` (the worker loops hand
-    an exception that escaped their work to ``sys.excepthook``)."""
-    seen: list[str] = []
-
-    def on_thread(args):
-        seen.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
-
-    def on_sys(exc_type, exc, tb):
-        seen.append(f"{threading.current_thread().name}: {exc_type.__name__}: {exc}")
-
-    monkeypatch.setattr(threading, "excepthook", on_thread)
-    monkeypatch.setattr(sys, "excepthook", on_sys)
-    return seen
 
 
 # ---------------------------------------------------------------- the random user

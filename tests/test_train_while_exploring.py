@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -60,22 +59,6 @@ HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backw
               "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
 OTHER_HOOK_DICTS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
                     "_load_state_dict_post_hooks")
-
-
-@pytest.fixture
-def thread_errors(monkeypatch):
-    """Every exception that reached ``threading.excepthook`` or ``sys.excepthook``."""
-    seen: list[str] = []
-
-    def on_thread(args):
-        seen.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
-
-    def on_sys(exc_type, exc, tb):
-        seen.append(f"{threading.current_thread().name}: {exc_type.__name__}: {exc}")
-
-    monkeypatch.setattr(threading, "excepthook", on_thread)
-    monkeypatch.setattr(sys, "excepthook", on_sys)
-    return seen
 
 
 def _explorer_threads() -> list[threading.Thread]:
