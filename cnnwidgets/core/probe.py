@@ -340,18 +340,9 @@ def _dtype_mismatch(exc: BaseException) -> bool:
     return "should be the same" in text and "type" in text and not any(d in text for d in ("cuda", "mps", "xpu"))
 
 
-def _graph_tensors(value: Any, depth: int = 3) -> Iterator[torch.Tensor]:
-    """The tensors in ``value`` (a tensor, or lists, tuples and dicts of them, ``depth`` levels
-    deep) that are part of an autograd graph (not leaves)."""
-    if isinstance(value, torch.Tensor):
-        if not value.is_leaf:
-            yield value
-    elif depth > 0 and isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _graph_tensors(item, depth - 1)
-    elif depth > 0 and isinstance(value, dict):
-        for item in value.values():
-            yield from _graph_tensors(item, depth - 1)
+def _graph_tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in ``value`` (see :func:`_kept_tensors`) that are part of an autograd graph (not leaves)."""
+    return (t for t in _kept_tensors(value) if not t.is_leaf)
 
 
 def _plain_tensor_attributes(model: nn.Module) -> Iterator[tuple[nn.Module, str, torch.Tensor]]:
