@@ -49,6 +49,19 @@ THREAD_NAMES = ("cnnwidgets-explorer", "cnnwidgets-methods")
 
 # ---------------------------------------------------------------- what the user's model looks like before and after
 
+def fresh_method_map(model: nn.Module, request, prepared):
+    """The map a new method runner on ``model`` computes for ``request`` on the image ``prepared``."""
+    maps, failures = [], []
+    runner = MethodRunner(model, {request.image_id: prepared}.__getitem__, on_result=maps.append,
+                          on_error=lambda where, exc: failures.append(exc), background=False)
+    try:
+        runner.submit(request)
+    finally:
+        runner.close()
+    assert not failures and maps, failures
+    return maps[-1]
+
+
 def _explorer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name in THREAD_NAMES and t.is_alive()]
 
@@ -322,16 +335,9 @@ def check_idle_explorer(run: Run, errors: list[str]) -> None:
     else:
         assert result is not None, f"no {ex.method} map after {run.log[-10:]}"
         assert result.complete and result.request.key() == request.key(), (result.request, request)
-        maps, failures = [], []
-        runner = MethodRunner(run.model, {request.image_id: prepared}.__getitem__, on_result=maps.append,
-                              on_error=lambda where, exc: failures.append(exc), background=False)
-        try:
-            runner.submit(request)
-        finally:
-            runner.close()
-        assert not failures and maps, failures
-        np.testing.assert_allclose(result.heat, maps[-1].heat, rtol=1e-5, atol=1e-6, equal_nan=True)
-        assert result.target == maps[-1].target
+        fresh = fresh_method_map(run.model, request, prepared)
+        np.testing.assert_allclose(result.heat, fresh.heat, rtol=1e-5, atol=1e-6, equal_nan=True)
+        assert result.target == fresh.target
 
     # no backlog: a request is computed at most once, and one replaced while waiting never
     stats = ex.stats

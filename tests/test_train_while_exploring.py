@@ -44,9 +44,9 @@ from torch import nn
 import cnnwidgets
 from cnnwidgets import zoo
 from cnnwidgets.app import Explorer
-from cnnwidgets.app.views import MethodRunner
 from cnnwidgets.core.probe import Probe, user_forward_hooks
 from cnnwidgets.methods.evolution import FeatureEvolutionRecorder
+from tests.test_explorer_stress import fresh_method_map
 
 # a full backward hook on the root module, whose input needs no gradient, fires for the outputs (and says so)
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -533,16 +533,9 @@ def check_current(ex: Explorer, twins: Twins, errors: list[str]) -> None:
         assert result is None
         return
     assert result is not None and result.complete and result.request.key() == request.key(), (result, request)
-    maps, failures = [], []
-    runner = MethodRunner(twins.a, {request.image_id: prepared}.__getitem__, on_result=maps.append,
-                          on_error=lambda where, exc: failures.append(exc), background=False)
-    try:
-        runner.submit(request)
-    finally:
-        runner.close()
-    assert not failures and maps, failures
-    np.testing.assert_allclose(result.heat, maps[-1].heat, rtol=1e-4, atol=1e-6, equal_nan=True)
-    assert result.target == maps[-1].target
+    fresh = fresh_method_map(twins.a, request, prepared)
+    np.testing.assert_allclose(result.heat, fresh.heat, rtol=1e-4, atol=1e-6, equal_nan=True)
+    assert result.target == fresh.target
 
 
 def check_closed(ex: Explorer, twins: Twins, errors: list[str]) -> None:

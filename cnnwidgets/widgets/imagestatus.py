@@ -13,6 +13,7 @@ from PIL import Image
 
 from cnnwidgets.widgets._base import RefusesBrowserValues, RefusesWhenClosed, close_parts
 from cnnwidgets.widgets.controls import FIT_IN_ROW
+from cnnwidgets.widgets.status import ERROR_COLOUR
 from cnnwidgets.widgets.summary import wrapped_text
 
 __all__ = ["ImageStatus", "png_bytes", "show_png"]
@@ -92,9 +93,7 @@ class ImageStatus(RefusesWhenClosed, traitlets.HasTraits):
             return np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
 
     def _show_status(self, change: object = None) -> None:
-        # the package's palette where the page has its style sheet (light and dark themes), else
-        # JupyterLab's theme colour, else a white page's
-        colour = "var(--cnnw-error, var(--jp-error-color1, #b00020))" if self.error else "inherit"
+        colour = ERROR_COLOUR if self.error else "inherit"
         self._status.value = wrapped_text(f'<span style="color:{colour}">{html.escape(self.status)}</span>')
 
     def show_image(self, image: np.ndarray, status: str = "") -> None:

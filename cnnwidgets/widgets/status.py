@@ -12,10 +12,12 @@ __all__ = ["StatusLine"]
 #: The package's palette (widgets.css: one value for light and one for dark themes) where the page
 #: has its style sheet, as in the explorer; else JupyterLab's theme colours, else a white page's.
 _MUTED = "color:var(--cnnw-muted, var(--jp-ui-font-color2, #555))"
+#: The colour of error text (the status line's, and a view's under its picture).
+ERROR_COLOUR = "var(--cnnw-error, var(--jp-error-color1, #b00020))"
 _STYLES = {
     "info": _MUTED,
     "busy": f"{_MUTED};font-style:italic",
-    "error": "color:var(--cnnw-error, var(--jp-error-color1, #b00020))",
+    "error": f"color:{ERROR_COLOUR}",
 }
 
 #: Lines of a message that wraps are as far apart as in a paragraph, not one widget row (28px)
