@@ -931,11 +931,13 @@ def test_scan_topk_refuses_a_meta_batch_before_reading_it():
         scan_topk(CONTEXTS[0].model, torch.empty(2, 3, 64, 64, device="meta"), "features.conv4", 1, progress=False)
 
 
-@pytest.mark.parametrize("fill", [True, (True, False, True), np.array([True]), torch.tensor([True, True, False])],
-                         ids=["bool", "tuple", "array", "tensor"])
+@pytest.mark.parametrize("fill", [True, (True, False, True), (0.5, True, 0.0), [np.bool_(False), 0.5, 0.5],
+                                  np.array([True]), torch.tensor([True, True, False])],
+                         ids=["bool", "tuple", "mixed-tuple", "numpy-bool-in-list", "array", "tensor"])
 def test_fills_refuse_booleans(fill):
     # was: True silently read as 1.0 by invariance_curves and correspondence, and a tuple or tensor of bools
-    # by occlusion_map (which refuses a plain True)
+    # by occlusion_map (which refuses a plain True); a tuple mixing numbers and bools was read as numbers
+    # by occlusion_map while invariance_curves refused it
     model = CONTEXTS[0].model
     x = torch.randn(2, 3, 32, 32)
     with pytest.raises(TypeError, match="fill must be a number or one number per channel, not booleans"):

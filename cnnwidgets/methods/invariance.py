@@ -49,6 +49,7 @@ from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_
 from cnnwidgets.core.targets import (
     as_count, as_flag, as_index, check_finite_activation, class_probabilities, class_scores,
 )
+from cnnwidgets.methods._values import holds_bool
 from cnnwidgets.methods.cam import nearest_conv_layer
 from cnnwidgets.methods.gradients import readable_layer
 
@@ -109,19 +110,6 @@ def check_image_batch(images: object, what: str = "images") -> torch.Tensor:
     return images
 
 
-def _holds_bool(value: object) -> bool:
-    """Whether ``value`` is a bool, a bool array or tensor, or a sequence with a bool among its items."""
-    if isinstance(value, (bool, np.bool_)):
-        return True
-    if isinstance(value, torch.Tensor):
-        return value.dtype == torch.bool
-    if isinstance(value, np.ndarray):
-        return value.dtype == np.bool_
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return any(isinstance(item, (bool, np.bool_)) for item in value)
-    return False
-
-
 def check_fill(fill: object, channels: int) -> float | list[float]:
     """``fill`` as one finite value, or a list of one per channel, for images with ``channels`` channels.
 
@@ -133,7 +121,7 @@ def check_fill(fill: object, channels: int) -> float | list[float]:
     """
     if isinstance(fill, (str, bytes)) or not isinstance(fill, (numbers.Real, Sequence, np.ndarray, torch.Tensor)):
         raise TypeError(f"fill must be a number or one number per channel, got {type(fill).__name__}")
-    if _holds_bool(fill):  # True is not 1.0: bools are refused here, as by every number argument
+    if holds_bool(fill):  # True is not 1.0: bools are refused here, as by every number argument
         raise TypeError(f"fill must be a number or one number per channel, not booleans; got {fill!r}")
     try:
         values = np.asarray(fill.detach().cpu() if isinstance(fill, torch.Tensor) else fill, dtype=np.float64)
@@ -410,7 +398,7 @@ def _transform_values(kind: object, values: object) -> np.ndarray:
                         f"{type(values).__name__} {values!r}")
     if not isinstance(values, (torch.Tensor, np.ndarray)):
         values = list(values)  # read once (a generator, say)
-    if _holds_bool(values):  # True is not 1.0
+    if holds_bool(values):  # True is not 1.0
         raise TypeError(f"the values of {kind!r} must be numbers, not booleans; got {values!r}")
     try:
         return np.asarray(list(values), dtype=np.float64)

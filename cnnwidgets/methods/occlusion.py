@@ -78,6 +78,7 @@ from cnnwidgets.core.targets import (
     call_target, int_pair, class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
 )
 from cnnwidgets.methods._fold import InferenceCopyReport, inference_copy
+from cnnwidgets.methods._values import holds_bool
 from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import _EMPTY_QUIET, EmptyMapWarning
 
@@ -546,8 +547,8 @@ def _fill_image(fill: Fill, x: torch.Tensor) -> torch.Tensor:
         "'mean' (the image's per-channel mean), per-channel values of shape (C,), a tensor of shape "
         "(C, 1, 1), (C, H, W) or (1, C, H, W), or a callable x -> such a tensor"
     )
-    if isinstance(fill, bool):
-        raise ValueError(f"fill must be {accepted}; got {fill!r}")
+    if not callable(fill) and holds_bool(fill):  # True is not 1.0, here as in every method
+        raise ValueError(f"fill must be {accepted}; got {fill!r}, which holds booleans, not values")
     if isinstance(fill, (int, float, np.number)):
         if not math.isfinite(float(fill)):
             raise ValueError(f"fill must be a finite number, got {fill!r}; accepted: {accepted}")
