@@ -270,3 +270,37 @@ def test_a_background_run_error_reads_as_the_other_errors(monkeypatch):
         assert view.error and view.status == "the run failed here"
     finally:
         view.close()
+
+
+def test_the_status_says_the_image_size_and_where_it_came_from():
+    # the size was left out of the status: a bare model's run at an assumed 224x224 did not say so
+    assumed = actmax_view(small_net(), steps=1, background=False)
+    try:
+        size = "x".join(str(v) for v in assumed.controller.probe.input_size)
+        assert f"images {size}, a size assumed: the model does not say its input size (pass size= for another)" \
+            in assumed.status
+        assumed.running = True
+        assert "done after 1 steps" in assumed.status and f"images {size}, a size assumed" in assumed.status
+    finally:
+        assumed.close()
+    given = actmax_view(small_net(), size=(16, 20), steps=1, background=False)
+    try:
+        given.running = True
+        assert "images 3x16x20" in given.status and "assumed" not in given.status
+        assert tuple(given.controller.result.input_size) == (3, 16, 20)
+    finally:
+        given.close()
+    probe = Probe(small_net(), input_size=(3, 24, 24))
+    from_probe = actmax_view(probe, steps=1, background=False)
+    try:
+        assert "images 3x24x24, the probe's input size" in from_probe.status
+    finally:
+        from_probe.close()
+        probe.close()
+    trained = small_net()
+    trained.pretrained_cfg = {"input_size": (3, 32, 32)}
+    said = actmax_view(trained, steps=1, background=False)
+    try:
+        assert "images 3x32x32, the size the model says it was trained at" in said.status
+    finally:
+        said.close()

@@ -20,7 +20,7 @@ from torch import nn
 from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
-from cnnwidgets.core.probe import Probe, class_count, unwrap_model
+from cnnwidgets.core.probe import Probe, class_count, trained_input_size, unwrap_model
 from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag
 from cnnwidgets.methods.actmax import (
     ActMaxResult,
@@ -409,6 +409,29 @@ def _normalisation_text(mean: Any, std: Any) -> str:
     return f"input normalised with mean {values(mean)}, std {values(std)}"
 
 
+def _run_size_text(given: Any, probe: Probe, size: Any, input_size: Any) -> str:
+    """The size of the images an activation-maximisation view makes, and where it came from, for
+    the status line: ``given`` is what the view was opened on (a model, a bundle or a probe),
+    ``probe`` the probe its runs use, ``size`` and ``input_size`` the view's options."""
+    if input_size is not None:
+        channels, height, width = (int(v) for v in input_size)
+    elif size is not None:
+        channels, (height, width) = probe.input_size[0], _image_size(size)
+    else:
+        channels, height, width = probe.input_size
+    text = f"images {channels}x{height}x{width}"
+    if size is not None or input_size is not None:
+        return text
+    another = "pass size= for another"
+    if isinstance(given, Probe):
+        return f"{text}, the probe's input size ({another})"
+    if not isinstance(given, nn.Module):
+        return f"{text}, the bundle's input size ({another})"
+    if trained_input_size(unwrap_model(given)[0]) == (channels, height, width):
+        return f"{text}, the size the model says it was trained at ({another})"
+    return f"{text}, a size assumed: the model does not say its input size ({another})"
+
+
 class ActMaxController:
     """Runs :func:`~cnnwidgets.methods.actmax.maximize_activation` when the view's Run is pressed.
 
@@ -503,6 +526,8 @@ class ActMaxController:
             raise
         #: the input space runs use, in words (the status lines say it)
         self.input_space = _normalisation_text(mean, std)
+        #: the size of the images runs make and where it came from, in words (the status lines say it)
+        self.image_size = _run_size_text(model_or_probe, self.probe, size, options.get("input_size"))
         self.result: ActMaxResult | None = None
         #: the target of the image on screen, in words (None while none is shown)
         self.shown_target: str | None = None
@@ -521,7 +546,8 @@ class ActMaxController:
                                else layers[len(layers) // 2] if layers else CLASS_TARGET)
         self._fit_channels()
         if not self.view.status:
-            self.view.status = f"choose a target and press Run to synthesise its image; {self.input_space}"
+            self.view.status = (f"choose a target and press Run to synthesise its image; {self.input_space}; "
+                                f"{self.image_size}")
         self.view.observe(self._on_running, names="running")
         self.view.observe(self._fit_channels, names="layer")  # first: the channel fits the target when said
         self.view.observe(self._on_target, names=["layer", "channel"])
@@ -646,7 +672,8 @@ class ActMaxController:
             self._show(
                 what,
                 f"{state} after {result.steps} steps for {what}: its {quantity} went from "
-                f"{result.initial_activation:.4g} to {result.activation:.4g}; {self.input_space}{warning}",
+                f"{result.initial_activation:.4g} to {result.activation:.4g}; {self.input_space}; "
+                f"{self.image_size}{warning}",
                 torch.from_numpy(result.rgb).permute(2, 0, 1),
             )
             view.running = False
