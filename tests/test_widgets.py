@@ -734,11 +734,29 @@ def test_js_resize_handle_stays_on_the_image_at_its_edges():
     assert js == [{"right": False, "bottom": False}, {"right": True, "bottom": False},
                   {"right": False, "bottom": True}, {"right": True, "bottom": True},
                   {"right": False, "bottom": False}]
-    # not for a small box: its handle stays outside, or the whole box would be handle
-    assert css_rule(".cnnw-occluder-box.cnnw-occluder-at-right:not(.cnnw-occluder-small) .cnnw-occluder-handle") \
-        == {"right": "0"}
-    assert css_rule(".cnnw-occluder-box.cnnw-occluder-at-bottom:not(.cnnw-occluder-small) .cnnw-occluder-handle") \
+    # near an edge for the handle's reach, in CSS pixels: a small box's handle reaches 14 px past its
+    # corner, so at 2 CSS pixels per image pixel a box 6 image pixels from the edge is too near (was:
+    # only a box touching the edge counted, and a small box's handle stuck out of the picture, and out
+    # of a narrow explorer, by up to 14 px)
+    js = run_node(
+        import_js("occluder.js", "handleAtEdge", "HANDLE_REACH_PX", "SMALL_HANDLE_REACH_PX") +
+        "console.log(JSON.stringify({reach: [HANDLE_REACH_PX, SMALL_HANDLE_REACH_PX], cases:"
+        " [[[48, 0, 10, 4], 2, 14], [[47, 0, 10, 4], 2, 14], [[58, 0, 4, 4], 2, 6], [[57, 0, 4, 4], 2, 6],"
+        " [[0, 41, 4, 4], 1, 6], [[0, 38, 4, 4], 1, 6]].map(([b, s, r]) => handleAtEdge(b, 64, 48, s, r))}));"
+    )
+    assert js["reach"] == [6, 14]
+    assert js["cases"] == [{"right": True, "bottom": False}, {"right": False, "bottom": False},
+                           {"right": True, "bottom": False}, {"right": False, "bottom": False},
+                           {"right": False, "bottom": True}, {"right": False, "bottom": False}]
+    # at the right edge the handle's right side is the box's, small box or not
+    assert css_rule(".cnnw-occluder-box.cnnw-occluder-at-right .cnnw-occluder-handle") == {"right": "0"}
+    # at the bottom: inside a normal box; beside a small one, flush with its bottom
+    assert css_rule(".cnnw-occluder-box.cnnw-occluder-at-bottom:not(.cnnw-occluder-small) .cnnw-occluder-handle, "
+                    ".cnnw-occluder-small.cnnw-occluder-at-bottom:not(.cnnw-occluder-at-right) .cnnw-occluder-handle") \
         == {"bottom": "0"}
+    # a small box near both edges: the handle goes above it (below or beside, it would leave the picture)
+    assert css_rule(".cnnw-occluder-small.cnnw-occluder-at-right.cnnw-occluder-at-bottom .cnnw-occluder-handle") \
+        == {"bottom": "calc(100% + 2px)"}
 
 
 # ---------------------------------------------------------------- keyboard and screen readers

@@ -30,10 +30,17 @@ export function handleOutside(widthPx, heightPx) {
   return Math.min(widthPx, heightPx) < SMALL_BOX_PX;
 }
 
-// Which edges of a `W` x `H` image the box (x, y, w, h) touches on the right and at the bottom:
-// there the resize handle goes inside the box, so that it never sticks out of the image.
-export function handleAtEdge(b, W, H) {
-  return { right: b[0] + b[2] >= W, bottom: b[1] + b[3] >= H };
+// How far (CSS pixels) the resize handle reaches past the box's bottom-right corner: a normal
+// box's handle straddles the corner, a small box's sits outside it (see widgets.css).
+export const HANDLE_REACH_PX = 6;
+export const SMALL_HANDLE_REACH_PX = 14;
+
+// Which edges of a `W` x `H` image the box (x, y, w, h) is too near, on the right and at the
+// bottom, for a handle reaching `reachPx` CSS pixels past its corner at `s` CSS pixels per image
+// pixel (by default: which edges it touches). There the handle is placed so that it never sticks
+// out of the image: inside a normal box; beside, below or above a small one.
+export function handleAtEdge(b, W, H, s = 1, reachPx = 0.5) {
+  return { right: (W - b[0] - b[2]) * s < reachPx, bottom: (H - b[1] - b[3]) * s < reachPx };
 }
 
 // Arrow keys move the box `step` image pixels per press, Shift+arrows BIG_STEP times as far.
@@ -183,8 +190,9 @@ export default {
         box.style.backgroundImage = "";
         box.style.background = model.get("fill_color");
       }
-      box.classList.toggle("cnnw-occluder-small", handleOutside(b[2] * s, b[3] * s));
-      const edge = handleAtEdge(b, imageWidth(), imageHeight());
+      const small = handleOutside(b[2] * s, b[3] * s);
+      box.classList.toggle("cnnw-occluder-small", small);
+      const edge = handleAtEdge(b, imageWidth(), imageHeight(), s, small ? SMALL_HANDLE_REACH_PX : HANDLE_REACH_PX);
       box.classList.toggle("cnnw-occluder-at-right", edge.right);
       box.classList.toggle("cnnw-occluder-at-bottom", edge.bottom);
     }

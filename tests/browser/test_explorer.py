@@ -400,6 +400,21 @@ def run_explorer_checks(nb) -> None:
     assert abs(moved["box"][0] - (bx + 40 / small)) <= 2 and abs(moved["box"][1] - (by + 20 / small)) <= 2, (
         moved, bx, by, small)
     kernel.execute("assert explorer.wait_idle(120)")
+    # a box near the picture's right edge, small or not, and a small one in its bottom-right corner:
+    # the resize handle stays on the picture, inside the explorer (was: a small box's handle stuck
+    # out of the picture, and out of the explorer's outer box by 11 px at this width)
+    width, height = kernel.eval("(explorer.canvas.image_width, explorer.canvas.image_height)")
+    for box in ((width - 10, height // 3, 8, 40), (width - 8, height - 8, 8, 8), (width - 41, height // 3, 40, 40)):
+        kernel.execute(f"explorer.box = {box}; assert explorer.wait_idle(120)")
+        poll(lambda: nb.widget(".cnnw-explorer .cnnw-occluder-box").evaluate("e => e.style.left"),
+             lambda left, box=box: abs(float(left.rstrip("%")) - 100 * box[0] / width) < 0.01, what=f"box {box} drawn")
+        handle = nb.box(nb.widget(".cnnw-explorer .cnnw-occluder-handle"))
+        shown, outer = nb.box(picture), explorer_root.bounding_box()
+        assert shown["x"] - 0.5 <= handle["x"] and handle["x"] + handle["width"] <= shown["x"] + shown["width"] + 0.5, (
+            box, handle, shown)
+        assert shown["y"] - 0.5 <= handle["y"] and handle["y"] + handle["height"] <= shown["y"] + shown["height"] + 0.5, (
+            box, handle, shown)
+        assert handle["x"] + handle["width"] <= outer["x"] + outer["width"] + 0.5, (box, handle, outer)
     nb.page.set_viewport_size({"width": 1400, "height": 1500})
 
     # ---- upload a photo larger than one websocket message may be (10 MiB): it arrives in pieces
