@@ -135,10 +135,15 @@ def _check_inverted(
 def model_input_range(image: Any) -> tuple[float, float] | None:
     """``(min, max)`` of ``image`` when it is a floating-point tensor of finite values outside
     [0, 1]: not a picture (which :func:`to_pil` refuses) but a model input, normalised; None for
-    anything else."""
-    if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.numel() == 0:
+    anything else (a tensor without values to read, on the meta device, sparse or nested, too: :func:`to_pil`
+    says what is wrong with it)."""
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+        return None
+    if image.is_meta or image.is_nested or image.layout != torch.strided or image.numel() == 0:
         return None
     values = image.detach()
+    if values.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        values = values.float()  # float8, which isfinite, min and max do not take
     if not bool(torch.isfinite(values).all()):
         return None
     low, high = float(values.min()), float(values.max())

@@ -78,6 +78,7 @@ _ARRAY_RULES = (
     "arrays/tensors must be (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 (a leading batch "
     "dimension of size 1 is allowed), of dtype uint8, uint16 or float in [0, 1]"
 )
+_FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP ..."
 _WHITE = (255, 255, 255)
 _URL_SAFE = "/%:@!$&'()*+,;=~"
 
@@ -97,18 +98,22 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
        are percent-encoded first, so a pasted ``.../my photo.png`` works. An invalid address,
        an unreachable server, an HTTP error or a broken response raises ``ValueError``. Encoded
        bytes or a binary file object are decoded likewise (e.g. from an upload widget; the file
-       object is left open). Multi-frame files (GIF, TIFF, APNG) give their first frame; a file
-       opened from a path is closed before returning. A PIL image is copied, never modified.
+       object is left open; one opened in text mode raises ``TypeError``). A file that cannot be
+       decoded (damaged, truncated, closed) raises ``ValueError``, whatever the decoder raised.
+       Multi-frame files (GIF, TIFF, APNG) give their first frame; a file
+       opened from a path is closed before returning. A PIL image is copied, never modified
+       (its pixels are read first: one opened lazily from a damaged or closed file raises ``ValueError``).
     2. **Orientation.** The EXIF orientation tag, if any, is applied (a photo taken
        sideways comes out upright) and then dropped; for a PIL image this includes a tag set
        in memory with ``getexif()``.
     3. **Arrays and tensors.** Layout (H, W) is grayscale; (H, W, C) or (C, H, W) with
        C in {1, 3, 4} (1 = gray, 3 = RGB, 4 = RGBA); since sides below ``min_size`` are
        rejected, the channel axis is never ambiguous. A leading batch axis of size 1 is
-       dropped. Tensors are detached and moved to the CPU. dtype ``uint8`` is used as is,
+       dropped. Tensors are detached and moved to the CPU; a tensor without values (on the
+       ``meta`` device), a sparse or a nested tensor raises ``ValueError``. dtype ``uint8`` is used as is,
        ``uint16`` (either byte order) is scaled to 8 bits (``round(v / 257)``, so 65535 -> 255),
-       floats must lie in [0, 1] (scaled by 255 and rounded); any other dtype, NaN, or a float outside
-       [0, 1] raises ``ValueError`` (normalise-then-pass mistakes are caught here).
+       floats of any precision must lie in [0, 1] (scaled by 255 and rounded); any other dtype, NaN, or a
+       float outside [0, 1] raises ``ValueError`` (normalise-then-pass mistakes are caught here).
     4. **Modes.** Grayscale (``L``, ``1``, 16-bit ``I;16``/``I``) -> RGB by copying the
        gray value into R, G and B; 16-bit gray is scaled like uint16 above (a 32-bit
        ``I`` image must hold values in 0..65535). Images with transparency (``RGBA``,
@@ -117,7 +122,7 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
        white** (``out = a * rgb + (1 - a) * 255``); a transparent colour is matched at the
        image's own bit depth, so in a 16-bit image only pixels with exactly that 16-bit value
        become white. Premultiplied alpha (``La``, ``RGBa``) is composited over white the
-       same way. Float ``F`` images follow the float rule.
+       same way, from the stored values (``out = stored + 255 - a``). Float ``F`` images follow the float rule.
        Everything else (``P``, ``CMYK``, ``YCbCr``, ...) goes through PIL's ``convert("RGB")``.
     5. **Size.** Either side smaller than ``min_size`` -> ``ValueError``. If the longer
        side exceeds ``max_size``, the image is downscaled (Lanczos) so that the longer
@@ -145,7 +150,8 @@ def load_image(src: Any, size: int | tuple[int, int] | None = None, *, max_size:
         ValueError: unreadable file, failed download (invalid address, no connection, HTTP error, broken
             response, a timeout or a download slower than :data:`DOWNLOAD_DEADLINE`), unsupported shape/dtype/value range, too small an image, a bad ``size`` (of any
             type, or too large: rule 6), ``min_size < 1`` or ``max_size < min_size``.
-        TypeError: an unsupported kind of object, or a ``max_size``/``min_size`` that is not an int.
+        TypeError: an unsupported kind of object (a file object open in text mode too), or a
+            ``max_size``/``min_size`` that is not an int.
     """
     max_size, min_size = _check_limits(max_size, min_size)
     image = _open(src, max_size)
@@ -180,7 +186,9 @@ def image_to_tensor(src: Any, *, max_size: int = DEFAULT_MAX_SIZE, min_size: int
     """
     max_size, min_size = _check_limits(max_size, min_size)
     if isinstance(src, torch.Tensor) and src.is_floating_point():
-        t = _squeeze_batch(src.detach())
+        t = _squeeze_batch(_tensor_values(src))
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.float()  # half, bfloat16, float8: returned as float32 anyway
         t = _channels_first(t, tensor=True)
         if t.shape[0] == 3:
             _check_float_range(t)
@@ -206,16 +214,33 @@ def _open(src: Any, max_size: int) -> Image.Image:
                          f"http:// or https:// (or give a local file path): {src!r}")
     if isinstance(src, (str, os.PathLike)):
         path = Path(src).expanduser()
-        if not path.exists():
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # a name too long for a path (a pasted data: URL), a folder not allowed to look in
+            text = str(path) if len(str(path)) <= 80 else str(path)[:80] + "..."
+            raise ValueError(
+                f"cannot use {text!r} as an image file path ({exc.strerror or exc}); accepted: {_ACCEPTED}"
+            ) from exc
+        if not exists:
             raise FileNotFoundError(f"image file not found: {str(path)!r}")
-        if path.is_dir():
+        if is_dir:
             raise ValueError(f"{str(path)!r} is a directory, not an image file")
         return _decode(path, str(path), max_size)
     if isinstance(src, (bytes, bytearray, memoryview)):
         return _decode(io.BytesIO(bytes(src)), "the data given", max_size)
+    if isinstance(src, io.TextIOBase):
+        raise TypeError(
+            "the given file object is open in text mode; open the image file in binary mode "
+            f"(open(path, 'rb')) or pass its path; accepted: {_ACCEPTED}"
+        )
     if isinstance(src, io.IOBase) or (hasattr(src, "read") and hasattr(src, "seek")):
+        if getattr(src, "closed", False) is True:
+            raise ValueError(
+                "the given file object is closed; pass an open binary file (open(path, 'rb')), its path or its bytes"
+            )
         return _decode(src, "the given file object", max_size)
     if isinstance(src, Image.Image):
+        _load_pixels(src)
         return _upright(src)
     if isinstance(src, torch.Tensor):
         return _from_array(_tensor_to_numpy(src))
@@ -361,14 +386,42 @@ def _decode(fp: Any, what: str, max_size: int) -> Image.Image:
             # A loaded copy made before the file is closed (multi-frame files keep it open).
             image = _upright(opened)
     except UnidentifiedImageError as exc:
-        raise ValueError(
-            f"{what} is not an image file in a format that can be read (PNG, JPEG, GIF, BMP, TIFF, WebP ...)"
-        ) from exc
+        raise ValueError(f"{what} is not an image file in a format that can be read ({_FORMATS})") from exc
     except Image.DecompressionBombError as exc:
         raise ValueError(f"{what} is too large to decode safely: {exc}") from exc
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"could not decode {what}: {exc}") from exc
+    except (_OrientationError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes PIL's decoders fail in many ways
+        # OSError and SyntaxError mostly, but also ValueError, EOFError, struct.error or
+        # NotImplementedError in the decoder's own words
+        raise ValueError(
+            f"could not decode {what}: {_reason(exc)}; accepted: a complete, undamaged image file ({_FORMATS})"
+        ) from exc
     return image
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc``'s message, or its class name when it has none."""
+    return str(exc) or type(exc).__name__
+
+
+class _OrientationError(ValueError):
+    """The EXIF orientation of an image whose pixels could be read could not be applied."""
+
+
+def _load_pixels(image: Image.Image) -> None:
+    """Read the pixels of a PIL image given (PIL opens files lazily and reads them on first use), so
+    that a file that is damaged, truncated or already closed is said as such."""
+    try:
+        image.load()
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes PIL's decoders fail in many ways
+        raise ValueError(
+            f"could not read the pixels of the PIL image given ({_reason(exc)}): its file is damaged or "
+            "incomplete, or was closed before the pixels were read (call image.load() while the file is open, "
+            "or pass the file's path or bytes)"
+        ) from exc
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -376,14 +429,28 @@ def _upright(image: Image.Image) -> Image.Image:
     try:
         upright = ImageOps.exif_transpose(image)
     except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not make a readable image unusable
-        raise ValueError(f"the image's EXIF orientation data could not be applied: {exc}") from exc
+        raise _OrientationError(f"the image's EXIF orientation data could not be applied: {exc}") from exc
     return upright if upright is not None else image.copy()
 
 
+def _tensor_values(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached; a tensor whose values cannot be read as an image's raises ``ValueError``."""
+    if t.is_meta:
+        raise ValueError(
+            f"the tensor (shape {tuple(t.shape)}) is on the meta device: it has a shape but no values; pass a "
+            "tensor that holds the image's values (on the CPU or a GPU)"
+        )
+    if t.is_nested:
+        raise ValueError("got a nested tensor; pass one image as a plain tensor (H, W), (H, W, C) or (C, H, W)")
+    if t.layout != torch.strided:
+        raise ValueError(f"got a sparse tensor (layout {t.layout}); pass a dense one (tensor.to_dense())")
+    return t.detach()
+
+
 def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = _squeeze_batch(t.detach()).cpu()
-    if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
-        t = t.float()
+    t = _squeeze_batch(_tensor_values(t)).cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        t = t.float()  # half, bfloat16 and float8 have no numpy dtype
     if t.dtype == getattr(torch, "uint16", None):  # torch.uint16 exists from torch 2.3 on
         return t.to(torch.int32).numpy().astype(np.uint16)
     try:
@@ -417,6 +484,8 @@ def _channels_first(t, *, tensor: bool):
 
 
 def _check_float_range(a) -> None:
+    if (a.numel() if isinstance(a, torch.Tensor) else a.size) == 0:
+        return  # no values: the size check says what is wrong
     if isinstance(a, torch.Tensor):
         if not bool(torch.isfinite(a).all()):
             raise ValueError("image contains NaN or infinite values")
@@ -426,9 +495,19 @@ def _check_float_range(a) -> None:
             raise ValueError("image contains NaN or infinite values")
         lo, hi = float(a.min()), float(a.max())
     if lo < 0.0 or hi > 1.0:
-        hint = " (it looks normalised; pass the image before normalisation)" if lo < 0.0 else (
-            " (for 0..255 values use dtype uint8)" if hi <= 255.0 else "")
-        raise ValueError(f"float image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
+        if lo >= -1e-3 and hi <= 1.0 + 1e-3:
+            hint = " (just outside, as rounding leaves them: clip the image to [0, 1] first)"
+        elif lo < 0.0:
+            hint = " (it looks normalised; pass the image before normalisation)"
+        else:
+            hint = " (for 0..255 values use dtype uint8)" if hi <= 255.0 else ""
+        raise ValueError(f"float image values must lie in [0, 1], got [{_bound(lo)}, {_bound(hi)}]{hint}")
+
+
+def _bound(value: float) -> str:
+    """``value`` with 4 significant digits, or 9 where 4 would show a value outside [0, 1] as inside."""
+    text = f"{value:.4g}"
+    return text if (0.0 <= float(text) <= 1.0) == (0.0 <= value <= 1.0) else f"{value:.9g}"
 
 
 def _from_array(a: np.ndarray) -> Image.Image:
@@ -487,13 +566,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         _check_float_range(values)
         gray = np.rint(values * np.float32(255.0)).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
-    if mode == "La":
-        # L with premultiplied alpha, which PIL cannot convert to RGB(A): the stored gray is
-        # already a * gray, so over white out = a * gray + (1 - a) * 255 = stored + 255 - a.
+    if mode in ("La", "RGBa"):
+        # premultiplied alpha (which PIL cannot convert to RGB for La, and un-premultiplies with a
+        # rounding for RGBa): the stored colour is already a * colour, so over white
+        # out = a * colour + (1 - a) * 255 = stored + 255 - a.
         values = np.asarray(image, dtype=np.int16)
-        gray = np.clip(values[..., 0] + 255 - values[..., 1], 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa"):
+        colour = np.clip(values[..., :-1] + 255 - values[..., -1:], 0, 255).astype(np.uint8)
+        if mode == "La":
+            return Image.fromarray(colour[..., 0], "L").convert("RGB")
+        return Image.fromarray(colour, "RGB")
+    if mode in ("RGBA", "LA", "PA"):
         return _over_white(image.convert("RGBA"))
     if mode == "P":
         if "transparency" in image.info:
