@@ -388,7 +388,7 @@ def _decode(fp: Any, what: str, max_size: int) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise ValueError(f"{what} is not an image file in a format that can be read ({_FORMATS})") from exc
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"{what} is too large to decode safely: {exc}") from exc
+        raise ValueError(_too_many_pixels(what, exc)) from exc
     except (_OrientationError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file makes PIL's decoders fail in many ways
@@ -398,6 +398,18 @@ def _decode(fp: Any, what: str, max_size: int) -> Image.Image:
             f"could not decode {what}: {_reason(exc)}; accepted: a complete, undamaged image file ({_FORMATS})"
         ) from exc
     return image
+
+
+def _too_many_pixels(what: str, exc: Image.DecompressionBombError) -> str:
+    """The message for an image PIL refuses to decode for its size (over twice
+    ``Image.MAX_IMAGE_PIXELS``), with the numbers read from PIL's own message."""
+    found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
+    if found is None:
+        return f"{what} is too large to decode safely: {exc}"
+    pixels, limit = int(found.group(1)), int(found.group(2))
+    return (f"{what} is too large to decode safely: {pixels:,} pixels, more than the {limit:,} PIL decodes "
+            "(twice PIL.Image.MAX_IMAGE_PIXELS, its limit against decompression bombs); use a smaller image, "
+            "or raise PIL.Image.MAX_IMAGE_PIXELS for a file you trust")
 
 
 def _reason(exc: BaseException) -> str:
