@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import difflib
 import functools
 import html
 import itertools
@@ -217,15 +218,21 @@ def _box_numbers(box: Any, accepted: str = _BOX_ACCEPTED) -> tuple[Any, Any, Any
 
 
 class _BoxTrait(t.Tuple):
-    """The explorer's ``box``: four numbers or None, given as any sequence (see :func:`_box_numbers`)."""
+    """The explorer's ``box``: four numbers or None, given as any sequence (see :func:`_box_numbers`).
+
+    Whole numbers stay ints (the explorer's check then rounds the others): a box that is set back
+    without that check, as traitlets does when a change made in ``hold_trait_notifications()`` is
+    refused, is the ints it was, not their floats."""
 
     def validate(self, obj, value):
-        if value is not None:
-            try:
-                value = _box_numbers(value)
-            except ValueError as exc:
-                raise t.TraitError(str(exc)) from None
-        return super().validate(obj, value)
+        if value is None:
+            return super().validate(obj, value)
+        try:
+            value = _box_numbers(value)
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from None
+        values = super().validate(obj, value)  # four floats
+        return tuple(int(v) if math.isfinite(v) and v.is_integer() else v for v in values)
 
 
 class _StrictInt(t.Int):
@@ -241,15 +248,49 @@ class _StrictInt(t.Int):
         self._one_element = one_element
         super().__init__(*args, **kwargs)
 
+    def set(self, obj, value):
+        """Set the value; inside ``hold_trait_notifications()`` one equal to the value held is checked
+        at the end too, with the others, where traitlets skips unchanged values: a ``channel`` set to
+        the value it has is checked against the layer set with it (which would otherwise silently
+        reset it to 0), and ``True`` set where 1 is held is refused (it was kept, a bool)."""
+        old = obj._trait_values.get(self.name, self.default_value)
+        super().set(obj, value)
+        new = obj._trait_values.get(self.name)
+        if obj._cross_validation_lock and old == new:
+            obj._notify_trait(self.name, old, new)  # held: checked with the others at the end
+
     def validate(self, obj, value):
         if self._one_element:
             value = single_index(value)
-        if not isinstance(value, (bool, np.bool_)):
-            try:
-                value = as_index(value, self.name, hint=self._accepted)
-            except TypeError as exc:
-                raise t.TraitError(str(exc)) from None
-        return super().validate(obj, value if isinstance(value, bool) else int(value))
+        if isinstance(value, (bool, np.bool_)):
+            return super().validate(obj, bool(value))  # NumPy's True too: refused as a bool, not taken as 1
+        try:
+            value = as_index(value, self.name, hint=self._accepted)
+        except TypeError as exc:
+            raise t.TraitError(str(exc)) from None
+        return super().validate(obj, int(value))
+
+
+class _PlainStr(t.Unicode):
+    """A ``str`` trait that holds a plain ``str``, NumPy's ``str_`` given too: also when it is set, inside
+    ``hold_trait_notifications()``, to a value equal to the one it holds, which traitlets then keeps
+    as given, without the explorer's own check (that also makes it a plain ``str``)."""
+
+    def validate(self, obj, value):
+        return str(super().validate(obj, value))
+
+
+class _DeviceTrait(_PlainStr):
+    """The explorer's ``device``: a device's name, or a ``torch.device`` as the constructor takes
+    it too; it holds the device menu's name (see :meth:`Explorer._check_device`)."""
+
+    def validate(self, obj, value):
+        if isinstance(value, torch.device):
+            value = str(value)
+        if not isinstance(value, str):
+            raise t.TraitError(f"device must be a device's name ('auto', 'cpu', 'cuda', 'cuda:N' or 'mps') or a "
+                               f"torch.device, got {type(value).__name__} {value!r}")
+        return super().validate(obj, value)
 
 
 class _StrictBool(t.Bool):
@@ -269,28 +310,67 @@ def _name_key(name: str) -> str:
 class _NameTrait(t.Enum):
     """One of a few names, also spelled in any case and with ``_`` or ``-`` for spaces: the
     explorer's ``method`` (``"grad_cam"``, ``"Grad-CAM"`` for ``"grad-cam"``), ``fill``
-    (``"Gray"``) and ``norm``."""
+    (``"Gray"``), ``norm`` and ``cmap`` (``"Viridis"``). A name it refuses that is close to one
+    it takes (``"grey"``, ``"gradcam"``) is told that one."""
 
     def validate(self, obj, value):
         if isinstance(value, str) and value not in self.values:
             wanted = _name_key(value)
-            for name in self.values:
-                if _name_key(name) == wanted:
-                    return name
+            keys = {_name_key(name): name for name in self.values}
+            if wanted in keys:
+                return keys[wanted]
+            close = difflib.get_close_matches(wanted, list(keys), n=1, cutoff=0.6)
+            if close:
+                try:
+                    super().validate(obj, value)
+                except t.TraitError as exc:
+                    raise t.TraitError(f"{exc} Did you mean {keys[close[0]]!r}?") from None
         return super().validate(obj, value)
 
 
-class _ChannelTrait(_StrictInt):
-    """The explorer's ``channel``: also a channel set to the value it has inside
-    ``hold_trait_notifications()`` is checked against the layer set with it (traitlets skips
-    unchanged values, and the new layer would then silently reset it to 0)."""
+def _layer_name(value: Any, names: Sequence[str], model: nn.Module | None = None) -> str:
+    """``value`` as a layer name: a plain ``str`` (NumPy's ``str_`` too).
 
-    def set(self, obj, value):
-        old = obj._trait_values.get(self.name, self.default_value)
-        super().set(obj, value)
-        new = obj._trait_values.get(self.name)
-        if obj._cross_validation_lock and old == new:
-            obj._notify_trait(self.name, old, new)  # held: checked with the others at the end
+    Args:
+        value: the layer as given.
+        names: the layers offered (for the message).
+        model: the user's model, where a module given in place of its name is looked up.
+
+    Raises:
+        TypeError: for anything else, saying that layers are named by strings: an int that names a
+            layer of an ``nn.Sequential`` (``0``) is told its name (``'0'``), a module of ``model``
+            its name (``'features.0'``).
+    """
+    if isinstance(value, str):
+        return str(value)
+    hint = ""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and str(value) in names:
+        hint = f"; did you mean {str(value)!r}? (an nn.Sequential's layers are named by the strings '0', '1' ...)"
+    elif isinstance(value, nn.Module) and model is not None:
+        found = next((name for name, module in model.named_modules() if module is value and name), None)
+        if found is not None:
+            hint = f"; that module is the layer {found!r}: pass its name"
+    example = f" such as {names[0]!r}" if names else ""
+    got = f"{type(value).__name__} {value!r}"
+    got = got if len(got) <= 200 else got[:200] + " ..."
+    raise TypeError(f"layer must be a layer's name, a str{example} (explorer.layers lists them), got {got}{hint}")
+
+
+class _LayerTrait(_PlainStr):
+    """The explorer's ``layer``: a layer's name, a ``str``; anything else is refused saying so (see
+    :func:`_layer_name`), not cast (``b"conv1"``) or refused as "a unicode string"."""
+
+    def validate(self, obj, value):
+        if not isinstance(value, str):
+            try:
+                model = obj.probe.user_model
+            except (AttributeError, RuntimeError):  # not made yet, or closed
+                model = None
+            try:
+                _layer_name(value, obj._selectable_layers() if hasattr(obj, "_layers") else [], model)
+            except TypeError as exc:
+                raise t.TraitError(str(exc)) from None
+        return super().validate(obj, value)
 
 
 class _ViewLink(t.link):
@@ -803,6 +883,12 @@ def _unpack(model: Any) -> dict[str, Any]:
             if getattr(model, attr, None) is not None:
                 found[attr] = getattr(model, attr)
         return found
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise TypeError(f"explore needs a model, an instance of {model.__name__}, got the class itself: pass "
+                        f"{model.__name__}(...)")
+    if isinstance(model, Mapping) and model and all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise TypeError("explore needs the model itself, not a state dict (its weights only): make the model and "
+                        "load them with model.load_state_dict(state_dict)")
     if isinstance(model, Probe):
         raise TypeError("explore needs the model itself (a torch.nn.Module) or its cnnwidgets.zoo Bundle, not a "
                         "Probe: the explorer makes its own probe of the model")
@@ -846,6 +932,22 @@ def _class_names(classes: Any) -> list[str]:
             value = value[-1]
         names.append(str(value))
     return names
+
+
+def _sample_dict(samples: Any) -> dict[str, Any]:
+    """``samples`` as the ``{name: image}`` dict the image picker offers.
+
+    Raises:
+        TypeError: for anything but a mapping (a list of images, a path), or a name that is not a
+            non-empty str (the picker's entries are names).
+    """
+    if not isinstance(samples, Mapping):
+        raise TypeError(f"samples must be a mapping {{name: image}} of the images the picker offers, got "
+                        f"{type(samples).__name__}; one image is passed as image=")
+    for name in samples:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"samples must map names (non-empty strs) to images, got the name {name!r}")
+    return dict(samples)
 
 
 def _warn_if_not_undone(source: Any, prepared: ImageInput) -> None:
@@ -938,14 +1040,14 @@ class Explorer(ipw.VBox):
             a square of a quarter of the image's side in its centre; None: no occluder. Like the
             ``box`` trait, it is rounded (halves up) and clamped into the image, and refused if it
             lies entirely outside.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; the trait holds the device
-            menu's name (``"cpu:0"`` is ``"cpu"``, the current CUDA device is ``"cuda"``; ``"cpu:1"``
-            is refused: there is one CPU device).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, or a ``torch.device`` (here and
+            in the trait); the trait holds the device menu's name (``"cpu:0"`` is ``"cpu"``, the
+            current CUDA device is ``"cuda"``; ``"cpu:1"`` is refused: there is one CPU device).
         fill: occluder fill, one of ``gray``, ``mean``, ``black``, ``blur``, ``noise``. A pixel
             fill (gray, black, noise) that the model's ``denormalize`` cannot express (it is not a
             per-channel affine map) falls back to ``mean``, with a note in the status line.
         norm: grid normalisation, ``channel``, ``layer`` or ``fixed`` (the unoccluded range).
-        cmap: colormap.
+        cmap: colormap, one of ``viridis``, ``magma``, ``inferno``, ``plasma``, ``cividis``, ``gray``.
         show_scores: compute and show class scores (runs the full model per update).
         top_k: number of classes listed.
         outputs: how the model's outputs become the probabilities shown (scores, occlusion maps):
@@ -969,7 +1071,8 @@ class Explorer(ipw.VBox):
 
     Raises:
         TypeError: for a model that is not a module or bundle, classes that are not names
-            in class order, an ``outputs`` that is not a string, or a ``background`` that is not a bool.
+            in class order, an ``outputs`` that is not a string, a ``background`` that is not a bool,
+            a ``layer`` that is not a name (a str), or ``samples`` that are not ``{name: image}``.
         KeyError: for an unknown layer name (with suggestions).
         ValueError: for an unreadable image (a normalised tensor without ``denormalize``, with a
             message saying that passing it lets the tensor in), a bad input_size or device, a box that is not
@@ -1007,14 +1110,14 @@ class Explorer(ipw.VBox):
     of another input size replaces a layer that does not run at it the same way.
     """
 
-    layer = t.Unicode()
-    channel = _ChannelTrait(0, accepted="; a channel of the layer shown")
+    layer = _LayerTrait()
+    channel = _StrictInt(0, accepted="; a channel of the layer shown")
     box = _BoxTrait(t.CFloat(), t.CFloat(), t.CFloat(), t.CFloat(), default_value=None, allow_none=True)
     dragging = _StrictBool(False)
-    device = t.Unicode()
+    device = _DeviceTrait()
     fill = _NameTrait(FILLS, default_value="gray")
     norm = _NameTrait(NORM_MODES, default_value="fixed")
-    cmap = t.Enum(SEQUENTIAL, default_value="viridis")
+    cmap = _NameTrait(SEQUENTIAL, default_value="viridis")
     sort = _StrictBool(False)
     overlay = _StrictBool(True)
     show_scores = _StrictBool(True)
@@ -1023,7 +1126,7 @@ class Explorer(ipw.VBox):
     MAX_SET_IMAGES = 16
 
     target = _StrictInt(None, allow_none=True, accepted="; or None for the most probable class", one_element=True)
-    image = t.Unicode(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
+    image = _PlainStr(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = _NameTrait(METHODS, default_value="none")
     method_stride = _StrictInt(8, accepted="; the occlusion map's stride in input pixels, a positive int",
                                help="the occlusion map's stride in input pixels, any positive int")
@@ -1075,7 +1178,7 @@ class Explorer(ipw.VBox):
         shipped_samples = samples is None
         if samples is None:
             samples, self._samples_problem = _zoo_samples()
-        self._samples: dict[str, Any] = dict(samples)
+        self._samples: dict[str, Any] = _sample_dict(samples)
         self._names_set: list[str] = []  # names given to set_image, oldest first
         if self._names_sample(image):
             # that sample is shown first, under its own entry (not a copy of it as "your image"
@@ -1196,8 +1299,10 @@ class Explorer(ipw.VBox):
             if problem is not None:
                 self.fill = "mean"
                 self._set_note("fill", f"{problem}: the occluder fills with 'mean'")
-            if layer is not None and layer not in self._layers:
-                raise unknown_layer_error(layer, self._selectable_layers())
+            if layer is not None:
+                layer = _layer_name(layer, self._selectable_layers(), parts["model"])
+                if layer not in self._layers:
+                    raise unknown_layer_error(layer, self._selectable_layers())
             self.layer = layer if layer is not None else default_layer(self._layers)
             self._fit_channel_to_layer()
             self.channel = 0 if channel is None else channel
@@ -1462,7 +1567,7 @@ class Explorer(ipw.VBox):
     @t.validate("layer")
     def _check_layer(self, proposal):
         self._refuse_when_closed(proposal)
-        name = proposal["value"]
+        name = str(proposal["value"])  # a plain str, also in messages (not np.str_('...'))
         info = self._layers.get(name)
         if info is None:
             raise t.TraitError(unknown_layer_error(name, self._selectable_layers()).args[0])
@@ -1474,7 +1579,7 @@ class Explorer(ipw.VBox):
             )
         if info.empty_map:
             raise t.TraitError(str(empty_map_error(info, self.controller.probe.input_size)))
-        return str(name)  # a plain str (not NumPy's str_, say)
+        return name
 
     def _selectable_layers(self) -> list[str]:
         """The layers the layer menu offers (those with a feature map that run, not an empty one)."""
@@ -1611,15 +1716,36 @@ class Explorer(ipw.VBox):
             self.channel = 0
         self.channel_slider.max = count - 1
 
+    def _layer_channels(self) -> int:
+        """The number of channels of the layer set, for the checks of ``channel`` and ``page`` (1
+        before the first layer is set).
+
+        Changed together with them in ``hold_trait_notifications()``, that layer is checked after
+        them: one the model lacks is refused here, as its own check would refuse it (a ``KeyError``
+        instead would keep every change held, the unknown layer included, and show it).
+
+        Raises:
+            traitlets.TraitError: for a layer the model does not have.
+        """
+        layer = self.layer
+        if not layer:
+            return 1
+        if layer not in self._layers:
+            raise t.TraitError(unknown_layer_error(layer, self._selectable_layers()).args[0])
+        return self._channels(layer)
+
     @t.validate("page")
     def _check_page(self, proposal):
         self._refuse_when_closed(proposal)
         value = proposal["value"]
         if value is None:
             return None
-        pages = grid_pages(self._channels(self.layer)) if self.layer else 1
-        if isinstance(value, (bool, np.bool_)) or not 0 <= int(value) < pages:
-            accepted = f"0..{pages - 1}" if pages > 1 else f"only 0 (it has at most {GRID_PAGE} channels)"
+        pages = grid_pages(self._layer_channels())
+        accepted = f"0..{pages - 1}" if pages > 1 else f"only 0 (it has at most {GRID_PAGE} channels)"
+        if isinstance(value, (bool, np.bool_)):
+            raise t.TraitError(f"page must be an int, not a bool (got {value!r}): for layer {self.layer!r} accepted "
+                               f"{accepted}, or None for the page that holds the selected channel")
+        if not 0 <= int(value) < pages:
             raise t.TraitError(f"page {value!r} out of range for layer {self.layer!r}: accepted {accepted}, or None "
                                "for the page that holds the selected channel")
         return int(value)
@@ -1628,7 +1754,7 @@ class Explorer(ipw.VBox):
     def _check_channel(self, proposal):
         self._refuse_when_closed(proposal)
         value = proposal["value"]
-        count = self._channels(self.layer) if self.layer else 1
+        count = self._layer_channels()
         if isinstance(value, bool):
             raise t.TraitError(
                 f"channel must be an int, a channel 0..{count - 1} of layer {self.layer!r}; got {value!r}"
@@ -2559,8 +2685,17 @@ class Explorer(ipw.VBox):
         when the occluder is released: ``dragging = False``).
 
         Args:
-            timeout: the longest wait in seconds; None waits as long as it takes.
+            timeout: the longest wait in seconds (0 or less: no wait); None waits as long as it takes.
+
+        Raises:
+            TypeError: for a timeout that is not a number or None. ValueError: for NaN.
         """
+        if timeout is not None:
+            if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, numbers.Real):
+                raise TypeError(f"timeout must be a number of seconds, or None to wait as long as it takes; "
+                                f"got {timeout!r}")
+            if math.isnan(timeout):
+                raise ValueError("timeout must be a number of seconds, or None to wait as long as it takes; got NaN")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -642,7 +642,9 @@ class MethodRunner(NewestFirstWorker):
         h, w = image.size
         wh, ww = (request.window, request.window) if isinstance(request.window, int) else request.window
         window = (max(1, min(int(wh), h)), max(1, min(int(ww), w)))
-        stride = max(1, request.stride)
+        # a stride beyond the image's longer side gives the one position that side does (the
+        # stride may be any positive int: 2**62 would overflow the drawing's integer arithmetic)
+        stride = max(1, min(request.stride, max(h, w)))
 
         last_drawn = -math.inf  # when a partial map was last drawn
         preview_drawn = False

@@ -30,7 +30,8 @@ def clamp_box(
             finite, or (``inside_only``) a box entirely outside the image.
     """
     values = tuple(float(v) for v in box)
-    given = tuple(int(v) if v.is_integer() else v for v in values)  # as written: (2000, 10.5, ...)
+    # as written: (2000, 10.5, ...); a huge number as a float (1e+300, not its 301 digits)
+    given = tuple(int(v) if v.is_integer() and abs(v) < 2**53 else v for v in values)
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"the occluder box needs finite numbers (x, y, w, h), got {given}")
     x, y, w, h = (math.floor(v + 0.5) for v in values)  # rounds halves up, as Math.round in JS
