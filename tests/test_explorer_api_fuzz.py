@@ -626,6 +626,18 @@ def test_explore_with_no_model_refuses_a_near_miss_layer_naming_the_layers():
         explore(layer="Features.conv3", background=False)
     with pytest.raises(KeyError, match=r"unknown layer 'Conv1'\..*Known layers: .*features.conv1"):
         explore(layer="Conv1", background=False)
+    # names that differ in case only, or in case and a letter, are suggested too (was: no suggestion for
+    # 'FEATURES.CONV3' or 'Features.Conv3', whose case put them too far apart)
+    with pytest.raises(KeyError, match=r"unknown layer 'FEATURES.CONV3'\. Did you mean: 'features.conv3'\?"):
+        explore(layer="FEATURES.CONV3", background=False)
+    with pytest.raises(KeyError, match=r"unknown layer 'Features.Conv3'\. Did you mean: 'features.conv3'"):
+        explore(layer="Features.Conv3", background=False)
+    ex = explore(background=False)
+    try:
+        with pytest.raises(traitlets.TraitError, match=r"Did you mean: 'features.conv2'\?"):
+            ex.layer = "Features.Conv2"
+    finally:
+        ex.close()
 
 
 # ---------------------------------------------------------------- what the fuzz found

@@ -532,16 +532,23 @@ class _FunctionGeometry(TorchFunctionMode):
 
 
 def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
-    """Close matches for a mistyped layer name.
+    """Close matches for a mistyped layer name: the names that differ from it in case only, else
+    close ones (by difflib, the case ignored if that finds none), else those that contain it.
 
     Args:
         name: the name given.
         names: the layer names to choose from.
         n: the most matches returned.
     """
+    same_but_case = [candidate for candidate in names if candidate.lower() == name.lower()]
+    if same_but_case:  # "Conv1" for "conv1", "FEATURES.CONV3": too far apart for difflib
+        return same_but_case[:n]
     close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    if not close:  # the case ignored: "Features.Conv3" for "features.conv3"
+        lowered = {candidate.lower(): candidate for candidate in names}
+        close = [lowered[match] for match in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)]
     if not close:
-        close = [candidate for candidate in names if name and name in candidate][:n]
+        close = [candidate for candidate in names if name and name.lower() in candidate.lower()][:n]
     return close
 
 
