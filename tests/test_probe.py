@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 from cnnwidgets import ModelSnapshot, Probe
-from cnnwidgets.core.device import release_memory
+from cnnwidgets.core.device import release_memory, resolve_device
 from cnnwidgets.core.probe import StopForward
 from tests.helpers import HeadFirst, OutsideAutogradNet, batch_statistics_net, reference_outputs
 
@@ -448,6 +448,10 @@ def test_device_auto_is_cpu_here_and_switching_works():
         Probe(model, device="cpu:1")
     with Probe(model, device="cpu:0") as probe:
         assert probe.device.type == "cpu"
+    # a name in capitals is the same device (was: "unknown device 'CPU'", which torch refuses)
+    with Probe(model, device=" CPU ") as probe:
+        assert probe.device == torch.device("cpu")
+    assert resolve_device("Auto") == resolve_device("auto")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

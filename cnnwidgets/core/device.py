@@ -34,7 +34,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
     Args:
         spec: ``"auto"`` (CUDA if available, then MPS, then CPU), or any name or
-            :class:`torch.device` torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+            :class:`torch.device` torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``);
+            names in any case (``"CPU"``).
 
     Returns:
         The device.
@@ -43,8 +44,10 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         ValueError: if the name is not a device, or the device is not available here (also
             ``"cpu:1"``: there is one CPU device).
     """
-    if isinstance(spec, str) and spec.strip().lower() == "auto":
-        return torch.device(available_devices()[0])
+    if isinstance(spec, str):
+        spec = spec.strip().lower()  # "CPU", " cuda:1 " as "cpu", "cuda:1" (torch takes lower case only)
+        if spec == "auto":
+            return torch.device(available_devices()[0])
     try:
         device = torch.device(spec)
     except (RuntimeError, TypeError) as exc:
