@@ -166,3 +166,44 @@ class UserModelSnapshot:
         for name, value in now.items():
             assert torch.equal(value, self.tensors[name]), f"{name} of the user's model changed"
         assert {name: m.training for name, m in model.named_modules()} == self.training
+
+
+def classified_call(call, values: dict, *, refused_ok: bool, must_refuse: bool, check, check_error,
+                    what: str, outcomes: list[str], warnings_action: str = "ignore"):
+    """One fuzzed call, ``call(**values)``, judged as the fuzz tests judge it.
+
+    Args:
+        call: the function under test.
+        values: its keyword arguments.
+        refused_ok: whether some argument is invalid or may be (an error is then judged by
+            ``check_error(exc)``, which raises AssertionError for one that is not clear); else an
+            error fails the test as valid arguments refused.
+        must_refuse: whether some argument is invalid (a result then fails the test).
+        check: ``check(result, values)``, raising AssertionError for a result that breaks an invariant.
+        check_error: see ``refused_ok``.
+        what: the call, in words, for the failure messages.
+        outcomes: ``"raised"`` or ``"returned"`` is appended to it.
+        warnings_action: what the warnings raised by the call do (``"error"``: fail it).
+
+    Returns:
+        The result, or None when the call raised.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter(warnings_action)
+        try:
+            result = call(**values)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not refused_ok:
+                raise AssertionError(f"{what}: valid arguments were refused: {type(exc).__name__}: {exc}") from exc
+            check_error(exc)
+            outcomes.append("raised")
+            return None
+        assert not must_refuse, f"{what}: invalid arguments were accepted"
+        try:
+            check(result, values)
+        except AssertionError as exc:
+            raise AssertionError(f"{what}: the result breaks an invariant: {exc}") from exc
+        outcomes.append("returned")
+        return result

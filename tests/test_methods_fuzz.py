@@ -49,7 +49,7 @@ from cnnwidgets.methods import (
     upsample_cam,
 )
 from cnnwidgets.zoo import load_default
-from tests.helpers import reference_outputs
+from tests.helpers import classified_call, reference_outputs
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(cnnwidgets.__file__))
 DRAWS = 24  # random calls per method and model context
@@ -234,23 +234,12 @@ def run_case(ctx: Context | None, what: str, args: dict[str, Arg], call, check) 
     maybe = [a for a in args.values() if a.valid is None]
     what = f"{ctx.name if ctx else ''} {what}({', '.join(f'{k}={a!r}' for k, a in args.items())})"
     before = snapshot(ctx.model) if ctx else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            result = call(**values)
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if not invalid and not maybe:
-                raise AssertionError(f"{what}: valid arguments were refused: {type(exc).__name__}: {exc}") from exc
-            check_error(exc, [k for a in invalid + maybe for k in a.keywords], what)
-            result = None
-            OUTCOMES.append("raised")
-        else:
-            assert not invalid, f"{what}: invalid arguments {invalid} were accepted"
-            try:
-                check(result, values)
-            except AssertionError as exc:
-                raise AssertionError(f"{what}: the result breaks an invariant: {exc}") from exc
-            OUTCOMES.append("returned")
+    keywords = [k for a in invalid + maybe for k in a.keywords]
+    if invalid:
+        what = f"{what} [invalid: {invalid}]"
+    result = classified_call(call, values, refused_ok=bool(invalid or maybe), must_refuse=bool(invalid),
+                             check=check, check_error=lambda exc: check_error(exc, keywords, what), what=what,
+                             outcomes=OUTCOMES, warnings_action="ignore")
     if ctx:
         assert_unchanged(ctx.model, before, what)
     return result

@@ -16,14 +16,16 @@ what lies beyond it.
   diverging colours for inputs with other channel counts (grayscale).
 * :func:`attribution_overlay` blends a coloured heatmap over the input image.
 
-Accepted inputs are anything ``numpy.asarray`` turns into a float array (numpy arrays,
-CPU tensors).
+Accepted inputs are anything ``numpy.asarray`` turns into an array of real numbers (numpy
+arrays, nested lists, CPU tensors that do not require grad: ``tensor.detach()``); complex
+numbers, strings, objects and what numpy cannot convert are refused with a TypeError.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cnnwidgets.render._checks import as_real_array, check_bool, check_real
 from cnnwidgets.render.overlay import as_picture, desaturate, nonfinite_counts
 from cnnwidgets.render.resample import check_heat_orientation
 
@@ -45,7 +47,11 @@ def colormap_lut(name: str) -> np.ndarray:
 
     Raises:
         ValueError: for a name matplotlib does not know.
+        TypeError: for a name that is not a string.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"a colormap name must be a str such as 'inferno' or 'RdBu_r', "
+                        f"got {type(name).__name__} {name!r}")
     lut = _LUTS.get(name)
     if lut is None:
         import matplotlib  # deferred: only the colour tables are needed
@@ -62,7 +68,7 @@ def colormap_lut(name: str) -> np.ndarray:
 
 
 def _as_map(values: object, what: str = "attribution") -> np.ndarray:
-    array = np.asarray(values, dtype=np.float32)
+    array = as_real_array(values, f"the {what}")
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]  # a batch of one image, as the methods return it
     if array.ndim == 4:
@@ -94,19 +100,27 @@ def reduce_channels(values: object, how: str = "sum") -> np.ndarray:
         how: ``"sum"`` (signed total over channels), ``"max_abs"`` (largest magnitude,
             the saliency map of Simonyan et al.) or ``"l2"`` (Euclidean norm over channels).
 
+    A sum or norm of finite values is computed in float64 where float32 would overflow; one
+    beyond float32's range (about 3.4e38) is returned as an infinity.
+
     Raises:
         ValueError: for another shape or ``how``, or values that are not finite (NaN, inf).
+        TypeError: for values that are not real numbers.
     """
     array = _as_map(values)
     if how not in ("sum", "max_abs", "l2"):
         raise ValueError(f"how must be 'sum', 'max_abs' or 'l2', got {how!r}")
     if array.ndim == 2:
         return array
-    if how == "sum":
-        return array.sum(axis=0)
     if how == "max_abs":
         return np.abs(array).max(axis=0)
-    return np.sqrt((array * array).sum(axis=0))
+    with np.errstate(over="ignore"):
+        plane = array.sum(axis=0) if how == "sum" else np.sqrt((array * array).sum(axis=0))
+        if not np.isfinite(plane).all():  # the values are finite (see _as_map): float32 overflowed
+            wide = array.astype(np.float64)
+            plane = wide.sum(axis=0) if how == "sum" else np.sqrt((wide * wide).sum(axis=0))
+            plane = plane.astype(np.float32)
+    return plane
 
 
 def robust_scale(values: object, percentile: float = 99.0) -> float:
@@ -117,10 +131,12 @@ def robust_scale(values: object, percentile: float = 99.0) -> float:
 
     Raises:
         ValueError: percentile outside (0, 100].
+        TypeError: for a percentile that is not a real number, or values that are not real numbers.
     """
+    percentile = check_real(percentile, "percentile")
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must lie in (0, 100], got {percentile}")
-    magnitudes = np.abs(np.asarray(values, dtype=np.float32))
+    magnitudes = np.abs(as_real_array(values, "values"))
     magnitudes = magnitudes[np.isfinite(magnitudes)]
     if magnitudes.size == 0:
         return 1.0
@@ -133,9 +149,10 @@ def robust_scale(values: object, percentile: float = 99.0) -> float:
 def _normalised(values: np.ndarray, signed: bool, percentile: float) -> np.ndarray:
     """Values in [0, 1]: diverging around 0.5 if ``signed``, else from 0 (magnitudes)."""
     scale = robust_scale(values, percentile)
-    if signed:
-        return 0.5 + 0.5 * np.clip(values / scale, -1.0, 1.0)
-    return np.clip(np.abs(values) / scale, 0.0, 1.0)
+    with np.errstate(over="ignore"):  # a huge value over a tiny scale is an infinity, clipped to the end
+        if signed:
+            return 0.5 + 0.5 * np.clip(values / scale, -1.0, 1.0)
+        return np.clip(np.abs(values) / scale, 0.0, 1.0)
 
 
 def attribution_to_rgb(
@@ -163,7 +180,10 @@ def attribution_to_rgb(
     Raises:
         ValueError: bad shape (a batch of more than one, or an (H, W, C) array), percentile or
             colormap, or values that are not finite (NaN, inf).
+        TypeError: for values that are not real numbers, a ``signed`` that is not True, False or
+            None, or a colormap name that is not a string.
     """
+    signed = None if signed is None else check_bool(signed, "signed")
     array = _as_map(values)
     if signed is None:
         signed = bool(np.nanmin(array) < 0)
@@ -189,7 +209,7 @@ def gradient_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
     if array.ndim != 3 or array.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) attribution of an RGB input, got shape {array.shape}")
     levels = _normalised(array, True, percentile)
-    return np.round(levels.transpose(1, 2, 0) * 255).astype(np.uint8)
+    return np.round(levels.transpose(1, 2, 0) * 255).astype(np.uint8, order="C")  # (H, W, 3) contiguous
 
 
 def signed_to_rgb(values: object, *, percentile: float = 99.0) -> np.ndarray:
@@ -268,7 +288,12 @@ def attribution_overlay(
     Raises:
         ValueError: for bad shapes (a batch of more than one, an (H, W, C) heat), alpha outside
             [0, 1], a bad colormap or percentile, or heat values that are not finite (NaN, inf).
+        TypeError: for heat values that are not real numbers, an alpha or percentile that is not
+            a real number, or a ``weight_by_value`` or ``gray_image`` that is not True or False.
     """
+    alpha = check_real(alpha, "alpha")
+    weight_by_value = check_bool(weight_by_value, "weight_by_value")
+    gray_image = check_bool(gray_image, "gray_image")
     picture = as_picture(image)
     plane = reduce_channels(_as_map(heat, "attribution (heat)"), "max_abs")
     check_heat_orientation(plane, picture.shape)

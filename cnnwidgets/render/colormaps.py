@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnwidgets.render._checks import check_color, check_int, check_lo_hi
+from cnnwidgets.render._checks import as_real_array, check_color, check_int, check_lo_hi
 
 __all__ = [
     "DIVERGING",
@@ -28,6 +28,7 @@ DIVERGING: tuple[str, ...] = ("RdBu_r", "coolwarm", "PuOr_r", "seismic")
 """Colormaps for signed values around zero (differences); 0.5 maps to the neutral colour."""
 
 _LUTS: dict[str, np.ndarray] = {}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def colormap_names() -> list[str]:
@@ -46,7 +47,11 @@ def get_lut(name: str) -> np.ndarray:
 
     Raises:
         ValueError: for an unknown name.
+        TypeError: for a name that is not a string.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"a colormap name must be a str, one of {', '.join(colormap_names())}; "
+                        f"got {type(name).__name__} {name!r}")
     lut = _LUTS.get(name)
     if lut is not None:
         return lut
@@ -77,7 +82,7 @@ def get_lut32(name: str) -> np.ndarray:
     rows), and :func:`~cnnwidgets.render.encode.encode_jpeg` encodes such a view without
     repacking the pixels.
     """
-    lut = _LUTS32.get(name)
+    lut = _LUTS32.get(name) if isinstance(name, str) else None  # another type: get_lut says what is wrong
     if lut is None:
         rgbx = np.concatenate([get_lut(name), np.full((256, 1), 255, dtype=np.uint8)], axis=1)
         lut = np.ascontiguousarray(rgbx).view(np.uint32).reshape(256)
@@ -128,11 +133,12 @@ def apply_colormap(
 
     Raises:
         ValueError: for an unknown colormap name, or a ``nan_color`` that is not three values in 0..255.
-        TypeError: for a ``nan_color`` that is not three ints.
+        TypeError: for values that are not real numbers (complex, strings, objects), a name
+            that is not a string, or a ``nan_color`` that is not three ints.
     """
     lut = get_lut(name)
     nan_rgb = check_color(nan_color, "nan_color")
-    values = np.asarray(values, dtype=np.float32)
+    values = as_real_array(values, "values")
     if values.ndim == 0:  # arithmetic on a 0-d array gives a scalar, which out= cannot write to
         values = values.reshape(1)
         return _colormap_pixels(values, lut, nan_rgb)[0]
@@ -141,12 +147,15 @@ def apply_colormap(
 
 def _colormap_pixels(values: np.ndarray, lut: np.ndarray, nan_rgb: np.ndarray) -> np.ndarray:
     """:func:`apply_colormap` of a float32 array with at least one axis."""
-    index = values * np.float32(255.0)
+    with np.errstate(over="ignore"):  # a value beyond 1.3e36 scales to inf: clipped to the top entry
+        index = values * np.float32(255.0)
     index += np.float32(0.5)
     # fmax/fmin (not clip) send NaN to 0 without a warning; NaN is looked for only if present
     np.fmin(np.fmax(index, 0.0, out=index), 255.0, out=index)
     out = np.take(lut, index.astype(np.uint8), axis=0)
-    if not np.isfinite(values.sum()):
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf, or huge values: looked at closer
+        finite_sum = np.isfinite(values.sum())
+    if not finite_sum:
         out[np.isnan(values)] = nan_rgb
     return out
 
@@ -159,12 +168,48 @@ def linear_scale(
     offset ``shift``.
 
     Computed in float64: two finite float32 ends may lie further apart than float32 reaches
-    (-3e38 .. 3e38), and ``v - lo`` itself could overflow, so it is never formed.
+    (-3e38 .. 3e38), and ``v - lo`` itself could overflow, so :func:`scale_channels` forms it
+    only for a narrow range far from 0, where it cannot (for the values it matters for). A range so
+    narrow that ``scale`` passes float32's range (ends a few denormals apart, e.g. ``(0, 1e-40)``)
+    gets float64 ``scale`` and ``offset``, so that its values are still told apart (the result of
+    ``v * scale + offset`` is then float64).
     """
     span = hi.astype(np.float64) - lo.astype(np.float64)
     valid = span > 0
     scale = np.where(valid, top / np.where(valid, span, 1.0), 0.0)
-    return scale.astype(np.float32), (shift - lo * scale).astype(np.float32), valid
+    offset = shift - lo * scale
+    if np.abs(scale).max(initial=0.0) > _FLOAT32_MAX or np.abs(offset).max(initial=0.0) > _FLOAT32_MAX:
+        return scale, offset, valid
+    return scale.astype(np.float32), offset.astype(np.float32), valid
+
+
+#: An offset beyond which ``v * scale + offset`` in float32 loses the low digits (6e-8 of it).
+_CANCELLATION = 1e4
+
+
+def scale_channels(
+    values: np.ndarray, lo: np.ndarray, scale: np.ndarray, offset: np.ndarray, shift: float = 0.0
+) -> np.ndarray:
+    """``(v - lo) * scale + shift`` of a stack (C, ...) as a new array, with ``(scale, offset)`` from
+    :func:`linear_scale` and ``lo``, ``scale``, ``offset`` shaped to broadcast per channel ((C, 1, 1)).
+
+    Computed as ``v * scale + offset``, except in the channels whose offset is so large that
+    float32 would lose the result's low digits: a narrow range far from 0 (``2817.794 ..
+    2817.798`` is off by up to 15 of 255 steps that way). Those are computed as ``(v - lo) *
+    scale + shift``: ``v - lo`` is exact for a value in or near such a range, and one far
+    outside it can only overflow to the infinity it is clipped to anyway. No numpy warning is
+    raised (``inf * 0`` of an empty range is NaN).
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = values * scale
+        out += offset
+        precise = np.flatnonzero(np.abs(offset.reshape(-1)) > _CANCELLATION)
+        if precise.size:
+            part = values[precise] - lo.reshape(-1)[precise].reshape((-1,) + (1,) * (values.ndim - 1))
+            part *= scale.reshape(-1)[precise].reshape(part.shape[:1] + (1,) * (values.ndim - 1))
+            part += shift
+            out[precise] = part
+    return out
 
 
 def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
@@ -186,16 +231,15 @@ def quantize(values: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float)
         ValueError: for a stack that is not 3-D, ``lo``/``hi`` of another shape than (C,) or
             with a NaN or infinite value, or ``lo > hi`` in some channel (the message names
             the values and, for arrays, the channel).
-        TypeError: for ``lo``/``hi`` that are not numbers.
+        TypeError: for values or ``lo``/``hi`` that are not real numbers.
     """
-    values = np.asarray(values, dtype=np.float32)
+    values = as_real_array(values, "values")
     if values.ndim != 3:
         raise ValueError(f"expected a stack of shape (C, H, W), got shape {values.shape}")
     lo, hi = check_lo_hi(lo, hi, values.shape[0])
     scale, offset, _ = linear_scale(lo, hi, 255.0, 0.5)  # + 0.5: rounds to the nearest index
-    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, drawn as 0
-        idx = values * scale[:, None, None]
-        idx += offset[:, None, None]
+    # inf * 0 (empty range) is NaN, drawn as 0
+    idx = scale_channels(values, lo[:, None, None], scale[:, None, None], offset[:, None, None], 0.5)
     np.nan_to_num(idx, copy=False, nan=0.0)
     np.clip(idx, 0.0, 255.0, out=idx)
     return idx.astype(np.uint8)
@@ -229,11 +273,12 @@ def colorize(
         ValueError: for a stack that is not 3-D, an unknown colormap, ``lo``/``hi`` of another
             shape than (C,) or not finite, ``lo > hi`` in some channel, or a ``nan_color``
             outside 0..255.
-        TypeError: for ``lo``/``hi`` that are not numbers or a ``nan_color`` that is not three ints.
+        TypeError: for values or ``lo``/``hi`` that are not real numbers or a ``nan_color`` that
+            is not three ints.
     """
     lut = get_lut(name)
     nan_rgb = check_color(nan_color, "nan_color")
-    values = np.asarray(values, dtype=np.float32)
+    values = as_real_array(values, "values")
     out = np.take(lut, quantize(values, lo, hi), axis=0)
     nan = np.isnan(values)
     if nan.any():

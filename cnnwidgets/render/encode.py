@@ -7,16 +7,18 @@ import io
 import numpy as np
 from PIL import Image
 
-from cnnwidgets.render._checks import check_int
+from cnnwidgets.render._checks import check_bool, check_int
 
 try:  # libjpeg-turbo without PIL's per-call overhead: about 4x faster on a small channel view
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - a dependency, but Pillow does the same job
     _simplejpeg = None
 
-__all__ = ["IMAGE_FORMATS", "encode_image", "encode_jpeg", "encode_png"]
+__all__ = ["IMAGE_FORMATS", "JPEG_MAX_SIDE", "encode_image", "encode_jpeg", "encode_png"]
 
 IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png")
+JPEG_MAX_SIDE = 65500
+"""The longest side libjpeg encodes, in pixels (the format's own limit is 65535)."""
 
 
 def _padded_pixels(image: np.ndarray) -> np.ndarray | None:
@@ -65,12 +67,18 @@ def encode_jpeg(image: np.ndarray, quality: int = 90, *, subsampling: bool = Fal
     good enough for frames shown while dragging.
 
     Raises:
-        ValueError: for a non-uint8 image, an RGBA image, an image of another shape or with no
-            pixels, or a quality outside 1..95.
-        TypeError: for a quality that is not an int (a float, a string or a bool).
+        ValueError: for a non-uint8 image, an RGBA image, an image of another shape, with no
+            pixels or with a side longer than :data:`JPEG_MAX_SIDE` (65500: use PNG), or a
+            quality outside 1..95.
+        TypeError: for a quality that is not an int (a float, a string or a bool), or a
+            ``subsampling`` that is not True or False.
     """
     quality = check_int(quality, "JPEG quality", minimum=1, maximum=95)
+    subsampling = check_bool(subsampling, "subsampling")
     image = _check_image(image)
+    if max(image.shape[:2]) > JPEG_MAX_SIDE:
+        raise ValueError(f"JPEG takes images up to {JPEG_MAX_SIDE} pixels a side, got shape {image.shape}; "
+                         "encode it as PNG, or resize it first")
     if _simplejpeg is not None:
         data = _encode_simplejpeg(image, quality, subsampling)
         if data is not None:

@@ -13,13 +13,14 @@ locally), so :meth:`GridLayout.channel_at` is the reference for that arithmetic.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from cnnwidgets.render._checks import check_color, check_int, check_lo_hi
-from cnnwidgets.render.colormaps import get_lut32, linear_scale
+from cnnwidgets.render._checks import as_real_array, check_color, check_int, check_lo_hi, check_real
+from cnnwidgets.render.colormaps import get_lut32, linear_scale, scale_channels
 from cnnwidgets.render.normalize import value_ranges
 from cnnwidgets.render.resample import downscale, upscale
 
@@ -72,6 +73,10 @@ class GridLayout:
     after: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("count", "rows", "cols", "map_height", "map_width", "scale", "shrink"):
+            check_int(getattr(self, name), name, minimum=1)
+        check_int(self.border, "border", minimum=0)
+        check_int(self.channels, "channels", minimum=0)
         if not self.channels:
             object.__setattr__(self, "channels", self.count)
         if not self.order and self.channels == self.count:
@@ -130,8 +135,12 @@ class GridLayout:
         """The channel under mosaic pixel ``(x, y)``, or None on a border, an empty slot or outside.
 
         Pixel ``(x, y)`` is column ``x`` and row ``y``; fractional coordinates are floored.
+
+        Raises:
+            TypeError: for a coordinate that is not a real number.
+            ValueError: for a NaN or infinite coordinate.
         """
-        x, y = math.floor(x), math.floor(y)
+        x, y = math.floor(check_real(x, "x")), math.floor(check_real(y, "y"))
         if x < 0 or y < 0 or x >= self.width or y >= self.height:
             return None
         col, within_x = divmod(x - self.border, self.tile_width + self.border)
@@ -209,8 +218,10 @@ def grid_layout(
         The chosen :class:`GridLayout`.
 
     Raises:
-        TypeError: for a count, size, border or scale that is not an int (8.0 included).
-        ValueError: for non-positive sizes, counts or scales, or a negative border.
+        TypeError: for a count, size, border or scale that is not an int (8.0 included), or an
+            ``order`` that is not a sequence of ints.
+        ValueError: for non-positive sizes, counts or scales, a negative border, or an ``order``
+            that does not name ``count`` distinct channels of the stack.
     """
     count = check_int(count, "count", minimum=1)
     map_height = check_int(map_height, "map_height", minimum=1)
@@ -220,16 +231,19 @@ def grid_layout(
     border = check_int(border, "border", minimum=0)
     max_scale = check_int(max_scale, "max_scale", minimum=1)
     channels = count if channels is None else check_int(channels, "channels", minimum=count)
+    order_t = () if order is None else _check_order(order)
+
     def quantize(fit: float, rows: int, cols: int) -> tuple[int, int]:
         if fit >= 1:
             return max(1, min(max_scale, int(math.floor(fit)))), 1
-        shrink = 2
-        while shrink < max(map_height, map_width):
-            tile_w, tile_h = -(-map_width // shrink), -(-map_height // shrink)
-            if cols * tile_w + (cols + 1) * border <= max_width and rows * tile_h + (rows + 1) * border <= max_height:
-                break
-            shrink += 1
-        return 1, shrink
+        # the smallest shrink >= 2 whose tiles fit, computed (a search one shrink at a time took seconds
+        # for maps 100000 units wide); tiles of 1 unit, the largest shrink, where none fits
+        largest = max(2, map_height, map_width)
+        room_w = (max_width - (cols + 1) * border) // cols  # the widest tile that fits
+        room_h = (max_height - (rows + 1) * border) // rows
+        if room_w < 1 or room_h < 1:
+            return 1, largest
+        return 1, min(largest, max(2, -(-map_width // room_w), -(-map_height // room_h)))
 
     box_aspect = max_width / max_height
     best_key: tuple | None = None
@@ -246,7 +260,6 @@ def grid_layout(
         if best_key is None or key > best_key:
             best_key, choice = key, (rows, cols, scale, shrink)
     rows, cols, scale, shrink = choice
-    order_t = tuple(int(i) for i in order) if order is not None else ()
     return GridLayout(
         count=count,
         rows=rows,
@@ -259,6 +272,17 @@ def grid_layout(
         order=order_t,
         channels=channels,
     )
+
+
+def _check_order(order: object) -> tuple[int, ...]:
+    """``order`` (channel per slot: a list, a tuple or a 1-D integer array) as a tuple of ints;
+    0.5 is refused rather than truncated to channel 0."""
+    accepted = "order must be a sequence of channel indices (ints), one per slot"
+    if isinstance(order, (str, bytes)) or not isinstance(order, (Sequence, np.ndarray)):
+        raise TypeError(f"{accepted}, got {type(order).__name__} {order!r}")
+    if isinstance(order, np.ndarray) and order.ndim != 1:
+        raise ValueError(f"{accepted}, got an array of shape {order.shape}")
+    return tuple(check_int(channel, "each channel of order") for channel in order)
 
 
 def _check_layout(layout: object) -> None:
@@ -290,12 +314,13 @@ _PAINTER_LUTS: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
 
 def _painter_lut(cmap: str, nan_rgb: np.ndarray) -> np.ndarray:
     """The colormap's 256 colours as 4-byte pixels, then the border, NaN, mark and data-mark colours."""
+    colours = get_lut32(cmap)  # first: refuses a name that is no colormap's (a list would be unhashable below)
     key = (cmap, tuple(int(v) for v in nan_rgb))
     lut = _PAINTER_LUTS.get(key)
     if lut is None:
         extra = np.array([BORDER_COLOR, key[1], MARK_COLOR, DATA_MARK_COLOR], dtype=np.uint8)
         rgbx = np.concatenate([extra, np.full((4, 1), 255, dtype=np.uint8)], axis=1)
-        lut = np.concatenate([get_lut32(cmap), np.ascontiguousarray(rgbx).view(np.uint32).reshape(4)])
+        lut = np.concatenate([colours, np.ascontiguousarray(rgbx).view(np.uint32).reshape(4)])
         lut.setflags(write=False)
         if len(_PAINTER_LUTS) > 64:
             _PAINTER_LUTS.clear()
@@ -347,8 +372,8 @@ class GridPainter:
         order = np.asarray(layout.order, dtype=np.int64)
         # a stack of all the channels is coloured in channel order and tiled in slot order; the
         # maps of a page come in slot order
-        self._all = (scale[:, None, None], offset[:, None, None])
-        self._page = (scale[order][:, None, None], offset[order][:, None, None])
+        self._all = (low[:, None, None], scale[:, None, None], offset[:, None, None])
+        self._page = (low[order][:, None, None], scale[order][:, None, None], offset[order][:, None, None])
         self._slots = None if np.array_equal(order, np.arange(layout.channels)) else order
         self._lut = _painter_lut(cmap, check_color(nan_color, "nan_color"))
         self._template = np.full((layout.height, layout.width), _BORDER_CODE, dtype=np.uint16)
@@ -369,21 +394,20 @@ class GridPainter:
 
         Raises:
             ValueError: for maps of another shape.
+            TypeError: for maps that are not real numbers.
         """
         layout = self.layout
-        maps = np.asarray(maps, dtype=np.float32)
+        maps = as_real_array(maps, "maps")
         h, w = layout.tile_height // layout.scale, layout.tile_width // layout.scale
         if maps.shape == (layout.channels, h, w):
-            (scale, offset), slots = self._all, self._slots
+            (low, scale, offset), slots = self._all, self._slots
         elif maps.shape == (layout.count, h, w):
-            (scale, offset), slots = self._page, None
+            (low, scale, offset), slots = self._page, None
         else:
             raise ValueError(f"expected maps of shape ({layout.channels}, {h}, {w}) for this layout"
                              + (f" (or ({layout.count}, {h}, {w}), the page's)" if layout.count < layout.channels else "")
                              + f", got {maps.shape}")
-        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (an empty range) is NaN, drawn as 0
-            idx = maps * scale
-            idx += offset
+        idx = scale_channels(maps, low, scale, offset, 0.5)  # inf * 0 (an empty range) is NaN, drawn as 0
         nonfinite = None
         if not np.isfinite(idx).all():
             # a non-finite unit, or a finite one scaled past float32 (a huge value over a tiny range)
@@ -508,9 +532,10 @@ def feature_grid(
 
     Ranges come from :func:`~cnnwidgets.render.value_ranges` (finite values only; a channel
     with no finite unit gets an empty range, which leaves the others' alone) and colours from
-    :func:`~cnnwidgets.render.colormaps.quantize`. A NaN or infinite unit is drawn in
-    ``nan_color``, so that it is not mistaken for a dead unit (the lowest colour) or a strong
-    one; the other units of its channel keep their colours. With ``shrink_mode="mean"`` a block
+    :func:`~cnnwidgets.render.colormaps.quantize`. A NaN or infinite unit (a float64 value beyond
+    float32's range is an infinite one) is drawn in ``nan_color``, so that it is not mistaken
+    for a dead unit (the lowest colour) or a strong one; the other units of its channel keep
+    their colours. With ``shrink_mode="mean"`` a block
     that holds a non-finite unit has a non-finite mean and is drawn in ``nan_color`` too. No
     numpy warning is raised for non-finite units, and finite input pays for no extra pass.
 
@@ -542,20 +567,29 @@ def feature_grid(
         ``(image, layout)``: uint8 (H', W', 3) and the geometry to map pixels to channels.
 
     Raises:
-        ValueError: for a stack that is not (C, H, W), an unknown mode or colormap, a ``fixed``
-            range :func:`~cnnwidgets.render.value_ranges` refuses (reversed, ``lo > hi``, or not
-            finite), a layout that does not fit the stack, or a ``nan_color`` outside 0..255
-            (and see :func:`grid_layout`).
-        TypeError: for a ``layout`` that is not a :class:`GridLayout`, or a ``nan_color`` that
-            is not three ints (and see :func:`grid_layout`).
+        ValueError: for a stack that is not (C, H, W), an unknown mode, colormap or
+            ``shrink_mode``, a ``fixed`` range :func:`~cnnwidgets.render.value_ranges` refuses
+            (reversed, ``lo > hi``, or not finite), a layout that does not fit the stack, or a
+            ``nan_color`` outside 0..255 (and see :func:`grid_layout`).
+        TypeError: for a ``layout`` that is not a :class:`GridLayout`, activations that are not
+            real numbers, or a ``nan_color`` that is not three ints (and see :func:`grid_layout`).
     """
     nan_rgb = check_color(nan_color, "nan_color")
-    acts = np.asarray(acts, dtype=np.float32)
+    if shrink_mode not in ("mean", "stride"):  # refused whether or not this layout shrinks
+        raise ValueError(f"shrink_mode must be 'mean' or 'stride', got {shrink_mode!r}")
+    acts = as_real_array(acts, "the activation stack")
     if acts.ndim != 3:
         raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
     c, h, w = acts.shape
+    if c == 0 or h == 0 or w == 0:
+        raise ValueError(f"the activation stack of shape {acts.shape} has no channels or empty maps (no row or no "
+                         "column): there is nothing to draw")
     if layout is None:
+        order = None if order is None else _check_order(order)
         count = c if order is None else len(order)
+        if count > c:
+            raise ValueError(f"order names {count} slots, more than the stack's {c} channels: it names each "
+                             f"channel shown once, from 0..{c - 1}")
         layout = grid_layout(count, h, w, max_width=max_width, max_height=max_height, border=border, order=order,
                              channels=c)
     else:
@@ -570,11 +604,8 @@ def feature_grid(
         acts = acts[np.asarray(layout.order, dtype=np.int64)]
     if layout.shrink > 1:
         if shrink_mode == "mean":
-            with np.errstate(invalid="ignore"):  # a block holding +inf and -inf averages to NaN
-                acts = downscale(acts, layout.shrink)
-        elif shrink_mode == "stride":
-            acts = acts[:, :: layout.shrink, :: layout.shrink]
+            acts = downscale(acts, layout.shrink)  # a block holding +inf and -inf averages to NaN
         else:
-            raise ValueError(f"shrink_mode must be 'mean' or 'stride', got {shrink_mode!r}")
+            acts = acts[:, :: layout.shrink, :: layout.shrink]
     painter = GridPainter(layout, lo, hi, cmap, marked=marked, data_marked=data_marked, nan_color=nan_rgb)
     return painter(acts), layout

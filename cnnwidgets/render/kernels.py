@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cnnwidgets.render._checks import as_real_array, check_color, check_int
+
 __all__ = ["KERNEL_COLORMAPS", "MIN_TILE_PIXELS", "kernel_mosaic", "signed_to_rgb", "tile_grid"]
 
 _LAYOUTS = ("rgb", "grid", "slices")
@@ -35,7 +37,8 @@ _MID = np.array([128.0, 128.0, 128.0])
 
 
 def signed_to_rgb(values: np.ndarray, cmap: str = "gray") -> np.ndarray:
-    """Map signed values in [-1, 1] to RGB ``uint8`` (values outside are clipped).
+    """Map signed values in [-1, 1] to RGB ``uint8`` (values outside are clipped, infinities
+    included).
 
     Args:
         values: array of any shape.
@@ -45,11 +48,19 @@ def signed_to_rgb(values: np.ndarray, cmap: str = "gray") -> np.ndarray:
         ``uint8`` array of shape ``values.shape + (3,)``.
 
     Raises:
-        ValueError: for an unknown colormap.
+        ValueError: for an unknown colormap, or a NaN value (drawn, it would look like a zero
+            weight).
+        TypeError: for values that are not real numbers.
     """
     if cmap not in _COLORMAPS:
         raise ValueError(f"unknown colormap {cmap!r} for kernel tiles: cmap must be one of {_COLORMAPS}")
-    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), -1.0, 1.0)[..., None]
+    array = as_real_array(values, "kernel values", dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is NaN too: then looked at closer
+        suspect = np.isnan(array.sum())
+    if suspect and np.isnan(array).any():
+        raise ValueError(f"kernel values must not be NaN (drawn, NaN would look like a zero weight), got "
+                         f"{int(np.count_nonzero(np.isnan(array)))} NaN of {array.size}; replace them first")
+    v = np.clip(array, -1.0, 1.0)[..., None]
     if cmap == "gray":
         rgb = np.repeat((v + 1.0) * 127.5, 3, axis=-1)
     else:
@@ -76,20 +87,23 @@ def tile_grid(
         ``uint8`` array (rows * (h * zoom + border) + border, cols * (w * zoom + border) + border, 3).
 
     Raises:
-        ValueError: for a wrongly shaped array or a bad zoom/border.
+        ValueError: for a wrongly shaped array, a zoom < 1, a border < 0 or a border colour
+            outside 0..255.
+        TypeError: for a zoom or border that is not an int (2.5 would be truncated), or a
+            border colour that is not three ints.
     """
+    zoom = check_int(zoom, "zoom", minimum=1)
+    border = check_int(border, "border", minimum=0)
+    fill = check_color(border_color, "border_color")
     tiles = np.asarray(tiles)
     if tiles.ndim != 5 or tiles.shape[-1] != 3:
         raise ValueError(f"tiles must have shape (rows, cols, h, w, 3), got {tiles.shape}")
-    if int(zoom) < 1 or int(border) < 0:
-        raise ValueError(f"zoom must be >= 1 and border >= 0, got zoom={zoom}, border={border}")
-    zoom, border = int(zoom), int(border)
     rows, cols, h, w, _ = tiles.shape
     if zoom > 1:
         tiles = tiles.repeat(zoom, axis=2).repeat(zoom, axis=3)
     th, tw = h * zoom, w * zoom
     out = np.empty((rows * (th + border) + border, cols * (tw + border) + border, 3), dtype=np.uint8)
-    out[...] = np.asarray(border_color, dtype=np.uint8)
+    out[...] = fill
     for r in range(rows):
         top = border + r * (th + border)
         for c in range(cols):
@@ -143,16 +157,20 @@ def kernel_mosaic(
         ``uint8`` array (H, W, 3).
 
     Raises:
-        ValueError: for an unknown layout or colormap, values of the wrong shape, or a ``cols``
-            < 1 or ``block_gap`` < 0.
+        ValueError: for an unknown layout or colormap, values of the wrong shape or NaN, a
+            ``zoom`` or ``cols`` < 1, a ``border`` or ``block_gap`` < 0, or a border colour
+            outside 0..255.
+        TypeError: for values that are not real numbers, a ``zoom``, ``border``, ``cols`` or
+            ``block_gap`` that is not an int, or a border colour that is not three ints.
     """
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
-    values = np.asarray(values)
-    if cols is not None and int(cols) < 1:
-        raise ValueError(f"cols must be >= 1, got {cols}")
-    if int(block_gap) < 0:
-        raise ValueError(f"block_gap must be >= 0, got {block_gap}")
+    values = as_real_array(values, "kernel values", dtype=None)
+    cols = None if cols is None else check_int(cols, "cols", minimum=1)
+    block_gap = check_int(block_gap, "block_gap", minimum=0)
+    zoom = None if zoom is None else check_int(zoom, "zoom", minimum=1)
+    border = check_int(border, "border", minimum=0)
+    border_color = tuple(int(c) for c in check_color(border_color, "border_color"))
     if values.size == 0:
         raise ValueError("there are no kernels to draw (empty array)")
     if layout == "rgb":

@@ -19,6 +19,11 @@ inverted. Signed maps (differences) use :func:`symmetric_ranges`, which maps 0 t
 Ranges are taken over the finite values only, so one NaN or infinite unit does not blank its
 channel (or, in mode ``"layer"``, the whole layer); a channel with no finite value gets the
 empty range ``(0, 0)``.
+
+Stacks are taken as float32, as the views hold them: a float64 value beyond float32's range
+(about 3.4e38) is an infinity there. Bools and ints are numbers; complex numbers, strings and
+objects are refused with a TypeError (drawn, they would lose their imaginary part, be read as
+numbers, or be read as NaN).
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from typing import Literal
 
 import numpy as np
 
-from cnnwidgets.render._checks import check_lo_hi
-from cnnwidgets.render.colormaps import linear_scale
+from cnnwidgets.render._checks import as_real_array, check_int, check_lo_hi, check_real
+from cnnwidgets.render.colormaps import linear_scale, scale_channels
 
 __all__ = [
     "NORM_MODES",
@@ -50,7 +55,7 @@ NORM_MODES: tuple[str, ...] = ("channel", "layer", "fixed")
 
 
 def _check_stack(acts: np.ndarray) -> np.ndarray:
-    acts = np.asarray(acts)
+    acts = as_real_array(acts, "the activation stack", dtype=None)
     if acts.ndim != 3:
         raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
     if acts.shape[0] == 0:
@@ -58,7 +63,7 @@ def _check_stack(acts: np.ndarray) -> np.ndarray:
     if acts.shape[1] == 0 or acts.shape[2] == 0:
         raise ValueError(f"the activation stack of shape {acts.shape} has empty maps (no row or no column): "
                          "there is no value to scale or draw")
-    return acts.astype(np.float32, copy=False)
+    return as_real_array(acts, "the activation stack")
 
 
 def _finite_min_max(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +130,8 @@ def value_ranges(
     if mode == "fixed":
         if fixed is None:
             raise ValueError("mode 'fixed' needs fixed=(lo, hi), e.g. the ranges of the unoccluded image")
-        if isinstance(fixed, (str, bytes)) or not hasattr(fixed, "__len__"):
+        # a set or a dict has two entries but no order: lo and hi could come out swapped
+        if isinstance(fixed, (str, bytes, set, frozenset, dict)) or not hasattr(fixed, "__len__"):
             raise TypeError(f"fixed must be a pair (lo, hi) of scalars or arrays of shape ({channels},), "
                             f"got {type(fixed).__name__} {fixed!r}")
         if len(fixed) != 2:
@@ -188,13 +194,11 @@ def normalize(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     lo, hi = check_lo_hi(lo, hi, acts.shape[0])
     lo, hi = lo[:, None, None], hi[:, None, None]
     scale, offset, valid = linear_scale(lo, hi, 1.0)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 (empty range) is NaN, set to 0 below
-        out = acts * scale
-        out += offset
+    out = scale_channels(acts, lo, scale, offset)  # inf * 0 (empty range) is NaN, set to 0 below
     np.clip(out, 0.0, 1.0, out=out)
     if not valid.all():
         out[~np.broadcast_to(valid, out.shape)] = 0.0
-    return out
+    return out.astype(np.float32, copy=False)  # float64 for a range a few denormals wide (see linear_scale)
 
 
 @dataclass(frozen=True)
@@ -229,8 +233,15 @@ class ChannelStats:
             active 34%
 
         with ``(dead on this image)`` after a channel without positive values (``(no positive
-        value on this image)`` when it has negative ones)."""
-        mean, std, low, high, active = (float(v) for v in self.as_array()[channel])
+        value on this image)`` when it has negative ones).
+
+        Raises:
+            TypeError: for a channel that is not an int.
+            ValueError: for a channel outside ``0..C-1``.
+        """
+        table = self.as_array()
+        channel = check_int(channel, "channel", minimum=0, maximum=len(table) - 1)
+        mean, std, low, high, active = (float(v) for v in table[channel])
         text = (f"channel {channel}\nmean {_js_number(mean)}  std {_js_number(std)}\n"
                 f"min {_js_number(low)}  max {_js_number(high)}\nactive {_js_fixed(100 * active, 0)}%")
         if high <= 0:
@@ -273,13 +284,20 @@ def channel_stats(acts: np.ndarray) -> ChannelStats:
     """
     acts = _check_stack(acts)
     flat = acts.reshape(acts.shape[0], -1)
+    low, high = flat.min(axis=1), flat.max(axis=1)
     with np.errstate(invalid="ignore", over="ignore"):  # a channel holding inf has a NaN std: shown as such
-        std = flat.std(axis=1)
+        mean, std = flat.mean(axis=1), flat.std(axis=1)
+    # float32 sums of finite values near 3e38 (or squares of ones beyond 1.8e19) overflow: those
+    # channels only are summed again in float64, where they fit
+    redo = ~(np.isfinite(mean) & np.isfinite(std)) & np.isfinite(low) & np.isfinite(high)
+    if redo.any():
+        rows = flat[redo].astype(np.float64)
+        mean[redo], std[redo] = rows.mean(axis=1), rows.std(axis=1)
     return ChannelStats(
-        mean=flat.mean(axis=1),
+        mean=mean,
         std=std,
-        min=flat.min(axis=1),
-        max=flat.max(axis=1),
+        min=low,
+        max=high,
         active=(flat > 0).mean(axis=1).astype(np.float32),
     )
 
@@ -297,8 +315,10 @@ def dead_channel_mask(acts: np.ndarray, threshold: float = 0.0) -> np.ndarray:
         bool array of shape (C,).
 
     Raises:
-        ValueError: for a stack that is not (C, H, W).
+        ValueError: for a stack that is not (C, H, W), or a NaN or infinite threshold.
+        TypeError: for a threshold that is not a real number.
     """
+    threshold = check_real(threshold, "threshold")
     acts = _check_stack(acts)
     return acts.reshape(acts.shape[0], -1).max(axis=1) <= threshold
 
@@ -319,7 +339,12 @@ def activation_order(acts: np.ndarray, key: str = "mean") -> np.ndarray:
     acts = _check_stack(acts)
     flat = acts.reshape(acts.shape[0], -1)
     if key == "mean":
-        score = flat.mean(axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            score = flat.mean(axis=1)
+        finite = np.isfinite(score)
+        if not finite.all():  # a float32 sum of finite values near 3e38 overflows: summed again in float64
+            redo = ~finite & np.isfinite(flat.min(axis=1)) & np.isfinite(flat.max(axis=1))
+            score[redo] = flat[redo].mean(axis=1, dtype=np.float64)
     elif key == "max":
         score = flat.max(axis=1)
     else:

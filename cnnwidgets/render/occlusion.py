@@ -13,11 +13,13 @@ preview early.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
 
+from cnnwidgets.render._checks import as_real_array, check_bool, check_real, check_size
 from cnnwidgets.render.overlay import check_float_picture, check_not_channels_first, desaturate
 
 __all__ = [
@@ -33,6 +35,9 @@ _UPSAMPLE = ("nearest", "mean")
 
 
 def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (int, np.integer, Sequence, np.ndarray)):
+        raise TypeError(f"{what} must be a positive int or a pair of positive ints, got "
+                        f"{type(value).__name__} {value!r}")
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if (
         len(pair) != 2
@@ -65,8 +70,12 @@ def fill_nearest(values: np.ndarray, filled: np.ndarray | None = None) -> np.nda
 
     Returns:
         A new array of the same shape and dtype; unchanged if nothing is computed.
+
+    Raises:
+        TypeError: for values that are not real numbers (bools, ints or floats).
+        ValueError: for a grid that is not 2-D, or ``filled`` of another shape.
     """
-    values = np.asarray(values)
+    values = as_real_array(values, "values", dtype=None)
     if values.ndim != 2:
         raise ValueError(f"values must be a 2-D (rows, cols) grid, got shape {values.shape}")
     known = np.isfinite(values) if filled is None else np.asarray(filled, dtype=bool)
@@ -127,14 +136,19 @@ def grid_to_pixels(
         (H, W) float32 array (or the grid's dtype for integer grids with ``"nearest"``).
 
     Raises:
-        ValueError: for an unknown upsample mode or a grid that does not match the geometry.
+        ValueError: for an unknown upsample mode, a window larger than the image, or a grid
+            that does not match the geometry.
+        TypeError: for values that are not real numbers, an ``image_size`` that is not a pair
+            of ints, or a window or stride that is not ints.
     """
     if upsample not in _UPSAMPLE:
         raise ValueError(f"upsample must be one of {_UPSAMPLE}, got {upsample!r}")
-    values = np.asarray(values)
-    height, width = (int(s) for s in image_size)
+    values = as_real_array(values, "values", dtype=None)
+    height, width = check_size(image_size, "image_size")
     wh, ww = _pair(window, "window")
     sh, sw = _pair(stride, "stride")
+    if wh > height or ww > width:
+        raise ValueError(f"window {(wh, ww)} is larger than the image {(height, width)}: no position fits")
     rows, cols = (height - wh) // sh + 1, (width - ww) // sw + 1
     if values.shape != (rows, cols):
         raise ValueError(
@@ -144,7 +158,7 @@ def grid_to_pixels(
     grid = fill_nearest(values, filled)
     if upsample == "nearest":
         out = grid[np.ix_(_nearest_centre(height, rows, wh, sh), _nearest_centre(width, cols, ww, sw))]
-        return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
+        return as_real_array(out, "values") if np.issubdtype(out.dtype, np.floating) else out
     data = grid.astype(np.float64)
     known = np.isfinite(data)
     integral = np.zeros((rows + 1, cols + 1))
@@ -162,7 +176,7 @@ def grid_to_pixels(
         )
 
     total, count = box(integral), box(counts)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
 
@@ -181,27 +195,44 @@ def colorize(
         ``(rgb, valid)``: uint8 array ``values.shape + (3,)`` and the bool mask of finite values.
 
     Raises:
-        ValueError: for an unknown colormap name.
+        ValueError: for an unknown colormap name, a NaN or infinite limit, or ``vmin > vmax``
+            (a reversed range).
+        TypeError: for values or limits that are not real numbers, or a name that is not a string.
     """
-    try:
-        colormap = matplotlib.colormaps[cmap]
-    except KeyError as exc:
-        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
-    values = np.asarray(values, dtype=np.float64)
+    colormap = _colormap(cmap)
+    values = as_real_array(values, "values", dtype=np.float64)
     valid = np.isfinite(values)
     finite = values[valid]
     if vmin is not None:
-        lo = float(vmin)
+        lo = check_real(vmin, "vmin")
     else:
         lo = float(finite.min()) if finite.size else 0.0
     if vmax is not None:
-        hi = float(vmax)
+        hi = check_real(vmax, "vmax")
     else:
         hi = float(finite.max()) if finite.size else 1.0
+    if vmin is not None and vmax is not None and lo > hi:
+        raise ValueError(f"vmin must be <= vmax, got vmin={lo:g}, vmax={hi:g}")
     span = hi - lo
-    scaled = np.full(values.shape, 0.5) if span <= 0 else (np.where(valid, values, lo) - lo) / span
+    with np.errstate(over="ignore"):  # a value far beyond a limit may overflow: an infinity, clipped to the end
+        if span <= 0:
+            scaled = np.full(values.shape, 0.5)
+        elif math.isfinite(span):
+            scaled = (np.where(valid, values, lo) - lo) / span
+        else:  # ends more than float64's range apart: halves, which are exact, fit
+            scaled = (np.where(valid, values, lo) * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5)
     rgb = colormap(np.clip(scaled, 0.0, 1.0), bytes=True)[..., :3]
     return rgb.astype(np.uint8), valid
+
+
+def _colormap(cmap: object):
+    """The matplotlib colormap named ``cmap``."""
+    if not isinstance(cmap, str):
+        raise TypeError(f"cmap must be the name of a matplotlib colormap (a str), got {type(cmap).__name__} {cmap!r}")
+    try:
+        return matplotlib.colormaps[cmap]
+    except KeyError as exc:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
 
 
 def _argument_order(function: str, values: str) -> str:
@@ -252,6 +283,7 @@ def _picture(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _blend(image: np.ndarray, color: np.ndarray, valid: np.ndarray, alpha: float) -> np.ndarray:
+    alpha = check_real(alpha, "alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     mixed = np.where(valid[..., None], (1.0 - alpha) * image + alpha * color, image)
@@ -299,9 +331,14 @@ def occlusion_overlay(
         ValueError: for a grid that is not 2-D or does not match the geometry, an image of
             another shape or dtype, a float image outside [0, 1], the two swapped (the picture
             first, as :func:`~cnnwidgets.render.attribution.attribution_overlay` takes it: the
-            message says the order), a bad upsample mode, colormap or alpha.
+            message says the order), a bad upsample mode, colormap or alpha, or a NaN or
+            infinite ``center``, ``vmin`` or ``vmax`` (or ``vmin > vmax``).
+        TypeError: for values, limits, ``center`` or alpha that are not real numbers, a window
+            or stride that is not ints, or a ``gray_image`` that is not True or False.
     """
     _check_order(values, image, "occlusion_overlay", "values")
+    center = None if center is None else check_real(center, "center")
+    gray_image = check_bool(gray_image, "gray_image")
     rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]), _argument_order("occlusion_overlay", "values"))
     if gray_image:
         rgb_image = desaturate(np.clip(np.rint(rgb_image), 0, 255).astype(np.uint8)).astype(np.float64)
@@ -318,12 +355,18 @@ def occlusion_overlay(
 
 
 def label_colors(labels: np.ndarray, *, cmap: str = "tab20") -> dict[int, tuple[int, int, int]]:
-    """The colour :func:`label_overlay` gives each class present in ``labels`` (for a legend)."""
-    try:
-        colormap = matplotlib.colormaps[cmap]
-    except KeyError as exc:
-        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
-    present = sorted(int(v) for v in np.unique(np.asarray(labels)) if v >= 0)
+    """The colour :func:`label_overlay` gives each class present in ``labels`` (for a legend).
+
+    Args:
+        labels: class indices (ints; -1, or NaN in a float array, where not computed).
+        cmap: a matplotlib colormap name.
+
+    Raises:
+        ValueError: for an unknown colormap, or labels that are not whole numbers (0.5, inf).
+        TypeError: for labels that are not real numbers, or a name that is not a string.
+    """
+    colormap = _colormap(cmap)
+    present = sorted(int(v) for v in np.unique(_check_labels(labels)) if v >= 0)
     # An integer indexes the colormap's table directly: class k gets entry k mod N.
     return {k: tuple(int(c) for c in colormap(k % colormap.N, bytes=True)[:3]) for k in present}
 
@@ -346,10 +389,12 @@ def label_overlay(
         (H, W, 3) uint8.
 
     Raises:
-        ValueError: as :func:`occlusion_overlay` (the grid comes first here too).
+        ValueError: as :func:`occlusion_overlay` (the grid comes first here too), or for labels
+            that are not whole numbers (0.5 is no class).
+        TypeError: as :func:`occlusion_overlay`, or for labels that are not real numbers.
     """
     _check_order(labels, image, "label_overlay", "labels")
-    labels = np.asarray(labels)
+    labels = _check_labels(labels)
     rgb_image = _as_rgb(image, tuple(np.asarray(image).shape[:2]), _argument_order("label_overlay", "labels"))
     size = rgb_image.shape[:2]
     known = labels >= 0
@@ -359,3 +404,15 @@ def label_overlay(
     for label, rgb in colors.items():
         color[pixels == label] = rgb
     return _blend(rgb_image, color, pixels >= 0, alpha)
+
+
+def _check_labels(labels: object) -> np.ndarray:
+    """``labels`` as an array of class indices: ints, or floats that are whole numbers or NaN
+    (not computed, as -1 is)."""
+    array = as_real_array(labels, "labels", dtype=None)
+    if array.dtype.kind == "f":
+        known = array[~np.isnan(array)]
+        if known.size and not (np.isfinite(known).all() and (known == np.round(known)).all()):
+            bad = known[~(np.isfinite(known) & (known == np.round(known)))][0]
+            raise ValueError(f"labels must be class indices (whole numbers; -1 or NaN where not computed), got {bad}")
+    return array

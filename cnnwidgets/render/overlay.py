@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
-from cnnwidgets.render._checks import check_color, check_int, check_real
+from cnnwidgets.render._checks import as_real_array, check_bool, check_color, check_int, check_real
 from cnnwidgets.render.colormaps import apply_colormap
 from cnnwidgets.render.resample import map_to_input, resize
 
@@ -48,10 +51,15 @@ def check_float_picture(image: np.ndarray, what: str = "image") -> None:
     denormalised input has, is accepted (and clipped by the caller).
 
     Raises:
-        ValueError: when a value is above 2 or below -1, saying how to convert.
+        ValueError: when a value is NaN (it has no colour: drawn, it would be an arbitrary one),
+            or above 2 or below -1 (infinities included), saying how to convert.
     """
     if image.size and np.issubdtype(image.dtype, np.floating):
-        top, bottom = float(np.nanmax(image)), float(np.nanmin(image))
+        top, bottom = float(image.max()), float(image.min())  # NaN if there is one
+        if math.isnan(top) or math.isnan(bottom):
+            count = int(np.count_nonzero(np.isnan(image)))
+            raise ValueError(f"a float {what} must hold values in [0, 1], got {count} NaN of {image.size} values; "
+                             f"replace them first (np.nan_to_num({what}))")
         if top > 2.0 or bottom < -1.0:
             raise ValueError(f"a float {what} must hold values in [0, 1], got values from {bottom:.4g} to {top:.4g}; "
                              f"for 0-255 values pass {what}.astype(np.uint8) (or {what} / 255)")
@@ -74,12 +82,15 @@ def as_picture(image: object, what: str = "image") -> np.ndarray:
 
     Raises:
         ValueError: for another shape (a channels-first (3, H, W) one gets the transpose to
-            use), another dtype (0-255 integers get the conversion to use) or floats outside [0, 1].
+            use) or one without pixels, another dtype (0-255 integers get the conversion to
+            use), or floats outside [0, 1] or NaN.
     """
     picture = np.asarray(image)
     check_not_channels_first(picture, what)
     if picture.ndim != 3 or picture.shape[2] != 3:
         raise ValueError(f"{what} must be (H, W, 3), uint8 or float in [0, 1], got shape {picture.shape}")
+    if picture.shape[0] == 0 or picture.shape[1] == 0:
+        raise ValueError(f"{what} has no pixels (shape {picture.shape}): it needs at least one row and one column")
     if picture.dtype == np.uint8:
         return picture
     if not np.issubdtype(picture.dtype, np.floating):
@@ -135,9 +146,9 @@ def channel_image(
         ValueError: for a map that is not 2-D, an unknown colormap or resampling mode, or a
             size or geometry :func:`~cnnwidgets.render.resample.map_to_input` refuses (a NaN
             or infinite ``jump``/``start``, for one).
-        TypeError: for a size or geometry that is not numbers.
+        TypeError: for a size or geometry that is not numbers, or values that are not real numbers.
     """
-    values = np.asarray(values, dtype=np.float32)
+    values = as_real_array(values, "values")
     if values.ndim != 2:
         raise ValueError(f"expected one map of shape (h, w), got shape {values.shape}")
     placed = map_to_input(values, size, jump=jump, start=start, mode=mode)
@@ -155,12 +166,18 @@ def blend(image: np.ndarray, color: np.ndarray, alpha: float | np.ndarray) -> np
     Raises:
         ValueError: for mismatched shapes, an alpha array of another shape than (H, W), or
             alpha outside [0, 1] (NaN included).
+        TypeError: for an alpha that is not real numbers (a string, None, a complex number, a
+            bool: an array of bools, a mask, is taken).
     """
     image = _check_rgb(image)
     color = _check_rgb(color, "color")
     if image.shape != color.shape:
         raise ValueError(f"image {image.shape} and color {color.shape} differ in shape")
-    alpha = np.asarray(alpha, dtype=np.float32)
+    # a number, as the other alphas are (not a bool, a string or None), or an array of numbers (a bool mask too)
+    if not isinstance(alpha, (np.ndarray, list, tuple)) and (
+            isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real)):
+        raise TypeError(f"alpha must be a real number or an array of them, got {type(alpha).__name__} {alpha!r}")
+    alpha = as_real_array(alpha, "alpha")
     if alpha.ndim != 0 and alpha.shape != image.shape[:2]:
         raise ValueError(f"alpha must be a scalar or an array of the image's shape (H, W) = {image.shape[:2]}, "
                          f"got shape {alpha.shape}")
@@ -180,7 +197,7 @@ def _blend(image: np.ndarray, color: np.ndarray, alpha: np.ndarray) -> np.ndarra
     out += color.astype(np.uint16) * weight
     out += 128
     out >>= 8
-    return out.astype(np.uint8)
+    return out.astype(np.uint8, order="C")  # C order also for a transposed picture
 
 
 def overlay_heatmap(
@@ -216,10 +233,15 @@ def overlay_heatmap(
         uint8 (H, W, 3).
 
     Raises:
-        ValueError: for malformed inputs or heat values outside [0, 1] (NaN included).
+        ValueError: for malformed inputs, heat values outside [0, 1] (NaN included) or an alpha
+            outside [0, 1].
+        TypeError: for heat values that are not real numbers, an alpha that is not a real
+            number, or a ``weight_by_value`` that is not True or False.
     """
+    alpha = check_real(alpha, "alpha")
+    weight_by_value = check_bool(weight_by_value, "weight_by_value")
     image = as_picture(image)
-    heat = np.asarray(heat, dtype=np.float32)
+    heat = as_real_array(heat, "heat")
     if heat.ndim != 2:
         raise ValueError(f"expected a heatmap of shape (h, w), got shape {heat.shape}")
     nan, inf = nonfinite_counts(heat)
@@ -261,10 +283,12 @@ def draw_rect(
         ValueError: for an image that is not uint8 RGB, a read-only image with ``copy=False``,
             a rect of another length or with a NaN or infinite number, a width < 1, or a
             colour outside 0..255.
-        TypeError: for a rect or colour that is not numbers, or a width that is not an int.
+        TypeError: for a rect or colour that is not numbers, a width that is not an int, or a
+            ``copy`` that is not True or False.
     """
     c = check_color(color)
     t = check_int(width, "width", minimum=1)
+    copy = check_bool(copy, "copy")
     if isinstance(rect, (str, bytes)) or not hasattr(rect, "__len__"):
         raise TypeError(f"rect must be four numbers (x, y, w, h), got {type(rect).__name__} {rect!r}")
     if len(rect) != 4:
@@ -299,10 +323,15 @@ def hstack(
     Raises:
         ValueError: for an empty list, images that are not uint8 RGB, a negative gap, or a
             background outside 0..255.
-        TypeError: for a gap that is not an int or a background that is not three ints.
+        TypeError: for ``images`` that is not a list (or another iterable) of images, a gap that
+            is not an int or a background that is not three ints.
     """
     gap = check_int(gap, "gap", minimum=0)
     color = check_color(background, "background")
+    if isinstance(images, (np.ndarray, str, bytes)) or not hasattr(images, "__iter__"):
+        # an array would be taken row by row, a string letter by letter
+        raise TypeError(f"images must be a list of uint8 (H, W, 3) images, got {type(images).__name__}"
+                        + (" (one image: pass [image])" if isinstance(images, np.ndarray) else ""))
     images = [_check_rgb(im) for im in images]
     if not images:
         raise ValueError("hstack needs at least one image")
@@ -344,4 +373,6 @@ def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "nearest"
             one without pixels, a size < 1, or an unknown mode.
     """
     out = resize(_check_rgb(image), size, mode, color=True)
-    return out if out.dtype == np.uint8 else np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    if out.dtype == np.uint8:  # picked pixels keep the layout of a strided picture: made contiguous
+        return np.ascontiguousarray(out)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8, order="C")

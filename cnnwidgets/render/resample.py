@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from cnnwidgets.render._checks import check_int, check_real, check_size
+from cnnwidgets.render._checks import as_real_array, check_int, check_real, check_size
 
 __all__ = ["RESAMPLE_MODES", "check_heat_orientation", "downscale", "map_to_input", "resize", "upscale"]
 
@@ -79,7 +79,10 @@ def upscale(image: np.ndarray, factor: int, *, color: bool | None = None) -> np.
 def downscale(stack: np.ndarray, factor: int) -> np.ndarray:
     """Shrink the last two axes by an integer factor, averaging ``factor x factor`` blocks.
 
-    Edges that do not fill a whole block are averaged over the pixels they have.
+    Edges that do not fill a whole block are averaged over the pixels they have. A block
+    holding NaN averages to NaN, one holding an infinity to that infinity (both infinities:
+    NaN), without a numpy warning; finite values average to a finite mean, also near
+    float32's limits.
 
     Args:
         stack: float array of shape (..., H, W).
@@ -89,16 +92,23 @@ def downscale(stack: np.ndarray, factor: int) -> np.ndarray:
         float32 array of shape (..., ceil(H / factor), ceil(W / factor)).
 
     Raises:
-        TypeError: for a factor that is not an int.
+        TypeError: for a factor that is not an int, or a stack that is not real numbers.
         ValueError: for a factor < 1 or an array with fewer than two axes.
     """
     factor = check_int(factor, "downscale factor", minimum=1)
-    stack = np.asarray(stack, dtype=np.float32)
+    stack = as_real_array(stack, "the stack to downscale")
     _check_maps(stack, False, "downscale")
     if factor == 1:
         return stack
     # sums of strided slices: f elementwise additions per axis, no slow reductions over small axes
-    return _block_mean(_block_mean(stack, factor, -1), factor, -2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = _block_mean(_block_mean(stack, factor, -1), factor, -2)
+        if not np.isfinite(out).all():
+            # a float32 sum of finite values near 3e38 overflows: summed again in float64 (only
+            # then, as NaN and infinite units come here too; they stay NaN and infinite)
+            wide = stack.astype(np.float64)
+            out = _block_mean(_block_mean(wide, factor, -1), factor, -2).astype(np.float32)
+    return out
 
 
 def _block_mean(stack: np.ndarray, factor: int, axis: int) -> np.ndarray:
@@ -107,12 +117,12 @@ def _block_mean(stack: np.ndarray, factor: int, axis: int) -> np.ndarray:
     out_n = -(-n // factor)
     shape = list(stack.shape)
     shape[axis] = out_n
-    out = np.zeros(shape, dtype=np.float32)
+    out = np.zeros(shape, dtype=stack.dtype)
     tail = (slice(None),) * (-1 - axis)  # the axes after `axis`
     for k in range(min(factor, n)):
         part = stack[(..., slice(k, None, factor), *tail)]
         out[(..., slice(0, part.shape[axis]), *tail)] += part
-    counts = np.minimum(factor, n - factor * np.arange(out_n)).astype(np.float32)
+    counts = np.minimum(factor, n - factor * np.arange(out_n)).astype(stack.dtype)
     out /= counts.reshape((out_n,) + (1,) * len(tail))
     return out
 
@@ -136,7 +146,8 @@ def _axis_weights(n_in: int, n_out: int, mode: str, positions: np.ndarray | None
 def _axis_table(n_in: int, n_out: int, mode: str, jump: float | None = None, start: float | None = None):
     """:func:`_axis_weights` for a stretch (no ``jump``) or a receptive-field placement, memoised:
     views redraw the same geometry on every frame. The arrays are read-only."""
-    positions = None if jump is None else (np.arange(n_out) - start) / jump
+    with np.errstate(over="ignore"):  # a denormal jump sends far pixels to +-inf: clamped to the ends
+        positions = None if jump is None else (np.arange(n_out) - start) / jump
     table = _axis_weights(n_in, n_out, mode, positions)
     for array in table:
         array.flags.writeable = False
@@ -144,17 +155,28 @@ def _axis_table(n_in: int, n_out: int, mode: str, jump: float | None = None, sta
 
 
 def _sample(image: np.ndarray, rows, cols, color: bool = False) -> np.ndarray:
+    """Bilinear samples of ``image`` (float32). A NaN or infinite unit reaches only the pixels
+    that take a share of it (weight > 0), as NaN or that infinity (both infinities: NaN); a
+    pixel on a finite unit's centre keeps its value, without a numpy warning."""
     r0, r1, fr = rows
     c0, c1, fc = cols
-    img = image.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 values beyond float32's range are its infinities
+        img = image.astype(np.float32, copy=False)
+    if np.isfinite(img).all():
+        def mix(a, b, f):
+            return a * (1 - f) + b * f
+    else:
+        def mix(a, b, f):  # b's weight f may be 0: 0 * inf would be NaN
+            with np.errstate(invalid="ignore"):
+                return a * (1 - f) + np.where(f > 0, b * f, np.float32(0))
     if color:
         rows0, rows1 = img[..., r0, :, :], img[..., r1, :, :]
-        top = rows0[..., c0, :] * (1 - fc)[:, None] + rows0[..., c1, :] * fc[:, None]
-        bottom = rows1[..., c0, :] * (1 - fc)[:, None] + rows1[..., c1, :] * fc[:, None]
-        return top * (1 - fr)[:, None, None] + bottom * fr[:, None, None]
-    top = img[..., r0, :][..., c0] * (1 - fc) + img[..., r0, :][..., c1] * fc
-    bottom = img[..., r1, :][..., c0] * (1 - fc) + img[..., r1, :][..., c1] * fc
-    return top * (1 - fr)[:, None] + bottom * fr[:, None]
+        top = mix(rows0[..., c0, :], rows0[..., c1, :], fc[:, None])
+        bottom = mix(rows1[..., c0, :], rows1[..., c1, :], fc[:, None])
+        return mix(top, bottom, fr[:, None, None])
+    top = mix(img[..., r0, :][..., c0], img[..., r0, :][..., c1], fc)
+    bottom = mix(img[..., r1, :][..., c0], img[..., r1, :][..., c1], fc)
+    return mix(top, bottom, fr[:, None])
 
 
 def resize(
@@ -171,16 +193,18 @@ def resize(
             (False, but an (H, W, 3) or (H, W, 4) array of any dtype is refused as ambiguous).
 
     Returns:
-        float32 array (uint8 inputs are returned as uint8 for ``"nearest"``).
+        ``"bilinear"``: a float32 array; ``"nearest"``: an array of the input's dtype (a uint8
+        picture stays uint8, a float64 map float64).
 
     Raises:
-        TypeError: for a size that is not a pair of ints.
+        TypeError: for a size that is not a pair of ints, or an image that is not real numbers
+            (bools, ints or floats).
         ValueError: for an unknown mode, a size < 1, an image with too few axes or no pixels,
             or an ambiguous (H, W, 3|4) array with ``color=None``.
     """
     _check_mode(mode)
     out_h, out_w = check_size(size)
-    image = np.asarray(image)
+    image = as_real_array(image, "the image to resize", dtype=None)
     color = _check_maps(image, color, "resize", need_pixels=True)
     h, w = image.shape[-3:-1] if color else image.shape[-2:]
     rows = _axis_table(h, out_h, mode)
@@ -223,8 +247,8 @@ def map_to_input(
         ValueError: for an unknown mode, a NaN, infinite or non-positive jump, a NaN or
             infinite start, only one of jump/start, an input size < 1, or a map with fewer
             than two axes or no units.
-        TypeError: for a jump or start that is not a number, or an input size that is not a
-            pair of ints.
+        TypeError: for a jump or start that is not a number, an input size that is not a
+            pair of ints, or a map that is not real numbers.
     """
     _check_mode(mode)
     if (jump is None) != (start is None):
@@ -232,7 +256,7 @@ def map_to_input(
     if isinstance(input_size, (tuple, list)) and len(input_size) == 3:
         input_size = tuple(input_size[1:])  # (C, H, W)
     out_h, out_w = check_size(input_size, "input_size")
-    fmap = np.asarray(fmap, dtype=np.float32)
+    fmap = as_real_array(fmap, "the feature map")
     if jump is None:
         return resize(fmap, (out_h, out_w), mode, color=False)
     jump = check_real(jump, "jump", positive=True)
@@ -248,8 +272,14 @@ def map_to_input(
 
 def check_heat_orientation(heat: np.ndarray, size: tuple[int, ...]) -> None:
     """Refuse a ``heat`` map (h, w) that is the image's shape transposed (rows and columns swapped);
-    ``size`` is the image's (H, W, ...)."""
-    h, w = heat.shape
+    ``size`` is the image's (H, W, ...).
+
+    Raises:
+        ValueError: for a transposed map, or a ``heat`` that is not one map (h, w).
+    """
+    if np.ndim(heat) != 2:
+        raise ValueError(f"the heat map must be one map (h, w), got shape {np.shape(heat)}")
+    h, w = np.shape(heat)
     if h != w and (h, w) == (size[1], size[0]):
         raise ValueError(f"the heat map's shape {heat.shape} is the image's {tuple(size[:2])} transposed; "
                          "maps are (rows, columns): pass heat.T if it was built column-first")
