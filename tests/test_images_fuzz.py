@@ -760,7 +760,9 @@ def _bad_uploads() -> list[tuple[str, bytes, str]]:
         ("huge.png", png_header_only(20000, 20000),
          r"the data given is too large to decode safely: 400,000,000 pixels, more than .*MAX_IMAGE_PIXELS.*"),
         ("float.tif", encoded(Image.fromarray(np.full((12, 12), 7.5, np.float32), "F"), "TIFF"),
-         r"float image values must lie in \[0, 1\], got \[7\.5, 7\.5\].*"),
+         # was: "(for 0..255 values use dtype uint8)", which someone uploading a file cannot act on
+         r"float image values must lie in \[0, 1\], got \[7\.5, 7\.5\] \(a float image, such as a 32-bit float "
+         r"TIFF, must hold values in \[0, 1\]; for 0\.\.255 values save it as an 8-bit image\)"),
     ]
 
 

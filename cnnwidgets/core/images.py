@@ -495,7 +495,10 @@ def _channels_first(t, *, tensor: bool):
     raise ValueError(f"unsupported image shape {shape}: no axis of 1, 3 or 4 channels; {_ARRAY_RULES}")
 
 
-def _check_float_range(a) -> None:
+def _check_float_range(a, *, float_picture: bool = False) -> None:
+    """Refuse NaN, infinities and values outside [0, 1], with a hint at the likely cause;
+    ``float_picture``: ``a`` holds the values of a float (mode ``F``) PIL image, a file's perhaps,
+    whose dtype the caller may not choose."""
     if (a.numel() if isinstance(a, torch.Tensor) else a.size) == 0:
         return  # no values: the size check says what is wrong
     if isinstance(a, torch.Tensor):
@@ -512,7 +515,9 @@ def _check_float_range(a) -> None:
         elif lo < 0.0:
             hint = " (it looks normalised; pass the image before normalisation)"
         else:
-            hint = " (for 0..255 values use dtype uint8)" if hi <= 255.0 else ""
+            hint = "" if hi > 255.0 else (
+                " (a float image, such as a 32-bit float TIFF, must hold values in [0, 1]; for 0..255 values "
+                "save it as an 8-bit image)" if float_picture else " (for 0..255 values use dtype uint8)")
         raise ValueError(f"float image values must lie in [0, 1], got [{_bound(lo)}, {_bound(hi)}]{hint}")
 
 
@@ -575,7 +580,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return _gray_to_rgb(_u16_to_u8(values.astype(np.uint16)), values, image.info.get("transparency"))
     if mode == "F":
         values = np.asarray(image, dtype=np.float32)
-        _check_float_range(values)
+        _check_float_range(values, float_picture=True)
         gray = np.rint(values * np.float32(255.0)).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
     if mode in ("La", "RGBa"):
