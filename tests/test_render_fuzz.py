@@ -1873,7 +1873,7 @@ def _refusals(*cases):
     # was: "unhashable type: 'list'" (four times)
     ("get_lut list", lambda: R.get_lut(["viridis"]), TypeError, "must be a str"),
     ("colormap_lut list", lambda: A.colormap_lut(["inferno"]), TypeError, "must be a str"),
-    ("occlusion colorize cmap list", lambda: O.colorize(STACK, cmap=["viridis"]), TypeError, r"\(a str\)"),
+    ("occlusion colorize cmap list", lambda: O.colorize(STACK, cmap=["viridis"]), TypeError, r"\(cmap\) must be a str"),
     ("feature_grid cmap list", lambda: R.feature_grid(STACK, cmap=["viridis"]), TypeError, "must be a str"),
     # was: OverflowError "int too large to convert to float"
     ("rect 10**400", lambda: R.draw_rect(PICTURE, (10**400, 0, 2, 2)), ValueError, "rect x must be a finite number"),

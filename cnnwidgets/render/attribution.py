@@ -42,6 +42,27 @@ __all__ = [
 _LUTS: dict[str, np.ndarray] = {}
 
 
+def matplotlib_colormap(name: object):
+    """The matplotlib colormap named ``name`` (matplotlib is imported on first use: only the colour
+    tables are needed).
+
+    Raises:
+        TypeError: for a name that is not a string.
+        ValueError: for a name matplotlib does not know.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a colormap name (cmap) must be a str, a matplotlib name such as 'inferno' or 'RdBu_r'; "
+                        f"got {type(name).__name__} {name!r}")
+    import matplotlib
+
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown matplotlib colormap {name!r}; use a matplotlib name such as 'inferno', 'magma', 'jet' or 'RdBu_r'"
+        ) from None
+
+
 def colormap_lut(name: str) -> np.ndarray:
     """The (256, 3) uint8 lookup table of a matplotlib colormap (read once, then cached).
 
@@ -49,19 +70,9 @@ def colormap_lut(name: str) -> np.ndarray:
         ValueError: for a name matplotlib does not know.
         TypeError: for a name that is not a string.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"a colormap name must be a str such as 'inferno' or 'RdBu_r', "
-                        f"got {type(name).__name__} {name!r}")
-    lut = _LUTS.get(name)
+    lut = _LUTS.get(name) if isinstance(name, str) else None  # another type: matplotlib_colormap says what is wrong
     if lut is None:
-        import matplotlib  # deferred: only the colour tables are needed
-
-        try:
-            cmap = matplotlib.colormaps[name]
-        except KeyError:
-            raise ValueError(
-                f"unknown colormap {name!r}; use a matplotlib name such as 'inferno', 'magma', 'jet' or 'RdBu_r'"
-            ) from None
+        cmap = matplotlib_colormap(name)
         lut = np.round(cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
         _LUTS[name] = lut
     return lut

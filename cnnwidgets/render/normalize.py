@@ -55,7 +55,7 @@ NORM_MODES: tuple[str, ...] = ("channel", "layer", "fixed")
 
 
 def _check_stack(acts: np.ndarray) -> np.ndarray:
-    acts = as_real_array(acts, "the activation stack", dtype=None)
+    acts = as_real_array(acts, "the activation stack")
     if acts.ndim != 3:
         raise ValueError(f"expected an activation stack of shape (C, H, W), got shape {acts.shape}")
     if acts.shape[0] == 0:
@@ -63,7 +63,7 @@ def _check_stack(acts: np.ndarray) -> np.ndarray:
     if acts.shape[1] == 0 or acts.shape[2] == 0:
         raise ValueError(f"the activation stack of shape {acts.shape} has empty maps (no row or no column): "
                          "there is no value to scale or draw")
-    return as_real_array(acts, "the activation stack")
+    return acts
 
 
 def _finite_min_max(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

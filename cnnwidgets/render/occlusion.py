@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 
 from cnnwidgets.render._checks import as_real_array, check_bool, check_real, check_size
+from cnnwidgets.render.attribution import matplotlib_colormap
 from cnnwidgets.render.overlay import check_float_picture, check_not_channels_first, desaturate
 
 __all__ = [
@@ -199,7 +199,7 @@ def colorize(
             (a reversed range).
         TypeError: for values or limits that are not real numbers, or a name that is not a string.
     """
-    colormap = _colormap(cmap)
+    colormap = matplotlib_colormap(cmap)
     values = as_real_array(values, "values", dtype=np.float64)
     valid = np.isfinite(values)
     finite = values[valid]
@@ -223,16 +223,6 @@ def colorize(
             scaled = (np.where(valid, values, lo) * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5)
     rgb = colormap(np.clip(scaled, 0.0, 1.0), bytes=True)[..., :3]
     return rgb.astype(np.uint8), valid
-
-
-def _colormap(cmap: object):
-    """The matplotlib colormap named ``cmap``."""
-    if not isinstance(cmap, str):
-        raise TypeError(f"cmap must be the name of a matplotlib colormap (a str), got {type(cmap).__name__} {cmap!r}")
-    try:
-        return matplotlib.colormaps[cmap]
-    except KeyError as exc:
-        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
 
 
 def _argument_order(function: str, values: str) -> str:
@@ -365,7 +355,7 @@ def label_colors(labels: np.ndarray, *, cmap: str = "tab20") -> dict[int, tuple[
         ValueError: for an unknown colormap, or labels that are not whole numbers (0.5, inf).
         TypeError: for labels that are not real numbers, or a name that is not a string.
     """
-    colormap = _colormap(cmap)
+    colormap = matplotlib_colormap(cmap)
     present = sorted(int(v) for v in np.unique(_check_labels(labels)) if v >= 0)
     # An integer indexes the colormap's table directly: class k gets entry k mod N.
     return {k: tuple(int(c) for c in colormap(k % colormap.N, bytes=True)[:3]) for k in present}
