@@ -146,6 +146,26 @@ def test_position_convention_top_left_corner_at_i_times_stride():
     assert (result.corners[4, 2] == (8, 6)).all()
 
 
+@pytest.mark.parametrize("huge", [2**62, 2**63, 2**64])
+def test_a_stride_beyond_the_image_gives_the_map_of_a_stride_of_the_image_size(huge):
+    # One position on that axis either way; a stride past int64 once overflowed in the corner,
+    # transposed-convolution and nearest-centre arithmetic.
+    model = RegionSum((7, 8), (4, 5))
+    x = torch.rand(1, 1, 12, 11)
+    expected = occlusion_map(model, x, 0, window=(3, 4), stride=(12, 3), fill=-1.0, progress=False)
+    result = occlusion_map(model, x, 0, window=(3, 4), stride=(huge, 3), fill=-1.0, progress=False)
+    assert result.shape == (1, 3) and result.stride == (12, 3)
+    np.testing.assert_array_equal(result.grid, expected.grid)
+    np.testing.assert_array_equal(result.pixel_attribution(), expected.pixel_attribution())
+    for kwargs in ({"window": (3, 4), "stride": (huge, 3)}, {"window": (3, 4), "stride": (12, 3)}):
+        attribution = grid_to_pixel_attribution(expected.grid, expected.unoccluded, image_size=(12, 11), **kwargs)
+        np.testing.assert_array_equal(attribution, expected.pixel_attribution())
+        for upsample in ("nearest", "mean"):
+            pixels = grid_to_pixels(expected.grid, (12, 11), upsample=upsample, **kwargs)
+            np.testing.assert_array_equal(
+                pixels, grid_to_pixels(expected.grid, (12, 11), window=(3, 4), stride=(12, 3), upsample=upsample))
+
+
 def test_known_answer_linear_region_model():
     rows, cols = (3, 8), (5, 11)
     model = RegionSum(rows, cols)

@@ -492,6 +492,9 @@ def grid_to_pixel_attribution(
     wh, ww = _pair(window, "window", _WINDOW_ACCEPTED)
     sh, sw = _pair(stride, "stride", _STRIDE_ACCEPTED)
     height, width = _image_size(image_size)
+    # A stride beyond the image leaves one position on that axis, as a stride of the image's size
+    # does; clamped, it stays within the integers the transposed convolution takes.
+    sh, sw = min(sh, height), min(sw, width)
     known = np.isfinite(grid)
     drop = np.where(known, float(unoccluded) - grid, 0.0)
     kernel = torch.ones(1, 1, wh, ww, dtype=torch.float64)
@@ -1197,6 +1200,9 @@ def _scan(
     window = _pair(window, "window", _WINDOW_ACCEPTED)
     stride = _pair(stride, "stride", _STRIDE_ACCEPTED)
     rows, cols = grid_shape(x.shape[2:], window, stride)
+    # A stride beyond the image leaves one position on that axis, as a stride of the image's size
+    # does (the result holds the stride that way, and its corners stay within int64).
+    stride = (min(stride[0], int(x.shape[2])), min(stride[1], int(x.shape[3])))
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
     if batch_size is not None:
@@ -1471,7 +1477,8 @@ def occlusion_map(
         window: occluder size, an int or (height, width), at most the image size (each int a
             Python int, a numpy integer or a 0-d integer tensor, as for every count here).
         stride: step between positions in pixels, an int or (vertical, horizontal), ints as for
-            ``window``. A stride larger than the window leaves pixels that no window covers.
+            ``window``. A stride larger than the window leaves pixels that no window covers; one
+            larger than the image leaves one position on that axis and is held as the image's size.
         fill: what covers the window, in the model's input space. A number is a constant in all
             channels; 0.0 (default) is the dataset mean, i.e. gray, for mean/std-normalised
             inputs. ``"mean"``: the image's own per-channel mean. Per-channel values of shape

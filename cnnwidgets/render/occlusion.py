@@ -150,6 +150,9 @@ def grid_to_pixels(
     if wh > height or ww > width:
         raise ValueError(f"window {(wh, ww)} is larger than the image {(height, width)}: no position fits")
     rows, cols = (height - wh) // sh + 1, (width - ww) // sw + 1
+    # A stride beyond the image leaves one position on that axis, as a stride of the image's size
+    # does; clamped, it stays within the integers the index arithmetic below works in.
+    sh, sw = min(sh, height), min(sw, width)
     if values.shape != (rows, cols):
         raise ValueError(
             f"grid of shape {values.shape} does not match image_size={(height, width)}, window={(wh, ww)}, "
