@@ -21,7 +21,9 @@ go to the view's status line.
 
 from __future__ import annotations
 
+import difflib
 import html
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -33,11 +35,11 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cnnwidgets.core.probe import Probe
-from cnnwidgets.core.targets import as_count, as_flag, as_index, as_real
+from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index, as_real
 from cnnwidgets.methods.correspondence import RANDOM, CorrespondenceResult, occlude
 from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
 from cnnwidgets.methods.invariance import InvarianceResult, check_fill, describe_transform, transform_images
-from cnnwidgets.methods.topk import Projector, TopKActivations
+from cnnwidgets.methods.topk import Projector, TopKActivations, _indexable, resolve_projector
 from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import error_text, shown_in_view
 from cnnwidgets.render._checks import check_int
@@ -63,9 +65,12 @@ __all__ = [
     "CorrespondenceController",
     "EvolutionController",
     "InvarianceController",
+    "MAX_DPI",
     "MAX_TILE",
+    "MIN_DPI",
     "TopKController",
     "correspondence_view",
+    "display_image",
     "evolution_blocks",
     "evolution_view",
     "invariance_view",
@@ -83,6 +88,15 @@ Denormalize = Callable[[torch.Tensor], Any]
 #: a view draws many (9 + 9 per top-k channel, channels x epochs cells in the evolution view).
 MAX_TILE = 512
 
+#: The resolution range of the drawn figures (``dpi``, pixels per inch): below :data:`MIN_DPI`
+#: the labels' fonts are less than a pixel high (matplotlib cannot draw them); above
+#: :data:`MAX_DPI` a figure of a few inches is many thousand pixels wide.
+MIN_DPI = 10
+MAX_DPI = 600
+
+#: What ``denormalize`` is called with and returns, for messages.
+_DENORMALIZE_CALL = "(C, H, W) tensor -> (H, W, 3) image in [0, 1]"
+
 
 def _bundle_denormalize(model: object) -> Denormalize | None:
     """The ``denormalize`` of a bundle (an object with an ``nn.Module`` in ``.model``, such as a
@@ -94,11 +108,40 @@ def _bundle_denormalize(model: object) -> Denormalize | None:
 
 
 def _tile(value: object) -> int:
+    """``tile`` as an int in 1..:data:`MAX_TILE`: a Python int, a NumPy integer or a 0-d integer
+    tensor (the ints every count of the package takes)."""
+    if isinstance(value, torch.Tensor):
+        value = as_index(value, "tile")
     return check_int(value, "tile", minimum=1, maximum=MAX_TILE)
 
 
 def _dpi(value: object) -> float:
-    return as_real(value, "dpi", "> 0 (pixels per inch)", lambda v: v > 0)
+    return as_real(value, "dpi", f"in {MIN_DPI}..{MAX_DPI} (pixels per inch)", lambda v: MIN_DPI <= v <= MAX_DPI)
+
+
+def _denormalize(value: object) -> Denormalize | None:
+    """``denormalize`` checked up front: None or a callable (not found out when the first image is shown)."""
+    return as_callback(value, "denormalize", _DENORMALIZE_CALL)
+
+
+def _options(options: Mapping[str, Any], controller: type, maker: str) -> Mapping[str, Any]:
+    """The keyword ``options`` of the one-liner ``maker``, refused unless they are keyword options
+    of ``controller`` (a name in another case or with a typo is told the option it is close to).
+
+    Raises:
+        TypeError: for ``view`` (the one-liner makes its own) or an unknown option.
+    """
+    parameters = inspect.signature(controller.__init__).parameters.values()
+    accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if "view" in options:
+        raise TypeError(f"{maker}(...) makes its own view, so view cannot be given; to drive a view of your own, "
+                        f"use {controller.__name__}(..., view=view)")
+    for name in options:
+        if name not in accepted:
+            close = difflib.get_close_matches(str(name).lower(), accepted, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{maker}(...) has no option {name!r}{hint}; its options are: {', '.join(accepted)}")
+    return options
 
 
 def _names(value: object, what: str) -> list[str] | None:
@@ -135,8 +178,38 @@ def _image_batch(images: object, n: int, used: str) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- display helpers
 def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormalize: Denormalize | None = None) -> np.ndarray:
-    """One preprocessed image or patch (C, H, W) -> (H, W, 3) floats in [0, 1] (outside ``valid``: grey)."""
+    """One preprocessed image or patch -> (H, W, 3) floats in [0, 1]; NaN values are shown black,
+    infinite ones black or white (by sign).
+
+    Args:
+        pixels: the image, (C, H, W) or (H, W): a tensor or an array; without ``denormalize``, C
+            is 1 or 3.
+        valid: an (H, W) mask of the pixels inside the image (the others are shown
+            :data:`~cnnwidgets.render.figures.OUTSIDE` grey), or None (all are).
+        denormalize: the model's inverse preprocessing, ``(C, H, W) tensor -> (H, W, 3) image in
+            [0, 1]`` (``(C, H, W)`` is taken too); None: the image is contrast-stretched (over its
+            finite values) unless it lies in [0, 1] already.
+
+    Raises:
+        TypeError: for ``pixels`` that are not real numbers, or a ``denormalize`` that is not callable.
+        ValueError: for an image of another shape, a ``valid`` mask of another size than the image,
+            or a ``denormalize`` that returns an image of another shape.
+        RuntimeError: when ``denormalize`` fails (its error is named).
+    """
+    denormalize = _denormalize(denormalize)
+    real = not pixels.is_complex() if isinstance(pixels, torch.Tensor) else np.asarray(pixels).dtype.kind in "biuf"
+    if not real:
+        raise TypeError(f"pixels must be an image of real numbers, (C, H, W) or (H, W): a tensor or an array, got "
+                        f"{type(pixels).__name__} {pixels!r:.40}")
+    shape = tuple(np.shape(pixels))
+    if denormalize is not None and len(shape) not in (2, 3):  # denormalize takes the channels the model takes
+        raise ValueError(f"pixels must be an image (C, H, W) or (H, W); got shape {shape}")
+    if denormalize is None and not (len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))):
+        raise ValueError(f"pixels must be an image (C, H, W) with C = 1 or 3, or (H, W) (or pass denormalize= for "
+                         f"other channels); got shape {shape}")
     valid_np = None if valid is None else np.asarray(valid.cpu() if isinstance(valid, torch.Tensor) else valid, dtype=bool)
+    if valid_np is not None and valid_np.shape != shape[-2:]:
+        raise ValueError(f"valid must be an (H, W) mask of the image's size {shape[-2:]}, got shape {valid_np.shape}")
     if denormalize is None:
         array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
         return image_to_rgb(array, valid_np)
@@ -155,7 +228,7 @@ def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormal
                          f"shape {tuple(tensor.shape)}")
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
-    rgb = np.clip(rgb, 0.0, 1.0)
+    rgb = np.clip(np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     if valid_np is not None:
         rgb = rgb.copy()
         rgb[~valid_np] = OUTSIDE
@@ -200,12 +273,30 @@ def topk_panel(
 
     Returns:
         ``(projections (k, h, w, 3) or None, patches (k, h, w, 3))`` floats in [0, 1].
+
+    Raises:
+        TypeError: for a ``topk`` that is not a scan result, a ``layer`` that is no name, a
+            ``channel`` that is not an int, a ``projection`` or ``denormalize`` that is neither
+            None nor a callable (nor a projection's name), or ``images`` that give no images by index.
+        KeyError: for a layer that was not scanned. IndexError: for a channel out of range.
+        ValueError: for an unknown projection name (and as :meth:`TopKActivations.patches`).
     """
+    _check_topk_options(topk, projection, images, denormalize)
+    layer = _plain_name(layer)
     patch_rgb = _patch_rgb(topk, layer, channel, images, denormalize)
     proj_rgb = None
     if model_or_probe is not None:
         proj_rgb = _projection_rgb(topk, layer, channel, model_or_probe, projection, images)
     return proj_rgb, patch_rgb
+
+
+def _check_topk_options(topk: object, projection: object, images: object, denormalize: object) -> None:
+    """The arguments of the top-k functions that are not read until an image is drawn, checked
+    up front: the scan result, the projection, the images' kind and ``denormalize``."""
+    _require(topk, TopKActivations, "topk", "scan_topk(...)")
+    resolve_projector(projection)  # type: ignore[arg-type]
+    _indexable(images)
+    _denormalize(denormalize)
 
 
 def _patch_rgb(topk: TopKActivations, layer: str, channel: int, images: Any,
@@ -245,10 +336,18 @@ def plot_topk(
         topk, layer, model_or_probe, projection, images, denormalize: see :func:`topk_panel`.
 
     Raises:
-        TypeError: for ``channels`` that are neither an int nor a list of channel indices.
-        ValueError: for a number of channels < 1 or an empty list. IndexError: for a channel out of range.
+        TypeError: for ``channels`` that are neither an int nor a list of channel indices, a
+            ``columns`` that is not an int, and as :func:`topk_panel`.
+        ValueError: for a number of channels < 1, an empty list or a ``columns`` < 1.
+        IndexError: for a channel out of range. KeyError: for a layer that was not scanned.
     """
+    _check_topk_options(topk, projection, images, denormalize)
+    layer = _plain_name(layer)
+    columns = as_count(columns, "columns")
     count = topk.num_channels(layer)
+    if _zero_dim(channels):  # a number of channels as a 0-d array or tensor (np.int64(6) is one already)
+        channels = as_count(channels.item() if isinstance(channels, np.ndarray) else channels,  # type: ignore[union-attr]
+                            "channels (a number of channels)")
     if isinstance(channels, (bool, np.bool_, int, np.integer)):
         number = as_count(channels, "channels (a number of channels)")
         chosen = sorted({int(round(v)) for v in np.linspace(0, count - 1, min(number, count))})
@@ -271,6 +370,17 @@ def plot_topk(
         panels.append((f"{layer} · channel {channel}", proj, patches))
     title = f"{layer}: top {topk.k} activations over {topk.consumed} images" + ("" if topk.complete else " (partial scan)")
     return topk_figure(panels, columns=columns, title=title)
+
+
+def _plain_name(name: Any) -> Any:
+    """A name given as a ``str`` subclass (NumPy's ``str_``) as a plain ``str``, for messages and
+    titles; anything else as it is (for the check that refuses it)."""
+    return str(name) if isinstance(name, str) else name
+
+
+def _zero_dim(value: object) -> bool:
+    """Whether ``value`` is a 0-d array or tensor (one number, which has no items to iterate)."""
+    return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0
 
 
 def _aligned(values: Sequence[float]) -> list[str]:
@@ -312,12 +422,16 @@ class TopKController:
             patches and projections are scaled.
         tile: tiles are enlarged to at least this many pixels, an int in 1..:data:`MAX_TILE`.
         cache: rendered channels kept, an int >= 0.
-        class_names: names of the classes, for the labels in the table of entries (a list).
+        class_names: names of the classes, for the labels in the table of entries (a list, one
+            name per class the scan's labels name).
 
     Raises:
         TypeError: for a ``topk`` that is not a scan result, a model that is neither a model, a
-            bundle nor a probe, ``class_names`` that are not a list, or a ``tile`` or ``cache``
-            that is not an int. ValueError: for a ``tile`` or ``cache`` out of range.
+            bundle nor a probe, ``class_names`` that are not a list, a ``tile`` or ``cache``
+            that is not an int, a ``projection`` or ``denormalize`` that is neither None nor a
+            callable (nor a projection's name), or ``images`` that give no images by index.
+        ValueError: for a ``tile`` or ``cache`` out of range, an unknown projection name, or
+            ``class_names`` without a name for a class the scan's labels name.
     """
 
     def __init__(
@@ -333,9 +447,15 @@ class TopKController:
         cache: int = 64,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        _require(topk, TopKActivations, "topk", "scan_topk(...)")
+        _check_topk_options(topk, projection, images, denormalize)
         self.topk = topk
         self.class_names = _names(class_names, "class_names")
+        if self.class_names is not None:  # the labels of the entries, named in the table
+            labels = [int(v.max()) for v in getattr(topk, "labels", {}).values() if v.numel()]
+            largest = max(labels, default=-1)
+            if largest >= len(self.class_names):
+                raise ValueError(f"class_names has {len(self.class_names)} names, but the scan's labels name class "
+                                 f"{largest}; give one name per class")
         self.tile = _tile(tile)
         self._cache_size = as_count(cache, "cache", minimum=0)
         if denormalize is None:
@@ -357,9 +477,11 @@ class TopKController:
         else:
             self._layer_changed()
 
+    @shown_in_view
     def _layer_changed(self, change: Any = None) -> None:
         """One render per layer change: the channel the view clamps into the new layer's range
-        (see :class:`TopKView`) is drawn once, after the layer's channels are set."""
+        (see :class:`TopKView`) is drawn once, after the layer's channels are set. A layer the
+        scan does not have (put in the view's ``layers`` by hand) is said in the status line."""
         if self.view.layer is not None:
             self._switching_layer = True
             try:
@@ -469,13 +591,58 @@ class TopKController:
 
 
 def topk_view(topk: TopKActivations, model_or_probe: nn.Module | Probe | None = None, **options: Any) -> TopKView:
-    """A ready top-k view (options: see :class:`TopKController`, and what it raises)."""
+    """A ready top-k view (options: see :class:`TopKController`, and what it raises; an unknown
+    option, or ``view``, is a TypeError that names the options)."""
+    options = _options(options, TopKController, "topk_view")
     return open_view(TopKView, lambda view: TopKController(topk, model_or_probe, view, **options))
 
 
 # ---------------------------------------------------------------------------- evolution (Fig. 4)
+def _evolution_of(source: object, what: str) -> FeatureEvolution:
+    """The :class:`FeatureEvolution` of ``source`` (itself, or what a recorder records).
+
+    Raises:
+        TypeError: for anything else, naming the argument ``what``.
+    """
+    if isinstance(source, FeatureEvolutionRecorder):
+        return source.result()
+    if not isinstance(source, FeatureEvolution):
+        raise TypeError(f"{what} must be a FeatureEvolutionRecorder or the FeatureEvolution it records "
+                        f"(recorder.result()), got {type(source).__name__}")
+    return source
+
+
+def _chosen_epochs(evolution: FeatureEvolution, epochs: object) -> list[int]:
+    """``epochs`` checked as recorded epochs (or steps), each once, as a list of ints; all the
+    recorded ones for None.
+
+    Raises:
+        TypeError: for ``epochs`` that are not a list of ints (one number, a string, floats, bools).
+        ValueError: for no epochs, one that was not recorded or one given twice.
+    """
+    unit, recorded = evolution.unit, list(evolution.epochs)
+    if not recorded:
+        raise ValueError("nothing has been recorded yet")
+    if epochs is None:
+        return recorded
+    if (isinstance(epochs, (str, bytes, Mapping)) or _zero_dim(epochs)
+            or not isinstance(epochs, (Sequence, np.ndarray, torch.Tensor))):
+        raise TypeError(f"epochs must be a list of recorded {unit}s ({recorded}), got {type(epochs).__name__} "
+                        f"{epochs!r:.40}")
+    chosen = [as_index(epoch, f"an entry of epochs (a recorded {unit})") for epoch in epochs]  # type: ignore[union-attr]
+    if not chosen:
+        raise ValueError(f"epochs is empty; give some of the recorded {unit}s {recorded}, or None for all")
+    for epoch in chosen:
+        if epoch not in recorded:
+            raise ValueError(f"epochs: {unit} {epoch} was not recorded; recorded {unit}s: {recorded}")
+    twice = sorted({epoch for epoch in chosen if chosen.count(epoch) > 1})
+    if twice:
+        raise ValueError(f"epochs gives {unit} {twice[0]} more than once; give each {unit} once")
+    return chosen
+
+
 def evolution_blocks(
-    evolution: FeatureEvolution,
+    evolution: FeatureEvolution | FeatureEvolutionRecorder,
     epochs: Sequence[int] | None = None,
     *,
     show: str = "projection",
@@ -484,19 +651,22 @@ def evolution_blocks(
     """Displayable cells ``{layer: (channels, epochs, h, w, 3)}`` for :func:`evolution_figure`.
 
     Args:
-        evolution: the recorded evolution.
-        epochs: the columns (default: all recorded epochs).
+        evolution: the recorded evolution, or the :class:`FeatureEvolutionRecorder` recording it.
+        epochs: the columns, recorded epochs (or steps), each once (default: all recorded epochs).
         show: ``"projection"`` (falls back to the patch where none was recorded) or ``"patch"``.
         denormalize: inverse preprocessing for patches.
 
     Raises:
-        ValueError: for a bad ``show`` or nothing recorded.
+        TypeError: for an ``evolution`` of another kind, ``epochs`` that are not a list of ints,
+            or a ``denormalize`` that is not callable.
+        ValueError: for a bad ``show``, nothing recorded, no epochs, an epoch that was not
+            recorded or one given twice.
     """
+    evolution = _evolution_of(evolution, "evolution")
     if show not in ("projection", "patch"):
         raise ValueError(f"show must be 'projection' or 'patch', got {show!r}")
-    epochs = list(evolution.epochs if epochs is None else epochs)
-    if not epochs:
-        raise ValueError("nothing has been recorded yet")
+    epochs = _chosen_epochs(evolution, epochs)
+    denormalize = _denormalize(denormalize)
     blocks = {}
     for layer, channels in evolution.channels.items():
         rows = []
@@ -547,14 +717,15 @@ def plot_evolution(
             ``"ch 3"``.
 
     Raises:
-        TypeError: for ``class_names`` that are not a list of names.
-        ValueError: for a bad ``show``, nothing recorded, or class names that are not one per
-            class of a recorded class layer.
+        TypeError: for a ``source`` of another kind, ``class_names`` that are not a list of names,
+            and as :func:`evolution_blocks`.
+        ValueError: for class names that are not one per class of a recorded class layer, and
+            as :func:`evolution_blocks`.
     """
-    evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
+    evolution = _evolution_of(source, "source")
     class_names = _names(class_names, "class_names")
     row_labels = _evolution_row_labels(evolution, class_names)
-    epochs = list(evolution.epochs if epochs is None else epochs)
+    epochs = _chosen_epochs(evolution, epochs)
     blocks = evolution_blocks(evolution, epochs, show=show, denormalize=denormalize)
     what = "projection of the strongest activation" if show == "projection" else "patch of the strongest activation"
     return evolution_figure(blocks, epochs, evolution.channels, title=f"Feature evolution ({what})",
@@ -577,15 +748,17 @@ class EvolutionController:
         labelled: draw the cells as a figure whose rows name the layers and channels and whose
             columns name the epochs (as :func:`plot_evolution`); ``False``: the bare mosaic
             (cheaper: no matplotlib).
-        dpi: resolution of the labelled figure.
+        dpi: resolution of the labelled figure, pixels per inch in :data:`MIN_DPI`..:data:`MAX_DPI`.
         class_names: names of the model's classes (a list, index = class), for the rows of a
             recorded layer whose channels are the classes (as :func:`plot_evolution`); default:
             the names the recorder was given (or its bundle's).
 
     Raises:
-        TypeError: for a ``source`` of another kind, or options of the wrong type.
-        ValueError: for a ``tile`` outside 1..:data:`MAX_TILE` or a ``dpi`` <= 0, or class names
-            that are not one per class of a recorded class layer.
+        TypeError: for a ``source`` of another kind, options of the wrong type, or a
+            ``denormalize`` that is not callable.
+        ValueError: for a ``tile`` outside 1..:data:`MAX_TILE` or a ``dpi`` outside
+            :data:`MIN_DPI`..:data:`MAX_DPI`, or class names that are not one per class of a
+            recorded class layer.
     """
 
     def __init__(
@@ -607,7 +780,7 @@ class EvolutionController:
         self.evolution = source.result() if isinstance(source, FeatureEvolutionRecorder) else source
         self.class_names = _names(class_names, "class_names")
         _evolution_row_labels(self.evolution, self.class_names)  # names that do not fit are refused now
-        self.denormalize = denormalize
+        self.denormalize = _denormalize(denormalize)
         self.view = view if view is not None else EvolutionView()
         _attach(self, self.view)
         self.view.unit = self.evolution.unit
@@ -691,7 +864,9 @@ class EvolutionController:
 
 
 def evolution_view(source: FeatureEvolution | FeatureEvolutionRecorder, **options: Any) -> EvolutionView:
-    """A ready evolution view (options: see :class:`EvolutionController`, and what it raises)."""
+    """A ready evolution view (options: see :class:`EvolutionController`, and what it raises; an
+    unknown option, or ``view``, is a TypeError that names the options)."""
+    options = _options(options, EvolutionController, "evolution_view")
     return open_view(EvolutionView, lambda view: EvolutionController(source, view, **options))
 
 
@@ -732,10 +907,17 @@ def plot_invariance(
 
     Raises:
         ValueError: for ``image_names`` that are not one per image, ``images`` that are not
-            the (N, C, H, W) images of the result, or an ``example`` that names no image.
-        TypeError: an ``example`` that is neither an int nor a str.
+            the (N, C, H, W) images of the result, an ``example`` that names no image, or a
+            negative ``examples``.
+        TypeError: an ``example`` that is neither an int nor a str, an ``examples`` that is not
+            an int, a ``title`` that is neither a str nor None, or a ``denormalize`` that is not
+            callable.
     """
     _require(result, InvarianceResult, "result", "invariance_curves(...)")
+    examples = as_count(examples, "examples (how many parameter values the row of images shows)", minimum=0)
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__} {title!r:.40}")
+    denormalize = _denormalize(denormalize)
     n = len(result.labels)
     image_names = _names(image_names, "image_names")
     if image_names is not None and len(image_names) != n:
@@ -795,14 +977,16 @@ class InvarianceController:
         denormalize: inverse preprocessing.
         image_names: names per image.
         class_names: names of the classes (for the readout), one per class the result names.
-        dpi: resolution of the curves (pixels per inch; the figure is at most 10 inches wide).
+        dpi: resolution of the curves, pixels per inch in :data:`MIN_DPI`..:data:`MAX_DPI` (the
+            figure is at most 10 inches wide).
 
     Raises:
         TypeError: for a ``result`` that is not an :class:`InvarianceResult`, ``images`` that are
-            not a tensor, or names that are not lists.
+            not a tensor, names that are not lists, a ``dpi`` that is no number or a
+            ``denormalize`` that is not callable.
         ValueError: when ``images`` is not (N, C, H, W), or it or ``image_names`` does not have one
             entry per image of the result, when ``class_names`` has no name for a class the result
-            names (a label or a prediction), or for a ``dpi`` <= 0.
+            names (a label or a prediction), or for a ``dpi`` outside :data:`MIN_DPI`..:data:`MAX_DPI`.
     """
 
     def __init__(
@@ -818,7 +1002,8 @@ class InvarianceController:
     ) -> None:
         _require(result, InvarianceResult, "result", "invariance_curves(...)")
         n = len(result.labels)
-        self.result, self.images, self.denormalize = result, _image_batch(images, n, "curves were"), denormalize
+        self.result, self.images = result, _image_batch(images, n, "curves were")
+        self.denormalize = _denormalize(denormalize)
         image_names = _names(image_names, "image_names")
         if image_names is not None and len(image_names) != n:
             raise ValueError(f"the result has {n} images, but {len(image_names)} image names were given; "
@@ -869,11 +1054,16 @@ class InvarianceController:
             self.view.clear_curves()  # no curves marking another step
             self.view.show_error(self._curves_status, keep_image=True)
 
+    @shown_in_view
     def _transform_changed(self, change: Any = None) -> None:
+        """Set the steps of the transformation chosen and draw it; one the result does not have
+        (put in the view's ``transforms`` by hand) is said in the status line."""
         if self.view.transform is None:
             self.update()
             return
         kind = self.view.transform
+        if kind not in self.result.values:
+            raise ValueError(f"the result has no transformation {kind!r}; it has {', '.join(map(repr, self.result.values))}")
         values = self.result.values[kind]
         # the first transformation shown opens on its identity step; a switch from another one (also by
         # way of none) goes there too: the step index means something else here
@@ -931,7 +1121,9 @@ class InvarianceController:
 
 
 def invariance_view(result: InvarianceResult, images: torch.Tensor, **options: Any) -> InvarianceView:
-    """A ready invariance view (options: see :class:`InvarianceController`, and what it raises)."""
+    """A ready invariance view (options: see :class:`InvarianceController`, and what it raises; an
+    unknown option, or ``view``, is a TypeError that names the options)."""
+    options = _options(options, InvarianceController, "invariance_view")
     return open_view(InvarianceView, lambda view: InvarianceController(result, images, view, **options))
 
 
@@ -945,14 +1137,57 @@ def plot_part_boxes(
 ) -> Figure:
     """The correspondence images with their part boxes (one colour per part).
 
+    Args:
+        images: the images, a tensor (N, C, H, W).
+        parts: ``{part: [one (x0, y0, x1, y1) box per image]}``, boxes in whole pixels inside the
+            images, as :func:`~cnnwidgets.methods.correspondence.correspondence` takes them.
+        denormalize: the model's inverse preprocessing, or None (see :func:`display_image`).
+        titles: one title per image, or None.
+
     Raises:
-        ValueError: for ``titles`` that are not one per image (and as :func:`part_boxes_figure`).
+        TypeError: for ``images`` that are not a tensor, ``parts`` that are not a mapping,
+            ``titles`` that are not a list, or a ``denormalize`` that is not callable.
+        ValueError: for ``images`` that are not (N, C, H, W) with N >= 1, a part without one box
+            per image, a box ``correspondence`` refuses (not whole pixels, not inside the image,
+            empty), or ``titles`` that are not one per image.
     """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a tensor (N, C, H, W) of at least one image, got shape {tuple(images.shape)}")
+    images = images.detach().cpu()
+    denormalize = _denormalize(denormalize)
+    if not isinstance(parts, Mapping):
+        raise TypeError(f"parts must be a mapping {{part name: [one (x0, y0, x1, y1) box per image]}}, got "
+                        f"{type(parts).__name__}")
+    checked = {name: _part_boxes(name, boxes, images) for name, boxes in parts.items()}
     titles = _names(titles, "titles")
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"{len(titles)} titles were given for {len(images)} images; give one title per image")
-    shown = [display_image(img, None, denormalize) for img in images.detach().cpu()]
-    return part_boxes_figure(shown, parts, titles=titles)
+    shown = [display_image(img, None, denormalize) for img in images]
+    return part_boxes_figure(shown, checked, titles=titles)
+
+
+def _part_boxes(name: object, boxes: object, images: torch.Tensor,
+                whose: str = "images has") -> list[tuple[int, int, int, int]]:
+    """The boxes of part ``name``, one ``(x0, y0, x1, y1)`` per image of ``images``, checked as
+    :func:`~cnnwidgets.methods.correspondence.correspondence` checks them (whole pixels, inside
+    the image, not empty), as tuples of ints; ``whose`` says whose images are counted.
+
+    Raises:
+        ValueError: for anything else, naming the part (and the image).
+    """
+    n = images.shape[0]
+    if isinstance(boxes, (str, bytes)) or not hasattr(boxes, "__len__"):
+        raise ValueError(f"part {name!r} must be a list of one (x0, y0, x1, y1) box per image ({n}), got {boxes!r:.60}")
+    if len(boxes) != n:  # type: ignore[arg-type]
+        raise ValueError(f"part {name!r} has {len(boxes)} boxes, but {whose} {n} images; "  # type: ignore[arg-type]
+                         "give one box per image")
+    try:  # the check correspondence() makes: whole pixels, inside the image, not empty
+        occlude(images, boxes)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"part {name!r}, {exc}") from exc
+    return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[union-attr,misc]
 
 
 class CorrespondenceController:
@@ -975,8 +1210,8 @@ class CorrespondenceController:
 
     Raises:
         TypeError: for a ``result`` that is not a :class:`CorrespondenceResult`, ``images`` that
-            are not a tensor, ``parts`` that are not a mapping, or a ``fill`` or ``tile`` of the
-            wrong type.
+            are not a tensor, ``parts`` that are not a mapping, a ``fill`` or ``tile`` of the
+            wrong type, or a ``denormalize`` that is not callable.
         ValueError: when ``images`` is not (N, C, H, W), or it or a part's boxes does not have one
             entry per image of the result, for no parts, a part the result does not have, a box
             ``correspondence`` refuses or that differs from the box the result scored, a ``fill``
@@ -1024,24 +1259,14 @@ class CorrespondenceController:
                              "out to show the result's own")
         self.parts: dict[str, list[tuple[int, int, int, int]]] = {}
         for name, boxes in parts.items():
-            if isinstance(boxes, (str, bytes)) or not hasattr(boxes, "__len__"):
-                raise ValueError(f"part {name!r} must be a list of one (x0, y0, x1, y1) box per image ({n}), "
-                                 f"got {boxes!r}")
-            if len(boxes) != n:
-                raise ValueError(f"part {name!r} has {len(boxes)} boxes, but the result has {n} images; "
-                                 "give one box per image")
-            try:  # the check correspondence() makes: whole pixels, inside the image, not empty
-                occlude(self.images, boxes, self.fill)
-            except ValueError as exc:
-                raise ValueError(f"part {name!r}, {exc}") from exc
-            self.parts[name] = [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+            self.parts[name] = _part_boxes(name, boxes, self.images, "the result has")
             scored_boxes = result.boxes.get(name)
             if scored_boxes is not None:
                 for i, (given, box) in enumerate(zip(self.parts[name], scored_boxes)):
                     if tuple(given) != tuple(box):
                         raise ValueError(f"part {name!r}, image {i}: box {given} is not the box the table was "
                                          f"computed with, {tuple(box)}; leave parts out to show the result's boxes")
-        self.denormalize, self.tile = denormalize, _tile(tile)
+        self.denormalize, self.tile = _denormalize(denormalize), _tile(tile)
         self.view = view if view is not None else CorrespondenceView()
         _attach(self, self.view)
         self.view.table_html = wrapped_text(scrolling(result.to_html()))
@@ -1083,5 +1308,6 @@ def correspondence_view(
 ) -> CorrespondenceView:
     """A ready correspondence view of ``result`` on ``images``, showing the result's part boxes (or
     the ``parts`` given, which must be those boxes). Options: see :class:`CorrespondenceController`,
-    and what it raises."""
+    and what it raises; an unknown option, or ``view``, is a TypeError that names the options."""
+    options = _options(options, CorrespondenceController, "correspondence_view")
     return open_view(CorrespondenceView, lambda view: CorrespondenceController(result, images, parts, view, **options))

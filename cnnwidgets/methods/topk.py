@@ -296,6 +296,9 @@ def _indexable(images: Any) -> Any:
     Raises:
         TypeError: for a shuffling (or otherwise reordering) loader, or an object without indexing.
     """
+    if isinstance(images, (str, bytes)):  # indexable, but letters: no images
+        raise TypeError(f"images must give the scanned images by index (a tensor, a list or a data set), got "
+                        f"{type(images).__name__} {images!r:.40}")
     if images is None or hasattr(images, "__getitem__"):
         return images
     if isinstance(images, torch.utils.data.DataLoader):
@@ -514,6 +517,10 @@ class TopKEntry:
     label: int | None
 
 
+#: What :meth:`TopKActivations._check` is given when there is no channel to check.
+_NO_CHANNEL = object()
+
+
 class TopKActivations:
     """The ``k`` strongest activations of every channel of some layers over a data set.
 
@@ -699,12 +706,17 @@ class TopKActivations:
         )
 
     # ---------------------------------------------------------------- reading
-    def _check(self, layer: str, channel: int | None = None) -> None:
+    def _check(self, layer: str, channel: Any = _NO_CHANNEL) -> None:
+        """Refuse a ``layer`` that was not scanned (a ``KeyError``, a ``TypeError`` for one that is
+        no name) and, when one is given, a ``channel`` that is no index of it (``None`` included)."""
+        if not isinstance(layer, str):
+            raise TypeError(f"layer must be a scanned layer's name (a str), got {_describe_value(layer)}; "
+                            f"scanned layers: {self.layers}")
         if layer not in self.layers:
             raise KeyError(f"layer {layer!r} was not scanned; scanned layers: {self.layers}")
         if layer not in self.values:
             raise ValueError("nothing was scanned yet")
-        if channel is not None:
+        if channel is not _NO_CHANNEL:
             channels = self.values[layer].shape[0]
             channel = as_index(channel, "channel")
             if not 0 <= channel < channels:

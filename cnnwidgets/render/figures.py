@@ -76,12 +76,17 @@ def _chw_to_hwc(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
 
 
+def _check_valid(valid: np.ndarray | None, rgb: np.ndarray) -> None:
+    """Refuse a ``valid`` mask whose shape is not the (H, W) of the image ``rgb`` (H, W, 3)."""
+    if valid is not None and np.shape(valid) != rgb.shape[:2]:
+        raise ValueError(f"valid mask {np.shape(valid)} does not match the image {rgb.shape[:2]}")
+
+
 def _mask_outside(rgb: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     if valid is None:
         return rgb
     valid = np.asarray(valid, dtype=bool)
-    if valid.shape != rgb.shape[:2]:
-        raise ValueError(f"valid mask {valid.shape} does not match the image {rgb.shape[:2]}")
+    _check_valid(valid, rgb)
     out = rgb.copy()
     out[~valid] = OUTSIDE
     return out
@@ -98,27 +103,43 @@ def image_to_rgb(
 
     With ``mean`` and ``std`` the normalisation is undone (``x * std + mean``); without, the
     values are kept when they already lie in [0, 1] and otherwise stretched to [0, 1] (min-max
-    over the valid pixels). Pixels outside ``valid`` become :data:`OUTSIDE` grey.
+    over the valid pixels' finite values). Pixels outside ``valid`` become :data:`OUTSIDE` grey;
+    NaN pixels are black and infinite ones black or white (by sign), whatever the others.
+
+    Raises:
+        ValueError: for an image of another shape, or a ``valid`` mask of another size.
     """
     rgb = _chw_to_hwc(pixels)
+    _check_valid(valid, rgb)
     if mean is not None or std is not None:
         m = np.asarray(mean if mean is not None else 0.0, dtype=np.float32).reshape(1, 1, -1)
         s = np.asarray(std if std is not None else 1.0, dtype=np.float32).reshape(1, 1, -1)
-        rgb = np.clip(rgb * s + m, 0.0, 1.0)
+        rgb = rgb * s + m
     else:
         inside = rgb if valid is None else rgb[np.asarray(valid, dtype=bool)]
+        inside = inside[np.isfinite(inside)]
         low, high = (float(inside.min()), float(inside.max())) if inside.size else (0.0, 1.0)
         if not (low >= 0.0 and high <= 1.0):
-            rgb = (rgb - low) / (high - low) if high > low else np.full_like(rgb, 0.5)
-        rgb = np.clip(rgb, 0.0, 1.0)
+            with np.errstate(invalid="ignore", over="ignore"):  # infinite pixels: said below
+                rgb = (rgb - low) / (high - low) if high > low else np.where(np.isfinite(rgb), 0.5, rgb)
+    rgb = np.clip(np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     return _mask_outside(rgb, valid)
 
 
 def projection_to_rgb(pixels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """A signed projection (C, H, W) -> (H, W, 3) in [0, 1]: ``0.5 + 0.5 * p / max|p|``."""
+    """A signed projection (C, H, W) -> (H, W, 3) in [0, 1]: ``0.5 + 0.5 * p / max|p|`` (the
+    largest finite ``|p|``); NaN values are mid-gray (as 0), infinite ones black or white (by sign).
+
+    Raises:
+        ValueError: for a projection of another shape, or a ``valid`` mask of another size.
+    """
     rgb = _chw_to_hwc(pixels)
-    scale = float(np.abs(rgb).max()) if rgb.size else 0.0
-    rgb = 0.5 + 0.5 * rgb / scale if scale > 0 else np.full_like(rgb, 0.5)
+    _check_valid(valid, rgb)
+    finite = np.abs(rgb[np.isfinite(rgb)])
+    scale = float(finite.max()) if finite.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # infinite values: black or white below
+        rgb = 0.5 + 0.5 * rgb / scale if scale > 0 else np.where(np.isfinite(rgb), 0.5, rgb)
+    rgb = np.nan_to_num(rgb, nan=0.5, posinf=1.0, neginf=0.0)
     return _mask_outside(np.clip(rgb, 0.0, 1.0), valid)
 
 

@@ -6,6 +6,13 @@ images, text and HTML it is given; none of them touches a model or torch. Contro
 in the view's status line (never only logged); so are values the browser sends that a view
 refuses (an index outside a menu, no choice in a menu that has options), and the control is set
 back. A closed view refuses new settings.
+
+The settings a user makes take the values the functions of the package take: an index
+(``channel``, ``epoch``, ``step``) is a Python int, a NumPy integer or a 0-d integer tensor,
+never a bool or a float (not even ``2.0``); an on/off setting (``follow``, ``occluded``) is
+``True`` or ``False`` (NumPy's too), never 0 or 1; a name (``layer``, ``transform``, ``part``,
+``show``) is a ``str`` (NumPy's ``str_`` too), never ``bytes``. Each is held as the plain Python
+value.
 """
 
 from __future__ import annotations
@@ -16,7 +23,15 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from cnnwidgets.widgets._base import RefusingDropdown, RefusingToggleButtons
+from cnnwidgets.widgets._base import (
+    ChoiceTrait,
+    FlagTrait,
+    IndexTrait,
+    NameTrait,
+    RefusingDropdown,
+    RefusingToggleButtons,
+    given,
+)
 from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
 from cnnwidgets.widgets.imagestatus import ImageStatus, show_png
 
@@ -45,9 +60,9 @@ class TopKView(ImageStatus, widgets.VBox):
     _MAKER = "topk_view(...)"
 
     layers = traitlets.List(traitlets.Unicode())
-    layer = traitlets.Unicode(None, allow_none=True)
+    layer = NameTrait(None, allow_none=True)
     num_channels = traitlets.Int(1)
-    channel = traitlets.Int(0)
+    channel = IndexTrait(0)
     caption = traitlets.Unicode("")
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
@@ -71,8 +86,14 @@ class TopKView(ImageStatus, widgets.VBox):
         self._next.on_click(lambda _: self.step(+1))
 
     def step(self, delta: int) -> None:
-        """Move to another channel, wrapping around."""
-        self.channel = (self.channel + delta) % max(self.num_channels, 1)
+        """Move ``delta`` channels on (back for a negative one), wrapping around.
+
+        Raises:
+            TypeError: for a ``delta`` that is not an int (a bool, a float).
+        """
+        if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, np.integer)):
+            raise TypeError(f"delta must be an int (channels to move on), got {given(delta)}")
+        self.channel = (self.channel + int(delta)) % max(self.num_channels, 1)
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal):
@@ -130,9 +151,9 @@ class EvolutionView(ImageStatus, widgets.VBox):
     _MAKER = "evolution_view(...)"
 
     epochs = traitlets.List(traitlets.Int())
-    epoch = traitlets.Int(None, allow_none=True)
-    follow = traitlets.Bool(True)
-    show = traitlets.Enum(("projection", "patch"), default_value="projection")
+    epoch = IndexTrait(None, allow_none=True)
+    follow = FlagTrait(True)
+    show = ChoiceTrait(("projection", "patch"), default_value="projection")
     unit = traitlets.Unicode("epoch")
     projections = traitlets.Bool(True)
 
@@ -175,8 +196,6 @@ class EvolutionView(ImageStatus, widgets.VBox):
     @traitlets.validate("epoch")
     def _valid_epoch(self, proposal):
         self._refuse_when_closed(proposal)
-        if isinstance(proposal["value"], bool):  # True would pass for epoch 1
-            raise traitlets.TraitError(f"epoch must be an int, one of {list(self.epochs)}, got {proposal['value']}")
         return _check_member(proposal, self.epochs, "epoch")
 
     @traitlets.validate("show", "follow")
@@ -228,9 +247,9 @@ class InvarianceView(ImageStatus, widgets.VBox):
     _MAKER = "invariance_view(...)"
 
     transforms = traitlets.List(traitlets.Unicode())
-    transform = traitlets.Unicode(None, allow_none=True)
+    transform = NameTrait(None, allow_none=True)
     num_steps = traitlets.Int(1)
-    step = traitlets.Int(0)
+    step = IndexTrait(0)
     step_labels = traitlets.List(traitlets.Unicode())
     readout = traitlets.Unicode("")
 
@@ -313,8 +332,8 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
     _MAKER = "correspondence_view(...)"
 
     parts = traitlets.List(traitlets.Unicode())
-    part = traitlets.Unicode(None, allow_none=True)
-    occluded = traitlets.Bool(False)
+    part = NameTrait(None, allow_none=True)
+    occluded = FlagTrait(False)
     table_html = traitlets.Unicode("")
 
     def __init__(self, **kwargs) -> None:
