@@ -50,7 +50,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             return torch.device(available_devices()[0])
     try:
         device = torch.device(spec)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # an index past int64: ValueError
         raise ValueError(
             f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
         ) from exc

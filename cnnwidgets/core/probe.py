@@ -49,7 +49,7 @@ from torch.nn.utils import prune
 from cnnwidgets.core.device import release_memory, resolve_device
 from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
 from cnnwidgets.core.targets import (
-    OutputTypeError, as_count, as_flag, class_scores, output_reduction, output_tensor,
+    OutputTypeError, as_count, as_flag, as_index, class_scores, output_reduction, output_tensor,
 )
 
 __all__ = [
@@ -78,14 +78,18 @@ _TRAINED_SIZES = {"Inception3": (3, 299, 299)}  # torchvision's inception_v3
 def trained_input_size(model: nn.Module) -> tuple[int, int, int] | None:
     """The (C, H, W) that ``model`` says it was trained at, or None when it does not say.
 
-    Read from a timm-style ``pretrained_cfg`` or ``default_cfg`` dict (``"input_size"``), else
-    known model classes: torchvision's ``Inception3`` (299 x 299).
+    Read from a timm-style ``pretrained_cfg`` or ``default_cfg`` dict (``"input_size"``: a tuple
+    or list that :func:`check_input_size` takes; another is ignored), else known model classes:
+    torchvision's ``Inception3`` (299 x 299).
     """
     for attribute in ("pretrained_cfg", "default_cfg"):
         cfg = getattr(model, attribute, None)
         size = cfg.get("input_size") if isinstance(cfg, dict) else None
-        if isinstance(size, (tuple, list)) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size):
-            return (int(size[0]), int(size[1]), int(size[2]))
+        if isinstance(size, (tuple, list)):
+            try:
+                return check_input_size(size)  # not a bool, nor a size no tensor can hold
+            except ValueError:
+                continue
     return _TRAINED_SIZES.get(type(model).__name__)
 
 
@@ -595,27 +599,53 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
+#: The most bytes one tensor can hold: torch counts them in a signed 64-bit integer.
+_MAX_TENSOR_BYTES = 2**63 - 1
+
+
 def check_input_size(size: Any) -> tuple[int, int, int]:
-    """``size`` as (C, H, W): three positive ints (Python or numpy).
+    """``size`` as (C, H, W): three positive ints, each a Python int, a numpy integer or a 0-d
+    integer tensor (the types :func:`~cnnwidgets.core.targets.as_index` takes), in order: a
+    tuple, a list, a ``torch.Size``, or a 1-D integer array or tensor of three.
 
     Raises:
-        ValueError: for anything else, saying what was given (a tensor or an array by its shape).
+        ValueError: for anything else, saying what was given (a tensor or an array by its shape;
+            a set or a dict, which hold no order), and for a size of which one float32 image would
+            not fit in a tensor (more than ``2**63 - 1`` bytes).
     """
-    try:
-        values = tuple(size)
-    except TypeError:
-        values = ()
-    if len(values) != 3 or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in values
-    ):
+    values: tuple[Any, ...] = ()
+    if not isinstance(size, (str, bytes, set, frozenset, Mapping)):  # no order, or characters
+        try:
+            values = tuple(size)
+        except TypeError:
+            values = ()
+    ints = [_size_entry(v) for v in values]
+    if len(values) != 3 or any(v is None or v < 1 for v in ints):
         got = repr(size)
         if isinstance(size, (torch.Tensor, np.ndarray)):
             kind = "tensor" if isinstance(size, torch.Tensor) else "numpy array"
             got = f"a {kind} of shape {tuple(size.shape)}"
             if size.ndim == 4:
                 got += "; for the size of a batch x pass tuple(x.shape[1:])"
+        elif isinstance(size, (set, frozenset, Mapping)):
+            got += f" (a {type(size).__name__}, which holds no order: give a tuple (C, H, W))"
         raise ValueError(f"input_size must be (C, H, W), three positive ints such as (3, 224, 224); got {got}")
-    return tuple(int(v) for v in values)  # type: ignore[return-value]
+    c, h, w = ints
+    if c * h * w * 4 > _MAX_TENSOR_BYTES:
+        raise ValueError(
+            f"input_size {(c, h, w)} is too large: one float32 image of that size would take about "
+            f"2**{(c * h * w * 4).bit_length() - 1} bytes, more than a tensor can hold (2**63 - 1 bytes); give the "
+            "size the model takes, such as (3, 224, 224)"
+        )
+    return c, h, w  # type: ignore[return-value]
+
+
+def _size_entry(value: Any) -> int | None:
+    """``value`` as an int when it is one as :func:`~cnnwidgets.core.targets.as_index` takes it, else None."""
+    try:
+        return as_index(value, "input_size")
+    except TypeError:
+        return None
 
 
 # Whatever the user's forward raises while the layers are discovered (a KeyError of a dict lookup,
@@ -703,9 +733,11 @@ def check_batch(x: object) -> torch.Tensor:
 
     Raises:
         TypeError: if ``x`` is not a tensor.
-        ValueError: if it is not a non-empty 4-D float tensor with values (not on the meta
-            device), or if it holds NaN or infinite values (the message says how many and in
-            which images); the message says how to fix it.
+        ValueError: if it is not a non-empty 4-D dense (strided) tensor of float16, bfloat16,
+            float32 or float64 with values (not on the meta device), if it holds NaN or
+            infinite values (the message says how many and in which images), or float64 values
+            beyond float32's range (infinite in the float32 the probe computes in); the message
+            says how to fix it.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -719,6 +751,14 @@ def check_batch(x: object) -> torch.Tensor:
         raise ValueError(f"expected a batch of shape (N, C, H, W), got {tuple(x.shape)}{hint}")
     if not x.is_floating_point():
         raise ValueError(f"expected a float tensor, got dtype {x.dtype}; preprocess the image first")
+    if x.dtype not in _INPUT_DTYPES:  # float8: no reduction, no convolution on it
+        raise ValueError(
+            f"expected a float16, bfloat16, float32 or float64 tensor, got dtype {x.dtype}; convert it with x.float()"
+        )
+    if x.layout != torch.strided:
+        raise ValueError(
+            f"expected a dense tensor, got one with layout {x.layout} (a sparse tensor); convert it with x.to_dense()"
+        )
     if x.shape[0] == 0:
         raise ValueError("the batch is empty")
     if x.numel() == 0:
@@ -729,15 +769,31 @@ def check_batch(x: object) -> torch.Tensor:
     return x
 
 
+#: The largest finite float32: float64 values beyond it become infinite in the probe's float32 copy.
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+#: The float dtypes a batch may come in (the probe computes in float32).
+_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _check_finite(x: torch.Tensor) -> None:
     """Raise ``ValueError`` when the batch ``x`` holds NaN or infinite values, saying how many and where.
 
     One reduction when all is well (the minimum and maximum propagate NaN and show infinities):
     a few milliseconds for a 9 x 3 x 224 x 224 batch on a CPU, under 1 % of a ResNet-18 forward pass.
+    The same minimum and maximum show float64 values beyond float32's range, which the probe's
+    float32 copy of the batch would hold as infinities: those are refused too.
     """
     with torch.no_grad():
         low, high = torch.aminmax(x)
-        if math.isfinite(float(low)) and math.isfinite(float(high)):
+        low, high = float(low), float(high)
+        if math.isfinite(low) and math.isfinite(high):
+            if max(-low, high) > _FLOAT32_MAX:  # float64 only: no other input dtype reaches it
+                raise ValueError(
+                    f"the batch holds values from {low:.4g} to {high:.4g}, beyond float32's range "
+                    f"(+-{_FLOAT32_MAX:.4g}); the probe computes in float32, where they would be infinite: give "
+                    "values in float32's range (check the preprocessing)"
+                )
             return
         bad = ~torch.isfinite(x)
         count = int(bad.sum())
@@ -751,7 +807,13 @@ def _check_finite(x: torch.Tensor) -> None:
 
 
 def _name_type_error(value: object) -> TypeError:
-    hint = "; name the layer instead, as listed by probe.layers" if isinstance(value, nn.Module) else ""
+    """The error for ``value`` given where a layer's name (a str) is asked."""
+    if isinstance(value, nn.Module):
+        hint = "; name the layer instead, as listed by probe.layers"
+    elif isinstance(value, (bytes, bytearray)):
+        hint = f" {bytes(value)!r}; decode it to a str"
+    else:
+        hint = ""
     return TypeError(f"layer names are strings, got {type(value).__name__}{hint}")
 
 
@@ -759,11 +821,11 @@ def layer_names(layers: str | Iterable[str]) -> list[str]:
     """``layers`` (one layer name, or several) as a list of names; the list may be empty.
 
     Raises:
-        TypeError: when ``layers`` or one of its items is not a string (a module, an index ...).
+        TypeError: when ``layers`` or one of its items is not a string (a module, an index, bytes ...).
     """
     if isinstance(layers, str):
         return [layers]
-    if isinstance(layers, (nn.Module, torch.Tensor)) or not isinstance(layers, Iterable):
+    if isinstance(layers, (nn.Module, torch.Tensor, bytes, bytearray)) or not isinstance(layers, Iterable):
         raise _name_type_error(layers)
     names = list(layers)
     for name in names:
@@ -909,8 +971,8 @@ class Probe:
             is neither a bool nor a string (``1`` is not True).
         ValueError: for an unknown or unavailable device, lazy modules (``nn.LazyConv2d`` ...)
             that have not run yet, parameters or buffers on the meta device (no values: load the
-            weights first), an ``input_size`` that is not (C, H, W), ``cache_size < 1``,
-            ``cache_bytes < 0``, or a ``channels_last`` string other than ``"auto"``.
+            weights first), an ``input_size`` that is not (C, H, W) (see :func:`check_input_size`),
+            ``cache_size < 1``, ``cache_bytes < 0``, or a ``channels_last`` string other than ``"auto"``.
     """
 
     def __init__(
@@ -1437,9 +1499,7 @@ class Probe:
         """Discover the layers at ``size`` by running ``example`` (a model input of one image;
         zeros when None); returns them and the model's output for ``example``."""
         if example is None:
-            example = torch.zeros((1, *size), device=self._device, dtype=torch.float32)
-            if self._channels_last:
-                example = example.contiguous(memory_format=torch.channels_last)
+            example = self._blank_input(size)
         previous, self._run = self._run, None
         try:
             try:
@@ -1485,14 +1545,38 @@ class Probe:
         self.stats.discoveries += 1
         return self._layers, output
 
+    def _blank_input(self, size: tuple[int, ...]) -> torch.Tensor:
+        """A blank (zeros) batch of one image of ``size``, in the probe's layout, to describe the layers with.
+
+        Raises:
+            RuntimeError: when the device has no memory for it, saying how much it needed.
+        """
+        try:
+            example = torch.zeros((1, *size), device=self._device, dtype=torch.float32)
+            return example.contiguous(memory_format=torch.channels_last) if self._channels_last else example
+        except RuntimeError as exc:  # the allocator's failure (torch.OutOfMemoryError on a GPU is one too)
+            raise RuntimeError(
+                f"cannot make an input of size {size} to describe the layers with: one float32 image of that size "
+                f"takes {4 * math.prod(size) / 2**30:.3g} GiB, which {self._device} could not allocate; give a "
+                f"smaller input size, the one the model takes ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from exc
+
     def fit_input_size(self, candidates: Iterable[Sequence[int]]) -> tuple[int, ...]:
         """Describe the layers at the first (C, H, W) of ``candidates`` the model runs on, and return it.
 
         For models whose input size is not known up front (a 28 x 28 digit classifier, a 32 x 32
         CIFAR net): each candidate costs one forward pass of a blank image until one succeeds.
 
+        Args:
+            candidates: the sizes to try, in order: an iterable (a list, a generator) of (C, H, W),
+                each as :func:`check_input_size` takes it. It is read lazily: candidates after the
+                one the model runs on are neither read nor checked.
+
         Raises:
-            ValueError: if ``candidates`` is empty.
+            TypeError: if ``candidates`` is not an iterable.
+            ValueError: if ``candidates`` is empty, or a candidate reached is not a (C, H, W) as
+                :func:`check_input_size` takes it (one size given alone, ``(3, 32, 32)``, is such a
+                candidate list: its items are ints; pass ``[(3, 32, 32)]``).
             InputKindError: (a ``RuntimeError``) when the model fails on every candidate and looks
                 like one that takes another kind of input than an image batch (see
                 :func:`input_kind_problem`; an image model may also register a Conv1d or Conv3d
@@ -1503,10 +1587,24 @@ class Probe:
                 candidates, saying whether they failed the same way, and last offers the input size
                 as one possible cause, saying how to give it.
         """
+        if (isinstance(candidates, (str, bytes)) or not isinstance(candidates, Iterable)
+                or (isinstance(candidates, torch.Tensor) and candidates.dim() == 0)):
+            raise TypeError(
+                f"fit_input_size takes the candidate sizes as an iterable of (C, H, W), such as [(3, 32, 32), "
+                f"(1, 28, 28)]; got {_type_name(candidates)}"
+            )
         tried: list[tuple[int, ...]] = []
         failures: list[Exception] = []
-        for candidate in candidates:
-            size = tuple(int(s) for s in candidate)
+        for index, candidate in enumerate(candidates):
+            if _size_entry(candidate) is not None:  # fit_input_size((3, 32, 32)): one size, not a list of them
+                raise ValueError(
+                    f"fit_input_size takes a list of candidate sizes (C, H, W); candidate {index} is the int "
+                    f"{_size_entry(candidate)}: to try one size, pass it in a list, e.g. [(3, 32, 32)]"
+                )
+            try:
+                size = check_input_size(candidate)
+            except ValueError as exc:
+                raise ValueError(f"fit_input_size: candidate {index}: {exc}") from None
             if size in tried:
                 continue
             tried.append(size)
@@ -1549,7 +1647,10 @@ class Probe:
         ) from first
 
     def check_layer(self, name: str) -> LayerInfo:
-        """The LayerInfo of ``name``; raises ``KeyError`` with close suggestions if unknown."""
+        """The LayerInfo of ``name``; raises ``KeyError`` with close suggestions if unknown, and
+        ``TypeError`` for a name that is not a string (before the layers are described, if they are not)."""
+        if not isinstance(name, str):
+            raise _name_type_error(name)
         return self._info(name, self.layers)
 
     def _info(self, name: str, layers: dict[str, LayerInfo]) -> LayerInfo:
@@ -1578,10 +1679,20 @@ class Probe:
         for outputs not taken with ``capture(..., channels_first=True)`` (a hook's, a gradient).
 
         Reads the layer table of the last input (no new description when there is one).
+
+        Raises:
+            KeyError: for a name that is not a layer of that table (with suggestions), as :meth:`check_layer`.
+            TypeError: for a name that is not a string, or an ``activation`` that is not a tensor.
         """
+        if not isinstance(name, str):
+            raise _name_type_error(name)
         with self._lock:
-            info = (self._layers if self._layers is not None else self.layers).get(name)
-        return activation if info is None else info.channels_first(activation)
+            info = self._info(name, self._layers if self._layers is not None else self.layers)
+        if not isinstance(activation, torch.Tensor):
+            raise TypeError(
+                f"channels_first takes the output of layer {name!r} as a tensor, got {type(activation).__name__}"
+            )
+        return info.channels_first(activation)
 
     def module(self, name: str) -> nn.Module:
         """The module ``name`` of the private copy."""
@@ -1819,7 +1930,14 @@ class Probe:
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once when the probe is closed: a method that keeps something
         derived from the probe (a rewritten copy of its model, say) drops it then, so a closed
-        probe that is still referenced holds no model. On a closed probe it is called at once."""
+        probe that is still referenced holds no model. On a closed probe it is called at once.
+
+        Raises:
+            TypeError: for a ``callback`` that is not callable (refused now, not when
+                :meth:`close` would call it and stop half-way).
+        """
+        if not callable(callback):
+            raise TypeError(f"on_close takes a callable, called with no argument; got {type(callback).__name__}")
         with self._lock:
             if not self._closed:
                 self._close_callbacks.append(callback)
@@ -2082,7 +2200,13 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
 def class_count(probe: Probe, x: torch.Tensor | None = None, *, cache: bool = False) -> int | None:
     """The number of class scores ``probe``'s model gives for the batch ``x`` (default: a blank image of
     the probe's input size); None where its output is not class scores, or the model fails on it.
-    ``cache`` as for :meth:`Probe.logits` (an input shown anyway is worth keeping; a blank is not)."""
+    ``cache`` as for :meth:`Probe.logits` (an input shown anyway is worth keeping; a blank is not).
+
+    Raises:
+        TypeError: for a ``cache`` that is not True or False (checked before the model runs: it is
+            not an output that is not class scores).
+    """
+    cache = as_flag(cache, "cache")
     try:
         with torch.no_grad():
             if x is None:

@@ -434,8 +434,12 @@ def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tens
             point: a bool output (thresholded scores, ``logits > 0``), an integer one (class
             indices, ``argmax``) or a complex one, naming the dtype and what to return instead.
         ValueError: for any other shape (a segmentation map (N, classes, H, W), an output whose
-            batch dimension was flattened away ...), naming the shape.
+            batch dimension was flattened away ...), naming the shape, and for an output with no
+            class at all (N, 0).
+        OutputTypeError: (a ``TypeError``) for an ``output`` that is not a tensor (a dict, a tuple,
+            an array), naming what it is.
     """
+    _require_tensor(output, what, "class scores (N, classes)")
     _require_floating(output, what)
     if output.dim() > 2 and all(size == 1 for size in output.shape[2:]):
         output = output.reshape(output.shape[0], output.shape[1])
@@ -448,7 +452,23 @@ def class_scores(output: torch.Tensor, what: str = "class scores") -> torch.Tens
             f"{what}: the model output must be class scores of shape (N, classes) (or (N, classes, 1, 1)); "
             f"this one has shape {tuple(output.shape)}{single}"
         )
+    if output.shape[1] == 0:
+        raise ValueError(
+            f"{what}: the model output has shape {tuple(output.shape)}: no class at all; class scores are (N, classes) "
+            "with at least one class"
+        )
     return output
+
+
+def _require_tensor(value: object, what: str, expected: str) -> None:
+    """Raise :class:`OutputTypeError` unless ``value`` is a tensor; ``expected`` says which, for the message."""
+    if isinstance(value, torch.Tensor):
+        return
+    hint = (
+        "; take the tensor out of the model's output first, with cnnwidgets.core.targets.output_tensor(output)"
+        if isinstance(value, (Mapping, tuple, list)) or hasattr(value, "logits") else ""
+    )
+    raise OutputTypeError(f"{what} reads a tensor of {expected}, got {_describe_value(value)}{hint}")
 
 
 #: A row of scores reads as a probability distribution when it sums to 1 within this tolerance
@@ -597,6 +617,20 @@ _WRITE_A_TARGET = (
 )
 
 
+def _target_layer(layer: object, what: str) -> str | None:
+    """``layer`` checked for a class target: None (the model's output) or a layer's name, a non-empty str.
+
+    Raises:
+        TypeError: for anything else ('' would name the whole model, which is None here).
+    """
+    if layer is None:
+        return None
+    if isinstance(layer, str) and layer:
+        return str(layer)
+    got = f"bytes {bytes(layer)!r}" if isinstance(layer, (bytes, bytearray)) else _describe_value(layer)
+    raise TypeError(f"{what}: layer must be None (the model's output) or the name of a layer, a non-empty str, got {got}")
+
+
 def _check_class_index(index: int, activation: torch.Tensor, what: str, layer: str | None = None) -> torch.Tensor:
     try:
         activation = class_scores(activation, what)
@@ -631,7 +665,8 @@ class ClassLogit:
     :func:`logit_target`), when evaluated with a probe (:func:`target_score`, every method).
 
     Raises:
-        TypeError: for an index that is not an int (a bool, a float, several indices ...).
+        TypeError: for an index that is not an int (a bool, a float, several indices ...), or a
+            layer that is neither None nor a non-empty str.
         IndexError: for a negative index, as :func:`resolve_target`.
     """
 
@@ -640,6 +675,7 @@ class ClassLogit:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", _class_index(self.index, "ClassLogit: the class index"))
+        object.__setattr__(self, "layer", _target_layer(self.layer, "ClassLogit"))
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         return _check_class_index(self.index, activation, "ClassLogit", self.layer)[:, self.index]
@@ -660,7 +696,8 @@ class ClassLogits:
         layer: the layer whose output holds the scores; None (the default) reads the model's output.
 
     Raises:
-        TypeError: for indices that are not integers. IndexError: for a negative index.
+        TypeError: for indices that are not integers, or a layer that is neither None nor a
+            non-empty str. IndexError: for a negative index.
         ValueError: for no index at all.
     """
 
@@ -680,8 +717,10 @@ class ClassLogits:
         if not values:
             raise ValueError("ClassLogits: no class index given; give one per image")
         object.__setattr__(self, "indices", tuple(_class_index(v, "ClassLogits: each class index") for v in values))
+        object.__setattr__(self, "layer", _target_layer(self.layer, "ClassLogits"))
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        _require_tensor(activation, "ClassLogits", "class scores (N, classes)")
         if activation.dim() >= 1 and activation.shape[0] != len(self.indices):
             raise ValueError(
                 f"ClassLogits: {len(self.indices)} class indices (one per image) for a batch of "
@@ -707,8 +746,8 @@ class ClassProbability:
     ``index`` is checked, and ``layer`` read, as for :class:`ClassLogit`.
 
     Raises:
-        TypeError: for an index that is not an int (a bool, a float, several indices ...), or
-            an ``outputs`` that is not a string.
+        TypeError: for an index that is not an int (a bool, a float, several indices ...), a layer
+            that is neither None nor a non-empty str, or an ``outputs`` that is not a string.
         IndexError: for a negative index, as :func:`resolve_target`.
         ValueError: for an unknown ``outputs``.
     """
@@ -719,6 +758,7 @@ class ClassProbability:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", _class_index(self.index, "ClassProbability: the class index"))
+        object.__setattr__(self, "layer", _target_layer(self.layer, "ClassProbability"))
         check_output_kind(self.outputs)
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
@@ -748,7 +788,15 @@ def check_channel_output(activation: torch.Tensor, layer: str | None, what: str)
 
     Raises:
         ValueError: naming the layer, its shape per image, ``what`` needed it, and what is accepted.
+        TypeError: for an ``activation`` that is not a tensor, or one of complex numbers (which
+            have no order to pick a strongest unit by, nor a real mean).
     """
+    if not isinstance(activation, torch.Tensor):
+        raise TypeError(f"{what} reads the output of layer {layer!r} as a tensor (N, C, ...), got "
+                        f"{_describe_value(activation)}")
+    if activation.is_complex():
+        raise TypeError(f"layer {layer!r} has complex values (dtype {activation.dtype}); {what} needs real ones, "
+                        "which have an order and a mean: read the layer's real part or magnitude instead")
     if activation.dim() >= 2 and activation.dim() != 3:
         return
     shape = tuple(activation.shape[1:])
@@ -776,6 +824,10 @@ class ChannelActivation:
             (row, col) pair.
         ValueError: for an unknown ``reduce``; when evaluated, for a layer output without a
             channel axis, such as a transformer's (tokens, features) (see :func:`check_channel_output`).
+
+    When evaluated, an integer or bool output (counts, a mask) is scored as float32; an output
+    that is not a tensor, or holds complex numbers, is refused with a ``TypeError``. An empty
+    batch gives empty scores.
     """
 
     layer: str
@@ -790,6 +842,7 @@ class ChannelActivation:
                 f"ChannelActivation: layer must be the name of an internal layer (a non-empty str), got "
                 f"{_describe_value(self.layer)}; for a class score use ClassLogit or ClassProbability"
             )
+        object.__setattr__(self, "layer", str(self.layer))  # a numpy str as the plain str it names
         object.__setattr__(self, "channel", as_index(self.channel, "ChannelActivation: channel"))
         if self.position is not None:
             object.__setattr__(self, "position", as_pair(self.position, "ChannelActivation: position"))
@@ -812,7 +865,10 @@ class ChannelActivation:
             if not (0 <= row < values.shape[1] and 0 <= col < values.shape[2]):
                 raise IndexError(f"position {self.position} is outside the {tuple(values.shape[1:])} map")
             return values[:, row, col]
-        flat = values.reshape(values.shape[0], -1)
+        # the size of the rest spelled out: -1 cannot be inferred for an empty batch
+        flat = values.reshape(values.shape[0], math.prod(values.shape[1:]))
+        if not flat.is_floating_point():
+            flat = flat.float()  # an integer or bool map (counts, a mask): torch has no mean of integers
         if self.reduce == "mean":
             return flat.mean(dim=1)
         if self.reduce == "sum":
@@ -870,6 +926,7 @@ def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int
         return ClassLogits(target)
     if isinstance(target, (list, tuple)) and len(target) == 1 and isinstance(target[0], INDEX_TYPES):
         target = target[0]  # one image's class, as a list
+    target = single_index(target)  # one image's class, as an array or tensor of shape (1,)
     if isinstance(target, INDEX_TYPES):
         return ClassLogit(_class_index(target, "a target given as a class index"))
     if callable(target):
