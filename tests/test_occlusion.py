@@ -19,6 +19,7 @@ from cnnwidgets.methods.occlusion import (
     _axis_levels,
     PREVIEW_MIN,
     PREVIEW_SHARE,
+    TopClassProbability,
     preview_count,
     grid_shape,
     grid_to_pixel_attribution,
@@ -164,6 +165,14 @@ def test_a_stride_beyond_the_image_gives_the_map_of_a_stride_of_the_image_size(h
             pixels = grid_to_pixels(expected.grid, (12, 11), upsample=upsample, **kwargs)
             np.testing.assert_array_equal(
                 pixels, grid_to_pixels(expected.grid, (12, 11), window=(3, 4), stride=(12, 3), upsample=upsample))
+
+
+@pytest.mark.parametrize("layer", ["7", "3", 0, ""])
+def test_the_top_class_target_refuses_a_layer(layer):
+    # it reads the model's output; a layer once made it score that layer's activation silently
+    with pytest.raises(ValueError, match=r"layer is always None; got layer=.*ChannelActivation"):
+        TopClassProbability(layer=layer)
+    assert TopClassProbability().layer is None and TopClassProbability(None).layer is None
 
 
 def test_known_answer_linear_region_model():

@@ -149,6 +149,13 @@ class TopClassProbability:
 
     layer: None = None
 
+    def __post_init__(self) -> None:
+        if self.layer is not None:
+            raise ValueError(
+                f"TopClassProbability reads the model's output, so its layer is always None; got layer={self.layer!r} "
+                "(for a channel of a layer use ChannelActivation(layer, channel))"
+            )
+
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         return self.probability_score(activation)
 
