@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
@@ -74,9 +75,15 @@ def _side(value: Any, what: str) -> int:
     return side
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def _channel_values(values: Any, what: str, *, positive: bool) -> tuple[float, float, float]:
     if isinstance(values, (torch.Tensor, np.ndarray)):
         values = values.tolist()
+    if isinstance(values, (Set, Mapping)):
+        raise TypeError(f"{what} must be three numbers, one per RGB channel, in RGB order (a tuple, list, array or "
+                        f"tensor), got a {type(values).__name__}, which has no channel order: {values!r}")
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{what} must be three numbers, one per RGB channel, got {type(values).__name__} {values!r}")
     items = list(values)
@@ -89,22 +96,56 @@ def _channel_values(values: Any, what: str, *, positive: bool) -> tuple[float, f
 def check_normalisation(mean: Any, std: Any) -> tuple[tuple[float, float, float] | None,
                                                        tuple[float, float, float] | None]:
     """``(mean, std)`` as tuples of three floats (std > 0, so that dividing by it is finite), or
-    ``(None, None)`` for no normalisation.
+    ``(None, None)`` for no normalisation. Normalising runs in float32, so ``(x - mean) / std`` must
+    be a float32 number for every x in [0, 1].
 
     Raises:
-        TypeError: for values that are not three numbers. ValueError: for only one of the two
-            given, a length other than 3, NaN, an infinity or a std <= 0.
+        TypeError: for values that are not three numbers in RGB order (a set or a dict has none).
+        ValueError: for only one of the two given, a length other than 3, NaN, an infinity, a
+            std <= 0, or a mean and std that give values too large for float32 (a std of 1e-300).
     """
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
     if mean is None:
         return None, None
-    return _channel_values(mean, "mean", positive=False), _channel_values(std, "std", positive=True)
+    mean = _channel_values(mean, "mean", positive=False)
+    std = _channel_values(std, "std", positive=True)
+    for i, (m, s) in enumerate(zip(mean, std)):
+        m32, s32 = torch.tensor([m, s], dtype=torch.float32).tolist()
+        largest = max(abs(m32), abs(1.0 - m32)) / s32 if s32 > 0 else math.inf
+        if not largest <= _FLOAT32_MAX:
+            raise ValueError(
+                f"mean[{i}]={m!r} and std[{i}]={s!r} give values too large for float32: (x - mean) / std reaches "
+                f"{largest:.3g} for x in [0, 1] (float32 ends at {_FLOAT32_MAX:.3g}); give the mean and std of the "
+                "model's training images"
+            )
+    return mean, std
+
+
+def _image_tensor(t: Any) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be a torch.Tensor (C, H, W), got {type(t).__name__}")
+    if t.ndim != 3:
+        raise ValueError(f"t must be an image tensor (C, H, W), got shape {tuple(t.shape)}")
+    return t
 
 
 def resize_shorter(t: torch.Tensor, side: int) -> torch.Tensor:
-    """Resize a (3, H, W) float tensor so that min(H, W) == side (bilinear, antialiased)."""
+    """Resize a (3, H, W) float tensor so that min(H, W) == side (bilinear, antialiased); the longer
+    side keeps the aspect ratio. A tensor whose shorter side is ``side`` already is returned as it is.
+
+    Raises:
+        TypeError: ``t`` is not a floating-point tensor, or ``side`` not an int.
+        ValueError: ``t`` is not (C, H, W) or is empty, or ``side`` is not in 1 .. 4096.
+    """
+    t = _image_tensor(t)
+    if not t.is_floating_point():
+        raise TypeError(f"t must be a floating-point tensor (values in [0, 1]), got {t.dtype}")
+    side = _side(side, "side")
     h, w = t.shape[-2:]
+    if min(h, w) == 0:
+        raise ValueError(f"cannot resize an empty image of shape {tuple(t.shape)}: its height and width must be "
+                         "at least 1 px")
     if min(h, w) == side:
         return t
     scale = side / min(h, w)
@@ -114,8 +155,19 @@ def resize_shorter(t: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def center_crop(t: torch.Tensor, side: int) -> torch.Tensor:
-    """The centre side x side square of a (C, H, W) tensor with H, W >= side."""
+    """The centre side x side square of a (C, H, W) tensor with H, W >= side (a view, not a copy).
+
+    Raises:
+        TypeError: ``t`` is not a tensor, or ``side`` not an int.
+        ValueError: ``t`` is not (C, H, W), ``side`` is not in 1 .. 4096, or ``side`` is larger than
+            H or W (the square would not fit).
+    """
+    t = _image_tensor(t)
+    side = _side(side, "side")
     h, w = t.shape[-2:]
+    if side > min(h, w):
+        raise ValueError(f"cannot crop a {side}x{side} square from an image of {h}x{w} px (height x width): side "
+                         f"must be at most {min(h, w)}")
     top, left = (h - side) // 2, (w - side) // 2
     return t[..., top:top + side, left:left + side]
 
@@ -159,6 +211,14 @@ class Bundle:
         mean, std: the per-channel normalisation ``preprocess`` applies (None: none).
         denormalize: normalised tensor (3, H, W) or (N, 3, H, W) -> numpy float image(s),
             channels last, in [0, 1]. Built from mean/std when not given (None).
+
+    ``mean`` and ``std`` are checked by :func:`check_normalisation` and kept as tuples of floats.
+
+    Raises:
+        TypeError: a ``model`` that is not an ``nn.Module``, a ``preprocess`` that is not callable,
+            a ``denormalize`` that is neither None nor callable, or ``mean``/``std`` that are not three
+            numbers.
+        ValueError: ``mean``/``std`` that :func:`check_normalisation` refuses.
     """
 
     model: nn.Module
@@ -172,6 +232,17 @@ class Bundle:
     denormalize: Callable[[torch.Tensor], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            hint = (": it looks like a state_dict; build the model and load it with model.load_state_dict(...)"
+                    if isinstance(self.model, Mapping) else "")
+            raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}{hint}")
+        if not callable(self.preprocess):
+            raise TypeError(f"preprocess must be a callable (image -> tensor (3, H, W)), got "
+                            f"{type(self.preprocess).__name__}")
+        if self.denormalize is not None and not callable(self.denormalize):
+            raise TypeError(f"denormalize must be None or a callable (tensor -> image), got "
+                            f"{type(self.denormalize).__name__}")
+        self.mean, self.std = check_normalisation(self.mean, self.std)
         if self.denormalize is None:
             self.denormalize = Denormalize(self.mean, self.std)
 

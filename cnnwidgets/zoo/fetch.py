@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import functools
 import hashlib
 import json
 import os
@@ -53,20 +55,56 @@ STALE_PARTIAL_AGE = 600.0
 """Seconds after its last write that a temporary ``.partial`` download file counts as left behind."""
 
 
+@functools.lru_cache(maxsize=1)
+def _weights_names() -> dict[str, str]:
+    """Every torchvision weights name (``Enum.MEMBER``, ``Enum.DEFAULT`` included), by its lower-case spelling."""
+    names = {}
+    for model in torchvision.models.list_models():
+        enum = torchvision.models.get_model_weights(model)
+        for member in enum.__members__:
+            names[f"{enum.__name__}.{member}".lower()] = f"{enum.__name__}.{member}"
+    return names
+
+
+def _meant(spec: str) -> str | None:
+    """The weights name ``spec`` most likely stands for: the same in other case or without surrounding
+    spaces, a model's name for its weights enum (``resnet18.DEFAULT``), or a close spelling."""
+    names = _weights_names()
+    text = spec.strip().lower()
+    if text in names:
+        return names[text]
+    model, _, member = text.partition(".")
+    if model in torchvision.models.list_models():
+        enum = torchvision.models.get_model_weights(model).__name__
+        return names.get(f"{enum}.{member}".lower())
+    close = difflib.get_close_matches(text, list(names), n=1, cutoff=0.85)
+    return names[close[0]] if close else None
+
+
 def resolve_url(spec: str) -> str:
     """The download URL for a torchvision weights name (``ResNet18_Weights.IMAGENET1K_V1``) or a URL.
 
     Raises:
-        ValueError: for a name torchvision does not know.
+        TypeError: for a ``spec`` that is not a str.
+        ValueError: for a name torchvision does not know; the message suggests the name meant, if
+            one is close (``resnet18.IMAGENET1K_V1`` -> ``ResNet18_Weights.IMAGENET1K_V1``).
     """
+    if not isinstance(spec, str):
+        hint = (f"; pass its name, {type(spec).__name__ + '.' + spec.name!r}"
+                if isinstance(spec, torchvision.models.WeightsEnum) else "")
+        raise TypeError(f"spec must be a torchvision weights name or a URL (a str), got {type(spec).__name__} "
+                        f"{spec!r}{hint}")
     if "://" in spec:
         return spec
     try:
         weights = torchvision.models.get_weight(spec)
-    except (ValueError, KeyError, AttributeError) as exc:
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        # TypeError: what torchvision's lookup raises when the part before the dot is no weights enum
+        # ('resnet18.DEFAULT')
+        meant = _meant(spec)
         raise ValueError(
             f"unknown weights {spec!r}; give a torchvision weights name such as "
-            "'ResNet18_Weights.IMAGENET1K_V1' or a URL"
+            "'ResNet18_Weights.IMAGENET1K_V1' or a URL" + (f"; did you mean {meant!r}?" if meant else "")
         ) from exc
     return weights.url
 
@@ -192,7 +230,8 @@ def _record_verified(path: Path, digest: str) -> None:
 def fetch_weights(specs: str | Sequence[str], *, progress: bool = True) -> list[Path]:
     """Download each weights file into the hub cache unless a verified copy is there.
 
-    Each file is downloaded to a temporary file in the cache folder and moved into place
+    Every spec is checked before the first download starts (and before the cache folder is
+    made). Each file is downloaded to a temporary file in the cache folder and moved into place
     only once complete and matching its hash; a file already at that place is left as it
     was when the download fails. A server that sends nothing for :data:`DOWNLOAD_TIMEOUT`
     seconds fails the download.
@@ -208,18 +247,14 @@ def fetch_weights(specs: str | Sequence[str], *, progress: bool = True) -> list[
         TypeError: for specs that are not strings.
         ValueError: for an unknown name, or a file whose name carries no hash prefix.
         FetchError: (a ``RuntimeError``) when a download fails, stalls or its SHA-256 does not
-            match the name; the message says how to get the file without a connection.
+            match the name (the message says how to get the file without a connection), or when a
+            folder is where the file belongs.
         OSError: when the cache folder cannot be created (e.g. ``TORCH_HOME`` is a file or read-only).
     """
     specs = _spec_list(specs)
     progress = as_flag(progress, "progress")
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot create the weights cache folder {folder} ({exc.strerror}); set "
-                                   "TORCH_HOME to a folder you can write to") from exc
-    paths = []
+    # Every spec is checked before anything is downloaded: a typo in the last one fails at once.
+    downloads = []
     for spec in specs:
         source = resolve_url(spec)
         url = _mirrored(source)
@@ -230,8 +265,19 @@ def fetch_weights(specs: str | Sequence[str], *, progress: bool = True) -> list[
                 f"{name!r} carries no '-<sha256 prefix>.' (at least 8 hex digits) in its name, so it cannot be "
                 "verified; download it yourself and pass its path where a weights file is asked for"
             )
-        prefix = match.group(1)
+        downloads.append((spec, source, url, name, match.group(1)))
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot create the weights cache folder {folder} ({exc.strerror}); set "
+                                   "TORCH_HOME to a folder you can write to") from exc
+    paths = []
+    for spec, source, url, name, prefix in downloads:
         target = folder / name
+        if target.is_dir():  # hashing or replacing it would fail with a bare "Is a directory"
+            raise FetchError(f"{target} is a folder, so {name} cannot be saved there",
+                             "To fix, move that folder out of the way (or delete it if it is not yours) and try again.")
         _remove_stale_partials(folder, name)
         present = target.exists()
         if present:

@@ -11,6 +11,8 @@ specifications below, and a test checks that the shipped files match.
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -43,10 +45,40 @@ SAMPLE_SHAPES: dict[str, tuple[str, ...]] = {name: tuple(s.kind for s in spec[0]
 DEFAULT_SAMPLE = "star"
 
 
+def _check_name(name: object) -> str:
+    """``name`` if it names a sample.
+
+    Raises:
+        TypeError: for a name that is not a str. KeyError: for an unknown name; the message lists
+            the names and suggests the one meant for a near miss (``"Star"``, ``" star"``).
+    """
+    available = f"available: {', '.join(SAMPLE_SPECS)}"
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a sample's name (a str such as 'star'), got {type(name).__name__} "
+                        f"{name!r}; {available}")
+    if name in SAMPLE_SPECS:
+        return name
+    text = name.strip().lower()
+    starting = [n for n in SAMPLE_SPECS if text and n.startswith(text)]
+    if text in SAMPLE_SPECS:
+        meant: str | None = text
+    elif len(starting) == 1:
+        meant = starting[0]
+    else:
+        close = difflib.get_close_matches(text, list(SAMPLE_SPECS), n=1, cutoff=0.75)
+        meant = close[0] if close else None
+    hint = f" (did you mean {meant!r}?)" if meant else ""
+    raise KeyError(f"no sample named {name!r}{hint}; {available}")
+
+
 def render_sample(name: str) -> Image.Image:
-    """Draw sample ``name`` from its specification (what the shipped PNG holds)."""
-    if name not in SAMPLE_SPECS:
-        raise KeyError(f"no sample named {name!r}; available: {', '.join(SAMPLE_SPECS)}")
+    """Draw sample ``name`` from its specification (what the shipped PNG holds).
+
+    Raises:
+        TypeError: for a name that is not a str. KeyError: for an unknown name (the message lists
+            the available ones).
+    """
+    name = _check_name(name)
     shapes, seed, background = SAMPLE_SPECS[name]
     return Image.fromarray(render_scene(shapes, size=64, seed=seed, background=background), "RGB")
 
@@ -62,12 +94,12 @@ def sample_image(name: str | None = None) -> Image.Image:
         name: a key of :data:`SAMPLE_SPECS`; None gives the default (``"star"``).
 
     Raises:
-        KeyError: unknown name (the message lists the available ones).
+        TypeError: a name that is neither a str nor None.
+        KeyError: unknown name (the message lists the available ones, and suggests the one meant for a
+            near miss such as ``"Star"``).
         FileNotFoundError: the PNG is missing from the installed package.
     """
-    name = DEFAULT_SAMPLE if name is None else name
-    if name not in SAMPLE_SPECS:
-        raise KeyError(f"no sample named {name!r}; available: {', '.join(SAMPLE_SPECS)}")
+    name = _check_name(DEFAULT_SAMPLE if name is None else name)
     path = _folder() / f"{name}.png"
     if not path.is_file():
         raise FileNotFoundError(f"sample image {path} is missing; reinstall cnnwidgets or run "
@@ -83,9 +115,19 @@ def samples() -> dict[str, Image.Image]:
     return {name: sample_image(name) for name in SAMPLE_SPECS}
 
 
-def write_samples(folder: str | Path) -> list[Path]:
-    """Render every sample into ``folder`` as ``<name>.png``; returns the written paths."""
+def write_samples(folder: str | os.PathLike) -> list[Path]:
+    """Render every sample into ``folder`` as ``<name>.png`` (the folder is made if missing); returns
+    the written paths.
+
+    Raises:
+        TypeError: a ``folder`` that is not a str or ``os.PathLike``.
+        NotADirectoryError: ``folder`` is a file.
+    """
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a folder path (str or pathlib.Path), got {type(folder).__name__} {folder!r}")
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder: give a folder to write the sample images into")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in SAMPLE_SPECS:
@@ -100,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "samples")
     args = parser.parse_args(argv)
-    for path in write_samples(args.out):
+    try:
+        paths = write_samples(args.out)
+    except OSError as exc:  # the folder is a file, cannot be made or written to
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
     return 0
 

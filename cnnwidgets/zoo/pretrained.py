@@ -86,7 +86,9 @@ def _check_arch(arch: str) -> str:
         )
     names = classification_models()
     if arch not in names:
-        close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
+        text = arch.strip().lower()  # 'ResNet18', ' resnet18': the name meant first
+        same = [n for n in names if n == text]
+        close = same or difflib.get_close_matches(text, names, n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"{arch!r} is not a torchvision classification model{hint} "
                          f"(see cnnwidgets.zoo.pretrained.classification_models())")
@@ -108,19 +110,23 @@ def resolve_weights(arch: str, weights: str | WeightsEnum = "DEFAULT") -> Weight
     """
     _check_arch(arch)
     enum = torchvision.models.get_model_weights(arch)
+    options = ", ".join(["DEFAULT"] + [m.name for m in enum])
     if isinstance(weights, WeightsEnum):
         if not isinstance(weights, enum):
-            raise ValueError(f"{weights} are weights for another architecture; {arch} takes {enum.__name__}")
+            raise ValueError(f"{weights} are weights for another architecture; {arch} takes {enum.__name__} members, "
+                             f"available: {options}")
         return weights
     if not isinstance(weights, str):
         raise TypeError(f"weights must be a string or a {enum.__name__} member, got {type(weights).__name__}")
     name = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
     if "." in name:
-        raise ValueError(f"{weights!r} are not weights for {arch}; it takes {enum.__name__} members")
+        url = (" (a URL is no weights name: download the file and pass its path as weights_path of "
+               "load_torchvision)") if "://" in weights else ""
+        raise ValueError(f"{weights!r} are not weights for {arch}{url}; it takes {enum.__name__} members, "
+                         f"available: {options}")
     try:
         return enum[name]
     except KeyError:
-        options = ", ".join(["DEFAULT"] + [m.name for m in enum])
         raise ValueError(f"{arch} has no weights {weights!r}; available: {options}") from None
 
 
@@ -129,7 +135,17 @@ def _filename(weights: WeightsEnum) -> str:
 
 
 def cached_weights_path(weights: WeightsEnum) -> Path:
-    """Where torchvision caches (and this module looks for) the file of ``weights``."""
+    """Where torchvision caches (and this module looks for) the file of ``weights``.
+
+    Raises:
+        TypeError: for ``weights`` that are not a ``WeightsEnum`` member (for a name, get the member
+            with :func:`resolve_weights` first).
+    """
+    if not isinstance(weights, WeightsEnum):
+        raise TypeError(
+            f"weights must be a torchvision WeightsEnum member such as ResNet18_Weights.IMAGENET1K_V1, got "
+            f"{type(weights).__name__} {weights!r}; for a name, pass resolve_weights(arch, name)"
+        )
     return Path(torch.hub.get_dir()) / "checkpoints" / _filename(weights)
 
 
@@ -141,8 +157,7 @@ def _unavailable(arch: str, weights: WeightsEnum, searched: list[Path],
     filename = _filename(weights)
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
     full = f"{type(weights).__name__}.{weights.name}"
-    torch_home = os.environ.get("TORCH_HOME")
-    where = f"$TORCH_HOME={torch_home}" if torch_home else "TORCH_HOME is not set, so the default cache is used"
+    where = _hub_dir_origin()
     found = (f"pretrained weights {full} for {arch} are not on this machine: {filename} was not found at "
              + ", ".join(str(p) for p in searched) + f" ({where})")
     if download_error is None:
@@ -154,6 +169,19 @@ def _unavailable(arch: str, weights: WeightsEnum, searched: list[Path],
     message += offline_advice(weights.url, cache_dir / filename, full, loader="load_torchvision", last=last)
     return WeightsUnavailableError(message, weights_name=full, filename=filename, searched=searched,
                                    url=weights.url, cache_dir=cache_dir)
+
+
+def _hub_dir_origin() -> str:
+    """How torch chose its hub folder, as far as the environment tells (for messages)."""
+    torch_home = os.environ.get("TORCH_HOME")
+    if torch_home:
+        return f"$TORCH_HOME={torch_home}"
+    if torch_home is not None:
+        return "TORCH_HOME is set but empty, so torch looks in hub/ under the current working folder"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return f"TORCH_HOME is not set, so $XDG_CACHE_HOME/torch is used ($XDG_CACHE_HOME={xdg})"
+    return "TORCH_HOME is not set, so the default cache is used"
 
 
 def _check_hash(path: Path, weights: WeightsEnum) -> bool:
@@ -177,8 +205,15 @@ def _check_hash(path: Path, weights: WeightsEnum) -> bool:
     return True
 
 
-def verified_record_path(path: Path) -> Path:
-    """Where :func:`cnnwidgets.zoo.fetch.fetch_weights` notes that it verified the file at ``path``."""
+def verified_record_path(path: str | os.PathLike) -> Path:
+    """Where :func:`cnnwidgets.zoo.fetch.fetch_weights` notes that it verified the file at ``path``.
+
+    Raises:
+        TypeError: for a ``path`` that is not a str or ``os.PathLike``.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or pathlib.Path), got {type(path).__name__} {path!r}")
+    path = Path(path)
     return path.with_name(f".{path.name}.verified.json")
 
 
@@ -214,6 +249,15 @@ def _is_state_dict(value: object) -> bool:
     return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article (``an int``, ``a str``)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _first_non_tensor(state: dict) -> tuple[object, object] | None:
+    return next(((k, v) for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+
+
 def _load_checkpoint(path: Path, remedy: str) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The state_dict in ``path`` and notes on how it was found (a checkpoint's entry)."""
     try:
@@ -225,7 +269,7 @@ def _load_checkpoint(path: Path, remedy: str) -> tuple[dict[str, torch.Tensor], 
             f"safely; {remedy}."
         ) from exc
     notes = []
-    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if isinstance(state, dict) and _first_non_tensor(state) is not None:
         # a training checkpoint such as {"model_state_dict": {...}, "epoch": 3, "optimizer": {...}}
         if "state_dict" in state and isinstance(state["state_dict"], dict):
             key = "state_dict"
@@ -234,18 +278,36 @@ def _load_checkpoint(path: Path, remedy: str) -> tuple[dict[str, torch.Tensor], 
             key = inner[0] if len(inner) == 1 else None
             if key is None:
                 keys = ", ".join(repr(k) for k in list(state)[:12]) + (", ..." if len(state) > 12 else "")
-                which = (f"{len(inner)} of its entries ({', '.join(repr(k) for k in inner)}) are state_dicts, so "
-                         "it is not clear which one is meant" if inner else "none of its entries is a state_dict")
+                save = ("Save the model's state_dict on its own, e.g. torch.save(checkpoint[<key>], 'weights.pth'), "
+                        "and load that file")
+                if inner:
+                    which = (f"{len(inner)} of its entries ({', '.join(repr(k) for k in inner)}) are state_dicts, so "
+                             "it is not clear which one is meant")
+                elif any(isinstance(v, torch.Tensor) for v in state.values()):
+                    name, value = _first_non_tensor(state)  # type: ignore[misc]
+                    which = f"its entry {name!r} is {_a(type(value).__name__)}, not a tensor"
+                    save = ("A state_dict holds tensors only: remove the other entries, or save model.state_dict() "
+                            "on its own, and load that file")
+                else:
+                    which = "none of its entries is a state_dict"
                 raise ValueError(
                     f"{path} does not hold a state_dict (a dict of tensors): it is a dict with the keys {keys}, and "
-                    f"{which}. Save the model's state_dict on its own, e.g. torch.save(checkpoint[<key>], "
-                    "'weights.pth'), and load that file"
+                    f"{which}. {save}"
                 )
         state = state[key]
         notes.append(f"the state_dict under {key!r} of the checkpoint")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors) but a {type(state).__name__}; "
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors) but {_a(type(state).__name__)}; "
                          f"{remedy}")
+    what = f"the entry {key!r} of the checkpoint in {path}" if notes else str(path)
+    stray = _first_non_tensor(state)
+    if stray is not None:
+        raise ValueError(f"{what} is not a state_dict (a dict of tensors): its entry {stray[0]!r} is "
+                         f"{_a(type(stray[1]).__name__)}, not a tensor; {remedy}")
+    odd = next((k for k in state if not isinstance(k, str)), None)
+    if odd is not None:
+        raise ValueError(f"{what} is not a state_dict: its key {odd!r} is {_a(type(odd).__name__)}, not a str (a "
+                         f"state_dict maps parameter names such as 'conv1.weight' to tensors); {remedy}")
     return state, notes
 
 
@@ -267,8 +329,38 @@ def _examples(keys: list[str], limit: int = 3) -> str:
     return shown + (", ..." if len(keys) > limit else "")
 
 
+def _check_values(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse tensors that ``load_state_dict`` would cast or copy into wrong values: no floats where the
+    model has floats (ints, bools and complex numbers), sparse tensors and meta tensors (which hold no data).
+
+    Raises:
+        RuntimeError: naming the first such tensor and what the model needs.
+    """
+    own = model.state_dict()
+    for key, value in state.items():
+        mine = own.get(key)
+        if mine is None:
+            continue  # an unexpected key, reported with the others by strict loading
+        if value.is_meta:
+            problem = (f"{key!r} is a meta tensor, which holds no values (only a shape): save the state_dict of a "
+                       "model whose weights are loaded")
+        elif value.layout != torch.strided:
+            problem = (f"{key!r} is a sparse tensor ({value.layout}), but the model needs a dense one: save "
+                       "{name: tensor.to_dense() ...} instead")
+        elif mine.is_floating_point() and not value.is_floating_point():
+            problem = (f"{key!r} is {value.dtype} in the file, but the model's tensor is {mine.dtype}: floating-point "
+                       f"values are needed (float16, bfloat16, float32 and float64 are converted to {mine.dtype}); "
+                       f"{value.dtype} values would be cast to other numbers")
+        else:
+            continue
+        raise RuntimeError(f"{what}: {problem}")
+
+
 def _fit(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> list[str]:
     """Load ``state`` into ``model`` strictly; a mismatch is summarised (torch's full text is the cause).
+
+    Floating-point tensors of any precision are converted to the model's dtype; tensors without
+    floating-point values where the model has them, sparse and meta tensors are refused.
 
     Returns:
         Notes on wrapper prefixes that were removed from the keys.
@@ -277,6 +369,7 @@ def _fit(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> list[st
         RuntimeError: ``what`` does not fit the model; the message counts and names the differences.
     """
     state, notes = _strip_wrapper_prefixes(model, state)
+    _check_values(model, state, what)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -338,6 +431,17 @@ def _builder_kwargs(arch: str, weights: WeightsEnum) -> dict[str, Any]:
     elif arch.startswith("maxvit"):
         kwargs["input_size"] = weights.meta["min_size"]
     return kwargs
+
+
+# The auxiliary classifiers' modules, whose keys the official files hold and a model loaded by torchvision lacks.
+_AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+
+
+def _without_aux_heads(arch: str, state: dict[str, torch.Tensor]) -> bool:
+    """Whether ``state`` is of a model whose auxiliary classifiers were dropped (as torchvision drops
+    them after loading weights): it has none of their keys, with or without a wrapper's prefix."""
+    heads = _AUX_HEADS.get(arch, ())
+    return bool(heads) and not any(f".{head}." in f".{key}" for key in state for head in heads)
 
 
 def _drop_aux_heads(arch: str, model: nn.Module) -> None:
@@ -438,19 +542,33 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         WeightsUnavailableError: the weights file is not cached (and ``download`` is False, or
             the download failed).
         FileNotFoundError: ``weights_path`` does not exist.
+        IsADirectoryError: ``weights_path``, or the hub cache's place of the file, is a folder.
         ValueError: unknown architecture/weights, weights that are not a classifier's (no class
-            names, such as ``VGG16_Weights.IMAGENET1K_FEATURES``), a ``weights_path`` that is a URL,
-            a file that is not a safe plain state_dict, or (with ``check_hash``) a file whose hash
-            does not match. For the hub cache's file the message says that deleting it is safe
-            and how to fetch a verified copy.
+            names, such as ``VGG16_Weights.IMAGENET1K_FEATURES``), a ``weights_path`` that is a URL
+            or empty, a file that is not a safe plain state_dict (a dict of tensors with str keys),
+            or (with ``check_hash``) a file whose hash does not match. For the hub cache's file the
+            message says that deleting it is safe and how to fetch a verified copy.
         RuntimeError: the state_dict does not match the architecture (strict loading); the
-            message counts the missing and unexpected keys, with examples.
+            message counts the missing and unexpected keys, with examples. Also for tensors that
+            hold no floating-point values where the model has them (ints, bools, complex numbers),
+            sparse tensors and meta tensors: floating-point tensors of any precision are converted
+            to the model's dtype, other ones are not cast.
     """
     _check_arch(arch)
     check_hash = as_flag(check_hash, "check_hash")
     download = as_flag(download, "download")
-    if weights_path is not None and not isinstance(weights_path, (str, os.PathLike)):
-        raise TypeError(f"weights_path must be a file path (str or pathlib.Path), got {type(weights_path).__name__}")
+    if weights is not None and not isinstance(weights, (str, WeightsEnum)):
+        enum = torchvision.models.get_model_weights(arch)
+        hint = ("; for an untrained model pass weights=None" if weights is False else
+                "; for the default pretrained weights pass weights='DEFAULT'" if weights is True else "")
+        raise TypeError(f"weights must be 'DEFAULT', a {enum.__name__} member or its name, or None (untrained), got "
+                        f"{type(weights).__name__} {weights!r}{hint}")
+    if weights_path is not None:
+        if not isinstance(weights_path, (str, os.PathLike)) or not isinstance(os.fspath(weights_path), str):
+            raise TypeError(f"weights_path must be a file path (str or pathlib.Path), got {type(weights_path).__name__}")
+        if not os.fspath(weights_path):
+            raise ValueError("weights_path is an empty string; give the path of a state_dict file (.pth), or leave "
+                             "it out to load the weights from the torch hub cache")
     meta_weights = resolve_weights(arch, "DEFAULT" if weights is None else weights)
     _check_classifier(arch, meta_weights)
     builder = torchvision.models.get_model_builder(arch)
@@ -468,10 +586,20 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
                        f"puts it in the hub cache and checks the hash in its name) and pass its path; for "
                        f"torchvision's own weights call load_torchvision({arch!r}, download=True) instead")
             path = Path(weights_path).expanduser()
+            if path.is_dir():
+                found = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt") and p.is_file())[:3]
+                inside = f" (it holds {', '.join(found)})" if found else ""
+                raise IsADirectoryError(f"weights_path {str(path)!r} is a folder, not a file{inside}: pass the path "
+                                        f"of the state_dict file itself")
             if not path.is_file():
                 raise FileNotFoundError(f"weights file not found: {str(path)!r}")
         else:
             path = cached_weights_path(meta_weights)
+            if path.is_dir():
+                raise IsADirectoryError(
+                    f"{path}, where the cached file of {full} belongs, is a folder, not a file: move it out of the "
+                    f"way, then python -m cnnwidgets.zoo.fetch {full} (or load_torchvision({arch!r}, download=True)) "
+                    f"puts the verified file there")
             if not path.is_file():
                 if not download:
                     raise _unavailable(arch, meta_weights, [path])
@@ -490,6 +618,8 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
             if arch.startswith("densenet"):
                 state = _densenet_current_keys(state)
             model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
+            if _without_aux_heads(arch, state):  # e.g. the state_dict of a model torchvision loaded
+                _drop_aux_heads(arch, model)
             notes += _fit(model, state, f"{path} does not fit {arch} ({full})")
             return model, verified, notes
 

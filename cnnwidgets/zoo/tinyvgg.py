@@ -110,13 +110,21 @@ def load_tinyvgg(path_or_dir: str | os.PathLike) -> Bundle:
         (bilinear, antialiased), centre crop 64 x 64, values in [0, 1] (no normalisation).
 
     Raises:
+        TypeError: a ``path_or_dir`` that is not a str or ``os.PathLike``.
         FileNotFoundError: a missing state_dict or classes.json (the message names the path).
-        ValueError: a URL instead of a local path, a classes.json that is not valid JSON of the
-            form ``{"0": name, ...}`` (names are strings, one per output unit), or a weights file
-            that is not a non-empty plain state_dict loadable with ``torch.load(weights_only=True)``.
+        ValueError: a URL or an empty string instead of a local path, a classes.json that is not
+            valid JSON of the form ``{"0": name, ...}`` (names are strings, one per output unit), or
+            a weights file that is not a non-empty plain state_dict (tensors under str keys)
+            loadable with ``torch.load(weights_only=True)``.
         RuntimeError: a state_dict that does not match the architecture (strict loading); the
             message counts the missing and unexpected keys, with examples.
     """
+    if not isinstance(path_or_dir, (str, os.PathLike)) or not isinstance(os.fspath(path_or_dir), str):
+        raise TypeError(f"path_or_dir must be a folder or file path (str or pathlib.Path), got "
+                        f"{type(path_or_dir).__name__} {path_or_dir!r}")
+    if not os.fspath(path_or_dir):
+        raise ValueError(f"path_or_dir is an empty string; give the folder holding {STATE_DICT_NAME} and "
+                         f"{CLASSES_NAME}, or the .pth file itself")
     _refuse_url(path_or_dir, "path_or_dir", f"download {STATE_DICT_NAME} and {CLASSES_NAME} (e.g. with a browser "
                 "or curl) into one folder on this machine and pass that folder")
     path = Path(path_or_dir).expanduser()

@@ -45,7 +45,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnwidgets.core.targets import as_count
+from cnnwidgets.core.targets import as_count, as_real
 
 __all__ = ["ZFNet"]
 
@@ -55,18 +55,21 @@ class ZFNet(nn.Module):
 
     Args:
         num_classes: output units, an int >= 1 (1000 for ImageNet).
-        dropout: dropout probability after fc6 and fc7 (0.5 in the paper).
+        dropout: dropout probability after fc6 and fc7, a number in [0, 1] (0.5 in the paper).
         init: ``"kaiming"`` or ``"paper"`` (N(0, 0.01^2) weights, zero biases).
 
     Raises:
-        TypeError: for a ``num_classes`` that is not an int.
-        ValueError: for an unknown ``init`` or ``num_classes < 1``.
+        TypeError: for a ``num_classes`` that is not an int, or a ``dropout`` that is not a number
+            (a bool, a string, a tensor).
+        ValueError: for an unknown ``init``, ``num_classes < 1``, or a ``dropout`` outside [0, 1]
+            (NaN included).
     """
 
     input_size = (3, 224, 224)
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "kaiming") -> None:
         num_classes = as_count(num_classes, "num_classes")
+        dropout = as_real(dropout, "dropout", "in [0, 1]", lambda p: 0.0 <= p <= 1.0)
         super().__init__()
         if init not in ("kaiming", "paper"):
             raise ValueError(f"init must be 'kaiming' or 'paper', got {init!r}")
