@@ -7,10 +7,11 @@ status line. One-liners: :func:`kernel_view`, :func:`actmax_view`, :func:`summar
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from cnnwidgets.methods.kernels import Kernels, conv_layer_names, kernels
 from cnnwidgets.methods.summary import COLUMN_KEY, summary
 from cnnwidgets.render._checks import check_int
 from cnnwidgets.render.kernels import KERNEL_COLORMAPS, kernel_mosaic
-from cnnwidgets.widgets.filters import ActMaxView, KernelView
+from cnnwidgets.widgets.filters import MAX_ACTMAX_STEPS, ActMaxView, KernelView
 from cnnwidgets.widgets.summary import SummaryView
 
 __all__ = [
@@ -54,8 +55,11 @@ __all__ = [
 #: The entry of the activation-maximisation target menu that means "a class logit".
 CLASS_TARGET = "class logits (output)"
 
-#: The view's traits the kernel controller redraws on.
+#: The view's traits the kernel controller redraws on: the settings of a kernel view.
 _KERNEL_SETTINGS = ["layer", "normalize", "out_channel", "colormap"]
+
+#: The settings of an activation-maximisation view.
+_ACTMAX_SETTINGS = ["layer", "channel", "steps"]
 
 #: The largest ``tile`` of :class:`KernelController` (pixels): a tile is about this size on
 #: screen, and a layer may have thousands.
@@ -176,8 +180,8 @@ class KernelController:
     Args:
         model_or_probe: the model (or a probe on it); weights are only read.
         view: the view to drive (a new one by default).
-        colormap: ``"gray"`` or ``"diverging"`` for single-channel slices: the view's
-            ``colormap`` to start with (its ``colours`` menu changes it).
+        colormap: ``"gray"`` or ``"diverging"`` (a ``str``) for single-channel slices: the
+            view's ``colormap`` to start with (its ``colours`` menu changes it).
         max_tiles: an int >= 1, about the largest number of tiles the full grid of a layer
             (``out ch.`` -1, one row of input slices per output channel) is drawn with: a bigger
             grid shows its first output channels only, in whole rows, and at least one row; the
@@ -189,10 +193,13 @@ class KernelController:
         height: an int in 1..:data:`MAX_KERNEL_HEIGHT`: the picture's largest height in pixels;
             at least one line of tiles (one output channel's block) is shown.
 
+    Each int is a Python int, a NumPy integer or a 0-d integer tensor (not a bool or a float).
+
     Raises:
         ValueError: if the model has no 2-D convolution, for an unknown colormap, or for a
             ``max_tiles``, ``tile``, ``width`` or ``height`` out of range.
-        TypeError: for a ``max_tiles``, ``tile``, ``width`` or ``height`` that is not an int.
+        TypeError: for a ``max_tiles``, ``tile``, ``width`` or ``height`` that is not an int, or
+            a ``colormap`` that is not a ``str``.
     """
 
     def __init__(
@@ -206,6 +213,9 @@ class KernelController:
         width: int = 480,
         height: int = 960,
     ) -> None:
+        if not isinstance(colormap, str):
+            raise TypeError(f"colormap must be one of {KERNEL_COLORMAPS} for kernel tiles (a str), got "
+                            f"{type(colormap).__name__} {colormap!r:.60}")
         if colormap not in KERNEL_COLORMAPS:
             raise ValueError(f"colormap must be one of {KERNEL_COLORMAPS} for kernel tiles, got {colormap!r}")
         self.max_tiles = as_count(max_tiles, "max_tiles")
@@ -245,6 +255,10 @@ class KernelController:
             return
         if self._settling:
             return  # out_channel reset by the line below: drawn once, by the update that set it
+        if view.layer not in self._counts:  # a menu entry set by hand
+            view.out_channels = 0
+            raise ValueError(f"layer {view.layer!r} is not a convolution layer of the model; its convolution "
+                             f"layers are {list(self._counts)}")
         self._settling = True
         try:
             view.out_channels = self._counts[view.layer]  # sets out_channel back to -1 where it is not there
@@ -340,10 +354,20 @@ def _layout_text(k: Kernels, groups: int) -> str:
 def kernel_view(model_or_probe: nn.Module | Probe, layer: str | None = None, **options: Any) -> KernelView:
     """A ready kernel view of ``model_or_probe`` (see :class:`KernelController` for options).
 
+    ``layer`` (a ``str``, NumPy's ``str_`` too) is the convolution shown first; default: the first.
+
     Raises:
         ValueError: if the model has no convolution, ``layer`` is not one, or for an unknown
-            colormap or options out of range. TypeError: for options of the wrong type.
+            colormap or options out of range.
+        TypeError: for options of the wrong type (a ``layer`` that is not a ``str`` included), an
+            unknown option (the message names the options, and a setting of the view such as
+            ``normalize`` is told to be set on the view), or ``view``.
     """
+    _check_one_liner_options(options, KernelController, "kernel_view", ["layer"], _KERNEL_SETTINGS)
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer must be the name of a convolution layer (a str), got {type(layer).__name__} "
+                        f"{layer!r:.60}")
+
     def attach(view: KernelView) -> KernelController:
         controller = KernelController(model_or_probe, view, **options)
         if layer is not None:
@@ -353,6 +377,47 @@ def kernel_view(model_or_probe: nn.Module | Probe, layer: str | None = None, **o
         return controller
 
     return open_view(KernelView, attach)
+
+
+def _keyword_options(controller: type) -> list[str]:
+    """The keyword-only options of ``controller``'s constructor, in order."""
+    parameters = inspect.signature(controller.__init__).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def _near_miss(name: str, accepted: Sequence[str], settings: Sequence[str], maker: str) -> str:
+    """What to tell about an option ``name`` that ``maker`` does not take: the option it is close
+    to (in another case, with a typo), or that it (or the name it is close to) is a setting of
+    the view, one of ``settings``; or nothing."""
+    close = [name] if name in settings else difflib.get_close_matches(
+        name.lower(), [*accepted, *settings], n=1, cutoff=0.6)
+    if not close:
+        return ""
+    meant = close[0]
+    if meant in accepted:
+        return f" (did you mean {meant!r}?)"
+    setting = f"a setting of the view: set it on the view {maker}(...) returns, view.{meant} = ..."
+    return f" ({name} is {setting})" if meant == name else f" (did you mean {meant!r}? It is {setting})"
+
+
+def _check_one_liner_options(options: Mapping[str, Any], controller: type, maker: str, named: Sequence[str],
+                             settings: Sequence[str]) -> None:
+    """Refuse what the one-liner ``maker`` does not take: ``view`` (it makes its own) and options
+    that are neither ``named`` arguments of its own nor keyword options of ``controller``; a name
+    among the view's ``settings`` is told to be set on the view.
+
+    Raises:
+        TypeError: naming the options ``maker`` takes, and the one an unknown name is close to
+            (in another case, with a typo) or that it is a setting of the view.
+    """
+    if "view" in options:
+        raise TypeError(f"{maker}(...) makes its own view, so view cannot be given; to drive a view of your own, "
+                        f"use {controller.__name__}(..., view=view)")
+    accepted = [*named, *_keyword_options(controller)]
+    for name in options:
+        if name not in accepted:
+            hint = _near_miss(name, accepted, settings, maker)
+            raise TypeError(f"{maker}(...) has no option {name!r}{hint}; its options are: {', '.join(accepted)}")
 
 
 def _to_uint8(rgb: torch.Tensor, min_size: int = 256) -> np.ndarray:
@@ -403,6 +468,10 @@ def _normalisation_text(mean: Any, std: Any) -> str:
     def values(v: Any) -> str:
         if v is None:
             return "none"
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu().tolist()  # a 0-d one: a number
+        elif isinstance(v, (np.ndarray, np.generic)):
+            v = v.tolist()
         if isinstance(v, (int, float)):
             return f"{v:g}"
         return "(" + ", ".join(f"{float(x):g}" for x in v) + ")"
@@ -451,21 +520,28 @@ class ActMaxController:
             ``input_size`` option), the view works on a private probe of the same model.
         mean, std: the model's input normalisation (see ``maximize_activation``); default: a
             bundle's own, else none. The status line says which input space runs use.
-        classes: class names (index = class), shown for class targets; default: a bundle's.
-        background: run in a thread (``False``: block, e.g. in tests).
+        classes: class names (index = class), shown for class targets: a list, tuple or 1-D
+            array of ``str``, one per class the model scores (where that number is known);
+            default: a bundle's.
+        background: run in a thread (``False``: block, e.g. in tests); True or False.
         update_every: steps between image updates during a run, an int >= 1.
-        steps: the number of steps the view starts with, an int >= 1 (the user can change it there).
+        steps: the number of steps the view starts with, an int in
+            1..:data:`~cnnwidgets.widgets.filters.MAX_ACTMAX_STEPS` (the user can change it there).
         options: more keyword arguments for ``maximize_activation`` (``lr``, ``decay``, ...).
 
-    The size, ``mean``, ``std`` and options are checked up front by ``maximize_activation``'s
-    own checks, run for 0 steps (a forward pass up to the first layer the view offers).
+    Counts are Python ints, NumPy integers or 0-d integer tensors (not bools or floats). The
+    size, ``mean``, ``std`` and options are checked up front by ``maximize_activation``'s own
+    checks, run for 0 steps (a forward pass up to the first layer the view offers).
 
     Raises:
         TypeError: for an option the controller sets itself (``progress``, ``callback``,
-            ``cancel``), an unknown option, or a count that is not an int.
+            ``cancel``), an unknown option (the message names the options, and a setting of the
+            view such as ``layer`` is told to be set on the view), a count that is not an int,
+            or ``classes`` that are not a list of names.
         ValueError, TypeError: for a size, ``mean``, ``std`` or option ``maximize_activation``
-            refuses (an ``lr`` <= 0, a ``mean`` with neither 1 nor C values ...), and for
-            ``steps`` or ``update_every`` < 1.
+            refuses (an ``lr`` <= 0, a ``mean`` with neither 1 nor C values ...), for ``steps``
+            or ``update_every`` < 1, ``steps`` above the view's largest, and ``classes`` of
+            another number than the classes the model scores.
     """
 
     def __init__(
@@ -488,17 +564,28 @@ class ActMaxController:
                             "(it shows progress in the view, and its Stop button cancels)")
         unknown = sorted(set(options) - set(_ACTMAX_OPTIONS))
         if unknown:
-            raise TypeError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
-                            f"maximize_activation; its options are {', '.join(_ACTMAX_OPTIONS)}")
+            own = _keyword_options(ActMaxController)
+            named = ", ".join(name + _near_miss(name, [*own, *_ACTMAX_OPTIONS], _ACTMAX_SETTINGS, "actmax_view")
+                              for name in unknown)
+            raise TypeError(f"unknown option{'s' if len(unknown) > 1 else ''} {named} for "
+                            f"maximize_activation; its options are {', '.join(_ACTMAX_OPTIONS)}; the view's own "
+                            f"are {', '.join(own)}")
         self.update_every = as_count(update_every, "update_every")
         if steps is not None:
             steps = as_count(steps, "steps")
+            if steps > MAX_ACTMAX_STEPS:
+                raise ValueError(f"steps must be an int in 1..{MAX_ACTMAX_STEPS} (what the view's steps box holds), "
+                                 f"got {steps}")
         self.background = as_flag(background, "background")
         if mean is None and std is None:
             mean, std = bundle_normalization(model_or_probe)  # a zoo bundle's own input space
+        given_classes = classes is not None
         if classes is None and not isinstance(model_or_probe, (nn.Module, Probe)):
             classes = getattr(model_or_probe, "classes", None)  # a zoo bundle's class names
-        self.classes = [str(name) for name in classes] if classes is not None else []
+        if given_classes:
+            self.classes = _class_names(classes)
+        else:
+            self.classes = [str(name) for name in classes] if classes is not None else []
         self.options = dict(options, mean=mean, std=std)
         self.size = size
         if isinstance(model_or_probe, Probe) and not _describes(model_or_probe, size, options.get("input_size")):
@@ -520,6 +607,10 @@ class ActMaxController:
                                 progress=False, **self.options)
             self._counts = {name: int(self.probe.layers[name].map_shape[0]) for name in layers}
             self._counts[CLASS_TARGET] = class_count(self.probe) or 0
+            scored = self._counts[CLASS_TARGET]
+            if given_classes and scored and len(self.classes) != scored:
+                raise ValueError(f"classes has {len(self.classes)} names, but the model scores {scored} classes; "
+                                 "give one name per class (index = class)")
         except Exception:
             if self._owns_probe:
                 self.probe.close()
@@ -545,9 +636,10 @@ class ActMaxController:
             self.view.layer = (suggested[len(suggested) // 2] if suggested
                                else layers[len(layers) // 2] if layers else CLASS_TARGET)
         self._fit_channels()
+        #: what the status line says while no image is shown and nothing went wrong
+        self._prompt = f"choose a target and press Run to synthesise its image; {self.input_space}; {self.image_size}"
         if not self.view.status:
-            self.view.status = (f"choose a target and press Run to synthesise its image; {self.input_space}; "
-                                f"{self.image_size}")
+            self.view.status = self._prompt
         self.view.observe(self._on_running, names="running")
         self.view.observe(self._fit_channels, names="layer")  # first: the channel fits the target when said
         self.view.observe(self._on_target, names=["layer", "channel"])
@@ -574,9 +666,16 @@ class ActMaxController:
             self._cancel.set()
 
     def _on_target(self, change: Any) -> None:
-        """Another target picked after a run: the image shown stays the last run's, and says so."""
+        """Another target picked after a run: the image shown stays the last run's, and says so.
+        After a run that failed (no image shown), the error was about the target it had: the
+        status line asks for a run of the new one instead."""
         view = self.view
-        if view.running or self.shown_target is None:
+        if view.running:
+            return
+        if self.shown_target is None:
+            if view.error:
+                view.error = False
+                view.status = self._prompt
             return
         if view.layer is None:
             then = "no target is chosen: pick one in the target menu"
@@ -698,6 +797,23 @@ class ActMaxController:
             self.probe.close()
 
 
+def _class_names(classes: object) -> list[str]:
+    """``classes`` as a list of class names: a list, a tuple or a 1-D array of ``str`` (NumPy's too).
+
+    Raises:
+        TypeError: for anything else (one string, whose letters would be taken for the names; a
+            number; names that are not strings).
+    """
+    accepted = "classes must be a list of class names (str), index = class"
+    if (isinstance(classes, (str, bytes, Mapping)) or not isinstance(classes, (Sequence, np.ndarray))
+            or (isinstance(classes, np.ndarray) and classes.ndim != 1)):
+        raise TypeError(f"{accepted}, got {type(classes).__name__} {classes!r:.60}")
+    for index, name in enumerate(classes):
+        if not isinstance(name, str):
+            raise TypeError(f"{accepted}, got {type(name).__name__} {name!r:.40} for class {index}")
+    return [str(name) for name in classes]
+
+
 def _describes(probe: Probe, size: Any, input_size: Any) -> bool:
     """Whether ``probe`` is described at the size the runs of a view ask for (``size`` H or
     (H, W), or an ``input_size`` (C, H, W); neither: whatever it is described at)."""
@@ -716,7 +832,10 @@ def _describes(probe: Probe, size: Any, input_size: Any) -> bool:
 
 def actmax_view(model_or_probe: nn.Module | Probe, **options: Any) -> ActMaxView:
     """A ready activation-maximisation view (see :class:`ActMaxController` for options, and
-    what it raises)."""
+    what it raises; ``view`` is a TypeError: it makes its own)."""
+    if "view" in options:
+        raise TypeError("actmax_view(...) makes its own view, so view cannot be given; to drive a view of your own, "
+                        "use ActMaxController(..., view=view)")
     return open_view(ActMaxView, lambda view: ActMaxController(model_or_probe, view, **options))
 
 

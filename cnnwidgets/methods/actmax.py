@@ -474,6 +474,15 @@ def bundle_normalization(model: object) -> tuple[Any, Any]:
     return getattr(model, "mean", None), getattr(model, "std", None)
 
 
+def _nonfinite_gradient_message(step: int, value: float, target: Any) -> str:
+    """What a run whose gradient is NaN or infinite at ``step`` is told (``value``: the target's value there)."""
+    layer = getattr(target, "layer", None)
+    where = "its output" if layer is None else f"layer {layer!r}"
+    return (f"maximize_activation: at step {step} the gradient of the target (value {value:.4g}) with respect to "
+            f"the image is not finite (NaN or inf), so the image cannot be changed along it: the model computes "
+            f"non-finite values on the way to {where} or back (are its weights finite? has training diverged?)")
+
+
 def maximize_activation(
     model_or_probe: nn.Module | Probe,
     target: Target | int,
@@ -590,6 +599,8 @@ def maximize_activation(
             not True or False, or a ``callback`` / ``cancel`` of the wrong kind; a ``size`` that is
             not such an int or a pair of them (a
             :class:`~cnnwidgets.core.targets.SizeTypeError`, which is a ``ValueError`` too).
+        ValueError: for a step whose gradient is not finite (NaN or inf), as with NaN weights on the
+            way to the target.
         RuntimeError: if the model fails on the image (the message says how to give its size).
 
     Warns:
@@ -740,6 +751,9 @@ def maximize_activation(
                 finally:
                     for handle in handles:
                         handle.remove()
+                if not all(bool(torch.isfinite(g).all()) for g in grads):
+                    # one step on it would make every pixel NaN, and the next step refuse the image
+                    raise ValueError(_nonfinite_gradient_message(step, float(value.detach()), target))
                 stuck = not any(bool(g.any()) for g in grads)
                 moved = moved or not stuck
                 optimizer.step(grads)

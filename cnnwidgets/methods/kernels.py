@@ -177,8 +177,9 @@ def kernels(
             layers), for an unknown ``mode`` (the message lists the modes and the layout each
             gives) or ``normalize``, ``mode="rgb"`` on a layer without 3 input channels,
             ``mode="slices"`` without ``out_channel``, ``mode="grid"`` or ``"rgb"`` with one,
-            weights that are not finite (NaN or inf), or weights on the meta device (shapes
-            without values: load the weights first).
+            weights that are not finite (NaN or inf), weights on the meta device (shapes
+            without values: load the weights first), weights a lazy module has not made yet, or
+            a layer with no weights (0 output or input channels).
         IndexError: if ``out_channel`` is out of range.
         TypeError: if ``model_or_probe`` is neither a model nor a probe, or ``out_channel`` is
             not an int (a bool, a float ...).
@@ -209,10 +210,20 @@ def kernels(
             f"layer {layer!r} is a {type(module).__name__}, not a 2-D convolution; "
             f"kernels can be shown for the convolution layers: {listing}"
         )
+    if isinstance(module.weight, nn.parameter.UninitializedParameter):
+        raise ValueError(
+            f"the weight of layer {layer!r} ({type(module).__name__}) is not made yet: a lazy module makes it "
+            "on its first forward pass; run the model once on an input of its size first"
+        )
     if module.weight.is_meta:
         raise ValueError(
             f"the weight of layer {layer!r} is on the meta device, which holds shapes but no values; "
             f"{LOAD_WEIGHTS_FIRST}"
+        )
+    if module.weight.numel() == 0:
+        raise ValueError(
+            f"layer {layer!r} has no weights to show: its weight has shape {tuple(module.weight.shape)} "
+            f"({module.out_channels} output and {module.in_channels} input channels)"
         )
     with torch.no_grad():
         weight = _effective_weight(module).detach().to("cpu", torch.float32).contiguous().numpy().copy()

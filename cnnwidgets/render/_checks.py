@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import operator
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The names of torch's integer dtypes, read from a value's ``dtype`` (the renderers do not import torch).
+_TORCH_INTEGER = re.compile(r"torch\.u?int\d+")
 #: dtype kinds of real numbers: bool, unsigned and signed ints, floats.
 _REAL_KINDS = "biuf"
 
@@ -34,15 +38,25 @@ def _given(value: object) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def _integer_tensor(value: object) -> bool:
+    """Whether ``value`` is a 0-d tensor of integers (not bools), told by its shape and dtype."""
+    shape = getattr(value, "shape", None)
+    return (shape is not None and len(shape) == 0 and not isinstance(value, (np.ndarray, np.generic))
+            and _TORCH_INTEGER.fullmatch(str(getattr(value, "dtype", ""))) is not None)
+
+
 def check_int(value: object, what: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an ``int``: a Python or numpy integer (not a bool, float or string) within the bounds.
+    """``value`` as an ``int``: a Python or numpy integer or a 0-d integer tensor (not a bool,
+    float or string), as the package takes an int everywhere, within the bounds.
 
     Raises:
         TypeError: for anything but an integer.
         ValueError: for an integer outside ``minimum..maximum``.
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an int, got {_given(value)}")
+        if not _integer_tensor(value):
+            raise TypeError(f"{what} must be an int, got {_given(value)}")
+        value = operator.index(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         if maximum is None:
             accepted = f">= {minimum}"

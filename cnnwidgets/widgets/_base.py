@@ -1,11 +1,23 @@
-"""Where the widgets' browser code lives (shipped as package data next to this file)."""
+"""What the widgets share: where their browser code lives (shipped as package data next to this
+file), and the mixins and trait types of the views.
+
+The settings a user makes on a view take the values the functions of the package take: an index
+(:class:`IndexTrait`) is a Python int, a NumPy integer or a 0-d integer tensor, never a bool or a
+float; an on/off setting (:class:`FlagTrait`) is ``True`` or ``False`` (NumPy's too), never 0 or
+1; a name (:class:`NameTrait`, :class:`ChoiceTrait`) is a ``str`` (NumPy's ``str_`` too), never
+``bytes``. Each is held as the plain Python value.
+"""
 
 from __future__ import annotations
 
+import operator
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ipywidgets
+import numpy as np
 import traitlets
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +67,12 @@ def close_parts(widget: ipywidgets.Widget) -> None:
 class RefusesWhenClosed:
     """Mixin for a view that refuses new settings once closed (``_closed`` true): a closed view
     shows nothing, so setting its state is a mistake, not a silent no-op. Its validators call
-    :meth:`_refuse_when_closed`; ``_MAKER`` names what makes a new view."""
+    :meth:`_refuse_when_closed`; ``_MAKER`` names what makes a new view.
+
+    traitlets takes None for a trait that allows it without calling any validator, so for None
+    the mixin asks :meth:`_refuse_when_closed` itself, for every trait the view validates (its
+    settings), however it is set (an assignment or ``set_trait``).
+    """
 
     #: the function that makes the view, named when a closed one is used
     _MAKER = "a new view"
@@ -65,6 +82,86 @@ class RefusesWhenClosed:
             raise traitlets.TraitError(
                 f"cannot set {proposal['trait'].name}: this view is closed; make a new one with {self._MAKER}"
             )
+
+    def _refuse_none_when_closed(self, name: str, value: Any) -> None:
+        """Refuse None for the setting ``name`` of a closed view, which no validator is asked about."""
+        if value is None and getattr(self, "_closed", False) and name in getattr(self, "_trait_validators", ()):
+            trait = getattr(type(self), name, None)
+            if isinstance(trait, traitlets.TraitType) and trait.allow_none:
+                self._refuse_when_closed({"trait": trait, "value": value, "owner": self})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._refuse_none_when_closed(name, value)
+        super().__setattr__(name, value)
+
+    def set_trait(self, name: str, value: Any) -> None:
+        """Set the trait ``name`` to ``value`` as traitlets does (read-only ones too); a closed view
+        refuses None for its settings as it refuses every other value."""
+        self._refuse_none_when_closed(name, value)
+        super().set_trait(name, value)  # type: ignore[misc]
+
+
+#: What an index setting takes, for messages.
+_INT_ACCEPTED = "a Python int, a NumPy integer or a 0-d integer tensor"
+
+#: The names of torch's integer dtypes (read from a value's ``dtype``: the widgets do not import torch).
+_TORCH_INTEGER = re.compile(r"torch\.u?int\d+")
+
+
+def given(value: Any) -> str:
+    """``value`` for a message: its type and a short repr."""
+    return f"{type(value).__name__} {value!r:.60}"
+
+
+def _integer_tensor(value: Any) -> bool:
+    """Whether ``value`` is a 0-d tensor of integers (not bools), told by its shape and dtype."""
+    shape = getattr(value, "shape", None)
+    return (shape is not None and len(shape) == 0 and not isinstance(value, (np.ndarray, np.generic))
+            and _TORCH_INTEGER.fullmatch(str(getattr(value, "dtype", ""))) is not None)
+
+
+class IndexTrait(traitlets.Int):
+    """An int setting that takes an index as the package's functions do (a Python int, a NumPy
+    integer or a 0-d integer tensor) and holds it as a Python int; bools (``True`` is not 1) and
+    floats (``2.0`` included, which ``traitlets.Int`` would take as 2) are refused, naming the
+    setting and what it takes."""
+
+    def validate(self, obj: Any, value: Any) -> int:
+        if isinstance(value, (bool, np.bool_)):
+            raise traitlets.TraitError(f"{self.name} must be an int ({_INT_ACCEPTED}), not a bool; got {value!r}")
+        if isinstance(value, (int, np.integer)):
+            return super().validate(obj, int(value))  # type: ignore[no-any-return]
+        if _integer_tensor(value):
+            return super().validate(obj, operator.index(value))  # type: ignore[no-any-return]
+        raise traitlets.TraitError(f"{self.name} must be an int ({_INT_ACCEPTED}), got {given(value)}")
+
+
+class FlagTrait(traitlets.Bool):
+    """An on/off setting: ``True`` or ``False`` (NumPy's too), held as a Python bool; not the 0,
+    1 (or other values) that ``traitlets.Bool`` would take."""
+
+    def validate(self, obj: Any, value: Any) -> bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise traitlets.TraitError(f"{self.name} must be True or False, got {given(value)}")
+        return bool(value)
+
+
+class NameTrait(traitlets.Unicode):
+    """A name setting: a ``str`` (NumPy's ``str_`` too) held as a plain ``str``; ``bytes``, which
+    ``traitlets.Unicode`` would decode, are refused."""
+
+    def validate(self, obj: Any, value: Any) -> str:
+        if not isinstance(value, str):
+            raise traitlets.TraitError(f"{self.name} must be a name (a str), got {given(value)}")
+        return str(value)
+
+
+class ChoiceTrait(traitlets.Enum):
+    """One of a few names, held as a plain ``str`` (NumPy's ``str_`` given too)."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        value = super().validate(obj, value)
+        return str(value) if isinstance(value, str) else value
 
 
 class RefusesBrowserValues:

@@ -11,14 +11,24 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import traitlets
 
-from cnnwidgets.widgets._base import RefusingBoundedIntText, RefusingDropdown
+from cnnwidgets.widgets._base import (
+    ChoiceTrait,
+    FlagTrait,
+    IndexTrait,
+    NameTrait,
+    RefusingBoundedIntText,
+    RefusingDropdown,
+)
 from cnnwidgets.widgets.controls import wrapping_row
 from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
 
-__all__ = ["ActMaxView", "KernelView", "png_bytes"]
+__all__ = ["MAX_ACTMAX_STEPS", "ActMaxView", "KernelView", "png_bytes"]
 
 #: The largest index a channel box takes while the chosen layer's channel count is not known.
 _NO_COUNT_MAX = 2**31 - 1
+
+#: The largest ``steps`` of an :class:`ActMaxView` (its steps box holds 1..this).
+MAX_ACTMAX_STEPS = 10**5
 
 
 def _box_max(count: int) -> int:
@@ -51,19 +61,24 @@ class KernelView(ImageStatus, widgets.VBox):
         colormap: the chosen one (one of ``colormaps``).
         status, error: the status line.
 
+    ``layer``, ``normalize`` and ``colormap`` are names (a ``str``, NumPy's ``str_`` too, held as
+    a plain ``str``; not ``bytes``); ``out_channel`` and ``out_channels`` are ints (a Python int,
+    a NumPy integer or a 0-d integer tensor, held as a Python int; not a bool or a float).
+
     A value the browser sends that these traits refuse (an index outside the menu, no layer)
-    goes to the status line and the control is set back; a closed view refuses new settings.
+    goes to the status line and the control is set back; a closed view refuses new settings
+    (None included).
     """
 
     _MAKER = "kernel_view(...)"
 
     layers = traitlets.List(traitlets.Unicode())
-    layer = traitlets.Unicode(None, allow_none=True)
-    normalize = traitlets.Enum(("layer", "filter", "slice"), default_value="layer")
-    out_channel = traitlets.Int(-1)
-    out_channels = traitlets.Int(0)
+    layer = NameTrait(None, allow_none=True)
+    normalize = ChoiceTrait(("layer", "filter", "slice"), default_value="layer")
+    out_channel = IndexTrait(-1)
+    out_channels = IndexTrait(0)
     colormaps = traitlets.List(traitlets.Unicode(), default_value=["gray"])
-    colormap = traitlets.Unicode("gray")
+    colormap = NameTrait("gray")
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
         self._layer_menu = RefusingDropdown(description="layer")
@@ -132,7 +147,14 @@ class KernelView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("out_channels")
     def _check_out_channels(self, proposal):
+        self._refuse_when_closed(proposal)
         return _checked_count(proposal)
+
+    @traitlets.validate("layers", "colormaps")
+    def _check_menu(self, proposal):
+        # a new menu sets the choice: refused first, or the menu would change and the choice not
+        self._refuse_when_closed(proposal)
+        return proposal["value"]
 
     @traitlets.validate("colormap")
     def _check_colormap(self, proposal):
@@ -155,26 +177,31 @@ class ActMaxView(ImageStatus, widgets.VBox):
             0..``channels`` - 1, and a ``channel`` the new count does not have is set to the last one.
         channel_names: names of the chosen target's channels (class names), index = channel;
             empty where none are known. The name of the chosen one is shown next to the box.
-        steps: number of steps.
+        steps: number of steps, 1..:data:`MAX_ACTMAX_STEPS` (what the steps box holds).
         running: ``True`` while a run is going; the Run button sets it, Stop clears it.
         progress: steps done in the current run.
         status, error: the status line.
 
+    ``layer`` is a name (a ``str``, NumPy's ``str_`` too, held as a plain ``str``; not
+    ``bytes``); ``channel``, ``channels`` and ``steps`` are ints (a Python int, a NumPy integer or
+    a 0-d integer tensor, held as a Python int; not a bool or a float); ``running`` is ``True`` or
+    ``False`` (NumPy's too; not 0 or 1).
+
     While a run is going, the target (``layer``, ``channel``) and ``steps`` are refused (the
     controls are disabled): the picture coming in belongs to the target the run started with.
     A value the browser sends that the traits refuse goes to the status line and the control is
-    set back; a closed view refuses new settings.
+    set back; a closed view refuses new settings (None included).
     """
 
     _MAKER = "actmax_view(...)"
 
     layers = traitlets.List(traitlets.Unicode())
-    layer = traitlets.Unicode(None, allow_none=True)
-    channel = traitlets.Int(0)
-    channels = traitlets.Int(0)
+    layer = NameTrait(None, allow_none=True)
+    channel = IndexTrait(0)
+    channels = IndexTrait(0)
     channel_names = traitlets.List(traitlets.Unicode())
-    steps = traitlets.Int(128)
-    running = traitlets.Bool(False)
+    steps = IndexTrait(128)
+    running = FlagTrait(False)
     progress = traitlets.Int(0)
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
@@ -182,7 +209,7 @@ class ActMaxView(ImageStatus, widgets.VBox):
         self._channel_box = RefusingBoundedIntText(value=0, min=0, max=_NO_COUNT_MAX, description="channel",
                                                    layout=widgets.Layout(width="170px"))
         self._channel_name = widgets.Label(value="")
-        self._steps_box = RefusingBoundedIntText(value=128, min=1, max=10**5, description="steps",
+        self._steps_box = RefusingBoundedIntText(value=128, min=1, max=MAX_ACTMAX_STEPS, description="steps",
                                                  layout=widgets.Layout(width="170px"))
         self._run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self._stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
@@ -242,7 +269,7 @@ class ActMaxView(ImageStatus, widgets.VBox):
         self._refuse_while_running(proposal)
         value = proposal["value"]
         if value is not None and value not in self.layers:
-            raise traitlets.TraitError(f"unknown target {value!r}; choose one of {list(self.layers)}")
+            raise traitlets.TraitError(f"unknown target layer {value!r}; choose one of {list(self.layers)}")
         return value
 
     @traitlets.validate("channel", "steps")
@@ -253,6 +280,10 @@ class ActMaxView(ImageStatus, widgets.VBox):
         least = 1 if name == "steps" else 0
         if value < least:
             raise traitlets.TraitError(f"{name} must be an int >= {least}, got {value}")
+        if name == "steps" and value > MAX_ACTMAX_STEPS:
+            raise traitlets.TraitError(
+                f"steps must be an int in 1..{MAX_ACTMAX_STEPS} (what the steps box holds), got {value}"
+            )
         if name == "channel" and 0 < self.channels <= value:
             raise traitlets.TraitError(
                 f"channel {value} is out of range for target {self.layer!r}: accepted 0..{self.channels - 1}"
@@ -261,7 +292,14 @@ class ActMaxView(ImageStatus, widgets.VBox):
 
     @traitlets.validate("channels")
     def _check_channels(self, proposal):
+        self._refuse_when_closed(proposal)
         return _checked_count(proposal)
+
+    @traitlets.validate("layers")
+    def _check_targets(self, proposal):
+        # a new menu sets the choice: refused first, or the menu would change and the choice not
+        self._refuse_when_closed(proposal)
+        return proposal["value"]
 
     @traitlets.validate("running")
     def _check_running(self, proposal):
