@@ -21,9 +21,7 @@ go to the view's status line.
 
 from __future__ import annotations
 
-import difflib
 import html
-import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +39,7 @@ from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecor
 from cnnwidgets.methods.invariance import InvarianceResult, check_fill, describe_transform, transform_images
 from cnnwidgets.methods.topk import Projector, TopKActivations, _indexable, resolve_projector
 from cnnwidgets.app.cells import open_view
-from cnnwidgets.app.reporting import error_text, shown_in_view
+from cnnwidgets.app.reporting import check_one_liner_options, error_text, shown_in_view
 from cnnwidgets.render._checks import check_int
 from cnnwidgets.render.figures import (
     OUTSIDE,
@@ -110,8 +108,6 @@ def _bundle_denormalize(model: object) -> Denormalize | None:
 def _tile(value: object) -> int:
     """``tile`` as an int in 1..:data:`MAX_TILE`: a Python int, a NumPy integer or a 0-d integer
     tensor (the ints every count of the package takes)."""
-    if isinstance(value, torch.Tensor):
-        value = as_index(value, "tile")
     return check_int(value, "tile", minimum=1, maximum=MAX_TILE)
 
 
@@ -122,26 +118,6 @@ def _dpi(value: object) -> float:
 def _denormalize(value: object) -> Denormalize | None:
     """``denormalize`` checked up front: None or a callable (not found out when the first image is shown)."""
     return as_callback(value, "denormalize", _DENORMALIZE_CALL)
-
-
-def _options(options: Mapping[str, Any], controller: type, maker: str) -> Mapping[str, Any]:
-    """The keyword ``options`` of the one-liner ``maker``, refused unless they are keyword options
-    of ``controller`` (a name in another case or with a typo is told the option it is close to).
-
-    Raises:
-        TypeError: for ``view`` (the one-liner makes its own) or an unknown option.
-    """
-    parameters = inspect.signature(controller.__init__).parameters.values()
-    accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    if "view" in options:
-        raise TypeError(f"{maker}(...) makes its own view, so view cannot be given; to drive a view of your own, "
-                        f"use {controller.__name__}(..., view=view)")
-    for name in options:
-        if name not in accepted:
-            close = difflib.get_close_matches(str(name).lower(), accepted, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TypeError(f"{maker}(...) has no option {name!r}{hint}; its options are: {', '.join(accepted)}")
-    return options
 
 
 def _names(value: object, what: str) -> list[str] | None:
@@ -593,7 +569,7 @@ class TopKController:
 def topk_view(topk: TopKActivations, model_or_probe: nn.Module | Probe | None = None, **options: Any) -> TopKView:
     """A ready top-k view (options: see :class:`TopKController`, and what it raises; an unknown
     option, or ``view``, is a TypeError that names the options)."""
-    options = _options(options, TopKController, "topk_view")
+    check_one_liner_options(options, TopKController, "topk_view")
     return open_view(TopKView, lambda view: TopKController(topk, model_or_probe, view, **options))
 
 
@@ -866,7 +842,7 @@ class EvolutionController:
 def evolution_view(source: FeatureEvolution | FeatureEvolutionRecorder, **options: Any) -> EvolutionView:
     """A ready evolution view (options: see :class:`EvolutionController`, and what it raises; an
     unknown option, or ``view``, is a TypeError that names the options)."""
-    options = _options(options, EvolutionController, "evolution_view")
+    check_one_liner_options(options, EvolutionController, "evolution_view")
     return open_view(EvolutionView, lambda view: EvolutionController(source, view, **options))
 
 
@@ -1123,7 +1099,7 @@ class InvarianceController:
 def invariance_view(result: InvarianceResult, images: torch.Tensor, **options: Any) -> InvarianceView:
     """A ready invariance view (options: see :class:`InvarianceController`, and what it raises; an
     unknown option, or ``view``, is a TypeError that names the options)."""
-    options = _options(options, InvarianceController, "invariance_view")
+    check_one_liner_options(options, InvarianceController, "invariance_view")
     return open_view(InvarianceView, lambda view: InvarianceController(result, images, view, **options))
 
 
@@ -1309,5 +1285,5 @@ def correspondence_view(
     """A ready correspondence view of ``result`` on ``images``, showing the result's part boxes (or
     the ``parts`` given, which must be those boxes). Options: see :class:`CorrespondenceController`,
     and what it raises; an unknown option, or ``view``, is a TypeError that names the options."""
-    options = _options(options, CorrespondenceController, "correspondence_view")
+    check_one_liner_options(options, CorrespondenceController, "correspondence_view")
     return open_view(CorrespondenceView, lambda view: CorrespondenceController(result, images, parts, view, **options))

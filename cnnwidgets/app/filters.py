@@ -7,7 +7,6 @@ status line. One-liners: :func:`kernel_view`, :func:`actmax_view`, :func:`summar
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import threading
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from cnnwidgets.app.cells import open_view
-from cnnwidgets.app.reporting import error_text, shown_in_view
+from cnnwidgets.app.reporting import check_one_liner_options, error_text, keyword_options, near_miss, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe, class_count, trained_input_size, unwrap_model
 from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag
@@ -363,7 +362,7 @@ def kernel_view(model_or_probe: nn.Module | Probe, layer: str | None = None, **o
             unknown option (the message names the options, and a setting of the view such as
             ``normalize`` is told to be set on the view), or ``view``.
     """
-    _check_one_liner_options(options, KernelController, "kernel_view", ["layer"], _KERNEL_SETTINGS)
+    check_one_liner_options(options, KernelController, "kernel_view", ["layer"], _KERNEL_SETTINGS)
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be the name of a convolution layer (a str), got {type(layer).__name__} "
                         f"{layer!r:.60}")
@@ -377,47 +376,6 @@ def kernel_view(model_or_probe: nn.Module | Probe, layer: str | None = None, **o
         return controller
 
     return open_view(KernelView, attach)
-
-
-def _keyword_options(controller: type) -> list[str]:
-    """The keyword-only options of ``controller``'s constructor, in order."""
-    parameters = inspect.signature(controller.__init__).parameters.values()
-    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
-def _near_miss(name: str, accepted: Sequence[str], settings: Sequence[str], maker: str) -> str:
-    """What to tell about an option ``name`` that ``maker`` does not take: the option it is close
-    to (in another case, with a typo), or that it (or the name it is close to) is a setting of
-    the view, one of ``settings``; or nothing."""
-    close = [name] if name in settings else difflib.get_close_matches(
-        name.lower(), [*accepted, *settings], n=1, cutoff=0.6)
-    if not close:
-        return ""
-    meant = close[0]
-    if meant in accepted:
-        return f" (did you mean {meant!r}?)"
-    setting = f"a setting of the view: set it on the view {maker}(...) returns, view.{meant} = ..."
-    return f" ({name} is {setting})" if meant == name else f" (did you mean {meant!r}? It is {setting})"
-
-
-def _check_one_liner_options(options: Mapping[str, Any], controller: type, maker: str, named: Sequence[str],
-                             settings: Sequence[str]) -> None:
-    """Refuse what the one-liner ``maker`` does not take: ``view`` (it makes its own) and options
-    that are neither ``named`` arguments of its own nor keyword options of ``controller``; a name
-    among the view's ``settings`` is told to be set on the view.
-
-    Raises:
-        TypeError: naming the options ``maker`` takes, and the one an unknown name is close to
-            (in another case, with a typo) or that it is a setting of the view.
-    """
-    if "view" in options:
-        raise TypeError(f"{maker}(...) makes its own view, so view cannot be given; to drive a view of your own, "
-                        f"use {controller.__name__}(..., view=view)")
-    accepted = [*named, *_keyword_options(controller)]
-    for name in options:
-        if name not in accepted:
-            hint = _near_miss(name, accepted, settings, maker)
-            raise TypeError(f"{maker}(...) has no option {name!r}{hint}; its options are: {', '.join(accepted)}")
 
 
 def _to_uint8(rgb: torch.Tensor, min_size: int = 256) -> np.ndarray:
@@ -564,8 +522,8 @@ class ActMaxController:
                             "(it shows progress in the view, and its Stop button cancels)")
         unknown = sorted(set(options) - set(_ACTMAX_OPTIONS))
         if unknown:
-            own = _keyword_options(ActMaxController)
-            named = ", ".join(name + _near_miss(name, [*own, *_ACTMAX_OPTIONS], _ACTMAX_SETTINGS, "actmax_view")
+            own = keyword_options(ActMaxController)
+            named = ", ".join(name + near_miss(name, [*own, *_ACTMAX_OPTIONS], _ACTMAX_SETTINGS, "actmax_view")
                               for name in unknown)
             raise TypeError(f"unknown option{'s' if len(unknown) > 1 else ''} {named} for "
                             f"maximize_activation; its options are {', '.join(_ACTMAX_OPTIONS)}; the view's own "
