@@ -392,6 +392,10 @@ def test_size_errors_name_the_accepted_forms():
     with pytest.raises(ValueError, match=r"input_size must be \(C, H, W\)"):
         maximize_activation(model, 0, input_size=(16, 16), steps=1, progress=False)
     assert maximize_activation(model, 0, size=np.int64(12), steps=1, progress=False).image.shape == (1, 3, 12, 12)
+    # a size no tensor can hold is told in the size's own words (it once named an internal candidate list)
+    for huge in (2**63, (2**40, 2**40), (2, 2**62)):
+        with pytest.raises(ValueError, match=r"^size \(\d+, \d+\) is too large: .*more than a tensor can hold"):
+            maximize_activation(model, 0, size=huge, steps=1, progress=False)
 
 
 def test_input_size_gives_the_channels_for_a_model_without_convolutions():
