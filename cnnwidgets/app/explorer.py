@@ -67,6 +67,7 @@ from cnnwidgets.render.colormaps import SEQUENTIAL, colormap_strip
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
 from cnnwidgets.widgets._base import RefusesBrowserValues, close_parts
+from cnnwidgets.widgets.controls import CheckedCheckbox, CheckedDropdown, CheckedIntSlider, CheckedText
 from cnnwidgets.widgets.methodview import MethodView
 from cnnwidgets.widgets import (
     FILL_LABELS,
@@ -1818,15 +1819,16 @@ class Explorer(ipw.VBox):
         self.layer_select = GroupedSelect(description="layer")
         self.layer_select.set_items(layer_items(self._layers))
         # a model with many layers (DenseNet: 400) gets a box that narrows the menu down
-        self.layer_filter = ipw.Text(placeholder="filter layers", continuous_update=True,
-                                     layout=ipw.Layout(width="150px"))
+        self.layer_filter = CheckedText(placeholder="filter layers", continuous_update=True,
+                                        layout=ipw.Layout(width="150px"))
         self._show_filter_box()
         self._set_note("layers", _few_maps_note(self._layers))
         self._note_user_model()
-        self.channel_slider = ipw.IntSlider(min=0, max=0, description="channel", layout=ipw.Layout(width="320px"))
+        self.channel_slider = CheckedIntSlider(min=0, max=0, description="channel",
+                                               layout=ipw.Layout(width="320px"))
         # a layer wider than GRID_PAGE channels is shown a page at a time; hidden for the others
-        self.page_select = ipw.Dropdown(description="page", options=[("1", 0)], value=0,
-                                        layout=ipw.Layout(width="290px", display="none"))
+        self.page_select = CheckedDropdown(description="page", options=[("1", 0)], value=0,
+                                           layout=ipw.Layout(width="290px", display="none"))
         self._page_options_for: tuple | None = None
         self.display_controls = DisplayControls(norm_modes=NORM_MODES, colormaps=SEQUENTIAL)
         self.occluder_controls = OccluderControls()
@@ -1838,7 +1840,8 @@ class Explorer(ipw.VBox):
         self.device_select = device_dropdown(devices, current)
         names = list(self._samples)
         self.picker = ImagePicker(names or [_USER_IMAGE])
-        self.scores_toggle = ipw.Checkbox(description="class scores", indent=False, layout=ipw.Layout(width="120px"))
+        self.scores_toggle = CheckedCheckbox(description="class scores", indent=False,
+                                             layout=ipw.Layout(width="120px"))
         self.status = StatusLine()
         self.method_view = MethodView(METHODS, display_width=self.canvas.display_width, signed_methods=SIGNED_METHODS)
         self.title = ipw.HTML(f"<b>{html.escape(str(model_name))}</b>")
@@ -1930,10 +1933,15 @@ class Explorer(ipw.VBox):
         # values a widget's own checks refuse from the browser (a layer the menu no longer offers,
         # picked while a changed model rebuilt it) go to the status line too
         part: RefusesBrowserValues
+        # (and so do a value of the wrong type, out of a slider's range, or for a trait the browser
+        # does not set: the kernel's value is shown again)
         for part in (self.canvas, self.layer_select, self.grid, self.scores_view, self.picker.upload,
                      self.picker.dropdown, self.device_select, self.display_controls.norm_buttons,
-                     self.display_controls.cmap_dropdown, self.occluder_controls.fill_dropdown,
-                     self.method_view.menu, self.method_view.stride_menu):
+                     self.display_controls.cmap_dropdown, self.display_controls.sort_box,
+                     self.display_controls.overlay_box, self.occluder_controls.enabled_box,
+                     self.occluder_controls.fill_dropdown, self.occluder_controls.size_slider,
+                     self.method_view.menu, self.method_view.stride_menu, self.method_view.signed_box,
+                     self.layer_filter, self.channel_slider, self.page_select, self.scores_toggle):
             part.on_refused = self._show_error
         self.grid.selected = self.channel
         self.observe(self._channel_to_grid, names="channel")
@@ -2035,6 +2043,14 @@ class Explorer(ipw.VBox):
             self.page = change["new"]
         except Exception as exc:  # noqa: BLE001 - shown in the status line
             self._show_error("page", exc)
+            # the menu shows the page shown again (a pick from a menu of another layer's pages)
+            shown, self._page_options_for = self._page_options_for, None  # not a pick
+            try:
+                self.page_select.value = change["old"]
+            except t.TraitError:  # pragma: no cover - a value the menu held a moment ago
+                pass
+            finally:
+                self._page_options_for = shown
 
     def _show_page_menu(self, state: ExplorerState, frame: Frame) -> None:
         """The page menu for ``frame``: hidden for a layer shown whole, else its pages (in the

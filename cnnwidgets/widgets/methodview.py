@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets._base import RefusingDropdown, close_parts
-from cnnwidgets.widgets.controls import wrapping_row
+from cnnwidgets.widgets._base import close_parts
+from cnnwidgets.widgets.controls import CheckedCheckbox, CheckedDropdown, wrapping_row
 
 __all__ = ["MIN_WIDTH", "MethodView"]
 
@@ -81,14 +81,14 @@ class MethodView(w.VBox):
             raise ValueError(f"signed_methods {unknown} are not among the methods {self.methods}")
         self.signed_methods = frozenset(signed_methods)
         self.display_width = int(display_width)
-        self.menu = RefusingDropdown(options=methods, value=methods[0], description="method",
-                               layout=w.Layout(width="230px"))
-        self.stride_menu = RefusingDropdown(options=strides, value=8 if 8 in strides else strides[0],
-                                      description="stride", layout=w.Layout(width="140px"))
+        self.menu = CheckedDropdown(options=methods, value=methods[0], description="method",
+                                    layout=w.Layout(width="230px"))
+        self.stride_menu = CheckedDropdown(options=strides, value=8 if 8 in strides else strides[0],
+                                           description="stride", layout=w.Layout(width="140px"))
         self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
         # the time a scan still needs, beside its bar (in its own fixed room: the row stays still)
         self.time_left = w.HTML("", layout=w.Layout(width="120px"))
-        self.signed_box = w.Checkbox(value=False, description="signed colour", indent=False,
+        self.signed_box = CheckedCheckbox(value=False, description="signed colour", indent=False,
                                      tooltip="show the map with its sign, one colour per input channel, "
                                              "as the papers show reconstructions",
                                      layout=w.Layout(width="auto"))

@@ -7,7 +7,8 @@ import math
 import anywidget
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
+from cnnwidgets.widgets._base import CSS, esm, given
+from cnnwidgets.widgets.controls import BrowserSetsOnly
 
 __all__ = ["OccluderCanvas", "clamp_box"]
 
@@ -45,7 +46,7 @@ def clamp_box(
     return x, y, w, h
 
 
-class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
+class OccluderCanvas(BrowserSetsOnly, anywidget.AnyWidget):
     """An image with a draggable, resizable occluder box.
 
     The box moves with the pointer in the browser without waiting for the kernel; the kernel
@@ -84,9 +85,16 @@ class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
             is the box's fill (a fill that is no flat colour: blur, noise), or ``""`` for
             ``fill_color``.
 
+    The browser sets ``box`` and ``dragging`` only: ``box`` as four JSON numbers or null,
+    ``dragging`` as true or false. Anything else it sends (strings or booleans in the box, 0 or 1
+    for ``dragging``, a value for another trait such as the image's size) is refused and the
+    kernel's values are sent back (see :class:`~cnnwidgets.widgets.controls.BrowserSetsOnly`).
+
     Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
     such as ``layout``.
     """
+
+    _BROWSER_SETS = frozenset({"box", "dragging"})
 
     _esm = esm("occluder.js")
     _css = CSS
@@ -111,6 +119,19 @@ class OccluderCanvas(RefusesBrowserValues, anywidget.AnyWidget):
         if url and not url.startswith("data:image/"):
             raise t.TraitError(f"fill_image must be a data:image/... URL or '', got {url[:40]!r}")
         return url
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        # every pointer move of a drag comes through here: a few type checks, nothing more
+        if "box" in sync_data:
+            box = sync_data["box"]
+            if box is not None and not (
+                isinstance(box, (list, tuple)) and len(box) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            ):
+                raise t.TraitError(f"box must be four numbers (x, y, w, h) in image pixels, or null for no "
+                                   f"occluder; got {given(box)}")
+        if "dragging" in sync_data and not isinstance(sync_data["dragging"], bool):
+            raise t.TraitError(f"dragging must be true or false, got {given(sync_data['dragging'])}")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

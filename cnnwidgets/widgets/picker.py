@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets._base import RefusingDropdown
-from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
+from cnnwidgets.widgets.controls import FIT_IN_ROW, CheckedDropdown, wrapping_row
 from cnnwidgets.widgets.upload import UploadButton
 
 __all__ = ["ImagePicker"]
@@ -48,7 +47,7 @@ class ImagePicker(w.HBox):
     def __init__(self, names: Sequence[str] = (), value: str | None = None, **kwargs) -> None:
         self._uploads: dict[str, bytes] = {}
         self._replacing_options = False
-        self.dropdown = RefusingDropdown(options=list(names), description="image", layout=w.Layout(width="260px"))
+        self.dropdown = CheckedDropdown(options=list(names), description="image", layout=w.Layout(width="260px"))
         self.upload = UploadButton(accept="image/*", label="upload", hint=_UPLOAD_TOOLTIP)
         self.dropdown.layout.max_width = FIT_IN_ROW
         kwargs.setdefault("layout", wrapping_row())

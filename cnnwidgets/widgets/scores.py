@@ -8,7 +8,8 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
+from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets.controls import BrowserSetsOnly, browser_int
 
 __all__ = ["ScoreBars", "score_rows"]
 
@@ -66,7 +67,7 @@ def score_rows(
     return rows
 
 
-class ScoreBars(RefusesBrowserValues, anywidget.AnyWidget):
+class ScoreBars(BrowserSetsOnly, anywidget.AnyWidget):
     """Top-k class probabilities as bars, with the change against a reference.
 
     A row's tooltip holds the full class name (a long one is cut short in its column).
@@ -81,7 +82,12 @@ class ScoreBars(RefusesBrowserValues, anywidget.AnyWidget):
         rows: see :func:`score_rows`.
         selected: the class picked by a click (the target class), or None.
         title: a heading.
+
+    The browser sets ``selected`` only: a class index as a whole number (``2.0`` is 2), or null;
+    anything else, or a value for another trait, is refused and the kernel's values are sent back.
     """
+
+    _BROWSER_SETS = frozenset({"selected"})
 
     _esm = esm("scorebars.js")
     _css = CSS
@@ -89,6 +95,10 @@ class ScoreBars(RefusesBrowserValues, anywidget.AnyWidget):
     rows = t.List(t.Dict()).tag(sync=True)
     selected = t.Int(None, allow_none=True).tag(sync=True)
     title = t.Unicode("").tag(sync=True)
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        if sync_data.get("selected") is not None:
+            browser_int(sync_data["selected"], "the class picked (selected)")
 
     def pick(self, index: int) -> None:
         """Do what a click on the row of class ``index`` does in the browser: select it, or

@@ -8,12 +8,13 @@ from collections.abc import Iterable
 import anywidget
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
+from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets.controls import BrowserSetsOnly
 
 __all__ = ["GroupedSelect"]
 
 
-class GroupedSelect(RefusesBrowserValues, anywidget.AnyWidget):
+class GroupedSelect(BrowserSetsOnly, anywidget.AnyWidget):
     """Select one value among options shown in groups.
 
     Traits:
@@ -21,9 +22,14 @@ class GroupedSelect(RefusesBrowserValues, anywidget.AnyWidget):
         value: the selected value; must be one of the options.
         description: caption shown before the drop-down.
 
+    The browser sets ``value`` only (one of the options); a value for another trait (the groups,
+    the caption) is refused and the kernel's values are sent back.
+
     Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
     such as ``layout``.
     """
+
+    _BROWSER_SETS = frozenset({"value"})
 
     _esm = esm("groupedselect.js")
     _css = CSS

@@ -33,7 +33,8 @@ class StatusLine(w.HTML):
     """One line of text: information, or an error that stays until the next success.
 
     The line is a polite live region (``role="status"``): screen readers announce a new message
-    without moving the focus. An error is red and starts with a bold "Error:".
+    without moving the focus. An error is red and starts with a bold "Error:". The browser sets
+    none of its values: what it sends is not taken, and the kernel's are sent back.
 
     Traits:
         message: the plain text shown.
@@ -58,6 +59,13 @@ class StatusLine(w.HTML):
             text = f"<b>{_ERROR_WORD}</b> {text}"
         self.value = (f'<span class="cnnw-status" role="status" aria-live="polite" '
                       f'style="{_STYLES[self.level]};{_BLOCK}">{text}</span>')
+
+    def set_state(self, sync_data):  # type: ignore[no-untyped-def]
+        """Take nothing the browser sends (``sync_data``): the line shows what the kernel says. The
+        kernel's values of what it sent are sent back, so that the browser shows them again."""
+        names = [name for name in sync_data if name in self.keys]
+        if names:
+            self.send_state(names)
 
     def info(self, message: str) -> None:
         """Show the informational ``message``."""

@@ -8,7 +8,8 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
+from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets.controls import BrowserSetsOnly, browser_int
 
 __all__ = ["GridGeometry", "GridStats", "TileGrid"]
 
@@ -43,7 +44,7 @@ class GridStats(Protocol):
         ...
 
 
-class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
+class TileGrid(BrowserSetsOnly, anywidget.AnyWidget):
     """A mosaic of feature maps that knows which channel is under each pixel.
 
     The browser computes the hovered channel from the synced geometry and shows its
@@ -68,9 +69,15 @@ class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
             output is narrower the grid shrinks to fit it, keeping its aspect ratio; hover and
             click map the pointer through the size shown.
 
+    The browser sets ``hover`` and ``selected`` only, each a whole number (``7.0`` is 7); a bool,
+    a fraction, anything else or a value for another trait is refused and the kernel's values are
+    sent back (see :class:`~cnnwidgets.widgets.controls.BrowserSetsOnly`).
+
     Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
     such as ``layout``.
     """
+
+    _BROWSER_SETS = frozenset({"hover", "selected"})
 
     _esm = esm("tilegrid.js")
     _css = CSS
@@ -82,6 +89,12 @@ class TileGrid(RefusesBrowserValues, anywidget.AnyWidget):
     selected = t.Int(0).tag(sync=True)
     hover = t.Int(-1).tag(sync=True)
     display_width = t.Int(0, min=0).tag(sync=True)
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        for name, what in (("hover", "the tile under the pointer (hover)"),
+                           ("selected", "the tile clicked (selected)")):
+            if name in sync_data:
+                browser_int(sync_data[name], what)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

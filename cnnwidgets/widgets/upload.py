@@ -9,7 +9,8 @@ import anywidget
 import traitlets as t
 from ipywidgets import CallbackDispatcher
 
-from cnnwidgets.widgets._base import CSS, RefusesBrowserValues, esm
+from cnnwidgets.widgets._base import CSS, esm
+from cnnwidgets.widgets.controls import BrowserSetsOnly
 
 __all__ = ["UploadButton"]
 
@@ -25,7 +26,17 @@ def _size_text(size: int, *, up: bool) -> str:
     return f"{value:.1f} {unit}" if digits == 10 else f"{value:.0f} {unit}"
 
 
-class UploadButton(RefusesBrowserValues, anywidget.AnyWidget):
+def _byte_count(value: object) -> int | None:
+    """A size or an offset as the browser sends it (a JSON number, ``3.0`` for 3) as an int of
+    bytes, or None where it is none: negative, a fraction, a bool, not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if value >= 0 else None
+
+
+class UploadButton(BrowserSetsOnly, anywidget.AnyWidget):
     """A button that uploads one file chosen in the browser to the kernel.
 
     The browser sends the file in pieces of 1 MiB (the Jupyter server drops a single message
@@ -44,6 +55,11 @@ class UploadButton(RefusesBrowserValues, anywidget.AnyWidget):
         hint: the button's tooltip (also its accessible description). Not named ``tooltip``:
             ipywidgets' views read that trait together with a ``description`` this widget lacks.
         max_bytes: the largest file accepted.
+
+    The browser sets none of these traits (a value it sends is refused and the kernel's sent
+    back), and a message it sends that is not one the button understands is ignored. A piece
+    without a size and an offset in whole bytes ends its file's upload, which is reported as
+    one that did not arrive.
 
     Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
     such as ``layout``.
@@ -99,10 +115,17 @@ class UploadButton(RefusesBrowserValues, anywidget.AnyWidget):
     def _on_message(self, _widget: object, content: object, buffers: list) -> None:
         if not isinstance(content, dict):
             return
-        kind, name = content.get("kind"), str(content.get("name", "the file"))
+        kind, name = content.get("kind"), content.get("name")
+        if not isinstance(name, str) or not name:
+            name = "the file"
         if kind == "refused":
             self._partial = None
-            self._problem(self._too_large(name, int(content.get("size", 0))))
+            size = _byte_count(content.get("size"))
+            if size is not None and size > self.max_bytes:
+                self._problem(self._too_large(name, size))
+            else:  # a size the browser did not say, or the limit of another page
+                self._problem(f"{name} was refused as too large; files up to "
+                              f"{_size_text(self.max_bytes, up=False)} can be uploaded here")
         elif kind == "failed":
             self._partial = None
             self._problem(f"the browser could not read {name}: {content.get('message', 'unknown error')}")
@@ -110,11 +133,19 @@ class UploadButton(RefusesBrowserValues, anywidget.AnyWidget):
             self._on_piece(content, name, buffers)
 
     def _on_piece(self, content: dict, name: str, buffers: list) -> None:
-        size, offset, upload_id = int(content.get("size", -1)), int(content.get("offset", -1)), content.get("id")
+        size, offset = _byte_count(content.get("size")), _byte_count(content.get("offset"))
+        upload_id = content.get("id")
         piece = bytes(buffers[0]) if buffers else b""
         partial = self._partial
         if upload_id is not None and upload_id == self._dropped:
             return  # the rest of a file already reported as not arrived
+        if size is None or offset is None:
+            self._partial = None
+            self._dropped = upload_id
+            self.send({"kind": "stop", "id": upload_id})
+            self._problem(f"{name} arrived broken (a piece without its size and offset in bytes); please upload "
+                          "it again")
+            return
         if offset == 0:
             partial = self._partial = {"id": upload_id, "name": name, "size": size, "pieces": [], "received": 0}
         if partial is None or partial["id"] != upload_id or offset != partial["received"] or size > self.max_bytes:
