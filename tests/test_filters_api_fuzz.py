@@ -227,7 +227,7 @@ def apis(m: Material, probe: Probe) -> list[Api]:
             {"model_or_probe": [(None, TYPE, r"expected a torch.nn.Module"), ("model", TYPE, r"expected a torch.nn")],
              "size": [*[(v, VALUE, size_accepted) for v in (1, 0, -16, 16.0, True, "16", math.nan, (16,), (16, 16, 3),
                                                             [16.0, 16], torch.tensor(16.0), (2, 1))],
-                      (2**63, VALUE, r"input_size .* is too large")],
+                      (2**63, VALUE, r"^size \(\d+, \d+\) is too large")],
              "steps": [(0, VALUE, r"steps must be an int >= 1, got 0"), (-1, VALUE, r"steps must be an int >= 1"),
                        *[(v, VALUE, r"steps must be an int in 1\.\.100000 \(what the view's steps box holds\), got")
                          for v in (MAX_ACTMAX_STEPS + 1, 2**63, 10**30)],
