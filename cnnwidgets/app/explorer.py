@@ -66,8 +66,14 @@ from cnnwidgets.methods.summary import has_spatial_map
 from cnnwidgets.render.colormaps import SEQUENTIAL, colormap_strip
 from cnnwidgets.render.encode import encode_jpeg, encode_png
 from cnnwidgets.render.normalize import NORM_MODES
-from cnnwidgets.widgets._base import RefusesBrowserValues, close_parts
-from cnnwidgets.widgets.controls import CheckedCheckbox, CheckedDropdown, CheckedIntSlider, CheckedText
+from cnnwidgets.widgets._base import (
+    CheckedCheckbox,
+    CheckedDropdown,
+    CheckedIntSlider,
+    CheckedText,
+    RefusesBrowserValues,
+    close_parts,
+)
 from cnnwidgets.widgets.methodview import MethodView
 from cnnwidgets.widgets import (
     FILL_LABELS,

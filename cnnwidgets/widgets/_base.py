@@ -1,5 +1,7 @@
 """What the widgets share: where their browser code lives (shipped as package data next to this
-file), and the mixins and trait types of the views.
+file), the mixins and trait types of the views, and the controls a browser sets (menus, toggle
+buttons, sliders, int boxes, checkboxes, text boxes), each checked against what its browser side
+may send (:class:`RefusesBrowserValues`, :class:`BrowserSetsOnly`).
 
 The settings a user makes on a view take the values the functions of the package take: an index
 (:class:`IndexTrait`) is a Python int, a NumPy integer or a 0-d integer tensor, never a bool or a
@@ -10,6 +12,7 @@ float; an on/off setting (:class:`FlagTrait`) is ``True`` or ``False`` (NumPy's 
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -181,14 +184,19 @@ class RefusesBrowserValues:
     #: called with ``(trait names, error)`` for a refused change from the browser
     on_refused: Callable[[str, BaseException], None] | None = None
 
-    def set_state(self, sync_data):  # type: ignore[no-untyped-def]
+    def set_state(self, sync_data) -> bool:  # type: ignore[no-untyped-def]
         """Take the values the browser sent, ``sync_data`` (trait name -> value), as ipywidgets does;
-        a change a trait refuses is undone and sent back (see the class docstring)."""
+        a change a trait refuses is undone and sent back (see the class docstring).
+
+        Returns:
+            whether the values were taken (False: refused, and handed to :attr:`on_refused`).
+        """
         names = [name for name in sync_data if name in self.keys]  # type: ignore[attr-defined]
         before = {name: getattr(self, name) for name in names}
         try:
             self._check_browser_state(sync_data)
             super().set_state(sync_data)  # type: ignore[misc]
+            return True
         except traitlets.TraitError as exc:
             for name, value in before.items():
                 if getattr(self, name) != value:
@@ -200,33 +208,149 @@ class RefusesBrowserValues:
             if self.on_refused is None:
                 raise
             self.on_refused(", ".join(names), exc)
+            return False
 
     def _check_browser_state(self, sync_data: dict) -> None:
         """Raise ``TraitError`` for browser values refused before any is taken (none here)."""
 
 
-class _RefusesNoChoice(RefusesBrowserValues):
-    """A selection control that refuses, from the browser, an index outside its options (its own
-    check) and no index at all while it has options: a linked trait that may be None (nothing
-    to choose from yet) takes None without its validators being asked."""
+def browser_int(value: Any, what: str) -> int:
+    """``value``, a whole number as the browser sends it, as an int: JSON has one number type, so
+    ``10.0`` (and ``-0.0``) stand for the ints they equal.
+
+    Raises:
+        traitlets.TraitError: for a bool, a number with a fraction, one too large for a float to
+            hold exactly (past 2**53 its digits are lost), or anything that is not a number;
+            the message names ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise traitlets.TraitError(f"{what} must be a whole number, got {given(value)}")
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer() and abs(value) <= 2**53):
+            raise traitlets.TraitError(f"{what} must be a whole number, got {value!r}")
+        return int(value)
+    return value
+
+
+class BrowserSetsOnly(RefusesBrowserValues):
+    """Mixin for a widget whose browser side sets only the traits named in ``_BROWSER_SETS``: every
+    other synced trait (an image, a geometry, a slider's bounds, a menu's labels, the module's
+    code) belongs to the kernel, and a value the browser sends for it is refused and sent back, as
+    a value the widget's own checks refuse is (see :class:`RefusesBrowserValues`), never taken.
+
+    :meth:`_check_browser_values` checks the values of the traits the browser does set, before
+    any is taken (subclasses add their checks there).
+    """
+
+    #: The synced traits the browser side sets.
+    _BROWSER_SETS: frozenset[str] = frozenset()
 
     def _check_browser_state(self, sync_data: dict) -> None:
-        if "index" in sync_data and sync_data["index"] is None and self._options_labels:  # type: ignore[attr-defined]
+        keys = self.keys  # type: ignore[attr-defined]
+        owned = [name for name in sync_data if name in keys and name not in self._BROWSER_SETS]
+        if owned:
+            sets = ", ".join(sorted(self._BROWSER_SETS)) or "nothing"
+            raise traitlets.TraitError(f"{', '.join(owned)} cannot be set from the browser (it sets {sets} only)")
+        self._check_browser_values(sync_data)
+        super()._check_browser_state(sync_data)
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        """Raise ``TraitError`` for a value of ``sync_data`` the browser may not send (none here)."""
+
+
+def _caption(widget: Any, fallback: str) -> str:
+    """What a control is called in a message: its description, else ``fallback``."""
+    return str(getattr(widget, "description", "") or fallback)
+
+
+# ---------------------------------------------------------------- the controls a browser sets
+# Each refuses, without raising out of the comm handler, what its browser side never sends and
+# what the trait it is linked to refuses (see RefusesBrowserValues and BrowserSetsOnly); the
+# keyword arguments (``**kwargs``) of each are those of the ipywidgets control it extends.
+
+
+class _ChecksChoice(BrowserSetsOnly):
+    """A selection control: the browser sets ``index`` only, a whole number inside the options
+    (ipywidgets' own check), not a bool or a fraction, and not None (no choice) while there are
+    options: a linked trait that may be None (nothing to choose from yet) takes None without its
+    validators being asked."""
+
+    _BROWSER_SETS = frozenset({"index"})
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        if "index" not in sync_data:
+            return
+        if sync_data["index"] is not None:
+            browser_int(sync_data["index"], f"the index of a choice in '{_caption(self, 'menu')}'")
+        elif self._options_labels:  # type: ignore[attr-defined]
             raise traitlets.TraitError(
                 f"no choice made; choose one of {list(self._options_labels)}"  # type: ignore[attr-defined]
             )
 
 
-class RefusingDropdown(_RefusesNoChoice, ipywidgets.Dropdown):
-    """A Dropdown that refuses, without raising out of the comm handler, an index the browser
-    sends outside its options, no index, or a choice the trait it is linked to refuses (see
-    :class:`RefusesBrowserValues`)."""
+class CheckedDropdown(_ChecksChoice, ipywidgets.Dropdown):
+    """A Dropdown whose browser index must be a whole number among its options (see
+    :class:`_ChecksChoice`): a ``Dropdown`` would take ``true`` as index 1, and let the browser
+    set its labels."""
 
 
-class RefusingToggleButtons(_RefusesNoChoice, ipywidgets.ToggleButtons):
-    """ToggleButtons that refuse a browser index as :class:`RefusingDropdown` does."""
+class CheckedToggleButtons(_ChecksChoice, ipywidgets.ToggleButtons):
+    """ToggleButtons whose browser index is checked as a :class:`CheckedDropdown`'s is."""
 
 
-class RefusingBoundedIntText(RefusesBrowserValues, ipywidgets.BoundedIntText):
-    """A BoundedIntText whose browser value the trait it is linked to may refuse (see
-    :class:`RefusesBrowserValues`)."""
+class _ChecksBoundedInt(BrowserSetsOnly):
+    """A bounded int control: the browser sets ``value`` only, a whole number inside
+    ``min..max``. ipywidgets' bounded controls would cut ``10.5`` to 10, take ``"3"`` and
+    ``true``, and move a value outside the range (one sent for another range, by a page still
+    showing the old one) to its end, a value nobody chose."""
+
+    _BROWSER_SETS = frozenset({"value"})
+    #: what the control is, for messages
+    _KIND = "control"
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        if "value" in sync_data:
+            what = _caption(self, self._KIND)
+            value = browser_int(sync_data["value"], what)
+            low, high = self.min, self.max  # type: ignore[attr-defined]
+            if not low <= value <= high:
+                raise traitlets.TraitError(f"{what} {value} is outside the {self._KIND}'s range {low}..{high}")
+
+
+class CheckedIntSlider(_ChecksBoundedInt, ipywidgets.IntSlider):
+    """An IntSlider whose browser value must be a whole number inside its range (see
+    :class:`_ChecksBoundedInt`)."""
+
+    _KIND = "slider"
+
+
+class CheckedBoundedIntText(_ChecksBoundedInt, ipywidgets.BoundedIntText):
+    """A BoundedIntText whose browser value must be a whole number inside its range (see
+    :class:`_ChecksBoundedInt`)."""
+
+    _KIND = "box"
+
+
+class CheckedCheckbox(BrowserSetsOnly, ipywidgets.Checkbox):
+    """A Checkbox whose browser value must be true or false (a ``Checkbox`` would take 0 and 1)."""
+
+    _BROWSER_SETS = frozenset({"value"})
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        if "value" in sync_data and not isinstance(sync_data["value"], bool):
+            raise traitlets.TraitError(
+                f"'{_caption(self, 'checkbox')}' must be true or false, got {given(sync_data['value'])}"
+            )
+
+
+class CheckedText(BrowserSetsOnly, ipywidgets.Text):
+    """A Text box whose browser value must be a string."""
+
+    _BROWSER_SETS = frozenset({"value"})
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        if "value" in sync_data and not isinstance(sync_data["value"], str):
+            raise traitlets.TraitError(
+                f"the text of '{_caption(self, self.placeholder or 'text box')}' must be a string, "
+                f"got {given(sync_data['value'])}"
+            )

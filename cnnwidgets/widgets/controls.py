@@ -1,138 +1,24 @@
-"""Small control groups whose state is traitlets (linked to their child widgets)."""
+"""Small control groups whose state is traitlets (linked to their child widgets).
+
+The single controls they are made of, checked against what a browser may send, live in
+:mod:`cnnwidgets.widgets._base`, shared with the views.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets._base import RefusesBrowserValues, RefusingDropdown, RefusingToggleButtons, given
+from cnnwidgets.widgets._base import CheckedCheckbox, CheckedDropdown, CheckedIntSlider, CheckedToggleButtons
 
 __all__ = [
     "FILLS",
-    "BrowserSetsOnly",
-    "CheckedCheckbox",
-    "CheckedDropdown",
-    "CheckedIntSlider",
-    "CheckedText",
-    "CheckedToggleButtons",
     "DisplayControls",
     "OccluderControls",
-    "browser_int",
     "wrapping_row",
 ]
-
-
-def browser_int(value: Any, what: str) -> int:
-    """``value``, a whole number as the browser sends it, as an int: JSON has one number type, so
-    ``10.0`` (and ``-0.0``) stand for the ints they equal.
-
-    Raises:
-        traitlets.TraitError: for a bool, a number with a fraction, one too large for a float to
-            hold exactly (past 2**53 its digits are lost), or anything that is not a number;
-            the message names ``what``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise t.TraitError(f"{what} must be a whole number, got {given(value)}")
-    if isinstance(value, float):
-        if not (math.isfinite(value) and value.is_integer() and abs(value) <= 2**53):
-            raise t.TraitError(f"{what} must be a whole number, got {value!r}")
-        return int(value)
-    return value
-
-
-class BrowserSetsOnly(RefusesBrowserValues):
-    """Mixin for a widget whose browser side sets only the traits named in ``_BROWSER_SETS``: every
-    other synced trait (an image, a geometry, a slider's bounds, a menu's labels, the module's
-    code) belongs to the kernel, and a value the browser sends for it is refused and sent back, as
-    a value the widget's own checks refuse is (see :class:`RefusesBrowserValues`), never taken.
-
-    :meth:`_check_browser_values` checks the values of the traits the browser does set, before
-    any is taken (subclasses add their checks there).
-    """
-
-    #: The synced traits the browser side sets.
-    _BROWSER_SETS: frozenset[str] = frozenset()
-
-    def _check_browser_state(self, sync_data: dict) -> None:
-        keys = self.keys  # type: ignore[attr-defined]
-        owned = [name for name in sync_data if name in keys and name not in self._BROWSER_SETS]
-        if owned:
-            sets = ", ".join(sorted(self._BROWSER_SETS)) or "nothing"
-            raise t.TraitError(f"{', '.join(owned)} cannot be set from the browser (it sets {sets} only)")
-        self._check_browser_values(sync_data)
-        super()._check_browser_state(sync_data)
-
-    def _check_browser_values(self, sync_data: dict) -> None:
-        """Raise ``TraitError`` for a value of ``sync_data`` the browser may not send (none here)."""
-
-
-def _caption(widget: Any, fallback: str) -> str:
-    return str(getattr(widget, "description", "") or fallback)
-
-
-class _ChecksIndex(BrowserSetsOnly):
-    """A selection control: the browser sets ``index`` only, a whole number (or None, which
-    :class:`RefusingDropdown` refuses while there are options), not a bool."""
-
-    _BROWSER_SETS = frozenset({"index"})
-
-    def _check_browser_values(self, sync_data: dict) -> None:
-        if sync_data.get("index") is not None:
-            browser_int(sync_data["index"], f"the index of a choice in '{_caption(self, 'menu')}'")
-
-
-class CheckedDropdown(_ChecksIndex, RefusingDropdown):
-    """A :class:`RefusingDropdown` that also refuses what its browser side never sends: a bool or
-    a fraction as the index, a value for any trait but ``index`` (its labels, its description).
-    Keyword arguments (``**kwargs``) are those of ipywidgets' ``Dropdown``."""
-
-
-class CheckedToggleButtons(_ChecksIndex, RefusingToggleButtons):
-    """:class:`RefusingToggleButtons` checked as :class:`CheckedDropdown` is. Keyword arguments
-    (``**kwargs``) are those of ipywidgets' ``ToggleButtons``."""
-
-
-class CheckedIntSlider(BrowserSetsOnly, w.IntSlider):
-    """An IntSlider whose browser value must be a whole number inside its range: an ``IntSlider``
-    would cut ``10.5`` to 10, take ``"3"`` and ``true``, and move a value outside its range (one
-    sent for another range, by a page still showing the old one) to its end, a value nobody chose.
-    Keyword arguments (``**kwargs``) are those of ipywidgets' ``IntSlider``."""
-
-    _BROWSER_SETS = frozenset({"value"})
-
-    def _check_browser_values(self, sync_data: dict) -> None:
-        if "value" in sync_data:
-            what = _caption(self, "slider")
-            value = browser_int(sync_data["value"], what)
-            if not self.min <= value <= self.max:
-                raise t.TraitError(f"{what} {value} is outside the slider's range {self.min}..{self.max}")
-
-
-class CheckedCheckbox(BrowserSetsOnly, w.Checkbox):
-    """A Checkbox whose browser value must be true or false (a ``Checkbox`` would take 0 and 1).
-    Keyword arguments (``**kwargs``) are those of ipywidgets' ``Checkbox``."""
-
-    _BROWSER_SETS = frozenset({"value"})
-
-    def _check_browser_values(self, sync_data: dict) -> None:
-        if "value" in sync_data and not isinstance(sync_data["value"], bool):
-            raise t.TraitError(f"'{_caption(self, 'checkbox')}' must be true or false, got {given(sync_data['value'])}")
-
-
-class CheckedText(BrowserSetsOnly, w.Text):
-    """A Text box whose browser value must be a string. Keyword arguments (``**kwargs``) are those
-    of ipywidgets' ``Text``."""
-
-    _BROWSER_SETS = frozenset({"value"})
-
-    def _check_browser_values(self, sync_data: dict) -> None:
-        if "value" in sync_data and not isinstance(sync_data["value"], str):
-            raise t.TraitError(f"the text of '{_caption(self, self.placeholder or 'text box')}' must be a string, "
-                               f"got {given(sync_data['value'])}")
 
 
 FILLS: tuple[str, ...] = ("gray", "mean", "black", "blur", "noise")

@@ -4,8 +4,10 @@ Each view holds its state in traitlets, validates it at the boundary and shows t
 images, text and HTML it is given; none of them touches a model or torch. Controllers in
 :mod:`cnnwidgets.app.experiments` observe the traits and push results back. Errors are shown
 in the view's status line (never only logged); so are values the browser sends that a view
-refuses (an index outside a menu, no choice in a menu that has options), and the control is set
-back. A closed view refuses new settings.
+refuses (an index outside a menu, no choice in a menu that has options, a fraction, a bool or a
+string for a number, a position outside a slider's range, a number for a checkbox, a value for a
+trait the kernel owns such as a slider's bounds or a menu's labels), and the control is set back.
+A closed view refuses new settings.
 
 The settings a user makes take the values the functions of the package take: an index
 (``channel``, ``epoch``, ``step``) is a Python int, a NumPy integer or a 0-d integer tensor,
@@ -24,12 +26,16 @@ import numpy as np
 import traitlets
 
 from cnnwidgets.widgets._base import (
+    CheckedBoundedIntText,
+    CheckedCheckbox,
+    CheckedDropdown,
+    CheckedIntSlider,
+    CheckedToggleButtons,
     ChoiceTrait,
     FlagTrait,
     IndexTrait,
     NameTrait,
-    RefusingDropdown,
-    RefusingToggleButtons,
+    browser_int,
     given,
 )
 from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
@@ -66,16 +72,16 @@ class TopKView(ImageStatus, widgets.VBox):
     caption = traitlets.Unicode("")
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
-        self._layer_menu = RefusingDropdown(description="layer")
-        self._channel_box = widgets.BoundedIntText(value=0, min=0, max=0, description="channel",
-                                                   layout=widgets.Layout(width="170px"))
+        self._layer_menu = CheckedDropdown(description="layer")
+        self._channel_box = CheckedBoundedIntText(value=0, min=0, max=0, description="channel",
+                                                  layout=widgets.Layout(width="170px"))
         self._prev = widgets.Button(icon="chevron-left", tooltip="previous channel", layout=widgets.Layout(width="36px"))
         self._next = widgets.Button(icon="chevron-right", tooltip="next channel", layout=widgets.Layout(width="36px"))
         self._caption = widgets.HTML()
         self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._prev, self._channel_box, self._next], layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._caption, self._status], **kwargs)
-        self._report_refusals({"layer": self._layer_menu})
+        self._report_refusals({"layer": self._layer_menu, "channel": self._channel_box})
         self.observe(lambda c: setattr(self._layer_menu, "options", list(c["new"])), names="layers")
         self.layers = list(layers)
         widgets.link((self._layer_menu, "value"), (self, "layer"))
@@ -118,19 +124,34 @@ class TopKView(ImageStatus, widgets.VBox):
         self.caption = ""
 
 
-class _PickingSlider(widgets.IntSlider):
-    """An IntSlider that hands every value the browser sends to ``on_pick``, also the one it already
-    holds: with no epoch chosen its knob still sits on one, and picking that one must choose it (a
-    value that did not change fires no trait change)."""
+class _PickingSlider(CheckedIntSlider):
+    """A slider over the recorded epochs (or steps: its description says which), by position,
+    that hands every position the browser sends and the slider takes to ``on_pick``, also the one
+    it already holds: with no epoch chosen its knob still sits on one, and picking that one must
+    choose it (a value that did not change fires no trait change)."""
 
     on_pick = None
 
-    def set_state(self, sync_data):  # type: ignore[no-untyped-def]
+    def set_state(self, sync_data) -> bool:  # type: ignore[no-untyped-def]
+        """Take the browser's ``sync_data`` as :class:`CheckedIntSlider` does; a position taken
+        goes to ``on_pick`` too when it did not change. Returns whether it was taken."""
         before = self.value
-        super().set_state(sync_data)
+        taken = super().set_state(sync_data)
         # a new value reaches the view as a trait change already
-        if "value" in sync_data and self.value == before and self.on_pick is not None:
+        if taken and "value" in sync_data and self.value == before and self.on_pick is not None:
             self.on_pick({"new": self.value})
+        return taken
+
+    def _check_browser_values(self, sync_data: dict) -> None:
+        # the value is a position among the recorded epochs, not an epoch: say so
+        if "value" in sync_data:
+            unit = self.description or "epoch"
+            position = browser_int(sync_data["value"], f"the {unit} slider's position")
+            if not self.min <= position <= self.max:
+                raise traitlets.TraitError(
+                    f"the {unit} slider's position must lie in {self.min}..{self.max} (one per recorded {unit}), "
+                    f"got {position}"
+                )
 
 
 class EvolutionView(ImageStatus, widgets.VBox):
@@ -161,14 +182,16 @@ class EvolutionView(ImageStatus, widgets.VBox):
         self._slider = _PickingSlider(value=0, min=0, max=0, description="epoch", readout=False,
                                       continuous_update=True, layout=widgets.Layout(width="300px"))
         self._label = widgets.Label("-", layout=widgets.Layout(margin="0 12px 0 4px"))
-        self._follow_box = widgets.Checkbox(value=True, description="follow training", indent=False)
-        self._show_menu = RefusingToggleButtons(options=[("projection", "projection"), ("patch", "patch")],
-                                                style={"button_width": "90px"})
+        self._follow_box = CheckedCheckbox(value=True, description="follow training", indent=False)
+        self._show_menu = CheckedToggleButtons(options=[("projection", "projection"), ("patch", "patch")],
+                                               style={"button_width": "90px"})
         self._make_image_parts()
         # wraps rather than squeezing: a shrunk ToggleButtons stacks its buttons
         controls = widgets.HBox([self._slider, self._label, self._follow_box, self._show_menu], layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._status], **kwargs)
-        self._report_refusals({"show": self._show_menu})
+        self._report_refusals({"show": self._show_menu, "follow": self._follow_box})
+        # the slider counts epochs or steps (``unit``): its refusals say which
+        self._slider.on_refused = lambda names, exc: self._refused(self.unit, names, exc)
         widgets.link((self._follow_box, "value"), (self, "follow"))
         widgets.link((self._show_menu, "value"), (self, "show"))
         widgets.dlink((self, "unit"), (self._slider, "description"))
@@ -254,8 +277,8 @@ class InvarianceView(ImageStatus, widgets.VBox):
     readout = traitlets.Unicode("")
 
     def __init__(self, **kwargs) -> None:
-        self._menu = RefusingDropdown(description="transform")
-        self._slider = widgets.IntSlider(
+        self._menu = CheckedDropdown(description="transform")
+        self._slider = CheckedIntSlider(
             value=0, min=0, max=0, description="step", readout=False, continuous_update=True
         )
         self._step_label = widgets.Label()
@@ -264,7 +287,7 @@ class InvarianceView(ImageStatus, widgets.VBox):
         self._make_image_parts()
         controls = widgets.HBox([self._menu, self._slider, self._step_label], layout=wrapping_row())
         super().__init__(children=[controls, self._examples, self._readout, self._image, self._status], **kwargs)
-        self._report_refusals({"transform": self._menu})
+        self._report_refusals({"transform": self._menu, "step": self._slider})
         self.observe(lambda c: setattr(self._menu, "options", list(c["new"])), names="transforms")
         widgets.link((self._menu, "value"), (self, "transform"))
         widgets.link((self._slider, "value"), (self, "step"))
@@ -337,14 +360,14 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
     table_html = traitlets.Unicode("")
 
     def __init__(self, **kwargs) -> None:
-        self._menu = RefusingDropdown(description="part")
-        self._occluded_box = widgets.Checkbox(value=False, description="occluded", indent=False, disabled=True,
-                                              tooltip=_OCCLUDE_NEEDS_PART)
+        self._menu = CheckedDropdown(description="part")
+        self._occluded_box = CheckedCheckbox(value=False, description="occluded", indent=False, disabled=True,
+                                             tooltip=_OCCLUDE_NEEDS_PART)
         self._table = widgets.HTML()
         self._make_image_parts()
         controls = widgets.HBox([self._menu, self._occluded_box], layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._table, self._status], **kwargs)
-        self._report_refusals({"part": self._menu})
+        self._report_refusals({"part": self._menu, "occluded": self._occluded_box})
         self.observe(self._sync_menu, names="parts")
         # The menu is driven by position: a Dropdown shows nothing when its value is None, and
         # None is what "all parts" means here.

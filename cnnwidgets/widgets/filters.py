@@ -12,12 +12,12 @@ import ipywidgets as widgets
 import traitlets
 
 from cnnwidgets.widgets._base import (
+    CheckedBoundedIntText,
+    CheckedDropdown,
     ChoiceTrait,
     FlagTrait,
     IndexTrait,
     NameTrait,
-    RefusingBoundedIntText,
-    RefusingDropdown,
 )
 from cnnwidgets.widgets.controls import wrapping_row
 from cnnwidgets.widgets.imagestatus import ImageStatus, png_bytes
@@ -65,9 +65,10 @@ class KernelView(ImageStatus, widgets.VBox):
     a plain ``str``; not ``bytes``); ``out_channel`` and ``out_channels`` are ints (a Python int,
     a NumPy integer or a 0-d integer tensor, held as a Python int; not a bool or a float).
 
-    A value the browser sends that these traits refuse (an index outside the menu, no layer)
-    goes to the status line and the control is set back; a closed view refuses new settings
-    (None included).
+    A value the browser sends that a control or these traits refuse (an index outside the menu,
+    no layer, a fraction, a value outside the box's range, a value for a trait the kernel owns
+    such as the box's bounds or the menu's labels) goes to the status line and the control is
+    set back; a closed view refuses new settings (None included).
     """
 
     _MAKER = "kernel_view(...)"
@@ -81,15 +82,15 @@ class KernelView(ImageStatus, widgets.VBox):
     colormap = NameTrait("gray")
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
-        self._layer_menu = RefusingDropdown(description="layer")
-        self._normalize_menu = RefusingDropdown(
+        self._layer_menu = CheckedDropdown(description="layer")
+        self._normalize_menu = CheckedDropdown(
             description="scale", options=[("per layer", "layer"), ("per filter", "filter"), ("per slice", "slice")]
         )
         # bounded in the browser too (to the layer's channels once known): a value the trait
         # refuses would stay in the box unexplained
-        self._channel_box = RefusingBoundedIntText(value=-1, min=-1, max=_NO_COUNT_MAX, description="out ch.",
-                                                   layout=widgets.Layout(width="160px"))
-        self._colormap_menu = RefusingDropdown(description="colours", options=list(self.colormaps))
+        self._channel_box = CheckedBoundedIntText(value=-1, min=-1, max=_NO_COUNT_MAX, description="out ch.",
+                                                  layout=widgets.Layout(width="160px"))
+        self._colormap_menu = CheckedDropdown(description="colours", options=list(self.colormaps))
         self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._normalize_menu, self._channel_box, self._colormap_menu],
                                 layout=wrapping_row())
@@ -189,8 +190,9 @@ class ActMaxView(ImageStatus, widgets.VBox):
 
     While a run is going, the target (``layer``, ``channel``) and ``steps`` are refused (the
     controls are disabled): the picture coming in belongs to the target the run started with.
-    A value the browser sends that the traits refuse goes to the status line and the control is
-    set back; a closed view refuses new settings (None included).
+    A value the browser sends that a control or the traits refuse (see :class:`KernelView`) goes
+    to the status line and the control is set back; a closed view refuses new settings (None
+    included).
     """
 
     _MAKER = "actmax_view(...)"
@@ -205,12 +207,12 @@ class ActMaxView(ImageStatus, widgets.VBox):
     progress = traitlets.Int(0)
 
     def __init__(self, layers: Sequence[str] = (), **kwargs) -> None:
-        self._layer_menu = RefusingDropdown(description="target")
-        self._channel_box = RefusingBoundedIntText(value=0, min=0, max=_NO_COUNT_MAX, description="channel",
-                                                   layout=widgets.Layout(width="170px"))
+        self._layer_menu = CheckedDropdown(description="target")
+        self._channel_box = CheckedBoundedIntText(value=0, min=0, max=_NO_COUNT_MAX, description="channel",
+                                                  layout=widgets.Layout(width="170px"))
         self._channel_name = widgets.Label(value="")
-        self._steps_box = RefusingBoundedIntText(value=128, min=1, max=MAX_ACTMAX_STEPS, description="steps",
-                                                 layout=widgets.Layout(width="170px"))
+        self._steps_box = CheckedBoundedIntText(value=128, min=1, max=MAX_ACTMAX_STEPS, description="steps",
+                                                layout=widgets.Layout(width="170px"))
         self._run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self._stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self._bar = widgets.IntProgress(value=0, min=0, max=128)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets._base import close_parts
-from cnnwidgets.widgets.controls import CheckedCheckbox, CheckedDropdown, wrapping_row
+from cnnwidgets.widgets._base import CheckedCheckbox, CheckedDropdown, close_parts
+from cnnwidgets.widgets.controls import wrapping_row
 
 __all__ = ["MIN_WIDTH", "MethodView"]
 

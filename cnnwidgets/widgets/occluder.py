@@ -7,8 +7,7 @@ import math
 import anywidget
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, esm, given
-from cnnwidgets.widgets.controls import BrowserSetsOnly
+from cnnwidgets.widgets._base import CSS, BrowserSetsOnly, esm, given
 
 __all__ = ["OccluderCanvas", "clamp_box"]
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets.controls import FIT_IN_ROW, CheckedDropdown, wrapping_row
+from cnnwidgets.widgets._base import CheckedDropdown
+from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
 from cnnwidgets.widgets.upload import UploadButton
 
 __all__ = ["ImagePicker"]

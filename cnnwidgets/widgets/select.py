@@ -8,8 +8,7 @@ from collections.abc import Iterable
 import anywidget
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, esm
-from cnnwidgets.widgets.controls import BrowserSetsOnly
+from cnnwidgets.widgets._base import CSS, BrowserSetsOnly, esm
 
 __all__ = ["GroupedSelect"]
 

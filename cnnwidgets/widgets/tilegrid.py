@@ -8,8 +8,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from cnnwidgets.widgets._base import CSS, esm
-from cnnwidgets.widgets.controls import BrowserSetsOnly, browser_int
+from cnnwidgets.widgets._base import CSS, BrowserSetsOnly, browser_int, esm
 
 __all__ = ["GridGeometry", "GridStats", "TileGrid"]
 

@@ -9,8 +9,7 @@ import anywidget
 import traitlets as t
 from ipywidgets import CallbackDispatcher
 
-from cnnwidgets.widgets._base import CSS, esm
-from cnnwidgets.widgets.controls import BrowserSetsOnly
+from cnnwidgets.widgets._base import CSS, BrowserSetsOnly, esm
 
 __all__ = ["UploadButton"]
 
