@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnwidgets.core.layers import suggest_names
 from cnnwidgets.core.probe import Probe, check_batch
 from cnnwidgets.core.targets import (
     as_callback, as_count, as_flag, as_index, class_scores, nonfinite_cause, output_tensor,
@@ -128,12 +129,11 @@ class FeatureEvolution:
 
         Raises:
             KeyError: for a layer that was not recorded.
-            TypeError: for ``classes`` that are not a list of names (a string, a set or a mapping).
+            TypeError: for a ``layer`` that is not a str, ``classes`` that are not a list of names (a
+                string, a set or a mapping).
             ValueError: for class names that are not one per class of a recorded class layer.
         """
-        if layer not in self.channels:
-            raise KeyError(f"layer {layer!r} was not recorded; recorded: {list(self.channels)}")
-        channels = self.channels[layer]
+        channels = self.channels[self._recorded_layer(layer)]
         if layer not in self.class_layers:
             return [f"ch {c}" for c in channels]
         names = _class_name_list(classes, "classes") if classes is not None else self.classes
@@ -147,33 +147,57 @@ class FeatureEvolution:
 
         Args:
             layer: the layer, one of the recorded layers.
-            channel: a recorded channel of that layer.
-            epoch: a recorded epoch (or step, see :attr:`unit`).
+            channel: a recorded channel of that layer (a Python int, a numpy integer or a 0-d
+                integer tensor).
+            epoch: a recorded epoch (or step, see :attr:`unit`), an int as ``channel``.
 
         Raises:
-            KeyError: for a channel or epoch that was not recorded.
+            KeyError: for a layer, channel or epoch that was not recorded.
+            TypeError: for a ``layer`` that is not a str, a ``channel`` or ``epoch`` that is not an
+                int (a bool, a float ...).
         """
-        for frame in self._frames_of(layer, channel):
+        frames = self._frames_of(layer, channel)
+        epoch = as_index(epoch, "epoch")
+        for frame in frames:
             if frame.epoch == epoch:
                 return frame
-        raise KeyError(f"epoch {epoch} was not recorded; recorded epochs: {self.epochs}")
+        raise KeyError(f"{self.unit} {epoch} was not recorded; recorded {self.unit}s: {self.epochs}")
 
     def values(self, layer: str, channel: int) -> np.ndarray:
-        """float64 (E,): the strongest activation per recorded epoch.
+        """float64 (E,): the strongest activation per recorded epoch (empty before the first recording).
 
         Args:
             layer: a recorded layer.
-            channel: a recorded channel of that layer.
+            channel: a recorded channel of that layer (an int, as in :meth:`frame`).
 
         Raises:
-            KeyError: for a channel that was not recorded.
+            KeyError: for a layer or channel that was not recorded.
+            TypeError: for a ``layer`` that is not a str, a ``channel`` that is not an int.
         """
         return np.array([f.value for f in self._frames_of(layer, channel)], dtype=np.float64)
 
+    def _recorded_layer(self, layer: object) -> str:
+        """``layer``, checked to be one of the recorded layers.
+
+        Raises:
+            TypeError: for a layer that is not a str. KeyError: for one that was not recorded,
+                naming the recorded layers (and the one meant, for a near miss).
+        """
+        if not isinstance(layer, str):
+            raise TypeError(f"layer must be the name of a recorded layer (a str), got {type(layer).__name__} "
+                            f"{layer!r:.60}; recorded layers: {list(self.channels)}")
+        if layer not in self.channels:
+            close = suggest_names(layer, list(self.channels), n=1)
+            meant = f" Did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"layer {layer!r} was not recorded.{meant} Recorded layers: {list(self.channels)}")
+        return layer
+
     def _frames_of(self, layer: str, channel: int) -> list[EvolutionFrame]:
-        if (layer, channel) not in self.frames:
+        layer = self._recorded_layer(layer)
+        channel = as_index(channel, "channel")
+        if channel not in self.channels[layer]:
             raise KeyError(f"channel {channel} of layer {layer!r} was not recorded; recorded: {self.channels}")
-        return self.frames[(layer, channel)]
+        return self.frames.get((layer, channel), [])  # none before the first recording
 
 
 def _class_name_list(classes: object, what: str = "classes") -> list[str]:
@@ -248,10 +272,13 @@ def _channel_list(spec: int | Sequence[int], channels: int, layer: str, *, given
                 stacklevel=3,  # _channel_list <- FeatureEvolutionRecorder.__init__ <- its caller
             )
         return sorted({int(round(v)) for v in np.linspace(0, channels - 1, min(count, channels))})
-    if isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
+    if (isinstance(spec, (str, bytes, Mapping, set, frozenset)) or not isinstance(spec, Iterable)
+            or (isinstance(spec, (torch.Tensor, np.ndarray)) and spec.ndim != 1)):
+        shape = f" of shape {tuple(spec.shape)}" if isinstance(spec, (torch.Tensor, np.ndarray)) else ""
         raise TypeError(
             f"channels of layer {layer!r}: expected an int (a count of evenly spaced channels) or a list of "
-            f"channel indices, got {type(spec).__name__}"
+            f"channel indices (a list, a tuple or a 1-D array, in the order of the rows), got "
+            f"{type(spec).__name__}{shape}"
         )
     chosen = [as_index(c, f"layer {layer!r}: channel") for c in spec]
     if not chosen:
@@ -264,6 +291,34 @@ def _channel_list(spec: int | Sequence[int], channels: int, layer: str, *, given
         raise ValueError(f"layer {layer!r}: the channel list {chosen} has duplicate channels {twice}; "
                          "give each channel once")
     return chosen
+
+
+def _layer_spec(layers: object) -> dict[str, object]:
+    """``layers`` as ``{name: channels}``: a mapping as given, a single name or a list of names with
+    the default (8 evenly spaced channels) each.
+
+    Raises:
+        TypeError: for something else (None, a number, bytes), or a name that is not a str.
+        ValueError: for no layer at all, or a list that names a layer twice.
+    """
+    accepted = "a layer name, a list of names or a {name: channels} mapping"
+    if isinstance(layers, str):
+        return {layers: 8}
+    if isinstance(layers, (bytes, set, frozenset)) or not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be {accepted}, got {type(layers).__name__} {layers!r:.60}")
+    names = list(layers.keys() if isinstance(layers, Mapping) else layers)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"layers must be {accepted}; a layer name is a str, got {type(name).__name__} "
+                            f"{name!r:.60}")
+    if not names:
+        raise ValueError("layers is empty; name at least one layer")
+    if isinstance(layers, Mapping):
+        return dict(layers)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"layers lists {twice} more than once; give each layer once")
+    return {name: 8 for name in names}
 
 
 class _NotFinite(Exception):
@@ -306,12 +361,15 @@ class FeatureEvolutionRecorder:
     Raises:
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: bad probe set (not a non-empty (N, C, H, W) float batch of finite values),
-            layer without a (C,) / (C, H, W) output, empty channel list, a channel listed twice,
-            batch_size < 1, a unit other than ``"epoch"`` or ``"step"``, class names that are
-            not one per class of a recorded class layer.
-        TypeError: a channel count or index, an epoch or batch_size that is not an int (a bool, a
-            float ...); epochs that are not a sequence; an on_record that is not callable;
-            classes that are not a list of names.
+            layer without a (C,) / (C, H, W) output, no layer, a layer listed twice, empty channel
+            list, a channel listed twice, batch_size < 1, a unit other than ``"epoch"`` or
+            ``"step"``, class names that are not one per class of a recorded class layer.
+        TypeError: layers that are neither a name, a list of names nor a mapping (or a name that
+            is not a str); channels that are neither a count nor a list (a set, a mapping); a
+            channel count or index, an epoch or batch_size that is not an int (a bool, a float
+            ...); epochs that are not a sequence; an on_record that is not callable; a unit that
+            is not a str; classes that are not a list of names.
+        RuntimeError: a model that fails on the probe images (another number of channels, say).
     """
 
     def __init__(
@@ -338,23 +396,22 @@ class FeatureEvolutionRecorder:
         check_batch(probe_images)
         batch_size = as_count(batch_size, "batch_size")
         as_callback(on_record, "on_record", "(recorder, epoch) -> None")
+        if not isinstance(unit, str):
+            raise TypeError(f"unit must be 'epoch' or 'step' (a str), got {type(unit).__name__} {unit!r:.60}")
         if unit not in ("epoch", "step"):
             raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}")
+        unit = str(unit)  # a numpy str: a plain one
         if classes is None and not isinstance(model, nn.Module):
             classes = getattr(model, "classes", None)  # a zoo bundle's class names
         names = _class_name_list(classes) if classes is not None else None
         if epochs is not None:
-            if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
+            if (isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable)
+                    or (isinstance(epochs, (torch.Tensor, np.ndarray)) and epochs.ndim == 0)):
                 raise TypeError(f"epochs must be a sequence of ints (or None: every call records), got "
-                                f"{type(epochs).__name__}")
+                                f"{type(epochs).__name__} {epochs!r:.60}")
             epochs = [as_index(e, "each of epochs") for e in epochs]
         given = isinstance(layers, Mapping)  # counts the caller gave, not the default 8
-        if isinstance(layers, str):
-            layers = {layers: 8}
-        elif not isinstance(layers, Mapping):
-            layers = {name: 8 for name in layers}
-        if not layers:
-            raise ValueError("layers is empty; name at least one layer")
+        layers = _layer_spec(layers)
         self.projector = resolve_projector(projection)
         self.images = probe_images.detach().to("cpu", torch.float32).clone()
         self.batch_size = batch_size
@@ -402,16 +459,35 @@ class FeatureEvolutionRecorder:
         return self.evolution.channels
 
     def add_callback(self, fn: Callable[[FeatureEvolutionRecorder, int], None]) -> None:
-        """Call ``fn(recorder, epoch)`` after each recording."""
+        """Call ``fn(recorder, epoch)`` after each recording.
+
+        Raises:
+            TypeError: for an ``fn`` that is not callable (checked now, not at the next recording in
+                the middle of a training run).
+        """
+        if not callable(fn):
+            raise TypeError(f"the callback must be a callable fn(recorder, epoch), got {type(fn).__name__} {fn!r:.60}")
         self._callbacks.append(fn)
 
     def remove_callback(self, fn: Callable[[FeatureEvolutionRecorder, int], None]) -> None:
-        """Stop calling ``fn``."""
+        """Stop calling ``fn``.
+
+        Raises:
+            ValueError: for an ``fn`` that is not one of the recorder's callbacks.
+        """
+        if fn not in self._callbacks:
+            raise ValueError(f"{fn!r:.80} is not a callback of this recorder (given with on_record or "
+                             f"add_callback); it has {len(self._callbacks)} callbacks")
         self._callbacks.remove(fn)
 
     def wants(self, epoch: int) -> bool:
-        """Whether :meth:`record` stores frames at ``epoch``."""
-        return self.epochs is None or int(epoch) in self.epochs
+        """Whether :meth:`record` stores frames at ``epoch``.
+
+        Raises:
+            TypeError: for an ``epoch`` that is not an int (as :meth:`record`).
+        """
+        epoch = as_index(epoch, "epoch")
+        return self.epochs is None or epoch in self.epochs
 
     def record(self, epoch: int, *, force: bool = False) -> bool:
         """Store frames for ``epoch`` if it is one of the chosen epochs (or ``force``).

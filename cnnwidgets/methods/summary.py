@@ -311,7 +311,14 @@ class Summary:
         return [row.cells() for row in self.rows]
 
     def filter(self, text: str) -> Summary:
-        """The rows whose name or type contains ``text`` (case-insensitive); all rows for ``""``."""
+        """The rows whose name or type contains ``text`` (case-insensitive); all rows for ``""``.
+
+        Raises:
+            TypeError: for a ``text`` that is not a str (None, bytes, a list of names).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str (part of a layer's name or type, '' for all rows), got "
+                            f"{type(text).__name__} {text!r:.60}")
         needle = text.strip().lower()
         if not needle:
             return self

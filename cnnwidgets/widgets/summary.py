@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import ipywidgets as widgets
 import traitlets
@@ -25,28 +25,70 @@ _SCROLL_RULE = ("<style>.widget-html:has(.cnnw-scroll),.widget-html-content:has(
 _SCROLL_STYLE = "overflow-x:auto;max-width:100%"
 
 
+_ALIGNMENTS = ("left", "right")
+
+
+def _text_list(value: object, what: str, each: str) -> list:
+    """``value`` as a list: a list, tuple, array or other iterable, not one string (whose letters would
+    be taken for its items), a mapping or a set (no order).
+
+    Raises:
+        TypeError: for anything else, naming ``what`` and saying that it is a list of ``each``.
+    """
+    if isinstance(value, (str, bytes, Mapping, set, frozenset)) or not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a list of {each}, got {type(value).__name__} {value!r:.60}")
+    return list(value)
+
+
+def _check_table(columns: object, rows: object, align: object) -> tuple[list[str], list[list[str]], list[str]]:
+    """``columns``, ``rows`` and ``align`` of a table as lists of strings (cells and labels written with
+    ``str``).
+
+    Raises:
+        TypeError: for columns, rows, a row or align that is not a list (one string, None, a number).
+        ValueError: for a row of another length than ``columns``, an alignment other than ``"left"`` or
+            ``"right"``.
+    """
+    columns = [str(c) for c in _text_list(columns, "columns", "header labels")]
+    rows = _text_list(rows, "rows", "rows (each a list of cells)")
+    table = []
+    for index, row in enumerate(rows):
+        cells = [str(v) for v in _text_list(row, f"row {index}", "cells, one per column")]
+        if len(cells) != len(columns):
+            raise ValueError(f"row {index} has {len(cells)} cells, but the table has {len(columns)} columns "
+                             f"{columns}; give one cell per column")
+        table.append(cells)
+    align = [str(a) for a in _text_list(align, "align", "'left' or 'right', one per column")]
+    bad = [a for a in align if a not in _ALIGNMENTS]
+    if bad:
+        raise ValueError(f"align values must be 'left' or 'right', got {bad}")
+    return columns, table, align
+
+
 def table_html(columns: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] = ()) -> str:
     """An escaped HTML table.
 
     Args:
         columns: header labels.
-        rows: rows of display strings, each as long as ``columns``.
+        rows: rows of display strings, each as long as ``columns`` (other values are written with ``str``).
         align: ``"left"`` or ``"right"`` per column (default left).
 
     Returns:
         The HTML text.
 
     Raises:
-        ValueError: if a row has the wrong number of cells.
+        TypeError: for ``columns``, ``rows``, a row or ``align`` that is not a list (a row given as one
+            string, say).
+        ValueError: if a row has the wrong number of cells, or an alignment is neither ``"left"`` nor
+            ``"right"``.
     """
-    align = list(align) + ["left"] * (len(columns) - len(align))
+    columns, rows, align = _check_table(columns, rows, align)
+    align += ["left"] * (len(columns) - len(align))
     head = "".join(f'<th style="{_CELL_STYLE};text-align:{a}">{html.escape(c)}</th>' for c, a in zip(columns, align))
     body = []
-    for index, row in enumerate(rows):
-        if len(row) != len(columns):
-            raise ValueError(f"row {index} has {len(row)} cells, expected {len(columns)}")
+    for row in rows:
         tds = "".join(
-            f'<td style="{_CELL_STYLE};text-align:{a}">{html.escape(str(v))}</td>' for v, a in zip(row, align)
+            f'<td style="{_CELL_STYLE};text-align:{a}">{html.escape(v)}</td>' for v, a in zip(row, align)
         )
         body.append(f"<tr>{tds}</tr>")
     # in a box of its own that scrolls sideways where the output is narrower than the table, so that
@@ -94,6 +136,13 @@ class SummaryView(RefusesWhenClosed, widgets.VBox):
     length, or ``columns`` of another length than the rows) is refused and the table keeps what
     it had. To change both, set them together inside ``with view.hold_trait_notifications():``.
 
+    The constructor takes ``columns``, ``cells`` (values written with ``str``), ``align`` and
+    ``caption`` as the traits; further keywords are the traits of the view (``filter_text``) and of
+    its box (``layout`` ...). It raises ``TypeError`` for columns, cells, a row or align that is not
+    a list (a row given as one string, say) and for a keyword the view has no trait for;
+    ``ValueError`` for a row of another length than ``columns`` or an alignment other than
+    ``"left"`` or ``"right"``.
+
     :meth:`close` closes the view and every widget inside it; a closed view refuses new settings.
     """
 
@@ -117,16 +166,30 @@ class SummaryView(RefusesWhenClosed, widgets.VBox):
         **kwargs,
     ) -> None:
         self._closed = False
+        columns, cells, align = _check_table(columns, cells, align)
+        if "shown" in kwargs:
+            raise TypeError("shown cannot be given: it is read-only, the number of rows the filter shows")
+        unknown = sorted(name for name in kwargs if not self.has_trait(name))
+        if unknown:
+            raise TypeError(f"SummaryView got unknown keyword arguments {unknown}; it takes columns, cells, align, "
+                            "caption, filter_text and the traits of an ipywidgets box (layout ...)")
+        # set after the filter box is linked to it (the link gives it the box's empty text)
+        filter_text = kwargs.pop("filter_text", "")
         self._filter_box = widgets.Text(placeholder="filter layers (name or type)", continuous_update=True)
         self._table = widgets.HTML()
         self._footer = widgets.HTML()
-        super().__init__(children=[self._filter_box, self._table, self._footer], **kwargs)
-        self._filter_link = widgets.link((self._filter_box, "value"), (self, "filter_text"))
-        self.observe(self._render, names=["columns", "cells", "align", "caption", "filter_text"])
-        self.columns = [str(c) for c in columns]
-        self.align = [str(a) for a in align]
-        self.caption = caption
-        self.cells = [[str(v) for v in row] for row in cells]
+        try:
+            super().__init__(children=[self._filter_box, self._table, self._footer], **kwargs)
+            self._filter_link = widgets.link((self._filter_box, "value"), (self, "filter_text"))
+            self.observe(self._render, names=["columns", "cells", "align", "caption", "filter_text"])
+            self.columns = columns
+            self.align = align
+            self.caption = caption
+            self.cells = cells
+            self.filter_text = filter_text
+        except BaseException:
+            self.close()  # the parts made so far, which ipywidgets would keep open
+            raise
         self._render()
 
     @traitlets.validate("caption", "filter_text")
@@ -173,8 +236,11 @@ class SummaryView(RefusesWhenClosed, widgets.VBox):
     def close(self) -> None:
         """Close the view and every widget inside it (the filter box, the table, the caption,
         their layouts and styles). A closed view refuses new settings."""
-        if not self._closed:
+        if not getattr(self, "_closed", True):
             self._closed = True
-            self._filter_link.unlink()
+            link = getattr(self, "_filter_link", None)  # none when the constructor failed before making it
+            if link is not None:
+                link.unlink()
+        self._closed = True
         close_parts(self)
         super().close()
