@@ -1041,3 +1041,15 @@ def test_training_checkpoints_are_unwrapped_or_their_keys_listed(tmp_path):
     torch.save({"epoch": 3, "note": "no weights"}, weights_file)
     with pytest.raises(ValueError, match="the keys 'epoch', 'note', and none of its entries is a state_dict"):
         zoo.load_tinyvgg(tmp_path)
+
+
+def test_make_images_refuses_more_images_than_memory_holds_before_rendering_any():
+    # 2**40 images once rendered chunk after chunk until memory ran out
+    from cnnwidgets.zoo.shapes import make_images
+
+    with pytest.raises(ValueError, match=r"^n=1099511627776: the images would take .* GiB .*more than this machine's memory"):
+        make_images(2**40)
+    with pytest.raises(ValueError, match=r"^n=\d+: the images would take"):
+        make_images(2**30, size=256)
+    images, labels = make_images(3, size=16)
+    assert images.shape == (3, 16, 16, 3) and labels.shape == (3,)

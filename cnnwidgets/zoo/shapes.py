@@ -22,6 +22,7 @@ one core: cheap next to training.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ __all__ = [
     "STD",
     "ShapeSpec",
     "ShapesDataset",
+    "check_image_count",
     "make_batch",
     "make_images",
     "normalize",
@@ -282,6 +284,24 @@ def _stream_args(n: object, seed: object, size: object, start: object = 0) -> tu
             as_count(start, "start", minimum=0))
 
 
+def check_image_count(n: int, what: str, size: int = 64) -> None:
+    """Refuse ``n`` images of ``size`` x ``size`` pixels when they could not fit in this machine's memory
+    (rendering them would run until memory ran out); ``what`` names the count in the message. Where the
+    memory cannot be read, nothing is refused.
+
+    Raises:
+        ValueError: naming ``what``, the memory the images need and the memory there is.
+    """
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no such query here: nothing to compare with
+        return
+    each = size * size * 3 + 8  # uint8 pixels and an int64 label
+    if memory > 0 and n * each > memory:
+        raise ValueError(f"{what}={n}: the images would take {n * each / 2**30:.3g} GiB ({each} bytes each), "
+                         f"more than this machine's memory ({memory / 2**30:.3g} GiB); give fewer")
+
+
 def make_images(n: int, seed: int = 0, *, size: int = 64, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Images ``start .. start+n-1`` of the stream for ``seed`` as numpy arrays.
 
@@ -297,9 +317,11 @@ def make_images(n: int, seed: int = 0, *, size: int = 64, start: int = 0) -> tup
 
     Raises:
         TypeError: for an argument that is not an int (a float such as ``2.5``, a bool, a string).
-        ValueError: for a negative ``n``/``start``/``seed``, a seed of 2**64 or more, or ``size < 16``.
+        ValueError: for a negative ``n``/``start``/``seed``, a seed of 2**64 or more, ``size < 16``, or
+            more images than this machine's memory holds.
     """
     n, seed, size, start = _stream_args(n, seed, size, start)
+    check_image_count(n, "n", size)
     first, last = start // CHUNK, (start + n - 1) // CHUNK if n else start // CHUNK - 1
     parts = [_render_chunk(seed, k, size) for k in range(first, last + 1)]
     if not parts:

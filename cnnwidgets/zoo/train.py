@@ -45,7 +45,7 @@ from torch import nn
 
 from cnnwidgets.core.layers import unknown_layer_error
 from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_real, as_seed
-from cnnwidgets.zoo.shapes import CLASSES, MEAN, STD, make_images
+from cnnwidgets.zoo.shapes import CLASSES, MEAN, STD, check_image_count, make_images
 from cnnwidgets.zoo.shapesnet import ShapesNet
 
 __all__ = ["HELD_OUT_SEED", "MAX_LR", "TrainEvent", "TrainResult", "evaluate", "main", "render_filters", "save_state_dict",
@@ -156,10 +156,6 @@ def _to_input(images: np.ndarray) -> torch.Tensor:
 #: (its bias correction divides by 1 - beta1 = 0.05), and a step must fit in float32.
 MAX_LR = 0.05 * float(torch.finfo(torch.float32).max)
 
-_IMAGE_BYTES = 64 * 64 * 3 + 8
-"""Memory one generated training image takes: uint8 pixels and an int64 label."""
-
-
 def _check_model(model: object, what: str = "model") -> nn.Module:
     """``model`` itself when it is an ``nn.Module``.
 
@@ -213,23 +209,6 @@ def _restore_flags(flags: dict[nn.Module, bool]) -> None:
     with a frozen batch norm in eval mode stays so)."""
     for module, training in flags.items():
         module.training = training
-
-
-def _check_image_count(n: int, what: str) -> None:
-    """Refuse a number of images whose pixels could not fit in this machine's memory (rendering them
-    would run until memory ran out).
-
-    Raises:
-        ValueError: naming ``what``, the memory the images need and the memory there is.
-    """
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):  # no such query here: nothing to compare with
-        return
-    if memory > 0 and n * _IMAGE_BYTES > memory:
-        raise ValueError(f"{what}={n}: the images would take {n * _IMAGE_BYTES / 2**30:.3g} GiB "
-                         f"({_IMAGE_BYTES} bytes each), more than this machine's memory ({memory / 2**30:.3g} GiB); "
-                         "give fewer")
 
 
 def _check_images(images: object) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +304,7 @@ def evaluate(model: nn.Module, n: int = 1000, seed: int = HELD_OUT_SEED, *, batc
     model = _check_model(model)
     n, seed, batch_size = as_count(n, "n"), as_seed(seed), as_count(batch_size, "batch_size")
     if images is None:
-        _check_image_count(n, "n")
+        check_image_count(n, "n")
         images = make_images(n, seed)
     data, labels = _check_images(images)
     device, dtype = _model_device(model), _input_dtype(model)
@@ -465,8 +444,8 @@ def _checked_numbers(epochs: object, seed: object, n_train: object, batch_size: 
     first_layer_decay = as_real(first_layer_decay, "first_layer_decay", ">= 0", lambda v: v >= 0)
     if eval_n and eval_seed == seed:
         raise ValueError(f"eval_seed ({eval_seed}) must differ from the training seed, or the test set is the training set")
-    _check_image_count(n_train, "n_train")
-    _check_image_count(eval_n, "eval_n")
+    check_image_count(n_train, "n_train")
+    check_image_count(eval_n, "eval_n")
     return epochs, seed, n_train, batch_size, lr, first_layer_decay, eval_n, eval_seed
 
 
