@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import re
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -207,3 +211,52 @@ def classified_call(call, values: dict, *, refused_ok: bool, must_refuse: bool, 
             raise AssertionError(f"{what}: the result breaks an invariant: {exc}") from exc
         outcomes.append("returned")
         return result
+
+
+@dataclass
+class Api:
+    """A function under test in the view API fuzz tests: its valid keyword arguments (plain values),
+    pools of invalid values per argument ``(value, the error it raises, what the message must also
+    match)``, other spellings of the plain values, and valid edge values (checked by ``check``)."""
+
+    name: str
+    call: Callable[..., Any]
+    base: dict[str, Any]
+    invalid: dict[str, list[tuple[Any, type, str]]]
+    spelled: dict[str, list[Any]] = field(default_factory=dict)
+    edge: dict[str, list[Any]] = field(default_factory=dict)
+    check: Callable[[Any, dict], None] = lambda result, values: None
+    draws: int = 4  # calls with other spellings (fewer for the slow ones)
+    plain: Any = None  # the outcome of the base call, made once
+
+
+def raised_by_the_package(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in cnnwidgets (its innermost frame), not inside NumPy, torch,
+    matplotlib or traitlets; Python's own refusal of an unknown keyword argument (raised at the
+    call) counts too."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, TypeError) and re.search(r"unexpected keyword argument", str(exc)):
+        return True
+    return bool(frames) and "/cnnwidgets/" in frames[-1].filename.replace("\\", "/")
+
+
+def judge(api: Api, option: str, error: type, accepted: str, *, named_by_what_it_takes: set[str] = frozenset(),
+          named_also: Mapping[str, str] | None = None) -> Callable[[BaseException], None]:
+    """The check of a refusal of ``option``: an ``error`` raised by the package, whose message names the
+    option (its words, singular or plural, or its other words in ``named_also``; options in
+    ``named_by_what_it_takes`` are named by what they take instead) and says ``accepted``, with no
+    traceback in it."""
+
+    def check_error(exc: BaseException) -> None:
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        what = f"{api.name}({option}=...)"
+        assert isinstance(exc, error), f"{what}: {type(exc).__name__} is not {error.__name__}: {message}"
+        assert raised_by_the_package(exc), (f"{what}: raised inside "
+                                            f"{traceback.extract_tb(exc.__traceback__)[-1].filename}: {message}")
+        words = message.lower().replace("_", " ")
+        named = (option.lower().replace("_", " ").rstrip("s") in words
+                 or (named_also or {}).get(option, option) in words)
+        assert named or option in named_by_what_it_takes, f"{what}: the message does not name the argument: {message}"
+        assert re.search(accepted, message), f"{what}: the message does not say {accepted!r}: {message}"
+        assert "Traceback" not in message
+    return check_error

@@ -46,10 +46,9 @@ from __future__ import annotations
 import math
 import random
 import re
-import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,7 +77,7 @@ from cnnwidgets.methods.evolution import FeatureEvolutionRecorder
 from cnnwidgets.methods.invariance import invariance_curves
 from cnnwidgets.methods.topk import scan_topk
 from cnnwidgets.render.figures import figure_to_array
-from tests.helpers import UserModelSnapshot, classified_call, hook_dicts, small_classifier
+from tests.helpers import Api, UserModelSnapshot, classified_call, hook_dicts, judge, small_classifier
 
 PARTS = {"corner": [(0, 0, 4, 4)] * 3, "middle": [(6, 6, 10, 10), (5, 6, 9, 10), (6, 6, 10, 10)]}
 IMAGE_NAMES = ["a", "b", "c"]
@@ -188,23 +187,6 @@ def displayable(picture: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------- the functions and their pools
-@dataclass
-class Api:
-    """A function under test: its valid keyword arguments (plain values), pools of invalid values per
-    argument ``(value, the error it raises, what the message must also match)``, other spellings of the plain
-    values, and valid edge values (checked by ``check``)."""
-
-    name: str
-    call: Callable[..., Any]
-    base: dict[str, Any]
-    invalid: dict[str, list[tuple[Any, type, str]]]
-    spelled: dict[str, list[Any]] = field(default_factory=dict)
-    edge: dict[str, list[Any]] = field(default_factory=dict)
-    check: Callable[[Any, dict], None] = lambda result, values: None
-    draws: int = 4  # calls with other spellings (fewer for the slow ones)
-    plain: Any = None  # the outcome of the base call, made once
-
-
 #: The errors a refusal may raise, as the docstrings name them.
 TYPE, VALUE, KEY, INDEX, RUNTIME = TypeError, ValueError, KeyError, IndexError, RuntimeError
 UNKNOWN = r"unexpected keyword argument|has no option|makes its own view"
@@ -497,33 +479,6 @@ def apis(m: Material) -> list[Api]:
     ]
 
 
-def raised_by_the_package(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised in cnnwidgets (its innermost frame), not inside NumPy, torch or matplotlib;
-    Python's own refusal of an unknown keyword argument (raised at the call) counts too."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if isinstance(exc, TypeError) and re.search(r"unexpected keyword argument", str(exc)):
-        return True
-    return bool(frames) and "/cnnwidgets/" in frames[-1].filename.replace("\\", "/")
-
-
-def judge(api: Api, option: str, error: type, accepted: str) -> Callable[[BaseException], None]:
-    """The check of a refusal of ``option``: an ``error`` raised by the package, whose message names the
-    option (its words, singular or plural) and says ``accepted``."""
-
-    def check_error(exc: BaseException) -> None:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        what = f"{api.name}({option}=...)"
-        assert isinstance(exc, error), f"{what}: {type(exc).__name__} is not {error.__name__}: {message}"
-        assert raised_by_the_package(exc), (f"{what}: raised inside "
-                                            f"{traceback.extract_tb(exc.__traceback__)[-1].filename}: {message}")
-        named = option.lower().replace("_", " ").rstrip("s")
-        assert named in message.lower().replace("_", " ") or option in NAMED_BY_WHAT_IT_TAKES, \
-            f"{what}: the message does not name the argument: {message}"
-        assert re.search(accepted, message), f"{what}: the message does not say {accepted!r}: {message}"
-        assert "Traceback" not in message
-    return check_error
-
-
 # ---------------------------------------------------------------- the fuzz: function arguments
 def test_invalid_arguments_are_refused_clearly_and_other_spellings_give_the_same(material):
     rng = random.Random(2014)
@@ -543,7 +498,9 @@ def test_invalid_arguments_are_refused_clearly_and_other_spellings_give_the_same
                     call_values[option] = value
                     what = f"{api.name}({option}={value!r:.50})"
                     classified_call(api.call, call_values, refused_ok=True, must_refuse=True, check=api.check,
-                                    check_error=judge(api, option, error, accepted), what=what, outcomes=outcomes)
+                                    check_error=judge(api, option, error, accepted,
+                                                      named_by_what_it_takes=NAMED_BY_WHAT_IT_TAKES),
+                                    what=what, outcomes=outcomes)
                     counts["refused"] += 1
                     assert len(open_widgets()) == open_before, f"{what}: a refused view was left open"
         for api in [a for a in pool for _ in range(a.draws) if a.spelled]:  # other spellings of valid values,

@@ -43,10 +43,9 @@ from __future__ import annotations
 import math
 import random
 import re
-import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,7 +66,7 @@ from cnnwidgets.app.filters import (
     summary_view,
 )
 from cnnwidgets.widgets.filters import MAX_ACTMAX_STEPS, ActMaxView, KernelView
-from tests.helpers import UserModelSnapshot, classified_call, small_classifier
+from tests.helpers import Api, UserModelSnapshot, classified_call, judge, small_classifier
 
 CLASSES = ["c0", "c1", "c2", "c3", "c4"]
 #: The convolutions of the small classifier: what its kernel view offers.
@@ -125,22 +124,6 @@ def outcome(result: Any) -> Any:
 
 
 # ---------------------------------------------------------------- the functions and their pools
-@dataclass
-class Api:
-    """A function under test: its valid keyword arguments (plain values), pools of invalid values per
-    argument ``(value, the error it raises, what the message must also match)``, other spellings of the plain
-    values, and valid edge values (checked by ``check``)."""
-
-    name: str
-    call: Callable[..., Any]
-    base: dict[str, Any]
-    invalid: dict[str, list[tuple[Any, type, str]]]
-    spelled: dict[str, list[Any]] = field(default_factory=dict)
-    edge: dict[str, list[Any]] = field(default_factory=dict)
-    check: Callable[[Any, dict], None] = lambda result, values: None
-    plain: Any = None  # the outcome of the base call, made once
-
-
 TYPE, VALUE, RUNTIME = TypeError, ValueError, RuntimeError
 #: Arguments whose refusal names what is accepted instead of the argument ("expected a torch.nn.Module").
 NAMED_BY_WHAT_IT_TAKES = {"model_or_probe"}
@@ -299,32 +282,6 @@ def apis(m: Material, probe: Probe) -> list[Api]:
     ]
 
 
-def raised_by_the_package(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised in cnnwidgets (its innermost frame), not inside NumPy, torch or traitlets;
-    Python's own refusal of an unknown keyword argument (raised at the call) counts too."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if isinstance(exc, TypeError) and re.search(r"unexpected keyword argument", str(exc)):
-        return True
-    return bool(frames) and "/cnnwidgets/" in frames[-1].filename.replace("\\", "/")
-
-
-def judge(api: Api, option: str, error: type, accepted: str) -> Callable[[BaseException], None]:
-    """The check of a refusal of ``option``: an ``error`` raised by the package, whose message names the
-    option and says ``accepted``."""
-
-    def check_error(exc: BaseException) -> None:
-        message = str(exc)
-        what = f"{api.name}({option}=...)"
-        assert isinstance(exc, error), f"{what}: {type(exc).__name__} is not {error.__name__}: {message}"
-        assert raised_by_the_package(exc), (f"{what}: raised inside "
-                                            f"{traceback.extract_tb(exc.__traceback__)[-1].filename}: {message}")
-        words = message.lower().replace("_", " ")
-        named = option.lower().replace("_", " ") in words or NAMED_ALSO.get(option, option) in words
-        assert named or option in NAMED_BY_WHAT_IT_TAKES, f"{what}: the message does not name the argument: {message}"
-        assert re.search(accepted, message), f"{what}: the message does not say {accepted!r}: {message}"
-    return check_error
-
-
 # ---------------------------------------------------------------- the fuzz: function arguments
 def test_invalid_options_are_refused_clearly_and_other_spellings_give_the_same(material):
     rng = random.Random(2012)
@@ -345,7 +302,9 @@ def test_invalid_options_are_refused_clearly_and_other_spellings_give_the_same(m
                     call_values[option] = value
                     what = f"{api.name}({option}={value!r:.50})"
                     classified_call(api.call, call_values, refused_ok=True, must_refuse=True, check=api.check,
-                                    check_error=judge(api, option, error, accepted), what=what, outcomes=outcomes)
+                                    check_error=judge(api, option, error, accepted, named_also=NAMED_ALSO,
+                                                      named_by_what_it_takes=NAMED_BY_WHAT_IT_TAKES),
+                                    what=what, outcomes=outcomes)
                     counts["refused"] += 1
                     assert len(open_widgets()) == open_before, f"{what}: a refused view was left open"
         for api in pool:  # each other spelling once, with another now and then: what the plain values give

@@ -90,7 +90,9 @@ from cnnwidgets.zoo.train import (
     save_state_dict,
     train_shapesnet,
 )
-from tests.helpers import UserModelSnapshot, classified_call, hook_dicts, reference_outputs, small_classifier
+from tests.helpers import (
+    UserModelSnapshot, classified_call, hook_dicts, raised_by_the_package, reference_outputs, small_classifier,
+)
 
 NAN, INF = float("nan"), float("inf")
 #: A count of images whose pixels no machine holds (13.5 PB).
@@ -146,13 +148,6 @@ def strides(model: nn.Module) -> dict[str, tuple]:
 
 
 # ---------------------------------------------------------------- judging a refusal
-def raised_by_the_package(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised in cnnwidgets (its innermost frame), not inside torch, numpy, matplotlib,
-    argparse or pathlib."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and "/cnnwidgets/" in frames[-1].filename.replace("\\", "/")
-
-
 def message_of(exc: BaseException) -> str:
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
