@@ -351,7 +351,7 @@ def build(arch: str, **kwargs) -> nn.Module:
 
 def base_state(arch: str, **kwargs) -> dict[str, torch.Tensor]:
     """A state_dict of ``arch`` that no fresh initialisation gives (every float tensor shifted by
-    seeded noise), made once per session."""
+    seeded noise), made once per test run."""
     key = f"{arch}{sorted(kwargs.items())}"
     if key not in _STATES:
         gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
