@@ -600,7 +600,7 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 #: The most bytes one tensor can hold: torch counts them in a signed 64-bit integer.
-_MAX_TENSOR_BYTES = 2**63 - 1
+MAX_TENSOR_BYTES = 2**63 - 1
 
 
 def check_input_size(size: Any) -> tuple[int, int, int]:
@@ -631,7 +631,7 @@ def check_input_size(size: Any) -> tuple[int, int, int]:
             got += f" (a {type(size).__name__}, which holds no order: give a tuple (C, H, W))"
         raise ValueError(f"input_size must be (C, H, W), three positive ints such as (3, 224, 224); got {got}")
     c, h, w = ints
-    if c * h * w * 4 > _MAX_TENSOR_BYTES:
+    if c * h * w * 4 > MAX_TENSOR_BYTES:
         raise ValueError(
             f"input_size {(c, h, w)} is too large: one float32 image of that size would take about "
             f"2**{(c * h * w * 4).bit_length() - 1} bytes, more than a tensor can hold (2**63 - 1 bytes); give the "

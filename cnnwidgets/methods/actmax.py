@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.images import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from cnnwidgets.core.probe import (
-    FALLBACK_CHANNELS, Probe, check_input_size, class_count, probe_scope, trained_input_size,
+    FALLBACK_CHANNELS, MAX_TENSOR_BYTES, Probe, check_input_size, class_count, probe_scope, trained_input_size,
 )
 from cnnwidgets.core.targets import (
     SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, int_pair,
@@ -453,15 +453,11 @@ def _image_size(size: Any) -> tuple[int, int]:
     if min(height, width) < 2:
         raise ValueError(f"size must be {accepted}; got {size!r}")
     needed = 4 * max(FALLBACK_CHANNELS) * height * width  # bytes of one float32 RGB image
-    if needed > _MAX_TENSOR_BYTES:
+    if needed > MAX_TENSOR_BYTES:
         raise ValueError(f"size {(height, width)} is too large: an image of that size would take about "
                          f"2**{needed.bit_length() - 1} bytes, more than a tensor can hold (2**63 - 1); "
                          "give the size the model takes, such as 224")
     return height, width
-
-
-#: The most bytes one tensor can hold: torch counts them in a signed 64-bit integer.
-_MAX_TENSOR_BYTES = 2**63 - 1
 
 
 def fit_channels(probe: Probe, height: int, width: int) -> int:
