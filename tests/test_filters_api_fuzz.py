@@ -425,6 +425,24 @@ def check_refused(view, controls, set_it: Callable[[], None], names: list[str], 
     assert everything(view, controls) == before, f"{what}: a refused setting changed the view"
 
 
+def held_then_refused(view, controls, pool: list[Setting], settings: list[Setting], setting: Setting,
+                      rng: random.Random, log: list[str]) -> None:
+    """Inside ``hold_trait_notifications()``, valid values for some settings of ``pool``, then one that
+    ``setting`` refuses: all of it must be undone (see :func:`check_refused`)."""
+    chosen = rng.sample(pool, rng.randint(1, len(pool)))
+    changes = [(s.name, s.valid(rng, view)[0]) for s in chosen]
+    value, accepted = rng.choice([v for v in setting.invalid(view) if "out of range" not in v[1]])
+    log.append(f"hold {changes} then {setting.name} = {value!r} (refused)")
+
+    def held():
+        with view.hold_trait_notifications():
+            for name, given in changes:
+                setattr(view, name, given)
+            setattr(view, setting.name, value)
+
+    check_refused(view, controls, held, [s.name for s in settings], accepted, log[-1])
+
+
 def check_browser_refusal(view, controls, menu, what: str, sent: dict, log: list[str]) -> None:
     """A menu pick the browser sends that the view refuses: said in the status line, nothing else changes."""
     before_settings, before_picture, before_controls = everything(view, controls)
@@ -478,18 +496,7 @@ def test_a_kernel_view_refuses_invalid_settings_and_changes_nothing(material):
                 counts["refused"] += 1
                 continue
             if draw < 0.5:  # valid values, then one refused whatever they are: all of it is undone
-                chosen = rng.sample(settings, rng.randint(1, len(settings)))
-                changes = [(s.name, s.valid(rng, view)[0]) for s in chosen]
-                value, accepted = rng.choice([v for v in setting.invalid(view) if "out of range" not in v[1]])
-                log.append(f"hold {changes} then {setting.name} = {value!r} (refused)")
-
-                def held():
-                    with view.hold_trait_notifications():
-                        for name, given in changes:
-                            setattr(view, name, given)
-                        setattr(view, setting.name, value)
-
-                check_refused(view, kernel_controls, held, [s.name for s in settings], accepted, log[-1])
+                held_then_refused(view, kernel_controls, settings, settings, setting, rng, log)
                 counts["held"] += 1
                 continue
             if draw < 0.6:  # a menu pick from the browser: out of range, none, or one of the menu's entries
@@ -630,18 +637,7 @@ def test_an_actmax_view_refuses_invalid_settings_and_changes_nothing(material):
                 counts["refused"] += 1
                 continue
             if draw < 0.47:
-                chosen = rng.sample(settings[:3], rng.randint(1, 3))
-                changes = [(s.name, s.valid(rng, view)[0]) for s in chosen]
-                value, accepted = rng.choice([v for v in setting.invalid(view) if "out of range" not in v[1]])
-                log.append(f"hold {changes} then {setting.name} = {value!r} (refused)")
-
-                def held():
-                    with view.hold_trait_notifications():
-                        for name, given in changes:
-                            setattr(view, name, given)
-                        setattr(view, setting.name, value)
-
-                check_refused(view, actmax_controls, held, [s.name for s in settings], accepted, log[-1])
+                held_then_refused(view, actmax_controls, settings[:3], settings, setting, rng, log)
                 counts["held"] += 1
                 continue
             if draw < 0.52:
