@@ -220,7 +220,7 @@ def apis(m: Material, probe: Probe) -> list[Api]:
                               (-1, VALUE, r"update_every must be an int >= 1"),
                               *[(v, TYPE, r"update_every must be an int >= 1, got") for v in (True, 1.5, None, "1")]],
              "background": [(v, TYPE, r"background must be True or False, got") for v in (1, 0, None, "no", np.int64(0))],
-             "classes": [*[(v, TYPE, r"classes must be a list of class names \(str\), index = class, got")
+             "classes": [*[(v, TYPE, r"classes must be the class names in class order: .* of str, got")
                            for v in ("abcde", b"abcde", 5, [1, 2, 3, 4, 5], [None] * 5, {"a": 0}, np.array([CLASSES]),
                                      [b"c0", "c1", "c2", "c3", "c4"])],
                          (["a"], VALUE, r"classes has 1 names, but the model scores 5 classes; give one name per class"),
@@ -881,8 +881,8 @@ def test_the_one_liners_name_their_options_and_refuse_view(material):
 def test_actmax_classes_are_a_list_of_one_name_per_class(material):
     m = material.model
     for classes, error, message in [
-        ("abcde", TypeError, r"classes must be a list of class names \(str\), index = class, got str 'abcde'"),  # letters
-        (5, TypeError, r"classes must be a list of class names .*got int 5"),  # was: "'int' object is not iterable"
+        ("abcde", TypeError, r"classes must be the class names in class order: .* of str, got str .abcde."),  # letters
+        (5, TypeError, r"classes must be the class names in class order.*got int 5"),  # was: "'int' object is not iterable"
         ([None] * 5, TypeError, r"got NoneType None for class 0"),  # was: each class named "None"
         (["a"], ValueError, r"classes has 1 names, but the model scores 5 classes"),  # was: taken, never shown
     ]:

@@ -1004,7 +1004,7 @@ def test_fuzz_bundle_fields():
     a bundle cannot work without are checked when it is made, and a valid one predicts."""
     draw = Drawer(13)
     net = small_classifier()
-    for i in range(40):
+    for i in range(70):
         draw.case()
         model = draw([Arg(net, label="small_classifier()"),
                       *[Arg(v, False, r"model must be a torch\.nn\.Module.*got " + type(v).__name__, label=repr(v)[:30])
@@ -1014,22 +1014,36 @@ def test_fuzz_bundle_fields():
                              for v in (None, "resize", 3)]], 0.3)
         denormalize = draw([Arg(None), Arg(Denormalize(None, None)),
                             Arg("x", False, r"denormalize must be None or a callable .*got str")], 0.2)
+        names = r"classes must be the class names in class order: a list, tuple or 1-D array of str, got "
+        classes = draw([Arg(list("abcde")), Arg(tuple("abcde")), Arg(np.array(list("abcde")), label="np str array"),
+                        *[Arg(v, False, names + kind, label=repr(v)[:30]) for v, kind in (
+                            ("abcde", "str"), (set("abcde"), "set"), (dict.fromkeys("abcde"), "dict"), (None, "NoneType"),
+                            (5, "int"), (np.array([list("abcde")]), "ndarray"), ([1, 2, 3, 4, 5], "int 1 for class 0"))]],
+                       0.2)
+        size = draw([Arg((3, 16, 16), expected=(3, 16, 16)), Arg([3, 16, 16], expected=(3, 16, 16)),
+                     Arg(torch.Size([3, 16, 16]), expected=(3, 16, 16)),
+                     Arg(np.array([3, 16, 16]), expected=(3, 16, 16), label="np int array"),
+                     *[Arg(v, False, r"input_size must be \(C, H, W\), three positive ints", label=repr(v)[:30])
+                       for v in ((3, 16), "3x16x16", (3, 0, 16), (3, 16.5, 16), {3, 16}, None, (True, 16, 16))]], 0.2)
+        name = draw([Arg("net"), *[Arg(v, False, "name must be a str, got " + type(v).__name__) for v in (None, 3)]],
+                    0.1)
+        weights = draw([Arg("random"), Arg(b"w", False, "weights must be a str, got bytes")], 0.1)
         mean, std = draw(normalisation_pool("mean"), 0.15), draw(normalisation_pool("std"), 0.15)
         if (mean.value is None) != (std.value is None):
             both = r"give both mean and std, or neither"
             mean = Arg(mean.value, False, both if mean.valid else mean.pattern + "|" + both, label=repr(mean))
 
-        def check(bundle, values, mean=mean, std=std):
+        def check(bundle, values, mean=mean, std=std, size=size):
             assert bundle.mean == mean.expected and bundle.std == std.expected
+            assert bundle.classes == list("abcde") and all(type(c) is str for c in bundle.classes)
+            assert bundle.input_size == size.expected and all(type(v) is int for v in bundle.input_size)
             assert callable(bundle.denormalize) and "Bundle(name='net'" in repr(bundle)
             top = bundle.predict(np.zeros((16, 16, 3), np.uint8), top_k=2)
             assert len(top) == 2 and {name for name, _ in top} <= set(bundle.classes)
 
-        def make(**kw):
-            return Bundle(classes=list("abcde"), input_size=(3, 16, 16), name="net", weights="random", **kw)
-
-        run_case(make, {"model": model, "preprocess": preprocess, "denormalize": denormalize, "mean": mean,
-                        "std": std}, check, kinds=(TypeError, ValueError), what=f"#{i} Bundle")
+        run_case(Bundle, {"model": model, "classes": classes, "preprocess": preprocess, "input_size": size,
+                          "name": name, "weights": weights, "denormalize": denormalize, "mean": mean, "std": std},
+                 check, kinds=(TypeError, ValueError), what=f"#{i} Bundle")
     assert_both_outcomes()
 
 
@@ -1316,6 +1330,13 @@ def test_bundle_checks_its_model_preprocess_and_normalisation():
     with pytest.raises(ValueError, match="give both mean and std"):  # was: unchecked when denormalize is given
         Bundle(net, ["a"], ImagePreprocess(8), (3, 8, 8), "n", "w", mean=(0.5, 0.5, 0.5), denormalize=lambda x: x)
     assert Bundle(net, ["a"], ImagePreprocess(8), (3, 8, 8), "n", "w", np.array([0.5] * 3), [1, 1, 1]).mean == (0.5,) * 3
+    # was: made, failing later (a str taken for one class name per letter, a size that fails in the explorer)
+    with pytest.raises(TypeError, match=r"classes must be the class names in class order.*got str 'cat'"):
+        Bundle(net, "cat", ImagePreprocess(8), (3, 8, 8), "n", "w")
+    with pytest.raises(ValueError, match=r"input_size must be \(C, H, W\).*got \(8, 8\)"):
+        Bundle(net, ["a"], ImagePreprocess(8), (8, 8), "n", "w")
+    with pytest.raises(TypeError, match="weights must be a str, got NoneType"):
+        Bundle(net, ["a"], ImagePreprocess(8), (3, 8, 8), "n", None)
 
 
 def test_load_tinyvgg_refuses_values_that_are_no_path():

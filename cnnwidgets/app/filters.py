@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import check_one_liner_options, error_text, keyword_options, near_miss, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe, class_count, trained_input_size, unwrap_model
-from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag
+from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag, class_name_list
 from cnnwidgets.methods.actmax import (
     ActMaxResult,
     _image_size,
@@ -541,7 +541,7 @@ class ActMaxController:
         if classes is None and not isinstance(model_or_probe, (nn.Module, Probe)):
             classes = getattr(model_or_probe, "classes", None)  # a zoo bundle's class names
         if given_classes:
-            self.classes = _class_names(classes)
+            self.classes = class_name_list(classes)
         else:
             self.classes = [str(name) for name in classes] if classes is not None else []
         self.options = dict(options, mean=mean, std=std)
@@ -753,23 +753,6 @@ class ActMaxController:
         self.wait()
         if self._owns_probe:
             self.probe.close()
-
-
-def _class_names(classes: object) -> list[str]:
-    """``classes`` as a list of class names: a list, a tuple or a 1-D array of ``str`` (NumPy's too).
-
-    Raises:
-        TypeError: for anything else (one string, whose letters would be taken for the names; a
-            number; names that are not strings).
-    """
-    accepted = "classes must be a list of class names (str), index = class"
-    if (isinstance(classes, (str, bytes, Mapping)) or not isinstance(classes, (Sequence, np.ndarray))
-            or (isinstance(classes, np.ndarray) and classes.ndim != 1)):
-        raise TypeError(f"{accepted}, got {type(classes).__name__} {classes!r:.60}")
-    for index, name in enumerate(classes):
-        if not isinstance(name, str):
-            raise TypeError(f"{accepted}, got {type(name).__name__} {name!r:.40} for class {index}")
-    return [str(name) for name in classes]
 
 
 def _describes(probe: Probe, size: Any, input_size: Any) -> bool:

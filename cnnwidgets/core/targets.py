@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, replace
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -232,6 +232,24 @@ def as_callback(value: object, what: str, called: str) -> Callable[..., Any] | N
     if value is not None and not callable(value):
         raise TypeError(f"{what} must be None or a callable {called}, got {_describe_value(value)}")
     return value
+
+
+def class_name_list(classes: object, what: str = "classes") -> list[str]:
+    """``classes``, the class names in class order (a list, a tuple or a 1-D array of ``str``,
+    NumPy's too), as a list of str.
+
+    Raises:
+        TypeError: for anything else: one string (its letters would be taken for the names), a set
+            or a mapping (no class order), a number, or names that are not strings.
+    """
+    accepted = f"{what} must be the class names in class order: a list, tuple or 1-D array of str"
+    if (isinstance(classes, (str, bytes, Set, Mapping)) or not isinstance(classes, (Sequence, np.ndarray))
+            or (isinstance(classes, np.ndarray) and classes.ndim != 1)):
+        raise TypeError(f"{accepted}, got {type(classes).__name__} {classes!r:.60}")
+    for index, name in enumerate(classes):
+        if not isinstance(name, str):
+            raise TypeError(f"{accepted}, got {type(name).__name__} {name!r:.40} for class {index}")
+    return [str(name) for name in classes]
 
 
 def as_cancel_check(cancel: object) -> Callable[[], bool]:

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnwidgets.core.images import DEFAULT_MAX_SIZE, image_to_tensor
-from cnnwidgets.core.probe import Probe
-from cnnwidgets.core.targets import as_count, as_real, class_probabilities
+from cnnwidgets.core.probe import Probe, check_input_size
+from cnnwidgets.core.targets import as_count, as_real, class_name_list, class_probabilities
 from cnnwidgets.zoo.gallery import SAMPLE_SPECS, sample_image
 
 __all__ = ["Bundle", "Denormalize", "ImagePreprocess"]
@@ -212,13 +212,16 @@ class Bundle:
         denormalize: normalised tensor (3, H, W) or (N, 3, H, W) -> numpy float image(s),
             channels last, in [0, 1]. Built from mean/std when not given (None).
 
-    ``mean`` and ``std`` are checked by :func:`check_normalisation` and kept as tuples of floats.
+    ``mean`` and ``std`` are checked by :func:`check_normalisation` and kept as tuples of floats;
+    ``classes`` is kept as a list of str and ``input_size`` as a tuple of three ints.
 
     Raises:
         TypeError: a ``model`` that is not an ``nn.Module``, a ``preprocess`` that is not callable,
-            a ``denormalize`` that is neither None nor callable, or ``mean``/``std`` that are not three
-            numbers.
-        ValueError: ``mean``/``std`` that :func:`check_normalisation` refuses.
+            a ``denormalize`` that is neither None nor callable, ``mean``/``std`` that are not three
+            numbers, ``classes`` that are not a list, tuple or 1-D array of str, or a ``name`` or
+            ``weights`` that is not a str.
+        ValueError: ``mean``/``std`` that :func:`check_normalisation` refuses, or an ``input_size``
+            that is not three positive ints (C, H, W).
     """
 
     model: nn.Module
@@ -242,6 +245,11 @@ class Bundle:
         if self.denormalize is not None and not callable(self.denormalize):
             raise TypeError(f"denormalize must be None or a callable (tensor -> image), got "
                             f"{type(self.denormalize).__name__}")
+        self.classes = class_name_list(self.classes)
+        self.input_size = check_input_size(self.input_size)
+        for field_name in ("name", "weights"):
+            if not isinstance(getattr(self, field_name), str):
+                raise TypeError(f"{field_name} must be a str, got {type(getattr(self, field_name)).__name__}")
         self.mean, self.std = check_normalisation(self.mean, self.std)
         if self.denormalize is None:
             self.denormalize = Denormalize(self.mean, self.std)
