@@ -1736,3 +1736,18 @@ def test_a_model_whose_forward_runs_in_inference_mode_is_described_and_captured(
         captured = probe.capture(x, ["relu"])["relu"]
         torch.testing.assert_close(captured, F.relu(model.conv(x)))
         torch.testing.assert_close(probe.logits(x), model(x))
+
+
+def test_the_layer_table_a_probe_hands_out_cannot_change_its_own():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with Probe(model, input_size=(3, 8, 8)) as probe:
+        layers = probe.layers
+        # was: the probe's own dict; deleting or replacing an entry made "0" an unknown layer
+        with pytest.raises(TypeError):
+            del layers["0"]
+        with pytest.raises(TypeError):
+            layers["0"] = layers["1"]
+        mine = dict(layers)
+        mine.pop("0")
+        assert list(probe.layers) == ["0", "1"] and probe.layers["0"].output_shape == (4, 6, 6)
+        assert probe.capture(torch.rand(1, 3, 8, 8), "0")["0"].shape == (1, 4, 6, 6)

@@ -39,6 +39,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -1424,8 +1425,9 @@ class Probe:
             return self._layers is not None and self._layers_size == self._input_size
 
     @property
-    def layers(self) -> dict[str, LayerInfo]:
-        """Every addressable module, ``{name: LayerInfo}``, in execution order.
+    def layers(self) -> Mapping[str, LayerInfo]:
+        """Every addressable module, ``{name: LayerInfo}``, in execution order, read-only (a
+        ``dict(...)`` of it is a copy to change).
 
         Described at :attr:`input_size`; when no size was given and nothing was captured yet,
         at the first of :func:`default_input_sizes` the model runs on.
@@ -1438,7 +1440,7 @@ class Probe:
             elif self._layers is None or self._layers_size != self._input_size:
                 self.describe(self._input_size)
             assert self._layers is not None
-            return self._layers
+            return MappingProxyType(self._layers)
 
     @property
     def output_activation(self) -> str | None:
