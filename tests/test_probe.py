@@ -1751,3 +1751,18 @@ def test_the_layer_table_a_probe_hands_out_cannot_change_its_own():
         mine.pop("0")
         assert list(probe.layers) == ["0", "1"] and probe.layers["0"].output_shape == (4, 6, 6)
         assert probe.capture(torch.rand(1, 3, 8, 8), "0")["0"].shape == (1, 4, 6, 6)
+
+
+@pytest.mark.parametrize("given", [None, "resnet18", {"weight": torch.zeros(1)}, 3])
+def test_the_model_helpers_refuse_values_that_are_no_model(given):
+    from cnnwidgets.core import probe as P
+
+    # was: AttributeError ('NoneType' object has no attribute 'modules'), or an answer for a non-model
+    for helper in (P.channel_guesses, P.trained_input_size, P.default_input_sizes, P.plain_module):
+        with pytest.raises(TypeError, match=rf"{helper.__name__} takes a torch\.nn\.Module, got {type(given).__name__}"):
+            helper(given)
+    with pytest.raises(TypeError, match=rf"class_count takes a cnnwidgets Probe, got {type(given).__name__}"):
+        P.class_count(given)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(4))
+    assert P.channel_guesses(model) == (1, 3) and next(P.default_input_sizes(model)) == (1, 28, 28)
+    assert P.plain_module(model) is model and P.trained_input_size(model) is None

@@ -65,10 +65,25 @@ __all__ = [
 FALLBACK_CHANNELS = (3, 1)
 
 
+def _require_module(model: object, what: str) -> None:
+    """Refuse a ``model`` that is no ``nn.Module``, for the function ``what``.
+
+    Raises:
+        TypeError: saying what was given and what is accepted.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} takes a torch.nn.Module, got {type(model).__name__}{not_a_model_hint(model)}")
+
+
 def channel_guesses(model: nn.Module) -> tuple[int, ...]:
     """The channel counts to try, in order, for a ``model`` given without an input size: those of its
     first registered convolution (3 if it has none), then :data:`FALLBACK_CHANNELS` (the first
-    convolution registered need not be the first that runs: a head declared before the stem)."""
+    convolution registered need not be the first that runs: a head declared before the stem).
+
+    Raises:
+        TypeError: for a ``model`` that is no ``nn.Module``.
+    """
+    _require_module(model, "channel_guesses")
     return tuple(dict.fromkeys((input_channels(model) or 3, *FALLBACK_CHANNELS)))
 
 
@@ -82,7 +97,11 @@ def trained_input_size(model: nn.Module) -> tuple[int, int, int] | None:
     Read from a timm-style ``pretrained_cfg`` or ``default_cfg`` dict (``"input_size"``: a tuple
     or list that :func:`check_input_size` takes; another is ignored), else known model classes:
     torchvision's ``Inception3`` (299 x 299).
+
+    Raises:
+        TypeError: for a ``model`` that is no ``nn.Module``.
     """
+    _require_module(model, "trained_input_size")
     for attribute in ("pretrained_cfg", "default_cfg"):
         cfg = getattr(model, attribute, None)
         size = cfg.get("input_size") if isinstance(cfg, dict) else None
@@ -101,11 +120,21 @@ def default_input_sizes(model: nn.Module) -> Iterator[tuple[int, int, int]]:
     Inception v3), if any. Then the channels of :func:`channel_guesses`, in order: RGB tries
     torchvision's 224 x 224 first; then, for any channel count, the sizes of the usual small
     datasets: 28 (MNIST, first for grayscale), 32 (CIFAR), 64, 96, 128, 224, 299.
+
+    Raises:
+        TypeError: for a ``model`` that is no ``nn.Module`` (when called, not when iterated).
     """
+    _require_module(model, "default_input_sizes")
     trained = trained_input_size(model)
+    channels = channel_guesses(model)
+    return _sizes_to_try(trained, channels)
+
+
+def _sizes_to_try(trained: tuple[int, int, int] | None, guesses: tuple[int, ...]) -> Iterator[tuple[int, int, int]]:
+    """The sizes of :func:`default_input_sizes`, from the trained size (if any) and the channel guesses."""
     if trained is not None:
         yield trained
-    for channels in channel_guesses(model):
+    for channels in guesses:
         sides = (224, 28, 32, 64, 96, 128, 299) if channels == 3 else (28, 32, 64, 96, 128, 224, 299)
         for side in sides:
             yield (channels, side, side)
@@ -858,8 +887,9 @@ def plain_module(model: nn.Module) -> nn.Module:
     Raises:
         TypeError: for TorchScript modules (``torch.jit.script`` / ``torch.jit.trace``): their
             layers are compiled graphs that forward hooks do not see and that are no longer
-            ``nn.Conv2d`` and the like.
+            ``nn.Conv2d`` and the like; and for a ``model`` that is no ``nn.Module``.
     """
+    _require_module(model, "plain_module")
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
@@ -2205,9 +2235,12 @@ def class_count(probe: Probe, x: torch.Tensor | None = None, *, cache: bool = Fa
     ``cache`` as for :meth:`Probe.logits` (an input shown anyway is worth keeping; a blank is not).
 
     Raises:
-        TypeError: for a ``cache`` that is not True or False (checked before the model runs: it is
-            not an output that is not class scores).
+        TypeError: for a ``probe`` that is no :class:`Probe`, and a ``cache`` that is not True or
+            False (both checked before the model runs: neither is an output that is not class scores).
     """
+    if not isinstance(probe, Probe):
+        raise TypeError(f"class_count takes a cnnwidgets Probe, got {type(probe).__name__}; for a model, "
+                        "use Probe(model)")
     cache = as_flag(cache, "cache")
     try:
         with torch.no_grad():
