@@ -122,7 +122,9 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> 
     rate rises from ``lr / 5`` to ``lr`` (cosine-shaped) while Adam's beta1 falls from 0.95
     to 0.85; then the rate anneals (cosine) to ``lr / 5e4`` while beta1 returns to 0.95.
     (OneCycleLR divides by zero when the warm-up is exactly one step, so 20 steps use a
-    10 % warm-up instead.)
+    10 % warm-up instead.) Under 20 steps, 5 % is less than one step: there is no warm-up, the
+    first step runs close to ``lr`` and the rate only falls from there, to ``lr / 5e4`` at the
+    last step (a schedule of one step is that last step).
 
     Args:
         optimizer: the optimizer whose learning rate (and beta1, or momentum) it sets.
