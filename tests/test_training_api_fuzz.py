@@ -775,6 +775,7 @@ def train_pools(seed: int) -> dict[str, list[tuple[Any, tuple | None]]]:
                               (-1, (ValueError, "first_layer_decay must be a finite number >= 0")),
                               (NAN, (ValueError, "first_layer_decay must be a finite number")),
                               (INF, (ValueError, "first_layer_decay must be a finite number")),
+                              (1e6, (ValueError, r"first_layer_decay=1e\+06 with lr=0\.004 is too strong.*<= 1 / lr = 250")),
                               ("5", (TypeError, "first_layer_decay must be a number")),
                               (None, (TypeError, "first_layer_decay must be a number"))],
         "model": [("shapesnet", (TypeError, f"{model_words}, got str")),
@@ -857,12 +858,21 @@ def test_fuzz_train_shapesnet_options(seed, cases):
     assert {"raised", "returned"} <= set(outcomes), outcomes
 
 
+def test_a_first_layer_decay_that_flips_the_weights_sign_is_refused():
+    # was: accepted; with lr * decay > 2 AdamW scaled the first layer's weights by less than -1 every step,
+    # so they grew until the loss was NaN
+    with pytest.raises(ValueError, match=r"first_layer_decay=1e\+300 with lr=1000 is too strong.*<= 1 / lr = 0\.001"):
+        train_shapesnet(**tiny_run(seed=1, lr=1e3, first_layer_decay=1e300))
+    result = train_shapesnet(**tiny_run(seed=1, lr=0.5, first_layer_decay=2.0))  # lr * decay = 1: allowed
+    assert result.steps == 2 and all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
 def test_fuzz_train_shapesnet_edge_values():
     """Valid values at the edges: a batch larger than the set, a huge epoch count cut by max_steps, the largest
     seed, a learning rate that makes training diverge (it is said by the loss, not by an error)."""
     rng_state = torch.get_rng_state()
     for options, steps in (({"batch_size": 2**63}, 1), ({"epochs": 2**63, "max_steps": 1}, 1), ({"seed": 2**64 - 1}, 2),
-                           ({"lr": 1e3, "first_layer_decay": 1e300}, 2), ({"channels_last": False, "eval_n": 8}, 2)):
+                           ({"lr": 1e3, "first_layer_decay": 1e-3}, 2), ({"channels_last": False, "eval_n": 8}, 2)):
         events: list[TrainEvent] = []
         result = train_shapesnet(**tiny_run(**{"seed": 1, **options}), callback=events.append)
         assert result.steps == steps and not result.model.training, options

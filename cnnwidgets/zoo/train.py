@@ -358,8 +358,8 @@ def train_shapesnet(epochs: int = 4, seed: int = 0, *, n_train: int = 8000, batc
         lr: peak learning rate, a number > 0 and at most :data:`MAX_LR` (about 1.7e37: larger steps
             overflow float32 weights).
         first_layer_decay: decoupled weight decay (AdamW) of the first ``Conv2d``'s weights
-            (the first one in ``model.modules()`` order), a number >= 0; every other parameter
-            has none.
+            (the first one in ``model.modules()`` order), a number >= 0 and at most ``1 / lr``;
+            every other parameter has none.
         model: a model to train in place (any classifier taking normalised (N, 3, 64, 64)
             input and giving 5 logits, with parameters that require gradients; its input is given
             the dtype of its parameters). It is run once on two training images in eval mode before
@@ -389,7 +389,8 @@ def train_shapesnet(epochs: int = 4, seed: int = 0, *, n_train: int = 8000, batc
             a ``callback`` or ``log`` that is neither None nor callable, or a ``model`` that is not
             an ``nn.Module``.
         ValueError: for counts below their minimum, a seed out of range, ``lr <= 0`` or above
-            :data:`MAX_LR`, a negative ``first_layer_decay``, ``eval_seed == seed``, more images than
+            :data:`MAX_LR`, a negative ``first_layer_decay`` or one above ``1 / lr`` (AdamW would flip the
+            sign of the first layer's weights every step), ``eval_seed == seed``, more images than
             memory holds, a model without parameters that require gradients (or on the meta device),
             or one whose output is not (N, 5) class scores.
         RuntimeError: for a model that fails on the training images (other channels, another size).
@@ -444,6 +445,11 @@ def _checked_numbers(epochs: object, seed: object, n_train: object, batch_size: 
     seed, eval_seed = as_seed(seed), as_seed(eval_seed, "eval_seed")
     lr = as_real(lr, "lr", f"> 0 and <= {MAX_LR:.3g}", lambda v: 0 < v <= MAX_LR)
     first_layer_decay = as_real(first_layer_decay, "first_layer_decay", ">= 0", lambda v: v >= 0)
+    if lr * first_layer_decay > 1:
+        raise ValueError(
+            f"first_layer_decay={first_layer_decay:.6g} with lr={lr:.6g} is too strong: AdamW multiplies the first "
+            f"layer's weights by 1 - lr * first_layer_decay = {1 - lr * first_layer_decay:.6g} each step, so they flip "
+            f"sign (and grow, then overflow, below -1); give first_layer_decay <= 1 / lr = {1 / lr:.6g}")
     if eval_n and eval_seed == seed:
         raise ValueError(f"eval_seed ({eval_seed}) must differ from the training seed, or the test set is the training set")
     check_image_count(n_train, "n_train")
