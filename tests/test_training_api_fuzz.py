@@ -308,6 +308,7 @@ def recorder_pools(kind: str, x: torch.Tensor) -> dict[str, list[tuple[Any, tupl
             (np.array(3), (TypeError, "epochs must be a sequence")),
             ([1.5], (TypeError, "each of epochs must be an int")), ([True], (TypeError, "each of epochs must be an int")),
             ([None], (TypeError, "each of epochs must be an int")), ([NAN], (TypeError, "each of epochs must be an int")),
+            ([1, -1], (ValueError, "each of epochs must be an int >= 0, got -1")),
         ],
         "batch_size": [
             (256, None), (1, None), (np.int64(2), None), (torch.tensor(3), None), (2**63, None),
@@ -482,7 +483,7 @@ def test_fuzz_a_user_recording_while_training(seed, steps):
             rng.choice([lambda: model.train(), lambda: model.eval(), lambda: model[1].eval()])()
             continue
         if action == "record":
-            epoch = rng.choice([rng.choice(chosen_epochs), rng.randrange(-2, 14), rng.choice(list(recorded) or [0])])
+            epoch = rng.choice([rng.choice(chosen_epochs), rng.randrange(0, 14), rng.choice(list(recorded) or [0])])
             force = rng.random() < 0.4
             given_epoch, given_force = an_int(rng, epoch), rng.choice([force, np.bool_(force)])
             bad = rng.random() < 0.25
@@ -520,6 +521,10 @@ def test_fuzz_a_user_recording_while_training(seed, steps):
                 with pytest.raises(TypeError) as info:
                     recorder.wants(value)
                 judge(TypeError, words, what)(info.value)
+            elif epoch < 0:
+                with pytest.raises(ValueError) as info:
+                    recorder.wants(an_int(rng, epoch))
+                judge(ValueError, f"epoch must be an int >= 0, got {epoch}", what)(info.value)
             else:
                 assert recorder.wants(an_int(rng, epoch)) is (epoch in chosen_epochs), what
         elif action == "read":
@@ -606,6 +611,20 @@ def tiny_run(**options) -> dict[str, Any]:
 
 class Stop(Exception):
     """What a user's callback raises in the middle of a run."""
+
+
+def test_a_recorder_refuses_negative_epochs():
+    model = ShapesNet().eval()
+    images = torch.rand(2, 3, 64, 64)
+    # was: accepted, and frames labelled "epoch -1" recorded
+    with pytest.raises(ValueError, match=r"each of epochs must be an int >= 0, got -2"):
+        FeatureEvolutionRecorder(model, images, {"features.conv1": [0]}, epochs=[0, -2])
+    recorder = FeatureEvolutionRecorder(model, images, {"features.conv1": [0]}, epochs=None)
+    for call in (recorder.record, recorder.wants):
+        with pytest.raises(ValueError, match=r"epoch must be an int >= 0, got -1"):
+            call(-1)
+    assert recorder.record(0) and recorder.result().epochs == [0]
+    recorder.close()
 
 
 @pytest.mark.parametrize("seed", [0, 5, 9])

@@ -362,7 +362,7 @@ class FeatureEvolutionRecorder:
         KeyError: unknown layer. IndexError: channel out of range.
         ValueError: bad probe set (not a non-empty (N, C, H, W) float batch of finite values),
             layer without a (C,) / (C, H, W) output, no layer, a layer listed twice, empty channel
-            list, a channel listed twice, batch_size < 1, a unit other than ``"epoch"`` or
+            list, a channel listed twice, batch_size < 1, a negative epoch, a unit other than ``"epoch"`` or
             ``"step"``, class names that are not one per class of a recorded class layer.
         TypeError: layers that are neither a name, a list of names nor a mapping (or a name that
             is not a str); channels that are neither a count nor a list (a set, a mapping); a
@@ -409,7 +409,7 @@ class FeatureEvolutionRecorder:
                     or (isinstance(epochs, (torch.Tensor, np.ndarray)) and epochs.ndim == 0)):
                 raise TypeError(f"epochs must be a sequence of ints (or None: every call records), got "
                                 f"{type(epochs).__name__} {epochs!r:.60}")
-            epochs = [as_index(e, "each of epochs") for e in epochs]
+            epochs = [as_count(e, "each of epochs", minimum=0) for e in epochs]
         given = isinstance(layers, Mapping)  # counts the caller gave, not the default 8
         layers = _layer_spec(layers)
         self.projector = resolve_projector(projection)
@@ -485,8 +485,9 @@ class FeatureEvolutionRecorder:
 
         Raises:
             TypeError: for an ``epoch`` that is not an int (as :meth:`record`).
+            ValueError: for a negative ``epoch`` (as :meth:`record`).
         """
-        epoch = as_index(epoch, "epoch")
+        epoch = as_count(epoch, "epoch", minimum=0)
         return self.epochs is None or epoch in self.epochs
 
     def record(self, epoch: int, *, force: bool = False) -> bool:
@@ -507,8 +508,9 @@ class FeatureEvolutionRecorder:
         Raises:
             RuntimeError: after :meth:`close`.
             TypeError: an ``epoch`` that is not an int, a ``force`` that is not a bool.
+            ValueError: a negative ``epoch`` (epochs, or steps, count from 0: before training).
         """
-        epoch = as_index(epoch, "epoch")
+        epoch = as_count(epoch, "epoch", minimum=0)
         force = as_flag(force, "force")
         if self.probe.closed:
             raise RuntimeError("this recorder is closed; its frames stay readable with result(), and a new "
