@@ -1758,7 +1758,8 @@ def test_the_model_helpers_refuse_values_that_are_no_model(given):
     from cnnwidgets.core import probe as P
 
     # was: AttributeError ('NoneType' object has no attribute 'modules'), or an answer for a non-model
-    for helper in (P.channel_guesses, P.trained_input_size, P.default_input_sizes, P.plain_module):
+    for helper in (P.channel_guesses, P.trained_input_size, P.default_input_sizes, P.plain_module,
+                   P.input_kind_problem):
         with pytest.raises(TypeError, match=rf"{helper.__name__} takes a torch\.nn\.Module, got {type(given).__name__}"):
             helper(given)
     with pytest.raises(TypeError, match=rf"class_count takes a cnnwidgets Probe, got {type(given).__name__}"):
@@ -1766,3 +1767,4 @@ def test_the_model_helpers_refuse_values_that_are_no_model(given):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(4))
     assert P.channel_guesses(model) == (1, 3) and next(P.default_input_sizes(model)) == (1, 28, 28)
     assert P.plain_module(model) is model and P.trained_input_size(model) is None
+    assert P.input_kind_problem(model) is None

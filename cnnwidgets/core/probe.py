@@ -173,7 +173,11 @@ def input_kind_problem(model: nn.Module) -> str | None:
     it: a ``forward`` with more than one required argument, or a first convolution (see
     :func:`~cnnwidgets.core.layers.first_convolution`) of another dimension than 2-D. None when
     nothing shows (a model that fails may still need another size).
+
+    Raises:
+        TypeError: for a ``model`` that is no ``nn.Module``.
     """
+    _require_module(model, "input_kind_problem")
     return _several_inputs_problem(model) or _convolution_kind_problem(model)
 
 
