@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,10 +86,27 @@ class ModelInput:
     tensor: torch.Tensor
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tensor, torch.Tensor):
+            raise TypeError(f"ModelInput takes the model input as a torch.Tensor, (C, H, W) or (1, C, H, W), got "
+                            f"{type(self.tensor).__name__}")
+        kind = _no_values(self.tensor)
+        if kind:
+            raise ValueError(f"ModelInput was given a {kind} tensor, which holds no values to read; it takes an "
+                             "ordinary (dense) tensor, (C, H, W) or (1, C, H, W)")
         x = self.tensor.detach()
         if x.dim() == 4 and x.shape[0] == 1:
             x = x[0]
         object.__setattr__(self, "tensor", x.to("cpu", torch.float32, copy=True).contiguous())
+
+
+def _no_values(x: torch.Tensor) -> str:
+    """What kind of tensor ``x`` is when it has no values to read as they are (``"meta"``,
+    ``"sparse"``, ``"nested"``); ``""`` for an ordinary one."""
+    if x.is_nested:
+        return "nested"
+    if x.layout != torch.strided:
+        return "sparse"
+    return "meta" if x.is_meta else ""
 
 
 #: Share of a given model input's pixels that ``denormalize`` may put outside [0, 1] (beyond a
@@ -100,6 +118,8 @@ def outside_share(pixels: torch.Tensor | np.ndarray) -> float:
     """The share of ``pixels`` more than a resampling overshoot (0.05) outside [0, 1]: nil for a
     picture that was un-normalised right, large for one un-normalised by the wrong statistics."""
     values = torch.as_tensor(pixels)
+    if values.numel() == 0:
+        return 0.0  # nothing outside
     return float(((values < -0.05) | (values > 1.05)).float().mean())
 
 
@@ -166,6 +186,29 @@ def to_pil(image: Any) -> Image.Image:
     return load_image(image)
 
 
+def _preprocess_size(size: Any) -> tuple[int, int]:
+    """``size = (H, W)`` as two positive ints (whole floats taken).
+
+    Raises:
+        TypeError: for a size that is not a pair of whole numbers. ValueError: for a side below 1.
+    """
+    accepted = "a pair (H, W) of positive whole numbers of pixels"
+    if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)):
+        raise TypeError(f"size must be {accepted}, got {type(size).__name__} {size!r:.60}")
+    if len(size) != 2:
+        raise TypeError(f"size must be {accepted}, got {len(size)} value(s): {tuple(size)!r:.60}")
+    sides = []
+    for value in size:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"size must be {accepted}, got {tuple(size)!r:.60}")
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise ValueError(f"size must be {accepted}, got {tuple(size)!r:.60}")
+        sides.append(int(value))
+    if min(sides) < 1:
+        raise ValueError(f"size must be {accepted}, got {tuple(sides)}")
+    return sides[0], sides[1]
+
+
 def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Image.Image], torch.Tensor]:
     """The preprocessing the explorer uses when none is given.
 
@@ -175,9 +218,14 @@ def default_preprocess(size: tuple[int, int], channels: int = 3) -> Callable[[Im
     unnormalised, since grayscale models differ in what they were trained on.
 
     Raises:
-        ValueError: for a channel count other than 1 or 3 (give your own ``preprocess``).
+        TypeError: for a size that is not two whole numbers, or a channel count that is not an int.
+        ValueError: for a size that is not positive, or a channel count other than 1 or 3 (give
+            your own ``preprocess``).
     """
-    height, width = int(size[0]), int(size[1])
+    height, width = _preprocess_size(size)
+    if isinstance(channels, (bool, np.bool_)) or not isinstance(channels, (int, np.integer)):
+        raise TypeError(f"channels must be an int, 1 (grayscale) or 3 (RGB), got {channels!r:.60}")
+    channels = int(channels)
     if channels == 1:
         def grayscale(image: Image.Image) -> torch.Tensor:
             pil = to_pil(image).convert("L").resize((width, height), _BILINEAR)
@@ -208,6 +256,7 @@ def default_denormalize(x: torch.Tensor) -> np.ndarray:
     gray (clipped to [0, 1]).
 
     Raises:
+        TypeError: for anything but a torch.Tensor.
         ValueError: for a tensor that is not (1, H, W) or (3, H, W).
     """
     pixels = default_unnormalized(x).clamp(0, 1)
@@ -219,8 +268,12 @@ def default_unnormalized(x: torch.Tensor) -> torch.Tensor:
     them to [0, 1]: the ImageNet statistics undone for three channels, one channel as it is.
 
     Raises:
+        TypeError: for anything but a torch.Tensor.
         ValueError: for a tensor that is not (1, H, W) or (3, H, W).
     """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"the default denormalize takes a torch.Tensor (C, H, W), the model input, got "
+                        f"{type(x).__name__}")
     if x.dim() != 3 or x.shape[0] not in (1, 3):
         raise ValueError(
             f"the default denormalize handles (1, H, W) and (3, H, W) tensors, got shape {tuple(x.shape)}; "
@@ -319,8 +372,89 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+_BOX_ACCEPTED = "four whole numbers (x, y, w, h) of model-input pixels"
+
+
+def _box_number(value: Any, box: Any) -> int:
+    """One number of an occluder ``box`` as an int: an int (numpy's and 0-d tensors too) or a
+    float holding a whole number; a bool, a fraction, NaN, inf or anything else is refused."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"the occluder box {_box_text(box)} holds a bool; it must be {_BOX_ACCEPTED}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"the occluder box {_box_text(box)} holds {value!r:.40}, not a number; it must be "
+                        f"{_BOX_ACCEPTED}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"the occluder box {_box_text(box)} holds {_box_text(value)}, not a number; it must be "
+                        f"{_BOX_ACCEPTED}") from None
+    if not (math.isfinite(number) and number.is_integer()):
+        raise ValueError(f"the occluder box {_box_text(box)} holds {_box_text(value)}, not a whole number; it must "
+                         f"be {_BOX_ACCEPTED} (round the numbers first, or fit the box in with clamp_box)")
+    return int(number)
+
+
+def _box_text(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters (a huge int's repr may not even be made)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python writes out
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _number_text(value: int) -> str:
+    """``value`` as written in a message: 1e+300, not its 301 digits."""
+    if abs(value) < 2**53:
+        return str(value)
+    try:
+        return repr(float(value))
+    except OverflowError:
+        return f"a {value.bit_length()}-bit number"
+
+
+def _box_inside(box: Any, height: int, width: int) -> tuple[int, int, int, int]:
+    """``box = (x, y, w, h)`` as four ints, checked to lie inside a ``width x height`` image.
+
+    Raises:
+        TypeError: for a box that is not a sequence of four numbers, or holds a bool.
+        ValueError: for a box of another length, a number that is not whole or not finite, a box
+            without a positive width and height, or one partly outside the image.
+    """
+    if type(box) is tuple and len(box) == 4:
+        x, y, w, h = box
+        if not (type(x) is int and type(y) is int and type(w) is int and type(h) is int):
+            x, y, w, h = (_box_number(v, box) for v in box)
+    else:
+        if isinstance(box, (str, bytes, dict, set, frozenset)) or not hasattr(box, "__len__") \
+                or not hasattr(box, "__getitem__"):
+            raise TypeError(f"the occluder box must be {_BOX_ACCEPTED}, got {type(box).__name__} {_box_text(box)}")
+        if isinstance(box, (torch.Tensor, np.ndarray)) and box.ndim != 1:
+            raise ValueError(f"the occluder box must be {_BOX_ACCEPTED}, got an array of shape {tuple(box.shape)}")
+        if len(box) != 4:
+            raise ValueError(f"the occluder box must be {_BOX_ACCEPTED}, got {len(box)} numbers: {_box_text(box)}")
+        x, y, w, h = (_box_number(v, box) for v in box)
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > width or y + h > height:
+        given = "(" + ", ".join(_number_text(v) for v in (x, y, w, h)) + ")"
+        if w < 1 or h < 1:
+            raise ValueError(f"the occluder box {given} needs a positive width and height; it must be "
+                             f"{_BOX_ACCEPTED} inside the {width}x{height} image")
+        raise ValueError(f"the occluder box {given} does not lie inside the {width}x{height} image: it must be "
+                         f"{_BOX_ACCEPTED} with x >= 0, y >= 0, x + w <= {width} and y + h <= {height} (the box is "
+                         "not clipped: fit it in with clamp_box)")
+    return x, y, w, h
+
+
 #: The pixel value (in [0, 1], every colour) of the flat fills.
 _FILL_LEVELS = {"gray": 0.5, "black": 0.0}
+
+
+def _unknown_fill(fill: Any) -> ValueError:
+    return ValueError(f"unknown occluder fill {fill!r:.60}; accepted: {', '.join(FILLS)}")
 
 
 def _noise_pixels(shape: Sequence[int]) -> torch.Tensor:
@@ -384,6 +518,9 @@ class ImageInput:
     fourth_channel_dropped: bool = False
     _fills: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _shown_fills: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict, repr=False)
+    #: which input channel each colour of :attr:`display` shows (-1: none), and the colour's value
+    #: where it shows none; None where ``denormalize`` is not per-channel affine
+    _colours: tuple[tuple[int, ...], tuple[float, ...]] | None = field(default=None, repr=False)
 
     @classmethod
     def prepare(
@@ -416,11 +553,19 @@ class ImageInput:
         x = image.tensor if given else _run_preprocess(preprocess, pil, name)
         made, must = ("the model input given is", "be") if given else ("preprocess returned", "return")
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"preprocess must return a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"preprocess must return a torch.Tensor, the model input (C, H, W) (or (1, C, H, W)), "
+                            f"got {type(x).__name__}")
+        kind = _no_values(x)
+        if kind:
+            raise ValueError(f"{made} a {kind} tensor, which holds no values to read; it must {must} an ordinary "
+                             "(dense) (C, H, W) tensor (e.g. .to_dense(), or a tensor made on the CPU)")
         if x.dim() == 4 and x.shape[0] == 1:
             x = x[0]
         if x.dim() != 3:
             raise ValueError(f"{made} a tensor of shape {tuple(x.shape)}; it must {must} a (C, H, W) tensor")
+        if x.numel() == 0:
+            raise ValueError(f"{made} a tensor of shape {tuple(x.shape)}, without pixels; it must {must} a (C, H, W) "
+                             "tensor with at least one channel and pixel")
         if x.shape[-1] in (1, 3, 4) and min(x.shape[0], x.shape[1]) > 4:
             raise ValueError(
                 f"{made} a tensor of shape {tuple(x.shape)}, which looks like (H, W, C); it must {must} (C, H, W) "
@@ -463,19 +608,31 @@ class ImageInput:
                 if mean is None or not bool((mean[~torch.isnan(mean)] > 1.0 + PICTURE_SLACK).any()):
                     _check_inverted(x, shown, mean, std)
             raise
-        mean, std = cls._affine(x, denormalize)
+        mean, std, colours = cls._affine_map(x, denormalize)
         if given:
             _check_inverted(x, shown, mean, std)
         # NaN from a denormalize of a finite input is shown black, without numpy's warning about casting it
         display = np.clip(np.nan_to_num(shown * 255.0 + 0.5, nan=0.0), 0, 255).astype(np.uint8)
+        # in C order (a denormalize's permuted tensor is not): the occluded picture copies it on every move
+        display = np.ascontiguousarray(display)
         return cls(name=name, tensor=x.unsqueeze(0), display=display, pixel_mean=mean, pixel_std=std,
                    source_size=None if pil is None else pil.size,
-                   fourth_channel_dropped=pil is not None and x.shape[0] == 4 and bool(pil.info.get(COMPOSITED)))
+                   fourth_channel_dropped=pil is not None and x.shape[0] == 4 and bool(pil.info.get(COMPOSITED)),
+                   _colours=colours)
+
+    @classmethod
+    def _affine(cls, x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Read ``pixel = x * std + mean`` per input channel off ``denormalize`` (None, None if it is
+        not of that form; NaN for the input channels it does not show): see :meth:`_affine_map`."""
+        mean, std, _ = cls._affine_map(x, denormalize)
+        return mean, std
 
     @staticmethod
-    def _affine(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Read ``pixel = x * std + mean`` per input channel off ``denormalize`` (None, None if it is
-        not of that form; NaN for the input channels it does not show).
+    def _affine_map(x: torch.Tensor, denormalize) -> tuple[torch.Tensor | None, torch.Tensor | None, Any]:
+        """Read ``pixel = x * std + mean`` per input channel off ``denormalize`` (None, None, None if it is
+        not of that form; NaN for the input channels it does not show), and which channel each
+        colour of the picture shows: ``((channel or -1 per colour), (the colour's value where it
+        shows none, per colour))``.
 
         One probe image of C + 1 pixels, zero but for ``0.1`` in channel ``j`` at pixel ``j + 1``,
         gives each colour's dependence on each channel: every colour may follow one channel at
@@ -488,14 +645,14 @@ class ImageInput:
         try:
             out = torch.from_numpy(_as_hwc(denormalize(probe))[0].copy()).double()  # (C + 1, 3)
         except Exception:  # noqa: BLE001 - an unusual denormalize only costs the pixel fills
-            return None, None
+            return None, None, None
         if out.shape[0] != c + 1:
-            return None, None
+            return None, None, None
         base = out[0]  # (3,)
         slopes = (out[1:] - base) / step  # (C, 3): d colour k / d channel j
         follows = slopes.abs() > 1e-6
         if (follows.sum(dim=0) > 1).any():
-            return None, None  # a colour mixes channels
+            return None, None, None  # a colour mixes channels
         mean = torch.full((c,), math.nan, dtype=torch.float64)
         std = torch.full((c,), math.nan, dtype=torch.float64)
         for j in range(c):
@@ -504,23 +661,25 @@ class ImageInput:
                 continue  # not shown: no pixel value for this channel
             s_j, m_j = slopes[j, colours], base[colours]
             if (s_j - s_j[0]).abs().max() > 1e-4 or (m_j - m_j[0]).abs().max() > 1e-4:
-                return None, None  # shown in several colours, but not as gray
+                return None, None, None  # shown in several colours, but not as gray
             std[j], mean[j] = s_j[0], m_j[0]
         if torch.isnan(std).all():
-            return None, None
+            return None, None, None
         # check on the real image (pixels inside (0, 1), where a clamp in denormalize cannot bite)
         try:
             pixels = torch.from_numpy(_as_hwc(denormalize(x))).double().permute(2, 0, 1)  # (3, H, W)
         except Exception:  # noqa: BLE001
-            return None, None
+            return None, None, None
         source = follows.double().argmax(dim=0)  # the channel each colour follows (if any)
         followed = follows.any(dim=0)
         slope = torch.where(followed, slopes[source, torch.arange(3)], torch.zeros(3, dtype=torch.float64))
         predicted = x.double()[source] * slope.view(3, 1, 1) + base.view(3, 1, 1)
         inside = (predicted > 0.01) & (predicted < 0.99)
         if inside.any() and (pixels - predicted)[inside].abs().max() > 1e-3:
-            return None, None
-        return mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1)
+            return None, None, None
+        colours = (tuple(int(j) if f else -1 for j, f in zip(source.tolist(), followed.tolist())),
+                   tuple(float(v) for v in base.tolist()))
+        return mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1), colours
 
     @property
     def size(self) -> tuple[int, int]:
@@ -556,7 +715,10 @@ class ImageInput:
             ValueError: for an unknown fill; :class:`FillError` (a ValueError) for a pixel fill
                 the normalisation cannot express.
         """
-        cached = self._fills.get(fill)
+        try:
+            cached = self._fills.get(fill)
+        except TypeError:  # unhashable: no fill's name
+            raise _unknown_fill(fill) from None
         if cached is not None:
             return cached
         x = self.tensor
@@ -569,7 +731,7 @@ class ImageInput:
         elif fill == "noise":
             value = self._from_pixels(_noise_pixels(x.shape), fill)
         else:
-            raise ValueError(f"unknown occluder fill {fill!r}; accepted: {', '.join(FILLS)}")
+            raise _unknown_fill(fill)
         value = value.contiguous()
         self._fills[fill] = value
         return value
@@ -577,15 +739,18 @@ class ImageInput:
     def occluded(self, box: Sequence[int] | None, fill: str = "gray") -> torch.Tensor:
         """The preprocessed batch with ``box = (x, y, w, h)`` replaced by ``fill`` (the original if None).
 
+        The box is four whole numbers of model-input pixels (ints, or floats such as ``4.0``) and
+        must lie inside the image: it is not clipped (:func:`~cnnwidgets.widgets.occluder.clamp_box`
+        fits a box in).
+
         Raises:
-            ValueError: for a box outside the image or an unknown fill.
+            TypeError: for a box that is not four numbers (a bool among them).
+            ValueError: for a box partly outside the image, without a positive width and height, with
+                a number that is not whole or not finite, or an unknown fill.
         """
         if box is None:
             return self.tensor
-        bx, by, bw, bh = (int(v) for v in box)
-        h, w = self.size
-        if bw < 1 or bh < 1 or bx < 0 or by < 0 or bx + bw > w or by + bh > h:
-            raise ValueError(f"occluder box {tuple(box)} does not lie inside the {w}x{h} image")
+        bx, by, bw, bh = _box_inside(box, *self.size)
         source = self.fill_tensor(fill)
         out = self.tensor.clone()
         out[..., by : by + bh, bx : bx + bw] = source[..., by : by + bh, bx : bx + bw]
@@ -604,14 +769,19 @@ class ImageInput:
             ValueError: for an unknown fill.
         """
         key = (fill, bool(gray))
-        cached = self._shown_fills.get(key)
+        try:
+            cached = self._shown_fills.get(key)
+        except TypeError:  # unhashable: no fill's name
+            raise _unknown_fill(fill) from None
         if cached is not None:
             return cached
         if gray:
             shown = desaturate(self.display_fill(fill))
         else:
             h, w = self.display.shape[:2]
-            if fill in _FILL_LEVELS:
+            if fill in PIXEL_FILLS and self._colours is not None:
+                shown = self._pixel_fill_shown(fill)
+            elif fill in _FILL_LEVELS:
                 shown = np.full((h, w, 3), round(255 * _FILL_LEVELS[fill]), dtype=np.uint8)
             elif fill == "mean":
                 shown = np.empty((h, w, 3), dtype=np.uint8)
@@ -625,10 +795,27 @@ class ImageInput:
                 blurred = _gaussian_blur(picture, self._blur_sigma)[0].permute(1, 2, 0)
                 shown = blurred.round().clamp(0, 255).to(torch.uint8).numpy()
             else:
-                raise ValueError(f"unknown occluder fill {fill!r}; accepted: {', '.join(FILLS)}")
+                raise _unknown_fill(fill)
         shown = np.ascontiguousarray(shown)
         shown.flags.writeable = False
         self._shown_fills[key] = shown
+        return shown
+
+    def _pixel_fill_shown(self, fill: str) -> np.ndarray:
+        """The picture of the pixel fill ``fill`` as :attr:`display` shows the model's input: each
+        colour the fill's pixel value of the channel that colour shows (a BGR model's first
+        channel in blue), or the colour's own constant where it shows no channel."""
+        h, w = self.display.shape[:2]
+        c = self.tensor.shape[1]
+        if fill == "noise":
+            pixels = _noise_pixels(self.tensor.shape)[0].numpy()  # (C, H, W), as fill_tensor's
+        else:
+            pixels = np.full((c, 1, 1), _FILL_LEVELS[fill], dtype=np.float32)
+        source, base = self._colours
+        shown = np.empty((h, w, 3), dtype=np.uint8)
+        for k in range(3):
+            value = pixels[source[k]] if source[k] >= 0 else np.float32(base[k])
+            shown[..., k] = np.round(np.clip(value, 0.0, 1.0) * 255.0)
         return shown
 
     def _gray_display(self) -> np.ndarray:
@@ -643,18 +830,16 @@ class ImageInput:
     def occluded_display(self, box: Sequence[int] | None, fill: str = "gray", gray: bool = False) -> np.ndarray:
         """:attr:`display` with ``box = (x, y, w, h)`` showing ``fill`` (see :meth:`display_fill`), as
         the model sees the occluded input; in shades of gray with ``gray``. Read-only: the image itself
-        (or its gray version) when ``box`` is None, else a new array.
+        (or its gray version) when ``box`` is None, else a new array. The box is taken as by
+        :meth:`occluded`.
 
         Raises:
-            ValueError: for a box outside the image or an unknown fill.
+            TypeError, ValueError: as :meth:`occluded`.
         """
         base = self._gray_display() if gray else self.display
         if box is None:
             return base
-        bx, by, bw, bh = (int(v) for v in box)
-        h, w = self.size
-        if bw < 1 or bh < 1 or bx < 0 or by < 0 or bx + bw > w or by + bh > h:
-            raise ValueError(f"occluder box {tuple(box)} does not lie inside the {w}x{h} image")
+        bx, by, bw, bh = _box_inside(box, *self.size)
         out = base.copy()
         out[by : by + bh, bx : bx + bw] = self.display_fill(fill, gray)[by : by + bh, bx : bx + bw]
         return out
@@ -662,7 +847,13 @@ class ImageInput:
     def fill_color(self, fill: str) -> str:
         """A CSS colour previewing ``fill`` in the browser (the box is drawn with it): the fill's own
         colour, opaque, as the model sees it; for blur and noise, which :meth:`fill_image` shows,
-        a see-through stand-in."""
+        a see-through stand-in.
+
+        Raises:
+            ValueError: for an unknown fill.
+        """
+        if not isinstance(fill, str) or fill not in FILLS:
+            raise _unknown_fill(fill)
         if fill in ("black", "gray", "mean"):
             r, g, b = (int(v) for v in self.display_fill(fill)[0, 0])
             return f"rgb({r}, {g}, {b})"
@@ -673,7 +864,13 @@ class ImageInput:
     def fill_image(self, fill: str) -> str:
         """A ``data:`` URL of the PNG of :meth:`display_fill` for a ``fill`` that is no flat colour
         (blur, noise), for the browser to show under the box; ``""`` for the others (see
-        :meth:`fill_color`)."""
+        :meth:`fill_color`).
+
+        Raises:
+            ValueError: for an unknown fill.
+        """
+        if not isinstance(fill, str) or fill not in FILLS:
+            raise _unknown_fill(fill)
         if fill not in ("blur", "noise"):
             return ""
         return "data:image/png;base64," + base64.b64encode(encode_png(np.asarray(self.display_fill(fill)))).decode()

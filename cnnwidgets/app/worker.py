@@ -124,7 +124,12 @@ class NewestFirstWorker:
         return not isinstance(exc, Exception) and threading.current_thread() is not self._thread
 
     def _replace(self, item: Any) -> bool:
-        """Make ``item`` the newest request (hold ``self._cond``); True if it replaced a waiting one."""
+        """Make ``item`` the newest request (hold ``self._cond``); True if it replaced a waiting one.
+
+        A closed worker takes no request: ``item`` is dropped (it would wait for ever, and
+        :meth:`wait_idle` with it)."""
+        if self._closed:
+            return False
         replaced = self._pending is not None
         self._pending = item
         self._generation += 1
@@ -257,16 +262,25 @@ class NewestFirstWorker:
                     sys.excepthook(*sys.exc_info())
 
     def _drain(self) -> None:
-        if self._draining:  # a callback submitted a request: the loop below serves it next
-            return
-        self._draining = True
+        # one caller serves at a time: a callback submitting a request, or another thread doing so
+        # meanwhile, leaves it to the loop below, which serves it next. Taking the lock for the check
+        # and for the end of the loop (no request left) means a request never waits unserved.
+        with self._cond:
+            if self._draining:
+                return
+            self._draining = True
         try:
-            while (taken := self._take(block=False)) is not None:
+            while True:
+                with self._cond:
+                    taken = self._take(block=False)
+                    if taken is None:
+                        self._draining = False
+                        return
                 self._serve(*taken)
         except BaseException:
             # the user interrupted (or a callback failed): the caller gets the exception, and the
             # worker is left idle, ready for the next request
+            with self._cond:
+                self._draining = False
             self._abandon()
             raise
-        finally:
-            self._draining = False

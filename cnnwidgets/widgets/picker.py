@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import ipywidgets as w
@@ -118,17 +119,30 @@ class ImagePicker(w.HBox):
         """Add an uploaded file (``data``, the bytes of a file called ``name``) as an entry and select it;
         returns the entry's name.
 
-        A file with the same name and bytes as one still offered selects that entry again. Past
+        A file with the same name and bytes as one still offered selects that entry again; a name
+        already offered for something else gets a number (``"cat.png (uploaded 2)"``). Past
         :attr:`MAX_UPLOADS` uploads, the oldest ones are dropped (not the entry selected before).
+
+        Raises:
+            ValueError: for a name that is not a non-empty string, or data that is not bytes.
         """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an uploaded file needs a non-empty name, got {name!r:.60}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"an uploaded file's data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
         entry = f"{name}{_UPLOAD_SUFFIX}"
-        serial = 2
-        while entry in self._uploads:
-            if self._uploads[entry] == data:
-                if self.dropdown.value == entry:
+        numbered = re.compile(re.escape(f"{name}{_UPLOAD_SUFFIX[:-1]} ") + r"\d+\)")
+        for offered, held in self._uploads.items():
+            if held == data and (offered == entry or numbered.fullmatch(offered)):
+                if self.dropdown.value == offered:
                     self.reuploads += 1
-                self.dropdown.value = entry  # the same file again
-                return entry
+                self.dropdown.value = offered  # the same file again
+                return offered
+        serial = 2
+        # an entry of that name that is no upload of these bytes (another file's, a sample's, an image
+        # given in Python) is not taken over: the upload gets the next free name
+        while entry in self._uploads or entry in self.dropdown.options:
             entry = f"{name}{_UPLOAD_SUFFIX[:-1]} {serial})"
             serial += 1
         self._uploads[entry] = data

@@ -139,7 +139,8 @@ class UploadButton(BrowserSetsOnly, anywidget.AnyWidget):
         if upload_id is not None and upload_id == self._dropped:
             return  # the rest of a file already reported as not arrived
         if size is None or offset is None:
-            self._partial = None
+            if partial is not None and partial["id"] == upload_id:
+                self._partial = None  # that file's upload ends; another file's arriving goes on
             self._dropped = upload_id
             self.send({"kind": "stop", "id": upload_id})
             self._problem(f"{name} arrived broken (a piece without its size and offset in bytes); please upload "
