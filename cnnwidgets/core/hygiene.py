@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin
 
 __all__ = ["ModelSnapshot", "hook_count"]
 
@@ -28,16 +30,46 @@ _HOOK_DICTS = (
 )
 
 
+def _check_module(model: Any, what: str = "model") -> None:
+    if not isinstance(model, nn.Module):
+        text = repr(model)
+        raise TypeError(f"{what} must be a torch.nn.Module, got {type(model).__name__} "
+                        f"{text[:60]}{'...' if len(text) > 60 else ''}")
+
+
 def hook_count(module: nn.Module) -> int:
     """Number of hooks registered on ``module`` itself: forward and backward hooks, and the
-    state-dict hooks that saving or loading the model would run."""
+    state-dict hooks that saving or loading the model would run.
+
+    Raises:
+        TypeError: when ``module`` is not an ``nn.Module``.
+    """
+    _check_module(module, "module")
     return sum(len(getattr(module, attr, None) or {}) for attr in _HOOK_DICTS)
+
+
+def _hook_ids(module: nn.Module) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """The ids of the hooks registered on ``module`` itself, per kind: each registration has its own,
+    so one hook taken off and another put on in its place is told apart."""
+    return tuple((attr, tuple(getattr(module, attr, None) or {})) for attr in _HOOK_DICTS)
 
 
 def _tensor_hook_count(tensor: torch.Tensor) -> int:
     """Hooks on a parameter or buffer itself (``tensor.register_hook`` and
     ``register_post_accumulate_grad_hook``)."""
     return sum(len(getattr(tensor, attr, None) or {}) for attr in ("_backward_hooks", "_post_accumulate_grad_hooks"))
+
+
+def _uninitialized(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a lazy module's parameter or buffer that has no shape nor values yet."""
+    return isinstance(tensor, UninitializedTensorMixin)
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor``'s values; for a lazy one not yet initialised, an empty meta tensor (no values)."""
+    if _uninitialized(tensor):
+        return torch.empty(0, device="meta", dtype=tensor.dtype)
+    return tensor.detach().clone()
 
 
 def _same(before: torch.Tensor, after: torch.Tensor) -> bool:
@@ -77,6 +109,8 @@ class ModelSnapshot:
         devices: each parameter's and buffer's device, as a string.
         strides: each parameter's and buffer's strides (its memory layout).
         identities: ``id`` of every parameter and buffer object.
+        hook_ids: the ids of each module's hooks, per kind (a hook replaced by another one is a
+            change, though the count stays).
     """
 
     structure: list[tuple[str, int, str]]
@@ -91,10 +125,16 @@ class ModelSnapshot:
     #: ``id`` of every parameter and buffer object: a parameter replaced by another one, even
     #: with the same values, is a change (an optimizer holding the old one no longer trains it)
     identities: dict[str, int]
+    hook_ids: dict[str, tuple] = field(default_factory=dict)
 
     @classmethod
     def take(cls, model: nn.Module) -> ModelSnapshot:
-        """A snapshot of ``model`` now (its tensors and gradients are copied, so later changes show)."""
+        """A snapshot of ``model`` now (its tensors and gradients are copied, so later changes show).
+
+        Raises:
+            TypeError: when ``model`` is not an ``nn.Module``.
+        """
+        _check_module(model)
         modules = list(model.named_modules())
         named = dict(model.named_parameters())
         named.update({f"buffer:{k}": v for k, v in model.named_buffers()})
@@ -106,33 +146,48 @@ class ModelSnapshot:
             inplace={name: m.inplace for name, m in modules if isinstance(getattr(m, "inplace", None), bool)},
             requires_grad={k: v.requires_grad for k, v in named.items()},
             grads={k: (None if v.grad is None else v.grad.detach().clone()) for k, v in named.items()},
-            tensors={k: v.detach().clone() for k, v in named.items()},
+            tensors={k: _copy(v) for k, v in named.items()},
             devices={k: str(v.device) for k, v in named.items()},
-            strides={k: tuple(v.stride()) for k, v in named.items()},
+            strides={k: () if _uninitialized(v) else tuple(v.stride()) for k, v in named.items()},
             identities={k: id(v) for k, v in named.items()},
+            hook_ids={name: _hook_ids(m) for name, m in modules},
         )
 
     def differences(self, model: nn.Module) -> list[str]:
-        """Human-readable list of what changed in ``model`` since the snapshot (empty when nothing did)."""
+        """Human-readable list of what changed in ``model`` since the snapshot (empty when nothing did).
+
+        Raises:
+            TypeError: when ``model`` is not an ``nn.Module``.
+        """
         now = ModelSnapshot.take(model)
         diffs: list[str] = []
         if now.structure != self.structure:
             diffs.append("module structure changed")
-        for field in ("training", "hooks", "inplace", "requires_grad", "devices", "strides"):
-            before, after = getattr(self, field), getattr(now, field)
+        for key in sorted(self.tensors.keys() - now.tensors.keys()):
+            diffs.append(f"{_tensor_name(key)} was removed")
+        for key in sorted(now.tensors.keys() - self.tensors.keys()):
+            diffs.append(f"{_tensor_name(key)} was added")
+        common = self.tensors.keys() & now.tensors.keys()
+        added_or_removed = self.tensors.keys() ^ now.tensors.keys()
+        for name in ("training", "hooks", "inplace", "requires_grad", "devices", "strides"):
+            before, after = getattr(self, name), getattr(now, name)
             for key in sorted(set(before) | set(after)):
+                if key in added_or_removed or key.startswith("tensor:") and key[len("tensor:"):] in added_or_removed:
+                    continue  # named above
                 if before.get(key) != after.get(key):
-                    diffs.append(f"{field}[{key!r}]: {before.get(key)!r} -> {after.get(key)!r}")
+                    diffs.append(f"{name}[{key!r}]: {before.get(key)!r} -> {after.get(key)!r}")
+        for key in sorted(set(self.hook_ids) & set(now.hook_ids)):
+            if self.hooks.get(key) == now.hooks.get(key) and self.hook_ids[key] != now.hook_ids[key]:
+                diffs.append(f"hooks[{key!r}]: a hook was replaced by another one")
         for key in sorted(set(self.identities) & set(now.identities)):
             if self.identities[key] != now.identities[key]:
                 diffs.append(f"{key!r} was replaced by another tensor object")
-        for key, before in self.grads.items():
-            after = now.grads.get(key)
+        for key in sorted(common):
+            before, after = self.grads[key], now.grads[key]
             if (before is None) != (after is None) or (before is not None and not _same(before, after)):
                 diffs.append(f"grad of {key!r} changed")
-        for key, before in self.tensors.items():
-            after = now.tensors.get(key)
-            if after is None or not _same(before, after):
+        for key in sorted(common):
+            if not _same(self.tensors[key], now.tensors[key]):
                 diffs.append(f"values of {key!r} changed")
         return diffs
 
@@ -141,3 +196,8 @@ class ModelSnapshot:
         diffs = self.differences(model)
         if diffs:
             raise AssertionError("the model was changed:\n  " + "\n  ".join(diffs))
+
+
+def _tensor_name(key: str) -> str:
+    """A snapshot's key of a parameter or buffer, in words: ``parameter 'fc.weight'``, ``buffer 'bn.running_mean'``."""
+    return f"buffer {key[len('buffer:'):]!r}" if key.startswith("buffer:") else f"parameter {key!r}"

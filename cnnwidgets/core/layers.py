@@ -73,8 +73,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.overrides import TorchFunctionMode
 
 from cnnwidgets.core.targets import empty_map_message, output_tensor
@@ -196,7 +198,14 @@ class LayerInfo:
 
     def channels_first(self, activation: torch.Tensor) -> torch.Tensor:
         """This layer's output batch ``activation`` with channels on dim 1: a (N, C, H, W) view (no
-        copy, autograd intact) of a channels-last (N, H, W, C) output; any other output unchanged."""
+        copy, autograd intact) of a channels-last (N, H, W, C) output; any other output unchanged.
+
+        Raises:
+            TypeError: when ``activation`` is not a tensor.
+        """
+        if not isinstance(activation, torch.Tensor):
+            raise TypeError(f"activation must be a torch.Tensor, a batch of this layer's outputs; got "
+                            f"{_described(activation)}")
         if self.layout == "HWC" and activation.dim() == 4:
             return activation.permute(0, 3, 1, 2)
         return activation
@@ -222,35 +231,57 @@ class LayerInfo:
         return f"{self.name}  {self.type}  {shape}"
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) == 1:
-            return int(value[0]), int(value[0])
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+def _sizes(value: Any) -> tuple[int, ...]:
+    """A module's size attribute (``kernel_size``, ``stride`` ...) as a tuple of ints, one per dimension."""
+    if isinstance(value, (tuple, list, torch.Size)):
+        return tuple(int(v) for v in value)
+    return (int(value),)
 
 
 def module_geometry(module: nn.Module) -> tuple[int, int, int, int] | None:
-    """(kernel, stride, padding, dilation) of ``module`` for square conv/pool modules, else None (also
-    for circular padding: a border unit's window wraps to the opposite edge, which no box describes)."""
-    if getattr(module, "padding_mode", "zeros") == "circular":
+    """(kernel, stride, padding, dilation) of ``module`` for square conv/pool modules (the same in every
+    dimension), else None: also for a module without a window (no ``kernel_size``), and for circular
+    padding, where a border unit's window wraps to the opposite edge, which no box describes.
+
+    Raises:
+        TypeError: when ``module`` is not an ``nn.Module``.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"module must be a torch.nn.Module (a convolution or pooling layer), got {_described(module)}"
+        )
+    if getattr(module, "padding_mode", "zeros") == "circular" or getattr(module, "kernel_size", None) is None:
         return None
-    kernel = _pair(module.kernel_size)
-    stride = _pair(module.stride if module.stride is not None else module.kernel_size)
-    dilation = _pair(getattr(module, "dilation", 1))
-    padding_attr = getattr(module, "padding", 0)
-    if isinstance(padding_attr, str):
-        if padding_attr == "valid":
-            padding = (0, 0)
-        else:  # 'same' (stride 1 only, enforced by torch)
-            padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
-    else:
-        padding = _pair(padding_attr)
-    if kernel[0] != kernel[1] or stride[0] != stride[1] or padding[0] != padding[1] or dilation[0] != dilation[1]:
+    try:
+        kernel = _sizes(module.kernel_size)
+        stride_attr = getattr(module, "stride", None)
+        # no stride, or an empty one (torch's pooling takes ``stride=()`` too): the kernel size
+        stride = _sizes(stride_attr) if stride_attr is not None else ()
+        stride = stride or kernel
+        dilation = _sizes(getattr(module, "dilation", 1))
+        padding_attr = getattr(module, "padding", 0)
+        uneven = False  # more padding after the map than before it
+        if isinstance(padding_attr, str):
+            # 'valid': none; 'same' (stride 1 only, enforced by torch): the top/left half of the total, rounded
+            # down, so an odd total puts one row (column) more after the map
+            dilations = dilation * len(kernel) if len(dilation) == 1 else dilation
+            padding = (0,) if padding_attr == "valid" else tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilations))
+            uneven = padding_attr != "valid" and any(d * (k - 1) % 2 for k, d in zip(kernel, dilations))
+        else:
+            padding = _sizes(padding_attr)
+    except (TypeError, ValueError):  # sizes that are not ints: not a window this describes
         return None
-    if getattr(module, "padding_mode", "zeros") != "zeros" and padding[0] > dilation[0] * (kernel[0] - 1) // 2:
+    if any(len(set(values)) != 1 for values in (kernel, stride, padding, dilation)):
+        return None
+    kernel, stride, padding, dilation = kernel[:1], stride[:1], padding[:1], dilation[:1]
+    mode = getattr(module, "padding_mode", "zeros")
+    if mode != "zeros" and padding[0] > dilation[0] * (kernel[0] - 1) // 2:
         # reflected or replicated padding wider than half the window: a border unit reads
         # pixels beyond its box, mirrored back into the image
+        return None
+    if mode == "reflect" and uneven:
+        # the last unit's window is centred past the last pixel: the rows it mirrors back lie
+        # before its box (replicated padding repeats the last pixel, which its window holds)
         return None
     return kernel[0], stride[0], padding[0], dilation[0]
 
@@ -294,6 +325,8 @@ def rule_applies(module: nn.Module) -> bool:
     dropout; not a Linear, which mixes whatever its last dimension holds). Normalisation layers
     count as per position whatever their forward (ConvNeXt's LayerNorm2d permutes to normalise
     over channels)."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module (a layer of a model), got {_described(module)}")
     if isinstance(module, NORMALISATION_MODULES):
         return True
     forward = getattr(type(module), "forward", None)
@@ -309,8 +342,37 @@ def rule_applies(module: nn.Module) -> bool:
 _MIXING = (
     "conv", "pool", "pad", "roll", "flip", "rot90", "cum", "sort", "interpolate", "upsample", "grid_sample",
     "fold", "linear", "matmul", "mm", "einsum", "tensordot", "attention", "fft", "gather", "scatter", "index",
-    "take", "as_strided",
+    "take", "as_strided", "diff", "gradient",
 )
+
+
+def _advanced_index_on(index: Any, ndim: int, dims: tuple[int, ...]) -> bool:
+    """Whether the index of ``x[index]`` (or ``x[index] = y``) on a tensor with ``ndim`` dimensions picks
+    entries of one of ``dims`` by a tensor, a list or an array (``x[:, :, order]``): a copy whose
+    positions along that dimension may come in any order (rows reversed, shuffled, repeated). Plain
+    ints and slices keep the order (a view, checked by its strides)."""
+    entries = index if isinstance(index, tuple) else (index,)  # x[[2, 0, 1]]: a list picks along dimension 0
+
+    def width(entry: Any) -> int:  # how many of the tensor's dimensions an entry takes
+        if entry is None or entry is Ellipsis:
+            return 0
+        if isinstance(entry, torch.Tensor) and entry.dtype == torch.bool:
+            return max(entry.dim(), 1)
+        return 1
+
+    ellipsis = ndim - sum(width(e) for e in entries)
+    dim = 0
+    for entry in entries:
+        if entry is Ellipsis:
+            dim += ellipsis
+            continue
+        taken = range(dim, dim + width(entry))
+        dim += width(entry)
+        plain = entry is None or isinstance(entry, (int, slice)) or (
+            isinstance(entry, torch.Tensor) and entry.dim() == 0 and entry.dtype != torch.bool)
+        if not plain and any(d in dims for d in taken):
+            return True
+    return False
 
 
 class _ChannelsLast(tuple):
@@ -497,6 +559,12 @@ class _FunctionGeometry(TorchFunctionMode):
     def _geometry(
         self, name: str, args: tuple, kwargs: dict, output: torch.Tensor, tracked: list[torch.Tensor]
     ) -> Geometry | None:
+        if name in ("__getitem__", "__setitem__") and len(args) > 1 and isinstance(args[0], torch.Tensor):
+            indexed = args[0]
+            ndim = indexed.dim()
+            dims = (1, 2) if _channels_last(self._geometry_of.get(indexed)) else (ndim - 2, ndim - 1)
+            if _advanced_index_on(args[1], ndim, dims):
+                return None  # positions picked in another order (x[:, :, order]), or written there
         if name == "permute" and len(tracked) == 1 and output.dim() == 4:
             # between (N, C, H, W) and channels-last (N, H, W, C): the same positions, moved
             geometry, order = self._geometry_of[tracked[0]], _permuted(args, kwargs)
@@ -539,7 +607,19 @@ def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
         name: the name given.
         names: the layer names to choose from.
         n: the most matches returned.
+
+    Raises:
+        TypeError: for a ``name`` that is not a str, ``names`` that are not a list of str, or an ``n``
+            that is not an int. ValueError: for a negative ``n``.
     """
+    names = _check_names(name, names)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int, the most names to suggest; got {_described(n)}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be 0 or more, the most names to suggest; got {n}")
+    if n == 0:
+        return []
     same_but_case = [candidate for candidate in names if candidate.lower() == name.lower()]
     if same_but_case:  # "Conv1" for "conv1", "FEATURES.CONV3": too far apart for difflib
         return same_but_case[:n]
@@ -550,6 +630,23 @@ def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
     if not close:
         close = [candidate for candidate in names if name and name.lower() in candidate.lower()][:n]
     return close
+
+
+def _check_names(name: Any, names: Any) -> list[str]:
+    """``names`` as a list, after checking that ``name`` is a str and ``names`` a collection of str."""
+    if not isinstance(name, str):
+        raise TypeError(f"the layer name must be a str, got {_described(name)}")
+    if isinstance(names, (str, bytes)) or not isinstance(names, (Sequence, set, frozenset, dict, type({}.keys()))):
+        raise TypeError(
+            f"names must be a list of layer names (str), such as list(probe.layers); got {_described(names)}"
+        )
+    listed = list(names)
+    wrong = [item for item in listed if not isinstance(item, str)]
+    if wrong:
+        raise TypeError(
+            f"names must be a list of layer names (str); it holds {_described(wrong[0])}"
+        )
+    return listed
 
 
 def is_convolution(module: nn.Module) -> bool:
@@ -575,6 +672,9 @@ def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = N
     ``torch.compile``) whose rest is a known layer is told to drop it: the probe unwraps such
     wrappers, so layers are named as in the wrapped model.
     """
+    names = _check_names(name, names)
+    if model is not None:
+        _check_model(model)
     listing = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
     if name == "":
         # named_modules() calls the model itself '': not a layer inside it
@@ -599,11 +699,40 @@ def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = N
     return KeyError(f"unknown layer {name!r}.{hint} Known layers: {listing}")
 
 
+def _check_info(info: Any, input_size: Any) -> tuple[int, ...] | None:
+    """``input_size`` as a tuple of ints (or None), after checking ``info`` is a LayerInfo."""
+    if not isinstance(info, LayerInfo):
+        raise TypeError(
+            f"info must be a LayerInfo (a value of probe.layers or of discover_layers(...)), got "
+            f"{_described(info)}"
+        )
+    if input_size is None:
+        return None
+    try:
+        sizes = tuple(input_size)
+        ok = len(sizes) in (2, 3) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            or isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool
+            for v in sizes
+        )
+    except TypeError:
+        ok = False
+    if not ok or isinstance(input_size, (str, bytes)):
+        raise TypeError(f"input_size must be None or the (C, H, W) (or (H, W)) of ints the layer was described at; "
+                        f"got {input_size!r:.60}")
+    return tuple(int(v) for v in sizes)
+
+
 def empty_map_error(info: LayerInfo, input_size: Sequence[int] | None = None) -> ValueError:
     """The error for the layer ``info`` describes, whose feature map is empty (see :attr:`LayerInfo.empty_map`).
 
     ``input_size`` is the (C, H, W) (or (H, W)) input the layer was described at, to name in the message.
+
+    Raises:
+        TypeError: when ``info`` is not a :class:`LayerInfo`, or ``input_size`` not None or a (C, H, W)
+            or (H, W) of ints.
     """
+    input_size = _check_info(info, input_size)
     shape = info.map_shape or ()
     if shape and shape[0] == 0 and 0 not in shape[1:]:
         return ValueError(
@@ -623,7 +752,10 @@ def check_map_not_empty(info: LayerInfo, input_size: Sequence[int] | None = None
 
     Raises:
         ValueError: :func:`empty_map_error`, naming the layer, its shape and ``input_size``.
+        TypeError: when ``info`` is not a :class:`LayerInfo`, or ``input_size`` not None or a (C, H, W)
+            or (H, W) of ints.
     """
+    _check_info(info, input_size)
     if info.empty_map:
         raise empty_map_error(info, input_size)
     return info
@@ -678,7 +810,15 @@ class Discovery(NamedTuple):
 def final_activation(module: nn.Module, output: torch.Tensor) -> str | None:
     """``"sigmoid"`` or ``"softmax"`` when ``module`` is one that turns class scores ``output``
     into probabilities: an ``nn.Sigmoid``, or an ``nn.Softmax`` / ``nn.Softmax2d`` over dimension 1
-    (the classes of an (N, classes) or (N, classes, ...) output); else None."""
+    (the classes of an (N, classes) or (N, classes, ...) output); else None.
+
+    Raises:
+        TypeError: when ``module`` is not an ``nn.Module`` or ``output`` not a tensor.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module (the model's last layer), got {_described(module)}")
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"output must be a torch.Tensor (what the module returned), got {_described(output)}")
     if isinstance(module, nn.Sigmoid):
         return "sigmoid"
     if isinstance(module, nn.Softmax2d):
@@ -687,6 +827,8 @@ def final_activation(module: nn.Module, output: torch.Tensor) -> str | None:
         dim = module.dim
         if dim is None:  # torch's legacy implicit dimension: 1 for 2-D and 4-D inputs, 0 for 3-D
             return "softmax" if output.dim() != 3 else None
+        if not -output.dim() <= dim < output.dim():  # torch refuses such a softmax: it made no output
+            return None
         return "softmax" if dim % output.dim() == 1 else None
     return None
 
@@ -735,15 +877,51 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
 
     Runs outside the caller's inference mode (the pass reads tensors' version counters, which
     inference tensors do not have); no gradient is recorded either way.
+
+    The model runs on a copy of ``example`` (a forward that changes its input in place leaves
+    ``example`` as it was), and is left as it was: the running statistics a module in training
+    mode updates are put back.
+
+    Raises:
+        TypeError: when ``model`` is not an ``nn.Module`` or ``example`` not a tensor, and when the
+            model fails on an example of another dtype than all its floating parameters and buffers.
+        ValueError: for an example of fewer than 2 dimensions, a model with lazy modules not
+            initialised yet (the pass would initialise them), and when the model fails on an
+            example on another device than all its parameters and buffers.
+        Exception: whatever else the model's forward raises, as it is.
     """
+    _check_model(model)
+    if not isinstance(example, torch.Tensor):
+        hint = " (convert it with torch.from_numpy)" if isinstance(example, np.ndarray) else ""
+        raise TypeError(
+            f"example must be a torch.Tensor, an input batch such as (N, C, H, W); got {_described(example)}{hint}"
+        )
+    if example.dim() < 2:
+        raise ValueError(
+            f"example must be an input batch with the batch dimension first, such as (N, C, H, W) (2 dimensions "
+            f"at least); got a tensor of shape {tuple(example.shape)}"
+        )
     if torch.is_inference_mode_enabled():
         with torch.inference_mode(False):
             return discover(model, example)
+    lazy = [name or "the model" for name, module in model.named_modules()
+            if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()]
+    if lazy:
+        # a forward would give them their parameters and make them plain modules (a LazyConv2d
+        # becomes a Conv2d): the discovery pass would change the model
+        raise ValueError(
+            f"model has lazy modules whose parameters are not initialised yet ({', '.join(lazy[:4])}); run one "
+            "forward pass on an input of the size it expects first, e.g. model(torch.zeros(1, C, H, W))"
+        )
     names: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
         if name and module not in names:
             names[module] = name
     batch = int(example.shape[0])
+    with torch.no_grad():
+        # the model runs on a copy: a forward that changes its input in place (an in-place ReLU
+        # first, ``x /= 255``) leaves the caller's tensor as it was
+        example = example.clone()
     # per tensor, without keeping any alive: the pass peaks at a plain forward's memory
     geometry_of = _TensorGeometries()
     geometry_of[example] = (1, 1, 0.0)
@@ -814,17 +992,30 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
         geometry[name] = out
 
     handles = []
+    buffers = _Buffers(model)
     try:
-        for module in names:
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
-        with torch.no_grad(), _FunctionGeometry(geometry_of):
-            output = model(example)
+        try:
+            for module in names:
+                handles.append(module.register_forward_pre_hook(pre_hook))
+                handles.append(module.register_forward_hook(post_hook))
+            with torch.no_grad(), _FunctionGeometry(geometry_of):
+                output = model(example)
+        except Exception as exc:
+            mismatch = _mismatch_error(model, example)
+            if mismatch is not None:
+                raise mismatch from exc
+            raise
+        finally:
+            for handle in handles:
+                handle.remove()
+        activation, activation_module = _returned_activation(
+            output, trail, trail_tensor[0]() if trail_tensor else None
+        )
+        channels_last = {name for name, geo in geometry.items() if _channels_last(geo)}
+        layouts = _layouts(model, names, example, {n: s for n, s in shapes.items() if batched.get(n, True)},
+                           channels_last)
     finally:
-        for handle in handles:
-            handle.remove()
-    activation, activation_module = _returned_activation(output, trail, trail_tensor[0]() if trail_tensor else None)
-    layouts = _layouts(model, names, example, {n: s for n, s in shapes.items() if batched.get(n, True)})
+        buffers.restore()
 
     infos: dict[str, LayerInfo] = {}
     ordered = sorted(names.items(), key=lambda item: start_order.get(item[1], len(names) + 1))
@@ -852,6 +1043,71 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     return Discovery(infos, output, activation, scores)
 
 
+def _described(value: Any) -> str:
+    """``value`` for a message: its type, and its shape or the start of its repr."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        kind = "a tensor" if isinstance(value, torch.Tensor) else "a numpy array"
+        return f"{kind} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {_described(model)}")
+
+
+def _mismatch_error(model: nn.Module, example: torch.Tensor) -> Exception | None:
+    """Why ``model`` may have failed on ``example``: an example on another device than all of the model's
+    parameters and buffers, or of another dtype than all of its floating ones; None when it is neither."""
+    tensors = [*model.parameters(), *model.buffers()]
+    devices = {t.device for t in tensors}
+    dtypes = {t.dtype for t in tensors if t.is_floating_point()}
+    if len(devices) == 1 and example.device not in devices and not example.is_meta:
+        device = next(iter(devices))
+        return ValueError(
+            f"the model failed on an example on {example.device}: its parameters are on {device}; give an example "
+            f"on that device (example.to({str(device)!r}))"
+        )
+    if len(dtypes) == 1 and example.dtype not in dtypes:
+        dtype = next(iter(dtypes))
+        return TypeError(
+            f"the model failed on an example of dtype {example.dtype}: its parameters are {dtype}; give an example "
+            f"of that dtype (example.to({dtype}))"
+        )
+    return None
+
+
+class _Buffers:
+    """A model's buffers, to put back after a discovery pass: the very tensors (a forward may assign
+    new ones), and the values of those of modules in training mode, which a forward updates (batch
+    norm's running statistics; torch's kernel writes them without bumping their version counter,
+    so they are compared by value)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._saved: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor | None]] = []
+        for module in model.modules():
+            for key, buffer in module._buffers.items():
+                if buffer is None:
+                    continue
+                # inference tensors cannot be changed in place outside inference mode, where the pass runs
+                kept = module.training and not buffer.is_inference() and not buffer.is_meta
+                self._saved.append((module, key, buffer, buffer.detach().clone() if kept else None))
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for module, key, buffer, saved in self._saved:
+                if module._buffers.get(key) is not buffer:  # replaced (``self.count = self.count + 1``)
+                    module._buffers[key] = buffer
+                if saved is None:
+                    continue
+                if buffer.shape == saved.shape and buffer.dtype == saved.dtype:
+                    if not torch.equal(buffer, saved):
+                        buffer.copy_(saved)
+                else:
+                    buffer.data = saved
+
+
 def _proportional(h: int, w: int, height: int, width: int) -> bool:
     """Whether an h x w map has the aspect of a height x width input (within one unit of rounding)."""
     return abs(h * width - w * height) <= height + width
@@ -863,19 +1119,25 @@ def _looks_channels_last(shape: tuple[int, ...], height: int, width: int) -> boo
 
 
 def _layouts(
-    model: nn.Module, names: dict[nn.Module, str], example: torch.Tensor, shapes: dict[str, tuple[int, ...] | None]
+    model: nn.Module, names: dict[nn.Module, str], example: torch.Tensor, shapes: dict[str, tuple[int, ...] | None],
+    channels_last: set[str] = frozenset(),
 ) -> dict[str, str]:
     """``"CHW"`` or ``"HWC"`` for every module with a 3-D output (per image).
 
-    A 3-D output is taken as (C, H, W) unless its first two sizes, not its last two, have the
-    input's aspect ratio. Only when some output looks channels-last is the model run once more,
-    on an input 32 pixels larger each way: the axes whose sizes change are the spatial ones,
-    which settles every layer that runs in both passes (also a square (H, H, H) one). The second
-    pass may fail part-way (a model that only takes one size); what ran until then counts.
+    The layers in ``channels_last`` (whose output geometry was followed through a permute to
+    (N, H, W, C)) are ``"HWC"``. Another 3-D output is taken as (C, H, W) unless its first two
+    sizes, not its last two, have the input's aspect ratio (a map with as many channels as rows,
+    which could be either, is taken as (C, H, W)). Only when some output is or looks
+    channels-last is the model run once more, on an input 32 pixels larger each way (a layer
+    after a permute that lost the positions may be channels-last too): the axes whose sizes
+    change are the spatial ones, which settles every such layer that runs in both passes (also
+    a square (H, H, H) one). The second pass may fail part-way (a model that only takes one
+    size); what ran until then counts.
     """
     height, width = int(example.shape[-2]), int(example.shape[-1])
     three_d = {name: shape for name, shape in shapes.items() if shape is not None and len(shape) == 3}
-    guess = {name: "HWC" if _looks_channels_last(shape, height, width) else "CHW" for name, shape in three_d.items()}
+    guess = {name: "HWC" if name in channels_last or _looks_channels_last(shape, height, width) else "CHW"
+             for name, shape in three_d.items()}
     if "HWC" not in guess.values():
         return guess
     larger_shapes: dict[str, tuple[int, ...]] = {}
@@ -900,7 +1162,7 @@ def _layouts(
             handle.remove()
     for name, shape in three_d.items():
         other = larger_shapes.get(name)
-        if other is None or len(other) != 3:
+        if other is None or len(other) != 3 or name in channels_last:
             continue
         changed = tuple(i for i in range(3) if shape[i] != other[i])
         if changed == (0, 1):
@@ -926,7 +1188,7 @@ def input_channels(model: nn.Module) -> int | None:
         The channel count, or None if the model has no convolution or the first one is lazy
         and has not run yet (its count is not known).
     """
-    conv = first_convolution(model)
+    conv = first_convolution(model)  # also checks the model
     if conv is None:
         return None
     count = int(conv.in_channels)
@@ -938,5 +1200,9 @@ def first_convolution(model: nn.Module) -> nn.Module | None:
 
     Usually the stem, whose kind says what input the model takes: an ``nn.Conv3d`` stem means a
     video or volume model (N, C, D, H, W), an ``nn.Conv1d`` one a sequence model (N, C, L).
+
+    Raises:
+        TypeError: when ``model`` is not an ``nn.Module``.
     """
+    _check_model(model)
     return next((module for module in model.modules() if isinstance(module, _CONVOLUTIONS)), None)
