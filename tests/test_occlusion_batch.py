@@ -293,3 +293,38 @@ def test_gpu_batches_are_bounded_by_the_largest_activation_and_the_free_memory(m
     # the CPU keeps its own bound (28 MiB per activation)
     cpu = torch.device("cpu")
     assert occlusion._auto_batch_size(SimpleNamespace(device=cpu, layers=vgg_like), image) == 2
+
+
+def test_the_preview_is_shared_by_the_workers_and_the_plan_covers_every_position_once():
+    from cnnwidgets.methods.occlusion import _FIRST_BATCH, _batches, _preview_plan
+
+    for total, size, cut, workers in [(625, 9, 25, 2), (625, 9, 25, 4), (169, 9, 9, 2), (625, 9, 25, 1),
+                                      (625, 1, 25, 2), (100, 64, 100, 2), (30, 4, 29, 3), (625, 4, 25, 2)]:
+        plan = _preview_plan(total, size, cut, workers)
+        assert plan[0][0] == 0 and plan[-1][1] == total and all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
+        assert cut in {end for _, end in plan}  # a range ends exactly where the preview does
+        assert max(end - start for start, end in plan) <= 2 * size
+        preview = [r for r in plan if r[1] <= cut]
+        if plan != _batches(total, size, cut):  # split: a small first batch, then one range per worker
+            assert preview[0] == (0, min(size, _FIRST_BATCH)) and len(preview) == 1 + workers
+    assert _preview_plan(625, 9, 25, 2)[:3] == [(0, 3), (3, 14), (14, 25)]
+    assert _preview_plan(625, 4, 25, 2) == _batches(625, 4, 25)  # 11 > 2 x 4: kept as it was
+    assert _preview_plan(625, 9, 25, 1) == _batches(625, 9, 25)
+
+
+def test_a_preview_shared_by_the_workers_gives_the_map_of_one_batch_at_a_time(cpu_threads, monkeypatch):
+    import cnnwidgets.methods.occlusion as occlusion_module
+
+    model = _randomized(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)))
+    x = _image()
+    plans = []
+    plan_of = occlusion_module._preview_plan
+    monkeypatch.setattr(occlusion_module, "_preview_plan", lambda *a: plans.append(plan_of(*a)) or plans[-1])
+    monkeypatch.setattr(occlusion_module, "_auto_batch_size", lambda probe, image: 4)
+    shared = occlusion_map(model, x, 1, window=2, stride=1, progress=False)
+    one = occlusion_map(copy.deepcopy(model), x, 1, window=2, stride=1, batch_size=1, progress=False)
+    np.testing.assert_allclose(shared.grid, one.grid, rtol=1e-5, atol=1e-6)  # other batch sizes: float rounding
+    assert shared.complete and np.array_equal(shared.labels, one.labels)
+    if torch.get_num_threads() > 1:
+        assert plans and plans[0][0] == (0, 3)  # the preview was split

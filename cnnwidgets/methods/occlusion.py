@@ -1098,6 +1098,27 @@ def _batches(total: int, batch_size: int, cut: int) -> list[tuple[int, int]]:
     return ranges
 
 
+# Positions in the first batch of a scan whose preview the CPU workers share (at least two: the
+# first batch also finds models that take one image per forward pass).
+_FIRST_BATCH = 3
+
+
+def _preview_plan(total: int, batch_size: int, cut: int, workers: int) -> list[tuple[int, int]]:
+    """The ranges of :func:`_batches`, with the first ``cut`` positions (the preview) split so that
+    ``workers`` CPU workers finish it together: a first batch of :data:`_FIRST_BATCH` (it runs alone,
+    where an image costs more wall time than on a worker of its own), then one range per worker,
+    of up to twice ``batch_size`` (an automatic size, which bounds memory with room to spare). As
+    :func:`_batches` where they would have to be larger, or with one worker."""
+    first = min(batch_size, _FIRST_BATCH)
+    share = math.ceil((cut - first) / max(1, workers))
+    if workers <= 1 or cut <= batch_size or share > 2 * batch_size:
+        return _batches(total, batch_size, cut)
+    ranges = [(0, first)]
+    for start in range(first, cut, share):
+        ranges.append((start, min(cut, start + share)))
+    return ranges + [(start + cut, end + cut) for start, end in _batches(total - cut, batch_size, 0)]
+
+
 # At most this many CPU workers; beyond it each worker gets several intra-op threads.
 _MAX_CPU_WORKERS = 8
 
@@ -1312,6 +1333,9 @@ def _scan_with_probe(
         parallel_safe = False
         runner = _LayerRunner(probe, target)
         labels = probabilities = None
+    if plan[0][1] < preview and batch_size is None and not probe.batch_dependent:
+        # the preview takes several batches of an automatic size: the workers share it
+        plan = _preview_plan(total, size, cut, _cpu_workers(probe, parallel_safe)[0])
     if scores.shape != (1,):
         raise ValueError(f"a target must return one score per image; got shape {tuple(scores.shape)}")
     unoccluded = float(scores[0])
@@ -1343,8 +1367,8 @@ def _scan_with_probe(
         )
 
     def make_batch(buffers: _OccludedBatches | None, start: int, end: int) -> tuple[_OccludedBatches, torch.Tensor]:
-        if buffers is None:
-            buffers = _OccludedBatches(image, fill_image, window, size, memory_format)
+        if buffers is None or buffers.buffer.shape[0] < end - start:  # the preview's ranges may be larger
+            buffers = _OccludedBatches(image, fill_image, window, max(size, end - start), memory_format)
         return buffers, buffers.batch(corners[start:end])
 
     def handle(start: int, end: int, scores: torch.Tensor, labels: torch.Tensor | None,
