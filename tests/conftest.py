@@ -103,3 +103,12 @@ def thread_errors(monkeypatch):
     monkeypatch.setattr(threading, "excepthook", on_thread)
     monkeypatch.setattr(sys, "excepthook", on_sys)
     return seen
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Runs a test with torch on one CPU thread (tiny models run fastest so); restores the count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

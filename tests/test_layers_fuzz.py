@@ -68,13 +68,8 @@ from tests.helpers import Api, hook_dicts, judge, raised_by_the_package
 SEEDS = range(80)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one intra-op thread runs them fastest, also on a machine shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The models here are tiny: one intra-op thread runs them fastest, also on a machine shared with other jobs.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- custom modules the generator uses

@@ -73,13 +73,8 @@ from cnnwidgets.methods import TopClassProbability
 from tests.helpers import UserModelSnapshot, classified_call, hook_dicts, reference_outputs, small_classifier
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one intra-op thread runs them fastest, also on a machine shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The models here are tiny: one intra-op thread runs them fastest, also on a machine shared with other jobs.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- what a refusal must look like

@@ -10,7 +10,7 @@ import traitlets as t
 
 from cnnwidgets.widgets._base import CheckedDropdown
 from cnnwidgets.widgets.controls import FIT_IN_ROW, wrapping_row
-from cnnwidgets.widgets.upload import UploadButton
+from cnnwidgets.widgets.upload import UploadButton, uploaded_bytes
 
 __all__ = ["ImagePicker"]
 
@@ -126,11 +126,7 @@ class ImagePicker(w.HBox):
         Raises:
             ValueError: for a name that is not a non-empty string, or data that is not bytes.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"an uploaded file needs a non-empty name, got {name!r:.60}")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ValueError(f"an uploaded file's data must be bytes, got {type(data).__name__}")
-        data = bytes(data)
+        data = uploaded_bytes(name, data)
         entry = f"{name}{_UPLOAD_SUFFIX}"
         numbered = re.compile(re.escape(f"{name}{_UPLOAD_SUFFIX[:-1]} ") + r"\d+\)")
         for offered, held in self._uploads.items():

@@ -25,6 +25,20 @@ def _size_text(size: int, *, up: bool) -> str:
     return f"{value:.1f} {unit}" if digits == 10 else f"{value:.0f} {unit}"
 
 
+def uploaded_bytes(name: object, data: object) -> bytes:
+    """``data`` of an uploaded file named ``name``, as bytes.
+
+    Raises:
+        ValueError: for a name that is not a non-empty string, or data that is not bytes (``bytes``,
+            ``bytearray`` or ``memoryview``).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an uploaded file needs a non-empty name, got {name!r:.60}")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"an uploaded file's data must be bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
 def _byte_count(value: object) -> int | None:
     """A size or an offset as the browser sends it (a JSON number, ``3.0`` for 3) as an int of
     bytes, or None where it is none: negative, a fraction, a bool, not a number."""
@@ -94,11 +108,7 @@ class UploadButton(BrowserSetsOnly, anywidget.AnyWidget):
         Raises:
             ValueError: for a name that is not a non-empty string, or data that is not bytes.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"an uploaded file needs a non-empty name, got {name!r}")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ValueError(f"an uploaded file's data must be bytes, got {type(data).__name__}")
-        data = bytes(data)
+        data = uploaded_bytes(name, data)
         if len(data) > self.max_bytes:
             self._problem(self._too_large(name, len(data)))
             return
