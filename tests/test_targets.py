@@ -584,3 +584,14 @@ def test_one_images_argmax_and_a_per_image_function_are_the_targets_the_messages
     per_image = saliency(model, x, lambda y: y[torch.arange(len(y)), labels])
     for i in range(3):
         torch.testing.assert_close(per_image[i:i + 1], saliency(model, x[i:i + 1], int(labels[i])))
+
+
+def test_a_number_argument_beyond_floats_range_is_refused_by_name():
+    from cnnwidgets.core.targets import as_real
+
+    # was: Python's OverflowError ("int too large to convert to float") from every such argument
+    with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got an int of 401 digits"):
+        as_real(10**400, "lr", "> 0", lambda v: v > 0)
+    with pytest.raises(ValueError, match=r"threshold must be a finite number, got an int of 401 digits"):
+        as_real(-(10**400), "threshold")
+    assert as_real(10**300, "x") == 1e300

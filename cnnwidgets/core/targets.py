@@ -216,7 +216,11 @@ def as_real(value: object, what: str, accepted: str = "", ok: Callable[[float], 
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{what} must be a finite number{' ' + accepted if accepted else ''}, got an int of "
+                         f"{len(str(abs(int(value))))} digits") from None
     if not math.isfinite(number) or not ok(number):
         raise ValueError(f"{what} must be a finite number{' ' + accepted if accepted else ''}, got {value!r}")
     return number
