@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import LayerInfo
+from cnnwidgets.core.layers import LayerInfo, input_channels
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.gradients import readable_layer
@@ -52,6 +52,12 @@ from cnnwidgets.methods.topk import data_size, iter_batches
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers", "zeroed_by_relu"]
 
 
+def _check_probe(probe: object, function: str) -> Probe:
+    """``probe`` if it is a :class:`~cnnwidgets.Probe`, else a TypeError saying what ``function`` takes."""
+    if not isinstance(probe, Probe):
+        hint = "; wrap the model first: Probe(model)" if isinstance(probe, nn.Module) else ""
+        raise TypeError(f"{function} takes a cnnwidgets.Probe, got {type(probe).__name__}{hint}")
+    return probe
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,12 @@ def default_dead_layers(probe: Probe) -> list[str]:
     So are convolutions whose output goes into any other module: a normalisation (``BatchNorm2d``,
     ``GroupNorm``, a ``Permute`` before a ``LayerNorm``) shifts their signs, and a gate (``Sigmoid``,
     ``Hardsigmoid``) scales a non-positive channel down without switching it off; the activation
-    after it is scanned instead (see the module docstring)."""
-    layers = probe.layers
+    after it is scanned instead (see the module docstring).
+
+    Raises:
+        TypeError: when ``probe`` is not a :class:`~cnnwidgets.Probe` (a model is told to be wrapped).
+    """
+    layers = _check_probe(probe, "default_dead_layers").layers
     names = []
     for name, info in layers.items():
         if info.map_shape is None or info.calls == 0 or info.empty_map:
@@ -199,7 +209,12 @@ def zeroed_by_relu(probe: Probe, name: str) -> bool:
     Args:
         probe: the probe whose layer table (what each layer's output goes into) is read.
         name: a layer name of ``probe``.
+
+    Raises:
+        TypeError: when ``probe`` is not a :class:`~cnnwidgets.Probe` or ``name`` is not a string.
+        KeyError: for an unknown layer (with suggestions).
     """
+    _check_probe(probe, "zeroed_by_relu").check_layer(name)
     return isinstance(_module_after(probe, probe.layers, name), (nn.ReLU, nn.ReLU6))
 
 
@@ -324,16 +339,27 @@ def dead_channels(
         try:
             for batch, _ in iter_batches(inputs, batch_size):
                 check_channel_axis(probe.model, batch)  # before the layers are described at the batch's size
-                if names is None:
-                    probe.describe(tuple(batch.shape[1:]))  # the layers as they are for this input size
-                    names = default_dead_layers(probe)
-                    if not names:
-                        raise _no_default_layers(probe)
-                step = _images_per_pass(probe, names, batch)
-                for start in range(0, batch.shape[0], step):
-                    _add_batch_statistics(
-                        probe, batch[start:start + step], names, threshold, maxima, active, units
-                    )
+                try:
+                    if names is None:
+                        probe.describe(tuple(batch.shape[1:]))  # the layers as they are for this input size
+                        names = default_dead_layers(probe)
+                        if not names:
+                            raise _no_default_layers(probe)
+                    step = _images_per_pass(probe, names, batch)
+                    for start in range(0, batch.shape[0], step):
+                        _add_batch_statistics(
+                            probe, batch[start:start + step], names, threshold, maxima, active, units
+                        )
+                except RuntimeError as exc:  # the model failed: say so plainly where the channels are wrong
+                    channels = input_channels(probe.model)
+                    if channels is not None and batch.dim() == 4 and batch.shape[1] != channels:
+                        plural = "s" if batch.shape[1] != 1 else ""
+                        raise ValueError(
+                            f"the batch {tuple(batch.shape)} has {batch.shape[1]} channel{plural}, but the model's "
+                            f"first convolution takes {channels}: give batches (N, {channels}, H, W) as the model's "
+                            f"preprocessing makes them (the model failed: {exc})"
+                        ) from exc
+                    raise
                 images += batch.shape[0]
                 bar.update(batch.shape[0])
         finally:

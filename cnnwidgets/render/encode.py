@@ -36,8 +36,23 @@ def _padded_pixels(image: np.ndarray) -> np.ndarray | None:
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
-    """``image`` as an array if an encoder takes it: uint8, (H, W), (H, W, 3) or (H, W, 4), H and W >= 1."""
-    image = np.asarray(image)
+    """``image`` as an array if an encoder takes it: uint8, (H, W), (H, W, 3) or (H, W, 4), H and W >= 1
+    (a numpy array, or what ``np.asarray`` makes one of: a CPU tensor, a PIL image).
+
+    Raises:
+        TypeError: for something that is no array of numbers (None, a string, a ragged list ...).
+        ValueError: for an array of another dtype or shape, or with no pixels.
+    """
+    if not isinstance(image, np.ndarray):
+        accepted = "an image must be a uint8 numpy array (H, W), (H, W, 3) or (H, W, 4)"
+        if image is None or isinstance(image, (str, bytes, bytearray)):
+            raise TypeError(f"{accepted}, got {type(image).__name__}")
+        try:
+            image = np.asarray(image)
+        except (TypeError, ValueError, RuntimeError) as exc:  # a ragged list, a tensor on a GPU ...
+            raise TypeError(f"{accepted}, got {type(image).__name__} ({exc})") from None
+        if image.dtype.kind in "OSUV":
+            raise TypeError(f"{accepted}, got an array of {image.dtype} from a {type(image).__name__}")
     if image.dtype != np.uint8:
         raise ValueError(f"only uint8 images can be encoded, got {image.dtype}; render them first")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
@@ -129,10 +144,16 @@ def encode_image(image: np.ndarray, fmt: str = "jpeg", *, quality: int = 90) -> 
     """Encode ``image`` with ``fmt`` ``"jpeg"`` (``quality`` applies) or ``"png"``.
 
     Raises:
-        ValueError: for an unknown format (and see the encoders).
+        ValueError: for an unknown format, or a ``quality`` outside 1..95 (checked for PNG too,
+            which does not use it), and see the encoders.
+        TypeError: for a format that is not a string, or a ``quality`` that is not an int.
     """
+    if not isinstance(fmt, str):
+        raise TypeError(f"image format must be a str, one of {', '.join(IMAGE_FORMATS)}; "
+                        f"got {type(fmt).__name__} {fmt!r}")
     if fmt == "jpeg":
         return encode_jpeg(image, quality)
     if fmt == "png":
+        check_int(quality, "JPEG quality", minimum=1, maximum=95)  # a mistake even where PNG ignores it
         return encode_png(image)
     raise ValueError(f"unknown image format {fmt!r}; accepted: {', '.join(IMAGE_FORMATS)}")
