@@ -688,3 +688,13 @@ def test_a_layer_with_an_empty_feature_map_is_refused():
         scan_topk(model, x, ["pool", "act"], k=2, progress=False)  # was a raw IndexError from max
     topk = scan_topk(model, x, ["pool"], k=2, progress=False)
     assert topk.num_channels("pool") == 8 and len(topk.entries("pool", 0)) == 2
+
+
+def test_sparse_tensors_are_refused_with_what_to_give():
+    dense = torch.randn(4, 3, 8, 8)
+    # was: torch's NotImplementedError ("aten::as_strided ... SparseCPU") when the batch was sliced
+    with pytest.raises(TypeError, match=r"data is a tensor of layout torch.sparse_coo .*tensor.to_dense\(\)"):
+        list(iter_batches(dense.to_sparse(), batch_size=2))
+    with pytest.raises(TypeError, match=r"item 1 of the data is a tensor of layout torch.sparse_coo"):
+        list(iter_batches([dense[:2], dense[2:].to_sparse()], batch_size=2))
+    assert [b.shape[0] for b, _ in iter_batches(dense, batch_size=3)] == [3, 1]

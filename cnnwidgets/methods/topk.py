@@ -354,7 +354,10 @@ def _pair_length(data: Any) -> int | None:
 
 def _not_images(value: Any, what: str) -> str | None:
     """What to do instead, when ``value`` (``what``: ``"data"``, ``"item 3 of the data"``) is a numpy
-    array or a path, which :func:`iter_batches` does not read; None for anything else."""
+    array, a path or a sparse tensor, which :func:`iter_batches` does not read; None for anything else."""
+    if isinstance(value, torch.Tensor) and value.layout != torch.strided:
+        return (f"{what} is a tensor of layout {value.layout} and shape {tuple(value.shape)}: give a dense tensor "
+                "(tensor.to_dense())")
     if isinstance(value, np.ndarray):
         return (f"{what} is a numpy array of shape {tuple(value.shape)} and dtype {value.dtype}: use "
                 "torch.from_numpy(array) to make it a tensor ((N, H, W, C) or (H, W, C) pictures also need "
@@ -381,8 +384,8 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
 
     Raises:
         TypeError: for data or an item that is not one of these (a numpy array is told to go
-            through ``torch.from_numpy``, and a path, a string, to be loaded first: paths are not
-            read), or a ``batch_size`` that is not an int (see
+            through ``torch.from_numpy``, a sparse tensor to be made dense, and a path, a string, to
+            be loaded first: paths are not read), or a ``batch_size`` that is not an int (see
             :func:`~cnnwidgets.core.targets.as_count`).
         ValueError: for a tensor that is not 3-D or 4-D, a ``batch_size`` below 1, or a pair whose
             labels are not one per image.
@@ -443,6 +446,8 @@ def iter_batches(data: Any, batch_size: int = 64) -> Iterator[tuple[torch.Tensor
                 refused or f"item {position} of the data is a {type(item).__name__}; expected a tensor (N, C, H, W) "
                 "or (C, H, W), or a tuple whose first element is one (e.g. (images, labels))"
             )
+        if images.layout != torch.strided:
+            raise TypeError(_not_images(images, f"item {position} of the data"))
         if images.dim() == 4:
             if pending:
                 yield flush()
