@@ -136,3 +136,43 @@ def test_outside_a_kernel_nothing_is_known_and_explorers_stay_open(monkeypatch):
         two.close()
     monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(parent_header="not a message"))
     assert cells._cell_run() == (None, None)
+
+
+class FailsToClose:
+    """Something opened in a cell whose close() raises (a view of the user's own, say)."""
+
+    def __init__(self) -> None:
+        self._closed = False
+        self.calls = 0
+
+    def close(self) -> None:
+        self.calls += 1
+        raise OSError("the device went away")
+
+
+class Closes:
+    def __init__(self) -> None:
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def test_one_that_fails_to_close_leaves_the_others_closed_and_is_said(shell):
+    shell.run("cell-a", "msg-1")
+    bad, good = FailsToClose(), Closes()
+    cells.opened(bad)
+    cells.opened(good)
+    # was: the OSError of the first stopped the rest: `good` stayed open, and the cell's new
+    # explorer was never made
+    shell.run("cell-a", "msg-2")
+    with pytest.warns(RuntimeWarning, match=r"closing the FailsToClose an earlier run of this cell opened failed: "
+                                            r"OSError: the device went away"):
+        assert cells.close_earlier_runs() == 1
+    assert good._closed and bad.calls == 1
+    late = Closes()
+    cells.opened(late)
+    with pytest.raises(RuntimeError, match=r"close_all closed 1 of 2; closing FailsToClose failed: OSError") as info:
+        cells.close_all()
+    assert late._closed and bad.calls == 2 and isinstance(info.value.__cause__, OSError)
+    bad._closed = True  # leave nothing open for the next test

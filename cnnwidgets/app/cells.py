@@ -20,6 +20,7 @@ training loop in the next cell shows in the explorer above when it ends; set
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -85,7 +86,12 @@ def _is_closed(obj: Any) -> bool:
 def close_earlier_runs() -> int:
     """Close what earlier runs of the cell now running made (nothing when :data:`CLOSE_ON_RERUN`
     is False or the cell is not known). Returns how many were closed. Called by the explorer and
-    the views before they are built."""
+    the views before they are built.
+
+    Warns:
+        RuntimeWarning: for each earlier one whose ``close()`` raised (the others are closed, and
+            what the cell makes now is made all the same).
+    """
     if not CLOSE_ON_RERUN:
         return 0
     cell, run = _cell_run()
@@ -93,9 +99,24 @@ def close_earlier_runs() -> int:
         return 0
     with _lock:
         earlier = [obj for c, r, obj in _alive() if c == cell and r != run]
-    for obj in earlier:
-        obj.close()
-    return len(earlier)
+    failed = _close_each(earlier)
+    for obj, exc in failed:
+        # the new explorer or view is still made: an old one that cannot close is said, not raised
+        warnings.warn(f"closing the {type(obj).__name__} an earlier run of this cell opened failed: "
+                      f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3)
+    return len(earlier) - len(failed)
+
+
+def _close_each(objs: list[Any]) -> list[tuple[Any, Exception]]:
+    """Close every one of ``objs``, each whatever the others do; the ones whose ``close()`` raised,
+    with what it raised."""
+    failed = []
+    for obj in objs:
+        try:
+            obj.close()
+        except Exception as exc:  # noqa: BLE001 - the others are closed all the same; told by the caller
+            failed.append((obj, exc))
+    return failed
 
 
 def opened(obj: _Closable) -> None:
@@ -179,8 +200,17 @@ def open_widgets() -> list[Any]:
 
 def close_all() -> int:
     """Close every explorer and view still open (their worker threads stop and their model
-    copies are freed). Returns how many were closed."""
+    copies are freed). Returns how many were closed.
+
+    Raises:
+        RuntimeError: when the ``close()`` of one or more of them raised; every other one is closed
+            first, and the first such error is chained.
+    """
     objs = open_widgets()
-    for obj in objs:
-        obj.close()
+    failed = _close_each(objs)
+    if failed:
+        names = ", ".join(type(obj).__name__ for obj, _ in failed)
+        first = failed[0][1]
+        raise RuntimeError(f"close_all closed {len(objs) - len(failed)} of {len(objs)}; closing {names} failed: "
+                           f"{type(first).__name__}: {first}") from first
     return len(objs)
