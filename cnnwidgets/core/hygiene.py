@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin
 
+from cnnwidgets.core.layers import check_module
+
 __all__ = ["ModelSnapshot", "hook_count"]
 
 _HOOK_DICTS = (
@@ -30,13 +32,6 @@ _HOOK_DICTS = (
 )
 
 
-def _check_module(model: Any, what: str = "model") -> None:
-    if not isinstance(model, nn.Module):
-        text = repr(model)
-        raise TypeError(f"{what} must be a torch.nn.Module, got {type(model).__name__} "
-                        f"{text[:60]}{'...' if len(text) > 60 else ''}")
-
-
 def hook_count(module: nn.Module) -> int:
     """Number of hooks registered on ``module`` itself: forward and backward hooks, and the
     state-dict hooks that saving or loading the model would run.
@@ -44,7 +39,7 @@ def hook_count(module: nn.Module) -> int:
     Raises:
         TypeError: when ``module`` is not an ``nn.Module``.
     """
-    _check_module(module, "module")
+    check_module(module, "module")
     return sum(len(getattr(module, attr, None) or {}) for attr in _HOOK_DICTS)
 
 
@@ -134,7 +129,7 @@ class ModelSnapshot:
         Raises:
             TypeError: when ``model`` is not an ``nn.Module``.
         """
-        _check_module(model)
+        check_module(model)
         modules = list(model.named_modules())
         named = dict(model.named_parameters())
         named.update({f"buffer:{k}": v for k, v in model.named_buffers()})

@@ -674,7 +674,7 @@ def unknown_layer_error(name: str, names: list[str], model: nn.Module | None = N
     """
     names = _check_names(name, names)
     if model is not None:
-        _check_model(model)
+        check_module(model)
     listing = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
     if name == "":
         # named_modules() calls the model itself '': not a layer inside it
@@ -890,7 +890,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
             example on another device than all its parameters and buffers.
         Exception: whatever else the model's forward raises, as it is.
     """
-    _check_model(model)
+    check_module(model)
     if not isinstance(example, torch.Tensor):
         hint = " (convert it with torch.from_numpy)" if isinstance(example, np.ndarray) else ""
         raise TypeError(
@@ -1052,9 +1052,10 @@ def _described(value: Any) -> str:
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
-def _check_model(model: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {_described(model)}")
+def check_module(value: Any, what: str = "model") -> None:
+    """Refuse a ``value`` that is no ``nn.Module``: a TypeError naming ``what`` and what was given."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{what} must be a torch.nn.Module, got {_described(value)}")
 
 
 def _mismatch_error(model: nn.Module, example: torch.Tensor) -> Exception | None:
@@ -1204,5 +1205,5 @@ def first_convolution(model: nn.Module) -> nn.Module | None:
     Raises:
         TypeError: when ``model`` is not an ``nn.Module``.
     """
-    _check_model(model)
+    check_module(model)
     return next((module for module in model.modules() if isinstance(module, _CONVOLUTIONS)), None)
