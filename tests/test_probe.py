@@ -1762,7 +1762,7 @@ def test_the_model_helpers_refuse_values_that_are_no_model(given):
                    P.input_kind_problem):
         with pytest.raises(TypeError, match=rf"{helper.__name__} takes a torch\.nn\.Module, got {type(given).__name__}"):
             helper(given)
-    with pytest.raises(TypeError, match=rf"class_count takes a cnnwidgets Probe, got {type(given).__name__}"):
+    with pytest.raises(TypeError, match=rf"class_count takes a cnnwidgets\.Probe, got {type(given).__name__}"):
         P.class_count(given)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(4))
     assert P.channel_guesses(model) == (1, 3) and next(P.default_input_sizes(model)) == (1, 28, 28)

@@ -57,7 +57,7 @@ __all__ = [
     "InputKindError", "NotABatchError", "NotATensorError", "Probe", "ProbeStats", "StopForward",
     "FALLBACK_CHANNELS", "batch_dependent_layers", "channel_guesses", "check_batch", "check_input_size",
     "class_count", "default_input_sizes", "input_kind_problem", "trained_input_size",
-    "layer_names", "plain_module", "probe_scope", "set_memory_format", "unwrap_model",
+    "layer_names", "plain_module", "probe_scope", "require_probe", "set_memory_format", "unwrap_model",
 ]
 
 
@@ -2233,6 +2233,15 @@ def probe_scope(model_or_probe: nn.Module | Probe, **probe_options: Any) -> Iter
         probe.close()
 
 
+def require_probe(value: object, function: str) -> Probe:
+    """``value`` if it is a :class:`Probe`, else a TypeError saying what ``function`` takes (a model
+    is told to be wrapped in one)."""
+    if not isinstance(value, Probe):
+        hint = "; wrap the model first: Probe(model)" if isinstance(value, nn.Module) else ""
+        raise TypeError(f"{function} takes a cnnwidgets.Probe, got {type(value).__name__}{hint}")
+    return value
+
+
 def class_count(probe: Probe, x: torch.Tensor | None = None, *, cache: bool = False) -> int | None:
     """The number of class scores ``probe``'s model gives for the batch ``x`` (default: a blank image of
     the probe's input size); None where its output is not class scores, or the model fails on it.
@@ -2242,9 +2251,7 @@ def class_count(probe: Probe, x: torch.Tensor | None = None, *, cache: bool = Fa
         TypeError: for a ``probe`` that is no :class:`Probe`, and a ``cache`` that is not True or
             False (both checked before the model runs: neither is an output that is not class scores).
     """
-    if not isinstance(probe, Probe):
-        raise TypeError(f"class_count takes a cnnwidgets Probe, got {type(probe).__name__}; for a model, "
-                        "use Probe(model)")
+    require_probe(probe, "class_count")
     cache = as_flag(cache, "cache")
     try:
         with torch.no_grad():

@@ -44,20 +44,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.layers import LayerInfo, input_channels
-from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope
+from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope, require_probe
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.gradients import readable_layer
 from cnnwidgets.methods.topk import data_size, iter_batches
 
 __all__ = ["DeadChannels", "dead_channels", "default_dead_layers", "zeroed_by_relu"]
-
-
-def _check_probe(probe: object, function: str) -> Probe:
-    """``probe`` if it is a :class:`~cnnwidgets.Probe`, else a TypeError saying what ``function`` takes."""
-    if not isinstance(probe, Probe):
-        hint = "; wrap the model first: Probe(model)" if isinstance(probe, nn.Module) else ""
-        raise TypeError(f"{function} takes a cnnwidgets.Probe, got {type(probe).__name__}{hint}")
-    return probe
 
 
 @dataclass(frozen=True)
@@ -128,7 +120,7 @@ def default_dead_layers(probe: Probe) -> list[str]:
     Raises:
         TypeError: when ``probe`` is not a :class:`~cnnwidgets.Probe` (a model is told to be wrapped).
     """
-    layers = _check_probe(probe, "default_dead_layers").layers
+    layers = require_probe(probe, "default_dead_layers").layers
     names = []
     for name, info in layers.items():
         if info.map_shape is None or info.calls == 0 or info.empty_map:
@@ -214,7 +206,7 @@ def zeroed_by_relu(probe: Probe, name: str) -> bool:
         TypeError: when ``probe`` is not a :class:`~cnnwidgets.Probe` or ``name`` is not a string.
         KeyError: for an unknown layer (with suggestions).
     """
-    _check_probe(probe, "zeroed_by_relu").check_layer(name)
+    require_probe(probe, "zeroed_by_relu").check_layer(name)
     return isinstance(_module_after(probe, probe.layers, name), (nn.ReLU, nn.ReLU6))
 
 
