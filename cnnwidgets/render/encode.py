@@ -36,15 +36,16 @@ def _padded_pixels(image: np.ndarray) -> np.ndarray | None:
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
-    """``image`` as an array if an encoder takes it: uint8, (H, W), (H, W, 3) or (H, W, 4), H and W >= 1
-    (a numpy array, or what ``np.asarray`` makes one of: a CPU tensor, a PIL image).
+    """``image`` as an array if an encoder takes it: uint8, (H, W), (H, W, 1), (H, W, 3) or (H, W, 4),
+    H and W >= 1 (a numpy array, or what ``np.asarray`` makes one of: a CPU tensor, a PIL image).
+    An (H, W, 1) image is returned as its (H, W) view: one gray channel.
 
     Raises:
         TypeError: for something that is no array of numbers (None, a string, a ragged list ...).
         ValueError: for an array of another dtype or shape, or with no pixels.
     """
     if not isinstance(image, np.ndarray):
-        accepted = "an image must be a uint8 numpy array (H, W), (H, W, 3) or (H, W, 4)"
+        accepted = "an image must be a uint8 numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
         if image is None or isinstance(image, (str, bytes, bytearray)):
             raise TypeError(f"{accepted}, got {type(image).__name__}")
         try:
@@ -55,12 +56,12 @@ def _check_image(image: np.ndarray) -> np.ndarray:
             raise TypeError(f"{accepted}, got an array of {image.dtype} from a {type(image).__name__}")
     if image.dtype != np.uint8:
         raise ValueError(f"only uint8 images can be encoded, got {image.dtype}; render them first")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
-        raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        raise ValueError(f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError("cannot encode an empty image: it needs at least one row and one column, "
                          f"got shape {image.shape}")
-    return image
+    return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
 
 
 def _to_pil(image: np.ndarray, *, padded_ok: bool = False) -> Image.Image:
@@ -74,7 +75,7 @@ def _to_pil(image: np.ndarray, *, padded_ok: bool = False) -> Image.Image:
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90, *, subsampling: bool = False) -> bytes:
-    """JPEG bytes of ``image``, uint8 (H, W) or (H, W, 3) (lossy; fast: a few ms for 512x512), at
+    """JPEG bytes of ``image``, uint8 (H, W), (H, W, 1) or (H, W, 3) (lossy; fast: a few ms for 512x512), at
     ``quality`` 1..95.
 
     Without ``subsampling`` colours keep full resolution (4:4:4), so thin coloured tile
@@ -124,7 +125,7 @@ def _encode_simplejpeg(image: np.ndarray, quality: int, subsampling: bool) -> by
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """Lossless PNG bytes of ``image``, uint8 (H, W), (H, W, 3) or (H, W, 4).
+    """Lossless PNG bytes of ``image``, uint8 (H, W), (H, W, 1) (both gray), (H, W, 3) or (H, W, 4).
 
     ``compress_level`` 1 favours speed; 9 the smallest file.
 
