@@ -375,6 +375,33 @@ def test_a_batch_with_the_wrong_channel_count_is_a_value_error():
         dead_channels(model, torch.randn(2, 4, 6, 6), progress=False)
 
 
+def test_layers_named_by_numpy_strings_key_the_report_by_plain_str():
+    # was: layers=np.array(["0", "1"]) keyed the report (and DeadChannels.layer) by numpy.str_, which prints
+    # as np.str_('0') in a notebook and does not equal a key of probe.layers in a repr
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    report = dead_channels(model, torch.randn(2, 3, 6, 6), np.array(["0", "1"]), progress=False)
+    assert list(report) == ["0", "1"]
+    assert all(type(name) is str and type(result.layer) is str for name, result in report.items())
+    single = dead_channels(model, torch.randn(2, 3, 6, 6), np.str_("1"), progress=False)
+    assert [type(name) for name in single] == [str]
+    with Probe(model) as probe:
+        captured = probe.capture(torch.randn(1, 3, 6, 6), np.array(["1"]))
+    assert [type(name) for name in captured] == [str]
+
+
+def test_a_batch_with_one_channel_too_few_says_what_the_model_takes_once():
+    # was: the dead scan's message repeated the probe's, and other methods had only torch's convolution error
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    with pytest.raises(ValueError) as info:
+        dead_channels(model, torch.randn(2, 1, 6, 6), progress=False)
+    message = str(info.value)
+    assert message.count("first convolution takes 3") == 1, message
+    assert "has 1 channel, but" in message and "expected input[1, 1, 6, 6] to have 3 channels" in message
+    with Probe(model) as probe, pytest.raises(RuntimeError, match=r"input has 1 channel, but the model's first "
+                                                                 r"convolution takes 3: give inputs \(N, 3, H, W\)"):
+        probe.capture(torch.randn(1, 1, 6, 6), "1")
+
+
 def test_helpers_given_a_model_or_an_unknown_layer():
     # was: AttributeError: 'Sequential' object has no attribute 'layers'; a bare KeyError('nope')
     model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())

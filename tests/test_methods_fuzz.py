@@ -7,7 +7,7 @@ user's model unchanged. A call with an invalid argument must raise a TypeError, 
 LookupError raised by the package itself (not a torch or numpy error passed through), whose message
 names the bad argument or what was wrong with it. The one RuntimeError accepted is the package's
 documented one for a model that fails on the input (a wrong number of channels), which names the
-input size and asks whether the model takes it.
+input size and the channel count the model's first convolution takes.
 """
 
 from __future__ import annotations

@@ -419,7 +419,8 @@ def test_unknown_layer_names_suggest_close_names():
         (torch.randn(3, 64, 64), ValueError, "unsqueeze"),
         (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), ValueError, "float"),
         ([[1.0]], TypeError, "torch.Tensor"),
-        (torch.randn(1, 1, 64, 64), RuntimeError, "channels it expects"),
+        # was: torch's conv error and a generic question; now what to change, from the first convolution
+        (torch.randn(1, 1, 64, 64), RuntimeError, r"has 1 channel, but the model's first convolution takes 3: give inputs \(N, 3, H, W\)"),
         (torch.empty(1, 3, 64, 64, device="meta"), ValueError, "meta device"),
     ],
 )

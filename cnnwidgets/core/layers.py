@@ -83,7 +83,7 @@ from cnnwidgets.core.targets import empty_map_message, output_tensor
 
 __all__ = [
     "Discovery", "LayerInfo", "discover", "discover_layers", "discover_layers_and_output", "final_activation",
-    "GEOMETRIC_MODULES", "NORMALISATION_MODULES", "first_convolution", "input_channels", "is_convolution", "module_geometry", "rule_applies",
+    "GEOMETRIC_MODULES", "NORMALISATION_MODULES", "channel_count_problem", "first_convolution", "input_channels", "is_convolution", "module_geometry", "rule_applies",
     "suggest_names", "unknown_layer_error", "check_map_not_empty", "empty_map_error",
 ]
 
@@ -1194,6 +1194,20 @@ def input_channels(model: nn.Module) -> int | None:
         return None
     count = int(conv.in_channels)
     return count if count >= 1 else None
+
+
+def channel_count_problem(model: nn.Module, channels: int) -> str | None:
+    """Why an input of ``channels`` channels does not suit ``model``, when its first convolution
+    (see :func:`input_channels`) takes another count: "has 4 channels, but the model's first
+    convolution takes 3: give inputs (N, 3, H, W) ...". None when the counts agree or the model
+    does not show its count. For messages about a forward that failed, whose own error (a
+    convolution's weights and groups) does not say what to change.
+    """
+    expected = input_channels(model)
+    if expected is None or channels == expected:
+        return None
+    return (f"has {channels} channel{'s' if channels != 1 else ''}, but the model's first convolution takes "
+            f"{expected}: give inputs (N, {expected}, H, W) as the model's preprocessing makes them")
 
 
 def first_convolution(model: nn.Module) -> nn.Module | None:

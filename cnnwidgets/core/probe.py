@@ -48,7 +48,9 @@ from torch import nn
 from torch.nn.utils import prune
 
 from cnnwidgets.core.device import release_memory, resolve_device
-from cnnwidgets.core.layers import LayerInfo, discover, first_convolution, input_channels, unknown_layer_error
+from cnnwidgets.core.layers import (
+    LayerInfo, channel_count_problem, discover, first_convolution, input_channels, unknown_layer_error,
+)
 from cnnwidgets.core.targets import (
     OutputTypeError, as_count, as_flag, as_index, class_scores, output_reduction, output_tensor,
 )
@@ -852,20 +854,21 @@ def _name_type_error(value: object) -> TypeError:
 
 
 def layer_names(layers: str | Iterable[str]) -> list[str]:
-    """``layers`` (one layer name, or several) as a list of names; the list may be empty.
+    """``layers`` (one layer name, or several) as a list of plain ``str`` names; the list may be empty.
 
     Raises:
         TypeError: when ``layers`` or one of its items is not a string (a module, an index, bytes ...).
     """
     if isinstance(layers, str):
-        return [layers]
-    if isinstance(layers, (nn.Module, torch.Tensor, bytes, bytearray)) or not isinstance(layers, Iterable):
+        layers = [layers]
+    elif isinstance(layers, (nn.Module, torch.Tensor, bytes, bytearray)) or not isinstance(layers, Iterable):
         raise _name_type_error(layers)
     names = list(layers)
     for name in names:
         if not isinstance(name, str):
             raise _name_type_error(name)
-    return names
+    # plain str, not a subclass (numpy's str_ from an array of names): results are keyed by these
+    return [str.__str__(name) for name in names]
 
 
 def batch_dependent_layers(model: nn.Module) -> list[str]:
@@ -1565,9 +1568,11 @@ class Probe:
                                "to another dtype itself, as x.half(), fails on them; cast to the weights' dtype "
                                "instead, x.to(next(self.parameters()).dtype), or leave the input as it comes)")
             elif not isinstance(exc, _NOT_ABOUT_THE_INPUT):
+                stop = '' if error_text.endswith(('.', '?', '!')) else '.'
+                channels = channel_count_problem(self._user_model, size[0]) if len(size) == 3 else None
                 question = channels_last_size_hint(size) or (
-                    f"{'' if error_text.endswith(('.', '?', '!')) else '.'} If the error is about the input, is "
-                    f"{size} the size and number of channels it expects?")
+                    f"{stop} The input {channels}." if channels else
+                    f"{stop} If the error is about the input, is {size} the size and number of channels it expects?")
             raise _ModelFailure(f"the model failed on an input of size {size}: {error_text}{question}",
                                 error_text) from exc
         finally:

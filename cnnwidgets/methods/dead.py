@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnwidgets.core.layers import LayerInfo, input_channels
+from cnnwidgets.core.layers import LayerInfo, channel_count_problem
 from cnnwidgets.core.probe import Probe, check_channel_axis, layer_names, probe_scope, require_probe
 from cnnwidgets.core.targets import as_count, as_flag, as_real, check_channel_output, check_finite_activation
 from cnnwidgets.methods.gradients import readable_layer
@@ -343,14 +343,11 @@ def dead_channels(
                             probe, batch[start:start + step], names, threshold, maxima, active, units
                         )
                 except RuntimeError as exc:  # the model failed: say so plainly where the channels are wrong
-                    channels = input_channels(probe.model)
-                    if channels is not None and batch.dim() == 4 and batch.shape[1] != channels:
-                        plural = "s" if batch.shape[1] != 1 else ""
-                        raise ValueError(
-                            f"the batch {tuple(batch.shape)} has {batch.shape[1]} channel{plural}, but the model's "
-                            f"first convolution takes {channels}: give batches (N, {channels}, H, W) as the model's "
-                            f"preprocessing makes them (the model failed: {exc})"
-                        ) from exc
+                    problem = channel_count_problem(probe.model, batch.shape[1]) if batch.dim() == 4 else None
+                    if problem:
+                        model_error = getattr(exc, "model_error", exc)  # the probe's own message says it too
+                        raise ValueError(f"the batch {tuple(batch.shape)} {problem} (the model failed: "
+                                         f"{model_error})") from exc
                     raise
                 images += batch.shape[0]
                 bar.update(batch.shape[0])
