@@ -836,6 +836,28 @@ def test_a_file_too_large_for_the_button_is_said_in_the_status_line():
         ex.close()
 
 
+def test_an_image_given_an_uploads_name_takes_that_entry_over():
+    # was: set_image(img, name="a.png (uploaded)") showed img, but the picker kept the upload's bytes under that
+    # entry: the same file uploaded again selected the entry and showed img, not the file
+    red, blue = Image.new("RGB", (16, 16), "red"), np.zeros((16, 16, 3), np.uint8)
+    blue[..., 2] = 255
+    ex = cnnwidgets.explore(small_classifier(), np.zeros((16, 16, 3), np.uint8), input_size=(3, SIDE, SIDE),
+                            background=False, samples={})
+    try:
+        data = _encoded(red, "PNG")
+        entry = ex.picker.add_upload("a.png", data)
+        assert ex.image == entry and ex.input_image[0, 0].tolist() == [255, 0, 0]
+        ex.set_image(blue, name=entry)
+        assert ex.image == entry and ex.input_image[0, 0].tolist() == [0, 0, 255]
+        assert ex.picker.data_for(entry) is None
+        again = ex.picker.add_upload("a.png", data)
+        assert again != entry and ex.image == again and ex.input_image[0, 0].tolist() == [255, 0, 0]
+        ex.image = entry
+        assert ex.input_image[0, 0].tolist() == [0, 0, 255] and not ex.status.is_error
+    finally:
+        ex.close()
+
+
 # --------------------------------------------------------------------------- the worker
 class Recorder(NewestFirstWorker):
     """Jobs ``(number, seconds, fails)``: each sleeps, then records or raises."""

@@ -1466,6 +1466,9 @@ class Explorer(ipw.VBox):
         source = self._source(image)  # decoded (or downloaded) once: picking the entry again reuses it
         prepared = self._prepare_image(source, name)
         self._samples[name] = source
+        # an upload's entry given to another image is that image's now: the file uploaded again is
+        # offered anew, not shown as this picture
+        self.picker.forget_upload(name)
         self._show_image(prepared)
         if name in self._names_set:
             self._names_set.remove(name)

@@ -151,6 +151,12 @@ class ImagePicker(w.HBox):
         self.dropdown.value = entry  # fires _on_dropdown -> value
         return entry
 
+    def forget_upload(self, entry: str) -> None:
+        """Drop the uploaded bytes of ``entry`` and keep the entry, as a name whose image its owner now
+        holds (an image given in Python under that name). The same file uploaded again then gets
+        an entry of its own. Nothing happens for an entry that is no upload."""
+        self._uploads.pop(entry, None)
+
     def data_for(self, entry: str) -> bytes | None:
         """The uploaded bytes of ``entry``, or None for a sample."""
         return self._uploads.get(entry)
