@@ -653,7 +653,9 @@ def test_discovery_of_random_models_agrees_with_plain_hooks_and_gradients(seed):
     before = model_state(model)
     snapshot = ModelSnapshot.take(model)
     given = example.clone()
+    random_state = torch.get_rng_state()
     found = discover(model, example)
+    assert torch.equal(torch.get_rng_state(), random_state), f"{where}: the random number generator moved on"
     assert_same_state(before, model_state(model), where)
     assert snapshot.differences(model) == [], f"{where}: {snapshot.differences(model)}"
     assert torch.equal(example, given), f"{where}: the example was changed"
@@ -984,6 +986,19 @@ def test_discovery_in_training_mode_leaves_the_running_statistics_as_they_were()
     layers = discover_layers(model, torch.randn(2, 3, 8, 8))
     assert snapshot.differences(model) == []
     assert layers["1"].output_shape == (4, 6, 6) and model.training
+
+
+def test_discovery_in_training_mode_leaves_the_random_numbers_as_they_were():
+    # was: dropout in a training-mode model drew from torch's generator: a seeded notebook got other numbers
+    # after inspecting a model
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(0.5), nn.ReLU(), nn.Dropout2d(0.3)).train()
+    example = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(7)
+    expected = torch.rand(5)
+    torch.manual_seed(7)
+    discover(model, example)
+    discover_layers_and_output(model, example)
+    assert torch.equal(torch.rand(5), expected)
 
 
 def test_pooling_with_an_empty_stride_has_the_kernel_as_its_stride():

@@ -880,7 +880,8 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
 
     The model runs on a copy of ``example`` (a forward that changes its input in place leaves
     ``example`` as it was), and is left as it was: the running statistics a module in training
-    mode updates are put back.
+    mode updates are put back, and so are the states of torch's random number generators (of the
+    CPU and of the example's device), which dropout in training mode draws from.
 
     Raises:
         TypeError: when ``model`` is not an ``nn.Module`` or ``example`` not a tensor, and when the
@@ -993,6 +994,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
 
     handles = []
     buffers = _Buffers(model)
+    random_state = _RandomState(example.device)
     try:
         try:
             for module in names:
@@ -1016,6 +1018,7 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
                            channels_last)
     finally:
         buffers.restore()
+        random_state.restore()
 
     infos: dict[str, LayerInfo] = {}
     ordered = sorted(names.items(), key=lambda item: start_order.get(item[1], len(names) + 1))
@@ -1077,6 +1080,27 @@ def _mismatch_error(model: nn.Module, example: torch.Tensor) -> Exception | None
             f"of that dtype (example.to({dtype}))"
         )
     return None
+
+
+class _RandomState:
+    """The random number generators' states of the CPU and of ``device`` (CUDA, MPS), to put back after
+    a discovery pass: dropout in a model in training mode draws from them, and a user who seeded
+    torch gets the same numbers whether or not a model was inspected in between."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._cpu = torch.get_rng_state()
+        self._device, self._state = device, None
+        if device.type == "cuda":
+            self._state = torch.cuda.get_rng_state(device)
+        elif device.type == "mps":
+            self._state = torch.mps.get_rng_state()
+
+    def restore(self) -> None:
+        torch.set_rng_state(self._cpu)
+        if self._device.type == "cuda":
+            torch.cuda.set_rng_state(self._state, self._device)
+        elif self._device.type == "mps":
+            torch.mps.set_rng_state(self._state)
 
 
 class _Buffers:
