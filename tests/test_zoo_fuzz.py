@@ -60,6 +60,7 @@ import socket
 import traceback
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -1364,9 +1365,37 @@ def test_a_googlenet_saved_after_torchvision_dropped_its_auxiliary_heads_loads(o
     state = {k: v + 0.5 if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "googlenet.pth")
     # was: RuntimeError "20 missing, 0 unexpected keys (e.g. missing 'aux1.conv.conv.weight', ...)"
-    bundle = load_torchvision("googlenet", weights_path=tmp_path / "googlenet.pth")
+    bundle = load_torchvision("googlenet", weights_path=tmp_path / "googlenet.pth", transform_input=True)
     assert_holds(bundle.model, state, "googlenet without its auxiliary heads")
     assert bundle.model.aux1 is None and bundle.model.transform_input
+
+
+def test_a_googlenet_trained_without_transform_input_loads_as_it_was_built(offline, tmp_path):
+    # was: every googlenet file got transform_input=True, as torchvision's weights need; a model trained from
+    # torchvision's builder without weights (transform_input=False) then gave other scores, with no error
+    torch.manual_seed(0)
+    mine = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    assert not mine.transform_input
+    torch.save(mine.state_dict(), tmp_path / "my_googlenet.pth")
+    x = torch.randn(1, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bundle = load_torchvision("googlenet", weights_path=tmp_path / "my_googlenet.pth", transform_input=False)
+    assert not bundle.model.transform_input
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model(x), mine(x))
+    # left out, the file's origin is unknown: the default is said, and what to pass
+    with pytest.warns(UserWarning, match=r"my_googlenet\.pth is not torchvision's file .*assuming True.*"
+                                         r"transform_input=False"):
+        assumed = load_torchvision("googlenet", weights_path=tmp_path / "my_googlenet.pth")
+    assert assumed.model.transform_input
+    with torch.no_grad():
+        assert not torch.allclose(assumed.model(x), mine(x))
+    with pytest.raises(ValueError, match="transform_input is an option of googlenet and inception_v3 only"):
+        load_torchvision("resnet18", weights=None, transform_input=False)
+    with pytest.raises(TypeError, match="transform_input"):
+        load_torchvision("googlenet", weights=None, transform_input="no")
+    assert not load_torchvision("googlenet", weights=None, transform_input=False).model.transform_input
 
 
 def test_a_folder_where_fetch_would_save_the_file_is_reported(offline, capsys):

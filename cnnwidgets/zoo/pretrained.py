@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -421,11 +422,16 @@ def _check_classifier(arch: str, weights: WeightsEnum) -> None:
         )
 
 
+#: The architectures whose torchvision weights expect their model to re-normalise its input itself
+#: (``transform_input=True``: the weights were ported from another framework's preprocessing).
+_TRANSFORMS_INPUT = ("googlenet", "inception_v3")
+
+
 # Constructor arguments that torchvision's builders set themselves when given weights.
-def _builder_kwargs(arch: str, weights: WeightsEnum) -> dict[str, Any]:
+def _builder_kwargs(arch: str, weights: WeightsEnum, transform_input: bool = True) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"num_classes": len(weights.meta["categories"])}
-    if arch in ("googlenet", "inception_v3"):
-        kwargs.update(transform_input=True, aux_logits=True, init_weights=False)
+    if arch in _TRANSFORMS_INPUT:
+        kwargs.update(transform_input=transform_input, aux_logits=True, init_weights=False)
     elif arch.startswith("vit_"):
         kwargs["image_size"] = weights.meta["min_size"][0]
     elif arch.startswith("maxvit"):
@@ -509,7 +515,8 @@ class TorchvisionPreprocess:
 
 
 def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", weights_path: str | os.PathLike | None = None,
-                     *, check_hash: bool = False, download: bool = False) -> Bundle:
+                     *, check_hash: bool = False, download: bool = False,
+                     transform_input: bool | None = None) -> Bundle:
     """A torchvision classifier with pretrained weights from the local cache or a file.
 
     Args:
@@ -531,6 +538,13 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
         download: if the file is not cached, download it (with hash check) via
             :func:`cnnwidgets.zoo.fetch.fetch_weights`; a cached file that cannot be loaded is
             replaced by a verified download and loading is tried once more. Off by default.
+        transform_input: for ``googlenet`` and ``inception_v3`` only: whether the model turns its
+            ImageNet-normalised input into the normalisation its weights were trained with (a
+            constructor argument of torchvision's, not saved in a state_dict). torchvision's own
+            weights need True, the default; a model trained from scratch with torchvision's
+            builder (``googlenet(weights=None)``) has False. For a ``weights_path`` that is not
+            torchvision's file (another file name), the default True is assumed with a warning:
+            the wrong setting gives wrong scores without any error.
 
     Returns:
         A :class:`~cnnwidgets.zoo.bundle.Bundle` with the model in eval mode on the CPU.
@@ -538,12 +552,14 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
     Raises:
         TypeError: an ``arch`` that is not a string, ``weights`` that are not a string, None or a
             ``WeightsEnum`` member, a ``weights_path`` that is not a path, or a
-            ``check_hash``/``download`` that is not True or False.
+            ``check_hash``/``download``/``transform_input`` that is not True or False (or None for
+            ``transform_input``).
         WeightsUnavailableError: the weights file is not cached (and ``download`` is False, or
             the download failed).
         FileNotFoundError: ``weights_path`` does not exist.
         IsADirectoryError: ``weights_path``, or the hub cache's place of the file, is a folder.
-        ValueError: unknown architecture/weights, weights that are not a classifier's (no class
+        ValueError: ``transform_input`` given for another architecture than googlenet and
+            inception_v3; unknown architecture/weights, weights that are not a classifier's (no class
             names, such as ``VGG16_Weights.IMAGENET1K_FEATURES``), a ``weights_path`` that is a URL
             or empty, a file that is not a safe plain state_dict (a dict of tensors with str keys),
             or (with ``check_hash``) a file whose hash does not match. For the hub cache's file the
@@ -557,6 +573,11 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
     _check_arch(arch)
     check_hash = as_flag(check_hash, "check_hash")
     download = as_flag(download, "download")
+    if transform_input is not None:
+        transform_input = as_flag(transform_input, "transform_input")
+        if arch not in _TRANSFORMS_INPUT:
+            raise ValueError(f"transform_input is an option of {' and '.join(_TRANSFORMS_INPUT)} only, not of {arch}; "
+                             "leave it out")
     if weights is not None and not isinstance(weights, (str, WeightsEnum)):
         enum = torchvision.models.get_model_weights(arch)
         hint = ("; for an untrained model pass weights=None" if weights is False else
@@ -575,7 +596,7 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
     if weights is None:
         if weights_path is not None:
             raise ValueError("weights=None means untrained; give weights (e.g. 'DEFAULT') to load weights_path")
-        model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
+        model = builder(weights=None, **_builder_kwargs(arch, meta_weights, transform_input is not False))
         _drop_aux_heads(arch, model)
         description = f"untrained {arch} (random initialisation, explicitly requested with weights=None)"
     else:
@@ -593,6 +614,13 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
                                         f"of the state_dict file itself")
             if not path.is_file():
                 raise FileNotFoundError(f"weights file not found: {str(path)!r}")
+            official = Path(urlsplit(meta_weights.url).path).name
+            if arch in _TRANSFORMS_INPUT and transform_input is None and path.name != official:
+                warnings.warn(
+                    f"{path.name} is not torchvision's file of {full} ({official}), so whether the model was trained "
+                    f"with transform_input is not known; assuming True, as torchvision's weights need. A {arch} "
+                    f"trained from torchvision's builder without weights has False: pass transform_input=False "
+                    f"(or True, to say so and silence this warning)", UserWarning, stacklevel=2)
         else:
             path = cached_weights_path(meta_weights)
             if path.is_dir():
@@ -617,7 +645,7 @@ def load_torchvision(arch: str, weights: str | WeightsEnum | None = "DEFAULT", w
                                                               "file from torchvision")
             if arch.startswith("densenet"):
                 state = _densenet_current_keys(state)
-            model = builder(weights=None, **_builder_kwargs(arch, meta_weights))
+            model = builder(weights=None, **_builder_kwargs(arch, meta_weights, transform_input is not False))
             if _without_aux_heads(arch, state):  # e.g. the state_dict of a model torchvision loaded
                 _drop_aux_heads(arch, model)
             notes += _fit(model, state, f"{path} does not fit {arch} ({full})")
