@@ -1001,6 +1001,16 @@ def test_discovery_in_training_mode_leaves_the_random_numbers_as_they_were():
     assert torch.equal(torch.rand(5), expected)
 
 
+def test_an_image_without_its_batch_dimension_is_refused_for_2d_models():
+    # was: torch ran the unbatched (3, 8, 8) image, and every layer was described as a batch of 3 (4, 6) maps
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"\(3, 8, 8\), one image \(C, H, W\) without the batch dimension.*unsqueeze\(0\)"):
+        discover(model, torch.randn(3, 8, 8))
+    assert discover_layers(model, torch.randn(1, 3, 8, 8))["0"].output_shape == (4, 6, 6)
+    sequence = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU())  # (N, C, L) is a batch for a 1-D model
+    assert discover_layers(sequence, torch.randn(2, 3, 8))["0"].output_shape == (4, 6)
+
+
 def test_pooling_with_an_empty_stride_has_the_kernel_as_its_stride():
     # was: IndexError (torch takes stride=() for 'the kernel size')
     pool = nn.MaxPool2d(2, stride=())

@@ -886,7 +886,8 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
     Raises:
         TypeError: when ``model`` is not an ``nn.Module`` or ``example`` not a tensor, and when the
             model fails on an example of another dtype than all its floating parameters and buffers.
-        ValueError: for an example of fewer than 2 dimensions, a model with lazy modules not
+        ValueError: for an example of fewer than 2 dimensions, or of 3 (one image without its batch
+            dimension) for a model whose first convolution is 2-D, a model with lazy modules not
             initialised yet (the pass would initialise them), and when the model fails on an
             example on another device than all its parameters and buffers.
         Exception: whatever else the model's forward raises, as it is.
@@ -901,6 +902,14 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
         raise ValueError(
             f"example must be an input batch with the batch dimension first, such as (N, C, H, W) (2 dimensions "
             f"at least); got a tensor of shape {tuple(example.shape)}"
+        )
+    stem = first_convolution(model) if example.dim() == 3 else None
+    if isinstance(stem, (nn.Conv2d, nn.ConvTranspose2d)):
+        # torch runs an unbatched (C, H, W) image through 2-D convolutions, but every output would be
+        # read with its first dimension as the batch: C images of one row each
+        raise ValueError(
+            f"example has shape {tuple(example.shape)}, one image (C, H, W) without the batch dimension, and the "
+            f"model's first convolution is 2-D: give a batch (N, C, H, W), e.g. example.unsqueeze(0)"
         )
     if torch.is_inference_mode_enabled():
         with torch.inference_mode(False):
