@@ -91,10 +91,14 @@ def _strip_forward_hooks(model: nn.Module) -> None:
         getattr(module, "_forward_hooks_always_called", {}).clear()
 
 
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
+def _replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` in place of ``old`` under every name ``old`` has in ``root``: a module registered
+    twice (``self.bn`` and ``self.features[1]``) is known to the trace by its first name only, and
+    the forward may call it through the other."""
+    for parent in list(root.modules()):
+        for child_name, child in parent._modules.items():
+            if child is old:
+                parent._modules[child_name] = new
 
 
 def _is_plain(module: nn.Module) -> bool:
@@ -240,7 +244,7 @@ def inference_copy(
             ):
                 continue
             _fold_pair(conv, bn)
-            _set_submodule(clone, name, nn.Identity())
+            _replace_module(clone, bn, nn.Identity())
             folded_bn.add(name)
             report.folded.append((str(source.target), name))
 
