@@ -72,6 +72,7 @@ from cnnwidgets.methods.gradients import (
     check_target_layer,
     empty_maps_quietly,
     gradients_enabled,
+    input_leaf,
     layers_for,
     readable_layer,
     require_graph,
@@ -223,7 +224,13 @@ def _layer_gradient(
     target = resolve_target(target)
     with gradients_enabled(), probe_scope(model_or_probe) as probe:
         if _one_at_a_time(probe, x):
-            parts = [_layer_gradient(probe, x[i:i + 1], target, layer, method) for i in range(x.shape[0])]
+            targets = [target] * x.shape[0]
+            if isinstance(target, ClassLogits):  # one class per image: each image alone gets its own class
+                if len(target.indices) != x.shape[0]:
+                    raise ValueError(f"ClassLogits: {len(target.indices)} class indices (one per image) for a batch "
+                                     f"of {x.shape[0]} images; give one index per image of the batch")
+                targets = [ClassLogits((index,), target.layer) for index in target.indices]
+            parts = [_layer_gradient(probe, x[i:i + 1], one, layer, method) for i, one in enumerate(targets)]
             return torch.cat([a for a, _ in parts]), torch.cat([g for _, g in parts])
         layers_for(probe, x)
         info = probe.check_layer(layer)
@@ -243,7 +250,12 @@ def _layer_gradient(
                 "its score does not depend on that layer"
             )
         activation = record[-1]
-        require_graph(scores, method)
+        if not scores.requires_grad:
+            # Nothing before the layer requires grad in the probe's copy, so a score not connected to
+            # the layer's leaf depends on the input by another path (a branch beside the layer), or
+            # on nothing at all (a target that detaches), which require_graph tells.
+            require_graph(target_score(probe, input_leaf(probe, x), target, grad=True), method)
+            raise ValueError(f"the target's score does not depend on layer {layer!r}")
         (grad,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
         if grad is None:
             raise ValueError(f"the target's score does not depend on layer {layer!r}")
