@@ -567,9 +567,9 @@ def test_occlusion_map_agrees_with_a_plain_loop_and_captum(seed, one_torch_threa
         check_snapshots(snapshots, result, order)
         assert_close_scores(result.grid.ravel(), want, f"grid of seed {seed}")
         assert_close_scores([result.unoccluded], [want0], f"unoccluded of seed {seed}")
-        # a class index on a model that ends in a softmax or sigmoid reads the layer feeding it:
-        # the scan then reads a layer, without top classes (as documented for layer targets)
-        on_output = result.target.layer is None
+        # a class index on a model that ends in a softmax or sigmoid reads the layer feeding it,
+        # and its classes come from those logits: the same top class and probabilities
+        on_output = result.target.layer is None or isinstance(target, int) or getattr(target, "layer", "") is None
         if on_output and case.classes > 1:
             probabilities = ref.probabilities(run)
             # the top class, where it is not a near tie that float rounding may flip
@@ -600,6 +600,31 @@ def test_occlusion_map_agrees_with_a_plain_loop_and_captum(seed, one_torch_threa
         for channel in range(x.shape[1]):
             torch.testing.assert_close(ours, captum[0, channel].double(), rtol=1e-4,
                                        atol=2e-5 * max(1.0, abs(result.unoccluded)), equal_nan=True)
+
+
+@pytest.mark.parametrize("final", [nn.Softmax(dim=1), nn.Sigmoid()], ids=["softmax", "sigmoid"])
+def test_a_class_index_on_a_model_ending_in_a_softmax_keeps_its_classes(final):
+    # was: the map read the logits before the final module, as a layer scan: labels and unoccluded_label were
+    # None, and for_class raised "scan with keep_class_probabilities=True", which the scan had been given
+    torch.manual_seed(4)
+    head = [nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)]
+    for module in head:
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+    ending, plain = nn.Sequential(*head, final).eval(), nn.Sequential(*head).eval()
+    x = torch.randn(1, 3, 16, 20)
+    options = {"window": 5, "stride": 3, "progress": False, "keep_class_probabilities": True}
+    result, logits = occlusion_map(ending, x, 3, **options), occlusion_map(plain, x, 3, **options)
+    np.testing.assert_allclose(result.grid, logits.grid, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(result.labels, logits.labels)
+    assert result.unoccluded_label == logits.unoccluded_label is not None
+    with torch.no_grad():
+        expected = ending(x)[0].numpy()
+    np.testing.assert_allclose(result.unoccluded_probabilities, expected, rtol=1e-5, atol=1e-6)
+    images, _ = occluded_images(x, fill_values(0.0, x), (5, 5), (3, 3))
+    with torch.no_grad():
+        per_position = ending(images)[:, 1].numpy()
+    np.testing.assert_allclose(result.for_class(1).grid.ravel(), per_position, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(100, 110))

@@ -184,7 +184,9 @@ class OcclusionResult:
         unoccluded: the target score of the image without occlusion.
         labels: (rows, cols) int64, the most probable class with the window at (i, j), -1 where
             not computed; ``None`` when the target reads an internal layer or the model has a
-            single output unit (it scores one class of two; the other has no index).
+            single output unit (it scores one class of two; the other has no index). A class
+            index on a model that ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module scores the
+            logit that module reads, and the classes come from those logits (the same top class).
         unoccluded_label: the most probable class without occlusion (``None`` as for labels).
         window: (height, width) of the occluder in pixels.
         stride: (vertical, horizontal) step between positions in pixels.
@@ -829,19 +831,32 @@ class _ProbeOutput:
 
 
 class _LayerRunner:
-    """Scores of a target on an internal layer: prefix-only forward passes through the probe."""
+    """Scores of a target on an internal layer: prefix-only forward passes through the probe.
 
-    def __init__(self, probe: Probe, target: Target) -> None:
+    With ``logits_of`` (``"softmax"`` or ``"sigmoid"``), the layer holds the logits that the model's
+    final activation module turns into its output (a class index on such a model reads them): the
+    top class of each image and, with ``keep``, the probabilities of every class come from them,
+    as from the output of a model without that module."""
+
+    def __init__(self, probe: Probe, target: Target, logits_of: str | None = None, keep: bool = False) -> None:
         self.probe = probe
         self.target = target
+        self.logits_of = logits_of
+        self.keep = keep
 
-    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def __call__(self, batch: torch.Tensor) -> _Scores:
         layer = self.target.layer
         # Occluded batches are used once; caching them would evict the user's cached activations.
         activation = self.probe.capture(batch, [layer], cache=False, channels_first=True)[layer]
         with torch.no_grad():
             scores = call_target(self.target, activation, probe=self.probe)
-        return scores.detach(), None, None
+            labels = probabilities = None
+            if self.logits_of is not None:
+                logits = class_scores(activation)
+                labels = logits.argmax(dim=1) if logits.shape[1] > 1 else None
+                if self.keep:  # what the final module makes of them: the model's own output
+                    probabilities = logits.softmax(dim=1) if self.logits_of == "softmax" else logits.sigmoid()
+        return scores.detach(), labels, probabilities
 
 
 # One fast inference copy per (probe, fold setting), rebuilt when the probe's copy changes.
@@ -1280,15 +1295,18 @@ def _scan_with_probe(
     # The unoccluded run first: it also describes the layers at this image size (for the batch
     # size), and settles the memory layout (a model that needs contiguous activations gets them).
     keep: str | None = None  # how the kept class probabilities are read, None: none kept
+    logits_of: str | None = None  # the model's final activation, when the target reads the logits before it
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
         reference_version = probe.version  # of the weights that computed it
         # a class index scores the logit also where a final softmax or sigmoid module follows it
         target = logit_target(probe, target, image)
-    if target.layer is None:
+        if target.layer is not None:
+            logits_of = probe.output_activation  # the scan reads the logits: classes come from them too
+    if target.layer is None or logits_of is not None:
         if keep_class_probabilities and _keeps_probabilities(reference, rows * cols):
             keep = _kept_outputs(target)
-    else:
+    if target.layer is not None:
         scores = target_score(probe, image, target)
     memory_format = torch.channels_last if probe.channels_last else torch.contiguous_format
     image = image.contiguous(memory_format=memory_format)
@@ -1331,8 +1349,12 @@ def _scan_with_probe(
     else:
         # Prefix runs go through the probe's hooks, which serve one forward at a time.
         parallel_safe = False
-        runner = _LayerRunner(probe, target)
+        runner = _LayerRunner(probe, target, logits_of, keep is not None)
         labels = probabilities = None
+        if logits_of is not None:  # the top class and the probabilities, from the unoccluded logits
+            scores, labels, probabilities = runner(image)
+            if labels is not None:
+                unoccluded_label = int(labels[0])
     if plan[0][1] < preview and batch_size is None and not probe.batch_dependent:
         # the preview takes several batches of an automatic size: the workers share it
         plan = _preview_plan(total, size, cut, _cpu_workers(probe, parallel_safe)[0])
@@ -1543,7 +1565,9 @@ def occlusion_map(
             (rebuilt when the model changes), so repeated maps do not pay for it again. The
             first map on a probe computes its coarse preview through the probe's own copy and
             prepares this one after it, so that the preview is not kept waiting.
-        keep_class_probabilities: for a target on the model output whose output is class scores,
+        keep_class_probabilities: for a target on the model output whose output is class scores
+            (also a class index on a model ending in an ``nn.Softmax`` or ``nn.Sigmoid`` module,
+            whose map reads the logits before it),
             also keep the probability of every class at every position
             (:attr:`OcclusionResult.class_probabilities`, read as the target reads them when it
             is a ``ClassProbability``, else with ``outputs="auto"``), so that
