@@ -29,7 +29,10 @@ copy, removed in ``finally``), so no parameter's ``.grad`` is touched and the pa
 the network before the layer is not differentiated at all. Gradients are enabled for that
 computation whatever the caller's mode (``torch.no_grad()``, ``torch.inference_mode()``),
 which is unchanged when the functions return. A layer that runs several
-times per forward is taken at its last call, like every capture of the probe.
+times per forward is taken at its last call, like every capture of the probe; for a target
+on an inner layer, at its last call before the forward reaches that target (the forward
+stops there), which is an earlier call when the target's layer runs between two of them
+(a ReLU module shared by a residual block, with the target on the block's second convolution).
 
 Relation to pytorch-grad-cam
 ----------------------------
