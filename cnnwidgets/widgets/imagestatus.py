@@ -11,7 +11,6 @@ import numpy as np
 import traitlets
 from PIL import Image
 
-from cnnwidgets.render.encode import encode_png
 from cnnwidgets.widgets._base import RefusesBrowserValues, RefusesWhenClosed, close_parts
 from cnnwidgets.widgets.controls import FIT_IN_ROW
 from cnnwidgets.widgets.status import ERROR_COLOUR
@@ -21,14 +20,19 @@ __all__ = ["ImageStatus", "png_bytes", "show_png"]
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """Encode an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ``uint8`` array as PNG (zlib level 6:
-    these pictures are shown once, so a smaller file is worth the longer encode).
+    """Encode an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ``uint8`` array as PNG.
 
     Raises:
-        ValueError: for a wrong dtype or shape, or an empty image.
-        TypeError: for something that is no array (see :func:`cnnwidgets.render.encode_png`).
+        ValueError: for a wrong dtype or shape.
     """
-    return encode_png(image, compress_level=6)
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected a uint8 image (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def show_png(target: widgets.Image, image: np.ndarray) -> None:
