@@ -1724,6 +1724,11 @@ class Explorer(ipw.VBox):
         count = self._channels(self.layer)
         if self.channel >= count:
             self.channel = 0
+        if self.channel <= self.channel_slider.max:
+            # the slider on the channel first: a channel set together with the layer (in
+            # hold_trait_notifications()) reaches it after this, and a lower max would clamp the old
+            # value, which the link hands back to the explorer in place of the channel set
+            self.channel_slider.value = self.channel
         self.channel_slider.max = count - 1
 
     def _layer_channels(self) -> int:
