@@ -222,7 +222,10 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
         inside its blocks), and the feature vector the output layer
         classifies - the last module before the output layer that is not a reshape
         (``Flatten``), ``Dropout`` or ``Identity``; the paper's fc7 in a network with hidden
-        linear layers, the global pooling in one without. Where that module is the last one of
+        linear layers, the global pooling in one without. Where that module is the last one to
+        run inside a block with a ``forward`` of its own (not an ``nn.Sequential``), as the last
+        branch of a block that concatenates its branches, "penultimate" is the block, whose output
+        is what the layers after it read. Where that module is the last one of
         the ``nn.Sequential`` chosen as the last feature map (DenseNet's ``features.norm5``,
         whose global pooling is functional), both name the same tensor and "penultimate" is
         that feature map too.
@@ -263,9 +266,30 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
     ):
         last_conv = last_map
     penultimate = next((i.name for i in reversed(leaves[:-1]) if i.type not in _RESHAPES), last_conv)
+    # the last leaf of a block with a forward of its own (branches concatenated, a residual sum) is not
+    # what the block returns: the block is
+    penultimate = _enclosing_block(probe, penultimate, leaves)
     if _ends(probe, last_conv, penultimate, leaves):
         penultimate = last_conv  # the same tensor (DenseNet's features end with norm5): one layer, not two
     return {"first": first, "last_conv": last_conv, "penultimate": penultimate}
+
+
+def _enclosing_block(probe: Probe, name: str, leaves: Sequence[LayerInfo]) -> str:
+    """The outermost module, other than an ``nn.Sequential`` (whose output is its last module's), of
+    which layer ``name`` is the last leaf to run and whose output is one batch tensor; ``name``
+    itself when there is none. Such a block computes what it returns after its last leaf (a
+    concatenation of branches, a residual sum), so the layers after it read its output, not the leaf's."""
+    parts = name.split(".")
+    for depth in range(1, len(parts)):
+        container = ".".join(parts[:depth])
+        info = probe.layers.get(container)
+        if (info is None or info.calls == 0 or info.output_shape is None or not info.batch_first
+                or isinstance(probe.module(container), nn.Sequential)):
+            continue
+        inside = [i.name for i in leaves if i.name.startswith(container + ".")]
+        if inside and inside[-1] == name:
+            return container
+    return name
 
 
 def _ends(probe: Probe, container: str, name: str, leaves: Sequence[LayerInfo]) -> bool:
