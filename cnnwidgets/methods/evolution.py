@@ -336,7 +336,9 @@ class FeatureEvolutionRecorder:
         model: the model being trained, or its zoo bundle (whose ``classes`` then name the rows of
             a class layer). Never changed (see the module notes).
         probe_images: a fixed, preprocessed probe set (N, C, H, W); the paper uses the
-            training set, a few hundred images are enough to see features form.
+            training set, a few hundred images are enough to see features form. Kept as float32
+            (the probe computes in float32, whatever the model's dtype: a float64 model's frames
+            differ from its own float64 activations by float32 rounding, about 1e-7 relative).
         layers: ``{layer: channels}`` with a list of channel indices, or an int ``m`` for ``m``
             channels evenly spaced over the layer (``round(linspace(0, C - 1, m))``; a count above
             the layer's ``C`` records all ``C``, with a ``UserWarning``). A list or a single name
