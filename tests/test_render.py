@@ -1000,7 +1000,7 @@ def test_encoders_refuse_empty_images_and_non_int_settings():
         R.encode_jpeg(IMG, 96)
     with pytest.raises(TypeError, match="PNG compress_level must be an int"):
         R.encode_png(IMG, 1.5)
-    with pytest.raises(ValueError, match=r"expected an image of shape \(H, W\), \(H, W, 3\) or \(H, W, 4\)"):
+    with pytest.raises(ValueError, match=r"expected an image of shape \(H, W\), \(H, W, 1\), \(H, W, 3\) or \(H, W, 4\)"):
         R.encode_jpeg(np.zeros((4, 4, 2), np.uint8))
     assert R.encode_jpeg(IMG, np.int64(80))[:2] == b"\xff\xd8"
 
