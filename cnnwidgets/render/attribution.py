@@ -306,12 +306,15 @@ def attribution_overlay(
     weight_by_value = check_bool(weight_by_value, "weight_by_value")
     gray_image = check_bool(gray_image, "gray_image")
     picture = as_picture(image)
-    plane = reduce_channels(_as_map(heat, "attribution (heat)"), "max_abs")
+    heat_map = _as_map(heat, "attribution (heat)")
+    plane = reduce_channels(heat_map, "max_abs")
     check_heat_orientation(plane, picture.shape)
     if gray_image:
         picture = desaturate(picture)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if heat_map.ndim == 2 and plane.shape != picture.shape[:2]:
+        plane = np.abs(plane)  # magnitudes resized: +1 next to -1 is no zero between them
     levels = _normalised(_resize_bilinear(plane, picture.shape[:2]), False, percentile)
     colour = colormap_lut(cmap)[np.round(levels * 255).astype(np.intp)].astype(np.float32)
     opacity = (alpha * levels)[..., None] if weight_by_value else alpha

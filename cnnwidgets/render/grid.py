@@ -463,7 +463,8 @@ def _paint_marks(out: np.ndarray, layout: GridLayout, marked: np.ndarray | None,
         out[y : y + h, x + w - 1] = color
         n = min(w, h)
         diag = np.arange(n)
-        rows = y + h - 1 - (diag * h) // n if rising else y + diag
+        step = (diag * h) // n  # corner to corner also on a tile taller than wide
+        rows = y + h - 1 - step if rising else y + step
         out[rows, x + (diag * w) // n] = color
 
 
