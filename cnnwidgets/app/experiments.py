@@ -163,8 +163,10 @@ def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormal
         valid: an (H, W) mask of the pixels inside the image (the others are shown
             :data:`~cnnwidgets.render.figures.OUTSIDE` grey), or None (all are).
         denormalize: the model's inverse preprocessing, ``(C, H, W) tensor -> (H, W, 3) image in
-            [0, 1]`` (``(C, H, W)`` is taken too); None: the image is contrast-stretched (over its
-            finite values) unless it lies in [0, 1] already.
+            [0, 1]`` (``(C, H, W)`` is taken too, also for an image 1 or 3 pixels wide; the
+            ``(3, 3, 3)`` result of a 3 x 3 image, which reads both ways, is read in the layout it
+            returns for an image one pixel wider, for which it is called once more); None: the
+            image is contrast-stretched (over its finite values) unless it lies in [0, 1] already.
 
     Raises:
         TypeError: for ``pixels`` that are not real numbers, or a ``denormalize`` that is not callable.
@@ -190,15 +192,23 @@ def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormal
         array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
         return image_to_rgb(array, valid_np)
     tensor = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.asarray(pixels, dtype=np.float32))
+    plain, size = tensor.detach().cpu(), tuple(tensor.shape[-2:])
     try:
-        shown = denormalize(tensor.detach().cpu())
-        rgb = np.asarray(shown.detach().cpu() if isinstance(shown, torch.Tensor) else shown, dtype=np.float32)
+        rgb = _denormalized(denormalize, plain)
+        # the layout is read against the image's size: (C, H, W) where the last two axes are its size
+        first = rgb.ndim == 3 and rgb.shape[0] in (1, 3) and tuple(rgb.shape[1:]) == size
+        last = rgb.ndim == 3 and rgb.shape[2] in (1, 3) and tuple(rgb.shape[:2]) == size
+        if first and last and rgb.shape[0] > 1:
+            # (3, 3, 3) for a 3 x 3 image reads both ways: an image a pixel wider shows which axis is the width
+            wider = _denormalized(denormalize, torch.cat([plain, plain[..., -1:]], dim=-1))
+            first = wider.ndim == 3 and wider.shape[-1] == size[1] + 1
+            last = not first
     except Exception as exc:  # noqa: BLE001 - the user's function: named as the cause
         raise RuntimeError(f"denormalize failed on an image of shape {tuple(tensor.shape)}: "
                            f"{type(exc).__name__}: {exc}") from exc
-    if rgb.ndim == 3 and rgb.shape[0] in (1, 3) and rgb.shape[2] not in (1, 3):
+    if first and not last:
         rgb = rgb.transpose(1, 2, 0)
-    if rgb.ndim != 3 or rgb.shape[2] not in (1, 3) or rgb.shape[:2] != tuple(tensor.shape[-2:]):
+    if rgb.ndim != 3 or rgb.shape[2] not in (1, 3) or rgb.shape[:2] != size:
         raise ValueError(f"denormalize must return the image as (C, H, W) or (H, W, C) with C = 1 or 3 and the "
                          f"input's size {tuple(tensor.shape[-2:])}; it returned shape {rgb.shape} for an image of "
                          f"shape {tuple(tensor.shape)}")
@@ -209,6 +219,12 @@ def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormal
         rgb = rgb.copy()
         rgb[~valid_np] = OUTSIDE
     return rgb
+
+
+def _denormalized(denormalize: Denormalize, image: torch.Tensor) -> np.ndarray:
+    """What ``denormalize`` returns for ``image``, as a float32 array."""
+    shown = denormalize(image)
+    return np.asarray(shown.detach().cpu() if isinstance(shown, torch.Tensor) else shown, dtype=np.float32)
 
 
 def _strip(images: Sequence[np.ndarray], factor: int = 1) -> np.ndarray:
