@@ -880,8 +880,9 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
 
     The model runs on a copy of ``example`` (a forward that changes its input in place leaves
     ``example`` as it was), and is left as it was: the running statistics a module in training
-    mode updates are put back, and so are the states of torch's random number generators (of the
-    CPU and of the example's device), which dropout in training mode draws from.
+    mode updates are put back, and so are, for a model with a module in training mode, the states of
+    torch's random number generators (of the CPU and of the example's device), which dropout in
+    training mode draws from.
 
     Raises:
         TypeError: when ``model`` is not an ``nn.Module`` or ``example`` not a tensor, and when the
@@ -1003,7 +1004,10 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
 
     handles = []
     buffers = _Buffers(model)
-    random_state = _RandomState(example.device)
+    # only a module in training mode draws (dropout): a model in evaluation mode, as a probe's copy
+    # always is, leaves the generators alone, and they are not touched either (putting a state back
+    # would undo what another thread drew meanwhile)
+    random_state = _RandomState(example.device) if any(m.training for m in model.modules()) else None
     try:
         try:
             for module in names:
@@ -1027,7 +1031,8 @@ def discover(model: nn.Module, example: torch.Tensor) -> Discovery:
                            channels_last)
     finally:
         buffers.restore()
-        random_state.restore()
+        if random_state is not None:
+            random_state.restore()
 
     infos: dict[str, LayerInfo] = {}
     ordered = sorted(names.items(), key=lambda item: start_order.get(item[1], len(names) + 1))
