@@ -185,11 +185,16 @@ def as_tolerance(value: object, what: str) -> float:
 
     Raises:
         TypeError: for something that is not a real number (a bool, a string ...), naming ``what``.
-        ValueError: for a negative, NaN or infinite value.
+        ValueError: for a negative, NaN or infinite value, or an int beyond float's range.
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{what} must be a finite number >= 0, got {_describe_value(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(
+            f"{what} must be a finite number >= 0, got an int of {len(str(abs(int(value))))} digits"
+        ) from None
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{what} must be a finite number >= 0, got {number}")
     return number
@@ -683,8 +688,9 @@ class ClassLogit:
     types; it is stored as an int). A negative index is refused at once; the upper bound needs
     the model's output and is checked when the target is evaluated. ``layer`` names the layer whose
     output holds the scores; None (the default) reads the model's output, and for a model that
-    ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module the scores that go into it (the logits, see
-    :func:`logit_target`), when evaluated with a probe (:func:`target_score`, every method).
+    ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module fed by one layer's (classes,) output the
+    scores that go into it (the logits, see :func:`logit_target`), when evaluated with a probe
+    (:func:`target_score`, every method).
 
     Raises:
         TypeError: for an index that is not an int (a bool, a float, several indices ...), or a
@@ -845,7 +851,8 @@ class ChannelActivation:
             output), a channel, row or column that is not an int, or a position that is not a
             (row, col) pair.
         ValueError: for an unknown ``reduce``; when evaluated, for a layer output without a
-            channel axis, such as a transformer's (tokens, features) (see :func:`check_channel_output`).
+            channel axis, such as a transformer's (tokens, features) (see :func:`check_channel_output`),
+            or for a feature map with no unit at this input size.
 
     When evaluated, an integer or bool output (counts, a mask) is scored as float32; an output
     that is not a tensor, or holds complex numbers, is refused with a ``TypeError``. An empty
@@ -878,7 +885,7 @@ class ChannelActivation:
                 f"channel {self.channel} is out of range: layer {self.layer!r} has {activation.shape[1]} channels"
             )
         values = activation[:, self.channel]
-        if values.dim() == 3 and values.shape[1] * values.shape[2] == 0:
+        if values.dim() >= 3 and math.prod(values.shape[1:]) == 0:
             raise ValueError(empty_map_message(self.layer, str(tuple(activation.shape[1:]))))
         if self.position is not None:
             if values.dim() != 3:
@@ -916,11 +923,13 @@ class OutputScore:
 
 
 def _several_indices(value: object) -> bool:
-    """Whether ``value`` is a class index per image: a list or tuple of two or more ints, or a 1-D
-    integer tensor or array of two or more (one entry is one index, see :func:`_class_index`)."""
+    """Whether ``value`` is a class index per image: a list or tuple of two or more ints (Python
+    ints, numpy integers or 0-d integer tensors, as ``list(model(x).argmax(1))`` gives them), or a
+    1-D integer tensor or array of two or more (one entry is one index, see :func:`_class_index`)."""
     if isinstance(value, (list, tuple)):
         return len(value) > 1 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value
+            (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)))
+            or (isinstance(v, torch.Tensor) and v.dim() == 0 and _integer_array(v)) for v in value
         )
     return _integer_array(value) and value.ndim == 1 and value.shape[0] > 1
 
@@ -1028,7 +1037,7 @@ def logit_target(probe, target: Target, x: torch.Tensor) -> Target:
 
 
 #: The targets this module defines; their errors say what went wrong themselves.
-_OWN_TARGETS = (ClassLogit, ClassProbability, ChannelActivation)
+_OWN_TARGETS = (ClassLogit, ClassLogits, ClassProbability, ChannelActivation)
 
 
 def call_target(target: Target, activation: torch.Tensor, *, probe=None, n: int | None = None) -> torch.Tensor:
