@@ -31,8 +31,9 @@ The oracles (computed here, independently of the code under test), on an eval-mo
 ``copy.deepcopy`` of the model in plain PyTorch, with forward hooks reading the inner layers:
 
 * a class logit is ``y[:, k]`` of the output (read out of its container, (N, K, 1, 1) as (N, K));
-  for a model ending in a softmax or sigmoid module fed by one linear layer, the input of that
-  module (the logits); a class per image picks ``y[n, k_n]``;
+  for a model ending in a softmax or sigmoid module fed by one layer's (K,) or (K, 1, 1) output
+  (a linear layer, a convolutional head's global pool), the input of that module (the logits);
+  a class per image picks ``y[n, k_n]``;
 * a class probability follows the docstring of :func:`class_probabilities`, written here: the
   softmax of the output (the sigmoid for one unit), the sigmoid of every unit, the output as it
   is (refused outside [0, 1]), and for ``"auto"`` the output as it is for a final softmax or
@@ -255,8 +256,9 @@ class Oracle:
             final = expected_final_activation(self.model) if with_probe else None
         if isinstance(target, (ClassLogit, ClassLogits)):
             logits = y
-            if with_probe and final is not None and self.model.head_kind != "conv_softmax" and target.layer is None:
-                logits = self.act_input  # fed by the linear layer: the logits
+            if with_probe and final is not None and target.layer is None:
+                # fed by the linear layer or the conv head's pool: the logits
+                logits = self.act_input.reshape(len(x), -1)
             if isinstance(target, ClassLogit):
                 return None if target.index >= y.shape[1] else logits[:, target.index]
             if max(target.indices) >= y.shape[1]:
@@ -343,8 +345,8 @@ def test_target_scores_equal_the_documented_numbers(seed):
     training = model.training
     with Probe(model, channels_last=rng.choice([True, False, "auto"])) as probe:
         assert probe.output_activation == expected_final_activation(model)
-        if expected_final_activation(model) is not None and model.head_kind != "conv_softmax":
-            assert probe.scores_layer == "fc"
+        if expected_final_activation(model) is not None:
+            assert probe.scores_layer == ("pool" if model.head_kind == "conv_softmax" else "fc")
         for _ in range(4):
             target = draw_target(rng, model, oracle, x)
             resolved = resolve_target(target)
@@ -531,3 +533,17 @@ def test_a_class_per_image_out_of_range_says_so_itself():
         call_target(ClassLogits([0, 3]), torch.zeros(2, 3))
     with pytest.raises(TypeError, match=r"^ClassLogits: the model's output has dtype torch.int64"):
         call_target(ClassLogits([0, 1]), torch.zeros(2, 3, dtype=torch.int64))
+
+
+def test_a_class_index_on_a_pooled_conv_head_before_a_softmax_scores_the_logit():
+    # was: the layer feeding the final nn.Softmax had to give (classes,) per image, so a convolutional head
+    # pooled to (classes, 1, 1) had no scores layer and ClassLogit silently scored the probability
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 1), nn.AdaptiveAvgPool2d(1),
+                          nn.Softmax(dim=1)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    with Probe(model) as probe:
+        assert probe.scores_layer == "3"
+        with torch.no_grad():
+            logits = model[:4](x)[:, 1, 0, 0]
+        torch.testing.assert_close(target_score(probe, x, 1), logits)

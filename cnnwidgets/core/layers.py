@@ -854,12 +854,14 @@ def _returned_activation(
 
 def _scores_layer(infos: dict[str, LayerInfo], activation: str) -> str | None:
     """The leaf layer whose output went, unchanged, into the final activation module
-    ``activation`` (its only call), when that output is (classes,) per image: the scores the
-    activation turns into probabilities. None otherwise."""
+    ``activation`` (its only call), when that output is (classes,) per image, or (classes, 1, 1) as a
+    convolutional head pooled to one position gives it: the scores the activation turns into
+    probabilities. None otherwise."""
     if infos[activation].calls != 1:
         return None
     feeding = [info for info in infos.values() if info.feeds == activation and info.is_leaf and info.calls == 1]
-    if len(feeding) != 1 or feeding[0].output_shape is None or len(feeding[0].output_shape) != 1:
+    shape = feeding[0].output_shape if len(feeding) == 1 else None
+    if not shape or any(size != 1 for size in shape[1:]):
         return None
     return feeding[0].name
 
