@@ -627,6 +627,34 @@ def test_a_class_index_on_a_model_ending_in_a_softmax_keeps_its_classes(final):
     np.testing.assert_allclose(result.for_class(1).grid.ravel(), per_position, rtol=1e-5, atol=1e-6)
 
 
+def test_a_class_index_on_a_softmax_model_runs_the_folded_copy_without_its_softmax():
+    # was: such a scan read the logits layer through the probe's prefix capture, one batch at a time and
+    # without the folded copy: 1.4-1.7x the time of the same model without its softmax
+    from cnnwidgets.methods import occlusion as occlusion_module
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Softmax(dim=1)).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    x = torch.randn(1, 3, 24, 24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "folding batch norm changed this model's output"
+        with Probe(model) as probe:
+            for _ in range(2):  # the second scan reuses the copy
+                result = occlusion_map(probe, x, 2, window=6, stride=2, progress=False, keep_class_probabilities=True)
+            kept = [key for key in occlusion_module._FAST_COPIES[probe] if isinstance(key, tuple)]
+            assert len(kept) == 1 and kept[0][1].module == "5" and kept[0][1].layer == "4"
+            assert isinstance(occlusion_module._FAST_COPIES[probe][kept[0]][1].get_submodule("5"), nn.Identity)
+    assert isinstance(model[5], nn.Softmax)  # the user's model keeps its softmax
+    images, _ = occluded_images(x, fill_values(0.0, x), (6, 6), (2, 2))
+    with torch.no_grad():
+        logits = model[:5](images).flatten(1)
+        probabilities = model(images).flatten(1)
+    np.testing.assert_allclose(result.grid.ravel(), logits[:, 2].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(result.labels.ravel(), logits.argmax(1).numpy())
+    np.testing.assert_allclose(result.for_class(0).grid.ravel(), probabilities[:, 0].numpy(), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("seed", range(100, 110))
 def test_occlusion_top_class_agrees_with_a_plain_loop(seed, one_torch_thread):
     case = make_case(seed)

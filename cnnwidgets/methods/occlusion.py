@@ -62,7 +62,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -760,12 +760,14 @@ class _OutputRunner:
     where the fast copy would mix its folded layers' old weights with the others' new ones."""
 
     def __init__(
-        self, model: Callable[[torch.Tensor], object], target: Target, probe: Probe, keep: str | None = None
+        self, model: Callable[[torch.Tensor], object], target: Target, probe: Probe, keep: str | None = None,
+        cut: _LogitsCut | None = None,
     ) -> None:
         self.model = model
         self.target = target
         self.probe = probe  # the model's final activation and output reduction, for the target
         self.keep = keep
+        self.cut = cut  # the model runs without its final activation: its output is the logits
         self.inference = not isinstance(model, _ProbeOutput)
         self.shares = _shares_of(model)
         self.fallback: _ProbeOutput | None = None  # set when the fast copy's weights were overwritten
@@ -775,7 +777,7 @@ class _OutputRunner:
             output = self.model(batch)  # in __call__'s mode: inference mode for a fast copy
             if self.shares is None or self.shares.unchanged(self.probe):
                 return output
-            self.fallback = _ProbeOutput(self.probe)
+            self.fallback = _ProbeOutput(self.probe, self.cut)
         with torch.inference_mode(False):
             return self.fallback(batch)
 
@@ -806,7 +808,9 @@ class _OutputRunner:
             # a single output unit scores one class of two: there is no class index to name
             labels = classes.argmax(dim=1) if classes is not None and classes.shape[1] > 1 else None
             probabilities = None
-            if self.keep is not None and classes is not None:
+            if self.keep is not None and classes is not None and self.cut is not None:
+                probabilities = self.cut.probabilities(classes)
+            elif self.keep is not None and classes is not None:
                 # as ClassProbability reads them (call_target gives it the model's final activation)
                 probabilities = class_probabilities(
                     classes, outputs=self.keep, final_activation=self.probe.output_activation
@@ -814,14 +818,57 @@ class _OutputRunner:
         return scores, labels, probabilities
 
 
-class _ProbeOutput:
-    """The probe's own copy of the model as a callable (hooks idle, nothing cached)."""
+@dataclass(frozen=True)
+class _LogitsCut:
+    """A model that ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module ``module`` (``activation``:
+    ``"softmax"`` or ``"sigmoid"``), run without it: its output is then the output of ``layer``,
+    the logits that module reads (what a class index scores on such a model)."""
 
-    def __init__(self, probe: Probe) -> None:
+    module: str
+    layer: str
+    activation: str
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the final module makes of class scores ``logits`` (N, classes): the model's own output."""
+        return logits.softmax(dim=1) if self.activation == "softmax" else logits.sigmoid()
+
+
+def _logits_cut(probe: Probe) -> _LogitsCut | None:
+    """The :class:`_LogitsCut` of ``probe``'s model, when its final activation module is known (run
+    once, fed by the scores layer), else None."""
+    layer, activation = probe.scores_layer, probe.output_activation
+    module = probe.layers[layer].feeds if layer is not None and layer in probe.layers else ""
+    if not module or activation is None:
+        return None
+    return _LogitsCut(module, layer, activation)
+
+
+def _without_module(model: nn.Module, name: str) -> bool:
+    """Put an ``nn.Identity`` in place of ``model``'s submodule ``name``; False where it has none."""
+    parent_name, _, child = name.rpartition(".")
+    try:
+        parent = model.get_submodule(parent_name) if parent_name else model
+    except AttributeError:
+        return False
+    if not isinstance(getattr(parent, child, None), nn.Module):
+        return False
+    setattr(parent, child, nn.Identity())
+    return True
+
+
+class _ProbeOutput:
+    """The probe's own copy of the model as a callable (hooks idle, nothing cached); with ``cut``,
+    the output of the layer the model's final activation reads (the logits)."""
+
+    def __init__(self, probe: Probe, cut: _LogitsCut | None = None) -> None:
         self.probe = probe
+        self.cut = cut
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         try:
+            if self.cut is not None:
+                layer = self.cut.layer
+                return self.probe.capture(batch, [layer], cache=False, channels_first=True)[layer]
             return self.probe.logits(batch, cache=False)
         except RuntimeError as exc:
             if exc.__cause__ is None:
@@ -831,36 +878,24 @@ class _ProbeOutput:
 
 
 class _LayerRunner:
-    """Scores of a target on an internal layer: prefix-only forward passes through the probe.
+    """Scores of a target on an internal layer: prefix-only forward passes through the probe."""
 
-    With ``logits_of`` (``"softmax"`` or ``"sigmoid"``), the layer holds the logits that the model's
-    final activation module turns into its output (a class index on such a model reads them): the
-    top class of each image and, with ``keep``, the probabilities of every class come from them,
-    as from the output of a model without that module."""
-
-    def __init__(self, probe: Probe, target: Target, logits_of: str | None = None, keep: bool = False) -> None:
+    def __init__(self, probe: Probe, target: Target) -> None:
         self.probe = probe
         self.target = target
-        self.logits_of = logits_of
-        self.keep = keep
 
-    def __call__(self, batch: torch.Tensor) -> _Scores:
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         layer = self.target.layer
         # Occluded batches are used once; caching them would evict the user's cached activations.
         activation = self.probe.capture(batch, [layer], cache=False, channels_first=True)[layer]
         with torch.no_grad():
             scores = call_target(self.target, activation, probe=self.probe)
-            labels = probabilities = None
-            if self.logits_of is not None:
-                logits = class_scores(activation)
-                labels = logits.argmax(dim=1) if logits.shape[1] > 1 else None
-                if self.keep:  # what the final module makes of them: the model's own output
-                    probabilities = logits.softmax(dim=1) if self.logits_of == "softmax" else logits.sigmoid()
-        return scores.detach(), labels, probabilities
+        return scores.detach(), None, None
 
 
 # One fast inference copy per (probe, fold setting), rebuilt when the probe's copy changes.
-_FAST_COPIES: weakref.WeakKeyDictionary[Probe, dict[bool, tuple[tuple, nn.Module, bool]]] = weakref.WeakKeyDictionary()
+# Keyed by the fold setting, and (fold, cut) for a copy without the model's final activation.
+_FAST_COPIES: weakref.WeakKeyDictionary[Probe, dict[Any, tuple[tuple, nn.Module, bool]]] = weakref.WeakKeyDictionary()
 _FAST_COPIES_LOCK = threading.Lock()
 
 
@@ -919,7 +954,7 @@ def _shares_of(model: object) -> _Shares | None:
         return _SHARES.get(model)
 
 
-def _inference_copy(probe: Probe, fold: bool) -> tuple[nn.Module, InferenceCopyReport]:
+def _inference_copy(probe: Probe, fold: bool, cut: _LogitsCut | None = None) -> tuple[nn.Module, InferenceCopyReport]:
     """``inference_copy`` of ``probe.model`` (BN folded and activations in place if ``fold``) that
     uses the memory of every parameter and buffer it does not change, in the probe's layout.
 
@@ -927,12 +962,18 @@ def _inference_copy(probe: Probe, fold: bool) -> tuple[nn.Module, InferenceCopyR
     it is made, or begun since, moves it, so the copy is never taken for one set of weights when it
     read two. ``set_memory_format`` gives a tensor in another layout a new tensor of the copy's own
     (it rebinds the alias, not the probe's parameter), and none when the layout is already right,
-    as the probe's copy has it: its tensors stay shared.
+    as the probe's copy has it: its tensors stay shared. With ``cut``, the copy runs without the
+    model's final activation module (an ``nn.Identity`` in its place).
+
+    Raises:
+        LookupError: when ``cut``'s module is not a submodule of the copy.
     """
     sequence = probe.write_sequence
     source = probe.model
     shares = _Shares.take(source, sequence)
     model, report = inference_copy(source, fold_batchnorm=fold, inplace_activations=fold, share=True)
+    if cut is not None and not _without_module(model, cut.module):
+        raise LookupError(f"the copy has no module {cut.module!r}")
     if probe.channels_last:
         set_memory_format(model, True)
     with _FAST_COPIES_LOCK:
@@ -945,13 +986,13 @@ def _copy_key(probe: Probe) -> tuple:
     return (id(probe.model), str(probe.device), probe.channels_last, probe.version)
 
 
-def _cached_fast_model(probe: Probe, fold: bool) -> tuple[nn.Module, bool] | None:
+def _cached_fast_model(probe: Probe, fold: bool, cut: _LogitsCut | None = None) -> tuple[nn.Module, bool] | None:
     """The inference copy :func:`_fast_model` made earlier and that is still valid, with its
     ``traced`` flag; None when one must be made."""
     probe.sync()
     key = _copy_key(probe)
     with _FAST_COPIES_LOCK:
-        cached = _FAST_COPIES.get(probe, {}).get(fold)
+        cached = _FAST_COPIES.get(probe, {}).get(fold if cut is None else (fold, cut))
     if cached is None or cached[0] != key:
         return None
     shares = _shares_of(cached[1])
@@ -961,7 +1002,8 @@ def _cached_fast_model(probe: Probe, fold: bool) -> tuple[nn.Module, bool] | Non
 
 
 def _fast_model(
-    probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor, reference_version: int
+    probe: Probe, fold: bool, x: torch.Tensor, reference: torch.Tensor, reference_version: int,
+    cut: _LogitsCut | None = None,
 ) -> tuple[nn.Module, torch.Tensor | None, bool]:
     """A hook-free inference copy of ``probe.model`` (BN folded if ``fold``), checked once against it.
 
@@ -979,19 +1021,25 @@ def _fast_model(
     the model then runs unmodified for this scan, without a warning, and nothing is kept (the
     next scan checks the rewrite on its own image).
 
+    With ``cut``, the copy runs without the model's final activation, and ``reference`` is the
+    output of ``cut.layer`` (the logits).
+
     Returns the copy; when it was just built and checked, its output for ``x`` (so the caller
     need not run it again), else None; and whether the copy was rewritten from a ``torch.fx``
     trace (its forward is then a plain graph of module calls, safe to run from several
     threads at once).
     """
-    cached = _cached_fast_model(probe, fold)
+    cached = _cached_fast_model(probe, fold, cut)
     if cached is not None:
         return cached[0], None, cached[1]
     key = _copy_key(probe)
-    model, report = _inference_copy(probe, fold)
+    try:
+        model, report = _inference_copy(probe, fold, cut)
+    except LookupError:  # a rewritten copy without the module by that name: the plain copy has it
+        model, report = _inference_copy(probe, False, cut)
     traced = report.traced
     check = None
-    if report.folded or report.inplace:
+    if report.folded or report.inplace or cut is not None:
         with torch.inference_mode():
             try:
                 check = output_tensor(model(x.clone()))
@@ -1003,16 +1051,16 @@ def _fast_model(
         shares = _shares_of(model)
         mixed = shares is not None and not shares.unchanged(probe)
         if probe.version != reference_version:
-            reference = probe.logits(x)  # the output of the weights the copy took
+            reference = _ProbeOutput(probe, cut)(x)  # the output of the weights the copy took
         # an output that is not floating point (a thresholded bool) cannot be compared within a
         # tolerance either: the model runs unmodified, and the target reads the output or refuses it
         if not reference.is_floating_point() or not bool(torch.isfinite(reference).all()):
-            return _unmodified_copy(probe), None, False  # not kept: see above
+            return _unmodified_copy(probe, cut), None, False  # not kept: see above
         if mixed or _copy_key(probe) != key:
             # The weights changed again while the reference was computed (or while the copy was
             # made): there is no output of the copy's weights to check it against, so the model
             # runs unmodified (not a failure of the rewrite: no warning).
-            model, check, traced = _unmodified_copy(probe), None, False
+            model, check, traced = _unmodified_copy(probe, cut), None, False
             key = _copy_key(probe)
         else:
             scale = float(reference.abs().max()) if reference.numel() else 1.0
@@ -1027,10 +1075,10 @@ def _fast_model(
                     RuntimeWarning,
                     stacklevel=4,
                 )
-                model, check, traced = _unmodified_copy(probe), None, False
+                model, check, traced = _unmodified_copy(probe, cut), None, False
     with _FAST_COPIES_LOCK:
         first = probe not in _FAST_COPIES
-        _FAST_COPIES.setdefault(probe, {})[fold] = (key, model, traced)
+        _FAST_COPIES.setdefault(probe, {})[fold if cut is None else (fold, cut)] = (key, model, traced)
     if first:
         probe.on_close(functools.partial(_forget_fast_copies, weakref.ref(probe)))
     return model, check, traced
@@ -1046,10 +1094,11 @@ def _agreement_tolerance(device: torch.device) -> tuple[float, float]:
     return (3e-2, 2e-2) if tf32 else (1e-3, 1e-4)
 
 
-def _unmodified_copy(probe: Probe) -> nn.Module:
-    """A hook-free inference copy of ``probe.model`` as it is (nothing folded, nothing in place),
-    which uses the memory of all its tensors (it changes none)."""
-    return _inference_copy(probe, False)[0]
+def _unmodified_copy(probe: Probe, cut: _LogitsCut | None = None) -> nn.Module:
+    """A hook-free inference copy of ``probe.model`` as it is (nothing folded, nothing in place;
+    without its final activation with ``cut``), which uses the memory of all its tensors (it
+    changes none)."""
+    return _inference_copy(probe, False, cut)[0]
 
 
 
@@ -1295,18 +1344,24 @@ def _scan_with_probe(
     # The unoccluded run first: it also describes the layers at this image size (for the batch
     # size), and settles the memory layout (a model that needs contiguous activations gets them).
     keep: str | None = None  # how the kept class probabilities are read, None: none kept
-    logits_of: str | None = None  # the model's final activation, when the target reads the logits before it
+    logits_cut: _LogitsCut | None = None  # set when the model runs without its final activation
+    output_target = target  # what the runners of the model's output score
     if target.layer is None:
         reference = probe.logits(image)  # refreshes the probe's copy; cached for the caller too
         reference_version = probe.version  # of the weights that computed it
         # a class index scores the logit also where a final softmax or sigmoid module follows it
         target = logit_target(probe, target, image)
-        if target.layer is not None:
-            logits_of = probe.output_activation  # the scan reads the logits: classes come from them too
-    if target.layer is None or logits_of is not None:
+        logits_cut = _logits_cut(probe) if target.layer is not None else None
+        if logits_cut is not None:
+            # the model runs without that module: its output is the logits the target reads, and
+            # the classes (and their probabilities) come from them too
+            reference = _ProbeOutput(probe, logits_cut)(image)
+            output_target = replace(target, layer=None)
+    on_output = target.layer is None or logits_cut is not None
+    if on_output:
         if keep_class_probabilities and _keeps_probabilities(reference, rows * cols):
             keep = _kept_outputs(target)
-    if target.layer is not None:
+    else:
         scores = target_score(probe, image, target)
     memory_format = torch.channels_last if probe.channels_last else torch.contiguous_format
     image = image.contiguous(memory_format=memory_format)
@@ -1328,9 +1383,9 @@ def _scan_with_probe(
     # stopped before the first batch: the unoccluded value (already computed) is all there is, and
     # no fast copy (about two forward passes) is made for a scan that will not run
     stopped_early = cancelled()
-    if target.layer is None:
+    if on_output:
         copy_after_preview = not stopped_early and (
-            len(plan) > 1 and plan[0][1] == preview and _cached_fast_model(probe, fold_batchnorm) is None
+            len(plan) > 1 and plan[0][1] == preview and _cached_fast_model(probe, fold_batchnorm, logits_cut) is None
         )
         if copy_after_preview or stopped_early:
             # First scan on this probe, with a preview of one batch: the preview runs through the
@@ -1338,23 +1393,23 @@ def _scan_with_probe(
             # preparation and check cost about two forward passes; the probe's copy runs each
             # image about a third slower, which a single small batch does not outweigh.)
             parallel_safe = False
-            runner: _OutputRunner | _LayerRunner = _OutputRunner(_ProbeOutput(probe), target, probe, keep)
+            runner: _OutputRunner | _LayerRunner = _OutputRunner(
+                _ProbeOutput(probe, logits_cut), output_target, probe, keep, logits_cut
+            )
             scores, labels, probabilities = runner.scores(reference)
         else:
-            model, output, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
-            runner = _OutputRunner(model, target, probe, keep)
+            model, output, parallel_safe = _fast_model(
+                probe, fold_batchnorm, image, reference, reference_version, logits_cut
+            )
+            runner = _OutputRunner(model, output_target, probe, keep, logits_cut)
             scores, labels, probabilities = runner(image.clone()) if output is None else runner.scores(output)
         if labels is not None:
             unoccluded_label = int(labels[0])
     else:
         # Prefix runs go through the probe's hooks, which serve one forward at a time.
         parallel_safe = False
-        runner = _LayerRunner(probe, target, logits_of, keep is not None)
+        runner = _LayerRunner(probe, target)
         labels = probabilities = None
-        if logits_of is not None:  # the top class and the probabilities, from the unoccluded logits
-            scores, labels, probabilities = runner(image)
-            if labels is not None:
-                unoccluded_label = int(labels[0])
     if plan[0][1] < preview and batch_size is None and not probe.batch_dependent:
         # the preview takes several batches of an automatic size: the workers share it
         plan = _preview_plan(total, size, cut, _cpu_workers(probe, parallel_safe)[0])
@@ -1437,8 +1492,10 @@ def _scan_with_probe(
             one_runner, one_safe, first = runner, parallel_safe, None
             if copy_after_preview:
                 # a scan at batch_size=1 makes the fast copy first and takes the unoccluded score from it
-                model, output, one_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
-                one_runner = _OutputRunner(model, target, probe, keep)
+                model, output, one_safe = _fast_model(
+                    probe, fold_batchnorm, image, reference, reference_version, logits_cut
+                )
+                one_runner = _OutputRunner(model, output_target, probe, keep, logits_cut)
                 first = one_runner(image.clone()) if output is None else one_runner.scores(output)
             size = 1  # the buffers of the batches made from now on hold one image
             result = one_runner(make_batch(None, start, end)[1])
@@ -1466,8 +1523,10 @@ def _scan_with_probe(
         if not stopped and copy_after_preview:
             stopped = cancelled()  # no fast copy (about two forward passes) for a scan that stops
             if not stopped:
-                model, _, parallel_safe = _fast_model(probe, fold_batchnorm, image, reference, reference_version)
-                runner = _OutputRunner(model, target, probe, keep)
+                model, _, parallel_safe = _fast_model(
+                    probe, fold_batchnorm, image, reference, reference_version, logits_cut
+                )
+                runner = _OutputRunner(model, output_target, probe, keep, logits_cut)
         if not stopped:
             workers, threads_per_worker = _cpu_workers(probe, parallel_safe)
             stopped = _run_batches(plan[1:], make_batch, runner, handle, cancelled, workers, threads_per_worker)
