@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["InferenceCopyReport", "inference_copy", "shared_tensors"]
+__all__ = ["InferenceCopyReport", "inference_copy", "replace_module", "shared_tensors"]
 
 # Modules whose output is a new tensor (never a view of their input).
 _FRESH_OUTPUT = (
@@ -91,7 +91,7 @@ def _strip_forward_hooks(model: nn.Module) -> None:
         getattr(module, "_forward_hooks_always_called", {}).clear()
 
 
-def _replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+def replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
     """Put ``new`` in place of ``old`` under every name ``old`` has in ``root``: a module registered
     twice (``self.bn`` and ``self.features[1]``) is known to the trace by its first name only, and
     the forward may call it through the other."""
@@ -244,7 +244,7 @@ def inference_copy(
             ):
                 continue
             _fold_pair(conv, bn)
-            _replace_module(clone, bn, nn.Identity())
+            replace_module(clone, bn, nn.Identity())
             folded_bn.add(name)
             report.folded.append((str(source.target), name))
 

@@ -77,7 +77,7 @@ from cnnwidgets.core.targets import (
     ClassProbability, SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real,
     call_target, int_pair, class_probabilities, class_scores, logit_target, output_tensor, resolve_target, target_score,
 )
-from cnnwidgets.methods._fold import InferenceCopyReport, inference_copy
+from cnnwidgets.methods._fold import InferenceCopyReport, inference_copy, replace_module
 from cnnwidgets.methods._values import holds_bool
 from cnnwidgets.methods._quiet import QuietSwitch
 from cnnwidgets.methods.gradients import _EMPTY_QUIET, EmptyMapWarning
@@ -844,15 +844,13 @@ def _logits_cut(probe: Probe) -> _LogitsCut | None:
 
 
 def _without_module(model: nn.Module, name: str) -> bool:
-    """Put an ``nn.Identity`` in place of ``model``'s submodule ``name``; False where it has none."""
-    parent_name, _, child = name.rpartition(".")
+    """Put an ``nn.Identity`` in place of ``model``'s submodule ``name``, under every name it has (see
+    :func:`~cnnwidgets.methods._fold.replace_module`); False where it has none."""
     try:
-        parent = model.get_submodule(parent_name) if parent_name else model
+        module = model.get_submodule(name)
     except AttributeError:
         return False
-    if not isinstance(getattr(parent, child, None), nn.Module):
-        return False
-    setattr(parent, child, nn.Identity())
+    replace_module(model, module, nn.Identity())
     return True
 
 
