@@ -180,6 +180,15 @@ def as_seed(value: object, what: str = "seed") -> int:
     return seed
 
 
+def _as_float(value: object, refusal: str) -> float:
+    """``float(value)`` of a real number; for an int beyond float's range a ValueError: ``refusal``
+    (what the value must be), and how many digits it has."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{refusal}, got an int of {len(str(abs(int(value))))} digits") from None
+
+
 def as_tolerance(value: object, what: str) -> float:
     """``value`` as a finite float >= 0, for a tolerance (``rtol``, ``atol``).
 
@@ -189,12 +198,7 @@ def as_tolerance(value: object, what: str) -> float:
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{what} must be a finite number >= 0, got {_describe_value(value)}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond float's range
-        raise ValueError(
-            f"{what} must be a finite number >= 0, got an int of {len(str(abs(int(value))))} digits"
-        ) from None
+    number = _as_float(value, f"{what} must be a finite number >= 0")
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{what} must be a finite number >= 0, got {number}")
     return number
@@ -221,11 +225,7 @@ def as_real(value: object, what: str, accepted: str = "", ok: Callable[[float], 
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a number, got {type(value).__name__} {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond float's range
-        raise ValueError(f"{what} must be a finite number{' ' + accepted if accepted else ''}, got an int of "
-                         f"{len(str(abs(int(value))))} digits") from None
+    number = _as_float(value, f"{what} must be a finite number{' ' + accepted if accepted else ''}")
     if not math.isfinite(number) or not ok(number):
         raise ValueError(f"{what} must be a finite number{' ' + accepted if accepted else ''}, got {value!r}")
     return number
