@@ -797,8 +797,8 @@ class Discovery(NamedTuple):
         output_activation: ``"sigmoid"`` or ``"softmax"`` when the tensor the model returned is
             the very output of a final ``nn.Sigmoid`` or ``nn.Softmax`` module (see
             :func:`final_activation`), else None.
-        scores_layer: with such an activation, the leaf layer whose (classes,) output went
-            unchanged into it (the logits), else None.
+        scores_layer: with such an activation, the leaf layer whose (classes,) or (classes, 1, 1)
+            output went unchanged into it (the logits), else None.
     """
 
     layers: dict[str, LayerInfo]

@@ -1506,8 +1506,8 @@ class Probe:
     @property
     def scores_layer(self) -> str | None:
         """For a model that ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module (see
-        :attr:`output_activation`): the layer whose output, (classes,) per image, went unchanged
-        into it: the logits, which class-index targets (``ClassLogit``) score. None for other models,
+        :attr:`output_activation`): the layer whose output, (classes,) or (classes, 1, 1) per image,
+        went unchanged into it: the logits, which class-index targets (``ClassLogit``) score. None for other models,
         and where no single layer's output went straight into the activation.
 
         Recorded by the discovery pass, and read as :attr:`output_activation` is.

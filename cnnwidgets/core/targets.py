@@ -688,8 +688,8 @@ class ClassLogit:
     types; it is stored as an int). A negative index is refused at once; the upper bound needs
     the model's output and is checked when the target is evaluated. ``layer`` names the layer whose
     output holds the scores; None (the default) reads the model's output, and for a model that
-    ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module fed by one layer's (classes,) output the
-    scores that go into it (the logits, see :func:`logit_target`), when evaluated with a probe
+    ends in an ``nn.Softmax`` or ``nn.Sigmoid`` module fed by one layer's (classes,) or
+    (classes, 1, 1) output the scores that go into it (the logits, see :func:`logit_target`), when evaluated with a probe
     (:func:`target_score`, every method).
 
     Raises:
