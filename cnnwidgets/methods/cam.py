@@ -179,6 +179,13 @@ def _hook_output(module: nn.Module, record: list[torch.Tensor], *, leaf: bool):
     return module.register_forward_hook(hook, prepend=True)
 
 
+def _check_one_per_image(indices: Sequence[int], images: int, what: str) -> None:
+    """Refuse class ``indices`` meant one per image whose count is not the batch's ``images``."""
+    if len(indices) != images:
+        raise ValueError(f"{what}: {len(indices)} class indices (one per image) for a batch of {images} images; "
+                         "give one index per image of the batch")
+
+
 def _one_at_a_time(probe: Probe, x: torch.Tensor) -> bool:
     """Whether a batch must be explained image by image: the probe then runs each image on its
     own (batch-norm layers that use batch statistics, see ``Probe.batch_dependent``), so a hook
@@ -229,9 +236,7 @@ def _layer_gradient(
         if _one_at_a_time(probe, x):
             targets = [target] * x.shape[0]
             if isinstance(target, ClassLogits):  # one class per image: each image alone gets its own class
-                if len(target.indices) != x.shape[0]:
-                    raise ValueError(f"ClassLogits: {len(target.indices)} class indices (one per image) for a batch "
-                                     f"of {x.shape[0]} images; give one index per image of the batch")
+                _check_one_per_image(target.indices, x.shape[0], "ClassLogits")
                 targets = [ClassLogits((index,), target.layer) for index in target.indices]
             parts = [_layer_gradient(probe, x[i:i + 1], one, layer, method) for i, one in enumerate(targets)]
             return torch.cat([a for a, _ in parts]), torch.cat([g for _, g in parts])
@@ -464,9 +469,8 @@ def cam(
     # one check of the user's model for the many layer lookups below (each would walk every
     # parameter again: 145 ms around efficientnet_b0's 22 ms forward)
     with probe_scope(model_or_probe) as probe, probe.synced():
-        if per_image is not None and len(per_image) != check_batch(x).shape[0]:
-            raise ValueError(f"cam: {len(per_image)} class indices (one per image) for a batch of "
-                             f"{x.shape[0]} images; give one index per image of the batch")
+        if per_image is not None:
+            _check_one_per_image(per_image, check_batch(x).shape[0], "cam")
         if per_image is not None or _one_at_a_time(probe, x):
             targets = per_image if per_image is not None else [target] * x.shape[0]
             return torch.cat([cam(probe, x[i:i + 1], one, layer=layer, fc=fc) for i, one in enumerate(targets)])
