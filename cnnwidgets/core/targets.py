@@ -12,6 +12,7 @@ index arguments (class, channel, row and column indices) and to on/off flags.
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from dataclasses import dataclass, replace
@@ -181,27 +182,39 @@ def as_seed(value: object, what: str = "seed") -> int:
 
 
 def _as_float(value: object, refusal: str) -> float:
-    """``float(value)`` of a real number; for an int beyond float's range a ValueError: ``refusal``
-    (what the value must be), and how many digits it has."""
+    """``float(value)`` of a real number; for a number beyond float's range a ValueError: ``refusal``
+    (what the value must be), and how many digits it has (an int) or the number itself."""
     try:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
     except OverflowError:
-        raise ValueError(f"{refusal}, got an int of {len(str(abs(int(value))))} digits") from None
+        if isinstance(value, numbers.Integral):
+            raise ValueError(f"{refusal}, got an int of {len(str(abs(int(value))))} digits") from None
+        raise ValueError(f"{refusal}, got {type(value).__name__} {str(value):.60} (beyond float's range)") from None
 
 
 def as_tolerance(value: object, what: str) -> float:
     """``value`` as a finite float >= 0, for a tolerance (``rtol``, ``atol``).
 
+    Any finite real number is accepted: a Python int or float, a numpy integer or float, a
+    :class:`fractions.Fraction` or another :class:`numbers.Real`, and a :class:`decimal.Decimal`;
+    it is converted with ``float()`` (a value closer to 0 than the smallest float reads as 0.0).
+
     Raises:
-        TypeError: for something that is not a real number (a bool, a string ...), naming ``what``.
-        ValueError: for a negative, NaN or infinite value, or an int beyond float's range.
+        TypeError: for something that is not a real number (a bool, a string, a complex number, a
+            tensor ...), naming ``what``.
+        ValueError: for a negative, NaN or infinite value, or a number beyond float's range.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a finite number >= 0, got {_describe_value(value)}")
-    number = _as_float(value, f"{what} must be a finite number >= 0")
+    refusal = f"{what} must be a finite number >= 0"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, decimal.Decimal)):
+        raise TypeError(f"{refusal}, got {_describe_value(value)}")
+    if isinstance(value, decimal.Decimal) and value.is_nan():
+        raise ValueError(f"{refusal}, got nan")  # float() of a signalling NaN raises instead of giving nan
+    number = _as_float(value, refusal)
+    if math.isinf(number) and isinstance(value, decimal.Decimal) and value.is_finite():
+        raise ValueError(f"{refusal}, got Decimal {str(value):.60} (beyond float's range)")
     if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {number}")
-    return number
+        raise ValueError(f"{refusal}, got {number}")
+    return number + 0.0  # -0.0 (of a tiny negative Fraction, say) as 0.0
 
 
 def as_flag(value: object, what: str) -> bool:
@@ -545,7 +558,7 @@ def check_output_kind(outputs: object) -> str:
     return outputs
 
 
-def looks_like_independent_probabilities(output: torch.Tensor) -> bool:
+def looks_like_independent_probabilities(output: object) -> bool:
     """Whether the class scores ``output`` look like independent probabilities, as a final sigmoid gives them
     (a multi-label model, a discriminator): all values finite and in (0, 1], and the rows not
     all probability distributions (summing to 1). An exact 0 rules a sigmoid out (in float32 it
@@ -556,9 +569,18 @@ def looks_like_independent_probabilities(output: torch.Tensor) -> bool:
     happen to lie in [0, 1], and reads them as logits unless a probe saw the final
     ``nn.Sigmoid`` (``Probe.output_activation``); callers can use this test to point the user to
     ``outputs="probabilities"``. False for an output that is not class scores (see :func:`class_scores`).
+
+    ``output`` may be what the model's forward returned: a dict, a ``ModelOutput`` or an object
+    with a ``logits`` attribute is read as :func:`output_tensor` reads it (its ``logits`` entry, its
+    ``out`` entry, or its only tensor), the scores every target and method sees. An output that
+    holds no tensor :func:`output_tensor` can pick (a tuple, a dict of several other tensors) is
+    not class scores either: False, not an error, as for any other answer of this test.
     """
+    tensor, _ = _read_output(output)
+    if tensor is None:
+        return False
     try:
-        scores = class_scores(output)
+        scores = class_scores(tensor)
     except ValueError:
         return False
     if scores.numel() == 0 or not scores.is_floating_point() or not _in_unit_interval(scores):
