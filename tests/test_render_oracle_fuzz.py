@@ -777,7 +777,8 @@ def test_attribution_pictures(seed):
             s = _robust(np.abs(v), percentile)
             levels = np.moveaxis(0.5 + 0.5 * np.clip(v / s, -1, 1), 0, 2)
             _check_levels(got, levels, None, "gradient_to_rgb")
-        # the overlay: |heat| (the largest magnitude over channels) resized to the picture, scaled, blended
+        # the overlay: |heat| (the largest magnitude over channels) resized to the picture, scaled by the
+        # percentile of the map as given (before resizing), blended
         H, W = _shape2(rng, 12)
         if (h, w) == (W, H) and h != w:
             H += 1
@@ -787,10 +788,11 @@ def test_attribution_pictures(seed):
         got = A.attribution_overlay(picture, given, alpha=alpha, percentile=percentile, weight_by_value=by_value,
                                     cmap="inferno")
         heat = np.abs(v) if v.ndim == 2 else np.abs(v).max(0)
+        scale = _robust(heat, percentile)
         if heat.shape != (H, W):
             heat = _bilinear(heat, _bilinear_1d_weights(_stretch_positions(h, H)[0], h),
                              _bilinear_1d_weights(_stretch_positions(w, W)[0], w))
-        levels = np.clip(np.abs(heat) / _robust(np.abs(heat), percentile), 0, 1)
+        levels = np.clip(np.abs(heat) / scale, 0, 1)
         x = levels * 255
         index = np.floor(x + 0.5).astype(np.int64)
         tie = np.abs(x - np.floor(x) - 0.5) < 1e-3

@@ -226,9 +226,20 @@ def default_feature_layers(probe: Probe) -> dict[str, str]:
         run inside a block with a ``forward`` of its own (not an ``nn.Sequential``), as the last
         branch of a block that concatenates its branches, "penultimate" is the block, whose output
         is what the layers after it read. Where that module is the last one of
-        the ``nn.Sequential`` chosen as the last feature map (DenseNet's ``features.norm5``,
-        whose global pooling is functional), both name the same tensor and "penultimate" is
-        that feature map too.
+        the ``nn.Sequential`` chosen as the last feature map (DenseNet's ``features.norm5``),
+        both name the same tensor and "penultimate" is that feature map too.
+
+        Only module outputs can be read. In a model that pools in its ``forward`` with a function
+        rather than a module (``torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)`` before the last
+        ``nn.Linear``, as DenseNet does), no module outputs the vector the output layer reads, and
+        "penultimate" is the last module to run before that function: the last feature map, not
+        pooled (N, C, H, W), the same layer as "last_conv" (listed once by the functions that
+        take both), and a function applied after it (an ``F.relu``) is not included. Distances
+        there compare whole maps, which moves more under translation than the pooled vector
+        would. For the paper's layer 7 in such a model, make the pooling a module
+        (``nn.AdaptiveAvgPool2d(1)`` followed by ``nn.Flatten()``) or name the layers. A hidden
+        linear layer after the functional pooling is found as usual ("penultimate" is its
+        activation).
 
     Raises:
         ValueError: for a model without a convolution.
@@ -454,7 +465,8 @@ def invariance_curves(
             indices; bools and floats are refused, as by the class targets); ``None``: the
             prediction on the untransformed image.
         layers: layer names; ``None``: the paper's "layer 1" and "layer 7" counterparts (see
-            :func:`default_feature_layers`: first conv activation, the classifier's input).
+            :func:`default_feature_layers`: first conv activation, the classifier's input; in a
+            model whose global pooling is a function in ``forward``, the last feature map instead).
         transforms: ``{kind: values}``, or kinds with default ranges; ``None``: all three with
             the defaults of :func:`default_ranges`. A translation of at least the images' height
             ``H`` either way moves every pixel out (the image becomes all ``fill``): such values are

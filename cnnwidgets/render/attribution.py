@@ -279,7 +279,8 @@ def attribution_overlay(
     Args:
         image: (H, W, 3) uint8, or floats in [0, 1] (e.g. a denormalised input).
         heat: (h, w) map (magnitudes are used: ``|heat|``), resized bilinearly to (H, W)
-            when it has another size. A (C, H, W) attribution (guided backprop's, one plane per
+            when it has another size (the magnitudes are resized, so +1 next to -1 has no zero
+            between them). A (C, H, W) attribution (guided backprop's, one plane per
             input channel), or a batch of one (1, C, H, W), is reduced to its largest magnitude
             over channels first, ``reduce_channels(heat, "max_abs")``, as
             :func:`attribution_to_rgb` does for an unsigned view; for another reduction pass
@@ -288,7 +289,11 @@ def attribution_overlay(
         alpha: opacity of the heatmap in [0, 1].
         cmap: matplotlib colormap name; inferno (perceptually uniform, readable in gray and by
             colour-blind readers) unless another is asked for.
-        percentile: robust scale of ``|heat|`` (see :func:`robust_scale`).
+        percentile: robust scale of ``|heat|`` (see :func:`robust_scale`), taken over the map as
+            given (after the channel reduction, before any resizing), so that the colours of a map
+            do not depend on the size of the image it is shown over: resizing a small map to a
+            large image would otherwise weigh each value by the area it covers and add the values
+            interpolated between them.
         weight_by_value: make the opacity ``alpha * v``, so weak regions stay transparent.
         gray_image: show the image in shades of gray under the heatmap, so that its colours
             are the heatmap's alone.
@@ -313,9 +318,10 @@ def attribution_overlay(
         picture = desaturate(picture)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if heat_map.ndim == 2 and plane.shape != picture.shape[:2]:
-        plane = np.abs(plane)  # magnitudes resized: +1 next to -1 is no zero between them
-    levels = _normalised(_resize_bilinear(plane, picture.shape[:2]), False, percentile)
+    scale = robust_scale(plane, percentile)  # over the map as computed: not the display size's
+    magnitudes = _resize_bilinear(np.abs(plane), picture.shape[:2])  # +1 next to -1 is no zero between them
+    with np.errstate(over="ignore"):  # a huge value over a tiny scale is an infinity, clipped to the end
+        levels = np.clip(magnitudes / scale, 0.0, 1.0)
     colour = colormap_lut(cmap)[np.round(levels * 255).astype(np.intp)].astype(np.float32)
     opacity = (alpha * levels)[..., None] if weight_by_value else alpha
     blended = picture.astype(np.float32) * (1 - opacity) + colour * opacity

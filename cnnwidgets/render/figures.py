@@ -60,7 +60,13 @@ _PART_COLOURS = np.array(
 
 
 def part_colour(index: int) -> tuple[int, int, int]:
-    """The RGB colour (0..255) of the ``index``-th part in box drawings."""
+    """The RGB colour (0..255) of the ``index``-th part in box drawings.
+
+    The one source of part colours: :func:`part_boxes_figure`, :func:`draw_boxes` and the
+    correspondence view all take a part's colour from here, by the part's position among the
+    parts shown, so a part drawn from the same parts has the same colour in each. The colours
+    repeat after the seventh part.
+    """
     colour = _PART_COLOURS[index % len(_PART_COLOURS)]
     return int(colour[0]), int(colour[1]), int(colour[2])
 
@@ -486,7 +492,8 @@ def part_boxes_figure(
     titles: Sequence[str] | None = None,
     image_inches: float = 2.2,
 ) -> Figure:
-    """The images of a correspondence analysis with each part's box drawn (one colour per part).
+    """The images of a correspondence analysis with each part's box drawn (one colour per part,
+    :func:`part_colour` of its position in ``parts``).
 
     Args:
         images: N displayable (H, W, 3) images.
@@ -513,7 +520,7 @@ def part_boxes_figure(
             ax.set_title(titles[i], fontsize=8)
         for k, (part, boxes) in enumerate(parts.items()):
             x0, y0, x1, y1 = (float(v) for v in boxes[i])
-            colour = _PART_COLOURS[k % len(_PART_COLOURS)] / 255.0
+            colour = np.asarray(part_colour(k), dtype=np.float64) / 255.0  # as draw_boxes and the views
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5,
                                    label=part if i == 0 else None))
     fig.legend(loc="outside lower center", ncols=max(1, len(parts)), fontsize=8)

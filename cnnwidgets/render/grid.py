@@ -153,14 +153,20 @@ class GridLayout:
         return self.order[slot] if slot < self.count else None
 
     def map_position(self, x: float, y: float) -> tuple[int, int, int] | None:
-        """``(channel, row, col)`` of the feature-map unit under mosaic pixel ``(x, y)``, or None."""
+        """``(channel, row, col)`` of the feature-map unit under mosaic pixel ``(x, y)``, or None.
+
+        Within a tile, pixel offset ``d`` (from the tile's corner) is unit ``d // scale`` of an
+        enlarged map, the unit :func:`~cnnwidgets.render.resample.upscale` draws there, and unit
+        ``d * shrink`` (the first of the block it averages) of a shrunk one; computed in integers.
+        """
         channel = self.channel_at(x, y)
         if channel is None:
             return None
         tx, ty, _, _ = self.tile_rect(channel)
-        step = self.shrink / self.scale
-        row = min(int((math.floor(y) - ty) * step), self.map_height - 1)
-        col = min(int((math.floor(x) - tx) * step), self.map_width - 1)
+        # in integers: with a float step 1 / scale, d * (1 / scale) falls just below a whole number
+        # for some d (scale 49, say), which would name the unit before the one upscale() draws there
+        row = min((math.floor(y) - ty) * self.shrink // self.scale, self.map_height - 1)
+        col = min((math.floor(x) - tx) * self.shrink // self.scale, self.map_width - 1)
         return channel, row, col
 
     def to_dict(self) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
 
 
 def _nearest_known(known: np.ndarray, n: int) -> np.ndarray:
-    """For each index 0..n-1, the nearest entry of the sorted, non-empty index array ``known``."""
+    """For each index 0..n-1, the nearest entry of the sorted, non-empty index array ``known``
+    (of two equally near, the lower; integer distances, so ties are exact)."""
     queries = np.arange(n)
     right = np.clip(np.searchsorted(known, queries), 0, len(known) - 1)
     left = np.clip(right - 1, 0, len(known) - 1)
@@ -62,7 +63,8 @@ def fill_nearest(values: np.ndarray, filled: np.ndarray | None = None) -> np.nda
 
     The search runs along rows first (within each row that has computed positions), then
     along columns for rows that have none. For the lattices of a coarse-first scan this is
-    the nearest computed position.
+    the nearest computed position. Of two computed positions equally near, the one with the
+    lower index is taken, as :func:`grid_to_pixels` does for window centres.
 
     Args:
         values: (rows, cols) grid.

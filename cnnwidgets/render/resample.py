@@ -4,6 +4,13 @@ Coordinates follow the pixel-centre convention: pixel ``i`` of a row of length `
 ``[i, i + 1)`` and has its centre at ``i + 0.5``. Resizing a length ``n`` to ``m`` samples output
 pixel ``p`` at source position ``(p + 0.5) * n / m - 0.5`` (``align_corners=False`` in PyTorch's
 words), clamped to the valid range.
+
+Nearest-neighbour resampling takes the source pixel that covers that position's centre: for a
+plain resize, output pixel ``p`` takes source pixel ``floor((p + 0.5) * n / m)``, computed in
+integers as ``((2p + 1) * n) // (2m)``. At an exact tie, an output centre on the boundary
+between two source pixels, this is the higher index (the pixel whose half-open span starts
+there), whatever the sizes: no float rounding decides it. :func:`map_to_input` with receptive-field
+geometry rounds the unit position ``(p - start) / jump`` the same way, half up.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 
 from cnnwidgets.render._checks import as_real_array, check_int, check_real, check_size
 
-__all__ = ["RESAMPLE_MODES", "check_heat_orientation", "downscale", "map_to_input", "resize", "upscale"]
+__all__ = ["RESAMPLE_MODES", "check_heat_orientation", "downscale", "map_to_input", "nearest_indices", "resize", "upscale"]
 
 RESAMPLE_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
@@ -127,15 +134,51 @@ def _block_mean(stack: np.ndarray, factor: int, axis: int) -> np.ndarray:
     return out
 
 
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """The source index of each of ``n_out`` output pixels when a length ``n_in`` is resized to
+    ``n_out`` by nearest neighbour: ``floor((p + 0.5) * n_in / n_out)``, the source pixel that
+    covers output pixel ``p``'s centre.
+
+    Computed in integers, ``((2p + 1) * n_in) // (2 * n_out)``, so an exact tie (an output centre on
+    the boundary between two source pixels) always goes to the higher index, for every pair of
+    sizes (in floating point, ``n_in / n_out`` is rounded, and a tie could fall either way). When
+    ``n_out`` is a multiple of ``n_in`` this is ``p // (n_out // n_in)``, the blocks of
+    :func:`upscale`.
+
+    Args:
+        n_in: source length, an int >= 1.
+        n_out: output length, an int >= 1.
+
+    Returns:
+        int64 array of shape (n_out,), values in ``0..n_in - 1``, non-decreasing.
+
+    Raises:
+        TypeError: for a length that is not an int. ValueError: for a length < 1.
+    """
+    n_in = check_int(n_in, "n_in", minimum=1)
+    n_out = check_int(n_out, "n_out", minimum=1)
+    return (2 * np.arange(n_out, dtype=np.int64) + 1) * n_in // (2 * n_out)
+
+
+def _round_half_up(positions: np.ndarray) -> np.ndarray:
+    """The nearest integers to ``positions`` (finite floats), ties up: ``floor(x)`` plus one where
+    the fraction ``x - floor(x)`` (exact in floating point) is at least 0.5. ``floor(x + 0.5)``
+    would round ``0.49999999999999994`` up too, as the sum rounds to 1.0."""
+    low = np.floor(positions)
+    return (low + (positions - low >= 0.5)).astype(np.int64)
+
+
 def _axis_weights(n_in: int, n_out: int, mode: str, positions: np.ndarray | None = None):
     """Source indices and weights along one axis for the output pixels."""
+    if mode == "nearest":
+        if positions is None:
+            idx = nearest_indices(n_in, n_out)
+        else:
+            idx = np.minimum(_round_half_up(np.clip(positions, 0.0, n_in - 1)), n_in - 1)
+        return idx, idx, np.zeros(n_out, dtype=np.float32)
     if positions is None:
         positions = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
     positions = np.clip(positions, 0.0, n_in - 1)
-    if mode == "nearest":
-        idx = np.floor(positions + 0.5).astype(np.int64)
-        idx = np.minimum(idx, n_in - 1)
-        return idx, idx, np.zeros(n_out, dtype=np.float32)
     lo = np.floor(positions).astype(np.int64)
     hi = np.minimum(lo + 1, n_in - 1)
     frac = (positions - lo).astype(np.float32)
@@ -188,7 +231,8 @@ def resize(
         image: a map or stack of shape (..., H, W), or with ``color=True`` an image (H, W, K);
             H and W >= 1.
         size: output (height, width), a pair of ints >= 1.
-        mode: ``"nearest"`` or ``"bilinear"``.
+        mode: ``"nearest"`` (the source pixel covering each output pixel's centre, ties to the
+            higher index, see :func:`nearest_indices`) or ``"bilinear"``.
         color: whether the last axis holds colour components; ``None`` as in :func:`upscale`
             (False, but an (H, W, 3) or (H, W, 4) array of any dtype is refused as ambiguous).
 
@@ -238,7 +282,8 @@ def map_to_input(
             ``input_size`` gives it (C is not used).
         jump: distance in input pixels between neighbouring units (a finite number > 0), or None.
         start: centre of unit 0 in input pixel coordinates (a finite number), or None.
-        mode: ``"nearest"`` or ``"bilinear"``.
+        mode: ``"nearest"`` (with geometry: the unit whose centre is nearest, ties to the higher
+            index; without: as :func:`resize`) or ``"bilinear"``.
 
     Returns:
         float32 array (H, W) or (C, H, W).
