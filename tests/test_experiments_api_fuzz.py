@@ -1134,3 +1134,20 @@ def test_topk_class_names_must_name_every_class_the_scan_labels(material):
     labels = {entry.label for entry in material.topk.entries("1", 0)}
     assert all(f"{CLASS_NAMES[label]} ({label})" in view.caption for label in labels)
     view.close()
+
+
+def test_display_image_names_the_shape_denormalize_failed_on_when_it_tells_a_3x3_layout():
+    """For a 3 x 3 image, whose (3, 3, 3) result reads both ways, display_image calls denormalize a
+    second time on the image one pixel wider; when that call fails, the error names that image."""
+
+    def square_only(x):
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError("only square images")
+        return x
+
+    # was: "denormalize failed on an image of shape (3, 3, 3)", the image of the first call, which worked
+    with pytest.raises(RuntimeError, match=r"shape \(3, 3, 4\) \(the image of shape \(3, 3, 3\) one pixel wider"):
+        display_image(torch.rand(3, 3, 3), denormalize=square_only)
+    # a failure of the first call still names the image given
+    with pytest.raises(RuntimeError, match=r"denormalize failed on an image of shape \(3, 5, 4\): ValueError"):
+        display_image(torch.rand(3, 5, 4), denormalize=square_only)

@@ -193,6 +193,7 @@ def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormal
         return image_to_rgb(array, valid_np)
     tensor = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.asarray(pixels, dtype=np.float32))
     plain, size = tensor.detach().cpu(), tuple(tensor.shape[-2:])
+    given, why = plain, ""  # the image denormalize is called on, for its error
     try:
         rgb = _denormalized(denormalize, plain)
         # the layout is read against the image's size: (C, H, W) where the last two axes are its size
@@ -200,11 +201,14 @@ def display_image(pixels: torch.Tensor | np.ndarray, valid: Any = None, denormal
         last = rgb.ndim == 3 and rgb.shape[2] in (1, 3) and tuple(rgb.shape[:2]) == size
         if first and last and rgb.shape[0] > 1:
             # (3, 3, 3) for a 3 x 3 image reads both ways: an image a pixel wider shows which axis is the width
-            wider = _denormalized(denormalize, torch.cat([plain, plain[..., -1:]], dim=-1))
+            given = torch.cat([plain, plain[..., -1:]], dim=-1)
+            why = (f" (the image of shape {tuple(tensor.shape)} one pixel wider, to tell which axis of its "
+                   f"{tuple(rgb.shape)} result is the width)")
+            wider = _denormalized(denormalize, given)
             first = wider.ndim == 3 and wider.shape[-1] == size[1] + 1
             last = not first
     except Exception as exc:  # noqa: BLE001 - the user's function: named as the cause
-        raise RuntimeError(f"denormalize failed on an image of shape {tuple(tensor.shape)}: "
+        raise RuntimeError(f"denormalize failed on an image of shape {tuple(given.shape)}{why}: "
                            f"{type(exc).__name__}: {exc}") from exc
     if first and not last:
         rgb = rgb.transpose(1, 2, 0)
