@@ -152,6 +152,15 @@ class Case:
 
 
 def valid_case(rng: random.Random, ex: Explorer) -> Case:
+    """A value the browser may send, in JSON's spelling, and what the explorer must then hold; sent
+    to a disabled control (the occluder's fill and size while there is no box) it is refused."""
+    case = enabled_case(rng, ex)
+    if getattr(widgets(ex)[case.target], "disabled", False):
+        return Case(case.target, case.sent, "refused")
+    return case
+
+
+def enabled_case(rng: random.Random, ex: Explorer) -> Case:
     """A value the browser may send, in JSON's spelling, and what the explorer must then hold."""
     target = rng.choice(list(SENDS))
     count = channels(ex)

@@ -474,7 +474,11 @@ def test_correspondence_view_under_random_actions(material, escaped):
         value = rng.random() < 0.5
         run.log.append(f"occluded {value}")
         if rng.random() < 0.5:
-            browser(view._occluded_box, value=value)  # also while disabled: a message sent before
+            disabled = view._occluded_box.disabled
+            browser(view._occluded_box, value=value)  # also while disabled (sent before the page saw it)
+            if disabled:  # the page saw it disabled: refused, nothing changed
+                run.expect_refused("occluded")
+                return
         else:
             view.occluded = value
         run.expected["occluded"] = value
@@ -703,7 +707,7 @@ def test_evolution_slider_picks_the_epoch_under_its_knob_when_none_is_chosen():
     recorder.record(2)
     view = evolution_view(recorder, labelled=False)
     view.epoch = None
-    assert view.status == "no epoch chosen: pick one with the slider" and view._slider.value == 1
+    assert view.status == "no epoch chosen: pick one with the slider" and view._slider.value == -1  # left of epoch 1
     browser(view._slider, value=1)
     assert view.epoch == 2 and view.image_shape != () and "epochs [1, 2]" in view.status
     view.epoch = None

@@ -251,6 +251,10 @@ def test_random_browser_states_are_taken_as_meant_or_refused_in_the_status_line(
         if rng.random() < 0.4:
             sent, held = valid_value(rng, control)
             sent = {control.sends: sent}
+            if getattr(control.widget, "disabled", False):  # a disabled control refuses even a valid value
+                check_refused(subject, control, sent, f"step {step}: {control.what} (disabled) <- {sent!r}")
+                counts["refused"] += 1
+                continue
             check_taken(subject, control, sent, held, f"step {step}: {control.what} <- {sent!r}")
             counts["valid"] += 1
         else:

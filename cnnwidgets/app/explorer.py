@@ -1955,6 +1955,7 @@ class Explorer(ipw.VBox):
                      self.display_controls.overlay_box, self.occluder_controls.enabled_box,
                      self.occluder_controls.fill_dropdown, self.occluder_controls.size_slider,
                      self.method_view.menu, self.method_view.stride_menu, self.method_view.signed_box,
+                     self.method_view.bar,
                      self.layer_filter, self.channel_slider, self.page_select, self.scores_toggle):
             part.on_refused = self._show_error
         self.grid.selected = self.channel

@@ -454,9 +454,18 @@ def _run_size_text(given: Any, probe: Probe, size: Any, input_size: Any) -> str:
         return f"{text}, the probe's input size ({another})"
     if not isinstance(given, nn.Module):
         return f"{text}, the bundle's input size ({another})"
-    if trained_input_size(unwrap_model(given)[0]) == (channels, height, width):
+    if not _size_assumed(given, probe, size, input_size):
         return f"{text}, the size the model says it was trained at ({another})"
     return f"{text}, a size assumed: the model does not say its input size ({another})"
+
+
+def _size_assumed(given: Any, probe: Probe, size: Any, input_size: Any) -> bool:
+    """Whether the runs of an activation-maximisation view make images of a size nobody gave nor
+    said (see :func:`_run_size_text` for the arguments): a bare model given without ``size`` or
+    ``input_size``, that says no trained size or another one than its probe runs at."""
+    if size is not None or input_size is not None or not isinstance(given, nn.Module) or isinstance(given, Probe):
+        return False
+    return trained_input_size(unwrap_model(given)[0]) != tuple(int(v) for v in probe.input_size)
 
 
 class ActMaxController:
@@ -577,6 +586,9 @@ class ActMaxController:
         self.input_space = _normalisation_text(mean, std)
         #: the size of the images runs make and where it came from, in words (the status lines say it)
         self.image_size = _run_size_text(model_or_probe, self.probe, size, options.get("input_size"))
+        #: the image size in words where it was assumed, for the status lines of a run; else ""
+        self._assumed_size = (f"; {self.image_size}"
+                              if _size_assumed(model_or_probe, self.probe, size, options.get("input_size")) else "")
         self.result: ActMaxResult | None = None
         #: the target of the image on screen, in words (None while none is shown)
         self.shown_target: str | None = None
@@ -680,7 +692,7 @@ class ActMaxController:
             view.running = False
             return
         view.error = False
-        view.status = f"running {what} ..."
+        view.status = f"running {what} ...{self._assumed_size}"
         if self.background:
             self._thread = threading.Thread(
                 target=self._run, args=(generation, cancel, target, what, steps), daemon=True
@@ -711,7 +723,7 @@ class ActMaxController:
                 return
             view.progress = step
             if step % self.update_every == 0:
-                self._show(what, f"{what}: step {step} of {steps}, objective {value:.4g}", rgb)
+                self._show(what, f"{what}: step {step} of {steps}, objective {value:.4g}{self._assumed_size}", rgb)
 
         try:
             # a run that found nothing is said in the status line, not by a warning from this thread

@@ -1,7 +1,8 @@
 """What the widgets share: where their browser code lives (shipped as package data next to this
 file), the mixins and trait types of the views, and the controls a browser sets (menus, toggle
-buttons, sliders, int boxes, checkboxes, text boxes), each checked against what its browser side
-may send (:class:`RefusesBrowserValues`, :class:`BrowserSetsOnly`).
+buttons, sliders, int boxes, checkboxes, text boxes) or only shows (buttons, progress bars), each
+checked against what its browser side may send (:class:`RefusesBrowserValues`,
+:class:`BrowserSetsOnly`); a disabled one takes nothing from the browser.
 
 The settings a user makes on a view take the values the functions of the package take: an index
 (:class:`IndexTrait`) is a Python int, a NumPy integer or a 0-d integer tensor, never a bool or a
@@ -237,6 +238,8 @@ class BrowserSetsOnly(RefusesBrowserValues):
     other synced trait (an image, a geometry, a slider's bounds, a menu's labels, the module's
     code) belongs to the kernel, and a value the browser sends for it is refused and sent back, as
     a value the widget's own checks refuse is (see :class:`RefusesBrowserValues`), never taken.
+    While the widget is disabled (its ``disabled`` trait is true), a value the browser sends for
+    the traits it does set is refused the same way: a disabled control changes nothing.
 
     :meth:`_check_browser_values` checks the values of the traits the browser does set, before
     any is taken (subclasses add their checks there).
@@ -251,8 +254,23 @@ class BrowserSetsOnly(RefusesBrowserValues):
         if owned:
             sets = ", ".join(sorted(self._BROWSER_SETS)) or "nothing"
             raise traitlets.TraitError(f"{', '.join(owned)} cannot be set from the browser (it sets {sets} only)")
+        sent = [name for name in sync_data if name in self._BROWSER_SETS]
+        if sent and self._browser_disabled():
+            raise traitlets.TraitError(self.disabled_reason or (
+                f"'{_caption(self, type(self).__name__)}' is disabled: {', '.join(sent)} "
+                "cannot be changed until it is enabled again"))
         self._check_browser_values(sync_data)
         super()._check_browser_state(sync_data)
+
+    #: what a value the browser sends while the control is disabled is refused with (why it is
+    #: disabled, in words); None: a general message naming the control
+    disabled_reason: str | None = None
+
+    def _browser_disabled(self) -> bool:
+        """Whether the control is disabled (its ``disabled`` trait, where it has one): a value the
+        browser sends for it then is refused, not acted upon. A page sends one when the change
+        was made before the kernel's ``disabled`` reached it (a run started meanwhile)."""
+        return bool(getattr(self, "disabled", False)) if "disabled" in self.keys else False  # type: ignore[attr-defined]
 
     def _check_browser_values(self, sync_data: dict) -> None:
         """Raise ``TraitError`` for a value of ``sync_data`` the browser may not send (none here)."""
@@ -354,3 +372,29 @@ class CheckedText(BrowserSetsOnly, ipywidgets.Text):
                 f"the text of '{_caption(self, self.placeholder or 'text box')}' must be a string, "
                 f"got {given(sync_data['value'])}"
             )
+
+
+class CheckedButton(BrowserSetsOnly, ipywidgets.Button):
+    """A Button whose browser side sets nothing (its caption, icon, style and ``disabled`` belong to
+    the kernel) and whose clicks count only while it is enabled: a click the page sent before the
+    kernel's ``disabled`` reached it is refused, its handlers are not called, and it goes to
+    :attr:`on_refused` (raised as ``TraitError`` with no handler set)."""
+
+    def _handle_button_msg(self, _, content, buffers) -> None:  # type: ignore[no-untyped-def]
+        if content.get("event", "") == "click" and self.disabled:
+            exc = traitlets.TraitError(f"'{_caption(self, self.tooltip or 'button')}' is disabled: the click "
+                                       "was not acted upon")
+            if self.on_refused is None:
+                raise exc
+            self.on_refused("click", exc)
+            return
+        super()._handle_button_msg(_, content, buffers)
+
+
+class CheckedIntProgress(BrowserSetsOnly, ipywidgets.IntProgress):
+    """An IntProgress bar the browser sets nothing of: its value and bounds show the kernel's
+    progress, and a value sent from the browser is refused and sent back."""
+
+
+class CheckedFloatProgress(BrowserSetsOnly, ipywidgets.FloatProgress):
+    """A FloatProgress bar the browser sets nothing of (see :class:`CheckedIntProgress`)."""

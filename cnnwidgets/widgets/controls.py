@@ -150,8 +150,10 @@ class OccluderControls(w.HBox):
         )
         self.size_slider = CheckedIntSlider(min=1, max=64, description="size", continuous_update=False,
                                             layout=w.Layout(width="260px"))
-        for control in (self.fill_dropdown, self.size_slider):
+        for name, control in (("fill", self.fill_dropdown), ("size", self.size_slider)):
             control.layout.max_width = FIT_IN_ROW
+            # why a value the page sends while the control is greyed out is refused
+            control.disabled_reason = f"{name} cannot be changed while the occluder is off: switch it on first"
         kwargs.setdefault("layout", wrapping_row())
         super().__init__([self.enabled_box, self.fill_dropdown, self.size_slider], **kwargs)
         self._links = [

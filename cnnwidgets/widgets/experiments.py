@@ -27,6 +27,7 @@ import traitlets
 
 from cnnwidgets.widgets._base import (
     CheckedBoundedIntText,
+    CheckedButton,
     CheckedCheckbox,
     CheckedDropdown,
     CheckedIntSlider,
@@ -75,13 +76,14 @@ class TopKView(ImageStatus, widgets.VBox):
         self._layer_menu = CheckedDropdown(description="layer")
         self._channel_box = CheckedBoundedIntText(value=0, min=0, max=0, description="channel",
                                                   layout=widgets.Layout(width="170px"))
-        self._prev = widgets.Button(icon="chevron-left", tooltip="previous channel", layout=widgets.Layout(width="36px"))
-        self._next = widgets.Button(icon="chevron-right", tooltip="next channel", layout=widgets.Layout(width="36px"))
+        self._prev = CheckedButton(icon="chevron-left", tooltip="previous channel", layout=widgets.Layout(width="36px"))
+        self._next = CheckedButton(icon="chevron-right", tooltip="next channel", layout=widgets.Layout(width="36px"))
         self._caption = widgets.HTML()
         self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._prev, self._channel_box, self._next], layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._caption, self._status], **kwargs)
-        self._report_refusals({"layer": self._layer_menu, "channel": self._channel_box})
+        self._report_refusals({"layer": self._layer_menu, "channel": self._channel_box,
+                               "previous channel": self._prev, "next channel": self._next})
         self.observe(lambda c: setattr(self._layer_menu, "options", list(c["new"])), names="layers")
         self.layers = list(layers)
         widgets.link((self._layer_menu, "value"), (self, "layer"))
@@ -124,11 +126,16 @@ class TopKView(ImageStatus, widgets.VBox):
         self.caption = ""
 
 
+#: The evolution slider's position while no epoch is chosen: left of the first epoch (position 0).
+_NO_EPOCH = -1
+
+
 class _PickingSlider(CheckedIntSlider):
     """A slider over the recorded epochs (or steps: its description says which), by position,
     that hands every position the browser sends and the slider takes to ``on_pick``, also the one
-    it already holds: with no epoch chosen its knob still sits on one, and picking that one must
-    choose it (a value that did not change fires no trait change)."""
+    it already holds (a value that did not change fires no trait change). With no epoch chosen
+    its knob sits at position ``-1``, left of the first epoch, so that the page sends a press on
+    any epoch at all: a press on the position the knob holds sends nothing from the page."""
 
     on_pick = None
 
@@ -156,6 +163,10 @@ class _PickingSlider(CheckedIntSlider):
 
 class EvolutionView(ImageStatus, widgets.VBox):
     """Feature evolution during training (Fig. 4) with an epoch slider.
+
+    While no epoch is chosen (``epoch`` None) the slider's knob sits left of the first epoch,
+    on a position of its own, and the label beside it shows ``-``: any epoch the user presses or
+    drags to is then chosen, the one under the knob before included.
 
     Traits:
         epochs: the recorded epochs (grows while training runs).
@@ -185,6 +196,8 @@ class EvolutionView(ImageStatus, widgets.VBox):
         self._follow_box = CheckedCheckbox(value=True, description="follow training", indent=False)
         self._show_menu = CheckedToggleButtons(options=[("projection", "projection"), ("patch", "patch")],
                                                style={"button_width": "90px"})
+        self._show_menu.disabled_reason = ("show cannot be changed: the recorder recorded no projections (it was "
+                                           "made with projection=None); only 'patch' can be shown")
         self._make_image_parts()
         # wraps rather than squeezing: a shrunk ToggleButtons stacks its buttons
         controls = widgets.HBox([self._slider, self._label, self._follow_box, self._show_menu], layout=wrapping_row())
@@ -240,11 +253,20 @@ class EvolutionView(ImageStatus, widgets.VBox):
     def _show_epoch(self, change=None) -> None:
         if self.epoch is None:
             self._label.value = "-"
+            if not self.epochs:
+                self._slider.min = 0  # nothing to pick: one position, picking nothing
+            else:
+                # no epoch chosen: the knob sits on a position of its own, left of the first
+                # epoch, so that a press on any epoch is a new value the page sends (a press on the
+                # position the knob already held would send nothing, and pick nothing)
+                self._slider.min = _NO_EPOCH
+                self._slider.value = _NO_EPOCH
             return
         self._label.value = f"{self.epoch}"
         index = self.epochs.index(self.epoch)
         if self._slider.value != index:
             self._slider.value = index
+        self._slider.min = 0  # after the value: a min above the value would move the knob
 
 
 class InvarianceView(ImageStatus, widgets.VBox):
@@ -365,6 +387,8 @@ class CorrespondenceView(ImageStatus, widgets.VBox):
                                              tooltip=_OCCLUDE_NEEDS_PART)
         self._table = widgets.HTML()
         self._make_image_parts()
+        # why a value the page sends while the box is disabled is refused
+        self._occluded_box.disabled_reason = f"occluded cannot be set: {_OCCLUDE_NEEDS_PART}"
         controls = widgets.HBox([self._menu, self._occluded_box], layout=wrapping_row())
         super().__init__(children=[controls, self._image, self._table, self._status], **kwargs)
         self._report_refusals({"part": self._menu, "occluded": self._occluded_box})

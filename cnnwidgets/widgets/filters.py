@@ -13,7 +13,9 @@ import traitlets
 
 from cnnwidgets.widgets._base import (
     CheckedBoundedIntText,
+    CheckedButton,
     CheckedDropdown,
+    CheckedIntProgress,
     ChoiceTrait,
     FlagTrait,
     IndexTrait,
@@ -166,6 +168,12 @@ class KernelView(ImageStatus, widgets.VBox):
         return value
 
 
+def _while_running(name: str) -> str:
+    """Why the activation-maximisation view refuses a change of setting ``name`` during a run."""
+    return (f"cannot change {name} while a run is going: the image coming in is for the target it started "
+            "with; press Stop first")
+
+
 class ActMaxView(ImageStatus, widgets.VBox):
     """Controls and result of an activation-maximisation run.
 
@@ -180,7 +188,8 @@ class ActMaxView(ImageStatus, widgets.VBox):
             empty where none are known. The name of the chosen one is shown next to the box.
         steps: number of steps, 1..:data:`MAX_ACTMAX_STEPS` (what the steps box holds).
         running: ``True`` while a run is going; the Run button sets it, Stop clears it.
-        progress: steps done in the current run.
+        progress: steps done in the current run (the progress bar shows it and the steps; the
+            browser sets neither, and a disabled Run or Stop button takes no click).
         status, error: the status line.
 
     ``layer`` is a name (a ``str``, NumPy's ``str_`` too, held as a plain ``str``; not
@@ -213,23 +222,25 @@ class ActMaxView(ImageStatus, widgets.VBox):
         self._channel_name = widgets.Label(value="")
         self._steps_box = CheckedBoundedIntText(value=128, min=1, max=MAX_ACTMAX_STEPS, description="steps",
                                                 layout=widgets.Layout(width="170px"))
-        self._run_button = widgets.Button(description="Run", button_style="primary", icon="play")
-        self._stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
-        self._bar = widgets.IntProgress(value=0, min=0, max=128)
+        self._run_button = CheckedButton(description="Run", button_style="primary", icon="play")
+        self._stop_button = CheckedButton(description="Stop", icon="stop", disabled=True)
+        self._bar = CheckedIntProgress(value=0, min=0, max=128)
         self._make_image_parts()
         controls = widgets.HBox([self._layer_menu, self._channel_box, self._channel_name, self._steps_box],
                                 layout=wrapping_row())
         buttons = widgets.HBox([self._run_button, self._stop_button, self._bar], layout=wrapping_row())
         super().__init__(children=[controls, buttons, self._image, self._status], **kwargs)
         self._report_refusals({"target": self._layer_menu, "channel": self._channel_box,
-                               "steps": self._steps_box})
+                               "steps": self._steps_box, "Run": self._run_button, "Stop": self._stop_button,
+                               "progress": self._bar})
         self.observe(self._sync_menu, names="layers")
         self.layers = list(layers)
         widgets.link((self._layer_menu, "value"), (self, "layer"))
         widgets.link((self._channel_box, "value"), (self, "channel"))
         widgets.link((self._steps_box, "value"), (self, "steps"))
-        widgets.link((self._bar, "value"), (self, "progress"))
-        widgets.link((self._steps_box, "value"), (self._bar, "max"))
+        # one way: the bar shows the run's progress and the steps, and sets neither
+        widgets.dlink((self, "progress"), (self._bar, "value"))
+        widgets.dlink((self._steps_box, "value"), (self._bar, "max"))
         self.observe(self._fit_channel, names="channels")
         self.observe(self._show_channel_name, names=["channel", "channel_names"])
         self._run_button.on_click(lambda _: setattr(self, "running", True))
@@ -254,16 +265,14 @@ class ActMaxView(ImageStatus, widgets.VBox):
     def _toggle_buttons(self, change) -> None:
         self._run_button.disabled = change["new"]
         self._stop_button.disabled = not change["new"]
-        for box in (self._layer_menu, self._channel_box, self._steps_box):
+        for name, box in (("layer", self._layer_menu), ("channel", self._channel_box), ("steps", self._steps_box)):
+            box.disabled_reason = _while_running(name)  # a browser value sent meanwhile is refused saying why
             box.disabled = change["new"]
 
     def _refuse_while_running(self, proposal) -> None:
         name = proposal["trait"].name
         if self.running and proposal["value"] != getattr(self, name):
-            raise traitlets.TraitError(
-                f"cannot change {name} while a run is going: the image coming in is for the target it started "
-                "with; press Stop first"
-            )
+            raise traitlets.TraitError(_while_running(name))
 
     @traitlets.validate("layer")
     def _check_layer(self, proposal):

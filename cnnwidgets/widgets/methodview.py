@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import ipywidgets as w
 import traitlets as t
 
-from cnnwidgets.widgets._base import CheckedCheckbox, CheckedDropdown, close_parts
+from cnnwidgets.widgets._base import CheckedCheckbox, CheckedDropdown, CheckedFloatProgress, close_parts
 from cnnwidgets.widgets.controls import wrapping_row
 
 __all__ = ["MIN_WIDTH", "MethodView"]
@@ -85,7 +85,7 @@ class MethodView(w.VBox):
                                     layout=w.Layout(width="230px"))
         self.stride_menu = CheckedDropdown(options=strides, value=8 if 8 in strides else strides[0],
                                            description="stride", layout=w.Layout(width="140px"))
-        self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
+        self.bar = CheckedFloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="100px"))
         # the time a scan still needs, beside its bar (in its own fixed room: the row stays still)
         self.time_left = w.HTML("", layout=w.Layout(width="120px"))
         self.signed_box = CheckedCheckbox(value=False, description="signed colour", indent=False,

@@ -86,8 +86,9 @@ class OccluderCanvas(BrowserSetsOnly, anywidget.AnyWidget):
 
     The browser sets ``box`` and ``dragging`` only: ``box`` as four JSON numbers or null,
     ``dragging`` as true or false. Anything else it sends (strings or booleans in the box, 0 or 1
-    for ``dragging``, a value for another trait such as the image's size) is refused and the
-    kernel's values are sent back (see :class:`~cnnwidgets.widgets.controls.BrowserSetsOnly`).
+    for ``dragging``, a box with no pixel on the image, a value for another trait such as the
+    image's size) is refused and the kernel's values are sent back; a box partly off the image is
+    clamped into it, as the page itself keeps it (see :class:`~cnnwidgets.widgets.controls.BrowserSetsOnly`).
 
     Keyword arguments (``**kwargs``) are initial trait values: those above, and ipywidgets' own,
     such as ``layout``.
@@ -129,6 +130,16 @@ class OccluderCanvas(BrowserSetsOnly, anywidget.AnyWidget):
             ):
                 raise t.TraitError(f"box must be four numbers (x, y, w, h) in image pixels, or null for no "
                                    f"occluder; got {given(box)}")
+            if box is not None:
+                # a box with no pixel on the image (one placed on a larger image the page still
+                # showed) is refused, as Python's explorer.box refuses it, not moved to an edge
+                # nobody chose; one partly on the image is clamped (_check_box), as the page does
+                try:
+                    clamp_box(box, self.image_width, self.image_height, inside_only=True)
+                except ValueError as exc:
+                    raise t.TraitError(str(exc)) from exc
+                except OverflowError as exc:  # an int past what a float holds: no JSON number a page sends
+                    raise t.TraitError(f"the occluder box needs finite numbers (x, y, w, h), got {given(box)}") from exc
         if "dragging" in sync_data and not isinstance(sync_data["dragging"], bool):
             raise t.TraitError(f"dragging must be true or false, got {given(sync_data['dragging'])}")
 
