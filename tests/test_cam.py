@@ -1060,3 +1060,18 @@ def test_an_empty_grad_cam_map_says_whether_the_gradient_at_the_layer_is_zero_to
         assert [w.zero_gradient for w in left_out] == [True]
         assert [w.zero_gradient for w in inner] == [False]
         assert grad_cam(_no_evidence_net(), x, 1, layer="1").max() > 0  # evidence: nothing to leave out
+
+
+def test_a_batch_sized_target_on_a_batch_statistics_model_is_told_why_it_sees_one_image():
+    model, x = batch_statistics_net(), torch.randn(4, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 0])
+    # was: only "the target failed on the model's output, a tensor of shape (1, 3): IndexError ...",
+    # leaving the user to guess why a batch of 4 gave an output of one image
+    with pytest.raises(IndexError, match=r"shape \(1, 3\).*layers '1' use batch statistics, so each of the 4 images "
+                                         r"is explained alone.*any batch size"):
+        grad_cam(model, x, lambda out: out[torch.arange(4), labels], layer="0")
+    # the same target written for any batch size, and one class per image, explain the batch
+    per_image = grad_cam(model, x, [0, 1, 2, 0], layer="0")
+    by_column = torch.cat([grad_cam(model, x[i:i + 1], lambda out, k=k: out[:, k], layer="0")
+                           for i, k in enumerate([0, 1, 2, 0])])
+    torch.testing.assert_close(per_image, by_column)

@@ -193,6 +193,22 @@ def _one_at_a_time(probe: Probe, x: torch.Tensor) -> bool:
     return bool(probe.batch_dependent) and x.dim() == 4 and x.shape[0] > 1
 
 
+def _alone_failure(exc: Exception, probe: Probe, images: int) -> Exception:
+    """``exc``, raised by a target scored on one image of a batch explained image by image, again
+    (the same class) saying why its output held one image; other errors as they are."""
+    text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else ""
+    if not text.startswith("the target failed on"):
+        return exc
+    layers = ", ".join(repr(name) for name in probe.batch_dependent[:3])
+    message = (f"{text} (this model's layers {layers} use batch statistics, so each of the {images} images is "
+               "explained alone and a target callable sees one image's output at a time: write it for any batch "
+               "size, e.g. out[:, k], or give a class index or a list of one class per image)")
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - a subclass whose constructor takes other arguments
+        return exc
+
+
 def layer_gradient(
     model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target | int, layer: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,7 +254,10 @@ def _layer_gradient(
             if isinstance(target, ClassLogits):  # one class per image: each image alone gets its own class
                 _check_one_per_image(target.indices, x.shape[0], "ClassLogits")
                 targets = [ClassLogits((index,), target.layer) for index in target.indices]
-            parts = [_layer_gradient(probe, x[i:i + 1], one, layer, method) for i, one in enumerate(targets)]
+            try:
+                parts = [_layer_gradient(probe, x[i:i + 1], one, layer, method) for i, one in enumerate(targets)]
+            except (TypeError, IndexError, KeyError) as exc:
+                raise _alone_failure(exc, probe, x.shape[0]) from exc
             return torch.cat([a for a, _ in parts]), torch.cat([g for _, g in parts])
         layers_for(probe, x)
         info = probe.check_layer(layer)
