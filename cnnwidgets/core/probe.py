@@ -52,7 +52,8 @@ from cnnwidgets.core.layers import (
     LayerInfo, channel_count_problem, discover, first_convolution, input_channels, unknown_layer_error,
 )
 from cnnwidgets.core.targets import (
-    OutputTypeError, as_count, as_flag, as_index, class_scores, output_reduction, output_tensor,
+    OutputTypeError, as_count, as_flag, as_index, check_output_kind, class_probabilities, class_scores,
+    output_reduction, output_tensor,
 )
 
 __all__ = [
@@ -1912,7 +1913,15 @@ class Probe:
             return acts, entry.layers[_OUTPUT].clone(memory_format=torch.contiguous_format)
 
     def logits(self, x: torch.Tensor, *, grad: bool = False, cache: bool = True) -> torch.Tensor:
-        """The model's output for ``x`` (a full forward pass, cached like a layer when ``grad=False``).
+        """The model's output scores for ``x`` (a full forward pass, cached like a layer when ``grad=False``).
+
+        The scores are the model's own output, as it returns them: its output tensor, or what
+        :func:`~cnnwidgets.core.targets.output_tensor` reads from the output: of a dict or an
+        output object (a Hugging Face ``ModelOutput``), its ``logits`` entry or attribute, else a
+        dict's ``out`` entry, else its only tensor. Nothing is applied to them: for a model that
+        ends in an ``nn.Softmax`` module they are already probabilities (do not apply a softmax to
+        them again: it would squash them towards uniform), and after a final ``nn.Sigmoid`` they
+        are per-class probabilities. For probabilities from any model, see :meth:`Probe.probabilities`.
 
         ``cache=False`` neither consults nor fills the cache (for inputs used once, as in
         :meth:`capture`). The tensor returned is the caller's own, in the standard (contiguous)
@@ -1920,8 +1929,10 @@ class Probe:
         cached output alone.
 
         Raises:
-            TypeError: if the model does not return a tensor (or returns None); for a ``grad`` or
-                ``cache`` that is not True or False.
+            TypeError: (an :class:`~cnnwidgets.core.targets.OutputTypeError`) for an output that
+                holds no one tensor to read: a plain tuple or list (refused rather than guessed
+                at; wrap the model to return one tensor), None, or a dict with several tensors and
+                no ``logits`` or ``out`` entry; for a ``grad`` or ``cache`` that is not True or False.
             ValueError: for a batch that is not (N, C, H, W) finite floats, or an output whose
                 first dimension is not the batch (one output per image).
             RuntimeError: if the model fails on the input (whatever it raised, as the cause).
@@ -1949,6 +1960,49 @@ class Probe:
                 _, output = self._forward(self._to_model_input(x), {}, grad=False, stop=False)
             entry = self._store(x, entry, {_OUTPUT: output})
             return output.clone(memory_format=torch.contiguous_format)
+
+    def probabilities(
+        self, x: torch.Tensor, *, outputs: str = "auto", grad: bool = False, cache: bool = True
+    ) -> torch.Tensor:
+        """Class probabilities (N, classes) for ``x``, read from the model's output the right way
+        whatever the model ends in: use this rather than ``torch.softmax(probe.logits(x), dim=1)``,
+        which softmaxes a second time the output of a model that ends in ``nn.Softmax``.
+
+        The output of :meth:`logits` goes through
+        :func:`~cnnwidgets.core.targets.class_probabilities` with :attr:`output_activation`:
+
+        * a model ending in an ``nn.Softmax`` module: its output as it is;
+        * a model ending in an ``nn.Sigmoid`` module (multi-label, or one unit of a binary
+          classifier): its output as it is, one independent probability per class (rows need not
+          sum to 1);
+        * plain logits: their softmax over the classes, or the sigmoid of a single output unit
+          (the probability of that unit's class); rows that already are distributions are taken
+          as they are.
+
+        A sigmoid or softmax the forward applies as a function is not seen (see
+        :attr:`output_activation`): say what the output holds with ``outputs`` then
+        (``"probabilities"``, or ``"multilabel_logits"`` for the logits of independent labels).
+
+        Args:
+            x: the batch (N, C, H, W), as :meth:`logits` takes it.
+            outputs: one of :data:`~cnnwidgets.core.targets.OUTPUT_KINDS`: ``"auto"`` (default),
+                ``"logits"``, ``"multilabel_logits"`` or ``"probabilities"``.
+            grad, cache: as for :meth:`logits`; with ``grad=True`` the result is attached to the
+                autograd graph.
+
+        Returns:
+            A float tensor (N, classes), on the probe's device.
+
+        Raises:
+            what :meth:`logits` raises; ``ValueError`` for an output that is not class scores (N,
+            classes) or (N, classes, 1, 1) (a segmentation map, say), an unknown ``outputs``, or
+            ``outputs="probabilities"`` with values outside [0, 1]; ``TypeError`` for an
+            ``outputs`` that is not a string.
+        """
+        outputs = check_output_kind(outputs)  # before the forward pass
+        output = self.logits(x, grad=grad, cache=cache)
+        return class_probabilities(output, "the model's output", outputs=outputs,
+                                   final_activation=self.output_activation)
 
     def close(self) -> None:
         """Remove every hook and drop the private copy, the cache, the reference to the user's
