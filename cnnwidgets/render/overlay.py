@@ -13,6 +13,13 @@ from cnnwidgets.render.resample import map_to_input, resize
 
 __all__ = ["blend", "channel_image", "desaturate", "draw_rect", "hstack", "overlay_heatmap", "resize_image"]
 
+#: How far outside [0, 1] a float picture may reach and still be drawn (clipped to [0, 1]): the
+#: overshoot of bicubic or Lanczos resizing at sharp edges, at most about 0.15 on photographs and
+#: on the shipped samples (only pixel-wide stripes or noise, enlarged, overshoot more). A normalised
+#: model input reaches well beyond it (``Normalize(0.5, 0.5)`` gives [-1, 1], ImageNet's mean and
+#: std about [-2.1, 2.6]), and so do 0-255 values stored as floats.
+FLOAT_PICTURE_SLACK = 0.25
+
 
 def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
     image = np.asarray(image)
@@ -30,7 +37,8 @@ def nonfinite_counts(values: np.ndarray) -> tuple[int, int]:
 
 def check_not_channels_first(picture: np.ndarray, what: str = "image", layout: str = "(H, W, 3)") -> None:
     """Refuse a channels-first (C, H, W) picture (a model input's layout) where ``layout`` is
-    expected, saying the transpose to use.
+    expected, saying the reordering to use: ``.transpose(1, 2, 0)`` of a NumPy array,
+    ``.permute(1, 2, 0)`` of a torch tensor (whose ``transpose`` swaps two axes only).
 
     Args:
         picture: the array given.
@@ -42,17 +50,21 @@ def check_not_channels_first(picture: np.ndarray, what: str = "image", layout: s
     """
     if picture.ndim == 3 and picture.shape[0] in (1, 3, 4) and picture.shape[2] not in (3, 4):
         raise ValueError(f"{what} of shape {picture.shape} looks like (C, H, W); the picture is {layout}: "
-                         f"pass {what}.transpose(1, 2, 0)")
+                         f"pass {what}.transpose(1, 2, 0) for a NumPy array, or {what}.permute(1, 2, 0) for a "
+                         "torch tensor")
 
 
 def check_float_picture(image: np.ndarray, what: str = "image") -> None:
-    """Refuse a float picture whose values are plainly not in [0, 1] (0-255 values stored as
-    floats would otherwise be clipped to white without a word). Slight overshoot, as a
-    denormalised input has, is accepted (and clipped by the caller).
+    """Refuse a float picture whose values are plainly not in [0, 1]: 0-255 values stored as
+    floats (drawn white) or a normalised model input (its negative half drawn black) would
+    otherwise be clipped without a word. Values up to :data:`FLOAT_PICTURE_SLACK` (0.25) outside
+    [0, 1], the overshoot of a resized picture, are accepted (and clipped by the caller).
 
     Raises:
         ValueError: when a value is NaN (it has no colour: drawn, it would be an arbitrary one),
-            or above 2 or below -1 (infinities included), saying how to convert.
+            or more than 0.25 outside [0, 1] (infinities included), saying what the values look
+            like and what to pass: negative values are those of a normalised model input (pass
+            the denormalised picture), values up to 255 may be 0-255 pixels too.
     """
     if image.size and np.issubdtype(image.dtype, np.floating):
         top, bottom = float(image.max()), float(image.min())  # NaN if there is one
@@ -60,9 +72,31 @@ def check_float_picture(image: np.ndarray, what: str = "image") -> None:
             count = int(np.count_nonzero(np.isnan(image)))
             raise ValueError(f"a float {what} must hold values in [0, 1], got {count} NaN of {image.size} values; "
                              f"replace them first (np.nan_to_num({what}))")
-        if top > 2.0 or bottom < -1.0:
-            raise ValueError(f"a float {what} must hold values in [0, 1], got values from {bottom:.4g} to {top:.4g}; "
-                             f"for 0-255 values pass {what}.astype(np.uint8) (or {what} / 255)")
+        slack = FLOAT_PICTURE_SLACK
+        if bottom < -slack or top > 1.0 + slack:
+            raise ValueError(f"a float {what} must hold values in [0, 1], got values from {bottom:.4g} to {top:.4g} "
+                             f"(up to {slack} outside [0, 1], as resizing overshoots, is clipped); "
+                             f"{_float_picture_fix(bottom, top, what)}")
+
+
+#: What to pass instead of a normalised model input, for the messages of :func:`check_float_picture`.
+_DENORMALISED = ("pass the picture, the model input denormalised to [0, 1]: the bundle's denormalize(x) of the "
+                 "(C, H, W) input (or x * std + mean with your own normalisation's statistics, clipped to [0, 1])")
+
+
+def _float_picture_fix(bottom: float, top: float, what: str) -> str:
+    """What a float picture with values from ``bottom`` to ``top``, beyond the band
+    :func:`check_float_picture` takes, looks like and what to pass instead."""
+    if math.isinf(bottom) or math.isinf(top):
+        return f"replace the infinite values first (np.nan_to_num({what}, posinf=1, neginf=0))"
+    if bottom < -FLOAT_PICTURE_SLACK:
+        return (f"negative values: this looks like a normalised model input (Normalize(0.5, 0.5) gives [-1, 1]); "
+                f"{_DENORMALISED}")
+    if top > 2.0:
+        return (f"for 0-255 values pass {what}.astype(np.uint8) (or {what} / 255); if it is a normalised "
+                f"model input, {_DENORMALISED}")
+    return (f"if it is a normalised model input, {_DENORMALISED}; a picture that overshoots more than resizing "
+            f"does: clip it first (np.clip({what}, 0, 1))")
 
 
 def as_picture(image: object, what: str = "image") -> np.ndarray:
@@ -70,8 +104,9 @@ def as_picture(image: object, what: str = "image") -> np.ndarray:
 
     uint8 is passed through as it is (no copy, no pass over the pixels: the live views call this
     on every frame); floats in [0, 1], as a model bundle's ``denormalize`` returns them, are scaled
-    by 255, rounded and clipped (the slight overshoot of a denormalised input is clipped, values
-    plainly outside [0, 1] are refused by :func:`check_float_picture`).
+    by 255, rounded and clipped (the slight overshoot of a resized picture, up to
+    :data:`FLOAT_PICTURE_SLACK` outside [0, 1], is clipped; values plainly outside [0, 1], such as
+    a normalised model input's, are refused by :func:`check_float_picture`).
 
     Args:
         image: (H, W, 3) uint8, or floats in [0, 1].
