@@ -972,7 +972,8 @@ def test_the_shipped_shape_samples_are_offered_only_to_models_of_their_classes()
     opened = [Explorer(m, image(0), input_size=(3, SIZE, SIZE), background=False) for m in (ten, five)]
     try:
         assert opened[0].picker.names == ["your image"]  # circles and stars mean nothing to it
-        assert opened[1].picker.names[0] == "your image" and "circle" in opened[1].picker.names
+        # five outputs without the shapes' class names (a five-class flowers model, say) get no shapes either
+        assert opened[1].picker.names == ["your image"]
     finally:
         for ex in opened:
             ex.close()

@@ -278,6 +278,16 @@ class _StrictInt(t.Int):
         return super().validate(obj, int(value))
 
 
+class _TargetTrait(_StrictInt):
+    """The ``target`` trait: a class index as :class:`_StrictInt` takes it, or the name of one of
+    the explorer's classes (a ``str``, NumPy's ``str_`` too), held as that class's index."""
+
+    def validate(self, obj, value):
+        if isinstance(value, str):
+            value = obj._class_name_index(str(value))
+        return super().validate(obj, value)
+
+
 class _PlainStr(t.Unicode):
     """A ``str`` trait that holds a plain ``str``, NumPy's ``str_`` given too: also when it is set, inside
     ``hold_trait_notifications()``, to a value equal to the one it holds, which traitlets then keeps
@@ -1012,8 +1022,13 @@ class Explorer(ipw.VBox):
     """Explore what a CNN sees: pick a layer and channel, drag an occluder, watch maps and scores.
 
     Args:
-        model: a classifier ``nn.Module`` (its output must be one tensor of class scores), or a
-            zoo ``Bundle`` (model, preprocessing, class names).
+        model: a classifier ``nn.Module``, or a zoo ``Bundle`` (model, preprocessing, class names).
+            Its class scores are its output tensor, or what
+            :func:`~cnnwidgets.core.targets.output_tensor` reads from the output: of a dict or an
+            output object (a Hugging Face ``ModelOutput``), its ``logits`` entry or attribute, else
+            a dict's ``out`` entry, else its only tensor. A model returning anything else (a plain
+            tuple or list, None) still opens: the explorer shows its feature maps without class
+            scores, and the status line says why.
         image: the first image (path, bytes, PIL image, array, tensor), or the name of a sample
             (``"star"``: that sample is shown first); None: the first sample.
             With a ``denormalize`` (given, or the bundle's), a float tensor (C, H, W) or (1, C, H, W)
@@ -1036,8 +1051,11 @@ class Explorer(ipw.VBox):
             1.25 times (a 4:3 photo squeezed into a square), or enlarges a small image more than
             2 times, the status line says so.
         samples: ``{name: image}`` offered by the image picker. By default the zoo's samples,
-            which picture the embedded model's five classes: offered when no image is given, or
-            for a model with five outputs; any other model gets its image and uploads.
+            generated shapes that picture the embedded model's classes
+            (:data:`cnnwidgets.zoo.SHAPE_CLASSES`): offered when no image is given (there is
+            nothing else to show), or beside the image given when the class names are those
+            classes (in any order) or, without class names, for the zoo's ShapesNet with five
+            outputs; any other model (another five-class model too) gets its image and uploads.
         layer: the first layer (default: :func:`default_layer`).
         channel: the first channel. Default (None): channel 0, or where that channel is dead on
             the first image (no positive value), the first channel that is not, so the explorer
@@ -1064,8 +1082,9 @@ class Explorer(ipw.VBox):
             class) or ``"probabilities"`` (see :func:`~cnnwidgets.core.targets.class_probabilities`).
         method: the method panel's first method, one of ``none``, ``occlusion``, ``saliency``,
             ``guided backprop``, ``deconvnet``, ``grad-cam`` (see :mod:`cnnwidgets.app.views`).
-        target: the class the scores' change and the method maps are about (an index into the
-            model's outputs, as :attr:`target`); None: the most probable class of each image.
+        target: the class the scores' change and the method maps are about: an index into the
+            model's outputs, or a class name of ``classes`` (turned into its index), as the
+            ``target`` trait takes them; None: the most probable class of each image.
         method_stride: the occlusion map's stride in input pixels, any positive int (the stride menu
             offers 4, 8, 16 and any other stride given). Its window is the occluder box's height
             and width, recomputed when the box is resized (not when it only moves).
@@ -1095,7 +1114,9 @@ class Explorer(ipw.VBox):
     accepted. ``box`` takes four numbers (rounded halves up, as the browser rounds) in model-input
     pixels, as any sequence (a NumPy array too); a box partly outside the image is moved and shrunk
     into it. ``channel``, ``target`` and ``method_stride`` take ints: Python's, NumPy's or a 0-d integer
-    tensor (``model(x).argmax()``), as the method functions do; not bools or floats.
+    tensor (``model(x).argmax()``), as the method functions do; not bools or floats. ``target`` also
+    takes a class name (``"star"``), held as that class's index; an unknown name is refused with
+    some of the names.
 
     A layer with more than :data:`~cnnwidgets.app.frames.GRID_PAGE` (256) channels is shown a page of
     the grid at a time: the ``page`` trait is the page picked in its menu, None (the default, and
@@ -1132,7 +1153,9 @@ class Explorer(ipw.VBox):
     #: How many images :meth:`set_image` keeps in the picker (by name, the oldest leave first).
     MAX_SET_IMAGES = 16
 
-    target = _StrictInt(None, allow_none=True, accepted="; or None for the most probable class", one_element=True)
+    target = _TargetTrait(None, allow_none=True, one_element=True,
+                          accepted="; or a class name (a str) of the explorer's classes, or None for the most "
+                                   "probable class")
     image = _PlainStr(help="the image picker's entry shown: a sample's name, an upload or a name given to set_image")
     method = _NameTrait(METHODS, default_value="none")
     method_stride = _StrictInt(8, accepted="; the occlusion map's stride in input pixels, a positive int",
@@ -1160,7 +1183,7 @@ class Explorer(ipw.VBox):
         top_k: int = 5,
         outputs: str = "auto",
         method: str = "none",
-        target: int | None = None,
+        target: int | str | None = None,
         method_stride: int = 8,
         method_signed: bool = False,
         background: bool = True,
@@ -1277,9 +1300,10 @@ class Explorer(ipw.VBox):
                 )
             self._class_names = names  # as given: the model may change to fit them again
             self._classes = names[1:] if count == 1 and len(names) == 2 else names
-            if shipped_samples and image is not None and count is not None and count != _shipped_class_count():
-                # the shipped samples picture the embedded model's classes: a model with other
-                # outputs (an ImageNet network, say) is offered the user's image and uploads
+            if shipped_samples and image is not None and not _offers_shipped_samples(parts["model"], names, count):
+                # the shipped samples picture the embedded model's classes: a model of other
+                # classes (an ImageNet network, a course's five flowers) is offered the user's
+                # image and uploads
                 self._samples = {self._user_image: self._samples[self._user_image]}
             self.controller = Controller(
                 probe,
@@ -1584,8 +1608,12 @@ class Explorer(ipw.VBox):
         if info.map_shape is None or info.calls == 0:
             what = ("does not run in the model's forward pass (in evaluation mode; auxiliary heads run only in "
                     "training)" if info.calls == 0 else f"outputs {info.shape_text}, not a (C, H, W) feature map")
+            nearby = ", ".join(repr(near) for near in self._layers_near(name))
             raise t.TraitError(
-                f"layer {name!r} {what}; choose one of the layers listed in explorer.layer_select"
+                f"layer {name!r} {what}; the explorer shows layers with a (C, H, W) feature map"
+                + (f", such as {nearby}" if nearby else "")
+                + " (every layer, with its output shape: cnnwidgets.Probe(model).layers; those with a feature map "
+                "have .shows_maps)"
             )
         if info.empty_map:
             raise t.TraitError(str(empty_map_error(info, self.controller.probe.input_size)))
@@ -1594,6 +1622,14 @@ class Explorer(ipw.VBox):
     def _selectable_layers(self) -> list[str]:
         """The layers the layer menu offers (those with a feature map that run, not an empty one)."""
         return [name for name, info in self._layers.items() if info.shows_maps]
+
+    def _layers_near(self, name: str, count: int = 4) -> list[str]:
+        """Up to ``count`` layers the menu offers, the nearest to layer ``name`` in the model's
+        order (for messages about a layer that cannot be shown), in that order."""
+        order = {layer: i for i, layer in enumerate(self._layers)}
+        at = order.get(name, 0)
+        nearest = sorted(self._selectable_layers(), key=lambda layer: (abs(order[layer] - at), order[layer]))
+        return sorted(nearest[:count], key=order.__getitem__)
 
     def _refresh_layers(self) -> None:
         """Take the probe's layer table after the user replaced modules of the model (the probe
@@ -1695,6 +1731,43 @@ class Explorer(ipw.VBox):
         self._class_count, self._class_count_version = count, version
         return count
 
+    def _class_name_index(self, name: str) -> int:
+        """The index of the class named ``name``, for the ``target`` trait, which takes a name of
+        the explorer's classes; an unknown name is refused, with a few of the names.
+
+        Raises:
+            traitlets.TraitError: for a name that is not one of the classes (or names several),
+                or when the explorer has no class names (pass ``classes=``).
+        """
+        names = list(getattr(self, "_classes", []))
+        given = list(getattr(self, "_class_names", []))
+        if not names:
+            try:
+                as_index(name, "target", hint="; a class name is taken where the explorer has class names (pass "
+                                              "classes=[...] to explore() or Explorer()), and this one has none; or "
+                                              "None for the most probable class")
+            except TypeError as exc:  # always: a str is no index
+                raise t.TraitError(str(exc)) from None
+        accepted = "target must be a class index (an int), one of the explorer's class names, or None for the top class"
+        found = [k for k, known in enumerate(names) if known == name]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            listed = ", ".join(str(k) for k in found[:-1]) + f" and {found[-1]}"
+            raise t.TraitError(f"{accepted}; {name!r} names classes {listed}: give the index of the one meant")
+        if len(names) == 1 and len(given) == 2 and name == given[0]:
+            raise t.TraitError(f"{accepted}; {name!r} is the negative class of the model's one output unit, which has "
+                               f"no score of its own: target 0 ({names[0]!r}) is the positive class, whose logit the "
+                               "unit gives")
+        shown = ", ".join(repr(known) for known in names[:8])
+        if len(names) > 8:
+            shown += f", ... ({len(names)} names)"
+        lowered = {known.lower(): known for known in names}
+        close = ([lowered[name.lower()]] if name.lower() in lowered
+                 else difflib.get_close_matches(name, names, n=3, cutoff=0.75))
+        guess = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise t.TraitError(f"{accepted}; {name!r} is not one of the class names{guess}: {shown}")
+
     @t.validate("target")
     def _check_target(self, proposal):
         self._refuse_when_closed(proposal)
@@ -1702,7 +1775,8 @@ class Explorer(ipw.VBox):
         if value is None:
             return None
         if isinstance(value, bool):
-            raise t.TraitError(f"target must be a class index (an int), or None for the top class; got {value!r}")
+            raise t.TraitError(f"target must be a class index (an int) or a class name (a str), or None for the top "
+                               f"class; got {value!r}")
         value = int(value)
         probe = self.controller.probe
         # the count is stale when the private copy was refreshed since (by the worker too, before
@@ -2898,11 +2972,16 @@ class Explorer(ipw.VBox):
             self.method_view.image.value = b""
 
 
-def _shipped_class_count() -> int:
-    """How many classes the shipped sample images picture (the embedded model's)."""
+def _offers_shipped_samples(model: nn.Module, names: Sequence[str], count: int | None) -> bool:
+    """Whether the shipped sample images (generated shapes) suit ``model`` beside the user's image:
+    its class names ``names`` are the shapes' classes (:data:`cnnwidgets.zoo.SHAPE_CLASSES`, in any
+    order), or, without names, it is the zoo's ShapesNet with one output per shape class."""
     from cnnwidgets.zoo.shapes import CLASSES
+    from cnnwidgets.zoo.shapesnet import ShapesNet
 
-    return len(CLASSES)
+    if names:
+        return len(names) == len(CLASSES) and set(names) == set(CLASSES)
+    return isinstance(model, ShapesNet) and count == len(CLASSES)
 
 
 def _zoo_samples() -> tuple[dict[str, Any], str]:

@@ -318,6 +318,12 @@ def single_index(value: object) -> object:
     return value
 
 
+def _class_name_hint(name: str) -> str:
+    """How to get the class index of the class name ``name``, for the refusals of a name."""
+    return (f"look its index up in the class names, in class order, e.g. classes.index({name!r}) "
+            f"(bundle.classes.index({name!r}) for a zoo bundle)")
+
+
 def _class_index(value: object, what: str) -> int:
     """A class index checked by :func:`as_index`; several indices get a hint on per-image targets.
 
@@ -331,7 +337,10 @@ def _class_index(value: object, what: str) -> int:
     value = single_index(value)  # one image's predicted class, as model(x).argmax(1) gives it
     several = isinstance(value, (list, tuple)) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0)
     scores = several and isinstance(value, (torch.Tensor, np.ndarray)) and _floating(value)
-    index = as_index(value, what, hint=_SCORES_HINT if scores else _PER_IMAGE_HINT if several else "")
+    hint = _SCORES_HINT if scores else _PER_IMAGE_HINT if several else ""
+    if isinstance(value, str):
+        hint = f"; a class name is not a class index: {_class_name_hint(value)}"
+    index = as_index(value, what, hint=hint)
     if index < 0:
         raise IndexError(f"class index {index} is negative; accepted: 0..C-1 for a model with C classes")
     return index
@@ -969,7 +978,8 @@ def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int
 
     Raises:
         TypeError: if ``target`` is neither a class index nor a callable (a bool, a float,
-            a tensor of several indices ...).
+            a tensor of several indices ...); for a class name (a str) the message says how to
+            look its index up (``classes.index('star')``).
         IndexError: for a negative class index (class indices run from 0 to ``classes - 1``;
             an index too large for the model is refused when the target is evaluated).
     """
@@ -984,6 +994,10 @@ def resolve_target(target: Target | Callable[[torch.Tensor], torch.Tensor] | int
         return ClassLogit(_class_index(target, "a target given as a class index"))
     if callable(target):
         return target if hasattr(target, "layer") else OutputScore(target)
+    if isinstance(target, str):
+        raise TypeError(f"unsupported target {target!r}: a class name is not a target; pass its class index "
+                        f"({_ACCEPTED_INDEX}): {_class_name_hint(target)}; or a target object (ClassLogit, "
+                        "ClassProbability ...)")
     raise TypeError(
         f"unsupported target {target!r}: pass a class index ({_ACCEPTED_INDEX}), ClassLogit, ClassProbability, "
         "ChannelActivation, or a callable: of the model's output (N, ...) -> (N,) scores, or with a `layer` "
