@@ -71,7 +71,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnwidgets.core.probe import (
-    Probe, check_channel_axis, check_output_batch, model_error_text, probe_scope, set_memory_format,
+    Probe, check_batch, check_channel_axis, check_output_batch, model_error_text, probe_scope, set_memory_format,
 )
 from cnnwidgets.core.targets import (
     ClassProbability, SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_index, as_real,
@@ -523,7 +523,10 @@ def grid_to_pixel_attribution(
 
 def _prepare_image(x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a preprocessed torch.Tensor of shape (1, C, H, W), got {type(x).__name__}")
+        try:
+            check_batch(x)  # the methods' shared message: what x is, and how to make the tensor from an image
+        except TypeError as exc:
+            raise TypeError(f"{exc}; occlusion explains one image at a time, so N = 1: (1, C, H, W)") from None
     if x.dim() == 3:
         raise ValueError(f"x must have shape (1, C, H, W), got {tuple(x.shape)}; add the batch dimension with x.unsqueeze(0)")
     if x.dim() != 4 or x.shape[0] != 1:
