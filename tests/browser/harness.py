@@ -681,6 +681,19 @@ class NotebookPage:
         return path
 
 
+def write_notebook(path: str | os.PathLike[str], *sources: str) -> Path:
+    """Write a notebook of one code cell per source (no outputs, the python3 kernel) to ``path``;
+    return the path, for ``open_notebook``."""
+    cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+             for source in sources]
+    notebook = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                            "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    path = Path(path)
+    path.write_text(json.dumps(notebook))
+    return path
+
+
 def poll(
     fn: Callable[[], Any],
     predicate: Callable[[Any], bool] = bool,

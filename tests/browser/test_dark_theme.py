@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import LabServer, poll
+from tests.browser.harness import LabServer, poll, write_notebook
 
 CELLS = [
     """import ipywidgets as w
@@ -106,13 +106,7 @@ def lab(browser, tmp_path_factory):
 
 
 def _notebook(folder: Path) -> Path:
-    cells = [{"cell_type": "code", "metadata": {}, "source": s, "outputs": [], "execution_count": None} for s in CELLS]
-    notebook = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                            "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
-    path = folder / "dark_theme.ipynb"
-    path.write_text(json.dumps(notebook))
-    return path
+    return write_notebook(folder / "dark_theme.ipynb", *CELLS)
 
 
 def _measure(nb, theme: str) -> list[dict]:

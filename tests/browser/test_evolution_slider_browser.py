@@ -4,12 +4,11 @@ it ends on."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import poll
+from tests.browser.harness import poll, write_notebook
 
 CELL = """from cnnwidgets.widgets.experiments import EvolutionView
 view = EvolutionView()
@@ -22,13 +21,7 @@ view"""
 
 
 def _notebook(folder: Path) -> Path:
-    cell = {"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}
-    notebook = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                             "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
-    path = folder / "evolution_slider.ipynb"
-    path.write_text(json.dumps(notebook))
-    return path
+    return write_notebook(folder / "evolution_slider.ipynb", CELL)
 
 
 @pytest.mark.browser

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.harness import poll
+from tests.browser.harness import poll, write_notebook
 
 #: Another seed (or more actions) to look further: CNNWIDGETS_STRESS_SEED, CNNWIDGETS_STRESS_ACTIONS.
 SEED = int(os.environ.get("CNNWIDGETS_STRESS_SEED", "20240611"))
@@ -120,13 +120,7 @@ finally:
 
 
 def _notebook(folder: Path) -> Path:
-    cell = {"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}
-    notebook = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                             "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
-    path = folder / "explorer_stress.ipynb"
-    path.write_text(json.dumps(notebook))
-    return path
+    return write_notebook(folder / "explorer_stress.ipynb", CELL)
 
 
 # ------------------------------------------------------------------ the browser's box arithmetic, mirrored

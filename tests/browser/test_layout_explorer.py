@@ -8,13 +8,12 @@ the window (968 px in a 1400 px window).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import poll
+from tests.browser.harness import poll, write_notebook
 
 IMAGE = "n01443537_goldfish.JPEG"
 
@@ -63,13 +62,7 @@ _OVERFLOWING = """root => Array.from(root.querySelectorAll('*')).filter(e => ['a
 
 
 def _notebook(folder: Path) -> Path:
-    cell = {"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}
-    notebook = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                             "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
-    path = folder / "layout_explorer.ipynb"
-    path.write_text(json.dumps(notebook))
-    return path
+    return write_notebook(folder / "layout_explorer.ipynb", CELL)
 
 
 def _at_width(nb, root, width: int) -> dict:
