@@ -270,7 +270,9 @@ def test_token_layers_are_refused_like_the_other_channel_readers():
         )):
             dead_channels(probe, torch.randn(2, 3, 8, 8), "act", progress=False)
         assert dead_channels(probe, torch.randn(2, 3, 8, 8), "patch", progress=False)["patch"].num_channels == 6
-        assert default_dead_layers(probe) == ["patch"]
+        # the patch convolution's output goes into functional code (flatten, cat): not known to be
+        # zeroed by a ReLU, so it is scanned only when named (it was in the default set before)
+        assert default_dead_layers(probe) == []
 
 
 def test_channels_last_images_are_named_as_such_by_default_and_for_named_layers():
@@ -393,7 +395,9 @@ def test_a_convolution_is_scanned_by_default_when_a_relu_zeroes_its_never_positi
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sigmoid()), ["1"]),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid()), ["1"]),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU()), ["3"]),
-        (Functional(), ["conv"]),
+        # F.relu is functional code, which the layer table cannot tell from a residual addition: a
+        # convolution whose output goes there is scanned only when named (it was in the default set before)
+        (Functional(), []),
     ]
     for model, expected in cases:
         with Probe(model.eval(), input_size=(3, 8, 8)) as probe:

@@ -26,8 +26,8 @@ The oracle (computed here, not by the code under test):
   evaluation-mode deep copy of the model, run on the concatenated images; a channel is dead iff
   that maximum is ``<= threshold``; the active fraction is the share of units ``> threshold``;
   the default layer set is, in execution order, every activation module and every convolution
-  whose output reaches a ReLU/ReLU6 through pools, dropouts or local response norms only; ``zeroed_by_relu`` holds iff the next
-  module is a ReLU or ReLU6; the user's model keeps its hooks, weights, buffers, gradients and
+  whose output reaches a ReLU/ReLU6 through pools, dropouts or local response norms only; ``zeroed_by_relu`` holds iff the
+  module's output reaches a ReLU or ReLU6 that way (for any kind of module); the user's model keeps its hooks, weights, buffers, gradients and
   training flags;
 * PNG bytes decode with PIL to exactly the input pixels (mode L, RGB or RGBA); JPEG bytes decode
   to the input's size and mode (L or RGB), within a tolerance of the input for smooth images; any
@@ -116,6 +116,15 @@ def _random_cnn(rng: random.Random) -> tuple[nn.Sequential, int]:
     model = nn.Sequential(*modules)
     model.train(rng.random() < 0.3)
     return model, cin
+
+
+def _reaches_relu(model: nn.Sequential, i: int) -> bool:
+    """Whether module ``i``'s output reaches a ReLU/ReLU6 through pools, dropouts, identities and
+    local response norms only (what ``zeroed_by_relu`` says)."""
+    j = i + 1
+    while j < len(model) and isinstance(model[j], _BETWEEN):
+        j += 1
+    return j < len(model) and isinstance(model[j], (nn.ReLU, nn.ReLU6))
 
 
 def _expected_default(model: nn.Sequential) -> list[str]:
@@ -220,8 +229,7 @@ def test_scan_of_random_cnns_matches_the_hooked_reference(seed):
     defaults = _expected_default(model)
     assert default_dead_layers(probe_ok) == defaults
     for name in all_names:
-        nxt = int(name) + 1
-        assert zeroed_by_relu(probe_ok, name) == (nxt < len(model) and isinstance(model[nxt], (nn.ReLU, nn.ReLU6))), name
+        assert zeroed_by_relu(probe_ok, name) == _reaches_relu(model, int(name)), name
     for _ in range(5):
         n = rng.randint(1, 9)
         h, w = rng.randint(8, 13), rng.randint(8, 13)

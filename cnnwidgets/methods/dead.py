@@ -11,12 +11,19 @@ ReLU outputs zero everywhere" for the kinds of layers a default scan includes:
 * a ``ReLU`` or ``ReLU6`` layer: its output never exceeds 0, i.e. the unit never fires;
 * a convolution whose output goes straight into a ReLU: ``ReLU(z) > 0`` iff ``z > 0``, so a conv
   channel that is never positive is a channel the ReLU always zeroes; also through modules that
-  keep signs on the way (a local response normalisation, a pooling, a dropout). The same is
-  assumed where the output goes into code the layer table does not see (``F.relu(self.conv(x))``
-  in a hand-written model). A convolution whose output goes into any other module is left out: a
+  keep signs on the way (a local response normalisation, a pooling, a dropout). This is the rule
+  of :func:`zeroed_by_relu`. A convolution whose output goes into any other module is left out: a
   normalisation (conv -> BN -> ReLU, also through a ``Permute`` as in ConvNeXt) shifts its signs,
   and a gate (the ``Sigmoid`` or ``Hardsigmoid`` of a squeeze-excitation block) passes a
   non-positive input on scaled down, not switched off; the activation after it is scanned instead.
+  So is a convolution whose output goes into code the layer table does not see (a residual
+  addition ``conv(h) + h``, ``F.interpolate``, a mean, ``F.relu``) or is the model's output (a
+  class-score map): a channel never positive there may still fire after the addition, and
+  scores are no units that die;
+* a layer whose output goes into an earlier call of a ``ReLU`` module that runs several times
+  per forward pass (the ``bn1`` of a torchvision ``BasicBlock``, whose shared ``relu`` runs after
+  ``bn1`` and again after the residual addition): the ReLU module is captured at its last call,
+  so the channels that its earlier call zeroes are found on the layer before it.
 
 Other activation layers (GELU, SiLU, Hardswish, LeakyReLU ...) are scanned too, but for them
 "dead" means "never positive": they pass small negative values on, which still carry signal.
@@ -29,7 +36,8 @@ Per channel the report also holds the maximum activation and the fraction of act
 (``a > t``) over all images and positions.
 
 A module that runs several times per forward pass (the shared ReLU of a torchvision
-``BasicBlock``) is observed at its last call, as everywhere in cnnwidgets.
+``BasicBlock``) is observed at its last call, as everywhere in cnnwidgets; the default scan adds
+the layers that feed its earlier calls (see above).
 """
 
 from __future__ import annotations
@@ -105,11 +113,20 @@ def _is_activation(module: nn.Module) -> bool:
 
 
 def default_dead_layers(probe: Probe) -> list[str]:
-    """Layers of ``probe``'s model a dead-channel scan covers by default: activation functions
-    (ReLU, GELU, ...) whose output is a feature map, and the convolutions whose output goes into a
-    ``ReLU`` or ``ReLU6`` module (straight, or through modules that keep signs: a local response
-    normalisation, a pooling, a dropout) or into code the layer table does not see (a functional
-    ``F.relu``), in execution order. Channels-last (H, W, C) maps, such as the GELUs inside ConvNeXt
+    """Layers of ``probe``'s model a dead-channel scan covers by default, in execution order:
+
+    * activation modules (ReLU, GELU, ...) whose output is a feature map;
+    * the convolutions whose output goes into a ``ReLU`` or ``ReLU6`` module, straight or through
+      modules that keep signs (a local response normalisation, a pooling, a dropout): those for
+      which :func:`zeroed_by_relu` holds;
+    * any other layer (a batch norm, a pooling) whose output goes that way into an earlier call of
+      a ReLU module that runs several times per forward pass, such as ``layer2.0.bn1`` of a
+      torchvision ResNet: the ReLU module itself is captured at its last call (after the residual
+      addition), so the channels its first call zeroes are read on this layer.
+
+    A convolution whose output goes into code the layer table does not see (a residual addition,
+    ``F.interpolate``, a mean, a functional ``F.relu``) or to the model's output is not included:
+    where its output goes is not known to zero what is never positive (name it to scan it). Channels-last (H, W, C) maps, such as the GELUs inside ConvNeXt
     blocks, are included and read channels first. Maps that are empty at the probe's input size
     (see :attr:`~cnnwidgets.core.layers.LayerInfo.empty_map`) are left out: they have no unit to scan.
     So are convolutions whose output goes into any other module: a normalisation (``BatchNorm2d``,
@@ -126,10 +143,16 @@ def default_dead_layers(probe: Probe) -> list[str]:
         if info.map_shape is None or info.calls == 0 or info.empty_map:
             continue
         module = probe.module(name)
-        if isinstance(module, nn.Conv2d):
-            if _reaches_relu(probe, layers, name):
-                names.append(name)
-        elif _is_activation(module):
+        if _is_activation(module):
+            names.append(name)
+            continue
+        reached = _relu_reached(probe, layers, name)
+        if reached is None:
+            continue
+        relu, before = reached
+        # a convolution whose never-positive channels a ReLU zeroes; any other layer (a batch norm,
+        # a pooling) only where that ReLU call's output is not the one its module is captured at
+        if isinstance(module, nn.Conv2d) or not _feeds_last_call(layers, before, relu):
             names.append(name)
     return names
 
@@ -141,21 +164,38 @@ _SIGN_KEEPING = (nn.LocalResponseNorm, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMa
                  nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
-def _reaches_relu(probe: Probe, layers: Mapping[str, LayerInfo], name: str) -> bool:
-    """Whether the output of layer ``name`` goes into a ``ReLU``/``ReLU6`` module through modules that
-    keep signs only (:data:`_SIGN_KEEPING`), or into code the layer table does not see."""
+def _relu_reached(probe: Probe, layers: Mapping[str, LayerInfo], name: str) -> tuple[str, str] | None:
+    """Where the output of layer ``name`` (its last call, the one captured) goes into a ``ReLU`` or
+    ``ReLU6`` module as it is or through modules that keep signs only (:data:`_SIGN_KEEPING`, each
+    taken at its last call): ``(that ReLU's name, the layer right before it)``; None when anything
+    else takes it first, also code the layer table does not see (``F.relu``, a residual addition,
+    ``F.interpolate``, a mean) or the end of the forward, since where the output goes then is not
+    known to zero what is never positive."""
     seen = {name}
     while True:
         after = layers[name].feeds
-        if not after:
-            return True  # functional code (F.relu in a hand-written model) or the end of the forward
-        module = probe.module(after)
-        if isinstance(module, (nn.ReLU, nn.ReLU6)):
-            return True
-        if not isinstance(module, _SIGN_KEEPING) or after in seen or after not in layers:
-            return False
+        if not after or after not in layers:
+            return None
+        if isinstance(probe.module(after), (nn.ReLU, nn.ReLU6)):
+            return after, name
+        if (not isinstance(probe.module(after), _SIGN_KEEPING) or after in seen
+                or not _feeds_last_call(layers, name, after)):
+            return None  # a pooling used several times: what its last call's output goes into says nothing here
         seen.add(after)
         name = after
+
+
+def _feeds_last_call(layers: Mapping[str, LayerInfo], name: str, after: str) -> bool:
+    """Whether the output of layer ``name`` (which :attr:`~cnnwidgets.core.layers.LayerInfo.feeds`
+    module ``after``) goes into ``after``'s last call, the one whose output is captured, rather than an
+    earlier call of a module that runs several times: no other leaf module's last call starts
+    between the two (module containers may)."""
+    if layers[after].calls <= 1:
+        return True
+    start, end = layers[name].last_call, layers[after].last_call
+    if start < 0 or end < 0 or end < start:
+        return False
+    return not any(info.is_leaf and start < info.last_call < end for info in layers.values())
 
 
 def _no_default_layers(probe: Probe) -> ValueError:
@@ -171,30 +211,24 @@ def _no_default_layers(probe: Probe) -> ValueError:
               and any(c.startswith(n + ".") for c in convs)]
     examples = ", ".join(repr(n) for n in blocks[:4]) if blocks else ", ".join(repr(n) for n in convs[:4])
     return ValueError(
-        f"no layer to scan by default: the model's {len(convs)} convolution(s) feed normalisation layers or other "
-        "modules, and it has no activation module (nn.ReLU ...) with a feature-map output, so its activations are "
-        "applied as functions (F.relu), which hooks cannot see. Name the layers whose output is after the "
+        f"no layer to scan by default: the model's {len(convs)} convolution(s) feed normalisation layers, other "
+        "modules or functional code (a residual addition, F.relu) whose effect on signs is not known, and it has "
+        "no activation module (nn.ReLU ...) with a feature-map output, so its activations are applied as "
+        "functions (F.relu), which hooks cannot see. Name the layers whose output is after the "
         f"activation with layers=[...], such as {examples}"
     )
-
-
-def _module_after(probe: Probe, layers: Mapping[str, LayerInfo], name: str) -> nn.Module | None:
-    """The module that takes the output of layer ``name``'s last call as it is, right after it
-    (:attr:`~cnnwidgets.core.layers.LayerInfo.feeds` in ``layers``, the probe's layer table, read
-    once by the caller); None when the output goes to functional code, a residual addition or the
-    end of the forward first."""
-    after = layers[name].feeds
-    return probe.module(after) if after else None
 
 
 def zeroed_by_relu(probe: Probe, name: str) -> bool:
     """Whether a channel of layer ``name`` with no positive value is dead, by what runs after it.
 
-    True when the layer's output goes straight into a ``ReLU`` or ``ReLU6`` module (which sets
-    every value at or below zero to zero), also one shared by several layers (a ResNet block's
+    True when the layer's output goes into a ``ReLU`` or ``ReLU6`` module (which sets every value
+    at or below zero to zero), straight or through modules that keep signs (a local response
+    normalisation, a pooling, a dropout), also one shared by several layers (a ResNet block's
     ``relu``): that channel is then all zero after it. False when anything else takes it first
     (a batch norm, which shifts signs, a GELU, a residual addition, other functional code the
-    layer table does not see): a channel with no positive value there may still fire further on. The
+    layer table does not see, the end of the forward): a channel with no positive value there may
+    still fire further on. The same rule chooses the convolutions of :func:`default_dead_layers`. The
     explorer marks such channels as dead on the image only where this holds (or where the
     layer's output has no negative value, so that "no positive value" means all zero).
 
@@ -207,7 +241,7 @@ def zeroed_by_relu(probe: Probe, name: str) -> bool:
         KeyError: for an unknown layer (with suggestions).
     """
     require_probe(probe, "zeroed_by_relu").check_layer(name)
-    return isinstance(_module_after(probe, probe.layers, name), (nn.ReLU, nn.ReLU6))
+    return _relu_reached(probe, probe.layers, name) is not None
 
 
 #: A pass keeps every requested layer's output until it ends (the statistics are read after it):
