@@ -911,8 +911,9 @@ def test_guided_backprop_and_deconvnet_say_when_relus_applied_as_functions_kept_
     model = FunctionalReluNet().eval()
     image = small_image()
     runner = MethodRunner(model, {1: image}.__getitem__, lambda r: None, no_error, background=False)
-    twice = ("the model applied ReLU as a function 2 times (F.relu, torch.relu or Tensor.relu): those ReLUs kept "
-             "the true gradient; use nn.ReLU modules for the exact method")
+    twice = ("the model applied ReLU as a function 2 times (F.relu, torch.relu, Tensor.relu, or a ReLU-like "
+             "clamp(min=0), F.relu6, F.hardtanh, F.leaky_relu): those kept the true gradient; use nn.ReLU "
+             "modules for the exact method")
     try:
         for target in (0, 1, 0):  # every map says it, not only the first
             runner.submit(request_of("guided backprop", target=target))

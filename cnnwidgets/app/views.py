@@ -168,8 +168,9 @@ def _functional_relu_note(calls: int) -> str:
     if calls <= 0:
         return ""
     times = "once" if calls == 1 else f"{calls} times"
-    return (f"the model applied ReLU as a function {times} (F.relu, torch.relu or Tensor.relu): those ReLUs "
-            "kept the true gradient; use nn.ReLU modules for the exact method")
+    return (f"the model applied ReLU as a function {times} (F.relu, torch.relu, Tensor.relu, or a ReLU-like "
+            "clamp(min=0), F.relu6, F.hardtanh, F.leaky_relu): those kept the true gradient; use nn.ReLU "
+            "modules for the exact method")
 
 
 def _channel_peak(probe: Probe, x: torch.Tensor, layer: str, channel: int) -> float | None:

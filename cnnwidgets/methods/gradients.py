@@ -36,9 +36,11 @@ probe meanwhile gets ordinary ReLUs. Because each call of a module builds its ow
 autograd node, modules that run several times per forward pass (the ReLU shared inside
 a torchvision ``BasicBlock``) are handled call by call.
 
-Limitation: ReLUs applied as functions (``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``)
-inside a model's ``forward`` are not modules and cannot be hooked; they keep the true
-gradient, as in Captum. The functions count such calls and warn with
+Limitation: ReLUs applied as functions (``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``, and
+the ReLU-like ``x.clamp(min=0)``, ``torch.clamp(x, min=0)``, ``F.relu6``, ``F.hardtanh``,
+``F.leaky_relu`` called outside an activation module) inside a model's ``forward`` are not
+modules and cannot be hooked; they keep the true gradient, as in Captum. The functions count
+such calls and warn with
 :class:`FunctionalReluWarning` when the result is therefore not the pure method; when
 no ``nn.ReLU`` module ran at all (torchvision's GoogLeNet and Inception v3 apply every ReLU
 as a function), the warning says that the result is the plain input gradient.
@@ -73,6 +75,8 @@ results for its images one by one.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -308,14 +312,16 @@ class _GuidedRelu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        y = x.clamp(min=0)
+        with _uncounted():
+            y = x.clamp(min=0)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (y,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (y > 0)
+        with _uncounted():
+            return grad.clamp(min=0) * (y > 0)
 
 
 class _DeconvRelu(torch.autograd.Function):
@@ -323,29 +329,134 @@ class _DeconvRelu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return x.clamp(min=0)
+        with _uncounted():
+            return x.clamp(min=0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad.clamp(min=0)
+        with _uncounted():
+            return grad.clamp(min=0)
 
 
 _RULES: dict[str, type[torch.autograd.Function]] = {"guided": _GuidedRelu, "deconvnet": _DeconvRelu}
 
 _FUNCTIONAL_RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
 
+#: Functions that act as a ReLU or a bent variant of it (``F.relu6``, ``F.hardtanh``,
+#: ``F.leaky_relu``) when called in a model's forward; no modified rule reaches them.
+_RELU_LIKE_FUNCTIONS = {F.relu6, F.hardtanh, F.hardtanh_, F.leaky_relu, F.leaky_relu_}
+_RELU_LIKE_FUNCTIONS |= {f for f in (getattr(torch, "hardtanh", None), getattr(torch, "hardtanh_", None))
+                         if f is not None}
+#: ``clamp`` and its aliases: a ReLU when the lower bound is 0 (with or without an upper bound).
+_CLAMPS = {torch.clamp, torch.clamp_, torch.clip, torch.clip_, torch.clamp_min, torch.clamp_min_,
+           torch.Tensor.clamp, torch.Tensor.clamp_, torch.Tensor.clip, torch.Tensor.clip_,
+           torch.Tensor.clamp_min, torch.Tensor.clamp_min_}
+
+
+def _is_zero(bound: object) -> bool:
+    """Whether a clamp bound is the number 0 (a Python number or a one-element tensor)."""
+    if isinstance(bound, torch.Tensor):
+        return bound.numel() == 1 and not bound.is_complex() and bool(bound.detach().cpu().reshape(()) == 0)
+    return isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound == 0
+
+
+def _clamps_at_zero(func, args: tuple, kwargs: dict) -> bool:
+    """Whether a call of a :data:`_CLAMPS` function has lower bound 0 (what ``x.clamp(min=0)``,
+    ``torch.clamp(x, 0)`` and ``x.clamp_min(0)`` pass), whatever its upper bound."""
+    lower = args[1] if len(args) > 1 else kwargs.get("min")
+    return _is_zero(lower)
+
+
+_UNCOUNTED = threading.local()
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+_ZOO_DIR = _PACKAGE_DIR + "zoo" + os.sep  # the models cnnwidgets ships are models like any other
+
+
+def _called_from_package() -> bool:
+    """Whether the code that called the torch function being handled (the first frame outside
+    torch's own files) is cnnwidgets' own, not the model's."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return False
+    path = os.path.abspath(frame.f_code.co_filename)
+    return path.startswith(_PACKAGE_DIR) and not path.startswith(_ZOO_DIR)
+
+
+@contextmanager
+def _uncounted() -> Iterator[None]:
+    """Within the block, the calling thread's ReLU-like function calls are not counted by
+    :class:`_ReluCounter`: the modified rules' own ``clamp`` calls are not the model's."""
+    _UNCOUNTED.depth = getattr(_UNCOUNTED, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _UNCOUNTED.depth -= 1
+
 
 class _ReluCounter(TorchFunctionMode):
-    """Counts every ReLU reached through the torch function API (modules call ``F.relu``)."""
+    """Counts every ReLU reached through the torch function API (modules call ``F.relu``), in
+    :attr:`calls`, and, in :attr:`like`, every call of a ReLU-like function the rules cannot
+    reach: ``clamp`` (and ``clip``, ``clamp_min``) with lower bound 0, ``F.relu6``,
+    ``F.hardtanh`` and ``F.leaky_relu``, made by the model (not by cnnwidgets' own code around
+    its forward, which may rectify a channel with ``clamp``, nor by the rules themselves), but not
+    by an activation module (``nn.ReLU6`` calls ``F.hardtanh``; see :meth:`attach`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
+        self.like = 0
+        self._inside = 0  # activation modules (other than nn.ReLU) running now in the owner thread
+        self._owner = threading.get_ident()
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def attach(self, model: nn.Module) -> None:
+        """Hooks on the activation modules of ``model`` other than ``nn.ReLU`` (whose calls are
+        counted as ReLUs and matched with the rule's own count): the functions they call are
+        theirs, not functional code. They go first (``prepend``), before a probe's hook that may
+        stop the forward pass there. :meth:`remove` takes them off."""
+        def enter(module: nn.Module, args: tuple) -> None:
+            if threading.get_ident() == self._owner:
+                self._inside += 1
+
+        def leave(module: nn.Module, args: tuple, output: object) -> None:
+            if threading.get_ident() == self._owner:
+                self._inside = max(0, self._inside - 1)
+
+
+        for module in model.modules():
+            if activation_kind(module) is not None and not isinstance(module, nn.ReLU):
+                self.handles.append(module.register_forward_pre_hook(enter, prepend=True))
+                self.handles.append(module.register_forward_hook(leave, prepend=True, always_call=True))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         if func in _FUNCTIONAL_RELUS:
             self.calls += 1
-        return func(*args, **(kwargs or {}))
+        elif (not self._inside and not getattr(_UNCOUNTED, "depth", 0)
+              and threading.get_ident() == self._owner
+              and (func in _RELU_LIKE_FUNCTIONS or (func in _CLAMPS and _clamps_at_zero(func, args, kwargs)))
+              and not _called_from_package()):
+            self.like += 1
+        return func(*args, **kwargs)
+
+
+def _functional_kinds(relus: int, like: int) -> str:
+    """Says how many ReLUs a model applied as functions, by kind, for the warnings."""
+    parts = []
+    if relus:
+        parts.append(f"{relus} time(s) as F.relu, torch.relu or Tensor.relu")
+    if like:
+        parts.append(f"{like} time(s) as a ReLU-like function: clamp with min=0 (x.clamp(min=0), torch.clamp), "
+                     "F.relu6, F.hardtanh or F.leaky_relu")
+    return "; ".join(parts)
 
 
 @dataclass
@@ -354,7 +465,9 @@ class ReluReport:
 
     Attributes:
         functional: ReLU calls that were not made by an ``nn.ReLU`` module (``F.relu``,
-            ``torch.relu``, ``Tensor.relu``): they kept the true gradient.
+            ``torch.relu``, ``Tensor.relu``), and calls of ReLU-like functions outside activation
+            modules (``clamp`` with lower bound 0, ``F.relu6``, ``F.hardtanh``,
+            ``F.leaky_relu``): they kept the true gradient.
         no_relu: why the rules changed nothing, when a block met no ReLU at all and the model has
             no ``nn.ReLU`` module (see :func:`no_relu_reason`), or when it met ReLUs applied as
             functions only; "" otherwise.
@@ -510,18 +623,22 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
                 # prepend: the probe's own capture hook must see the replaced output.
                 handles.append(module.register_forward_hook(hook, prepend=True))
         others.attach(model)
+        counter.attach(model)
         with counter, gradients_enabled():
             yield
     finally:
         for handle in handles:
             handle.remove()
         others.remove()
-    functional = counter.calls - module_calls
-    no_relu = no_relu_reason(model) if counter.calls == 0 and not handles else ""
+        counter.remove()
+    relu_functions = max(counter.calls - module_calls, 0)
+    functional = relu_functions + counter.like
+    kinds = _functional_kinds(relu_functions, counter.like)
+    no_relu = no_relu_reason(model) if functional == 0 and not handles else ""
     if functional > 0 and module_calls == 0:
-        no_relu = (f"the model applied ReLU only as a function ({functional} time(s): F.relu, torch.relu or "
-                   "Tensor.relu in its forward) and ran no nn.ReLU module; the modified backward rule acts "
-                   "only on nn.ReLU modules, so it was applied nowhere and the result is the plain input gradient")
+        no_relu = (f"the model applied ReLU only as a function ({kinds} in its forward) and ran no nn.ReLU "
+                   "module; the modified backward rule acts only on nn.ReLU modules, so it was applied nowhere "
+                   "and the result is the plain input gradient")
     besides = others.describe()
     mixed = ""
     if besides and module_calls > 0:
@@ -530,7 +647,7 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
                  "two rules: it is neither the pure method nor the plain gradient")
     report = getattr(_REPORTS, "current", None)
     if report is not None:  # the caller shows them its own way: no warning besides
-        report.functional += max(functional, 0)
+        report.functional += functional
         report.no_relu = report.no_relu or no_relu
         report.mixed = report.mixed or mixed
         return
@@ -540,9 +657,9 @@ def relu_rule(model: nn.Module, rule: Rule, *, method: str, stacklevel: int = 4)
     elif functional > 0:
         also = f" Besides, {besides} kept their true gradient." if besides else ""
         warnings.warn(
-            f"{method}: the model applied ReLU as a function {functional} time(s) (F.relu, torch.relu or "
-            "Tensor.relu in its forward); only nn.ReLU modules get the modified backward rule, so those "
-            f"ReLUs kept the true gradient.{also} Use nn.ReLU modules for the exact method.",
+            f"{method}: the model applied ReLU as a function ({kinds} in its forward); only nn.ReLU modules "
+            f"get the modified backward rule, so those ReLUs kept the true gradient.{also} Use nn.ReLU modules "
+            "for the exact method.",
             FunctionalReluWarning,
             stacklevel=stacklevel,
         )
@@ -588,8 +705,10 @@ def saliency(
     Args:
         model_or_probe: a model or a :class:`Probe` of it.
         x: preprocessed batch (N, C, H, W).
-        target: a class index (the class logit, as in the paper) or a target callable from
-            :mod:`cnnwidgets.core.targets`; channel targets run only the needed prefix.
+        target: a class index (the class logit, as in the paper), one class index per image (a
+            list, or a 1-D integer tensor or array: each image's map is for its own class), or a
+            target callable from :mod:`cnnwidgets.core.targets`; channel targets run only the
+            needed prefix.
         absolute: return ``|dS/dx|`` (default) instead of the signed gradient.
         reduce: ``None`` keeps all channels; ``"max"`` takes the maximum over channels
             (of the absolute value when ``absolute``), giving one channel.
@@ -632,7 +751,8 @@ def guided_backprop(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: 
         model_or_probe: a model or a :class:`Probe` of it. Only ``nn.ReLU`` modules get
             the rule (see the module notes on functional ReLUs).
         x: preprocessed batch (N, C, H, W).
-        target: class index or target callable.
+        target: class index, one class index per image (a list, or a 1-D integer tensor or
+            array: each image's map is for its own class), or target callable.
 
     Returns:
         Signed attribution (N, C, H, W), float32 on ``x``'s device.
@@ -670,7 +790,8 @@ def deconvnet(model_or_probe: nn.Module | Probe, x: torch.Tensor, target: Target
         model_or_probe: a model or a :class:`Probe` of it (only ``nn.ReLU`` modules are
             rectified; see the module notes).
         x: preprocessed batch (N, C, H, W).
-        target: class index or target callable.
+        target: class index, one class index per image (a list, or a 1-D integer tensor or
+            array: each image's map is for its own class), or target callable.
 
     Returns:
         Signed projection (N, C, H, W), float32 on ``x``'s device.
