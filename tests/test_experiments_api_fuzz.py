@@ -312,8 +312,10 @@ def apis(m: Material) -> list[Api]:
              "class_names": [*names_pool, (["a"], VALUE, r"class_names has 1 names, but the scan's labels name class 4; "
                                                         r"give one name per class"),
                              ([], VALUE, r"class_names has 0 names, but the scan's labels name class 4")],
-             "Tile": [(32, TYPE, r"has no option 'Tile' \(did you mean 'tile'\?\); its options are: projection, images")],
-             "colormap": [("gray", TYPE, r"has no option 'colormap'; its options are: projection, images, denormalize")],
+             "Tile": [(32, TYPE, r"has no option 'Tile' \(did you mean 'tile'\?\); its options are: layer, channel, "
+                                 r"projection, images")],
+             "colormap": [("gray", TYPE, r"has no option 'colormap'; its options are: layer, channel, projection, "
+                                         r"images, denormalize")],
              "view": [(None, TYPE, r"topk_view\(\.\.\.\) makes its own view, so view cannot be given")]},
             spelled={"tile": [np.int64(32), torch.tensor(32)], "cache": [np.int64(4), torch.tensor(4)],
                      "class_names": [tuple(CLASS_NAMES), np.array(CLASS_NAMES)]},
@@ -405,7 +407,10 @@ def apis(m: Material) -> list[Api]:
             dict(result=m.correspondence, images=x3, parts=None, denormalize=shift, fill=None, tile=32),
             {"result": not_a("result must be a CorrespondenceResult", "correspondence", m), "images": bad_images[:5]
              + [(x3[:2], VALUE, r"the result has 3 images, but 2 images were given"),
-                (torch.randn(3, 3, 8, 8), VALUE, r"part 'middle', image 0: box \(6, 6, 10, 10\) must satisfy")],
+                # smaller images are not the result's: their shape is named before the boxes are checked in them
+                (torch.randn(3, 3, 8, 8), VALUE, r"the table was computed on images of shape \(3, 3, 16, 16\) "
+                                                 r"\(N, C, H, W\), but images of shape \(3, 3, 8, 8\) were given"),
+                (torch.randn(3, 3, 16, 16), VALUE, r"the table was computed on other images: images 0, 1, 2 of the 3")],
              "parts": [([("corner", PARTS["corner"])], TYPE, r"parts must be a mapping"),
                        ("corner", TYPE, r"parts must be a mapping"), (5, TYPE, r"parts must be a mapping"),
                        ({}, VALUE, r"parts is empty; give the boxes of the result's parts \('corner', 'middle'\)"),
@@ -932,7 +937,8 @@ def test_the_one_liners_name_their_options(material):
     # was: "TopKController.__init__() got an unexpected keyword argument 'Tile'" (not what the user called,
     # nor what it takes) and "... got multiple values for argument 'view'"
     with pytest.raises(TypeError, match=r"^topk_view\(\.\.\.\) has no option 'Tile' \(did you mean 'tile'\?\); its "
-                                        r"options are: projection, images, denormalize, tile, cache, class_names$"):
+                                        r"options are: layer, channel, projection, images, denormalize, tile, cache, "
+                                        r"class_names$"):
         topk_view(material.topk, Tile=40)
     with pytest.raises(TypeError, match=r"^correspondence_view\(\.\.\.\) makes its own view, so view cannot be given; "
                                         r"to drive a view of your own, use CorrespondenceController\(\.\.\., view=view\)"):

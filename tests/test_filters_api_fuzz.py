@@ -250,8 +250,11 @@ def apis(m: Material, probe: Probe) -> list[Api]:
                                 r"are blur, .*; the view's own are size, mean, std, background, update_every, steps, "
                                 r"classes$")],
              "updateevery": [(1, TYPE, r"unknown option updateevery \(did you mean 'update_every'\?\)")],
-             "layer": [("3", TYPE, r"unknown option layer \(layer is a setting of the view: set it on the view "
-                                   r"actmax_view\(\.\.\.\) returns, view\.layer = \.\.\.\)")],
+             # layer and channel are start values of actmax_view (they were refused as options of maximize_activation)
+             "layer": [(3, TYPE, r"^layer must be the name of a target \(a str"),
+                       ("nope", VALUE, r"^layer 'nope' is not a target of this model; choose one of \[")],
+             "channel": [(-1, VALUE, r"^channel must be an int >= 0, got -1$"), (1.0, TYPE, r"^channel must be an int"),
+                         (10**6, VALUE, r"^channel 1000000 is out of range for target ")],
              "chanel": [(1, TYPE, r"unknown option chanel \(did you mean 'channel'\? It is a setting of the view")],
              "foo": [(1, TYPE, r"unknown option foo for maximize_activation; its options are blur, decay")],
              "view": [(None, TYPE, r"actmax_view\(\.\.\.\) makes its own view, so view cannot be given; to drive a "
@@ -867,8 +870,8 @@ def test_the_one_liners_name_their_options_and_refuse_view(material):
         (lambda: kernel_view(m, colormap=["gray"]), TypeError, r"colormap must be one of .* \(a str\), got list"),
         # was: "ActMaxController.__init__() got multiple values for argument 'view'"
         (lambda: actmax_view(m, view=None), TypeError, r"^actmax_view\(\.\.\.\) makes its own view"),
-        # was: "unknown option layer for maximize_activation", not that it is set on the view
-        (lambda: actmax_view(m, layer="3"), TypeError, r"unknown option layer \(layer is a setting of the view"),
+        # was: "unknown option layer for maximize_activation", not that it is set on the view; now a start value
+        (lambda: actmax_view(m, layer=3), TypeError, r"^layer must be the name of a target \(a str"),
         (lambda: actmax_view(m, Seed=1), TypeError, r"unknown option Seed \(did you mean 'seed'\?\) for maximize_"
                                                     r"activation; its options are .*; the view's own are size, mean"),
     ]:

@@ -36,7 +36,9 @@ from cnnwidgets.core.probe import Probe
 from cnnwidgets.core.targets import as_callback, as_count, as_flag, as_index, as_real
 from cnnwidgets.methods.correspondence import RANDOM, CorrespondenceResult, occlude
 from cnnwidgets.methods.evolution import FeatureEvolution, FeatureEvolutionRecorder
-from cnnwidgets.methods.invariance import InvarianceResult, check_fill, describe_transform, transform_images
+from cnnwidgets.methods.invariance import (
+    InvarianceResult, check_fill, describe_transform, images_mismatch, transform_images,
+)
 from cnnwidgets.methods.topk import Projector, TopKActivations, _indexable, resolve_projector
 from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import check_one_liner_options, error_text, shown_in_view
@@ -139,16 +141,32 @@ def _require(value: object, kind: type, what: str, made_by: str) -> None:
         raise TypeError(f"{what} must be {article} {kind.__name__} (from {made_by}), got {type(value).__name__}")
 
 
-def _image_batch(images: object, n: int, used: str) -> torch.Tensor:
-    """``images`` checked as the (N, C, H, W) tensor of the ``n`` images a result was computed on."""
+def _image_batch(images: object, result: InvarianceResult | CorrespondenceResult, used: str,
+                 made_by: str) -> torch.Tensor:
+    """``images`` checked as the (N, C, H, W) tensor of the images ``result`` was computed on (by
+    ``made_by``): their number, and the shape and fingerprints the result records (a result that
+    records none, made by hand or before they were recorded, is checked for what it records).
+
+    Raises:
+        TypeError: for ``images`` that are not a tensor.
+        ValueError: for another shape, another number of images, or other images (another order
+            included), saying what differs and what to pass.
+    """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
     images = images.detach().cpu()
     if images.dim() != 4:
         raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(images.shape)}")
+    n = result.num_images if isinstance(result, CorrespondenceResult) else len(result.labels)
     if images.shape[0] != n:
         raise ValueError(f"the result has {n} images, but {images.shape[0]} images were given; "
                          f"pass the images the {used} computed on")
+    mismatch = images_mismatch(images, getattr(result, "image_shape", None),
+                               getattr(result, "image_fingerprints", None), f"the {used} computed")
+    if mismatch:
+        raise ValueError(f"these are not the images of the result: {mismatch}; pass the (N, C, H, W) tensor "
+                         f"given to {made_by} as it was (the same images, in the same order, at the same size), "
+                         "so that the pictures match the numbers")
     return images
 
 
@@ -586,11 +604,45 @@ class TopKController:
             self.probe.close()
 
 
-def topk_view(topk: TopKActivations, model_or_probe: nn.Module | Probe | None = None, **options: Any) -> TopKView:
+def topk_view(topk: TopKActivations, model_or_probe: nn.Module | Probe | None = None, layer: str | None = None,
+              channel: int | None = None, **options: Any) -> TopKView:
     """A ready top-k view (options: see :class:`TopKController`, and what it raises; an unknown
-    option, or ``view``, is a TypeError that names the options)."""
-    check_one_liner_options(options, TopKController, "topk_view")
-    return open_view(TopKView, lambda view: TopKController(topk, model_or_probe, view, **options))
+    option, or ``view``, is a TypeError that names the options).
+
+    ``layer`` (a ``str``, NumPy's ``str_`` too) is the scanned layer the view starts on (default:
+    the first), ``channel`` (an int: a Python int, a NumPy integer or a 0-d integer tensor) the
+    channel (default: 0); both are start values of the view's ``layer`` and ``channel``.
+
+    Raises:
+        TypeError: for a ``layer`` that is not a ``str``, a ``channel`` that is not an int, and
+            what :class:`TopKController` raises.
+        ValueError: for a ``layer`` the scan does not hold (the message lists those it holds), a
+            ``channel`` outside the layer's channels, and what :class:`TopKController` raises.
+    """
+    check_one_liner_options(options, TopKController, "topk_view", ["layer", "channel"], ["layer", "channel"])
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer must be the name of a scanned layer (a str), got {type(layer).__name__} {layer!r:.60}")
+    if channel is not None:
+        channel = as_index(channel, "channel")
+
+    def attach(view: TopKView) -> TopKController:
+        controller = TopKController(topk, model_or_probe, view, **options)
+        try:
+            if layer is not None:
+                if layer not in view.layers:
+                    raise ValueError(f"layer {layer!r} is not a layer of the scan; choose one of {view.layers}")
+                view.layer = layer
+            if channel is not None:
+                if not 0 <= channel < max(view.num_channels, 1):
+                    raise ValueError(f"channel {channel} is out of range for layer {view.layer!r}: accepted "
+                                     f"0..{view.num_channels - 1}")
+                view.channel = channel
+        except Exception:
+            controller.close()
+            raise
+        return controller
+
+    return open_view(TopKView, attach)
 
 
 # ---------------------------------------------------------------------------- evolution (Fig. 4)
@@ -903,7 +955,8 @@ def plot_invariance(
 
     Raises:
         ValueError: for ``image_names`` that are not one per image, ``images`` that are not
-            the (N, C, H, W) images of the result, an ``example`` that names no image, or a
+            the (N, C, H, W) images of the result (their number, shape and fingerprints, as the
+            result records them), an ``example`` that names no image, or a
             negative ``examples``.
         TypeError: an ``example`` that is neither an int nor a str, an ``examples`` that is not
             an int, a ``title`` that is neither a str nor None, or a ``denormalize`` that is not
@@ -920,7 +973,7 @@ def plot_invariance(
         raise ValueError(f"the result has {n} images, but {len(image_names)} image names were given; "
                          "give one name per image")
     if images is not None:
-        images = _image_batch(images, n, "curves were")
+        images = _image_batch(images, result, "curves were", "invariance_curves(...)")
     if isinstance(example, str):
         if image_names is None or example not in image_names:
             raise ValueError(f"example {example!r} names no image; the image names are "
@@ -981,8 +1034,11 @@ class InvarianceController:
             not a tensor, names that are not lists, a ``dpi`` that is no number or a
             ``denormalize`` that is not callable.
         ValueError: when ``images`` is not (N, C, H, W), or it or ``image_names`` does not have one
-            entry per image of the result, when ``class_names`` has no name for a class the result
-            names (a label or a prediction), or for a ``dpi`` outside :data:`MIN_DPI`..:data:`MAX_DPI`.
+            entry per image of the result, when ``images`` are not the images the curves were computed
+            on (another size, order or images: the result records their shape and fingerprints, see
+            :func:`~cnnwidgets.methods.invariance.image_fingerprints`), when ``class_names`` has no
+            name for a class the result names (a label or a prediction), or for a ``dpi`` outside
+            :data:`MIN_DPI`..:data:`MAX_DPI`.
     """
 
     def __init__(
@@ -998,7 +1054,7 @@ class InvarianceController:
     ) -> None:
         _require(result, InvarianceResult, "result", "invariance_curves(...)")
         n = len(result.labels)
-        self.result, self.images = result, _image_batch(images, n, "curves were")
+        self.result, self.images = result, _image_batch(images, result, "curves were", "invariance_curves(...)")
         self.denormalize = _denormalize(denormalize)
         image_names = _names(image_names, "image_names")
         if image_names is not None and len(image_names) != n:
@@ -1209,10 +1265,11 @@ class CorrespondenceController:
             are not a tensor, ``parts`` that are not a mapping, a ``fill`` or ``tile`` of the
             wrong type, or a ``denormalize`` that is not callable.
         ValueError: when ``images`` is not (N, C, H, W), or it or a part's boxes does not have one
-            entry per image of the result, for no parts, a part the result does not have, a box
-            ``correspondence`` refuses or that differs from the box the result scored, a ``fill``
-            with neither 1 nor C values or other than the one the result was computed with, or a
-            ``tile`` out of range.
+            entry per image of the result, when ``images`` are not the images the table was computed
+            on (another size, order or images: the result records their shape and fingerprints),
+            for no parts, a part the result does not have, a box ``correspondence`` refuses or
+            that differs from the box the result scored, a ``fill`` with neither 1 nor C values or
+            other than the one the result was computed with, or a ``tile`` out of range.
     """
 
     def __init__(
@@ -1227,8 +1284,7 @@ class CorrespondenceController:
         tile: int = 128,
     ) -> None:
         _require(result, CorrespondenceResult, "result", "correspondence(...)")
-        n = result.num_images
-        self.result, self.images = result, _image_batch(images, n, "table was")
+        self.result, self.images = result, _image_batch(images, result, "table was", "correspondence(...)")
         if parts is None:
             if not result.boxes:
                 raise ValueError("this result records no boxes (it was not made by correspondence()); "

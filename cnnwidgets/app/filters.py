@@ -21,7 +21,7 @@ from cnnwidgets.app.cells import open_view
 from cnnwidgets.app.reporting import check_one_liner_options, error_text, keyword_options, near_miss, shown_in_view
 from cnnwidgets.app.worker import stop_at_exit
 from cnnwidgets.core.probe import Probe, class_count, trained_input_size, unwrap_model
-from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag, class_name_list
+from cnnwidgets.core.targets import ChannelActivation, ClassLogit, as_count, as_flag, as_index, class_name_list
 from cnnwidgets.methods.actmax import (
     ActMaxResult,
     _image_size,
@@ -486,7 +486,8 @@ class ActMaxController:
             left as it is: where its ``input_size`` differs from this size (or from an
             ``input_size`` option), the view works on a private probe of the same model.
         mean, std: the model's input normalisation (see ``maximize_activation``); default: a
-            bundle's own, else none. The status line says which input space runs use.
+            bundle's own (also that of a probe made from a bundle), else none. The status line says
+            which input space runs use.
         classes: class names (index = class), shown for class targets: a list, tuple or 1-D
             array of ``str``, one per class the model scores (where that number is known);
             default: a bundle's.
@@ -783,13 +784,53 @@ def _describes(probe: Probe, size: Any, input_size: Any) -> bool:
         return True
 
 
-def actmax_view(model_or_probe: nn.Module | Probe, **options: Any) -> ActMaxView:
+def actmax_view(model_or_probe: nn.Module | Probe, layer: str | None = None, channel: int | None = None,
+                **options: Any) -> ActMaxView:
     """A ready activation-maximisation view (see :class:`ActMaxController` for options, and
-    what it raises; ``view`` is a TypeError: it makes its own)."""
+    what it raises; ``view`` is a TypeError: it makes its own).
+
+    ``layer`` (a ``str``, NumPy's ``str_`` too) is the target the view starts on: a layer with
+    feature maps, or :data:`CLASS_TARGET` for the class logits; default: a middle layer.
+    ``channel`` (an int: a Python int, a NumPy integer or a 0-d integer tensor) is the channel
+    (the class, for :data:`CLASS_TARGET`) it starts on; default: 0. Both are start values of
+    the view's ``layer`` and ``channel``, which the user changes afterwards.
+
+    Raises:
+        TypeError: for a ``layer`` that is not a ``str`` or a ``channel`` that is not an int, and
+            what :class:`ActMaxController` raises.
+        ValueError: for a ``layer`` that is not one of the view's targets (the message lists
+            them), a ``channel`` below 0 or not below the target's channels (or classes), and
+            what :class:`ActMaxController` raises.
+    """
     if "view" in options:
         raise TypeError("actmax_view(...) makes its own view, so view cannot be given; to drive a view of your own, "
                         "use ActMaxController(..., view=view)")
-    return open_view(ActMaxView, lambda view: ActMaxController(model_or_probe, view, **options))
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer must be the name of a target (a str: a layer with feature maps, or {CLASS_TARGET!r}), "
+                        f"got {type(layer).__name__} {layer!r:.60}")
+    if channel is not None:
+        channel = as_index(channel, "channel")
+        if channel < 0:
+            raise ValueError(f"channel must be an int >= 0, got {channel}")
+
+    def attach(view: ActMaxView) -> ActMaxController:
+        controller = ActMaxController(model_or_probe, view, **options)
+        try:
+            if layer is not None:
+                if layer not in view.layers:
+                    raise ValueError(f"layer {layer!r} is not a target of this model; choose one of {view.layers}")
+                view.layer = layer
+            if channel is not None:
+                if 0 < view.channels <= channel:
+                    raise ValueError(f"channel {channel} is out of range for target {view.layer!r}: accepted "
+                                     f"0..{view.channels - 1}")
+                view.channel = channel
+        except Exception:
+            controller.close()
+            raise
+        return controller
+
+    return open_view(ActMaxView, attach)
 
 
 def summary_view(

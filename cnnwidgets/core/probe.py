@@ -941,6 +941,15 @@ def unwrap_model(model: object, input_size: Sequence[int] | None = None) -> tupl
     )
 
 
+def bundle_input_normalization(model: object) -> tuple[Any, Any] | None:
+    """``(mean, std)`` of a bundle (an object whose ``model`` is an ``nn.Module``, see
+    :func:`unwrap_model`), read from its ``mean`` and ``std`` attributes (None where it has none);
+    None for an ``nn.Module``, a :class:`Probe` or anything else that is not a bundle."""
+    if isinstance(model, (nn.Module, Probe)) or not isinstance(getattr(model, "model", None), nn.Module):
+        return None
+    return getattr(model, "mean", None), getattr(model, "std", None)
+
+
 def takes_as_model(value: object) -> bool:
     """Whether the methods take ``value`` where they take a model: an ``nn.Module``, a
     :class:`Probe`, or a bundle (an object whose ``model`` is an ``nn.Module``)."""
@@ -983,7 +992,8 @@ class Probe:
 
     Args:
         model: any ``nn.Module`` that maps an (N, C, H, W) batch to an output tensor, or a zoo
-            bundle (its model, and its ``input_size`` unless one is given).
+            bundle (its model, its ``input_size`` unless one is given, and its ``mean`` and ``std``,
+            kept in :attr:`normalization`).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         channels_last: run convolutions in channels-last memory layout. ``"auto"`` enables it
             on CPU for models with 2-D convolutions, where it is faster (about 1.3-1.6x on AVX2 CPUs),
@@ -1024,6 +1034,7 @@ class Probe:
         cache_size: int = 8,
         cache_bytes: int = 512 * 2**20,
     ) -> None:
+        normalization = bundle_input_normalization(model)
         model, input_size = unwrap_model(model, input_size)
         if isinstance(channels_last, str):
             if channels_last != "auto":
@@ -1038,6 +1049,7 @@ class Probe:
         cache_size = as_count(cache_size, "cache_size")
         cache_bytes = as_count(cache_bytes, "cache_bytes", minimum=0)
         self._user_model = model
+        self._normalization = normalization
         self._model_name = type(model).__name__
         self._lock = threading.RLock()
         self._synced_here = threading.local()  # depth of synced() blocks, per thread
@@ -1374,6 +1386,14 @@ class Probe:
     def device(self) -> torch.device:
         """The device the probe computes on."""
         return self._device
+
+    @property
+    def normalization(self) -> tuple[Any, Any] | None:
+        """``(mean, std)`` of the bundle this probe was made from (its input normalisation, as the
+        bundle gives it; ``(None, None)`` for a bundle whose model takes [0, 1] images), or None for
+        a probe made from a bare model, which says nothing about its input space. Methods that
+        synthesise inputs (activation maximisation) use it as the default normalisation."""
+        return self._normalization
 
     @property
     def version(self) -> int:

@@ -49,7 +49,8 @@ from tqdm.auto import tqdm
 
 from cnnwidgets.core.images import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from cnnwidgets.core.probe import (
-    FALLBACK_CHANNELS, MAX_TENSOR_BYTES, Probe, check_input_size, class_count, probe_scope, trained_input_size,
+    FALLBACK_CHANNELS, MAX_TENSOR_BYTES, Probe, bundle_input_normalization, check_input_size, class_count,
+    probe_scope, trained_input_size,
 )
 from cnnwidgets.core.targets import (
     SizeTypeError, Target, as_callback, as_cancel_check, as_count, as_flag, as_real, as_seed, int_pair,
@@ -473,10 +474,19 @@ def fit_channels(probe: Probe, height: int, width: int) -> int:
 
 def bundle_normalization(model: object) -> tuple[Any, Any]:
     """``(mean, std)`` of a bundle (an object with an ``nn.Module`` in ``.model``, see
-    :func:`~cnnwidgets.core.probe.unwrap_model`), or ``(None, None)`` for a model or probe."""
-    if isinstance(model, (nn.Module, Probe)) or not isinstance(getattr(model, "model", None), nn.Module):
-        return None, None
-    return getattr(model, "mean", None), getattr(model, "std", None)
+    :func:`~cnnwidgets.core.probe.unwrap_model`) or of a probe made from one (its
+    :attr:`~cnnwidgets.core.probe.Probe.normalization`), or ``(None, None)`` for a model or a
+    probe made from a model."""
+    normalization = _given_normalization(model)
+    return (None, None) if normalization is None else normalization
+
+
+def _given_normalization(model: object) -> tuple[Any, Any] | None:
+    """The normalisation that came with ``model`` (a bundle's, or that of the bundle a probe was
+    made from; ``(None, None)`` for a bundle without one), or None where nothing says it."""
+    if isinstance(model, Probe):
+        return model.normalization
+    return bundle_input_normalization(model)
 
 
 def _nonfinite_gradient_message(step: int, value: float, target: Any) -> str:
@@ -552,9 +562,10 @@ def maximize_activation(
         mean, std: the normalisation the model expects (per channel, or one value): the model sees
             ``(x - mean) / std`` for an image ``x`` in [0, 1]. Default: a bundle's own ``mean`` and
             ``std`` (a zoo bundle, such as :func:`cnnwidgets.zoo.load_default`, says how its model
-            was trained), else 0 and 1 (a model fed [0, 1] images): the result's ``assumed`` then
-            says so, and a bare ImageNet classifier warns (:class:`AssumedInputWarning`). For
-            ImageNet models use (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225).
+            was trained), also for a probe made from a bundle (``Probe(bundle)`` keeps them), else
+            0 and 1 (a model fed [0, 1] images): the result's ``assumed`` then says so, and a bare
+            ImageNet classifier warns (:class:`AssumedInputWarning`). For ImageNet models use
+            (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225).
         parametrization: ``"fourier"`` (1/f-scaled Fourier coefficients) or ``"pixel"``.
         decorrelate: optimise in decorrelated colour space (3-channel inputs only).
         decay: exponent of the 1/f scaling, >= 0 (``"fourier"``; 0 = flat spectrum). 1 matches natural
@@ -657,7 +668,8 @@ def maximize_activation(
         if min(input_size[1:]) < 2:
             raise ValueError(f"input_size must be at least 2x2 pixels, got {input_size}")
     is_bundle = not isinstance(model_or_probe, (nn.Module, Probe))
-    space_assumed = mean is None and std is None and not is_bundle  # [0, 1] pixels, fed as they are
+    # [0, 1] pixels, fed as they are, with nothing (no mean and std, no bundle) saying so
+    space_assumed = mean is None and std is None and _given_normalization(model_or_probe) is None
     if mean is None and std is None:
         mean, std = bundle_normalization(model_or_probe)
     # where the size comes from when none is given: a bundle's, a probe's, or one found for a bare model

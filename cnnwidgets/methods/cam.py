@@ -221,8 +221,10 @@ def layer_gradient(
     Args:
         model_or_probe: a model or a :class:`Probe` of it.
         x: preprocessed batch (N, C, H, W).
-        target: class index or target callable (``ChannelActivation`` of a layer at or
-            after ``layer`` runs only the needed prefix).
+        target: class index, one class index per image (a list, or a 1-D integer tensor or
+            array, as ``ClassLogits``: each image's gradient is for its own class), or target
+            callable (``ChannelActivation`` of a layer at or after ``layer`` runs only the needed
+            prefix).
         layer: layer name (see ``probe.layers``).
 
     Returns:
@@ -319,7 +321,9 @@ def grad_cam(
     Args:
         model_or_probe: a model or a :class:`Probe` of it.
         x: preprocessed batch (N, C, H, W).
-        target: class index (the class logit, as in the paper) or target callable.
+        target: class index (the class logit, as in the paper), one class index per image (a
+            list, or a 1-D integer tensor or array: each image's map is for its own class), or
+            target callable.
         layer: any layer with a (K, h, w) output, usually the last convolutional block; a
             channels-last (h, w, K) output (``LayerInfo.layout == "HWC"``, as in Swin
             transformers) is read channels first. Default (None): ``nearest_conv_layer(probe,
@@ -368,7 +372,8 @@ def grad_cam_pp(
     denominator can reach zero or below, and a ``RuntimeWarning`` says so when it does.
 
     Args:
-        model_or_probe, x, target, layer: as :func:`grad_cam` (the same default layer).
+        model_or_probe, x, target, layer: as :func:`grad_cam` (the same default layer; a class
+            index, or one per image, or a target callable).
         eps: added to the denominator of ``a_kij`` (0: the paper's formula; pytorch-grad-cam
             uses 1e-6, which matters when gradients are tiny, as in untrained networks). A
             finite number >= 0.

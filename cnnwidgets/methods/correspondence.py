@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from cnnwidgets.core.probe import Probe, probe_scope
 from cnnwidgets.core.targets import as_count, as_flag, as_seed, as_tolerance
 from cnnwidgets.methods.gradients import _EMPTY_QUIET
-from cnnwidgets.methods.invariance import check_fill, check_image_batch, feature_layer_names
+from cnnwidgets.methods.invariance import check_fill, check_image_batch, feature_layer_names, image_fingerprints
 from cnnwidgets.methods.occlusion import NoOcclusionEffectWarning
 
 __all__ = ["RANDOM", "CorrespondenceResult", "correspondence", "occlude", "random_boxes"]
@@ -147,6 +147,12 @@ class CorrespondenceResult:
             control's random boxes are not kept); empty for a result made by hand.
         fill: the occluder value the boxes were filled with (one, or one per channel, in
             preprocessed space); None for a result made by hand.
+        image_shape: (N, C, H, W) of the images the table was computed on (None in a result made
+            by hand, or before it was recorded).
+        image_fingerprints: (N, 5 * C) float64,
+            :func:`~cnnwidgets.methods.invariance.image_fingerprints` of those images, by which views
+            refuse other images (None where not recorded: views then compare only the shape, or the
+            number of images).
     """
 
     layers: list[str]
@@ -160,6 +166,8 @@ class CorrespondenceResult:
     feature_sizes: dict[str, int]
     boxes: dict[str, list[BoxXYXY]] = field(default_factory=dict)
     fill: float | list[float] | None = None
+    image_shape: tuple[int, ...] | None = None
+    image_fingerprints: np.ndarray | None = field(default=None, repr=False)
 
     def cell(self, part: str, layer: str, precision: int = 3) -> str:
         """One cell of the table as text, ``"mean ± std"`` with ``precision`` decimals.
@@ -353,6 +361,7 @@ def correspondence(
     for name, boxes in checked.items():
         if len(boxes) != n:
             raise ValueError(f"part {name!r} has {len(boxes)} boxes; expected one per image ({n})")
+    fingerprints = image_fingerprints(images)  # by which views know these images again
     with probe_scope(model_or_probe) as probe:
         images = images.detach()
         names = feature_layer_names(probe, images, layers, ("last_conv", "penultimate"))
@@ -441,4 +450,6 @@ def correspondence(
         feature_sizes=sizes,
         boxes={name: list(boxes) for name, boxes in checked.items()},
         fill=fill,
+        image_shape=tuple(int(v) for v in images.shape),
+        image_fingerprints=fingerprints,
     )

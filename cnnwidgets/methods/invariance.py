@@ -35,7 +35,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,6 +59,8 @@ __all__ = [
     "default_feature_layers",
     "default_ranges",
     "describe_transform",
+    "image_fingerprints",
+    "images_mismatch",
     "invariance_curves",
     "transform_images",
 ]
@@ -108,6 +110,74 @@ def check_image_batch(images: object, what: str = "images") -> torch.Tensor:
         raise ValueError(f"{what} must be a preprocessed batch (N, C, H, W) of at least one image, got shape "
                          f"{tuple(images.shape)}")
     return images
+
+
+def image_fingerprints(images: torch.Tensor) -> np.ndarray:
+    """A cheap fingerprint of each image of the batch ``images`` (N, C, H, W): per channel, the mean,
+    the standard deviation and the mean of the values weighted by the horizontal, the vertical and
+    the diagonal position (coordinates in [-1, 1]), so that images in another order, flipped,
+    transposed or unrelated tell apart. One pass over a float32 CPU copy; NaN and infinite values
+    give NaN or infinite entries.
+
+    Returns:
+        (N, 5 * C) float64, row n for image n.
+    """
+    batch = images.detach().to("cpu", torch.float32)
+    n, c, height, width = batch.shape
+    # coordinates in [-1, 1] (0 for a side of one pixel)
+    v = torch.linspace(-1.0 if height > 1 else 0.0, 1.0 if height > 1 else 0.0, height, dtype=torch.float64)[:, None]
+    u = torch.linspace(-1.0 if width > 1 else 0.0, 1.0 if width > 1 else 0.0, width, dtype=torch.float64)[None, :]
+    rows = []
+    for image in batch:  # one image at a time in float64, not a float64 copy of the whole batch
+        x = image.double()
+        rows.append(torch.cat([
+            x.mean(dim=(1, 2)), x.std(dim=(1, 2), correction=0),
+            (x * u).mean(dim=(1, 2)), (x * v).mean(dim=(1, 2)), (x * (u * v)).mean(dim=(1, 2)),
+        ]))
+    return torch.stack(rows).numpy() if rows else np.zeros((0, 5 * c))
+
+
+def _same_fingerprint(given: np.ndarray, recorded: np.ndarray) -> bool:
+    """Whether two rows of :func:`image_fingerprints` describe the same image, up to float32 rounding
+    (images preprocessed again, on another device)."""
+    scale = 1.0 + float(np.nanmax(np.abs(np.where(np.isfinite(recorded), recorded, 0.0)), initial=0.0))
+    return bool(np.allclose(given, recorded, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
+
+
+def images_mismatch(images: torch.Tensor, shape: Sequence[int] | None, fingerprints: np.ndarray | None,
+                    computed: str) -> str:
+    """What makes the batch ``images`` differ from the images a result was computed on; ``""``
+    where they agree (in what the result records).
+
+    Args:
+        images: the (N, C, H, W) batch given.
+        shape: the (N, C, H, W) the result records, or None (a result made before it was recorded).
+        fingerprints: the :func:`image_fingerprints` the result records, or None (then only the
+            shape is compared).
+        computed: how the message names the result's computation, e.g. ``"the curves were computed"``.
+    """
+    given_shape = tuple(int(v) for v in images.shape)
+    if shape is not None and given_shape != tuple(int(v) for v in shape):
+        return (f"{computed} on images of shape {tuple(int(v) for v in shape)} (N, C, H, W), but images of shape "
+                f"{given_shape} were given")
+    if fingerprints is None:
+        return ""
+    recorded = np.asarray(fingerprints, dtype=np.float64)
+    given = image_fingerprints(images)
+    if given.shape != recorded.shape:
+        return f"{computed} on images whose fingerprints have shape {recorded.shape}, the images given {given.shape}"
+    differ = [i for i in range(len(given)) if not _same_fingerprint(given[i], recorded[i])]
+    if not differ:
+        return ""
+    moved = {i: next((j for j in range(len(recorded)) if _same_fingerprint(given[i], recorded[j])), None)
+             for i in differ}
+    if all(j is not None for j in moved.values()):
+        pairs = ", ".join(f"image {i} given is the result's image {j}" for i, j in list(moved.items())[:4])
+        return f"{computed} on the same images in another order ({pairs}{' ...' if len(moved) > 4 else ''})"
+    shown = ", ".join(str(i) for i in differ[:8]) + (" ..." if len(differ) > 8 else "")
+    return (f"{computed} on other images: image{'s' if len(differ) > 1 else ''} {shown} of the {len(given)} given "
+            f"{'are' if len(differ) > 1 else 'is'} not the result's (the per-channel means, spreads or positions "
+            "of the values differ)")
 
 
 def check_fill(fill: object, channels: int) -> float | list[float]:
@@ -354,6 +424,11 @@ class InvarianceResult:
         labels_given: whether ``labels`` were given (else they are the model's predictions).
         normalized: whether distances are divided by ``||phi_L(x_n)||``.
         interpolation, fill: how the images were transformed.
+        image_shape: (N, C, H, W) of the images the curves were computed on (None in a result
+            made by hand, or before it was recorded).
+        image_fingerprints: (N, 5 * C) float64, :func:`image_fingerprints` of those images, by
+            which views refuse other images (None where not recorded: views then compare only the
+            shape, or the number of images).
     """
 
     values: dict[str, np.ndarray]
@@ -367,6 +442,8 @@ class InvarianceResult:
     normalized: bool
     interpolation: str
     fill: float | Sequence[float]
+    image_shape: tuple[int, ...] | None = None
+    image_fingerprints: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def transforms(self) -> list[str]:
@@ -532,6 +609,7 @@ def invariance_curves(
             UserWarning,
             stacklevel=2,
         )
+    fingerprints = image_fingerprints(images)  # by which views know these images again
     with probe_scope(model_or_probe) as probe:
         images = images.detach()
         check_channel_axis(probe.model, images)  # before the layers are described at the images' size
@@ -601,4 +679,6 @@ def invariance_curves(
         normalized=normalize,
         interpolation=interpolation,
         fill=fill,
+        image_shape=tuple(int(v) for v in images.shape),
+        image_fingerprints=fingerprints,
     )
