@@ -1217,9 +1217,15 @@ def _target_failure(exc: Exception, target: Target, activation: object, probe) -
         where = f"the model's output, {given}{note}"
     else:
         where = f"the output of layer {target.layer!r}, {given}"
-    message = f"the target failed on {where}: {type(exc).__name__}: {exc}"
+    return same_kind(exc, f"the target failed on {where}: {type(exc).__name__}: {exc}")
+
+
+def same_kind(exc: Exception, message: str) -> Exception:
+    """A new exception of ``exc``'s class (a TypeError, IndexError or KeyError, or a subclass)
+    with ``message``, so that a caller's except clause still matches; of the builtin base class
+    where the subclass's constructor takes other arguments."""
     try:
-        return type(exc)(message)  # the same class, so that a caller's except clause still matches
+        return type(exc)(message)
     except Exception:  # noqa: BLE001 - a subclass whose constructor takes other arguments
         kind = next(k for k in (KeyError, IndexError, TypeError) if isinstance(exc, k))
         return kind(message)

@@ -66,7 +66,9 @@ from torch import nn
 
 from cnnwidgets.core.layers import LayerInfo
 from cnnwidgets.core.probe import Probe, check_batch, probe_scope
-from cnnwidgets.core.targets import INDEX_TYPES, ClassLogit, ClassLogits, Target, as_pair, resolve_target, target_score
+from cnnwidgets.core.targets import (
+    INDEX_TYPES, ClassLogit, ClassLogits, Target, as_pair, resolve_target, same_kind, target_score,
+)
 from cnnwidgets.methods.gradients import (
     _EMPTY_QUIET,
     EmptyMapWarning,
@@ -203,10 +205,7 @@ def _alone_failure(exc: Exception, probe: Probe, images: int) -> Exception:
     message = (f"{text} (this model's layers {layers} use batch statistics, so each of the {images} images is "
                "explained alone and a target callable sees one image's output at a time: write it for any batch "
                "size, e.g. out[:, k], or give a class index or a list of one class per image)")
-    try:
-        return type(exc)(message)
-    except Exception:  # noqa: BLE001 - a subclass whose constructor takes other arguments
-        return exc
+    return same_kind(exc, message)
 
 
 def layer_gradient(
